@@ -1,0 +1,48 @@
+# edgeplane: make build | generate | test | demo | bench
+GO ?= go
+BIN := $(CURDIR)/bin
+export EDGEPLANE_CACHE ?= /var/cache/edgeplane
+
+.PHONY: all build generate check-generated deps k8s cni-plugins test unit e2e demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+generate: deps
+	$(GO) generate ./pkg/datapath/...
+
+# CI: the committed objects and bindings must be what the sources produce.
+check-generated: generate
+	git diff --exit-code -- pkg/datapath bpf || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+
+deps:
+	@scripts/install-deps.sh
+
+k8s:
+	@scripts/build-k8s.sh etcd kube-apiserver >/dev/null
+
+cni-plugins:
+	@scripts/install-cni-plugins.sh >/dev/null
+
+# The one test command (README and .ci/run): unit tests, datapath tests through BPF_PROG_TEST_RUN
+# and the end-to-end suite on the netns lab with a real etcd + kube-apiserver. Needs root.
+test: deps k8s cni-plugins build
+	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
+		$(GO) test -count=1 -timeout 45m ./...
+
+unit: deps
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
+
+demo: deps k8s cni-plugins build
+	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
+		$(GO) run ./tests/lab/cmd/demo
+
+bench: deps k8s cni-plugins build
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./pkg/datapath/
+	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
+		$(GO) test -count=1 -timeout 60m -run '^$$' -bench . -benchtime 1x ./tests/bench/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The one table of drop reasons, shared with Go (pkg/datapath/dropreasons.go; a test compares them).
+ * Numbers are only ever appended. Helpers return -reason; the entry program's exit records it. */
+#ifndef EDGEPLANE_DROP_REASONS_H
+#define EDGEPLANE_DROP_REASONS_H
+
+enum drop_reason {
+	REASON_FORWARDED = 0,           /* not a drop: the forward counter */
+	DROP_INVALID = 1,               /* truncated or malformed packet */
+	DROP_UNSUPPORTED_L3 = 2,        /* not IPv4 (and not ARP) */
+	DROP_SPOOFED_SOURCE = 3,        /* a pod sent with a source address that is not its own */
+	DROP_UNKNOWN_ENDPOINT = 4,      /* destination in this node's pod CIDR but no such pod */
+	DROP_NO_ROUTE = 5,              /* destination in the cluster CIDR but no node owns it */
+	DROP_UNKNOWN_TUNNEL_SOURCE = 6, /* VXLAN from an address that is not a known node */
+	DROP_VNI_MISMATCH = 7,          /* VXLAN with a VNI other than ours, or without the I flag */
+	DROP_DOMAIN_UNREACHABLE = 8,    /* destination in a network domain this one cannot reach */
+	DROP_PKT_TOO_BIG = 9,           /* larger than the pod MTU and not GSO */
+	DROP_NOT_READY = 10,            /* the agent has not configured the datapath yet */
+	DROP_ENCAP_FAILED = 11,         /* a kernel helper failed while encapsulating or decapsulating */
+	DROP_NAT_NO_PORT = 12,          /* masquerade found no free port */
+	DROP_UNKNOWN_NODE = 13,         /* a route names a node that has no entry in nodes_map */
+	DROP_NODEPORT_CLOSED = 14,      /* NodePort not listening on this node (pool isolation) */
+	DROP_REASON_MAX,                /* keep last */
+};
+
+#endif
