@@ -7,7 +7,7 @@
 #include "lib/metrics.h"
 
 SEC("tc")
-int node_skeleton(struct __sk_buff *skb)
+int node_ingress(struct __sk_buff *skb)
 {
 	struct node_cfg *cfg = node_cfg_get();
 	if (!cfg)
@@ -16,5 +16,18 @@ int node_skeleton(struct __sk_buff *skb)
 		return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
 	return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
 }
+
+
+SEC("tc")
+int node_egress(struct __sk_buff *skb)
+{
+	struct node_cfg *cfg = node_cfg_get();
+	if (!cfg)
+		return tc_exit(skb, DIR_POD_EGRESS, -DROP_NOT_READY);
+	if (endpoint_lookup(0) || route_lookup(0) || node_lookup(0))
+		return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
+	return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
+}
+
 
 char __license[] SEC("license") = "Dual BSD/GPL";

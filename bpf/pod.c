@@ -7,7 +7,7 @@
 #include "lib/metrics.h"
 
 SEC("tc")
-int pod_skeleton(struct __sk_buff *skb)
+int pod_egress(struct __sk_buff *skb)
 {
 	struct node_cfg *cfg = node_cfg_get();
 	if (!cfg)
@@ -16,5 +16,6 @@ int pod_skeleton(struct __sk_buff *skb)
 		return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
 	return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
 }
+
 
 char __license[] SEC("license") = "Dual BSD/GPL";

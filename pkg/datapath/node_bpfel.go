@@ -72,12 +72,13 @@ type nodeRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	nodeMapEndpointsMap  = "endpoints_map"
-	nodeMapMetricsMap    = "metrics_map"
-	nodeMapNodeCfgMap    = "node_cfg_map"
-	nodeMapNodesMap      = "nodes_map"
-	nodeMapRoutesMap     = "routes_map"
-	nodeProgNodeSkeleton = "node_skeleton"
+	nodeMapEndpointsMap = "endpoints_map"
+	nodeMapMetricsMap   = "metrics_map"
+	nodeMapNodeCfgMap   = "node_cfg_map"
+	nodeMapNodesMap     = "nodes_map"
+	nodeMapRoutesMap    = "routes_map"
+	nodeProgNodeEgress  = "node_egress"
+	nodeProgNodeIngress = "node_ingress"
 )
 
 // loadNode returns the embedded CollectionSpec for node.
@@ -122,7 +123,8 @@ type nodeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nodeProgramSpecs struct {
-	NodeSkeleton *ebpf.ProgramSpec `ebpf:"node_skeleton"`
+	NodeEgress  *ebpf.ProgramSpec `ebpf:"node_egress"`
+	NodeIngress *ebpf.ProgramSpec `ebpf:"node_ingress"`
 }
 
 // nodeMapSpecs contains maps before they are loaded into the kernel.
@@ -189,12 +191,14 @@ type nodeVariables struct {
 //
 // It can be passed to loadNodeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nodePrograms struct {
-	NodeSkeleton *ebpf.Program `ebpf:"node_skeleton"`
+	NodeEgress  *ebpf.Program `ebpf:"node_egress"`
+	NodeIngress *ebpf.Program `ebpf:"node_ingress"`
 }
 
 func (p *nodePrograms) Close() error {
 	return _NodeClose(
-		p.NodeSkeleton,
+		p.NodeEgress,
+		p.NodeIngress,
 	)
 }
 

@@ -72,12 +72,13 @@ type overlayRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	overlayMapEndpointsMap     = "endpoints_map"
-	overlayMapMetricsMap       = "metrics_map"
-	overlayMapNodeCfgMap       = "node_cfg_map"
-	overlayMapNodesMap         = "nodes_map"
-	overlayMapRoutesMap        = "routes_map"
-	overlayProgOverlaySkeleton = "overlay_skeleton"
+	overlayMapEndpointsMap    = "endpoints_map"
+	overlayMapMetricsMap      = "metrics_map"
+	overlayMapNodeCfgMap      = "node_cfg_map"
+	overlayMapNodesMap        = "nodes_map"
+	overlayMapRoutesMap       = "routes_map"
+	overlayProgOverlayEgress  = "overlay_egress"
+	overlayProgOverlayIngress = "overlay_ingress"
 )
 
 // loadOverlay returns the embedded CollectionSpec for overlay.
@@ -122,7 +123,8 @@ type overlaySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayProgramSpecs struct {
-	OverlaySkeleton *ebpf.ProgramSpec `ebpf:"overlay_skeleton"`
+	OverlayEgress  *ebpf.ProgramSpec `ebpf:"overlay_egress"`
+	OverlayIngress *ebpf.ProgramSpec `ebpf:"overlay_ingress"`
 }
 
 // overlayMapSpecs contains maps before they are loaded into the kernel.
@@ -189,12 +191,14 @@ type overlayVariables struct {
 //
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayPrograms struct {
-	OverlaySkeleton *ebpf.Program `ebpf:"overlay_skeleton"`
+	OverlayEgress  *ebpf.Program `ebpf:"overlay_egress"`
+	OverlayIngress *ebpf.Program `ebpf:"overlay_ingress"`
 }
 
 func (p *overlayPrograms) Close() error {
 	return _OverlayClose(
-		p.OverlaySkeleton,
+		p.OverlayEgress,
+		p.OverlayIngress,
 	)
 }
 

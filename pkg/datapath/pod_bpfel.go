@@ -77,7 +77,7 @@ const (
 	podMapNodeCfgMap   = "node_cfg_map"
 	podMapNodesMap     = "nodes_map"
 	podMapRoutesMap    = "routes_map"
-	podProgPodSkeleton = "pod_skeleton"
+	podProgPodEgress   = "pod_egress"
 )
 
 // loadPod returns the embedded CollectionSpec for pod.
@@ -122,7 +122,7 @@ type podSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podProgramSpecs struct {
-	PodSkeleton *ebpf.ProgramSpec `ebpf:"pod_skeleton"`
+	PodEgress *ebpf.ProgramSpec `ebpf:"pod_egress"`
 }
 
 // podMapSpecs contains maps before they are loaded into the kernel.
@@ -189,12 +189,12 @@ type podVariables struct {
 //
 // It can be passed to loadPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podPrograms struct {
-	PodSkeleton *ebpf.Program `ebpf:"pod_skeleton"`
+	PodEgress *ebpf.Program `ebpf:"pod_egress"`
 }
 
 func (p *podPrograms) Close() error {
 	return _PodClose(
-		p.PodSkeleton,
+		p.PodEgress,
 	)
 }
 
