@@ -17,6 +17,9 @@ have bridge     || need+=(iproute2)
 have ethtool    || need+=(ethtool)
 have tcpdump    || need+=(tcpdump)
 have taskset    || need+=(util-linux)
+have nsenter    || need+=(util-linux)
+have ping       || need+=(iputils-ping)
+have socat      || need+=(socat)
 
 if [ ${#need[@]} -gt 0 ]; then
 	echo "installing: ${need[*]}"

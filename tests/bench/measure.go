@@ -1,0 +1,217 @@
+// Package bench compares edgeplane's datapath with a Flannel-like kernel path and the raw underlay,
+// in the same lab and the same run. Each metric is measured in alternating rounds (ABBA over all
+// targets) so that drift on a noisy shared VM hits every target alike; results are medians plus
+// per-round ratios against the baseline, whose spread is reported with them.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Endpoint is where a benchmark's client or server runs: a network namespace (by name, under
+// /run/netns) and the address the server listens on.
+type Endpoint struct {
+	NetNS string
+	IP    string
+}
+
+// Path is one way of carrying packets between a client and a server: edgeplane cross-node,
+// Flannel-like cross-node, raw underlay, ...
+type Path struct {
+	Name   string
+	Client Endpoint
+	Server Endpoint
+}
+
+// Sample is one measurement of one metric on one path.
+type Sample struct {
+	TPS        float64 `json:"tps,omitempty"`         // request/response transactions per second
+	P50us      float64 `json:"p50_us,omitempty"`      // round-trip time percentiles
+	P99us      float64 `json:"p99_us,omitempty"`
+	PPS        float64 `json:"pps,omitempty"`         // packets per second received
+	Mbps       float64 `json:"mbps,omitempty"`        // bulk throughput received
+	DurationS  float64 `json:"duration_s,omitempty"`
+	Raw        string  `json:"-"`
+}
+
+// nsCmd runs a command inside a network namespace pinned to a CPU set ("" = any), via nsenter so
+// that /sys is not remounted.
+func nsCmd(ctx context.Context, netns, cpus string, name string, args ...string) *exec.Cmd {
+	argv := []string{"--net=/run/netns/" + netns, "--"}
+	if cpus != "" {
+		argv = append(argv, "taskset", "-c", cpus)
+	}
+	argv = append(argv, name)
+	argv = append(argv, args...)
+	return exec.CommandContext(ctx, "nsenter", argv...)
+}
+
+// server starts a long-running server process and returns a stop function.
+func server(netns, cpus string, name string, args ...string) (func(), error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := nsCmd(ctx, netns, cpus, name, args...)
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting %s in %s: %w", name, netns, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	return func() { cancel(); _ = cmd.Wait() }, nil
+}
+
+var (
+	sockperfValid = regexp.MustCompile(`\[Valid Duration\] RunTime=([0-9.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)`)
+	sockperfPct   = regexp.MustCompile(`percentile (\d+\.\d+) =\s+([0-9.]+)`)
+)
+
+// RequestResponse runs sockperf ping-pong (UDP or TCP, 64-byte messages) with client and server
+// pinned to the same CPU: on a 2-core VM cross-CPU figures measure wake-up noise, not the datapath.
+func RequestResponse(p Path, tcp bool, seconds int, cpu string, port int) (Sample, error) {
+	args := []string{"server", "-i", p.Server.IP, "-p", strconv.Itoa(port)}
+	if tcp {
+		args = append(args, "--tcp")
+	}
+	stop, err := server(p.Server.NetNS, cpu, "sockperf", args...)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer stop()
+	cargs := []string{"ping-pong", "-i", p.Server.IP, "-p", strconv.Itoa(port), "-m", "64", "-t", strconv.Itoa(seconds)}
+	if tcp {
+		cargs = append(cargs, "--tcp")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+20)*time.Second)
+	defer cancel()
+	out, err := nsCmd(ctx, p.Client.NetNS, cpu, "sockperf", cargs...).CombinedOutput()
+	if err != nil {
+		return Sample{}, fmt.Errorf("sockperf ping-pong on %s: %w: %s", p.Name, err, tail(out))
+	}
+	return parseSockperf(string(out))
+}
+
+func parseSockperf(out string) (Sample, error) {
+	m := sockperfValid.FindStringSubmatch(out)
+	if m == nil {
+		return Sample{}, fmt.Errorf("sockperf output has no valid-duration line: %s", tail([]byte(out)))
+	}
+	secs, _ := strconv.ParseFloat(m[1], 64)
+	recv, _ := strconv.ParseFloat(m[3], 64)
+	if secs <= 0 || recv == 0 {
+		return Sample{}, fmt.Errorf("sockperf received nothing: %s", tail([]byte(out)))
+	}
+	s := Sample{TPS: recv / secs, DurationS: secs, Raw: out}
+	// sockperf reports one-way latency (RTT/2); we report round trips.
+	for _, pm := range sockperfPct.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(pm[2], 64)
+		switch pm[1] {
+		case "50.000":
+			s.P50us = 2 * v
+		case "99.000":
+			s.P99us = 2 * v
+		}
+	}
+	return s, nil
+}
+
+type iperfResult struct {
+	End struct {
+		Sum struct {
+			Seconds     float64 `json:"seconds"`
+			Packets     float64 `json:"packets"`
+			LostPackets float64 `json:"lost_packets"`
+			BitsPerSec  float64 `json:"bits_per_second"`
+		} `json:"sum"`
+		SumReceived struct {
+			Seconds    float64 `json:"seconds"`
+			BitsPerSec float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+	} `json:"end"`
+	Error string `json:"error"`
+}
+
+// SmallUDP sends 64-byte UDP datagrams as fast as iperf3 can and reports the packets per second the
+// server received (client on clientCPU, server on serverCPU).
+func SmallUDP(p Path, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
+	r, err := iperf(p, seconds, clientCPU, serverCPU, port, "-u", "-l", "64", "-b", "0")
+	if err != nil {
+		return Sample{}, err
+	}
+	s := r.End.Sum
+	if s.Seconds <= 0 {
+		return Sample{}, fmt.Errorf("iperf3 udp on %s: no duration", p.Name)
+	}
+	return Sample{PPS: (s.Packets - s.LostPackets) / s.Seconds, DurationS: s.Seconds}, nil
+}
+
+// TCPStream runs one bulk TCP stream and reports the received rate.
+func TCPStream(p Path, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
+	r, err := iperf(p, seconds, clientCPU, serverCPU, port)
+	if err != nil {
+		return Sample{}, err
+	}
+	s := r.End.SumReceived
+	return Sample{Mbps: s.BitsPerSec / 1e6, DurationS: s.Seconds}, nil
+}
+
+func iperf(p Path, seconds int, clientCPU, serverCPU string, port int, extra ...string) (iperfResult, error) {
+	var r iperfResult
+	stop, err := server(p.Server.NetNS, serverCPU, "iperf3", "-s", "-1", "-B", p.Server.IP, "-p", strconv.Itoa(port))
+	if err != nil {
+		return r, err
+	}
+	defer stop()
+	args := append([]string{"-c", p.Server.IP, "-p", strconv.Itoa(port), "-t", strconv.Itoa(seconds), "-J"}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+20)*time.Second)
+	defer cancel()
+	out, err := nsCmd(ctx, p.Client.NetNS, clientCPU, "iperf3", args...).Output()
+	if jerr := json.Unmarshal(out, &r); jerr != nil {
+		return r, fmt.Errorf("iperf3 on %s: %v (%v): %s", p.Name, err, jerr, tail(out))
+	}
+	if r.Error != "" {
+		return r, fmt.Errorf("iperf3 on %s: %s", p.Name, r.Error)
+	}
+	return r, err
+}
+
+func tail(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 600 {
+		s = "..." + s[len(s)-600:]
+	}
+	return s
+}
+
+// Median of a slice (not modified).
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	c := append([]float64(nil), v...)
+	sort.Float64s(c)
+	n := len(c)
+	if n%2 == 1 {
+		return c[n/2]
+	}
+	return (c[n/2-1] + c[n/2]) / 2
+}
+
+// ABBAOrder returns the order in which to visit paths in round r: forward on even rounds, reversed
+// on odd ones, so that each path sees the same average position in time.
+func ABBAOrder(n, r int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		if r%2 == 0 {
+			idx[i] = i
+		} else {
+			idx[i] = n - 1 - i
+		}
+	}
+	return idx
+}
