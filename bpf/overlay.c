@@ -1,33 +1,90 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The collect_md VXLAN device "edgeplane.1".
+ * overlay_ingress (tc ingress): what the kernel decapsulated (fragments, traffic to the host,
+ *   frames node.c left to it): only from known nodes with our VNI; local pods get a peer redirect.
+ * overlay_egress (tc egress): host traffic routed into the device: the tunnel key and inner MACs
+ *   from the maps (Flannel peers need their VTEP MAC as the inner destination). */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
 #include "lib/routes.h"
 #include "lib/nodes.h"
 #include "lib/metrics.h"
+#include "lib/parse.h"
+#include "lib/fwd.h"
+#include "lib/vxlan.h"
+
+static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
+{
+	struct node_cfg *cfg = node_cfg_get();
+	struct bpf_tunnel_key key = {};
+	struct endpoint *ep;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	if (!cfg)
+		return -DROP_NOT_READY;
+	/* No tunnel metadata: not from the wire, so from no known node. */
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+		return -DROP_UNKNOWN_TUNNEL_SOURCE;
+	if (!node_lookup(bpf_htonl(key.remote_ipv4))) /* remote_ipv4 is in host byte order */
+		return -DROP_UNKNOWN_TUNNEL_SOURCE;
+	if (key.tunnel_id != cfg->vni)
+		return -DROP_VNI_MISMATCH;
+
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret < 0)
+		return ret;
+	if (ret != L3_IPV4)
+		return TC_ACT_OK;
+	ep = endpoint_lookup(ip->daddr);
+	if (!ep)
+		return TC_ACT_OK;
+	return fwd_to_endpoint(skb, ep);
+}
+
+static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
+{
+	struct node_cfg *cfg = node_cfg_get();
+	struct bpf_tunnel_key key = {};
+	struct route *route;
+	struct node *node;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	if (!cfg)
+		return -DROP_NOT_READY;
+	/* Pod traffic redirected here by pod_egress (device mode) already has its key. */
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0)
+		return TC_ACT_OK;
+
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret < 0)
+		return ret;
+	if (ret != L3_IPV4)
+		return -DROP_UNSUPPORTED_L3;
+	route = route_lookup(ip->daddr);
+	if (!route || (route->flags & ROUTE_LOCAL))
+		return -DROP_NO_ROUTE;
+	node = node_lookup(route->node_ip);
+	if (!node)
+		return -DROP_UNKNOWN_NODE;
+	ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
+	return ret < 0 ? ret : TC_ACT_OK;
+}
 
 SEC("tc")
 int overlay_ingress(struct __sk_buff *skb)
 {
-	struct node_cfg *cfg = node_cfg_get();
-	if (!cfg)
-		return tc_exit(skb, DIR_POD_EGRESS, -DROP_NOT_READY);
-	if (endpoint_lookup(0) || route_lookup(0) || node_lookup(0))
-		return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
-	return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
+	return tc_exit(skb, DIR_OVERLAY_IN, overlay_ingress_handle(skb));
 }
-
 
 SEC("tc")
 int overlay_egress(struct __sk_buff *skb)
 {
-	struct node_cfg *cfg = node_cfg_get();
-	if (!cfg)
-		return tc_exit(skb, DIR_POD_EGRESS, -DROP_NOT_READY);
-	if (endpoint_lookup(0) || route_lookup(0) || node_lookup(0))
-		return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
-	return tc_exit(skb, DIR_POD_EGRESS, TC_ACT_OK);
+	return tc_exit(skb, DIR_OVERLAY_OUT, overlay_egress_handle(skb));
 }
-
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -20,7 +20,16 @@ enum drop_reason {
 	DROP_NAT_NO_PORT = 12,          /* masquerade found no free port */
 	DROP_UNKNOWN_NODE = 13,         /* a route names a node that has no entry in nodes_map */
 	DROP_NODEPORT_CLOSED = 14,      /* NodePort not listening on this node (pool isolation) */
+	DROP_NAT_FAILED = 15,           /* a kernel helper failed while masquerading or reversing it */
 	DROP_REASON_MAX,                /* keep last */
 };
+
+/* Never called: its prototype puts enum drop_reason into each object's BTF, where Go reads the
+ * table back to check pkg/datapath/dropreasons.go against it (types used only as constants are
+ * not emitted). A global function in .text that no program calls is not loaded. */
+__attribute__((noinline, used)) int edgeplane_drop_reason_btf(enum drop_reason reason)
+{
+	return reason;
+}
 
 #endif

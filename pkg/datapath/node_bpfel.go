@@ -27,6 +27,38 @@ type nodeMetric struct {
 	Bytes   uint64
 }
 
+type nodeNatFwdKey struct {
+	_          structs.HostLayout
+	PodIp      uint32
+	RemoteIp   uint32
+	PodPort    uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type nodeNatFwdVal struct {
+	_        structs.HostLayout
+	NodePort uint16
+	Pad      uint16
+}
+
+type nodeNatRevKey struct {
+	_          structs.HostLayout
+	RemoteIp   uint32
+	RemotePort uint16
+	NodePort   uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type nodeNatRevVal struct {
+	_       structs.HostLayout
+	PodIp   uint32
+	PodPort uint16
+	Pad     uint16
+}
+
 type nodeNode struct {
 	_          structs.HostLayout
 	VtepMac    [6]uint8
@@ -53,6 +85,12 @@ type nodeNodeCfg struct {
 	Pad             [3]uint8
 }
 
+type nodeNonmasqKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
+}
+
 type nodeRoute struct {
 	_      structs.HostLayout
 	NodeIp uint32
@@ -74,8 +112,11 @@ type nodeRouteKey struct {
 const (
 	nodeMapEndpointsMap = "endpoints_map"
 	nodeMapMetricsMap   = "metrics_map"
+	nodeMapNatFwdMap    = "nat_fwd_map"
+	nodeMapNatRevMap    = "nat_rev_map"
 	nodeMapNodeCfgMap   = "node_cfg_map"
 	nodeMapNodesMap     = "nodes_map"
+	nodeMapNonmasqMap   = "nonmasq_map"
 	nodeMapRoutesMap    = "routes_map"
 	nodeProgNodeEgress  = "node_egress"
 	nodeProgNodeIngress = "node_ingress"
@@ -133,8 +174,11 @@ type nodeProgramSpecs struct {
 type nodeMapSpecs struct {
 	EndpointsMap *ebpf.MapSpec `ebpf:"endpoints_map"`
 	MetricsMap   *ebpf.MapSpec `ebpf:"metrics_map"`
+	NatFwdMap    *ebpf.MapSpec `ebpf:"nat_fwd_map"`
+	NatRevMap    *ebpf.MapSpec `ebpf:"nat_rev_map"`
 	NodeCfgMap   *ebpf.MapSpec `ebpf:"node_cfg_map"`
 	NodesMap     *ebpf.MapSpec `ebpf:"nodes_map"`
+	NonmasqMap   *ebpf.MapSpec `ebpf:"nonmasq_map"`
 	RoutesMap    *ebpf.MapSpec `ebpf:"routes_map"`
 }
 
@@ -166,8 +210,11 @@ func (o *nodeObjects) Close() error {
 type nodeMaps struct {
 	EndpointsMap *ebpf.Map `ebpf:"endpoints_map"`
 	MetricsMap   *ebpf.Map `ebpf:"metrics_map"`
+	NatFwdMap    *ebpf.Map `ebpf:"nat_fwd_map"`
+	NatRevMap    *ebpf.Map `ebpf:"nat_rev_map"`
 	NodeCfgMap   *ebpf.Map `ebpf:"node_cfg_map"`
 	NodesMap     *ebpf.Map `ebpf:"nodes_map"`
+	NonmasqMap   *ebpf.Map `ebpf:"nonmasq_map"`
 	RoutesMap    *ebpf.Map `ebpf:"routes_map"`
 }
 
@@ -175,8 +222,11 @@ func (m *nodeMaps) Close() error {
 	return _NodeClose(
 		m.EndpointsMap,
 		m.MetricsMap,
+		m.NatFwdMap,
+		m.NatRevMap,
 		m.NodeCfgMap,
 		m.NodesMap,
+		m.NonmasqMap,
 		m.RoutesMap,
 	)
 }
