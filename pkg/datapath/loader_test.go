@@ -1,0 +1,284 @@
+package datapath
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/maps"
+)
+
+// testNetns creates a netns holding veth pairs a0/a1 and b0/b1 (up), deleted when the test ends.
+func testNetns(t *testing.T) ns.NetNS {
+	t.Helper()
+	netns, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("creating netns: %v", err)
+	}
+	t.Cleanup(func() {
+		netns.Close()
+		testutils.UnmountNS(netns)
+	})
+	err = netns.Do(func(ns.NetNS) error {
+		for _, pair := range [][2]string{{"a0", "a1"}, {"b0", "b1"}} {
+			veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: pair[0]}, PeerName: pair[1]}
+			if err := netlink.LinkAdd(veth); err != nil {
+				return err
+			}
+			for _, name := range pair {
+				l, err := netlink.LinkByName(name)
+				if err != nil {
+					return err
+				}
+				if err := netlink.LinkSetUp(l); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("creating veths: %v", err)
+	}
+	return netns
+}
+
+func ifindexIn(t *testing.T, netns ns.NetNS, name string) int {
+	t.Helper()
+	var idx int
+	if err := netns.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		idx = l.Attrs().Index
+		return nil
+	}); err != nil {
+		t.Fatalf("looking up %s: %v", name, err)
+	}
+	return idx
+}
+
+func pinnedLinkInfo(t *testing.T, pin string) (ifindex int, prog ebpf.ProgramID, id link.ID) {
+	t.Helper()
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		t.Fatalf("loading pinned link %s: %v", pin, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatalf("link info %s: %v", pin, err)
+	}
+	return int(info.TCX().Ifindex), info.Program, info.ID
+}
+
+func programID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
+	t.Helper()
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	return id
+}
+
+func mustLoad(t *testing.T, root string) *Datapath {
+	t.Helper()
+	d, err := Load(root)
+	if err != nil {
+		t.Fatalf("Load: %+v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func TestLoadRequiresBPFFS(t *testing.T) {
+	bpffstest.RequireRoot(t)
+	dir := t.TempDir()
+	_, err := Load(filepath.Join(dir, "edgeplane"))
+	if err == nil || !strings.Contains(err.Error(), "is not on a bpf filesystem: mount -t bpf bpf") {
+		t.Fatalf("Load on tmpfs: got %v", err)
+	}
+}
+
+func TestLoadAttachReload(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	netns := testNetns(t)
+	a0, b0, b1 := ifindexIn(t, netns, "a0"), ifindexIn(t, netns, "b0"), ifindexIn(t, netns, "b1")
+
+	d := mustLoad(t, root)
+	specs, err := MapSpecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ms := range specs {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		if _, err := os.Stat(maps.PinPath(root, name)); err != nil {
+			t.Errorf("map %s not pinned: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, PodProgram)); err != nil {
+		t.Fatalf("pod program not pinned: %v", err)
+	}
+
+	key := maps.IPv4{10, 244, 1, 5}
+	val := make([]byte, d.Map("endpoints_map").ValueSize())
+	val[0] = 42
+	if err := d.Map("endpoints_map").Put(key, val); err != nil {
+		t.Fatal(err)
+	}
+
+	err = netns.Do(func(ns.NetNS) error {
+		if err := d.AttachUnderlay(a0); err != nil {
+			return err
+		}
+		if err := d.AttachOverlayDevice(b0); err != nil {
+			return err
+		}
+		return AttachPod(root, "b1", b1)
+	})
+	if err != nil {
+		t.Fatalf("attach: %+v", err)
+	}
+	for pin, want := range map[string]int{
+		linkUnderlayIngress: a0, linkUnderlayEgress: a0, linkOverlayIngress: b0, linkOverlayEgress: b0, "pod-b1": b1,
+	} {
+		if got, _, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, pin)); got != want {
+			t.Errorf("%s attached to ifindex %d, want %d", pin, got, want)
+		}
+	}
+	_, _, underlayID := pinnedLinkInfo(t, filepath.Join(root, linksDir, linkUnderlayIngress))
+	if err := netns.Do(func(ns.NetNS) error { return CheckPod(root, "b1", b1) }); err != nil {
+		t.Errorf("CheckPod: %v", err)
+	}
+	if err := netns.Do(func(ns.NetNS) error { return CheckPod(root, "b1", b0) }); err == nil {
+		t.Errorf("CheckPod with the wrong ifindex succeeded")
+	}
+	d.Close()
+
+	// A second agent adopts the pins: same maps, entries survive, links are updated in place.
+	d2 := mustLoad(t, root)
+	if got := d2.ReplacedMaps(); len(got) != 0 {
+		t.Errorf("reload replaced maps %v", got)
+	}
+	got := make([]byte, d2.Map("endpoints_map").ValueSize())
+	if err := d2.Map("endpoints_map").Lookup(key, &got); err != nil || got[0] != 42 {
+		t.Errorf("endpoint entry lost across reload: %v %v", got, err)
+	}
+	if err := netns.Do(func(ns.NetNS) error { return d2.AttachUnderlay(a0) }); err != nil {
+		t.Fatalf("re-attach: %v", err)
+	}
+	_, prog, id := pinnedLinkInfo(t, filepath.Join(root, linksDir, linkUnderlayIngress))
+	if id != underlayID {
+		t.Errorf("underlay link was replaced (id %d -> %d), want an in-place update", underlayID, id)
+	}
+	if want := programID(t, d2.Program(progNodeIngress)); prog != want {
+		t.Errorf("underlay link runs program %d, want %d", prog, want)
+	}
+	if err := d2.UpdatePodLinks(); err != nil {
+		t.Fatalf("UpdatePodLinks: %v", err)
+	}
+	if _, prog, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, "pod-b1")); prog != programID(t, d2.Program(progPodEgress)) {
+		t.Errorf("pod link not updated to the new program")
+	}
+
+	// Moving the underlay to another interface replaces the link.
+	if err := netns.Do(func(ns.NetNS) error { return d2.AttachUnderlay(b0) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, linkUnderlayEgress)); got != b0 {
+		t.Errorf("underlay egress on ifindex %d, want %d", got, b0)
+	}
+
+	if err := DetachPod(root, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := DetachPod(root, "b1"); err != nil {
+		t.Fatalf("second DetachPod: %v", err)
+	}
+	if names, _ := PodLinks(root); len(names) != 0 {
+		t.Errorf("pod links left: %v", names)
+	}
+	d2.Close()
+	if err := Cleanup(root); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("root left after Cleanup: %v", err)
+	}
+}
+
+func TestLoadReplacesIncompatibleMap(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	if err := os.MkdirAll(filepath.Join(root, maps.Dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.Pin(maps.PinPath(root, "nodes_map")); err != nil {
+		t.Fatal(err)
+	}
+	d := mustLoad(t, root)
+	if got := d.ReplacedMaps(); len(got) != 1 || got[0] != "nodes_map" {
+		t.Fatalf("ReplacedMaps = %v, want [nodes_map]", got)
+	}
+	m, err := ebpf.LoadPinnedMap(maps.PinPath(root, "nodes_map"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.ValueSize() == 8 {
+		t.Errorf("pinned nodes_map still has the old layout")
+	}
+}
+
+func TestNetlinkTCFallback(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	netns := testNetns(t)
+	a1 := ifindexIn(t, netns, "a1")
+	d := mustLoad(t, root)
+
+	err := netns.Do(func(ns.NetNS) error {
+		if err := attachNetlinkTC(podLinkPin(root, "a1"), d.Program(progPodEgress), a1, ingress); err != nil {
+			return err
+		}
+		if err := CheckPod(root, "a1", a1); err != nil {
+			return err
+		}
+		// AttachPod keeps using netlink TC for an interface recorded that way.
+		if err := AttachPod(root, "a1", a1); err != nil {
+			return err
+		}
+		if err := d.UpdatePodLinks(); err != nil {
+			return err
+		}
+		if err := DetachPod(root, "a1"); err != nil {
+			return err
+		}
+		if err := checkNetlinkTC(a1, ingress); err == nil {
+			return errors.New("filter still attached after DetachPod")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if _, err := os.Stat(podLinkPin(root, "a1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("fallback pin left: %v", err)
+	}
+}

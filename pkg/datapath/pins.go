@@ -1,0 +1,75 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeplane/edgeplane/pkg/maps"
+)
+
+func removePin(pin string) error {
+	if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing pin %s: %w", pin, err)
+	}
+	return nil
+}
+
+// Cleanup removes everything edgeplane pinned under root (uninstall, tests): links first, which
+// detaches the programs from their interfaces, then programs and maps. The root directory itself
+// is removed when it ends up empty. A missing root is not an error.
+func Cleanup(root string) error {
+	var errs []error
+	entries, err := os.ReadDir(filepath.Join(root, linksDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("listing links: %w", err))
+	}
+	for _, e := range entries {
+		pin := filepath.Join(root, linksDir, e.Name())
+		if name, ok := strings.CutPrefix(e.Name(), podLinkPrefix); ok && isProgramPin(pin) {
+			if err := detachNetlinkTC(pin, name, ingress); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpinning %s: %w", pin, err))
+			}
+			l.Close()
+			continue
+		}
+		if err := removePin(pin); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, dir := range []string{linksDir, progsDir, maps.Dir} {
+		path := filepath.Join(root, dir)
+		entries, err := os.ReadDir(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("listing %s: %w", path, err))
+		}
+		for _, e := range entries {
+			if err := removePin(filepath.Join(path, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("removing %s: %w", path, err))
+		}
+	}
+	if err := os.Remove(root); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		errs = append(errs, fmt.Errorf("removing %s: %w", root, err))
+	}
+	return errors.Join(errs...)
+}
+
+// tmpPin is where a pin is staged before being renamed over path. bpffs refuses names with a dot.
+func tmpPin(path string) string {
+	return filepath.Join(filepath.Dir(path), "tmp_"+filepath.Base(path))
+}

@@ -1,0 +1,107 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The netlink-TC fallback for kernels without tcx (before 6.6): a clsact qdisc and one
+// direct-action bpf filter per hook, at a fixed priority and handle so that replacing it swaps the
+// program atomically. The filter holds its program, so the attachment outlives the process like a
+// pinned link; the program is pinned at the link's path to record that the hook is ours.
+const (
+	tcFilterPriority = 1
+	tcFilterHandle   = 1
+)
+
+func tcFilter(ifindex int, dir direction) *netlink.BpfFilter {
+	return &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    dir.parent,
+			Handle:    tcFilterHandle,
+			Priority:  tcFilterPriority,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		DirectAction: true,
+	}
+}
+
+func ensureClsact(ifindex int) error {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: ifindex,
+			Handle:    netlink.MakeHandle(0xffff, 0),
+			Parent:    netlink.HANDLE_CLSACT,
+		},
+		QdiscType: "clsact",
+	}
+	// Add, not replace: replacing an existing clsact would drop every filter on it.
+	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("adding clsact qdisc to ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+func attachNetlinkTC(pin string, prog *ebpf.Program, ifindex int, dir direction) error {
+	if err := ensureClsact(ifindex); err != nil {
+		return err
+	}
+	f := tcFilter(ifindex, dir)
+	f.Fd = prog.FD()
+	f.Name = "edgeplane"
+	if err := netlink.FilterReplace(f); err != nil {
+		return fmt.Errorf("attaching tc %s filter to ifindex %d: %w", dir.name, ifindex, err)
+	}
+	return pinProgram(prog, pin)
+}
+
+func detachNetlinkTC(pin, ifName string, dir direction) error {
+	ifindex, err := ifindexByName(ifName)
+	if err != nil {
+		return err
+	}
+	if ifindex != 0 {
+		if err := netlink.FilterDel(tcFilter(ifindex, dir)); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("removing tc %s filter from %s: %w", dir.name, ifName, err)
+		}
+	}
+	if err := removePin(pin); err != nil {
+		return err
+	}
+	return nil
+}
+
+func checkNetlinkTC(ifindex int, dir direction) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("looking up ifindex %d: %w", ifindex, err)
+	}
+	filters, err := netlink.FilterList(l, dir.parent)
+	if err != nil {
+		return fmt.Errorf("listing tc filters of %s: %w", l.Attrs().Name, err)
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Priority == tcFilterPriority && bf.Handle == tcFilterHandle {
+			return nil
+		}
+	}
+	return fmt.Errorf("no edgeplane tc %s filter on %s", dir.name, l.Attrs().Name)
+}
+
+// ifindexByName returns 0 without error when the interface does not exist.
+func ifindexByName(name string) (int, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("looking up %s: %w", name, err)
+	}
+	return l.Attrs().Index, nil
+}

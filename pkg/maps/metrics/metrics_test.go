@@ -1,0 +1,61 @@
+package metrics
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+)
+
+func TestLayout(t *testing.T) {
+	layout.Check(t, MapName, uint32(0), Metric{})
+	specs, err := datapath.MapSpecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := specs[MapName].MaxEntries, uint32(dirMax)*Reasons; got != want {
+		t.Fatalf("metrics_map has %d entries, Go expects %d directions x %d reasons", got, dirMax, Reasons)
+	}
+}
+
+func TestTotals(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	d, err := datapath.Load(root)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer d.Close()
+	m, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := make([]Metric, cpus)
+	for i := range slots {
+		slots[i] = Metric{Packets: 1, Bytes: 100}
+	}
+	k := Key{Dir: DirOverlayIn, Reason: 6}
+	if err := d.Map(MapName).Update(k.index(), slots, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	want := Metric{Packets: uint64(cpus), Bytes: 100 * uint64(cpus)}
+	if got, err := m.Lookup(k); err != nil || got != want {
+		t.Fatalf("Lookup = %v %v, want %v", got, err, want)
+	}
+	totals, err := m.Totals()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(totals) != 1 || totals[k] != want {
+		t.Fatalf("Totals = %v", totals)
+	}
+}

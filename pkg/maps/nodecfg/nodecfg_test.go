@@ -1,0 +1,53 @@
+package nodecfg
+
+import (
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+)
+
+func TestLayout(t *testing.T) {
+	layout.Check(t, MapName, uint32(0), NodeCfg{})
+}
+
+func TestGetPut(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	d, err := datapath.Load(root)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer d.Close()
+	m, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if c, err := m.Get(); err != nil || c.Flags&FlagReady != 0 {
+		t.Fatalf("fresh Get = %v %v", c, err)
+	}
+	c := NodeCfg{NodeIP: [4]byte{192, 168, 1, 1}, VNI: 1, MTU: 1450, Flags: FlagReady | FlagMasquerade, EncapMode: EncapDevice}
+	if err := c.SetPodCIDR(netip.MustParsePrefix("10.244.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetClusterCIDR(netip.MustParsePrefix("10.244.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	if c.PodMask != [4]byte{255, 255, 255, 0} {
+		t.Fatalf("pod mask %v", c.PodMask)
+	}
+	if err := m.Put(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Get()
+	if err != nil || got != c {
+		t.Fatalf("Get = %v %v, want %v", got, err, c)
+	}
+	if got.PodPrefix() != netip.MustParsePrefix("10.244.1.0/24") || got.ClusterPrefix() != netip.MustParsePrefix("10.244.0.0/16") {
+		t.Fatalf("prefixes %s %s", got.PodPrefix(), got.ClusterPrefix())
+	}
+	t.Log(got)
+}

@@ -1,0 +1,52 @@
+package nodes
+
+import (
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+)
+
+func TestLayout(t *testing.T) {
+	layout.Check(t, MapName, maps.IPv4{}, Node{})
+}
+
+func TestMap(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	d, err := datapath.Load(root)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer d.Close()
+	m, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ip := netip.MustParseAddr("192.168.1.2")
+	n := Node{VtepMAC: [6]byte{0xa, 0, 0, 0, 0, 1}, NexthopMAC: [6]byte{0xa, 0, 0, 0, 0, 2}, Domain: 3, Flags: FlagNexthopValid}
+	if err := m.Upsert(ip, n); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Lookup(ip); err != nil || got != n {
+		t.Fatalf("Lookup = %v %v", got, err)
+	}
+	count := 0
+	if err := m.Iterate(func(a netip.Addr, got Node) bool { count++; return a == ip && got == n }); err != nil || count != 1 {
+		t.Fatalf("Iterate %d %v", count, err)
+	}
+	if err := m.Delete(ip); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Lookup(ip); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("after Delete: %v", err)
+	}
+	t.Log(n)
+}

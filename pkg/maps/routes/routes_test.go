@@ -1,0 +1,69 @@
+package routes
+
+import (
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+)
+
+func TestLayout(t *testing.T) {
+	layout.Check(t, MapName, Key{}, Route{})
+}
+
+func TestMap(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	d, err := datapath.Load(root)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer d.Close()
+	m, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	cluster := netip.MustParsePrefix("10.244.0.0/16")
+	node2 := netip.MustParsePrefix("10.244.2.0/24")
+	r1 := Route{NodeIP: [4]byte{192, 168, 0, 1}, Domain: 1, Encap: EncapVXLAN}
+	r2 := Route{NodeIP: [4]byte{192, 168, 0, 2}, Domain: 2, Encap: EncapDirect, Flags: FlagLocal}
+	if err := m.Upsert(cluster, r1); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Upsert(netip.MustParsePrefix("10.244.2.9/24"), r2); err != nil { // host bits masked
+		t.Fatal(err)
+	}
+	if p, r, err := m.Match(netip.MustParseAddr("10.244.2.5")); err != nil || p != node2 || r != r2 {
+		t.Fatalf("Match in node2 = %s %v %v", p, r, err)
+	}
+	if p, r, err := m.Match(netip.MustParseAddr("10.244.7.5")); err != nil || p != cluster || r != r1 {
+		t.Fatalf("Match elsewhere = %s %v %v", p, r, err)
+	}
+	if _, _, err := m.Match(netip.MustParseAddr("8.8.8.8")); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("Match outside: %v", err)
+	}
+	if r, err := m.Lookup(node2); err != nil || r != r2 {
+		t.Fatalf("Lookup = %v %v", r, err)
+	}
+	if _, err := m.Lookup(netip.MustParsePrefix("10.244.3.0/24")); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("Lookup of a prefix only covered by a shorter one: %v", err)
+	}
+	if err := m.Delete(node2); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(node2); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := m.Iterate(func(netip.Prefix, Route) bool { n++; return true }); err != nil || n != 1 {
+		t.Fatalf("Iterate: %d %v", n, err)
+	}
+	t.Log(r2)
+}
