@@ -1,0 +1,313 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
+	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
+	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+)
+
+// Agent is one run of edgeplane-agent.
+type Agent struct {
+	cfg    Config
+	client kubernetes.Interface
+	ready  readiness
+
+	underlay netdev.Underlay
+	podCIDR  netip.Prefix
+	device   netdev.Device
+	dp       *datapath.Datapath
+	nodeCfg  *nodecfg.Map
+}
+
+// Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	client, err := k8s.NewClientset(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	a := &Agent{cfg: cfg, client: client}
+	return a.run(ctx)
+}
+
+func (a *Agent) run(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	if a.cfg.MetricsAddr != "" {
+		if err := a.ready.serve(ctx, a.cfg.MetricsAddr); err != nil {
+			return err
+		}
+	}
+	node, err := a.register(ctx)
+	if err != nil {
+		return err
+	}
+	if err := a.ensureDevice(); err != nil {
+		return err
+	}
+	dp, err := datapath.Load(a.cfg.BPFFSRoot)
+	if err != nil {
+		return fmt.Errorf("loading the datapath: %w", err)
+	}
+	defer dp.Close()
+	a.dp = dp
+	if replaced := dp.ReplacedMaps(); len(replaced) > 0 {
+		logger.Info("Pinned maps were incompatible with this version and start empty", "maps", replaced)
+	}
+	if a.nodeCfg, err = nodecfg.Open(a.cfg.BPFFSRoot); err != nil {
+		return err
+	}
+	defer a.nodeCfg.Close()
+	tbl, err := openTables(a.cfg.BPFFSRoot)
+	if err != nil {
+		return err
+	}
+	defer tbl.Close()
+	if err := a.programDatapath(); err != nil {
+		return err
+	}
+	if err := dp.UpdatePodLinks(); err != nil {
+		logger.Error(err, "Updating pod attachments to the new program; the old one keeps running there")
+	}
+	a.ready.datapath.Store(true)
+	if err := a.publishVTEP(ctx, node); err != nil {
+		return err
+	}
+	return a.watch(ctx, tbl)
+}
+
+// register finds this node, its underlay and its pod CIDR, refusing overlapping networks.
+func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
+	node, err := a.getNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nodeIP, _ := k8s.InternalIP(node)
+	if a.underlay, err = netdev.FindUnderlay(a.cfg.UnderlayInterface, nodeIP); err != nil {
+		return nil, err
+	}
+	if err := CheckOverlaps(
+		Network{"cluster CIDR (--cluster-cidr)", a.cfg.ClusterCIDR},
+		Network{"service CIDR (--service-cidr)", a.cfg.ServiceCIDR},
+		Network{"node network (on " + a.underlay.Name + ")", a.underlay.Prefix.Masked()},
+	); err != nil {
+		return nil, err
+	}
+	alloc := &podcidr.Allocator{Client: a.client, ClusterCIDR: a.cfg.ClusterCIDR, MaskSize: a.cfg.NodeCIDRMaskSize}
+	if a.podCIDR, err = alloc.Ensure(ctx, a.cfg.NodeName); err != nil {
+		return nil, fmt.Errorf("pod CIDR of node %s: %w", a.cfg.NodeName, err)
+	}
+	klog.FromContext(ctx).Info("Registered node", "node", a.cfg.NodeName, "podCIDR", a.podCIDR,
+		"underlay", a.underlay.Name, "nodeIP", a.underlay.IP, "nodeNetwork", a.underlay.Prefix)
+	return node, nil
+}
+
+// getNode waits for kubelet to register the Node, retrying transient errors.
+func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
+	var node *corev1.Node
+	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		n, err := a.client.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+		if err != nil {
+			klog.FromContext(ctx).Info("Waiting for this node's Node object", "node", a.cfg.NodeName, "err", err)
+			return false, nil
+		}
+		node = n
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("getting node %s: %w", a.cfg.NodeName, err)
+	}
+	return node, nil
+}
+
+// ensureDevice converges the VXLAN device, its route and the sysctls.
+func (a *Agent) ensureDevice() error {
+	dev, err := netdev.EnsureVXLAN(netdev.VXLAN{
+		Name:    a.cfg.VXLANDevice,
+		MTU:     a.underlay.MTU - vxlanOverhead,
+		MAC:     netdev.VTEPMAC(a.cfg.NodeName),
+		Address: a.podCIDR.Addr(),
+	})
+	if err != nil {
+		return err
+	}
+	a.device = dev
+	if err := netdev.EnsureClusterRoute(dev.Index, a.cfg.ClusterCIDR, a.podCIDR.Addr()); err != nil {
+		return err
+	}
+	return netdev.EnsureForwarding(a.cfg.VXLANDevice)
+}
+
+func (a *Agent) podMTU() int {
+	if a.cfg.MTU != 0 {
+		return a.cfg.MTU
+	}
+	return a.underlay.MTU - vxlanOverhead
+}
+
+// programDatapath writes node_cfg_map and nonmasq_map and converges the attachments.
+func (a *Agent) programDatapath() error {
+	c, err := a.nodeConfig()
+	if err != nil {
+		return err
+	}
+	if err := a.nodeCfg.Put(c); err != nil {
+		return err
+	}
+	nonMasq := append(PrefixList{a.cfg.ClusterCIDR}, a.cfg.NonMasqueradeCIDRs...)
+	if err := syncNonMasquerade(a.dp.Map(nonMasqueradeMap), nonMasq); err != nil {
+		return err
+	}
+	if err := a.dp.AttachUnderlay(a.underlay.Index); err != nil {
+		return err
+	}
+	return a.dp.AttachOverlayDevice(a.device.Index)
+}
+
+func (a *Agent) nodeConfig() (nodecfg.NodeCfg, error) {
+	c := nodecfg.NodeCfg{
+		UnderlayIfindex: uint32(a.underlay.Index),
+		VxlanIfindex:    uint32(a.device.Index),
+		VNI:             k8s.VNI,
+		MTU:             uint16(a.podMTU()),
+		Flags:           nodecfg.FlagReady,
+		EncapMode:       nodecfg.EncapNative,
+	}
+	if a.cfg.EncapMode == EncapDevice {
+		c.EncapMode = nodecfg.EncapDevice
+	}
+	if a.cfg.Masquerade {
+		c.Flags |= nodecfg.FlagMasquerade
+	}
+	copy(c.VtepMAC[:], a.device.MAC)
+	copy(c.UnderlayMAC[:], a.underlay.MAC)
+	var err error
+	if c.NodeIP, err = maps.IPv4From(a.underlay.IP); err != nil {
+		return c, err
+	}
+	if err := c.SetPodCIDR(a.podCIDR); err != nil {
+		return c, err
+	}
+	return c, c.SetClusterCIDR(a.cfg.ClusterCIDR)
+}
+
+func (a *Agent) vtep() k8s.VTEP { return k8s.VTEP{MAC: a.device.MAC, IP: a.underlay.IP} }
+
+func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
+	return k8s.PatchNodeAnnotations(ctx, a.client, node, k8s.VTEPAnnotations(a.vtep()))
+}
+
+// watch runs the informers and reconcilers, writes the CNI config once the maps hold every node,
+// and re-converges the host periodically until ctx is done.
+func (a *Agent) watch(ctx context.Context, tbl *tables) error {
+	logger := klog.FromContext(ctx)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	defer broadcaster.Shutdown()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
+
+	inf := k8s.NewInformers(a.client, a.cfg.NodeName, 0)
+	nodeInformer := inf.Cluster.Core().V1().Nodes()
+	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
+		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
+		Informer: nodeInformer,
+		Routes:   routeTable{tbl.routes}, Nodes: nodeTable{tbl.nodes},
+		NextHop:  netdev.NextHops{UnderlayIndex: a.underlay.Index},
+		Recorder: recorder, Resync: a.cfg.Resync,
+	})
+	if err != nil {
+		return err
+	}
+	gc, err := controller.NewPodGC(controller.PodGCConfig{
+		Informer:  inf.Local.Core().V1().Pods(),
+		Endpoints: endpointTable{tbl.endpoints},
+		Links:     netdev.Links{},
+		Interval:  a.cfg.Resync,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	inf.Start(ctx.Done())
+	defer inf.Shutdown()
+	var running sync.WaitGroup
+	errs := make(chan error, 2)
+	running.Go(func() { errs <- nodesRec.Run(ctx) })
+	running.Go(func() { errs <- gc.Run(ctx) })
+	// The maps close after this function: nothing may still write to them then.
+	defer running.Wait()
+	defer cancel()
+
+	select {
+	case <-nodesRec.Ready():
+	case err := <-errs:
+		return errors.Join(err, ctx.Err())
+	}
+	if err := a.writeNodeConfig(); err != nil {
+		return err
+	}
+	a.ready.synced.Store(true)
+	logger.Info("Ready: datapath attached, maps synced, node config written", "path", nodeconfig.Path(a.cfg.RunDir))
+	a.convergeLoop(ctx, nodeInformer.Lister())
+	logger.Info("Stopping; pinned maps and links stay in place")
+	return nil
+}
+
+func (a *Agent) writeNodeConfig() error {
+	return nodeconfig.Write(a.cfg.RunDir, &nodeconfig.Config{
+		NodeName:    a.cfg.NodeName,
+		NodeIP:      a.underlay.IP,
+		PodCIDR:     a.podCIDR,
+		ClusterCIDR: a.cfg.ClusterCIDR,
+		MTU:         a.podMTU(),
+		BPFFSRoot:   a.cfg.BPFFSRoot,
+	})
+}
+
+// convergeLoop repairs the device, the datapath and the annotations every resync period: a deleted
+// VXLAN device is recreated (with the same MAC) and the overlay programs follow its new ifindex.
+func (a *Agent) convergeLoop(ctx context.Context, nodes corelisters.NodeLister) {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		logger := klog.FromContext(ctx)
+		if err := a.ensureDevice(); err != nil {
+			logger.Error(err, "Converging the vxlan device")
+			return
+		}
+		if err := a.programDatapath(); err != nil {
+			logger.Error(err, "Converging the datapath")
+		}
+		if err := a.writeNodeConfig(); err != nil {
+			logger.Error(err, "Rewriting the node config")
+		}
+		node, err := nodes.Get(a.cfg.NodeName)
+		if err == nil {
+			err = a.publishVTEP(ctx, node)
+		}
+		if err != nil {
+			logger.Error(err, "Publishing this node's VTEP")
+		}
+	}, a.cfg.Resync)
+}

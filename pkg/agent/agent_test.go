@@ -1,0 +1,180 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
+	"github.com/edgeplane/edgeplane/pkg/maps/routes"
+	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+)
+
+const inNetnsEnv = "EDGEPLANE_AGENT_TEST_IN_NETNS"
+
+// TestAgentStartsAndRestarts runs the whole agent against a fake API server in a private network
+// namespace: the test binary re-executes itself under unshare(1) so that every thread of the agent
+// sees the namespace.
+func TestAgentStartsAndRestarts(t *testing.T) {
+	bpffstest.RequireRoot(t)
+	if os.Getenv(inNetnsEnv) == "" {
+		if _, err := exec.LookPath("unshare"); err != nil {
+			t.Skip("unshare(1) not found")
+		}
+		cmd := exec.Command("unshare", "--net", os.Args[0], "-test.run=^TestAgentStartsAndRestarts$", "-test.v")
+		cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		t.Logf("in a private netns:\n%s", out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	agentInNetns(t)
+}
+
+func agentInNetns(t *testing.T) {
+	setupUnderlay(t)
+	root := bpffstest.Mount(t)
+	runDir := t.TempDir()
+	self := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.60.2"}}},
+	}
+	peerMAC, _ := net.ParseMAC("0a:00:00:00:00:0b")
+	peer := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "b", Annotations: k8s.VTEPAnnotations(k8s.VTEP{MAC: peerMAC, IP: netip.MustParseAddr("192.168.60.3")})},
+		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24"},
+	}
+	client := fake.NewClientset(self, peer)
+	cfg := Config{
+		NodeName: "self", BPFFSRoot: root, RunDir: runDir,
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
+		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
+		Resync: time.Second,
+	}
+
+	stop := startAgent(t, cfg, client)
+	nc := waitNodeConfig(t, runDir)
+	if nc.PodCIDR != netip.MustParsePrefix("10.244.1.0/24") || nc.MTU != 1450 || nc.NodeIP != netip.MustParseAddr("192.168.60.2") {
+		t.Fatalf("node.json: %+v", nc)
+	}
+	checkMaps(t, root, map[string]string{"10.244.0.0/24": "192.168.60.3", "10.244.1.0/24": "192.168.60.2"})
+	n, _ := client.CoreV1().Nodes().Get(context.Background(), "self", metav1.GetOptions{})
+	vtep, err := k8s.NodeVTEP(n)
+	if err != nil || vtep.IP != netip.MustParseAddr("192.168.60.2") {
+		t.Fatalf("published VTEP %+v, %v (annotations %v)", vtep, err, n.Annotations)
+	}
+	cfgMap, err := nodecfg.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := cfgMap.Get()
+	cfgMap.Close()
+	if c.Flags&nodecfg.FlagReady == 0 || c.PodPrefix() != nc.PodCIDR || net.HardwareAddr(c.VtepMAC[:]).String() != vtep.MAC.String() {
+		t.Fatalf("node_cfg_map: %v", c)
+	}
+	stop()
+
+	// Down: the peer is deleted. Up again: the agent adopts the pins and drops the stale route.
+	if err := client.CoreV1().Nodes().Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(nodeconfig.Path(runDir))
+	stop = startAgent(t, cfg, client)
+	defer stop()
+	if got := waitNodeConfig(t, runDir); got.PodCIDR != nc.PodCIDR {
+		t.Fatalf("restart changed the pod CIDR: %v -> %v", nc.PodCIDR, got.PodCIDR)
+	}
+	checkMaps(t, root, map[string]string{"10.244.1.0/24": "192.168.60.2"})
+}
+
+func setupUnderlay(t *testing.T) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lo, _ := netlink.LinkByName("lo")
+	must(netlink.LinkSetUp(lo))
+	must(netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: "switch0"}))
+	for _, name := range []string{"eth0", "switch0"} {
+		l, err := netlink.LinkByName(name)
+		must(err)
+		must(netlink.LinkSetUp(l))
+	}
+	eth, _ := netlink.LinkByName("eth0")
+	addr, _ := netlink.ParseAddr("192.168.60.2/24")
+	must(netlink.AddrAdd(eth, addr))
+}
+
+func startAgent(t *testing.T, cfg Config, client *fake.Clientset) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Agent{cfg: cfg, client: client}).run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}
+}
+
+func waitNodeConfig(t *testing.T, runDir string) *nodeconfig.Config {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := nodeconfig.Read(runDir); err == nil {
+			return c
+		}
+	}
+	t.Fatal("node.json not written within 20s")
+	return nil
+}
+
+// checkMaps compares routes_map (pod CIDR -> node IP) and checks every remote route has a node entry.
+func checkMaps(t *testing.T, root string, want map[string]string) {
+	t.Helper()
+	rm, err := routes.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rm.Close()
+	nm, err := nodes.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nm.Close()
+	got := map[string]string{}
+	rm.Iterate(func(p netip.Prefix, r routes.Route) bool {
+		got[p.String()] = r.NodeIP.String()
+		if r.Flags&routes.FlagLocal == 0 {
+			if _, err := nm.Lookup(r.NodeIP.Addr()); err != nil {
+				t.Errorf("route %s: no node entry for %s", p, r.NodeIP)
+			}
+		}
+		return true
+	})
+	if len(got) != len(want) {
+		t.Fatalf("routes_map = %v; want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("routes_map = %v; want %v", got, want)
+		}
+	}
+}

@@ -1,0 +1,148 @@
+// Package agent is edgeplane-agent: it registers this node (pod CIDR, VXLAN device, Flannel-compatible
+// annotations), loads and attaches the datapath, writes node_cfg_map and the CNI plugin's node.json,
+// and runs the reconcilers that keep the pinned maps equal to the cluster. Start-up order matters:
+// the node config file is written last, once the datapath is attached and every node's route is in
+// place, because the CNI plugin treats it as "ready". On SIGTERM the agent stops watching and leaves
+// every pin in place, so pods keep forwarding until the next agent adopts them. A periodic pass
+// re-converges the device, the datapath attachments and the annotations, repairing outside changes.
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+)
+
+// Encapsulation modes (--encap-mode).
+const (
+	EncapNative = "native" // encapsulate in BPF on the underlay NIC
+	EncapDevice = "device" // hand to the collect_md VXLAN device with a tunnel key
+)
+
+// vxlanOverhead is what VXLAN over IPv4 adds: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
+const vxlanOverhead = 50
+
+// Config is the agent's configuration, from flags.
+type Config struct {
+	Kubeconfig         string
+	NodeName           string
+	BPFFSRoot          string
+	RunDir             string
+	ClusterCIDR        netip.Prefix
+	ServiceCIDR        netip.Prefix
+	NodeCIDRMaskSize   int
+	UnderlayInterface  string
+	VXLANDevice        string
+	EncapMode          string
+	Masquerade         bool
+	NonMasqueradeCIDRs PrefixList
+	MTU                int
+	MetricsAddr        string
+	Resync             time.Duration
+}
+
+// RegisterFlags binds the configuration to command-line flags with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
+	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fs.StringVar(&c.BPFFSRoot, "bpffs-root", datapath.DefaultRoot, "bpffs directory for pinned maps, programs and links")
+	fs.StringVar(&c.RunDir, "run-dir", nodeconfig.DefaultRunDir, "directory of the node config file the CNI plugin reads")
+	fs.TextVar(&c.ClusterCIDR, "cluster-cidr", netip.MustParsePrefix("10.244.0.0/16"), "cluster pod CIDR")
+	fs.TextVar(&c.ServiceCIDR, "service-cidr", netip.MustParsePrefix("10.96.0.0/12"), "service CIDR")
+	fs.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of node pod CIDRs edgeplane allocates")
+	fs.StringVar(&c.UnderlayInterface, "underlay-interface", "", "NIC carrying VXLAN (default: the one holding the node's InternalIP, else the default route's)")
+	fs.StringVar(&c.VXLANDevice, "vxlan-device", "edgeplane.1", "name of the collect_md VXLAN device")
+	fs.StringVar(&c.EncapMode, "encap-mode", EncapNative, "VXLAN encapsulation: native (in BPF) or device (the kernel VXLAN device)")
+	fs.BoolVar(&c.Masquerade, "masquerade", true, "masquerade pod traffic leaving the cluster to the node IP")
+	fs.Var(&c.NonMasqueradeCIDRs, "non-masquerade-cidrs", "comma-separated destinations never masqueraded (the cluster CIDR always is)")
+	fs.IntVar(&c.MTU, "mtu", 0, "pod MTU (default: underlay MTU - 50)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /healthz and /readyz; empty disables")
+	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
+}
+
+// Validate checks what can be checked before touching the host or the API server.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
+	}
+	for name, p := range map[string]netip.Prefix{"--cluster-cidr": c.ClusterCIDR, "--service-cidr": c.ServiceCIDR} {
+		if !p.IsValid() || !p.Addr().Is4() || p != p.Masked() {
+			errs = append(errs, fmt.Errorf("%s %s must be an IPv4 network address with its prefix length", name, p))
+		}
+	}
+	if c.ClusterCIDR.IsValid() && (c.NodeCIDRMaskSize < c.ClusterCIDR.Bits() || c.NodeCIDRMaskSize > 30) {
+		errs = append(errs, fmt.Errorf("--node-cidr-mask-size %d must be between the cluster CIDR's /%d and 30", c.NodeCIDRMaskSize, c.ClusterCIDR.Bits()))
+	}
+	if c.EncapMode != EncapNative && c.EncapMode != EncapDevice {
+		errs = append(errs, fmt.Errorf("--encap-mode %q: want %s or %s", c.EncapMode, EncapNative, EncapDevice))
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("--mtu %d is out of range 576-65535", c.MTU))
+	}
+	if c.BPFFSRoot == "" || c.RunDir == "" || c.VXLANDevice == "" {
+		errs = append(errs, errors.New("--bpffs-root, --run-dir and --vxlan-device must not be empty"))
+	}
+	if c.Resync <= 0 {
+		errs = append(errs, errors.New("--resync-period must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Network is a named address range that must not overlap another.
+type Network struct {
+	Name   string
+	Prefix netip.Prefix
+}
+
+// CheckOverlaps refuses overlapping networks, naming both.
+func CheckOverlaps(nets ...Network) error {
+	var errs []error
+	for i, a := range nets {
+		for _, b := range nets[i+1:] {
+			if a.Prefix.Overlaps(b.Prefix) {
+				errs = append(errs, fmt.Errorf("the %s %s overlaps the %s %s: choose ranges that do not overlap",
+					a.Name, a.Prefix, b.Name, b.Prefix))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PrefixList is a comma-separated list of IPv4 prefixes as a flag.
+type PrefixList []netip.Prefix
+
+func (l *PrefixList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Set parses the flag's value, replacing the list.
+func (l *PrefixList) Set(v string) error {
+	var out PrefixList
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("%q is not an IPv4 prefix", f)
+		}
+		out = append(out, p.Masked())
+	}
+	*l = out
+	return nil
+}

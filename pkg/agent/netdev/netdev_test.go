@@ -1,0 +1,202 @@
+package netdev
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// inNetns runs the test body on a locked thread inside a fresh network namespace.
+func inNetns(t *testing.T, body func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		t.Skipf("creating a network namespace: %v", err)
+	}
+	defer ns.Close()
+	defer netns.Set(orig)
+	body()
+}
+
+// underlayFixture adds eth0 192.168.50.2/24 with a default route via .1.
+func underlayFixture(t *testing.T) netlink.Link {
+	t.Helper()
+	eth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: "switch0"}
+	must(t, netlink.LinkAdd(eth))
+	peer, err := netlink.LinkByName("switch0")
+	must(t, err)
+	must(t, netlink.LinkSetUp(peer))
+	l, err := netlink.LinkByName("eth0")
+	must(t, err)
+	must(t, netlink.LinkSetUp(l))
+	addr, _ := netlink.ParseAddr("192.168.50.2/24")
+	must(t, netlink.AddrAdd(l, addr))
+	must(t, netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP("192.168.50.1"), LinkIndex: l.Attrs().Index}))
+	lo, _ := netlink.LinkByName("lo")
+	must(t, netlink.LinkSetUp(lo))
+	return l
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFindUnderlay(t *testing.T) {
+	inNetns(t, func() {
+		eth := underlayFixture(t)
+		for _, tc := range []struct {
+			name   string
+			nodeIP string
+		}{{"", "192.168.50.2"}, {"", "10.9.9.9"}, {"eth0", ""}} {
+			var ip netip.Addr
+			if tc.nodeIP != "" {
+				ip = netip.MustParseAddr(tc.nodeIP)
+			}
+			u, err := FindUnderlay(tc.name, ip)
+			must(t, err)
+			if u.Index != eth.Attrs().Index || u.Prefix != netip.MustParsePrefix("192.168.50.2/24") || u.MTU != 1500 {
+				t.Errorf("FindUnderlay(%q, %v) = %+v", tc.name, ip, u)
+			}
+		}
+		if _, err := FindUnderlay("nope0", netip.Addr{}); err == nil {
+			t.Error("FindUnderlay of a missing interface succeeded")
+		}
+	})
+}
+
+func TestEnsureVXLANConverges(t *testing.T) {
+	inNetns(t, func() {
+		underlayFixture(t)
+		want := VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("node-a"), Address: netip.MustParseAddr("10.244.3.0")}
+		dev, err := EnsureVXLAN(want)
+		must(t, err)
+		check := func(what string) {
+			t.Helper()
+			l, err := netlink.LinkByName("edgeplane.1")
+			must(t, err)
+			v, ok := l.(*netlink.Vxlan)
+			if !ok || !v.FlowBased || v.Port != VXLANPort || v.Learning || v.MTU != 1450 ||
+				v.HardwareAddr.String() != want.MAC.String() || v.Flags&net.FlagUp == 0 {
+				t.Fatalf("%s: device %+v", what, l.Attrs())
+			}
+			addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+			if len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.3.0/32" {
+				t.Fatalf("%s: addresses %v", what, addrs)
+			}
+		}
+		check("created")
+		if dev.MAC.String() != want.MAC.String() {
+			t.Fatalf("Device MAC %s; want %s", dev.MAC, want.MAC)
+		}
+
+		l, _ := netlink.LinkByName("edgeplane.1")
+		must(t, netlink.LinkSetMTU(l, 1300))
+		must(t, netlink.LinkSetDown(l))
+		stale, _ := netlink.ParseAddr("10.244.9.0/32")
+		must(t, netlink.AddrAdd(l, stale))
+		again, err := EnsureVXLAN(want)
+		must(t, err)
+		if again.Index != dev.Index {
+			t.Fatal("a compatible device was recreated")
+		}
+		check("converged")
+
+		must(t, netlink.LinkDel(l))
+		must(t, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "edgeplane.1"}, PeerName: "other"}))
+		_, err = EnsureVXLAN(want)
+		must(t, err)
+		check("recreated")
+	})
+}
+
+func TestEnsureClusterRoute(t *testing.T) {
+	inNetns(t, func() {
+		underlayFixture(t)
+		dev, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: netip.MustParseAddr("10.244.3.0")})
+		must(t, err)
+		must(t, EnsureClusterRoute(dev.Index, netip.MustParsePrefix("10.245.0.0/16"), netip.MustParseAddr("10.244.3.0")))
+		must(t, EnsureClusterRoute(dev.Index, netip.MustParsePrefix("10.244.0.0/16"), netip.MustParseAddr("10.244.3.0")))
+		routes, err := netlink.RouteList(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Index: dev.Index}}, netlink.FAMILY_V4)
+		must(t, err)
+		if len(routes) != 1 || routes[0].Dst.String() != "10.244.0.0/16" || routes[0].Src.String() != "10.244.3.0" {
+			t.Fatalf("routes on the device: %v", routes)
+		}
+		got, err := netlink.RouteGet(net.ParseIP("10.244.7.9"))
+		must(t, err)
+		if got[0].LinkIndex != dev.Index {
+			t.Fatalf("10.244.7.9 routes via %d; want the vxlan device", got[0].LinkIndex)
+		}
+	})
+}
+
+func TestEnsureForwarding(t *testing.T) {
+	inNetns(t, func() {
+		underlayFixture(t)
+		_, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: netip.MustParseAddr("10.244.3.0")})
+		must(t, err)
+		must(t, writeSysctl("net/ipv4/conf/all/rp_filter", "1"))
+		must(t, EnsureForwarding("edgeplane.1"))
+		for name, want := range map[string]string{
+			"net/ipv4/ip_forward":                 "1",
+			"net/ipv4/conf/edgeplane.1/rp_filter": "0",
+			"net/ipv4/conf/all/rp_filter":         "2",
+		} {
+			if got, err := readSysctl(name); err != nil || got != want {
+				t.Errorf("%s = %q, %v; want %s", name, got, err, want)
+			}
+		}
+	})
+}
+
+func TestNextHop(t *testing.T) {
+	inNetns(t, func() {
+		eth := underlayFixture(t)
+		gwMAC, _ := net.ParseMAC("0e:00:00:00:00:01")
+		peerMAC, _ := net.ParseMAC("0e:00:00:00:00:03")
+		for ip, mac := range map[string]net.HardwareAddr{"192.168.50.1": gwMAC, "192.168.50.3": peerMAC} {
+			must(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: eth.Attrs().Index, IP: net.ParseIP(ip),
+				HardwareAddr: mac, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}))
+		}
+		n := NextHops{UnderlayIndex: eth.Attrs().Index}
+		for ip, want := range map[string]string{"192.168.50.3": peerMAC.String(), "203.0.113.7": gwMAC.String(), "192.168.50.4": ""} {
+			mac, err := n.NextHop(netip.MustParseAddr(ip))
+			if want != "" && (err != nil || mac.String() != want) {
+				t.Errorf("NextHop(%s) = %v, %v; want %s", ip, mac, err, want)
+			}
+			if want == "" && (mac != nil || err != nil) {
+				t.Errorf("NextHop(%s) = %v, %v; want unresolved and a solicitation sent", ip, mac, err)
+			}
+		}
+		if _, ok, err := (Links{}).NameOf(999999); ok || err != nil {
+			t.Errorf("NameOf(missing) = %v, %v", ok, err)
+		}
+		if name, ok, err := (Links{}).NameOf(eth.Attrs().Index); !ok || err != nil || name != "eth0" {
+			t.Errorf("NameOf(eth0) = %q, %v, %v", name, ok, err)
+		}
+	})
+}
+
+func TestVTEPMACIsStableUnicastLocal(t *testing.T) {
+	a, b := VTEPMAC("node-a"), VTEPMAC("node-a")
+	if a.String() != b.String() || a[0]&1 != 0 || a[0]&2 == 0 || VTEPMAC("node-b").String() == a.String() {
+		t.Fatalf("VTEPMAC: %s %s", a, b)
+	}
+}

@@ -1,0 +1,168 @@
+package netdev
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// VXLANPort is Flannel's (and the Linux default's) VXLAN UDP port.
+const VXLANPort = 8472
+
+// VXLAN describes the collect_md VXLAN device.
+type VXLAN struct {
+	Name    string
+	MTU     int
+	MAC     net.HardwareAddr // the VTEP MAC
+	Address netip.Addr       // the pod CIDR's network address, as /32 (like flannel.1)
+}
+
+// Device is the VXLAN device as it is now.
+type Device struct {
+	Index int
+	MAC   net.HardwareAddr
+}
+
+// VTEPMAC derives a stable, locally administered unicast MAC from the node name, so a recreated
+// device (or a reinstalled agent) keeps the MAC peers know.
+func VTEPMAC(nodeName string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("edgeplane-vtep/" + nodeName))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^0x01 | 0x02
+	return mac
+}
+
+// EnsureVXLAN creates the device or converges an existing one: incompatible kinds or VXLAN
+// parameters are recreated; MTU, MAC, NOARP, up state and the address are corrected in place.
+func EnsureVXLAN(want VXLAN) (Device, error) {
+	link, err := ensureVXLANLink(want)
+	if err != nil {
+		return Device{}, err
+	}
+	if err := convergeAttrs(link, want); err != nil {
+		return Device{}, err
+	}
+	if err := ensureOnlyAddress(link, want.Address); err != nil {
+		return Device{}, err
+	}
+	l, err := netlink.LinkByIndex(link.Attrs().Index)
+	if err != nil {
+		return Device{}, fmt.Errorf("reading back %s: %w", want.Name, err)
+	}
+	return Device{Index: l.Attrs().Index, MAC: l.Attrs().HardwareAddr}, nil
+}
+
+func ensureVXLANLink(want VXLAN) (netlink.Link, error) {
+	existing, err := netlink.LinkByName(want.Name)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+	case err != nil:
+		return nil, fmt.Errorf("looking up %s: %w", want.Name, err)
+	case compatible(existing):
+		return existing, nil
+	default:
+		if err := netlink.LinkDel(existing); err != nil {
+			return nil, fmt.Errorf("deleting incompatible %s: %w", want.Name, err)
+		}
+	}
+	dev := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: want.Name, MTU: want.MTU, HardwareAddr: want.MAC},
+		FlowBased: true,
+		Port:      VXLANPort,
+		Learning:  false,
+	}
+	if err := netlink.LinkAdd(dev); err != nil {
+		return nil, fmt.Errorf("creating vxlan device %s: %w", want.Name, err)
+	}
+	l, err := netlink.LinkByName(want.Name)
+	if err != nil {
+		return nil, fmt.Errorf("looking up %s after creating it: %w", want.Name, err)
+	}
+	return l, nil
+}
+
+// compatible says whether an existing link can serve as the collect_md VXLAN device.
+func compatible(l netlink.Link) bool {
+	v, ok := l.(*netlink.Vxlan)
+	return ok && v.FlowBased && v.Port == VXLANPort && !v.Learning
+}
+
+func convergeAttrs(link netlink.Link, want VXLAN) error {
+	a := link.Attrs()
+	if a.MTU != want.MTU {
+		if err := netlink.LinkSetMTU(link, want.MTU); err != nil {
+			return fmt.Errorf("setting mtu %d on %s: %w", want.MTU, want.Name, err)
+		}
+	}
+	if want.MAC != nil && a.HardwareAddr.String() != want.MAC.String() {
+		if err := netlink.LinkSetHardwareAddr(link, want.MAC); err != nil {
+			return fmt.Errorf("setting mac %s on %s: %w", want.MAC, want.Name, err)
+		}
+	}
+	if a.RawFlags&unix.IFF_NOARP == 0 {
+		if err := netlink.LinkSetARPOff(link); err != nil {
+			return fmt.Errorf("setting noarp on %s: %w", want.Name, err)
+		}
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("setting %s up: %w", want.Name, err)
+		}
+	}
+	return nil
+}
+
+// ensureOnlyAddress leaves exactly addr/32 on the link (the pod CIDR may have changed).
+func ensureOnlyAddress(link netlink.Link, addr netip.Addr) error {
+	want := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("listing addresses of %s: %w", link.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		if a.IPNet.String() == want.IPNet.String() {
+			continue
+		}
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("removing stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
+		}
+	}
+	if err := netlink.AddrReplace(link, want); err != nil {
+		return fmt.Errorf("adding %s to %s: %w", want.IPNet, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// EnsureClusterRoute routes the cluster CIDR through the device with the pod CIDR's network address
+// as source (host -> remote pod traffic, as Flannel does), and removes other routes on the device.
+func EnsureClusterRoute(ifindex int, clusterCIDR netip.Prefix, src netip.Addr) error {
+	want := netlink.Route{
+		LinkIndex: ifindex,
+		Dst:       &net.IPNet{IP: clusterCIDR.Addr().AsSlice(), Mask: net.CIDRMask(clusterCIDR.Bits(), 32)},
+		Src:       src.AsSlice(),
+		Scope:     netlink.SCOPE_LINK,
+	}
+	if err := netlink.RouteReplace(&want); err != nil {
+		return fmt.Errorf("routing %s via ifindex %d: %w", clusterCIDR, ifindex, err)
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4,
+		&netlink.Route{LinkIndex: ifindex, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("listing routes of ifindex %d: %w", ifindex, err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.String() == want.Dst.String() || r.Protocol == unix.RTPROT_KERNEL {
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil {
+			return fmt.Errorf("removing stale route %s: %w", r.Dst, err)
+		}
+	}
+	return nil
+}

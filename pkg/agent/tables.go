@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
+	"github.com/edgeplane/edgeplane/pkg/maps/routes"
+)
+
+// The adapters below give the reconcilers pkg/maps through the controller package's interfaces.
+
+type routeTable struct{ m *routes.Map }
+
+func (t routeTable) Upsert(p netip.Prefix, r controller.Route) error {
+	ip, err := maps.IPv4From(r.NodeIP)
+	if err != nil {
+		return fmt.Errorf("route %s: %w", p, err)
+	}
+	v := routes.Route{NodeIP: ip, Domain: r.Domain, Encap: uint8(r.Encap)}
+	if r.Local {
+		v.Flags |= routes.FlagLocal
+	}
+	return t.m.Upsert(p, v)
+}
+
+func (t routeTable) Delete(p netip.Prefix) error { return t.m.Delete(p) }
+
+func (t routeTable) List() (map[netip.Prefix]controller.Route, error) {
+	out := map[netip.Prefix]controller.Route{}
+	err := t.m.Iterate(func(p netip.Prefix, r routes.Route) bool {
+		out[p] = controller.Route{NodeIP: r.NodeIP.Addr(), Domain: r.Domain, Encap: controller.Encap(r.Encap), Local: r.Flags&routes.FlagLocal != 0}
+		return true
+	})
+	return out, err
+}
+
+type nodeTable struct{ m *nodes.Map }
+
+func (t nodeTable) Upsert(ip netip.Addr, n controller.Node) error {
+	v := nodes.Node{Domain: n.Domain}
+	if copy(v.VtepMAC[:], n.VTEPMAC) != 6 {
+		return fmt.Errorf("node %s: VTEP MAC %s is not an Ethernet address", ip, n.VTEPMAC)
+	}
+	if copy(v.NexthopMAC[:], n.NextHopMAC) == 6 {
+		v.Flags |= nodes.FlagNexthopValid
+	}
+	return t.m.Upsert(ip, v)
+}
+
+func (t nodeTable) Delete(ip netip.Addr) error { return t.m.Delete(ip) }
+
+func (t nodeTable) List() (map[netip.Addr]controller.Node, error) {
+	out := map[netip.Addr]controller.Node{}
+	err := t.m.Iterate(func(ip netip.Addr, n nodes.Node) bool {
+		v := controller.Node{VTEPMAC: n.VtepMAC[:], Domain: n.Domain}
+		if n.Flags&nodes.FlagNexthopValid != 0 {
+			v.NextHopMAC = n.NexthopMAC[:]
+		}
+		out[ip] = v
+		return true
+	})
+	return out, err
+}
+
+type endpointTable struct{ m *endpoints.Map }
+
+func (t endpointTable) Delete(ip netip.Addr) error { return t.m.Delete(ip) }
+
+func (t endpointTable) List() (map[netip.Addr]controller.Endpoint, error) {
+	out := map[netip.Addr]controller.Endpoint{}
+	err := t.m.Iterate(func(ip netip.Addr, e endpoints.Endpoint) bool {
+		out[ip] = controller.Endpoint{Ifindex: int(e.Ifindex)}
+		return true
+	})
+	return out, err
+}
+
+// tables are the opened maps the reconcilers write; Close releases them (the pins stay).
+type tables struct {
+	routes    *routes.Map
+	nodes     *nodes.Map
+	endpoints *endpoints.Map
+}
+
+func openTables(root string) (*tables, error) {
+	r, err := routes.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	n, err := nodes.Open(root)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	e, err := endpoints.Open(root)
+	if err != nil {
+		r.Close()
+		n.Close()
+		return nil, err
+	}
+	return &tables{routes: r, nodes: n, endpoints: e}, nil
+}
+
+func (t *tables) Close() error {
+	return errors.Join(t.routes.Close(), t.nodes.Close(), t.endpoints.Close())
+}
+
+// nonMasqueradeMap is nonmasq_map (bpf/lib/nat.h), which has no typed package yet.
+const nonMasqueradeMap = "nonmasq_map"
+
+// nonMasqKey mirrors struct nonmasq_key: an LPM key, prefix length first.
+type nonMasqKey struct {
+	Prefixlen uint32
+	Addr      maps.IPv4
+}
+
+// syncNonMasquerade makes nonmasq_map hold exactly want. A datapath without the map is fine.
+func syncNonMasquerade(m *ebpf.Map, want []netip.Prefix) error {
+	if m == nil {
+		return nil
+	}
+	keep := map[nonMasqKey]bool{}
+	for _, p := range want {
+		addr, err := maps.IPv4From(p.Masked().Addr())
+		if err != nil {
+			return err
+		}
+		k := nonMasqKey{Prefixlen: uint32(p.Bits()), Addr: addr}
+		keep[k] = true
+		if err := m.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("writing non-masquerade CIDR %s: %w", p, err)
+		}
+	}
+	var k nonMasqKey
+	var v uint8
+	var stale []nonMasqKey
+	for it := m.Iterate(); it.Next(&k, &v); {
+		if !keep[k] {
+			stale = append(stale, k)
+		}
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("deleting non-masquerade CIDR %s/%d: %w", k.Addr, k.Prefixlen, err)
+		}
+	}
+	return nil
+}

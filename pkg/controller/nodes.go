@@ -1,0 +1,435 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+)
+
+// ReasonInvalidNetworkConfig is the reason of the Warning event recorded on a Node whose pod CIDR or
+// VTEP annotations cannot be used.
+const ReasonInvalidNetworkConfig = "InvalidNetworkConfig"
+
+// errNotReady means a node has not published its pod CIDR or VTEP yet: nothing to do, nothing to report.
+var errNotReady = errors.New("node network not published yet")
+
+// LocalNode is this node as the agent configured it.
+type LocalNode struct {
+	Name        string
+	NodeIP      netip.Addr   // this node's tunnel endpoint
+	PodCIDR     netip.Prefix // this node's pod CIDR (ROUTE_LOCAL)
+	ClusterCIDR netip.Prefix // peers' pod CIDRs must lie inside it
+}
+
+// NodeReconcilerConfig is what a NodeReconciler reads and writes.
+type NodeReconcilerConfig struct {
+	Local    LocalNode
+	Informer coreinformers.NodeInformer
+	Routes   RouteTable
+	Nodes    NodeTable
+	NextHop  NextHopResolver
+	Recorder record.EventRecorder
+	Resync   time.Duration // full pass: re-resolves next hops and deletes stale entries
+}
+
+// NodeReconciler keeps routes_map and nodes_map equal to the cluster's Nodes: a route per node pod
+// CIDR toward that node's tunnel endpoint, and a node entry per tunnel endpoint with its VTEP MAC.
+// A node whose configuration turns invalid keeps its last good entries and gets a Warning event.
+type NodeReconciler struct {
+	cfg    NodeReconcilerConfig
+	lister corelisters.NodeLister
+	synced cache.InformerSynced
+	queue  workqueue.TypedRateLimitingInterface[string]
+	ready  chan struct{}
+
+	mu     sync.Mutex
+	peers  map[string]peer   // last good state by node name; what the maps must hold
+	errs   map[string]string // last reported error by node name, so an event is recorded once
+	pinned pinnedState       // map contents found at start, adopted for nodes that are invalid then
+}
+
+// peer is one node's desired map entries.
+type peer struct {
+	podCIDR netip.Prefix
+	route   Route
+	node    Node // unused for the local node
+}
+
+type pinnedState struct {
+	routes map[netip.Prefix]Route
+	nodes  map[netip.Addr]Node
+}
+
+// NewNodeReconciler registers its event handlers on the informer; Run starts it.
+func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
+	if cfg.Resync <= 0 {
+		cfg.Resync = time.Minute
+	}
+	r := &NodeReconciler{
+		cfg:    cfg,
+		lister: cfg.Informer.Lister(),
+		synced: cfg.Informer.Informer().HasSynced,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodes"}),
+		ready: make(chan struct{}),
+		peers: map[string]peer{},
+		errs:  map[string]string{},
+	}
+	_, err := cfg.Informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: r.enqueue,
+		UpdateFunc: func(old, obj any) {
+			if networkChanged(old, obj) {
+				r.enqueue(obj)
+			}
+		},
+		DeleteFunc: r.enqueue,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("adding node event handler: %w", err)
+	}
+	return r, nil
+}
+
+// networkChanged filters out the frequent Node status updates that cannot change the maps.
+func networkChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*corev1.Node)
+	n, ok2 := newObj.(*corev1.Node)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return !maps.Equal(o.Annotations, n.Annotations) || o.Spec.PodCIDR != n.Spec.PodCIDR ||
+		!slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) || !slices.Equal(o.Status.Addresses, n.Status.Addresses)
+}
+
+// Ready is closed once the maps hold every node after start-up and stale entries are gone.
+func (r *NodeReconciler) Ready() <-chan struct{} { return r.ready }
+
+func (r *NodeReconciler) enqueue(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	r.queue.Add(key)
+}
+
+// Run waits for the informer, programs every node, deletes stale entries, then follows changes
+// until ctx is done. It returns early only if the informer never syncs, and never leaves a worker
+// writing to the maps behind.
+func (r *NodeReconciler) Run(ctx context.Context) error {
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	defer r.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), r.synced) {
+		return errors.New("node informer did not sync")
+	}
+	r.syncAll(ctx)
+	close(r.ready)
+	workers.Go(func() { wait.UntilWithContext(ctx, r.runWorker, time.Second) })
+	ticker := time.NewTicker(r.cfg.Resync)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			r.resync(ctx)
+		}
+	}
+}
+
+// syncAll is the start-up pass: adopt what is pinned, reconcile every node, delete the rest.
+func (r *NodeReconciler) syncAll(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	r.loadPinned(ctx)
+	if err := r.applyLocal(); err != nil {
+		logger.Error(err, "Programming the local pod CIDR route; will retry")
+		r.queue.AddRateLimited(r.cfg.Local.Name)
+	}
+	nodes, err := r.lister.List(labels.Everything())
+	if err != nil {
+		logger.Error(err, "Listing nodes")
+	}
+	for _, n := range nodes {
+		if err := r.reconcile(ctx, n.Name); err != nil {
+			logger.Error(err, "Reconciling node; will retry", "node", n.Name)
+			r.queue.AddRateLimited(n.Name)
+		}
+	}
+	r.collectGarbage(ctx)
+	r.mu.Lock()
+	r.pinned = pinnedState{}
+	r.mu.Unlock()
+}
+
+func (r *NodeReconciler) loadPinned(ctx context.Context) {
+	routes, err := r.cfg.Routes.List()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing pinned routes")
+	}
+	nodes, err := r.cfg.Nodes.List()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing pinned nodes")
+	}
+	r.mu.Lock()
+	r.pinned = pinnedState{routes: routes, nodes: nodes}
+	r.mu.Unlock()
+}
+
+// resync re-queues every node (next hops may have been resolved or moved) and deletes stale entries.
+func (r *NodeReconciler) resync(ctx context.Context) {
+	nodes, err := r.lister.List(labels.Everything())
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing nodes")
+		return
+	}
+	for _, n := range nodes {
+		r.queue.Add(n.Name)
+	}
+	r.collectGarbage(ctx)
+}
+
+func (r *NodeReconciler) runWorker(ctx context.Context) {
+	for r.processNext(ctx) {
+	}
+}
+
+func (r *NodeReconciler) processNext(ctx context.Context) bool {
+	name, shutdown := r.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer r.queue.Done(name)
+	if err := r.reconcile(ctx, name); err != nil {
+		klog.FromContext(ctx).Error(err, "Reconciling node; will retry", "node", name)
+		r.queue.AddRateLimited(name)
+		return true
+	}
+	r.queue.Forget(name)
+	return true
+}
+
+// reconcile makes the maps hold what the node named name asks for now.
+func (r *NodeReconciler) reconcile(ctx context.Context, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if name == r.cfg.Local.Name {
+		return r.applyLocalLocked()
+	}
+	node, err := r.lister.Get(name)
+	if apierrors.IsNotFound(err) {
+		return r.forget(name)
+	}
+	if err != nil {
+		return fmt.Errorf("getting node %s: %w", name, err)
+	}
+	want, err := r.desired(ctx, node)
+	switch {
+	case errors.Is(err, errNotReady):
+		return nil
+	case err != nil:
+		r.reportInvalid(ctx, node, err)
+		return nil
+	}
+	delete(r.errs, name)
+	return r.apply(name, want)
+}
+
+// desired computes a peer's entries from its Node object.
+func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, error) {
+	cidr, ok, err := k8s.NodePodCIDR(node)
+	if err != nil {
+		return peer{}, err
+	}
+	if !ok {
+		return peer{}, errNotReady
+	}
+	if err := r.checkPodCIDR(node.Name, cidr); err != nil {
+		return peer{}, err
+	}
+	vtep, err := k8s.NodeVTEP(node)
+	if errors.Is(err, k8s.ErrNoVTEP) {
+		return peer{}, errNotReady
+	}
+	if err != nil {
+		return peer{}, err
+	}
+	mac, err := r.cfg.NextHop.NextHop(vtep.IP)
+	if err != nil {
+		// Not fatal: without a next hop the datapath asks the kernel to resolve the neighbour.
+		klog.FromContext(ctx).V(2).Info("Next hop not resolved", "node", node.Name, "ip", vtep.IP, "err", err)
+		mac = nil
+	}
+	return peer{
+		podCIDR: cidr,
+		route:   Route{NodeIP: vtep.IP, Encap: EncapVXLAN},
+		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac},
+	}, nil
+}
+
+// checkPodCIDR refuses a pod CIDR outside the cluster CIDR or overlapping another node's.
+func (r *NodeReconciler) checkPodCIDR(name string, cidr netip.Prefix) error {
+	if c := r.cfg.Local.ClusterCIDR; !c.Contains(cidr.Addr()) || cidr.Bits() < c.Bits() {
+		return fmt.Errorf("pod CIDR %s is outside the cluster CIDR %s", cidr, c)
+	}
+	for other, p := range r.peers {
+		if other != name && p.podCIDR.Overlaps(cidr) {
+			return fmt.Errorf("pod CIDR %s overlaps node %s's pod CIDR %s", cidr, other, p.podCIDR)
+		}
+	}
+	return nil
+}
+
+func (r *NodeReconciler) applyLocal() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applyLocalLocked()
+}
+
+func (r *NodeReconciler) applyLocalLocked() error {
+	l := r.cfg.Local
+	return r.apply(l.Name, peer{podCIDR: l.PodCIDR, route: Route{NodeIP: l.NodeIP, Local: true}})
+}
+
+// apply writes want for the node named name and removes what its previous state left unreferenced.
+// It always writes, so an entry lost from a map comes back on the next pass. The node entry goes
+// first so that a route never points at a missing node.
+func (r *NodeReconciler) apply(name string, want peer) error {
+	if !want.route.Local {
+		if err := r.cfg.Nodes.Upsert(want.route.NodeIP, want.node); err != nil {
+			return fmt.Errorf("writing node %s (%s): %w", name, want.route.NodeIP, err)
+		}
+	}
+	if err := r.cfg.Routes.Upsert(want.podCIDR, want.route); err != nil {
+		return fmt.Errorf("writing route %s -> node %s: %w", want.podCIDR, name, err)
+	}
+	old, had := r.peers[name]
+	r.peers[name] = want
+	if had {
+		return r.release(name, old)
+	}
+	return nil
+}
+
+// forget removes a deleted node's entries.
+func (r *NodeReconciler) forget(name string) error {
+	old, had := r.peers[name]
+	if !had {
+		return nil
+	}
+	delete(r.peers, name)
+	delete(r.errs, name)
+	if err := r.release(name, old); err != nil {
+		r.peers[name] = old // retry the removal
+		return err
+	}
+	return nil
+}
+
+// release deletes old's entries that no node in r.peers refers to any more.
+func (r *NodeReconciler) release(name string, old peer) error {
+	routeUsed, nodeUsed := old.route.Local, old.route.Local
+	for _, p := range r.peers {
+		routeUsed = routeUsed || p.podCIDR == old.podCIDR
+		nodeUsed = nodeUsed || (!p.route.Local && p.route.NodeIP == old.route.NodeIP)
+	}
+	if !routeUsed {
+		if err := r.cfg.Routes.Delete(old.podCIDR); err != nil {
+			return fmt.Errorf("deleting route %s of node %s: %w", old.podCIDR, name, err)
+		}
+	}
+	if !nodeUsed {
+		if err := r.cfg.Nodes.Delete(old.route.NodeIP); err != nil {
+			return fmt.Errorf("deleting node %s (%s): %w", name, old.route.NodeIP, err)
+		}
+	}
+	return nil
+}
+
+// reportInvalid records a Warning event once per distinct error and, at start-up, adopts what the
+// previous agent pinned for this node so that its pods stay reachable.
+func (r *NodeReconciler) reportInvalid(ctx context.Context, node *corev1.Node, err error) {
+	if r.errs[node.Name] != err.Error() {
+		r.errs[node.Name] = err.Error()
+		klog.FromContext(ctx).Error(err, "Ignoring node network configuration; keeping its last good state", "node", node.Name)
+		r.cfg.Recorder.Eventf(node, corev1.EventTypeWarning, ReasonInvalidNetworkConfig,
+			"edgeplane ignores this node's network configuration and keeps its last good state: %v", err)
+	}
+	if _, had := r.peers[node.Name]; had {
+		return
+	}
+	if p, ok := r.adoptPinned(node); ok {
+		r.peers[node.Name] = p
+	}
+}
+
+func (r *NodeReconciler) adoptPinned(node *corev1.Node) (peer, bool) {
+	cidr, ok, err := k8s.NodePodCIDR(node)
+	if err != nil || !ok || r.checkPodCIDR(node.Name, cidr) != nil {
+		return peer{}, false
+	}
+	route, ok := r.pinned.routes[cidr]
+	if !ok || route.Local {
+		return peer{}, false
+	}
+	n, ok := r.pinned.nodes[route.NodeIP]
+	if !ok {
+		return peer{}, false
+	}
+	return peer{podCIDR: cidr, route: route, node: n}, true
+}
+
+// collectGarbage deletes map entries that belong to no node.
+func (r *NodeReconciler) collectGarbage(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	routes, nodes := map[netip.Prefix]bool{}, map[netip.Addr]bool{}
+	for _, p := range r.peers {
+		routes[p.podCIDR] = true
+		if !p.route.Local {
+			nodes[p.route.NodeIP] = true
+		}
+	}
+	if err := deleteStale(r.cfg.Routes.List, r.cfg.Routes.Delete, routes); err != nil {
+		logger.Error(err, "Deleting stale routes")
+	}
+	if err := deleteStale(r.cfg.Nodes.List, r.cfg.Nodes.Delete, nodes); err != nil {
+		logger.Error(err, "Deleting stale nodes")
+	}
+}
+
+// deleteStale deletes every listed key that keep does not hold.
+func deleteStale[K comparable, V any](list func() (map[K]V, error), del func(K) error, keep map[K]bool) error {
+	have, err := list()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for k := range have {
+		if !keep[k] {
+			errs = append(errs, del(k))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,67 @@
+// Package controller holds the agent's level-triggered reconcilers, built like the Kubernetes
+// sample-controller: informer event handlers only queue keys, workers read the current object from a
+// lister and make the BPF maps equal to it, failures are retried with a rate limit, and a periodic
+// full pass deletes map entries that no longer belong to any object (after a restart the pinned maps
+// still hold what the previous agent wrote). The maps are reached through the small interfaces in
+// this file, so the reconcilers are tested with in-memory tables; pkg/agent wires pkg/maps in.
+package controller
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Encap says how packets reach a node's pods.
+type Encap uint8
+
+// Values mirror enum route_encap in bpf/lib/routes.h.
+const (
+	EncapVXLAN  Encap = 0
+	EncapDirect Encap = 1
+)
+
+// Route is a routes_map value: the node that owns a pod CIDR.
+type Route struct {
+	NodeIP netip.Addr // tunnel endpoint of the owning node, a nodes_map key
+	Domain uint32
+	Encap  Encap
+	Local  bool // this node's own pod CIDR (ROUTE_LOCAL)
+}
+
+// Node is a nodes_map value: how to reach a peer's VTEP.
+type Node struct {
+	VTEPMAC    net.HardwareAddr
+	NextHopMAC net.HardwareAddr // nil: unresolved, the datapath lets the kernel resolve the neighbour
+	Domain     uint32
+}
+
+// Endpoint is the part of an endpoints_map value the garbage collector needs.
+type Endpoint struct {
+	Ifindex int // host-side veth of the pod
+}
+
+// RouteTable is routes_map.
+type RouteTable interface {
+	Upsert(netip.Prefix, Route) error
+	Delete(netip.Prefix) error // deleting an absent entry is not an error
+	List() (map[netip.Prefix]Route, error)
+}
+
+// NodeTable is nodes_map, keyed by tunnel endpoint.
+type NodeTable interface {
+	Upsert(netip.Addr, Node) error
+	Delete(netip.Addr) error // deleting an absent entry is not an error
+	List() (map[netip.Addr]Node, error)
+}
+
+// EndpointTable is endpoints_map as the garbage collector sees it; the CNI plugin writes it.
+type EndpointTable interface {
+	Delete(netip.Addr) error // deleting an absent entry is not an error
+	List() (map[netip.Addr]Endpoint, error)
+}
+
+// NextHopResolver finds the outer destination MAC toward a tunnel endpoint: the endpoint itself when
+// it is on-link, else the underlay gateway. A nil MAC and nil error mean "not resolved yet".
+type NextHopResolver interface {
+	NextHop(netip.Addr) (net.HardwareAddr, error)
+}
