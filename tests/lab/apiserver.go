@@ -1,0 +1,150 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// APIServer is a real etcd + kube-apiserver pair in the lab's API namespace.
+type APIServer struct {
+	Netns     Netns
+	IP        net.IP
+	URL       string // https://<IP>:6443
+	Etcd      *Process
+	Apiserver *Process
+	pki       *pki
+}
+
+const apiserverPort = 6443
+
+func startAPIServer(ctx context.Context, l *Lab, ns Netns, ip net.IP) (*APIServer, error) {
+	dir := filepath.Join(l.Dir, "apiserver")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	p, err := newPKI(filepath.Join(dir, "pki"), []net.IP{ip})
+	if err != nil {
+		return nil, fmt.Errorf("creating lab PKI: %w", err)
+	}
+	a := &APIServer{Netns: ns, IP: ip, URL: fmt.Sprintf("https://%s:%d", ip, apiserverPort), pki: p}
+
+	// etcd listens on the API namespace's own loopback only.
+	a.Etcd, err = startProcess("etcd", ns, filepath.Join(dir, "etcd.log"), filepath.Join(l.cfg.K8sBin, "etcd"),
+		"--name=lab",
+		"--data-dir="+filepath.Join(dir, "etcd"),
+		"--listen-client-urls=http://127.0.0.1:2379",
+		"--advertise-client-urls=http://127.0.0.1:2379",
+		"--listen-peer-urls=http://127.0.0.1:2380",
+		"--initial-advertise-peer-urls=http://127.0.0.1:2380",
+		"--initial-cluster=lab=http://127.0.0.1:2380",
+		"--listen-metrics-urls=",
+		"--unsafe-no-fsync",
+		"--log-level=warn",
+	)
+	if err != nil {
+		return nil, err
+	}
+	l.onClose(func() { a.Etcd.Kill() })
+
+	a.Apiserver, err = startProcess("kube-apiserver", ns, filepath.Join(dir, "kube-apiserver.log"),
+		filepath.Join(l.cfg.K8sBin, "kube-apiserver"),
+		"--etcd-servers=http://127.0.0.1:2379",
+		"--bind-address="+ip.String(),
+		"--advertise-address="+ip.String(),
+		fmt.Sprintf("--secure-port=%d", apiserverPort),
+		"--cert-dir="+filepath.Join(dir, "certs"),
+		"--tls-cert-file="+p.ServingCert,
+		"--tls-private-key-file="+p.ServingKey,
+		"--client-ca-file="+p.CACert,
+		"--service-account-key-file="+p.SAPub,
+		"--service-account-signing-key-file="+p.SAKey,
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--service-cluster-ip-range=10.96.0.0/12",
+		"--authorization-mode=Node,RBAC",
+		"--disable-admission-plugins=ServiceAccount",
+		"--allow-privileged=true",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+		"--v=1",
+	)
+	if err != nil {
+		return nil, err
+	}
+	l.onClose(func() { a.Apiserver.Stop(5 * time.Second) })
+	return a, nil
+}
+
+// RESTConfig is an admin client configuration whose connections are made from inside the API
+// namespace, so the test process talks to the lab API server without any route into the lab.
+func (a *APIServer) RESTConfig() *rest.Config {
+	return &rest.Config{
+		Host: a.URL,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   a.pki.caPEM,
+			CertData: a.pki.adminCertPEM,
+			KeyData:  a.pki.adminKeyPEM,
+		},
+		QPS:     200,
+		Burst:   400,
+		Timeout: 30 * time.Second,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := InNetns(a.Netns, func() error {
+				var err error
+				conn, err = (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}
+}
+
+// WriteKubeconfig writes an admin kubeconfig for processes inside the lab (agents), pointing at
+// the API server's lab address.
+func (a *APIServer) WriteKubeconfig(path string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: a.URL, CertificateAuthorityData: a.pki.caPEM}
+	cfg.AuthInfos["lab-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: a.pki.adminCertPEM, ClientKeyData: a.pki.adminKeyPEM}
+	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "lab-admin"}
+	cfg.CurrentContext = "lab"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// waitReady polls /readyz until the API server answers ok, or a process dies.
+func (a *APIServer) waitReady(ctx context.Context, client kubernetes.Interface) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var last error
+	for {
+		for _, p := range []*Process{a.Etcd, a.Apiserver} {
+			if done, err := p.Exited(); done {
+				return fmt.Errorf("%s exited (%v); log tail:\n%s", p.Name, err, p.LogTail(30))
+			}
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(rctx)
+		rcancel()
+		if err == nil && string(body) == "ok" {
+			return nil
+		}
+		if err != nil {
+			last = err
+		} else {
+			last = fmt.Errorf("readyz: %s", body)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kube-apiserver not ready: %w; log tail:\n%s", last, a.Apiserver.LogTail(30))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

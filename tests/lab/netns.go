@@ -1,0 +1,122 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// netnsDir is where `ip netns add` bind-mounts named namespaces.
+const netnsDir = "/run/netns"
+
+// Netns is a named network namespace created by the lab.
+type Netns string
+
+// Path is the namespace's bind mount, what CNI_NETNS and nsenter --net take.
+func (n Netns) Path() string { return filepath.Join(netnsDir, string(n)) }
+
+// Name is the name `ip netns` knows it by.
+func (n Netns) Name() string { return string(n) }
+
+func addNetns(ctx context.Context, name string) (Netns, error) {
+	if _, err := run(ctx, "ip", "netns", "add", name); err != nil {
+		return "", err
+	}
+	ns := Netns(name)
+	if _, err := ns.IP(ctx, "link", "set", "lo", "up"); err != nil {
+		deleteNetns(ns)
+		return "", err
+	}
+	return ns, nil
+}
+
+// deleteNetns removes the namespace; its links go with it once no process holds it.
+func deleteNetns(ns Netns) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := os.Stat(ns.Path()); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	_, err := run(ctx, "ip", "netns", "delete", ns.Name())
+	return err
+}
+
+// IP runs iproute2 against the namespace (ip -n <ns> ...).
+func (n Netns) IP(ctx context.Context, args ...string) (string, error) {
+	return run(ctx, "ip", append([]string{"-n", n.Name()}, args...)...)
+}
+
+// Exec runs a command inside the namespace through nsenter(1), which, unlike `ip netns exec`, does
+// not remount /sys. It returns combined output.
+func (n Netns) Exec(ctx context.Context, name string, args ...string) (string, error) {
+	return run(ctx, "nsenter", append([]string{"--net=" + n.Path(), "--", name}, args...)...)
+}
+
+// Sysctl writes a sysctl inside the namespace (key in dotted form, e.g. net.ipv4.ip_forward).
+func (n Netns) Sysctl(key, value string) error {
+	ns := n
+	return InNetns(n, func() error {
+		// /proc/sys/net shows the namespace of the thread that opens it.
+		f := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+		if err := os.WriteFile(f, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("setting %s=%s in %s: %w", key, value, ns, err)
+		}
+		return nil
+	})
+}
+
+// InNetns runs fn on an OS thread that has entered ns. Sockets fn creates stay in ns after fn
+// returns, so they can be used from any goroutine.
+func InNetns(ns Netns, fn func() error) error {
+	target, err := netns.GetFromPath(ns.Path())
+	if err != nil {
+		return fmt.Errorf("opening netns %s: %w", ns, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("getting current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("entering netns %s: %w", ns, err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: the runtime then discards it instead of reusing a thread
+			// stuck in a lab namespace.
+			errc <- errors.Join(ferr, fmt.Errorf("returning from netns %s: %w", ns, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
