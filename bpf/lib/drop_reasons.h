@@ -14,13 +14,15 @@ enum drop_reason {
 	DROP_UNKNOWN_TUNNEL_SOURCE = 6, /* VXLAN from an address that is not a known node */
 	DROP_VNI_MISMATCH = 7,          /* VXLAN with a VNI other than ours, or without the I flag */
 	DROP_DOMAIN_UNREACHABLE = 8,    /* destination in a network domain this one cannot reach */
-	DROP_PKT_TOO_BIG = 9,           /* larger than the pod MTU and not GSO */
+	DROP_PKT_TOO_BIG = 9,           /* larger than the pod MTU (or GSO segments that are) with DF set */
 	DROP_NOT_READY = 10,            /* the agent has not configured the datapath yet */
 	DROP_ENCAP_FAILED = 11,         /* a kernel helper failed while encapsulating or decapsulating */
 	DROP_NAT_NO_PORT = 12,          /* masquerade found no free port */
 	DROP_UNKNOWN_NODE = 13,         /* a route names a node that has no entry in nodes_map */
 	DROP_NODEPORT_CLOSED = 14,      /* NodePort not listening on this node (pool isolation) */
 	DROP_NAT_FAILED = 15,           /* a kernel helper failed while masquerading or reversing it */
+	REASON_ICMP_SENT = 16,          /* not a drop: an ICMP error sent back to the sender of a packet
+					 * that is counted under its own drop reason */
 	DROP_REASON_MAX,                /* keep last */
 };
 

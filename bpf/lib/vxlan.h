@@ -62,8 +62,9 @@ static __always_inline __u8 vxlan_outer_tos(__u8 inner_tos)
 
 /* A GSO packet whose segments plus our headers still fit the underlay keeps its gso_size
  * (BPF_F_ADJ_ROOM_FIXED_GSO): the pod MTU already leaves room for VXLAN, and shrinking the MSS
- * would cost 50 bytes per segment. It is also the only way the kernel accepts UDP GSO. If the pod
- * MTU is wrong, let the kernel shrink the segments instead. */
+ * would cost 50 bytes per segment. It is also the only way the kernel accepts UDP GSO. pod_egress
+ * only encapsulates segments that fit (bigger ones get ICMP or go to the host stack); shrinking
+ * is the fallback should another caller not check. */
 static __always_inline __u64 vxlan_gso_flag(const struct __sk_buff *skb, const struct node_cfg *cfg,
 					    __u32 l3l4_hlen)
 {

@@ -25,6 +25,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
+	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -39,6 +40,7 @@ type Agent struct {
 	device   netdev.Device
 	dp       *datapath.Datapath
 	nodeCfg  *nodecfg.Map
+	nonMasq  *nonmasq.Map
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place.
@@ -81,6 +83,10 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	defer a.nodeCfg.Close()
+	if a.nonMasq, err = nonmasq.Open(a.cfg.BPFFSRoot); err != nil {
+		return err
+	}
+	defer a.nonMasq.Close()
 	tbl, err := openTables(a.cfg.BPFFSRoot)
 	if err != nil {
 		return err
@@ -178,7 +184,7 @@ func (a *Agent) programDatapath() error {
 		return err
 	}
 	nonMasq := append(PrefixList{a.cfg.ClusterCIDR}, a.cfg.NonMasqueradeCIDRs...)
-	if err := syncNonMasquerade(a.dp.Map(nonMasqueradeMap), nonMasq); err != nil {
+	if err := a.nonMasq.Sync(nonMasq); err != nil {
 		return err
 	}
 	if err := a.dp.AttachUnderlay(a.underlay.Index); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
+	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
@@ -63,7 +65,7 @@ func agentInNetns(t *testing.T) {
 		NodeName: "self", BPFFSRoot: root, RunDir: runDir,
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
 		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
-		Resync: time.Second,
+		Resync: time.Second, NonMasqueradeCIDRs: PrefixList{netip.MustParsePrefix("172.16.0.0/12")},
 	}
 
 	stop := startAgent(t, cfg, client)
@@ -72,6 +74,7 @@ func agentInNetns(t *testing.T) {
 		t.Fatalf("node.json: %+v", nc)
 	}
 	checkMaps(t, root, map[string]string{"10.244.0.0/24": "192.168.60.3", "10.244.1.0/24": "192.168.60.2"})
+	checkNonMasq(t, root, "10.244.0.0/16", "172.16.0.0/12")
 	n, _ := client.CoreV1().Nodes().Get(context.Background(), "self", metav1.GetOptions{})
 	vtep, err := k8s.NodeVTEP(n)
 	if err != nil || vtep.IP != netip.MustParseAddr("192.168.60.2") {
@@ -93,12 +96,32 @@ func agentInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(nodeconfig.Path(runDir))
+	cfg.NonMasqueradeCIDRs = nil // the flag dropped: its entry must go
 	stop = startAgent(t, cfg, client)
 	defer stop()
 	if got := waitNodeConfig(t, runDir); got.PodCIDR != nc.PodCIDR {
 		t.Fatalf("restart changed the pod CIDR: %v -> %v", nc.PodCIDR, got.PodCIDR)
 	}
 	checkMaps(t, root, map[string]string{"10.244.1.0/24": "192.168.60.2"})
+	checkNonMasq(t, root, "10.244.0.0/16")
+}
+
+// checkNonMasq checks that nonmasq_map holds exactly want.
+func checkNonMasq(t *testing.T, root string, want ...string) {
+	t.Helper()
+	m, err := nonmasq.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var got []string
+	if err := m.Iterate(func(p netip.Prefix) bool { got = append(got, p.String()); return true }); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("nonmasq_map = %v; want %v", got, want)
+	}
 }
 
 func setupUnderlay(t *testing.T) {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
@@ -110,46 +108,4 @@ func openTables(root string) (*tables, error) {
 
 func (t *tables) Close() error {
 	return errors.Join(t.routes.Close(), t.nodes.Close(), t.endpoints.Close())
-}
-
-// nonMasqueradeMap is nonmasq_map (bpf/lib/nat.h), which has no typed package yet.
-const nonMasqueradeMap = "nonmasq_map"
-
-// nonMasqKey mirrors struct nonmasq_key: an LPM key, prefix length first.
-type nonMasqKey struct {
-	Prefixlen uint32
-	Addr      maps.IPv4
-}
-
-// syncNonMasquerade makes nonmasq_map hold exactly want. A datapath without the map is fine.
-func syncNonMasquerade(m *ebpf.Map, want []netip.Prefix) error {
-	if m == nil {
-		return nil
-	}
-	keep := map[nonMasqKey]bool{}
-	for _, p := range want {
-		addr, err := maps.IPv4From(p.Masked().Addr())
-		if err != nil {
-			return err
-		}
-		k := nonMasqKey{Prefixlen: uint32(p.Bits()), Addr: addr}
-		keep[k] = true
-		if err := m.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("writing non-masquerade CIDR %s: %w", p, err)
-		}
-	}
-	var k nonMasqKey
-	var v uint8
-	var stale []nonMasqKey
-	for it := m.Iterate(); it.Next(&k, &v); {
-		if !keep[k] {
-			stale = append(stale, k)
-		}
-	}
-	for _, k := range stale {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("deleting non-masquerade CIDR %s/%d: %w", k.Addr, k.Prefixlen, err)
-		}
-	}
-	return nil
 }

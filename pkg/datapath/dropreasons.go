@@ -4,8 +4,9 @@ import "fmt"
 
 // DropReason mirrors enum drop_reason in bpf/lib/drop_reasons.h, the one table of reasons shared
 // by C and Go: the programs count packets in metrics_map under dir*64+reason, with reason 0 for
-// forwarded packets. Numbers are only ever appended; TestDropReasonsMatchBTF checks this list
-// against the enum in each compiled object.
+// forwarded packets and ReasonICMPSent for ICMP errors sent back in place of a dropped packet
+// (which is counted under its own reason as well). Numbers are only ever appended;
+// TestDropReasonsMatchBTF checks this list against the enum in each compiled object.
 type DropReason uint8
 
 const (
@@ -18,13 +19,14 @@ const (
 	DropUnknownTunnelSource                   // VXLAN from an address that is not a known node
 	DropVNIMismatch                           // VXLAN with a VNI other than ours, or without the I flag
 	DropDomainUnreachable                     // destination in a network domain this one cannot reach
-	DropPktTooBig                             // larger than the pod MTU and not GSO
+	DropPktTooBig                             // larger than the pod MTU (or GSO segments that are) with DF set
 	DropNotReady                              // the agent has not configured the datapath yet
 	DropEncapFailed                           // a kernel helper failed while encapsulating or decapsulating
 	DropNATNoPort                             // masquerade found no free port
 	DropUnknownNode                           // a route names a node that has no entry in nodes_map
 	DropNodePortClosed                        // NodePort not listening on this node (pool isolation)
 	DropNATFailed                             // a kernel helper failed while masquerading or reversing it
+	ReasonICMPSent                            // not a drop: an ICMP error sent back to the sender of a dropped packet
 
 	// DropReasonMax is one past the last reason (DROP_REASON_MAX).
 	DropReasonMax
@@ -48,6 +50,7 @@ var dropReasonNames = [DropReasonMax]string{
 	DropUnknownNode:         "UNKNOWN_NODE",
 	DropNodePortClosed:      "NODEPORT_CLOSED",
 	DropNATFailed:           "NAT_FAILED",
+	ReasonICMPSent:          "ICMP_SENT",
 }
 
 // String returns the C name without its DROP_ prefix ("DOMAIN_UNREACHABLE"), or UNKNOWN_<n> for

@@ -54,7 +54,7 @@ func TestDropReasonString(t *testing.T) {
 		ReasonForwarded:       "FORWARDED",
 		DropDomainUnreachable: "DOMAIN_UNREACHABLE",
 		DropNATFailed:         "NAT_FAILED",
-		DropReasonMax:         "UNKNOWN_16",
+		DropReasonMax:         "UNKNOWN_17",
 		200:                   "UNKNOWN_200",
 	} {
 		if got := r.String(); got != want {

@@ -35,8 +35,11 @@ func TestPodEgressVerdicts(t *testing.T) {
 		{"spoofed: another pod's address", podUDP(podB, internetIP, 10), tcActShot, DropSpoofedSource, false},
 		{"spoofed: not a pod address", podUDP(netip.MustParseAddr("10.1.2.3"), internetIP, 10), tcActShot, DropSpoofedSource, false},
 		{"spoofed: node address", podUDP(nodeIP, remotePod, 10), tcActShot, DropSpoofedSource, false},
-		// pod MTU 1450: IPv4 total 1451 without GSO would be silently oversized after encap
-		{"too big for the overlay", podUDP(podA, remotePod, podMTU-20-8+1), tcActShot, DropPktTooBig, false},
+		// pod MTU 1450: IPv4 total 1451 without GSO would be silently oversized after encap.
+		// With DF the drop is answered with ICMP (TestPodEgressFragNeeded checks the answer).
+		{"too big for the overlay with DF", podUDP(podA, remotePod, podMTU-20-8+1), tcActRedirect, DropPktTooBig, false},
+		{"too big for the overlay with DF: the answer", podUDP(podA, remotePod, podMTU-20-8+1), tcActRedirect, ReasonICMPSent, false},
+		{"too big for the overlay without DF: the host fragments", podUDPNoDF(podA, remotePod, podMTU-20-8+1), tcActOK, ReasonForwarded, true},
 		{"exactly the MTU fits", podUDP(podA, remotePod, podMTU-20-8), tcActRedirect, ReasonForwarded, false},
 		{"too big is fine outside the overlay", podUDP(podA, internetIP, podMTU), tcActOK, ReasonForwarded, true},
 		// each header cut short
@@ -258,9 +261,12 @@ func TestPodEgressDeviceMode(t *testing.T) {
 		t.Errorf("IP packet changed")
 	}
 	// too big is checked in device mode too: the redirect bypasses the device's MTU check
-	if got, _ := run(t, coll.Programs["pod_egress"], podUDP(podA, remotePod, podMTU), nil); got != tcActShot {
-		t.Errorf("oversized packet: verdict %d, want TC_ACT_SHOT", got)
+	big := podUDP(podA, remotePod, podMTU)
+	got, out = run(t, coll.Programs["pod_egress"], big, nil)
+	if got != tcActRedirect {
+		t.Fatalf("oversized packet: verdict %d, want TC_ACT_REDIRECT (the ICMP error)", got)
 	}
+	checkFragNeeded(t, out, big, podMTU)
 }
 
 func TestPodEgressDirectRoute(t *testing.T) {

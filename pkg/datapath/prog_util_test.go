@@ -193,6 +193,20 @@ func metric(t testing.TB, coll *ebpf.Collection, dir int, reason DropReason) uin
 	return n
 }
 
+// metricBytes sums the bytes of a per-CPU counter of metrics_map.
+func metricBytes(t testing.TB, coll *ebpf.Collection, dir int, reason DropReason) uint64 {
+	t.Helper()
+	var per []podMetric
+	if err := coll.Maps["metrics_map"].Lookup(uint32(dir*metricsReasons+int(reason)), &per); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, m := range per {
+		n += m.Bytes
+	}
+	return n
+}
+
 // skbCtx is struct __sk_buff (6.1 UAPI layout); test_run accepts only a few fields as input.
 type skbCtx struct {
 	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto uint32
@@ -358,6 +372,11 @@ func podPacket(src, dst netip.Addr, l4 []byte, proto uint8, df bool) []byte {
 
 func podUDP(src, dst netip.Addr, payloadLen int) []byte {
 	return podPacket(src, dst, udpSeg(src, dst, 40000, 53, bytes.Repeat([]byte{0xab}, payloadLen), true), protoUDP, true)
+}
+
+// podUDPNoDF is podUDP without the Don't Fragment bit: a packet routers may fragment.
+func podUDPNoDF(src, dst netip.Addr, payloadLen int) []byte {
+	return podPacket(src, dst, udpSeg(src, dst, 40000, 53, bytes.Repeat([]byte{0xab}, payloadLen), true), protoUDP, false)
 }
 
 func vxlanHdr(flags uint32, vniVal uint32) []byte {

@@ -8,6 +8,7 @@
 //	nodes      nodes_map      bpf/lib/nodes.h      tunnel endpoint IPv4 -> VTEP/next-hop MACs, domain
 //	nodecfg    node_cfg_map   bpf/lib/config.h     the single struct node_cfg entry
 //	metrics    metrics_map    bpf/lib/metrics.h    per-CPU {packets, bytes} by direction and reason
+//	nonmasq    nonmasq_map    bpf/lib/nat.h        LPM destinations pod traffic reaches unmasqueraded
 //
 // The agent's datapath loader (pkg/datapath) creates and pins the maps under <root>/maps/<name>; the
 // packages here only open those pins, so the CNI plugin, the agent's reconcilers and the CLI all see
