@@ -90,17 +90,29 @@ func (e *env) writeNode() {
 	}
 }
 
+// newNS creates a netns that is removed when the test ends, however it ends (a t.Fatal half-way
+// included).
 func newNS(t *testing.T) ns.NetNS {
 	t.Helper()
 	n, err := testutils.NewNS()
 	if err != nil {
 		t.Fatalf("creating netns: %v", err)
 	}
-	t.Cleanup(func() {
-		n.Close()
-		_ = testutils.UnmountNS(n)
-	})
+	t.Cleanup(func() { removeNS(t, n) })
 	return n
+}
+
+// removeNS closes and unmounts n; one the test already removed is left alone. A failure is
+// reported: a silently leaked cnitest-* namespace outlives the run.
+func removeNS(t *testing.T, n ns.NetNS) {
+	t.Helper()
+	_ = n.Close() // already closed when the test removed it itself
+	if _, err := os.Stat(n.Path()); errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err := testutils.UnmountNS(n); err != nil {
+		t.Errorf("removing netns: %v", err)
+	}
 }
 
 func (e *env) conf(version string, extra map[string]any) []byte {
@@ -327,18 +339,15 @@ func TestAddIsIdempotent(t *testing.T) {
 
 func TestDelWithNetnsGone(t *testing.T) {
 	e := newEnv(t)
-	pod, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pod := newNS(t)
 	conf := e.conf("1.0.0", nil)
 	res, err := e.add(pod, "c1", conf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod.Close()
-	if err := testutils.UnmountNS(pod); err != nil {
-		t.Fatal(err)
+	removeNS(t, pod)
+	if _, err := os.Stat(pod.Path()); err == nil {
+		t.Fatalf("netns %s still there", pod.Path())
 	}
 	// The veth goes with the netns; DEL still cleans the rest. (The runtime passes the old path.)
 	if err := e.del(nil, "c1", withPrevResult(t, conf, "1.0.0", res)); err != nil {

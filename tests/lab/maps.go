@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 )
 
 // The suite reads a node's pinned maps straight from its bpffs, by the layouts in bpf/lib/*.h
@@ -93,6 +95,28 @@ func (n *Node) RemoteNodes() (map[netip.Addr]RemoteNode, error) {
 		rn := RemoteNode{IP: ip, Domain: binary.LittleEndian.Uint32(v[12:16])}
 		copy(rn.VTEPMAC[:], v[:6])
 		out[ip] = rn
+	})
+	return out, err
+}
+
+// Counters reads metrics_map (per-CPU struct metric by dir*64+reason) through pkg/maps/metrics:
+// every non-zero counter of the node, summed over CPUs.
+func (n *Node) Counters() (map[metrics.Key]metrics.Metric, error) {
+	m, err := metrics.Open(n.BPFFS)
+	if err != nil {
+		return nil, fmt.Errorf("metrics of %s: %w", n.Name, err)
+	}
+	defer m.Close()
+	return m.Totals()
+}
+
+// NonMasquerade lists nonmasq_map (LPM struct nonmasq_key {__u32 prefixlen; __be32 addr}): the
+// destinations this node's pods reach with their own address.
+func (n *Node) NonMasquerade() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	err := n.iterate("nonmasq_map", func(k, _ []byte) {
+		bits := int(binary.LittleEndian.Uint32(k[:4]))
+		out = append(out, netip.PrefixFrom(netip.AddrFrom4([4]byte(k[4:8])), bits))
 	})
 	return out, err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +73,20 @@ func (n Netns) Sysctl(key, value string) error {
 		}
 		return nil
 	})
+}
+
+// LinkMTU is the MTU of the interface ifname inside the namespace.
+func (n Netns) LinkMTU(ifname string) (int, error) {
+	var mtu int
+	err := InNetns(n, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return fmt.Errorf("%s in %s: %w", ifname, n, err)
+		}
+		mtu = ifi.MTU
+		return nil
+	})
+	return mtu, err
 }
 
 // InNetns runs fn on an OS thread that has entered ns. Sockets fn creates stay in ns after fn

@@ -184,6 +184,26 @@ func (n *Node) StartAgent() error {
 	return nil
 }
 
+// RestartAgent stops the node's agent (SIGTERM: pins stay, pods keep forwarding), starts it again
+// with extraArgs in place of the node's extra flags (kept for later restarts), and waits until the
+// new agent has programmed the datapath and rewritten node.json.
+func (n *Node) RestartAgent(ctx context.Context, extraArgs []string, timeout time.Duration) error {
+	n.stopAgent()
+	n.ExtraArgs = extraArgs
+	start := time.Now()
+	if err := n.StartAgent(); err != nil {
+		return err
+	}
+	rewritten, err := n.WaitRewritten(ctx, start, timeout)
+	if err != nil {
+		return err
+	}
+	if !rewritten {
+		return fmt.Errorf("agent on %s restarted with %q but did not rewrite node.json within %v; log tail:\n%s", n.Name, extraArgs, timeout, n.Agent.LogTail(40))
+	}
+	return nil
+}
+
 // KillAgent kills the agent with SIGKILL (pinned state stays) and removes nothing.
 func (n *Node) KillAgent() {
 	if n.Agent != nil {

@@ -124,6 +124,17 @@ func (l *Lab) AddPod(ctx context.Context, node *Node, name string, opts PodOptio
 	return p, nil
 }
 
+// HostVeth is the name of the pod's host-side veth in its node's namespace (the CNI result's
+// interface without a sandbox).
+func (p *Pod) HostVeth() string {
+	for _, ifc := range p.Result.Interfaces {
+		if ifc.Sandbox == "" {
+			return ifc.Name
+		}
+	}
+	return ""
+}
+
 // Pods returns the lab's live pods by name.
 func (l *Lab) Pods() map[string]*Pod {
 	l.mu.Lock()

@@ -2,20 +2,24 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // Test traffic is made in-process: sockets are created inside a lab namespace (InNetns) and then
@@ -177,7 +181,7 @@ func ServeUDPEcho(ns Netns, addr netip.AddrPort) (*Server, error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		buf := make([]byte, 2048)
+		buf := make([]byte, 65536) // whole reassembled datagrams, not only MTU-sized ones
 		for {
 			n, from, err := pc.ReadFrom(buf)
 			if err != nil {
@@ -283,4 +287,205 @@ loop:
 		}
 	}
 	return st, nil
+}
+
+// PingSize sends one ICMP echo request carrying size bytes of data (ping -s size) from ns to dst
+// with DF clear (ping -M dont), so a request longer than the path is fragmented rather than
+// refused, and waits for the reply, whose data must come back unchanged.
+func PingSize(ns Netns, dst netip.Addr, size int, timeout time.Duration) (time.Duration, error) {
+	var conn *net.IPConn
+	if err := InNetns(ns, func() error {
+		var err error
+		if conn, err = net.ListenIP("ip4:icmp", &net.IPAddr{IP: net.IPv4zero}); err != nil {
+			return err
+		}
+		return setPMTUDisc(conn, false)
+	}); err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return 0, fmt.Errorf("icmp socket in %s: %w", ns, err)
+	}
+	defer conn.Close()
+	id := int(pingID.Add(1) & 0xffff)
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: 1, Data: data}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if _, err := conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		return 0, fmt.Errorf("ping -s %d %s from %s: %w", size, dst, ns, err)
+	}
+	_ = conn.SetReadDeadline(start.Add(timeout))
+	buf := make([]byte, size+1024)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return 0, fmt.Errorf("ping -s %d %s from %s: no reply within %v", size, dst, ns, timeout)
+		}
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || m.Type != ipv4.ICMPTypeEchoReply || from.String() != dst.String() {
+			continue
+		}
+		e, ok := m.Body.(*icmp.Echo)
+		if !ok || e.ID != id {
+			continue
+		}
+		if !bytes.Equal(e.Data, data) {
+			return 0, fmt.Errorf("ping -s %d %s from %s: reply carries %d bytes of data, not the %d sent", size, dst, ns, len(e.Data), size)
+		}
+		return time.Since(start), nil
+	}
+}
+
+// setPMTUDisc sets IP_MTU_DISCOVER on c: df sends with DF and never fragments locally
+// (IP_PMTUDISC_DO, a send longer than the known path MTU fails with EMSGSIZE); !df sends without
+// DF and fragments (IP_PMTUDISC_DONT).
+func setPMTUDisc(c syscall.Conn, df bool) error {
+	mode := unix.IP_PMTUDISC_DONT
+	if df {
+		mode = unix.IP_PMTUDISC_DO
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, mode)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setting IP_MTU_DISCOVER: %w", serr)
+	}
+	return nil
+}
+
+// ListenUDP opens a UDP socket bound to addr inside ns.
+func ListenUDP(ns Netns, addr netip.AddrPort) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	if err := InNetns(ns, func() error {
+		var err error
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("udp listen %s in %s: %w", addr, ns, err)
+	}
+	return c, nil
+}
+
+// DialUDP opens a UDP socket inside ns connected to dst (so ICMP errors about what it sends are
+// reported on it: ECONNREFUSED, EMSGSIZE). df chooses DF and no local fragmentation, or no DF and
+// fragmentation (see setPMTUDisc).
+func DialUDP(ns Netns, dst netip.AddrPort, df bool) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	if err := InNetns(ns, func() error {
+		var err error
+		if c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst)); err != nil {
+			return err
+		}
+		return setPMTUDisc(c, df)
+	}); err != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("udp socket from %s to %s: %w", ns, dst, err)
+	}
+	return c, nil
+}
+
+// PathMTU is what the kernel of ns knows of the path MTU of the connected socket c (IP_MTU: the
+// route's MTU, or a PMTU learned from "fragmentation needed").
+func PathMTU(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var mtu int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		mtu, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU)
+	}); err != nil {
+		return 0, err
+	}
+	return mtu, serr
+}
+
+// ServeTCPSink listens on addr inside ns. It reads each connection to its end (the client's
+// half-close) and answers with the number of bytes it got, as a decimal line.
+func ServeTCPSink(ns Netns, addr netip.AddrPort) (*Server, error) {
+	var ln net.Listener
+	if err := InNetns(ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", addr.String())
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("tcp listen %s in %s: %w", addr, ns, err)
+	}
+	s := &Server{Addr: netip.MustParseAddrPort(ln.Addr().String()), closeFn: ln.Close}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+				n, err := io.Copy(io.Discard, c)
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "%d\n", n)
+			}()
+		}
+	}()
+	return s, nil
+}
+
+// TCPSend connects from ns to a ServeTCPSink at dst, sends size bytes, half-closes and checks
+// that the sink counted all of them. It returns how long the transfer took.
+func TCPSend(ns Netns, dst netip.AddrPort, size int, timeout time.Duration) (time.Duration, error) {
+	var c net.Conn
+	if err := InNetns(ns, func() error {
+		var err error
+		c, err = (&net.Dialer{Timeout: timeout}).Dial("tcp4", dst.String())
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("tcp connect %s from %s: %w", dst, ns, err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_ = c.SetDeadline(start.Add(timeout))
+	chunk := make([]byte, 64<<10)
+	for i := range chunk {
+		chunk[i] = byte(i * 7)
+	}
+	for sent := 0; sent < size; {
+		k := min(len(chunk), size-sent)
+		n, err := c.Write(chunk[:k])
+		sent += n
+		if err != nil {
+			return 0, fmt.Errorf("tcp send to %s from %s: %d of %d bytes sent after %v: %w", dst, ns, sent, size, time.Since(start).Round(time.Millisecond), err)
+		}
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return 0, fmt.Errorf("tcp half-close to %s from %s: %w", dst, ns, err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return 0, fmt.Errorf("tcp send to %s from %s: no byte count from the sink after %v: %w", dst, ns, time.Since(start).Round(time.Millisecond), err)
+	}
+	if got := strings.TrimSpace(line); got != fmt.Sprint(size) {
+		return 0, fmt.Errorf("tcp send to %s from %s: the sink got %s bytes, want %d", dst, ns, got, size)
+	}
+	return time.Since(start), nil
 }
