@@ -1,0 +1,450 @@
+package cli
+
+import (
+	"bytes"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
+	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
+	"github.com/edgeplane/edgeplane/pkg/maps/routes"
+	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden with the current output")
+
+var testOpts = Options{Version: "v0.0.0-test", Commit: "0123abc"}
+
+// run executes edgeplanectl in-process.
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = Main(args, &out, &errOut, testOpts)
+	return code, out.String(), errOut.String()
+}
+
+// fixture is a node whose agent programmed the datapath and then went away: maps filled, links
+// attached to devices in a private netns, no process holding anything but the pins.
+type fixture struct {
+	root, runDir string
+	netns        ns.NetNS
+}
+
+// Ifindexes in the fixture's fresh netns: lo is 1, then each veth pair in creation order.
+var fixtureVeths = [][2]string{{"eth0", "eth0-peer"}, {"edgeplane.1", "vx-peer"}, {"veth-a", "pod-a"}, {"veth-b", "pod-b"}}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	f := &fixture{root: root, runDir: t.TempDir()}
+	netns, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("creating netns: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := datapath.Cleanup(root); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		netns.Close()
+		testutils.UnmountNS(netns)
+	})
+	f.netns = netns
+
+	d, err := datapath.Load(root)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer d.Close() // the "agent" exits before any command runs
+	ifindex := map[string]uint32{}
+	err = netns.Do(func(ns.NetNS) error {
+		for _, pair := range fixtureVeths {
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: pair[0]}, PeerName: pair[1]}); err != nil {
+				return err
+			}
+			for _, name := range pair {
+				l, err := netlink.LinkByName(name)
+				if err != nil {
+					return err
+				}
+				ifindex[name] = uint32(l.Attrs().Index)
+			}
+		}
+		if err := d.AttachUnderlay(int(ifindex["eth0"])); err != nil {
+			return err
+		}
+		if err := d.AttachOverlayDevice(int(ifindex["edgeplane.1"])); err != nil {
+			return err
+		}
+		return datapath.AttachPod(root, "veth-a", int(ifindex["veth-a"]))
+	})
+	if err != nil {
+		t.Fatalf("setting up devices: %v", err)
+	}
+	f.fill(t, d, ifindex)
+	return f
+}
+
+var (
+	nodeIP    = netip.MustParseAddr("192.168.1.11")
+	vtepMAC   = [6]byte{0x0a, 0xe0, 0, 0, 0, 0x11}
+	ulMAC     = [6]byte{0x52, 0x54, 0, 0, 0, 0x11}
+	fixedCfg  nodecfg.NodeCfg
+	nodeJSON  = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: datapath.DefaultRoot}
+	natProtos = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17}
+)
+
+func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]uint32) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fixedCfg = nodecfg.NodeCfg{
+		NodeIP: maps.IPv4(nodeIP.As4()), UnderlayIfindex: ifindex["eth0"], VxlanIfindex: ifindex["edgeplane.1"],
+		VNI: 1, MTU: 1450, Flags: nodecfg.FlagReady | nodecfg.FlagMasquerade, VtepMAC: vtepMAC, UnderlayMAC: ulMAC,
+		EncapMode: nodecfg.EncapNative,
+	}
+	must(fixedCfg.SetPodCIDR(netip.MustParsePrefix("10.244.1.0/24")))
+	must(fixedCfg.SetClusterCIDR(netip.MustParsePrefix("10.244.0.0/16")))
+	f.putCfg(t, fixedCfg)
+
+	eps, err := endpoints.Open(f.root)
+	must(err)
+	defer eps.Close()
+	for ip, ep := range map[string]endpoints.Endpoint{
+		"10.244.1.5": {Ifindex: ifindex["veth-a"], PodMAC: [6]byte{0x12, 0, 0, 0, 1, 5}, HostMAC: [6]byte{0xee, 0, 0, 0, 1, 5}},
+		"10.244.1.6": {Ifindex: ifindex["veth-b"], PodMAC: [6]byte{0x12, 0, 0, 0, 1, 6}, HostMAC: [6]byte{0xee, 0, 0, 0, 1, 6}},
+		"10.244.1.9": {Ifindex: 4242, PodMAC: [6]byte{0x12, 0, 0, 0, 1, 9}, HostMAC: [6]byte{0xee, 0, 0, 0, 1, 9}, Flags: 0x1},
+	} {
+		must(eps.Upsert(netip.MustParseAddr(ip), ep))
+	}
+
+	rts, err := routes.Open(f.root)
+	must(err)
+	defer rts.Close()
+	for prefix, r := range map[string]routes.Route{
+		"10.244.1.0/24": {NodeIP: maps.IPv4(nodeIP.As4()), Domain: 1, Flags: routes.FlagLocal},
+		"10.244.2.0/24": {NodeIP: maps.IPv4{192, 168, 1, 12}, Domain: 1},
+		"10.244.3.0/24": {NodeIP: maps.IPv4{192, 168, 1, 13}, Domain: 1, Encap: routes.EncapDirect},
+		"10.244.4.0/24": {NodeIP: maps.IPv4{172, 20, 0, 14}, Domain: 2},
+	} {
+		must(rts.Upsert(netip.MustParsePrefix(prefix), r))
+	}
+
+	nds, err := nodes.Open(f.root)
+	must(err)
+	defer nds.Close()
+	for ip, n := range map[string]nodes.Node{
+		"192.168.1.11": {VtepMAC: vtepMAC, Domain: 1},
+		"192.168.1.12": {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x12}, NexthopMAC: [6]byte{0x52, 0x54, 0, 0, 0, 0x12}, Domain: 1, Flags: nodes.FlagNexthopValid},
+		"192.168.1.13": {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x13}, Domain: 1},
+	} {
+		must(nds.Upsert(netip.MustParseAddr(ip), n))
+	}
+
+	nm, err := nonmasq.Open(f.root)
+	must(err)
+	defer nm.Close()
+	must(nm.Sync([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("172.16.0.0/12")}))
+
+	port := func(p uint16) bePort { return bePort{byte(p >> 8), byte(p)} }
+	ip4 := func(s string) maps.IPv4 { return maps.IPv4(netip.MustParseAddr(s).As4()) }
+	fwd, rev := d.Map(natFwdMapName), d.Map(natRevMapName)
+	for _, flow := range []struct {
+		proto                      string
+		pod                        string
+		podPort                    uint16
+		remote                     string
+		remotePort, nodePort       uint16
+		fwdOnly, revOnly, revOther bool
+	}{
+		{proto: "tcp", pod: "10.244.1.5", podPort: 40000, remote: "1.1.1.1", remotePort: 443, nodePort: 40000},
+		{proto: "udp", pod: "10.244.1.6", podPort: 5353, remote: "8.8.8.8", remotePort: 53, nodePort: 33000},
+		{proto: "icmp", pod: "10.244.1.5", podPort: 7, remote: "8.8.8.8", nodePort: 7},
+		{proto: "tcp", pod: "10.244.1.6", podPort: 41000, remote: "1.1.1.1", remotePort: 80, nodePort: 41000, fwdOnly: true},
+		{proto: "tcp", pod: "10.244.1.5", podPort: 50001, remote: "9.9.9.9", remotePort: 443, nodePort: 50000, revOnly: true},
+	} {
+		if !flow.revOnly {
+			must(fwd.Put(natFwdKey{PodIP: ip4(flow.pod), RemoteIP: ip4(flow.remote), PodPort: port(flow.podPort),
+				RemotePort: port(flow.remotePort), Proto: natProtos[flow.proto]}, natFwdVal{NodePort: port(flow.nodePort)}))
+		}
+		if !flow.fwdOnly {
+			must(rev.Put(natRevKey{RemoteIP: ip4(flow.remote), RemotePort: port(flow.remotePort), NodePort: port(flow.nodePort),
+				Proto: natProtos[flow.proto]}, natRevVal{PodIP: ip4(flow.pod), PodPort: port(flow.podPort)}))
+		}
+	}
+
+	// Counters are per CPU: spread them so that the CLI has to sum.
+	cpus, err := ebpf.PossibleCPU()
+	must(err)
+	for _, c := range []struct {
+		dir             metrics.Dir
+		reason          datapath.DropReason
+		packets, bytes_ uint64
+	}{
+		{metrics.DirPodEgress, datapath.ReasonForwarded, 10, 1500},
+		{metrics.DirPodEgress, datapath.DropNoRoute, 2, 196},
+		{metrics.DirPodEgress, datapath.DropPktTooBig, 1, 1514},
+		{metrics.DirPodEgress, datapath.ReasonICMPSent, 1, 590},
+		{metrics.DirOverlayIn, datapath.DropUnknownTunnelSource, 3, 300},
+		{metrics.DirNodeOut, datapath.ReasonForwarded, 5, 500},
+	} {
+		perCPU := make([]metrics.Metric, cpus)
+		perCPU[0] = metrics.Metric{Packets: c.packets - c.packets/2, Bytes: c.bytes_ - c.bytes_/2}
+		perCPU[cpus-1].Packets += c.packets / 2
+		perCPU[cpus-1].Bytes += c.bytes_ / 2
+		must(d.Map(metrics.MapName).Put(uint32(c.dir)*metrics.Reasons+uint32(c.reason), perCPU))
+	}
+
+	cfg := nodeJSON
+	cfg.PodCIDR, cfg.ClusterCIDR = fixedCfg.PodPrefix(), fixedCfg.ClusterPrefix()
+	must(nodeconfig.Write(f.runDir, &cfg))
+}
+
+func (f *fixture) putCfg(t *testing.T, c nodecfg.NodeCfg) {
+	t.Helper()
+	m, err := nodecfg.Open(f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Put(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run executes edgeplanectl in the fixture's netns (where its interfaces are) against its pins.
+func (f *fixture) run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var code int
+	var stdout, stderr string
+	args = append([]string{"--bpffs-root", f.root, "--run-dir", f.runDir}, args...)
+	if err := f.netns.Do(func(ns.NetNS) error {
+		code, stdout, stderr = run(args...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout, stderr
+}
+
+// Kernel-assigned ids and program tags change from run to run (and tags with every BPF change).
+var scrubbers = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`"(id|linkID)": [1-9][0-9]*`), `"$1": 1`},
+	{regexp.MustCompile(`"tag": "[0-9a-f]{16}"`), `"tag": "<tag>"`},
+	{regexp.MustCompile(`(?m)\b[0-9]+(\s+)[0-9a-f]{16}(\s+)([0-9]+|-)$`), "<prog-id>$1<tag>$2$3"},
+	{regexp.MustCompile(`(?m)(<tag>\s+)[0-9]+$`), "$1<link-id>"},
+	{regexp.MustCompile(`"goVersion": "[^"]*"`), `"goVersion": "<go>"`},
+	{regexp.MustCompile(`(?m)^go(\s+)go.*$`), "go$1<go>"},
+}
+
+func (f *fixture) scrub(s string, mapsTable bool) string {
+	s = strings.ReplaceAll(s, f.root, "<root>")
+	s = strings.ReplaceAll(s, f.runDir, "<run-dir>")
+	for _, sc := range scrubbers {
+		s = sc.re.ReplaceAllString(s, sc.with)
+	}
+	if mapsTable { // the maps table ends with the map id
+		s = regexp.MustCompile(`(?m)\s[0-9]+$`).ReplaceAllString(s, " <id>")
+	}
+	return s
+}
+
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", name, path, got, want)
+	}
+}
+
+type goldenCase struct {
+	name  string
+	args  []string
+	setup func(t *testing.T, f *fixture) // changes node_cfg_map for this case only
+}
+
+func TestGolden(t *testing.T) {
+	f := newFixture(t)
+	var cases []goldenCase
+	for _, verb := range [][]string{
+		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"}, {"version"},
+		{"route", "get", "10.244.2.9"},
+	} {
+		for _, o := range []string{"table", "json"} {
+			cases = append(cases, goldenCase{name: strings.Join(verb, "-") + "." + o, args: append(verb, "-o", o)})
+		}
+	}
+	cases = append(cases,
+		goldenCase{name: "endpoints-ip.table", args: []string{"endpoints", "--ip", "10.244.1.6"}},
+		goldenCase{name: "routes-ip.table", args: []string{"routes", "--ip", "10.244.3.7"}},
+		goldenCase{name: "nodes-ip.table", args: []string{"nodes", "--ip", "192.168.1.12/32"}},
+		goldenCase{name: "nat-ip.table", args: []string{"nat", "--ip", "10.244.1.6"}},
+		goldenCase{name: "stats-drops.table", args: []string{"stats", "--drops-only"}},
+		goldenCase{name: "stats-drops.json", args: []string{"stats", "--drops-only", "-o", "json"}},
+	)
+	// route get: every branch of pod_egress.
+	for _, c := range []struct{ name, dst, from string }{
+		{"local", "10.244.1.6", ""},
+		{"unknown-endpoint", "10.244.1.77", ""},
+		{"vxlan-native", "10.244.2.9", "10.244.1.5"},
+		{"direct-kernel-nexthop", "10.244.3.9", ""},
+		{"unknown-node", "10.244.4.9", ""},
+		{"no-route", "10.244.200.1", ""},
+		{"host-masquerade", "1.1.1.1", "10.244.1.5"},
+		{"host-nonmasq", "172.16.5.5", ""},
+		{"spoofed-source", "10.244.2.9", "10.244.1.99"},
+	} {
+		args := []string{"route", "get", c.dst}
+		if c.from != "" {
+			args = append(args, "--from", c.from)
+		}
+		cases = append(cases, goldenCase{name: "route-get-" + c.name + ".table", args: args})
+	}
+	withCfg := func(change func(*nodecfg.NodeCfg)) func(*testing.T, *fixture) {
+		return func(t *testing.T, f *fixture) {
+			c := fixedCfg
+			change(&c)
+			f.putCfg(t, c)
+			t.Cleanup(func() { f.putCfg(t, fixedCfg) })
+		}
+	}
+	cases = append(cases,
+		goldenCase{name: "route-get-vxlan-device.table", args: []string{"route", "get", "10.244.2.9"},
+			setup: withCfg(func(c *nodecfg.NodeCfg) { c.EncapMode = nodecfg.EncapDevice })},
+		goldenCase{name: "route-get-host-masquerade-off.table", args: []string{"route", "get", "1.1.1.1"},
+			setup: withCfg(func(c *nodecfg.NodeCfg) { c.Flags &^= nodecfg.FlagMasquerade })},
+		goldenCase{name: "route-get-not-ready.table", args: []string{"route", "get", "10.244.2.9"},
+			setup: withCfg(func(c *nodecfg.NodeCfg) { c.Flags = 0 })},
+		goldenCase{name: "config-not-ready.table", args: []string{"config"},
+			setup: withCfg(func(c *nodecfg.NodeCfg) { *c = nodecfg.NodeCfg{} })},
+	)
+
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.setup != nil {
+				c.setup(t, f)
+			}
+			code, stdout, stderr := f.run(t, c.args...)
+			if code != 0 || stderr != "" {
+				t.Fatalf("edgeplanectl %s: exit %d, stderr %q", strings.Join(c.args, " "), code, stderr)
+			}
+			checkGolden(t, c.name, f.scrub(stdout, c.name == "maps.table"))
+		})
+	}
+}
+
+// TestNoAgent runs every verb against pins alone: the datapath was loaded and filled by a
+// process that has closed everything (an agent that is down), and node.json is gone too.
+func TestNoAgent(t *testing.T) {
+	f := newFixture(t)
+	if err := nodeconfig.Remove(f.runDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"},
+		{"route", "get", "10.244.2.9"}, {"route", "get", "1.1.1.1"},
+	} {
+		for _, o := range []string{"table", "json"} {
+			code, stdout, stderr := f.run(t, append(args, "-o", o)...)
+			if code != 0 || stderr != "" || stdout == "" {
+				t.Errorf("edgeplanectl %s -o %s: exit %d, stdout %d bytes, stderr %q", strings.Join(args, " "), o, code, len(stdout), stderr)
+			}
+		}
+	}
+	if _, stdout, _ := f.run(t, "config"); !strings.Contains(stdout, "absent") {
+		t.Errorf("config without node.json does not say it is absent:\n%s", stdout)
+	}
+}
+
+// TestMissingPins: with nothing pinned, every verb says what to do, on one line.
+func TestMissingPins(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope")
+	want := "edgeplanectl: no edgeplane maps under " + missing + ": is the agent running on this node? use --bpffs-root\n"
+	for _, args := range [][]string{
+		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"}, {"route", "get", "10.0.0.1"},
+	} {
+		code, stdout, stderr := run(append([]string{"--bpffs-root", missing}, args...)...)
+		if code != 1 || stdout != "" || stderr != want {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 1 and %q", args, code, stdout, stderr, want)
+		}
+	}
+}
+
+// TestEmptyBPFFS: a mounted bpffs without edgeplane's pins (agent never started here).
+func TestEmptyBPFFS(t *testing.T) {
+	root := bpffstest.Mount(t)
+	if err := os.Mkdir(filepath.Join(root, maps.Dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run("--bpffs-root", root, "endpoints")
+	want := "edgeplanectl: no edgeplane maps under " + root + ": is the agent running on this node? use --bpffs-root\n"
+	if code != 1 || stderr != want {
+		t.Errorf("exit %d, stderr %q; want 1, %q", code, stderr, want)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "edgeplanectl: unknown flag: --bogus (see 'edgeplanectl --help')\n"},
+		{[]string{"routes", "-o", "yaml"}, "edgeplanectl: invalid output format \"yaml\": use table or json (see 'edgeplanectl routes --help')\n"},
+		{[]string{"endpoints", "--ip", "10.1"}, "edgeplanectl: invalid argument \"10.1\" for \"--ip\" flag: \"10.1\" is not an IPv4 address or CIDR (see 'edgeplanectl endpoints --help')\n"},
+		{[]string{"route", "get"}, "edgeplanectl: route get takes one IPv4 address, got 0 arguments (see 'edgeplanectl route get --help')\n"},
+		{[]string{"route", "get", "fd00::1"}, "edgeplanectl: \"fd00::1\" is not an IPv4 address (see 'edgeplanectl route get --help')\n"},
+		{[]string{"maps", "extra"}, "edgeplanectl: maps takes no arguments, got \"extra\" (see 'edgeplanectl maps --help')\n"},
+		{[]string{"stats", "--drops"}, "edgeplanectl: unknown flag: --drops (see 'edgeplanectl stats --help')\n"},
+	} {
+		code, stdout, stderr := run(c.args...)
+		if code != 2 || stdout != "" || stderr != c.want {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", c.args, code, stdout, stderr, c.want)
+		}
+	}
+	// Unknown verbs: cobra's message, still one line.
+	if code, _, stderr := run("frobnicate"); code != 2 || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("unknown command: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	code, stdout, stderr := run("completion", "bash")
+	if code != 0 || !strings.Contains(stdout, "edgeplanectl") || stderr != "" {
+		t.Fatalf("completion bash: exit %d, stderr %q", code, stderr)
+	}
+	code, stdout, _ = run("__complete", "-o", "")
+	if code != 0 || !strings.Contains(stdout, "table\njson\n") {
+		t.Fatalf("completing -o: exit %d, %q", code, stdout)
+	}
+}

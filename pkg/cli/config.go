@@ -1,0 +1,184 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
+	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+)
+
+// configInfo is the config verb's output (JSON schema in docs/cli.md).
+type configInfo struct {
+	Datapath datapathConfig `json:"datapath"`
+	NodeJSON nodeJSONInfo   `json:"nodeJSON"`
+}
+
+// datapathConfig is node_cfg_map decoded.
+type datapathConfig struct {
+	Ready             bool     `json:"ready"` // false: the pod programs drop everything as NOT_READY
+	NodeIP            string   `json:"nodeIP"`
+	PodCIDR           string   `json:"podCIDR"`
+	ClusterCIDR       string   `json:"clusterCIDR"`
+	UnderlayIfindex   uint32   `json:"underlayIfindex"`
+	UnderlayInterface string   `json:"underlayInterface"`
+	UnderlayMAC       string   `json:"underlayMAC"`
+	VxlanIfindex      uint32   `json:"vxlanIfindex"`
+	VxlanInterface    string   `json:"vxlanInterface"`
+	MTU               uint16   `json:"mtu"`
+	VNI               uint32   `json:"vni"`
+	VtepMAC           string   `json:"vtepMAC"`
+	EncapMode         string   `json:"encapMode"` // "native", "device" or "mode(<n>)"
+	Flags             []string `json:"flags"`     // "ready", "masquerade"
+}
+
+// nodeJSONInfo is the agent's <run-dir>/node.json, the agent <-> CNI contract.
+type nodeJSONInfo struct {
+	Path    string             `json:"path"`
+	Present bool               `json:"present"`
+	Error   string             `json:"error"` // why it could not be read, when present but invalid
+	Config  *nodeconfig.Config `json:"config"`
+}
+
+func newConfigCommand(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "config",
+		Short: "Show the datapath configuration (node_cfg_map) and the agent's node.json",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			m, err := open(e, nodecfg.MapName, nodecfg.Open)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			cfg, err := m.Get()
+			if err != nil {
+				return err
+			}
+			info := configInfo{Datapath: e.datapathConfig(cfg), NodeJSON: e.readNodeJSON()}
+			return e.print(info, func(w io.Writer) { configTable(w, info) })
+		},
+	}
+}
+
+func configTable(w io.Writer, info configInfo) {
+	d := info.Datapath
+	row(w, "node_cfg_map")
+	if !d.Ready {
+		row(w, "  state", "NOT READY: the agent has not programmed the datapath; pods' packets are dropped (NOT_READY)")
+	}
+	row(w, "  node IP", d.NodeIP)
+	row(w, "  pod CIDR", d.PodCIDR)
+	row(w, "  cluster CIDR", d.ClusterCIDR)
+	row(w, "  underlay", ifCell(d.UnderlayIfindex, d.UnderlayInterface)+" mac "+d.UnderlayMAC)
+	row(w, "  vxlan device", ifCell(d.VxlanIfindex, d.VxlanInterface))
+	row(w, "  encap mode", d.EncapMode)
+	row(w, "  VNI", d.VNI)
+	row(w, "  VTEP MAC", d.VtepMAC)
+	row(w, "  pod MTU", d.MTU)
+	row(w, "  flags", orDash(strings.Join(d.Flags, ",")))
+	n := info.NodeJSON
+	row(w, "node.json", n.Path)
+	switch {
+	case !n.Present:
+		row(w, "  state", "absent: the agent has not written it (CNI STATUS fails until it does)")
+	case n.Config == nil:
+		row(w, "  state", "invalid: "+n.Error)
+	default:
+		c := n.Config
+		row(w, "  node name", c.NodeName)
+		row(w, "  node IP", c.NodeIP)
+		row(w, "  pod CIDR", c.PodCIDR)
+		row(w, "  cluster CIDR", c.ClusterCIDR)
+		row(w, "  pod MTU", c.MTU)
+		row(w, "  bpffs root", c.BPFFSRoot)
+	}
+}
+
+// ifCell shows an interface as "name (ifindex N)", or flags an index that names nothing here.
+func ifCell(ifindex uint32, name string) string {
+	if name == "" {
+		return fmt.Sprintf("ifindex %d (no such interface in this netns)", ifindex)
+	}
+	return fmt.Sprintf("%s (ifindex %d)", name, ifindex)
+}
+
+func (e *env) datapathConfig(c nodecfg.NodeCfg) datapathConfig {
+	return datapathConfig{
+		Ready:  c.Flags&nodecfg.FlagReady != 0,
+		NodeIP: c.NodeIP.String(), PodCIDR: prefixString(c.PodPrefix(), c.PodCIDR, c.PodMask),
+		ClusterCIDR:     prefixString(c.ClusterPrefix(), c.ClusterCIDR, c.ClusterMask),
+		UnderlayIfindex: c.UnderlayIfindex, UnderlayInterface: e.ifNames.name(c.UnderlayIfindex),
+		UnderlayMAC:  maps.MAC(c.UnderlayMAC),
+		VxlanIfindex: c.VxlanIfindex, VxlanInterface: e.ifNames.name(c.VxlanIfindex),
+		MTU: c.MTU, VNI: c.VNI, VtepMAC: maps.MAC(c.VtepMAC), EncapMode: encapModeName(c.EncapMode),
+		Flags: cfgFlags(c.Flags),
+	}
+}
+
+// prefixString shows a non-contiguous mask (never written by the agent) as address/mask.
+func prefixString(p netip.Prefix, addr, mask maps.IPv4) string {
+	if p.IsValid() {
+		return p.String()
+	}
+	return addr.String() + "/" + mask.String()
+}
+
+func encapModeName(mode uint8) string {
+	switch mode {
+	case nodecfg.EncapNative:
+		return "native"
+	case nodecfg.EncapDevice:
+		return "device"
+	}
+	return fmt.Sprintf("mode(%d)", mode)
+}
+
+func cfgFlags(f uint16) []string {
+	out := []string{}
+	if f&nodecfg.FlagReady != 0 {
+		out = append(out, "ready")
+	}
+	if f&nodecfg.FlagMasquerade != 0 {
+		out = append(out, "masquerade")
+	}
+	if rest := f &^ (nodecfg.FlagReady | nodecfg.FlagMasquerade); rest != 0 {
+		out = append(out, fmt.Sprintf("%#x", rest))
+	}
+	return out
+}
+
+func (e *env) readNodeJSON() nodeJSONInfo {
+	info := nodeJSONInfo{Path: nodeconfig.Path(e.runDir)}
+	c, err := nodeconfig.Read(e.runDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		info.Present, info.Error = true, err.Error()
+	default:
+		info.Present, info.Config = true, c
+	}
+	return info
+}
+
+// localNodeIP is this node's underlay address: node_cfg_map's once the agent has written it,
+// else node.json's; invalid when neither says.
+func (e *env) localNodeIP() netip.Addr {
+	if m, err := nodecfg.Open(e.root); err == nil {
+		defer m.Close()
+		if c, err := m.Get(); err == nil && c.Flags&nodecfg.FlagReady != 0 {
+			return c.NodeIP.Addr()
+		}
+	}
+	if c, err := nodeconfig.Read(e.runDir); err == nil {
+		return c.NodeIP
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
+)
+
+// nodeInfo is one nodes_map entry (JSON schema in docs/cli.md).
+type nodeInfo struct {
+	IP           string   `json:"ip"` // tunnel endpoint (underlay) address
+	VtepMAC      string   `json:"vtepMAC"`
+	NexthopMAC   string   `json:"nexthopMAC"`   // meaningful only when nexthopValid
+	NexthopValid bool     `json:"nexthopValid"` // false: the kernel resolves the next hop
+	Domain       uint32   `json:"domain"`
+	Flags        []string `json:"flags"`
+}
+
+func newNodesCommand(e *env) *cobra.Command {
+	var filter ipFilter
+	cmd := &cobra.Command{
+		Use:   "nodes",
+		Short: "List cluster nodes by tunnel endpoint: VTEP MAC, next-hop MAC, domain",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			ns, err := e.listNodes(&filter)
+			if err != nil {
+				return err
+			}
+			return e.print(ns, func(w io.Writer) {
+				row(w, "IP", "VTEP-MAC", "NEXTHOP-MAC", "DOMAIN", "FLAGS")
+				for _, n := range ns {
+					row(w, n.IP, n.VtepMAC, nexthopCell(n), n.Domain, orDash(strings.Join(n.Flags, ",")))
+				}
+			})
+		},
+	}
+	cmd.Flags().Var(&filter, "ip", ipFlagUsage)
+	return cmd
+}
+
+func nexthopCell(n nodeInfo) string {
+	if !n.NexthopValid {
+		return "(kernel)"
+	}
+	return n.NexthopMAC
+}
+
+func (e *env) listNodes(filter *ipFilter) ([]nodeInfo, error) {
+	m, err := open(e, nodes.MapName, nodes.Open)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	type entry struct {
+		ip   netip.Addr
+		node nodes.Node
+	}
+	var entries []entry
+	if err := m.Iterate(func(ip netip.Addr, n nodes.Node) bool {
+		if filter.addr(ip) {
+			entries = append(entries, entry{ip, n})
+		}
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return a.ip.Compare(b.ip) })
+	out := make([]nodeInfo, 0, len(entries))
+	for _, en := range entries {
+		out = append(out, describeNode(en.ip, en.node))
+	}
+	return out, nil
+}
+
+func describeNode(ip netip.Addr, n nodes.Node) nodeInfo {
+	return nodeInfo{
+		IP: ip.String(), VtepMAC: maps.MAC(n.VtepMAC), NexthopMAC: maps.MAC(n.NexthopMAC),
+		NexthopValid: n.Flags&nodes.FlagNexthopValid != 0, Domain: n.Domain, Flags: nodeFlags(n.Flags),
+	}
+}
+
+func nodeFlags(f uint32) []string {
+	out := []string{}
+	if f&nodes.FlagNexthopValid != 0 {
+		out = append(out, "nexthop-valid")
+	}
+	if rest := f &^ nodes.FlagNexthopValid; rest != 0 {
+		out = append(out, fmt.Sprintf("%#x", rest))
+	}
+	return out
+}

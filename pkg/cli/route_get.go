@@ -1,0 +1,413 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/spf13/cobra"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
+	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
+	"github.com/edgeplane/edgeplane/pkg/maps/routes"
+)
+
+// Verdicts of route get.
+const (
+	verdictLocal  = "deliver-local" // peer redirect into a local pod
+	verdictVXLAN  = "vxlan"         // encapsulated toward the owning node
+	verdictDirect = "direct"        // routed unencapsulated toward the owning node
+	verdictHost   = "host"          // handed to the host stack (outside the cluster)
+	verdictDrop   = "drop"
+)
+
+// vxlanPort is Flannel's VXLAN port (bpf/lib/common.h VXLAN_PORT).
+const vxlanPort = 8472
+
+// routeGetResult explains pod_egress's decision for one destination (JSON schema in docs/cli.md).
+type routeGetResult struct {
+	Destination string          `json:"destination"`
+	Source      string          `json:"source"` // --from; "" means any local pod
+	Verdict     string          `json:"verdict"`
+	DropReason  string          `json:"dropReason"` // set when verdict is "drop"
+	Endpoint    *endpointInfo   `json:"endpoint"`   // the local pod (deliver-local)
+	Route       *routeInfo      `json:"route"`      // the longest-prefix match in routes_map
+	Node        *nodeInfo       `json:"node"`       // nodes_map's entry for the route's node
+	VXLAN       *vxlanInfo      `json:"vxlan"`      // how the packet is encapsulated (vxlan)
+	Redirect    *redirectInfo   `json:"redirect"`   // where the program sends the frame
+	Masquerade  *masqueradeInfo `json:"masquerade"` // what node_egress does with it (host)
+	Steps       []routeStep     `json:"steps"`      // the lookups in pod_egress's order
+}
+
+type routeStep struct {
+	Step   string `json:"step"`
+	Result string `json:"result"`
+}
+
+type vxlanInfo struct {
+	Mode        string `json:"mode"` // "native" (encapsulated in BPF) or "device" (tunnel key + collect_md device)
+	OuterSrc    string `json:"outerSrc"`
+	OuterDst    string `json:"outerDst"`
+	UDPPort     uint16 `json:"udpPort"`
+	VNI         uint32 `json:"vni"`
+	InnerSrcMAC string `json:"innerSrcMAC"`
+	InnerDstMAC string `json:"innerDstMAC"`
+	MTU         uint16 `json:"mtu"` // longer packets with DF: PKT_TOO_BIG + ICMP; without DF: host stack fragments
+}
+
+type redirectInfo struct {
+	Helper    string `json:"helper"` // bpf_redirect_peer, bpf_redirect or bpf_redirect_neigh
+	Ifindex   uint32 `json:"ifindex"`
+	Interface string `json:"interface"`
+	DstMAC    string `json:"dstMAC"` // "" when the kernel resolves the next hop (bpf_redirect_neigh)
+	SrcMAC    string `json:"srcMAC"`
+}
+
+type masqueradeInfo struct {
+	Masqueraded bool   `json:"masqueraded"`
+	Address     string `json:"address"` // the node IP, when masqueraded
+	Reason      string `json:"reason"`
+}
+
+func newRouteCommand(e *env) *cobra.Command {
+	route := &cobra.Command{
+		Use:   "route",
+		Short: "Explain forwarding decisions",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var from string
+	get := &cobra.Command{
+		Use:   "get <ip>",
+		Short: "Explain the path pod_egress gives a packet from a local pod to <ip>",
+		Long: "route get replays bpf/pod.c's lookups on the pinned maps: local endpoint, routes_map,\n" +
+			"nodes_map, node_cfg_map, and for traffic leaving the cluster nonmasq_map.",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("route get takes one IPv4 address, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, args []string) error {
+			dst, err := parseIPv4(args[0])
+			if err != nil {
+				return err
+			}
+			var src netip.Addr
+			if from != "" {
+				if src, err = parseIPv4(from); err != nil {
+					return err
+				}
+			}
+			res, err := e.routeGet(src, dst)
+			if err != nil {
+				return err
+			}
+			return e.print(res, func(w io.Writer) { routeGetTable(w, res) })
+		},
+	}
+	get.Flags().StringVar(&from, "from", "", "source pod IPv4 (checked like pod_egress's anti-spoofing); default any local pod")
+	route.AddCommand(get)
+	return route
+}
+
+func parseIPv4(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Unmap().Is4() {
+		return netip.Addr{}, usagef("%q is not an IPv4 address", s)
+	}
+	return a.Unmap(), nil
+}
+
+// routeMaps are the maps pod_egress reads.
+type routeMaps struct {
+	cfg     *nodecfg.Map
+	eps     *endpoints.Map
+	routes  *routes.Map
+	nodes   *nodes.Map
+	nonmasq *nonmasq.Map
+}
+
+func (e *env) openRouteMaps() (*routeMaps, error) {
+	rm := &routeMaps{}
+	var err error
+	if rm.cfg, err = open(e, nodecfg.MapName, nodecfg.Open); err != nil {
+		return nil, err
+	}
+	if rm.eps, err = open(e, endpoints.MapName, endpoints.Open); err != nil {
+		rm.Close()
+		return nil, err
+	}
+	if rm.routes, err = open(e, routes.MapName, routes.Open); err != nil {
+		rm.Close()
+		return nil, err
+	}
+	if rm.nodes, err = open(e, nodes.MapName, nodes.Open); err != nil {
+		rm.Close()
+		return nil, err
+	}
+	if rm.nonmasq, err = open(e, nonmasq.MapName, nonmasq.Open); err != nil {
+		rm.Close()
+		return nil, err
+	}
+	return rm, nil
+}
+
+func (rm *routeMaps) Close() {
+	if rm.cfg != nil {
+		rm.cfg.Close()
+	}
+	if rm.eps != nil {
+		rm.eps.Close()
+	}
+	if rm.routes != nil {
+		rm.routes.Close()
+	}
+	if rm.nodes != nil {
+		rm.nodes.Close()
+	}
+	if rm.nonmasq != nil {
+		rm.nonmasq.Close()
+	}
+}
+
+// routeGet follows pod_egress (bpf/pod.c) step by step. Keep the two in the same order.
+func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
+	rm, err := e.openRouteMaps()
+	if err != nil {
+		return nil, err
+	}
+	defer rm.Close()
+	res := &routeGetResult{Destination: dst.String(), Steps: []routeStep{}}
+	if src.IsValid() {
+		res.Source = src.String()
+	}
+	step := func(name, format string, args ...any) {
+		res.Steps = append(res.Steps, routeStep{name, fmt.Sprintf(format, args...)})
+	}
+	drop := func(reason datapath.DropReason) (*routeGetResult, error) {
+		res.Verdict, res.DropReason = verdictDrop, reason.String()
+		return res, nil
+	}
+
+	// node_cfg_get(): the pod program fails closed until the agent is done.
+	cfg, err := rm.cfg.Get()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Flags&nodecfg.FlagReady == 0 {
+		step(nodecfg.MapName, "not ready: the agent has not programmed this node")
+		return drop(datapath.DropNotReady)
+	}
+	step(nodecfg.MapName, "ready: node %s, pod CIDR %s, cluster CIDR %s",
+		cfg.NodeIP, prefixString(cfg.PodPrefix(), cfg.PodCIDR, cfg.PodMask), prefixString(cfg.ClusterPrefix(), cfg.ClusterCIDR, cfg.ClusterMask))
+
+	// Anti-spoofing: the source must be a local endpoint (sending through its own veth).
+	if src.IsValid() {
+		ep, err := lookupEndpoint(rm.eps, src)
+		if err != nil {
+			return nil, err
+		}
+		if ep == nil {
+			step("source", "%s is not a local endpoint", src)
+			return drop(datapath.DropSpoofedSource)
+		}
+		step("source", "%s is a local pod on %s", src, ifCell(ep.Ifindex, e.ifNames.name(ep.Ifindex)))
+	}
+
+	// A local destination: peer redirect into its veth.
+	ep, err := lookupEndpoint(rm.eps, dst)
+	if err != nil {
+		return nil, err
+	}
+	if ep != nil {
+		info := e.endpointInfo(dst, *ep)
+		res.Endpoint = &info
+		step(endpoints.MapName, "%s is a local pod on %s", dst, ifCell(ep.Ifindex, info.Interface))
+		res.Verdict = verdictLocal
+		res.Redirect = &redirectInfo{Helper: "bpf_redirect_peer", Ifindex: ep.Ifindex, Interface: info.Interface,
+			DstMAC: info.PodMAC, SrcMAC: info.HostMAC}
+		return res, nil
+	}
+	step(endpoints.MapName, "%s is not a local pod", dst)
+
+	prefix, route, err := rm.routes.Match(dst)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		if cfg.ClusterPrefix().Contains(dst) {
+			step(routes.MapName, "no route, and %s is inside the cluster CIDR %s", dst, cfg.ClusterPrefix())
+			return drop(datapath.DropNoRoute)
+		}
+		step(routes.MapName, "no route: %s is outside the cluster CIDR %s", dst, cfg.ClusterPrefix())
+		res.Verdict = verdictHost
+		masq, err := e.masquerade(rm, cfg, src, dst)
+		if err != nil {
+			return nil, err
+		}
+		res.Masquerade = masq
+		step("masquerade", "%s", masqueradeSentence(masq))
+		return res, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	self := e.localNodeIP()
+	res.Route = &routeInfo{
+		Prefix: prefix.String(), NodeIP: route.NodeIP.String(), ThisNode: self.IsValid() && route.NodeIP.Addr() == self,
+		Encap: encapName(route.Encap), Domain: route.Domain, Flags: routeFlags(route.Flags),
+	}
+	if route.Flags&routes.FlagLocal != 0 {
+		step(routes.MapName, "%s is this node's pod CIDR, and no pod has %s", prefix, dst)
+		return drop(datapath.DropUnknownEndpoint)
+	}
+	step(routes.MapName, "%s -> node %s (%s, domain %d)", prefix, route.NodeIP, res.Route.Encap, route.Domain)
+
+	node, err := rm.nodes.Lookup(route.NodeIP.Addr())
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		step(nodes.MapName, "no entry for node %s", route.NodeIP)
+		return drop(datapath.DropUnknownNode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ni := describeNode(route.NodeIP.Addr(), node)
+	res.Node = &ni
+	step(nodes.MapName, "%s: VTEP MAC %s, next hop %s", route.NodeIP, ni.VtepMAC, nexthopSentence(ni))
+
+	underlay := e.ifNames.name(cfg.UnderlayIfindex)
+	toUnderlay := func(r *redirectInfo) {
+		r.Ifindex, r.Interface = cfg.UnderlayIfindex, underlay
+		if ni.NexthopValid {
+			r.Helper, r.DstMAC, r.SrcMAC = "bpf_redirect", ni.NexthopMAC, maps.MAC(cfg.UnderlayMAC)
+		} else {
+			r.Helper = "bpf_redirect_neigh"
+		}
+	}
+	if route.Encap == routes.EncapDirect {
+		res.Verdict = verdictDirect
+		res.Redirect = &redirectInfo{}
+		toUnderlay(res.Redirect)
+		step("direct", "unencapsulated to %s via %s", route.NodeIP, ifCell(cfg.UnderlayIfindex, underlay))
+		step("mtu", "longer than %s's MTU with DF: dropped (PKT_TOO_BIG) and answered with ICMP fragmentation needed; without DF: host stack", orDash(underlay))
+		return res, nil
+	}
+
+	res.Verdict = verdictVXLAN
+	res.VXLAN = &vxlanInfo{
+		Mode: encapModeName(cfg.EncapMode), OuterSrc: cfg.NodeIP.String(), OuterDst: route.NodeIP.String(),
+		UDPPort: vxlanPort, VNI: cfg.VNI, InnerSrcMAC: maps.MAC(cfg.VtepMAC), InnerDstMAC: ni.VtepMAC, MTU: cfg.MTU,
+	}
+	if cfg.EncapMode == nodecfg.EncapDevice {
+		vx := e.ifNames.name(cfg.VxlanIfindex)
+		res.Redirect = &redirectInfo{Helper: "bpf_redirect", Ifindex: cfg.VxlanIfindex, Interface: vx}
+		step("vxlan", "device mode: tunnel key remote %s VNI %d, inner MACs %s -> %s, redirected to %s",
+			route.NodeIP, cfg.VNI, res.VXLAN.InnerSrcMAC, res.VXLAN.InnerDstMAC, ifCell(cfg.VxlanIfindex, vx))
+	} else {
+		res.Redirect = &redirectInfo{}
+		toUnderlay(res.Redirect)
+		step("vxlan", "native mode: outer %s -> %s UDP %d VNI %d, inner MACs %s -> %s, redirected to %s",
+			cfg.NodeIP, route.NodeIP, vxlanPort, cfg.VNI, res.VXLAN.InnerSrcMAC, res.VXLAN.InnerDstMAC,
+			ifCell(cfg.UnderlayIfindex, underlay))
+	}
+	step("mtu", "longer than %d bytes with DF: dropped (PKT_TOO_BIG) and answered with ICMP fragmentation needed; without DF: host stack fragments", cfg.MTU)
+	return res, nil
+}
+
+func lookupEndpoint(m *endpoints.Map, ip netip.Addr) (*endpoints.Endpoint, error) {
+	ep, err := m.Lookup(ip)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &ep, nil
+}
+
+func nexthopSentence(n nodeInfo) string {
+	if n.NexthopValid {
+		return n.NexthopMAC + " (resolved by the agent)"
+	}
+	return "not resolved: the kernel's FIB and neighbour table (bpf_redirect_neigh)"
+}
+
+// masquerade mirrors nat_should_masquerade (bpf/lib/nat.h), which node_egress applies to TCP,
+// UDP and ICMP echo on the underlay NIC's egress.
+func (e *env) masquerade(rm *routeMaps, cfg nodecfg.NodeCfg, src, dst netip.Addr) (*masqueradeInfo, error) {
+	no := func(reason string) (*masqueradeInfo, error) { return &masqueradeInfo{Reason: reason}, nil }
+	if cfg.Flags&nodecfg.FlagMasquerade == 0 {
+		return no("masquerade is disabled (node_cfg_map flags)")
+	}
+	if src.IsValid() && !cfg.PodPrefix().Contains(src) {
+		return no(fmt.Sprintf("source %s is outside this node's pod CIDR %s", src, cfg.PodPrefix()))
+	}
+	if cfg.ClusterPrefix().Contains(dst) {
+		return no(fmt.Sprintf("destination is inside the cluster CIDR %s", cfg.ClusterPrefix()))
+	}
+	hit, err := rm.nonmasq.Match(dst)
+	if err != nil {
+		return nil, err
+	}
+	if hit {
+		return no(fmt.Sprintf("destination matches %s in %s", longestMatch(rm.nonmasq, dst), nonmasq.MapName))
+	}
+	return &masqueradeInfo{Masqueraded: true, Address: cfg.NodeIP.String(),
+		Reason: "outside the cluster and not in " + nonmasq.MapName}, nil
+}
+
+func masqueradeSentence(m *masqueradeInfo) string {
+	if m.Masqueraded {
+		return fmt.Sprintf("masqueraded to %s by node_egress (TCP, UDP, ICMP echo): %s", m.Address, m.Reason)
+	}
+	return "not masqueraded: " + m.Reason
+}
+
+// longestMatch names the nonmasq_map prefix the kernel's LPM lookup matched.
+func longestMatch(m *nonmasq.Map, a netip.Addr) string {
+	var best netip.Prefix
+	_ = m.Iterate(func(p netip.Prefix) bool {
+		if p.Contains(a) && (!best.IsValid() || p.Bits() > best.Bits()) {
+			best = p
+		}
+		return true
+	})
+	if !best.IsValid() {
+		return "a prefix"
+	}
+	return best.String()
+}
+
+func routeGetTable(w io.Writer, r *routeGetResult) {
+	row(w, "destination", r.Destination)
+	row(w, "from", orDash(r.Source))
+	row(w, "verdict", verdictSentence(r))
+	fmt.Fprintln(w)
+	row(w, "STEP", "RESULT")
+	for _, s := range r.Steps {
+		row(w, s.Step, s.Result)
+	}
+}
+
+func verdictSentence(r *routeGetResult) string {
+	switch r.Verdict {
+	case verdictDrop:
+		return "drop " + r.DropReason
+	case verdictLocal:
+		return fmt.Sprintf("deliver-local: bpf_redirect_peer to %s", ifCell(r.Redirect.Ifindex, r.Redirect.Interface))
+	case verdictHost:
+		if r.Masquerade.Masqueraded {
+			return "host: to the host stack, masqueraded to " + r.Masquerade.Address
+		}
+		return "host: to the host stack, not masqueraded"
+	}
+	how := fmt.Sprintf("%s to %s", r.Redirect.Helper, ifCell(r.Redirect.Ifindex, r.Redirect.Interface))
+	if r.Redirect.DstMAC != "" {
+		how += ", next hop " + r.Redirect.DstMAC
+	}
+	return fmt.Sprintf("%s to node %s: %s", r.Verdict, r.Route.NodeIP, how)
+}
