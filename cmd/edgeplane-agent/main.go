@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,7 +19,15 @@ func main() {
 	var cfg agent.Config
 	cfg.RegisterFlags(flag.CommandLine)
 	klog.InitFlags(flag.CommandLine)
+	validateOnly := flag.Bool("validate-flags", false, "parse and validate the flags, then exit (0: valid); touches neither the host nor the API server")
 	flag.Parse()
+	if *validateOnly {
+		if err := checkFlags(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "edgeplane-agent: invalid flags:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -29,4 +38,13 @@ func main() {
 		os.Exit(1)
 	}
 	klog.Flush()
+}
+
+// checkFlags refuses stray positional arguments (a flag with a typo'd dash would otherwise be ignored)
+// and what Config.Validate refuses.
+func checkFlags(cfg agent.Config) error {
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	return cfg.Validate()
 }
