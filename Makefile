@@ -11,11 +11,11 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 generate: deps
-	$(GO) generate ./pkg/datapath/...
+	$(GO) generate ./pkg/datapath/... ./deploy/...
 
 # CI: the committed objects and bindings must be what the sources produce.
 check-generated: generate
-	git diff --exit-code -- pkg/datapath bpf || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+	git diff --exit-code -- pkg/datapath bpf deploy || { echo "generated files are stale: run make generate and commit" >&2; exit 1; }
 
 deps:
 	@scripts/install-deps.sh

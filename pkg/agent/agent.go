@@ -164,7 +164,7 @@ func (a *Agent) ensureDevice() error {
 	if err := netdev.EnsureClusterRoute(dev.Index, a.cfg.ClusterCIDR, a.podCIDR.Addr()); err != nil {
 		return err
 	}
-	return netdev.EnsureForwarding(a.cfg.VXLANDevice)
+	return netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice)
 }
 
 func (a *Agent) podMTU() int {

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
@@ -66,6 +67,7 @@ func agentInNetns(t *testing.T) {
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
 		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
 		Resync: time.Second, NonMasqueradeCIDRs: PrefixList{netip.MustParsePrefix("172.16.0.0/12")},
+		ProcSys: netdev.DefaultProcSys,
 	}
 
 	stop := startAgent(t, cfg, client)

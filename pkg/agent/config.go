@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
@@ -46,6 +47,7 @@ type Config struct {
 	MTU                int
 	MetricsAddr        string
 	Resync             time.Duration
+	ProcSys            string
 }
 
 // RegisterFlags binds the configuration to command-line flags with their defaults.
@@ -65,6 +67,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MTU, "mtu", 0, "pod MTU (default: underlay MTU - 50)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /healthz and /readyz; empty disables")
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
+	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
 }
 
 // Validate checks what can be checked before touching the host or the API server.
@@ -87,8 +90,8 @@ func (c *Config) Validate() error {
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("--mtu %d is out of range 576-65535", c.MTU))
 	}
-	if c.BPFFSRoot == "" || c.RunDir == "" || c.VXLANDevice == "" {
-		errs = append(errs, errors.New("--bpffs-root, --run-dir and --vxlan-device must not be empty"))
+	if c.BPFFSRoot == "" || c.RunDir == "" || c.VXLANDevice == "" || c.ProcSys == "" {
+		errs = append(errs, errors.New("--bpffs-root, --run-dir, --vxlan-device and --proc-sys must not be empty"))
 	}
 	if c.Resync <= 0 {
 		errs = append(errs, errors.New("--resync-period must be positive"))

@@ -152,14 +152,14 @@ func TestEnsureForwarding(t *testing.T) {
 		underlayFixture(t)
 		_, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: netip.MustParseAddr("10.244.3.0")})
 		must(t, err)
-		must(t, writeSysctl("net/ipv4/conf/all/rp_filter", "1"))
-		must(t, EnsureForwarding("edgeplane.1"))
+		must(t, writeSysctl(DefaultProcSys, "net/ipv4/conf/all/rp_filter", "1"))
+		must(t, EnsureForwarding(DefaultProcSys, "edgeplane.1"))
 		for name, want := range map[string]string{
 			"net/ipv4/ip_forward":                 "1",
 			"net/ipv4/conf/edgeplane.1/rp_filter": "0",
 			"net/ipv4/conf/all/rp_filter":         "2",
 		} {
-			if got, err := readSysctl(name); err != nil || got != want {
+			if got, err := readSysctl(DefaultProcSys, name); err != nil || got != want {
 				t.Errorf("%s = %q, %v; want %s", name, got, err, want)
 			}
 		}

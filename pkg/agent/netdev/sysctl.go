@@ -7,30 +7,32 @@ import (
 	"strings"
 )
 
-// procSys is where sysctls live; per network namespace for net.*.
-const procSys = "/proc/sys"
+// DefaultProcSys is where sysctls live; net.* entries answer for the network namespace of the
+// process that opens them, so a hostNetwork container may use the host's /proc/sys/net mounted
+// elsewhere (runtimes mount the container's own /proc/sys read-only).
+const DefaultProcSys = "/proc/sys"
 
 // EnsureForwarding turns on IPv4 forwarding and makes reverse-path filtering tolerate the VXLAN
 // device: decapsulated packets arrive there from remote pod addresses. The device gets rp_filter=0;
 // since the kernel applies max(all, device), a strict (1) "all" is relaxed to loose (2).
-func EnsureForwarding(vxlanDev string) error {
-	if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
+func EnsureForwarding(procSys, vxlanDev string) error {
+	if err := writeSysctl(procSys, "net/ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
-	if err := writeSysctl("net/ipv4/conf/"+vxlanDev+"/rp_filter", "0"); err != nil {
+	if err := writeSysctl(procSys, "net/ipv4/conf/"+vxlanDev+"/rp_filter", "0"); err != nil {
 		return err
 	}
-	all, err := readSysctl("net/ipv4/conf/all/rp_filter")
+	all, err := readSysctl(procSys, "net/ipv4/conf/all/rp_filter")
 	if err != nil {
 		return err
 	}
 	if all == "1" {
-		return writeSysctl("net/ipv4/conf/all/rp_filter", "2")
+		return writeSysctl(procSys, "net/ipv4/conf/all/rp_filter", "2")
 	}
 	return nil
 }
 
-func readSysctl(name string) (string, error) {
+func readSysctl(procSys, name string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(procSys, name))
 	if err != nil {
 		return "", fmt.Errorf("reading sysctl %s: %w", name, err)
@@ -38,8 +40,8 @@ func readSysctl(name string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-func writeSysctl(name, value string) error {
-	if got, err := readSysctl(name); err == nil && got == value {
+func writeSysctl(procSys, name, value string) error {
+	if got, err := readSysctl(procSys, name); err == nil && got == value {
 		return nil
 	}
 	if err := os.WriteFile(filepath.Join(procSys, name), []byte(value), 0o644); err != nil {
