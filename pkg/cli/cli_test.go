@@ -20,6 +20,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/nat"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
@@ -100,12 +101,11 @@ func newFixture(t *testing.T) *fixture {
 }
 
 var (
-	nodeIP    = netip.MustParseAddr("192.168.1.11")
-	vtepMAC   = [6]byte{0x0a, 0xe0, 0, 0, 0, 0x11}
-	ulMAC     = [6]byte{0x52, 0x54, 0, 0, 0, 0x11}
-	fixedCfg  nodecfg.NodeCfg
-	nodeJSON  = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: datapath.DefaultRoot}
-	natProtos = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17}
+	nodeIP   = netip.MustParseAddr("192.168.1.11")
+	vtepMAC  = [6]byte{0x0a, 0xe0, 0, 0, 0, 0x11}
+	ulMAC    = [6]byte{0x52, 0x54, 0, 0, 0, 0x11}
+	fixedCfg nodecfg.NodeCfg
+	nodeJSON = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: datapath.DefaultRoot}
 )
 
 func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]uint32) {
@@ -164,30 +164,35 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 	defer nm.Close()
 	must(nm.Sync([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("172.16.0.0/12")}))
 
-	port := func(p uint16) bePort { return bePort{byte(p >> 8), byte(p)} }
 	ip4 := func(s string) maps.IPv4 { return maps.IPv4(netip.MustParseAddr(s).As4()) }
-	fwd, rev := d.Map(natFwdMapName), d.Map(natRevMapName)
+	fwd, err := nat.OpenFwd(f.root)
+	must(err)
+	defer fwd.Close()
+	rev, err := nat.OpenRev(f.root)
+	must(err)
+	defer rev.Close()
 	for _, flow := range []struct {
-		proto                      string
+		proto                      nat.Proto
 		pod                        string
 		podPort                    uint16
 		remote                     string
 		remotePort, nodePort       uint16
 		fwdOnly, revOnly, revOther bool
 	}{
-		{proto: "tcp", pod: "10.244.1.5", podPort: 40000, remote: "1.1.1.1", remotePort: 443, nodePort: 40000},
-		{proto: "udp", pod: "10.244.1.6", podPort: 5353, remote: "8.8.8.8", remotePort: 53, nodePort: 33000},
-		{proto: "icmp", pod: "10.244.1.5", podPort: 7, remote: "8.8.8.8", nodePort: 7},
-		{proto: "tcp", pod: "10.244.1.6", podPort: 41000, remote: "1.1.1.1", remotePort: 80, nodePort: 41000, fwdOnly: true},
-		{proto: "tcp", pod: "10.244.1.5", podPort: 50001, remote: "9.9.9.9", remotePort: 443, nodePort: 50000, revOnly: true},
+		{proto: nat.ProtoTCP, pod: "10.244.1.5", podPort: 40000, remote: "1.1.1.1", remotePort: 443, nodePort: 40000},
+		{proto: nat.ProtoUDP, pod: "10.244.1.6", podPort: 5353, remote: "8.8.8.8", remotePort: 53, nodePort: 33000},
+		{proto: nat.ProtoICMP, pod: "10.244.1.5", podPort: 7, remote: "8.8.8.8", nodePort: 7},
+		{proto: nat.ProtoTCP, pod: "10.244.1.6", podPort: 41000, remote: "1.1.1.1", remotePort: 80, nodePort: 41000, fwdOnly: true},
+		{proto: nat.ProtoTCP, pod: "10.244.1.5", podPort: 50001, remote: "9.9.9.9", remotePort: 443, nodePort: 50000, revOnly: true},
 	} {
+		fk := nat.FwdKey{PodIP: ip4(flow.pod), RemoteIP: ip4(flow.remote), PodPort: nat.PortFrom(flow.podPort),
+			RemotePort: nat.PortFrom(flow.remotePort), Proto: flow.proto}
+		fv := nat.FwdValue{NodePort: nat.PortFrom(flow.nodePort)}
 		if !flow.revOnly {
-			must(fwd.Put(natFwdKey{PodIP: ip4(flow.pod), RemoteIP: ip4(flow.remote), PodPort: port(flow.podPort),
-				RemotePort: port(flow.remotePort), Proto: natProtos[flow.proto]}, natFwdVal{NodePort: port(flow.nodePort)}))
+			must(fwd.Upsert(fk, fv))
 		}
 		if !flow.fwdOnly {
-			must(rev.Put(natRevKey{RemoteIP: ip4(flow.remote), RemotePort: port(flow.remotePort), NodePort: port(flow.nodePort),
-				Proto: natProtos[flow.proto]}, natRevVal{PodIP: ip4(flow.pod), PodPort: port(flow.podPort)}))
+			must(rev.Upsert(fk.RevKey(fv), nat.RevValue{PodIP: fk.PodIP, PodPort: fk.PodPort}))
 		}
 	}
 

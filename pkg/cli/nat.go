@@ -2,61 +2,16 @@ package cli
 
 import (
 	"cmp"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
 	"slices"
 
-	"github.com/cilium/ebpf"
 	"github.com/spf13/cobra"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/nat"
 )
-
-// Map names of the masquerade state (bpf/lib/nat.h). Only node_egress writes them, so pkg/maps
-// has no package for them; the mirrors below are the CLI's, checked against the BTF in a test.
-const (
-	natFwdMapName = "nat_fwd_map"
-	natRevMapName = "nat_rev_map"
-)
-
-// bePort is a C __be16 port (or ICMP echo identifier).
-type bePort [2]byte
-
-func (p bePort) value() uint16 { return binary.BigEndian.Uint16(p[:]) }
-
-// natFwdKey mirrors struct nat_fwd_key.
-type natFwdKey struct {
-	PodIP      maps.IPv4
-	RemoteIP   maps.IPv4
-	PodPort    bePort
-	RemotePort bePort
-	Proto      uint8
-	Pad        [3]uint8
-}
-
-// natFwdVal mirrors struct nat_fwd_val.
-type natFwdVal struct {
-	NodePort bePort
-	Pad      uint16
-}
-
-// natRevKey mirrors struct nat_rev_key.
-type natRevKey struct {
-	RemoteIP   maps.IPv4
-	RemotePort bePort
-	NodePort   bePort
-	Proto      uint8
-	Pad        [3]uint8
-}
-
-// natRevVal mirrors struct nat_rev_val.
-type natRevVal struct {
-	PodIP   maps.IPv4
-	PodPort bePort
-	Pad     uint16
-}
 
 // natInfo is one masqueraded flow (JSON schema in docs/cli.md): nat_fwd_map's entry joined with
 // the nat_rev_map entry it claimed, or a reverse entry whose forward half is gone.
@@ -99,44 +54,27 @@ func newNATCommand(e *env) *cobra.Command {
 
 func hostPort(ip string, port uint16) string { return fmt.Sprintf("%s:%d", ip, port) }
 
-func (e *env) openRaw(name string) (*ebpf.Map, error) {
-	m, err := ebpf.LoadPinnedMap(maps.PinPath(e.root, name), &ebpf.LoadPinOptions{ReadOnly: true})
-	if err != nil {
-		return nil, e.pinError(name, err)
-	}
-	return m, nil
-}
-
 func (e *env) listNAT(filter *ipFilter) ([]natInfo, error) {
-	fwdMap, err := e.openRaw(natFwdMapName)
+	fwdMap, err := open(e, nat.FwdMapName, nat.OpenFwdReadOnly)
 	if err != nil {
 		return nil, err
 	}
 	defer fwdMap.Close()
-	revMap, err := e.openRaw(natRevMapName)
+	revMap, err := open(e, nat.RevMapName, nat.OpenRevReadOnly)
 	if err != nil {
 		return nil, err
 	}
 	defer revMap.Close()
 
-	rev := make(map[natRevKey]natRevVal)
-	var rk natRevKey
-	var rv natRevVal
-	it := revMap.Iterate()
-	for it.Next(&rk, &rv) {
-		rev[rk] = rv
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterating %s: %w", natRevMapName, err)
+	rev := make(map[nat.RevKey]nat.RevValue)
+	if err := revMap.Iterate(func(k nat.RevKey, v nat.RevValue) bool { rev[k] = v; return true }); err != nil {
+		return nil, err
 	}
 
 	flows := []natInfo{}
-	claimed := make(map[natRevKey]bool)
-	var fk natFwdKey
-	var fv natFwdVal
-	it = fwdMap.Iterate()
-	for it.Next(&fk, &fv) {
-		k := natRevKey{RemoteIP: fk.RemoteIP, RemotePort: fk.RemotePort, NodePort: fv.NodePort, Proto: fk.Proto}
+	claimed := make(map[nat.RevKey]bool)
+	if err := fwdMap.Iterate(func(fk nat.FwdKey, fv nat.FwdValue) bool {
+		k := fk.RevKey(fv)
 		state := "ok"
 		if v, ok := rev[k]; !ok {
 			state = "no-reverse"
@@ -146,9 +84,9 @@ func (e *env) listNAT(filter *ipFilter) ([]natInfo, error) {
 			claimed[k] = true
 		}
 		flows = append(flows, natFlow(fk.Proto, fk.PodIP, fk.PodPort, fk.RemoteIP, fk.RemotePort, fv.NodePort, state))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterating %s: %w", natFwdMapName, err)
+		return true
+	}); err != nil {
+		return nil, err
 	}
 	for k, v := range rev {
 		if !claimed[k] {
@@ -167,21 +105,9 @@ func (e *env) listNAT(filter *ipFilter) ([]natInfo, error) {
 	return flows, nil
 }
 
-func natFlow(proto uint8, podIP maps.IPv4, podPort bePort, remoteIP maps.IPv4, remotePort, nodePort bePort, state string) natInfo {
+func natFlow(proto nat.Proto, podIP maps.IPv4, podPort nat.Port, remoteIP maps.IPv4, remotePort, nodePort nat.Port, state string) natInfo {
 	return natInfo{
-		Proto: protoName(proto), PodIP: podIP.String(), PodPort: podPort.value(),
-		RemoteIP: remoteIP.String(), RemotePort: remotePort.value(), NodePort: nodePort.value(), State: state,
+		Proto: proto.String(), PodIP: podIP.String(), PodPort: podPort.Uint16(),
+		RemoteIP: remoteIP.String(), RemotePort: remotePort.Uint16(), NodePort: nodePort.Uint16(), State: state,
 	}
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case 1:
-		return "icmp"
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	}
-	return fmt.Sprintf("proto(%d)", p)
 }

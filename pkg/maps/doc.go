@@ -9,10 +9,14 @@
 //	nodecfg    node_cfg_map   bpf/lib/config.h     the single struct node_cfg entry
 //	metrics    metrics_map    bpf/lib/metrics.h    per-CPU {packets, bytes} by direction and reason
 //	nonmasq    nonmasq_map    bpf/lib/nat.h        LPM destinations pod traffic reaches unmasqueraded
+//	nat        nat_fwd_map    bpf/lib/nat.h        masqueraded flow -> node port (written by node_egress)
+//	           nat_rev_map                         {remote, node port} -> pod IPv4 and port
 //
 // The agent's datapath loader (pkg/datapath) creates and pins the maps under <root>/maps/<name>; the
 // packages here only open those pins, so the CNI plugin, the agent's reconcilers and the CLI all see
 // the one instance the programs use. Every Open returns a *Map that its caller owns and closes.
+// The packages are thin: each converts its API's types (netip.Addr, netip.Prefix) to the mirrors
+// and calls through internal/typed, the one implementation of open, put, get, delete and iterate.
 //
 // Byte order is explicit: a C __be32 is IPv4 here, the address's four bytes in network order, and
 // converts to and from netip.Addr only through IPv4From and IPv4.Addr.
@@ -79,8 +83,15 @@ func (b IPv4) MaskBits() int {
 }
 
 // OpenPinned opens the map pinned as name under root; the caller owns the result.
-func OpenPinned(root, name string) (*ebpf.Map, error) {
-	m, err := ebpf.LoadPinnedMap(PinPath(root, name), nil)
+func OpenPinned(root, name string) (*ebpf.Map, error) { return openPinned(root, name, nil) }
+
+// OpenPinnedReadOnly is OpenPinned for readers such as edgeplanectl: writes through the handle fail.
+func OpenPinnedReadOnly(root, name string) (*ebpf.Map, error) {
+	return openPinned(root, name, &ebpf.LoadPinOptions{ReadOnly: true})
+}
+
+func openPinned(root, name string, opts *ebpf.LoadPinOptions) (*ebpf.Map, error) {
+	m, err := ebpf.LoadPinnedMap(PinPath(root, name), opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening pinned map %s (is the agent running with bpffs root %s?): %w", name, root, err)
 	}

@@ -4,14 +4,11 @@
 package endpoints
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
-	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
-
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
 )
 
 // MapName is the map's name in the objects and under <root>/maps.
@@ -30,11 +27,13 @@ func (e Endpoint) String() string {
 }
 
 // Map is an open endpoints_map; its owner closes it.
-type Map struct{ m *ebpf.Map }
+type Map struct {
+	m *typed.Keyed[netip.Addr, maps.IPv4, Endpoint]
+}
 
 // Open opens the map pinned under root.
 func Open(root string) (*Map, error) {
-	m, err := maps.OpenPinned(root, MapName)
+	m, err := typed.OpenAddr[Endpoint](root, MapName)
 	if err != nil {
 		return nil, err
 	}
@@ -45,57 +44,13 @@ func Open(root string) (*Map, error) {
 func (m *Map) Close() error { return m.m.Close() }
 
 // Upsert creates or replaces ip's entry.
-func (m *Map) Upsert(ip netip.Addr, ep Endpoint) error {
-	key, err := maps.IPv4From(ip)
-	if err != nil {
-		return fmt.Errorf("endpoint key: %w", err)
-	}
-	if err := m.m.Update(key, ep, ebpf.UpdateAny); err != nil {
-		if errors.Is(err, unix.E2BIG) { // the kernel's answer for a full hash map
-			return fmt.Errorf("updating endpoint %s: %s is full (%d entries): %w", ip, MapName, m.m.MaxEntries(), err)
-		}
-		return fmt.Errorf("updating endpoint %s: %w", ip, err)
-	}
-	return nil
-}
+func (m *Map) Upsert(ip netip.Addr, ep Endpoint) error { return m.m.Upsert(ip, ep) }
 
 // Lookup returns ip's entry; a missing one is reported with ebpf.ErrKeyNotExist wrapped.
-func (m *Map) Lookup(ip netip.Addr) (Endpoint, error) {
-	var ep Endpoint
-	key, err := maps.IPv4From(ip)
-	if err != nil {
-		return ep, fmt.Errorf("endpoint key: %w", err)
-	}
-	if err := m.m.Lookup(key, &ep); err != nil {
-		return ep, fmt.Errorf("looking up endpoint %s: %w", ip, err)
-	}
-	return ep, nil
-}
+func (m *Map) Lookup(ip netip.Addr) (Endpoint, error) { return m.m.Lookup(ip) }
 
 // Delete removes ip's entry; a missing entry is not an error (DEL runs more than once).
-func (m *Map) Delete(ip netip.Addr) error {
-	key, err := maps.IPv4From(ip)
-	if err != nil {
-		return fmt.Errorf("endpoint key: %w", err)
-	}
-	if err := m.m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("deleting endpoint %s: %w", ip, err)
-	}
-	return nil
-}
+func (m *Map) Delete(ip netip.Addr) error { return m.m.Delete(ip) }
 
 // Iterate calls fn for each entry until fn returns false.
-func (m *Map) Iterate(fn func(netip.Addr, Endpoint) bool) error {
-	var key maps.IPv4
-	var ep Endpoint
-	it := m.m.Iterate()
-	for it.Next(&key, &ep) {
-		if !fn(key.Addr(), ep) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterating %s: %w", MapName, err)
-	}
-	return nil
-}
+func (m *Map) Iterate(fn func(netip.Addr, Endpoint) bool) error { return m.m.Iterate(fn) }

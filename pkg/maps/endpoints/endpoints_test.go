@@ -3,15 +3,13 @@ package endpoints
 import (
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
@@ -19,17 +17,7 @@ func TestLayout(t *testing.T) {
 }
 
 func TestMap(t *testing.T) {
-	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
-	d, err := datapath.Load(root)
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	defer d.Close()
-	m, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, d := maptest.Open(t, Open)
 
 	ip := netip.MustParseAddr("10.244.1.7")
 	ep := Endpoint{Ifindex: 9, PodMAC: [6]byte{2, 0, 0, 0, 0, 1}, HostMAC: [6]byte{2, 0, 0, 0, 0, 2}}

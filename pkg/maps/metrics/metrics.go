@@ -7,9 +7,7 @@ package metrics
 import (
 	"fmt"
 
-	"github.com/cilium/ebpf"
-
-	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
 )
 
 // MapName is the map's name in the objects and under <root>/maps.
@@ -56,11 +54,13 @@ type Key struct {
 func (k Key) index() uint32 { return uint32(k.Dir)*Reasons + k.Reason%Reasons }
 
 // Map is an open metrics_map; its owner closes it.
-type Map struct{ m *ebpf.Map }
+type Map struct {
+	m *typed.Map[uint32, []Metric] // index -> one slot per possible CPU
+}
 
 // Open opens the map pinned under root.
 func Open(root string) (*Map, error) {
-	m, err := maps.OpenPinned(root, MapName)
+	m, err := typed.Open[uint32, []Metric](root, MapName)
 	if err != nil {
 		return nil, err
 	}
@@ -72,9 +72,9 @@ func (m *Map) Close() error { return m.m.Close() }
 
 // Lookup returns one counter summed over CPUs.
 func (m *Map) Lookup(k Key) (Metric, error) {
-	var perCPU []Metric
-	if err := m.m.Lookup(k.index(), &perCPU); err != nil {
-		return Metric{}, fmt.Errorf("reading %s[%s/%d]: %w", MapName, k.Dir, k.Reason, err)
+	perCPU, err := m.m.Get(k.index())
+	if err != nil {
+		return Metric{}, fmt.Errorf("reading counter %s/%d: %w", k.Dir, k.Reason, err)
 	}
 	return sum(perCPU), nil
 }
@@ -82,16 +82,14 @@ func (m *Map) Lookup(k Key) (Metric, error) {
 // Totals returns every non-zero counter summed over CPUs.
 func (m *Map) Totals() (map[Key]Metric, error) {
 	out := make(map[Key]Metric)
-	var idx uint32
-	var perCPU []Metric
-	it := m.m.Iterate()
-	for it.Next(&idx, &perCPU) {
+	err := m.m.Iterate(func(idx uint32, perCPU []Metric) bool {
 		if total := sum(perCPU); total != (Metric{}) {
 			out[Key{Dir: Dir(idx / Reasons), Reason: idx % Reasons}] = total
 		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterating %s: %w", MapName, err)
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -1,14 +1,13 @@
 package metrics
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
@@ -23,17 +22,7 @@ func TestLayout(t *testing.T) {
 }
 
 func TestTotals(t *testing.T) {
-	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
-	d, err := datapath.Load(root)
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	defer d.Close()
-	m, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, d := maptest.Open(t, Open)
 
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {

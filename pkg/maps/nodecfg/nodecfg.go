@@ -8,9 +8,8 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
 )
 
 // MapName is the map's name in the objects and under <root>/maps.
@@ -90,11 +89,13 @@ func (c NodeCfg) String() string {
 }
 
 // Map is an open node_cfg_map; its owner closes it.
-type Map struct{ m *ebpf.Map }
+type Map struct {
+	m *typed.Map[uint32, NodeCfg]
+}
 
 // Open opens the map pinned under root.
 func Open(root string) (*Map, error) {
-	m, err := maps.OpenPinned(root, MapName)
+	m, err := typed.Open[uint32, NodeCfg](root, MapName)
 	if err != nil {
 		return nil, err
 	}
@@ -105,18 +106,7 @@ func Open(root string) (*Map, error) {
 func (m *Map) Close() error { return m.m.Close() }
 
 // Get returns the entry (all zero, without FlagReady, before the agent's first Put).
-func (m *Map) Get() (NodeCfg, error) {
-	var c NodeCfg
-	if err := m.m.Lookup(uint32(0), &c); err != nil {
-		return c, fmt.Errorf("reading %s: %w", MapName, err)
-	}
-	return c, nil
-}
+func (m *Map) Get() (NodeCfg, error) { return m.m.Get(0) }
 
 // Put replaces the entry in one write.
-func (m *Map) Put(c NodeCfg) error {
-	if err := m.m.Update(uint32(0), c, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("writing %s: %w", MapName, err)
-	}
-	return nil
-}
+func (m *Map) Put(c NodeCfg) error { return m.m.Put(0, c) }

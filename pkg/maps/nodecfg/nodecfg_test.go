@@ -2,12 +2,10 @@ package nodecfg
 
 import (
 	"net/netip"
-	"path/filepath"
 	"testing"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
@@ -15,17 +13,7 @@ func TestLayout(t *testing.T) {
 }
 
 func TestGetPut(t *testing.T) {
-	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
-	d, err := datapath.Load(root)
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	defer d.Close()
-	m, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, _ := maptest.Open(t, Open)
 	if c, err := m.Get(); err != nil || c.Flags&FlagReady != 0 {
 		t.Fatalf("fresh Get = %v %v", c, err)
 	}

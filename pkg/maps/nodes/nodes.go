@@ -5,13 +5,11 @@
 package nodes
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
 )
 
 // MapName is the map's name in the objects and under <root>/maps.
@@ -35,11 +33,13 @@ func (n Node) String() string {
 }
 
 // Map is an open nodes_map; its owner closes it.
-type Map struct{ m *ebpf.Map }
+type Map struct {
+	m *typed.Keyed[netip.Addr, maps.IPv4, Node]
+}
 
 // Open opens the map pinned under root.
 func Open(root string) (*Map, error) {
-	m, err := maps.OpenPinned(root, MapName)
+	m, err := typed.OpenAddr[Node](root, MapName)
 	if err != nil {
 		return nil, err
 	}
@@ -50,54 +50,13 @@ func Open(root string) (*Map, error) {
 func (m *Map) Close() error { return m.m.Close() }
 
 // Upsert creates or replaces the node at tunnel endpoint ip.
-func (m *Map) Upsert(ip netip.Addr, n Node) error {
-	key, err := maps.IPv4From(ip)
-	if err != nil {
-		return fmt.Errorf("node key: %w", err)
-	}
-	if err := m.m.Update(key, n, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("updating node %s: %w", ip, err)
-	}
-	return nil
-}
+func (m *Map) Upsert(ip netip.Addr, n Node) error { return m.m.Upsert(ip, n) }
 
 // Lookup returns the node at ip; a missing one wraps ebpf.ErrKeyNotExist.
-func (m *Map) Lookup(ip netip.Addr) (Node, error) {
-	var n Node
-	key, err := maps.IPv4From(ip)
-	if err != nil {
-		return n, fmt.Errorf("node key: %w", err)
-	}
-	if err := m.m.Lookup(key, &n); err != nil {
-		return n, fmt.Errorf("looking up node %s: %w", ip, err)
-	}
-	return n, nil
-}
+func (m *Map) Lookup(ip netip.Addr) (Node, error) { return m.m.Lookup(ip) }
 
 // Delete removes the node at ip; a missing node is not an error.
-func (m *Map) Delete(ip netip.Addr) error {
-	key, err := maps.IPv4From(ip)
-	if err != nil {
-		return fmt.Errorf("node key: %w", err)
-	}
-	if err := m.m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("deleting node %s: %w", ip, err)
-	}
-	return nil
-}
+func (m *Map) Delete(ip netip.Addr) error { return m.m.Delete(ip) }
 
 // Iterate calls fn for each node until fn returns false.
-func (m *Map) Iterate(fn func(netip.Addr, Node) bool) error {
-	var key maps.IPv4
-	var n Node
-	it := m.m.Iterate()
-	for it.Next(&key, &n) {
-		if !fn(key.Addr(), n) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterating %s: %w", MapName, err)
-	}
-	return nil
-}
+func (m *Map) Iterate(fn func(netip.Addr, Node) bool) error { return m.m.Iterate(fn) }

@@ -3,15 +3,13 @@ package nodes
 import (
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
@@ -19,17 +17,7 @@ func TestLayout(t *testing.T) {
 }
 
 func TestMap(t *testing.T) {
-	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
-	d, err := datapath.Load(root)
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	defer d.Close()
-	m, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, _ := maptest.Open(t, Open)
 	ip := netip.MustParseAddr("192.168.1.2")
 	n := Node{VtepMAC: [6]byte{0xa, 0, 0, 0, 0, 1}, NexthopMAC: [6]byte{0xa, 0, 0, 0, 0, 2}, Domain: 3, Flags: FlagNexthopValid}
 	if err := m.Upsert(ip, n); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
 )
 
 // MapName is the map's name in the objects and under <root>/maps.
@@ -21,27 +22,10 @@ const MapName = "nonmasq_map"
 
 // Key mirrors struct nonmasq_key: the LPM trie's key, prefix length first (host order), then the
 // address (__be32).
-type Key struct {
-	Prefixlen uint32
-	Addr      maps.IPv4
-}
+type Key = maps.LPMKey
 
 // KeyFrom converts an IPv4 prefix, masking host bits.
-func KeyFrom(p netip.Prefix) (Key, error) {
-	if !p.IsValid() {
-		return Key{}, fmt.Errorf("invalid prefix %s", p)
-	}
-	addr, err := maps.IPv4From(p.Masked().Addr())
-	if err != nil {
-		return Key{}, err
-	}
-	return Key{Prefixlen: uint32(p.Bits()), Addr: addr}, nil
-}
-
-// Prefix converts back.
-func (k Key) Prefix() netip.Prefix { return netip.PrefixFrom(k.Addr.Addr(), int(k.Prefixlen)) }
-
-func (k Key) String() string { return k.Prefix().String() }
+func KeyFrom(p netip.Prefix) (Key, error) { return maps.LPMKeyFrom(p) }
 
 // Value is the map's value (__u8); the datapath only asks whether an entry exists.
 type Value uint8
@@ -50,11 +34,13 @@ type Value uint8
 const present Value = 1
 
 // Map is an open nonmasq_map; its owner closes it.
-type Map struct{ m *ebpf.Map }
+type Map struct {
+	m *typed.Keyed[netip.Prefix, maps.LPMKey, Value]
+}
 
 // Open opens the map pinned under root.
 func Open(root string) (*Map, error) {
-	m, err := maps.OpenPinned(root, MapName)
+	m, err := typed.OpenPrefix[Value](root, MapName)
 	if err != nil {
 		return nil, err
 	}
@@ -65,41 +51,19 @@ func Open(root string) (*Map, error) {
 func (m *Map) Close() error { return m.m.Close() }
 
 // Upsert adds prefix to the set; adding it again is not an error.
-func (m *Map) Upsert(prefix netip.Prefix) error {
-	key, err := KeyFrom(prefix)
-	if err != nil {
-		return fmt.Errorf("non-masquerade key: %w", err)
-	}
-	if err := m.m.Update(key, present, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("adding non-masquerade CIDR %s: %w", prefix, err)
-	}
-	return nil
-}
+func (m *Map) Upsert(prefix netip.Prefix) error { return m.m.Upsert(prefix, present) }
 
 // Delete removes prefix from the set; a missing prefix is not an error.
-func (m *Map) Delete(prefix netip.Prefix) error {
-	key, err := KeyFrom(prefix)
-	if err != nil {
-		return fmt.Errorf("non-masquerade key: %w", err)
-	}
-	if err := m.m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("deleting non-masquerade CIDR %s: %w", prefix, err)
-	}
-	return nil
-}
+func (m *Map) Delete(prefix netip.Prefix) error { return m.m.Delete(prefix) }
 
 // Match reports whether node_egress would leave a packet to addr unmasqueraded because of this
 // map (the longest-prefix match the kernel does).
 func (m *Map) Match(addr netip.Addr) (bool, error) {
-	key, err := KeyFrom(netip.PrefixFrom(addr, 32))
-	if err != nil {
-		return false, fmt.Errorf("non-masquerade key: %w", err)
+	_, err := m.m.Lookup(netip.PrefixFrom(addr, 32))
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
 	}
-	var v Value
-	if err := m.m.Lookup(key, &v); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return false, nil
-		}
+	if err != nil {
 		return false, fmt.Errorf("matching %s in %s: %w", addr, MapName, err)
 	}
 	return true, nil
@@ -107,18 +71,7 @@ func (m *Map) Match(addr netip.Addr) (bool, error) {
 
 // Iterate calls fn for each prefix until fn returns false.
 func (m *Map) Iterate(fn func(netip.Prefix) bool) error {
-	var key Key
-	var v Value
-	it := m.m.Iterate()
-	for it.Next(&key, &v) {
-		if !fn(key.Prefix()) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterating %s: %w", MapName, err)
-	}
-	return nil
+	return m.m.Iterate(func(p netip.Prefix, _ Value) bool { return fn(p) })
 }
 
 // Sync makes the set exactly want (host bits masked): it adds what is missing, then deletes what

@@ -2,33 +2,15 @@ package nonmasq
 
 import (
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"testing"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
 	layout.Check(t, MapName, Key{}, Value(0))
-}
-
-func openMap(t *testing.T) *Map {
-	t.Helper()
-	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
-	d, err := datapath.Load(root)
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	t.Cleanup(func() { d.Close() })
-	m, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
 }
 
 func list(t *testing.T, m *Map) []netip.Prefix {
@@ -42,7 +24,7 @@ func list(t *testing.T, m *Map) []netip.Prefix {
 }
 
 func TestMap(t *testing.T) {
-	m := openMap(t)
+	m, _ := maptest.Open(t, Open)
 	private := netip.MustParsePrefix("192.168.0.0/16")
 	if err := m.Upsert(netip.MustParsePrefix("192.168.7.7/16")); err != nil { // host bits masked
 		t.Fatal(err)
@@ -74,7 +56,7 @@ func TestMap(t *testing.T) {
 }
 
 func TestSync(t *testing.T) {
-	m := openMap(t)
+	m, _ := maptest.Open(t, Open)
 	p := netip.MustParsePrefix
 	for _, step := range []struct {
 		want, then []netip.Prefix

@@ -4,13 +4,13 @@
 package routes
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
 )
 
 // MapName is the map's name in the objects and under <root>/maps.
@@ -29,25 +29,10 @@ const (
 
 // Key mirrors struct route_key: the LPM trie's key, prefix length first (host order), then the
 // address (__be32).
-type Key struct {
-	Prefixlen uint32
-	Addr      maps.IPv4
-}
+type Key = maps.LPMKey
 
 // KeyFrom converts an IPv4 prefix, masking host bits.
-func KeyFrom(p netip.Prefix) (Key, error) {
-	if !p.IsValid() {
-		return Key{}, fmt.Errorf("invalid prefix %s", p)
-	}
-	addr, err := maps.IPv4From(p.Masked().Addr())
-	if err != nil {
-		return Key{}, err
-	}
-	return Key{Prefixlen: uint32(p.Bits()), Addr: addr}, nil
-}
-
-// Prefix converts back.
-func (k Key) Prefix() netip.Prefix { return netip.PrefixFrom(k.Addr.Addr(), int(k.Prefixlen)) }
+func KeyFrom(p netip.Prefix) (Key, error) { return maps.LPMKeyFrom(p) }
 
 // Route mirrors struct route.
 type Route struct {
@@ -73,11 +58,13 @@ func (r Route) String() string {
 }
 
 // Map is an open routes_map; its owner closes it.
-type Map struct{ m *ebpf.Map }
+type Map struct {
+	m *typed.Keyed[netip.Prefix, maps.LPMKey, Route]
+}
 
 // Open opens the map pinned under root.
 func Open(root string) (*Map, error) {
-	m, err := maps.OpenPinned(root, MapName)
+	m, err := typed.OpenPrefix[Route](root, MapName)
 	if err != nil {
 		return nil, err
 	}
@@ -88,16 +75,7 @@ func Open(root string) (*Map, error) {
 func (m *Map) Close() error { return m.m.Close() }
 
 // Upsert creates or replaces the route for prefix.
-func (m *Map) Upsert(prefix netip.Prefix, r Route) error {
-	key, err := KeyFrom(prefix)
-	if err != nil {
-		return fmt.Errorf("route key: %w", err)
-	}
-	if err := m.m.Update(key, r, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("updating route %s: %w", prefix, err)
-	}
-	return nil
-}
+func (m *Map) Upsert(prefix netip.Prefix, r Route) error { return m.m.Upsert(prefix, r) }
 
 // Lookup returns the route stored for exactly prefix (the kernel's lookup on an LPM trie answers
 // with the longest match instead; see Match). A missing route wraps ebpf.ErrKeyNotExist.
@@ -123,12 +101,8 @@ func (m *Map) Lookup(prefix netip.Prefix) (Route, error) {
 
 // Match returns the longest-prefix match for addr, as pod_egress would see it.
 func (m *Map) Match(addr netip.Addr) (netip.Prefix, Route, error) {
-	var r Route
-	key, err := KeyFrom(netip.PrefixFrom(addr, 32))
+	r, err := m.m.Lookup(netip.PrefixFrom(addr, 32))
 	if err != nil {
-		return netip.Prefix{}, r, fmt.Errorf("route key: %w", err)
-	}
-	if err := m.m.Lookup(key, &r); err != nil {
 		return netip.Prefix{}, r, fmt.Errorf("matching route for %s: %w", addr, err)
 	}
 	var best netip.Prefix
@@ -144,29 +118,7 @@ func (m *Map) Match(addr netip.Addr) (netip.Prefix, Route, error) {
 }
 
 // Delete removes the route for prefix; a missing route is not an error.
-func (m *Map) Delete(prefix netip.Prefix) error {
-	key, err := KeyFrom(prefix)
-	if err != nil {
-		return fmt.Errorf("route key: %w", err)
-	}
-	if err := m.m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("deleting route %s: %w", prefix, err)
-	}
-	return nil
-}
+func (m *Map) Delete(prefix netip.Prefix) error { return m.m.Delete(prefix) }
 
 // Iterate calls fn for each route until fn returns false.
-func (m *Map) Iterate(fn func(netip.Prefix, Route) bool) error {
-	var key Key
-	var r Route
-	it := m.m.Iterate()
-	for it.Next(&key, &r) {
-		if !fn(key.Prefix(), r) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterating %s: %w", MapName, err)
-	}
-	return nil
-}
+func (m *Map) Iterate(fn func(netip.Prefix, Route) bool) error { return m.m.Iterate(fn) }

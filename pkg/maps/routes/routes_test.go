@@ -3,14 +3,12 @@ package routes
 import (
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
@@ -18,17 +16,7 @@ func TestLayout(t *testing.T) {
 }
 
 func TestMap(t *testing.T) {
-	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
-	d, err := datapath.Load(root)
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	defer d.Close()
-	m, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, _ := maptest.Open(t, Open)
 
 	cluster := netip.MustParsePrefix("10.244.0.0/16")
 	node2 := netip.MustParsePrefix("10.244.2.0/24")
