@@ -34,22 +34,22 @@ type group struct {
 
 // Result is what results.json holds for one (group, metric, path).
 type Result struct {
-	Group     string    `json:"group"`
-	Metric    string    `json:"metric"`
-	Unit      string    `json:"unit"`
-	Path      string    `json:"path"`
-	Baseline  string    `json:"baseline"`
-	Samples   []float64 `json:"samples"`
-	Median    float64   `json:"median"`
-	Ratio     float64   `json:"ratio_median"` // median of per-round ratios path/baseline
-	RatioMin  float64   `json:"ratio_min"`
-	RatioMax  float64   `json:"ratio_max"`
+	Group    string    `json:"group"`
+	Metric   string    `json:"metric"`
+	Unit     string    `json:"unit"`
+	Path     string    `json:"path"`
+	Baseline string    `json:"baseline"`
+	Samples  []float64 `json:"samples"`
+	Median   float64   `json:"median"`
+	Ratio    float64   `json:"ratio_median"` // median of per-round ratios path/baseline
+	RatioMin float64   `json:"ratio_min"`
+	RatioMax float64   `json:"ratio_max"`
 	// Against the raw underlay (the physical limit), where the group has it.
-	UnderlayRatio    float64 `json:"underlay_ratio_median,omitempty"`
-	UnderlayRatioMin float64 `json:"underlay_ratio_min,omitempty"`
-	UnderlayRatioMax float64 `json:"underlay_ratio_max,omitempty"`
-	P50us     []float64 `json:"p50_us,omitempty"`
-	P99us     []float64 `json:"p99_us,omitempty"`
+	UnderlayRatio    float64   `json:"underlay_ratio_median,omitempty"`
+	UnderlayRatioMin float64   `json:"underlay_ratio_min,omitempty"`
+	UnderlayRatioMax float64   `json:"underlay_ratio_max,omitempty"`
+	P50us            []float64 `json:"p50_us,omitempty"`
+	P99us            []float64 `json:"p99_us,omitempty"`
 }
 
 func envInt(name string, def int) int {

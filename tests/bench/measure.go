@@ -33,13 +33,13 @@ type Path struct {
 
 // Sample is one measurement of one metric on one path.
 type Sample struct {
-	TPS        float64 `json:"tps,omitempty"`         // request/response transactions per second
-	P50us      float64 `json:"p50_us,omitempty"`      // round-trip time percentiles
-	P99us      float64 `json:"p99_us,omitempty"`
-	PPS        float64 `json:"pps,omitempty"`         // packets per second received
-	Mbps       float64 `json:"mbps,omitempty"`        // bulk throughput received
-	DurationS  float64 `json:"duration_s,omitempty"`
-	Raw        string  `json:"-"`
+	TPS       float64 `json:"tps,omitempty"`    // request/response transactions per second
+	P50us     float64 `json:"p50_us,omitempty"` // round-trip time percentiles
+	P99us     float64 `json:"p99_us,omitempty"`
+	PPS       float64 `json:"pps,omitempty"`  // packets per second received
+	Mbps      float64 `json:"mbps,omitempty"` // bulk throughput received
+	DurationS float64 `json:"duration_s,omitempty"`
+	Raw       string  `json:"-"`
 }
 
 // nsCmd runs a command inside a network namespace pinned to a CPU set ("" = any), via nsenter so
