@@ -112,6 +112,7 @@ static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 saddr,
 static __always_inline int tc_exit_frag_needed(struct __sk_buff *skb, __u32 dir, __be32 saddr, __u16 mtu)
 {
 	metric_count(dir, DROP_PKT_TOO_BIG, skb->len);
+	event_emit(skb, dir, DROP_PKT_TOO_BIG, TC_ACT_SHOT); /* before the rewrite: the offending tuple */
 	if (icmp_frag_needed(skb, saddr, mtu) < 0)
 		return TC_ACT_SHOT;
 	metric_count(dir, REASON_ICMP_SENT, skb->len);

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "drop_reasons.h"
+#include "events.h"
 
 enum metric_dir {
 	DIR_POD_EGRESS = 0,    /* pod.c: packets leaving pods */
@@ -42,14 +43,17 @@ static __always_inline void metric_count(__u32 dir, __u32 reason, __u32 bytes)
 	}
 }
 
-/* The one exit of every TC entry program: count, then turn a negative drop reason into a drop. */
+/* The one exit of every TC entry program: count, emit an event when `edgeplanectl monitor`
+ * listens (events.h), then turn a negative drop reason into a drop. */
 static __always_inline int tc_exit(struct __sk_buff *skb, __u32 dir, int ret)
 {
 	if (ret < 0) {
 		metric_count(dir, -ret, skb->len);
+		event_emit(skb, dir, -ret, TC_ACT_SHOT);
 		return TC_ACT_SHOT;
 	}
 	metric_count(dir, REASON_FORWARDED, skb->len);
+	event_emit(skb, dir, REASON_FORWARDED, ret);
 	return ret;
 }
 

@@ -397,7 +397,7 @@ func TestMissingPins(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope")
 	want := "edgeplanectl: no edgeplane maps under " + missing + ": is the agent running on this node? use --bpffs-root\n"
 	for _, args := range [][]string{
-		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"}, {"route", "get", "10.0.0.1"},
+		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"}, {"route", "get", "10.0.0.1"}, {"monitor"},
 	} {
 		code, stdout, stderr := run(append([]string{"--bpffs-root", missing}, args...)...)
 		if code != 1 || stdout != "" || stderr != want {

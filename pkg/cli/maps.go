@@ -101,7 +101,7 @@ func readMap(pin string) (mapInfo, error) {
 	if id, ok := info.ID(); ok {
 		out.ID = uint32(id)
 	}
-	if !isArray(info.Type) {
+	if !isArray(info.Type) && info.Type != ebpf.RingBuf { // a ring buffer has no keys; max entries is its size in bytes
 		n, err := countKeys(m)
 		if err != nil {
 			return mapInfo{}, fmt.Errorf("counting entries of %s: %w", pin, err)

@@ -101,6 +101,7 @@ func NewRootCommand(opts Options) *cobra.Command {
 		newConfigCommand(e),
 		newNATCommand(e),
 		newStatsCommand(e),
+		newMonitorCommand(e),
 		newRouteCommand(e),
 		newVersionCommand(e),
 	)

@@ -27,6 +27,11 @@ type nodeMetric struct {
 	Bytes   uint64
 }
 
+type nodeMonitorCfg struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
 type nodeNatFwdKey struct {
 	_          structs.HostLayout
 	PodIp      uint32
@@ -110,16 +115,19 @@ type nodeRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	nodeMapEndpointsMap = "endpoints_map"
-	nodeMapMetricsMap   = "metrics_map"
-	nodeMapNatFwdMap    = "nat_fwd_map"
-	nodeMapNatRevMap    = "nat_rev_map"
-	nodeMapNodeCfgMap   = "node_cfg_map"
-	nodeMapNodesMap     = "nodes_map"
-	nodeMapNonmasqMap   = "nonmasq_map"
-	nodeMapRoutesMap    = "routes_map"
-	nodeProgNodeEgress  = "node_egress"
-	nodeProgNodeIngress = "node_ingress"
+	nodeMapEndpointsMap  = "endpoints_map"
+	nodeMapEventsLostMap = "events_lost_map"
+	nodeMapEventsMap     = "events_map"
+	nodeMapMetricsMap    = "metrics_map"
+	nodeMapMonitorCfgMap = "monitor_cfg_map"
+	nodeMapNatFwdMap     = "nat_fwd_map"
+	nodeMapNatRevMap     = "nat_rev_map"
+	nodeMapNodeCfgMap    = "node_cfg_map"
+	nodeMapNodesMap      = "nodes_map"
+	nodeMapNonmasqMap    = "nonmasq_map"
+	nodeMapRoutesMap     = "routes_map"
+	nodeProgNodeEgress   = "node_egress"
+	nodeProgNodeIngress  = "node_ingress"
 )
 
 // loadNode returns the embedded CollectionSpec for node.
@@ -172,14 +180,17 @@ type nodeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nodeMapSpecs struct {
-	EndpointsMap *ebpf.MapSpec `ebpf:"endpoints_map"`
-	MetricsMap   *ebpf.MapSpec `ebpf:"metrics_map"`
-	NatFwdMap    *ebpf.MapSpec `ebpf:"nat_fwd_map"`
-	NatRevMap    *ebpf.MapSpec `ebpf:"nat_rev_map"`
-	NodeCfgMap   *ebpf.MapSpec `ebpf:"node_cfg_map"`
-	NodesMap     *ebpf.MapSpec `ebpf:"nodes_map"`
-	NonmasqMap   *ebpf.MapSpec `ebpf:"nonmasq_map"`
-	RoutesMap    *ebpf.MapSpec `ebpf:"routes_map"`
+	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
+	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
+	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
+	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.MapSpec `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.MapSpec `ebpf:"nat_rev_map"`
+	NodeCfgMap    *ebpf.MapSpec `ebpf:"node_cfg_map"`
+	NodesMap      *ebpf.MapSpec `ebpf:"nodes_map"`
+	NonmasqMap    *ebpf.MapSpec `ebpf:"nonmasq_map"`
+	RoutesMap     *ebpf.MapSpec `ebpf:"routes_map"`
 }
 
 // nodeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -208,20 +219,26 @@ func (o *nodeObjects) Close() error {
 //
 // It can be passed to loadNodeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nodeMaps struct {
-	EndpointsMap *ebpf.Map `ebpf:"endpoints_map"`
-	MetricsMap   *ebpf.Map `ebpf:"metrics_map"`
-	NatFwdMap    *ebpf.Map `ebpf:"nat_fwd_map"`
-	NatRevMap    *ebpf.Map `ebpf:"nat_rev_map"`
-	NodeCfgMap   *ebpf.Map `ebpf:"node_cfg_map"`
-	NodesMap     *ebpf.Map `ebpf:"nodes_map"`
-	NonmasqMap   *ebpf.Map `ebpf:"nonmasq_map"`
-	RoutesMap    *ebpf.Map `ebpf:"routes_map"`
+	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
+	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
+	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
+	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.Map `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.Map `ebpf:"nat_rev_map"`
+	NodeCfgMap    *ebpf.Map `ebpf:"node_cfg_map"`
+	NodesMap      *ebpf.Map `ebpf:"nodes_map"`
+	NonmasqMap    *ebpf.Map `ebpf:"nonmasq_map"`
+	RoutesMap     *ebpf.Map `ebpf:"routes_map"`
 }
 
 func (m *nodeMaps) Close() error {
 	return _NodeClose(
 		m.EndpointsMap,
+		m.EventsLostMap,
+		m.EventsMap,
 		m.MetricsMap,
+		m.MonitorCfgMap,
 		m.NatFwdMap,
 		m.NatRevMap,
 		m.NodeCfgMap,

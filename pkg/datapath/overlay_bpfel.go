@@ -27,6 +27,11 @@ type overlayMetric struct {
 	Bytes   uint64
 }
 
+type overlayMonitorCfg struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
 type overlayNode struct {
 	_          structs.HostLayout
 	VtepMac    [6]uint8
@@ -73,7 +78,10 @@ type overlayRouteKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	overlayMapEndpointsMap    = "endpoints_map"
+	overlayMapEventsLostMap   = "events_lost_map"
+	overlayMapEventsMap       = "events_map"
 	overlayMapMetricsMap      = "metrics_map"
+	overlayMapMonitorCfgMap   = "monitor_cfg_map"
 	overlayMapNodeCfgMap      = "node_cfg_map"
 	overlayMapNodesMap        = "nodes_map"
 	overlayMapRoutesMap       = "routes_map"
@@ -131,11 +139,14 @@ type overlayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayMapSpecs struct {
-	EndpointsMap *ebpf.MapSpec `ebpf:"endpoints_map"`
-	MetricsMap   *ebpf.MapSpec `ebpf:"metrics_map"`
-	NodeCfgMap   *ebpf.MapSpec `ebpf:"node_cfg_map"`
-	NodesMap     *ebpf.MapSpec `ebpf:"nodes_map"`
-	RoutesMap    *ebpf.MapSpec `ebpf:"routes_map"`
+	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
+	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
+	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
+	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
+	NodeCfgMap    *ebpf.MapSpec `ebpf:"node_cfg_map"`
+	NodesMap      *ebpf.MapSpec `ebpf:"nodes_map"`
+	RoutesMap     *ebpf.MapSpec `ebpf:"routes_map"`
 }
 
 // overlayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -164,17 +175,23 @@ func (o *overlayObjects) Close() error {
 //
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayMaps struct {
-	EndpointsMap *ebpf.Map `ebpf:"endpoints_map"`
-	MetricsMap   *ebpf.Map `ebpf:"metrics_map"`
-	NodeCfgMap   *ebpf.Map `ebpf:"node_cfg_map"`
-	NodesMap     *ebpf.Map `ebpf:"nodes_map"`
-	RoutesMap    *ebpf.Map `ebpf:"routes_map"`
+	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
+	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
+	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
+	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
+	NodeCfgMap    *ebpf.Map `ebpf:"node_cfg_map"`
+	NodesMap      *ebpf.Map `ebpf:"nodes_map"`
+	RoutesMap     *ebpf.Map `ebpf:"routes_map"`
 }
 
 func (m *overlayMaps) Close() error {
 	return _OverlayClose(
 		m.EndpointsMap,
+		m.EventsLostMap,
+		m.EventsMap,
 		m.MetricsMap,
+		m.MonitorCfgMap,
 		m.NodeCfgMap,
 		m.NodesMap,
 		m.RoutesMap,

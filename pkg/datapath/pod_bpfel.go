@@ -27,6 +27,41 @@ type podMetric struct {
 	Bytes   uint64
 }
 
+type podMonitorCfg struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
+type podMonitorEvent struct {
+	_       structs.HostLayout
+	TsNs    uint64
+	Ifindex uint32
+	Len     uint32
+	Type    uint8
+	Reason  uint8
+	Dir     uint8
+	Flags   uint8
+	Verdict int32
+	Tuple   struct {
+		_     structs.HostLayout
+		Saddr uint32
+		Daddr uint32
+		Sport uint16
+		Dport uint16
+		Proto uint8
+		Pad   [3]uint8
+	}
+	Inner struct {
+		_     structs.HostLayout
+		Saddr uint32
+		Daddr uint32
+		Sport uint16
+		Dport uint16
+		Proto uint8
+		Pad   [3]uint8
+	}
+}
+
 type podNode struct {
 	_          structs.HostLayout
 	VtepMac    [6]uint8
@@ -72,12 +107,15 @@ type podRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	podMapEndpointsMap = "endpoints_map"
-	podMapMetricsMap   = "metrics_map"
-	podMapNodeCfgMap   = "node_cfg_map"
-	podMapNodesMap     = "nodes_map"
-	podMapRoutesMap    = "routes_map"
-	podProgPodEgress   = "pod_egress"
+	podMapEndpointsMap  = "endpoints_map"
+	podMapEventsLostMap = "events_lost_map"
+	podMapEventsMap     = "events_map"
+	podMapMetricsMap    = "metrics_map"
+	podMapMonitorCfgMap = "monitor_cfg_map"
+	podMapNodeCfgMap    = "node_cfg_map"
+	podMapNodesMap      = "nodes_map"
+	podMapRoutesMap     = "routes_map"
+	podProgPodEgress    = "pod_egress"
 )
 
 // loadPod returns the embedded CollectionSpec for pod.
@@ -129,11 +167,14 @@ type podProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podMapSpecs struct {
-	EndpointsMap *ebpf.MapSpec `ebpf:"endpoints_map"`
-	MetricsMap   *ebpf.MapSpec `ebpf:"metrics_map"`
-	NodeCfgMap   *ebpf.MapSpec `ebpf:"node_cfg_map"`
-	NodesMap     *ebpf.MapSpec `ebpf:"nodes_map"`
-	RoutesMap    *ebpf.MapSpec `ebpf:"routes_map"`
+	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
+	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
+	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
+	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
+	NodeCfgMap    *ebpf.MapSpec `ebpf:"node_cfg_map"`
+	NodesMap      *ebpf.MapSpec `ebpf:"nodes_map"`
+	RoutesMap     *ebpf.MapSpec `ebpf:"routes_map"`
 }
 
 // podVariableSpecs contains global variables before they are loaded into the kernel.
@@ -162,17 +203,23 @@ func (o *podObjects) Close() error {
 //
 // It can be passed to loadPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podMaps struct {
-	EndpointsMap *ebpf.Map `ebpf:"endpoints_map"`
-	MetricsMap   *ebpf.Map `ebpf:"metrics_map"`
-	NodeCfgMap   *ebpf.Map `ebpf:"node_cfg_map"`
-	NodesMap     *ebpf.Map `ebpf:"nodes_map"`
-	RoutesMap    *ebpf.Map `ebpf:"routes_map"`
+	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
+	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
+	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
+	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
+	NodeCfgMap    *ebpf.Map `ebpf:"node_cfg_map"`
+	NodesMap      *ebpf.Map `ebpf:"nodes_map"`
+	RoutesMap     *ebpf.Map `ebpf:"routes_map"`
 }
 
 func (m *podMaps) Close() error {
 	return _PodClose(
 		m.EndpointsMap,
+		m.EventsLostMap,
+		m.EventsMap,
 		m.MetricsMap,
+		m.MonitorCfgMap,
 		m.NodeCfgMap,
 		m.NodesMap,
 		m.RoutesMap,

@@ -1,11 +1,13 @@
 package datapath
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/ringbuf"
 )
 
 // benchRun reports the kernel-measured run time per packet ("ns/pkt"). test_run repeats a program
@@ -105,4 +107,47 @@ func BenchmarkNodeEgressMasquerade(b *testing.B) {
 	// The first packet creates the mapping; the benchmark measures established-flow packets.
 	run(b, prog, fromPod(podA, internetIP, protoTCP, tcpSeg(podA, internetIP, 40000, 443, tcpSYN, nil)), nil)
 	benchRun(b, prog, fromPod(podA, internetIP, protoTCP, tcpSeg(podA, internetIP, 40000, 443, tcpACK, make([]byte, 1024))), tcActOK)
+}
+
+// The cost of `edgeplanectl monitor` on a drop (NO_ROUTE) and on a forwarded packet: nobody
+// listening (one inlined load of monitor_cfg_map), listening with a reader draining the ring buffer,
+// and listening with the buffer full (the event is counted as lost).
+func benchMonitor(b *testing.B, pkt []byte, want uint32, flags uint32, drain bool) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	setMonitor(b, coll, flags)
+	rd := eventReader(b, coll)
+	if drain {
+		go func() {
+			var rec ringbuf.Record
+			for rd.ReadInto(&rec) == nil {
+			}
+		}()
+	} else if flags != 0 { // fill the buffer first
+		n := rd.BufferSize()/64 + 1
+		if _, _, err := coll.Programs["pod_egress"].Benchmark(pkt, n, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	benchRun(b, coll.Programs["pod_egress"], pkt, want)
+}
+
+func BenchmarkPodEgressDropMonitorOff(b *testing.B) {
+	benchMonitor(b, podUDP(podA, netip.MustParseAddr("10.244.9.9"), 64), tcActShot, 0, false)
+}
+
+func BenchmarkPodEgressDropMonitorOn(b *testing.B) {
+	benchMonitor(b, podUDP(podA, netip.MustParseAddr("10.244.9.9"), 64), tcActShot, monitorDrops, true)
+}
+
+func BenchmarkPodEgressDropMonitorFull(b *testing.B) {
+	benchMonitor(b, podUDP(podA, netip.MustParseAddr("10.244.9.9"), 64), tcActShot, monitorDrops, false)
+}
+
+func BenchmarkPodEgressLocalTraceOff(b *testing.B) {
+	benchMonitor(b, podUDP(podA, podB, 64), tcActRedirect, 0, false)
+}
+
+func BenchmarkPodEgressLocalTraceOn(b *testing.B) {
+	benchMonitor(b, podUDP(podA, podB, 64), tcActRedirect, monitorTrace, true)
 }

@@ -11,6 +11,9 @@
 //	nonmasq    nonmasq_map    bpf/lib/nat.h        LPM destinations pod traffic reaches unmasqueraded
 //	nat        nat_fwd_map    bpf/lib/nat.h        masqueraded flow -> node port (written by node_egress)
 //	           nat_rev_map                         {remote, node port} -> pod IPv4 and port
+//	events     events_map     bpf/lib/events.h     ring buffer of drop/trace events (Reader)
+//	           monitor_cfg_map                     which events the programs emit (Subscribe)
+//	           events_lost_map                     per-CPU count of events that did not fit
 //
 // The agent's datapath loader (pkg/datapath) creates and pins the maps under <root>/maps/<name>; the
 // packages here only open those pins, so the CNI plugin, the agent's reconcilers and the CLI all see

@@ -39,6 +39,19 @@ func Check(t *testing.T, name string, key, value any) {
 	}
 }
 
+// CheckType compares value (the zero value of a Go mirror) with the C type called name in the
+// objects' BTF: for types that are no map's key or value, such as ring buffer records.
+func CheckType(t *testing.T, name string, value any) {
+	t.Helper()
+	cType, err := datapath.TypeByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := compare(reflect.TypeOf(value), cType); err != nil {
+		t.Errorf("%s: %v", name, err)
+	}
+}
+
 func compare(goType reflect.Type, cType btf.Type) error {
 	if cType == nil {
 		return fmt.Errorf("no BTF for %v", goType)
