@@ -15,12 +15,20 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent"
 )
 
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
 func main() {
 	var cfg agent.Config
 	cfg.RegisterFlags(flag.CommandLine)
 	klog.InitFlags(flag.CommandLine)
 	validateOnly := flag.Bool("validate-flags", false, "parse and validate the flags, then exit (0: valid); touches neither the host nor the API server")
+	printVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *printVersion {
+		fmt.Println("edgeplane-agent", version)
+		os.Exit(0)
+	}
 	if *validateOnly {
 		if err := checkFlags(cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "edgeplane-agent: invalid flags:", err)
@@ -32,7 +40,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	ctx = klog.NewContext(ctx, klog.Background())
-	if err := agent.Run(ctx, cfg); err != nil {
+	klog.InfoS("Starting edgeplane-agent", "version", version, "uninstall", cfg.Uninstall)
+	run := agent.Run
+	if cfg.Uninstall {
+		run = agent.Uninstall
+	}
+	if err := run(ctx, cfg); err != nil {
 		klog.ErrorS(err, "edgeplane-agent failed")
 		klog.Flush()
 		os.Exit(1)

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
@@ -31,9 +32,10 @@ import (
 
 // Agent is one run of edgeplane-agent.
 type Agent struct {
-	cfg    Config
-	client kubernetes.Interface
-	ready  readiness
+	cfg       Config
+	client    kubernetes.Interface
+	ready     readiness
+	telemetry *telemetry
 
 	underlay netdev.Underlay
 	podCIDR  netip.Prefix
@@ -58,6 +60,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 func (a *Agent) run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
+	a.telemetry = newTelemetry(a.cfg, &a.ready)
 	if a.cfg.MetricsAddr != "" {
 		if err := a.ready.serve(ctx, a.cfg.MetricsAddr); err != nil {
 			return err
@@ -120,6 +123,7 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		Network{"service CIDR (--service-cidr)", a.cfg.ServiceCIDR},
 		Network{"node network (on " + a.underlay.Name + ")", a.underlay.Prefix.Masked()},
 	); err != nil {
+		a.warnNode(ctx, node, ReasonOverlappingNetworks, err)
 		return nil, err
 	}
 	alloc := &podcidr.Allocator{Client: a.client, ClusterCIDR: a.cfg.ClusterCIDR, MaskSize: a.cfg.NodeCIDRMaskSize}
@@ -242,7 +246,7 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 		Informer: nodeInformer,
 		Routes:   routeTable{tbl.routes}, Nodes: nodeTable{tbl.nodes},
 		NextHop:  netdev.NextHops{UnderlayIndex: a.underlay.Index},
-		Recorder: recorder, Resync: a.cfg.Resync,
+		Recorder: recorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
 	})
 	if err != nil {
 		return err
@@ -252,10 +256,13 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 		Endpoints: endpointTable{tbl.endpoints},
 		Links:     netdev.Links{},
 		Interval:  a.cfg.Resync,
+		Metrics:   a.telemetry.metrics,
 	})
 	if err != nil {
 		return err
 	}
+	a.telemetry.watchInformers(&a.ready, map[string]cache.SharedIndexInformer{
+		"nodes": nodeInformer.Informer(), "pods": inf.Local.Core().V1().Pods().Informer()})
 	ctx, cancel := context.WithCancel(ctx)
 	inf.Start(ctx.Done())
 	defer inf.Shutdown()
@@ -298,6 +305,7 @@ func (a *Agent) writeNodeConfig() error {
 func (a *Agent) convergeLoop(ctx context.Context, nodes corelisters.NodeLister) {
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		logger := klog.FromContext(ctx)
+		defer a.telemetry.converged()
 		if err := a.ensureDevice(); err != nil {
 			logger.Error(err, "Converging the vxlan device")
 			return

@@ -2,11 +2,14 @@ package agent
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,7 +70,7 @@ func agentInNetns(t *testing.T) {
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
 		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
 		Resync: time.Second, NonMasqueradeCIDRs: PrefixList{netip.MustParsePrefix("172.16.0.0/12")},
-		ProcSys: netdev.DefaultProcSys,
+		ProcSys: netdev.DefaultProcSys, MetricsAddr: "127.0.0.1:9962",
 	}
 
 	stop := startAgent(t, cfg, client)
@@ -75,6 +78,7 @@ func agentInNetns(t *testing.T) {
 	if nc.PodCIDR != netip.MustParsePrefix("10.244.1.0/24") || nc.MTU != 1450 || nc.NodeIP != netip.MustParseAddr("192.168.60.2") {
 		t.Fatalf("node.json: %+v", nc)
 	}
+	checkMetrics(t, "http://"+cfg.MetricsAddr)
 	checkMaps(t, root, map[string]string{"10.244.0.0/24": "192.168.60.3", "10.244.1.0/24": "192.168.60.2"})
 	checkNonMasq(t, root, "10.244.0.0/16", "172.16.0.0/12")
 	n, _ := client.CoreV1().Nodes().Get(context.Background(), "self", metav1.GetOptions{})
@@ -98,7 +102,8 @@ func agentInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(nodeconfig.Path(runDir))
-	cfg.NonMasqueradeCIDRs = nil // the flag dropped: its entry must go
+	cfg.NonMasqueradeCIDRs = nil       // the flag dropped: its entry must go
+	cfg.MetricsAddr = "127.0.0.1:9963" // the first agent's listener may still be closing
 	stop = startAgent(t, cfg, client)
 	defer stop()
 	if got := waitNodeConfig(t, runDir); got.PodCIDR != nc.PodCIDR {
@@ -106,6 +111,66 @@ func agentInNetns(t *testing.T) {
 	}
 	checkMaps(t, root, map[string]string{"10.244.1.0/24": "192.168.60.2"})
 	checkNonMasq(t, root, "10.244.0.0/16")
+}
+
+// checkMetrics waits for /readyz and checks that /metrics reports the attached programs, the
+// maps, the synced watches and the reconciles.
+func checkMetrics(t *testing.T, base string) {
+	t.Helper()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(body)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, body := get("/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: %d %s", code, body)
+		}
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	code, body := get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	for _, want := range []string{
+		`edgeplane_programs_attached{attach_point="underlay_ingress"} 1`,
+		`edgeplane_programs_attached{attach_point="underlay_egress"} 1`,
+		`edgeplane_programs_attached{attach_point="overlay_ingress"} 1`,
+		`edgeplane_programs_attached{attach_point="overlay_egress"} 1`,
+		`edgeplane_programs_attached{attach_point="pod"} 0`,
+		`edgeplane_map_entries{map="routes_map"} 2`,
+		`edgeplane_map_entries{map="nodes_map"} 1`,
+		`edgeplane_map_capacity{map="metrics_map"} 320`,
+		`edgeplane_api_watch_synced{resource="nodes"} 1`,
+		`edgeplane_api_watch_synced{resource="pods"} 1`,
+		`edgeplane_datapath_packets_total{direction="pod_egress",reason="FORWARDED"}`,
+		`edgeplane_datapath_drops_total{direction="overlay_in",reason="UNKNOWN_TUNNEL_SOURCE"}`,
+		`edgeplane_reconcile_total{controller="nodes",result="success"}`,
+		`edgeplane_reconcile_duration_seconds_bucket{controller="nodes",le="0.001"}`,
+		`edgeplane_workqueue_depth{name="nodes"}`,
+		`edgeplane_workqueue_depth{name="endpoints-gc"}`,
+		`edgeplane_build_info{`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
 }
 
 // checkNonMasq checks that nonmasq_map holds exactly want.

@@ -48,6 +48,11 @@ type Config struct {
 	MetricsAddr        string
 	Resync             time.Duration
 	ProcSys            string
+
+	// --uninstall and what it also removes (uninstall.go).
+	Uninstall  bool
+	CNIConfDir string
+	CNIBinDir  string
 }
 
 // RegisterFlags binds the configuration to command-line flags with their defaults.
@@ -65,9 +70,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Masquerade, "masquerade", true, "masquerade pod traffic leaving the cluster to the node IP")
 	fs.Var(&c.NonMasqueradeCIDRs, "non-masquerade-cidrs", "comma-separated destinations never masqueraded (the cluster CIDR always is)")
 	fs.IntVar(&c.MTU, "mtu", 0, "pod MTU (default: underlay MTU - 50)")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /healthz and /readyz; empty disables")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
+	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "with --uninstall: also remove "+installedConflist+" from this directory (empty: leave it)")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "with --uninstall: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")
 }
 
 // Validate checks what can be checked before touching the host or the API server.

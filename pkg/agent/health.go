@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,10 +16,29 @@ import (
 )
 
 // readiness is what /readyz reports: the datapath is attached and the informers have synced and the
-// maps hold every node.
+// maps hold every node; the checks added later (metrics.go) keep verifying both while the agent
+// runs. /healthz reports liveness: the process answers and its live checks pass.
 type readiness struct {
 	datapath atomic.Bool
 	synced   atomic.Bool
+
+	metrics http.Handler // /metrics; nil: not served
+
+	mu          sync.Mutex
+	readyChecks []func() error
+	liveChecks  []func() error
+}
+
+// addChecks adds a readiness and a liveness check (either may be nil); an error is the problem.
+func (r *readiness) addChecks(ready, live func() error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ready != nil {
+		r.readyChecks = append(r.readyChecks, ready)
+	}
+	if live != nil {
+		r.liveChecks = append(r.liveChecks, live)
+	}
 }
 
 func (r *readiness) problems() []string {
@@ -28,12 +49,38 @@ func (r *readiness) problems() []string {
 	if !r.synced.Load() {
 		p = append(p, "informers not synced")
 	}
+	r.mu.Lock()
+	checks := slices.Clone(r.readyChecks)
+	r.mu.Unlock()
+	return append(p, failing(checks)...)
+}
+
+func (r *readiness) liveProblems() []string {
+	r.mu.Lock()
+	checks := slices.Clone(r.liveChecks)
+	r.mu.Unlock()
+	return failing(checks)
+}
+
+func failing(checks []func() error) []string {
+	var p []string
+	for _, check := range checks {
+		if err := check(); err != nil {
+			p = append(p, err.Error())
+		}
+	}
 	return p
 }
 
 func (r *readiness) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if p := r.liveProblems(); len(p) > 0 {
+			http.Error(w, strings.Join(p, "; "), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if p := r.problems(); len(p) > 0 {
 			http.Error(w, strings.Join(p, "; "), http.StatusServiceUnavailable)
@@ -41,6 +88,9 @@ func (r *readiness) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if r.metrics != nil {
+		mux.Handle("/metrics", r.metrics)
+	}
 	return mux
 }
 

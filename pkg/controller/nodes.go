@@ -49,6 +49,7 @@ type NodeReconcilerConfig struct {
 	NextHop  NextHopResolver
 	Recorder record.EventRecorder
 	Resync   time.Duration // full pass: re-resolves next hops and deletes stale entries
+	Metrics  Metrics       // optional
 }
 
 // NodeReconciler keeps routes_map and nodes_map equal to the cluster's Nodes: a route per node pod
@@ -90,7 +91,7 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 		synced: cfg.Informer.Informer().HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodes"}),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: NodesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 		ready: make(chan struct{}),
 		peers: map[string]peer{},
 		errs:  map[string]string{},
@@ -171,7 +172,10 @@ func (r *NodeReconciler) syncAll(ctx context.Context) {
 		logger.Error(err, "Listing nodes")
 	}
 	for _, n := range nodes {
-		if err := r.reconcile(ctx, n.Name); err != nil {
+		start := time.Now()
+		err := r.reconcile(ctx, n.Name)
+		observe(r.cfg.Metrics, NodesController, start, err)
+		if err != nil {
 			logger.Error(err, "Reconciling node; will retry", "node", n.Name)
 			r.queue.AddRateLimited(n.Name)
 		}
@@ -220,7 +224,10 @@ func (r *NodeReconciler) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer r.queue.Done(name)
-	if err := r.reconcile(ctx, name); err != nil {
+	start := time.Now()
+	err := r.reconcile(ctx, name)
+	observe(r.cfg.Metrics, NodesController, start, err)
+	if err != nil {
 		klog.FromContext(ctx).Error(err, "Reconciling node; will retry", "node", name)
 		r.queue.AddRateLimited(name)
 		return true

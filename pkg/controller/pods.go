@@ -42,6 +42,7 @@ type PodGCConfig struct {
 	// endpoint of a deleted pod whose veth leaked is removed too.
 	HostVeth func(*corev1.Pod) string
 	Interval time.Duration // full sweep
+	Metrics  Metrics       // optional
 }
 
 // PodGC garbage-collects endpoints_map, which the CNI plugin writes: an entry goes when its host veth
@@ -74,7 +75,7 @@ func NewPodGC(cfg PodGCConfig) (*PodGC, error) {
 		synced: cfg.Informer.Informer().HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[gcItem](),
-			workqueue.TypedRateLimitingQueueConfig[gcItem]{Name: "endpoints-gc"}),
+			workqueue.TypedRateLimitingQueueConfig[gcItem]{Name: PodGCController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 	}
 	_, err := cfg.Informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: g.onDelete})
 	if err != nil {
@@ -125,12 +126,14 @@ func (g *PodGC) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer g.queue.Done(item)
+	start := time.Now()
 	var err error
 	if item == sweep {
 		err = g.sweep(ctx)
 	} else {
 		err = g.collectDeleted(ctx, item)
 	}
+	observe(g.cfg.Metrics, PodGCController, start, err)
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "Collecting endpoints; will retry", "ip", item.ip)
 		g.queue.AddRateLimited(item)

@@ -22,7 +22,7 @@ func removePin(pin string) error {
 
 // Cleanup removes everything edgeplane pinned under root (uninstall, tests): links first, which
 // detaches the programs from their interfaces, then programs and maps. The root directory itself
-// is removed when it ends up empty. A missing root is not an error.
+// is removed when it ends up empty, unless it is a mount point itself. A missing root is not an error.
 func Cleanup(root string) error {
 	var errs []error
 	entries, err := os.ReadDir(filepath.Join(root, linksDir))
@@ -63,7 +63,7 @@ func Cleanup(root string) error {
 			errs = append(errs, fmt.Errorf("removing %s: %w", path, err))
 		}
 	}
-	if err := os.Remove(root); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+	if err := os.Remove(root); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EBUSY) {
 		errs = append(errs, fmt.Errorf("removing %s: %w", root, err))
 	}
 	return errors.Join(errs...)

@@ -36,6 +36,10 @@ type Node struct {
 	agentLogs  int
 	lab        *Lab
 	removed    bool
+
+	// AgentBinary, when set, is the edgeplane-agent the next start runs instead of the lab's
+	// (an upgrade test's second build).
+	AgentBinary string
 }
 
 // NodeOptions tweak a node before its agent starts.
@@ -175,8 +179,7 @@ func (n *Node) StartAgent() error {
 	}
 	n.agentLogs++
 	logPath := filepath.Join(n.Dir, fmt.Sprintf("agent.%d.log", n.agentLogs))
-	p, err := startProcess("edgeplane-agent@"+n.Name, n.Netns, logPath,
-		filepath.Join(n.lab.cfg.EdgeplaneBin, "edgeplane-agent"), n.AgentArgs()...)
+	p, err := startProcess("edgeplane-agent@"+n.Name, n.Netns, logPath, n.agentBinary(), n.AgentArgs()...)
 	if err != nil {
 		return err
 	}

@@ -166,3 +166,24 @@ func EnsureClusterRoute(ifindex int, clusterCIDR netip.Prefix, src netip.Addr) e
 	}
 	return nil
 }
+
+// DeleteVXLAN removes the VXLAN device called name; its address and routes go with it. A missing
+// device is not an error (deleted reports whether there was one); a link of that name that is not
+// a VXLAN device is someone else's and is left alone.
+func DeleteVXLAN(name string) (deleted bool, err error) {
+	l, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("looking up %s: %w", name, err)
+	}
+	if _, ok := l.(*netlink.Vxlan); !ok {
+		return false, fmt.Errorf("%s is a %s link, not the vxlan device edgeplane creates: left in place", name, l.Type())
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return false, fmt.Errorf("deleting %s: %w", name, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,49 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/reference"
+	"k8s.io/klog/v2"
+)
+
+// ReasonOverlappingNetworks is the reason of the Warning event recorded on this node's Node when
+// start-up refuses overlapping cluster, service and node networks.
+const ReasonOverlappingNetworks = "OverlappingNetworks"
+
+// warnNode records a Warning event on node before the agent exits with err. It writes the event
+// itself, synchronously, rather than through an event recorder, whose asynchronous sink could
+// lose it when the process exits right after. Failing to record it is only logged.
+func (a *Agent) warnNode(ctx context.Context, node *corev1.Node, reason string, err error) {
+	logger := klog.FromContext(ctx)
+	ref, rerr := reference.GetReference(scheme.Scheme, node)
+	if rerr != nil {
+		logger.Error(rerr, "Referencing the Node for an event", "node", node.Name)
+		return
+	}
+	now := metav1.Now()
+	ev := &corev1.Event{
+		// Nodes are cluster-scoped; their events live in "default", as the event recorder puts them.
+		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", node.Name, now.UnixNano()), Namespace: metav1.NamespaceDefault},
+		InvolvedObject:      *ref,
+		Reason:              reason,
+		Message:             "edgeplane-agent cannot start: " + err.Error(),
+		Type:                corev1.EventTypeWarning,
+		Source:              corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName},
+		FirstTimestamp:      now,
+		LastTimestamp:       now,
+		Count:               1,
+		ReportingController: "edgeplane-agent",
+		ReportingInstance:   a.cfg.NodeName,
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, cerr := a.client.CoreV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{}); cerr != nil {
+		logger.Error(cerr, "Recording the start-up failure as an event", "node", node.Name, "reason", reason)
+	}
+}

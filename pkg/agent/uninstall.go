@@ -1,0 +1,200 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+)
+
+// What edgeplane-install puts in the CNI directories (pkg/install; a test keeps them equal). The
+// agent does not import the installer, which would link the CNI plugin into it.
+const (
+	installedConflist = "10-edgeplane.conflist"
+	installedPlugin   = "edgeplane"
+)
+
+// uninstallAPITimeout bounds the API server part of an uninstall: a node that cannot reach it still
+// gets its local state removed, promptly.
+const uninstallAPITimeout = 20 * time.Second
+
+// vtepAnnotations are the Flannel annotations the agent publishes on its Node (k8s.VTEPAnnotations).
+var vtepAnnotations = []string{
+	k8s.BackendTypeAnnotation, k8s.BackendDataAnnotation, k8s.PublicIPAnnotation, k8s.KubeSubnetManagerAnnotation,
+}
+
+// Uninstall removes what edgeplane put on this node (edgeplane-agent --uninstall), leaving it as it
+// was; run it once the DaemonSet is gone, or an agent still running puts everything back. In order:
+//   - node.json, then the conflist (--cni-conf-dir): the runtime and the plugin stop wiring pods;
+//   - this node's Flannel annotations, when the API server answers and they are edgeplane's (their
+//     VTEP MAC is the one the agent derives from the node name), so that nothing (Flannel, a new
+//     CNI) reads a VTEP that is about to disappear;
+//   - every pinned link (underlay, VXLAN device, pod veths), which detaches the programs, then the
+//     programs and maps (datapath.Cleanup);
+//   - the VXLAN device, and with it its address and the cluster route;
+//   - the CNI plugin binary (--cni-bin-dir).
+//
+// Deliberately kept:
+//   - the edgeplane.io/pod-cidr annotation and its claim Lease: pods still running on the node hold
+//     addresses from that CIDR (host-local's state is on disk), so freeing it could give the same
+//     addresses to another node's pods. A reinstalled agent takes the same CIDR back; the claim
+//     goes with the Node (ownerReference).
+//   - sysctls: net.ipv4.ip_forward=1 is what any CNI needs (kubeadm's preflight demands it), the
+//     device's rp_filter vanishes with the device, and the previous value of a relaxed "all"
+//     rp_filter was never recorded (a strict one would break the next overlay just the same).
+//   - the reference plugins (host-local, portmap, bandwidth): usually the runtime's packaging.
+//
+// Every step tolerates what is already gone, so a second uninstall succeeds. Failing to reach the
+// API server is logged, naming what is left, and is not an error: the node is what is uninstalled.
+func Uninstall(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	client, err := k8s.NewClientset(cfg.Kubeconfig)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "No API server client; this node's annotations stay", "annotations", vtepAnnotations)
+		client = nil
+	}
+	return uninstall(ctx, cfg, client)
+}
+
+// uninstall is Uninstall with the client given; a nil client skips the API server.
+func uninstall(ctx context.Context, cfg Config, client kubernetes.Interface) error {
+	logger := klog.FromContext(ctx)
+	var errs []error
+	if err := removeFile(ctx, nodeconfig.Path(cfg.RunDir)); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.CNIConfDir != "" {
+		if err := removeFile(ctx, filepath.Join(cfg.CNIConfDir, installedConflist)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if client != nil {
+		apiCtx, cancel := context.WithTimeout(ctx, uninstallAPITimeout)
+		err := removeVTEPAnnotations(apiCtx, client, cfg.NodeName)
+		cancel()
+		if err != nil {
+			logger.Error(err, "Could not remove this node's annotations; remove them by hand",
+				"node", cfg.NodeName, "command", "kubectl annotate node "+cfg.NodeName+" "+strings.Join(vtepAnnotations, "- ")+"-")
+		}
+	}
+	if err := datapath.Cleanup(cfg.BPFFSRoot); err != nil {
+		errs = append(errs, fmt.Errorf("removing pins under %s: %w", cfg.BPFFSRoot, err))
+	} else {
+		logger.Info("Removed pinned links, programs and maps", "root", cfg.BPFFSRoot)
+	}
+	if deleted, err := netdev.DeleteVXLAN(cfg.VXLANDevice); err != nil {
+		errs = append(errs, err)
+	} else if deleted {
+		logger.Info("Deleted the vxlan device and its routes", "device", cfg.VXLANDevice)
+	}
+	if cfg.CNIBinDir != "" {
+		if err := removeFile(ctx, filepath.Join(cfg.CNIBinDir, installedPlugin)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	logger.Info("Uninstalled edgeplane from this node", "node", cfg.NodeName)
+	return nil
+}
+
+func removeFile(ctx context.Context, path string) error {
+	err := os.Remove(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("removing %s: %w", path, err)
+	}
+	klog.FromContext(ctx).Info("Removed", "path", path)
+	return nil
+}
+
+// removeVTEPAnnotations removes the Flannel annotations from the node when edgeplane published them.
+// Those of another VTEP (Flannel's own, after a switch back) are left. The merge patch carries the
+// resourceVersion it was decided on, so a concurrent change makes it retry rather than remove
+// annotations it did not look at.
+func removeVTEPAnnotations(ctx context.Context, client kubernetes.Interface, nodeName string) error {
+	logger := klog.FromContext(ctx)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			logger.Info("Node object not found; no annotations to remove", "node", nodeName)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("getting node %s: %w", nodeName, err)
+		}
+		present := presentAnnotations(node)
+		if len(present) == 0 {
+			return nil
+		}
+		if !publishedByEdgeplane(node) {
+			logger.Info("This node's Flannel annotations are not edgeplane's (another VTEP MAC); leaving them",
+				"node", nodeName, "backendData", node.Annotations[k8s.BackendDataAnnotation])
+			return nil
+		}
+		remove := make(map[string]any, len(present))
+		for _, k := range present {
+			remove[k] = nil // JSON merge patch: null deletes the key
+		}
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+			"resourceVersion": node.ResourceVersion, "annotations": remove,
+		}})
+		if err != nil {
+			return fmt.Errorf("encoding annotation patch: %w", err)
+		}
+		if _, err := client.CoreV1().Nodes().Patch(ctx, nodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("removing annotations of node %s: %w", nodeName, err)
+		}
+		logger.Info("Removed this node's VTEP annotations", "node", nodeName, "annotations", present)
+		return nil
+	})
+}
+
+func presentAnnotations(node *corev1.Node) []string {
+	var present []string
+	for _, k := range vtepAnnotations {
+		if _, ok := node.Annotations[k]; ok {
+			present = append(present, k)
+		}
+	}
+	return present
+}
+
+// publishedByEdgeplane tells whether the node's backend-data names the VTEP MAC edgeplane derives
+// from the node name. Without backend-data (a half-published set) the rest is edgeplane's too:
+// Flannel always writes backend-data.
+func publishedByEdgeplane(node *corev1.Node) bool {
+	data, ok := node.Annotations[k8s.BackendDataAnnotation]
+	if !ok {
+		return true
+	}
+	var bd struct {
+		VtepMAC string `json:"VtepMAC"`
+	}
+	if err := json.Unmarshal([]byte(data), &bd); err != nil {
+		return false
+	}
+	return strings.EqualFold(bd.VtepMAC, netdev.VTEPMAC(node.Name).String())
+}

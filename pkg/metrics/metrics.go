@@ -1,0 +1,324 @@
+// Package metrics is edgeplane-agent's Prometheus instrumentation. Everything is registered on a
+// registry of its own (never the global one), served at /metrics on --metrics-addr:
+//
+//   - the datapath's counters, map fill and attachments, read from the pins under the bpffs root
+//     at scrape time by a Collector (datapath.go), so they are exactly what the kernel holds and
+//     cost nothing between scrapes;
+//   - the reconcilers' outcomes and durations, and their workqueues (the Metrics value is the
+//     controller package's Metrics: a per-queue workqueue.MetricsProvider, no global SetProvider);
+//   - whether each API watch has synced, and the build.
+//
+// Families lists every family with its labels; docs/metrics.md and the Grafana dashboard in
+// deploy/grafana are checked against it, and it is checked against the registry.
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/controller"
+)
+
+// Family names.
+const (
+	DatapathPackets         = "edgeplane_datapath_packets_total"
+	DatapathBytes           = "edgeplane_datapath_bytes_total"
+	DatapathDrops           = "edgeplane_datapath_drops_total"
+	MapEntries              = "edgeplane_map_entries"
+	MapCapacity             = "edgeplane_map_capacity"
+	ProgramsAttached        = "edgeplane_programs_attached"
+	ReconcileTotal          = "edgeplane_reconcile_total"
+	ReconcileErrors         = "edgeplane_reconcile_errors_total"
+	ReconcileDuration       = "edgeplane_reconcile_duration_seconds"
+	WorkqueueDepth          = "edgeplane_workqueue_depth"
+	WorkqueueAdds           = "edgeplane_workqueue_adds_total"
+	WorkqueueQueueDuration  = "edgeplane_workqueue_queue_duration_seconds"
+	WorkqueueWorkDuration   = "edgeplane_workqueue_work_duration_seconds"
+	WorkqueueUnfinishedWork = "edgeplane_workqueue_unfinished_work_seconds"
+	WorkqueueLongestRunning = "edgeplane_workqueue_longest_running_processor_seconds"
+	WorkqueueRetries        = "edgeplane_workqueue_retries_total"
+	APIWatchSynced          = "edgeplane_api_watch_synced"
+	BuildInfo               = "edgeplane_build_info"
+)
+
+// Family is one exported metric family.
+type Family struct {
+	Name   string
+	Type   string // counter, gauge or histogram
+	Labels []string
+	Help   string
+}
+
+// Families lists every edgeplane_* family the agent exports (it also exports the standard go_* and
+// process_* families).
+func Families() []Family {
+	return slices.Clone(families)
+}
+
+var families = []Family{
+	{DatapathPackets, "counter", []string{"direction", "reason"}, "Packets seen by the BPF programs, by direction and verdict: reason FORWARDED, a drop reason, or ICMP_SENT."},
+	{DatapathBytes, "counter", []string{"direction", "reason"}, "Bytes (skb length) seen by the BPF programs, by direction and verdict."},
+	{DatapathDrops, "counter", []string{"direction", "reason"}, "Packets the BPF programs dropped, by direction and drop reason (the drop subset of " + DatapathPackets + ")."},
+	{MapEntries, "gauge", []string{"map"}, "Entries in a pinned BPF hash, LRU or LPM map, counted at scrape time."},
+	{MapCapacity, "gauge", []string{"map"}, "max_entries of a pinned BPF map (bytes for a ring buffer)."},
+	{ProgramsAttached, "gauge", []string{"attach_point"}, "Whether each of the agent's programs is attached (1/0); for attach_point pod, the number of pod veths with the pod program attached."},
+	{ReconcileTotal, "counter", []string{"controller", "result"}, "Reconciles by controller and result (success or error)."},
+	{ReconcileErrors, "counter", []string{"controller"}, "Reconciles that failed and were retried."},
+	{ReconcileDuration, "histogram", []string{"controller"}, "Time one reconcile took."},
+	{WorkqueueDepth, "gauge", []string{"name"}, "Items waiting in a reconciler's workqueue."},
+	{WorkqueueAdds, "counter", []string{"name"}, "Items added to a workqueue."},
+	{WorkqueueQueueDuration, "histogram", []string{"name"}, "Time an item waited in a workqueue before a worker took it."},
+	{WorkqueueWorkDuration, "histogram", []string{"name"}, "Time a worker spent on an item."},
+	{WorkqueueUnfinishedWork, "gauge", []string{"name"}, "Seconds of work in progress not yet observed by the work duration (large values: a stuck worker)."},
+	{WorkqueueLongestRunning, "gauge", []string{"name"}, "Seconds the longest-running worker of a workqueue has been busy on its item."},
+	{WorkqueueRetries, "counter", []string{"name"}, "Items re-queued with a rate limit after a failure."},
+	{APIWatchSynced, "gauge", []string{"resource"}, "Whether the informer of a resource (nodes, pods) has synced with the API server (1/0)."},
+	{BuildInfo, "gauge", []string{"version", "revision", "go_version"}, "Always 1; the labels name the agent's build."},
+}
+
+func help(name string) string {
+	for _, f := range families {
+		if f.Name == name {
+			return f.Help
+		}
+	}
+	panic("metrics: no family " + name)
+}
+
+// controllers are the reconcilers whose series exist from the start, at zero.
+var controllers = []string{controller.NodesController, controller.PodGCController}
+
+// Result label values of ReconcileTotal.
+const (
+	ResultSuccess = "success"
+	ResultError   = "error"
+)
+
+// Metrics is the agent's registry and the instruments the agent and its reconcilers update. It
+// implements controller.Metrics.
+type Metrics struct {
+	registry *prometheus.Registry
+
+	reconciles        *prometheus.CounterVec
+	reconcileErrors   *prometheus.CounterVec
+	reconcileDuration *prometheus.HistogramVec
+
+	queueDepth      *prometheus.GaugeVec
+	queueAdds       *prometheus.CounterVec
+	queueLatency    *prometheus.HistogramVec
+	queueWork       *prometheus.HistogramVec
+	queueUnfinished *prometheus.GaugeVec
+	queueLongest    *prometheus.GaugeVec
+	queueRetries    *prometheus.CounterVec
+	longestByQueue  sync.Map // queue name -> float64 seconds, for the liveness check
+	watches         *watchCollector
+}
+
+var _ controller.Metrics = (*Metrics)(nil)
+
+// New returns the agent's metrics on a fresh registry. datapath, when not nil, is registered too
+// (NewDatapathCollector).
+func New(datapath prometheus.Collector) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ReconcileTotal, Help: help(ReconcileTotal)}, []string{"controller", "result"}),
+		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ReconcileErrors, Help: help(ReconcileErrors)}, []string{"controller"}),
+		reconcileDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: ReconcileDuration, Help: help(ReconcileDuration),
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
+			[]string{"controller"}),
+		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: WorkqueueDepth, Help: help(WorkqueueDepth)}, []string{"name"}),
+		queueAdds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: WorkqueueAdds, Help: help(WorkqueueAdds)}, []string{"name"}),
+		queueLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: WorkqueueQueueDuration, Help: help(WorkqueueQueueDuration),
+			Buckets: prometheus.ExponentialBuckets(1e-6, 10, 9)}, []string{"name"}),
+		queueWork: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: WorkqueueWorkDuration, Help: help(WorkqueueWorkDuration),
+			Buckets: prometheus.ExponentialBuckets(1e-6, 10, 9)}, []string{"name"}),
+		queueUnfinished: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: WorkqueueUnfinishedWork, Help: help(WorkqueueUnfinishedWork)}, []string{"name"}),
+		queueLongest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: WorkqueueLongestRunning, Help: help(WorkqueueLongestRunning)}, []string{"name"}),
+		queueRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: WorkqueueRetries, Help: help(WorkqueueRetries)}, []string{"name"}),
+		watches: &watchCollector{desc: prometheus.NewDesc(APIWatchSynced, help(APIWatchSynced), []string{"resource"}, nil)},
+	}
+	for _, c := range controllers {
+		m.reconciles.WithLabelValues(c, ResultSuccess)
+		m.reconciles.WithLabelValues(c, ResultError)
+		m.reconcileErrors.WithLabelValues(c)
+		m.reconcileDuration.WithLabelValues(c)
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: BuildInfo, Help: help(BuildInfo)},
+		[]string{"version", "revision", "go_version"})
+	version, revision := buildVersion()
+	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
+
+	cs := []prometheus.Collector{
+		m.reconciles, m.reconcileErrors, m.reconcileDuration,
+		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
+		m.watches, build,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}
+	if datapath != nil {
+		cs = append(cs, datapath)
+	}
+	m.registry.MustRegister(cs...)
+	return m
+}
+
+// buildVersion is the main module's version (a VCS tag, or a pseudo-version, when go build
+// stamped one) and VCS revision, from the binary's build information.
+func buildVersion() (version, revision string) {
+	version = "dev"
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version, ""
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		version = v
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			revision = s.Value
+		}
+	}
+	return version, revision
+}
+
+// Registry is the registry everything is registered on (tests gather from it).
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the registry in the Prometheus exposition formats. A collector that fails (an
+// unreadable pin) is logged and left out; the rest is still served.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+		ErrorLog:      promLogger{},
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      m.registry, // promhttp_metric_handler_errors_total
+	})
+}
+
+type promLogger struct{}
+
+func (promLogger) Println(v ...any) {
+	klog.Background().Error(errors.New(fmt.Sprint(v...)), "Collecting metrics; serving the rest")
+}
+
+// ObserveReconcile records one reconcile of controller (controller.Metrics).
+func (m *Metrics) ObserveReconcile(controller string, took time.Duration, err error) {
+	result := ResultSuccess
+	if err != nil {
+		result = ResultError
+		m.reconcileErrors.WithLabelValues(controller).Inc()
+	}
+	m.reconciles.WithLabelValues(controller, result).Inc()
+	m.reconcileDuration.WithLabelValues(controller).Observe(took.Seconds())
+}
+
+// SetWatch reports whether the informer of resource has synced; synced is called at every scrape.
+func (m *Metrics) SetWatch(resource string, synced func() bool) { m.watches.set(resource, synced) }
+
+// LongestRunningWork is the longest time any reconciler's worker has been busy on one item, as
+// its workqueue last measured it (every half second); the liveness check uses it.
+func (m *Metrics) LongestRunningWork() (queue string, seconds float64) {
+	m.longestByQueue.Range(func(k, v any) bool {
+		if s := v.(float64); s > seconds {
+			queue, seconds = k.(string), s
+		}
+		return true
+	})
+	return queue, seconds
+}
+
+// The workqueue.MetricsProvider methods: each queue gets its children of the vectors.
+
+func (m *Metrics) NewDepthMetric(name string) workqueue.GaugeMetric {
+	return m.queueDepth.WithLabelValues(name)
+}
+
+func (m *Metrics) NewAddsMetric(name string) workqueue.CounterMetric {
+	return m.queueAdds.WithLabelValues(name)
+}
+
+func (m *Metrics) NewLatencyMetric(name string) workqueue.HistogramMetric {
+	return m.queueLatency.WithLabelValues(name)
+}
+
+func (m *Metrics) NewWorkDurationMetric(name string) workqueue.HistogramMetric {
+	return m.queueWork.WithLabelValues(name)
+}
+
+func (m *Metrics) NewUnfinishedWorkSecondsMetric(name string) workqueue.SettableGaugeMetric {
+	return m.queueUnfinished.WithLabelValues(name)
+}
+
+func (m *Metrics) NewLongestRunningProcessorSecondsMetric(name string) workqueue.SettableGaugeMetric {
+	return longestGauge{Gauge: m.queueLongest.WithLabelValues(name), name: name, by: &m.longestByQueue}
+}
+
+func (m *Metrics) NewRetriesMetric(name string) workqueue.CounterMetric {
+	return m.queueRetries.WithLabelValues(name)
+}
+
+// longestGauge also remembers its value for LongestRunningWork.
+type longestGauge struct {
+	prometheus.Gauge
+	name string
+	by   *sync.Map
+}
+
+func (g longestGauge) Set(v float64) {
+	g.Gauge.Set(v)
+	g.by.Store(g.name, v)
+}
+
+// watchCollector reports each registered informer's HasSynced at scrape time.
+type watchCollector struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	fns  map[string]func() bool
+}
+
+func (c *watchCollector) set(resource string, synced func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fns == nil {
+		c.fns = map[string]func() bool{}
+	}
+	c.fns[resource] = synced
+}
+
+func (c *watchCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *watchCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for resource, synced := range c.fns {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, boolValue(synced()), resource)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
