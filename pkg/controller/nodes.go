@@ -253,7 +253,9 @@ func (r *NodeReconciler) reconcile(ctx context.Context, name string) error {
 	want, err := r.desired(ctx, node)
 	switch {
 	case errors.Is(err, errNotReady):
-		return nil
+		// Never published, or withdrawn (edgeplane-agent --uninstall removes its annotations):
+		// either way no traffic may be tunnelled to it any more.
+		return r.forget(name)
 	case err != nil:
 		r.reportInvalid(ctx, node, err)
 		return nil

@@ -146,6 +146,23 @@ func TestNodeReconcilerAddUpdateDelete(t *testing.T) {
 		map[netip.Addr]Node{nodeIP("203.0.113.3"): entryC})
 }
 
+// A node that withdraws its VTEP (its agent was uninstalled) loses its entries on every peer.
+func TestNodeReconcilerWithdrawnVTEP(t *testing.T) {
+	b := peerNode("b", "10.244.1.0/24", "192.168.0.2", macB)
+	f := newNodeFixture(t, peerNode("self", "10.244.0.0/24", "192.168.0.1", macC), b)
+	f.reconcile(t, "self")
+	f.reconcile(t, "b")
+	f.expect(t,
+		map[netip.Prefix]Route{prefix("10.244.0.0/24"): localRoute, prefix("10.244.1.0/24"): routeB},
+		map[netip.Addr]Node{nodeIP("192.168.0.2"): entryB})
+
+	withdrawn := b.DeepCopy()
+	withdrawn.Annotations = nil
+	f.seed(withdrawn)
+	f.reconcile(t, "b")
+	f.expect(t, map[netip.Prefix]Route{prefix("10.244.0.0/24"): localRoute}, map[netip.Addr]Node{})
+}
+
 func TestNodeReconcilerSkipsNodesNotReady(t *testing.T) {
 	noVTEP := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"}}
 	noCIDR := peerNode("c", "", "192.168.1.3", macC)

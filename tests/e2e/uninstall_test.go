@@ -102,6 +102,16 @@ func TestUninstall(t *testing.T) {
 		}
 	}
 
+	// Peers stop tunnelling to a node that withdrew its VTEP, while its Node object still exists.
+	for _, peer := range shared.nodes {
+		took, err := eventually(reachTimeout, func() error { return lacksNodeEntries(peer, n) })
+		if err != nil {
+			t.Errorf("%s after %s was uninstalled: %v", peer.Name, n.Name, err)
+		} else {
+			t.Logf("%s withdrew %s's route and node entries %v after the uninstall", peer.Name, n.Name, took.Round(time.Millisecond))
+		}
+	}
+
 	if out, err := n.RunAgentOnce(ctx, args...); err != nil {
 		t.Errorf("second uninstall: %v\n%s", err, out)
 	}
