@@ -41,6 +41,7 @@ func main() {
 	defer stop()
 	ctx = klog.NewContext(ctx, klog.Background())
 	klog.InfoS("Starting edgeplane-agent", "version", version, "uninstall", cfg.Uninstall)
+	cfg.Version = version
 	run := agent.Run
 	if cfg.Uninstall {
 		run = agent.Uninstall

@@ -48,6 +48,7 @@ type Config struct {
 	MetricsAddr        string
 	Resync             time.Duration
 	ProcSys            string
+	Version            string // the binary's version, for build_info (set by main, not a flag)
 
 	// --uninstall and what it also removes (uninstall.go).
 	Uninstall  bool

@@ -26,7 +26,7 @@ type telemetry struct {
 
 // newTelemetry creates the registry and adds /metrics and the checks to ready.
 func newTelemetry(cfg Config, ready *readiness) *telemetry {
-	t := &telemetry{metrics: metrics.New(metrics.NewDatapathCollector(cfg.BPFFSRoot))}
+	t := &telemetry{metrics: metrics.New(cfg.Version, metrics.NewDatapathCollector(cfg.BPFFSRoot))}
 	ready.metrics = t.metrics.Handler()
 	ready.addChecks(func() error {
 		if !ready.datapath.Load() {

@@ -128,9 +128,10 @@ type Metrics struct {
 
 var _ controller.Metrics = (*Metrics)(nil)
 
-// New returns the agent's metrics on a fresh registry. datapath, when not nil, is registered too
-// (NewDatapathCollector).
-func New(datapath prometheus.Collector) *Metrics {
+// New returns the agent's metrics on a fresh registry. version is what the binary was stamped with
+// (-ldflags -X main.version); "" or "dev" falls back to the module version Go recorded. datapath,
+// when not nil, is registered too (NewDatapathCollector).
+func New(version string, datapath prometheus.Collector) *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -167,7 +168,10 @@ func New(datapath prometheus.Collector) *Metrics {
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: BuildInfo, Help: help(BuildInfo)},
 		[]string{"version", "revision", "go_version"})
-	version, revision := buildVersion()
+	moduleVersion, revision := buildVersion()
+	if version == "" || version == "dev" {
+		version = moduleVersion
+	}
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 
 	cs := []prometheus.Collector{

@@ -70,7 +70,7 @@ var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 // describes (it needs a loaded datapath to collect).
 func exported(t *testing.T) map[string][]string {
 	t.Helper()
-	m := New(nil)
+	m := New("", nil)
 	m.SetWatch("nodes", func() bool { return true })
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "test", MetricsProvider: m})
@@ -124,7 +124,7 @@ func TestFamiliesMatchRegistry(t *testing.T) {
 }
 
 func TestLint(t *testing.T) {
-	m := New(nil)
+	m := New("", nil)
 	problems, err := testutil.GatherAndLint(m.Registry())
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ func TestLint(t *testing.T) {
 }
 
 func TestHandlerServesFamilies(t *testing.T) {
-	m := New(nil)
+	m := New("", nil)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if rec.Code != http.StatusOK {
@@ -209,7 +209,7 @@ func TestReconcileMetrics(t *testing.T) {
 	nodeInformer := factory.Core().V1().Nodes()
 	peerCIDR := netip.MustParsePrefix("10.244.1.0/24")
 	routes := &flakyRoutes{failOn: peerCIDR, m: map[netip.Prefix]controller.Route{}}
-	m := New(nil)
+	m := New("", nil)
 	r, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local: controller.LocalNode{Name: "self", NodeIP: netip.MustParseAddr("192.168.0.1"),
 			PodCIDR: netip.MustParsePrefix("10.244.0.0/24"), ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")},
@@ -275,4 +275,25 @@ func TestReconcileMetrics(t *testing.T) {
 	if got := get(ReconcileTotal, map[string]string{"controller": controller.PodGCController, "result": ResultSuccess}); got != 0 {
 		t.Errorf("pod GC reconciles = %v, want a zero series", got)
 	}
+}
+
+// build_info carries the version main was stamped with, so /metrics and the agent's log agree.
+func TestBuildInfoVersion(t *testing.T) {
+	m := New("v9.9.9-test", nil)
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != BuildInfo {
+			continue
+		}
+		for _, l := range mf.GetMetric()[0].GetLabel() {
+			if l.GetName() == "version" && l.GetValue() == "v9.9.9-test" {
+				return
+			}
+		}
+		t.Fatalf("%s labels %v lack version=v9.9.9-test", BuildInfo, mf.GetMetric()[0].GetLabel())
+	}
+	t.Fatalf("%s not exported", BuildInfo)
 }
