@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -101,8 +100,8 @@ func readMap(pin string) (mapInfo, error) {
 	if id, ok := info.ID(); ok {
 		out.ID = uint32(id)
 	}
-	if !isArray(info.Type) && info.Type != ebpf.RingBuf { // a ring buffer has no keys; max entries is its size in bytes
-		n, err := countKeys(m)
+	if maps.Countable(info.Type) { // arrays always hold every slot; a ring buffer has no keys
+		n, err := maps.CountKeys(m)
 		if err != nil {
 			return mapInfo{}, fmt.Errorf("counting entries of %s: %w", pin, err)
 		}
@@ -113,28 +112,6 @@ func readMap(pin string) (mapInfo, error) {
 		out.Entries, out.FillPercent = &n, &fill
 	}
 	return out, nil
-}
-
-func isArray(t ebpf.MapType) bool {
-	return t == ebpf.Array || t == ebpf.PerCPUArray || t == ebpf.ProgramArray || t == ebpf.PerfEventArray
-}
-
-// countKeys walks the keys only (values of per-CPU maps would cost a copy per CPU). A key deleted
-// under the walk restarts it in the kernel, so the walk is bounded.
-func countKeys(m *ebpf.Map) (int, error) {
-	var key any // nil: the first key
-	n := 0
-	for limit := 2*int(m.MaxEntries()) + 1; n < limit; n++ {
-		next, err := m.NextKeyBytes(key)
-		if err != nil {
-			return 0, err
-		}
-		if next == nil {
-			return n, nil
-		}
-		key = next
-	}
-	return 0, errors.New("entries changed faster than they could be counted")
 }
 
 // mapTypeName spells map types as bpftool does.
