@@ -169,65 +169,29 @@ func TestAgentRestartNoLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		dst *lab.Pod
-		st  lab.StreamStats
-		err error
-	}
-	results := make(chan result, len(dsts))
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	for i, dst := range dsts {
-		srv, err := lab.ServeUDPEcho(dst.Netns, netip.AddrPortFrom(dst.IP, uint16(9000+i)))
-		if err != nil {
-			t.Fatal(err)
+	lossless(t, src, dsts, 9000, "the agent restarts", func() {
+		for _, n := range []*lab.Node{n1, n2} {
+			n.KillAgent()
+			t.Logf("killed the agent on %s (SIGKILL)", n.Name)
 		}
-		t.Cleanup(func() { srv.Close() })
-		if _, err := lab.WaitPing(ctx, src.Netns, dst.IP, reachTimeout); err != nil {
-			t.Fatalf("precondition: %s -> %s: %v", src.Name, dst.Name, err)
+		time.Sleep(time.Second) // forwarding on pinned state alone
+		for _, n := range []*lab.Node{n1, n2} {
+			start := time.Now()
+			if err := n.StartAgent(); err != nil {
+				t.Fatal(err)
+			}
+			rewritten, err := n.WaitRewritten(ctx, start, 15*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rewritten {
+				t.Logf("agent on %s restarted and rewrote node.json in %v", n.Name, time.Since(start).Round(time.Millisecond))
+			} else {
+				t.Logf("agent on %s restarted but did not rewrite node.json within 15 s; going on", n.Name)
+			}
 		}
-		go func() {
-			st, err := lab.UDPStream(sctx, src.Netns, srv.Addr, 2*time.Millisecond, 500*time.Millisecond)
-			results <- result{dst, st, err}
-		}()
-	}
-	time.Sleep(500 * time.Millisecond)
-	for _, n := range []*lab.Node{n1, n2} {
-		n.KillAgent()
-		t.Logf("killed the agent on %s (SIGKILL)", n.Name)
-	}
-	time.Sleep(time.Second) // forwarding on pinned state alone
-	for _, n := range []*lab.Node{n1, n2} {
-		start := time.Now()
-		if err := n.StartAgent(); err != nil {
-			t.Fatal(err)
-		}
-		rewritten, err := n.WaitRewritten(ctx, start, 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rewritten {
-			t.Logf("agent on %s restarted and rewrote node.json in %v", n.Name, time.Since(start).Round(time.Millisecond))
-		} else {
-			t.Logf("agent on %s restarted but did not rewrite node.json within 15 s; going on", n.Name)
-		}
-	}
-	time.Sleep(2 * time.Second) // the restarted agents resync and garbage-collect
-	stop()
-	for range dsts {
-		r := <-results
-		if r.err != nil {
-			t.Errorf("stream %s -> %s: %v", src.Name, r.dst.Name, r.err)
-			continue
-		}
-		t.Logf("stream %s -> %s: %v", src.Name, r.dst.Name, r.st)
-		if len(r.st.Lost) > 0 {
-			t.Errorf("stream %s -> %s lost %d of %d datagrams across the agent restarts: %v", src.Name, r.dst.Name, len(r.st.Lost), r.st.Sent, r.st)
-		}
-		if r.st.Received == 0 {
-			t.Errorf("stream %s -> %s: nothing came back", src.Name, r.dst.Name)
-		}
-	}
+		time.Sleep(2 * time.Second) // the restarted agents resync and garbage-collect
+	})
 	after, err := n1.Endpoints()
 	if err != nil {
 		t.Fatal(err)

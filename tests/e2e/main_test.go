@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -176,5 +177,51 @@ func eventually(timeout time.Duration, fn func() error) (time.Duration, error) {
 			return time.Since(start), fmt.Errorf("after %v: %w", timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lossless runs a sequence-numbered UDP stream (one datagram every 2 ms) from src to an echo server
+// in each of dsts while disrupt runs, and fails the test for any datagram lost or a stream that got
+// nothing back. what names the disruption in the messages.
+func lossless(t *testing.T, src *lab.Pod, dsts []*lab.Pod, basePort uint16, what string, disrupt func()) {
+	t.Helper()
+	type result struct {
+		dst *lab.Pod
+		st  lab.StreamStats
+		err error
+	}
+	results := make(chan result, len(dsts))
+	sctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	for i, dst := range dsts {
+		srv, err := lab.ServeUDPEcho(dst.Netns, netip.AddrPortFrom(dst.IP, basePort+uint16(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		if _, err := lab.WaitPing(t.Context(), src.Netns, dst.IP, reachTimeout); err != nil {
+			t.Fatalf("precondition: %s -> %s: %v", src.Name, dst.Name, err)
+		}
+		go func() {
+			st, err := lab.UDPStream(sctx, src.Netns, srv.Addr, 2*time.Millisecond, 500*time.Millisecond)
+			results <- result{dst, st, err}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	disrupt()
+	stop()
+	for range dsts {
+		r := <-results
+		if r.err != nil {
+			t.Errorf("stream %s -> %s: %v", src.Name, r.dst.Name, r.err)
+			continue
+		}
+		t.Logf("stream %s -> %s: %v", src.Name, r.dst.Name, r.st)
+		if len(r.st.Lost) > 0 {
+			t.Errorf("stream %s -> %s lost %d of %d datagrams across %s: %v", src.Name, r.dst.Name, len(r.st.Lost), r.st.Sent, what, r.st)
+		}
+		if r.st.Received == 0 {
+			t.Errorf("stream %s -> %s: nothing came back", src.Name, r.dst.Name)
+		}
 	}
 }

@@ -36,61 +36,25 @@ func TestUpgradeNoLoss(t *testing.T) {
 	for _, n := range upgraded {
 		before[n] = readDatapathState(t, n)
 	}
-	type result struct {
-		dst *lab.Pod
-		st  lab.StreamStats
-		err error
-	}
-	results := make(chan result, len(dsts))
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	for i, dst := range dsts {
-		srv, err := lab.ServeUDPEcho(dst.Netns, netip.AddrPortFrom(dst.IP, uint16(9100+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
-		if _, err := lab.WaitPing(ctx, src.Netns, dst.IP, reachTimeout); err != nil {
-			t.Fatalf("precondition: %s -> %s: %v", src.Name, dst.Name, err)
-		}
-		go func() {
-			st, err := lab.UDPStream(sctx, src.Netns, srv.Addr, 2*time.Millisecond, 500*time.Millisecond)
-			results <- result{dst, st, err}
-		}()
-	}
-	time.Sleep(500 * time.Millisecond)
-	for _, n := range upgraded {
-		// Back to the lab's build afterwards, for the tests that follow.
-		t.Cleanup(func() {
-			n.AgentBinary = ""
-			if err := n.RestartAgent(context.Background(), n.ExtraArgs, 15*time.Second); err != nil {
-				t.Errorf("restoring the agent build on %s: %v", n.Name, err)
+	lossless(t, src, dsts, 9100, "the upgrade", func() {
+		for _, n := range upgraded {
+			// Back to the lab's build afterwards, for the tests that follow.
+			t.Cleanup(func() {
+				n.AgentBinary = ""
+				if err := n.RestartAgent(context.Background(), n.ExtraArgs, 15*time.Second); err != nil {
+					t.Errorf("restoring the agent build on %s: %v", n.Name, err)
+				}
+			})
+			n.AgentBinary = newAgent
+			start := time.Now()
+			if err := n.RestartAgent(ctx, n.ExtraArgs, 15*time.Second); err != nil {
+				t.Fatal(err)
 			}
-		})
-		n.AgentBinary = newAgent
-		start := time.Now()
-		if err := n.RestartAgent(ctx, n.ExtraArgs, 15*time.Second); err != nil {
-			t.Fatal(err)
+			t.Logf("%s upgraded (SIGTERM, new build started, node.json rewritten) in %v", n.Name, time.Since(start).Round(time.Millisecond))
+			time.Sleep(500 * time.Millisecond)
 		}
-		t.Logf("%s upgraded (SIGTERM, new build started, node.json rewritten) in %v", n.Name, time.Since(start).Round(time.Millisecond))
-		time.Sleep(500 * time.Millisecond)
-	}
-	time.Sleep(time.Second)
-	stop()
-	for range dsts {
-		r := <-results
-		if r.err != nil {
-			t.Errorf("stream %s -> %s: %v", src.Name, r.dst.Name, r.err)
-			continue
-		}
-		t.Logf("stream %s -> %s: %v", src.Name, r.dst.Name, r.st)
-		if len(r.st.Lost) > 0 {
-			t.Errorf("stream %s -> %s lost %d of %d datagrams across the upgrade: %v", src.Name, r.dst.Name, len(r.st.Lost), r.st.Sent, r.st)
-		}
-		if r.st.Received == 0 {
-			t.Errorf("stream %s -> %s: nothing came back", src.Name, r.dst.Name)
-		}
-	}
+		time.Sleep(time.Second)
+	})
 
 	for _, n := range upgraded {
 		if log := lab.TailFile(n.Agent.LogPath, 1000); !strings.Contains(log, `version="`+upgradeVersion+`"`) {

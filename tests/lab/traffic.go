@@ -104,6 +104,23 @@ func (s *Server) Close() error {
 // ServeTCPEcho listens on addr inside ns. For every line a client sends it answers
 // "<line> <client address as the server sees it>\n".
 func ServeTCPEcho(ns Netns, addr netip.AddrPort) (*Server, error) {
+	return serveTCP(ns, addr, 30*time.Second, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := fmt.Fprintf(c, "%s %s\n", strings.TrimSuffix(line, "\n"), c.RemoteAddr()); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveTCP listens on addr inside ns and runs handle for each connection, with a deadline, until
+// the server is closed.
+func serveTCP(ns Netns, addr netip.AddrPort, deadline time.Duration, handle func(net.Conn)) (*Server, error) {
 	var ln net.Listener
 	if err := InNetns(ns, func() error {
 		var err error
@@ -123,17 +140,8 @@ func ServeTCPEcho(ns Netns, addr netip.AddrPort) (*Server, error) {
 			}
 			go func() {
 				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s %s\n", strings.TrimSuffix(line, "\n"), c.RemoteAddr()); err != nil {
-						return
-					}
-				}
+				_ = c.SetDeadline(time.Now().Add(deadline))
+				handle(c)
 			}()
 		}
 	}()
@@ -420,35 +428,13 @@ func PathMTU(c syscall.Conn) (int, error) {
 // ServeTCPSink listens on addr inside ns. It reads each connection to its end (the client's
 // half-close) and answers with the number of bytes it got, as a decimal line.
 func ServeTCPSink(ns Netns, addr netip.AddrPort) (*Server, error) {
-	var ln net.Listener
-	if err := InNetns(ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", addr.String())
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("tcp listen %s in %s: %w", addr, ns, err)
-	}
-	s := &Server{Addr: netip.MustParseAddrPort(ln.Addr().String()), closeFn: ln.Close}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				n, err := io.Copy(io.Discard, c)
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "%d\n", n)
-			}()
+	return serveTCP(ns, addr, time.Minute, func(c net.Conn) {
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			return
 		}
-	}()
-	return s, nil
+		fmt.Fprintf(c, "%d\n", n)
+	})
 }
 
 // TCPSend connects from ns to a ServeTCPSink at dst, sends size bytes, half-closes and checks
