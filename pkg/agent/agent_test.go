@@ -34,21 +34,27 @@ const inNetnsEnv = "EDGEPLANE_AGENT_TEST_IN_NETNS"
 // namespace: the test binary re-executes itself under unshare(1) so that every thread of the agent
 // sees the namespace.
 func TestAgentStartsAndRestarts(t *testing.T) {
+	inPrivateNetns(t, agentInNetns)
+}
+
+// inPrivateNetns runs body in a copy of the test binary re-executed under unshare --net, so that
+// every thread of the agent sees the private network namespace.
+func inPrivateNetns(t *testing.T, body func(*testing.T)) {
 	bpffstest.RequireRoot(t)
-	if os.Getenv(inNetnsEnv) == "" {
-		if _, err := exec.LookPath("unshare"); err != nil {
-			t.Skip("unshare(1) not found")
-		}
-		cmd := exec.Command("unshare", "--net", os.Args[0], "-test.run=^TestAgentStartsAndRestarts$", "-test.v")
-		cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
-		out, err := cmd.CombinedOutput()
-		t.Logf("in a private netns:\n%s", out)
-		if err != nil {
-			t.Fatal(err)
-		}
+	if os.Getenv(inNetnsEnv) != "" {
+		body(t)
 		return
 	}
-	agentInNetns(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare(1) not found")
+	}
+	cmd := exec.Command("unshare", "--net", os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
+	cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("in a private netns:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func agentInNetns(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -35,21 +34,7 @@ import (
 // no VTEP annotation and none of edgeplane's CNI files are left; the pod CIDR claim stays; a second
 // uninstall succeeds, and so does one whose API server fails.
 func TestUninstall(t *testing.T) {
-	bpffstest.RequireRoot(t)
-	if os.Getenv(inNetnsEnv) == "" {
-		if _, err := exec.LookPath("unshare"); err != nil {
-			t.Skip("unshare(1) not found")
-		}
-		cmd := exec.Command("unshare", "--net", os.Args[0], "-test.run=^TestUninstall$", "-test.v")
-		cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
-		out, err := cmd.CombinedOutput()
-		t.Logf("in a private netns:\n%s", out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	uninstallInNetns(t)
+	inPrivateNetns(t, uninstallInNetns)
 }
 
 func uninstallInNetns(t *testing.T) {
