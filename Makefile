@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build generate check-generated deps k8s cni-plugins test unit e2e demo bench clean
+.PHONY: all build generate check-generated deps k8s cni-plugins containerd test unit e2e demo bench clean
 
 all: build
 
@@ -21,15 +21,19 @@ deps:
 	@scripts/install-deps.sh
 
 k8s:
-	@scripts/build-k8s.sh etcd kube-apiserver >/dev/null
+	@scripts/build-k8s.sh etcd kube-apiserver kubelet >/dev/null
+
+containerd:
+	@scripts/install-containerd.sh >/dev/null
 
 cni-plugins:
 	@scripts/install-cni-plugins.sh >/dev/null
 
 # The one test command (README and .ci/run): unit tests, datapath tests through BPF_PROG_TEST_RUN
 # and the end-to-end suite on the netns lab with a real etcd + kube-apiserver. Needs root.
-test: deps k8s cni-plugins build
+test: deps k8s cni-plugins containerd build
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
+		EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
 		$(GO) test -count=1 -timeout 45m ./...
 
 unit: deps

@@ -30,7 +30,9 @@ const (
 	DefaultConfDir      = "/etc/cni/net.d"
 	DefaultConflistName = "10-edgeplane.conflist"
 	NetworkName         = "edgeplane"
-	CNIVersion          = "1.1.0"
+	// CNIVersion of the conflist: 1.0.0, not 1.1.0, because containerd 1.6 (Debian 12, many edge
+	// nodes) rejects 1.1.0 results ("unsupported CNI result version"); the plugin speaks both.
+	CNIVersion = "1.0.0"
 )
 
 // ChainedPlugins are the reference plugins the conflist chains after edgeplane, and host-local,

@@ -222,7 +222,7 @@ func TestConflistParsesWithLibcni(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if list.CNIVersion != "1.1.0" || list.Name != "edgeplane" {
+		if list.CNIVersion != "1.0.0" || list.Name != "edgeplane" {
 			t.Errorf("cniVersion %q name %q", list.CNIVersion, list.Name)
 		}
 		var types []string

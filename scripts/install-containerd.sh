@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs containerd and runc (Debian packages) and builds the lab's pause image locally: a static
+# Go program (tests/kubelet/pause) packaged as a docker-archive tarball by tests/kubelet/mkimage.
+# Idempotent. Prints the image tarball path; the lab imports it into each private containerd with
+#   ctr -a <sock> -n k8s.io images import <tarball>
+# The image reference is localhost/edgeplane/pause:lab.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "installing: ${need[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	}
+fi
+# The lab never uses a host containerd service: it runs private instances (tests/lab/kubelet.go).
+
+GO=${GO:-go}
+cache=/var/cache/edgeplane/pause-image
+mkdir -p "$cache"
+src_sum=$(cat tests/kubelet/pause/main.go tests/kubelet/mkimage/main.go | sha256sum | cut -c1-12)
+out="$cache/pause-$src_sum.tar"
+if [ ! -s "$out" ]; then
+	CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$cache/pause" ./tests/kubelet/pause
+	$GO run ./tests/kubelet/mkimage -bin "$cache/pause" -ref localhost/edgeplane/pause:lab -out "$out"
+fi
+echo "$out"
