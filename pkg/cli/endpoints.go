@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -52,25 +51,7 @@ func (e *env) listEndpoints(filter *ipFilter) ([]endpointInfo, error) {
 		return nil, err
 	}
 	defer m.Close()
-	type entry struct {
-		ip netip.Addr
-		ep endpoints.Endpoint
-	}
-	var entries []entry
-	if err := m.Iterate(func(ip netip.Addr, ep endpoints.Endpoint) bool {
-		if filter.addr(ip) {
-			entries = append(entries, entry{ip, ep})
-		}
-		return true
-	}); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(entries, func(a, b entry) int { return a.ip.Compare(b.ip) })
-	out := make([]endpointInfo, 0, len(entries))
-	for _, en := range entries {
-		out = append(out, e.endpointInfo(en.ip, en.ep))
-	}
-	return out, nil
+	return listSorted(m.Iterate, filter.addr, netip.Addr.Compare, e.endpointInfo)
 }
 
 func (e *env) endpointInfo(ip netip.Addr, ep endpoints.Endpoint) endpointInfo {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -59,25 +58,7 @@ func (e *env) listNodes(filter *ipFilter) ([]nodeInfo, error) {
 		return nil, err
 	}
 	defer m.Close()
-	type entry struct {
-		ip   netip.Addr
-		node nodes.Node
-	}
-	var entries []entry
-	if err := m.Iterate(func(ip netip.Addr, n nodes.Node) bool {
-		if filter.addr(ip) {
-			entries = append(entries, entry{ip, n})
-		}
-		return true
-	}); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(entries, func(a, b entry) int { return a.ip.Compare(b.ip) })
-	out := make([]nodeInfo, 0, len(entries))
-	for _, en := range entries {
-		out = append(out, describeNode(en.ip, en.node))
-	}
-	return out, nil
+	return listSorted(m.Iterate, filter.addr, netip.Addr.Compare, describeNode)
 }
 
 func describeNode(ip netip.Addr, n nodes.Node) nodeInfo {

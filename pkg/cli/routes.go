@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -57,35 +56,22 @@ func (e *env) listRoutes(filter *ipFilter) ([]routeInfo, error) {
 		return nil, err
 	}
 	defer m.Close()
-	type entry struct {
-		prefix netip.Prefix
-		route  routes.Route
-	}
-	var entries []entry
-	if err := m.Iterate(func(p netip.Prefix, r routes.Route) bool {
-		if filter.overlaps(p) {
-			entries = append(entries, entry{p, r})
-		}
-		return true
-	}); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(entries, func(a, b entry) int {
-		if c := a.prefix.Addr().Compare(b.prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.prefix.Bits() - b.prefix.Bits()
-	})
 	self := e.localNodeIP()
-	out := make([]routeInfo, 0, len(entries))
-	for _, en := range entries {
-		out = append(out, routeInfo{
-			Prefix: en.prefix.String(), NodeIP: en.route.NodeIP.String(),
-			ThisNode: self.IsValid() && en.route.NodeIP.Addr() == self,
-			Encap:    encapName(en.route.Encap), Domain: en.route.Domain, Flags: routeFlags(en.route.Flags),
-		})
+	return listSorted(m.Iterate, filter.overlaps, comparePrefixes, func(p netip.Prefix, r routes.Route) routeInfo {
+		return routeInfo{
+			Prefix: p.String(), NodeIP: r.NodeIP.String(),
+			ThisNode: self.IsValid() && r.NodeIP.Addr() == self,
+			Encap:    encapName(r.Encap), Domain: r.Domain, Flags: routeFlags(r.Flags),
+		}
+	})
+}
+
+// comparePrefixes orders by address, then shorter prefixes first.
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
 	}
-	return out, nil
+	return a.Bits() - b.Bits()
 }
 
 func encapName(encap uint8) string {
