@@ -135,3 +135,14 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 	}
 	return out.String(), nil
 }
+
+// openIn opens a socket (or anything) inside ns; it stays bound to ns after the thread leaves it.
+func openIn[T any](ns Netns, open func() (T, error)) (T, error) {
+	var v T
+	err := InNetns(ns, func() error {
+		var err error
+		v, err = open()
+		return err
+	})
+	return v, err
+}

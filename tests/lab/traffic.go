@@ -31,12 +31,8 @@ func init() { pingID.Store(uint32(os.Getpid()) & 0xffff) }
 
 // Ping sends one ICMP echo request from ns to dst and waits for the matching reply.
 func Ping(ns Netns, dst netip.Addr, timeout time.Duration) (time.Duration, error) {
-	var conn *icmp.PacketConn
-	if err := InNetns(ns, func() error {
-		var err error
-		conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
-	}); err != nil {
+	conn, err := openIn(ns, func() (*icmp.PacketConn, error) { return icmp.ListenPacket("ip4:icmp", "0.0.0.0") })
+	if err != nil {
 		return 0, fmt.Errorf("icmp socket in %s: %w", ns, err)
 	}
 	defer conn.Close()
@@ -121,12 +117,8 @@ func ServeTCPEcho(ns Netns, addr netip.AddrPort) (*Server, error) {
 // serveTCP listens on addr inside ns and runs handle for each connection, with a deadline, until
 // the server is closed.
 func serveTCP(ns Netns, addr netip.AddrPort, deadline time.Duration, handle func(net.Conn)) (*Server, error) {
-	var ln net.Listener
-	if err := InNetns(ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", addr.String())
-		return err
-	}); err != nil {
+	ln, err := openIn(ns, func() (net.Listener, error) { return net.Listen("tcp4", addr.String()) })
+	if err != nil {
 		return nil, fmt.Errorf("tcp listen %s in %s: %w", addr, ns, err)
 	}
 	s := &Server{Addr: netip.MustParseAddrPort(ln.Addr().String()), closeFn: ln.Close}
@@ -150,12 +142,8 @@ func serveTCP(ns Netns, addr netip.AddrPort, deadline time.Duration, handle func
 
 // TCPEcho connects from ns to dst, sends one line and returns the client address the server saw.
 func TCPEcho(ns Netns, dst netip.AddrPort, timeout time.Duration) (netip.AddrPort, error) {
-	var c net.Conn
-	if err := InNetns(ns, func() error {
-		var err error
-		c, err = (&net.Dialer{Timeout: timeout}).Dial("tcp4", dst.String())
-		return err
-	}); err != nil {
+	c, err := openIn(ns, func() (net.Conn, error) { return (&net.Dialer{Timeout: timeout}).Dial("tcp4", dst.String()) })
+	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("tcp connect %s from %s: %w", dst, ns, err)
 	}
 	defer c.Close()
@@ -177,12 +165,8 @@ func TCPEcho(ns Netns, dst netip.AddrPort, timeout time.Duration) (netip.AddrPor
 
 // ServeUDPEcho listens on addr inside ns and sends every datagram back to its sender.
 func ServeUDPEcho(ns Netns, addr netip.AddrPort) (*Server, error) {
-	var pc net.PacketConn
-	if err := InNetns(ns, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr.String())
-		return err
-	}); err != nil {
+	pc, err := openIn(ns, func() (net.PacketConn, error) { return net.ListenPacket("udp4", addr.String()) })
+	if err != nil {
 		return nil, fmt.Errorf("udp listen %s in %s: %w", addr, ns, err)
 	}
 	s := &Server{Addr: netip.MustParseAddrPort(pc.LocalAddr().String()), closeFn: pc.Close}
@@ -220,12 +204,8 @@ func (s StreamStats) String() string {
 // UDPStream sends a datagram with a sequence number from ns to the echo server at dst every
 // interval until ctx ends, then waits grace for stragglers and reports what never came back.
 func UDPStream(ctx context.Context, ns Netns, dst netip.AddrPort, interval, grace time.Duration) (StreamStats, error) {
-	var c net.Conn
-	if err := InNetns(ns, func() error {
-		var err error
-		c, err = net.Dial("udp4", dst.String())
-		return err
-	}); err != nil {
+	c, err := openIn(ns, func() (net.Conn, error) { return net.Dial("udp4", dst.String()) })
+	if err != nil {
 		return StreamStats{}, fmt.Errorf("udp socket from %s: %w", ns, err)
 	}
 	defer c.Close()
@@ -377,12 +357,8 @@ func setPMTUDisc(c syscall.Conn, df bool) error {
 
 // ListenUDP opens a UDP socket bound to addr inside ns.
 func ListenUDP(ns Netns, addr netip.AddrPort) (*net.UDPConn, error) {
-	var c *net.UDPConn
-	if err := InNetns(ns, func() error {
-		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		return err
-	}); err != nil {
+	c, err := openIn(ns, func() (*net.UDPConn, error) { return net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr)) })
+	if err != nil {
 		return nil, fmt.Errorf("udp listen %s in %s: %w", addr, ns, err)
 	}
 	return c, nil
@@ -440,12 +416,8 @@ func ServeTCPSink(ns Netns, addr netip.AddrPort) (*Server, error) {
 // TCPSend connects from ns to a ServeTCPSink at dst, sends size bytes, half-closes and checks
 // that the sink counted all of them. It returns how long the transfer took.
 func TCPSend(ns Netns, dst netip.AddrPort, size int, timeout time.Duration) (time.Duration, error) {
-	var c net.Conn
-	if err := InNetns(ns, func() error {
-		var err error
-		c, err = (&net.Dialer{Timeout: timeout}).Dial("tcp4", dst.String())
-		return err
-	}); err != nil {
+	c, err := openIn(ns, func() (net.Conn, error) { return (&net.Dialer{Timeout: timeout}).Dial("tcp4", dst.String()) })
+	if err != nil {
 		return 0, fmt.Errorf("tcp connect %s from %s: %w", dst, ns, err)
 	}
 	defer c.Close()
