@@ -19,6 +19,7 @@ type APIServer struct {
 	Netns     Netns
 	IP        net.IP
 	URL       string // https://<IP>:6443
+	PublicURL string // https://203.0.113.2:6443: nodes outside the cloud, through the router's NAT
 	Etcd      *Process
 	Apiserver *Process
 	pki       *pki
@@ -31,11 +32,18 @@ func startAPIServer(ctx context.Context, l *Lab, ns Netns, ip net.IP) (*APIServe
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	p, err := newPKI(filepath.Join(dir, "pki"), []net.IP{ip})
+	// The certificate names the public address from the start: the domains may come later.
+	p, err := newPKI(filepath.Join(dir, "pki"), []net.IP{ip, net.IP(APIServerPublicIP.AsSlice())})
 	if err != nil {
 		return nil, fmt.Errorf("creating lab PKI: %w", err)
 	}
-	a := &APIServer{Netns: ns, IP: ip, URL: fmt.Sprintf("https://%s:%d", ip, apiserverPort), pki: p}
+	a := &APIServer{
+		Netns:     ns,
+		IP:        ip,
+		URL:       fmt.Sprintf("https://%s:%d", ip, apiserverPort),
+		PublicURL: fmt.Sprintf("https://%s:%d", APIServerPublicIP, apiserverPort),
+		pki:       p,
+	}
 
 	// etcd listens on the API namespace's own loopback only.
 	a.Etcd, err = startProcess("etcd", ns, filepath.Join(dir, "etcd.log"), filepath.Join(l.cfg.K8sBin, "etcd"),
@@ -109,10 +117,12 @@ func (a *APIServer) RESTConfig() *rest.Config {
 }
 
 // WriteKubeconfig writes an admin kubeconfig for processes inside the lab (agents), pointing at
-// the API server's lab address.
-func (a *APIServer) WriteKubeconfig(path string) error {
+// the API server's private address in the cloud domain.
+func (a *APIServer) WriteKubeconfig(path string) error { return a.writeKubeconfig(path, a.URL) }
+
+func (a *APIServer) writeKubeconfig(path, server string) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: a.URL, CertificateAuthorityData: a.pki.caPEM}
+	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: a.pki.caPEM}
 	cfg.AuthInfos["lab-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: a.pki.adminCertPEM, ClientKeyData: a.pki.adminKeyPEM}
 	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "lab-admin"}
 	cfg.CurrentContext = "lab"

@@ -4,11 +4,25 @@
 // A lab is a set of namespaces named "<id>-<role>" where id is "ep" plus four random hex digits, so
 // parallel or leftover labs never collide:
 //
-//	<id>-sw      the underlay "switch": a Linux bridge br0 with one veth port per attached netns
-//	<id>-api     etcd (on its own loopback) and kube-apiserver on 172.30.0.2:6443
-//	<id>-out     a host outside the cluster, 172.30.0.100, for masquerade checks
-//	<id>-<node>  a node: eth0 (MTU 1500) into the switch at 172.30.0.(10+n), the agent, its pods' veths
+//	<id>-sw      the underlay "switch": one Linux bridge per network domain (br0 for the cloud,
+//	             br-site-a, br-site-b) with one veth port per attached netns
+//	<id>-api     etcd (on its own loopback) and kube-apiserver on 172.30.0.2:6443 (cloud)
+//	<id>-out     a host outside the cluster, 172.30.0.100 (cloud), for masquerade checks
+//	<id>-<node>  a node: eth0 (MTU 1500) into its domain's bridge at .(10+n), the agent, its pods' veths
 //	<id>-p<k>    a pod netns, wired by the real CNI plugin through libcni run inside the node netns
+//	<id>-rt      the router, only in a lab with domains: a leg at .1 on every domain's bridge
+//
+// Network domains (see domains.go): the cloud, 172.30.0.0/24 (UnderlayNet), where the API server
+// runs; site-a, 172.31.0.0/24, joined to the cloud by a private line the router forwards unchanged
+// while it is up (SetPrivateLine cuts and restores it); site-b, 172.32.0.0/24, with no private line.
+// Between domains everything else goes over the "internet": node n has the public address
+// 203.0.113.(10+n) and the API server 203.0.113.2, which the router maps 1:1 to the private ones
+// with iptables (DNAT in, and for those connections SNAT of the source to its own public address),
+// and every other crossing between domains is dropped. Nodes outside the cloud reach the API
+// server at 203.0.113.2. The domains are built lazily, by EnableDomains or by AddNode of a node
+// outside the cloud or with PublicIPOverwrite: a cloud-only lab has one bridge, no router and no
+// default routes, exactly as before; once the router exists every host, earlier ones included,
+// gets a default route through its domain's leg.
 //
 // Every veth is created directly between two lab namespaces (ip link add ... netns), so no lab
 // address or link ever appears in the root namespace, and no packet leaves the lab. Each node has its

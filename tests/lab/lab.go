@@ -20,7 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// The lab's made-up address plan. None of it exists outside the lab's namespaces.
+// The lab's made-up address plan. None of it exists outside the lab's namespaces. UnderlayNet is
+// the cloud domain's network; domains.go has the other domains and the public addresses.
 var (
 	UnderlayNet  = netip.MustParsePrefix("172.30.0.0/24")
 	APIServerIP  = netip.MustParseAddr("172.30.0.2")
@@ -31,8 +32,9 @@ var (
 	switchBridge = "br0"
 )
 
-// NodeIP is the underlay address of node number n (1-based): 172.30.0.(10+n).
-func NodeIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{172, 30, 0, byte(10 + n)}) }
+// NodeIP is the underlay address of node number n (1-based) in the cloud domain: 172.30.0.(10+n).
+// DomainNodeIP gives it in any domain.
+func NodeIP(n int) netip.Addr { return DomainNodeIP(DomainCloud, n) }
 
 // NodePodCIDR is the pod CIDR the harness gives node number n: 10.244.n.0/24.
 func NodePodCIDR(n int) netip.Prefix {
@@ -119,6 +121,13 @@ type Lab struct {
 	closed    bool
 	closeOnce sync.Once
 	pluginDir string
+
+	// netMu serializes what changes the underlay beyond one host: the domains' bridges, the
+	// router and its iptables rules (domains.go).
+	netMu  sync.Mutex
+	router Netns           // "" until the domains are built
+	hosts  []*underlayHost // every host plugged into a domain's bridge, in order
+	lines  map[string]bool // private line chain -> up
 }
 
 // New builds the switch, the API namespace with etcd and kube-apiserver (ready), and the outside
@@ -143,7 +152,7 @@ func New(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
 		return nil, err
 	}
-	l = &Lab{ID: id, Dir: dir, cfg: cfg, nodes: map[string]*Node{}, pods: map[string]*Pod{}}
+	l = &Lab{ID: id, Dir: dir, cfg: cfg, nodes: map[string]*Node{}, pods: map[string]*Pod{}, lines: map[string]bool{}}
 	l.keepDir = os.Getenv(EnvKeep) != ""
 	l.onClose(func() {
 		if !l.keepDir {
@@ -180,10 +189,16 @@ func New(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err := l.attach(ctx, apiNS, "api", APIServerIP); err != nil {
 		return nil, err
 	}
+	if err := l.joinUnderlay(ctx, &underlayHost{netns: apiNS, domain: cloudDomain, ip: APIServerIP, public: APIServerPublicIP}); err != nil {
+		return nil, err
+	}
 	if l.Outside, err = l.addNetns(ctx, "out"); err != nil {
 		return nil, err
 	}
 	if err := l.attach(ctx, l.Outside, "out", OutsideIP); err != nil {
+		return nil, err
+	}
+	if err := l.joinUnderlay(ctx, &underlayHost{netns: l.Outside, domain: cloudDomain, ip: OutsideIP}); err != nil {
 		return nil, err
 	}
 
@@ -270,20 +285,26 @@ func (l *Lab) addNetns(ctx context.Context, role string) (Netns, error) {
 	return ns, nil
 }
 
-// attach plugs ns into the switch: eth0 in ns (MTU 1500, addr/24), its peer <port> enslaved to
-// the bridge. The veth is created directly between the two lab namespaces.
+// attach plugs ns into the cloud domain's bridge: eth0 in ns (MTU 1500, addr/24), its peer <port>
+// enslaved to br0. The veth is created directly between the two lab namespaces.
 func (l *Lab) attach(ctx context.Context, ns Netns, port string, addr netip.Addr) error {
+	return l.plug(ctx, ns, "eth0", port, addr, cloudDomain)
+}
+
+// plug connects ns to domain d's bridge: ifname in ns (MTU 1500, addr with the domain's prefix
+// length), its peer <port> in the switch namespace enslaved to the domain's bridge.
+func (l *Lab) plug(ctx context.Context, ns Netns, ifname, port string, addr netip.Addr, d domain) error {
 	steps := [][]string{
-		{"link", "add", "eth0", "mtu", fmt.Sprint(UnderlayMTU), "type", "veth", "peer", "name", port, "mtu", fmt.Sprint(UnderlayMTU), "netns", l.Switch.Name()},
-		{"addr", "add", netip.PrefixFrom(addr, UnderlayNet.Bits()).String(), "dev", "eth0"},
-		{"link", "set", "eth0", "up"},
+		{"link", "add", ifname, "mtu", fmt.Sprint(UnderlayMTU), "type", "veth", "peer", "name", port, "mtu", fmt.Sprint(UnderlayMTU), "netns", l.Switch.Name()},
+		{"addr", "add", netip.PrefixFrom(addr, d.net.Bits()).String(), "dev", ifname},
+		{"link", "set", ifname, "up"},
 	}
 	for _, s := range steps {
 		if _, err := ns.IP(ctx, s...); err != nil {
 			return err
 		}
 	}
-	if _, err := l.Switch.IP(ctx, "link", "set", port, "master", switchBridge, "up"); err != nil {
+	if _, err := l.Switch.IP(ctx, "link", "set", port, "master", d.bridge, "up"); err != nil {
 		return err
 	}
 	return nil

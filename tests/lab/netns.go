@@ -125,8 +125,20 @@ func InNetns(ns Netns, fn func() error) error {
 	return <-errc
 }
 
+// execInput is Exec with stdin read from input (iptables-restore).
+func (n Netns) execInput(ctx context.Context, input, name string, args ...string) (string, error) {
+	return runInput(ctx, input, "nsenter", append([]string{"--net=" + n.Path(), "--", name}, args...)...)
+}
+
 func run(ctx context.Context, name string, args ...string) (string, error) {
+	return runInput(ctx, "", name, args...)
+}
+
+func runInput(ctx context.Context, input, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	if input != "" {
+		cmd.Stdin = strings.NewReader(input)
+	}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

@@ -13,15 +13,23 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
-// Node is a lab node: a namespace on the switch, a Node object, and an edgeplane-agent.
+// Node is a lab node: a namespace on its domain's bridge, a Node object, and an edgeplane-agent.
 type Node struct {
-	Name     string
-	Index    int
-	Netns    Netns
-	IP       netip.Addr
+	Name  string
+	Index int
+	Netns Netns
+	// Domain is the node's network domain (DomainCloud, DomainSiteA, DomainSiteB).
+	Domain string
+	// IP is the node's private underlay address, DomainNodeIP(Domain, Index), and the Node
+	// object's InternalIP.
+	IP netip.Addr
+	// PublicIP is where the rest of the cluster reaches the node through the router's NAT,
+	// PublicIP(Index), once the lab has domains (EnableDomains).
+	PublicIP netip.Addr
 	PodCIDR  netip.Prefix
 	Dir      string // per-node files
 	RunDir   string // --run-dir: node.json
@@ -29,13 +37,14 @@ type Node struct {
 	IPAMDir  string // host-local dataDir
 	CNICache string // libcni cache dir
 	Kubecfg  string
-	// SwitchPort is the node's port on the switch bridge (in Lab.Switch), for captures.
+	// SwitchPort is the node's port on its domain's bridge (in Lab.Switch), for captures.
 	SwitchPort string
 	Agent      *Process
 	ExtraArgs  []string // appended to AgentArgs
 	agentLogs  int
 	lab        *Lab
 	removed    bool
+	host       *underlayHost
 
 	// AgentBinary, when set, is the edgeplane-agent the next start runs instead of the lab's
 	// (an upgrade test's second build).
@@ -50,21 +59,34 @@ type NodeOptions struct {
 	// AgentArgs are appended to the harness's agent flags (kept for restarts), e.g.
 	// "--encap-mode=device".
 	AgentArgs []string
+	// Domain is the node's network domain; "" is the cloud. A node outside the cloud builds the
+	// lab's domains (EnableDomains) and reaches the API server at its public address.
+	Domain string
+	// PublicIPOverwrite creates the Node object with the public-ip-overwrite annotation set to
+	// the node's public address, so other nodes tunnel to it through the router's NAT. It builds
+	// the lab's domains too.
+	PublicIPOverwrite bool
 }
 
-// AddNode builds node number index (1-based; its address and pod CIDR follow from it), creates its
-// Node object, starts its agent and waits for the agent's node.json.
+// AddNode builds node number index (1-based; its addresses and pod CIDR follow from it) in its
+// domain, creates its Node object, starts its agent and waits for the agent's node.json.
 func (l *Lab) AddNode(ctx context.Context, name string, index int, opts NodeOptions) (*Node, error) {
 	if err := l.checkOpen(); err != nil {
 		return nil, err
 	}
+	d, err := lookupDomain(opts.Domain)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
 	n := &Node{
-		Name:    name,
-		Index:   index,
-		IP:      NodeIP(index),
-		PodCIDR: NodePodCIDR(index),
-		Dir:     filepath.Join(l.Dir, name),
-		lab:     l,
+		Name:     name,
+		Index:    index,
+		Domain:   d.name,
+		IP:       d.host(10 + index),
+		PublicIP: PublicIP(index),
+		PodCIDR:  NodePodCIDR(index),
+		Dir:      filepath.Join(l.Dir, name),
+		lab:      l,
 
 		ExtraArgs: opts.AgentArgs,
 	}
@@ -82,26 +104,40 @@ func (l *Lab) AddNode(ctx context.Context, name string, index int, opts NodeOpti
 			return nil, err
 		}
 	}
+	if d != cloudDomain || opts.PublicIPOverwrite {
+		if err := l.EnableDomains(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.mountBPFFS(n.BPFFS); err != nil {
 		return nil, err
 	}
-	var err error
 	// The node namespace gets a short role name: interface-name limits do not apply to netns
 	// names, but short names keep `ip netns` readable.
 	if n.Netns, err = l.addNetns(ctx, name); err != nil {
 		return nil, err
 	}
-	if err := l.attach(ctx, n.Netns, name, n.IP); err != nil {
+	if err := l.plug(ctx, n.Netns, "eth0", name, n.IP, d); err != nil {
+		return nil, err
+	}
+	n.host = &underlayHost{netns: n.Netns, domain: d, ip: n.IP, public: n.PublicIP}
+	if err := l.joinUnderlay(ctx, n.host); err != nil {
 		return nil, err
 	}
 	// What a provisioned Kubernetes node has (kubeadm's preflight insists on it).
 	if err := n.Netns.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return nil, err
 	}
-	if err := l.API.WriteKubeconfig(n.Kubecfg); err != nil {
+	// The cloud reaches the API server privately; a site only through the internet (a private
+	// line can be cut).
+	apiURL := l.API.URL
+	if d != cloudDomain {
+		apiURL = l.API.PublicURL
+	}
+	if err := l.API.writeKubeconfig(n.Kubecfg, apiURL); err != nil {
 		return nil, err
 	}
-	if err := n.createObject(ctx, opts.Labels); err != nil {
+	if err := n.createObject(ctx, opts); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
@@ -131,13 +167,16 @@ func (l *Lab) Nodes() map[string]*Node {
 	return out
 }
 
-func (n *Node) createObject(ctx context.Context, labels map[string]string) error {
+func (n *Node) createObject(ctx context.Context, opts NodeOptions) error {
 	obj := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux"}},
 		Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
 	}
-	for k, v := range labels {
+	for k, v := range opts.Labels {
 		obj.Labels[k] = v
+	}
+	if opts.PublicIPOverwrite {
+		obj.Annotations = map[string]string{k8s.PublicIPOverwriteAnnotation: n.PublicIP.String()}
 	}
 	created, err := n.lab.Client.CoreV1().Nodes().Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
@@ -293,6 +332,11 @@ func (n *Node) Remove(ctx context.Context) error {
 	}
 	if err := deleteNetns(n.Netns); err != nil {
 		errs = append(errs, err)
+	}
+	if n.host != nil {
+		if err := l.leaveUnderlay(ctx, n.host); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	l.mu.Lock()
 	delete(l.nodes, n.Name)
