@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The underlay NIC.
- * node_ingress (tc ingress): VXLAN (UDP 8472) is checked early (our VNI, a known node as outer
- *   source) and, when it carries IPv4 to a local pod, decapsulated here and peer-redirected; the
- *   rest of VXLAN goes on to the kernel's collect_md device. Other traffic gets masquerade undone
+ * node_ingress (tc ingress): VXLAN (UDP 8472) is checked early (our VNI, a known node of a
+ *   reachable network domain as outer source) and, when it carries IPv4 to a local pod,
+ *   decapsulated here and peer-redirected; the rest of VXLAN goes on to the kernel's collect_md
+ *   device. Other traffic gets masquerade undone
  *   and, when it is for a local pod, a peer redirect. Other tunnels (Raven, UDP 4472) pass.
  * node_egress (tc egress): masquerade of pod traffic leaving the cluster.
  * Both pass traffic while the agent has not configured the node: this is the node's only NIC, and
@@ -12,6 +13,7 @@
 #include "lib/endpoints.h"
 #include "lib/routes.h"
 #include "lib/nodes.h"
+#include "lib/domains.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/fwd.h"
@@ -25,6 +27,7 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	struct iphdr *outer, *inner;
 	struct vxlanhdr *vx;
 	struct endpoint *ep;
+	struct node *peer;
 	int ret;
 
 	if (pkt_pull(skb, VXLAN_INNER_ETH_OFF) < 0)
@@ -41,9 +44,12 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	if (!(vx->flags & VXLAN_FLAG_VNI) ||
 	    (vx->vni & bpf_htonl(0xffffff00)) != bpf_htonl(cfg->vni << 8))
 		return -DROP_VNI_MISMATCH;
-	/* Anti-spoofing: only cluster nodes may inject into the overlay. */
-	if (!node_lookup(outer->saddr))
+	/* Anti-spoofing: only cluster nodes of reachable domains may inject into the overlay. */
+	peer = node_lookup(outer->saddr);
+	if (!peer)
 		return -DROP_UNKNOWN_TUNNEL_SOURCE;
+	if (!domain_reachable(cfg, peer->domain))
+		return -DROP_DOMAIN_UNREACHABLE;
 
 	if (pkt_pull(skb, VXLAN_INNER_IP_OFF) < 0)
 		return -DROP_INVALID;

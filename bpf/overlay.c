@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The collect_md VXLAN device "edgeplane.1".
  * overlay_ingress (tc ingress): what the kernel decapsulated (fragments, traffic to the host,
- *   frames node.c left to it): only from known nodes with our VNI; local pods get a peer redirect.
- * overlay_egress (tc egress): host traffic routed into the device: the tunnel key and inner MACs
- *   from the maps (Flannel peers need their VTEP MAC as the inner destination). */
+ *   frames node.c left to it): only from known nodes of reachable domains with our VNI; replies
+ *   to translated cloud-host traffic get their destination back; local pods get a peer redirect.
+ * overlay_egress (tc egress): host traffic routed into the device (the node's own, and cloud hosts'
+ *   forwarded by a cloud gateway): sources outside the cluster CIDR are translated to the overlay
+ *   address, then the tunnel key and inner MACs come from the maps (Flannel peers need their VTEP
+ *   MAC as the inner destination). The agent gives pod CIDRs of unreachable domains kernel
+ *   "unreachable" routes, so host sockets fail at once and forwarded senders get ICMP from the
+ *   kernel; the domain check here is the datapath's own backstop. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
 #include "lib/routes.h"
 #include "lib/nodes.h"
+#include "lib/domains.h"
+#include "lib/nat.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/fwd.h"
@@ -19,6 +26,7 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 	struct node_cfg *cfg = node_cfg_get();
 	struct bpf_tunnel_key key = {};
 	struct endpoint *ep;
+	struct node *peer;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	int ret;
@@ -28,16 +36,26 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 	/* No tunnel metadata: not from the wire, so from no known node. */
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return -DROP_UNKNOWN_TUNNEL_SOURCE;
-	if (!node_lookup(bpf_htonl(key.remote_ipv4))) /* remote_ipv4 is in host byte order */
+	peer = node_lookup(bpf_htonl(key.remote_ipv4)); /* remote_ipv4 is in host byte order */
+	if (!peer)
 		return -DROP_UNKNOWN_TUNNEL_SOURCE;
 	if (key.tunnel_id != cfg->vni)
 		return -DROP_VNI_MISMATCH;
+	if (!domain_reachable(cfg, peer->domain))
+		return -DROP_DOMAIN_UNREACHABLE;
 
 	ret = parse_ipv4(skb, &eth, &ip);
 	if (ret < 0)
 		return ret;
 	if (ret != L3_IPV4)
 		return TC_ACT_OK;
+	ret = nat_rnat_overlay(skb, cfg, ip);
+	if (ret < 0)
+		return ret;
+	/* parse again: the rewrite invalidated the pointers */
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : TC_ACT_OK;
 	ep = endpoint_lookup(ip->daddr);
 	if (!ep)
 		return TC_ACT_OK;
@@ -68,9 +86,14 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
 	route = route_lookup(ip->daddr);
 	if (!route || (route->flags & ROUTE_LOCAL))
 		return -DROP_NO_ROUTE;
+	if (!domain_reachable(cfg, route->domain))
+		return -DROP_DOMAIN_UNREACHABLE;
 	node = node_lookup(route->node_ip);
 	if (!node)
 		return -DROP_UNKNOWN_NODE;
+	ret = nat_snat_overlay(skb, cfg);
+	if (ret < 0)
+		return ret;
 	ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
 	return ret < 0 ? ret : TC_ACT_OK;
 }

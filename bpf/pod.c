@@ -14,6 +14,10 @@
  *              fragment in the tunnel; the outer packets fit the underlay.
  * Direct routes carry the packet unencapsulated and are checked against the underlay NIC's MTU.
  *
+ * Network domains (lib/domains.h): a destination owned by a node of a domain this node's domain
+ * has no private line to is dropped as DROP_DOMAIN_UNREACHABLE and answered with ICMP "host
+ * unreachable" from the node IP, so the pod's connect() fails at once instead of timing out.
+ *
  * The error's source is the node IP, not the pods' gateway 169.254.1.1: Linux accepts a
  * "fragmentation needed" from any source (it matches the quoted header to a socket), and the node
  * IP is what the kernel itself answers from when it forwards such a packet (icmp_send picks the
@@ -25,6 +29,7 @@
 #include "lib/endpoints.h"
 #include "lib/routes.h"
 #include "lib/nodes.h"
+#include "lib/domains.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/fwd.h"
@@ -35,9 +40,10 @@
 #define AF_INET 2
 #endif
 
-/* What the exit does besides counting: answer a too-big drop with ICMP (frag_mtu != 0). */
+/* What the exit does besides counting: answer a drop with ICMP. */
 struct pod_verdict {
-	__u16 frag_mtu; /* next-hop MTU for "fragmentation needed" */
+	__u16 frag_mtu; /* next-hop MTU for "fragmentation needed" (DROP_PKT_TOO_BIG) */
+	__u8 unreach;   /* "host unreachable" (DROP_DOMAIN_UNREACHABLE) */
 };
 
 /* IPv4 + L4 header length of a GSO packet, to decide whether its segments fit. */
@@ -136,6 +142,11 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 		return in_cidr(daddr, cfg->cluster_cidr, cfg->cluster_mask) ? -DROP_NO_ROUTE : TC_ACT_OK;
 	if (route->flags & ROUTE_LOCAL)
 		return -DROP_UNKNOWN_ENDPOINT;
+	/* Public connectivity between the domains: nothing would arrive, so say so at once. */
+	if (!domain_reachable(cfg, route->domain)) {
+		v->unreach = 1;
+		return -DROP_DOMAIN_UNREACHABLE;
+	}
 	return pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);
 }
 
@@ -168,6 +179,8 @@ int pod_egress(struct __sk_buff *skb)
 	ret = pod_egress_handle(skb, cfg, &v);
 	if (ret == -DROP_PKT_TOO_BIG && v.frag_mtu)
 		return tc_exit_frag_needed(skb, DIR_POD_EGRESS, cfg->node_ip, v.frag_mtu);
+	if (ret == -DROP_DOMAIN_UNREACHABLE && v.unreach)
+		return tc_exit_host_unreach(skb, DIR_POD_EGRESS, cfg->node_ip);
 	return tc_exit(skb, DIR_POD_EGRESS, ret);
 }
 

@@ -14,6 +14,7 @@ enum encap_mode {
 enum node_cfg_flags {
 	NODE_CFG_READY = 1 << 0,      /* the agent has written this entry; programs fail closed until then */
 	NODE_CFG_MASQUERADE = 1 << 1, /* masquerade pod traffic leaving the cluster to node_ip */
+	NODE_CFG_GATEWAY = 1 << 2,    /* this node is its domain's cloud gateway (for edgeplanectl) */
 };
 
 struct node_cfg {
@@ -31,6 +32,9 @@ struct node_cfg {
 	__u8 underlay_mac[ETH_ALEN]; /* the underlay NIC's MAC */
 	__u8 encap_mode;        /* enum encap_mode */
 	__u8 pad[3];
+	__u32 domain;           /* this node's network domain (lib/domains.h) */
+	__be32 gateway_ip;      /* its domain's cloud gateway when that is another node, else 0; the
+				 * host routes through it are the kernel's (for edgeplanectl) */
 };
 
 struct {

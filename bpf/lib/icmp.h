@@ -28,15 +28,23 @@
 #define ICMP_ERR_HLEN (sizeof(struct iphdr) + sizeof(struct icmphdr))
 #define ICMP_ERR_QUOTE (ICMP_ERR_MAX - ICMP_ERR_HLEN)
 #define ICMP_ERR_TTL 64
+/* Errors about packets to unreachable domains quote less: those are mostly small (SYNs). */
+#define ICMP_UNREACH_QUOTE (sizeof(struct iphdr) + 64)
+#define ICMP_ERR_PAD_MAX ICMP_UNREACH_QUOTE
 /* bpf_csum_diff sums at most 512 bytes per call */
 #define CSUM_DIFF_MAX 512
 
-/* Rewrites the Ethernet + IPv4 frame at the start of skb into "destination unreachable,
- * fragmentation needed" with next-hop MTU mtu, from saddr. Returns 0, or -1 when the packet cannot
- * be turned into one (then the caller just drops it). */
-static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 saddr, __u16 mtu)
+/* Rewrites the Ethernet + IPv4 frame at the start of skb into the ICMP error type/code with `rest`
+ * as the 32-bit word after the checksum, from saddr, quoting `quote` bytes of the packet (a
+ * constant: the checksum is summed in fixed-size pieces). A packet shorter than its quote is
+ * padded with zeros: bpf_skb_change_tail grows a packet with whatever the buffer held, which must
+ * not leave the node. Returns 0, or -1 when the packet cannot be turned into an error (then the
+ * caller just drops it). */
+static __always_inline int icmp_error(struct __sk_buff *skb, __be32 saddr, __u8 type, __u8 code,
+				      __be32 rest, const __u32 quote)
 {
 	__u8 to_mac[ETH_ALEN], from_mac[ETH_ALEN];
+	__u32 len = skb->len, pad;
 	struct icmphdr *icmp;
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -44,8 +52,7 @@ static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 saddr,
 	__s64 sum;
 	__u8 tos;
 
-	/* Only packets longer than a pod MTU (>= 576) get here, so the quote is always full. */
-	if (skb->len < ETH_HLEN + ICMP_ERR_QUOTE)
+	if (len < ETH_HLEN + sizeof(*ip))
 		return -1;
 	if (pkt_pull(skb, ETH_HLEN + sizeof(*ip)) < 0)
 		return -1;
@@ -59,16 +66,24 @@ static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 saddr,
 	tos = (ip->tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL; /* as icmp_send() */
 
 	/* [eth][quote] then [eth][new IPv4 + ICMP, zeroed][quote] */
-	if (bpf_skb_change_tail(skb, ETH_HLEN + ICMP_ERR_QUOTE, 0) < 0)
+	if (bpf_skb_change_tail(skb, ETH_HLEN + quote, 0) < 0)
 		return -1;
+	if (len < ETH_HLEN + quote) {
+		__u8 zeros[ICMP_ERR_PAD_MAX] = {};
+
+		pad = ETH_HLEN + quote - len;
+		if (pad > ICMP_ERR_PAD_MAX || pad == 0 ||
+		    bpf_skb_store_bytes(skb, len, zeros, pad, 0) < 0)
+			return -1;
+	}
 	if (bpf_skb_adjust_room(skb, ICMP_ERR_HLEN, BPF_ADJ_ROOM_MAC, 0) < 0)
 		return -1;
-	if (pkt_pull(skb, ETH_HLEN + ICMP_ERR_MAX) < 0)
+	if (pkt_pull(skb, ETH_HLEN + ICMP_ERR_HLEN + quote) < 0)
 		return -1;
 	eth = pkt_data(skb);
 	ip = (void *)(eth + 1);
 	icmp = (void *)(ip + 1);
-	if ((void *)(icmp + 1) + ICMP_ERR_QUOTE > pkt_end(skb))
+	if ((void *)(icmp + 1) + quote > pkt_end(skb))
 		return -1;
 
 	eth_set_macs(eth, to_mac, from_mac);
@@ -77,7 +92,7 @@ static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 saddr,
 	ip->version = 4;
 	ip->ihl = 5;
 	ip->tos = tos;
-	ip->tot_len = bpf_htons(ICMP_ERR_MAX);
+	ip->tot_len = bpf_htons(ICMP_ERR_HLEN + quote);
 	ip->id = (__be16)bpf_get_prandom_u32();
 	ip->frag_off = 0;
 	ip->ttl = ICMP_ERR_TTL;
@@ -87,20 +102,54 @@ static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 saddr,
 	ip->daddr = daddr;
 	ip->check = ipv4_hdr_csum(ip);
 
-	icmp->type = ICMP_DEST_UNREACH;
-	icmp->code = ICMP_FRAG_NEEDED;
+	icmp->type = type;
+	icmp->code = code;
 	icmp->checksum = 0;
-	icmp->un.frag.__unused = 0;
-	icmp->un.frag.mtu = bpf_htons(mtu);
-	sum = bpf_csum_diff(0, 0, (__be32 *)icmp, CSUM_DIFF_MAX, 0);
-	if (sum < 0)
-		return -1;
-	sum = bpf_csum_diff(0, 0, (__be32 *)((void *)icmp + CSUM_DIFF_MAX),
-			    sizeof(*icmp) + ICMP_ERR_QUOTE - CSUM_DIFF_MAX, sum);
+	icmp->un.gateway = rest;
+	if (sizeof(*icmp) + quote > CSUM_DIFF_MAX) {
+		sum = bpf_csum_diff(0, 0, (__be32 *)icmp, CSUM_DIFF_MAX, 0);
+		if (sum < 0)
+			return -1;
+		sum = bpf_csum_diff(0, 0, (__be32 *)((void *)icmp + CSUM_DIFF_MAX),
+				    sizeof(*icmp) + quote - CSUM_DIFF_MAX, sum);
+	} else {
+		sum = bpf_csum_diff(0, 0, (__be32 *)icmp, sizeof(*icmp) + quote, 0);
+	}
 	if (sum < 0)
 		return -1;
 	icmp->checksum = csum_fold32((__u32)sum);
 	return 0;
+}
+
+/* "Destination unreachable, fragmentation needed" with next-hop MTU mtu. Only packets longer than
+ * a pod MTU (>= 576) get here, so the quote is always the full ICMP_ERR_QUOTE. */
+static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 saddr, __u16 mtu)
+{
+	if (skb->len < ETH_HLEN + ICMP_ERR_QUOTE)
+		return -1;
+	return icmp_error(skb, saddr, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, bpf_htonl(mtu), ICMP_ERR_QUOTE);
+}
+
+/* Sends the error to the pod whose packet it answers: the packet came in on the tc ingress of the
+ * pod's host-side veth, so the peer redirect to that same veth puts the error straight into the
+ * pod's eth0 ingress: no qdisc, no checksum offload step that could touch the quote. */
+static __always_inline int icmp_return_to_pod(struct __sk_buff *skb, __u32 dir)
+{
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	return bpf_redirect_peer(skb->ifindex, 0);
+}
+
+/* The exit of a TC program for a pod's packet to a network domain this node cannot reach: counted
+ * under DROP_DOMAIN_UNREACHABLE, then answered with "host unreachable" from saddr so that the
+ * pod's connect() fails at once (EHOSTUNREACH) instead of timing out. The quote is the IP header
+ * plus 64 bytes, enough for any TCP header with options and for the checksum rule above. */
+static __always_inline int tc_exit_host_unreach(struct __sk_buff *skb, __u32 dir, __be32 saddr)
+{
+	metric_count(dir, DROP_DOMAIN_UNREACHABLE, skb->len);
+	event_emit(skb, dir, DROP_DOMAIN_UNREACHABLE, TC_ACT_SHOT);
+	if (icmp_error(skb, saddr, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, 0, ICMP_UNREACH_QUOTE) < 0)
+		return TC_ACT_SHOT;
+	return icmp_return_to_pod(skb, dir);
 }
 
 /* The exit of a TC program for a packet dropped as too big whose sender is to be told: counted
@@ -115,8 +164,7 @@ static __always_inline int tc_exit_frag_needed(struct __sk_buff *skb, __u32 dir,
 	event_emit(skb, dir, DROP_PKT_TOO_BIG, TC_ACT_SHOT); /* before the rewrite: the offending tuple */
 	if (icmp_frag_needed(skb, saddr, mtu) < 0)
 		return TC_ACT_SHOT;
-	metric_count(dir, REASON_ICMP_SENT, skb->len);
-	return bpf_redirect_peer(skb->ifindex, 0);
+	return icmp_return_to_pod(skb, dir);
 }
 
 #endif

@@ -230,13 +230,13 @@ static __always_inline int nat_should_masquerade(const struct node_cfg *cfg, con
 /* Whether a host socket would claim replies to node_ip:port from the remote: then the port is not
  * ours to hand out (the host's connections are not in nat_rev_map). */
 static __always_inline int nat_port_used_by_host(struct __sk_buff *skb, const struct nat_rev_key *rk,
-						 __be32 node_ip)
+						 __be32 nat_ip)
 {
 	struct bpf_sock_tuple tuple = {};
 	struct bpf_sock *sk;
 
 	tuple.ipv4.saddr = rk->remote_ip;
-	tuple.ipv4.daddr = node_ip;
+	tuple.ipv4.daddr = nat_ip;
 	tuple.ipv4.sport = rk->remote_port;
 	tuple.ipv4.dport = rk->node_port;
 	if (rk->proto == IPPROTO_TCP)
@@ -254,10 +254,10 @@ static __always_inline int nat_port_used_by_host(struct __sk_buff *skb, const st
 /* Claims a node port for a new flow: the pod's own port if nobody uses it toward that remote,
  * else a few random ones. Claiming = inserting the reverse entry with BPF_NOEXIST, which also
  * settles races between CPUs. */
-static __always_inline int nat_claim_port(struct __sk_buff *skb, const struct node_cfg *cfg,
+static __always_inline int nat_claim_port(struct __sk_buff *skb, __be32 nat_ip,
 					  struct nat_rev_key *rk, const struct nat_rev_val *rv)
 {
-	if (!nat_port_used_by_host(skb, rk, cfg->node_ip) &&
+	if (!nat_port_used_by_host(skb, rk, nat_ip) &&
 	    !bpf_map_update_elem(&nat_rev_map, rk, rv, BPF_NOEXIST))
 		return 0;
 
@@ -266,7 +266,7 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, const struct no
 		__u16 port = NAT_PORT_MIN + bpf_get_prandom_u32() % (NAT_PORT_MAX - NAT_PORT_MIN + 1);
 
 		rk->node_port = bpf_htons(port);
-		if (nat_port_used_by_host(skb, rk, cfg->node_ip))
+		if (nat_port_used_by_host(skb, rk, nat_ip))
 			continue;
 		if (!bpf_map_update_elem(&nat_rev_map, rk, rv, BPF_NOEXIST))
 			return 0;
@@ -274,9 +274,11 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, const struct no
 	return -DROP_NAT_NO_PORT;
 }
 
-/* The node port of the flow t, creating the mapping if t opens a flow. Returns 0 with *port set,
- * NAT_SKIP for a packet of an unknown flow that must not open one, or a drop reason. */
-static __always_inline int nat_snat_port(struct __sk_buff *skb, const struct node_cfg *cfg,
+/* The port on nat_ip of the flow t, creating the mapping if t opens a flow. Returns 0 with *port
+ * set, NAT_SKIP for a packet of an unknown flow that must not open one, or a drop reason. The
+ * mappings to the node IP (masquerade) and to the overlay address (gateway) share the tables:
+ * their remotes never overlap (outside the cluster vs pods). */
+static __always_inline int nat_snat_port(struct __sk_buff *skb, __be32 nat_ip,
 					 const struct nat_tuple *t, __be16 *port)
 {
 	struct nat_fwd_key fk = {
@@ -309,7 +311,7 @@ static __always_inline int nat_snat_port(struct __sk_buff *skb, const struct nod
 		return NAT_SKIP;
 
 	rk.node_port = t->sport;
-	if (nat_claim_port(skb, cfg, &rk, &rv) < 0)
+	if (nat_claim_port(skb, nat_ip, &rk, &rv) < 0)
 		return -DROP_NAT_NO_PORT;
 	fv.node_port = rk.node_port;
 	if (bpf_map_update_elem(&nat_fwd_map, &fk, &fv, BPF_ANY) < 0) {
@@ -341,7 +343,7 @@ static __always_inline int nat_snat(struct __sk_buff *skb, const struct node_cfg
 		return ret < 0 ? ret : 0;
 	if (!nat_should_masquerade(cfg, &t))
 		return 0;
-	ret = nat_snat_port(skb, cfg, &t, &port);
+	ret = nat_snat_port(skb, cfg->node_ip, &t, &port);
 	if (ret)
 		return ret < 0 ? ret : 0;
 	return nat_rewrite(skb, &t, 0, t.saddr, cfg->node_ip, t.sport, port);
@@ -412,16 +414,15 @@ static __always_inline int nat_rev_icmp_error(struct __sk_buff *skb, const struc
 	return 0;
 }
 
-/* Ingress (the NIC's tc ingress): undo the masquerade of replies to the node IP. */
-static __always_inline int nat_rnat(struct __sk_buff *skb, const struct node_cfg *cfg,
-				    const struct iphdr *ip)
+/* Undoes the translation of replies (and ICMP errors) to nat_ip. */
+static __always_inline int nat_rnat_to(struct __sk_buff *skb, const struct iphdr *ip, __be32 nat_ip)
 {
 	struct nat_tuple t = {};
 	struct nat_rev_key rk = {};
 	struct nat_rev_val *rev;
 	int ret;
 
-	if (!(cfg->flags & NODE_CFG_MASQUERADE) || ip->daddr != cfg->node_ip)
+	if (ip->daddr != nat_ip)
 		return 0;
 	ret = nat_parse(skb, ip, &t, 0);
 	if (ret)
@@ -442,6 +443,48 @@ static __always_inline int nat_rnat(struct __sk_buff *skb, const struct node_cfg
 	if (!rev)
 		return 0;
 	return nat_rewrite(skb, &t, 1, t.daddr, rev->pod_ip, rk.node_port, rev->pod_port);
+}
+
+/* Ingress (the NIC's tc ingress): undo the masquerade of replies to the node IP. */
+static __always_inline int nat_rnat(struct __sk_buff *skb, const struct node_cfg *cfg,
+				    const struct iphdr *ip)
+{
+	if (!(cfg->flags & NODE_CFG_MASQUERADE))
+		return 0;
+	return nat_rnat_to(skb, ip, cfg->node_ip);
+}
+
+/* Traffic entering the overlay from outside the cluster CIDR (the overlay device's egress): cloud
+ * hosts routed to pods through this node (the cloud gateway), or host sockets bound to another
+ * address. Translated to the node's overlay address, the first address of its pod CIDR, so the
+ * pod's reply comes back through the tunnel to this node, which undoes it (nat_rnat_overlay). */
+static __always_inline int nat_snat_overlay(struct __sk_buff *skb, const struct node_cfg *cfg)
+{
+	struct nat_tuple t = {};
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be16 port;
+	int ret;
+
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : 0;
+	if ((ip->saddr & cfg->cluster_mask) == cfg->cluster_cidr)
+		return 0;
+	ret = nat_parse(skb, ip, &t, 1);
+	if (ret)
+		return ret < 0 ? ret : 0;
+	ret = nat_snat_port(skb, cfg->pod_cidr, &t, &port);
+	if (ret)
+		return ret < 0 ? ret : 0;
+	return nat_rewrite(skb, &t, 0, t.saddr, cfg->pod_cidr, t.sport, port);
+}
+
+/* The overlay device's ingress: undo nat_snat_overlay for replies to the overlay address. */
+static __always_inline int nat_rnat_overlay(struct __sk_buff *skb, const struct node_cfg *cfg,
+					    const struct iphdr *ip)
+{
+	return nat_rnat_to(skb, ip, cfg->pod_cidr);
 }
 
 #endif

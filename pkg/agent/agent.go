@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -43,6 +44,11 @@ type Agent struct {
 	dp       *datapath.Datapath
 	nodeCfg  *nodecfg.Map
 	nonMasq  *nonmasq.Map
+
+	// local is this node's domain and cloud gateway as the node reconciler last reported them;
+	// node_cfg_map carries them. Until then, what the previous agent pinned.
+	localMu sync.Mutex
+	local   controller.LocalState
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place.
@@ -86,6 +92,12 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	defer a.nodeCfg.Close()
+	if pinned, err := a.nodeCfg.Get(); err == nil && pinned.Flags&nodecfg.FlagReady != 0 {
+		a.local = controller.LocalState{DomainID: pinned.Domain, IsGateway: pinned.Flags&nodecfg.FlagGateway != 0}
+		if pinned.GatewayIP != (maps.IPv4{}) {
+			a.local.Gateway = pinned.GatewayIP.Addr()
+		}
+	}
 	if a.nonMasq, err = nonmasq.Open(a.cfg.BPFFSRoot); err != nil {
 		return err
 	}
@@ -212,6 +224,20 @@ func (a *Agent) nodeConfig() (nodecfg.NodeCfg, error) {
 	if a.cfg.Masquerade {
 		c.Flags |= nodecfg.FlagMasquerade
 	}
+	a.localMu.Lock()
+	local := a.local
+	a.localMu.Unlock()
+	c.Domain = local.DomainID
+	if local.IsGateway {
+		c.Flags |= nodecfg.FlagGateway
+	}
+	if local.Gateway.IsValid() {
+		gw, err := maps.IPv4From(local.Gateway)
+		if err != nil {
+			return c, err
+		}
+		c.GatewayIP = gw
+	}
 	copy(c.VtepMAC[:], a.device.MAC)
 	copy(c.UnderlayMAC[:], a.underlay.MAC)
 	var err error
@@ -239,7 +265,21 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
 
+	cmNamespace, cmName, err := a.cfg.DomainConfigRef()
+	if err != nil {
+		return err
+	}
 	inf := k8s.NewInformers(a.client, a.cfg.NodeName, 0)
+	var (
+		cmFactory informers.SharedInformerFactory
+		domains   *controller.DomainConfig
+	)
+	if cmName != "" {
+		cmFactory = k8s.NewConfigMapInformerFactory(a.client, cmNamespace, cmName)
+		if domains, err = controller.NewDomainConfig(cmFactory.Core().V1().ConfigMaps(), cmName, recorder, a.telemetry.metrics); err != nil {
+			return err
+		}
+	}
 	nodeInformer := inf.Cluster.Core().V1().Nodes()
 	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
@@ -247,9 +287,17 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 		Routes:   routeTable{tbl.routes}, Nodes: nodeTable{tbl.nodes},
 		NextHop:  netdev.NextHops{UnderlayIndex: a.underlay.Index},
 		Recorder: recorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
+
+		Domains:     domainModel(domains),
+		DomainTable: domainTable{tbl.domains},
+		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
+		OnLocal:     a.setLocal,
 	})
 	if err != nil {
 		return err
+	}
+	if domains != nil {
+		domains.OnChange(nodesRec.Refresh)
 	}
 	gc, err := controller.NewPodGC(controller.PodGCConfig{
 		Informer:  inf.Local.Core().V1().Pods(),
@@ -266,6 +314,10 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 	ctx, cancel := context.WithCancel(ctx)
 	inf.Start(ctx.Done())
 	defer inf.Shutdown()
+	if cmFactory != nil {
+		cmFactory.Start(ctx.Done())
+		defer cmFactory.Shutdown()
+	}
 	var running sync.WaitGroup
 	errs := make(chan error, 2)
 	running.Go(func() { errs <- nodesRec.Run(ctx) })
@@ -287,6 +339,27 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 	a.convergeLoop(ctx, nodeInformer.Lister())
 	logger.Info("Stopping; pinned maps and links stay in place")
 	return nil
+}
+
+// domainModel avoids a typed nil in the interface: without a ConfigMap the reconciler uses the
+// default model.
+func domainModel(d *controller.DomainConfig) controller.DomainModel {
+	if d == nil {
+		return nil
+	}
+	return d
+}
+
+// setLocal records this node's domain and gateway and rewrites node_cfg_map with them.
+func (a *Agent) setLocal(s controller.LocalState) error {
+	a.localMu.Lock()
+	a.local = s
+	a.localMu.Unlock()
+	c, err := a.nodeConfig()
+	if err != nil {
+		return err
+	}
+	return a.nodeCfg.Put(c)
 }
 
 func (a *Agent) writeNodeConfig() error {

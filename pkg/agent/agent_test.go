@@ -76,7 +76,7 @@ func agentInNetns(t *testing.T) {
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
 		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
 		Resync: time.Second, NonMasqueradeCIDRs: PrefixList{netip.MustParsePrefix("172.16.0.0/12")},
-		ProcSys: netdev.DefaultProcSys, MetricsAddr: "127.0.0.1:9962",
+		ProcSys: netdev.DefaultProcSys, MetricsAddr: "127.0.0.1:9962", DomainConfig: "kube-system/edgeplane-domains",
 	}
 
 	stop := startAgent(t, cfg, client)

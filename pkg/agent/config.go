@@ -48,6 +48,7 @@ type Config struct {
 	MetricsAddr        string
 	Resync             time.Duration
 	ProcSys            string
+	DomainConfig       string // namespace/name of the domain ConfigMap
 	Version            string // the binary's version, for build_info (set by main, not a flag)
 
 	// --uninstall and what it also removes (uninstall.go).
@@ -74,6 +75,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
+	fs.StringVar(&c.DomainConfig, "domain-config", "kube-system/edgeplane-domains", "namespace/name of the ConfigMap that groups node pools into network domains and sets their connectivity (docs/domains.md); a missing ConfigMap (or an empty flag) means every pool is its own domain and all pairs are public")
 	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "with --uninstall: also remove "+installedConflist+" from this directory (empty: leave it)")
 	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "with --uninstall: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")
@@ -105,7 +107,23 @@ func (c *Config) Validate() error {
 	if c.Resync <= 0 {
 		errs = append(errs, errors.New("--resync-period must be positive"))
 	}
+	if _, _, err := c.DomainConfigRef(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// DomainConfigRef splits --domain-config into namespace and name; both are empty when the flag is
+// (no ConfigMap: the default model).
+func (c *Config) DomainConfigRef() (namespace, name string, err error) {
+	if c.DomainConfig == "" {
+		return "", "", nil
+	}
+	namespace, name, ok := strings.Cut(c.DomainConfig, "/")
+	if !ok || namespace == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("--domain-config %q: want namespace/name", c.DomainConfig)
+	}
+	return namespace, name, nil
 }
 
 // Network is a named address range that must not overlap another.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
@@ -80,11 +81,40 @@ func (t endpointTable) List() (map[netip.Addr]controller.Endpoint, error) {
 	return out, err
 }
 
+type domainTable struct{ m *domains.Map }
+
+func (t domainTable) Upsert(id uint32, d controller.Domain) error {
+	var flags uint32
+	if d.Reachable {
+		flags |= domains.FlagReachable
+	}
+	if d.Local {
+		flags |= domains.FlagLocal
+	}
+	v, err := domains.New(d.Name, flags)
+	if err != nil {
+		return err
+	}
+	return t.m.Upsert(id, v)
+}
+
+func (t domainTable) Delete(id uint32) error { return t.m.Delete(id) }
+
+func (t domainTable) List() (map[uint32]controller.Domain, error) {
+	all, err := t.m.List()
+	out := make(map[uint32]controller.Domain, len(all))
+	for id, d := range all {
+		out[id] = controller.Domain{Name: d.NameString(), Reachable: d.Reachable(), Local: d.Local()}
+	}
+	return out, err
+}
+
 // tables are the opened maps the reconcilers write; Close releases them (the pins stay).
 type tables struct {
 	routes    *routes.Map
 	nodes     *nodes.Map
 	endpoints *endpoints.Map
+	domains   *domains.Map
 }
 
 func openTables(root string) (*tables, error) {
@@ -103,9 +133,16 @@ func openTables(root string) (*tables, error) {
 		n.Close()
 		return nil, err
 	}
-	return &tables{routes: r, nodes: n, endpoints: e}, nil
+	d, err := domains.Open(root)
+	if err != nil {
+		r.Close()
+		n.Close()
+		e.Close()
+		return nil, err
+	}
+	return &tables{routes: r, nodes: n, endpoints: e, domains: d}, nil
 }
 
 func (t *tables) Close() error {
-	return errors.Join(t.routes.Close(), t.nodes.Close(), t.endpoints.Close())
+	return errors.Join(t.routes.Close(), t.nodes.Close(), t.endpoints.Close(), t.domains.Close())
 }

@@ -106,6 +106,11 @@ func uninstall(ctx context.Context, cfg Config, client kubernetes.Interface) err
 	} else if deleted {
 		logger.Info("Deleted the vxlan device and its routes", "device", cfg.VXLANDevice)
 	}
+	if n, err := netdev.DeleteHostRoutes(); err != nil {
+		errs = append(errs, err)
+	} else if n > 0 {
+		logger.Info("Deleted edgeplane's host routes (unreachable domains, cloud gateway)", "routes", n, "protocol", int(netdev.RouteProtocol))
+	}
 	if cfg.CNIBinDir != "" {
 		if err := removeFile(ctx, filepath.Join(cfg.CNIBinDir, installedPlugin)); err != nil {
 			errs = append(errs, err)

@@ -22,12 +22,27 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // ReasonInvalidNetworkConfig is the reason of the Warning event recorded on a Node whose pod CIDR or
 // VTEP annotations cannot be used.
 const ReasonInvalidNetworkConfig = "InvalidNetworkConfig"
+
+// ReasonCloudGatewayIsolated is the reason of the Warning event recorded on a cloud gateway node
+// whose domain has no private line to any other domain: it cannot carry anything.
+const ReasonCloudGatewayIsolated = "CloudGatewayIsolated"
+
+// domainsKey is the queue key of the pass over domains_map, the local state and the host routes
+// (no node is named so).
+const domainsKey = "\x00domains"
+
+// DomainModel is the domain configuration in force (DomainConfig).
+type DomainModel interface {
+	Model() *domain.Model
+	HasSynced() bool
+}
 
 // errNotReady means a node has not published its pod CIDR or VTEP yet: nothing to do, nothing to report.
 var errNotReady = errors.New("node network not published yet")
@@ -50,6 +65,15 @@ type NodeReconcilerConfig struct {
 	Recorder record.EventRecorder
 	Resync   time.Duration // full pass: re-resolves next hops and deletes stale entries
 	Metrics  Metrics       // optional
+
+	// Domains is the domain configuration; nil means the default model (every pool its own
+	// domain, all pairs public).
+	Domains DomainModel
+	// DomainTable is domains_map; HostRoutes the kernel routes for unreachable or gatewayed pod
+	// CIDRs; OnLocal receives this node's domain and gateway (node_cfg_map). All optional.
+	DomainTable DomainTable
+	HostRoutes  HostRoutes
+	OnLocal     func(LocalState) error
 }
 
 // NodeReconciler keeps routes_map and nodes_map equal to the cluster's Nodes: a route per node pod
@@ -66,13 +90,24 @@ type NodeReconciler struct {
 	peers  map[string]peer   // last good state by node name; what the maps must hold
 	errs   map[string]string // last reported error by node name, so an event is recorded once
 	pinned pinnedState       // map contents found at start, adopted for nodes that are invalid then
+	local  localView         // this node's domain and labels, from its Node object
+	state  LocalState        // last LocalState handed to OnLocal
+	warned string            // last domain-level warning, so it is logged once
+}
+
+// localView is what the local Node object says about this node's place among the domains.
+type localView struct {
+	domain  string
+	gateway bool
 }
 
 // peer is one node's desired map entries.
 type peer struct {
 	podCIDR netip.Prefix
 	route   Route
-	node    Node // unused for the local node
+	node    Node   // unused for the local node
+	domain  string // its network domain
+	gateway bool   // it carries the cloud gateway label
 }
 
 type pinnedState struct {
@@ -103,6 +138,7 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 				r.enqueue(obj)
 			}
 		},
+		// DeleteFunc below; labels (pool, gateway) are part of networkChanged.
 		DeleteFunc: r.enqueue,
 	})
 	if err != nil {
@@ -118,8 +154,27 @@ func networkChanged(oldObj, newObj any) bool {
 	if !ok1 || !ok2 {
 		return true
 	}
-	return !maps.Equal(o.Annotations, n.Annotations) || o.Spec.PodCIDR != n.Spec.PodCIDR ||
+	return !maps.Equal(o.Annotations, n.Annotations) || !maps.Equal(o.Labels, n.Labels) || o.Spec.PodCIDR != n.Spec.PodCIDR ||
 		!slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) || !slices.Equal(o.Status.Addresses, n.Status.Addresses)
+}
+
+// Refresh re-reconciles every node and the domains: the domain configuration changed.
+func (r *NodeReconciler) Refresh() {
+	nodes, err := r.lister.List(labels.Everything())
+	if err != nil {
+		utilruntime.HandleError(err)
+	}
+	for _, n := range nodes {
+		r.queue.Add(n.Name)
+	}
+	r.queue.Add(domainsKey)
+}
+
+func (r *NodeReconciler) model() *domain.Model {
+	if r.cfg.Domains == nil {
+		return domain.DefaultModel()
+	}
+	return r.cfg.Domains.Model()
 }
 
 // Ready is closed once the maps hold every node after start-up and stale entries are gone.
@@ -141,8 +196,12 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	defer r.queue.ShutDown()
-	if !cache.WaitForCacheSync(ctx.Done(), r.synced) {
-		return errors.New("node informer did not sync")
+	synced := []cache.InformerSynced{r.synced}
+	if r.cfg.Domains != nil {
+		synced = append(synced, r.cfg.Domains.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return errors.New("node or domain configuration informer did not sync")
 	}
 	r.syncAll(ctx)
 	close(r.ready)
@@ -180,6 +239,10 @@ func (r *NodeReconciler) syncAll(ctx context.Context) {
 			r.queue.AddRateLimited(n.Name)
 		}
 	}
+	if err := r.reconcile(ctx, domainsKey); err != nil {
+		logger.Error(err, "Programming domains and host routes; will retry")
+		r.queue.AddRateLimited(domainsKey)
+	}
 	r.collectGarbage(ctx)
 	r.mu.Lock()
 	r.pinned = pinnedState{}
@@ -210,6 +273,7 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	for _, n := range nodes {
 		r.queue.Add(n.Name)
 	}
+	r.queue.Add(domainsKey)
 	r.collectGarbage(ctx)
 }
 
@@ -240,9 +304,14 @@ func (r *NodeReconciler) processNext(ctx context.Context) bool {
 func (r *NodeReconciler) reconcile(ctx context.Context, name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if name == r.cfg.Local.Name {
+	switch name {
+	case domainsKey:
+		return r.syncDomainsLocked(ctx)
+	case r.cfg.Local.Name:
 		return r.applyLocalLocked()
 	}
+	// Any change of a peer may change the gateway or a host route.
+	defer r.queue.Add(domainsKey)
 	node, err := r.lister.Get(name)
 	if apierrors.IsNotFound(err) {
 		return r.forget(name)
@@ -283,16 +352,27 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 	if err != nil {
 		return peer{}, err
 	}
-	mac, err := r.cfg.NextHop.NextHop(vtep.IP)
+	// The tunnel endpoint is the address that reaches the node from here: its own underlay
+	// address within a named domain (one L3 network) and across a private line (which routes
+	// the domains' private addresses), else what Flannel would use: its public-ip-overwrite (a
+	// NAT address) when set. Nodes in no pool are plain Kubernetes nodes that need not share a
+	// network, as in Flannel.
+	m := r.model()
+	dom := m.DomainOf(node)
+	endpoint := vtep.Endpoint(m.Reachable(r.local.domain, dom) && !(dom == domain.Default && r.local.domain == domain.Default))
+	id := domain.ID(dom)
+	mac, err := r.cfg.NextHop.NextHop(endpoint)
 	if err != nil {
 		// Not fatal: without a next hop the datapath asks the kernel to resolve the neighbour.
-		klog.FromContext(ctx).V(2).Info("Next hop not resolved", "node", node.Name, "ip", vtep.IP, "err", err)
+		klog.FromContext(ctx).V(2).Info("Next hop not resolved", "node", node.Name, "ip", endpoint, "err", err)
 		mac = nil
 	}
 	return peer{
 		podCIDR: cidr,
-		route:   Route{NodeIP: vtep.IP, Encap: EncapVXLAN},
-		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac},
+		route:   Route{NodeIP: endpoint, Domain: id, Encap: EncapVXLAN},
+		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
+		domain:  dom,
+		gateway: domain.IsGateway(node),
 	}, nil
 }
 
@@ -315,15 +395,44 @@ func (r *NodeReconciler) applyLocal() error {
 	return r.applyLocalLocked()
 }
 
+// applyLocalLocked writes this node's own route and follows its domain: when the local Node
+// object moves to another domain (a pool label or the configuration changed), every peer's
+// entries are recomputed, since reachability and tunnel endpoints are relative to it.
 func (r *NodeReconciler) applyLocalLocked() error {
 	l := r.cfg.Local
-	return r.apply(l.Name, peer{podCIDR: l.PodCIDR, route: Route{NodeIP: l.NodeIP, Local: true}})
+	view := r.local
+	if node, err := r.lister.Get(l.Name); err == nil {
+		view = localView{domain: r.model().DomainOf(node), gateway: domain.IsGateway(node)}
+	} else if view.domain == "" {
+		view.domain = domain.Default
+	}
+	if view != r.local {
+		r.local = view
+		for name := range r.peers {
+			if name != l.Name {
+				r.queue.Add(name)
+			}
+		}
+		if nodes, err := r.lister.List(labels.Everything()); err == nil {
+			for _, n := range nodes {
+				r.queue.Add(n.Name)
+			}
+		}
+		r.queue.Add(domainsKey)
+	}
+	return r.apply(l.Name, peer{
+		podCIDR: l.PodCIDR, route: Route{NodeIP: l.NodeIP, Domain: domain.ID(view.domain), Local: true},
+		domain: view.domain, gateway: view.gateway,
+	})
 }
 
 // apply writes want for the node named name and removes what its previous state left unreferenced.
 // It always writes, so an entry lost from a map comes back on the next pass. The node entry goes
 // first so that a route never points at a missing node.
 func (r *NodeReconciler) apply(name string, want peer) error {
+	if err := r.writeDomain(want.domain); err != nil {
+		return err
+	}
 	if !want.route.Local {
 		if err := r.cfg.Nodes.Upsert(want.route.NodeIP, want.node); err != nil {
 			return fmt.Errorf("writing node %s (%s): %w", name, want.route.NodeIP, err)

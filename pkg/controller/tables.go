@@ -65,3 +65,38 @@ type EndpointTable interface {
 type NextHopResolver interface {
 	NextHop(netip.Addr) (net.HardwareAddr, error)
 }
+
+// Domain is a domains_map value: a network domain as this node sees it.
+type Domain struct {
+	Name      string
+	Reachable bool // this node's pods may exchange traffic with the domain's pods
+	Local     bool // this node's own domain
+}
+
+// DomainTable is domains_map, keyed by domain ID (pkg/domain.ID).
+type DomainTable interface {
+	Upsert(uint32, Domain) error
+	Delete(uint32) error // deleting an absent entry is not an error
+	List() (map[uint32]Domain, error)
+}
+
+// HostRoute is a kernel route the agent keeps for a peer's pod CIDR so that the host stack (host
+// sockets, and cloud hosts' traffic a node forwards) fares like pods: Unreachable for a domain
+// this node cannot reach (senders get "host unreachable" at once), or Via the cloud gateway.
+type HostRoute struct {
+	Unreachable bool
+	Via         netip.Addr
+}
+
+// HostRoutes replaces the set of kernel routes the agent owns with want.
+type HostRoutes interface {
+	Sync(want map[netip.Prefix]HostRoute) error
+}
+
+// LocalState is this node's place among the domains, for node_cfg_map and the logs.
+type LocalState struct {
+	Domain    string
+	DomainID  uint32
+	Gateway   netip.Addr // the cloud gateway of this node's domain, when it is another node
+	IsGateway bool       // this node is its domain's cloud gateway
+}

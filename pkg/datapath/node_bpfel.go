@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type nodeDomain struct {
+	_     structs.HostLayout
+	Flags uint32
+	Name  [64]int8
+}
+
 type nodeEndpoint struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -88,6 +94,8 @@ type nodeNodeCfg struct {
 	UnderlayMac     [6]uint8
 	EncapMode       uint8
 	Pad             [3]uint8
+	Domain          uint32
+	GatewayIp       uint32
 }
 
 type nodeNonmasqKey struct {
@@ -115,6 +123,7 @@ type nodeRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	nodeMapDomainsMap    = "domains_map"
 	nodeMapEndpointsMap  = "endpoints_map"
 	nodeMapEventsLostMap = "events_lost_map"
 	nodeMapEventsMap     = "events_map"
@@ -180,6 +189,7 @@ type nodeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nodeMapSpecs struct {
+	DomainsMap    *ebpf.MapSpec `ebpf:"domains_map"`
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
@@ -219,6 +229,7 @@ func (o *nodeObjects) Close() error {
 //
 // It can be passed to loadNodeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nodeMaps struct {
+	DomainsMap    *ebpf.Map `ebpf:"domains_map"`
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
@@ -234,6 +245,7 @@ type nodeMaps struct {
 
 func (m *nodeMaps) Close() error {
 	return _NodeClose(
+		m.DomainsMap,
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,

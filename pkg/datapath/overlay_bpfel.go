@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type overlayDomain struct {
+	_     structs.HostLayout
+	Flags uint32
+	Name  [64]int8
+}
+
 type overlayEndpoint struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -30,6 +36,38 @@ type overlayMetric struct {
 type overlayMonitorCfg struct {
 	_     structs.HostLayout
 	Flags uint32
+}
+
+type overlayNatFwdKey struct {
+	_          structs.HostLayout
+	PodIp      uint32
+	RemoteIp   uint32
+	PodPort    uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type overlayNatFwdVal struct {
+	_        structs.HostLayout
+	NodePort uint16
+	Pad      uint16
+}
+
+type overlayNatRevKey struct {
+	_          structs.HostLayout
+	RemoteIp   uint32
+	RemotePort uint16
+	NodePort   uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type overlayNatRevVal struct {
+	_       structs.HostLayout
+	PodIp   uint32
+	PodPort uint16
+	Pad     uint16
 }
 
 type overlayNode struct {
@@ -56,6 +94,14 @@ type overlayNodeCfg struct {
 	UnderlayMac     [6]uint8
 	EncapMode       uint8
 	Pad             [3]uint8
+	Domain          uint32
+	GatewayIp       uint32
+}
+
+type overlayNonmasqKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
 }
 
 type overlayRoute struct {
@@ -77,13 +123,17 @@ type overlayRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	overlayMapDomainsMap      = "domains_map"
 	overlayMapEndpointsMap    = "endpoints_map"
 	overlayMapEventsLostMap   = "events_lost_map"
 	overlayMapEventsMap       = "events_map"
 	overlayMapMetricsMap      = "metrics_map"
 	overlayMapMonitorCfgMap   = "monitor_cfg_map"
+	overlayMapNatFwdMap       = "nat_fwd_map"
+	overlayMapNatRevMap       = "nat_rev_map"
 	overlayMapNodeCfgMap      = "node_cfg_map"
 	overlayMapNodesMap        = "nodes_map"
+	overlayMapNonmasqMap      = "nonmasq_map"
 	overlayMapRoutesMap       = "routes_map"
 	overlayProgOverlayEgress  = "overlay_egress"
 	overlayProgOverlayIngress = "overlay_ingress"
@@ -139,13 +189,17 @@ type overlayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayMapSpecs struct {
+	DomainsMap    *ebpf.MapSpec `ebpf:"domains_map"`
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
 	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.MapSpec `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.MapSpec `ebpf:"nat_rev_map"`
 	NodeCfgMap    *ebpf.MapSpec `ebpf:"node_cfg_map"`
 	NodesMap      *ebpf.MapSpec `ebpf:"nodes_map"`
+	NonmasqMap    *ebpf.MapSpec `ebpf:"nonmasq_map"`
 	RoutesMap     *ebpf.MapSpec `ebpf:"routes_map"`
 }
 
@@ -175,25 +229,33 @@ func (o *overlayObjects) Close() error {
 //
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayMaps struct {
+	DomainsMap    *ebpf.Map `ebpf:"domains_map"`
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
 	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.Map `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.Map `ebpf:"nat_rev_map"`
 	NodeCfgMap    *ebpf.Map `ebpf:"node_cfg_map"`
 	NodesMap      *ebpf.Map `ebpf:"nodes_map"`
+	NonmasqMap    *ebpf.Map `ebpf:"nonmasq_map"`
 	RoutesMap     *ebpf.Map `ebpf:"routes_map"`
 }
 
 func (m *overlayMaps) Close() error {
 	return _OverlayClose(
+		m.DomainsMap,
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,
 		m.MetricsMap,
 		m.MonitorCfgMap,
+		m.NatFwdMap,
+		m.NatRevMap,
 		m.NodeCfgMap,
 		m.NodesMap,
+		m.NonmasqMap,
 		m.RoutesMap,
 	)
 }

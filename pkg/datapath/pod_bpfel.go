@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type podDomain struct {
+	_     structs.HostLayout
+	Flags uint32
+	Name  [64]int8
+}
+
 type podEndpoint struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -86,6 +92,8 @@ type podNodeCfg struct {
 	UnderlayMac     [6]uint8
 	EncapMode       uint8
 	Pad             [3]uint8
+	Domain          uint32
+	GatewayIp       uint32
 }
 
 type podRoute struct {
@@ -107,6 +115,7 @@ type podRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	podMapDomainsMap    = "domains_map"
 	podMapEndpointsMap  = "endpoints_map"
 	podMapEventsLostMap = "events_lost_map"
 	podMapEventsMap     = "events_map"
@@ -167,6 +176,7 @@ type podProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podMapSpecs struct {
+	DomainsMap    *ebpf.MapSpec `ebpf:"domains_map"`
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
@@ -203,6 +213,7 @@ func (o *podObjects) Close() error {
 //
 // It can be passed to loadPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podMaps struct {
+	DomainsMap    *ebpf.Map `ebpf:"domains_map"`
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
@@ -215,6 +226,7 @@ type podMaps struct {
 
 func (m *podMaps) Close() error {
 	return _PodClose(
+		m.DomainsMap,
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,

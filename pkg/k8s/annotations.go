@@ -45,11 +45,24 @@ type backendData struct {
 // VTEP is how a node is reached over the overlay.
 type VTEP struct {
 	MAC net.HardwareAddr // inner destination MAC: the node's VXLAN device
-	IP  netip.Addr       // outer destination: the node's tunnel endpoint on the underlay
+	IP  netip.Addr       // outer destination as Flannel picks it: the node's public tunnel endpoint
+	// LocalIP is the tunnel endpoint within the node's own network domain: public-ip (the address
+	// the node's agent found on its underlay), else its InternalIP; public-ip-overwrite (a NAT
+	// address) is for senders in other domains.
+	LocalIP netip.Addr
+}
+
+// Endpoint is the outer destination for a sender that shares the node's L3 network (sameNetwork:
+// both in one named domain) or does not.
+func (v VTEP) Endpoint(sameNetwork bool) netip.Addr {
+	if sameNetwork && v.LocalIP.IsValid() {
+		return v.LocalIP
+	}
+	return v.IP
 }
 
 // NodeVTEP reads a node's VTEP from its Flannel annotations. The tunnel endpoint is public-ip-overwrite
-// when set, else public-ip, else the node's InternalIP.
+// when set, else public-ip, else the node's InternalIP; LocalIP skips public-ip-overwrite.
 func NodeVTEP(node *corev1.Node) (VTEP, error) {
 	a := node.Annotations
 	typ, data := a[BackendTypeAnnotation], a[BackendDataAnnotation]
@@ -70,15 +83,19 @@ func NodeVTEP(node *corev1.Node) (VTEP, error) {
 	if err != nil || len(mac) != 6 {
 		return VTEP{}, fmt.Errorf("annotation %s: VtepMAC %q is not an Ethernet address", BackendDataAnnotation, bd.VtepMAC)
 	}
-	ip, err := tunnelEndpoint(node)
+	ip, err := tunnelEndpoint(node, PublicIPOverwriteAnnotation, PublicIPAnnotation)
 	if err != nil {
 		return VTEP{}, err
 	}
-	return VTEP{MAC: mac, IP: ip}, nil
+	local, err := tunnelEndpoint(node, PublicIPAnnotation)
+	if err != nil {
+		return VTEP{}, err
+	}
+	return VTEP{MAC: mac, IP: ip, LocalIP: local}, nil
 }
 
-func tunnelEndpoint(node *corev1.Node) (netip.Addr, error) {
-	for _, key := range []string{PublicIPOverwriteAnnotation, PublicIPAnnotation} {
+func tunnelEndpoint(node *corev1.Node, keys ...string) (netip.Addr, error) {
+	for _, key := range keys {
 		v, ok := node.Annotations[key]
 		if !ok || v == "" {
 			continue

@@ -66,6 +66,14 @@ func NewInformers(cs kubernetes.Interface, nodeName string, resync time.Duration
 	}
 }
 
+// NewConfigMapInformerFactory is a factory whose ConfigMaps are only the one named namespace/name:
+// the agent's RBAC grants exactly that one.
+func NewConfigMapInformerFactory(cs kubernetes.Interface, namespace, name string) informers.SharedInformerFactory {
+	byName := fields.OneTermEqualSelector("metadata.name", name).String()
+	return informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = byName }))
+}
+
 // Start starts every informer registered so far on both factories.
 func (i Informers) Start(stop <-chan struct{}) {
 	i.Cluster.Start(stop)

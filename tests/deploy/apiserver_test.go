@@ -191,7 +191,7 @@ func testDryRunApply(t *testing.T, a *apiLab, objs []*unstructured.Unstructured)
 
 // access is one request the agent may or may not make.
 type access struct {
-	verb, group, resource, subresource, namespace string
+	verb, group, resource, subresource, namespace, name string
 }
 
 func (x access) String() string {
@@ -201,6 +201,9 @@ func (x access) String() string {
 	}
 	if x.group != "" {
 		r += "." + x.group
+	}
+	if x.name != "" {
+		r += " " + x.name
 	}
 	ns := x.namespace
 	if ns == "" {
@@ -222,6 +225,9 @@ func testRBAC(t *testing.T, a *apiLab) {
 		{verb: "create", resource: "events", namespace: "default"},
 		{verb: "patch", resource: "events", namespace: "default"},
 	}
+	for _, v := range []string{"get", "list", "watch"} {
+		allowed = append(allowed, access{verb: v, resource: "configmaps", namespace: "edgeplane-system", name: "edgeplane-domains"})
+	}
 	for _, v := range []string{"create", "get", "list", "delete"} {
 		allowed = append(allowed, access{verb: v, group: "coordination.k8s.io", resource: "leases", namespace: "kube-system"})
 	}
@@ -239,6 +245,9 @@ func testRBAC(t *testing.T, a *apiLab) {
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "kube-system"},
 		{verb: "create", resource: "events", namespace: "kube-system"},
 		{verb: "get", resource: "configmaps", namespace: "edgeplane-system"},
+		{verb: "get", resource: "configmaps", namespace: "edgeplane-system", name: "edgeplane-config"},
+		{verb: "get", resource: "configmaps", namespace: "kube-system", name: "edgeplane-domains"},
+		{verb: "update", resource: "configmaps", namespace: "edgeplane-system", name: "edgeplane-domains"},
 		{verb: "create", resource: "serviceaccounts", subresource: "token", namespace: "edgeplane-system"},
 		{verb: "impersonate", resource: "users"},
 		{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles"},
@@ -247,7 +256,7 @@ func testRBAC(t *testing.T, a *apiLab) {
 		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 			User: agentUser, Groups: agentGroups,
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Verb: x.verb, Group: x.group, Resource: x.resource, Subresource: x.subresource, Namespace: x.namespace,
+				Verb: x.verb, Group: x.group, Resource: x.resource, Subresource: x.subresource, Namespace: x.namespace, Name: x.name,
 			},
 		}}
 		got, err := a.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
@@ -269,7 +278,8 @@ func testRBAC(t *testing.T, a *apiLab) {
 	// more is a grant the agent does not use.
 	common := []string{"get nodes", "list nodes", "watch nodes", "patch nodes", "list pods", "watch pods"}
 	want := map[string][]string{
-		"edgeplane-system": common,
+		"edgeplane-system": append(slices.Clone(common), "get configmaps/edgeplane-domains",
+			"list configmaps/edgeplane-domains", "watch configmaps/edgeplane-domains"),
 		"kube-system": append(slices.Clone(common), "create leases.coordination.k8s.io", "get leases.coordination.k8s.io",
 			"list leases.coordination.k8s.io", "delete leases.coordination.k8s.io"),
 		"default": append(slices.Clone(common), "create events", "patch events"),
@@ -318,9 +328,19 @@ func grants(rules []authorizationv1.ResourceRule, except []string) []string {
 				if g != "" {
 					res += "." + g
 				}
+				names := r.ResourceNames
+				if len(names) == 0 {
+					names = []string{""}
+				}
 				for _, v := range r.Verbs {
-					if x := v + " " + res; !slices.Contains(except, x) && !slices.Contains(out, x) {
-						out = append(out, x)
+					for _, n := range names {
+						x := v + " " + res
+						if n != "" {
+							x += "/" + n
+						}
+						if !slices.Contains(except, x) && !slices.Contains(out, x) {
+							out = append(out, x)
+						}
 					}
 				}
 			}

@@ -26,6 +26,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/edgeplane/edgeplane/deploy"
+	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -66,9 +67,15 @@ func objects(t *testing.T) []*unstructured.Unstructured {
 // typed finds the one object of a kind and converts it.
 func typed[T any](t *testing.T, objs []*unstructured.Unstructured, kind string) *T {
 	t.Helper()
+	return typedNamed[T](t, objs, kind, "")
+}
+
+// typedNamed is the one object of kind called name ("" = the only one of its kind).
+func typedNamed[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
+	t.Helper()
 	var found *T
 	for _, o := range objs {
-		if o.GetKind() != kind {
+		if o.GetKind() != kind || (name != "" && o.GetName() != name) {
 			continue
 		}
 		if found != nil {
@@ -126,6 +133,8 @@ func containerEnv(t *testing.T, c corev1.Container, cm *corev1.ConfigMap, nodeNa
 			env[e.Name] = e.Value
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName":
 			env[e.Name] = nodeName
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			env[e.Name] = cm.Namespace // the DaemonSet's, which is the ConfigMap's
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			ref := e.ValueFrom.ConfigMapKeyRef
 			if ref.Name != cm.Name {
@@ -171,7 +180,7 @@ func TestContainerFlagsAccepted(t *testing.T) {
 	bin := binDir(t)
 	objs := objects(t)
 	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet")
-	cm := typed[corev1.ConfigMap](t, objs, "ConfigMap")
+	cm := typedNamed[corev1.ConfigMap](t, objs, "ConfigMap", "edgeplane-config")
 	containers := append(append([]corev1.Container{}, ds.Spec.Template.Spec.InitContainers...), ds.Spec.Template.Spec.Containers...)
 	for _, c := range containers {
 		t.Run(c.Name, func(t *testing.T) {
@@ -201,6 +210,30 @@ func TestContainerFlagsAccepted(t *testing.T) {
 				t.Errorf("%s accepts --mtu=1 in --validate-flags mode:\n%s", exe, out)
 			}
 		})
+	}
+}
+
+// TestDomainConfigMapParses: the shipped domain ConfigMap is one the agent accepts, and it is the
+// default model (shipping it changes nothing until an operator edits it).
+func TestDomainConfigMapParses(t *testing.T) {
+	objs := objects(t)
+	cm := typedNamed[corev1.ConfigMap](t, objs, "ConfigMap", "edgeplane-domains")
+	m, err := domain.Parse([]byte(cm.Data[domain.ConfigKey]))
+	if err != nil {
+		t.Fatalf("the agent would refuse the shipped %s: %v", cm.Name, err)
+	}
+	if !m.Equal(domain.DefaultModel()) {
+		t.Errorf("the shipped domain configuration is not the default one")
+	}
+	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet")
+	var arg string
+	for _, a := range ds.Spec.Template.Spec.Containers[0].Args {
+		if strings.HasPrefix(a, "--domain-config=") {
+			arg = a
+		}
+	}
+	if arg != "--domain-config=$(POD_NAMESPACE)/"+cm.Name || cm.Namespace != ds.Namespace {
+		t.Errorf("the agent reads %q, the ConfigMap is %s/%s", arg, cm.Namespace, cm.Name)
 	}
 }
 

@@ -19,6 +19,7 @@ const MapName = "node_cfg_map"
 const (
 	FlagReady      uint16 = 1 << 0 // the agent has written this entry
 	FlagMasquerade uint16 = 1 << 1 // masquerade pod traffic leaving the cluster to NodeIP
+	FlagGateway    uint16 = 1 << 2 // this node is its domain's cloud gateway
 )
 
 // Encapsulation modes (enum encap_mode).
@@ -43,6 +44,8 @@ type NodeCfg struct {
 	UnderlayMAC     [6]byte
 	EncapMode       uint8 // EncapNative or EncapDevice
 	Pad             [3]byte
+	Domain          uint32    // this node's network domain (pkg/maps/domains)
+	GatewayIP       maps.IPv4 // its domain's cloud gateway when that is another node, else zero
 }
 
 // SetPodCIDR stores p's network address and mask.

@@ -1,0 +1,120 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+)
+
+// DomainConfigController is the name of the domain configuration watcher in metrics.
+const DomainConfigController = "domain-config"
+
+// ReasonInvalidDomainConfig is the reason of the Warning event recorded on a domain ConfigMap that
+// cannot be used.
+const ReasonInvalidDomainConfig = "InvalidDomainConfig"
+
+// DomainConfig follows the domain ConfigMap (pkg/domain): Model is always the last valid
+// configuration, the default model while there is no ConfigMap. A ConfigMap that does not parse
+// gets a Warning event and changes nothing.
+type DomainConfig struct {
+	name     string
+	recorder record.EventRecorder
+	metrics  Metrics
+	synced   cache.InformerSynced
+
+	model atomic.Pointer[domain.Model]
+
+	mu        sync.Mutex
+	listeners []func()
+	lastErr   string
+}
+
+// NewDomainConfig registers on an informer of the ConfigMap's namespace (the agent narrows it to
+// the one name); name is the ConfigMap's name.
+func NewDomainConfig(informer coreinformers.ConfigMapInformer, name string, recorder record.EventRecorder, metrics Metrics) (*DomainConfig, error) {
+	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, synced: informer.Informer().HasSynced}
+	d.model.Store(domain.DefaultModel())
+	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { d.update(obj, false) },
+		UpdateFunc: func(_, obj any) { d.update(obj, false) },
+		DeleteFunc: func(obj any) { d.update(obj, true) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("adding configmap event handler: %w", err)
+	}
+	return d, nil
+}
+
+// Model is the configuration in force.
+func (d *DomainConfig) Model() *domain.Model { return d.model.Load() }
+
+// HasSynced reports whether the ConfigMap (or its absence) has been seen.
+func (d *DomainConfig) HasSynced() bool { return d.synced() }
+
+// OnChange registers fn, called (from the informer's goroutine) after the model changed.
+func (d *DomainConfig) OnChange(fn func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.listeners = append(d.listeners, fn)
+}
+
+func (d *DomainConfig) update(obj any, deleted bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok || cm.Name != d.name {
+		return
+	}
+	start := time.Now()
+	logger := klog.Background().WithValues("configmap", klog.KObj(cm))
+	var (
+		m   *domain.Model
+		err error
+	)
+	if deleted {
+		m = domain.DefaultModel()
+		logger.Info("Domain ConfigMap deleted: every pool is its own domain, all pairs public")
+	} else {
+		m, err = domain.Parse([]byte(cm.Data[domain.ConfigKey]))
+	}
+	observe(d.metrics, DomainConfigController, start, err)
+	d.mu.Lock()
+	if err != nil {
+		if d.lastErr != err.Error() {
+			d.lastErr = err.Error()
+			logger.Error(err, "Ignoring the domain configuration; keeping the last valid one")
+			if d.recorder != nil {
+				d.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonInvalidDomainConfig,
+					"edgeplane keeps its last valid domain configuration: %v", err)
+			}
+		}
+		d.mu.Unlock()
+		return
+	}
+	d.lastErr = ""
+	listeners := append([]func(){}, d.listeners...)
+	d.mu.Unlock()
+	if d.model.Swap(m).Equal(m) {
+		return
+	}
+	logger.Info("Domain configuration changed", "poolLabel", m.PoolLabel(), "default", m.DefaultConnectivity(), "domains", m.Configured())
+	for _, fn := range listeners {
+		fn()
+	}
+}
+
+// WaitForSync blocks until the ConfigMap informer synced or ctx is done.
+func (d *DomainConfig) WaitForSync(ctx context.Context) bool {
+	return cache.WaitForCacheSync(ctx.Done(), d.synced)
+}

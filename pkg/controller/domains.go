@@ -1,0 +1,155 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+)
+
+// writeDomain (re)writes the domains_map entry of the domain a route is about to name, so that a
+// route never refers to a domain the datapath does not know (which it would treat as unreachable).
+func (r *NodeReconciler) writeDomain(name string) error {
+	if r.cfg.DomainTable == nil || name == "" {
+		return nil
+	}
+	local := r.local.domain
+	if local == "" {
+		local = domain.Default
+	}
+	d := Domain{Name: name, Reachable: r.model().Reachable(local, name), Local: name == local}
+	if err := r.cfg.DomainTable.Upsert(domain.ID(name), d); err != nil {
+		return fmt.Errorf("writing domain %s: %w", name, err)
+	}
+	return nil
+}
+
+// syncDomainsLocked is the pass over everything that depends on the set of domains and nodes as a
+// whole: domains_map (every domain a node or the configuration names; stale ones deleted), this
+// node's LocalState (its domain, its domain's cloud gateway) and the kernel routes for peers'
+// pod CIDRs.
+func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	m := r.model()
+	local := r.local.domain
+	if local == "" {
+		local = domain.Default
+	}
+	names := append(m.Configured(), local)
+	for _, p := range r.peers {
+		names = append(names, p.domain)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if names[0] == "" {
+		names = names[1:]
+	}
+	var errs []error
+	if err := domain.CheckIDs(names); err != nil {
+		r.warnOnce(ctx, nil, "", err.Error())
+		errs = append(errs, err)
+	}
+	if r.cfg.DomainTable != nil {
+		want := map[uint32]bool{}
+		for _, n := range names {
+			want[domain.ID(n)] = true
+			errs = append(errs, r.writeDomain(n))
+		}
+		errs = append(errs, deleteStale(r.cfg.DomainTable.List, r.cfg.DomainTable.Delete, want))
+	}
+
+	state := LocalState{Domain: local, DomainID: domain.ID(local)}
+	gw, gwPeer, ok := r.gateway(local)
+	switch {
+	case !ok:
+	case gw == r.cfg.Local.Name:
+		state.IsGateway = true
+	default:
+		state.Gateway = gwPeer.route.NodeIP
+	}
+	if state.IsGateway {
+		reach := slices.ContainsFunc(names, func(n string) bool { return n != local && m.Reachable(local, n) })
+		if !reach {
+			msg := fmt.Sprintf("this node is the cloud gateway of domain %s, but no other domain has a private line to it "+
+				"(connectivity is public): the gateway cannot carry cloud hosts' traffic to edge pods", local)
+			r.warnOnce(ctx, r.localNodeObject(), ReasonCloudGatewayIsolated, msg)
+		}
+	}
+	if state != r.state && r.cfg.OnLocal != nil {
+		if err := r.cfg.OnLocal(state); err != nil {
+			errs = append(errs, fmt.Errorf("writing local domain state: %w", err))
+		} else {
+			logger.Info("Network domain", "domain", state.Domain, "id", state.DomainID,
+				"cloudGateway", state.IsGateway, "via", state.Gateway)
+			r.state = state
+		}
+	} else if r.cfg.OnLocal == nil {
+		r.state = state
+	}
+	if r.cfg.HostRoutes != nil {
+		errs = append(errs, r.cfg.HostRoutes.Sync(r.hostRoutes(m, local, state)))
+	}
+	return errors.Join(errs...)
+}
+
+// gateway is the cloud gateway of domain dom: of its nodes carrying the label, the first by name
+// (one carries the traffic; the others stand by and take over when its label goes).
+func (r *NodeReconciler) gateway(dom string) (string, peer, bool) {
+	var names []string
+	for name, p := range r.peers {
+		if p.gateway && p.domain == dom {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return "", peer{}, false
+	}
+	slices.Sort(names)
+	return names[0], r.peers[names[0]], true
+}
+
+// hostRoutes are the kernel routes for peers outside this node's domain: "unreachable" toward
+// domains without a private line, so host sockets fail at once and forwarded cloud-host traffic
+// gets ICMP from the kernel; through the domain's cloud gateway otherwise, when that is another
+// node (the gateway itself forwards into the overlay through the cluster route).
+func (r *NodeReconciler) hostRoutes(m *domain.Model, local string, state LocalState) map[netip.Prefix]HostRoute {
+	want := map[netip.Prefix]HostRoute{}
+	for name, p := range r.peers {
+		if name == r.cfg.Local.Name || p.route.Local || p.domain == local {
+			continue
+		}
+		switch {
+		case !m.Reachable(local, p.domain):
+			want[p.podCIDR] = HostRoute{Unreachable: true}
+		case state.Gateway.IsValid():
+			want[p.podCIDR] = HostRoute{Via: state.Gateway}
+		}
+	}
+	return want
+}
+
+func (r *NodeReconciler) localNodeObject() *corev1.Node {
+	n, err := r.lister.Get(r.cfg.Local.Name)
+	if err != nil {
+		return nil
+	}
+	return n
+}
+
+// warnOnce logs msg (and records an event on obj when there is one) unless it was the last warning.
+func (r *NodeReconciler) warnOnce(ctx context.Context, obj *corev1.Node, reason, msg string) {
+	if r.warned == msg {
+		return
+	}
+	r.warned = msg
+	klog.FromContext(ctx).Info("Warning: "+msg, "reason", reason)
+	if obj != nil && reason != "" && r.cfg.Recorder != nil {
+		r.cfg.Recorder.Event(obj, corev1.EventTypeWarning, reason, msg)
+	}
+}

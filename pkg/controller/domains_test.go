@@ -1,0 +1,221 @@
+package controller
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+)
+
+type staticModel struct{ m atomic.Pointer[domain.Model] }
+
+func (s *staticModel) Model() *domain.Model { return s.m.Load() }
+func (s *staticModel) HasSynced() bool      { return true }
+
+func parseModel(t *testing.T, yaml string) *domain.Model {
+	t.Helper()
+	m, err := domain.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+type fakeHostRoutes struct {
+	mu   sync.Mutex
+	want map[netip.Prefix]HostRoute
+}
+
+func (f *fakeHostRoutes) Sync(want map[netip.Prefix]HostRoute) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.want = want
+	return nil
+}
+
+type domainFixture struct {
+	*nodeFixture
+	model   *staticModel
+	domains *memTable[uint32, Domain]
+	host    *fakeHostRoutes
+	local   []LocalState
+}
+
+func newDomainFixture(t *testing.T, yaml string, objs ...*corev1.Node) *domainFixture {
+	t.Helper()
+	f := &domainFixture{nodeFixture: newNodeFixture(t), model: &staticModel{},
+		domains: newMemTable[uint32, Domain](), host: &fakeHostRoutes{}}
+	f.model.m.Store(parseModel(t, yaml))
+	f.r.cfg.Domains = f.model
+	f.r.cfg.DomainTable = f.domains
+	f.r.cfg.HostRoutes = f.host
+	f.r.cfg.OnLocal = func(s LocalState) error { f.local = append(f.local, s); return nil }
+	for _, n := range objs {
+		f.seed(n)
+	}
+	return f
+}
+
+// pass reconciles every node and the domains, as the start-up pass does.
+func (f *domainFixture) pass(t *testing.T) {
+	t.Helper()
+	f.reconcile(t, local.Name)
+	nodes, _ := f.r.lister.List(labels.Everything())
+	for _, n := range nodes {
+		f.reconcile(t, n.Name)
+	}
+	f.reconcile(t, domainsKey)
+}
+
+// pooled is a peer in a pool with a private underlay address and, optionally, a NAT address.
+func pooled(name, pool, podCIDR, ip, overwrite string, labels ...string) *corev1.Node {
+	n := peerNode(name, podCIDR, ip, macB)
+	n.Labels = map[string]string{}
+	if pool != "" {
+		n.Labels[domain.DefaultPoolLabel] = pool
+	}
+	for _, l := range labels {
+		n.Labels[l] = ""
+	}
+	if overwrite != "" {
+		n.Annotations[k8s.PublicIPOverwriteAnnotation] = overwrite
+	}
+	return n
+}
+
+const cloudSiteAPrivate = "connectivity:\n- domains: [cloud, site-a]\n  mode: private\n"
+
+func edgeCluster(extraSelfLabels ...string) []*corev1.Node {
+	return []*corev1.Node{
+		pooled("self", "cloud", "10.244.0.0/24", "192.168.0.1", "203.0.113.1", extraSelfLabels...),
+		pooled("b", "cloud", "10.244.1.0/24", "192.168.0.2", "203.0.113.2"),
+		pooled("c", "site-a", "10.244.2.0/24", "192.168.1.3", "203.0.113.3"),
+		pooled("d", "site-b", "10.244.3.0/24", "192.168.2.4", "203.0.113.4"),
+	}
+}
+
+func TestDomainsEndpointsReachabilityAndHostRoutes(t *testing.T) {
+	f := newDomainFixture(t, cloudSiteAPrivate, edgeCluster()...)
+	f.pass(t)
+	cloud, siteA, siteB := domain.ID("cloud"), domain.ID("site-a"), domain.ID("site-b")
+	routes, _ := f.routes.List()
+	want := map[netip.Prefix]Route{
+		prefix("10.244.0.0/24"): {NodeIP: local.NodeIP, Domain: cloud, Local: true},
+		// same domain and across the private line: the private underlay address
+		prefix("10.244.1.0/24"): {NodeIP: nodeIP("192.168.0.2"), Domain: cloud},
+		prefix("10.244.2.0/24"): {NodeIP: nodeIP("192.168.1.3"), Domain: siteA},
+		// a public pair: the NAT address (what its packets come from, for anti-spoofing)
+		prefix("10.244.3.0/24"): {NodeIP: nodeIP("203.0.113.4"), Domain: siteB},
+	}
+	if !reflect.DeepEqual(routes, want) {
+		t.Errorf("routes = %v\nwant %v", routes, want)
+	}
+	nodes, _ := f.nodes.List()
+	if nodes[nodeIP("203.0.113.4")].Domain != siteB || nodes[nodeIP("192.168.1.3")].Domain != siteA {
+		t.Errorf("nodes_map domains: %v", nodes)
+	}
+	doms, _ := f.domains.List()
+	wantDoms := map[uint32]Domain{
+		cloud: {Name: "cloud", Reachable: true, Local: true},
+		siteA: {Name: "site-a", Reachable: true},
+		siteB: {Name: "site-b"},
+	}
+	if !reflect.DeepEqual(doms, wantDoms) {
+		t.Errorf("domains = %v\nwant %v", doms, wantDoms)
+	}
+	if !reflect.DeepEqual(f.host.want, map[netip.Prefix]HostRoute{prefix("10.244.3.0/24"): {Unreachable: true}}) {
+		t.Errorf("host routes = %v, want site-b unreachable only", f.host.want)
+	}
+	if len(f.local) != 1 || f.local[0] != (LocalState{Domain: "cloud", DomainID: cloud}) {
+		t.Errorf("local states %v", f.local)
+	}
+
+	// Live: site-b gets a private line, site-a's pool joins the cloud domain.
+	f.model.m.Store(parseModel(t, "domains:\n  cloud: [cloud, site-a]\nconnectivity:\n- domains: [cloud, site-b]\n  mode: private\n"))
+	f.pass(t)
+	routes, _ = f.routes.List()
+	if r := routes[prefix("10.244.3.0/24")]; r.NodeIP != nodeIP("192.168.2.4") || r.Domain != siteB {
+		t.Errorf("site-b over a private line: %v", r)
+	}
+	if r := routes[prefix("10.244.2.0/24")]; r.Domain != cloud {
+		t.Errorf("site-a's pool regrouped into cloud: %v", r)
+	}
+	doms, _ = f.domains.List()
+	if _, stale := doms[siteA]; stale || !doms[siteB].Reachable {
+		t.Errorf("domains after the change: %v", doms)
+	}
+	if len(f.host.want) != 0 {
+		t.Errorf("host routes after the change: %v", f.host.want)
+	}
+}
+
+func TestDomainsCloudGateway(t *testing.T) {
+	nodes := edgeCluster()
+	nodes[1].Labels[domain.CloudGatewayLabel] = "" // b is the gateway
+	f := newDomainFixture(t, cloudSiteAPrivate, nodes...)
+	f.pass(t)
+	want := map[netip.Prefix]HostRoute{
+		prefix("10.244.2.0/24"): {Via: nodeIP("192.168.0.2")}, // site-a through the gateway
+		prefix("10.244.3.0/24"): {Unreachable: true},
+	}
+	if !reflect.DeepEqual(f.host.want, want) {
+		t.Errorf("host routes = %v\nwant %v", f.host.want, want)
+	}
+	if last := f.local[len(f.local)-1]; last.Gateway != nodeIP("192.168.0.2") || last.IsGateway {
+		t.Errorf("local state %+v", last)
+	}
+
+	// The label moves to this node: no routes via anyone, this node forwards itself.
+	delete(nodes[1].Labels, domain.CloudGatewayLabel)
+	self := nodes[0].DeepCopy()
+	self.Labels[domain.CloudGatewayLabel] = ""
+	f.seed(nodes[1])
+	f.seed(self)
+	f.pass(t)
+	if last := f.local[len(f.local)-1]; !last.IsGateway || last.Gateway.IsValid() {
+		t.Errorf("local state after the move %+v", last)
+	}
+	if !reflect.DeepEqual(f.host.want, map[netip.Prefix]HostRoute{prefix("10.244.3.0/24"): {Unreachable: true}}) {
+		t.Errorf("host routes after the move = %v", f.host.want)
+	}
+	select {
+	case ev := <-f.recorder.Events:
+		t.Errorf("unexpected event %q", ev)
+	default:
+	}
+}
+
+func TestDomainsIsolatedGatewayWarns(t *testing.T) {
+	f := newDomainFixture(t, "", edgeCluster(domain.CloudGatewayLabel)...)
+	f.pass(t)
+	f.pass(t) // once, not on every pass
+	if n := len(f.recorder.Events); n != 1 {
+		t.Fatalf("%d events, want 1", n)
+	}
+	if ev := <-f.recorder.Events; !strings.Contains(ev, ReasonCloudGatewayIsolated) || !strings.Contains(ev, "cannot carry") {
+		t.Errorf("event %q", ev)
+	}
+}
+
+func TestDomainsDefaultDomainKeepsFlannelEndpoints(t *testing.T) {
+	// Nodes in no pool: one domain, but not one network, so public-ip-overwrite wins as in Flannel.
+	f := newDomainFixture(t, "",
+		pooled("self", "", "10.244.0.0/24", "192.168.0.1", ""),
+		pooled("b", "", "10.244.1.0/24", "192.168.9.2", "203.0.113.2"))
+	f.pass(t)
+	routes, _ := f.routes.List()
+	if r := routes[prefix("10.244.1.0/24")]; r.NodeIP != nodeIP("203.0.113.2") || r.Domain != 0 {
+		t.Errorf("route %v, want the overwrite address in domain 0", r)
+	}
+	if len(f.host.want) != 0 {
+		t.Errorf("host routes %v", f.host.want)
+	}
+}

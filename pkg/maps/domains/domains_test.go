@@ -1,0 +1,61 @@
+package domains
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
+	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
+)
+
+func TestLayout(t *testing.T) {
+	layout.Check(t, MapName, uint32(0), Domain{})
+}
+
+func TestID(t *testing.T) {
+	if ID("") != DefaultID {
+		t.Fatalf(`ID("") = %d`, ID(""))
+	}
+	// Stable across builds and nodes: every agent must compute the same ID (FNV-1a 32).
+	if got := ID("cloud"); got != 0x1ac6a97e {
+		t.Fatalf(`ID("cloud") = %#x`, got)
+	}
+	if ID("cloud") == ID("site-a") {
+		t.Fatal("distinct names, one ID")
+	}
+}
+
+func TestNew(t *testing.T) {
+	d, err := New("site-a", FlagReachable)
+	if err != nil || d.NameString() != "site-a" || !d.Reachable() || d.Local() {
+		t.Fatalf("New = %v %v", d, err)
+	}
+	if _, err := New(strings.Repeat("x", NameLen), 0); err == nil {
+		t.Fatal("a 64-byte name was accepted")
+	}
+}
+
+func TestMap(t *testing.T) {
+	m, _ := maptest.Open(t, Open)
+	d, _ := New("cloud", FlagReachable|FlagLocal)
+	id := ID("cloud")
+	if err := m.Upsert(id, d); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Lookup(id); err != nil || got != d {
+		t.Fatalf("Lookup = %v %v", got, err)
+	}
+	all, err := m.List()
+	if err != nil || len(all) != 1 || all[id] != d {
+		t.Fatalf("List = %v %v", all, err)
+	}
+	if err := m.Delete(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Lookup(id); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("after Delete: %v", err)
+	}
+}
