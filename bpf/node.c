@@ -19,6 +19,7 @@
 #include "lib/fwd.h"
 #include "lib/vxlan.h"
 #include "lib/nat.h"
+#include "lib/icmp.h"
 
 /* A VXLAN frame to port 8472 (outer IPv4 already validated, not a fragment). */
 static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struct node_cfg *cfg)
@@ -75,9 +76,13 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	return fwd_to_endpoint(skb, ep);
 }
 
-/* Non-VXLAN: undo masquerade, then deliver to a local pod or let the host have it. */
-static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struct node_cfg *cfg)
+/* Non-VXLAN: undo masquerade, then deliver to a local pod or let the host have it. A packet
+ * routed here toward a pod of a domain this node cannot reach (a cloud host's, through the cloud
+ * gateway) is dropped and answered (*unreach) rather than left to the host's unreachable route. */
+static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struct node_cfg *cfg,
+					      __u8 *unreach)
 {
+	struct route *route;
 	struct endpoint *ep;
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -94,14 +99,20 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
 	ep = endpoint_lookup(ip->daddr);
-	if (!ep)
+	if (ep)
+		return fwd_to_endpoint(skb, ep);
+	if (!in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
 		return TC_ACT_OK;
-	return fwd_to_endpoint(skb, ep);
+	route = route_lookup(ip->daddr);
+	if (!route || (route->flags & ROUTE_LOCAL) || domain_reachable(cfg, route->domain))
+		return TC_ACT_OK;
+	*unreach = icmp_may_answer(skb, ip);
+	return -DROP_DOMAIN_UNREACHABLE;
 }
 
-static __always_inline int node_ingress_handle(struct __sk_buff *skb, __u32 *dir)
+static __always_inline int node_ingress_handle(struct __sk_buff *skb, const struct node_cfg *cfg,
+					       __u32 *dir, __u8 *unreach)
 {
-	struct node_cfg *cfg = node_cfg_get();
 	struct udphdr *udp;
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -121,7 +132,7 @@ static __always_inline int node_ingress_handle(struct __sk_buff *skb, __u32 *dir
 			return node_vxlan_ingress(skb, cfg);
 		}
 	}
-	return node_plain_ingress(skb, cfg);
+	return node_plain_ingress(skb, cfg, unreach);
 }
 
 static __always_inline int node_egress_handle(struct __sk_buff *skb)
@@ -138,9 +149,13 @@ static __always_inline int node_egress_handle(struct __sk_buff *skb)
 SEC("tc")
 int node_ingress(struct __sk_buff *skb)
 {
+	struct node_cfg *cfg = node_cfg_get();
 	__u32 dir = DIR_NODE_IN;
-	int ret = node_ingress_handle(skb, &dir);
+	__u8 unreach = 0;
+	int ret = node_ingress_handle(skb, cfg, &dir, &unreach);
 
+	if (ret == -DROP_DOMAIN_UNREACHABLE && unreach && cfg)
+		return tc_exit_host_unreach_nic(skb, dir, cfg->node_ip);
 	return tc_exit(skb, dir, ret);
 }
 

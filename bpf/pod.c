@@ -144,7 +144,7 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 		return -DROP_UNKNOWN_ENDPOINT;
 	/* Public connectivity between the domains: nothing would arrive, so say so at once. */
 	if (!domain_reachable(cfg, route->domain)) {
-		v->unreach = 1;
+		v->unreach = icmp_may_answer(skb, ip);
 		return -DROP_DOMAIN_UNREACHABLE;
 	}
 	return pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);

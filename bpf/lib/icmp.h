@@ -139,6 +139,20 @@ static __always_inline int icmp_return_to_pod(struct __sk_buff *skb, __u32 dir)
 	return bpf_redirect_peer(skb->ifindex, 0);
 }
 
+/* Whether an ICMP error may answer the packet (RFC 1122 3.2.2, RFC 1812 4.3.2.7): not about an
+ * ICMP error, not about a non-first fragment. The packet starts with Ethernet + IPv4 (ihl checked). */
+static __always_inline int icmp_may_answer(struct __sk_buff *skb, const struct iphdr *ip)
+{
+	struct icmphdr *icmp;
+
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return 0;
+	if (ip->protocol != IPPROTO_ICMP)
+		return 1;
+	icmp = pkt_header(skb, ETH_HLEN + ip->ihl * 4, sizeof(*icmp));
+	return icmp && (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY);
+}
+
 /* The exit of a TC program for a pod's packet to a network domain this node cannot reach: counted
  * under DROP_DOMAIN_UNREACHABLE, then answered with "host unreachable" from saddr so that the
  * pod's connect() fails at once (EHOSTUNREACH) instead of timing out. The quote is the IP header
@@ -165,6 +179,20 @@ static __always_inline int tc_exit_frag_needed(struct __sk_buff *skb, __u32 dir,
 	if (icmp_frag_needed(skb, saddr, mtu) < 0)
 		return TC_ACT_SHOT;
 	return icmp_return_to_pod(skb, dir);
+}
+
+/* The same for a packet that came in on the underlay NIC (a cloud host's, routed to this node):
+ * the error goes back out of the NIC to the hop it came from, the frame's MACs swapped. The
+ * kernel would answer from its "unreachable" route too, but rate-limited per sender to a burst and
+ * then one every two seconds; the datapath answers every packet, as it does for pods. */
+static __always_inline int tc_exit_host_unreach_nic(struct __sk_buff *skb, __u32 dir, __be32 saddr)
+{
+	metric_count(dir, DROP_DOMAIN_UNREACHABLE, skb->len);
+	event_emit(skb, dir, DROP_DOMAIN_UNREACHABLE, TC_ACT_SHOT);
+	if (icmp_error(skb, saddr, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, 0, ICMP_UNREACH_QUOTE) < 0)
+		return TC_ACT_SHOT;
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 #endif

@@ -211,3 +211,55 @@ func TestOverlayEgressDomains(t *testing.T) {
 		t.Errorf("cluster source: verdict %d or packet changed", got)
 	}
 }
+
+// A cloud host's packet routed to this node toward a pod of an unreachable domain (the cloud
+// gateway without a private line) is answered from the node IP back out of the NIC.
+func TestNodeIngressUnreachableDomainAnswers(t *testing.T) {
+	coll := newCollection(t, loadNode)
+	domainCluster(t, coll, siteAID)
+	prog := coll.Programs["node_ingress"]
+	apiServer := netip.MustParseAddr("172.30.0.2")
+	hostMAC, nicMAC := mac("02:00:00:00:00:02"), underlayMAC
+	frame := func(dst netip.Addr, proto uint8, l4 []byte) []byte {
+		return ethFrame(nicMAC, hostMAC, ethPIPv4, ipHdr{src: apiServer, dst: dst, proto: proto}.build(l4))
+	}
+	syn := frame(siteBPod, protoTCP, tcpSeg(apiServer, siteBPod, 43000, 80, tcpSYN, nil))
+	got, out := run(t, prog, syn, nil)
+	if got != tcActRedirect {
+		t.Fatalf("verdict %d, want the ICMP answer redirected out of the NIC", got)
+	}
+	ip := parseIP(t, out[14:])
+	checkL4Csum(t, ip)
+	if dst, src := macs(out); dst != hostMAC || src != nicMAC || ip.src != nodeIP || ip.dst != apiServer || ip.payload[0] != 3 || ip.payload[1] != 1 {
+		t.Errorf("answer %x<-%x %v->%v type %d code %d, want host unreachable from the node to the API server",
+			dst, src, ip.src, ip.dst, ip.payload[0], ip.payload[1])
+	}
+	if d, s := metric(t, coll, dirNodeIn, DropDomainUnreachable), metric(t, coll, dirNodeIn, ReasonICMPSent); d != 1 || s != 1 {
+		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1, 1", d, s)
+	}
+
+	// Never an ICMP error about an ICMP error: dropped, counted, not answered.
+	errMsg := frame(siteBPod, protoICMP, icmpMsg(3, 3, [4]byte{}, make([]byte, 28)))
+	if got, _ := run(t, prog, errMsg, nil); got != tcActShot || metric(t, coll, dirNodeIn, ReasonICMPSent) != 1 {
+		t.Errorf("ICMP error to site-b: verdict %d, ICMP_SENT %d; want a silent drop", got, metric(t, coll, dirNodeIn, ReasonICMPSent))
+	}
+	// Reachable domains and addresses outside the cluster are the host's business.
+	for _, dst := range []netip.Addr{siteAPod, internetIP} {
+		in := frame(dst, protoTCP, tcpSeg(apiServer, dst, 43000, 80, tcpSYN, nil))
+		if got, out := run(t, prog, in, nil); got != tcActOK || !bytes.Equal(out, in) {
+			t.Errorf("to %v: verdict %d or changed, want TC_ACT_OK untouched", dst, got)
+		}
+	}
+}
+
+func TestPodEgressNoICMPAboutICMPErrors(t *testing.T) {
+	coll := newCollection(t, loadPod)
+	domainCluster(t, coll)
+	in := podPacket(podA, siteBPod, icmpMsg(3, 3, [4]byte{}, make([]byte, 28)), protoICMP, false)
+	if got, _ := run(t, coll.Programs["pod_egress"], in, nil); got != tcActShot {
+		t.Fatalf("verdict %d, want TC_ACT_SHOT", got)
+	}
+	if d, s := metric(t, coll, dirPodEgress, DropDomainUnreachable), metric(t, coll, dirPodEgress, ReasonICMPSent); d != 1 || s != 0 {
+		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1, 0", d, s)
+	}
+}
