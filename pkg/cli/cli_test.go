@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/binary"
 	"flag"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/pkg/maps/nat"
@@ -108,6 +110,23 @@ var (
 	nodeJSON = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: datapath.DefaultRoot}
 )
 
+// Network domains: this node is in site-a, which has a private line to cloud and public
+// connectivity to site-b and the default domain; lostDomain is named by a route but not by
+// domains_map (unreachable).
+var (
+	siteA      = domains.ID("site-a")
+	cloud      = domains.ID("cloud")
+	siteB      = domains.ID("site-b")
+	lostDomain = uint32(0xdeadbeef)
+	// fixedDomains is domains_map as the agent of a site-a node writes it.
+	fixedDomains = domainView{
+		"default": 0, "site-a": domains.FlagReachable | domains.FlagLocal, "cloud": domains.FlagReachable, "site-b": 0,
+	}
+)
+
+// domainView is domains_map by name: the flags one node's agent writes.
+type domainView map[string]uint32
+
 func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]uint32) {
 	t.Helper()
 	must := func(err error) {
@@ -119,7 +138,7 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 	fixedCfg = nodecfg.NodeCfg{
 		NodeIP: maps.IPv4(nodeIP.As4()), UnderlayIfindex: ifindex["eth0"], VxlanIfindex: ifindex["edgeplane.1"],
 		VNI: 1, MTU: 1450, Flags: nodecfg.FlagReady | nodecfg.FlagMasquerade, VtepMAC: vtepMAC, UnderlayMAC: ulMAC,
-		EncapMode: nodecfg.EncapNative,
+		EncapMode: nodecfg.EncapNative, Domain: siteA,
 	}
 	must(fixedCfg.SetPodCIDR(netip.MustParsePrefix("10.244.1.0/24")))
 	must(fixedCfg.SetClusterCIDR(netip.MustParsePrefix("10.244.0.0/16")))
@@ -140,10 +159,13 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 	must(err)
 	defer rts.Close()
 	for prefix, r := range map[string]routes.Route{
-		"10.244.1.0/24": {NodeIP: maps.IPv4(nodeIP.As4()), Domain: 1, Flags: routes.FlagLocal},
-		"10.244.2.0/24": {NodeIP: maps.IPv4{192, 168, 1, 12}, Domain: 1},
-		"10.244.3.0/24": {NodeIP: maps.IPv4{192, 168, 1, 13}, Domain: 1, Encap: routes.EncapDirect},
-		"10.244.4.0/24": {NodeIP: maps.IPv4{172, 20, 0, 14}, Domain: 2},
+		"10.244.1.0/24": {NodeIP: maps.IPv4(nodeIP.As4()), Domain: siteA, Flags: routes.FlagLocal},
+		"10.244.2.0/24": {NodeIP: maps.IPv4{192, 168, 1, 12}, Domain: siteA},
+		"10.244.3.0/24": {NodeIP: maps.IPv4{192, 168, 1, 13}, Domain: siteA, Encap: routes.EncapDirect},
+		"10.244.4.0/24": {NodeIP: maps.IPv4{172, 20, 0, 14}, Domain: cloud},
+		"10.244.5.0/24": {NodeIP: maps.IPv4{172, 20, 0, 15}, Domain: cloud},
+		"10.244.6.0/24": {NodeIP: maps.IPv4{10, 10, 0, 16}, Domain: siteB},
+		"10.244.7.0/24": {NodeIP: maps.IPv4{10, 30, 0, 17}, Domain: lostDomain},
 	} {
 		must(rts.Upsert(netip.MustParsePrefix(prefix), r))
 	}
@@ -152,12 +174,15 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 	must(err)
 	defer nds.Close()
 	for ip, n := range map[string]nodes.Node{
-		"192.168.1.11": {VtepMAC: vtepMAC, Domain: 1},
-		"192.168.1.12": {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x12}, NexthopMAC: [6]byte{0x52, 0x54, 0, 0, 0, 0x12}, Domain: 1, Flags: nodes.FlagNexthopValid},
-		"192.168.1.13": {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x13}, Domain: 1},
+		"192.168.1.11": {VtepMAC: vtepMAC, Domain: siteA},
+		"192.168.1.12": {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x12}, NexthopMAC: [6]byte{0x52, 0x54, 0, 0, 0, 0x12}, Domain: siteA, Flags: nodes.FlagNexthopValid},
+		"192.168.1.13": {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x13}, Domain: siteA},
+		"172.20.0.15":  {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x15}, Domain: cloud},
+		"10.10.0.16":   {VtepMAC: [6]byte{0x0a, 0xe0, 0, 0, 0, 0x16}, Domain: siteB},
 	} {
 		must(nds.Upsert(netip.MustParseAddr(ip), n))
 	}
+	f.putDomains(t, fixedDomains)
 
 	nm, err := nonmasq.Open(f.root)
 	must(err)
@@ -235,6 +260,85 @@ func (f *fixture) putCfg(t *testing.T, c nodecfg.NodeCfg) {
 	}
 }
 
+// putDomains replaces domains_map's entries with view.
+func (f *fixture) putDomains(t *testing.T, view domainView) {
+	t.Helper()
+	m, err := domains.Open(f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	old, err := m.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range old {
+		if err := m.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, flags := range view {
+		d, err := domains.New(name, flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := domains.ID(name)
+		if name == "default" {
+			id = domains.DefaultID
+		}
+		if err := m.Upsert(id, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// unpin removes map name's pin until the test ends, as if an agent that does not have it had
+// pinned the rest.
+func (f *fixture) unpin(t *testing.T, name string) {
+	t.Helper()
+	path := maps.PinPath(f.root, name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unpin(); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		defer m.Close()
+		if err := m.Pin(path); err != nil {
+			t.Errorf("pinning %s again: %v", path, err)
+		}
+	})
+}
+
+// pinNodeCfgOfSize replaces node_cfg_map, until the test ends, with one whose value is size bytes
+// holding fixedCfg (cut short, or followed by 0xff bytes), as an agent of another version pins it.
+func (f *fixture) pinNodeCfgOfSize(t *testing.T, size uint32) {
+	t.Helper()
+	f.unpin(t, nodecfg.MapName)
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, fixedCfg); err != nil {
+		t.Fatal(err)
+	}
+	value := append(buf.Bytes(), bytes.Repeat([]byte{0xff}, int(size))...)[:size]
+	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{Name: nodecfg.MapName, Type: ebpf.Array, KeySize: 4,
+		ValueSize: size, MaxEntries: 1, Pinning: ebpf.PinByName}, ebpf.MapOptions{PinPath: filepath.Join(f.root, maps.Dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // before the original is pinned again (cleanups run last first)
+		if err := m.Unpin(); err != nil {
+			t.Error(err)
+		}
+		m.Close()
+	})
+	if err := m.Put(uint32(0), value); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // run executes edgeplanectl in the fixture's netns (where its interfaces are) against its pins.
 func (f *fixture) run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
@@ -255,7 +359,6 @@ var scrubbers = []struct {
 	re   *regexp.Regexp
 	with string
 }{
-	{regexp.MustCompile(`"(id|linkID)": [1-9][0-9]*`), `"$1": 1`},
 	{regexp.MustCompile(`"tag": "[0-9a-f]{16}"`), `"tag": "<tag>"`},
 	{regexp.MustCompile(`(?m)\b[0-9]+(\s+)[0-9a-f]{16}(\s+)([0-9]+|-)$`), "<prog-id>$1<tag>$2$3"},
 	{regexp.MustCompile(`(?m)(<tag>\s+)[0-9]+$`), "$1<link-id>"},
@@ -263,13 +366,21 @@ var scrubbers = []struct {
 	{regexp.MustCompile(`(?m)^go(\s+)go.*$`), "go$1<go>"},
 }
 
-func (f *fixture) scrub(s string, mapsTable bool) string {
+// kernelIDs are the JSON fields of maps and progs that hold kernel object ids ("id" in other
+// verbs, such as a domain's, is stable).
+var kernelIDs = regexp.MustCompile(`"(id|linkID)": [1-9][0-9]*`)
+
+// scrub masks what changes from run to run in the output of the golden case called name.
+func (f *fixture) scrub(s, name string) string {
 	s = strings.ReplaceAll(s, f.root, "<root>")
 	s = strings.ReplaceAll(s, f.runDir, "<run-dir>")
+	if strings.HasPrefix(name, "maps.") || strings.HasPrefix(name, "progs.") {
+		s = kernelIDs.ReplaceAllString(s, `"$1": 1`)
+	}
 	for _, sc := range scrubbers {
 		s = sc.re.ReplaceAllString(s, sc.with)
 	}
-	if mapsTable { // the maps table ends with the map id
+	if name == "maps.table" { // the maps table ends with the map id
 		s = regexp.MustCompile(`(?m)\s[0-9]+$`).ReplaceAllString(s, " <id>")
 	}
 	return s
@@ -296,15 +407,17 @@ func checkGolden(t *testing.T, name, got string) {
 type goldenCase struct {
 	name  string
 	args  []string
-	setup func(t *testing.T, f *fixture) // changes node_cfg_map for this case only
+	setup func(t *testing.T, f *fixture) // changes the maps for this case only
+	// stderr: the case fails with exit 1 and this line (scrubbed) instead of printing name's golden.
+	stderr string
 }
 
 func TestGolden(t *testing.T) {
 	f := newFixture(t)
 	var cases []goldenCase
 	for _, verb := range [][]string{
-		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"}, {"version"},
-		{"route", "get", "10.244.2.9"},
+		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"domains"}, {"config"}, {"nat"}, {"stats"}, {"version"},
+		{"route", "get", "10.244.2.9"}, {"route", "get", "10.244.5.9"}, {"route", "get", "10.244.6.9"},
 	} {
 		for _, o := range []string{"table", "json"} {
 			cases = append(cases, goldenCase{name: strings.Join(verb, "-") + "." + o, args: append(verb, "-o", o)})
@@ -314,6 +427,13 @@ func TestGolden(t *testing.T) {
 		goldenCase{name: "endpoints-ip.table", args: []string{"endpoints", "--ip", "10.244.1.6"}},
 		goldenCase{name: "routes-ip.table", args: []string{"routes", "--ip", "10.244.3.7"}},
 		goldenCase{name: "nodes-ip.table", args: []string{"nodes", "--ip", "192.168.1.12/32"}},
+		goldenCase{name: "routes-domain.table", args: []string{"routes", "--domain", "cloud"}},
+		goldenCase{name: "routes-domain.json", args: []string{"routes", "--domain", "cloud", "-o", "json"}},
+		goldenCase{name: "routes-domain-ip.table", args: []string{"routes", "--domain", "cloud", "--ip", "10.244.5.0/25"}},
+		goldenCase{name: "routes-domain-hex.table", args: []string{"routes", "--domain", "0xdeadbeef"}},
+		goldenCase{name: "routes-domain-none.table", args: []string{"routes", "--domain", "default"}},
+		goldenCase{name: "nodes-domain.table", args: []string{"nodes", "--domain", "site-b"}},
+		goldenCase{name: "nodes-domain.json", args: []string{"nodes", "--domain", "site-b", "-o", "json"}},
 		goldenCase{name: "nat-ip.table", args: []string{"nat", "--ip", "10.244.1.6"}},
 		goldenCase{name: "stats-drops.table", args: []string{"stats", "--drops-only"}},
 		goldenCase{name: "stats-drops.json", args: []string{"stats", "--drops-only", "-o", "json"}},
@@ -325,6 +445,9 @@ func TestGolden(t *testing.T) {
 		{"vxlan-native", "10.244.2.9", "10.244.1.5"},
 		{"direct-kernel-nexthop", "10.244.3.9", ""},
 		{"unknown-node", "10.244.4.9", ""},
+		{"private-line", "10.244.5.9", "10.244.1.5"},
+		{"domain-unreachable", "10.244.6.9", "10.244.1.5"},
+		{"domain-not-in-map", "10.244.7.9", ""},
 		{"no-route", "10.244.200.1", ""},
 		{"host-masquerade", "1.1.1.1", "10.244.1.5"},
 		{"host-nonmasq", "172.16.5.5", ""},
@@ -344,6 +467,40 @@ func TestGolden(t *testing.T) {
 			t.Cleanup(func() { f.putCfg(t, fixedCfg) })
 		}
 	}
+	// domains as a cloud node sees them, for the cloud gateway cases
+	cloudView := domainView{"default": 0, "cloud": domains.FlagReachable | domains.FlagLocal, "site-a": domains.FlagReachable, "site-b": 0}
+	isolatedView := domainView{"default": 0, "cloud": domains.FlagReachable | domains.FlagLocal, "site-a": 0, "site-b": 0}
+	withDomains := func(view domainView, change func(*nodecfg.NodeCfg)) func(*testing.T, *fixture) {
+		return func(t *testing.T, f *fixture) {
+			withCfg(change)(t, f)
+			f.putDomains(t, view)
+			t.Cleanup(func() { f.putDomains(t, fixedDomains) })
+		}
+	}
+	gateway := func(c *nodecfg.NodeCfg) { c.Domain, c.Flags = cloud, c.Flags|nodecfg.FlagGateway }
+	viaGateway := func(c *nodecfg.NodeCfg) { c.Domain, c.GatewayIP = cloud, maps.IPv4{172, 20, 0, 15} }
+	// An agent older than network domains: no domains_map pin.
+	withoutDomainsMap := func(t *testing.T, f *fixture) { f.unpin(t, domains.MapName) }
+	cases = append(cases,
+		goldenCase{name: "domains-gateway.table", args: []string{"domains"}, setup: withDomains(cloudView, gateway)},
+		goldenCase{name: "domains-gateway-isolated.table", args: []string{"domains"}, setup: withDomains(isolatedView, gateway)},
+		goldenCase{name: "domains-gateway-isolated.json", args: []string{"domains", "-o", "json"}, setup: withDomains(isolatedView, gateway)},
+		goldenCase{name: "domains-via-gateway.table", args: []string{"domains"}, setup: withDomains(cloudView, viaGateway)},
+		goldenCase{name: "domains-via-gateway.json", args: []string{"domains", "-o", "json"}, setup: withDomains(cloudView, viaGateway)},
+		goldenCase{name: "domains-not-ready.table", args: []string{"domains"},
+			setup: withCfg(func(c *nodecfg.NodeCfg) { *c = nodecfg.NodeCfg{} })},
+		goldenCase{name: "config-gateway.table", args: []string{"config"}, setup: withDomains(cloudView, viaGateway)},
+		goldenCase{name: "route-get-via-gateway.table", args: []string{"route", "get", "10.244.2.9"}, setup: withDomains(cloudView, viaGateway)},
+		goldenCase{name: "domains-no-domains-map", args: []string{"domains"}, setup: withoutDomainsMap,
+			stderr: "edgeplanectl: map domains_map is not pinned under <root>/maps: the agent on this node may be older than this edgeplanectl, or --bpffs-root is wrong\n"},
+		goldenCase{name: "routes-no-domains-map.table", args: []string{"routes"}, setup: withoutDomainsMap},
+		goldenCase{name: "routes-no-domains-map.json", args: []string{"routes", "-o", "json"}, setup: withoutDomainsMap},
+		goldenCase{name: "routes-domain-no-domains-map.table", args: []string{"routes", "--domain", "site-b"}, setup: withoutDomainsMap},
+		goldenCase{name: "nodes-no-domains-map.table", args: []string{"nodes"}, setup: withoutDomainsMap},
+		goldenCase{name: "config-no-domains-map.table", args: []string{"config"}, setup: withoutDomainsMap},
+		goldenCase{name: "route-get-no-domains-map-private-line.table", args: []string{"route", "get", "10.244.5.9"}, setup: withoutDomainsMap},
+		goldenCase{name: "route-get-no-domains-map-same-domain.table", args: []string{"route", "get", "10.244.2.9"}, setup: withoutDomainsMap},
+	)
 	cases = append(cases,
 		goldenCase{name: "route-get-vxlan-device.table", args: []string{"route", "get", "10.244.2.9"},
 			setup: withCfg(func(c *nodecfg.NodeCfg) { c.EncapMode = nodecfg.EncapDevice })},
@@ -361,10 +518,67 @@ func TestGolden(t *testing.T) {
 				c.setup(t, f)
 			}
 			code, stdout, stderr := f.run(t, c.args...)
+			if c.stderr != "" {
+				if got := f.scrub(stderr, c.name); code != 1 || stdout != "" || got != c.stderr {
+					t.Fatalf("edgeplanectl %s: exit %d, stdout %q, stderr %q; want exit 1 and %q", strings.Join(c.args, " "), code, stdout, got, c.stderr)
+				}
+				return
+			}
 			if code != 0 || stderr != "" {
 				t.Fatalf("edgeplanectl %s: exit %d, stderr %q", strings.Join(c.args, " "), code, stderr)
 			}
-			checkGolden(t, c.name, f.scrub(stdout, c.name == "maps.table"))
+			checkGolden(t, c.name, f.scrub(stdout, c.name))
+		})
+	}
+}
+
+// TestOtherAgentVersions: the agent on the node pinned maps of another version. node_cfg_map's
+// fields are only appended, so every verb reads the common prefix; an agent older than network
+// domains has no domains_map either, and only the domains verb needs it.
+func TestOtherAgentVersions(t *testing.T) {
+	f := newFixture(t)
+	const noDomainsMap = "edgeplanectl: map domains_map is not pinned under <root>/maps: the agent on this node may be older than this edgeplanectl, or --bpffs-root is wrong\n"
+	size := uint32(binary.Size(nodecfg.NodeCfg{}))
+	for _, c := range []struct {
+		name         string
+		cfgSize      uint32
+		domainsMap   bool
+		wantInConfig string // in config's output
+		wantInRoute  string // in route get 10.244.5.9's output
+	}{
+		// Without Domain and GatewayIP: the default domain, no gateway.
+		{"older", size - 8, false, "  domain        0x00000000\n  gateway IP    -\n",
+			"domains_map    not pinned: domain 0x1ac6a97e not checked"},
+		// Unknown trailing bytes (0xff) are ignored.
+		{"newer", size + 8, true, "  domain        site-a (0xc43bc0a8)\n  gateway IP    -\n  flags         ready,masquerade\n",
+			"verdict      vxlan to node 172.20.0.15: bpf_redirect_neigh to eth0 (ifindex 3); crosses the private line to domain cloud"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f.pinNodeCfgOfSize(t, c.cfgSize)
+			if !c.domainsMap {
+				f.unpin(t, domains.MapName)
+			}
+			for _, args := range [][]string{{"maps"}, {"progs"}, {"routes"}, {"nodes"}, {"config"}, {"route", "get", "10.244.2.9"}} {
+				for _, o := range []string{"table", "json"} {
+					if code, stdout, stderr := f.run(t, append(args, "-o", o)...); code != 0 || stderr != "" || stdout == "" {
+						t.Errorf("edgeplanectl %s -o %s: exit %d, stdout %d bytes, stderr %q", strings.Join(args, " "), o, code, len(stdout), stderr)
+					}
+				}
+			}
+			if _, stdout, _ := f.run(t, "config"); !strings.Contains(stdout, "node IP       192.168.1.11") ||
+				!strings.Contains(stdout, c.wantInConfig) {
+				t.Errorf("config does not decode node_cfg_map (want %q):\n%s", c.wantInConfig, stdout)
+			}
+			if _, stdout, _ := f.run(t, "route", "get", "10.244.5.9"); !strings.Contains(stdout, c.wantInRoute) {
+				t.Errorf("route get 10.244.5.9 does not say %q:\n%s", c.wantInRoute, stdout)
+			}
+			code, stdout, stderr := f.run(t, "domains")
+			switch {
+			case c.domainsMap && (code != 0 || !strings.Contains(stdout, "node domain    site-a (0xc43bc0a8)")):
+				t.Errorf("domains: exit %d, stderr %q:\n%s", code, stderr, stdout)
+			case !c.domainsMap && (code != 1 || f.scrub(stderr, "") != noDomainsMap):
+				t.Errorf("domains: exit %d, stderr %q; want exit 1 and %q", code, stderr, noDomainsMap)
+			}
 		})
 	}
 }
@@ -377,8 +591,8 @@ func TestNoAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{
-		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"},
-		{"route", "get", "10.244.2.9"}, {"route", "get", "1.1.1.1"},
+		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"domains"}, {"config"}, {"nat"}, {"stats"},
+		{"route", "get", "10.244.2.9"}, {"route", "get", "1.1.1.1"}, {"route", "get", "10.244.6.9"},
 	} {
 		for _, o := range []string{"table", "json"} {
 			code, stdout, stderr := f.run(t, append(args, "-o", o)...)
@@ -390,6 +604,9 @@ func TestNoAgent(t *testing.T) {
 	if _, stdout, _ := f.run(t, "config"); !strings.Contains(stdout, "absent") {
 		t.Errorf("config without node.json does not say it is absent:\n%s", stdout)
 	}
+	if code, stdout, _ := f.run(t, "__complete", "routes", "--domain", ""); code != 0 || !strings.HasPrefix(stdout, "cloud\ndefault\nsite-a\nsite-b\n:4\n") {
+		t.Errorf("completing --domain: exit %d, %q", code, stdout)
+	}
 }
 
 // TestMissingPins: with nothing pinned, every verb says what to do, on one line.
@@ -397,7 +614,7 @@ func TestMissingPins(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope")
 	want := "edgeplanectl: no edgeplane maps under " + missing + ": is the agent running on this node? use --bpffs-root\n"
 	for _, args := range [][]string{
-		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"config"}, {"nat"}, {"stats"}, {"route", "get", "10.0.0.1"}, {"monitor"},
+		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"domains"}, {"config"}, {"nat"}, {"stats"}, {"route", "get", "10.0.0.1"}, {"monitor"},
 	} {
 		code, stdout, stderr := run(append([]string{"--bpffs-root", missing}, args...)...)
 		if code != 1 || stdout != "" || stderr != want {

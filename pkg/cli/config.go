@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"github.com/spf13/cobra"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
@@ -35,8 +38,11 @@ type datapathConfig struct {
 	MTU               uint16   `json:"mtu"`
 	VNI               uint32   `json:"vni"`
 	VtepMAC           string   `json:"vtepMAC"`
-	EncapMode         string   `json:"encapMode"` // "native", "device" or "mode(<n>)"
-	Flags             []string `json:"flags"`     // "ready", "masquerade"
+	EncapMode         string   `json:"encapMode"`  // "native", "device" or "mode(<n>)"
+	Flags             []string `json:"flags"`      // "ready", "masquerade", "gateway"
+	Domain            uint32   `json:"domain"`     // this node's network domain ID
+	DomainName        string   `json:"domainName"` // its name in domains_map; "" when unknown
+	GatewayIP         string   `json:"gatewayIP"`  // its domain's cloud gateway when another node; "" when none
 }
 
 // nodeJSONInfo is the agent's <run-dir>/node.json, the agent <-> CNI contract.
@@ -53,16 +59,15 @@ func newConfigCommand(e *env) *cobra.Command {
 		Short: "Show the datapath configuration (node_cfg_map) and the agent's node.json",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
-			m, err := open(e, nodecfg.MapName, nodecfg.Open)
+			cfg, err := e.readNodeCfg()
 			if err != nil {
 				return err
 			}
-			defer m.Close()
-			cfg, err := m.Get()
+			names, err := e.readDomainNames()
 			if err != nil {
 				return err
 			}
-			info := configInfo{Datapath: e.datapathConfig(cfg), NodeJSON: e.readNodeJSON()}
+			info := configInfo{Datapath: e.datapathConfig(cfg, names), NodeJSON: e.readNodeJSON()}
 			return e.print(info, func(w io.Writer) { configTable(w, info) })
 		},
 	}
@@ -83,6 +88,8 @@ func configTable(w io.Writer, info configInfo) {
 	row(w, "  VNI", d.VNI)
 	row(w, "  VTEP MAC", d.VtepMAC)
 	row(w, "  pod MTU", d.MTU)
+	row(w, "  domain", domainCell(d.DomainName, d.Domain))
+	row(w, "  gateway IP", orDash(d.GatewayIP))
 	row(w, "  flags", orDash(strings.Join(d.Flags, ",")))
 	n := info.NodeJSON
 	row(w, "node.json", n.Path)
@@ -110,7 +117,11 @@ func ifCell(ifindex uint32, name string) string {
 	return fmt.Sprintf("%s (ifindex %d)", name, ifindex)
 }
 
-func (e *env) datapathConfig(c nodecfg.NodeCfg) datapathConfig {
+func (e *env) datapathConfig(c nodecfg.NodeCfg, names *domainNames) datapathConfig {
+	var gateway string
+	if c.GatewayIP != (maps.IPv4{}) {
+		gateway = c.GatewayIP.String()
+	}
 	return datapathConfig{
 		Ready:  c.Flags&nodecfg.FlagReady != 0,
 		NodeIP: c.NodeIP.String(), PodCIDR: prefixString(c.PodPrefix(), c.PodCIDR, c.PodMask),
@@ -119,7 +130,7 @@ func (e *env) datapathConfig(c nodecfg.NodeCfg) datapathConfig {
 		UnderlayMAC:  maps.MAC(c.UnderlayMAC),
 		VxlanIfindex: c.VxlanIfindex, VxlanInterface: e.ifNames.name(c.VxlanIfindex),
 		MTU: c.MTU, VNI: c.VNI, VtepMAC: maps.MAC(c.VtepMAC), EncapMode: encapModeName(c.EncapMode),
-		Flags: cfgFlags(c.Flags),
+		Flags: cfgFlags(c.Flags), Domain: c.Domain, DomainName: names.name(c.Domain), GatewayIP: gateway,
 	}
 }
 
@@ -149,7 +160,10 @@ func cfgFlags(f uint16) []string {
 	if f&nodecfg.FlagMasquerade != 0 {
 		out = append(out, "masquerade")
 	}
-	if rest := f &^ (nodecfg.FlagReady | nodecfg.FlagMasquerade); rest != 0 {
+	if f&nodecfg.FlagGateway != 0 {
+		out = append(out, "gateway")
+	}
+	if rest := f &^ (nodecfg.FlagReady | nodecfg.FlagMasquerade | nodecfg.FlagGateway); rest != 0 {
 		out = append(out, fmt.Sprintf("%#x", rest))
 	}
 	return out
@@ -171,14 +185,37 @@ func (e *env) readNodeJSON() nodeJSONInfo {
 // localNodeIP is this node's underlay address: node_cfg_map's once the agent has written it,
 // else node.json's; invalid when neither says.
 func (e *env) localNodeIP() netip.Addr {
-	if m, err := nodecfg.Open(e.root); err == nil {
-		defer m.Close()
-		if c, err := m.Get(); err == nil && c.Flags&nodecfg.FlagReady != 0 {
-			return c.NodeIP.Addr()
-		}
+	if c, err := e.readNodeCfg(); err == nil && c.Flags&nodecfg.FlagReady != 0 {
+		return c.NodeIP.Addr()
 	}
 	if c, err := nodeconfig.Read(e.runDir); err == nil {
 		return c.NodeIP
 	}
 	return netip.Addr{}
+}
+
+// readNodeCfg reads node_cfg_map's one entry. Its fields are only ever appended, so an entry
+// pinned by an agent of another version is read by its common prefix: an older agent's lacks the
+// newer fields (left zero: the default domain, no cloud gateway), a newer agent's has more that
+// this edgeplanectl does not know. Without that, every verb reading it would fail on either side
+// of an upgrade until both are updated.
+func (e *env) readNodeCfg() (nodecfg.NodeCfg, error) {
+	var c nodecfg.NodeCfg
+	m, err := open(e, nodecfg.MapName, func(root string) (*ebpf.Map, error) {
+		return maps.OpenPinnedReadOnly(root, nodecfg.MapName)
+	})
+	if err != nil {
+		return c, err
+	}
+	defer m.Close()
+	value := make([]byte, m.ValueSize())
+	if err := m.Lookup(uint32(0), value); err != nil {
+		return c, fmt.Errorf("looking up %s[0]: %w", nodecfg.MapName, err)
+	}
+	full := make([]byte, binary.Size(c))
+	copy(full, value)
+	if err := binary.Read(bytes.NewReader(full), binary.NativeEndian, &c); err != nil {
+		return c, fmt.Errorf("decoding %s[0]: %w", nodecfg.MapName, err)
+	}
+	return c, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,30 +19,34 @@ type nodeInfo struct {
 	VtepMAC      string   `json:"vtepMAC"`
 	NexthopMAC   string   `json:"nexthopMAC"`   // meaningful only when nexthopValid
 	NexthopValid bool     `json:"nexthopValid"` // false: the kernel resolves the next hop
-	Domain       uint32   `json:"domain"`
+	Domain       uint32   `json:"domain"`       // the node's network domain ID
+	DomainName   string   `json:"domainName"`   // its name in domains_map; "" when unknown
 	Flags        []string `json:"flags"`
 }
 
 func newNodesCommand(e *env) *cobra.Command {
 	var filter ipFilter
+	var domain domainFilter
 	cmd := &cobra.Command{
 		Use:   "nodes",
 		Short: "List cluster nodes by tunnel endpoint: VTEP MAC, next-hop MAC, domain",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
-			ns, err := e.listNodes(&filter)
+			ns, err := e.listNodes(&filter, &domain)
 			if err != nil {
 				return err
 			}
 			return e.print(ns, func(w io.Writer) {
 				row(w, "IP", "VTEP-MAC", "NEXTHOP-MAC", "DOMAIN", "FLAGS")
 				for _, n := range ns {
-					row(w, n.IP, n.VtepMAC, nexthopCell(n), n.Domain, orDash(strings.Join(n.Flags, ",")))
+					row(w, n.IP, n.VtepMAC, nexthopCell(n), orID(n.DomainName, n.Domain), orDash(strings.Join(n.Flags, ",")))
 				}
 			})
 		},
 	}
 	cmd.Flags().Var(&filter, "ip", ipFlagUsage)
+	cmd.Flags().StringVar(&domain.name, "domain", "", domainFlagUsage)
+	_ = cmd.RegisterFlagCompletionFunc("domain", e.completeDomains)
 	return cmd
 }
 
@@ -52,19 +57,31 @@ func nexthopCell(n nodeInfo) string {
 	return n.NexthopMAC
 }
 
-func (e *env) listNodes(filter *ipFilter) ([]nodeInfo, error) {
+func (e *env) listNodes(filter *ipFilter, domain *domainFilter) ([]nodeInfo, error) {
 	m, err := open(e, nodes.MapName, nodes.Open)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
-	return listSorted(m.Iterate, filter.addr, netip.Addr.Compare, describeNode)
+	names, err := e.readDomainNames()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := listSorted(m.Iterate, filter.addr, netip.Addr.Compare, func(ip netip.Addr, n nodes.Node) nodeInfo {
+		return describeNode(names, ip, n)
+	})
+	if err != nil {
+		return nil, err
+	}
+	inDomain := domain.matcher(names)
+	return slices.DeleteFunc(ns, func(n nodeInfo) bool { return !inDomain(n.Domain) }), nil
 }
 
-func describeNode(ip netip.Addr, n nodes.Node) nodeInfo {
+func describeNode(names *domainNames, ip netip.Addr, n nodes.Node) nodeInfo {
 	return nodeInfo{
 		IP: ip.String(), VtepMAC: maps.MAC(n.VtepMAC), NexthopMAC: maps.MAC(n.NexthopMAC),
-		NexthopValid: n.Flags&nodes.FlagNexthopValid != 0, Domain: n.Domain, Flags: nodeFlags(n.Flags),
+		NexthopValid: n.Flags&nodes.FlagNexthopValid != 0, Domain: n.Domain, DomainName: names.name(n.Domain),
+		Flags: nodeFlags(n.Flags),
 	}
 }
 

@@ -12,8 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/spf13/cobra"
-
-	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 )
 
 // Pin directories next to maps/ (pkg/datapath's layout, docs/architecture.md).
@@ -176,12 +174,7 @@ func (e *env) tcTarget(name string) (string, uint32) {
 		}
 		return attach, 0
 	}
-	m, err := nodecfg.Open(e.root)
-	if err != nil {
-		return attach, 0
-	}
-	defer m.Close()
-	cfg, err := m.Get()
+	cfg, err := e.readNodeCfg()
 	if err != nil {
 		return attach, 0
 	}

@@ -98,6 +98,7 @@ func NewRootCommand(opts Options) *cobra.Command {
 		newEndpointsCommand(e),
 		newRoutesCommand(e),
 		newNodesCommand(e),
+		newDomainsCommand(e),
 		newConfigCommand(e),
 		newNATCommand(e),
 		newStatsCommand(e),

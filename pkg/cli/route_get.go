@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
@@ -32,17 +33,39 @@ const vxlanPort = 8472
 
 // routeGetResult explains pod_egress's decision for one destination (JSON schema in docs/cli.md).
 type routeGetResult struct {
-	Destination string          `json:"destination"`
-	Source      string          `json:"source"` // --from; "" means any local pod
-	Verdict     string          `json:"verdict"`
-	DropReason  string          `json:"dropReason"` // set when verdict is "drop"
-	Endpoint    *endpointInfo   `json:"endpoint"`   // the local pod (deliver-local)
-	Route       *routeInfo      `json:"route"`      // the longest-prefix match in routes_map
-	Node        *nodeInfo       `json:"node"`       // nodes_map's entry for the route's node
-	VXLAN       *vxlanInfo      `json:"vxlan"`      // how the packet is encapsulated (vxlan)
-	Redirect    *redirectInfo   `json:"redirect"`   // where the program sends the frame
-	Masquerade  *masqueradeInfo `json:"masquerade"` // what node_egress does with it (host)
-	Steps       []routeStep     `json:"steps"`      // the lookups in pod_egress's order
+	Destination string           `json:"destination"`
+	Source      string           `json:"source"` // --from; "" means any local pod
+	Verdict     string           `json:"verdict"`
+	DropReason  string           `json:"dropReason"`  // set when verdict is "drop"
+	ICMP        string           `json:"icmp"`        // the error the pod gets back: icmpHostUnreachable or ""
+	Endpoint    *endpointInfo    `json:"endpoint"`    // the local pod (deliver-local)
+	Route       *routeInfo       `json:"route"`       // the longest-prefix match in routes_map
+	DomainCheck *domainCheckInfo `json:"domainCheck"` // domain_reachable() for a remote route
+	Node        *nodeInfo        `json:"node"`        // nodes_map's entry for the route's node
+	VXLAN       *vxlanInfo       `json:"vxlan"`       // how the packet is encapsulated (vxlan)
+	Redirect    *redirectInfo    `json:"redirect"`    // where the program sends the frame
+	Masquerade  *masqueradeInfo  `json:"masquerade"`  // what node_egress does with it (host)
+	Steps       []routeStep      `json:"steps"`       // the lookups in pod_egress's order
+}
+
+// icmpHostUnreachable: pod_egress answers a DOMAIN_UNREACHABLE drop with ICMP destination
+// unreachable, code host unreachable, from the node IP (tc_exit_host_unreach, bpf/lib/icmp.h).
+const icmpHostUnreachable = "host-unreachable"
+
+// connUnchecked: domains_map is not pinned, so route get cannot tell (see domainCheckInfo).
+const connUnchecked = "unchecked"
+
+// domainCheckInfo is domain_reachable() (bpf/lib/domains.h) for the route's domain.
+type domainCheckInfo struct {
+	Domain         uint32 `json:"domain"` // the route's domain
+	DomainName     string `json:"domainName"`
+	NodeDomain     uint32 `json:"nodeDomain"` // this node's (node_cfg_map)
+	NodeDomainName string `json:"nodeDomainName"`
+	// Connectivity is connLocal (same domain, no lookup), connPrivate, connPublic (drop), or
+	// connUnchecked when domains_map is not pinned (an agent older than network domains, whose
+	// datapath does not check them).
+	Connectivity string `json:"connectivity"`
+	InDomainsMap bool   `json:"inDomainsMap"` // false: the route's domain has no entry (public)
 }
 
 type routeStep struct {
@@ -87,7 +110,7 @@ func newRouteCommand(e *env) *cobra.Command {
 		Use:   "get <ip>",
 		Short: "Explain the path pod_egress gives a packet from a local pod to <ip>",
 		Long: "route get replays bpf/pod.c's lookups on the pinned maps: local endpoint, routes_map,\n" +
-			"nodes_map, node_cfg_map, and for traffic leaving the cluster nonmasq_map.",
+			"domains_map, nodes_map, node_cfg_map, and for traffic leaving the cluster nonmasq_map.",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("route get takes one IPv4 address, got %d arguments", len(args))
@@ -125,19 +148,20 @@ func parseIPv4(s string) (netip.Addr, error) {
 	return a.Unmap(), nil
 }
 
-// routeMaps are the maps pod_egress reads.
+// routeMaps are the maps pod_egress reads (node_cfg_map's one entry read once).
 type routeMaps struct {
-	cfg     *nodecfg.Map
+	cfg     nodecfg.NodeCfg
 	eps     *endpoints.Map
 	routes  *routes.Map
 	nodes   *nodes.Map
 	nonmasq *nonmasq.Map
+	domains *domainNames // read whole: the CLI names every domain it shows
 }
 
 func (e *env) openRouteMaps() (*routeMaps, error) {
 	rm := &routeMaps{}
 	var err error
-	if rm.cfg, err = open(e, nodecfg.MapName, nodecfg.Open); err != nil {
+	if rm.cfg, err = e.readNodeCfg(); err != nil {
 		return nil, err
 	}
 	if rm.eps, err = open(e, endpoints.MapName, endpoints.Open); err != nil {
@@ -156,13 +180,14 @@ func (e *env) openRouteMaps() (*routeMaps, error) {
 		rm.Close()
 		return nil, err
 	}
+	if rm.domains, err = e.readDomainNames(); err != nil {
+		rm.Close()
+		return nil, err
+	}
 	return rm, nil
 }
 
 func (rm *routeMaps) Close() {
-	if rm.cfg != nil {
-		rm.cfg.Close()
-	}
 	if rm.eps != nil {
 		rm.eps.Close()
 	}
@@ -197,10 +222,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	}
 
 	// node_cfg_get(): the pod program fails closed until the agent is done.
-	cfg, err := rm.cfg.Get()
-	if err != nil {
-		return nil, err
-	}
+	cfg := rm.cfg
 	if cfg.Flags&nodecfg.FlagReady == 0 {
 		step(nodecfg.MapName, "not ready: the agent has not programmed this node")
 		return drop(datapath.DropNotReady)
@@ -256,16 +278,35 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	self := e.localNodeIP()
-	res.Route = &routeInfo{
-		Prefix: prefix.String(), NodeIP: route.NodeIP.String(), ThisNode: self.IsValid() && route.NodeIP.Addr() == self,
-		Encap: encapName(route.Encap), Domain: route.Domain, Flags: routeFlags(route.Flags),
-	}
+	ri := describeRoute(e.localNodeIP(), rm.domains, prefix, route)
+	res.Route = &ri
 	if route.Flags&routes.FlagLocal != 0 {
 		step(routes.MapName, "%s is this node's pod CIDR, and no pod has %s", prefix, dst)
 		return drop(datapath.DropUnknownEndpoint)
 	}
-	step(routes.MapName, "%s -> node %s (%s, domain %d)", prefix, route.NodeIP, res.Route.Encap, route.Domain)
+	step(routes.MapName, "%s -> node %s (%s, domain %s)", prefix, route.NodeIP, ri.Encap, rm.domains.label(route.Domain))
+
+	// domain_reachable(): the same domain, or one a private line joins to it in domains_map.
+	dc := checkDomain(rm.domains, cfg.Domain, route.Domain)
+	res.DomainCheck = dc
+	dom, nodeDom := orID(dc.DomainName, dc.Domain), orID(dc.NodeDomainName, dc.NodeDomain)
+	switch dc.Connectivity {
+	case connLocal:
+		step("domain", "%s is this node's domain", dom)
+	case connPrivate:
+		step(domains.MapName, "crosses the private line to domain %s from this node's domain %s", dom, nodeDom)
+	case connUnchecked:
+		step(domains.MapName, "not pinned: domain %s not checked (an agent older than this edgeplanectl, whose datapath does not check domains)", dom)
+	default:
+		if dc.InDomainsMap {
+			step(domains.MapName, "domain %s has public connectivity to this node's domain %s", dom, nodeDom)
+		} else {
+			step(domains.MapName, "no entry for domain %s: public to this node's domain %s (the default between domains)", dom, nodeDom)
+		}
+		res.ICMP = icmpHostUnreachable
+		step("icmp", "host unreachable from %s back into the pod (counted as ICMP_SENT), so its connect() fails at once", cfg.NodeIP)
+		return drop(datapath.DropDomainUnreachable)
+	}
 
 	node, err := rm.nodes.Lookup(route.NodeIP.Addr())
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -275,7 +316,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	ni := describeNode(route.NodeIP.Addr(), node)
+	ni := describeNode(rm.domains, route.NodeIP.Addr(), node)
 	res.Node = &ni
 	step(nodes.MapName, "%s: VTEP MAC %s, next hop %s", route.NodeIP, ni.VtepMAC, nexthopSentence(ni))
 
@@ -316,6 +357,24 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	}
 	step("mtu", "longer than %d bytes with DF: dropped (PKT_TOO_BIG) and answered with ICMP fragmentation needed; without DF: host stack fragments", cfg.MTU)
 	return res, nil
+}
+
+// checkDomain mirrors domain_reachable(): a domain missing from domains_map is unreachable.
+func checkDomain(names *domainNames, nodeDomain, id uint32) *domainCheckInfo {
+	d, known := names.byID[id]
+	dc := &domainCheckInfo{Domain: id, DomainName: d.NameString(), NodeDomain: nodeDomain,
+		NodeDomainName: names.name(nodeDomain), InDomainsMap: known}
+	switch {
+	case id == nodeDomain:
+		dc.Connectivity = connLocal
+	case !names.pinned:
+		dc.Connectivity = connUnchecked
+	case known && d.Reachable():
+		dc.Connectivity = connPrivate
+	default:
+		dc.Connectivity = connPublic
+	}
+	return dc
 }
 
 func lookupEndpoint(m *endpoints.Map, ip netip.Addr) (*endpoints.Endpoint, error) {
@@ -396,6 +455,10 @@ func routeGetTable(w io.Writer, r *routeGetResult) {
 func verdictSentence(r *routeGetResult) string {
 	switch r.Verdict {
 	case verdictDrop:
+		if dc := r.DomainCheck; dc != nil && dc.Connectivity == connPublic {
+			return fmt.Sprintf("drop %s (domain %s has public connectivity to this node's domain %s; the pod gets ICMP host unreachable)",
+				r.DropReason, orID(dc.DomainName, dc.Domain), orID(dc.NodeDomainName, dc.NodeDomain))
+		}
 		return "drop " + r.DropReason
 	case verdictLocal:
 		return fmt.Sprintf("deliver-local: bpf_redirect_peer to %s", ifCell(r.Redirect.Ifindex, r.Redirect.Interface))
@@ -408,6 +471,9 @@ func verdictSentence(r *routeGetResult) string {
 	how := fmt.Sprintf("%s to %s", r.Redirect.Helper, ifCell(r.Redirect.Ifindex, r.Redirect.Interface))
 	if r.Redirect.DstMAC != "" {
 		how += ", next hop " + r.Redirect.DstMAC
+	}
+	if dc := r.DomainCheck; dc != nil && dc.Connectivity == connPrivate {
+		how += "; crosses the private line to domain " + orID(dc.DomainName, dc.Domain)
 	}
 	return fmt.Sprintf("%s to node %s: %s", r.Verdict, r.Route.NodeIP, how)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -17,20 +18,22 @@ type routeInfo struct {
 	NodeIP string `json:"nodeIP"`
 	// ThisNode: NodeIP is this node's own address (node_cfg_map, else node.json). Names of other
 	// nodes are not in the maps.
-	ThisNode bool     `json:"thisNode"`
-	Encap    string   `json:"encap"` // "vxlan", "direct" or "encap(<n>)"
-	Domain   uint32   `json:"domain"`
-	Flags    []string `json:"flags"` // "local": this node's pod CIDR (deliver locally or drop)
+	ThisNode   bool     `json:"thisNode"`
+	Encap      string   `json:"encap"`      // "vxlan", "direct" or "encap(<n>)"
+	Domain     uint32   `json:"domain"`     // the owning node's network domain ID
+	DomainName string   `json:"domainName"` // its name in domains_map; "" when unknown
+	Flags      []string `json:"flags"`      // "local": this node's pod CIDR (deliver locally or drop)
 }
 
 func newRoutesCommand(e *env) *cobra.Command {
 	var filter ipFilter
+	var domain domainFilter
 	cmd := &cobra.Command{
 		Use:   "routes",
 		Short: "List pod CIDR routes: prefix -> owning node, encapsulation, domain",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
-			rs, err := e.listRoutes(&filter)
+			rs, err := e.listRoutes(&filter, &domain)
 			if err != nil {
 				return err
 			}
@@ -41,29 +44,46 @@ func newRoutesCommand(e *env) *cobra.Command {
 					if r.ThisNode {
 						node = "local"
 					}
-					row(w, r.Prefix, r.NodeIP, node, r.Encap, r.Domain, orDash(strings.Join(r.Flags, ",")))
+					row(w, r.Prefix, r.NodeIP, node, r.Encap, orID(r.DomainName, r.Domain), orDash(strings.Join(r.Flags, ",")))
 				}
 			})
 		},
 	}
 	cmd.Flags().Var(&filter, "ip", ipFlagUsage+" (routes whose prefix overlaps it)")
+	cmd.Flags().StringVar(&domain.name, "domain", "", domainFlagUsage)
+	_ = cmd.RegisterFlagCompletionFunc("domain", e.completeDomains)
 	return cmd
 }
 
-func (e *env) listRoutes(filter *ipFilter) ([]routeInfo, error) {
+func (e *env) listRoutes(filter *ipFilter, domain *domainFilter) ([]routeInfo, error) {
 	m, err := open(e, routes.MapName, routes.Open)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
+	names, err := e.readDomainNames()
+	if err != nil {
+		return nil, err
+	}
 	self := e.localNodeIP()
-	return listSorted(m.Iterate, filter.overlaps, comparePrefixes, func(p netip.Prefix, r routes.Route) routeInfo {
-		return routeInfo{
-			Prefix: p.String(), NodeIP: r.NodeIP.String(),
-			ThisNode: self.IsValid() && r.NodeIP.Addr() == self,
-			Encap:    encapName(r.Encap), Domain: r.Domain, Flags: routeFlags(r.Flags),
-		}
+	rs, err := listSorted(m.Iterate, filter.overlaps, comparePrefixes, func(p netip.Prefix, r routes.Route) routeInfo {
+		return describeRoute(self, names, p, r)
 	})
+	if err != nil {
+		return nil, err
+	}
+	inDomain := domain.matcher(names)
+	return slices.DeleteFunc(rs, func(r routeInfo) bool { return !inDomain(r.Domain) }), nil
+}
+
+// describeRoute decodes one routes_map entry; self is this node's IP (see localNodeIP).
+func describeRoute(self netip.Addr, names *domainNames, p netip.Prefix, r routes.Route) routeInfo {
+	return routeInfo{
+		Prefix: p.String(), NodeIP: r.NodeIP.String(),
+		ThisNode: self.IsValid() && r.NodeIP.Addr() == self,
+		Encap:    encapName(r.Encap), Domain: r.Domain, DomainName: names.name(r.Domain),
+		Flags: routeFlags(r.Flags),
+	}
 }
 
 // comparePrefixes orders by address, then shorter prefixes first.
