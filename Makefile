@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build generate check-generated deps k8s cni-plugins containerd test unit e2e demo bench clean
+.PHONY: all build generate check-generated deps k8s cni-plugins containerd flannel test unit e2e demo bench clean
 
 all: build
 
@@ -29,11 +29,15 @@ containerd:
 cni-plugins:
 	@scripts/install-cni-plugins.sh >/dev/null
 
+# Real flanneld for the interop tests (tests/interop), built from its Go module.
+flannel:
+	@scripts/build-flanneld.sh >/dev/null
+
 # The one test command (README and .ci/run): unit tests, datapath tests through BPF_PROG_TEST_RUN
 # and the end-to-end suite on the netns lab with a real etcd + kube-apiserver. Needs root.
-test: deps k8s cni-plugins containerd build
+test: deps k8s cni-plugins containerd flannel build
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
-		EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
+		FLANNEL_BIN=$$(scripts/build-flanneld.sh) EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
 		$(GO) test -count=1 -timeout 45m ./...
 
 unit: deps
@@ -43,9 +47,10 @@ demo: deps k8s cni-plugins build
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
 		$(GO) run ./tests/lab/cmd/demo
 
-bench: deps k8s cni-plugins build
+bench: deps k8s cni-plugins flannel build
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./pkg/datapath/
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
+		FLANNEL_BIN=$$(scripts/build-flanneld.sh) \
 		$(GO) test -count=1 -timeout 60m -run '^$$' -bench . -benchtime 1x ./tests/bench/
 
 clean:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -97,9 +98,22 @@ func (n *Node) CNILogPath() string { return n.Dir + "/cni.log" }
 // NetworkName is the conflist's network name.
 const NetworkName = "edgeplane"
 
-// Conflist is the chain a kubelet on this node would run: edgeplane (IPAM delegated to
-// host-local), portmap, bandwidth.
+// ConflistDir is the node's /etc/cni/net.d: a conflist installed there (a Flannel node's, see
+// StartFlannel) replaces the edgeplane chain for the node's pods.
+func (n *Node) ConflistDir() string { return n.Dir + "/net.d" }
+
+// Conflist is the chain a kubelet on this node would run: the first conflist in ConflistDir by
+// name, as a runtime would pick it, or else edgeplane (IPAM delegated to host-local), portmap,
+// bandwidth.
 func (n *Node) Conflist() (*libcni.NetworkConfigList, error) {
+	files, err := libcni.ConfFiles(n.ConflistDir(), []string{".conflist"})
+	if err != nil {
+		return nil, err
+	}
+	if len(files) > 0 {
+		sort.Strings(files)
+		return libcni.ConfListFromFile(files[0])
+	}
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       NetworkName,

@@ -124,15 +124,16 @@ func (l *Lab) AddPod(ctx context.Context, node *Node, name string, opts PodOptio
 	return p, nil
 }
 
-// HostVeth is the name of the pod's host-side veth in its node's namespace (the CNI result's
-// interface without a sandbox).
+// HostVeth is the name of the pod's host-side veth in its node's namespace: the CNI result's
+// last interface without a sandbox (bridge, on a Flannel node, lists cni0 before it).
 func (p *Pod) HostVeth() string {
+	name := ""
 	for _, ifc := range p.Result.Interfaces {
 		if ifc.Sandbox == "" {
-			return ifc.Name
+			name = ifc.Name
 		}
 	}
-	return ""
+	return name
 }
 
 // Pods returns the lab's live pods by name.
