@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	mapsdomains "github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -294,6 +295,17 @@ func TestDomains(t *testing.T) {
 		pids[n.Name] = n.Agent.Pid()
 	}
 
+	t.Run("idle-cluster-has-no-drops", func(t *testing.T) {
+		// Pods' and the overlay device's IPv6 link-local chatter would show up as UNSUPPORTED_L3
+		// (the network is IPv4; the CNI plugin and the agent turn IPv6 off on those links).
+		time.Sleep(time.Second) // duplicate address detection and router solicitation would be done
+		for _, dir := range []metrics.Dir{metrics.DirPodEgress, metrics.DirOverlayOut, metrics.DirOverlayIn} {
+			if n := c.counter(t, dir, datapath.DropUnsupportedL3); n != 0 {
+				t.Errorf("%v: %d UNSUPPORTED_L3 drops on an idle cluster", dir, n)
+			}
+		}
+	})
+
 	t.Run("all-public", func(t *testing.T) {
 		took := c.converge(t, sameDomain)
 		r, u := c.checkMatrix(t, sameDomain)
@@ -304,13 +316,22 @@ func TestDomains(t *testing.T) {
 	})
 
 	t.Run("cloud-site-a-private", func(t *testing.T) {
+		start := time.Now()
 		c.setConfig(t, privateLine)
+		applied := c.waitMaps(t, start, func(n *lab.Node, doms map[uint32]mapsdomains.Domain) bool {
+			other := lab.DomainSiteA
+			if n.Domain == lab.DomainSiteA {
+				other = lab.DomainCloud
+			}
+			return n.Domain == lab.DomainSiteB || doms[domain.ID(other)].Reachable()
+		})
 		took := c.converge(t, cloudSiteA)
 		r, u := c.checkMatrix(t, cloudSiteA)
 		if r != 12 || u != 8 {
 			t.Errorf("%d reachable, %d unreachable; want 12, 8", r, u)
 		}
-		t.Logf("private line applied in %v", took.Round(time.Millisecond))
+		t.Logf("private line in every node's domains_map %v after the ConfigMap update; matrix converged in %v (probes retry on TCP's 1 s SYN timer)",
+			applied.Round(time.Millisecond), took.Round(time.Millisecond))
 		// Across the private line the tunnel endpoints are the private addresses; to site-b
 		// (public) the NAT address, which is what its packets come from.
 		routes, err := c.node("c1").Routes()
@@ -406,6 +427,33 @@ func TestDomains(t *testing.T) {
 
 	t.Run("cloud-gateway", func(t *testing.T) { testGateway(t, c) })
 	t.Run("spoofed-vxlan", func(t *testing.T) { testSpoofedVXLAN(t, c) })
+}
+
+// waitMaps polls every node's domains_map until ok holds for all of them, returning the time since
+// start.
+func (c *cluster) waitMaps(t *testing.T, start time.Time, ok func(*lab.Node, map[uint32]mapsdomains.Domain) bool) time.Duration {
+	t.Helper()
+	for time.Since(start) < convergeLimit {
+		all := true
+		for _, n := range c.nodes {
+			m, err := mapsdomains.OpenReadOnly(n.BPFFS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			doms, err := m.List()
+			m.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = all && ok(n, doms)
+		}
+		if all {
+			return time.Since(start)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("domains_map did not converge on every node within %v", convergeLimit)
+	return 0
 }
 
 // waitTCP polls the TCP echo from a to b until it succeeds (want) or fails, returning how long.

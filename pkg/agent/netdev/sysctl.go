@@ -1,7 +1,9 @@
 package netdev
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,9 +16,14 @@ const DefaultProcSys = "/proc/sys"
 
 // EnsureForwarding turns on IPv4 forwarding and makes reverse-path filtering tolerate the VXLAN
 // device: decapsulated packets arrive there from remote pod addresses. The device gets rp_filter=0;
-// since the kernel applies max(all, device), a strict (1) "all" is relaxed to loose (2).
+// since the kernel applies max(all, device), a strict (1) "all" is relaxed to loose (2). IPv6 is
+// off on the device: the overlay is IPv4, and its link-local chatter would only be counted as
+// UNSUPPORTED_L3 drops by overlay_egress.
 func EnsureForwarding(procSys, vxlanDev string) error {
 	if err := writeSysctl(procSys, "net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	if err := writeSysctl(procSys, "net/ipv6/conf/"+vxlanDev+"/disable_ipv6", "1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	if err := writeSysctl(procSys, "net/ipv4/conf/"+vxlanDev+"/rp_filter", "0"); err != nil {
