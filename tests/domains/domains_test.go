@@ -425,6 +425,37 @@ func TestDomains(t *testing.T) {
 		}
 	})
 
+	t.Run("no-pools-through-nat", func(t *testing.T) {
+		// Without pool labels every node is in the default domain: plain Flannel semantics, the
+		// tunnel endpoint is each node's public-ip-overwrite, and all traffic crosses the NAT,
+		// site-b included.
+		c.setConfig(t, "")
+		for _, n := range c.nodes {
+			c.label(t, n.Name, domain.DefaultPoolLabel, false)
+		}
+		t.Cleanup(func() {
+			for _, n := range c.nodes {
+				c.setPool(t, n.Name, n.Domain)
+			}
+			c.converge(t, sameDomain)
+		})
+		took := c.converge(t, func(string, string) bool { return true })
+		r, u := c.checkMatrix(t, func(string, string) bool { return true })
+		if r != 20 || u != 0 {
+			t.Errorf("%d reachable, %d unreachable; want 20, 0", r, u)
+		}
+		routes, err := c.node("c1").Routes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range routes {
+			if r.CIDR == c.node("c2").PodCIDR && r.NodeIP != c.node("c2").PublicIP {
+				t.Errorf("c1's route to c2 goes to %v, want c2's public-ip-overwrite %v", r.NodeIP, c.node("c2").PublicIP)
+			}
+		}
+		t.Logf("all pools removed: every pair reachable through the NAT after %v", took.Round(time.Millisecond))
+	})
+
 	t.Run("cloud-gateway", func(t *testing.T) { testGateway(t, c) })
 	t.Run("spoofed-vxlan", func(t *testing.T) { testSpoofedVXLAN(t, c) })
 }
@@ -482,6 +513,14 @@ func (c *cluster) label(t *testing.T, node, key string, set bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // also from t.Cleanup
 	defer cancel()
 	if _, err := c.lab.Client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *cluster) setPool(t *testing.T, node, pool string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, domain.DefaultPoolLabel, pool)
+	if _, err := c.lab.Client.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
