@@ -14,6 +14,7 @@
 #include "lib/routes.h"
 #include "lib/nodes.h"
 #include "lib/domains.h"
+#include "lib/lb.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/fwd.h"

@@ -15,6 +15,7 @@
 #include "lib/routes.h"
 #include "lib/nodes.h"
 #include "lib/domains.h"
+#include "lib/lb.h"
 #include "lib/nat.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"

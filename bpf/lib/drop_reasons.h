@@ -23,6 +23,7 @@ enum drop_reason {
 	DROP_NAT_FAILED = 15,           /* a kernel helper failed while masquerading or reversing it */
 	REASON_ICMP_SENT = 16,          /* not a drop: an ICMP error sent back to the sender of a packet
 					 * that is counted under its own drop reason */
+	DROP_NO_SERVICE_BACKEND = 17,   /* a service frontend without a backend this node may use */
 	DROP_REASON_MAX,                /* keep last */
 };
 

@@ -27,6 +27,7 @@ const (
 	DropNodePortClosed                        // NodePort not listening on this node (pool isolation)
 	DropNATFailed                             // a kernel helper failed while masquerading or reversing it
 	ReasonICMPSent                            // not a drop: an ICMP error sent back to the sender of a dropped packet
+	DropNoServiceBackend                      // a service frontend without a backend this node may use
 
 	// DropReasonMax is one past the last reason (DROP_REASON_MAX).
 	DropReasonMax
@@ -51,6 +52,7 @@ var dropReasonNames = [DropReasonMax]string{
 	DropNodePortClosed:      "NODEPORT_CLOSED",
 	DropNATFailed:           "NAT_FAILED",
 	ReasonICMPSent:          "ICMP_SENT",
+	DropNoServiceBackend:    "NO_SERVICE_BACKEND",
 }
 
 // String returns the C name without its DROP_ prefix ("DOMAIN_UNREACHABLE"), or UNKNOWN_<n> for

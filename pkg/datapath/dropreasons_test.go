@@ -54,7 +54,8 @@ func TestDropReasonString(t *testing.T) {
 		ReasonForwarded:       "FORWARDED",
 		DropDomainUnreachable: "DOMAIN_UNREACHABLE",
 		DropNATFailed:         "NAT_FAILED",
-		DropReasonMax:         "UNKNOWN_17",
+		DropNoServiceBackend:  "NO_SERVICE_BACKEND",
+		DropReasonMax:         "UNKNOWN_18",
 		200:                   "UNKNOWN_200",
 	} {
 		if got := r.String(); got != want {

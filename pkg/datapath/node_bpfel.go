@@ -27,6 +27,71 @@ type nodeEndpoint struct {
 	Flags   uint32
 }
 
+type nodeLbAffinity struct {
+	_        structs.HostLayout
+	Ip       uint32
+	Port     uint16
+	Pad      uint16
+	LastSeen uint64
+}
+
+type nodeLbAffinityKey struct {
+	_      structs.HostLayout
+	SvcId  uint32
+	Client uint32
+}
+
+type nodeLbBackend struct {
+	_     structs.HostLayout
+	Ip    uint32
+	Port  uint16
+	Flags uint16
+}
+
+type nodeLbBackendKey struct {
+	_     structs.HostLayout
+	SvcId uint32
+	Slot  uint32
+}
+
+type nodeLbCt struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Flags    uint16
+	SvcId    uint32
+	Pad      uint32
+	LastSeen uint64
+}
+
+type nodeLbCtKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Dir   uint8
+	Pad   uint16
+}
+
+type nodeLbSvc struct {
+	_               structs.HostLayout
+	Id              uint32
+	Count           uint16
+	Flags           uint16
+	AffinityTimeout uint32
+	Pad             uint32
+}
+
+type nodeLbSvcKey struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Scope uint8
+}
+
 type nodeMetric struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -127,6 +192,10 @@ const (
 	nodeMapEndpointsMap  = "endpoints_map"
 	nodeMapEventsLostMap = "events_lost_map"
 	nodeMapEventsMap     = "events_map"
+	nodeMapLbAffinityMap = "lb_affinity_map"
+	nodeMapLbBackendMap  = "lb_backend_map"
+	nodeMapLbCtMap       = "lb_ct_map"
+	nodeMapLbSvcMap      = "lb_svc_map"
 	nodeMapMetricsMap    = "metrics_map"
 	nodeMapMonitorCfgMap = "monitor_cfg_map"
 	nodeMapNatFwdMap     = "nat_fwd_map"
@@ -193,6 +262,10 @@ type nodeMapSpecs struct {
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	LbAffinityMap *ebpf.MapSpec `ebpf:"lb_affinity_map"`
+	LbBackendMap  *ebpf.MapSpec `ebpf:"lb_backend_map"`
+	LbCtMap       *ebpf.MapSpec `ebpf:"lb_ct_map"`
+	LbSvcMap      *ebpf.MapSpec `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
 	NatFwdMap     *ebpf.MapSpec `ebpf:"nat_fwd_map"`
@@ -233,6 +306,10 @@ type nodeMaps struct {
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	LbAffinityMap *ebpf.Map `ebpf:"lb_affinity_map"`
+	LbBackendMap  *ebpf.Map `ebpf:"lb_backend_map"`
+	LbCtMap       *ebpf.Map `ebpf:"lb_ct_map"`
+	LbSvcMap      *ebpf.Map `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
 	NatFwdMap     *ebpf.Map `ebpf:"nat_fwd_map"`
@@ -249,6 +326,10 @@ func (m *nodeMaps) Close() error {
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,
+		m.LbAffinityMap,
+		m.LbBackendMap,
+		m.LbCtMap,
+		m.LbSvcMap,
 		m.MetricsMap,
 		m.MonitorCfgMap,
 		m.NatFwdMap,

@@ -27,6 +27,71 @@ type overlayEndpoint struct {
 	Flags   uint32
 }
 
+type overlayLbAffinity struct {
+	_        structs.HostLayout
+	Ip       uint32
+	Port     uint16
+	Pad      uint16
+	LastSeen uint64
+}
+
+type overlayLbAffinityKey struct {
+	_      structs.HostLayout
+	SvcId  uint32
+	Client uint32
+}
+
+type overlayLbBackend struct {
+	_     structs.HostLayout
+	Ip    uint32
+	Port  uint16
+	Flags uint16
+}
+
+type overlayLbBackendKey struct {
+	_     structs.HostLayout
+	SvcId uint32
+	Slot  uint32
+}
+
+type overlayLbCt struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Flags    uint16
+	SvcId    uint32
+	Pad      uint32
+	LastSeen uint64
+}
+
+type overlayLbCtKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Dir   uint8
+	Pad   uint16
+}
+
+type overlayLbSvc struct {
+	_               structs.HostLayout
+	Id              uint32
+	Count           uint16
+	Flags           uint16
+	AffinityTimeout uint32
+	Pad             uint32
+}
+
+type overlayLbSvcKey struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Scope uint8
+}
+
 type overlayMetric struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -127,6 +192,10 @@ const (
 	overlayMapEndpointsMap    = "endpoints_map"
 	overlayMapEventsLostMap   = "events_lost_map"
 	overlayMapEventsMap       = "events_map"
+	overlayMapLbAffinityMap   = "lb_affinity_map"
+	overlayMapLbBackendMap    = "lb_backend_map"
+	overlayMapLbCtMap         = "lb_ct_map"
+	overlayMapLbSvcMap        = "lb_svc_map"
 	overlayMapMetricsMap      = "metrics_map"
 	overlayMapMonitorCfgMap   = "monitor_cfg_map"
 	overlayMapNatFwdMap       = "nat_fwd_map"
@@ -193,6 +262,10 @@ type overlayMapSpecs struct {
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	LbAffinityMap *ebpf.MapSpec `ebpf:"lb_affinity_map"`
+	LbBackendMap  *ebpf.MapSpec `ebpf:"lb_backend_map"`
+	LbCtMap       *ebpf.MapSpec `ebpf:"lb_ct_map"`
+	LbSvcMap      *ebpf.MapSpec `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
 	NatFwdMap     *ebpf.MapSpec `ebpf:"nat_fwd_map"`
@@ -233,6 +306,10 @@ type overlayMaps struct {
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	LbAffinityMap *ebpf.Map `ebpf:"lb_affinity_map"`
+	LbBackendMap  *ebpf.Map `ebpf:"lb_backend_map"`
+	LbCtMap       *ebpf.Map `ebpf:"lb_ct_map"`
+	LbSvcMap      *ebpf.Map `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
 	NatFwdMap     *ebpf.Map `ebpf:"nat_fwd_map"`
@@ -249,6 +326,10 @@ func (m *overlayMaps) Close() error {
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,
+		m.LbAffinityMap,
+		m.LbBackendMap,
+		m.LbCtMap,
+		m.LbSvcMap,
 		m.MetricsMap,
 		m.MonitorCfgMap,
 		m.NatFwdMap,

@@ -27,6 +27,71 @@ type podEndpoint struct {
 	Flags   uint32
 }
 
+type podLbAffinity struct {
+	_        structs.HostLayout
+	Ip       uint32
+	Port     uint16
+	Pad      uint16
+	LastSeen uint64
+}
+
+type podLbAffinityKey struct {
+	_      structs.HostLayout
+	SvcId  uint32
+	Client uint32
+}
+
+type podLbBackend struct {
+	_     structs.HostLayout
+	Ip    uint32
+	Port  uint16
+	Flags uint16
+}
+
+type podLbBackendKey struct {
+	_     structs.HostLayout
+	SvcId uint32
+	Slot  uint32
+}
+
+type podLbCt struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Flags    uint16
+	SvcId    uint32
+	Pad      uint32
+	LastSeen uint64
+}
+
+type podLbCtKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Dir   uint8
+	Pad   uint16
+}
+
+type podLbSvc struct {
+	_               structs.HostLayout
+	Id              uint32
+	Count           uint16
+	Flags           uint16
+	AffinityTimeout uint32
+	Pad             uint32
+}
+
+type podLbSvcKey struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Scope uint8
+}
+
 type podMetric struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -119,6 +184,10 @@ const (
 	podMapEndpointsMap  = "endpoints_map"
 	podMapEventsLostMap = "events_lost_map"
 	podMapEventsMap     = "events_map"
+	podMapLbAffinityMap = "lb_affinity_map"
+	podMapLbBackendMap  = "lb_backend_map"
+	podMapLbCtMap       = "lb_ct_map"
+	podMapLbSvcMap      = "lb_svc_map"
 	podMapMetricsMap    = "metrics_map"
 	podMapMonitorCfgMap = "monitor_cfg_map"
 	podMapNodeCfgMap    = "node_cfg_map"
@@ -180,6 +249,10 @@ type podMapSpecs struct {
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	LbAffinityMap *ebpf.MapSpec `ebpf:"lb_affinity_map"`
+	LbBackendMap  *ebpf.MapSpec `ebpf:"lb_backend_map"`
+	LbCtMap       *ebpf.MapSpec `ebpf:"lb_ct_map"`
+	LbSvcMap      *ebpf.MapSpec `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
 	NodeCfgMap    *ebpf.MapSpec `ebpf:"node_cfg_map"`
@@ -217,6 +290,10 @@ type podMaps struct {
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	LbAffinityMap *ebpf.Map `ebpf:"lb_affinity_map"`
+	LbBackendMap  *ebpf.Map `ebpf:"lb_backend_map"`
+	LbCtMap       *ebpf.Map `ebpf:"lb_ct_map"`
+	LbSvcMap      *ebpf.Map `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
 	NodeCfgMap    *ebpf.Map `ebpf:"node_cfg_map"`
@@ -230,6 +307,10 @@ func (m *podMaps) Close() error {
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,
+		m.LbAffinityMap,
+		m.LbBackendMap,
+		m.LbCtMap,
+		m.LbSvcMap,
 		m.MetricsMap,
 		m.MonitorCfgMap,
 		m.NodeCfgMap,
