@@ -20,8 +20,10 @@ check-generated: generate
 deps:
 	@scripts/install-deps.sh
 
+# kube-controller-manager makes EndpointSlices and kube-proxy is the Services baseline
+# (tests/lab TestServices, Lab.StartControllerManager, Lab.StartKubeProxy).
 k8s:
-	@scripts/build-k8s.sh etcd kube-apiserver kubelet >/dev/null
+	@scripts/build-k8s.sh etcd kube-apiserver kubelet kube-controller-manager kube-proxy >/dev/null
 
 containerd:
 	@scripts/install-containerd.sh >/dev/null

@@ -22,7 +22,9 @@ type APIServer struct {
 	PublicURL string // https://203.0.113.2:6443: nodes outside the cloud, through the router's NAT
 	Etcd      *Process
 	Apiserver *Process
-	pki       *pki
+	// ControllerManager is kube-controller-manager once Lab.StartControllerManager has run.
+	ControllerManager *Process
+	pki               *pki
 }
 
 const apiserverPort = 6443
@@ -125,6 +127,22 @@ func (a *APIServer) writeKubeconfig(path, server string) error {
 	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: a.pki.caPEM}
 	cfg.AuthInfos["lab-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: a.pki.adminCertPEM, ClientKeyData: a.pki.adminKeyPEM}
 	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "lab-admin"}
+	cfg.CurrentContext = "lab"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// writeComponentKubeconfig writes a kubeconfig for a component that authenticates as user (in
+// groups) with a client certificate of its own from the lab CA, so RBAC treats it as in a kubeadm
+// cluster: system:kube-controller-manager, system:kube-proxy.
+func (a *APIServer) writeComponentKubeconfig(path, server, user string, groups ...string) error {
+	certPEM, keyPEM, err := a.pki.clientCert(user, groups...)
+	if err != nil {
+		return err
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: a.pki.caPEM}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: user}
 	cfg.CurrentContext = "lab"
 	return clientcmd.WriteToFile(*cfg, path)
 }

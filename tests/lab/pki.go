@@ -17,10 +17,18 @@ import (
 )
 
 // pki is the lab cluster's throw-away credentials: a CA, the API server's serving certificate, an
-// admin client certificate in system:masters, and the service-account signing key.
+// admin client certificate in system:masters, and the service-account signing key. The CA key is
+// kept in memory so that components get client certificates of their own (clientCert).
 type pki struct {
 	CACert, ServingCert, ServingKey, AdminCert, AdminKey, SAKey, SAPub string // file paths
 	caPEM, adminCertPEM, adminKeyPEM                                   []byte
+	issue                                                              func(cn string, orgs []string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) (certPEM, keyPEM []byte, err error)
+}
+
+// clientCert issues a client certificate for user cn in groups orgs, as kubeadm does for the
+// control-plane components (system:kube-controller-manager, system:kube-proxy).
+func (p *pki) clientCert(cn string, orgs ...string) (certPEM, keyPEM []byte, err error) {
+	return p.issue(cn, orgs, x509.ExtKeyUsageClientAuth, nil, nil)
 }
 
 func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
@@ -49,13 +57,17 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	leaf := func(serial int64, cn string, orgs []string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) (certPEM, keyPEM []byte, err error) {
+	leaf := func(cn string, orgs []string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) (certPEM, keyPEM []byte, err error) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return nil, nil, err
 		}
+		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+		if err != nil {
+			return nil, nil, err
+		}
 		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
+			SerialNumber: serial.Add(serial, big.NewInt(2)), // 1 is the CA
 			Subject:      pkix.Name{CommonName: cn, Organization: orgs},
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.Add(24 * time.Hour),
@@ -75,13 +87,13 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 			pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 	}
-	servingCert, servingKey, err := leaf(2, "kube-apiserver", nil, x509.ExtKeyUsageServerAuth,
+	servingCert, servingKey, err := leaf("kube-apiserver", nil, x509.ExtKeyUsageServerAuth,
 		append([]net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP("10.96.0.1")}, apiserverIPs...),
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
 	if err != nil {
 		return nil, err
 	}
-	adminCert, adminKey, err := leaf(3, "lab-admin", []string{"system:masters"}, x509.ExtKeyUsageClientAuth, nil, nil)
+	adminCert, adminKey, err := leaf("lab-admin", []string{"system:masters"}, x509.ExtKeyUsageClientAuth, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +116,7 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 		caPEM:        pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		adminCertPEM: adminCert,
 		adminKeyPEM:  adminKey,
+		issue:        leaf,
 	}
 	files := map[string][]byte{
 		p.CACert:      p.caPEM,

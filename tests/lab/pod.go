@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 )
 
 // PodNamespace is the Kubernetes namespace lab pods live in.
@@ -43,6 +44,11 @@ type PodOptions struct {
 	Conflist *libcni.NetworkConfigList
 	// NoObject skips the Pod object (pure CNI cycles).
 	NoObject bool
+	// Labels are added to the Pod object's labels (app=lab unless given here), for Service
+	// selectors.
+	Labels map[string]string
+	// Ports are the container's ports, which named Service targetPorts resolve against.
+	Ports []corev1.ContainerPort
 }
 
 // AddPod creates a pod sandbox on node: a netns, CNI ADD through the node's chain, then the Pod
@@ -118,7 +124,7 @@ func (l *Lab) AddPod(ctx context.Context, node *Node, name string, opts PodOptio
 	if !p.IP.IsValid() && len(p.Result.IPs) > 0 {
 		return nil, fmt.Errorf("CNI ADD for pod %s returned no IPv4 address: %v", name, p.Result)
 	}
-	if err := p.createObject(ctx); err != nil {
+	if err := p.createObject(ctx, opts); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -147,13 +153,20 @@ func (l *Lab) Pods() map[string]*Pod {
 	return out
 }
 
-func (p *Pod) createObject(ctx context.Context) error {
+// createObject creates the Pod object as a scheduler and a kubelet would leave it for a running
+// pod: spec.nodeName, status.podIP(s), phase Running, Ready and ContainersReady true. That is what
+// the EndpointSlice controller lists a pod by.
+func (p *Pod) createObject(ctx context.Context, opts PodOptions) error {
 	c := p.Node.lab.Client.CoreV1().Pods(PodNamespace)
+	labels := map[string]string{"app": "lab"}
+	for k, v := range opts.Labels {
+		labels[k] = v
+	}
 	obj := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: PodNamespace, UID: p.UID, Labels: map[string]string{"app": "lab"}},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: PodNamespace, UID: p.UID, Labels: labels},
 		Spec: corev1.PodSpec{
 			NodeName:   p.Node.Name,
-			Containers: []corev1.Container{{Name: "c", Image: "lab.invalid/pause:1"}},
+			Containers: []corev1.Container{{Name: "c", Image: "lab.invalid/pause:1", Ports: opts.Ports}},
 		},
 	}
 	created, err := c.Create(ctx, obj, metav1.CreateOptions{})
@@ -175,6 +188,44 @@ func (p *Pod) createObject(ctx context.Context) error {
 	}
 	if _, err := c.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("setting Pod %s status: %w", p.Name, err)
+	}
+	return nil
+}
+
+// SetReady sets the Pod object's Ready and ContainersReady conditions, as kubelet does when a
+// readiness probe starts failing or passes again. The EndpointSlice controller then marks the
+// pod's endpoint ready or not (Lab.WaitEndpointSlices observes it).
+func (p *Pod) SetReady(ctx context.Context, ready bool) error {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	c := p.Node.lab.Client.CoreV1().Pods(PodNamespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj, err := c.Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.Now()
+		for _, t := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady} {
+			found := false
+			for i := range obj.Status.Conditions {
+				if cond := &obj.Status.Conditions[i]; cond.Type == t {
+					found = true
+					if cond.Status != status {
+						cond.Status, cond.LastTransitionTime = status, now
+					}
+				}
+			}
+			if !found {
+				obj.Status.Conditions = append(obj.Status.Conditions, corev1.PodCondition{Type: t, Status: status, LastTransitionTime: now})
+			}
+		}
+		_, err = c.UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("setting Pod %s ready=%v: %w", p.Name, ready, err)
 	}
 	return nil
 }
