@@ -5,6 +5,8 @@
  *   decapsulated here and peer-redirected; the rest of VXLAN goes on to the kernel's collect_md
  *   device. Other traffic gets masquerade undone
  *   and, when it is for a local pod, a peer redirect. Other tunnels (Raven, UDP 4472) pass.
+ *   What is delivered to a local pod gets the services' reverse translation first when it is a
+ *   backend's reply (lib/lb_xlate.h).
  * node_egress (tc egress): masquerade of pod traffic leaving the cluster.
  * Both pass traffic while the agent has not configured the node: this is the node's only NIC, and
  * failing closed here would cut the agent off from the API server. */
@@ -15,6 +17,7 @@
 #include "lib/nodes.h"
 #include "lib/domains.h"
 #include "lib/lb.h"
+#include "lib/lb_xlate.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/fwd.h"
@@ -74,6 +77,9 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	ret = vxlan_decap(skb);
 	if (ret)
 		return ret < 0 ? ret : TC_ACT_OK;
+	ret = lb_rev_deliver(skb); /* a remote backend's reply to a local client */
+	if (ret < 0)
+		return ret;
 	return fwd_to_endpoint(skb, ep);
 }
 
@@ -100,8 +106,19 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
 	ep = endpoint_lookup(ip->daddr);
-	if (ep)
+	if (ep) {
+		/* a backend's reply to a local client: direct routing, or a host-network backend's
+		 * (the masquerade undone above) */
+		ret = lb_rev_deliver(skb);
+		if (ret < 0)
+			return ret;
 		return fwd_to_endpoint(skb, ep);
+	}
+	/* a host-network backend's reply to the node's own connection to a service (overlay.c) */
+	if (ip->daddr == cfg->pod_cidr) {
+		ret = lb_rev_deliver(skb);
+		return ret < 0 ? ret : TC_ACT_OK;
+	}
 	if (!in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
 		return TC_ACT_OK;
 	route = route_lookup(ip->daddr);

@@ -8,7 +8,15 @@
  *   address, then the tunnel key and inner MACs come from the maps (Flannel peers need their VTEP
  *   MAC as the inner destination). The agent gives pod CIDRs of unreachable domains kernel
  *   "unreachable" routes, so host sockets fail at once and forwarded senders get ICMP from the
- *   kernel; the domain check here is the datapath's own backstop. */
+ *   kernel; the domain check here is the datapath's own backstop.
+ * Services: the agent also routes the service CIDR into the device (src = the overlay address), so
+ *   overlay_egress translates the node's own connections to frontends like pod_egress does a pod's
+ *   (lib/lb_xlate.h): a remote backend goes on through the tunnel; a local one is delivered to its
+ *   pod (redirect to the egress of its host veth); a backend outside the cluster CIDR (a host-network
+ *   endpoint such as the API server behind the `kubernetes` Service) leaves through the underlay NIC,
+ *   masqueraded there like pod traffic, and its replies are reverse-translated by node_ingress. The
+ *   replies of remote backends come back through the tunnel to the overlay address: overlay_ingress
+ *   reverse-translates everything it receives before delivering it. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
@@ -16,6 +24,7 @@
 #include "lib/nodes.h"
 #include "lib/domains.h"
 #include "lib/lb.h"
+#include "lib/lb_xlate.h"
 #include "lib/nat.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
@@ -53,7 +62,11 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 	ret = nat_rnat_overlay(skb, cfg, ip);
 	if (ret < 0)
 		return ret;
-	/* parse again: the rewrite invalidated the pointers */
+	/* a remote backend's reply, to a local pod or to the node's own connection */
+	ret = lb_rev_deliver(skb);
+	if (ret < 0)
+		return ret;
+	/* parse again: the rewrites invalidated the pointers */
 	ret = parse_ipv4(skb, &eth, &ip);
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
@@ -61,6 +74,52 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 	if (!ep)
 		return TC_ACT_OK;
 	return fwd_to_endpoint(skb, ep);
+}
+
+/* Host traffic to a service frontend. Returns 1 when translated, 0 when it is no service's, or
+ * -reason. */
+static __always_inline int overlay_lb(struct __sk_buff *skb, const struct node_cfg *cfg,
+				      const struct iphdr *ip)
+{
+	struct lb_tuple t;
+	struct lb_svc *svc;
+	int ret;
+
+	if (in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
+		return 0;
+	ret = lb_parse(skb, ip, &t);
+	if (ret)
+		return ret < 0 ? ret : 0;
+	svc = lb_svc_lookup(t.daddr, t.dport, t.proto, LB_SCOPE_INTERNAL);
+	if (!svc)
+		return 0;
+	ret = lb_xlate_fwd(skb, svc, &t);
+	return ret < 0 ? ret : 1;
+}
+
+/* A host connection's backend that is not behind the tunnel (route: none or this node's pod
+ * CIDR). A client outside the cluster CIDR (a cloud host through the gateway, a socket bound to the
+ * node IP) is translated to the overlay address first, as for remote pods, so that the reply comes
+ * back where both translations are undone: pod_egress (a local pod) or node_ingress (a host-network
+ * backend, after the masquerade). */
+static __always_inline int overlay_to_backend(struct __sk_buff *skb, const struct node_cfg *cfg,
+					      __be32 daddr, const struct route *route)
+{
+	struct endpoint *ep = endpoint_lookup(daddr);
+	int ret;
+
+	if (!ep && route)
+		return -DROP_UNKNOWN_ENDPOINT; /* a local pod that is gone */
+	if (!ep && in_cidr(daddr, cfg->cluster_cidr, cfg->cluster_mask))
+		return -DROP_NO_ROUTE;
+	ret = nat_snat_overlay(skb, cfg);
+	if (ret < 0)
+		return ret;
+	if (ep)
+		return fwd_to_endpoint_egress(skb, ep);
+	/* Outside the cluster: the FIB's next hop on the underlay NIC, whose egress masquerades the
+	 * overlay address (it is in this node's pod CIDR) like pod traffic. */
+	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
 }
 
 static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
@@ -71,7 +130,7 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
 	struct node *node;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	int ret;
+	int ret, xlated;
 
 	if (!cfg)
 		return -DROP_NOT_READY;
@@ -84,9 +143,16 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
 		return ret;
 	if (ret != L3_IPV4)
 		return -DROP_UNSUPPORTED_L3;
+	xlated = overlay_lb(skb, cfg, ip);
+	if (xlated < 0)
+		return xlated;
+	/* parse again: parsing L4 may have pulled, translating rewrote */
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : -DROP_INVALID;
 	route = route_lookup(ip->daddr);
 	if (!route || (route->flags & ROUTE_LOCAL))
-		return -DROP_NO_ROUTE;
+		return xlated ? overlay_to_backend(skb, cfg, ip->daddr, route) : -DROP_NO_ROUTE;
 	if (!domain_reachable(cfg, route->domain))
 		return -DROP_DOMAIN_UNREACHABLE;
 	node = node_lookup(route->node_ip);

@@ -23,7 +23,15 @@
  * IP is what the kernel itself answers from when it forwards such a packet (icmp_send picks the
  * source of the route back to the pod, whose veth has no address: the node's primary one). So the
  * fast and slow paths look alike, and tracepath in a pod names the node, not a 169.254.1.1 that
- * every node shares. */
+ * every node shares.
+ *
+ * Services (lib/lb_xlate.h, docs/architecture.md): a TCP/UDP packet to a frontend of scope INTERNAL
+ * is translated to its connection's backend before the route lookup and then goes wherever the
+ * backend is. A frontend without backends answers with ICMP "port unreachable" from its address.
+ * Every packet delivered to a local pod first gets the reverse translation if it is a backend's
+ * reply (one failed LRU lookup otherwise); so do replies to the hairpin address (a pod that reached
+ * itself through a service) and to the node's overlay address (the node's own connections to
+ * services whose backend is here), which then go to the host. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
@@ -31,11 +39,13 @@
 #include "lib/nodes.h"
 #include "lib/domains.h"
 #include "lib/lb.h"
+#include "lib/lb_xlate.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/fwd.h"
 #include "lib/vxlan.h"
 #include "lib/icmp.h"
+#include "lib/nat.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -43,8 +53,10 @@
 
 /* What the exit does besides counting: answer a drop with ICMP. */
 struct pod_verdict {
-	__u16 frag_mtu; /* next-hop MTU for "fragmentation needed" (DROP_PKT_TOO_BIG) */
-	__u8 unreach;   /* "host unreachable" (DROP_DOMAIN_UNREACHABLE) */
+	__u16 frag_mtu;     /* next-hop MTU for "fragmentation needed" (DROP_PKT_TOO_BIG) */
+	__u8 unreach;       /* "host unreachable" (DROP_DOMAIN_UNREACHABLE) */
+	__u8 port_unreach;  /* "port unreachable" from vip (DROP_NO_SERVICE_BACKEND) */
+	__be32 vip;
 };
 
 /* IPv4 + L4 header length of a GSO packet, to decide whether its segments fit. */
@@ -118,34 +130,113 @@ static __always_inline int pod_to_remote(struct __sk_buff *skb, const struct nod
 	return vxlan_encap_native(skb, cfg, route->node_ip, node, gso_hlen);
 }
 
+/* Service translation of a pod's TCP/UDP packet t to a frontend. Clears *rev when it translated
+ * (the packet is a client's, not a reply). Returns 0 or -reason. */
+static __always_inline int pod_lb(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t,
+				  int *rev, struct pod_verdict *v)
+{
+	struct lb_svc *svc;
+	int ret;
+
+	/* Frontends are never pod addresses: traffic inside the cluster CIDR skips the lookup. */
+	if (in_cidr(t->daddr, cfg->cluster_cidr, cfg->cluster_mask) || t->daddr == LB_HAIRPIN_IP)
+		return 0;
+	svc = lb_svc_lookup(t->daddr, t->dport, t->proto, LB_SCOPE_INTERNAL);
+	if (!svc)
+		return 0;
+	*rev = 0;
+	v->vip = t->daddr;
+	ret = lb_xlate_fwd(skb, svc, t);
+	if (ret == -DROP_NO_SERVICE_BACKEND)
+		v->port_unreach = 1; /* nothing rewritten yet: the answer quotes what the pod sent */
+	return ret;
+}
+
+/* To the node's overlay address (the first of its pod CIDR, edgeplane.1's): the host stack's.
+ * Besides pods talking to the node, these are the replies of local backends to connections the
+ * node made (overlay_egress): first the gateway's translation of an outside client to the overlay
+ * address is undone (lib/nat.h), then the service's. */
+static __always_inline int pod_to_host_overlay(struct __sk_buff *skb, const struct node_cfg *cfg, int rev)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	if (!rev)
+		return TC_ACT_OK;
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : TC_ACT_OK;
+	ret = nat_rnat_overlay(skb, cfg, ip);
+	if (ret < 0)
+		return ret;
+	ret = lb_rev_deliver(skb);
+	return ret < 0 ? ret : TC_ACT_OK;
+}
+
+/* icmp_may_answer for a packet whose header pointers are gone. */
+static __always_inline __u8 pod_may_answer(struct __sk_buff *skb)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (parse_ipv4(skb, &eth, &ip) != L3_IPV4)
+		return 0;
+	return icmp_may_answer(skb, ip);
+}
+
 static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct node_cfg *cfg,
 					   const struct iphdr *ip, struct pod_verdict *v)
 {
-	__be32 daddr = ip->daddr;
 	__be16 df = ip->frag_off & bpf_htons(IP_DF);
 	__u32 ip_hlen = ip->ihl * 4;
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
 	__u8 proto = ip->protocol;
-	struct endpoint *ep;
+	struct endpoint *ep, *src;
 	struct route *route;
+	struct lb_tuple t;
+	int ret, rev;
 
 	/* A pod may only send from its own address, and only through its own veth. */
-	ep = endpoint_lookup(ip->saddr);
-	if (!ep || ep->ifindex != skb->ifindex)
+	src = endpoint_lookup(ip->saddr);
+	if (!src || src->ifindex != skb->ifindex)
 		return -DROP_SPOOFED_SOURCE;
 
-	ep = endpoint_lookup(daddr);
-	if (ep)
-		return fwd_to_endpoint(skb, ep);
+	/* From here on the packet is t (ip is gone: parsing may pull, translating rewrites). */
+	ret = lb_parse(skb, ip, &t);
+	if (ret < 0)
+		return ret;
+	rev = ret != LB_SKIP; /* maybe a reply (or an ICMP error) to reverse-translate at delivery */
+	if (ret == 0) {
+		ret = pod_lb(skb, cfg, &t, &rev, v);
+		if (ret < 0)
+			return ret;
+	}
 
-	route = route_lookup(daddr);
+	/* A pod that reached itself through a service answers the hairpin address: back to itself. */
+	ep = t.daddr == LB_HAIRPIN_IP ? src : endpoint_lookup(t.daddr);
+	if (ep) {
+		if (rev) {
+			ret = lb_xlate_rev(skb, &t);
+			if (ret < 0)
+				return ret;
+		}
+		/* The hairpin address only answers connections that are still tracked. */
+		if (t.daddr == LB_HAIRPIN_IP)
+			return -DROP_UNKNOWN_ENDPOINT;
+		return fwd_to_endpoint(skb, ep);
+	}
+	if (t.daddr == cfg->pod_cidr)
+		return pod_to_host_overlay(skb, cfg, rev);
+
+	route = route_lookup(t.daddr);
 	if (!route)
-		return in_cidr(daddr, cfg->cluster_cidr, cfg->cluster_mask) ? -DROP_NO_ROUTE : TC_ACT_OK;
+		return in_cidr(t.daddr, cfg->cluster_cidr, cfg->cluster_mask) ? -DROP_NO_ROUTE : TC_ACT_OK;
 	if (route->flags & ROUTE_LOCAL)
 		return -DROP_UNKNOWN_ENDPOINT;
 	/* Public connectivity between the domains: nothing would arrive, so say so at once. */
 	if (!domain_reachable(cfg, route->domain)) {
-		v->unreach = icmp_may_answer(skb, ip);
+		v->unreach = pod_may_answer(skb);
 		return -DROP_DOMAIN_UNREACHABLE;
 	}
 	return pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);
@@ -182,6 +273,8 @@ int pod_egress(struct __sk_buff *skb)
 		return tc_exit_frag_needed(skb, DIR_POD_EGRESS, cfg->node_ip, v.frag_mtu);
 	if (ret == -DROP_DOMAIN_UNREACHABLE && v.unreach)
 		return tc_exit_host_unreach(skb, DIR_POD_EGRESS, cfg->node_ip);
+	if (ret == -DROP_NO_SERVICE_BACKEND && v.port_unreach)
+		return tc_exit_port_unreach(skb, DIR_POD_EGRESS, v.vip);
 	return tc_exit(skb, DIR_POD_EGRESS, ret);
 }
 

@@ -52,6 +52,7 @@ struct icmphdr {
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_FRAG_NEEDED 4
 #define ICMP_HOST_UNREACH 1
+#define ICMP_PORT_UNREACH 3
 #define ICMP_NET_UNREACH 0
 #define ICMP_PKT_FILTERED 13
 

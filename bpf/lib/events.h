@@ -13,7 +13,8 @@
  * without pulling it. It is best effort: a field the packet is too short for stays zero, and the
  * flags say what was found. A VXLAN packet (UDP 8472, option-less outer header) also gets the
  * tuple of the IPv4 packet it carries. Ring buffer full: the event is counted in events_lost_map
- * and the packet goes on unaffected. */
+ * and the packet goes on unaffected. XDP programs emit through event_emit_xdp, from the headers
+ * they parsed. */
 #ifndef EDGEPLANE_EVENTS_H
 #define EDGEPLANE_EVENTS_H
 
@@ -195,6 +196,46 @@ static __always_inline void event_emit(struct __sk_buff *skb, __u32 dir, __u32 r
 	e->dir = dir;
 	e->verdict = verdict;
 	event_parse(skb, e);
+	bpf_ringbuf_submit(e, event_wakeup());
+}
+
+/* The event of an XDP program, which has no skb for event_parse: the caller passes the IPv4 header
+ * it has bounds-checked and the ports behind it. The verdict is spelled in TC terms (TC_ACT_SHOT
+ * for XDP_DROP), so that `edgeplanectl monitor` reads every program's events alike; dir tells
+ * the XDP hook apart. */
+static __always_inline void event_emit_xdp(struct xdp_md *ctx, __u32 dir, __u32 reason, int verdict,
+					   const struct iphdr *ip, __be16 sport, __be16 dport)
+{
+	__u32 want = reason == REASON_FORWARDED ? MONITOR_TRACE : MONITOR_DROPS;
+	struct monitor_event *e;
+	__u32 zero = 0;
+	__u64 *lost;
+
+	if (!(monitor_flags() & want))
+		return;
+	e = bpf_ringbuf_reserve(&events_map, sizeof(*e), 0);
+	if (!e) {
+		lost = bpf_map_lookup_elem(&events_lost_map, &zero);
+		if (lost)
+			*lost += 1;
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->ifindex = ctx->ingress_ifindex;
+	e->len = (void *)(long)ctx->data_end - (void *)(long)ctx->data;
+	e->type = reason == REASON_FORWARDED ? EVENT_TRACE : EVENT_DROP;
+	e->reason = reason;
+	e->dir = dir;
+	e->verdict = verdict;
+	e->flags = EVENT_F_IPV4;
+	e->tuple.saddr = ip->saddr;
+	e->tuple.daddr = ip->daddr;
+	e->tuple.proto = ip->protocol;
+	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
+		e->tuple.sport = sport;
+		e->tuple.dport = dport;
+	}
 	bpf_ringbuf_submit(e, event_wakeup());
 }
 

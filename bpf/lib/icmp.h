@@ -153,17 +153,34 @@ static __always_inline int icmp_may_answer(struct __sk_buff *skb, const struct i
 	return icmp && (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY);
 }
 
-/* The exit of a TC program for a pod's packet to a network domain this node cannot reach: counted
- * under DROP_DOMAIN_UNREACHABLE, then answered with "host unreachable" from saddr so that the
- * pod's connect() fails at once (EHOSTUNREACH) instead of timing out. The quote is the IP header
- * plus 64 bytes, enough for any TCP header with options and for the checksum rule above. */
-static __always_inline int tc_exit_host_unreach(struct __sk_buff *skb, __u32 dir, __be32 saddr)
+/* The exit of a TC program for a pod's packet dropped with reason and answered with "destination
+ * unreachable" code from saddr, peer-redirected back into the pod. The quote is the IP header plus
+ * 64 bytes, enough for any TCP header with options and for the checksum rule above. */
+static __always_inline int tc_exit_unreach(struct __sk_buff *skb, __u32 dir, __u32 reason, __u8 code,
+					   __be32 saddr)
 {
-	metric_count(dir, DROP_DOMAIN_UNREACHABLE, skb->len);
-	event_emit(skb, dir, DROP_DOMAIN_UNREACHABLE, TC_ACT_SHOT);
-	if (icmp_error(skb, saddr, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, 0, ICMP_UNREACH_QUOTE) < 0)
+	metric_count(dir, reason, skb->len);
+	event_emit(skb, dir, reason, TC_ACT_SHOT);
+	if (icmp_error(skb, saddr, ICMP_DEST_UNREACH, code, 0, ICMP_UNREACH_QUOTE) < 0)
 		return TC_ACT_SHOT;
 	return icmp_return_to_pod(skb, dir);
+}
+
+/* A pod's packet to a network domain this node cannot reach: counted under
+ * DROP_DOMAIN_UNREACHABLE, then answered with "host unreachable" from saddr so that the pod's
+ * connect() fails at once (EHOSTUNREACH) instead of timing out. */
+static __always_inline int tc_exit_host_unreach(struct __sk_buff *skb, __u32 dir, __be32 saddr)
+{
+	return tc_exit_unreach(skb, dir, DROP_DOMAIN_UNREACHABLE, ICMP_HOST_UNREACH, saddr);
+}
+
+/* A pod's packet to a service frontend without backends: counted under DROP_NO_SERVICE_BACKEND and
+ * answered with "port unreachable" from the frontend's address, as kube-proxy's REJECT rule does,
+ * so that connect() fails at once with ECONNREFUSED (TCP) and a connected UDP socket gets
+ * ECONNREFUSED on its next call, instead of timing out. */
+static __always_inline int tc_exit_port_unreach(struct __sk_buff *skb, __u32 dir, __be32 vip)
+{
+	return tc_exit_unreach(skb, dir, DROP_NO_SERVICE_BACKEND, ICMP_PORT_UNREACH, vip);
 }
 
 /* The exit of a TC program for a packet dropped as too big whose sender is to be told: counted

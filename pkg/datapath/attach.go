@@ -232,6 +232,11 @@ func ensureAttached(pin string, prog *ebpf.Program, ifindex int, dir direction) 
 		return fmt.Errorf("attaching tcx %s to ifindex %d: %w", dir.name, ifindex, err)
 	}
 	defer l.Close() // the pin keeps the link; this handle is only ours
+	return pinLink(l, pin)
+}
+
+// pinLink pins l at pin, replacing what was there in one rename.
+func pinLink(l link.Link, pin string) error {
 	tmp := tmpPin(pin)
 	_ = os.Remove(tmp)
 	if err := l.Pin(tmp); err != nil {

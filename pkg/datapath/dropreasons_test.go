@@ -12,7 +12,7 @@ import (
 // Read from each object's BTF, so a reason added in C without Go (or renumbered) fails here.
 func TestDropReasonsMatchBTF(t *testing.T) {
 	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){
-		"pod": loadPod, "overlay": loadOverlay, "node": loadNode,
+		"pod": loadPod, "overlay": loadOverlay, "node": loadNode, "xdp": loadXdp,
 	} {
 		t.Run(name, func(t *testing.T) {
 			spec, err := load()

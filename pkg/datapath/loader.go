@@ -1,7 +1,7 @@
 // Package datapath loads edgeplane's BPF objects, pins what must outlive the agent and attaches the
 // programs to interfaces.
 //
-// How it works: Load reads the three committed objects (pod, overlay, node), walks every map they
+// How it works: Load reads the four committed objects (pod, overlay, node, xdp), walks every map they
 // define and creates each one once, pinned by name under <root>/maps, so that all programs share one
 // instance of each map. A pin that already exists is adopted, which keeps endpoints, routes and
 // counters across agent restarts and upgrades; a pin whose type, key or value size, capacity or
@@ -13,6 +13,8 @@
 // them, and an upgrade Updates them to the new program in place, which loses no packet. Where the
 // kernel has no tcx (before 6.6) the same calls fall back to a clsact qdisc with a direct-action
 // bpf filter; the program itself is then pinned at the link's path as the record of the attachment.
+// The underlay NIC also gets an XDP link (xdp.go), in native mode where the driver allows it and
+// generic mode otherwise, pinned and updated the same way.
 //
 // Nothing here assumes /sys/fs/bpf: the lab runs one agent per network namespace, each with its own
 // bpffs root.
@@ -53,6 +55,7 @@ const (
 	progOverlayEgress  = "overlay_egress"
 	progNodeIngress    = "node_ingress"
 	progNodeEgress     = "node_egress"
+	progNodeXDP        = "node_xdp"
 )
 
 // Datapath is the loaded programs and the shared maps. It owns them: Close releases the process's
@@ -70,7 +73,7 @@ func objectSpecs() (map[string]*ebpf.CollectionSpec, []string, error) {
 	loaders := []struct {
 		name string
 		load func() (*ebpf.CollectionSpec, error)
-	}{{"pod", loadPod}, {"overlay", loadOverlay}, {"node", loadNode}}
+	}{{"pod", loadPod}, {"overlay", loadOverlay}, {"node", loadNode}, {"xdp", loadXdp}}
 	specs := make(map[string]*ebpf.CollectionSpec, len(loaders))
 	var order []string
 	for _, l := range loaders {
@@ -185,7 +188,7 @@ func Load(root string) (_ *Datapath, err error) {
 		}
 	}
 
-	for _, name := range []string{progPodEgress, progOverlayIngress, progOverlayEgress, progNodeIngress, progNodeEgress} {
+	for _, name := range []string{progPodEgress, progOverlayIngress, progOverlayEgress, progNodeIngress, progNodeEgress, progNodeXDP} {
 		if d.programs[name] == nil {
 			return nil, fmt.Errorf("objects define no program %s", name)
 		}

@@ -133,6 +133,38 @@ type podMonitorEvent struct {
 	}
 }
 
+type podNatFwdKey struct {
+	_          structs.HostLayout
+	PodIp      uint32
+	RemoteIp   uint32
+	PodPort    uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type podNatFwdVal struct {
+	_        structs.HostLayout
+	NodePort uint16
+	Pad      uint16
+}
+
+type podNatRevKey struct {
+	_          structs.HostLayout
+	RemoteIp   uint32
+	RemotePort uint16
+	NodePort   uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type podNatRevVal struct {
+	_       structs.HostLayout
+	PodIp   uint32
+	PodPort uint16
+	Pad     uint16
+}
+
 type podNode struct {
 	_          structs.HostLayout
 	VtepMac    [6]uint8
@@ -159,6 +191,12 @@ type podNodeCfg struct {
 	Pad             [3]uint8
 	Domain          uint32
 	GatewayIp       uint32
+}
+
+type podNonmasqKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
 }
 
 type podRoute struct {
@@ -190,8 +228,11 @@ const (
 	podMapLbSvcMap      = "lb_svc_map"
 	podMapMetricsMap    = "metrics_map"
 	podMapMonitorCfgMap = "monitor_cfg_map"
+	podMapNatFwdMap     = "nat_fwd_map"
+	podMapNatRevMap     = "nat_rev_map"
 	podMapNodeCfgMap    = "node_cfg_map"
 	podMapNodesMap      = "nodes_map"
+	podMapNonmasqMap    = "nonmasq_map"
 	podMapRoutesMap     = "routes_map"
 	podProgPodEgress    = "pod_egress"
 )
@@ -255,8 +296,11 @@ type podMapSpecs struct {
 	LbSvcMap      *ebpf.MapSpec `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.MapSpec `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.MapSpec `ebpf:"nat_rev_map"`
 	NodeCfgMap    *ebpf.MapSpec `ebpf:"node_cfg_map"`
 	NodesMap      *ebpf.MapSpec `ebpf:"nodes_map"`
+	NonmasqMap    *ebpf.MapSpec `ebpf:"nonmasq_map"`
 	RoutesMap     *ebpf.MapSpec `ebpf:"routes_map"`
 }
 
@@ -296,8 +340,11 @@ type podMaps struct {
 	LbSvcMap      *ebpf.Map `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.Map `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.Map `ebpf:"nat_rev_map"`
 	NodeCfgMap    *ebpf.Map `ebpf:"node_cfg_map"`
 	NodesMap      *ebpf.Map `ebpf:"nodes_map"`
+	NonmasqMap    *ebpf.Map `ebpf:"nonmasq_map"`
 	RoutesMap     *ebpf.Map `ebpf:"routes_map"`
 }
 
@@ -313,8 +360,11 @@ func (m *podMaps) Close() error {
 		m.LbSvcMap,
 		m.MetricsMap,
 		m.MonitorCfgMap,
+		m.NatFwdMap,
+		m.NatRevMap,
 		m.NodeCfgMap,
 		m.NodesMap,
+		m.NonmasqMap,
 		m.RoutesMap,
 	)
 }

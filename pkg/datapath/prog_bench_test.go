@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 // benchRun reports the kernel-measured run time per packet ("ns/pkt"). test_run repeats a program
@@ -17,6 +19,13 @@ import (
 // harness's fixed cost (timer, skb setup around the run), so the same loop over a program that
 // only returns TC_ACT_OK is subtracted: "ns/pkt" is what our program adds.
 func benchRun(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32) {
+	b.Helper()
+	benchRunSetup(b, prog, pkt, want, nil)
+}
+
+// benchRunSetup is benchRun with setup called before every timed run of prog (outside the
+// kernel's timing), e.g. to make every packet open a new connection.
+func benchRunSetup(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32, setup func()) {
 	b.Helper()
 	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.SchedCLS,
@@ -31,6 +40,9 @@ func benchRun(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32) {
 	measure := func(p *ebpf.Program, want uint32) time.Duration {
 		var total time.Duration
 		for i := 0; i < b.N; i++ {
+			if setup != nil && p == prog {
+				setup()
+			}
 			ret, d, err := p.Benchmark(pkt, 1, nil)
 			if err != nil {
 				b.Fatal(err)
@@ -84,6 +96,112 @@ func BenchmarkPodEgressOutside(b *testing.B) {
 	coll := newCollection(b, loadPod)
 	fillCluster(b, coll)
 	benchRun(b, coll.Programs["pod_egress"], podUDP(podA, internetIP, 1024), tcActOK)
+}
+
+// The same with the kernel's repeat loop (the path does not change the packet): what every
+// packet leaving the cluster pays with warm caches, the service lookup that misses included.
+func BenchmarkPodEgressOutsideRepeat(b *testing.B) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	ret, d, err := coll.Programs["pod_egress"].Benchmark(podUDP(podA, internetIP, 1024), b.N, b.ResetTimer)
+	if err != nil || ret != tcActOK {
+		b.Fatalf("verdict %d, %v", ret, err)
+	}
+	b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
+}
+
+// ---- services (bpf/lib/lb_xlate.h) ----
+
+// A pod's UDP packet to a frontend whose backend is pod B (local) or a remote pod.
+func benchService(b *testing.B, backends ...backend) (*ebpf.Collection, []byte) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	putSvc(b, coll, svcVIP, 80, protoUDP, 1, 0, 0, backends...)
+	return coll, podUDPPorts(podA, 40000, svcVIP, 80, 64)
+}
+
+func podUDPPorts(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, payloadLen int) []byte {
+	return podPacket(src, dst, udpSeg(src, dst, sport, dport, make([]byte, payloadLen), true), protoUDP, true)
+}
+
+// Every packet opens a connection: backend pick, both entries written, DNAT, local delivery.
+func BenchmarkPodEgressServiceNew(b *testing.B) {
+	coll, pkt := benchService(b, backend{podB, 8080})
+	fwd := ctKey(podA, 40000, svcVIP, 80, protoUDP, ctFwd)
+	benchRunSetup(b, coll.Programs["pod_egress"], pkt, tcActRedirect, func() { coll.Maps["lb_ct_map"].Delete(fwd) })
+}
+
+// An established connection: the FWD entry's backend, DNAT, local delivery. Compare with
+// BenchmarkPodEgressLocal (the same delivery without a service).
+func BenchmarkPodEgressServiceEstablished(b *testing.B) {
+	coll, pkt := benchService(b, backend{podB, 8080})
+	run(b, coll.Programs["pod_egress"], pkt, nil)
+	benchRun(b, coll.Programs["pod_egress"], pkt, tcActRedirect)
+}
+
+// The same toward a remote backend (1024-byte payload): compare with BenchmarkPodEgressRemoteEncap.
+func BenchmarkPodEgressServiceEstablishedRemote(b *testing.B) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	putSvc(b, coll, svcVIP, 80, protoUDP, 1, 0, 0, backend{remotePod, 8080})
+	pkt := podUDPPorts(podA, 40000, svcVIP, 80, 1024)
+	run(b, coll.Programs["pod_egress"], pkt, nil)
+	benchRun(b, coll.Programs["pod_egress"], pkt, tcActRedirect)
+}
+
+// The local backend's reply: the REV entry, source back to the frontend, local delivery.
+func BenchmarkPodEgressServiceReply(b *testing.B) {
+	coll, pkt := benchService(b, backend{podB, 8080})
+	run(b, coll.Programs["pod_egress"], pkt, nil)
+	sendAs(b, coll, podB)
+	reply := podUDPPorts(podB, 8080, podA, 40000, 64)
+	run(b, coll.Programs["pod_egress"], reply, nil)
+	benchRun(b, coll.Programs["pod_egress"], reply, tcActRedirect)
+}
+
+// benchRepeat is the kernel's repeat loop over pkt, for paths that leave the packet as it was.
+func benchRepeat(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32) {
+	b.Helper()
+	ret, d, err := prog.Benchmark(pkt, b.N, b.ResetTimer)
+	if err != nil || ret != want {
+		b.Fatalf("verdict %d, want %d: %v", ret, want, err)
+	}
+	b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
+}
+
+// The service path with warm caches, through the repeat loop: the frontend's backend is its own
+// address and port, so the translation (lookups, clock, checksum and store helpers) runs in full
+// and leaves the packet as it was. Compare with BenchmarkPodEgressOutsideRepeat, the same packet
+// to an address without a frontend.
+func BenchmarkPodEgressServiceEstablishedRepeat(b *testing.B) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	putSvc(b, coll, internetIP, 53, protoUDP, 1, 0, 0, backend{internetIP, 53})
+	pkt := podUDPPorts(podA, 40000, internetIP, 53, 1024)
+	run(b, coll.Programs["pod_egress"], pkt, nil)
+	benchRepeat(b, coll.Programs["pod_egress"], pkt, tcActOK)
+}
+
+// A reply's reverse translation with warm caches: the REV entry names the backend itself as the
+// frontend. Compare with BenchmarkPodEgressLocalRepeat (the same delivery, the lookup missing).
+func BenchmarkPodEgressServiceReplyRepeat(b *testing.B) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	sendAs(b, coll, podB)
+	put(b, coll, "lb_ct_map", ctKey(podB, 8080, podA, 40000, protoUDP, ctRev),
+		podLbCt{Addr: be32(podB), Port: be16(8080), Flags: ctSeenReply, SvcId: 1, LastSeen: bootNow(b)})
+	benchRepeat(b, coll.Programs["pod_egress"], podUDPPorts(podB, 8080, podA, 40000, 64), tcActRedirect)
+}
+
+// A remote backend's reply through VXLAN: decapsulation, the REV entry, local delivery. Compare
+// with BenchmarkNodeIngressDecap.
+func BenchmarkNodeIngressDecapServiceReply(b *testing.B) {
+	coll := newCollection(b, loadNode)
+	fillCluster(b, coll)
+	put(b, coll, "lb_ct_map", ctKey(remotePod, 1234, podA, 5678, protoUDP, ctRev),
+		podLbCt{Addr: be32(svcVIP), Port: be16(80), Flags: ctSeenReply, SvcId: 1, LastSeen: bootNow(b)})
+	in := vxlanFrame(remoteNodeIP, vxlanPort, vxlanHdr(0x08000000, vni), innerFrame(remotePod, podA))
+	benchRun(b, coll.Programs["node_ingress"], in, tcActRedirect)
 }
 
 func BenchmarkNodeIngressDecap(b *testing.B) {
@@ -150,4 +268,82 @@ func BenchmarkPodEgressLocalTraceOff(b *testing.B) {
 
 func BenchmarkPodEgressLocalTraceOn(b *testing.B) {
 	benchMonitor(b, podUDP(podA, podB, 64), tcActRedirect, monitorTrace, true)
+}
+
+// benchXDP reports what node_xdp costs per packet with the kernel's repeat loop (the program
+// does not change the packet, so every run sees the same one): "ns/pkt" above an XDP program
+// that only returns, "ns/pkt-raw" with the loop's own cost, and the rate one core sustains at
+// that raw cost ("Mpps"), the figure issue 4 compares with an iptables drop rule.
+func benchXDP(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32) {
+	b.Helper()
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.XDP,
+		Instructions: asm.Instructions{asm.LoadImm(asm.R0, int64(want), asm.DWord), asm.Return()},
+		License:      "GPL",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer empty.Close()
+	ret, d, err := prog.Benchmark(pkt, b.N, b.ResetTimer)
+	if err != nil || ret != want {
+		b.Fatalf("verdict %d, want %d: %v", ret, want, err)
+	}
+	b.StopTimer()
+	_, base, err := empty.Benchmark(pkt, b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt-raw")
+	b.ReportMetric(float64((d - base).Nanoseconds()), "ns/pkt")
+	b.ReportMetric(1e3/float64(d.Nanoseconds()), "Mpps")
+}
+
+// A closed NodePort (pool isolation) to the node IP: the drop issue 4 measures.
+func BenchmarkNodeXDPDrop(b *testing.B) {
+	coll := xdpCollection(b)
+	benchXDP(b, coll.Programs["node_xdp"], synTo(nodeIP, closedTCP), xdpDrop)
+}
+
+// What every other packet pays: host traffic to a port no frontend has (two lookups that miss).
+func BenchmarkNodeXDPPass(b *testing.B) {
+	coll := xdpCollection(b)
+	benchXDP(b, coll.Programs["node_xdp"], from(strangerIP, nodeIP, protoTCP, tcpSeg(strangerIP, nodeIP, 5555, 22, tcpACK, make([]byte, 1024))), xdpPass)
+}
+
+// VXLAN leaves at the port check, before any lookup.
+func BenchmarkNodeXDPPassVXLAN(b *testing.B) {
+	coll := xdpCollection(b)
+	benchXDP(b, coll.Programs["node_xdp"], vxlanFrame(remoteNodeIP, vxlanPort, vxlanHdr(0x08000000, vni), innerFrame(remotePod, podA)), xdpPass)
+}
+
+// A closed NodePort to the node IP (compared with node_cfg_map) and to another address of the
+// node (the FIB lookup says it is local), in a netns that has both. Timed by the wall clock around
+// one run of b.N repeats (test_run's timer is not exposed with a context), so ns/op includes the
+// syscall once.
+func BenchmarkNodeXDPDropAddress(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		dst  netip.Addr
+	}{{"node-ip", nodeIP}, {"other-address", secondaryIP}} {
+		b.Run(c.name, func(b *testing.B) {
+			coll := xdpCollection(b)
+			netns, nic := xdpNetns(b)
+			pkt := synTo(c.dst, closedTCP)
+			err := netns.Do(func(ns.NetNS) error {
+				opts := &ebpf.RunOptions{Data: pkt, Repeat: uint32(b.N), Reset: b.ResetTimer,
+					Context: xdpMd{DataEnd: uint32(len(pkt)), IngressIfindex: uint32(nic)}}
+				b.ResetTimer()
+				ret, err := coll.Programs["node_xdp"].Run(opts)
+				b.StopTimer()
+				if err == nil && ret != xdpDrop {
+					return fmt.Errorf("verdict %d, want XDP_DROP", ret)
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
 }

@@ -32,6 +32,7 @@ const (
 	dirOverlayOut = 2
 	dirNodeIn     = 3
 	dirNodeOut    = 4
+	dirNodeXDP    = 5
 
 	metricsReasons = 64
 )
@@ -141,6 +142,16 @@ func withMasquerade() cfgOpt      { return func(c *podNodeCfg) { c.Flags |= 1 <<
 // objects (one set of headers), so the pod object's generated types serve for all of them.
 func fillCluster(t testing.TB, coll *ebpf.Collection, opts ...cfgOpt) {
 	t.Helper()
+	put(t, coll, "node_cfg_map", uint32(0), testNodeCfg(opts...))
+	put(t, coll, "endpoints_map", be32(podA), podEndpoint{Ifindex: podAIfindex, PodMac: podAMAC, HostMac: podAHostMAC})
+	put(t, coll, "endpoints_map", be32(podB), podEndpoint{Ifindex: podBIfindex, PodMac: podBMAC, HostMac: podBHostMAC})
+	putRoute(t, coll, "10.244.1.0/24", podRoute{NodeIp: be32(nodeIP), Flags: 1 /* ROUTE_LOCAL */})
+	putRoute(t, coll, "10.244.2.0/24", podRoute{NodeIp: be32(remoteNodeIP)})
+	put(t, coll, "nodes_map", be32(remoteNodeIP), podNode{VtepMac: remoteVtepMAC, NexthopMac: remoteNextHop, Flags: 1 /* NODE_NEXTHOP_VALID */})
+}
+
+// testNodeCfg is this node's node_cfg_map entry in the test cluster.
+func testNodeCfg(opts ...cfgOpt) podNodeCfg {
 	cfg := podNodeCfg{
 		NodeIp:          be32(nodeIP),
 		PodCidr:         be32(netip.MustParseAddr("10.244.1.0")),
@@ -158,12 +169,7 @@ func fillCluster(t testing.TB, coll *ebpf.Collection, opts ...cfgOpt) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	put(t, coll, "node_cfg_map", uint32(0), cfg)
-	put(t, coll, "endpoints_map", be32(podA), podEndpoint{Ifindex: podAIfindex, PodMac: podAMAC, HostMac: podAHostMAC})
-	put(t, coll, "endpoints_map", be32(podB), podEndpoint{Ifindex: podBIfindex, PodMac: podBMAC, HostMac: podBHostMAC})
-	putRoute(t, coll, "10.244.1.0/24", podRoute{NodeIp: be32(nodeIP), Flags: 1 /* ROUTE_LOCAL */})
-	putRoute(t, coll, "10.244.2.0/24", podRoute{NodeIp: be32(remoteNodeIP)})
-	put(t, coll, "nodes_map", be32(remoteNodeIP), podNode{VtepMac: remoteVtepMAC, NexthopMac: remoteNextHop, Flags: 1 /* NODE_NEXTHOP_VALID */})
+	return cfg
 }
 
 func put(t testing.TB, coll *ebpf.Collection, m string, k, v any) {

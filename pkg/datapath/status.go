@@ -18,10 +18,11 @@ const (
 	AttachUnderlayEgress  AttachPoint = linkUnderlayEgress
 	AttachOverlayIngress  AttachPoint = linkOverlayIngress
 	AttachOverlayEgress   AttachPoint = linkOverlayEgress
+	AttachUnderlayXDP     AttachPoint = linkUnderlayXDP
 )
 
 // AttachPoints lists the agent's attachments (pod attachments are counted apart).
-var AttachPoints = []AttachPoint{AttachUnderlayIngress, AttachUnderlayEgress, AttachOverlayIngress, AttachOverlayEgress}
+var AttachPoints = []AttachPoint{AttachUnderlayIngress, AttachUnderlayEgress, AttachOverlayIngress, AttachOverlayEgress, AttachUnderlayXDP}
 
 // Attachments is what is attached under a bpffs root, read from the pins alone.
 type Attachments struct {
@@ -30,7 +31,7 @@ type Attachments struct {
 }
 
 // ReadAttachments reports which of the agent's attachments are in place under root: a pinned tcx
-// link whose interface still exists, or (kernels without tcx) the program pinned as the record of
+// or XDP link whose interface still exists, or (kernels without tcx) the program pinned as the record of
 // a netlink-TC attachment. It only reads pins, so it is cheap enough for every readiness probe.
 func ReadAttachments(root string) (Attachments, error) {
 	a := Attachments{Attached: make(map[AttachPoint]bool, len(AttachPoints))}
@@ -58,6 +59,9 @@ func pinAttached(pin string) (bool, error) {
 	case err == nil:
 		defer l.Close()
 		ifindex, _, ok := tcxTarget(l)
+		if !ok {
+			ifindex, ok = xdpTarget(l)
+		}
 		return ok && ifindex != 0, nil
 	case errors.Is(err, os.ErrNotExist):
 		return false, nil

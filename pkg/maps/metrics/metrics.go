@@ -25,10 +25,11 @@ const (
 	DirOverlayOut Dir = 2 // host traffic into the overlay
 	DirNodeIn     Dir = 3 // other traffic arriving on the underlay NIC
 	DirNodeOut    Dir = 4 // traffic leaving the underlay NIC
-	dirMax        Dir = 5
+	DirNodeXDP    Dir = 5 // the underlay NIC's XDP program: its drops only
+	dirMax        Dir = 6
 )
 
-var dirNames = [...]string{"pod-egress", "overlay-in", "overlay-out", "node-in", "node-out"}
+var dirNames = [...]string{"pod-egress", "overlay-in", "overlay-out", "node-in", "node-out", "node-xdp"}
 
 func (d Dir) String() string {
 	if d < dirMax {

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Service connection tracking on lb_ct_map (lb.h): the tuple of a packet, whether an entry is still
+ * alive, and keeping the two entries of a connection in step.
+ *
+ * Each entry is refreshed by the packets of its own direction: FWD by the client's, REV by the
+ * backend's. A packet also refreshes the other entry of its connection (one more lookup) when it
+ * changes a flag (the first reply, FIN or RST) and when its entry's last_seen crosses a 2^30 ns
+ * (~1.07 s) boundary, i.e. at most about once a second per direction of a busy connection. So both
+ * entries stay within ~1 s of the connection's last packet in either direction, and each can be
+ * judged on its own (by the datapath and by the agent's garbage collector) with the timeouts of
+ * lb.h: a download whose client only ACKs, or a one-way UDP stream, keeps both alive. */
+#ifndef EDGEPLANE_LB_CT_H
+#define EDGEPLANE_LB_CT_H
+
+#include "common.h"
+#include "lb.h"
+#include "parse.h"
+
+#define NSEC_PER_SEC 1000000000ULL
+#define LB_CT_SYNC_SHIFT 30
+
+/* The TCP header's flags byte (tcp_flag_byte()). */
+#define LB_TCP_FIN 0x01
+#define LB_TCP_SYN 0x02
+#define LB_TCP_RST 0x04
+#define LB_TCP_ACK 0x10
+
+/* A TCP or UDP packet's addresses and ports, parsed once. */
+struct lb_tuple {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags; /* LB_TCP_* (0 for UDP) */
+	__u16 l4_off;   /* from the start of the packet */
+};
+
+#define LB_SKIP 1       /* not something services translate: leave the packet alone */
+#define LB_ICMP_ERROR 2 /* an ICMP error: maybe about a translated packet (lb_xlate_rev) */
+
+/* Fills t from the IPv4 packet ip (Ethernet at offset 0). Returns 0 for TCP and UDP with their
+ * ports, LB_ICMP_ERROR for ICMP "destination unreachable" and "time exceeded", LB_SKIP for anything
+ * else and for non-first fragments (they carry no ports; see docs/architecture.md, Services), or
+ * -DROP_INVALID for a truncated TCP/UDP header. Addresses, protocol and l4_off are set in every
+ * case. Packet pointers the caller holds are invalid afterwards. */
+static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *ip, struct lb_tuple *t)
+{
+	__u32 l4_off = ETH_HLEN + ip->ihl * 4;
+	struct icmphdr *icmp;
+	struct tcphdr *tcp;
+	struct udphdr *udp;
+
+	t->saddr = ip->saddr;
+	t->daddr = ip->daddr;
+	t->sport = 0;
+	t->dport = 0;
+	t->proto = ip->protocol;
+	t->tcp_flags = 0;
+	t->l4_off = l4_off;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return LB_SKIP;
+	switch (t->proto) {
+	case IPPROTO_TCP:
+		tcp = pkt_header(skb, l4_off, sizeof(*tcp));
+		if (!tcp)
+			return -DROP_INVALID;
+		t->sport = tcp->source;
+		t->dport = tcp->dest;
+		t->tcp_flags = ((__u8 *)tcp)[13];
+		return 0;
+	case IPPROTO_UDP:
+		udp = pkt_header(skb, l4_off, sizeof(*udp));
+		if (!udp)
+			return -DROP_INVALID;
+		t->sport = udp->source;
+		t->dport = udp->dest;
+		return 0;
+	case IPPROTO_ICMP:
+		icmp = pkt_header(skb, l4_off, sizeof(*icmp));
+		if (icmp && (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED))
+			return LB_ICMP_ERROR;
+		return LB_SKIP;
+	default:
+		return LB_SKIP;
+	}
+}
+
+/* FIN or RST: the connection is closing, whichever side says so. */
+static __always_inline __u16 lb_ct_closing(const struct lb_tuple *t)
+{
+	return t->tcp_flags & (LB_TCP_FIN | LB_TCP_RST) ? LB_CT_CLOSING : 0;
+}
+
+static __always_inline __u64 lb_ct_timeout(__u8 proto, __u16 flags)
+{
+	if (proto != IPPROTO_TCP)
+		return LB_CT_TIMEOUT_OTHER * NSEC_PER_SEC;
+	if (flags & LB_CT_CLOSING)
+		return LB_CT_TIMEOUT_TCP_CLOSE * NSEC_PER_SEC;
+	if (flags & LB_CT_SEEN_REPLY)
+		return LB_CT_TIMEOUT_TCP * NSEC_PER_SEC;
+	return LB_CT_TIMEOUT_TCP_SYN * NSEC_PER_SEC;
+}
+
+/* Whether ct still stands for a connection at now. Another CPU may have stored a slightly later
+ * last_seen than this CPU's now: a negative age is alive. */
+static __always_inline int lb_ct_alive(const struct lb_ct *ct, __u8 proto, __u64 now)
+{
+	return (__s64)(now - ct->last_seen) < (__s64)lb_ct_timeout(proto, ct->flags);
+}
+
+/* Records a packet on ct (its own direction's entry) with the flags it sets, and refreshes the
+ * entry under partner (see the top of the file). Concurrent packets of one connection on two CPUs
+ * store the same kind of values: the races are benign. */
+static __always_inline void lb_ct_touch(struct lb_ct *ct, const struct lb_ct_key *partner, __u16 set,
+					__u64 now)
+{
+	__u16 flags = ct->flags | set, shared;
+	struct lb_ct *p;
+	int sync;
+
+	sync = flags != ct->flags || (ct->last_seen >> LB_CT_SYNC_SHIFT) != (now >> LB_CT_SYNC_SHIFT);
+	if (flags != ct->flags)
+		ct->flags = flags;
+	ct->last_seen = now;
+	if (!sync)
+		return;
+	p = bpf_map_lookup_elem(&lb_ct_map, partner);
+	if (!p)
+		return;
+	shared = flags & (LB_CT_SEEN_REPLY | LB_CT_CLOSING);
+	if ((p->flags | shared) != p->flags)
+		p->flags |= shared;
+	p->last_seen = now;
+}
+
+/* The REV key of a connection: the backend answering its client (with hairpin, the client is
+ * addressed as `client`, the hairpin address). */
+static __always_inline void lb_ct_rev_key(struct lb_ct_key *k, __be32 backend, __be16 backend_port,
+					  __be32 client, __be16 client_port, __u8 proto)
+{
+	k->saddr = backend;
+	k->daddr = client;
+	k->sport = backend_port;
+	k->dport = client_port;
+	k->proto = proto;
+	k->dir = LB_CT_DIR_REV;
+	k->pad = 0;
+}
+
+/* The FWD key of a connection: the client's tuple toward the frontend. */
+static __always_inline void lb_ct_fwd_key(struct lb_ct_key *k, __be32 client, __be16 client_port,
+					  __be32 vip, __be16 vport, __u8 proto)
+{
+	k->saddr = client;
+	k->daddr = vip;
+	k->sport = client_port;
+	k->dport = vport;
+	k->proto = proto;
+	k->dir = LB_CT_DIR_FWD;
+	k->pad = 0;
+}
+
+#endif

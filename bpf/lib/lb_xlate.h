@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Service translation per packet (the maps are lb.h's, the connection tracking lb_ct.h's).
+ *
+ * Forward (lb_xlate_fwd, a client's packet to a frontend): the connection's backend is the one its
+ * live FWD entry names; a new connection (no entry, a dead one, or a TCP SYN on a closing one) gets
+ * one from the frontend's slots (sessionAffinity first, else a hash of the tuple modulo count), and
+ * both entries are written, REV before FWD, so that a backend is never reached before its replies
+ * can be translated. Then the destination becomes the backend (addresses, ports, IPv4 and L4
+ * checksums through nat_rewrite).
+ *
+ * Hairpin: a pod whose connection lands on itself would see its own address as the source and
+ * answer itself inside its namespace, never through the veth. So the source becomes LB_HAIRPIN_IP
+ * (169.254.42.1, Cilium's choice too), an address no pod or node has: the pod answers it through its
+ * default route (via 169.254.1.1, the host veth), where pod_egress finds the REV entry keyed by it
+ * and turns the reply into frontend -> pod. The pod's own client port is kept, so the pair
+ * {pod:port, frontend} -> {backend port, hairpin address:port} is unique per client socket.
+ *
+ * Reverse (lb_xlate_rev, a packet about to be delivered to its destination): when a live REV entry
+ * matches its tuple it is a backend's reply: the source becomes the frontend again (and with hairpin
+ * the destination the pod). For anything else this is the one failed lookup non-service traffic
+ * pays on the delivery paths. ICMP errors about a translated packet get their quote translated
+ * back (lb_xlate_rev_icmp), so the client's socket recognizes them.
+ *
+ * Not translated: non-first fragments (no ports) and SCTP (its CRC32c cannot be updated with the
+ * checksum helpers); see docs/architecture.md, Services. */
+#ifndef EDGEPLANE_LB_XLATE_H
+#define EDGEPLANE_LB_XLATE_H
+
+#include "common.h"
+#include "lb.h"
+#include "lb_ct.h"
+#include "nat.h"
+#include "parse.h"
+
+#define LB_HAIRPIN_IP bpf_htonl(0xa9fe2a01) /* 169.254.42.1 */
+
+static __always_inline struct lb_svc *lb_svc_lookup(__be32 vip, __be16 port, __u8 proto, __u8 scope)
+{
+	struct lb_svc_key key = { .vip = vip, .port = port, .proto = proto, .scope = scope };
+
+	return bpf_map_lookup_elem(&lb_svc_map, &key);
+}
+
+static __always_inline __u32 lb_rol32(__u32 w, __u32 s)
+{
+	return (w << s) | (w >> (32 - s));
+}
+
+static __always_inline __u32 lb_hash_word(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = lb_rol32(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = lb_rol32(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+/* Murmur3 over the tuple: one connection always maps to the same slot of a given backend set (a
+ * packet whose entry was lost or expired goes back to the same backend while the set is unchanged),
+ * and client ports spread over the slots. */
+static __always_inline __u32 lb_hash(const struct lb_tuple *t)
+{
+	__u32 h = 0x65646765; /* "edge" */
+
+	h = lb_hash_word(h, t->saddr);
+	h = lb_hash_word(h, t->daddr);
+	h = lb_hash_word(h, ((__u32)t->sport << 16) | t->dport);
+	h = lb_hash_word(h, t->proto);
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* A backend for a new connection. sessionAffinity: ClientIP keeps a client on the backend of its
+ * last new connection while that was less than affinity_timeout ago (kube-proxy's `recent` match:
+ * each new connection renews it); the entry is trusted as the agent keeps it to backends of the set. */
+static __always_inline int lb_pick(const struct lb_svc *svc, const struct lb_tuple *t, __u64 now,
+				   struct lb_backend *out)
+{
+	struct lb_affinity_key ak = { .svc_id = svc->id, .client = t->saddr };
+	struct lb_backend_key bk = { .svc_id = svc->id };
+	struct lb_affinity *aff, a = {};
+	struct lb_backend *be;
+
+	if (svc->flags & LB_SVC_AFFINITY) {
+		aff = bpf_map_lookup_elem(&lb_affinity_map, &ak);
+		if (aff && (__s64)(now - aff->last_seen) < (__s64)(svc->affinity_timeout * NSEC_PER_SEC)) {
+			out->ip = aff->ip;
+			out->port = aff->port;
+			aff->last_seen = now;
+			return 0;
+		}
+	}
+	bk.slot = lb_hash(t) % svc->count;
+	be = bpf_map_lookup_elem(&lb_backend_map, &bk);
+	if (!be)
+		return -DROP_NO_SERVICE_BACKEND; /* a torn set: the agent writes slots before the frontend */
+	out->ip = be->ip;
+	out->port = be->port;
+	if (svc->flags & LB_SVC_AFFINITY) {
+		a.ip = be->ip;
+		a.port = be->port;
+		a.last_seen = now;
+		bpf_map_update_elem(&lb_affinity_map, &ak, &a, BPF_ANY); /* best effort: LRU */
+	}
+	return 0;
+}
+
+/* Rewrites one side of t's packet (dest: the destination) to addr:port, and t with it. */
+static __always_inline int lb_rewrite(struct __sk_buff *skb, struct lb_tuple *t, int dest, __be32 addr,
+				      __be16 port)
+{
+	struct nat_tuple nt = { .proto = t->proto, .l4_off = t->l4_off };
+	int ret;
+
+	if (dest) {
+		ret = nat_rewrite(skb, &nt, 1, t->daddr, addr, t->dport, port);
+		t->daddr = addr;
+		t->dport = port;
+	} else {
+		ret = nat_rewrite(skb, &nt, 0, t->saddr, addr, t->sport, port);
+		t->saddr = addr;
+		t->sport = port;
+	}
+	return ret;
+}
+
+/* The forward translation of t's packet, a client's to the frontend svc (see the top of the file).
+ * t becomes the translated tuple. Returns 0 or -reason: NODEPORT_CLOSED for a frontend this node
+ * does not open, NO_SERVICE_BACKEND for one without backends (established connections keep theirs). */
+static __always_inline int lb_xlate_fwd(struct __sk_buff *skb, const struct lb_svc *svc, struct lb_tuple *t)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct lb_ct_key fk, rk;
+	struct lb_backend be;
+	struct lb_ct *ct, entry = {};
+	__u16 flags;
+	int ret;
+
+	if (svc->flags & LB_SVC_CLOSED)
+		return -DROP_NODEPORT_CLOSED;
+	lb_ct_fwd_key(&fk, t->saddr, t->sport, t->daddr, t->dport, t->proto);
+	ct = bpf_map_lookup_elem(&lb_ct_map, &fk);
+	if (ct && lb_ct_alive(ct, t->proto, now) &&
+	    !((ct->flags & LB_CT_CLOSING) && (t->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN)) {
+		be.ip = ct->addr;
+		be.port = ct->port;
+		flags = ct->flags & LB_CT_HAIRPIN;
+		lb_ct_rev_key(&rk, be.ip, be.port, flags ? LB_HAIRPIN_IP : t->saddr, t->sport, t->proto);
+		lb_ct_touch(ct, &rk, lb_ct_closing(t), now);
+	} else {
+		if (!svc->count)
+			return -DROP_NO_SERVICE_BACKEND;
+		ret = lb_pick(svc, t, now, &be);
+		if (ret < 0)
+			return ret;
+		flags = be.ip == t->saddr ? LB_CT_HAIRPIN : 0;
+		lb_ct_rev_key(&rk, be.ip, be.port, flags ? LB_HAIRPIN_IP : t->saddr, t->sport, t->proto);
+		entry.addr = t->daddr;
+		entry.port = t->dport;
+		entry.flags = flags | lb_ct_closing(t);
+		entry.svc_id = svc->id;
+		entry.last_seen = now;
+		if (bpf_map_update_elem(&lb_ct_map, &rk, &entry, BPF_ANY) < 0)
+			return -DROP_NAT_FAILED;
+		entry.addr = be.ip;
+		entry.port = be.port;
+		if (bpf_map_update_elem(&lb_ct_map, &fk, &entry, BPF_ANY) < 0)
+			return -DROP_NAT_FAILED;
+	}
+	ret = lb_rewrite(skb, t, 1, be.ip, be.port);
+	if (ret < 0 || !flags)
+		return ret;
+	return lb_rewrite(skb, t, 0, LB_HAIRPIN_IP, t->sport);
+}
+
+/* An ICMP error (destination unreachable, e.g. port unreachable or fragmentation needed; time
+ * exceeded) about a client's translated packet quotes it as the backend got it: client -> backend.
+ * The client's socket knows client -> frontend, so the quote's destination becomes the frontend
+ * again, and the error's source too when it is the backend itself. As in nat_rev_icmp_error, the
+ * quoted address changes together with the quoted IP checksum, which leaves the ICMP checksum
+ * unchanged; the quoted port is compensated in it. Errors about hairpinned packets stay inside
+ * their pod and are not translated. Returns 1 when translated, 0 when the error is about no
+ * service connection, or -reason. */
+static __always_inline int lb_xlate_rev_icmp(struct __sk_buff *skb, struct lb_tuple *t)
+{
+	__u32 in_ip_off = t->l4_off + sizeof(struct icmphdr);
+	__be32 backend, vip;
+	__be16 bport, vport;
+	struct lb_ct_key rk;
+	struct iphdr *in_ip;
+	struct lb_ct *ct;
+	__be16 *ports;
+	__u8 proto;
+
+	in_ip = pkt_header(skb, in_ip_off, sizeof(*in_ip));
+	if (!in_ip || in_ip->ihl != 5 || in_ip->saddr != t->daddr || (in_ip->frag_off & bpf_htons(IP_OFFSET)))
+		return 0;
+	proto = in_ip->protocol;
+	backend = in_ip->daddr;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	ports = pkt_header(skb, in_ip_off + sizeof(*in_ip), 2 * sizeof(__be16));
+	if (!ports)
+		return 0;
+	bport = ports[1];
+	lb_ct_rev_key(&rk, backend, bport, t->daddr, ports[0], proto);
+	ct = bpf_map_lookup_elem(&lb_ct_map, &rk);
+	if (!ct || (ct->flags & LB_CT_HAIRPIN) || !lb_ct_alive(ct, proto, bpf_ktime_get_boot_ns()))
+		return 0;
+	vip = ct->addr;
+	vport = ct->port;
+
+	if (bpf_l3_csum_replace(skb, in_ip_off + offsetof(struct iphdr, check), backend, vip, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, in_ip_off + offsetof(struct iphdr, daddr), &vip, 4, 0) < 0)
+		return -DROP_NAT_FAILED;
+	if (vport != bport &&
+	    (bpf_l4_csum_replace(skb, t->l4_off + offsetof(struct icmphdr, checksum), bport, vport, 2) < 0 ||
+	     bpf_skb_store_bytes(skb, in_ip_off + sizeof(*in_ip) + sizeof(__be16), &vport, 2, 0) < 0))
+		return -DROP_NAT_FAILED;
+	if (t->saddr == backend) {
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), backend, vip, 4) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &vip, 4, 0) < 0)
+			return -DROP_NAT_FAILED;
+		t->saddr = vip;
+	}
+	return 1;
+}
+
+/* The reverse translation of t's packet (see the top of the file; lb_parse returned 0 or
+ * LB_ICMP_ERROR). t becomes the translated tuple. Returns 1 when it was a reply (or an error about
+ * a translated packet) and is translated, 0 when it is none, or -reason. */
+static __always_inline int lb_xlate_rev(struct __sk_buff *skb, struct lb_tuple *t)
+{
+	struct lb_ct_key rk, fk;
+	struct lb_ct *ct;
+	__be32 vip, client;
+	__be16 vport;
+	__u64 now;
+	__u16 hairpin;
+	int ret;
+
+	if (t->proto == IPPROTO_ICMP)
+		return lb_xlate_rev_icmp(skb, t);
+	lb_ct_rev_key(&rk, t->saddr, t->sport, t->daddr, t->dport, t->proto);
+	ct = bpf_map_lookup_elem(&lb_ct_map, &rk);
+	if (!ct)
+		return 0;
+	now = bpf_ktime_get_boot_ns();
+	if (!lb_ct_alive(ct, t->proto, now))
+		return 0;
+	vip = ct->addr;
+	vport = ct->port;
+	hairpin = ct->flags & LB_CT_HAIRPIN;
+	client = hairpin ? t->saddr : t->daddr;
+	lb_ct_fwd_key(&fk, client, t->dport, vip, vport, t->proto);
+	lb_ct_touch(ct, &fk, LB_CT_SEEN_REPLY | lb_ct_closing(t), now);
+
+	ret = lb_rewrite(skb, t, 0, vip, vport);
+	if (ret < 0)
+		return ret;
+	if (hairpin) {
+		ret = lb_rewrite(skb, t, 1, client, t->dport);
+		if (ret < 0)
+			return ret;
+	}
+	return 1;
+}
+
+/* lb_xlate_rev for a delivery path that holds no tuple: parses the packet (Ethernet + IPv4 at
+ * offset 0) itself. Returns 0 (translated or not a reply) or -reason. */
+static __always_inline int lb_rev_deliver(struct __sk_buff *skb)
+{
+	struct lb_tuple t;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : 0;
+	ret = lb_parse(skb, ip, &t);
+	if (ret < 0 || ret == LB_SKIP)
+		return ret < 0 ? ret : 0;
+	ret = lb_xlate_rev(skb, &t);
+	return ret < 0 ? ret : 0;
+}
+
+#endif

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The underlay NIC's XDP hook, ahead of node_ingress (node.c).
+ * node_xdp: NodePort isolation at the earliest point. A TCP, UDP or SCTP packet for a service
+ *   frontend this node does not listen on (LB_SVC_CLOSED in lb_svc_map; lib/nodeport.h decides
+ *   which frontend, kube-proxy's way) is dropped before the kernel builds an skb for it, counted
+ *   as DROP_NODEPORT_CLOSED under DIR_NODE_XDP and reported to `edgeplanectl monitor`.
+ *   Everything else passes untouched, to be counted by node_ingress: VXLAN, ARP, IPv6, fragments
+ *   without ports, truncated or malformed headers (node_ingress drops those as INVALID), the
+ *   agent's own traffic.
+ * Passes everything while the agent has not configured the node: this is the node's only NIC. */
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/lb.h"
+#include "lib/metrics.h"
+#include "lib/parse.h"
+#include "lib/nodeport.h"
+
+/* The ports at the start of a TCP, UDP or SCTP header. */
+struct l4_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* Returns -DROP_NODEPORT_CLOSED, with *ipp and *portsp set, for a packet to a frontend this node
+ * does not listen on; XDP_PASS for anything else. */
+static __always_inline int node_xdp_handle(struct xdp_md *ctx, struct iphdr **ipp, struct l4_ports **portsp)
+{
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	struct l4_ports *ports;
+	struct node_cfg *cfg;
+	struct lb_svc *svc;
+	struct iphdr *ip;
+
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+		return XDP_PASS;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP)
+		return XDP_PASS;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return XDP_PASS; /* a later fragment: no ports */
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 1) > end)
+		return XDP_PASS;
+	if (ip->protocol == IPPROTO_UDP && ports->dport == bpf_htons(VXLAN_PORT))
+		return XDP_PASS; /* the overlay, node_ingress's */
+	cfg = node_cfg_get();
+	if (!cfg)
+		return XDP_PASS;
+	svc = nodeport_lookup(ctx, cfg, ip, ports->sport, ports->dport, ctx->ingress_ifindex);
+	if (!svc || !(svc->flags & LB_SVC_CLOSED))
+		return XDP_PASS;
+	*ipp = ip;
+	*portsp = ports;
+	return -DROP_NODEPORT_CLOSED;
+}
+
+SEC("xdp")
+int node_xdp(struct xdp_md *ctx)
+{
+	struct l4_ports *ports = 0;
+	struct iphdr *ip = 0;
+	int ret = node_xdp_handle(ctx, &ip, &ports);
+
+	if (ret >= 0)
+		return ret;
+	metric_count(DIR_NODE_XDP, -ret, (void *)(long)ctx->data_end - (void *)(long)ctx->data);
+	if (ip && ports)
+		event_emit_xdp(ctx, DIR_NODE_XDP, -ret, TC_ACT_SHOT, ip, ports->sport, ports->dport);
+	return XDP_DROP;
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";
