@@ -28,6 +28,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -165,7 +166,7 @@ func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 	return node, nil
 }
 
-// ensureDevice converges the VXLAN device, its route and the sysctls.
+// ensureDevice converges the VXLAN device, its routes (cluster and service CIDRs) and the sysctls.
 func (a *Agent) ensureDevice() error {
 	dev, err := netdev.EnsureVXLAN(netdev.VXLAN{
 		Name:    a.cfg.VXLANDevice,
@@ -177,7 +178,7 @@ func (a *Agent) ensureDevice() error {
 		return err
 	}
 	a.device = dev
-	if err := netdev.EnsureClusterRoute(dev.Index, a.cfg.ClusterCIDR, a.podCIDR.Addr()); err != nil {
+	if err := netdev.EnsureRoutes(dev.Index, a.podCIDR.Addr(), a.cfg.ClusterCIDR, a.cfg.ServiceCIDR); err != nil {
 		return err
 	}
 	return netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice)
@@ -204,6 +205,9 @@ func (a *Agent) programDatapath() error {
 		return err
 	}
 	if err := a.dp.AttachUnderlay(a.underlay.Index); err != nil {
+		return err
+	}
+	if _, err := a.dp.AttachUnderlayXDP(a.underlay.Index); err != nil {
 		return err
 	}
 	return a.dp.AttachOverlayDevice(a.device.Index)
@@ -292,12 +296,18 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 		DomainTable: domainTable{tbl.domains},
 		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
 		OnLocal:     a.setLocal,
+		NodeIndex:   nodeIndex{runDir: a.cfg.RunDir},
 	})
+	if err != nil {
+		return err
+	}
+	svcs, err := a.newServices(inf, tbl, recorder, domainModel(domains))
 	if err != nil {
 		return err
 	}
 	if domains != nil {
 		domains.OnChange(nodesRec.Refresh)
+		domains.OnChange(svcs.reconciler.Refresh)
 	}
 	gc, err := controller.NewPodGC(controller.PodGCConfig{
 		Informer:  inf.Local.Core().V1().Pods(),
@@ -309,8 +319,12 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 	if err != nil {
 		return err
 	}
-	a.telemetry.watchInformers(&a.ready, map[string]cache.SharedIndexInformer{
-		"nodes": nodeInformer.Informer(), "pods": inf.Local.Core().V1().Pods().Informer()})
+	watched := map[string]cache.SharedIndexInformer{"nodes": nodeInformer.Informer(), "pods": inf.Local.Core().V1().Pods().Informer()}
+	for resource, informer := range svcs.informers {
+		watched[resource] = informer
+	}
+	a.telemetry.watchInformers(&a.ready, watched)
+	a.ready.addChecks(svcs.readyCheck, nil)
 	ctx, cancel := context.WithCancel(ctx)
 	inf.Start(ctx.Done())
 	defer inf.Shutdown()
@@ -319,9 +333,10 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 		defer cmFactory.Shutdown()
 	}
 	var running sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	running.Go(func() { errs <- nodesRec.Run(ctx) })
 	running.Go(func() { errs <- gc.Run(ctx) })
+	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
 	// The maps close after this function: nothing may still write to them then.
 	defer running.Wait()
 	defer cancel()
@@ -348,6 +363,19 @@ func domainModel(d *controller.DomainConfig) controller.DomainModel {
 		return nil
 	}
 	return d
+}
+
+// nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/names),
+// where edgeplanectl finds node names and pools, agent running or not. It stays on SIGTERM.
+type nodeIndex struct{ runDir string }
+
+func (x nodeIndex) Sync(nodes []controller.NodeName) error {
+	out := make([]names.Node, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, names.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
+			Domain: n.Domain, ThisNode: n.Local})
+	}
+	return names.WriteNodes(x.runDir, out)
 }
 
 // setLocal records this node's domain and gateway and rewrites node_cfg_map with them.

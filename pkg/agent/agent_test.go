@@ -3,11 +3,13 @@ package agent
 import (
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -25,6 +27,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -70,7 +73,8 @@ func agentInNetns(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "b", Annotations: k8s.VTEPAnnotations(k8s.VTEP{MAC: peerMAC, IP: netip.MustParseAddr("192.168.60.3")})},
 		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24"},
 	}
-	client := fake.NewClientset(self, peer)
+	svc, slice := testService()
+	client := fake.NewClientset(self, peer, svc, slice)
 	cfg := Config{
 		NodeName: "self", BPFFSRoot: root, RunDir: runDir,
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
@@ -87,6 +91,15 @@ func agentInNetns(t *testing.T) {
 	checkMetrics(t, "http://"+cfg.MetricsAddr)
 	checkMaps(t, root, map[string]string{"10.244.0.0/24": "192.168.60.3", "10.244.1.0/24": "192.168.60.2"})
 	checkNonMasq(t, root, "10.244.0.0/16", "172.16.0.0/12")
+	wantServices := map[string]string{
+		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080", "tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080",
+	}
+	serviceSets := checkServices(t, root, wantServices)
+	checkServiceRoute(t, cfg.VXLANDevice)
+	checkNodeNames(t, runDir, []names.Node{
+		{Name: "b", NodeIP: netip.MustParseAddr("192.168.60.3"), PodCIDR: netip.MustParsePrefix("10.244.0.0/24"), Domain: "default"},
+		{Name: "self", NodeIP: netip.MustParseAddr("192.168.60.2"), PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Domain: "default", ThisNode: true},
+	})
 	n, _ := client.CoreV1().Nodes().Get(context.Background(), "self", metav1.GetOptions{})
 	vtep, err := k8s.NodeVTEP(n)
 	if err != nil || vtep.IP != netip.MustParseAddr("192.168.60.2") {
@@ -117,6 +130,22 @@ func agentInNetns(t *testing.T) {
 	}
 	checkMaps(t, root, map[string]string{"10.244.1.0/24": "192.168.60.2"})
 	checkNonMasq(t, root, "10.244.0.0/16")
+	// The service frontends were adopted as they were: same backend sets, no rewrite.
+	if got := checkServices(t, root, wantServices); !maps.Equal(got, serviceSets) {
+		t.Errorf("backend sets after the restart %v, before %v", got, serviceSets)
+	}
+	checkNodeNames(t, runDir, []names.Node{
+		{Name: "self", NodeIP: netip.MustParseAddr("192.168.60.2"), PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Domain: "default", ThisNode: true},
+	})
+}
+
+// checkNodeNames checks the name index's nodes.json, which the agent writes before node.json.
+func checkNodeNames(t *testing.T, runDir string, want []names.Node) {
+	t.Helper()
+	got, err := names.ReadNodes(runDir)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("nodes.json = %+v, %v\nwant %+v", got, err, want)
+	}
 }
 
 // checkMetrics waits for /readyz and checks that /metrics reports the attached programs, the
@@ -159,9 +188,15 @@ func checkMetrics(t *testing.T, base string) {
 		`edgeplane_programs_attached{attach_point="pod"} 0`,
 		`edgeplane_map_entries{map="routes_map"} 2`,
 		`edgeplane_map_entries{map="nodes_map"} 1`,
-		`edgeplane_map_capacity{map="metrics_map"} 320`,
+		`edgeplane_map_capacity{map="metrics_map"} 384`,
 		`edgeplane_api_watch_synced{resource="nodes"} 1`,
 		`edgeplane_api_watch_synced{resource="pods"} 1`,
+		`edgeplane_api_watch_synced{resource="services"} 1`,
+		`edgeplane_api_watch_synced{resource="endpointslices"} 1`,
+		`edgeplane_map_entries{map="lb_svc_map"} 2`,
+		`edgeplane_workqueue_depth{name="services"}`,
+		`edgeplane_reconcile_total{controller="services",result="success"}`,
+		`edgeplane_conntrack_gc_deleted_total{map="lb_ct_map",reason="stale_backend"} 0`,
 		`edgeplane_datapath_packets_total{direction="pod_egress",reason="FORWARDED"}`,
 		`edgeplane_datapath_drops_total{direction="overlay_in",reason="UNKNOWN_TUNNEL_SOURCE"}`,
 		`edgeplane_reconcile_total{controller="nodes",result="success"}`,

@@ -115,6 +115,7 @@ type tables struct {
 	nodes     *nodes.Map
 	endpoints *endpoints.Map
 	domains   *domains.Map
+	lb        *lbTables
 }
 
 func openTables(root string) (*tables, error) {
@@ -140,9 +141,17 @@ func openTables(root string) (*tables, error) {
 		e.Close()
 		return nil, err
 	}
-	return &tables{routes: r, nodes: n, endpoints: e, domains: d}, nil
+	l, err := openLBTables(root)
+	if err != nil {
+		r.Close()
+		n.Close()
+		e.Close()
+		d.Close()
+		return nil, err
+	}
+	return &tables{routes: r, nodes: n, endpoints: e, domains: d, lb: l}, nil
 }
 
 func (t *tables) Close() error {
-	return errors.Join(t.routes.Close(), t.nodes.Close(), t.endpoints.Close(), t.domains.Close())
+	return errors.Join(t.routes.Close(), t.nodes.Close(), t.endpoints.Close(), t.domains.Close(), t.lb.Close())
 }

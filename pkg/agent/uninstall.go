@@ -21,6 +21,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -43,12 +44,13 @@ var vtepAnnotations = []string{
 // Uninstall removes what edgeplane put on this node (edgeplane-agent --uninstall), leaving it as it
 // was; run it once the DaemonSet is gone, or an agent still running puts everything back. In order:
 //   - node.json, then the conflist (--cni-conf-dir): the runtime and the plugin stop wiring pods;
+//   - the name index beside node.json (pkg/names: pod and node names for edgeplanectl);
 //   - this node's Flannel annotations, when the API server answers and they are edgeplane's (their
 //     VTEP MAC is the one the agent derives from the node name), so that nothing (Flannel, a new
 //     CNI) reads a VTEP that is about to disappear;
 //   - every pinned link (underlay, VXLAN device, pod veths), which detaches the programs, then the
 //     programs and maps (datapath.Cleanup);
-//   - the VXLAN device, and with it its address and the cluster route;
+//   - the VXLAN device, and with it its address and the cluster and service CIDR routes;
 //   - the CNI plugin binary (--cni-bin-dir).
 //
 // Deliberately kept:
@@ -86,6 +88,9 @@ func uninstall(ctx context.Context, cfg Config, client kubernetes.Interface) err
 		if err := removeFile(ctx, filepath.Join(cfg.CNIConfDir, installedConflist)); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := names.Remove(cfg.RunDir); err != nil {
+		errs = append(errs, err)
 	}
 	if client != nil {
 		apiCtx, cancel := context.WithTimeout(ctx, uninstallAPITimeout)

@@ -26,13 +26,14 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/install"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // TestUninstall runs the agent in a private network namespace with a private bpffs, attaches a
 // pod the way the CNI plugin does, then uninstalls: no pin, no device, no attachment, no node.json,
-// no VTEP annotation and none of edgeplane's CNI files are left; the pod CIDR claim stays; a second
-// uninstall succeeds, and so does one whose API server fails.
+// no name index, no VTEP annotation and none of edgeplane's CNI files are left; the pod CIDR claim
+// stays; a second uninstall succeeds, and so does one whose API server fails.
 func TestUninstall(t *testing.T) {
 	inPrivateNetns(t, uninstallInNetns)
 }
@@ -69,7 +70,13 @@ func uninstallInNetns(t *testing.T) {
 	stop := startAgent(t, cfg, client)
 	nc := waitNodeConfig(t, runDir)
 	podVeth := addPodVeth(t, root)
+	if err := names.WritePod(runDir, names.Pod{IP: netip.MustParseAddr("10.244.1.2"), Name: "p"}); err != nil { // as CNI ADD does
+		t.Fatal(err)
+	}
 	stop()
+	if _, err := names.ReadNodes(runDir); err != nil {
+		t.Fatalf("precondition: the agent's node names: %v", err)
+	}
 	if n := getNode(t, client); len(presentAnnotations(n)) != len(vtepAnnotations) {
 		t.Fatalf("precondition: annotations %v", n.Annotations)
 	}
@@ -152,6 +159,9 @@ func checkUninstalled(t *testing.T, mount string, cfg Config, podVeth string) {
 	}
 	if _, err := os.Stat(nodeconfig.Path(cfg.RunDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("node.json: %v; want it gone", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.RunDir, names.Dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("name index: %v; want it gone", err)
 	}
 	for _, ifname := range []string{"eth0", podVeth} {
 		l, err := netlink.LinkByName(ifname)

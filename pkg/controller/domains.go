@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
@@ -36,6 +37,7 @@ func (r *NodeReconciler) writeDomain(name string) error {
 // pod CIDRs.
 func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
+	r.syncIndexLocked(ctx)
 	m := r.model()
 	local := r.local.domain
 	if local == "" {
@@ -96,6 +98,30 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		errs = append(errs, r.cfg.HostRoutes.Sync(r.hostRoutes(m, local, state)))
 	}
 	return errors.Join(errs...)
+}
+
+// syncIndexLocked hands the node set to NodeIndex when it differs from what it last accepted. The
+// domains pass runs after every change of a peer, so this is "after each change". A failure is
+// logged, not returned: the index only names things for edgeplanectl, and the next pass retries.
+func (r *NodeReconciler) syncIndexLocked(ctx context.Context) {
+	if r.cfg.NodeIndex == nil {
+		return
+	}
+	entries := make([]NodeName, 0, len(r.peers))
+	for name, p := range r.peers {
+		entries = append(entries, NodeName{Name: name, NodeIP: p.route.NodeIP, PodCIDR: p.podCIDR,
+			Pool: p.pool, Domain: p.domain, Local: p.route.Local})
+	}
+	slices.SortFunc(entries, func(a, b NodeName) int { return strings.Compare(a.Name, b.Name) })
+	if r.indexed != nil && slices.Equal(entries, r.indexed) {
+		return
+	}
+	if err := r.cfg.NodeIndex.Sync(entries); err != nil {
+		klog.FromContext(ctx).Error(err, "Writing the node name index for edgeplanectl; retrying at the next change or resync")
+		r.indexed = nil
+		return
+	}
+	r.indexed = entries
 }
 
 // gateway is the cloud gateway of domain dom: of its nodes carrying the label, the first by name

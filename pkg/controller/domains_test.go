@@ -1,8 +1,11 @@
 package controller
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -217,5 +220,68 @@ func TestDomainsDefaultDomainKeepsFlannelEndpoints(t *testing.T) {
 	}
 	if len(f.host.want) != 0 {
 		t.Errorf("host routes %v", f.host.want)
+	}
+}
+
+type fakeNodeIndex struct {
+	syncs   [][]NodeName
+	failing error
+}
+
+func (f *fakeNodeIndex) Sync(nodes []NodeName) error {
+	if f.failing != nil {
+		return f.failing
+	}
+	f.syncs = append(f.syncs, slices.Clone(nodes))
+	return nil
+}
+
+func (f *fakeNodeIndex) last() []NodeName {
+	if len(f.syncs) == 0 {
+		return nil
+	}
+	return f.syncs[len(f.syncs)-1]
+}
+
+// TestNodeIndex: the name index gets every node the maps route to, with its pool (the model's
+// label) and domain (pools grouped), after each change and only then; a failed write is retried.
+func TestNodeIndex(t *testing.T) {
+	nodes := edgeCluster()
+	f := newDomainFixture(t, "domains:\n  cloud: [cloud, cloud-2]\n"+cloudSiteAPrivate, nodes...)
+	index := &fakeNodeIndex{}
+	f.r.cfg.NodeIndex = index
+	nodes[1].Labels[domain.DefaultPoolLabel] = "cloud-2" // grouped into domain cloud
+	f.seed(nodes[1])
+	f.pass(t)
+	want := []NodeName{
+		{Name: "b", NodeIP: nodeIP("192.168.0.2"), PodCIDR: prefix("10.244.1.0/24"), Pool: "cloud-2", Domain: "cloud"},
+		{Name: "c", NodeIP: nodeIP("192.168.1.3"), PodCIDR: prefix("10.244.2.0/24"), Pool: "site-a", Domain: "site-a"},
+		{Name: "d", NodeIP: nodeIP("203.0.113.4"), PodCIDR: prefix("10.244.3.0/24"), Pool: "site-b", Domain: "site-b"},
+		{Name: "self", NodeIP: local.NodeIP, PodCIDR: local.PodCIDR, Pool: "cloud", Domain: "cloud", Local: true},
+	}
+	if !reflect.DeepEqual(index.last(), want) {
+		t.Fatalf("index = %v\nwant %v", index.last(), want)
+	}
+	f.pass(t)
+	if len(index.syncs) != 1 {
+		t.Errorf("%d syncs after an unchanged pass, want 1", len(index.syncs))
+	}
+
+	// d leaves: the index follows; a failing write is retried by the next pass.
+	index.failing = errors.New("read-only file system")
+	f.remove(nodes[3])
+	f.reconcile(t, "d")
+	f.reconcile(t, domainsKey) // the index error is not the pass's
+	index.failing = nil
+	f.reconcile(t, domainsKey)
+	if got := index.last(); len(index.syncs) != 2 || !reflect.DeepEqual(got, slices.Delete(slices.Clone(want), 2, 3)) {
+		t.Errorf("index after d left = %v (%d syncs)", got, len(index.syncs))
+	}
+
+	// A resync rewrites it even when nothing changed (the file may have been lost).
+	f.r.resync(context.Background())
+	f.reconcile(t, domainsKey)
+	if len(index.syncs) != 3 {
+		t.Errorf("%d syncs after a resync, want 3", len(index.syncs))
 	}
 }

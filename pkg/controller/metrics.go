@@ -10,6 +10,9 @@ import (
 const (
 	NodesController = "nodes"
 	PodGCController = "endpoints-gc"
+	// ConntrackGCController is the agent's sweep of the service connection tracking maps
+	// (one "reconcile" per bounded pass); ServicesController is in services.go.
+	ConntrackGCController = "conntrack-gc"
 )
 
 // Metrics receives what the reconcilers measure: their workqueues' metrics and the outcome and

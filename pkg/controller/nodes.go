@@ -74,6 +74,8 @@ type NodeReconcilerConfig struct {
 	DomainTable DomainTable
 	HostRoutes  HostRoutes
 	OnLocal     func(LocalState) error
+	// NodeIndex receives the node set by name for edgeplanectl (optional).
+	NodeIndex NodeIndex
 }
 
 // NodeReconciler keeps routes_map and nodes_map equal to the cluster's Nodes: a route per node pod
@@ -93,11 +95,14 @@ type NodeReconciler struct {
 	local  localView         // this node's domain and labels, from its Node object
 	state  LocalState        // last LocalState handed to OnLocal
 	warned string            // last domain-level warning, so it is logged once
+	// indexed is what NodeIndex last accepted; nil forces the next domains pass to write.
+	indexed []NodeName
 }
 
 // localView is what the local Node object says about this node's place among the domains.
 type localView struct {
 	domain  string
+	pool    string
 	gateway bool
 }
 
@@ -107,6 +112,7 @@ type peer struct {
 	route   Route
 	node    Node   // unused for the local node
 	domain  string // its network domain
+	pool    string // its node pool, for the name index
 	gateway bool   // it carries the cloud gateway label
 }
 
@@ -274,6 +280,9 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 		r.queue.Add(n.Name)
 	}
 	r.queue.Add(domainsKey)
+	r.mu.Lock()
+	r.indexed = nil // rewritten by that pass, in case the file was lost
+	r.mu.Unlock()
 	r.collectGarbage(ctx)
 }
 
@@ -359,6 +368,7 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 	// network, as in Flannel.
 	m := r.model()
 	dom := m.DomainOf(node)
+	pool, _ := m.PoolOf(node)
 	endpoint := vtep.Endpoint(m.Reachable(r.local.domain, dom) && !(dom == domain.Default && r.local.domain == domain.Default))
 	id := domain.ID(dom)
 	mac, err := r.cfg.NextHop.NextHop(endpoint)
@@ -372,6 +382,7 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 		route:   Route{NodeIP: endpoint, Domain: id, Encap: EncapVXLAN},
 		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
 		domain:  dom,
+		pool:    pool,
 		gateway: domain.IsGateway(node),
 	}, nil
 }
@@ -402,7 +413,8 @@ func (r *NodeReconciler) applyLocalLocked() error {
 	l := r.cfg.Local
 	view := r.local
 	if node, err := r.lister.Get(l.Name); err == nil {
-		view = localView{domain: r.model().DomainOf(node), gateway: domain.IsGateway(node)}
+		pool, _ := r.model().PoolOf(node)
+		view = localView{domain: r.model().DomainOf(node), pool: pool, gateway: domain.IsGateway(node)}
 	} else if view.domain == "" {
 		view.domain = domain.Default
 	}
@@ -422,7 +434,7 @@ func (r *NodeReconciler) applyLocalLocked() error {
 	}
 	return r.apply(l.Name, peer{
 		podCIDR: l.PodCIDR, route: Route{NodeIP: l.NodeIP, Domain: domain.ID(view.domain), Local: true},
-		domain: view.domain, gateway: view.gateway,
+		domain: view.domain, pool: view.pool, gateway: view.gateway,
 	})
 }
 

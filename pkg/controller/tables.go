@@ -100,3 +100,20 @@ type LocalState struct {
 	Gateway   netip.Addr // the cloud gateway of this node's domain, when it is another node
 	IsGateway bool       // this node is its domain's cloud gateway
 }
+
+// NodeName is one node the maps route to, by name: an entry of the name index edgeplanectl reads
+// (pkg/names), since the maps hold addresses and domain IDs only.
+type NodeName struct {
+	Name    string
+	NodeIP  netip.Addr   // its tunnel endpoint: routes_map's value, nodes_map's key
+	PodCIDR netip.Prefix // routes_map's key
+	Pool    string       // its node pool label; "" when in no pool
+	Domain  string       // its network domain; "" when not known (a node whose pinned state was adopted)
+	Local   bool         // this node
+}
+
+// NodeIndex receives every node the maps hold, sorted by name, whenever that set changes (and once
+// per resync period). It is advisory: a failure is logged and retried, never blocks the maps.
+type NodeIndex interface {
+	Sync([]NodeName) error
+}

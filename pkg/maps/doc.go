@@ -14,6 +14,10 @@
 //	events     events_map     bpf/lib/events.h     ring buffer of drop/trace events (Reader)
 //	           monitor_cfg_map                     which events the programs emit (Subscribe)
 //	           events_lost_map                     per-CPU count of events that did not fit
+//	lb         lb_svc_map     bpf/lib/lb.h         service frontend {vip, port, proto, scope} -> backend set
+//	           lb_backend_map                      {backend set id, slot} -> backend IPv4 and port
+//	           lb_ct_map                           LRU connection tracking of service flows (programs)
+//	           lb_affinity_map                     LRU sessionAffinity ClientIP choices (programs)
 //
 // The agent's datapath loader (pkg/datapath) creates and pins the maps under <root>/maps/<name>; the
 // packages here only open those pins, so the CNI plugin, the agent's reconcilers and the CLI all see

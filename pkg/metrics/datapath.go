@@ -24,6 +24,7 @@ var directions = map[metricsmap.Dir]string{
 	metricsmap.DirOverlayOut: "overlay_out",
 	metricsmap.DirNodeIn:     "node_in",
 	metricsmap.DirNodeOut:    "node_out",
+	metricsmap.DirNodeXDP:    "node_xdp",
 }
 
 func direction(d metricsmap.Dir) string {

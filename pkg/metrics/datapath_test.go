@@ -72,7 +72,7 @@ func TestDatapathCollector(t *testing.T) {
 		{DatapathDrops, map[string]string{"direction": "node_in", "reason": "NO_ROUTE"}, 0},
 		{MapEntries, map[string]string{"map": nonmasq.MapName}, 1},
 		{MapEntries, map[string]string{"map": "routes_map"}, 0},
-		{MapCapacity, map[string]string{"map": metricsmap.MapName}, float64(5 * metricsmap.Reasons)},
+		{MapCapacity, map[string]string{"map": metricsmap.MapName}, float64(len(directions) * metricsmap.Reasons)},
 		{ProgramsAttached, map[string]string{"attach_point": "underlay_ingress"}, 0},
 		{ProgramsAttached, map[string]string{"attach_point": AttachPod}, 0},
 	} {
@@ -87,12 +87,12 @@ func TestDatapathCollector(t *testing.T) {
 		t.Errorf("%s counts forwarded packets", DatapathDrops)
 	}
 	// Every known reason in every direction, zero or not, plus the unknown one.
-	known := 5 * int(datapath.DropReasonMax)
+	known := len(directions) * int(datapath.DropReasonMax)
 	if got := testutil.CollectAndCount(NewDatapathCollector(root), DatapathPackets); got != known+1 {
 		t.Errorf("%d %s series, want %d", got, DatapathPackets, known+1)
 	}
-	if got := testutil.CollectAndCount(NewDatapathCollector(root), DatapathDrops); got != known-2*5+1 {
-		t.Errorf("%d %s series, want %d", got, DatapathDrops, known-2*5+1)
+	if got := testutil.CollectAndCount(NewDatapathCollector(root), DatapathDrops); got != known-2*len(directions)+1 {
+		t.Errorf("%d %s series, want %d", got, DatapathDrops, known-2*len(directions)+1)
 	}
 
 	problems, err := testutil.GatherAndLint(reg)

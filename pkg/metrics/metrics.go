@@ -50,6 +50,7 @@ const (
 	WorkqueueLongestRunning = "edgeplane_workqueue_longest_running_processor_seconds"
 	WorkqueueRetries        = "edgeplane_workqueue_retries_total"
 	APIWatchSynced          = "edgeplane_api_watch_synced"
+	ConntrackGCDeleted      = "edgeplane_conntrack_gc_deleted_total"
 	BuildInfo               = "edgeplane_build_info"
 )
 
@@ -84,7 +85,8 @@ var families = []Family{
 	{WorkqueueUnfinishedWork, "gauge", []string{"name"}, "Seconds of work in progress not yet observed by the work duration (large values: a stuck worker)."},
 	{WorkqueueLongestRunning, "gauge", []string{"name"}, "Seconds the longest-running worker of a workqueue has been busy on its item."},
 	{WorkqueueRetries, "counter", []string{"name"}, "Items re-queued with a rate limit after a failure."},
-	{APIWatchSynced, "gauge", []string{"resource"}, "Whether the informer of a resource (nodes, pods) has synced with the API server (1/0)."},
+	{APIWatchSynced, "gauge", []string{"resource"}, "Whether the informer of a resource (nodes, pods, services, endpointslices) has synced with the API server (1/0)."},
+	{ConntrackGCDeleted, "counter", []string{"map", "reason"}, "Service connection tracking (lb_ct_map) and affinity (lb_affinity_map) entries the agent's garbage collector deleted: expired, or stale_backend (a UDP/SCTP flow to a backend no frontend uses)."},
 	{BuildInfo, "gauge", []string{"version", "revision", "go_version"}, "Always 1; the labels name the agent's build."},
 }
 
@@ -98,7 +100,12 @@ func help(name string) string {
 }
 
 // controllers are the reconcilers whose series exist from the start, at zero.
-var controllers = []string{controller.NodesController, controller.PodGCController}
+var controllers = []string{controller.NodesController, controller.PodGCController, controller.ServicesController, controller.ConntrackGCController}
+
+// conntrackSeries are the (map, reason) series of ConntrackGCDeleted, which exist from the start.
+var conntrackSeries = [][2]string{
+	{"lb_ct_map", "expired"}, {"lb_ct_map", "stale_backend"}, {"lb_affinity_map", "expired"},
+}
 
 // Result label values of ReconcileTotal.
 const (
@@ -124,6 +131,7 @@ type Metrics struct {
 	queueRetries    *prometheus.CounterVec
 	longestByQueue  sync.Map // queue name -> float64 seconds, for the liveness check
 	watches         *watchCollector
+	gcDeleted       *prometheus.CounterVec
 }
 
 var _ controller.Metrics = (*Metrics)(nil)
@@ -159,6 +167,11 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 		queueRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: WorkqueueRetries, Help: help(WorkqueueRetries)}, []string{"name"}),
 		watches: &watchCollector{desc: prometheus.NewDesc(APIWatchSynced, help(APIWatchSynced), []string{"resource"}, nil)},
+		gcDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ConntrackGCDeleted, Help: help(ConntrackGCDeleted)}, []string{"map", "reason"}),
+	}
+	for _, s := range conntrackSeries {
+		m.gcDeleted.WithLabelValues(s[0], s[1])
 	}
 	for _, c := range controllers {
 		m.reconciles.WithLabelValues(c, ResultSuccess)
@@ -177,7 +190,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 	cs := []prometheus.Collector{
 		m.reconciles, m.reconcileErrors, m.reconcileDuration,
 		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
-		m.watches, build,
+		m.watches, m.gcDeleted, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
@@ -235,6 +248,11 @@ func (m *Metrics) ObserveReconcile(controller string, took time.Duration, err er
 	}
 	m.reconciles.WithLabelValues(controller, result).Inc()
 	m.reconcileDuration.WithLabelValues(controller).Observe(took.Seconds())
+}
+
+// ConntrackDeleted counts entries the conntrack garbage collector deleted from mapName.
+func (m *Metrics) ConntrackDeleted(mapName, reason string, n int) {
+	m.gcDeleted.WithLabelValues(mapName, reason).Add(float64(n))
 }
 
 // SetWatch reports whether the informer of resource has synced; synced is called at every scrape.

@@ -222,8 +222,16 @@ func testRBAC(t *testing.T, a *apiLab) {
 		{verb: "watch", resource: "nodes"}, {verb: "patch", resource: "nodes"},
 		{verb: "list", resource: "pods"}, {verb: "watch", resource: "pods"},
 		{verb: "list", resource: "pods", namespace: "kube-system"},
+		{verb: "list", resource: "services"}, {verb: "watch", resource: "services"},
+		{verb: "list", resource: "services", namespace: "default"},
+		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices"},
+		{verb: "watch", group: "discovery.k8s.io", resource: "endpointslices"},
+		{verb: "watch", group: "discovery.k8s.io", resource: "endpointslices", namespace: "kube-system"},
+		// Warning events on Nodes (recorded in "default") and on Services, in their namespace.
 		{verb: "create", resource: "events", namespace: "default"},
 		{verb: "patch", resource: "events", namespace: "default"},
+		{verb: "create", resource: "events", namespace: "kube-system"},
+		{verb: "patch", resource: "events", namespace: "shop"},
 	}
 	for _, v := range []string{"get", "list", "watch"} {
 		allowed = append(allowed, access{verb: v, resource: "configmaps", namespace: "edgeplane-system", name: "edgeplane-domains"})
@@ -243,7 +251,16 @@ func testRBAC(t *testing.T, a *apiLab) {
 		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "default"},
 		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system"},
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "kube-system"},
-		{verb: "create", resource: "events", namespace: "kube-system"},
+		{verb: "get", resource: "events", namespace: "default"}, {verb: "list", resource: "events"},
+		{verb: "delete", resource: "events", namespace: "kube-system"}, {verb: "update", resource: "events", namespace: "default"},
+		{verb: "create", group: "events.k8s.io", resource: "events", namespace: "default"},
+		{verb: "create", resource: "services", namespace: "default"}, {verb: "update", resource: "services", namespace: "default"},
+		{verb: "patch", resource: "services", subresource: "status", namespace: "default"},
+		{verb: "delete", resource: "services", namespace: "default"},
+		{verb: "create", group: "discovery.k8s.io", resource: "endpointslices", namespace: "default"},
+		{verb: "update", group: "discovery.k8s.io", resource: "endpointslices", namespace: "default"},
+		{verb: "delete", group: "discovery.k8s.io", resource: "endpointslices", namespace: "default"},
+		{verb: "list", resource: "endpoints"}, {verb: "watch", resource: "endpoints"},
 		{verb: "get", resource: "configmaps", namespace: "edgeplane-system"},
 		{verb: "get", resource: "configmaps", namespace: "edgeplane-system", name: "edgeplane-config"},
 		{verb: "get", resource: "configmaps", namespace: "kube-system", name: "edgeplane-domains"},
@@ -276,13 +293,16 @@ func testRBAC(t *testing.T, a *apiLab) {
 
 	// What the API server says the agent may do, per namespace, must be exactly this: anything
 	// more is a grant the agent does not use.
-	common := []string{"get nodes", "list nodes", "watch nodes", "patch nodes", "list pods", "watch pods"}
+	common := []string{"get nodes", "list nodes", "watch nodes", "patch nodes", "list pods", "watch pods",
+		"list services", "watch services", "list endpointslices.discovery.k8s.io", "watch endpointslices.discovery.k8s.io",
+		"create events", "patch events"}
 	want := map[string][]string{
 		"edgeplane-system": append(slices.Clone(common), "get configmaps/edgeplane-domains",
 			"list configmaps/edgeplane-domains", "watch configmaps/edgeplane-domains"),
 		"kube-system": append(slices.Clone(common), "create leases.coordination.k8s.io", "get leases.coordination.k8s.io",
 			"list leases.coordination.k8s.io", "delete leases.coordination.k8s.io"),
-		"default": append(slices.Clone(common), "create events", "patch events"),
+		"default": slices.Clone(common),
+		"shop":    slices.Clone(common),
 	}
 	agent := a.impersonate(t, "")
 	for ns, rules := range want {
@@ -302,6 +322,12 @@ func testRBAC(t *testing.T, a *apiLab) {
 	}
 	if _, err := agent.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
 		t.Errorf("listing nodes as the agent: %v", err)
+	}
+	if _, err := agent.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("listing services as the agent: %v", err)
+	}
+	if _, err := agent.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("listing endpointslices as the agent: %v", err)
 	}
 }
 

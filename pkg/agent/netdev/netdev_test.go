@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -127,22 +128,32 @@ func TestEnsureVXLANConverges(t *testing.T) {
 	})
 }
 
-func TestEnsureClusterRoute(t *testing.T) {
+// TestEnsureRoutes: the cluster and service CIDRs route through the device from the pod CIDR's
+// network address; a changed CIDR replaces the old route, and nothing else stays on the device.
+func TestEnsureRoutes(t *testing.T) {
 	inNetns(t, func() {
 		underlayFixture(t)
 		dev, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: netip.MustParseAddr("10.244.3.0")})
 		must(t, err)
-		must(t, EnsureClusterRoute(dev.Index, netip.MustParsePrefix("10.245.0.0/16"), netip.MustParseAddr("10.244.3.0")))
-		must(t, EnsureClusterRoute(dev.Index, netip.MustParsePrefix("10.244.0.0/16"), netip.MustParseAddr("10.244.3.0")))
+		src := netip.MustParseAddr("10.244.3.0")
+		must(t, EnsureRoutes(dev.Index, src, netip.MustParsePrefix("10.245.0.0/16"), netip.MustParsePrefix("10.97.0.0/16")))
+		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: dev.Index, Dst: &net.IPNet{IP: net.ParseIP("172.20.0.0"), Mask: net.CIDRMask(16, 32)}}))
+		must(t, EnsureRoutes(dev.Index, src, netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")))
 		routes, err := netlink.RouteList(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Index: dev.Index}}, netlink.FAMILY_V4)
 		must(t, err)
-		if len(routes) != 1 || routes[0].Dst.String() != "10.244.0.0/16" || routes[0].Src.String() != "10.244.3.0" {
-			t.Fatalf("routes on the device: %v", routes)
+		var got []string
+		for _, r := range routes {
+			got = append(got, r.Dst.String()+" src "+r.Src.String())
 		}
-		got, err := netlink.RouteGet(net.ParseIP("10.244.7.9"))
-		must(t, err)
-		if got[0].LinkIndex != dev.Index {
-			t.Fatalf("10.244.7.9 routes via %d; want the vxlan device", got[0].LinkIndex)
+		if strings.Join(got, ", ") != "10.96.0.0/12 src 10.244.3.0, 10.244.0.0/16 src 10.244.3.0" {
+			t.Fatalf("routes on the device: %v", got)
+		}
+		for _, ip := range []string{"10.244.7.9", "10.96.0.10"} {
+			r, err := netlink.RouteGet(net.ParseIP(ip))
+			must(t, err)
+			if r[0].LinkIndex != dev.Index || !r[0].Src.Equal(net.ParseIP("10.244.3.0")) {
+				t.Fatalf("%s routes via %d from %s; want the vxlan device from 10.244.3.0", ip, r[0].LinkIndex, r[0].Src)
+			}
 		}
 	})
 }

@@ -139,17 +139,23 @@ func ensureOnlyAddress(link netlink.Link, addr netip.Addr) error {
 	return nil
 }
 
-// EnsureClusterRoute routes the cluster CIDR through the device with the pod CIDR's network address
-// as source (host -> remote pod traffic, as Flannel does), and removes other routes on the device.
-func EnsureClusterRoute(ifindex int, clusterCIDR netip.Prefix, src netip.Addr) error {
-	want := netlink.Route{
-		LinkIndex: ifindex,
-		Dst:       &net.IPNet{IP: clusterCIDR.Addr().AsSlice(), Mask: net.CIDRMask(clusterCIDR.Bits(), 32)},
-		Src:       src.AsSlice(),
-		Scope:     netlink.SCOPE_LINK,
-	}
-	if err := netlink.RouteReplace(&want); err != nil {
-		return fmt.Errorf("routing %s via ifindex %d: %w", clusterCIDR, ifindex, err)
+// EnsureRoutes routes each of dsts through the device with src, the pod CIDR's network address,
+// as source, and removes every other route on the device: the cluster CIDR (host -> remote pod
+// traffic, as Flannel does) and the service CIDR (host -> ClusterIP traffic: the device's tc
+// egress program translates it like a pod's).
+func EnsureRoutes(ifindex int, src netip.Addr, dsts ...netip.Prefix) error {
+	want := map[string]bool{}
+	for _, dst := range dsts {
+		r := netlink.Route{
+			LinkIndex: ifindex,
+			Dst:       &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), 32)},
+			Src:       src.AsSlice(),
+			Scope:     netlink.SCOPE_LINK,
+		}
+		if err := netlink.RouteReplace(&r); err != nil {
+			return fmt.Errorf("routing %s via ifindex %d: %w", dst, ifindex, err)
+		}
+		want[r.Dst.String()] = true
 	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4,
 		&netlink.Route{LinkIndex: ifindex, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
@@ -157,7 +163,7 @@ func EnsureClusterRoute(ifindex int, clusterCIDR netip.Prefix, src netip.Addr) e
 		return fmt.Errorf("listing routes of ifindex %d: %w", ifindex, err)
 	}
 	for _, r := range routes {
-		if r.Dst == nil || r.Dst.String() == want.Dst.String() || r.Protocol == unix.RTPROT_KERNEL {
+		if r.Dst == nil || want[r.Dst.String()] || r.Protocol == unix.RTPROT_KERNEL {
 			continue
 		}
 		if err := netlink.RouteDel(&r); err != nil {

@@ -97,6 +97,39 @@ func (m *Map[K, V]) Iterate(fn func(K, V) bool) error {
 	return nil
 }
 
+// Walk visits at most max entries in the map's key order, starting after the key *after (from
+// the first key when after is nil), and returns the last key visited and whether the walk reached
+// the end of the map. It is how a garbage collector spreads a sweep of a large map over several
+// bounded passes: the next pass starts after the last key of this one. A key that is deleted
+// between passes makes the kernel restart from the first key, so pass a key that is still there;
+// for the same reason fn must not delete entries: delete after Walk returns. An entry the
+// datapath deletes under the walk is skipped (or restarts the walk, which max bounds).
+func (m *Map[K, V]) Walk(after *K, max int, fn func(K, V)) (last K, done bool, err error) {
+	var cur any // nil: the first key
+	if after != nil {
+		cur = *after
+	}
+	for range max {
+		var key K
+		if err := m.m.NextKey(cur, &key); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return last, true, nil
+			}
+			return last, false, fmt.Errorf("walking %s: %w", m.name, err)
+		}
+		cur, last = key, key
+		var value V
+		if err := m.m.Lookup(key, &value); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
+			}
+			return last, false, fmt.Errorf("looking up %s[%v]: %w", m.name, key, err)
+		}
+		fn(key, value)
+	}
+	return last, false, nil
+}
+
 // Keyed is a Map that its callers address with A (netip.Addr, netip.Prefix) instead of the mirror
 // K of the C key; the conversions are chosen once, by the Open function.
 type Keyed[A, K, V any] struct {

@@ -1,0 +1,843 @@
+package controller
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
+	"github.com/edgeplane/edgeplane/pkg/service"
+)
+
+// ServicesController names the service reconciler in metrics.
+const ServicesController = "services"
+
+// Reasons of the Warning events recorded on Services.
+const (
+	// ReasonInvalidServiceAnnotation: an OpenYurt annotation does not parse; the last valid value
+	// (or the safe default) applies.
+	ReasonInvalidServiceAnnotation = "InvalidServiceAnnotation"
+	// ReasonFrontendConflict: another Service already has this address, port and protocol.
+	ReasonFrontendConflict = "FrontendConflict"
+	// ReasonInvalidService and ReasonTooManyEndpoints come from the model (pkg/service).
+	ReasonInvalidService   = service.ReasonInvalidService
+	ReasonTooManyEndpoints = service.ReasonTooManyEndpoints
+)
+
+// sliceIndex indexes EndpointSlices by "namespace/service name" (label kubernetes.io/service-name).
+const sliceIndex = "edgeplane-service"
+
+// ServiceReconcilerConfig is what a ServiceReconciler reads and writes.
+type ServiceReconcilerConfig struct {
+	NodeName  string // this node
+	Services  coreinformers.ServiceInformer
+	Slices    discoveryinformers.EndpointSliceInformer
+	Nodes     coreinformers.NodeInformer // pools and zones; may be shared with the NodeReconciler
+	Frontends FrontendTable
+	Backends  BackendTable
+	Affinity  AffinityTable // optional: affinity entries follow their backend set
+	Recorder  record.EventRecorder
+	Resync    time.Duration // full pass: every Service, and a check of lb_svc_map
+	Metrics   Metrics       // optional
+	// Domains gives the pool label; nil means the default model.
+	Domains DomainModel
+	// MaxBackends caps the backends of a frontend; 0 means the datapath's limit (lb.MaxBackends).
+	MaxBackends int
+}
+
+// ServiceReconciler keeps lb_svc_map and lb_backend_map equal to what this node must program for
+// every Service (pkg/service): one Service per reconcile, level-triggered, keyed namespace/name.
+//
+// A frontend whose content changes gets its backend set under a fresh id first, then the frontend
+// points at it, then the old id's slots go; a frontend whose content is unchanged is not written,
+// so established flows never see it blink. sessionAffinity entries whose backend is still in the
+// new set move to the new id before the switch; the others go with the old id.
+//
+// After a restart the maps hold what the previous agent wrote: the start-up pass adopts frontends
+// that are still right as they are, rewrites the others, and deletes what no Service wants.
+type ServiceReconciler struct {
+	cfg       ServiceReconcilerConfig
+	lister    corelisters.ServiceLister
+	slices    cache.Indexer
+	nodes     corelisters.NodeLister
+	synced    []cache.InformerSynced
+	queue     workqueue.TypedRateLimitingInterface[string]
+	ready     chan struct{}
+	nodeDirty atomic.Bool // the cluster view must be rebuilt
+
+	mu         sync.Mutex
+	programmed map[service.FrontendKey]*programmed // what lb_svc_map holds, by frontend
+	owned      map[string]map[service.FrontendKey]bool
+	waiting    map[service.FrontendKey]map[string]bool // services that want a frontend another owns
+	policies   map[string]validPolicy                  // last valid annotations by Service
+	reported   map[string]map[string]bool              // events recorded by Service, "reason\x00message"
+	ids        map[uint32]bool                         // backend set ids in use
+	orphans    map[uint32]orphan                       // sets whose deletion failed, retried at resync
+	nextID     uint32
+	cluster    *service.Cluster
+}
+
+// programmed is one frontend as lb_svc_map holds it.
+type programmed struct {
+	owner    string // namespace/name; "" for what a previous agent pinned, until a Service adopts it
+	entry    ServiceEntry
+	backends []service.Backend // slot order
+	lost     bool              // the map no longer holds entry: rewrite
+}
+
+// frontend is p as the model states frontends, for comparison.
+func (p *programmed) frontend() service.Frontend {
+	b := slices.Clone(p.backends)
+	slices.SortFunc(b, service.CompareBackends)
+	return service.Frontend{Flags: p.entry.Flags, AffinityTimeout: p.entry.AffinityTimeout, Backends: b}
+}
+
+type orphan struct {
+	count    uint32
+	affinity bool
+}
+
+// NewServiceReconciler registers its event handlers and the EndpointSlice index; Run starts it.
+func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, error) {
+	if cfg.Resync <= 0 {
+		cfg.Resync = time.Minute
+	}
+	r := &ServiceReconciler{
+		cfg:    cfg,
+		lister: cfg.Services.Lister(),
+		slices: cfg.Slices.Informer().GetIndexer(),
+		nodes:  cfg.Nodes.Lister(),
+		synced: []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced, cfg.Nodes.Informer().HasSynced},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: ServicesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
+		ready:      make(chan struct{}),
+		programmed: map[service.FrontendKey]*programmed{},
+		owned:      map[string]map[service.FrontendKey]bool{},
+		waiting:    map[service.FrontendKey]map[string]bool{},
+		policies:   map[string]validPolicy{},
+		reported:   map[string]map[string]bool{},
+		ids:        map[uint32]bool{},
+		orphans:    map[uint32]orphan{},
+		nextID:     1,
+	}
+	if cfg.Domains != nil {
+		r.synced = append(r.synced, cfg.Domains.HasSynced)
+	}
+	r.nodeDirty.Store(true)
+	if err := cfg.Slices.Informer().AddIndexers(cache.Indexers{sliceIndex: sliceServiceKey}); err != nil {
+		return nil, fmt.Errorf("adding the endpointslice index: %w", err)
+	}
+	if _, err := cfg.Services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    r.enqueueService,
+		UpdateFunc: func(_, obj any) { r.enqueueService(obj) },
+		DeleteFunc: r.enqueueService,
+	}); err != nil {
+		return nil, fmt.Errorf("adding service event handler: %w", err)
+	}
+	if _, err := cfg.Slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    r.enqueueSlice,
+		UpdateFunc: func(_, obj any) { r.enqueueSlice(obj) },
+		DeleteFunc: r.enqueueSlice,
+	}); err != nil {
+		return nil, fmt.Errorf("adding endpointslice event handler: %w", err)
+	}
+	if _, err := cfg.Nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { r.nodeChanged(obj) },
+		UpdateFunc: func(old, obj any) {
+			if r.placementChanged(old, obj) {
+				r.nodeChanged(obj)
+			}
+		},
+		DeleteFunc: func(obj any) { r.nodeChanged(obj) },
+	}); err != nil {
+		return nil, fmt.Errorf("adding node event handler: %w", err)
+	}
+	return r, nil
+}
+
+func sliceServiceKey(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + name}, nil
+}
+
+func (r *ServiceReconciler) enqueueService(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	r.queue.Add(key)
+}
+
+func (r *ServiceReconciler) enqueueSlice(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	keys, _ := sliceServiceKey(obj)
+	for _, k := range keys {
+		r.queue.Add(k)
+	}
+}
+
+func (r *ServiceReconciler) poolLabel() string {
+	if r.cfg.Domains == nil {
+		return domain.DefaultPoolLabel
+	}
+	return r.cfg.Domains.Model().PoolLabel()
+}
+
+// placementChanged filters Node updates down to those that move a node: its pool or zone label.
+func (r *ServiceReconciler) placementChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*corev1.Node)
+	n, ok2 := newObj.(*corev1.Node)
+	if !ok1 || !ok2 {
+		return true
+	}
+	pool := r.poolLabel()
+	return o.Labels[pool] != n.Labels[pool] || o.Labels[service.ZoneLabel] != n.Labels[service.ZoneLabel]
+}
+
+// nodeChanged requeues the Services a node's move can change: all of them when it is this node
+// (its pool decides NodePort isolation and topology, its zone trafficDistribution), else those
+// with a topology annotation (the endpoints of a pool).
+func (r *ServiceReconciler) nodeChanged(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	r.nodeDirty.Store(true)
+	node, ok := obj.(*corev1.Node)
+	local := ok && node.Name == r.cfg.NodeName
+	svcs, err := r.lister.List(labels.Everything())
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	for _, s := range svcs {
+		if _, topology := s.Annotations[service.TopologyAnnotation]; local || topology {
+			r.enqueueService(s)
+		}
+	}
+}
+
+// Refresh re-reconciles every Service: the domain configuration (the pool label) changed.
+func (r *ServiceReconciler) Refresh() {
+	r.nodeDirty.Store(true)
+	svcs, err := r.lister.List(labels.Everything())
+	if err != nil {
+		utilruntime.HandleError(err)
+	}
+	for _, s := range svcs {
+		r.enqueueService(s)
+	}
+}
+
+// Ready is closed once the start-up pass has programmed every Service and deleted stale entries.
+func (r *ServiceReconciler) Ready() <-chan struct{} { return r.ready }
+
+// Run waits for the informers, runs the start-up pass, then follows changes until ctx is done. It
+// never leaves a worker writing to the maps behind.
+func (r *ServiceReconciler) Run(ctx context.Context) error {
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	defer r.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), r.synced...) {
+		return errors.New("service, endpointslice, node or domain configuration informer did not sync")
+	}
+	r.syncAll(ctx)
+	close(r.ready)
+	workers.Go(func() { wait.UntilWithContext(ctx, r.runWorker, time.Second) })
+	ticker := time.NewTicker(r.cfg.Resync)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			r.resync(ctx)
+		}
+	}
+}
+
+func (r *ServiceReconciler) runWorker(ctx context.Context) {
+	for r.processNext(ctx) {
+	}
+}
+
+func (r *ServiceReconciler) processNext(ctx context.Context) bool {
+	key, shutdown := r.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer r.queue.Done(key)
+	start := time.Now()
+	err := r.reconcile(ctx, key)
+	observe(r.cfg.Metrics, ServicesController, start, err)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Reconciling service; will retry", "service", key)
+		r.queue.AddRateLimited(key)
+		return true
+	}
+	r.queue.Forget(key)
+	return true
+}
+
+// syncAll is the start-up pass: load what is pinned, reconcile every Service (oldest first, so
+// that of two Services claiming one frontend the older keeps it), then delete what none wants.
+func (r *ServiceReconciler) syncAll(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	r.loadPinned(ctx)
+	svcs, err := r.lister.List(labels.Everything())
+	if err != nil {
+		logger.Error(err, "Listing services")
+	}
+	slices.SortFunc(svcs, func(a, b *corev1.Service) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	for _, s := range svcs {
+		key := s.Namespace + "/" + s.Name
+		start := time.Now()
+		err := r.reconcile(ctx, key)
+		observe(r.cfg.Metrics, ServicesController, start, err)
+		if err != nil {
+			logger.Error(err, "Reconciling service; will retry", "service", key)
+			r.queue.AddRateLimited(key)
+		}
+	}
+	r.collectPinned(ctx)
+}
+
+// loadPinned reads the maps as the previous agent left them: every frontend becomes adoptable
+// (owner ""), with the backends of its set in slot order.
+func (r *ServiceReconciler) loadPinned(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	frontends, err := r.cfg.Frontends.List()
+	if err != nil {
+		logger.Error(err, "Listing pinned service frontends; they will be rewritten")
+	}
+	backends, err := r.cfg.Backends.List()
+	if err != nil {
+		logger.Error(err, "Listing pinned service backends; their frontends will be rewritten")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// New sets take ids above every pinned one, frontends' or not (slots a crash left behind).
+	for slot := range backends {
+		r.nextID = max(r.nextID, slot.ID+1)
+	}
+	for k, e := range frontends {
+		p := &programmed{entry: e}
+		for slot := range uint32(e.Count) {
+			b, ok := backends[BackendSlot{e.ID, slot}]
+			if !ok {
+				p.lost = true // a slot is missing: never adopt this set as it is
+				break
+			}
+			p.backends = append(p.backends, b)
+		}
+		r.programmed[k] = p
+		r.ids[e.ID] = true
+		r.nextID = max(r.nextID, e.ID+1)
+	}
+	if len(frontends) > 0 {
+		logger.Info("Found pinned service frontends from a previous agent", "frontends", len(frontends))
+	}
+}
+
+// collectPinned ends the start-up pass: frontends no Service adopted go, then backend slots and
+// affinity entries of sets no frontend uses.
+func (r *ServiceReconciler) collectPinned(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	stale := 0
+	for k, p := range r.programmed {
+		if p.owner != "" {
+			continue
+		}
+		if err := r.deleteFrontendLocked(ctx, k); err != nil {
+			logger.Error(err, "Deleting a stale service frontend")
+		}
+		stale++
+	}
+	if backends, err := r.cfg.Backends.List(); err != nil {
+		logger.Error(err, "Listing service backends")
+	} else {
+		for slot := range backends {
+			if !r.ids[slot.ID] {
+				if err := r.cfg.Backends.Delete(slot); err != nil {
+					logger.Error(err, "Deleting a stale backend slot", "id", slot.ID, "slot", slot.Slot)
+				}
+			}
+		}
+	}
+	if r.cfg.Affinity != nil {
+		if entries, err := r.cfg.Affinity.List(); err != nil {
+			logger.Error(err, "Listing affinity entries")
+		} else {
+			for k := range entries {
+				if !r.ids[k.ID] {
+					if err := r.cfg.Affinity.Delete(k); err != nil {
+						logger.Error(err, "Deleting a stale affinity entry")
+					}
+				}
+			}
+		}
+	}
+	if stale > 0 {
+		logger.Info("Deleted pinned service frontends no Service wants", "frontends", stale)
+	}
+}
+
+// resync re-queues every Service and checks lb_svc_map against what was written: an entry
+// someone deleted or changed is rewritten by its Service's next reconcile, one that nobody
+// wrote is deleted. Backend sets whose deletion failed are deleted again.
+func (r *ServiceReconciler) resync(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	svcs, err := r.lister.List(labels.Everything())
+	if err != nil {
+		logger.Error(err, "Listing services")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	have, err := r.cfg.Frontends.List()
+	if err != nil {
+		logger.Error(err, "Listing service frontends")
+	} else {
+		for k, p := range r.programmed {
+			if e, ok := have[k]; !ok || e != p.entry {
+				p.lost = true
+			}
+		}
+		for k := range have {
+			if _, ok := r.programmed[k]; !ok {
+				logger.Info("Deleting a service frontend edgeplane did not write", "frontend", k)
+				if err := r.cfg.Frontends.Delete(k); err != nil {
+					logger.Error(err, "Deleting a service frontend", "frontend", k)
+				}
+			}
+		}
+	}
+	for id, o := range r.orphans {
+		delete(r.orphans, id)
+		r.releaseSetLocked(ctx, id, o.count, o.affinity)
+	}
+	for _, s := range svcs {
+		r.enqueueService(s)
+	}
+}
+
+// clusterLocked is the view of the nodes, rebuilt after a node moved.
+func (r *ServiceReconciler) clusterLocked() *service.Cluster {
+	if r.cluster == nil || r.nodeDirty.Swap(false) {
+		nodes, err := r.nodes.List(labels.Everything())
+		if err != nil {
+			utilruntime.HandleError(err)
+		}
+		r.cluster = service.NewCluster(r.cfg.NodeName, nodes, r.poolLabel())
+	}
+	return r.cluster
+}
+
+// reconcile makes the maps hold what the Service key asks of this node now.
+func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil // not a key we queued
+	}
+	svc, err := r.lister.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		r.forgetLocked(key)
+		return r.applyLocked(ctx, key, nil, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("getting service %s: %w", key, err)
+	}
+	if _, ignored := service.Ignored(svc); ignored {
+		r.forgetLocked(key)
+		return r.applyLocked(ctx, key, nil, nil)
+	}
+	events := &eventSet{}
+	defer func() { r.recordLocked(ctx, key, svc, *events) }()
+	policy := r.policyLocked(key, svc, events)
+	objs, err := r.slices.ByIndex(sliceIndex, key)
+	if err != nil {
+		return fmt.Errorf("listing endpointslices of service %s: %w", key, err)
+	}
+	endpointSlices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			endpointSlices = append(endpointSlices, s)
+		}
+	}
+	res, err := service.Frontends(service.Input{
+		Service: svc, Slices: endpointSlices, Cluster: r.clusterLocked(), Policy: policy, MaxBackends: r.cfg.MaxBackends,
+	})
+	if err != nil {
+		// Nothing of it can be programmed: keep what it had (its last good state).
+		events.add(ReasonInvalidService, "edgeplane keeps this Service's last programmed state: "+err.Error())
+		r.adoptPinnedLocked(key, svc)
+		return nil
+	}
+	for _, w := range res.Warnings {
+		events.add(w.Reason, w.Message)
+	}
+	return r.applyLocked(ctx, key, res.Frontends, events)
+}
+
+// forgetLocked drops what is remembered about a Service that is gone or not edgeplane's.
+func (r *ServiceReconciler) forgetLocked(key string) {
+	delete(r.policies, key)
+	delete(r.reported, key)
+}
+
+// policyLocked reads the Service's OpenYurt annotations. One that does not parse is reported and
+// replaced by its last valid value; a Service that never had one gets the safe default: no
+// topology (as OpenYurt reads an unknown key), and node ports closed on every node in a pool (the
+// annotation exists to restrict where a node port is open: an error must not open it wider). At
+// start-up, the previous agent's decision for this node, read from its pinned node port
+// frontends, is the last valid value.
+func (r *ServiceReconciler) policyLocked(key string, svc *corev1.Service, events *eventSet) service.Policy {
+	valid := r.policies[key]
+	var p service.Policy
+	var err error
+	if p.Topology, err = service.TopologyOf(svc); err == nil {
+		t := p.Topology
+		valid.topology = &t
+	} else {
+		keep := "no topology (every endpoint)"
+		if valid.topology != nil {
+			p.Topology, keep = *valid.topology, fmt.Sprintf("the last valid topology (%s)", *valid.topology)
+		}
+		events.add(ReasonInvalidServiceAnnotation, fmt.Sprintf("%v; edgeplane applies %s", err, keep))
+	}
+	if p.Listen, err = service.ListenOf(svc); err == nil {
+		l := p.Listen
+		valid.listen = &l
+	} else if hasNodePorts(svc) {
+		keep := "node ports closed on nodes in a pool"
+		if valid.listen != nil {
+			p.Listen, keep = *valid.listen, fmt.Sprintf("the last valid value (%q)", valid.listen.String())
+		} else if pinned, found := r.pinnedListenLocked(svc); found {
+			p.Listen, keep = pinned, "this node's previous decision"
+		}
+		events.add(ReasonInvalidServiceAnnotation, fmt.Sprintf("%v; edgeplane applies %s", err, keep))
+	}
+	r.policies[key] = valid
+	return p
+}
+
+// validPolicy is the last valid value of each annotation of a Service (nil: none yet).
+type validPolicy struct {
+	topology *service.Topology
+	listen   *service.Listen
+}
+
+func hasNodePorts(svc *corev1.Service) bool {
+	return svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+}
+
+// pinnedListenLocked is whether this node listened on the Service's node ports, from the node
+// port frontends a previous agent pinned and no Service adopted yet.
+func (r *ServiceReconciler) pinnedListenLocked(svc *corev1.Service) (service.Listen, bool) {
+	for _, port := range svc.Spec.Ports {
+		for _, proto := range []lb.Proto{lb.ProtoTCP, lb.ProtoUDP, lb.ProtoSCTP} {
+			if port.NodePort < 1 || port.NodePort > 65535 {
+				continue
+			}
+			k := service.FrontendKey{VIP: service.NodePortVIP, Port: uint16(port.NodePort), Proto: proto, Scope: lb.ScopeExternal}
+			if p, ok := r.programmed[k]; ok && p.owner == "" {
+				if p.entry.Flags&lb.FlagClosed != 0 {
+					return service.ListenNowhere, true
+				}
+				return service.ListenEverywhere, true
+			}
+		}
+	}
+	return service.Listen{}, false
+}
+
+// adoptPinnedLocked keeps, for a Service the model refuses, the frontends it owns and, at
+// start-up, the pinned frontends at its ClusterIP (the previous agent's last good state).
+func (r *ServiceReconciler) adoptPinnedLocked(key string, svc *corev1.Service) {
+	ips := append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...)
+	for k, p := range r.programmed {
+		if p.owner == "" && slices.Contains(ips, k.VIP.String()) {
+			p.owner = key
+			r.ownLocked(key, k)
+		}
+	}
+}
+
+func (r *ServiceReconciler) ownLocked(key string, k service.FrontendKey) {
+	if r.owned[key] == nil {
+		r.owned[key] = map[service.FrontendKey]bool{}
+	}
+	r.owned[key][k] = true
+}
+
+// applyLocked makes the Service's frontends want (nil: none), deleting those it no longer wants.
+// A frontend another Service owns is left to it (the first to claim it keeps it) and reported in
+// events; this Service is requeued when it is released.
+func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want map[service.FrontendKey]service.Frontend, events *eventSet) error {
+	var errs []error
+	var conflicts []string
+	for _, k := range slices.SortedFunc(maps.Keys(want), compareFrontendKeys) {
+		if p, ok := r.programmed[k]; ok && p.owner != "" && p.owner != key {
+			if r.waiting[k] == nil {
+				r.waiting[k] = map[string]bool{}
+			}
+			r.waiting[k][key] = true
+			conflicts = append(conflicts, fmt.Sprintf("%s (Service %s)", k, p.owner))
+			continue
+		}
+		if w := r.waiting[k]; w != nil {
+			delete(w, key)
+		}
+		if err := r.writeLocked(ctx, key, k, want[k]); err != nil {
+			errs = append(errs, err)
+		}
+		if _, ok := r.programmed[k]; ok { // written now, or earlier and kept
+			r.ownLocked(key, k)
+		}
+	}
+	for k := range r.owned[key] {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if err := r.deleteFrontendLocked(ctx, k); err != nil {
+			errs = append(errs, fmt.Errorf("service %s: %w", key, err))
+			continue
+		}
+		delete(r.owned[key], k)
+	}
+	if len(r.owned[key]) == 0 {
+		delete(r.owned, key)
+	}
+	for k, w := range r.waiting {
+		if _, ok := want[k]; !ok {
+			delete(w, key)
+		}
+		if len(w) == 0 {
+			delete(r.waiting, k)
+		}
+	}
+	if len(conflicts) > 0 && events != nil {
+		events.add(ReasonFrontendConflict, "frontends already programmed for another Service are left to it: "+strings.Join(conflicts, ", "))
+	}
+	return errors.Join(errs...)
+}
+
+func compareFrontendKeys(a, b service.FrontendKey) int {
+	return cmp.Or(a.VIP.Compare(b.VIP), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Scope, b.Scope))
+}
+
+// writeLocked makes frontend k hold f: nothing to do when it already does; else a fresh backend
+// set, the frontend, then the old set's slots.
+func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k service.FrontendKey, f service.Frontend) error {
+	old := r.programmed[k]
+	if old != nil {
+		old.owner = owner // even if the rewrite fails: its pinned state is this Service's last good one
+		if !old.lost && old.frontend().Equal(f) {
+			return nil
+		}
+	}
+	id := r.allocIDLocked()
+	for slot, b := range f.Backends {
+		if err := r.cfg.Backends.Upsert(BackendSlot{id, uint32(slot)}, b); err != nil {
+			r.releaseSetLocked(ctx, id, uint32(slot), false)
+			return fmt.Errorf("service %s: frontend %s: writing backend %s to slot %d of set %d: %w", owner, k, b, slot, id, err)
+		}
+	}
+	if f.Flags&lb.FlagAffinity != 0 && old != nil && old.entry.Flags&lb.FlagAffinity != 0 {
+		r.moveAffinityLocked(ctx, old.entry.ID, id, f.Backends)
+	}
+	entry := ServiceEntry{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout}
+	if err := r.cfg.Frontends.Upsert(k, entry); err != nil {
+		r.releaseSetLocked(ctx, id, uint32(len(f.Backends)), f.Flags&lb.FlagAffinity != 0)
+		return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)
+	}
+	r.programmed[k] = &programmed{owner: owner, entry: entry, backends: f.Backends}
+	if old != nil {
+		r.releaseSetLocked(ctx, old.entry.ID, uint32(old.entry.Count), old.entry.Flags&lb.FlagAffinity != 0)
+	}
+	return nil
+}
+
+// deleteFrontendLocked deletes frontend k, then its backend set, and requeues the Services that
+// wait for it.
+func (r *ServiceReconciler) deleteFrontendLocked(ctx context.Context, k service.FrontendKey) error {
+	p, ok := r.programmed[k]
+	if !ok {
+		return nil
+	}
+	if err := r.cfg.Frontends.Delete(k); err != nil {
+		return fmt.Errorf("deleting frontend %s: %w", k, err)
+	}
+	delete(r.programmed, k)
+	r.releaseSetLocked(ctx, p.entry.ID, uint32(p.entry.Count), p.entry.Flags&lb.FlagAffinity != 0)
+	for key := range r.waiting[k] {
+		r.queue.Add(key)
+	}
+	delete(r.waiting, k)
+	return nil
+}
+
+func (r *ServiceReconciler) allocIDLocked() uint32 {
+	for r.nextID == 0 || r.ids[r.nextID] {
+		r.nextID++
+	}
+	id := r.nextID
+	r.nextID++
+	r.ids[id] = true
+	return id
+}
+
+// releaseSetLocked deletes backend set id's count slots and, for a set with affinity, the
+// affinity entries that point into it. What fails is retried at the next resync.
+func (r *ServiceReconciler) releaseSetLocked(ctx context.Context, id, count uint32, affinity bool) {
+	var errs []error
+	for slot := range count {
+		if err := r.cfg.Backends.Delete(BackendSlot{id, slot}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if affinity && r.cfg.Affinity != nil {
+		entries, err := r.cfg.Affinity.List()
+		errs = append(errs, err)
+		for k := range entries {
+			if k.ID == id {
+				errs = append(errs, r.cfg.Affinity.Delete(k))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		klog.FromContext(ctx).Error(err, "Deleting a service backend set; retrying at the next resync", "id", id)
+		r.orphans[id] = orphan{count: count, affinity: affinity}
+		return
+	}
+	delete(r.ids, id)
+}
+
+// moveAffinityLocked copies the affinity entries of set from whose backend is still in backends
+// to set to, before the frontend switches to it, so that sticky clients stay on their backend.
+// Entries the programs create for from in between are lost: those clients choose again.
+func (r *ServiceReconciler) moveAffinityLocked(ctx context.Context, from, to uint32, backends []service.Backend) {
+	if r.cfg.Affinity == nil {
+		return
+	}
+	entries, err := r.cfg.Affinity.List()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing affinity entries; clients of the service choose their backend again", "id", from)
+		return
+	}
+	for k, v := range entries {
+		if k.ID != from || !slices.Contains(backends, v.Backend) {
+			continue
+		}
+		if err := r.cfg.Affinity.Upsert(AffinityKey{ID: to, Client: k.Client}, v); err != nil {
+			klog.FromContext(ctx).Error(err, "Moving an affinity entry; the client chooses its backend again", "client", k.Client)
+		}
+	}
+}
+
+// eventSet collects one reconcile's findings about a Service.
+type eventSet [][2]string
+
+func (e *eventSet) add(reason, message string) { *e = append(*e, [2]string{reason, message}) }
+
+// recordLocked records each finding as a Warning event on the Service, once: a finding the
+// previous reconcile reported already is not repeated; one that went away is reported again when
+// it comes back.
+func (r *ServiceReconciler) recordLocked(ctx context.Context, key string, svc *corev1.Service, events eventSet) {
+	prev := r.reported[key]
+	cur := map[string]bool{}
+	for _, e := range events {
+		id := e[0] + "\x00" + e[1]
+		cur[id] = true
+		if prev[id] {
+			continue
+		}
+		klog.FromContext(ctx).Info("Service problem", "service", key, "reason", e[0], "message", e[1])
+		if r.cfg.Recorder != nil {
+			r.cfg.Recorder.Event(svc, corev1.EventTypeWarning, e[0], e[1])
+		}
+	}
+	if len(cur) == 0 {
+		delete(r.reported, key)
+		return
+	}
+	r.reported[key] = cur
+}
+
+// BackendKey is a backend as connection tracking knows it.
+type BackendKey struct {
+	service.Backend
+	Proto lb.Proto
+}
+
+// LiveBackends is every backend some frontend uses now; ok is false until the start-up pass is
+// over (the garbage collector then must not judge flows by it).
+func (r *ServiceReconciler) LiveBackends() (map[BackendKey]bool, bool) {
+	select {
+	case <-r.ready:
+	default:
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[BackendKey]bool{}
+	for k, p := range r.programmed {
+		for _, b := range p.backends {
+			out[BackendKey{b, k.Proto}] = true
+		}
+	}
+	return out, true
+}
+
+// AffinityTimeouts are the affinity timeouts of the backend sets with sessionAffinity, by id.
+func (r *ServiceReconciler) AffinityTimeouts() map[uint32]time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[uint32]time.Duration{}
+	for _, p := range r.programmed {
+		if p.entry.Flags&lb.FlagAffinity != 0 {
+			out[p.entry.ID] = time.Duration(p.entry.AffinityTimeout) * time.Second
+		}
+	}
+	return out
+}

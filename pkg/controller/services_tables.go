@@ -1,0 +1,57 @@
+package controller
+
+import (
+	"net/netip"
+
+	"github.com/edgeplane/edgeplane/pkg/service"
+)
+
+// The service maps of bpf/lib/lb.h as the ServiceReconciler sees them; pkg/agent adapts
+// pkg/maps/lb to these.
+
+// ServiceEntry is an lb_svc_map value: the frontend's backend set and how to use it.
+type ServiceEntry struct {
+	ID              uint32 // backend set: BackendSlot{ID, 0..Count-1}
+	Count           uint16
+	Flags           uint16 // lb.Flag*
+	AffinityTimeout uint32 // seconds
+}
+
+// BackendSlot is an lb_backend_map key.
+type BackendSlot struct {
+	ID   uint32
+	Slot uint32
+}
+
+// AffinityKey is an lb_affinity_map key: a client of a backend set.
+type AffinityKey struct {
+	ID     uint32
+	Client netip.Addr
+}
+
+// Affinity is an lb_affinity_map value: the backend the client sticks to.
+type Affinity struct {
+	Backend  service.Backend
+	LastSeen uint64 // CLOCK_BOOTTIME nanoseconds
+}
+
+// FrontendTable is lb_svc_map.
+type FrontendTable interface {
+	Upsert(service.FrontendKey, ServiceEntry) error
+	Delete(service.FrontendKey) error // deleting an absent entry is not an error
+	List() (map[service.FrontendKey]ServiceEntry, error)
+}
+
+// BackendTable is lb_backend_map.
+type BackendTable interface {
+	Upsert(BackendSlot, service.Backend) error
+	Delete(BackendSlot) error // deleting an absent entry is not an error
+	List() (map[BackendSlot]service.Backend, error)
+}
+
+// AffinityTable is lb_affinity_map (the programs create its entries).
+type AffinityTable interface {
+	Upsert(AffinityKey, Affinity) error
+	Delete(AffinityKey) error // deleting an absent entry is not an error
+	List() (map[AffinityKey]Affinity, error)
+}

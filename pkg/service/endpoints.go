@@ -1,0 +1,222 @@
+package service
+
+import (
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
+)
+
+// HeadlessLabel marks the EndpointSlices of headless Services, which kube-proxy skips too.
+const HeadlessLabel = corev1.IsHeadlessService
+
+// endpoint is an EndpointSlice endpoint as the model reads it.
+type endpoint struct {
+	ip                          netip.Addr
+	ready, serving, terminating bool
+	node, zone                  string
+}
+
+// parsedSlice is an IPv4 EndpointSlice: its ports by name and protocol, and its endpoints.
+type parsedSlice struct {
+	ports     map[portName]uint16
+	endpoints []endpoint
+}
+
+type portName struct {
+	name  string
+	proto lb.Proto
+}
+
+// parseSlices keeps the IPv4 slices and, of their endpoints, those with an IPv4 address (the
+// first, as kube-proxy: the others are the same pod's). Conditions as the API defines them: ready
+// unset is ready, serving unset follows ready, terminating unset is not terminating.
+func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
+	var out []parsedSlice
+	for _, s := range in {
+		if s == nil || s.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		if _, headless := s.Labels[HeadlessLabel]; headless {
+			continue
+		}
+		p := parsedSlice{ports: map[portName]uint16{}}
+		for _, port := range s.Ports {
+			if port.Port == nil || *port.Port < 1 || *port.Port > 65535 {
+				continue
+			}
+			proto := corev1.ProtocolTCP
+			if port.Protocol != nil {
+				proto = *port.Protocol
+			}
+			lp, err := protoOf(proto)
+			if err != nil {
+				continue
+			}
+			name := ""
+			if port.Name != nil {
+				name = *port.Name
+			}
+			p.ports[portName{name, lp}] = uint16(*port.Port)
+		}
+		for _, e := range s.Endpoints {
+			if len(e.Addresses) == 0 {
+				continue
+			}
+			ip, err := netip.ParseAddr(e.Addresses[0])
+			if err != nil || !ip.Is4() {
+				continue
+			}
+			ep := endpoint{
+				ip:          ip,
+				ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
+				terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
+			}
+			ep.serving = ep.ready
+			if e.Conditions.Serving != nil {
+				ep.serving = *e.Conditions.Serving
+			}
+			if e.NodeName != nil {
+				ep.node = *e.NodeName
+			}
+			if e.Zone != nil {
+				ep.zone = *e.Zone
+			}
+			p.endpoints = append(p.endpoints, ep)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// candidate is an endpoint of one service port: its backend and its endpoint.
+type candidate struct {
+	Backend
+	endpoint
+}
+
+// backends are the port's backends for cluster-wide traffic policies (cluster) and for Local
+// ones (local), each sorted.
+func (m *model) backends(p corev1.ServicePort, proto lb.Proto) (cluster, local []Backend) {
+	cands := m.candidates(portName{p.Name, proto})
+	cands = m.nearby(cands)
+	c := m.in.Cluster
+	isLocal := func(e candidate) bool { return e.node != "" && e.node == c.Local.Name }
+	ready := filter(cands, func(e candidate) bool { return e.ready })
+	fallback := func(keep func(candidate) bool) []Backend {
+		// kube-proxy's fallback: no ready endpoint, so the serving ones that are terminating.
+		return backendsOf(filter(cands, func(e candidate) bool { return e.serving && e.terminating && keep(e) }))
+	}
+
+	if len(ready) > 0 {
+		cluster = backendsOf(m.preferred(ready, isLocal))
+	} else {
+		cluster = fallback(func(candidate) bool { return true })
+	}
+	if l := filter(ready, isLocal); len(l) > 0 {
+		local = backendsOf(l)
+	} else {
+		local = fallback(isLocal)
+	}
+	return cluster, local
+}
+
+// candidates are the endpoints of the slices that have a port named like the service port, with
+// that slice's port number (a named targetPort can differ between slices); duplicates (an
+// endpoint in two slices while it moves) count once, the readier one.
+func (m *model) candidates(port portName) []candidate {
+	byBackend := map[Backend]int{}
+	var out []candidate
+	for _, s := range m.slices {
+		target, ok := s.ports[port]
+		if !ok {
+			continue
+		}
+		for _, e := range s.endpoints {
+			c := candidate{Backend{IP: e.ip, Port: target}, e}
+			if i, dup := byBackend[c.Backend]; dup {
+				if rank(c.endpoint) > rank(out[i].endpoint) {
+					out[i] = c
+				}
+				continue
+			}
+			byBackend[c.Backend] = len(out)
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func rank(e endpoint) int {
+	switch {
+	case e.ready:
+		return 2
+	case e.serving:
+		return 1
+	}
+	return 0
+}
+
+// nearby applies the OpenYurt topology: endpoints on this node, or on nodes of its pool. A node in
+// no pool is a plain Kubernetes node (docs/services.md): the pool topology does not narrow what it
+// uses. Endpoints whose node is not known are not near anything.
+func (m *model) nearby(cands []candidate) []candidate {
+	c := m.in.Cluster
+	switch m.in.Policy.Topology {
+	case TopologyNode:
+		return filter(cands, func(e candidate) bool { return e.node != "" && e.node == c.Local.Name })
+	case TopologyPool:
+		if c.Local.Pool == "" {
+			return cands
+		}
+		return filter(cands, func(e candidate) bool { return e.node != "" && c.PoolOf(e.node) == c.Local.Pool })
+	}
+	return cands
+}
+
+// preferred applies trafficDistribution to ready endpoints: PreferClose (PreferSameZone) keeps
+// those in this node's zone (endpoint.zone against the node's topology.kubernetes.io/zone) when
+// there are any; PreferSameNode keeps those on this node, else those of its zone. Otherwise, or
+// when nothing is that close, every ready endpoint.
+func (m *model) preferred(ready []candidate, isLocal func(candidate) bool) []candidate {
+	d := m.in.Service.Spec.TrafficDistribution
+	if d == nil {
+		return ready
+	}
+	zone := m.in.Cluster.Local.Zone
+	sameZone := func(e candidate) bool { return zone != "" && e.zone == zone }
+	switch *d {
+	case corev1.ServiceTrafficDistributionPreferSameNode:
+		if l := filter(ready, isLocal); len(l) > 0 {
+			return l
+		}
+		fallthrough
+	case corev1.ServiceTrafficDistributionPreferClose, corev1.ServiceTrafficDistributionPreferSameZone:
+		if z := filter(ready, sameZone); len(z) > 0 {
+			return z
+		}
+	}
+	return ready
+}
+
+func filter(cands []candidate, keep func(candidate) bool) []candidate {
+	var out []candidate
+	for _, c := range cands {
+		if keep(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func backendsOf(cands []candidate) []Backend {
+	out := make([]Backend, 0, len(cands))
+	for _, c := range cands {
+		out = append(out, c.Backend)
+	}
+	slices.SortFunc(out, CompareBackends)
+	return out
+}

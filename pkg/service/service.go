@@ -1,0 +1,355 @@
+// Package service is edgeplane's model of Kubernetes Services as one node programs them. From a
+// Service, its EndpointSlices, where the nodes are (node pools, zones) and what the Service's
+// OpenYurt annotations ask (Policy), Frontends computes the frontends this node's datapath holds
+// (bpf/lib/lb.h: lb_svc_map) and the backends each one may use. Every policy that depends on where
+// the client is, is decided here, per node; the programs only look up and pick. The package is
+// pure: no client, no informer, no map (pkg/controller feeds it and writes the maps).
+//
+// Frontends of a Service, per port and protocol (TCP, UDP, SCTP):
+//   - the ClusterIP, scope internal (pods and the node itself);
+//   - each externalIP and LoadBalancer ingress IP, in both scopes, flagged external-ip: internal for
+//     pods and the node (always the cluster-wide backends, as kube-proxy short-circuits in-cluster
+//     traffic), external for packets arriving on the NIC;
+//   - the node port of NodePort and LoadBalancer Services (vip 0, scope external, flagged
+//     nodeport), closed (no backend: the datapath drops) where NodePort isolation says this node
+//     does not listen.
+//
+// Backends are the endpoints of the EndpointSlices (IPv4 only) of the port's name: the ready ones,
+// or, when none is, the serving and terminating ones (kube-proxy's fallback); the target port is
+// the slice's port of that name. Narrowed, in this order, by the OpenYurt topology (this node, or
+// nodes of its pool), then by the traffic policies (Local: endpoints on this node; external scope
+// then also keeps the client's source, flag local) and trafficDistribution (prefer this node's
+// zone, or this node then its zone, falling back to every endpoint).
+package service
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
+)
+
+// Reasons of the Warning events the model's findings are recorded with.
+const (
+	// ReasonInvalidService: a port, protocol or address of the Service cannot be programmed.
+	ReasonInvalidService = "InvalidService"
+	// ReasonTooManyEndpoints: a frontend has more backends than the datapath holds.
+	ReasonTooManyEndpoints = "TooManyEndpoints"
+)
+
+// DefaultAffinityTimeout is sessionAffinityConfig.clientIP.timeoutSeconds when not set (3 hours).
+const DefaultAffinityTimeout = 10800
+
+// FrontendKey is an lb_svc_map key.
+type FrontendKey struct {
+	VIP   netip.Addr // IPv4; 0.0.0.0 for a node port
+	Port  uint16
+	Proto lb.Proto
+	Scope lb.Scope
+}
+
+func (k FrontendKey) String() string {
+	return fmt.Sprintf("%s %s/%s", k.Scope, netip.AddrPortFrom(k.VIP, k.Port), k.Proto)
+}
+
+// NodePortVIP is the VIP of node port frontends: any address of the node.
+var NodePortVIP = netip.IPv4Unspecified()
+
+// Backend is one endpoint a frontend translates to.
+type Backend struct {
+	IP   netip.Addr
+	Port uint16
+}
+
+func (b Backend) String() string { return netip.AddrPortFrom(b.IP, b.Port).String() }
+
+// CompareBackends orders backends by address, then port: the slot order of a backend set.
+func CompareBackends(a, b Backend) int {
+	if c := a.IP.Compare(b.IP); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
+}
+
+// Frontend is what one frontend holds: its lb_svc flags and affinity timeout and, sorted by
+// CompareBackends, the backends of its set.
+type Frontend struct {
+	Flags           uint16
+	AffinityTimeout uint32 // seconds, with lb.FlagAffinity
+	Backends        []Backend
+}
+
+// Equal reports whether two frontends hold the same.
+func (f Frontend) Equal(o Frontend) bool {
+	return f.Flags == o.Flags && f.AffinityTimeout == o.AffinityTimeout && slices.Equal(f.Backends, o.Backends)
+}
+
+func (f Frontend) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "flags=%s", lb.FlagString(f.Flags))
+	if f.Flags&lb.FlagAffinity != 0 {
+		fmt.Fprintf(&b, " affinity=%ds", f.AffinityTimeout)
+	}
+	fmt.Fprintf(&b, " backends=%v", f.Backends)
+	return b.String()
+}
+
+// Node is where a node is, as the model needs it.
+type Node struct {
+	Name string
+	Pool string // "": in no pool
+	Zone string // topology.kubernetes.io/zone; "": unknown
+}
+
+// Cluster is this node and the pool of every node.
+type Cluster struct {
+	Local Node
+	pools map[string]string // node name -> pool, for nodes in a pool
+}
+
+// NewCluster builds the view from the Node objects; local names this node, which may be missing
+// from nodes (it is then in no pool and no zone). poolLabel is the domain model's PoolLabel().
+func NewCluster(local string, nodes []*corev1.Node, poolLabel string) *Cluster {
+	c := &Cluster{Local: Node{Name: local}, pools: map[string]string{}}
+	for _, n := range nodes {
+		if pool := n.Labels[poolLabel]; pool != "" {
+			c.pools[n.Name] = pool
+		}
+		if n.Name == local {
+			c.Local.Pool, c.Local.Zone = n.Labels[poolLabel], n.Labels[ZoneLabel]
+		}
+	}
+	return c
+}
+
+// PoolOf is the pool of the node called name; "" when it is in none or unknown.
+func (c *Cluster) PoolOf(name string) string { return c.pools[name] }
+
+// Equal reports whether two views place every node alike.
+func (c *Cluster) Equal(o *Cluster) bool {
+	return c.Local == o.Local && maps.Equal(c.pools, o.pools)
+}
+
+// Input is what Frontends reads.
+type Input struct {
+	Service *corev1.Service
+	Slices  []*discoveryv1.EndpointSlice // the Service's (label kubernetes.io/service-name)
+	Cluster *Cluster
+	// Policy is what the Service's annotations ask, as the caller decided to apply them
+	// (TopologyOf and ListenOf, or the last valid values when those fail).
+	Policy Policy
+	// MaxBackends caps the backends of one frontend; 0 means lb.MaxBackends.
+	MaxBackends int
+}
+
+// Warning is a finding that does not stop the Service from being programmed: the part concerned
+// is left out (a port, an address) or cut short (backends), and the rest is programmed.
+type Warning struct {
+	Reason  string
+	Message string
+}
+
+// Result is the frontends this node programs for one Service.
+type Result struct {
+	Frontends map[FrontendKey]Frontend
+	Warnings  []Warning
+}
+
+// Frontends computes what this node programs for in.Service. An error means nothing of the
+// Service can be programmed (no usable ClusterIP); it names the Service. A Service edgeplane
+// leaves alone (Ignored) has no frontends and no error.
+func Frontends(in Input) (Result, error) {
+	svc := in.Service
+	res := Result{Frontends: map[FrontendKey]Frontend{}}
+	if _, ignored := Ignored(svc); ignored {
+		return res, nil
+	}
+	name := svc.Namespace + "/" + svc.Name
+	clusterIP, ok, err := clusterIPv4(svc)
+	if err != nil {
+		return res, fmt.Errorf("service %s: %w", name, err)
+	}
+	if !ok {
+		return res, nil // IPv6 only: the datapath is IPv4
+	}
+	m := &model{in: in, res: &res, name: name, max: in.MaxBackends, slices: parseSlices(in.Slices)}
+	if m.max <= 0 || m.max > lb.MaxBackends {
+		m.max = lb.MaxBackends
+	}
+	m.common = commonFlags(svc)
+	externalIPs := m.externalIPs()
+	hasNodePorts := svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+	listening := !hasNodePorts || in.Policy.Listen.Listening(in.Cluster.Local.Pool)
+	etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	var externalFlags uint16
+	if etpLocal {
+		externalFlags = lb.FlagLocal
+	}
+
+	for i, p := range svc.Spec.Ports {
+		proto, err := protoOf(p.Protocol)
+		if err == nil && (p.Port < 1 || p.Port > 65535) {
+			err = fmt.Errorf("port %d is out of range 1-65535", p.Port)
+		}
+		if err != nil {
+			m.warn(ReasonInvalidService, "spec.ports[%d] (%q) left out: %v", i, p.Name, err)
+			continue
+		}
+		cluster, local := m.backends(p, proto)
+		internal, external := cluster, cluster
+		if itpLocal {
+			internal = local
+		}
+		if etpLocal {
+			external = local
+		}
+		port := uint16(p.Port)
+		m.add(FrontendKey{VIP: clusterIP, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common, internal)
+		for _, ip := range externalIPs {
+			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common|lb.FlagExternalIP, cluster)
+			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeExternal}, m.common|lb.FlagExternalIP|externalFlags, external)
+		}
+		if !hasNodePorts || p.NodePort == 0 { // allocateLoadBalancerNodePorts: false, or not allocated yet
+			continue
+		}
+		if p.NodePort < 1 || p.NodePort > 65535 {
+			m.warn(ReasonInvalidService, "spec.ports[%d] (%q): node port %d is out of range 1-65535; left out", i, p.Name, p.NodePort)
+			continue
+		}
+		key := FrontendKey{VIP: NodePortVIP, Port: uint16(p.NodePort), Proto: proto, Scope: lb.ScopeExternal}
+		if !listening {
+			m.addFrontend(key, Frontend{Flags: lb.FlagNodePort | lb.FlagClosed})
+			continue
+		}
+		m.add(key, m.common|lb.FlagNodePort|externalFlags, external)
+	}
+	return res, nil
+}
+
+// model is one run of Frontends.
+type model struct {
+	in     Input
+	res    *Result
+	name   string
+	max    int
+	common uint16 // flags of every open frontend (affinity)
+	slices []parsedSlice
+}
+
+func (m *model) warn(reason, format string, args ...any) {
+	m.res.Warnings = append(m.res.Warnings, Warning{Reason: reason, Message: fmt.Sprintf(format, args...)})
+}
+
+// add adds an open frontend with backends (sorted, capped).
+func (m *model) add(key FrontendKey, flags uint16, backends []Backend) {
+	f := Frontend{Flags: flags}
+	if flags&lb.FlagAffinity != 0 {
+		f.AffinityTimeout = affinityTimeout(m.in.Service)
+	}
+	if len(backends) > m.max {
+		m.warn(ReasonTooManyEndpoints, "frontend %s has %d endpoints; the datapath holds %d per frontend, the first %d by address are used",
+			key, len(backends), m.max, m.max)
+		backends = backends[:m.max]
+	}
+	f.Backends = backends
+	m.addFrontend(key, f)
+}
+
+func (m *model) addFrontend(key FrontendKey, f Frontend) {
+	if _, dup := m.res.Frontends[key]; dup {
+		m.warn(ReasonInvalidService, "frontend %s is listed twice; the first is used", key)
+		return
+	}
+	m.res.Frontends[key] = f
+}
+
+func commonFlags(svc *corev1.Service) uint16 {
+	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		return lb.FlagAffinity
+	}
+	return 0
+}
+
+func affinityTimeout(svc *corev1.Service) uint32 {
+	c := svc.Spec.SessionAffinityConfig
+	if c == nil || c.ClientIP == nil || c.ClientIP.TimeoutSeconds == nil || *c.ClientIP.TimeoutSeconds <= 0 {
+		return DefaultAffinityTimeout
+	}
+	return uint32(*c.ClientIP.TimeoutSeconds)
+}
+
+// clusterIPv4 is the Service's IPv4 ClusterIP; ok is false for an IPv6-only Service.
+func clusterIPv4(svc *corev1.Service) (netip.Addr, bool, error) {
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	if len(ips) == 0 {
+		return netip.Addr{}, false, fmt.Errorf("spec.clusterIP is not set")
+	}
+	for _, s := range ips {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Addr{}, false, fmt.Errorf("spec.clusterIP %q is not an IP address", s)
+		}
+		if ip.Is4() {
+			return ip, true, nil
+		}
+	}
+	return netip.Addr{}, false, nil
+}
+
+// externalIPs are spec.externalIPs and, for a LoadBalancer Service, its ingress IPs (not those
+// whose ipMode is Proxy: the load balancer proxies, packets arrive for the node), IPv4, sorted.
+func (m *model) externalIPs() []netip.Addr {
+	svc := m.in.Service
+	seen := map[netip.Addr]bool{}
+	for i, s := range svc.Spec.ExternalIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			m.warn(ReasonInvalidService, "spec.externalIPs[%d] %q is not an IP address; left out", i, s)
+			continue
+		}
+		if ip.Is4() && !ip.IsUnspecified() {
+			seen[ip] = true
+		}
+	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		for i, ing := range svc.Status.LoadBalancer.Ingress {
+			if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
+				continue
+			}
+			ip, err := netip.ParseAddr(ing.IP)
+			if err != nil {
+				m.warn(ReasonInvalidService, "status.loadBalancer.ingress[%d].ip %q is not an IP address; left out", i, ing.IP)
+				continue
+			}
+			if ip.Is4() && !ip.IsUnspecified() {
+				seen[ip] = true
+			}
+		}
+	}
+	return slices.SortedFunc(maps.Keys(seen), netip.Addr.Compare)
+}
+
+func protoOf(p corev1.Protocol) (lb.Proto, error) {
+	switch p {
+	case corev1.ProtocolTCP, "":
+		return lb.ProtoTCP, nil
+	case corev1.ProtocolUDP:
+		return lb.ProtoUDP, nil
+	case corev1.ProtocolSCTP:
+		return lb.ProtoSCTP, nil
+	}
+	return 0, fmt.Errorf("protocol %q is not TCP, UDP or SCTP", p)
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
