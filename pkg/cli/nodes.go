@@ -22,24 +22,29 @@ type nodeInfo struct {
 	Domain       uint32   `json:"domain"`       // the node's network domain ID
 	DomainName   string   `json:"domainName"`   // its name in domains_map; "" when unknown
 	Flags        []string `json:"flags"`
+	// The node's name and pool, from the name index (names/nodes.json): "" when unknown,
+	// comma-separated when several nodes share the tunnel endpoint.
+	NodeName string `json:"nodeName"`
+	Pool     string `json:"pool"`
 }
 
 func newNodesCommand(e *env) *cobra.Command {
 	var filter ipFilter
 	var domain domainFilter
+	var byName nameFilter
 	cmd := &cobra.Command{
 		Use:   "nodes",
-		Short: "List cluster nodes by tunnel endpoint: VTEP MAC, next-hop MAC, domain",
+		Short: "List cluster nodes by tunnel endpoint: name, pool, VTEP MAC, next-hop MAC, domain",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
-			ns, err := e.listNodes(&filter, &domain)
+			ns, err := e.listNodes(&filter, &domain, &byName)
 			if err != nil {
 				return err
 			}
 			return e.print(ns, func(w io.Writer) {
-				row(w, "IP", "VTEP-MAC", "NEXTHOP-MAC", "DOMAIN", "FLAGS")
+				row(w, "IP", "NODE", "POOL", "VTEP-MAC", "NEXTHOP-MAC", "DOMAIN", "FLAGS")
 				for _, n := range ns {
-					row(w, n.IP, n.VtepMAC, nexthopCell(n), orID(n.DomainName, n.Domain), orDash(strings.Join(n.Flags, ",")))
+					row(w, n.IP, orDash(n.NodeName), orDash(n.Pool), n.VtepMAC, nexthopCell(n), orID(n.DomainName, n.Domain), orDash(strings.Join(n.Flags, ",")))
 				}
 			})
 		},
@@ -47,6 +52,7 @@ func newNodesCommand(e *env) *cobra.Command {
 	cmd.Flags().Var(&filter, "ip", ipFlagUsage)
 	cmd.Flags().StringVar(&domain.name, "domain", "", domainFlagUsage)
 	_ = cmd.RegisterFlagCompletionFunc("domain", e.completeDomains)
+	byName.register(cmd, e, "nodes")
 	return cmd
 }
 
@@ -57,32 +63,37 @@ func nexthopCell(n nodeInfo) string {
 	return n.NexthopMAC
 }
 
-func (e *env) listNodes(filter *ipFilter, domain *domainFilter) ([]nodeInfo, error) {
+func (e *env) listNodes(filter *ipFilter, domain *domainFilter, byName *nameFilter) ([]nodeInfo, error) {
 	m, err := open(e, nodes.MapName, nodes.Open)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
-	names, err := e.readDomainNames()
+	domains, err := e.readDomainNames()
 	if err != nil {
 		return nil, err
 	}
+	index := e.nodes()
 	ns, err := listSorted(m.Iterate, filter.addr, netip.Addr.Compare, func(ip netip.Addr, n nodes.Node) nodeInfo {
-		return describeNode(names, ip, n)
+		return describeNode(domains, index, ip, n)
 	})
 	if err != nil {
 		return nil, err
 	}
-	inDomain := domain.matcher(names)
-	return slices.DeleteFunc(ns, func(n nodeInfo) bool { return !inDomain(n.Domain) }), nil
+	inDomain := domain.matcher(domains)
+	return slices.DeleteFunc(ns, func(n nodeInfo) bool {
+		return !inDomain(n.Domain) || !byName.match(index.ipNodes(netip.MustParseAddr(n.IP)))
+	}), nil
 }
 
-func describeNode(names *domainNames, ip netip.Addr, n nodes.Node) nodeInfo {
-	return nodeInfo{
+func describeNode(domains *domainNames, index *nodeIndex, ip netip.Addr, n nodes.Node) nodeInfo {
+	info := nodeInfo{
 		IP: ip.String(), VtepMAC: maps.MAC(n.VtepMAC), NexthopMAC: maps.MAC(n.NexthopMAC),
-		NexthopValid: n.Flags&nodes.FlagNexthopValid != 0, Domain: n.Domain, DomainName: names.name(n.Domain),
+		NexthopValid: n.Flags&nodes.FlagNexthopValid != 0, Domain: n.Domain, DomainName: domains.name(n.Domain),
 		Flags: nodeFlags(n.Flags),
 	}
+	info.NodeName, info.Pool = nodeCells(index.ipNodes(ip))
+	return info
 }
 
 func nodeFlags(f uint32) []string {

@@ -23,13 +23,14 @@ const (
 // progInfo is one pin under progs/ or links/ (JSON schema in docs/cli.md).
 type progInfo struct {
 	Pin string `json:"pin"`
-	// Kind: "program" (a program pinned for others to attach), "tcx" (a pinned tcx link) or
-	// "tc" (a program pinned as the record of a netlink-TC attachment, kernels without tcx).
+	// Kind: "program" (a program pinned for others to attach), "tcx" (a pinned tcx link), "xdp"
+	// (a pinned XDP link) or "tc" (a program pinned as the record of a netlink-TC attachment,
+	// kernels without tcx).
 	Kind      string      `json:"kind"`
 	Attach    string      `json:"attach"` // "ingress" or "egress"; "" for programs
 	Ifindex   uint32      `json:"ifindex"`
 	Interface string      `json:"interface"` // "" when the ifindex is gone from this netns
-	LinkID    uint32      `json:"linkID"`    // 0 unless kind is "tcx"
+	LinkID    uint32      `json:"linkID"`    // 0 unless kind is "tcx" or "xdp"
 	Program   programInfo `json:"program"`
 }
 

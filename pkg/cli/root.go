@@ -1,7 +1,7 @@
 // Package cli is edgeplanectl, a bpftool-style inspector of one node's edgeplane datapath. It reads
-// the objects the agent pinned under the bpffs root (maps/, progs/, links/) and the agent's
-// node.json directly, so it works while the agent is down, restarting or crash-looping: pins are
-// all it needs.
+// the objects the agent pinned under the bpffs root (maps/, progs/, links/), the agent's node.json
+// and the name index beside it (pkg/names: pod and node names) directly, so it works while the
+// agent is down, restarting or crash-looping: pins are all it needs, names are a bonus.
 //
 // Each verb lives in its own file and builds one value that is either encoded as JSON (-o json,
 // the stable interface, documented in docs/cli.md) or rendered as an aligned table. Verbs open only
@@ -32,14 +32,19 @@ const (
 	outputJSON  = "json"
 )
 
-// env is the state every verb shares: the global flags and where to write.
+// env is the state every verb shares: the global flags, where to write, and what one run has
+// read once (interface names, the name index).
 type env struct {
 	root    string // --bpffs-root
 	runDir  string // --run-dir
 	output  string // -o
 	opts    Options
 	out     io.Writer
+	errOut  io.Writer // warnings (names.go)
 	ifNames *ifNames
+	podIdx  *podIndex
+	nodeIdx *nodeIndex
+	warned  map[string]bool
 }
 
 // Main runs edgeplanectl with args (without the program name) and returns the exit code: 0, 1 for
@@ -78,15 +83,16 @@ func NewRootCommand(opts Options) *cobra.Command {
 			if e.output != outputTable && e.output != outputJSON {
 				return usagef("invalid output format %q: use table or json", e.output)
 			}
-			e.out = cmd.OutOrStdout()
+			e.out, e.errOut = cmd.OutOrStdout(), cmd.ErrOrStderr()
 			e.ifNames = newIfNames()
+			e.warned = map[string]bool{}
 			return nil
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	flags := root.PersistentFlags()
 	flags.StringVar(&e.root, "bpffs-root", datapath.DefaultRoot, "bpffs directory the agent pins maps, programs and links under")
-	flags.StringVar(&e.runDir, "run-dir", nodeconfig.DefaultRunDir, "directory holding the agent's node.json")
+	flags.StringVar(&e.runDir, "run-dir", nodeconfig.DefaultRunDir, "the agent's run directory: node.json and the name index (names/)")
 	flags.StringVarP(&e.output, "output", "o", outputTable, "output format: table or json")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputTable, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.MarkPersistentFlagDirname("bpffs-root")

@@ -240,7 +240,8 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 			step("source", "%s is not a local endpoint", src)
 			return drop(datapath.DropSpoofedSource)
 		}
-		step("source", "%s is a local pod on %s", src, ifCell(ep.Ifindex, e.ifNames.name(ep.Ifindex)))
+		from := e.endpointInfo(src, *ep)
+		step("source", "%s is %s on %s", src, podPhrase(&from), ifCell(from.Ifindex, from.Interface))
 	}
 
 	// A local destination: peer redirect into its veth.
@@ -251,7 +252,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	if ep != nil {
 		info := e.endpointInfo(dst, *ep)
 		res.Endpoint = &info
-		step(endpoints.MapName, "%s is a local pod on %s", dst, ifCell(ep.Ifindex, info.Interface))
+		step(endpoints.MapName, "%s is %s on %s", dst, podPhrase(&info), ifCell(ep.Ifindex, info.Interface))
 		res.Verdict = verdictLocal
 		res.Redirect = &redirectInfo{Helper: "bpf_redirect_peer", Ifindex: ep.Ifindex, Interface: info.Interface,
 			DstMAC: info.PodMAC, SrcMAC: info.HostMAC}
@@ -278,13 +279,17 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	ri := describeRoute(e.localNodeIP(), rm.domains, prefix, route)
+	ri := describeRoute(e.localNodeIP(), rm.domains, e.nodes(), prefix, route)
 	res.Route = &ri
 	if route.Flags&routes.FlagLocal != 0 {
 		step(routes.MapName, "%s is this node's pod CIDR, and no pod has %s", prefix, dst)
 		return drop(datapath.DropUnknownEndpoint)
 	}
-	step(routes.MapName, "%s -> node %s (%s, domain %s)", prefix, route.NodeIP, ri.Encap, rm.domains.label(route.Domain))
+	owner := ri.NodeIP
+	if ri.NodeName != "" {
+		owner = ri.NodeName + " at " + owner
+	}
+	step(routes.MapName, "%s -> node %s (%s, %sdomain %s)", prefix, owner, ri.Encap, poolPhrase(ri.Pool), rm.domains.label(route.Domain))
 
 	// domain_reachable(): the same domain, or one a private line joins to it in domains_map.
 	dc := checkDomain(rm.domains, cfg.Domain, route.Domain)
@@ -310,13 +315,13 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 
 	node, err := rm.nodes.Lookup(route.NodeIP.Addr())
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		step(nodes.MapName, "no entry for node %s", route.NodeIP)
+		step(nodes.MapName, "no entry for node %s", nodePhrase(ri.NodeIP, ri.NodeName))
 		return drop(datapath.DropUnknownNode)
 	}
 	if err != nil {
 		return nil, err
 	}
-	ni := describeNode(rm.domains, route.NodeIP.Addr(), node)
+	ni := describeNode(rm.domains, e.nodes(), route.NodeIP.Addr(), node)
 	res.Node = &ni
 	step(nodes.MapName, "%s: VTEP MAC %s, next hop %s", route.NodeIP, ni.VtepMAC, nexthopSentence(ni))
 
@@ -461,7 +466,11 @@ func verdictSentence(r *routeGetResult) string {
 		}
 		return "drop " + r.DropReason
 	case verdictLocal:
-		return fmt.Sprintf("deliver-local: bpf_redirect_peer to %s", ifCell(r.Redirect.Ifindex, r.Redirect.Interface))
+		to := ifCell(r.Redirect.Ifindex, r.Redirect.Interface)
+		if pod := r.Endpoint.pod(); pod != "" {
+			to = "pod " + pod + " on " + to
+		}
+		return "deliver-local: bpf_redirect_peer to " + to
 	case verdictHost:
 		if r.Masquerade.Masqueraded {
 			return "host: to the host stack, masqueraded to " + r.Masquerade.Address
@@ -475,5 +484,30 @@ func verdictSentence(r *routeGetResult) string {
 	if dc := r.DomainCheck; dc != nil && dc.Connectivity == connPrivate {
 		how += "; crosses the private line to domain " + orID(dc.DomainName, dc.Domain)
 	}
-	return fmt.Sprintf("%s to node %s: %s", r.Verdict, r.Route.NodeIP, how)
+	return fmt.Sprintf("%s to node %s: %s", r.Verdict, nodePhrase(r.Route.NodeIP, r.Route.NodeName), how)
+}
+
+// podPhrase names a local endpoint in route get's steps: "local pod default/web-1", or "a local
+// pod" when the name index does not know it.
+func podPhrase(ep *endpointInfo) string {
+	if pod := ep.pod(); pod != "" {
+		return "local pod " + pod
+	}
+	return "a local pod"
+}
+
+// nodePhrase is a node's address followed by its name when the name index knows it.
+func nodePhrase(ip, name string) string {
+	if name == "" {
+		return ip
+	}
+	return ip + " (" + name + ")"
+}
+
+// poolPhrase is "pool <name>, " for a route's step, or nothing.
+func poolPhrase(pool string) string {
+	if pool == "" {
+		return ""
+	}
+	return "pool " + pool + ", "
 }

@@ -9,9 +9,13 @@
 // endpoint map entry and attaches the pinned pod program to the host veth's TC ingress. Any
 // failure undoes what was done, in reverse. An ADD for an attachment that exists replaces it.
 //
-// DEL removes the same things and succeeds when they are already gone; CHECK verifies them; STATUS
-// fails until node.json and the pins exist; GC releases addresses and datapath state of
-// attachments the runtime no longer lists.
+// Last, ADD records the pod's name under its IP in the name index beside node.json (pkg/names), for
+// edgeplanectl; the index is advisory, so failing to write it is reported on stderr and does not
+// fail ADD.
+//
+// DEL removes the same things (the index entry included) and succeeds when they are already gone;
+// CHECK verifies them; STATUS fails until node.json and the pins exist; GC releases addresses,
+// datapath state and index entries of attachments the runtime no longer lists.
 //
 // Everything happens in the network namespace the plugin is started in, which need not be the
 // root one (the lab runs one per node), and pins live under node.json's bpffsRoot.
@@ -24,6 +28,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,6 +40,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -135,6 +142,8 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	undo = append(undo, func() { _ = datapath.DetachPod(node.BPFFSRoot, hostVeth) })
+	recordName(conf.RunDir, args, podIP, hostVeth)
+	undo = append(undo, func() { _ = names.RemovePod(conf.RunDir, args.ContainerID, args.IfName) })
 
 	result := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
@@ -163,4 +172,29 @@ func firstIPv4(r *types100.Result) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, errors.New("returned no IPv4 address")
+}
+
+// recordName writes the attachment's entry in the name index. The index is advisory (only
+// edgeplanectl reads it), so a failure is reported on stderr, which runtimes log, and ADD goes on.
+func recordName(runDir string, args *skel.CmdArgs, podIP netip.Addr, hostVeth string) {
+	k8sArgs := parseK8sArgs(args.Args)
+	err := names.WritePod(runDir, names.Pod{
+		IP: podIP, Namespace: k8sArgs["K8S_POD_NAMESPACE"], Name: k8sArgs["K8S_POD_NAME"], UID: k8sArgs["K8S_POD_UID"],
+		ContainerID: args.ContainerID, Interface: args.IfName, HostInterface: hostVeth,
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edgeplane: pod %s is not named in edgeplanectl: %v\n", podIP, err)
+	}
+}
+
+// parseK8sArgs reads CNI_ARGS ("K=V;K=V"), which kubelet's runtimes fill with K8S_POD_NAMESPACE,
+// K8S_POD_NAME and K8S_POD_UID. Malformed pairs are skipped: names are not worth failing ADD for.
+func parseK8sArgs(cniArgs string) map[string]string {
+	out := map[string]string{}
+	for _, pair := range strings.Split(cniArgs, ";") {
+		if k, v, ok := strings.Cut(pair, "="); ok && strings.HasPrefix(k, "K8S_") {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -138,7 +139,8 @@ func args(pod ns.NetNS, cid string, conf []byte) *skel.CmdArgs {
 	if pod != nil {
 		path = pod.Path()
 	}
-	return &skel.CmdArgs{ContainerID: cid, Netns: path, IfName: "eth0", StdinData: conf, Path: os.Getenv("PATH")}
+	return &skel.CmdArgs{ContainerID: cid, Netns: path, IfName: "eth0", StdinData: conf, Path: os.Getenv("PATH"),
+		Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns-" + cid + ";K8S_POD_NAME=pod-" + cid + ";K8S_POD_UID=uid-" + cid}
 }
 
 // inNode runs f in the node's netns.
@@ -229,6 +231,19 @@ func (e *env) assertClean() {
 	if n := e.endpointCount(); n != 0 {
 		e.t.Errorf("%d endpoint entries left", n)
 	}
+	if pods := e.podNames(); len(pods) != 0 {
+		e.t.Errorf("name index entries left: %v", pods)
+	}
+}
+
+// podNames reads the name index's pod entries (none when there is no index).
+func (e *env) podNames() map[netip.Addr]names.Pod {
+	e.t.Helper()
+	pods, err := names.ReadPods(e.runDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		e.t.Fatal(err)
+	}
+	return pods
 }
 
 func (e *env) endpointCount() int {
@@ -278,6 +293,11 @@ func TestAddCheckDel(t *testing.T) {
 			if maps.MAC(ep.HostMAC) != res.Interfaces[0].Mac || maps.MAC(ep.PodMAC) != res.Interfaces[1].Mac {
 				t.Fatalf("endpoint %v vs result %+v", ep, res.Interfaces)
 			}
+			wantName := names.Pod{IP: podIP, Namespace: "ns-" + cid, Name: "pod-" + cid, UID: "uid-" + cid,
+				ContainerID: cid, Interface: "eth0", HostInterface: hostVeth}
+			if got := e.podNames(); len(got) != 1 || got[podIP] != wantName {
+				t.Fatalf("name index %v, want %v", got, wantName)
+			}
 			_ = pod.Do(func(ns.NetNS) error {
 				l, err := netlink.LinkByName("eth0")
 				if err != nil {
@@ -326,6 +346,9 @@ func TestAddIsIdempotent(t *testing.T) {
 	}
 	if n := e.endpointCount(); n != 1 {
 		t.Errorf("%d endpoint entries after two ADDs, want 1", n)
+	}
+	if pods := e.podNames(); len(pods) != 1 || pods[netip.MustParseAddr(second.IPs[0].Address.IP.String())].ContainerID != "c1" {
+		t.Errorf("name index after two ADDs: %v, want the second address only", pods)
 	}
 	t.Logf("first %s, second %s", first.IPs[0].Address.IP, second.IPs[0].Address.IP)
 	if err := e.check(pod, "c1", withPrevResult(t, conf, "1.1.0", second)); err != nil {
@@ -442,8 +465,58 @@ func TestAddRollsBack(t *testing.T) {
 			if names, _ := datapath.PodLinks(e.root); len(names) != 0 {
 				t.Errorf("pod links left: %v", names)
 			}
+			if pods := e.podNames(); len(pods) != 0 {
+				t.Errorf("name index entries left after a failed ADD: %v", pods)
+			}
 		})
 	}
+}
+
+// TestNameIndexIsAdvisory: a run dir where the index cannot be written (names is a file) fails
+// neither ADD nor DEL; a stale entry of another attachment under the pod's address is replaced on
+// ADD, and a late DEL of that attachment removes its other entries but not the new pod's.
+func TestNameIndexIsAdvisory(t *testing.T) {
+	e := newEnv(t)
+	conf := e.conf("1.1.0", nil)
+	blocker := filepath.Join(e.runDir, names.Dir)
+	if err := os.WriteFile(blocker, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := newNS(t)
+	if _, err := e.add(pod, "c1", conf); err != nil {
+		t.Fatalf("ADD with an unwritable index: %v", err)
+	}
+	if err := e.del(pod, "c1", conf); err != nil {
+		t.Fatalf("DEL with an unwritable index: %v", err)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+
+	// Stale entries of a gone attachment under every address host-local may hand out next.
+	for ip, i := e.podCIDR.Addr(), 0; i < 16; ip, i = ip.Next(), i+1 {
+		if err := names.WritePod(e.runDir, names.Pod{IP: ip, Name: "gone", ContainerID: "old", Interface: "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := e.add(pod, "c2", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	podIP, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+	if got := e.podNames(); got[podIP].Name != "pod-c2" || got[podIP.Next()].Name != "gone" {
+		t.Fatalf("name index %v, want %s named pod-c2 and the rest stale", got, podIP)
+	}
+	if err := e.del(nil, "old", e.conf("1.1.0", nil)); err != nil { // a late DEL of the stale attachment
+		t.Fatal(err)
+	}
+	if got := e.podNames(); got[podIP].Name != "pod-c2" {
+		t.Errorf("name index %v, want %s named pod-c2", got, podIP)
+	}
+	if err := e.del(pod, "c2", conf); err != nil {
+		t.Fatal(err)
+	}
+	e.assertClean()
 }
 
 func TestStatus(t *testing.T) {
@@ -509,6 +582,9 @@ func TestGC(t *testing.T) {
 	}
 	if reserved != 1 {
 		t.Errorf("%d addresses reserved after GC, want 1", reserved)
+	}
+	if pods := e.podNames(); len(pods) != 1 {
+		t.Errorf("name index after GC: %v, want the kept pod only", pods)
 	}
 	if err := e.del(pods["keep"], "keep", conf); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -42,8 +43,8 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 // teardown removes an attachment: endpoint entries that still point at its host veth, the pod
-// link, the veth pair, then the address. Every step tolerates "already gone", so DEL can be
-// repeated and can follow a half-done ADD or a netns that no longer exists.
+// link, the veth pair, its name index entry, then the address. Every step tolerates "already
+// gone", so DEL can be repeated and can follow a half-done ADD or a netns that no longer exists.
 func teardown(args *skel.CmdArgs, conf *NetConf, node *nodeconfig.Config, ipamConf []byte) error {
 	hostVeth := HostVethName(args.ContainerID, args.IfName)
 	host, err := linkByName(hostVeth)
@@ -64,6 +65,10 @@ func teardown(args *skel.CmdArgs, conf *NetConf, node *nodeconfig.Config, ipamCo
 	}
 	if err := deleteLinkByName(hostVeth); err != nil {
 		return err
+	}
+	// Before the address is released: once it is, another pod may get it and write its name.
+	if err := names.RemovePod(conf.RunDir, args.ContainerID, args.IfName); err != nil {
+		fmt.Fprintf(os.Stderr, "edgeplane: %v\n", err) // advisory: a stale entry is hidden by edgeplanectl
 	}
 	if err := ipam.ExecDel(conf.IPAM.Type, ipamConf); err != nil {
 		return fmt.Errorf("releasing the address with %s: %w", conf.IPAM.Type, err)

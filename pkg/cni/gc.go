@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -22,7 +23,7 @@ import (
 const hostLocalDataDir = "/var/lib/cni/networks"
 
 // cmdGC releases everything belonging to attachments not in cni.dev/valid-attachments: their pod
-// links, host veths and endpoint entries, then their addresses.
+// links, host veths, endpoint entries and name index entries, then their addresses.
 func cmdGC(args *skel.CmdArgs) error {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
@@ -39,6 +40,9 @@ func cmdGC(args *skel.CmdArgs) error {
 	node, err := nodeconfig.Read(conf.RunDir)
 	if err == nil {
 		errs = append(errs, gcDatapath(node.BPFFSRoot, valid))
+	}
+	if err := names.PrunePods(conf.RunDir, func(p names.Pod) bool { return validIDs[p.ContainerID+"\x00"+p.Interface] }); err != nil {
+		fmt.Fprintf(os.Stderr, "edgeplane: %v\n", err) // advisory: edgeplanectl hides stale entries
 	}
 	if conf.IPAM.Type == defaultIPAM {
 		errs = append(errs, gcHostLocal(args, conf, node, validIDs))
