@@ -1,3 +1,7 @@
+// Package domains is the end-to-end suite of network domains (issue 3, docs/domains.md): a lab of
+// three domains (cloud, site-a, site-b; tests/lab), real edgeplane agents and CNI, a real
+// kube-apiserver, and the pod-pair reachability matrix under each connectivity configuration.
+// Run it with `make test` (root).
 package domains
 
 import (

@@ -447,3 +447,12 @@ func TCPSend(ns Netns, dst netip.AddrPort, size int, timeout time.Duration) (tim
 	}
 	return time.Since(start), nil
 }
+
+// DialTCP opens a TCP connection from ns to dst that the caller keeps (a long-lived flow).
+func DialTCP(ns Netns, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	c, err := openIn(ns, func() (net.Conn, error) { return (&net.Dialer{Timeout: timeout}).Dial("tcp4", dst.String()) })
+	if err != nil {
+		return nil, fmt.Errorf("tcp connect %s from %s: %w", dst, ns, err)
+	}
+	return c, nil
+}

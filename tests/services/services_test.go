@@ -1,0 +1,355 @@
+// Package services is the end-to-end suite of Services in eBPF (issue 4, docs/services.md): real
+// edgeplane agents and CNI, a real kube-apiserver and the real kube-controller-manager making
+// EndpointSlices; clients in pods, on nodes and outside. Run it with `make test` (root).
+package services
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/tests/lab"
+)
+
+const (
+	hostnamePort = 8080
+	echoPort     = 9000
+	waitLimit    = 15 * time.Second
+)
+
+// The cluster: n1 and n2 in pool pool-a, n3 in pool pool-b, one network (the domain ConfigMap makes
+// every pair private); a backend pod web-<n> and a client pod client-<n> on each node.
+type cluster struct {
+	lab     *lab.Lab
+	nodes   []*lab.Node
+	web     []*lab.Pod
+	clients []*lab.Pod
+}
+
+func build(t *testing.T) *cluster {
+	t.Helper()
+	cfg, err := lab.ConfigFromEnv()
+	if errors.Is(err, lab.ErrNotRoot) {
+		t.Skip("needs root: the lab builds network namespaces and loads BPF (make test runs as root)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logf = t.Logf
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	l, err := lab.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setLab(l)
+	t.Cleanup(func() {
+		if t.Failed() {
+			l.KeepLogs()
+			for _, n := range l.Nodes() {
+				t.Log(n.AgentLogs(40))
+			}
+		}
+		l.Close()
+		setLab(nil)
+	})
+	if _, err := l.StartControllerManager(ctx, lab.ControllerManagerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: "kube-system"},
+		Data: map[string]string{domain.ConfigKey: "defaultConnectivity: private\n"}}
+	if _, err := l.Client.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{lab: l}
+	for i, pool := range []string{"pool-a", "pool-a", "pool-b"} {
+		n, err := l.AddNode(ctx, fmt.Sprintf("n%d", i+1), i+1, lab.NodeOptions{Labels: map[string]string{domain.DefaultPoolLabel: pool}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	for _, n := range c.nodes {
+		w, err := l.AddPod(ctx, n, "web-"+n.Name, lab.PodOptions{Labels: map[string]string{"app": "web"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := w.ServeHostname(hostnamePort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		echo, err := lab.ServeTCPEcho(w.Netns, netip.AddrPortFrom(w.IP, echoPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { echo.Close() })
+		c.web = append(c.web, w)
+		cl, err := l.AddPod(ctx, n, "client-"+n.Name, lab.PodOptions{Labels: map[string]string{"app": "client"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.clients = append(c.clients, cl)
+	}
+	return c
+}
+
+func (c *cluster) webService(t *testing.T, name string, opts lab.ServiceOptions) *corev1.Service {
+	t.Helper()
+	opts.Selector = map[string]string{"app": "web"}
+	if opts.Ports == nil {
+		opts.Ports = []corev1.ServicePort{
+			{Name: "http", Port: 80, TargetPort: intstr.FromInt(hostnamePort), Protocol: corev1.ProtocolTCP},
+			{Name: "dns", Port: 53, TargetPort: intstr.FromInt(hostnamePort), Protocol: corev1.ProtocolUDP},
+			{Name: "echo", Port: 81, TargetPort: intstr.FromInt(echoPort), Protocol: corev1.ProtocolTCP},
+		}
+	}
+	svc, err := c.lab.CreateService(t.Context(), name, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.lab.WaitReadyEndpoints(t.Context(), name, len(c.web), waitLimit); err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+func vip(svc *corev1.Service, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(svc.Spec.ClusterIP), port)
+}
+
+// answers asks n times from ns and returns the set of pods that answered, retrying until want
+// holds or the wait limit passes (the agents follow the API server within milliseconds, but
+// EndpointSlices and labels travel through watches).
+func answers(t *testing.T, ns lab.Netns, proto corev1.Protocol, dst netip.AddrPort, n int, want func(map[string]int) bool) map[string]int {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		counts, err := lab.CountHostnames(ns, proto, dst, n, 2*time.Second)
+		if err == nil && want(counts) {
+			return counts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %v from %s: %s, %v", proto, dst, ns, lab.FormatCounts(counts), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func exactly(names ...string) func(map[string]int) bool {
+	return func(got map[string]int) bool {
+		if len(got) != len(names) {
+			return false
+		}
+		for _, n := range names {
+			if got[n] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func (c *cluster) annotate(t *testing.T, svc, key, value string) {
+	t.Helper()
+	if _, err := c.lab.UpdateService(t.Context(), svc, func(s *corev1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		if value == "" {
+			delete(s.Annotations, key)
+		} else {
+			s.Annotations[key] = value
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *cluster) setPool(t *testing.T, node, pool string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, domain.DefaultPoolLabel, pool)
+	if _, err := c.lab.Client.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason datapath.DropReason) uint64 {
+	t.Helper()
+	m, err := n.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m[metrics.Key{Dir: dir, Reason: uint32(reason)}].Packets
+}
+
+func TestServices(t *testing.T) {
+	c := build(t)
+	svc := c.webService(t, "web", lab.ServiceOptions{})
+	all := exactly("web-n1", "web-n2", "web-n3")
+
+	t.Run("clusterip-from-pods", func(t *testing.T) {
+		for _, cl := range c.clients {
+			tcp := answers(t, cl.Netns, corev1.ProtocolTCP, vip(svc, 80), 30, all)
+			udp := answers(t, cl.Netns, corev1.ProtocolUDP, vip(svc, 53), 30, all)
+			t.Logf("%s: TCP %s, UDP %s", cl.Name, lab.FormatCounts(tcp), lab.FormatCounts(udp))
+		}
+		// The backend sees the client's own address: no SNAT inside the cluster.
+		_, seen, err := lab.AskHostname(c.clients[2].Netns, corev1.ProtocolTCP, vip(svc, 80), 2*time.Second)
+		if err != nil || seen.Addr() != c.clients[2].IP {
+			t.Errorf("backend saw %v (%v), want the client pod's %v", seen, err, c.clients[2].IP)
+		}
+	})
+
+	t.Run("clusterip-from-node", func(t *testing.T) {
+		counts := answers(t, c.nodes[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 30, all)
+		t.Logf("n1's host: %s", lab.FormatCounts(counts))
+	})
+
+	t.Run("hairpin", func(t *testing.T) {
+		// web-n1 reaching its own Service lands on itself now and then; every answer arrives.
+		counts := answers(t, c.web[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 30, func(m map[string]int) bool { return m["web-n1"] > 0 })
+		t.Logf("web-n1 -> web: %s", lab.FormatCounts(counts))
+	})
+
+	t.Run("topology-per-node-and-pool", func(t *testing.T) {
+		c.annotate(t, "web", "openyurt.io/topologyKeys", "kubernetes.io/hostname")
+		answers(t, c.clients[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 10, exactly("web-n1"))
+		answers(t, c.clients[2].Netns, corev1.ProtocolTCP, vip(svc, 80), 10, exactly("web-n3"))
+		c.annotate(t, "web", "openyurt.io/topologyKeys", "openyurt.io/nodepool")
+		answers(t, c.clients[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 20, exactly("web-n1", "web-n2"))
+		answers(t, c.clients[2].Netns, corev1.ProtocolTCP, vip(svc, 80), 10, exactly("web-n3"))
+		// n2 moves to pool-b: live, for both sides.
+		c.setPool(t, "n2", "pool-b")
+		answers(t, c.clients[2].Netns, corev1.ProtocolTCP, vip(svc, 80), 20, exactly("web-n2", "web-n3"))
+		answers(t, c.clients[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 10, exactly("web-n1"))
+		c.setPool(t, "n2", "pool-a")
+		c.annotate(t, "web", "openyurt.io/topologyKeys", "")
+		answers(t, c.clients[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 30, all)
+	})
+
+	t.Run("not-ready-backend-gets-no-new-connections", func(t *testing.T) {
+		conn, err := lab.DialTCP(c.clients[0].Netns, vip(svc, 81), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if err := c.web[1].SetReady(t.Context(), false); err != nil {
+			t.Fatal(err)
+		}
+		answers(t, c.clients[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 30, exactly("web-n1", "web-n3"))
+		if err := c.web[1].SetReady(t.Context(), true); err != nil {
+			t.Fatal(err)
+		}
+		answers(t, c.clients[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 30, all)
+		// The connection opened before keeps working throughout.
+		if err := echoOnce(conn); err != nil {
+			t.Errorf("the connection opened before the change: %v", err)
+		}
+	})
+
+	t.Run("established-connections-survive-agent-restart", func(t *testing.T) {
+		var conns []net.Conn
+		for range 6 {
+			conn, err := lab.DialTCP(c.clients[0].Netns, vip(svc, 81), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if err := echoOnce(conn); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
+		}
+		start := time.Now()
+		if err := c.nodes[0].RestartAgent(t.Context(), nil, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for i, conn := range conns {
+			if err := echoOnce(conn); err != nil {
+				t.Errorf("connection %d after the restart: %v", i, err)
+			}
+		}
+		t.Logf("6 established connections through the ClusterIP kept working across a %v agent restart", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("nodeport-isolation", func(t *testing.T) { testNodePortIsolation(t, c) })
+}
+
+// echoOnce sends a line on an echo connection and reads the answer.
+func echoOnce(conn net.Conn) error {
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("ping\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 256)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(string(buf[:n]), "ping ") {
+		return fmt.Errorf("answer %q", buf[:n])
+	}
+	return nil
+}
+
+// testNodePortIsolation: nodeport.openyurt.io/listen=pool-a. n3 (pool-b) must not listen: its XDP
+// program drops the Service's node port on arrival, counted as NODEPORT_CLOSED; a live annotation
+// change opens it.
+func testNodePortIsolation(t *testing.T, c *cluster) {
+	svc := c.webService(t, "isolated", lab.ServiceOptions{
+		Type:        corev1.ServiceTypeNodePort,
+		Annotations: map[string]string{"nodeport.openyurt.io/listen": "pool-a"},
+		Ports:       []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(hostnamePort), Protocol: corev1.ProtocolTCP}},
+	})
+	nodePort := uint16(svc.Spec.Ports[0].NodePort)
+	n3 := c.nodes[2]
+	probe := func(n *lab.Node) (closed bool) {
+		t.Helper()
+		before := counter(t, n, metrics.DirNodeXDP, datapath.DropNodePortClosed)
+		_, _ = lab.TCPEcho(c.lab.Outside, netip.AddrPortFrom(n.IP, nodePort), 300*time.Millisecond)
+		return counter(t, n, metrics.DirNodeXDP, datapath.DropNodePortClosed) > before
+	}
+	deadline := time.Now().Add(waitLimit)
+	for !probe(n3) {
+		if time.Now().After(deadline) {
+			t.Fatal("n3 (pool-b) never dropped the isolated node port in XDP")
+		}
+	}
+	for _, n := range c.nodes[:2] {
+		if probe(n) {
+			t.Errorf("%s (pool-a) dropped its own pool's node port", n.Name)
+		}
+	}
+	c.annotate(t, "isolated", "nodeport.openyurt.io/listen", "*")
+	deadline = time.Now().Add(waitLimit)
+	for probe(n3) {
+		if time.Now().After(deadline) {
+			t.Fatal("n3 kept dropping after listen=*")
+		}
+	}
+	c.annotate(t, "isolated", "nodeport.openyurt.io/listen", "-pool-a,*")
+	deadline = time.Now().Add(waitLimit)
+	for !probe(c.nodes[0]) {
+		if time.Now().After(deadline) {
+			t.Fatal("n1 kept listening after listen=-pool-a,*")
+		}
+	}
+	if probe(n3) {
+		t.Error("n3 dropped after listen=-pool-a,*")
+	}
+	t.Logf("isolation matrix (pool-a | pool-b): listen=pool-a closed on n3 only; * open everywhere; -pool-a,* closed on n1, n2")
+}
