@@ -21,6 +21,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/pkg/maps/nat"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
@@ -33,7 +34,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden with the current output")
 
-var testOpts = Options{Version: "v0.0.0-test", Commit: "0123abc"}
+var testOpts = Options{Version: "v0.0.0-test", Commit: "0123abc", BootTime: fixedBootTime}
 
 // run executes edgeplanectl in-process.
 func run(args ...string) (code int, stdout, stderr string) {
@@ -244,6 +245,8 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 		must(d.Map(metrics.MapName).Put(uint32(c.dir)*metrics.Reasons+uint32(c.reason), perCPU))
 	}
 
+	f.fillServices(t)
+
 	cfg := nodeJSON
 	cfg.PodCIDR, cfg.ClusterCIDR = fixedCfg.PodPrefix(), fixedCfg.ClusterPrefix()
 	must(nodeconfig.Write(f.runDir, &cfg))
@@ -285,6 +288,9 @@ func (f *fixture) writeNames(t *testing.T) {
 		}
 	}
 	if err := names.WriteNodes(f.runDir, fixedNodes); err != nil {
+		t.Fatal(err)
+	}
+	if err := names.WriteServices(f.runDir, fixedServices); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -469,6 +475,7 @@ func TestGolden(t *testing.T) {
 	var cases []goldenCase
 	for _, verb := range [][]string{
 		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"domains"}, {"config"}, {"nat"}, {"stats"}, {"version"},
+		{"services"}, {"conntrack"},
 		{"route", "get", "10.244.2.9"}, {"route", "get", "10.244.5.9"}, {"route", "get", "10.244.6.9"},
 	} {
 		for _, o := range []string{"table", "json"} {
@@ -489,6 +496,15 @@ func TestGolden(t *testing.T) {
 		goldenCase{name: "nat-ip.table", args: []string{"nat", "--ip", "10.244.1.6"}},
 		goldenCase{name: "stats-drops.table", args: []string{"stats", "--drops-only"}},
 		goldenCase{name: "stats-drops.json", args: []string{"stats", "--drops-only", "-o", "json"}},
+		goldenCase{name: "services-closed.table", args: []string{"services", "--closed"}},
+		goldenCase{name: "services-closed.json", args: []string{"services", "--closed", "-o", "json"}},
+		goldenCase{name: "services-service.table", args: []string{"services", "--service", "default/web"}},
+		goldenCase{name: "services-ip.table", args: []string{"services", "--ip", "10.244.2.7"}},
+		goldenCase{name: "services-port-scope.table", args: []string{"services", "--port", "443", "--scope", "internal"}},
+		goldenCase{name: "services-scope.json", args: []string{"svc", "--scope", "external", "-o", "json"}},
+		goldenCase{name: "conntrack-ip.table", args: []string{"conntrack", "--ip", "10.244.3.0/24"}},
+		goldenCase{name: "conntrack-port.table", args: []string{"ct", "--port", "53"}},
+		goldenCase{name: "conntrack-port.json", args: []string{"ct", "--port", "53", "-o", "json"}},
 	)
 	// route get: every branch of pod_egress.
 	for _, c := range []struct{ name, dst, from string }{
@@ -561,6 +577,7 @@ func TestGolden(t *testing.T) {
 		}
 	})
 	const noPodNames = "edgeplanectl: pod names unknown: no name index at <run-dir>/names/pods (the CNI plugin writes it; pods it wired before it did are unnamed; is --run-dir right?)\n"
+	const noServiceNames = "edgeplanectl: service names unknown: no name index at <run-dir>/names/services.json (the agent writes it; an agent older than this edgeplanectl does not; is --run-dir right?)\n"
 	const noNodeNames = "edgeplanectl: node names unknown: no name index at <run-dir>/names/nodes.json (the agent writes it; an agent older than this edgeplanectl does not; is --run-dir right?)\n"
 	tornIndex := f.changeNames(func(t *testing.T, runDir string) {
 		for _, file := range []string{"10.244.1.6.json", "10.244.1.9.json"} {
@@ -604,6 +621,14 @@ func TestGolden(t *testing.T) {
 		goldenCase{name: "nodes-torn-index.table", args: []string{"nodes"}, setup: tornIndex,
 			warning: "edgeplanectl: node names unknown: name index: parsing <run-dir>/names/nodes.json: invalid character 'o' in literal null (expecting 'u')\n"},
 		goldenCase{name: "endpoints-stale-index.table", args: []string{"endpoints"}, setup: staleIndex},
+		goldenCase{name: "services-no-index.table", args: []string{"services"}, setup: noIndex, warning: noServiceNames + noPodNames + noNodeNames},
+		goldenCase{name: "services-service-no-index.json", args: []string{"services", "--service", "default/web", "-o", "json"}, setup: noIndex, warning: noServiceNames},
+		goldenCase{name: "conntrack-no-index.table", args: []string{"conntrack"}, setup: noIndex, warning: noServiceNames},
+		// An agent older than services: no lb maps pinned.
+		goldenCase{name: "services-no-lb-map", args: []string{"services"}, setup: func(t *testing.T, f *fixture) { f.unpin(t, lb.SvcMapName) },
+			stderr: "edgeplanectl: map lb_svc_map is not pinned under <root>/maps: the agent on this node may be older than this edgeplanectl, or --bpffs-root is wrong\n"},
+		goldenCase{name: "conntrack-no-lb-map", args: []string{"conntrack"}, setup: func(t *testing.T, f *fixture) { f.unpin(t, lb.CTMapName) },
+			stderr: "edgeplanectl: map lb_ct_map is not pinned under <root>/maps: the agent on this node may be older than this edgeplanectl, or --bpffs-root is wrong\n"},
 	)
 	cases = append(cases,
 		goldenCase{name: "route-get-vxlan-device.table", args: []string{"route", "get", "10.244.2.9"},
@@ -697,6 +722,7 @@ func TestNoAgent(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"domains"}, {"config"}, {"nat"}, {"stats"},
+		{"services"}, {"conntrack"},
 		{"route", "get", "10.244.2.9"}, {"route", "get", "1.1.1.1"}, {"route", "get", "10.244.6.9"},
 	} {
 		for _, o := range []string{"table", "json"} {
@@ -715,6 +741,9 @@ func TestNoAgent(t *testing.T) {
 	if code, stdout, _ := f.run(t, "__complete", "nodes", "--node", ""); code != 0 || !strings.HasPrefix(stdout, "cloud-4\ncloud-5\nedge-1\nedge-2\nedge-3\nsite-b-6\n:4\n") {
 		t.Errorf("completing --node: exit %d, %q", code, stdout)
 	}
+	if code, stdout, _ := f.run(t, "__complete", "services", "--service", ""); code != 0 || !strings.HasPrefix(stdout, "default/admin\ndefault/ingress\ndefault/web\nkube-system/kube-dns\n:4\n") {
+		t.Errorf("completing --service: exit %d, %q", code, stdout)
+	}
 	if code, stdout, _ := f.run(t, "__complete", "endpoints", "--pool", ""); code != 0 || !strings.HasPrefix(stdout, "cloud\nhangzhou-1\nhangzhou-2\nsite-b\n:4\n") {
 		t.Errorf("completing --pool: exit %d, %q", code, stdout)
 	}
@@ -726,6 +755,7 @@ func TestMissingPins(t *testing.T) {
 	want := "edgeplanectl: no edgeplane maps under " + missing + ": is the agent running on this node? use --bpffs-root\n"
 	for _, args := range [][]string{
 		{"maps"}, {"progs"}, {"endpoints"}, {"routes"}, {"nodes"}, {"domains"}, {"config"}, {"nat"}, {"stats"}, {"route", "get", "10.0.0.1"}, {"monitor"},
+		{"services"}, {"conntrack"},
 	} {
 		code, stdout, stderr := run(append([]string{"--bpffs-root", missing}, args...)...)
 		if code != 1 || stdout != "" || stderr != want {
@@ -759,6 +789,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"route", "get", "fd00::1"}, "edgeplanectl: \"fd00::1\" is not an IPv4 address (see 'edgeplanectl route get --help')\n"},
 		{[]string{"maps", "extra"}, "edgeplanectl: maps takes no arguments, got \"extra\" (see 'edgeplanectl maps --help')\n"},
 		{[]string{"stats", "--drops"}, "edgeplanectl: unknown flag: --drops (see 'edgeplanectl stats --help')\n"},
+		{[]string{"services", "--scope", "outside"}, "edgeplanectl: --scope \"outside\": use internal or external (see 'edgeplanectl services --help')\n"},
+		{[]string{"services", "--service", "web"}, "edgeplanectl: --service \"web\": use namespace/name (see 'edgeplanectl services --help')\n"},
+		{[]string{"conntrack", "--port", "http"}, "edgeplanectl: invalid argument \"http\" for \"--port\" flag: strconv.ParseUint: parsing \"http\": invalid syntax (see 'edgeplanectl conntrack --help')\n"},
 	} {
 		code, stdout, stderr := run(c.args...)
 		if code != 2 || stdout != "" || stderr != c.want {

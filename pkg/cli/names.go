@@ -10,11 +10,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
-// The maps hold addresses; the names people know (pod namespace/name, node name, pool) come from
+// The maps hold addresses; the names people know (pod namespace/name, node name, pool, Service) come from
 // the name index beside node.json (pkg/names), which the CNI plugin and the agent keep and which
 // outlives the agent as the pins do. Verbs read it on first need. It is advisory: when it is
 // missing or unreadable the verbs show no names and say so once on stderr, and an entry that does
@@ -39,6 +40,7 @@ func (x *podIndex) pod(ip netip.Addr, hostIf string) (names.Pod, bool) {
 // nodeIndex is names/nodes.json as one run read it.
 type nodeIndex struct {
 	byCIDR map[netip.Prefix]names.Node
+	bits   []int // the pod CIDRs' lengths, longest first
 	byIP   map[netip.Addr][]names.Node
 	self   string // this node's name: the index's thisNode entry, else node.json's
 	pool   string // this node's pool
@@ -51,6 +53,18 @@ func (x *nodeIndex) routeNodes(p netip.Prefix, nodeIP netip.Addr) []names.Node {
 		return []names.Node{n}
 	}
 	return x.byIP[nodeIP]
+}
+
+// podNode is the node whose pod CIDR holds ip (the longest when several do).
+func (x *nodeIndex) podNode(ip netip.Addr) (names.Node, bool) {
+	for _, bits := range x.bits {
+		if p, err := ip.Prefix(bits); err == nil {
+			if n, ok := x.byCIDR[p]; ok {
+				return n, true
+			}
+		}
+	}
+	return names.Node{}, false
 }
 
 // ipNodes are the nodes whose tunnel endpoint is ip (more than one behind a shared NAT address).
@@ -115,14 +129,52 @@ func (e *env) nodes() *nodeIndex {
 	}
 	for _, n := range all {
 		x.byCIDR[n.PodCIDR] = n
+		if n.PodCIDR.IsValid() && !slices.Contains(x.bits, n.PodCIDR.Bits()) {
+			x.bits = append(x.bits, n.PodCIDR.Bits())
+		}
 		x.byIP[n.NodeIP] = append(x.byIP[n.NodeIP], n)
 		if n.ThisNode {
 			x.self, x.pool = n.Name, n.Pool
 		}
 	}
+	slices.SortFunc(x.bits, func(a, b int) int { return b - a })
 	if x.self == "" {
 		if c, err := nodeconfig.Read(e.runDir); err == nil {
 			x.self = c.NodeName
+		}
+	}
+	return x
+}
+
+// serviceIndex is names/services.json as one run read it: the Service of each frontend.
+type serviceIndex struct {
+	byFrontend map[names.Frontend]string // "namespace/name"
+}
+
+// service names the Service of frontend k: "" when unknown.
+func (x *serviceIndex) service(k lb.SvcKey) string {
+	return x.byFrontend[names.Frontend{IP: k.VIP.Addr(), Port: k.Port.Uint16(), Proto: k.Proto.String(), Scope: k.Scope.String()}]
+}
+
+// services reads names/services.json once per run.
+func (e *env) services() *serviceIndex {
+	if e.svcIdx != nil {
+		return e.svcIdx
+	}
+	x := &serviceIndex{byFrontend: map[names.Frontend]string{}}
+	e.svcIdx = x
+	all, err := names.ReadServices(e.runDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		e.warn("service names unknown: no name index at %s (the agent writes it; an agent older than this edgeplanectl does not; is --run-dir right?)", names.ServicesPath(e.runDir))
+	case err != nil:
+		e.warn("service names unknown: %v", err)
+	}
+	for _, s := range all {
+		for _, f := range s.Frontends {
+			if _, dup := x.byFrontend[f]; !dup { // a stale file may list a frontend twice: the first
+				x.byFrontend[f] = s.FullName()
+			}
 		}
 	}
 	return x

@@ -24,6 +24,9 @@ import (
 type Options struct {
 	Version string // release version, set at link time
 	Commit  string // VCS revision the binary was built from, when known
+	// BootTime reads CLOCK_BOOTTIME (the clock of the datapath's last_seen stamps) in nanoseconds;
+	// nil reads the system's. Tests set a fixed one.
+	BootTime func() (uint64, error)
 }
 
 // Output formats (-o).
@@ -44,6 +47,7 @@ type env struct {
 	ifNames *ifNames
 	podIdx  *podIndex
 	nodeIdx *nodeIndex
+	svcIdx  *serviceIndex
 	warned  map[string]bool
 }
 
@@ -107,6 +111,8 @@ func NewRootCommand(opts Options) *cobra.Command {
 		newDomainsCommand(e),
 		newConfigCommand(e),
 		newNATCommand(e),
+		newServicesCommand(e),
+		newConntrackCommand(e),
 		newStatsCommand(e),
 		newMonitorCommand(e),
 		newRouteCommand(e),

@@ -9,6 +9,8 @@
 //	                          removed on DEL (matched by container ID and interface) and by GC
 //	names/nodes.json          every node the maps route to (Nodes), this one included, rewritten
 //	                          by the agent after each change of the node set
+//	names/services.json       every Service with frontends in this node's lb_svc_map (Services),
+//	                          rewritten by the agent after each change of them (services.go)
 //
 // Every write is a temporary file renamed over the target, so a reader sees a whole old or a
 // whole new file, and concurrent ADDs never share a file (IPAM hands each address to one
