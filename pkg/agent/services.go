@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
+	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -200,6 +202,7 @@ func (a *Agent) newServices(inf k8s.Informers, tbl *tables, recorder record.Even
 		Resync:    a.cfg.Resync,
 		Metrics:   a.telemetry.metrics,
 		Domains:   domains,
+		Index:     serviceIndex{runDir: a.cfg.RunDir},
 	})
 	if err != nil {
 		return nil, err
@@ -241,4 +244,21 @@ func (s *services) readyCheck() error {
 	default:
 		return errors.New("services not programmed yet")
 	}
+}
+
+// serviceIndex writes the Services' frontends as the name index's services.json (pkg/names), where
+// edgeplanectl finds service names, agent running or not.
+type serviceIndex struct{ runDir string }
+
+func (x serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
+	out := make([]names.Service, 0, len(owned))
+	for key, fs := range owned {
+		ns, name, _ := strings.Cut(key, "/")
+		svc := names.Service{Namespace: ns, Name: name}
+		for _, f := range fs {
+			svc.Frontends = append(svc.Frontends, names.Frontend{IP: f.VIP, Port: f.Port, Proto: f.Proto.String(), Scope: f.Scope.String()})
+		}
+		out = append(out, svc)
+	}
+	return names.WriteServices(x.runDir, out)
 }

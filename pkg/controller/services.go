@@ -65,6 +65,14 @@ type ServiceReconcilerConfig struct {
 	Domains DomainModel
 	// MaxBackends caps the backends of a frontend; 0 means the datapath's limit (lb.MaxBackends).
 	MaxBackends int
+	// Index, optional, receives the frontends each Service owns (namespace/name -> frontends),
+	// at most once a second when they changed and at every resync, for edgeplanectl's names.
+	Index ServiceIndex
+}
+
+// ServiceIndex is where the frontends' owners are published (pkg/names' services.json).
+type ServiceIndex interface {
+	Sync(map[string][]service.FrontendKey) error
 }
 
 // ServiceReconciler keeps lb_svc_map and lb_backend_map equal to what this node must program for
@@ -278,14 +286,46 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 	workers.Go(func() { wait.UntilWithContext(ctx, r.runWorker, time.Second) })
 	ticker := time.NewTicker(r.cfg.Resync)
 	defer ticker.Stop()
+	index := time.NewTicker(time.Second)
+	defer index.Stop()
+	var published map[string][]service.FrontendKey
+	publish := func(force bool) {
+		if r.cfg.Index == nil {
+			return
+		}
+		now := r.owners()
+		if !force && maps.EqualFunc(now, published, slices.Equal) {
+			return
+		}
+		if err := r.cfg.Index.Sync(now); err != nil {
+			klog.FromContext(ctx).Error(err, "Writing the services name index; edgeplanectl shows no service names until it works")
+			return
+		}
+		published = now
+	}
+	publish(true)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-index.C:
+			publish(false)
 		case <-ticker.C:
 			r.resync(ctx)
+			publish(true)
 		}
 	}
+}
+
+// owners is the frontends each Service owns, sorted.
+func (r *ServiceReconciler) owners() map[string][]service.FrontendKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string][]service.FrontendKey, len(r.owned))
+	for key, fs := range r.owned {
+		out[key] = slices.SortedFunc(maps.Keys(fs), compareFrontendKeys)
+	}
+	return out
 }
 
 func (r *ServiceReconciler) runWorker(ctx context.Context) {
