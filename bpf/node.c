@@ -7,6 +7,11 @@
  *   and, when it is for a local pod, a peer redirect. Other tunnels (Raven, UDP 4472) pass.
  *   What is delivered to a local pod gets the services' reverse translation first when it is a
  *   backend's reply (lib/lb_xlate.h).
+ *   Services from outside (node_lb): TCP/UDP to a frontend of scope EXTERNAL (NodePort on this
+ *   node's addresses, LoadBalancer IPs, externalIPs; lib/nodeport.h decides as node_xdp does) is
+ *   translated to its backend: a local one gets the client's address, a remote one (eTP Cluster)
+ *   the overlay address as source and goes through the tunnel; that backend's reply comes back to
+ *   the overlay address, is translated back twice and leaves through the NIC (node_lb_reply).
  * node_egress (tc egress): masquerade of pod traffic leaving the cluster.
  * Both pass traffic while the agent has not configured the node: this is the node's only NIC, and
  * failing closed here would cut the agent off from the API server. */
@@ -24,6 +29,210 @@
 #include "lib/vxlan.h"
 #include "lib/nat.h"
 #include "lib/icmp.h"
+#include "lib/nodeport.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* ---- Services from outside the cluster (scope EXTERNAL: NodePort, LoadBalancer IPs,
+ * externalIPs); see the top of the file and docs/architecture.md, Services. ---- */
+
+/* Out of the NIC toward a client outside the cluster: the kernel's FIB and neighbour table give
+ * the next hop (the host stack would drop a packet whose source is one of its own addresses
+ * arriving from elsewhere, and node_egress would masquerade a pod's). */
+static __always_inline int node_lb_to_client(const struct node_cfg *cfg)
+{
+	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
+}
+
+/* IPv4 + L4 header length of t's packet, for the MTU decision on the way into the tunnel. */
+static __always_inline __u32 node_lb_hlen(struct __sk_buff *skb, const struct lb_tuple *t)
+{
+	__u32 ip_hlen = t->l4_off - ETH_HLEN;
+	struct tcphdr *tcp;
+
+	if (t->proto == IPPROTO_UDP)
+		return ip_hlen + sizeof(struct udphdr);
+	tcp = pkt_header(skb, t->l4_off, sizeof(*tcp));
+	return tcp ? ip_hlen + tcp->doff * 4 : ip_hlen + sizeof(*tcp);
+}
+
+/* The client's source becomes the overlay address (the first of this node's pod CIDR, inside the
+ * cluster CIDR) with a port from the gateway's table (lib/nat.h, nat_snat_port: endpoint-dependent,
+ * keyed by the backend), so that the backend's reply is routed through the tunnel back to this
+ * node, where node_lb_reply undoes both translations. A packet of a flow whose mapping the LRU
+ * evicted cannot open a new one (TCP without SYN): dropped rather than sent with the client's
+ * address, whose reply would never come back here. */
+static __always_inline int node_lb_snat(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t)
+{
+	struct nat_tuple nt = {
+		.saddr = t->saddr, .daddr = t->daddr, .sport = t->sport, .dport = t->dport,
+		.proto = t->proto, .l4_off = t->l4_off,
+		.opens_flow = t->proto == IPPROTO_UDP || (t->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN,
+	};
+	__be16 port;
+	int ret;
+
+	ret = nat_snat_port(skb, cfg->pod_cidr, &nt, &port);
+	if (ret)
+		return ret < 0 ? ret : -DROP_NAT_FAILED;
+	ret = lb_rewrite(skb, t, 0, cfg->pod_cidr, port);
+	return ret;
+}
+
+/* The translated packet t of a client outside the cluster to a backend on another node: the
+ * client's source translated (node_lb_snat), then the pod path's way to a remote pod: route,
+ * domain, VXLAN (native or through the device) or direct routing. A packet that does not fit the
+ * overlay is dropped as PKT_TOO_BIG (TCP never gets there: the backend's MSS is the pod MTU's). */
+static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t)
+{
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET };
+	struct route *route = route_lookup(t->daddr);
+	struct node *node;
+	__u32 hlen;
+	int ret;
+
+	if (!route)
+		return -DROP_NO_ROUTE; /* not a pod: host-network backends are not done (docs) */
+	if (route->flags & ROUTE_LOCAL)
+		return -DROP_UNKNOWN_ENDPOINT;
+	if (!domain_reachable(cfg, route->domain))
+		return -DROP_DOMAIN_UNREACHABLE;
+	node = node_lookup(route->node_ip);
+	if (!node)
+		return -DROP_UNKNOWN_NODE;
+	hlen = node_lb_hlen(skb, t);
+	if (route->encap != ROUTE_ENCAP_DIRECT &&
+	    (skb->gso_size ? hlen + skb->gso_size > cfg->mtu : skb->len - ETH_HLEN > cfg->mtu))
+		return -DROP_PKT_TOO_BIG;
+	ret = node_lb_snat(skb, cfg, t);
+	if (ret < 0)
+		return ret;
+	if (route->encap == ROUTE_ENCAP_DIRECT) {
+		nh.ipv4_nh = route->node_ip;
+		return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
+	}
+	if (cfg->encap_mode == ENCAP_MODE_DEVICE) {
+		ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
+		if (ret < 0)
+			return ret;
+		return bpf_redirect(cfg->vxlan_ifindex, 0);
+	}
+	return vxlan_encap_native(skb, cfg, route->node_ip, node, hlen);
+}
+
+/* A TCP/UDP packet from outside the cluster CIDR arriving on the NIC (not VXLAN, not a reply to a
+ * masqueraded flow): when it is for a frontend of scope EXTERNAL (lib/nodeport.h, the same decision
+ * as node_xdp), translated to its connection's backend (connection tracking as for pods, both
+ * entries marked LB_CT_EXTERNAL) and delivered: a local backend gets it with the client's source
+ * (its reply leaves through pod_egress, which restores the frontend and sends it out of the NIC);
+ * a remote one with the source translated to the overlay address (node_lb_to_remote), except for
+ * externalTrafficPolicy Local, whose backends are all local and never get a translated source.
+ * Returns 0 when the packet is no service's (untouched), a verdict, or -reason: NODEPORT_CLOSED
+ * (the TC fallback of node_xdp's drop), NO_SERVICE_BACKEND. The caller's header pointers are
+ * gone. Kept out of line (a BPF subprogram): inlined, clang reused a modified ctx pointer for the
+ * entry program's packet accesses, which the verifier rejects. */
+static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
+{
+	struct endpoint *ep;
+	struct lb_svc *svc;
+	struct ethhdr *eth;
+	struct lb_tuple t;
+	struct iphdr *ip;
+	int ret;
+
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : 0;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	/* Frontends are never pod addresses (nor the overlay address, unreachable from outside). */
+	if (in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
+		return 0;
+	ret = lb_parse(skb, ip, &t);
+	if (ret)
+		return ret < 0 ? ret : 0;
+	/* parse again: lb_parse may have pulled (nodeport_lookup wants the header for the FIB) */
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : 0;
+	svc = nodeport_lookup(skb, cfg, ip, t.sport, t.dport, skb->ifindex);
+	if (!svc)
+		return 0;
+	ret = lb_xlate_fwd_ct(skb, svc, &t, LB_CT_EXTERNAL);
+	if (ret < 0)
+		return ret;
+	ep = endpoint_lookup(t.daddr);
+	if (ep)
+		return fwd_to_endpoint(skb, ep);
+	if (svc->flags & LB_SVC_LOCAL)
+		return -DROP_NO_SERVICE_BACKEND; /* the agent writes only local backends */
+	return node_lb_to_remote(skb, cfg, &t);
+}
+
+/* Whether the IPv4 packet at ip_off (to the overlay address) is a remote backend's reply to a client
+ * outside the cluster that node_lb_to_remote translated: the gateway's table names a client
+ * outside the cluster CIDR and the service's REV entry for it is EXTERNAL. Only looks: the
+ * overlay address also receives the node's own traffic, which keeps its way into the host. */
+static __always_inline int node_lb_is_reply(struct __sk_buff *skb, const struct node_cfg *cfg, __u32 ip_off)
+{
+	struct nat_rev_key rk = {};
+	struct nat_rev_val *rv;
+	struct lb_ct_key ck;
+	struct iphdr *ip;
+	struct lb_ct *ct;
+	__be16 *ports;
+	__be32 backend;
+
+	ip = pkt_header(skb, ip_off, sizeof(*ip));
+	if (!ip || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_OFFSET)))
+		return 0;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	backend = ip->saddr;
+	rk.remote_ip = backend;
+	rk.proto = ip->protocol;
+	ports = pkt_header(skb, ip_off + sizeof(*ip), 2 * sizeof(__be16));
+	if (!ports)
+		return 0;
+	rk.remote_port = ports[0];
+	rk.node_port = ports[1];
+	rv = bpf_map_lookup_elem(&nat_rev_map, &rk);
+	if (!rv || in_cidr(rv->pod_ip, cfg->cluster_cidr, cfg->cluster_mask))
+		return 0;
+	lb_ct_rev_key(&ck, backend, rk.remote_port, rv->pod_ip, rv->pod_port, rk.proto);
+	ct = bpf_map_lookup_elem(&lb_ct_map, &ck);
+	return ct && (ct->flags & LB_CT_EXTERNAL);
+}
+
+/* A remote backend's reply (node_lb_is_reply, Ethernet + IPv4 at offset 0): the gateway's
+ * translation undone (destination: the client), then the service's (source: the frontend), and out
+ * of the NIC toward the client. */
+static __noinline int node_lb_reply(struct __sk_buff *skb, const struct node_cfg *cfg)
+{
+	struct lb_tuple t;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : -DROP_INVALID;
+	ret = nat_rnat_overlay(skb, cfg, ip);
+	if (ret < 0)
+		return ret;
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : -DROP_INVALID;
+	ret = lb_parse(skb, ip, &t);
+	if (ret)
+		return ret < 0 ? ret : -DROP_INVALID;
+	ret = lb_xlate_rev(skb, &t);
+	if (ret < 0)
+		return ret;
+	return node_lb_to_client(cfg);
+}
 
 /* A VXLAN frame to port 8472 (outer IPv4 already validated, not a fragment). */
 static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struct node_cfg *cfg)
@@ -72,8 +281,16 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 		return -DROP_INVALID;
 
 	ep = endpoint_lookup(inner->daddr);
-	if (!ep)
+	if (!ep) {
+		/* a remote backend's reply to a client outside the cluster (node_lb_to_remote) */
+		if (inner->daddr == cfg->pod_cidr && node_lb_is_reply(skb, cfg, VXLAN_INNER_IP_OFF)) {
+			ret = vxlan_decap(skb);
+			if (ret)
+				return ret < 0 ? ret : TC_ACT_OK;
+			return node_lb_reply(skb, cfg);
+		}
 		return TC_ACT_OK; /* to the host, or a pod that is gone: the device and routing decide */
+	}
 	ret = vxlan_decap(skb);
 	if (ret)
 		return ret < 0 ? ret : TC_ACT_OK;
@@ -93,11 +310,13 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	struct endpoint *ep;
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	__be32 daddr;
 	int ret;
 
 	ret = parse_ipv4(skb, &eth, &ip);
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
+	daddr = ip->daddr;
 	ret = nat_rnat(skb, cfg, ip);
 	if (ret < 0)
 		return ret;
@@ -105,6 +324,14 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	ret = parse_ipv4(skb, &eth, &ip);
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
+	if (ip->daddr == daddr) { /* not a reply to a masqueraded flow: maybe a service's client */
+		ret = node_lb(skb, cfg);
+		if (ret)
+			return ret;
+		ret = parse_ipv4(skb, &eth, &ip);
+		if (ret != L3_IPV4)
+			return ret < 0 ? ret : TC_ACT_OK;
+	}
 	ep = endpoint_lookup(ip->daddr);
 	if (ep) {
 		/* a backend's reply to a local client: direct routing, or a host-network backend's
@@ -114,8 +341,11 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 			return ret;
 		return fwd_to_endpoint(skb, ep);
 	}
-	/* a host-network backend's reply to the node's own connection to a service (overlay.c) */
 	if (ip->daddr == cfg->pod_cidr) {
+		/* a remote backend's reply to a client outside the cluster, direct routing */
+		if (node_lb_is_reply(skb, cfg, ETH_HLEN))
+			return node_lb_reply(skb, cfg);
+		/* a host-network backend's reply to the node's own connection to a service (overlay.c) */
 		ret = lb_rev_deliver(skb);
 		return ret < 0 ? ret : TC_ACT_OK;
 	}

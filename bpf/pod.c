@@ -174,6 +174,28 @@ static __always_inline int pod_to_host_overlay(struct __sk_buff *skb, const stru
 	return ret < 0 ? ret : TC_ACT_OK;
 }
 
+/* To an address outside the cluster CIDR: the host stack's (masqueraded by node_egress), except a
+ * local backend's reply (or ICMP error) to a client that came in through the underlay NIC (node.c:
+ * NodePort, LoadBalancer IP, externalIP; REV entry marked LB_CT_EXTERNAL). That one gets the
+ * frontend back as its source and leaves through the NIC at once: the host would drop a packet
+ * from its own address coming from a veth (martian source), and must not masquerade it. Other
+ * traffic pays one failed REV lookup. */
+static __always_inline int pod_to_outside(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t,
+					  int rev)
+{
+	__u16 ct_flags = 0;
+	int ret;
+
+	if (!rev)
+		return TC_ACT_OK;
+	ret = lb_xlate_rev_ct(skb, t, &ct_flags);
+	if (ret <= 0)
+		return ret < 0 ? ret : TC_ACT_OK;
+	if (!(ct_flags & LB_CT_EXTERNAL))
+		return TC_ACT_OK;
+	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
+}
+
 /* icmp_may_answer for a packet whose header pointers are gone. */
 static __always_inline __u8 pod_may_answer(struct __sk_buff *skb)
 {
@@ -231,7 +253,8 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 
 	route = route_lookup(t.daddr);
 	if (!route)
-		return in_cidr(t.daddr, cfg->cluster_cidr, cfg->cluster_mask) ? -DROP_NO_ROUTE : TC_ACT_OK;
+		return in_cidr(t.daddr, cfg->cluster_cidr, cfg->cluster_mask) ? -DROP_NO_ROUTE :
+										    pod_to_outside(skb, cfg, &t, rev);
 	if (route->flags & ROUTE_LOCAL)
 		return -DROP_UNKNOWN_ENDPOINT;
 	/* Public connectivity between the domains: nothing would arrive, so say so at once. */

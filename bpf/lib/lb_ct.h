@@ -36,6 +36,13 @@ struct lb_tuple {
 	__u16 l4_off;   /* from the start of the packet */
 };
 
+/* A connection that came in on the underlay NIC to a frontend of scope EXTERNAL (node.c): set on
+ * both entries, so that a reply leaving a local backend toward an address outside the cluster, or
+ * coming back through the tunnel to the overlay address, is known to go out of the NIC (lib/lb.h's
+ * enum lb_ct_flags continues here until pkg/maps/lb mirrors it; its garbage collector only reads
+ * SEEN_REPLY and CLOSING). */
+#define LB_CT_EXTERNAL (1 << 3)
+
 #define LB_SKIP 1       /* not something services translate: leave the packet alone */
 #define LB_ICMP_ERROR 2 /* an ICMP error: maybe about a translated packet (lb_xlate_rev) */
 

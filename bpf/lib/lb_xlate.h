@@ -15,6 +15,10 @@
  * and turns the reply into frontend -> pod. The pod's own client port is kept, so the pair
  * {pod:port, frontend} -> {backend port, hairpin address:port} is unique per client socket.
  *
+ * Connections from outside the cluster (node.c, scope EXTERNAL) go through the same functions with
+ * LB_CT_EXTERNAL on their entries (lb_xlate_fwd_ct), which lb_xlate_rev_ct reports to the caller:
+ * such a reply leaves through the underlay NIC.
+ *
  * Reverse (lb_xlate_rev, a packet about to be delivered to its destination): when a live REV entry
  * matches its tuple it is a backend's reply: the source becomes the frontend again (and with hairpin
  * the destination the pod). For anything else this is the one failed lookup non-service traffic
@@ -132,7 +136,8 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, struct lb_tuple *t,
 /* The forward translation of t's packet, a client's to the frontend svc (see the top of the file).
  * t becomes the translated tuple. Returns 0 or -reason: NODEPORT_CLOSED for a frontend this node
  * does not open, NO_SERVICE_BACKEND for one without backends (established connections keep theirs). */
-static __always_inline int lb_xlate_fwd(struct __sk_buff *skb, const struct lb_svc *svc, struct lb_tuple *t)
+static __always_inline int lb_xlate_fwd_ct(struct __sk_buff *skb, const struct lb_svc *svc, struct lb_tuple *t,
+					   __u16 ct_flags)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct lb_ct_key fk, rk;
@@ -162,7 +167,7 @@ static __always_inline int lb_xlate_fwd(struct __sk_buff *skb, const struct lb_s
 		lb_ct_rev_key(&rk, be.ip, be.port, flags ? LB_HAIRPIN_IP : t->saddr, t->sport, t->proto);
 		entry.addr = t->daddr;
 		entry.port = t->dport;
-		entry.flags = flags | lb_ct_closing(t);
+		entry.flags = flags | ct_flags | lb_ct_closing(t);
 		entry.svc_id = svc->id;
 		entry.last_seen = now;
 		if (bpf_map_update_elem(&lb_ct_map, &rk, &entry, BPF_ANY) < 0)
@@ -178,6 +183,11 @@ static __always_inline int lb_xlate_fwd(struct __sk_buff *skb, const struct lb_s
 	return lb_rewrite(skb, t, 0, LB_HAIRPIN_IP, t->sport);
 }
 
+static __always_inline int lb_xlate_fwd(struct __sk_buff *skb, const struct lb_svc *svc, struct lb_tuple *t)
+{
+	return lb_xlate_fwd_ct(skb, svc, t, 0);
+}
+
 /* An ICMP error (destination unreachable, e.g. port unreachable or fragmentation needed; time
  * exceeded) about a client's translated packet quotes it as the backend got it: client -> backend.
  * The client's socket knows client -> frontend, so the quote's destination becomes the frontend
@@ -186,7 +196,7 @@ static __always_inline int lb_xlate_fwd(struct __sk_buff *skb, const struct lb_s
  * unchanged; the quoted port is compensated in it. Errors about hairpinned packets stay inside
  * their pod and are not translated. Returns 1 when translated, 0 when the error is about no
  * service connection, or -reason. */
-static __always_inline int lb_xlate_rev_icmp(struct __sk_buff *skb, struct lb_tuple *t)
+static __always_inline int lb_xlate_rev_icmp(struct __sk_buff *skb, struct lb_tuple *t, __u16 *ct_flags)
 {
 	__u32 in_ip_off = t->l4_off + sizeof(struct icmphdr);
 	__be32 backend, vip;
@@ -214,6 +224,7 @@ static __always_inline int lb_xlate_rev_icmp(struct __sk_buff *skb, struct lb_tu
 		return 0;
 	vip = ct->addr;
 	vport = ct->port;
+	*ct_flags = ct->flags;
 
 	if (bpf_l3_csum_replace(skb, in_ip_off + offsetof(struct iphdr, check), backend, vip, 4) < 0 ||
 	    bpf_skb_store_bytes(skb, in_ip_off + offsetof(struct iphdr, daddr), &vip, 4, 0) < 0)
@@ -233,8 +244,9 @@ static __always_inline int lb_xlate_rev_icmp(struct __sk_buff *skb, struct lb_tu
 
 /* The reverse translation of t's packet (see the top of the file; lb_parse returned 0 or
  * LB_ICMP_ERROR). t becomes the translated tuple. Returns 1 when it was a reply (or an error about
- * a translated packet) and is translated, 0 when it is none, or -reason. */
-static __always_inline int lb_xlate_rev(struct __sk_buff *skb, struct lb_tuple *t)
+ * a translated packet) and is translated, with *ct_flags the connection's flags, 0 when it is
+ * none, or -reason. */
+static __always_inline int lb_xlate_rev_ct(struct __sk_buff *skb, struct lb_tuple *t, __u16 *ct_flags)
 {
 	struct lb_ct_key rk, fk;
 	struct lb_ct *ct;
@@ -245,7 +257,7 @@ static __always_inline int lb_xlate_rev(struct __sk_buff *skb, struct lb_tuple *
 	int ret;
 
 	if (t->proto == IPPROTO_ICMP)
-		return lb_xlate_rev_icmp(skb, t);
+		return lb_xlate_rev_icmp(skb, t, ct_flags);
 	lb_ct_rev_key(&rk, t->saddr, t->sport, t->daddr, t->dport, t->proto);
 	ct = bpf_map_lookup_elem(&lb_ct_map, &rk);
 	if (!ct)
@@ -256,6 +268,7 @@ static __always_inline int lb_xlate_rev(struct __sk_buff *skb, struct lb_tuple *
 	vip = ct->addr;
 	vport = ct->port;
 	hairpin = ct->flags & LB_CT_HAIRPIN;
+	*ct_flags = ct->flags;
 	client = hairpin ? t->saddr : t->daddr;
 	lb_ct_fwd_key(&fk, client, t->dport, vip, vport, t->proto);
 	lb_ct_touch(ct, &fk, LB_CT_SEEN_REPLY | lb_ct_closing(t), now);
@@ -269,6 +282,13 @@ static __always_inline int lb_xlate_rev(struct __sk_buff *skb, struct lb_tuple *
 			return ret;
 	}
 	return 1;
+}
+
+static __always_inline int lb_xlate_rev(struct __sk_buff *skb, struct lb_tuple *t)
+{
+	__u16 ct_flags;
+
+	return lb_xlate_rev_ct(skb, t, &ct_flags);
 }
 
 /* lb_xlate_rev for a delivery path that holds no tuple: parses the packet (Ethernet + IPv4 at

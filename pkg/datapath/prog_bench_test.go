@@ -347,3 +347,36 @@ func BenchmarkNodeXDPDropAddress(b *testing.B) {
 		})
 	}
 }
+
+// NodePort from outside to a local backend, established (node_ingress: the EXTERNAL lookup, the
+// FWD entry, DNAT, peer redirect). Compare with BenchmarkNodeIngressHostTraffic, which now pays
+// the lookups that miss.
+func BenchmarkNodeIngressNodePortLocal(b *testing.B) {
+	coll := newCollection(b, loadNode)
+	fillCluster(b, coll)
+	putExtSvc(b, coll, netip.Addr{}, nodePort, protoUDP, 1, lbSvcNodePort, backend{podB, 8080})
+	pkt := from(outsideClient, nodeIP, protoUDP, udpSeg(outsideClient, nodeIP, 40000, nodePort, make([]byte, 64), true))
+	run(b, coll.Programs["node_ingress"], pkt, nil)
+	benchRun(b, coll.Programs["node_ingress"], pkt, tcActRedirect)
+}
+
+// NodePort to a remote backend, established: DNAT, SNAT to the overlay address, VXLAN.
+func BenchmarkNodeIngressNodePortRemote(b *testing.B) {
+	coll := newCollection(b, loadNode)
+	fillCluster(b, coll)
+	putExtSvc(b, coll, netip.Addr{}, nodePort, protoUDP, 1, lbSvcNodePort, backend{remotePod, 8080})
+	pkt := from(outsideClient, nodeIP, protoUDP, udpSeg(outsideClient, nodeIP, 40000, nodePort, make([]byte, 1024), true))
+	run(b, coll.Programs["node_ingress"], pkt, nil)
+	benchRun(b, coll.Programs["node_ingress"], pkt, tcActRedirect)
+}
+
+// A local backend's reply to an outside client: REV entry, out of the NIC (redirect_neigh).
+// Compare with BenchmarkPodEgressOutside (the same kind of packet, no entry: one failed lookup).
+func BenchmarkPodEgressNodePortReply(b *testing.B) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	sendAs(b, coll, podB)
+	put(b, coll, "lb_ct_map", ctKey(podB, 8080, outsideClient, 40000, protoUDP, ctRev),
+		podLbCt{Addr: be32(nodeIP), Port: be16(nodePort), Flags: ctSeenReply | ctExternal, SvcId: 1, LastSeen: bootNow(b)})
+	benchRun(b, coll.Programs["pod_egress"], podUDPPorts(podB, 8080, outsideClient, 40000, 64), tcActRedirect)
+}

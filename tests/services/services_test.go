@@ -287,6 +287,82 @@ func TestServices(t *testing.T) {
 	})
 
 	t.Run("nodeport-isolation", func(t *testing.T) { testNodePortIsolation(t, c) })
+	t.Run("nodeport-cluster-from-outside", func(t *testing.T) { testNodePortCluster(t, c, all) })
+	t.Run("nodeport-local-from-outside", func(t *testing.T) { testNodePortLocal(t, c) })
+	t.Run("loadbalancer-ip-and-external-ip", func(t *testing.T) { testLoadBalancerIP(t, c, all) })
+}
+
+func nodePortOf(svc *corev1.Service, i int) uint16 { return uint16(svc.Spec.Ports[i].NodePort) }
+
+// testNodePortCluster: externalTrafficPolicy Cluster from the outside host. Every node's node port
+// reaches every backend, over TCP and UDP: the local one with the client's address, remote ones
+// with the source translated to the node's overlay address and the reply coming back through it.
+func testNodePortCluster(t *testing.T, c *cluster, all func(map[string]int) bool) {
+	svc := c.webService(t, "np-cluster", lab.ServiceOptions{Type: corev1.ServiceTypeNodePort})
+	for _, n := range c.nodes {
+		tcp := answers(t, c.lab.Outside, corev1.ProtocolTCP, netip.AddrPortFrom(n.IP, nodePortOf(svc, 0)), 30, all)
+		udp := answers(t, c.lab.Outside, corev1.ProtocolUDP, netip.AddrPortFrom(n.IP, nodePortOf(svc, 1)), 30, all)
+		t.Logf("outside -> %s:%d: TCP %s, UDP %s", n.Name, nodePortOf(svc, 0), lab.FormatCounts(tcp), lab.FormatCounts(udp))
+	}
+	// The echo port: a connection keeps its backend for several exchanges.
+	conn, err := lab.DialTCP(c.lab.Outside, netip.AddrPortFrom(c.nodes[0].IP, nodePortOf(svc, 2)), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i := 0; i < 5; i++ {
+		if err := echoOnce(conn); err != nil {
+			t.Fatalf("exchange %d on one connection through n1's node port: %v", i, err)
+		}
+	}
+}
+
+// testNodePortLocal: externalTrafficPolicy Local. A node's port reaches only its own backend, which
+// sees the outside host's real address.
+func testNodePortLocal(t *testing.T, c *cluster) {
+	svc := c.webService(t, "np-local", lab.ServiceOptions{
+		Type:                  corev1.ServiceTypeNodePort,
+		ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+	})
+	for i, n := range c.nodes {
+		own := exactly(c.web[i].Name)
+		tcp := answers(t, c.lab.Outside, corev1.ProtocolTCP, netip.AddrPortFrom(n.IP, nodePortOf(svc, 0)), 10, own)
+		udp := answers(t, c.lab.Outside, corev1.ProtocolUDP, netip.AddrPortFrom(n.IP, nodePortOf(svc, 1)), 10, own)
+		t.Logf("outside -> %s:%d: TCP %s, UDP %s", n.Name, nodePortOf(svc, 0), lab.FormatCounts(tcp), lab.FormatCounts(udp))
+		for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP} {
+			port := nodePortOf(svc, 0)
+			if proto == corev1.ProtocolUDP {
+				port = nodePortOf(svc, 1)
+			}
+			_, seen, err := lab.AskHostname(c.lab.Outside, proto, netip.AddrPortFrom(n.IP, port), 2*time.Second)
+			if err != nil || seen.Addr() != lab.OutsideIP {
+				t.Errorf("%s backend on %s saw %v (%v), want the outside host's %v", proto, n.Name, seen, err, lab.OutsideIP)
+			}
+		}
+	}
+}
+
+// testLoadBalancerIP: a LoadBalancer Service's ingress IP (set as the cloud's controller would)
+// and an externalIP, both routed by the outside host through n1, reach all backends.
+func testLoadBalancerIP(t *testing.T, c *cluster, all func(map[string]int) bool) {
+	ctx := t.Context()
+	lbIP := lab.LoadBalancerNet.Addr().Next().Next()              // 198.51.100.2
+	externalIP := lab.LoadBalancerNet.Addr().Next().Next().Next() // 198.51.100.3
+	c.webService(t, "lb", lab.ServiceOptions{Type: corev1.ServiceTypeLoadBalancer})
+	if _, err := c.lab.SetLoadBalancerIngress(ctx, "lb", lbIP); err != nil {
+		t.Fatal(err)
+	}
+	c.webService(t, "external", lab.ServiceOptions{ExternalIPs: []netip.Addr{externalIP}})
+	via := c.nodes[0].IP.String()
+	if _, err := c.lab.Outside.IP(ctx, "route", "replace", lab.LoadBalancerNet.String(), "via", via); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.lab.Outside.IP(context.Background(), "route", "del", lab.LoadBalancerNet.String()) })
+	for _, dst := range []netip.Addr{lbIP, externalIP} {
+		tcp := answers(t, c.lab.Outside, corev1.ProtocolTCP, netip.AddrPortFrom(dst, 80), 30, all)
+		udp := answers(t, c.lab.Outside, corev1.ProtocolUDP, netip.AddrPortFrom(dst, 53), 30, all)
+		t.Logf("outside -> %v via n1: TCP %s, UDP %s", dst, lab.FormatCounts(tcp), lab.FormatCounts(udp))
+	}
 }
 
 // echoOnce sends a line on an echo connection and reads the answer.
@@ -333,6 +409,10 @@ func testNodePortIsolation(t *testing.T, c *cluster) {
 		if probe(n) {
 			t.Errorf("%s (pool-a) dropped its own pool's node port", n.Name)
 		}
+		// Listening means answering: from every backend, whatever pool it is in.
+		counts := answers(t, c.lab.Outside, corev1.ProtocolTCP, netip.AddrPortFrom(n.IP, nodePort), 30,
+			exactly("web-n1", "web-n2", "web-n3"))
+		t.Logf("outside -> %s:%d (pool-a): %s", n.Name, nodePort, lab.FormatCounts(counts))
 	}
 	c.annotate(t, "isolated", "nodeport.openyurt.io/listen", "*")
 	deadline = time.Now().Add(waitLimit)
