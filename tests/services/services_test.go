@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -290,6 +291,24 @@ func TestServices(t *testing.T) {
 	t.Run("nodeport-cluster-from-outside", func(t *testing.T) { testNodePortCluster(t, c, all) })
 	t.Run("nodeport-local-from-outside", func(t *testing.T) { testNodePortLocal(t, c) })
 	t.Run("loadbalancer-ip-and-external-ip", func(t *testing.T) { testLoadBalancerIP(t, c, all) })
+
+	t.Run("edgeplanectl-names-services", func(t *testing.T) {
+		// The agent publishes the frontends' owners; edgeplanectl on the node names them.
+		n := c.nodes[0]
+		ctl := filepath.Join(c.lab.Config().EdgeplaneBin, "edgeplanectl")
+		deadline := time.Now().Add(waitLimit)
+		for {
+			out, err := n.Netns.Exec(t.Context(), ctl, "--bpffs-root", n.BPFFS, "--run-dir", n.RunDir, "services", "--service", "default/web")
+			if err == nil && strings.Contains(out, svc.Spec.ClusterIP+":80/tcp") && strings.Contains(out, "default/web-n1") {
+				t.Logf("edgeplanectl services --service default/web:\n%s", out)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("edgeplanectl services: %v\n%s", err, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
 }
 
 func nodePortOf(svc *corev1.Service, i int) uint16 { return uint16(svc.Spec.Ports[i].NodePort) }
