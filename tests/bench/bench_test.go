@@ -50,6 +50,10 @@ type Result struct {
 	UnderlayRatioMax float64   `json:"underlay_ratio_max,omitempty"`
 	P50us            []float64 `json:"p50_us,omitempty"`
 	P99us            []float64 `json:"p99_us,omitempty"`
+	// Per round, what the event listeners received and what the ring buffer dropped (both nodes).
+	Events     []uint64 `json:"events,omitempty"`
+	EventsLost []uint64 `json:"events_lost,omitempty"`
+	Date       string   `json:"date,omitempty"` // when this group was measured
 }
 
 func envInt(name string, def int) int {
@@ -219,7 +223,7 @@ func summarize(g group, m metric, samples [][]Sample) []Result {
 
 func report(b *testing.B, results []Result, when time.Time) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-11s %-12s %-17s %14s %8s %15s %10s %15s %9s %9s\n", "group", "metric", "path", "median",
+	fmt.Fprintf(&sb, "\n%-12s %-12s %-17s %14s %8s %15s %10s %15s %9s %9s\n", "group", "metric", "path", "median",
 		"vs base", "min-max", "vs underlay", "min-max", "p50 us", "p99 us")
 	for _, r := range results {
 		p50, p99 := "", ""
@@ -230,7 +234,7 @@ func report(b *testing.B, results []Result, when time.Time) {
 		if r.UnderlayRatio > 0 {
 			vsU, vsURange = fmt.Sprintf("%.2fx", r.UnderlayRatio), fmt.Sprintf("%.2f-%.2f", r.UnderlayRatioMin, r.UnderlayRatioMax)
 		}
-		fmt.Fprintf(&sb, "%-11s %-12s %-17s %14.0f %7.2fx %7.2f-%-7.2f %10s %15s %9s %9s\n", r.Group, r.Metric, r.Path, r.Median,
+		fmt.Fprintf(&sb, "%-12s %-12s %-17s %14.0f %7.2fx %7.2f-%-7.2f %10s %15s %9s %9s\n", r.Group, r.Metric, r.Path, r.Median,
 			r.Ratio, r.RatioMin, r.RatioMax, vsU, vsURange, p50, p99)
 		b.ReportMetric(round3(r.Ratio), fmt.Sprintf("%s/%s/%s-ratio", r.Group, r.Metric, r.Path))
 	}
@@ -239,13 +243,52 @@ func report(b *testing.B, results []Result, when time.Time) {
 	if out == "" {
 		out = filepath.Join("..", "..", "bench", "results.json")
 	}
-	doc := map[string]any{"date": when.UTC().Format(time.RFC3339), "results": results}
+	date := when.UTC().Format(time.RFC3339)
+	for i := range results {
+		results[i].Date = date
+	}
+	doc := map[string]any{"date": date, "results": mergeResults(readResults(out), results)}
 	buf, _ := json.MarshalIndent(doc, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err == nil {
 		if err := os.WriteFile(out, append(buf, '\n'), 0o644); err != nil {
 			b.Logf("writing %s: %v", out, err)
 		}
 	}
+}
+
+// readResults returns the results a previous run wrote to path (none if it cannot be read), each
+// dated: results from before per-result dates carry the file's.
+func readResults(path string) []Result {
+	var doc struct {
+		Date    string   `json:"date"`
+		Results []Result `json:"results"`
+	}
+	buf, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(buf, &doc) != nil {
+		return nil
+	}
+	for i := range doc.Results {
+		if doc.Results[i].Date == "" {
+			doc.Results[i].Date = doc.Date
+		}
+	}
+	return doc.Results
+}
+
+// mergeResults replaces the groups measured now and keeps the others, so that benchmarks run
+// alone (-bench BenchmarkEventStream) do not erase each other's results.
+func mergeResults(old, fresh []Result) []Result {
+	measured := map[string]bool{}
+	for _, r := range fresh {
+		measured[r.Group] = true
+	}
+	var out []Result
+	for _, r := range old {
+		if !measured[r.Group] {
+			out = append(out, r)
+		}
+	}
+	return append(out, fresh...)
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }

@@ -1,7 +1,8 @@
 // Package bench compares edgeplane's datapath with a Flannel-like kernel path and the raw underlay,
 // in the same lab and the same run. Each metric is measured in alternating rounds (ABBA over all
 // targets) so that drift on a noisy shared VM hits every target alike; results are medians plus
-// per-round ratios against the baseline, whose spread is reported with them.
+// per-round ratios against the baseline, whose spread is reported with them. The same harness
+// measures what the event stream (`edgeplanectl monitor`) costs that traffic.
 package bench
 
 import (
@@ -39,7 +40,10 @@ type Sample struct {
 	PPS       float64 `json:"pps,omitempty"`  // packets per second received
 	Mbps      float64 `json:"mbps,omitempty"` // bulk throughput received
 	DurationS float64 `json:"duration_s,omitempty"`
-	Raw       string  `json:"-"`
+	// What the event listeners on the nodes received during the sample (BenchmarkEventStream).
+	Events     uint64 `json:"events,omitempty"`
+	EventsLost uint64 `json:"events_lost,omitempty"`
+	Raw        string `json:"-"`
 }
 
 // nsCmd runs a command inside a network namespace pinned to a CPU set ("" = any), via nsenter so
