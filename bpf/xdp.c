@@ -6,13 +6,14 @@
  *   as DROP_NODEPORT_CLOSED under DIR_NODE_XDP and reported to `edgeplanectl monitor`.
  *   Everything else passes untouched, to be counted by node_ingress: VXLAN, ARP, IPv6, fragments
  *   without ports, truncated or malformed headers (node_ingress drops those as INVALID), the
- *   agent's own traffic.
+ *   agent's own traffic, replies to masqueraded pod connections.
  * Passes everything while the agent has not configured the node: this is the node's only NIC. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/lb.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
+#include "lib/nat.h"
 #include "lib/nodeport.h"
 
 /* The ports at the start of a TCP, UDP or SCTP header. */
@@ -20,6 +21,21 @@ struct l4_ports {
 	__be16 sport;
 	__be16 dport;
 };
+
+/* A reply to a masqueraded pod connection (nat_rev_map) whose node port has the number of a
+ * closed NodePort, which only a NodePort range reaching into the masquerade ports (lib/nat.h)
+ * makes possible: the service is not what it is for. Asked only of packets already found closed. */
+static __always_inline int masquerade_reply(const struct iphdr *ip, const struct l4_ports *ports)
+{
+	struct nat_rev_key rk = {
+		.remote_ip = ip->saddr,
+		.remote_port = ports->sport,
+		.node_port = ports->dport,
+		.proto = ip->protocol,
+	};
+
+	return bpf_map_lookup_elem(&nat_rev_map, &rk) != 0;
+}
 
 /* Returns -DROP_NODEPORT_CLOSED, with *ipp and *portsp set, for a packet to a frontend this node
  * does not listen on; XDP_PASS for anything else. */
@@ -50,7 +66,7 @@ static __always_inline int node_xdp_handle(struct xdp_md *ctx, struct iphdr **ip
 	if (!cfg)
 		return XDP_PASS;
 	svc = nodeport_lookup(ctx, cfg, ip, ports->sport, ports->dport, ctx->ingress_ifindex);
-	if (!svc || !(svc->flags & LB_SVC_CLOSED))
+	if (!svc || !(svc->flags & LB_SVC_CLOSED) || masquerade_reply(ip, ports))
 		return XDP_PASS;
 	*ipp = ip;
 	*portsp = ports;

@@ -169,6 +169,23 @@ func TestNodeXDPVerdicts(t *testing.T) {
 	}
 }
 
+// A reply to a masqueraded pod connection whose node port has a closed NodePort's number (a
+// NodePort range reaching into the masquerade ports) is not for the service.
+func TestNodeXDPMasqueradeReplyPasses(t *testing.T) {
+	coll := xdpCollection(t)
+	put(t, coll, "nat_rev_map", xdpNatRevKey{RemoteIp: be32(internetIP), RemotePort: be16(443), NodePort: be16(closedTCP), Proto: protoTCP},
+		xdpNatRevVal{PodIp: be32(podA), PodPort: be16(40000)})
+	reply := func(sport uint16) []byte {
+		return from(internetIP, nodeIP, protoTCP, tcpSeg(internetIP, nodeIP, sport, closedTCP, tcpSYN|tcpACK, nil))
+	}
+	if got := runXDP(t, coll.Programs["node_xdp"], reply(443), 0); got != xdpPass {
+		t.Errorf("reply to a masqueraded connection: verdict %d, want XDP_PASS", got)
+	}
+	if got := runXDP(t, coll.Programs["node_xdp"], reply(444), 0); got != xdpDrop {
+		t.Errorf("same port from another remote port: verdict %d, want XDP_DROP", got)
+	}
+}
+
 func TestNodeXDPNotReadyPasses(t *testing.T) {
 	coll := xdpCollection(t, func(c *podNodeCfg) { c.Flags = 0 })
 	if got := runXDP(t, coll.Programs["node_xdp"], synTo(nodeIP, closedTCP), 0); got != xdpPass {

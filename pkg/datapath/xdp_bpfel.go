@@ -89,6 +89,38 @@ type xdpMonitorCfg struct {
 	Flags uint32
 }
 
+type xdpNatFwdKey struct {
+	_          structs.HostLayout
+	PodIp      uint32
+	RemoteIp   uint32
+	PodPort    uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type xdpNatFwdVal struct {
+	_        structs.HostLayout
+	NodePort uint16
+	Pad      uint16
+}
+
+type xdpNatRevKey struct {
+	_          structs.HostLayout
+	RemoteIp   uint32
+	RemotePort uint16
+	NodePort   uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type xdpNatRevVal struct {
+	_       structs.HostLayout
+	PodIp   uint32
+	PodPort uint16
+	Pad     uint16
+}
+
 type xdpNodeCfg struct {
 	_               structs.HostLayout
 	NodeIp          uint32
@@ -109,6 +141,12 @@ type xdpNodeCfg struct {
 	GatewayIp       uint32
 }
 
+type xdpNonmasqKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -121,7 +159,10 @@ const (
 	xdpMapLbSvcMap      = "lb_svc_map"
 	xdpMapMetricsMap    = "metrics_map"
 	xdpMapMonitorCfgMap = "monitor_cfg_map"
+	xdpMapNatFwdMap     = "nat_fwd_map"
+	xdpMapNatRevMap     = "nat_rev_map"
 	xdpMapNodeCfgMap    = "node_cfg_map"
+	xdpMapNonmasqMap    = "nonmasq_map"
 	xdpProgNodeXdp      = "node_xdp"
 )
 
@@ -182,7 +223,10 @@ type xdpMapSpecs struct {
 	LbSvcMap      *ebpf.MapSpec `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.MapSpec `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.MapSpec `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.MapSpec `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.MapSpec `ebpf:"nat_rev_map"`
 	NodeCfgMap    *ebpf.MapSpec `ebpf:"node_cfg_map"`
+	NonmasqMap    *ebpf.MapSpec `ebpf:"nonmasq_map"`
 }
 
 // xdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -219,7 +263,10 @@ type xdpMaps struct {
 	LbSvcMap      *ebpf.Map `ebpf:"lb_svc_map"`
 	MetricsMap    *ebpf.Map `ebpf:"metrics_map"`
 	MonitorCfgMap *ebpf.Map `ebpf:"monitor_cfg_map"`
+	NatFwdMap     *ebpf.Map `ebpf:"nat_fwd_map"`
+	NatRevMap     *ebpf.Map `ebpf:"nat_rev_map"`
 	NodeCfgMap    *ebpf.Map `ebpf:"node_cfg_map"`
+	NonmasqMap    *ebpf.Map `ebpf:"nonmasq_map"`
 }
 
 func (m *xdpMaps) Close() error {
@@ -232,7 +279,10 @@ func (m *xdpMaps) Close() error {
 		m.LbSvcMap,
 		m.MetricsMap,
 		m.MonitorCfgMap,
+		m.NatFwdMap,
+		m.NatRevMap,
 		m.NodeCfgMap,
+		m.NonmasqMap,
 	)
 }
 

@@ -78,6 +78,9 @@ func TestUninstall(t *testing.T) {
 			t.Errorf("%s still runs tcx programs %v", ifname, progs)
 		}
 	}
+	if out, err := n.Netns.IP(ctx, "link", "show", "eth0"); err != nil || strings.Contains(out, "prog/xdp") || strings.Contains(out, " xdp") {
+		t.Errorf("eth0 after uninstall: %v; want no XDP program:\n%s", err, out)
+	}
 	if entries, err := n.BPFFSEntries(); err != nil || len(entries) > 0 {
 		t.Errorf("bpffs of %s after uninstall: %v, %v; want empty", n.Name, entries, err)
 	}
