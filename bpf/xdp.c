@@ -24,7 +24,8 @@ struct l4_ports {
 
 /* A reply to a masqueraded pod connection (nat_rev_map) whose node port has the number of a
  * closed NodePort, which only a NodePort range reaching into the masquerade ports (lib/nat.h)
- * makes possible: the service is not what it is for. Asked only of packets already found closed. */
+ * makes possible: the service is not what it is for. Asked only of packets already found closed,
+ * and with the default NodePort range (30000-32767) answered by the port check alone. */
 static __always_inline int masquerade_reply(const struct iphdr *ip, const struct l4_ports *ports)
 {
 	struct nat_rev_key rk = {
@@ -33,7 +34,10 @@ static __always_inline int masquerade_reply(const struct iphdr *ip, const struct
 		.node_port = ports->dport,
 		.proto = ip->protocol,
 	};
+	__u16 port = bpf_ntohs(ports->dport);
 
+	if (port < NAT_PORT_MIN || port > NAT_PORT_MAX)
+		return 0;
 	return bpf_map_lookup_elem(&nat_rev_map, &rk) != 0;
 }
 

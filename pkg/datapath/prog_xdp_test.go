@@ -173,10 +173,12 @@ func TestNodeXDPVerdicts(t *testing.T) {
 // NodePort range reaching into the masquerade ports) is not for the service.
 func TestNodeXDPMasqueradeReplyPasses(t *testing.T) {
 	coll := xdpCollection(t)
-	put(t, coll, "nat_rev_map", xdpNatRevKey{RemoteIp: be32(internetIP), RemotePort: be16(443), NodePort: be16(closedTCP), Proto: protoTCP},
+	const nodePort = 40080 // closed, and in the masquerade range 32768-60999
+	putFrontend(t, coll, netip.Addr{}, nodePort, protoTCP, lbSvcNodePort|lbSvcClosed)
+	put(t, coll, "nat_rev_map", xdpNatRevKey{RemoteIp: be32(internetIP), RemotePort: be16(443), NodePort: be16(nodePort), Proto: protoTCP},
 		xdpNatRevVal{PodIp: be32(podA), PodPort: be16(40000)})
 	reply := func(sport uint16) []byte {
-		return from(internetIP, nodeIP, protoTCP, tcpSeg(internetIP, nodeIP, sport, closedTCP, tcpSYN|tcpACK, nil))
+		return from(internetIP, nodeIP, protoTCP, tcpSeg(internetIP, nodeIP, sport, nodePort, tcpSYN|tcpACK, nil))
 	}
 	if got := runXDP(t, coll.Programs["node_xdp"], reply(443), 0); got != xdpPass {
 		t.Errorf("reply to a masqueraded connection: verdict %d, want XDP_PASS", got)
