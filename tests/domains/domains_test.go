@@ -57,31 +57,9 @@ var layout = []struct {
 
 func build(t *testing.T) *cluster {
 	t.Helper()
-	cfg, err := lab.ConfigFromEnv()
-	if errors.Is(err, lab.ErrNotRoot) {
-		t.Skip("needs root: the lab builds network namespaces and loads BPF (make test runs as root)")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Logf = t.Logf
+	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	l, err := lab.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	setLab(l)
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.KeepLogs()
-			for _, n := range l.Nodes() {
-				t.Log(n.AgentLogs(30))
-			}
-		}
-		l.Close()
-		setLab(nil)
-	})
 	c := &cluster{lab: l}
 	for _, x := range layout {
 		n, err := l.AddNode(ctx, x.name, x.index, lab.NodeOptions{

@@ -7,9 +7,8 @@ import (
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
-var current lab.Current
+// labs are the labs up, for TestMain's emergency teardown.
+var labs lab.Labs
 
-func setLab(l *lab.Lab) { current.Set(l) }
-
-// TestMain tears a lab down when go test's timeout or a signal would kill the binary first.
-func TestMain(m *testing.M) { os.Exit(lab.Main(m, "domains", &current)) }
+// TestMain tears the labs down when go test's timeout or a signal would kill the binary first.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m, "domains", &labs)) }

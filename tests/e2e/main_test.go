@@ -9,15 +9,12 @@ package e2e
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,31 +37,11 @@ var shared struct {
 	skip  string
 }
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	// A test binary killed by go test's -timeout panic or by Ctrl-C runs no cleanup: tear the lab
-	// down first (agents and apiserver die with the binary anyway, namespaces and mounts would not).
-	emergency := func(why string) {
-		if l := sharedLabIfBuilt(); l != nil {
-			fmt.Fprintf(os.Stderr, "e2e: %s: tearing the lab down; files kept in %s\n", why, l.Dir)
-			l.KeepLogs()
-			l.Close()
-		}
-	}
-	if f := flag.Lookup("test.timeout"); f != nil {
-		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 30*time.Second {
-			time.AfterFunc(d-20*time.Second, func() { emergency("go test -timeout is about to fire") })
-		}
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		sig := <-sigs
-		emergency("got " + sig.String())
-		os.Exit(1)
-	}()
+// labs holds the shared lab once built, for the emergency teardown in lab.Main.
+var labs lab.Labs
 
-	code := m.Run()
+func TestMain(m *testing.M) {
+	code := lab.Main(m, "e2e", &labs)
 	if l := sharedLabIfBuilt(); l != nil {
 		if code != 0 {
 			l.KeepLogs()
@@ -121,6 +98,7 @@ func buildShared(ctx context.Context, cfg lab.Config) error {
 	shared.mu.Lock()
 	shared.lab = l
 	shared.mu.Unlock()
+	labs.Add(l)
 	for i := 1; i <= sharedNodes; i++ {
 		n, err := l.AddNode(ctx, fmt.Sprintf("node%d", i), i, lab.NodeOptions{})
 		if err != nil {

@@ -38,12 +38,12 @@ const (
 // Flannel node the wire carries Flannel's VXLAN (UDP 8472, VNI 1, inner MACs = the VTEP MACs) both
 // ways; pod MTUs agree; and a bulk TCP transfer crosses both ways.
 func TestFlannelInterop(t *testing.T) {
-	cfg := labConfig(t)
+	cfg := lab.ConfigForTest(t)
 	flannelBin, err := lab.FlannelBinFromEnv(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newLab(t, cfg)
+	l := lab.NewForTest(t, cfg, &labs)
 	ctx := t.Context()
 	start := time.Now()
 	var edge []*lab.Node

@@ -50,7 +50,7 @@ func ravenMAC(n *lab.Node) string { return fmt.Sprintf("0e:72:61:76:00:%02x", n.
 // and loses none of a Raven stream nor of a pod stream between the same nodes running meanwhile;
 // even `edgeplane-agent --uninstall` leaves raven0 alone.
 func TestRavenUntouched(t *testing.T) {
-	l := newLab(t, labConfig(t))
+	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
 	ctx := t.Context()
 	var nodes []*lab.Node
 	var pods []*lab.Pod

@@ -5,7 +5,6 @@ package services
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -42,31 +41,9 @@ type cluster struct {
 
 func build(t *testing.T) *cluster {
 	t.Helper()
-	cfg, err := lab.ConfigFromEnv()
-	if errors.Is(err, lab.ErrNotRoot) {
-		t.Skip("needs root: the lab builds network namespaces and loads BPF (make test runs as root)")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Logf = t.Logf
+	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	l, err := lab.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	setLab(l)
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.KeepLogs()
-			for _, n := range l.Nodes() {
-				t.Log(n.AgentLogs(40))
-			}
-		}
-		l.Close()
-		setLab(nil)
-	})
 	if _, err := l.StartControllerManager(ctx, lab.ControllerManagerOptions{}); err != nil {
 		t.Fatal(err)
 	}
