@@ -15,10 +15,8 @@
 package lb
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
-	"strconv"
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
@@ -129,16 +127,11 @@ func (d Dir) String() string {
 	return fmt.Sprintf("dir(%d)", uint8(d))
 }
 
-// Port is a port as the datapath stores it (C __be16).
-type Port [2]byte
+// Port is a port as the datapath stores it (C __be16; pkg/maps.Port).
+type Port = maps.Port
 
 // PortFrom converts a port number.
-func PortFrom(p uint16) Port { return Port{byte(p >> 8), byte(p)} }
-
-// Uint16 converts back.
-func (p Port) Uint16() uint16 { return binary.BigEndian.Uint16(p[:]) }
-
-func (p Port) String() string { return strconv.Itoa(int(p.Uint16())) }
+func PortFrom(p uint16) Port { return maps.PortFrom(p) }
 
 // SvcKey mirrors struct lb_svc_key.
 type SvcKey struct {

@@ -11,9 +11,7 @@
 package nat
 
 import (
-	"encoding/binary"
 	"fmt"
-	"strconv"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
@@ -46,16 +44,11 @@ func (p Proto) String() string {
 	return fmt.Sprintf("proto(%d)", uint8(p))
 }
 
-// Port is a port or ICMP echo identifier as the datapath stores it (C __be16).
-type Port [2]byte
+// Port is a port as the datapath stores it (C __be16; pkg/maps.Port).
+type Port = maps.Port
 
 // PortFrom converts a port number.
-func PortFrom(p uint16) Port { return Port{byte(p >> 8), byte(p)} }
-
-// Uint16 converts back.
-func (p Port) Uint16() uint16 { return binary.BigEndian.Uint16(p[:]) }
-
-func (p Port) String() string { return strconv.Itoa(int(p.Uint16())) }
+func PortFrom(p uint16) Port { return maps.PortFrom(p) }
 
 // FwdKey mirrors struct nat_fwd_key: a masqueraded flow as the pod sent it.
 type FwdKey struct {
