@@ -170,8 +170,10 @@ static __always_inline __u64 event_wakeup(void)
 		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-/* Emits an event for the packet leaving with verdict when a listener asked for its type. */
-static __always_inline void event_emit(struct __sk_buff *skb, __u32 dir, __u32 reason, int verdict)
+/* A zeroed event with its common fields filled, or NULL when no listener asked for its type (or
+ * the ring buffer is full: counted in events_lost_map). The caller fills the tuple and submits. */
+static __always_inline struct monitor_event *event_reserve(__u32 dir, __u32 reason, int verdict,
+							   __u32 ifindex, __u32 len)
 {
 	__u32 want = reason == REASON_FORWARDED ? MONITOR_TRACE : MONITOR_DROPS;
 	struct monitor_event *e;
@@ -179,22 +181,32 @@ static __always_inline void event_emit(struct __sk_buff *skb, __u32 dir, __u32 r
 	__u64 *lost;
 
 	if (!(monitor_flags() & want))
-		return;
+		return 0;
 	e = bpf_ringbuf_reserve(&events_map, sizeof(*e), 0);
 	if (!e) {
 		lost = bpf_map_lookup_elem(&events_lost_map, &zero);
 		if (lost)
 			*lost += 1;
-		return;
+		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
-	e->ifindex = skb->ifindex;
-	e->len = skb->len;
+	e->ifindex = ifindex;
+	e->len = len;
 	e->type = reason == REASON_FORWARDED ? EVENT_TRACE : EVENT_DROP;
 	e->reason = reason;
 	e->dir = dir;
 	e->verdict = verdict;
+	return e;
+}
+
+/* Emits an event for the packet leaving with verdict when a listener asked for its type. */
+static __always_inline void event_emit(struct __sk_buff *skb, __u32 dir, __u32 reason, int verdict)
+{
+	struct monitor_event *e = event_reserve(dir, reason, verdict, skb->ifindex, skb->len);
+
+	if (!e)
+		return;
 	event_parse(skb, e);
 	bpf_ringbuf_submit(e, event_wakeup());
 }
@@ -206,28 +218,11 @@ static __always_inline void event_emit(struct __sk_buff *skb, __u32 dir, __u32 r
 static __always_inline void event_emit_xdp(struct xdp_md *ctx, __u32 dir, __u32 reason, int verdict,
 					   const struct iphdr *ip, __be16 sport, __be16 dport)
 {
-	__u32 want = reason == REASON_FORWARDED ? MONITOR_TRACE : MONITOR_DROPS;
-	struct monitor_event *e;
-	__u32 zero = 0;
-	__u64 *lost;
+	struct monitor_event *e = event_reserve(dir, reason, verdict, ctx->ingress_ifindex,
+						(void *)(long)ctx->data_end - (void *)(long)ctx->data);
 
-	if (!(monitor_flags() & want))
+	if (!e)
 		return;
-	e = bpf_ringbuf_reserve(&events_map, sizeof(*e), 0);
-	if (!e) {
-		lost = bpf_map_lookup_elem(&events_lost_map, &zero);
-		if (lost)
-			*lost += 1;
-		return;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->ts_ns = bpf_ktime_get_ns();
-	e->ifindex = ctx->ingress_ifindex;
-	e->len = (void *)(long)ctx->data_end - (void *)(long)ctx->data;
-	e->type = reason == REASON_FORWARDED ? EVENT_TRACE : EVENT_DROP;
-	e->reason = reason;
-	e->dir = dir;
-	e->verdict = verdict;
 	e->flags = EVENT_F_IPV4;
 	e->tuple.saddr = ip->saddr;
 	e->tuple.daddr = ip->daddr;
