@@ -30,6 +30,17 @@ type Path struct {
 	Name   string
 	Client Endpoint
 	Server Endpoint
+	// Dial is the address the client connects to when it is not Server.IP: a Service's virtual
+	// IP whose port maps to the server's same port.
+	Dial string
+}
+
+// dialIP is the address the client of p connects to.
+func (p Path) dialIP() string {
+	if p.Dial != "" {
+		return p.Dial
+	}
+	return p.Server.IP
 }
 
 // Sample is one measurement of one metric on one path.
@@ -87,7 +98,7 @@ func RequestResponse(p Path, tcp bool, seconds int, cpu string, port int) (Sampl
 		return Sample{}, err
 	}
 	defer stop()
-	cargs := []string{"ping-pong", "-i", p.Server.IP, "-p", strconv.Itoa(port), "-m", "64", "-t", strconv.Itoa(seconds)}
+	cargs := []string{"ping-pong", "-i", p.dialIP(), "-p", strconv.Itoa(port), "-m", "64", "-t", strconv.Itoa(seconds)}
 	if tcp {
 		cargs = append(cargs, "--tcp")
 	}
@@ -218,4 +229,33 @@ func ABBAOrder(n, r int) []int {
 		}
 	}
 	return idx
+}
+
+var crrOut = regexp.MustCompile(`connections=(\d+) seconds=([0-9.]+) rate=([0-9.]+) p50_us=([0-9.]+) p99_us=([0-9.]+)`)
+
+// ConnectRate runs the crr tool (tests/bench/crr, built to bin) for seconds: sequential TCP
+// connections with one request and answer each, client and server pinned to the same CPU.
+// Sample.TPS is connections per second.
+func ConnectRate(bin string, p Path, seconds int, cpu string, port int) (Sample, error) {
+	stop, err := server(p.Server.NetNS, cpu, bin, "server", "-l", fmt.Sprintf("%s:%d", p.Server.IP, port))
+	if err != nil {
+		return Sample{}, err
+	}
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+20)*time.Second)
+	defer cancel()
+	out, err := nsCmd(ctx, p.Client.NetNS, cpu, bin, "client", "-c", fmt.Sprintf("%s:%d", p.dialIP(), port), "-t", strconv.Itoa(seconds)).CombinedOutput()
+	if err != nil {
+		return Sample{}, fmt.Errorf("crr on %s: %w: %s", p.Name, err, tail(out))
+	}
+	m := crrOut.FindStringSubmatch(string(out))
+	if m == nil {
+		return Sample{}, fmt.Errorf("crr on %s: unexpected output %q", p.Name, tail(out))
+	}
+	s := Sample{Raw: string(out)}
+	s.DurationS, _ = strconv.ParseFloat(m[2], 64)
+	s.TPS, _ = strconv.ParseFloat(m[3], 64)
+	s.P50us, _ = strconv.ParseFloat(m[4], 64)
+	s.P99us, _ = strconv.ParseFloat(m[5], 64)
+	return s, nil
 }

@@ -1,0 +1,517 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/service"
+	"github.com/edgeplane/edgeplane/tests/lab"
+)
+
+// BenchmarkServices compares edgeplane's Services datapath with the real kube-proxy in iptables
+// mode, in one lab and one run, with 1, 1,000 and 10,000 Services programmed (BENCH_SERVICES,
+// comma list): node ep-1 runs edgeplane, node kp-1 runs kube-proxy with the bridge CNI, both
+// against the same API server and the same Services. Per step, in alternating rounds:
+//
+//   - clusterip: a client pod reaches a backend pod on its own node through a ClusterIP: TCP
+//     request/response (sockperf, 64 B) and connect rate (tests/bench/crr: connect, 1 B each way,
+//     close);
+//   - nodeport-drop: UDP to a NodePort the node must not serve, received on the node's NIC (live
+//     XDP frames, inject.go): edgeplane isolates it (nodeport.openyurt.io/listen) and drops it in
+//     node_xdp, run as a native-XDP NIC would (edgeplane-native) and behind a NIC without native
+//     XDP (edgeplane-generic, what the lab's veth NICs get); kube-proxy either has no rule for it
+//     (the Service hidden from it, as OpenYurt's yurthub filter isolates NodePorts: kube-proxy-
+//     norule) or drops it in its own filter rule (externalTrafficPolicy Local without a local
+//     endpoint: kube-proxy-droprule);
+//   - nodeport-forward: UDP to a NodePort whose backend is a pod on the node, same injection.
+//
+// The Services beyond the benchmark's own are selector-less ClusterIP Services with 10 endpoints
+// each (lab.BulkServices). Results go to bench/results.json; docs/benchmarks.md reports them.
+func BenchmarkServices(b *testing.B) {
+	cfg, err := lab.ConfigFromEnv()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Logf = b.Logf
+	ctx := context.Background()
+	l, err := lab.New(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	s := setupServicesBench(b, l)
+
+	steps := parseSteps(b, os.Getenv("BENCH_SERVICES"), []int{1, 1000, 10000})
+	rounds := envInt("BENCH_ROUNDS", 5)
+	secs := envInt("BENCH_SECONDS", 4)
+	var results []Result
+	perStep := map[int][]Result{}
+	for _, n := range steps {
+		prog := s.grow(b, n)
+		results = append(results, prog...)
+		step := s.measure(b, n, rounds, secs)
+		perStep[n] = step
+		results = append(results, step...)
+	}
+	results = append(results, scaling(steps, perStep)...)
+	b.StopTimer()
+	report(b, results, time.Now())
+}
+
+func parseSteps(b *testing.B, v string, def []int) []int {
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			b.Fatalf("BENCH_SERVICES=%q: want a comma list of counts >= 1", v)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+type servicesBench struct {
+	l        *lab.Lab
+	ep, kp   *lab.Node
+	proxy    *lab.KubeProxy
+	crr      string
+	rr       []Path // clusterip: kube-proxy, edgeplane
+	drop     []livePath
+	forward  []livePath
+	fillers  int // bulk Services created so far
+	svc0     int // edgeplane frontends before any bulk Service
+	kpRules0 int // kube-proxy KUBE-SERVICES rules before any bulk Service
+}
+
+// livePath is one way a node receives injected frames.
+type livePath struct {
+	name   string
+	node   *lab.Node
+	prog   *ebpf.Program
+	frame  []byte
+	frames uint32 // per sample, calibrated to about a second
+	// verify checks, before the rounds, that the node did with a test run what the path claims.
+	verify func(b *testing.B, p *livePath)
+}
+
+const (
+	rrPort   = 7000
+	crrPort  = 7001
+	udpPort  = 9
+	benchCPU = 1
+)
+
+func setupServicesBench(b *testing.B, l *lab.Lab) *servicesBench {
+	ctx := context.Background()
+	s := &servicesBench{l: l}
+	var err error
+	if s.ep, err = l.AddNode(ctx, "ep-1", 1, lab.NodeOptions{Labels: map[string]string{domain.DefaultPoolLabel: "pool-a"}}); err != nil {
+		b.Fatal(err)
+	}
+	if s.kp, err = l.AddNode(ctx, "kp-1", 2, lab.NodeOptions{NoAgent: true}); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.UseBridgeCNI(s.kp); err != nil {
+		b.Fatal(err)
+	}
+	if s.proxy, err = l.StartKubeProxy(ctx, s.kp, lab.KubeProxyOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	pod := func(n *lab.Node, name string) *lab.Pod {
+		p, err := l.AddPod(ctx, n, name, lab.PodOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p
+	}
+	cEP, sEP, cKP, sKP := pod(s.ep, "client-ep"), pod(s.ep, "server-ep"), pod(s.kp, "client-kp"), pod(s.kp, "server-kp")
+
+	s.crr = filepath.Join(l.Dir, "crr")
+	if out, err := exec.Command("go", "build", "-o", s.crr, "./crr").CombinedOutput(); err != nil {
+		b.Fatalf("building crr: %v: %s", err, out)
+	}
+
+	newService := func(name string, opts lab.ServiceOptions, backend *lab.Pod) *corev1.Service {
+		svc, err := l.CreateService(ctx, name, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.SetEndpoints(ctx, svc, backend); err != nil {
+			b.Fatal(err)
+		}
+		return svc
+	}
+	tcp := func(name string, port int) corev1.ServicePort {
+		return corev1.ServicePort{Name: name, Port: int32(port), TargetPort: intstr.FromInt(port), Protocol: corev1.ProtocolTCP}
+	}
+	udp := []corev1.ServicePort{{Name: "udp", Port: udpPort, TargetPort: intstr.FromInt(udpPort), Protocol: corev1.ProtocolUDP}}
+	rrOpts := lab.ServiceOptions{Ports: []corev1.ServicePort{tcp("rr", rrPort), tcp("crr", crrPort)}}
+	rrKP, rrEP := newService("rr-kp", rrOpts, sKP), newService("rr-ep", rrOpts, sEP)
+	// Isolated on ep-1's pool; handed to edgeplane only, so kube-proxy has no rule for it.
+	closed := newService("np-closed", lab.ServiceOptions{Type: corev1.ServiceTypeNodePort, Ports: udp,
+		Labels:      map[string]string{service.ProxyNameLabel: service.ProxyName},
+		Annotations: map[string]string{service.ListenAnnotation: "-pool-a"}}, sEP)
+	// Its only backend is on ep-1: kube-proxy on kp-1 drops it in its filter rule.
+	local := newService("np-local", lab.ServiceOptions{Type: corev1.ServiceTypeNodePort, Ports: udp,
+		ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, sEP)
+	fwdKP := newService("np-fwd-kp", lab.ServiceOptions{Type: corev1.ServiceTypeNodePort, Ports: udp}, sKP)
+	fwdEP := newService("np-fwd-ep", lab.ServiceOptions{Type: corev1.ServiceTypeNodePort, Ports: udp}, sEP)
+
+	ep := func(p *lab.Pod) Endpoint { return Endpoint{NetNS: p.Netns.Name(), IP: p.IP.String()} }
+	s.rr = []Path{
+		{Name: "kube-proxy", Client: ep(cKP), Server: ep(sKP), Dial: rrKP.Spec.ClusterIP},
+		{Name: "edgeplane", Client: ep(cEP), Server: ep(sEP), Dial: rrEP.Spec.ClusterIP},
+	}
+	// Both proxies have programmed the benchmark's Services once both paths carry traffic.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range s.rr {
+		for {
+			_, err := RequestResponse(p, true, 1, "", rrPort)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("clusterip path %s: %v", p.Name, err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+
+	epMAC, kpMAC := nicMAC(b, s.ep), nicMAC(b, s.kp)
+	src := netip.AddrPortFrom(lab.OutsideIP, 40000)
+	frame := func(mac net.HardwareAddr, n *lab.Node, svc *corev1.Service) []byte {
+		return udpFrame(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x64}, mac, src, netip.AddrPortFrom(n.IP, uint16(svc.Spec.Ports[0].NodePort)))
+	}
+	pass := func(f []byte) *ebpf.Program {
+		p, err := injectPass(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Close() })
+		return p
+	}
+	xdp, err := nodeXDP(s.ep)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { xdp.Close() })
+	closedEP, closedKP, localKP := frame(epMAC, s.ep, closed), frame(kpMAC, s.kp, closed), frame(kpMAC, s.kp, local)
+	s.drop = []livePath{
+		{name: "kube-proxy-norule", node: s.kp, prog: pass(closedKP), frame: closedKP, verify: verifyNoPort(s.kp.Netns)},
+		{name: "kube-proxy-droprule", node: s.kp, prog: pass(localKP), frame: localKP, verify: verifyRuleDrop(s.proxy, local.Spec.Ports[0].NodePort)},
+		{name: "edgeplane-generic", node: s.ep, prog: pass(closedEP), frame: closedEP, verify: verifyXDPDrop},
+		{name: "edgeplane-native", node: s.ep, prog: xdp, frame: closedEP, verify: verifyXDPDrop},
+	}
+	fKP, fEP := frame(kpMAC, s.kp, fwdKP), frame(epMAC, s.ep, fwdEP)
+	s.forward = []livePath{
+		{name: "kube-proxy", node: s.kp, prog: pass(fKP), frame: fKP, verify: verifyNoPort(sKP.Netns)},
+		{name: "edgeplane", node: s.ep, prog: pass(fEP), frame: fEP, verify: verifyNoPort(sEP.Netns)},
+	}
+	for _, ps := range [][]livePath{s.drop, s.forward} {
+		for i := range ps {
+			ps[i].verify(b, &ps[i])
+		}
+	}
+	if s.svc0, err = s.ep.ServiceFrontends(); err != nil {
+		b.Fatal(err)
+	}
+	if s.kpRules0, err = s.kubeProxyServices(); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func nicMAC(b *testing.B, n *lab.Node) net.HardwareAddr {
+	var mac net.HardwareAddr
+	if err := lab.InNetns(n.Netns, func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err == nil {
+			mac = ifc.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return mac
+}
+
+const verifyFrames = 20000
+
+// calibrate runs verifyFrames through p and sets p.frames to about one second's worth.
+func calibrate(b *testing.B, p *livePath) {
+	s, err := LiveRate(p.node.Netns, "eth0", p.prog, p.frame, verifyFrames, benchCPU)
+	if err != nil {
+		b.Fatalf("%s: %v", p.name, err)
+	}
+	p.frames = uint32(min(max(s.PPS, 50_000), 20_000_000))
+}
+
+// verifyXDPDrop: node_xdp counted every frame as NODEPORT_CLOSED.
+func verifyXDPDrop(b *testing.B, p *livePath) {
+	key := metrics.Key{Dir: metrics.DirNodeXDP, Reason: uint32(datapath.DropNodePortClosed)}
+	before, err := p.node.Counters()
+	if err != nil {
+		b.Fatal(err)
+	}
+	calibrate(b, p)
+	after, err := p.node.Counters()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got := after[key].Packets - before[key].Packets; got != verifyFrames {
+		b.Fatalf("%s: node_xdp counted %d NODEPORT_CLOSED drops of %d frames", p.name, got, verifyFrames)
+	}
+}
+
+// verifyNoPort: the frames reached ns's UDP layer, which had no socket for them (the node itself
+// for a hidden NodePort, the backend pod for a forwarded one): Udp NoPorts grew by the frames,
+// give or take what a full backlog dropped (at most 1%).
+func verifyNoPort(ns lab.Netns) func(*testing.B, *livePath) {
+	return func(b *testing.B, p *livePath) {
+		before := udpNoPorts(b, ns)
+		calibrate(b, p)
+		got := udpNoPorts(b, ns) - before
+		if got < verifyFrames*99/100 || got > verifyFrames {
+			b.Fatalf("%s: %s counted %d UDP datagrams to no port of %d frames", p.name, ns, got, verifyFrames)
+		}
+	}
+}
+
+var noPortsField = regexp.MustCompile(`(?m)^Udp: (\d+) (\d+)`)
+
+func udpNoPorts(b *testing.B, ns lab.Netns) uint64 {
+	var v uint64
+	err := lab.InNetns(ns, func() error {
+		// thread-self: /proc/net follows the process's main thread, not this one.
+		buf, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		// "Udp: InDatagrams NoPorts ..." header line, then the values line.
+		all := noPortsField.FindAllStringSubmatch(string(buf), -1)
+		if len(all) == 0 {
+			return fmt.Errorf("no Udp line in snmp of %s", ns)
+		}
+		v, err = strconv.ParseUint(all[len(all)-1][2], 10, 64)
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// verifyRuleDrop: kube-proxy's DROP rule for the NodePort counted every frame.
+func verifyRuleDrop(k *lab.KubeProxy, nodePort int32) func(*testing.B, *livePath) {
+	return func(b *testing.B, p *livePath) {
+		before := dropRulePackets(b, k, nodePort)
+		calibrate(b, p)
+		if got := dropRulePackets(b, k, nodePort) - before; got != verifyFrames {
+			b.Fatalf("%s: kube-proxy's DROP rule for port %d counted %d of %d frames", p.name, nodePort, got, verifyFrames)
+		}
+	}
+}
+
+func dropRulePackets(b *testing.B, k *lab.KubeProxy, nodePort int32) uint64 {
+	out, err := k.Node.Netns.Exec(context.Background(), "iptables-save", "-c", "-t", "filter")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := fmt.Sprintf("--dport %d ", nodePort)
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, port) && strings.HasSuffix(strings.TrimSpace(line), "-j DROP") && strings.HasPrefix(line, "[") {
+			n, err := strconv.ParseUint(line[1:strings.Index(line, ":")], 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("kube-proxy has no DROP rule for node port %d:\n%s", nodePort, out)
+	return 0
+}
+
+// kubeProxyServices counts kube-proxy's per-Service-IP rules in the nat table's KUBE-SERVICES.
+func (s *servicesBench) kubeProxyServices() (int, error) {
+	rules, err := s.proxy.NATRules(context.Background())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(rules, "\n") {
+		if strings.HasPrefix(line, "-A KUBE-SERVICES -d ") {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// grow creates bulk Services until n Services are programmed (the benchmark's own counting as
+// one), waits for both proxies to have programmed all of them, and reports how long that took and
+// both proxies' memory.
+func (s *servicesBench) grow(b *testing.B, n int) []Result {
+	ctx := context.Background()
+	want := n - 1
+	if want <= s.fillers {
+		return nil
+	}
+	start := time.Now()
+	if _, err := s.l.BulkServices(ctx, "fill", s.fillers, want, 10, 8); err != nil {
+		b.Fatal(err)
+	}
+	created := time.Since(start)
+	s.fillers = want
+	var epDone, kpDone time.Duration
+	deadline := time.Now().Add(15 * time.Minute)
+	for epDone == 0 || kpDone == 0 {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d services: not programmed within 15 minutes (edgeplane %v, kube-proxy %v)", n, epDone, kpDone)
+		}
+		if epDone == 0 {
+			if c, err := s.ep.ServiceFrontends(); err == nil && c >= s.svc0+want {
+				epDone = time.Since(start)
+			}
+		}
+		if kpDone == 0 {
+			if c, err := s.kubeProxyServices(); err == nil && c >= s.kpRules0+want {
+				kpDone = time.Since(start)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	epRSS, kpRSS := rssMiB(s.ep.Agent.Pid()), rssMiB(s.proxy.Process.Pid())
+	b.Logf("%d services: created in %v; programmed by edgeplane after %v (RSS %.0f MiB), by kube-proxy after %v (RSS %.0f MiB)",
+		n, created.Round(time.Millisecond), epDone.Round(time.Second), epRSS, kpDone.Round(time.Second), kpRSS)
+	g := fmt.Sprintf("services-%d/programming", n)
+	one := func(metric, unit, path string, v, base float64) Result {
+		r := Result{Group: g, Metric: metric, Unit: unit, Path: path, Baseline: "kube-proxy", Samples: []float64{v}, Median: v}
+		if base > 0 {
+			r.Ratio, r.RatioMin, r.RatioMax = v/base, v/base, v/base
+		}
+		return r
+	}
+	return []Result{
+		one("programmed_after_create_start", "s (1 s polls)", "kube-proxy", kpDone.Seconds(), kpDone.Seconds()),
+		one("programmed_after_create_start", "s (1 s polls)", "edgeplane", epDone.Seconds(), kpDone.Seconds()),
+		one("rss", "MiB", "kube-proxy", kpRSS, kpRSS),
+		one("rss", "MiB", "edgeplane", epRSS, kpRSS),
+	}
+}
+
+func rssMiB(pid int) float64 {
+	buf, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(buf), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func (s *servicesBench) measure(b *testing.B, n, rounds, secs int) []Result {
+	prefix := fmt.Sprintf("services-%d/", n)
+	var out []Result
+	rr := []metric{
+		{name: "tcp_rr", unit: "transactions/s", better: "higher",
+			measure: func(p Path, _ int) (Sample, error) {
+				return RequestResponse(p, true, secs, strconv.Itoa(benchCPU), rrPort)
+			},
+			value: func(s Sample) float64 { return s.TPS }},
+		{name: "connect_rate", unit: "connections/s", better: "higher",
+			measure: func(p Path, _ int) (Sample, error) {
+				return ConnectRate(s.crr, p, secs, strconv.Itoa(benchCPU), crrPort)
+			},
+			value: func(s Sample) float64 { return s.TPS }},
+	}
+	g := group{name: prefix + "clusterip", paths: s.rr, metrics: rr}
+	for _, m := range rr {
+		samples := make([][]Sample, len(g.paths))
+		for r := range rounds {
+			for _, i := range ABBAOrder(len(g.paths), r) {
+				smp, err := m.measure(g.paths[i], 0)
+				if err != nil {
+					b.Fatalf("%s %s %s round %d: %v", g.name, m.name, g.paths[i].Name, r, err)
+				}
+				samples[i] = append(samples[i], smp)
+			}
+		}
+		out = append(out, summarize(g, m, samples)...)
+	}
+	for _, lg := range []struct {
+		name  string
+		paths []livePath
+	}{{"nodeport-drop", s.drop}, {"nodeport-forward", s.forward}} {
+		g := group{name: prefix + lg.name}
+		for _, p := range lg.paths {
+			g.paths = append(g.paths, Path{Name: p.name})
+		}
+		m := metric{name: "pps", unit: "packets/s (one CPU)", better: "higher", value: func(s Sample) float64 { return s.PPS }}
+		samples := make([][]Sample, len(lg.paths))
+		for r := range rounds {
+			for _, i := range ABBAOrder(len(lg.paths), r) {
+				p := lg.paths[i]
+				smp, err := LiveRate(p.node.Netns, "eth0", p.prog, p.frame, p.frames, benchCPU)
+				if err != nil {
+					b.Fatalf("%s %s round %d: %v", g.name, p.name, r, err)
+				}
+				samples[i] = append(samples[i], smp)
+			}
+		}
+		out = append(out, summarize(g, m, samples)...)
+	}
+	return out
+}
+
+// scaling relates every path's median at each step to its own at the first step (edgeplane at
+// 10,000 Services against edgeplane at 1).
+func scaling(steps []int, perStep map[int][]Result) []Result {
+	if len(steps) < 2 {
+		return nil
+	}
+	base := map[string]Result{}
+	key := func(r Result) string {
+		return strings.SplitN(r.Group, "/", 2)[1] + "|" + r.Metric + "|" + r.Path
+	}
+	for _, r := range perStep[steps[0]] {
+		base[key(r)] = r
+	}
+	var out []Result
+	for _, n := range steps[1:] {
+		for _, r := range perStep[n] {
+			b0, ok := base[key(r)]
+			if !ok || b0.Median == 0 {
+				continue
+			}
+			out = append(out, Result{
+				Group: fmt.Sprintf("services-scaling/%s", strings.SplitN(r.Group, "/", 2)[1]), Metric: fmt.Sprintf("%s@%d", r.Metric, n),
+				Unit: "ratio to own median at " + strconv.Itoa(steps[0]), Path: r.Path, Baseline: fmt.Sprintf("%s@%d", r.Path, steps[0]),
+				Samples: []float64{r.Median}, Median: r.Median, Ratio: r.Median / b0.Median,
+			})
+		}
+	}
+	return out
+}
