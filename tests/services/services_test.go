@@ -269,6 +269,10 @@ func TestServices(t *testing.T) {
 	t.Run("nodeport-local-from-outside", func(t *testing.T) { testNodePortLocal(t, c) })
 	t.Run("loadbalancer-ip-and-external-ip", func(t *testing.T) { testLoadBalancerIP(t, c, all) })
 
+	t.Run("session-affinity", func(t *testing.T) { testSessionAffinity(t, c) })
+	t.Run("internal-traffic-policy-local", func(t *testing.T) { testInternalTrafficPolicyLocal(t, c) })
+	t.Run("traffic-distribution", func(t *testing.T) { testTrafficDistribution(t, c) })
+	t.Run("nodeport-isolation-every-address", func(t *testing.T) { testNodePortIsolationEveryAddress(t, c) })
 	t.Run("edgeplanectl-names-services", func(t *testing.T) {
 		// The agent publishes the frontends' owners; edgeplanectl on the node names them.
 		n := c.nodes[0]
