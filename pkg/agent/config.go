@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -46,6 +47,7 @@ type Config struct {
 	NonMasqueradeCIDRs PrefixList
 	MTU                int
 	MetricsAddr        string
+	HealthzBindAddress string // kube-proxy's proxy health server (pkg/svchealth); empty disables
 	Resync             time.Duration
 	ProcSys            string
 	DomainConfig       string // namespace/name of the domain ConfigMap
@@ -73,6 +75,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.NonMasqueradeCIDRs, "non-masquerade-cidrs", "comma-separated destinations never masqueraded (the cluster CIDR always is)")
 	fs.IntVar(&c.MTU, "mtu", 0, "pod MTU (default: underlay MTU - 50)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /metrics, /healthz and /readyz; empty disables")
+	fs.StringVar(&c.HealthzBindAddress, "healthz-bind-address", "0.0.0.0:10256", "address of kube-proxy's health server (/healthz, /livez) that cloud load balancers probe; empty disables")
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
 	fs.StringVar(&c.DomainConfig, "domain-config", "kube-system/edgeplane-domains", "namespace/name of the ConfigMap that groups node pools into network domains and sets their connectivity (docs/domains.md); a missing ConfigMap (or an empty flag) means every pool is its own domain and all pairs are public")
@@ -103,6 +106,11 @@ func (c *Config) Validate() error {
 	}
 	if c.BPFFSRoot == "" || c.RunDir == "" || c.VXLANDevice == "" || c.ProcSys == "" {
 		errs = append(errs, errors.New("--bpffs-root, --run-dir, --vxlan-device and --proc-sys must not be empty"))
+	}
+	if c.HealthzBindAddress != "" {
+		if _, _, err := net.SplitHostPort(c.HealthzBindAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--healthz-bind-address %q: want host:port: %w", c.HealthzBindAddress, err))
+		}
 	}
 	if c.Resync <= 0 {
 		errs = append(errs, errors.New("--resync-period must be positive"))

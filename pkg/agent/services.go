@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/service"
+	"github.com/edgeplane/edgeplane/pkg/svchealth"
 )
 
 // lbTables are the service maps (bpf/lib/lb.h), opened; Close releases them (the pins stay).
@@ -184,12 +186,20 @@ func (t affinityTable) List() (map[controller.AffinityKey]controller.Affinity, e
 type services struct {
 	reconciler *controller.ServiceReconciler
 	gc         *conntrackGC
+	health     *svchealth.Server      // health check node ports of externalTrafficPolicy: Local Services
+	proxy      *svchealth.ProxyHealth // --healthz-bind-address
+	healthz    string
 	informers  map[string]cache.SharedIndexInformer // for the readiness checks
 }
 
 func (a *Agent) newServices(inf k8s.Informers, tbl *tables, recorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
 	svcInformer := inf.Cluster.Core().V1().Services()
 	sliceInformer := inf.Cluster.Discovery().V1().EndpointSlices()
+	// kube-proxy's health timeout: twice its sync period.
+	proxy := &svchealth.ProxyHealth{Timeout: 2 * a.cfg.Resync, Node: func() (*corev1.Node, error) {
+		return inf.Cluster.Core().V1().Nodes().Lister().Get(a.cfg.NodeName)
+	}}
+	health := svchealth.New(svchealth.Config{NodeName: a.cfg.NodeName, Recorder: recorder, Proxy: proxy})
 	rec, err := controller.NewServiceReconciler(controller.ServiceReconcilerConfig{
 		NodeName:  a.cfg.NodeName,
 		Services:  svcInformer,
@@ -203,15 +213,18 @@ func (a *Agent) newServices(inf k8s.Informers, tbl *tables, recorder record.Even
 		Metrics:   a.telemetry.metrics,
 		Domains:   domains,
 		Index:     serviceIndex{runDir: a.cfg.RunDir},
+
+		HealthChecks: health,
 	})
 	if err != nil {
 		return nil, err
 	}
+	proxy.Ready, proxy.Pending = func() bool { return isClosed(rec.Ready()) }, rec.Pending
 	gc := &conntrackGC{
 		ct: tbl.lb.ct, affinity: tbl.lb.affinity, services: rec,
 		now: bootTime, batch: conntrackGCBatch, metrics: a.telemetry.metrics,
 	}
-	return &services{reconciler: rec, gc: gc, informers: map[string]cache.SharedIndexInformer{
+	return &services{reconciler: rec, gc: gc, health: health, proxy: proxy, healthz: a.cfg.HealthzBindAddress, informers: map[string]cache.SharedIndexInformer{
 		"services": svcInformer.Informer(), "endpointslices": sliceInformer.Informer(),
 	}}, nil
 }
@@ -219,8 +232,12 @@ func (a *Agent) newServices(inf k8s.Informers, tbl *tables, recorder record.Even
 // run runs the reconciler, and the garbage collector once the reconciler is ready, until ctx is
 // done.
 func (s *services) run(ctx context.Context, metrics controller.Metrics) error {
+	defer s.health.Close() // after the reconciler stopped: nothing sets them any more
 	var gc sync.WaitGroup
 	defer gc.Wait()
+	if s.healthz != "" {
+		gc.Go(func() { s.proxy.Run(ctx, s.healthz) })
+	}
 	gc.Go(func() {
 		select {
 		case <-ctx.Done():
@@ -234,6 +251,15 @@ func (s *services) run(ctx context.Context, metrics controller.Metrics) error {
 		})
 	})
 	return s.reconciler.Run(ctx)
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // readyCheck fails until the start-up pass has programmed every Service (/readyz).

@@ -68,6 +68,15 @@ type ServiceReconcilerConfig struct {
 	// Index, optional, receives the frontends each Service owns (namespace/name -> frontends),
 	// at most once a second when they changed and at every resync, for edgeplanectl's names.
 	Index ServiceIndex
+	// HealthChecks, optional, receives after each reconcile of a Service its health check node
+	// port on this node and its ready local endpoints (service.HealthCheckOf); port 0 when it
+	// needs none or is gone (svc nil).
+	HealthChecks HealthCheckSink
+}
+
+// HealthCheckSink serves the health check node ports (pkg/svchealth).
+type HealthCheckSink interface {
+	SetHealthCheck(key string, svc *corev1.Service, hc service.HealthCheck)
 }
 
 // ServiceIndex is where the frontends' owners are published (pkg/names' services.json).
@@ -272,17 +281,26 @@ func (r *ServiceReconciler) Refresh() {
 // Ready is closed once the start-up pass has programmed every Service and deleted stale entries.
 func (r *ServiceReconciler) Ready() <-chan struct{} { return r.ready }
 
+// Pending is how many Services wait for a reconcile (the proxy health server's staleness signal).
+func (r *ServiceReconciler) Pending() int { return r.queue.Len() }
+
 // Run waits for the informers, runs the start-up pass, then follows changes until ctx is done. It
 // never leaves a worker writing to the maps behind.
 func (r *ServiceReconciler) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	defer r.queue.ShutDown()
+	start := time.Now()
 	if !cache.WaitForCacheSync(ctx.Done(), r.synced...) {
 		return errors.New("service, endpointslice, node or domain configuration informer did not sync")
 	}
+	synced := time.Now()
 	r.syncAll(ctx)
 	close(r.ready)
+	// The cold-start benchmark (tests/bench) stamps "programmed" with this line.
+	frontends, slots := r.programmedCount()
+	klog.FromContext(ctx).Info("Start-up pass done: every Service programmed", "frontends", frontends,
+		"backendSlots", slots, "informerSync", synced.Sub(start), "pass", time.Since(synced))
 	workers.Go(func() { wait.UntilWithContext(ctx, r.runWorker, time.Second) })
 	ticker := time.NewTicker(r.cfg.Resync)
 	defer ticker.Stop()
@@ -315,6 +333,16 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 			publish(true)
 		}
 	}
+}
+
+// programmedCount is how many frontends and backend slots the maps hold for Services.
+func (r *ServiceReconciler) programmedCount() (frontends, slots int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.programmed {
+		slots += int(p.entry.Count)
+	}
+	return len(r.programmed), slots
 }
 
 // owners is the frontends each Service owns, sorted.
@@ -553,6 +581,7 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 		r.adoptPinnedLocked(key, svc)
 		return nil
 	}
+	r.healthCheckLocked(key, svc, service.Input{Service: svc, Slices: endpointSlices, Cluster: r.clusterLocked(), Policy: policy})
 	for _, w := range res.Warnings {
 		events.add(w.Reason, w.Message)
 	}
@@ -563,6 +592,20 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 func (r *ServiceReconciler) forgetLocked(key string) {
 	delete(r.policies, key)
 	delete(r.reported, key)
+	r.healthCheckLocked(key, nil, service.Input{})
+}
+
+// healthCheckLocked hands the Service's health check to the sink, computed from the input its
+// frontends were (in.Service nil: none).
+func (r *ServiceReconciler) healthCheckLocked(key string, svc *corev1.Service, in service.Input) {
+	if r.cfg.HealthChecks == nil {
+		return
+	}
+	var hc service.HealthCheck
+	if in.Service != nil {
+		hc = service.HealthCheckOf(in)
+	}
+	r.cfg.HealthChecks.SetHealthCheck(key, svc, hc)
 }
 
 // policyLocked reads the Service's OpenYurt annotations. One that does not parse is reported and

@@ -273,6 +273,7 @@ func TestServices(t *testing.T) {
 	t.Run("internal-traffic-policy-local", func(t *testing.T) { testInternalTrafficPolicyLocal(t, c) })
 	t.Run("traffic-distribution", func(t *testing.T) { testTrafficDistribution(t, c) })
 	t.Run("nodeport-isolation-every-address", func(t *testing.T) { testNodePortIsolationEveryAddress(t, c) })
+	t.Run("healthcheck-nodeport", func(t *testing.T) { testHealthCheckNodePort(t, c) })
 	t.Run("edgeplanectl-names-services", func(t *testing.T) {
 		// The agent publishes the frontends' owners; edgeplanectl on the node names them.
 		n := c.nodes[0]
