@@ -10,8 +10,9 @@
  *   Services from outside (node_lb): TCP/UDP to a frontend of scope EXTERNAL (NodePort on this
  *   node's addresses, LoadBalancer IPs, externalIPs; lib/nodeport.h decides as node_xdp does) is
  *   translated to its backend: a local one gets the client's address, a remote one (eTP Cluster)
- *   the overlay address as source and goes through the tunnel; that backend's reply comes back to
- *   the overlay address, is translated back twice and leaves through the NIC (node_lb_reply).
+ *   the overlay address as source and goes through the tunnel; that backend's reply (or an ICMP
+ *   error about the client's packet) comes back to the overlay address, is translated back twice
+ *   and leaves through the NIC (node_lb_reply; overlay.c for what the kernel device decapsulates).
  * node_egress (tc egress): masquerade of pod traffic leaving the cluster.
  * Both pass traffic while the agent has not configured the node: this is the node's only NIC, and
  * failing closed here would cut the agent off from the API server. */
@@ -172,65 +173,72 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
 }
 
 /* Whether the IPv4 packet at ip_off (to the overlay address) is a remote backend's reply to a client
- * outside the cluster that node_lb_to_remote translated: the gateway's table names a client
- * outside the cluster CIDR and the service's REV entry for it is EXTERNAL. Only looks: the
- * overlay address also receives the node's own traffic, which keeps its way into the host. */
+ * outside the cluster that node_lb_to_remote translated, or an ICMP error about such a client's
+ * packet (the backend's port unreachable, a fragmentation needed on the way): the gateway's table
+ * names a client outside the cluster CIDR and the service's REV entry for it is EXTERNAL. Only
+ * looks: the overlay address also receives the node's own traffic, which keeps its way into the
+ * host. */
 static __always_inline int node_lb_is_reply(struct __sk_buff *skb, const struct node_cfg *cfg, __u32 ip_off)
 {
 	struct nat_rev_key rk = {};
 	struct nat_rev_val *rv;
+	struct icmphdr *icmp;
 	struct lb_ct_key ck;
 	struct iphdr *ip;
 	struct lb_ct *ct;
 	__be16 *ports;
 	__be32 backend;
+	int quoted = 0;
+	__u8 proto;
 
 	ip = pkt_header(skb, ip_off, sizeof(*ip));
 	if (!ip || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_OFFSET)))
 		return 0;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return 0;
+	proto = ip->protocol;
 	backend = ip->saddr;
-	rk.remote_ip = backend;
-	rk.proto = ip->protocol;
+	if (proto == IPPROTO_ICMP) {
+		/* the quote is the translated packet: overlay address -> backend */
+		icmp = pkt_header(skb, ip_off + sizeof(*ip), sizeof(*icmp));
+		if (!icmp || (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED))
+			return 0;
+		ip_off += sizeof(*ip) + sizeof(*icmp);
+		ip = pkt_header(skb, ip_off, sizeof(*ip));
+		if (!ip || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_OFFSET)) || ip->saddr != cfg->pod_cidr)
+			return 0;
+		proto = ip->protocol;
+		backend = ip->daddr;
+		quoted = 1;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
 	ports = pkt_header(skb, ip_off + sizeof(*ip), 2 * sizeof(__be16));
 	if (!ports)
 		return 0;
-	rk.remote_port = ports[0];
-	rk.node_port = ports[1];
+	rk.remote_ip = backend;
+	rk.proto = proto;
+	rk.remote_port = quoted ? ports[1] : ports[0];
+	rk.node_port = quoted ? ports[0] : ports[1];
 	rv = bpf_map_lookup_elem(&nat_rev_map, &rk);
 	if (!rv || in_cidr(rv->pod_ip, cfg->cluster_cidr, cfg->cluster_mask))
 		return 0;
-	lb_ct_rev_key(&ck, backend, rk.remote_port, rv->pod_ip, rv->pod_port, rk.proto);
+	lb_ct_rev_key(&ck, backend, rk.remote_port, rv->pod_ip, rv->pod_port, proto);
 	ct = bpf_map_lookup_elem(&lb_ct_map, &ck);
 	return ct && (ct->flags & LB_CT_EXTERNAL);
 }
 
-/* A remote backend's reply (node_lb_is_reply, Ethernet + IPv4 at offset 0): the gateway's
- * translation undone (destination: the client), then the service's (source: the frontend), and out
- * of the NIC toward the client. */
+/* A remote backend's reply or ICMP error (node_lb_is_reply, Ethernet + IPv4 at offset 0): the
+ * gateway's translation undone (destination: the client), then the service's (source: the
+ * frontend), and out of the NIC toward the client. */
 static __noinline int node_lb_reply(struct __sk_buff *skb, const struct node_cfg *cfg)
 {
-	struct lb_tuple t;
-	struct ethhdr *eth;
-	struct iphdr *ip;
+	__u16 ct_flags;
 	int ret;
 
-	ret = parse_ipv4(skb, &eth, &ip);
-	if (ret != L3_IPV4)
-		return ret < 0 ? ret : -DROP_INVALID;
-	ret = nat_rnat_overlay(skb, cfg, ip);
+	ret = lb_rev_overlay(skb, cfg, &ct_flags);
 	if (ret < 0)
 		return ret;
-	ret = parse_ipv4(skb, &eth, &ip);
-	if (ret != L3_IPV4)
-		return ret < 0 ? ret : -DROP_INVALID;
-	ret = lb_parse(skb, ip, &t);
-	if (ret)
-		return ret < 0 ? ret : -DROP_INVALID;
-	ret = lb_xlate_rev(skb, &t);
-	if (ret < 0)
-		return ret;
+	if (!(ct_flags & LB_CT_EXTERNAL))
+		return -DROP_NAT_FAILED; /* node_lb_is_reply found the entry, but it is no longer alive */
 	return node_lb_to_client(cfg);
 }
 

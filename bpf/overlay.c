@@ -16,7 +16,12 @@
  *   endpoint such as the API server behind the `kubernetes` Service) leaves through the underlay NIC,
  *   masqueraded there like pod traffic, and its replies are reverse-translated by node_ingress. The
  *   replies of remote backends come back through the tunnel to the overlay address: overlay_ingress
- *   reverse-translates everything it receives before delivering it. */
+ *   reverse-translates everything it receives before delivering it, and sends those to clients
+ *   outside the cluster (NodePort and friends, node.c) out of the underlay NIC, as node_ingress
+ *   does with what it decapsulates itself.
+ *   The agent routes externalIPs and LoadBalancer IPs here too (/32 each): their frontend ports are
+ *   translated like a ClusterIP's; other ports of those addresses leave through the NIC as they
+ *   would have without the route. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
@@ -39,6 +44,7 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 	struct node *peer;
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	__u16 ct_flags;
 	int ret;
 
 	if (!cfg)
@@ -59,13 +65,15 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 		return ret;
 	if (ret != L3_IPV4)
 		return TC_ACT_OK;
-	ret = nat_rnat_overlay(skb, cfg, ip);
+	/* a remote backend's reply, to a local pod, to the node's own connection, or to a client
+	 * outside the cluster (node.c's NodePort path). The NIC decapsulates and sends the last ones
+	 * itself, except what it leaves to the kernel device: GRO aggregates where
+	 * bpf_skb_adjust_room cannot decapsulate them (lib/vxlan.h), outer IP options, fragments. */
+	ret = lb_rev_overlay(skb, cfg, &ct_flags);
 	if (ret < 0)
 		return ret;
-	/* a remote backend's reply, to a local pod or to the node's own connection */
-	ret = lb_rev_deliver(skb);
-	if (ret < 0)
-		return ret;
+	if (ct_flags & LB_CT_EXTERNAL)
+		return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
 	/* parse again: the rewrites invalidated the pointers */
 	ret = parse_ipv4(skb, &eth, &ip);
 	if (ret != L3_IPV4)
@@ -98,7 +106,7 @@ static __always_inline int overlay_lb(struct __sk_buff *skb, const struct node_c
 }
 
 /* A host connection's backend that is not behind the tunnel (route: none or this node's pod
- * CIDR). A client outside the cluster CIDR (a cloud host through the gateway, a socket bound to the
+ * CIDR), or a destination outside the cluster CIDR that is no frontend. A client outside the cluster CIDR (a cloud host through the gateway, a socket bound to the
  * node IP) is translated to the overlay address first, as for remote pods, so that the reply comes
  * back where both translations are undone: pod_egress (a local pod) or node_ingress (a host-network
  * backend, after the masquerade). */
@@ -151,6 +159,11 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : -DROP_INVALID;
 	route = route_lookup(ip->daddr);
+	/* Not translated and outside the cluster CIDR: a port of an externalIP or LoadBalancer IP
+	 * (routed here by the agent for its frontends) or of the service CIDR that is no frontend.
+	 * It leaves through the NIC as it would have without the route. */
+	if (!route && !xlated && !in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
+		return overlay_to_backend(skb, cfg, ip->daddr, route);
 	if (!route || (route->flags & ROUTE_LOCAL))
 		return xlated ? overlay_to_backend(skb, cfg, ip->daddr, route) : -DROP_NO_ROUTE;
 	if (!domain_reachable(cfg, route->domain))

@@ -27,7 +27,8 @@
  *
  * Services (lib/lb_xlate.h, docs/architecture.md): a TCP/UDP packet to a frontend of scope INTERNAL
  * is translated to its connection's backend before the route lookup and then goes wherever the
- * backend is. A frontend without backends answers with ICMP "port unreachable" from its address.
+ * backend is; so is one to a node port of this node's addresses (pod_nodeport). A frontend
+ * without backends answers with ICMP "port unreachable" from its address.
  * Every packet delivered to a local pod first gets the reverse translation if it is a backend's
  * reply (one failed LRU lookup otherwise); so do replies to the hairpin address (a pod that reached
  * itself through a service) and to the node's overlay address (the node's own connections to
@@ -46,6 +47,7 @@
 #include "lib/vxlan.h"
 #include "lib/icmp.h"
 #include "lib/nat.h"
+#include "lib/nodeport.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -130,6 +132,28 @@ static __always_inline int pod_to_remote(struct __sk_buff *skb, const struct nod
 	return vxlan_encap_native(skb, cfg, route->node_ip, node, gso_hlen);
 }
 
+/* A pod's packet to a node port of one of this node's addresses (the node IP, else what the FIB
+ * calls local, as node_ingress decides: lib/nodeport.h) gets this node's NodePort frontend, as
+ * kube-proxy DNATs pods' traffic to local addresses. It is then translated like a ClusterIP
+ * connection (no LB_CT_EXTERNAL: the pod's address is kept, the reply comes back to it), and a
+ * node port this node does not listen on (NodePort isolation) stays closed: dropped without an
+ * answer, as on the NIC. Other nodes' ports are
+ * theirs: the packet goes through the host, masqueraded, and that node's node_ingress decides.
+ * Only packets to a port that is a NodePort here pay for the second lookup (and the FIB's). */
+static __always_inline struct lb_svc *pod_nodeport(struct __sk_buff *skb, const struct node_cfg *cfg,
+						   const struct lb_tuple *t)
+{
+	struct lb_svc *svc = lb_svc_lookup(0, t->dport, t->proto, LB_SCOPE_EXTERNAL);
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (!svc || t->daddr == cfg->node_ip)
+		return svc;
+	if (parse_ipv4(skb, &eth, &ip) != L3_IPV4)
+		return 0;
+	return nodeport_local_addr(skb, cfg, ip, t->sport, t->dport, skb->ifindex) ? svc : 0;
+}
+
 /* Service translation of a pod's TCP/UDP packet t to a frontend. Clears *rev when it translated
  * (the packet is a client's, not a reply). Returns 0 or -reason. */
 static __always_inline int pod_lb(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t,
@@ -142,6 +166,8 @@ static __always_inline int pod_lb(struct __sk_buff *skb, const struct node_cfg *
 	if (in_cidr(t->daddr, cfg->cluster_cidr, cfg->cluster_mask) || t->daddr == LB_HAIRPIN_IP)
 		return 0;
 	svc = lb_svc_lookup(t->daddr, t->dport, t->proto, LB_SCOPE_INTERNAL);
+	if (!svc)
+		svc = pod_nodeport(skb, cfg, t);
 	if (!svc)
 		return 0;
 	*rev = 0;
@@ -158,19 +184,12 @@ static __always_inline int pod_lb(struct __sk_buff *skb, const struct node_cfg *
  * address is undone (lib/nat.h), then the service's. */
 static __always_inline int pod_to_host_overlay(struct __sk_buff *skb, const struct node_cfg *cfg, int rev)
 {
-	struct ethhdr *eth;
-	struct iphdr *ip;
+	__u16 ct_flags;
 	int ret;
 
 	if (!rev)
 		return TC_ACT_OK;
-	ret = parse_ipv4(skb, &eth, &ip);
-	if (ret != L3_IPV4)
-		return ret < 0 ? ret : TC_ACT_OK;
-	ret = nat_rnat_overlay(skb, cfg, ip);
-	if (ret < 0)
-		return ret;
-	ret = lb_rev_deliver(skb);
+	ret = lb_rev_overlay(skb, cfg, &ct_flags);
 	return ret < 0 ? ret : TC_ACT_OK;
 }
 

@@ -25,14 +25,14 @@
 #define LB_TCP_RST 0x04
 #define LB_TCP_ACK 0x10
 
-/* A TCP or UDP packet's addresses and ports, parsed once. */
+/* A TCP, UDP or SCTP packet's addresses and ports, parsed once. */
 struct lb_tuple {
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 tcp_flags; /* LB_TCP_* (0 for UDP) */
+	__u8 tcp_flags; /* LB_TCP_* (0 for UDP and SCTP) */
 	__u16 l4_off;   /* from the start of the packet */
 };
 
@@ -46,8 +46,8 @@ struct lb_tuple {
 #define LB_SKIP 1       /* not something services translate: leave the packet alone */
 #define LB_ICMP_ERROR 2 /* an ICMP error: maybe about a translated packet (lb_xlate_rev) */
 
-/* Fills t from the IPv4 packet ip (Ethernet at offset 0). Returns 0 for TCP and UDP with their
- * ports, LB_ICMP_ERROR for ICMP "destination unreachable" and "time exceeded", LB_SKIP for anything
+/* Fills t from the IPv4 packet ip (Ethernet at offset 0). Returns 0 for TCP, UDP and SCTP with
+ * their ports (lb_xlate.h translates SCTP's addresses only), LB_ICMP_ERROR for ICMP "destination unreachable" and "time exceeded", LB_SKIP for anything
  * else and for non-first fragments (they carry no ports; see docs/architecture.md, Services), or
  * -DROP_INVALID for a truncated TCP/UDP header. Addresses, protocol and l4_off are set in every
  * case. Packet pointers the caller holds are invalid afterwards. */
@@ -77,6 +77,7 @@ static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *i
 		t->tcp_flags = ((__u8 *)tcp)[13];
 		return 0;
 	case IPPROTO_UDP:
+	case IPPROTO_SCTP: /* the common header starts with the two ports, as UDP's */
 		udp = pkt_header(skb, l4_off, sizeof(*udp));
 		if (!udp)
 			return -DROP_INVALID;

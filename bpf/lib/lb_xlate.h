@@ -25,8 +25,11 @@
  * pays on the delivery paths. ICMP errors about a translated packet get their quote translated
  * back (lb_xlate_rev_icmp), so the client's socket recognizes them.
  *
- * Not translated: non-first fragments (no ports) and SCTP (its CRC32c cannot be updated with the
- * checksum helpers); see docs/architecture.md, Services. */
+ * SCTP is translated for frontends whose backends listen on the frontend's own port (Cilium's rule):
+ * its CRC32c does not cover the IP addresses, but no helper can update it for a port change, so a
+ * connection to a backend on another port is refused like a frontend without backends.
+ *
+ * Not translated: non-first fragments (no ports); see docs/architecture.md, Services. */
 #ifndef EDGEPLANE_LB_XLATE_H
 #define EDGEPLANE_LB_XLATE_H
 
@@ -114,6 +117,24 @@ static __always_inline int lb_pick(const struct lb_svc *svc, const struct lb_tup
 	return 0;
 }
 
+/* SCTP: only the address of one side changes (lb_xlate_fwd_ct refuses backends on another port).
+ * Its CRC32c covers the SCTP packet alone, no pseudo-header, so it stays valid, whether already
+ * computed or left to the NIC (CHECKSUM_PARTIAL); only the IPv4 header checksum follows. */
+static __always_inline int lb_rewrite_sctp(struct __sk_buff *skb, struct lb_tuple *t, int dest, __be32 addr,
+					   __be16 port)
+{
+	__be32 *old = dest ? &t->daddr : &t->saddr;
+
+	if (port != (dest ? t->dport : t->sport))
+		return -DROP_NAT_FAILED; /* a port rewrite would need the CRC32c recomputed */
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), *old, addr, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + (dest ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr)),
+				&addr, 4, 0) < 0)
+		return -DROP_NAT_FAILED;
+	*old = addr;
+	return 0;
+}
+
 /* Rewrites one side of t's packet (dest: the destination) to addr:port, and t with it. */
 static __always_inline int lb_rewrite(struct __sk_buff *skb, struct lb_tuple *t, int dest, __be32 addr,
 				      __be16 port)
@@ -121,6 +142,8 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, struct lb_tuple *t,
 	struct nat_tuple nt = { .proto = t->proto, .l4_off = t->l4_off };
 	int ret;
 
+	if (t->proto == IPPROTO_SCTP)
+		return lb_rewrite_sctp(skb, t, dest, addr, port);
 	if (dest) {
 		ret = nat_rewrite(skb, &nt, 1, t->daddr, addr, t->dport, port);
 		t->daddr = addr;
@@ -163,6 +186,9 @@ static __always_inline int lb_xlate_fwd_ct(struct __sk_buff *skb, const struct l
 		ret = lb_pick(svc, t, now, &be);
 		if (ret < 0)
 			return ret;
+		/* Cilium's rule too: SCTP's checksum cannot follow a port change (lb_rewrite_sctp). */
+		if (t->proto == IPPROTO_SCTP && be.port != t->dport)
+			return -DROP_NO_SERVICE_BACKEND;
 		flags = be.ip == t->saddr ? LB_CT_HAIRPIN : 0;
 		lb_ct_rev_key(&rk, be.ip, be.port, flags ? LB_HAIRPIN_IP : t->saddr, t->sport, t->proto);
 		entry.addr = t->daddr;
@@ -212,7 +238,7 @@ static __always_inline int lb_xlate_rev_icmp(struct __sk_buff *skb, struct lb_tu
 		return 0;
 	proto = in_ip->protocol;
 	backend = in_ip->daddr;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_SCTP)
 		return 0;
 	ports = pkt_header(skb, in_ip_off + sizeof(*in_ip), 2 * sizeof(__be16));
 	if (!ports)
@@ -291,9 +317,10 @@ static __always_inline int lb_xlate_rev(struct __sk_buff *skb, struct lb_tuple *
 	return lb_xlate_rev_ct(skb, t, &ct_flags);
 }
 
-/* lb_xlate_rev for a delivery path that holds no tuple: parses the packet (Ethernet + IPv4 at
- * offset 0) itself. Returns 0 (translated or not a reply) or -reason. */
-static __always_inline int lb_rev_deliver(struct __sk_buff *skb)
+/* lb_xlate_rev_ct for a delivery path that holds no tuple: parses the packet (Ethernet + IPv4 at
+ * offset 0) itself. Returns 1 when translated (*ct_flags: the connection's), 0 when it is no
+ * reply, or -reason. */
+static __always_inline int lb_rev_deliver_ct(struct __sk_buff *skb, __u16 *ct_flags)
 {
 	struct lb_tuple t;
 	struct ethhdr *eth;
@@ -306,8 +333,41 @@ static __always_inline int lb_rev_deliver(struct __sk_buff *skb)
 	ret = lb_parse(skb, ip, &t);
 	if (ret < 0 || ret == LB_SKIP)
 		return ret < 0 ? ret : 0;
-	ret = lb_xlate_rev(skb, &t);
+	return lb_xlate_rev_ct(skb, &t, ct_flags);
+}
+
+/* lb_rev_deliver_ct without the flags: returns 0 (translated or not a reply) or -reason. */
+static __always_inline int lb_rev_deliver(struct __sk_buff *skb)
+{
+	__u16 ct_flags;
+	int ret = lb_rev_deliver_ct(skb, &ct_flags);
+
 	return ret < 0 ? ret : 0;
+}
+
+/* A packet to the node's overlay address (Ethernet + IPv4 at offset 0): the gateway's translation
+ * of a client outside the cluster CIDR to that address undone first (lib/nat.h: destination, or an
+ * ICMP error's outer destination and quoted source), then the service's (source, or the quoted
+ * destination and the error's source). Used wherever such packets arrive: replies of local
+ * backends (pod_egress), of remote ones decapsulated on the NIC (node.c) or by the kernel device
+ * (overlay.c), of host-network ones (node.c, direct). Returns lb_rev_deliver_ct's result; with
+ * LB_CT_EXTERNAL in *ct_flags the packet is now frontend -> client outside the cluster and must
+ * leave through the underlay NIC (the host would drop it as a martian: its source is one of the
+ * node's own addresses, or a LoadBalancer IP, arriving from a device that is not the NIC). */
+static __always_inline int lb_rev_overlay(struct __sk_buff *skb, const struct node_cfg *cfg, __u16 *ct_flags)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	*ct_flags = 0;
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : 0;
+	ret = nat_rnat_overlay(skb, cfg, ip);
+	if (ret < 0)
+		return ret;
+	return lb_rev_deliver_ct(skb, ct_flags);
 }
 
 #endif

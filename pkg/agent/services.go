@@ -205,7 +205,7 @@ func (a *Agent) newServices(inf k8s.Informers, tbl *tables, recorder record.Even
 		Services:  svcInformer,
 		Slices:    sliceInformer,
 		Nodes:     inf.Cluster.Core().V1().Nodes(),
-		Frontends: frontendTable{tbl.lb.svc},
+		Frontends: a.routedFrontends(frontendTable{tbl.lb.svc}, inf),
 		Backends:  backendTable{tbl.lb.backend},
 		Affinity:  affinityTable{tbl.lb.affinity},
 		Recorder:  recorder,

@@ -269,6 +269,9 @@ func TestServices(t *testing.T) {
 	t.Run("nodeport-local-from-outside", func(t *testing.T) { testNodePortLocal(t, c) })
 	t.Run("loadbalancer-ip-and-external-ip", func(t *testing.T) { testLoadBalancerIP(t, c, all) })
 
+	t.Run("nodeport-remote-backend-errors-and-bulk", func(t *testing.T) { testNodePortRemoteBackendErrorsAndBulk(t, c) })
+	t.Run("pods-to-node-ports", func(t *testing.T) { testPodsToNodePorts(t, c, all) })
+	t.Run("node-to-external-ips", func(t *testing.T) { testNodeToExternalIPs(t, c, all) })
 	t.Run("session-affinity", func(t *testing.T) { testSessionAffinity(t, c) })
 	t.Run("internal-traffic-policy-local", func(t *testing.T) { testInternalTrafficPolicyLocal(t, c) })
 	t.Run("traffic-distribution", func(t *testing.T) { testTrafficDistribution(t, c) })

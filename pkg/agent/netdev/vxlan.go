@@ -142,7 +142,8 @@ func ensureOnlyAddress(link netlink.Link, addr netip.Addr) error {
 // EnsureRoutes routes each of dsts through the device with src, the pod CIDR's network address,
 // as source, and removes every other route on the device: the cluster CIDR (host -> remote pod
 // traffic, as Flannel does) and the service CIDR (host -> ClusterIP traffic: the device's tc
-// egress program translates it like a pod's).
+// egress program translates it like a pod's). The routes of externalIPs and LoadBalancer IPs
+// (ServiceRouteProtocol) are SyncServiceRoutes's and stay.
 func EnsureRoutes(ifindex int, src netip.Addr, dsts ...netip.Prefix) error {
 	want := map[string]bool{}
 	for _, dst := range dsts {
@@ -163,7 +164,7 @@ func EnsureRoutes(ifindex int, src netip.Addr, dsts ...netip.Prefix) error {
 		return fmt.Errorf("listing routes of ifindex %d: %w", ifindex, err)
 	}
 	for _, r := range routes {
-		if r.Dst == nil || want[r.Dst.String()] || r.Protocol == unix.RTPROT_KERNEL {
+		if r.Dst == nil || want[r.Dst.String()] || r.Protocol == unix.RTPROT_KERNEL || r.Protocol == ServiceRouteProtocol {
 			continue
 		}
 		if err := netlink.RouteDel(&r); err != nil {

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
+	"github.com/edgeplane/edgeplane/pkg/service"
+)
+
+// memFrontends is lb_svc_map in memory.
+type memFrontends map[service.FrontendKey]controller.ServiceEntry
+
+func (m memFrontends) Upsert(k service.FrontendKey, e controller.ServiceEntry) error {
+	m[k] = e
+	return nil
+}
+func (m memFrontends) Delete(k service.FrontendKey) error { delete(m, k); return nil }
+func (m memFrontends) List() (map[service.FrontendKey]controller.ServiceEntry, error) {
+	out := map[service.FrontendKey]controller.ServiceEntry{}
+	for k, e := range m {
+		out[k] = e
+	}
+	return out, nil
+}
+
+func serviceRoutes(t *testing.T) []string {
+	t.Helper()
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: netdev.ServiceRouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range routes {
+		out = append(out, r.Dst.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The node's routes to externalIPs and LoadBalancer IPs follow the INTERNAL external-ip frontends
+// the reconciler writes, never cover a node's address or the cluster's CIDRs, and are restored
+// from the map by List (start-up, resync).
+func TestExternalRoutesFollowFrontends(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		t.Skipf("creating a network namespace: %v", err)
+	}
+	defer ns.Close()
+	defer netns.Set(orig)
+	// a veth stands in for the VXLAN device (the kernel may lack the dummy driver)
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "edgeplane.1"}, PeerName: "peer0"}); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := netlink.LinkByName("edgeplane.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddr("10.244.1.0")
+	addr, _ := netlink.ParseAddr(src.String() + "/32")
+	if err := netlink.AddrAdd(dev, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(dev); err != nil {
+		t.Fatal(err)
+	}
+
+	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = nodes.Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2", Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": "203.0.113.12"}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.12"}}}})
+	mem := memFrontends{}
+	table := routedFrontends{FrontendTable: mem, routes: &externalRoutes{
+		device: "edgeplane.1", src: src,
+		inside: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")},
+		nodes:  corelisters.NewNodeLister(nodes), logger: klog.Background(),
+		vips: map[service.FrontendKey]netip.Addr{},
+	}}
+	internal := func(vip string, port uint16) service.FrontendKey {
+		return service.FrontendKey{VIP: netip.MustParseAddr(vip), Port: port, Proto: 6, Scope: lb.ScopeInternal}
+	}
+	extIP := controller.ServiceEntry{ID: 1, Count: 1, Flags: lb.FlagExternalIP}
+	for _, k := range []service.FrontendKey{
+		internal("198.51.100.2", 80), internal("198.51.100.2", 443), // one address, two frontends
+		internal("198.51.100.3", 80),
+		internal("172.30.0.12", 80),  // a node's address: never routed
+		internal("203.0.113.12", 80), // a node's public address
+		internal("10.244.7.7", 80),   // inside the cluster CIDR
+	} {
+		if err := table.Upsert(k, extIP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Neither a ClusterIP nor the EXTERNAL scope of the address is routed by these.
+	_ = table.Upsert(internal("10.96.0.10", 80), controller.ServiceEntry{ID: 2})
+	_ = table.Upsert(service.FrontendKey{VIP: netip.MustParseAddr("198.51.100.9"), Port: 80, Proto: 6, Scope: lb.ScopeExternal}, extIP)
+	if got, want := serviceRoutes(t), []string{"198.51.100.2/32", "198.51.100.3/32"}; !slices.Equal(got, want) {
+		t.Fatalf("routes %v, want %v", got, want)
+	}
+	// The address stays while one of its frontends does.
+	_ = table.Delete(internal("198.51.100.2", 80))
+	_ = table.Delete(internal("198.51.100.3", 80))
+	if got, want := serviceRoutes(t), []string{"198.51.100.2/32"}; !slices.Equal(got, want) {
+		t.Fatalf("after deletes: routes %v, want %v", got, want)
+	}
+	// Someone deletes the route (or the device is recreated): List restores it from the map.
+	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: netdev.ServiceRouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	for _, r := range routes {
+		_ = netlink.RouteDel(&r)
+	}
+	if _, err := table.List(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := serviceRoutes(t), []string{"198.51.100.2/32"}; !slices.Equal(got, want) {
+		t.Fatalf("after List: routes %v, want %v", got, want)
+	}
+}
