@@ -21,7 +21,12 @@
  *   does with what it decapsulates itself.
  *   The agent routes externalIPs and LoadBalancer IPs here too (/32 each): their frontend ports are
  *   translated like a ClusterIP's; other ports of those addresses leave through the NIC as they
- *   would have without the route. */
+ *   would have without the route.
+ *   A frontend without backends (none at all, or none for this node with internalTrafficPolicy
+ *   Local) answers with ICMP "port unreachable" from its address, as pod_egress does for pods, so
+ *   that connect() fails at once (kube-proxy REJECTs the first case; the second it DROPs, pods and
+ *   host alike). The error goes back into the host stack through the device's own ingress
+ *   (lib/icmp.h: icmp_return_to_host), which overlay_ingress lets through by its mark. */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/endpoints.h"
@@ -35,6 +40,7 @@
 #include "lib/parse.h"
 #include "lib/fwd.h"
 #include "lib/vxlan.h"
+#include "lib/icmp.h"
 
 static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 {
@@ -85,12 +91,13 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 }
 
 /* Host traffic to a service frontend. Returns 1 when translated, 0 when it is no service's, or
- * -reason. */
+ * -reason; for NO_SERVICE_BACKEND *unreach_vip is the frontend's address, to answer from. */
 static __always_inline int overlay_lb(struct __sk_buff *skb, const struct node_cfg *cfg,
-				      const struct iphdr *ip)
+				      const struct iphdr *ip, __be32 *unreach_vip)
 {
 	struct lb_tuple t;
 	struct lb_svc *svc;
+	__be32 vip;
 	int ret;
 
 	if (in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
@@ -101,7 +108,10 @@ static __always_inline int overlay_lb(struct __sk_buff *skb, const struct node_c
 	svc = lb_svc_lookup(t.daddr, t.dport, t.proto, LB_SCOPE_INTERNAL);
 	if (!svc)
 		return 0;
+	vip = t.daddr;
 	ret = lb_xlate_fwd(skb, svc, &t);
+	if (ret == -DROP_NO_SERVICE_BACKEND)
+		*unreach_vip = vip; /* nothing rewritten yet: the answer quotes what the host sent */
 	return ret < 0 ? ret : 1;
 }
 
@@ -130,7 +140,7 @@ static __always_inline int overlay_to_backend(struct __sk_buff *skb, const struc
 	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
 }
 
-static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
+static __always_inline int overlay_egress_handle(struct __sk_buff *skb, __be32 *unreach_vip)
 {
 	struct node_cfg *cfg = node_cfg_get();
 	struct bpf_tunnel_key key = {};
@@ -151,7 +161,7 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
 		return ret;
 	if (ret != L3_IPV4)
 		return -DROP_UNSUPPORTED_L3;
-	xlated = overlay_lb(skb, cfg, ip);
+	xlated = overlay_lb(skb, cfg, ip, unreach_vip);
 	if (xlated < 0)
 		return xlated;
 	/* parse again: parsing L4 may have pulled, translating rewrote */
@@ -181,13 +191,21 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb)
 SEC("tc")
 int overlay_ingress(struct __sk_buff *skb)
 {
+	/* overlay_egress's answer to the host, already counted there as ICMP_SENT */
+	if (icmp_returned_to_host(skb))
+		return TC_ACT_OK;
 	return tc_exit(skb, DIR_OVERLAY_IN, overlay_ingress_handle(skb));
 }
 
 SEC("tc")
 int overlay_egress(struct __sk_buff *skb)
 {
-	return tc_exit(skb, DIR_OVERLAY_OUT, overlay_egress_handle(skb));
+	__be32 unreach_vip = 0;
+	int ret = overlay_egress_handle(skb, &unreach_vip);
+
+	if (ret == -DROP_NO_SERVICE_BACKEND && unreach_vip)
+		return tc_exit_port_unreach_host(skb, DIR_OVERLAY_OUT, unreach_vip);
+	return tc_exit(skb, DIR_OVERLAY_OUT, ret);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

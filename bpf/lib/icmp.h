@@ -153,15 +153,54 @@ static __always_inline int icmp_may_answer(struct __sk_buff *skb, const struct i
 	return icmp && (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY);
 }
 
+/* overlay_egress's errors to the host's own sockets go back in through edgeplane.1's ingress with
+ * this mark (icmp_return_to_host): overlay_ingress refuses packets without tunnel metadata, except
+ * these. A redirect within one network namespace keeps skb->mark (skb_scrub_packet clears it only
+ * across namespaces) and nothing runs between the two hooks; overlay_ingress clears it again, so
+ * the host stack never sees it. */
+#define ICMP_TO_HOST_MARK 0xed9e1c3bu
+
+/* Sends an error from the tc egress of the overlay device to the host stack: redirected to the same
+ * device's ingress, where the kernel receives it as the device's own (the swapped MACs make the
+ * device's address the destination) and routes it to the socket or, for a forwarded sender, on. */
+static __always_inline int icmp_return_to_host(struct __sk_buff *skb, __u32 dir)
+{
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	skb->mark = ICMP_TO_HOST_MARK;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* Whether a packet on the overlay device's ingress is an error icmp_return_to_host turned around
+ * (then the mark is cleared). One that came out of the tunnel is not, whatever its mark. */
+static __always_inline int icmp_returned_to_host(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key key = {};
+
+	if (skb->mark != ICMP_TO_HOST_MARK)
+		return 0;
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0)
+		return 0;
+	skb->mark = 0;
+	return 1;
+}
+
+/* Counts skb as dropped with reason, then rewrites it into "destination unreachable" code from
+ * saddr. The quote is the IP header plus 64 bytes, enough for any TCP header with options and for
+ * the checksum rule above. Returns 0 when the error is ready to send, -1 when the drop stands. */
+static __always_inline int icmp_unreach_for_drop(struct __sk_buff *skb, __u32 dir, __u32 reason, __u8 code,
+						 __be32 saddr)
+{
+	metric_count(dir, reason, skb->len);
+	event_emit(skb, dir, reason, TC_ACT_SHOT); /* before the rewrite: the offending tuple */
+	return icmp_error(skb, saddr, ICMP_DEST_UNREACH, code, 0, ICMP_UNREACH_QUOTE);
+}
+
 /* The exit of a TC program for a pod's packet dropped with reason and answered with "destination
- * unreachable" code from saddr, peer-redirected back into the pod. The quote is the IP header plus
- * 64 bytes, enough for any TCP header with options and for the checksum rule above. */
+ * unreachable" code from saddr, peer-redirected back into the pod. */
 static __always_inline int tc_exit_unreach(struct __sk_buff *skb, __u32 dir, __u32 reason, __u8 code,
 					   __be32 saddr)
 {
-	metric_count(dir, reason, skb->len);
-	event_emit(skb, dir, reason, TC_ACT_SHOT);
-	if (icmp_error(skb, saddr, ICMP_DEST_UNREACH, code, 0, ICMP_UNREACH_QUOTE) < 0)
+	if (icmp_unreach_for_drop(skb, dir, reason, code, saddr) < 0)
 		return TC_ACT_SHOT;
 	return icmp_return_to_pod(skb, dir);
 }
@@ -181,6 +220,15 @@ static __always_inline int tc_exit_host_unreach(struct __sk_buff *skb, __u32 dir
 static __always_inline int tc_exit_port_unreach(struct __sk_buff *skb, __u32 dir, __be32 vip)
 {
 	return tc_exit_unreach(skb, dir, DROP_NO_SERVICE_BACKEND, ICMP_PORT_UNREACH, vip);
+}
+
+/* The same for the host's own packet (or a forwarded sender's) routed into the overlay device:
+ * answered back into the host stack (icmp_return_to_host). */
+static __always_inline int tc_exit_port_unreach_host(struct __sk_buff *skb, __u32 dir, __be32 vip)
+{
+	if (icmp_unreach_for_drop(skb, dir, DROP_NO_SERVICE_BACKEND, ICMP_PORT_UNREACH, vip) < 0)
+		return TC_ACT_SHOT;
+	return icmp_return_to_host(skb, dir);
 }
 
 /* The exit of a TC program for a packet dropped as too big whose sender is to be told: counted

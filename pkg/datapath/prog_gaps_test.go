@@ -393,3 +393,102 @@ func TestServiceSCTP(t *testing.T) {
 		t.Errorf("SCTP from outside: verdict %d (want TC_ACT_OK), changed %v", got, !bytes.Equal(out[:len(ext)], ext))
 	}
 }
+
+// checkHostPortUnreach verifies that out is ICMP "port unreachable" from the frontend to client
+// as overlay_egress turns it around into edgeplane.1's ingress: the frame's MACs swapped (so the
+// device's own MAC is the destination), quoting the packet as the host sent it (in).
+func checkHostPortUnreach(t *testing.T, out, in []byte, client netip.Addr) {
+	t.Helper()
+	if len(out) != 14+28+icmpUnreachQuote {
+		t.Fatalf("answer is %d bytes, want %d", len(out), 14+28+icmpUnreachQuote)
+	}
+	if dst, src := macs(out); dst != vtepMAC || src != anyMAC {
+		t.Errorf("MACs dst %x src %x, want the host packet's swapped (dst %x, the device's)", dst, src, vtepMAC)
+	}
+	p := parseIP(t, out[14:])
+	checkL4Csum(t, p)
+	if p.proto != protoICMP || p.src != svcVIP || p.dst != client || p.payload[0] != 3 || p.payload[1] != 3 {
+		t.Errorf("answer %v -> %v proto %d type %d code %d, want port unreachable %v -> %v", p.src, p.dst, p.proto, p.payload[0], p.payload[1], svcVIP, client)
+	}
+	want := make([]byte, icmpUnreachQuote)
+	copy(want, in[14:])
+	if quote := p.payload[8:]; !bytes.Equal(quote, want) {
+		t.Errorf("quote:\n got % x\nwant % x", quote, want)
+	}
+}
+
+// The node's own connection to a frontend without backends (none at all, or for this node with
+// internalTrafficPolicy Local, or SCTP backends on another port) is refused at once, as a pod's
+// is: overlay_egress counts NO_SERVICE_BACKEND and ICMP_SENT on overlay-out and redirects "port
+// unreachable" from the frontend into the device's own ingress (marked), where overlay_ingress
+// lets it through to the host stack uncounted and clears the mark. Before, the SYN was dropped
+// silently and the host's connect() timed out.
+func TestServiceFromNodeWithoutBackends(t *testing.T) {
+	const toHostMark = 0xed9e1c3b // bpf/lib/icmp.h ICMP_TO_HOST_MARK
+	coll := newCollection(t, loadOverlay)
+	lbCluster(t, coll, withMasquerade())
+	putSvc(t, coll, svcVIP, 80, protoTCP, 1, 0, 0)
+	putSvc(t, coll, svcVIP, 53, protoUDP, 2, 0, 0)
+	putSvc(t, coll, svcVIP, 3870, protoSCTPNum, 3, 0, 0, backend{podB, 9999})
+	egress, ingress := coll.Programs["overlay_egress"], coll.Programs["overlay_ingress"]
+	cloudHost := netip.MustParseAddr("172.16.0.7") // forwarded by a cloud gateway, not translated yet
+
+	for _, tt := range []struct {
+		name   string
+		client netip.Addr
+		in     []byte
+	}{
+		{"TCP", overlayAddr, hostTo(overlayAddr, 50000, svcVIP, 80, protoTCP)},
+		{"UDP", overlayAddr, hostTo(overlayAddr, 50001, svcVIP, 53, protoUDP)},
+		{"SCTP backend on another port", overlayAddr, ethFrame(anyMAC, vtepMAC, ethPIPv4,
+			ipHdr{src: overlayAddr, dst: svcVIP, proto: protoSCTPNum, df: true}.build(sctpPacket(50002, 3870)))},
+		{"forwarded sender", cloudHost, hostTo(cloudHost, 50003, svcVIP, 80, protoTCP)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			drops, sent := metric(t, coll, dirOverlayOut, DropNoServiceBackend), metric(t, coll, dirOverlayOut, ReasonICMPSent)
+			fwd := metric(t, coll, dirOverlayOut, ReasonForwarded)
+			var ctxOut skbCtx
+			opts := &ebpf.RunOptions{Data: tt.in, DataOut: make([]byte, len(tt.in)+256), Context: skbCtx{}, ContextOut: &ctxOut}
+			got, err := egress.Run(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tcActRedirect {
+				t.Fatalf("verdict %d, want the answer redirected into the device's ingress", got)
+			}
+			checkHostPortUnreach(t, opts.DataOut, tt.in, tt.client)
+			if ctxOut.Mark != toHostMark {
+				t.Errorf("mark %#x, want %#x", ctxOut.Mark, toHostMark)
+			}
+			d, s := metric(t, coll, dirOverlayOut, DropNoServiceBackend), metric(t, coll, dirOverlayOut, ReasonICMPSent)
+			if d != drops+1 || s != sent+1 || metric(t, coll, dirOverlayOut, ReasonForwarded) != fwd {
+				t.Errorf("overlay-out NO_SERVICE_BACKEND %d -> %d, ICMP_SENT %d -> %d (want +1 each), FORWARDED %d -> %d (want +0)",
+					drops, d, sent, s, fwd, metric(t, coll, dirOverlayOut, ReasonForwarded))
+			}
+			p := parseIP(t, tt.in[14:])
+			sport, dport := ports(p)
+			if _, ok := ctGet(t, coll, ctKey(tt.client, sport, svcVIP, dport, p.proto, ctFwd)); ok {
+				t.Error("a connection entry for a refused connection")
+			}
+
+			// The answer arriving on the ingress: through to the host, mark cleared, not counted.
+			in := bytes.Clone(opts.DataOut)
+			fwdIn, unknownIn := metric(t, coll, dirOverlayIn, ReasonForwarded), metric(t, coll, dirOverlayIn, DropUnknownTunnelSource)
+			var back skbCtx
+			ropts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: skbCtx{Mark: ctxOut.Mark}, ContextOut: &back}
+			if got, err := ingress.Run(ropts); err != nil || got != tcActOK {
+				t.Fatalf("overlay_ingress: verdict %d (%v), want TC_ACT_OK", got, err)
+			}
+			if back.Mark != 0 || !bytes.Equal(ropts.DataOut, in) {
+				t.Errorf("overlay_ingress left mark %#x, changed the answer %v", back.Mark, !bytes.Equal(ropts.DataOut, in))
+			}
+			if metric(t, coll, dirOverlayIn, ReasonForwarded) != fwdIn || metric(t, coll, dirOverlayIn, DropUnknownTunnelSource) != unknownIn {
+				t.Error("overlay_ingress counted the host's answer")
+			}
+			// The same packet unmarked is no answer of ours: no tunnel metadata, no known source.
+			if got, _ := run(t, ingress, in, nil); got != tcActShot || metric(t, coll, dirOverlayIn, DropUnknownTunnelSource) != unknownIn+1 {
+				t.Errorf("unmarked: verdict %d, UNKNOWN_TUNNEL_SOURCE %d -> %d", got, unknownIn, metric(t, coll, dirOverlayIn, DropUnknownTunnelSource))
+			}
+		})
+	}
+}

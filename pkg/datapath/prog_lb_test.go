@@ -715,13 +715,7 @@ func TestServiceFromNode(t *testing.T) {
 			coll.Maps["lb_ct_map"].Delete(ctKey(overlayAddr, 50003, svcVIP, 82, protoTCP, ctFwd))
 		})
 	}
-	t.Run("no backend", func(t *testing.T) {
-		putSvc(t, coll, svcVIP, 83, protoTCP, 5, 0, 0)
-		if got, _ := run(t, prog, hostTo(overlayAddr, 50004, svcVIP, 83, protoTCP), nil); got != tcActShot ||
-			metric(t, coll, dirOverlayOut, DropNoServiceBackend) != 1 {
-			t.Errorf("verdict %d, NO_SERVICE_BACKEND %d", got, metric(t, coll, dirOverlayOut, DropNoServiceBackend))
-		}
-	})
+	// No backend: TestServiceFromNodeWithoutBackends (prog_gaps_test.go).
 }
 
 func TestServiceReplyToNode(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -42,6 +43,9 @@ const (
 	ReasonInvalidService = "InvalidService"
 	// ReasonTooManyEndpoints: a frontend has more backends than the datapath holds.
 	ReasonTooManyEndpoints = "TooManyEndpoints"
+	// ReasonUnsupportedSCTPTargetPort: an SCTP port has endpoints on another port, which the
+	// datapath refuses (it translates SCTP addresses only).
+	ReasonUnsupportedSCTPTargetPort = "UnsupportedSCTPTargetPort"
 )
 
 // DefaultAffinityTimeout is sessionAffinityConfig.clientIP.timeoutSeconds when not set (3 hours).
@@ -212,6 +216,13 @@ func Frontends(in Input) (Result, error) {
 			external = local
 		}
 		port := uint16(p.Port)
+		if proto == lb.ProtoSCTP {
+			inUse := internal
+			if len(externalIPs) > 0 {
+				inUse = append(slices.Clip(internal), cluster...)
+			}
+			m.warnSCTPTargetPorts(i, p, inUse)
+		}
 		m.add(FrontendKey{VIP: clusterIP, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common, internal)
 		for _, ip := range externalIPs {
 			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common|lb.FlagExternalIP, cluster)
@@ -246,6 +257,37 @@ type model struct {
 
 func (m *model) warn(reason, format string, args ...any) {
 	m.res.Warnings = append(m.res.Warnings, Warning{Reason: reason, Message: fmt.Sprintf(format, args...)})
+}
+
+// warnSCTPTargetPorts reports backends of SCTP port p that listen on another port than p's own
+// (targetPort != port). The datapath rewrites only the addresses of SCTP packets: a port change
+// would need the CRC32c recomputed over the whole packet, which no BPF helper does. It refuses
+// such connections like a frontend without backends (NO_SERVICE_BACKEND, ICMP port unreachable),
+// which would otherwise show only as a drop counter. The frontends are programmed unchanged: the
+// backends on p's own port still serve. The message names only ports, so it stays the same while
+// the endpoints come and go (the reconciler reports each distinct message once).
+func (m *model) warnSCTPTargetPorts(i int, p corev1.ServicePort, backends []Backend) {
+	other := map[uint16]bool{}
+	for _, b := range backends {
+		if b.Port != uint16(p.Port) {
+			other[b.Port] = true
+		}
+	}
+	if len(other) == 0 {
+		return
+	}
+	var names []string
+	for _, port := range slices.Sorted(maps.Keys(other)) {
+		names = append(names, strconv.Itoa(int(port)))
+	}
+	noun := "port"
+	if len(names) > 1 {
+		noun = "ports"
+	}
+	m.warn(ReasonUnsupportedSCTPTargetPort,
+		"spec.ports[%d] (%q): SCTP port %d has endpoints on %s %s; edgeplane cannot change the port of an SCTP packet "+
+			"(its CRC32c would need recomputing), so connections to those endpoints are refused: make targetPort %d",
+		i, p.Name, p.Port, noun, strings.Join(names, ", "), p.Port)
 }
 
 // add adds an open frontend with backends (sorted, capped).

@@ -497,6 +497,58 @@ func TestFrontends(t *testing.T) {
 				"frontend external 0.0.0.0:30080/tcp has 4 endpoints",
 			},
 		},
+		{
+			// The datapath refuses SCTP backends on another port (it cannot follow a port change
+			// in the CRC32c): said in a warning; the frontend is programmed as for TCP.
+			name: "SCTP endpoints on another port than the Service's",
+			svc: clusterIPService(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868}}
+			}),
+			slices: []*discoveryv1.EndpointSlice{
+				slice([]port{{"sig", corev1.ProtocolSCTP, 3868}}, epSelf),
+				slice([]port{{"sig", corev1.ProtocolSCTP, 9999}}, epN2),
+				slice([]port{{"sig", corev1.ProtocolSCTP, 3869}}, epN3, epN4),
+			},
+			want: want{"internal 10.96.0.10:3868/sctp": "- | 10.244.0.5:3868,10.244.1.5:9999,10.244.2.5:3869,10.244.3.5:3869"},
+			warnings: []string{
+				`spec.ports[0] ("sig"): SCTP port 3868 has endpoints on ports 3869, 9999; edgeplane cannot change the port of an SCTP packet ` +
+					`(its CRC32c would need recomputing), so connections to those endpoints are refused: make targetPort 3868`,
+			},
+		},
+		{
+			name: "SCTP, one other port; externalIPs use the cluster-wide endpoints",
+			svc: clusterIPService(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868}}
+			}, func(s *corev1.Service) {
+				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+				s.Spec.ExternalIPs = []string{"198.51.100.7"}
+			}),
+			slices: []*discoveryv1.EndpointSlice{
+				slice([]port{{"sig", corev1.ProtocolSCTP, 3868}}, epSelf),
+				slice([]port{{"sig", corev1.ProtocolSCTP, 3869}}, epN2),
+			},
+			want: want{
+				"internal 10.96.0.10:3868/sctp":   "- | 10.244.0.5:3868",
+				"internal 198.51.100.7:3868/sctp": "external-ip | 10.244.0.5:3868,10.244.1.5:3869",
+				"external 198.51.100.7:3868/sctp": "external-ip | 10.244.0.5:3868,10.244.1.5:3869",
+			},
+			warnings: []string{`spec.ports[0] ("sig"): SCTP port 3868 has endpoints on port 3869;`},
+		},
+		{
+			// internalTrafficPolicy Local: this node's ClusterIP uses only its own endpoint, on the
+			// Service's port; the others' port is not this node's concern.
+			name: "SCTP, only the endpoints this node uses count",
+			svc: clusterIPService(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868}}
+			}, func(s *corev1.Service) {
+				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+			}),
+			slices: []*discoveryv1.EndpointSlice{
+				slice([]port{{"sig", corev1.ProtocolSCTP, 3868}}, epSelf),
+				slice([]port{{"sig", corev1.ProtocolSCTP, 3869}}, epN2),
+			},
+			want: want{"internal 10.96.0.10:3868/sctp": "- | 10.244.0.5:3868"},
+		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			local := c.local
@@ -576,6 +628,39 @@ func TestWarningReasons(t *testing.T) {
 	}
 	if !slices.Equal(reasons, []string{ReasonInvalidService, ReasonTooManyEndpoints}) {
 		t.Errorf("reasons %v", reasons)
+	}
+}
+
+// An SCTP port with endpoints on another port gets its own reason, once per Service port, and
+// the same message for the same ports whatever the endpoints (the reconciler reports each
+// distinct message once).
+func TestWarningSCTPTargetPort(t *testing.T) {
+	svc := clusterIPService(func(s *corev1.Service) {
+		s.Spec.Ports = []corev1.ServicePort{
+			{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868},
+			{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}, // TCP may change ports
+		}
+	})
+	cluster := NewCluster("self", testNodes(), domain.DefaultPoolLabel)
+	ports := []port{{"sig", corev1.ProtocolSCTP, 3869}, {"http", corev1.ProtocolTCP, 8080}}
+	var messages []string
+	for _, eps := range [][]discoveryv1.Endpoint{{epSelf, epN2}, {epN3}} {
+		res, err := Frontends(Input{Service: svc, Slices: []*discoveryv1.EndpointSlice{slice(ports, eps...)}, Cluster: cluster})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Warnings) != 1 || res.Warnings[0].Reason != ReasonUnsupportedSCTPTargetPort {
+			t.Fatalf("warnings %v, want one %s", res.Warnings, ReasonUnsupportedSCTPTargetPort)
+		}
+		messages = append(messages, res.Warnings[0].Message)
+	}
+	if messages[0] != messages[1] {
+		t.Errorf("the message changed with the endpoints:\n%s\n%s", messages[0], messages[1])
+	}
+	// No endpoint at all: nothing to refuse, nothing to say.
+	res, err := Frontends(Input{Service: svc, Cluster: cluster})
+	if err != nil || len(res.Warnings) != 0 {
+		t.Errorf("no endpoints: warnings %v (%v)", res.Warnings, err)
 	}
 }
 

@@ -163,7 +163,8 @@ func refused(t *testing.T, ns lab.Netns, proto corev1.Protocol, dst netip.AddrPo
 // testInternalTrafficPolicyLocal: the ClusterIP of an internalTrafficPolicy Local Service reaches
 // only the client's node's backend. Where that backend is not ready the node has none: a pod's
 // connection is refused at once (pod_egress answers "port unreachable" from the ClusterIP and
-// counts NO_SERVICE_BACKEND), nothing goes to another node, and other nodes are unaffected.
+// counts NO_SERVICE_BACKEND), and so is the node's own (overlay_egress answers it the same way);
+// nothing goes to another node, and other nodes are unaffected.
 func testInternalTrafficPolicyLocal(t *testing.T, c *cluster) {
 	svc := c.webService(t, "itp-local", lab.ServiceOptions{InternalTrafficPolicy: corev1.ServiceInternalTrafficPolicyLocal})
 	for i, cl := range c.clients {
@@ -217,16 +218,23 @@ func testInternalTrafficPolicyLocal(t *testing.T, c *cluster) {
 	answers(t, c.clients[0].Netns, corev1.ProtocolTCP, vip(svc, 80), 10, exactly("web-n1"))
 	answers(t, c.clients[2].Netns, corev1.ProtocolTCP, vip(svc, 80), 10, exactly("web-n3"))
 
-	// n2's host has no backend either. The overlay device's program drops its SYN without an
-	// answer (as kube-proxy DROPs "has no local endpoints"): the connect times out, one drop
-	// counted under overlay-out (the dial gives up before the first retransmission).
+	// n2's host has no backend either. The overlay device's program answers its packets with
+	// "port unreachable" back into the host stack, as pod_egress answers pods (kube-proxy would
+	// DROP both here): refused at once, one drop and one ICMP error per request on overlay-out.
 	drops = counter(t, n2, metrics.DirOverlayOut, datapath.DropNoServiceBackend)
-	if err := dropped(n2.Netns, corev1.ProtocolTCP, vip(svc, 80)); err != nil {
-		t.Errorf("n2 (host) with no local backend: %v", err)
+	sent = counter(t, n2, metrics.DirOverlayOut, datapath.ReasonICMPSent)
+	slowest = 0
+	for range probes {
+		slowest = max(slowest, refused(t, n2.Netns, corev1.ProtocolTCP, vip(svc, 80)))
+		slowest = max(slowest, refused(t, n2.Netns, corev1.ProtocolUDP, vip(svc, 53)))
 	}
-	if d := counter(t, n2, metrics.DirOverlayOut, datapath.DropNoServiceBackend) - drops; d != 1 {
-		t.Errorf("n2 (host): %d NO_SERVICE_BACKEND drops on overlay-out for one SYN", d)
+	if d := counter(t, n2, metrics.DirOverlayOut, datapath.DropNoServiceBackend) - drops; d != 2*probes {
+		t.Errorf("n2 (host): %d NO_SERVICE_BACKEND drops on overlay-out for %d refused requests", d, 2*probes)
 	}
+	if d := counter(t, n2, metrics.DirOverlayOut, datapath.ReasonICMPSent) - sent; d != 2*probes {
+		t.Errorf("n2 (host): %d ICMP errors sent on overlay-out for %d refused requests", d, 2*probes)
+	}
+	t.Logf("n2 (host): %d TCP connects and %d UDP requests refused, slowest in %v; overlay-out NO_SERVICE_BACKEND and ICMP_SENT +%d each", probes, probes, slowest.Round(time.Microsecond), 2*probes)
 
 	start = time.Now()
 	if err := c.web[1].SetReady(t.Context(), true); err != nil {
