@@ -73,6 +73,16 @@ func (a *Agent) run(ctx context.Context) error {
 			return err
 		}
 	}
+	// The cluster-wide informers list while the node registers and the datapath loads: with
+	// 10,000 Services the list takes longer than both (docs/benchmarks.md, "Services cold start").
+	inf := k8s.NewInformers(a.client, a.cfg.NodeName, 0)
+	infCtx, stopInformers := context.WithCancel(ctx)
+	defer inf.Shutdown()
+	defer stopInformers()
+	inf.Cluster.Core().V1().Nodes().Informer()
+	inf.Cluster.Core().V1().Services().Informer()
+	inf.Cluster.Discovery().V1().EndpointSlices().Informer()
+	inf.Start(infCtx.Done())
 	node, err := a.register(ctx)
 	if err != nil {
 		return err
@@ -118,7 +128,7 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.publishVTEP(ctx, node); err != nil {
 		return err
 	}
-	return a.watch(ctx, tbl)
+	return a.watch(ctx, tbl, inf)
 }
 
 // register finds this node, its underlay and its pod CIDR, refusing overlapping networks.
@@ -262,7 +272,7 @@ func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
 
 // watch runs the informers and reconcilers, writes the CNI config once the maps hold every node,
 // and re-converges the host periodically until ctx is done.
-func (a *Agent) watch(ctx context.Context, tbl *tables) error {
+func (a *Agent) watch(ctx context.Context, tbl *tables, inf k8s.Informers) error {
 	logger := klog.FromContext(ctx)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
@@ -273,7 +283,6 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 	if err != nil {
 		return err
 	}
-	inf := k8s.NewInformers(a.client, a.cfg.NodeName, 0)
 	var (
 		cmFactory informers.SharedInformerFactory
 		domains   *controller.DomainConfig
@@ -326,8 +335,7 @@ func (a *Agent) watch(ctx context.Context, tbl *tables) error {
 	a.telemetry.watchInformers(&a.ready, watched)
 	a.ready.addChecks(svcs.readyCheck, nil)
 	ctx, cancel := context.WithCancel(ctx)
-	inf.Start(ctx.Done())
-	defer inf.Shutdown()
+	inf.Start(ctx.Done()) // those registered since run started the first ones
 	if cmFactory != nil {
 		cmFactory.Start(ctx.Done())
 		defer cmFactory.Shutdown()

@@ -111,7 +111,7 @@ func (t frontendTable) Delete(k service.FrontendKey) error {
 
 func (t frontendTable) List() (map[service.FrontendKey]controller.ServiceEntry, error) {
 	out := map[service.FrontendKey]controller.ServiceEntry{}
-	err := t.m.Iterate(func(k lb.SvcKey, v lb.Svc) bool {
+	err := t.m.IterateBatch(func(k lb.SvcKey, v lb.Svc) bool {
 		out[frontendKey(k)] = controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: v.Flags, AffinityTimeout: v.AffinityTimeout}
 		return true
 	})
@@ -128,13 +128,26 @@ func (t backendTable) Upsert(s controller.BackendSlot, b service.Backend) error 
 	return t.m.Upsert(lb.BackendKey{SvcID: s.ID, Slot: s.Slot}, v)
 }
 
+// UpsertSet writes a whole backend set in one system call (controller.BackendSetWriter).
+func (t backendTable) UpsertSet(id uint32, backends []service.Backend) error {
+	keys, values := make([]lb.BackendKey, len(backends)), make([]lb.Backend, len(backends))
+	for slot, b := range backends {
+		v, err := lbBackend(b)
+		if err != nil {
+			return err
+		}
+		keys[slot], values[slot] = lb.BackendKey{SvcID: id, Slot: uint32(slot)}, v
+	}
+	return t.m.UpsertBatch(keys, values)
+}
+
 func (t backendTable) Delete(s controller.BackendSlot) error {
 	return t.m.Delete(lb.BackendKey{SvcID: s.ID, Slot: s.Slot})
 }
 
 func (t backendTable) List() (map[controller.BackendSlot]service.Backend, error) {
 	out := map[controller.BackendSlot]service.Backend{}
-	err := t.m.Iterate(func(k lb.BackendKey, v lb.Backend) bool {
+	err := t.m.IterateBatch(func(k lb.BackendKey, v lb.Backend) bool {
 		out[controller.BackendSlot{ID: k.SvcID, Slot: k.Slot}] = serviceBackend(v.IP, v.Port)
 		return true
 	})
@@ -173,7 +186,7 @@ func (t affinityTable) Delete(k controller.AffinityKey) error {
 
 func (t affinityTable) List() (map[controller.AffinityKey]controller.Affinity, error) {
 	out := map[controller.AffinityKey]controller.Affinity{}
-	err := t.m.Iterate(func(k lb.AffinityKey, v lb.Affinity) bool {
+	err := t.m.IterateBatch(func(k lb.AffinityKey, v lb.Affinity) bool {
 		out[controller.AffinityKey{ID: k.SvcID, Client: netip.AddrFrom4(k.Client)}] =
 			controller.Affinity{Backend: serviceBackend(v.IP, v.Port), LastSeen: v.LastSeen}
 		return true

@@ -114,6 +114,18 @@ type ServiceReconciler struct {
 	orphans    map[uint32]orphan                       // sets whose deletion failed, retried at resync
 	nextID     uint32
 	cluster    *service.Cluster
+
+	// leftovers are the pinned backend slots outside every pinned frontend's set (what a crash
+	// left behind), from the start-up listing, for collectPinned; listed again if that failed.
+	leftovers       []BackendSlot
+	leftoversListed bool
+
+	// early holds, from Run until the start-up pass is over, the keys events named (nil the rest
+	// of the time): the pass reconciles every Service anyway, so only a key named again after
+	// its reconcile in the pass is queued when the pass ends, instead of all 10,000 of the
+	// informers' initial adds being reconciled a second time.
+	earlyMu sync.Mutex
+	early   map[string]bool
 }
 
 // programmed is one frontend as lb_svc_map holds it.
@@ -213,7 +225,38 @@ func (r *ServiceReconciler) enqueueService(obj any) {
 		utilruntime.HandleError(err)
 		return
 	}
+	r.add(key)
+}
+
+// add queues key, or holds it until the start-up pass is over (early).
+func (r *ServiceReconciler) add(key string) {
+	r.earlyMu.Lock()
+	if r.early != nil {
+		r.early[key] = true
+		r.earlyMu.Unlock()
+		return
+	}
+	r.earlyMu.Unlock()
 	r.queue.Add(key)
+}
+
+// passing marks key as reconciled by the start-up pass from now on: only later events requeue it.
+func (r *ServiceReconciler) passing(key string) {
+	r.earlyMu.Lock()
+	delete(r.early, key)
+	r.earlyMu.Unlock()
+}
+
+// endEarly queues what events named during the start-up pass after its reconcile, and
+// queues directly from then on.
+func (r *ServiceReconciler) endEarly() {
+	r.earlyMu.Lock()
+	keys := r.early
+	r.early = nil
+	r.earlyMu.Unlock()
+	for key := range keys {
+		r.queue.Add(key)
+	}
 }
 
 func (r *ServiceReconciler) enqueueSlice(obj any) {
@@ -222,7 +265,7 @@ func (r *ServiceReconciler) enqueueSlice(obj any) {
 	}
 	keys, _ := sliceServiceKey(obj)
 	for _, k := range keys {
-		r.queue.Add(k)
+		r.add(k)
 	}
 }
 
@@ -291,11 +334,26 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 	defer workers.Wait()
 	defer r.queue.ShutDown()
 	start := time.Now()
-	if !cache.WaitForCacheSync(ctx.Done(), r.synced...) {
+	r.earlyMu.Lock()
+	r.early = map[string]bool{}
+	r.earlyMu.Unlock()
+	defer r.endEarly() // if the informers never sync
+	// Every 10 ms rather than cache.WaitForCacheSync's 100: readiness waits on this pass, and a
+	// HasSynced check costs nothing.
+	err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
+		for _, synced := range r.synced {
+			if !synced() {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
 		return errors.New("service, endpointslice, node or domain configuration informer did not sync")
 	}
 	synced := time.Now()
 	r.syncAll(ctx)
+	r.endEarly()
 	close(r.ready)
 	// The cold-start benchmark (tests/bench) stamps "programmed" with this line.
 	frontends, slots := r.programmedCount()
@@ -396,6 +454,7 @@ func (r *ServiceReconciler) syncAll(ctx context.Context) {
 	})
 	for _, s := range svcs {
 		key := s.Namespace + "/" + s.Name
+		r.passing(key)
 		start := time.Now()
 		err := r.reconcile(ctx, key)
 		observe(r.cfg.Metrics, ServicesController, start, err)
@@ -415,15 +474,25 @@ func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 	if err != nil {
 		logger.Error(err, "Listing pinned service frontends; they will be rewritten")
 	}
-	backends, err := r.cfg.Backends.List()
-	if err != nil {
-		logger.Error(err, "Listing pinned service backends; their frontends will be rewritten")
+	backends, backendsErr := r.cfg.Backends.List()
+	if backendsErr != nil {
+		logger.Error(backendsErr, "Listing pinned service backends; their frontends will be rewritten")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// New sets take ids above every pinned one, frontends' or not (slots a crash left behind).
 	for slot := range backends {
 		r.nextID = max(r.nextID, slot.ID+1)
+	}
+	r.leftoversListed = backendsErr == nil
+	sets := make(map[uint32]uint16, len(frontends))
+	for _, e := range frontends {
+		sets[e.ID] = max(sets[e.ID], e.Count)
+	}
+	for slot := range backends {
+		if count, ok := sets[slot.ID]; !ok || slot.Slot >= uint32(count) {
+			r.leftovers = append(r.leftovers, slot)
+		}
 	}
 	for k, e := range frontends {
 		p := &programmed{entry: e}
@@ -460,17 +529,25 @@ func (r *ServiceReconciler) collectPinned(ctx context.Context) {
 		}
 		stale++
 	}
-	if backends, err := r.cfg.Backends.List(); err != nil {
-		logger.Error(err, "Listing service backends")
-	} else {
-		for slot := range backends {
-			if !r.ids[slot.ID] {
-				if err := r.cfg.Backends.Delete(slot); err != nil {
-					logger.Error(err, "Deleting a stale backend slot", "id", slot.ID, "slot", slot.Slot)
-				}
+	// The sets of pinned frontends went with their frontends (deleteFrontendLocked, writeLocked):
+	// what is left is the slots outside them, which the start-up listing found, so the 100,000
+	// slots the pass may have written are not read again.
+	leftovers := r.leftovers
+	if !r.leftoversListed {
+		if backends, err := r.cfg.Backends.List(); err != nil {
+			logger.Error(err, "Listing service backends")
+		} else {
+			leftovers = slices.Collect(maps.Keys(backends))
+		}
+	}
+	for _, slot := range leftovers {
+		if !r.ids[slot.ID] {
+			if err := r.cfg.Backends.Delete(slot); err != nil {
+				logger.Error(err, "Deleting a stale backend slot", "id", slot.ID, "slot", slot.Slot)
 			}
 		}
 	}
+	r.leftovers, r.leftoversListed = nil, true
 	if r.cfg.Affinity != nil {
 		if entries, err := r.cfg.Affinity.List(); err != nil {
 			logger.Error(err, "Listing affinity entries")
@@ -760,11 +837,9 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 		}
 	}
 	id := r.allocIDLocked()
-	for slot, b := range f.Backends {
-		if err := r.cfg.Backends.Upsert(BackendSlot{id, uint32(slot)}, b); err != nil {
-			r.releaseSetLocked(ctx, id, uint32(slot), false)
-			return fmt.Errorf("service %s: frontend %s: writing backend %s to slot %d of set %d: %w", owner, k, b, slot, id, err)
-		}
+	if written, err := r.writeSet(id, f.Backends); err != nil {
+		r.releaseSetLocked(ctx, id, written, false)
+		return fmt.Errorf("service %s: frontend %s: %w", owner, k, err)
 	}
 	if f.Flags&lb.FlagAffinity != 0 && old != nil && old.entry.Flags&lb.FlagAffinity != 0 {
 		r.moveAffinityLocked(ctx, old.entry.ID, id, f.Backends)
@@ -779,6 +854,23 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 		r.releaseSetLocked(ctx, old.entry.ID, uint32(old.entry.Count), old.entry.Flags&lb.FlagAffinity != 0)
 	}
 	return nil
+}
+
+// writeSet writes backend set id, in one call where the table writes whole sets, and says how many
+// slots may hold something (to release on error).
+func (r *ServiceReconciler) writeSet(id uint32, backends []service.Backend) (uint32, error) {
+	if w, ok := r.cfg.Backends.(BackendSetWriter); ok {
+		if err := w.UpsertSet(id, backends); err != nil {
+			return uint32(len(backends)), fmt.Errorf("writing the %d backends of set %d: %w", len(backends), id, err)
+		}
+		return uint32(len(backends)), nil
+	}
+	for slot, b := range backends {
+		if err := r.cfg.Backends.Upsert(BackendSlot{id, uint32(slot)}, b); err != nil {
+			return uint32(slot), fmt.Errorf("writing backend %s to slot %d of set %d: %w", b, slot, id, err)
+		}
+	}
+	return uint32(len(backends)), nil
 }
 
 // deleteFrontendLocked deletes frontend k, then its backend set, and requeues the Services that

@@ -49,6 +49,13 @@ type BackendTable interface {
 	List() (map[BackendSlot]service.Backend, error)
 }
 
+// BackendSetWriter is a BackendTable that also writes a whole backend set at once, slots 0..n-1
+// of id (pkg/agent's: one system call per set where the kernel has batch operations, instead of
+// one per slot). On error some slots may be written.
+type BackendSetWriter interface {
+	UpsertSet(id uint32, backends []service.Backend) error
+}
+
 // AffinityTable is lb_affinity_map (the programs create its entries).
 type AffinityTable interface {
 	Upsert(AffinityKey, Affinity) error

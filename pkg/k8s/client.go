@@ -60,8 +60,8 @@ type Informers struct {
 func NewInformers(cs kubernetes.Interface, nodeName string, resync time.Duration) Informers {
 	onNode := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
 	return Informers{
-		Cluster: informers.NewSharedInformerFactory(cs, resync),
-		Local: informers.NewSharedInformerFactoryWithOptions(cs, resync,
+		Cluster: informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimForCache)),
+		Local: informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimForCache),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = onNode })),
 	}
 }
@@ -70,7 +70,7 @@ func NewInformers(cs kubernetes.Interface, nodeName string, resync time.Duration
 // the agent's RBAC grants exactly that one.
 func NewConfigMapInformerFactory(cs kubernetes.Interface, namespace, name string) informers.SharedInformerFactory {
 	byName := fields.OneTermEqualSelector("metadata.name", name).String()
-	return informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
+	return informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace), informers.WithTransform(TrimForCache),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = byName }))
 }
 

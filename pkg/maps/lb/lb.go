@@ -351,13 +351,22 @@ func (m *Map[K, V]) Lookup(k K) (V, error) { return m.m.Get(k) }
 // Delete removes k's entry; a missing entry is not an error.
 func (m *Map[K, V]) Delete(k K) error { return m.m.Delete(k) }
 
+// UpsertBatch creates or replaces keys[i] -> values[i], thousands per system call where the
+// kernel has batch operations (a backend set, or a start-up pass's 100,000 slots); on error some
+// may be written.
+func (m *Map[K, V]) UpsertBatch(keys []K, values []V) error { return m.m.PutBatch(keys, values) }
+
 // Iterate calls fn for each entry until fn returns false.
 func (m *Map[K, V]) Iterate(fn func(K, V) bool) error { return m.m.Iterate(fn) }
 
-// List returns every entry.
+// IterateBatch is Iterate reading thousands of entries per system call where the kernel has
+// batch operations: what reads a whole map of 100,000 entries at start-up should use it.
+func (m *Map[K, V]) IterateBatch(fn func(K, V) bool) error { return m.m.IterateBatch(fn) }
+
+// List returns every entry (read in batches).
 func (m *Map[K, V]) List() (map[K]V, error) {
 	out := map[K]V{}
-	err := m.m.Iterate(func(k K, v V) bool {
+	err := m.m.IterateBatch(func(k K, v V) bool {
 		out[k] = v
 		return true
 	})

@@ -245,3 +245,45 @@ func TestWalk(t *testing.T) {
 		t.Errorf("%d entries left, want %d", len(left), n/2)
 	}
 }
+
+// TestBatch writes more backend slots than one batch carries and reads them back in batches, as
+// the service reconciler's start-up pass does.
+func TestBatch(t *testing.T) {
+	be, _ := maptest.Open(t, OpenBackend)
+	const n = 10000 // more than two batches
+	keys, values := make([]BackendKey, n), make([]Backend, n)
+	for i := range n {
+		keys[i] = BackendKey{SvcID: uint32(i/10 + 1), Slot: uint32(i % 10)}
+		values[i] = Backend{IP: maps.IPv4{100, 64, byte(i >> 8), byte(i)}, Port: PortFrom(8080)}
+	}
+	if err := be.UpsertBatch(keys, values); err != nil {
+		t.Fatal(err)
+	}
+	all, err := be.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != n {
+		t.Fatalf("List: %d entries, want %d", len(all), n)
+	}
+	for i, k := range keys {
+		if all[k] != values[i] {
+			t.Fatalf("%s = %s, want %s", k, all[k], values[i])
+		}
+	}
+	seen := 0
+	if err := be.IterateBatch(func(BackendKey, Backend) bool { seen++; return seen < 5 }); err != nil || seen != 5 {
+		t.Errorf("IterateBatch stopped after %d entries (%v), want 5", seen, err)
+	}
+	if err := be.UpsertBatch(keys[:2], values[:1]); err == nil {
+		t.Error("UpsertBatch took 2 keys for 1 value")
+	}
+	// Replacing works as Upsert does.
+	values[0].Port = PortFrom(9090)
+	if err := be.UpsertBatch(keys[:1], values[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := be.Lookup(keys[0]); err != nil || got.Port.Uint16() != 9090 {
+		t.Errorf("after a batch replace: %s, %v", got, err)
+	}
+}
