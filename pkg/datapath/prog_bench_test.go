@@ -131,6 +131,23 @@ func BenchmarkPodEgressServiceNew(b *testing.B) {
 	benchRunSetup(b, coll.Programs["pod_egress"], pkt, tcActRedirect, func() { coll.Maps["lb_ct_map"].Delete(fwd) })
 }
 
+// The same with 10,000 other frontends of 10 backends each in the maps (BenchmarkServices in
+// tests/bench programs as many): the lookups are hashes, so this should cost what
+// BenchmarkPodEgressServiceNew does.
+func BenchmarkPodEgressServiceNew10k(b *testing.B) {
+	coll, pkt := benchService(b, backend{podB, 8080})
+	for i := range 10000 {
+		vip := netip.AddrFrom4([4]byte{10, 97, byte(i >> 8), byte(i)})
+		bs := make([]backend, 10)
+		for e := range bs {
+			bs[e] = backend{netip.AddrFrom4([4]byte{100, 64 + byte(i>>12), byte(i >> 4), byte(i<<4 | e)}), 8080}
+		}
+		putSvc(b, coll, vip, 80, protoTCP, uint32(2+i), 0, 0, bs...)
+	}
+	fwd := ctKey(podA, 40000, svcVIP, 80, protoUDP, ctFwd)
+	benchRunSetup(b, coll.Programs["pod_egress"], pkt, tcActRedirect, func() { coll.Maps["lb_ct_map"].Delete(fwd) })
+}
+
 // An established connection: the FWD entry's backend, DNAT, local delivery. Compare with
 // BenchmarkPodEgressLocal (the same delivery without a service).
 func BenchmarkPodEgressServiceEstablished(b *testing.B) {
