@@ -63,21 +63,28 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// BenchmarkDatapath compares edgeplane (native BPF encapsulation and the collect_md device variant)
-// with a Flannel-like node and the raw underlay, in one lab, in alternating rounds.
-// Run it with `make bench` (root). BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 4) tune it.
-func BenchmarkDatapath(b *testing.B) {
+// newLab builds a lab from the environment (lab.ConfigFromEnv) that the benchmark's end tears down.
+func newLab(b *testing.B) *lab.Lab {
+	b.Helper()
 	cfg, err := lab.ConfigFromEnv()
 	if err != nil {
 		b.Fatal(err)
 	}
 	cfg.Logf = b.Logf
-	ctx := context.Background()
-	l, err := lab.New(ctx, cfg)
+	l, err := lab.New(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
+	b.Cleanup(l.Close)
+	return l
+}
+
+// BenchmarkDatapath compares edgeplane (native BPF encapsulation and the collect_md device variant)
+// with a Flannel-like node and the raw underlay, in one lab, in alternating rounds.
+// Run it with `make bench` (root). BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 4) tune it.
+func BenchmarkDatapath(b *testing.B) {
+	ctx := context.Background()
+	l := newLab(b)
 
 	n1, err := l.AddNode(ctx, "node-1", 1, lab.NodeOptions{})
 	if err != nil {

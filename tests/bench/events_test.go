@@ -27,18 +27,9 @@ type listenMode struct {
 // forwarded packet, the worst case), in ABBA rounds with ratios paired against no listener.
 // BENCH_ROUNDS (default 4) and BENCH_SECONDS (default 3) tune it; about 2 minutes by default.
 func BenchmarkEventStream(b *testing.B) {
-	cfg, err := lab.ConfigFromEnv()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Logf = b.Logf
-	ctlBin := filepath.Join(cfg.EdgeplaneBin, "edgeplanectl")
 	ctx := context.Background()
-	l, err := lab.New(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
+	l := newLab(b)
+	ctlBin := filepath.Join(l.Config().EdgeplaneBin, "edgeplanectl")
 	n1, err := l.AddNode(ctx, "node-1", 1, lab.NodeOptions{})
 	if err != nil {
 		b.Fatal(err)

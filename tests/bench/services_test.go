@@ -48,18 +48,7 @@ import (
 // The Services beyond the benchmark's own are selector-less ClusterIP Services with 10 endpoints
 // each (lab.BulkServices). Results go to bench/results.json; docs/benchmarks.md reports them.
 func BenchmarkServices(b *testing.B) {
-	cfg, err := lab.ConfigFromEnv()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Logf = b.Logf
-	ctx := context.Background()
-	l, err := lab.New(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	s := setupServicesBench(b, l)
+	s := setupServicesBench(b, newLab(b))
 
 	steps := parseSteps(b, os.Getenv("BENCH_SERVICES"), []int{1, 1000, 10000})
 	rounds := envInt("BENCH_ROUNDS", 5)
