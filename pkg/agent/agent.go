@@ -80,8 +80,7 @@ func (a *Agent) run(ctx context.Context) error {
 	defer inf.Shutdown()
 	defer stopInformers()
 	inf.Cluster.Core().V1().Nodes().Informer()
-	inf.Cluster.Core().V1().Services().Informer()
-	inf.Cluster.Discovery().V1().EndpointSlices().Informer()
+	registerServiceInformers(inf)
 	inf.Start(infCtx.Done())
 	node, err := a.register(ctx)
 	if err != nil {

@@ -10,6 +10,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -192,6 +197,18 @@ func (t affinityTable) List() (map[controller.AffinityKey]controller.Affinity, e
 		return true
 	})
 	return out, err
+}
+
+// registerServiceInformers registers the Service and EndpointSlice informers without client-go's
+// namespace index: the service reconciler reads Services by key and EndpointSlices by its own
+// service-name index, and with 10,000 of each the namespace index only costs memory.
+func registerServiceInformers(inf k8s.Informers) {
+	inf.Cluster.InformerFor(&corev1.Service{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewServiceInformer(cs, metav1.NamespaceAll, resync, cache.Indexers{})
+	})
+	inf.Cluster.InformerFor(&discoveryv1.EndpointSlice{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return discoveryinformers.NewEndpointSliceInformer(cs, metav1.NamespaceAll, resync, cache.Indexers{})
+	})
 }
 
 // services wires the service reconciler and the conntrack garbage collector to the informers and

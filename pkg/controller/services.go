@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
@@ -105,8 +106,8 @@ type ServiceReconciler struct {
 	nodeDirty atomic.Bool // the cluster view must be rebuilt
 
 	mu         sync.Mutex
-	programmed map[service.FrontendKey]*programmed // what lb_svc_map holds, by frontend
-	owned      map[string]map[service.FrontendKey]bool
+	programmed map[service.FrontendKey]*programmed     // what lb_svc_map holds, by frontend
+	owned      map[string][]service.FrontendKey        // by Service (a slice: most own one or two frontends)
 	waiting    map[service.FrontendKey]map[string]bool // services that want a frontend another owns
 	policies   map[string]validPolicy                  // last valid annotations by Service
 	reported   map[string]map[string]bool              // events recorded by Service, "reason\x00message"
@@ -164,7 +165,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: ServicesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 		ready:      make(chan struct{}),
 		programmed: map[service.FrontendKey]*programmed{},
-		owned:      map[string]map[service.FrontendKey]bool{},
+		owned:      map[string][]service.FrontendKey{},
 		waiting:    map[service.FrontendKey]map[string]bool{},
 		policies:   map[string]validPolicy{},
 		reported:   map[string]map[string]bool{},
@@ -207,16 +208,20 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	return r, nil
 }
 
+// sliceServiceKey indexes an EndpointSlice as the cache holds it (k8s.EndpointSlice, the
+// informers' transform) or whole (tests, other caches).
 func sliceServiceKey(obj any) ([]string, error) {
-	s, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok {
-		return nil, nil
+	var ns, name string
+	switch s := obj.(type) {
+	case *k8s.EndpointSlice:
+		ns, name = s.Namespace, s.ServiceName
+	case *discoveryv1.EndpointSlice:
+		ns, name = s.Namespace, s.Labels[discoveryv1.LabelServiceName]
 	}
-	name := s.Labels[discoveryv1.LabelServiceName]
 	if name == "" {
 		return nil, nil
 	}
-	return []string{s.Namespace + "/" + name}, nil
+	return []string{ns + "/" + name}, nil
 }
 
 func (r *ServiceReconciler) enqueueService(obj any) {
@@ -409,7 +414,7 @@ func (r *ServiceReconciler) owners() map[string][]service.FrontendKey {
 	defer r.mu.Unlock()
 	out := make(map[string][]service.FrontendKey, len(r.owned))
 	for key, fs := range r.owned {
-		out[key] = slices.SortedFunc(maps.Keys(fs), compareFrontendKeys)
+		out[key] = slices.SortedFunc(slices.Values(fs), compareFrontendKeys)
 	}
 	return out
 }
@@ -645,7 +650,10 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 	}
 	endpointSlices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
 	for _, o := range objs {
-		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+		switch s := o.(type) {
+		case *k8s.EndpointSlice:
+			endpointSlices = append(endpointSlices, s.Object()) // for this reconcile only
+		case *discoveryv1.EndpointSlice:
 			endpointSlices = append(endpointSlices, s)
 		}
 	}
@@ -764,10 +772,9 @@ func (r *ServiceReconciler) adoptPinnedLocked(key string, svc *corev1.Service) {
 }
 
 func (r *ServiceReconciler) ownLocked(key string, k service.FrontendKey) {
-	if r.owned[key] == nil {
-		r.owned[key] = map[service.FrontendKey]bool{}
+	if !slices.Contains(r.owned[key], k) {
+		r.owned[key] = append(r.owned[key], k)
 	}
-	r.owned[key][k] = true
 }
 
 // applyLocked makes the Service's frontends want (nil: none), deleting those it no longer wants.
@@ -795,18 +802,21 @@ func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want ma
 			r.ownLocked(key, k)
 		}
 	}
-	for k := range r.owned[key] {
+	kept := r.owned[key][:0] // filtered in place
+	for _, k := range r.owned[key] {
 		if _, ok := want[k]; ok {
+			kept = append(kept, k)
 			continue
 		}
 		if err := r.deleteFrontendLocked(ctx, k); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: %w", key, err))
-			continue
+			kept = append(kept, k)
 		}
-		delete(r.owned[key], k)
 	}
-	if len(r.owned[key]) == 0 {
+	if len(kept) == 0 {
 		delete(r.owned, key)
+	} else {
+		r.owned[key] = kept
 	}
 	for k, w := range r.waiting {
 		if _, ok := want[k]; !ok {

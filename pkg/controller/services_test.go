@@ -17,10 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
@@ -95,7 +97,8 @@ func newSvcFixture(t *testing.T, objs ...any) *svcFixture {
 	for _, o := range objs {
 		runtimeObjs = append(runtimeObjs, o.(runtime.Object))
 	}
-	f.factory = informers.NewSharedInformerFactory(fake.NewClientset(runtimeObjs...), 0)
+	// Trimmed as the agent caches them: the reconciler reads what k8s.TrimForCache keeps.
+	f.factory = informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(runtimeObjs...), 0, informers.WithTransform(k8s.TrimForCache))
 	r, err := NewServiceReconciler(ServiceReconcilerConfig{
 		NodeName:  "self",
 		Services:  f.factory.Core().V1().Services(),
@@ -127,16 +130,25 @@ func svcNodes() []*corev1.Node {
 	return []*corev1.Node{node("self", "pool-a"), node("n2", "pool-a"), node("n3", "pool-b")}
 }
 
+// seed adds obj to its informer's cache as the agent's informers cache it (k8s.TrimForCache).
 func (f *svcFixture) seed(obj any) {
-	switch o := obj.(type) {
+	var informer cache.SharedIndexInformer
+	switch obj.(type) {
 	case *corev1.Service:
-		f.factory.Core().V1().Services().Informer().GetIndexer().Add(o)
+		informer = f.factory.Core().V1().Services().Informer()
 	case *discoveryv1.EndpointSlice:
-		f.factory.Discovery().V1().EndpointSlices().Informer().GetIndexer().Add(o)
+		informer = f.factory.Discovery().V1().EndpointSlices().Informer()
 	case *corev1.Node:
-		f.factory.Core().V1().Nodes().Informer().GetIndexer().Add(o)
+		informer = f.factory.Core().V1().Nodes().Informer()
 	default:
 		panic(fmt.Sprintf("seed %T", obj))
+	}
+	trimmed, err := k8s.TrimForCache(obj.(runtime.Object).DeepCopyObject())
+	if err != nil {
+		panic(err)
+	}
+	if err := informer.GetIndexer().Add(trimmed); err != nil {
+		panic(err)
 	}
 }
 
@@ -718,6 +730,14 @@ func TestServicesSliceIndex(t *testing.T) {
 	}
 	if keys, _ := sliceServiceKey(threeEndpoints()); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("index %v", keys)
+	}
+	compact, _ := k8s.TrimForCache(threeEndpoints())
+	if keys, _ := sliceServiceKey(compact); !slices.Equal(keys, []string{serviceKey}) {
+		t.Errorf("index of the cached slice %v", keys)
+	}
+	f.r.enqueueSlice(cache.DeletedFinalStateUnknown{Key: "x", Obj: compact})
+	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
+		t.Errorf("requeued for a deleted cached slice %v", keys)
 	}
 }
 

@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -9,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
 // TrimForCache drops what no reconciler reads and keeps, field for field, what they do.
@@ -26,8 +29,10 @@ func TestTrimForCache(t *testing.T) {
 
 	svc := &corev1.Service{ObjectMeta: meta(), Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10",
 		Ports: []corev1.ServicePort{{Port: 53, Protocol: corev1.ProtocolUDP}}}}
+	svc.Labels[service.ProxyNameLabel] = "other"
 	want := svc.DeepCopy()
 	want.ObjectMeta = trimmedMeta()
+	want.Labels = map[string]string{service.ProxyNameLabel: "other"}
 	got, err := TrimForCache(svc)
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("service: got %+v, %v; want %+v", got, err, want)
@@ -43,11 +48,25 @@ func TestTrimForCache(t *testing.T) {
 			Hostname: ptr.To("web-0"), DeprecatedTopology: map[string]string{"k": "v"},
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-0"},
 		}}}
-	wantSlice := slice.DeepCopy()
-	wantSlice.ObjectMeta = trimmedMeta()
-	wantSlice.Endpoints[0].Hostname, wantSlice.Endpoints[0].DeprecatedTopology, wantSlice.Endpoints[0].TargetRef = nil, nil, nil
-	if got, err := TrimForCache(slice); err != nil || !reflect.DeepEqual(got, wantSlice) {
-		t.Errorf("endpointslice: got %+v, %v; want %+v", got, err, wantSlice)
+	slice.Labels[discoveryv1.LabelServiceName] = "web"
+	gotSlice, err := TrimForCache(slice)
+	c, ok := gotSlice.(*EndpointSlice)
+	if err != nil || !ok {
+		t.Fatalf("endpointslice: got %T, %v; want *EndpointSlice", gotSlice, err)
+	}
+	wantSlice := &EndpointSlice{Namespace: "ns", Name: "a", ServiceName: "web", AddressType: discoveryv1.AddressTypeIPv4,
+		Ports: []SlicePort{{Port: 8080}},
+		Endpoints: []SliceEndpoint{{Address: [4]byte{10, 244, 1, 7}, Ready: true, Serving: true,
+			Node: intern(ptr.To("node-1")), Zone: intern(ptr.To("z1"))}}}
+	if !reflect.DeepEqual(c, wantSlice) {
+		t.Errorf("endpointslice: got %+v; want %+v", c, wantSlice)
+	}
+	if again, err := TrimForCache(c); err != nil || again != c {
+		t.Errorf("a compact slice trimmed again: got %+v, %v; want it unchanged", again, err)
+	}
+	// client-go's store keys it by namespace and name.
+	if key, err := cache.MetaNamespaceKeyFunc(c); err != nil || key != "ns/a" {
+		t.Errorf("key of the compact slice: %q, %v", key, err)
 	}
 
 	node := &corev1.Node{ObjectMeta: meta(), Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"},
@@ -66,5 +85,107 @@ func TestTrimForCache(t *testing.T) {
 	tomb := cache.DeletedFinalStateUnknown{Key: "ns/a", Obj: svc}
 	if got, err := TrimForCache(tomb); err != nil || !reflect.DeepEqual(got, tomb) {
 		t.Errorf("tombstone: got %+v, %v", got, err)
+	}
+}
+
+// The model computes from the cached, trimmed objects what it computes from the full ones, for
+// every condition, node, zone, port and address the tests of pkg/service vary.
+func TestTrimmedModelEquivalence(t *testing.T) {
+	nodes := []*corev1.Node{
+		{ObjectMeta: metav1.ObjectMeta{Name: "self", Labels: map[string]string{"apps.openyurt.io/nodepool": "a", corev1.LabelTopologyZone: "z1"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n2", Labels: map[string]string{"apps.openyurt.io/nodepool": "a", corev1.LabelTopologyZone: "z2"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n3", Labels: map[string]string{"apps.openyurt.io/nodepool": "b"}}},
+	}
+	cluster := service.NewCluster("self", nodes, "apps.openyurt.io/nodepool")
+	bools := []*bool{nil, ptr.To(true), ptr.To(false)}
+	var eps []discoveryv1.Endpoint
+	i := 0
+	for _, ready := range bools {
+		for _, serving := range bools {
+			for _, terminating := range bools {
+				for _, node := range []*string{nil, ptr.To(""), ptr.To("self"), ptr.To("n2"), ptr.To("n3")} {
+					i++
+					var zone *string
+					if i%3 == 1 {
+						zone = ptr.To("z1")
+					}
+					eps = append(eps, discoveryv1.Endpoint{
+						Addresses:  []string{fmt.Sprintf("10.244.%d.%d", i/250, i%250+1), "10.245.0.1"},
+						Conditions: discoveryv1.EndpointConditions{Ready: ready, Serving: serving, Terminating: terminating},
+						NodeName:   node, Zone: zone,
+					})
+				}
+			}
+		}
+	}
+	eps = append(eps, discoveryv1.Endpoint{}, discoveryv1.Endpoint{Addresses: []string{"fd00::1"}},
+		discoveryv1.Endpoint{Addresses: []string{"not-an-ip"}}, discoveryv1.Endpoint{Addresses: []string{"10.244.0.1"}, NodeName: ptr.To("self")})
+	ports := []discoveryv1.EndpointPort{
+		{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)},
+		{Name: ptr.To("dns"), Port: ptr.To[int32](5353), Protocol: ptr.To(corev1.ProtocolUDP)},
+		{Name: ptr.To("none")}, {Port: ptr.To[int32](9000)}, {Name: ptr.To("big"), Port: ptr.To[int32](70000)},
+	}
+	mkSlice := func(name string, labels map[string]string, at discoveryv1.AddressType, eps []discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+		l := map[string]string{discoveryv1.LabelServiceName: "web", "other": "x"}
+		for k, v := range labels {
+			l[k] = v
+		}
+		return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: l},
+			AddressType: at, Ports: ports, Endpoints: eps}
+	}
+	full := []*discoveryv1.EndpointSlice{
+		mkSlice("web-a", nil, discoveryv1.AddressTypeIPv4, eps[:len(eps)/2]),
+		mkSlice("web-b", nil, discoveryv1.AddressTypeIPv4, eps[len(eps)/3:]), // overlapping: duplicates
+		mkSlice("web-v6", nil, discoveryv1.AddressTypeIPv6, []discoveryv1.Endpoint{{Addresses: []string{"fd00::2"}}}),
+		mkSlice("web-headless", map[string]string{corev1.IsHeadlessService: ""}, discoveryv1.AddressTypeIPv4, eps[:3]),
+	}
+	var cached []*discoveryv1.EndpointSlice
+	for _, s := range full {
+		c, err := TrimForCache(s.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached = append(cached, c.(*EndpointSlice).Object())
+	}
+	svcPorts := []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, NodePort: 30080},
+		{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, NodePort: 30053}, {Name: "", Port: 90}}
+	for _, tp := range []string{"", corev1.ServiceTrafficDistributionPreferClose, corev1.ServiceTrafficDistributionPreferSameNode} {
+		for _, etp := range []corev1.ServiceExternalTrafficPolicy{corev1.ServiceExternalTrafficPolicyCluster, corev1.ServiceExternalTrafficPolicyLocal} {
+			for _, topo := range []string{"", "kubernetes.io/hostname", "openyurt.io/nodepool"} {
+				svc := &corev1.Service{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Labels: map[string]string{"app": "web"},
+						Annotations: map[string]string{service.TopologyAnnotation: topo, "other": "x"}},
+					Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
+						Ports: svcPorts, ExternalIPs: []string{"192.0.2.1"}, ExternalTrafficPolicy: etp, HealthCheckNodePort: 31000,
+						Selector: map[string]string{"app": "web"}, SessionAffinity: corev1.ServiceAffinityClientIP},
+					Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "198.51.100.1"}}}},
+				}
+				if tp != "" {
+					svc.Spec.TrafficDistribution = ptr.To(tp)
+				}
+				trimmed, err := TrimForCache(svc.DeepCopy())
+				if err != nil {
+					t.Fatal(err)
+				}
+				in := func(s *corev1.Service, slices []*discoveryv1.EndpointSlice) service.Input {
+					topology, err := service.TopologyOf(s)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return service.Input{Service: s, Slices: slices, Cluster: cluster, Policy: service.Policy{Topology: topology}}
+				}
+				wantRes, wantErr := service.Frontends(in(svc, full))
+				gotRes, gotErr := service.Frontends(in(trimmed.(*corev1.Service), cached))
+				if !reflect.DeepEqual(gotRes, wantRes) || !reflect.DeepEqual(gotErr, wantErr) {
+					t.Errorf("%s %s %q: trimmed objects give %+v, %v; full ones %+v, %v", tp, etp, topo, gotRes, gotErr, wantRes, wantErr)
+				}
+				if len(wantRes.Frontends) == 0 {
+					t.Errorf("%s %s %q: no frontends: the comparison shows nothing", tp, etp, topo)
+				}
+				if got, want := service.HealthCheckOf(in(trimmed.(*corev1.Service), cached)), service.HealthCheckOf(in(svc, full)); got != want {
+					t.Errorf("%s %s %q: health check %+v from trimmed objects, %+v from full ones", tp, etp, topo, got, want)
+				}
+			}
+		}
 	}
 }

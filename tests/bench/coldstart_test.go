@@ -46,23 +46,18 @@ type startup struct {
 // there) and its peak resident memory. Each round starts once on a node with no pins (after
 // `edgeplane-agent --uninstall`: a first start) and once with the pins of the previous agent in
 // place (a restart, which adopts them). BENCH_ROUNDS (5) rounds; medians are reported.
+// BENCH_COLDSTART_BASELINE, the path of another edgeplane-agent binary (an older build), adds
+// to each round a first start and a restart of that binary in the same lab, for an A/B on the
+// same objects and the same load; its medians are printed, not saved.
 func BenchmarkServicesColdStart(b *testing.B) {
 	services := envInt("BENCH_COLDSTART_SERVICES", 10000)
 	endpoints := envInt("BENCH_COLDSTART_ENDPOINTS", 10)
 	rounds := envInt("BENCH_ROUNDS", 5)
 	settle := time.Duration(envInt("BENCH_COLDSTART_SETTLE_SECONDS", 5)) * time.Second
+	baseline := os.Getenv("BENCH_COLDSTART_BASELINE")
 
-	cfg, err := lab.ConfigFromEnv()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Logf = b.Logf
 	ctx := context.Background()
-	l, err := lab.New(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
+	l := newLab(b)
 	n, err := l.AddNode(ctx, "node-1", 1, lab.NodeOptions{NoAgent: true})
 	if err != nil {
 		b.Fatal(err)
@@ -73,30 +68,45 @@ func BenchmarkServicesColdStart(b *testing.B) {
 	}
 	b.Logf("created %d Services x %d endpoints in %v", services, endpoints, time.Since(began).Round(time.Millisecond))
 
-	var cold, restart []startup
-	for r := range rounds {
-		if r > 0 {
-			if err := n.UninstallAgent(ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-		s, err := measureStartup(ctx, n, services, endpoints, settle)
-		if err != nil {
-			l.KeepLogs()
-			b.Fatalf("round %d, first start: %v", r, err)
-		}
-		cold = append(cold, s)
-		n.StopAgent()
-		if s, err = measureStartup(ctx, n, services, endpoints, settle); err != nil {
-			l.KeepLogs()
-			b.Fatalf("round %d, restart: %v", r, err)
-		}
-		restart = append(restart, s)
-		b.Logf("round %d: first start %v (peak %.1f MiB), restart %v (peak %.1f MiB)", r,
-			cold[r].total.Round(time.Millisecond), mib(cold[r].peak), s.total.Round(time.Millisecond), mib(s.peak))
+	byPath := map[string][]startup{}
+	binaries := []string{""} // the lab's
+	if baseline != "" {
+		binaries = append(binaries, baseline)
 	}
+	started := false
+	for r := range rounds {
+		for _, bin := range binaries {
+			if started {
+				if err := n.UninstallAgent(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			started = true
+			n.AgentBinary = bin
+			prefix := ""
+			if bin != "" {
+				prefix = "baseline-"
+			}
+			cold, err := measureStartup(ctx, n, services, endpoints, settle)
+			if err != nil {
+				l.KeepLogs()
+				b.Fatalf("round %d, %sfirst start: %v", r, prefix, err)
+			}
+			n.StopAgent()
+			restart, err := measureStartup(ctx, n, services, endpoints, settle)
+			if err != nil {
+				l.KeepLogs()
+				b.Fatalf("round %d, %srestart: %v", r, prefix, err)
+			}
+			byPath[prefix+"first-start"] = append(byPath[prefix+"first-start"], cold)
+			byPath[prefix+"restart"] = append(byPath[prefix+"restart"], restart)
+			b.Logf("round %d: %sfirst start %v (peak %.1f MiB), restart %v (peak %.1f MiB)", r, prefix,
+				cold.total.Round(time.Millisecond), mib(cold.peak), restart.total.Round(time.Millisecond), mib(restart.peak))
+		}
+	}
+	n.AgentBinary = ""
 	b.StopTimer()
-	reportStartups(b, services, endpoints, map[string][]startup{"first-start": cold, "restart": restart})
+	reportStartups(b, services, endpoints, byPath)
 }
 
 // measureStartup starts the node's agent and waits for its start-up pass, then checks the maps.
@@ -204,18 +214,29 @@ func reportStartups(b *testing.B, services, endpoints int, byPath map[string][]s
 	group := fmt.Sprintf("services-cold-start-%dx%d", services, endpoints)
 	var results []Result
 	var sb strings.Builder
+	paths := []string{"first-start", "restart"}
+	if _, ok := byPath["baseline-restart"]; ok {
+		paths = append(paths, "baseline-first-start", "baseline-restart")
+	}
 	fmt.Fprintf(&sb, "\n%s (medians of %d rounds; target < %v and < %d MiB)\n", group, len(byPath["restart"]), coldStartTarget, coldStartRSS>>20)
-	fmt.Fprintf(&sb, "%-24s %-5s %12s %12s\n", "metric", "unit", "first-start", "restart")
+	fmt.Fprintf(&sb, "%-24s %-5s", "metric", "unit")
+	for _, path := range paths {
+		fmt.Fprintf(&sb, " %21s", path)
+	}
+	sb.WriteString("\n")
 	for _, c := range columns {
 		line := fmt.Sprintf("%-24s %-5s", c.metric, c.unit)
-		for _, path := range []string{"first-start", "restart"} {
+		for _, path := range paths {
 			r := Result{Group: group, Metric: c.metric, Unit: c.unit, Path: path}
 			for _, s := range byPath[path] {
 				r.Samples = append(r.Samples, round3(c.value(s)))
 			}
 			r.Median = round3(Median(r.Samples))
+			line += fmt.Sprintf(" %21.1f", r.Median)
+			if strings.HasPrefix(path, "baseline-") {
+				continue // another build: not this tree's result
+			}
 			results = append(results, r)
-			line += fmt.Sprintf(" %12.1f", r.Median)
 			if c.metric == "time_to_programmed" || c.metric == "peak_rss" {
 				b.ReportMetric(r.Median, path+"-"+c.metric+"-"+c.unit)
 			}

@@ -1,0 +1,183 @@
+package k8s
+
+import (
+	"net/netip"
+	"strings"
+	"unique"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// EndpointSlice is an EndpointSlice as the agent's cache holds it (TrimForCache): only what
+// pkg/service reads, ~24 bytes an endpoint where the decoded object takes ~150 (an Endpoint
+// struct of 96 bytes, its address slice and string, three *bool). With 10,000 Services of 10
+// endpoints that is ~5 MiB instead of ~25 (docs/benchmarks.md, "Services cold start").
+// Object rebuilds the *discoveryv1.EndpointSlice the model takes, for one reconcile.
+//
+// What the model would skip is not kept, so Object gives it the same result as the full
+// object: endpoints of slices that are not IPv4 or are a headless Service's, endpoints whose
+// first address is not IPv4 (the model uses only the first), ports without a number. Conditions
+// are kept resolved as the API defines unset ones, and set on the rebuilt object.
+type EndpointSlice struct {
+	Namespace, Name, ResourceVersion string
+	ServiceName                      string // label kubernetes.io/service-name; "" when absent
+	Headless                         bool   // label service.kubernetes.io/headless is present
+	AddressType                      discoveryv1.AddressType
+	Ports                            []SlicePort
+	Endpoints                        []SliceEndpoint
+}
+
+// SlicePort is an EndpointSlice port; an unset name or protocol is "".
+type SlicePort struct {
+	Name     string
+	Protocol corev1.Protocol
+	Port     int32
+}
+
+// SliceEndpoint is an endpoint with an IPv4 first address.
+type SliceEndpoint struct {
+	Address                     [4]byte
+	Ready, Serving, Terminating bool
+	Node, Zone                  internedName // "" when unset
+}
+
+// internedName is a string kept once however many endpoints name it (node names, zones): 8
+// bytes a reference. The zero value is "".
+type internedName struct{ h unique.Handle[string] }
+
+func intern(s *string) internedName {
+	if s == nil || *s == "" {
+		return internedName{}
+	}
+	return internedName{unique.Make(*s)}
+}
+
+func (n internedName) String() string {
+	if n == (internedName{}) {
+		return ""
+	}
+	return n.h.Value()
+}
+
+// GetObjectMeta makes the slice a metav1.ObjectMetaAccessor, which is what client-go's store
+// reads for its keys (namespace/name) and resource versions. Labels are not in it: the
+// service-name index reads ServiceName.
+func (s *EndpointSlice) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion}
+}
+
+// compactSlice is o as the cache keeps it.
+func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
+	s := &EndpointSlice{
+		Namespace:       unique.Make(o.Namespace).Value(),
+		Name:            o.Name,
+		ResourceVersion: o.ResourceVersion,
+		AddressType:     discoveryv1.AddressType(unique.Make(string(o.AddressType)).Value()),
+	}
+	if svc := o.Labels[discoveryv1.LabelServiceName]; strings.HasPrefix(o.Name, svc) {
+		s.ServiceName = o.Name[:len(svc)] // the usual "<service>-<suffix>": one copy of the bytes
+	} else {
+		s.ServiceName = svc
+	}
+	_, s.Headless = o.Labels[corev1.IsHeadlessService]
+	for _, p := range o.Ports {
+		if p.Port == nil {
+			continue
+		}
+		if s.Ports == nil {
+			s.Ports = make([]SlicePort, 0, len(o.Ports))
+		}
+		sp := SlicePort{Port: *p.Port}
+		if p.Name != nil {
+			sp.Name = unique.Make(*p.Name).Value()
+		}
+		if p.Protocol != nil {
+			sp.Protocol = corev1.Protocol(unique.Make(string(*p.Protocol)).Value())
+		}
+		s.Ports = append(s.Ports, sp)
+	}
+	if o.AddressType != discoveryv1.AddressTypeIPv4 || s.Headless {
+		return s
+	}
+	for _, e := range o.Endpoints {
+		if len(e.Addresses) == 0 {
+			continue
+		}
+		ip, err := netip.ParseAddr(e.Addresses[0])
+		if err != nil || !ip.Is4() {
+			continue
+		}
+		if s.Endpoints == nil {
+			s.Endpoints = make([]SliceEndpoint, 0, len(o.Endpoints))
+		}
+		c := e.Conditions
+		ep := SliceEndpoint{
+			Address:     ip.As4(),
+			Ready:       c.Ready == nil || *c.Ready,
+			Terminating: c.Terminating != nil && *c.Terminating,
+			Node:        intern(e.NodeName),
+			Zone:        intern(e.Zone),
+		}
+		ep.Serving = ep.Ready
+		if c.Serving != nil {
+			ep.Serving = *c.Serving
+		}
+		s.Endpoints = append(s.Endpoints, ep)
+	}
+	return s
+}
+
+// endpointFields holds what the rebuilt endpoints point to: one allocation for all of them.
+type endpointFields struct {
+	address                     [1]string
+	node, zone                  string
+	ready, serving, terminating bool
+}
+
+// Object rebuilds the EndpointSlice as the model reads it. It shares no memory with the cache.
+func (s *EndpointSlice) Object() *discoveryv1.EndpointSlice {
+	labels := map[string]string{}
+	if s.ServiceName != "" {
+		labels[discoveryv1.LabelServiceName] = s.ServiceName
+	}
+	if s.Headless {
+		labels[corev1.IsHeadlessService] = ""
+	}
+	o := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, Labels: labels},
+		AddressType: s.AddressType,
+	}
+	if len(s.Ports) > 0 {
+		ports := append([]SlicePort(nil), s.Ports...)
+		o.Ports = make([]discoveryv1.EndpointPort, len(ports))
+		for i := range ports {
+			p := &ports[i]
+			o.Ports[i] = discoveryv1.EndpointPort{Name: &p.Name, Protocol: &p.Protocol, Port: &p.Port}
+			if p.Protocol == "" {
+				o.Ports[i].Protocol = nil
+			}
+		}
+	}
+	if len(s.Endpoints) > 0 {
+		fields := make([]endpointFields, len(s.Endpoints))
+		o.Endpoints = make([]discoveryv1.Endpoint, len(s.Endpoints))
+		for i, e := range s.Endpoints {
+			f := &fields[i]
+			f.address[0] = netip.AddrFrom4(e.Address).String()
+			f.node, f.zone = e.Node.String(), e.Zone.String()
+			f.ready, f.serving, f.terminating = e.Ready, e.Serving, e.Terminating
+			out := &o.Endpoints[i]
+			out.Addresses = f.address[:]
+			out.Conditions = discoveryv1.EndpointConditions{Ready: &f.ready, Serving: &f.serving, Terminating: &f.terminating}
+			if f.node != "" {
+				out.NodeName = &f.node
+			}
+			if f.zone != "" {
+				out.Zone = &f.zone
+			}
+		}
+	}
+	return o
+}
