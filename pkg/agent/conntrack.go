@@ -25,6 +25,13 @@ const (
 	// every interval, so a full 256k-entry lb_ct_map is swept in under a minute and a half.
 	conntrackGCInterval = 5 * time.Second
 	conntrackGCBatch    = 16384
+	// conntrackGCBudget bounds an interval's catch-up: while a pass finds its batch mostly dead
+	// (a quarter or more deleted), the next one follows at once, for up to this long. Connection
+	// churn (thousands of short connections a second through a Service, each leaving two entries
+	// for the closing timeout) fills the map faster than one batch per interval sweeps it; a full
+	// map makes the kernel's LRU evict entries of live connections, which then break (seen in
+	// BenchmarkServices' connect-rate runs at ~6,000 connections/s).
+	conntrackGCBudget = 2 * time.Second
 	// maxAffinityTimeout is the timeout of affinity entries whose set the reconciler does not know
 	// (yet): the longest Kubernetes allows (sessionAffinityConfig.clientIP.timeoutSeconds).
 	maxAffinityTimeout = 86400 * time.Second
@@ -65,7 +72,9 @@ type conntrackGC struct {
 
 	ctCursor       *lb.CTKey
 	affinityCursor *lb.AffinityKey
-	live           map[controller.BackendKey]bool // this sweep's backends; nil: not known
+	// What the last pass did in lb_ct_map (sweep).
+	lastVisited, lastDeleted int
+	live                     map[controller.BackendKey]bool // this sweep's backends; nil: not known
 }
 
 // bootTime is CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.
@@ -81,7 +90,7 @@ func bootTime() (uint64, error) {
 func (g *conntrackGC) run(ctx context.Context, interval time.Duration, observe func(time.Duration, error)) {
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		start := time.Now()
-		err := g.pass()
+		err := g.sweep(ctx, conntrackGCBudget)
 		if observe != nil {
 			observe(time.Since(start), err)
 		}
@@ -89,6 +98,25 @@ func (g *conntrackGC) run(ctx context.Context, interval time.Duration, observe f
 			klog.FromContext(ctx).Error(err, "Collecting service connection tracking entries; retrying at the next pass")
 		}
 	}, interval)
+}
+
+// sweep runs a pass, and more while the last one found a full batch of lb_ct_map mostly dead and
+// the budget lasts.
+func (g *conntrackGC) sweep(ctx context.Context, budget time.Duration) error {
+	start := time.Now()
+	for {
+		if err := g.pass(); err != nil {
+			return err
+		}
+		if !g.behind() || time.Since(start) >= budget || ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// behind: the last pass visited a whole batch of lb_ct_map and deleted a quarter of it or more.
+func (g *conntrackGC) behind() bool {
+	return g.lastVisited >= g.batch && g.lastDeleted*4 >= g.lastVisited
 }
 
 // pass visits at most a batch of entries of each map, from where the previous pass stopped.
@@ -109,7 +137,9 @@ func (g *conntrackGC) passCT(now uint64) error {
 	}
 	var expired, stale []lb.CTKey
 	var keep *lb.CTKey
+	visited := 0
 	last, done, err := g.ct.Walk(g.ctCursor, g.batch, func(k lb.CTKey, v lb.CT) {
+		visited++
 		switch {
 		case v.Expired(k.Proto, now):
 			expired = append(expired, k)
@@ -120,6 +150,7 @@ func (g *conntrackGC) passCT(now uint64) error {
 			keep = &k
 		}
 	})
+	g.lastVisited, g.lastDeleted = visited, len(expired)+len(stale)
 	errs := []error{err}
 	errs = append(errs, deleteAll(g.ct, lb.CTMapName, gcExpired, expired, g.metrics))
 	errs = append(errs, deleteAll(g.ct, lb.CTMapName, gcStaleBackend, stale, g.metrics))

@@ -19,6 +19,7 @@ type fakeWalker[K comparable, V any] struct {
 	keys    []K
 	values  map[K]V
 	visited int // entries visited by the last Walk
+	walks   int // Walk calls
 }
 
 func newFakeWalker[K comparable, V any]() *fakeWalker[K, V] {
@@ -40,6 +41,7 @@ func (w *fakeWalker[K, V]) Walk(after *K, max int, fn func(K, V)) (last K, done 
 		}
 	}
 	w.visited = 0
+	w.walks++
 	for ; w.visited < max; i++ {
 		if i >= len(w.keys) {
 			return last, true, nil
@@ -199,6 +201,44 @@ func TestConntrackGCBounded(t *testing.T) {
 	}
 	if got := f.left(); !slices.Equal(got, []byte{0, 3, 6, 9, 12, 15, 18, 21}) {
 		t.Errorf("left %v", got)
+	}
+}
+
+// TestConntrackGCCatchesUp: under connection churn one interval keeps sweeping while its batches
+// are mostly dead, and stops at a batch of live entries.
+func TestConntrackGCCatchesUp(t *testing.T) {
+	f := newGCFixture(4)
+	now := f.clock
+	for i := range byte(40) {
+		lastSeen := now - 100*sec // UDP: dead
+		if i >= 30 {
+			lastSeen = now
+		}
+		f.ct.put(ctKey(i, lb.ProtoUDP, lb.DirFwd), ct(1, 0, lastSeen))
+	}
+	if err := f.gc.sweep(t.Context(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.left(); len(got) != 10 || got[0] != 30 {
+		t.Errorf("left after one sweep %v, want the 10 live entries", got)
+	}
+	// Live entries only: one pass each, no more.
+	for range 3 {
+		before := f.ct.walks
+		if err := f.gc.sweep(t.Context(), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if n := f.ct.walks - before; n != 1 {
+			t.Errorf("a sweep of live entries made %d passes", n)
+		}
+	}
+	// A zero budget still runs one pass.
+	f.ct.put(ctKey(50, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now-100*sec))
+	for range 4 {
+		_ = f.gc.sweep(t.Context(), 0)
+	}
+	if slices.Contains(f.left(), 50) {
+		t.Errorf("dead entry left after %d zero-budget sweeps: %v", 4, f.left())
 	}
 }
 
