@@ -292,21 +292,8 @@ func (r *NodeReconciler) runWorker(ctx context.Context) {
 }
 
 func (r *NodeReconciler) processNext(ctx context.Context) bool {
-	name, shutdown := r.queue.Get()
-	if shutdown {
-		return false
-	}
-	defer r.queue.Done(name)
-	start := time.Now()
-	err := r.reconcile(ctx, name)
-	observe(r.cfg.Metrics, NodesController, start, err)
-	if err != nil {
-		klog.FromContext(ctx).Error(err, "Reconciling node; will retry", "node", name)
-		r.queue.AddRateLimited(name)
-		return true
-	}
-	r.queue.Forget(name)
-	return true
+	return processNext(ctx, r.queue, r.cfg.Metrics, NodesController, "Reconciling node",
+		func(name string) []any { return []any{"node", name} }, r.reconcile)
 }
 
 // reconcile makes the maps hold what the node named name asks for now.

@@ -121,26 +121,16 @@ func (g *PodGC) runWorker(ctx context.Context) {
 }
 
 func (g *PodGC) processNext(ctx context.Context) bool {
-	item, shutdown := g.queue.Get()
-	if shutdown {
-		return false
-	}
-	defer g.queue.Done(item)
-	start := time.Now()
-	var err error
+	return processNext(ctx, g.queue, g.cfg.Metrics, PodGCController, "Collecting endpoints",
+		func(item gcItem) []any { return []any{"ip", item.ip} }, g.collect)
+}
+
+// collect is one queue item's work: the periodic sweep or one deleted pod's endpoints.
+func (g *PodGC) collect(ctx context.Context, item gcItem) error {
 	if item == sweep {
-		err = g.sweep(ctx)
-	} else {
-		err = g.collectDeleted(ctx, item)
+		return g.sweep(ctx)
 	}
-	observe(g.cfg.Metrics, PodGCController, start, err)
-	if err != nil {
-		klog.FromContext(ctx).Error(err, "Collecting endpoints; will retry", "ip", item.ip)
-		g.queue.AddRateLimited(item)
-		return true
-	}
-	g.queue.Forget(item)
-	return true
+	return g.collectDeleted(ctx, item)
 }
 
 // sweep deletes every endpoint whose host veth is gone and every pod link pin without its veth.

@@ -425,21 +425,8 @@ func (r *ServiceReconciler) runWorker(ctx context.Context) {
 }
 
 func (r *ServiceReconciler) processNext(ctx context.Context) bool {
-	key, shutdown := r.queue.Get()
-	if shutdown {
-		return false
-	}
-	defer r.queue.Done(key)
-	start := time.Now()
-	err := r.reconcile(ctx, key)
-	observe(r.cfg.Metrics, ServicesController, start, err)
-	if err != nil {
-		klog.FromContext(ctx).Error(err, "Reconciling service; will retry", "service", key)
-		r.queue.AddRateLimited(key)
-		return true
-	}
-	r.queue.Forget(key)
-	return true
+	return processNext(ctx, r.queue, r.cfg.Metrics, ServicesController, "Reconciling service",
+		func(key string) []any { return []any{"service", key} }, r.reconcile)
 }
 
 // syncAll is the start-up pass: load what is pinned, reconcile every Service (oldest first, so
