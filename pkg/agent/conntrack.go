@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
@@ -40,12 +41,14 @@ const (
 // walker is a map the collector sweeps in bounded passes (pkg/maps/lb).
 type walker[K comparable, V any] interface {
 	Walk(after *K, max int, fn func(K, V)) (last K, done bool, err error)
+	// Lookup reads an entry again before its deletion; a missing one wraps ebpf.ErrKeyNotExist.
+	Lookup(K) (V, error)
 	Delete(K) error
 }
 
 // serviceView is what the collector needs from the service reconciler.
 type serviceView interface {
-	LiveBackends() (map[controller.BackendKey]bool, bool)
+	UnusedBackends(candidates map[controller.BackendKey]bool) (unused map[controller.BackendKey]bool, ok bool)
 	AffinityTimeouts() map[uint32]time.Duration
 }
 
@@ -62,6 +65,12 @@ type gcMetrics interface {
 // deleted pod). TCP flows to a removed backend are left to end by themselves (RST, timeout), as
 // kube-proxy does. The LRU maps evict old entries when full; this keeps them from filling with
 // the dead. Each entry is judged on its own: the programs refresh both entries of a connection.
+//
+// A pass asks the reconciler only about the backends of its batch's live UDP and SCTP forward
+// entries, and only when there are some: most flows are TCP, and a copy of every programmed
+// backend (100,000 at 10,000 Services) would be the largest thing the collector holds. The
+// programs keep writing while a pass walks its batch, so every entry judged dead is read again
+// just before its deletion (deleteDead).
 type conntrackGC struct {
 	ct       walker[lb.CTKey, lb.CT]
 	affinity walker[lb.AffinityKey, lb.Affinity]
@@ -74,7 +83,6 @@ type conntrackGC struct {
 	affinityCursor *lb.AffinityKey
 	// What the last pass did in lb_ct_map (sweep).
 	lastVisited, lastDeleted int
-	live                     map[controller.BackendKey]bool // this sweep's backends; nil: not known
 }
 
 // bootTime is CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.
@@ -129,53 +137,123 @@ func (g *conntrackGC) pass() error {
 }
 
 func (g *conntrackGC) passCT(now uint64) error {
-	if g.ctCursor == nil { // a new sweep: judge its flows against today's backends
-		g.live = nil
-		if live, ok := g.services.LiveBackends(); ok {
-			g.live = live
-		}
-	}
-	var expired, stale []lb.CTKey
-	var keep *lb.CTKey
+	var expired, candidates []seen[lb.CTKey, lb.CT]
+	var keep kept[lb.CTKey]
 	visited := 0
 	last, done, err := g.ct.Walk(g.ctCursor, g.batch, func(k lb.CTKey, v lb.CT) {
+		e := seen[lb.CTKey, lb.CT]{key: k, value: v, at: visited}
 		visited++
 		switch {
 		case v.Expired(k.Proto, now):
-			expired = append(expired, k)
-		case g.live != nil && k.Dir == lb.DirFwd && k.Proto != lb.ProtoTCP &&
-			!g.live[controller.BackendKey{Backend: serviceBackend(v.Addr, v.Port), Proto: k.Proto}]:
-			stale = append(stale, k)
+			expired = append(expired, e)
+		case k.Dir == lb.DirFwd && k.Proto != lb.ProtoTCP:
+			candidates = append(candidates, e)
 		default:
-			keep = &k
+			keep.add(k, e.at)
 		}
 	})
-	g.lastVisited, g.lastDeleted = visited, len(expired)+len(stale)
-	errs := []error{err}
-	errs = append(errs, deleteAll(g.ct, lb.CTMapName, gcExpired, expired, g.metrics))
-	errs = append(errs, deleteAll(g.ct, lb.CTMapName, gcStaleBackend, stale, g.metrics))
-	g.ctCursor = nextCursor(last, keep, done, err)
-	return errors.Join(errs...)
+	stale, unused := g.staleBackends(candidates, &keep)
+	// An expired entry is dead while its last packet is the one it was judged by: a later one
+	// (or a new connection under the same key) makes it live. A stale one is dead while it still
+	// goes to a backend no frontend uses, however recent its last packet: a client that keeps
+	// sending is what the stale deletion is for.
+	nExpired, errExpired := deleteDead(g.ct, lb.CTMapName, gcExpired, expired, &keep, g.metrics,
+		func(k lb.CTKey, judged, fresh lb.CT) bool {
+			return fresh.LastSeen == judged.LastSeen && fresh.Expired(k.Proto, now)
+		})
+	nStale, errStale := deleteDead(g.ct, lb.CTMapName, gcStaleBackend, stale, &keep, g.metrics,
+		func(k lb.CTKey, _, fresh lb.CT) bool { return unused[ctBackend(k, fresh)] })
+	g.lastVisited, g.lastDeleted = visited, nExpired+nStale
+	g.ctCursor = nextCursor(last, keep.last(), done, err)
+	return errors.Join(err, errExpired, errStale)
+}
+
+// staleBackends splits candidates, the unexpired UDP and SCTP forward entries of a pass, into
+// those going to a backend no frontend uses (stale, with the set of those backends) and the rest
+// (kept). It asks the reconciler about their backends only, and only when there are some;
+// nothing is stale until the reconciler's start-up pass is over.
+func (g *conntrackGC) staleBackends(candidates []seen[lb.CTKey, lb.CT], keep *kept[lb.CTKey]) (
+	stale []seen[lb.CTKey, lb.CT], unused map[controller.BackendKey]bool) {
+	if len(candidates) > 0 {
+		backends := map[controller.BackendKey]bool{}
+		for _, e := range candidates {
+			backends[ctBackend(e.key, e.value)] = true
+		}
+		if u, ok := g.services.UnusedBackends(backends); ok {
+			unused = u
+		}
+	}
+	for _, e := range candidates {
+		if unused[ctBackend(e.key, e.value)] {
+			stale = append(stale, e)
+		} else {
+			keep.add(e.key, e.at)
+		}
+	}
+	return stale, unused
+}
+
+// ctBackend is the backend of a forward entry.
+func ctBackend(k lb.CTKey, v lb.CT) controller.BackendKey {
+	return controller.BackendKey{Backend: serviceBackend(v.Addr, v.Port), Proto: k.Proto}
 }
 
 func (g *conntrackGC) passAffinity(now uint64) error {
 	timeouts := g.services.AffinityTimeouts()
-	var expired []lb.AffinityKey
-	var keep *lb.AffinityKey
-	last, done, err := g.affinity.Walk(g.affinityCursor, g.batch, func(k lb.AffinityKey, v lb.Affinity) {
-		timeout, ok := timeouts[k.SvcID]
-		if !ok {
-			timeout = maxAffinityTimeout
+	timeout := func(id uint32) time.Duration {
+		if t, ok := timeouts[id]; ok {
+			return t
 		}
-		if v.Expired(timeout, now) {
-			expired = append(expired, k)
+		return maxAffinityTimeout
+	}
+	var expired []seen[lb.AffinityKey, lb.Affinity]
+	var keep kept[lb.AffinityKey]
+	visited := 0
+	last, done, err := g.affinity.Walk(g.affinityCursor, g.batch, func(k lb.AffinityKey, v lb.Affinity) {
+		e := seen[lb.AffinityKey, lb.Affinity]{key: k, value: v, at: visited}
+		visited++
+		if v.Expired(timeout(k.SvcID), now) {
+			expired = append(expired, e)
 		} else {
-			keep = &k
+			keep.add(k, e.at)
 		}
 	})
-	errs := []error{err, deleteAll(g.affinity, lb.AffinityMapName, gcExpired, expired, g.metrics)}
-	g.affinityCursor = nextCursor(last, keep, done, err)
-	return errors.Join(errs...)
+	// A client's new connection renews its entry, or replaces an expired one: either way the
+	// entry is live again, with a later last_seen.
+	_, errExpired := deleteDead(g.affinity, lb.AffinityMapName, gcExpired, expired, &keep, g.metrics,
+		func(k lb.AffinityKey, judged, fresh lb.Affinity) bool {
+			return fresh.LastSeen == judged.LastSeen && fresh.Expired(timeout(k.SvcID), now)
+		})
+	g.affinityCursor = nextCursor(last, keep.last(), done, err)
+	return errors.Join(err, errExpired)
+}
+
+// seen is an entry as a pass's walk read it, and its place in the walk.
+type seen[K comparable, V any] struct {
+	key   K
+	value V
+	at    int
+}
+
+// kept is the last entry, in walk order, a pass leaves in its map: where the next one starts.
+type kept[K comparable] struct {
+	key K
+	at  int
+	ok  bool
+}
+
+func (k *kept[K]) add(key K, at int) {
+	if !k.ok || at > k.at {
+		*k = kept[K]{key: key, at: at, ok: true}
+	}
+}
+
+// last is the entry, nil when the pass kept none.
+func (k *kept[K]) last() *K {
+	if !k.ok {
+		return nil
+	}
+	return &k.key
 }
 
 // nextCursor is where the next pass starts: after the last entry this pass kept (a deleted key
@@ -191,11 +269,30 @@ func nextCursor[K comparable](last K, keep *K, done bool, err error) *K {
 	return keep
 }
 
-func deleteAll[K comparable, V any](m walker[K, V], mapName, reason string, keys []K, metrics gcMetrics) error {
+// deleteDead deletes the entries a pass judged dead for reason, each only if it still is. A pass
+// judges its batch from the values the walk read, and the datapath may meanwhile have refreshed
+// an entry or created a new one under the same key (a new connection reusing a 5-tuple, a
+// client's new connection renewing its affinity): each entry is therefore read again just before
+// its deletion and deleted only while dead(key, judged, fresh) holds, which leaves a window of
+// microseconds instead of a batch's. An entry gone meanwhile (evicted, or deleted by the
+// datapath) is not an error; one found live is added to keep. It returns how many it deleted.
+func deleteDead[K comparable, V any](m walker[K, V], mapName, reason string, entries []seen[K, V], keep *kept[K],
+	metrics gcMetrics, dead func(k K, judged, fresh V) bool) (int, error) {
 	var errs []error
 	n := 0
-	for _, k := range keys {
-		if err := m.Delete(k); err != nil {
+	for _, e := range entries {
+		fresh, err := m.Lookup(e.key)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			continue
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		case !dead(e.key, e.value, fresh):
+			keep.add(e.key, e.at)
+			continue
+		}
+		if err := m.Delete(e.key); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -204,5 +301,5 @@ func deleteAll[K comparable, V any](m walker[K, V], mapName, reason string, keys
 	if metrics != nil && n > 0 {
 		metrics.ConntrackDeleted(mapName, reason, n)
 	}
-	return errors.Join(errs...)
+	return n, errors.Join(errs...)
 }

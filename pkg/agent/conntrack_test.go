@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
@@ -20,6 +24,9 @@ type fakeWalker[K comparable, V any] struct {
 	values  map[K]V
 	visited int // entries visited by the last Walk
 	walks   int // Walk calls
+	// walked, when set, runs as Walk returns: it plays the datapath writing while the collector
+	// judges what it read.
+	walked func()
 }
 
 func newFakeWalker[K comparable, V any]() *fakeWalker[K, V] {
@@ -44,13 +51,29 @@ func (w *fakeWalker[K, V]) Walk(after *K, max int, fn func(K, V)) (last K, done 
 	w.walks++
 	for ; w.visited < max; i++ {
 		if i >= len(w.keys) {
+			w.done()
 			return last, true, nil
 		}
 		last = w.keys[i]
 		fn(last, w.values[last])
 		w.visited++
 	}
+	w.done()
 	return last, false, nil
+}
+
+func (w *fakeWalker[K, V]) done() {
+	if w.walked != nil {
+		w.walked()
+	}
+}
+
+func (w *fakeWalker[K, V]) Lookup(k K) (V, error) {
+	v, ok := w.values[k]
+	if !ok {
+		return v, fmt.Errorf("looking up %v: %w", k, ebpf.ErrKeyNotExist)
+	}
+	return v, nil
 }
 
 func (w *fakeWalker[K, V]) Delete(k K) error {
@@ -65,10 +88,28 @@ type fakeServices struct {
 	live     map[controller.BackendKey]bool
 	ready    bool
 	timeouts map[uint32]time.Duration
+	asked    []controller.BackendKey // every candidate of every UnusedBackends call
+	calls    int                     // UnusedBackends calls
 }
 
-func (f *fakeServices) LiveBackends() (map[controller.BackendKey]bool, bool) { return f.live, f.ready }
-func (f *fakeServices) AffinityTimeouts() map[uint32]time.Duration           { return f.timeouts }
+func (f *fakeServices) UnusedBackends(candidates map[controller.BackendKey]bool) (map[controller.BackendKey]bool, bool) {
+	f.calls++
+	for k := range candidates {
+		f.asked = append(f.asked, k)
+	}
+	if !f.ready {
+		return nil, false
+	}
+	unused := map[controller.BackendKey]bool{}
+	for k := range candidates {
+		if !f.live[k] {
+			unused[k] = true
+		}
+	}
+	return unused, true
+}
+
+func (f *fakeServices) AffinityTimeouts() map[uint32]time.Duration { return f.timeouts }
 
 type fakeGCMetrics map[[2]string]int
 
@@ -150,7 +191,9 @@ func TestConntrackGCTimeouts(t *testing.T) {
 }
 
 // TestConntrackGCStaleBackends: UDP and SCTP flows to a backend no frontend uses go (once the
-// reconciler knows the backends); TCP flows and reverse entries stay until they expire.
+// reconciler knows the backends); TCP flows and reverse entries stay until they expire. The
+// reconciler is asked about the backends of the batch's live UDP and SCTP flows only, not for
+// all it programmed.
 func TestConntrackGCStaleBackends(t *testing.T) {
 	f := newGCFixture(100)
 	now := f.clock
@@ -160,21 +203,121 @@ func TestConntrackGCStaleBackends(t *testing.T) {
 	f.ct.put(ctKey(4, lb.ProtoTCP, lb.DirFwd), ct(2, lb.CTFlagSeenReply, now))
 	f.ct.put(ctKey(5, lb.ProtoUDP, lb.DirRev), ct(2, 0, now))
 	f.ct.put(ctKey(6, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now))
-	ip, port := backendAt(1)
-	live := service.Backend{IP: ip.Addr(), Port: port.Uint16()}
-	f.services.live = map[controller.BackendKey]bool{{Backend: live, Proto: lb.ProtoUDP}: true, {Backend: live, Proto: lb.ProtoSCTP}: true}
+	f.ct.put(ctKey(7, lb.ProtoUDP, lb.DirFwd), ct(3, 0, now-61*sec)) // expired: not asked about
+	f.services.live = map[controller.BackendKey]bool{backendKey(1, lb.ProtoUDP): true, backendKey(1, lb.ProtoSCTP): true}
+	for i := range byte(200) { // the rest of the cluster's backends, never asked about
+		f.services.live[controller.BackendKey{Backend: service.Backend{IP: netip.AddrFrom4([4]byte{10, 244, 2, i}), Port: 80}, Proto: lb.ProtoTCP}] = true
+	}
+	want := []controller.BackendKey{backendKey(1, lb.ProtoUDP), backendKey(2, lb.ProtoUDP), backendKey(2, lb.ProtoSCTP)}
+	checkAsked := func(when string) {
+		t.Helper()
+		if f.services.calls != 1 || !sameBackends(f.services.asked, want) {
+			t.Errorf("%s: %d calls asking about %v, want one about %v", when, f.services.calls, f.services.asked, want)
+		}
+		f.services.calls, f.services.asked = 0, nil
+	}
 
 	f.gc.pass() // the reconciler has not synced: nothing is judged by its backends
-	if got := f.left(); len(got) != 6 {
+	if got := f.left(); !slices.Equal(got, []byte{1, 2, 3, 4, 5, 6}) {
 		t.Fatalf("left %v before the reconciler synced", got)
 	}
+	checkAsked("before the reconciler synced")
 	f.services.ready = true
 	f.gc.pass()
 	if got := f.left(); !slices.Equal(got, []byte{1, 4, 5, 6}) {
 		t.Errorf("left %v", got)
 	}
+	checkAsked("synced")
 	if f.metrics[[2]string{lb.CTMapName, gcStaleBackend}] != 2 {
 		t.Errorf("metrics %v", f.metrics)
+	}
+	// A batch without a live UDP or SCTP flow asks nothing.
+	f.ct.Delete(ctKey(1, lb.ProtoUDP, lb.DirFwd))
+	f.ct.Delete(ctKey(6, lb.ProtoUDP, lb.DirFwd))
+	f.gc.pass()
+	if f.services.calls != 0 {
+		t.Errorf("asked about %v for a batch of TCP and reverse entries", f.services.asked)
+	}
+}
+
+func backendKey(last byte, proto lb.Proto) controller.BackendKey {
+	ip, port := backendAt(last)
+	return controller.BackendKey{Backend: serviceBackend(ip, port), Proto: proto}
+}
+
+func sameBackends(a, b []controller.BackendKey) bool {
+	order := func(x, y controller.BackendKey) int {
+		return cmp.Or(x.IP.Compare(y.IP), cmp.Compare(x.Port, y.Port), cmp.Compare(x.Proto, y.Proto))
+	}
+	a, b = slices.SortedFunc(slices.Values(a), order), slices.SortedFunc(slices.Values(b), order)
+	return slices.Equal(a, b)
+}
+
+// TestConntrackGCRecheck: the datapath writes while a pass judges its batch; an entry is deleted
+// only if a fresh read still finds it dead (expired with the last packet it was judged by, or
+// still going to an unused backend), and one gone meanwhile is no error.
+func TestConntrackGCRecheck(t *testing.T) {
+	f := newGCFixture(100)
+	now := f.clock
+	f.services.ready = true
+	f.services.live = map[controller.BackendKey]bool{backendKey(1, lb.ProtoUDP): true}
+	f.ct.put(ctKey(1, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now-61*sec))                // expired, then refreshed
+	f.ct.put(ctKey(2, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now-61*sec))                // expired
+	f.ct.put(ctKey(3, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now-61*sec))                // expired, then evicted
+	f.ct.put(ctKey(4, lb.ProtoTCP, lb.DirFwd), ct(1, lb.CTFlagClosing, now-11*sec)) // closed, then a new connection
+	f.ct.put(ctKey(5, lb.ProtoUDP, lb.DirFwd), ct(2, 0, now-sec))                   // stale, then refreshed
+	f.ct.put(ctKey(6, lb.ProtoUDP, lb.DirFwd), ct(2, 0, now-sec))                   // stale, then recreated to a live backend
+	affinity := func(client byte) lb.AffinityKey {
+		return lb.AffinityKey{SvcID: 1, Client: maps.IPv4{10, 244, 0, client}}
+	}
+	f.services.timeouts = map[uint32]time.Duration{1: 2 * time.Second}
+	f.affinity.put(affinity(1), lb.Affinity{LastSeen: now - 3*sec}) // expired, then renewed
+	f.affinity.put(affinity(2), lb.Affinity{LastSeen: now - 3*sec}) // expired
+	f.ct.walked = func() {
+		f.ct.put(ctKey(1, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now+sec))
+		f.ct.Delete(ctKey(3, lb.ProtoUDP, lb.DirFwd))
+		f.ct.put(ctKey(4, lb.ProtoTCP, lb.DirFwd), ct(1, 0, now+sec))
+		f.ct.put(ctKey(5, lb.ProtoUDP, lb.DirFwd), ct(2, 0, now+sec))
+		f.ct.put(ctKey(6, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now+sec))
+	}
+	f.affinity.walked = func() { f.affinity.put(affinity(1), lb.Affinity{LastSeen: now + sec}) }
+	if err := f.gc.pass(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.left(); !slices.Equal(got, []byte{1, 4, 6}) {
+		t.Errorf("left %v", got)
+	}
+	if got := f.affinity.keys; !slices.Equal(got, []lb.AffinityKey{affinity(1)}) {
+		t.Errorf("affinity left %v", got)
+	}
+	want := fakeGCMetrics{{lb.CTMapName, gcExpired}: 1, {lb.CTMapName, gcStaleBackend}: 1, {lb.AffinityMapName, gcExpired}: 1}
+	if !reflect.DeepEqual(f.metrics, want) {
+		t.Errorf("metrics %v, want %v", f.metrics, want)
+	}
+	if f.gc.lastDeleted != 2 {
+		t.Errorf("lastDeleted %d", f.gc.lastDeleted)
+	}
+}
+
+// TestConntrackGCRecheckCursor: an entry found live on the second read is where the next pass
+// starts, as any entry the pass kept.
+func TestConntrackGCRecheckCursor(t *testing.T) {
+	f := newGCFixture(3)
+	now := f.clock
+	for i := range byte(6) {
+		f.ct.put(ctKey(i, lb.ProtoTCP, lb.DirFwd), ct(1, 0, now-61*sec)) // SYN sent 61 s ago: dead
+	}
+	f.ct.walked = func() {
+		f.ct.walked = nil
+		f.ct.put(ctKey(2, lb.ProtoTCP, lb.DirFwd), ct(1, 0, now)) // the last of the batch, refreshed
+	}
+	f.gc.pass()
+	if f.gc.ctCursor == nil || *f.gc.ctCursor != ctKey(2, lb.ProtoTCP, lb.DirFwd) {
+		t.Fatalf("cursor %v", f.gc.ctCursor)
+	}
+	f.gc.pass()
+	if got := f.left(); !slices.Equal(got, []byte{2}) {
+		t.Errorf("left %v", got)
 	}
 }
 

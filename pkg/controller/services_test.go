@@ -339,7 +339,7 @@ func TestServicesCreateUpdateDelete(t *testing.T) {
 	if len(ops) != 2+4 {
 		t.Errorf("ops %v", ops)
 	}
-	if f.r.LiveBackendsCount() != 0 {
+	if f.r.programmedBackendCount() != 0 {
 		t.Error("backends left in memory")
 	}
 }
@@ -369,8 +369,8 @@ func checkWriteOrder(t *testing.T, ops []string, sets []ServiceEntry) {
 	}
 }
 
-// LiveBackendsCount is for tests: the backends the reconciler remembers.
-func (r *ServiceReconciler) LiveBackendsCount() int {
+// programmedBackendCount is for tests: the backends the reconciler remembers.
+func (r *ServiceReconciler) programmedBackendCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -741,21 +741,31 @@ func TestServicesSliceIndex(t *testing.T) {
 	}
 }
 
-// TestServicesLiveBackends: the garbage collector's view, only once the start-up pass is over.
-func TestServicesLiveBackends(t *testing.T) {
+// TestServicesUnusedBackends: the garbage collector's view, only once the start-up pass is over,
+// and only of the backends it asks about.
+func TestServicesUnusedBackends(t *testing.T) {
 	f := newSvcFixture(t, webService(), threeEndpoints())
-	if _, ok := f.r.LiveBackends(); ok {
-		t.Fatal("live backends before the start-up pass")
+	used := BackendKey{service.Backend{IP: netip.MustParseAddr("10.244.1.5"), Port: 8080}, lb.ProtoTCP}
+	otherProto := BackendKey{used.Backend, lb.ProtoUDP}
+	gone := BackendKey{service.Backend{IP: netip.MustParseAddr("10.244.9.9"), Port: 8080}, lb.ProtoTCP}
+	candidates := map[BackendKey]bool{used: true, otherProto: true, gone: true}
+	if _, ok := f.r.UnusedBackends(candidates); ok {
+		t.Fatal("unused backends judged before the start-up pass")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.r.Run(ctx) }()
 	f.factory.Start(ctx.Done())
 	<-f.r.Ready()
-	live, ok := f.r.LiveBackends()
-	want := BackendKey{service.Backend{IP: netip.MustParseAddr("10.244.1.5"), Port: 8080}, lb.ProtoTCP}
-	if !ok || len(live) != 3 || !live[want] {
-		t.Errorf("live %v %v", live, ok)
+	unused, ok := f.r.UnusedBackends(candidates)
+	if !ok || len(unused) != 2 || !unused[otherProto] || !unused[gone] {
+		t.Errorf("unused %v %v, want %v and %v", unused, ok, otherProto, gone)
+	}
+	if len(candidates) != 3 {
+		t.Errorf("the candidates changed: %v", candidates)
+	}
+	if unused, ok := f.r.UnusedBackends(nil); !ok || len(unused) != 0 {
+		t.Errorf("unused of none %v %v", unused, ok)
 	}
 	cancel()
 	if err := <-done; err != nil {
