@@ -1,11 +1,13 @@
 package controller
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -14,7 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -46,9 +48,6 @@ const (
 	ReasonInvalidService   = service.ReasonInvalidService
 	ReasonTooManyEndpoints = service.ReasonTooManyEndpoints
 )
-
-// sliceIndex indexes EndpointSlices by "namespace/service name" (label kubernetes.io/service-name).
-const sliceIndex = "edgeplane-service"
 
 // ServiceReconcilerConfig is what a ServiceReconciler reads and writes.
 type ServiceReconcilerConfig struct {
@@ -97,8 +96,9 @@ type ServiceIndex interface {
 // that are still right as they are, rewrites the others, and deletes what no Service wants.
 type ServiceReconciler struct {
 	cfg       ServiceReconcilerConfig
-	lister    corelisters.ServiceLister
+	services  cache.Indexer // *k8s.Service (the agent's cache) or *corev1.Service (tests); read through k8s.ServiceObject
 	slices    cache.Indexer
+	slicesOf  sliceIndex // EndpointSlice keys by Service key
 	nodes     corelisters.NodeLister
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
@@ -108,6 +108,7 @@ type ServiceReconciler struct {
 	mu         sync.Mutex
 	programmed map[service.FrontendKey]*programmed     // what lb_svc_map holds, by frontend
 	owned      map[string][]service.FrontendKey        // by Service (a slice: most own one or two frontends)
+	ownedGen   uint64                                  // counts changes of owned, for publishing the index
 	waiting    map[service.FrontendKey]map[string]bool // services that want a frontend another owns
 	policies   map[string]validPolicy                  // last valid annotations by Service
 	reported   map[string]map[string]bool              // events recorded by Service, "reason\x00message"
@@ -133,15 +134,60 @@ type ServiceReconciler struct {
 type programmed struct {
 	owner    string // namespace/name; "" for what a previous agent pinned, until a Service adopts it
 	entry    ServiceEntry
-	backends []service.Backend // slot order
-	lost     bool              // the map no longer holds entry: rewrite
+	backends []slotBackend // slot order
+	lost     bool          // the map no longer holds entry: rewrite
 }
 
-// frontend is p as the model states frontends, for comparison.
-func (p *programmed) frontend() service.Frontend {
-	b := slices.Clone(p.backends)
-	slices.SortFunc(b, service.CompareBackends)
-	return service.Frontend{Flags: p.entry.Flags, AffinityTimeout: p.entry.AffinityTimeout, Backends: b}
+// slotBackend is a backend as programmed keeps it: 6 bytes, as lb_backend_map holds it, where a
+// service.Backend takes 32 (its netip.Addr is 24); with 10,000 Services of 10 endpoints that is
+// ~0.6 MiB of the agent's live heap instead of ~3. Backends are IPv4: the model keeps no other
+// endpoint (pkg/service) and the maps hold no other.
+type slotBackend struct {
+	ip   [4]byte
+	port uint16
+}
+
+func packBackend(b service.Backend) slotBackend {
+	return slotBackend{ip: b.IP.As4(), port: b.Port}
+}
+
+func (b slotBackend) backend() service.Backend {
+	return service.Backend{IP: netip.AddrFrom4(b.ip), Port: b.port}
+}
+
+// packBackends is backends as programmed keeps them.
+func packBackends(backends []service.Backend) []slotBackend {
+	out := make([]slotBackend, 0, len(backends))
+	for _, b := range backends {
+		if b.IP.Is4() {
+			out = append(out, packBackend(b))
+		}
+	}
+	return out
+}
+
+// holds reports whether p holds f as it is: its flags, affinity timeout and backends (in the
+// model's order, CompareBackends, the slot order this reconciler writes; a previous agent's
+// sets are compared the same way, in any order).
+func (p *programmed) holds(f service.Frontend) bool {
+	if p.entry.Flags != f.Flags || p.entry.AffinityTimeout != f.AffinityTimeout || len(p.backends) != len(f.Backends) {
+		return false
+	}
+	have := p.backends
+	if !slices.IsSortedFunc(have, compareSlotBackends) {
+		have = slices.SortedFunc(slices.Values(have), compareSlotBackends)
+	}
+	for i, b := range f.Backends {
+		if !b.IP.Is4() || packBackend(b) != have[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// compareSlotBackends orders as service.CompareBackends does: by address, then port.
+func compareSlotBackends(a, b slotBackend) int {
+	return cmp.Or(bytes.Compare(a.ip[:], b.ip[:]), cmp.Compare(a.port, b.port))
 }
 
 type orphan struct {
@@ -155,11 +201,11 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		cfg.Resync = time.Minute
 	}
 	r := &ServiceReconciler{
-		cfg:    cfg,
-		lister: cfg.Services.Lister(),
-		slices: cfg.Slices.Informer().GetIndexer(),
-		nodes:  cfg.Nodes.Lister(),
-		synced: []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced, cfg.Nodes.Informer().HasSynced},
+		cfg:      cfg,
+		services: cfg.Services.Informer().GetIndexer(),
+		slices:   cfg.Slices.Informer().GetIndexer(),
+		nodes:    cfg.Nodes.Lister(),
+		synced:   []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced, cfg.Nodes.Informer().HasSynced},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: ServicesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
@@ -177,9 +223,6 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		r.synced = append(r.synced, cfg.Domains.HasSynced)
 	}
 	r.nodeDirty.Store(true)
-	if err := cfg.Slices.Informer().AddIndexers(cache.Indexers{sliceIndex: sliceServiceKey}); err != nil {
-		return nil, fmt.Errorf("adding the endpointslice index: %w", err)
-	}
 	if _, err := cfg.Services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    r.enqueueService,
 		UpdateFunc: func(_, obj any) { r.enqueueService(obj) },
@@ -187,13 +230,17 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	}); err != nil {
 		return nil, fmt.Errorf("adding service event handler: %w", err)
 	}
-	if _, err := cfg.Slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    r.enqueueSlice,
-		UpdateFunc: func(_, obj any) { r.enqueueSlice(obj) },
-		DeleteFunc: r.enqueueSlice,
-	}); err != nil {
+	sliceHandler, err := cfg.Slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { r.sliceChanged(nil, obj) },
+		UpdateFunc: r.sliceChanged,
+		DeleteFunc: func(obj any) { r.sliceChanged(obj, nil) },
+	})
+	if err != nil {
 		return nil, fmt.Errorf("adding endpointslice event handler: %w", err)
 	}
+	// The start-up pass reads slices through slicesOf, which this handler keeps: it waits until
+	// the handler has seen the initial list, not only until the cache holds it.
+	r.synced = append(r.synced, sliceHandler.HasSynced)
 	if _, err := cfg.Nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { r.nodeChanged(obj) },
 		UpdateFunc: func(old, obj any) {
@@ -264,14 +311,80 @@ func (r *ServiceReconciler) endEarly() {
 	}
 }
 
-func (r *ServiceReconciler) enqueueSlice(obj any) {
+// sliceChanged keeps slicesOf and queues the Services of a slice that was added (old nil),
+// updated, or deleted (obj nil).
+func (r *ServiceReconciler) sliceChanged(old, obj any) {
+	oldSvc, oldKey := sliceKeys(old)
+	svc, key := sliceKeys(obj)
+	if oldSvc != "" && (oldSvc != svc || oldKey != key) {
+		r.slicesOf.remove(oldSvc, oldKey)
+		r.add(oldSvc)
+	}
+	if svc != "" {
+		if obj != nil {
+			r.slicesOf.put(svc, key)
+		}
+		r.add(svc)
+	}
+}
+
+// sliceKeys is the key of an EndpointSlice's Service ("" for none) and its own.
+func sliceKeys(obj any) (svc, key string) {
+	if obj == nil {
+		return "", ""
+	}
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
+		obj, key = t.Obj, t.Key
 	}
 	keys, _ := sliceServiceKey(obj)
-	for _, k := range keys {
-		r.add(k)
+	if len(keys) == 0 {
+		return "", ""
 	}
+	if key == "" {
+		var err error
+		if key, err = cache.MetaNamespaceKeyFunc(obj); err != nil {
+			return "", ""
+		}
+	}
+	return keys[0], key
+}
+
+// sliceIndex is the EndpointSlices of each Service, "namespace/service name" (label
+// kubernetes.io/service-name) -> the slices' keys, kept by the slice event handler. A client-go
+// index would hold a set (a map) per Service: ~150 bytes more a Service, 1.5 MiB at 10,000. It
+// may lag the cache by an event: the event then queues the Service again.
+type sliceIndex struct {
+	mu    sync.Mutex
+	bySvc map[string][]string
+}
+
+func (x *sliceIndex) put(svc, key string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.bySvc == nil {
+		x.bySvc = map[string][]string{}
+	}
+	if !slices.Contains(x.bySvc[svc], key) {
+		x.bySvc[svc] = append(x.bySvc[svc], key)
+	}
+}
+
+func (x *sliceIndex) remove(svc, key string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	keys := slices.DeleteFunc(x.bySvc[svc], func(k string) bool { return k == key })
+	if len(keys) == 0 {
+		delete(x.bySvc, svc)
+	} else {
+		x.bySvc[svc] = keys
+	}
+}
+
+// get is a copy of the Service's slice keys.
+func (x *sliceIndex) get(svc string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return slices.Clone(x.bySvc[svc])
 }
 
 func (r *ServiceReconciler) poolLabel() string {
@@ -302,14 +415,13 @@ func (r *ServiceReconciler) nodeChanged(obj any) {
 	r.nodeDirty.Store(true)
 	node, ok := obj.(*corev1.Node)
 	local := ok && node.Name == r.cfg.NodeName
-	svcs, err := r.lister.List(labels.Everything())
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
-	}
-	for _, s := range svcs {
-		if _, topology := s.Annotations[service.TopologyAnnotation]; local || topology {
+	for _, s := range r.services.List() {
+		if local {
 			r.enqueueService(s)
+		} else if m, err := meta.Accessor(s); err == nil {
+			if _, topology := m.GetAnnotations()[service.TopologyAnnotation]; topology {
+				r.enqueueService(s)
+			}
 		}
 	}
 }
@@ -317,11 +429,7 @@ func (r *ServiceReconciler) nodeChanged(obj any) {
 // Refresh re-reconciles every Service: the domain configuration (the pool label) changed.
 func (r *ServiceReconciler) Refresh() {
 	r.nodeDirty.Store(true)
-	svcs, err := r.lister.List(labels.Everything())
-	if err != nil {
-		utilruntime.HandleError(err)
-	}
-	for _, s := range svcs {
+	for _, s := range r.services.List() {
 		r.enqueueService(s)
 	}
 }
@@ -369,20 +477,24 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 	defer ticker.Stop()
 	index := time.NewTicker(time.Second)
 	defer index.Stop()
-	var published map[string][]service.FrontendKey
+	// The index is written when ownership changed since the last write (a generation count: a
+	// copy of 10,000 Services' frontends every second, to compare, would be garbage), and at every
+	// resync whatever happened to the file.
+	var published uint64
+	written := false
 	publish := func(force bool) {
 		if r.cfg.Index == nil {
 			return
 		}
-		now := r.owners()
-		if !force && maps.EqualFunc(now, published, slices.Equal) {
+		if !force && written && r.ownedGeneration() == published {
 			return
 		}
+		now, gen := r.owners()
 		if err := r.cfg.Index.Sync(now); err != nil {
 			klog.FromContext(ctx).Error(err, "Writing the services name index; edgeplanectl shows no service names until it works")
 			return
 		}
-		published = now
+		published, written = gen, true
 	}
 	publish(true)
 	for {
@@ -408,15 +520,21 @@ func (r *ServiceReconciler) programmedCount() (frontends, slots int) {
 	return len(r.programmed), slots
 }
 
-// owners is the frontends each Service owns, sorted.
-func (r *ServiceReconciler) owners() map[string][]service.FrontendKey {
+// owners is the frontends each Service owns, sorted, and the generation of owned they are.
+func (r *ServiceReconciler) owners() (map[string][]service.FrontendKey, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make(map[string][]service.FrontendKey, len(r.owned))
 	for key, fs := range r.owned {
 		out[key] = slices.SortedFunc(slices.Values(fs), compareFrontendKeys)
 	}
-	return out
+	return out, r.ownedGen
+}
+
+func (r *ServiceReconciler) ownedGeneration() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ownedGen
 }
 
 func (r *ServiceReconciler) runWorker(ctx context.Context) {
@@ -434,18 +552,27 @@ func (r *ServiceReconciler) processNext(ctx context.Context) bool {
 func (r *ServiceReconciler) syncAll(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	r.loadPinned(ctx)
-	svcs, err := r.lister.List(labels.Everything())
-	if err != nil {
-		logger.Error(err, "Listing services")
+	type svcOrder struct {
+		created         time.Time
+		namespace, name string
 	}
-	slices.SortFunc(svcs, func(a, b *corev1.Service) int {
-		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+	var svcs []svcOrder
+	for _, obj := range r.services.List() {
+		switch s := obj.(type) {
+		case *k8s.Service:
+			svcs = append(svcs, svcOrder{time.Unix(s.Created, 0), s.Namespace, s.Name})
+		case *corev1.Service:
+			svcs = append(svcs, svcOrder{s.CreationTimestamp.Time, s.Namespace, s.Name})
+		}
+	}
+	slices.SortFunc(svcs, func(a, b svcOrder) int {
+		if c := a.created.Compare(b.created); c != 0 {
 			return c
 		}
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+		return cmp.Or(strings.Compare(a.namespace, b.namespace), strings.Compare(a.name, b.name))
 	})
 	for _, s := range svcs {
-		key := s.Namespace + "/" + s.Name
+		key := s.namespace + "/" + s.name
 		r.passing(key)
 		start := time.Now()
 		err := r.reconcile(ctx, key)
@@ -494,7 +621,7 @@ func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 				p.lost = true // a slot is missing: never adopt this set as it is
 				break
 			}
-			p.backends = append(p.backends, b)
+			p.backends = append(p.backends, packBackend(b))
 		}
 		r.programmed[k] = p
 		r.ids[e.ID] = true
@@ -563,10 +690,7 @@ func (r *ServiceReconciler) collectPinned(ctx context.Context) {
 // wrote is deleted. Backend sets whose deletion failed are deleted again.
 func (r *ServiceReconciler) resync(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	svcs, err := r.lister.List(labels.Everything())
-	if err != nil {
-		logger.Error(err, "Listing services")
-	}
+	svcs := r.services.List()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	have, err := r.cfg.Frontends.List()
@@ -612,17 +736,14 @@ func (r *ServiceReconciler) clusterLocked() *service.Cluster {
 func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		return nil // not a key we queued
-	}
-	svc, err := r.lister.Services(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		r.forgetLocked(key)
-		return r.applyLocked(ctx, key, nil, nil)
-	}
+	obj, exists, err := r.services.GetByKey(key)
 	if err != nil {
 		return fmt.Errorf("getting service %s: %w", key, err)
+	}
+	svc := k8s.ServiceObject(obj) // rebuilt for this reconcile only
+	if !exists || svc == nil {
+		r.forgetLocked(key)
+		return r.applyLocked(ctx, key, nil, nil)
 	}
 	if _, ignored := service.Ignored(svc); ignored {
 		r.forgetLocked(key)
@@ -631,12 +752,16 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 	events := &eventSet{}
 	defer func() { r.recordLocked(ctx, key, svc, *events) }()
 	policy := r.policyLocked(key, svc, events)
-	objs, err := r.slices.ByIndex(sliceIndex, key)
-	if err != nil {
-		return fmt.Errorf("listing endpointslices of service %s: %w", key, err)
-	}
-	endpointSlices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
-	for _, o := range objs {
+	keys := r.slicesOf.get(key)
+	endpointSlices := make([]*discoveryv1.EndpointSlice, 0, len(keys))
+	for _, k := range keys {
+		o, exists, err := r.slices.GetByKey(k)
+		if err != nil {
+			return fmt.Errorf("getting endpointslice %s of service %s: %w", k, key, err)
+		}
+		if !exists {
+			continue // deleted; its event updates slicesOf and queues the Service
+		}
 		switch s := o.(type) {
 		case *k8s.EndpointSlice:
 			endpointSlices = append(endpointSlices, s.Object()) // for this reconcile only
@@ -691,22 +816,20 @@ func (r *ServiceReconciler) policyLocked(key string, svc *corev1.Service, events
 	var p service.Policy
 	var err error
 	if p.Topology, err = service.TopologyOf(svc); err == nil {
-		t := p.Topology
-		valid.topology = &t
+		valid.topology, valid.hasTopology = p.Topology, true
 	} else {
 		keep := "no topology (every endpoint)"
-		if valid.topology != nil {
-			p.Topology, keep = *valid.topology, fmt.Sprintf("the last valid topology (%s)", *valid.topology)
+		if valid.hasTopology {
+			p.Topology, keep = valid.topology, fmt.Sprintf("the last valid topology (%s)", valid.topology)
 		}
 		events.add(ReasonInvalidServiceAnnotation, fmt.Sprintf("%v; edgeplane applies %s", err, keep))
 	}
 	if p.Listen, err = service.ListenOf(svc); err == nil {
-		l := p.Listen
-		valid.listen = &l
+		valid.listen, valid.hasListen = p.Listen, true
 	} else if hasNodePorts(svc) {
 		keep := "node ports closed on nodes in a pool"
-		if valid.listen != nil {
-			p.Listen, keep = *valid.listen, fmt.Sprintf("the last valid value (%q)", valid.listen.String())
+		if valid.hasListen {
+			p.Listen, keep = valid.listen, fmt.Sprintf("the last valid value (%q)", valid.listen.String())
 		} else if pinned, found := r.pinnedListenLocked(svc); found {
 			p.Listen, keep = pinned, "this node's previous decision"
 		}
@@ -716,10 +839,13 @@ func (r *ServiceReconciler) policyLocked(key string, svc *corev1.Service, events
 	return p
 }
 
-// validPolicy is the last valid value of each annotation of a Service (nil: none yet).
+// validPolicy is the last valid value of each annotation of a Service (has*: one was seen). Held
+// by value: 10,000 Services would otherwise cost two small allocations each.
 type validPolicy struct {
-	topology *service.Topology
-	listen   *service.Listen
+	topology    service.Topology
+	listen      service.Listen
+	hasTopology bool
+	hasListen   bool
 }
 
 func hasNodePorts(svc *corev1.Service) bool {
@@ -761,6 +887,7 @@ func (r *ServiceReconciler) adoptPinnedLocked(key string, svc *corev1.Service) {
 func (r *ServiceReconciler) ownLocked(key string, k service.FrontendKey) {
 	if !slices.Contains(r.owned[key], k) {
 		r.owned[key] = append(r.owned[key], k)
+		r.ownedGen++
 	}
 }
 
@@ -789,6 +916,7 @@ func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want ma
 			r.ownLocked(key, k)
 		}
 	}
+	had := len(r.owned[key])
 	kept := r.owned[key][:0] // filtered in place
 	for _, k := range r.owned[key] {
 		if _, ok := want[k]; ok {
@@ -799,6 +927,9 @@ func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want ma
 			errs = append(errs, fmt.Errorf("service %s: %w", key, err))
 			kept = append(kept, k)
 		}
+	}
+	if len(kept) != had {
+		r.ownedGen++
 	}
 	if len(kept) == 0 {
 		delete(r.owned, key)
@@ -829,7 +960,7 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 	old := r.programmed[k]
 	if old != nil {
 		old.owner = owner // even if the rewrite fails: its pinned state is this Service's last good one
-		if !old.lost && old.frontend().Equal(f) {
+		if !old.lost && old.holds(f) {
 			return nil
 		}
 	}
@@ -846,7 +977,7 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 		r.releaseSetLocked(ctx, id, uint32(len(f.Backends)), f.Flags&lb.FlagAffinity != 0)
 		return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)
 	}
-	r.programmed[k] = &programmed{owner: owner, entry: entry, backends: f.Backends}
+	r.programmed[k] = &programmed{owner: owner, entry: entry, backends: packBackends(f.Backends)}
 	if old != nil {
 		r.releaseSetLocked(ctx, old.entry.ID, uint32(old.entry.Count), old.entry.Flags&lb.FlagAffinity != 0)
 	}

@@ -45,7 +45,7 @@ func (r *ServiceReconciler) UnusedBackends(candidates map[BackendKey]bool) (unus
 			continue
 		}
 		for _, b := range p.backends {
-			delete(unused, BackendKey{b, k.Proto})
+			delete(unused, BackendKey{b.backend(), k.Proto})
 		}
 		if len(unused) == 0 {
 			break

@@ -19,16 +19,16 @@ func TestServicesStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 		f := newSvcFixture(t, webService(), threeEndpoints())
 		f.r.early = map[string]bool{}    // as Run does before the caches sync
 		f.r.enqueueService(webService()) // the informers' initial adds
-		f.r.enqueueSlice(threeEndpoints())
+		f.r.sliceChanged(nil, threeEndpoints())
 		gone := threeEndpoints()
 		gone.Labels = map[string]string{"kubernetes.io/service-name": "gone"}
-		f.r.enqueueSlice(gone) // a slice whose Service is not there
+		f.r.sliceChanged(nil, gone) // a slice whose Service is not there
 		if f.r.queue.Len() != 0 {
 			t.Fatalf("queued %d keys during the pass", f.r.queue.Len())
 		}
 		f.r.syncAll(context.Background())
 		if late {
-			f.r.enqueueSlice(threeEndpoints()) // changed after the pass reconciled it
+			f.r.sliceChanged(nil, threeEndpoints()) // changed after the pass reconciled it
 		}
 		f.r.endEarly()
 		want := []string{"ns/gone"}

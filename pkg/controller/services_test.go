@@ -150,6 +150,9 @@ func (f *svcFixture) seed(obj any) {
 	if err := informer.GetIndexer().Add(trimmed); err != nil {
 		panic(err)
 	}
+	if svc, key := sliceKeys(trimmed); svc != "" {
+		f.r.slicesOf.put(svc, key) // what the slice event handler does, without queueing
+	}
 }
 
 func (f *svcFixture) remove(obj any) {
@@ -158,6 +161,9 @@ func (f *svcFixture) remove(obj any) {
 		f.factory.Core().V1().Services().Informer().GetIndexer().Delete(o)
 	case *discoveryv1.EndpointSlice:
 		f.factory.Discovery().V1().EndpointSlices().Informer().GetIndexer().Delete(o)
+		if svc, key := sliceKeys(o); svc != "" {
+			f.r.slicesOf.remove(svc, key)
+		}
 	}
 }
 
@@ -721,10 +727,10 @@ func TestServicesResyncRepairs(t *testing.T) {
 // TestServicesSliceIndex: EndpointSlice events requeue their Service.
 func TestServicesSliceIndex(t *testing.T) {
 	f := newSvcFixture(t, webService())
-	f.r.enqueueSlice(threeEndpoints())
+	f.r.sliceChanged(nil, threeEndpoints())
 	noLabel := threeEndpoints()
 	noLabel.Labels = nil
-	f.r.enqueueSlice(noLabel)
+	f.r.sliceChanged(nil, noLabel)
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -735,9 +741,42 @@ func TestServicesSliceIndex(t *testing.T) {
 	if keys, _ := sliceServiceKey(compact); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("index of the cached slice %v", keys)
 	}
-	f.r.enqueueSlice(cache.DeletedFinalStateUnknown{Key: "x", Obj: compact})
+	f.r.sliceChanged(cache.DeletedFinalStateUnknown{Key: "x", Obj: compact}, nil)
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued for a deleted cached slice %v", keys)
+	}
+}
+
+// TestServicesSliceIndexFollowsEvents: the slice index the handler keeps follows adds, updates
+// (also of the service-name label) and deletes, and queues both Services of a moved slice.
+func TestServicesSliceIndexFollowsEvents(t *testing.T) {
+	f := newSvcFixture(t)
+	a, _ := k8s.TrimForCache(threeEndpoints())
+	f.r.sliceChanged(nil, a)
+	f.r.sliceChanged(a, a) // a resync: no second entry
+	if got := f.r.slicesOf.get(serviceKey); !slices.Equal(got, []string{"ns/web-1"}) {
+		t.Fatalf("slices of %s: %v", serviceKey, got)
+	}
+	moved := threeEndpoints()
+	moved.Labels = map[string]string{discoveryv1.LabelServiceName: "other"}
+	b, _ := k8s.TrimForCache(moved)
+	f.r.sliceChanged(a, b)
+	if got, other := f.r.slicesOf.get(serviceKey), f.r.slicesOf.get("ns/other"); len(got) != 0 || !slices.Equal(other, []string{"ns/web-1"}) {
+		t.Errorf("after the label moved: %s %v, ns/other %v", serviceKey, got, other)
+	}
+	f.r.sliceChanged(cache.DeletedFinalStateUnknown{Key: "ns/web-1", Obj: b}, nil)
+	if len(f.r.slicesOf.bySvc) != 0 {
+		t.Errorf("after the delete: %v", f.r.slicesOf.bySvc)
+	}
+	var queued []string
+	for f.r.queue.Len() > 0 {
+		key, _ := f.r.queue.Get()
+		queued = append(queued, key)
+		f.r.queue.Done(key)
+	}
+	slices.Sort(queued)
+	if want := []string{"ns/other", serviceKey}; !slices.Equal(queued, want) {
+		t.Errorf("queued %v, want %v", queued, want)
 	}
 }
 

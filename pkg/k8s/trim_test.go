@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
@@ -27,15 +28,48 @@ func TestTrimForCache(t *testing.T) {
 			Annotations: map[string]string{"openyurt.io/topologyKeys": "openyurt.io/nodepool"}}
 	}
 
-	svc := &corev1.Service{ObjectMeta: meta(), Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10",
-		Ports: []corev1.ServicePort{{Port: 53, Protocol: corev1.ProtocolUDP}}}}
+	created := metav1.Unix(1700000000, 0)
+	svc := &corev1.Service{ObjectMeta: meta(), Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeNodePort, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
+		Selector: map[string]string{"app": "dns"}, IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
+		Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(5353),
+			NodePort: 30053, AppProtocol: ptr.To("dns")}},
+		InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyLocal),
+		TrafficDistribution:   ptr.To(corev1.ServiceTrafficDistributionPreferSameZone)},
+		Status: corev1.ServiceStatus{Conditions: []metav1.Condition{{Type: "x"}}}}
+	svc.UID, svc.ResourceVersion, svc.CreationTimestamp = "u-1", "42", created
+	svc.OwnerReferences = []metav1.OwnerReference{{Name: "o"}}
 	svc.Labels[service.ProxyNameLabel] = "other"
-	want := svc.DeepCopy()
-	want.ObjectMeta = trimmedMeta()
+	// What the model may read of the cached Service: the rebuilt object.
+	want := &corev1.Service{ObjectMeta: trimmedMeta(), Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeNodePort, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
+		Ports:                 []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, NodePort: 30053}},
+		InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyLocal),
+		TrafficDistribution:   ptr.To(corev1.ServiceTrafficDistributionPreferSameZone)}}
 	want.Labels = map[string]string{service.ProxyNameLabel: "other"}
+	want.UID, want.ResourceVersion, want.CreationTimestamp = "u-1", "42", created
 	got, err := TrimForCache(svc)
-	if err != nil || !reflect.DeepEqual(got, want) {
-		t.Errorf("service: got %+v, %v; want %+v", got, err, want)
+	cs, ok := got.(*Service)
+	if err != nil || !ok {
+		t.Fatalf("service: got %T, %v; want *Service", got, err)
+	}
+	if obj := cs.Object(); !reflect.DeepEqual(obj, want) {
+		t.Errorf("service: rebuilt %+v; want %+v", obj, want)
+	}
+	if obj := ServiceObject(cs); obj == cs.Object() || !reflect.DeepEqual(obj, want) {
+		t.Errorf("ServiceObject: %+v; want a fresh %+v", obj, want)
+	}
+	// The rebuilt object is the caller's: changing it leaves the cache as it was.
+	obj := cs.Object()
+	obj.Labels["x"], obj.Spec.ClusterIPs[0], *obj.Spec.InternalTrafficPolicy = "y", "10.96.0.11", corev1.ServiceInternalTrafficPolicyCluster
+	if again := cs.Object(); !reflect.DeepEqual(again, want) {
+		t.Errorf("service after changing a rebuilt copy: %+v; want %+v", again, want)
+	}
+	if again, err := TrimForCache(cs); err != nil || again != cs {
+		t.Errorf("a compact service trimmed again: got %+v, %v; want it unchanged", again, err)
+	}
+	if key, err := cache.MetaNamespaceKeyFunc(cs); err != nil || key != "ns/a" {
+		t.Errorf("key of the compact service: %q, %v", key, err)
 	}
 
 	slice := &discoveryv1.EndpointSlice{ObjectMeta: meta(), AddressType: discoveryv1.AddressTypeIPv4,
@@ -163,6 +197,10 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 				if tp != "" {
 					svc.Spec.TrafficDistribution = ptr.To(tp)
 				}
+				svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](600)}}
+				if etp == corev1.ServiceExternalTrafficPolicyLocal {
+					svc.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+				}
 				trimmed, err := TrimForCache(svc.DeepCopy())
 				if err != nil {
 					t.Fatal(err)
@@ -175,14 +213,14 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 					return service.Input{Service: s, Slices: slices, Cluster: cluster, Policy: service.Policy{Topology: topology}}
 				}
 				wantRes, wantErr := service.Frontends(in(svc, full))
-				gotRes, gotErr := service.Frontends(in(trimmed.(*corev1.Service), cached))
+				gotRes, gotErr := service.Frontends(in(trimmed.(*Service).Object(), cached))
 				if !reflect.DeepEqual(gotRes, wantRes) || !reflect.DeepEqual(gotErr, wantErr) {
 					t.Errorf("%s %s %q: trimmed objects give %+v, %v; full ones %+v, %v", tp, etp, topo, gotRes, gotErr, wantRes, wantErr)
 				}
 				if len(wantRes.Frontends) == 0 {
 					t.Errorf("%s %s %q: no frontends: the comparison shows nothing", tp, etp, topo)
 				}
-				if got, want := service.HealthCheckOf(in(trimmed.(*corev1.Service), cached)), service.HealthCheckOf(in(svc, full)); got != want {
+				if got, want := service.HealthCheckOf(in(trimmed.(*Service).Object(), cached)), service.HealthCheckOf(in(svc, full)); got != want {
 					t.Errorf("%s %s %q: health check %+v from trimmed objects, %+v from full ones", tp, etp, topo, got, want)
 				}
 			}
