@@ -75,7 +75,7 @@ static __always_inline int node_lb_snat(struct __sk_buff *skb, const struct node
 	__be16 port;
 	int ret;
 
-	ret = nat_snat_port(skb, cfg->pod_cidr, &nt, &port);
+	ret = nat_snat_port(skb, cfg, cfg->pod_cidr, &nt, &port);
 	if (ret)
 		return ret < 0 ? ret : -DROP_NAT_FAILED;
 	ret = lb_rewrite(skb, t, 0, cfg->pod_cidr, port);
@@ -177,64 +177,38 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
  * packet (the backend's port unreachable, a fragmentation needed on the way): the gateway's table
  * names a client outside the cluster CIDR and the service's REV entry for it is EXTERNAL. Only
  * looks: the overlay address also receives the node's own traffic, which keeps its way into the
- * host. */
+ * host. That includes a reply to the node's own connection to a frontend whose tuple a stale
+ * mapping of the gateway still names (lb_host_reply: the host's live connection is the one the
+ * backend answers); only packets that would otherwise leave toward a client pay that lookup. */
 static __always_inline int node_lb_is_reply(struct __sk_buff *skb, const struct node_cfg *cfg, __u32 ip_off)
 {
-	struct nat_rev_key rk = {};
+	struct nat_rev_key rk;
 	struct nat_rev_val *rv;
-	struct icmphdr *icmp;
 	struct lb_ct_key ck;
-	struct iphdr *ip;
 	struct lb_ct *ct;
-	__be16 *ports;
-	__be32 backend;
-	int quoted = 0;
-	__u8 proto;
 
-	ip = pkt_header(skb, ip_off, sizeof(*ip));
-	if (!ip || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_OFFSET)))
+	if (!nat_overlay_reply_key(skb, cfg, ip_off, &rk))
 		return 0;
-	proto = ip->protocol;
-	backend = ip->saddr;
-	if (proto == IPPROTO_ICMP) {
-		/* the quote is the translated packet: overlay address -> backend */
-		icmp = pkt_header(skb, ip_off + sizeof(*ip), sizeof(*icmp));
-		if (!icmp || (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED))
-			return 0;
-		ip_off += sizeof(*ip) + sizeof(*icmp);
-		ip = pkt_header(skb, ip_off, sizeof(*ip));
-		if (!ip || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_OFFSET)) || ip->saddr != cfg->pod_cidr)
-			return 0;
-		proto = ip->protocol;
-		backend = ip->daddr;
-		quoted = 1;
-	}
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return 0;
-	ports = pkt_header(skb, ip_off + sizeof(*ip), 2 * sizeof(__be16));
-	if (!ports)
-		return 0;
-	rk.remote_ip = backend;
-	rk.proto = proto;
-	rk.remote_port = quoted ? ports[1] : ports[0];
-	rk.node_port = quoted ? ports[0] : ports[1];
 	rv = bpf_map_lookup_elem(&nat_rev_map, &rk);
 	if (!rv || in_cidr(rv->pod_ip, cfg->cluster_cidr, cfg->cluster_mask))
 		return 0;
-	lb_ct_rev_key(&ck, backend, rk.remote_port, rv->pod_ip, rv->pod_port, proto);
+	lb_ct_rev_key(&ck, rk.remote_ip, rk.remote_port, rv->pod_ip, rv->pod_port, rk.proto);
 	ct = bpf_map_lookup_elem(&lb_ct_map, &ck);
-	return ct && (ct->flags & LB_CT_EXTERNAL);
+	if (!ct || !(ct->flags & LB_CT_EXTERNAL))
+		return 0;
+	return !nat_host_svc_conn(rk.remote_ip, rk.remote_port, cfg->pod_cidr, rk.node_port, rk.proto);
 }
 
 /* A remote backend's reply or ICMP error (node_lb_is_reply, Ethernet + IPv4 at offset 0): the
  * gateway's translation undone (destination: the client), then the service's (source: the
- * frontend), and out of the NIC toward the client. */
+ * frontend), and out of the NIC toward the client. node_lb_is_reply has ruled out the host's own
+ * connections: lb_rev_overlay does not look again. */
 static __noinline int node_lb_reply(struct __sk_buff *skb, const struct node_cfg *cfg)
 {
 	__u16 ct_flags;
 	int ret;
 
-	ret = lb_rev_overlay(skb, cfg, &ct_flags);
+	ret = lb_rev_overlay_checked(skb, cfg, &ct_flags, 1);
 	if (ret < 0)
 		return ret;
 	if (!(ct_flags & LB_CT_EXTERNAL))

@@ -345,16 +345,26 @@ static __always_inline int lb_rev_deliver(struct __sk_buff *skb)
 	return ret < 0 ? ret : 0;
 }
 
-/* A packet to the node's overlay address (Ethernet + IPv4 at offset 0): the gateway's translation
- * of a client outside the cluster CIDR to that address undone first (lib/nat.h: destination, or an
- * ICMP error's outer destination and quoted source), then the service's (source, or the quoted
- * destination and the error's source). Used wherever such packets arrive: replies of local
- * backends (pod_egress), of remote ones decapsulated on the NIC (node.c) or by the kernel device
- * (overlay.c), of host-network ones (node.c, direct). Returns lb_rev_deliver_ct's result; with
- * LB_CT_EXTERNAL in *ct_flags the packet is now frontend -> client outside the cluster and must
- * leave through the underlay NIC (the host would drop it as a martian: its source is one of the
- * node's own addresses, or a LoadBalancer IP, arriving from a device that is not the NIC). */
-static __always_inline int lb_rev_overlay(struct __sk_buff *skb, const struct node_cfg *cfg, __u16 *ct_flags)
+/* Whether the packet to the overlay address (Ethernet + IPv4 at offset 0) answers one of the
+ * node's own connections to a frontend (or is an ICMP error about one of its packets): a live REV
+ * entry names exactly its tuple. The gateway's table (lib/nat.h) may name the same tuple for an
+ * earlier connection of a client outside the cluster to that backend: its entries are only
+ * evicted, never expired, so they outlive their connections, node_lb_snat keeps the client's port
+ * where it can, and the host picks its ports from the same range. The backend is answering the
+ * node's live connection; undoing the old translation would send that answer to the old client. */
+static __always_inline int lb_host_reply(struct __sk_buff *skb, const struct node_cfg *cfg)
+{
+	struct nat_rev_key rk;
+
+	if (!nat_overlay_reply_key(skb, cfg, ETH_HLEN, &rk))
+		return 0;
+	return nat_host_svc_conn(rk.remote_ip, rk.remote_port, cfg->pod_cidr, rk.node_port, rk.proto);
+}
+
+/* lb_rev_overlay for a caller that has already decided whether the packet is the host's:
+ * host_checked skips lb_host_reply (node.c's node_lb_reply, after node_lb_is_reply). */
+static __always_inline int lb_rev_overlay_checked(struct __sk_buff *skb, const struct node_cfg *cfg, __u16 *ct_flags,
+						  int host_checked)
 {
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -364,10 +374,35 @@ static __always_inline int lb_rev_overlay(struct __sk_buff *skb, const struct no
 	ret = parse_ipv4(skb, &eth, &ip);
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : 0;
-	ret = nat_rnat_overlay(skb, cfg, ip);
-	if (ret < 0)
-		return ret;
+	/* Only packets to the overlay address can carry the gateway's translation: the others pay
+	 * neither lookup. */
+	if (ip->daddr == cfg->pod_cidr && (host_checked || !lb_host_reply(skb, cfg))) {
+		/* parse again: looking at the ports may have pulled */
+		ret = parse_ipv4(skb, &eth, &ip);
+		if (ret != L3_IPV4)
+			return ret < 0 ? ret : 0;
+		ret = nat_rnat_overlay(skb, cfg, ip);
+		if (ret < 0)
+			return ret;
+	}
 	return lb_rev_deliver_ct(skb, ct_flags);
+}
+
+/* A packet to the node's overlay address (Ethernet + IPv4 at offset 0): the gateway's translation
+ * of a client outside the cluster CIDR to that address undone first (lib/nat.h: destination, or an
+ * ICMP error's outer destination and quoted source), then the service's (source, or the quoted
+ * destination and the error's source). Used wherever such packets arrive: replies of local
+ * backends (pod_egress), of remote ones decapsulated on the NIC (node.c) or by the kernel device
+ * (overlay.c), of host-network ones (node.c, direct). A reply to one of the node's own connections
+ * to a frontend (lb_host_reply) is the host's even when a stale mapping of the gateway names its
+ * tuple: only the service's translation is undone. Packets to the overlay address pay one more
+ * lookup for that. Returns lb_rev_deliver_ct's result; with LB_CT_EXTERNAL in *ct_flags the packet
+ * is now frontend -> client outside the cluster and must leave through the underlay NIC (the host
+ * would drop it as a martian: its source is one of the node's own addresses, or a LoadBalancer IP,
+ * arriving from a device that is not the NIC). */
+static __always_inline int lb_rev_overlay(struct __sk_buff *skb, const struct node_cfg *cfg, __u16 *ct_flags)
+{
+	return lb_rev_overlay_checked(skb, cfg, ct_flags, 0);
 }
 
 #endif

@@ -14,7 +14,19 @@
  *                errors about masqueraded packets). Its key is also what makes a node port
  *                "taken": mappings are endpoint-dependent, so one node port serves many remotes.
  * For ICMP echo the "port" is the echo identifier and the remote port is 0. Entries age out
- * through LRU eviction only (no connection tracking timeouts yet).
+ * through LRU eviction only (no connection tracking timeouts yet), so a mapping outlives its
+ * connection, and a later connection of the host from the same address and port to the same
+ * remote would have its replies taken for the old one. The host's sockets on the node IP are
+ * looked up before a port is handed out (nat_port_used_by_host), but the host's connections to
+ * service frontends leave from the overlay address with ports the kernel picks from the same range
+ * as clients' (and node_lb_snat keeps the client's port where it can), so for the overlay address
+ * the live service connections of the host (lib/lb_ct.h) also count: a port one of them holds
+ * toward a backend is not handed out, and a reply whose tuple such a connection names is the
+ * host's even when a stale mapping names it too (lb_rev_overlay, and node.c's node_lb_is_reply).
+ * What remains: masquerade to the node IP can in principle take a host connection's replies the
+ * same way, when the host later connects to an outside address from a port a dead mapping still
+ * holds toward that address (the kernel does not know the map). Lifetimes for these entries are
+ * the lasting fix.
  *
  * Which packets are masqueraded: IPv4 TCP, UDP and ICMP echo requests from cfg->pod_cidr to a
  * destination outside the cluster and nonmasq_map. A mapping is created by the packet that opens
@@ -26,6 +38,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "lb_ct.h"
 #include "parse.h"
 
 #define NAT_MAX 65536
@@ -227,24 +240,44 @@ static __always_inline int nat_should_masquerade(const struct node_cfg *cfg, con
 	return !bpf_map_lookup_elem(&nonmasq_map, &key);
 }
 
-/* Whether a host socket would claim replies to node_ip:port from the remote: then the port is not
- * ours to hand out (the host's connections are not in nat_rev_map). */
-static __always_inline int nat_port_used_by_host(struct __sk_buff *skb, const struct nat_rev_key *rk,
-						 __be32 nat_ip)
+/* Whether the node itself has a live connection through a service frontend whose backend
+ * backend:bport answers overlay:port (the overlay address, where the host's service traffic comes
+ * from): the connection's REV entry (lib/lb_ct.h) names exactly that tuple. Hairpin entries name
+ * LB_HAIRPIN_IP as the client, never the overlay address. */
+static __always_inline int nat_host_svc_conn(__be32 backend, __be16 bport, __be32 overlay, __be16 port, __u8 proto)
+{
+	struct lb_ct_key k;
+	struct lb_ct *ct;
+
+	lb_ct_rev_key(&k, backend, bport, overlay, port, proto);
+	ct = bpf_map_lookup_elem(&lb_ct_map, &k);
+	return ct && lb_ct_alive(ct, proto, bpf_ktime_get_boot_ns());
+}
+
+/* Whether the host would claim replies to nat_ip:port from the remote: then the port is not ours
+ * to hand out (the host's connections are not in nat_rev_map). A host socket says so for its own
+ * address; the host's connections to service frontends name the frontend in their sockets, so on
+ * the overlay address their live REV entries are looked up too (the head of the file). Only new
+ * mappings pay for these lookups. */
+static __always_inline int nat_port_used_by_host(struct __sk_buff *skb, const struct node_cfg *cfg,
+						 const struct nat_rev_key *rk, __be32 nat_ip)
 {
 	struct bpf_sock_tuple tuple = {};
 	struct bpf_sock *sk;
 
+	if (rk->proto != IPPROTO_TCP && rk->proto != IPPROTO_UDP)
+		return 0;
+	if (nat_ip == cfg->pod_cidr &&
+	    nat_host_svc_conn(rk->remote_ip, rk->remote_port, nat_ip, rk->node_port, rk->proto))
+		return 1;
 	tuple.ipv4.saddr = rk->remote_ip;
 	tuple.ipv4.daddr = nat_ip;
 	tuple.ipv4.sport = rk->remote_port;
 	tuple.ipv4.dport = rk->node_port;
 	if (rk->proto == IPPROTO_TCP)
 		sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else if (rk->proto == IPPROTO_UDP)
-		sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
 	else
-		return 0;
+		sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
 	bpf_sk_release(sk);
@@ -254,10 +287,10 @@ static __always_inline int nat_port_used_by_host(struct __sk_buff *skb, const st
 /* Claims a node port for a new flow: the pod's own port if nobody uses it toward that remote,
  * else a few random ones. Claiming = inserting the reverse entry with BPF_NOEXIST, which also
  * settles races between CPUs. */
-static __always_inline int nat_claim_port(struct __sk_buff *skb, __be32 nat_ip,
+static __always_inline int nat_claim_port(struct __sk_buff *skb, const struct node_cfg *cfg, __be32 nat_ip,
 					  struct nat_rev_key *rk, const struct nat_rev_val *rv)
 {
-	if (!nat_port_used_by_host(skb, rk, nat_ip) &&
+	if (!nat_port_used_by_host(skb, cfg, rk, nat_ip) &&
 	    !bpf_map_update_elem(&nat_rev_map, rk, rv, BPF_NOEXIST))
 		return 0;
 
@@ -266,7 +299,7 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, __be32 nat_ip,
 		__u16 port = NAT_PORT_MIN + bpf_get_prandom_u32() % (NAT_PORT_MAX - NAT_PORT_MIN + 1);
 
 		rk->node_port = bpf_htons(port);
-		if (nat_port_used_by_host(skb, rk, nat_ip))
+		if (nat_port_used_by_host(skb, cfg, rk, nat_ip))
 			continue;
 		if (!bpf_map_update_elem(&nat_rev_map, rk, rv, BPF_NOEXIST))
 			return 0;
@@ -278,7 +311,7 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, __be32 nat_ip,
  * set, NAT_SKIP for a packet of an unknown flow that must not open one, or a drop reason. The
  * mappings to the node IP (masquerade) and to the overlay address (gateway) share the tables:
  * their remotes never overlap (outside the cluster vs pods). */
-static __always_inline int nat_snat_port(struct __sk_buff *skb, __be32 nat_ip,
+static __always_inline int nat_snat_port(struct __sk_buff *skb, const struct node_cfg *cfg, __be32 nat_ip,
 					 const struct nat_tuple *t, __be16 *port)
 {
 	struct nat_fwd_key fk = {
@@ -311,7 +344,7 @@ static __always_inline int nat_snat_port(struct __sk_buff *skb, __be32 nat_ip,
 		return NAT_SKIP;
 
 	rk.node_port = t->sport;
-	if (nat_claim_port(skb, nat_ip, &rk, &rv) < 0)
+	if (nat_claim_port(skb, cfg, nat_ip, &rk, &rv) < 0)
 		return -DROP_NAT_NO_PORT;
 	fv.node_port = rk.node_port;
 	if (bpf_map_update_elem(&nat_fwd_map, &fk, &fv, BPF_ANY) < 0) {
@@ -343,7 +376,7 @@ static __always_inline int nat_snat(struct __sk_buff *skb, const struct node_cfg
 		return ret < 0 ? ret : 0;
 	if (!nat_should_masquerade(cfg, &t))
 		return 0;
-	ret = nat_snat_port(skb, cfg->node_ip, &t, &port);
+	ret = nat_snat_port(skb, cfg, cfg->node_ip, &t, &port);
 	if (ret)
 		return ret < 0 ? ret : 0;
 	return nat_rewrite(skb, &t, 0, t.saddr, cfg->node_ip, t.sport, port);
@@ -474,10 +507,54 @@ static __always_inline int nat_snat_overlay(struct __sk_buff *skb, const struct 
 	ret = nat_parse(skb, ip, &t, 1);
 	if (ret)
 		return ret < 0 ? ret : 0;
-	ret = nat_snat_port(skb, cfg->pod_cidr, &t, &port);
+	ret = nat_snat_port(skb, cfg, cfg->pod_cidr, &t, &port);
 	if (ret)
 		return ret < 0 ? ret : 0;
 	return nat_rewrite(skb, &t, 0, t.saddr, cfg->pod_cidr, t.sport, port);
+}
+
+/* The gateway's key (nat_rev_map) for the IPv4 packet at ip_off to the overlay address: a TCP/UDP
+ * packet from the remote, or an ICMP error (destination unreachable, time exceeded) quoting one
+ * sent from the overlay address to the remote. Returns 1 with rk filled, 0 for anything else
+ * (fragments, IP options, other protocols). Only looks. */
+static __always_inline int nat_overlay_reply_key(struct __sk_buff *skb, const struct node_cfg *cfg, __u32 ip_off,
+						 struct nat_rev_key *rk)
+{
+	struct icmphdr *icmp;
+	struct iphdr *ip;
+	__be16 *ports;
+	__be32 remote;
+	int quoted = 0;
+	__u8 proto;
+
+	ip = pkt_header(skb, ip_off, sizeof(*ip));
+	if (!ip || ip->daddr != cfg->pod_cidr || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_OFFSET)))
+		return 0;
+	proto = ip->protocol;
+	remote = ip->saddr;
+	if (proto == IPPROTO_ICMP) {
+		icmp = pkt_header(skb, ip_off + sizeof(*ip), sizeof(*icmp));
+		if (!icmp || (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED))
+			return 0;
+		ip_off += sizeof(*ip) + sizeof(*icmp);
+		ip = pkt_header(skb, ip_off, sizeof(*ip));
+		if (!ip || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_OFFSET)) || ip->saddr != cfg->pod_cidr)
+			return 0;
+		proto = ip->protocol;
+		remote = ip->daddr;
+		quoted = 1;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	ports = pkt_header(skb, ip_off + sizeof(*ip), 2 * sizeof(__be16));
+	if (!ports)
+		return 0;
+	rk->remote_ip = remote;
+	rk->remote_port = quoted ? ports[1] : ports[0];
+	rk->node_port = quoted ? ports[0] : ports[1];
+	rk->proto = proto;
+	rk->pad[0] = rk->pad[1] = rk->pad[2] = 0;
+	return 1;
 }
 
 /* The overlay device's ingress: undo nat_snat_overlay for replies to the overlay address. */
