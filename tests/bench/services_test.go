@@ -487,7 +487,10 @@ func (s *servicesBench) measure(b *testing.B, n, rounds, secs int) []Result {
 // node only one of them runs, and with 10,000 Services each has periodic work of its own
 // (kube-proxy rewrites its nat table every 30 s, the agent resyncs), which on this 2-CPU machine
 // would otherwise be charged to the other's samples too. Rules and maps stay in place while their
-// proxy is stopped; the API server and etcd keep running for both.
+// proxy is stopped. The control plane (API server, etcd, kube-controller-manager) is paused for
+// the sample too, unless BENCH_SERVICES_KEEP_API=1: after taking 20,000 objects it works in the
+// background on the same two CPUs, which moved the connect rate of both proxies by up to 40%
+// between runs (docs/benchmarks.md). A real node's control plane runs elsewhere.
 func (s *servicesBench) alone(path string, fn func() error) error {
 	other := s.proxy.Process
 	if strings.HasPrefix(path, "kube-proxy") {
@@ -497,6 +500,13 @@ func (s *servicesBench) alone(path string, fn func() error) error {
 		return err
 	}
 	defer other.Signal(syscall.SIGCONT)
+	if os.Getenv("BENCH_SERVICES_KEEP_API") != "1" {
+		resume, err := s.l.API.Pause()
+		if err != nil {
+			return err
+		}
+		defer resume()
+	}
 	return fn()
 }
 
