@@ -9,12 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -35,7 +30,7 @@ import (
 // Agent is one run of edgeplane-agent.
 type Agent struct {
 	cfg       Config
-	client    kubernetes.Interface
+	client    k8s.API
 	ready     readiness
 	telemetry *telemetry
 
@@ -57,7 +52,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	client, err := k8s.NewClientset(cfg.Kubeconfig)
+	client, err := k8s.NewClient(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -75,13 +70,14 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	// The cluster-wide informers list while the node registers and the datapath loads: with
 	// 10,000 Services the list takes longer than both (docs/benchmarks.md, "Services cold start").
-	inf := k8s.NewInformers(a.client, a.cfg.NodeName, 0)
+	inf := k8s.NewInformers(a.client, a.cfg.NodeName)
 	infCtx, stopInformers := context.WithCancel(ctx)
 	defer inf.Shutdown()
 	defer stopInformers()
-	inf.Cluster.Core().V1().Nodes().Informer()
-	registerServiceInformers(inf)
-	inf.Start(infCtx.Done())
+	inf.Nodes()
+	inf.Services()
+	inf.EndpointSlices()
+	inf.Start(infCtx)
 	node, err := a.register(ctx)
 	if err != nil {
 		return err
@@ -161,7 +157,7 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 	var node *corev1.Node
 	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
-		n, err := a.client.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+		n, err := a.client.GetNode(ctx, a.cfg.NodeName)
 		if err != nil {
 			klog.FromContext(ctx).Info("Waiting for this node's Node object", "node", a.cfg.NodeName, "err", err)
 			return false, nil
@@ -271,28 +267,24 @@ func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
 
 // watch runs the informers and reconcilers, writes the CNI config once the maps hold every node,
 // and re-converges the host periodically until ctx is done.
-func (a *Agent) watch(ctx context.Context, tbl *tables, inf k8s.Informers) error {
+func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) error {
 	logger := klog.FromContext(ctx)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
+	broadcaster.StartRecordingToSink(k8s.EventSink(a.client))
+	recorder := broadcaster.NewRecorder(k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
 
 	cmNamespace, cmName, err := a.cfg.DomainConfigRef()
 	if err != nil {
 		return err
 	}
-	var (
-		cmFactory informers.SharedInformerFactory
-		domains   *controller.DomainConfig
-	)
+	var domains *controller.DomainConfig
 	if cmName != "" {
-		cmFactory = k8s.NewConfigMapInformerFactory(a.client, cmNamespace, cmName)
-		if domains, err = controller.NewDomainConfig(cmFactory.Core().V1().ConfigMaps(), cmName, recorder, a.telemetry.metrics); err != nil {
+		if domains, err = controller.NewDomainConfig(inf.ConfigMap(cmNamespace, cmName), cmName, recorder, a.telemetry.metrics); err != nil {
 			return err
 		}
 	}
-	nodeInformer := inf.Cluster.Core().V1().Nodes()
+	nodeInformer := inf.Nodes()
 	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
 		Informer: nodeInformer,
@@ -318,7 +310,7 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf k8s.Informers) error
 		domains.OnChange(svcs.reconciler.Refresh)
 	}
 	gc, err := controller.NewPodGC(controller.PodGCConfig{
-		Informer:  inf.Local.Core().V1().Pods(),
+		Informer:  inf.Pods(),
 		Endpoints: endpointTable{tbl.endpoints},
 		Links:     netdev.Links{},
 		Interval:  a.cfg.Resync,
@@ -327,18 +319,14 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf k8s.Informers) error
 	if err != nil {
 		return err
 	}
-	watched := map[string]cache.SharedIndexInformer{"nodes": nodeInformer.Informer(), "pods": inf.Local.Core().V1().Pods().Informer()}
+	watched := map[string]cache.SharedIndexInformer{"nodes": nodeInformer, "pods": inf.Pods()}
 	for resource, informer := range svcs.informers {
 		watched[resource] = informer
 	}
 	a.telemetry.watchInformers(&a.ready, watched)
 	a.ready.addChecks(svcs.readyCheck, nil)
 	ctx, cancel := context.WithCancel(ctx)
-	inf.Start(ctx.Done()) // those registered since run started the first ones
-	if cmFactory != nil {
-		cmFactory.Start(ctx.Done())
-		defer cmFactory.Shutdown()
-	}
+	inf.Start(ctx) // those made since run started the first ones
 	var running sync.WaitGroup
 	errs := make(chan error, 3)
 	running.Go(func() { errs <- nodesRec.Run(ctx) })
@@ -358,7 +346,7 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf k8s.Informers) error
 	}
 	a.ready.synced.Store(true)
 	logger.Info("Ready: datapath attached, maps synced, node config written", "path", nodeconfig.Path(a.cfg.RunDir))
-	a.convergeLoop(ctx, nodeInformer.Lister())
+	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
 	logger.Info("Stopping; pinned maps and links stay in place")
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
@@ -257,7 +258,7 @@ func startAgent(t *testing.T, cfg Config, client *fake.Clientset) (stop func()) 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Agent{cfg: cfg, client: client}).run(ctx) }()
+	go func() { done <- (&Agent{cfg: cfg, client: k8stest.FromClientset(client)}).run(ctx) }()
 	return func() {
 		cancel()
 		if err := <-done; err != nil {

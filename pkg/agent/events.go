@@ -7,9 +7,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/reference"
 	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // ReasonOverlappingNetworks is the reason of the Warning event recorded on this node's Node when
@@ -21,7 +22,7 @@ const ReasonOverlappingNetworks = "OverlappingNetworks"
 // lose it when the process exits right after. Failing to record it is only logged.
 func (a *Agent) warnNode(ctx context.Context, node *corev1.Node, reason string, err error) {
 	logger := klog.FromContext(ctx)
-	ref, rerr := reference.GetReference(scheme.Scheme, node)
+	ref, rerr := reference.GetReference(k8s.Scheme, node)
 	if rerr != nil {
 		logger.Error(rerr, "Referencing the Node for an event", "node", node.Name)
 		return
@@ -43,7 +44,7 @@ func (a *Agent) warnNode(ctx context.Context, node *corev1.Node, reason string, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, cerr := a.client.CoreV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{}); cerr != nil {
+	if _, cerr := a.client.CreateEvent(ctx, ev); cerr != nil {
 		logger.Error(cerr, "Recording the start-up failure as an event", "node", node.Name, "reason", reason)
 	}
 }

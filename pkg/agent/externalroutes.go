@@ -185,12 +185,12 @@ func (t routedFrontends) List() (map[service.FrontendKey]controller.ServiceEntry
 
 // routedFrontends wraps the frontend table with the node's routes to externalIPs and
 // LoadBalancer IPs.
-func (a *Agent) routedFrontends(t controller.FrontendTable, inf k8s.Informers) routedFrontends {
+func (a *Agent) routedFrontends(t controller.FrontendTable, inf *k8s.Informers) routedFrontends {
 	return routedFrontends{FrontendTable: t, routes: &externalRoutes{
 		device: a.cfg.VXLANDevice,
 		src:    a.podCIDR.Addr(),
 		inside: []netip.Prefix{a.cfg.ClusterCIDR, a.cfg.ServiceCIDR},
-		nodes:  inf.Cluster.Core().V1().Nodes().Lister(),
+		nodes:  corelisters.NewNodeLister(inf.Nodes().GetIndexer()),
 		logger: klog.Background().WithName("externalip-routes"),
 		vips:   map[service.FrontendKey]netip.Addr{},
 	}}

@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 func TestReadyz(t *testing.T) {
@@ -69,7 +71,7 @@ func TestHealthChecksAndMetrics(t *testing.T) {
 func TestWarnNodeRecordsEvent(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"}}
 	client := fake.NewClientset(node)
-	a := &Agent{cfg: Config{NodeName: "self"}, client: client}
+	a := &Agent{cfg: Config{NodeName: "self"}, client: k8stest.FromClientset(client)}
 	a.warnNode(context.Background(), node, ReasonOverlappingNetworks, errors.New("the cluster CIDR overlaps the service CIDR"))
 	evs, err := client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(evs.Items) != 1 {

@@ -10,11 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
-	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -199,18 +195,6 @@ func (t affinityTable) List() (map[controller.AffinityKey]controller.Affinity, e
 	return out, err
 }
 
-// registerServiceInformers registers the Service and EndpointSlice informers without client-go's
-// namespace index: the service reconciler reads Services by key and EndpointSlices by its own
-// service-name index, and with 10,000 of each the namespace index only costs memory.
-func registerServiceInformers(inf k8s.Informers) {
-	inf.Cluster.InformerFor(&corev1.Service{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewServiceInformer(cs, metav1.NamespaceAll, resync, cache.Indexers{})
-	})
-	inf.Cluster.InformerFor(&discoveryv1.EndpointSlice{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return discoveryinformers.NewEndpointSliceInformer(cs, metav1.NamespaceAll, resync, cache.Indexers{})
-	})
-}
-
 // services wires the service reconciler and the conntrack garbage collector to the informers and
 // the maps.
 type services struct {
@@ -222,19 +206,19 @@ type services struct {
 	informers  map[string]cache.SharedIndexInformer // for the readiness checks
 }
 
-func (a *Agent) newServices(inf k8s.Informers, tbl *tables, recorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
-	svcInformer := inf.Cluster.Core().V1().Services()
-	sliceInformer := inf.Cluster.Discovery().V1().EndpointSlices()
+func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
+	svcInformer, sliceInformer := inf.Services(), inf.EndpointSlices()
+	nodes := corelisters.NewNodeLister(inf.Nodes().GetIndexer())
 	// kube-proxy's health timeout: twice its sync period.
 	proxy := &svchealth.ProxyHealth{Timeout: 2 * a.cfg.Resync, Node: func() (*corev1.Node, error) {
-		return inf.Cluster.Core().V1().Nodes().Lister().Get(a.cfg.NodeName)
+		return nodes.Get(a.cfg.NodeName)
 	}}
 	health := svchealth.New(svchealth.Config{NodeName: a.cfg.NodeName, Recorder: recorder, Proxy: proxy})
 	rec, err := controller.NewServiceReconciler(controller.ServiceReconcilerConfig{
 		NodeName:  a.cfg.NodeName,
 		Services:  svcInformer,
 		Slices:    sliceInformer,
-		Nodes:     inf.Cluster.Core().V1().Nodes(),
+		Nodes:     inf.Nodes(),
 		Frontends: a.routedFrontends(frontendTable{tbl.lb.svc}, inf),
 		Backends:  backendTable{tbl.lb.backend},
 		Affinity:  affinityTable{tbl.lb.affinity},
@@ -255,7 +239,7 @@ func (a *Agent) newServices(inf k8s.Informers, tbl *tables, recorder record.Even
 		now: bootTime, batch: conntrackGCBatch, metrics: a.telemetry.metrics,
 	}
 	return &services{reconciler: rec, gc: gc, health: health, proxy: proxy, healthz: a.cfg.HealthzBindAddress, informers: map[string]cache.SharedIndexInformer{
-		"services": svcInformer.Informer(), "endpointslices": sliceInformer.Informer(),
+		"services": svcInformer, "endpointslices": sliceInformer,
 	}}, nil
 }
 

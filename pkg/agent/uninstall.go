@@ -12,9 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 
@@ -69,16 +66,16 @@ func Uninstall(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	client, err := k8s.NewClientset(cfg.Kubeconfig)
+	client, err := k8s.NewClient(cfg.Kubeconfig)
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "No API server client; this node's annotations stay", "annotations", vtepAnnotations)
-		client = nil
+		return uninstall(ctx, cfg, nil) // an untyped nil: no API server
 	}
 	return uninstall(ctx, cfg, client)
 }
 
 // uninstall is Uninstall with the client given; a nil client skips the API server.
-func uninstall(ctx context.Context, cfg Config, client kubernetes.Interface) error {
+func uninstall(ctx context.Context, cfg Config, client k8s.API) error {
 	logger := klog.FromContext(ctx)
 	var errs []error
 	if err := removeFile(ctx, nodeconfig.Path(cfg.RunDir)); err != nil {
@@ -144,10 +141,10 @@ func removeFile(ctx context.Context, path string) error {
 // Those of another VTEP (Flannel's own, after a switch back) are left. The merge patch carries the
 // resourceVersion it was decided on, so a concurrent change makes it retry rather than remove
 // annotations it did not look at.
-func removeVTEPAnnotations(ctx context.Context, client kubernetes.Interface, nodeName string) error {
+func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string) error {
 	logger := klog.FromContext(ctx)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		node, err := client.GetNode(ctx, nodeName)
 		if apierrors.IsNotFound(err) {
 			logger.Info("Node object not found; no annotations to remove", "node", nodeName)
 			return nil
@@ -174,7 +171,7 @@ func removeVTEPAnnotations(ctx context.Context, client kubernetes.Interface, nod
 		if err != nil {
 			return fmt.Errorf("encoding annotation patch: %w", err)
 		}
-		if _, err := client.CoreV1().Nodes().Patch(ctx, nodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		if _, err := client.PatchNode(ctx, nodeName, patch); err != nil {
 			return fmt.Errorf("removing annotations of node %s: %w", nodeName, err)
 		}
 		logger.Info("Removed this node's VTEP annotations", "node", nodeName, "annotations", present)

@@ -26,6 +26,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/install"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
@@ -81,7 +82,7 @@ func uninstallInNetns(t *testing.T) {
 		t.Fatalf("precondition: annotations %v", n.Annotations)
 	}
 
-	if err := uninstall(ctx, cfg, client); err != nil {
+	if err := uninstall(ctx, cfg, k8stest.FromClientset(client)); err != nil {
 		t.Fatalf("uninstall: %v", err)
 	}
 	checkUninstalled(t, mount, cfg, podVeth)
@@ -109,14 +110,14 @@ func uninstallInNetns(t *testing.T) {
 	}
 
 	// Again: nothing left to remove is not an error, and neither is an API server that fails.
-	if err := uninstall(ctx, cfg, client); err != nil {
+	if err := uninstall(ctx, cfg, k8stest.FromClientset(client)); err != nil {
 		t.Fatalf("second uninstall: %v", err)
 	}
 	broken := fake.NewClientset(self)
 	broken.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, errors.New("connection refused")
 	})
-	if err := uninstall(ctx, cfg, broken); err != nil {
+	if err := uninstall(ctx, cfg, k8stest.FromClientset(broken)); err != nil {
 		t.Fatalf("uninstall with an unreachable API server: %v", err)
 	}
 	checkUninstalled(t, mount, cfg, podVeth)
@@ -217,7 +218,7 @@ func TestRemoveVTEPAnnotations(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: tc.annotations}})
-			if err := removeVTEPAnnotations(t.Context(), client, "n1"); err != nil {
+			if err := removeVTEPAnnotations(t.Context(), k8stest.FromClientset(client), "n1"); err != nil {
 				t.Fatal(err)
 			}
 			n, _ := client.CoreV1().Nodes().Get(t.Context(), "n1", metav1.GetOptions{})
@@ -231,7 +232,7 @@ func TestRemoveVTEPAnnotations(t *testing.T) {
 			}
 		})
 	}
-	if err := removeVTEPAnnotations(t.Context(), fake.NewClientset(), "gone"); err != nil {
+	if err := removeVTEPAnnotations(t.Context(), k8stest.FromClientset(fake.NewClientset()), "gone"); err != nil {
 		t.Errorf("missing Node: %v", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -41,10 +40,10 @@ type DomainConfig struct {
 
 // NewDomainConfig registers on an informer of the ConfigMap's namespace (the agent narrows it to
 // the one name); name is the ConfigMap's name.
-func NewDomainConfig(informer coreinformers.ConfigMapInformer, name string, recorder record.EventRecorder, metrics Metrics) (*DomainConfig, error) {
-	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, synced: informer.Informer().HasSynced}
+func NewDomainConfig(informer cache.SharedIndexInformer, name string, recorder record.EventRecorder, metrics Metrics) (*DomainConfig, error) {
+	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, synced: informer.HasSynced}
 	d.model.Store(domain.DefaultModel())
-	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { d.update(obj, false) },
 		UpdateFunc: func(_, obj any) { d.update(obj, false) },
 		DeleteFunc: func(obj any) { d.update(obj, true) },

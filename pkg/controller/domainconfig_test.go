@@ -16,7 +16,7 @@ import (
 func TestDomainConfigKeepsLastValid(t *testing.T) {
 	recorder := record.NewFakeRecorder(10)
 	factory := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
-	d, err := NewDomainConfig(factory.Core().V1().ConfigMaps(), "edgeplane-domains", recorder, nil)
+	d, err := NewDomainConfig(factory.Core().V1().ConfigMaps().Informer(), "edgeplane-domains", recorder, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -58,7 +57,7 @@ type LocalNode struct {
 // NodeReconcilerConfig is what a NodeReconciler reads and writes.
 type NodeReconcilerConfig struct {
 	Local    LocalNode
-	Informer coreinformers.NodeInformer
+	Informer cache.SharedIndexInformer // of Nodes
 	Routes   RouteTable
 	Nodes    NodeTable
 	NextHop  NextHopResolver
@@ -128,8 +127,8 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 	}
 	r := &NodeReconciler{
 		cfg:    cfg,
-		lister: cfg.Informer.Lister(),
-		synced: cfg.Informer.Informer().HasSynced,
+		lister: corelisters.NewNodeLister(cfg.Informer.GetIndexer()),
+		synced: cfg.Informer.HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: NodesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
@@ -137,7 +136,7 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 		peers: map[string]peer{},
 		errs:  map[string]string{},
 	}
-	_, err := cfg.Informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := cfg.Informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: r.enqueue,
 		UpdateFunc: func(old, obj any) {
 			if networkChanged(old, obj) {

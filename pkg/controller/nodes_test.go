@@ -67,7 +67,7 @@ func newNodeFixture(t *testing.T, objs ...*corev1.Node) *nodeFixture {
 		client:   fake.NewClientset(),
 	}
 	f.factory = informers.NewSharedInformerFactory(f.client, 0)
-	informer := f.factory.Core().V1().Nodes()
+	informer := f.factory.Core().V1().Nodes().Informer()
 	r, err := NewNodeReconciler(NodeReconcilerConfig{
 		Local: local, Informer: informer, Routes: f.routes, Nodes: f.nodes,
 		NextHop: staticNextHop{nodeIP("192.168.0.2"): gwMAC}, Recorder: f.recorder,

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -34,7 +33,7 @@ type PodLinkPins interface {
 
 // PodGCConfig is what a PodGC reads and writes.
 type PodGCConfig struct {
-	Informer  coreinformers.PodInformer // this node's pods only
+	Informer  cache.SharedIndexInformer // of this node's Pods only
 	Endpoints EndpointTable
 	Links     Links
 	Pins      PodLinkPins // optional
@@ -71,13 +70,13 @@ func NewPodGC(cfg PodGCConfig) (*PodGC, error) {
 	}
 	g := &PodGC{
 		cfg:    cfg,
-		lister: cfg.Informer.Lister(),
-		synced: cfg.Informer.Informer().HasSynced,
+		lister: corelisters.NewPodLister(cfg.Informer.GetIndexer()),
+		synced: cfg.Informer.HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[gcItem](),
 			workqueue.TypedRateLimitingQueueConfig[gcItem]{Name: PodGCController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 	}
-	_, err := cfg.Informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: g.onDelete})
+	_, err := cfg.Informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: g.onDelete})
 	if err != nil {
 		return nil, fmt.Errorf("adding pod event handler: %w", err)
 	}

@@ -32,7 +32,7 @@ func newGCFixture(t *testing.T) *gcFixture {
 	}
 	f.factory = informers.NewSharedInformerFactory(f.client, 0)
 	gc, err := NewPodGC(PodGCConfig{
-		Informer: f.factory.Core().V1().Pods(), Endpoints: f.eps, Links: f.links, Pins: f.pins,
+		Informer: f.factory.Core().V1().Pods().Informer(), Endpoints: f.eps, Links: f.links, Pins: f.pins,
 		HostVeth: func(p *corev1.Pod) string { return "veth-" + p.Name },
 		Interval: time.Hour,
 	})

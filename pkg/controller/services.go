@@ -20,8 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -51,10 +49,10 @@ const (
 
 // ServiceReconcilerConfig is what a ServiceReconciler reads and writes.
 type ServiceReconcilerConfig struct {
-	NodeName  string // this node
-	Services  coreinformers.ServiceInformer
-	Slices    discoveryinformers.EndpointSliceInformer
-	Nodes     coreinformers.NodeInformer // pools and zones; may be shared with the NodeReconciler
+	NodeName  string                    // this node
+	Services  cache.SharedIndexInformer // of Services
+	Slices    cache.SharedIndexInformer // of EndpointSlices
+	Nodes     cache.SharedIndexInformer // of Nodes: pools and zones; may be shared with the NodeReconciler
 	Frontends FrontendTable
 	Backends  BackendTable
 	Affinity  AffinityTable // optional: affinity entries follow their backend set
@@ -202,10 +200,10 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	}
 	r := &ServiceReconciler{
 		cfg:      cfg,
-		services: cfg.Services.Informer().GetIndexer(),
-		slices:   cfg.Slices.Informer().GetIndexer(),
-		nodes:    cfg.Nodes.Lister(),
-		synced:   []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced, cfg.Nodes.Informer().HasSynced},
+		services: cfg.Services.GetIndexer(),
+		slices:   cfg.Slices.GetIndexer(),
+		nodes:    corelisters.NewNodeLister(cfg.Nodes.GetIndexer()),
+		synced:   []cache.InformerSynced{cfg.Services.HasSynced, cfg.Slices.HasSynced, cfg.Nodes.HasSynced},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: ServicesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
@@ -223,14 +221,14 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		r.synced = append(r.synced, cfg.Domains.HasSynced)
 	}
 	r.nodeDirty.Store(true)
-	if _, err := cfg.Services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := cfg.Services.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    r.enqueueService,
 		UpdateFunc: func(_, obj any) { r.enqueueService(obj) },
 		DeleteFunc: r.enqueueService,
 	}); err != nil {
 		return nil, fmt.Errorf("adding service event handler: %w", err)
 	}
-	sliceHandler, err := cfg.Slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	sliceHandler, err := cfg.Slices.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.sliceChanged(nil, obj) },
 		UpdateFunc: r.sliceChanged,
 		DeleteFunc: func(obj any) { r.sliceChanged(obj, nil) },
@@ -241,7 +239,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	// The start-up pass reads slices through slicesOf, which this handler keeps: it waits until
 	// the handler has seen the initial list, not only until the cache holds it.
 	r.synced = append(r.synced, sliceHandler.HasSynced)
-	if _, err := cfg.Nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := cfg.Nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { r.nodeChanged(obj) },
 		UpdateFunc: func(old, obj any) {
 			if r.placementChanged(old, obj) {

@@ -101,9 +101,9 @@ func newSvcFixture(t *testing.T, objs ...any) *svcFixture {
 	f.factory = informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(runtimeObjs...), 0, informers.WithTransform(k8s.TrimForCache))
 	r, err := NewServiceReconciler(ServiceReconcilerConfig{
 		NodeName:  "self",
-		Services:  f.factory.Core().V1().Services(),
-		Slices:    f.factory.Discovery().V1().EndpointSlices(),
-		Nodes:     f.factory.Core().V1().Nodes(),
+		Services:  f.factory.Core().V1().Services().Informer(),
+		Slices:    f.factory.Discovery().V1().EndpointSlices().Informer(),
+		Nodes:     f.factory.Core().V1().Nodes().Informer(),
 		Frontends: loggedTable[service.FrontendKey, ServiceEntry]{f.frontends, "svc", f.log},
 		Backends:  loggedTable[BackendSlot, service.Backend]{f.backends, "be", f.log},
 		Affinity:  loggedTable[AffinityKey, Affinity]{f.affinity, "aff", f.log},

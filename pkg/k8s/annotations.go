@@ -9,9 +9,6 @@ import (
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 )
 
 // The node annotations Flannel's kube subnet manager reads and writes. edgeplane publishes the same
@@ -164,7 +161,7 @@ func VTEPAnnotations(vtep VTEP) map[string]string {
 
 // PatchNodeAnnotations sets annotations on a node with a JSON merge patch that touches nothing else,
 // and skips the request when they are already there.
-func PatchNodeAnnotations(ctx context.Context, cs kubernetes.Interface, node *corev1.Node, want map[string]string) error {
+func PatchNodeAnnotations(ctx context.Context, api API, node *corev1.Node, want map[string]string) error {
 	if hasAnnotations(node, want) {
 		return nil
 	}
@@ -172,7 +169,7 @@ func PatchNodeAnnotations(ctx context.Context, cs kubernetes.Interface, node *co
 	if err != nil {
 		return fmt.Errorf("encoding annotation patch: %w", err)
 	}
-	_, err = cs.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err = api.PatchNode(ctx, node.Name, patch)
 	if err != nil {
 		return fmt.Errorf("patching annotations of node %s: %w", node.Name, err)
 	}

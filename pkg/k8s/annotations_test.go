@@ -1,16 +1,11 @@
 package k8s
 
 import (
-	"context"
 	"errors"
-	"net"
-	"net/netip"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 func flannelNode(annotations map[string]string) *corev1.Node {
@@ -71,31 +66,5 @@ func TestNodePodCIDR(t *testing.T) {
 	n.Spec.PodCIDRs = []string{"fd00::/64", "10.244.3.0/24"}
 	if p, ok, err := NodePodCIDR(n); !ok || err != nil || p.String() != "10.244.3.0/24" {
 		t.Fatalf("spec wins, IPv4 picked: %v %v %v", p, ok, err)
-	}
-}
-
-func TestVTEPAnnotationsRoundTripAndPatch(t *testing.T) {
-	mac, _ := net.ParseMAC("0e:01:02:03:04:05")
-	want := VTEP{MAC: mac, IP: netip.MustParseAddr("192.168.0.7")}
-	node := flannelNode(map[string]string{"keep": "me"})
-	cs := fake.NewClientset(node)
-	ctx := context.Background()
-	if err := PatchNodeAnnotations(ctx, cs, node, VTEPAnnotations(want)); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := cs.CoreV1().Nodes().Get(ctx, "n", metav1.GetOptions{})
-	v, err := NodeVTEP(got)
-	if err != nil || v.MAC.String() != want.MAC.String() || v.IP != want.IP || got.Annotations["keep"] != "me" ||
-		got.Annotations[KubeSubnetManagerAnnotation] != "true" {
-		t.Fatalf("after patch: %v %v %v", v, err, got.Annotations)
-	}
-	cs.ClearActions()
-	if err := PatchNodeAnnotations(ctx, cs, got, VTEPAnnotations(want)); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range cs.Actions() {
-		if _, ok := a.(k8stesting.PatchAction); ok {
-			t.Fatal("patched although the annotations were already there")
-		}
 	}
 }

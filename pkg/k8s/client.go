@@ -1,37 +1,132 @@
-// Package k8s connects the agent to the API server: it builds the clientset (from a kubeconfig file
-// or the in-cluster service account), the shared informer factories the reconcilers read from (every
-// Node; only the Pods scheduled to this node, filtered by the API server with a field selector), and
-// knows the node annotations edgeplane shares with Flannel. Nothing here writes to BPF maps.
+// Package k8s connects the agent to the API server: a client of only the API groups the agent uses
+// (from a kubeconfig file or the in-cluster service account), the shared informers the reconcilers
+// read from (every Node; only the Pods scheduled to this node, filtered by the API server with a
+// field selector), and the node annotations edgeplane shares with Flannel. Nothing here writes to
+// BPF maps.
+//
+// The client is not client-go's clientset: that one, and its informer factory, register every API
+// group of Kubernetes in their scheme at start-up and link the code of each, which costs the agent
+// megabytes of memory for types it never sees. Here REST clients of core/v1, discovery/v1 and
+// coordination/v1 serve the narrow API interface, and the informers are client-go's, built on
+// ListerWatchers of that interface.
 package k8s
 
 import (
+	"context"
 	"fmt"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
 // userAgent names the agent in API server audit logs and metrics.
 const userAgent = "edgeplane-agent"
 
-// NewClientset connects with the kubeconfig at path, or with the in-cluster service account when path
+// Scheme holds the API types the agent reads and writes, and the event recorder references
+// objects with: core/v1, discovery/v1 and coordination/v1 (and meta/v1's options, status and
+// watch events).
+var Scheme = runtime.NewScheme()
+
+func init() {
+	metav1.AddToGroupVersion(Scheme, schema.GroupVersion{Version: "v1"})
+	utilruntime.Must(corev1.AddToScheme(Scheme))
+	utilruntime.Must(discoveryv1.AddToScheme(Scheme))
+	utilruntime.Must(coordinationv1.AddToScheme(Scheme))
+}
+
+// Resource names a resource the agent lists and watches.
+type Resource string
+
+const (
+	Nodes          Resource = "nodes"
+	Pods           Resource = "pods"
+	Services       Resource = "services"
+	EndpointSlices Resource = "endpointslices"
+	ConfigMaps     Resource = "configmaps"
+)
+
+// API is the part of the Kubernetes API the agent calls, one method a request. Client implements
+// it against the API server; tests implement it on client-go's fake clientset (package k8stest).
+type API interface {
+	GetNode(ctx context.Context, name string) (*corev1.Node, error)
+	ListNodes(ctx context.Context) (*corev1.NodeList, error)
+	// PatchNode applies a JSON merge patch to the Node.
+	PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error)
+
+	ListLeases(ctx context.Context, namespace, labelSelector string) (*coordinationv1.LeaseList, error)
+	GetLease(ctx context.Context, namespace, name string) (*coordinationv1.Lease, error)
+	CreateLease(ctx context.Context, namespace string, lease *coordinationv1.Lease) (*coordinationv1.Lease, error)
+	DeleteLease(ctx context.Context, namespace, name string, pre metav1.Preconditions) error
+
+	// The event methods work in the event's namespace.
+	CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error)
+	UpdateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error)
+	// PatchEvent applies a strategic merge patch to the event.
+	PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error)
+
+	// ListerWatcher lists and watches resource in namespace (every namespace when empty), only the
+	// objects fieldSelector selects.
+	ListerWatcher(resource Resource, namespace string, fieldSelector fields.Selector) cache.ListerWatcher
+}
+
+// Client is the API client of the agent: one REST client a group version.
+type Client struct {
+	core, discovery, coordination rest.Interface
+}
+
+var _ API = (*Client)(nil)
+
+// NewClient connects with the kubeconfig at path, or with the in-cluster service account when path
 // is empty.
-func NewClientset(path string) (kubernetes.Interface, error) {
+func NewClient(path string) (*Client, error) {
 	cfg, err := restConfig(path)
 	if err != nil {
 		return nil, err
 	}
 	cfg.UserAgent = userAgent
-	cs, err := kubernetes.NewForConfig(cfg)
+	// One connection pool for the three groups, as the clientset shares its transport.
+	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating clientset: %w", err)
+		return nil, fmt.Errorf("creating the API client: %w", err)
 	}
-	return cs, nil
+	codecs := rest.CodecFactoryForGeneratedClient(Scheme, serializer.NewCodecFactory(Scheme)).WithoutConversion()
+	forGroup := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {
+		c := rest.CopyConfig(cfg)
+		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs
+		// Protobuf, with JSON as the fallback, as the clientset asks for built-in types: smaller on
+		// the wire and cheaper to decode.
+		c.ContentType = runtime.ContentTypeProtobuf
+		c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+		rc, err := rest.RESTClientForConfigAndClient(c, httpClient)
+		if err != nil {
+			return nil, fmt.Errorf("creating the API client of %s: %w", gv, err)
+		}
+		return rc, nil
+	}
+	var c Client
+	if c.core, err = forGroup(corev1.SchemeGroupVersion, "/api"); err != nil {
+		return nil, err
+	}
+	if c.discovery, err = forGroup(discoveryv1.SchemeGroupVersion, "/apis"); err != nil {
+		return nil, err
+	}
+	if c.coordination, err = forGroup(coordinationv1.SchemeGroupVersion, "/apis"); err != nil {
+		return nil, err
+	}
+	return &c, nil
 }
 
 func restConfig(path string) (*rest.Config, error) {
@@ -49,39 +144,114 @@ func restConfig(path string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// Informers are the two factories the agent starts: one for cluster-wide objects and one whose
-// Pods are only those bound to this node, so a large cluster does not stream every Pod to every node.
-type Informers struct {
-	Cluster informers.SharedInformerFactory
-	Local   informers.SharedInformerFactory
-}
-
-// NewInformers builds the factories; call Start on both after registering handlers.
-func NewInformers(cs kubernetes.Interface, nodeName string, resync time.Duration) Informers {
-	onNode := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
-	return Informers{
-		Cluster: informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimForCache)),
-		Local: informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimForCache),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = onNode })),
+func (c *Client) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+	node := &corev1.Node{}
+	if err := c.core.Get().Resource("nodes").Name(name).Do(ctx).Into(node); err != nil {
+		return nil, err
 	}
+	return node, nil
 }
 
-// NewConfigMapInformerFactory is a factory whose ConfigMaps are only the one named namespace/name:
-// the agent's RBAC grants exactly that one.
-func NewConfigMapInformerFactory(cs kubernetes.Interface, namespace, name string) informers.SharedInformerFactory {
-	byName := fields.OneTermEqualSelector("metadata.name", name).String()
-	return informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace), informers.WithTransform(TrimForCache),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = byName }))
+func (c *Client) ListNodes(ctx context.Context) (*corev1.NodeList, error) {
+	nodes := &corev1.NodeList{}
+	if err := c.core.Get().Resource("nodes").Do(ctx).Into(nodes); err != nil {
+		return nil, err
+	}
+	return nodes, nil
 }
 
-// Start starts every informer registered so far on both factories.
-func (i Informers) Start(stop <-chan struct{}) {
-	i.Cluster.Start(stop)
-	i.Local.Start(stop)
+func (c *Client) PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error) {
+	node := &corev1.Node{}
+	if err := c.core.Patch(types.MergePatchType).Resource("nodes").Name(name).Body(patch).Do(ctx).Into(node); err != nil {
+		return nil, err
+	}
+	return node, nil
 }
 
-// Shutdown stops the informers and waits for their goroutines.
-func (i Informers) Shutdown() {
-	i.Cluster.Shutdown()
-	i.Local.Shutdown()
+func (c *Client) ListLeases(ctx context.Context, namespace, labelSelector string) (*coordinationv1.LeaseList, error) {
+	leases := &coordinationv1.LeaseList{}
+	err := c.coordination.Get().Namespace(namespace).Resource("leases").
+		VersionedParams(&metav1.ListOptions{LabelSelector: labelSelector}, metav1.ParameterCodec).
+		Do(ctx).Into(leases)
+	if err != nil {
+		return nil, err
+	}
+	return leases, nil
+}
+
+func (c *Client) GetLease(ctx context.Context, namespace, name string) (*coordinationv1.Lease, error) {
+	lease := &coordinationv1.Lease{}
+	if err := c.coordination.Get().Namespace(namespace).Resource("leases").Name(name).Do(ctx).Into(lease); err != nil {
+		return nil, err
+	}
+	return lease, nil
+}
+
+func (c *Client) CreateLease(ctx context.Context, namespace string, lease *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+	created := &coordinationv1.Lease{}
+	if err := c.coordination.Post().Namespace(namespace).Resource("leases").Body(lease).Do(ctx).Into(created); err != nil {
+		return nil, err
+	}
+	return created, nil
+}
+
+func (c *Client) DeleteLease(ctx context.Context, namespace, name string, pre metav1.Preconditions) error {
+	return c.coordination.Delete().Namespace(namespace).Resource("leases").Name(name).
+		Body(&metav1.DeleteOptions{Preconditions: &pre}).Do(ctx).Error()
+}
+
+func (c *Client) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
+	created := &corev1.Event{}
+	if err := c.core.Post().NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Body(event).Do(ctx).Into(created); err != nil {
+		return nil, err
+	}
+	return created, nil
+}
+
+func (c *Client) UpdateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
+	updated := &corev1.Event{}
+	err := c.core.Put().NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Name(event.Name).Body(event).Do(ctx).Into(updated)
+	if err != nil {
+		return nil, err
+	}
+	return updated, nil
+}
+
+func (c *Client) PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error) {
+	patched := &corev1.Event{}
+	err := c.core.Patch(types.StrategicMergePatchType).NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Name(event.Name).
+		Body(patch).Do(ctx).Into(patched)
+	if err != nil {
+		return nil, err
+	}
+	return patched, nil
+}
+
+func (c *Client) ListerWatcher(resource Resource, namespace string, fieldSelector fields.Selector) cache.ListerWatcher {
+	client := c.core
+	if resource == EndpointSlices {
+		client = c.discovery
+	}
+	// As the clientset's List and Watch: the server's timeout (set by the reflector on watches)
+	// bounds the request on this side too, so that a silent connection does not hold it forever.
+	request := func(opts *metav1.ListOptions) *rest.Request {
+		opts.FieldSelector = fieldSelector.String()
+		var timeout time.Duration
+		if opts.TimeoutSeconds != nil {
+			timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
+		}
+		return client.Get().NamespaceIfScoped(namespace, namespace != "").Resource(string(resource)).
+			VersionedParams(opts, metav1.ParameterCodec).Timeout(timeout)
+	}
+	// A plain ListWatch: the reflector streams its initial list (watch-list) when client-go's
+	// WatchListClient feature is on, as it does with the clientset.
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			return request(&opts).Do(ctx).Get()
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.Watch = true
+			return request(&opts).Watch(ctx)
+		},
+	}
 }

@@ -213,7 +213,7 @@ func TestReconcileMetrics(t *testing.T) {
 	r, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local: controller.LocalNode{Name: "self", NodeIP: netip.MustParseAddr("192.168.0.1"),
 			PodCIDR: netip.MustParsePrefix("10.244.0.0/24"), ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")},
-		Informer: nodeInformer,
+		Informer: nodeInformer.Informer(),
 		Routes:   routes,
 		Nodes:    discardNodes{}, NextHop: noNextHop{},
 		Recorder: record.NewFakeRecorder(10), Resync: time.Hour, Metrics: m,

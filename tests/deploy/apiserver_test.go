@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -421,7 +422,7 @@ func testNodePatchPolicy(t *testing.T, a *apiLab) {
 	}
 	vtep := k8s.VTEPAnnotations(k8s.VTEP{MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, IP: netip.MustParseAddr("192.0.2.1")})
 	vtep[k8s.PodCIDRAnnotation] = "10.244.1.0/24"
-	if err := k8s.PatchNodeAnnotations(ctx, onA, nodeA, vtep); err != nil {
+	if err := k8s.PatchNodeAnnotations(ctx, k8stest.FromClientset(onA), nodeA, vtep); err != nil {
 		t.Fatalf("the agent's own annotation patch is refused: %v", err)
 	}
 

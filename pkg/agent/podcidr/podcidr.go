@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
@@ -41,7 +40,7 @@ var ErrExhausted = errors.New("no free pod CIDR left in the cluster CIDR")
 
 // Allocator finds or allocates a node's pod CIDR.
 type Allocator struct {
-	Client      kubernetes.Interface
+	Client      k8s.API
 	ClusterCIDR netip.Prefix
 	MaskSize    int    // size of each node's pod CIDR, e.g. 24
 	Namespace   string // of the claims; DefaultNamespace when empty
@@ -52,11 +51,11 @@ func (a *Allocator) Ensure(ctx context.Context, nodeName string) (netip.Prefix, 
 	if err := a.validate(); err != nil {
 		return netip.Prefix{}, err
 	}
-	node, err := a.Client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	node, err := a.Client.GetNode(ctx, nodeName)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("getting node %s: %w", nodeName, err)
 	}
-	nodes, err := a.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	nodes, err := a.Client.ListNodes(ctx)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("listing nodes: %w", err)
 	}
@@ -147,7 +146,7 @@ func (a *Allocator) fromAnnotation(ctx context.Context, node *corev1.Node, used 
 // claimFree claims the first subnet of the cluster CIDR that no node uses and no live node's claim
 // holds. Claims listed here only save requests; Create decides.
 func (a *Allocator) claimFree(ctx context.Context, node *corev1.Node, used map[netip.Prefix]string, live map[string]bool) (netip.Prefix, error) {
-	claims, err := a.Client.CoordinationV1().Leases(a.namespace()).List(ctx, metav1.ListOptions{LabelSelector: ClaimLabel})
+	claims, err := a.Client.ListLeases(ctx, a.namespace(), ClaimLabel)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("listing pod CIDR claims: %w", err)
 	}
@@ -180,16 +179,15 @@ func (a *Allocator) claimFree(ctx context.Context, node *corev1.Node, used map[n
 
 // claim creates the claim for cidr. won is false when another live node holds it.
 func (a *Allocator) claim(ctx context.Context, node *corev1.Node, cidr netip.Prefix) (won bool, err error) {
-	leases := a.Client.CoordinationV1().Leases(a.namespace())
 	for attempt := 0; attempt < 2; attempt++ {
-		_, err := leases.Create(ctx, newClaim(node, cidr), metav1.CreateOptions{})
+		_, err := a.Client.CreateLease(ctx, a.namespace(), newClaim(node, cidr))
 		if err == nil {
 			return true, nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
 			return false, fmt.Errorf("claiming pod CIDR %s: %w", cidr, err)
 		}
-		existing, err := leases.Get(ctx, claimName(cidr), metav1.GetOptions{})
+		existing, err := a.Client.GetLease(ctx, a.namespace(), claimName(cidr))
 		if apierrors.IsNotFound(err) {
 			continue // released meanwhile
 		}
@@ -208,7 +206,7 @@ func (a *Allocator) claim(ctx context.Context, node *corev1.Node, cidr netip.Pre
 
 // releaseIfStale deletes a claim whose holder Node no longer exists.
 func (a *Allocator) releaseIfStale(ctx context.Context, c *coordinationv1.Lease) (bool, error) {
-	_, err := a.Client.CoreV1().Nodes().Get(ctx, holder(c), metav1.GetOptions{})
+	_, err := a.Client.GetNode(ctx, holder(c))
 	if err == nil {
 		return false, nil
 	}
@@ -216,7 +214,7 @@ func (a *Allocator) releaseIfStale(ctx context.Context, c *coordinationv1.Lease)
 		return false, fmt.Errorf("looking up holder of claim %s: %w", c.Name, err)
 	}
 	pre := metav1.Preconditions{UID: &c.UID, ResourceVersion: &c.ResourceVersion}
-	err = a.Client.CoordinationV1().Leases(c.Namespace).Delete(ctx, c.Name, metav1.DeleteOptions{Preconditions: &pre})
+	err = a.Client.DeleteLease(ctx, c.Namespace, c.Name, pre)
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return false, fmt.Errorf("releasing stale claim %s: %w", c.Name, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 var clusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
@@ -25,12 +26,14 @@ func node(name, podCIDR string, annotations map[string]string) *corev1.Node {
 	}
 }
 
-func allocator(objs ...runtime.Object) *Allocator {
-	return &Allocator{Client: fake.NewClientset(objs...), ClusterCIDR: clusterCIDR, MaskSize: 24}
+// allocator is an Allocator on a fake API server seeded with objs, which cs serves.
+func allocator(objs ...runtime.Object) (a *Allocator, cs *fake.Clientset) {
+	cs = fake.NewClientset(objs...)
+	return &Allocator{Client: k8stest.FromClientset(cs), ClusterCIDR: clusterCIDR, MaskSize: 24}, cs
 }
 
 func TestEnsureUsesSpecPodCIDR(t *testing.T) {
-	a := allocator(node("a", "10.244.7.0/24", nil))
+	a, _ := allocator(node("a", "10.244.7.0/24", nil))
 	got, err := a.Ensure(context.Background(), "a")
 	if err != nil || got != netip.MustParsePrefix("10.244.7.0/24") {
 		t.Fatalf("Ensure = %v, %v; want 10.244.7.0/24", got, err)
@@ -44,7 +47,7 @@ func TestEnsureRefusesBadSpecPodCIDR(t *testing.T) {
 		{"unparseable", "10.244.1.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := allocator(node("a", tc.cidr, nil), node("b", "10.244.1.0/24", nil))
+			a, _ := allocator(node("a", tc.cidr, nil), node("b", "10.244.1.0/24", nil))
 			if got, err := a.Ensure(context.Background(), "a"); err == nil {
 				t.Fatalf("Ensure = %v; want an error", got)
 			}
@@ -53,7 +56,7 @@ func TestEnsureRefusesBadSpecPodCIDR(t *testing.T) {
 }
 
 func TestEnsureAllocatesFirstFreeAndRecordsIt(t *testing.T) {
-	a := allocator(node("a", "", nil),
+	a, cs := allocator(node("a", "", nil),
 		node("b", "10.244.0.0/24", nil),
 		node("c", "", map[string]string{k8s.PodCIDRAnnotation: "10.244.1.0/24"}))
 	ctx := context.Background()
@@ -61,11 +64,11 @@ func TestEnsureAllocatesFirstFreeAndRecordsIt(t *testing.T) {
 	if err != nil || got != netip.MustParsePrefix("10.244.2.0/24") {
 		t.Fatalf("Ensure = %v, %v; want 10.244.2.0/24", got, err)
 	}
-	n, _ := a.Client.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
+	n, _ := cs.CoreV1().Nodes().Get(ctx, "a", metav1.GetOptions{})
 	if n.Annotations[k8s.PodCIDRAnnotation] != "10.244.2.0/24" {
 		t.Fatalf("annotation = %q", n.Annotations[k8s.PodCIDRAnnotation])
 	}
-	if _, err := a.Client.CoordinationV1().Leases(DefaultNamespace).Get(ctx, "edgeplane-podcidr-10-244-2-0-24", metav1.GetOptions{}); err != nil {
+	if _, err := cs.CoordinationV1().Leases(DefaultNamespace).Get(ctx, "edgeplane-podcidr-10-244-2-0-24", metav1.GetOptions{}); err != nil {
 		t.Fatalf("claim: %v", err)
 	}
 	again, err := a.Ensure(ctx, "a")
@@ -76,11 +79,11 @@ func TestEnsureAllocatesFirstFreeAndRecordsIt(t *testing.T) {
 
 func TestEnsureSkipsLiveClaimsAndReleasesStaleOnes(t *testing.T) {
 	ctx := context.Background()
-	a := allocator(node("a", "", nil), node("b", "", nil))
+	a, cs := allocator(node("a", "", nil), node("b", "", nil))
 	// b claimed 10.244.0.0/24 but has not annotated yet; a deleted node "gone" holds 10.244.1.0/24.
 	for _, c := range []struct{ holder, cidr string }{{"b", "10.244.0.0/24"}, {"gone", "10.244.1.0/24"}} {
 		claim := newClaim(node(c.holder, "", nil), netip.MustParsePrefix(c.cidr))
-		if _, err := a.Client.CoordinationV1().Leases(DefaultNamespace).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoordinationV1().Leases(DefaultNamespace).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -91,9 +94,9 @@ func TestEnsureSkipsLiveClaimsAndReleasesStaleOnes(t *testing.T) {
 }
 
 func TestEnsureExhausted(t *testing.T) {
-	a := allocator(node("a", "", nil), node("b", "10.244.0.0/24", nil))
+	a, cs := allocator(node("a", "", nil), node("b", "10.244.0.0/24", nil))
 	a.ClusterCIDR, a.MaskSize = netip.MustParsePrefix("10.244.0.0/23"), 24
-	a.Client.CoreV1().Nodes().Create(context.Background(), node("c", "10.244.1.0/24", nil), metav1.CreateOptions{})
+	cs.CoreV1().Nodes().Create(context.Background(), node("c", "10.244.1.0/24", nil), metav1.CreateOptions{})
 	if got, err := a.Ensure(context.Background(), "a"); err == nil {
 		t.Fatalf("Ensure = %v; want ErrExhausted", got)
 	}
@@ -115,7 +118,7 @@ func TestEnsureConcurrentAllocatorsGetDistinctCIDRs(t *testing.T) {
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			a := &Allocator{Client: cs, ClusterCIDR: clusterCIDR, MaskSize: 24}
+			a := &Allocator{Client: k8stest.FromClientset(cs), ClusterCIDR: clusterCIDR, MaskSize: 24}
 			start.Wait()
 			got[i], errs[i] = a.Ensure(context.Background(), fmt.Sprintf("node-%d", i))
 		}()

@@ -1,0 +1,195 @@
+package k8s
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+// apiServer answers the requests of one test from a table of method and path (with query) to
+// object, in protobuf, and records what it was sent.
+type apiServer struct {
+	t         *testing.T
+	responses map[string]runtime.Object
+	requests  []string // "METHOD path?query content-type"
+}
+
+func (s *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	s.requests = append(s.requests, fmt.Sprintf("%s %s %s", r.Method, r.URL.RequestURI(), r.Header.Get("Content-Type")))
+	if ua := r.Header.Get("User-Agent"); ua != userAgent {
+		s.t.Errorf("%s %s: User-Agent %q", r.Method, r.URL, ua)
+	}
+	if r.Method == http.MethodPatch && !bytes.HasPrefix(body, []byte("{")) {
+		s.t.Errorf("%s %s: body %q is not the JSON patch", r.Method, r.URL, body)
+	}
+	obj, ok := s.responses[r.Method+" "+r.URL.RequestURI()]
+	if !ok {
+		s.t.Logf("unexpected request %s %s", r.Method, r.URL.RequestURI())
+		http.Error(w, "unexpected request", http.StatusNotFound)
+		return
+	}
+	if accept := r.Header.Get("Accept"); accept != runtime.ContentTypeProtobuf+","+runtime.ContentTypeJSON {
+		s.t.Errorf("%s %s: Accept %q", r.Method, r.URL, accept)
+	}
+	codecs := serializer.NewCodecFactory(Scheme)
+	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	gvks, _, err := Scheme.ObjectKinds(obj)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
+	if r.URL.Query().Get("watch") == "true" {
+		// One event, then the end of the stream; the object is encoded whole, the event for the stream.
+		enc := codecs.EncoderForVersion(info.Serializer, gvks[0].GroupVersion())
+		raw, err := runtime.Encode(enc, obj)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		frame := info.StreamSerializer.Framer.NewFrameWriter(w)
+		event := &metav1.WatchEvent{Type: string(watch.Added), Object: runtime.RawExtension{Raw: raw}}
+		if err := codecs.EncoderForVersion(info.StreamSerializer.Serializer, schema.GroupVersion{Version: "v1"}).Encode(event, frame); err != nil {
+			s.t.Fatal(err)
+		}
+		return
+	}
+	if err := codecs.EncoderForVersion(info.Serializer, gvks[0].GroupVersion()).Encode(obj, w); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func newTestClient(t *testing.T, responses map[string]runtime.Object) (*Client, *apiServer) {
+	t.Helper()
+	s := &apiServer{t: t, responses: responses}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	config := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q}}]
+users: [{name: u, user: {}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`, srv.URL)
+	if err := os.WriteFile(kubeconfig, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, s
+}
+
+// TestClientRequests checks the paths, verbs and encodings of the client's requests, and that
+// it decodes protobuf answers, listed and watched, into the agent's types.
+func TestClientRequests(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"}}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "claim", Namespace: "kube-system"}}
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "ns"}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", ResourceVersion: "7"}}
+	event := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "self.1", Namespace: "default"}}
+	c, s := newTestClient(t, map[string]runtime.Object{
+		"GET /api/v1/nodes/self":   node,
+		"GET /api/v1/nodes":        &corev1.NodeList{Items: []corev1.Node{*node}},
+		"PATCH /api/v1/nodes/self": node,
+		"GET /apis/coordination.k8s.io/v1/namespaces/kube-system/leases?labelSelector=edgeplane.io%2Fpod-cidr-claim": &coordinationv1.LeaseList{Items: []coordinationv1.Lease{*lease}},
+		"GET /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/claim":                                       lease,
+		"POST /apis/coordination.k8s.io/v1/namespaces/kube-system/leases":                                            lease,
+		"DELETE /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/claim":                                    &metav1.Status{Status: metav1.StatusSuccess},
+		"POST /api/v1/namespaces/default/events":                                                                     event,
+		"PUT /api/v1/namespaces/default/events/self.1":                                                               event,
+		"PATCH /api/v1/namespaces/default/events/self.1":                                                             event,
+		"GET /apis/discovery.k8s.io/v1/endpointslices":                                                               &discoveryv1.EndpointSliceList{Items: []discoveryv1.EndpointSlice{*slice}},
+		"GET /api/v1/pods?fieldSelector=spec.nodeName%3Dself":                                                        &corev1.PodList{},
+		"GET /api/v1/services?resourceVersion=7&timeout=1m0s&timeoutSeconds=60&watch=true":                           svc,
+	})
+	ctx := t.Context()
+	if n, err := c.GetNode(ctx, "self"); err != nil || n.UID != "uid-self" {
+		t.Errorf("GetNode: %v, %v", n, err)
+	}
+	if l, err := c.ListNodes(ctx); err != nil || len(l.Items) != 1 {
+		t.Errorf("ListNodes: %v, %v", l, err)
+	}
+	if _, err := c.PatchNode(ctx, "self", []byte(`{"metadata":{}}`)); err != nil {
+		t.Errorf("PatchNode: %v", err)
+	}
+	if l, err := c.ListLeases(ctx, "kube-system", "edgeplane.io/pod-cidr-claim"); err != nil || len(l.Items) != 1 {
+		t.Errorf("ListLeases: %v, %v", l, err)
+	}
+	if l, err := c.GetLease(ctx, "kube-system", "claim"); err != nil || l.Name != "claim" {
+		t.Errorf("GetLease: %v, %v", l, err)
+	}
+	if _, err := c.CreateLease(ctx, "kube-system", lease); err != nil {
+		t.Errorf("CreateLease: %v", err)
+	}
+	uid := lease.UID
+	if err := c.DeleteLease(ctx, "kube-system", "claim", metav1.Preconditions{UID: &uid}); err != nil {
+		t.Errorf("DeleteLease: %v", err)
+	}
+	sink := EventSink(c)
+	if _, err := sink.Create(event); err != nil {
+		t.Errorf("creating an event: %v", err)
+	}
+	if _, err := sink.Update(event); err != nil {
+		t.Errorf("updating an event: %v", err)
+	}
+	if _, err := sink.Patch(event, []byte(`{"count":2}`)); err != nil {
+		t.Errorf("patching an event: %v", err)
+	}
+	if _, err := c.GetNode(ctx, "absent"); err == nil {
+		t.Error("GetNode of an absent node: no error")
+	}
+
+	list, err := c.ListerWatcher(EndpointSlices, "", fields.Everything()).List(metav1.ListOptions{})
+	if l, ok := list.(*discoveryv1.EndpointSliceList); err != nil || !ok || len(l.Items) != 1 || l.Items[0].Name != "web-1" {
+		t.Errorf("listing EndpointSlices: %#v, %v", list, err)
+	}
+	if _, err := c.ListerWatcher(Pods, "", fields.OneTermEqualSelector("spec.nodeName", "self")).List(metav1.ListOptions{}); err != nil {
+		t.Errorf("listing this node's Pods: %v", err)
+	}
+	timeout := int64(60)
+	w, err := c.ListerWatcher(Services, "", fields.Everything()).Watch(metav1.ListOptions{ResourceVersion: "7", TimeoutSeconds: &timeout})
+	if err != nil {
+		t.Fatalf("watching Services: %v", err)
+	}
+	ev := <-w.ResultChan()
+	w.Stop()
+	if got, ok := ev.Object.(*corev1.Service); ev.Type != watch.Added || !ok || got.Name != "web" {
+		t.Errorf("watch event: %v %#v", ev.Type, ev.Object)
+	}
+
+	for _, r := range s.requests {
+		method, rest, _ := strings.Cut(r, " ")
+		_, contentType, _ := strings.Cut(rest, " ")
+		want := ""
+		switch method {
+		case http.MethodPost, http.MethodPut, http.MethodDelete:
+			want = runtime.ContentTypeProtobuf
+		case http.MethodPatch:
+			want = "application/merge-patch+json"
+			if strings.Contains(rest, "/events/") {
+				want = "application/strategic-merge-patch+json"
+			}
+		}
+		if contentType != want {
+			t.Errorf("%s: Content-Type %q, want %q", r, contentType, want)
+		}
+	}
+}

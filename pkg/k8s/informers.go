@@ -1,0 +1,109 @@
+package k8s
+
+import (
+	"context"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Informers makes the agent's shared informers on first use and starts those made so far, as
+// client-go's informer factory does, for the few resources the agent watches. Every informer
+// trims objects with TrimForCache before they enter its cache and keeps no index: the agent reads
+// Nodes, Pods and the ConfigMap by name or all at once, Services by key, and EndpointSlices through
+// the service reconciler's own index; with 10,000 Services a namespace index only costs memory.
+type Informers struct {
+	api      API
+	nodeName string
+
+	mu           sync.Mutex
+	informers    map[informerKey]cache.SharedIndexInformer
+	started      map[informerKey]bool
+	shuttingDown bool
+	running      sync.WaitGroup
+}
+
+// informerKey is what an informer lists: one per key.
+type informerKey struct {
+	resource                 Resource
+	namespace, fieldSelector string
+}
+
+// NewInformers returns the informers of the agent of the node nodeName; call Start after
+// registering handlers, and Shutdown once their context is done.
+func NewInformers(api API, nodeName string) *Informers {
+	return &Informers{
+		api: api, nodeName: nodeName,
+		informers: map[informerKey]cache.SharedIndexInformer{}, started: map[informerKey]bool{},
+	}
+}
+
+// Nodes is the informer of every Node.
+func (i *Informers) Nodes() cache.SharedIndexInformer {
+	return i.informer(Nodes, "", fields.Everything(), &corev1.Node{})
+}
+
+// Pods is the informer of the Pods bound to this node: a large cluster does not stream every Pod to
+// every node.
+func (i *Informers) Pods() cache.SharedIndexInformer {
+	return i.informer(Pods, "", fields.OneTermEqualSelector("spec.nodeName", i.nodeName), &corev1.Pod{})
+}
+
+// Services is the informer of every Service, cached as the compact Service of this package.
+func (i *Informers) Services() cache.SharedIndexInformer {
+	return i.informer(Services, "", fields.Everything(), &corev1.Service{})
+}
+
+// EndpointSlices is the informer of every EndpointSlice, cached as the compact EndpointSlice of
+// this package.
+func (i *Informers) EndpointSlices() cache.SharedIndexInformer {
+	return i.informer(EndpointSlices, "", fields.Everything(), &discoveryv1.EndpointSlice{})
+}
+
+// ConfigMap is the informer of the one ConfigMap namespace/name: the agent's RBAC grants exactly
+// that one.
+func (i *Informers) ConfigMap(namespace, name string) cache.SharedIndexInformer {
+	return i.informer(ConfigMaps, namespace, fields.OneTermEqualSelector("metadata.name", name), &corev1.ConfigMap{})
+}
+
+func (i *Informers) informer(resource Resource, namespace string, fieldSelector fields.Selector, obj runtime.Object) cache.SharedIndexInformer {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	key := informerKey{resource: resource, namespace: namespace, fieldSelector: fieldSelector.String()}
+	if informer, ok := i.informers[key]; ok {
+		return informer
+	}
+	informer := cache.NewSharedIndexInformerWithOptions(i.api.ListerWatcher(resource, namespace, fieldSelector), obj,
+		cache.SharedIndexInformerOptions{})
+	// It fails only once the informer runs.
+	_ = informer.SetTransform(TrimForCache)
+	i.informers[key] = informer
+	return informer
+}
+
+// Start starts every informer made since the last Start; they run until ctx is done.
+func (i *Informers) Start(ctx context.Context) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.shuttingDown {
+		return
+	}
+	for key, informer := range i.informers {
+		if !i.started[key] {
+			i.running.Go(func() { informer.RunWithContext(ctx) })
+			i.started[key] = true
+		}
+	}
+}
+
+// Shutdown waits for the informers to stop (their context is done) and starts no more.
+func (i *Informers) Shutdown() {
+	i.mu.Lock()
+	i.shuttingDown = true
+	i.mu.Unlock()
+	i.running.Wait()
+}
