@@ -35,7 +35,7 @@ type portName struct {
 // first, as kube-proxy: the others are the same pod's). Conditions as the API defines them: ready
 // unset is ready, serving unset follows ready, terminating unset is not terminating.
 func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
-	var out []parsedSlice
+	out := make([]parsedSlice, 0, len(in))
 	for _, s := range in {
 		if s == nil || s.AddressType != discoveryv1.AddressTypeIPv4 {
 			continue
@@ -43,7 +43,7 @@ func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
 		if _, headless := s.Labels[HeadlessLabel]; headless {
 			continue
 		}
-		p := parsedSlice{ports: map[portName]uint16{}}
+		p := parsedSlice{ports: make(map[portName]uint16, len(s.Ports)), endpoints: make([]endpoint, 0, len(s.Endpoints))}
 		for _, port := range s.Ports {
 			if port.Port == nil || *port.Port < 1 || *port.Port > 65535 {
 				continue
@@ -128,8 +128,20 @@ func (m *model) backends(p corev1.ServicePort, proto lb.Proto) (cluster, local [
 // that slice's port number (a named targetPort can differ between slices); duplicates (an
 // endpoint in two slices while it moves) count once, the readier one.
 func (m *model) candidates(port portName) []candidate {
-	byBackend := map[Backend]int{}
-	var out []candidate
+	n := 0
+	for _, s := range m.slices {
+		if _, ok := s.ports[port]; ok {
+			n += len(s.endpoints)
+		}
+	}
+	out := make([]candidate, 0, n)
+	// Duplicates are looked up in a map only where a linear search would cost more: the model runs
+	// for every Service at start-up, most with a handful of endpoints (docs/benchmarks.md, cold
+	// start).
+	var byBackend map[Backend]int
+	if n > smallSet {
+		byBackend = make(map[Backend]int, n)
+	}
 	for _, s := range m.slices {
 		target, ok := s.ports[port]
 		if !ok {
@@ -137,18 +149,29 @@ func (m *model) candidates(port portName) []candidate {
 		}
 		for _, e := range s.endpoints {
 			c := candidate{Backend{IP: e.ip, Port: target}, e}
-			if i, dup := byBackend[c.Backend]; dup {
+			i, dup := -1, false
+			if byBackend != nil {
+				i, dup = byBackend[c.Backend]
+			} else if i = slices.IndexFunc(out, func(o candidate) bool { return o.Backend == c.Backend }); i >= 0 {
+				dup = true
+			}
+			if dup {
 				if rank(c.endpoint) > rank(out[i].endpoint) {
 					out[i] = c
 				}
 				continue
 			}
-			byBackend[c.Backend] = len(out)
+			if byBackend != nil {
+				byBackend[c.Backend] = len(out)
+			}
 			out = append(out, c)
 		}
 	}
 	return out
 }
+
+// smallSet is the number of candidates up to which duplicates are found by a linear search.
+const smallSet = 32
 
 func rank(e endpoint) int {
 	switch {
@@ -202,8 +225,22 @@ func (m *model) preferred(ready []candidate, isLocal func(candidate) bool) []can
 	return ready
 }
 
+// filter is the candidates keep keeps: cands itself when it keeps them all (callers never
+// modify a filtered slice), else a new slice of exactly those.
 func filter(cands []candidate, keep func(candidate) bool) []candidate {
-	var out []candidate
+	n := 0
+	for _, c := range cands {
+		if keep(c) {
+			n++
+		}
+	}
+	if n == len(cands) {
+		return cands
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]candidate, 0, n)
 	for _, c := range cands {
 		if keep(c) {
 			out = append(out, c)

@@ -716,3 +716,33 @@ func TestFrontendsThousandsOfEndpoints(t *testing.T) {
 		t.Errorf("warnings %v", res.Warnings)
 	}
 }
+
+// TestFrontendsDuplicateEndpoints: an endpoint in two slices (while it moves between them) is one
+// backend, as ready as its readiest copy, whether the port has few candidates (found by a linear
+// search) or many (a map).
+func TestFrontendsDuplicateEndpoints(t *testing.T) {
+	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: lb.ProtoTCP}
+	for _, n := range []int{3, smallSet + 5} {
+		var eps []discoveryv1.Endpoint
+		for i := range n {
+			eps = append(eps, ep(fmt.Sprintf("10.244.9.%d", i+1), "n2", ""))
+		}
+		// The first copies are not ready (and not serving), the second and third ready: every
+		// endpoint counts once, as ready. One more endpoint is only in the first slice, not ready:
+		// left out.
+		notReady := make([]discoveryv1.Endpoint, 0, n+1)
+		for _, e := range eps {
+			notReady = append(notReady, conditions(e, false, false, false))
+		}
+		notReady = append(notReady, conditions(ep("10.244.9.250", "n2", ""), false, false, false))
+		res, err := Frontends(Input{Service: clusterIPService(), Cluster: NewCluster("self", testNodes(), domain.DefaultPoolLabel),
+			Slices: []*discoveryv1.EndpointSlice{slice(httpPort, notReady...), slice(httpPort, eps...), slice(httpPort, eps...)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := res.Frontends[vip].Backends
+		if len(got) != n || slices.ContainsFunc(got, func(b Backend) bool { return b.IP == netip.MustParseAddr("10.244.9.250") }) {
+			t.Errorf("%d endpoints twice: backends %v, want each of the %d ready ones once", n, got, n)
+		}
+	}
+}
