@@ -584,46 +584,57 @@ func (r *ServiceReconciler) syncAll(ctx context.Context) {
 }
 
 // loadPinned reads the maps as the previous agent left them: every frontend becomes adoptable
-// (owner ""), with the backends of its set in slot order.
+// (owner ""), with the backends of its set in slot order. The backend slots are visited once and
+// placed into their frontends' sets (walkBackends), not listed into a map first.
 func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	frontends, err := r.cfg.Frontends.List()
 	if err != nil {
 		logger.Error(err, "Listing pinned service frontends; they will be rewritten")
 	}
-	backends, backendsErr := r.cfg.Backends.List()
-	if backendsErr != nil {
-		logger.Error(backendsErr, "Listing pinned service backends; their frontends will be rewritten")
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// New sets take ids above every pinned one, frontends' or not (slots a crash left behind).
-	for slot := range backends {
-		r.nextID = max(r.nextID, slot.ID+1)
-	}
-	r.leftoversListed = backendsErr == nil
-	sets := make(map[uint32]uint16, len(frontends))
-	for _, e := range frontends {
-		sets[e.ID] = max(sets[e.ID], e.Count)
-	}
-	for slot := range backends {
-		if count, ok := sets[slot.ID]; !ok || slot.Slot >= uint32(count) {
-			r.leftovers = append(r.leftovers, slot)
-		}
-	}
+	bySet := make(map[uint32][]*programmed, len(frontends)) // a set is one frontend's, unless a crash left it shared
+	filled := make(map[*programmed]int, len(frontends))
 	for k, e := range frontends {
-		p := &programmed{entry: e}
-		for slot := range uint32(e.Count) {
-			b, ok := backends[BackendSlot{e.ID, slot}]
-			if !ok {
-				p.lost = true // a slot is missing: never adopt this set as it is
-				break
-			}
-			p.backends = append(p.backends, packBackend(b))
-		}
+		p := &programmed{entry: e, backends: make([]slotBackend, e.Count)}
 		r.programmed[k] = p
+		bySet[e.ID] = append(bySet[e.ID], p)
 		r.ids[e.ID] = true
 		r.nextID = max(r.nextID, e.ID+1)
+	}
+	var leftovers []BackendSlot
+	backendsErr := walkBackends(r.cfg.Backends, func(slot BackendSlot, b service.Backend) {
+		// New sets take ids above every pinned one, frontends' or not (slots a crash left behind).
+		r.nextID = max(r.nextID, slot.ID+1)
+		var count uint16
+		for _, p := range bySet[slot.ID] {
+			count = max(count, p.entry.Count)
+			if slot.Slot < uint32(p.entry.Count) && b.IP.Is4() {
+				p.backends[slot.Slot] = packBackend(b)
+				filled[p]++
+			}
+		}
+		if slot.Slot >= uint32(count) {
+			leftovers = append(leftovers, slot)
+		}
+	})
+	if backendsErr != nil {
+		logger.Error(backendsErr, "Listing pinned service backends; their frontends will be rewritten")
+		filled, leftovers = nil, nil
+	}
+	r.leftovers, r.leftoversListed = leftovers, backendsErr == nil
+	for _, ps := range bySet {
+		for _, p := range ps {
+			if filled[p] != int(p.entry.Count) {
+				// A slot is missing: never adopt this set as it is. What it held up to the
+				// first gap is what the set is known to hold.
+				p.lost = true
+				if i := slices.Index(p.backends, slotBackend{}); i >= 0 {
+					p.backends = p.backends[:i]
+				}
+			}
+		}
 	}
 	if len(frontends) > 0 {
 		logger.Info("Found pinned service frontends from a previous agent", "frontends", len(frontends))

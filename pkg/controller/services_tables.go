@@ -56,6 +56,25 @@ type BackendSetWriter interface {
 	UpsertSet(id uint32, backends []service.Backend) error
 }
 
+// BackendWalker is a BackendTable that also visits its slots one at a time (pkg/agent's: batch
+// reads), so that a restart adopts 100,000 pinned slots without first listing them into a map
+// of as many entries. Tables without it are listed.
+type BackendWalker interface {
+	Walk(fn func(BackendSlot, service.Backend)) error
+}
+
+// walkBackends visits every slot of t.
+func walkBackends(t BackendTable, fn func(BackendSlot, service.Backend)) error {
+	if w, ok := t.(BackendWalker); ok {
+		return w.Walk(fn)
+	}
+	all, err := t.List()
+	for slot, b := range all {
+		fn(slot, b)
+	}
+	return err
+}
+
 // AffinityTable is lb_affinity_map (the programs create its entries).
 type AffinityTable interface {
 	Upsert(AffinityKey, Affinity) error

@@ -518,7 +518,32 @@ func TestServicesInvalidAnnotation(t *testing.T) {
 // (same set, no write), a wrong one is rewritten under an id no previous set uses, and what no
 // Service wants goes: stale frontends, slots of unused sets, affinity entries of unused sets.
 func TestServicesStartupAdoptsPinned(t *testing.T) {
+	for _, walk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("walk=%v", walk), func(t *testing.T) { testStartupAdoptsPinned(t, walk) })
+	}
+}
+
+// walkingTable is a backend table visited slot by slot (BackendWalker), as pkg/agent's is.
+type walkingTable struct {
+	BackendTable
+	walks *int
+}
+
+func (w walkingTable) Walk(fn func(BackendSlot, service.Backend)) error {
+	*w.walks++
+	all, err := w.List()
+	for slot, b := range all {
+		fn(slot, b)
+	}
+	return err
+}
+
+func testStartupAdoptsPinned(t *testing.T, walk bool) {
 	f := newSvcFixture(t, webService(), threeEndpoints())
+	walks := 0
+	if walk {
+		f.r.cfg.Backends = walkingTable{f.r.cfg.Backends, &walks}
+	}
 	ip := netip.MustParseAddr
 	cipKey := service.FrontendKey{VIP: ip("10.96.0.10"), Port: 80, Proto: lb.ProtoTCP, Scope: lb.ScopeInternal}
 	npKey := service.FrontendKey{VIP: service.NodePortVIP, Port: 30080, Proto: lb.ProtoTCP, Scope: lb.ScopeExternal}
@@ -561,6 +586,9 @@ func TestServicesStartupAdoptsPinned(t *testing.T) {
 	case <-f.r.Ready():
 		t.Error("Ready before Run")
 	default:
+	}
+	if walk && walks != 1 {
+		t.Errorf("the pinned slots were walked %d times, want once", walks)
 	}
 }
 
