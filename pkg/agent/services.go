@@ -314,7 +314,7 @@ func (x serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
 	return names.WriteServices(x.runDir, out)
 }
 
-// steadyGCPercent is the agent's GOGC once its start-up pass is done, unless GOGC is set: the
+// steadyGCPercent is the agent's GOGC once its start-up pass is done (settleGC): the
 // heap is then mostly the informers' caches and the reconcilers' state, which change slowly, so
 // collecting at half the default growth costs little CPU and keeps the agent's memory closer to
 // its live heap (with 10,000 Services ~20 MB live: docs/benchmarks.md, cold start). The start-up
@@ -322,11 +322,14 @@ func (x serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
 // often there made a first start take 2.4 s instead of 1.6.
 const steadyGCPercent = 50
 
-// settleGC, once the start-up pass is over, lowers GOGC to steadyGCPercent (unless GOGC is set)
-// and returns the pass's garbage to the system.
+// settleGC, once the start-up pass is over, lowers GOGC to steadyGCPercent and returns the
+// pass's garbage to the system, unless the environment sets GOGC or GOMEMLIMIT: then the
+// operator's choice stands as Go applies it.
 func settleGC() {
-	if _, set := os.LookupEnv("GOGC"); set {
-		return
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		if _, set := os.LookupEnv(v); set {
+			return
+		}
 	}
 	debug.SetGCPercent(steadyGCPercent)
 	debug.FreeOSMemory()

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"net"
+	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -96,5 +98,29 @@ func checkServiceRoute(t *testing.T, device string) {
 	}
 	if r[0].LinkIndex != l.Attrs().Index || !r[0].Src.Equal(net.ParseIP("10.244.1.0")) {
 		t.Fatalf("10.96.0.10 routes via ifindex %d from %s; want %s from 10.244.1.0", r[0].LinkIndex, r[0].Src, device)
+	}
+}
+
+// TestSettleGC: GOGC 50 once the start-up pass is done, unless the environment chose.
+func TestSettleGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Setenv(v, "") // restored after the test
+		os.Unsetenv(v)
+	}
+	for _, env := range []string{"", "GOGC", "GOMEMLIMIT"} {
+		debug.SetGCPercent(100)
+		if env != "" {
+			t.Setenv(env, "off")
+		}
+		settleGC()
+		want := steadyGCPercent
+		if env != "" {
+			want = 100
+		}
+		if got := debug.SetGCPercent(100); got != want {
+			t.Errorf("with %q set: GOGC %d, want %d", env, got, want)
+		}
 	}
 }
