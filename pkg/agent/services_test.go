@@ -3,7 +3,6 @@ package agent
 import (
 	"net"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -101,26 +100,20 @@ func checkServiceRoute(t *testing.T, device string) {
 	}
 }
 
-// TestSettleGC: GOGC 50 once the start-up pass is done, unless the environment chose.
-func TestSettleGC(t *testing.T) {
-	prev := debug.SetGCPercent(100)
-	t.Cleanup(func() { debug.SetGCPercent(prev) })
+// TestGCPolicyOurs: the agent sets its GC pace unless the environment sets GOGC or GOMEMLIMIT.
+func TestGCPolicyOurs(t *testing.T) {
 	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
 		t.Setenv(v, "") // restored after the test
 		os.Unsetenv(v)
 	}
-	for _, env := range []string{"", "GOGC", "GOMEMLIMIT"} {
-		debug.SetGCPercent(100)
-		if env != "" {
-			t.Setenv(env, "off")
+	if !gcPolicyOurs() {
+		t.Error("neither GOGC nor GOMEMLIMIT set: the agent's policy should apply")
+	}
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Setenv(v, "off")
+		if gcPolicyOurs() {
+			t.Errorf("%s set: the agent's policy applied", v)
 		}
-		settleGC()
-		want := steadyGCPercent
-		if env != "" {
-			want = 100
-		}
-		if got := debug.SetGCPercent(100); got != want {
-			t.Errorf("with %q set: GOGC %d, want %d", env, got, want)
-		}
+		os.Unsetenv(v)
 	}
 }
