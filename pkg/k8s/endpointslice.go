@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
 // EndpointSlice is an EndpointSlice as the agent's cache holds it (TrimForCache): only what
@@ -102,28 +104,15 @@ func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
 		return s
 	}
 	for _, e := range o.Endpoints {
-		if len(e.Addresses) == 0 {
-			continue
-		}
-		ip, err := netip.ParseAddr(e.Addresses[0])
-		if err != nil || !ip.Is4() {
+		ip, ok := service.EndpointIPv4(e) // what the model would read of it
+		if !ok {
 			continue
 		}
 		if s.Endpoints == nil {
 			s.Endpoints = make([]SliceEndpoint, 0, len(o.Endpoints))
 		}
-		c := e.Conditions
-		ep := SliceEndpoint{
-			Address:     ip.As4(),
-			Ready:       c.Ready == nil || *c.Ready,
-			Terminating: c.Terminating != nil && *c.Terminating,
-			Node:        intern(e.NodeName),
-			Zone:        intern(e.Zone),
-		}
-		ep.Serving = ep.Ready
-		if c.Serving != nil {
-			ep.Serving = *c.Serving
-		}
+		ep := SliceEndpoint{Address: ip.As4(), Node: intern(e.NodeName), Zone: intern(e.Zone)}
+		ep.Ready, ep.Serving, ep.Terminating = service.Conditions(e.Conditions)
 		s.Endpoints = append(s.Endpoints, ep)
 	}
 	return s

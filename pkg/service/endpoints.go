@@ -63,22 +63,12 @@ func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
 			p.ports[portName{name, lp}] = uint16(*port.Port)
 		}
 		for _, e := range s.Endpoints {
-			if len(e.Addresses) == 0 {
+			ip, ok := EndpointIPv4(e)
+			if !ok {
 				continue
 			}
-			ip, err := netip.ParseAddr(e.Addresses[0])
-			if err != nil || !ip.Is4() {
-				continue
-			}
-			ep := endpoint{
-				ip:          ip,
-				ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
-				terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
-			}
-			ep.serving = ep.ready
-			if e.Conditions.Serving != nil {
-				ep.serving = *e.Conditions.Serving
-			}
+			ep := endpoint{ip: ip}
+			ep.ready, ep.serving, ep.terminating = Conditions(e.Conditions)
 			if e.NodeName != nil {
 				ep.node = *e.NodeName
 			}
@@ -90,6 +80,27 @@ func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
 		out = append(out, p)
 	}
 	return out
+}
+
+// EndpointIPv4 is the address of e the model uses: its first (as kube-proxy: the others are the
+// same pod's), when it is IPv4.
+func EndpointIPv4(e discoveryv1.Endpoint) (netip.Addr, bool) {
+	if len(e.Addresses) == 0 {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(e.Addresses[0])
+	return ip, err == nil && ip.Is4()
+}
+
+// Conditions are an endpoint's conditions as the API defines unset ones: ready unset is ready,
+// serving unset follows ready, terminating unset is not terminating.
+func Conditions(c discoveryv1.EndpointConditions) (ready, serving, terminating bool) {
+	ready = c.Ready == nil || *c.Ready
+	serving = ready
+	if c.Serving != nil {
+		serving = *c.Serving
+	}
+	return ready, serving, c.Terminating != nil && *c.Terminating
 }
 
 // candidate is an endpoint of one service port: its backend and its endpoint.
