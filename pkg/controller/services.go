@@ -253,9 +253,9 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	return r, nil
 }
 
-// sliceServiceKey indexes an EndpointSlice as the cache holds it (k8s.EndpointSlice, the
-// informers' transform) or whole (tests, other caches).
-func sliceServiceKey(obj any) ([]string, error) {
+// sliceServiceKey is the key ("namespace/name") of an EndpointSlice's Service, "" for none, as
+// the cache holds the slice (k8s.EndpointSlice, the informers' transform) or whole (tests).
+func sliceServiceKey(obj any) string {
 	var ns, name string
 	switch s := obj.(type) {
 	case *k8s.EndpointSlice:
@@ -264,9 +264,9 @@ func sliceServiceKey(obj any) ([]string, error) {
 		ns, name = s.Namespace, s.Labels[discoveryv1.LabelServiceName]
 	}
 	if name == "" {
-		return nil, nil
+		return ""
 	}
-	return []string{ns + "/" + name}, nil
+	return ns + "/" + name
 }
 
 func (r *ServiceReconciler) enqueueService(obj any) {
@@ -334,8 +334,7 @@ func sliceKeys(obj any) (svc, key string) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj, key = t.Obj, t.Key
 	}
-	keys, _ := sliceServiceKey(obj)
-	if len(keys) == 0 {
+	if svc = sliceServiceKey(obj); svc == "" {
 		return "", ""
 	}
 	if key == "" {
@@ -344,7 +343,7 @@ func sliceKeys(obj any) (svc, key string) {
 			return "", ""
 		}
 	}
-	return keys[0], key
+	return svc, key
 }
 
 // sliceIndex is the EndpointSlices of each Service, "namespace/service name" (label

@@ -762,11 +762,11 @@ func TestServicesSliceIndex(t *testing.T) {
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
-	if keys, _ := sliceServiceKey(threeEndpoints()); !slices.Equal(keys, []string{serviceKey}) {
+	if keys := sliceServiceKey(threeEndpoints()); keys != serviceKey {
 		t.Errorf("index %v", keys)
 	}
 	compact, _ := k8s.TrimForCache(threeEndpoints())
-	if keys, _ := sliceServiceKey(compact); !slices.Equal(keys, []string{serviceKey}) {
+	if keys := sliceServiceKey(compact); keys != serviceKey {
 		t.Errorf("index of the cached slice %v", keys)
 	}
 	f.r.sliceChanged(cache.DeletedFinalStateUnknown{Key: "x", Obj: compact}, nil)
