@@ -8,7 +8,9 @@
  * so for VXLAN destinations pod_egress does what that path would do with a packet (or a GSO
  * packet's segments) longer than cfg->mtu, the overlay's MTU:
  *   DF set  -> dropped as DROP_PKT_TOO_BIG and answered with ICMP "fragmentation needed", MTU
- *              cfg->mtu, from cfg->node_ip (lib/icmp.h), so the pod's PMTU discovery converges
+ *              cfg->mtu, from cfg->node_ip (lib/icmp.h), so the pod's PMTU discovery converges;
+ *              not answered when it is itself an ICMP error or a later fragment (icmp_may_answer,
+ *              RFC 1122 3.2.2, as Linux's icmp_send)
  *   no DF   -> TC_ACT_OK: the host forwards it along `clusterCIDR dev edgeplane.1` (MTU = pod MTU),
  *              fragmenting it (software-segmenting GSO first), and overlay_egress puts each
  *              fragment in the tunnel; the outer packets fit the underlay.
@@ -311,7 +313,7 @@ int pod_egress(struct __sk_buff *skb)
 	if (!cfg)
 		return tc_exit(skb, DIR_POD_EGRESS, -DROP_NOT_READY);
 	ret = pod_egress_handle(skb, cfg, &v);
-	if (ret == -DROP_PKT_TOO_BIG && v.frag_mtu)
+	if (ret == -DROP_PKT_TOO_BIG && v.frag_mtu && pod_may_answer(skb))
 		return tc_exit_frag_needed(skb, DIR_POD_EGRESS, cfg->node_ip, v.frag_mtu);
 	if (ret == -DROP_DOMAIN_UNREACHABLE && v.unreach)
 		return tc_exit_host_unreach(skb, DIR_POD_EGRESS, cfg->node_ip);
