@@ -131,7 +131,8 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
  * a remote one with the source translated to the overlay address (node_lb_to_remote), except for
  * externalTrafficPolicy Local, whose backends are all local and never get a translated source.
  * Returns 0 when the packet is no service's (untouched), a verdict, or -reason: NODEPORT_CLOSED
- * (the TC fallback of node_xdp's drop), NO_SERVICE_BACKEND. The caller's header pointers are
+ * (the TC fallback of node_xdp's drop), NO_SERVICE_BACKEND, INVALID for a TCP/UDP header cut short
+ * (by the frame or by the IPv4 total length). The caller's header pointers are
  * gone. Kept out of line (a BPF subprogram): inlined, clang reused a modified ctx pointer for the
  * entry program's packet accesses, which the verifier rejects. */
 static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
@@ -148,6 +149,11 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
 		return ret < 0 ? ret : 0;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return 0;
+	/* A header that ends past the datagram is truncated, whatever padding follows (node_xdp
+	 * leaves these frames here). */
+	if (!skb->gso_size &&
+	    !ipv4_holds_l4(ip, ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr)))
+		return -DROP_INVALID;
 	/* Frontends are never pod addresses (nor the overlay address, unreachable from outside). */
 	if (in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
 		return 0;

@@ -91,7 +91,8 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 }
 
 /* Host traffic to a service frontend. Returns 1 when translated, 0 when it is no service's, or
- * -reason; for NO_SERVICE_BACKEND *unreach_vip is the frontend's address, to answer from. */
+ * -reason (INVALID: a truncated TCP/UDP header, to any destination); for NO_SERVICE_BACKEND
+ * *unreach_vip is the frontend's address, to answer from. */
 static __always_inline int overlay_lb(struct __sk_buff *skb, const struct node_cfg *cfg,
 				      const struct iphdr *ip, __be32 *unreach_vip)
 {
@@ -100,11 +101,13 @@ static __always_inline int overlay_lb(struct __sk_buff *skb, const struct node_c
 	__be32 vip;
 	int ret;
 
-	if (in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
-		return 0;
+	/* Parsed for every destination, pods' too: a truncated TCP/UDP header is dropped as INVALID
+	 * here as on every other path, not tunnelled (host traffic includes what the node forwards). */
 	ret = lb_parse(skb, ip, &t);
 	if (ret)
 		return ret < 0 ? ret : 0;
+	if (in_cidr(t.daddr, cfg->cluster_cidr, cfg->cluster_mask))
+		return 0;
 	svc = lb_svc_lookup(t.daddr, t.dport, t.proto, LB_SCOPE_INTERNAL);
 	if (!svc)
 		return 0;

@@ -5,8 +5,12 @@
  *   which frontend, kube-proxy's way) is dropped before the kernel builds an skb for it, counted
  *   as DROP_NODEPORT_CLOSED under DIR_NODE_XDP and reported to `edgeplanectl monitor`.
  *   Everything else passes untouched, to be counted by node_ingress: VXLAN, ARP, IPv6, fragments
- *   without ports, truncated or malformed headers (node_ingress drops those as INVALID), the
- *   agent's own traffic, replies to masqueraded pod connections.
+ *   without ports, the agent's own traffic, replies to masqueraded pod connections, and malformed
+ *   frames whatever their ports: an IPv4 total length shorter than the header or longer than the
+ *   frame, a TCP or UDP header (SCTP: its first 8 bytes) cut short by the frame or by that total
+ *   length (what follows it is padding). node_ingress drops the TCP and UDP ones as INVALID
+ *   (parse_ipv4, node_lb) whether or not a closed frontend has their port, so a malformed frame
+ *   is counted once, as malformed; SCTP it leaves to the kernel, malformed or not.
  * Passes everything while the agent has not configured the node: this is the node's only NIC. */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -51,6 +55,7 @@ static __always_inline int node_xdp_handle(struct xdp_md *ctx, struct iphdr **ip
 	struct node_cfg *cfg;
 	struct lb_svc *svc;
 	struct iphdr *ip;
+	__u32 tot;
 
 	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
@@ -61,6 +66,13 @@ static __always_inline int node_xdp_handle(struct xdp_md *ctx, struct iphdr **ip
 		return XDP_PASS;
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return XDP_PASS; /* a later fragment: no ports */
+	/* Malformed: node_ingress's to count (INVALID), by the tests of its parse_ipv4 and node_lb:
+	 * the total length within the frame and no shorter than the header, a whole TCP or UDP
+	 * header (SCTP: 8 bytes, as lb_parse reads) within the datagram. */
+	tot = bpf_ntohs(ip->tot_len);
+	if (tot < ip->ihl * 4 || (void *)ip + tot > end ||
+	    !ipv4_holds_l4(ip, ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr)))
+		return XDP_PASS;
 	ports = (void *)ip + ip->ihl * 4;
 	if ((void *)(ports + 1) > end)
 		return XDP_PASS;

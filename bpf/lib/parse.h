@@ -99,6 +99,15 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct ethhdr **eth
 	return L3_IPV4;
 }
 
+/* Whether the IPv4 datagram ip holds an L4 header of len bytes after its own header. A header read
+ * from the frame past the datagram's total length is Ethernet padding: the kernel trims it
+ * (ip_rcv_core) and then finds the header truncated. Callers skip GSO packets, whose total
+ * length may be an aggregate's or 0 (BIG TCP). */
+static __always_inline int ipv4_holds_l4(const struct iphdr *ip, __u32 len)
+{
+	return ip->ihl * 4 + len <= bpf_ntohs(ip->tot_len);
+}
+
 /* The L4 header at off (from the start of the packet), len bytes, made linear and bounds-checked.
  * Returns NULL when the packet is too short. */
 static __always_inline void *pkt_header(struct __sk_buff *skb, __u32 off, __u32 len)
