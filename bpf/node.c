@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The underlay NIC.
- * node_ingress (tc ingress): VXLAN (UDP 8472) is checked early (our VNI, a known node of a
+ * node_ingress (tc ingress): VXLAN (UDP 8472) to the node IP is checked early (the outer IPv4
+ *   and UDP headers as the kernel's receive path would, lib/vxlan.h; our VNI, a known node of a
  *   reachable network domain as outer source) and, when it carries IPv4 to a local pod,
  *   decapsulated here and peer-redirected; the rest of VXLAN goes on to the kernel's collect_md
- *   device. Other traffic gets masquerade undone
+ *   device. VXLAN to a multicast or broadcast address is dropped, to any other address left to
+ *   the kernel (node_vxlan_for_node). Other traffic gets masquerade undone
  *   and, when it is for a local pod, a peer redirect. Other tunnels (Raven, UDP 4472) pass.
  *   What is delivered to a local pod gets the services' reverse translation first when it is a
  *   backend's reply (lib/lb_xlate.h).
@@ -222,7 +224,22 @@ static __noinline int node_lb_reply(struct __sk_buff *skb, const struct node_cfg
 	return node_lb_to_client(cfg);
 }
 
-/* A VXLAN frame to port 8472 (outer IPv4 already validated, not a fragment). */
+/* Whether the inner IPv4 packet at VXLAN_INNER_IP_OFF lies within the outer datagram of the
+ * frame (lib/vxlan.h has checked that the outer lengths agree and reach the inner Ethernet header):
+ * its header and, by its own total length, all of it. What follows the outer datagram in the
+ * frame is padding, not the inner packet's. GRO aggregates carry aggregate lengths: not checked. */
+static __always_inline int node_vxlan_inner_fits(const struct __sk_buff *skb, const struct iphdr *outer,
+						 const struct iphdr *inner)
+{
+	__u32 room;
+
+	if (skb->gso_size)
+		return 1;
+	room = bpf_ntohs(outer->tot_len) - ENCAP_OVERHEAD;
+	return room >= sizeof(struct iphdr) && bpf_ntohs(inner->tot_len) <= room;
+}
+
+/* A VXLAN frame to port 8472 of the node IP (outer IPv4 parsed, not a fragment). */
 static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struct node_cfg *cfg)
 {
 	struct ethhdr *eth, *inner_eth;
@@ -240,6 +257,11 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 		return -DROP_INVALID;
 	if (outer->ihl != 5)
 		return TC_ACT_OK; /* outer options: rare enough to leave to the kernel device */
+	ret = vxlan_outer_check(skb);
+	if (ret < 0)
+		return ret;
+	/* again: the checks' helpers invalidated the pointers */
+	outer = pkt_data(skb) + VXLAN_OUTER_IP_OFF;
 	vx = pkt_data(skb) + VXLAN_HDR_OFF;
 	if ((void *)(vx + 1) > pkt_end(skb))
 		return -DROP_INVALID;
@@ -262,10 +284,11 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 		return TC_ACT_OK;
 	if (pkt_pull(skb, VXLAN_INNER_IP_OFF + sizeof(struct iphdr)) < 0)
 		return -DROP_INVALID;
+	outer = pkt_data(skb) + VXLAN_OUTER_IP_OFF;
 	inner = pkt_data(skb) + VXLAN_INNER_IP_OFF;
 	if ((void *)(inner + 1) > pkt_end(skb))
 		return -DROP_INVALID;
-	if (inner->version != 4 || inner->ihl < 5)
+	if (inner->version != 4 || inner->ihl < 5 || !node_vxlan_inner_fits(skb, outer, inner))
 		return -DROP_INVALID;
 
 	ep = endpoint_lookup(inner->daddr);
@@ -346,12 +369,32 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	return -DROP_DOMAIN_UNREACHABLE;
 }
 
+/* Whether VXLAN to daddr is this node's to decapsulate: 0 for the node IP (where peers
+ * send it), -VXLAN_NOT_UNICAST for multicast and broadcast, which no peer sends, 1 for any other
+ * address: not decapsulated here but left to the kernel, which forwards it when the node routes
+ * for others (the packet is another host's) or, when the address is another of the node's own
+ * (a tunnel endpoint such as public-ip-overwrite bound to the NIC), gives it to its VXLAN device,
+ * whose overlay_ingress checks the source and VNI from the tunnel metadata. Dropping those would
+ * cut such nodes off. A subnet broadcast is one of those "other" addresses (telling it apart
+ * would take a FIB lookup per frame): the kernel device decides on it as on any. */
+static __always_inline int node_vxlan_for_node(__be32 daddr, const struct node_cfg *cfg)
+{
+	__u32 first = bpf_ntohl(daddr) >> 24;
+
+	if (daddr == cfg->node_ip)
+		return 0;
+	if ((first & 0xf0) == 0xe0 || daddr == 0xffffffff)
+		return -DROP_VXLAN_NOT_UNICAST;
+	return 1;
+}
+
 static __always_inline int node_ingress_handle(struct __sk_buff *skb, const struct node_cfg *cfg,
 					       __u32 *dir, __u8 *unreach)
 {
 	struct udphdr *udp;
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	__be32 daddr;
 	int ret;
 
 	if (!cfg)
@@ -360,12 +403,16 @@ static __always_inline int node_ingress_handle(struct __sk_buff *skb, const stru
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
 	if (ip->protocol == IPPROTO_UDP && !ipv4_is_fragment(ip)) {
+		daddr = ip->daddr;
 		udp = pkt_header(skb, ETH_HLEN + ip->ihl * 4, sizeof(*udp));
 		if (!udp)
 			return -DROP_INVALID;
 		if (udp->dest == bpf_htons(VXLAN_PORT)) {
+			ret = node_vxlan_for_node(daddr, cfg);
+			if (ret > 0)
+				return TC_ACT_OK;
 			*dir = DIR_OVERLAY_IN;
-			return node_vxlan_ingress(skb, cfg);
+			return ret < 0 ? ret : node_vxlan_ingress(skb, cfg);
 		}
 	}
 	return node_plain_ingress(skb, cfg, unreach);

@@ -24,6 +24,8 @@ enum drop_reason {
 	REASON_ICMP_SENT = 16,          /* not a drop: an ICMP error sent back to the sender of a packet
 					 * that is counted under its own drop reason */
 	DROP_NO_SERVICE_BACKEND = 17,   /* a service frontend without a backend this node may use */
+	DROP_VXLAN_NOT_UNICAST = 18,    /* VXLAN to a multicast or broadcast outer destination */
+	DROP_BAD_CHECKSUM = 19,         /* VXLAN whose outer IPv4 header or non-zero UDP checksum is wrong */
 	DROP_REASON_MAX,                /* keep last */
 };
 

@@ -184,6 +184,138 @@ static __always_inline int vxlan_set_tunnel(struct __sk_buff *skb, const struct 
 	return 0;
 }
 
+/* ---- Receiving: what the kernel checks before its VXLAN device sees a frame ----
+ *
+ * node_ingress decapsulates VXLAN to local pods itself, ahead of the kernel's receive path, so it
+ * makes that path's checks of the outer packet first (ip_rcv_core, __udp4_lib_rcv, vxlan_rcv):
+ *   destination  multicast or broadcast: no peer sends that (Flannel and edgeplane send unicast
+ *                to the node) -> VXLAN_NOT_UNICAST. Another unicast address is not decapsulated
+ *                here at all (node.c: the kernel forwards it, or its device takes it)
+ *   IPv4 header  its checksum (20 bytes: the header has no options here) -> BAD_CHECKSUM; the total
+ *                length reaches the inner Ethernet header -> else INVALID. What follows the
+ *                datagram in the frame is Ethernet padding, which the kernel trims and which is
+ *                never read as part of the packet here
+ *   UDP length   equal to the IPv4 payload -> else INVALID (the kernel trims to a shorter one; no
+ *                VXLAN sender makes one, and an inner packet read past it would be the padding's)
+ *   UDP checksum 0 is allowed over IPv4 (and what Flannel, edgeplane and Linux send). A non-zero one
+ *                is verified -> BAD_CHECKSUM, unless the skb says it already was: CHECKSUM_UNNECESSARY
+ *                (bpf_csum_level(BPF_CSUM_LEVEL_QUERY) >= 0) means the NIC verified the first L4
+ *                checksum of the packet, the outer UDP's, or GRO did (udp4_gro_receive validates
+ *                the checksum of every frame to a UDP tunnel port, edgeplane.1's included, and
+ *                marks it so), which is what the kernel's UDP receive trusts too. Only frames
+ *                neither verified are summed here, by bpf_skb_load_bytes + bpf_csum_diff in
+ *                256-byte pieces. (CHECKSUM_COMPLETE could be used through bpf_csum_update, but
+ *                its sum also covers Ethernet padding; CHECKSUM_PARTIAL, a sender on the same host
+ *                through a veth or virtio whose bytes are not final yet, is invisible to BPF and
+ *                would fail the software sum: no such sender turns outer checksums on.)
+ *   VXLAN header the I flag and our VNI (node.c: VNI_MISMATCH); reserved bits set -> INVALID, as
+ *                vxlan_rcv drops "unprocessed flags" (the device has neither GBP nor GPE)
+ * GRO aggregates (gso_size set) skip the length and checksum checks: GRO built them from frames
+ * whose IPv4 header checksum (inet_gro_receive) and UDP checksum it verified and rewrote their
+ * lengths (inet_gro_complete, udp_gro_complete). Outer IPv4 options and fragments are left to the
+ * kernel device whole (node.c). */
+
+#define VXLAN_CSUM_PIECE 256
+/* Pieces for the largest UDP datagram in an IPv4 packet. */
+#define VXLAN_CSUM_PIECES ((0xffff - sizeof(struct iphdr) + VXLAN_CSUM_PIECE - 1) / VXLAN_CSUM_PIECE)
+
+/* The IPv4 pseudo header as the UDP checksum covers it. */
+struct vxlan_pseudo_hdr {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+static __always_inline int vxlan_ip_csum_ok(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(struct iphdr) / 2); i++)
+		sum += w[i];
+	return csum_fold32(sum) == 0;
+}
+
+/* Whether the UDP datagram of ulen bytes at VXLAN_UDP_OFF sums with its pseudo header to the
+ * checksum it carries. Kept out of line (a BPF subprogram): only frames with a checksum that
+ * nothing verified call it, and its loop is verified once for node.c's one call. */
+static __noinline int vxlan_udp_csum_ok(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __u32 ulen)
+{
+	struct vxlan_pseudo_hdr ph = {
+		.saddr = saddr,
+		.daddr = daddr,
+		.proto = IPPROTO_UDP,
+		.len = bpf_htons(ulen),
+	};
+	__u8 piece[VXLAN_CSUM_PIECE];
+	__u32 off = 0, n;
+	__s64 sum;
+
+	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+	for (int i = 0; i < (int)VXLAN_CSUM_PIECES; i++) {
+		if (sum < 0)
+			return 0;
+		n = ulen - off; /* off <= ulen: it only grows by whole pieces that fit */
+		if (n == 0)
+			break;
+		if (n < VXLAN_CSUM_PIECE) {
+			/* the last piece, zero-padded: the zeros add nothing, and an odd last
+			 * byte is summed as UDP says (padded with a zero byte). n is 1..255;
+			 * written so that the verifier sees it too. */
+			barrier_var(n);
+			n = ((n - 1) & (VXLAN_CSUM_PIECE - 1)) + 1;
+			__builtin_memset(piece, 0, sizeof(piece));
+			if (bpf_skb_load_bytes(skb, VXLAN_UDP_OFF + off, piece, n) < 0)
+				return 0;
+			sum = bpf_csum_diff(0, 0, (__be32 *)piece, VXLAN_CSUM_PIECE, (__u32)sum);
+			break;
+		}
+		if (bpf_skb_load_bytes(skb, VXLAN_UDP_OFF + off, piece, VXLAN_CSUM_PIECE) < 0)
+			return 0;
+		sum = bpf_csum_diff(0, 0, (__be32 *)piece, VXLAN_CSUM_PIECE, (__u32)sum);
+		off += VXLAN_CSUM_PIECE;
+	}
+	return sum >= 0 && csum_fold32((__u32)sum) == 0;
+}
+
+/* The outer checks above for a VXLAN frame to the node IP with an option-less outer IPv4 header
+ * (parse_ipv4 has checked its total length against the frame). Returns 0 or -reason. */
+static __always_inline int vxlan_outer_check(struct __sk_buff *skb)
+{
+	struct iphdr *ip;
+	struct udphdr *udp;
+	struct vxlanhdr *vx;
+	__be32 saddr, daddr, reserved;
+	__u32 tot, ulen;
+
+	if (pkt_pull(skb, VXLAN_INNER_ETH_OFF) < 0)
+		return -DROP_INVALID;
+	ip = pkt_data(skb) + VXLAN_OUTER_IP_OFF;
+	udp = pkt_data(skb) + VXLAN_UDP_OFF;
+	vx = pkt_data(skb) + VXLAN_HDR_OFF;
+	if ((void *)(vx + 1) > pkt_end(skb))
+		return -DROP_INVALID;
+	reserved = (vx->flags & ~VXLAN_FLAG_VNI) | (vx->vni & bpf_htonl(0xff));
+	if (!skb->gso_size) {
+		if (!vxlan_ip_csum_ok(ip))
+			return -DROP_BAD_CHECKSUM;
+		tot = bpf_ntohs(ip->tot_len);
+		ulen = bpf_ntohs(udp->len);
+		if (tot < ENCAP_OVERHEAD || ulen != tot - sizeof(struct iphdr))
+			return -DROP_INVALID;
+		if (udp->check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0) {
+			saddr = ip->saddr;
+			daddr = ip->daddr;
+			if (!vxlan_udp_csum_ok(skb, saddr, daddr, ulen))
+				return -DROP_BAD_CHECKSUM;
+		}
+	}
+	return reserved ? -DROP_INVALID : 0;
+}
+
 /* Strips outer IPv4/UDP/VXLAN/inner Ethernet, keeping the outer Ethernet header in front of the
  * inner IPv4 packet. The caller checked the frame (option-less outer IPv4, VNI, source).
  *

@@ -28,6 +28,8 @@ const (
 	DropNATFailed                             // a kernel helper failed while masquerading or reversing it
 	ReasonICMPSent                            // not a drop: an ICMP error sent back to the sender of a dropped packet
 	DropNoServiceBackend                      // a service frontend without a backend this node may use
+	DropVXLANNotUnicast                       // VXLAN to a multicast or broadcast outer destination
+	DropBadChecksum                           // VXLAN whose outer IPv4 header or non-zero UDP checksum is wrong
 
 	// DropReasonMax is one past the last reason (DROP_REASON_MAX).
 	DropReasonMax
@@ -53,6 +55,8 @@ var dropReasonNames = [DropReasonMax]string{
 	DropNATFailed:           "NAT_FAILED",
 	ReasonICMPSent:          "ICMP_SENT",
 	DropNoServiceBackend:    "NO_SERVICE_BACKEND",
+	DropVXLANNotUnicast:     "VXLAN_NOT_UNICAST",
+	DropBadChecksum:         "BAD_CHECKSUM",
 }
 
 // String returns the C name without its DROP_ prefix ("DOMAIN_UNREACHABLE"), or UNKNOWN_<n> for

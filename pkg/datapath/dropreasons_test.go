@@ -55,7 +55,7 @@ func TestDropReasonString(t *testing.T) {
 		DropDomainUnreachable: "DOMAIN_UNREACHABLE",
 		DropNATFailed:         "NAT_FAILED",
 		DropNoServiceBackend:  "NO_SERVICE_BACKEND",
-		DropReasonMax:         "UNKNOWN_18",
+		DropReasonMax:         "UNKNOWN_20",
 		200:                   "UNKNOWN_200",
 	} {
 		if got := r.String(); got != want {

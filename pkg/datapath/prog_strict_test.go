@@ -7,6 +7,7 @@ package datapath
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"testing"
 )
@@ -49,6 +50,175 @@ func TestPodEgressNoFragNeededAboutICMPErrorsOrLaterFragments(t *testing.T) {
 				t.Errorf("PKT_TOO_BIG %d, ICMP_SENT %d; want 1, %d", d, s, sent)
 			}
 		})
+	}
+}
+
+// ---- item 4: the outer packet of VXLAN received on the NIC ----
+
+// vxlanOuter describes a VXLAN frame from the remote node with the outer fields a test bends.
+type vxlanOuter struct {
+	dst        netip.Addr // outer destination; zero: the node IP
+	udpCsum    bool       // a real outer UDP checksum instead of 0
+	badUDPCsum bool       // a wrong non-zero outer UDP checksum
+	badIPCsum  bool       // a wrong outer IPv4 header checksum
+	udpLen     int        // the UDP length field; 0: the datagram's
+	totLen     int        // the IPv4 total length; 0: the datagram's
+	trailer    []byte     // bytes after the IPv4 datagram (Ethernet padding)
+	vx         []byte     // the VXLAN header; nil: our VNI with the I flag
+}
+
+func (o vxlanOuter) frame(inner []byte) []byte {
+	dst := o.dst
+	if !dst.IsValid() {
+		dst = nodeIP
+	}
+	vx := o.vx
+	if vx == nil {
+		vx = vxlanHdr(0x08000000, vni)
+	}
+	udp := udpSeg(remoteNodeIP, dst, 54321, vxlanPort, append(bytes.Clone(vx), inner...), o.udpCsum || o.badUDPCsum)
+	if o.badUDPCsum {
+		c := binary.BigEndian.Uint16(udp[6:]) ^ 0x0101
+		binary.BigEndian.PutUint16(udp[6:], c)
+	}
+	if o.udpLen != 0 {
+		binary.BigEndian.PutUint16(udp[4:], uint16(o.udpLen))
+	}
+	ip := ipHdr{src: remoteNodeIP, dst: dst, proto: protoUDP, totLen: o.totLen}.build(udp)
+	if o.badIPCsum {
+		ip[10] ^= 0x10
+	}
+	return append(ethFrame(underlayMAC, remoteNextHop, ethPIPv4, ip), o.trailer...)
+}
+
+// innerUDP is the remote pod's UDP packet to dst with n bytes of payload, in the peer's inner frame.
+func innerUDP(dst netip.Addr, n int) []byte {
+	l4 := udpSeg(remotePod, dst, 1234, 5678, bytes.Repeat([]byte{0x5a}, n), true)
+	return ethFrame(vtepMAC, remoteVtepMAC, ethPIPv4, ipHdr{src: remotePod, dst: dst, proto: protoUDP}.build(l4))
+}
+
+// checkDelivered verifies that out is inner, decapsulated into pod A's frame (followed by any
+// trailing bytes the outer frame had).
+func checkDelivered(t *testing.T, out, inner []byte) {
+	t.Helper()
+	want := ethFrame(podAMAC, podAHostMAC, ethPIPv4, inner[14:])
+	if len(out) < len(want) || !bytes.Equal(out[:len(want)], want) {
+		t.Fatalf("decapsulated frame\n got % x\nwant % x", out[:min(len(out), len(want))], want)
+	}
+}
+
+func TestNodeIngressVXLANOuterChecks(t *testing.T) {
+	coll := newCollection(t, loadNode)
+	fillCluster(t, coll)
+	prog := coll.Programs["node_ingress"]
+
+	toPod := innerUDP(podA, 100)
+	full := len(vxlanOuter{}.frame(toPod)) - 14 // the outer datagram's IPv4 length
+
+	// The inner IPv4 header lies beyond the outer datagram, in what only the Ethernet frame
+	// carries: the outer lengths say the datagram ends after the VXLAN header (or inside the
+	// inner Ethernet header), the rest of the frame is padding.
+	shortTot := func(n int) []byte {
+		return vxlanOuter{totLen: 20 + n, udpLen: n}.frame(toPod)
+	}
+	// The outer datagram ends inside the inner packet, whose own length reaches into the padding.
+	innerBeyond := vxlanOuter{totLen: full - 40, udpLen: full - 40 - 20}.frame(toPod)
+	reservedVNI := vxlanHdr(0x08000000, vni)
+	reservedVNI[7] = 0x01
+
+	tests := []struct {
+		name   string
+		pkt    []byte
+		want   uint32
+		dir    int
+		reason DropReason
+	}{
+		{"outer destination multicast", vxlanOuter{dst: netip.MustParseAddr("239.1.1.1")}.frame(toPod), tcActShot, dirOverlayIn, DropVXLANNotUnicast},
+		{"outer destination limited broadcast", vxlanOuter{dst: netip.MustParseAddr("255.255.255.255")}.frame(toPod), tcActShot, dirOverlayIn, DropVXLANNotUnicast},
+		{"outer IPv4 header checksum wrong", vxlanOuter{badIPCsum: true}.frame(toPod), tcActShot, dirOverlayIn, DropBadChecksum},
+		{"outer UDP checksum wrong", vxlanOuter{badUDPCsum: true}.frame(toPod), tcActShot, dirOverlayIn, DropBadChecksum},
+		{"UDP length longer than the IPv4 datagram", vxlanOuter{udpLen: full - 20 + 4}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
+		{"UDP length shorter than the IPv4 datagram", vxlanOuter{udpLen: full - 20 - 4}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
+		{"IPv4 length ends after the VXLAN header", shortTot(8 + 8), tcActShot, dirOverlayIn, DropInvalid},
+		{"IPv4 length ends inside the inner Ethernet header", shortTot(8 + 8 + 6), tcActShot, dirOverlayIn, DropInvalid},
+		{"IPv4 length ends inside the inner IPv4 header", shortTot(8 + 8 + 14 + 10), tcActShot, dirOverlayIn, DropInvalid},
+		{"IPv4 length ends inside the inner packet", innerBeyond, tcActShot, dirOverlayIn, DropInvalid},
+		{"VXLAN reserved flag bits set", vxlanOuter{vx: vxlanHdr(0x08000001, vni)}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
+		{"VXLAN reserved VNI bits set", vxlanOuter{vx: reservedVNI}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := metric(t, coll, tt.dir, tt.reason)
+			fwd := metric(t, coll, dirOverlayIn, ReasonForwarded)
+			got, _ := run(t, prog, tt.pkt, nil)
+			if got != tt.want {
+				t.Fatalf("verdict %d, want %d", got, tt.want)
+			}
+			if after := metric(t, coll, tt.dir, tt.reason); after != before+1 {
+				t.Errorf("counter dir %d %v: %d -> %d, want +1", tt.dir, tt.reason, before, after)
+			}
+			if n := metric(t, coll, dirOverlayIn, ReasonForwarded); n != fwd {
+				t.Errorf("overlay-in FORWARDED %d -> %d: a bad frame was delivered", fwd, n)
+			}
+		})
+	}
+}
+
+// What the kernel accepts is still decapsulated on the NIC: outer UDP checksums (verified in
+// software here: test_run's skb has no checksum state), odd lengths, datagrams longer than one
+// bpf_csum_diff call sums, and Ethernet padding after the datagram (judged by the IPv4 length).
+func TestNodeIngressVXLANOuterAccepted(t *testing.T) {
+	coll := newCollection(t, loadNode)
+	fillCluster(t, coll)
+	prog := coll.Programs["node_ingress"]
+
+	tests := []struct {
+		name  string
+		outer vxlanOuter
+		inner []byte
+	}{
+		{"no UDP checksum", vxlanOuter{}, innerUDP(podA, 100)},
+		{"UDP checksum", vxlanOuter{udpCsum: true}, innerUDP(podA, 100)},
+		{"UDP checksum, odd length", vxlanOuter{udpCsum: true}, innerUDP(podA, 7)},
+		{"UDP checksum, length not a multiple of 4", vxlanOuter{udpCsum: true}, innerUDP(podA, 2)},
+		{"UDP checksum, 511-byte datagram", vxlanOuter{udpCsum: true}, innerUDP(podA, 511-8-8-14-20-8)},
+		{"UDP checksum, 512-byte datagram", vxlanOuter{udpCsum: true}, innerUDP(podA, 512-8-8-14-20-8)},
+		{"UDP checksum, 513-byte datagram", vxlanOuter{udpCsum: true}, innerUDP(podA, 513-8-8-14-20-8)},
+		{"UDP checksum, full pod MTU", vxlanOuter{udpCsum: true}, innerUDP(podA, podMTU-28)},
+		{"Ethernet padding after the datagram", vxlanOuter{trailer: make([]byte, 12)}, innerUDP(podA, 0)},
+		{"trailing bytes after a checksummed datagram", vxlanOuter{udpCsum: true, trailer: []byte{1, 2, 3, 4, 5}}, innerUDP(podA, 33)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := metric(t, coll, dirOverlayIn, ReasonForwarded)
+			got, out := run(t, prog, tt.outer.frame(tt.inner), nil)
+			if got != tcActRedirect {
+				t.Fatalf("verdict %d, want TC_ACT_REDIRECT (decapsulated to pod A)", got)
+			}
+			checkDelivered(t, out, tt.inner)
+			if n := metric(t, coll, dirOverlayIn, ReasonForwarded); n != before+1 {
+				t.Errorf("overlay-in FORWARDED %d -> %d, want +1", before, n)
+			}
+		})
+	}
+}
+
+// VXLAN to another unicast address is not this node's to decapsulate: it goes to the kernel
+// untouched, which forwards it (this node routes for others) or, when the address is another of
+// its own, hands it to its VXLAN device, whose overlay_ingress checks the tunnel metadata.
+func TestNodeIngressVXLANToAnotherAddressNotDecapsulated(t *testing.T) {
+	coll := newCollection(t, loadNode)
+	fillCluster(t, coll)
+	in := vxlanOuter{dst: netip.MustParseAddr("192.168.1.77")}.frame(innerUDP(podA, 100))
+	got, out := run(t, coll.Programs["node_ingress"], in, nil)
+	if got != tcActOK || !bytes.Equal(out, in) {
+		t.Fatalf("verdict %d (want TC_ACT_OK), packet changed %v", got, !bytes.Equal(out, in))
+	}
+	if n := metric(t, coll, dirOverlayIn, ReasonForwarded); n != 0 {
+		t.Errorf("overlay-in FORWARDED %d, want 0 (not ours)", n)
+	}
+	if n := metric(t, coll, dirNodeIn, ReasonForwarded); n != 1 {
+		t.Errorf("node-in FORWARDED %d, want 1", n)
 	}
 }
 
