@@ -322,4 +322,22 @@ int pod_egress(struct __sk_buff *skb)
 	return tc_exit(skb, DIR_POD_EGRESS, ret);
 }
 
+/* pod_ingress: TC egress of a pod's host-side veth, i.e. what the host stack sends into the pod
+ * (Cilium's cil_to_container on lxc egress). The datapath's own deliveries do not pass here:
+ * pod_egress, overlay_ingress and node_ingress hand packets to the pod's eth0 with
+ * bpf_redirect_peer, which skips this hook; only overlay_egress's redirect of the node's own
+ * connections to a local pod comes through (nothing to undo: they are client packets). What the
+ * host routes here along `podIP/32 dev <host veth>` is its own traffic to the pod (kubelet probes,
+ * host daemons) and the answers of host-network backends on this node: pod_egress translated the
+ * pod's packet frontend -> one of this node's addresses and gave it to the host stack, whose
+ * answer comes back from that address. A live REV entry turns its source back into the frontend
+ * (lb_xlate_rev, as on every other delivery path), and an ICMP error about such a connection (port
+ * unreachable from a UDP host backend) gets its quote and source translated, so the pod's socket
+ * matches both. Everything else pays the one failed lookup. */
+SEC("tc")
+int pod_ingress(struct __sk_buff *skb)
+{
+	return tc_exit(skb, DIR_POD_INGRESS, lb_rev_deliver(skb));
+}
+
 char __license[] SEC("license") = "Dual BSD/GPL";

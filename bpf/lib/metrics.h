@@ -15,6 +15,7 @@ enum metric_dir {
 	DIR_NODE_IN = 3,       /* other traffic arriving on the underlay NIC */
 	DIR_NODE_OUT = 4,      /* traffic leaving the underlay NIC (masquerade) */
 	DIR_NODE_XDP = 5,      /* xdp.c on the underlay NIC: its drops only (what it passes, node_ingress counts) */
+	DIR_POD_INGRESS = 6,   /* pod.c: what the host stack sends into pods (host veth egress) */
 	DIR_MAX,
 };
 

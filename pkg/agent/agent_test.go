@@ -189,7 +189,7 @@ func checkMetrics(t *testing.T, base string) {
 		`edgeplane_programs_attached{attach_point="pod"} 0`,
 		`edgeplane_map_entries{map="routes_map"} 2`,
 		`edgeplane_map_entries{map="nodes_map"} 1`,
-		`edgeplane_map_capacity{map="metrics_map"} 384`,
+		`edgeplane_map_capacity{map="metrics_map"} 448`,
 		`edgeplane_api_watch_synced{resource="nodes"} 1`,
 		`edgeplane_api_watch_synced{resource="pods"} 1`,
 		`edgeplane_api_watch_synced{resource="services"} 1`,

@@ -14,7 +14,7 @@ import (
 
 // statInfo is one non-zero counter of metrics_map, summed over CPUs (JSON schema in docs/cli.md).
 type statInfo struct {
-	Direction  string `json:"direction"`  // pod-egress, overlay-in, overlay-out, node-in, node-out, node-xdp
+	Direction  string `json:"direction"`  // pod-egress, overlay-in, overlay-out, node-in, node-out, node-xdp, pod-ingress
 	Reason     string `json:"reason"`     // FORWARDED, ICMP_SENT or a drop reason (pkg/datapath)
 	ReasonCode uint32 `json:"reasonCode"` // the number in bpf/lib/drop_reasons.h
 	Drop       bool   `json:"drop"`       // false for FORWARDED and ICMP_SENT

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -13,11 +14,12 @@ import (
 
 // Link pins under <root>/links.
 const (
-	linkUnderlayIngress = "underlay-ingress"
-	linkUnderlayEgress  = "underlay-egress"
-	linkOverlayIngress  = "overlay-ingress"
-	linkOverlayEgress   = "overlay-egress"
-	podLinkPrefix       = "pod-"
+	linkUnderlayIngress  = "underlay-ingress"
+	linkUnderlayEgress   = "underlay-egress"
+	linkOverlayIngress   = "overlay-ingress"
+	linkOverlayEgress    = "overlay-egress"
+	podLinkPrefix        = "pod-"   // pod_egress on a host veth's TC ingress
+	podIngressLinkPrefix = "podin-" // pod_ingress on its TC egress
 )
 
 // direction is a TC hook: tcx attach type and, for the netlink fallback, the clsact parent.
@@ -54,8 +56,9 @@ func (d *Datapath) AttachOverlayDevice(ifindex int) error {
 	return nil
 }
 
-// UpdatePodLinks moves every pod attachment to this Datapath's pod program, in place. Pins whose
-// interface has disappeared are removed.
+// UpdatePodLinks moves every pod attachment to this Datapath's pod programs, in place, and
+// attaches pod_ingress where it is missing (pods created under an agent that predates it, or by a
+// plugin that found no pin). Pins whose interface has disappeared are removed.
 func (d *Datapath) UpdatePodLinks() error {
 	names, err := PodLinks(d.root)
 	if err != nil {
@@ -63,44 +66,63 @@ func (d *Datapath) UpdatePodLinks() error {
 	}
 	var errs []error
 	for _, hostIfName := range names {
-		if err := updatePodLink(podLinkPin(d.root, hostIfName), hostIfName, d.programs[progPodEgress]); err != nil {
+		ifindex, err := updatePodLink(podLinkPin(d.root, hostIfName), hostIfName, d.programs[progPodEgress])
+		if err != nil {
 			errs = append(errs, fmt.Errorf("updating pod link of %s: %w", hostIfName, err))
+			continue
+		}
+		if ifindex == 0 { // the pod is gone (or going): its egress attachment goes too
+			errs = append(errs, detachPodLink(podIngressLinkPin(d.root, hostIfName), hostIfName, egress))
+			continue
+		}
+		if err := ensureAttached(podIngressLinkPin(d.root, hostIfName), d.programs[progPodIngress], ifindex, egress); err != nil {
+			errs = append(errs, fmt.Errorf("attaching pod_ingress to %s: %w", hostIfName, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func updatePodLink(pin, hostIfName string, prog *ebpf.Program) error {
+// updatePodLink updates the pod_egress attachment pinned at pin to prog and returns the host veth's
+// ifindex, 0 when the attachment or the veth is gone (its pin then removed).
+func updatePodLink(pin, hostIfName string, prog *ebpf.Program) (int, error) {
 	l, err := link.LoadPinnedLink(pin, nil)
 	if err != nil {
 		if isProgramPin(pin) {
 			ifindex, err := ifindexByName(hostIfName)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			if ifindex == 0 {
-				return os.Remove(pin)
+				return 0, os.Remove(pin)
 			}
-			return attachNetlinkTC(pin, prog, ifindex, ingress)
+			return ifindex, attachNetlinkTC(pin, prog, ifindex, ingress)
 		}
 		if errors.Is(err, os.ErrNotExist) {
-			return nil // deleted concurrently (CNI DEL)
+			return 0, nil // deleted concurrently (CNI DEL)
 		}
-		return fmt.Errorf("opening %s: %w", pin, err)
+		return 0, fmt.Errorf("opening %s: %w", pin, err)
 	}
 	defer l.Close()
-	if ifindex, _, ok := tcxTarget(l); ok && ifindex == 0 {
-		return l.Unpin() // the veth is gone; the kernel detached the link already
+	ifindex, _, ok := tcxTarget(l)
+	if ok && ifindex == 0 {
+		return 0, l.Unpin() // the veth is gone; the kernel detached the link already
 	}
 	if err := l.Update(prog); err != nil {
-		return fmt.Errorf("updating %s: %w", pin, err)
+		return 0, fmt.Errorf("updating %s: %w", pin, err)
 	}
-	return nil
+	if !ok {
+		return 0, fmt.Errorf("%s is not a tcx link", pin)
+	}
+	return ifindex, nil
 }
 
-// AttachPod attaches the pinned pod program to the TC ingress of a pod's host-side veth and pins
-// the link at <root>/links/pod-<hostIfName>. Calling it again converges: same interface -> update
-// to the currently pinned program; another interface (the name was reused) -> replace.
+// AttachPod attaches the pinned pod programs to a pod's host-side veth: pod_egress to its TC
+// ingress (what the pod sends), pinned at <root>/links/pod-<hostIfName>, and pod_ingress to its TC
+// egress (what the host stack sends into the pod), pinned at <root>/links/podin-<hostIfName>.
+// Calling it again converges: same interface -> update to the currently pinned programs; another
+// interface (the name was reused) -> replace. Without a pinned pod_ingress (an agent older than
+// this plugin) only pod_egress is attached; the agent adds the other when it starts
+// (UpdatePodLinks).
 func AttachPod(root, hostIfName string, hostIfindex int) error {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(root, PodProgram), nil)
 	if err != nil {
@@ -110,19 +132,35 @@ func AttachPod(root, hostIfName string, hostIfindex int) error {
 	if err := ensureAttached(podLinkPin(root, hostIfName), prog, hostIfindex, ingress); err != nil {
 		return fmt.Errorf("attaching pod program to %s: %w", hostIfName, err)
 	}
+	in, err := ebpf.LoadPinnedProgram(filepath.Join(root, PodIngressProgram), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening the pod_ingress program: %w", err)
+	}
+	defer in.Close()
+	if err := ensureAttached(podIngressLinkPin(root, hostIfName), in, hostIfindex, egress); err != nil {
+		return fmt.Errorf("attaching pod_ingress to %s: %w", hostIfName, err)
+	}
 	return nil
 }
 
-// DetachPod removes a pod's attachment. A missing pin or interface is not an error.
+// DetachPod removes a pod's attachments. A missing pin or interface is not an error.
 func DetachPod(root, hostIfName string) error {
-	pin := podLinkPin(root, hostIfName)
+	return errors.Join(
+		detachPodLink(podIngressLinkPin(root, hostIfName), hostIfName, egress),
+		detachPodLink(podLinkPin(root, hostIfName), hostIfName, ingress))
+}
+
+func detachPodLink(pin, hostIfName string, dir direction) error {
 	l, err := link.LoadPinnedLink(pin, nil)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		if isProgramPin(pin) {
-			return detachNetlinkTC(pin, hostIfName, ingress)
+			return detachNetlinkTC(pin, hostIfName, dir)
 		}
 		return fmt.Errorf("opening %s: %w", pin, err)
 	}
@@ -133,13 +171,23 @@ func DetachPod(root, hostIfName string) error {
 	return nil
 }
 
-// CheckPod verifies that the pod program is attached to hostIfindex under its pin.
+// CheckPod verifies that the pod programs are attached to hostIfindex under their pins
+// (pod_ingress only where the agent pinned it).
 func CheckPod(root, hostIfName string, hostIfindex int) error {
-	pin := podLinkPin(root, hostIfName)
+	if err := checkPodLink(podLinkPin(root, hostIfName), hostIfindex, ingress); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(root, PodIngressProgram)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return checkPodLink(podIngressLinkPin(root, hostIfName), hostIfindex, egress)
+}
+
+func checkPodLink(pin string, hostIfindex int, dir direction) error {
 	l, err := link.LoadPinnedLink(pin, nil)
 	if err != nil {
 		if isProgramPin(pin) {
-			return checkNetlinkTC(hostIfindex, ingress)
+			return checkNetlinkTC(hostIfindex, dir)
 		}
 		return fmt.Errorf("opening %s: %w", pin, err)
 	}
@@ -148,13 +196,14 @@ func CheckPod(root, hostIfName string, hostIfindex int) error {
 	switch {
 	case !ok:
 		return fmt.Errorf("%s is not a tcx link", pin)
-	case ifindex != hostIfindex || typ != ingress.tcx:
-		return fmt.Errorf("%s is attached to ifindex %d (%v), want %d (%v)", pin, ifindex, typ, hostIfindex, ingress.tcx)
+	case ifindex != hostIfindex || typ != dir.tcx:
+		return fmt.Errorf("%s is attached to ifindex %d (%v), want %d (%v)", pin, ifindex, typ, hostIfindex, dir.tcx)
 	}
 	return nil
 }
 
-// PodLinks lists the host veth names that have a pod attachment pinned under root.
+// PodLinks lists the host veth names that have a pod attachment (either program) pinned under
+// root, sorted.
 func PodLinks(root string) ([]string, error) {
 	entries, err := os.ReadDir(filepath.Join(root, linksDir))
 	if err != nil {
@@ -165,15 +214,22 @@ func PodLinks(root string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if name, ok := strings.CutPrefix(e.Name(), podLinkPrefix); ok {
-			names = append(names, name)
+		for _, prefix := range []string{podLinkPrefix, podIngressLinkPrefix} {
+			if name, ok := strings.CutPrefix(e.Name(), prefix); ok && !slices.Contains(names, name) {
+				names = append(names, name)
+			}
 		}
 	}
+	slices.Sort(names)
 	return names, nil
 }
 
 func podLinkPin(root, hostIfName string) string {
 	return filepath.Join(root, linksDir, podLinkPrefix+hostIfName)
+}
+
+func podIngressLinkPin(root, hostIfName string) string {
+	return filepath.Join(root, linksDir, podIngressLinkPrefix+hostIfName)
 }
 
 func (d *Datapath) linkPin(name string) string { return filepath.Join(d.root, linksDir, name) }

@@ -6,8 +6,9 @@
 // instance of each map. A pin that already exists is adopted, which keeps endpoints, routes and
 // counters across agent restarts and upgrades; a pin whose type, key or value size, capacity or
 // flags no longer match the object is replaced (atomically: new pin beside, rename over) and
-// logged. The programs are then loaded against those maps. The pod program is pinned at
-// <root>/progs/pod_egress for the CNI plugin, which attaches it to each pod's host veth.
+// logged. The programs are then loaded against those maps. The pod programs are pinned at
+// <root>/progs/pod_egress and <root>/progs/pod_ingress for the CNI plugin, which attaches them to
+// each pod's host veth (TC ingress and egress).
 //
 // Attachments are tcx links pinned under <root>/links: pinned, they survive the process that made
 // them, and an upgrade Updates them to the new program in place, which loses no packet. Where the
@@ -44,13 +45,18 @@ const (
 	progsDir = "progs"
 	linksDir = "links"
 
-	// PodProgram is the pod program's pin, relative to the root; AttachPod attaches it.
+	// PodProgram is the pod program's pin, relative to the root; AttachPod attaches it to the
+	// host veth's TC ingress (what the pod sends).
 	PodProgram = progsDir + "/pod_egress"
+	// PodIngressProgram is the pin of the program AttachPod puts on the host veth's TC egress
+	// (what the host stack sends into the pod: bpf/pod.c, pod_ingress).
+	PodIngressProgram = progsDir + "/pod_ingress"
 )
 
 // Program names in the objects (bpf/*.c entry points).
 const (
 	progPodEgress      = "pod_egress"
+	progPodIngress     = "pod_ingress"
 	progOverlayIngress = "overlay_ingress"
 	progOverlayEgress  = "overlay_egress"
 	progNodeIngress    = "node_ingress"
@@ -188,12 +194,15 @@ func Load(root string) (_ *Datapath, err error) {
 		}
 	}
 
-	for _, name := range []string{progPodEgress, progOverlayIngress, progOverlayEgress, progNodeIngress, progNodeEgress, progNodeXDP} {
+	for _, name := range []string{progPodEgress, progPodIngress, progOverlayIngress, progOverlayEgress, progNodeIngress, progNodeEgress, progNodeXDP} {
 		if d.programs[name] == nil {
 			return nil, fmt.Errorf("objects define no program %s", name)
 		}
 	}
 	if err := pinProgram(d.programs[progPodEgress], filepath.Join(root, PodProgram)); err != nil {
+		return nil, err
+	}
+	if err := pinProgram(d.programs[progPodIngress], filepath.Join(root, PodIngressProgram)); err != nil {
 		return nil, err
 	}
 	return d, nil

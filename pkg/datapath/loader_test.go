@@ -129,8 +129,10 @@ func TestLoadAttachReload(t *testing.T) {
 			t.Errorf("map %s not pinned: %v", name, err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(root, PodProgram)); err != nil {
-		t.Fatalf("pod program not pinned: %v", err)
+	for _, pin := range []string{PodProgram, PodIngressProgram} {
+		if _, err := os.Stat(filepath.Join(root, pin)); err != nil {
+			t.Fatalf("pod program not pinned: %v", err)
+		}
 	}
 
 	key := maps.IPv4{10, 244, 1, 5}
@@ -153,7 +155,7 @@ func TestLoadAttachReload(t *testing.T) {
 		t.Fatalf("attach: %+v", err)
 	}
 	for pin, want := range map[string]int{
-		linkUnderlayIngress: a0, linkUnderlayEgress: a0, linkOverlayIngress: b0, linkOverlayEgress: b0, "pod-b1": b1,
+		linkUnderlayIngress: a0, linkUnderlayEgress: a0, linkOverlayIngress: b0, linkOverlayEgress: b0, "pod-b1": b1, "podin-b1": b1,
 	} {
 		if got, _, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, pin)); got != want {
 			t.Errorf("%s attached to ifindex %d, want %d", pin, got, want)
@@ -165,6 +167,10 @@ func TestLoadAttachReload(t *testing.T) {
 	}
 	if err := netns.Do(func(ns.NetNS) error { return CheckPod(root, "b1", b0) }); err == nil {
 		t.Errorf("CheckPod with the wrong ifindex succeeded")
+	}
+	// A pod wired by an agent that predates pod_ingress has only the ingress attachment.
+	if err := detachPodLink(podIngressLinkPin(root, "b1"), "b1", egress); err != nil {
+		t.Fatal(err)
 	}
 	d.Close()
 
@@ -192,6 +198,13 @@ func TestLoadAttachReload(t *testing.T) {
 	}
 	if _, prog, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, "pod-b1")); prog != programID(t, d2.Program(progPodEgress)) {
 		t.Errorf("pod link not updated to the new program")
+	}
+	// ... and attaches pod_ingress to the host veth's egress where it was missing.
+	if got, prog, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, "podin-b1")); got != b1 || prog != programID(t, d2.Program(progPodIngress)) {
+		t.Errorf("pod_ingress link on ifindex %d running program %d, want %d running %d", got, prog, b1, programID(t, d2.Program(progPodIngress)))
+	}
+	if err := netns.Do(func(ns.NetNS) error { return CheckPod(root, "b1", b1) }); err != nil {
+		t.Errorf("CheckPod after the upgrade: %v", err)
 	}
 
 	// Moving the underlay to another interface replaces the link.
@@ -257,6 +270,9 @@ func TestNetlinkTCFallback(t *testing.T) {
 		if err := attachNetlinkTC(podLinkPin(root, "a1"), d.Program(progPodEgress), a1, ingress); err != nil {
 			return err
 		}
+		if err := attachNetlinkTC(podIngressLinkPin(root, "a1"), d.Program(progPodIngress), a1, egress); err != nil {
+			return err
+		}
 		if err := CheckPod(root, "a1", a1); err != nil {
 			return err
 		}
@@ -273,12 +289,17 @@ func TestNetlinkTCFallback(t *testing.T) {
 		if err := checkNetlinkTC(a1, ingress); err == nil {
 			return errors.New("filter still attached after DetachPod")
 		}
+		if err := checkNetlinkTC(a1, egress); err == nil {
+			return errors.New("egress filter still attached after DetachPod")
+		}
 		return nil
 	})
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
-	if _, err := os.Stat(podLinkPin(root, "a1")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("fallback pin left: %v", err)
+	for _, pin := range []string{podLinkPin(root, "a1"), podIngressLinkPin(root, "a1")} {
+		if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("fallback pin left: %v", err)
+		}
 	}
 }

@@ -31,8 +31,8 @@ func Cleanup(root string) error {
 	}
 	for _, e := range entries {
 		pin := filepath.Join(root, linksDir, e.Name())
-		if name, ok := strings.CutPrefix(e.Name(), podLinkPrefix); ok && isProgramPin(pin) {
-			if err := detachNetlinkTC(pin, name, ingress); err != nil {
+		if name, dir, ok := podPin(e.Name()); ok && isProgramPin(pin) {
+			if err := detachNetlinkTC(pin, name, dir); err != nil {
 				errs = append(errs, err)
 			}
 			continue
@@ -67,6 +67,17 @@ func Cleanup(root string) error {
 		errs = append(errs, fmt.Errorf("removing %s: %w", root, err))
 	}
 	return errors.Join(errs...)
+}
+
+// podPin tells whether a pin under <root>/links is a pod attachment: its host veth and hook.
+func podPin(pinName string) (string, direction, bool) {
+	if name, ok := strings.CutPrefix(pinName, podLinkPrefix); ok {
+		return name, ingress, true
+	}
+	if name, ok := strings.CutPrefix(pinName, podIngressLinkPrefix); ok {
+		return name, egress, true
+	}
+	return "", direction{}, false
 }
 
 // tmpPin is where a pin is staged before being renamed over path. bpffs refuses names with a dot.

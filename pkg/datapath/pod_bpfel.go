@@ -235,6 +235,7 @@ const (
 	podMapNonmasqMap    = "nonmasq_map"
 	podMapRoutesMap     = "routes_map"
 	podProgPodEgress    = "pod_egress"
+	podProgPodIngress   = "pod_ingress"
 )
 
 // loadPod returns the embedded CollectionSpec for pod.
@@ -279,7 +280,8 @@ type podSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podProgramSpecs struct {
-	PodEgress *ebpf.ProgramSpec `ebpf:"pod_egress"`
+	PodEgress  *ebpf.ProgramSpec `ebpf:"pod_egress"`
+	PodIngress *ebpf.ProgramSpec `ebpf:"pod_ingress"`
 }
 
 // podMapSpecs contains maps before they are loaded into the kernel.
@@ -379,12 +381,14 @@ type podVariables struct {
 //
 // It can be passed to loadPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podPrograms struct {
-	PodEgress *ebpf.Program `ebpf:"pod_egress"`
+	PodEgress  *ebpf.Program `ebpf:"pod_egress"`
+	PodIngress *ebpf.Program `ebpf:"pod_ingress"`
 }
 
 func (p *podPrograms) Close() error {
 	return _PodClose(
 		p.PodEgress,
+		p.PodIngress,
 	)
 }
 

@@ -25,6 +25,7 @@ var directions = map[metricsmap.Dir]string{
 	metricsmap.DirNodeIn:     "node_in",
 	metricsmap.DirNodeOut:    "node_out",
 	metricsmap.DirNodeXDP:    "node_xdp",
+	metricsmap.DirPodIngress: "pod_ingress",
 }
 
 func direction(d metricsmap.Dir) string {

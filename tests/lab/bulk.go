@@ -179,24 +179,50 @@ func (l *Lab) DeleteBulkServices(ctx context.Context) error {
 // (with their nodes, for the Local traffic policies), one slice port per Service port, at the
 // port's numeric targetPort. It replaces the slice an earlier call wrote.
 func (l *Lab) SetEndpoints(ctx context.Context, svc *corev1.Service, pods ...*Pod) error {
+	var eps []discoveryv1.Endpoint
+	for _, p := range pods {
+		eps = append(eps, discoveryv1.Endpoint{
+			Addresses:  []string{p.IP.String()},
+			NodeName:   ptr.To(p.Node.Name),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: PodNamespace, Name: p.Name, UID: p.UID},
+		})
+	}
+	return l.writeEndpointSlice(ctx, svc, eps)
+}
+
+// HostEndpoint is a host-network backend: a server in a node's netns (ServeHostnameAt) on one of
+// the node's addresses, as a hostNetwork pod's endpoint is the node's IP.
+type HostEndpoint struct {
+	Addr netip.Addr
+	Node *Node
+}
+
+// SetHostEndpoints is SetEndpoints for host-network backends: each address ready, on its node.
+func (l *Lab) SetHostEndpoints(ctx context.Context, svc *corev1.Service, hosts ...HostEndpoint) error {
+	var eps []discoveryv1.Endpoint
+	for _, h := range hosts {
+		eps = append(eps, discoveryv1.Endpoint{
+			Addresses:  []string{h.Addr.String()},
+			NodeName:   ptr.To(h.Node.Name),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+		})
+	}
+	return l.writeEndpointSlice(ctx, svc, eps)
+}
+
+func (l *Lab) writeEndpointSlice(ctx context.Context, svc *corev1.Service, eps []discoveryv1.Endpoint) error {
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-lab", Namespace: svc.Namespace, Labels: map[string]string{
 			discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "lab.edgeplane.io"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   eps,
 	}
 	for _, p := range svc.Spec.Ports {
 		if p.TargetPort.IntValue() == 0 {
 			return fmt.Errorf("service %s port %s: SetEndpoints needs a numeric targetPort", svc.Name, p.Name)
 		}
 		slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Port: ptr.To(int32(p.TargetPort.IntValue())), Protocol: ptr.To(p.Protocol)})
-	}
-	for _, p := range pods {
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{p.IP.String()},
-			NodeName:   ptr.To(p.Node.Name),
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: PodNamespace, Name: p.Name, UID: p.UID},
-		})
 	}
 	c := l.Client.DiscoveryV1().EndpointSlices(svc.Namespace)
 	if err := c.Delete(ctx, slice.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {

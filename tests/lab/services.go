@@ -248,9 +248,15 @@ func FormatEndpoints(eps []discoveryv1.Endpoint) string {
 // serve-hostname does: each TCP line and each UDP datagram gets "<pod name> <client address as
 // the pod sees it>\n". Close stops both.
 func (p *Pod) ServeHostname(port uint16) (*Server, error) {
-	addr := netip.AddrPortFrom(netip.IPv4Unspecified(), port)
-	answer := func(from net.Addr) string { return fmt.Sprintf("%s %s\n", p.Name, from) }
-	tcp, err := serveTCP(p.Netns, addr, 30*time.Second, func(c net.Conn) {
+	return ServeHostnameAt(p.Netns, p.Name, netip.AddrPortFrom(netip.IPv4Unspecified(), port))
+}
+
+// ServeHostnameAt is ServeHostname for any server in ns answering as name on addr, e.g. a
+// host-network backend in a node's netns bound to the node's address (UDP servers there bind to
+// the address they serve, as agnhost's --udp-listen-addresses does, so that answers leave from it).
+func ServeHostnameAt(ns Netns, name string, addr netip.AddrPort) (*Server, error) {
+	answer := func(from net.Addr) string { return fmt.Sprintf("%s %s\n", name, from) }
+	tcp, err := serveTCP(ns, addr, 30*time.Second, func(c net.Conn) {
 		r := bufio.NewReader(c)
 		for {
 			if _, err := r.ReadString('\n'); err != nil {
@@ -264,10 +270,10 @@ func (p *Pod) ServeHostname(port uint16) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := openIn(p.Netns, func() (net.PacketConn, error) { return net.ListenPacket("udp4", addr.String()) })
+	pc, err := openIn(ns, func() (net.PacketConn, error) { return net.ListenPacket("udp4", addr.String()) })
 	if err != nil {
 		tcp.Close()
-		return nil, fmt.Errorf("udp listen %s in pod %s: %w", addr, p.Name, err)
+		return nil, fmt.Errorf("udp listen %s in %s: %w", addr, ns, err)
 	}
 	s := &Server{Addr: tcp.Addr, closeFn: func() error { return errors.Join(pc.Close(), tcp.Close()) }}
 	s.wg.Add(1)

@@ -26,10 +26,11 @@ const (
 	DirNodeIn     Dir = 3 // other traffic arriving on the underlay NIC
 	DirNodeOut    Dir = 4 // traffic leaving the underlay NIC
 	DirNodeXDP    Dir = 5 // the underlay NIC's XDP program: its drops only
-	dirMax        Dir = 6
+	DirPodIngress Dir = 6 // pod.c: what the host stack sends into pods
+	dirMax        Dir = 7
 )
 
-var dirNames = [...]string{"pod-egress", "overlay-in", "overlay-out", "node-in", "node-out", "node-xdp"}
+var dirNames = [...]string{"pod-egress", "overlay-in", "overlay-out", "node-in", "node-out", "node-xdp", "pod-ingress"}
 
 func (d Dir) String() string {
 	if d < dirMax {
