@@ -122,7 +122,7 @@ func TestMigrateFromFlannel(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	t.Logf("Flannel cluster up: %s; VTEP MACs %v", podNames(allPods(nodes, pods)), vtep)
+	t.Logf("Flannel cluster up: %s; VTEP MACs %s", podNames(allPods(nodes, pods)), vtepNames(nodes, vtep))
 
 	for k, moving := range nodes {
 		ok := t.Run("move "+moving.Name, func(t *testing.T) {
@@ -442,4 +442,12 @@ func (p *probe) longestGap() time.Duration {
 		}
 	}
 	return longest
+}
+
+func vtepNames(nodes []*lab.Node, vtep map[*lab.Node]net.HardwareAddr) string {
+	var s []string
+	for _, n := range nodes {
+		s = append(s, n.Name+"="+vtep[n].String())
+	}
+	return strings.Join(s, " ")
 }
