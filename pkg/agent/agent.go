@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ type Agent struct {
 	underlay netdev.Underlay
 	podCIDR  netip.Prefix
 	device   netdev.Device
+	vtepMAC  net.HardwareAddr // chosen by takeOverFromFlannel: the MAC peers know
 	dp       *datapath.Datapath
 	nodeCfg  *nodecfg.Map
 	nonMasq  *nonmasq.Map
@@ -80,6 +82,9 @@ func (a *Agent) run(ctx context.Context) error {
 	inf.Start(infCtx)
 	node, err := a.register(ctx)
 	if err != nil {
+		return err
+	}
+	if err := a.takeOverFromFlannel(ctx, node); err != nil {
 		return err
 	}
 	if err := a.ensureDevice(); err != nil {
@@ -176,7 +181,7 @@ func (a *Agent) ensureDevice() error {
 	dev, err := netdev.EnsureVXLAN(netdev.VXLAN{
 		Name:    a.cfg.VXLANDevice,
 		MTU:     a.underlay.MTU - vxlanOverhead,
-		MAC:     netdev.VTEPMAC(a.cfg.NodeName),
+		MAC:     a.vtepMAC,
 		Address: a.podCIDR.Addr(),
 	})
 	if err != nil {

@@ -51,6 +51,7 @@ type Config struct {
 	Resync             time.Duration
 	ProcSys            string
 	DomainConfig       string // namespace/name of the domain ConfigMap
+	FlannelSubnetFile  string // flanneld's subnet.env, removed when the agent takes over (flannel.go)
 	Version            string // the binary's version, for build_info (set by main, not a flag)
 
 	// --uninstall and what it also removes (uninstall.go).
@@ -79,6 +80,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
 	fs.StringVar(&c.DomainConfig, "domain-config", "kube-system/edgeplane-domains", "namespace/name of the ConfigMap that groups node pools into network domains and sets their connectivity (docs/domains.md); a missing ConfigMap (or an empty flag) means every pool is its own domain and all pairs are public")
+	fs.StringVar(&c.FlannelSubnetFile, "flannel-subnet-file", "/run/flannel/subnet.env", "flanneld's subnet file, removed when it describes this node's pod CIDR (a node moving from Flannel, docs/install.md); empty: leave it")
 	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "with --uninstall: also remove "+installedConflist+" from this directory (empty: leave it)")
 	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "with --uninstall: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")

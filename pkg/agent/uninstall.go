@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,7 +92,7 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API) error {
 	}
 	if client != nil {
 		apiCtx, cancel := context.WithTimeout(ctx, uninstallAPITimeout)
-		err := removeVTEPAnnotations(apiCtx, client, cfg.NodeName)
+		err := removeVTEPAnnotations(apiCtx, client, cfg.NodeName, netdev.LinkMAC(cfg.VXLANDevice))
 		cancel()
 		if err != nil {
 			logger.Error(err, "Could not remove this node's annotations; remove them by hand",
@@ -140,8 +141,9 @@ func removeFile(ctx context.Context, path string) error {
 // removeVTEPAnnotations removes the Flannel annotations from the node when edgeplane published them.
 // Those of another VTEP (Flannel's own, after a switch back) are left. The merge patch carries the
 // resourceVersion it was decided on, so a concurrent change makes it retry rather than remove
-// annotations it did not look at.
-func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string) error {
+// annotations it did not look at. deviceMAC is the MAC of edgeplane's VXLAN device (nil when there
+// is none): a node moved from Flannel publishes the MAC it kept from flannel.1.
+func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string, deviceMAC net.HardwareAddr) error {
 	logger := klog.FromContext(ctx)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		node, err := client.GetNode(ctx, nodeName)
@@ -156,7 +158,7 @@ func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string)
 		if len(present) == 0 {
 			return nil
 		}
-		if !publishedByEdgeplane(node) {
+		if !publishedByEdgeplane(node, deviceMAC) {
 			logger.Info("This node's Flannel annotations are not edgeplane's (another VTEP MAC); leaving them",
 				"node", nodeName, "backendData", node.Annotations[k8s.BackendDataAnnotation])
 			return nil
@@ -190,9 +192,9 @@ func presentAnnotations(node *corev1.Node) []string {
 }
 
 // publishedByEdgeplane tells whether the node's backend-data names the VTEP MAC edgeplane derives
-// from the node name. Without backend-data (a half-published set) the rest is edgeplane's too:
+// from the node name, or the MAC of edgeplane's device (deviceMAC). Without backend-data (a half-published set) the rest is edgeplane's too:
 // Flannel always writes backend-data.
-func publishedByEdgeplane(node *corev1.Node) bool {
+func publishedByEdgeplane(node *corev1.Node, deviceMAC net.HardwareAddr) bool {
 	data, ok := node.Annotations[k8s.BackendDataAnnotation]
 	if !ok {
 		return true
@@ -203,5 +205,6 @@ func publishedByEdgeplane(node *corev1.Node) bool {
 	if err := json.Unmarshal([]byte(data), &bd); err != nil {
 		return false
 	}
-	return strings.EqualFold(bd.VtepMAC, netdev.VTEPMAC(node.Name).String())
+	return strings.EqualFold(bd.VtepMAC, netdev.VTEPMAC(node.Name).String()) ||
+		deviceMAC != nil && strings.EqualFold(bd.VtepMAC, deviceMAC.String())
 }

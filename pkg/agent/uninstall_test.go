@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -208,17 +209,20 @@ func TestRemoveVTEPAnnotations(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		annotations map[string]string
+		deviceMAC   net.HardwareAddr
 		want        map[string]string
 	}{
 		{"edgeplane's", with(ours, k8s.PublicIPOverwriteAnnotation, "10.0.0.1", k8s.PodCIDRAnnotation, "10.244.1.0/24"),
-			map[string]string{k8s.PublicIPOverwriteAnnotation: "10.0.0.1", k8s.PodCIDRAnnotation: "10.244.1.0/24"}},
-		{"flannel's", flannels, flannels},
-		{"partial, no backend-data", map[string]string{k8s.BackendTypeAnnotation: "vxlan", "x": "y"}, map[string]string{"x": "y"}},
-		{"none", map[string]string{"x": "y"}, map[string]string{"x": "y"}},
+			nil, map[string]string{k8s.PublicIPOverwriteAnnotation: "10.0.0.1", k8s.PodCIDRAnnotation: "10.244.1.0/24"}},
+		{"flannel's", flannels, nil, flannels},
+		// A node moved from Flannel keeps flannel.1's MAC on edgeplane's device.
+		{"flannel's MAC kept by edgeplane's device", flannels, net.HardwareAddr{0x0a, 0, 0, 0, 0, 1}, map[string]string{}},
+		{"partial, no backend-data", map[string]string{k8s.BackendTypeAnnotation: "vxlan", "x": "y"}, nil, map[string]string{"x": "y"}},
+		{"none", map[string]string{"x": "y"}, nil, map[string]string{"x": "y"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: tc.annotations}})
-			if err := removeVTEPAnnotations(t.Context(), k8stest.FromClientset(client), "n1"); err != nil {
+			if err := removeVTEPAnnotations(t.Context(), k8stest.FromClientset(client), "n1", tc.deviceMAC); err != nil {
 				t.Fatal(err)
 			}
 			n, _ := client.CoreV1().Nodes().Get(t.Context(), "n1", metav1.GetOptions{})
@@ -232,7 +236,7 @@ func TestRemoveVTEPAnnotations(t *testing.T) {
 			}
 		})
 	}
-	if err := removeVTEPAnnotations(t.Context(), k8stest.FromClientset(fake.NewClientset()), "gone"); err != nil {
+	if err := removeVTEPAnnotations(t.Context(), k8stest.FromClientset(fake.NewClientset()), "gone", nil); err != nil {
 		t.Errorf("missing Node: %v", err)
 	}
 }

@@ -206,6 +206,8 @@ func (n *Node) AgentArgs() []string {
 		"--cluster-cidr=" + ClusterCIDR.String(),
 		"--service-cidr=" + ServiceCIDR.String(),
 		"--underlay-interface=eth0",
+		// Where StartFlannel's flanneld writes it, never the host's /run/flannel.
+		"--flannel-subnet-file=" + filepath.Join(n.Dir, "flannel", "subnet.env"),
 	}, n.ExtraArgs...)
 }
 

@@ -112,7 +112,7 @@ func convergeAttrs(link netlink.Link, want VXLAN) error {
 	}
 	if a.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("setting %s up: %w", want.Name, err)
+			return portInUse(want.Name, err)
 		}
 	}
 	return nil
