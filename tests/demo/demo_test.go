@@ -7,8 +7,10 @@ package demo
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,29 +99,39 @@ func TestDemo(t *testing.T) {
 				checkMonitor(t, d, c)
 				continue
 			}
-			cmd := exec.Command("sh", "-c", c.String())
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Run(); err != nil || stderr.Len() > 0 {
-				t.Errorf("%s: %v, stderr %q", c, err, stderr.String())
+			stdout, err := paste(c)
+			if err != nil {
+				t.Error(err)
 				continue
 			}
-			if strings.TrimSpace(stdout.String()) == "" {
+			if c.What == "services" {
+				// The agent writes the service name index once a second: a user pasting the line
+				// sees the Service's name.
+				for deadline := time.Now().Add(3 * time.Second); err == nil && serviceOf(stdout, d.Service.Spec.ClusterIP) != "default/"+lab.DemoService && time.Now().Before(deadline); {
+					time.Sleep(200 * time.Millisecond)
+					stdout, err = paste(c)
+				}
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+			}
+			if strings.TrimSpace(stdout) == "" {
 				t.Errorf("%s printed nothing", c)
 			}
-			t.Logf("%s:\n%s", c.What, stdout.String())
+			t.Logf("%s:\n%s", c.What, stdout)
 			switch c.What {
 			case "services":
-				if !strings.Contains(stdout.String(), d.Service.Spec.ClusterIP) {
-					t.Errorf("services does not list the ClusterIP %s", d.Service.Spec.ClusterIP)
+				if got := serviceOf(stdout, d.Service.Spec.ClusterIP); got != "default/"+lab.DemoService {
+					t.Errorf("services shows %s as owned by %q, want default/%s", d.Service.Spec.ClusterIP, got, lab.DemoService)
 				}
 			case "stats":
-				if !strings.Contains(stdout.String(), "DOMAIN_UNREACHABLE") {
+				if !strings.Contains(stdout, "DOMAIN_UNREACHABLE") {
 					t.Error("stats does not show DOMAIN_UNREACHABLE")
 				}
 			case "routes":
 				for _, n := range d.Nodes {
-					if !strings.Contains(stdout.String(), n.PodCIDR.String()) {
+					if !strings.Contains(stdout, n.PodCIDR.String()) {
 						t.Errorf("routes does not list %s's %s", n.Name, n.PodCIDR)
 					}
 				}
@@ -131,6 +143,34 @@ func TestDemo(t *testing.T) {
 			}
 		}
 	})
+}
+
+// paste runs a printed command line as a user pasting it would (through a shell) and returns its
+// output; it fails unless the command exits 0 with nothing on stderr.
+func paste(c lab.DemoCommand) (string, error) {
+	cmd := exec.Command("sh", "-c", c.String())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+		return "", fmt.Errorf("%s: %v, stderr %q", c, err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// serviceOf is the SERVICE column of the services table's row whose frontend is on ip.
+func serviceOf(table, ip string) string {
+	lines := strings.Split(table, "\n")
+	if len(lines) == 0 {
+		return ""
+	}
+	col := slices.Index(strings.Fields(lines[0]), "SERVICE")
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if col >= 0 && len(f) > col && strings.HasPrefix(f[0], ip+":") {
+			return f[col]
+		}
+	}
+	return ""
 }
 
 // checkMonitor runs the printed monitor line, waits for it to start, pings the other domain from

@@ -183,7 +183,7 @@ func RunDemo(ctx context.Context, l *Lab, out io.Writer) (*Demo, error) {
 		return nil, err
 	}
 	d.Client = client
-	fmt.Fprintf(out, "\n== cluster: agents, pods and routes up after %v\n", time.Since(start).Round(100*time.Millisecond))
+	fmt.Fprintf(out, "\n== cluster: agents and pods up after %v\n", time.Since(start).Round(100*time.Millisecond))
 	d.printCluster(out)
 
 	if err := d.waitRoutes(ctx, 20*time.Second); err != nil {
