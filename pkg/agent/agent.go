@@ -256,6 +256,9 @@ func (a *Agent) nodeConfig() (nodecfg.NodeCfg, error) {
 	if err := c.SetPodCIDR(a.podCIDR); err != nil {
 		return c, err
 	}
+	if err := c.SetCTCloseTimeouts(a.cfg.CTCloseTimeouts()); err != nil {
+		return c, err
+	}
 	return c, c.SetClusterCIDR(a.cfg.ClusterCIDR)
 }
 
