@@ -50,6 +50,7 @@ type Config struct {
 	MTU                int
 	MetricsAddr        string
 	HealthzBindAddress string // kube-proxy's proxy health server (pkg/svchealth); empty disables
+	MetricsBindAddress string // kube-proxy's metrics server (/proxyMode, /metrics, /healthz); empty disables
 	Resync             time.Duration
 	ProcSys            string
 	DomainConfig       string // namespace/name of the domain ConfigMap
@@ -84,6 +85,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MTU, "mtu", 0, "pod MTU (default: underlay MTU - 50)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.HealthzBindAddress, "healthz-bind-address", "0.0.0.0:10256", "address of kube-proxy's health server (/healthz, /livez) that cloud load balancers probe; empty disables")
+	fs.StringVar(&c.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:10249", "address of kube-proxy's metrics server (/proxyMode answering \""+proxyMode+"\", /metrics, /healthz), which tools and the Kubernetes e2e tests query on nodes without kube-proxy; empty disables")
 	fs.DurationVar(&c.CTTCPCloseWaitTimeout, "ct-tcp-close-wait-timeout", lb.CTTimeoutTCPCloseWait*time.Second, "how long a Service TCP connection half-closed by one side (a FIN from one side only; the other side may still send) stays tracked after its last packet; kube-proxy's --conntrack-tcp-timeout-close-wait (rounded up to seconds)")
 	fs.DurationVar(&c.CTTCPTimeWaitTimeout, "ct-tcp-time-wait-timeout", lb.CTTimeoutTCPTimeWait*time.Second, "how long a Service TCP connection closed by both sides (FINs both ways) stays tracked after its last packet, for late ACKs and retransmitted FINs; Linux conntrack's TIME_WAIT (rounded up to seconds)")
 	fs.DurationVar(&c.CTTCPCloseTimeout, "ct-tcp-close-timeout", lb.CTTimeoutTCPClose*time.Second, "how long a Service TCP connection reset by either side (RST) stays tracked after its last packet; Linux conntrack's CLOSE (rounded up to seconds)")
@@ -121,6 +123,11 @@ func (c *Config) Validate() error {
 	if c.HealthzBindAddress != "" {
 		if _, _, err := net.SplitHostPort(c.HealthzBindAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--healthz-bind-address %q: want host:port: %w", c.HealthzBindAddress, err))
+		}
+	}
+	if c.MetricsBindAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsBindAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-bind-address %q: want host:port: %w", c.MetricsBindAddress, err))
 		}
 	}
 	for name, d := range map[string]time.Duration{"--ct-tcp-close-wait-timeout": c.CTTCPCloseWaitTimeout,
