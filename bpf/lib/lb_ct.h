@@ -45,9 +45,9 @@ struct lb_tuple {
 
 /* A connection that came in on the underlay NIC to a frontend of scope EXTERNAL (node.c): set on
  * both entries, so that a reply leaving a local backend toward an address outside the cluster, or
- * coming back through the tunnel to the overlay address, is known to go out of the NIC (lib/lb.h's
- * enum lb_ct_flags continues here until pkg/maps/lb mirrors it; its garbage collector reads only
- * the flags that decide a timeout). */
+ * coming back through the tunnel to the overlay address, is known to go out of the NIC (a bit of
+ * lib/lb.h's enum lb_ct_flags kept here; pkg/maps/lb names it CTFlagExternal, and the garbage
+ * collector reads only the flags that decide a timeout). */
 #define LB_CT_EXTERNAL (1 << 3)
 
 #define LB_SKIP 1       /* not something services translate: leave the packet alone */
