@@ -26,16 +26,19 @@ import (
 
 const (
 	halfClosePort = 9200
-	// The backend answers a half-closed connection with halfCloseChunks chunks, one every
-	// halfCloseGap: 16 s in all, longer than the 10 s after which the old datapath forgot a
-	// connection that had seen a FIN.
-	halfCloseChunks = 17
-	halfCloseGap    = time.Second
-	halfCloseChunk  = 1024
+	// The backend answers a half-closed connection with a first chunk at once, then, after
+	// halfCloseSilence without a packet either way (longer than the 10 s after which the datapath
+	// used to forget a connection that had seen a FIN, as the e2e test's server waits), the other
+	// chunks one every halfCloseGap, then closes: about 15 s in all.
+	halfCloseChunks  = 5
+	halfCloseSilence = 12 * time.Second
+	halfCloseGap     = time.Second
+	halfCloseChunk   = 1024
+	halfCloseLength  = halfCloseSilence + (halfCloseChunks-2)*halfCloseGap
 )
 
 // serveAfterHalfClose serves on ip:halfClosePort in ns: it reads the request until the client's
-// half-close (EOF), then sends halfCloseChunks chunks slowly and closes. Each connection's outcome
+// half-close (EOF), then sends halfCloseChunks chunks slowly (see halfCloseSilence) and closes. Each connection's outcome
 // (nil, or the write or read error, e.g. a reset) is sent on results, except for connections that
 // sent no request (waitFrontend's probes).
 func serveAfterHalfClose(t *testing.T, ns lab.Netns, ip netip.Addr, results chan<- error) {
@@ -74,13 +77,18 @@ func answerAfterHalfClose(conn net.Conn) (probe bool, err error) {
 		return true, nil
 	}
 	chunk := make([]byte, halfCloseChunk)
+	start := time.Now()
 	for i := range halfCloseChunks {
-		if i > 0 {
+		switch i {
+		case 0:
+		case 1:
+			time.Sleep(halfCloseSilence)
+		default:
 			time.Sleep(halfCloseGap)
 		}
 		chunk[0] = byte(i)
 		if _, err := conn.Write(chunk); err != nil {
-			return false, fmt.Errorf("server writing chunk %d of %d, %v after the client's half-close: %w", i+1, halfCloseChunks, time.Duration(i)*halfCloseGap, err)
+			return false, fmt.Errorf("server writing chunk %d of %d, %v after the client's half-close: %w", i+1, halfCloseChunks, time.Since(start).Round(time.Millisecond), err)
 		}
 	}
 	return false, nil
@@ -102,7 +110,7 @@ func halfClosedDownload(ns lab.Netns, dst netip.AddrPort) (int, time.Duration, e
 		return 0, 0, err
 	}
 	start := time.Now()
-	_ = tcp.SetReadDeadline(start.Add(time.Duration(halfCloseChunks)*halfCloseGap + 15*time.Second))
+	_ = tcp.SetReadDeadline(start.Add(halfCloseLength + 10*time.Second))
 	n, err := io.Copy(io.Discard, tcp)
 	return int(n), time.Since(start), err
 }
