@@ -35,6 +35,10 @@ struct node_cfg {
 	__u32 domain;           /* this node's network domain (lib/domains.h) */
 	__be32 gateway_ip;      /* its domain's cloud gateway when that is another node, else 0; the
 				 * host routes through it are the kernel's (for edgeplanectl) */
+	/* Service connection tracking's TCP close timeouts, seconds (lib/lb.h); 0: its default. */
+	__u32 ct_tcp_close_wait; /* after a FIN from one side only */
+	__u32 ct_tcp_time_wait;  /* after FINs from both sides */
+	__u32 ct_tcp_close;      /* after an RST */
 };
 
 struct {

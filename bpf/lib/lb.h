@@ -36,11 +36,18 @@
 #define LB_CT_MAX 262144
 #define LB_AFFINITY_MAX 65536
 
-/* Connection tracking timeouts, seconds (the agent's garbage collector uses the same). */
-#define LB_CT_TIMEOUT_TCP 21600    /* established TCP: 6 hours, as Cilium */
-#define LB_CT_TIMEOUT_TCP_SYN 60   /* TCP before the backend answered */
-#define LB_CT_TIMEOUT_TCP_CLOSE 10 /* after FIN or RST */
-#define LB_CT_TIMEOUT_OTHER 60     /* UDP, SCTP: since the last packet */
+/* Connection tracking timeouts, seconds since an entry's last packet (the agent's garbage collector
+ * uses the same). The TCP close is tracked per direction (lb_ct.h): a FIN from one side only leaves
+ * the other side sending for as long as it likes, so a half-closed connection is judged by
+ * kube-proxy's CLOSE_WAIT timeout, and only FINs from both sides (Linux conntrack's TIME_WAIT) or an
+ * RST (its CLOSE) shorten an entry's life. The three close timeouts are defaults: node_cfg
+ * (config.h) carries the agent's --ct-tcp-*-timeout flags, 0 meaning these. */
+#define LB_CT_TIMEOUT_TCP 21600           /* established TCP: 6 hours, as Cilium */
+#define LB_CT_TIMEOUT_TCP_SYN 60          /* TCP before the backend answered */
+#define LB_CT_TIMEOUT_TCP_CLOSE_WAIT 3600 /* after a FIN from one side only (half-closed) */
+#define LB_CT_TIMEOUT_TCP_TIME_WAIT 120   /* after FINs from both sides */
+#define LB_CT_TIMEOUT_TCP_CLOSE 10        /* after an RST */
+#define LB_CT_TIMEOUT_OTHER 60            /* UDP, SCTP: since the last packet */
 
 enum lb_scope {
 	LB_SCOPE_INTERNAL = 0, /* from pods and from the node itself */
@@ -86,10 +93,17 @@ enum lb_ct_dir {
 	LB_CT_DIR_REV = 1, /* backend -> client, as the backend answers */
 };
 
+/* Both entries of a connection carry the same SEEN_REPLY and close flags (lb_ct_touch). Bit 3 is
+ * lb_ct.h's LB_CT_EXTERNAL. CLOSING says "a FIN or an RST went by" and is set with each of FIN_FWD,
+ * FIN_REV and RST; programs before the per-direction close set it alone, so an entry with CLOSING
+ * and none of the three is an older program's, of unknown direction (lb_ct_timeout). */
 enum lb_ct_flags {
 	LB_CT_SEEN_REPLY = 1 << 0, /* the backend answered (TCP: established timeout applies) */
 	LB_CT_CLOSING = 1 << 1,    /* FIN or RST seen */
 	LB_CT_HAIRPIN = 1 << 2,    /* the client is its own backend: source translated too */
+	LB_CT_FIN_FWD = 1 << 4,    /* the client sent a FIN: it sends no more data */
+	LB_CT_FIN_REV = 1 << 5,    /* the backend sent a FIN */
+	LB_CT_RST = 1 << 6,        /* an RST from either side: closed */
 };
 
 struct lb_ct_key {

@@ -2,6 +2,12 @@
 /* Service connection tracking on lb_ct_map (lb.h): the tuple of a packet, whether an entry is still
  * alive, and keeping the two entries of a connection in step.
  *
+ * The TCP close is tracked per direction, as the kernel's conntrack does: the client's FIN sets
+ * FIN_FWD, the backend's FIN_REV, an RST from either RST. A connection with one FIN is half-closed:
+ * the other side may go on sending for minutes (an HTTP client that shuts down its write side
+ * while the answer streams), so it keeps the close-wait timeout; both FINs give the time-wait
+ * timeout, an RST the close timeout (lb.h, overridden by node_cfg).
+ *
  * Each entry is refreshed by the packets of its own direction: FWD by the client's, REV by the
  * backend's. A packet also refreshes the other entry of its connection (one more lookup) when it
  * changes a flag (the first reply, FIN or RST) and when its entry's last_seen crosses a 2^30 ns
@@ -13,6 +19,7 @@
 #define EDGEPLANE_LB_CT_H
 
 #include "common.h"
+#include "config.h"
 #include "lb.h"
 #include "parse.h"
 
@@ -38,9 +45,9 @@ struct lb_tuple {
 
 /* A connection that came in on the underlay NIC to a frontend of scope EXTERNAL (node.c): set on
  * both entries, so that a reply leaving a local backend toward an address outside the cluster, or
- * coming back through the tunnel to the overlay address, is known to go out of the NIC (lib/lb.h's
- * enum lb_ct_flags continues here until pkg/maps/lb mirrors it; its garbage collector only reads
- * SEEN_REPLY and CLOSING). */
+ * coming back through the tunnel to the overlay address, is known to go out of the NIC (a bit of
+ * lib/lb.h's enum lb_ct_flags kept here; pkg/maps/lb names it CTFlagExternal, and the garbage
+ * collector reads only the flags that decide a timeout). */
 #define LB_CT_EXTERNAL (1 << 3)
 
 #define LB_SKIP 1       /* not something services translate: leave the packet alone */
@@ -94,18 +101,49 @@ static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *i
 	}
 }
 
-/* FIN or RST: the connection is closing, whichever side says so. */
-static __always_inline __u16 lb_ct_closing(const struct lb_tuple *t)
+#define LB_CT_FIN_BOTH (LB_CT_FIN_FWD | LB_CT_FIN_REV)
+#define LB_CT_CLOSE_FLAGS (LB_CT_CLOSING | LB_CT_FIN_BOTH | LB_CT_RST)
+
+/* The close flags t's packet sets: fin (LB_CT_FIN_FWD for the client's packets, LB_CT_FIN_REV for
+ * the backend's) for a FIN, LB_CT_RST for an RST, each with LB_CT_CLOSING (lb.h). */
+static __always_inline __u16 lb_ct_closing(const struct lb_tuple *t, __u16 fin)
 {
-	return t->tcp_flags & (LB_TCP_FIN | LB_TCP_RST) ? LB_CT_CLOSING : 0;
+	if (t->tcp_flags & LB_TCP_RST)
+		return LB_CT_CLOSING | LB_CT_RST;
+	if (t->tcp_flags & LB_TCP_FIN)
+		return LB_CT_CLOSING | fin;
+	return 0;
+}
+
+/* configured is a node_cfg timeout in seconds, 0 for the default. */
+static __always_inline __u64 lb_ct_seconds(__u32 configured, __u32 fallback)
+{
+	return (__u64)(configured ? configured : fallback) * NSEC_PER_SEC;
+}
+
+/* The timeout of a TCP entry with close flags: an RST closes; FINs from both sides, or an older
+ * program's CLOSING of unknown direction, are the time-wait; one FIN is a half-close. An older
+ * program's CLOSING may have been a half-close too: the time-wait keeps that connection while its
+ * packets keep coming (each refreshes the entry), without keeping every connection that closed
+ * before the upgrade for an hour. */
+static __always_inline __u64 lb_ct_tcp_close_timeout(__u16 flags)
+{
+	const struct node_cfg *cfg = node_cfg_get();
+	__u16 fins = flags & LB_CT_FIN_BOTH;
+
+	if (flags & LB_CT_RST)
+		return lb_ct_seconds(cfg ? cfg->ct_tcp_close : 0, LB_CT_TIMEOUT_TCP_CLOSE);
+	if (fins == LB_CT_FIN_BOTH || !fins)
+		return lb_ct_seconds(cfg ? cfg->ct_tcp_time_wait : 0, LB_CT_TIMEOUT_TCP_TIME_WAIT);
+	return lb_ct_seconds(cfg ? cfg->ct_tcp_close_wait : 0, LB_CT_TIMEOUT_TCP_CLOSE_WAIT);
 }
 
 static __always_inline __u64 lb_ct_timeout(__u8 proto, __u16 flags)
 {
 	if (proto != IPPROTO_TCP)
 		return LB_CT_TIMEOUT_OTHER * NSEC_PER_SEC;
-	if (flags & LB_CT_CLOSING)
-		return LB_CT_TIMEOUT_TCP_CLOSE * NSEC_PER_SEC;
+	if (flags & LB_CT_CLOSE_FLAGS)
+		return lb_ct_tcp_close_timeout(flags);
 	if (flags & LB_CT_SEEN_REPLY)
 		return LB_CT_TIMEOUT_TCP * NSEC_PER_SEC;
 	return LB_CT_TIMEOUT_TCP_SYN * NSEC_PER_SEC;
@@ -137,7 +175,7 @@ static __always_inline void lb_ct_touch(struct lb_ct *ct, const struct lb_ct_key
 	p = bpf_map_lookup_elem(&lb_ct_map, partner);
 	if (!p)
 		return;
-	shared = flags & (LB_CT_SEEN_REPLY | LB_CT_CLOSING);
+	shared = flags & (LB_CT_SEEN_REPLY | LB_CT_CLOSE_FLAGS);
 	if ((p->flags | shared) != p->flags)
 		p->flags |= shared;
 	p->last_seen = now;

@@ -179,7 +179,7 @@ static __always_inline int lb_xlate_fwd_ct(struct __sk_buff *skb, const struct l
 		be.port = ct->port;
 		flags = ct->flags & LB_CT_HAIRPIN;
 		lb_ct_rev_key(&rk, be.ip, be.port, flags ? LB_HAIRPIN_IP : t->saddr, t->sport, t->proto);
-		lb_ct_touch(ct, &rk, lb_ct_closing(t), now);
+		lb_ct_touch(ct, &rk, lb_ct_closing(t, LB_CT_FIN_FWD), now);
 	} else {
 		if (!svc->count)
 			return -DROP_NO_SERVICE_BACKEND;
@@ -193,7 +193,7 @@ static __always_inline int lb_xlate_fwd_ct(struct __sk_buff *skb, const struct l
 		lb_ct_rev_key(&rk, be.ip, be.port, flags ? LB_HAIRPIN_IP : t->saddr, t->sport, t->proto);
 		entry.addr = t->daddr;
 		entry.port = t->dport;
-		entry.flags = flags | ct_flags | lb_ct_closing(t);
+		entry.flags = flags | ct_flags | lb_ct_closing(t, LB_CT_FIN_FWD);
 		entry.svc_id = svc->id;
 		entry.last_seen = now;
 		if (bpf_map_update_elem(&lb_ct_map, &rk, &entry, BPF_ANY) < 0)
@@ -297,7 +297,7 @@ static __always_inline int lb_xlate_rev_ct(struct __sk_buff *skb, struct lb_tupl
 	*ct_flags = ct->flags;
 	client = hairpin ? t->saddr : t->daddr;
 	lb_ct_fwd_key(&fk, client, t->dport, vip, vport, t->proto);
-	lb_ct_touch(ct, &fk, LB_CT_SEEN_REPLY | lb_ct_closing(t), now);
+	lb_ct_touch(ct, &fk, LB_CT_SEEN_REPLY | lb_ct_closing(t, LB_CT_FIN_REV), now);
 
 	ret = lb_rewrite(skb, t, 0, vip, vport);
 	if (ret < 0)

@@ -70,6 +70,9 @@ func (a *Agent) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if a.cfg.MetricsBindAddress != "" {
+		go a.ready.serveKubeProxy(ctx, a.cfg.MetricsBindAddress)
+	}
 	// The cluster-wide informers list while the node registers and the datapath loads: with
 	// 10,000 Services the list takes longer than both (docs/benchmarks.md, "Services cold start").
 	inf := k8s.NewInformers(a.client, a.cfg.NodeName)
@@ -259,6 +262,9 @@ func (a *Agent) nodeConfig() (nodecfg.NodeCfg, error) {
 		return c, err
 	}
 	if err := c.SetPodCIDR(a.podCIDR); err != nil {
+		return c, err
+	}
+	if err := c.SetCTCloseTimeouts(a.cfg.CTCloseTimeouts()); err != nil {
 		return c, err
 	}
 	return c, c.SetClusterCIDR(a.cfg.ClusterCIDR)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -48,11 +50,18 @@ type Config struct {
 	MTU                int
 	MetricsAddr        string
 	HealthzBindAddress string // kube-proxy's proxy health server (pkg/svchealth); empty disables
+	MetricsBindAddress string // kube-proxy's metrics server (/proxyMode, /metrics, /healthz); empty disables
 	Resync             time.Duration
 	ProcSys            string
 	DomainConfig       string // namespace/name of the domain ConfigMap
 	FlannelSubnetFile  string // flanneld's subnet.env, removed when the agent takes over (flannel.go)
 	Version            string // the binary's version, for build_info (set by main, not a flag)
+
+	// Service connection tracking's TCP close timeouts (--ct-tcp-*-timeout): written into
+	// node_cfg_map for the programs, and used by the garbage collector.
+	CTTCPCloseWaitTimeout time.Duration
+	CTTCPTimeWaitTimeout  time.Duration
+	CTTCPCloseTimeout     time.Duration
 
 	// --uninstall and what it also removes (uninstall.go).
 	Uninstall  bool
@@ -77,6 +86,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MTU, "mtu", 0, "pod MTU (default: underlay MTU - 50)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.HealthzBindAddress, "healthz-bind-address", "0.0.0.0:10256", "address of kube-proxy's health server (/healthz, /livez) that cloud load balancers probe; empty disables")
+	fs.StringVar(&c.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:10249", "address of kube-proxy's metrics server (/proxyMode answering \""+proxyMode+"\", /metrics, /healthz), which tools and the Kubernetes e2e tests query on nodes without kube-proxy; empty disables")
+	fs.DurationVar(&c.CTTCPCloseWaitTimeout, "ct-tcp-close-wait-timeout", lb.CTTimeoutTCPCloseWait*time.Second, "how long a Service TCP connection half-closed by one side (a FIN from one side only; the other side may still send) stays tracked after its last packet; kube-proxy's --conntrack-tcp-timeout-close-wait (rounded up to seconds)")
+	fs.DurationVar(&c.CTTCPTimeWaitTimeout, "ct-tcp-time-wait-timeout", lb.CTTimeoutTCPTimeWait*time.Second, "how long a Service TCP connection closed by both sides (FINs both ways) stays tracked after its last packet, for late ACKs and retransmitted FINs; Linux conntrack's TIME_WAIT (rounded up to seconds)")
+	fs.DurationVar(&c.CTTCPCloseTimeout, "ct-tcp-close-timeout", lb.CTTimeoutTCPClose*time.Second, "how long a Service TCP connection reset by either side (RST) stays tracked after its last packet; Linux conntrack's CLOSE (rounded up to seconds)")
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
 	fs.StringVar(&c.DomainConfig, "domain-config", "kube-system/edgeplane-domains", "namespace/name of the ConfigMap that groups node pools into network domains and sets their connectivity (docs/domains.md); a missing ConfigMap (or an empty flag) means every pool is its own domain and all pairs are public")
@@ -114,6 +127,17 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--healthz-bind-address %q: want host:port: %w", c.HealthzBindAddress, err))
 		}
 	}
+	if c.MetricsBindAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsBindAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-bind-address %q: want host:port: %w", c.MetricsBindAddress, err))
+		}
+	}
+	for name, d := range map[string]time.Duration{"--ct-tcp-close-wait-timeout": c.CTTCPCloseWaitTimeout,
+		"--ct-tcp-time-wait-timeout": c.CTTCPTimeWaitTimeout, "--ct-tcp-close-timeout": c.CTTCPCloseTimeout} {
+		if d < time.Second || d > math.MaxUint32*time.Second {
+			errs = append(errs, fmt.Errorf("%s %s: want between 1s and %ds", name, d, uint32(math.MaxUint32)))
+		}
+	}
 	if c.Resync <= 0 {
 		errs = append(errs, errors.New("--resync-period must be positive"))
 	}
@@ -121,6 +145,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// CTCloseTimeouts are the --ct-tcp-*-timeout flags.
+func (c *Config) CTCloseTimeouts() lb.CTCloseTimeouts {
+	return lb.CTCloseTimeouts{CloseWait: c.CTTCPCloseWaitTimeout, TimeWait: c.CTTCPTimeWaitTimeout, Close: c.CTTCPCloseTimeout}
 }
 
 // DomainConfigRef splits --domain-config into namespace and name; both are empty when the flag is

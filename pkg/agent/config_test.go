@@ -5,6 +5,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
 func TestCheckOverlaps(t *testing.T) {
@@ -66,19 +69,25 @@ func TestFlagsDefaults(t *testing.T) {
 	if c.NodeName != "env-node" || c.BPFFSRoot != "/sys/fs/bpf/edgeplane" || c.RunDir != "/run/edgeplane" ||
 		c.ClusterCIDR.String() != "10.244.0.0/16" || c.ServiceCIDR.String() != "10.96.0.0/12" ||
 		c.NodeCIDRMaskSize != 24 || c.VXLANDevice != "edgeplane.1" || c.EncapMode != "native" ||
-		!c.Masquerade || c.MTU != 0 || c.MetricsAddr != "127.0.0.1:9962" {
+		!c.Masquerade || c.MTU != 0 || c.MetricsAddr != "127.0.0.1:9962" || c.MetricsBindAddress != "127.0.0.1:10249" {
 		t.Fatalf("defaults: %+v", c)
+	}
+	// The close timeouts default to lb.h's: kube-proxy's CLOSE_WAIT, Linux's TIME_WAIT and CLOSE.
+	if got := c.CTCloseTimeouts(); got != (lb.CTCloseTimeouts{CloseWait: time.Hour, TimeWait: 2 * time.Minute, Close: 10 * time.Second}) {
+		t.Fatalf("close timeouts: %+v", got)
 	}
 }
 
 func TestFlagsParse(t *testing.T) {
 	c, err := parse(t, "--node-name=n1", "--cluster-cidr=10.200.0.0/16", "--non-masquerade-cidrs=192.168.0.0/16, 172.16.0.0/12",
-		"--masquerade=false", "--encap-mode=device", "--mtu=1400")
+		"--masquerade=false", "--encap-mode=device", "--mtu=1400", "--ct-tcp-close-wait-timeout=2h",
+		"--ct-tcp-time-wait-timeout=60s", "--ct-tcp-close-timeout=5s", "--metrics-bind-address=")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.NodeName != "n1" || c.ClusterCIDR.String() != "10.200.0.0/16" || c.Masquerade || c.EncapMode != "device" ||
-		c.MTU != 1400 || c.NonMasqueradeCIDRs.String() != "192.168.0.0/16,172.16.0.0/12" {
+		c.MTU != 1400 || c.NonMasqueradeCIDRs.String() != "192.168.0.0/16,172.16.0.0/12" || c.MetricsBindAddress != "" ||
+		c.CTCloseTimeouts() != (lb.CTCloseTimeouts{CloseWait: 2 * time.Hour, TimeWait: time.Minute, Close: 5 * time.Second}) {
 		t.Fatalf("parsed: %+v", c)
 	}
 }
@@ -91,6 +100,11 @@ func TestFlagsInvalid(t *testing.T) {
 		{"--mtu=100"},
 		{"--non-masquerade-cidrs=nope"},
 		{"--cluster-cidr=fd00::/64"},
+		{"--ct-tcp-close-wait-timeout=0s"},
+		{"--ct-tcp-time-wait-timeout=500ms"},
+		{"--ct-tcp-close-timeout=-1s"},
+		{"--ct-tcp-close-wait-timeout=200000000h"},
+		{"--metrics-bind-address=10249"},
 	} {
 		if _, err := parse(t, args...); err == nil {
 			t.Errorf("%v: accepted", args)

@@ -59,7 +59,8 @@ type gcMetrics interface {
 
 // conntrackGC deletes the connection tracking and affinity entries the datapath no longer uses:
 // lb_ct_map entries whose last packet (bpf_ktime_get_boot_ns) is older than the timeout lb.h
-// gives their protocol and state, lb_affinity_map entries older than their Service's affinity
+// gives their protocol and state (with the TCP close timeouts the agent wrote into node_cfg_map,
+// the same the programs use), lb_affinity_map entries older than their Service's affinity
 // timeout, and, like kube-proxy's conntrack cleanup, UDP and SCTP flows whose backend is no
 // longer in any frontend (a client that keeps sending, DNS for one, would otherwise stay on a
 // deleted pod). TCP flows to a removed backend are left to end by themselves (RST, timeout), as
@@ -75,6 +76,7 @@ type conntrackGC struct {
 	ct       walker[lb.CTKey, lb.CT]
 	affinity walker[lb.AffinityKey, lb.Affinity]
 	services serviceView
+	timeouts lb.CTCloseTimeouts     // the --ct-tcp-*-timeout flags, as written into node_cfg_map
 	now      func() (uint64, error) // CLOCK_BOOTTIME nanoseconds
 	batch    int
 	metrics  gcMetrics // optional
@@ -144,7 +146,7 @@ func (g *conntrackGC) passCT(now uint64) error {
 		e := seen[lb.CTKey, lb.CT]{key: k, value: v, at: visited}
 		visited++
 		switch {
-		case v.Expired(k.Proto, now):
+		case g.timeouts.Expired(v, k.Proto, now):
 			expired = append(expired, e)
 		case k.Dir == lb.DirFwd && k.Proto != lb.ProtoTCP:
 			candidates = append(candidates, e)
@@ -159,7 +161,7 @@ func (g *conntrackGC) passCT(now uint64) error {
 	// sending is what the stale deletion is for.
 	nExpired, errExpired := deleteDead(g.ct, lb.CTMapName, gcExpired, expired, &keep, g.metrics,
 		func(k lb.CTKey, judged, fresh lb.CT) bool {
-			return fresh.LastSeen == judged.LastSeen && fresh.Expired(k.Proto, now)
+			return fresh.LastSeen == judged.LastSeen && g.timeouts.Expired(fresh, k.Proto, now)
 		})
 	nStale, errStale := deleteDead(g.ct, lb.CTMapName, gcStaleBackend, stale, &keep, g.metrics,
 		func(k lb.CTKey, _, fresh lb.CT) bool { return unused[ctBackend(k, fresh)] })

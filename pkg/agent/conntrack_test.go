@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	gomaps "maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -164,12 +165,12 @@ func (f *gcFixture) left() []byte {
 func TestConntrackGCTimeouts(t *testing.T) {
 	f := newGCFixture(100)
 	now := f.clock
-	f.ct.put(ctKey(1, lb.ProtoTCP, lb.DirFwd), ct(1, 0, now-61*sec))                                   // SYN sent, 61 s ago: dead
-	f.ct.put(ctKey(2, lb.ProtoTCP, lb.DirFwd), ct(1, 0, now-59*sec))                                   // SYN sent, 59 s ago
-	f.ct.put(ctKey(3, lb.ProtoTCP, lb.DirFwd), ct(1, lb.CTFlagSeenReply, now-5*3600*sec))              // established, idle 5 h
-	f.ct.put(ctKey(4, lb.ProtoTCP, lb.DirRev), ct(1, lb.CTFlagSeenReply, now-7*3600*sec))              // established, idle 7 h: dead
-	f.ct.put(ctKey(5, lb.ProtoTCP, lb.DirFwd), ct(1, lb.CTFlagSeenReply|lb.CTFlagClosing, now-11*sec)) // closed 11 s ago: dead
-	f.ct.put(ctKey(6, lb.ProtoTCP, lb.DirFwd), ct(1, lb.CTFlagClosing, now-9*sec))
+	f.ct.put(ctKey(1, lb.ProtoTCP, lb.DirFwd), ct(1, 0, now-61*sec))                                                // SYN sent, 61 s ago: dead
+	f.ct.put(ctKey(2, lb.ProtoTCP, lb.DirFwd), ct(1, 0, now-59*sec))                                                // SYN sent, 59 s ago
+	f.ct.put(ctKey(3, lb.ProtoTCP, lb.DirFwd), ct(1, lb.CTFlagSeenReply, now-5*3600*sec))                           // established, idle 5 h
+	f.ct.put(ctKey(4, lb.ProtoTCP, lb.DirRev), ct(1, lb.CTFlagSeenReply, now-7*3600*sec))                           // established, idle 7 h: dead
+	f.ct.put(ctKey(5, lb.ProtoTCP, lb.DirFwd), ct(1, lb.CTFlagSeenReply|lb.CTFlagClosing|lb.CTFlagRST, now-11*sec)) // reset 11 s ago: dead
+	f.ct.put(ctKey(6, lb.ProtoTCP, lb.DirFwd), ct(1, lb.CTFlagClosing|lb.CTFlagRST, now-9*sec))
 	f.ct.put(ctKey(7, lb.ProtoUDP, lb.DirFwd), ct(1, lb.CTFlagSeenReply, now-61*sec)) // dead
 	f.ct.put(ctKey(8, lb.ProtoSCTP, lb.DirFwd), ct(1, 0, now-30*sec))
 	f.ct.put(ctKey(9, lb.ProtoUDP, lb.DirFwd), ct(1, 0, now+sec)) // seen after the clock was read
@@ -187,6 +188,73 @@ func TestConntrackGCTimeouts(t *testing.T) {
 	f.gc.pass()
 	if got := f.left(); len(got) != 0 {
 		t.Errorf("left %v", got)
+	}
+}
+
+// TestConntrackGCTCPClose: the close is judged per direction, with the programs' timeouts: a
+// half-closed connection (one FIN) lives the close-wait timeout (an hour by default: the other side
+// may still be sending), FINs both ways the time-wait, an RST the close timeout; an older
+// program's CLOSING alone, of unknown direction, the time-wait. With timeouts configured
+// (--ct-tcp-*-timeout), those.
+func TestConntrackGCTCPClose(t *testing.T) {
+	const (
+		established = lb.CTFlagSeenReply
+		closing     = lb.CTFlagSeenReply | lb.CTFlagClosing
+		finFwd      = closing | lb.CTFlagFinFwd
+		finRev      = closing | lb.CTFlagFinRev
+		finBoth     = finFwd | lb.CTFlagFinRev
+		rst         = closing | lb.CTFlagRST
+	)
+	for _, tt := range []struct {
+		name     string
+		timeouts lb.CTCloseTimeouts
+		entries  map[byte]lb.CT // by client; ages relative to now
+		left     []byte
+	}{
+		{"defaults", lb.CTCloseTimeouts{}, map[byte]lb.CT{
+			1:  {Flags: finFwd, LastSeen: 11}, // half-closed by the client 11 s ago: the backend may still send
+			2:  {Flags: finRev, LastSeen: 59 * 60},
+			3:  {Flags: finFwd, LastSeen: 61 * 60}, // dead
+			4:  {Flags: finBoth, LastSeen: 119},
+			5:  {Flags: finBoth, LastSeen: 121}, // dead
+			6:  {Flags: rst, LastSeen: 9},
+			7:  {Flags: rst | lb.CTFlagFinFwd, LastSeen: 11}, // dead
+			8:  {Flags: closing, LastSeen: 119},              // an older program's
+			9:  {Flags: closing, LastSeen: 121},              // dead
+			10: {Flags: established, LastSeen: 121},
+		}, []byte{1, 2, 4, 6, 8, 10}},
+		{"configured", lb.CTCloseTimeouts{CloseWait: 5 * time.Minute, TimeWait: 30 * time.Second, Close: 2 * time.Second}, map[byte]lb.CT{
+			1: {Flags: finFwd, LastSeen: 299},
+			2: {Flags: finRev, LastSeen: 301}, // dead
+			3: {Flags: finBoth, LastSeen: 29},
+			4: {Flags: finBoth, LastSeen: 31}, // dead
+			5: {Flags: rst, LastSeen: 1},
+			6: {Flags: rst, LastSeen: 3},      // dead
+			7: {Flags: closing, LastSeen: 31}, // dead
+		}, []byte{1, 3, 5}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newGCFixture(100)
+			f.gc.timeouts = tt.timeouts
+			for _, client := range slices.Sorted(gomaps.Keys(tt.entries)) {
+				e := tt.entries[client]
+				for _, dir := range []lb.Dir{lb.DirFwd, lb.DirRev} {
+					f.ct.put(ctKey(client, lb.ProtoTCP, dir), ct(1, e.Flags, f.clock-e.LastSeen*sec))
+				}
+			}
+			if err := f.gc.pass(); err != nil {
+				t.Fatal(err)
+			}
+			var left []byte
+			for _, c := range f.left() {
+				if len(left) == 0 || left[len(left)-1] != c {
+					left = append(left, c)
+				}
+			}
+			if !slices.Equal(left, tt.left) || len(f.ct.keys) != 2*len(tt.left) {
+				t.Errorf("left %v (%d entries), want %v with both entries each", left, len(f.ct.keys), tt.left)
+			}
+		})
 	}
 }
 

@@ -72,15 +72,18 @@ func failing(checks []func() error) []string {
 	return p
 }
 
+// healthz answers a liveness probe.
+func (r *readiness) healthz(w http.ResponseWriter, _ *http.Request) {
+	if p := r.liveProblems(); len(p) > 0 {
+		http.Error(w, strings.Join(p, "; "), http.StatusInternalServerError)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
 func (r *readiness) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if p := r.liveProblems(); len(p) > 0 {
-			http.Error(w, strings.Join(p, "; "), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", r.healthz)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if p := r.problems(); len(p) > 0 {
 			http.Error(w, strings.Join(p, "; "), http.StatusServiceUnavailable)

@@ -245,7 +245,7 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder record.Eve
 	}
 	proxy.Ready, proxy.Pending = func() bool { return isClosed(rec.Ready()) }, rec.Pending
 	gc := &conntrackGC{
-		ct: tbl.lb.ct, affinity: tbl.lb.affinity, services: rec,
+		ct: tbl.lb.ct, affinity: tbl.lb.affinity, services: rec, timeouts: a.cfg.CTCloseTimeouts(),
 		now: bootTime, batch: conntrackGCBatch, metrics: a.telemetry.metrics,
 	}
 	return &services{reconciler: rec, gc: gc, health: health, proxy: proxy, healthz: a.cfg.HealthzBindAddress, informers: map[string]cache.SharedIndexInformer{

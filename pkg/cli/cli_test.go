@@ -675,8 +675,9 @@ func TestOtherAgentVersions(t *testing.T) {
 		wantInConfig string // in config's output
 		wantInRoute  string // in route get 10.244.5.9's output
 	}{
-		// Without Domain and GatewayIP: the default domain, no gateway.
-		{"older", size - 8, false, "  domain        0x00000000\n  gateway IP    -\n",
+		// Without Domain, GatewayIP and the conntrack close timeouts: the default domain, no
+		// gateway, lb.h's timeouts.
+		{"older", size - 20, false, "  domain        0x00000000\n  gateway IP    -\n",
 			"domains_map    not pinned: domain 0x1ac6a97e not checked"},
 		// Unknown trailing bytes (0xff) are ignored.
 		{"newer", size + 8, true, "  domain        site-a (0xc43bc0a8)\n  gateway IP    -\n  flags         ready,masquerade\n",

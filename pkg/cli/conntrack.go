@@ -155,6 +155,11 @@ func (e *env) listConntrack(filter *ipFilter, port uint16) (conntrackInfo, error
 	if err != nil {
 		return out, err
 	}
+	// The TCP close timeouts the programs use: the agent's flags, written into node_cfg_map.
+	var timeouts lb.CTCloseTimeouts
+	if cfg, err := e.readNodeCfg(); err == nil {
+		timeouts = cfg.CTCloseTimeouts()
+	}
 	out.Summary.Entries = len(entries)
 
 	claimed := map[lb.CTKey]bool{}
@@ -168,7 +173,7 @@ func (e *env) listConntrack(filter *ipFilter, port uint16) (conntrackInfo, error
 			claimed[rk] = true
 			c.entries, c.flags, c.lastSeen = "both", c.flags|rv.Flags, max(c.lastSeen, rv.LastSeen)
 		}
-		out.Connections = append(out.Connections, e.describeConn(c, now))
+		out.Connections = append(out.Connections, e.describeConn(c, now, timeouts))
 	}
 	for k, v := range entries {
 		if k.Dir != lb.DirRev || claimed[k] {
@@ -180,7 +185,7 @@ func (e *env) listConntrack(filter *ipFilter, port uint16) (conntrackInfo, error
 		}
 		c := conn{proto: k.Proto, client: client, clientPort: k.Dport, frontend: v.Addr, frontendPort: v.Port,
 			backend: k.Saddr, backendPort: k.Sport, svcID: v.SvcID, flags: v.Flags, lastSeen: v.LastSeen, entries: "rev-only"}
-		out.Connections = append(out.Connections, e.describeConn(c, now))
+		out.Connections = append(out.Connections, e.describeConn(c, now, timeouts))
 	}
 
 	out.Connections = slices.DeleteFunc(out.Connections, func(c connInfo) bool {
@@ -230,15 +235,15 @@ type conn struct {
 	entries                               string
 }
 
-func (e *env) describeConn(c conn, now uint64) connInfo {
+func (e *env) describeConn(c conn, now uint64, timeouts lb.CTCloseTimeouts) connInfo {
 	info := connInfo{
 		Proto: c.proto.String(), ClientIP: c.client.String(), ClientPort: c.clientPort.Uint16(),
 		FrontendIP: c.frontend.String(), FrontendPort: c.frontendPort.Uint16(),
 		BackendIP: c.backend.String(), BackendPort: c.backendPort.Uint16(),
 		SvcID: c.svcID, State: connState(c.proto, c.flags), Flags: ctFlags(c.flags),
 		Hairpin: c.flags&lb.CTFlagHairpin != 0, Entries: c.entries,
-		TimeoutSeconds: uint64(lb.CTTimeout(c.proto, c.flags).Seconds()),
-		Expired:        lb.CT{LastSeen: c.lastSeen, Flags: c.flags}.Expired(c.proto, now),
+		TimeoutSeconds: uint64(timeouts.Timeout(c.proto, c.flags).Seconds()),
+		Expired:        timeouts.Expired(lb.CT{LastSeen: c.lastSeen, Flags: c.flags}, c.proto, now),
 		proto:          c.proto,
 		client:         netip.AddrPortFrom(c.client.Addr(), c.clientPort.Uint16()),
 		frontend:       netip.AddrPortFrom(c.frontend.Addr(), c.frontendPort.Uint16()),
@@ -288,23 +293,32 @@ func connState(proto lb.Proto, flags uint16) string {
 		return "replied"
 	case proto != lb.ProtoTCP:
 		return "unreplied"
+	case flags&lb.CTFlagRST != 0:
+		return "reset"
+	case flags&(lb.CTFlagFinFwd|lb.CTFlagFinRev) == lb.CTFlagFinFwd:
+		return "client-closed" // half-closed: the backend may still send
+	case flags&(lb.CTFlagFinFwd|lb.CTFlagFinRev) == lb.CTFlagFinRev:
+		return "backend-closed" // half-closed: the client may still send
 	case flags&lb.CTFlagClosing != 0:
-		return "closing"
+		return "closing" // FINs both ways, or an older agent's FIN or RST
 	case flags&lb.CTFlagSeenReply != 0:
 		return "established"
 	}
 	return "syn"
 }
 
+// ctFlagNames name lb.h's enum lb_ct_flags (and lb_ct.h's LB_CT_EXTERNAL), lowest bit first.
+var ctFlagNames = []string{"seen-reply", "closing", "hairpin", "external", "fin-fwd", "fin-rev", "rst"}
+
 // ctFlags names the connection tracking flags, lowest bit first.
 func ctFlags(f uint16) []string {
 	out := []string{}
-	for i, name := range []string{"seen-reply", "closing", "hairpin"} {
+	for i, name := range ctFlagNames {
 		if f&(1<<i) != 0 {
 			out = append(out, name)
 		}
 	}
-	if rest := f &^ (lb.CTFlagSeenReply | lb.CTFlagClosing | lb.CTFlagHairpin); rest != 0 {
+	if rest := f &^ (1<<len(ctFlagNames) - 1); rest != 0 {
 		out = append(out, fmt.Sprintf("%#x", rest))
 	}
 	return out

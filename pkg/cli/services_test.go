@@ -72,8 +72,8 @@ var fixedConns = []struct {
 	{lb.ProtoUDP, "10.244.1.5:33000", "10.96.0.10:53", "10.244.2.7:53", 1, lb.CTFlagSeenReply, 5 * time.Second, 5 * time.Second},
 	// a node port SYN nobody answered, 90 s ago: expired
 	{lb.ProtoTCP, "198.51.100.7:50000", "192.168.1.11:30080", "10.244.1.5:8080", 4, 0, 90 * time.Second, 90 * time.Second},
-	// closing, its REV entry evicted
-	{lb.ProtoTCP, "10.244.1.6:42000", "10.96.0.10:53", "10.244.2.7:53", 2, lb.CTFlagSeenReply | lb.CTFlagClosing, 3 * time.Second, -1},
+	// half-closed by its client, its REV entry evicted
+	{lb.ProtoTCP, "10.244.1.6:42000", "10.96.0.10:53", "10.244.2.7:53", 2, lb.CTFlagSeenReply | lb.CTFlagClosing | lb.CTFlagFinFwd, 3 * time.Second, -1},
 	// only the REV entry left, of a backend set replaced since (id 99), expired
 	{lb.ProtoUDP, "10.244.1.6:34000", "10.96.0.10:53", "10.244.2.7:53", 99, lb.CTFlagSeenReply, -1, 70 * time.Second},
 }

@@ -6,7 +6,8 @@
 // instance of each map. A pin that already exists is adopted, which keeps endpoints, routes and
 // counters across agent restarts and upgrades; a pin whose type, key or value size, capacity or
 // flags no longer match the object is replaced (atomically: new pin beside, rename over) and
-// logged. The programs are then loaded against those maps. The pod programs are pinned at
+// logged. An array whose values only grew (fields appended, as node_cfg's) keeps its entries,
+// zero-extended. The programs are then loaded against those maps. The pod programs are pinned at
 // <root>/progs/pod_egress and <root>/progs/pod_ingress for the CNI plugin, which attaches them to
 // each pod's host veth (TC ingress and egress).
 //
@@ -220,11 +221,19 @@ func (d *Datapath) openMap(ms *ebpf.MapSpec) (*ebpf.Map, error) {
 	}
 	pin := maps.PinPath(d.root, ms.Name)
 	m, err := ebpf.LoadPinnedMap(pin, nil)
+	var grown *ebpf.Map // the pinned array, when only its values grew: its entries are carried over
 	switch {
 	case err == nil:
 		cerr := ms.Compatible(m)
 		if cerr == nil {
 			return m, nil
+		}
+		if valuesGrew(ms, m) {
+			grown = m
+			defer grown.Close()
+			slog.Info("replacing pinned array whose values grew; its entries are kept, the new fields zero", "map", ms.Name, "pin", pin,
+				"from", m.ValueSize(), "to", ms.ValueSize)
+			break
 		}
 		m.Close()
 		slog.Warn("replacing incompatible pinned map; its entries are lost", "map", ms.Name, "pin", pin, "reason", cerr)
@@ -240,6 +249,12 @@ func (d *Datapath) openMap(ms *ebpf.MapSpec) (*ebpf.Map, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating map %s: %w", ms.Name, err)
 	}
+	if grown != nil {
+		if err := copyGrown(grown, m); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("carrying the entries of map %s over: %w", ms.Name, err)
+		}
+	}
 	tmp := tmpPin(pin)
 	_ = os.Remove(tmp)
 	if err := m.Pin(tmp); err != nil {
@@ -252,6 +267,30 @@ func (d *Datapath) openMap(ms *ebpf.MapSpec) (*ebpf.Map, error) {
 		return nil, fmt.Errorf("installing pin of map %s: %w", ms.Name, err)
 	}
 	return m, nil
+}
+
+// valuesGrew says whether pinned is an array ms describes but for values that ms makes longer:
+// fields appended to a value (node_cfg's, for one), whose zero is the old behaviour by rule.
+func valuesGrew(ms *ebpf.MapSpec, pinned *ebpf.Map) bool {
+	return ms.Type == ebpf.Array && pinned.Type() == ebpf.Array && pinned.KeySize() == ms.KeySize &&
+		pinned.ValueSize() < ms.ValueSize && pinned.MaxEntries() == ms.MaxEntries && pinned.Flags() == ms.Flags
+}
+
+// copyGrown copies every entry of the array from into the array to, whose values are longer,
+// zero-extended.
+func copyGrown(from, to *ebpf.Map) error {
+	old := make([]byte, from.ValueSize())
+	for i := range from.MaxEntries() {
+		if err := from.Lookup(i, old); err != nil {
+			return fmt.Errorf("reading entry %d: %w", i, err)
+		}
+		value := make([]byte, to.ValueSize())
+		copy(value, old)
+		if err := to.Update(i, value, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("writing entry %d: %w", i, err)
+		}
+	}
+	return nil
 }
 
 // pinProgram pins prog at path, replacing what was there in one rename so that a concurrent

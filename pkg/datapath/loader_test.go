@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -257,6 +258,44 @@ func TestLoadReplacesIncompatibleMap(t *testing.T) {
 	defer m.Close()
 	if m.ValueSize() == 8 {
 		t.Errorf("pinned nodes_map still has the old layout")
+	}
+}
+
+// node_cfg_map pinned by an older agent, whose entry lacks the fields appended since: the entry is
+// carried over (zero-extended), so the new agent starts from the node's remembered config.
+func TestLoadKeepsGrownArray(t *testing.T) {
+	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
+	if err := os.MkdirAll(filepath.Join(root, maps.Dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const oldSize = 60 // struct node_cfg before the conntrack close timeouts
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: oldSize, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	entry := bytes.Repeat([]byte{0xab}, oldSize)
+	if err := old.Put(uint32(0), entry); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(maps.PinPath(root, "node_cfg_map")); err != nil {
+		t.Fatal(err)
+	}
+	d := mustLoad(t, root)
+	if got := d.ReplacedMaps(); len(got) != 0 {
+		t.Fatalf("ReplacedMaps = %v, want none", got)
+	}
+	m, err := ebpf.LoadPinnedMap(maps.PinPath(root, "node_cfg_map"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	got := make([]byte, m.ValueSize())
+	if err := m.Lookup(uint32(0), got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) <= oldSize || !bytes.Equal(got[:oldSize], entry) || !bytes.Equal(got[oldSize:], make([]byte, len(got)-oldSize)) {
+		t.Errorf("node_cfg_map entry after the load: %x, want the old %d bytes then zeros", got, oldSize)
 	}
 }
 

@@ -161,6 +161,9 @@ type overlayNodeCfg struct {
 	Pad             [3]uint8
 	Domain          uint32
 	GatewayIp       uint32
+	CtTcpCloseWait  uint32
+	CtTcpTimeWait   uint32
+	CtTcpClose      uint32
 }
 
 type overlayNonmasqKey struct {

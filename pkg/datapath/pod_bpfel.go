@@ -191,6 +191,9 @@ type podNodeCfg struct {
 	Pad             [3]uint8
 	Domain          uint32
 	GatewayIp       uint32
+	CtTcpCloseWait  uint32
+	CtTcpTimeWait   uint32
+	CtTcpClose      uint32
 }
 
 type podNonmasqKey struct {

@@ -139,6 +139,9 @@ type xdpNodeCfg struct {
 	Pad             [3]uint8
 	Domain          uint32
 	GatewayIp       uint32
+	CtTcpCloseWait  uint32
+	CtTcpTimeWait   uint32
+	CtTcpClose      uint32
 }
 
 type xdpNonmasqKey struct {

@@ -43,12 +43,15 @@ const (
 const MaxBackends = math.MaxUint16
 
 // Connection tracking timeouts in seconds (LB_CT_TIMEOUT_*). A test reads them from lb.h: the
-// programs and the garbage collector must agree on when an entry is dead.
+// programs and the garbage collector must agree on when an entry is dead. The three TCP close
+// timeouts are defaults, which node_cfg (pkg/maps/nodecfg) overrides: see CTCloseTimeouts.
 const (
-	CTTimeoutTCP      = 21600 // established TCP
-	CTTimeoutTCPSyn   = 60    // TCP before the backend answered
-	CTTimeoutTCPClose = 10    // after FIN or RST
-	CTTimeoutOther    = 60    // UDP, SCTP: since the last packet
+	CTTimeoutTCP          = 21600 // established TCP
+	CTTimeoutTCPSyn       = 60    // TCP before the backend answered
+	CTTimeoutTCPCloseWait = 3600  // after a FIN from one side only (half-closed): kube-proxy's CLOSE_WAIT
+	CTTimeoutTCPTimeWait  = 120   // after FINs from both sides: Linux conntrack's TIME_WAIT
+	CTTimeoutTCPClose     = 10    // after an RST: Linux conntrack's CLOSE
+	CTTimeoutOther        = 60    // UDP, SCTP: since the last packet
 )
 
 // Proto is an IP protocol number.
@@ -102,12 +105,20 @@ const (
 // FlagNames names the frontend flags, lowest bit first.
 var FlagNames = []string{"affinity", "nodeport", "closed", "local", "external-ip"}
 
-// Connection tracking flags (enum lb_ct_flags).
+// Connection tracking flags (enum lb_ct_flags). CTFlagClosing comes with each of FinFwd, FinRev
+// and RST; alone, it is what programs before the per-direction close wrote (direction unknown).
 const (
 	CTFlagSeenReply uint16 = 1 << 0 // the backend answered (TCP: the established timeout applies)
 	CTFlagClosing   uint16 = 1 << 1 // FIN or RST seen
 	CTFlagHairpin   uint16 = 1 << 2 // the client is its own backend: source translated too
+	CTFlagExternal  uint16 = 1 << 3 // from outside the cluster through the underlay NIC (lb_ct.h)
+	CTFlagFinFwd    uint16 = 1 << 4 // the client sent a FIN
+	CTFlagFinRev    uint16 = 1 << 5 // the backend sent a FIN
+	CTFlagRST       uint16 = 1 << 6 // an RST from either side
 )
+
+// ctCloseFlags are the flags that put a TCP entry under a close timeout.
+const ctCloseFlags = CTFlagClosing | CTFlagFinFwd | CTFlagFinRev | CTFlagRST
 
 // Dir is the direction of a connection tracking entry (enum lb_ct_dir).
 type Dir uint8
@@ -231,27 +242,76 @@ func (v CT) String() string {
 	return fmt.Sprintf("%s:%s svc=%d flags=%#x last-seen=%d", v.Addr, v.Port, v.SvcID, v.Flags, v.LastSeen)
 }
 
-// CTTimeout is how long after its last packet an entry of protocol proto with flags is dead, as
-// bpf/lib/lb.h says.
-func CTTimeout(proto Proto, flags uint16) time.Duration {
-	s := CTTimeoutOther
-	if proto == ProtoTCP {
-		switch {
-		case flags&CTFlagClosing != 0:
-			s = CTTimeoutTCPClose
-		case flags&CTFlagSeenReply != 0:
-			s = CTTimeoutTCP
-		default:
-			s = CTTimeoutTCPSyn
-		}
-	}
-	return time.Duration(s) * time.Second
+// CTCloseTimeouts are the TCP close timeouts node_cfg gives the programs (the agent's
+// --ct-tcp-*-timeout flags); a zero field is lb.h's default, as in the programs.
+type CTCloseTimeouts struct {
+	CloseWait time.Duration // after a FIN from one side only
+	TimeWait  time.Duration // after FINs from both sides, or an older program's CLOSING
+	Close     time.Duration // after an RST
 }
 
-// Expired says whether the entry is dead at now (CLOCK_BOOTTIME nanoseconds, the clock of
-// bpf_ktime_get_boot_ns).
+// DefaultCTCloseTimeouts are lb.h's.
+func DefaultCTCloseTimeouts() CTCloseTimeouts {
+	return CTCloseTimeouts{CloseWait: CTTimeoutTCPCloseWait * time.Second,
+		TimeWait: CTTimeoutTCPTimeWait * time.Second, Close: CTTimeoutTCPClose * time.Second}
+}
+
+func (c CTCloseTimeouts) String() string {
+	c = c.withDefaults()
+	return fmt.Sprintf("close-wait=%s time-wait=%s close=%s", c.CloseWait, c.TimeWait, c.Close)
+}
+
+func (c CTCloseTimeouts) withDefaults() CTCloseTimeouts {
+	d := DefaultCTCloseTimeouts()
+	if c.CloseWait == 0 {
+		c.CloseWait = d.CloseWait
+	}
+	if c.TimeWait == 0 {
+		c.TimeWait = d.TimeWait
+	}
+	if c.Close == 0 {
+		c.Close = d.Close
+	}
+	return c
+}
+
+// Timeout is how long after its last packet an entry of protocol proto with flags is dead, as
+// bpf/lib/lb_ct.h's lb_ct_timeout says: an RST closes, FINs from both sides (or an older
+// program's CLOSING alone) are the time-wait, one FIN is a half-close.
+func (c CTCloseTimeouts) Timeout(proto Proto, flags uint16) time.Duration {
+	if proto != ProtoTCP {
+		return CTTimeoutOther * time.Second
+	}
+	c = c.withDefaults()
+	fins := flags & (CTFlagFinFwd | CTFlagFinRev)
+	switch {
+	case flags&CTFlagRST != 0:
+		return c.Close
+	case flags&ctCloseFlags != 0 && (fins == CTFlagFinFwd|CTFlagFinRev || fins == 0):
+		return c.TimeWait
+	case fins != 0:
+		return c.CloseWait
+	case flags&CTFlagSeenReply != 0:
+		return CTTimeoutTCP * time.Second
+	}
+	return CTTimeoutTCPSyn * time.Second
+}
+
+// Expired says whether v, an entry of protocol proto, is dead at now (CLOCK_BOOTTIME nanoseconds,
+// the clock of bpf_ktime_get_boot_ns).
+func (c CTCloseTimeouts) Expired(v CT, proto Proto, now uint64) bool {
+	return expired(v.LastSeen, c.Timeout(proto, v.Flags), now)
+}
+
+// CTTimeout is Timeout with lb.h's default close timeouts.
+func CTTimeout(proto Proto, flags uint16) time.Duration {
+	return CTCloseTimeouts{}.Timeout(proto, flags)
+}
+
+// Expired says whether the entry is dead at now with lb.h's default close timeouts
+// (CTCloseTimeouts.Expired with the node's).
 func (v CT) Expired(proto Proto, now uint64) bool {
-	return expired(v.LastSeen, CTTimeout(proto, v.Flags), now)
+	return CTCloseTimeouts{}.Expired(v, proto, now)
 }
 
 // AffinityKey mirrors struct lb_affinity_key.

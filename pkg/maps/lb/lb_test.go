@@ -64,13 +64,15 @@ func TestConstantsMatchHeader(t *testing.T) {
 		"LB_SVC_MAX": SvcMax, "LB_BACKEND_MAX": BackendMax, "LB_CT_MAX": CTMax, "LB_AFFINITY_MAX": AffinityMax,
 		"LB_CT_TIMEOUT_TCP": CTTimeoutTCP, "LB_CT_TIMEOUT_TCP_SYN": CTTimeoutTCPSyn,
 		"LB_CT_TIMEOUT_TCP_CLOSE": CTTimeoutTCPClose, "LB_CT_TIMEOUT_OTHER": CTTimeoutOther,
+		"LB_CT_TIMEOUT_TCP_CLOSE_WAIT": CTTimeoutTCPCloseWait, "LB_CT_TIMEOUT_TCP_TIME_WAIT": CTTimeoutTCPTimeWait,
 		"LB_SCOPE_INTERNAL": uint64(ScopeInternal), "LB_SCOPE_EXTERNAL": uint64(ScopeExternal),
 		"LB_SVC_AFFINITY": uint64(FlagAffinity), "LB_SVC_NODEPORT": uint64(FlagNodePort),
 		"LB_SVC_CLOSED": uint64(FlagClosed), "LB_SVC_LOCAL": uint64(FlagLocal),
 		"LB_SVC_EXTERNAL_IP": uint64(FlagExternalIP),
 		"LB_CT_DIR_FWD":      uint64(DirFwd), "LB_CT_DIR_REV": uint64(DirRev),
 		"LB_CT_SEEN_REPLY": uint64(CTFlagSeenReply), "LB_CT_CLOSING": uint64(CTFlagClosing),
-		"LB_CT_HAIRPIN": uint64(CTFlagHairpin),
+		"LB_CT_HAIRPIN": uint64(CTFlagHairpin), "LB_CT_FIN_FWD": uint64(CTFlagFinFwd),
+		"LB_CT_FIN_REV": uint64(CTFlagFinRev), "LB_CT_RST": uint64(CTFlagRST),
 	}
 	for name, v := range want {
 		got, ok := c[name]
@@ -99,8 +101,14 @@ func TestCTTimeout(t *testing.T) {
 	}{
 		{ProtoTCP, 0, time.Minute},
 		{ProtoTCP, CTFlagSeenReply, 6 * time.Hour},
-		{ProtoTCP, CTFlagSeenReply | CTFlagClosing, 10 * time.Second},
-		{ProtoTCP, CTFlagClosing, 10 * time.Second},
+		{ProtoTCP, CTFlagSeenReply | CTFlagClosing, 2 * time.Minute}, // an older program's: direction unknown
+		{ProtoTCP, CTFlagClosing, 2 * time.Minute},
+		{ProtoTCP, CTFlagSeenReply | CTFlagClosing | CTFlagFinFwd, time.Hour},
+		{ProtoTCP, CTFlagSeenReply | CTFlagClosing | CTFlagFinRev, time.Hour},
+		{ProtoTCP, CTFlagSeenReply | CTFlagClosing | CTFlagFinFwd | CTFlagFinRev, 2 * time.Minute},
+		{ProtoTCP, CTFlagSeenReply | CTFlagClosing | CTFlagRST, 10 * time.Second},
+		{ProtoTCP, CTFlagSeenReply | CTFlagClosing | CTFlagFinFwd | CTFlagRST, 10 * time.Second},
+		{ProtoTCP, CTFlagSeenReply | CTFlagHairpin | CTFlagExternal, 6 * time.Hour},
 		{ProtoUDP, CTFlagSeenReply, time.Minute},
 		{ProtoSCTP, 0, time.Minute},
 	} {
@@ -118,6 +126,32 @@ func TestCTTimeout(t *testing.T) {
 	a := Affinity{LastSeen: 100 * sec}
 	if a.Expired(10*time.Second, 110*sec) || !a.Expired(10*time.Second, 111*sec) {
 		t.Error("affinity expiry is not last_seen + timeout")
+	}
+}
+
+// The node's configured close timeouts replace lb.h's, field by field (zero: the default).
+func TestCTCloseTimeoutsConfigured(t *testing.T) {
+	sec := uint64(time.Second)
+	c := CTCloseTimeouts{CloseWait: 5 * time.Minute, Close: 3 * time.Second}
+	for _, tt := range []struct {
+		flags uint16
+		want  time.Duration
+	}{
+		{CTFlagSeenReply | CTFlagClosing | CTFlagFinRev, 5 * time.Minute},
+		{CTFlagSeenReply | CTFlagClosing | CTFlagFinFwd | CTFlagFinRev, 2 * time.Minute},
+		{CTFlagSeenReply | CTFlagClosing | CTFlagRST, 3 * time.Second},
+		{CTFlagSeenReply, 6 * time.Hour},
+	} {
+		if got := c.Timeout(ProtoTCP, tt.flags); got != tt.want {
+			t.Errorf("Timeout(tcp, %#x) = %s, want %s", tt.flags, got, tt.want)
+		}
+	}
+	half := CT{LastSeen: 100 * sec, Flags: CTFlagSeenReply | CTFlagClosing | CTFlagFinFwd}
+	if c.Expired(half, ProtoTCP, 400*sec) || !c.Expired(half, ProtoTCP, 401*sec) {
+		t.Error("half-closed entry: expiry is not last_seen + the configured close-wait")
+	}
+	if got := c.String(); got != "close-wait=5m0s time-wait=2m0s close=3s" {
+		t.Errorf("String = %q", got)
 	}
 }
 

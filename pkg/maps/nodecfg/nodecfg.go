@@ -6,10 +6,13 @@ package nodecfg
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
 // MapName is the map's name in the objects and under <root>/maps.
@@ -46,6 +49,35 @@ type NodeCfg struct {
 	Pad             [3]byte
 	Domain          uint32    // this node's network domain (pkg/maps/domains)
 	GatewayIP       maps.IPv4 // its domain's cloud gateway when that is another node, else zero
+	// Service connection tracking's TCP close timeouts in seconds, 0 for lb.h's default
+	// (SetCTCloseTimeouts).
+	CTTCPCloseWait uint32 // after a FIN from one side only
+	CTTCPTimeWait  uint32 // after FINs from both sides
+	CTTCPClose     uint32 // after an RST
+}
+
+// SetCTCloseTimeouts stores t in whole seconds, rounded up (a zero field keeps lb.h's default).
+func (c *NodeCfg) SetCTCloseTimeouts(t lb.CTCloseTimeouts) error {
+	set := *c
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+		dst  *uint32
+	}{{"close-wait", t.CloseWait, &set.CTTCPCloseWait}, {"time-wait", t.TimeWait, &set.CTTCPTimeWait}, {"close", t.Close, &set.CTTCPClose}} {
+		s := (f.d + time.Second - 1) / time.Second
+		if f.d < 0 || s > math.MaxUint32 {
+			return fmt.Errorf("conntrack TCP %s timeout %s: out of range 0-%ds", f.name, f.d, uint32(math.MaxUint32))
+		}
+		*f.dst = uint32(s)
+	}
+	*c = set
+	return nil
+}
+
+// CTCloseTimeouts are the TCP close timeouts the programs use (zero fields: lb.h's defaults).
+func (c NodeCfg) CTCloseTimeouts() lb.CTCloseTimeouts {
+	return lb.CTCloseTimeouts{CloseWait: time.Duration(c.CTTCPCloseWait) * time.Second,
+		TimeWait: time.Duration(c.CTTCPTimeWait) * time.Second, Close: time.Duration(c.CTTCPClose) * time.Second}
 }
 
 // SetPodCIDR stores p's network address and mask.
@@ -86,9 +118,9 @@ func (c NodeCfg) String() string {
 	if c.EncapMode == EncapDevice {
 		encap = "device"
 	}
-	return fmt.Sprintf("node-ip=%s pod-cidr=%s cluster-cidr=%s underlay-ifindex=%d vxlan-ifindex=%d vni=%d mtu=%d flags=%#x vtep-mac=%s underlay-mac=%s encap=%s",
+	return fmt.Sprintf("node-ip=%s pod-cidr=%s cluster-cidr=%s underlay-ifindex=%d vxlan-ifindex=%d vni=%d mtu=%d flags=%#x vtep-mac=%s underlay-mac=%s encap=%s ct-tcp %s",
 		c.NodeIP, c.PodPrefix(), c.ClusterPrefix(), c.UnderlayIfindex, c.VxlanIfindex, c.VNI, c.MTU, c.Flags,
-		maps.MAC(c.VtepMAC), maps.MAC(c.UnderlayMAC), encap)
+		maps.MAC(c.VtepMAC), maps.MAC(c.UnderlayMAC), encap, c.CTCloseTimeouts())
 }
 
 // Map is an open node_cfg_map; its owner closes it.

@@ -3,9 +3,11 @@ package nodecfg
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
 func TestLayout(t *testing.T) {
@@ -23,6 +25,18 @@ func TestGetPut(t *testing.T) {
 	}
 	if err := c.SetClusterCIDR(netip.MustParsePrefix("10.244.0.0/16")); err != nil {
 		t.Fatal(err)
+	}
+	if err := c.SetCTCloseTimeouts(lb.CTCloseTimeouts{CloseWait: time.Hour, TimeWait: 1500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if c.CTTCPCloseWait != 3600 || c.CTTCPTimeWait != 2 || c.CTTCPClose != 0 {
+		t.Fatalf("close timeouts %d %d %d, want 3600 2 (rounded up) 0 (default)", c.CTTCPCloseWait, c.CTTCPTimeWait, c.CTTCPClose)
+	}
+	if got := c.CTCloseTimeouts(); got != (lb.CTCloseTimeouts{CloseWait: time.Hour, TimeWait: 2 * time.Second}) {
+		t.Fatalf("CTCloseTimeouts = %+v", got)
+	}
+	if err := c.SetCTCloseTimeouts(lb.CTCloseTimeouts{Close: 1 << 62}); err == nil {
+		t.Fatal("a timeout beyond 2^32 s accepted")
 	}
 	if c.PodMask != [4]byte{255, 255, 255, 0} {
 		t.Fatalf("pod mask %v", c.PodMask)
