@@ -258,8 +258,8 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	if (outer->ihl != 5)
 		return TC_ACT_OK; /* outer options: rare enough to leave to the kernel device */
 	ret = vxlan_outer_check(skb);
-	if (ret < 0)
-		return ret;
+	if (ret)
+		return ret < 0 ? ret : TC_ACT_OK;
 	/* again: the checks' helpers invalidated the pointers */
 	outer = pkt_data(skb) + VXLAN_OUTER_IP_OFF;
 	vx = pkt_data(skb) + VXLAN_HDR_OFF;
