@@ -41,8 +41,8 @@ func TestUninstall(t *testing.T) {
 			podVeth = v
 		}
 	}
-	if podVeth == "" || len(links) != 6 {
-		t.Fatalf("precondition: pinned links %v; want 5 for the NIC (tc ingress/egress, XDP) and device and one for %s", keys(links), p.Name)
+	if podVeth == "" || len(links) != 7 {
+		t.Fatalf("precondition: pinned links %v; want 5 for the NIC (tc ingress/egress, XDP) and device and two (tc ingress and egress of its host veth) for %s", keys(links), p.Name)
 	}
 	confDir, binDir := t.TempDir(), t.TempDir()
 	for _, f := range []string{
