@@ -61,9 +61,12 @@ type NodeReconcilerConfig struct {
 	Routes   RouteTable
 	Nodes    NodeTable
 	NextHop  NextHopResolver
-	Recorder record.EventRecorder
-	Resync   time.Duration // full pass: re-resolves next hops and deletes stale entries
-	Metrics  Metrics       // optional
+	Recorder record.EventRecorder // events about this node (CloudGatewayIsolated)
+	// ClusterRecorder records events about other nodes (InvalidNetworkConfig): in the agent, only
+	// while it is the reporter (reporter.go). Nil: Recorder.
+	ClusterRecorder record.EventRecorder
+	Resync          time.Duration // full pass: re-resolves next hops and deletes stale entries
+	Metrics         Metrics       // optional
 
 	// Domains is the domain configuration; nil means the default model (every pool its own
 	// domain, all pairs public).
@@ -93,7 +96,7 @@ type NodeReconciler struct {
 	pinned pinnedState       // map contents found at start, adopted for nodes that are invalid then
 	local  localView         // this node's domain and labels, from its Node object
 	state  LocalState        // last LocalState handed to OnLocal
-	warned string            // last domain-level warning, so it is logged once
+	warned map[string]string // domain-level warnings in force by reason, so each is logged once
 	// indexed is what NodeIndex last accepted; nil forces the next domains pass to write.
 	indexed []NodeName
 }
@@ -135,6 +138,8 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 		ready: make(chan struct{}),
 		peers: map[string]peer{},
 		errs:  map[string]string{},
+
+		warned: map[string]string{},
 	}
 	_, err := cfg.Informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: r.enqueue,
@@ -488,8 +493,7 @@ func (r *NodeReconciler) reportInvalid(ctx context.Context, node *corev1.Node, e
 	if r.errs[node.Name] != err.Error() {
 		r.errs[node.Name] = err.Error()
 		klog.FromContext(ctx).Error(err, "Ignoring node network configuration; keeping its last good state", "node", node.Name)
-		r.cfg.Recorder.Eventf(node, corev1.EventTypeWarning, ReasonInvalidNetworkConfig,
-			"edgeplane ignores this node's network configuration and keeps its last good state: %v", err)
+		r.recordInvalidLocked(node, err.Error())
 	}
 	if _, had := r.peers[node.Name]; had {
 		return
