@@ -301,8 +301,10 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
 		Informer: nodeInformer,
 		Routes:   routeTable{tbl.routes}, Nodes: nodeTable{tbl.nodes},
-		NextHop:  netdev.NextHops{UnderlayIndex: a.underlay.Index},
-		Recorder: recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
+		NextHop: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+
+		Neighbours: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+		Recorder:   recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
 
 		Domains:     domainModel(domains),
 		DomainTable: domainTable{tbl.domains},

@@ -1,10 +1,12 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -61,7 +63,10 @@ type NodeReconcilerConfig struct {
 	Routes   RouteTable
 	Nodes    NodeTable
 	NextHop  NextHopResolver
-	Recorder record.EventRecorder // events about this node (CloudGatewayIsolated)
+	// Neighbours, optional, reports neighbours the kernel resolves, so that next hops are filled
+	// as soon as they are known rather than at the next resync.
+	Neighbours NeighbourWatcher
+	Recorder   record.EventRecorder // events about this node (CloudGatewayIsolated)
 	// ClusterRecorder records events about other nodes (InvalidNetworkConfig): in the agent, only
 	// while it is the reporter (reporter.go). Nil: Recorder.
 	ClusterRecorder record.EventRecorder
@@ -216,6 +221,13 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 	r.syncAll(ctx)
 	close(r.ready)
 	workers.Go(func() { wait.UntilWithContext(ctx, r.runWorker, time.Second) })
+	if r.cfg.Neighbours != nil {
+		workers.Go(func() {
+			if err := r.cfg.Neighbours.WatchResolved(ctx, r.neighbourResolved); err != nil {
+				klog.FromContext(ctx).Error(err, "Watching neighbours; next hops are resolved at each resync only")
+			}
+		})
+	}
 	ticker := time.NewTicker(r.cfg.Resync)
 	defer ticker.Stop()
 	for {
@@ -288,6 +300,22 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	r.indexed = nil // rewritten by that pass, in case the file was lost
 	r.mu.Unlock()
 	r.collectGarbage(ctx)
+}
+
+// neighbourResolved queues the peers a resolved neighbour may concern: every peer whose next hop
+// is still unresolved (the neighbour may be its gateway), and the peer at ip when its next hop
+// changed.
+func (r *NodeReconciler) neighbourResolved(ip netip.Addr, mac net.HardwareAddr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, p := range r.peers {
+		if p.route.Local {
+			continue
+		}
+		if p.node.NextHopMAC == nil || (p.route.NodeIP == ip && !bytes.Equal(p.node.NextHopMAC, mac)) {
+			r.queue.Add(name)
+		}
+	}
 }
 
 func (r *NodeReconciler) runWorker(ctx context.Context) {
