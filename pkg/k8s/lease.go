@@ -51,15 +51,29 @@ func (e *Election) OnAcquire(fn func()) {
 func (e *Election) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithValues("lease", e.Namespace+"/"+e.Name)
 	period := e.Duration / 3
+	unusable := false // the Lease cannot be had at all (no RBAC, no namespace): everyone reports
 	for {
 		held, err := e.try(ctx)
-		if held {
+		cannot := apierrors.IsForbidden(err) || apierrors.IsNotFound(err)
+		switch {
+		case held:
 			e.renewed = time.Now()
-		} else if err != nil && e.held.Load() && time.Since(e.renewed) < e.Duration*2/3 {
+		case err != nil && e.held.Load() && !unusable && time.Since(e.renewed) < e.Duration*2/3:
 			held = true // a failed renewal; the Lease is still ours for a while: retry
+		case cannot:
+			// Better every agent's events than none (the behaviour without a Lease).
+			held = true
+		}
+		if cannot != unusable && ctx.Err() == nil {
+			unusable = cannot
+			if cannot {
+				logger.Error(err, "The reporter Lease cannot be used (apply deploy/'s RBAC and namespace): every agent records events about cluster-wide objects")
+			} else {
+				logger.Info("The reporter Lease can be used again")
+			}
 		}
 		switch {
-		case err != nil && ctx.Err() == nil:
+		case err != nil && !cannot && ctx.Err() == nil:
 			logger.Error(err, "Taking part in the reporter election; retrying")
 		case held && !e.held.Load():
 			logger.Info("This agent now reports problems of cluster-wide objects")
@@ -81,7 +95,7 @@ func (e *Election) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			if e.held.Swap(false) {
+			if e.held.Swap(false) && !unusable {
 				e.release(logger)
 			}
 			return

@@ -2,12 +2,17 @@ package k8s_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
@@ -97,5 +102,29 @@ func TestWhileHeldPassesEventsOnlyWhileHeld(t *testing.T) {
 	}
 	if ev := <-fake.Events; ev != "Warning B passed 1" {
 		t.Errorf("event %q", ev)
+	}
+}
+
+// Without RBAC for the Lease (an upgrade that did not apply deploy/), every agent records events
+// rather than none.
+func TestElectionForbiddenFallsBackToEveryAgent(t *testing.T) {
+	cs := fake.NewClientset()
+	cs.PrependReactor("*", "leases", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}, "reporter", errors.New("no RBAC"))
+	})
+	e := &k8s.Election{API: k8stest.FromClientset(cs), Namespace: "edgeplane-system", Name: "reporter", Identity: "a", Duration: 3 * time.Second}
+	acquired := make(chan struct{}, 1)
+	e.OnAcquire(func() { acquired <- struct{}{} })
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-acquired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an agent that cannot use the Lease never reports")
+	}
+	if !e.Held() {
+		t.Error("Held() is false in the fallback")
 	}
 }
