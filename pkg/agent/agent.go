@@ -285,23 +285,37 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 	broadcaster.StartRecordingToSink(k8s.EventSink(a.client))
 	recorder := broadcaster.NewRecorder(k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
 
+	election, err := a.reporterElection()
+	if err != nil {
+		return err
+	}
+	// Problems of cluster-wide objects are recorded by one agent only (controller/reporter.go).
+	var clusterRecorder record.EventRecorder = recorder
+	if election != nil {
+		clusterRecorder = k8s.WhileHeld(recorder, election.Held)
+	}
+
 	cmNamespace, cmName, err := a.cfg.DomainConfigRef()
 	if err != nil {
 		return err
 	}
 	var domains *controller.DomainConfig
 	if cmName != "" {
-		if domains, err = controller.NewDomainConfig(inf.ConfigMap(cmNamespace, cmName), cmName, recorder, a.telemetry.metrics); err != nil {
+		if domains, err = controller.NewDomainConfig(inf.ConfigMap(cmNamespace, cmName), cmName, clusterRecorder, a.telemetry.metrics); err != nil {
 			return err
 		}
+	} else {
+		logger.Info("Domain configuration disabled (--domain-config is empty): every pool is its own domain, all pairs public (default)")
 	}
 	nodeInformer := inf.Nodes()
 	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
 		Informer: nodeInformer,
 		Routes:   routeTable{tbl.routes}, Nodes: nodeTable{tbl.nodes},
-		NextHop:  netdev.NextHops{UnderlayIndex: a.underlay.Index},
-		Recorder: recorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
+		NextHop: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+
+		Neighbours: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+		Recorder:   recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
 
 		Domains:     domainModel(domains),
 		DomainTable: domainTable{tbl.domains},
@@ -312,7 +326,7 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 	if err != nil {
 		return err
 	}
-	svcs, err := a.newServices(inf, tbl, recorder, domainModel(domains))
+	svcs, err := a.newServices(inf, tbl, recorder, clusterRecorder, domainModel(domains))
 	if err != nil {
 		return err
 	}
@@ -343,6 +357,24 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 	running.Go(func() { errs <- nodesRec.Run(ctx) })
 	running.Go(func() { errs <- gc.Run(ctx) })
 	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
+	if domains != nil {
+		running.Go(func() {
+			if domains.WaitForSync(ctx) {
+				msg, kv := domains.InEffect()
+				logger.Info(msg, append([]any{"configmap", cmNamespace + "/" + cmName}, kv...)...)
+			}
+		})
+	}
+	if election != nil {
+		election.OnAcquire(func() {
+			if domains != nil {
+				domains.ReportAgain()
+			}
+			nodesRec.ReportAgain()
+			svcs.reconciler.ReportAgain()
+		})
+		running.Go(func() { election.Run(ctx) })
+	}
 	// The maps close after this function: nothing may still write to them then.
 	defer running.Wait()
 	defer cancel()
@@ -360,6 +392,17 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
 	logger.Info("Stopping; pinned maps and links stay in place")
 	return nil
+}
+
+// reporterElection is the election of the agent that records events about cluster-wide objects;
+// nil when --reporter-lease is empty (every agent records them).
+func (a *Agent) reporterElection() (*k8s.Election, error) {
+	namespace, name, err := a.cfg.ReporterLeaseRef()
+	if err != nil || name == "" {
+		return nil, err
+	}
+	return &k8s.Election{API: a.client, Namespace: namespace, Name: name, Identity: a.cfg.NodeName,
+		Duration: a.cfg.ReporterLeaseDuration}, nil
 }
 
 // domainModel avoids a typed nil in the interface: without a ConfigMap the reconciler uses the

@@ -63,6 +63,11 @@ type Config struct {
 	CTTCPTimeWaitTimeout  time.Duration
 	CTTCPCloseTimeout     time.Duration
 
+	// Who reports problems of cluster-wide objects (Services, the domain ConfigMap, peers' Nodes):
+	// the holder of this Lease (namespace/name), renewed within ReporterLeaseDuration.
+	ReporterLease         string
+	ReporterLeaseDuration time.Duration
+
 	// --uninstall and what it also removes (uninstall.go).
 	Uninstall  bool
 	CNIConfDir string
@@ -92,11 +97,36 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CTTCPCloseTimeout, "ct-tcp-close-timeout", lb.CTTimeoutTCPClose*time.Second, "how long a Service TCP connection reset by either side (RST) stays tracked after its last packet; Linux conntrack's CLOSE (rounded up to seconds)")
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
-	fs.StringVar(&c.DomainConfig, "domain-config", "kube-system/edgeplane-domains", "namespace/name of the ConfigMap that groups node pools into network domains and sets their connectivity (docs/domains.md); a missing ConfigMap (or an empty flag) means every pool is its own domain and all pairs are public")
 	fs.StringVar(&c.FlannelSubnetFile, "flannel-subnet-file", "/run/flannel/subnet.env", "flanneld's subnet file, removed when it describes this node's pod CIDR (a node moving from Flannel, docs/install.md); empty: leave it")
 	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "with --uninstall: also remove "+installedConflist+" from this directory (empty: leave it)")
 	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "with --uninstall: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")
+	c.registerClusterFlags(fs)
+}
+
+// registerClusterFlags binds the flags about cluster-wide objects: the domain ConfigMap and the
+// reporter Lease, both in the agent's namespace by default.
+func (c *Config) registerClusterFlags(fs *flag.FlagSet) {
+	ns := AgentNamespace()
+	fs.StringVar(&c.DomainConfig, "domain-config", ns+"/"+DomainConfigName, "namespace/name of the ConfigMap that groups node pools into network domains and sets their connectivity (docs/domains.md; default: in the agent's namespace, $POD_NAMESPACE, else "+DefaultNamespace+"); a missing ConfigMap (or an empty flag) means every pool is its own domain and all pairs are public, which the agent logs at start")
+	fs.StringVar(&c.ReporterLease, "reporter-lease", ns+"/"+ReporterLeaseName, "namespace/name of the Lease whose holder alone records events about cluster-wide objects (Services, the domain ConfigMap, other nodes); empty: every agent records them")
+	fs.DurationVar(&c.ReporterLeaseDuration, "reporter-lease-duration", 15*time.Second, "how long the reporter Lease lasts without renewal: another agent takes over within about this long after its holder dies")
+}
+
+// The agent's namespace when $POD_NAMESPACE (the downward API's metadata.namespace) is not set,
+// and the names of the objects it finds there.
+const (
+	DefaultNamespace  = "edgeplane-system"
+	DomainConfigName  = "edgeplane-domains"
+	ReporterLeaseName = "edgeplane-agent-reporter"
+)
+
+// AgentNamespace is the namespace the agent runs in: $POD_NAMESPACE, else edgeplane-system.
+func AgentNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return DefaultNamespace
 }
 
 // Validate checks what can be checked before touching the host or the API server.
@@ -144,6 +174,12 @@ func (c *Config) Validate() error {
 	if _, _, err := c.DomainConfigRef(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, _, err := c.ReporterLeaseRef(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ReporterLeaseDuration < 2*time.Second {
+		errs = append(errs, fmt.Errorf("--reporter-lease-duration %v: want at least 2s", c.ReporterLeaseDuration))
+	}
 	return errors.Join(errs...)
 }
 
@@ -155,12 +191,21 @@ func (c *Config) CTCloseTimeouts() lb.CTCloseTimeouts {
 // DomainConfigRef splits --domain-config into namespace and name; both are empty when the flag is
 // (no ConfigMap: the default model).
 func (c *Config) DomainConfigRef() (namespace, name string, err error) {
-	if c.DomainConfig == "" {
+	return splitRef("--domain-config", c.DomainConfig)
+}
+
+// ReporterLeaseRef splits --reporter-lease; both are empty when the flag is (every agent reports).
+func (c *Config) ReporterLeaseRef() (namespace, name string, err error) {
+	return splitRef("--reporter-lease", c.ReporterLease)
+}
+
+func splitRef(flagName, ref string) (namespace, name string, err error) {
+	if ref == "" {
 		return "", "", nil
 	}
-	namespace, name, ok := strings.Cut(c.DomainConfig, "/")
+	namespace, name, ok := strings.Cut(ref, "/")
 	if !ok || namespace == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("--domain-config %q: want namespace/name", c.DomainConfig)
+		return "", "", fmt.Errorf("%s %q: want namespace/name", flagName, ref)
 	}
 	return namespace, name, nil
 }

@@ -111,3 +111,28 @@ func TestFlagsInvalid(t *testing.T) {
 		}
 	}
 }
+
+// The domain ConfigMap and the reporter Lease are in the agent's namespace: $POD_NAMESPACE (the
+// DaemonSet's downward API), else edgeplane-system, where deploy/ puts the ConfigMap.
+func TestClusterObjectsInAgentNamespace(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	c, err := parse(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DomainConfig != "edgeplane-system/edgeplane-domains" || c.ReporterLease != "edgeplane-system/edgeplane-agent-reporter" {
+		t.Errorf("without $POD_NAMESPACE: --domain-config %q, --reporter-lease %q", c.DomainConfig, c.ReporterLease)
+	}
+	t.Setenv("POD_NAMESPACE", "net")
+	if c, err = parse(t); err != nil {
+		t.Fatal(err)
+	}
+	if c.DomainConfig != "net/edgeplane-domains" || c.ReporterLease != "net/edgeplane-agent-reporter" {
+		t.Errorf("with POD_NAMESPACE=net: --domain-config %q, --reporter-lease %q", c.DomainConfig, c.ReporterLease)
+	}
+	for _, args := range [][]string{{"--reporter-lease=nons"}, {"--reporter-lease-duration=1s"}, {"--domain-config=a/b/c"}} {
+		if _, err := parse(t, args...); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+}

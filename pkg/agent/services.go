@@ -216,7 +216,9 @@ type services struct {
 	informers  map[string]cache.SharedIndexInformer // for the readiness checks
 }
 
-func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
+// newServices wires the service reconciler, whose findings about Services go to clusterRecorder,
+// and the health check servers, whose failures are this node's own and go to recorder.
+func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder, clusterRecorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
 	svcInformer, sliceInformer := inf.Services(), inf.EndpointSlices()
 	nodes := corelisters.NewNodeLister(inf.Nodes().GetIndexer())
 	// kube-proxy's health timeout: twice its sync period.
@@ -232,7 +234,7 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder record.Eve
 		Frontends: a.routedFrontends(frontendTable{tbl.lb.svc}, inf),
 		Backends:  backendTable{tbl.lb.backend},
 		Affinity:  affinityTable{tbl.lb.affinity},
-		Recorder:  recorder,
+		Recorder:  clusterRecorder,
 		Resync:    a.cfg.Resync,
 		Metrics:   a.telemetry.metrics,
 		Domains:   domains,

@@ -30,18 +30,20 @@ type DomainConfig struct {
 	recorder record.EventRecorder
 	metrics  Metrics
 	synced   cache.InformerSynced
+	store    cache.Store
 
 	model atomic.Pointer[domain.Model]
 
 	mu        sync.Mutex
 	listeners []func()
 	lastErr   string
+	invalid   *corev1.ConfigMap // the ConfigMap lastErr is about
 }
 
 // NewDomainConfig registers on an informer of the ConfigMap's namespace (the agent narrows it to
 // the one name); name is the ConfigMap's name.
 func NewDomainConfig(informer cache.SharedIndexInformer, name string, recorder record.EventRecorder, metrics Metrics) (*DomainConfig, error) {
-	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, synced: informer.HasSynced}
+	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, synced: informer.HasSynced, store: informer.GetStore()}
 	d.model.Store(domain.DefaultModel())
 	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { d.update(obj, false) },
@@ -90,18 +92,16 @@ func (d *DomainConfig) update(obj any, deleted bool) {
 	observe(d.metrics, DomainConfigController, start, err)
 	d.mu.Lock()
 	if err != nil {
+		d.invalid = cm
 		if d.lastErr != err.Error() {
 			d.lastErr = err.Error()
 			logger.Error(err, "Ignoring the domain configuration; keeping the last valid one")
-			if d.recorder != nil {
-				d.recorder.Eventf(cm, corev1.EventTypeWarning, ReasonInvalidDomainConfig,
-					"edgeplane keeps its last valid domain configuration: %v", err)
-			}
+			d.recordLocked()
 		}
 		d.mu.Unlock()
 		return
 	}
-	d.lastErr = ""
+	d.lastErr, d.invalid = "", nil
 	listeners := append([]func(){}, d.listeners...)
 	d.mu.Unlock()
 	if d.model.Swap(m).Equal(m) {
@@ -110,6 +110,50 @@ func (d *DomainConfig) update(obj any, deleted bool) {
 	logger.Info("Domain configuration changed", "poolLabel", m.PoolLabel(), "default", m.DefaultConnectivity(), "domains", m.Configured())
 	for _, fn := range listeners {
 		fn()
+	}
+}
+
+func (d *DomainConfig) recordLocked() {
+	if d.recorder != nil && d.invalid != nil {
+		d.recorder.Eventf(d.invalid, corev1.EventTypeWarning, ReasonInvalidDomainConfig,
+			"edgeplane keeps its last valid domain configuration: %s", d.lastErr)
+	}
+}
+
+// ReportAgain records the event about the ConfigMap's current problem, if it has one, again: the
+// recorder's events now reach the cluster (this agent became the reporter) and the one recorded
+// before may not have.
+func (d *DomainConfig) ReportAgain() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.lastErr != "" {
+		d.recordLocked()
+	}
+}
+
+// InEffect describes the configuration in force and where it came from, for the start-up log:
+// the ConfigMap's resourceVersion, or that it was not found and the defaults apply. Call it after
+// the informer synced.
+func (d *DomainConfig) InEffect() (msg string, keysAndValues []any) {
+	var cm *corev1.ConfigMap
+	for _, obj := range d.store.List() {
+		if c, ok := obj.(*corev1.ConfigMap); ok && c.Name == d.name {
+			cm = c
+		}
+	}
+	d.mu.Lock()
+	lastErr := d.lastErr
+	d.mu.Unlock()
+	m := d.Model()
+	switch {
+	case cm == nil:
+		return "Domain ConfigMap not found: every pool is its own domain, all pairs public (default)", nil
+	case lastErr != "":
+		return "Domain ConfigMap is invalid: every pool is its own domain, all pairs public (default) until it is fixed",
+			[]any{"resourceVersion", cm.ResourceVersion, "err", lastErr}
+	default:
+		return "Domain configuration in effect", []any{"resourceVersion", cm.ResourceVersion,
+			"poolLabel", m.PoolLabel(), "default", m.DefaultConnectivity(), "domains", m.Configured()}
 	}
 }
 

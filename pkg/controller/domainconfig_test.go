@@ -57,3 +57,42 @@ func TestDomainConfigKeepsLastValid(t *testing.T) {
 		t.Fatal("deleting the ConfigMap must restore the defaults")
 	}
 }
+
+// ReportAgain records the ConfigMap's current problem once more (the reporter changed), nothing
+// once it is fixed; InEffect says where the configuration in force came from.
+func TestDomainConfigReportAgainAndInEffect(t *testing.T) {
+	recorder := record.NewFakeRecorder(10)
+	factory := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
+	informer := factory.Core().V1().ConfigMaps().Informer()
+	d, err := NewDomainConfig(informer, "edgeplane-domains", recorder, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, _ := d.InEffect(); !strings.Contains(msg, "not found") || !strings.Contains(msg, "all pairs public (default)") {
+		t.Errorf("InEffect without a ConfigMap: %q", msg)
+	}
+	bad := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: "edgeplane-system", ResourceVersion: "7"},
+		Data: map[string]string{domain.ConfigKey: "defaultConnectivity: privat\n"}}
+	_ = informer.GetStore().Add(bad)
+	d.update(bad, false)
+	d.ReportAgain()
+	if n := len(recorder.Events); n != 2 {
+		t.Fatalf("%d events, want the first and the one again", n)
+	}
+	if msg, kv := d.InEffect(); !strings.Contains(msg, "invalid") || kv[1] != "7" {
+		t.Errorf("InEffect with an invalid ConfigMap: %q %v", msg, kv)
+	}
+	good := bad.DeepCopy()
+	good.ResourceVersion, good.Data[domain.ConfigKey] = "8", cloudSiteAPrivate
+	_ = informer.GetStore().Update(good)
+	d.update(good, false)
+	<-recorder.Events
+	<-recorder.Events
+	d.ReportAgain()
+	if n := len(recorder.Events); n != 0 {
+		t.Errorf("%d events after the ConfigMap was fixed", n)
+	}
+	if msg, kv := d.InEffect(); msg != "Domain configuration in effect" || kv[1] != "8" {
+		t.Errorf("InEffect with a valid ConfigMap: %q %v", msg, kv)
+	}
+}

@@ -54,8 +54,10 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 	}
 	var errs []error
 	if err := domain.CheckIDs(names); err != nil {
-		r.warnOnce(ctx, nil, "", err.Error())
+		r.warnOnce(nil, warnDomainIDs, err.Error())
 		errs = append(errs, err)
+	} else {
+		r.clearWarning(warnDomainIDs)
 	}
 	if r.cfg.DomainTable != nil {
 		want := map[uint32]bool{}
@@ -75,20 +77,25 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 	default:
 		state.Gateway = gwPeer.route.NodeIP
 	}
-	if state.IsGateway {
-		reach := slices.ContainsFunc(names, func(n string) bool { return n != local && m.Reachable(local, n) })
-		if !reach {
-			msg := fmt.Sprintf("this node is the cloud gateway of domain %s, but no other domain has a private line to it "+
-				"(connectivity is public): the gateway cannot carry cloud hosts' traffic to edge pods", local)
-			r.warnOnce(ctx, r.localNodeObject(), ReasonCloudGatewayIsolated, msg)
-		}
+	isolated := state.IsGateway && !slices.ContainsFunc(names, func(n string) bool { return n != local && m.Reachable(local, n) })
+	if isolated {
+		msg := fmt.Sprintf("this node is the cloud gateway of domain %s, but no other domain has a private line to it "+
+			"(connectivity is public): the gateway cannot carry cloud hosts' traffic to edge pods", local)
+		r.warnOnce(r.localNodeObject(), ReasonCloudGatewayIsolated, msg)
+	} else if r.clearWarning(ReasonCloudGatewayIsolated) {
+		logger.Info("This node's domain has a private line again (or it is no cloud gateway any more): no longer isolated",
+			"reason", ReasonCloudGatewayIsolated)
 	}
 	if state != r.state && r.cfg.OnLocal != nil {
 		if err := r.cfg.OnLocal(state); err != nil {
 			errs = append(errs, fmt.Errorf("writing local domain state: %w", err))
 		} else {
+			via := "none"
+			if state.Gateway.IsValid() {
+				via = state.Gateway.String()
+			}
 			logger.Info("Network domain", "domain", state.Domain, "id", state.DomainID,
-				"cloudGateway", state.IsGateway, "via", state.Gateway)
+				"cloudGateway", state.IsGateway, "via", via)
 			r.state = state
 		}
 	} else if r.cfg.OnLocal == nil {
@@ -168,14 +175,26 @@ func (r *NodeReconciler) localNodeObject() *corev1.Node {
 	return n
 }
 
-// warnOnce logs msg (and records an event on obj when there is one) unless it was the last warning.
-func (r *NodeReconciler) warnOnce(ctx context.Context, obj *corev1.Node, reason, msg string) {
-	if r.warned == msg {
+// warnDomainIDs keys the warning about colliding domain IDs in NodeReconciler.warned.
+const warnDomainIDs = "DomainIDCollision"
+
+// warnOnce logs msg at Warning level (and records an event on obj when there is one) unless it is
+// the warning of this reason already in force: a condition is reported when it starts or its
+// message changes, and again after it cleared (clearWarning) and came back.
+func (r *NodeReconciler) warnOnce(obj *corev1.Node, reason, msg string) {
+	if r.warned[reason] == msg {
 		return
 	}
-	r.warned = msg
-	klog.FromContext(ctx).Info("Warning: "+msg, "reason", reason)
-	if obj != nil && reason != "" && r.cfg.Recorder != nil {
+	r.warned[reason] = msg
+	klog.Warningf("%s (reason %s)", msg, reason)
+	if obj != nil && r.cfg.Recorder != nil {
 		r.cfg.Recorder.Event(obj, corev1.EventTypeWarning, reason, msg)
 	}
+}
+
+// clearWarning forgets the warning of reason: its condition is over. It reports whether there was one.
+func (r *NodeReconciler) clearWarning(reason string) bool {
+	_, had := r.warned[reason]
+	delete(r.warned, reason)
+	return had
 }

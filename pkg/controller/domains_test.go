@@ -208,6 +208,24 @@ func TestDomainsIsolatedGatewayWarns(t *testing.T) {
 	}
 }
 
+// A second isolation after a recovery is a new condition: it is reported again.
+func TestDomainsIsolatedGatewayWarnsAgainAfterRecovery(t *testing.T) {
+	f := newDomainFixture(t, "", edgeCluster(domain.CloudGatewayLabel)...)
+	f.pass(t)
+	f.model.m.Store(parseModel(t, cloudSiteAPrivate)) // the private line is configured: recovered
+	f.pass(t)
+	f.model.m.Store(parseModel(t, "")) // public again: isolated again
+	f.pass(t)
+	if n := len(f.recorder.Events); n != 2 {
+		t.Fatalf("%d events for two isolations, want 2", n)
+	}
+	for range 2 {
+		if ev := <-f.recorder.Events; !strings.Contains(ev, ReasonCloudGatewayIsolated) {
+			t.Errorf("event %q", ev)
+		}
+	}
+}
+
 func TestDomainsDefaultDomainKeepsFlannelEndpoints(t *testing.T) {
 	// Nodes in no pool: one domain, but not one network, so public-ip-overwrite wins as in Flannel.
 	f := newDomainFixture(t, "",

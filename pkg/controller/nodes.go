@@ -1,10 +1,12 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -61,9 +63,15 @@ type NodeReconcilerConfig struct {
 	Routes   RouteTable
 	Nodes    NodeTable
 	NextHop  NextHopResolver
-	Recorder record.EventRecorder
-	Resync   time.Duration // full pass: re-resolves next hops and deletes stale entries
-	Metrics  Metrics       // optional
+	// Neighbours, optional, reports neighbours the kernel resolves, so that next hops are filled
+	// as soon as they are known rather than at the next resync.
+	Neighbours NeighbourWatcher
+	Recorder   record.EventRecorder // events about this node (CloudGatewayIsolated)
+	// ClusterRecorder records events about other nodes (InvalidNetworkConfig): in the agent, only
+	// while it is the reporter (reporter.go). Nil: Recorder.
+	ClusterRecorder record.EventRecorder
+	Resync          time.Duration // full pass: re-resolves next hops and deletes stale entries
+	Metrics         Metrics       // optional
 
 	// Domains is the domain configuration; nil means the default model (every pool its own
 	// domain, all pairs public).
@@ -93,7 +101,7 @@ type NodeReconciler struct {
 	pinned pinnedState       // map contents found at start, adopted for nodes that are invalid then
 	local  localView         // this node's domain and labels, from its Node object
 	state  LocalState        // last LocalState handed to OnLocal
-	warned string            // last domain-level warning, so it is logged once
+	warned map[string]string // domain-level warnings in force by reason, so each is logged once
 	// indexed is what NodeIndex last accepted; nil forces the next domains pass to write.
 	indexed []NodeName
 }
@@ -135,6 +143,8 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 		ready: make(chan struct{}),
 		peers: map[string]peer{},
 		errs:  map[string]string{},
+
+		warned: map[string]string{},
 	}
 	_, err := cfg.Informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: r.enqueue,
@@ -211,6 +221,13 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 	r.syncAll(ctx)
 	close(r.ready)
 	workers.Go(func() { wait.UntilWithContext(ctx, r.runWorker, time.Second) })
+	if r.cfg.Neighbours != nil {
+		workers.Go(func() {
+			if err := r.cfg.Neighbours.WatchResolved(ctx, r.neighbourResolved); err != nil {
+				klog.FromContext(ctx).Error(err, "Watching neighbours; next hops are resolved at each resync only")
+			}
+		})
+	}
 	ticker := time.NewTicker(r.cfg.Resync)
 	defer ticker.Stop()
 	for {
@@ -283,6 +300,22 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	r.indexed = nil // rewritten by that pass, in case the file was lost
 	r.mu.Unlock()
 	r.collectGarbage(ctx)
+}
+
+// neighbourResolved queues the peers a resolved neighbour may concern: every peer whose next hop
+// is still unresolved (the neighbour may be its gateway), and the peer at ip when its next hop
+// changed.
+func (r *NodeReconciler) neighbourResolved(ip netip.Addr, mac net.HardwareAddr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, p := range r.peers {
+		if p.route.Local {
+			continue
+		}
+		if p.node.NextHopMAC == nil || (p.route.NodeIP == ip && !bytes.Equal(p.node.NextHopMAC, mac)) {
+			r.queue.Add(name)
+		}
+	}
 }
 
 func (r *NodeReconciler) runWorker(ctx context.Context) {
@@ -488,8 +521,7 @@ func (r *NodeReconciler) reportInvalid(ctx context.Context, node *corev1.Node, e
 	if r.errs[node.Name] != err.Error() {
 		r.errs[node.Name] = err.Error()
 		klog.FromContext(ctx).Error(err, "Ignoring node network configuration; keeping its last good state", "node", node.Name)
-		r.cfg.Recorder.Eventf(node, corev1.EventTypeWarning, ReasonInvalidNetworkConfig,
-			"edgeplane ignores this node's network configuration and keeps its last good state: %v", err)
+		r.recordInvalidLocked(node, err.Error())
 	}
 	if _, had := r.peers[node.Name]; had {
 		return

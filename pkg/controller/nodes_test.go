@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -320,5 +321,37 @@ func TestNetworkChanged(t *testing.T) {
 	moved.Annotations[k8s.PublicIPOverwriteAnnotation] = "203.0.113.9"
 	if networkChanged(b, heartbeat) || !networkChanged(b, moved) {
 		t.Fatal("networkChanged: want status-only updates filtered and annotation changes kept")
+	}
+}
+
+// A neighbour the kernel resolves queues the peers whose next hop it may fill: every unresolved
+// one, and the peer at that address when its MAC changed; not the others.
+func TestNodeReconcilerNeighbourResolvedQueuesPeers(t *testing.T) {
+	b := peerNode("b", "10.244.1.0/24", "192.168.0.2", macB)
+	c := peerNode("c", "10.244.2.0/24", "192.168.1.3", macC)
+	f := newNodeFixture(t, peerNode("self", "10.244.0.0/24", "192.168.0.1", macC), b, c)
+	for _, n := range []string{"self", "b", "c"} {
+		f.reconcile(t, n)
+	}
+	queued := func() []string {
+		var out []string
+		for f.r.queue.Len() > 0 {
+			k, _ := f.r.queue.Get()
+			f.r.queue.Done(k)
+			if k != domainsKey {
+				out = append(out, k)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	queued()
+	f.r.neighbourResolved(nodeIP("192.168.0.2"), gwMAC) // b's own next hop, unchanged
+	if q := queued(); !slices.Equal(q, []string{"c"}) {
+		t.Errorf("after b's neighbour was resolved unchanged: queued %v, want [c] (unresolved)", q)
+	}
+	f.r.neighbourResolved(nodeIP("192.168.0.2"), macC) // b's next hop moved
+	if q := queued(); !slices.Equal(q, []string{"b", "c"}) {
+		t.Errorf("after b's neighbour changed: queued %v, want [b c]", q)
 	}
 }

@@ -7,6 +7,7 @@
 package controller
 
 import (
+	"context"
 	"net"
 	"net/netip"
 )
@@ -64,6 +65,12 @@ type EndpointTable interface {
 // it is on-link, else the underlay gateway. A nil MAC and nil error mean "not resolved yet".
 type NextHopResolver interface {
 	NextHop(netip.Addr) (net.HardwareAddr, error)
+}
+
+// NeighbourWatcher reports, until ctx is done, each neighbour the kernel resolves (or whose MAC
+// changes) with its MAC.
+type NeighbourWatcher interface {
+	WatchResolved(ctx context.Context, resolved func(netip.Addr, net.HardwareAddr)) error
 }
 
 // Domain is a domains_map value: a network domain as this node sees it.

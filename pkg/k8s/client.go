@@ -69,6 +69,8 @@ type API interface {
 	ListLeases(ctx context.Context, namespace, labelSelector string) (*coordinationv1.LeaseList, error)
 	GetLease(ctx context.Context, namespace, name string) (*coordinationv1.Lease, error)
 	CreateLease(ctx context.Context, namespace string, lease *coordinationv1.Lease) (*coordinationv1.Lease, error)
+	// UpdateLease replaces the Lease, failing with a conflict when its resourceVersion is stale.
+	UpdateLease(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error)
 	DeleteLease(ctx context.Context, namespace, name string, pre metav1.Preconditions) error
 
 	// The event methods work in the event's namespace.
@@ -193,6 +195,15 @@ func (c *Client) CreateLease(ctx context.Context, namespace string, lease *coord
 		return nil, err
 	}
 	return created, nil
+}
+
+func (c *Client) UpdateLease(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+	updated := &coordinationv1.Lease{}
+	err := c.coordination.Put().Namespace(lease.Namespace).Resource("leases").Name(lease.Name).Body(lease).Do(ctx).Into(updated)
+	if err != nil {
+		return nil, err
+	}
+	return updated, nil
 }
 
 func (c *Client) DeleteLease(ctx context.Context, namespace, name string, pre metav1.Preconditions) error {

@@ -240,6 +240,11 @@ func testRBAC(t *testing.T, a *apiLab) {
 	for _, v := range []string{"create", "get", "list", "delete"} {
 		allowed = append(allowed, access{verb: v, group: "coordination.k8s.io", resource: "leases", namespace: "kube-system"})
 	}
+	// The reporter Lease (pkg/k8s Election): create, and get/update of that one Lease.
+	allowed = append(allowed, access{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system"})
+	for _, v := range []string{"get", "update"} {
+		allowed = append(allowed, access{verb: v, group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system", name: "edgeplane-agent-reporter"})
+	}
 	denied := []access{
 		{verb: "get", resource: "secrets"}, {verb: "list", resource: "secrets"}, {verb: "watch", resource: "secrets"},
 		{verb: "get", resource: "secrets", namespace: "kube-system"},
@@ -250,7 +255,8 @@ func testRBAC(t *testing.T, a *apiLab) {
 		{verb: "update", resource: "nodes"}, {verb: "delete", resource: "nodes"}, {verb: "create", resource: "nodes"},
 		{verb: "patch", resource: "nodes", subresource: "status"}, {verb: "get", resource: "nodes", subresource: "proxy"},
 		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "default"},
-		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system"},
+		{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system", name: "other"},
+		{verb: "delete", group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system", name: "edgeplane-agent-reporter"},
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: "kube-system"},
 		{verb: "get", resource: "events", namespace: "default"}, {verb: "list", resource: "events"},
 		{verb: "delete", resource: "events", namespace: "kube-system"}, {verb: "update", resource: "events", namespace: "default"},
@@ -299,7 +305,9 @@ func testRBAC(t *testing.T, a *apiLab) {
 		"create events", "patch events"}
 	want := map[string][]string{
 		"edgeplane-system": append(slices.Clone(common), "get configmaps/edgeplane-domains",
-			"list configmaps/edgeplane-domains", "watch configmaps/edgeplane-domains"),
+			"list configmaps/edgeplane-domains", "watch configmaps/edgeplane-domains",
+			"create leases.coordination.k8s.io", "get leases.coordination.k8s.io/edgeplane-agent-reporter",
+			"update leases.coordination.k8s.io/edgeplane-agent-reporter"),
 		"kube-system": append(slices.Clone(common), "create leases.coordination.k8s.io", "get leases.coordination.k8s.io",
 			"list leases.coordination.k8s.io", "delete leases.coordination.k8s.io"),
 		"default": slices.Clone(common),

@@ -32,8 +32,8 @@ import (
 const (
 	echoPort      = 8080
 	streamPort    = 9000
-	cmNamespace   = "kube-system"
-	cmName        = "edgeplane-domains" // the agent's --domain-config default
+	cmNamespace   = lab.AgentNamespace
+	cmName        = "edgeplane-domains" // the agent's --domain-config default: in its namespace
 	convergeLimit = 10 * time.Second
 )
 
@@ -439,6 +439,7 @@ func TestDomains(t *testing.T) {
 	})
 
 	t.Run("cloud-gateway", func(t *testing.T) { testGateway(t, c) })
+	t.Run("cloud-gateway-isolated-twice-then-removed", func(t *testing.T) { testGatewayRemoved(t, c) })
 	t.Run("spoofed-vxlan", func(t *testing.T) { testSpoofedVXLAN(t, c) })
 }
 

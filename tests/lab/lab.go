@@ -214,9 +214,18 @@ func New(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err := l.waitNamespace(ctx, "default"); err != nil {
 		return nil, err
 	}
+	// Where deploy/ installs the agent, its domain ConfigMap and its reporter Lease: the agents'
+	// defaults (--domain-config, --reporter-lease) name it.
+	if err := l.waitNamespace(ctx, AgentNamespace); err != nil {
+		return nil, err
+	}
 	cfg.Logf("lab %s: API server ready at %s after %v", id, l.API.URL, time.Since(start).Round(time.Millisecond))
 	return l, nil
 }
+
+// AgentNamespace is the agent's namespace as deploy/ installs it; lab agents run without
+// $POD_NAMESPACE, so their defaults name it too.
+const AgentNamespace = "edgeplane-system"
 
 // ErrClosed is returned when something is added to a lab that has been torn down.
 var ErrClosed = errors.New("lab is closed")

@@ -82,9 +82,10 @@ func (n *Node) Routes() (map[netip.Prefix]Route, error) {
 
 // RemoteNode is a nodes_map entry (struct node).
 type RemoteNode struct {
-	IP      netip.Addr
-	VTEPMAC [6]byte
-	Domain  uint32
+	IP         netip.Addr
+	VTEPMAC    [6]byte
+	NextHopMAC [6]byte // zero: unresolved (the datapath lets the kernel resolve the neighbour)
+	Domain     uint32
 }
 
 // RemoteNodes lists nodes_map by tunnel endpoint address.
@@ -94,6 +95,7 @@ func (n *Node) RemoteNodes() (map[netip.Addr]RemoteNode, error) {
 		ip := netip.AddrFrom4([4]byte(k[:4]))
 		rn := RemoteNode{IP: ip, Domain: binary.LittleEndian.Uint32(v[12:16])}
 		copy(rn.VTEPMAC[:], v[:6])
+		copy(rn.NextHopMAC[:], v[6:12])
 		out[ip] = rn
 	})
 	return out, err

@@ -47,9 +47,9 @@ func build(t *testing.T) *cluster {
 	if _, err := l.StartControllerManager(ctx, lab.ControllerManagerOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: "kube-system"},
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: lab.AgentNamespace},
 		Data: map[string]string{domain.ConfigKey: "defaultConnectivity: private\n"}}
-	if _, err := l.Client.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+	if _, err := l.Client.CoreV1().ConfigMaps(lab.AgentNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	c := &cluster{lab: l}

@@ -1,13 +1,16 @@
 package netdev
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // NextHops resolves outer destination MACs from the kernel's routes and neighbour table.
@@ -47,6 +50,59 @@ func (n NextHops) NextHop(ip netip.Addr) (net.HardwareAddr, error) {
 		}
 	}
 	return nil, n.solicit(hop)
+}
+
+// WatchResolved calls resolved with the address and MAC of every underlay neighbour the kernel
+// resolves or changes (netlink neighbour notifications of this network namespace), until ctx is
+// done. When the subscription breaks (the socket overran), it subscribes again, listing the
+// existing entries so that nothing resolved meanwhile is missed.
+func (n NextHops) WatchResolved(ctx context.Context, resolved func(netip.Addr, net.HardwareAddr)) error {
+	logger := klog.FromContext(ctx)
+	listExisting := false
+	for {
+		updates := make(chan netlink.NeighUpdate, 256)
+		done := make(chan struct{})
+		err := netlink.NeighSubscribeWithOptions(updates, done, netlink.NeighSubscribeOptions{
+			ListExisting:  listExisting,
+			ErrorCallback: func(err error) { logger.V(2).Info("Neighbour notifications", "err", err) },
+		})
+		if err != nil {
+			return fmt.Errorf("subscribing to neighbour notifications: %w", err)
+		}
+		n.forward(ctx, updates, resolved)
+		close(done)
+		if ctx.Err() != nil {
+			return nil
+		}
+		logger.Info("Neighbour notifications stopped; subscribing again")
+		listExisting = true
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// forward passes resolved underlay neighbours on until ctx is done or updates closes.
+func (n NextHops) forward(ctx context.Context, updates <-chan netlink.NeighUpdate, resolved func(netip.Addr, net.HardwareAddr)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-updates:
+			if !ok {
+				return
+			}
+			if u.Type != unix.RTM_NEWNEIGH || u.LinkIndex != n.UnderlayIndex || u.Family != netlink.FAMILY_V4 ||
+				u.State&resolvedStates == 0 || len(u.HardwareAddr) != 6 {
+				continue
+			}
+			if ip, ok := netip.AddrFromSlice(u.IP); ok {
+				resolved(ip.Unmap(), u.HardwareAddr)
+			}
+		}
+	}
 }
 
 // solicit asks the kernel to resolve hop as if a packet were sent to it.

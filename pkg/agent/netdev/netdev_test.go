@@ -1,12 +1,14 @@
 package netdev
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -210,4 +212,58 @@ func TestVTEPMACIsStableUnicastLocal(t *testing.T) {
 	if a.String() != b.String() || a[0]&1 != 0 || a[0]&2 == 0 || VTEPMAC("node-b").String() == a.String() {
 		t.Fatalf("VTEPMAC: %s %s", a, b)
 	}
+}
+
+// WatchResolved reports a neighbour of the underlay the moment the kernel holds its MAC, and
+// nothing about other links.
+func TestWatchResolved(t *testing.T) {
+	inNetns(t, func() {
+		eth := underlayFixture(t)
+		here, err := netns.Get()
+		must(t, err)
+		defer here.Close()
+		type resolved struct {
+			ip  netip.Addr
+			mac string
+		}
+		got := make(chan resolved, 16)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() {
+			// The subscription is made in the namespace of the thread that makes it.
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			if err := netns.Set(here); err != nil {
+				done <- err
+				return
+			}
+			done <- NextHops{UnderlayIndex: eth.Attrs().Index}.WatchResolved(ctx, func(ip netip.Addr, mac net.HardwareAddr) {
+				got <- resolved{ip, mac.String()}
+			})
+		}()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		time.Sleep(100 * time.Millisecond) // subscribed
+		must(t, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "other0"}, PeerName: "other1"}))
+		other, err := netlink.LinkByName("other0")
+		must(t, err)
+		must(t, netlink.LinkSetUp(other))
+		must(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: other.Attrs().Index, IP: net.ParseIP("10.9.9.9"),
+			HardwareAddr: net.HardwareAddr{0x0e, 0, 0, 0, 0, 9}, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}))
+		must(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: eth.Attrs().Index, IP: net.ParseIP("192.168.50.3"),
+			HardwareAddr: net.HardwareAddr{0x0e, 0, 0, 0, 0, 3}, State: netlink.NUD_REACHABLE, Family: netlink.FAMILY_V4}))
+		select {
+		case r := <-got:
+			if r.ip != netip.MustParseAddr("192.168.50.3") || r.mac != "0e:00:00:00:00:03" {
+				t.Errorf("resolved %v %s, want 192.168.50.3 0e:00:00:00:00:03 (and nothing of other0)", r.ip, r.mac)
+			}
+		case err := <-done:
+			t.Fatalf("WatchResolved returned early: %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no neighbour reported")
+		}
+	})
 }

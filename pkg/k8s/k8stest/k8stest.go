@@ -49,6 +49,10 @@ func (a api) CreateLease(ctx context.Context, namespace string, lease *coordinat
 	return a.cs.CoordinationV1().Leases(namespace).Create(ctx, lease, metav1.CreateOptions{})
 }
 
+func (a api) UpdateLease(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+	return a.cs.CoordinationV1().Leases(lease.Namespace).Update(ctx, lease, metav1.UpdateOptions{})
+}
+
 func (a api) DeleteLease(ctx context.Context, namespace, name string, pre metav1.Preconditions) error {
 	return a.cs.CoordinationV1().Leases(namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &pre})
 }

@@ -1,0 +1,139 @@
+package domains
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/tests/lab"
+)
+
+const isolatedWarning = "cannot carry cloud hosts' traffic"
+
+// testGatewayRemoved (issue 12, item 8): a gateway isolated a second time, after a recovery, says
+// so again (event and Warning log line); and with the label removed from every node, each node
+// reaches edge pods itself (no route via a gateway, the log says via="none"), and a cloud host
+// still reaches them through the node its VPC routes it to, which translates it (docs/domains.md,
+// "Cloud gateway": the label steers routes, it grants nothing).
+func testGatewayRemoved(t *testing.T, c *cluster) {
+	ctx := t.Context()
+	c1, c2 := c.node("c1"), c.node("c2")
+	c.setConfig(t, privateLine)
+	c.converge(t, cloudSiteA)
+	c.label(t, "c2", domain.CloudGatewayLabel, true)
+	t.Cleanup(func() { c.label(t, "c2", domain.CloudGatewayLabel, false) })
+	if _, err := c.lab.API.Netns.IP(ctx, "route", "replace", lab.ClusterCIDR.String(), "via", c2.IP.String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.lab.API.Netns.IP(ctx, "route", "del", lab.ClusterCIDR.String()) })
+	viaC2 := fmt.Sprintf("%s via %s", c.node("a1").PodCIDR, c2.IP)
+	waitRoutes(t, c1, func(routes string) bool { return strings.Contains(routes, viaC2) })
+
+	// Isolated, recovered, isolated again: two reports.
+	for round := 1; round <= 2; round++ {
+		before, warnings := isolatedEvents(t, c), warningLines(t, c2)
+		c.setConfig(t, "")
+		deadline := time.Now().Add(convergeLimit)
+		for isolatedEvents(t, c) <= before || warningLines(t, c2) <= warnings {
+			if time.Now().After(deadline) {
+				t.Fatalf("isolation %d: events %d -> %d, Warning log lines %d -> %d; want one more of each; c2's log:\n%s",
+					round, before, isolatedEvents(t, c), warnings, warningLines(t, c2), c2.Agent.LogTail(30))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.setConfig(t, privateLine)
+		waitLogContains(t, c2, "no longer isolated", round)
+	}
+
+	// The label goes from every node: no node routes via a gateway any more.
+	c.label(t, "c2", domain.CloudGatewayLabel, false)
+	waitRoutes(t, c1, func(routes string) bool { return !strings.Contains(routes, " via ") })
+	waitLogContains(t, c1, `cloudGateway=false via="none"`, 1)
+	if logs := c1.AgentLogs(500); strings.Contains(logs, "invalid IP") {
+		t.Errorf("c1's log still says \"invalid IP\":\n%s", logs)
+	}
+	// c1's own host traffic goes straight into the overlay, from its own overlay address.
+	if seen, err := lab.TCPEcho(c1.Netns, netip.AddrPortFrom(c.pod("a1").IP, echoPort), 2*time.Second); err != nil || seen.Addr() != overlayAddr(c1) {
+		t.Errorf("c1's host -> site-a pod without a gateway: seen as %v, %v; want c1's overlay address %v", seen, err, overlayAddr(c1))
+	}
+	// The API server's VPC route still points at c2: c2 carries it, translated to its overlay
+	// address, as every node does for hosts that route through it.
+	seen, _, err := c.apiEcho(c.pod("a1"))
+	if err != nil || seen.Addr() != overlayAddr(c2) {
+		t.Errorf("API server -> site-a pod routed via c2 without any gateway label: seen as %v, %v; want c2's overlay address %v", seen, err, overlayAddr(c2))
+	}
+}
+
+// waitRoutes waits until the node's edgeplane routes (protocol 237) satisfy ok.
+func waitRoutes(t *testing.T, n *lab.Node, ok func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(convergeLimit)
+	for {
+		out, err := n.Netns.IP(t.Context(), "route", "show", "proto", "237")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(out) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's edgeplane routes did not converge within %v:\n%s", n.Name, convergeLimit, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// isolatedEvents sums the counts of CloudGatewayIsolated events on c2.
+func isolatedEvents(t *testing.T, c *cluster) int32 {
+	t.Helper()
+	evs, err := c.lab.Client.CoreV1().Events("default").List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int32
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Name == "c2" && e.Reason == "CloudGatewayIsolated" {
+			n += e.Count
+		}
+	}
+	return n
+}
+
+// warningLines counts the isolation warnings in the node's current agent log at klog's Warning
+// level (lines starting with W).
+func warningLines(t *testing.T, n *lab.Node) int {
+	t.Helper()
+	b, err := os.ReadFile(n.Agent.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "W") && strings.Contains(line, isolatedWarning) {
+			count++
+		}
+	}
+	return count
+}
+
+// waitLogContains waits until the node's current agent log holds want at least times times.
+func waitLogContains(t *testing.T, n *lab.Node, want string, times int) {
+	t.Helper()
+	deadline := time.Now().Add(convergeLimit)
+	for {
+		b, err := os.ReadFile(n.Agent.LogPath)
+		if err == nil && strings.Count(string(b), want) >= times {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's agent did not log %s (%d times); log tail:\n%s", n.Name, want, times, n.Agent.LogTail(30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
