@@ -131,16 +131,19 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
  * a remote one with the source translated to the overlay address (node_lb_to_remote), except for
  * externalTrafficPolicy Local, whose backends are all local and never get a translated source.
  * Returns 0 when the packet is no service's (untouched), a verdict, or -reason: NODEPORT_CLOSED
- * (the TC fallback of node_xdp's drop), NO_SERVICE_BACKEND. The caller's header pointers are
+ * (the TC fallback of node_xdp's drop), NO_SERVICE_BACKEND, DOMAIN_UNREACHABLE (with *unreach set
+ * and the packet back as the client sent it, to be answered). The caller's header pointers are
  * gone. Kept out of line (a BPF subprogram): inlined, clang reused a modified ctx pointer for the
  * entry program's packet accesses, which the verifier rejects. */
-static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
+static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg, __u8 *unreach)
 {
 	struct endpoint *ep;
 	struct lb_svc *svc;
 	struct ethhdr *eth;
 	struct lb_tuple t;
 	struct iphdr *ip;
+	__be32 front;
+	__be16 fport;
 	int ret;
 
 	ret = parse_ipv4(skb, &eth, &ip);
@@ -161,6 +164,8 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
 	svc = nodeport_lookup(skb, cfg, ip, t.sport, t.dport, skb->ifindex);
 	if (!svc)
 		return 0;
+	front = t.daddr;
+	fport = t.dport;
 	ret = lb_xlate_fwd_ct(skb, svc, &t, LB_CT_EXTERNAL);
 	if (ret < 0)
 		return ret;
@@ -169,7 +174,13 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
 		return fwd_to_endpoint(skb, ep);
 	if (svc->flags & LB_SVC_LOCAL)
 		return -DROP_NO_SERVICE_BACKEND; /* the agent writes only local backends */
-	return node_lb_to_remote(skb, cfg, &t);
+	ret = node_lb_to_remote(skb, cfg, &t);
+	/* A backend in a domain this node cannot reach (the agent leaves those out; a change of the
+	 * domains reaches the maps a moment later): the client is told at once, with "host
+	 * unreachable" quoting what it sent, the frontend (its source is still its own). */
+	if (ret == -DROP_DOMAIN_UNREACHABLE && lb_rewrite(skb, &t, 1, front, fport) == 0)
+		*unreach = 1;
+	return ret;
 }
 
 /* Whether the IPv4 packet at ip_off (to the overlay address) is a remote backend's reply to a client
@@ -307,7 +318,7 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
 	if (ip->daddr == daddr) { /* not a reply to a masqueraded flow: maybe a service's client */
-		ret = node_lb(skb, cfg);
+		ret = node_lb(skb, cfg, unreach);
 		if (ret)
 			return ret;
 		ret = parse_ipv4(skb, &eth, &ip);
