@@ -787,7 +787,7 @@ func (r *ServiceReconciler) clusterLocked() *service.Cluster {
 				c.SetUnreachable(n.Name, cidr)
 			}
 		}
-		if r.cluster == nil || !slices.Equal(r.cluster.Unreachable(), c.Unreachable()) {
+		if (r.cluster == nil && len(c.Unreachable()) > 0) || (r.cluster != nil && !slices.Equal(r.cluster.Unreachable(), c.Unreachable())) {
 			klog.Background().Info("Service backends on nodes this node cannot reach are left out",
 				"domain", local, "unreachableNodes", len(c.Unreachable()))
 		}
