@@ -118,7 +118,8 @@ func TestServicesAcrossDomains(t *testing.T) {
 		}
 		return "web-c1"
 	}
-	waitSets := func(t *testing.T) {
+	// Every node's ClusterIP and node port frontends: wait until ok holds for each.
+	eachFrontend := func(t *testing.T, what string, ok func(lb.Svc) bool) {
 		t.Helper()
 		for _, n := range c.nodes {
 			for _, k := range []struct {
@@ -126,15 +127,19 @@ func TestServicesAcrossDomains(t *testing.T) {
 				port  uint16
 				scope lb.Scope
 			}{{clusterIP, 80, lb.ScopeInternal}, {netip.IPv4Unspecified(), nodePort, lb.ScopeExternal}} {
-				waitFrontend(t, n, k.vip, k.port, k.scope, "1 backend, 1 unreachable", func(v lb.Svc) bool {
-					return v.Count == 1 && v.Unreachable == 1
-				})
+				waitFrontend(t, n, k.vip, k.port, k.scope, what, ok)
 			}
 		}
 	}
+	waitSets := func(t *testing.T) {
+		t.Helper()
+		eachFrontend(t, "1 backend, 1 unreachable", func(v lb.Svc) bool { return v.Count == 1 && v.Unreachable == 1 })
+	}
 
 	t.Run("pods", func(t *testing.T) {
-		waitSets(t)
+		// Both endpoints programmed (used or left out), then the connects; then the sets.
+		eachFrontend(t, "both endpoints accounted for", func(v lb.Svc) bool { return int(v.Count)+int(v.Unreachable) == 2 })
+		defer waitSets(t)
 		for _, client := range []string{"a1", "c2", "b1"} {
 			counts, failures := connects(c.pod(client).Netns, vip, 16)
 			if len(failures) > 0 || counts[reached(client)] != 16 {
