@@ -16,9 +16,9 @@
  * Not answered (RFC 1122 3.2.2, RFC 1812 4.3.2.7): ICMP errors, non-first fragments, non-IPv4
  * inner frames; nor GRO aggregates. The answers share one budget per node (GCRA: a burst of
  * TUNNEL_UNREACH_BURST, then TUNNEL_UNREACH_RATE a second): the outer source is an address, not
- * a proof, and a flood must not turn into one of answers. Always encapsulated here (native mode),
- * whatever the encap mode: through the VXLAN device, overlay_egress would drop the answer toward
- * this unreachable domain. Counted as ICMP_SENT (direction overlay_in) besides the drop. */
+ * a proof, and a flood must not turn into one of answers. Always encapsulated here, whatever the
+ * encap mode: through the VXLAN device, overlay_egress would drop the answer toward this
+ * unreachable domain. Counted as ICMP_SENT (direction overlay_in) besides the drop. */
 #ifndef EDGEPLANE_TUNNEL_UNREACH_H
 #define EDGEPLANE_TUNNEL_UNREACH_H
 
@@ -77,6 +77,60 @@ static __always_inline int tunnel_unreach_answerable(struct __sk_buff *skb, __be
 	return 1;
 }
 
+/* Puts the error (Ethernet + IPv4, not GSO, ICMP checksum complete) back into VXLAN toward remote.
+ * Not vxlan_encap_native: its bpf_skb_adjust_room with the ENCAP flags refuses (-EALREADY) an skb
+ * still marked as encapsulated, which a frame that arrived encapsulated may be (a veth keeps the
+ * mark the sender's encapsulation set, and decapsulating does not clear it before 6.19). A small
+ * plain packet needs none of the offload state those flags record. */
+static __always_inline int tunnel_unreach_encap(struct __sk_buff *skb, const struct node_cfg *cfg,
+						__be32 remote, const struct node *node)
+{
+	struct ethhdr *eth, *inner_eth;
+	struct iphdr *outer;
+	struct udphdr *udp;
+	struct vxlanhdr *vx;
+	__u32 len;
+
+	if (bpf_skb_adjust_room(skb, ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC, 0) < 0)
+		return -1;
+	if (pkt_pull(skb, ETH_HLEN + ENCAP_OVERHEAD) < 0)
+		return -1;
+	eth = pkt_data(skb);
+	outer = (void *)(eth + 1);
+	udp = (void *)(outer + 1);
+	vx = (void *)(udp + 1);
+	inner_eth = (void *)(vx + 1);
+	if ((void *)(inner_eth + 1) > pkt_end(skb))
+		return -1;
+	len = skb->len - ETH_HLEN;
+	if (node->flags & NODE_NEXTHOP_VALID)
+		eth_set_macs(eth, node->nexthop_mac, cfg->underlay_mac);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	outer->version = 4;
+	outer->ihl = 5;
+	outer->tos = 0;
+	outer->tot_len = bpf_htons(len);
+	outer->id = (__be16)bpf_get_prandom_u32();
+	outer->frag_off = 0;
+	outer->ttl = VXLAN_TTL;
+	outer->protocol = IPPROTO_UDP;
+	outer->check = 0;
+	outer->saddr = cfg->node_ip;
+	outer->daddr = remote;
+	outer->check = ipv4_hdr_csum(outer);
+	udp->source = vxlan_src_port(bpf_get_prandom_u32());
+	udp->dest = bpf_htons(VXLAN_PORT);
+	udp->len = bpf_htons(len - sizeof(struct iphdr));
+	udp->check = 0;
+	vx->flags = VXLAN_FLAG_VNI;
+	vx->vni = bpf_htonl(cfg->vni << 8);
+	eth_set_macs(inner_eth, node->vtep_mac, cfg->vtep_mac);
+	inner_eth->h_proto = bpf_htons(ETH_P_IP);
+	if (node->flags & NODE_NEXTHOP_VALID)
+		return bpf_redirect(cfg->underlay_ifindex, 0);
+	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
+}
+
 /* The exit of node_ingress for VXLAN dropped as DROP_DOMAIN_UNREACHABLE: counted, then answered
  * through the tunnel when the packet may be answered and the budget allows (see the top). Out of
  * line (a BPF subprogram): inlined, its stack (icmp_error's padding) would add to node_ingress's,
@@ -98,7 +152,7 @@ static __noinline int tc_exit_tunnel_unreach(struct __sk_buff *skb, __u32 dir, c
 		return TC_ACT_SHOT;
 	if (icmp_error(skb, cfg->node_ip, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, 0, ICMP_UNREACH_QUOTE) < 0)
 		return TC_ACT_SHOT;
-	ret = vxlan_encap_native(skb, cfg, peer_ip, peer, ICMP_ERR_HLEN);
+	ret = tunnel_unreach_encap(skb, cfg, peer_ip, peer);
 	if (ret < 0)
 		return TC_ACT_SHOT;
 	metric_count(dir, REASON_ICMP_SENT, skb->len);
