@@ -15,6 +15,9 @@
  *   the overlay address as source and goes through the tunnel; that backend's reply (or an ICMP
  *   error about the client's packet) comes back to the overlay address, is translated back twice
  *   and leaves through the NIC (node_lb_reply; overlay.c for what the kernel device decapsulates).
+ *   VXLAN from a node of an unreachable domain is answered with "host unreachable" back through
+ *   the tunnel, for the window in which that node has not applied a domain change yet
+ *   (lib/tunnel_unreach.h).
  * node_egress (tc egress): masquerade of pod traffic leaving the cluster.
  * Both pass traffic while the agent has not configured the node: this is the node's only NIC, and
  * failing closed here would cut the agent off from the API server. */
@@ -33,6 +36,7 @@
 #include "lib/nat.h"
 #include "lib/icmp.h"
 #include "lib/nodeport.h"
+#include "lib/tunnel_unreach.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -48,6 +52,14 @@ static __always_inline int node_lb_to_client(const struct node_cfg *cfg)
 {
 	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
 }
+
+/* The frontend an outside client addressed (node_lb), for an answer about its translated packet. */
+struct node_lb_front {
+	__be32 addr;
+	__be16 port;
+	__u8 unreach; /* the backend is in a domain this node cannot reach: answer */
+	__u8 pad;
+};
 
 /* IPv4 + L4 header length of t's packet, for the MTU decision on the way into the tunnel. */
 static __always_inline __u32 node_lb_hlen(struct __sk_buff *skb, const struct lb_tuple *t)
@@ -134,10 +146,11 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
  * externalTrafficPolicy Local, whose backends are all local and never get a translated source.
  * Returns 0 when the packet is no service's (untouched), a verdict, or -reason: NODEPORT_CLOSED
  * (the TC fallback of node_xdp's drop), NO_SERVICE_BACKEND, INVALID for a TCP/UDP header cut short
- * (by the frame or by the IPv4 total length). The caller's header pointers are
+ * (by the frame or by the IPv4 total length), DOMAIN_UNREACHABLE (front says what the client
+ * addressed, for node_exit_unreach). The caller's header pointers are
  * gone. Kept out of line (a BPF subprogram): inlined, clang reused a modified ctx pointer for the
  * entry program's packet accesses, which the verifier rejects. */
-static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
+static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg, struct node_lb_front *front)
 {
 	struct endpoint *ep;
 	struct lb_svc *svc;
@@ -169,6 +182,8 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
 	svc = nodeport_lookup(skb, cfg, ip, t.sport, t.dport, skb->ifindex);
 	if (!svc)
 		return 0;
+	front->addr = t.daddr;
+	front->port = t.dport;
 	ret = lb_xlate_fwd_ct(skb, svc, &t, LB_CT_EXTERNAL);
 	if (ret < 0)
 		return ret;
@@ -177,7 +192,30 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg)
 		return fwd_to_endpoint(skb, ep);
 	if (svc->flags & LB_SVC_LOCAL)
 		return -DROP_NO_SERVICE_BACKEND; /* the agent writes only local backends */
-	return node_lb_to_remote(skb, cfg, &t);
+	ret = node_lb_to_remote(skb, cfg, &t);
+	front->unreach = ret == -DROP_DOMAIN_UNREACHABLE; /* node_exit_unreach answers */
+	return ret;
+}
+
+/* The exit of node_ingress for a packet toward a domain this node cannot reach that is answered
+ * with "host unreachable" out of the NIC: forwarded traffic (node_plain_ingress), or an outside
+ * client's packet to a remote backend in such a domain (node_lb: the agent leaves those out; a
+ * change of the domains reaches the maps a moment later). The error quotes what the client sent,
+ * so its destination goes back to the frontend first (its source is still its own:
+ * node_lb_to_remote checks the domain before the SNAT). Out of line, so that icmp_error's stack
+ * does not add to node_ingress's on top of node_lb's. */
+static __noinline int node_exit_unreach(struct __sk_buff *skb, __u32 dir, const struct node_cfg *cfg,
+					const struct node_lb_front *front)
+{
+	struct ethhdr *eth;
+	struct lb_tuple t;
+	struct iphdr *ip;
+
+	if (front->unreach &&
+	    (parse_ipv4(skb, &eth, &ip) != L3_IPV4 || lb_parse(skb, ip, &t) != 0 ||
+	     lb_rewrite(skb, &t, 1, front->addr, front->port) < 0))
+		return tc_exit(skb, dir, -DROP_DOMAIN_UNREACHABLE);
+	return tc_exit_host_unreach_nic(skb, dir, cfg->node_ip);
 }
 
 /* Whether the IPv4 packet at ip_off (to the overlay address) is a remote backend's reply to a client
@@ -315,7 +353,7 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
  * routed here toward a pod of a domain this node cannot reach (a cloud host's, through the cloud
  * gateway) is dropped and answered (*unreach) rather than left to the host's unreachable route. */
 static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struct node_cfg *cfg,
-					      __u8 *unreach)
+					      __u8 *unreach, struct node_lb_front *front)
 {
 	struct route *route;
 	struct endpoint *ep;
@@ -336,7 +374,7 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	if (ret != L3_IPV4)
 		return ret < 0 ? ret : TC_ACT_OK;
 	if (ip->daddr == daddr) { /* not a reply to a masqueraded flow: maybe a service's client */
-		ret = node_lb(skb, cfg);
+		ret = node_lb(skb, cfg, front);
 		if (ret)
 			return ret;
 		ret = parse_ipv4(skb, &eth, &ip);
@@ -389,7 +427,7 @@ static __always_inline int node_vxlan_for_node(__be32 daddr, const struct node_c
 }
 
 static __always_inline int node_ingress_handle(struct __sk_buff *skb, const struct node_cfg *cfg,
-					       __u32 *dir, __u8 *unreach)
+					       __u32 *dir, __u8 *unreach, struct node_lb_front *front)
 {
 	struct udphdr *udp;
 	struct ethhdr *eth;
@@ -415,7 +453,7 @@ static __always_inline int node_ingress_handle(struct __sk_buff *skb, const stru
 			return ret < 0 ? ret : node_vxlan_ingress(skb, cfg);
 		}
 	}
-	return node_plain_ingress(skb, cfg, unreach);
+	return node_plain_ingress(skb, cfg, unreach, front);
 }
 
 static __always_inline int node_egress_handle(struct __sk_buff *skb)
@@ -433,12 +471,15 @@ SEC("tc")
 int node_ingress(struct __sk_buff *skb)
 {
 	struct node_cfg *cfg = node_cfg_get();
+	struct node_lb_front front = {};
 	__u32 dir = DIR_NODE_IN;
 	__u8 unreach = 0;
-	int ret = node_ingress_handle(skb, cfg, &dir, &unreach);
+	int ret = node_ingress_handle(skb, cfg, &dir, &unreach, &front);
 
-	if (ret == -DROP_DOMAIN_UNREACHABLE && unreach && cfg)
-		return tc_exit_host_unreach_nic(skb, dir, cfg->node_ip);
+	if (ret == -DROP_DOMAIN_UNREACHABLE && (unreach || front.unreach) && cfg)
+		return node_exit_unreach(skb, dir, cfg, &front);
+	if (ret == -DROP_DOMAIN_UNREACHABLE && dir == DIR_OVERLAY_IN && cfg)
+		return tc_exit_tunnel_unreach(skb, dir, cfg); /* a peer that has not applied a change yet */
 	return tc_exit(skb, dir, ret);
 }
 

@@ -30,7 +30,8 @@
  * Services (lib/lb_xlate.h, docs/architecture.md): a TCP/UDP packet to a frontend of scope INTERNAL
  * is translated to its connection's backend before the route lookup and then goes wherever the
  * backend is; so is one to a node port of this node's addresses (pod_nodeport). A frontend
- * without backends answers with ICMP "port unreachable" from its address.
+ * without backends answers with ICMP "port unreachable" from its address. The errors above about
+ * a translated packet quote it as the pod sent it, to the frontend (pod_error_quotes_frontend).
  * Every packet delivered to a local pod first gets the reverse translation if it is a backend's
  * reply (one failed LRU lookup otherwise); so do replies to the hairpin address (a pod that reached
  * itself through a service) and to the node's overlay address (the node's own connections to
@@ -60,7 +61,10 @@ struct pod_verdict {
 	__u16 frag_mtu;     /* next-hop MTU for "fragmentation needed" (DROP_PKT_TOO_BIG) */
 	__u8 unreach;       /* "host unreachable" (DROP_DOMAIN_UNREACHABLE) */
 	__u8 port_unreach;  /* "port unreachable" from vip (DROP_NO_SERVICE_BACKEND) */
-	__be32 vip;
+	__be32 vip;         /* the frontend the pod addressed (pod_lb) */
+	__be16 vport;
+	__u8 xlated;        /* the packet was translated to a backend */
+	__u8 pad;
 };
 
 /* IPv4 + L4 header length of a GSO packet, to decide whether its segments fit. */
@@ -174,9 +178,30 @@ static __always_inline int pod_lb(struct __sk_buff *skb, const struct node_cfg *
 		return 0;
 	*rev = 0;
 	v->vip = t->daddr;
+	v->vport = t->dport;
 	ret = lb_xlate_fwd(skb, svc, t);
 	if (ret == -DROP_NO_SERVICE_BACKEND)
 		v->port_unreach = 1; /* nothing rewritten yet: the answer quotes what the pod sent */
+	v->xlated = ret == 0;
+	return ret;
+}
+
+/* An ICMP error about a packet translated to a service backend (host unreachable toward the
+ * backend's domain, fragmentation needed on the way to it) quotes what the pod sent: the pod's
+ * socket knows pod -> frontend, and an error quoting the backend matches nothing (its connect()
+ * would time out, its path MTU to the frontend would never shrink). So the destination becomes the
+ * frontend again before the error is built from the packet; if that fails the drop stands
+ * unanswered. Returns ret. */
+static __always_inline int pod_error_quotes_frontend(struct __sk_buff *skb, struct lb_tuple *t,
+						     struct pod_verdict *v, int ret)
+{
+	if (!v->xlated || !((ret == -DROP_DOMAIN_UNREACHABLE && v->unreach) ||
+			    (ret == -DROP_PKT_TOO_BIG && v->frag_mtu)))
+		return ret;
+	if (lb_rewrite(skb, t, 1, v->vip, v->vport) < 0) {
+		v->unreach = 0;
+		v->frag_mtu = 0;
+	}
 	return ret;
 }
 
@@ -281,9 +306,10 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 	/* Public connectivity between the domains: nothing would arrive, so say so at once. */
 	if (!domain_reachable(cfg, route->domain)) {
 		v->unreach = pod_may_answer(skb);
-		return -DROP_DOMAIN_UNREACHABLE;
+		return pod_error_quotes_frontend(skb, &t, v, -DROP_DOMAIN_UNREACHABLE);
 	}
-	return pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);
+	ret = pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);
+	return pod_error_quotes_frontend(skb, &t, v, ret);
 }
 
 static __always_inline int pod_egress_handle(struct __sk_buff *skb, const struct node_cfg *cfg,

@@ -74,7 +74,9 @@ struct lb_svc {
 	__u16 count;            /* backends; 0: no backend (the packet is dropped, DROP_NO_SERVICE_BACKEND) */
 	__u16 flags;            /* enum lb_svc_flags */
 	__u32 affinity_timeout; /* seconds, with LB_SVC_AFFINITY */
-	__u32 pad;
+	__u16 unreachable;      /* backends the agent left out: this node cannot reach their node's
+				 * network domain (for edgeplanectl and metrics; not read here) */
+	__u16 pad;
 };
 
 struct lb_backend_key {

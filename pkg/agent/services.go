@@ -101,7 +101,7 @@ func (t frontendTable) Upsert(k service.FrontendKey, e controller.ServiceEntry) 
 	if err != nil {
 		return err
 	}
-	return t.m.Upsert(key, lb.Svc{ID: e.ID, Count: e.Count, Flags: e.Flags, AffinityTimeout: e.AffinityTimeout})
+	return t.m.Upsert(key, lb.Svc{ID: e.ID, Count: e.Count, Flags: e.Flags, AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
 }
 
 func (t frontendTable) Delete(k service.FrontendKey) error {
@@ -115,7 +115,7 @@ func (t frontendTable) Delete(k service.FrontendKey) error {
 func (t frontendTable) List() (map[service.FrontendKey]controller.ServiceEntry, error) {
 	out := map[service.FrontendKey]controller.ServiceEntry{}
 	err := t.m.IterateBatch(func(k lb.SvcKey, v lb.Svc) bool {
-		out[frontendKey(k)] = controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: v.Flags, AffinityTimeout: v.AffinityTimeout}
+		out[frontendKey(k)] = controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: v.Flags, AffinityTimeout: v.AffinityTimeout, Unreachable: v.Unreachable}
 		return true
 	})
 	return out, err

@@ -25,13 +25,16 @@ type serviceInfo struct {
 	// IPs) or "ClusterIP".
 	Type string `json:"type"`
 	// The Service, from the name index (names/services.json); "" when unknown.
-	ServiceNamespace string        `json:"serviceNamespace"`
-	ServiceName      string        `json:"serviceName"`
-	Flags            []string      `json:"flags"`           // "affinity", "nodeport", "closed", "local", "external-ip"; unknown bits "0x.."
-	AffinityTimeout  uint32        `json:"affinityTimeout"` // seconds; 0 without "affinity"
-	ID               uint32        `json:"id"`              // the backend set: lb_backend_map {id, 0..backendCount-1}
-	BackendCount     uint16        `json:"backendCount"`
-	Backends         []backendInfo `json:"backends"` // by slot; [] when closed or without backends
+	ServiceNamespace string   `json:"serviceNamespace"`
+	ServiceName      string   `json:"serviceName"`
+	Flags            []string `json:"flags"`           // "affinity", "nodeport", "closed", "local", "external-ip"; unknown bits "0x.."
+	AffinityTimeout  uint32   `json:"affinityTimeout"` // seconds; 0 without "affinity"
+	ID               uint32   `json:"id"`              // the backend set: lb_backend_map {id, 0..backendCount-1}
+	BackendCount     uint16   `json:"backendCount"`
+	// Unreachable counts the backends the agent left out of this frontend because this node
+	// cannot reach their node's network domain (lb_svc's unreachable; docs/services.md).
+	Unreachable uint16        `json:"unreachable"`
+	Backends    []backendInfo `json:"backends"` // by slot; [] when closed or without backends
 
 	flags uint16
 	addr  netip.Addr
@@ -77,6 +80,14 @@ func (s *serviceInfo) flagCell() string {
 		}
 	}
 	return orDash(strings.Join(cells, ","))
+}
+
+// backendsCell is the backend count, with those left out as unreachable: "1 (+2 unreachable)".
+func (s *serviceInfo) backendsCell() string {
+	if s.Unreachable == 0 {
+		return fmt.Sprint(s.BackendCount)
+	}
+	return fmt.Sprintf("%d (+%d unreachable)", s.BackendCount, s.Unreachable)
 }
 
 func (b *backendInfo) cells() (backend, pod, node string) {
@@ -144,7 +155,7 @@ func newServicesCommand(e *env) *cobra.Command {
 func servicesTable(w io.Writer, svcs []serviceInfo) {
 	row(w, "FRONTEND", "TYPE", "SCOPE", "SERVICE", "FLAGS", "BACKENDS", "BACKEND", "POD", "NODE")
 	for _, s := range svcs {
-		head := []any{s.frontend(), s.Type, s.Scope, orDash(s.service()), s.flagCell(), s.BackendCount}
+		head := []any{s.frontend(), s.Type, s.Scope, orDash(s.service()), s.flagCell(), s.backendsCell()}
 		if len(s.Backends) == 0 {
 			row(w, append(head, "-", "-", "-")...)
 			continue
@@ -236,7 +247,7 @@ func compareSvcKeys(a, b lb.SvcKey) int {
 func (e *env) describeService(k lb.SvcKey, v lb.Svc, service string, backends map[lb.BackendKey]lb.Backend, local map[netip.Addr]endpoints.Endpoint) serviceInfo {
 	info := serviceInfo{
 		IP: k.VIP.String(), Port: k.Port.Uint16(), Proto: k.Proto.String(), Scope: k.Scope.String(),
-		Type: serviceType(v.Flags), Flags: svcFlags(v.Flags), ID: v.ID, BackendCount: v.Count,
+		Type: serviceType(v.Flags), Flags: svcFlags(v.Flags), ID: v.ID, BackendCount: v.Count, Unreachable: v.Unreachable,
 		Backends: []backendInfo{}, flags: v.Flags, addr: k.VIP.Addr(),
 	}
 	if v.Flags&lb.FlagAffinity != 0 {

@@ -20,7 +20,8 @@ func fixedBootTime() (uint64, error) { return fixedNow, nil }
 // TCP with a local and a remote backend; web with affinity and a missing slot, and its node port
 // (externalTrafficPolicy Local); a node port closed by NodePort isolation; an external IP in both
 // scopes served by a host network endpoint on edge-2 and a pod of a node the index does not know;
-// an SCTP service without backends that the index does not name.
+// an SCTP service without backends that the index does not name, whose only endpoint is on a node
+// this node cannot reach; web's ClusterIP left out two such endpoints.
 var fixedFrontends = []struct {
 	vip     string
 	port    uint16
@@ -32,13 +33,13 @@ var fixedFrontends = []struct {
 }{
 	{"10.96.0.10", 53, lb.ProtoUDP, lb.ScopeInternal, lb.Svc{ID: 1}, 0, []string{"10.244.1.6:53", "10.244.2.7:53"}},
 	{"10.96.0.10", 53, lb.ProtoTCP, lb.ScopeInternal, lb.Svc{ID: 2}, 0, []string{"10.244.1.6:53", "10.244.2.7:53"}},
-	{"10.96.0.80", 80, lb.ProtoTCP, lb.ScopeInternal, lb.Svc{ID: 3, Flags: lb.FlagAffinity, AffinityTimeout: 10800}, 2,
+	{"10.96.0.80", 80, lb.ProtoTCP, lb.ScopeInternal, lb.Svc{ID: 3, Flags: lb.FlagAffinity, AffinityTimeout: 10800, Unreachable: 2}, 2,
 		[]string{"10.244.1.5:8080", "10.244.3.8:8080", "10.244.3.9:8080"}},
 	{"0.0.0.0", 30080, lb.ProtoTCP, lb.ScopeExternal, lb.Svc{ID: 4, Flags: lb.FlagNodePort | lb.FlagLocal}, 0, []string{"10.244.1.5:8080"}},
 	{"0.0.0.0", 30443, lb.ProtoTCP, lb.ScopeExternal, lb.Svc{Flags: lb.FlagNodePort | lb.FlagClosed}, 0, nil},
 	{"203.0.113.10", 443, lb.ProtoTCP, lb.ScopeExternal, lb.Svc{ID: 5, Flags: lb.FlagExternalIP | lb.FlagLocal}, 0, []string{"10.244.1.5:8443"}},
 	{"203.0.113.10", 443, lb.ProtoTCP, lb.ScopeInternal, lb.Svc{ID: 6, Flags: lb.FlagExternalIP}, 0, []string{"10.244.1.5:8443", "10.244.9.9:443", "192.168.1.12:443"}},
-	{"10.96.0.99", 9000, lb.ProtoSCTP, lb.ScopeInternal, lb.Svc{ID: 7}, 0, nil},
+	{"10.96.0.99", 9000, lb.ProtoSCTP, lb.ScopeInternal, lb.Svc{ID: 7, Unreachable: 1}, 0, nil},
 }
 
 // fixedServices is names/services.json as edge-1's agent wrote it.

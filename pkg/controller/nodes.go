@@ -117,7 +117,13 @@ type localView struct {
 type peer struct {
 	podCIDR netip.Prefix
 	route   Route
-	node    Node   // unused for the local node
+	node    Node // unused for the local node
+	// alias is the node's other tunnel address (its own underlay address when route.NodeIP is
+	// its public-ip-overwrite, or the reverse), also keyed in nodes_map with the node's domain:
+	// during a domain change a peer that has not applied it yet still sends from that address,
+	// and node_ingress must know it as this node to answer it (bpf/lib/tunnel_unreach.h) instead
+	// of dropping it as an unknown tunnel source. Invalid when the node has one address.
+	alias   netip.Addr
 	domain  string // its network domain
 	pool    string // its node pool, for the name index
 	gateway bool   // it carries the cloud gateway label
@@ -396,8 +402,15 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 		klog.FromContext(ctx).V(2).Info("Next hop not resolved", "node", node.Name, "ip", endpoint, "err", err)
 		mac = nil
 	}
+	var alias netip.Addr
+	for _, a := range []netip.Addr{vtep.LocalIP, vtep.IP} {
+		if a.IsValid() && a != endpoint && a != r.cfg.Local.NodeIP {
+			alias = a
+		}
+	}
 	return peer{
 		podCIDR: cidr,
+		alias:   alias,
 		route:   Route{NodeIP: endpoint, Domain: id, Encap: EncapVXLAN},
 		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
 		domain:  dom,
@@ -469,6 +482,12 @@ func (r *NodeReconciler) apply(name string, want peer) error {
 			return fmt.Errorf("writing node %s (%s): %w", name, want.route.NodeIP, err)
 		}
 	}
+	if want.alias.IsValid() && !r.isPrimary(name, want.alias) {
+		// Only recognised, never sent to: no next hop (the datapath asks the kernel).
+		if err := r.cfg.Nodes.Upsert(want.alias, Node{VTEPMAC: want.node.VTEPMAC, Domain: want.node.Domain}); err != nil {
+			return fmt.Errorf("writing node %s (%s, its other address): %w", name, want.alias, err)
+		}
+	}
 	if err := r.cfg.Routes.Upsert(want.podCIDR, want.route); err != nil {
 		return fmt.Errorf("writing route %s -> node %s: %w", want.podCIDR, name, err)
 	}
@@ -495,21 +514,46 @@ func (r *NodeReconciler) forget(name string) error {
 	return nil
 }
 
+// isPrimary reports whether addr is the tunnel endpoint of a node other than name: an alias
+// never takes the place of another node's entry.
+func (r *NodeReconciler) isPrimary(name string, addr netip.Addr) bool {
+	for n, p := range r.peers {
+		if n != name && !p.route.Local && p.route.NodeIP == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeKeyUsed reports whether a node in r.peers keys addr in nodes_map (endpoint or alias).
+func (r *NodeReconciler) nodeKeyUsed(addr netip.Addr) bool {
+	for _, p := range r.peers {
+		if (!p.route.Local && p.route.NodeIP == addr) || p.alias == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // release deletes old's entries that no node in r.peers refers to any more.
 func (r *NodeReconciler) release(name string, old peer) error {
-	routeUsed, nodeUsed := old.route.Local, old.route.Local
+	routeUsed := old.route.Local
 	for _, p := range r.peers {
 		routeUsed = routeUsed || p.podCIDR == old.podCIDR
-		nodeUsed = nodeUsed || (!p.route.Local && p.route.NodeIP == old.route.NodeIP)
 	}
 	if !routeUsed {
 		if err := r.cfg.Routes.Delete(old.podCIDR); err != nil {
 			return fmt.Errorf("deleting route %s of node %s: %w", old.podCIDR, name, err)
 		}
 	}
-	if !nodeUsed {
+	if !old.route.Local && !r.nodeKeyUsed(old.route.NodeIP) {
 		if err := r.cfg.Nodes.Delete(old.route.NodeIP); err != nil {
 			return fmt.Errorf("deleting node %s (%s): %w", name, old.route.NodeIP, err)
+		}
+	}
+	if old.alias.IsValid() && !r.nodeKeyUsed(old.alias) {
+		if err := r.cfg.Nodes.Delete(old.alias); err != nil {
+			return fmt.Errorf("deleting node %s (%s, its other address): %w", name, old.alias, err)
 		}
 	}
 	return nil
@@ -557,6 +601,9 @@ func (r *NodeReconciler) collectGarbage(ctx context.Context) {
 		routes[p.podCIDR] = true
 		if !p.route.Local {
 			nodes[p.route.NodeIP] = true
+		}
+		if p.alias.IsValid() {
+			nodes[p.alias] = true
 		}
 	}
 	if err := deleteStale(r.cfg.Routes.List, r.cfg.Routes.Delete, routes); err != nil {

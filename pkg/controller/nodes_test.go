@@ -130,7 +130,8 @@ func TestNodeReconcilerAddUpdateDelete(t *testing.T) {
 		map[netip.Prefix]Route{prefix("10.244.0.0/24"): localRoute, prefix("10.244.1.0/24"): routeB, prefix("10.244.2.0/24"): routeC},
 		map[netip.Addr]Node{nodeIP("192.168.0.2"): entryB, nodeIP("192.168.1.3"): entryC})
 
-	// c moves behind NAT: public-ip-overwrite wins.
+	// c moves behind NAT: public-ip-overwrite wins. Its own address stays known as c (an alias:
+	// a peer that has not applied a change yet may still send from it).
 	c = c.DeepCopy()
 	c.Annotations[k8s.PublicIPOverwriteAnnotation] = "203.0.113.3"
 	f.seed(c)
@@ -138,13 +139,33 @@ func TestNodeReconcilerAddUpdateDelete(t *testing.T) {
 	movedC := Route{NodeIP: nodeIP("203.0.113.3")}
 	f.expect(t,
 		map[netip.Prefix]Route{prefix("10.244.0.0/24"): localRoute, prefix("10.244.1.0/24"): routeB, prefix("10.244.2.0/24"): movedC},
-		map[netip.Addr]Node{nodeIP("192.168.0.2"): entryB, nodeIP("203.0.113.3"): entryC})
+		map[netip.Addr]Node{nodeIP("192.168.0.2"): entryB, nodeIP("203.0.113.3"): entryC, nodeIP("192.168.1.3"): entryC})
 
 	f.remove(b)
 	f.reconcile(t, "b")
 	f.expect(t,
 		map[netip.Prefix]Route{prefix("10.244.0.0/24"): localRoute, prefix("10.244.2.0/24"): movedC},
-		map[netip.Addr]Node{nodeIP("203.0.113.3"): entryC})
+		map[netip.Addr]Node{nodeIP("203.0.113.3"): entryC, nodeIP("192.168.1.3"): entryC})
+
+	// c leaves: both of its keys go.
+	f.remove(c)
+	f.reconcile(t, "c")
+	f.expect(t, map[netip.Prefix]Route{prefix("10.244.0.0/24"): localRoute}, map[netip.Addr]Node{})
+}
+
+// An alias never replaces another node's entry: d's endpoint is c's other address.
+func TestNodeReconcilerAliasYieldsToEndpoint(t *testing.T) {
+	c := peerNode("c", "10.244.2.0/24", "192.168.1.3", macC)
+	c.Annotations[k8s.PublicIPOverwriteAnnotation] = "203.0.113.3"
+	d := peerNode("d", "10.244.3.0/24", "192.168.1.3", macB) // a misconfiguration, or an address reused
+	f := newNodeFixture(t, peerNode("self", "10.244.0.0/24", "192.168.0.1", macC), c, d)
+	for _, n := range []string{"self", "d", "c"} {
+		f.reconcile(t, n)
+	}
+	nodes, _ := f.nodes.List()
+	if got := nodes[nodeIP("192.168.1.3")]; got.VTEPMAC.String() != macB.String() {
+		t.Errorf("192.168.1.3 = %v, want d's entry (its endpoint), not c's alias", got)
+	}
 }
 
 // A node that withdraws its VTEP (its agent was uninstalled) loses its entries on every peer.

@@ -166,7 +166,8 @@ func packBackends(backends []service.Backend) []slotBackend {
 
 // holds reports whether p holds f as it is: its flags, affinity timeout and backends (in the
 // model's order, CompareBackends, the slot order this reconciler writes; a previous agent's
-// sets are compared the same way, in any order).
+// sets are compared the same way, in any order). The count of unreachable backends is not
+// compared: it is rewritten in place (writeLocked).
 func (p *programmed) holds(f service.Frontend) bool {
 	if p.entry.Flags != f.Flags || p.entry.AffinityTimeout != f.AffinityTimeout || len(p.backends) != len(f.Backends) {
 		return false
@@ -240,13 +241,9 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	// the handler has seen the initial list, not only until the cache holds it.
 	r.synced = append(r.synced, sliceHandler.HasSynced)
 	if _, err := cfg.Nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { r.nodeChanged(obj) },
-		UpdateFunc: func(old, obj any) {
-			if r.placementChanged(old, obj) {
-				r.nodeChanged(obj)
-			}
-		},
-		DeleteFunc: func(obj any) { r.nodeChanged(obj) },
+		AddFunc:    func(obj any) { r.nodeChanged(obj, r.unreachable(obj)) },
+		UpdateFunc: r.nodeUpdated,
+		DeleteFunc: func(obj any) { r.nodeChanged(obj, r.unreachable(obj)) },
 	}); err != nil {
 		return nil, fmt.Errorf("adding node event handler: %w", err)
 	}
@@ -384,14 +381,17 @@ func (x *sliceIndex) get(svc string) []string {
 	return slices.Clone(x.bySvc[svc])
 }
 
-func (r *ServiceReconciler) poolLabel() string {
+func (r *ServiceReconciler) model() *domain.Model {
 	if r.cfg.Domains == nil {
-		return domain.DefaultPoolLabel
+		return domain.DefaultModel()
 	}
-	return r.cfg.Domains.Model().PoolLabel()
+	return r.cfg.Domains.Model()
 }
 
-// placementChanged filters Node updates down to those that move a node: its pool or zone label.
+func (r *ServiceReconciler) poolLabel() string { return r.model().PoolLabel() }
+
+// placementChanged filters Node updates down to those that move a node: its pool or zone label,
+// or its pod CIDR (where its pods are, for reachability).
 func (r *ServiceReconciler) placementChanged(oldObj, newObj any) bool {
 	o, ok1 := oldObj.(*corev1.Node)
 	n, ok2 := newObj.(*corev1.Node)
@@ -399,21 +399,61 @@ func (r *ServiceReconciler) placementChanged(oldObj, newObj any) bool {
 		return true
 	}
 	pool := r.poolLabel()
-	return o.Labels[pool] != n.Labels[pool] || o.Labels[service.ZoneLabel] != n.Labels[service.ZoneLabel]
+	if o.Labels[pool] != n.Labels[pool] || o.Labels[service.ZoneLabel] != n.Labels[service.ZoneLabel] {
+		return true
+	}
+	oldCIDR, _, _ := k8s.NodePodCIDR(o)
+	newCIDR, _, _ := k8s.NodePodCIDR(n)
+	return oldCIDR != newCIDR
+}
+
+// localDomain is this node's network domain, as the node reconciler places it: the default
+// domain while its Node object is not known.
+func (r *ServiceReconciler) localDomain(m *domain.Model) string {
+	if n, err := r.nodes.Get(r.cfg.NodeName); err == nil {
+		return m.DomainOf(n)
+	}
+	return domain.Default
+}
+
+// unreachable reports whether obj is a node with pods this node cannot reach (its domain is
+// public to this node's, and it has a pod CIDR): a Service with endpoints there changes when it
+// comes, goes or moves.
+func (r *ServiceReconciler) unreachable(obj any) bool {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	n, ok := obj.(*corev1.Node)
+	if !ok || n.Name == r.cfg.NodeName {
+		return false
+	}
+	if _, hasPods, err := k8s.NodePodCIDR(n); err != nil || !hasPods {
+		return false
+	}
+	m := r.model()
+	return !m.Reachable(r.localDomain(m), m.DomainOf(n))
+}
+
+// nodeUpdated is the Node update handler: only moves count (placementChanged).
+func (r *ServiceReconciler) nodeUpdated(oldObj, obj any) {
+	if r.placementChanged(oldObj, obj) {
+		r.nodeChanged(obj, r.unreachable(oldObj) || r.unreachable(obj))
+	}
 }
 
 // nodeChanged requeues the Services a node's move can change: all of them when it is this node
-// (its pool decides NodePort isolation and topology, its zone trafficDistribution), else those
-// with a topology annotation (the endpoints of a pool).
-func (r *ServiceReconciler) nodeChanged(obj any) {
+// (its pool decides NodePort isolation, topology and which domains it reaches, its zone
+// trafficDistribution) or a node it cannot reach, before or after the change (its endpoints are
+// left out or come back), else those with a topology annotation (the endpoints of a pool).
+func (r *ServiceReconciler) nodeChanged(obj any, unreachable bool) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
 	r.nodeDirty.Store(true)
 	node, ok := obj.(*corev1.Node)
-	local := ok && node.Name == r.cfg.NodeName
+	all := unreachable || (ok && node.Name == r.cfg.NodeName)
 	for _, s := range r.services.List() {
-		if local {
+		if all {
 			r.enqueueService(s)
 		} else if m, err := meta.Accessor(s); err == nil {
 			if _, topology := m.GetAnnotations()[service.TopologyAnnotation]; topology {
@@ -728,14 +768,30 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 	}
 }
 
-// clusterLocked is the view of the nodes, rebuilt after a node moved.
+// clusterLocked is the view of the nodes, rebuilt after a node moved or the domain
+// configuration changed.
 func (r *ServiceReconciler) clusterLocked() *service.Cluster {
 	if r.cluster == nil || r.nodeDirty.Swap(false) {
 		nodes, err := r.nodes.List(labels.Everything())
 		if err != nil {
 			utilruntime.HandleError(err)
 		}
-		r.cluster = service.NewCluster(r.cfg.NodeName, nodes, r.poolLabel())
+		m := r.model()
+		c := service.NewCluster(r.cfg.NodeName, nodes, m.PoolLabel())
+		local := r.localDomain(m)
+		for _, n := range nodes {
+			if n.Name == r.cfg.NodeName || m.Reachable(local, m.DomainOf(n)) {
+				continue
+			}
+			if cidr, ok, err := k8s.NodePodCIDR(n); err == nil && ok {
+				c.SetUnreachable(n.Name, cidr)
+			}
+		}
+		if (r.cluster == nil && len(c.Unreachable()) > 0) || (r.cluster != nil && !slices.Equal(r.cluster.Unreachable(), c.Unreachable())) {
+			klog.Background().Info("Service backends on nodes this node cannot reach are left out",
+				"domain", local, "unreachableNodes", len(c.Unreachable()))
+		}
+		r.cluster = c
 	}
 	return r.cluster
 }
@@ -969,6 +1025,17 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 	if old != nil {
 		old.owner = owner // even if the rewrite fails: its pinned state is this Service's last good one
 		if !old.lost && old.holds(f) {
+			if old.entry.Unreachable == f.Unreachable {
+				return nil
+			}
+			// Only the count of backends left out changed, which the programs do not read:
+			// the entry in place, the same set.
+			entry := old.entry
+			entry.Unreachable = f.Unreachable
+			if err := r.cfg.Frontends.Upsert(k, entry); err != nil {
+				return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)
+			}
+			old.entry = entry
 			return nil
 		}
 	}
@@ -980,7 +1047,7 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 	if f.Flags&lb.FlagAffinity != 0 && old != nil && old.entry.Flags&lb.FlagAffinity != 0 {
 		r.moveAffinityLocked(ctx, old.entry.ID, id, f.Backends)
 	}
-	entry := ServiceEntry{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout}
+	entry := ServiceEntry{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout, Unreachable: f.Unreachable}
 	if err := r.cfg.Frontends.Upsert(k, entry); err != nil {
 		r.releaseSetLocked(ctx, id, uint32(len(f.Backends)), f.Flags&lb.FlagAffinity != 0)
 		return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)

@@ -15,6 +15,9 @@ type ServiceEntry struct {
 	Count           uint16
 	Flags           uint16 // lb.Flag*
 	AffinityTimeout uint32 // seconds
+	// Unreachable counts the backends left out because this node cannot reach them
+	// (service.Frontend.Unreachable); for edgeplanectl and the metrics, the programs do not read it.
+	Unreachable uint16
 }
 
 // BackendSlot is an lb_backend_map key.

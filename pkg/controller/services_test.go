@@ -410,7 +410,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	if !f.r.placementChanged(old, n3) {
 		t.Fatal("a pool change is not a placement change")
 	}
-	f.r.nodeChanged(n3)
+	f.r.nodeUpdated(old, n3)
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -421,7 +421,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels[domain.DefaultPoolLabel] = "pool-b"
 	f.seed(self)
-	f.r.nodeChanged(self)
+	f.r.nodeChanged(self, false)
 	if keys := f.drain(t); !slices.Equal(keys, []string{"ns/plain", serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -854,7 +854,7 @@ func TestServicesPoolLabelChange(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels["example.com/site"] = "site-1"
 	f.seed(self) // labelled, but under a key the model does not read yet
-	f.r.nodeChanged(self)
+	f.r.nodeChanged(self, false)
 	f.drain(t)
 	if got := f.state(t)[svcNP]; got != "nodeport,closed | " {
 		t.Fatalf("node port = %q", got)

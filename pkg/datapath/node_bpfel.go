@@ -81,7 +81,8 @@ type nodeLbSvc struct {
 	Count           uint16
 	Flags           uint16
 	AffinityTimeout uint32
-	Pad             uint32
+	Unreachable     uint16
+	Pad             uint16
 }
 
 type nodeLbSvcKey struct {
@@ -191,24 +192,25 @@ type nodeRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	nodeMapDomainsMap    = "domains_map"
-	nodeMapEndpointsMap  = "endpoints_map"
-	nodeMapEventsLostMap = "events_lost_map"
-	nodeMapEventsMap     = "events_map"
-	nodeMapLbAffinityMap = "lb_affinity_map"
-	nodeMapLbBackendMap  = "lb_backend_map"
-	nodeMapLbCtMap       = "lb_ct_map"
-	nodeMapLbSvcMap      = "lb_svc_map"
-	nodeMapMetricsMap    = "metrics_map"
-	nodeMapMonitorCfgMap = "monitor_cfg_map"
-	nodeMapNatFwdMap     = "nat_fwd_map"
-	nodeMapNatRevMap     = "nat_rev_map"
-	nodeMapNodeCfgMap    = "node_cfg_map"
-	nodeMapNodesMap      = "nodes_map"
-	nodeMapNonmasqMap    = "nonmasq_map"
-	nodeMapRoutesMap     = "routes_map"
-	nodeProgNodeEgress   = "node_egress"
-	nodeProgNodeIngress  = "node_ingress"
+	nodeMapDomainsMap       = "domains_map"
+	nodeMapEndpointsMap     = "endpoints_map"
+	nodeMapEventsLostMap    = "events_lost_map"
+	nodeMapEventsMap        = "events_map"
+	nodeMapLbAffinityMap    = "lb_affinity_map"
+	nodeMapLbBackendMap     = "lb_backend_map"
+	nodeMapLbCtMap          = "lb_ct_map"
+	nodeMapLbSvcMap         = "lb_svc_map"
+	nodeMapMetricsMap       = "metrics_map"
+	nodeMapMonitorCfgMap    = "monitor_cfg_map"
+	nodeMapNatFwdMap        = "nat_fwd_map"
+	nodeMapNatRevMap        = "nat_rev_map"
+	nodeMapNodeCfgMap       = "node_cfg_map"
+	nodeMapNodesMap         = "nodes_map"
+	nodeMapNonmasqMap       = "nonmasq_map"
+	nodeMapRoutesMap        = "routes_map"
+	nodeProgNodeEgress      = "node_egress"
+	nodeProgNodeIngress     = "node_ingress"
+	nodeVarTunnelUnreachTat = "tunnel_unreach_tat"
 )
 
 // loadNode returns the embedded CollectionSpec for node.
@@ -283,6 +285,7 @@ type nodeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nodeVariableSpecs struct {
+	TunnelUnreachTat *ebpf.VariableSpec `ebpf:"tunnel_unreach_tat"`
 }
 
 // nodeObjects contains all objects after they have been loaded into the kernel.
@@ -348,6 +351,7 @@ func (m *nodeMaps) Close() error {
 //
 // It can be passed to loadNodeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nodeVariables struct {
+	TunnelUnreachTat *ebpf.Variable `ebpf:"tunnel_unreach_tat"`
 }
 
 // nodePrograms contains all programs after they have been loaded into the kernel.

@@ -81,7 +81,8 @@ type podLbSvc struct {
 	Count           uint16
 	Flags           uint16
 	AffinityTimeout uint32
-	Pad             uint32
+	Unreachable     uint16
+	Pad             uint16
 }
 
 type podLbSvcKey struct {

@@ -139,19 +139,21 @@ func TestNodeIngressDomains(t *testing.T) {
 	if got, _ := run(t, prog, vxlanFrame(siteANode, vxlanPort, vx, innerFrame(siteAPod, podA)), nil); got != tcActRedirect {
 		t.Fatalf("from site-a: verdict %d, want a redirect to the pod", got)
 	}
-	// From the site-b node (public): a node we know, of a domain we do not reach.
+	// From the site-b node (public): a node we know, of a domain we do not reach; dropped and
+	// answered through the tunnel (prog_tunnelunreach_test.go).
 	for _, tt := range []struct {
-		name   string
-		src    netip.Addr
-		reason DropReason
+		name    string
+		src     netip.Addr
+		reason  DropReason
+		verdict uint32
 	}{
-		{"node of an unreachable domain", siteBNode, DropDomainUnreachable},
-		{"not a node", strangerIP, DropUnknownTunnelSource},
+		{"node of an unreachable domain", siteBNode, DropDomainUnreachable, tcActRedirect},
+		{"not a node", strangerIP, DropUnknownTunnelSource, tcActShot},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := metric(t, coll, dirOverlayIn, tt.reason)
-			if got, _ := run(t, prog, vxlanFrame(tt.src, vxlanPort, vx, innerFrame(siteBPod, podA)), nil); got != tcActShot {
-				t.Fatalf("verdict %d, want TC_ACT_SHOT", got)
+			if got, _ := run(t, prog, vxlanFrame(tt.src, vxlanPort, vx, innerFrame(siteBPod, podA)), nil); got != tt.verdict {
+				t.Fatalf("verdict %d, want %d", got, tt.verdict)
 			}
 			if after := metric(t, coll, dirOverlayIn, tt.reason); after != before+1 {
 				t.Errorf("%v: %d -> %d, want +1", tt.reason, before, after)

@@ -67,7 +67,8 @@ type xdpLbSvc struct {
 	Count           uint16
 	Flags           uint16
 	AffinityTimeout uint32
-	Pad             uint32
+	Unreachable     uint16
+	Pad             uint16
 }
 
 type xdpLbSvcKey struct {

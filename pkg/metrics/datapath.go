@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	metricsmap "github.com/edgeplane/edgeplane/pkg/maps/metrics"
 )
 
@@ -46,6 +47,7 @@ type DatapathCollector struct {
 	root                            string
 	packets, bytes, drops           *prometheus.Desc
 	entries, capacity, attachedDesc *prometheus.Desc
+	unreachable, noneReachable      *prometheus.Desc
 }
 
 // NewDatapathCollector collects from the pins under root.
@@ -54,19 +56,21 @@ func NewDatapathCollector(root string) *DatapathCollector {
 		return prometheus.NewDesc(name, help(name), labels, nil)
 	}
 	return &DatapathCollector{
-		root:         root,
-		packets:      desc(DatapathPackets, "direction", "reason"),
-		bytes:        desc(DatapathBytes, "direction", "reason"),
-		drops:        desc(DatapathDrops, "direction", "reason"),
-		entries:      desc(MapEntries, "map"),
-		capacity:     desc(MapCapacity, "map"),
-		attachedDesc: desc(ProgramsAttached, "attach_point"),
+		root:          root,
+		packets:       desc(DatapathPackets, "direction", "reason"),
+		bytes:         desc(DatapathBytes, "direction", "reason"),
+		drops:         desc(DatapathDrops, "direction", "reason"),
+		entries:       desc(MapEntries, "map"),
+		capacity:      desc(MapCapacity, "map"),
+		attachedDesc:  desc(ProgramsAttached, "attach_point"),
+		unreachable:   desc(ServiceUnreachable),
+		noneReachable: desc(ServiceNoneReachable),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *DatapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.drops, c.entries, c.capacity, c.attachedDesc} {
+	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.drops, c.entries, c.capacity, c.attachedDesc, c.unreachable, c.noneReachable} {
 		ch <- d
 	}
 }
@@ -85,6 +89,36 @@ func (c *DatapathCollector) Collect(ch chan<- prometheus.Metric) {
 	if err := c.collectAttachments(ch); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.attachedDesc, err)
 	}
+	if err := c.collectServices(ch); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.unreachable, err)
+	}
+}
+
+// collectServices sums what the service reconciler wrote into lb_svc_map about backends left out
+// as unreachable (lb_svc's unreachable), and counts the frontends left with none.
+func (c *DatapathCollector) collectServices(ch chan<- prometheus.Metric) error {
+	m, err := lb.OpenSvcReadOnly(c.root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	var unreachable, noneReachable int
+	err = m.IterateBatch(func(_ lb.SvcKey, v lb.Svc) bool {
+		unreachable += int(v.Unreachable)
+		if v.Unreachable > 0 && v.Count == 0 {
+			noneReachable++
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", lb.SvcMapName, err)
+	}
+	ch <- prometheus.MustNewConstMetric(c.unreachable, prometheus.GaugeValue, float64(unreachable))
+	ch <- prometheus.MustNewConstMetric(c.noneReachable, prometheus.GaugeValue, float64(noneReachable))
+	return nil
 }
 
 // collectCounters reports every (direction, known reason) pair, zero included, so that a drop's

@@ -12,6 +12,8 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/maps"
+	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	metricsmap "github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
 )
@@ -56,6 +58,18 @@ func TestDatapathCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	svcs, err := lb.OpenSvc(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svcs.Close()
+	for i, v := range []lb.Svc{{ID: 1, Count: 2, Unreachable: 2}, {ID: 2, Unreachable: 1}, {ID: 3, Count: 1}, {Flags: lb.FlagClosed | lb.FlagNodePort}} {
+		k := lb.SvcKey{VIP: maps.IPv4{10, 96, 0, byte(i)}, Port: lb.PortFrom(80), Proto: lb.ProtoTCP}
+		if err := svcs.Upsert(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	twice := func(n uint64) float64 { return float64(2 * n) } // in slot 0 and slot cpus-1 (the same slot on one CPU)
 	for _, c := range []struct {
 		name   string
@@ -75,6 +89,8 @@ func TestDatapathCollector(t *testing.T) {
 		{MapCapacity, map[string]string{"map": metricsmap.MapName}, float64(len(directions) * metricsmap.Reasons)},
 		{ProgramsAttached, map[string]string{"attach_point": "underlay_ingress"}, 0},
 		{ProgramsAttached, map[string]string{"attach_point": AttachPod}, 0},
+		{ServiceUnreachable, nil, 3},
+		{ServiceNoneReachable, nil, 1},
 	} {
 		if got, ok := value(t, reg, c.name, c.labels); !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)

@@ -51,6 +51,8 @@ const (
 	WorkqueueRetries        = "edgeplane_workqueue_retries_total"
 	APIWatchSynced          = "edgeplane_api_watch_synced"
 	ConntrackGCDeleted      = "edgeplane_conntrack_gc_deleted_total"
+	ServiceUnreachable      = "edgeplane_service_backends_unreachable"
+	ServiceNoneReachable    = "edgeplane_service_frontends_unreachable"
 	BuildInfo               = "edgeplane_build_info"
 )
 
@@ -87,6 +89,8 @@ var families = []Family{
 	{WorkqueueRetries, "counter", []string{"name"}, "Items re-queued with a rate limit after a failure."},
 	{APIWatchSynced, "gauge", []string{"resource"}, "Whether the informer of a resource (nodes, pods, services, endpointslices) has synced with the API server (1/0)."},
 	{ConntrackGCDeleted, "counter", []string{"map", "reason"}, "Service connection tracking (lb_ct_map) and affinity (lb_affinity_map) entries the agent's garbage collector deleted: expired, or stale_backend (a UDP/SCTP flow to a backend no frontend uses)."},
+	{ServiceUnreachable, "gauge", nil, "Service backends this node leaves out because it cannot reach their node's network domain, summed over the frontends of lb_svc_map (a backend left out of a ClusterIP and a node port counts twice)."},
+	{ServiceNoneReachable, "gauge", nil, "Service frontends whose every backend is left out as unreachable: they refuse connections like frontends without backends."},
 	{BuildInfo, "gauge", []string{"version", "revision", "go_version"}, "Always 1; the labels name the agent's build."},
 }
 

@@ -110,10 +110,36 @@ type candidate struct {
 }
 
 // backends are the port's backends for cluster-wide traffic policies (cluster) and for Local
-// ones (local), each sorted.
-func (m *model) backends(p corev1.ServicePort, proto lb.Proto) (cluster, local []Backend) {
-	cands := m.candidates(portName{p.Name, proto})
-	cands = m.nearby(cands)
+// ones (local), each sorted, and how many endpoints cluster leaves out because this node cannot
+// reach them: those the choice would have taken were they reachable. Unreachable endpoints go
+// first, as if they did not exist: an unreachable ready endpoint does not stop the fallback to
+// reachable terminating ones, nor an unreachable one in this zone the fallback to other zones.
+// This node's own endpoints are always reachable, so local loses none.
+func (m *model) backends(p corev1.ServicePort, proto lb.Proto) (cluster, local []Backend, unreachable int) {
+	cands := m.nearby(m.candidates(portName{p.Name, proto}))
+	c := m.in.Cluster
+	reachable := filter(cands, func(e candidate) bool { return c.reaches(e.node, e.ip) })
+	cluster, local = m.choose(reachable)
+	if len(reachable) == len(cands) {
+		return cluster, local, 0
+	}
+	left := map[Backend]bool{}
+	for _, e := range cands {
+		if !c.reaches(e.node, e.ip) {
+			left[e.Backend] = true
+		}
+	}
+	wouldBe, _ := m.choose(cands)
+	for _, b := range wouldBe {
+		if left[b] {
+			unreachable++
+		}
+	}
+	return cluster, local, unreachable
+}
+
+// choose applies readiness, the Local policies and trafficDistribution to cands.
+func (m *model) choose(cands []candidate) (cluster, local []Backend) {
 	c := m.in.Cluster
 	isLocal := func(e candidate) bool { return e.node != "" && e.node == c.Local.Name }
 	ready := filter(cands, func(e candidate) bool { return e.ready })

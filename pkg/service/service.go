@@ -20,6 +20,12 @@
 // nodes of its pool), then by the traffic policies (Local: endpoints on this node; external scope
 // then also keeps the client's source, flag local) and trafficDistribution (prefer this node's
 // zone, or this node then its zone, falling back to every endpoint).
+//
+// Before all of these, endpoints this node's datapath cannot reach are left out: pods of nodes
+// whose network domain is public to this node's (Cluster.SetUnreachable; the datapath would drop
+// toward them as DOMAIN_UNREACHABLE). Each frontend counts those it would otherwise have used
+// (Frontend.Unreachable); with none reachable it has no backend and refuses like any frontend
+// without backends.
 package service
 
 import (
@@ -88,11 +94,16 @@ type Frontend struct {
 	Flags           uint16
 	AffinityTimeout uint32 // seconds, with lb.FlagAffinity
 	Backends        []Backend
+	// Unreachable counts the backends this frontend leaves out because this node cannot reach
+	// them (their node's network domain is public to this node's): those it would use
+	// otherwise. Capped at 65535, as lb_svc holds it.
+	Unreachable uint16
 }
 
 // Equal reports whether two frontends hold the same.
 func (f Frontend) Equal(o Frontend) bool {
-	return f.Flags == o.Flags && f.AffinityTimeout == o.AffinityTimeout && slices.Equal(f.Backends, o.Backends)
+	return f.Flags == o.Flags && f.AffinityTimeout == o.AffinityTimeout && f.Unreachable == o.Unreachable &&
+		slices.Equal(f.Backends, o.Backends)
 }
 
 func (f Frontend) String() string {
@@ -102,6 +113,9 @@ func (f Frontend) String() string {
 		fmt.Fprintf(&b, " affinity=%ds", f.AffinityTimeout)
 	}
 	fmt.Fprintf(&b, " backends=%v", f.Backends)
+	if f.Unreachable > 0 {
+		fmt.Fprintf(&b, " unreachable=%d", f.Unreachable)
+	}
 	return b.String()
 }
 
@@ -112,10 +126,11 @@ type Node struct {
 	Zone string // topology.kubernetes.io/zone; "": unknown
 }
 
-// Cluster is this node and the pool of every node.
+// Cluster is this node, the pool of every node, and the nodes whose pods this node cannot reach.
 type Cluster struct {
-	Local Node
-	pools map[string]string // node name -> pool, for nodes in a pool
+	Local       Node
+	pools       map[string]string       // node name -> pool, for nodes in a pool
+	unreachable map[string]netip.Prefix // node name -> its pod CIDR, for nodes this node cannot reach
 }
 
 // NewCluster builds the view from the Node objects; local names this node, which may be missing
@@ -136,9 +151,30 @@ func NewCluster(local string, nodes []*corev1.Node, poolLabel string) *Cluster {
 // PoolOf is the pool of the node called name; "" when it is in none or unknown.
 func (c *Cluster) PoolOf(name string) string { return c.pools[name] }
 
+// SetUnreachable marks the node called name as one whose pods this node's datapath cannot reach
+// (its network domain is public to this node's, pkg/domain; the datapath drops toward its pod
+// CIDR as DOMAIN_UNREACHABLE): its endpoints inside podCIDR are left out of every frontend. Its
+// other endpoints stay: a host network endpoint (the node's own address) is outside every pod
+// CIDR, and the datapath leaves such addresses to the host's routing as for any other address.
+func (c *Cluster) SetUnreachable(name string, podCIDR netip.Prefix) {
+	if c.unreachable == nil {
+		c.unreachable = map[string]netip.Prefix{}
+	}
+	c.unreachable[name] = podCIDR
+}
+
+// Unreachable is the nodes SetUnreachable marked, sorted.
+func (c *Cluster) Unreachable() []string { return sortedKeys(c.unreachable) }
+
+// reaches reports whether this node's datapath reaches the endpoint ip of the node called node.
+func (c *Cluster) reaches(node string, ip netip.Addr) bool {
+	cidr, ok := c.unreachable[node]
+	return !ok || !cidr.Contains(ip)
+}
+
 // Equal reports whether two views place every node alike.
 func (c *Cluster) Equal(o *Cluster) bool {
-	return c.Local == o.Local && maps.Equal(c.pools, o.pools)
+	return c.Local == o.Local && maps.Equal(c.pools, o.pools) && maps.Equal(c.unreachable, o.unreachable)
 }
 
 // Input is what Frontends reads.
@@ -207,13 +243,14 @@ func Frontends(in Input) (Result, error) {
 			m.warn(ReasonInvalidService, "spec.ports[%d] (%q) left out: %v", i, p.Name, err)
 			continue
 		}
-		cluster, local := m.backends(p, proto)
+		cluster, local, unreachable := m.backends(p, proto)
 		internal, external := cluster, cluster
+		internalUnreachable, externalUnreachable := unreachable, unreachable
 		if itpLocal {
-			internal = local
+			internal, internalUnreachable = local, 0 // this node's endpoints: always reachable
 		}
 		if etpLocal {
-			external = local
+			external, externalUnreachable = local, 0
 		}
 		port := uint16(p.Port)
 		if proto == lb.ProtoSCTP {
@@ -223,10 +260,10 @@ func Frontends(in Input) (Result, error) {
 			}
 			m.warnSCTPTargetPorts(i, p, inUse)
 		}
-		m.add(FrontendKey{VIP: clusterIP, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common, internal)
+		m.add(FrontendKey{VIP: clusterIP, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common, internal, internalUnreachable)
 		for _, ip := range externalIPs {
-			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common|lb.FlagExternalIP, cluster)
-			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeExternal}, m.common|lb.FlagExternalIP|externalFlags, external)
+			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common|lb.FlagExternalIP, cluster, unreachable)
+			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeExternal}, m.common|lb.FlagExternalIP|externalFlags, external, externalUnreachable)
 		}
 		if !hasNodePorts || p.NodePort == 0 { // allocateLoadBalancerNodePorts: false, or not allocated yet
 			continue
@@ -240,7 +277,7 @@ func Frontends(in Input) (Result, error) {
 			m.addFrontend(key, Frontend{Flags: lb.FlagNodePort | lb.FlagClosed})
 			continue
 		}
-		m.add(key, m.common|lb.FlagNodePort|externalFlags, external)
+		m.add(key, m.common|lb.FlagNodePort|externalFlags, external, externalUnreachable)
 	}
 	return res, nil
 }
@@ -290,9 +327,10 @@ func (m *model) warnSCTPTargetPorts(i int, p corev1.ServicePort, backends []Back
 		i, p.Name, p.Port, noun, strings.Join(names, ", "), p.Port)
 }
 
-// add adds an open frontend with backends (sorted, capped).
-func (m *model) add(key FrontendKey, flags uint16, backends []Backend) {
-	f := Frontend{Flags: flags}
+// add adds an open frontend with backends (sorted, capped) and the count of those left out as
+// unreachable.
+func (m *model) add(key FrontendKey, flags uint16, backends []Backend, unreachable int) {
+	f := Frontend{Flags: flags, Unreachable: uint16(min(unreachable, lb.MaxBackends))}
 	if flags&lb.FlagAffinity != 0 {
 		f.AffinityTimeout = affinityTimeout(m.in.Service)
 	}

@@ -746,3 +746,101 @@ func TestFrontendsDuplicateEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontendsUnreachable: endpoints in the pod CIDR of a node this node cannot reach (its
+// domain is public to this one's) are left out before every other choice and counted per
+// frontend; host network endpoints of that node and endpoints without a node stay.
+func TestFrontendsUnreachable(t *testing.T) {
+	cluster := func(local string) *Cluster {
+		c := NewCluster(local, testNodes(), domain.DefaultPoolLabel)
+		c.SetUnreachable("n3", netip.MustParsePrefix("10.244.2.0/24"))
+		return c
+	}
+	hostNetN3 := ep("172.30.0.3", "n3", "z1")                           // n3's own address
+	noNode := discoveryv1.Endpoint{Addresses: []string{"172.30.0.100"}} // e.g. the API server
+	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: lb.ProtoTCP, Scope: lb.ScopeInternal}
+	np := FrontendKey{VIP: NodePortVIP, Port: 30080, Proto: lb.ProtoTCP, Scope: lb.ScopeExternal}
+	type frontend struct {
+		backends    string
+		unreachable uint16
+	}
+	for _, c := range []struct {
+		name  string
+		svc   *corev1.Service
+		eps   []discoveryv1.Endpoint
+		local string
+		want  map[FrontendKey]frontend
+	}{
+		{"one of four unreachable", clusterIPService(nodePortType), []discoveryv1.Endpoint{epSelf, epN2, epN3, epN4}, "self",
+			map[FrontendKey]frontend{vip: {"10.244.0.5:8080,10.244.1.5:8080,10.244.3.5:8080", 1}, np: {"10.244.0.5:8080,10.244.1.5:8080,10.244.3.5:8080", 1}}},
+		{"host network and node-less endpoints stay", clusterIPService(), []discoveryv1.Endpoint{epN3, hostNetN3, noNode}, "self",
+			map[FrontendKey]frontend{vip: {"172.30.0.3:8080,172.30.0.100:8080", 1}}},
+		{"none reachable: no backend", clusterIPService(nodePortType), []discoveryv1.Endpoint{epN3}, "self",
+			map[FrontendKey]frontend{vip: {"", 1}, np: {"", 1}}},
+		{"the fallback to terminating endpoints ignores unreachable ready ones", clusterIPService(),
+			[]discoveryv1.Endpoint{epN3, conditions(epN2, false, true, true)}, "self",
+			map[FrontendKey]frontend{vip: {"10.244.1.5:8080", 1}}},
+		{"PreferClose falls back to other zones when this zone's are unreachable",
+			clusterIPService(func(s *corev1.Service) {
+				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+			}),
+			[]discoveryv1.Endpoint{epN2, epN3}, "self", // self is in z1, like n3
+			map[FrontendKey]frontend{vip: {"10.244.1.5:8080", 1}}},
+		{"PreferClose counts only what it would have used", clusterIPService(func(s *corev1.Service) {
+			s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+		}), []discoveryv1.Endpoint{epN2, epN3, epSelf}, "self",
+			map[FrontendKey]frontend{vip: {"10.244.0.5:8080", 1}}},
+		{"internalTrafficPolicy Local loses nothing", clusterIPService(func(s *corev1.Service) {
+			s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+		}), []discoveryv1.Endpoint{epSelf, epN3}, "self",
+			map[FrontendKey]frontend{vip: {"10.244.0.5:8080", 0}}},
+		{"externalTrafficPolicy Local: only the internal frontend counts", clusterIPService(nodePortType, func(s *corev1.Service) {
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}), []discoveryv1.Endpoint{epSelf, epN3}, "self",
+			map[FrontendKey]frontend{vip: {"10.244.0.5:8080", 1}, np: {"10.244.0.5:8080", 0}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := Frontends(Input{Service: c.svc, Slices: []*discoveryv1.EndpointSlice{slice(httpPort, c.eps...)}, Cluster: cluster(c.local)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Frontends) != len(c.want) {
+				t.Errorf("%d frontends, want %d: %v", len(res.Frontends), len(c.want), res.Frontends)
+			}
+			for k, w := range c.want {
+				f, ok := res.Frontends[k]
+				var b []string
+				for _, be := range f.Backends {
+					b = append(b, be.String())
+				}
+				if got := (frontend{strings.Join(b, ","), f.Unreachable}); !ok || got != w {
+					t.Errorf("%s = %+v (present %t), want %+v", k, got, ok, w)
+				}
+			}
+		})
+	}
+	// Without SetUnreachable nothing is left out: the same endpoints, all four used.
+	res, err := Frontends(Input{Service: clusterIPService(), Slices: allSlices(), Cluster: NewCluster("self", testNodes(), domain.DefaultPoolLabel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := res.Frontends[vip]; len(f.Backends) != 4 || f.Unreachable != 0 {
+		t.Errorf("every node reachable: %v", f)
+	}
+}
+
+func TestClusterUnreachable(t *testing.T) {
+	a, b := NewCluster("self", testNodes(), domain.DefaultPoolLabel), NewCluster("self", testNodes(), domain.DefaultPoolLabel)
+	a.SetUnreachable("n3", netip.MustParsePrefix("10.244.2.0/24"))
+	if a.Equal(b) || !slices.Equal(a.Unreachable(), []string{"n3"}) || len(b.Unreachable()) != 0 {
+		t.Errorf("unreachable nodes: %v / %v, equal %t", a.Unreachable(), b.Unreachable(), a.Equal(b))
+	}
+	b.SetUnreachable("n3", netip.MustParsePrefix("10.244.2.0/24"))
+	if !a.Equal(b) {
+		t.Error("same unreachable nodes, not Equal")
+	}
+	f := Frontend{Unreachable: 2}
+	if f.Equal(Frontend{}) || !strings.HasSuffix(f.String(), " unreachable=2") {
+		t.Errorf("Equal/String ignore Unreachable: %q", f.String())
+	}
+}

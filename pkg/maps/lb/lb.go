@@ -162,13 +162,19 @@ type Svc struct {
 	Count           uint16 // 0: no backend (the packet is dropped)
 	Flags           uint16
 	AffinityTimeout uint32 // seconds, with FlagAffinity
-	Pad             uint32
+	// Unreachable counts the backends the agent left out because this node cannot reach their
+	// node's network domain; the programs do not read it.
+	Unreachable uint16
+	Pad         uint16
 }
 
 func (v Svc) String() string {
 	s := fmt.Sprintf("id=%d count=%d flags=%s", v.ID, v.Count, FlagString(v.Flags))
 	if v.Flags&FlagAffinity != 0 {
 		s += fmt.Sprintf(" affinity-timeout=%ds", v.AffinityTimeout)
+	}
+	if v.Unreachable > 0 {
+		s += fmt.Sprintf(" unreachable=%d", v.Unreachable)
 	}
 	return s
 }
