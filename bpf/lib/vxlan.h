@@ -197,20 +197,22 @@ static __always_inline int vxlan_set_tunnel(struct __sk_buff *skb, const struct 
  *                never read as part of the packet here
  *   UDP length   equal to the IPv4 payload -> else INVALID (the kernel trims to a shorter one; no
  *                VXLAN sender makes one, and an inner packet read past it would be the padding's)
- *   UDP checksum 0 is allowed over IPv4 (and what edgeplane sends). A non-zero one
- *                is verified -> BAD_CHECKSUM, unless the skb says it already was: CHECKSUM_UNNECESSARY
+ *   UDP checksum 0 is allowed over IPv4 (and what edgeplane sends). A non-zero one (a kernel VXLAN
+ *                device, Flannel's included, checksums its IPv4 frames by default) is trusted when
+ *                the skb says it was verified: CHECKSUM_UNNECESSARY
  *                (bpf_csum_level(BPF_CSUM_LEVEL_QUERY) >= 0) means the NIC verified the first L4
  *                checksum of the packet, the outer UDP's, or GRO did (udp4_gro_receive validates
  *                the checksum of every frame to a UDP tunnel port, edgeplane.1's included, and
- *                marks it so), which is what the kernel's UDP receive trusts too. Only frames
- *                neither verified are summed here, by bpf_skb_load_bytes + bpf_csum_diff in
- *                256-byte pieces. (CHECKSUM_COMPLETE could be used through bpf_csum_update, but
- *                its sum also covers Ethernet padding.) CHECKSUM_PARTIAL, a sender on the same
- *                host through a veth or virtio whose checksum is not final yet (a kernel VXLAN
- *                device, Flannel's included, checksums its IPv4 frames by default), is invisible
- *                to BPF and fails the sum: a frame whose checksum field is exactly its folded
- *                pseudo-header sum, what such a sender leaves there, goes to the kernel instead,
- *                which trusts a partial checksum and drops a bad one (vxlan_csum_partial)
+ *                marks it so), which is what the kernel's UDP receive trusts too. Other frames are
+ *                summed here (bpf_skb_load_bytes + bpf_csum_diff in 256-byte pieces) and
+ *                decapsulated when the sum holds. When it does not, the frame is not decapsulated
+ *                here but left whole to the kernel: BPF cannot tell a bad checksum from one that
+ *                is not final yet (CHECKSUM_PARTIAL, a sender on the same host through a veth or
+ *                virtio: the outer field partial, or the outer final but an inner TCP/UDP
+ *                checksum partial under local checksum offload), which the kernel trusts. The
+ *                kernel drops a bad one (UDP InCsumErrors) and gives the rest to edgeplane.1,
+ *                whose overlay_ingress checks it. (CHECKSUM_COMPLETE could be used through
+ *                bpf_csum_update, but its sum also covers Ethernet padding.)
  *   VXLAN header the I flag and our VNI (node.c: VNI_MISMATCH); reserved bits set -> INVALID, as
  *                vxlan_rcv drops "unprocessed flags" (the device has neither GBP nor GPE)
  * GRO aggregates (gso_size set) skip the length and checksum checks: GRO built them from frames
@@ -284,31 +286,9 @@ static __noinline int vxlan_udp_csum_ok(struct __sk_buff *skb, __be32 saddr, __b
 	return sum >= 0 && csum_fold32((__u32)sum) == 0;
 }
 
-/* Whether check is what a sender leaves in the UDP checksum for the NIC (or the receiving host, over
- * a veth or virtio) to finish: the folded pseudo-header sum (udp_set_csum, CHECKSUM_PARTIAL). Such
- * a frame from a sender on the same host arrives with its checksum still partial, which the
- * kernel trusts and BPF cannot see: it is left to the kernel. A corrupt frame that happens to
- * carry that value goes the same way and is dropped there (UDP InCsumErrors). */
-static __always_inline int vxlan_csum_partial(__be32 saddr, __be32 daddr, __u32 ulen, __sum16 check)
-{
-	struct vxlan_pseudo_hdr ph = {
-		.saddr = saddr,
-		.daddr = daddr,
-		.proto = IPPROTO_UDP,
-		.len = bpf_htons(ulen),
-	};
-	const __u16 *w = (const __u16 *)&ph;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(ph) / 2); i++)
-		sum += w[i];
-	return (__sum16)~csum_fold32(sum) == check;
-}
-
 /* The outer checks above for a VXLAN frame to the node IP with an option-less outer IPv4 header
  * (parse_ipv4 has checked its total length against the frame). Returns 0, 1 for a frame to leave
- * to the kernel (its UDP checksum still partial) or -reason. */
+ * to the kernel (a UDP checksum the sum here does not confirm) or -reason. */
 static __always_inline int vxlan_outer_check(struct __sk_buff *skb)
 {
 	struct iphdr *ip;
@@ -333,13 +313,10 @@ static __always_inline int vxlan_outer_check(struct __sk_buff *skb)
 		if (tot < ENCAP_OVERHEAD || ulen != tot - sizeof(struct iphdr))
 			return -DROP_INVALID;
 		if (udp->check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0) {
-			__sum16 check = udp->check;
-
 			saddr = ip->saddr;
 			daddr = ip->daddr;
 			if (!vxlan_udp_csum_ok(skb, saddr, daddr, ulen))
-				return vxlan_csum_partial(saddr, daddr, ulen, check) ?
-					       1 : -DROP_BAD_CHECKSUM;
+				return 1; /* the kernel's to judge: see above */
 		}
 	}
 	return reserved ? -DROP_INVALID : 0;

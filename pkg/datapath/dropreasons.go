@@ -29,7 +29,7 @@ const (
 	ReasonICMPSent                            // not a drop: an ICMP error sent back to the sender of a dropped packet
 	DropNoServiceBackend                      // a service frontend without a backend this node may use
 	DropVXLANNotUnicast                       // VXLAN to a multicast or broadcast outer destination
-	DropBadChecksum                           // VXLAN whose outer IPv4 header or non-zero UDP checksum is wrong
+	DropBadChecksum                           // VXLAN whose outer IPv4 header checksum is wrong
 
 	// DropReasonMax is one past the last reason (DROP_REASON_MAX).
 	DropReasonMax
