@@ -21,6 +21,7 @@ import (
 const (
 	hostBackendPort = 8080 // where the host-network backends listen
 	closedHostPort  = 8099 // where nothing listens on the nodes
+	hostSinkPort    = 8081 // n1's TCP sink for the nodes' bulk transfer
 )
 
 // Services backed by host-network endpoints (kube-proxy serves these; e2e "[sig-network] Services
@@ -175,9 +176,38 @@ func TestHostNetworkBackends(t *testing.T) {
 		udp := answers(t, n1.Netns, corev1.ProtocolUDP, vip(onSecond, 53), 10, exactly("host-n1-second"))
 		t.Logf("n1 to its second address: TCP %s, UDP %s", lab.FormatCounts(tcp), lab.FormatCounts(udp))
 
+		// A bulk transfer: the host's GSO segments and the answers' ACKs both turned around.
+		sink, err := lab.ServeTCPSink(n1.Netns, netip.AddrPortFrom(n1.IP, hostSinkPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		bulk, err := l.CreateService(t.Context(), "hostnet-node-bulk", lab.ServiceOptions{
+			Ports: []corev1.ServicePort{{Name: "bulk", Port: 80, TargetPort: intstr.FromInt(hostSinkPort), Protocol: corev1.ProtocolTCP}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.SetHostEndpoints(t.Context(), bulk, lab.HostEndpoint{Addr: n1.IP, Node: n1}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(waitLimit)
+		for {
+			took, err := lab.TCPSend(n1.Netns, vip(bulk, 80), 50<<20, 20*time.Second)
+			if err == nil {
+				t.Logf("n1 -> %v -> n1's host: 50 MiB in %v (%.0f Mbit/s)", vip(bulk, 80), took.Round(time.Millisecond),
+					float64(50<<20*8)/took.Seconds()/1e6)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+
 		// Nothing listens on n1's closedHostPort: n1's port unreachable to the hairpin address
 		// reaches n1's own socket, translated.
-		deadline := time.Now().Add(waitLimit)
+		deadline = time.Now().Add(waitLimit)
 		for {
 			_, _, err := lab.AskHostname(n1.Netns, corev1.ProtocolUDP, vip(only[n1.Name], 54), time.Second)
 			if errors.Is(err, syscall.ECONNREFUSED) {
