@@ -19,6 +19,16 @@
  *   reverse-translates everything it receives before delivering it, and sends those to clients
  *   outside the cluster (NodePort and friends, node.c) out of the underlay NIC, as node_ingress
  *   does with what it decapsulates itself.
+ *   A backend that is one of this node's own addresses (a host-network endpoint here: the FIB
+ *   says the host would take it in) is delivered to the host stack as if it came from outside:
+ *   the overlay-address source becomes HOST_HAIRPIN_IP, which the agent routes into this device,
+ *   and the packet is redirected into the device's own ingress (marked, as icmp_return_to_host's
+ *   errors, so that overlay_ingress lets it through). The host answers the hairpin address, so
+ *   the answer comes back here, where the destination becomes the overlay address again and the
+ *   service's translation is undone (lb_rev_overlay) before it goes into the ingress the same way.
+ *   Delivering with the overlay address as source would not do: a local source arriving on a
+ *   device is a martian, and the host's answer between two local addresses would go over lo,
+ *   where no program reverses the translation.
  *   The agent routes externalIPs and LoadBalancer IPs here too (/32 each): their frontend ports are
  *   translated like a ClusterIP's; other ports of those addresses leave through the NIC as they
  *   would have without the route.
@@ -41,6 +51,12 @@
 #include "lib/fwd.h"
 #include "lib/vxlan.h"
 #include "lib/icmp.h"
+#include "lib/nodeport.h"
+
+/* The source of the node's own connections to a backend on one of its own addresses, as the host
+ * stack sees them (the head of the file); pkg/datapath.HostHairpinIP, routed into this device by
+ * the agent. Link-local like the pods' hairpin address (lib/lb_xlate.h), and next to it. */
+#define HOST_HAIRPIN_IP bpf_htonl(0xa9fe2a02) /* 169.254.42.2 */
 
 static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 {
@@ -118,13 +134,117 @@ static __always_inline int overlay_lb(struct __sk_buff *skb, const struct node_c
 	return ret < 0 ? ret : 1;
 }
 
+/* Into the host stack as if received by this device: the frame's destination is the device's own
+ * MAC (the host built it; the device is NOARP, so both MACs are its own anyway), and the mark lets
+ * it through overlay_ingress, as icmp_return_to_host's errors (lib/icmp.h). A redirect within one
+ * network namespace keeps the mark; overlay_ingress clears it. */
+static __always_inline int overlay_to_host(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = pkt_data(skb);
+
+	if ((void *)(eth + 1) > pkt_end(skb))
+		return -DROP_INVALID;
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	skb->mark = ICMP_TO_HOST_MARK;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* The node's own translated packet (source: the overlay address, after nat_snat_overlay) whose
+ * backend is one of this node's addresses, as the FIB says (a host-network endpoint on this node):
+ * the source becomes HOST_HAIRPIN_IP, port kept, and the packet goes into the host stack through
+ * the device's ingress. The mapping is one address for one, so each of the node's connections stays
+ * one to the backend, and the answer to it names the hairpin address (overlay_host_answer).
+ * Returns 0 when the backend is not local (it leaves through the NIC), a verdict, or -reason. */
+static __always_inline int overlay_to_host_backend(struct __sk_buff *skb, const struct node_cfg *cfg)
+{
+	struct lb_tuple t;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	int ret;
+
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : -DROP_INVALID;
+	ret = lb_parse(skb, ip, &t);
+	if (ret)
+		return ret < 0 ? ret : -DROP_INVALID; /* translated, so TCP, UDP or SCTP */
+	/* parse again: lb_parse may have pulled */
+	ret = parse_ipv4(skb, &eth, &ip);
+	if (ret != L3_IPV4)
+		return ret < 0 ? ret : -DROP_INVALID;
+	if (!nodeport_local_addr(skb, cfg, ip, t.sport, t.dport, skb->ifindex))
+		return 0;
+	/* A source inside the cluster CIDR other than the overlay address: the answer could not be
+	 * told apart from the overlay address's. No host socket has one. */
+	if (t.saddr != cfg->pod_cidr)
+		return -DROP_NAT_FAILED;
+	ret = lb_rewrite(skb, &t, 0, HOST_HAIRPIN_IP, t.sport);
+	if (ret < 0)
+		return ret;
+	return overlay_to_host(skb);
+}
+
+/* An ICMP error (t: its tuple) the host sends about a packet from HOST_HAIRPIN_IP: the outer
+ * destination and the quoted source become the overlay address again. The quoted address changes
+ * together with the quoted IP checksum, which leaves the ICMP checksum unchanged (as
+ * nat_rev_icmp_error); the outer one is not in it. */
+static __always_inline int overlay_host_answer_icmp(struct __sk_buff *skb, const struct node_cfg *cfg,
+						    const struct lb_tuple *t)
+{
+	__u32 in_ip_off = t->l4_off + sizeof(struct icmphdr);
+	__be32 overlay = cfg->pod_cidr, hairpin = HOST_HAIRPIN_IP;
+	struct iphdr *in_ip;
+
+	in_ip = pkt_header(skb, in_ip_off, sizeof(*in_ip));
+	if (!in_ip || in_ip->ihl != 5 || in_ip->saddr != hairpin)
+		return -DROP_UNKNOWN_ENDPOINT;
+	if (bpf_l3_csum_replace(skb, in_ip_off + offsetof(struct iphdr, check), hairpin, overlay, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, in_ip_off + offsetof(struct iphdr, saddr), &overlay, 4, 0) < 0 ||
+	    bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), hairpin, overlay, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, daddr), &overlay, 4, 0) < 0)
+		return -DROP_NAT_FAILED;
+	return 0;
+}
+
+/* The host's packet to HOST_HAIRPIN_IP (ip: its header): a host-network backend's answer to one of
+ * the node's own connections (overlay_to_host_backend), or an ICMP error about its packet. The
+ * destination becomes the overlay address, then both translations of the connection are undone as
+ * for a remote backend's answer (lb_rev_overlay: the gateway's for a client outside the cluster
+ * CIDR, then the service's), and the answer goes into the host stack to the client's socket. Only
+ * answers to live connections: anything else to the hairpin address is dropped as UNKNOWN_ENDPOINT,
+ * as pod_egress does with the pods' one. */
+static __always_inline int overlay_host_answer(struct __sk_buff *skb, const struct node_cfg *cfg,
+					       const struct iphdr *ip)
+{
+	struct lb_tuple t;
+	__u16 ct_flags;
+	int ret;
+
+	ret = lb_parse(skb, ip, &t);
+	if (ret < 0)
+		return ret;
+	if (ret == LB_SKIP)
+		return -DROP_UNKNOWN_ENDPOINT;
+	if (ret == LB_ICMP_ERROR)
+		ret = overlay_host_answer_icmp(skb, cfg, &t);
+	else
+		ret = lb_rewrite(skb, &t, 1, cfg->pod_cidr, t.dport);
+	if (ret < 0)
+		return ret;
+	ret = lb_rev_overlay(skb, cfg, &ct_flags);
+	if (ret <= 0)
+		return ret < 0 ? ret : -DROP_UNKNOWN_ENDPOINT;
+	return overlay_to_host(skb);
+}
+
 /* A host connection's backend that is not behind the tunnel (route: none or this node's pod
- * CIDR), or a destination outside the cluster CIDR that is no frontend. A client outside the cluster CIDR (a cloud host through the gateway, a socket bound to the
- * node IP) is translated to the overlay address first, as for remote pods, so that the reply comes
- * back where both translations are undone: pod_egress (a local pod) or node_ingress (a host-network
- * backend, after the masquerade). */
+ * CIDR), or a destination outside the cluster CIDR that is no frontend (xlated 0). A client outside
+ * the cluster CIDR (a cloud host through the gateway, a socket bound to the node IP) is translated
+ * to the overlay address first, as for remote pods, so that the reply comes back where both
+ * translations are undone: pod_egress (a local pod), overlay_host_answer (a host-network backend on
+ * this node) or node_ingress (one elsewhere, after the masquerade). */
 static __always_inline int overlay_to_backend(struct __sk_buff *skb, const struct node_cfg *cfg,
-					      __be32 daddr, const struct route *route)
+					      __be32 daddr, const struct route *route, int xlated)
 {
 	struct endpoint *ep = endpoint_lookup(daddr);
 	int ret;
@@ -138,6 +258,11 @@ static __always_inline int overlay_to_backend(struct __sk_buff *skb, const struc
 		return ret;
 	if (ep)
 		return fwd_to_endpoint_egress(skb, ep);
+	if (xlated) {
+		ret = overlay_to_host_backend(skb, cfg);
+		if (ret)
+			return ret;
+	}
 	/* Outside the cluster: the FIB's next hop on the underlay NIC, whose egress masquerades the
 	 * overlay address (it is in this node's pod CIDR) like pod traffic. */
 	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
@@ -164,6 +289,8 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb, __be32 *
 		return ret;
 	if (ret != L3_IPV4)
 		return -DROP_UNSUPPORTED_L3;
+	if (ip->daddr == HOST_HAIRPIN_IP)
+		return overlay_host_answer(skb, cfg, ip);
 	xlated = overlay_lb(skb, cfg, ip, unreach_vip);
 	if (xlated < 0)
 		return xlated;
@@ -176,9 +303,9 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb, __be32 *
 	 * (routed here by the agent for its frontends) or of the service CIDR that is no frontend.
 	 * It leaves through the NIC as it would have without the route. */
 	if (!route && !xlated && !in_cidr(ip->daddr, cfg->cluster_cidr, cfg->cluster_mask))
-		return overlay_to_backend(skb, cfg, ip->daddr, route);
+		return overlay_to_backend(skb, cfg, ip->daddr, route, 0);
 	if (!route || (route->flags & ROUTE_LOCAL))
-		return xlated ? overlay_to_backend(skb, cfg, ip->daddr, route) : -DROP_NO_ROUTE;
+		return xlated ? overlay_to_backend(skb, cfg, ip->daddr, route, 1) : -DROP_NO_ROUTE;
 	if (!domain_reachable(cfg, route->domain))
 		return -DROP_DOMAIN_UNREACHABLE;
 	node = node_lookup(route->node_ip);
@@ -194,7 +321,8 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb, __be32 *
 SEC("tc")
 int overlay_ingress(struct __sk_buff *skb)
 {
-	/* overlay_egress's answer to the host, already counted there as ICMP_SENT */
+	/* what overlay_egress turned around into the host stack (an error, or the node's own
+	 * connection to a host-network backend on this node and its answer), counted there */
 	if (icmp_returned_to_host(skb))
 		return TC_ACT_OK;
 	return tc_exit(skb, DIR_OVERLAY_IN, overlay_ingress_handle(skb));

@@ -179,7 +179,8 @@ func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 	return node, nil
 }
 
-// ensureDevice converges the VXLAN device, its routes (cluster and service CIDRs) and the sysctls.
+// ensureDevice converges the VXLAN device, its routes (cluster and service CIDRs, host-hairpin
+// address) and the sysctls.
 func (a *Agent) ensureDevice() error {
 	dev, err := netdev.EnsureVXLAN(netdev.VXLAN{
 		Name:    a.cfg.VXLANDevice,
@@ -191,7 +192,12 @@ func (a *Agent) ensureDevice() error {
 		return err
 	}
 	a.device = dev
-	if err := netdev.EnsureRoutes(dev.Index, a.podCIDR.Addr(), a.cfg.ClusterCIDR, a.cfg.ServiceCIDR); err != nil {
+	overlay := a.podCIDR.Addr()
+	if err := netdev.EnsureRoutes(dev.Index,
+		netdev.DeviceRoute{Dst: a.cfg.ClusterCIDR, Src: overlay},
+		netdev.DeviceRoute{Dst: a.cfg.ServiceCIDR, Src: overlay},
+		netdev.DeviceRoute{Dst: netip.PrefixFrom(datapath.HostHairpinIP, 32), Src: a.underlay.IP},
+	); err != nil {
 		return err
 	}
 	return netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice)

@@ -48,7 +48,7 @@ var vtepAnnotations = []string{
 //     CNI) reads a VTEP that is about to disappear;
 //   - every pinned link (underlay, VXLAN device, pod veths), which detaches the programs, then the
 //     programs and maps (datapath.Cleanup);
-//   - the VXLAN device, and with it its address and the cluster and service CIDR routes;
+//   - the VXLAN device, and with it its address and the cluster and service CIDR and host-hairpin routes;
 //   - the CNI plugin binary (--cni-bin-dir).
 //
 // Deliberately kept:

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	gomaps "maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,6 +54,12 @@ const (
 	// (what the host stack sends into the pod: bpf/pod.c, pod_ingress).
 	PodIngressProgram = progsDir + "/pod_ingress"
 )
+
+// HostHairpinIP is the source overlay_egress gives the node's own connections to a Service
+// backend on one of the node's own addresses before handing them to the host stack (bpf/overlay.c,
+// HOST_HAIRPIN_IP): the agent routes it into the VXLAN device, so that the host's answers come
+// back through overlay_egress, which undoes the translation.
+var HostHairpinIP = netip.AddrFrom4([4]byte{169, 254, 42, 2})
 
 // Program names in the objects (bpf/*.c entry points).
 const (

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -20,6 +21,7 @@ import (
 const (
 	hostBackendPort = 8080 // where the host-network backends listen
 	closedHostPort  = 8099 // where nothing listens on the nodes
+	hostSinkPort    = 8081 // n1's TCP sink for the nodes' bulk transfer
 )
 
 // Services backed by host-network endpoints (kube-proxy serves these; e2e "[sig-network] Services
@@ -29,7 +31,8 @@ const (
 // host-<node>, plus one on a second address of n1 (host-n1-second), as agents, host-network
 // ingress controllers or the API server are. A pod reaches its own node's through pod_egress ->
 // host stack -> the host's answer along the podIP/32 route -> pod_ingress, which gives the answer
-// the frontend's address back; the other node's through the masquerade on the NIC.
+// the frontend's address back; the other node's through the masquerade on the NIC. The nodes
+// themselves reach their own through the host-hairpin address (overlay_egress).
 func TestHostNetworkBackends(t *testing.T) {
 	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -133,6 +136,87 @@ func TestHostNetworkBackends(t *testing.T) {
 			tcp := answers(t, cl.Netns, corev1.ProtocolTCP, vip(svc, 80), 10, exactly("host-n1-second"))
 			udp := answers(t, cl.Netns, corev1.ProtocolUDP, vip(svc, 53), 10, exactly("host-n1-second"))
 			t.Logf("%s: TCP %s, UDP %s", cl.Name, lab.FormatCounts(tcp), lab.FormatCounts(udp))
+		}
+	})
+
+	t.Run("from-the-nodes", func(t *testing.T) {
+		// The node itself (a host process, a hostNetwork pod) as the client: overlay_egress hands
+		// the connection to its own host stack from the host-hairpin address and translates the
+		// host's answer to that address back. Before, it left through the NIC toward the node's
+		// own address and timed out.
+		only := map[string]*corev1.Service{}
+		for _, n := range nodes {
+			only[n.Name] = hostService(t, "hostnet-only-"+n.Name, corev1.ServiceInternalTrafficPolicyCluster, lab.HostEndpoint{Addr: n.IP, Node: n})
+		}
+		local := hostService(t, "hostnet-node-local", corev1.ServiceInternalTrafficPolicyLocal, both...)
+		cluster := hostService(t, "hostnet-node-cluster", corev1.ServiceInternalTrafficPolicyCluster, both...)
+		onSecond := hostService(t, "hostnet-node-second", corev1.ServiceInternalTrafficPolicyCluster, lab.HostEndpoint{Addr: second, Node: n1})
+		for _, n := range nodes {
+			own := exactly("host-" + n.Name)
+			for _, tc := range []struct {
+				proto corev1.Protocol
+				port  uint16
+			}{{corev1.ProtocolTCP, 80}, {corev1.ProtocolUDP, 53}} {
+				alone := answers(t, n.Netns, tc.proto, vip(only[n.Name], tc.port), 10, own)
+				loc := answers(t, n.Netns, tc.proto, vip(local, tc.port), 10, own)
+				all := answers(t, n.Netns, tc.proto, vip(cluster, tc.port), 30, exactly("host-n1", "host-n2"))
+				t.Logf("%s %s: own backend only %s, Local %s, Cluster %s", n.Name, tc.proto,
+					lab.FormatCounts(alone), lab.FormatCounts(loc), lab.FormatCounts(all))
+			}
+			// The backend sees the host-hairpin address, as a pod reaching itself sees 169.254.42.1.
+			name, seen, err := lab.AskHostname(n.Netns, corev1.ProtocolTCP, vip(only[n.Name], 80), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if name != "host-"+n.Name || seen.Addr() != datapath.HostHairpinIP {
+				t.Errorf("%s: %s saw %v, want host-%s seeing %v", n.Name, name, seen, n.Name, datapath.HostHairpinIP)
+			}
+		}
+		tcp := answers(t, n1.Netns, corev1.ProtocolTCP, vip(onSecond, 80), 10, exactly("host-n1-second"))
+		udp := answers(t, n1.Netns, corev1.ProtocolUDP, vip(onSecond, 53), 10, exactly("host-n1-second"))
+		t.Logf("n1 to its second address: TCP %s, UDP %s", lab.FormatCounts(tcp), lab.FormatCounts(udp))
+
+		// A bulk transfer: the host's GSO segments and the answers' ACKs both turned around.
+		sink, err := lab.ServeTCPSink(n1.Netns, netip.AddrPortFrom(n1.IP, hostSinkPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		bulk, err := l.CreateService(t.Context(), "hostnet-node-bulk", lab.ServiceOptions{
+			Ports: []corev1.ServicePort{{Name: "bulk", Port: 80, TargetPort: intstr.FromInt(hostSinkPort), Protocol: corev1.ProtocolTCP}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.SetHostEndpoints(t.Context(), bulk, lab.HostEndpoint{Addr: n1.IP, Node: n1}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(waitLimit)
+		for {
+			took, err := lab.TCPSend(n1.Netns, vip(bulk, 80), 50<<20, 20*time.Second)
+			if err == nil {
+				t.Logf("n1 -> %v -> n1's host: 50 MiB in %v (%.0f Mbit/s)", vip(bulk, 80), took.Round(time.Millisecond),
+					float64(50<<20*8)/took.Seconds()/1e6)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+
+		// Nothing listens on n1's closedHostPort: n1's port unreachable to the hairpin address
+		// reaches n1's own socket, translated.
+		deadline = time.Now().Add(waitLimit)
+		for {
+			_, _, err := lab.AskHostname(n1.Netns, corev1.ProtocolUDP, vip(only[n1.Name], 54), time.Second)
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("n1 -> %v (its own closed port): %v, want ECONNREFUSED", vip(only[n1.Name], 54), err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 

@@ -130,31 +130,42 @@ func TestEnsureVXLANConverges(t *testing.T) {
 	})
 }
 
+// deviceRoutes is every dst through the device from src.
+func deviceRoutes(src netip.Addr, dsts ...netip.Prefix) []DeviceRoute {
+	var routes []DeviceRoute
+	for _, dst := range dsts {
+		routes = append(routes, DeviceRoute{Dst: dst, Src: src})
+	}
+	return routes
+}
+
 // TestEnsureRoutes: the cluster and service CIDRs route through the device from the pod CIDR's
-// network address; a changed CIDR replaces the old route, and nothing else stays on the device.
+// network address, the host-hairpin address from the node IP; a changed CIDR replaces the old
+// route, and nothing else stays on the device.
 func TestEnsureRoutes(t *testing.T) {
 	inNetns(t, func() {
 		underlayFixture(t)
 		dev, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: netip.MustParseAddr("10.244.3.0")})
 		must(t, err)
 		src := netip.MustParseAddr("10.244.3.0")
-		must(t, EnsureRoutes(dev.Index, src, netip.MustParsePrefix("10.245.0.0/16"), netip.MustParsePrefix("10.97.0.0/16")))
+		hairpin := DeviceRoute{Dst: netip.MustParsePrefix("169.254.42.2/32"), Src: netip.MustParseAddr("192.168.50.2")}
+		must(t, EnsureRoutes(dev.Index, deviceRoutes(src, netip.MustParsePrefix("10.245.0.0/16"), netip.MustParsePrefix("10.97.0.0/16"))...))
 		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: dev.Index, Dst: &net.IPNet{IP: net.ParseIP("172.20.0.0"), Mask: net.CIDRMask(16, 32)}}))
-		must(t, EnsureRoutes(dev.Index, src, netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")))
+		must(t, EnsureRoutes(dev.Index, append(deviceRoutes(src, netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")), hairpin)...))
 		routes, err := netlink.RouteList(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Index: dev.Index}}, netlink.FAMILY_V4)
 		must(t, err)
 		var got []string
 		for _, r := range routes {
 			got = append(got, r.Dst.String()+" src "+r.Src.String())
 		}
-		if strings.Join(got, ", ") != "10.96.0.0/12 src 10.244.3.0, 10.244.0.0/16 src 10.244.3.0" {
+		if strings.Join(got, ", ") != "10.96.0.0/12 src 10.244.3.0, 10.244.0.0/16 src 10.244.3.0, 169.254.42.2/32 src 192.168.50.2" {
 			t.Fatalf("routes on the device: %v", got)
 		}
-		for _, ip := range []string{"10.244.7.9", "10.96.0.10"} {
+		for ip, src := range map[string]string{"10.244.7.9": "10.244.3.0", "10.96.0.10": "10.244.3.0", "169.254.42.2": "192.168.50.2"} {
 			r, err := netlink.RouteGet(net.ParseIP(ip))
 			must(t, err)
-			if r[0].LinkIndex != dev.Index || !r[0].Src.Equal(net.ParseIP("10.244.3.0")) {
-				t.Fatalf("%s routes via %d from %s; want the vxlan device from 10.244.3.0", ip, r[0].LinkIndex, r[0].Src)
+			if r[0].LinkIndex != dev.Index || !r[0].Src.Equal(net.ParseIP(src)) {
+				t.Fatalf("%s routes via %d from %s; want the vxlan device from %s", ip, r[0].LinkIndex, r[0].Src, src)
 			}
 		}
 	})

@@ -21,12 +21,12 @@ func TestSyncServiceRoutes(t *testing.T) {
 		dev, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: src})
 		must(t, err)
 		cidrs := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")}
-		must(t, EnsureRoutes(dev.Index, src, cidrs...))
+		must(t, EnsureRoutes(dev.Index, deviceRoutes(src, cidrs...)...))
 		lb, ext, gone := netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.3"), netip.MustParseAddr("198.51.100.4")
 		must(t, SyncServiceRoutes(dev.Index, src, map[netip.Addr]bool{lb: true, gone: true}))
 		must(t, SyncServiceRoutes(dev.Index, src, map[netip.Addr]bool{lb: true, ext: true}))
 		// the other owners converge their own routes
-		must(t, EnsureRoutes(dev.Index, src, cidrs...))
+		must(t, EnsureRoutes(dev.Index, deviceRoutes(src, cidrs...)...))
 		must(t, HostRoutes{UnderlayIndex: eth.Attrs().Index}.Sync(map[netip.Prefix]controller.HostRoute{
 			netip.MustParsePrefix("10.244.9.0/24"): {Unreachable: true},
 		}))

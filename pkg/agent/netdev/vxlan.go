@@ -139,31 +139,40 @@ func ensureOnlyAddress(link netlink.Link, addr netip.Addr) error {
 	return nil
 }
 
-// EnsureRoutes routes each of dsts through the device with src, the pod CIDR's network address,
-// as source, and removes every other route on the device: the cluster CIDR (host -> remote pod
-// traffic, as Flannel does) and the service CIDR (host -> ClusterIP traffic: the device's tc
-// egress program translates it like a pod's). The routes of externalIPs and LoadBalancer IPs
-// (ServiceRouteProtocol) are SyncServiceRoutes's and stay.
-func EnsureRoutes(ifindex int, src netip.Addr, dsts ...netip.Prefix) error {
+// DeviceRoute is a route through the VXLAN device: Dst, with Src as the host's source.
+type DeviceRoute struct {
+	Dst netip.Prefix
+	Src netip.Addr
+}
+
+// EnsureRoutes routes each of routes through the device and removes every other route on it:
+// the cluster CIDR (host -> remote pod traffic, as Flannel does) and the service CIDR (host ->
+// ClusterIP traffic: the device's tc egress program translates it like a pod's), both from the pod
+// CIDR's network address, and the host-hairpin address (the host's answers to its own Service
+// connections to a backend on this node, which overlay_egress translates back), from the node IP.
+// The routes of externalIPs and LoadBalancer IPs (ServiceRouteProtocol) are SyncServiceRoutes's
+// and stay.
+func EnsureRoutes(ifindex int, routes ...DeviceRoute) error {
 	want := map[string]bool{}
-	for _, dst := range dsts {
+	for _, route := range routes {
+		dst := route.Dst
 		r := netlink.Route{
 			LinkIndex: ifindex,
 			Dst:       &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), 32)},
-			Src:       src.AsSlice(),
+			Src:       route.Src.AsSlice(),
 			Scope:     netlink.SCOPE_LINK,
 		}
 		if err := netlink.RouteReplace(&r); err != nil {
-			return fmt.Errorf("routing %s via ifindex %d: %w", dst, ifindex, err)
+			return fmt.Errorf("routing %s via ifindex %d from %s: %w", dst, ifindex, route.Src, err)
 		}
 		want[r.Dst.String()] = true
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4,
+	current, err := netlink.RouteListFiltered(netlink.FAMILY_V4,
 		&netlink.Route{LinkIndex: ifindex, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("listing routes of ifindex %d: %w", ifindex, err)
 	}
-	for _, r := range routes {
+	for _, r := range current {
 		if r.Dst == nil || want[r.Dst.String()] || r.Protocol == unix.RTPROT_KERNEL || r.Protocol == ServiceRouteProtocol {
 			continue
 		}
