@@ -85,50 +85,11 @@ static __always_inline int tunnel_unreach_answerable(struct __sk_buff *skb, __be
 static __always_inline int tunnel_unreach_encap(struct __sk_buff *skb, const struct node_cfg *cfg,
 						__be32 remote, const struct node *node)
 {
-	struct ethhdr *eth, *inner_eth;
-	struct iphdr *outer;
-	struct udphdr *udp;
-	struct vxlanhdr *vx;
-	__u32 len;
-
 	if (bpf_skb_adjust_room(skb, ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC, 0) < 0)
 		return -1;
 	if (pkt_pull(skb, ETH_HLEN + ENCAP_OVERHEAD) < 0)
 		return -1;
-	eth = pkt_data(skb);
-	outer = (void *)(eth + 1);
-	udp = (void *)(outer + 1);
-	vx = (void *)(udp + 1);
-	inner_eth = (void *)(vx + 1);
-	if ((void *)(inner_eth + 1) > pkt_end(skb))
-		return -1;
-	len = skb->len - ETH_HLEN;
-	if (node->flags & NODE_NEXTHOP_VALID)
-		eth_set_macs(eth, node->nexthop_mac, cfg->underlay_mac);
-	eth->h_proto = bpf_htons(ETH_P_IP);
-	outer->version = 4;
-	outer->ihl = 5;
-	outer->tos = 0;
-	outer->tot_len = bpf_htons(len);
-	outer->id = (__be16)bpf_get_prandom_u32();
-	outer->frag_off = 0;
-	outer->ttl = VXLAN_TTL;
-	outer->protocol = IPPROTO_UDP;
-	outer->check = 0;
-	outer->saddr = cfg->node_ip;
-	outer->daddr = remote;
-	outer->check = ipv4_hdr_csum(outer);
-	udp->source = vxlan_src_port(bpf_get_prandom_u32());
-	udp->dest = bpf_htons(VXLAN_PORT);
-	udp->len = bpf_htons(len - sizeof(struct iphdr));
-	udp->check = 0;
-	vx->flags = VXLAN_FLAG_VNI;
-	vx->vni = bpf_htonl(cfg->vni << 8);
-	eth_set_macs(inner_eth, node->vtep_mac, cfg->vtep_mac);
-	inner_eth->h_proto = bpf_htons(ETH_P_IP);
-	if (node->flags & NODE_NEXTHOP_VALID)
-		return bpf_redirect(cfg->underlay_ifindex, 0);
-	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
+	return vxlan_push_headers(skb, cfg, remote, node, 0, 0, bpf_get_prandom_u32());
 }
 
 /* The exit of node_ingress for VXLAN dropped as DROP_DOMAIN_UNREACHABLE: counted, then answered

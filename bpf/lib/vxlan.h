@@ -73,38 +73,19 @@ static __always_inline __u64 vxlan_gso_flag(const struct __sk_buff *skb, const s
 	return 0;
 }
 
-/* Native mode: push outer Ethernet/IPv4/UDP/VXLAN/inner Ethernet in front of the pod's IPv4
- * packet and redirect to the underlay NIC. l3l4_hlen is the inner IP + L4 header length, for the
- * GSO decision above. */
-static __always_inline int vxlan_encap_native(struct __sk_buff *skb, const struct node_cfg *cfg,
-					      __be32 remote, const struct node *node, __u32 l3l4_hlen)
+/* Writes the outer Ethernet/IPv4/UDP/VXLAN and inner Ethernet headers into the room
+ * bpf_skb_adjust_room made in front of an IPv4 packet, and sends the frame out of the underlay NIC
+ * toward remote. tos and df go to the outer IPv4 header; hash picks the UDP source port. Shared by
+ * native encapsulation and the tunnel answers of lib/tunnel_unreach.h. */
+static __always_inline int vxlan_push_headers(struct __sk_buff *skb, const struct node_cfg *cfg,
+					      __be32 remote, const struct node *node, __u8 tos,
+					      __be16 df, __u32 hash)
 {
-	const __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-			    BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
 	struct ethhdr *eth, *inner_eth;
-	struct iphdr *ip, *outer;
+	struct iphdr *outer;
 	struct udphdr *udp;
 	struct vxlanhdr *vx;
-	__be16 df;
-	__u8 tos;
-	__u32 hash, len;
-
-	if (pkt_pull(skb, ETH_HLEN + sizeof(struct iphdr)) < 0)
-		return -DROP_INVALID;
-	eth = pkt_data(skb);
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > pkt_end(skb))
-		return -DROP_INVALID;
-	df = ip->frag_off & bpf_htons(IP_DF);
-	tos = vxlan_outer_tos(ip->tos);
-	/* The inner flow's hash: computed before the outer headers exist. */
-	hash = bpf_get_hash_recalc(skb);
-
-	if (skb->len - ETH_HLEN + ENCAP_OVERHEAD > 0xffff && !skb->gso_size)
-		return -DROP_PKT_TOO_BIG;
-	if (bpf_skb_adjust_room(skb, ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC,
-				flags | vxlan_gso_flag(skb, cfg, l3l4_hlen)) < 0)
-		return -DROP_ENCAP_FAILED;
+	__u32 len;
 
 	eth = pkt_data(skb);
 	outer = (void *)(eth + 1);
@@ -140,7 +121,7 @@ static __always_inline int vxlan_encap_native(struct __sk_buff *skb, const struc
 	udp->source = vxlan_src_port(hash);
 	udp->dest = bpf_htons(VXLAN_PORT);
 	udp->len = bpf_htons(len - sizeof(struct iphdr));
-	udp->check = 0; /* allowed for IPv4 and what Flannel/Linux send by default */
+	udp->check = 0; /* allowed for IPv4 */
 
 	vx->flags = VXLAN_FLAG_VNI;
 	vx->vni = bpf_htonl(cfg->vni << 8);
@@ -153,6 +134,40 @@ static __always_inline int vxlan_encap_native(struct __sk_buff *skb, const struc
 		return bpf_redirect(cfg->underlay_ifindex, 0);
 	/* FIB lookup + neighbour resolution of the outer destination by the kernel. */
 	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
+}
+
+/* Native mode: push outer Ethernet/IPv4/UDP/VXLAN/inner Ethernet in front of the pod's IPv4
+ * packet and redirect to the underlay NIC. l3l4_hlen is the inner IP + L4 header length, for the
+ * GSO decision above. */
+static __always_inline int vxlan_encap_native(struct __sk_buff *skb, const struct node_cfg *cfg,
+					      __be32 remote, const struct node *node, __u32 l3l4_hlen)
+{
+	const __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+			    BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__be16 df;
+	__u8 tos;
+	__u32 hash;
+
+	if (pkt_pull(skb, ETH_HLEN + sizeof(struct iphdr)) < 0)
+		return -DROP_INVALID;
+	eth = pkt_data(skb);
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > pkt_end(skb))
+		return -DROP_INVALID;
+	df = ip->frag_off & bpf_htons(IP_DF);
+	tos = vxlan_outer_tos(ip->tos);
+	/* The inner flow's hash: computed before the outer headers exist. */
+	hash = bpf_get_hash_recalc(skb);
+
+	if (skb->len - ETH_HLEN + ENCAP_OVERHEAD > 0xffff && !skb->gso_size)
+		return -DROP_PKT_TOO_BIG;
+	if (bpf_skb_adjust_room(skb, ENCAP_OVERHEAD, BPF_ADJ_ROOM_MAC,
+				flags | vxlan_gso_flag(skb, cfg, l3l4_hlen)) < 0)
+		return -DROP_ENCAP_FAILED;
+
+	return vxlan_push_headers(skb, cfg, remote, node, tos, df, hash);
 }
 
 /* Device mode: leave the encapsulation to the collect_md VXLAN device. Only the tunnel key
