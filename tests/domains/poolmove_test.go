@@ -82,19 +82,23 @@ func TestPoolMoveFailsFast(t *testing.T) {
 		}
 	}()
 
+	applied := c.watchRoutes(ctx, t, "a2")
 	answersBefore := c.counter(t, metrics.DirOverlayIn, datapath.ReasonICMPSent)
 	dropsBefore := c.drops(t)
 	const moves = 3
 	var cut, restored []time.Duration
+	var patched []time.Time // when each pool change was written, moves and returns alternating
 	for range moves {
 		time.Sleep(200 * time.Millisecond)
 		start := time.Now()
+		patched = append(patched, start)
 		c.setPool(t, "a2", "site-c") // a domain of its own: public to every other
 		waitTCP(t, c.pod("a1"), c.pod("a2"), false)
 		waitTCP(t, c.pod("a2"), c.pod("a1"), false)
 		cut = append(cut, time.Since(start))
 		time.Sleep(200 * time.Millisecond)
 		start = time.Now()
+		patched = append(patched, start)
 		c.setPool(t, "a2", lab.DomainSiteA)
 		waitTCP(t, c.pod("a1"), c.pod("a2"), true)
 		waitTCP(t, c.pod("a2"), c.pod("a1"), true)
@@ -105,6 +109,8 @@ func TestPoolMoveFailsFast(t *testing.T) {
 	probers.Wait()
 	close(results)
 	<-collected
+	changes := <-applied
+	windows := applyWindows(t, changes, patched, []string{"a1", "a2", "c1", "c2"})
 	answers := c.counter(t, metrics.DirOverlayIn, datapath.ReasonICMPSent) - answersBefore
 	var dropped []string
 	for k, n := range c.drops(t) {
@@ -135,6 +141,7 @@ func TestPoolMoveFailsFast(t *testing.T) {
 		len(all), moves, ok, failed, slowest.Round(time.Microsecond), len(silent), len(other))
 	t.Logf("move to public took effect for both directions in %v, back to private in %v (probed with 1 s TCP timers)", cut, restored)
 	t.Logf("packets caught between the two nodes' updates and answered through the tunnel: %d", answers)
+	t.Logf("each change reached the first node's maps and the last one's (a1, a2, c1, c2) after: %s", strings.Join(windows, "; "))
 	if failed == 0 || ok == 0 {
 		t.Errorf("the probes should both connect and fail across the moves")
 	}
@@ -144,6 +151,95 @@ func TestPoolMoveFailsFast(t *testing.T) {
 	if len(other) > 0 {
 		t.Errorf("%d probes failed otherwise than EHOSTUNREACH:\n  %s", len(other), strings.Join(other, "\n  "))
 	}
+}
+
+// routeChange is one node's routes_map entry for a pod CIDR taking a new value.
+type routeChange struct {
+	at    time.Time
+	node  string
+	route lab.Route
+}
+
+// watchRoutes polls, until ctx ends, every node's routes_map entries that a pool move of node
+// moved changes: the moved node's route on every other node (its domain, and its tunnel endpoint
+// between private and public address), and on the moved node its own route and those to every
+// other node. The changes come out of the returned channel once ctx ends.
+func (c *cluster) watchRoutes(ctx context.Context, t *testing.T, moved string) <-chan []routeChange {
+	t.Helper()
+	out := make(chan []routeChange, 1)
+	last := map[string]lab.Route{}
+	var changes []routeChange
+	poll := func() {
+		now := time.Now()
+		for _, n := range c.nodes {
+			routes, err := n.Routes()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for cidr, r := range routes {
+				if n.Name != moved && cidr != c.node(moved).PodCIDR {
+					continue // another node's route to a node other than the moved one
+				}
+				k := n.Name + " " + cidr.String()
+				if old, seen := last[k]; seen && old != r {
+					changes = append(changes, routeChange{now, n.Name, r})
+				}
+				last[k] = r
+			}
+		}
+	}
+	poll()
+	go func() {
+		for ctx.Err() == nil {
+			time.Sleep(2 * time.Millisecond)
+			poll()
+		}
+		out <- changes
+	}()
+	return out
+}
+
+// applyWindows describes, for each pool change written at patched[i], when its route changes
+// (those until the next change) reached the first and the last of nodes: "+first..+last (window
+// last-first)". Each node must have applied each change.
+func applyWindows(t *testing.T, changes []routeChange, patched []time.Time, nodes []string) []string {
+	t.Helper()
+	var out []string
+	for i, start := range patched {
+		end := time.Now()
+		if i+1 < len(patched) {
+			end = patched[i+1]
+		}
+		first := map[string]time.Time{}
+		var lo, hi time.Time
+		for _, ch := range changes {
+			if ch.at.Before(start) || !ch.at.Before(end) {
+				continue
+			}
+			if _, seen := first[ch.node]; !seen {
+				first[ch.node] = ch.at
+			}
+			if lo.IsZero() || ch.at.Before(lo) {
+				lo = ch.at
+			}
+			if ch.at.After(hi) {
+				hi = ch.at
+			}
+		}
+		for _, n := range nodes {
+			if _, ok := first[n]; !ok {
+				t.Errorf("pool change %d: no route of %s changed", i+1, n)
+			}
+		}
+		if lo.IsZero() {
+			out = append(out, "none")
+			continue
+		}
+		out = append(out, fmt.Sprintf("+%v..+%v (window %v)", lo.Sub(start).Round(time.Millisecond),
+			hi.Sub(start).Round(time.Millisecond), hi.Sub(lo).Round(time.Millisecond)))
+	}
+	return out
 }
 
 // drops sums every node's drop and ICMP counters by "direction reason".
