@@ -19,6 +19,8 @@
  * Network domains (lib/domains.h): a destination owned by a node of a domain this node's domain
  * has no private line to is dropped as DROP_DOMAIN_UNREACHABLE and answered with ICMP "host
  * unreachable" from the node IP, so the pod's connect() fails at once instead of timing out.
+ * A server's SYN-ACK dropped so (a domain change applied here after the client's SYN got in) is
+ * answered to the client instead, through the tunnel (lib/tunnel_unreach.h).
  *
  * The error's source is the node IP, not the pods' gateway 169.254.1.1: Linux accepts a
  * "fragmentation needed" from any source (it matches the quoted header to a socket), and the node
@@ -51,6 +53,7 @@
 #include "lib/icmp.h"
 #include "lib/nat.h"
 #include "lib/nodeport.h"
+#include "lib/tunnel_unreach.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -341,8 +344,14 @@ int pod_egress(struct __sk_buff *skb)
 	ret = pod_egress_handle(skb, cfg, &v);
 	if (ret == -DROP_PKT_TOO_BIG && v.frag_mtu && pod_may_answer(skb))
 		return tc_exit_frag_needed(skb, DIR_POD_EGRESS, cfg->node_ip, v.frag_mtu);
-	if (ret == -DROP_DOMAIN_UNREACHABLE && v.unreach)
+	if (ret == -DROP_DOMAIN_UNREACHABLE && v.unreach) {
+		/* a SYN-ACK: answer the client, through the tunnel (lib/tunnel_unreach.h) */
+		int synack = tc_exit_synack_unreach(skb, DIR_POD_EGRESS, cfg);
+
+		if (synack >= 0)
+			return synack;
 		return tc_exit_host_unreach(skb, DIR_POD_EGRESS, cfg->node_ip);
+	}
 	if (ret == -DROP_NO_SERVICE_BACKEND && v.port_unreach)
 		return tc_exit_port_unreach(skb, DIR_POD_EGRESS, v.vip);
 	return tc_exit(skb, DIR_POD_EGRESS, ret);

@@ -222,24 +222,25 @@ type podRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	podMapDomainsMap    = "domains_map"
-	podMapEndpointsMap  = "endpoints_map"
-	podMapEventsLostMap = "events_lost_map"
-	podMapEventsMap     = "events_map"
-	podMapLbAffinityMap = "lb_affinity_map"
-	podMapLbBackendMap  = "lb_backend_map"
-	podMapLbCtMap       = "lb_ct_map"
-	podMapLbSvcMap      = "lb_svc_map"
-	podMapMetricsMap    = "metrics_map"
-	podMapMonitorCfgMap = "monitor_cfg_map"
-	podMapNatFwdMap     = "nat_fwd_map"
-	podMapNatRevMap     = "nat_rev_map"
-	podMapNodeCfgMap    = "node_cfg_map"
-	podMapNodesMap      = "nodes_map"
-	podMapNonmasqMap    = "nonmasq_map"
-	podMapRoutesMap     = "routes_map"
-	podProgPodEgress    = "pod_egress"
-	podProgPodIngress   = "pod_ingress"
+	podMapDomainsMap       = "domains_map"
+	podMapEndpointsMap     = "endpoints_map"
+	podMapEventsLostMap    = "events_lost_map"
+	podMapEventsMap        = "events_map"
+	podMapLbAffinityMap    = "lb_affinity_map"
+	podMapLbBackendMap     = "lb_backend_map"
+	podMapLbCtMap          = "lb_ct_map"
+	podMapLbSvcMap         = "lb_svc_map"
+	podMapMetricsMap       = "metrics_map"
+	podMapMonitorCfgMap    = "monitor_cfg_map"
+	podMapNatFwdMap        = "nat_fwd_map"
+	podMapNatRevMap        = "nat_rev_map"
+	podMapNodeCfgMap       = "node_cfg_map"
+	podMapNodesMap         = "nodes_map"
+	podMapNonmasqMap       = "nonmasq_map"
+	podMapRoutesMap        = "routes_map"
+	podProgPodEgress       = "pod_egress"
+	podProgPodIngress      = "pod_ingress"
+	podVarTunnelUnreachTat = "tunnel_unreach_tat"
 )
 
 // loadPod returns the embedded CollectionSpec for pod.
@@ -314,6 +315,7 @@ type podMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podVariableSpecs struct {
+	TunnelUnreachTat *ebpf.VariableSpec `ebpf:"tunnel_unreach_tat"`
 }
 
 // podObjects contains all objects after they have been loaded into the kernel.
@@ -379,6 +381,7 @@ func (m *podMaps) Close() error {
 //
 // It can be passed to loadPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podVariables struct {
+	TunnelUnreachTat *ebpf.Variable `ebpf:"tunnel_unreach_tat"`
 }
 
 // podPrograms contains all programs after they have been loaded into the kernel.

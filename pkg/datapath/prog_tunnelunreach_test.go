@@ -7,6 +7,7 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"testing"
 )
 
@@ -89,4 +90,83 @@ func TestNodeIngressTunnelUnreach(t *testing.T) {
 		t.Errorf("%d of %d flooded packets answered; want the burst (64) and the rate, not all", answered, n)
 	}
 	t.Logf("%d of %d flooded packets answered", answered, n)
+}
+
+// synAck is the server's answer in a handshake the client (port 40000) started with the ISN
+// 4999: SYN-ACK acknowledging 5000.
+func synAck(server, client netip.Addr) []byte {
+	seg := tcpSeg(server, client, 8080, 40000, tcpSYN|tcpACK, nil)
+	binary.BigEndian.PutUint32(seg[8:], 5000)
+	binary.BigEndian.PutUint16(seg[16:], 0)
+	binary.BigEndian.PutUint16(seg[16:], csum(seg, pseudoSum(server, client, protoTCP, len(seg))))
+	return seg
+}
+
+// checkSynAckAnswer verifies that ip (an IPv4 packet) is ICMP host unreachable from this node to
+// client quoting the SYN client sent to server: what the client's socket matches the error with.
+func checkSynAckAnswer(t *testing.T, ip parsedIP, client, server netip.Addr) {
+	t.Helper()
+	if ip.proto != protoICMP || ip.src != nodeIP || ip.dst != client {
+		t.Fatalf("IP proto %d %v -> %v, want ICMP %v -> %v", ip.proto, ip.src, ip.dst, nodeIP, client)
+	}
+	checkL4Csum(t, ip)
+	if icmp := ip.payload; icmp[0] != 3 || icmp[1] != 1 {
+		t.Errorf("ICMP type %d code %d, want 3/1 (host unreachable)", icmp[0], icmp[1])
+	}
+	q := parseIP(t, ip.payload[8:])
+	if q.proto != protoTCP || q.src != client || q.dst != server {
+		t.Fatalf("quoted IP proto %d %v -> %v, want TCP %v -> %v", q.proto, q.src, q.dst, client, server)
+	}
+	sport, dport := ports(q)
+	seq := binary.BigEndian.Uint32(q.payload[4:])
+	if sport != 40000 || dport != 8080 || seq != 4999 || q.payload[13] != tcpSYN {
+		t.Errorf("quoted TCP %d -> %d seq %d flags %#x, want the client's SYN 40000 -> 8080 seq 4999", sport, dport, seq, q.payload[13])
+	}
+}
+
+// A SYN-ACK from a node of an unreachable domain to a local pod: the server's node has not
+// applied the change, this (the client's) node has, after its pod's SYN left. The client is told,
+// not the server: its connect() fails at once instead of after its SYN's retransmission.
+func TestNodeIngressTunnelUnreachSynAck(t *testing.T) {
+	coll := newCollection(t, loadNode)
+	domainCluster(t, coll, siteAID)
+	inner := ethFrame(vtepMAC, remoteVtepMAC, ethPIPv4, ipHdr{src: siteBPod, dst: podA, proto: protoTCP}.build(synAck(siteBPod, podA)))
+	got, out := run(t, coll.Programs["node_ingress"], vxlanFrame(siteBNode, vxlanPort, vxlanHdr(0x08000000, vni), inner), nil)
+	if got != tcActRedirect {
+		t.Fatalf("verdict %d, want the answer redirected to the client pod", got)
+	}
+	if dst, src := macs(out); dst != podAMAC || src != podAHostMAC {
+		t.Errorf("MACs dst %x src %x, want the pod's %x from its gateway %x", dst, src, podAMAC, podAHostMAC)
+	}
+	checkSynAckAnswer(t, parseIP(t, out[14:]), podA, siteBPod)
+	if d, s := metric(t, coll, dirOverlayIn, DropDomainUnreachable), metric(t, coll, dirOverlayIn, ReasonICMPSent); d != 1 || s != 1 {
+		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", d, s)
+	}
+}
+
+// A local server's SYN-ACK toward an unreachable domain: this node applied the change after the
+// client's SYN got in; the client's node has not yet, so it still takes VXLAN from here. The
+// client gets the answer through the tunnel.
+func TestPodEgressTunnelUnreachSynAck(t *testing.T) {
+	coll := newCollection(t, loadPod)
+	domainCluster(t, coll, siteAID)
+	got, out := run(t, coll.Programs["pod_egress"], podPacket(podA, siteBPod, synAck(podA, siteBPod), protoTCP, true), nil)
+	if got != tcActRedirect {
+		t.Fatalf("verdict %d, want the answer tunnelled to the client's node", got)
+	}
+	outer := parseIP(t, out[14:])
+	if outer.src != nodeIP || outer.dst != siteBNode || outer.proto != protoUDP {
+		t.Fatalf("outer IP %v -> %v proto %d, want %v -> %v UDP", outer.src, outer.dst, outer.proto, nodeIP, siteBNode)
+	}
+	if _, dport := ports(outer); dport != vxlanPort {
+		t.Errorf("outer UDP port %d, want %d", dport, vxlanPort)
+	}
+	inner := outer.payload[16:]
+	if idst, isrc := macs(inner); idst != remoteVtepMAC || isrc != vtepMAC {
+		t.Errorf("inner MACs dst %x src %x, want the VTEP MACs %x %x", idst, isrc, remoteVtepMAC, vtepMAC)
+	}
+	checkSynAckAnswer(t, parseIP(t, inner[14:]), siteBPod, podA)
+	if d, s := metric(t, coll, dirPodEgress, DropDomainUnreachable), metric(t, coll, dirPodEgress, ReasonICMPSent); d != 1 || s != 1 {
+		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", d, s)
+	}
 }
