@@ -47,8 +47,12 @@ func testGatewayRemoved(t *testing.T, c *cluster) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+		// Wait for this recovery itself: an earlier subtest's recovery is in the log too, and a
+		// ConfigMap deleted again before c2 saw it restored is one change (the reconciler is
+		// level-triggered), no second isolation.
+		recovered := logCount(t, c2, "no longer isolated")
 		c.setConfig(t, privateLine)
-		waitLogContains(t, c2, "no longer isolated", round)
+		waitLogContains(t, c2, "no longer isolated", recovered+1)
 	}
 
 	// The label goes from every node: no node routes via a gateway any more.
@@ -120,6 +124,16 @@ func warningLines(t *testing.T, n *lab.Node) int {
 		}
 	}
 	return count
+}
+
+// logCount is how many times the node's current agent log holds s.
+func logCount(t *testing.T, n *lab.Node, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(n.Agent.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
 }
 
 // waitLogContains waits until the node's current agent log holds want at least times times.
