@@ -58,7 +58,7 @@ struct node_lb_front {
 	__be32 addr;
 	__be16 port;
 	__u8 unreach; /* the backend is in a domain this node cannot reach: answer */
-	__u8 pad;
+	__u8 too_big; /* the packet does not fit the overlay to the backend: answer if DF */
 };
 
 /* IPv4 + L4 header length of t's packet, for the MTU decision on the way into the tunnel. */
@@ -99,7 +99,8 @@ static __always_inline int node_lb_snat(struct __sk_buff *skb, const struct node
 /* The translated packet t of a client outside the cluster to a backend on another node: the
  * client's source translated (node_lb_snat), then the pod path's way to a remote pod: route,
  * domain, VXLAN (native or through the device) or direct routing. A packet that does not fit the
- * overlay is dropped as PKT_TOO_BIG (TCP never gets there: the backend's MSS is the pod MTU's). */
+ * overlay is dropped as PKT_TOO_BIG, answered with "fragmentation needed" when it has DF
+ * (node_exit_answer). */
 static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t)
 {
 	struct bpf_redir_neigh nh = { .nh_family = AF_INET };
@@ -147,7 +148,7 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
  * Returns 0 when the packet is no service's (untouched), a verdict, or -reason: NODEPORT_CLOSED
  * (the TC fallback of node_xdp's drop), NO_SERVICE_BACKEND, INVALID for a TCP/UDP header cut short
  * (by the frame or by the IPv4 total length), DOMAIN_UNREACHABLE (front says what the client
- * addressed, for node_exit_unreach). The caller's header pointers are
+ * addressed, for node_exit_answer). The caller's header pointers are
  * gone. Kept out of line (a BPF subprogram): inlined, clang reused a modified ctx pointer for the
  * entry program's packet accesses, which the verifier rejects. */
 static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg, struct node_lb_front *front)
@@ -193,28 +194,41 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg,
 	if (svc->flags & LB_SVC_LOCAL)
 		return -DROP_NO_SERVICE_BACKEND; /* the agent writes only local backends */
 	ret = node_lb_to_remote(skb, cfg, &t);
-	front->unreach = ret == -DROP_DOMAIN_UNREACHABLE; /* node_exit_unreach answers */
+	front->unreach = ret == -DROP_DOMAIN_UNREACHABLE; /* node_exit_answer answers */
+	front->too_big = ret == -DROP_PKT_TOO_BIG;
 	return ret;
 }
 
-/* The exit of node_ingress for a packet toward a domain this node cannot reach that is answered
- * with "host unreachable" out of the NIC: forwarded traffic (node_plain_ingress), or an outside
+/* The exit of node_ingress for a packet that is answered out of the NIC: one toward a domain this
+ * node cannot reach ("host unreachable"): forwarded traffic (node_plain_ingress), or an outside
  * client's packet to a remote backend in such a domain (node_lb: the agent leaves those out; a
- * change of the domains reaches the maps a moment later). The error quotes what the client sent,
- * so its destination goes back to the frontend first (its source is still its own:
- * node_lb_to_remote checks the domain before the SNAT). Out of line, so that icmp_error's stack
- * does not add to node_ingress's on top of node_lb's. */
-static __noinline int node_exit_unreach(struct __sk_buff *skb, __u32 dir, const struct node_cfg *cfg,
-					const struct node_lb_front *front)
+ * change of the domains reaches the maps a moment later); or an outside client's packet with DF
+ * that does not fit the overlay to its remote backend ("fragmentation needed" with the pod MTU, as
+ * a router on the path would say; TCP rarely gets there, the backend's MSS being the pod MTU's,
+ * but a UDP client's path MTU discovery does). The error quotes what the client sent, so its
+ * destination goes back to the frontend first (its source is still its own: node_lb_to_remote
+ * checks domain and size before the SNAT). Out of line, so that icmp_error's stack does not add
+ * to node_ingress's on top of node_lb's. */
+static __noinline int node_exit_answer(struct __sk_buff *skb, __u32 dir, const struct node_cfg *cfg,
+				       const struct node_lb_front *front, int reason)
 {
 	struct ethhdr *eth;
 	struct lb_tuple t;
 	struct iphdr *ip;
 
-	if (front->unreach &&
-	    (parse_ipv4(skb, &eth, &ip) != L3_IPV4 || lb_parse(skb, ip, &t) != 0 ||
-	     lb_rewrite(skb, &t, 1, front->addr, front->port) < 0))
-		return tc_exit(skb, dir, -DROP_DOMAIN_UNREACHABLE);
+	if (front->unreach || front->too_big) {
+		if (parse_ipv4(skb, &eth, &ip) != L3_IPV4)
+			return tc_exit(skb, dir, reason);
+		if (front->too_big && (skb->gso_size || !(ip->frag_off & bpf_htons(IP_DF)) ||
+				       !icmp_may_answer(skb, ip)))
+			return tc_exit(skb, dir, reason); /* no DF: the drop stands (docs) */
+		/* again: icmp_may_answer may have pulled the packet */
+		if (parse_ipv4(skb, &eth, &ip) != L3_IPV4 || lb_parse(skb, ip, &t) != 0 ||
+		    lb_rewrite(skb, &t, 1, front->addr, front->port) < 0)
+			return tc_exit(skb, dir, reason);
+	}
+	if (reason == -DROP_PKT_TOO_BIG)
+		return tc_exit_frag_needed_nic(skb, dir, cfg->node_ip, cfg->mtu);
 	return tc_exit_host_unreach_nic(skb, dir, cfg->node_ip);
 }
 
@@ -477,7 +491,9 @@ int node_ingress(struct __sk_buff *skb)
 	int ret = node_ingress_handle(skb, cfg, &dir, &unreach, &front);
 
 	if (ret == -DROP_DOMAIN_UNREACHABLE && (unreach || front.unreach) && cfg)
-		return node_exit_unreach(skb, dir, cfg, &front);
+		return node_exit_answer(skb, dir, cfg, &front, ret);
+	if (ret == -DROP_PKT_TOO_BIG && front.too_big && cfg)
+		return node_exit_answer(skb, dir, cfg, &front, ret);
 	if (ret == -DROP_DOMAIN_UNREACHABLE && dir == DIR_OVERLAY_IN && cfg)
 		return tc_exit_tunnel_unreach(skb, dir, cfg); /* a peer that has not applied a change yet */
 	return tc_exit(skb, dir, ret);

@@ -246,6 +246,19 @@ static __always_inline int tc_exit_frag_needed(struct __sk_buff *skb, __u32 dir,
 	return icmp_return_to_pod(skb, dir);
 }
 
+/* The same as tc_exit_frag_needed for a packet that came in on the underlay NIC (an outside
+ * client's to a NodePort whose remote backend's overlay it does not fit): the error goes back out
+ * of the NIC to the hop it came from, the frame's MACs swapped. */
+static __always_inline int tc_exit_frag_needed_nic(struct __sk_buff *skb, __u32 dir, __be32 saddr, __u16 mtu)
+{
+	metric_count(dir, DROP_PKT_TOO_BIG, skb->len);
+	event_emit(skb, dir, DROP_PKT_TOO_BIG, TC_ACT_SHOT);
+	if (icmp_frag_needed(skb, saddr, mtu) < 0)
+		return TC_ACT_SHOT;
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 /* The same for a packet that came in on the underlay NIC (a cloud host's, routed to this node):
  * the error goes back out of the NIC to the hop it came from, the frame's MACs swapped. The
  * kernel would answer from its "unreachable" route too, but rate-limited per sender to a burst and

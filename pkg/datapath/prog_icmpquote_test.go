@@ -81,3 +81,35 @@ func TestNodePortUnreachableDomainAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestNodePortTooBigAnswers: an outside client's packet with DF to a node port whose remote
+// backend's overlay it does not fit is answered out of the NIC with "fragmentation needed" (the
+// pod MTU), quoting the packet as the client sent it (to the node port); before, it was dropped
+// without a word and a UDP client's path MTU discovery never learned. Without DF the drop stands.
+func TestNodePortTooBigAnswers(t *testing.T) {
+	payload := bytes.Repeat([]byte{0xab}, 1500-28)
+	frame := func(df bool) []byte {
+		l4 := udpSeg(outsideClient, nodeIP, 40000, nodePort, payload, true)
+		return ethFrame(underlayMAC, remoteNextHop, ethPIPv4, ipHdr{src: outsideClient, dst: nodeIP, proto: protoUDP, df: df}.build(l4))
+	}
+	node := newCollection(t, loadNode)
+	domainCluster(t, node, siteAID)
+	putExtSvc(t, node, netip.Addr{}, nodePort, protoUDP, 7, lbSvcNodePort, backend{siteAPod, 8080})
+
+	in := frame(true)
+	got, out := run(t, node.Programs["node_ingress"], in, nil)
+	if got != tcActRedirect {
+		t.Fatalf("DF: verdict %d, want the ICMP answer redirected out of the NIC", got)
+	}
+	checkFragNeeded(t, out, in, podMTU)
+	if d, s := metric(t, node, dirNodeIn, DropPktTooBig), metric(t, node, dirNodeIn, ReasonICMPSent); d != 1 || s != 1 {
+		t.Errorf("DF: PKT_TOO_BIG %d, ICMP_SENT %d; want 1 each", d, s)
+	}
+
+	if got, _ := run(t, node.Programs["node_ingress"], frame(false), nil); got != tcActShot {
+		t.Errorf("no DF: verdict %d, want TC_ACT_SHOT", got)
+	}
+	if d, s := metric(t, node, dirNodeIn, DropPktTooBig), metric(t, node, dirNodeIn, ReasonICMPSent); d != 2 || s != 1 {
+		t.Errorf("no DF: PKT_TOO_BIG %d, ICMP_SENT %d; want 2, 1 (dropped, not answered)", d, s)
+	}
+}
