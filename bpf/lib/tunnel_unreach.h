@@ -89,27 +89,22 @@ struct tunnel_unreach_msg {
 	__u8 quote[ICMP_UNREACH_QUOTE];
 };
 
-/* Builds the error on the stack from the frame's inner packet: from this node's IP to the inner
- * source. Returns 0, or -1. */
-static __always_inline int tunnel_unreach_msg_build(struct __sk_buff *skb, const struct node_cfg *cfg,
-						    struct tunnel_unreach_msg *msg)
+/* Fills in msg's IPv4 header (this node's IP to daddr) and its "host unreachable" ICMP header
+ * around the quote already in place. Returns 0, or -1. */
+static __always_inline int tunnel_unreach_msg_seal(struct tunnel_unreach_msg *msg, const struct node_cfg *cfg,
+						   __be32 daddr, __u8 tos)
 {
-	__u32 n = skb->len - VXLAN_INNER_IP_OFF; /* tunnel_unreach_answerable: more than an IPv4 header */
 	__s64 sum;
 
-	if (n > sizeof(msg->quote))
-		n = sizeof(msg->quote);
-	if (n < sizeof(struct iphdr) || bpf_skb_load_bytes(skb, VXLAN_INNER_IP_OFF, msg->quote, n) < 0)
-		return -1;
 	msg->ip.version = 4;
 	msg->ip.ihl = 5;
-	msg->ip.tos = (((struct iphdr *)msg->quote)->tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL;
+	msg->ip.tos = tos;
 	msg->ip.tot_len = bpf_htons(sizeof(*msg));
 	msg->ip.id = (__be16)bpf_get_prandom_u32();
 	msg->ip.ttl = ICMP_ERR_TTL;
 	msg->ip.protocol = IPPROTO_ICMP;
 	msg->ip.saddr = cfg->node_ip;
-	msg->ip.daddr = ((struct iphdr *)msg->quote)->saddr;
+	msg->ip.daddr = daddr;
 	msg->ip.check = ipv4_hdr_csum(&msg->ip);
 	msg->icmp.type = ICMP_DEST_UNREACH;
 	msg->icmp.code = ICMP_HOST_UNREACH;
@@ -118,6 +113,22 @@ static __always_inline int tunnel_unreach_msg_build(struct __sk_buff *skb, const
 		return -1;
 	msg->icmp.checksum = csum_fold32((__u32)sum);
 	return 0;
+}
+
+/* Builds the error on the stack from the frame's inner packet: from this node's IP to the inner
+ * source. Returns 0, or -1. */
+static __always_inline int tunnel_unreach_msg_build(struct __sk_buff *skb, const struct node_cfg *cfg,
+						    struct tunnel_unreach_msg *msg)
+{
+	__u32 n = skb->len - VXLAN_INNER_IP_OFF; /* tunnel_unreach_answerable: more than an IPv4 header */
+
+	if (n > sizeof(msg->quote))
+		n = sizeof(msg->quote);
+	if (n < sizeof(struct iphdr) || bpf_skb_load_bytes(skb, VXLAN_INNER_IP_OFF, msg->quote, n) < 0)
+		return -1;
+	return tunnel_unreach_msg_seal(msg, cfg, ((struct iphdr *)msg->quote)->saddr,
+				       (((struct iphdr *)msg->quote)->tos & IPTOS_TOS_MASK) |
+					       IPTOS_PREC_INTERNETCONTROL);
 }
 
 /* Rewrites the VXLAN frame in place into VXLAN to remote carrying msg. Neither decapsulating nor
@@ -159,7 +170,6 @@ static __always_inline int tunnel_unreach_synack_msg(struct __sk_buff *skb, __u3
 		struct iphdr ip;
 		struct tcphdr tcp;
 	} h;
-	__s64 sum;
 
 	if (bpf_skb_load_bytes(skb, off, &h, sizeof(h)) < 0)
 		return -1;
@@ -181,22 +191,8 @@ static __always_inline int tunnel_unreach_synack_msg(struct __sk_buff *skb, __u3
 	qtcp->doff = 5;
 	qtcp->syn = 1;
 	qtcp->window = h.tcp.window;
-	msg->ip.version = 4;
-	msg->ip.ihl = 5;
-	msg->ip.tos = IPTOS_PREC_INTERNETCONTROL;
-	msg->ip.tot_len = bpf_htons(sizeof(*msg));
-	msg->ip.id = (__be16)bpf_get_prandom_u32();
-	msg->ip.ttl = ICMP_ERR_TTL;
-	msg->ip.protocol = IPPROTO_ICMP;
-	msg->ip.saddr = cfg->node_ip;
-	msg->ip.daddr = h.ip.daddr;
-	msg->ip.check = ipv4_hdr_csum(&msg->ip);
-	msg->icmp.type = ICMP_DEST_UNREACH;
-	msg->icmp.code = ICMP_HOST_UNREACH;
-	sum = bpf_csum_diff(0, 0, (__be32 *)&msg->icmp, sizeof(msg->icmp) + sizeof(msg->quote), 0);
-	if (sum < 0)
+	if (tunnel_unreach_msg_seal(msg, cfg, h.ip.daddr, IPTOS_PREC_INTERNETCONTROL) < 0)
 		return -1;
-	msg->icmp.checksum = csum_fold32((__u32)sum);
 	*client = h.ip.daddr;
 	return 0;
 }
