@@ -2,13 +2,10 @@ package agent
 
 import (
 	"net/netip"
-	"os"
-	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -17,6 +14,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
@@ -55,22 +53,10 @@ func serviceRoutes(t *testing.T) []string {
 // the reconciler writes, never cover a node's address or the cluster's CIDRs, and are restored
 // from the map by List (start-up, resync).
 func TestExternalRoutesFollowFrontends(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Skipf("creating a network namespace: %v", err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
+	netnstest.Run(t, func() { testExternalRoutesFollowFrontends(t) })
+}
+
+func testExternalRoutesFollowFrontends(t *testing.T) {
 	// a veth stands in for the VXLAN device (the kernel may lack the dummy driver)
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "edgeplane.1"}, PeerName: "peer0"}); err != nil {
 		t.Fatal(err)

@@ -7,41 +7,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
-
-// inFreshNetns runs body on a locked thread inside a new network namespace.
-func inFreshNetns(t *testing.T, body func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatalf("creating a network namespace: %v", err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
-	body()
-}
 
 // flannelLeftovers builds what a stopped flanneld leaves: flannel.1 (VNI 1, UDP 8472, up, with
 // the node's pod CIDR address) and cni0 with its pod CIDR route and no ports.
@@ -92,7 +69,7 @@ func flannelNode(mac string) *corev1.Node {
 // its MAC, deletes the empty cni0 and this node's subnet.env, and the device then comes up with
 // Flannel's MAC.
 func TestTakeOverFromFlannel(t *testing.T) {
-	inFreshNetns(t, func() {
+	netnstest.Run(t, func() {
 		flMAC, _ := net.ParseMAC("7a:1b:2c:3d:4e:5f")
 		flannelLeftovers(t, flMAC)
 		want := netdev.VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: netdev.VTEPMAC("node-a"), Address: netip.MustParseAddr("10.244.3.0")}
@@ -139,7 +116,7 @@ func TestTakeOverFromFlannel(t *testing.T) {
 // TestTakeOverLeavesBusyBridgeUntilEmpty: cni0 with a pod still plugged in stays until the pod is
 // gone, then goes without a restart.
 func TestTakeOverLeavesBusyBridgeUntilEmpty(t *testing.T) {
-	inFreshNetns(t, func() {
+	netnstest.Run(t, func() {
 		flannelLeftovers(t, nil)
 		br, err := netlink.LinkByName("cni0")
 		mustDo(t, err)
@@ -173,7 +150,7 @@ func TestTakeOverLeavesBusyBridgeUntilEmpty(t *testing.T) {
 // TestTakeOverRefuses: a VXLAN device on UDP 8472 that is not a stopped Flannel's makes the agent
 // refuse with one message naming the device and the port, and deletes nothing.
 func TestTakeOverRefuses(t *testing.T) {
-	inFreshNetns(t, func() {
+	netnstest.Run(t, func() {
 		setupUnderlay(t)
 		mustDo(t, netlink.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "tunnel7"}, VxlanId: 7, Port: netdev.VXLANPort}))
 		l, err := netlink.LinkByName("tunnel7")

@@ -9,10 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 )
 
 func TestHostRoutes(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		eth := underlayFixture(t)
 		// Somebody else's route in the same range of the table: never touched.
 		foreign := &netlink.Route{Dst: &net.IPNet{IP: net.IPv4(10, 244, 9, 0), Mask: net.CIDRMask(24, 32)}, Type: unix.RTN_BLACKHOLE}

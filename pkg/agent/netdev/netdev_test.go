@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -12,29 +11,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-)
 
-// inNetns runs the test body on a locked thread inside a fresh network namespace.
-func inNetns(t *testing.T, body func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Skipf("creating a network namespace: %v", err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
-	body()
-}
+	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
+)
 
 // underlayFixture adds eth0 192.168.50.2/24 with a default route via .1.
 func underlayFixture(t *testing.T) netlink.Link {
@@ -63,7 +42,7 @@ func must(t *testing.T, err error) {
 }
 
 func TestFindUnderlay(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		eth := underlayFixture(t)
 		for _, tc := range []struct {
 			name   string
@@ -86,7 +65,7 @@ func TestFindUnderlay(t *testing.T) {
 }
 
 func TestEnsureVXLANConverges(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		underlayFixture(t)
 		want := VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("node-a"), Address: netip.MustParseAddr("10.244.3.0")}
 		dev, err := EnsureVXLAN(want)
@@ -143,7 +122,7 @@ func deviceRoutes(src netip.Addr, dsts ...netip.Prefix) []DeviceRoute {
 // network address, the host-hairpin address from the node IP; a changed CIDR replaces the old
 // route, and nothing else stays on the device.
 func TestEnsureRoutes(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		underlayFixture(t)
 		dev, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: netip.MustParseAddr("10.244.3.0")})
 		must(t, err)
@@ -172,7 +151,7 @@ func TestEnsureRoutes(t *testing.T) {
 }
 
 func TestEnsureForwarding(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		underlayFixture(t)
 		_, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: netip.MustParseAddr("10.244.3.0")})
 		must(t, err)
@@ -191,7 +170,7 @@ func TestEnsureForwarding(t *testing.T) {
 }
 
 func TestNextHop(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		eth := underlayFixture(t)
 		gwMAC, _ := net.ParseMAC("0e:00:00:00:00:01")
 		peerMAC, _ := net.ParseMAC("0e:00:00:00:00:03")
@@ -228,7 +207,7 @@ func TestVTEPMACIsStableUnicastLocal(t *testing.T) {
 // WatchResolved reports a neighbour of the underlay the moment the kernel holds its MAC, and
 // nothing about other links.
 func TestWatchResolved(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		eth := underlayFixture(t)
 		here, err := netns.Get()
 		must(t, err)

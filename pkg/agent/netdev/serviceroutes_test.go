@@ -9,13 +9,14 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 )
 
 // TestSyncServiceRoutes: externalIP routes into the device converge to the wanted set, and the two
 // other owners of host routes (EnsureRoutes on the device, HostRoutes on protocol 237) leave them
 // alone, as they leave theirs.
 func TestSyncServiceRoutes(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		eth := underlayFixture(t)
 		src := netip.MustParseAddr("10.244.3.0")
 		dev, err := EnsureVXLAN(VXLAN{Name: "edgeplane.1", MTU: 1450, MAC: VTEPMAC("a"), Address: src})
