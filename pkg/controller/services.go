@@ -240,8 +240,11 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	// The start-up pass reads slices through slicesOf, which this handler keeps: it waits until
 	// the handler has seen the initial list, not only until the cache holds it.
 	r.synced = append(r.synced, sliceHandler.HasSynced)
-	if _, err := cfg.Nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { r.nodeChanged(obj, r.unreachable(obj)) },
+	// A node of the initial list is no change: the start-up pass, after every cache synced, reads
+	// the whole cluster anyway (without this, each unreachable node of the list would requeue
+	// every Service: nodes x Services queue adds at start).
+	if _, err := cfg.Nodes.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc:    func(obj any, initial bool) { r.nodeChanged(obj, !initial && r.unreachable(obj)) },
 		UpdateFunc: r.nodeUpdated,
 		DeleteFunc: func(obj any) { r.nodeChanged(obj, r.unreachable(obj)) },
 	}); err != nil {
