@@ -71,6 +71,12 @@ func (n NextHops) WatchResolved(ctx context.Context, resolved func(netip.Addr, n
 		}
 		n.forward(ctx, updates, resolved)
 		close(done)
+		// the library's reader may be blocked sending to a full channel: let it see done and
+		// close the channel
+		go func() {
+			for range updates {
+			}
+		}()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -84,8 +90,12 @@ func (n NextHops) WatchResolved(ctx context.Context, resolved func(netip.Addr, n
 	}
 }
 
-// forward passes resolved underlay neighbours on until ctx is done or updates closes.
+// forward passes resolved underlay neighbours on until ctx is done or updates closes: each address
+// once per MAC it resolves to. The kernel also notifies every state change of a resolved entry
+// (reachable, stale, delay, probe: every 30-60 s per active neighbour) with the same MAC; passed on,
+// each would requeue every peer still unresolved (a route lookup and an ARP probe each).
 func (n NextHops) forward(ctx context.Context, updates <-chan netlink.NeighUpdate, resolved func(netip.Addr, net.HardwareAddr)) {
+	known := map[netip.Addr]string{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -94,12 +104,21 @@ func (n NextHops) forward(ctx context.Context, updates <-chan netlink.NeighUpdat
 			if !ok {
 				return
 			}
-			if u.Type != unix.RTM_NEWNEIGH || u.LinkIndex != n.UnderlayIndex || u.Family != netlink.FAMILY_V4 ||
-				u.State&resolvedStates == 0 || len(u.HardwareAddr) != 6 {
+			if u.LinkIndex != n.UnderlayIndex || u.Family != netlink.FAMILY_V4 {
 				continue
 			}
-			if ip, ok := netip.AddrFromSlice(u.IP); ok {
-				resolved(ip.Unmap(), u.HardwareAddr)
+			ip, ok := netip.AddrFromSlice(u.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if u.Type != unix.RTM_NEWNEIGH || u.State&resolvedStates == 0 || len(u.HardwareAddr) != 6 {
+				delete(known, ip) // gone or failed: its next resolution is news again
+				continue
+			}
+			if mac := string(u.HardwareAddr); known[ip] != mac {
+				known[ip] = mac
+				resolved(ip, u.HardwareAddr)
 			}
 		}
 	}
