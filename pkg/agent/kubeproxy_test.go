@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeplane/edgeplane/pkg/svchealth"
 )
 
 func TestKubeProxyMetricsPort(t *testing.T) {
@@ -50,7 +52,7 @@ func TestKubeProxyMetricsPortTakesOverWhenFree(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	held.Close()
 	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(3 * kubeProxyRetry)
+	deadline := time.Now().Add(3 * svchealth.RetryPeriod)
 	for {
 		resp, err := client.Get("http://" + addr + "/proxyMode")
 		if err == nil {

@@ -3,14 +3,11 @@ package svchealth
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/klog/v2"
 )
 
 // ToBeDeletedTaint is the taint the cluster autoscaler puts on a node it is about to delete;
@@ -111,29 +108,7 @@ func (p *ProxyHealth) Handler() http.Handler {
 	return mux
 }
 
-// Run serves addr until ctx is done. A port it cannot bind (kube-proxy still running, say) is
-// logged and tried again every 5 s: the Services' datapath does not depend on it.
+// Run serves addr until ctx is done (Serve: a port held by another process is retried).
 func (p *ProxyHealth) Run(ctx context.Context, addr string) {
-	logger := klog.FromContext(ctx)
-	for {
-		ln, err := net.Listen("tcp", addr)
-		if err == nil {
-			srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 5 * time.Second}
-			go func() {
-				<-ctx.Done()
-				_ = srv.Close()
-			}()
-			logger.V(2).Info("Serving the proxy health server", "addr", addr)
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				logger.Error(err, "Proxy health server stopped", "addr", addr)
-			}
-		} else {
-			logger.Error(err, "Cannot serve the proxy health server (--healthz-bind-address); retrying in 5s", "addr", addr)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Second):
-		}
-	}
+	Serve(ctx, addr, p.Handler(), "the proxy health server", "--healthz-bind-address")
 }
