@@ -431,11 +431,9 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
  * would take a FIB lookup per frame): the kernel device decides on it as on any. */
 static __always_inline int node_vxlan_for_node(__be32 daddr, const struct node_cfg *cfg)
 {
-	__u32 first = bpf_ntohl(daddr) >> 24;
-
 	if (daddr == cfg->node_ip)
 		return 0;
-	if ((first & 0xf0) == 0xe0 || daddr == 0xffffffff)
+	if (ipv4_is_mcast_or_bcast(daddr))
 		return -DROP_VXLAN_NOT_UNICAST;
 	return 1;
 }

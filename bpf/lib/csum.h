@@ -14,7 +14,8 @@ static __always_inline __u16 csum_fold32(__u32 sum)
 	return (__u16)~sum;
 }
 
-/* Checksum of an option-less IPv4 header; the check field must be 0 when called. */
+/* Checksum of an option-less IPv4 header; the check field must be 0 when called (or, summed with
+ * a right check field in place, the result is 0: vxlan_ip_csum_ok). */
 static __always_inline __sum16 ipv4_hdr_csum(const struct iphdr *ip)
 {
 	const __u16 *w = (const __u16 *)ip;

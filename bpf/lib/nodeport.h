@@ -34,11 +34,10 @@ static __always_inline int nodeport_local_addr(void *ctx, const struct node_cfg 
 					       __be16 sport, __be16 dport, __u32 ifindex)
 {
 	struct bpf_fib_lookup fib = {};
-	__u32 first = bpf_ntohl(ip->daddr) >> 24;
 
 	if (ip->daddr == cfg->node_ip)
 		return 1;
-	if ((first & 0xf0) == 0xe0 || ip->daddr == 0xffffffff) /* multicast, limited broadcast */
+	if (ipv4_is_mcast_or_bcast(ip->daddr))
 		return 0;
 	fib.family = AF_INET;
 	fib.tos = ip->tos;

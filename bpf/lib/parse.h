@@ -130,4 +130,10 @@ static __always_inline void eth_set_macs(struct ethhdr *eth, const __u8 *dst, co
 	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
 }
 
+/* Multicast (224.0.0.0/4) or the limited broadcast address: never a node's unicast address. */
+static __always_inline int ipv4_is_mcast_or_bcast(__be32 addr)
+{
+	return (bpf_ntohl(addr) >> 28) == 0xe || addr == 0xffffffff;
+}
+
 #endif

@@ -248,15 +248,10 @@ struct vxlan_pseudo_hdr {
 	__be16 len;
 };
 
+/* A header whose checksum field is right sums (with it) to 0. */
 static __always_inline int vxlan_ip_csum_ok(const struct iphdr *ip)
 {
-	const __u16 *w = (const __u16 *)ip;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(struct iphdr) / 2); i++)
-		sum += w[i];
-	return csum_fold32(sum) == 0;
+	return ipv4_hdr_csum(ip) == 0;
 }
 
 /* Whether the UDP datagram of ulen bytes at VXLAN_UDP_OFF sums with its pseudo header to the
