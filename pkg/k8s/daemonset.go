@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
 )
 
 // daemonSets is the resource OwnDaemonSet watches, by metadata only: the agent links no apps/v1
@@ -30,6 +31,7 @@ var daemonSets = schema.GroupVersionResource{Group: "apps", Version: "v1", Resou
 type OwnDaemonSet struct {
 	namespace, name string
 	client          metadata.Interface
+	logger          klog.Logger
 
 	mu      sync.Mutex
 	uid     types.UID // the DaemonSet seen alive last; "" until then
@@ -43,7 +45,7 @@ func (c *Client) WatchOwnDaemonSet(ctx context.Context, namespace, name string) 
 }
 
 func watchOwnDaemonSet(ctx context.Context, client metadata.Interface, namespace, name string) *OwnDaemonSet {
-	d := &OwnDaemonSet{namespace: namespace, name: name, client: client}
+	d := &OwnDaemonSet{namespace: namespace, name: name, client: client, logger: klog.FromContext(ctx)}
 	resource := client.Resource(daemonSets).Namespace(namespace)
 	byName := fields.OneTermEqualSelector("metadata.name", name).String()
 	lw := &cache.ListWatch{
@@ -83,6 +85,10 @@ func (d *OwnDaemonSet) seen(obj any) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if m.UID != d.uid {
+		d.logger.Info("Following the DaemonSet running this agent: deleting it uninstalls edgeplane from this node",
+			"daemonset", d.namespace+"/"+d.name, "uid", m.UID)
+	}
 	d.uid, d.deleted = m.UID, m.DeletionTimestamp != nil
 }
 

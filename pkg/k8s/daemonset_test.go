@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	metadatafake "k8s.io/client-go/metadata/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/klog/v2"
 )
 
 func daemonSetMeta(uid types.UID) *metav1.PartialObjectMetadata {
@@ -110,7 +111,7 @@ func TestOwnDaemonSetAsksOnce(t *testing.T) {
 				client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tc.err })
 			}
 			// Not watching: the state is what a watch saw before the SIGTERM.
-			d := &OwnDaemonSet{namespace: "edgeplane-system", name: "edgeplane-agent", client: client, uid: "uid-1"}
+			d := &OwnDaemonSet{namespace: "edgeplane-system", name: "edgeplane-agent", client: client, uid: "uid-1", logger: klog.Background()}
 			if deleted, how := d.Deleted(t.Context()); deleted != tc.want {
 				t.Fatalf("Deleted = %v (%s), want %v", deleted, how, tc.want)
 			}
