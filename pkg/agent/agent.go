@@ -219,7 +219,12 @@ func (a *Agent) ensureDevice() error {
 	); err != nil {
 		return err
 	}
-	return netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice)
+	if err := netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice); err != nil {
+		return err
+	}
+	// kube-proxy's conntrack setting, which a node without kube-proxy still needs (netdev).
+	_, err = netdev.EnsureConntrackCloseWait(a.cfg.ProcSys, a.cfg.CTTCPCloseWaitTimeout)
+	return err
 }
 
 func (a *Agent) podMTU() int {
