@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The edgeplane image: edgeplane-agent, edgeplane-cni, edgeplane-install and edgeplanectl in
 # /usr/local/bin, and the reference CNI plugins the conflist chains (host-local, portmap, bandwidth)
-# in /usr/local/lib/edgeplane/cni-plugins, which edgeplane-install copies only to nodes that lack them.
+# and the runtime runs for every sandbox (loopback) in /usr/local/lib/edgeplane/cni-plugins, which
+# edgeplane-install copies only to nodes that lack them.
 # All static (CGO_ENABLED=0); the BPF objects are committed, so no clang is needed here.
 #   docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=<version> \
 #     -t ghcr.io/edgeplane/edgeplane:<version> .
@@ -22,7 +23,7 @@ COPY . .
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
 	go build -ldflags="-s -w -X main.version=$VERSION" -o /out/ ./cmd/...
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-	for p in ipam/host-local meta/portmap meta/bandwidth; do \
+	for p in ipam/host-local meta/portmap meta/bandwidth main/loopback; do \
 		GOBIN=/out/cni-plugins go install \
 			-ldflags="-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
 			"github.com/containernetworking/plugins/plugins/$p@$CNI_PLUGINS_VERSION" || exit 1; \
@@ -32,5 +33,5 @@ RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.
 # comes from the DaemonSet's capabilities, not from the image.
 FROM gcr.io/distroless/static-debian12
 COPY --from=build /out/edgeplane-agent /out/edgeplane-cni /out/edgeplane-install /out/edgeplanectl /usr/local/bin/
-COPY --from=build /out/cni-plugins/host-local /out/cni-plugins/portmap /out/cni-plugins/bandwidth /usr/local/lib/edgeplane/cni-plugins/
+COPY --from=build /out/cni-plugins/host-local /out/cni-plugins/portmap /out/cni-plugins/bandwidth /out/cni-plugins/loopback /usr/local/lib/edgeplane/cni-plugins/
 ENTRYPOINT ["/usr/local/bin/edgeplane-agent"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds edgeplane's image with Go alone (no Docker, no registry), for linux/amd64 and linux/arm64:
 #   /usr/local/bin/{edgeplane-agent,edgeplane-cni,edgeplane-install,edgeplanectl}  (stamped VERSION)
-#   /usr/local/lib/edgeplane/cni-plugins/{host-local,portmap,bandwidth}  (containernetworking/plugins
+#   /usr/local/lib/edgeplane/cni-plugins/{host-local,portmap,bandwidth,loopback}  (containernetworking/plugins
 #       at the version go.mod pins, built from that module with its own go.sum, as upstream does)
 #   /etc/ssl/certs/ca-certificates.crt  (the NSS roots of golang.org/x/crypto/x509roots/fallback,
 #       pinned by go.mod; internal/ociimage/cmd/cabundle)
@@ -48,7 +48,7 @@ for arch in $ARCHES; do
 	echo "build-image: CNI plugins $cni_version linux/$arch" >&2
 	(cd "$cni_dir" && GOOS=linux GOARCH=$arch $GO build -trimpath \
 		-ldflags "-s -w -X $cni_module/pkg/utils/buildversion.BuildVersion=$cni_version" \
-		-o "$OLDPWD/$root/usr/local/lib/edgeplane/cni-plugins/" ./plugins/ipam/host-local ./plugins/meta/portmap ./plugins/meta/bandwidth)
+		-o "$OLDPWD/$root/usr/local/lib/edgeplane/cni-plugins/" ./plugins/ipam/host-local ./plugins/meta/portmap ./plugins/meta/bandwidth ./plugins/main/loopback)
 	platforms+=(-platform "linux/$arch=$root")
 done
 # Modes do not depend on the caller's umask.

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -38,6 +39,14 @@ const (
 // ChainedPlugins are the reference plugins the conflist chains after edgeplane, and host-local,
 // the default IPAM the edgeplane plugin delegates to. They must be in the bin directory.
 var ChainedPlugins = []string{"host-local", "portmap", "bandwidth"}
+
+// RuntimePlugins are the reference plugins the container runtime runs itself, beside any
+// conflist: containerd's CRI brings up every sandbox's lo with loopback from the same bin
+// directory, and fails the pod without it ("failed to find plugin \"loopback\"").
+var RuntimePlugins = []string{"loopback"}
+
+// referencePlugins are what the node needs in the bin directory besides edgeplane itself.
+func referencePlugins() []string { return append(slices.Clone(ChainedPlugins), RuntimePlugins...) }
 
 // Config says what to install where.
 type Config struct {
@@ -102,13 +111,13 @@ func Run(c Config) (Result, error) {
 		}
 	}
 	var missing []string
-	for _, p := range ChainedPlugins {
+	for _, p := range referencePlugins() {
 		if _, err := os.Stat(filepath.Join(c.BinDir, p)); err != nil {
 			missing = append(missing, p)
 		}
 	}
 	if len(missing) > 0 {
-		return res, fmt.Errorf("the conflist chains %s, not found in %s: install the reference CNI plugins (containernetworking-plugins) on the node",
+		return res, fmt.Errorf("the runtime and the conflist need %s, not found in %s: install the reference CNI plugins (containernetworking-plugins) on the node",
 			strings.Join(missing, ", "), c.BinDir)
 	}
 	if err := res.write(filepath.Join(c.ConfDir, c.ConflistName), conflist, 0o644); err != nil {
@@ -161,7 +170,7 @@ func (r *Result) write(path string, content []byte, mode fs.FileMode) error {
 }
 
 func (r *Result) addMissing(from, binDir string) error {
-	for _, p := range ChainedPlugins {
+	for _, p := range referencePlugins() {
 		dst := filepath.Join(binDir, p)
 		if _, err := os.Stat(dst); err == nil {
 			r.Kept = append(r.Kept, dst)

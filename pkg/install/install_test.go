@@ -28,7 +28,7 @@ func newNode(t *testing.T, withReferencePlugins bool) *node {
 	}
 	writeFile(t, filepath.Join(n.image, "edgeplane-cni"), "plugin v1", 0o755)
 	if withReferencePlugins {
-		for _, p := range ChainedPlugins {
+		for _, p := range referencePlugins() {
 			writeFile(t, filepath.Join(n.bin, p), "node's "+p, 0o755)
 		}
 	}
@@ -98,7 +98,7 @@ func TestRunInstallsPluginThenConflist(t *testing.T) {
 	if st, _ := os.Stat(conflist); st.Mode().Perm() != 0o644 {
 		t.Errorf("conflist mode %v, want 0644", st.Mode().Perm())
 	}
-	for _, p := range ChainedPlugins {
+	for _, p := range referencePlugins() {
 		if got := readFile(t, filepath.Join(n.bin, p)); got != "node's "+p {
 			t.Errorf("%s was touched: %q", p, got)
 		}
@@ -196,7 +196,7 @@ func TestRunMissingReferencePlugins(t *testing.T) {
 	if err := os.MkdirAll(shipped, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range ChainedPlugins {
+	for _, p := range referencePlugins() {
 		writeFile(t, filepath.Join(shipped, p), "image's "+p, 0o755)
 	}
 	writeFile(t, filepath.Join(n.bin, "portmap"), "node's portmap", 0o755)
@@ -204,7 +204,9 @@ func TestRunMissingReferencePlugins(t *testing.T) {
 	if _, err := Run(n.cfg); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"host-local": "image's host-local", "portmap": "node's portmap", "bandwidth": "image's bandwidth"}
+	// loopback too: the runtime runs it for every sandbox (containerd's CRI), conflist or not.
+	want := map[string]string{"host-local": "image's host-local", "portmap": "node's portmap", "bandwidth": "image's bandwidth",
+		"loopback": "image's loopback"}
 	for p, content := range want {
 		if got := readFile(t, filepath.Join(n.bin, p)); got != content {
 			t.Errorf("%s: %q, want %q", p, got, content)
