@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs containerd and runc (Debian packages) and builds the lab's pause image locally: a static
-# Go program (tests/kubelet/pause) packaged as a docker-archive tarball by tests/kubelet/mkimage.
+# Go program (tests/kubelet/pause) at /pause, packaged as a docker-archive tarball by
+# internal/ociimage/cmd/mkimage (the same builder as `make image`).
 # Idempotent. Prints the image tarball path; the lab imports it into each private containerd with
 #   ctr -a <sock> -n k8s.io images import <tarball>
 # The image reference is localhost/edgeplane/pause:lab.
@@ -23,10 +24,16 @@ fi
 GO=${GO:-go}
 cache=/var/cache/edgeplane/pause-image
 mkdir -p "$cache"
-src_sum=$(cat tests/kubelet/pause/main.go tests/kubelet/mkimage/main.go | sha256sum | cut -c1-12)
+arch=$($GO env GOARCH)
+src_sum=$(cat tests/kubelet/pause/main.go $(ls internal/ociimage/*.go | grep -v _test.go) internal/ociimage/cmd/mkimage/main.go \
+	<(grep go-containerregistry go.sum) <(echo "$arch") | sha256sum | cut -c1-12)
 out="$cache/pause-$src_sum.tar"
 if [ ! -s "$out" ]; then
-	CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$cache/pause" ./tests/kubelet/pause
-	$GO run ./tests/kubelet/mkimage -bin "$cache/pause" -ref localhost/edgeplane/pause:lab -out "$out"
+	rootfs="$cache/rootfs-$src_sum"
+	rm -rf "$rootfs" && mkdir -p "$rootfs"
+	CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$rootfs/pause" ./tests/kubelet/pause
+	$GO run ./internal/ociimage/cmd/mkimage -ref localhost/edgeplane/pause:lab -platform "linux/$arch=$rootfs" \
+		-entrypoint '["/pause"]' -user 65535:65535 -out "$out" >/dev/null
+	rm -rf "$rootfs"
 fi
 echo "$out"
