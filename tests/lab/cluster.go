@@ -38,20 +38,28 @@ var KubeDNSIP = netip.MustParseAddr("10.96.0.10")
 type ClusterNodeSpec struct {
 	Name   string
 	Domain string // DomainCloud, DomainSiteA, DomainSiteB ("" is the cloud)
+	// Zone is the node's topology.kubernetes.io/zone label ("" is the domain's name).
+	Zone string
 }
 
 // DefaultClusterNodes are node1 and node2 in the cloud and node3 in site-a, which the lab's
-// private line joins to the cloud.
-var DefaultClusterNodes = []ClusterNodeSpec{{"node1", DomainCloud}, {"node2", DomainCloud}, {"node3", DomainSiteA}}
+// private line joins to the cloud; each in a zone of its own (zone-a, zone-b, zone-c), for the
+// e2e specs that want nodes in several zones (traffic distribution, topology hints).
+var DefaultClusterNodes = []ClusterNodeSpec{
+	{"node1", DomainCloud, "zone-a"},
+	{"node2", DomainCloud, "zone-b"},
+	{"node3", DomainSiteA, "zone-c"},
+}
 
 // ClusterOptions say what StartCluster builds.
 type ClusterOptions struct {
 	// Nodes default to DefaultClusterNodes. Each domain is one node pool of the domain's name
-	// (labels apps.openyurt.io/nodepool and topology.kubernetes.io/zone).
+	// (label apps.openyurt.io/nodepool).
 	Nodes []ClusterNodeSpec
 	// PauseImage is the pause image tarball (EDGEPLANE_PAUSE_IMAGE when empty).
 	PauseImage string
-	// EdgeplaneImage is edgeplane's image tarball (EDGEPLANE_IMAGE when empty).
+	// EdgeplaneImage is edgeplane's image tarball (EDGEPLANE_IMAGE when empty; with neither,
+	// BuildEdgeplaneImage builds one from the checkout into the cluster's dir).
 	EdgeplaneImage string
 	// CoreDNSImage is CoreDNS's image tarball (EDGEPLANE_COREDNS_IMAGE when empty); NoCoreDNS
 	// leaves CoreDNS out.
@@ -117,6 +125,18 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 			return nil, err
 		}
 	}
+	c := &Cluster{Lab: l, APINetns: l.API.Netns, Dir: filepath.Join(l.Dir, "cluster"), kubectl: filepath.Join(l.cfg.K8sBin, "kubectl")}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if opts.EdgeplaneImage == "" {
+		opts.EdgeplaneImage = filepath.Join(c.Dir, "edgeplane-image.tar")
+		start := time.Now()
+		if err := BuildEdgeplaneImage(ctx, l.cfg, filepath.Dir(filepath.Dir(opts.DeployBase)), opts.EdgeplaneImage); err != nil {
+			return nil, err
+		}
+		l.Logf("lab %s: cluster: built edgeplane's image (%s) in %v", l.ID, EdgeplaneImageRef, time.Since(start).Round(time.Millisecond))
+	}
 	for env, path := range map[string]string{EnvPauseImage: opts.PauseImage, EnvEdgeplaneImage: opts.EdgeplaneImage} {
 		if path == "" {
 			return nil, fmt.Errorf("the cluster needs %s (an image tarball)", env)
@@ -128,14 +148,10 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 	if !opts.NoCoreDNS && opts.CoreDNSImage == "" {
 		return nil, fmt.Errorf("the cluster needs %s (CoreDNS's image tarball), or NoCoreDNS", EnvCoreDNSImage)
 	}
-	c := &Cluster{Lab: l, APINetns: l.API.Netns, Dir: filepath.Join(l.Dir, "cluster"), kubectl: filepath.Join(l.cfg.K8sBin, "kubectl")}
 	for _, b := range []string{"kubectl", "kube-scheduler", "kube-controller-manager", "kubelet"} {
 		if _, err := os.Stat(filepath.Join(l.cfg.K8sBin, b)); err != nil {
 			return nil, fmt.Errorf("%s: %w (run scripts/build-k8s.sh %s)", b, err, b)
 		}
-	}
-	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
-		return nil, err
 	}
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
 	if err := l.API.WriteKubeconfig(c.Kubeconfig); err != nil {
@@ -177,7 +193,7 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = c.startNode(ctx, k, opts.PauseImage)
+			errs[i] = c.startNode(ctx, k, opts.Nodes[i], opts.PauseImage)
 		}()
 	}
 	wg.Wait()
@@ -260,7 +276,7 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 // startNode builds k's mount namespace and starts its containerd and kubelet. The node's
 // /opt/cni/bin starts with the loopback plugin only, which containerd's CRI runs for every sandbox
 // (the runtime's package ships it on a real node); the rest comes from edgeplane-install.
-func (c *Cluster) startNode(ctx context.Context, k *KubeletNode, pauseTar string) error {
+func (c *Cluster) startNode(ctx context.Context, k *KubeletNode, s ClusterNodeSpec, pauseTar string) error {
 	l, n := c.Lab, k.Node
 	mntns, err := k.makeMountNS(ctx)
 	if err != nil {
@@ -268,6 +284,10 @@ func (c *Cluster) startNode(ctx context.Context, k *KubeletNode, pauseTar string
 	}
 	if err := copyFile(filepath.Join(l.cfg.CNIPluginsBin, "loopback"), filepath.Join(k.NodeRoot("/opt/cni/bin"), "loopback"), 0o755); err != nil {
 		return err
+	}
+	zone := s.Zone
+	if zone == "" {
+		zone = n.Domain
 	}
 	// The kubelet's own credentials (the Node authorizer's system:node:<name>); a site reaches
 	// the API server at its public address.
@@ -289,7 +309,7 @@ func (c *Cluster) startNode(ctx context.Context, k *KubeletNode, pauseTar string
 		kubeconfig: kubeconfig,
 		nodeLabels: map[string]string{
 			"apps.openyurt.io/nodepool":   n.Domain,
-			"topology.kubernetes.io/zone": n.Domain,
+			"topology.kubernetes.io/zone": zone,
 		},
 		config: fmt.Sprintf(`address: 0.0.0.0
 authentication:
