@@ -89,6 +89,9 @@ type Cluster struct {
 	EdgeplaneImageRef string
 	// CoreDNSImageRef is CoreDNS's, "" without CoreDNS.
 	CoreDNSImageRef string
+	// NotReadyBeforeInstall is each node's Ready condition message just before edgeplane was
+	// installed (kubelet's "cni plugin not initialized"), or "" for a node that was Ready.
+	NotReadyBeforeInstall map[string]string
 	// Timings of the bring-up phases, for the logs and docs.
 	Timings []Timing
 
@@ -247,7 +250,21 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 	}
 	mark("controller-manager, pod CIDRs, scheduler")
 
-	// edgeplane, the documented way.
+	// edgeplane, the documented way. Until its conflist is on a node, the node is NotReady.
+	c.NotReadyBeforeInstall = map[string]string{}
+	for _, k := range c.Nodes {
+		n, err := l.Client.CoreV1().Nodes().Get(ctx, k.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		if !nodeReady(n) {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady {
+					c.NotReadyBeforeInstall[k.Name] = cond.Message
+				}
+			}
+		}
+	}
 	refs, err := c.ImportImages(ctx, opts.EdgeplaneImage)
 	if err != nil {
 		return nil, err
