@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,8 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// TestRollingUpdate: with traffic flowing pod -> Service across nodes (long-lived TCP streams
-// exchanging a line every 20 ms, and short connections one after the other), the agent DaemonSet
+// TestRollingUpdate: with traffic flowing pod -> Service across nodes (from node1's and node3's
+// pods, a long-lived TCP stream to each backend exchanging a line every 20 ms, and short
+// connections one after the other), the agent DaemonSet
 // is moved to a second image reference the documented way (the overlay's image changed, `kubectl
 // apply -k`, `kubectl rollout status`): every agent pod is replaced, and no connect fails, no
 // stream breaks or loses a line.
@@ -47,33 +49,44 @@ func TestRollingUpdate(t *testing.T) {
 	var shortOK, streamLines atomic.Int64
 	backends := map[string]bool{}
 	for _, cl := range clients {
-		// Long-lived streams: three per client, so that several backends carry one.
-		for i := 0; i < 3; i++ {
+		// Long-lived streams: one to each backend (the Service picks; connections to a backend
+		// already covered are closed), so streams cross nodes and the private line.
+		covered := map[string]bool{}
+		for attempt := 0; len(covered) < len(pods); attempt++ {
+			if attempt == 60 {
+				t.Fatalf("%s: 60 connections to %s reached only %v", cl.Name, addr, keys(covered))
+			}
 			conn, err := dialIn(ctx, cl.Netns, addr)
 			if err != nil {
-				t.Fatalf("%s: opening stream %d to %s: %v", cl.Name, i, addr, err)
+				t.Fatalf("%s: opening a stream to %s: %v", cl.Name, addr, err)
 			}
 			r := bufio.NewReader(conn)
 			_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
-			backend, err := r.ReadString('\n')
+			line, err := r.ReadString('\n')
 			if err != nil {
-				t.Fatalf("%s: stream %d to %s: %v", cl.Name, i, addr, err)
+				t.Fatalf("%s: stream to %s: %v", cl.Name, addr, err)
 			}
-			backends[backend[:len(backend)-1]] = true
+			backend := strings.TrimSpace(line)
+			if covered[backend] {
+				conn.Close()
+				continue
+			}
+			covered[backend] = true
+			backends[backend] = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer conn.Close()
 				for seq := 0; trafficCtx.Err() == nil; seq++ {
-					line := fmt.Sprintf("%s-%d-%d\n", cl.Name, i, seq)
+					line := fmt.Sprintf("%s-%s-%d\n", cl.Name, backend, seq)
 					_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
 					if _, err := conn.Write([]byte(line)); err != nil {
-						fail("%s stream %d (to %s): write %d: %v", cl.Name, i, backend, seq, err)
+						fail("%s stream to %s: write %d: %v", cl.Name, backend, seq, err)
 						return
 					}
 					got, err := r.ReadString('\n')
 					if err != nil || got != line {
-						fail("%s stream %d (to %s): echo %d: %q %v", cl.Name, i, backend, seq, got, err)
+						fail("%s stream to %s: echo %d: %q %v", cl.Name, backend, seq, got, err)
 						return
 					}
 					streamLines.Add(1)
