@@ -1,14 +1,21 @@
-# edgeplane: make build | generate | test | demo | bench
+# edgeplane: make build | image | generate | test | demo | bench
 GO ?= go
 BIN := $(CURDIR)/bin
+# The version binaries and the image are stamped with.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build generate check-generated deps k8s cni-plugins containerd flannel test unit e2e demo bench clean
+.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel test unit e2e demo bench clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/ ./cmd/...
+
+# edgeplane's image for linux/amd64 and linux/arm64, with Go only (no Docker): bin/image/
+# edgeplane-<version>.tar (OCI, both platforms) and edgeplane-<version>-<arch>.tar (docker-archive).
+image:
+	@VERSION=$(VERSION) scripts/build-image.sh
 
 generate: deps
 	$(GO) generate ./pkg/datapath/... ./deploy/...
