@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
@@ -103,8 +104,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FlannelSubnetFile, "flannel-subnet-file", "/run/flannel/subnet.env", "flanneld's subnet file, removed when it describes this node's pod CIDR (a node moving from Flannel, docs/install.md); empty: leave it")
 	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")
 	fs.StringVar(&c.DaemonSet, "daemonset", "", "namespace/name of the DaemonSet running this agent: when it is deleted (kubectl delete -k/-f; not on a rolling update, an eviction or a restart), the agent uninstalls from the node on SIGTERM, as --uninstall; empty: it always leaves its pins")
-	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "when uninstalling: also remove "+installedConflist+" from this directory (empty: leave it)")
-	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "when uninstalling: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "when uninstalling: also remove "+cniconf.ConflistName+" from this directory (empty: leave it)")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "when uninstalling: also remove the "+cniconf.PluginType+" plugin from this directory (empty: leave it)")
 	c.registerClusterFlags(fs)
 }
 
