@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
@@ -114,7 +115,7 @@ func TestReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Type != TypeDrop || datapath.DropReason(ev.Reason) != datapath.DropNotReady || ev.Flags != EventIPv4 ||
+	if ev.Type != TypeDrop || dropreason.Reason(ev.Reason) != dropreason.NotReady || ev.Flags != EventIPv4 ||
 		ev.Tuple.Src() != netip.AddrPortFrom(src, 5353) || ev.Tuple.Dst() != netip.AddrPortFrom(dst, 53) ||
 		ev.Tuple.Proto != 17 || ev.Len != uint32(len(pkt)) {
 		t.Fatalf("event %v", ev)
