@@ -110,7 +110,7 @@ var (
 	vtepMAC  = [6]byte{0x0a, 0xe0, 0, 0, 0, 0x11}
 	ulMAC    = [6]byte{0x52, 0x54, 0, 0, 0, 0x11}
 	fixedCfg nodecfg.NodeCfg
-	nodeJSON = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: datapath.DefaultRoot}
+	nodeJSON = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: maps.DefaultRoot}
 )
 
 // Network domains: this node is in site-a, which has a private line to cloud and public
