@@ -17,9 +17,9 @@ import (
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, ConfigMapName, uint32(0), Config{})
-	layout.CheckType(t, "monitor_event", Event{})
-	layout.CheckType(t, "event_tuple", Tuple{})
+	layout.Check(t, datapath.MapSpecs, ConfigMapName, uint32(0), Config{})
+	layout.CheckType(t, datapath.TypeByName, "monitor_event", Event{})
+	layout.CheckType(t, datapath.TypeByName, "event_tuple", Tuple{})
 	specs, err := datapath.MapSpecs()
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func flagsNow(t *testing.T, root string) Flags {
 }
 
 func TestSubscribe(t *testing.T) {
-	root, d := maptest.Load(t)
+	root, d := maptest.Load(t, datapath.Load)
 	subscribe := func(f Flags) *Subscription {
 		t.Helper()
 		s, err := Subscribe(root, f)
@@ -93,7 +93,7 @@ func TestSubscribe(t *testing.T) {
 // The pinned programs write what Reader decodes: before the agent's configuration every pod
 // packet is a NOT_READY drop.
 func TestReader(t *testing.T) {
-	root, d := maptest.Load(t)
+	root, d := maptest.Load(t, datapath.Load)
 	r, err := OpenReader(root)
 	if err != nil {
 		t.Fatal(err)
