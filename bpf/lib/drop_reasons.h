@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The one table of drop reasons, shared with Go (pkg/datapath/dropreasons.go; a test compares them).
+/* The one table of drop reasons, shared with Go (pkg/datapath/dropreason; a test compares them).
  * Numbers are only ever appended. Helpers return -reason; the entry program's exit records it. */
 #ifndef EDGEPLANE_DROP_REASONS_H
 #define EDGEPLANE_DROP_REASONS_H
@@ -30,7 +30,7 @@ enum drop_reason {
 };
 
 /* Never called: its prototype puts enum drop_reason into each object's BTF, where Go reads the
- * table back to check pkg/datapath/dropreasons.go against it (types used only as constants are
+ * table back to check pkg/datapath/dropreason against it (types used only as constants are
  * not emitted). A global function in .text that no program calls is not loaded. */
 __attribute__((noinline, used)) int edgeplane_drop_reason_btf(enum drop_reason reason)
 {

@@ -19,7 +19,8 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/cniconf"
+	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
@@ -81,7 +82,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
 	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-	fs.StringVar(&c.BPFFSRoot, "bpffs-root", datapath.DefaultRoot, "bpffs directory for pinned maps, programs and links")
+	fs.StringVar(&c.BPFFSRoot, "bpffs-root", maps.DefaultRoot, "bpffs directory for pinned maps, programs and links")
 	fs.StringVar(&c.RunDir, "run-dir", nodeconfig.DefaultRunDir, "directory of the node config file the CNI plugin reads")
 	fs.TextVar(&c.ClusterCIDR, "cluster-cidr", netip.MustParsePrefix("10.244.0.0/16"), "cluster pod CIDR")
 	fs.TextVar(&c.ServiceCIDR, "service-cidr", netip.MustParsePrefix("10.96.0.0/12"), "service CIDR")
@@ -103,8 +104,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FlannelSubnetFile, "flannel-subnet-file", "/run/flannel/subnet.env", "flanneld's subnet file, removed when it describes this node's pod CIDR (a node moving from Flannel, docs/install.md); empty: leave it")
 	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")
 	fs.StringVar(&c.DaemonSet, "daemonset", "", "namespace/name of the DaemonSet running this agent: when it is deleted (kubectl delete -k/-f; not on a rolling update, an eviction or a restart), the agent uninstalls from the node on SIGTERM, as --uninstall; empty: it always leaves its pins")
-	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "when uninstalling: also remove "+installedConflist+" from this directory (empty: leave it)")
-	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "when uninstalling: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "when uninstalling: also remove "+cniconf.ConflistName+" from this directory (empty: leave it)")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "when uninstalling: also remove the "+cniconf.PluginType+" plugin from this directory (empty: leave it)")
 	c.registerClusterFlags(fs)
 }
 

@@ -17,17 +17,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/names"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
-)
-
-// What edgeplane-install puts in the CNI directories (pkg/install; a test keeps them equal). The
-// agent does not import the installer, which would link the CNI plugin into it.
-const (
-	installedConflist = "10-edgeplane.conflist"
-	installedPlugin   = "edgeplane"
 )
 
 // uninstallAPITimeout bounds the API server part of an uninstall: a node that cannot reach it still
@@ -88,7 +82,7 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.
 		errs = append(errs, err)
 	}
 	if cfg.CNIConfDir != "" {
-		if err := removeFile(ctx, filepath.Join(cfg.CNIConfDir, installedConflist)); err != nil {
+		if err := removeFile(ctx, filepath.Join(cfg.CNIConfDir, cniconf.ConflistName)); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -120,7 +114,7 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.
 		logger.Info("Deleted edgeplane's host routes (unreachable domains, cloud gateway)", "routes", n, "protocol", int(netdev.RouteProtocol))
 	}
 	if cfg.CNIBinDir != "" {
-		if err := removeFile(ctx, filepath.Join(cfg.CNIBinDir, installedPlugin)); err != nil {
+		if err := removeFile(ctx, filepath.Join(cfg.CNIBinDir, cniconf.PluginType)); err != nil {
 			errs = append(errs, err)
 		}
 	}

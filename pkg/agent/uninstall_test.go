@@ -22,7 +22,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
-	"github.com/edgeplane/edgeplane/pkg/cni"
+	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/install"
@@ -46,16 +46,23 @@ func uninstallInNetns(t *testing.T) {
 	mount := bpffstest.Mount(t)
 	root := filepath.Join(mount, "edgeplane") // as /sys/fs/bpf/edgeplane: the root itself goes
 	runDir, confDir, binDir := t.TempDir(), t.TempDir(), t.TempDir()
+	plugin := filepath.Join(t.TempDir(), "edgeplane-cni")
 	for path, content := range map[string]string{
-		filepath.Join(confDir, installedConflist):    `{"name":"edgeplane"}`,
+		plugin: "plugin",
 		filepath.Join(confDir, "20-other.conflist"):  `{"name":"other"}`,
-		filepath.Join(binDir, installedPlugin):       "plugin",
 		filepath.Join(binDir, "host-local"):          "reference plugin",
+		filepath.Join(binDir, "portmap"):             "reference plugin",
+		filepath.Join(binDir, "bandwidth"):           "reference plugin",
 		filepath.Join(runDir, "something-else.json"): "{}",
 	} {
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// What edgeplane-install puts is what uninstall must remove.
+	if _, err := install.Run(install.Config{Plugin: plugin, BinDir: binDir, ConfDir: confDir,
+		ConflistName: install.DefaultConflistName, RunDir: runDir}); err != nil {
+		t.Fatalf("installing the CNI files: %v", err)
 	}
 	self := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self", Annotations: map[string]string{"keep": "me"}},
@@ -99,9 +106,9 @@ func uninstallInNetns(t *testing.T) {
 		t.Errorf("pod CIDR claims after uninstall: %v, %v; want the one claim kept", claims, err)
 	}
 	for path, want := range map[string]bool{
-		filepath.Join(confDir, installedConflist):    false,
+		filepath.Join(confDir, cniconf.ConflistName): false,
 		filepath.Join(confDir, "20-other.conflist"):  true,
-		filepath.Join(binDir, installedPlugin):       false,
+		filepath.Join(binDir, cniconf.PluginType):    false,
 		filepath.Join(binDir, "host-local"):          true,
 		filepath.Join(runDir, "something-else.json"): true,
 	} {
@@ -238,13 +245,5 @@ func TestRemoveVTEPAnnotations(t *testing.T) {
 	}
 	if err := removeVTEPAnnotations(t.Context(), k8stest.FromClientset(fake.NewClientset()), "gone", nil); err != nil {
 		t.Errorf("missing Node: %v", err)
-	}
-}
-
-// TestUninstallRemovesWhatInstallPuts: the names uninstall removes are those edgeplane-install writes.
-func TestUninstallRemovesWhatInstallPuts(t *testing.T) {
-	if installedConflist != install.DefaultConflistName || installedPlugin != cni.PluginType {
-		t.Fatalf("uninstall removes %s and %s; install writes %s and %s",
-			installedConflist, installedPlugin, install.DefaultConflistName, cni.PluginType)
 	}
 }

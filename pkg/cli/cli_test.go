@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
@@ -109,7 +110,7 @@ var (
 	vtepMAC  = [6]byte{0x0a, 0xe0, 0, 0, 0, 0x11}
 	ulMAC    = [6]byte{0x52, 0x54, 0, 0, 0, 0x11}
 	fixedCfg nodecfg.NodeCfg
-	nodeJSON = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: datapath.DefaultRoot}
+	nodeJSON = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: maps.DefaultRoot}
 )
 
 // Network domains: this node is in site-a, which has a private line to cloud and public
@@ -228,15 +229,15 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 	must(err)
 	for _, c := range []struct {
 		dir             metrics.Dir
-		reason          datapath.DropReason
+		reason          dropreason.Reason
 		packets, bytes_ uint64
 	}{
-		{metrics.DirPodEgress, datapath.ReasonForwarded, 10, 1500},
-		{metrics.DirPodEgress, datapath.DropNoRoute, 2, 196},
-		{metrics.DirPodEgress, datapath.DropPktTooBig, 1, 1514},
-		{metrics.DirPodEgress, datapath.ReasonICMPSent, 1, 590},
-		{metrics.DirOverlayIn, datapath.DropUnknownTunnelSource, 3, 300},
-		{metrics.DirNodeOut, datapath.ReasonForwarded, 5, 500},
+		{metrics.DirPodEgress, dropreason.Forwarded, 10, 1500},
+		{metrics.DirPodEgress, dropreason.NoRoute, 2, 196},
+		{metrics.DirPodEgress, dropreason.PktTooBig, 1, 1514},
+		{metrics.DirPodEgress, dropreason.ICMPSent, 1, 590},
+		{metrics.DirOverlayIn, dropreason.UnknownTunnelSource, 3, 300},
+		{metrics.DirNodeOut, dropreason.Forwarded, 5, 500},
 	} {
 		perCPU := make([]metrics.Metric, cpus)
 		perCPU[0] = metrics.Metric{Packets: c.packets - c.packets/2, Bytes: c.bytes_ - c.bytes_/2}

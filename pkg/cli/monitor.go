@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/events"
 	"github.com/edgeplane/edgeplane/pkg/maps/nat"
 )
@@ -56,7 +56,7 @@ const (
 // the subscribed types (and others' subscriptions), so all filtering happens here.
 type monitorFilter struct {
 	types   events.Flags
-	reasons []datapath.DropReason // empty: any
+	reasons []dropreason.Reason // empty: any
 	ip      ipFilter
 	port    uint16 // 0: any
 }
@@ -72,7 +72,7 @@ func (f *monitorFilter) match(ev events.Event) bool {
 			return false
 		}
 	}
-	if len(f.reasons) > 0 && !slices.Contains(f.reasons, datapath.DropReason(ev.Reason)) {
+	if len(f.reasons) > 0 && !slices.Contains(f.reasons, dropreason.Reason(ev.Reason)) {
 		return false
 	}
 	var tuples []events.Tuple
@@ -96,16 +96,16 @@ func (f *monitorFilter) match(ev events.Event) bool {
 }
 
 // parseReason accepts a reason name as the CLI prints it, in any case, with or without DROP_.
-func parseReason(s string) (datapath.DropReason, error) {
+func parseReason(s string) (dropreason.Reason, error) {
 	name := strings.TrimPrefix(strings.ToUpper(s), "DROP_")
-	for r := datapath.DropReason(0); r < datapath.DropReasonMax; r++ {
+	for r := dropreason.Reason(0); r < dropreason.Max; r++ {
 		if r.String() == name {
 			return r, nil
 		}
 	}
 	var names []string
-	for r := datapath.DropReason(1); r < datapath.DropReasonMax; r++ {
-		if r != datapath.ReasonICMPSent {
+	for r := dropreason.Reason(1); r < dropreason.Max; r++ {
+		if r != dropreason.ICMPSent {
 			names = append(names, r.String())
 		}
 	}
@@ -238,7 +238,7 @@ func newMonoClock() monoClock {
 func (c monoClock) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+int64(c.offset)) }
 
 func (e *env) eventInfo(ev events.Event, at time.Time) monitorEvent {
-	reason := datapath.DropReason(ev.Reason)
+	reason := dropreason.Reason(ev.Reason)
 	info := monitorEvent{
 		Time: at, Type: ev.Type.String(), Reason: reason.String(), ReasonCode: ev.Reason,
 		Verdict: verdictName(ev.Verdict), Direction: ev.Direction().String(),

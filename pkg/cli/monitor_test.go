@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/events"
 )
@@ -32,16 +33,16 @@ func tuple(src, dst string, sport, dport uint16, proto uint8) events.Tuple {
 // monitorSamples covers each shape of line: ports, ICMP, VXLAN with its inner packet, a fragment,
 // not IPv4, an interface that is gone, a trace.
 var monitorSamples = []events.Event{
-	{Type: events.TypeDrop, Reason: uint8(datapath.DropDomainUnreachable), Dir: 0, Ifindex: 7, Len: 74, Verdict: 2,
+	{Type: events.TypeDrop, Reason: uint8(dropreason.DomainUnreachable), Dir: 0, Ifindex: 7, Len: 74, Verdict: 2,
 		Flags: events.EventIPv4, Tuple: tuple("10.244.1.2", "10.244.9.9", 5353, 53, 17)},
-	{Type: events.TypeDrop, Reason: uint8(datapath.DropNoRoute), Dir: 0, Ifindex: 7, Len: 98, Verdict: 2,
+	{Type: events.TypeDrop, Reason: uint8(dropreason.NoRoute), Dir: 0, Ifindex: 7, Len: 98, Verdict: 2,
 		Flags: events.EventIPv4, Tuple: tuple("10.244.1.2", "10.244.200.1", 0, 0, 1)},
-	{Type: events.TypeDrop, Reason: uint8(datapath.DropVNIMismatch), Dir: 1, Ifindex: 2, Len: 124, Verdict: 2,
+	{Type: events.TypeDrop, Reason: uint8(dropreason.VNIMismatch), Dir: 1, Ifindex: 2, Len: 124, Verdict: 2,
 		Flags: events.EventIPv4 | events.EventInner, Tuple: tuple("192.168.1.12", "192.168.1.11", 54321, 8472, 17),
 		Inner: tuple("10.244.2.20", "10.244.1.5", 40000, 80, 6)},
-	{Type: events.TypeDrop, Reason: uint8(datapath.DropUnknownEndpoint), Dir: 0, Ifindex: 7, Len: 600, Verdict: 2,
+	{Type: events.TypeDrop, Reason: uint8(dropreason.UnknownEndpoint), Dir: 0, Ifindex: 7, Len: 600, Verdict: 2,
 		Flags: events.EventIPv4 | events.EventFragment, Tuple: tuple("10.244.1.2", "10.244.1.77", 0, 0, 17)},
-	{Type: events.TypeDrop, Reason: uint8(datapath.DropUnsupportedL3), Dir: 0, Ifindex: 4242, Len: 86, Verdict: 2},
+	{Type: events.TypeDrop, Reason: uint8(dropreason.UnsupportedL3), Dir: 0, Ifindex: 4242, Len: 86, Verdict: 2},
 	{Type: events.TypeTrace, Reason: 0, Dir: 0, Ifindex: 7, Len: 174, Verdict: 7,
 		Flags: events.EventIPv4 | events.EventInner, Tuple: tuple("192.168.1.11", "192.168.1.12", 40123, 8472, 17),
 		Inner: tuple("10.244.1.2", "10.244.2.20", 33000, 443, 6)},
@@ -74,7 +75,7 @@ func TestMonitorFormat(t *testing.T) {
 }
 
 func TestMonitorFilter(t *testing.T) {
-	reason := func(s string) datapath.DropReason {
+	reason := func(s string) dropreason.Reason {
 		r, err := parseReason(s)
 		if err != nil {
 			t.Fatal(err)
@@ -97,7 +98,7 @@ func TestMonitorFilter(t *testing.T) {
 		{"drops", monitorFilter{types: events.FlagDrops}, []int{0, 1, 2, 3, 4}},
 		{"trace", monitorFilter{types: events.FlagTrace}, []int{5}},
 		{"all", monitorFilter{types: all}, []int{0, 1, 2, 3, 4, 5}},
-		{"reason", monitorFilter{types: all, reasons: []datapath.DropReason{reason("no_route"), reason("DROP_VNI_MISMATCH")}}, []int{1, 2}},
+		{"reason", monitorFilter{types: all, reasons: []dropreason.Reason{reason("no_route"), reason("DROP_VNI_MISMATCH")}}, []int{1, 2}},
 		{"ip matches source or destination", monitorFilter{types: all, ip: ip("10.244.1.2")}, []int{0, 1, 3, 5}},
 		{"ip matches the inner packet", monitorFilter{types: all, ip: ip("10.244.2.0/24")}, []int{2, 5}},
 		{"ip matches the outer packet", monitorFilter{types: all, ip: ip("192.168.1.12")}, []int{2, 5}},

@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -95,7 +95,7 @@ func NewRootCommand(opts Options) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	flags := root.PersistentFlags()
-	flags.StringVar(&e.root, "bpffs-root", datapath.DefaultRoot, "bpffs directory the agent pins maps, programs and links under")
+	flags.StringVar(&e.root, "bpffs-root", maps.DefaultRoot, "bpffs directory the agent pins maps, programs and links under")
 	flags.StringVar(&e.runDir, "run-dir", nodeconfig.DefaultRunDir, "the agent's run directory: node.json and the name index (names/)")
 	flags.StringVarP(&e.output, "output", "o", outputTable, "output format: table or json")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputTable, outputJSON}, cobra.ShellCompDirectiveNoFileComp))

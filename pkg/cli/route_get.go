@@ -9,7 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/spf13/cobra"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
@@ -216,7 +216,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	step := func(name, format string, args ...any) {
 		res.Steps = append(res.Steps, routeStep{name, fmt.Sprintf(format, args...)})
 	}
-	drop := func(reason datapath.DropReason) (*routeGetResult, error) {
+	drop := func(reason dropreason.Reason) (*routeGetResult, error) {
 		res.Verdict, res.DropReason = verdictDrop, reason.String()
 		return res, nil
 	}
@@ -225,7 +225,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	cfg := rm.cfg
 	if cfg.Flags&nodecfg.FlagReady == 0 {
 		step(nodecfg.MapName, "not ready: the agent has not programmed this node")
-		return drop(datapath.DropNotReady)
+		return drop(dropreason.NotReady)
 	}
 	step(nodecfg.MapName, "ready: node %s, pod CIDR %s, cluster CIDR %s",
 		cfg.NodeIP, prefixString(cfg.PodPrefix(), cfg.PodCIDR, cfg.PodMask), prefixString(cfg.ClusterPrefix(), cfg.ClusterCIDR, cfg.ClusterMask))
@@ -238,7 +238,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 		}
 		if ep == nil {
 			step("source", "%s is not a local endpoint", src)
-			return drop(datapath.DropSpoofedSource)
+			return drop(dropreason.SpoofedSource)
 		}
 		from := e.endpointInfo(src, *ep)
 		step("source", "%s is %s on %s", src, podPhrase(&from), ifCell(from.Ifindex, from.Interface))
@@ -264,7 +264,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		if cfg.ClusterPrefix().Contains(dst) {
 			step(routes.MapName, "no route, and %s is inside the cluster CIDR %s", dst, cfg.ClusterPrefix())
-			return drop(datapath.DropNoRoute)
+			return drop(dropreason.NoRoute)
 		}
 		step(routes.MapName, "no route: %s is outside the cluster CIDR %s", dst, cfg.ClusterPrefix())
 		res.Verdict = verdictHost
@@ -283,7 +283,7 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	res.Route = &ri
 	if route.Flags&routes.FlagLocal != 0 {
 		step(routes.MapName, "%s is this node's pod CIDR, and no pod has %s", prefix, dst)
-		return drop(datapath.DropUnknownEndpoint)
+		return drop(dropreason.UnknownEndpoint)
 	}
 	owner := ri.NodeIP
 	if ri.NodeName != "" {
@@ -310,13 +310,13 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 		}
 		res.ICMP = icmpHostUnreachable
 		step("icmp", "host unreachable from %s back into the pod (counted as ICMP_SENT), so its connect() fails at once", cfg.NodeIP)
-		return drop(datapath.DropDomainUnreachable)
+		return drop(dropreason.DomainUnreachable)
 	}
 
 	node, err := rm.nodes.Lookup(route.NodeIP.Addr())
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		step(nodes.MapName, "no entry for node %s", nodePhrase(ri.NodeIP, ri.NodeName))
-		return drop(datapath.DropUnknownNode)
+		return drop(dropreason.UnknownNode)
 	}
 	if err != nil {
 		return nil, err

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 )
 
@@ -61,8 +61,8 @@ func (e *env) listStats(dropsOnly bool) ([]statInfo, error) {
 	})
 	out := []statInfo{}
 	for _, k := range keys {
-		reason := datapath.DropReason(k.Reason)
-		drop := reason != datapath.ReasonForwarded && reason != datapath.ReasonICMPSent
+		reason := dropreason.Reason(k.Reason)
+		drop := reason != dropreason.Forwarded && reason != dropreason.ICMPSent
 		if dropsOnly && !drop {
 			continue
 		}

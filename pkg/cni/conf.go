@@ -9,11 +9,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
-
-// PluginType is the "type" kubelet's conflist names this plugin by.
-const PluginType = "edgeplane"
 
 // defaultIPAM is what an omitted "ipam" means.
 const defaultIPAM = "host-local"
@@ -55,8 +53,8 @@ func parseConf(stdin []byte) (*NetConf, error) {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "cniVersion is missing", `set "cniVersion" to one of 0.4.0, 1.0.0, 1.1.0`)
 	case conf.Name == "":
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "name is missing", `set "name", e.g. "edgeplane"`)
-	case conf.Type != PluginType:
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("type is %q, not %q", conf.Type, PluginType), "")
+	case conf.Type != cniconf.PluginType:
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("type is %q, not %q", conf.Type, cniconf.PluginType), "")
 	case conf.MTU != 0 && (conf.MTU < 576 || conf.MTU > 65535):
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("mtu %d is out of range 576-65535", conf.MTU), "omit mtu to use the node's")
 	}

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 )
 
@@ -151,17 +152,17 @@ func (r *NodeReconciler) gateway(dom string) (string, peer, bool) {
 // domains without a private line, so host sockets fail at once and forwarded cloud-host traffic
 // gets ICMP from the kernel; through the domain's cloud gateway otherwise, when that is another
 // node (the gateway itself forwards into the overlay through the cluster route).
-func (r *NodeReconciler) hostRoutes(m *domain.Model, local string, state LocalState) map[netip.Prefix]HostRoute {
-	want := map[netip.Prefix]HostRoute{}
+func (r *NodeReconciler) hostRoutes(m *domain.Model, local string, state LocalState) map[netip.Prefix]netdev.HostRoute {
+	want := map[netip.Prefix]netdev.HostRoute{}
 	for name, p := range r.peers {
 		if name == r.cfg.Local.Name || p.route.Local || p.domain == local {
 			continue
 		}
 		switch {
 		case !m.Reachable(local, p.domain):
-			want[p.podCIDR] = HostRoute{Unreachable: true}
+			want[p.podCIDR] = netdev.HostRoute{Unreachable: true}
 		case state.Gateway.IsValid():
-			want[p.podCIDR] = HostRoute{Via: state.Gateway}
+			want[p.podCIDR] = netdev.HostRoute{Via: state.Gateway}
 		}
 	}
 	return want

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
@@ -34,10 +35,10 @@ func parseModel(t *testing.T, yaml string) *domain.Model {
 
 type fakeHostRoutes struct {
 	mu   sync.Mutex
-	want map[netip.Prefix]HostRoute
+	want map[netip.Prefix]netdev.HostRoute
 }
 
-func (f *fakeHostRoutes) Sync(want map[netip.Prefix]HostRoute) error {
+func (f *fakeHostRoutes) Sync(want map[netip.Prefix]netdev.HostRoute) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.want = want
@@ -134,7 +135,7 @@ func TestDomainsEndpointsReachabilityAndHostRoutes(t *testing.T) {
 	if !reflect.DeepEqual(doms, wantDoms) {
 		t.Errorf("domains = %v\nwant %v", doms, wantDoms)
 	}
-	if !reflect.DeepEqual(f.host.want, map[netip.Prefix]HostRoute{prefix("10.244.3.0/24"): {Unreachable: true}}) {
+	if !reflect.DeepEqual(f.host.want, map[netip.Prefix]netdev.HostRoute{prefix("10.244.3.0/24"): {Unreachable: true}}) {
 		t.Errorf("host routes = %v, want site-b unreachable only", f.host.want)
 	}
 	if len(f.local) != 1 || f.local[0] != (LocalState{Domain: "cloud", DomainID: cloud}) {
@@ -165,7 +166,7 @@ func TestDomainsCloudGateway(t *testing.T) {
 	nodes[1].Labels[domain.CloudGatewayLabel] = "" // b is the gateway
 	f := newDomainFixture(t, cloudSiteAPrivate, nodes...)
 	f.pass(t)
-	want := map[netip.Prefix]HostRoute{
+	want := map[netip.Prefix]netdev.HostRoute{
 		prefix("10.244.2.0/24"): {Via: nodeIP("192.168.0.2")}, // site-a through the gateway
 		prefix("10.244.3.0/24"): {Unreachable: true},
 	}
@@ -186,7 +187,7 @@ func TestDomainsCloudGateway(t *testing.T) {
 	if last := f.local[len(f.local)-1]; !last.IsGateway || last.Gateway.IsValid() {
 		t.Errorf("local state after the move %+v", last)
 	}
-	if !reflect.DeepEqual(f.host.want, map[netip.Prefix]HostRoute{prefix("10.244.3.0/24"): {Unreachable: true}}) {
+	if !reflect.DeepEqual(f.host.want, map[netip.Prefix]netdev.HostRoute{prefix("10.244.3.0/24"): {Unreachable: true}}) {
 		t.Errorf("host routes after the move = %v", f.host.want)
 	}
 	select {

@@ -10,6 +10,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 )
 
 // Encap says how packets reach a node's pods.
@@ -87,17 +89,10 @@ type DomainTable interface {
 	List() (map[uint32]Domain, error)
 }
 
-// HostRoute is a kernel route the agent keeps for a peer's pod CIDR so that the host stack (host
-// sockets, and cloud hosts' traffic a node forwards) fares like pods: Unreachable for a domain
-// this node cannot reach (senders get "host unreachable" at once), or Via the cloud gateway.
-type HostRoute struct {
-	Unreachable bool
-	Via         netip.Addr
-}
-
-// HostRoutes replaces the set of kernel routes the agent owns with want.
+// HostRoutes replaces the set of kernel routes the agent owns for peers' pod CIDRs with want
+// (netdev.HostRoutes).
 type HostRoutes interface {
-	Sync(want map[netip.Prefix]HostRoute) error
+	Sync(want map[netip.Prefix]netdev.HostRoute) error
 }
 
 // LocalState is this node's place among the domains, for node_cfg_map and the logs.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // The Go table must be the C table: same numbers, same names, nothing missing on either side.
@@ -28,38 +29,23 @@ func TestDropReasonsMatchBTF(t *testing.T) {
 				seen[v.Value] = true
 				switch {
 				case v.Name == "DROP_REASON_MAX":
-					if v.Value != uint64(DropReasonMax) {
-						t.Errorf("DROP_REASON_MAX = %d in C, %d in Go", v.Value, DropReasonMax)
+					if v.Value != uint64(dropreason.Max) {
+						t.Errorf("DROP_REASON_MAX = %d in C, %d in Go", v.Value, dropreason.Max)
 					}
-				case v.Value >= uint64(DropReasonMax):
+				case v.Value >= uint64(dropreason.Max):
 					t.Errorf("%s = %d is missing in Go", v.Name, v.Value)
 				default:
 					want := strings.TrimPrefix(strings.TrimPrefix(v.Name, "DROP_"), "REASON_")
-					if got := DropReason(v.Value).String(); got != want {
+					if got := dropreason.Reason(v.Value).String(); got != want {
 						t.Errorf("reason %d: Go says %q, C says %s", v.Value, got, v.Name)
 					}
 				}
 			}
-			for r := DropReason(0); r < DropReasonMax; r++ {
+			for r := dropreason.Reason(0); r < dropreason.Max; r++ {
 				if !seen[uint64(r)] {
 					t.Errorf("Go reason %d (%v) is not in C", r, r)
 				}
 			}
 		})
-	}
-}
-
-func TestDropReasonString(t *testing.T) {
-	for r, want := range map[DropReason]string{
-		ReasonForwarded:       "FORWARDED",
-		DropDomainUnreachable: "DOMAIN_UNREACHABLE",
-		DropNATFailed:         "NAT_FAILED",
-		DropNoServiceBackend:  "NO_SERVICE_BACKEND",
-		DropReasonMax:         "UNKNOWN_20",
-		200:                   "UNKNOWN_200",
-	} {
-		if got := r.String(); got != want {
-			t.Errorf("%d: %q, want %q", r, got, want)
-		}
 	}
 }

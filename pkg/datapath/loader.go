@@ -39,9 +39,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps"
 )
 
-// DefaultRoot is the bpffs directory the agent pins under unless configured otherwise.
-const DefaultRoot = "/sys/fs/bpf/edgeplane"
-
 // Directories and pins under a bpffs root.
 const (
 	progsDir = "progs"

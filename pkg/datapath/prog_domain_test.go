@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/domains"
 )
 
@@ -91,8 +92,8 @@ func TestPodEgressDomains(t *testing.T) {
 	}
 
 	// Private line to site-a: encapsulated toward its node.
-	if got, _ := run(t, prog, syn(siteAPod), nil); got != tcActRedirect || metric(t, coll, dirPodEgress, ReasonForwarded) != 1 {
-		t.Fatalf("to site-a: verdict %d, forwarded %d; want a redirect", got, metric(t, coll, dirPodEgress, ReasonForwarded))
+	if got, _ := run(t, prog, syn(siteAPod), nil); got != tcActRedirect || metric(t, coll, dirPodEgress, dropreason.Forwarded) != 1 {
+		t.Fatalf("to site-a: verdict %d, forwarded %d; want a redirect", got, metric(t, coll, dirPodEgress, dropreason.Forwarded))
 	}
 	// Same domain without any domains_map entry: no lookup needed.
 	putRoute(t, coll, "10.244.7.0/24", podRoute{NodeIp: be32(remoteNodeIP), Domain: cloudID})
@@ -102,29 +103,29 @@ func TestPodEgressDomains(t *testing.T) {
 
 	// Public to site-b: a small SYN (zero-padded quote) and a big UDP packet (truncated quote).
 	for _, in := range [][]byte{syn(siteBPod), podUDP(podA, siteBPod, 1000)} {
-		drops, sent := metric(t, coll, dirPodEgress, DropDomainUnreachable), metric(t, coll, dirPodEgress, ReasonICMPSent)
+		drops, sent := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable), metric(t, coll, dirPodEgress, dropreason.ICMPSent)
 		got, out := run(t, prog, in, nil)
 		if got != tcActRedirect {
 			t.Fatalf("to site-b: verdict %d, want the ICMP answer redirected back", got)
 		}
 		checkHostUnreach(t, out, in)
-		if d, s := metric(t, coll, dirPodEgress, DropDomainUnreachable), metric(t, coll, dirPodEgress, ReasonICMPSent); d != drops+1 || s != sent+1 {
+		if d, s := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable), metric(t, coll, dirPodEgress, dropreason.ICMPSent); d != drops+1 || s != sent+1 {
 			t.Errorf("DOMAIN_UNREACHABLE %d -> %d, ICMP_SENT %d -> %d; want +1 each", drops, d, sent, s)
 		}
 	}
 
 	// A domain the agent has not written yet is unreachable: public is the default.
 	putRoute(t, coll, "10.244.8.0/24", podRoute{NodeIp: be32(siteANode), Domain: domains.ID("site-c")})
-	drops := metric(t, coll, dirPodEgress, DropDomainUnreachable)
+	drops := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable)
 	run(t, prog, syn(netip.MustParseAddr("10.244.8.8")), nil)
-	if metric(t, coll, dirPodEgress, DropDomainUnreachable) != drops+1 {
+	if metric(t, coll, dirPodEgress, dropreason.DomainUnreachable) != drops+1 {
 		t.Error("a route to an unknown domain was not dropped as DOMAIN_UNREACHABLE")
 	}
 
 	// The table changes live: site-b gets a private line.
 	setDomain(t, coll, siteBID, "site-b", domains.FlagReachable)
-	fwd := metric(t, coll, dirPodEgress, ReasonForwarded)
-	if got, _ := run(t, prog, syn(siteBPod), nil); got != tcActRedirect || metric(t, coll, dirPodEgress, ReasonForwarded) != fwd+1 {
+	fwd := metric(t, coll, dirPodEgress, dropreason.Forwarded)
+	if got, _ := run(t, prog, syn(siteBPod), nil); got != tcActRedirect || metric(t, coll, dirPodEgress, dropreason.Forwarded) != fwd+1 {
 		t.Fatalf("site-b after the change: verdict %d, not forwarded", got)
 	}
 }
@@ -144,11 +145,11 @@ func TestNodeIngressDomains(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		src     netip.Addr
-		reason  DropReason
+		reason  dropreason.Reason
 		verdict uint32
 	}{
-		{"node of an unreachable domain", siteBNode, DropDomainUnreachable, tcActRedirect},
-		{"not a node", strangerIP, DropUnknownTunnelSource, tcActShot},
+		{"node of an unreachable domain", siteBNode, dropreason.DomainUnreachable, tcActRedirect},
+		{"not a node", strangerIP, dropreason.UnknownTunnelSource, tcActShot},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := metric(t, coll, dirOverlayIn, tt.reason)
@@ -174,8 +175,8 @@ func TestOverlayEgressDomains(t *testing.T) {
 	// Host traffic to site-b: the kernel's unreachable route normally stops it first; the program
 	// drops what gets here anyway.
 	if got, _ := run(t, prog, hostTo(netip.MustParseAddr("10.244.1.0"), siteBPod), nil); got != tcActShot ||
-		metric(t, coll, dirOverlayOut, DropDomainUnreachable) != 1 {
-		t.Fatalf("to site-b: verdict %d, DOMAIN_UNREACHABLE %d", got, metric(t, coll, dirOverlayOut, DropDomainUnreachable))
+		metric(t, coll, dirOverlayOut, dropreason.DomainUnreachable) != 1 {
+		t.Fatalf("to site-b: verdict %d, DOMAIN_UNREACHABLE %d", got, metric(t, coll, dirOverlayOut, dropreason.DomainUnreachable))
 	}
 
 	// A cloud host's connection forwarded by the gateway: the source becomes the overlay address
@@ -236,14 +237,14 @@ func TestNodeIngressUnreachableDomainAnswers(t *testing.T) {
 		t.Errorf("answer %x<-%x %v->%v type %d code %d, want host unreachable from the node to the API server",
 			dst, src, ip.src, ip.dst, ip.payload[0], ip.payload[1])
 	}
-	if d, s := metric(t, coll, dirNodeIn, DropDomainUnreachable), metric(t, coll, dirNodeIn, ReasonICMPSent); d != 1 || s != 1 {
+	if d, s := metric(t, coll, dirNodeIn, dropreason.DomainUnreachable), metric(t, coll, dirNodeIn, dropreason.ICMPSent); d != 1 || s != 1 {
 		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1, 1", d, s)
 	}
 
 	// Never an ICMP error about an ICMP error: dropped, counted, not answered.
 	errMsg := frame(siteBPod, protoICMP, icmpMsg(3, 3, [4]byte{}, make([]byte, 28)))
-	if got, _ := run(t, prog, errMsg, nil); got != tcActShot || metric(t, coll, dirNodeIn, ReasonICMPSent) != 1 {
-		t.Errorf("ICMP error to site-b: verdict %d, ICMP_SENT %d; want a silent drop", got, metric(t, coll, dirNodeIn, ReasonICMPSent))
+	if got, _ := run(t, prog, errMsg, nil); got != tcActShot || metric(t, coll, dirNodeIn, dropreason.ICMPSent) != 1 {
+		t.Errorf("ICMP error to site-b: verdict %d, ICMP_SENT %d; want a silent drop", got, metric(t, coll, dirNodeIn, dropreason.ICMPSent))
 	}
 	// Reachable domains and addresses outside the cluster are the host's business.
 	for _, dst := range []netip.Addr{siteAPod, internetIP} {
@@ -261,7 +262,7 @@ func TestPodEgressNoICMPAboutICMPErrors(t *testing.T) {
 	if got, _ := run(t, coll.Programs["pod_egress"], in, nil); got != tcActShot {
 		t.Fatalf("verdict %d, want TC_ACT_SHOT", got)
 	}
-	if d, s := metric(t, coll, dirPodEgress, DropDomainUnreachable), metric(t, coll, dirPodEgress, ReasonICMPSent); d != 1 || s != 0 {
+	if d, s := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable), metric(t, coll, dirPodEgress, dropreason.ICMPSent); d != 1 || s != 0 {
 		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1, 0", d, s)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // icmpAbout is an ICMP error (typ, code, rest) from src to dst quoting the UDP or TCP packet
@@ -74,7 +75,7 @@ func TestNodePortRemoteBackendICMPErrors(t *testing.T) {
 				icmp := icmpAbout(tt.from, overlayAddr, tt.typ, tt.code, tt.rest, proto, overlayAddr, 40000, remotePod, 5353)
 				inner := ethFrame(vtepMAC, remoteVtepMAC, ethPIPv4, icmp)
 				t.Run("through VXLAN", func(t *testing.T) {
-					before := metric(t, node, dirOverlayIn, ReasonForwarded)
+					before := metric(t, node, dirOverlayIn, dropreason.Forwarded)
 					got, out := run(t, prog, vxlanFrame(remoteNodeIP, vxlanPort, vxlanHdr(0x08000000, vni), inner), nil)
 					if got != tcActRedirect {
 						t.Fatalf("verdict %d, want TC_ACT_REDIRECT (out of the NIC)", got)
@@ -83,7 +84,7 @@ func TestNodePortRemoteBackendICMPErrors(t *testing.T) {
 					if tt.code == 4 && !bytes.Equal(out[14+20+4:14+20+8], mtuRest[:]) {
 						t.Errorf("next-hop MTU changed: % x", out[14+20+4:14+20+8])
 					}
-					if n := metric(t, node, dirOverlayIn, ReasonForwarded); n != before+1 {
+					if n := metric(t, node, dirOverlayIn, dropreason.Forwarded); n != before+1 {
 						t.Errorf("overlay-in forwarded %d -> %d, want +1", before, n)
 					}
 				})
@@ -208,11 +209,11 @@ func TestPodToNodePort(t *testing.T) {
 			checkTuple(t, out[14:], nodeIP, nodePort+1, podA, 41000)
 		})
 		t.Run(fmt.Sprintf("proto %d: closed node port", proto), func(t *testing.T) {
-			before := metric(t, pod, dirPodEgress, DropNodePortClosed)
+			before := metric(t, pod, dirPodEgress, dropreason.NodePortClosed)
 			if got, _ := run(t, prog, podToNode(proto, nodeIP, nodePort+2, 41001), nil); got != tcActShot {
 				t.Fatalf("verdict %d, want TC_ACT_SHOT", got)
 			}
-			if n := metric(t, pod, dirPodEgress, DropNodePortClosed); n != before+1 {
+			if n := metric(t, pod, dirPodEgress, dropreason.NodePortClosed); n != before+1 {
 				t.Errorf("NODEPORT_CLOSED %d -> %d, want +1", before, n)
 			}
 		})
@@ -374,11 +375,11 @@ func TestServiceSCTP(t *testing.T) {
 	sendAs(t, pod, podA)
 
 	in, _ = send(podA, 40002, svcVIP, 3870)
-	before := metric(t, pod, dirPodEgress, DropNoServiceBackend)
+	before := metric(t, pod, dirPodEgress, dropreason.NoServiceBackend)
 	if got, _ := run(t, prog, in, nil); got != tcActRedirect {
 		t.Fatalf("backend on another port: verdict %d, want the port unreachable back into the pod", got)
 	}
-	if n := metric(t, pod, dirPodEgress, DropNoServiceBackend); n != before+1 {
+	if n := metric(t, pod, dirPodEgress, dropreason.NoServiceBackend); n != before+1 {
 		t.Errorf("NO_SERVICE_BACKEND %d -> %d, want +1", before, n)
 	}
 	if _, ok := ctGet(t, pod, ctKey(podA, 40002, svcVIP, 3870, protoSCTPNum, ctFwd)); ok {
@@ -445,8 +446,8 @@ func TestServiceFromNodeWithoutBackends(t *testing.T) {
 		{"forwarded sender", cloudHost, hostTo(cloudHost, 50003, svcVIP, 80, protoTCP)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			drops, sent := metric(t, coll, dirOverlayOut, DropNoServiceBackend), metric(t, coll, dirOverlayOut, ReasonICMPSent)
-			fwd := metric(t, coll, dirOverlayOut, ReasonForwarded)
+			drops, sent := metric(t, coll, dirOverlayOut, dropreason.NoServiceBackend), metric(t, coll, dirOverlayOut, dropreason.ICMPSent)
+			fwd := metric(t, coll, dirOverlayOut, dropreason.Forwarded)
 			var ctxOut skbCtx
 			opts := &ebpf.RunOptions{Data: tt.in, DataOut: make([]byte, len(tt.in)+256), Context: skbCtx{}, ContextOut: &ctxOut}
 			got, err := egress.Run(opts)
@@ -460,10 +461,10 @@ func TestServiceFromNodeWithoutBackends(t *testing.T) {
 			if ctxOut.Mark != toHostMark {
 				t.Errorf("mark %#x, want %#x", ctxOut.Mark, toHostMark)
 			}
-			d, s := metric(t, coll, dirOverlayOut, DropNoServiceBackend), metric(t, coll, dirOverlayOut, ReasonICMPSent)
-			if d != drops+1 || s != sent+1 || metric(t, coll, dirOverlayOut, ReasonForwarded) != fwd {
+			d, s := metric(t, coll, dirOverlayOut, dropreason.NoServiceBackend), metric(t, coll, dirOverlayOut, dropreason.ICMPSent)
+			if d != drops+1 || s != sent+1 || metric(t, coll, dirOverlayOut, dropreason.Forwarded) != fwd {
 				t.Errorf("overlay-out NO_SERVICE_BACKEND %d -> %d, ICMP_SENT %d -> %d (want +1 each), FORWARDED %d -> %d (want +0)",
-					drops, d, sent, s, fwd, metric(t, coll, dirOverlayOut, ReasonForwarded))
+					drops, d, sent, s, fwd, metric(t, coll, dirOverlayOut, dropreason.Forwarded))
 			}
 			p := parseIP(t, tt.in[14:])
 			sport, dport := ports(p)
@@ -473,7 +474,7 @@ func TestServiceFromNodeWithoutBackends(t *testing.T) {
 
 			// The answer arriving on the ingress: through to the host, mark cleared, not counted.
 			in := bytes.Clone(opts.DataOut)
-			fwdIn, unknownIn := metric(t, coll, dirOverlayIn, ReasonForwarded), metric(t, coll, dirOverlayIn, DropUnknownTunnelSource)
+			fwdIn, unknownIn := metric(t, coll, dirOverlayIn, dropreason.Forwarded), metric(t, coll, dirOverlayIn, dropreason.UnknownTunnelSource)
 			var back skbCtx
 			ropts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: skbCtx{Mark: ctxOut.Mark}, ContextOut: &back}
 			if got, err := ingress.Run(ropts); err != nil || got != tcActOK {
@@ -482,12 +483,12 @@ func TestServiceFromNodeWithoutBackends(t *testing.T) {
 			if back.Mark != 0 || !bytes.Equal(ropts.DataOut, in) {
 				t.Errorf("overlay_ingress left mark %#x, changed the answer %v", back.Mark, !bytes.Equal(ropts.DataOut, in))
 			}
-			if metric(t, coll, dirOverlayIn, ReasonForwarded) != fwdIn || metric(t, coll, dirOverlayIn, DropUnknownTunnelSource) != unknownIn {
+			if metric(t, coll, dirOverlayIn, dropreason.Forwarded) != fwdIn || metric(t, coll, dirOverlayIn, dropreason.UnknownTunnelSource) != unknownIn {
 				t.Error("overlay_ingress counted the host's answer")
 			}
 			// The same packet unmarked is no answer of ours: no tunnel metadata, no known source.
-			if got, _ := run(t, ingress, in, nil); got != tcActShot || metric(t, coll, dirOverlayIn, DropUnknownTunnelSource) != unknownIn+1 {
-				t.Errorf("unmarked: verdict %d, UNKNOWN_TUNNEL_SOURCE %d -> %d", got, unknownIn, metric(t, coll, dirOverlayIn, DropUnknownTunnelSource))
+			if got, _ := run(t, ingress, in, nil); got != tcActShot || metric(t, coll, dirOverlayIn, dropreason.UnknownTunnelSource) != unknownIn+1 {
+				t.Errorf("unmarked: verdict %d, UNKNOWN_TUNNEL_SOURCE %d -> %d", got, unknownIn, metric(t, coll, dirOverlayIn, dropreason.UnknownTunnelSource))
 			}
 		})
 	}

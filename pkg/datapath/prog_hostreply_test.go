@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // staleClient is the outside client whose earlier connection left the gateway's mapping behind;
@@ -117,7 +118,7 @@ func TestHostReplyOverStaleNodePortMapping(t *testing.T) {
 
 				t.Run("VXLAN", func(t *testing.T) {
 					in := vxlanFrame(remoteNodeIP, vxlanPort, vxlanHdr(0x08000000, vni), inner)
-					before := metric(t, node, dirOverlayIn, DropNATFailed)
+					before := metric(t, node, dirOverlayIn, dropreason.NATFailed)
 					got, out := run(t, prog, in, nil)
 					switch tt.want {
 					case "host", "untouched":
@@ -130,7 +131,7 @@ func TestHostReplyOverStaleNodePortMapping(t *testing.T) {
 						}
 						checkTuple(t, out[14:], nodeIP, nodePort, outsideClient, hostPort)
 					case "dropped":
-						if got != tcActShot || metric(t, node, dirOverlayIn, DropNATFailed) != before+1 {
+						if got != tcActShot || metric(t, node, dirOverlayIn, dropreason.NATFailed) != before+1 {
 							t.Errorf("verdict %d, want TC_ACT_SHOT counted as NAT_FAILED", got)
 						}
 					}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/vishvananda/netlink"
 )
 
@@ -87,7 +88,7 @@ func TestServiceFromNodeToOwnHostBackend(t *testing.T) {
 				egress := coll.Programs["overlay_egress"]
 				putSvc(t, coll, svcVIP, 80, proto, 1, 0, 0, backend{addr, 8080})
 
-				fwdBefore := metric(t, coll, dirOverlayOut, ReasonForwarded)
+				fwdBefore := metric(t, coll, dirOverlayOut, dropreason.Forwarded)
 				in := ethFrame(anyMAC, vtepMAC, ethPIPv4, ipHdr{src: overlayAddr, dst: svcVIP, proto: proto, df: true}.build(
 					l4Seg(proto, overlayAddr, svcVIP, 50000, 80, tcpSYN, []byte("hello"))))
 				got, out, mark := runIn(t, netns, egress, in, 0)
@@ -106,24 +107,24 @@ func TestServiceFromNodeToOwnHostBackend(t *testing.T) {
 				if rev.Flags&ctSeenReply == 0 || fwd.Flags&ctSeenReply == 0 {
 					t.Errorf("SEEN_REPLY: REV flags %#x, FWD flags %#x; want it on both", rev.Flags, fwd.Flags)
 				}
-				if d := metric(t, coll, dirOverlayOut, ReasonForwarded) - fwdBefore; d != 2 {
+				if d := metric(t, coll, dirOverlayOut, dropreason.Forwarded) - fwdBefore; d != 2 {
 					t.Errorf("overlay-out FORWARDED +%d, want +2", d)
 				}
 
 				// overlay_ingress lets both through to the host stack, mark cleared, uncounted.
-				inBefore := metric(t, coll, dirOverlayIn, ReasonForwarded)
+				inBefore := metric(t, coll, dirOverlayIn, dropreason.Forwarded)
 				turned := bytes.Clone(out[:len(ans)])
 				got, back, mark := runIn(t, netns, coll.Programs["overlay_ingress"], turned, toHostMark)
 				if got != tcActOK || mark != 0 || !bytes.Equal(back[:len(turned)], turned) {
 					t.Errorf("overlay_ingress: verdict %d, mark %#x, changed %v; want TC_ACT_OK, mark cleared, untouched",
 						got, mark, !bytes.Equal(back[:len(turned)], turned))
 				}
-				if metric(t, coll, dirOverlayIn, ReasonForwarded) != inBefore {
+				if metric(t, coll, dirOverlayIn, dropreason.Forwarded) != inBefore {
 					t.Errorf("overlay_ingress counted the turned-around packet")
 				}
 
 				// The host's other packets to the hairpin address answer no connection.
-				drops := metric(t, coll, dirOverlayOut, DropUnknownEndpoint)
+				drops := metric(t, coll, dirOverlayOut, dropreason.UnknownEndpoint)
 				for _, other := range [][]byte{
 					l4Seg(proto, addr, HostHairpinIP, 8081, 50000, tcpSYN|tcpACK, []byte("other")),
 					l4Seg(proto, addr, HostHairpinIP, 8080, 50001, tcpSYN|tcpACK, []byte("other")),
@@ -136,7 +137,7 @@ func TestServiceFromNodeToOwnHostBackend(t *testing.T) {
 				if got, _, _ := runIn(t, netns, egress, hostAnswer(echo), 0); got != tcActShot {
 					t.Errorf("echo request to the hairpin address: verdict %d, want TC_ACT_SHOT", got)
 				}
-				if d := metric(t, coll, dirOverlayOut, DropUnknownEndpoint) - drops; d != 3 {
+				if d := metric(t, coll, dirOverlayOut, dropreason.UnknownEndpoint) - drops; d != 3 {
 					t.Errorf("overlay-out UNKNOWN_ENDPOINT +%d, want +3", d)
 				}
 			})

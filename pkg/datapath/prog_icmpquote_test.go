@@ -9,6 +9,8 @@ import (
 	"bytes"
 	"net/netip"
 	"testing"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // TestPodEgressErrorsQuoteFrontend: a pod's packets to a ClusterIP whose backend is in a domain
@@ -26,7 +28,7 @@ func TestPodEgressErrorsQuoteFrontend(t *testing.T) {
 				t.Fatalf("proto %d: verdict %d, want the ICMP answer redirected back to the pod", proto, got)
 			}
 			checkHostUnreach(t, out, in) // the quote is in's bytes: client -> frontend
-			if d, s := metric(t, coll, dirPodEgress, DropDomainUnreachable), metric(t, coll, dirPodEgress, ReasonICMPSent); d != 1 || s != 1 {
+			if d, s := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable), metric(t, coll, dirPodEgress, dropreason.ICMPSent); d != 1 || s != 1 {
 				t.Errorf("proto %d: DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", proto, d, s)
 			}
 		}
@@ -76,7 +78,7 @@ func TestNodePortUnreachableDomainAnswers(t *testing.T) {
 			t.Fatalf("proto %d: verdict %d, want the ICMP answer redirected out of the NIC", proto, got)
 		}
 		checkHostUnreach(t, out, in)
-		if d, s := metric(t, node, dirNodeIn, DropDomainUnreachable), metric(t, node, dirNodeIn, ReasonICMPSent); d != 1 || s != 1 {
+		if d, s := metric(t, node, dirNodeIn, dropreason.DomainUnreachable), metric(t, node, dirNodeIn, dropreason.ICMPSent); d != 1 || s != 1 {
 			t.Errorf("proto %d: DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", proto, d, s)
 		}
 	}
@@ -102,14 +104,14 @@ func TestNodePortTooBigAnswers(t *testing.T) {
 		t.Fatalf("DF: verdict %d, want the ICMP answer redirected out of the NIC", got)
 	}
 	checkFragNeeded(t, out, in, podMTU)
-	if d, s := metric(t, node, dirNodeIn, DropPktTooBig), metric(t, node, dirNodeIn, ReasonICMPSent); d != 1 || s != 1 {
+	if d, s := metric(t, node, dirNodeIn, dropreason.PktTooBig), metric(t, node, dirNodeIn, dropreason.ICMPSent); d != 1 || s != 1 {
 		t.Errorf("DF: PKT_TOO_BIG %d, ICMP_SENT %d; want 1 each", d, s)
 	}
 
 	if got, _ := run(t, node.Programs["node_ingress"], frame(false), nil); got != tcActShot {
 		t.Errorf("no DF: verdict %d, want TC_ACT_SHOT", got)
 	}
-	if d, s := metric(t, node, dirNodeIn, DropPktTooBig), metric(t, node, dirNodeIn, ReasonICMPSent); d != 2 || s != 1 {
+	if d, s := metric(t, node, dirNodeIn, dropreason.PktTooBig), metric(t, node, dirNodeIn, dropreason.ICMPSent); d != 2 || s != 1 {
 		t.Errorf("no DF: PKT_TOO_BIG %d, ICMP_SENT %d; want 2, 1 (dropped, not answered)", d, s)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"golang.org/x/sys/unix"
 )
 
@@ -402,27 +403,27 @@ func TestServiceWithoutBackends(t *testing.T) {
 		podSend(protoTCP, podA, 40000, svcVIP, 80, tcpSYN),
 		podSend(protoUDP, podA, 40000, svcVIP, 53, 0),
 	} {
-		drops, sent := metric(t, coll, dirPodEgress, DropNoServiceBackend), metric(t, coll, dirPodEgress, ReasonICMPSent)
+		drops, sent := metric(t, coll, dirPodEgress, dropreason.NoServiceBackend), metric(t, coll, dirPodEgress, dropreason.ICMPSent)
 		got, out := run(t, prog, in, nil)
 		if got != tcActRedirect {
 			t.Fatalf("verdict %d, want the ICMP answer redirected back into the pod", got)
 		}
 		checkPortUnreach(t, out, in)
-		if d, s := metric(t, coll, dirPodEgress, DropNoServiceBackend), metric(t, coll, dirPodEgress, ReasonICMPSent); d != drops+1 || s != sent+1 {
+		if d, s := metric(t, coll, dirPodEgress, dropreason.NoServiceBackend), metric(t, coll, dirPodEgress, dropreason.ICMPSent); d != drops+1 || s != sent+1 {
 			t.Errorf("NO_SERVICE_BACKEND %d -> %d, ICMP_SENT %d -> %d; want +1 each", drops, d, sent, s)
 		}
 	}
 	// A torn set (a slot missing) is dropped the same way rather than sent nowhere.
 	put(t, coll, "lb_svc_map", podLbSvcKey{Vip: be32(svcVIP), Port: be16(80), Proto: protoTCP}, podLbSvc{Id: 9, Count: 2})
-	drops := metric(t, coll, dirPodEgress, DropNoServiceBackend)
+	drops := metric(t, coll, dirPodEgress, dropreason.NoServiceBackend)
 	run(t, prog, podSend(protoTCP, podA, 40001, svcVIP, 80, tcpSYN), nil)
-	if metric(t, coll, dirPodEgress, DropNoServiceBackend) != drops+1 {
+	if metric(t, coll, dirPodEgress, dropreason.NoServiceBackend) != drops+1 {
 		t.Error("torn backend set not counted as NO_SERVICE_BACKEND")
 	}
 	// A closed frontend (NodePort isolation) is not answered.
 	putSvc(t, coll, svcVIP, 80, protoTCP, 1, svcClosed, 0)
-	if got, _ := run(t, prog, podSend(protoTCP, podA, 40002, svcVIP, 80, tcpSYN), nil); got != tcActShot || metric(t, coll, dirPodEgress, DropNodePortClosed) != 1 {
-		t.Errorf("closed frontend: verdict %d, NODEPORT_CLOSED %d", got, metric(t, coll, dirPodEgress, DropNodePortClosed))
+	if got, _ := run(t, prog, podSend(protoTCP, podA, 40002, svcVIP, 80, tcpSYN), nil); got != tcActShot || metric(t, coll, dirPodEgress, dropreason.NodePortClosed) != 1 {
+		t.Errorf("closed frontend: verdict %d, NODEPORT_CLOSED %d", got, metric(t, coll, dirPodEgress, dropreason.NodePortClosed))
 	}
 }
 
@@ -629,9 +630,9 @@ func TestServiceHairpin(t *testing.T) {
 			checkTuple(t, out[14:], hairpinIP, 40000, podA, 8080)
 
 			// The hairpin address answers nothing else.
-			drops := metric(t, coll, dirPodEgress, DropUnknownEndpoint)
+			drops := metric(t, coll, dirPodEgress, dropreason.UnknownEndpoint)
 			if got, _ := run(t, prog, podSend(proto, podA, 8080, hairpinIP, 40001, tcpACK), nil); got != tcActShot ||
-				metric(t, coll, dirPodEgress, DropUnknownEndpoint) != drops+1 {
+				metric(t, coll, dirPodEgress, dropreason.UnknownEndpoint) != drops+1 {
 				t.Errorf("untracked packet to the hairpin address: verdict %d, not counted as UNKNOWN_ENDPOINT", got)
 			}
 		})
@@ -699,10 +700,10 @@ func TestServiceFromNode(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		backend backend
-		reason  DropReason
+		reason  dropreason.Reason
 	}{
-		{"backend pod gone", backend{netip.MustParseAddr("10.244.1.99"), 80}, DropUnknownEndpoint},
-		{"backend without a route", backend{netip.MustParseAddr("10.244.9.9"), 80}, DropNoRoute},
+		{"backend pod gone", backend{netip.MustParseAddr("10.244.1.99"), 80}, dropreason.UnknownEndpoint},
+		{"backend without a route", backend{netip.MustParseAddr("10.244.9.9"), 80}, dropreason.NoRoute},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			putSvc(t, coll, svcVIP, 82, protoTCP, 4, 0, 0, tt.backend)

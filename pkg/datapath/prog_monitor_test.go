@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // enum monitor_flags, enum event_type and enum event_flags (bpf/lib/events.h).
@@ -97,8 +98,8 @@ func TestMonitorDropEvent(t *testing.T) {
 	}
 	tu := ev.Tuple
 	switch {
-	case ev.Type != eventDrop || DropReason(ev.Reason) != DropNoRoute || ev.Dir != dirPodEgress:
-		t.Errorf("type %d reason %v dir %d, want drop NO_ROUTE pod-egress", ev.Type, DropReason(ev.Reason), ev.Dir)
+	case ev.Type != eventDrop || dropreason.Reason(ev.Reason) != dropreason.NoRoute || ev.Dir != dirPodEgress:
+		t.Errorf("type %d reason %v dir %d, want drop NO_ROUTE pod-egress", ev.Type, dropreason.Reason(ev.Reason), ev.Dir)
 	case ev.Ifindex != podAIfindex || ev.Len != uint32(len(pkt)) || ev.Verdict != tcActShot:
 		t.Errorf("ifindex %d len %d verdict %d, want %d %d %d", ev.Ifindex, ev.Len, ev.Verdict, podAIfindex, len(pkt), tcActShot)
 	case ev.Flags != eventFIPv4:
@@ -142,8 +143,8 @@ func TestMonitorTraceEvent(t *testing.T) {
 	if !ok {
 		t.Fatal("no trace event with MONITOR_TRACE set")
 	}
-	if ev.Type != eventTrace || DropReason(ev.Reason) != ReasonForwarded || ev.Verdict != tcActRedirect {
-		t.Errorf("type %d reason %v verdict %d", ev.Type, DropReason(ev.Reason), ev.Verdict)
+	if ev.Type != eventTrace || dropreason.Reason(ev.Reason) != dropreason.Forwarded || ev.Verdict != tcActRedirect {
+		t.Errorf("type %d reason %v verdict %d", ev.Type, dropreason.Reason(ev.Reason), ev.Verdict)
 	}
 	if ev.Flags != eventFIPv4|eventFInner {
 		t.Fatalf("flags %#x, want IPV4|INNER", ev.Flags)
@@ -176,8 +177,8 @@ func TestMonitorVXLANDropInnerTuple(t *testing.T) {
 	if !ok {
 		t.Fatal("no event")
 	}
-	if DropReason(ev.Reason) != DropVNIMismatch || ev.Dir != dirOverlayIn || ev.Flags != eventFIPv4|eventFInner {
-		t.Errorf("reason %v dir %d flags %#x", DropReason(ev.Reason), ev.Dir, ev.Flags)
+	if dropreason.Reason(ev.Reason) != dropreason.VNIMismatch || ev.Dir != dirOverlayIn || ev.Flags != eventFIPv4|eventFInner {
+		t.Errorf("reason %v dir %d flags %#x", dropreason.Reason(ev.Reason), ev.Dir, ev.Flags)
 	}
 	if ev.Inner.Saddr != be32(remotePod) || ev.Inner.Daddr != be32(podA) || ev.Inner.Sport != be16(1234) || ev.Inner.Dport != be16(5678) {
 		t.Errorf("inner tuple %+v", ev.Inner)
@@ -195,7 +196,7 @@ func TestMonitorNonIPv4AndLost(t *testing.T) {
 	ipv6 := ethFrame(podAHostMAC, podAMAC, ethPIPv6, make([]byte, 60))
 	run(t, prog, ipv6, nil)
 	ev, ok := nextEvent(t, rd)
-	if !ok || DropReason(ev.Reason) != DropUnsupportedL3 || ev.Flags != 0 || ev.Tuple != (podMonitorEvent{}).Tuple {
+	if !ok || dropreason.Reason(ev.Reason) != dropreason.UnsupportedL3 || ev.Flags != 0 || ev.Tuple != (podMonitorEvent{}).Tuple {
 		t.Fatalf("IPv6 drop event %+v (ok %v)", ev, ok)
 	}
 
@@ -213,11 +214,11 @@ func TestMonitorNonIPv4AndLost(t *testing.T) {
 	if lost := lostEvents(t, coll); lost == 0 || lost > 20 {
 		t.Errorf("%d events lost after %d drops into a %d-byte buffer, want a few", lost, n, rd.BufferSize())
 	}
-	if got := metric(t, coll, dirPodEgress, DropNoRoute); got != uint64(n) {
+	if got := metric(t, coll, dirPodEgress, dropreason.NoRoute); got != uint64(n) {
 		t.Errorf("NO_ROUTE counter %d, want %d: a full buffer must not affect counting", got, n)
 	}
 	// The oldest events are still intact.
-	if ev, ok := nextEvent(t, rd); !ok || DropReason(ev.Reason) != DropNoRoute {
+	if ev, ok := nextEvent(t, rd); !ok || dropreason.Reason(ev.Reason) != dropreason.NoRoute {
 		t.Fatalf("first buffered event %+v", ev)
 	}
 }

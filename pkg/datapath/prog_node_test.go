@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // innerFrame is what a peer node puts inside VXLAN: its VTEP MAC to ours, an IPv4 packet.
@@ -31,7 +32,7 @@ func TestNodeIngressVXLANToLocalPod(t *testing.T) {
 	if !bytes.Equal(out, want) {
 		t.Fatalf("decapsulated frame\n got % x\nwant % x", out, want)
 	}
-	if n := metric(t, coll, dirOverlayIn, ReasonForwarded); n != 1 {
+	if n := metric(t, coll, dirOverlayIn, dropreason.Forwarded); n != 1 {
 		t.Errorf("overlay-in forwarded %d, want 1", n)
 	}
 }
@@ -74,24 +75,24 @@ func TestNodeIngressVerdicts(t *testing.T) {
 		pkt    []byte
 		want   uint32
 		dir    int
-		reason DropReason
+		reason dropreason.Reason
 		same   bool
 	}{
-		{"VXLAN from an unknown source", vxlanTo(strangerIP, good, toPod), tcActShot, dirOverlayIn, DropUnknownTunnelSource, false},
-		{"VXLAN with another VNI", vxlanTo(remoteNodeIP, vxlanHdr(0x08000000, 2), toPod), tcActShot, dirOverlayIn, DropVNIMismatch, false},
-		{"VXLAN without the I flag", vxlanTo(remoteNodeIP, vxlanHdr(0, vni), toPod), tcActShot, dirOverlayIn, DropVNIMismatch, false},
-		{"VXLAN to the host goes to the VXLAN device", vxlanTo(remoteNodeIP, good, innerFrame(remotePod, nodeIP)), tcActOK, dirOverlayIn, ReasonForwarded, true},
-		{"VXLAN to a pod that is gone goes to the VXLAN device", vxlanTo(remoteNodeIP, good, innerFrame(remotePod, netip.MustParseAddr("10.244.1.99"))), tcActOK, dirOverlayIn, ReasonForwarded, true},
-		{"VXLAN with a non-IPv4 inner frame goes to the VXLAN device", vxlanTo(remoteNodeIP, good, arpInner), tcActOK, dirOverlayIn, ReasonForwarded, true},
-		{"VXLAN fragment goes to the kernel for reassembly", fragment, tcActOK, dirNodeIn, ReasonForwarded, true},
-		{"Raven's tunnel on 4472 is untouched", raven, tcActOK, dirNodeIn, ReasonForwarded, true},
-		{"host traffic passes", plainToHost, tcActOK, dirNodeIn, ReasonForwarded, true},
-		{"IPv6 passes", ipv6, tcActOK, dirNodeIn, ReasonForwarded, true},
-		{"routed traffic to a local pod is delivered", plainToPod, tcActRedirect, dirNodeIn, ReasonForwarded, false},
-		{"truncated UDP header", cutUDP, tcActShot, dirNodeIn, DropInvalid, false},
-		{"truncated VXLAN header", cut(4), tcActShot, dirOverlayIn, DropInvalid, false},
-		{"truncated inner Ethernet header", cut(8 + 10), tcActShot, dirOverlayIn, DropInvalid, false},
-		{"truncated inner IPv4 header", cut(8 + 14 + 10), tcActShot, dirOverlayIn, DropInvalid, false},
+		{"VXLAN from an unknown source", vxlanTo(strangerIP, good, toPod), tcActShot, dirOverlayIn, dropreason.UnknownTunnelSource, false},
+		{"VXLAN with another VNI", vxlanTo(remoteNodeIP, vxlanHdr(0x08000000, 2), toPod), tcActShot, dirOverlayIn, dropreason.VNIMismatch, false},
+		{"VXLAN without the I flag", vxlanTo(remoteNodeIP, vxlanHdr(0, vni), toPod), tcActShot, dirOverlayIn, dropreason.VNIMismatch, false},
+		{"VXLAN to the host goes to the VXLAN device", vxlanTo(remoteNodeIP, good, innerFrame(remotePod, nodeIP)), tcActOK, dirOverlayIn, dropreason.Forwarded, true},
+		{"VXLAN to a pod that is gone goes to the VXLAN device", vxlanTo(remoteNodeIP, good, innerFrame(remotePod, netip.MustParseAddr("10.244.1.99"))), tcActOK, dirOverlayIn, dropreason.Forwarded, true},
+		{"VXLAN with a non-IPv4 inner frame goes to the VXLAN device", vxlanTo(remoteNodeIP, good, arpInner), tcActOK, dirOverlayIn, dropreason.Forwarded, true},
+		{"VXLAN fragment goes to the kernel for reassembly", fragment, tcActOK, dirNodeIn, dropreason.Forwarded, true},
+		{"Raven's tunnel on 4472 is untouched", raven, tcActOK, dirNodeIn, dropreason.Forwarded, true},
+		{"host traffic passes", plainToHost, tcActOK, dirNodeIn, dropreason.Forwarded, true},
+		{"IPv6 passes", ipv6, tcActOK, dirNodeIn, dropreason.Forwarded, true},
+		{"routed traffic to a local pod is delivered", plainToPod, tcActRedirect, dirNodeIn, dropreason.Forwarded, false},
+		{"truncated UDP header", cutUDP, tcActShot, dirNodeIn, dropreason.Invalid, false},
+		{"truncated VXLAN header", cut(4), tcActShot, dirOverlayIn, dropreason.Invalid, false},
+		{"truncated inner Ethernet header", cut(8 + 10), tcActShot, dirOverlayIn, dropreason.Invalid, false},
+		{"truncated inner IPv4 header", cut(8 + 14 + 10), tcActShot, dirOverlayIn, dropreason.Invalid, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -272,7 +273,7 @@ func TestMasqueradeRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	if n := metric(t, coll, dirNodeOut, ReasonForwarded); n == 0 {
+	if n := metric(t, coll, dirNodeOut, dropreason.Forwarded); n == 0 {
 		t.Errorf("egress packets not counted")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // lb.h / lb_ct.h flags beyond prog_lb_test.go's and prog_xdp_test.go's.
@@ -114,7 +115,7 @@ func TestNodePortLocalBackend(t *testing.T) {
 					t.Errorf("payload changed")
 				}
 				checkEntries(t, node, front, tt.port, backend{podB, 8080}, proto)
-				if n := metric(t, node, dirNodeIn, ReasonForwarded); n != 1 {
+				if n := metric(t, node, dirNodeIn, dropreason.Forwarded); n != 1 {
 					t.Errorf("node-in forwarded %d, want 1", n)
 				}
 				checkLocalReply(t, node, proto, front, tt.port)
@@ -213,18 +214,18 @@ func TestNodePortVerdicts(t *testing.T) {
 		name   string
 		pkt    []byte
 		want   uint32
-		reason DropReason // counted under dirNodeIn
+		reason dropreason.Reason // counted under dirNodeIn
 	}{
-		{"closed NodePort (XDP could not attach)", clientSend(protoTCP, nodeIP, closedTCP, tcpSYN), tcActShot, DropNodePortClosed},
-		{"closed LoadBalancer IP", clientSend(protoTCP, lbIP, 80, tcpSYN), tcActShot, DropNodePortClosed},
-		{"NodePort without backends", clientSend(protoTCP, nodeIP, 30090, tcpSYN), tcActShot, DropNoServiceBackend},
-		{"eTP Local with a remote backend", clientSend(protoUDP, nodeIP, 30091, 0), tcActShot, DropNoServiceBackend},
+		{"closed NodePort (XDP could not attach)", clientSend(protoTCP, nodeIP, closedTCP, tcpSYN), tcActShot, dropreason.NodePortClosed},
+		{"closed LoadBalancer IP", clientSend(protoTCP, lbIP, 80, tcpSYN), tcActShot, dropreason.NodePortClosed},
+		{"NodePort without backends", clientSend(protoTCP, nodeIP, 30090, tcpSYN), tcActShot, dropreason.NoServiceBackend},
+		{"eTP Local with a remote backend", clientSend(protoUDP, nodeIP, 30091, 0), tcActShot, dropreason.NoServiceBackend},
 		// Not a service's: the node's own traffic passes untouched.
-		{"SSH to the node", clientSend(protoTCP, nodeIP, 22, tcpSYN), tcActOK, ReasonForwarded},
-		{"API traffic to the node", clientSend(protoTCP, nodeIP, 6443, tcpACK), tcActOK, ReasonForwarded},
-		{"DNS to the node", clientSend(protoUDP, nodeIP, 53, 0), tcActOK, ReasonForwarded},
-		{"the NodePort's port on the LB IP", clientSend(protoTCP, lbIP, nodePort, tcpSYN), tcActOK, ReasonForwarded},
-		{"the NodePort's protocol differs", clientSend(protoUDP, nodeIP, nodePort, 0), tcActOK, ReasonForwarded},
+		{"SSH to the node", clientSend(protoTCP, nodeIP, 22, tcpSYN), tcActOK, dropreason.Forwarded},
+		{"API traffic to the node", clientSend(protoTCP, nodeIP, 6443, tcpACK), tcActOK, dropreason.Forwarded},
+		{"DNS to the node", clientSend(protoUDP, nodeIP, 53, 0), tcActOK, dropreason.Forwarded},
+		{"the NodePort's port on the LB IP", clientSend(protoTCP, lbIP, nodePort, tcpSYN), tcActOK, dropreason.Forwarded},
+		{"the NodePort's protocol differs", clientSend(protoUDP, nodeIP, nodePort, 0), tcActOK, dropreason.Forwarded},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := metric(t, node, dirNodeIn, tt.reason)

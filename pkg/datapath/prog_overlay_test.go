@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/netip"
 	"testing"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 func TestOverlayIngressWithoutTunnelMetadata(t *testing.T) {
@@ -16,7 +18,7 @@ func TestOverlayIngressWithoutTunnelMetadata(t *testing.T) {
 	if got, _ := run(t, coll.Programs["overlay_ingress"], in, nil); got != tcActShot {
 		t.Fatalf("verdict %d, want TC_ACT_SHOT", got)
 	}
-	if n := metric(t, coll, dirOverlayIn, DropUnknownTunnelSource); n != 1 {
+	if n := metric(t, coll, dirOverlayIn, dropreason.UnknownTunnelSource); n != 1 {
 		t.Errorf("UNKNOWN_TUNNEL_SOURCE counted %d, want 1", n)
 	}
 }
@@ -40,7 +42,7 @@ func TestOverlayEgress(t *testing.T) {
 	if dst != remoteVtepMAC || src != vtepMAC || !bytes.Equal(out[12:], in[12:]) {
 		t.Errorf("MACs dst %x src %x (want %x %x), or packet changed", dst, src, remoteVtepMAC, vtepMAC)
 	}
-	if n := metric(t, coll, dirOverlayOut, ReasonForwarded); n != 1 {
+	if n := metric(t, coll, dirOverlayOut, dropreason.Forwarded); n != 1 {
 		t.Errorf("forwarded %d, want 1", n)
 	}
 
@@ -48,12 +50,12 @@ func TestOverlayEgress(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		pkt    []byte
-		reason DropReason
+		reason dropreason.Reason
 	}{
-		{"no route", hostTo(netip.MustParseAddr("10.244.9.9")), DropNoRoute},
-		{"our own pod CIDR", hostTo(netip.MustParseAddr("10.244.1.99")), DropNoRoute},
-		{"route to an unknown node", hostTo(netip.MustParseAddr("10.244.3.3")), DropUnknownNode},
-		{"not IPv4", ethFrame(anyMAC, vtepMAC, ethPIPv6, make([]byte, 60)), DropUnsupportedL3},
+		{"no route", hostTo(netip.MustParseAddr("10.244.9.9")), dropreason.NoRoute},
+		{"our own pod CIDR", hostTo(netip.MustParseAddr("10.244.1.99")), dropreason.NoRoute},
+		{"route to an unknown node", hostTo(netip.MustParseAddr("10.244.3.3")), dropreason.UnknownNode},
+		{"not IPv4", ethFrame(anyMAC, vtepMAC, ethPIPv6, make([]byte, 60)), dropreason.UnsupportedL3},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := metric(t, coll, dirOverlayOut, tt.reason)

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/vishvananda/netlink"
 )
 
@@ -104,12 +105,12 @@ func TestPodEgressFragNeeded(t *testing.T) {
 			}
 			checkFragNeeded(t, out, tt.pkt, podMTU)
 			// The packet is a drop; the answer is counted on its own; nothing was forwarded.
-			for reason, want := range map[DropReason]uint64{DropPktTooBig: 1, ReasonICMPSent: 1, ReasonForwarded: 0} {
+			for reason, want := range map[dropreason.Reason]uint64{dropreason.PktTooBig: 1, dropreason.ICMPSent: 1, dropreason.Forwarded: 0} {
 				if n := metric(t, coll, dirPodEgress, reason); n != want {
 					t.Errorf("%v counted %d, want %d", reason, n, want)
 				}
 			}
-			if b := metricBytes(t, coll, dirPodEgress, DropPktTooBig); b != uint64(len(tt.pkt)) {
+			if b := metricBytes(t, coll, dirPodEgress, dropreason.PktTooBig); b != uint64(len(tt.pkt)) {
 				t.Errorf("PKT_TOO_BIG counted %d bytes, want the dropped packet's %d", b, len(tt.pkt))
 			}
 		})
@@ -134,7 +135,7 @@ func TestPodEgressTooBigWithoutDF(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := metric(t, coll, dirPodEgress, ReasonForwarded)
+			before := metric(t, coll, dirPodEgress, dropreason.Forwarded)
 			got, out := run(t, prog, tt.pkt, tt.ctx)
 			if got != tcActOK {
 				t.Fatalf("verdict %d, want TC_ACT_OK", got)
@@ -142,12 +143,12 @@ func TestPodEgressTooBigWithoutDF(t *testing.T) {
 			if !bytes.Equal(out, tt.pkt) {
 				t.Errorf("packet changed on its way to the host stack")
 			}
-			if n := metric(t, coll, dirPodEgress, ReasonForwarded); n != before+1 {
+			if n := metric(t, coll, dirPodEgress, dropreason.Forwarded); n != before+1 {
 				t.Errorf("forwarded %d -> %d, want +1", before, n)
 			}
 		})
 	}
-	if n := metric(t, coll, dirPodEgress, DropPktTooBig) + metric(t, coll, dirPodEgress, ReasonICMPSent); n != 0 {
+	if n := metric(t, coll, dirPodEgress, dropreason.PktTooBig) + metric(t, coll, dirPodEgress, dropreason.ICMPSent); n != 0 {
 		t.Errorf("packets without DF counted as too big or answered: %d", n)
 	}
 }
@@ -214,7 +215,7 @@ func TestPodEgressDirectRouteTooBig(t *testing.T) {
 	if r := runIn(podUDPNoDF(podA, remotePod, underlayMTU)); r.ret != tcActOK {
 		t.Errorf("packet over the underlay MTU without DF: verdict %d, want TC_ACT_OK", r.ret)
 	}
-	if n := metric(t, coll, dirPodEgress, DropPktTooBig); n != 1 {
+	if n := metric(t, coll, dirPodEgress, dropreason.PktTooBig); n != 1 {
 		t.Errorf("PKT_TOO_BIG counted %d, want 1", n)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 func TestPodEgressVerdicts(t *testing.T) {
@@ -22,32 +24,32 @@ func TestPodEgressVerdicts(t *testing.T) {
 		name   string
 		pkt    []byte
 		want   uint32
-		reason DropReason // counted under DIR_POD_EGRESS
-		same   bool       // the packet must leave unchanged
+		reason dropreason.Reason // counted under DIR_POD_EGRESS
+		same   bool              // the packet must leave unchanged
 	}{
-		{"outside the cluster goes to the host stack", podUDP(podA, internetIP, 100), tcActOK, ReasonForwarded, true},
-		{"ARP goes to the host stack", arp, tcActOK, ReasonForwarded, true},
-		{"IPv6 is not supported", ipv6, tcActShot, DropUnsupportedL3, false},
-		{"unknown pod in our pod CIDR", podUDP(podA, netip.MustParseAddr("10.244.1.99"), 10), tcActShot, DropUnknownEndpoint, false},
-		{"cluster CIDR without a route", podUDP(podA, netip.MustParseAddr("10.244.9.9"), 10), tcActShot, DropNoRoute, false},
-		{"route to a node we do not know", podUDP(podA, netip.MustParseAddr("10.244.3.3"), 10), tcActShot, DropUnknownNode, false},
+		{"outside the cluster goes to the host stack", podUDP(podA, internetIP, 100), tcActOK, dropreason.Forwarded, true},
+		{"ARP goes to the host stack", arp, tcActOK, dropreason.Forwarded, true},
+		{"IPv6 is not supported", ipv6, tcActShot, dropreason.UnsupportedL3, false},
+		{"unknown pod in our pod CIDR", podUDP(podA, netip.MustParseAddr("10.244.1.99"), 10), tcActShot, dropreason.UnknownEndpoint, false},
+		{"cluster CIDR without a route", podUDP(podA, netip.MustParseAddr("10.244.9.9"), 10), tcActShot, dropreason.NoRoute, false},
+		{"route to a node we do not know", podUDP(podA, netip.MustParseAddr("10.244.3.3"), 10), tcActShot, dropreason.UnknownNode, false},
 		// pod B's address, but sent through pod A's veth
-		{"spoofed: another pod's address", podUDP(podB, internetIP, 10), tcActShot, DropSpoofedSource, false},
-		{"spoofed: not a pod address", podUDP(netip.MustParseAddr("10.1.2.3"), internetIP, 10), tcActShot, DropSpoofedSource, false},
-		{"spoofed: node address", podUDP(nodeIP, remotePod, 10), tcActShot, DropSpoofedSource, false},
+		{"spoofed: another pod's address", podUDP(podB, internetIP, 10), tcActShot, dropreason.SpoofedSource, false},
+		{"spoofed: not a pod address", podUDP(netip.MustParseAddr("10.1.2.3"), internetIP, 10), tcActShot, dropreason.SpoofedSource, false},
+		{"spoofed: node address", podUDP(nodeIP, remotePod, 10), tcActShot, dropreason.SpoofedSource, false},
 		// pod MTU 1450: IPv4 total 1451 without GSO would be silently oversized after encap.
 		// With DF the drop is answered with ICMP (TestPodEgressFragNeeded checks the answer).
-		{"too big for the overlay with DF", podUDP(podA, remotePod, podMTU-20-8+1), tcActRedirect, DropPktTooBig, false},
-		{"too big for the overlay with DF: the answer", podUDP(podA, remotePod, podMTU-20-8+1), tcActRedirect, ReasonICMPSent, false},
-		{"too big for the overlay without DF: the host fragments", podUDPNoDF(podA, remotePod, podMTU-20-8+1), tcActOK, ReasonForwarded, true},
-		{"exactly the MTU fits", podUDP(podA, remotePod, podMTU-20-8), tcActRedirect, ReasonForwarded, false},
-		{"too big is fine outside the overlay", podUDP(podA, internetIP, podMTU), tcActOK, ReasonForwarded, true},
+		{"too big for the overlay with DF", podUDP(podA, remotePod, podMTU-20-8+1), tcActRedirect, dropreason.PktTooBig, false},
+		{"too big for the overlay with DF: the answer", podUDP(podA, remotePod, podMTU-20-8+1), tcActRedirect, dropreason.ICMPSent, false},
+		{"too big for the overlay without DF: the host fragments", podUDPNoDF(podA, remotePod, podMTU-20-8+1), tcActOK, dropreason.Forwarded, true},
+		{"exactly the MTU fits", podUDP(podA, remotePod, podMTU-20-8), tcActRedirect, dropreason.Forwarded, false},
+		{"too big is fine outside the overlay", podUDP(podA, internetIP, podMTU), tcActOK, dropreason.Forwarded, true},
 		// each header cut short
 		// (An IPv4 header shorter than 20 bytes cannot be fed: test_run itself rejects it.)
-		{"IPv4 total length beyond the packet", udp[:len(udp)-1], tcActShot, DropInvalid, false},
-		{"IPv4 header length beyond the packet", withIHL(podUDP(podA, internetIP, 0), 15), tcActShot, DropInvalid, false},
-		{"IPv4 header length below 20", withIHL(podUDP(podA, internetIP, 0), 4), tcActShot, DropInvalid, false},
-		{"IP version 6 in an IPv4 frame", withVersion(podUDP(podA, internetIP, 0), 6), tcActShot, DropInvalid, false},
+		{"IPv4 total length beyond the packet", udp[:len(udp)-1], tcActShot, dropreason.Invalid, false},
+		{"IPv4 header length beyond the packet", withIHL(podUDP(podA, internetIP, 0), 15), tcActShot, dropreason.Invalid, false},
+		{"IPv4 header length below 20", withIHL(podUDP(podA, internetIP, 0), 4), tcActShot, dropreason.Invalid, false},
+		{"IP version 6 in an IPv4 frame", withVersion(podUDP(podA, internetIP, 0), 6), tcActShot, dropreason.Invalid, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,7 +88,7 @@ func TestPodEgressNotReady(t *testing.T) {
 	if got != tcActShot {
 		t.Fatalf("verdict %d, want TC_ACT_SHOT", got)
 	}
-	if n := metric(t, coll, dirPodEgress, DropNotReady); n != 1 {
+	if n := metric(t, coll, dirPodEgress, dropreason.NotReady); n != 1 {
 		t.Errorf("NOT_READY counted %d times, want 1", n)
 	}
 }
@@ -108,7 +110,7 @@ func TestPodEgressLocalPod(t *testing.T) {
 	if !bytes.Equal(out[12:], in[12:]) {
 		t.Errorf("IP packet changed on local delivery")
 	}
-	if n := metric(t, coll, dirPodEgress, ReasonForwarded); n != 1 {
+	if n := metric(t, coll, dirPodEgress, dropreason.Forwarded); n != 1 {
 		t.Errorf("forwarded %d, want 1", n)
 	}
 }
@@ -232,10 +234,10 @@ func TestPodEgressGSOIsNotTooBig(t *testing.T) {
 	in := podPacket(podA, remotePod, tcpSeg(podA, remotePod, 40000, 80, tcpACK, payload), protoTCP, true)
 	ctx := &skbCtx{GSOSize: podMTU - 40, GSOSegs: 2}
 	run(t, coll.Programs["pod_egress"], in, ctx)
-	if n := metric(t, coll, dirPodEgress, DropPktTooBig); n != 0 {
+	if n := metric(t, coll, dirPodEgress, dropreason.PktTooBig); n != 0 {
 		t.Errorf("GSO packet counted as PKT_TOO_BIG")
 	}
-	if n := metric(t, coll, dirPodEgress, DropEncapFailed) + metric(t, coll, dirPodEgress, ReasonForwarded); n != 1 {
+	if n := metric(t, coll, dirPodEgress, dropreason.EncapFailed) + metric(t, coll, dirPodEgress, dropreason.Forwarded); n != 1 {
 		t.Errorf("GSO packet neither encapsulated nor refused by adjust_room")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 const dirPodIngress = 6
@@ -47,7 +48,7 @@ func TestPodIngressHostBackendReply(t *testing.T) {
 				connectToHostBackend(t, coll, proto, 80, be)
 
 				prog := coll.Programs["pod_ingress"]
-				fwdBefore := metric(t, coll, dirPodIngress, ReasonForwarded)
+				fwdBefore := metric(t, coll, dirPodIngress, dropreason.Forwarded)
 				in := hostToPodA(ipHdr{src: addr, dst: podA, proto: proto}.build(l4Seg(proto, addr, podA, 8080, 40000, tcpSYN|tcpACK, []byte("world"))))
 				got, out := run(t, prog, in, nil)
 				if got != tcActOK {
@@ -65,7 +66,7 @@ func TestPodIngressHostBackendReply(t *testing.T) {
 				if rev.Flags&ctSeenReply == 0 || fwd.Flags&ctSeenReply == 0 {
 					t.Errorf("SEEN_REPLY: REV flags %#x, FWD flags %#x; want it on both", rev.Flags, fwd.Flags)
 				}
-				if d := metric(t, coll, dirPodIngress, ReasonForwarded) - fwdBefore; d != 1 {
+				if d := metric(t, coll, dirPodIngress, dropreason.Forwarded) - fwdBefore; d != 1 {
 					t.Errorf("pod-ingress FORWARDED +%d, want +1", d)
 				}
 

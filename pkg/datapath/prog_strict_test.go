@@ -10,6 +10,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // ---- item 3: "fragmentation needed" ----
@@ -46,7 +48,7 @@ func TestPodEgressNoFragNeededAboutICMPErrorsOrLaterFragments(t *testing.T) {
 			if tt.answered {
 				sent = 1
 			}
-			if d, s := metric(t, coll, dirPodEgress, DropPktTooBig), metric(t, coll, dirPodEgress, ReasonICMPSent); d != 1 || s != sent {
+			if d, s := metric(t, coll, dirPodEgress, dropreason.PktTooBig), metric(t, coll, dirPodEgress, dropreason.ICMPSent); d != 1 || s != sent {
 				t.Errorf("PKT_TOO_BIG %d, ICMP_SENT %d; want 1, %d", d, s, sent)
 			}
 		})
@@ -131,24 +133,24 @@ func TestNodeIngressVXLANOuterChecks(t *testing.T) {
 		pkt    []byte
 		want   uint32
 		dir    int
-		reason DropReason
+		reason dropreason.Reason
 	}{
-		{"outer destination multicast", vxlanOuter{dst: netip.MustParseAddr("239.1.1.1")}.frame(toPod), tcActShot, dirOverlayIn, DropVXLANNotUnicast},
-		{"outer destination limited broadcast", vxlanOuter{dst: netip.MustParseAddr("255.255.255.255")}.frame(toPod), tcActShot, dirOverlayIn, DropVXLANNotUnicast},
-		{"outer IPv4 header checksum wrong", vxlanOuter{badIPCsum: true}.frame(toPod), tcActShot, dirOverlayIn, DropBadChecksum},
-		{"UDP length longer than the IPv4 datagram", vxlanOuter{udpLen: full - 20 + 4}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
-		{"UDP length shorter than the IPv4 datagram", vxlanOuter{udpLen: full - 20 - 4}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
-		{"IPv4 length ends after the VXLAN header", shortTot(8 + 8), tcActShot, dirOverlayIn, DropInvalid},
-		{"IPv4 length ends inside the inner Ethernet header", shortTot(8 + 8 + 6), tcActShot, dirOverlayIn, DropInvalid},
-		{"IPv4 length ends inside the inner IPv4 header", shortTot(8 + 8 + 14 + 10), tcActShot, dirOverlayIn, DropInvalid},
-		{"IPv4 length ends inside the inner packet", innerBeyond, tcActShot, dirOverlayIn, DropInvalid},
-		{"VXLAN reserved flag bits set", vxlanOuter{vx: vxlanHdr(0x08000001, vni)}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
-		{"VXLAN reserved VNI bits set", vxlanOuter{vx: reservedVNI}.frame(toPod), tcActShot, dirOverlayIn, DropInvalid},
+		{"outer destination multicast", vxlanOuter{dst: netip.MustParseAddr("239.1.1.1")}.frame(toPod), tcActShot, dirOverlayIn, dropreason.VXLANNotUnicast},
+		{"outer destination limited broadcast", vxlanOuter{dst: netip.MustParseAddr("255.255.255.255")}.frame(toPod), tcActShot, dirOverlayIn, dropreason.VXLANNotUnicast},
+		{"outer IPv4 header checksum wrong", vxlanOuter{badIPCsum: true}.frame(toPod), tcActShot, dirOverlayIn, dropreason.BadChecksum},
+		{"UDP length longer than the IPv4 datagram", vxlanOuter{udpLen: full - 20 + 4}.frame(toPod), tcActShot, dirOverlayIn, dropreason.Invalid},
+		{"UDP length shorter than the IPv4 datagram", vxlanOuter{udpLen: full - 20 - 4}.frame(toPod), tcActShot, dirOverlayIn, dropreason.Invalid},
+		{"IPv4 length ends after the VXLAN header", shortTot(8 + 8), tcActShot, dirOverlayIn, dropreason.Invalid},
+		{"IPv4 length ends inside the inner Ethernet header", shortTot(8 + 8 + 6), tcActShot, dirOverlayIn, dropreason.Invalid},
+		{"IPv4 length ends inside the inner IPv4 header", shortTot(8 + 8 + 14 + 10), tcActShot, dirOverlayIn, dropreason.Invalid},
+		{"IPv4 length ends inside the inner packet", innerBeyond, tcActShot, dirOverlayIn, dropreason.Invalid},
+		{"VXLAN reserved flag bits set", vxlanOuter{vx: vxlanHdr(0x08000001, vni)}.frame(toPod), tcActShot, dirOverlayIn, dropreason.Invalid},
+		{"VXLAN reserved VNI bits set", vxlanOuter{vx: reservedVNI}.frame(toPod), tcActShot, dirOverlayIn, dropreason.Invalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := metric(t, coll, tt.dir, tt.reason)
-			fwd := metric(t, coll, dirOverlayIn, ReasonForwarded)
+			fwd := metric(t, coll, dirOverlayIn, dropreason.Forwarded)
 			got, _ := run(t, prog, tt.pkt, nil)
 			if got != tt.want {
 				t.Fatalf("verdict %d, want %d", got, tt.want)
@@ -156,7 +158,7 @@ func TestNodeIngressVXLANOuterChecks(t *testing.T) {
 			if after := metric(t, coll, tt.dir, tt.reason); after != before+1 {
 				t.Errorf("counter dir %d %v: %d -> %d, want +1", tt.dir, tt.reason, before, after)
 			}
-			if n := metric(t, coll, dirOverlayIn, ReasonForwarded); n != fwd {
+			if n := metric(t, coll, dirOverlayIn, dropreason.Forwarded); n != fwd {
 				t.Errorf("overlay-in FORWARDED %d -> %d: a bad frame was delivered", fwd, n)
 			}
 		})
@@ -189,13 +191,13 @@ func TestNodeIngressVXLANOuterAccepted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := metric(t, coll, dirOverlayIn, ReasonForwarded)
+			before := metric(t, coll, dirOverlayIn, dropreason.Forwarded)
 			got, out := run(t, prog, tt.outer.frame(tt.inner), nil)
 			if got != tcActRedirect {
 				t.Fatalf("verdict %d, want TC_ACT_REDIRECT (decapsulated to pod A)", got)
 			}
 			checkDelivered(t, out, tt.inner)
-			if n := metric(t, coll, dirOverlayIn, ReasonForwarded); n != before+1 {
+			if n := metric(t, coll, dirOverlayIn, dropreason.Forwarded); n != before+1 {
 				t.Errorf("overlay-in FORWARDED %d -> %d, want +1", before, n)
 			}
 		})
@@ -213,10 +215,10 @@ func TestNodeIngressVXLANToAnotherAddressNotDecapsulated(t *testing.T) {
 	if got != tcActOK || !bytes.Equal(out, in) {
 		t.Fatalf("verdict %d (want TC_ACT_OK), packet changed %v", got, !bytes.Equal(out, in))
 	}
-	if n := metric(t, coll, dirOverlayIn, ReasonForwarded); n != 0 {
+	if n := metric(t, coll, dirOverlayIn, dropreason.Forwarded); n != 0 {
 		t.Errorf("overlay-in FORWARDED %d, want 0 (not ours)", n)
 	}
-	if n := metric(t, coll, dirNodeIn, ReasonForwarded); n != 1 {
+	if n := metric(t, coll, dirNodeIn, dropreason.Forwarded); n != 1 {
 		t.Errorf("node-in FORWARDED %d, want 1", n)
 	}
 }
@@ -246,7 +248,7 @@ func TestNodeIngressVXLANUnconfirmedChecksumLeftToKernel(t *testing.T) {
 			if got != tcActOK || !bytes.Equal(out, tt.in) {
 				t.Fatalf("verdict %d (want TC_ACT_OK), packet changed %v", got, !bytes.Equal(out, tt.in))
 			}
-			for _, r := range []DropReason{DropBadChecksum, DropInvalid} {
+			for _, r := range []dropreason.Reason{dropreason.BadChecksum, dropreason.Invalid} {
 				if n := metric(t, coll, dirOverlayIn, r); n != 0 {
 					t.Errorf("overlay-in %v %d, want 0", r, n)
 				}
@@ -277,11 +279,11 @@ func TestOverlayEgressTruncatedL4(t *testing.T) {
 		{"UDP header of 6 bytes", hostTo(protoUDP, udp[:6])},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			before := metric(t, coll, dirOverlayOut, DropInvalid)
+			before := metric(t, coll, dirOverlayOut, dropreason.Invalid)
 			if got, _ := run(t, prog, tt.pkt, nil); got != tcActShot {
 				t.Fatalf("verdict %d, want TC_ACT_SHOT", got)
 			}
-			if n := metric(t, coll, dirOverlayOut, DropInvalid); n != before+1 {
+			if n := metric(t, coll, dirOverlayOut, dropreason.Invalid); n != before+1 {
 				t.Errorf("overlay-out INVALID %d -> %d, want +1", before, n)
 			}
 		})
@@ -330,19 +332,19 @@ func TestNodeXDPMalformedToClosedNodePortIsInvalid(t *testing.T) {
 			if got := runXDP(t, xdp.Programs["node_xdp"], c.pkt, 0); got != xdpPass {
 				t.Errorf("node_xdp: verdict %d, want XDP_PASS", got)
 			}
-			before := metric(t, node, dirNodeIn, DropInvalid)
+			before := metric(t, node, dirNodeIn, dropreason.Invalid)
 			if got, _ := run(t, node.Programs["node_ingress"], c.pkt, nil); got != tcActShot {
 				t.Errorf("node_ingress: verdict %d, want TC_ACT_SHOT", got)
 			}
-			if n := metric(t, node, dirNodeIn, DropInvalid); n != before+1 {
+			if n := metric(t, node, dirNodeIn, dropreason.Invalid); n != before+1 {
 				t.Errorf("node-in INVALID %d -> %d, want +1", before, n)
 			}
 		})
 	}
-	if n := metric(t, xdp, dirNodeXDP, DropNodePortClosed); n != 0 {
+	if n := metric(t, xdp, dirNodeXDP, dropreason.NodePortClosed); n != 0 {
 		t.Errorf("node-xdp NODEPORT_CLOSED %d, want 0", n)
 	}
-	if n := metric(t, node, dirNodeIn, DropNodePortClosed); n != 0 {
+	if n := metric(t, node, dirNodeIn, dropreason.NodePortClosed); n != 0 {
 		t.Errorf("node-in NODEPORT_CLOSED %d, want 0", n)
 	}
 	// Padding after a whole header is Ethernet's, not a malformed frame: still closed.
@@ -350,7 +352,7 @@ func TestNodeXDPMalformedToClosedNodePortIsInvalid(t *testing.T) {
 	if got := runXDP(t, xdp.Programs["node_xdp"], padded, 0); got != xdpDrop {
 		t.Errorf("padded SYN: node_xdp verdict %d, want XDP_DROP", got)
 	}
-	if got, _ := run(t, node.Programs["node_ingress"], padded, nil); got != tcActShot || metric(t, node, dirNodeIn, DropNodePortClosed) != 1 {
-		t.Errorf("padded SYN: node_ingress verdict %d, NODEPORT_CLOSED %d; want a drop counted as NODEPORT_CLOSED", got, metric(t, node, dirNodeIn, DropNodePortClosed))
+	if got, _ := run(t, node.Programs["node_ingress"], padded, nil); got != tcActShot || metric(t, node, dirNodeIn, dropreason.NodePortClosed) != 1 {
+		t.Errorf("padded SYN: node_ingress verdict %d, NODEPORT_CLOSED %d; want a drop counted as NODEPORT_CLOSED", got, metric(t, node, dirNodeIn, dropreason.NodePortClosed))
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // checkTunnelUnreach verifies that out is VXLAN to the site-b node carrying ICMP host unreachable
@@ -58,7 +60,7 @@ func TestNodeIngressTunnelUnreach(t *testing.T) {
 		t.Fatalf("verdict %d, want the answer redirected back out of the NIC", got)
 	}
 	checkTunnelUnreach(t, out, in)
-	if d, s := metric(t, coll, dirOverlayIn, DropDomainUnreachable), metric(t, coll, dirOverlayIn, ReasonICMPSent); d != 1 || s != 1 {
+	if d, s := metric(t, coll, dirOverlayIn, dropreason.DomainUnreachable), metric(t, coll, dirOverlayIn, dropreason.ICMPSent); d != 1 || s != 1 {
 		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", d, s)
 	}
 
@@ -72,9 +74,9 @@ func TestNodeIngressTunnelUnreach(t *testing.T) {
 		"fragment":   vxlanFrame(siteBNode, vxlanPort, vx, fragment),
 		"no node":    vxlanFrame(strangerIP, vxlanPort, vx, innerFrame(siteBPod, podA)),
 	} {
-		sent := metric(t, coll, dirOverlayIn, ReasonICMPSent)
-		if got, _ := run(t, prog, frame, nil); got != tcActShot || metric(t, coll, dirOverlayIn, ReasonICMPSent) != sent {
-			t.Errorf("%s: verdict %d, ICMP_SENT %d -> %d; want a silent drop", name, got, sent, metric(t, coll, dirOverlayIn, ReasonICMPSent))
+		sent := metric(t, coll, dirOverlayIn, dropreason.ICMPSent)
+		if got, _ := run(t, prog, frame, nil); got != tcActShot || metric(t, coll, dirOverlayIn, dropreason.ICMPSent) != sent {
+			t.Errorf("%s: verdict %d, ICMP_SENT %d -> %d; want a silent drop", name, got, sent, metric(t, coll, dirOverlayIn, dropreason.ICMPSent))
 		}
 	}
 
@@ -139,7 +141,7 @@ func TestNodeIngressTunnelUnreachSynAck(t *testing.T) {
 		t.Errorf("MACs dst %x src %x, want the pod's %x from its gateway %x", dst, src, podAMAC, podAHostMAC)
 	}
 	checkSynAckAnswer(t, parseIP(t, out[14:]), podA, siteBPod)
-	if d, s := metric(t, coll, dirOverlayIn, DropDomainUnreachable), metric(t, coll, dirOverlayIn, ReasonICMPSent); d != 1 || s != 1 {
+	if d, s := metric(t, coll, dirOverlayIn, dropreason.DomainUnreachable), metric(t, coll, dirOverlayIn, dropreason.ICMPSent); d != 1 || s != 1 {
 		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", d, s)
 	}
 }
@@ -166,7 +168,7 @@ func TestPodEgressTunnelUnreachSynAck(t *testing.T) {
 		t.Errorf("inner MACs dst %x src %x, want the VTEP MACs %x %x", idst, isrc, remoteVtepMAC, vtepMAC)
 	}
 	checkSynAckAnswer(t, parseIP(t, inner[14:]), siteBPod, podA)
-	if d, s := metric(t, coll, dirPodEgress, DropDomainUnreachable), metric(t, coll, dirPodEgress, ReasonICMPSent); d != 1 || s != 1 {
+	if d, s := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable), metric(t, coll, dirPodEgress, dropreason.ICMPSent); d != 1 || s != 1 {
 		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", d, s)
 	}
 }

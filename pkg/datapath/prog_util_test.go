@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // TC verdicts (linux/pkt_cls.h).
@@ -186,7 +187,7 @@ func putRoute(t testing.TB, coll *ebpf.Collection, cidr string, r podRoute) {
 }
 
 // metric sums a per-CPU counter of metrics_map.
-func metric(t testing.TB, coll *ebpf.Collection, dir int, reason DropReason) uint64 {
+func metric(t testing.TB, coll *ebpf.Collection, dir int, reason dropreason.Reason) uint64 {
 	t.Helper()
 	var per []podMetric
 	if err := coll.Maps["metrics_map"].Lookup(uint32(dir*metricsReasons+int(reason)), &per); err != nil {
@@ -200,7 +201,7 @@ func metric(t testing.TB, coll *ebpf.Collection, dir int, reason DropReason) uin
 }
 
 // metricBytes sums the bytes of a per-CPU counter of metrics_map.
-func metricBytes(t testing.TB, coll *ebpf.Collection, dir int, reason DropReason) uint64 {
+func metricBytes(t testing.TB, coll *ebpf.Collection, dir int, reason dropreason.Reason) uint64 {
 	t.Helper()
 	var per []podMetric
 	if err := coll.Maps["metrics_map"].Lookup(uint32(dir*metricsReasons+int(reason)), &per); err != nil {

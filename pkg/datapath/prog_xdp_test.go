@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/vishvananda/netlink"
 )
 
@@ -158,13 +159,13 @@ func TestNodeXDPVerdicts(t *testing.T) {
 			bytes += uint64(len(c.pkt))
 		}
 	}
-	if n := metric(t, coll, dirNodeXDP, DropNodePortClosed); n != drops {
+	if n := metric(t, coll, dirNodeXDP, dropreason.NodePortClosed); n != drops {
 		t.Errorf("node-xdp NODEPORT_CLOSED counted %d packets, want %d", n, drops)
 	}
-	if n := metricBytes(t, coll, dirNodeXDP, DropNodePortClosed); n != bytes {
+	if n := metricBytes(t, coll, dirNodeXDP, dropreason.NodePortClosed); n != bytes {
 		t.Errorf("node-xdp NODEPORT_CLOSED counted %d bytes, want %d", n, bytes)
 	}
-	if n := metric(t, coll, dirNodeXDP, ReasonForwarded); n != 0 {
+	if n := metric(t, coll, dirNodeXDP, dropreason.Forwarded); n != 0 {
 		t.Errorf("node-xdp counted %d passed packets, want none (node_ingress counts them)", n)
 	}
 }
@@ -209,8 +210,8 @@ func TestNodeXDPDropEvent(t *testing.T) {
 	}
 	tu := ev.Tuple
 	switch {
-	case ev.Type != eventDrop || DropReason(ev.Reason) != DropNodePortClosed || ev.Dir != dirNodeXDP:
-		t.Errorf("type %d reason %v dir %d, want drop NODEPORT_CLOSED node-xdp", ev.Type, DropReason(ev.Reason), ev.Dir)
+	case ev.Type != eventDrop || dropreason.Reason(ev.Reason) != dropreason.NodePortClosed || ev.Dir != dirNodeXDP:
+		t.Errorf("type %d reason %v dir %d, want drop NODEPORT_CLOSED node-xdp", ev.Type, dropreason.Reason(ev.Reason), ev.Dir)
 	case ev.Ifindex != 1 || ev.Len != uint32(len(pkt)) || ev.Verdict != tcActShot:
 		t.Errorf("ifindex %d len %d verdict %d, want 1 (loopback) %d %d", ev.Ifindex, ev.Len, ev.Verdict, len(pkt), tcActShot)
 	case ev.Flags != eventFIPv4:

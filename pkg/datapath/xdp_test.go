@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 )
 
 // xdpLinkInfo reads the pinned XDP link: its interface, program and ID.
@@ -292,7 +293,7 @@ func TestXDPDropsOnTheWire(t *testing.T) {
 		t.Errorf("closed NodePort received %d datagrams, want 0", got)
 	}
 	var per []xdpMetric
-	if err := d.Map("metrics_map").Lookup(uint32(dirNodeXDP*metricsReasons+int(DropNodePortClosed)), &per); err != nil {
+	if err := d.Map("metrics_map").Lookup(uint32(dirNodeXDP*metricsReasons+int(dropreason.NodePortClosed)), &per); err != nil {
 		t.Fatal(err)
 	}
 	var drops uint64

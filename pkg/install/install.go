@@ -21,7 +21,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
-	"github.com/edgeplane/edgeplane/pkg/cni"
+	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
@@ -29,7 +29,7 @@ import (
 const (
 	DefaultBinDir       = "/opt/cni/bin"
 	DefaultConfDir      = "/etc/cni/net.d"
-	DefaultConflistName = "10-edgeplane.conflist"
+	DefaultConflistName = cniconf.ConflistName
 	NetworkName         = "edgeplane"
 	// CNIVersion of the conflist: 1.0.0, not 1.1.0, because containerd 1.6 (Debian 12, many edge
 	// nodes) rejects 1.1.0 results ("unsupported CNI result version"); the plugin speaks both.
@@ -102,7 +102,7 @@ func Run(c Config) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("reading the plugin to install: %w", err)
 	}
-	if err := res.write(filepath.Join(c.BinDir, cni.PluginType), plugin, 0o755); err != nil {
+	if err := res.write(filepath.Join(c.BinDir, cniconf.PluginType), plugin, 0o755); err != nil {
 		return res, err
 	}
 	if c.MissingPluginsFrom != "" {
@@ -130,7 +130,7 @@ func Run(c Config) (Result, error) {
 // from the node's pod CIDR), then portmap (hostPort) and bandwidth (traffic shaping annotations).
 // It is checked with libcni, as the runtime will parse it.
 func Conflist(c Config) ([]byte, error) {
-	edgeplane := map[string]any{"type": cni.PluginType, "runDir": c.RunDir, "ipam": map[string]any{"type": "host-local"}}
+	edgeplane := map[string]any{"type": cniconf.PluginType, "runDir": c.RunDir, "ipam": map[string]any{"type": "host-local"}}
 	if c.MTU != 0 {
 		edgeplane["mtu"] = c.MTU
 	}

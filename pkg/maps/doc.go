@@ -39,6 +39,10 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+// DefaultRoot is the bpffs directory the agent pins its maps, programs and links under unless
+// configured otherwise (--bpffs-root).
+const DefaultRoot = "/sys/fs/bpf/edgeplane"
+
 // Dir is the directory under a bpffs root where maps are pinned by name.
 const Dir = "maps"
 

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	metricsmap "github.com/edgeplane/edgeplane/pkg/maps/metrics"
@@ -37,8 +38,8 @@ func direction(d metricsmap.Dir) string {
 }
 
 // isDrop tells whether a reason counts a dropped packet; FORWARDED and ICMP_SENT do not.
-func isDrop(r datapath.DropReason) bool {
-	return r != datapath.ReasonForwarded && r != datapath.ReasonICMPSent
+func isDrop(r dropreason.Reason) bool {
+	return r != dropreason.Forwarded && r != dropreason.ICMPSent
 }
 
 // DatapathCollector reads the pinned maps and links under a bpffs root at every scrape. Before
@@ -135,7 +136,7 @@ func (c *DatapathCollector) collectCounters(ch chan<- prometheus.Metric) error {
 		return err
 	}
 	for d := range directions {
-		for r := datapath.ReasonForwarded; r < datapath.DropReasonMax; r++ {
+		for r := dropreason.Forwarded; r < dropreason.Max; r++ {
 			k := metricsmap.Key{Dir: d, Reason: uint32(r)}
 			if _, ok := totals[k]; !ok {
 				totals[k] = metricsmap.Metric{}
@@ -143,7 +144,7 @@ func (c *DatapathCollector) collectCounters(ch chan<- prometheus.Metric) error {
 		}
 	}
 	for k, v := range totals {
-		dir, reason := direction(k.Dir), datapath.DropReason(k.Reason)
+		dir, reason := direction(k.Dir), dropreason.Reason(k.Reason)
 		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.Packets), dir, reason.String())
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(v.Bytes), dir, reason.String())
 		if isDrop(reason) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	metricsmap "github.com/edgeplane/edgeplane/pkg/maps/metrics"
@@ -36,7 +37,7 @@ func TestDatapathCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put := func(dir metricsmap.Dir, reason datapath.DropReason, packets, bytes uint64) {
+	put := func(dir metricsmap.Dir, reason dropreason.Reason, packets, bytes uint64) {
 		slots := make([]metricsmap.Metric, cpus)
 		slots[0] = metricsmap.Metric{Packets: packets, Bytes: bytes}
 		slots[cpus-1].Packets += packets // per-CPU slots are summed
@@ -45,9 +46,9 @@ func TestDatapathCollector(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(metricsmap.DirOverlayIn, datapath.DropVNIMismatch, 3, 300)
-	put(metricsmap.DirPodEgress, datapath.ReasonForwarded, 10, 1000)
-	put(metricsmap.DirPodEgress, datapath.ReasonICMPSent, 1, 576)
+	put(metricsmap.DirOverlayIn, dropreason.VNIMismatch, 3, 300)
+	put(metricsmap.DirPodEgress, dropreason.Forwarded, 10, 1000)
+	put(metricsmap.DirPodEgress, dropreason.ICMPSent, 1, 576)
 	put(metricsmap.DirNodeOut, 40, 1, 60) // a reason newer than this binary
 	nm, err := nonmasq.Open(root)
 	if err != nil {
@@ -103,7 +104,7 @@ func TestDatapathCollector(t *testing.T) {
 		t.Errorf("%s counts forwarded packets", DatapathDrops)
 	}
 	// Every known reason in every direction, zero or not, plus the unknown one.
-	known := len(directions) * int(datapath.DropReasonMax)
+	known := len(directions) * int(dropreason.Max)
 	if got := testutil.CollectAndCount(NewDatapathCollector(root), DatapathPackets); got != known+1 {
 		t.Errorf("%d %s series, want %d", got, DatapathPackets, known+1)
 	}

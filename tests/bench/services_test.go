@@ -19,7 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/pkg/service"
@@ -260,7 +260,7 @@ func calibrate(b *testing.B, p *livePath) {
 
 // verifyXDPDrop: node_xdp counted every frame as NODEPORT_CLOSED.
 func verifyXDPDrop(b *testing.B, p *livePath) {
-	key := metrics.Key{Dir: metrics.DirNodeXDP, Reason: uint32(datapath.DropNodePortClosed)}
+	key := metrics.Key{Dir: metrics.DirNodeXDP, Reason: uint32(dropreason.NodePortClosed)}
 	before, err := p.node.Counters()
 	if err != nil {
 		b.Fatal(err)

@@ -22,7 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	mapsdomains "github.com/edgeplane/edgeplane/pkg/maps/domains"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
@@ -197,7 +197,7 @@ func (c *cluster) converge(t *testing.T, want expectation) time.Duration {
 }
 
 // counter reads one counter of one node.
-func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason datapath.DropReason) uint64 {
+func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	m, err := n.Counters()
 	if err != nil {
@@ -207,7 +207,7 @@ func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason datapath.DropRea
 }
 
 // counter sums a counter over all nodes.
-func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason datapath.DropReason) uint64 {
+func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	var n uint64
 	for _, node := range c.nodes {
@@ -225,8 +225,8 @@ func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason datapath.DropRea
 // the drop counters grow by exactly one DOMAIN_UNREACHABLE (and one ICMP_SENT) per unreachable pair.
 func (c *cluster) checkMatrix(t *testing.T, want expectation) (reachable, unreachable int) {
 	t.Helper()
-	drops := c.counter(t, metrics.DirPodEgress, datapath.DropDomainUnreachable)
-	icmps := c.counter(t, metrics.DirPodEgress, datapath.ReasonICMPSent)
+	drops := c.counter(t, metrics.DirPodEgress, dropreason.DomainUnreachable)
+	icmps := c.counter(t, metrics.DirPodEgress, dropreason.ICMPSent)
 	got := c.probe()
 	if m := mismatches(got, want); len(m) > 0 {
 		t.Fatalf("matrix:\n  %s", strings.Join(m, "\n  "))
@@ -246,8 +246,8 @@ func (c *cluster) checkMatrix(t *testing.T, want expectation) (reachable, unreac
 			t.Errorf("%s->%s took %v to fail, want fast", p.src, p.dst, o.took)
 		}
 	}
-	dd := c.counter(t, metrics.DirPodEgress, datapath.DropDomainUnreachable) - drops
-	di := c.counter(t, metrics.DirPodEgress, datapath.ReasonICMPSent) - icmps
+	dd := c.counter(t, metrics.DirPodEgress, dropreason.DomainUnreachable) - drops
+	di := c.counter(t, metrics.DirPodEgress, dropreason.ICMPSent) - icmps
 	if dd != uint64(unreachable) || di != uint64(unreachable) {
 		t.Errorf("DOMAIN_UNREACHABLE +%d, ICMP_SENT +%d; the matrix predicts +%d each", dd, di, unreachable)
 	}
@@ -282,7 +282,7 @@ func TestDomains(t *testing.T) {
 		// (the network is IPv4; the CNI plugin and the agent turn IPv6 off on those links).
 		time.Sleep(time.Second) // duplicate address detection and router solicitation would be done
 		for _, dir := range []metrics.Dir{metrics.DirPodEgress, metrics.DirOverlayOut, metrics.DirOverlayIn} {
-			if n := c.counter(t, dir, datapath.DropUnsupportedL3); n != 0 {
+			if n := c.counter(t, dir, dropreason.UnsupportedL3); n != 0 {
 				t.Errorf("%v: %d UNSUPPORTED_L3 drops on an idle cluster", dir, n)
 			}
 		}
@@ -584,7 +584,7 @@ func testGateway(t *testing.T, c *cluster) {
 			t.Errorf("API server -> site-a pod without a private line: %v after %v, want EHOSTUNREACH at once", err, took)
 		}
 	}
-	if got := counter(t, c2, metrics.DirNodeIn, datapath.DropDomainUnreachable); got < 5 {
+	if got := counter(t, c2, metrics.DirNodeIn, dropreason.DomainUnreachable); got < 5 {
 		t.Errorf("c2 counted %d DOMAIN_UNREACHABLE on node-in, want at least the 5 probes", got)
 	}
 	waitEvent(t, c, "c2", "CloudGatewayIsolated")
@@ -682,14 +682,14 @@ func testSpoofedVXLAN(t *testing.T, c *cluster) {
 	}
 	probe := vxlanProbe(c.pod("c1"), mac)
 	const n = 5
-	count := func(reason datapath.DropReason) uint64 {
+	count := func(reason dropreason.Reason) uint64 {
 		m, err := c1.Counters()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return m[metrics.Key{Dir: metrics.DirOverlayIn, Reason: uint32(reason)}].Packets
 	}
-	settle := func(reason datapath.DropReason, before uint64) uint64 {
+	settle := func(reason dropreason.Reason, before uint64) uint64 {
 		deadline := time.Now().Add(2 * time.Second)
 		for time.Now().Before(deadline) && count(reason) < before+n {
 			time.Sleep(20 * time.Millisecond)
@@ -698,16 +698,16 @@ func testSpoofedVXLAN(t *testing.T, c *cluster) {
 	}
 
 	// From a host that is not a node (the outside host on the cloud network).
-	before := count(datapath.DropUnknownTunnelSource)
+	before := count(dropreason.UnknownTunnelSource)
 	sendUDP(t, c.lab.Outside, netip.AddrPortFrom(c1.IP, 8472), probe, n)
-	if got := settle(datapath.DropUnknownTunnelSource, before); got != n {
+	if got := settle(dropreason.UnknownTunnelSource, before); got != n {
 		t.Errorf("VXLAN from the outside host: UNKNOWN_TUNNEL_SOURCE +%d, want +%d", got, n)
 	}
 	// From site-b's node, through the NAT (the only way it reaches c1): a node of a domain c1
 	// cannot reach.
-	before = count(datapath.DropDomainUnreachable)
+	before = count(dropreason.DomainUnreachable)
 	sendUDP(t, c.node("b1").Netns, netip.AddrPortFrom(c1.PublicIP, 8472), probe, n)
-	if got := settle(datapath.DropDomainUnreachable, before); got != n {
+	if got := settle(dropreason.DomainUnreachable, before); got != n {
 		t.Errorf("VXLAN from site-b's node: DOMAIN_UNREACHABLE +%d, want +%d", got, n)
 	}
 }

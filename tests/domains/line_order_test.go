@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/tests/lab"
@@ -56,12 +56,12 @@ func TestPrivateWithoutLine(t *testing.T) {
 	if _, err := lab.WaitPing(ctx, src.Netns, dst.IP, convergeLimit); err != nil {
 		t.Fatalf("private with the line up: %v", err)
 	}
-	count := func(reason datapath.DropReason) uint64 { return counter(t, src.Node, metrics.DirPodEgress, reason) }
+	count := func(reason dropreason.Reason) uint64 { return counter(t, src.Node, metrics.DirPodEgress, reason) }
 
 	if err := l.SetPrivateLine(ctx, lab.DomainCloud, lab.DomainSiteA, false); err != nil {
 		t.Fatal(err)
 	}
-	drops, forwarded := count(datapath.DropDomainUnreachable), count(datapath.ReasonForwarded)
+	drops, forwarded := count(dropreason.DomainUnreachable), count(dropreason.Forwarded)
 	start := time.Now()
 	_, tcpErr := lab.TCPEcho(src.Netns, echo, 2*time.Second)
 	took := time.Since(start)
@@ -71,10 +71,10 @@ func TestPrivateWithoutLine(t *testing.T) {
 	if ans, err := lab.PingOrUnreachable(src.Netns, dst.IP, time.Second); err == nil {
 		t.Errorf("ping over a missing line answered: %+v, want no answer at all", ans)
 	}
-	if d := count(datapath.DropDomainUnreachable) - drops; d != 0 {
+	if d := count(dropreason.DomainUnreachable) - drops; d != 0 {
 		t.Errorf("DOMAIN_UNREACHABLE +%d over a missing line, want +0 (the source believes the line)", d)
 	}
-	if f := count(datapath.ReasonForwarded) - forwarded; f < 2 {
+	if f := count(dropreason.Forwarded) - forwarded; f < 2 {
 		t.Errorf("FORWARDED +%d, want the SYN and the echo request counted as forwarded", f)
 	}
 	t.Logf("private, line down: %v after %v, nothing counted as a drop at the source", tcpErr, took.Round(time.Millisecond))
@@ -85,10 +85,10 @@ func TestPrivateWithoutLine(t *testing.T) {
 	}
 	deadline := time.Now().Add(convergeLimit)
 	for {
-		drops = count(datapath.DropDomainUnreachable)
+		drops = count(dropreason.DomainUnreachable)
 		ans, err := lab.PingOrUnreachable(src.Netns, dst.IP, time.Second)
 		if err == nil && ans.Unreachable {
-			if d := count(datapath.DropDomainUnreachable) - drops; d != 1 {
+			if d := count(dropreason.DomainUnreachable) - drops; d != 1 {
 				t.Errorf("public: DOMAIN_UNREACHABLE +%d for one ping, want +1", d)
 			}
 			t.Logf("public: host unreachable from %v after %v", ans.From, ans.RTT)

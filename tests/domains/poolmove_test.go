@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -83,7 +83,7 @@ func TestPoolMoveFailsFast(t *testing.T) {
 	}()
 
 	applied := c.watchRoutes(ctx, t, "a2")
-	answersBefore := c.counter(t, metrics.DirOverlayIn, datapath.ReasonICMPSent)
+	answersBefore := c.counter(t, metrics.DirOverlayIn, dropreason.ICMPSent)
 	dropsBefore := c.drops(t)
 	const moves = 3
 	var cut, restored []time.Duration
@@ -111,7 +111,7 @@ func TestPoolMoveFailsFast(t *testing.T) {
 	<-collected
 	changes := <-applied
 	windows := applyWindows(t, changes, patched, []string{"a1", "a2", "c1", "c2"})
-	answers := c.counter(t, metrics.DirOverlayIn, datapath.ReasonICMPSent) - answersBefore
+	answers := c.counter(t, metrics.DirOverlayIn, dropreason.ICMPSent) - answersBefore
 	var dropped []string
 	for k, n := range c.drops(t) {
 		if d := n - dropsBefore[k]; d > 0 {
@@ -252,7 +252,7 @@ func (c *cluster) drops(t *testing.T) map[string]uint64 {
 			t.Fatal(err)
 		}
 		for k, v := range m {
-			if r := datapath.DropReason(k.Reason); r != datapath.ReasonForwarded {
+			if r := dropreason.Reason(k.Reason); r != dropreason.Forwarded {
 				out[fmt.Sprintf("%v %v", k.Dir, r)] += v.Packets
 			}
 		}

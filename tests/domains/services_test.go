@@ -12,7 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
@@ -162,7 +162,7 @@ func TestServicesAcrossDomains(t *testing.T) {
 			}
 		}
 		for _, n := range c.nodes {
-			if got := counter(t, n, metrics.DirNodeIn, datapath.DropDomainUnreachable); got != 0 {
+			if got := counter(t, n, metrics.DirNodeIn, dropreason.DomainUnreachable); got != 0 {
 				t.Errorf("%s counted %d DOMAIN_UNREACHABLE on node-in", n.Name, got)
 			}
 		}
@@ -177,7 +177,7 @@ func TestServicesAcrossDomains(t *testing.T) {
 			return v.Count == 0 && v.Unreachable == 2
 		})
 		t.Logf("all public: a1's frontend left both backends out %v after the ConfigMap update", time.Since(start).Round(time.Millisecond))
-		refused := counter(t, a1, metrics.DirPodEgress, datapath.DropNoServiceBackend)
+		refused := counter(t, a1, metrics.DirPodEgress, dropreason.NoServiceBackend)
 		for range 5 {
 			start := time.Now()
 			_, _, err := lab.AskHostname(c.pod("a1").Netns, corev1.ProtocolTCP, vip, 2*time.Second)
@@ -185,7 +185,7 @@ func TestServicesAcrossDomains(t *testing.T) {
 				t.Errorf("a1's pod with only unreachable backends: %v after %v, want ECONNREFUSED at once", err, took)
 			}
 		}
-		if got := counter(t, a1, metrics.DirPodEgress, datapath.DropNoServiceBackend) - refused; got < 5 {
+		if got := counter(t, a1, metrics.DirPodEgress, dropreason.NoServiceBackend) - refused; got < 5 {
 			t.Errorf("a1 counted NO_SERVICE_BACKEND +%d, want at least +5", got)
 		}
 		// The private line comes back: the cloud backend with it.

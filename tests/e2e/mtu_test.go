@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -135,7 +135,7 @@ func TestPathMTU(t *testing.T) {
 			t.Errorf("%s received a %d-byte datagram sent with DF over a 1450-byte path", dst.Name, n)
 		}
 		after := podEgressCounters(t, src.Node)
-		for _, r := range []datapath.DropReason{datapath.DropPktTooBig, datapath.ReasonICMPSent} {
+		for _, r := range []dropreason.Reason{dropreason.PktTooBig, dropreason.ICMPSent} {
 			k := metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(r)}
 			if after[k].Packets <= before[k].Packets {
 				t.Errorf("%s pod-egress %s counter did not rise: %d -> %d", src.Node.Name, r, before[k].Packets, after[k].Packets)
@@ -153,7 +153,7 @@ func TestPathMTU(t *testing.T) {
 		if out := routeGet(t, src, dst.IP); strings.Contains(out, "mtu") {
 			t.Fatalf("precondition: %s route cache not flushed: %s", src.Name, out)
 		}
-		k := metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(datapath.DropPktTooBig)}
+		k := metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(dropreason.PktTooBig)}
 		before := podEgressCounters(t, src.Node)[k]
 		const size = 4 << 20
 		took, err := lab.TCPSend(src.Netns, sink.Addr, size, 20*time.Second)

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -174,7 +174,7 @@ func TestRavenUntouched(t *testing.T) {
 		checkNoDrops(t, nodes, counters0, counters1)
 		// Not vacuous: Raven's datagrams crossed edgeplane's underlay programs, which passed them
 		// (requests into b, replies into a).
-		nodeInForwarded := metrics.Key{Dir: metrics.DirNodeIn, Reason: uint32(datapath.ReasonForwarded)}
+		nodeInForwarded := metrics.Key{Dir: metrics.DirNodeIn, Reason: uint32(dropreason.Forwarded)}
 		raven := stats[streams[0].what]
 		for _, n := range nodes {
 			if got := counters1[n][nodeInForwarded].Packets - counters0[n][nodeInForwarded].Packets; got < uint64(raven.Received) {
@@ -385,8 +385,8 @@ func checkNoDrops(t *testing.T, nodes []*lab.Node, before, after map[*lab.Node]m
 			if m.Packets < before[n][k].Packets || delta == 0 {
 				continue
 			}
-			line := fmt.Sprintf("%s/%s +%d", k.Dir, datapath.DropReason(k.Reason), delta)
-			if r := datapath.DropReason(k.Reason); r == datapath.ReasonForwarded || r == datapath.ReasonICMPSent {
+			line := fmt.Sprintf("%s/%s +%d", k.Dir, dropreason.Reason(k.Reason), delta)
+			if r := dropreason.Reason(k.Reason); r == dropreason.Forwarded || r == dropreason.ICMPSent {
 				forwarded = append(forwarded, line)
 				continue
 			}

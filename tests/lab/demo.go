@@ -19,7 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	domainmodel "github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 )
@@ -276,7 +276,7 @@ func (d *Demo) domainDrops() (map[string]uint64, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[n.Name] = c[metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(datapath.DropDomainUnreachable)}].Packets
+		out[n.Name] = c[metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(dropreason.DomainUnreachable)}].Packets
 	}
 	return out, nil
 }

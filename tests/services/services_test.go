@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/tests/lab"
@@ -165,7 +165,7 @@ func (c *cluster) setPool(t *testing.T, node, pool string) {
 	}
 }
 
-func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason datapath.DropReason) uint64 {
+func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	m, err := n.Counters()
 	if err != nil {
@@ -399,9 +399,9 @@ func testNodePortIsolation(t *testing.T, c *cluster) {
 	n3 := c.nodes[2]
 	probe := func(n *lab.Node) (closed bool) {
 		t.Helper()
-		before := counter(t, n, metrics.DirNodeXDP, datapath.DropNodePortClosed)
+		before := counter(t, n, metrics.DirNodeXDP, dropreason.NodePortClosed)
 		_, _ = lab.TCPEcho(c.lab.Outside, netip.AddrPortFrom(n.IP, nodePort), 300*time.Millisecond)
-		return counter(t, n, metrics.DirNodeXDP, datapath.DropNodePortClosed) > before
+		return counter(t, n, metrics.DirNodeXDP, dropreason.NodePortClosed) > before
 	}
 	deadline := time.Now().Add(waitLimit)
 	for !probe(n3) {

@@ -8,22 +8,29 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/edgeplane/edgeplane/pkg/controller"
 )
 
 // RouteProtocol marks the kernel routes edgeplane owns (`ip route show proto 237`), so that it
 // finds and removes its own and never touches anybody else's.
 const RouteProtocol netlink.RouteProtocol = 237
 
-// HostRoutes keeps the main table's edgeplane routes for peers' pod CIDRs (controller.HostRoute):
+// HostRoute is a kernel route the agent keeps for a peer's pod CIDR so that the host stack (host
+// sockets, and cloud hosts' traffic a node forwards) fares like pods: Unreachable for a domain
+// this node cannot reach (senders get "host unreachable" at once), or Via the cloud gateway. The
+// node reconciler (pkg/controller) decides them; HostRoutes puts them in the kernel.
+type HostRoute struct {
+	Unreachable bool
+	Via         netip.Addr
+}
+
+// HostRoutes keeps the main table's edgeplane routes for peers' pod CIDRs (HostRoute):
 // "unreachable" routes, and routes through the cloud gateway on the underlay NIC.
 type HostRoutes struct {
 	UnderlayIndex int
 }
 
 // Sync makes the routes with RouteProtocol equal to want.
-func (h HostRoutes) Sync(want map[netip.Prefix]controller.HostRoute) error {
+func (h HostRoutes) Sync(want map[netip.Prefix]HostRoute) error {
 	have, err := ownRoutes()
 	if err != nil {
 		return err
@@ -95,7 +102,7 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a.Unmap(), bits), true
 }
 
-func routeMatches(r netlink.Route, w controller.HostRoute, underlay int) bool {
+func routeMatches(r netlink.Route, w HostRoute, underlay int) bool {
 	if w.Unreachable {
 		return r.Type == unix.RTN_UNREACHABLE
 	}

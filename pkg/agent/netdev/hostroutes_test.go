@@ -8,7 +8,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 )
 
@@ -21,7 +20,7 @@ func TestHostRoutes(t *testing.T) {
 		h := HostRoutes{UnderlayIndex: eth.Attrs().Index}
 		a, b := netip.MustParsePrefix("10.244.5.0/24"), netip.MustParsePrefix("10.244.6.0/24")
 		gw := netip.MustParseAddr("192.168.50.7")
-		must(t, h.Sync(map[netip.Prefix]controller.HostRoute{a: {Unreachable: true}, b: {Via: gw}}))
+		must(t, h.Sync(map[netip.Prefix]HostRoute{a: {Unreachable: true}, b: {Via: gw}}))
 		assertRoute := func(ip string, wantType int, wantGw string) {
 			t.Helper()
 			got, err := netlink.RouteGet(net.ParseIP(ip))
@@ -41,7 +40,7 @@ func TestHostRoutes(t *testing.T) {
 
 		// The gateway moves, the unreachable domain becomes reachable without a gateway.
 		gw2 := netip.MustParseAddr("192.168.50.8")
-		must(t, h.Sync(map[netip.Prefix]controller.HostRoute{b: {Via: gw2}}))
+		must(t, h.Sync(map[netip.Prefix]HostRoute{b: {Via: gw2}}))
 		assertRoute("10.244.6.9", unix.RTN_UNICAST, gw2.String())
 		own, err := ownRoutes()
 		must(t, err)

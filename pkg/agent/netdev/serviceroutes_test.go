@@ -8,7 +8,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 )
 
@@ -28,7 +27,7 @@ func TestSyncServiceRoutes(t *testing.T) {
 		must(t, SyncServiceRoutes(dev.Index, src, map[netip.Addr]bool{lb: true, ext: true}))
 		// the other owners converge their own routes
 		must(t, EnsureRoutes(dev.Index, deviceRoutes(src, cidrs...)...))
-		must(t, HostRoutes{UnderlayIndex: eth.Attrs().Index}.Sync(map[netip.Prefix]controller.HostRoute{
+		must(t, HostRoutes{UnderlayIndex: eth.Attrs().Index}.Sync(map[netip.Prefix]HostRoute{
 			netip.MustParsePrefix("10.244.9.0/24"): {Unreachable: true},
 		}))
 

@@ -7,12 +7,13 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, MapName, uint32(0), Domain{})
+	layout.Check(t, datapath.MapSpecs, MapName, uint32(0), Domain{})
 }
 
 func TestID(t *testing.T) {
@@ -39,7 +40,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestMap(t *testing.T) {
-	m, _ := maptest.Open(t, Open)
+	m, _ := maptest.Open(t, datapath.Load, Open)
 	d, _ := New("cloud", FlagReachable|FlagLocal)
 	id := ID("cloud")
 	if err := m.Upsert(id, d); err != nil {

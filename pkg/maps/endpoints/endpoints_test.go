@@ -7,17 +7,18 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, MapName, maps.IPv4{}, Endpoint{})
+	layout.Check(t, datapath.MapSpecs, MapName, maps.IPv4{}, Endpoint{})
 }
 
 func TestMap(t *testing.T) {
-	m, d := maptest.Open(t, Open)
+	m, d := maptest.Open(t, datapath.Load, Open)
 
 	ip := netip.MustParseAddr("10.244.1.7")
 	ep := Endpoint{Ifindex: 9, PodMAC: [6]byte{2, 0, 0, 0, 0, 1}, HostMAC: [6]byte{2, 0, 0, 0, 0, 2}}

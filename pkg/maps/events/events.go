@@ -114,7 +114,7 @@ type Event struct {
 	Ifindex uint32 // the device the program ran on
 	Len     uint32 // skb->len
 	Type    Type
-	Reason  uint8 // enum drop_reason (pkg/datapath.DropReason); 0 for trace
+	Reason  uint8 // enum drop_reason (pkg/datapath/dropreason.Reason); 0 for trace
 	Dir     uint8 // enum metric_dir
 	Flags   EventFlags
 	Verdict int32 // TC action: 0 OK, 2 SHOT, 7 REDIRECT

@@ -11,14 +11,15 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, ConfigMapName, uint32(0), Config{})
-	layout.CheckType(t, "monitor_event", Event{})
-	layout.CheckType(t, "event_tuple", Tuple{})
+	layout.Check(t, datapath.MapSpecs, ConfigMapName, uint32(0), Config{})
+	layout.CheckType(t, datapath.TypeByName, "monitor_event", Event{})
+	layout.CheckType(t, datapath.TypeByName, "event_tuple", Tuple{})
 	specs, err := datapath.MapSpecs()
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +42,7 @@ func flagsNow(t *testing.T, root string) Flags {
 }
 
 func TestSubscribe(t *testing.T) {
-	root, d := maptest.Load(t)
+	root, d := maptest.Load(t, datapath.Load)
 	subscribe := func(f Flags) *Subscription {
 		t.Helper()
 		s, err := Subscribe(root, f)
@@ -92,7 +93,7 @@ func TestSubscribe(t *testing.T) {
 // The pinned programs write what Reader decodes: before the agent's configuration every pod
 // packet is a NOT_READY drop.
 func TestReader(t *testing.T) {
-	root, d := maptest.Load(t)
+	root, d := maptest.Load(t, datapath.Load)
 	r, err := OpenReader(root)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +115,7 @@ func TestReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Type != TypeDrop || datapath.DropReason(ev.Reason) != datapath.DropNotReady || ev.Flags != EventIPv4 ||
+	if ev.Type != TypeDrop || dropreason.Reason(ev.Reason) != dropreason.NotReady || ev.Flags != EventIPv4 ||
 		ev.Tuple.Src() != netip.AddrPortFrom(src, 5353) || ev.Tuple.Dst() != netip.AddrPortFrom(dst, 53) ||
 		ev.Tuple.Proto != 17 || ev.Len != uint32(len(pkt)) {
 		t.Fatalf("event %v", ev)

@@ -11,16 +11,17 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, SvcMapName, SvcKey{}, Svc{})
-	layout.Check(t, BackendMapName, BackendKey{}, Backend{})
-	layout.Check(t, CTMapName, CTKey{}, CT{})
-	layout.Check(t, AffinityMapName, AffinityKey{}, Affinity{})
+	layout.Check(t, datapath.MapSpecs, SvcMapName, SvcKey{}, Svc{})
+	layout.Check(t, datapath.MapSpecs, BackendMapName, BackendKey{}, Backend{})
+	layout.Check(t, datapath.MapSpecs, CTMapName, CTKey{}, CT{})
+	layout.Check(t, datapath.MapSpecs, AffinityMapName, AffinityKey{}, Affinity{})
 }
 
 // headerConstants reads the #defines and enum values of bpf/lib/lb.h: neither reaches the
@@ -176,7 +177,7 @@ func TestStrings(t *testing.T) {
 }
 
 func TestMaps(t *testing.T) {
-	root, d := maptest.Load(t)
+	root, d := maptest.Load(t, datapath.Load)
 	svc, err := OpenSvc(root)
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +230,7 @@ func TestMaps(t *testing.T) {
 // TestWalk spreads a walk of the conntrack map over bounded passes, deleting as a garbage
 // collector does, and sees every entry exactly once per sweep.
 func TestWalk(t *testing.T) {
-	ct, _ := maptest.Open(t, OpenCT)
+	ct, _ := maptest.Open(t, datapath.Load, OpenCT)
 	const n = 100
 	for i := range n {
 		k := CTKey{Saddr: maps.IPv4{10, 244, 0, byte(i)}, Daddr: maps.IPv4{10, 96, 0, 1}, Sport: PortFrom(40000), Dport: PortFrom(80), Proto: ProtoTCP}
@@ -283,7 +284,7 @@ func TestWalk(t *testing.T) {
 // TestBatch writes more backend slots than one batch carries and reads them back in batches, as
 // the service reconciler's start-up pass does.
 func TestBatch(t *testing.T) {
-	be, _ := maptest.Open(t, OpenBackend)
+	be, _ := maptest.Open(t, datapath.Load, OpenBackend)
 	const n = 10000 // more than two batches
 	keys, values := make([]BackendKey, n), make([]Backend, n)
 	for i := range n {

@@ -11,7 +11,7 @@ import (
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, MapName, uint32(0), Metric{})
+	layout.Check(t, datapath.MapSpecs, MapName, uint32(0), Metric{})
 	specs, err := datapath.MapSpecs()
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func TestLayout(t *testing.T) {
 }
 
 func TestTotals(t *testing.T) {
-	m, d := maptest.Open(t, Open)
+	m, d := maptest.Open(t, datapath.Load, Open)
 
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {

@@ -6,14 +6,15 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, FwdMapName, FwdKey{}, FwdValue{})
-	layout.Check(t, RevMapName, RevKey{}, RevValue{})
+	layout.Check(t, datapath.MapSpecs, FwdMapName, FwdKey{}, FwdValue{})
+	layout.Check(t, datapath.MapSpecs, RevMapName, RevKey{}, RevValue{})
 }
 
 func TestPort(t *testing.T) {
@@ -26,7 +27,7 @@ func TestPort(t *testing.T) {
 }
 
 func TestMaps(t *testing.T) {
-	root, d := maptest.Load(t)
+	root, d := maptest.Load(t, datapath.Load)
 	fwd, err := OpenFwd(root)
 	if err != nil {
 		t.Fatal(err)

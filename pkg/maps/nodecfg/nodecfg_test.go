@@ -5,17 +5,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, MapName, uint32(0), NodeCfg{})
+	layout.Check(t, datapath.MapSpecs, MapName, uint32(0), NodeCfg{})
 }
 
 func TestGetPut(t *testing.T) {
-	m, _ := maptest.Open(t, Open)
+	m, _ := maptest.Open(t, datapath.Load, Open)
 	if c, err := m.Get(); err != nil || c.Flags&FlagReady != 0 {
 		t.Fatalf("fresh Get = %v %v", c, err)
 	}

@@ -7,17 +7,18 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, MapName, maps.IPv4{}, Node{})
+	layout.Check(t, datapath.MapSpecs, MapName, maps.IPv4{}, Node{})
 }
 
 func TestMap(t *testing.T) {
-	m, _ := maptest.Open(t, Open)
+	m, _ := maptest.Open(t, datapath.Load, Open)
 	ip := netip.MustParseAddr("192.168.1.2")
 	n := Node{VtepMAC: [6]byte{0xa, 0, 0, 0, 0, 1}, NexthopMAC: [6]byte{0xa, 0, 0, 0, 0, 2}, Domain: 3, Flags: FlagNexthopValid}
 	if err := m.Upsert(ip, n); err != nil {

@@ -5,12 +5,13 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, MapName, Key{}, Value(0))
+	layout.Check(t, datapath.MapSpecs, MapName, Key{}, Value(0))
 }
 
 func list(t *testing.T, m *Map) []netip.Prefix {
@@ -24,7 +25,7 @@ func list(t *testing.T, m *Map) []netip.Prefix {
 }
 
 func TestMap(t *testing.T) {
-	m, _ := maptest.Open(t, Open)
+	m, _ := maptest.Open(t, datapath.Load, Open)
 	private := netip.MustParsePrefix("192.168.0.0/16")
 	if err := m.Upsert(netip.MustParsePrefix("192.168.7.7/16")); err != nil { // host bits masked
 		t.Fatal(err)
@@ -56,7 +57,7 @@ func TestMap(t *testing.T) {
 }
 
 func TestSync(t *testing.T) {
-	m, _ := maptest.Open(t, Open)
+	m, _ := maptest.Open(t, datapath.Load, Open)
 	p := netip.MustParsePrefix
 	for _, step := range []struct {
 		want, then []netip.Prefix

@@ -7,16 +7,17 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
-	layout.Check(t, MapName, Key{}, Route{})
+	layout.Check(t, datapath.MapSpecs, MapName, Key{}, Route{})
 }
 
 func TestMap(t *testing.T) {
-	m, _ := maptest.Open(t, Open)
+	m, _ := maptest.Open(t, datapath.Load, Open)
 
 	cluster := netip.MustParsePrefix("10.244.0.0/16")
 	node2 := netip.MustParsePrefix("10.244.2.0/24")

@@ -1,6 +1,7 @@
 // Package layout checks, in tests, that a Go mirror of a map's key or value has the size and field
 // offsets of the C type the committed objects declare (their BTF), so that a change on one side
-// only fails loudly.
+// only fails loudly. The tests pass in the objects' specs (pkg/datapath's MapSpecs and
+// TypeByName): the map packages sit below the datapath and only their tests read its objects.
 package layout
 
 import (
@@ -9,15 +10,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-
-	"github.com/edgeplane/edgeplane/pkg/datapath"
 )
 
-// Check compares key and value (zero values of the Go mirrors) with the BTF of map name.
-func Check(t *testing.T, name string, key, value any) {
+// Check compares key and value (zero values of the Go mirrors) with the BTF of map name among
+// the specs mapSpecs returns (datapath.MapSpecs).
+func Check(t *testing.T, mapSpecs func() (map[string]*ebpf.MapSpec, error), name string, key, value any) {
 	t.Helper()
-	specs, err := datapath.MapSpecs()
+	specs, err := mapSpecs()
 	if err != nil {
 		t.Fatalf("reading map specs: %v", err)
 	}
@@ -39,11 +40,12 @@ func Check(t *testing.T, name string, key, value any) {
 	}
 }
 
-// CheckType compares value (the zero value of a Go mirror) with the C type called name in the
-// objects' BTF: for types that are no map's key or value, such as ring buffer records.
-func CheckType(t *testing.T, name string, value any) {
+// CheckType compares value (the zero value of a Go mirror) with the C type called name, as
+// typeByName finds it in the objects' BTF (datapath.TypeByName): for types that are no map's key
+// or value, such as ring buffer records.
+func CheckType(t *testing.T, typeByName func(string) (btf.Type, error), name string, value any) {
 	t.Helper()
-	cType, err := datapath.TypeByName(name)
+	cType, err := typeByName(name)
 	if err != nil {
 		t.Fatal(err)
 	}

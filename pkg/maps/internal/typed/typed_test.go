@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
@@ -18,7 +19,7 @@ import (
 
 // TestMap checks the rules every pkg/maps package relies on, on endpoints_map (a hash map).
 func TestMap(t *testing.T) {
-	root, d := maptest.Load(t)
+	root, d := maptest.Load(t, datapath.Load)
 	m, err := typed.Open[maps.IPv4, endpoints.Endpoint](root, endpoints.MapName)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func TestMap(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
-	root, _ := maptest.Load(t)
+	root, _ := maptest.Load(t, datapath.Load)
 	m, err := typed.OpenReadOnly[uint32, nodecfg.NodeCfg](root, nodecfg.MapName)
 	if err != nil {
 		t.Fatal(err)
