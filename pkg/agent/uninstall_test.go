@@ -53,6 +53,7 @@ func uninstallInNetns(t *testing.T) {
 		filepath.Join(binDir, "host-local"):          "reference plugin",
 		filepath.Join(binDir, "portmap"):             "reference plugin",
 		filepath.Join(binDir, "bandwidth"):           "reference plugin",
+		filepath.Join(binDir, "loopback"):            "reference plugin",
 		filepath.Join(runDir, "something-else.json"): "{}",
 	} {
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
@@ -110,6 +111,7 @@ func uninstallInNetns(t *testing.T) {
 		filepath.Join(confDir, "20-other.conflist"):  true,
 		filepath.Join(binDir, cniconf.PluginType):    false,
 		filepath.Join(binDir, "host-local"):          true,
+		filepath.Join(binDir, "loopback"):            true,
 		filepath.Join(runDir, "something-else.json"): true,
 	} {
 		if _, err := os.Stat(path); (err == nil) != want {
