@@ -43,6 +43,9 @@ type SliceEndpoint struct {
 	Address                     [4]byte
 	Ready, Serving, Terminating bool
 	Node, Zone                  internedName // "" when unset
+	// ZoneHints are the zones of hints.forZones joined by commas ("" when none): one interned
+	// string, as the EndpointSlice controller mostly hints one zone, the same for many endpoints.
+	ZoneHints internedName
 }
 
 // internedName is a string kept once however many endpoints name it (node names, zones): 8
@@ -112,6 +115,14 @@ func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
 			s.Endpoints = make([]SliceEndpoint, 0, len(o.Endpoints))
 		}
 		ep := SliceEndpoint{Address: ip.As4(), Node: intern(e.NodeName), Zone: intern(e.Zone)}
+		if e.Hints != nil && len(e.Hints.ForZones) > 0 {
+			zones := make([]string, len(e.Hints.ForZones))
+			for i, z := range e.Hints.ForZones {
+				zones[i] = z.Name
+			}
+			joined := strings.Join(zones, ",")
+			ep.ZoneHints = intern(&joined)
+		}
 		ep.Ready, ep.Serving, ep.Terminating = service.Conditions(e.Conditions)
 		s.Endpoints = append(s.Endpoints, ep)
 	}
@@ -123,6 +134,7 @@ type endpointFields struct {
 	address                     [1]string
 	node, zone                  string
 	ready, serving, terminating bool
+	hints                       discoveryv1.EndpointHints
 }
 
 // Object rebuilds the EndpointSlice as the model reads it. It shares no memory with the cache.
@@ -165,6 +177,12 @@ func (s *EndpointSlice) Object() *discoveryv1.EndpointSlice {
 			}
 			if f.zone != "" {
 				out.Zone = &f.zone
+			}
+			if hints := e.ZoneHints.String(); hints != "" {
+				for _, z := range strings.Split(hints, ",") {
+					f.hints.ForZones = append(f.hints.ForZones, discoveryv1.ForZone{Name: z})
+				}
+				out.Hints = &f.hints
 			}
 		}
 	}

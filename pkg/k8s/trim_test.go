@@ -91,7 +91,7 @@ func TestTrimForCache(t *testing.T) {
 	wantSlice := &EndpointSlice{Namespace: "ns", Name: "a", ServiceName: "web", AddressType: discoveryv1.AddressTypeIPv4,
 		Ports: []SlicePort{{Port: 8080}},
 		Endpoints: []SliceEndpoint{{Address: [4]byte{10, 244, 1, 7}, Ready: true, Serving: true,
-			Node: intern(ptr.To("node-1")), Zone: intern(ptr.To("z1"))}}}
+			Node: intern(ptr.To("node-1")), Zone: intern(ptr.To("z1")), ZoneHints: intern(ptr.To("z1"))}}}
 	if !reflect.DeepEqual(c, wantSlice) {
 		t.Errorf("endpointslice: got %+v; want %+v", c, wantSlice)
 	}
@@ -143,17 +143,26 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 					if i%3 == 1 {
 						zone = ptr.To("z1")
 					}
+					// Zone hints on every endpoint, some with two zones: the model filters by them.
+					hints := &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z2"}}}
+					switch i % 5 {
+					case 0:
+						hints.ForZones = append(hints.ForZones, discoveryv1.ForZone{Name: "z1"})
+					case 1:
+						hints.ForZones[0].Name = "z1"
+					}
 					eps = append(eps, discoveryv1.Endpoint{
 						Addresses:  []string{fmt.Sprintf("10.244.%d.%d", i/250, i%250+1), "10.245.0.1"},
 						Conditions: discoveryv1.EndpointConditions{Ready: ready, Serving: serving, Terminating: terminating},
-						NodeName:   node, Zone: zone,
+						NodeName:   node, Zone: zone, Hints: hints,
 					})
 				}
 			}
 		}
 	}
 	eps = append(eps, discoveryv1.Endpoint{}, discoveryv1.Endpoint{Addresses: []string{"fd00::1"}},
-		discoveryv1.Endpoint{Addresses: []string{"not-an-ip"}}, discoveryv1.Endpoint{Addresses: []string{"10.244.0.1"}, NodeName: ptr.To("self")})
+		discoveryv1.Endpoint{Addresses: []string{"not-an-ip"}}, discoveryv1.Endpoint{Addresses: []string{"10.244.0.1"}, NodeName: ptr.To("self"),
+			Hints: &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z2"}}}})
 	ports := []discoveryv1.EndpointPort{
 		{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)},
 		{Name: ptr.To("dns"), Port: ptr.To[int32](5353), Protocol: ptr.To(corev1.ProtocolUDP)},

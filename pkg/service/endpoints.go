@@ -18,6 +18,7 @@ type endpoint struct {
 	ip                          netip.Addr
 	ready, serving, terminating bool
 	node, zone                  string
+	zoneHints                   []string // hints.forZones (topology-aware routing)
 }
 
 // parsedSlice is an IPv4 EndpointSlice: its ports by name and protocol, and its endpoints.
@@ -74,6 +75,11 @@ func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
 			}
 			if e.Zone != nil {
 				ep.zone = *e.Zone
+			}
+			if e.Hints != nil {
+				for _, z := range e.Hints.ForZones {
+					ep.zoneHints = append(ep.zoneHints, z.Name)
+				}
 			}
 			p.endpoints = append(p.endpoints, ep)
 		}
@@ -239,14 +245,14 @@ func (m *model) nearby(cands []candidate) []candidate {
 
 // preferred applies trafficDistribution to ready endpoints: PreferClose (PreferSameZone) keeps
 // those in this node's zone (endpoint.zone against the node's topology.kubernetes.io/zone) when
-// there are any; PreferSameNode keeps those on this node, else those of its zone. Otherwise, or
-// when nothing is that close, every ready endpoint.
+// there are any; PreferSameNode keeps those on this node, else those of its zone. Without it, the
+// topology hints (hinted). Otherwise, or when nothing is that close, every ready endpoint.
 func (m *model) preferred(ready []candidate, isLocal func(candidate) bool) []candidate {
 	d := m.in.Service.Spec.TrafficDistribution
-	if d == nil {
-		return ready
-	}
 	zone := m.in.Cluster.Local.Zone
+	if d == nil {
+		return hinted(ready, zone)
+	}
 	sameZone := func(e candidate) bool { return zone != "" && e.zone == zone }
 	switch *d {
 	case corev1.ServiceTrafficDistributionPreferSameNode:
@@ -260,6 +266,29 @@ func (m *model) preferred(ready []candidate, isLocal func(candidate) bool) []can
 		}
 	}
 	return ready
+}
+
+// hinted applies topology-aware routing (service.kubernetes.io/topology-mode: Auto) as kube-proxy
+// does: the EndpointSlice controller spreads the endpoints over the zones in proportion to their
+// nodes' CPUs and says which zones each serves (hints.forZones); this node uses those hinted for
+// its zone, but only when every ready endpoint carries zone hints and some are for its zone (else
+// all of them: hints being added or removed, or a zone left without endpoints), and only when the
+// node has a zone.
+func hinted(ready []candidate, zone string) []candidate {
+	if zone == "" {
+		return ready
+	}
+	forZone := false
+	for _, e := range ready {
+		if len(e.zoneHints) == 0 {
+			return ready
+		}
+		forZone = forZone || slices.Contains(e.zoneHints, zone)
+	}
+	if !forZone {
+		return ready
+	}
+	return filter(ready, func(e candidate) bool { return slices.Contains(e.zoneHints, zone) })
 }
 
 // filter is the candidates keep keeps: cands itself when it keeps them all (callers never

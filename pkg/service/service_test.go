@@ -44,6 +44,15 @@ var (
 	epN4   = ep("10.244.3.5", "n4", "")
 )
 
+// hint gives e the EndpointSlice controller's zone hints.
+func hint(e discoveryv1.Endpoint, zones ...string) discoveryv1.Endpoint {
+	e.Hints = &discoveryv1.EndpointHints{}
+	for _, z := range zones {
+		e.Hints.ForZones = append(e.Hints.ForZones, discoveryv1.ForZone{Name: z})
+	}
+	return e
+}
+
 func ep(ip, node, zone string) discoveryv1.Endpoint {
 	e := discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(node)}
 	if zone != "" {
@@ -376,6 +385,44 @@ func TestFrontends(t *testing.T) {
 			}),
 			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epN2, epN3, epN4)},
 			want:   want{clusterIP80: "- | 10.244.2.5:8080"},
+		},
+		{
+			name: "topology hints (topology-mode Auto): the endpoints hinted for this node's zone",
+			svc:  clusterIPService(nodePortType),
+			// The EndpointSlice controller gave z1 only n3's endpoint, z2 the others.
+			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z1"), hint(epN4, "z2"))},
+			want: want{clusterIP80: "- | 10.244.2.5:8080", nodePort: "nodeport | 10.244.2.5:8080"},
+		},
+		{
+			name: "topology hints: an endpoint without hints (they are being added) turns them off",
+			svc:  clusterIPService(),
+			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z1"), epN4)},
+			want: want{clusterIP80: "- | " + all4},
+		},
+		{
+			name: "topology hints: none for this node's zone, every endpoint",
+			svc:  clusterIPService(),
+			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z2", "z3"), hint(epN4, "z3"))},
+			want: want{clusterIP80: "- | " + all4},
+		},
+		{
+			name:   "topology hints on a node without a zone: every endpoint",
+			svc:    clusterIPService(),
+			local:  "n4",
+			slices: []*discoveryv1.EndpointSlice{slice(httpPort, hint(epSelf, "z1"), hint(epN2, "z2"), hint(epN3, "z1"), hint(epN4, "z2"))},
+			want:   want{clusterIP80: "- | " + all4},
+		},
+		{
+			name: "topology hints: a not-ready endpoint's missing hints do not count, and Local policies decide",
+			svc: clusterIPService(nodePortType, func(s *corev1.Service) {
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			}),
+			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z1"), conditions(epN4, false, false, false))},
+			want: want{clusterIP80: "- | 10.244.2.5:8080", nodePort: "nodeport,local | " + selfEP},
 		},
 		{
 			name: "trafficDistribution with internalTrafficPolicy Local: the policy decides",
