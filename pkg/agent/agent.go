@@ -49,7 +49,8 @@ type Agent struct {
 	local   controller.LocalState
 }
 
-// Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place.
+// Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,
+// unless its DaemonSet (--daemonset) was deleted: then it uninstalls from the node on its way out.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -58,8 +59,26 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	var own *k8s.OwnDaemonSet
+	if namespace, name, _ := cfg.DaemonSetRef(); name != "" {
+		own = client.WatchOwnDaemonSet(ctx, namespace, name)
+	}
 	a := &Agent{cfg: cfg, client: client}
-	return a.run(ctx)
+	if err := a.run(ctx); err != nil || ctx.Err() == nil || own == nil {
+		return err
+	}
+	// SIGTERM: a rolling update, an eviction or a restart leave the pins for the next agent; the
+	// DaemonSet's deletion (kubectl delete) means the install is going away.
+	stopCtx := context.WithoutCancel(ctx)
+	deleted, how := own.Deleted(stopCtx)
+	if !deleted {
+		klog.FromContext(ctx).Info("Stopping; pins stay for the next agent", "daemonset", cfg.DaemonSet, "daemonsetState", how)
+		return nil
+	}
+	klog.FromContext(ctx).Info("The DaemonSet running this agent was deleted: uninstalling from this node", "daemonset", cfg.DaemonSet, "seenBy", how)
+	// Within the pod's termination grace period (30 s by default): the API server part is brief,
+	// and by now it usually refuses the deleted service account's token anyway.
+	return uninstall(stopCtx, cfg, client, ownerGoneAPITimeout)
 }
 
 func (a *Agent) run(ctx context.Context) error {
@@ -200,7 +219,12 @@ func (a *Agent) ensureDevice() error {
 	); err != nil {
 		return err
 	}
-	return netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice)
+	if err := netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice); err != nil {
+		return err
+	}
+	// kube-proxy's conntrack setting, which a node without kube-proxy still needs (netdev).
+	_, err = netdev.EnsureConntrackCloseWait(a.cfg.ProcSys, a.cfg.CTTCPCloseWaitTimeout)
+	return err
 }
 
 func (a *Agent) podMTU() int {

@@ -72,6 +72,9 @@ type Config struct {
 	Uninstall  bool
 	CNIConfDir string
 	CNIBinDir  string
+	// DaemonSet (namespace/name) runs the agent: when it is deleted, the agent uninstalls on its
+	// way out instead of leaving its pins (uninstall.go). Empty: always leave them.
+	DaemonSet string
 }
 
 // RegisterFlags binds the configuration to command-line flags with their defaults.
@@ -99,8 +102,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
 	fs.StringVar(&c.FlannelSubnetFile, "flannel-subnet-file", "/run/flannel/subnet.env", "flanneld's subnet file, removed when it describes this node's pod CIDR (a node moving from Flannel, docs/install.md); empty: leave it")
 	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")
-	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "with --uninstall: also remove "+installedConflist+" from this directory (empty: leave it)")
-	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "with --uninstall: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")
+	fs.StringVar(&c.DaemonSet, "daemonset", "", "namespace/name of the DaemonSet running this agent: when it is deleted (kubectl delete -k/-f; not on a rolling update, an eviction or a restart), the agent uninstalls from the node on SIGTERM, as --uninstall; empty: it always leaves its pins")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "", "when uninstalling: also remove "+installedConflist+" from this directory (empty: leave it)")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", "", "when uninstalling: also remove the "+installedPlugin+" plugin from this directory (empty: leave it)")
 	c.registerClusterFlags(fs)
 }
 
@@ -177,6 +181,9 @@ func (c *Config) Validate() error {
 	if _, _, err := c.ReporterLeaseRef(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, _, err := c.DaemonSetRef(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.ReporterLeaseDuration < 2*time.Second {
 		errs = append(errs, fmt.Errorf("--reporter-lease-duration %v: want at least 2s", c.ReporterLeaseDuration))
 	}
@@ -192,6 +199,11 @@ func (c *Config) CTCloseTimeouts() lb.CTCloseTimeouts {
 // (no ConfigMap: the default model).
 func (c *Config) DomainConfigRef() (namespace, name string, err error) {
 	return splitRef("--domain-config", c.DomainConfig)
+}
+
+// DaemonSetRef splits --daemonset; both are empty when the flag is.
+func (c *Config) DaemonSetRef() (namespace, name string, err error) {
+	return splitRef("--daemonset", c.DaemonSet)
 }
 
 // ReporterLeaseRef splits --reporter-lease; both are empty when the flag is (every agent reports).

@@ -31,8 +31,12 @@ const (
 )
 
 // uninstallAPITimeout bounds the API server part of an uninstall: a node that cannot reach it still
-// gets its local state removed, promptly.
-const uninstallAPITimeout = 20 * time.Second
+// gets its local state removed, promptly. ownerGoneAPITimeout is the same when the DaemonSet's
+// deletion started the uninstall, inside the pod's termination grace period.
+const (
+	uninstallAPITimeout = 20 * time.Second
+	ownerGoneAPITimeout = 5 * time.Second
+)
 
 // vtepAnnotations are the Flannel annotations the agent publishes on its Node (k8s.VTEPAnnotations).
 var vtepAnnotations = []string{
@@ -70,13 +74,14 @@ func Uninstall(ctx context.Context, cfg Config) error {
 	client, err := k8s.NewClient(cfg.Kubeconfig)
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "No API server client; this node's annotations stay", "annotations", vtepAnnotations)
-		return uninstall(ctx, cfg, nil) // an untyped nil: no API server
+		return uninstall(ctx, cfg, nil, uninstallAPITimeout) // an untyped nil: no API server
 	}
-	return uninstall(ctx, cfg, client)
+	return uninstall(ctx, cfg, client, uninstallAPITimeout)
 }
 
-// uninstall is Uninstall with the client given; a nil client skips the API server.
-func uninstall(ctx context.Context, cfg Config, client k8s.API) error {
+// uninstall is Uninstall with the client given, its API server part bounded by apiTimeout; a nil
+// client skips the API server.
+func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.Duration) error {
 	logger := klog.FromContext(ctx)
 	var errs []error
 	if err := removeFile(ctx, nodeconfig.Path(cfg.RunDir)); err != nil {
@@ -91,7 +96,7 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API) error {
 		errs = append(errs, err)
 	}
 	if client != nil {
-		apiCtx, cancel := context.WithTimeout(ctx, uninstallAPITimeout)
+		apiCtx, cancel := context.WithTimeout(ctx, apiTimeout)
 		err := removeVTEPAnnotations(apiCtx, client, cfg.NodeName, netdev.LinkMAC(cfg.VXLANDevice))
 		cancel()
 		if err != nil {

@@ -83,7 +83,7 @@ func uninstallInNetns(t *testing.T) {
 		t.Fatalf("precondition: annotations %v", n.Annotations)
 	}
 
-	if err := uninstall(ctx, cfg, k8stest.FromClientset(client)); err != nil {
+	if err := uninstall(ctx, cfg, k8stest.FromClientset(client), uninstallAPITimeout); err != nil {
 		t.Fatalf("uninstall: %v", err)
 	}
 	checkUninstalled(t, mount, cfg, podVeth)
@@ -111,14 +111,14 @@ func uninstallInNetns(t *testing.T) {
 	}
 
 	// Again: nothing left to remove is not an error, and neither is an API server that fails.
-	if err := uninstall(ctx, cfg, k8stest.FromClientset(client)); err != nil {
+	if err := uninstall(ctx, cfg, k8stest.FromClientset(client), uninstallAPITimeout); err != nil {
 		t.Fatalf("second uninstall: %v", err)
 	}
 	broken := fake.NewClientset(self)
 	broken.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, errors.New("connection refused")
 	})
-	if err := uninstall(ctx, cfg, k8stest.FromClientset(broken)); err != nil {
+	if err := uninstall(ctx, cfg, k8stest.FromClientset(broken), uninstallAPITimeout); err != nil {
 		t.Fatalf("uninstall with an unreachable API server: %v", err)
 	}
 	checkUninstalled(t, mount, cfg, podVeth)

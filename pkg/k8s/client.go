@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -87,6 +88,8 @@ type API interface {
 // Client is the API client of the agent: one REST client a group version.
 type Client struct {
 	core, discovery, coordination rest.Interface
+	// metadata reads objects as metav1.PartialObjectMetadata (OwnDaemonSet), without their types.
+	metadata metadata.Interface
 }
 
 var _ API = (*Client)(nil)
@@ -127,6 +130,9 @@ func NewClient(path string) (*Client, error) {
 	}
 	if c.coordination, err = forGroup(coordinationv1.SchemeGroupVersion, "/apis"); err != nil {
 		return nil, err
+	}
+	if c.metadata, err = metadata.NewForConfigAndClient(cfg, httpClient); err != nil {
+		return nil, fmt.Errorf("creating the API metadata client: %w", err)
 	}
 	return &c, nil
 }

@@ -245,7 +245,15 @@ func testRBAC(t *testing.T, a *apiLab) {
 	for _, v := range []string{"get", "update"} {
 		allowed = append(allowed, access{verb: v, group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system", name: "edgeplane-agent-reporter"})
 	}
+	// Its own DaemonSet, by name (pkg/k8s OwnDaemonSet: deleted means uninstall).
+	for _, v := range []string{"get", "list", "watch"} {
+		allowed = append(allowed, access{verb: v, group: "apps", resource: "daemonsets", namespace: "edgeplane-system", name: "edgeplane-agent"})
+	}
 	denied := []access{
+		{verb: "list", group: "apps", resource: "daemonsets", namespace: "edgeplane-system"},
+		{verb: "get", group: "apps", resource: "daemonsets", namespace: "kube-system", name: "edgeplane-agent"},
+		{verb: "delete", group: "apps", resource: "daemonsets", namespace: "edgeplane-system", name: "edgeplane-agent"},
+		{verb: "update", group: "apps", resource: "daemonsets", namespace: "edgeplane-system", name: "edgeplane-agent"},
 		{verb: "get", resource: "secrets"}, {verb: "list", resource: "secrets"}, {verb: "watch", resource: "secrets"},
 		{verb: "get", resource: "secrets", namespace: "kube-system"},
 		{verb: "list", resource: "secrets", namespace: "edgeplane-system"},
@@ -307,7 +315,8 @@ func testRBAC(t *testing.T, a *apiLab) {
 		"edgeplane-system": append(slices.Clone(common), "get configmaps/edgeplane-domains",
 			"list configmaps/edgeplane-domains", "watch configmaps/edgeplane-domains",
 			"create leases.coordination.k8s.io", "get leases.coordination.k8s.io/edgeplane-agent-reporter",
-			"update leases.coordination.k8s.io/edgeplane-agent-reporter"),
+			"update leases.coordination.k8s.io/edgeplane-agent-reporter",
+			"get daemonsets.apps/edgeplane-agent", "list daemonsets.apps/edgeplane-agent", "watch daemonsets.apps/edgeplane-agent"),
 		"kube-system": append(slices.Clone(common), "create leases.coordination.k8s.io", "get leases.coordination.k8s.io",
 			"list leases.coordination.k8s.io", "delete leases.coordination.k8s.io"),
 		"default": slices.Clone(common),

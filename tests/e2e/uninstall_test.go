@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -63,6 +67,32 @@ func TestUninstall(t *testing.T) {
 	}
 	t.Logf("uninstall took %v:\n%s", time.Since(start).Round(time.Millisecond), out)
 
+	checkUninstalled(t, l, n, podVeth, confDir, binDir)
+
+	// Peers stop tunnelling to a node that withdrew its VTEP, while its Node object still exists.
+	for _, peer := range shared.nodes {
+		took, err := eventually(reachTimeout, func() error { return lacksNodeEntries(peer, n) })
+		if err != nil {
+			t.Errorf("%s after %s was uninstalled: %v", peer.Name, n.Name, err)
+		} else {
+			t.Logf("%s withdrew %s's route and node entries %v after the uninstall", peer.Name, n.Name, took.Round(time.Millisecond))
+		}
+	}
+
+	if out, err := n.RunAgentOnce(ctx, args...); err != nil {
+		t.Errorf("second uninstall: %v\n%s", err, out)
+	}
+	if err := p.Delete(ctx); err != nil {
+		t.Errorf("CNI DEL after uninstall: %v", err)
+	}
+}
+
+// checkUninstalled checks that node n is as an uninstall leaves it: no edgeplane.1 or cluster
+// route, no tcx or XDP program on its NIC or the pod veth, an empty bpffs, no node.json, none of
+// edgeplane's CNI files in confDir and binDir (the others stay), no VTEP annotations.
+func checkUninstalled(t *testing.T, l *lab.Lab, n *lab.Node, podVeth, confDir, binDir string) {
+	t.Helper()
+	ctx := t.Context()
 	if out, err := n.Netns.IP(ctx, "link", "show", "edgeplane.1"); err == nil {
 		t.Errorf("edgeplane.1 still in %s:\n%s", n.Netns, out)
 	}
@@ -105,19 +135,100 @@ func TestUninstall(t *testing.T) {
 		}
 	}
 
-	// Peers stop tunnelling to a node that withdrew its VTEP, while its Node object still exists.
-	for _, peer := range shared.nodes {
-		took, err := eventually(reachTimeout, func() error { return lacksNodeEntries(peer, n) })
-		if err != nil {
-			t.Errorf("%s after %s was uninstalled: %v", peer.Name, n.Name, err)
-		} else {
-			t.Logf("%s withdrew %s's route and node entries %v after the uninstall", peer.Name, n.Name, took.Round(time.Millisecond))
+}
+
+// TestUninstallWhenDaemonSetDeleted: an agent started with --daemonset keeps every pin when it
+// is stopped while its DaemonSet exists (a rolling update, a restart), and uninstalls the node on
+// its way out once the DaemonSet was deleted (kubectl delete -k), CNI files included.
+func TestUninstallWhenDaemonSetDeleted(t *testing.T) {
+	l := sharedLab(t)
+	ctx := t.Context()
+	confDir, binDir := t.TempDir(), t.TempDir()
+	for _, f := range []string{
+		filepath.Join(confDir, "10-edgeplane.conflist"), filepath.Join(confDir, "20-other.conflist"),
+		filepath.Join(binDir, "edgeplane"), filepath.Join(binDir, "host-local"),
+	} {
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
-
-	if out, err := n.RunAgentOnce(ctx, args...); err != nil {
-		t.Errorf("second uninstall: %v\n%s", err, out)
+	// The DaemonSet object only: the lab runs no DaemonSet controller, the agent is the harness's.
+	labels := map[string]string{"app": "edgeplane-agent-dsdel"}
+	ds, err := l.Client.AppsV1().DaemonSets("default").Create(ctx, &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-agent-dsdel"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "edgeplane"}}},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_ = l.Client.AppsV1().DaemonSets("default").Delete(context.Background(), ds.Name, metav1.DeleteOptions{})
+	})
+	n, err := l.AddNode(ctx, "dsdel", 9, lab.NodeOptions{AgentArgs: []string{
+		"--daemonset=default/" + ds.Name, "--cni-conf-dir=" + confDir, "--cni-bin-dir=" + binDir,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeNode(t, n) })
+	p, err := l.AddPod(ctx, n, "pod-dsdel", lab.PodOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := n.PinnedLinks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var podVeth string
+	for name := range links {
+		if v, ok := strings.CutPrefix(name, "pod-"); ok {
+			podVeth = v
+		}
+	}
+	waitAgentLog := func(marker string) {
+		t.Helper()
+		if _, _, err := n.WaitAgentLog(ctx, marker, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitAgentLog("Following the DaemonSet running this agent")
+
+	// Stopped while the DaemonSet exists: everything stays.
+	n.StopAgent()
+	if after, err := n.PinnedLinks(); err != nil || len(after) != len(links) {
+		t.Fatalf("pinned links after a stop with the DaemonSet present: %v (%v), want the %d before", keys(after), err, len(links))
+	}
+	if _, err := os.Stat(filepath.Join(confDir, "10-edgeplane.conflist")); err != nil {
+		t.Fatalf("conflist after a stop with the DaemonSet present: %v", err)
+	}
+	if !strings.Contains(n.Agent.LogTail(20), "pins stay for the next agent") {
+		t.Errorf("the stopped agent did not say it left its pins:\n%s", n.Agent.LogTail(20))
+	}
+	if err := n.RestartAgent(ctx, n.ExtraArgs, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitAgentLog("Following the DaemonSet running this agent")
+
+	// Deleted, then the pod's SIGTERM: the node is uninstalled.
+	if err := l.Client.AppsV1().DaemonSets("default").Delete(ctx, ds.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n.StopAgent()
+	t.Logf("agent stopped %v after the DaemonSet's deletion:\n%s", time.Since(start).Round(time.Millisecond), n.Agent.LogTail(12))
+	if done, err := n.Agent.Exited(); !done || err != nil {
+		t.Errorf("agent exit after uninstalling: done=%v err=%v, want a clean exit", done, err)
+	}
+	if !strings.Contains(n.Agent.LogTail(30), "Uninstalled edgeplane from this node") {
+		t.Errorf("the agent did not uninstall:\n%s", n.Agent.LogTail(30))
+	}
+	checkUninstalled(t, l, n, podVeth, confDir, binDir)
 	if err := p.Delete(ctx); err != nil {
 		t.Errorf("CNI DEL after uninstall: %v", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -167,6 +169,32 @@ func TestEnsureForwarding(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestEnsureConntrackCloseWait(t *testing.T) {
+	netnstest.Run(t, func() {
+		if _, err := os.Stat(filepath.Join(DefaultProcSys, conntrackCloseWait)); err != nil {
+			t.Skipf("nf_conntrack is not loaded on this host: %v", err)
+		}
+		set, err := EnsureConntrackCloseWait(DefaultProcSys, time.Hour)
+		if err != nil || !set {
+			t.Fatalf("EnsureConntrackCloseWait = %v, %v; want true", set, err)
+		}
+		if got, err := readSysctl(DefaultProcSys, conntrackCloseWait); err != nil || got != "3600" {
+			t.Errorf("%s = %q, %v; want 3600", conntrackCloseWait, got, err)
+		}
+		// Rounded up to whole seconds, as the flag says.
+		if _, err := EnsureConntrackCloseWait(DefaultProcSys, 1500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := readSysctl(DefaultProcSys, conntrackCloseWait); got != "2" {
+			t.Errorf("%s = %q after 1.5s; want 2", conntrackCloseWait, got)
+		}
+	})
+	// Where nf_conntrack is not loaded there is nothing to set, and that is no error.
+	if set, err := EnsureConntrackCloseWait(t.TempDir(), time.Hour); set || err != nil {
+		t.Errorf("without nf_conntrack: %v, %v; want false, nil", set, err)
+	}
 }
 
 func TestNextHop(t *testing.T) {

@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultProcSys is where sysctls live; net.* entries answer for the network namespace of the
@@ -37,6 +39,30 @@ func EnsureForwarding(procSys, vxlanDev string) error {
 		return writeSysctl(procSys, "net/ipv4/conf/all/rp_filter", "2")
 	}
 	return nil
+}
+
+// conntrackCloseWait is the kernel's CLOSE_WAIT timeout of netfilter connection tracking, in
+// seconds; it exists while nf_conntrack is loaded, per network namespace.
+const conntrackCloseWait = "net/netfilter/nf_conntrack_tcp_timeout_close_wait"
+
+// EnsureConntrackCloseWait sets netfilter's CLOSE_WAIT timeout, as kube-proxy does with its
+// --conntrack-tcp-timeout-close-wait: the host's own connections and what reaches pods through
+// netfilter (hostPort, the host stack's forwarding of masqueraded pod traffic) are tracked there,
+// and the kernel's 60 s would forget a connection half-closed by one side while the other side
+// may still send. It reports false, without error, where nf_conntrack is not loaded (nothing is
+// tracked; the next pass sets it once something loads it).
+func EnsureConntrackCloseWait(procSys string, timeout time.Duration) (bool, error) {
+	if timeout <= 0 {
+		return false, nil
+	}
+	if _, err := os.Stat(filepath.Join(procSys, conntrackCloseWait)); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	seconds := int64((timeout + time.Second - 1) / time.Second)
+	if err := writeSysctl(procSys, conntrackCloseWait, strconv.FormatInt(seconds, 10)); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func readSysctl(procSys, name string) (string, error) {

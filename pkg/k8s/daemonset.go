@@ -1,0 +1,144 @@
+package k8s
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+)
+
+// daemonSets is the resource OwnDaemonSet watches, by metadata only: the agent links no apps/v1
+// types for one object's name, UID and deletion timestamp.
+var daemonSets = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
+
+// OwnDaemonSet follows the DaemonSet whose pods run the agent, so that on SIGTERM the agent can
+// tell being replaced (a rolling update, an eviction, a restart: the DaemonSet stays) from being
+// uninstalled (the DaemonSet deleted, as `kubectl delete -k` does). Only positive evidence counts:
+// the DaemonSet seen, then seen deleted, by a watch event or by the API server answering NotFound
+// or a deletion timestamp for the UID seen. An API server out of reach, a refused token or a
+// DaemonSet never seen all mean "replaced": an edge node cut off from its control plane never
+// uninstalls itself.
+type OwnDaemonSet struct {
+	namespace, name string
+	client          metadata.Interface
+	logger          klog.Logger
+
+	mu      sync.Mutex
+	uid     types.UID // the DaemonSet seen alive last; "" until then
+	deleted bool      // that DaemonSet was then seen deleted (or being deleted)
+}
+
+// WatchOwnDaemonSet starts following the DaemonSet namespace/name until ctx is done; Deleted
+// answers after that too, from what was seen.
+func (c *Client) WatchOwnDaemonSet(ctx context.Context, namespace, name string) *OwnDaemonSet {
+	return watchOwnDaemonSet(ctx, c.metadata, namespace, name)
+}
+
+func watchOwnDaemonSet(ctx context.Context, client metadata.Interface, namespace, name string) *OwnDaemonSet {
+	d := &OwnDaemonSet{namespace: namespace, name: name, client: client, logger: klog.FromContext(ctx)}
+	resource := client.Resource(daemonSets).Namespace(namespace)
+	byName := fields.OneTermEqualSelector("metadata.name", name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			opts.FieldSelector = byName
+			return resource.List(ctx, opts)
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.FieldSelector = byName
+			return resource.Watch(ctx, opts)
+		},
+	}
+	// The client says whether it streams initial lists (the API server does; a test's fake not).
+	informer := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client),
+		&metav1.PartialObjectMetadata{}, cache.SharedIndexInformerOptions{})
+	// It fails only once the informer runs.
+	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { d.seen(obj) },
+		UpdateFunc: func(_, obj any) { d.seen(obj) },
+		DeleteFunc: func(obj any) {
+			if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tombstone.Obj
+			}
+			if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				d.gone(m.UID)
+			}
+		},
+	})
+	go informer.RunWithContext(ctx)
+	return d
+}
+
+func (d *OwnDaemonSet) seen(obj any) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if m.UID != d.uid {
+		d.logger.Info("Following the DaemonSet running this agent: deleting it uninstalls edgeplane from this node",
+			"daemonset", d.namespace+"/"+d.name, "uid", m.UID)
+	}
+	d.uid, d.deleted = m.UID, m.DeletionTimestamp != nil
+}
+
+func (d *OwnDaemonSet) gone(uid types.UID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if uid == d.uid && uid != "" {
+		d.deleted = true
+	}
+}
+
+// state is what the watch has seen: the UID, and whether that DaemonSet was deleted.
+func (d *OwnDaemonSet) state() (types.UID, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.uid, d.deleted
+}
+
+// deletedCheckTimeout bounds the one GET Deleted makes: the kubelet's SIGTERM can come before the
+// watch event that explains it.
+const deletedCheckTimeout = 2 * time.Second
+
+// Deleted reports whether the DaemonSet, once seen, has been deleted, and how that is known. When
+// the watch has not said so it asks the API server once: the pod's SIGTERM can overtake the event.
+func (d *OwnDaemonSet) Deleted(ctx context.Context) (bool, string) {
+	uid, deleted := d.state()
+	switch {
+	case uid == "":
+		return false, "never seen"
+	case deleted:
+		return true, "watch"
+	}
+	ctx, cancel := context.WithTimeout(ctx, deletedCheckTimeout)
+	defer cancel()
+	m, err := d.client.Resource(daemonSets).Namespace(d.namespace).Get(ctx, d.name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, "not found"
+	case err != nil:
+		// The event may have arrived meanwhile; else nothing proves a deletion.
+		if _, deleted := d.state(); deleted {
+			return true, "watch"
+		}
+		return false, "unknown: " + err.Error()
+	case m.UID == uid && m.DeletionTimestamp != nil:
+		return true, "deletion timestamp"
+	case m.UID != uid:
+		// Deleted and created again (kubectl delete --cascade=orphan, then apply): the new one
+		// adopts the pods and goes on.
+		return false, "recreated"
+	}
+	return false, "present"
+}

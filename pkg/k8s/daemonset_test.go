@@ -1,0 +1,120 @@
+package k8s
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	metadatafake "k8s.io/client-go/metadata/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/klog/v2"
+)
+
+func daemonSetMeta(uid types.UID) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "edgeplane-system", Name: "edgeplane-agent", UID: uid},
+	}
+}
+
+func newMetadataClient(objs ...runtime.Object) *metadatafake.FakeMetadataClient {
+	scheme := metadatafake.NewTestScheme()
+	metav1.AddMetaToScheme(scheme)
+	return metadatafake.NewSimpleMetadataClient(scheme, objs...)
+}
+
+func waitState(t *testing.T, d *OwnDaemonSet, want func(types.UID, bool) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		uid, deleted := d.state()
+		if want(uid, deleted) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch state uid=%q deleted=%v never became what the test waits for", uid, deleted)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A DaemonSet seen and then deleted says "uninstall"; one that stays, was never seen, or cannot be
+// asked about says "replaced".
+func TestOwnDaemonSetDeleted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	client := newMetadataClient(daemonSetMeta("uid-1"))
+	d := watchOwnDaemonSet(ctx, client, "edgeplane-system", "edgeplane-agent")
+	waitState(t, d, func(uid types.UID, _ bool) bool { return uid == "uid-1" })
+
+	if deleted, how := d.Deleted(ctx); deleted || how != "present" {
+		t.Fatalf("present DaemonSet: Deleted = %v (%s), want false (present)", deleted, how)
+	}
+	if err := client.Resource(daemonSets).Namespace("edgeplane-system").Delete(ctx, "edgeplane-agent", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d, func(_ types.UID, deleted bool) bool { return deleted })
+	if deleted, how := d.Deleted(ctx); !deleted || how != "watch" {
+		t.Fatalf("deleted DaemonSet: Deleted = %v (%s), want true (watch)", deleted, how)
+	}
+	// Created again (delete --cascade=orphan, then apply): the new one adopts the pods.
+	if _, err := client.Resource(daemonSets).Namespace("edgeplane-system").(metadatafake.MetadataClient).CreateFake(daemonSetMeta("uid-2"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d, func(uid types.UID, deleted bool) bool { return uid == "uid-2" && !deleted })
+	if deleted, how := d.Deleted(ctx); deleted {
+		t.Fatalf("recreated DaemonSet: Deleted = %v (%s), want false", deleted, how)
+	}
+}
+
+func TestOwnDaemonSetNeverSeen(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	d := watchOwnDaemonSet(ctx, newMetadataClient(), "edgeplane-system", "edgeplane-agent")
+	time.Sleep(100 * time.Millisecond)
+	if deleted, how := d.Deleted(ctx); deleted || how != "never seen" {
+		t.Fatalf("Deleted = %v (%s), want false (never seen): an agent started outside a DaemonSet never uninstalls", deleted, how)
+	}
+}
+
+// The SIGTERM can overtake the watch event: the one GET decides, and only a NotFound, a deletion
+// timestamp on the UID seen, or the event arriving meanwhile count as a deletion.
+func TestOwnDaemonSetAsksOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		object *metav1.PartialObjectMetadata // what the API server holds; nil: nothing
+		err    error                         // what the GET fails with
+		want   bool
+	}{
+		{name: "not found", want: true},
+		{name: "being deleted", object: func() *metav1.PartialObjectMetadata {
+			m := daemonSetMeta("uid-1")
+			m.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+			m.Finalizers = []string{"foregroundDeletion"}
+			return m
+		}(), want: true},
+		{name: "recreated", object: daemonSetMeta("uid-2"), want: false},
+		{name: "token refused", object: daemonSetMeta("uid-1"), err: apierrors.NewUnauthorized("token expired"), want: false},
+		{name: "unreachable", object: daemonSetMeta("uid-1"), err: context.DeadlineExceeded, want: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var objs []runtime.Object
+			if tc.object != nil {
+				objs = append(objs, tc.object)
+			}
+			client := newMetadataClient(objs...)
+			if tc.err != nil {
+				client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tc.err })
+			}
+			// Not watching: the state is what a watch saw before the SIGTERM.
+			d := &OwnDaemonSet{namespace: "edgeplane-system", name: "edgeplane-agent", client: client, uid: "uid-1", logger: klog.Background()}
+			if deleted, how := d.Deleted(t.Context()); deleted != tc.want {
+				t.Fatalf("Deleted = %v (%s), want %v", deleted, how, tc.want)
+			}
+		})
+	}
+}
