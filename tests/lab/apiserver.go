@@ -25,7 +25,63 @@ type APIServer struct {
 	Apiserver *Process
 	// ControllerManager is kube-controller-manager once Lab.StartControllerManager has run.
 	ControllerManager *Process
-	pki               *pki
+	// Scheduler is kube-scheduler once Lab.StartScheduler has run.
+	Scheduler *Process
+	// ServiceAccounts is whether the ServiceAccount admission plugin is on (StartCluster turns
+	// it on; the other labs make Pods without service accounts and keep it off).
+	ServiceAccounts bool
+
+	pki                                 *pki
+	dir, bin                            string
+	kubeletClientCert, kubeletClientKey string
+}
+
+// start starts kube-apiserver, with the ServiceAccount admission plugin on or off.
+func (a *APIServer) start(serviceAccounts bool) error {
+	admission := "--disable-admission-plugins=ServiceAccount"
+	if serviceAccounts {
+		admission = "--enable-admission-plugins=ServiceAccount"
+	}
+	p, err := startProcess("kube-apiserver", a.Netns, filepath.Join(a.dir, "kube-apiserver.log"), a.bin,
+		"--etcd-servers=http://127.0.0.1:2379",
+		"--bind-address="+a.IP.String(),
+		"--advertise-address="+a.IP.String(),
+		fmt.Sprintf("--secure-port=%d", apiserverPort),
+		"--cert-dir="+filepath.Join(a.dir, "certs"),
+		"--tls-cert-file="+a.pki.ServingCert,
+		"--tls-private-key-file="+a.pki.ServingKey,
+		"--client-ca-file="+a.pki.CACert,
+		"--service-account-key-file="+a.pki.SAPub,
+		"--service-account-signing-key-file="+a.pki.SAKey,
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--service-cluster-ip-range="+ServiceCIDR.String(),
+		"--authorization-mode=Node,RBAC",
+		admission,
+		// Kubelets are reached at their InternalIP (lab node names resolve nowhere), with a
+		// client certificate of their own.
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-client-certificate="+a.kubeletClientCert,
+		"--kubelet-client-key="+a.kubeletClientKey,
+		"--allow-privileged=true",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+		"--v=1",
+	)
+	if err != nil {
+		return err
+	}
+	a.Apiserver, a.ServiceAccounts = p, serviceAccounts
+	return nil
+}
+
+// restart stops kube-apiserver and starts it again (etcd keeps the objects) with the
+// ServiceAccount admission plugin on or off, and waits until it is ready.
+func (a *APIServer) restart(ctx context.Context, client kubernetes.Interface, serviceAccounts bool) error {
+	a.Apiserver.Stop(10 * time.Second)
+	if err := a.start(serviceAccounts); err != nil {
+		return err
+	}
+	return a.waitReady(ctx, client)
 }
 
 const apiserverPort = 6443
@@ -66,28 +122,22 @@ func startAPIServer(ctx context.Context, l *Lab, ns Netns, ip net.IP) (*APIServe
 	}
 	l.onClose(func() { a.Etcd.Kill() })
 
-	a.Apiserver, err = startProcess("kube-apiserver", ns, filepath.Join(dir, "kube-apiserver.log"),
-		filepath.Join(l.cfg.K8sBin, "kube-apiserver"),
-		"--etcd-servers=http://127.0.0.1:2379",
-		"--bind-address="+ip.String(),
-		"--advertise-address="+ip.String(),
-		fmt.Sprintf("--secure-port=%d", apiserverPort),
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--tls-cert-file="+p.ServingCert,
-		"--tls-private-key-file="+p.ServingKey,
-		"--client-ca-file="+p.CACert,
-		"--service-account-key-file="+p.SAPub,
-		"--service-account-signing-key-file="+p.SAKey,
-		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-cluster-ip-range=10.96.0.0/12",
-		"--authorization-mode=Node,RBAC",
-		"--disable-admission-plugins=ServiceAccount",
-		"--allow-privileged=true",
-		"--enable-priority-and-fairness=false",
-		"--profiling=false",
-		"--v=1",
-	)
+	// The API server's client certificate towards kubelets (exec, logs, port-forward, proxy): a
+	// kubelet that authenticates its callers (the cluster mode's) sees system:masters, as kubeadm's
+	// apiserver-kubelet-client was.
+	certPEM, keyPEM, err := p.clientCert("kube-apiserver-kubelet-client", "system:masters")
 	if err != nil {
+		return nil, err
+	}
+	a.kubeletClientCert, a.kubeletClientKey = filepath.Join(dir, "pki", "apiserver-kubelet-client.crt"), filepath.Join(dir, "pki", "apiserver-kubelet-client.key")
+	if err := os.WriteFile(a.kubeletClientCert, certPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(a.kubeletClientKey, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	a.dir, a.bin = dir, filepath.Join(l.cfg.K8sBin, "kube-apiserver")
+	if err := a.start(l.cfg.ServiceAccountAdmission); err != nil {
 		return nil, err
 	}
 	l.onClose(func() { a.Apiserver.Stop(5 * time.Second) })
@@ -178,7 +228,7 @@ func (a *APIServer) waitReady(ctx context.Context, client kubernetes.Interface) 
 	}
 }
 
-// Pause stops the control plane (SIGSTOP: kube-controller-manager if it runs, the API server,
+// Pause stops the control plane (SIGSTOP: kube-scheduler and kube-controller-manager if they run, the API server,
 // then etcd) until resume continues it in the reverse order. For benchmark samples of the
 // datapath: the API server and etcd, after taking tens of thousands of objects, keep working in
 // the background (compaction, watch caches) on the same CPUs as the measurement. Established
@@ -190,7 +240,7 @@ func (a *APIServer) Pause() (resume func(), err error) {
 			_ = stopped[i].Signal(syscall.SIGCONT)
 		}
 	}
-	for _, p := range []*Process{a.ControllerManager, a.Apiserver, a.Etcd} {
+	for _, p := range []*Process{a.Scheduler, a.ControllerManager, a.Apiserver, a.Etcd} {
 		if p == nil {
 			continue
 		}

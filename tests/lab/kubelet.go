@@ -45,8 +45,12 @@ type KubeletNode struct {
 	Socket     string // containerd's gRPC socket
 	Containerd *Process
 	Kubelet    *Process
+	// CNIBinDir and CNIConfDir are containerd's CNI directories, as seen in MountNS.
 	CNIBinDir  string
 	CNIConfDir string
+	// MountNS is the node's own mount namespace (a bind-mounted nsfs file) in which containerd
+	// and kubelet run, or "" when they run in the host's (StartKubelet).
+	MountNS string
 	// CgroupRoot is kubelet's cgroupRoot, created in every cgroup hierarchy. With cgroupsPerQOS
 	// off kubelet 1.37 still hands the runtime an empty cgroup parent, so containerd 1.6 puts the
 	// containers in /k8s.io/<id> (its namespace default); Close removes those of this instance and
@@ -66,51 +70,42 @@ var kubeletSysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel
 // the pause image. Everything is torn down by Close, which the lab's Close also runs; on error
 // what was started is torn down before returning.
 func (l *Lab) StartKubelet(ctx context.Context, n *Node, pauseTar string, opts KubeletOptions) (_ *KubeletNode, err error) {
-	if err := l.checkOpen(); err != nil {
+	k, err := l.newKubeletNode(n)
+	if err != nil {
 		return nil, err
-	}
-	kubelet := filepath.Join(l.cfg.K8sBin, "kubelet")
-	if _, err := os.Stat(kubelet); err != nil {
-		return nil, fmt.Errorf("kubelet: %w (run scripts/build-k8s.sh kubelet)", err)
-	}
-	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
-		if _, err := exec.LookPath(b); err != nil {
-			return nil, fmt.Errorf("%s: %w (run scripts/install-containerd.sh)", b, err)
-		}
-	}
-	k := &KubeletNode{Node: n, Dir: filepath.Join(n.Dir, "kubelet-node")}
-	k.Socket = filepath.Join(k.Dir, "containerd.sock")
-	k.CNIBinDir = filepath.Join(k.Dir, "cni-bin")
-	k.CNIConfDir = filepath.Join(k.Dir, "cni-conf")
-	k.runcRoot = filepath.Join(k.Dir, "containerd-state", "runc")
-	for _, d := range []string{k.Dir, k.CNIConfDir, filepath.Join(k.Dir, "kubelet-root"), filepath.Join(k.Dir, "pod-logs")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	k.CgroupRoot = "/edgeplane-" + l.ID + "-" + n.Name
-	k.sysctls = map[string]string{}
-	for _, key := range kubeletSysctls {
-		if b, err := os.ReadFile("/proc/sys/" + key); err == nil {
-			k.sysctls[key] = strings.TrimSpace(string(b))
-		}
-	}
-	l.onClose(k.Close)
-	for _, h := range cgroupHierarchies() {
-		if err := os.MkdirAll(filepath.Join(h, k.CgroupRoot), 0o755); err != nil {
-			return nil, fmt.Errorf("creating cgroup %s: %w", k.CgroupRoot, err)
-		}
 	}
 	defer func() {
 		if err != nil {
 			k.Close()
 		}
 	}()
-
+	spec := kubeletSpec{
+		cniBinDir:  filepath.Join(k.Dir, "cni-bin"),
+		cniConfDir: filepath.Join(k.Dir, "cni-conf"),
+		rootDir:    filepath.Join(k.Dir, "kubelet-root"),
+		podLogsDir: filepath.Join(k.Dir, "pod-logs"),
+		certDir:    filepath.Join(k.Dir, "kubelet-pki"),
+		kubeconfig: n.Kubecfg,
+		config: `address: 127.0.0.1
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+localStorageCapacityIsolation: false
+`,
+	}
+	for _, d := range []string{spec.cniConfDir, spec.rootDir, spec.podLogsDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
 	// CNI: the lab's plugin dir (edgeplane-cni as "edgeplane" + reference plugins) and the
 	// conflist edgeplane-install writes, with the node's run dir and a private host-local dataDir
 	// (the lab's nodes share one mount namespace).
-	if err := os.Symlink(l.pluginDir, k.CNIBinDir); err != nil {
+	if err := os.Symlink(l.pluginDir, spec.cniBinDir); err != nil {
 		return nil, err
 	}
 	conflist, err := install.Conflist(install.Config{RunDir: n.RunDir})
@@ -128,10 +123,76 @@ func (l *Lab) StartKubelet(ctx context.Context, n *Node, pauseTar string, opts K
 	if conflist, err = json.MarshalIndent(list, "", "  "); err != nil {
 		return nil, err
 	}
-	if err := install.WriteAtomic(filepath.Join(k.CNIConfDir, install.DefaultConflistName), conflist, 0o644); err != nil {
+	if err := install.WriteAtomic(filepath.Join(spec.cniConfDir, install.DefaultConflistName), conflist, 0o644); err != nil {
 		return nil, err
 	}
+	if err := k.start(ctx, pauseTar, spec); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
 
+// kubeletSpec is what differs between StartKubelet's node and a cluster node: paths as containerd
+// and kubelet see them (in the node's mount namespace, if it has one), credentials, and the
+// KubeletConfiguration fields about serving, authentication and DNS.
+type kubeletSpec struct {
+	mountNS               string // the node's mount namespace (a bind-mounted nsfs file); "": the host's
+	cniBinDir, cniConfDir string
+	rootDir, podLogsDir   string
+	certDir               string
+	kubeconfig            string
+	config                string // KubeletConfiguration lines appended to the common ones
+	nodeLabels            map[string]string
+}
+
+// newKubeletNode prepares k's directory and cgroup root and registers its Close.
+func (l *Lab) newKubeletNode(n *Node) (*KubeletNode, error) {
+	if err := l.checkOpen(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(l.cfg.K8sBin, "kubelet")); err != nil {
+		return nil, fmt.Errorf("kubelet: %w (run scripts/build-k8s.sh kubelet)", err)
+	}
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return nil, fmt.Errorf("%s: %w (run scripts/install-containerd.sh)", b, err)
+		}
+	}
+	k := &KubeletNode{Node: n, Dir: filepath.Join(n.Dir, "kubelet-node")}
+	k.Socket = filepath.Join(k.Dir, "containerd.sock")
+	k.runcRoot = filepath.Join(k.Dir, "containerd-state", "runc")
+	if err := os.MkdirAll(k.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	k.CgroupRoot = "/edgeplane-" + l.ID + "-" + n.Name
+	k.sysctls = map[string]string{}
+	for _, key := range kubeletSysctls {
+		if b, err := os.ReadFile("/proc/sys/" + key); err == nil {
+			k.sysctls[key] = strings.TrimSpace(string(b))
+		}
+	}
+	l.onClose(k.Close)
+	for _, h := range cgroupHierarchies() {
+		if err := os.MkdirAll(filepath.Join(h, k.CgroupRoot), 0o755); err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", k.CgroupRoot, err)
+		}
+	}
+	return k, nil
+}
+
+// nsenter are the nsenter flags that put a process in the node's namespaces.
+func (k *KubeletNode) nsenter() []string {
+	args := []string{"--net=" + k.Netns.Path()}
+	if k.MountNS != "" {
+		args = append(args, "--mount="+k.MountNS)
+	}
+	return args
+}
+
+// start starts containerd (and imports the pause image into it) and kubelet as spec says.
+func (k *KubeletNode) start(ctx context.Context, pauseTar string, spec kubeletSpec) (err error) {
+	n, l := k.Node, k.lab
+	k.MountNS, k.CNIBinDir, k.CNIConfDir = spec.mountNS, spec.cniBinDir, spec.cniConfDir
 	// containerd: private root, state, sockets, runc root; CRI with the local pause image.
 	cfgPath := filepath.Join(k.Dir, "containerd.toml")
 	cfg := fmt.Sprintf(`version = 2
@@ -167,19 +228,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = %[9]q
     max_conf_num = 1
 `, filepath.Join(k.Dir, "containerd-root"), filepath.Join(k.Dir, "containerd-state"), k.Socket, k.Socket+".ttrpc",
-		filepath.Join(k.Dir, "containerd-opt"), PauseImage, k.runcRoot, k.CNIBinDir, k.CNIConfDir)
+		filepath.Join(k.Dir, "containerd-opt"), PauseImage, k.runcRoot, spec.cniBinDir, spec.cniConfDir)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, err
+		return err
 	}
-	if k.Containerd, err = startProcess("containerd-"+n.Name, n.Netns, filepath.Join(k.Dir, "containerd.log"),
+	if k.Containerd, err = startProcessIn("containerd-"+n.Name, k.nsenter(), filepath.Join(k.Dir, "containerd.log"),
 		"containerd", "--config", cfgPath); err != nil {
-		return nil, err
+		return err
 	}
 	if err := k.waitContainerd(ctx, 30*time.Second); err != nil {
-		return nil, err
+		return err
 	}
 	if out, err := k.Ctr(ctx, "images", "import", pauseTar); err != nil {
-		return nil, fmt.Errorf("importing the pause image: %w: %s", err, out)
+		return fmt.Errorf("importing the pause image: %w: %s", err, out)
 	}
 
 	// kubelet: private root dir, the node's kubeconfig, out of the host's cgroup hierarchy as far
@@ -192,7 +253,6 @@ cgroupDriver: cgroupfs
 cgroupsPerQOS: false
 cgroupRoot: %[3]s
 enforceNodeAllocatable: ["none"]
-address: 127.0.0.1
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -201,13 +261,6 @@ containerRuntimeEndpoint: unix://%[1]s
 failSwapOn: false
 registerNode: true
 podLogsDir: %[2]q
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
 evictionHard:
   memory.available: "1Mi"
   nodefs.available: "1%%"
@@ -216,23 +269,32 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
-localStorageCapacityIsolation: false
 resolvConf: /etc/resolv.conf
-`, k.Socket, filepath.Join(k.Dir, "pod-logs"), k.CgroupRoot)), 0o644); err != nil {
-		return nil, err
+`, k.Socket, spec.podLogsDir, k.CgroupRoot)+spec.config), 0o644); err != nil {
+		return err
 	}
-	if k.Kubelet, err = startProcess("kubelet-"+n.Name, n.Netns, filepath.Join(k.Dir, "kubelet.log"), kubelet,
-		"--config="+kcfg,
-		"--kubeconfig="+n.Kubecfg,
-		"--root-dir="+filepath.Join(k.Dir, "kubelet-root"),
-		"--cert-dir="+filepath.Join(k.Dir, "kubelet-pki"),
-		"--hostname-override="+n.Name,
-		"--node-ip="+n.IP.String(),
+	args := []string{
+		"--config=" + kcfg,
+		"--kubeconfig=" + spec.kubeconfig,
+		"--root-dir=" + spec.rootDir,
+		"--cert-dir=" + spec.certDir,
+		"--hostname-override=" + n.Name,
+		"--node-ip=" + n.IP.String(),
 		"--v=2",
-	); err != nil {
-		return nil, err
 	}
-	return k, nil
+	if len(spec.nodeLabels) > 0 {
+		var labels []string
+		for key, v := range spec.nodeLabels {
+			labels = append(labels, key+"="+v)
+		}
+		sort.Strings(labels)
+		args = append(args, "--node-labels="+strings.Join(labels, ","))
+	}
+	if k.Kubelet, err = startProcessIn("kubelet-"+n.Name, k.nsenter(), filepath.Join(k.Dir, "kubelet.log"),
+		filepath.Join(l.cfg.K8sBin, "kubelet"), args...); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Ctr runs ctr against this node's containerd, in the k8s.io namespace.
@@ -330,7 +392,7 @@ func (k *KubeletNode) Close() {
 			ids, _ := os.ReadDir(root)
 			for _, id := range ids {
 				containerIDs = append(containerIDs, id.Name())
-				if out, err := run(ctx, "runc", "--root", root, "delete", "--force", id.Name()); err != nil {
+				if out, err := run(ctx, "nsenter", append(k.nsenter(), "--", "runc", "--root", root, "delete", "--force", id.Name())...); err != nil {
 					logf("kubelet node %s: runc delete %s: %v: %s", k.Name, id.Name(), err, out)
 				}
 			}

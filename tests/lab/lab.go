@@ -58,6 +58,10 @@ type Config struct {
 	CNIPluginsBin string // host-local, portmap, bandwidth, loopback
 	// BaseDir is where the lab directory is created (default os.TempDir()).
 	BaseDir string
+	// ServiceAccountAdmission starts kube-apiserver with the ServiceAccount admission plugin on:
+	// Pods then need their namespace's service account, which only kube-controller-manager's
+	// service-account controller creates (StartCluster). Off, the lab makes Pods without it.
+	ServiceAccountAdmission bool
 	// Logf receives progress lines (default: discarded).
 	Logf func(format string, args ...any)
 }

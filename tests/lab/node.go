@@ -56,6 +56,9 @@ type NodeOptions struct {
 	Labels map[string]string
 	// NoAgent builds the node and its Node object but does not start the agent.
 	NoAgent bool
+	// SelfRegister builds the node's namespace and underlay only: no Node object (the node's
+	// kubelet registers it) and no agent (StartCluster installs it as a DaemonSet).
+	SelfRegister bool
 	// AgentArgs are appended to the harness's agent flags (kept for restarts), e.g.
 	// "--encap-mode=device".
 	AgentArgs []string
@@ -137,14 +140,16 @@ func (l *Lab) AddNode(ctx context.Context, name string, index int, opts NodeOpti
 	if err := l.API.writeKubeconfig(n.Kubecfg, apiURL); err != nil {
 		return nil, err
 	}
-	if err := n.createObject(ctx, opts); err != nil {
-		return nil, err
+	if !opts.SelfRegister {
+		if err := n.createObject(ctx, opts); err != nil {
+			return nil, err
+		}
 	}
 	l.mu.Lock()
 	l.nodes[name] = n
 	l.mu.Unlock()
 	l.onClose(func() { n.stopAgent() })
-	if opts.NoAgent {
+	if opts.NoAgent || opts.SelfRegister {
 		return n, nil
 	}
 	if err := n.StartAgent(); err != nil {

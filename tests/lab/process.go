@@ -25,12 +25,17 @@ type Process struct {
 // startProcess runs bin with args inside ns through nsenter, so the process (and anything it
 // forks) can be killed as a group.
 func startProcess(name string, ns Netns, logPath string, bin string, args ...string) (*Process, error) {
+	return startProcessIn(name, []string{"--net=" + ns.Path()}, logPath, bin, args...)
+}
+
+// startProcessIn is startProcess with nsenter's namespace flags given (--net=..., --mount=...).
+func startProcessIn(name string, nsenterArgs []string, logPath string, bin string, args ...string) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening log for %s: %w", name, err)
 	}
 	fmt.Fprintf(logf, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
-	cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--", bin}, args...)...)
+	cmd := exec.Command("nsenter", append(append(nsenterArgs, "--", bin), args...)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
