@@ -24,10 +24,10 @@ CACHE=${EDGEPLANE_CACHE:-/var/cache/edgeplane}
 GO=${GO:-go}
 
 # The userland of each image. agnhost's (also glibc-dns-testing's) carries what the specs run in
-# it: a shell, coreutils, dig, getent, hostname, curl, nc, ss/ip, socat, awk, ping. (procps would
+# it: a shell, coreutils, dig, getent, hostname, curl, wget, nc, ss/ip, socat, awk, ping. (procps would
 # pull in perl, util-linux systemd's library: no [sig-network] spec runs ps or ipcs.)
 declare -A debs=(
-	[userland]="bash dash coreutils libc-bin bind9-dnsutils hostname mawk grep sed findutils curl netcat-openbsd iproute2 socat iputils-ping tar gzip debianutils"
+	[userland]="bash dash coreutils libc-bin bind9-dnsutils hostname mawk grep sed findutils curl netcat-openbsd iproute2 socat iputils-ping tar gzip debianutils wget"
 	[busybox]="busybox-static"
 	[iptables]="dash coreutils grep debianutils conntrack iptables"
 	[nginx]="nginx-light"
