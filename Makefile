@@ -1,14 +1,21 @@
-# edgeplane: make build | generate | test | demo | bench
+# edgeplane: make build | image | generate | test | demo | bench
 GO ?= go
 BIN := $(CURDIR)/bin
+# The version binaries and the image are stamped with.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test unit e2e demo bench clean
+.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test unit e2e demo bench clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/ ./cmd/...
+
+# edgeplane's image for linux/amd64 and linux/arm64, with Go only (no Docker): bin/image/
+# edgeplane-<version>.tar (OCI, both platforms) and edgeplane-<version>-<arch>.tar (docker-archive).
+image:
+	@VERSION=$(VERSION) scripts/build-image.sh
 
 generate: deps
 	$(GO) generate ./pkg/datapath/... ./deploy/...
@@ -53,9 +60,10 @@ conformance-deps:
 # the end-to-end suite on the netns lab with a real etcd + kube-apiserver, and the 47 [sig-network]
 # [Conformance] specs of e2e.test on the lab's kubelet cluster (tests/conformance). Needs root.
 test: deps conformance-deps cni-plugins containerd flannel build
+	images=$$(scripts/build-e2e-images.sh) && \
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
 		FLANNEL_BIN=$$(scripts/build-flanneld.sh) EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
-		E2E_IMAGES="$$(scripts/build-e2e-images.sh)" \
+		E2E_IMAGES="$$images" EDGEPLANE_COREDNS_IMAGE=$$(echo "$$images" | grep '/coredns.tar$$') \
 		$(GO) test -count=1 -timeout 45m ./...
 
 # The broader [sig-network] set (docs/conformance.md) on the kubelet cluster; writes its summary

@@ -363,9 +363,17 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	return fwd_to_endpoint(skb, ep);
 }
 
-/* Non-VXLAN: undo masquerade, then deliver to a local pod or let the host have it. A packet
- * routed here toward a pod of a domain this node cannot reach (a cloud host's, through the cloud
- * gateway) is dropped and answered (*unreach) rather than left to the host's unreachable route. */
+/* Non-VXLAN: undo masquerade, then deliver to a local pod or let the host have it. A reply to a
+ * masqueraded flow goes to the host stack, which routes it to the pod: the flow left through the
+ * host stack (pod_egress hands it there, node_egress masquerades it after netfilter), so netfilter's
+ * conntrack must see its replies too, or it holds a half-seen flow whose next packets are INVALID,
+ * which kube-proxy's KUBE-FORWARD and many host firewalls drop, and whose state never advances (a
+ * half-closed connection never shows CLOSE_WAIT). A Service's answer from a remote host-network
+ * backend (masqueraded on its way out too) gets its source turned back into the frontend on the
+ * pod's veth (pod_ingress), after netfilter, for the same reason; the node's own connections
+ * (from the overlay address) get theirs here, before the host stack they end in. A packet routed
+ * here toward a pod of a domain this node cannot reach (a cloud host's, through the cloud gateway)
+ * is dropped and answered (*unreach) rather than left to the host's unreachable route. */
 static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struct node_cfg *cfg,
 					      __u8 *unreach, struct node_lb_front *front)
 {
@@ -394,11 +402,12 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 		ret = parse_ipv4(skb, &eth, &ip);
 		if (ret != L3_IPV4)
 			return ret < 0 ? ret : TC_ACT_OK;
+	} else if (ip->daddr != cfg->pod_cidr) {
+		return TC_ACT_OK; /* a reply to a pod's masqueraded flow: through the host stack */
 	}
 	ep = endpoint_lookup(ip->daddr);
 	if (ep) {
-		/* a backend's reply to a local client: direct routing, or a host-network backend's
-		 * (the masquerade undone above) */
+		/* a backend's reply to a local client, direct routing */
 		ret = lb_rev_deliver(skb);
 		if (ret < 0)
 			return ret;

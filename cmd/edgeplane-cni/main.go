@@ -7,6 +7,9 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/cni"
 )
 
+// version is set at link time: -ldflags "-X main.version=v0.1.0".
+var version = "dev"
+
 func main() {
-	skel.PluginMainFuncs(cni.Funcs(), cni.Versions, "CNI plugin edgeplane")
+	skel.PluginMainFuncs(cni.Funcs(), cni.Versions, "CNI plugin edgeplane "+version)
 }

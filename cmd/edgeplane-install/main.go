@@ -10,6 +10,9 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/install"
 )
 
+// version is set at link time: -ldflags "-X main.version=v0.1.0".
+var version = "dev"
+
 func main() {
 	c := install.Config{}
 	flag.StringVar(&c.Plugin, "cni-plugin", "/usr/local/bin/edgeplane-cni", "the edgeplane-cni binary to install")
@@ -20,7 +23,12 @@ func main() {
 	flag.IntVar(&c.MTU, "mtu", 0, "pod MTU written into the conflist (0: the agent's, from node.json)")
 	flag.StringVar(&c.MissingPluginsFrom, "install-missing-plugins-from", "", "directory of reference plugins (host-local, portmap, bandwidth) copied where the node has none")
 	validate := flag.Bool("validate-flags", false, "parse and validate the flags, then exit (0: valid)")
+	printVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *printVersion {
+		fmt.Println("edgeplane-install", version)
+		return
+	}
 	if flag.NArg() > 0 {
 		fail(2, fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}

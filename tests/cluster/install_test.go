@@ -48,6 +48,11 @@ func TestInstall(t *testing.T) {
 			t.Errorf("node %s labels: %v", n.Name, n.Labels)
 		}
 	}
+	for _, k := range c.Nodes {
+		if msg := c.NotReadyBeforeInstall[k.Name]; !strings.Contains(msg, "cni") {
+			t.Errorf("node %s before the install: Ready condition %q, want NotReady for want of a CNI config", k.Name, msg)
+		}
+	}
 	ds, err := c.Lab.Client.AppsV1().DaemonSets("edgeplane-system").Get(ctx, "edgeplane-agent", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +64,15 @@ func TestInstall(t *testing.T) {
 		t.Errorf("agent image %q, want the imported %q", img, c.EdgeplaneImageRef)
 	}
 	checkAgentsAreContainers(t, c)
+
+	// docs/install.md's check of the init container, on every node: the API server reaches each
+	// kubelet (webhook authentication and authorization) for the logs.
+	for name, p := range agentPods(t, c) {
+		out, err := c.Kubectl(ctx, "-n", "edgeplane-system", "logs", p.Name, "-c", "install-cni")
+		if err != nil || !strings.Contains(out, "installed /host/etc/cni/net.d/10-edgeplane.conflist") {
+			t.Errorf("node %s: kubectl logs %s -c install-cni: %v: %s", name, p.Name, err, out)
+		}
+	}
 
 	// The node's files are the installer's and the agent's, in the node's own mount namespace.
 	for _, k := range c.Nodes {
@@ -90,6 +104,14 @@ func TestInstall(t *testing.T) {
 		t.Errorf("no byte crossed the private line cloud <-> site-a while node3's pod was reached (%d bytes before and after)", after)
 	} else {
 		t.Logf("private line cloud <-> site-a carried %d bytes", after-lineBefore)
+	}
+	// The API server's proxy reaches every pod (its routes to the pod CIDRs; node3's via the
+	// router).
+	for _, to := range pods {
+		out, err := c.Kubectl(ctx, "get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:8081/proxy/", echoNamespace, to.Name))
+		if err != nil || strings.TrimSpace(out) != to.Name {
+			t.Errorf("API server proxy to %s on %s: %v: %q", to.Name, to.Node.Name, err, out)
+		}
 	}
 	// Through the Service, found by name: from each pod until every replica has answered.
 	svc, err := c.Lab.Client.CoreV1().Services(echoNamespace).Get(ctx, echoName, metav1.GetOptions{})

@@ -110,6 +110,7 @@ spec:
           imagePullPolicy: Never
           ports:
             - containerPort: 8080
+            - containerPort: 8081
           readinessProbe:
             tcpSocket: {port: 8080}
             periodSeconds: 1

@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,4 +117,93 @@ func TestNonMasqueradeCIDRs(t *testing.T) {
 			check(t, p, n.IP, "masqueraded")
 		}
 	})
+}
+
+// TestMasqueradeThroughNetfilter: a pod's connection to a host outside the cluster leaves through
+// the host stack (masqueraded after netfilter, on the NIC) and its replies are handed back to the
+// host stack after the masquerade is undone, so the node's conntrack sees both directions. With
+// kube-proxy's `-m conntrack --ctstate INVALID -j DROP` in FORWARD (its KUBE-FORWARD chain, and many
+// host firewalls) the connection carries data both ways, and once the outside host closes its side
+// the node's conntrack holds the flow in CLOSE_WAIT for kube-proxy's hour (the agent sets it from
+// --ct-tcp-close-wait-timeout): what the e2e spec "KubeProxy should set TCP CLOSE_WAIT timeout" reads.
+func TestMasqueradeThroughNetfilter(t *testing.T) {
+	l := sharedLab(t)
+	ctx := t.Context()
+	p := shared.pods[0]
+	n := p.Node
+	rule := []string{"FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"}
+	if out, err := n.Netns.Exec(ctx, "iptables", append([]string{"-I"}, rule...)...); err != nil {
+		t.Fatalf("iptables: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := n.Netns.Exec(context.Background(), "iptables", append([]string{"-D"}, rule...)...); err != nil {
+			t.Errorf("removing the iptables rule: %v: %s", err, out)
+		}
+	})
+
+	// The outside host answers one line, then closes its side.
+	server := netip.AddrPortFrom(lab.OutsideIP, 8083)
+	var ln net.Listener
+	if err := lab.InNetns(l.Outside, func() (err error) { ln, err = net.Listen("tcp4", server.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil {
+			fmt.Fprintf(c, "echo %s", line)
+		}
+	}()
+
+	c, err := lab.DialTCP(p.Netns, server, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // only at the end: the pod's side stays open (CLOSE_WAIT)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	payload := strings.Repeat("x", 3000) // a few segments after the handshake
+	if _, err := fmt.Fprintf(c, "%s\n", payload); err != nil {
+		t.Fatalf("sending: %v", err)
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil || line != "echo "+payload+"\n" {
+		t.Fatalf("reply through the node with INVALID dropped in FORWARD: %d bytes, %v; want the echo (%d bytes)", len(line), err, len(payload)+6)
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Fatalf("after the reply: %v, want EOF (the outside host closed)", err)
+	}
+
+	// The node's conntrack: "ipv4 2 tcp 6 <timeout> CLOSE_WAIT src=<pod> dst=<outside> ... dport=8083 ..."
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	var entry string
+	_, err = eventually(5*time.Second, func() error {
+		out, err := n.Netns.Exec(ctx, "cat", "/proc/net/nf_conntrack")
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, fmt.Sprintf("src=%s dst=%s sport=%d dport=%d ", local.Addr(), server.Addr(), local.Port(), server.Port())) {
+				entry = l
+				if strings.Contains(l, " CLOSE_WAIT ") {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no CLOSE_WAIT entry for %s -> %s in %s's conntrack (last seen: %q)", local, server, n.Name, entry)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(entry)
+	timeout, err := strconv.Atoi(fields[4])
+	if err != nil || timeout < 3600-60 || timeout > 3600 {
+		t.Errorf("CLOSE_WAIT timeout %q in %q, want about 3600 s (kube-proxy's hour)", fields[4], entry)
+	}
+	t.Logf("%s's conntrack: %s", n.Name, entry)
 }

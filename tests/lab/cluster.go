@@ -29,6 +29,10 @@ import (
 const (
 	EnvEdgeplaneImage = "EDGEPLANE_IMAGE"
 	EnvCoreDNSImage   = "EDGEPLANE_COREDNS_IMAGE"
+	// EnvE2EImages is the e2e image tarballs, one a line (scripts/build-e2e-images.sh prints
+	// them; make test sets it): CoreDNS's is the one named coredns.tar, when
+	// EDGEPLANE_COREDNS_IMAGE is unset.
+	EnvE2EImages = "E2E_IMAGES"
 )
 
 // KubeDNSIP is the kube-dns Service's address, every kubelet's clusterDNS.
@@ -61,7 +65,8 @@ type ClusterOptions struct {
 	// EdgeplaneImage is edgeplane's image tarball (EDGEPLANE_IMAGE when empty; with neither,
 	// BuildEdgeplaneImage builds one from the checkout into the cluster's dir).
 	EdgeplaneImage string
-	// CoreDNSImage is CoreDNS's image tarball (EDGEPLANE_COREDNS_IMAGE when empty); NoCoreDNS
+	// CoreDNSImage is CoreDNS's image tarball (EDGEPLANE_COREDNS_IMAGE, or the coredns.tar of
+	// E2E_IMAGES, when empty); NoCoreDNS
 	// leaves CoreDNS out.
 	CoreDNSImage string
 	NoCoreDNS    bool
@@ -84,6 +89,9 @@ type Cluster struct {
 	EdgeplaneImageRef string
 	// CoreDNSImageRef is CoreDNS's, "" without CoreDNS.
 	CoreDNSImageRef string
+	// NotReadyBeforeInstall is each node's Ready condition message just before edgeplane was
+	// installed (kubelet's "cni plugin not initialized"), or "" for a node that was Ready.
+	NotReadyBeforeInstall map[string]string
 	// Timings of the bring-up phases, for the logs and docs.
 	Timings []Timing
 
@@ -119,6 +127,14 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 	}
 	if opts.CoreDNSImage == "" && !opts.NoCoreDNS {
 		opts.CoreDNSImage = os.Getenv(EnvCoreDNSImage)
+		if opts.CoreDNSImage == "" {
+			// make test's list of the e2e images (scripts/build-e2e-images.sh), one a line.
+			for _, p := range strings.Fields(os.Getenv(EnvE2EImages)) {
+				if filepath.Base(p) == "coredns.tar" {
+					opts.CoreDNSImage = p
+				}
+			}
+		}
 	}
 	if opts.DeployBase == "" {
 		if opts.DeployBase, err = findDeployBase(); err != nil {
@@ -146,7 +162,7 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 		}
 	}
 	if !opts.NoCoreDNS && opts.CoreDNSImage == "" {
-		return nil, fmt.Errorf("the cluster needs %s (CoreDNS's image tarball), or NoCoreDNS", EnvCoreDNSImage)
+		return nil, fmt.Errorf("the cluster needs %s (CoreDNS's image tarball: scripts/build-e2e-images.sh prints it) or %s, or NoCoreDNS", EnvCoreDNSImage, EnvE2EImages)
 	}
 	for _, b := range []string{"kubectl", "kube-scheduler", "kube-controller-manager", "kubelet"} {
 		if _, err := os.Stat(filepath.Join(l.cfg.K8sBin, b)); err != nil {
@@ -234,7 +250,21 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 	}
 	mark("controller-manager, pod CIDRs, scheduler")
 
-	// edgeplane, the documented way.
+	// edgeplane, the documented way. Until its conflist is on a node, the node is NotReady.
+	c.NotReadyBeforeInstall = map[string]string{}
+	for _, k := range c.Nodes {
+		n, err := l.Client.CoreV1().Nodes().Get(ctx, k.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		if !nodeReady(n) {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady {
+					c.NotReadyBeforeInstall[k.Name] = cond.Message
+				}
+			}
+		}
+	}
 	refs, err := c.ImportImages(ctx, opts.EdgeplaneImage)
 	if err != nil {
 		return nil, err

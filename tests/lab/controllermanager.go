@@ -25,7 +25,8 @@ import (
 // lab's Pods. The harness plays kubelet (pod status), the node lifecycle (nodes are Ready) and the
 // cloud (pod CIDRs, load-balancer status), so node-ipam, node-lifecycle, route and service-lb
 // controllers stay off: node-lifecycle in particular would find no kubelet heartbeats and taint
-// every lab node and mark its pods not ready.
+// every lab node and mark its pods not ready. The kubelet cluster (StartCluster, cluster.go) has
+// real kubelets and runs it with every default controller plus node IPAM instead.
 
 // DefaultControllers are the kube-controller-manager controllers the lab runs: EndpointSlices for
 // Services with a selector, their mirroring from hand-made Endpoints, the garbage collector (it

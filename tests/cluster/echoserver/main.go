@@ -1,5 +1,6 @@
 // Command echoserver is the tests' workload (tests/cluster): on TCP port 8080 it writes the pod's
-// hostname and a newline to every connection, then echoes what it reads until the client closes.
+// hostname and a newline to every connection, then echoes what it reads until the client closes;
+// on port 8081 it answers every HTTP request with the hostname (for the API server's proxy).
 // Static, no libc: the tests pack it into an image of one file.
 package main
 
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 )
 
@@ -17,6 +19,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	go func() {
+		log.Fatal(http.ListenAndServe(":8081", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, host)
+		})))
+	}()
 	ln, err := net.Listen("tcp", ":8080")
 	if err != nil {
 		log.Fatal(err)
