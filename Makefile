@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel test unit e2e demo bench clean
+.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test unit e2e demo bench clean
 
 all: build
 
@@ -42,12 +42,38 @@ cni-plugins:
 flannel:
 	@scripts/build-flanneld.sh >/dev/null
 
-# The one test command (README and .ci/run): unit tests, datapath tests through BPF_PROG_TEST_RUN
-# and the end-to-end suite on the netns lab with a real etcd + kube-apiserver. Needs root.
-test: deps k8s cni-plugins containerd flannel build
+# What the kubelet cluster and the conformance run (tests/conformance) need besides k8s: kubelet,
+# kube-scheduler, kubectl and e2e.test at the cluster's version, CoreDNS, and the e2e images. The
+# Go builds and the Debian downloads run side by side, then the images are written; each script
+# prints its phases' times on stderr. Everything is cached by version: a second call takes seconds.
+K8S_BINARIES := etcd kube-apiserver kubelet kube-controller-manager kube-proxy kube-scheduler kubectl e2e.test agnhost regression-issue-74839
+conformance-deps:
+	@start=$$(date +%s); fail=0; \
+	scripts/build-k8s.sh $(K8S_BINARIES) >/dev/null & k=$$!; \
+	scripts/build-coredns.sh >/dev/null & c=$$!; \
+	scripts/build-e2e-images.sh --rootfs & r=$$!; \
+	for p in $$k $$c $$r; do wait $$p || fail=1; done; [ $$fail = 0 ] && \
+	scripts/build-e2e-images.sh >/dev/null && \
+	echo "conformance-deps: ready in $$(( $$(date +%s) - start ))s" >&2
+
+# The one test command (README and .ci/run): unit tests, datapath tests through BPF_PROG_TEST_RUN,
+# the end-to-end suite on the netns lab with a real etcd + kube-apiserver, and the 47 [sig-network]
+# [Conformance] specs of e2e.test on the lab's kubelet cluster (tests/conformance). Needs root.
+test: deps conformance-deps cni-plugins containerd flannel build
+	images=$$(scripts/build-e2e-images.sh) && \
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
 		FLANNEL_BIN=$$(scripts/build-flanneld.sh) EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
+		E2E_IMAGES="$$images" EDGEPLANE_COREDNS_IMAGE=$$(echo "$$images" | grep '/coredns.tar$$') \
 		$(GO) test -count=1 -timeout 45m ./...
+
+# The broader [sig-network] set (docs/conformance.md) on the kubelet cluster; writes its summary
+# into docs/conformance.md and a JUnit report into docs/conformance/.
+conformance: deps conformance-deps cni-plugins containerd build image
+	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
+		EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) EDGEPLANE_IMAGE=$(BIN)/image/edgeplane-$(VERSION)-amd64.tar \
+		E2E_IMAGES="$$(scripts/build-e2e-images.sh)" EDGEPLANE_CONFORMANCE=sig-network \
+		EDGEPLANE_CONFORMANCE_REPORT_DIR=$(CURDIR)/docs/conformance EDGEPLANE_CONFORMANCE_DOC=$(CURDIR)/docs/conformance.md \
+		$(GO) test -count=1 -timeout 180m -v -run TestConformance ./tests/conformance/
 
 unit: deps
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
