@@ -58,11 +58,17 @@ conformance-deps:
 
 # The one test command (README and .ci/run): unit tests, datapath tests through BPF_PROG_TEST_RUN,
 # the end-to-end suite on the netns lab with a real etcd + kube-apiserver, and the 47 [sig-network]
-# [Conformance] specs of e2e.test on the lab's kubelet cluster (tests/conformance). Needs root.
+# [Conformance] specs of e2e.test on the lab's kubelet cluster (tests/conformance), which installs
+# edgeplane from `make image`'s tarball (this host's platform only, to save the other's build) the
+# way docs/install.md says. Needs root.
+HOST_ARCH := $(shell $(GO) env GOARCH)
 test: deps conformance-deps cni-plugins containerd flannel build
+	@start=$$(date +%s); IMAGE_ARCHES=$(HOST_ARCH) VERSION=$(VERSION) scripts/build-image.sh >/dev/null && \
+	echo "test: edgeplane image built in $$(( $$(date +%s) - start ))s" >&2
 	images=$$(scripts/build-e2e-images.sh) && \
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
 		FLANNEL_BIN=$$(scripts/build-flanneld.sh) EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
+		EDGEPLANE_IMAGE=$(BIN)/image/edgeplane-$(VERSION)-$(HOST_ARCH).tar \
 		E2E_IMAGES="$$images" EDGEPLANE_COREDNS_IMAGE=$$(echo "$$images" | grep '/coredns.tar$$') \
 		$(GO) test -count=1 -timeout 45m ./...
 
