@@ -168,6 +168,30 @@ func TestServiceFragmentsReply(t *testing.T) {
 	})
 }
 
+// A client outside the cluster sends a fragmented datagram to a NodePort whose backend is local
+// (node_ingress), and the backend's fragmented answer leaves with the frontend as its source
+// (pod_egress, out of the NIC).
+func TestNodePortFragmentsLocalBackend(t *testing.T) {
+	node := newCollection(t, loadNode)
+	lbCluster(t, node)
+	putExtSvc(t, node, netip.Addr{}, nodePort, protoUDP, 7, lbSvcNodePort, backend{podB, 8080})
+	sent := udpDatagram(outsideClient, nodeIP, 40000, nodePort, 2000)
+	var frames [][]byte
+	for _, f := range fragmentIP(outsideClient, nodeIP, protoUDP, 0x2468, sent) {
+		frames = append(frames, ethFrame(underlayMAC, remoteNextHop, ethPIPv4, f))
+	}
+	outs := runFrags(t, node.Programs["node_ingress"], frames, 14)
+	checkDatagram(t, outs, sent, outsideClient, 40000, podB, 8080)
+
+	pod := newCollection(t, loadPod)
+	lbCluster(t, pod)
+	copyCT(t, node, pod)
+	sendAs(t, pod, podB)
+	answer := udpDatagram(podB, outsideClient, 8080, 40000, 2000)
+	outs = runFrags(t, pod.Programs["pod_egress"], podFrames(podB, outsideClient, 0x1357, answer), 14)
+	checkDatagram(t, outs, answer, nodeIP, nodePort, outsideClient, 40000)
+}
+
 // Fragmented traffic that is no service's (pod to pod) still passes unchanged.
 func TestFragmentsNotAService(t *testing.T) {
 	coll := newCollection(t, loadPod)
