@@ -26,8 +26,6 @@ enum drop_reason {
 	DROP_NO_SERVICE_BACKEND = 17,   /* a service frontend without a backend this node may use */
 	DROP_VXLAN_NOT_UNICAST = 18,    /* VXLAN to a multicast or broadcast outer destination */
 	DROP_BAD_CHECKSUM = 19,         /* VXLAN whose outer IPv4 header checksum is wrong */
-	DROP_FRAG_NOT_FOUND = 20,       /* a later IPv4 fragment whose first fragment was not seen
-					 * (reordered or evicted): no ports to translate it by */
 	DROP_REASON_MAX,                /* keep last */
 };
 

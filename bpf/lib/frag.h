@@ -10,9 +10,11 @@
  * Each hook looks the fragments up as they arrive there, before it rewrites them, so the key is
  * the datagram as that hook sees it (pod -> frontend in pod_egress, backend -> pod on delivery).
  * A later fragment whose first was not seen here (reordered ahead of it, or its entry evicted) has
- * no ports to go by: lb_parse drops it as DROP_FRAG_NOT_FOUND rather than let it pass untranslated
- * (toward a frontend address, out of the node) as Cilium does; its datagram could not be
- * reassembled anyway, and the sender retransmits. Linux sends a datagram's fragments in order.
+ * no ports to go by: lb_parse leaves it alone, as before fragments were tracked. Most such
+ * fragments are no Service's (the node's own traffic reordered on the way, a peer's fragmented
+ * VXLAN, which the kernel reassembles), and dropping them would break what worked; a Service's
+ * goes on untranslated and its datagram is lost, as it was. Linux sends a datagram's fragments in
+ * order, so a pod's reach the hook in order.
  *
  *   frag_map  LRU {saddr, daddr, id, proto} -> {sport, dport}, programs only: written by the first
  *             fragment, read by the later ones; entries are only evicted (an IP id is reused after
@@ -81,7 +83,7 @@ static __always_inline struct frag_ports frag_ports_unpack(__u32 packed)
 }
 
 /* Records the ports of a first fragment (its header's addresses, id and protocol) for its later
- * fragments. Best effort: a failed update makes them DROP_FRAG_NOT_FOUND, as an eviction would. */
+ * fragments. Best effort: a failed update leaves them untranslated, as an eviction would. */
 static __noinline int frag_record(__be32 saddr, __be32 daddr, __be16 id, __u8 proto, __u32 ports)
 {
 	struct frag_key k = { .saddr = saddr, .daddr = daddr, .id = id, .proto = proto };

@@ -56,7 +56,9 @@ struct lb_tuple {
 #define LB_ICMP_ERROR 2 /* an ICMP error: maybe about a translated packet (lb_xlate_rev) */
 
 /* A later fragment of a TCP, UDP or SCTP datagram (lib/frag.h): the ports its first fragment
- * recorded. Returns 0, or -DROP_FRAG_NOT_FOUND when the first was not seen here. */
+ * recorded. Returns 0, or LB_SKIP when the first was not seen here (left alone, as before
+ * fragments were tracked: it may be no Service's at all, e.g. reordered fragments of the node's
+ * own traffic or of a peer's fragmented VXLAN, which the kernel reassembles). */
 static __always_inline int lb_parse_later_fragment(const struct iphdr *ip, struct lb_tuple *t)
 {
 	struct frag_ports ports;
@@ -66,7 +68,7 @@ static __always_inline int lb_parse_later_fragment(const struct iphdr *ip, struc
 		return LB_SKIP;
 	packed = frag_lookup(t->saddr, t->daddr, ip->id, t->proto);
 	if (packed < 0)
-		return -DROP_FRAG_NOT_FOUND;
+		return LB_SKIP;
 	ports = frag_ports_unpack(packed);
 	t->sport = ports.sport;
 	t->dport = ports.dport;
@@ -78,8 +80,8 @@ static __always_inline int lb_parse_later_fragment(const struct iphdr *ip, struc
  * their ports (lb_xlate.h translates SCTP's addresses only), LB_ICMP_ERROR for ICMP "destination
  * unreachable" and "time exceeded", LB_SKIP for anything else, or -reason: DROP_INVALID for a
  * truncated TCP/UDP header. Fragments (lib/frag.h): the first records its ports, a later one gets
- * them (t->no_l4 set) or is dropped as DROP_FRAG_NOT_FOUND; later fragments of other protocols
- * (ICMP) are LB_SKIP. Addresses, protocol and l4_off are set in every case. Packet pointers the
+ * them (t->no_l4 set), or is LB_SKIP when its first was not seen; later fragments of other
+ * protocols (ICMP) are LB_SKIP. Addresses, protocol and l4_off are set in every case. Packet pointers the
  * caller holds are invalid afterwards. */
 static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *ip, struct lb_tuple *t)
 {

@@ -19,7 +19,7 @@ import (
 func TestPodEgressNoFragNeededAboutICMPErrorsOrLaterFragments(t *testing.T) {
 	payload := bytes.Repeat([]byte{0xcd}, podMTU)
 	laterFragment := ethFrame(podAHostMAC, podAMAC, ethPIPv4, ipHdr{src: podA, dst: remotePod, proto: protoUDP, df: true, fragOff: 185}.build(payload))
-	// Its first fragment, seen before it (a later fragment alone is FRAG_NOT_FOUND: lib/frag.h).
+	// Its first fragment, seen before it (a later fragment alone is left alone: lib/frag.h).
 	firstFragment := ethFrame(podAHostMAC, podAMAC, ethPIPv4, ipHdr{src: podA, dst: remotePod, proto: protoUDP, mf: true}.build(udpSeg(podA, remotePod, 40000, 53, nil, false)))
 	tests := []struct {
 		name     string

@@ -17,8 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -110,13 +108,6 @@ func TestServiceUDPFragments(t *testing.T) {
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("through the ClusterIP: %v", err)
-			}
-		}
-	}
-	for _, n := range nodes {
-		for _, dir := range []metrics.Dir{metrics.DirPodEgress, metrics.DirPodIngress, metrics.DirOverlayIn, metrics.DirNodeIn} {
-			if got := counter(t, n, dir, dropreason.FragNotFound); got != 0 {
-				t.Errorf("%s: FRAG_NOT_FOUND %d under %v", n.Name, got, dir)
 			}
 		}
 	}

@@ -33,7 +33,6 @@ const (
 	NoServiceBackend                  // a service frontend without a backend this node may use
 	VXLANNotUnicast                   // VXLAN to a multicast or broadcast outer destination
 	BadChecksum                       // VXLAN whose outer IPv4 header checksum is wrong
-	FragNotFound                      // a later IPv4 fragment whose first fragment was not seen (reordered or evicted)
 
 	// Max is one past the last reason (DROP_REASON_MAX).
 	Max
@@ -61,7 +60,6 @@ var names = [Max]string{
 	NoServiceBackend:    "NO_SERVICE_BACKEND",
 	VXLANNotUnicast:     "VXLAN_NOT_UNICAST",
 	BadChecksum:         "BAD_CHECKSUM",
-	FragNotFound:        "FRAG_NOT_FOUND",
 }
 
 // String returns the C name without its DROP_ prefix ("DOMAIN_UNREACHABLE"), or UNKNOWN_<n> for

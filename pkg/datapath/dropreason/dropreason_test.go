@@ -8,8 +8,7 @@ func TestString(t *testing.T) {
 		DomainUnreachable: "DOMAIN_UNREACHABLE",
 		NATFailed:         "NAT_FAILED",
 		NoServiceBackend:  "NO_SERVICE_BACKEND",
-		FragNotFound:      "FRAG_NOT_FOUND",
-		Max:               "UNKNOWN_21",
+		Max:               "UNKNOWN_20",
 		200:               "UNKNOWN_200",
 	} {
 		if got := r.String(); got != want {
