@@ -166,8 +166,8 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg,
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return 0;
 	/* A header that ends past the datagram is truncated, whatever padding follows (node_xdp
-	 * leaves these frames here). */
-	if (!skb->gso_size &&
+	 * leaves these frames here). A later fragment has none (lb_parse: lib/frag.h). */
+	if (!skb->gso_size && !ipv4_is_later_fragment(ip) &&
 	    !ipv4_holds_l4(ip, ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr)))
 		return -DROP_INVALID;
 	/* Frontends are never pod addresses (nor the overlay address, unreachable from outside). */

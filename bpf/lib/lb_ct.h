@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "frag.h"
 #include "lb.h"
 #include "parse.h"
 
@@ -39,8 +40,9 @@ struct lb_tuple {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 tcp_flags; /* LB_TCP_* (0 for UDP and SCTP) */
-	__u16 l4_off;   /* from the start of the packet */
+	__u8 tcp_flags; /* LB_TCP_* (0 for UDP and SCTP, and for a later fragment) */
+	__u8 l4_off;    /* from the start of the packet (at most 14 + 60) */
+	__u8 no_l4;     /* a later fragment: ports from frag_map, no L4 header to rewrite */
 };
 
 /* A connection that came in on the underlay NIC to a frontend of scope EXTERNAL (node.c): set on
@@ -53,11 +55,34 @@ struct lb_tuple {
 #define LB_SKIP 1       /* not something services translate: leave the packet alone */
 #define LB_ICMP_ERROR 2 /* an ICMP error: maybe about a translated packet (lb_xlate_rev) */
 
+/* A later fragment of a TCP, UDP or SCTP datagram (lib/frag.h): the ports its first fragment
+ * recorded. Returns 0, or LB_SKIP when the first was not seen here (left alone, as before
+ * fragments were tracked: it may be no Service's at all, e.g. reordered fragments of the node's
+ * own traffic or of a peer's fragmented VXLAN, which the kernel reassembles). */
+static __always_inline int lb_parse_later_fragment(const struct iphdr *ip, struct lb_tuple *t)
+{
+	struct frag_ports ports;
+	__s64 packed;
+
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP && t->proto != IPPROTO_SCTP)
+		return LB_SKIP;
+	packed = frag_lookup(t->saddr, t->daddr, ip->id, t->proto);
+	if (packed < 0)
+		return LB_SKIP;
+	ports = frag_ports_unpack(packed);
+	t->sport = ports.sport;
+	t->dport = ports.dport;
+	t->no_l4 = 1;
+	return 0;
+}
+
 /* Fills t from the IPv4 packet ip (Ethernet at offset 0). Returns 0 for TCP, UDP and SCTP with
- * their ports (lb_xlate.h translates SCTP's addresses only), LB_ICMP_ERROR for ICMP "destination unreachable" and "time exceeded", LB_SKIP for anything
- * else and for non-first fragments (they carry no ports; see docs/architecture.md, Services), or
- * -DROP_INVALID for a truncated TCP/UDP header. Addresses, protocol and l4_off are set in every
- * case. Packet pointers the caller holds are invalid afterwards. */
+ * their ports (lb_xlate.h translates SCTP's addresses only), LB_ICMP_ERROR for ICMP "destination
+ * unreachable" and "time exceeded", LB_SKIP for anything else, or -reason: DROP_INVALID for a
+ * truncated TCP/UDP header. Fragments (lib/frag.h): the first records its ports, a later one gets
+ * them (t->no_l4 set), or is LB_SKIP when its first was not seen; later fragments of other
+ * protocols (ICMP) are LB_SKIP. Addresses, protocol and l4_off are set in every case. Packet pointers the
+ * caller holds are invalid afterwards. */
 static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *ip, struct lb_tuple *t)
 {
 	__u32 l4_off = ETH_HLEN + ip->ihl * 4;
@@ -72,8 +97,9 @@ static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *i
 	t->proto = ip->protocol;
 	t->tcp_flags = 0;
 	t->l4_off = l4_off;
-	if (ip->frag_off & bpf_htons(IP_OFFSET))
-		return LB_SKIP;
+	t->no_l4 = 0;
+	if (ipv4_is_later_fragment(ip))
+		return lb_parse_later_fragment(ip, t);
 	switch (t->proto) {
 	case IPPROTO_TCP:
 		tcp = pkt_header(skb, l4_off, sizeof(*tcp));
@@ -82,7 +108,7 @@ static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *i
 		t->sport = tcp->source;
 		t->dport = tcp->dest;
 		t->tcp_flags = ((__u8 *)tcp)[13];
-		return 0;
+		break;
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP: /* the common header starts with the two ports, as UDP's */
 		udp = pkt_header(skb, l4_off, sizeof(*udp));
@@ -90,7 +116,7 @@ static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *i
 			return -DROP_INVALID;
 		t->sport = udp->source;
 		t->dport = udp->dest;
-		return 0;
+		break;
 	case IPPROTO_ICMP:
 		icmp = pkt_header(skb, l4_off, sizeof(*icmp));
 		if (icmp && (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED))
@@ -99,6 +125,12 @@ static __always_inline int lb_parse(struct __sk_buff *skb, const struct iphdr *i
 	default:
 		return LB_SKIP;
 	}
+	/* The header again (reading the L4 header may have pulled), rather than keeping its id and
+	 * flags across those calls: the stack has no room for them. */
+	ip = pkt_header(skb, ETH_HLEN, sizeof(*ip));
+	if (ip && ipv4_is_first_fragment(ip))
+		frag_record(t->saddr, t->daddr, ip->id, t->proto, frag_ports_pack(t->sport, t->dport));
+	return 0;
 }
 
 #define LB_CT_FIN_BOTH (LB_CT_FIN_FWD | LB_CT_FIN_REV)

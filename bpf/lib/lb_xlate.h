@@ -29,7 +29,8 @@
  * its CRC32c does not cover the IP addresses, but no helper can update it for a port change, so a
  * connection to a backend on another port is refused like a frontend without backends.
  *
- * Not translated: non-first fragments (no ports); see docs/architecture.md, Services. */
+ * Fragments: a later fragment carries no ports; lb_parse gives it its first fragment's (lib/frag.h),
+ * and it takes the same path with the addresses rewritten only (lb_rewrite). */
 #ifndef EDGEPLANE_LB_XLATE_H
 #define EDGEPLANE_LB_XLATE_H
 
@@ -135,11 +136,14 @@ static __always_inline int lb_rewrite_sctp(struct __sk_buff *skb, struct lb_tupl
 	return 0;
 }
 
-/* Rewrites one side of t's packet (dest: the destination) to addr:port, and t with it. */
-static __always_inline int lb_rewrite(struct __sk_buff *skb, struct lb_tuple *t, int dest, __be32 addr,
-				      __be16 port)
+/* Rewrites one side of t's packet (dest: the destination) to addr:port, and t with it. A later
+ * fragment (t->no_l4, lib/frag.h) has no L4 header: its port and the L4 checksum over the whole
+ * datagram are in the first fragment, rewritten there; here nat_rewrite (told so by l4_off 0)
+ * changes the address and the IPv4 checksum only. Out of line (a BPF subprogram): inlined at each
+ * of its callers it made pod_egress's stack, with its other subprograms', pass 512 bytes. */
+static __noinline int lb_rewrite(struct __sk_buff *skb, struct lb_tuple *t, int dest, __be32 addr, __be16 port)
 {
-	struct nat_tuple nt = { .proto = t->proto, .l4_off = t->l4_off };
+	struct nat_tuple nt = { .proto = t->proto, .l4_off = t->no_l4 ? 0 : t->l4_off };
 	int ret;
 
 	if (t->proto == IPPROTO_SCTP)

@@ -204,7 +204,9 @@ static __always_inline int nat_parse(struct __sk_buff *skb, const struct iphdr *
 
 /* Rewrites one address and one port/identifier, with checksums. dest selects destination (ingress)
  * or source (egress) fields. The L4 checksum covers the addresses through the pseudo header for
- * TCP/UDP, not for ICMP; a zero UDP checksum means "none" and stays zero (MARK_MANGLED_0). */
+ * TCP/UDP, not for ICMP; a zero UDP checksum means "none" and stays zero (MARK_MANGLED_0).
+ * l4_off 0 says the packet has no L4 header (a later IPv4 fragment, lib/frag.h): the address and
+ * the IPv4 checksum only; the port and the L4 checksum are the first fragment's. */
 static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct nat_tuple *t, int dest,
 				       __be32 old_ip, __be32 new_ip, __be16 old_port, __be16 new_port)
 {
@@ -213,6 +215,8 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct nat_t
 	__u32 port_off = nat_port_off(t->proto, t->l4_off, dest);
 	__u64 l4flags = t->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
+	if (!t->l4_off)
+		goto l3;
 	if (t->proto != IPPROTO_ICMP &&
 	    bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, l4flags | BPF_F_PSEUDO_HDR | 4) < 0)
 		return -DROP_NAT_FAILED;
@@ -222,6 +226,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct nat_t
 		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
 			return -DROP_NAT_FAILED;
 	}
+l3:
 	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_ip, new_ip, 4) < 0)
 		return -DROP_NAT_FAILED;
 	if (bpf_skb_store_bytes(skb, ip_off, &new_ip, sizeof(new_ip), 0) < 0)

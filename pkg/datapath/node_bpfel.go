@@ -27,6 +27,21 @@ type nodeEndpoint struct {
 	Flags   uint32
 }
 
+type nodeFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type nodeFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
 type nodeLbAffinity struct {
 	_        structs.HostLayout
 	Ip       uint32
@@ -196,6 +211,7 @@ const (
 	nodeMapEndpointsMap     = "endpoints_map"
 	nodeMapEventsLostMap    = "events_lost_map"
 	nodeMapEventsMap        = "events_map"
+	nodeMapFragMap          = "frag_map"
 	nodeMapLbAffinityMap    = "lb_affinity_map"
 	nodeMapLbBackendMap     = "lb_backend_map"
 	nodeMapLbCtMap          = "lb_ct_map"
@@ -267,6 +283,7 @@ type nodeMapSpecs struct {
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	FragMap       *ebpf.MapSpec `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.MapSpec `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.MapSpec `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.MapSpec `ebpf:"lb_ct_map"`
@@ -312,6 +329,7 @@ type nodeMaps struct {
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	FragMap       *ebpf.Map `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.Map `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.Map `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.Map `ebpf:"lb_ct_map"`
@@ -332,6 +350,7 @@ func (m *nodeMaps) Close() error {
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,
+		m.FragMap,
 		m.LbAffinityMap,
 		m.LbBackendMap,
 		m.LbCtMap,

@@ -27,6 +27,21 @@ type overlayEndpoint struct {
 	Flags   uint32
 }
 
+type overlayFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type overlayFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
 type overlayLbAffinity struct {
 	_        structs.HostLayout
 	Ip       uint32
@@ -196,6 +211,7 @@ const (
 	overlayMapEndpointsMap    = "endpoints_map"
 	overlayMapEventsLostMap   = "events_lost_map"
 	overlayMapEventsMap       = "events_map"
+	overlayMapFragMap         = "frag_map"
 	overlayMapLbAffinityMap   = "lb_affinity_map"
 	overlayMapLbBackendMap    = "lb_backend_map"
 	overlayMapLbCtMap         = "lb_ct_map"
@@ -266,6 +282,7 @@ type overlayMapSpecs struct {
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	FragMap       *ebpf.MapSpec `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.MapSpec `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.MapSpec `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.MapSpec `ebpf:"lb_ct_map"`
@@ -310,6 +327,7 @@ type overlayMaps struct {
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	FragMap       *ebpf.Map `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.Map `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.Map `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.Map `ebpf:"lb_ct_map"`
@@ -330,6 +348,7 @@ func (m *overlayMaps) Close() error {
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,
+		m.FragMap,
 		m.LbAffinityMap,
 		m.LbBackendMap,
 		m.LbCtMap,

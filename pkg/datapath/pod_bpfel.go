@@ -27,6 +27,21 @@ type podEndpoint struct {
 	Flags   uint32
 }
 
+type podFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type podFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
 type podLbAffinity struct {
 	_        structs.HostLayout
 	Ip       uint32
@@ -226,6 +241,7 @@ const (
 	podMapEndpointsMap     = "endpoints_map"
 	podMapEventsLostMap    = "events_lost_map"
 	podMapEventsMap        = "events_map"
+	podMapFragMap          = "frag_map"
 	podMapLbAffinityMap    = "lb_affinity_map"
 	podMapLbBackendMap     = "lb_backend_map"
 	podMapLbCtMap          = "lb_ct_map"
@@ -297,6 +313,7 @@ type podMapSpecs struct {
 	EndpointsMap  *ebpf.MapSpec `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
+	FragMap       *ebpf.MapSpec `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.MapSpec `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.MapSpec `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.MapSpec `ebpf:"lb_ct_map"`
@@ -342,6 +359,7 @@ type podMaps struct {
 	EndpointsMap  *ebpf.Map `ebpf:"endpoints_map"`
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
+	FragMap       *ebpf.Map `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.Map `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.Map `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.Map `ebpf:"lb_ct_map"`
@@ -362,6 +380,7 @@ func (m *podMaps) Close() error {
 		m.EndpointsMap,
 		m.EventsLostMap,
 		m.EventsMap,
+		m.FragMap,
 		m.LbAffinityMap,
 		m.LbBackendMap,
 		m.LbCtMap,

@@ -19,22 +19,30 @@ import (
 func TestPodEgressNoFragNeededAboutICMPErrorsOrLaterFragments(t *testing.T) {
 	payload := bytes.Repeat([]byte{0xcd}, podMTU)
 	laterFragment := ethFrame(podAHostMAC, podAMAC, ethPIPv4, ipHdr{src: podA, dst: remotePod, proto: protoUDP, df: true, fragOff: 185}.build(payload))
+	// Its first fragment, seen before it (a later fragment alone is left alone: lib/frag.h).
+	firstFragment := ethFrame(podAHostMAC, podAMAC, ethPIPv4, ipHdr{src: podA, dst: remotePod, proto: protoUDP, mf: true}.build(udpSeg(podA, remotePod, 40000, 53, nil, false)))
 	tests := []struct {
 		name     string
 		pkt      []byte
 		answered bool
+		first    []byte // sent before pkt
 	}{
-		{"ICMP destination unreachable", podPacket(podA, remotePod, icmpMsg(3, 3, [4]byte{}, payload), protoICMP, true), false},
-		{"ICMP time exceeded", podPacket(podA, remotePod, icmpMsg(11, 0, [4]byte{}, payload), protoICMP, true), false},
-		{"ICMP fragmentation needed", podPacket(podA, remotePod, icmpMsg(3, 4, [4]byte{0, 0, 0x05, 0xaa}, payload), protoICMP, true), false},
-		{"later fragment", laterFragment, false},
+		{"ICMP destination unreachable", podPacket(podA, remotePod, icmpMsg(3, 3, [4]byte{}, payload), protoICMP, true), false, nil},
+		{"ICMP time exceeded", podPacket(podA, remotePod, icmpMsg(11, 0, [4]byte{}, payload), protoICMP, true), false, nil},
+		{"ICMP fragmentation needed", podPacket(podA, remotePod, icmpMsg(3, 4, [4]byte{0, 0, 0x05, 0xaa}, payload), protoICMP, true), false, nil},
+		{"later fragment", laterFragment, false, firstFragment},
 		// An echo request is no error: it is answered, as before.
-		{"ICMP echo request", podPacket(podA, remotePod, icmpMsg(8, 0, echoRest(7, 1), payload), protoICMP, true), true},
+		{"ICMP echo request", podPacket(podA, remotePod, icmpMsg(8, 0, echoRest(7, 1), payload), protoICMP, true), true, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			coll := newCollection(t, loadPod)
 			fillCluster(t, coll)
+			if tt.first != nil {
+				if got, _ := run(t, coll.Programs["pod_egress"], tt.first, nil); got != tcActRedirect {
+					t.Fatalf("first fragment: verdict %d, want TC_ACT_REDIRECT", got)
+				}
+			}
 			got, out := run(t, coll.Programs["pod_egress"], tt.pkt, nil)
 			if tt.answered {
 				if got != tcActRedirect {

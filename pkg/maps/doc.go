@@ -19,6 +19,9 @@
 //	           lb_ct_map                           LRU connection tracking of service flows (programs)
 //	           lb_affinity_map                     LRU sessionAffinity ClientIP choices (programs)
 //
+// frag_map (bpf/lib/frag.h: the ports of fragmented datagrams, for their later fragments) has no
+// package: only the programs use it, and LRU eviction is all the cleaning it needs.
+//
 // The agent's datapath loader (pkg/datapath) creates and pins the maps under <root>/maps/<name>; the
 // packages here only open those pins, so the CNI plugin, the agent's reconcilers and the CLI all see
 // the one instance the programs use. Every Open returns a *Map that its caller owns and closes.
