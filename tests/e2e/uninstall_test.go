@@ -35,28 +35,11 @@ func TestUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	links, err := n.PinnedLinks()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var podVeth string
-	for name := range links {
-		if v, ok := strings.CutPrefix(name, "pod-"); ok {
-			podVeth = v
-		}
-	}
+	links, podVeth := podLinks(t, n)
 	if podVeth == "" || len(links) != 7 {
 		t.Fatalf("precondition: pinned links %v; want 5 for the NIC (tc ingress/egress, XDP) and device and two (tc ingress and egress of its host veth) for %s", keys(links), p.Name)
 	}
-	confDir, binDir := t.TempDir(), t.TempDir()
-	for _, f := range []string{
-		filepath.Join(confDir, "10-edgeplane.conflist"), filepath.Join(confDir, "20-other.conflist"),
-		filepath.Join(binDir, "edgeplane"), filepath.Join(binDir, "host-local"),
-	} {
-		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	confDir, binDir := cniDirs(t)
 
 	n.Agent.Stop(5 * time.Second)
 	args := []string{"--uninstall", "--cni-conf-dir=" + confDir, "--cni-bin-dir=" + binDir}
@@ -143,15 +126,7 @@ func checkUninstalled(t *testing.T, l *lab.Lab, n *lab.Node, podVeth, confDir, b
 func TestUninstallWhenDaemonSetDeleted(t *testing.T) {
 	l := sharedLab(t)
 	ctx := t.Context()
-	confDir, binDir := t.TempDir(), t.TempDir()
-	for _, f := range []string{
-		filepath.Join(confDir, "10-edgeplane.conflist"), filepath.Join(confDir, "20-other.conflist"),
-		filepath.Join(binDir, "edgeplane"), filepath.Join(binDir, "host-local"),
-	} {
-		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	confDir, binDir := cniDirs(t)
 	// The DaemonSet object only: the lab runs no DaemonSet controller, the agent is the harness's.
 	labels := map[string]string{"app": "edgeplane-agent-dsdel"}
 	ds, err := l.Client.AppsV1().DaemonSets("default").Create(ctx, &appsv1.DaemonSet{
@@ -181,16 +156,7 @@ func TestUninstallWhenDaemonSetDeleted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	links, err := n.PinnedLinks()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var podVeth string
-	for name := range links {
-		if v, ok := strings.CutPrefix(name, "pod-"); ok {
-			podVeth = v
-		}
-	}
+	links, podVeth := podLinks(t, n)
 	waitAgentLog := func(marker string) {
 		t.Helper()
 		if _, _, err := n.WaitAgentLog(ctx, marker, 20*time.Second); err != nil {
@@ -232,4 +198,36 @@ func TestUninstallWhenDaemonSetDeleted(t *testing.T) {
 	if err := p.Delete(ctx); err != nil {
 		t.Errorf("CNI DEL after uninstall: %v", err)
 	}
+}
+
+// cniDirs are a node's CNI directories as edgeplane-install leaves them, with another network's
+// conflist and a reference plugin beside edgeplane's files (an uninstall must leave those).
+func cniDirs(t *testing.T) (confDir, binDir string) {
+	t.Helper()
+	confDir, binDir = t.TempDir(), t.TempDir()
+	for _, f := range []string{
+		filepath.Join(confDir, "10-edgeplane.conflist"), filepath.Join(confDir, "20-other.conflist"),
+		filepath.Join(binDir, "edgeplane"), filepath.Join(binDir, "host-local"),
+	} {
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return confDir, binDir
+}
+
+// podLinks are n's pinned links and the host veth of its one pod (from the "pod-<veth>" pins).
+func podLinks(t *testing.T, n *lab.Node) (map[string]lab.PinnedLink, string) {
+	t.Helper()
+	links, err := n.PinnedLinks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var podVeth string
+	for name := range links {
+		if v, ok := strings.CutPrefix(name, "pod-"); ok {
+			podVeth = v
+		}
+	}
+	return links, podVeth
 }
