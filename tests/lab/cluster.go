@@ -203,17 +203,9 @@ func (l *Lab) StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster
 		}
 		c.Nodes = append(c.Nodes, k)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(c.Nodes))
-	for i, k := range c.Nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = c.startNode(ctx, k, opts.Nodes[i], opts.PauseImage)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := c.onEveryNode(func(i int, k *KubeletNode) error {
+		return c.startNode(ctx, k, opts.Nodes[i], opts.PauseImage)
+	}); err != nil {
 		return nil, err
 	}
 	if err := c.waitNodes(ctx, "registered", 90*time.Second, func(*corev1.Node) bool { return true }); err != nil {
@@ -409,31 +401,34 @@ var importedRef = regexp.MustCompile(`unpacking (\S+) \(sha256:`)
 func (c *Cluster) ImportImages(ctx context.Context, tarballs ...string) ([]string, error) {
 	refs := make([]string, len(tarballs))
 	var mu sync.Mutex
+	err := c.onEveryNode(func(_ int, k *KubeletNode) error {
+		for j, tar := range tarballs {
+			out, err := k.Ctr(ctx, "images", "import", tar)
+			if err != nil {
+				return fmt.Errorf("importing %s on %s: %w: %s", tar, k.Name, err, out)
+			}
+			m := importedRef.FindStringSubmatch(out)
+			if m == nil {
+				return fmt.Errorf("importing %s on %s: no image reference in ctr's output: %s", tar, k.Name, out)
+			}
+			mu.Lock()
+			refs[j] = m[1]
+			mu.Unlock()
+		}
+		return nil
+	})
+	return refs, err
+}
+
+// onEveryNode runs fn on every node at once and joins their errors.
+func (c *Cluster) onEveryNode(fn func(i int, k *KubeletNode) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(c.Nodes))
 	for i, k := range c.Nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j, tar := range tarballs {
-				out, err := k.Ctr(ctx, "images", "import", tar)
-				if err != nil {
-					errs[i] = fmt.Errorf("importing %s on %s: %w: %s", tar, k.Name, err, out)
-					return
-				}
-				m := importedRef.FindStringSubmatch(out)
-				if m == nil {
-					errs[i] = fmt.Errorf("importing %s on %s: no image reference in ctr's output: %s", tar, k.Name, out)
-					return
-				}
-				mu.Lock()
-				refs[j] = m[1]
-				mu.Unlock()
-			}
-		}()
+		wg.Go(func() { errs[i] = fn(i, k) })
 	}
 	wg.Wait()
-	return refs, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // TagImage gives an imported image a second reference on every node (ctr images tag).
