@@ -37,6 +37,9 @@ var layers = []layer{
 		"pkg/install",
 	}},
 	{name: "agent services", packages: []string{"pkg/metrics", "pkg/svchealth"}},
+	{name: "reconcilers' map tables", packages: []string{
+		"pkg/controller/maptables", // the controller's table interfaces over pkg/maps
+	}},
 	{name: "reconcilers", packages: []string{"pkg/controller", "pkg/agent/podcidr", "pkg/k8s/k8stest"}},
 	{name: "Kubernetes API access", packages: []string{"pkg/k8s"}},
 	{name: "models and kernel access", packages: []string{

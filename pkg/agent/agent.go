@@ -19,6 +19,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
@@ -135,7 +136,7 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	defer a.nonMasq.Close()
-	tbl, err := openTables(a.cfg.BPFFSRoot)
+	tbl, err := maptables.Open(a.cfg.BPFFSRoot)
 	if err != nil {
 		return err
 	}
@@ -308,7 +309,7 @@ func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
 
 // watch runs the informers and reconcilers, writes the CNI config once the maps hold every node,
 // and re-converges the host periodically until ctx is done.
-func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) error {
+func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Informers) error {
 	logger := klog.FromContext(ctx)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
@@ -341,14 +342,14 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
 		Informer: nodeInformer,
-		Routes:   routeTable{tbl.routes}, Nodes: nodeTable{tbl.nodes},
+		Routes:   tbl.Routes(), Nodes: tbl.Nodes(),
 		NextHop: netdev.NextHops{UnderlayIndex: a.underlay.Index},
 
 		Neighbours: netdev.NextHops{UnderlayIndex: a.underlay.Index},
 		Recorder:   recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
 
 		Domains:     domainModel(domains),
-		DomainTable: domainTable{tbl.domains},
+		DomainTable: tbl.Domains(),
 		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
 		OnLocal:     a.setLocal,
 		NodeIndex:   nodeIndex{runDir: a.cfg.RunDir},
@@ -366,7 +367,7 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 	}
 	gc, err := controller.NewPodGC(controller.PodGCConfig{
 		Informer:  inf.Pods(),
-		Endpoints: endpointTable{tbl.endpoints},
+		Endpoints: tbl.Endpoints(),
 		Links:     netdev.Links{},
 		Interval:  a.cfg.Resync,
 		Metrics:   a.telemetry.metrics,

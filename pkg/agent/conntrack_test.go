@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
@@ -310,7 +311,7 @@ func TestConntrackGCStaleBackends(t *testing.T) {
 
 func backendKey(last byte, proto lb.Proto) controller.BackendKey {
 	ip, port := backendAt(last)
-	return controller.BackendKey{Backend: serviceBackend(ip, port), Proto: proto}
+	return controller.BackendKey{Backend: maptables.BackendOf(ip, port), Proto: proto}
 }
 
 func sameBackends(a, b []controller.BackendKey) bool {
@@ -503,21 +504,5 @@ func TestBootTime(t *testing.T) {
 	b, _ := bootTime()
 	if a == 0 || b <= a {
 		t.Errorf("CLOCK_BOOTTIME %d then %d", a, b)
-	}
-}
-
-func TestLBAdapters(t *testing.T) {
-	k := service.FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeExternal}
-	key, err := svcKey(k)
-	if err != nil || frontendKey(key) != k || key.Port != (lb.Port{0, 53}) {
-		t.Errorf("svcKey %v %v", key, err)
-	}
-	if _, err := svcKey(service.FrontendKey{VIP: netip.MustParseAddr("fd00::1")}); err == nil {
-		t.Error("an IPv6 frontend converted")
-	}
-	b := service.Backend{IP: netip.MustParseAddr("10.244.1.5"), Port: 8080}
-	v, err := lbBackend(b)
-	if err != nil || serviceBackend(v.IP, v.Port) != b {
-		t.Errorf("lbBackend %v %v", v, err)
 	}
 }
