@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -13,8 +14,10 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/externalroutes"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/names"
@@ -48,7 +51,7 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl *maptables.Tables, recorder,
 		Services:  svcInformer,
 		Slices:    sliceInformer,
 		Nodes:     inf.Nodes(),
-		Frontends: a.routedFrontends(tbl.Frontends(), inf),
+		Frontends: tbl.Frontends(),
 		Backends:  tbl.Backends(),
 		Affinity:  tbl.Affinity(),
 		Recorder:  clusterRecorder,
@@ -58,6 +61,13 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl *maptables.Tables, recorder,
 		Index:     serviceIndex{runDir: a.cfg.RunDir},
 
 		HealthChecks: health,
+		FrontendHook: externalroutes.New(externalroutes.Config{
+			Device: a.cfg.VXLANDevice,
+			Src:    a.podCIDR.Addr(),
+			Inside: []netip.Prefix{a.cfg.ClusterCIDR, a.cfg.ServiceCIDR},
+			Nodes:  nodes,
+			Logger: klog.Background().WithName("externalip-routes"),
+		}),
 	})
 	if err != nil {
 		return nil, err

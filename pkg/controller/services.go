@@ -60,6 +60,9 @@ type ServiceReconcilerConfig struct {
 	// port on this node and its ready local endpoints (service.HealthCheckOf); port 0 when it
 	// needs none or is gone (svc nil).
 	HealthChecks HealthCheckSink
+	// FrontendHook, optional, is called after each change to lb_svc_map and with each listing of
+	// it: the agent routes the node's own traffic to externalIPs and LoadBalancer IPs from there.
+	FrontendHook FrontendHook
 }
 
 // HealthCheckSink serves the health check node ports (pkg/svchealth).
@@ -310,6 +313,7 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 	if err != nil {
 		logger.Error(err, "Listing service frontends")
 	} else {
+		r.frontendsListed(have)
 		for k, p := range r.programmed {
 			if e, ok := have[k]; !ok || e != p.entry {
 				p.lost = true
@@ -320,6 +324,8 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 				logger.Info("Deleting a service frontend edgeplane did not write", "frontend", k)
 				if err := r.cfg.Frontends.Delete(k); err != nil {
 					logger.Error(err, "Deleting a service frontend", "frontend", k)
+				} else {
+					r.frontendDeleted(k)
 				}
 			}
 		}

@@ -166,6 +166,7 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 			if err := r.cfg.Frontends.Upsert(k, entry); err != nil {
 				return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)
 			}
+			r.frontendWritten(k, entry)
 			old.entry = entry
 			return nil
 		}
@@ -183,6 +184,7 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 		r.releaseSetLocked(ctx, id, uint32(len(f.Backends)), f.Flags&lb.FlagAffinity != 0)
 		return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)
 	}
+	r.frontendWritten(k, entry)
 	r.programmed[k] = &programmed{owner: owner, entry: entry, backends: packBackends(f.Backends)}
 	if old != nil {
 		r.releaseSetLocked(ctx, old.entry.ID, uint32(old.entry.Count), old.entry.Flags&lb.FlagAffinity != 0)
@@ -200,6 +202,7 @@ func (r *ServiceReconciler) deleteFrontendLocked(ctx context.Context, k service.
 	if err := r.cfg.Frontends.Delete(k); err != nil {
 		return fmt.Errorf("deleting frontend %s: %w", k, err)
 	}
+	r.frontendDeleted(k)
 	delete(r.programmed, k)
 	r.releaseSetLocked(ctx, p.entry.ID, uint32(p.entry.Count), p.entry.Flags&lb.FlagAffinity != 0)
 	for key := range r.waiting[k] {
@@ -207,4 +210,24 @@ func (r *ServiceReconciler) deleteFrontendLocked(ctx context.Context, k service.
 	}
 	delete(r.waiting, k)
 	return nil
+}
+
+// frontendWritten, frontendDeleted and frontendsListed tell the FrontendHook what lb_svc_map now
+// holds, after each successful write or read of it.
+func (r *ServiceReconciler) frontendWritten(k service.FrontendKey, e ServiceEntry) {
+	if r.cfg.FrontendHook != nil {
+		r.cfg.FrontendHook.FrontendWritten(k, e)
+	}
+}
+
+func (r *ServiceReconciler) frontendDeleted(k service.FrontendKey) {
+	if r.cfg.FrontendHook != nil {
+		r.cfg.FrontendHook.FrontendDeleted(k)
+	}
+}
+
+func (r *ServiceReconciler) frontendsListed(all map[service.FrontendKey]ServiceEntry) {
+	if r.cfg.FrontendHook != nil {
+		r.cfg.FrontendHook.FrontendsListed(all)
+	}
 }

@@ -65,6 +65,8 @@ func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 	frontends, err := r.cfg.Frontends.List()
 	if err != nil {
 		logger.Error(err, "Listing pinned service frontends; they will be rewritten")
+	} else {
+		r.frontendsListed(frontends)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -6,8 +6,8 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
-// The service maps of bpf/lib/lb.h as the ServiceReconciler sees them; pkg/agent adapts
-// pkg/maps/lb to these.
+// The service maps of bpf/lib/lb.h as the ServiceReconciler sees them; pkg/controller/maptables
+// adapts pkg/maps/lb to these.
 
 // ServiceEntry is an lb_svc_map value: the frontend's backend set and how to use it.
 type ServiceEntry struct {
@@ -83,4 +83,16 @@ type AffinityTable interface {
 	Upsert(AffinityKey, Affinity) error
 	Delete(AffinityKey) error // deleting an absent entry is not an error
 	List() (map[AffinityKey]Affinity, error)
+}
+
+// FrontendHook is told, after the fact, of what the ServiceReconciler does to lb_svc_map: each
+// frontend it writes (Written) or deletes (Deleted), and the whole map each time it reads it
+// (Listed: the start-up pass and every resync). It is the one explicit step for what must follow
+// the frontends outside the maps: the agent's is the node's routes to externalIPs and
+// LoadBalancer IPs (pkg/controller/externalroutes). It cannot fail a map write: it handles and
+// retries its own errors (Listed comes again at the next resync).
+type FrontendHook interface {
+	FrontendWritten(service.FrontendKey, ServiceEntry)
+	FrontendDeleted(service.FrontendKey)
+	FrontendsListed(map[service.FrontendKey]ServiceEntry)
 }
