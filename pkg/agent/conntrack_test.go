@@ -275,7 +275,7 @@ func TestConntrackGCStaleBackends(t *testing.T) {
 	f.ct.put(ctKey(7, lb.ProtoUDP, lb.DirFwd), ct(3, 0, now-61*sec)) // expired: not asked about
 	f.services.live = map[controller.BackendKey]bool{backendKey(1, lb.ProtoUDP): true, backendKey(1, lb.ProtoSCTP): true}
 	for i := range byte(200) { // the rest of the cluster's backends, never asked about
-		f.services.live[controller.BackendKey{Backend: service.Backend{IP: netip.AddrFrom4([4]byte{10, 244, 2, i}), Port: 80}, Proto: lb.ProtoTCP}] = true
+		f.services.live[controller.BackendKey{Backend: service.Backend{IP: netip.AddrFrom4([4]byte{10, 244, 2, i}), Port: 80}, Proto: service.ProtoTCP}] = true
 	}
 	want := []controller.BackendKey{backendKey(1, lb.ProtoUDP), backendKey(2, lb.ProtoUDP), backendKey(2, lb.ProtoSCTP)}
 	checkAsked := func(when string) {
@@ -311,7 +311,7 @@ func TestConntrackGCStaleBackends(t *testing.T) {
 
 func backendKey(last byte, proto lb.Proto) controller.BackendKey {
 	ip, port := backendAt(last)
-	return controller.BackendKey{Backend: maptables.BackendOf(ip, port), Proto: proto}
+	return maptables.ConntrackBackend(lb.CTKey{Proto: proto}, lb.CT{Addr: ip, Port: port})
 }
 
 func sameBackends(a, b []controller.BackendKey) bool {

@@ -51,7 +51,7 @@ type ServiceReconcilerConfig struct {
 	Metrics   Metrics       // optional
 	// Domains gives the pool label; nil means the default model.
 	Domains DomainModel
-	// MaxBackends caps the backends of a frontend; 0 means the datapath's limit (lb.MaxBackends).
+	// MaxBackends caps the backends of a frontend; 0 means the datapath's limit (service.MaxBackends).
 	MaxBackends int
 	// Index, optional, receives the frontends each Service owns (namespace/name -> frontends),
 	// at most once a second when they changed and at every resync, for edgeplanectl's names.

@@ -21,7 +21,6 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -208,7 +207,7 @@ func (f *svcFixture) state(t *testing.T) map[string]string {
 			b = append(b, backend.String())
 			used++
 		}
-		out[k.String()] = lb.FlagString(e.Flags) + " | " + strings.Join(b, ",")
+		out[k.String()] = e.Flags.String() + " | " + strings.Join(b, ",")
 	}
 	if used != len(be) {
 		t.Errorf("%d backend slots, %d used by frontends: %v", len(be), used, be)

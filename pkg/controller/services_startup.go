@@ -12,7 +12,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -174,13 +173,13 @@ func (r *ServiceReconciler) collectPinned(ctx context.Context) {
 // port frontends a previous agent pinned and no Service adopted yet.
 func (r *ServiceReconciler) pinnedListenLocked(svc *corev1.Service) (service.Listen, bool) {
 	for _, port := range svc.Spec.Ports {
-		for _, proto := range []lb.Proto{lb.ProtoTCP, lb.ProtoUDP, lb.ProtoSCTP} {
+		for _, proto := range service.Protos {
 			if port.NodePort < 1 || port.NodePort > 65535 {
 				continue
 			}
-			k := service.FrontendKey{VIP: service.NodePortVIP, Port: uint16(port.NodePort), Proto: proto, Scope: lb.ScopeExternal}
+			k := service.FrontendKey{VIP: service.NodePortVIP, Port: uint16(port.NodePort), Proto: proto, Scope: service.ScopeExternal}
 			if p, ok := r.programmed[k]; ok && p.owner == "" {
-				if p.entry.Flags&lb.FlagClosed != 0 {
+				if p.entry.Flags&service.FlagClosed != 0 {
 					return service.ListenNowhere, true
 				}
 				return service.ListenEverywhere, true

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -132,9 +131,9 @@ func testStartupAdoptsPinned(t *testing.T, walk bool) {
 		f.r.cfg.Backends = walkingTable{f.r.cfg.Backends, &walks}
 	}
 	ip := netip.MustParseAddr
-	cipKey := service.FrontendKey{VIP: ip("10.96.0.10"), Port: 80, Proto: lb.ProtoTCP, Scope: lb.ScopeInternal}
-	npKey := service.FrontendKey{VIP: service.NodePortVIP, Port: 30080, Proto: lb.ProtoTCP, Scope: lb.ScopeExternal}
-	staleKey := service.FrontendKey{VIP: ip("10.96.0.99"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeInternal}
+	cipKey := service.FrontendKey{VIP: ip("10.96.0.10"), Port: 80, Proto: service.ProtoTCP, Scope: service.ScopeInternal}
+	npKey := service.FrontendKey{VIP: service.NodePortVIP, Port: 30080, Proto: service.ProtoTCP, Scope: service.ScopeExternal}
+	staleKey := service.FrontendKey{VIP: ip("10.96.0.99"), Port: 53, Proto: service.ProtoUDP, Scope: service.ScopeInternal}
 	be := func(s string) service.Backend {
 		ap := netip.MustParseAddrPort(s)
 		return service.Backend{IP: ap.Addr(), Port: ap.Port()}
@@ -145,7 +144,7 @@ func testStartupAdoptsPinned(t *testing.T, walk bool) {
 	f.backends.entries[BackendSlot{40, 1}] = be(beSelf)
 	f.backends.entries[BackendSlot{40, 2}] = be(beN2)
 	// The node port's set misses an endpoint.
-	f.frontends.entries[npKey] = ServiceEntry{ID: 41, Count: 1, Flags: lb.FlagNodePort}
+	f.frontends.entries[npKey] = ServiceEntry{ID: 41, Count: 1, Flags: service.FlagNodePort}
 	f.backends.entries[BackendSlot{41, 0}] = be(beSelf)
 	f.frontends.entries[staleKey] = ServiceEntry{ID: 42, Count: 1}
 	f.backends.entries[BackendSlot{42, 0}] = be("10.244.9.9:53")
@@ -184,10 +183,10 @@ func testStartupAdoptsPinned(t *testing.T, walk bool) {
 func TestServicesStartupKeepsListenDecision(t *testing.T) {
 	for _, closed := range []bool{false, true} {
 		f := newSvcFixture(t, webService(withAnnotation(service.ListenAnnotation, "bad value")), threeEndpoints())
-		npKey := service.FrontendKey{VIP: service.NodePortVIP, Port: 30080, Proto: lb.ProtoTCP, Scope: lb.ScopeExternal}
-		entry := ServiceEntry{ID: 5, Flags: lb.FlagNodePort}
+		npKey := service.FrontendKey{VIP: service.NodePortVIP, Port: 30080, Proto: service.ProtoTCP, Scope: service.ScopeExternal}
+		entry := ServiceEntry{ID: 5, Flags: service.FlagNodePort}
 		if closed {
-			entry.Flags |= lb.FlagClosed
+			entry.Flags |= service.FlagClosed
 		}
 		f.frontends.entries[npKey] = entry
 		f.r.syncAll(context.Background())

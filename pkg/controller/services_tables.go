@@ -7,13 +7,13 @@ import (
 )
 
 // The service maps of bpf/lib/lb.h as the ServiceReconciler sees them; pkg/controller/maptables
-// adapts pkg/maps/lb to these.
+// implements these over the lb maps.
 
 // ServiceEntry is an lb_svc_map value: the frontend's backend set and how to use it.
 type ServiceEntry struct {
 	ID              uint32 // backend set: BackendSlot{ID, 0..Count-1}
 	Count           uint16
-	Flags           uint16 // lb.Flag*
+	Flags           service.Flags
 	AffinityTimeout uint32 // seconds
 	// Unreachable counts the backends left out because this node cannot reach them
 	// (service.Frontend.Unreachable); for edgeplanectl and the metrics, the programs do not read it.

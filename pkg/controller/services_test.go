@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -122,7 +121,7 @@ func TestServicesAffinityFollowsBackends(t *testing.T) {
 	if len(got) != 1 || got[AffinityKey{cur.ID, ip("10.244.0.100")}] != want[AffinityKey{cur.ID, ip("10.244.0.100")}] {
 		t.Errorf("affinity %v, want %v", got, want)
 	}
-	if cur.Flags != lb.FlagAffinity || cur.AffinityTimeout != service.DefaultAffinityTimeout {
+	if cur.Flags != service.FlagAffinity || cur.AffinityTimeout != service.DefaultAffinityTimeout {
 		t.Errorf("entry %+v", cur)
 	}
 
@@ -188,11 +187,11 @@ func TestServicesResyncRepairs(t *testing.T) {
 	f.reconcile(t, serviceKey)
 	want := f.state(t)
 	for k := range f.frontends.entries {
-		if k.Scope == lb.ScopeInternal {
+		if k.Scope == service.ScopeInternal {
 			delete(f.frontends.entries, k)
 		}
 	}
-	foreign := service.FrontendKey{VIP: netip.MustParseAddr("10.96.9.9"), Port: 1, Proto: lb.ProtoTCP}
+	foreign := service.FrontendKey{VIP: netip.MustParseAddr("10.96.9.9"), Port: 1, Proto: service.ProtoTCP}
 	f.frontends.entries[foreign] = ServiceEntry{ID: 999}
 	f.r.resync(context.Background())
 	f.drain(t)
@@ -206,9 +205,9 @@ func TestServicesResyncRepairs(t *testing.T) {
 // and only of the backends it asks about.
 func TestServicesUnusedBackends(t *testing.T) {
 	f := newSvcFixture(t, webService(), threeEndpoints())
-	used := BackendKey{service.Backend{IP: netip.MustParseAddr("10.244.1.5"), Port: 8080}, lb.ProtoTCP}
-	otherProto := BackendKey{used.Backend, lb.ProtoUDP}
-	gone := BackendKey{service.Backend{IP: netip.MustParseAddr("10.244.9.9"), Port: 8080}, lb.ProtoTCP}
+	used := BackendKey{service.Backend{IP: netip.MustParseAddr("10.244.1.5"), Port: 8080}, service.ProtoTCP}
+	otherProto := BackendKey{used.Backend, service.ProtoUDP}
+	gone := BackendKey{service.Backend{IP: netip.MustParseAddr("10.244.9.9"), Port: 8080}, service.ProtoTCP}
 	candidates := map[BackendKey]bool{used: true, otherProto: true, gone: true}
 	if _, ok := f.r.UnusedBackends(candidates); ok {
 		t.Fatal("unused backends judged before the start-up pass")

@@ -3,7 +3,8 @@
 // lister and make the BPF maps equal to it, failures are retried with a rate limit, and a periodic
 // full pass deletes map entries that no longer belong to any object (after a restart the pinned maps
 // still hold what the previous agent wrote). The maps are reached through the small interfaces in
-// this file, so the reconcilers are tested with in-memory tables; pkg/agent wires pkg/maps in.
+// this file, so the reconcilers are tested with in-memory tables; pkg/controller/maptables
+// implements them over the pinned BPF maps.
 package controller
 
 import (

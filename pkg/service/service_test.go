@@ -13,7 +13,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
 // The cluster of the tests: this node "self" in pool-a and zone z1, with one endpoint per node.
@@ -135,8 +134,8 @@ func describe(res Result) want {
 		for _, be := range f.Backends {
 			b = append(b, be.String())
 		}
-		v := lb.FlagString(f.Flags)
-		if f.Flags&lb.FlagAffinity != 0 {
+		v := f.Flags.String()
+		if f.Flags&FlagAffinity != 0 {
 			v += fmt.Sprintf("(%d)", f.AffinityTimeout)
 		}
 		out[k.String()] = v + " | " + strings.Join(b, ",")
@@ -728,12 +727,12 @@ func TestCluster(t *testing.T) {
 }
 
 func TestFrontendString(t *testing.T) {
-	k := FrontendKey{VIP: NodePortVIP, Port: 30080, Proto: lb.ProtoUDP, Scope: lb.ScopeExternal}
-	f := Frontend{Flags: lb.FlagAffinity, AffinityTimeout: 5, Backends: []Backend{{netip.MustParseAddr("10.244.0.5"), 53}}}
+	k := FrontendKey{VIP: NodePortVIP, Port: 30080, Proto: ProtoUDP, Scope: ScopeExternal}
+	f := Frontend{Flags: FlagAffinity, AffinityTimeout: 5, Backends: []Backend{{netip.MustParseAddr("10.244.0.5"), 53}}}
 	if got := k.String() + " " + f.String(); got != "external 0.0.0.0:30080/udp flags=affinity affinity=5s backends=[10.244.0.5:53]" {
 		t.Errorf("%q", got)
 	}
-	if !f.Equal(Frontend{Flags: lb.FlagAffinity, AffinityTimeout: 5, Backends: []Backend{{netip.MustParseAddr("10.244.0.5"), 53}}}) || f.Equal(Frontend{}) {
+	if !f.Equal(Frontend{Flags: FlagAffinity, AffinityTimeout: 5, Backends: []Backend{{netip.MustParseAddr("10.244.0.5"), 53}}}) || f.Equal(Frontend{}) {
 		t.Error("Equal")
 	}
 }
@@ -754,9 +753,9 @@ func TestFrontendsThousandsOfEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := res.Frontends[FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: lb.ProtoTCP}]
-	if len(f.Backends) != lb.MaxBackends || f.Backends[0].IP != netip.MustParseAddr("10.100.0.0") ||
-		f.Backends[lb.MaxBackends-1].IP != netip.MustParseAddr("10.100.255.254") {
+	f := res.Frontends[FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: ProtoTCP}]
+	if len(f.Backends) != MaxBackends || f.Backends[0].IP != netip.MustParseAddr("10.100.0.0") ||
+		f.Backends[MaxBackends-1].IP != netip.MustParseAddr("10.100.255.254") {
 		t.Errorf("%d backends, first %v", len(f.Backends), f.Backends[0])
 	}
 	if len(res.Warnings) != 1 || res.Warnings[0].Reason != ReasonTooManyEndpoints || !strings.Contains(res.Warnings[0].Message, "has 70000 endpoints") {
@@ -768,7 +767,7 @@ func TestFrontendsThousandsOfEndpoints(t *testing.T) {
 // backend, as ready as its readiest copy, whether the port has few candidates (found by a linear
 // search) or many (a map).
 func TestFrontendsDuplicateEndpoints(t *testing.T) {
-	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: lb.ProtoTCP}
+	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: ProtoTCP}
 	for _, n := range []int{3, smallSet + 5} {
 		var eps []discoveryv1.Endpoint
 		for i := range n {
@@ -805,8 +804,8 @@ func TestFrontendsUnreachable(t *testing.T) {
 	}
 	hostNetN3 := ep("172.30.0.3", "n3", "z1")                           // n3's own address
 	noNode := discoveryv1.Endpoint{Addresses: []string{"172.30.0.100"}} // e.g. the API server
-	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: lb.ProtoTCP, Scope: lb.ScopeInternal}
-	np := FrontendKey{VIP: NodePortVIP, Port: 30080, Proto: lb.ProtoTCP, Scope: lb.ScopeExternal}
+	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: ProtoTCP, Scope: ScopeInternal}
+	np := FrontendKey{VIP: NodePortVIP, Port: 30080, Proto: ProtoTCP, Scope: ScopeExternal}
 	type frontend struct {
 		backends    string
 		unreachable uint16

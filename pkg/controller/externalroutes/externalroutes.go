@@ -31,7 +31,6 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/controller"
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -60,7 +59,7 @@ func New(cfg Config) *Routes {
 var _ controller.FrontendHook = (*Routes)(nil)
 
 func routedVIP(k service.FrontendKey, e controller.ServiceEntry) bool {
-	return k.Scope == lb.ScopeInternal && e.Flags&lb.FlagExternalIP != 0 && k.VIP.Is4()
+	return k.Scope == service.ScopeInternal && e.Flags&service.FlagExternalIP != 0 && k.VIP.Is4()
 }
 
 // want is the set of addresses to route now.

@@ -16,7 +16,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -86,9 +85,9 @@ func testExternalRoutesFollowFrontends(t *testing.T) {
 		Nodes:  corelisters.NewNodeLister(nodes), Logger: klog.Background(),
 	})}
 	internal := func(vip string, port uint16) service.FrontendKey {
-		return service.FrontendKey{VIP: netip.MustParseAddr(vip), Port: port, Proto: 6, Scope: lb.ScopeInternal}
+		return service.FrontendKey{VIP: netip.MustParseAddr(vip), Port: port, Proto: 6, Scope: service.ScopeInternal}
 	}
-	extIP := controller.ServiceEntry{ID: 1, Count: 1, Flags: lb.FlagExternalIP}
+	extIP := controller.ServiceEntry{ID: 1, Count: 1, Flags: service.FlagExternalIP}
 	for _, k := range []service.FrontendKey{
 		internal("198.51.100.2", 80), internal("198.51.100.2", 443), // one address, two frontends
 		internal("198.51.100.3", 80),
@@ -100,7 +99,7 @@ func testExternalRoutesFollowFrontends(t *testing.T) {
 	}
 	// Neither a ClusterIP nor the EXTERNAL scope of the address is routed by these.
 	table.Upsert(internal("10.96.0.10", 80), controller.ServiceEntry{ID: 2})
-	table.Upsert(service.FrontendKey{VIP: netip.MustParseAddr("198.51.100.9"), Port: 80, Proto: 6, Scope: lb.ScopeExternal}, extIP)
+	table.Upsert(service.FrontendKey{VIP: netip.MustParseAddr("198.51.100.9"), Port: 80, Proto: 6, Scope: service.ScopeExternal}, extIP)
 	if got, want := serviceRoutes(t), []string{"198.51.100.2/32", "198.51.100.3/32"}; !slices.Equal(got, want) {
 		t.Fatalf("routes %v, want %v", got, want)
 	}

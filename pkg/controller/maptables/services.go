@@ -17,11 +17,11 @@ func svcKey(k service.FrontendKey) (lb.SvcKey, error) {
 	if err != nil {
 		return lb.SvcKey{}, fmt.Errorf("frontend %s: %w", k, err)
 	}
-	return lb.SvcKey{VIP: vip, Port: lb.PortFrom(k.Port), Proto: k.Proto, Scope: k.Scope}, nil
+	return lb.SvcKey{VIP: vip, Port: lb.PortFrom(k.Port), Proto: lbProto(k.Proto), Scope: lbScope(k.Scope)}, nil
 }
 
 func frontendKey(k lb.SvcKey) service.FrontendKey {
-	return service.FrontendKey{VIP: k.VIP.Addr(), Port: k.Port.Uint16(), Proto: k.Proto, Scope: k.Scope}
+	return service.FrontendKey{VIP: k.VIP.Addr(), Port: k.Port.Uint16(), Proto: serviceProto(k.Proto), Scope: serviceScope(k.Scope)}
 }
 
 func lbBackend(b service.Backend) (lb.Backend, error) {
@@ -40,7 +40,7 @@ func BackendOf(ip maps.IPv4, port lb.Port) service.Backend {
 // ConntrackBackend is the backend of a forward lb_ct_map entry as the ServiceReconciler names it,
 // for the agent's connection tracking garbage collector (controller.ServiceReconciler.UnusedBackends).
 func ConntrackBackend(k lb.CTKey, v lb.CT) controller.BackendKey {
-	return controller.BackendKey{Backend: BackendOf(v.Addr, v.Port), Proto: k.Proto}
+	return controller.BackendKey{Backend: BackendOf(v.Addr, v.Port), Proto: serviceProto(k.Proto)}
 }
 
 type frontendTable struct{ m *lb.SvcMap }
@@ -50,7 +50,7 @@ func (t frontendTable) Upsert(k service.FrontendKey, e controller.ServiceEntry) 
 	if err != nil {
 		return err
 	}
-	return t.m.Upsert(key, lb.Svc{ID: e.ID, Count: e.Count, Flags: e.Flags, AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
+	return t.m.Upsert(key, lb.Svc{ID: e.ID, Count: e.Count, Flags: lbFlags(e.Flags), AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
 }
 
 func (t frontendTable) Delete(k service.FrontendKey) error {
@@ -64,7 +64,7 @@ func (t frontendTable) Delete(k service.FrontendKey) error {
 func (t frontendTable) List() (map[service.FrontendKey]controller.ServiceEntry, error) {
 	out := map[service.FrontendKey]controller.ServiceEntry{}
 	err := t.m.IterateBatch(func(k lb.SvcKey, v lb.Svc) bool {
-		out[frontendKey(k)] = controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: v.Flags, AffinityTimeout: v.AffinityTimeout, Unreachable: v.Unreachable}
+		out[frontendKey(k)] = controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: serviceFlags(v.Flags), AffinityTimeout: v.AffinityTimeout, Unreachable: v.Unreachable}
 		return true
 	})
 	return out, err

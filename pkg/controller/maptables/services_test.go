@@ -9,7 +9,7 @@ import (
 )
 
 func TestLBAdapters(t *testing.T) {
-	k := service.FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeExternal}
+	k := service.FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: service.ProtoUDP, Scope: service.ScopeExternal}
 	key, err := svcKey(k)
 	if err != nil || frontendKey(key) != k || key.Port != (lb.Port{0, 53}) {
 		t.Errorf("svcKey %v %v", key, err)
