@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
@@ -22,7 +23,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // Agent is one run of edgeplane-agent.
@@ -202,7 +202,7 @@ func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
 }
 
 func (a *Agent) writeNodeConfig() error {
-	return nodeconfig.Write(a.cfg.RunDir, &nodeconfig.Config{
+	return cninode.Write(a.cfg.RunDir, &cninode.Config{
 		NodeName:    a.cfg.NodeName,
 		NodeIP:      a.underlay.IP,
 		PodCIDR:     a.podCIDR,

@@ -6,11 +6,11 @@ import (
 	"sync"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	corev1 "k8s.io/api/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -132,7 +132,7 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 		return err
 	}
 	a.ready.synced.Store(true)
-	logger.Info("Ready: datapath attached, maps synced, node config written", "path", nodeconfig.Path(a.cfg.RunDir))
+	logger.Info("Ready: datapath attached, maps synced, node config written", "path", cninode.Path(a.cfg.RunDir))
 	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
 	logger.Info("Stopping; pinned maps and links stay in place")
 	return nil
@@ -158,15 +158,15 @@ func domainModel(d *controller.DomainConfig) controller.DomainModel {
 	return d
 }
 
-// nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/names),
+// nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/nameindex),
 // where edgeplanectl finds node names and pools, agent running or not. It stays on SIGTERM.
 type nodeIndex struct{ runDir string }
 
 func (x nodeIndex) Sync(nodes []controller.NodeName) error {
-	out := make([]names.Node, 0, len(nodes))
+	out := make([]nameindex.Node, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, names.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
+		out = append(out, nameindex.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
 			Domain: n.Domain, ThisNode: n.Local})
 	}
-	return names.WriteNodes(x.runDir, out)
+	return nameindex.WriteNodes(x.runDir, out)
 }

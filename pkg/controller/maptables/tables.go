@@ -15,7 +15,7 @@ import (
 	"slices"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
-	"github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
@@ -27,7 +27,7 @@ type Tables struct {
 	routes    *routes.Map
 	nodes     *nodes.Map
 	endpoints *endpoints.Map
-	domains   *domains.Map
+	domains   *domainsmap.Map
 	svc       *lb.SvcMap
 	backend   *lb.BackendMap
 	ct        *lb.CTMap
@@ -42,7 +42,7 @@ func Open(root string) (*Tables, error) {
 		open(t, &t.routes, routes.Open, root),
 		open(t, &t.nodes, nodes.Open, root),
 		open(t, &t.endpoints, endpoints.Open, root),
-		open(t, &t.domains, domains.Open, root),
+		open(t, &t.domains, domainsmap.Open, root),
 		open(t, &t.svc, lb.OpenSvc, root),
 		open(t, &t.backend, lb.OpenBackend, root),
 		open(t, &t.ct, lb.OpenCT, root),
