@@ -4,6 +4,11 @@
 // full pass deletes map entries that no longer belong to any object (after a restart the pinned maps
 // still hold what the previous agent wrote). The maps are reached through the small interfaces in
 // this file, so the reconcilers are tested with in-memory tables; pkg/agent wires pkg/maps in.
+//
+// Each reconciler's shell (its config, type, Run and reconcile) is <name>.go (services.go,
+// nodes.go, pods.go); its parts are <name>_<part>.go: the event handlers, the start-up pass,
+// and what each writes (services_frontends.go, services_backendsets.go, nodes_peers.go,
+// nodes_domains.go, ...).
 package controller
 
 import (
