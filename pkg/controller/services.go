@@ -67,7 +67,7 @@ type HealthCheckSink interface {
 	SetHealthCheck(key string, svc *corev1.Service, hc service.HealthCheck)
 }
 
-// ServiceIndex is where the frontends' owners are published (pkg/names' services.json).
+// ServiceIndex is where the frontends' owners are published (pkg/nameindex' services.json).
 type ServiceIndex interface {
 	Sync(map[string][]service.FrontendKey) error
 }

@@ -109,7 +109,7 @@ type LocalState struct {
 }
 
 // NodeName is one node the maps route to, by name: an entry of the name index edgeplanectl reads
-// (pkg/names), since the maps hold addresses and domain IDs only.
+// (pkg/nameindex), since the maps hold addresses and domain IDs only.
 type NodeName struct {
 	Name    string
 	NodeIP  netip.Addr   // its tunnel endpoint: routes_map's value, nodes_map's key
