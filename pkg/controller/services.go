@@ -70,7 +70,7 @@ type HealthCheckSink interface {
 	SetHealthCheck(key string, svc *corev1.Service, hc service.HealthCheck)
 }
 
-// ServiceIndex is where the frontends' owners are published (pkg/names' services.json).
+// ServiceIndex is where the frontends' owners are published (pkg/nameindex' services.json).
 type ServiceIndex interface {
 	Sync(map[string][]service.FrontendKey) error
 }
@@ -103,9 +103,7 @@ type ServiceReconciler struct {
 	waiting    map[service.FrontendKey]map[string]bool // services that want a frontend another owns
 	policies   map[string]validPolicy                  // last valid annotations by Service
 	reported   map[string]map[string]bool              // events recorded by Service, "reason\x00message"
-	ids        map[uint32]bool                         // backend set ids in use
-	orphans    map[uint32]orphan                       // sets whose deletion failed, retried at resync
-	nextID     uint32
+	sets       *backendSets                            // lb_backend_map's sets, ids and orphans
 	cluster    *service.Cluster
 
 	// leftovers are the pinned backend slots outside every pinned frontend's set (what a crash
@@ -141,9 +139,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		waiting:    map[service.FrontendKey]map[string]bool{},
 		policies:   map[string]validPolicy{},
 		reported:   map[string]map[string]bool{},
-		ids:        map[uint32]bool{},
-		orphans:    map[uint32]orphan{},
-		nextID:     1,
+		sets:       newBackendSets(cfg.Backends, cfg.Affinity),
 	}
 	if cfg.Domains != nil {
 		r.synced = append(r.synced, cfg.Domains.HasSynced)
@@ -330,10 +326,7 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 			}
 		}
 	}
-	for id, o := range r.orphans {
-		delete(r.orphans, id)
-		r.releaseSetLocked(ctx, id, o.count, o.affinity)
-	}
+	r.sets.retryOrphans(ctx)
 	for _, s := range svcs {
 		r.enqueueService(s)
 	}

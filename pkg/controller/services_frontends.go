@@ -170,23 +170,23 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 			return nil
 		}
 	}
-	id := r.allocIDLocked()
-	if written, err := r.writeSet(id, f.Backends); err != nil {
-		r.releaseSetLocked(ctx, id, written, false)
+	id := r.sets.alloc()
+	if written, err := r.sets.write(id, f.Backends); err != nil {
+		r.sets.release(ctx, id, written, false)
 		return fmt.Errorf("service %s: frontend %s: %w", owner, k, err)
 	}
 	if f.Flags&service.FlagAffinity != 0 && old != nil && old.entry.Flags&service.FlagAffinity != 0 {
-		r.moveAffinityLocked(ctx, old.entry.ID, id, f.Backends)
+		r.sets.moveAffinity(ctx, old.entry.ID, id, f.Backends)
 	}
 	entry := ServiceEntry{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout, Unreachable: f.Unreachable}
 	if err := r.cfg.Frontends.Upsert(k, entry); err != nil {
-		r.releaseSetLocked(ctx, id, uint32(len(f.Backends)), f.Flags&service.FlagAffinity != 0)
+		r.sets.release(ctx, id, uint32(len(f.Backends)), f.Flags&service.FlagAffinity != 0)
 		return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)
 	}
 	r.frontendWritten(k, entry)
 	r.programmed[k] = &programmed{owner: owner, entry: entry, backends: packBackends(f.Backends)}
 	if old != nil {
-		r.releaseSetLocked(ctx, old.entry.ID, uint32(old.entry.Count), old.entry.Flags&service.FlagAffinity != 0)
+		r.sets.release(ctx, old.entry.ID, uint32(old.entry.Count), old.entry.Flags&service.FlagAffinity != 0)
 	}
 	return nil
 }
@@ -203,7 +203,7 @@ func (r *ServiceReconciler) deleteFrontendLocked(ctx context.Context, k service.
 	}
 	r.frontendDeleted(k)
 	delete(r.programmed, k)
-	r.releaseSetLocked(ctx, p.entry.ID, uint32(p.entry.Count), p.entry.Flags&service.FlagAffinity != 0)
+	r.sets.release(ctx, p.entry.ID, uint32(p.entry.Count), p.entry.Flags&service.FlagAffinity != 0)
 	for key := range r.waiting[k] {
 		r.queue.Add(key)
 	}

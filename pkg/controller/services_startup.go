@@ -3,7 +3,6 @@ package controller
 import (
 	"cmp"
 	"context"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -75,13 +74,12 @@ func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 		p := &programmed{entry: e, backends: make([]slotBackend, e.Count)}
 		r.programmed[k] = p
 		bySet[e.ID] = append(bySet[e.ID], p)
-		r.ids[e.ID] = true
-		r.nextID = max(r.nextID, e.ID+1)
+		r.sets.reserve(e.ID)
 	}
 	var leftovers []BackendSlot
 	backendsErr := walkBackends(r.cfg.Backends, func(slot BackendSlot, b service.Backend) {
 		// New sets take ids above every pinned one, frontends' or not (slots a crash left behind).
-		r.nextID = max(r.nextID, slot.ID+1)
+		r.sets.keepAbove(slot.ID)
 		var count uint16
 		for _, p := range bySet[slot.ID] {
 			count = max(count, p.entry.Count)
@@ -135,35 +133,8 @@ func (r *ServiceReconciler) collectPinned(ctx context.Context) {
 	// The sets of pinned frontends went with their frontends (deleteFrontendLocked, writeLocked):
 	// what is left is the slots outside them, which the start-up listing found, so the 100,000
 	// slots the pass may have written are not read again.
-	leftovers := r.leftovers
-	if !r.leftoversListed {
-		if backends, err := r.cfg.Backends.List(); err != nil {
-			logger.Error(err, "Listing service backends")
-		} else {
-			leftovers = slices.Collect(maps.Keys(backends))
-		}
-	}
-	for _, slot := range leftovers {
-		if !r.ids[slot.ID] {
-			if err := r.cfg.Backends.Delete(slot); err != nil {
-				logger.Error(err, "Deleting a stale backend slot", "id", slot.ID, "slot", slot.Slot)
-			}
-		}
-	}
+	r.sets.collectUnused(ctx, r.leftovers, r.leftoversListed)
 	r.leftovers, r.leftoversListed = nil, true
-	if r.cfg.Affinity != nil {
-		if entries, err := r.cfg.Affinity.List(); err != nil {
-			logger.Error(err, "Listing affinity entries")
-		} else {
-			for k := range entries {
-				if !r.ids[k.ID] {
-					if err := r.cfg.Affinity.Delete(k); err != nil {
-						logger.Error(err, "Deleting a stale affinity entry")
-					}
-				}
-			}
-		}
-	}
 	if stale > 0 {
 		logger.Info("Deleted pinned service frontends no Service wants", "frontends", stale)
 	}

@@ -79,6 +79,7 @@ func TestServicesWholeSets(t *testing.T) {
 	f := newSvcFixture(t, webService(), threeEndpoints())
 	w := &setWriter{BackendTable: f.r.cfg.Backends, mem: f.backends}
 	f.r.cfg.Backends = w
+	f.r.sets.backends = w // the sets were made with the table it wraps
 	f.reconcile(t, serviceKey)
 	all := beSelf + "," + beN2 + "," + beN3
 	f.expect(t, map[string]string{svcCIP: "- | " + all, svcNP: "nodeport | " + all})

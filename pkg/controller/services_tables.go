@@ -53,13 +53,13 @@ type BackendTable interface {
 }
 
 // BackendSetWriter is a BackendTable that also writes a whole backend set at once, slots 0..n-1
-// of id (pkg/agent's: one system call per set where the kernel has batch operations, instead of
+// of id (maptables': one system call per set where the kernel has batch operations, instead of
 // one per slot). On error some slots may be written.
 type BackendSetWriter interface {
 	UpsertSet(id uint32, backends []service.Backend) error
 }
 
-// BackendWalker is a BackendTable that also visits its slots one at a time (pkg/agent's: batch
+// BackendWalker is a BackendTable that also visits its slots one at a time (maptables': batch
 // reads), so that a restart adopts 100,000 pinned slots without first listing them into a map
 // of as many entries. Tables without it are listed.
 type BackendWalker interface {

@@ -213,6 +213,7 @@ func TestServicesUnusedBackends(t *testing.T) {
 		t.Fatal("unused backends judged before the start-up pass")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error)
 	go func() { done <- f.r.Run(ctx) }()
 	f.factory.Start(ctx.Done())
