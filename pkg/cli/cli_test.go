@@ -9,13 +9,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps"
-	"github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden with the current output")
@@ -124,8 +124,8 @@ func TestGolden(t *testing.T) {
 		}
 	}
 	// domains as a cloud node sees them, for the cloud gateway cases
-	cloudView := domainView{"default": 0, "cloud": domains.FlagReachable | domains.FlagLocal, "site-a": domains.FlagReachable, "site-b": 0}
-	isolatedView := domainView{"default": 0, "cloud": domains.FlagReachable | domains.FlagLocal, "site-a": 0, "site-b": 0}
+	cloudView := domainView{"default": 0, "cloud": domainsmap.FlagReachable | domainsmap.FlagLocal, "site-a": domainsmap.FlagReachable, "site-b": 0}
+	isolatedView := domainView{"default": 0, "cloud": domainsmap.FlagReachable | domainsmap.FlagLocal, "site-a": 0, "site-b": 0}
 	withDomains := func(view domainView, change func(*nodecfg.NodeCfg)) func(*testing.T, *fixture) {
 		return func(t *testing.T, f *fixture) {
 			withCfg(change)(t, f)
@@ -136,7 +136,7 @@ func TestGolden(t *testing.T) {
 	gateway := func(c *nodecfg.NodeCfg) { c.Domain, c.Flags = cloud, c.Flags|nodecfg.FlagGateway }
 	viaGateway := func(c *nodecfg.NodeCfg) { c.Domain, c.GatewayIP = cloud, maps.IPv4{172, 20, 0, 15} }
 	// An agent older than network domains: no domains_map pin.
-	withoutDomainsMap := func(t *testing.T, f *fixture) { f.unpin(t, domains.MapName) }
+	withoutDomainsMap := func(t *testing.T, f *fixture) { f.unpin(t, domainsmap.MapName) }
 	cases = append(cases,
 		goldenCase{name: "domains-gateway.table", args: []string{"domains"}, setup: withDomains(cloudView, gateway)},
 		goldenCase{name: "domains-gateway-isolated.table", args: []string{"domains"}, setup: withDomains(isolatedView, gateway)},
@@ -159,7 +159,7 @@ func TestGolden(t *testing.T) {
 	)
 	// The name index: filters, and what a missing, torn or stale index does.
 	noIndex := f.changeNames(func(t *testing.T, runDir string) {
-		if err := names.Remove(runDir); err != nil {
+		if err := nameindex.Remove(runDir); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -168,11 +168,11 @@ func TestGolden(t *testing.T) {
 	const noNodeNames = "edgeplanectl: node names unknown: no name index at <run-dir>/names/nodes.json (the agent writes it; an agent older than this edgeplanectl does not; is --run-dir right?)\n"
 	tornIndex := f.changeNames(func(t *testing.T, runDir string) {
 		for _, file := range []string{"10.244.1.6.json", "10.244.1.9.json"} {
-			if err := os.WriteFile(filepath.Join(names.PodsDir(runDir), file), []byte("{"), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(nameindex.PodsDir(runDir), file), []byte("{"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := os.WriteFile(names.NodesPath(runDir), []byte("not json"), 0o600); err != nil {
+		if err := os.WriteFile(nameindex.NodesPath(runDir), []byte("not json"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -181,7 +181,7 @@ func TestGolden(t *testing.T) {
 	staleIndex := f.changeNames(func(t *testing.T, runDir string) {
 		p := fixedPods[1]
 		p.HostInterface, p.Name = "ep0000000006", "old-owner"
-		if err := names.WritePod(runDir, p); err != nil {
+		if err := nameindex.WritePod(runDir, p); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -273,7 +273,7 @@ func TestOtherAgentVersions(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f.pinNodeCfgOfSize(t, c.cfgSize)
 			if !c.domainsMap {
-				f.unpin(t, domains.MapName)
+				f.unpin(t, domainsmap.MapName)
 			}
 			for _, args := range [][]string{{"maps"}, {"progs"}, {"routes"}, {"nodes"}, {"config"}, {"route", "get", "10.244.2.9"}} {
 				for _, o := range []string{"table", "json"} {
@@ -305,7 +305,7 @@ func TestOtherAgentVersions(t *testing.T) {
 // index stays (the agent does not remove it on exit), so names show and nothing is warned.
 func TestNoAgent(t *testing.T) {
 	f := newFixture(t)
-	if err := nodeconfig.Remove(f.runDir); err != nil {
+	if err := cninode.Remove(f.runDir); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{

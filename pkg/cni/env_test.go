@@ -21,11 +21,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 var specVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
@@ -79,7 +79,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) writeNode() {
 	e.t.Helper()
-	err := nodeconfig.Write(e.runDir, &nodeconfig.Config{
+	err := cninode.Write(e.runDir, &cninode.Config{
 		NodeName:    "node-1",
 		NodeIP:      netip.MustParseAddr("192.168.0.1"),
 		PodCIDR:     e.podCIDR,
@@ -238,9 +238,9 @@ func (e *env) assertClean() {
 }
 
 // podNames reads the name index's pod entries (none when there is no index).
-func (e *env) podNames() map[netip.Addr]names.Pod {
+func (e *env) podNames() map[netip.Addr]nameindex.Pod {
 	e.t.Helper()
-	pods, err := names.ReadPods(e.runDir)
+	pods, err := nameindex.ReadPods(e.runDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		e.t.Fatal(err)
 	}

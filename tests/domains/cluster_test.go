@@ -19,8 +19,8 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	mapsdomains "github.com/edgeplane/edgeplane/pkg/maps/domains"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -192,17 +192,17 @@ func (c *cluster) converge(t *testing.T, want expectation) time.Duration {
 }
 
 // counter reads one counter of one node.
-func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason dropreason.Reason) uint64 {
+func counter(t *testing.T, n *lab.Node, dir metricsmap.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	m, err := n.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m[metrics.Key{Dir: dir, Reason: uint32(reason)}].Packets
+	return m[metricsmap.Key{Dir: dir, Reason: uint32(reason)}].Packets
 }
 
 // counter sums a counter over all nodes.
-func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason dropreason.Reason) uint64 {
+func (c *cluster) counter(t *testing.T, dir metricsmap.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	var n uint64
 	for _, node := range c.nodes {
@@ -210,7 +210,7 @@ func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason dropreason.Reaso
 		if err != nil {
 			t.Fatal(err)
 		}
-		n += m[metrics.Key{Dir: dir, Reason: uint32(reason)}].Packets
+		n += m[metricsmap.Key{Dir: dir, Reason: uint32(reason)}].Packets
 	}
 	return n
 }
@@ -220,8 +220,8 @@ func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason dropreason.Reaso
 // the drop counters grow by exactly one DOMAIN_UNREACHABLE (and one ICMP_SENT) per unreachable pair.
 func (c *cluster) checkMatrix(t *testing.T, want expectation) (reachable, unreachable int) {
 	t.Helper()
-	drops := c.counter(t, metrics.DirPodEgress, dropreason.DomainUnreachable)
-	icmps := c.counter(t, metrics.DirPodEgress, dropreason.ICMPSent)
+	drops := c.counter(t, metricsmap.DirPodEgress, dropreason.DomainUnreachable)
+	icmps := c.counter(t, metricsmap.DirPodEgress, dropreason.ICMPSent)
 	got := c.probe()
 	if m := mismatches(got, want); len(m) > 0 {
 		t.Fatalf("matrix:\n  %s", strings.Join(m, "\n  "))
@@ -241,8 +241,8 @@ func (c *cluster) checkMatrix(t *testing.T, want expectation) (reachable, unreac
 			t.Errorf("%s->%s took %v to fail, want fast", p.src, p.dst, o.took)
 		}
 	}
-	dd := c.counter(t, metrics.DirPodEgress, dropreason.DomainUnreachable) - drops
-	di := c.counter(t, metrics.DirPodEgress, dropreason.ICMPSent) - icmps
+	dd := c.counter(t, metricsmap.DirPodEgress, dropreason.DomainUnreachable) - drops
+	di := c.counter(t, metricsmap.DirPodEgress, dropreason.ICMPSent) - icmps
 	if dd != uint64(unreachable) || di != uint64(unreachable) {
 		t.Errorf("DOMAIN_UNREACHABLE +%d, ICMP_SENT +%d; the matrix predicts +%d each", dd, di, unreachable)
 	}
@@ -267,12 +267,12 @@ connectivity:
 
 // waitMaps polls every node's domains_map until ok holds for all of them, returning the time since
 // start.
-func (c *cluster) waitMaps(t *testing.T, start time.Time, ok func(*lab.Node, map[uint32]mapsdomains.Domain) bool) time.Duration {
+func (c *cluster) waitMaps(t *testing.T, start time.Time, ok func(*lab.Node, map[uint32]domainsmap.Domain) bool) time.Duration {
 	t.Helper()
 	for time.Since(start) < convergeLimit {
 		all := true
 		for _, n := range c.nodes {
-			m, err := mapsdomains.OpenReadOnly(n.BPFFS)
+			m, err := domainsmap.OpenReadOnly(n.BPFFS)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	mapsdomains "github.com/edgeplane/edgeplane/pkg/maps/domains"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -28,7 +28,7 @@ func TestDomains(t *testing.T) {
 		// Pods' and the overlay device's IPv6 link-local chatter would show up as UNSUPPORTED_L3
 		// (the network is IPv4; the CNI plugin and the agent turn IPv6 off on those links).
 		time.Sleep(time.Second) // duplicate address detection and router solicitation would be done
-		for _, dir := range []metrics.Dir{metrics.DirPodEgress, metrics.DirOverlayOut, metrics.DirOverlayIn} {
+		for _, dir := range []metricsmap.Dir{metricsmap.DirPodEgress, metricsmap.DirOverlayOut, metricsmap.DirOverlayIn} {
 			if n := c.counter(t, dir, dropreason.UnsupportedL3); n != 0 {
 				t.Errorf("%v: %d UNSUPPORTED_L3 drops on an idle cluster", dir, n)
 			}
@@ -47,7 +47,7 @@ func TestDomains(t *testing.T) {
 	t.Run("cloud-site-a-private", func(t *testing.T) {
 		start := time.Now()
 		c.setConfig(t, privateLine)
-		applied := c.waitMaps(t, start, func(n *lab.Node, doms map[uint32]mapsdomains.Domain) bool {
+		applied := c.waitMaps(t, start, func(n *lab.Node, doms map[uint32]domainsmap.Domain) bool {
 			other := lab.DomainSiteA
 			if n.Domain == lab.DomainSiteA {
 				other = lab.DomainCloud

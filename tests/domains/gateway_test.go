@@ -14,7 +14,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -96,7 +96,7 @@ func testGateway(t *testing.T, c *cluster) {
 			t.Errorf("API server -> site-a pod without a private line: %v after %v, want EHOSTUNREACH at once", err, took)
 		}
 	}
-	if got := counter(t, c2, metrics.DirNodeIn, dropreason.DomainUnreachable); got < 5 {
+	if got := counter(t, c2, metricsmap.DirNodeIn, dropreason.DomainUnreachable); got < 5 {
 		t.Errorf("c2 counted %d DOMAIN_UNREACHABLE on node-in, want at least the 5 probes", got)
 	}
 	waitEvent(t, c, "c2", "CloudGatewayIsolated")

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -62,7 +62,7 @@ func testSpoofedVXLAN(t *testing.T, c *cluster) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return m[metrics.Key{Dir: metrics.DirOverlayIn, Reason: uint32(reason)}].Packets
+		return m[metricsmap.Key{Dir: metricsmap.DirOverlayIn, Reason: uint32(reason)}].Packets
 	}
 	settle := func(reason dropreason.Reason, before uint64) uint64 {
 		deadline := time.Now().Add(2 * time.Second)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -166,7 +166,7 @@ func TestRavenUntouched(t *testing.T) {
 		checkNoDrops(t, nodes, counters0, counters1)
 		// Not vacuous: Raven's datagrams crossed edgeplane's underlay programs, which passed them
 		// (requests into b, replies into a).
-		nodeInForwarded := metrics.Key{Dir: metrics.DirNodeIn, Reason: uint32(dropreason.Forwarded)}
+		nodeInForwarded := metricsmap.Key{Dir: metricsmap.DirNodeIn, Reason: uint32(dropreason.Forwarded)}
 		raven := stats[streams[0].what]
 		for _, n := range nodes {
 			if got := counters1[n][nodeInForwarded].Packets - counters0[n][nodeInForwarded].Packets; got < uint64(raven.Received) {

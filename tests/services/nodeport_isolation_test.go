@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -70,7 +70,7 @@ func testNodePortIsolationEveryAddress(t *testing.T, c *cluster) {
 	})
 	ports := map[corev1.Protocol]uint16{corev1.ProtocolTCP: nodePortOf(svc, 0), corev1.ProtocolUDP: nodePortOf(svc, 1)}
 	protos := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}
-	closedCount := func(n *lab.Node) uint64 { return counter(t, n, metrics.DirNodeXDP, dropreason.NodePortClosed) }
+	closedCount := func(n *lab.Node) uint64 { return counter(t, n, metricsmap.DirNodeXDP, dropreason.NodePortClosed) }
 
 	// settled waits until every node's underlay IP shows the expected state, so that the exact
 	// round below is not racing the agents. It returns when the probe that first saw the new state
