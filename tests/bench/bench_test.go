@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeplane/edgeplane/tests/bench/results"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -32,29 +32,8 @@ type group struct {
 	metrics []metric
 }
 
-// Result is what results.json holds for one (group, metric, path).
-type Result struct {
-	Group    string    `json:"group"`
-	Metric   string    `json:"metric"`
-	Unit     string    `json:"unit"`
-	Path     string    `json:"path"`
-	Baseline string    `json:"baseline"`
-	Samples  []float64 `json:"samples"`
-	Median   float64   `json:"median"`
-	Ratio    float64   `json:"ratio_median"` // median of per-round ratios path/baseline
-	RatioMin float64   `json:"ratio_min"`
-	RatioMax float64   `json:"ratio_max"`
-	// Against the raw underlay (the physical limit), where the group has it.
-	UnderlayRatio    float64   `json:"underlay_ratio_median,omitempty"`
-	UnderlayRatioMin float64   `json:"underlay_ratio_min,omitempty"`
-	UnderlayRatioMax float64   `json:"underlay_ratio_max,omitempty"`
-	P50us            []float64 `json:"p50_us,omitempty"`
-	P99us            []float64 `json:"p99_us,omitempty"`
-	// Per round, what the event listeners received and what the ring buffer dropped (both nodes).
-	Events     []uint64 `json:"events,omitempty"`
-	EventsLost []uint64 `json:"events_lost,omitempty"`
-	Date       string   `json:"date,omitempty"` // when this group was measured
-}
+// Result is what results.json holds for one (group, metric, path) of a run.
+type Result = results.Result
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -246,56 +225,29 @@ func report(b *testing.B, results []Result, when time.Time) {
 		b.ReportMetric(round3(r.Ratio), fmt.Sprintf("%s/%s/%s-ratio", r.Group, r.Metric, r.Path))
 	}
 	fmt.Print(sb.String())
+	saveResults(b, results, when)
+}
+
+// saveResults merges results into bench/results.json (BENCH_RESULTS), stamped with the run: its
+// date, this machine (BENCH_MACHINE names it, see results.ThisMachine) and the git revision.
+func saveResults(b *testing.B, fresh []Result, when time.Time) {
 	out := os.Getenv("BENCH_RESULTS")
 	if out == "" {
 		out = filepath.Join("..", "..", "bench", "results.json")
 	}
+	m := results.ThisMachine(os.Getenv("BENCH_MACHINE"))
 	date := when.UTC().Format(time.RFC3339)
-	for i := range results {
-		results[i].Date = date
+	rev := results.GitRevision(".")
+	for i := range fresh {
+		fresh[i].Date, fresh[i].Machine, fresh[i].GitRevision = date, m.ID, rev
 	}
-	doc := map[string]any{"date": date, "results": mergeResults(readResults(out), results)}
-	buf, _ := json.MarshalIndent(doc, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err == nil {
-		if err := os.WriteFile(out, append(buf, '\n'), 0o644); err != nil {
-			b.Logf("writing %s: %v", out, err)
-		}
+	f := results.Read(out)
+	f.Merge(m, fresh)
+	f.Date = date
+	if err := results.Write(out, f); err != nil {
+		b.Logf("%s: %v", out, err)
 	}
-}
-
-// readResults returns the results a previous run wrote to path (none if it cannot be read), each
-// dated: results from before per-result dates carry the file's.
-func readResults(path string) []Result {
-	var doc struct {
-		Date    string   `json:"date"`
-		Results []Result `json:"results"`
-	}
-	buf, err := os.ReadFile(path)
-	if err != nil || json.Unmarshal(buf, &doc) != nil {
-		return nil
-	}
-	for i := range doc.Results {
-		if doc.Results[i].Date == "" {
-			doc.Results[i].Date = doc.Date
-		}
-	}
-	return doc.Results
-}
-
-// mergeResults replaces the groups measured now and keeps the others, so that benchmarks run
-// alone (-bench BenchmarkEventStream) do not erase each other's results.
-func mergeResults(old, fresh []Result) []Result {
-	measured := map[string]bool{}
-	for _, r := range fresh {
-		measured[r.Group] = true
-	}
-	var out []Result
-	for _, r := range old {
-		if !measured[r.Group] {
-			out = append(out, r)
-		}
-	}
-	return append(out, fresh...)
+	b.Logf("results of machine %s (%s, %d CPUs, kernel %s) at %s written to %s", m.ID, m.CPU, m.Cores, m.Kernel, rev, out)
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
