@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -135,10 +133,7 @@ func setupServicesBench(b *testing.B, l *lab.Lab) *servicesBench {
 	}
 	cEP, sEP, cKP, sKP := pod(s.ep, "client-ep"), pod(s.ep, "server-ep"), pod(s.kp, "client-kp"), pod(s.kp, "server-kp")
 
-	s.crr = filepath.Join(l.Dir, "crr")
-	if out, err := exec.Command("go", "build", "-o", s.crr, "./crr").CombinedOutput(); err != nil {
-		b.Fatalf("building crr: %v: %s", err, out)
-	}
+	s.crr = buildCRR(b, l)
 
 	newService := func(name string, opts lab.ServiceOptions, backend *lab.Pod) *corev1.Service {
 		svc, err := l.CreateService(ctx, name, opts)
