@@ -45,7 +45,7 @@ var layers = []layer{
 	}},
 	{name: "maps", peers: true, packages: []string{"pkg/maps", "pkg/maps/..."}},
 	{name: "leaves", packages: []string{
-		"pkg/cniconf", "pkg/datapath/dropreason", "pkg/names", "pkg/nodeconfig",
+		"pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/nameindex",
 		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "internal/ociimage",
 	}},
 }

@@ -2,7 +2,7 @@
 /* Network domains as this node sees them: which domains its pods may reach. Written by the agent
  * from node pools and the connectivity table (public/private per pair of domains); read by the
  * programs only for peers outside the node's own domain, so same-domain traffic pays nothing.
- * Mirrored in Go by pkg/maps/domains.
+ * Mirrored in Go by pkg/maps/domainsmap.
  *
  * Domain IDs are the same on every node: 0 is the default domain (nodes in no pool), any other
  * is the FNV-1a hash of the domain's name (the agent refuses names whose hashes collide). The name

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Per-CPU packet/byte counters by direction and reason (reason 0 = forwarded).
- * Key: dir * METRICS_REASONS + reason. Mirrored in Go by pkg/maps/metrics. */
+ * Key: dir * METRICS_REASONS + reason. Mirrored in Go by pkg/maps/metricsmap. */
 #ifndef EDGEPLANE_METRICS_H
 #define EDGEPLANE_METRICS_H
 

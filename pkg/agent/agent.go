@@ -18,14 +18,14 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // Agent is one run of edgeplane-agent.
@@ -418,7 +418,7 @@ func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) erro
 		return err
 	}
 	a.ready.synced.Store(true)
-	logger.Info("Ready: datapath attached, maps synced, node config written", "path", nodeconfig.Path(a.cfg.RunDir))
+	logger.Info("Ready: datapath attached, maps synced, node config written", "path", cninode.Path(a.cfg.RunDir))
 	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
 	logger.Info("Stopping; pinned maps and links stay in place")
 	return nil
@@ -444,17 +444,17 @@ func domainModel(d *controller.DomainConfig) controller.DomainModel {
 	return d
 }
 
-// nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/names),
+// nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/nameindex),
 // where edgeplanectl finds node names and pools, agent running or not. It stays on SIGTERM.
 type nodeIndex struct{ runDir string }
 
 func (x nodeIndex) Sync(nodes []controller.NodeName) error {
-	out := make([]names.Node, 0, len(nodes))
+	out := make([]nameindex.Node, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, names.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
+		out = append(out, nameindex.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
 			Domain: n.Domain, ThisNode: n.Local})
 	}
-	return names.WriteNodes(x.runDir, out)
+	return nameindex.WriteNodes(x.runDir, out)
 }
 
 // setLocal records this node's domain and gateway and rewrites node_cfg_map with them.
@@ -470,7 +470,7 @@ func (a *Agent) setLocal(s controller.LocalState) error {
 }
 
 func (a *Agent) writeNodeConfig() error {
-	return nodeconfig.Write(a.cfg.RunDir, &nodeconfig.Config{
+	return cninode.Write(a.cfg.RunDir, &cninode.Config{
 		NodeName:    a.cfg.NodeName,
 		NodeIP:      a.underlay.IP,
 		PodCIDR:     a.podCIDR,

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
@@ -28,8 +29,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 const inNetnsEnv = "EDGEPLANE_AGENT_TEST_IN_NETNS"
@@ -97,7 +97,7 @@ func agentInNetns(t *testing.T) {
 	}
 	serviceSets := checkServices(t, root, wantServices)
 	checkServiceRoute(t, cfg.VXLANDevice)
-	checkNodeNames(t, runDir, []names.Node{
+	checkNodeNames(t, runDir, []nameindex.Node{
 		{Name: "b", NodeIP: netip.MustParseAddr("192.168.60.3"), PodCIDR: netip.MustParsePrefix("10.244.0.0/24"), Domain: "default"},
 		{Name: "self", NodeIP: netip.MustParseAddr("192.168.60.2"), PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Domain: "default", ThisNode: true},
 	})
@@ -121,7 +121,7 @@ func agentInNetns(t *testing.T) {
 	if err := client.CoreV1().Nodes().Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(nodeconfig.Path(runDir))
+	os.Remove(cninode.Path(runDir))
 	cfg.NonMasqueradeCIDRs = nil       // the flag dropped: its entry must go
 	cfg.MetricsAddr = "127.0.0.1:9963" // the first agent's listener may still be closing
 	stop = startAgent(t, cfg, client)
@@ -135,15 +135,15 @@ func agentInNetns(t *testing.T) {
 	if got := checkServices(t, root, wantServices); !maps.Equal(got, serviceSets) {
 		t.Errorf("backend sets after the restart %v, before %v", got, serviceSets)
 	}
-	checkNodeNames(t, runDir, []names.Node{
+	checkNodeNames(t, runDir, []nameindex.Node{
 		{Name: "self", NodeIP: netip.MustParseAddr("192.168.60.2"), PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Domain: "default", ThisNode: true},
 	})
 }
 
 // checkNodeNames checks the name index's nodes.json, which the agent writes before node.json.
-func checkNodeNames(t *testing.T, runDir string, want []names.Node) {
+func checkNodeNames(t *testing.T, runDir string, want []nameindex.Node) {
 	t.Helper()
-	got, err := names.ReadNodes(runDir)
+	got, err := nameindex.ReadNodes(runDir)
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("nodes.json = %+v, %v\nwant %+v", got, err, want)
 	}
@@ -267,10 +267,10 @@ func startAgent(t *testing.T, cfg Config, client *fake.Clientset) (stop func()) 
 	}
 }
 
-func waitNodeConfig(t *testing.T, runDir string) *nodeconfig.Config {
+func waitNodeConfig(t *testing.T, runDir string) *cninode.Config {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := nodeconfig.Read(runDir); err == nil {
+		if c, err := cninode.Read(runDir); err == nil {
 			return c
 		}
 	}

@@ -20,9 +20,9 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // Encapsulation modes (--encap-mode).
@@ -83,7 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
 	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	fs.StringVar(&c.BPFFSRoot, "bpffs-root", maps.DefaultRoot, "bpffs directory for pinned maps, programs and links")
-	fs.StringVar(&c.RunDir, "run-dir", nodeconfig.DefaultRunDir, "directory of the node config file the CNI plugin reads")
+	fs.StringVar(&c.RunDir, "run-dir", cninode.DefaultRunDir, "directory of the node config file the CNI plugin reads")
 	fs.TextVar(&c.ClusterCIDR, "cluster-cidr", netip.MustParsePrefix("10.244.0.0/16"), "cluster pod CIDR")
 	fs.TextVar(&c.ServiceCIDR, "service-cidr", netip.MustParsePrefix("10.96.0.0/12"), "service CIDR")
 	fs.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of node pod CIDRs edgeplane allocates")

@@ -20,7 +20,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
-	"github.com/edgeplane/edgeplane/pkg/names"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	"github.com/edgeplane/edgeplane/pkg/service"
 	"github.com/edgeplane/edgeplane/pkg/svchealth"
 )
@@ -314,21 +314,21 @@ func (s *services) readyCheck() error {
 	}
 }
 
-// serviceIndex writes the Services' frontends as the name index's services.json (pkg/names), where
+// serviceIndex writes the Services' frontends as the name index's services.json (pkg/nameindex), where
 // edgeplanectl finds service names, agent running or not.
 type serviceIndex struct{ runDir string }
 
 func (x serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
-	out := make([]names.Service, 0, len(owned))
+	out := make([]nameindex.Service, 0, len(owned))
 	for key, fs := range owned {
 		ns, name, _ := strings.Cut(key, "/")
-		svc := names.Service{Namespace: ns, Name: name}
+		svc := nameindex.Service{Namespace: ns, Name: name}
 		for _, f := range fs {
-			svc.Frontends = append(svc.Frontends, names.Frontend{IP: f.VIP, Port: f.Port, Proto: f.Proto.String(), Scope: f.Scope.String()})
+			svc.Frontends = append(svc.Frontends, nameindex.Frontend{IP: f.VIP, Port: f.Port, Proto: f.Proto.String(), Scope: f.Scope.String()})
 		}
 		out = append(out, svc)
 	}
-	return names.WriteServices(x.runDir, out)
+	return nameindex.WriteServices(x.runDir, out)
 }
 
 // steadyGCPercent is the agent's GOGC from its start-up pass on (unless the environment sets GOGC

@@ -7,7 +7,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/maps"
-	"github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
@@ -81,17 +81,17 @@ func (t endpointTable) List() (map[netip.Addr]controller.Endpoint, error) {
 	return out, err
 }
 
-type domainTable struct{ m *domains.Map }
+type domainTable struct{ m *domainsmap.Map }
 
 func (t domainTable) Upsert(id uint32, d controller.Domain) error {
 	var flags uint32
 	if d.Reachable {
-		flags |= domains.FlagReachable
+		flags |= domainsmap.FlagReachable
 	}
 	if d.Local {
-		flags |= domains.FlagLocal
+		flags |= domainsmap.FlagLocal
 	}
-	v, err := domains.New(d.Name, flags)
+	v, err := domainsmap.New(d.Name, flags)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ type tables struct {
 	routes    *routes.Map
 	nodes     *nodes.Map
 	endpoints *endpoints.Map
-	domains   *domains.Map
+	domains   *domainsmap.Map
 	lb        *lbTables
 }
 
@@ -134,7 +134,7 @@ func openTables(root string) (*tables, error) {
 		n.Close()
 		return nil, err
 	}
-	d, err := domains.Open(root)
+	d, err := domainsmap.Open(root)
 	if err != nil {
 		r.Close()
 		n.Close()

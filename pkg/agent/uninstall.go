@@ -18,10 +18,10 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // uninstallAPITimeout bounds the API server part of an uninstall: a node that cannot reach it still
@@ -40,7 +40,7 @@ var vtepAnnotations = []string{
 // Uninstall removes what edgeplane put on this node (edgeplane-agent --uninstall), leaving it as it
 // was; run it once the DaemonSet is gone, or an agent still running puts everything back. In order:
 //   - node.json, then the conflist (--cni-conf-dir): the runtime and the plugin stop wiring pods;
-//   - the name index beside node.json (pkg/names: pod and node names for edgeplanectl);
+//   - the name index beside node.json (pkg/nameindex: pod and node names for edgeplanectl);
 //   - this node's Flannel annotations, when the API server answers and they are edgeplane's (their
 //     VTEP MAC is the one the agent derives from the node name), so that nothing (Flannel, a new
 //     CNI) reads a VTEP that is about to disappear;
@@ -78,7 +78,7 @@ func Uninstall(ctx context.Context, cfg Config) error {
 func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.Duration) error {
 	logger := klog.FromContext(ctx)
 	var errs []error
-	if err := removeFile(ctx, nodeconfig.Path(cfg.RunDir)); err != nil {
+	if err := removeFile(ctx, cninode.Path(cfg.RunDir)); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.CNIConfDir != "" {
@@ -86,7 +86,7 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.
 			errs = append(errs, err)
 		}
 	}
-	if err := names.Remove(cfg.RunDir); err != nil {
+	if err := nameindex.Remove(cfg.RunDir); err != nil {
 		errs = append(errs, err)
 	}
 	if client != nil {

@@ -23,13 +23,13 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/install"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // TestUninstall runs the agent in a private network namespace with a private bpffs, attaches a
@@ -80,11 +80,11 @@ func uninstallInNetns(t *testing.T) {
 	stop := startAgent(t, cfg, client)
 	nc := waitNodeConfig(t, runDir)
 	podVeth := addPodVeth(t, root)
-	if err := names.WritePod(runDir, names.Pod{IP: netip.MustParseAddr("10.244.1.2"), Name: "p"}); err != nil { // as CNI ADD does
+	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: netip.MustParseAddr("10.244.1.2"), Name: "p"}); err != nil { // as CNI ADD does
 		t.Fatal(err)
 	}
 	stop()
-	if _, err := names.ReadNodes(runDir); err != nil {
+	if _, err := nameindex.ReadNodes(runDir); err != nil {
 		t.Fatalf("precondition: the agent's node names: %v", err)
 	}
 	if n := getNode(t, client); len(presentAnnotations(n)) != len(vtepAnnotations) {
@@ -168,10 +168,10 @@ func checkUninstalled(t *testing.T, mount string, cfg Config, podVeth string) {
 	if _, err := netlink.LinkByName(cfg.VXLANDevice); err == nil {
 		t.Errorf("%s still exists", cfg.VXLANDevice)
 	}
-	if _, err := os.Stat(nodeconfig.Path(cfg.RunDir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(cninode.Path(cfg.RunDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("node.json: %v; want it gone", err)
 	}
-	if _, err := os.Stat(filepath.Join(cfg.RunDir, names.Dir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(cfg.RunDir, nameindex.Dir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("name index: %v; want it gone", err)
 	}
 	for _, ifname := range []string{"eth0", podVeth} {

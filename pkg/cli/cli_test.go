@@ -16,21 +16,21 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
-	"github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/nat"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden with the current output")
@@ -110,20 +110,20 @@ var (
 	vtepMAC  = [6]byte{0x0a, 0xe0, 0, 0, 0, 0x11}
 	ulMAC    = [6]byte{0x52, 0x54, 0, 0, 0, 0x11}
 	fixedCfg nodecfg.NodeCfg
-	nodeJSON = nodeconfig.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: maps.DefaultRoot}
+	nodeJSON = cninode.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: maps.DefaultRoot}
 )
 
 // Network domains: this node is in site-a, which has a private line to cloud and public
 // connectivity to site-b and the default domain; lostDomain is named by a route but not by
 // domains_map (unreachable).
 var (
-	siteA      = domains.ID("site-a")
-	cloud      = domains.ID("cloud")
-	siteB      = domains.ID("site-b")
+	siteA      = domainsmap.ID("site-a")
+	cloud      = domainsmap.ID("cloud")
+	siteB      = domainsmap.ID("site-b")
 	lostDomain = uint32(0xdeadbeef)
 	// fixedDomains is domains_map as the agent of a site-a node writes it.
 	fixedDomains = domainView{
-		"default": 0, "site-a": domains.FlagReachable | domains.FlagLocal, "cloud": domains.FlagReachable, "site-b": 0,
+		"default": 0, "site-a": domainsmap.FlagReachable | domainsmap.FlagLocal, "cloud": domainsmap.FlagReachable, "site-b": 0,
 	}
 )
 
@@ -228,35 +228,35 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 	cpus, err := ebpf.PossibleCPU()
 	must(err)
 	for _, c := range []struct {
-		dir             metrics.Dir
+		dir             metricsmap.Dir
 		reason          dropreason.Reason
 		packets, bytes_ uint64
 	}{
-		{metrics.DirPodEgress, dropreason.Forwarded, 10, 1500},
-		{metrics.DirPodEgress, dropreason.NoRoute, 2, 196},
-		{metrics.DirPodEgress, dropreason.PktTooBig, 1, 1514},
-		{metrics.DirPodEgress, dropreason.ICMPSent, 1, 590},
-		{metrics.DirOverlayIn, dropreason.UnknownTunnelSource, 3, 300},
-		{metrics.DirNodeOut, dropreason.Forwarded, 5, 500},
+		{metricsmap.DirPodEgress, dropreason.Forwarded, 10, 1500},
+		{metricsmap.DirPodEgress, dropreason.NoRoute, 2, 196},
+		{metricsmap.DirPodEgress, dropreason.PktTooBig, 1, 1514},
+		{metricsmap.DirPodEgress, dropreason.ICMPSent, 1, 590},
+		{metricsmap.DirOverlayIn, dropreason.UnknownTunnelSource, 3, 300},
+		{metricsmap.DirNodeOut, dropreason.Forwarded, 5, 500},
 	} {
-		perCPU := make([]metrics.Metric, cpus)
-		perCPU[0] = metrics.Metric{Packets: c.packets - c.packets/2, Bytes: c.bytes_ - c.bytes_/2}
+		perCPU := make([]metricsmap.Metric, cpus)
+		perCPU[0] = metricsmap.Metric{Packets: c.packets - c.packets/2, Bytes: c.bytes_ - c.bytes_/2}
 		perCPU[cpus-1].Packets += c.packets / 2
 		perCPU[cpus-1].Bytes += c.bytes_ / 2
-		must(d.Map(metrics.MapName).Put(uint32(c.dir)*metrics.Reasons+uint32(c.reason), perCPU))
+		must(d.Map(metricsmap.MapName).Put(uint32(c.dir)*metricsmap.Reasons+uint32(c.reason), perCPU))
 	}
 
 	f.fillServices(t)
 
 	cfg := nodeJSON
 	cfg.PodCIDR, cfg.ClusterCIDR = fixedCfg.PodPrefix(), fixedCfg.ClusterPrefix()
-	must(nodeconfig.Write(f.runDir, &cfg))
+	must(cninode.Write(f.runDir, &cfg))
 	f.writeNames(t)
 }
 
 // fixedPods is the name index's pod entries as the CNI plugin wrote them: 10.244.1.9's veth is
 // gone (its name is still the best guess), 10.244.1.77 has no endpoint (a leftover: never shown).
-var fixedPods = []names.Pod{
+var fixedPods = []nameindex.Pod{
 	{IP: netip.MustParseAddr("10.244.1.5"), Namespace: "default", Name: "web-0", UID: "uid-web-0",
 		ContainerID: "c0ffee05", Interface: "eth0", HostInterface: "veth-a"},
 	{IP: netip.MustParseAddr("10.244.1.6"), Namespace: "kube-system", Name: "coredns-7db6d8ff4d-x2x9v", UID: "uid-coredns",
@@ -268,7 +268,7 @@ var fixedPods = []names.Pod{
 
 // fixedNodes is the name index's nodes as edge-1's agent wrote them: two pools (hangzhou-1,
 // hangzhou-2) grouped into domain site-a; 10.244.7.0/24's node is not in it.
-var fixedNodes = []names.Node{
+var fixedNodes = []nameindex.Node{
 	{Name: "edge-1", NodeIP: nodeIP, PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Pool: "hangzhou-1", Domain: "site-a", ThisNode: true},
 	{Name: "edge-2", NodeIP: netip.MustParseAddr("192.168.1.12"), PodCIDR: netip.MustParsePrefix("10.244.2.0/24"), Pool: "hangzhou-1", Domain: "site-a"},
 	{Name: "edge-3", NodeIP: netip.MustParseAddr("192.168.1.13"), PodCIDR: netip.MustParsePrefix("10.244.3.0/24"), Pool: "hangzhou-2", Domain: "site-a"},
@@ -280,18 +280,18 @@ var fixedNodes = []names.Node{
 // writeNames writes the fixture's name index, replacing whatever a case left.
 func (f *fixture) writeNames(t *testing.T) {
 	t.Helper()
-	if err := names.Remove(f.runDir); err != nil {
+	if err := nameindex.Remove(f.runDir); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range fixedPods {
-		if err := names.WritePod(f.runDir, p); err != nil {
+		if err := nameindex.WritePod(f.runDir, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := names.WriteNodes(f.runDir, fixedNodes); err != nil {
+	if err := nameindex.WriteNodes(f.runDir, fixedNodes); err != nil {
 		t.Fatal(err)
 	}
-	if err := names.WriteServices(f.runDir, fixedServices); err != nil {
+	if err := nameindex.WriteServices(f.runDir, fixedServices); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -319,7 +319,7 @@ func (f *fixture) putCfg(t *testing.T, c nodecfg.NodeCfg) {
 // putDomains replaces domains_map's entries with view.
 func (f *fixture) putDomains(t *testing.T, view domainView) {
 	t.Helper()
-	m, err := domains.Open(f.root)
+	m, err := domainsmap.Open(f.root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,13 +334,13 @@ func (f *fixture) putDomains(t *testing.T, view domainView) {
 		}
 	}
 	for name, flags := range view {
-		d, err := domains.New(name, flags)
+		d, err := domainsmap.New(name, flags)
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := domains.ID(name)
+		id := domainsmap.ID(name)
 		if name == "default" {
-			id = domains.DefaultID
+			id = domainsmap.DefaultID
 		}
 		if err := m.Upsert(id, d); err != nil {
 			t.Fatal(err)
@@ -538,8 +538,8 @@ func TestGolden(t *testing.T) {
 		}
 	}
 	// domains as a cloud node sees them, for the cloud gateway cases
-	cloudView := domainView{"default": 0, "cloud": domains.FlagReachable | domains.FlagLocal, "site-a": domains.FlagReachable, "site-b": 0}
-	isolatedView := domainView{"default": 0, "cloud": domains.FlagReachable | domains.FlagLocal, "site-a": 0, "site-b": 0}
+	cloudView := domainView{"default": 0, "cloud": domainsmap.FlagReachable | domainsmap.FlagLocal, "site-a": domainsmap.FlagReachable, "site-b": 0}
+	isolatedView := domainView{"default": 0, "cloud": domainsmap.FlagReachable | domainsmap.FlagLocal, "site-a": 0, "site-b": 0}
 	withDomains := func(view domainView, change func(*nodecfg.NodeCfg)) func(*testing.T, *fixture) {
 		return func(t *testing.T, f *fixture) {
 			withCfg(change)(t, f)
@@ -550,7 +550,7 @@ func TestGolden(t *testing.T) {
 	gateway := func(c *nodecfg.NodeCfg) { c.Domain, c.Flags = cloud, c.Flags|nodecfg.FlagGateway }
 	viaGateway := func(c *nodecfg.NodeCfg) { c.Domain, c.GatewayIP = cloud, maps.IPv4{172, 20, 0, 15} }
 	// An agent older than network domains: no domains_map pin.
-	withoutDomainsMap := func(t *testing.T, f *fixture) { f.unpin(t, domains.MapName) }
+	withoutDomainsMap := func(t *testing.T, f *fixture) { f.unpin(t, domainsmap.MapName) }
 	cases = append(cases,
 		goldenCase{name: "domains-gateway.table", args: []string{"domains"}, setup: withDomains(cloudView, gateway)},
 		goldenCase{name: "domains-gateway-isolated.table", args: []string{"domains"}, setup: withDomains(isolatedView, gateway)},
@@ -573,7 +573,7 @@ func TestGolden(t *testing.T) {
 	)
 	// The name index: filters, and what a missing, torn or stale index does.
 	noIndex := f.changeNames(func(t *testing.T, runDir string) {
-		if err := names.Remove(runDir); err != nil {
+		if err := nameindex.Remove(runDir); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -582,11 +582,11 @@ func TestGolden(t *testing.T) {
 	const noNodeNames = "edgeplanectl: node names unknown: no name index at <run-dir>/names/nodes.json (the agent writes it; an agent older than this edgeplanectl does not; is --run-dir right?)\n"
 	tornIndex := f.changeNames(func(t *testing.T, runDir string) {
 		for _, file := range []string{"10.244.1.6.json", "10.244.1.9.json"} {
-			if err := os.WriteFile(filepath.Join(names.PodsDir(runDir), file), []byte("{"), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(nameindex.PodsDir(runDir), file), []byte("{"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := os.WriteFile(names.NodesPath(runDir), []byte("not json"), 0o600); err != nil {
+		if err := os.WriteFile(nameindex.NodesPath(runDir), []byte("not json"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -595,7 +595,7 @@ func TestGolden(t *testing.T) {
 	staleIndex := f.changeNames(func(t *testing.T, runDir string) {
 		p := fixedPods[1]
 		p.HostInterface, p.Name = "ep0000000006", "old-owner"
-		if err := names.WritePod(runDir, p); err != nil {
+		if err := nameindex.WritePod(runDir, p); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -687,7 +687,7 @@ func TestOtherAgentVersions(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f.pinNodeCfgOfSize(t, c.cfgSize)
 			if !c.domainsMap {
-				f.unpin(t, domains.MapName)
+				f.unpin(t, domainsmap.MapName)
 			}
 			for _, args := range [][]string{{"maps"}, {"progs"}, {"routes"}, {"nodes"}, {"config"}, {"route", "get", "10.244.2.9"}} {
 				for _, o := range []string{"table", "json"} {
@@ -719,7 +719,7 @@ func TestOtherAgentVersions(t *testing.T) {
 // index stays (the agent does not remove it on exit), so names show and nothing is warned.
 func TestNoAgent(t *testing.T) {
 	f := newFixture(t)
-	if err := nodeconfig.Remove(f.runDir); err != nil {
+	if err := cninode.Remove(f.runDir); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{

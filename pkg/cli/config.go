@@ -13,9 +13,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/spf13/cobra"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // configInfo is the config verb's output (JSON schema in docs/cli.md).
@@ -47,10 +47,10 @@ type datapathConfig struct {
 
 // nodeJSONInfo is the agent's <run-dir>/node.json, the agent <-> CNI contract.
 type nodeJSONInfo struct {
-	Path    string             `json:"path"`
-	Present bool               `json:"present"`
-	Error   string             `json:"error"` // why it could not be read, when present but invalid
-	Config  *nodeconfig.Config `json:"config"`
+	Path    string          `json:"path"`
+	Present bool            `json:"present"`
+	Error   string          `json:"error"` // why it could not be read, when present but invalid
+	Config  *cninode.Config `json:"config"`
 }
 
 func newConfigCommand(e *env) *cobra.Command {
@@ -170,8 +170,8 @@ func cfgFlags(f uint16) []string {
 }
 
 func (e *env) readNodeJSON() nodeJSONInfo {
-	info := nodeJSONInfo{Path: nodeconfig.Path(e.runDir)}
-	c, err := nodeconfig.Read(e.runDir)
+	info := nodeJSONInfo{Path: cninode.Path(e.runDir)}
+	c, err := cninode.Read(e.runDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -188,7 +188,7 @@ func (e *env) localNodeIP() netip.Addr {
 	if c, err := e.readNodeCfg(); err == nil && c.Flags&nodecfg.FlagReady != 0 {
 		return c.NodeIP.Addr()
 	}
-	if c, err := nodeconfig.Read(e.runDir); err == nil {
+	if c, err := cninode.Read(e.runDir); err == nil {
 		return c.NodeIP
 	}
 	return netip.Addr{}

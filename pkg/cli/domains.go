@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
-	"github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 )
 
@@ -72,7 +72,7 @@ func newDomainsCommand(e *env) *cobra.Command {
 }
 
 func (e *env) listDomains() (*domainsResult, error) {
-	m, err := open(e, domains.MapName, domains.OpenReadOnly)
+	m, err := open(e, domainsmap.MapName, domainsmap.OpenReadOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +111,7 @@ func (e *env) listDomains() (*domainsResult, error) {
 
 // describeDomain decides connectivity as domain_reachable() does; before the agent has written
 // node_cfg_map (node nil) the map's own local flag tells which domain is this node's.
-func describeDomain(node *nodeDomainInfo, id uint32, d domains.Domain) domainInfo {
+func describeDomain(node *nodeDomainInfo, id uint32, d domainsmap.Domain) domainInfo {
 	info := domainInfo{ID: id, Name: d.NameString(), Flags: domainFlags(d.Flags)}
 	if node != nil {
 		info.ThisNode = id == node.Domain
@@ -167,13 +167,13 @@ func domainIDString(id uint32) string { return fmt.Sprintf("0x%08x", id) }
 
 func domainFlags(f uint32) []string {
 	out := []string{}
-	if f&domains.FlagReachable != 0 {
+	if f&domainsmap.FlagReachable != 0 {
 		out = append(out, "reachable")
 	}
-	if f&domains.FlagLocal != 0 {
+	if f&domainsmap.FlagLocal != 0 {
 		out = append(out, "local")
 	}
-	if rest := f &^ (domains.FlagReachable | domains.FlagLocal); rest != 0 {
+	if rest := f &^ (domainsmap.FlagReachable | domainsmap.FlagLocal); rest != 0 {
 		out = append(out, fmt.Sprintf("%#x", rest))
 	}
 	return out
@@ -182,19 +182,19 @@ func domainFlags(f uint32) []string {
 // domainNames resolves the domain IDs that routes, nodes and node_cfg_map carry to the names the
 // agent stored in domains_map.
 type domainNames struct {
-	byID   map[uint32]domains.Domain
+	byID   map[uint32]domainsmap.Domain
 	pinned bool // false: no domains_map, an agent older than network domains
 }
 
 // readDomainNames reads domains_map; a map that is not pinned leaves every domain unnamed, so
 // verbs that only decorate IDs with names keep working against an older agent.
 func (e *env) readDomainNames() (*domainNames, error) {
-	m, err := domains.OpenReadOnly(e.root)
+	m, err := domainsmap.OpenReadOnly(e.root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &domainNames{}, nil
 	}
 	if err != nil {
-		return nil, e.pinError(domains.MapName, err)
+		return nil, e.pinError(domainsmap.MapName, err)
 	}
 	defer m.Close()
 	all, err := m.List()
@@ -245,9 +245,9 @@ func (f *domainFilter) matcher(names *domainNames) func(uint32) bool {
 			want[uint32(id)] = true
 		}
 	case f.name == defaultDomainName:
-		want[domains.DefaultID] = true
+		want[domainsmap.DefaultID] = true
 	default:
-		want[domains.ID(f.name)] = true
+		want[domainsmap.ID(f.name)] = true
 	}
 	return func(id uint32) bool { return want[id] }
 }

@@ -1,6 +1,6 @@
 // Package cli is edgeplanectl, a bpftool-style inspector of one node's edgeplane datapath. It reads
 // the objects the agent pinned under the bpffs root (maps/, progs/, links/), the agent's node.json
-// and the name index beside it (pkg/names: pod and node names) directly, so it works while the
+// and the name index beside it (pkg/nameindex: pod and node names) directly, so it works while the
 // agent is down, restarting or crash-looping: pins are all it needs, names are a bonus.
 //
 // Each verb lives in its own file and builds one value that is either encoded as JSON (-o json,
@@ -16,8 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/maps"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // Options is what the binary tells the CLI about itself.
@@ -96,7 +96,7 @@ func NewRootCommand(opts Options) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	flags := root.PersistentFlags()
 	flags.StringVar(&e.root, "bpffs-root", maps.DefaultRoot, "bpffs directory the agent pins maps, programs and links under")
-	flags.StringVar(&e.runDir, "run-dir", nodeconfig.DefaultRunDir, "the agent's run directory: node.json and the name index (names/)")
+	flags.StringVar(&e.runDir, "run-dir", cninode.DefaultRunDir, "the agent's run directory: node.json and the name index (names/)")
 	flags.StringVarP(&e.output, "output", "o", outputTable, "output format: table or json")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputTable, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.MarkPersistentFlagDirname("bpffs-root")

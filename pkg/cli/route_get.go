@@ -11,7 +11,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
-	"github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodes"
@@ -299,14 +299,14 @@ func (e *env) routeGet(src, dst netip.Addr) (*routeGetResult, error) {
 	case connLocal:
 		step("domain", "%s is this node's domain", dom)
 	case connPrivate:
-		step(domains.MapName, "crosses the private line to domain %s from this node's domain %s", dom, nodeDom)
+		step(domainsmap.MapName, "crosses the private line to domain %s from this node's domain %s", dom, nodeDom)
 	case connUnchecked:
-		step(domains.MapName, "not pinned: domain %s not checked (an agent older than this edgeplanectl, whose datapath does not check domains)", dom)
+		step(domainsmap.MapName, "not pinned: domain %s not checked (an agent older than this edgeplanectl, whose datapath does not check domains)", dom)
 	default:
 		if dc.InDomainsMap {
-			step(domains.MapName, "domain %s has public connectivity to this node's domain %s", dom, nodeDom)
+			step(domainsmap.MapName, "domain %s has public connectivity to this node's domain %s", dom, nodeDom)
 		} else {
-			step(domains.MapName, "no entry for domain %s: public to this node's domain %s (the default between domains)", dom, nodeDom)
+			step(domainsmap.MapName, "no entry for domain %s: public to this node's domain %s (the default between domains)", dom, nodeDom)
 		}
 		res.ICMP = icmpHostUnreachable
 		step("icmp", "host unreachable from %s back into the pod (counted as ICMP_SENT), so its connect() fails at once", cfg.NodeIP)

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
-	"github.com/edgeplane/edgeplane/pkg/names"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // routeInfo is one routes_map entry (JSON schema in docs/cli.md).
@@ -81,7 +81,7 @@ func (e *env) listRoutes(filter *ipFilter, domain *domainFilter, byName *nameFil
 	nodes := e.nodes()
 	type described struct {
 		info  routeInfo
-		nodes []names.Node
+		nodes []nameindex.Node
 	}
 	ds, err := listSorted(m.Iterate, filter.overlaps, comparePrefixes, func(p netip.Prefix, r routes.Route) described {
 		return described{describeRoute(self, domains, nodes, p, r), nodes.routeNodes(p, r.NodeIP.Addr())}

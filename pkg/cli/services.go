@@ -12,7 +12,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
-	"github.com/edgeplane/edgeplane/pkg/names"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // serviceInfo is one lb_svc_map frontend with its backend set (JSON schema in docs/cli.md).
@@ -140,7 +140,7 @@ func newServicesCommand(e *env) *cobra.Command {
 	_ = cmd.RegisterFlagCompletionFunc("scope", cobra.FixedCompletions([]string{"internal", "external"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("service", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var out []string
-		all, _ := names.ReadServices(e.runDir)
+		all, _ := nameindex.ReadServices(e.runDir)
 		for _, s := range all {
 			out = append(out, s.FullName())
 		}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
-	"github.com/edgeplane/edgeplane/pkg/names"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // fixedNow is CLOCK_BOOTTIME as edgeplanectl reads it in the tests (testOpts.BootTime), so that
@@ -43,16 +43,16 @@ var fixedFrontends = []struct {
 }
 
 // fixedServices is names/services.json as edge-1's agent wrote it.
-var fixedServices = []names.Service{
-	{Namespace: "kube-system", Name: "kube-dns", Frontends: []names.Frontend{
+var fixedServices = []nameindex.Service{
+	{Namespace: "kube-system", Name: "kube-dns", Frontends: []nameindex.Frontend{
 		{IP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: "udp", Scope: "internal"},
 		{IP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: "tcp", Scope: "internal"}}},
-	{Namespace: "default", Name: "web", Frontends: []names.Frontend{
+	{Namespace: "default", Name: "web", Frontends: []nameindex.Frontend{
 		{IP: netip.MustParseAddr("10.96.0.80"), Port: 80, Proto: "tcp", Scope: "internal"},
 		{IP: netip.IPv4Unspecified(), Port: 30080, Proto: "tcp", Scope: "external"}}},
-	{Namespace: "default", Name: "admin", Frontends: []names.Frontend{
+	{Namespace: "default", Name: "admin", Frontends: []nameindex.Frontend{
 		{IP: netip.IPv4Unspecified(), Port: 30443, Proto: "tcp", Scope: "external"}}},
-	{Namespace: "default", Name: "ingress", Frontends: []names.Frontend{
+	{Namespace: "default", Name: "ingress", Frontends: []nameindex.Frontend{
 		{IP: netip.MustParseAddr("203.0.113.10"), Port: 443, Proto: "tcp", Scope: "external"},
 		{IP: netip.MustParseAddr("203.0.113.10"), Port: 443, Proto: "tcp", Scope: "internal"}}},
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 )
 
 // statInfo is one non-zero counter of metrics_map, summed over CPUs (JSON schema in docs/cli.md).
@@ -47,7 +47,7 @@ func newStatsCommand(e *env) *cobra.Command {
 }
 
 func (e *env) listStats(dropsOnly bool) ([]statInfo, error) {
-	m, err := open(e, metrics.MapName, metrics.Open)
+	m, err := open(e, metricsmap.MapName, metricsmap.Open)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func (e *env) listStats(dropsOnly bool) ([]statInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys := slices.SortedFunc(maps.Keys(totals), func(a, b metrics.Key) int {
+	keys := slices.SortedFunc(maps.Keys(totals), func(a, b metricsmap.Key) int {
 		return cmp.Or(cmp.Compare(a.Dir, b.Dir), cmp.Compare(a.Reason, b.Reason))
 	})
 	out := []statInfo{}

@@ -1,6 +1,6 @@
 // Package cni is the edgeplane CNI plugin (type "edgeplane").
 //
-// How it works: the agent writes the node's network config to <runDir>/node.json (pkg/nodeconfig)
+// How it works: the agent writes the node's network config to <runDir>/node.json (pkg/cninode)
 // once the datapath is loaded; every call reads it. ADD asks the IPAM plugin (host-local by
 // default, allocating from the node's pod CIDR) for an address, creates a veth pair whose host side
 // is named from a hash of the container ID and interface name, gives the pod podIP/32 with a
@@ -9,7 +9,7 @@
 // endpoint map entry and attaches the pinned pod program to the host veth's TC ingress. Any
 // failure undoes what was done, in reverse. An ADD for an attachment that exists replaces it.
 //
-// Last, ADD records the pod's name under its IP in the name index beside node.json (pkg/names), for
+// Last, ADD records the pod's name under its IP in the name index beside node.json (pkg/nameindex), for
 // edgeplanectl; the index is advisory, so failing to write it is reported on stderr and does not
 // fail ADD.
 //
@@ -38,10 +38,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // Versions are the CNI spec versions the plugin speaks.
@@ -143,7 +143,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	undo = append(undo, func() { _ = datapath.DetachPod(node.BPFFSRoot, hostVeth) })
 	recordName(conf.RunDir, args, podIP, hostVeth)
-	undo = append(undo, func() { _ = names.RemovePod(conf.RunDir, args.ContainerID, args.IfName) })
+	undo = append(undo, func() { _ = nameindex.RemovePod(conf.RunDir, args.ContainerID, args.IfName) })
 
 	result := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
@@ -154,9 +154,9 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		IPs: []*types100.IPConfig{{
 			Interface: types100.Int(1),
 			Address:   net.IPNet{IP: podIP.AsSlice(), Mask: net.CIDRMask(32, 32)},
-			Gateway:   nodeconfig.GatewayIP.AsSlice(),
+			Gateway:   cninode.GatewayIP.AsSlice(),
 		}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: nodeconfig.GatewayIP.AsSlice()}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: cninode.GatewayIP.AsSlice()}},
 		DNS:    conf.DNS,
 	}
 	if result.DNS.IsEmpty() {
@@ -178,7 +178,7 @@ func firstIPv4(r *types100.Result) (netip.Addr, error) {
 // edgeplanectl reads it), so a failure is reported on stderr, which runtimes log, and ADD goes on.
 func recordName(runDir string, args *skel.CmdArgs, podIP netip.Addr, hostVeth string) {
 	k8sArgs := parseK8sArgs(args.Args)
-	err := names.WritePod(runDir, names.Pod{
+	err := nameindex.WritePod(runDir, nameindex.Pod{
 		IP: podIP, Namespace: k8sArgs["K8S_POD_NAMESPACE"], Name: k8sArgs["K8S_POD_NAME"], UID: k8sArgs["K8S_POD_UID"],
 		ContainerID: args.ContainerID, Interface: args.IfName, HostInterface: hostVeth,
 	})

@@ -13,9 +13,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 func cmdCheck(args *skel.CmdArgs) error {
@@ -116,12 +116,12 @@ func checkPod(netns ns.NetNS, ifName string, podIP netip.Addr, host netlink.Link
 			return fmt.Errorf("listing neighbours of %s: %w", ifName, err)
 		}
 		for _, n := range neighs {
-			if n.IP.Equal(nodeconfig.GatewayIP.AsSlice()) && n.State&netlink.NUD_PERMANENT != 0 &&
+			if n.IP.Equal(cninode.GatewayIP.AsSlice()) && n.State&netlink.NUD_PERMANENT != 0 &&
 				bytes.Equal(n.HardwareAddr, host.Attrs().HardwareAddr) {
 				return nil
 			}
 		}
-		return fmt.Errorf("pod has no permanent neighbour %s -> %s", nodeconfig.GatewayIP, host.Attrs().HardwareAddr)
+		return fmt.Errorf("pod has no permanent neighbour %s -> %s", cninode.GatewayIP, host.Attrs().HardwareAddr)
 	})
 	return mac, err
 }

@@ -19,12 +19,12 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 var specVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
@@ -78,7 +78,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) writeNode() {
 	e.t.Helper()
-	err := nodeconfig.Write(e.runDir, &nodeconfig.Config{
+	err := cninode.Write(e.runDir, &cninode.Config{
 		NodeName:    "node-1",
 		NodeIP:      netip.MustParseAddr("192.168.0.1"),
 		PodCIDR:     e.podCIDR,
@@ -237,9 +237,9 @@ func (e *env) assertClean() {
 }
 
 // podNames reads the name index's pod entries (none when there is no index).
-func (e *env) podNames() map[netip.Addr]names.Pod {
+func (e *env) podNames() map[netip.Addr]nameindex.Pod {
 	e.t.Helper()
-	pods, err := names.ReadPods(e.runDir)
+	pods, err := nameindex.ReadPods(e.runDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		e.t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestAddCheckDel(t *testing.T) {
 			if maps.MAC(ep.HostMAC) != res.Interfaces[0].Mac || maps.MAC(ep.PodMAC) != res.Interfaces[1].Mac {
 				t.Fatalf("endpoint %v vs result %+v", ep, res.Interfaces)
 			}
-			wantName := names.Pod{IP: podIP, Namespace: "ns-" + cid, Name: "pod-" + cid, UID: "uid-" + cid,
+			wantName := nameindex.Pod{IP: podIP, Namespace: "ns-" + cid, Name: "pod-" + cid, UID: "uid-" + cid,
 				ContainerID: cid, Interface: "eth0", HostInterface: hostVeth}
 			if got := e.podNames(); len(got) != 1 || got[podIP] != wantName {
 				t.Fatalf("name index %v, want %v", got, wantName)
@@ -478,7 +478,7 @@ func TestAddRollsBack(t *testing.T) {
 func TestNameIndexIsAdvisory(t *testing.T) {
 	e := newEnv(t)
 	conf := e.conf("1.1.0", nil)
-	blocker := filepath.Join(e.runDir, names.Dir)
+	blocker := filepath.Join(e.runDir, nameindex.Dir)
 	if err := os.WriteFile(blocker, []byte("not a directory"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +495,7 @@ func TestNameIndexIsAdvisory(t *testing.T) {
 
 	// Stale entries of a gone attachment under every address host-local may hand out next.
 	for ip, i := e.podCIDR.Addr(), 0; i < 16; ip, i = ip.Next(), i+1 {
-		if err := names.WritePod(e.runDir, names.Pod{IP: ip, Name: "gone", ContainerID: "old", Interface: "eth0"}); err != nil {
+		if err := nameindex.WritePod(e.runDir, nameindex.Pod{IP: ip, Name: "gone", ContainerID: "old", Interface: "eth0"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -528,14 +528,14 @@ func TestStatus(t *testing.T) {
 	if err := status(); err != nil {
 		t.Fatalf("STATUS with node.json and pins: %v", err)
 	}
-	if err := nodeconfig.Remove(e.runDir); err != nil {
+	if err := cninode.Remove(e.runDir); err != nil {
 		t.Fatal(err)
 	}
 	var terr *types.Error
 	if err := status(); !errors.As(err, &terr) || terr.Code != 50 {
 		t.Fatalf("STATUS without node.json: %v", err)
 	}
-	if err := os.WriteFile(nodeconfig.Path(e.runDir), []byte("{"), 0o644); err != nil {
+	if err := os.WriteFile(cninode.Path(e.runDir), []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := status(); !errors.As(err, &terr) || terr.Code != 50 {

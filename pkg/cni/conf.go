@@ -10,7 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 )
 
 // defaultIPAM is what an omitted "ipam" means.
@@ -62,7 +62,7 @@ func parseConf(stdin []byte) (*NetConf, error) {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("cniVersion %q: %v", conf.CNIVersion, err), "")
 	}
 	if conf.RunDir == "" {
-		conf.RunDir = nodeconfig.DefaultRunDir
+		conf.RunDir = cninode.DefaultRunDir
 	}
 	switch v := conf.raw["ipam"].(type) {
 	case nil:
@@ -87,7 +87,7 @@ func parseConf(stdin []byte) (*NetConf, error) {
 
 // ipamConf is the config delegated to the IPAM plugin: ours, with an ipam section that allocates
 // from the node's pod CIDR unless the operator gave ranges or a subnet.
-func (c *NetConf) ipamConf(node *nodeconfig.Config) ([]byte, error) {
+func (c *NetConf) ipamConf(node *cninode.Config) ([]byte, error) {
 	ipam := make(map[string]any, len(c.ipam)+1)
 	for k, v := range c.ipam {
 		ipam[k] = v
@@ -112,21 +112,21 @@ func (c *NetConf) ipamConf(node *nodeconfig.Config) ([]byte, error) {
 }
 
 // readNode reads node.json, turning "not there yet" into the spec's try-again-later error.
-func readNode(runDir string) (*nodeconfig.Config, error) {
-	node, err := nodeconfig.Read(runDir)
+func readNode(runDir string) (*cninode.Config, error) {
+	node, err := cninode.Read(runDir)
 	if err == nil {
 		return node, nil
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("the edgeplane agent has not written %s yet", nodeconfig.Path(runDir)),
+			fmt.Sprintf("the edgeplane agent has not written %s yet", cninode.Path(runDir)),
 			"wait for the edgeplane-agent pod on this node to become ready")
 	}
 	return nil, types.NewError(types.ErrTryAgainLater, err.Error(), "the edgeplane agent wrote an invalid node config; check its logs")
 }
 
 // podMTU is the configured override or the node's.
-func (c *NetConf) podMTU(node *nodeconfig.Config) int {
+func (c *NetConf) podMTU(node *cninode.Config) int {
 	if c.MTU != 0 {
 		return c.MTU
 	}

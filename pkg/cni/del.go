@@ -11,10 +11,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // releaseAnyRange stands in for the pod CIDR when DEL runs without node.json: host-local releases
@@ -26,7 +26,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	node, err := nodeconfig.Read(conf.RunDir)
+	node, err := cninode.Read(conf.RunDir)
 	if err != nil {
 		node = nil // release what can be released; the agent's GC handles the datapath
 	}
@@ -34,7 +34,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if node != nil {
 		ipamConf, err = conf.ipamConf(node)
 	} else {
-		ipamConf, err = conf.ipamConf(&nodeconfig.Config{PodCIDR: netip.MustParsePrefix(releaseAnyRange)})
+		ipamConf, err = conf.ipamConf(&cninode.Config{PodCIDR: netip.MustParsePrefix(releaseAnyRange)})
 	}
 	if err != nil {
 		return err
@@ -45,7 +45,7 @@ func cmdDel(args *skel.CmdArgs) error {
 // teardown removes an attachment: endpoint entries that still point at its host veth, the pod
 // link, the veth pair, its name index entry, then the address. Every step tolerates "already
 // gone", so DEL can be repeated and can follow a half-done ADD or a netns that no longer exists.
-func teardown(args *skel.CmdArgs, conf *NetConf, node *nodeconfig.Config, ipamConf []byte) error {
+func teardown(args *skel.CmdArgs, conf *NetConf, node *cninode.Config, ipamConf []byte) error {
 	hostVeth := HostVethName(args.ContainerID, args.IfName)
 	host, err := linkByName(hostVeth)
 	if err != nil {
@@ -67,7 +67,7 @@ func teardown(args *skel.CmdArgs, conf *NetConf, node *nodeconfig.Config, ipamCo
 		return err
 	}
 	// Before the address is released: once it is, another pod may get it and write its name.
-	if err := names.RemovePod(conf.RunDir, args.ContainerID, args.IfName); err != nil {
+	if err := nameindex.RemovePod(conf.RunDir, args.ContainerID, args.IfName); err != nil {
 		fmt.Fprintf(os.Stderr, "edgeplane: %v\n", err) // advisory: a stale entry is hidden by edgeplanectl
 	}
 	if err := ipam.ExecDel(conf.IPAM.Type, ipamConf); err != nil {

@@ -13,10 +13,10 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
-	"github.com/edgeplane/edgeplane/pkg/names"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // hostLocalDataDir is host-local's default store.
@@ -37,11 +37,11 @@ func cmdGC(args *skel.CmdArgs) error {
 		validIDs[a.ContainerID] = true // host-local stores without ifname in old versions
 	}
 	var errs []error
-	node, err := nodeconfig.Read(conf.RunDir)
+	node, err := cninode.Read(conf.RunDir)
 	if err == nil {
 		errs = append(errs, gcDatapath(node.BPFFSRoot, valid))
 	}
-	if err := names.PrunePods(conf.RunDir, func(p names.Pod) bool { return validIDs[p.ContainerID+"\x00"+p.Interface] }); err != nil {
+	if err := nameindex.PrunePods(conf.RunDir, func(p nameindex.Pod) bool { return validIDs[p.ContainerID+"\x00"+p.Interface] }); err != nil {
 		fmt.Fprintf(os.Stderr, "edgeplane: %v\n", err) // advisory: edgeplanectl hides stale entries
 	}
 	if conf.IPAM.Type == defaultIPAM {
@@ -118,7 +118,7 @@ func gcDatapath(root string, valid map[string]bool) error {
 // gcHostLocal releases host-local reservations of attachments that are not valid. host-local has
 // no GC of its own; its store is one file per address holding "<containerID>\r\n<ifname>", and a
 // DEL with that container ID and interface releases it.
-func gcHostLocal(args *skel.CmdArgs, conf *NetConf, node *nodeconfig.Config, validIDs map[string]bool) error {
+func gcHostLocal(args *skel.CmdArgs, conf *NetConf, node *cninode.Config, validIDs map[string]bool) error {
 	dataDir, _ := conf.ipam["dataDir"].(string)
 	if dataDir == "" {
 		dataDir = hostLocalDataDir
@@ -132,7 +132,7 @@ func gcHostLocal(args *skel.CmdArgs, conf *NetConf, node *nodeconfig.Config, val
 		return fmt.Errorf("reading host-local store %s: %w", dir, err)
 	}
 	if node == nil {
-		node = &nodeconfig.Config{PodCIDR: netip.MustParsePrefix(releaseAnyRange)}
+		node = &cninode.Config{PodCIDR: netip.MustParsePrefix(releaseAnyRange)}
 	}
 	ipamConf, err := conf.ipamConf(node)
 	if err != nil {

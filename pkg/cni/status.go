@@ -9,10 +9,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ipam"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // cmdStatus reports whether ADD can succeed now: node.json is there and valid, the agent has
@@ -23,7 +23,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	node, err := nodeconfig.Read(conf.RunDir)
+	node, err := cninode.Read(conf.RunDir)
 	if err != nil {
 		return types.NewError(errPluginNotAvailable, "edgeplane is not ready: "+err.Error(), "wait for the edgeplane agent on this node")
 	}

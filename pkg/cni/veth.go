@@ -13,7 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 )
 
 // createVeth creates the pair inside the pod's netns and moves the host side into the plugin's.
@@ -79,7 +79,7 @@ func configurePod(netns ns.NetNS, ifName string, podIP netip.Addr, hostMAC net.H
 			LinkIndex:    idx,
 			Family:       netlink.FAMILY_V4,
 			State:        netlink.NUD_PERMANENT,
-			IP:           nodeconfig.GatewayIP.AsSlice(),
+			IP:           cninode.GatewayIP.AsSlice(),
 			HardwareAddr: hostMAC,
 		}
 		if err := netlink.NeighSet(neigh); err != nil {
@@ -96,7 +96,7 @@ func defaultRoute(ifindex int) *netlink.Route {
 	return &netlink.Route{
 		LinkIndex: ifindex,
 		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
-		Gw:        nodeconfig.GatewayIP.AsSlice(),
+		Gw:        cninode.GatewayIP.AsSlice(),
 		Flags:     int(netlink.FLAG_ONLINK),
 	}
 }

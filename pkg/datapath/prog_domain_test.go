@@ -9,7 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 )
 
 // Network domains (bpf/lib/domains.h): this node is in domain "cloud"; node 192.168.1.5 owns
@@ -19,9 +19,9 @@ var (
 	siteBNode = netip.MustParseAddr("192.168.1.6")
 	siteAPod  = netip.MustParseAddr("10.244.5.50")
 	siteBPod  = netip.MustParseAddr("10.244.6.60")
-	cloudID   = domains.ID("cloud")
-	siteAID   = domains.ID("site-a")
-	siteBID   = domains.ID("site-b")
+	cloudID   = domainsmap.ID("cloud")
+	siteAID   = domainsmap.ID("site-a")
+	siteBID   = domainsmap.ID("site-b")
 )
 
 const icmpUnreachQuote = 20 + 64 // bpf/lib/icmp.h ICMP_UNREACH_QUOTE
@@ -35,10 +35,10 @@ func domainCluster(t *testing.T, coll *ebpf.Collection, reachable ...uint32) {
 	putRoute(t, coll, "10.244.6.0/24", podRoute{NodeIp: be32(siteBNode), Domain: siteBID})
 	put(t, coll, "nodes_map", be32(siteANode), podNode{VtepMac: remoteVtepMAC, NexthopMac: remoteNextHop, Domain: siteAID, Flags: 1})
 	put(t, coll, "nodes_map", be32(siteBNode), podNode{VtepMac: remoteVtepMAC, NexthopMac: remoteNextHop, Domain: siteBID, Flags: 1})
-	setDomain(t, coll, cloudID, "cloud", domains.FlagReachable|domains.FlagLocal)
+	setDomain(t, coll, cloudID, "cloud", domainsmap.FlagReachable|domainsmap.FlagLocal)
 	setDomain(t, coll, siteBID, "site-b", 0)
 	for _, id := range reachable {
-		setDomain(t, coll, id, "reachable", domains.FlagReachable)
+		setDomain(t, coll, id, "reachable", domainsmap.FlagReachable)
 	}
 }
 
@@ -115,7 +115,7 @@ func TestPodEgressDomains(t *testing.T) {
 	}
 
 	// A domain the agent has not written yet is unreachable: public is the default.
-	putRoute(t, coll, "10.244.8.0/24", podRoute{NodeIp: be32(siteANode), Domain: domains.ID("site-c")})
+	putRoute(t, coll, "10.244.8.0/24", podRoute{NodeIp: be32(siteANode), Domain: domainsmap.ID("site-c")})
 	drops := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable)
 	run(t, prog, syn(netip.MustParseAddr("10.244.8.8")), nil)
 	if metric(t, coll, dirPodEgress, dropreason.DomainUnreachable) != drops+1 {
@@ -123,7 +123,7 @@ func TestPodEgressDomains(t *testing.T) {
 	}
 
 	// The table changes live: site-b gets a private line.
-	setDomain(t, coll, siteBID, "site-b", domains.FlagReachable)
+	setDomain(t, coll, siteBID, "site-b", domainsmap.FlagReachable)
 	fwd := metric(t, coll, dirPodEgress, dropreason.Forwarded)
 	if got, _ := run(t, prog, syn(siteBPod), nil); got != tcActRedirect || metric(t, coll, dirPodEgress, dropreason.Forwarded) != fwd+1 {
 		t.Fatalf("site-b after the change: verdict %d, not forwarded", got)

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
-	mapsdomains "github.com/edgeplane/edgeplane/pkg/maps/domains"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 )
 
 const (
@@ -214,12 +214,12 @@ func pairKey(a, b string) [2]string {
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
-// ID is the datapath ID of a domain (pkg/maps/domains): 0 for the default domain.
+// ID is the datapath ID of a domain (pkg/maps/domainsmap): 0 for the default domain.
 func ID(name string) uint32 {
 	if name == Default || name == "" {
-		return mapsdomains.DefaultID
+		return domainsmap.DefaultID
 	}
-	return mapsdomains.ID(name)
+	return domainsmap.ID(name)
 }
 
 // PoolLabel is the label key that names a node's pool.

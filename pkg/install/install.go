@@ -22,7 +22,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 )
 
 // Defaults, as kubelet and the container runtimes look for CNI files.
@@ -228,4 +228,4 @@ func WriteAtomic(path string, content []byte, mode fs.FileMode) (err error) {
 }
 
 // DefaultRunDir is the agent's default --run-dir.
-const DefaultRunDir = nodeconfig.DefaultRunDir
+const DefaultRunDir = cninode.DefaultRunDir

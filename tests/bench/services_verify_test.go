@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -45,7 +45,7 @@ func calibrate(b *testing.B, p *livePath) {
 
 // verifyXDPDrop: node_xdp counted every frame as NODEPORT_CLOSED.
 func verifyXDPDrop(b *testing.B, p *livePath) {
-	key := metrics.Key{Dir: metrics.DirNodeXDP, Reason: uint32(dropreason.NodePortClosed)}
+	key := metricsmap.Key{Dir: metricsmap.DirNodeXDP, Reason: uint32(dropreason.NodePortClosed)}
 	before, err := p.node.Counters()
 	if err != nil {
 		b.Fatal(err)

@@ -24,8 +24,8 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	mapsdomains "github.com/edgeplane/edgeplane/pkg/maps/domains"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -197,17 +197,17 @@ func (c *cluster) converge(t *testing.T, want expectation) time.Duration {
 }
 
 // counter reads one counter of one node.
-func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason dropreason.Reason) uint64 {
+func counter(t *testing.T, n *lab.Node, dir metricsmap.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	m, err := n.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m[metrics.Key{Dir: dir, Reason: uint32(reason)}].Packets
+	return m[metricsmap.Key{Dir: dir, Reason: uint32(reason)}].Packets
 }
 
 // counter sums a counter over all nodes.
-func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason dropreason.Reason) uint64 {
+func (c *cluster) counter(t *testing.T, dir metricsmap.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	var n uint64
 	for _, node := range c.nodes {
@@ -215,7 +215,7 @@ func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason dropreason.Reaso
 		if err != nil {
 			t.Fatal(err)
 		}
-		n += m[metrics.Key{Dir: dir, Reason: uint32(reason)}].Packets
+		n += m[metricsmap.Key{Dir: dir, Reason: uint32(reason)}].Packets
 	}
 	return n
 }
@@ -225,8 +225,8 @@ func (c *cluster) counter(t *testing.T, dir metrics.Dir, reason dropreason.Reaso
 // the drop counters grow by exactly one DOMAIN_UNREACHABLE (and one ICMP_SENT) per unreachable pair.
 func (c *cluster) checkMatrix(t *testing.T, want expectation) (reachable, unreachable int) {
 	t.Helper()
-	drops := c.counter(t, metrics.DirPodEgress, dropreason.DomainUnreachable)
-	icmps := c.counter(t, metrics.DirPodEgress, dropreason.ICMPSent)
+	drops := c.counter(t, metricsmap.DirPodEgress, dropreason.DomainUnreachable)
+	icmps := c.counter(t, metricsmap.DirPodEgress, dropreason.ICMPSent)
 	got := c.probe()
 	if m := mismatches(got, want); len(m) > 0 {
 		t.Fatalf("matrix:\n  %s", strings.Join(m, "\n  "))
@@ -246,8 +246,8 @@ func (c *cluster) checkMatrix(t *testing.T, want expectation) (reachable, unreac
 			t.Errorf("%s->%s took %v to fail, want fast", p.src, p.dst, o.took)
 		}
 	}
-	dd := c.counter(t, metrics.DirPodEgress, dropreason.DomainUnreachable) - drops
-	di := c.counter(t, metrics.DirPodEgress, dropreason.ICMPSent) - icmps
+	dd := c.counter(t, metricsmap.DirPodEgress, dropreason.DomainUnreachable) - drops
+	di := c.counter(t, metricsmap.DirPodEgress, dropreason.ICMPSent) - icmps
 	if dd != uint64(unreachable) || di != uint64(unreachable) {
 		t.Errorf("DOMAIN_UNREACHABLE +%d, ICMP_SENT +%d; the matrix predicts +%d each", dd, di, unreachable)
 	}
@@ -281,7 +281,7 @@ func TestDomains(t *testing.T) {
 		// Pods' and the overlay device's IPv6 link-local chatter would show up as UNSUPPORTED_L3
 		// (the network is IPv4; the CNI plugin and the agent turn IPv6 off on those links).
 		time.Sleep(time.Second) // duplicate address detection and router solicitation would be done
-		for _, dir := range []metrics.Dir{metrics.DirPodEgress, metrics.DirOverlayOut, metrics.DirOverlayIn} {
+		for _, dir := range []metricsmap.Dir{metricsmap.DirPodEgress, metricsmap.DirOverlayOut, metricsmap.DirOverlayIn} {
 			if n := c.counter(t, dir, dropreason.UnsupportedL3); n != 0 {
 				t.Errorf("%v: %d UNSUPPORTED_L3 drops on an idle cluster", dir, n)
 			}
@@ -300,7 +300,7 @@ func TestDomains(t *testing.T) {
 	t.Run("cloud-site-a-private", func(t *testing.T) {
 		start := time.Now()
 		c.setConfig(t, privateLine)
-		applied := c.waitMaps(t, start, func(n *lab.Node, doms map[uint32]mapsdomains.Domain) bool {
+		applied := c.waitMaps(t, start, func(n *lab.Node, doms map[uint32]domainsmap.Domain) bool {
 			other := lab.DomainSiteA
 			if n.Domain == lab.DomainSiteA {
 				other = lab.DomainCloud
@@ -445,12 +445,12 @@ func TestDomains(t *testing.T) {
 
 // waitMaps polls every node's domains_map until ok holds for all of them, returning the time since
 // start.
-func (c *cluster) waitMaps(t *testing.T, start time.Time, ok func(*lab.Node, map[uint32]mapsdomains.Domain) bool) time.Duration {
+func (c *cluster) waitMaps(t *testing.T, start time.Time, ok func(*lab.Node, map[uint32]domainsmap.Domain) bool) time.Duration {
 	t.Helper()
 	for time.Since(start) < convergeLimit {
 		all := true
 		for _, n := range c.nodes {
-			m, err := mapsdomains.OpenReadOnly(n.BPFFS)
+			m, err := domainsmap.OpenReadOnly(n.BPFFS)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -584,7 +584,7 @@ func testGateway(t *testing.T, c *cluster) {
 			t.Errorf("API server -> site-a pod without a private line: %v after %v, want EHOSTUNREACH at once", err, took)
 		}
 	}
-	if got := counter(t, c2, metrics.DirNodeIn, dropreason.DomainUnreachable); got < 5 {
+	if got := counter(t, c2, metricsmap.DirNodeIn, dropreason.DomainUnreachable); got < 5 {
 		t.Errorf("c2 counted %d DOMAIN_UNREACHABLE on node-in, want at least the 5 probes", got)
 	}
 	waitEvent(t, c, "c2", "CloudGatewayIsolated")
@@ -687,7 +687,7 @@ func testSpoofedVXLAN(t *testing.T, c *cluster) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return m[metrics.Key{Dir: metrics.DirOverlayIn, Reason: uint32(reason)}].Packets
+		return m[metricsmap.Key{Dir: metricsmap.DirOverlayIn, Reason: uint32(reason)}].Packets
 	}
 	settle := func(reason dropreason.Reason, before uint64) uint64 {
 		deadline := time.Now().Add(2 * time.Second)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -56,7 +56,7 @@ func TestPrivateWithoutLine(t *testing.T) {
 	if _, err := lab.WaitPing(ctx, src.Netns, dst.IP, convergeLimit); err != nil {
 		t.Fatalf("private with the line up: %v", err)
 	}
-	count := func(reason dropreason.Reason) uint64 { return counter(t, src.Node, metrics.DirPodEgress, reason) }
+	count := func(reason dropreason.Reason) uint64 { return counter(t, src.Node, metricsmap.DirPodEgress, reason) }
 
 	if err := l.SetPrivateLine(ctx, lab.DomainCloud, lab.DomainSiteA, false); err != nil {
 		t.Fatal(err)

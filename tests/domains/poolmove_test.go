@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -83,7 +83,7 @@ func TestPoolMoveFailsFast(t *testing.T) {
 	}()
 
 	applied := c.watchRoutes(ctx, t, "a2")
-	answersBefore := c.counter(t, metrics.DirOverlayIn, dropreason.ICMPSent)
+	answersBefore := c.counter(t, metricsmap.DirOverlayIn, dropreason.ICMPSent)
 	dropsBefore := c.drops(t)
 	const moves = 3
 	var cut, restored []time.Duration
@@ -111,7 +111,7 @@ func TestPoolMoveFailsFast(t *testing.T) {
 	<-collected
 	changes := <-applied
 	windows := applyWindows(t, changes, patched, []string{"a1", "a2", "c1", "c2"})
-	answers := c.counter(t, metrics.DirOverlayIn, dropreason.ICMPSent) - answersBefore
+	answers := c.counter(t, metricsmap.DirOverlayIn, dropreason.ICMPSent) - answersBefore
 	var dropped []string
 	for k, n := range c.drops(t) {
 		if d := n - dropsBefore[k]; d > 0 {

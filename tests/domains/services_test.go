@@ -15,7 +15,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -162,7 +162,7 @@ func TestServicesAcrossDomains(t *testing.T) {
 			}
 		}
 		for _, n := range c.nodes {
-			if got := counter(t, n, metrics.DirNodeIn, dropreason.DomainUnreachable); got != 0 {
+			if got := counter(t, n, metricsmap.DirNodeIn, dropreason.DomainUnreachable); got != 0 {
 				t.Errorf("%s counted %d DOMAIN_UNREACHABLE on node-in", n.Name, got)
 			}
 		}
@@ -177,7 +177,7 @@ func TestServicesAcrossDomains(t *testing.T) {
 			return v.Count == 0 && v.Unreachable == 2
 		})
 		t.Logf("all public: a1's frontend left both backends out %v after the ConfigMap update", time.Since(start).Round(time.Millisecond))
-		refused := counter(t, a1, metrics.DirPodEgress, dropreason.NoServiceBackend)
+		refused := counter(t, a1, metricsmap.DirPodEgress, dropreason.NoServiceBackend)
 		for range 5 {
 			start := time.Now()
 			_, _, err := lab.AskHostname(c.pod("a1").Netns, corev1.ProtocolTCP, vip, 2*time.Second)
@@ -185,7 +185,7 @@ func TestServicesAcrossDomains(t *testing.T) {
 				t.Errorf("a1's pod with only unreachable backends: %v after %v, want ECONNREFUSED at once", err, took)
 			}
 		}
-		if got := counter(t, a1, metrics.DirPodEgress, dropreason.NoServiceBackend) - refused; got < 5 {
+		if got := counter(t, a1, metricsmap.DirPodEgress, dropreason.NoServiceBackend) - refused; got < 5 {
 			t.Errorf("a1 counted NO_SERVICE_BACKEND +%d, want at least +5", got)
 		}
 		// The private line comes back: the cloud backend with it.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeplane/edgeplane/pkg/names"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -381,7 +381,7 @@ func (c *ctl) checkPodComesAndGoes(t *testing.T, l *lab.Lab) {
 	if c.json(t, &eps, "endpoints", "--ip", p.IP.String()); len(eps) != 0 {
 		t.Errorf("endpoints --ip %s after DEL: %+v", p.IP, eps)
 	}
-	entry := filepath.Join(names.PodsDir(c.node.RunDir), p.IP.String()+".json")
+	entry := filepath.Join(nameindex.PodsDir(c.node.RunDir), p.IP.String()+".json")
 	if _, err := os.Stat(entry); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("name index entry %s after DEL: %v, want it gone", entry, err)
 	}

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -136,7 +136,7 @@ func TestPathMTU(t *testing.T) {
 		}
 		after := podEgressCounters(t, src.Node)
 		for _, r := range []dropreason.Reason{dropreason.PktTooBig, dropreason.ICMPSent} {
-			k := metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(r)}
+			k := metricsmap.Key{Dir: metricsmap.DirPodEgress, Reason: uint32(r)}
 			if after[k].Packets <= before[k].Packets {
 				t.Errorf("%s pod-egress %s counter did not rise: %d -> %d", src.Node.Name, r, before[k].Packets, after[k].Packets)
 			}
@@ -153,7 +153,7 @@ func TestPathMTU(t *testing.T) {
 		if out := routeGet(t, src, dst.IP); strings.Contains(out, "mtu") {
 			t.Fatalf("precondition: %s route cache not flushed: %s", src.Name, out)
 		}
-		k := metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(dropreason.PktTooBig)}
+		k := metricsmap.Key{Dir: metricsmap.DirPodEgress, Reason: uint32(dropreason.PktTooBig)}
 		before := podEgressCounters(t, src.Node)[k]
 		const size = 4 << 20
 		took, err := lab.TCPSend(src.Netns, sink.Addr, size, 20*time.Second)
@@ -307,7 +307,7 @@ func readFragNeeded(c *net.IPConn, dst netip.Addr, timeout time.Duration) (fragN
 	}
 }
 
-func podEgressCounters(t *testing.T, n *lab.Node) map[metrics.Key]metrics.Metric {
+func podEgressCounters(t *testing.T, n *lab.Node) map[metricsmap.Key]metricsmap.Metric {
 	t.Helper()
 	c, err := n.Counters()
 	if err != nil {

@@ -13,8 +13,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -97,7 +97,7 @@ func checkUninstalled(t *testing.T, l *lab.Lab, n *lab.Node, podVeth, confDir, b
 	if entries, err := n.BPFFSEntries(); err != nil || len(entries) > 0 {
 		t.Errorf("bpffs of %s after uninstall: %v, %v; want empty", n.Name, entries, err)
 	}
-	if _, err := os.Stat(nodeconfig.Path(n.RunDir)); !os.IsNotExist(err) {
+	if _, err := os.Stat(cninode.Path(n.RunDir)); !os.IsNotExist(err) {
 		t.Errorf("node.json: %v; want it gone", err)
 	}
 	for f, want := range map[string]bool{

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -174,7 +174,7 @@ func TestRavenUntouched(t *testing.T) {
 		checkNoDrops(t, nodes, counters0, counters1)
 		// Not vacuous: Raven's datagrams crossed edgeplane's underlay programs, which passed them
 		// (requests into b, replies into a).
-		nodeInForwarded := metrics.Key{Dir: metrics.DirNodeIn, Reason: uint32(dropreason.Forwarded)}
+		nodeInForwarded := metricsmap.Key{Dir: metricsmap.DirNodeIn, Reason: uint32(dropreason.Forwarded)}
 		raven := stats[streams[0].what]
 		for _, n := range nodes {
 			if got := counters1[n][nodeInForwarded].Packets - counters0[n][nodeInForwarded].Packets; got < uint64(raven.Received) {
@@ -356,9 +356,9 @@ func runStreams(t *testing.T, streams []stream, what string, disrupt func()) map
 	return out
 }
 
-func readCounters(t *testing.T, nodes []*lab.Node) map[*lab.Node]map[metrics.Key]metrics.Metric {
+func readCounters(t *testing.T, nodes []*lab.Node) map[*lab.Node]map[metricsmap.Key]metricsmap.Metric {
 	t.Helper()
-	out := map[*lab.Node]map[metrics.Key]metrics.Metric{}
+	out := map[*lab.Node]map[metricsmap.Key]metricsmap.Metric{}
 	for _, n := range nodes {
 		c, err := n.Counters()
 		if err != nil {
@@ -371,12 +371,12 @@ func readCounters(t *testing.T, nodes []*lab.Node) map[*lab.Node]map[metrics.Key
 
 // ravenPaths are the directions Raven's packets cross on an edgeplane node: the underlay NIC both
 // ways, and the overlay ingress where a Raven packet taken for edgeplane's VXLAN would land.
-var ravenPaths = []metrics.Dir{metrics.DirNodeIn, metrics.DirNodeOut, metrics.DirOverlayIn}
+var ravenPaths = []metricsmap.Dir{metricsmap.DirNodeIn, metricsmap.DirNodeOut, metricsmap.DirOverlayIn}
 
 // checkNoDrops fails for any drop counter of ravenPaths that grew between two readings, and logs
 // how every counter moved (drops elsewhere are pods' and the overlay device's own traffic, which
 // the drop monitor attributes).
-func checkNoDrops(t *testing.T, nodes []*lab.Node, before, after map[*lab.Node]map[metrics.Key]metrics.Metric) {
+func checkNoDrops(t *testing.T, nodes []*lab.Node, before, after map[*lab.Node]map[metricsmap.Key]metricsmap.Metric) {
 	t.Helper()
 	for _, n := range nodes {
 		var forwarded, drops []string

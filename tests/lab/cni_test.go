@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/cni"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // TestCNIWithoutAgent runs the real CNI chain (edgeplane, portmap, bandwidth) through libcni in a
@@ -45,7 +45,7 @@ func TestCNIWithoutAgent(t *testing.T) {
 		t.Fatalf("loading the datapath into %s: %+v", n.BPFFS, err)
 	}
 	defer dp.Close()
-	if err := nodeconfig.Write(n.RunDir, &nodeconfig.Config{
+	if err := cninode.Write(n.RunDir, &cninode.Config{
 		NodeName: n.Name, NodeIP: n.IP, PodCIDR: n.PodCIDR, ClusterCIDR: ClusterCIDR,
 		MTU: UnderlayMTU - 50, BPFFSRoot: n.BPFFS,
 	}); err != nil {

@@ -21,7 +21,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	domainmodel "github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 )
 
 // The demo (`make demo`, tests/lab/cmd/demo) is one scenario a new user watches in about a
@@ -276,7 +276,7 @@ func (d *Demo) domainDrops() (map[string]uint64, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[n.Name] = c[metrics.Key{Dir: metrics.DirPodEgress, Reason: uint32(dropreason.DomainUnreachable)}].Packets
+		out[n.Name] = c[metricsmap.Key{Dir: metricsmap.DirPodEgress, Reason: uint32(dropreason.DomainUnreachable)}].Packets
 	}
 	return out, nil
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 )
 
 // The suite reads a node's pinned maps straight from its bpffs, by the layouts in bpf/lib/*.h
@@ -101,10 +101,10 @@ func (n *Node) RemoteNodes() (map[netip.Addr]RemoteNode, error) {
 	return out, err
 }
 
-// Counters reads metrics_map (per-CPU struct metric by dir*64+reason) through pkg/maps/metrics:
+// Counters reads metrics_map (per-CPU struct metric by dir*64+reason) through pkg/maps/metricsmap:
 // every non-zero counter of the node, summed over CPUs.
-func (n *Node) Counters() (map[metrics.Key]metrics.Metric, error) {
-	m, err := metrics.Open(n.BPFFS)
+func (n *Node) Counters() (map[metricsmap.Key]metricsmap.Metric, error) {
+	m, err := metricsmap.Open(n.BPFFS)
 	if err != nil {
 		return nil, fmt.Errorf("metrics of %s: %w", n.Name, err)
 	}

@@ -13,8 +13,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
-	"github.com/edgeplane/edgeplane/pkg/nodeconfig"
 )
 
 // Node is a lab node: a namespace on its domain's bridge, a Node object, and an edgeplane-agent.
@@ -272,7 +272,7 @@ func (n *Node) WaitReady(ctx context.Context, timeout time.Duration) error {
 	defer cancel()
 	var last error
 	for {
-		if _, err := nodeconfig.Read(n.RunDir); err == nil {
+		if _, err := cninode.Read(n.RunDir); err == nil {
 			return nil
 		} else {
 			last = err
@@ -300,8 +300,8 @@ func (n *Node) WaitReady(ctx context.Context, timeout time.Duration) error {
 func (n *Node) WaitRewritten(ctx context.Context, since time.Time, timeout time.Duration) (bool, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if st, err := os.Stat(nodeconfig.Path(n.RunDir)); err == nil && !st.ModTime().Before(since) {
-			if _, err := nodeconfig.Read(n.RunDir); err == nil {
+		if st, err := os.Stat(cninode.Path(n.RunDir)); err == nil && !st.ModTime().Before(since) {
+			if _, err := cninode.Read(n.RunDir); err == nil {
 				return true, nil
 			}
 		}
@@ -318,7 +318,7 @@ func (n *Node) WaitRewritten(ctx context.Context, since time.Time, timeout time.
 }
 
 // Config reads the node.json the agent wrote.
-func (n *Node) Config() (*nodeconfig.Config, error) { return nodeconfig.Read(n.RunDir) }
+func (n *Node) Config() (*cninode.Config, error) { return cninode.Read(n.RunDir) }
 
 // Remove takes the node out of the cluster: the agent is stopped, the Node object deleted (pods
 // on it are deleted first, through CNI DEL), and its namespace removed. Other nodes are expected to

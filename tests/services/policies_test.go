@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -199,17 +199,17 @@ func testInternalTrafficPolicyLocal(t *testing.T, c *cluster) {
 
 	// Exactly one drop per probe: a refused SYN is not retransmitted, a UDP socket sends once.
 	const probes = 5
-	drops := counter(t, n2, metrics.DirPodEgress, dropreason.NoServiceBackend)
-	sent := counter(t, n2, metrics.DirPodEgress, dropreason.ICMPSent)
+	drops := counter(t, n2, metricsmap.DirPodEgress, dropreason.NoServiceBackend)
+	sent := counter(t, n2, metricsmap.DirPodEgress, dropreason.ICMPSent)
 	var slowest time.Duration
 	for range probes {
 		slowest = max(slowest, refused(t, client.Netns, corev1.ProtocolTCP, vip(svc, 80)))
 		slowest = max(slowest, refused(t, client.Netns, corev1.ProtocolUDP, vip(svc, 53)))
 	}
-	if d := counter(t, n2, metrics.DirPodEgress, dropreason.NoServiceBackend) - drops; d != 2*probes {
+	if d := counter(t, n2, metricsmap.DirPodEgress, dropreason.NoServiceBackend) - drops; d != 2*probes {
 		t.Errorf("n2 counted %d NO_SERVICE_BACKEND drops on pod egress for %d refused requests", d, 2*probes)
 	}
-	if d := counter(t, n2, metrics.DirPodEgress, dropreason.ICMPSent) - sent; d != 2*probes {
+	if d := counter(t, n2, metricsmap.DirPodEgress, dropreason.ICMPSent) - sent; d != 2*probes {
 		t.Errorf("n2 counted %d ICMP errors sent on pod egress for %d refused requests", d, 2*probes)
 	}
 	t.Logf("client-n2: %d TCP connects and %d UDP requests refused, slowest in %v; NO_SERVICE_BACKEND and ICMP_SENT +%d each", probes, probes, slowest.Round(time.Microsecond), 2*probes)
@@ -221,17 +221,17 @@ func testInternalTrafficPolicyLocal(t *testing.T, c *cluster) {
 	// n2's host has no backend either. The overlay device's program answers its packets with
 	// "port unreachable" back into the host stack, as pod_egress answers pods (kube-proxy would
 	// DROP both here): refused at once, one drop and one ICMP error per request on overlay-out.
-	drops = counter(t, n2, metrics.DirOverlayOut, dropreason.NoServiceBackend)
-	sent = counter(t, n2, metrics.DirOverlayOut, dropreason.ICMPSent)
+	drops = counter(t, n2, metricsmap.DirOverlayOut, dropreason.NoServiceBackend)
+	sent = counter(t, n2, metricsmap.DirOverlayOut, dropreason.ICMPSent)
 	slowest = 0
 	for range probes {
 		slowest = max(slowest, refused(t, n2.Netns, corev1.ProtocolTCP, vip(svc, 80)))
 		slowest = max(slowest, refused(t, n2.Netns, corev1.ProtocolUDP, vip(svc, 53)))
 	}
-	if d := counter(t, n2, metrics.DirOverlayOut, dropreason.NoServiceBackend) - drops; d != 2*probes {
+	if d := counter(t, n2, metricsmap.DirOverlayOut, dropreason.NoServiceBackend) - drops; d != 2*probes {
 		t.Errorf("n2 (host): %d NO_SERVICE_BACKEND drops on overlay-out for %d refused requests", d, 2*probes)
 	}
-	if d := counter(t, n2, metrics.DirOverlayOut, dropreason.ICMPSent) - sent; d != 2*probes {
+	if d := counter(t, n2, metricsmap.DirOverlayOut, dropreason.ICMPSent) - sent; d != 2*probes {
 		t.Errorf("n2 (host): %d ICMP errors sent on overlay-out for %d refused requests", d, 2*probes)
 	}
 	t.Logf("n2 (host): %d TCP connects and %d UDP requests refused, slowest in %v; overlay-out NO_SERVICE_BACKEND and ICMP_SENT +%d each", probes, probes, slowest.Round(time.Microsecond), 2*probes)
@@ -421,7 +421,7 @@ func testNodePortIsolationEveryAddress(t *testing.T, c *cluster) {
 	})
 	ports := map[corev1.Protocol]uint16{corev1.ProtocolTCP: nodePortOf(svc, 0), corev1.ProtocolUDP: nodePortOf(svc, 1)}
 	protos := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}
-	closedCount := func(n *lab.Node) uint64 { return counter(t, n, metrics.DirNodeXDP, dropreason.NodePortClosed) }
+	closedCount := func(n *lab.Node) uint64 { return counter(t, n, metricsmap.DirNodeXDP, dropreason.NodePortClosed) }
 
 	// settled waits until every node's underlay IP shows the expected state, so that the exact
 	// round below is not racing the agents. It returns when the probe that first saw the new state

@@ -20,7 +20,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -165,13 +165,13 @@ func (c *cluster) setPool(t *testing.T, node, pool string) {
 	}
 }
 
-func counter(t *testing.T, n *lab.Node, dir metrics.Dir, reason dropreason.Reason) uint64 {
+func counter(t *testing.T, n *lab.Node, dir metricsmap.Dir, reason dropreason.Reason) uint64 {
 	t.Helper()
 	m, err := n.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m[metrics.Key{Dir: dir, Reason: uint32(reason)}].Packets
+	return m[metricsmap.Key{Dir: dir, Reason: uint32(reason)}].Packets
 }
 
 func TestServices(t *testing.T) {
@@ -399,9 +399,9 @@ func testNodePortIsolation(t *testing.T, c *cluster) {
 	n3 := c.nodes[2]
 	probe := func(n *lab.Node) (closed bool) {
 		t.Helper()
-		before := counter(t, n, metrics.DirNodeXDP, dropreason.NodePortClosed)
+		before := counter(t, n, metricsmap.DirNodeXDP, dropreason.NodePortClosed)
 		_, _ = lab.TCPEcho(c.lab.Outside, netip.AddrPortFrom(n.IP, nodePort), 300*time.Millisecond)
-		return counter(t, n, metrics.DirNodeXDP, dropreason.NodePortClosed) > before
+		return counter(t, n, metricsmap.DirNodeXDP, dropreason.NodePortClosed) > before
 	}
 	deadline := time.Now().Add(waitLimit)
 	for !probe(n3) {

@@ -34,7 +34,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
-	"github.com/edgeplane/edgeplane/pkg/maps/metrics"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 )
 
 // Map names in the objects and under <root>/maps.
@@ -122,8 +122,8 @@ type Event struct {
 	Inner   Tuple
 }
 
-// Direction is Dir as the metrics package names it.
-func (e Event) Direction() metrics.Dir { return metrics.Dir(e.Dir) }
+// Direction is Dir as the metricsmap package names it.
+func (e Event) Direction() metricsmap.Dir { return metricsmap.Dir(e.Dir) }
 
 func (e Event) String() string {
 	s := fmt.Sprintf("%s reason=%d dir=%s ifindex=%d len=%d", e.Type, e.Reason, e.Direction(), e.Ifindex, e.Len)

@@ -47,7 +47,7 @@ type NodeCfg struct {
 	UnderlayMAC     [6]byte
 	EncapMode       uint8 // EncapNative or EncapDevice
 	Pad             [3]byte
-	Domain          uint32    // this node's network domain (pkg/maps/domains)
+	Domain          uint32    // this node's network domain (pkg/maps/domainsmap)
 	GatewayIP       maps.IPv4 // its domain's cloud gateway when that is another node, else zero
 	// Service connection tracking's TCP close timeouts in seconds, 0 for lb.h's default
 	// (SetCTCloseTimeouts).

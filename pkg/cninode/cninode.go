@@ -1,8 +1,8 @@
-// Package nodeconfig is the contract between the agent and the CNI plugin: the agent writes this
+// Package cninode is the contract between the agent and the CNI plugin: the agent writes this
 // node's network configuration as JSON under its run directory (like Flannel's subnet.env) once the
 // datapath is programmed, and the CNI plugin reads it on every invocation. STATUS fails while it is
 // absent. Writes are atomic (temp file + rename), so a reader never sees half a file.
-package nodeconfig
+package cninode
 
 import (
 	"encoding/json"

@@ -1,8 +1,8 @@
-// Package domains reads and writes domains_map (bpf/lib/domains.h): the network domains this node
+// Package domainsmap reads and writes domains_map (bpf/lib/domains.h): the network domains this node
 // knows, by ID, with whether its pods may reach them. The programs consult it only for peers
 // outside the node's own domain (node_cfg_map's Domain); a domain missing from the map is
 // unreachable. The agent writes it from node pools and the connectivity table.
-package domains
+package domainsmap
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-// Package names is the name index: the Kubernetes names behind the addresses in the pinned maps,
+// Package nameindex is the name index: the Kubernetes names behind the addresses in the pinned maps,
 // kept as files beside node.json so that edgeplanectl can show them without the agent (whose
 // informers hold the names) running. The maps stay name-free: the datapath needs none.
 //
@@ -16,7 +16,7 @@
 // whole new file, and concurrent ADDs never share a file (IPAM hands each address to one
 // attachment). The index is advisory: writers never fail a CNI call or a reconcile over it, and
 // readers treat a missing, unreadable or stale entry as "no name". Fields are only ever added.
-package names
+package nameindex
 
 import (
 	"encoding/json"

@@ -1,8 +1,8 @@
-// Package metrics reads metrics_map (bpf/lib/metrics.h): per-CPU packet and byte counters indexed
+// Package metricsmap reads metrics_map (bpf/lib/metrics.h): per-CPU packet and byte counters indexed
 // by direction * Reasons + reason, where reason 0 counts forwarded packets and the others are drop
 // reasons (bpf/lib/drop_reasons.h). The programs only ever increment their own CPU's slot, so
 // readers sum the slots; nothing here writes.
-package metrics
+package metricsmap
 
 import (
 	"fmt"
