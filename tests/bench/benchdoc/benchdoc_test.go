@@ -168,3 +168,39 @@ func TestSplice(t *testing.T) {
 		t.Error("markers out of order: no error")
 	}
 }
+
+// The committed tables and charts are what the committed results render to: after a benchmark
+// run, `make bench-charts` (the end of `make bench`) must have been run and its output committed.
+func TestCommittedUpToDate(t *testing.T) {
+	root := filepath.Join("..", "..", "..")
+	committed, err := os.ReadFile(filepath.Join(root, "docs", "benchmarks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	doc := filepath.Join(dir, "docs", "benchmarks.md")
+	if err := os.MkdirAll(filepath.Dir(doc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(doc, committed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	charts := filepath.Join(dir, "docs", "bench")
+	if err := generate(filepath.Join(root, "bench", "results.json"), doc, charts); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(doc); string(got) != string(committed) {
+		t.Error("docs/benchmarks.md's generated section differs from bench/results.json's: run make bench-charts")
+	}
+	entries, err := os.ReadDir(charts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		want, _ := os.ReadFile(filepath.Join(charts, e.Name()))
+		got, err := os.ReadFile(filepath.Join(root, "docs", "bench", e.Name()))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("docs/bench/%s is missing or differs from bench/results.json's: run make bench-charts", e.Name())
+		}
+	}
+}
