@@ -75,7 +75,7 @@ func TestGenerate(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	want := []string{"cross-node-fast-vm.svg", "cross-node-old-vm.svg", "services-fast-vm.svg"}
+	want := []string{"cross-node-fast-vm.svg", "cross-node-old-vm.svg", "services-fast-vm.svg", "services-one-step-vm.svg"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("charts %v, want %v (old-vm has no Services results)", names, want)
 	}
@@ -107,6 +107,11 @@ func TestGenerate(t *testing.T) {
 	}
 	if slices.Contains(texts, "NodePort forward to a local pod (pkt/s)") {
 		t.Error("services chart draws a panel the fixture has no data for")
+	}
+	// One step of Services, on log axes, with its min = max.
+	if root, texts := svgTexts(t, filepath.Join(charts, "services-one-step-vm.svg")); root != "svg" ||
+		!slices.Contains(texts, "Isolated NodePort drop (pkt/s, one CPU)") || !slices.Contains(texts, "edgeplane-native") {
+		t.Errorf("one-step services chart: root %q, texts %q", root, texts)
 	}
 
 	out, err := os.ReadFile(doc)

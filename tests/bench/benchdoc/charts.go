@@ -212,8 +212,11 @@ func ServicesChart(m *machineResults) ([]byte, error) {
 			p.Add(line, points, bars)
 			p.Legend.Add(path, line, points)
 		}
-		// Room at the top for the legend.
+		// Log axes need a positive range, also around a single step or a flat line; then room at
+		// the top for the legend.
+		p.X.Min, p.X.Max = p.X.Min/2, p.X.Max*2
 		if panel.logY {
+			p.Y.Min, p.Y.Max = p.Y.Min/2, p.Y.Max*2
 			p.Y.Max *= math.Pow(p.Y.Max/p.Y.Min, 0.15*float64(len(paths)))
 		} else {
 			p.Y.Min = 0
