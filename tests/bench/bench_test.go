@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -254,6 +255,10 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 	b.StopTimer()
 	if len(idle) > 0 {
+		if busy := Median(idle); busy > 0.2*float64(runtime.NumCPU()) {
+			b.Logf("WARNING: the machine was %.2f CPUs busy without benchmark traffic: the CPU-cost figures "+
+				"(busy CPU-s per Gbit) include that other work; measure on a quiet machine", busy)
+		}
 		results = append(results, Result{Group: "cross-node-background", Metric: "busy_cpus",
 			Unit:   "busy CPUs, whole machine, no benchmark traffic (before and after the cross-node rounds)",
 			Better: "lower", Path: "idle", Samples: idle, Median: Median(idle)})
