@@ -9,7 +9,6 @@ package agent
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math"
 	"net"
@@ -17,6 +16,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
@@ -78,14 +79,16 @@ type Config struct {
 	DaemonSet string
 }
 
-// RegisterFlags binds the configuration to command-line flags with their defaults.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+// RegisterFlags binds the configuration to command-line flags with their defaults (the agent's
+// own flags; NewCommand adds klog's and the command's).
+func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
 	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	fs.StringVar(&c.BPFFSRoot, "bpffs-root", maps.DefaultRoot, "bpffs directory for pinned maps, programs and links")
 	fs.StringVar(&c.RunDir, "run-dir", cninode.DefaultRunDir, "directory of the node config file the CNI plugin reads")
-	fs.TextVar(&c.ClusterCIDR, "cluster-cidr", netip.MustParsePrefix("10.244.0.0/16"), "cluster pod CIDR")
-	fs.TextVar(&c.ServiceCIDR, "service-cidr", netip.MustParsePrefix("10.96.0.0/12"), "service CIDR")
+	c.ClusterCIDR, c.ServiceCIDR = netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")
+	fs.Var((*prefixValue)(&c.ClusterCIDR), "cluster-cidr", "cluster pod CIDR")
+	fs.Var((*prefixValue)(&c.ServiceCIDR), "service-cidr", "service CIDR")
 	fs.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of node pod CIDRs edgeplane allocates")
 	fs.StringVar(&c.UnderlayInterface, "underlay-interface", "", "NIC carrying VXLAN (default: the one holding the node's InternalIP, else the default route's)")
 	fs.StringVar(&c.VXLANDevice, "vxlan-device", "edgeplane.1", "name of the collect_md VXLAN device")
@@ -111,7 +114,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // registerClusterFlags binds the flags about cluster-wide objects: the domain ConfigMap and the
 // reporter Lease, both in the agent's namespace by default.
-func (c *Config) registerClusterFlags(fs *flag.FlagSet) {
+func (c *Config) registerClusterFlags(fs *pflag.FlagSet) {
 	ns := AgentNamespace()
 	fs.StringVar(&c.DomainConfig, "domain-config", ns+"/"+DomainConfigName, "namespace/name of the ConfigMap that groups node pools into network domains and sets their connectivity (docs/domains.md; default: in the agent's namespace, $POD_NAMESPACE, else "+DefaultNamespace+"); a missing ConfigMap (or an empty flag) means every pool is its own domain and all pairs are public, which the agent logs at start")
 	fs.StringVar(&c.ReporterLease, "reporter-lease", ns+"/"+ReporterLeaseName, "namespace/name of the Lease whose holder alone records events about cluster-wide objects (Services, the domain ConfigMap, other nodes); empty: every agent records them")
@@ -257,6 +260,9 @@ func (l *PrefixList) String() string {
 	return strings.Join(s, ",")
 }
 
+// Type names the flag's value in --help.
+func (l *PrefixList) Type() string { return "cidrs" }
+
 // Set parses the flag's value, replacing the list.
 func (l *PrefixList) Set(v string) error {
 	var out PrefixList
@@ -273,3 +279,15 @@ func (l *PrefixList) Set(v string) error {
 	*l = out
 	return nil
 }
+
+// prefixValue is a netip.Prefix as a flag (pflag.TextVar would name no type in --help).
+type prefixValue netip.Prefix
+
+func (p *prefixValue) String() string { return netip.Prefix(*p).String() }
+
+// Set parses the flag's value as netip.Prefix's text (empty: the zero prefix, which Validate
+// refuses, as it checks the rest: IPv4, a network address).
+func (p *prefixValue) Set(v string) error { return (*netip.Prefix)(p).UnmarshalText([]byte(v)) }
+
+// Type names the flag's value in --help.
+func (p *prefixValue) Type() string { return "cidr" }
