@@ -37,6 +37,9 @@ var layers = []layer{
 		"pkg/install",
 	}},
 	{name: "agent services", packages: []string{"pkg/metrics", "pkg/svchealth"}},
+	{name: "map collectors", packages: []string{
+		"pkg/controller/conntrackgc", // lb_ct_map, lb_affinity_map: asks the reconciler, names backends through maptables
+	}},
 	{name: "reconcilers' adapters", packages: []string{
 		"pkg/controller/maptables",      // the controller's table interfaces over pkg/maps
 		"pkg/controller/externalroutes", // its FrontendHook: host routes to externalIPs, LB IPs

@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/conntrackgc"
 	"github.com/edgeplane/edgeplane/pkg/controller/externalroutes"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
@@ -29,7 +30,7 @@ import (
 // the maps.
 type services struct {
 	reconciler *controller.ServiceReconciler
-	gc         *conntrackGC
+	gc         *conntrackgc.Collector
 	health     *svchealth.Server      // health check node ports of externalTrafficPolicy: Local Services
 	proxy      *svchealth.ProxyHealth // --healthz-bind-address
 	healthz    string
@@ -73,10 +74,10 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl *maptables.Tables, recorder,
 		return nil, err
 	}
 	proxy.Ready, proxy.Pending = func() bool { return isClosed(rec.Ready()) }, rec.Pending
-	gc := &conntrackGC{
-		ct: tbl.Conntrack(), affinity: tbl.AffinityMap(), services: rec, timeouts: a.cfg.CTCloseTimeouts(),
-		now: bootTime, batch: conntrackGCBatch, metrics: a.telemetry.metrics,
-	}
+	gc := conntrackgc.New(conntrackgc.Config{
+		CT: tbl.Conntrack(), Affinity: tbl.AffinityMap(), Services: rec, Timeouts: a.cfg.CTCloseTimeouts(),
+		Metrics: a.telemetry.metrics,
+	})
 	return &services{reconciler: rec, gc: gc, health: health, proxy: proxy, healthz: a.cfg.HealthzBindAddress, informers: map[string]cache.SharedIndexInformer{
 		"services": svcInformer, "endpointslices": sliceInformer,
 	}}, nil
@@ -113,7 +114,7 @@ func (s *services) run(ctx context.Context, metrics controller.Metrics) error {
 		if gcPolicyOurs() {
 			debug.FreeOSMemory() // the start-up's garbage
 		}
-		s.gc.run(ctx, conntrackGCInterval, func(took time.Duration, err error) {
+		s.gc.Run(ctx, func(took time.Duration, err error) {
 			if metrics != nil {
 				metrics.ObserveReconcile(controller.ConntrackGCController, took, err)
 			}

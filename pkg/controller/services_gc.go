@@ -6,10 +6,10 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
-// What the agent's connection tracking garbage collector (pkg/agent) asks the reconciler. It asks
-// every pass, so the answers are kept small: the collector names the few backends it wonders
-// about instead of receiving every programmed backend (100,000 of them with 10,000 Services of 10
-// endpoints, a map of several MiB it would hold for a whole sweep).
+// What the agent's connection tracking garbage collector (pkg/controller/conntrackgc) asks the
+// reconciler. It asks every pass, so the answers are kept small: the collector names the few
+// backends it wonders about instead of receiving every programmed backend (100,000 of them with
+// 10,000 Services of 10 endpoints, a map of several MiB it would hold for a whole sweep).
 
 // BackendKey is a backend as connection tracking knows it.
 type BackendKey struct {

@@ -47,7 +47,7 @@ func TestServicesStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 	}
 }
 
-// setWriter is a backend table that writes whole sets (BackendSetWriter), as pkg/agent's does;
+// setWriter is a backend table that writes whole sets (BackendSetWriter), as maptables' does;
 // a set write that fails (failing: a full map, which does not fail deletes) leaves the first slot
 // written, as a batch cut short may.
 type setWriter struct {
@@ -110,7 +110,7 @@ func TestServicesStartupAdoptsPinned(t *testing.T) {
 	}
 }
 
-// walkingTable is a backend table visited slot by slot (BackendWalker), as pkg/agent's is.
+// walkingTable is a backend table visited slot by slot (BackendWalker), as maptables' is.
 type walkingTable struct {
 	BackendTable
 	walks *int

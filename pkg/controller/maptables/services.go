@@ -38,7 +38,8 @@ func BackendOf(ip maps.IPv4, port lb.Port) service.Backend {
 }
 
 // ConntrackBackend is the backend of a forward lb_ct_map entry as the ServiceReconciler names it,
-// for the agent's connection tracking garbage collector (controller.ServiceReconciler.UnusedBackends).
+// for the connection tracking garbage collector (pkg/controller/conntrackgc, which asks
+// controller.ServiceReconciler.UnusedBackends).
 func ConntrackBackend(k lb.CTKey, v lb.CT) controller.BackendKey {
 	return controller.BackendKey{Backend: BackendOf(v.Addr, v.Port), Proto: serviceProto(k.Proto)}
 }

@@ -98,8 +98,9 @@ func (t *Tables) Backends() controller.BackendTable { return backendTable{t.back
 // Affinity is lb_affinity_map (the ServiceReconciler's).
 func (t *Tables) Affinity() controller.AffinityTable { return affinityTable{t.affinity} }
 
-// Conntrack and AffinityMap are lb_ct_map and lb_affinity_map as they are, for the agent's
-// connection tracking garbage collector, which reads the programs' entries in their own layout.
+// Conntrack and AffinityMap are lb_ct_map and lb_affinity_map as they are, for the connection
+// tracking garbage collector (pkg/controller/conntrackgc), which reads the programs' entries in
+// their own layout.
 func (t *Tables) Conntrack() *lb.CTMap { return t.ct }
 
 // AffinityMap: see Conntrack.

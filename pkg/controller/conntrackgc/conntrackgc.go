@@ -1,4 +1,11 @@
-package agent
+// Package conntrackgc is the agent's garbage collector of the Service connection tracking maps
+// (lb_ct_map, lb_affinity_map): every few seconds it walks a bounded batch of each, from where the
+// last pass stopped, and deletes the entries the datapath no longer uses (expired ones, and UDP or
+// SCTP flows to a backend no frontend uses, which it asks the ServiceReconciler about). It reads
+// the maps' own types (pkg/maps/lb) and names backends as the reconciler does through
+// pkg/controller/maptables' conversion; pkg/agent builds it (New) and runs it (Run) once the
+// reconciler's start-up pass is over.
+package conntrackgc
 
 import (
 	"context"
@@ -40,25 +47,25 @@ const (
 )
 
 // walker is a map the collector sweeps in bounded passes (pkg/maps/lb).
-type walker[K comparable, V any] interface {
+type Walker[K comparable, V any] interface {
 	Walk(after *K, max int, fn func(K, V)) (last K, done bool, err error)
 	// Lookup reads an entry again before its deletion; a missing one wraps ebpf.ErrKeyNotExist.
 	Lookup(K) (V, error)
 	Delete(K) error
 }
 
-// serviceView is what the collector needs from the service reconciler.
-type serviceView interface {
+// Services is what the collector needs from the service reconciler.
+type Services interface {
 	UnusedBackends(candidates map[controller.BackendKey]bool) (unused map[controller.BackendKey]bool, ok bool)
 	AffinityTimeouts() map[uint32]time.Duration
 }
 
-// gcMetrics receives the collector's deletions (pkg/metrics).
-type gcMetrics interface {
+// Metrics receives the collector's deletions (pkg/metrics).
+type Metrics interface {
 	ConntrackDeleted(mapName, reason string, n int)
 }
 
-// conntrackGC deletes the connection tracking and affinity entries the datapath no longer uses:
+// Collector deletes the connection tracking and affinity entries the datapath no longer uses:
 // lb_ct_map entries whose last packet (bpf_ktime_get_boot_ns) is older than the timeout lb.h
 // gives their protocol and state (with the TCP close timeouts the agent wrote into node_cfg_map,
 // the same the programs use), lb_affinity_map entries older than their Service's affinity
@@ -73,19 +80,37 @@ type gcMetrics interface {
 // backend (100,000 at 10,000 Services) would be the largest thing the collector holds. The
 // programs keep writing while a pass walks its batch, so every entry judged dead is read again
 // just before its deletion (deleteDead).
-type conntrackGC struct {
-	ct       walker[lb.CTKey, lb.CT]
-	affinity walker[lb.AffinityKey, lb.Affinity]
-	services serviceView
+type Collector struct {
+	ct       Walker[lb.CTKey, lb.CT]
+	affinity Walker[lb.AffinityKey, lb.Affinity]
+	services Services
 	timeouts lb.CTCloseTimeouts     // the --ct-tcp-*-timeout flags, as written into node_cfg_map
 	now      func() (uint64, error) // CLOCK_BOOTTIME nanoseconds
 	batch    int
-	metrics  gcMetrics // optional
+	metrics  Metrics // optional
 
 	ctCursor       *lb.CTKey
 	affinityCursor *lb.AffinityKey
 	// What the last pass did in lb_ct_map (sweep).
 	lastVisited, lastDeleted int
+}
+
+// Config is what a Collector sweeps, whom it asks, and where its deletions are counted.
+type Config struct {
+	CT       Walker[lb.CTKey, lb.CT]             // lb_ct_map
+	Affinity Walker[lb.AffinityKey, lb.Affinity] // lb_affinity_map
+	Services Services                            // the ServiceReconciler
+	Timeouts lb.CTCloseTimeouts                  // the --ct-tcp-*-timeout flags, as written into node_cfg_map
+	Metrics  Metrics                             // optional
+}
+
+// New returns a collector of cfg's maps on CLOCK_BOOTTIME, a batch of conntrackGCBatch entries
+// per map and pass.
+func New(cfg Config) *Collector {
+	return &Collector{
+		ct: cfg.CT, affinity: cfg.Affinity, services: cfg.Services, timeouts: cfg.Timeouts,
+		now: bootTime, batch: conntrackGCBatch, metrics: cfg.Metrics,
+	}
 }
 
 // bootTime is CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.
@@ -97,8 +122,9 @@ func bootTime() (uint64, error) {
 	return uint64(ts.Nano()), nil
 }
 
-// run sweeps every interval until ctx is done.
-func (g *conntrackGC) run(ctx context.Context, interval time.Duration, observe func(time.Duration, error)) {
+// Run sweeps every conntrackGCInterval until ctx is done; observe, when set, is told how long
+// each sweep took and how it ended.
+func (g *Collector) Run(ctx context.Context, observe func(time.Duration, error)) {
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		start := time.Now()
 		err := g.sweep(ctx, conntrackGCBudget)
@@ -108,12 +134,12 @@ func (g *conntrackGC) run(ctx context.Context, interval time.Duration, observe f
 		if err != nil {
 			klog.FromContext(ctx).Error(err, "Collecting service connection tracking entries; retrying at the next pass")
 		}
-	}, interval)
+	}, conntrackGCInterval)
 }
 
 // sweep runs a pass, and more while the last one found a full batch of lb_ct_map mostly dead and
 // the budget lasts.
-func (g *conntrackGC) sweep(ctx context.Context, budget time.Duration) error {
+func (g *Collector) sweep(ctx context.Context, budget time.Duration) error {
 	start := time.Now()
 	for {
 		if err := g.pass(); err != nil {
@@ -126,12 +152,12 @@ func (g *conntrackGC) sweep(ctx context.Context, budget time.Duration) error {
 }
 
 // behind: the last pass visited a whole batch of lb_ct_map and deleted a quarter of it or more.
-func (g *conntrackGC) behind() bool {
+func (g *Collector) behind() bool {
 	return g.lastVisited >= g.batch && g.lastDeleted*4 >= g.lastVisited
 }
 
 // pass visits at most a batch of entries of each map, from where the previous pass stopped.
-func (g *conntrackGC) pass() error {
+func (g *Collector) pass() error {
 	now, err := g.now()
 	if err != nil {
 		return err
@@ -139,7 +165,7 @@ func (g *conntrackGC) pass() error {
 	return errors.Join(g.passCT(now), g.passAffinity(now))
 }
 
-func (g *conntrackGC) passCT(now uint64) error {
+func (g *Collector) passCT(now uint64) error {
 	var expired, candidates []seen[lb.CTKey, lb.CT]
 	var keep kept[lb.CTKey]
 	visited := 0
@@ -175,7 +201,7 @@ func (g *conntrackGC) passCT(now uint64) error {
 // those going to a backend no frontend uses (stale, with the set of those backends) and the rest
 // (kept). It asks the reconciler about their backends only, and only when there are some;
 // nothing is stale until the reconciler's start-up pass is over.
-func (g *conntrackGC) staleBackends(candidates []seen[lb.CTKey, lb.CT], keep *kept[lb.CTKey]) (
+func (g *Collector) staleBackends(candidates []seen[lb.CTKey, lb.CT], keep *kept[lb.CTKey]) (
 	stale []seen[lb.CTKey, lb.CT], unused map[controller.BackendKey]bool) {
 	if len(candidates) > 0 {
 		backends := map[controller.BackendKey]bool{}
@@ -196,7 +222,7 @@ func (g *conntrackGC) staleBackends(candidates []seen[lb.CTKey, lb.CT], keep *ke
 	return stale, unused
 }
 
-func (g *conntrackGC) passAffinity(now uint64) error {
+func (g *Collector) passAffinity(now uint64) error {
 	timeouts := g.services.AffinityTimeouts()
 	timeout := func(id uint32) time.Duration {
 		if t, ok := timeouts[id]; ok {
@@ -274,8 +300,8 @@ func nextCursor[K comparable](last K, keep *K, done bool, err error) *K {
 // its deletion and deleted only while dead(key, judged, fresh) holds, which leaves a window of
 // microseconds instead of a batch's. An entry gone meanwhile (evicted, or deleted by the
 // datapath) is not an error; one found live is added to keep. It returns how many it deleted.
-func deleteDead[K comparable, V any](m walker[K, V], mapName, reason string, entries []seen[K, V], keep *kept[K],
-	metrics gcMetrics, dead func(k K, judged, fresh V) bool) (int, error) {
+func deleteDead[K comparable, V any](m Walker[K, V], mapName, reason string, entries []seen[K, V], keep *kept[K],
+	metrics Metrics, dead func(k K, judged, fresh V) bool) (int, error) {
 	var errs []error
 	n := 0
 	for _, e := range entries {

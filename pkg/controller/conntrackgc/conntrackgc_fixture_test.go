@@ -1,7 +1,7 @@
 // The conntrack collector's test fixture: fake maps walked in a fixed key order as the kernel
 // walks them, a fake Services view and metrics, and a collector on a clock the test moves.
 
-package agent
+package conntrackgc
 
 import (
 	"fmt"
@@ -117,7 +117,7 @@ func (m fakeGCMetrics) ConntrackDeleted(mapName, reason string, n int) {
 const sec = uint64(time.Second)
 
 type gcFixture struct {
-	gc       *conntrackGC
+	gc       *Collector
 	ct       *fakeWalker[lb.CTKey, lb.CT]
 	affinity *fakeWalker[lb.AffinityKey, lb.Affinity]
 	services *fakeServices
@@ -133,7 +133,7 @@ func newGCFixture(batch int) *gcFixture {
 		metrics:  fakeGCMetrics{},
 		clock:    100000 * sec, // more than any timeout, so that now - age does not wrap
 	}
-	f.gc = &conntrackGC{ct: f.ct, affinity: f.affinity, services: f.services, batch: batch, metrics: f.metrics,
+	f.gc = &Collector{ct: f.ct, affinity: f.affinity, services: f.services, batch: batch, metrics: f.metrics,
 		now: func() (uint64, error) { return f.clock, nil }}
 	return f
 }
