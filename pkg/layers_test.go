@@ -52,7 +52,7 @@ var layers = []layer{
 	}},
 	{name: "maps", peers: true, packages: []string{"pkg/maps", "pkg/maps/..."}},
 	{name: "leaves", packages: []string{
-		"pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/nameindex",
+		"pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/domainid", "pkg/nameindex",
 		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "internal/ociimage",
 	}},
 }

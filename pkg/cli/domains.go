@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgeplane/edgeplane/pkg/domainid"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
@@ -245,9 +246,9 @@ func (f *domainFilter) matcher(names *domainNames) func(uint32) bool {
 			want[uint32(id)] = true
 		}
 	case f.name == defaultDomainName:
-		want[domainsmap.DefaultID] = true
+		want[domainid.Default] = true
 	default:
-		want[domainsmap.ID(f.name)] = true
+		want[domainid.Of(f.name)] = true
 	}
 	return func(id uint32) bool { return want[id] }
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
+	"github.com/edgeplane/edgeplane/pkg/domainid"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
@@ -103,9 +104,9 @@ var (
 // connectivity to site-b and the default domain; lostDomain is named by a route but not by
 // domains_map (unreachable).
 var (
-	siteA      = domainsmap.ID("site-a")
-	cloud      = domainsmap.ID("cloud")
-	siteB      = domainsmap.ID("site-b")
+	siteA      = domainid.Of("site-a")
+	cloud      = domainid.Of("cloud")
+	siteB      = domainid.Of("site-b")
 	lostDomain = uint32(0xdeadbeef)
 	// fixedDomains is domains_map as the agent of a site-a node writes it.
 	fixedDomains = domainView{
@@ -324,9 +325,9 @@ func (f *fixture) putDomains(t *testing.T, view domainView) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := domainsmap.ID(name)
+		id := domainid.Of(name)
 		if name == "default" {
-			id = domainsmap.DefaultID
+			id = domainid.Default
 		}
 		if err := m.Upsert(id, d); err != nil {
 			t.Fatal(err)

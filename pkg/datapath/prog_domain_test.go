@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
+	"github.com/edgeplane/edgeplane/pkg/domainid"
 	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 )
 
@@ -19,9 +20,9 @@ var (
 	siteBNode = netip.MustParseAddr("192.168.1.6")
 	siteAPod  = netip.MustParseAddr("10.244.5.50")
 	siteBPod  = netip.MustParseAddr("10.244.6.60")
-	cloudID   = domainsmap.ID("cloud")
-	siteAID   = domainsmap.ID("site-a")
-	siteBID   = domainsmap.ID("site-b")
+	cloudID   = domainid.Of("cloud")
+	siteAID   = domainid.Of("site-a")
+	siteBID   = domainid.Of("site-b")
 )
 
 const icmpUnreachQuote = 20 + 64 // bpf/lib/icmp.h ICMP_UNREACH_QUOTE
@@ -115,7 +116,7 @@ func TestPodEgressDomains(t *testing.T) {
 	}
 
 	// A domain the agent has not written yet is unreachable: public is the default.
-	putRoute(t, coll, "10.244.8.0/24", podRoute{NodeIp: be32(siteANode), Domain: domainsmap.ID("site-c")})
+	putRoute(t, coll, "10.244.8.0/24", podRoute{NodeIp: be32(siteANode), Domain: domainid.Of("site-c")})
 	drops := metric(t, coll, dirPodEgress, dropreason.DomainUnreachable)
 	run(t, prog, syn(netip.MustParseAddr("10.244.8.8")), nil)
 	if metric(t, coll, dirPodEgress, dropreason.DomainUnreachable) != drops+1 {

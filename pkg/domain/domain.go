@@ -7,11 +7,11 @@ package domain
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"slices"
 	"strings"
 
+	"github.com/edgeplane/edgeplane/pkg/domainid"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -22,7 +22,7 @@ const (
 	DefaultPoolLabel = "apps.openyurt.io/nodepool"
 	// CloudGatewayLabel marks the cloud node that carries cloud hosts' traffic to edge pods.
 	CloudGatewayLabel = "node-role.alibabacloud.com/cloud-gateway"
-	// Default is the domain of nodes in no pool (DefaultID in the maps).
+	// Default is the domain of nodes in no pool (domainid.Default in the maps).
 	Default = "default"
 	// ConfigKey is the ConfigMap key that holds the Config as YAML.
 	ConfigKey = "config.yaml"
@@ -213,24 +213,14 @@ func pairKey(a, b string) [2]string {
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
-// DefaultID is the ID of the Default domain, the nodes in no pool.
-const DefaultID uint32 = 0
-
-// ID is the ID every node gives the domain name in the datapath (the key of domains_map, the
-// domain of routes and nodes): DefaultID for the Default domain (or ""), else the FNV-1a hash of
-// the name, never DefaultID. checkIDs refuses two names with the same ID. The domains_map package
-// computes the same for edgeplanectl, which does not link this model; pkg/controller/maptables
-// tests that the two agree.
+// ID is the ID every node gives the domain name in the datapath (pkg/domainid): domainid.Default
+// for the Default domain (or ""), else domainid.Of(name), never domainid.Default. checkIDs refuses
+// two names with the same ID.
 func ID(name string) uint32 {
-	if name == Default || name == "" {
-		return DefaultID
+	if name == Default {
+		return domainid.Default
 	}
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	if id := h.Sum32(); id != DefaultID {
-		return id
-	}
-	return 1
+	return domainid.Of(name)
 }
 
 // PoolLabel is the label key that names a node's pool.

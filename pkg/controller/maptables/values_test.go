@@ -1,13 +1,9 @@
 package maptables
 
 import (
-	"fmt"
 	"slices"
-	"strings"
 	"testing"
 
-	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
@@ -53,22 +49,5 @@ func TestServiceValuesMatchLB(t *testing.T) {
 	}
 	if service.MaxBackends != lb.MaxBackends {
 		t.Errorf("service.MaxBackends = %d, lb.MaxBackends = %d", service.MaxBackends, lb.MaxBackends)
-	}
-}
-
-// TestDomainIDsMatchMap: the model's domain IDs (pkg/domain.ID, the keys the reconcilers write)
-// are the ones the domains_map package computes for edgeplanectl.
-func TestDomainIDsMatchMap(t *testing.T) {
-	if domain.DefaultID != domainsmap.DefaultID || domain.ID(domain.Default) != domainsmap.DefaultID || domain.ID("") != domainsmap.DefaultID {
-		t.Errorf("the default domain: model %d (%q: %d), map %d", domain.DefaultID, domain.Default, domain.ID(domain.Default), domainsmap.DefaultID)
-	}
-	names := []string{"cloud", "site-a", "site-b", "pool-1", "a", "Default", strings.Repeat("x", domainsmap.NameLen-1)}
-	for i := range 1000 {
-		names = append(names, fmt.Sprintf("pool-%d", i))
-	}
-	for _, name := range names {
-		if got, want := domain.ID(name), domainsmap.ID(name); got != want {
-			t.Errorf("domain %q: model ID %#x, map ID %#x", name, got, want)
-		}
 	}
 }

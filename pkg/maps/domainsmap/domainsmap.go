@@ -1,13 +1,12 @@
 // Package domainsmap reads and writes domains_map (bpf/lib/domains.h): the network domains this node
-// knows, by ID, with whether its pods may reach them. The programs consult it only for peers
-// outside the node's own domain (node_cfg_map's Domain); a domain missing from the map is
-// unreachable. The agent writes it from node pools and the connectivity table.
+// knows, by ID (pkg/domainid), with whether its pods may reach them. The programs consult it only
+// for peers outside the node's own domain (node_cfg_map's Domain); a domain missing from the map
+// is unreachable. The agent writes it from node pools and the connectivity table.
 package domainsmap
 
 import (
 	"bytes"
 	"fmt"
-	"hash/fnv"
 
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/typed"
 )
@@ -23,26 +22,6 @@ const (
 	FlagReachable uint32 = 1 << 0 // this node's own domain, or joined to it by a private line
 	FlagLocal     uint32 = 1 << 1 // this node's own domain
 )
-
-// DefaultID is the ID of the default domain, the nodes in no pool.
-const DefaultID uint32 = 0
-
-// ID is the domain ID every node computes for name: DefaultID for "" (no pool), else the FNV-1a
-// hash of the name, never DefaultID. Callers must refuse two names with the same ID. The agent's
-// model computes it itself (pkg/domain.ID, which also gives its "default" domain DefaultID);
-// this one is for readers of the map that do not link the model (edgeplanectl), and
-// pkg/controller/maptables tests that the two agree.
-func ID(name string) uint32 {
-	if name == "" {
-		return DefaultID
-	}
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	if id := h.Sum32(); id != DefaultID {
-		return id
-	}
-	return 1
-}
 
 // Domain mirrors struct domain.
 type Domain struct {

@@ -8,25 +8,13 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/domainid"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/layout"
 	"github.com/edgeplane/edgeplane/pkg/maps/internal/maptest"
 )
 
 func TestLayout(t *testing.T) {
 	layout.Check(t, datapath.MapSpecs, MapName, uint32(0), Domain{})
-}
-
-func TestID(t *testing.T) {
-	if ID("") != DefaultID {
-		t.Fatalf(`ID("") = %d`, ID(""))
-	}
-	// Stable across builds and nodes: every agent must compute the same ID (FNV-1a 32).
-	if got := ID("cloud"); got != 0x1ac6a97e {
-		t.Fatalf(`ID("cloud") = %#x`, got)
-	}
-	if ID("cloud") == ID("site-a") {
-		t.Fatal("distinct names, one ID")
-	}
 }
 
 func TestNew(t *testing.T) {
@@ -42,7 +30,7 @@ func TestNew(t *testing.T) {
 func TestMap(t *testing.T) {
 	m, _ := maptest.Open(t, datapath.Load, Open)
 	d, _ := New("cloud", FlagReachable|FlagLocal)
-	id := ID("cloud")
+	id := domainid.Of("cloud")
 	if err := m.Upsert(id, d); err != nil {
 		t.Fatal(err)
 	}
