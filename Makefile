@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test unit e2e demo bench clean
+.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test test-kernels unit e2e demo bench clean
 
 all: build
 
@@ -71,6 +71,11 @@ test: deps conformance-deps cni-plugins containerd flannel build
 		EDGEPLANE_IMAGE=$(BIN)/image/edgeplane-$(VERSION)-$(HOST_ARCH).tar \
 		E2E_IMAGES="$$images" EDGEPLANE_COREDNS_IMAGE=$$(echo "$$images" | grep '/coredns.tar$$') \
 		$(GO) test -count=1 -timeout 45m ./...
+
+# The datapath's tests (pkg/datapath) on Debian's 5.10, 6.1 and bookworm-backports kernels, each
+# booted in qemu (TCG); prints a kernel x test table. KERNELS="6.1" picks some. Needs root.
+test-kernels:
+	@scripts/test-kernels.sh $(KERNELS)
 
 # The broader [sig-network] set (docs/conformance.md) on the kubelet cluster; writes its summary
 # into docs/conformance.md and a JUnit report into docs/conformance/.
