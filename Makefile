@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test test-kernels unit e2e demo bench clean
+.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test unit e2e demo bench bench-charts clean
 
 all: build
 
@@ -74,6 +74,7 @@ test: deps conformance-deps cni-plugins containerd flannel build
 
 # The datapath's tests (pkg/datapath) on Debian's 5.10, 6.1 and bookworm-backports kernels, each
 # booted in qemu (TCG); prints a kernel x test table. KERNELS="6.1" picks some. Needs root.
+.PHONY: test-kernels
 test-kernels:
 	@scripts/test-kernels.sh $(KERNELS)
 
@@ -97,7 +98,12 @@ bench: deps k8s cni-plugins flannel build
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./pkg/datapath/
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
 		FLANNEL_BIN=$$(scripts/build-flanneld.sh) \
-		$(GO) test -count=1 -timeout 60m -run '^$$' -bench . -benchtime 1x ./tests/bench/
+		$(GO) test -count=1 -timeout 90m -run '^$$' -bench . -benchtime 1x ./tests/bench/
+	$(MAKE) bench-charts
+
+# docs/benchmarks.md's per-machine tables and docs/bench/*.svg, from bench/results.json.
+bench-charts:
+	$(GO) run ./tests/bench/benchdoc -results bench/results.json -doc docs/benchmarks.md -charts docs/bench
 
 clean:
 	rm -rf $(BIN)

@@ -33,7 +33,9 @@
 #include "lib/parse.h"
 #include "lib/fwd.h"
 #include "lib/vxlan.h"
-#include "lib/nat.h"
+#include "lib/nat_port.h"
+#include "lib/nat_snat.h"
+#include "lib/nat_rev.h"
 #include "lib/icmp.h"
 #include "lib/nodeport.h"
 #include "lib/tunnel_unreach.h"
@@ -74,7 +76,7 @@ static __always_inline __u32 node_lb_hlen(struct __sk_buff *skb, const struct lb
 }
 
 /* The client's source becomes the overlay address (the first of this node's pod CIDR, inside the
- * cluster CIDR) with a port from the gateway's table (lib/nat.h, nat_snat_port: endpoint-dependent,
+ * cluster CIDR) with a port from the gateway's table (lib/nat_port.h, nat_snat_port: endpoint-dependent,
  * keyed by the backend), so that the backend's reply is routed through the tunnel back to this
  * node, where node_lb_reply undoes both translations. A packet of a flow whose mapping the LRU
  * evicted cannot open a new one (TCP without SYN): dropped rather than sent with the client's

@@ -45,7 +45,7 @@
 #include "lib/domains.h"
 #include "lib/lb.h"
 #include "lib/lb_xlate.h"
-#include "lib/nat.h"
+#include "lib/nat_snat.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/fwd.h"

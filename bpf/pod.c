@@ -51,7 +51,7 @@
 #include "lib/fwd.h"
 #include "lib/vxlan.h"
 #include "lib/icmp.h"
-#include "lib/nat.h"
+#include "lib/nat_rev.h"
 #include "lib/nodeport.h"
 #include "lib/tunnel_unreach.h"
 
@@ -211,7 +211,7 @@ static __always_inline int pod_error_quotes_frontend(struct __sk_buff *skb, stru
 /* To the node's overlay address (the first of its pod CIDR, edgeplane.1's): the host stack's.
  * Besides pods talking to the node, these are the replies of local backends to connections the
  * node made (overlay_egress): first the gateway's translation of an outside client to the overlay
- * address is undone (lib/nat.h), then the service's. */
+ * address is undone (lib/nat_rev.h), then the service's. */
 static __always_inline int pod_to_host_overlay(struct __sk_buff *skb, const struct node_cfg *cfg, int rev)
 {
 	__u16 ct_flags;

@@ -37,7 +37,9 @@
 #include "common.h"
 #include "lb.h"
 #include "lb_ct.h"
-#include "nat.h"
+#include "nat_tuple.h"
+#include "nat_port.h"
+#include "nat_rev.h"
 #include "parse.h"
 
 #define LB_HAIRPIN_IP bpf_htonl(0xa9fe2a01) /* 169.254.42.1 */
@@ -393,7 +395,7 @@ static __always_inline int lb_rev_overlay_checked(struct __sk_buff *skb, const s
 }
 
 /* A packet to the node's overlay address (Ethernet + IPv4 at offset 0): the gateway's translation
- * of a client outside the cluster CIDR to that address undone first (lib/nat.h: destination, or an
+ * of a client outside the cluster CIDR to that address undone first (lib/nat_rev.h: destination, or an
  * ICMP error's outer destination and quoted source), then the service's (source, or the quoted
  * destination and the error's source). Used wherever such packets arrive: replies of local
  * backends (pod_egress), of remote ones decapsulated on the NIC (node.c) or by the kernel device

@@ -92,12 +92,6 @@ type redirectInfo struct {
 	SrcMAC    string `json:"srcMAC"`
 }
 
-type masqueradeInfo struct {
-	Masqueraded bool   `json:"masqueraded"`
-	Address     string `json:"address"` // the node IP, when masqueraded
-	Reason      string `json:"reason"`
-}
-
 func newRouteCommand(e *env) *cobra.Command {
 	route := &cobra.Command{
 		Use:   "route",
@@ -158,30 +152,30 @@ type routeMaps struct {
 	domains *domainNames // read whole: the CLI names every domain it shows
 }
 
-func (e *env) openRouteMaps() (*routeMaps, error) {
+// openRouteMaps opens the maps route get reads; on error it closes what it opened.
+func (e *env) openRouteMaps() (_ *routeMaps, err error) {
 	rm := &routeMaps{}
-	var err error
+	defer func() {
+		if err != nil {
+			rm.Close()
+		}
+	}()
 	if rm.cfg, err = e.readNodeCfg(); err != nil {
 		return nil, err
 	}
 	if rm.eps, err = open(e, endpoints.MapName, endpoints.Open); err != nil {
-		rm.Close()
 		return nil, err
 	}
 	if rm.routes, err = open(e, routes.MapName, routes.Open); err != nil {
-		rm.Close()
 		return nil, err
 	}
 	if rm.nodes, err = open(e, nodes.MapName, nodes.Open); err != nil {
-		rm.Close()
 		return nil, err
 	}
 	if rm.nonmasq, err = open(e, nonmasq.MapName, nonmasq.Open); err != nil {
-		rm.Close()
 		return nil, err
 	}
 	if rm.domains, err = e.readDomainNames(); err != nil {
-		rm.Close()
 		return nil, err
 	}
 	return rm, nil
@@ -391,123 +385,4 @@ func lookupEndpoint(m *endpoints.Map, ip netip.Addr) (*endpoints.Endpoint, error
 		return nil, err
 	}
 	return &ep, nil
-}
-
-func nexthopSentence(n nodeInfo) string {
-	if n.NexthopValid {
-		return n.NexthopMAC + " (resolved by the agent)"
-	}
-	return "not resolved: the kernel's FIB and neighbour table (bpf_redirect_neigh)"
-}
-
-// masquerade mirrors nat_should_masquerade (bpf/lib/nat.h), which node_egress applies to TCP,
-// UDP and ICMP echo on the underlay NIC's egress.
-func (e *env) masquerade(rm *routeMaps, cfg nodecfg.NodeCfg, src, dst netip.Addr) (*masqueradeInfo, error) {
-	no := func(reason string) (*masqueradeInfo, error) { return &masqueradeInfo{Reason: reason}, nil }
-	if cfg.Flags&nodecfg.FlagMasquerade == 0 {
-		return no("masquerade is disabled (node_cfg_map flags)")
-	}
-	if src.IsValid() && !cfg.PodPrefix().Contains(src) {
-		return no(fmt.Sprintf("source %s is outside this node's pod CIDR %s", src, cfg.PodPrefix()))
-	}
-	if cfg.ClusterPrefix().Contains(dst) {
-		return no(fmt.Sprintf("destination is inside the cluster CIDR %s", cfg.ClusterPrefix()))
-	}
-	hit, err := rm.nonmasq.Match(dst)
-	if err != nil {
-		return nil, err
-	}
-	if hit {
-		return no(fmt.Sprintf("destination matches %s in %s", longestMatch(rm.nonmasq, dst), nonmasq.MapName))
-	}
-	return &masqueradeInfo{Masqueraded: true, Address: cfg.NodeIP.String(),
-		Reason: "outside the cluster and not in " + nonmasq.MapName}, nil
-}
-
-func masqueradeSentence(m *masqueradeInfo) string {
-	if m.Masqueraded {
-		return fmt.Sprintf("masqueraded to %s by node_egress (TCP, UDP, ICMP echo): %s", m.Address, m.Reason)
-	}
-	return "not masqueraded: " + m.Reason
-}
-
-// longestMatch names the nonmasq_map prefix the kernel's LPM lookup matched.
-func longestMatch(m *nonmasq.Map, a netip.Addr) string {
-	var best netip.Prefix
-	_ = m.Iterate(func(p netip.Prefix) bool {
-		if p.Contains(a) && (!best.IsValid() || p.Bits() > best.Bits()) {
-			best = p
-		}
-		return true
-	})
-	if !best.IsValid() {
-		return "a prefix"
-	}
-	return best.String()
-}
-
-func routeGetTable(w io.Writer, r *routeGetResult) {
-	row(w, "destination", r.Destination)
-	row(w, "from", orDash(r.Source))
-	row(w, "verdict", verdictSentence(r))
-	fmt.Fprintln(w)
-	row(w, "STEP", "RESULT")
-	for _, s := range r.Steps {
-		row(w, s.Step, s.Result)
-	}
-}
-
-func verdictSentence(r *routeGetResult) string {
-	switch r.Verdict {
-	case verdictDrop:
-		if dc := r.DomainCheck; dc != nil && dc.Connectivity == connPublic {
-			return fmt.Sprintf("drop %s (domain %s has public connectivity to this node's domain %s; the pod gets ICMP host unreachable)",
-				r.DropReason, orID(dc.DomainName, dc.Domain), orID(dc.NodeDomainName, dc.NodeDomain))
-		}
-		return "drop " + r.DropReason
-	case verdictLocal:
-		to := ifCell(r.Redirect.Ifindex, r.Redirect.Interface)
-		if pod := r.Endpoint.pod(); pod != "" {
-			to = "pod " + pod + " on " + to
-		}
-		return "deliver-local: bpf_redirect_peer to " + to
-	case verdictHost:
-		if r.Masquerade.Masqueraded {
-			return "host: to the host stack, masqueraded to " + r.Masquerade.Address
-		}
-		return "host: to the host stack, not masqueraded"
-	}
-	how := fmt.Sprintf("%s to %s", r.Redirect.Helper, ifCell(r.Redirect.Ifindex, r.Redirect.Interface))
-	if r.Redirect.DstMAC != "" {
-		how += ", next hop " + r.Redirect.DstMAC
-	}
-	if dc := r.DomainCheck; dc != nil && dc.Connectivity == connPrivate {
-		how += "; crosses the private line to domain " + orID(dc.DomainName, dc.Domain)
-	}
-	return fmt.Sprintf("%s to node %s: %s", r.Verdict, nodePhrase(r.Route.NodeIP, r.Route.NodeName), how)
-}
-
-// podPhrase names a local endpoint in route get's steps: "local pod default/web-1", or "a local
-// pod" when the name index does not know it.
-func podPhrase(ep *endpointInfo) string {
-	if pod := ep.pod(); pod != "" {
-		return "local pod " + pod
-	}
-	return "a local pod"
-}
-
-// nodePhrase is a node's address followed by its name when the name index knows it.
-func nodePhrase(ip, name string) string {
-	if name == "" {
-		return ip
-	}
-	return ip + " (" + name + ")"
-}
-
-// poolPhrase is "pool <name>, " for a route's step, or nothing.
-func poolPhrase(pool string) string {
-	if pool == "" {
-		return ""
-	}
-	return "pool " + pool + ", "
 }

@@ -13,21 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type xdpFragKey struct {
-	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
-	Id    uint16
-	Proto uint8
-	Pad   uint8
-}
-
-type xdpFragPorts struct {
-	_     structs.HostLayout
-	Sport uint16
-	Dport uint16
-}
-
 type xdpLbAffinity struct {
 	_        structs.HostLayout
 	Ip       uint32
@@ -172,7 +157,6 @@ type xdpNonmasqKey struct {
 const (
 	xdpMapEventsLostMap = "events_lost_map"
 	xdpMapEventsMap     = "events_map"
-	xdpMapFragMap       = "frag_map"
 	xdpMapLbAffinityMap = "lb_affinity_map"
 	xdpMapLbBackendMap  = "lb_backend_map"
 	xdpMapLbCtMap       = "lb_ct_map"
@@ -237,7 +221,6 @@ type xdpProgramSpecs struct {
 type xdpMapSpecs struct {
 	EventsLostMap *ebpf.MapSpec `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.MapSpec `ebpf:"events_map"`
-	FragMap       *ebpf.MapSpec `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.MapSpec `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.MapSpec `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.MapSpec `ebpf:"lb_ct_map"`
@@ -278,7 +261,6 @@ func (o *xdpObjects) Close() error {
 type xdpMaps struct {
 	EventsLostMap *ebpf.Map `ebpf:"events_lost_map"`
 	EventsMap     *ebpf.Map `ebpf:"events_map"`
-	FragMap       *ebpf.Map `ebpf:"frag_map"`
 	LbAffinityMap *ebpf.Map `ebpf:"lb_affinity_map"`
 	LbBackendMap  *ebpf.Map `ebpf:"lb_backend_map"`
 	LbCtMap       *ebpf.Map `ebpf:"lb_ct_map"`
@@ -295,7 +277,6 @@ func (m *xdpMaps) Close() error {
 	return _XdpClose(
 		m.EventsLostMap,
 		m.EventsMap,
-		m.FragMap,
 		m.LbAffinityMap,
 		m.LbBackendMap,
 		m.LbCtMap,

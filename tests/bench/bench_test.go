@@ -2,18 +2,22 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgeplane/edgeplane/tests/bench/results"
 	"github.com/edgeplane/edgeplane/tests/lab"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // metric is one benchmark dimension measured on every path of a group.
@@ -23,6 +27,8 @@ type metric struct {
 	better  string // "higher" or "lower"
 	measure func(p Path, port int) (Sample, error)
 	value   func(Sample) float64
+	// also are metrics computed from the same samples (the CPU cost of a stream).
+	also []metric
 }
 
 // group is a set of paths compared with each other; the first is the baseline of the ratios.
@@ -32,29 +38,8 @@ type group struct {
 	metrics []metric
 }
 
-// Result is what results.json holds for one (group, metric, path).
-type Result struct {
-	Group    string    `json:"group"`
-	Metric   string    `json:"metric"`
-	Unit     string    `json:"unit"`
-	Path     string    `json:"path"`
-	Baseline string    `json:"baseline"`
-	Samples  []float64 `json:"samples"`
-	Median   float64   `json:"median"`
-	Ratio    float64   `json:"ratio_median"` // median of per-round ratios path/baseline
-	RatioMin float64   `json:"ratio_min"`
-	RatioMax float64   `json:"ratio_max"`
-	// Against the raw underlay (the physical limit), where the group has it.
-	UnderlayRatio    float64   `json:"underlay_ratio_median,omitempty"`
-	UnderlayRatioMin float64   `json:"underlay_ratio_min,omitempty"`
-	UnderlayRatioMax float64   `json:"underlay_ratio_max,omitempty"`
-	P50us            []float64 `json:"p50_us,omitempty"`
-	P99us            []float64 `json:"p99_us,omitempty"`
-	// Per round, what the event listeners received and what the ring buffer dropped (both nodes).
-	Events     []uint64 `json:"events,omitempty"`
-	EventsLost []uint64 `json:"events_lost,omitempty"`
-	Date       string   `json:"date,omitempty"` // when this group was measured
-}
+// Result is what results.json holds for one (group, metric, path) of a run.
+type Result = results.Result
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -80,8 +65,11 @@ func newLab(b *testing.B) *lab.Lab {
 }
 
 // BenchmarkDatapath compares edgeplane (native BPF encapsulation and the collect_md device variant)
-// with a Flannel-like node and the raw underlay, in one lab, in alternating rounds.
-// Run it with `make bench` (root). BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 4) tune it.
+// with a Flannel-like node and the raw underlay, in one lab, in alternating rounds: request/response
+// on one CPU and across CPUs, 64-byte UDP, one and 8 TCP streams with the CPU they cost, connect
+// rate pod to pod and through a ClusterIP. Run it with `make bench` (root). BENCH_ROUNDS (default
+// 5) and BENCH_SECONDS (default 4) tune it, BENCH_METRICS (comma list of metric names) keeps only
+// some metrics, BENCH_RESULTS names the results file and BENCH_MACHINE the machine.
 func BenchmarkDatapath(b *testing.B) {
 	ctx := context.Background()
 	l := newLab(b)
@@ -132,30 +120,106 @@ func BenchmarkDatapath(b *testing.B) {
 		{Name: "flannel", Client: flp(f1, 0), Server: flp(f1, 1)},
 		{Name: "edgeplane", Client: ep(a1), Server: ep(a2)},
 	}
+	// The ClusterIP variant: a Service whose only endpoint is the remote server pod, reached from
+	// the client pod through edgeplane's Services and through kube-proxy's iptables rules on the
+	// Flannel node (inserted in the middle of its 1,000 other Services).
+	crr := buildCRR(b, l)
+	const svcPort = 7101
+	svc, err := l.CreateService(ctx, "bench-crr", lab.ServiceOptions{Ports: []corev1.ServicePort{
+		{Name: "crr", Port: svcPort, TargetPort: intstr.FromInt(svcPort), Protocol: corev1.ProtocolTCP}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l.SetEndpoints(ctx, svc, bp1); err != nil {
+		b.Fatal(err)
+	}
+	const flannelVIP = "10.96.255.1"
+	if err := f1.AddService(flannelVIP, svcPort, f2.PodIP(0), envInt("BENCH_IPTABLES_SERVICES", 1000)/2+1); err != nil {
+		b.Fatal(err)
+	}
+	clusterIP := []Path{
+		{Name: "flannel", Client: flp(f1, 0), Server: flp(f2, 0), Dial: flannelVIP},
+		{Name: "edgeplane", Client: ep(a1), Server: ep(bp1), Dial: svc.Spec.ClusterIP},
+	}
+
 	secs := envInt("BENCH_SECONDS", 4)
-	rr := func(tcp bool) func(Path, int) (Sample, error) {
-		return func(p Path, port int) (Sample, error) { return RequestResponse(p, tcp, secs, "1", port) }
+	rr := func(tcp bool, clientCPU, serverCPU string) func(Path, int) (Sample, error) {
+		return func(p Path, port int) (Sample, error) {
+			return RequestResponseCPUs(p, tcp, secs, clientCPU, serverCPU, port)
+		}
 	}
+	tps := func(s Sample) float64 { return s.TPS }
 	rrMetrics := []metric{
-		{name: "udp_rr", unit: "transactions/s", better: "higher", measure: rr(false), value: func(s Sample) float64 { return s.TPS }},
-		{name: "tcp_rr", unit: "transactions/s", better: "higher", measure: rr(true), value: func(s Sample) float64 { return s.TPS }},
+		{name: "udp_rr", unit: "transactions/s", better: "higher", measure: rr(false, "1", "1"), value: tps},
+		{name: "tcp_rr", unit: "transactions/s", better: "higher", measure: rr(true, "1", "1"), value: tps},
 	}
+	// Client on CPU 0, server on CPU 1: each transaction wakes the other CPU, as between nodes.
+	xcpu := []metric{
+		{name: "udp_rr_xcpu", unit: "transactions/s", better: "higher", measure: rr(false, "0", "1"), value: tps},
+		{name: "tcp_rr_xcpu", unit: "transactions/s", better: "higher", measure: rr(true, "0", "1"), value: tps},
+	}
+	cpuCost := func(name, unit string, cpus ...int) metric {
+		return metric{name: name, unit: unit, better: "lower", value: func(s Sample) float64 { return s.CPUPerGbit(cpus...) }}
+	}
+	mbps := func(s Sample) float64 { return s.Mbps }
 	bulk := []metric{
 		{name: "udp_64b_pps", unit: "packets/s", better: "higher",
 			measure: func(p Path, port int) (Sample, error) { return SmallUDP(p, secs, "0", "1", port) },
 			value:   func(s Sample) float64 { return s.PPS }},
+		// One stream, sender on CPU 0 and receiver on CPU 1: the CPU cost in total and per CPU
+		// (softirq work runs on the CPU that raised it, so each CPU's share is "the CPU of the
+		// sending process" and "of the receiving process", not one node's).
 		{name: "tcp_stream", unit: "Mbit/s", better: "higher",
 			measure: func(p Path, port int) (Sample, error) { return TCPStream(p, secs, "0", "1", port) },
-			value:   func(s Sample) float64 { return s.Mbps }},
+			value:   mbps,
+			also: []metric{
+				cpuCost("tcp_stream_cpu", "busy CPU-s per Gbit (whole machine)"),
+				cpuCost("tcp_stream_cpu_sender", "busy CPU-s per Gbit (the sender's CPU 0)", 0),
+				cpuCost("tcp_stream_cpu_receiver", "busy CPU-s per Gbit (the receiver's CPU 1)", 1),
+			}},
+		// 8 streams, not pinned: the scheduler spreads them over the CPUs.
+		{name: "tcp_stream_8", unit: "Mbit/s", better: "higher",
+			measure: func(p Path, port int) (Sample, error) { return TCPStreams(p, 8, secs, "", "", port) },
+			value:   mbps,
+			also:    []metric{cpuCost("tcp_stream_8_cpu", "busy CPU-s per Gbit (whole machine)")}},
 	}
+	// Connect, 1 byte each way, close, sequentially, client and server on one CPU (as RR).
+	connect := func(fixedPort int) metric {
+		return metric{name: "tcp_crr", unit: "connections/s", better: "higher", value: tps,
+			measure: func(p Path, port int) (Sample, error) {
+				if fixedPort != 0 {
+					port = fixedPort
+				}
+				return ConnectRate(crr, p, secs, "1", port)
+			}}
+	}
+	crossMetrics := append(append(append(append([]metric{}, rrMetrics...), xcpu...), bulk...), connect(0))
 	groups := []group{
-		{name: "cross-node", paths: cross, metrics: append(append([]metric{}, rrMetrics...), bulk...)},
+		{name: "cross-node", paths: cross, metrics: crossMetrics},
+		{name: "cross-node-clusterip", paths: clusterIP, metrics: []metric{connect(svcPort)}},
 		{name: "same-node", paths: same, metrics: rrMetrics},
 	}
+	if only := os.Getenv("BENCH_METRICS"); only != "" {
+		groups = onlyMetrics(groups, strings.Split(only, ","))
+	}
 
-	// Every path must work before it is measured.
+	// Every path must work before it is measured (the Services once both proxies programmed them).
 	for _, g := range groups {
 		for _, p := range g.paths {
+			if p.Dial != "" {
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					_, err := ConnectRate(crr, p, 1, "", svcPort)
+					if err == nil {
+						break
+					}
+					if time.Now().After(deadline) {
+						b.Fatalf("%s/%s does not carry connections: %v", g.name, p.Name, err)
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+				continue
+			}
 			if _, err := RequestResponse(p, false, 1, "1", 14000); err != nil {
 				b.Fatalf("%s/%s does not carry traffic: %v", g.name, p.Name, err)
 			}
@@ -164,6 +228,8 @@ func BenchmarkDatapath(b *testing.B) {
 
 	rounds := envInt("BENCH_ROUNDS", 5)
 	var results []Result
+	var idle []float64
+	idle = append(idle, background(b))
 	port := 15000
 	for _, g := range groups {
 		for _, m := range g.metrics {
@@ -179,10 +245,66 @@ func BenchmarkDatapath(b *testing.B) {
 				}
 			}
 			results = append(results, summarize(g, m, samples)...)
+			for _, d := range m.also {
+				results = append(results, summarize(g, d, samples)...)
+			}
+		}
+		if g.name == "cross-node" {
+			idle = append(idle, background(b))
 		}
 	}
 	b.StopTimer()
+	if len(idle) > 0 {
+		if busy := Median(idle); busy > 0.2*float64(runtime.NumCPU()) {
+			b.Logf("WARNING: the machine was %.2f CPUs busy without benchmark traffic: the CPU-cost figures "+
+				"(busy CPU-s per Gbit) include that other work; measure on a quiet machine", busy)
+		}
+		results = append(results, Result{Group: "cross-node-background", Metric: "busy_cpus",
+			Unit:   "busy CPUs, whole machine, no benchmark traffic (before and after the cross-node rounds)",
+			Better: "lower", Path: "idle", Samples: idle, Median: Median(idle)})
+	}
 	report(b, results, time.Now())
+}
+
+// background measures the machine idle for 2 s: the CPU floor under the CPU-cost figures.
+func background(b *testing.B) float64 {
+	s, err := idleCPU(2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s.CPU.Busy / s.CPU.WindowS
+}
+
+// onlyMetrics keeps the metrics named (BENCH_METRICS, a comma list; "tcp_crr" keeps it in every
+// group) and the groups that still have one.
+func onlyMetrics(groups []group, names []string) []group {
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[strings.TrimSpace(n)] = true
+	}
+	var out []group
+	for _, g := range groups {
+		var ms []metric
+		for _, m := range g.metrics {
+			if keep[m.name] {
+				ms = append(ms, m)
+			}
+		}
+		if len(ms) > 0 {
+			g.metrics = ms
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// buildCRR builds the connect-rate tool (tests/bench/crr) into the lab's directory.
+func buildCRR(b *testing.B, l *lab.Lab) string {
+	bin := filepath.Join(l.Dir, "crr")
+	if out, err := exec.Command("go", "build", "-o", bin, "./crr").CombinedOutput(); err != nil {
+		b.Fatalf("building crr: %v: %s", err, out)
+	}
+	return bin
 }
 
 // pairedRatios divides round k of a by round k of b: both were measured back to back, so drift
@@ -210,7 +332,7 @@ func summarize(g group, m metric, samples [][]Sample) []Result {
 	}
 	var out []Result
 	for i, p := range g.paths {
-		r := Result{Group: g.name, Metric: m.name, Unit: m.unit, Path: p.Name, Baseline: g.paths[0].Name}
+		r := Result{Group: g.name, Metric: m.name, Unit: m.unit, Better: m.better, Path: p.Name, Baseline: g.paths[0].Name}
 		for _, s := range samples[i] {
 			r.Samples = append(r.Samples, m.value(s))
 			if s.P50us > 0 {
@@ -241,61 +363,38 @@ func report(b *testing.B, results []Result, when time.Time) {
 		if r.UnderlayRatio > 0 {
 			vsU, vsURange = fmt.Sprintf("%.2fx", r.UnderlayRatio), fmt.Sprintf("%.2f-%.2f", r.UnderlayRatioMin, r.UnderlayRatioMax)
 		}
-		fmt.Fprintf(&sb, "%-12s %-12s %-17s %14.0f %7.2fx %7.2f-%-7.2f %10s %15s %9s %9s\n", r.Group, r.Metric, r.Path, r.Median,
+		median := fmt.Sprintf("%.0f", r.Median)
+		if r.Median < 100 {
+			median = fmt.Sprintf("%.3g", r.Median)
+		}
+		fmt.Fprintf(&sb, "%-12s %-12s %-17s %14s %7.2fx %7.2f-%-7.2f %10s %15s %9s %9s\n", r.Group, r.Metric, r.Path, median,
 			r.Ratio, r.RatioMin, r.RatioMax, vsU, vsURange, p50, p99)
 		b.ReportMetric(round3(r.Ratio), fmt.Sprintf("%s/%s/%s-ratio", r.Group, r.Metric, r.Path))
 	}
 	fmt.Print(sb.String())
+	saveResults(b, results, when)
+}
+
+// saveResults merges results into bench/results.json (BENCH_RESULTS), stamped with the run: its
+// date, this machine (BENCH_MACHINE names it, see results.ThisMachine) and the git revision.
+func saveResults(b *testing.B, fresh []Result, when time.Time) {
 	out := os.Getenv("BENCH_RESULTS")
 	if out == "" {
 		out = filepath.Join("..", "..", "bench", "results.json")
 	}
+	m := results.ThisMachine(os.Getenv("BENCH_MACHINE"))
 	date := when.UTC().Format(time.RFC3339)
-	for i := range results {
-		results[i].Date = date
+	rev := results.GitRevision(".")
+	for i := range fresh {
+		fresh[i].Date, fresh[i].Machine, fresh[i].GitRevision = date, m.ID, rev
 	}
-	doc := map[string]any{"date": date, "results": mergeResults(readResults(out), results)}
-	buf, _ := json.MarshalIndent(doc, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err == nil {
-		if err := os.WriteFile(out, append(buf, '\n'), 0o644); err != nil {
-			b.Logf("writing %s: %v", out, err)
-		}
+	f := results.Read(out)
+	f.Merge(m, fresh)
+	f.Date = date
+	if err := results.Write(out, f); err != nil {
+		b.Logf("%s: %v", out, err)
 	}
-}
-
-// readResults returns the results a previous run wrote to path (none if it cannot be read), each
-// dated: results from before per-result dates carry the file's.
-func readResults(path string) []Result {
-	var doc struct {
-		Date    string   `json:"date"`
-		Results []Result `json:"results"`
-	}
-	buf, err := os.ReadFile(path)
-	if err != nil || json.Unmarshal(buf, &doc) != nil {
-		return nil
-	}
-	for i := range doc.Results {
-		if doc.Results[i].Date == "" {
-			doc.Results[i].Date = doc.Date
-		}
-	}
-	return doc.Results
-}
-
-// mergeResults replaces the groups measured now and keeps the others, so that benchmarks run
-// alone (-bench BenchmarkEventStream) do not erase each other's results.
-func mergeResults(old, fresh []Result) []Result {
-	measured := map[string]bool{}
-	for _, r := range fresh {
-		measured[r.Group] = true
-	}
-	var out []Result
-	for _, r := range old {
-		if !measured[r.Group] {
-			out = append(out, r)
-		}
-	}
-	return append(out, fresh...)
+	b.Logf("results of machine %s (%s, %d CPUs, kernel %s) at %s written to %s", m.ID, m.CPU, m.Cores, m.Kernel, rev, out)
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }

@@ -2,10 +2,8 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -245,21 +243,4 @@ func reportStartups(b *testing.B, services, endpoints int, byPath map[string][]s
 	}
 	fmt.Print(sb.String())
 	saveResults(b, results, time.Now())
-}
-
-// saveResults merges results into bench/results.json (BENCH_RESULTS), as report does.
-func saveResults(b *testing.B, results []Result, when time.Time) {
-	out := os.Getenv("BENCH_RESULTS")
-	if out == "" {
-		out = filepath.Join("..", "..", "bench", "results.json")
-	}
-	date := when.UTC().Format(time.RFC3339)
-	for i := range results {
-		results[i].Date = date
-	}
-	doc := map[string]any{"date": date, "results": mergeResults(readResults(out), results)}
-	buf, _ := json.MarshalIndent(doc, "", "  ")
-	if err := os.WriteFile(out, append(buf, '\n'), 0o644); err != nil {
-		b.Logf("writing %s: %v", out, err)
-	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 )
 
@@ -179,6 +180,27 @@ func loadIptables(n *FlannelNode, services int) error {
 	cmd.Stdin = strings.NewReader(b.String())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("loading iptables in %s: %w: %s", n.NetNS, err, out)
+	}
+	return nil
+}
+
+// AddService adds to n's kube-proxy rule set a ClusterIP Service vip:port with one endpoint,
+// backend:port, as kube-proxy writes it (a KUBE-SVC chain jumping to a KUBE-SEP chain that
+// masquerades hairpin traffic and DNATs), its KUBE-SERVICES rule inserted at position (1-based)
+// among the other Services' rules: a new connection walks the rules before it.
+func (n *FlannelNode) AddService(vip string, port int, backend string, position int) error {
+	rules := [][]string{
+		{"-N", "KUBE-SVC-BENCH"},
+		{"-N", "KUBE-SEP-BENCH"},
+		{"-A", "KUBE-SEP-BENCH", "-s", backend + "/32", "-j", "KUBE-MARK-MASQ"},
+		{"-A", "KUBE-SEP-BENCH", "-p", "tcp", "-m", "tcp", "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", backend, port)},
+		{"-A", "KUBE-SVC-BENCH", "-j", "KUBE-SEP-BENCH"},
+		{"-I", "KUBE-SERVICES", strconv.Itoa(position), "-d", vip + "/32", "-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(port), "-j", "KUBE-SVC-BENCH"},
+	}
+	for _, r := range rules {
+		if err := nsRun(n.NetNS, append([]string{"iptables", "-t", "nat"}, r...)...); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -51,6 +51,9 @@ type Sample struct {
 	PPS       float64 `json:"pps,omitempty"`  // packets per second received
 	Mbps      float64 `json:"mbps,omitempty"` // bulk throughput received
 	DurationS float64 `json:"duration_s,omitempty"`
+	// CPU spent on the whole machine while the client ran (cpuUse): busy CPU-seconds, in total
+	// and per CPU.
+	CPU cpuUse `json:"cpu,omitempty"`
 	// What the event listeners on the nodes received during the sample (BenchmarkEventStream).
 	Events     uint64 `json:"events,omitempty"`
 	EventsLost uint64 `json:"events_lost,omitempty"`
@@ -89,11 +92,18 @@ var (
 // RequestResponse runs sockperf ping-pong (UDP or TCP, 64-byte messages) with client and server
 // pinned to the same CPU: on a 2-core VM cross-CPU figures measure wake-up noise, not the datapath.
 func RequestResponse(p Path, tcp bool, seconds int, cpu string, port int) (Sample, error) {
+	return RequestResponseCPUs(p, tcp, seconds, cpu, cpu, port)
+}
+
+// RequestResponseCPUs is RequestResponse with the client pinned to clientCPU and the server to
+// serverCPU (taskset inside the namespaces): across CPUs, every transaction wakes the other CPU
+// twice, as between the processes of two nodes.
+func RequestResponseCPUs(p Path, tcp bool, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
 	args := []string{"server", "-i", p.Server.IP, "-p", strconv.Itoa(port)}
 	if tcp {
 		args = append(args, "--tcp")
 	}
-	stop, err := server(p.Server.NetNS, cpu, "sockperf", args...)
+	stop, err := server(p.Server.NetNS, serverCPU, "sockperf", args...)
 	if err != nil {
 		return Sample{}, err
 	}
@@ -104,7 +114,7 @@ func RequestResponse(p Path, tcp bool, seconds int, cpu string, port int) (Sampl
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+20)*time.Second)
 	defer cancel()
-	out, err := nsCmd(ctx, p.Client.NetNS, cpu, "sockperf", cargs...).CombinedOutput()
+	out, err := nsCmd(ctx, p.Client.NetNS, clientCPU, "sockperf", cargs...).CombinedOutput()
 	if err != nil {
 		return Sample{}, fmt.Errorf("sockperf ping-pong on %s: %w: %s", p.Name, err, tail(out))
 	}
@@ -154,7 +164,7 @@ type iperfResult struct {
 // SmallUDP sends 64-byte UDP datagrams as fast as iperf3 can and reports the packets per second the
 // server received (client on clientCPU, server on serverCPU).
 func SmallUDP(p Path, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
-	r, err := iperf(p, seconds, clientCPU, serverCPU, port, "-u", "-l", "64", "-b", "0")
+	r, _, err := iperf(p, seconds, clientCPU, serverCPU, port, "-u", "-l", "64", "-b", "0")
 	if err != nil {
 		return Sample{}, err
 	}
@@ -165,34 +175,73 @@ func SmallUDP(p Path, seconds int, clientCPU, serverCPU string, port int) (Sampl
 	return Sample{PPS: (s.Packets - s.LostPackets) / s.Seconds, DurationS: s.Seconds}, nil
 }
 
-// TCPStream runs one bulk TCP stream and reports the received rate.
+// TCPStream runs one bulk TCP stream and reports the received rate, and the CPU the machine spent
+// while it ran.
 func TCPStream(p Path, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
-	r, err := iperf(p, seconds, clientCPU, serverCPU, port)
+	return TCPStreams(p, 1, seconds, clientCPU, serverCPU, port)
+}
+
+// TCPStreams runs n parallel bulk TCP streams (iperf3 -P) and reports their summed received rate
+// and the CPU the machine spent while they ran.
+func TCPStreams(p Path, n, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
+	var extra []string
+	if n > 1 {
+		extra = []string{"-P", strconv.Itoa(n)}
+	}
+	r, cpu, err := iperf(p, seconds, clientCPU, serverCPU, port, extra...)
 	if err != nil {
 		return Sample{}, err
 	}
 	s := r.End.SumReceived
-	return Sample{Mbps: s.BitsPerSec / 1e6, DurationS: s.Seconds}, nil
+	return Sample{Mbps: s.BitsPerSec / 1e6, DurationS: s.Seconds, CPU: cpu}, nil
 }
 
-func iperf(p Path, seconds int, clientCPU, serverCPU string, port int, extra ...string) (iperfResult, error) {
+// Gbit is the data a stream sample moved, in gigabits.
+func (s Sample) Gbit() float64 { return s.Mbps * s.DurationS / 1000 }
+
+// CPUPerGbit is the CPU a sample cost per gigabit moved: busy CPU-seconds of the CPUs cpus (all
+// of them when none is given) over the sample, divided by the gigabits received. 0 when nothing
+// was measured.
+func (s Sample) CPUPerGbit(cpus ...int) float64 {
+	if s.Gbit() <= 0 || len(s.CPU.PerCPU) == 0 {
+		return 0
+	}
+	busy := s.CPU.Busy
+	if len(cpus) > 0 {
+		busy = 0
+		for _, c := range cpus {
+			if c < len(s.CPU.PerCPU) {
+				busy += s.CPU.PerCPU[c]
+			}
+		}
+	}
+	return busy / s.Gbit()
+}
+
+// iperf runs an iperf3 server and client and returns the client's JSON report and the CPU the
+// machine spent while the client ran.
+func iperf(p Path, seconds int, clientCPU, serverCPU string, port int, extra ...string) (iperfResult, cpuUse, error) {
 	var r iperfResult
 	stop, err := server(p.Server.NetNS, serverCPU, "iperf3", "-s", "-1", "-B", p.Server.IP, "-p", strconv.Itoa(port))
 	if err != nil {
-		return r, err
+		return r, cpuUse{}, err
 	}
 	defer stop()
 	args := append([]string{"-c", p.Server.IP, "-p", strconv.Itoa(port), "-t", strconv.Itoa(seconds), "-J"}, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+20)*time.Second)
 	defer cancel()
-	out, err := nsCmd(ctx, p.Client.NetNS, clientCPU, "iperf3", args...).Output()
+	var out []byte
+	cpu, err := measureCPU(func() (err error) {
+		out, err = nsCmd(ctx, p.Client.NetNS, clientCPU, "iperf3", args...).Output()
+		return err
+	})
 	if jerr := json.Unmarshal(out, &r); jerr != nil {
-		return r, fmt.Errorf("iperf3 on %s: %v (%v): %s", p.Name, err, jerr, tail(out))
+		return r, cpu, fmt.Errorf("iperf3 on %s: %v (%v): %s", p.Name, err, jerr, tail(out))
 	}
 	if r.Error != "" {
-		return r, fmt.Errorf("iperf3 on %s: %s", p.Name, r.Error)
+		return r, cpu, fmt.Errorf("iperf3 on %s: %s", p.Name, r.Error)
 	}
-	return r, err
+	return r, cpu, err
 }
 
 func tail(b []byte) string {

@@ -6,9 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,9 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/pkg/service"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -138,10 +133,7 @@ func setupServicesBench(b *testing.B, l *lab.Lab) *servicesBench {
 	}
 	cEP, sEP, cKP, sKP := pod(s.ep, "client-ep"), pod(s.ep, "server-ep"), pod(s.kp, "client-kp"), pod(s.kp, "server-kp")
 
-	s.crr = filepath.Join(l.Dir, "crr")
-	if out, err := exec.Command("go", "build", "-o", s.crr, "./crr").CombinedOutput(); err != nil {
-		b.Fatalf("building crr: %v: %s", err, out)
-	}
+	s.crr = buildCRR(b, l)
 
 	newService := func(name string, opts lab.ServiceOptions, backend *lab.Pod) *corev1.Service {
 		svc, err := l.CreateService(ctx, name, opts)
@@ -233,197 +225,6 @@ func setupServicesBench(b *testing.B, l *lab.Lab) *servicesBench {
 	return s
 }
 
-func nicMAC(b *testing.B, n *lab.Node) net.HardwareAddr {
-	var mac net.HardwareAddr
-	if err := lab.InNetns(n.Netns, func() error {
-		ifc, err := net.InterfaceByName("eth0")
-		if err == nil {
-			mac = ifc.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	return mac
-}
-
-const verifyFrames = 20000
-
-// calibrate runs verifyFrames through p and sets p.frames to about one second's worth.
-func calibrate(b *testing.B, p *livePath) {
-	s, err := LiveRate(p.node.Netns, "eth0", p.prog, p.frame, verifyFrames, benchCPU)
-	if err != nil {
-		b.Fatalf("%s: %v", p.name, err)
-	}
-	p.frames = uint32(min(max(s.PPS, 50_000), 20_000_000))
-}
-
-// verifyXDPDrop: node_xdp counted every frame as NODEPORT_CLOSED.
-func verifyXDPDrop(b *testing.B, p *livePath) {
-	key := metricsmap.Key{Dir: metricsmap.DirNodeXDP, Reason: uint32(dropreason.NodePortClosed)}
-	before, err := p.node.Counters()
-	if err != nil {
-		b.Fatal(err)
-	}
-	calibrate(b, p)
-	after, err := p.node.Counters()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if got := after[key].Packets - before[key].Packets; got != verifyFrames {
-		b.Fatalf("%s: node_xdp counted %d NODEPORT_CLOSED drops of %d frames", p.name, got, verifyFrames)
-	}
-}
-
-// verifyNoPort: the frames reached ns's UDP layer, which had no socket for them (the node itself
-// for a hidden NodePort, the backend pod for a forwarded one): Udp NoPorts grew by the frames,
-// give or take what a full backlog dropped (at most 1%).
-func verifyNoPort(ns lab.Netns) func(*testing.B, *livePath) {
-	return func(b *testing.B, p *livePath) {
-		before := udpNoPorts(b, ns)
-		calibrate(b, p)
-		got := udpNoPorts(b, ns) - before
-		if got < verifyFrames*99/100 || got > verifyFrames {
-			b.Fatalf("%s: %s counted %d UDP datagrams to no port of %d frames", p.name, ns, got, verifyFrames)
-		}
-	}
-}
-
-var noPortsField = regexp.MustCompile(`(?m)^Udp: (\d+) (\d+)`)
-
-func udpNoPorts(b *testing.B, ns lab.Netns) uint64 {
-	var v uint64
-	err := lab.InNetns(ns, func() error {
-		// thread-self: /proc/net follows the process's main thread, not this one.
-		buf, err := os.ReadFile("/proc/thread-self/net/snmp")
-		if err != nil {
-			return err
-		}
-		// "Udp: InDatagrams NoPorts ..." header line, then the values line.
-		all := noPortsField.FindAllStringSubmatch(string(buf), -1)
-		if len(all) == 0 {
-			return fmt.Errorf("no Udp line in snmp of %s", ns)
-		}
-		v, err = strconv.ParseUint(all[len(all)-1][2], 10, 64)
-		return err
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return v
-}
-
-// verifyRuleDrop: kube-proxy's DROP rule for the NodePort counted every frame.
-func verifyRuleDrop(k *lab.KubeProxy, nodePort int32) func(*testing.B, *livePath) {
-	return func(b *testing.B, p *livePath) {
-		before := dropRulePackets(b, k, nodePort)
-		calibrate(b, p)
-		if got := dropRulePackets(b, k, nodePort) - before; got != verifyFrames {
-			b.Fatalf("%s: kube-proxy's DROP rule for port %d counted %d of %d frames", p.name, nodePort, got, verifyFrames)
-		}
-	}
-}
-
-func dropRulePackets(b *testing.B, k *lab.KubeProxy, nodePort int32) uint64 {
-	out, err := k.Node.Netns.Exec(context.Background(), "iptables-save", "-c", "-t", "filter")
-	if err != nil {
-		b.Fatal(err)
-	}
-	port := fmt.Sprintf("--dport %d ", nodePort)
-	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, port) && strings.HasSuffix(strings.TrimSpace(line), "-j DROP") && strings.HasPrefix(line, "[") {
-			n, err := strconv.ParseUint(line[1:strings.Index(line, ":")], 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatalf("kube-proxy has no DROP rule for node port %d:\n%s", nodePort, out)
-	return 0
-}
-
-// kubeProxyServices counts kube-proxy's per-Service-IP rules in the nat table's KUBE-SERVICES.
-func (s *servicesBench) kubeProxyServices() (int, error) {
-	rules, err := s.proxy.NATRules(context.Background())
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, line := range strings.Split(rules, "\n") {
-		if strings.HasPrefix(line, "-A KUBE-SERVICES -d ") {
-			n++
-		}
-	}
-	return n, nil
-}
-
-// grow creates bulk Services until n Services are programmed (the benchmark's own counting as
-// one), waits for both proxies to have programmed all of them, and reports how long that took and
-// both proxies' memory.
-func (s *servicesBench) grow(b *testing.B, n int) []Result {
-	ctx := context.Background()
-	want := n - 1
-	if want <= s.fillers {
-		return nil
-	}
-	start := time.Now()
-	if _, err := s.l.BulkServices(ctx, "fill", s.fillers, want, 10, 8); err != nil {
-		b.Fatal(err)
-	}
-	created := time.Since(start)
-	s.fillers = want
-	var epDone, kpDone time.Duration
-	deadline := time.Now().Add(15 * time.Minute)
-	for epDone == 0 || kpDone == 0 {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d services: not programmed within 15 minutes (edgeplane %v, kube-proxy %v)", n, epDone, kpDone)
-		}
-		if epDone == 0 {
-			if c, err := s.ep.ServiceFrontends(); err == nil && c >= s.svc0+want {
-				epDone = time.Since(start)
-			}
-		}
-		if kpDone == 0 {
-			if c, err := s.kubeProxyServices(); err == nil && c >= s.kpRules0+want {
-				kpDone = time.Since(start)
-			}
-		}
-		time.Sleep(time.Second)
-	}
-	epRSS, kpRSS := rssMiB(s.ep.Agent.Pid()), rssMiB(s.proxy.Process.Pid())
-	b.Logf("%d services: created in %v; programmed by edgeplane after %v (RSS %.0f MiB), by kube-proxy after %v (RSS %.0f MiB)",
-		n, created.Round(time.Millisecond), epDone.Round(time.Second), epRSS, kpDone.Round(time.Second), kpRSS)
-	g := fmt.Sprintf("services-%d/programming", n)
-	one := func(metric, unit, path string, v, base float64) Result {
-		r := Result{Group: g, Metric: metric, Unit: unit, Path: path, Baseline: "kube-proxy", Samples: []float64{v}, Median: v}
-		if base > 0 {
-			r.Ratio, r.RatioMin, r.RatioMax = v/base, v/base, v/base
-		}
-		return r
-	}
-	return []Result{
-		one("programmed_after_create_start", "s (1 s polls)", "kube-proxy", kpDone.Seconds(), kpDone.Seconds()),
-		one("programmed_after_create_start", "s (1 s polls)", "edgeplane", epDone.Seconds(), kpDone.Seconds()),
-		one("rss", "MiB", "kube-proxy", kpRSS, kpRSS),
-		one("rss", "MiB", "edgeplane", epRSS, kpRSS),
-	}
-}
-
-func rssMiB(pid int) float64 {
-	buf, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(buf), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
 func (s *servicesBench) measure(b *testing.B, n, rounds, secs int) []Result {
 	prefix := fmt.Sprintf("services-%d/", n)
 	var out []Result
@@ -508,34 +309,4 @@ func (s *servicesBench) alone(path string, fn func() error) error {
 		defer resume()
 	}
 	return fn()
-}
-
-// scaling relates every path's median at each step to its own at the first step (edgeplane at
-// 10,000 Services against edgeplane at 1).
-func scaling(steps []int, perStep map[int][]Result) []Result {
-	if len(steps) < 2 {
-		return nil
-	}
-	base := map[string]Result{}
-	key := func(r Result) string {
-		return strings.SplitN(r.Group, "/", 2)[1] + "|" + r.Metric + "|" + r.Path
-	}
-	for _, r := range perStep[steps[0]] {
-		base[key(r)] = r
-	}
-	var out []Result
-	for _, n := range steps[1:] {
-		for _, r := range perStep[n] {
-			b0, ok := base[key(r)]
-			if !ok || b0.Median == 0 {
-				continue
-			}
-			out = append(out, Result{
-				Group: fmt.Sprintf("services-scaling/%s", strings.SplitN(r.Group, "/", 2)[1]), Metric: fmt.Sprintf("%s@%d", r.Metric, n),
-				Unit: "ratio to own median at " + strconv.Itoa(steps[0]), Path: r.Path, Baseline: fmt.Sprintf("%s@%d", r.Path, steps[0]),
-				Samples: []float64{r.Median}, Median: r.Median, Ratio: r.Median / b0.Median,
-			})
-		}
-	}
-	return out
 }

@@ -1,20 +1,155 @@
 package domains
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
 const isolatedWarning = "cannot carry cloud hosts' traffic"
+
+// apiEcho is the TCP echo from the API server's namespace (a cloud host that is not a node).
+func (c *cluster) apiEcho(dst *lab.Pod) (netip.AddrPort, time.Duration, error) {
+	start := time.Now()
+	seen, err := lab.TCPEcho(c.lab.API.Netns, netip.AddrPortFrom(dst.IP, echoPort), 2*time.Second)
+	return seen, time.Since(start), err
+}
+
+// overlayAddr is a node's overlay address, the first of its pod CIDR (where the gateway
+// translates cloud hosts' traffic to).
+func overlayAddr(n *lab.Node) netip.Addr { return n.PodCIDR.Addr() }
+
+func testGateway(t *testing.T, c *cluster) {
+	ctx := t.Context()
+	c.setConfig(t, privateLine)
+	c.converge(t, cloudSiteA)
+	c2, c1 := c.node("c2"), c.node("c1")
+	c.label(t, "c2", domain.CloudGatewayLabel, true)
+	t.Cleanup(func() {
+		c.label(t, "c1", domain.CloudGatewayLabel, false)
+		c.label(t, "c2", domain.CloudGatewayLabel, false)
+	})
+	// The VPC's route table: edge pod CIDRs via the gateway node (the operator's part).
+	setAPIRoute := func(via *lab.Node) {
+		t.Helper()
+		if _, err := c.lab.API.Netns.IP(ctx, "route", "replace", lab.ClusterCIDR.String(), "via", via.IP.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setAPIRoute(c2)
+
+	// Edge pods answer the API server through the gateway, which translated it to its overlay
+	// address; site-b (public) fails at once.
+	var seen netip.AddrPort
+	deadline := time.Now().Add(convergeLimit)
+	for {
+		var err error
+		if seen, _, err = c.apiEcho(c.pod("a1")); err == nil || time.Now().After(deadline) {
+			if err != nil {
+				t.Fatalf("API server -> site-a pod through gateway c2: %v", err)
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if seen.Addr() != overlayAddr(c2) {
+		t.Errorf("the site-a pod saw the API server as %v, want gateway c2's overlay address %v", seen, overlayAddr(c2))
+	}
+	if _, took, err := c.apiEcho(c.pod("b1")); !errors.Is(err, syscall.EHOSTUNREACH) || took > 500*time.Millisecond {
+		t.Errorf("API server -> site-b pod: %v after %v, want EHOSTUNREACH at once", err, took)
+	}
+	// The other cloud node routes edge pod CIDRs via the gateway (host traffic), and an
+	// unreachable route for site-b.
+	out, err := c1.Netns.IP(ctx, "route", "show", "proto", "237")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVia := fmt.Sprintf("%s via %s", c.node("a1").PodCIDR, c2.IP)
+	wantUnreach := fmt.Sprintf("unreachable %s", c.node("b1").PodCIDR)
+	if !strings.Contains(out, wantVia) || !strings.Contains(out, wantUnreach) {
+		t.Errorf("c1's edgeplane routes:\n%s\nwant %q and %q", out, wantVia, wantUnreach)
+	}
+	if seen, err := lab.TCPEcho(c1.Netns, netip.AddrPortFrom(c.pod("a1").IP, echoPort), 2*time.Second); err != nil || seen.Addr() != overlayAddr(c2) {
+		t.Errorf("c1's host -> site-a pod: seen as %v, %v; want via gateway c2 (%v)", seen, err, overlayAddr(c2))
+	}
+	t.Logf("API server -> site-a pod via gateway c2: seen as %v; c1's routes:\n%s", seen, out)
+
+	// Without the private line the gateway cannot help: fast failure, and it says so.
+	c.setConfig(t, "")
+	waitAPI(t, c, c.pod("a1"), false)
+	// node_ingress answers (the kernel's own answer from the unreachable route would be
+	// rate-limited to a burst, then one every two seconds): every probe fails at once.
+	for range 5 {
+		if _, took, err := c.apiEcho(c.pod("a1")); !errors.Is(err, syscall.EHOSTUNREACH) || took > 500*time.Millisecond {
+			t.Errorf("API server -> site-a pod without a private line: %v after %v, want EHOSTUNREACH at once", err, took)
+		}
+	}
+	if got := counter(t, c2, metricsmap.DirNodeIn, dropreason.DomainUnreachable); got < 5 {
+		t.Errorf("c2 counted %d DOMAIN_UNREACHABLE on node-in, want at least the 5 probes", got)
+	}
+	waitEvent(t, c, "c2", "CloudGatewayIsolated")
+	if logs := c2.AgentLogs(200); !strings.Contains(logs, "cannot carry cloud hosts' traffic") {
+		t.Errorf("c2's agent log does not say the gateway cannot help:\n%s", logs)
+	}
+
+	// The label moves to c1 (and the VPC route with it): live, no restart.
+	c.setConfig(t, privateLine)
+	c.label(t, "c2", domain.CloudGatewayLabel, false)
+	c.label(t, "c1", domain.CloudGatewayLabel, true)
+	setAPIRoute(c1)
+	took := waitAPI(t, c, c.pod("a2"), true)
+	if seen, _, err := c.apiEcho(c.pod("a2")); err != nil || seen.Addr() != overlayAddr(c1) {
+		t.Errorf("after the move: seen as %v, %v; want c1's overlay address %v", seen, err, overlayAddr(c1))
+	}
+	t.Logf("gateway moved to c1: API server reaches site-a pods again after %v", took.Round(time.Millisecond))
+	if _, err := c.lab.API.Netns.IP(ctx, "route", "del", lab.ClusterCIDR.String()); err != nil {
+		t.Error(err)
+	}
+}
+
+func waitAPI(t *testing.T, c *cluster, dst *lab.Pod, want bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < convergeLimit {
+		if _, _, err := c.apiEcho(dst); (err == nil) == want {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("API server -> %s: reachable=%t not reached within %v", dst.Name, want, convergeLimit)
+	return 0
+}
+
+func waitEvent(t *testing.T, c *cluster, node, reason string) {
+	t.Helper()
+	deadline := time.Now().Add(convergeLimit)
+	for time.Now().Before(deadline) {
+		evs, err := c.lab.Client.CoreV1().Events("default").List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == node && e.Reason == reason {
+				t.Logf("event on %s: %s: %s", node, e.Reason, e.Message)
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("no %s event on node %s", reason, node)
+}
 
 // testGatewayRemoved (issue 12, item 8): a gateway isolated a second time, after a recovery, says
 // so again (event and Warning log line); and with the label removed from every node, each node

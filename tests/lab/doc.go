@@ -35,4 +35,13 @@
 //
 // Close tears everything down in reverse order of creation: process groups killed, pods deleted,
 // namespaces removed, bpffs unmounted, the lab directory removed (kept, with the logs, when asked).
+//
+// Cleanup has one rule. What lives as long as the lab (a namespace, a mount, a process, a pod, a
+// kubelet node) is put on the lab's closer list (onClose) as soon as it exists, and Close runs the
+// list backwards; what lives for one call (a file, a context, a socket, a map handle) is closed in
+// that call, by defer (right after use inside a loop). A constructor that fails part-way (New,
+// AddPod, StartKubelet) also undoes its own work at once, in a deferred check of its error, so
+// that the caller's lab goes on without a half-built thing; that undo is idempotent with the
+// closer it registered. StartCluster is the exception: a failed bring-up is left to the lab's
+// Close, its state kept for the logs.
 package lab

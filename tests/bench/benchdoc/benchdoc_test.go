@@ -1,0 +1,211 @@
+package main
+
+import (
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// svgTexts parses an SVG document and returns its root element's name and the text of its
+// <text> elements; the test fails if it is not well-formed XML.
+func svgTexts(t *testing.T, path string) (string, []string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := xml.NewDecoder(f)
+	var root string
+	var texts []string
+	inText := false
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s is not well-formed: %v", path, err)
+		}
+		switch e := tok.(type) {
+		case xml.StartElement:
+			if root == "" {
+				root = e.Name.Local
+			}
+			inText = e.Name.Local == "text"
+		case xml.EndElement:
+			inText = false
+		case xml.CharData:
+			if inText {
+				texts = append(texts, strings.TrimSpace(string(e)))
+			}
+		}
+	}
+	return root, texts
+}
+
+// The generator renders a fixture of two machines: charts for each machine that has the data,
+// each an SVG document naming every metric (or panel) and baseline, and a table per machine
+// between the markers of the document, whose hand-written rest stays as it was.
+func TestGenerate(t *testing.T) {
+	dir := t.TempDir()
+	doc := filepath.Join(dir, "docs", "benchmarks.md")
+	charts := filepath.Join(dir, "docs", "bench")
+	if err := os.MkdirAll(filepath.Dir(doc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hand := "# Benchmarks\n\nWritten by hand.\n\n" + beginMarker + "\nstale\n" + endMarker + "\n\n## Reproduce\nby hand too\n"
+	if err := os.WriteFile(doc, []byte(hand), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := generate("testdata/results.json", doc, charts); err != nil {
+		t.Fatal(err)
+	}
+
+	entries, err := os.ReadDir(charts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{"cross-node-fast-vm.svg", "cross-node-old-vm.svg", "services-fast-vm.svg", "services-one-step-vm.svg"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("charts %v, want %v (old-vm has no Services results)", names, want)
+	}
+
+	root, texts := svgTexts(t, filepath.Join(charts, "cross-node-fast-vm.svg"))
+	if root != "svg" {
+		t.Errorf("root element %q", root)
+	}
+	for _, l := range []string{"UDP RR (trans/s)", "TCP RR across CPUs (trans/s)", "TCP stream (Mbit/s)",
+		"TCP stream, CPU-s per Gbit (lower is better)", "8 TCP streams (Mbit/s)", "TCP CRR (conn/s)",
+		"TCP CRR (conn/s) via ClusterIP", "vs Flannel", "vs underlay"} {
+		if !slices.Contains(texts, l) {
+			t.Errorf("cross-node chart has no label %q: %q", l, texts)
+		}
+	}
+	if !slices.ContainsFunc(texts, func(s string) bool { return strings.Contains(s, "fast-vm") }) {
+		t.Errorf("cross-node chart does not name its machine: %q", texts)
+	}
+	root, texts = svgTexts(t, filepath.Join(charts, "services-fast-vm.svg"))
+	if root != "svg" {
+		t.Errorf("root element %q", root)
+	}
+	for _, l := range []string{"ClusterIP TCP RR (trans/s)", "ClusterIP connect rate (conn/s)",
+		"Isolated NodePort drop (pkt/s, one CPU)", "kube-proxy", "edgeplane", "kube-proxy-norule",
+		"edgeplane-native", "Services programmed"} {
+		if !slices.Contains(texts, l) {
+			t.Errorf("services chart has no label %q: %q", l, texts)
+		}
+	}
+	if slices.Contains(texts, "NodePort forward to a local pod (pkt/s)") {
+		t.Error("services chart draws a panel the fixture has no data for")
+	}
+	// One step of Services, on log axes, with its min = max.
+	if root, texts := svgTexts(t, filepath.Join(charts, "services-one-step-vm.svg")); root != "svg" ||
+		!slices.Contains(texts, "Isolated NodePort drop (pkt/s, one CPU)") || !slices.Contains(texts, "edgeplane-native") {
+		t.Errorf("one-step services chart: root %q, texts %q", root, texts)
+	}
+
+	out, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(out)
+	if !strings.HasPrefix(md, "# Benchmarks\n\nWritten by hand.\n\n"+beginMarker) ||
+		!strings.HasSuffix(md, endMarker+"\n\n## Reproduce\nby hand too\n") || strings.Contains(md, "stale") {
+		t.Errorf("hand-written parts not kept or generated part not replaced:\n%s", md)
+	}
+	for _, s := range []string{
+		"### Machine `fast-vm`\n\nCPU: AMD EPYC, 2 CPUs, kernel 6.18.44.",
+		"2026-12-06T05:00:00Z (git abc123): cross-node, cross-node-clusterip, cross-node-background",
+		"2026-12-06T06:00:00Z (git abc123): services at 1, 1000 Services",
+		"![cross-node-fast-vm](bench/cross-node-fast-vm.svg)",
+		"![services-fast-vm](bench/services-fast-vm.svg)",
+		"| metric | flannel | edgeplane | vs flannel | vs underlay | underlay | vs flannel |",
+		"| UDP RR (trans/s) | 100,000 | 160,000 | 1.60x (1.55-1.64) | 0.80x (0.77-0.81) | 200,000 | 2.00x (1.99-2.01) |",
+		"| TCP stream, CPU-s per Gbit | 0.06 | 0.05 | 0.83x (0.78-0.87) |",
+		"| TCP CRR (conn/s) | 4,100 | 8,100 | 1.98x (1.95-2.00) |",
+		"0.06 busy CPUs (0.04, 0.06)",
+		"| Services programmed | 1 | 1,000 |",
+		"| clusterip connect rate (conn/s), edgeplane | 36,000 (1.20x, 1.10-1.30) | 37,000 (1.19x, 1.10-1.30) |",
+		"### Machine `old-vm`\n\nCPU: not recorded, 2 CPUs, kernel 6.18. recorded by hand.\nRuns: not recorded (revision not recorded): cross-node.",
+		"Cross-node, pod to pod, medians (rounds not recorded)",
+		"| UDP RR (trans/s) | 30,766 | 43,294 | 1.37x (1.22-1.43) |\n",
+	} {
+		if !strings.Contains(md, s) {
+			t.Errorf("document lacks %q:\n%s", s, md)
+		}
+	}
+	if strings.Index(md, "### Machine `fast-vm`") > strings.Index(md, "### Machine `old-vm`") {
+		t.Error("machines not in the file's order")
+	}
+
+	// A second run over its own output changes nothing.
+	if err := generate("testdata/results.json", doc, charts); err != nil {
+		t.Fatal(err)
+	}
+	again, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != md {
+		t.Errorf("not idempotent:\n%s", again)
+	}
+}
+
+func TestSplice(t *testing.T) {
+	got, err := Splice("intro\n", beginMarker+"\nnew\n"+endMarker)
+	if err != nil || got != "intro\n\n"+beginMarker+"\nnew\n"+endMarker+"\n" {
+		t.Errorf("no markers yet: %q, %v", got, err)
+	}
+	if _, err := Splice("a\n"+beginMarker+"\nb\n", "x"); err == nil {
+		t.Error("a missing end marker: no error")
+	}
+	if _, err := Splice(endMarker+"\n"+beginMarker, "x"); err == nil {
+		t.Error("markers out of order: no error")
+	}
+}
+
+// The committed tables and charts are what the committed results render to: after a benchmark
+// run, `make bench-charts` (the end of `make bench`) must have been run and its output committed.
+func TestCommittedUpToDate(t *testing.T) {
+	root := filepath.Join("..", "..", "..")
+	committed, err := os.ReadFile(filepath.Join(root, "docs", "benchmarks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	doc := filepath.Join(dir, "docs", "benchmarks.md")
+	if err := os.MkdirAll(filepath.Dir(doc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(doc, committed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	charts := filepath.Join(dir, "docs", "bench")
+	if err := generate(filepath.Join(root, "bench", "results.json"), doc, charts); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(doc); string(got) != string(committed) {
+		t.Error("docs/benchmarks.md's generated section differs from bench/results.json's: run make bench-charts")
+	}
+	entries, err := os.ReadDir(charts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		want, _ := os.ReadFile(filepath.Join(charts, e.Name()))
+		got, err := os.ReadFile(filepath.Join(root, "docs", "bench", e.Name()))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("docs/bench/%s is missing or differs from bench/results.json's: run make bench-charts", e.Name())
+		}
+	}
+}
