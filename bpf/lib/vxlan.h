@@ -203,7 +203,7 @@ static __always_inline int vxlan_set_tunnel(struct __sk_buff *skb, const struct 
 	key.remote_ipv4 = bpf_ntohl(remote);
 	key.tunnel_id = cfg->vni;
 	key.tunnel_ttl = VXLAN_TTL;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags) < 0)
+	if (bpf_skb_set_tunnel_key(skb, &key, TUNNEL_KEY_SIZE, flags) < 0)
 		return -DROP_ENCAP_FAILED;
 	return 0;
 }
