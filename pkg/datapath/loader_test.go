@@ -238,7 +238,8 @@ func TestLoadAttachReload(t *testing.T) {
 	if want := programID(t, d2.Program(progNodeIngress)); prog != want {
 		t.Errorf("underlay link runs program %d, want %d", prog, want)
 	}
-	if err := d2.UpdatePodLinks(); err != nil {
+	// In the pods' netns, as the agent runs in the host's: netlink TC finds the veth by name.
+	if err := netns.Do(func(ns.NetNS) error { return d2.UpdatePodLinks() }); err != nil {
 		t.Fatalf("UpdatePodLinks: %v", err)
 	}
 	if prog, _ := pinnedAttachment(t, netns, filepath.Join(root, linksDir, "pod-b1"), b1, ingress); prog != programID(t, d2.Program(progPodEgress)) {
@@ -344,7 +345,7 @@ func TestLoadKeepsGrownArray(t *testing.T) {
 func TestNetlinkTCFallback(t *testing.T) {
 	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
 	netns := testNetns(t)
-	a1 := ifindexIn(t, netns, "a1")
+	a1, b0 := ifindexIn(t, netns, "a1"), ifindexIn(t, netns, "b0")
 	d := mustLoad(t, root)
 
 	err := netns.Do(func(ns.NetNS) error {
@@ -356,6 +357,16 @@ func TestNetlinkTCFallback(t *testing.T) {
 		}
 		if err := CheckPod(root, "a1", a1); err != nil {
 			return err
+		}
+		// Hooks with edgeplane's filters running other programs (the VXLAN device's) are not the pod's.
+		if err := attachNetlinkTC(d.linkPin(linkOverlayIngress), d.Program(progOverlayIngress), b0, ingress); err != nil {
+			return err
+		}
+		if err := attachNetlinkTC(d.linkPin(linkOverlayEgress), d.Program(progOverlayEgress), b0, egress); err != nil {
+			return err
+		}
+		if err := CheckPod(root, "a1", b0); err == nil {
+			return errors.New("CheckPod accepted the filters of another interface, running other programs")
 		}
 		// AttachPod keeps using netlink TC for an interface recorded that way.
 		if err := AttachPod(root, "a1", a1); err != nil {

@@ -38,8 +38,8 @@ func Cleanup(root string) error {
 			continue
 		}
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-			if err := l.Unpin(); err != nil {
-				errs = append(errs, fmt.Errorf("unpinning %s: %w", pin, err))
+			if err := releaseLink(l, pin); err != nil {
+				errs = append(errs, err)
 			}
 			l.Close()
 			continue

@@ -77,20 +77,50 @@ func detachNetlinkTC(pin, ifName string, dir direction) error {
 }
 
 func checkNetlinkTC(ifindex int, dir direction) error {
+	_, err := netlinkTCFilter(ifindex, dir)
+	return err
+}
+
+// checkNetlinkTCRuns checks that edgeplane's filter on ifindex's dir hook runs the program pinned
+// at pin: a filter alone says nothing of which program (the hook may be another interface's,
+// the VXLAN device's, whose filter is edgeplane's too).
+func checkNetlinkTCRuns(pin string, ifindex int, dir direction) error {
+	f, err := netlinkTCFilter(ifindex, dir)
+	if err != nil {
+		return err
+	}
+	prog, err := ebpf.LoadPinnedProgram(pin, nil)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", pin, err)
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return fmt.Errorf("reading the program pinned at %s: %w", pin, err)
+	}
+	id, _ := info.ID()
+	if ebpf.ProgramID(f.Id) != id {
+		return fmt.Errorf("the tc %s filter on ifindex %d runs program %d, not %s's (%d)", dir.name, ifindex, f.Id, pin, id)
+	}
+	return nil
+}
+
+// netlinkTCFilter returns edgeplane's filter (its priority and handle) on ifindex's dir hook.
+func netlinkTCFilter(ifindex int, dir direction) (*netlink.BpfFilter, error) {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
-		return fmt.Errorf("looking up ifindex %d: %w", ifindex, err)
+		return nil, fmt.Errorf("looking up ifindex %d: %w", ifindex, err)
 	}
 	filters, err := netlink.FilterList(l, dir.parent)
 	if err != nil {
-		return fmt.Errorf("listing tc filters of %s: %w", l.Attrs().Name, err)
+		return nil, fmt.Errorf("listing tc filters of %s: %w", l.Attrs().Name, err)
 	}
 	for _, f := range filters {
 		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Priority == tcFilterPriority && bf.Handle == tcFilterHandle {
-			return nil
+			return bf, nil
 		}
 	}
-	return fmt.Errorf("no edgeplane tc %s filter on %s", dir.name, l.Attrs().Name)
+	return nil, fmt.Errorf("no edgeplane tc %s filter on %s", dir.name, l.Attrs().Name)
 }
 
 // ifindexByName returns 0 without error when the interface does not exist.
