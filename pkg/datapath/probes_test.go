@@ -17,18 +17,27 @@ func TestKernelFeaturesMatchRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := Features{TCX: kernelAtLeast(t, 6, 6), CheckMTU: kernelAtLeast(t, 5, 12), EncapL2Eth: kernelAtLeast(t, 5, 12)}
+	if f != want {
+		t.Errorf("kernel %s: probed %+v, want %+v", kernelRelease(t), f, want)
+	}
+}
+
+func kernelRelease(t testing.TB) string {
+	t.Helper()
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
 		t.Fatal(err)
 	}
-	release := unix.ByteSliceToString(uts.Release[:])
-	var major, minor int
-	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
-		t.Fatalf("kernel release %q: %v", release, err)
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// kernelAtLeast tells whether the running kernel's release is major.minor or later.
+func kernelAtLeast(t testing.TB, major, minor int) bool {
+	t.Helper()
+	var ma, mi int
+	if _, err := fmt.Sscanf(kernelRelease(t), "%d.%d", &ma, &mi); err != nil {
+		t.Fatalf("kernel release %q: %v", kernelRelease(t), err)
 	}
-	atLeast := func(ma, mi int) bool { return major > ma || major == ma && minor >= mi }
-	want := Features{TCX: atLeast(6, 6), CheckMTU: atLeast(5, 12), EncapL2Eth: atLeast(5, 12)}
-	if f != want {
-		t.Errorf("kernel %s: probed %+v, want %+v", release, f, want)
-	}
+	return ma > major || ma == major && mi >= minor
 }
