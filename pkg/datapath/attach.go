@@ -272,6 +272,12 @@ func ensureAttached(pin string, prog *ebpf.Program, ifindex int, dir direction) 
 		}
 	case errors.Is(err, os.ErrNotExist):
 	case isProgramPin(pin):
+		if _, _, pod := podPin(filepath.Base(pin)); !pod {
+			// The NIC or the device may have changed: the old one's filter goes.
+			if err := detachNetlinkTCProgram(pin, ifindex, dir); err != nil {
+				return err
+			}
+		}
 		return attachNetlinkTC(pin, prog, ifindex, dir)
 	default:
 		return fmt.Errorf("opening %s: %w", pin, err)

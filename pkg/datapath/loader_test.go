@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -393,5 +394,38 @@ func TestNetlinkTCFallback(t *testing.T) {
 		if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("fallback pin left: %v", err)
 		}
+	}
+
+	// A NIC's attachment, recorded by a program pin that names no interface, moves with the NIC
+	// (the old one's filter goes), and Cleanup removes it and the VXLAN device's.
+	a0, b1 := ifindexIn(t, netns, "a0"), ifindexIn(t, netns, "b1")
+	err = netns.Do(func(ns.NetNS) error {
+		pin := d.linkPin(linkUnderlayIngress)
+		if err := attachNetlinkTC(pin, d.Program(progNodeIngress), a0, ingress); err != nil {
+			return err
+		}
+		if err := ensureAttached(pin, d.Program(progNodeIngress), b1, ingress); err != nil {
+			return err
+		}
+		if err := checkNetlinkTC(a0, ingress); err == nil {
+			return errors.New("the old NIC kept its filter")
+		}
+		if err := checkNetlinkTCRuns(pin, b1, ingress); err != nil {
+			return err
+		}
+		if err := Cleanup(root); err != nil {
+			return err
+		}
+		for _, ifindex := range []int{a0, b0, b1} {
+			for _, dir := range []direction{ingress, egress} {
+				if err := checkNetlinkTC(ifindex, dir); err == nil {
+					return fmt.Errorf("tc %s filter left on ifindex %d after Cleanup", dir.name, ifindex)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

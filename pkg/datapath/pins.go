@@ -37,6 +37,11 @@ func Cleanup(root string) error {
 			}
 			continue
 		}
+		if isProgramPin(pin) { // a NIC's or the device's netlink-TC attachment
+			if err := detachNetlinkTCProgram(pin, 0, direction{}); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 			if err := releaseLink(l, pin); err != nil {
 				errs = append(errs, err)

@@ -105,6 +105,45 @@ func checkNetlinkTCRuns(pin string, ifindex int, dir direction) error {
 	return nil
 }
 
+// detachNetlinkTCProgram removes edgeplane's filters running the program pinned at pin from every
+// interface of the netns, except the hook (keepIfindex, keepDir) (keepIfindex 0: none kept). A
+// NIC's or the VXLAN device's attachment is recorded by the program pinned at its link path, which
+// does not name the interface: where that program runs is where it was attached (each program has
+// one hook; pod programs, on many veths, are never removed this way). Without it a moved underlay
+// and an uninstalled node kept their filters on kernels without tcx.
+func detachNetlinkTCProgram(pin string, keepIfindex int, keepDir direction) error {
+	prog, err := ebpf.LoadPinnedProgram(pin, nil)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", pin, err)
+	}
+	info, err := prog.Info()
+	prog.Close()
+	if err != nil {
+		return fmt.Errorf("reading the program pinned at %s: %w", pin, err)
+	}
+	id, _ := info.ID()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing interfaces: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		for _, dir := range []direction{ingress, egress} {
+			if l.Attrs().Index == keepIfindex && dir == keepDir {
+				continue
+			}
+			f, err := netlinkTCFilter(l.Attrs().Index, dir)
+			if err != nil || ebpf.ProgramID(f.Id) != id {
+				continue // no edgeplane filter there, or another program's
+			}
+			if err := netlink.FilterDel(tcFilter(l.Attrs().Index, dir)); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing tc %s filter from %s: %w", dir.name, l.Attrs().Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // netlinkTCFilter returns edgeplane's filter (its priority and handle) on ifindex's dir hook.
 func netlinkTCFilter(ifindex int, dir direction) (*netlink.BpfFilter, error) {
 	l, err := netlink.LinkByIndex(ifindex)
