@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -57,6 +58,9 @@ func probeFeatures() (Features, error) {
 	// A no-op where memory cgroups account BPF memory (cilium/ebpf probes which it is).
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return f, fmt.Errorf("raising RLIMIT_MEMLOCK, which kernels before 5.11 charge BPF maps and programs to (needs CAP_SYS_RESOURCE): %w", err)
+	}
+	if err := checkFloor(features.HaveProgramHelper); err != nil {
+		return f, err
 	}
 	var err error
 	if f.TCX, err = probeTCX(); err != nil {
@@ -118,6 +122,29 @@ func probeEncapL2Eth() (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("bpf_skb_adjust_room returned %d", int32(ret))
+}
+
+// The floor, Linux 5.10: the newest helpers every program path needs (pod delivery with
+// bpf_redirect_peer, the underlay's next hop with bpf_redirect_neigh). A kernel without them gets
+// one error naming what is missing instead of a verifier log.
+var floorHelpers = []asm.BuiltinFunc{asm.FnRedirectPeer, asm.FnRedirectNeigh}
+
+// checkFloor asks have about each floor helper for TC programs.
+func checkFloor(have func(ebpf.ProgramType, asm.BuiltinFunc) error) error {
+	var missing []string
+	for _, fn := range floorHelpers {
+		ok, err := supported(have(ebpf.SchedCLS, fn))
+		if err != nil {
+			return fmt.Errorf("probing %v: %w", fn, err)
+		}
+		if !ok {
+			missing = append(missing, fn.String())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("this kernel is older than edgeplane's floor, Linux 5.10: it has no %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // supported turns a cilium/ebpf feature probe's answer into yes/no, keeping real errors.

@@ -2,10 +2,31 @@ package datapath
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 )
+
+// A kernel below the floor gets one error naming every missing helper; the real answers pass.
+func TestCheckFloor(t *testing.T) {
+	old := func(_ ebpf.ProgramType, fn asm.BuiltinFunc) error {
+		if fn == asm.FnRedirectPeer || fn == asm.FnRedirectNeigh {
+			return fmt.Errorf("%v: %w", fn, ebpf.ErrNotSupported)
+		}
+		return nil
+	}
+	err := checkFloor(old)
+	if err == nil || !strings.Contains(err.Error(), "Linux 5.10: it has no FnRedirectPeer, FnRedirectNeigh") {
+		t.Errorf("below the floor: %v", err)
+	}
+	requireRoot(t)
+	if _, err := KernelFeatures(); err != nil {
+		t.Errorf("this kernel: %v", err)
+	}
+}
 
 // The probes agree with the releases that brought each feature: tcx 6.6, bpf_check_mtu and
 // BPF_F_ADJ_ROOM_ENCAP_L2_ETH 5.12. That holds on the kernels scripts/test-kernels.sh boots
