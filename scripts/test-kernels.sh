@@ -3,8 +3,9 @@
 # on the kernels edge nodes run, each booted in qemu: Debian's own kernel packages for 5.10
 # (bullseye), 6.1 (bookworm) and bookworm-backports' kernel, at the versions pinned below.
 #   scripts/test-kernels.sh [label...]      (labels: 5.10 6.1 bpo; default all)
-# Prints a kernel x test table on stdout (pass/fail/skip counts, the failing tests' names, the
-# guest's time) and exits non-zero when any test failed or a guest did not report.
+# Prints a kernel x test table on stdout (pass/fail/skip counts of the top-level tests, the
+# failing tests' names, the skipped tests' and subtests' names, the guest's time) and exits
+# non-zero when any test failed or a guest did not report.
 #
 # How: the kernel packages (and busybox-static, the guest's userland) are resolved and downloaded
 # with a scratch apt configuration per suite under $EDGEPLANE_CACHE/kernels (own sources, lists,
@@ -90,6 +91,12 @@ fetch_deb() {
 	if [ -z "$f" ]; then
 		apt_for "$suite"
 		if ! (cd "$debs" && apt-get "${apt_opts[@]}" -qq download "$pkg=$version" >&2); then
+			# The cached lists may predate the pin: refresh them once.
+			rm -f "$CACHE/apt-$suite/lists/.updated"
+			apt_for "$suite"
+		fi
+		if [ -z "$(ls "$debs/${pkg}_"*"${version#*:}_"*.deb 2>/dev/null)" ] &&
+			! (cd "$debs" && apt-get "${apt_opts[@]}" -qq download "$pkg=$version" >&2); then
 			local current
 			current=$(apt-cache "${apt_opts[@]}" policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
 			log "$pkg $version is not on $suite's mirror any more (candidate: ${current:-none});" \
@@ -235,11 +242,12 @@ boot() {
 rows=()
 report() {
 	local label=$1 pkg=$2 version=$3 secs=$4 logf=$CACHE/logs/$1.log
-	local pass fail skip failed exit guest status=ok
+	local pass fail skip failed skipped exit guest status=ok
 	pass=$(grep -cE '^--- PASS: ' "$logf" || true)
 	fail=$(grep -cE '^--- FAIL: ' "$logf" || true)
 	skip=$(grep -cE '^--- SKIP: ' "$logf" || true)
 	failed=$(grep -E '^--- FAIL: ' "$logf" | awk '{print $3}' | paste -sd' ' || true)
+	skipped=$(grep -E '^ *--- SKIP: ' "$logf" | awk '{print $3}' | paste -sd' ' || true)
 	exit=$(grep -aE '^EDGEPLANE-TEST-EXIT ' "$logf" | tail -1 || true)
 	if [ -z "$exit" ]; then
 		status="no result (see $logf)"
@@ -252,6 +260,7 @@ report() {
 		status="$status; insmod failed: $(grep -a '^EDGEPLANE-INSMOD-FAILED' "$logf" | awk '{print $2}' | paste -sd' ')"
 	fi
 	rows+=("$(printf '%-5s %-34s %-20s %5s %5s %5s %6s %6s  %s  %s' "$label" "$pkg" "$version" "$pass" "$fail" "$skip" "$guest" "${secs}s" "$status" "$failed")")
+	[ -z "$skipped" ] || rows+=("      skipped: $skipped")
 	[ "$status" = ok ]
 }
 
