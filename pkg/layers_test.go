@@ -37,6 +37,10 @@ var layers = []layer{
 		"pkg/install",
 	}},
 	{name: "agent services", packages: []string{"pkg/metrics", "pkg/svchealth"}},
+	{name: "reconcilers' adapters", packages: []string{
+		"pkg/controller/maptables",      // the controller's table interfaces over pkg/maps
+		"pkg/controller/externalroutes", // its FrontendHook: host routes to externalIPs, LB IPs
+	}},
 	{name: "reconcilers", packages: []string{"pkg/controller", "pkg/agent/podcidr", "pkg/k8s/k8stest"}},
 	{name: "Kubernetes API access", packages: []string{"pkg/k8s"}},
 	{name: "models and kernel access", packages: []string{

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,20 +11,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/maps/nonmasq"
-	"github.com/edgeplane/edgeplane/pkg/nameindex"
 )
 
 // Agent is one run of edgeplane-agent.
@@ -135,7 +132,7 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	defer a.nonMasq.Close()
-	tbl, err := openTables(a.cfg.BPFFSRoot)
+	tbl, err := maptables.Open(a.cfg.BPFFSRoot)
 	if err != nil {
 		return err
 	}
@@ -198,275 +195,10 @@ func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 	return node, nil
 }
 
-// ensureDevice converges the VXLAN device, its routes (cluster and service CIDRs, host-hairpin
-// address) and the sysctls.
-func (a *Agent) ensureDevice() error {
-	dev, err := netdev.EnsureVXLAN(netdev.VXLAN{
-		Name:    a.cfg.VXLANDevice,
-		MTU:     a.underlay.MTU - vxlanOverhead,
-		MAC:     a.vtepMAC,
-		Address: a.podCIDR.Addr(),
-	})
-	if err != nil {
-		return err
-	}
-	a.device = dev
-	overlay := a.podCIDR.Addr()
-	if err := netdev.EnsureRoutes(dev.Index,
-		netdev.DeviceRoute{Dst: a.cfg.ClusterCIDR, Src: overlay},
-		netdev.DeviceRoute{Dst: a.cfg.ServiceCIDR, Src: overlay},
-		netdev.DeviceRoute{Dst: netip.PrefixFrom(datapath.HostHairpinIP, 32), Src: a.underlay.IP},
-	); err != nil {
-		return err
-	}
-	if err := netdev.EnsureForwarding(a.cfg.ProcSys, a.cfg.VXLANDevice); err != nil {
-		return err
-	}
-	// kube-proxy's conntrack setting, which a node without kube-proxy still needs (netdev).
-	_, err = netdev.EnsureConntrackCloseWait(a.cfg.ProcSys, a.cfg.CTTCPCloseWaitTimeout)
-	return err
-}
-
-func (a *Agent) podMTU() int {
-	if a.cfg.MTU != 0 {
-		return a.cfg.MTU
-	}
-	return a.underlay.MTU - vxlanOverhead
-}
-
-// programDatapath writes node_cfg_map and nonmasq_map and converges the attachments.
-func (a *Agent) programDatapath() error {
-	c, err := a.nodeConfig()
-	if err != nil {
-		return err
-	}
-	if err := a.nodeCfg.Put(c); err != nil {
-		return err
-	}
-	nonMasq := append(PrefixList{a.cfg.ClusterCIDR}, a.cfg.NonMasqueradeCIDRs...)
-	if err := a.nonMasq.Sync(nonMasq); err != nil {
-		return err
-	}
-	if err := a.dp.AttachUnderlay(a.underlay.Index); err != nil {
-		return err
-	}
-	if _, err := a.dp.AttachUnderlayXDP(a.underlay.Index); err != nil {
-		return err
-	}
-	return a.dp.AttachOverlayDevice(a.device.Index)
-}
-
-func (a *Agent) nodeConfig() (nodecfg.NodeCfg, error) {
-	c := nodecfg.NodeCfg{
-		UnderlayIfindex: uint32(a.underlay.Index),
-		VxlanIfindex:    uint32(a.device.Index),
-		VNI:             k8s.VNI,
-		MTU:             uint16(a.podMTU()),
-		Flags:           nodecfg.FlagReady,
-		EncapMode:       nodecfg.EncapNative,
-	}
-	if a.cfg.EncapMode == EncapDevice {
-		c.EncapMode = nodecfg.EncapDevice
-	}
-	if a.cfg.Masquerade {
-		c.Flags |= nodecfg.FlagMasquerade
-	}
-	a.localMu.Lock()
-	local := a.local
-	a.localMu.Unlock()
-	c.Domain = local.DomainID
-	if local.IsGateway {
-		c.Flags |= nodecfg.FlagGateway
-	}
-	if local.Gateway.IsValid() {
-		gw, err := maps.IPv4From(local.Gateway)
-		if err != nil {
-			return c, err
-		}
-		c.GatewayIP = gw
-	}
-	copy(c.VtepMAC[:], a.device.MAC)
-	copy(c.UnderlayMAC[:], a.underlay.MAC)
-	var err error
-	if c.NodeIP, err = maps.IPv4From(a.underlay.IP); err != nil {
-		return c, err
-	}
-	if err := c.SetPodCIDR(a.podCIDR); err != nil {
-		return c, err
-	}
-	if err := c.SetCTCloseTimeouts(a.cfg.CTCloseTimeouts()); err != nil {
-		return c, err
-	}
-	return c, c.SetClusterCIDR(a.cfg.ClusterCIDR)
-}
-
 func (a *Agent) vtep() k8s.VTEP { return k8s.VTEP{MAC: a.device.MAC, IP: a.underlay.IP} }
 
 func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
 	return k8s.PatchNodeAnnotations(ctx, a.client, node, k8s.VTEPAnnotations(a.vtep()))
-}
-
-// watch runs the informers and reconcilers, writes the CNI config once the maps hold every node,
-// and re-converges the host periodically until ctx is done.
-func (a *Agent) watch(ctx context.Context, tbl *tables, inf *k8s.Informers) error {
-	logger := klog.FromContext(ctx)
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	defer broadcaster.Shutdown()
-	broadcaster.StartRecordingToSink(k8s.EventSink(a.client))
-	recorder := broadcaster.NewRecorder(k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
-
-	election, err := a.reporterElection()
-	if err != nil {
-		return err
-	}
-	// Problems of cluster-wide objects are recorded by one agent only (controller/reporter.go).
-	var clusterRecorder record.EventRecorder = recorder
-	if election != nil {
-		clusterRecorder = k8s.WhileHeld(recorder, election.Held)
-	}
-
-	cmNamespace, cmName, err := a.cfg.DomainConfigRef()
-	if err != nil {
-		return err
-	}
-	var domains *controller.DomainConfig
-	if cmName != "" {
-		if domains, err = controller.NewDomainConfig(inf.ConfigMap(cmNamespace, cmName), cmName, clusterRecorder, a.telemetry.metrics); err != nil {
-			return err
-		}
-	} else {
-		logger.Info("Domain configuration disabled (--domain-config is empty): every pool is its own domain, all pairs public (default)")
-	}
-	nodeInformer := inf.Nodes()
-	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
-		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
-		Informer: nodeInformer,
-		Routes:   routeTable{tbl.routes}, Nodes: nodeTable{tbl.nodes},
-		NextHop: netdev.NextHops{UnderlayIndex: a.underlay.Index},
-
-		Neighbours: netdev.NextHops{UnderlayIndex: a.underlay.Index},
-		Recorder:   recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
-
-		Domains:     domainModel(domains),
-		DomainTable: domainTable{tbl.domains},
-		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
-		OnLocal:     a.setLocal,
-		NodeIndex:   nodeIndex{runDir: a.cfg.RunDir},
-	})
-	if err != nil {
-		return err
-	}
-	svcs, err := a.newServices(inf, tbl, recorder, clusterRecorder, domainModel(domains))
-	if err != nil {
-		return err
-	}
-	if domains != nil {
-		domains.OnChange(nodesRec.Refresh)
-		domains.OnChange(svcs.reconciler.Refresh)
-	}
-	gc, err := controller.NewPodGC(controller.PodGCConfig{
-		Informer:  inf.Pods(),
-		Endpoints: endpointTable{tbl.endpoints},
-		Links:     netdev.Links{},
-		Interval:  a.cfg.Resync,
-		Metrics:   a.telemetry.metrics,
-	})
-	if err != nil {
-		return err
-	}
-	watched := map[string]cache.SharedIndexInformer{"nodes": nodeInformer, "pods": inf.Pods()}
-	for resource, informer := range svcs.informers {
-		watched[resource] = informer
-	}
-	a.telemetry.watchInformers(&a.ready, watched)
-	a.ready.addChecks(svcs.readyCheck, nil)
-	ctx, cancel := context.WithCancel(ctx)
-	inf.Start(ctx) // those made since run started the first ones
-	var running sync.WaitGroup
-	errs := make(chan error, 3)
-	running.Go(func() { errs <- nodesRec.Run(ctx) })
-	running.Go(func() { errs <- gc.Run(ctx) })
-	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
-	if domains != nil {
-		running.Go(func() {
-			if domains.WaitForSync(ctx) {
-				msg, kv := domains.InEffect()
-				logger.Info(msg, append([]any{"configmap", cmNamespace + "/" + cmName}, kv...)...)
-			}
-		})
-	}
-	if election != nil {
-		election.OnAcquire(func() {
-			if domains != nil {
-				domains.ReportAgain()
-			}
-			nodesRec.ReportAgain()
-			svcs.reconciler.ReportAgain()
-		})
-		running.Go(func() { election.Run(ctx) })
-	}
-	// The maps close after this function: nothing may still write to them then.
-	defer running.Wait()
-	defer cancel()
-
-	select {
-	case <-nodesRec.Ready():
-	case err := <-errs:
-		return errors.Join(err, ctx.Err())
-	}
-	if err := a.writeNodeConfig(); err != nil {
-		return err
-	}
-	a.ready.synced.Store(true)
-	logger.Info("Ready: datapath attached, maps synced, node config written", "path", cninode.Path(a.cfg.RunDir))
-	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
-	logger.Info("Stopping; pinned maps and links stay in place")
-	return nil
-}
-
-// reporterElection is the election of the agent that records events about cluster-wide objects;
-// nil when --reporter-lease is empty (every agent records them).
-func (a *Agent) reporterElection() (*k8s.Election, error) {
-	namespace, name, err := a.cfg.ReporterLeaseRef()
-	if err != nil || name == "" {
-		return nil, err
-	}
-	return &k8s.Election{API: a.client, Namespace: namespace, Name: name, Identity: a.cfg.NodeName,
-		Duration: a.cfg.ReporterLeaseDuration}, nil
-}
-
-// domainModel avoids a typed nil in the interface: without a ConfigMap the reconciler uses the
-// default model.
-func domainModel(d *controller.DomainConfig) controller.DomainModel {
-	if d == nil {
-		return nil
-	}
-	return d
-}
-
-// nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/nameindex),
-// where edgeplanectl finds node names and pools, agent running or not. It stays on SIGTERM.
-type nodeIndex struct{ runDir string }
-
-func (x nodeIndex) Sync(nodes []controller.NodeName) error {
-	out := make([]nameindex.Node, 0, len(nodes))
-	for _, n := range nodes {
-		out = append(out, nameindex.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
-			Domain: n.Domain, ThisNode: n.Local})
-	}
-	return nameindex.WriteNodes(x.runDir, out)
-}
-
-// setLocal records this node's domain and gateway and rewrites node_cfg_map with them.
-func (a *Agent) setLocal(s controller.LocalState) error {
-	a.localMu.Lock()
-	a.local = s
-	a.localMu.Unlock()
-	c, err := a.nodeConfig()
-	if err != nil {
-		return err
-	}
-	return a.nodeCfg.Put(c)
 }
 
 func (a *Agent) writeNodeConfig() error {

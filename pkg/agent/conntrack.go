@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
@@ -164,7 +165,7 @@ func (g *conntrackGC) passCT(now uint64) error {
 			return fresh.LastSeen == judged.LastSeen && g.timeouts.Expired(fresh, k.Proto, now)
 		})
 	nStale, errStale := deleteDead(g.ct, lb.CTMapName, gcStaleBackend, stale, &keep, g.metrics,
-		func(k lb.CTKey, _, fresh lb.CT) bool { return unused[ctBackend(k, fresh)] })
+		func(k lb.CTKey, _, fresh lb.CT) bool { return unused[maptables.ConntrackBackend(k, fresh)] })
 	g.lastVisited, g.lastDeleted = visited, nExpired+nStale
 	g.ctCursor = nextCursor(last, keep.last(), done, err)
 	return errors.Join(err, errExpired, errStale)
@@ -179,25 +180,20 @@ func (g *conntrackGC) staleBackends(candidates []seen[lb.CTKey, lb.CT], keep *ke
 	if len(candidates) > 0 {
 		backends := map[controller.BackendKey]bool{}
 		for _, e := range candidates {
-			backends[ctBackend(e.key, e.value)] = true
+			backends[maptables.ConntrackBackend(e.key, e.value)] = true
 		}
 		if u, ok := g.services.UnusedBackends(backends); ok {
 			unused = u
 		}
 	}
 	for _, e := range candidates {
-		if unused[ctBackend(e.key, e.value)] {
+		if unused[maptables.ConntrackBackend(e.key, e.value)] {
 			stale = append(stale, e)
 		} else {
 			keep.add(e.key, e.at)
 		}
 	}
 	return stale, unused
-}
-
-// ctBackend is the backend of a forward entry.
-func ctBackend(k lb.CTKey, v lb.CT) controller.BackendKey {
-	return controller.BackendKey{Backend: serviceBackend(v.Addr, v.Port), Proto: k.Proto}
 }
 
 func (g *conntrackGC) passAffinity(now uint64) error {

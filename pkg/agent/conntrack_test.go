@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
@@ -129,7 +130,7 @@ func TestConntrackGCStaleBackends(t *testing.T) {
 	f.ct.put(ctKey(7, lb.ProtoUDP, lb.DirFwd), ct(3, 0, now-61*sec)) // expired: not asked about
 	f.services.live = map[controller.BackendKey]bool{backendKey(1, lb.ProtoUDP): true, backendKey(1, lb.ProtoSCTP): true}
 	for i := range byte(200) { // the rest of the cluster's backends, never asked about
-		f.services.live[controller.BackendKey{Backend: service.Backend{IP: netip.AddrFrom4([4]byte{10, 244, 2, i}), Port: 80}, Proto: lb.ProtoTCP}] = true
+		f.services.live[controller.BackendKey{Backend: service.Backend{IP: netip.AddrFrom4([4]byte{10, 244, 2, i}), Port: 80}, Proto: service.ProtoTCP}] = true
 	}
 	want := []controller.BackendKey{backendKey(1, lb.ProtoUDP), backendKey(2, lb.ProtoUDP), backendKey(2, lb.ProtoSCTP)}
 	checkAsked := func(when string) {
@@ -165,7 +166,7 @@ func TestConntrackGCStaleBackends(t *testing.T) {
 
 func backendKey(last byte, proto lb.Proto) controller.BackendKey {
 	ip, port := backendAt(last)
-	return controller.BackendKey{Backend: serviceBackend(ip, port), Proto: proto}
+	return maptables.ConntrackBackend(lb.CTKey{Proto: proto}, lb.CT{Addr: ip, Port: port})
 }
 
 func sameBackends(a, b []controller.BackendKey) bool {
@@ -358,21 +359,5 @@ func TestBootTime(t *testing.T) {
 	b, _ := bootTime()
 	if a == 0 || b <= a {
 		t.Errorf("CLOCK_BOOTTIME %d then %d", a, b)
-	}
-}
-
-func TestLBAdapters(t *testing.T) {
-	k := service.FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeExternal}
-	key, err := svcKey(k)
-	if err != nil || frontendKey(key) != k || key.Port != (lb.Port{0, 53}) {
-		t.Errorf("svcKey %v %v", key, err)
-	}
-	if _, err := svcKey(service.FrontendKey{VIP: netip.MustParseAddr("fd00::1")}); err == nil {
-		t.Error("an IPv6 frontend converted")
-	}
-	b := service.Backend{IP: netip.MustParseAddr("10.244.1.5"), Port: 8080}
-	v, err := lbBackend(b)
-	if err != nil || serviceBackend(v.IP, v.Port) != b {
-		t.Errorf("lbBackend %v %v", v, err)
 	}
 }

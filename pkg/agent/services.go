@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"runtime/debug"
@@ -15,195 +14,16 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/externalroutes"
+	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
-	"github.com/edgeplane/edgeplane/pkg/maps"
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	"github.com/edgeplane/edgeplane/pkg/service"
 	"github.com/edgeplane/edgeplane/pkg/svchealth"
 )
-
-// lbTables are the service maps (bpf/lib/lb.h), opened; Close releases them (the pins stay).
-type lbTables struct {
-	svc      *lb.SvcMap
-	backend  *lb.BackendMap
-	ct       *lb.CTMap
-	affinity *lb.AffinityMap
-}
-
-func openLBTables(root string) (*lbTables, error) {
-	t := &lbTables{}
-	var err error
-	if t.svc, err = lb.OpenSvc(root); err != nil {
-		return nil, err
-	}
-	if t.backend, err = lb.OpenBackend(root); err == nil {
-		if t.ct, err = lb.OpenCT(root); err == nil {
-			t.affinity, err = lb.OpenAffinity(root)
-		}
-	}
-	if err != nil {
-		t.Close()
-		return nil, err
-	}
-	return t, nil
-}
-
-func (t *lbTables) Close() error {
-	var errs []error
-	if t.svc != nil {
-		errs = append(errs, t.svc.Close())
-	}
-	if t.backend != nil {
-		errs = append(errs, t.backend.Close())
-	}
-	if t.ct != nil {
-		errs = append(errs, t.ct.Close())
-	}
-	if t.affinity != nil {
-		errs = append(errs, t.affinity.Close())
-	}
-	return errors.Join(errs...)
-}
-
-// The adapters below give the ServiceReconciler pkg/maps/lb through its interfaces.
-
-func svcKey(k service.FrontendKey) (lb.SvcKey, error) {
-	vip, err := maps.IPv4From(k.VIP)
-	if err != nil {
-		return lb.SvcKey{}, fmt.Errorf("frontend %s: %w", k, err)
-	}
-	return lb.SvcKey{VIP: vip, Port: lb.PortFrom(k.Port), Proto: k.Proto, Scope: k.Scope}, nil
-}
-
-func frontendKey(k lb.SvcKey) service.FrontendKey {
-	return service.FrontendKey{VIP: k.VIP.Addr(), Port: k.Port.Uint16(), Proto: k.Proto, Scope: k.Scope}
-}
-
-func lbBackend(b service.Backend) (lb.Backend, error) {
-	ip, err := maps.IPv4From(b.IP)
-	if err != nil {
-		return lb.Backend{}, fmt.Errorf("backend %s: %w", b, err)
-	}
-	return lb.Backend{IP: ip, Port: lb.PortFrom(b.Port)}, nil
-}
-
-func serviceBackend(ip maps.IPv4, port lb.Port) service.Backend {
-	return service.Backend{IP: ip.Addr(), Port: port.Uint16()}
-}
-
-type frontendTable struct{ m *lb.SvcMap }
-
-func (t frontendTable) Upsert(k service.FrontendKey, e controller.ServiceEntry) error {
-	key, err := svcKey(k)
-	if err != nil {
-		return err
-	}
-	return t.m.Upsert(key, lb.Svc{ID: e.ID, Count: e.Count, Flags: e.Flags, AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
-}
-
-func (t frontendTable) Delete(k service.FrontendKey) error {
-	key, err := svcKey(k)
-	if err != nil {
-		return err
-	}
-	return t.m.Delete(key)
-}
-
-func (t frontendTable) List() (map[service.FrontendKey]controller.ServiceEntry, error) {
-	out := map[service.FrontendKey]controller.ServiceEntry{}
-	err := t.m.IterateBatch(func(k lb.SvcKey, v lb.Svc) bool {
-		out[frontendKey(k)] = controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: v.Flags, AffinityTimeout: v.AffinityTimeout, Unreachable: v.Unreachable}
-		return true
-	})
-	return out, err
-}
-
-type backendTable struct{ m *lb.BackendMap }
-
-func (t backendTable) Upsert(s controller.BackendSlot, b service.Backend) error {
-	v, err := lbBackend(b)
-	if err != nil {
-		return err
-	}
-	return t.m.Upsert(lb.BackendKey{SvcID: s.ID, Slot: s.Slot}, v)
-}
-
-// UpsertSet writes a whole backend set in one system call (controller.BackendSetWriter).
-func (t backendTable) UpsertSet(id uint32, backends []service.Backend) error {
-	keys, values := make([]lb.BackendKey, len(backends)), make([]lb.Backend, len(backends))
-	for slot, b := range backends {
-		v, err := lbBackend(b)
-		if err != nil {
-			return err
-		}
-		keys[slot], values[slot] = lb.BackendKey{SvcID: id, Slot: uint32(slot)}, v
-	}
-	return t.m.UpsertBatch(keys, values)
-}
-
-func (t backendTable) Delete(s controller.BackendSlot) error {
-	return t.m.Delete(lb.BackendKey{SvcID: s.ID, Slot: s.Slot})
-}
-
-// Walk visits every slot with batch reads (controller.BackendWalker).
-func (t backendTable) Walk(fn func(controller.BackendSlot, service.Backend)) error {
-	return t.m.IterateBatch(func(k lb.BackendKey, v lb.Backend) bool {
-		fn(controller.BackendSlot{ID: k.SvcID, Slot: k.Slot}, serviceBackend(v.IP, v.Port))
-		return true
-	})
-}
-
-func (t backendTable) List() (map[controller.BackendSlot]service.Backend, error) {
-	out := map[controller.BackendSlot]service.Backend{}
-	err := t.m.IterateBatch(func(k lb.BackendKey, v lb.Backend) bool {
-		out[controller.BackendSlot{ID: k.SvcID, Slot: k.Slot}] = serviceBackend(v.IP, v.Port)
-		return true
-	})
-	return out, err
-}
-
-type affinityTable struct{ m *lb.AffinityMap }
-
-func affinityKey(k controller.AffinityKey) (lb.AffinityKey, error) {
-	client, err := maps.IPv4From(k.Client)
-	if err != nil {
-		return lb.AffinityKey{}, fmt.Errorf("affinity client: %w", err)
-	}
-	return lb.AffinityKey{SvcID: k.ID, Client: client}, nil
-}
-
-func (t affinityTable) Upsert(k controller.AffinityKey, a controller.Affinity) error {
-	key, err := affinityKey(k)
-	if err != nil {
-		return err
-	}
-	b, err := lbBackend(a.Backend)
-	if err != nil {
-		return err
-	}
-	return t.m.Upsert(key, lb.Affinity{IP: b.IP, Port: b.Port, LastSeen: a.LastSeen})
-}
-
-func (t affinityTable) Delete(k controller.AffinityKey) error {
-	key, err := affinityKey(k)
-	if err != nil {
-		return err
-	}
-	return t.m.Delete(key)
-}
-
-func (t affinityTable) List() (map[controller.AffinityKey]controller.Affinity, error) {
-	out := map[controller.AffinityKey]controller.Affinity{}
-	err := t.m.IterateBatch(func(k lb.AffinityKey, v lb.Affinity) bool {
-		out[controller.AffinityKey{ID: k.SvcID, Client: netip.AddrFrom4(k.Client)}] =
-			controller.Affinity{Backend: serviceBackend(v.IP, v.Port), LastSeen: v.LastSeen}
-		return true
-	})
-	return out, err
-}
 
 // services wires the service reconciler and the conntrack garbage collector to the informers and
 // the maps.
@@ -218,7 +38,7 @@ type services struct {
 
 // newServices wires the service reconciler, whose findings about Services go to clusterRecorder,
 // and the health check servers, whose failures are this node's own and go to recorder.
-func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder, clusterRecorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
+func (a *Agent) newServices(inf *k8s.Informers, tbl *maptables.Tables, recorder, clusterRecorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
 	svcInformer, sliceInformer := inf.Services(), inf.EndpointSlices()
 	nodes := corelisters.NewNodeLister(inf.Nodes().GetIndexer())
 	// kube-proxy's health timeout: twice its sync period.
@@ -231,9 +51,9 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder, clusterRe
 		Services:  svcInformer,
 		Slices:    sliceInformer,
 		Nodes:     inf.Nodes(),
-		Frontends: a.routedFrontends(frontendTable{tbl.lb.svc}, inf),
-		Backends:  backendTable{tbl.lb.backend},
-		Affinity:  affinityTable{tbl.lb.affinity},
+		Frontends: tbl.Frontends(),
+		Backends:  tbl.Backends(),
+		Affinity:  tbl.Affinity(),
 		Recorder:  clusterRecorder,
 		Resync:    a.cfg.Resync,
 		Metrics:   a.telemetry.metrics,
@@ -241,13 +61,20 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl *tables, recorder, clusterRe
 		Index:     serviceIndex{runDir: a.cfg.RunDir},
 
 		HealthChecks: health,
+		FrontendHook: externalroutes.New(externalroutes.Config{
+			Device: a.cfg.VXLANDevice,
+			Src:    a.podCIDR.Addr(),
+			Inside: []netip.Prefix{a.cfg.ClusterCIDR, a.cfg.ServiceCIDR},
+			Nodes:  nodes,
+			Logger: klog.Background().WithName("externalip-routes"),
+		}),
 	})
 	if err != nil {
 		return nil, err
 	}
 	proxy.Ready, proxy.Pending = func() bool { return isClosed(rec.Ready()) }, rec.Pending
 	gc := &conntrackGC{
-		ct: tbl.lb.ct, affinity: tbl.lb.affinity, services: rec, timeouts: a.cfg.CTCloseTimeouts(),
+		ct: tbl.Conntrack(), affinity: tbl.AffinityMap(), services: rec, timeouts: a.cfg.CTCloseTimeouts(),
 		now: bootTime, batch: conntrackGCBatch, metrics: a.telemetry.metrics,
 	}
 	return &services{reconciler: rec, gc: gc, health: health, proxy: proxy, healthz: a.cfg.HealthzBindAddress, informers: map[string]cache.SharedIndexInformer{

@@ -3,7 +3,6 @@ package controller
 import (
 	"time"
 
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -15,7 +14,7 @@ import (
 // BackendKey is a backend as connection tracking knows it.
 type BackendKey struct {
 	service.Backend
-	Proto lb.Proto
+	Proto service.Proto
 }
 
 // UnusedBackends answers which of the candidates' keys no frontend uses now, as a new set
@@ -60,7 +59,7 @@ func (r *ServiceReconciler) AffinityTimeouts() map[uint32]time.Duration {
 	defer r.mu.Unlock()
 	out := map[uint32]time.Duration{}
 	for _, p := range r.programmed {
-		if p.entry.Flags&lb.FlagAffinity != 0 {
+		if p.entry.Flags&service.FlagAffinity != 0 {
 			out[p.entry.ID] = time.Duration(p.entry.AffinityTimeout) * time.Second
 		}
 	}

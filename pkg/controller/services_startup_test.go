@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -78,6 +79,7 @@ func TestServicesWholeSets(t *testing.T) {
 	f := newSvcFixture(t, webService(), threeEndpoints())
 	w := &setWriter{BackendTable: f.r.cfg.Backends, mem: f.backends}
 	f.r.cfg.Backends = w
+	f.r.sets.backends = w // the sets were made with the table it wraps
 	f.reconcile(t, serviceKey)
 	all := beSelf + "," + beN2 + "," + beN3
 	f.expect(t, map[string]string{svcCIP: "- | " + all, svcNP: "nodeport | " + all})
@@ -97,4 +99,104 @@ func TestServicesWholeSets(t *testing.T) {
 	}
 	f.reconcile(t, serviceKey)
 	f.expect(t, map[string]string{svcCIP: "- | " + beSelf, svcNP: "nodeport | " + beSelf})
+}
+
+// TestServicesStartupAdoptsPinned: after a restart, a frontend already right is kept as it is
+// (same set, no write), a wrong one is rewritten under an id no previous set uses, and what no
+// Service wants goes: stale frontends, slots of unused sets, affinity entries of unused sets.
+func TestServicesStartupAdoptsPinned(t *testing.T) {
+	for _, walk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("walk=%v", walk), func(t *testing.T) { testStartupAdoptsPinned(t, walk) })
+	}
+}
+
+// walkingTable is a backend table visited slot by slot (BackendWalker), as pkg/agent's is.
+type walkingTable struct {
+	BackendTable
+	walks *int
+}
+
+func (w walkingTable) Walk(fn func(BackendSlot, service.Backend)) error {
+	*w.walks++
+	all, err := w.List()
+	for slot, b := range all {
+		fn(slot, b)
+	}
+	return err
+}
+
+func testStartupAdoptsPinned(t *testing.T, walk bool) {
+	f := newSvcFixture(t, webService(), threeEndpoints())
+	walks := 0
+	if walk {
+		f.r.cfg.Backends = walkingTable{f.r.cfg.Backends, &walks}
+	}
+	ip := netip.MustParseAddr
+	cipKey := service.FrontendKey{VIP: ip("10.96.0.10"), Port: 80, Proto: service.ProtoTCP, Scope: service.ScopeInternal}
+	npKey := service.FrontendKey{VIP: service.NodePortVIP, Port: 30080, Proto: service.ProtoTCP, Scope: service.ScopeExternal}
+	staleKey := service.FrontendKey{VIP: ip("10.96.0.99"), Port: 53, Proto: service.ProtoUDP, Scope: service.ScopeInternal}
+	be := func(s string) service.Backend {
+		ap := netip.MustParseAddrPort(s)
+		return service.Backend{IP: ap.Addr(), Port: ap.Port()}
+	}
+	// The ClusterIP's set in another slot order than the model's: still the same set.
+	f.frontends.entries[cipKey] = ServiceEntry{ID: 40, Count: 3}
+	f.backends.entries[BackendSlot{40, 0}] = be(beN3)
+	f.backends.entries[BackendSlot{40, 1}] = be(beSelf)
+	f.backends.entries[BackendSlot{40, 2}] = be(beN2)
+	// The node port's set misses an endpoint.
+	f.frontends.entries[npKey] = ServiceEntry{ID: 41, Count: 1, Flags: service.FlagNodePort}
+	f.backends.entries[BackendSlot{41, 0}] = be(beSelf)
+	f.frontends.entries[staleKey] = ServiceEntry{ID: 42, Count: 1}
+	f.backends.entries[BackendSlot{42, 0}] = be("10.244.9.9:53")
+	f.backends.entries[BackendSlot{77, 0}] = be("10.244.9.9:53") // a set no frontend uses
+	f.affinity.entries[AffinityKey{77, ip("10.244.5.5")}] = Affinity{Backend: be("10.244.9.9:53")}
+
+	f.r.syncAll(context.Background())
+	all := beSelf + "," + beN2 + "," + beN3
+	f.expect(t, map[string]string{svcCIP: "- | " + beN3 + "," + beSelf + "," + beN2, svcNP: "nodeport | " + all})
+	if e := f.entry(t, svcCIP); e.ID != 40 {
+		t.Errorf("the ClusterIP frontend moved to set %d", e.ID)
+	}
+	if e := f.entry(t, svcNP); e.ID <= 77 {
+		t.Errorf("the node port's new set %d may collide with a pinned one", e.ID)
+	}
+	for _, op := range f.log.take() {
+		if strings.Contains(op, "10.96.0.10") || strings.Contains(op, "{40 ") {
+			t.Errorf("the adopted frontend was touched: %s", op)
+		}
+	}
+	if aff, _ := f.affinity.List(); len(aff) != 0 {
+		t.Errorf("stale affinity entries left: %v", aff)
+	}
+	select {
+	case <-f.r.Ready():
+		t.Error("Ready before Run")
+	default:
+	}
+	if walk && walks != 1 {
+		t.Errorf("the pinned slots were walked %d times, want once", walks)
+	}
+}
+
+// TestServicesStartupKeepsListenDecision: a Service whose listen annotation is invalid when the
+// agent restarts keeps what the previous agent decided for this node.
+func TestServicesStartupKeepsListenDecision(t *testing.T) {
+	for _, closed := range []bool{false, true} {
+		f := newSvcFixture(t, webService(withAnnotation(service.ListenAnnotation, "bad value")), threeEndpoints())
+		npKey := service.FrontendKey{VIP: service.NodePortVIP, Port: 30080, Proto: service.ProtoTCP, Scope: service.ScopeExternal}
+		entry := ServiceEntry{ID: 5, Flags: service.FlagNodePort}
+		if closed {
+			entry.Flags |= service.FlagClosed
+		}
+		f.frontends.entries[npKey] = entry
+		f.r.syncAll(context.Background())
+		got := f.state(t)[svcNP]
+		if want := map[bool]string{false: "nodeport | " + beSelf + "," + beN2 + "," + beN3, true: "nodeport,closed | "}[closed]; got != want {
+			t.Errorf("closed=%v: node port %q, want %q", closed, got, want)
+		}
+		if ev := f.events(); len(ev) != 1 || !strings.Contains(ev[0], "this node's previous decision") {
+			t.Errorf("events %v", ev)
+		}
+	}
 }

@@ -6,14 +6,14 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
-// The service maps of bpf/lib/lb.h as the ServiceReconciler sees them; pkg/agent adapts
-// pkg/maps/lb to these.
+// The service maps of bpf/lib/lb.h as the ServiceReconciler sees them; pkg/controller/maptables
+// implements these over the lb maps.
 
 // ServiceEntry is an lb_svc_map value: the frontend's backend set and how to use it.
 type ServiceEntry struct {
 	ID              uint32 // backend set: BackendSlot{ID, 0..Count-1}
 	Count           uint16
-	Flags           uint16 // lb.Flag*
+	Flags           service.Flags
 	AffinityTimeout uint32 // seconds
 	// Unreachable counts the backends left out because this node cannot reach them
 	// (service.Frontend.Unreachable); for edgeplanectl and the metrics, the programs do not read it.
@@ -53,13 +53,13 @@ type BackendTable interface {
 }
 
 // BackendSetWriter is a BackendTable that also writes a whole backend set at once, slots 0..n-1
-// of id (pkg/agent's: one system call per set where the kernel has batch operations, instead of
+// of id (maptables': one system call per set where the kernel has batch operations, instead of
 // one per slot). On error some slots may be written.
 type BackendSetWriter interface {
 	UpsertSet(id uint32, backends []service.Backend) error
 }
 
-// BackendWalker is a BackendTable that also visits its slots one at a time (pkg/agent's: batch
+// BackendWalker is a BackendTable that also visits its slots one at a time (maptables': batch
 // reads), so that a restart adopts 100,000 pinned slots without first listing them into a map
 // of as many entries. Tables without it are listed.
 type BackendWalker interface {
@@ -83,4 +83,16 @@ type AffinityTable interface {
 	Upsert(AffinityKey, Affinity) error
 	Delete(AffinityKey) error // deleting an absent entry is not an error
 	List() (map[AffinityKey]Affinity, error)
+}
+
+// FrontendHook is told, after the fact, of what the ServiceReconciler does to lb_svc_map: each
+// frontend it writes (Written) or deletes (Deleted), and the whole map each time it reads it
+// (Listed: the start-up pass and every resync). It is the one explicit step for what must follow
+// the frontends outside the maps: the agent's is the node's routes to externalIPs and
+// LoadBalancer IPs (pkg/controller/externalroutes). It cannot fail a map write: it handles and
+// retries its own errors (Listed comes again at the next resync).
+type FrontendHook interface {
+	FrontendWritten(service.FrontendKey, ServiceEntry)
+	FrontendDeleted(service.FrontendKey)
+	FrontendsListed(map[service.FrontendKey]ServiceEntry)
 }

@@ -3,7 +3,13 @@
 // lister and make the BPF maps equal to it, failures are retried with a rate limit, and a periodic
 // full pass deletes map entries that no longer belong to any object (after a restart the pinned maps
 // still hold what the previous agent wrote). The maps are reached through the small interfaces in
-// this file, so the reconcilers are tested with in-memory tables; pkg/agent wires pkg/maps in.
+// this file, so the reconcilers are tested with in-memory tables; pkg/controller/maptables
+// implements them over the pinned BPF maps.
+//
+// Each reconciler's shell (its config, type, Run and reconcile) is <name>.go (services.go,
+// nodes.go, pods.go); its parts are <name>_<part>.go: the event handlers, the start-up pass,
+// and what each writes (services_frontends.go, services_backendsets.go, nodes_peers.go,
+// nodes_domains.go, ...).
 package controller
 
 import (
@@ -104,7 +110,7 @@ type LocalState struct {
 }
 
 // NodeName is one node the maps route to, by name: an entry of the name index edgeplanectl reads
-// (pkg/names), since the maps hold addresses and domain IDs only.
+// (pkg/nameindex), since the maps hold addresses and domain IDs only.
 type NodeName struct {
 	Name    string
 	NodeIP  netip.Addr   // its tunnel endpoint: routes_map's value, nodes_map's key

@@ -7,6 +7,7 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strings"
@@ -14,8 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
-
-	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 )
 
 const (
@@ -23,7 +22,7 @@ const (
 	DefaultPoolLabel = "apps.openyurt.io/nodepool"
 	// CloudGatewayLabel marks the cloud node that carries cloud hosts' traffic to edge pods.
 	CloudGatewayLabel = "node-role.alibabacloud.com/cloud-gateway"
-	// Default is the domain of nodes in no pool (ID 0 in the maps).
+	// Default is the domain of nodes in no pool (DefaultID in the maps).
 	Default = "default"
 	// ConfigKey is the ConfigMap key that holds the Config as YAML.
 	ConfigKey = "config.yaml"
@@ -214,12 +213,24 @@ func pairKey(a, b string) [2]string {
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
-// ID is the datapath ID of a domain (pkg/maps/domainsmap): 0 for the default domain.
+// DefaultID is the ID of the Default domain, the nodes in no pool.
+const DefaultID uint32 = 0
+
+// ID is the ID every node gives the domain name in the datapath (the key of domains_map, the
+// domain of routes and nodes): DefaultID for the Default domain (or ""), else the FNV-1a hash of
+// the name, never DefaultID. checkIDs refuses two names with the same ID. The domains_map package
+// computes the same for edgeplanectl, which does not link this model; pkg/controller/maptables
+// tests that the two agree.
 func ID(name string) uint32 {
 	if name == Default || name == "" {
-		return domainsmap.DefaultID
+		return DefaultID
 	}
-	return domainsmap.ID(name)
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	if id := h.Sum32(); id != DefaultID {
+		return id
+	}
+	return 1
 }
 
 // PoolLabel is the label key that names a node's pool.

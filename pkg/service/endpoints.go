@@ -6,8 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
 // HeadlessLabel marks the EndpointSlices of headless Services, which kube-proxy skips too.
@@ -29,7 +27,7 @@ type parsedSlice struct {
 
 type portName struct {
 	name  string
-	proto lb.Proto
+	proto Proto
 }
 
 // parseSlices keeps the IPv4 slices and, of their endpoints, those with an IPv4 address (the
@@ -121,7 +119,7 @@ type candidate struct {
 // first, as if they did not exist: an unreachable ready endpoint does not stop the fallback to
 // reachable terminating ones, nor an unreachable one in this zone the fallback to other zones.
 // This node's own endpoints are always reachable, so local loses none.
-func (m *model) backends(p corev1.ServicePort, proto lb.Proto) (cluster, local []Backend, unreachable int) {
+func (m *model) backends(p corev1.ServicePort, proto Proto) (cluster, local []Backend, unreachable int) {
 	cands := m.nearby(m.candidates(portName{p.Name, proto}))
 	c := m.in.Cluster
 	reachable := filter(cands, func(e candidate) bool { return c.reaches(e.node, e.ip) })

@@ -39,8 +39,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 )
 
 // Reasons of the Warning events the model's findings are recorded with.
@@ -61,8 +59,8 @@ const DefaultAffinityTimeout = 10800
 type FrontendKey struct {
 	VIP   netip.Addr // IPv4; 0.0.0.0 for a node port
 	Port  uint16
-	Proto lb.Proto
-	Scope lb.Scope
+	Proto Proto
+	Scope Scope
 }
 
 func (k FrontendKey) String() string {
@@ -91,8 +89,8 @@ func CompareBackends(a, b Backend) int {
 // Frontend is what one frontend holds: its lb_svc flags and affinity timeout and, sorted by
 // CompareBackends, the backends of its set.
 type Frontend struct {
-	Flags           uint16
-	AffinityTimeout uint32 // seconds, with lb.FlagAffinity
+	Flags           Flags
+	AffinityTimeout uint32 // seconds, with FlagAffinity
 	Backends        []Backend
 	// Unreachable counts the backends this frontend leaves out because this node cannot reach
 	// them (their node's network domain is public to this node's): those it would use
@@ -108,8 +106,8 @@ func (f Frontend) Equal(o Frontend) bool {
 
 func (f Frontend) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "flags=%s", lb.FlagString(f.Flags))
-	if f.Flags&lb.FlagAffinity != 0 {
+	fmt.Fprintf(&b, "flags=%s", f.Flags.String())
+	if f.Flags&FlagAffinity != 0 {
 		fmt.Fprintf(&b, " affinity=%ds", f.AffinityTimeout)
 	}
 	fmt.Fprintf(&b, " backends=%v", f.Backends)
@@ -185,7 +183,7 @@ type Input struct {
 	// Policy is what the Service's annotations ask, as the caller decided to apply them
 	// (TopologyOf and ListenOf, or the last valid values when those fail).
 	Policy Policy
-	// MaxBackends caps the backends of one frontend; 0 means lb.MaxBackends.
+	// MaxBackends caps the backends of one frontend; 0 means MaxBackends.
 	MaxBackends int
 }
 
@@ -220,8 +218,8 @@ func Frontends(in Input) (Result, error) {
 		return res, nil // IPv6 only: the datapath is IPv4
 	}
 	m := &model{in: in, res: &res, name: name, max: in.MaxBackends, slices: parseSlices(in.Slices)}
-	if m.max <= 0 || m.max > lb.MaxBackends {
-		m.max = lb.MaxBackends
+	if m.max <= 0 || m.max > MaxBackends {
+		m.max = MaxBackends
 	}
 	m.common = commonFlags(svc)
 	externalIPs := m.externalIPs()
@@ -229,9 +227,9 @@ func Frontends(in Input) (Result, error) {
 	listening := !hasNodePorts || in.Policy.Listen.Listening(in.Cluster.Local.Pool)
 	etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-	var externalFlags uint16
+	var externalFlags Flags
 	if etpLocal {
-		externalFlags = lb.FlagLocal
+		externalFlags = FlagLocal
 	}
 
 	for i, p := range svc.Spec.Ports {
@@ -253,17 +251,17 @@ func Frontends(in Input) (Result, error) {
 			external, externalUnreachable = local, 0
 		}
 		port := uint16(p.Port)
-		if proto == lb.ProtoSCTP {
+		if proto == ProtoSCTP {
 			inUse := internal
 			if len(externalIPs) > 0 {
 				inUse = append(slices.Clip(internal), cluster...)
 			}
 			m.warnSCTPTargetPorts(i, p, inUse)
 		}
-		m.add(FrontendKey{VIP: clusterIP, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common, internal, internalUnreachable)
+		m.add(FrontendKey{VIP: clusterIP, Port: port, Proto: proto, Scope: ScopeInternal}, m.common, internal, internalUnreachable)
 		for _, ip := range externalIPs {
-			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeInternal}, m.common|lb.FlagExternalIP, cluster, unreachable)
-			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeExternal}, m.common|lb.FlagExternalIP|externalFlags, external, externalUnreachable)
+			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: ScopeInternal}, m.common|FlagExternalIP, cluster, unreachable)
+			m.add(FrontendKey{VIP: ip, Port: port, Proto: proto, Scope: ScopeExternal}, m.common|FlagExternalIP|externalFlags, external, externalUnreachable)
 		}
 		if !hasNodePorts || p.NodePort == 0 { // allocateLoadBalancerNodePorts: false, or not allocated yet
 			continue
@@ -272,12 +270,12 @@ func Frontends(in Input) (Result, error) {
 			m.warn(ReasonInvalidService, "spec.ports[%d] (%q): node port %d is out of range 1-65535; left out", i, p.Name, p.NodePort)
 			continue
 		}
-		key := FrontendKey{VIP: NodePortVIP, Port: uint16(p.NodePort), Proto: proto, Scope: lb.ScopeExternal}
+		key := FrontendKey{VIP: NodePortVIP, Port: uint16(p.NodePort), Proto: proto, Scope: ScopeExternal}
 		if !listening {
-			m.addFrontend(key, Frontend{Flags: lb.FlagNodePort | lb.FlagClosed})
+			m.addFrontend(key, Frontend{Flags: FlagNodePort | FlagClosed})
 			continue
 		}
-		m.add(key, m.common|lb.FlagNodePort|externalFlags, external, externalUnreachable)
+		m.add(key, m.common|FlagNodePort|externalFlags, external, externalUnreachable)
 	}
 	return res, nil
 }
@@ -288,7 +286,7 @@ type model struct {
 	res    *Result
 	name   string
 	max    int
-	common uint16 // flags of every open frontend (affinity)
+	common Flags // flags of every open frontend (affinity)
 	slices []parsedSlice
 }
 
@@ -329,9 +327,9 @@ func (m *model) warnSCTPTargetPorts(i int, p corev1.ServicePort, backends []Back
 
 // add adds an open frontend with backends (sorted, capped) and the count of those left out as
 // unreachable.
-func (m *model) add(key FrontendKey, flags uint16, backends []Backend, unreachable int) {
-	f := Frontend{Flags: flags, Unreachable: uint16(min(unreachable, lb.MaxBackends))}
-	if flags&lb.FlagAffinity != 0 {
+func (m *model) add(key FrontendKey, flags Flags, backends []Backend, unreachable int) {
+	f := Frontend{Flags: flags, Unreachable: uint16(min(unreachable, MaxBackends))}
+	if flags&FlagAffinity != 0 {
 		f.AffinityTimeout = affinityTimeout(m.in.Service)
 	}
 	if len(backends) > m.max {
@@ -351,9 +349,9 @@ func (m *model) addFrontend(key FrontendKey, f Frontend) {
 	m.res.Frontends[key] = f
 }
 
-func commonFlags(svc *corev1.Service) uint16 {
+func commonFlags(svc *corev1.Service) Flags {
 	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
-		return lb.FlagAffinity
+		return FlagAffinity
 	}
 	return 0
 }
@@ -420,14 +418,14 @@ func (m *model) externalIPs() []netip.Addr {
 	return slices.SortedFunc(maps.Keys(seen), netip.Addr.Compare)
 }
 
-func protoOf(p corev1.Protocol) (lb.Proto, error) {
+func protoOf(p corev1.Protocol) (Proto, error) {
 	switch p {
 	case corev1.ProtocolTCP, "":
-		return lb.ProtoTCP, nil
+		return ProtoTCP, nil
 	case corev1.ProtocolUDP:
-		return lb.ProtoUDP, nil
+		return ProtoUDP, nil
 	case corev1.ProtocolSCTP:
-		return lb.ProtoSCTP, nil
+		return ProtoSCTP, nil
 	}
 	return 0, fmt.Errorf("protocol %q is not TCP, UDP or SCTP", p)
 }

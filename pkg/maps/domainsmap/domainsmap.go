@@ -28,7 +28,10 @@ const (
 const DefaultID uint32 = 0
 
 // ID is the domain ID every node computes for name: DefaultID for "" (no pool), else the FNV-1a
-// hash of the name, never DefaultID. Callers must refuse two names with the same ID.
+// hash of the name, never DefaultID. Callers must refuse two names with the same ID. The agent's
+// model computes it itself (pkg/domain.ID, which also gives its "default" domain DefaultID);
+// this one is for readers of the map that do not link the model (edgeplanectl), and
+// pkg/controller/maptables tests that the two agree.
 func ID(name string) uint32 {
 	if name == "" {
 		return DefaultID

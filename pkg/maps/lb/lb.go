@@ -54,26 +54,15 @@ const (
 	CTTimeoutOther        = 60    // UDP, SCTP: since the last packet
 )
 
-// Proto is an IP protocol number.
-type Proto uint8
+// Proto is an IP protocol number (pkg/maps.Proto, shared with pkg/maps/nat).
+type Proto = maps.Proto
 
+// The protocols a service frontend translates.
 const (
-	ProtoTCP  Proto = 6
-	ProtoUDP  Proto = 17
-	ProtoSCTP Proto = 132
+	ProtoTCP  = maps.ProtoTCP
+	ProtoUDP  = maps.ProtoUDP
+	ProtoSCTP = maps.ProtoSCTP
 )
-
-func (p Proto) String() string {
-	switch p {
-	case ProtoTCP:
-		return "tcp"
-	case ProtoUDP:
-		return "udp"
-	case ProtoSCTP:
-		return "sctp"
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
 
 // Scope says where the traffic of a frontend comes from (enum lb_scope).
 type Scope uint8

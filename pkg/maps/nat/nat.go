@@ -23,26 +23,15 @@ const (
 	RevMapName = "nat_rev_map"
 )
 
-// Proto is an IP protocol number (the datapath translates TCP, UDP and ICMP echo).
-type Proto uint8
+// Proto is an IP protocol number (pkg/maps.Proto, shared with pkg/maps/lb).
+type Proto = maps.Proto
 
+// The protocols the datapath masquerades (ICMP: echo).
 const (
-	ProtoICMP Proto = 1
-	ProtoTCP  Proto = 6
-	ProtoUDP  Proto = 17
+	ProtoICMP = maps.ProtoICMP
+	ProtoTCP  = maps.ProtoTCP
+	ProtoUDP  = maps.ProtoUDP
 )
-
-func (p Proto) String() string {
-	switch p {
-	case ProtoICMP:
-		return "icmp"
-	case ProtoTCP:
-		return "tcp"
-	case ProtoUDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
 
 // Port is a port as the datapath stores it (C __be16; pkg/maps.Port).
 type Port = maps.Port

@@ -15,6 +15,10 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/domain"
 )
 
+// The NodeReconciler's domains pass: domains_map, this node's LocalState (its domain and cloud
+// gateway), the kernel host routes toward other domains, the node name index and the domain-level
+// warnings.
+
 // writeDomain (re)writes the domains_map entry of the domain a route is about to name, so that a
 // route never refers to a domain the datapath does not know (which it would treat as unreachable).
 func (r *NodeReconciler) writeDomain(name string) error {

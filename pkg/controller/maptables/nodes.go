@@ -1,7 +1,6 @@
-package agent
+package maptables
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -13,7 +12,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/maps/routes"
 )
 
-// The adapters below give the reconcilers pkg/maps through the controller package's interfaces.
+// The node reconciler's tables (controller/tables.go) and the pod garbage collector's.
 
 type routeTable struct{ m *routes.Map }
 
@@ -107,51 +106,4 @@ func (t domainTable) List() (map[uint32]controller.Domain, error) {
 		out[id] = controller.Domain{Name: d.NameString(), Reachable: d.Reachable(), Local: d.Local()}
 	}
 	return out, err
-}
-
-// tables are the opened maps the reconcilers write; Close releases them (the pins stay).
-type tables struct {
-	routes    *routes.Map
-	nodes     *nodes.Map
-	endpoints *endpoints.Map
-	domains   *domainsmap.Map
-	lb        *lbTables
-}
-
-func openTables(root string) (*tables, error) {
-	r, err := routes.Open(root)
-	if err != nil {
-		return nil, err
-	}
-	n, err := nodes.Open(root)
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
-	e, err := endpoints.Open(root)
-	if err != nil {
-		r.Close()
-		n.Close()
-		return nil, err
-	}
-	d, err := domainsmap.Open(root)
-	if err != nil {
-		r.Close()
-		n.Close()
-		e.Close()
-		return nil, err
-	}
-	l, err := openLBTables(root)
-	if err != nil {
-		r.Close()
-		n.Close()
-		e.Close()
-		d.Close()
-		return nil, err
-	}
-	return &tables{routes: r, nodes: n, endpoints: e, domains: d, lb: l}, nil
-}
-
-func (t *tables) Close() error {
-	return errors.Join(t.routes.Close(), t.nodes.Close(), t.endpoints.Close(), t.domains.Close(), t.lb.Close())
 }

@@ -1,6 +1,7 @@
-package agent
+package externalroutes
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -15,25 +16,26 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
-	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
-// memFrontends is lb_svc_map in memory.
-type memFrontends map[service.FrontendKey]controller.ServiceEntry
+// memFrontends is lb_svc_map in memory, its writes told to the hook as the reconciler does.
+type memFrontends struct {
+	m    map[service.FrontendKey]controller.ServiceEntry
+	hook controller.FrontendHook
+}
 
-func (m memFrontends) Upsert(k service.FrontendKey, e controller.ServiceEntry) error {
-	m[k] = e
-	return nil
+func (t memFrontends) Upsert(k service.FrontendKey, e controller.ServiceEntry) {
+	t.m[k] = e
+	t.hook.FrontendWritten(k, e)
 }
-func (m memFrontends) Delete(k service.FrontendKey) error { delete(m, k); return nil }
-func (m memFrontends) List() (map[service.FrontendKey]controller.ServiceEntry, error) {
-	out := map[service.FrontendKey]controller.ServiceEntry{}
-	for k, e := range m {
-		out[k] = e
-	}
-	return out, nil
+
+func (t memFrontends) Delete(k service.FrontendKey) {
+	delete(t.m, k)
+	t.hook.FrontendDeleted(k)
 }
+
+func (t memFrontends) List() { t.hook.FrontendsListed(maps.Clone(t.m)) }
 
 func serviceRoutes(t *testing.T) []string {
 	t.Helper()
@@ -51,7 +53,7 @@ func serviceRoutes(t *testing.T) []string {
 
 // The node's routes to externalIPs and LoadBalancer IPs follow the INTERNAL external-ip frontends
 // the reconciler writes, never cover a node's address or the cluster's CIDRs, and are restored
-// from the map by List (start-up, resync).
+// from the whole map the reconciler lists (start-up, resync).
 func TestExternalRoutesFollowFrontends(t *testing.T) {
 	netnstest.Run(t, func() { testExternalRoutesFollowFrontends(t) })
 }
@@ -77,17 +79,15 @@ func testExternalRoutesFollowFrontends(t *testing.T) {
 	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	_ = nodes.Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2", Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": "203.0.113.12"}},
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.12"}}}})
-	mem := memFrontends{}
-	table := routedFrontends{FrontendTable: mem, routes: &externalRoutes{
-		device: "edgeplane.1", src: src,
-		inside: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")},
-		nodes:  corelisters.NewNodeLister(nodes), logger: klog.Background(),
-		vips: map[service.FrontendKey]netip.Addr{},
-	}}
+	table := memFrontends{m: map[service.FrontendKey]controller.ServiceEntry{}, hook: New(Config{
+		Device: "edgeplane.1", Src: src,
+		Inside: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")},
+		Nodes:  corelisters.NewNodeLister(nodes), Logger: klog.Background(),
+	})}
 	internal := func(vip string, port uint16) service.FrontendKey {
-		return service.FrontendKey{VIP: netip.MustParseAddr(vip), Port: port, Proto: 6, Scope: lb.ScopeInternal}
+		return service.FrontendKey{VIP: netip.MustParseAddr(vip), Port: port, Proto: 6, Scope: service.ScopeInternal}
 	}
-	extIP := controller.ServiceEntry{ID: 1, Count: 1, Flags: lb.FlagExternalIP}
+	extIP := controller.ServiceEntry{ID: 1, Count: 1, Flags: service.FlagExternalIP}
 	for _, k := range []service.FrontendKey{
 		internal("198.51.100.2", 80), internal("198.51.100.2", 443), // one address, two frontends
 		internal("198.51.100.3", 80),
@@ -95,19 +95,17 @@ func testExternalRoutesFollowFrontends(t *testing.T) {
 		internal("203.0.113.12", 80), // a node's public address
 		internal("10.244.7.7", 80),   // inside the cluster CIDR
 	} {
-		if err := table.Upsert(k, extIP); err != nil {
-			t.Fatal(err)
-		}
+		table.Upsert(k, extIP)
 	}
 	// Neither a ClusterIP nor the EXTERNAL scope of the address is routed by these.
-	_ = table.Upsert(internal("10.96.0.10", 80), controller.ServiceEntry{ID: 2})
-	_ = table.Upsert(service.FrontendKey{VIP: netip.MustParseAddr("198.51.100.9"), Port: 80, Proto: 6, Scope: lb.ScopeExternal}, extIP)
+	table.Upsert(internal("10.96.0.10", 80), controller.ServiceEntry{ID: 2})
+	table.Upsert(service.FrontendKey{VIP: netip.MustParseAddr("198.51.100.9"), Port: 80, Proto: 6, Scope: service.ScopeExternal}, extIP)
 	if got, want := serviceRoutes(t), []string{"198.51.100.2/32", "198.51.100.3/32"}; !slices.Equal(got, want) {
 		t.Fatalf("routes %v, want %v", got, want)
 	}
 	// The address stays while one of its frontends does.
-	_ = table.Delete(internal("198.51.100.2", 80))
-	_ = table.Delete(internal("198.51.100.3", 80))
+	table.Delete(internal("198.51.100.2", 80))
+	table.Delete(internal("198.51.100.3", 80))
 	if got, want := serviceRoutes(t), []string{"198.51.100.2/32"}; !slices.Equal(got, want) {
 		t.Fatalf("after deletes: routes %v, want %v", got, want)
 	}
@@ -116,9 +114,7 @@ func testExternalRoutesFollowFrontends(t *testing.T) {
 	for _, r := range routes {
 		_ = netlink.RouteDel(&r)
 	}
-	if _, err := table.List(); err != nil {
-		t.Fatal(err)
-	}
+	table.List()
 	if got, want := serviceRoutes(t), []string{"198.51.100.2/32"}; !slices.Equal(got, want) {
 		t.Fatalf("after List: routes %v, want %v", got, want)
 	}

@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/cninode"
+	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/nameindex"
+	corev1 "k8s.io/api/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+)
+
+// The reconcilers, wired to the informers and the maps (pkg/controller/maptables).
+
+// watch runs the informers and reconcilers, writes the CNI config once the maps hold every node,
+// and re-converges the host periodically until ctx is done.
+func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Informers) error {
+	logger := klog.FromContext(ctx)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	defer broadcaster.Shutdown()
+	broadcaster.StartRecordingToSink(k8s.EventSink(a.client))
+	recorder := broadcaster.NewRecorder(k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
+
+	election, err := a.reporterElection()
+	if err != nil {
+		return err
+	}
+	// Problems of cluster-wide objects are recorded by one agent only (controller/reporter.go).
+	var clusterRecorder record.EventRecorder = recorder
+	if election != nil {
+		clusterRecorder = k8s.WhileHeld(recorder, election.Held)
+	}
+
+	cmNamespace, cmName, err := a.cfg.DomainConfigRef()
+	if err != nil {
+		return err
+	}
+	var domains *controller.DomainConfig
+	if cmName != "" {
+		if domains, err = controller.NewDomainConfig(inf.ConfigMap(cmNamespace, cmName), cmName, clusterRecorder, a.telemetry.metrics); err != nil {
+			return err
+		}
+	} else {
+		logger.Info("Domain configuration disabled (--domain-config is empty): every pool is its own domain, all pairs public (default)")
+	}
+	nodeInformer := inf.Nodes()
+	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
+		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
+		Informer: nodeInformer,
+		Routes:   tbl.Routes(), Nodes: tbl.Nodes(),
+		NextHop: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+
+		Neighbours: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+		Recorder:   recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
+
+		Domains:     domainModel(domains),
+		DomainTable: tbl.Domains(),
+		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
+		OnLocal:     a.setLocal,
+		NodeIndex:   nodeIndex{runDir: a.cfg.RunDir},
+	})
+	if err != nil {
+		return err
+	}
+	svcs, err := a.newServices(inf, tbl, recorder, clusterRecorder, domainModel(domains))
+	if err != nil {
+		return err
+	}
+	if domains != nil {
+		domains.OnChange(nodesRec.Refresh)
+		domains.OnChange(svcs.reconciler.Refresh)
+	}
+	gc, err := controller.NewPodGC(controller.PodGCConfig{
+		Informer:  inf.Pods(),
+		Endpoints: tbl.Endpoints(),
+		Links:     netdev.Links{},
+		Interval:  a.cfg.Resync,
+		Metrics:   a.telemetry.metrics,
+	})
+	if err != nil {
+		return err
+	}
+	watched := map[string]cache.SharedIndexInformer{"nodes": nodeInformer, "pods": inf.Pods()}
+	for resource, informer := range svcs.informers {
+		watched[resource] = informer
+	}
+	a.telemetry.watchInformers(&a.ready, watched)
+	a.ready.addChecks(svcs.readyCheck, nil)
+	ctx, cancel := context.WithCancel(ctx)
+	inf.Start(ctx) // those made since run started the first ones
+	var running sync.WaitGroup
+	errs := make(chan error, 3)
+	running.Go(func() { errs <- nodesRec.Run(ctx) })
+	running.Go(func() { errs <- gc.Run(ctx) })
+	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
+	if domains != nil {
+		running.Go(func() {
+			if domains.WaitForSync(ctx) {
+				msg, kv := domains.InEffect()
+				logger.Info(msg, append([]any{"configmap", cmNamespace + "/" + cmName}, kv...)...)
+			}
+		})
+	}
+	if election != nil {
+		election.OnAcquire(func() {
+			if domains != nil {
+				domains.ReportAgain()
+			}
+			nodesRec.ReportAgain()
+			svcs.reconciler.ReportAgain()
+		})
+		running.Go(func() { election.Run(ctx) })
+	}
+	// The maps close after this function: nothing may still write to them then.
+	defer running.Wait()
+	defer cancel()
+
+	select {
+	case <-nodesRec.Ready():
+	case err := <-errs:
+		return errors.Join(err, ctx.Err())
+	}
+	if err := a.writeNodeConfig(); err != nil {
+		return err
+	}
+	a.ready.synced.Store(true)
+	logger.Info("Ready: datapath attached, maps synced, node config written", "path", cninode.Path(a.cfg.RunDir))
+	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
+	logger.Info("Stopping; pinned maps and links stay in place")
+	return nil
+}
+
+// reporterElection is the election of the agent that records events about cluster-wide objects;
+// nil when --reporter-lease is empty (every agent records them).
+func (a *Agent) reporterElection() (*k8s.Election, error) {
+	namespace, name, err := a.cfg.ReporterLeaseRef()
+	if err != nil || name == "" {
+		return nil, err
+	}
+	return &k8s.Election{API: a.client, Namespace: namespace, Name: name, Identity: a.cfg.NodeName,
+		Duration: a.cfg.ReporterLeaseDuration}, nil
+}
+
+// domainModel avoids a typed nil in the interface: without a ConfigMap the reconciler uses the
+// default model.
+func domainModel(d *controller.DomainConfig) controller.DomainModel {
+	if d == nil {
+		return nil
+	}
+	return d
+}
+
+// nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/nameindex),
+// where edgeplanectl finds node names and pools, agent running or not. It stays on SIGTERM.
+type nodeIndex struct{ runDir string }
+
+func (x nodeIndex) Sync(nodes []controller.NodeName) error {
+	out := make([]nameindex.Node, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, nameindex.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
+			Domain: n.Domain, ThisNode: n.Local})
+	}
+	return nameindex.WriteNodes(x.runDir, out)
+}

@@ -1,0 +1,226 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+)
+
+// A peer's entries: from its Node object (pod CIDR, VTEP annotations, tunnel endpoint, next hop)
+// to routes_map and nodes_map, written node entry first and released when no node refers to them.
+
+// desired computes a peer's entries from its Node object.
+func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, error) {
+	cidr, ok, err := k8s.NodePodCIDR(node)
+	if err != nil {
+		return peer{}, err
+	}
+	if !ok {
+		return peer{}, errNotReady
+	}
+	if err := r.checkPodCIDR(node.Name, cidr); err != nil {
+		return peer{}, err
+	}
+	vtep, err := k8s.NodeVTEP(node)
+	if errors.Is(err, k8s.ErrNoVTEP) {
+		return peer{}, errNotReady
+	}
+	if err != nil {
+		return peer{}, err
+	}
+	// The tunnel endpoint is the address that reaches the node from here: its own underlay
+	// address within a named domain (one L3 network) and across a private line (which routes
+	// the domains' private addresses), else what Flannel would use: its public-ip-overwrite (a
+	// NAT address) when set. Nodes in no pool are plain Kubernetes nodes that need not share a
+	// network, as in Flannel.
+	m := r.model()
+	dom := m.DomainOf(node)
+	pool, _ := m.PoolOf(node)
+	endpoint := vtep.Endpoint(m.Reachable(r.local.domain, dom) && !(dom == domain.Default && r.local.domain == domain.Default))
+	id := domain.ID(dom)
+	mac, err := r.cfg.NextHop.NextHop(endpoint)
+	if err != nil {
+		// Not fatal: without a next hop the datapath asks the kernel to resolve the neighbour.
+		klog.FromContext(ctx).V(2).Info("Next hop not resolved", "node", node.Name, "ip", endpoint, "err", err)
+		mac = nil
+	}
+	var alias netip.Addr
+	for _, a := range []netip.Addr{vtep.LocalIP, vtep.IP} {
+		if a.IsValid() && a != endpoint && a != r.cfg.Local.NodeIP {
+			alias = a
+		}
+	}
+	return peer{
+		podCIDR: cidr,
+		alias:   alias,
+		route:   Route{NodeIP: endpoint, Domain: id, Encap: EncapVXLAN},
+		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
+		domain:  dom,
+		pool:    pool,
+		gateway: domain.IsGateway(node),
+	}, nil
+}
+
+// checkPodCIDR refuses a pod CIDR outside the cluster CIDR or overlapping another node's.
+func (r *NodeReconciler) checkPodCIDR(name string, cidr netip.Prefix) error {
+	if c := r.cfg.Local.ClusterCIDR; !c.Contains(cidr.Addr()) || cidr.Bits() < c.Bits() {
+		return fmt.Errorf("pod CIDR %s is outside the cluster CIDR %s", cidr, c)
+	}
+	for other, p := range r.peers {
+		if other != name && p.podCIDR.Overlaps(cidr) {
+			return fmt.Errorf("pod CIDR %s overlaps node %s's pod CIDR %s", cidr, other, p.podCIDR)
+		}
+	}
+	return nil
+}
+
+func (r *NodeReconciler) applyLocal() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applyLocalLocked()
+}
+
+// applyLocalLocked writes this node's own route and follows its domain: when the local Node
+// object moves to another domain (a pool label or the configuration changed), every peer's
+// entries are recomputed, since reachability and tunnel endpoints are relative to it.
+func (r *NodeReconciler) applyLocalLocked() error {
+	l := r.cfg.Local
+	view := r.local
+	if node, err := r.lister.Get(l.Name); err == nil {
+		pool, _ := r.model().PoolOf(node)
+		view = localView{domain: r.model().DomainOf(node), pool: pool, gateway: domain.IsGateway(node)}
+	} else if view.domain == "" {
+		view.domain = domain.Default
+	}
+	if view != r.local {
+		r.local = view
+		for name := range r.peers {
+			if name != l.Name {
+				r.queue.Add(name)
+			}
+		}
+		if nodes, err := r.lister.List(labels.Everything()); err == nil {
+			for _, n := range nodes {
+				r.queue.Add(n.Name)
+			}
+		}
+		r.queue.Add(domainsKey)
+	}
+	return r.apply(l.Name, peer{
+		podCIDR: l.PodCIDR, route: Route{NodeIP: l.NodeIP, Domain: domain.ID(view.domain), Local: true},
+		domain: view.domain, pool: view.pool, gateway: view.gateway,
+	})
+}
+
+// apply writes want for the node named name and removes what its previous state left unreferenced.
+// It always writes, so an entry lost from a map comes back on the next pass. The node entry goes
+// first so that a route never points at a missing node.
+func (r *NodeReconciler) apply(name string, want peer) error {
+	if err := r.writeDomain(want.domain); err != nil {
+		return err
+	}
+	if !want.route.Local {
+		if err := r.cfg.Nodes.Upsert(want.route.NodeIP, want.node); err != nil {
+			return fmt.Errorf("writing node %s (%s): %w", name, want.route.NodeIP, err)
+		}
+	}
+	if want.alias.IsValid() && !r.isPrimary(name, want.alias) {
+		// Only recognised, never sent to: no next hop (the datapath asks the kernel).
+		if err := r.cfg.Nodes.Upsert(want.alias, Node{VTEPMAC: want.node.VTEPMAC, Domain: want.node.Domain}); err != nil {
+			return fmt.Errorf("writing node %s (%s, its other address): %w", name, want.alias, err)
+		}
+	}
+	if err := r.cfg.Routes.Upsert(want.podCIDR, want.route); err != nil {
+		return fmt.Errorf("writing route %s -> node %s: %w", want.podCIDR, name, err)
+	}
+	old, had := r.peers[name]
+	r.peers[name] = want
+	if had {
+		return r.release(name, old)
+	}
+	return nil
+}
+
+// forget removes a deleted node's entries.
+func (r *NodeReconciler) forget(name string) error {
+	old, had := r.peers[name]
+	if !had {
+		return nil
+	}
+	delete(r.peers, name)
+	delete(r.errs, name)
+	if err := r.release(name, old); err != nil {
+		r.peers[name] = old // retry the removal
+		return err
+	}
+	return nil
+}
+
+// isPrimary reports whether addr is the tunnel endpoint of a node other than name: an alias
+// never takes the place of another node's entry.
+func (r *NodeReconciler) isPrimary(name string, addr netip.Addr) bool {
+	for n, p := range r.peers {
+		if n != name && !p.route.Local && p.route.NodeIP == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeKeyUsed reports whether a node in r.peers keys addr in nodes_map (endpoint or alias).
+func (r *NodeReconciler) nodeKeyUsed(addr netip.Addr) bool {
+	for _, p := range r.peers {
+		if (!p.route.Local && p.route.NodeIP == addr) || p.alias == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// release deletes old's entries that no node in r.peers refers to any more.
+func (r *NodeReconciler) release(name string, old peer) error {
+	routeUsed := old.route.Local
+	for _, p := range r.peers {
+		routeUsed = routeUsed || p.podCIDR == old.podCIDR
+	}
+	if !routeUsed {
+		if err := r.cfg.Routes.Delete(old.podCIDR); err != nil {
+			return fmt.Errorf("deleting route %s of node %s: %w", old.podCIDR, name, err)
+		}
+	}
+	if !old.route.Local && !r.nodeKeyUsed(old.route.NodeIP) {
+		if err := r.cfg.Nodes.Delete(old.route.NodeIP); err != nil {
+			return fmt.Errorf("deleting node %s (%s): %w", name, old.route.NodeIP, err)
+		}
+	}
+	if old.alias.IsValid() && !r.nodeKeyUsed(old.alias) {
+		if err := r.cfg.Nodes.Delete(old.alias); err != nil {
+			return fmt.Errorf("deleting node %s (%s, its other address): %w", name, old.alias, err)
+		}
+	}
+	return nil
+}
+
+// reportInvalid records a Warning event once per distinct error and, at start-up, adopts what the
+// previous agent pinned for this node so that its pods stay reachable.
+func (r *NodeReconciler) reportInvalid(ctx context.Context, node *corev1.Node, err error) {
+	if r.errs[node.Name] != err.Error() {
+		r.errs[node.Name] = err.Error()
+		klog.FromContext(ctx).Error(err, "Ignoring node network configuration; keeping its last good state", "node", node.Name)
+		r.recordInvalidLocked(node, err.Error())
+	}
+	if _, had := r.peers[node.Name]; had {
+		return
+	}
+	if p, ok := r.adoptPinned(node); ok {
+		r.peers[node.Name] = p
+	}
+}

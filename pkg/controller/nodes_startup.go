@@ -1,0 +1,116 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+)
+
+// The NodeReconciler's start-up pass and garbage collection: adopt what a previous agent pinned
+// for nodes that are invalid now, then delete the entries no node refers to.
+
+// syncAll is the start-up pass: adopt what is pinned, reconcile every node, delete the rest.
+func (r *NodeReconciler) syncAll(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	r.loadPinned(ctx)
+	if err := r.applyLocal(); err != nil {
+		logger.Error(err, "Programming the local pod CIDR route; will retry")
+		r.queue.AddRateLimited(r.cfg.Local.Name)
+	}
+	nodes, err := r.lister.List(labels.Everything())
+	if err != nil {
+		logger.Error(err, "Listing nodes")
+	}
+	for _, n := range nodes {
+		start := time.Now()
+		err := r.reconcile(ctx, n.Name)
+		observe(r.cfg.Metrics, NodesController, start, err)
+		if err != nil {
+			logger.Error(err, "Reconciling node; will retry", "node", n.Name)
+			r.queue.AddRateLimited(n.Name)
+		}
+	}
+	if err := r.reconcile(ctx, domainsKey); err != nil {
+		logger.Error(err, "Programming domains and host routes; will retry")
+		r.queue.AddRateLimited(domainsKey)
+	}
+	r.collectGarbage(ctx)
+	r.mu.Lock()
+	r.pinned = pinnedState{}
+	r.mu.Unlock()
+}
+
+func (r *NodeReconciler) loadPinned(ctx context.Context) {
+	routes, err := r.cfg.Routes.List()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing pinned routes")
+	}
+	nodes, err := r.cfg.Nodes.List()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing pinned nodes")
+	}
+	r.mu.Lock()
+	r.pinned = pinnedState{routes: routes, nodes: nodes}
+	r.mu.Unlock()
+}
+
+func (r *NodeReconciler) adoptPinned(node *corev1.Node) (peer, bool) {
+	cidr, ok, err := k8s.NodePodCIDR(node)
+	if err != nil || !ok || r.checkPodCIDR(node.Name, cidr) != nil {
+		return peer{}, false
+	}
+	route, ok := r.pinned.routes[cidr]
+	if !ok || route.Local {
+		return peer{}, false
+	}
+	n, ok := r.pinned.nodes[route.NodeIP]
+	if !ok {
+		return peer{}, false
+	}
+	return peer{podCIDR: cidr, route: route, node: n}, true
+}
+
+// collectGarbage deletes map entries that belong to no node.
+func (r *NodeReconciler) collectGarbage(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	routes, nodes := map[netip.Prefix]bool{}, map[netip.Addr]bool{}
+	for _, p := range r.peers {
+		routes[p.podCIDR] = true
+		if !p.route.Local {
+			nodes[p.route.NodeIP] = true
+		}
+		if p.alias.IsValid() {
+			nodes[p.alias] = true
+		}
+	}
+	if err := deleteStale(r.cfg.Routes.List, r.cfg.Routes.Delete, routes); err != nil {
+		logger.Error(err, "Deleting stale routes")
+	}
+	if err := deleteStale(r.cfg.Nodes.List, r.cfg.Nodes.Delete, nodes); err != nil {
+		logger.Error(err, "Deleting stale nodes")
+	}
+}
+
+// deleteStale deletes every listed key that keep does not hold.
+func deleteStale[K comparable, V any](list func() (map[K]V, error), del func(K) error, keep map[K]bool) error {
+	have, err := list()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for k := range have {
+		if !keep[k] {
+			errs = append(errs, del(k))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,262 @@
+package controller
+
+import (
+	"slices"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/service"
+)
+
+// The ServiceReconciler's event handlers: which Services a change of a Service, an EndpointSlice
+// or a Node queues, the EndpointSlice index they keep, and the view of the nodes they invalidate.
+
+// sliceServiceKey is the key ("namespace/name") of an EndpointSlice's Service, "" for none, as
+// the cache holds the slice (k8s.EndpointSlice, the informers' transform) or whole (tests).
+func sliceServiceKey(obj any) string {
+	var ns, name string
+	switch s := obj.(type) {
+	case *k8s.EndpointSlice:
+		ns, name = s.Namespace, s.ServiceName
+	case *discoveryv1.EndpointSlice:
+		ns, name = s.Namespace, s.Labels[discoveryv1.LabelServiceName]
+	}
+	if name == "" {
+		return ""
+	}
+	return ns + "/" + name
+}
+
+func (r *ServiceReconciler) enqueueService(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	r.add(key)
+}
+
+// add queues key, or holds it until the start-up pass is over (early).
+func (r *ServiceReconciler) add(key string) {
+	r.earlyMu.Lock()
+	if r.early != nil {
+		r.early[key] = true
+		r.earlyMu.Unlock()
+		return
+	}
+	r.earlyMu.Unlock()
+	r.queue.Add(key)
+}
+
+// passing marks key as reconciled by the start-up pass from now on: only later events requeue it.
+func (r *ServiceReconciler) passing(key string) {
+	r.earlyMu.Lock()
+	delete(r.early, key)
+	r.earlyMu.Unlock()
+}
+
+// endEarly queues what events named during the start-up pass after its reconcile, and
+// queues directly from then on.
+func (r *ServiceReconciler) endEarly() {
+	r.earlyMu.Lock()
+	keys := r.early
+	r.early = nil
+	r.earlyMu.Unlock()
+	for key := range keys {
+		r.queue.Add(key)
+	}
+}
+
+// sliceChanged keeps slicesOf and queues the Services of a slice that was added (old nil),
+// updated, or deleted (obj nil).
+func (r *ServiceReconciler) sliceChanged(old, obj any) {
+	oldSvc, oldKey := sliceKeys(old)
+	svc, key := sliceKeys(obj)
+	if oldSvc != "" && (oldSvc != svc || oldKey != key) {
+		r.slicesOf.remove(oldSvc, oldKey)
+		r.add(oldSvc)
+	}
+	if svc != "" {
+		if obj != nil {
+			r.slicesOf.put(svc, key)
+		}
+		r.add(svc)
+	}
+}
+
+// sliceKeys is the key of an EndpointSlice's Service ("" for none) and its own.
+func sliceKeys(obj any) (svc, key string) {
+	if obj == nil {
+		return "", ""
+	}
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj, key = t.Obj, t.Key
+	}
+	if svc = sliceServiceKey(obj); svc == "" {
+		return "", ""
+	}
+	if key == "" {
+		var err error
+		if key, err = cache.MetaNamespaceKeyFunc(obj); err != nil {
+			return "", ""
+		}
+	}
+	return svc, key
+}
+
+// sliceIndex is the EndpointSlices of each Service, "namespace/service name" (label
+// kubernetes.io/service-name) -> the slices' keys, kept by the slice event handler. A client-go
+// index would hold a set (a map) per Service: ~150 bytes more a Service, 1.5 MiB at 10,000. It
+// may lag the cache by an event: the event then queues the Service again.
+type sliceIndex struct {
+	mu    sync.Mutex
+	bySvc map[string][]string
+}
+
+func (x *sliceIndex) put(svc, key string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.bySvc == nil {
+		x.bySvc = map[string][]string{}
+	}
+	if !slices.Contains(x.bySvc[svc], key) {
+		x.bySvc[svc] = append(x.bySvc[svc], key)
+	}
+}
+
+func (x *sliceIndex) remove(svc, key string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	keys := slices.DeleteFunc(x.bySvc[svc], func(k string) bool { return k == key })
+	if len(keys) == 0 {
+		delete(x.bySvc, svc)
+	} else {
+		x.bySvc[svc] = keys
+	}
+}
+
+// get is a copy of the Service's slice keys.
+func (x *sliceIndex) get(svc string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return slices.Clone(x.bySvc[svc])
+}
+
+func (r *ServiceReconciler) model() *domain.Model {
+	if r.cfg.Domains == nil {
+		return domain.DefaultModel()
+	}
+	return r.cfg.Domains.Model()
+}
+
+func (r *ServiceReconciler) poolLabel() string { return r.model().PoolLabel() }
+
+// placementChanged filters Node updates down to those that move a node: its pool or zone label,
+// or its pod CIDR (where its pods are, for reachability).
+func (r *ServiceReconciler) placementChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*corev1.Node)
+	n, ok2 := newObj.(*corev1.Node)
+	if !ok1 || !ok2 {
+		return true
+	}
+	pool := r.poolLabel()
+	if o.Labels[pool] != n.Labels[pool] || o.Labels[service.ZoneLabel] != n.Labels[service.ZoneLabel] {
+		return true
+	}
+	oldCIDR, _, _ := k8s.NodePodCIDR(o)
+	newCIDR, _, _ := k8s.NodePodCIDR(n)
+	return oldCIDR != newCIDR
+}
+
+// localDomain is this node's network domain, as the node reconciler places it: the default
+// domain while its Node object is not known.
+func (r *ServiceReconciler) localDomain(m *domain.Model) string {
+	if n, err := r.nodes.Get(r.cfg.NodeName); err == nil {
+		return m.DomainOf(n)
+	}
+	return domain.Default
+}
+
+// unreachable reports whether obj is a node with pods this node cannot reach (its domain is
+// public to this node's, and it has a pod CIDR): a Service with endpoints there changes when it
+// comes, goes or moves.
+func (r *ServiceReconciler) unreachable(obj any) bool {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	n, ok := obj.(*corev1.Node)
+	if !ok || n.Name == r.cfg.NodeName {
+		return false
+	}
+	if _, hasPods, err := k8s.NodePodCIDR(n); err != nil || !hasPods {
+		return false
+	}
+	m := r.model()
+	return !m.Reachable(r.localDomain(m), m.DomainOf(n))
+}
+
+// nodeUpdated is the Node update handler: only moves count (placementChanged).
+func (r *ServiceReconciler) nodeUpdated(oldObj, obj any) {
+	if r.placementChanged(oldObj, obj) {
+		r.nodeChanged(obj, r.unreachable(oldObj) || r.unreachable(obj))
+	}
+}
+
+// nodeChanged requeues the Services a node's move can change: all of them when it is this node
+// (its pool decides NodePort isolation, topology and which domains it reaches, its zone
+// trafficDistribution) or a node it cannot reach, before or after the change (its endpoints are
+// left out or come back), else those with a topology annotation (the endpoints of a pool).
+func (r *ServiceReconciler) nodeChanged(obj any, unreachable bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	r.nodeDirty.Store(true)
+	node, ok := obj.(*corev1.Node)
+	all := unreachable || (ok && node.Name == r.cfg.NodeName)
+	for _, s := range r.services.List() {
+		if all {
+			r.enqueueService(s)
+		} else if m, err := meta.Accessor(s); err == nil {
+			if _, topology := m.GetAnnotations()[service.TopologyAnnotation]; topology {
+				r.enqueueService(s)
+			}
+		}
+	}
+}
+
+// clusterLocked is the view of the nodes, rebuilt after a node moved or the domain
+// configuration changed.
+func (r *ServiceReconciler) clusterLocked() *service.Cluster {
+	if r.cluster == nil || r.nodeDirty.Swap(false) {
+		nodes, err := r.nodes.List(labels.Everything())
+		if err != nil {
+			utilruntime.HandleError(err)
+		}
+		m := r.model()
+		c := service.NewCluster(r.cfg.NodeName, nodes, m.PoolLabel())
+		local := r.localDomain(m)
+		for _, n := range nodes {
+			if n.Name == r.cfg.NodeName || m.Reachable(local, m.DomainOf(n)) {
+				continue
+			}
+			if cidr, ok, err := k8s.NodePodCIDR(n); err == nil && ok {
+				c.SetUnreachable(n.Name, cidr)
+			}
+		}
+		if (r.cluster == nil && len(c.Unreachable()) > 0) || (r.cluster != nil && !slices.Equal(r.cluster.Unreachable(), c.Unreachable())) {
+			klog.Background().Info("Service backends on nodes this node cannot reach are left out",
+				"domain", local, "unreachableNodes", len(c.Unreachable()))
+		}
+		r.cluster = c
+	}
+	return r.cluster
+}

@@ -1,0 +1,108 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/edgeplane/edgeplane/pkg/service"
+)
+
+// hookLog is a FrontendHook that logs what it is told into the tables' log, after their writes:
+// "hook+<key>", "hook-<key>", "hook list <n>"; lists keeps each listing.
+type hookLog struct {
+	log   *opLog
+	lists []map[service.FrontendKey]ServiceEntry
+}
+
+func (h *hookLog) FrontendWritten(k service.FrontendKey, e ServiceEntry) {
+	h.log.add(fmt.Sprintf("hook+%v", k))
+}
+
+func (h *hookLog) FrontendDeleted(k service.FrontendKey) { h.log.add(fmt.Sprintf("hook-%v", k)) }
+
+func (h *hookLog) FrontendsListed(all map[service.FrontendKey]ServiceEntry) {
+	h.log.add(fmt.Sprintf("hook list %d", len(all)))
+	h.lists = append(h.lists, maps.Clone(all))
+}
+
+// followedByHook checks that every write of lb_svc_map in ops is told to the hook right after it,
+// and returns how many were.
+func followedByHook(t *testing.T, ops []string) int {
+	t.Helper()
+	n := 0
+	for i, op := range ops {
+		var want string
+		if k, ok := strings.CutPrefix(op, "svc+"); ok {
+			want = "hook+" + k
+		} else if k, ok := strings.CutPrefix(op, "svc-"); ok {
+			want = "hook-" + k
+		} else {
+			continue
+		}
+		if i+1 >= len(ops) || ops[i+1] != want {
+			t.Errorf("%s not followed by %s: %v", op, want, ops)
+		}
+		n++
+	}
+	return n
+}
+
+// TestServicesFrontendHook: the reconciler tells its FrontendHook (the agent's external-IP host
+// routes) of every frontend it writes or deletes, after the write, and of the whole map whenever
+// it lists it: at start-up (loadPinned) and at each resync, where a foreign entry it deletes is
+// told too. A failed write is not told.
+func TestServicesFrontendHook(t *testing.T) {
+	extIP := func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"198.51.100.2"} }
+	f := newSvcFixture(t, webService(extIP), threeEndpoints())
+	hook := &hookLog{log: f.log}
+	f.r.cfg.FrontendHook = hook
+
+	f.r.loadPinned(context.Background())
+	if ops := f.log.take(); !slices.Equal(ops, []string{"hook list 0"}) {
+		t.Errorf("start-up: %v, want one listing of the empty map", ops)
+	}
+	f.reconcile(t, serviceKey)
+	// ClusterIP, NodePort, and the externalIP's INTERNAL and EXTERNAL frontends.
+	if n := followedByHook(t, f.log.take()); n != 4 {
+		t.Errorf("%d frontend writes told, want 4", n)
+	}
+
+	foreign := service.FrontendKey{VIP: netip.MustParseAddr("10.96.9.9"), Port: 1, Proto: 6}
+	f.frontends.entries[foreign] = ServiceEntry{ID: 999}
+	f.r.resync(context.Background())
+	ops := f.log.take()
+	if len(ops) < 3 || ops[0] != "hook list 5" || ops[1] != "svc-"+foreign.String() || ops[2] != "hook-"+foreign.String() {
+		t.Errorf("resync: %v, want the listing of 5 frontends, then the foreign one's deletion told", ops)
+	}
+	if listed := hook.lists[len(hook.lists)-1]; listed[foreign] != (ServiceEntry{ID: 999}) || len(listed) != 5 {
+		t.Errorf("resync listed %v", listed)
+	}
+	f.drain(t)
+	f.log.take()
+
+	f.remove(webService())
+	f.reconcile(t, serviceKey)
+	if n := followedByHook(t, f.log.take()); n != 4 {
+		t.Errorf("%d frontend deletions told, want 4", n)
+	}
+
+	// A write that fails is not told.
+	f.frontends.failing = errors.New("map full")
+	f.seed(webService(extIP))
+	if err := f.r.reconcile(context.Background(), serviceKey); err == nil {
+		t.Fatal("reconcile with a failing frontend table succeeded")
+	}
+	for _, op := range f.log.take() {
+		if _, ok := strings.CutPrefix(op, "hook+"); ok {
+			t.Errorf("a failed write told: %s", op)
+		}
+	}
+}

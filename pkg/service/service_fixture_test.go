@@ -1,0 +1,216 @@
+package service
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+)
+
+// The cluster of the tests: this node "self" in pool-a and zone z1, with one endpoint per node.
+//
+//	node  pool    zone  endpoint
+//	self  pool-a  z1    10.244.0.5
+//	n2    pool-a  z2    10.244.1.5
+//	n3    pool-b  z1    10.244.2.5
+//	n4    -       -     10.244.3.5
+func testNodes() []*corev1.Node {
+	node := func(name, pool, zone string) *corev1.Node {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+		if pool != "" {
+			n.Labels[domain.DefaultPoolLabel] = pool
+		}
+		if zone != "" {
+			n.Labels[ZoneLabel] = zone
+		}
+		return n
+	}
+	return []*corev1.Node{node("self", "pool-a", "z1"), node("n2", "pool-a", "z2"), node("n3", "pool-b", "z1"), node("n4", "", "")}
+}
+
+var (
+	epSelf = ep("10.244.0.5", "self", "z1")
+	epN2   = ep("10.244.1.5", "n2", "z2")
+	epN3   = ep("10.244.2.5", "n3", "z1")
+	epN4   = ep("10.244.3.5", "n4", "")
+)
+
+// hint gives e the EndpointSlice controller's zone hints.
+func hint(e discoveryv1.Endpoint, zones ...string) discoveryv1.Endpoint {
+	e.Hints = &discoveryv1.EndpointHints{}
+	for _, z := range zones {
+		e.Hints.ForZones = append(e.Hints.ForZones, discoveryv1.ForZone{Name: z})
+	}
+	return e
+}
+
+func ep(ip, node, zone string) discoveryv1.Endpoint {
+	e := discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(node)}
+	if zone != "" {
+		e.Zone = ptr.To(zone)
+	}
+	return e
+}
+
+// notReady, terminating... set an endpoint's conditions.
+func conditions(e discoveryv1.Endpoint, ready, serving, terminating bool) discoveryv1.Endpoint {
+	e.Conditions = discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating}
+	return e
+}
+
+type port struct {
+	name  string
+	proto corev1.Protocol
+	num   int32
+}
+
+func slice(ports []port, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: "web-x", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   eps,
+	}
+	for _, p := range ports {
+		s.Ports = append(s.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.num)})
+	}
+	return s
+}
+
+var httpPort = []port{{"http", corev1.ProtocolTCP, 8080}}
+
+func allSlices() []*discoveryv1.EndpointSlice {
+	return []*discoveryv1.EndpointSlice{slice(httpPort, epSelf, epN2, epN3, epN4)}
+}
+
+func clusterIPService(mods ...func(*corev1.Service)) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
+			Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}},
+		},
+	}
+	for _, m := range mods {
+		m(s)
+	}
+	return s
+}
+
+func nodePortType(s *corev1.Service) {
+	s.Spec.Type = corev1.ServiceTypeNodePort
+	s.Spec.Ports[0].NodePort = 30080
+}
+
+func loadBalancerType(s *corev1.Service) {
+	nodePortType(s)
+	s.Spec.Type = corev1.ServiceTypeLoadBalancer
+	s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.10"}}
+}
+
+func annotate(k, v string) func(*corev1.Service) {
+	return func(s *corev1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[k] = v
+	}
+}
+
+// want describes frontends compactly: "scope vip:port/proto" -> "flags | backend,backend".
+type want map[string]string
+
+func describe(res Result) want {
+	out := want{}
+	for k, f := range res.Frontends {
+		var b []string
+		for _, be := range f.Backends {
+			b = append(b, be.String())
+		}
+		v := f.Flags.String()
+		if f.Flags&FlagAffinity != 0 {
+			v += fmt.Sprintf("(%d)", f.AffinityTimeout)
+		}
+		out[k.String()] = v + " | " + strings.Join(b, ",")
+	}
+	return out
+}
+
+const (
+	all4        = "10.244.0.5:8080,10.244.1.5:8080,10.244.2.5:8080,10.244.3.5:8080"
+	selfEP      = "10.244.0.5:8080"
+	clusterIP80 = "internal 10.96.0.10:80/tcp"
+	nodePort    = "external 0.0.0.0:30080/tcp"
+)
+
+// frontendCase is one case of the Frontends tables (TestFrontends, TestFrontendsTopology,
+// TestFrontendsNodePortIsolation, TestFrontendsWarnings): a Service and its slices as this node
+// sees them, and the frontends and warnings the model gives.
+type frontendCase struct {
+	name     string
+	svc      *corev1.Service
+	slices   []*discoveryv1.EndpointSlice // nil: allSlices
+	policy   *Policy                      // nil: read from the Service
+	local    string                       // this node; default self
+	max      int
+	want     want
+	warnings []string // substrings, in order
+}
+
+// runFrontendCases runs each case as a subtest: exactly its frontends, exactly its warnings.
+func runFrontendCases(t *testing.T, cases []frontendCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			local := c.local
+			if local == "" {
+				local = "self"
+			}
+			endpointSlices := c.slices
+			if endpointSlices == nil {
+				endpointSlices = allSlices()
+			}
+			policy := Policy{}
+			if c.policy != nil {
+				policy = *c.policy
+			} else {
+				var err error
+				policy.Topology, err = TopologyOf(c.svc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if policy.Listen, err = ListenOf(c.svc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := Frontends(Input{Service: c.svc, Slices: endpointSlices, Cluster: NewCluster(local, testNodes(), domain.DefaultPoolLabel), Policy: policy, MaxBackends: c.max})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := describe(res)
+			for k, v := range c.want {
+				if got[k] != v {
+					t.Errorf("%s = %q, want %q", k, got[k], v)
+				}
+			}
+			for k, v := range got {
+				if _, ok := c.want[k]; !ok {
+					t.Errorf("unexpected %s = %q", k, v)
+				}
+			}
+			if len(res.Warnings) != len(c.warnings) {
+				t.Fatalf("warnings %v, want %d", res.Warnings, len(c.warnings))
+			}
+			for i, w := range c.warnings {
+				if !strings.Contains(res.Warnings[i].Message, w) {
+					t.Errorf("warning %d = %q, want %q", i, res.Warnings[i].Message, w)
+				}
+			}
+		})
+	}
+}
