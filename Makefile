@@ -72,6 +72,12 @@ test: deps conformance-deps cni-plugins containerd flannel build
 		E2E_IMAGES="$$images" EDGEPLANE_COREDNS_IMAGE=$$(echo "$$images" | grep '/coredns.tar$$') \
 		$(GO) test -count=1 -timeout 45m ./...
 
+# The datapath's tests (pkg/datapath) on Debian's 5.10, 6.1 and bookworm-backports kernels, each
+# booted in qemu (TCG); prints a kernel x test table. KERNELS="6.1" picks some. Needs root.
+.PHONY: test-kernels
+test-kernels:
+	@scripts/test-kernels.sh $(KERNELS)
+
 # The broader [sig-network] set (docs/conformance.md) on the kubelet cluster; writes its summary
 # into docs/conformance.md and a JUnit report into docs/conformance/.
 conformance: deps conformance-deps cni-plugins containerd build image

@@ -72,7 +72,7 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 	if (!cfg)
 		return -DROP_NOT_READY;
 	/* No tunnel metadata: not from the wire, so from no known node. */
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+	if (bpf_skb_get_tunnel_key(skb, &key, TUNNEL_KEY_SIZE, 0) < 0)
 		return -DROP_UNKNOWN_TUNNEL_SOURCE;
 	peer = node_lookup(bpf_htonl(key.remote_ipv4)); /* remote_ipv4 is in host byte order */
 	if (!peer)
@@ -281,7 +281,7 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb, __be32 *
 	if (!cfg)
 		return -DROP_NOT_READY;
 	/* Pod traffic redirected here by pod_egress (device mode) already has its key. */
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0)
+	if (bpf_skb_get_tunnel_key(skb, &key, TUNNEL_KEY_SIZE, 0) == 0)
 		return TC_ACT_OK;
 
 	ret = parse_ipv4(skb, &eth, &ip);

@@ -94,18 +94,36 @@ static __always_inline int pod_too_big(__be16 df, __u16 mtu, struct pod_verdict 
 	return -DROP_PKT_TOO_BIG;
 }
 
+/* Whether the kernel has bpf_check_mtu (Linux 5.12): the loader sets it from its probe
+ * (pkg/datapath, Features.CheckMTU). It is read-only data the verifier knows, so on a kernel
+ * without the helper the branch that calls it is dead code, never checked and removed. */
+volatile const __u8 HAVE_CHECK_MTU = 1;
+
+/* Whether a direct route's packet (or each segment of a GSO packet) is longer than the underlay
+ * NIC's MTU, which *mtu is set to. bpf_check_mtu asks the kernel for the NIC's; an error (no such
+ * device) is left to the redirect. Without the helper the MTU is what the node config implies,
+ * the pod MTU plus VXLAN's overhead: the NIC's unless the agent was given a smaller --mtu, in
+ * which case the check is stricter than the NIC. */
+static __always_inline int pod_direct_too_big(struct __sk_buff *skb, const struct node_cfg *cfg,
+					      __u32 gso_hlen, __u32 tot_len, __u32 *mtu)
+{
+	if (HAVE_CHECK_MTU)
+		return bpf_check_mtu(skb, cfg->underlay_ifindex, mtu, 0, BPF_MTU_CHK_SEGS) > 0;
+	*mtu = cfg->mtu + ENCAP_OVERHEAD;
+	return skb->gso_size ? gso_hlen + skb->gso_size > *mtu : tot_len > *mtu;
+}
+
 /* Route mode: the packet crosses the underlay as it is, to the owning node (or a router that
  * knows the pod CIDR). */
 static __always_inline int pod_to_node_direct(struct __sk_buff *skb, const struct node_cfg *cfg,
 					      const struct route *route, const struct node *node,
-					      __be16 df, struct pod_verdict *v)
+					      __u32 gso_hlen, __u32 tot_len, __be16 df, struct pod_verdict *v)
 {
 	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = route->node_ip };
 	struct ethhdr *eth;
 	__u32 mtu = 0;
 
-	/* The NIC's MTU, per segment for GSO. An error (no such device) is left to the redirect. */
-	if (bpf_check_mtu(skb, cfg->underlay_ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) > 0)
+	if (pod_direct_too_big(skb, cfg, gso_hlen, tot_len, &mtu))
 		return pod_too_big(df, mtu, v);
 	eth = pkt_data(skb);
 	if ((void *)(eth + 1) > pkt_end(skb))
@@ -127,9 +145,9 @@ static __always_inline int pod_to_remote(struct __sk_buff *skb, const struct nod
 
 	if (!node)
 		return -DROP_UNKNOWN_NODE;
-	if (route->encap == ROUTE_ENCAP_DIRECT)
-		return pod_to_node_direct(skb, cfg, route, node, df, v);
 	gso_hlen = pod_gso_hlen(skb, ip_hlen, proto);
+	if (route->encap == ROUTE_ENCAP_DIRECT)
+		return pod_to_node_direct(skb, cfg, route, node, gso_hlen, tot_len, df, v);
 	if (skb->gso_size ? gso_hlen + skb->gso_size > cfg->mtu : tot_len > cfg->mtu)
 		return pod_too_big(df, cfg->mtu, v);
 	if (cfg->encap_mode == ENCAP_MODE_DEVICE) {

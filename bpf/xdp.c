@@ -70,6 +70,9 @@ static __always_inline int node_xdp_handle(struct xdp_md *ctx, struct iphdr **ip
 	 * the total length within the frame and no shorter than the header, a whole TCP or UDP
 	 * header (SCTP: 8 bytes, as lb_parse reads) within the datagram. */
 	tot = bpf_ntohs(ip->tot_len);
+	/* Verifiers before 6.x know nothing of a byte swap's result (5.10 and 6.1 refuse the pointer
+	 * arithmetic below: "unbounded min value"); clang drops a plain mask as redundant. */
+	asm volatile("%[tot] &= 0xffff" : [tot] "+r"(tot));
 	if (tot < ip->ihl * 4 || (void *)ip + tot > end ||
 	    !ipv4_holds_l4(ip, ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr)))
 		return XDP_PASS;

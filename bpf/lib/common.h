@@ -19,6 +19,13 @@
 #define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
 #endif
 
+/* The size of struct bpf_tunnel_key passed to bpf_skb_{get,set}_tunnel_key: up to local_ipv4,
+ * which Linux 6.0 appended. Every kernel takes this size (6.0+ as a compat layout), while kernels
+ * before 6.0 refuse the newer struct's sizeof with -EINVAL: on 5.10 overlay_ingress saw no
+ * tunnel key and dropped everything, and device-mode encapsulation failed. Nothing here uses the
+ * local address (the kernel picks the source). */
+#define TUNNEL_KEY_SIZE __builtin_offsetof(struct bpf_tunnel_key, local_ipv4)
+
 #define VXLAN_PORT 8472 /* Flannel's (and Linux's legacy) VXLAN port */
 #define VXLAN_VNI 1
 #define VXLAN_HLEN 8

@@ -178,7 +178,7 @@ static __always_inline int icmp_returned_to_host(struct __sk_buff *skb)
 
 	if (skb->mark != ICMP_TO_HOST_MARK)
 		return 0;
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0)
+	if (bpf_skb_get_tunnel_key(skb, &key, TUNNEL_KEY_SIZE, 0) == 0)
 		return 0;
 	skb->mark = 0;
 	return 1;

@@ -29,16 +29,16 @@
 #define AF_INET 2
 #endif
 
-/* Whether daddr is an address of this node, for a packet that arrived on ifindex. */
-static __always_inline int nodeport_local_addr(void *ctx, const struct node_cfg *cfg, const struct iphdr *ip,
-					       __be16 sport, __be16 dport, __u32 ifindex)
+/* The FIB's answer for a packet to ip->daddr arriving on ifindex: 1 when that is a local address.
+ * Out of line (a BPF subprogram): the 64-byte lookup gets a frame of its own instead of growing
+ * its callers', so node_ingress -> node_lb -> lb_rewrite stays within the 512 bytes of stack that
+ * kernels before 6.x count with each frame rounded up to 32 bytes (5.10 and 6.1 refused it at
+ * 544). */
+static __noinline int nodeport_fib_local(void *ctx, const struct iphdr *ip, __be16 sport, __be16 dport,
+					 __u32 ifindex)
 {
 	struct bpf_fib_lookup fib = {};
 
-	if (ip->daddr == cfg->node_ip)
-		return 1;
-	if (ipv4_is_mcast_or_bcast(ip->daddr))
-		return 0;
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
 	fib.l4_protocol = ip->protocol;
@@ -49,6 +49,17 @@ static __always_inline int nodeport_local_addr(void *ctx, const struct node_cfg 
 	fib.ipv4_dst = ip->daddr;
 	fib.ifindex = ifindex;
 	return bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) == BPF_FIB_LKUP_RET_NOT_FWDED;
+}
+
+/* Whether daddr is an address of this node, for a packet that arrived on ifindex. */
+static __always_inline int nodeport_local_addr(void *ctx, const struct node_cfg *cfg, const struct iphdr *ip,
+					       __be16 sport, __be16 dport, __u32 ifindex)
+{
+	if (ip->daddr == cfg->node_ip)
+		return 1;
+	if (ipv4_is_mcast_or_bcast(ip->daddr))
+		return 0;
+	return nodeport_fib_local(ctx, ip, sport, dport, ifindex);
 }
 
 /* The EXTERNAL frontend for ip's destination and dport (network order), or NULL when the packet

@@ -136,6 +136,14 @@ static __always_inline int vxlan_push_headers(struct __sk_buff *skb, const struc
 	return bpf_redirect_neigh(cfg->underlay_ifindex, 0, 0, 0);
 }
 
+/* Whether bpf_skb_adjust_room takes BPF_F_ADJ_ROOM_ENCAP_L2_ETH (Linux 5.12): the loader sets it
+ * from its probe (pkg/datapath, Features.EncapL2Eth). Older kernels reject the flag (-EINVAL).
+ * Without it the encapsulated packet's inner protocol is recorded as IPv4 instead of Ethernet
+ * (ETH_P_TEB); the kernel's software segmentation of a UDP tunnel GSO packet handles both the
+ * same (the inner MAC length comes from ENCAP_L2(ETH_HLEN)), but NIC drivers that offload VXLAN
+ * segmentation only for ETH_P_TEB leave such packets to software segmentation. */
+volatile const __u8 HAVE_ENCAP_L2_ETH = 1;
+
 /* Native mode: push outer Ethernet/IPv4/UDP/VXLAN/inner Ethernet in front of the pod's IPv4
  * packet and redirect to the underlay NIC. l3l4_hlen is the inner IP + L4 header length, for the
  * GSO decision above. */
@@ -143,7 +151,8 @@ static __always_inline int vxlan_encap_native(struct __sk_buff *skb, const struc
 					      __be32 remote, const struct node *node, __u32 l3l4_hlen)
 {
 	const __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-			    BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+			    (HAVE_ENCAP_L2_ETH ? BPF_F_ADJ_ROOM_ENCAP_L2_ETH : 0) |
+			    BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__be16 df;
@@ -194,7 +203,7 @@ static __always_inline int vxlan_set_tunnel(struct __sk_buff *skb, const struct 
 	key.remote_ipv4 = bpf_ntohl(remote);
 	key.tunnel_id = cfg->vni;
 	key.tunnel_ttl = VXLAN_TTL;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags) < 0)
+	if (bpf_skb_set_tunnel_key(skb, &key, TUNNEL_KEY_SIZE, flags) < 0)
 		return -DROP_ENCAP_FAILED;
 	return 0;
 }

@@ -164,11 +164,8 @@ func detachPodLink(pin, hostIfName string, dir direction) error {
 		}
 		return fmt.Errorf("opening %s: %w", pin, err)
 	}
-	defer l.Close() // the last reference: closing detaches
-	if err := l.Unpin(); err != nil {
-		return fmt.Errorf("unpinning %s: %w", pin, err)
-	}
-	return nil
+	defer l.Close()
+	return releaseLink(l, pin)
 }
 
 // CheckPod verifies that the pod programs are attached to hostIfindex under their pins
@@ -187,7 +184,7 @@ func checkPodLink(pin string, hostIfindex int, dir direction) error {
 	l, err := link.LoadPinnedLink(pin, nil)
 	if err != nil {
 		if isProgramPin(pin) {
-			return checkNetlinkTC(hostIfindex, dir)
+			return checkNetlinkTCRuns(pin, hostIfindex, dir)
 		}
 		return fmt.Errorf("opening %s: %w", pin, err)
 	}
@@ -268,13 +265,19 @@ func ensureAttached(pin string, prog *ebpf.Program, ifindex int, dir direction) 
 			return nil
 		}
 		// Another interface (a reused name, a replaced NIC): drop the old attachment.
-		uerr := l.Unpin()
+		rerr := releaseLink(l, pin)
 		l.Close()
-		if uerr != nil {
-			return fmt.Errorf("replacing %s: %w", pin, uerr)
+		if rerr != nil {
+			return fmt.Errorf("replacing %s: %w", pin, rerr)
 		}
 	case errors.Is(err, os.ErrNotExist):
 	case isProgramPin(pin):
+		if _, _, pod := podPin(filepath.Base(pin)); !pod {
+			// The NIC or the device may have changed: the old one's filter goes.
+			if err := detachNetlinkTCProgram(pin, ifindex, dir); err != nil {
+				return err
+			}
+		}
 		return attachNetlinkTC(pin, prog, ifindex, dir)
 	default:
 		return fmt.Errorf("opening %s: %w", pin, err)
@@ -289,6 +292,21 @@ func ensureAttached(pin string, prog *ebpf.Program, ifindex int, dir direction) 
 	}
 	defer l.Close() // the pin keeps the link; this handle is only ours
 	return pinLink(l, pin)
+}
+
+// releaseLink detaches the pinned link l and removes its pin. Detaching first makes it take
+// effect now: the pin's reference is dropped only after an RCU grace period on older kernels (5.10
+// kept a moved XDP link's program on the old NIC, and refused a new link there with EEXIST), and
+// another process may still hold the link. Kernels whose link type has no detach (before 5.9, or
+// tcx before 6.6) just lose the pin.
+func releaseLink(l link.Link, pin string) error {
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("detaching %s: %w", pin, err)
+	}
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpinning %s: %w", pin, err)
+	}
+	return nil
 }
 
 // pinLink pins l at pin, replacing what was there in one rename.

@@ -137,14 +137,25 @@ func sameMap(a, b *ebpf.MapSpec) error {
 }
 
 // Load loads the objects with their maps pinned under root/maps, pins the pod program and returns
-// the Datapath, which the caller closes. root must be on a bpf filesystem.
+// the Datapath, which the caller closes. root must be on a bpf filesystem. The kernel's features
+// (KernelFeatures) choose the objects' variants; they are logged at the first Load.
 func Load(root string) (_ *Datapath, err error) {
 	if err := ensureRoot(root); err != nil {
 		return nil, err
 	}
+	features, err := KernelFeatures()
+	if err != nil {
+		return nil, err
+	}
+	logFeatures(features)
 	specs, order, err := objectSpecs()
 	if err != nil {
 		return nil, err
+	}
+	for _, obj := range order {
+		if err := setKernelVariables(specs[obj], features); err != nil {
+			return nil, fmt.Errorf("the %s object: %w", obj, err)
+		}
 	}
 	d := &Datapath{root: root, maps: make(map[string]*ebpf.Map), programs: make(map[string]*ebpf.Program)}
 	defer func() {

@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,18 +70,59 @@ func ifindexIn(t *testing.T, netns ns.NetNS, name string) int {
 	return idx
 }
 
-func pinnedLinkInfo(t *testing.T, pin string) (ifindex int, prog ebpf.ProgramID, id link.ID) {
+// pinnedAttachment checks the attachment pinned at pin for the attach method the loader chose on
+// this kernel (Features.TCX) and returns its program and, for a tcx link, the link's ID. With tcx
+// the pin must be a link on (ifindex, dir). Without it (netlink TC, kernels before 6.6) the pin is
+// the program, and the one edgeplane filter on ifindex's dir hook (in netns) must run it; there
+// is no link, so the ID is 0 and an in-place update shows as the same filter running the new
+// program.
+func pinnedAttachment(t *testing.T, netns ns.NetNS, pin string, ifindex int, dir direction) (ebpf.ProgramID, link.ID) {
 	t.Helper()
-	l, err := link.LoadPinnedLink(pin, nil)
+	f, err := KernelFeatures()
 	if err != nil {
-		t.Fatalf("loading pinned link %s: %v", pin, err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	info, err := l.Info()
+	if f.TCX {
+		l, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			t.Fatalf("tcx kernel: loading pinned link %s: %v", pin, err)
+		}
+		defer l.Close()
+		info, err := l.Info()
+		if err != nil {
+			t.Fatalf("link info %s: %v", pin, err)
+		}
+		if tcx := info.TCX(); tcx == nil || int(tcx.Ifindex) != ifindex || ebpf.AttachType(tcx.AttachType) != dir.tcx {
+			t.Errorf("%s: link %+v, want tcx %s on ifindex %d", pin, info.TCX(), dir.name, ifindex)
+		}
+		return info.Program, info.ID
+	}
+	p, err := ebpf.LoadPinnedProgram(pin, nil)
 	if err != nil {
-		t.Fatalf("link info %s: %v", pin, err)
+		t.Fatalf("no tcx: loading the program pinned at %s: %v", pin, err)
 	}
-	return int(info.TCX().Ifindex), info.Program, info.ID
+	defer p.Close()
+	prog := programID(t, p)
+	var filters []netlink.Filter
+	err = netns.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByIndex(ifindex)
+		if err != nil {
+			return err
+		}
+		filters, err = netlink.FilterList(l, dir.parent)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listing tc %s filters of ifindex %d: %v", dir.name, ifindex, err)
+	}
+	if len(filters) != 1 {
+		t.Fatalf("%s: %d tc %s filters on ifindex %d, want 1: %+v", pin, len(filters), dir.name, ifindex, filters)
+	}
+	bf, ok := filters[0].(*netlink.BpfFilter)
+	if !ok || bf.Priority != tcFilterPriority || bf.Handle != tcFilterHandle || !bf.DirectAction || ebpf.ProgramID(bf.Id) != prog {
+		t.Errorf("%s: tc %s filter on ifindex %d is %+v, want edgeplane's running program %d", pin, dir.name, ifindex, filters[0], prog)
+	}
+	return prog, 0
 }
 
 func programID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
@@ -155,14 +197,17 @@ func TestLoadAttachReload(t *testing.T) {
 	if err != nil {
 		t.Fatalf("attach: %+v", err)
 	}
-	for pin, want := range map[string]int{
-		linkUnderlayIngress: a0, linkUnderlayEgress: a0, linkOverlayIngress: b0, linkOverlayEgress: b0, "pod-b1": b1, "podin-b1": b1,
-	} {
-		if got, _, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, pin)); got != want {
-			t.Errorf("%s attached to ifindex %d, want %d", pin, got, want)
-		}
+	type hook struct {
+		ifindex int
+		dir     direction
 	}
-	_, _, underlayID := pinnedLinkInfo(t, filepath.Join(root, linksDir, linkUnderlayIngress))
+	for pin, want := range map[string]hook{
+		linkUnderlayIngress: {a0, ingress}, linkUnderlayEgress: {a0, egress}, linkOverlayIngress: {b0, ingress},
+		linkOverlayEgress: {b0, egress}, "pod-b1": {b1, ingress}, "podin-b1": {b1, egress},
+	} {
+		pinnedAttachment(t, netns, filepath.Join(root, linksDir, pin), want.ifindex, want.dir)
+	}
+	_, underlayID := pinnedAttachment(t, netns, filepath.Join(root, linksDir, linkUnderlayIngress), a0, ingress)
 	if err := netns.Do(func(ns.NetNS) error { return CheckPod(root, "b1", b1) }); err != nil {
 		t.Errorf("CheckPod: %v", err)
 	}
@@ -187,22 +232,23 @@ func TestLoadAttachReload(t *testing.T) {
 	if err := netns.Do(func(ns.NetNS) error { return d2.AttachUnderlay(a0) }); err != nil {
 		t.Fatalf("re-attach: %v", err)
 	}
-	_, prog, id := pinnedLinkInfo(t, filepath.Join(root, linksDir, linkUnderlayIngress))
+	prog, id := pinnedAttachment(t, netns, filepath.Join(root, linksDir, linkUnderlayIngress), a0, ingress)
 	if id != underlayID {
 		t.Errorf("underlay link was replaced (id %d -> %d), want an in-place update", underlayID, id)
 	}
 	if want := programID(t, d2.Program(progNodeIngress)); prog != want {
 		t.Errorf("underlay link runs program %d, want %d", prog, want)
 	}
-	if err := d2.UpdatePodLinks(); err != nil {
+	// In the pods' netns, as the agent runs in the host's: netlink TC finds the veth by name.
+	if err := netns.Do(func(ns.NetNS) error { return d2.UpdatePodLinks() }); err != nil {
 		t.Fatalf("UpdatePodLinks: %v", err)
 	}
-	if _, prog, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, "pod-b1")); prog != programID(t, d2.Program(progPodEgress)) {
+	if prog, _ := pinnedAttachment(t, netns, filepath.Join(root, linksDir, "pod-b1"), b1, ingress); prog != programID(t, d2.Program(progPodEgress)) {
 		t.Errorf("pod link not updated to the new program")
 	}
 	// ... and attaches pod_ingress to the host veth's egress where it was missing.
-	if got, prog, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, "podin-b1")); got != b1 || prog != programID(t, d2.Program(progPodIngress)) {
-		t.Errorf("pod_ingress link on ifindex %d running program %d, want %d running %d", got, prog, b1, programID(t, d2.Program(progPodIngress)))
+	if prog, _ := pinnedAttachment(t, netns, filepath.Join(root, linksDir, "podin-b1"), b1, egress); prog != programID(t, d2.Program(progPodIngress)) {
+		t.Errorf("pod_ingress on ifindex %d running program %d, want %d", b1, prog, programID(t, d2.Program(progPodIngress)))
 	}
 	if err := netns.Do(func(ns.NetNS) error { return CheckPod(root, "b1", b1) }); err != nil {
 		t.Errorf("CheckPod after the upgrade: %v", err)
@@ -212,9 +258,7 @@ func TestLoadAttachReload(t *testing.T) {
 	if err := netns.Do(func(ns.NetNS) error { return d2.AttachUnderlay(b0) }); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, _ := pinnedLinkInfo(t, filepath.Join(root, linksDir, linkUnderlayEgress)); got != b0 {
-		t.Errorf("underlay egress on ifindex %d, want %d", got, b0)
-	}
+	pinnedAttachment(t, netns, filepath.Join(root, linksDir, linkUnderlayEgress), b0, egress)
 
 	if err := DetachPod(root, "b1"); err != nil {
 		t.Fatal(err)
@@ -302,7 +346,7 @@ func TestLoadKeepsGrownArray(t *testing.T) {
 func TestNetlinkTCFallback(t *testing.T) {
 	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
 	netns := testNetns(t)
-	a1 := ifindexIn(t, netns, "a1")
+	a1, b0 := ifindexIn(t, netns, "a1"), ifindexIn(t, netns, "b0")
 	d := mustLoad(t, root)
 
 	err := netns.Do(func(ns.NetNS) error {
@@ -314,6 +358,16 @@ func TestNetlinkTCFallback(t *testing.T) {
 		}
 		if err := CheckPod(root, "a1", a1); err != nil {
 			return err
+		}
+		// Hooks with edgeplane's filters running other programs (the VXLAN device's) are not the pod's.
+		if err := attachNetlinkTC(d.linkPin(linkOverlayIngress), d.Program(progOverlayIngress), b0, ingress); err != nil {
+			return err
+		}
+		if err := attachNetlinkTC(d.linkPin(linkOverlayEgress), d.Program(progOverlayEgress), b0, egress); err != nil {
+			return err
+		}
+		if err := CheckPod(root, "a1", b0); err == nil {
+			return errors.New("CheckPod accepted the filters of another interface, running other programs")
 		}
 		// AttachPod keeps using netlink TC for an interface recorded that way.
 		if err := AttachPod(root, "a1", a1); err != nil {
@@ -340,5 +394,38 @@ func TestNetlinkTCFallback(t *testing.T) {
 		if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("fallback pin left: %v", err)
 		}
+	}
+
+	// A NIC's attachment, recorded by a program pin that names no interface, moves with the NIC
+	// (the old one's filter goes), and Cleanup removes it and the VXLAN device's.
+	a0, b1 := ifindexIn(t, netns, "a0"), ifindexIn(t, netns, "b1")
+	err = netns.Do(func(ns.NetNS) error {
+		pin := d.linkPin(linkUnderlayIngress)
+		if err := attachNetlinkTC(pin, d.Program(progNodeIngress), a0, ingress); err != nil {
+			return err
+		}
+		if err := ensureAttached(pin, d.Program(progNodeIngress), b1, ingress); err != nil {
+			return err
+		}
+		if err := checkNetlinkTC(a0, ingress); err == nil {
+			return errors.New("the old NIC kept its filter")
+		}
+		if err := checkNetlinkTCRuns(pin, b1, ingress); err != nil {
+			return err
+		}
+		if err := Cleanup(root); err != nil {
+			return err
+		}
+		for _, ifindex := range []int{a0, b0, b1} {
+			for _, dir := range []direction{ingress, egress} {
+				if err := checkNetlinkTC(ifindex, dir); err == nil {
+					return fmt.Errorf("tc %s filter left on ifindex %d after Cleanup", dir.name, ifindex)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

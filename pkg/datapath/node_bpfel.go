@@ -226,6 +226,7 @@ const (
 	nodeMapRoutesMap        = "routes_map"
 	nodeProgNodeEgress      = "node_egress"
 	nodeProgNodeIngress     = "node_ingress"
+	nodeVarHAVE_ENCAP_L2ETH = "HAVE_ENCAP_L2_ETH"
 	nodeVarTunnelUnreachTat = "tunnel_unreach_tat"
 )
 
@@ -302,6 +303,7 @@ type nodeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nodeVariableSpecs struct {
+	HAVE_ENCAP_L2ETH *ebpf.VariableSpec `ebpf:"HAVE_ENCAP_L2_ETH"`
 	TunnelUnreachTat *ebpf.VariableSpec `ebpf:"tunnel_unreach_tat"`
 }
 
@@ -370,6 +372,7 @@ func (m *nodeMaps) Close() error {
 //
 // It can be passed to loadNodeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nodeVariables struct {
+	HAVE_ENCAP_L2ETH *ebpf.Variable `ebpf:"HAVE_ENCAP_L2_ETH"`
 	TunnelUnreachTat *ebpf.Variable `ebpf:"tunnel_unreach_tat"`
 }
 

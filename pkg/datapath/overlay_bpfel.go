@@ -207,25 +207,26 @@ type overlayRouteKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	overlayMapDomainsMap      = "domains_map"
-	overlayMapEndpointsMap    = "endpoints_map"
-	overlayMapEventsLostMap   = "events_lost_map"
-	overlayMapEventsMap       = "events_map"
-	overlayMapFragMap         = "frag_map"
-	overlayMapLbAffinityMap   = "lb_affinity_map"
-	overlayMapLbBackendMap    = "lb_backend_map"
-	overlayMapLbCtMap         = "lb_ct_map"
-	overlayMapLbSvcMap        = "lb_svc_map"
-	overlayMapMetricsMap      = "metrics_map"
-	overlayMapMonitorCfgMap   = "monitor_cfg_map"
-	overlayMapNatFwdMap       = "nat_fwd_map"
-	overlayMapNatRevMap       = "nat_rev_map"
-	overlayMapNodeCfgMap      = "node_cfg_map"
-	overlayMapNodesMap        = "nodes_map"
-	overlayMapNonmasqMap      = "nonmasq_map"
-	overlayMapRoutesMap       = "routes_map"
-	overlayProgOverlayEgress  = "overlay_egress"
-	overlayProgOverlayIngress = "overlay_ingress"
+	overlayMapDomainsMap       = "domains_map"
+	overlayMapEndpointsMap     = "endpoints_map"
+	overlayMapEventsLostMap    = "events_lost_map"
+	overlayMapEventsMap        = "events_map"
+	overlayMapFragMap          = "frag_map"
+	overlayMapLbAffinityMap    = "lb_affinity_map"
+	overlayMapLbBackendMap     = "lb_backend_map"
+	overlayMapLbCtMap          = "lb_ct_map"
+	overlayMapLbSvcMap         = "lb_svc_map"
+	overlayMapMetricsMap       = "metrics_map"
+	overlayMapMonitorCfgMap    = "monitor_cfg_map"
+	overlayMapNatFwdMap        = "nat_fwd_map"
+	overlayMapNatRevMap        = "nat_rev_map"
+	overlayMapNodeCfgMap       = "node_cfg_map"
+	overlayMapNodesMap         = "nodes_map"
+	overlayMapNonmasqMap       = "nonmasq_map"
+	overlayMapRoutesMap        = "routes_map"
+	overlayProgOverlayEgress   = "overlay_egress"
+	overlayProgOverlayIngress  = "overlay_ingress"
+	overlayVarHAVE_ENCAP_L2ETH = "HAVE_ENCAP_L2_ETH"
 )
 
 // loadOverlay returns the embedded CollectionSpec for overlay.
@@ -301,6 +302,7 @@ type overlayMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayVariableSpecs struct {
+	HAVE_ENCAP_L2ETH *ebpf.VariableSpec `ebpf:"HAVE_ENCAP_L2_ETH"`
 }
 
 // overlayObjects contains all objects after they have been loaded into the kernel.
@@ -368,6 +370,7 @@ func (m *overlayMaps) Close() error {
 //
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayVariables struct {
+	HAVE_ENCAP_L2ETH *ebpf.Variable `ebpf:"HAVE_ENCAP_L2_ETH"`
 }
 
 // overlayPrograms contains all programs after they have been loaded into the kernel.

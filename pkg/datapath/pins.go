@@ -37,9 +37,14 @@ func Cleanup(root string) error {
 			}
 			continue
 		}
+		if isProgramPin(pin) { // a NIC's or the device's netlink-TC attachment
+			if err := detachNetlinkTCProgram(pin, 0, direction{}); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-			if err := l.Unpin(); err != nil {
-				errs = append(errs, fmt.Errorf("unpinning %s: %w", pin, err))
+			if err := releaseLink(l, pin); err != nil {
+				errs = append(errs, err)
 			}
 			l.Close()
 			continue

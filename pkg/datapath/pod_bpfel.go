@@ -256,6 +256,8 @@ const (
 	podMapRoutesMap        = "routes_map"
 	podProgPodEgress       = "pod_egress"
 	podProgPodIngress      = "pod_ingress"
+	podVarHAVE_CHECK_MTU   = "HAVE_CHECK_MTU"
+	podVarHAVE_ENCAP_L2ETH = "HAVE_ENCAP_L2_ETH"
 	podVarTunnelUnreachTat = "tunnel_unreach_tat"
 )
 
@@ -332,6 +334,8 @@ type podMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podVariableSpecs struct {
+	HAVE_CHECK_MTU   *ebpf.VariableSpec `ebpf:"HAVE_CHECK_MTU"`
+	HAVE_ENCAP_L2ETH *ebpf.VariableSpec `ebpf:"HAVE_ENCAP_L2_ETH"`
 	TunnelUnreachTat *ebpf.VariableSpec `ebpf:"tunnel_unreach_tat"`
 }
 
@@ -400,6 +404,8 @@ func (m *podMaps) Close() error {
 //
 // It can be passed to loadPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podVariables struct {
+	HAVE_CHECK_MTU   *ebpf.Variable `ebpf:"HAVE_CHECK_MTU"`
+	HAVE_ENCAP_L2ETH *ebpf.Variable `ebpf:"HAVE_ENCAP_L2_ETH"`
 	TunnelUnreachTat *ebpf.Variable `ebpf:"tunnel_unreach_tat"`
 }
 

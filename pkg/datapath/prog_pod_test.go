@@ -205,6 +205,27 @@ func TestPodEgressRemoteNative(t *testing.T) {
 	}
 }
 
+// The variant for kernels without BPF_F_ADJ_ROOM_ENCAP_L2_ETH (before 5.12, HAVE_ENCAP_L2_ETH = 0)
+// writes the same frame; on those kernels TestPodEgressRemoteNative runs it too.
+func TestPodEgressRemoteNativeWithoutEncapL2Eth(t *testing.T) {
+	requireRoot(t)
+	f, err := KernelFeatures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.EncapL2Eth = false
+	coll := newCollectionFor(t, loadPod, f)
+	fillCluster(t, coll)
+	for _, df := range []bool{true, false} {
+		in := podPacket(podA, remotePod, tcpSeg(podA, remotePod, 40000, 80, tcpSYN|tcpACK, []byte("hello")), protoTCP, df)
+		got, out := run(t, coll.Programs["pod_egress"], in, nil)
+		if got != tcActRedirect {
+			t.Fatalf("df=%v: verdict %d, want TC_ACT_REDIRECT", df, got)
+		}
+		checkVXLAN(t, out, in, df)
+	}
+}
+
 func TestPodEgressRemoteNativeUnresolvedNextHop(t *testing.T) {
 	coll := newCollection(t, loadPod)
 	fillCluster(t, coll)

@@ -111,12 +111,27 @@ func requireRoot(t testing.TB) {
 	}
 }
 
-// newCollection loads a generated spec with every pin stripped: each test gets private maps.
+// newCollection loads a generated spec with every pin stripped: each test gets private maps. The
+// variants are the running kernel's, as Load chooses them (KernelFeatures).
 func newCollection(t testing.TB, load func() (*ebpf.CollectionSpec, error)) *ebpf.Collection {
+	t.Helper()
+	requireRoot(t)
+	f, err := KernelFeatures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newCollectionFor(t, load, f)
+}
+
+// newCollectionFor is newCollection with the variants for features f.
+func newCollectionFor(t testing.TB, load func() (*ebpf.CollectionSpec, error), f Features) *ebpf.Collection {
 	t.Helper()
 	requireRoot(t)
 	spec, err := load()
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setKernelVariables(spec, f); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range spec.Maps {

@@ -77,20 +77,89 @@ func detachNetlinkTC(pin, ifName string, dir direction) error {
 }
 
 func checkNetlinkTC(ifindex int, dir direction) error {
+	_, err := netlinkTCFilter(ifindex, dir)
+	return err
+}
+
+// checkNetlinkTCRuns checks that edgeplane's filter on ifindex's dir hook runs the program pinned
+// at pin: a filter alone says nothing of which program (the hook may be another interface's,
+// the VXLAN device's, whose filter is edgeplane's too).
+func checkNetlinkTCRuns(pin string, ifindex int, dir direction) error {
+	f, err := netlinkTCFilter(ifindex, dir)
+	if err != nil {
+		return err
+	}
+	prog, err := ebpf.LoadPinnedProgram(pin, nil)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", pin, err)
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return fmt.Errorf("reading the program pinned at %s: %w", pin, err)
+	}
+	id, _ := info.ID()
+	if ebpf.ProgramID(f.Id) != id {
+		return fmt.Errorf("the tc %s filter on ifindex %d runs program %d, not %s's (%d)", dir.name, ifindex, f.Id, pin, id)
+	}
+	return nil
+}
+
+// detachNetlinkTCProgram removes edgeplane's filters running the program pinned at pin from every
+// interface of the netns, except the hook (keepIfindex, keepDir) (keepIfindex 0: none kept). A
+// NIC's or the VXLAN device's attachment is recorded by the program pinned at its link path, which
+// does not name the interface: where that program runs is where it was attached (each program has
+// one hook; pod programs, on many veths, are never removed this way). Without it a moved underlay
+// and an uninstalled node kept their filters on kernels without tcx.
+func detachNetlinkTCProgram(pin string, keepIfindex int, keepDir direction) error {
+	prog, err := ebpf.LoadPinnedProgram(pin, nil)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", pin, err)
+	}
+	info, err := prog.Info()
+	prog.Close()
+	if err != nil {
+		return fmt.Errorf("reading the program pinned at %s: %w", pin, err)
+	}
+	id, _ := info.ID()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing interfaces: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		for _, dir := range []direction{ingress, egress} {
+			if l.Attrs().Index == keepIfindex && dir == keepDir {
+				continue
+			}
+			f, err := netlinkTCFilter(l.Attrs().Index, dir)
+			if err != nil || ebpf.ProgramID(f.Id) != id {
+				continue // no edgeplane filter there, or another program's
+			}
+			if err := netlink.FilterDel(tcFilter(l.Attrs().Index, dir)); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing tc %s filter from %s: %w", dir.name, l.Attrs().Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// netlinkTCFilter returns edgeplane's filter (its priority and handle) on ifindex's dir hook.
+func netlinkTCFilter(ifindex int, dir direction) (*netlink.BpfFilter, error) {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
-		return fmt.Errorf("looking up ifindex %d: %w", ifindex, err)
+		return nil, fmt.Errorf("looking up ifindex %d: %w", ifindex, err)
 	}
 	filters, err := netlink.FilterList(l, dir.parent)
 	if err != nil {
-		return fmt.Errorf("listing tc filters of %s: %w", l.Attrs().Name, err)
+		return nil, fmt.Errorf("listing tc filters of %s: %w", l.Attrs().Name, err)
 	}
 	for _, f := range filters {
 		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Priority == tcFilterPriority && bf.Handle == tcFilterHandle {
-			return nil
+			return bf, nil
 		}
 	}
-	return fmt.Errorf("no edgeplane tc %s filter on %s", dir.name, l.Attrs().Name)
+	return nil, fmt.Errorf("no edgeplane tc %s filter on %s", dir.name, l.Attrs().Name)
 }
 
 // ifindexByName returns 0 without error when the interface does not exist.

@@ -63,10 +63,10 @@ func ensureXDP(pin string, prog *ebpf.Program, ifindex int) (string, error) {
 			return mode, nil
 		}
 		// Another interface, the NIC is gone, or a veth in native mode: drop the old attachment.
-		uerr := l.Unpin()
+		rerr := releaseLink(l, pin)
 		l.Close()
-		if uerr != nil {
-			return "", fmt.Errorf("replacing %s: %w", pin, uerr)
+		if rerr != nil {
+			return "", fmt.Errorf("replacing %s: %w", pin, rerr)
 		}
 	case errors.Is(err, os.ErrNotExist):
 	default:
