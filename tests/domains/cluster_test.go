@@ -265,6 +265,16 @@ connectivity:
   mode: private
 `
 
+// privateLineApplied says whether n's domains_map has the cloud <-> site-a private line: the other
+// end's domain reachable (site-b's nodes reach neither).
+func privateLineApplied(n *lab.Node, doms map[uint32]domainsmap.Domain) bool {
+	other := lab.DomainSiteA
+	if n.Domain == lab.DomainSiteA {
+		other = lab.DomainCloud
+	}
+	return n.Domain == lab.DomainSiteB || doms[domain.ID(other)].Reachable()
+}
+
 // waitMaps polls every node's domains_map until ok holds for all of them, returning the time since
 // start.
 func (c *cluster) waitMaps(t *testing.T, start time.Time, ok func(*lab.Node, map[uint32]domainsmap.Domain) bool) time.Duration {

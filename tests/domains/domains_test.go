@@ -12,7 +12,6 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/maps/domainsmap"
 	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -47,13 +46,7 @@ func TestDomains(t *testing.T) {
 	t.Run("cloud-site-a-private", func(t *testing.T) {
 		start := time.Now()
 		c.setConfig(t, privateLine)
-		applied := c.waitMaps(t, start, func(n *lab.Node, doms map[uint32]domainsmap.Domain) bool {
-			other := lab.DomainSiteA
-			if n.Domain == lab.DomainSiteA {
-				other = lab.DomainCloud
-			}
-			return n.Domain == lab.DomainSiteB || doms[domain.ID(other)].Reachable()
-		})
+		applied := c.waitMaps(t, start, privateLineApplied)
 		took := c.converge(t, cloudSiteA)
 		r, u := c.checkMatrix(t, cloudSiteA)
 		if r != 12 || u != 8 {
