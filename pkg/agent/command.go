@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"log/slog"
+
 	"context"
 	"errors"
 	goflag "flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/go-logr/logr"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -26,6 +30,9 @@ const (
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, version string) int {
 	cmd := NewCommand(version, func(ctx context.Context, cfg Config) error {
 		ctx = klog.NewContext(ctx, klog.Background())
+		// pkg/datapath logs through log/slog (the CNI plugin links it too); in the agent those
+		// lines go to klog, in the same format and under the same flags as the rest.
+		slog.SetDefault(slog.New(logr.ToSlogHandler(klog.Background())))
 		klog.InfoS("Starting edgeplane-agent", "version", cfg.Version, "uninstall", cfg.Uninstall)
 		if cfg.Uninstall {
 			return Uninstall(ctx, cfg)
