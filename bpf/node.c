@@ -40,6 +40,7 @@
 #include "lib/nodeport.h"
 #include "lib/tunnel_unreach.h"
 #include "lib/ttl.h"
+#include "lib/direct.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -107,7 +108,6 @@ static __always_inline int node_lb_snat(struct __sk_buff *skb, const struct node
  * (node_exit_answer). */
 static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t)
 {
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET };
 	struct route *route = route_lookup(t->daddr);
 	struct node *node;
 	struct iphdr *ip;
@@ -139,10 +139,8 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
 	ret = ipv4_ttl_dec(skb, ETH_HLEN);
 	if (ret < 0)
 		return ret;
-	if (route->encap == ROUTE_ENCAP_DIRECT) {
-		nh.ipv4_nh = route->node_ip;
-		return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
-	}
+	if (route->encap == ROUTE_ENCAP_DIRECT)
+		return direct_redirect(skb, cfg, route->node_ip, node); /* lib/direct.h */
 	if (cfg->encap_mode == ENCAP_MODE_DEVICE) {
 		ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
 		if (ret < 0)
@@ -397,6 +395,29 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	return fwd_to_endpoint(skb, ep);
 }
 
+/* Anti-spoofing of route mode (lib/direct.h): a packet that reaches a local pod without
+ * encapsulation and claims a pod source is held to the domain matrix as VXLAN is (node_vxlan_ingress
+ * checks the sending node's domain): the source's pod CIDR must be a node's of a domain this one
+ * may reach, else DOMAIN_UNREACHABLE (unanswered: the source is only a claim). This node's own
+ * pods never come from the NIC, and a pod address no node owns comes from nowhere:
+ * SPOOFED_SOURCE. A VXLAN route's source is let through, as VXLAN from a reachable node may carry
+ * any inner source: while a domain switches from vxlan to route, a node that switched first sends
+ * plain before this one knows. Sources outside the cluster CIDR (clients, cloud hosts through the
+ * gateway) are not pods' and pass. */
+static __always_inline int node_direct_source(const struct node_cfg *cfg, __be32 saddr)
+{
+	struct route *route;
+
+	if (!in_cidr(saddr, cfg->cluster_cidr, cfg->cluster_mask))
+		return 0;
+	route = route_lookup(saddr);
+	if (!route || (route->flags & ROUTE_LOCAL))
+		return -DROP_SPOOFED_SOURCE;
+	if (!domain_reachable(cfg, route->domain))
+		return -DROP_DOMAIN_UNREACHABLE;
+	return 0;
+}
+
 /* Non-VXLAN: undo masquerade, then deliver to a local pod or let the host have it. A reply to a
  * masqueraded flow goes to the host stack, which routes it to the pod: the flow left through the
  * host stack (pod_egress hands it there, node_egress masquerades it after netfilter), so netfilter's
@@ -441,6 +462,9 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	}
 	ep = endpoint_lookup(ip->daddr);
 	if (ep) {
+		ret = node_direct_source(cfg, ip->saddr);
+		if (ret < 0)
+			return ret;
 		/* this node's hop (lib/ttl.h); then a backend's reply to a local client, direct routing */
 		if (ip->ttl <= 1) {
 			*unreach = icmp_may_answer(skb, ip);

@@ -55,6 +55,7 @@
 #include "lib/nodeport.h"
 #include "lib/tunnel_unreach.h"
 #include "lib/ttl.h"
+#include "lib/direct.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -120,22 +121,13 @@ static __always_inline int pod_to_node_direct(struct __sk_buff *skb, const struc
 					      const struct route *route, const struct node *node,
 					      __u32 gso_hlen, __u32 tot_len, __be16 df, struct pod_verdict *v)
 {
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = route->node_ip };
-	struct ethhdr *eth;
 	__u32 mtu = 0;
 
 	if (pod_direct_too_big(skb, cfg, gso_hlen, tot_len, &mtu))
 		return pod_too_big(df, mtu, v);
 	if (ipv4_ttl_dec(skb, ETH_HLEN) < 0) /* pod_ttl_check judged the TTL */
 		return -DROP_INVALID;
-	eth = pkt_data(skb);
-	if ((void *)(eth + 1) > pkt_end(skb))
-		return -DROP_INVALID;
-	if (node->flags & NODE_NEXTHOP_VALID) {
-		eth_set_macs(eth, node->nexthop_mac, cfg->underlay_mac);
-		return bpf_redirect(cfg->underlay_ifindex, 0);
-	}
-	return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
+	return direct_redirect(skb, cfg, route->node_ip, node); /* lib/direct.h */
 }
 
 static __always_inline int pod_to_remote(struct __sk_buff *skb, const struct node_cfg *cfg,
