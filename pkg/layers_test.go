@@ -49,6 +49,7 @@ var layers = []layer{
 	{name: "models and kernel access", packages: []string{
 		"pkg/service", "pkg/domain", // models
 		"pkg/datapath", "pkg/agent/netdev", // kernel access: BPF objects, links, routes, devices
+		"pkg/bgp", // the route-mode BGP speaker (GoBGP in the agent's process)
 	}},
 	{name: "maps", peers: true, packages: []string{"pkg/maps", "pkg/maps/..."}},
 	{name: "leaves", packages: []string{
