@@ -476,3 +476,33 @@ func TestInvalidConfig(t *testing.T) {
 		t.Errorf("SetAdvertisements with one bad prefix: %v, advertising %v; want ErrInvalidConfig and nothing advertised", err, s.Advertisements())
 	}
 }
+
+// TestLongLivedGracefulRestart restarts two nodes whose restart time is 1 s: the gateway drops
+// the routes of the one without long-lived graceful restart when that second has passed, and
+// keeps the other's, stale, for its long-lived stale time.
+func TestLongLivedGracefulRestart(t *testing.T) {
+	l := newLab(t)
+	longLived := GracefulRestart{Enabled: true, RestartTime: time.Second, LongLivedStaleTime: time.Minute}
+	gw1 := gatewayPeer(node1Addr, node1ASN, true)
+	gw1.GracefulRestart = GracefulRestart{Enabled: true, LongLivedStaleTime: time.Minute}
+	setPeer(t, l.gateway, gw1)
+	setPeer(t, l.gateway, gatewayPeer(node2Addr, node2ASN, true))
+
+	node1 := startNode(t, node1Addr, node1ASN)
+	advertise(t, node1, podCIDR1, netip.Addr{})
+	setPeer(t, node1, l.nodePeer(node1Addr, longLived))
+	node2 := startNode(t, node2Addr, node2ASN)
+	advertise(t, node2, podCIDR2, netip.Addr{})
+	setPeer(t, node2, l.nodePeer(node2Addr, GracefulRestart{Enabled: true, RestartTime: time.Second}))
+	waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001]")
+	waitRoutes(t, l.gateway, node2Addr, "10.244.2.0/24 via 127.0.0.3 [65002]")
+
+	for _, n := range []*Speaker{node1, node2} {
+		if err := n.StopForRestart(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRoutes(t, l.gateway, node2Addr, "") // restart time over
+	time.Sleep(2 * time.Second)
+	waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001] stale")
+}
