@@ -210,6 +210,16 @@ func TestSessionsAdvertiseAndWithdraw(t *testing.T) {
 			st.Advertised, st.Received, st.HoldTime, st.Uptime(time.Now()), DefaultHoldTime)
 	}
 
+	if since := time.Since(st.Since); since < 0 || since > time.Minute {
+		t.Errorf("node 2's session established at %v, %v ago", st.Since, since)
+	}
+
+	// Setting an unchanged peer again leaves its session alone.
+	setPeer(t, node2, l.nodePeer(node2Addr, GracefulRestart{}))
+	if again := waitState(t, node2, gatewayAddr, StateEstablished); !again.Since.Equal(st.Since) {
+		t.Errorf("re-setting an unchanged peer restarted its session: established at %v, then at %v", st.Since, again.Since)
+	}
+
 	// A withdrawal reaches the gateway; the other routes stay.
 	if err := node2.Withdraw(podCIDR3); err != nil {
 		t.Fatal(err)
