@@ -215,6 +215,33 @@ func (s *Speaker) RemovePeer(ctx context.Context, address netip.Addr) error {
 	return nil
 }
 
+// SetPeers converges the peers on want: missing ones are added, changed ones updated (their
+// sessions restart), those not in want removed (they withdraw our routes). It validates all of
+// want, and refuses two entries for one address, before it changes anything. A reconciler calls
+// SetAdvertisements first, then SetPeers (see the package comment on graceful restart).
+func (s *Speaker) SetPeers(ctx context.Context, want []PeerConfig) error {
+	byAddress := map[netip.Addr]PeerConfig{}
+	for _, p := range want {
+		if err := p.validate(); err != nil {
+			return err
+		}
+		if _, dup := byAddress[p.Address]; dup {
+			return fmt.Errorf("%w: peer %s is listed twice", ErrInvalidConfig, p.Address)
+		}
+		byAddress[p.Address] = p
+	}
+	var errs []error
+	for _, p := range s.Peers() {
+		if _, ok := byAddress[p.Address]; !ok {
+			errs = append(errs, s.RemovePeer(ctx, p.Address))
+		}
+	}
+	for _, p := range want {
+		errs = append(errs, s.SetPeer(ctx, p))
+	}
+	return errors.Join(errs...)
+}
+
 // Peers returns the configured peers, by address.
 func (s *Speaker) Peers() []PeerConfig {
 	s.mu.Lock()

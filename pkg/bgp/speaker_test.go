@@ -516,3 +516,38 @@ func TestLongLivedGracefulRestart(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001] stale")
 }
+
+func TestSetPeers(t *testing.T) {
+	l := newLab(t)
+	setPeer(t, l.gateway, gatewayPeer(node1Addr, node1ASN, false))
+	node := startNode(t, node1Addr, node1ASN)
+	advertise(t, node, podCIDR1, netip.Addr{})
+	// A second gateway that does not exist: its session never comes up, which is no error.
+	absent := PeerConfig{Address: netip.MustParseAddr("127.0.0.9"), ASN: 65009, Port: l.port, LocalAddress: node1Addr}
+	gateway := l.nodePeer(node1Addr, GracefulRestart{})
+	if err := node.SetPeers(t.Context(), []PeerConfig{gateway, absent}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001]")
+	if got := node.Peers(); len(got) != 2 {
+		t.Errorf("peers %+v, want the gateway and the absent one", got)
+	}
+
+	// A duplicate is refused before anything changes.
+	err := node.SetPeers(t.Context(), []PeerConfig{gateway, gateway})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "peer 127.0.0.1 is listed twice") {
+		t.Errorf("SetPeers with a duplicate: %v", err)
+	}
+	if got := node.Peers(); len(got) != 2 {
+		t.Errorf("a refused SetPeers changed the peers to %+v", got)
+	}
+
+	// Dropping the gateway from the list withdraws the routes it had.
+	if err := node.SetPeers(t.Context(), []PeerConfig{absent}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, l.gateway, node1Addr, "")
+	if got := node.Peers(); len(got) != 1 || got[0] != absent {
+		t.Errorf("peers %+v, want only %+v", got, absent)
+	}
+}
