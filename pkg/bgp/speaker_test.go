@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 )
 
 // The tests run real speakers in this process, peering over loopback addresses only: a
@@ -115,7 +117,7 @@ func advertise(t *testing.T, s *Speaker, prefix netip.Prefix, nextHop netip.Addr
 }
 
 // peerStatus returns s's status of peer, and whether s has that peer.
-func peerStatusOf(t *testing.T, s *Speaker, peer netip.Addr) (PeerStatus, bool) {
+func peerStatusOf(t *testing.T, s *Speaker, peer netip.Addr) (bgpstatus.PeerStatus, bool) {
 	t.Helper()
 	peers, err := s.Snapshot(t.Context())
 	if err != nil {
@@ -126,7 +128,7 @@ func peerStatusOf(t *testing.T, s *Speaker, peer netip.Addr) (PeerStatus, bool) 
 			return p, true
 		}
 	}
-	return PeerStatus{}, false
+	return bgpstatus.PeerStatus{}, false
 }
 
 // eventually polls cond until it holds or 20 s pass; cond describes what it saw when it fails.
@@ -146,7 +148,7 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 }
 
 // routesString renders routes for comparisons and messages: "prefix via next-hop [as path] stale".
-func routesString(routes []Route) string {
+func routesString(routes []bgpstatus.Route) string {
 	var parts []string
 	for _, r := range routes {
 		s := fmt.Sprintf("%s via %s %v", r.Prefix, r.NextHop, r.ASPath)
@@ -159,9 +161,9 @@ func routesString(routes []Route) string {
 }
 
 // waitRoutes waits until s's routes received from peer render as want.
-func waitRoutes(t *testing.T, s *Speaker, peer netip.Addr, want string) PeerStatus {
+func waitRoutes(t *testing.T, s *Speaker, peer netip.Addr, want string) bgpstatus.PeerStatus {
 	t.Helper()
-	var st PeerStatus
+	var st bgpstatus.PeerStatus
 	eventually(t, fmt.Sprintf("routes from %s = %q", peer, want), func() (bool, string) {
 		var ok bool
 		st, ok = peerStatusOf(t, s, peer)
@@ -171,9 +173,9 @@ func waitRoutes(t *testing.T, s *Speaker, peer netip.Addr, want string) PeerStat
 	return st
 }
 
-func waitState(t *testing.T, s *Speaker, peer netip.Addr, want SessionState) PeerStatus {
+func waitState(t *testing.T, s *Speaker, peer netip.Addr, want bgpstatus.SessionState) bgpstatus.PeerStatus {
 	t.Helper()
-	var st PeerStatus
+	var st bgpstatus.PeerStatus
 	eventually(t, fmt.Sprintf("session with %s %s", peer, want), func() (bool, string) {
 		var ok bool
 		st, ok = peerStatusOf(t, s, peer)
@@ -198,16 +200,16 @@ func TestSessionsAdvertiseAndWithdraw(t *testing.T) {
 	// The gateway learns each node's pod CIDR with the node as next hop (next-hop-self), and
 	// the CIDR node 2 announces for a non-speaking node with that node as next hop.
 	st := waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001]")
-	if st.State != StateEstablished || st.Received != 1 || st.ASN != node1ASN || st.RouterID != node1Addr {
+	if st.State != bgpstatus.StateEstablished || st.Received != 1 || st.ASN != node1ASN || st.RouterID != node1Addr {
 		t.Errorf("gateway's view of node 1: %+v", st)
 	}
 	waitRoutes(t, l.gateway, node2Addr, "10.244.2.0/24 via 127.0.0.3 [65002], 10.244.3.0/24 via 192.0.2.3 [65002]")
 
 	// The nodes' side: established, uptime running, what they advertise counted, nothing received.
-	st = waitState(t, node2, gatewayAddr, StateEstablished)
-	if st.Advertised != 2 || st.Received != 0 || st.HoldTime != DefaultHoldTime || st.Uptime(time.Now()) <= 0 {
-		t.Errorf("node 2's view of the gateway: advertised %d, received %d, hold time %v, uptime %v; want 2, 0, %v, > 0",
-			st.Advertised, st.Received, st.HoldTime, st.Uptime(time.Now()), DefaultHoldTime)
+	st = waitState(t, node2, gatewayAddr, bgpstatus.StateEstablished)
+	if st.Advertised != 2 || st.Received != 0 || time.Duration(st.HoldTimeSeconds)*time.Second != DefaultHoldTime || st.Uptime(time.Now()) <= 0 {
+		t.Errorf("node 2's view of the gateway: advertised %d, received %d, hold time %d s, uptime %v; want 2, 0, %v, > 0",
+			st.Advertised, st.Received, st.HoldTimeSeconds, st.Uptime(time.Now()), DefaultHoldTime)
 	}
 
 	if since := time.Since(st.Since); since < 0 || since > time.Minute {
@@ -216,7 +218,7 @@ func TestSessionsAdvertiseAndWithdraw(t *testing.T) {
 
 	// Setting an unchanged peer again leaves its session alone.
 	setPeer(t, node2, l.nodePeer(node2Addr, GracefulRestart{}))
-	if again := waitState(t, node2, gatewayAddr, StateEstablished); !again.Since.Equal(st.Since) {
+	if again := waitState(t, node2, gatewayAddr, bgpstatus.StateEstablished); !again.Since.Equal(st.Since) {
 		t.Errorf("re-setting an unchanged peer restarted its session: established at %v, then at %v", st.Since, again.Since)
 	}
 
@@ -274,7 +276,7 @@ func TestPeerRemovalWithdraws(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitRoutes(t, l.gateway, node1Addr, "")
-	if st.State == StateEstablished || st.PeerRestarting || st.Received != 0 {
+	if st.State == bgpstatus.StateEstablished || st.PeerRestarting || st.Received != 0 {
 		t.Errorf("gateway's view of the removed node 1: %+v", st)
 	}
 	if peers := node1.Peers(); len(peers) != 0 {
@@ -287,7 +289,7 @@ func TestPeerRemovalWithdraws(t *testing.T) {
 		mu.Lock()
 		got := slices.Clone(changes)
 		mu.Unlock()
-		established := slices.IndexFunc(got, func(c SessionChange) bool { return c.State == StateEstablished && c.Peer == gatewayAddr })
+		established := slices.IndexFunc(got, func(c SessionChange) bool { return c.State == bgpstatus.StateEstablished && c.Peer == gatewayAddr })
 		lost := slices.IndexFunc(got, func(c SessionChange) bool { return c.Lost() && c.Peer == gatewayAddr && c.Reason != "" })
 		return established >= 0 && lost > established, fmt.Sprintf("%+v", got)
 	})
@@ -298,7 +300,7 @@ func TestPeerRemovalWithdraws(t *testing.T) {
 	}
 	eventually(t, "node 2's session down", func() (bool, string) {
 		st, _ := peerStatusOf(t, node2, gatewayAddr)
-		return st.State != StateEstablished, string(st.State)
+		return st.State != bgpstatus.StateEstablished, string(st.State)
 	})
 	if _, ok := peerStatusOf(t, l.gateway, node2Addr); ok {
 		t.Error("the gateway's snapshot still lists the removed node 2")
@@ -330,7 +332,7 @@ func TestGracefulRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001] stale, 10.244.3.0/24 via 192.0.2.3 [65001] stale")
-	if !st.PeerRestarting || st.State == StateEstablished {
+	if !st.PeerRestarting || st.State == bgpstatus.StateEstablished {
 		t.Errorf("gateway's view of the restarting node: %+v", st)
 	}
 
@@ -339,7 +341,7 @@ func TestGracefulRestart(t *testing.T) {
 	advertise(t, after, podCIDR1, netip.Addr{})
 	setPeer(t, after, l.nodePeer(node1Addr, gr))
 	st = waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001]")
-	if st.State != StateEstablished || st.PeerRestarting {
+	if st.State != bgpstatus.StateEstablished || st.PeerRestarting {
 		t.Errorf("gateway's view of the restarted node: %+v", st)
 	}
 }
@@ -379,7 +381,7 @@ func TestPassword(t *testing.T) {
 	wrong.Password = "guess"
 	setPeer(t, node, wrong)
 	time.Sleep(3 * time.Second)
-	if st, _ := peerStatusOf(t, node, gatewayAddr); st.State == StateEstablished {
+	if st, _ := peerStatusOf(t, node, gatewayAddr); st.State == bgpstatus.StateEstablished {
 		t.Fatal("session established with a wrong TCP-MD5 key")
 	}
 

@@ -11,88 +11,34 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 )
-
-// SessionState is a peer's BGP finite-state-machine state (RFC 4271 8), by its RFC name.
-type SessionState string
-
-const (
-	StateIdle        SessionState = "idle"
-	StateConnect     SessionState = "connect"
-	StateActive      SessionState = "active"
-	StateOpenSent    SessionState = "opensent"
-	StateOpenConfirm SessionState = "openconfirm"
-	StateEstablished SessionState = "established"
-)
-
-// PeerStatus is one peer as the speaker sees it, for metrics and `edgeplanectl bgp`.
-type PeerStatus struct {
-	Address  netip.Addr   `json:"address"`
-	ASN      uint32       `json:"asn"`
-	LocalASN uint32       `json:"localASN"`
-	State    SessionState `json:"state"`
-	// RouterID is the peer's BGP identifier, known once a session opened.
-	RouterID netip.Addr `json:"routerID,omitzero"`
-	// Since is when the session was last established (State established) or last went down
-	// (otherwise); zero when it never was established.
-	Since time.Time `json:"since,omitzero"`
-	// HoldTime is the negotiated hold time of an established session.
-	HoldTime time.Duration `json:"holdTime,omitempty"`
-	// Advertised counts the prefixes we send the peer; Received, those it sent us.
-	Advertised int `json:"advertised"`
-	Received   int `json:"received"`
-	// GracefulRestart says the capability was negotiated both ways on the current session;
-	// PeerRestarting, that the peer is restarting and its routes (Received) are kept stale.
-	GracefulRestart bool `json:"gracefulRestart"`
-	PeerRestarting  bool `json:"peerRestarting,omitempty"`
-	// LastError is why the last session ended, as GoBGP reports it.
-	LastError string `json:"lastError,omitempty"`
-	// ReceivedRoutes are the routes the peer sent us (its Adj-RIB-In), by prefix.
-	ReceivedRoutes []Route `json:"receivedRoutes,omitempty"`
-}
-
-// Uptime is how long the session has been established, 0 when it is not.
-func (p *PeerStatus) Uptime(now time.Time) time.Duration {
-	if p.State != StateEstablished || p.Since.IsZero() {
-		return 0
-	}
-	return now.Sub(p.Since)
-}
-
-// Route is a route a peer sent.
-type Route struct {
-	Prefix  netip.Prefix `json:"prefix"`
-	NextHop netip.Addr   `json:"nextHop"`
-	ASPath  []uint32     `json:"asPath,omitempty"`
-	// Stale is set while the peer is restarting (graceful restart) and the route is kept
-	// until the peer's End-of-RIB refreshes or removes it.
-	Stale bool `json:"stale,omitempty"`
-}
 
 // SessionChange is a peer's session moving to a new state.
 type SessionChange struct {
 	Peer     netip.Addr
 	ASN      uint32
-	State    SessionState
-	Previous SessionState
+	State    bgpstatus.SessionState
+	Previous bgpstatus.SessionState
 	// Reason says why a session went down, as GoBGP reports it (empty otherwise).
 	Reason string
 }
 
 // Lost says the change ended an established session: the moment to raise an Event.
 func (c SessionChange) Lost() bool {
-	return c.Previous == StateEstablished && c.State != StateEstablished
+	return c.Previous == bgpstatus.StateEstablished && c.State != bgpstatus.StateEstablished
 }
 
 // Snapshot returns every configured peer's status, by address, with the routes each sent.
-func (s *Speaker) Snapshot(ctx context.Context) ([]PeerStatus, error) {
+func (s *Speaker) Snapshot(ctx context.Context) ([]bgpstatus.PeerStatus, error) {
 	s.mu.Lock()
 	stopped := s.stopped
 	s.mu.Unlock()
 	if stopped {
 		return nil, errStopped
 	}
-	var peers []PeerStatus
+	var peers []bgpstatus.PeerStatus
 	err := s.server.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		peers = append(peers, peerStatus(p))
 	})
@@ -101,7 +47,7 @@ func (s *Speaker) Snapshot(ctx context.Context) ([]PeerStatus, error) {
 	}
 	for i := range peers {
 		p := &peers[i]
-		if p.State != StateEstablished && !p.PeerRestarting {
+		if p.State != bgpstatus.StateEstablished && !p.PeerRestarting {
 			continue // GoBGP keeps no Adj-RIB-In then
 		}
 		routes, err := s.receivedRoutes(p.Address)
@@ -110,12 +56,12 @@ func (s *Speaker) Snapshot(ctx context.Context) ([]PeerStatus, error) {
 		}
 		p.ReceivedRoutes = routes
 	}
-	slices.SortFunc(peers, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
+	slices.SortFunc(peers, func(a, b bgpstatus.PeerStatus) int { return a.Address.Compare(b.Address) })
 	return peers, nil
 }
 
-func (s *Speaker) receivedRoutes(peer netip.Addr) ([]Route, error) {
-	var routes []Route
+func (s *Speaker) receivedRoutes(peer netip.Addr) ([]bgpstatus.Route, error) {
+	var routes []bgpstatus.Route
 	err := s.server.ListPath(apiutil.ListPathRequest{
 		TableType: api.TableType_TABLE_TYPE_ADJ_IN,
 		Name:      peer.String(),
@@ -132,12 +78,12 @@ func (s *Speaker) receivedRoutes(peer netip.Addr) ([]Route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing routes received from %s: %w", peer, err)
 	}
-	slices.SortFunc(routes, func(a, b Route) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(routes, func(a, b bgpstatus.Route) int { return comparePrefix(a.Prefix, b.Prefix) })
 	return routes, nil
 }
 
-func route(prefix netip.Prefix, p *apiutil.Path) Route {
-	r := Route{Prefix: prefix, Stale: p.Stale}
+func route(prefix netip.Prefix, p *apiutil.Path) bgpstatus.Route {
+	r := bgpstatus.Route{Prefix: prefix, Stale: p.Stale}
 	for _, a := range p.Attrs {
 		switch a := a.(type) {
 		case *bgp.PathAttributeNextHop:
@@ -151,8 +97,8 @@ func route(prefix netip.Prefix, p *apiutil.Path) Route {
 	return r
 }
 
-func peerStatus(p *api.Peer) PeerStatus {
-	st := PeerStatus{}
+func peerStatus(p *api.Peer) bgpstatus.PeerStatus {
+	st := bgpstatus.PeerStatus{}
 	if c := p.GetConf(); c != nil {
 		st.Address, _ = netip.ParseAddr(c.GetNeighborAddress())
 		st.ASN = c.GetPeerAsn()
@@ -176,9 +122,9 @@ func peerStatus(p *api.Peer) PeerStatus {
 	}
 	if ts := p.GetTimers().GetState(); ts != nil {
 		since := ts.GetDowntime()
-		if st.State == StateEstablished {
+		if st.State == bgpstatus.StateEstablished {
 			since = ts.GetUptime()
-			st.HoldTime = time.Duration(ts.GetNegotiatedHoldTime()) * time.Second
+			st.HoldTimeSeconds = uint16(ts.GetNegotiatedHoldTime())
 		}
 		if since != nil && since.GetSeconds() > 0 {
 			st.Since = since.AsTime()
@@ -200,42 +146,42 @@ func peerStatus(p *api.Peer) PeerStatus {
 	return st
 }
 
-func sessionState(s api.PeerState_SessionState) SessionState {
+func sessionState(s api.PeerState_SessionState) bgpstatus.SessionState {
 	switch s {
 	case api.PeerState_SESSION_STATE_CONNECT:
-		return StateConnect
+		return bgpstatus.StateConnect
 	case api.PeerState_SESSION_STATE_ACTIVE:
-		return StateActive
+		return bgpstatus.StateActive
 	case api.PeerState_SESSION_STATE_OPENSENT:
-		return StateOpenSent
+		return bgpstatus.StateOpenSent
 	case api.PeerState_SESSION_STATE_OPENCONFIRM:
-		return StateOpenConfirm
+		return bgpstatus.StateOpenConfirm
 	case api.PeerState_SESSION_STATE_ESTABLISHED:
-		return StateEstablished
+		return bgpstatus.StateEstablished
 	}
-	return StateIdle
+	return bgpstatus.StateIdle
 }
 
-func fsmState(s bgp.FSMState) SessionState {
+func fsmState(s bgp.FSMState) bgpstatus.SessionState {
 	switch s {
 	case bgp.BGP_FSM_CONNECT:
-		return StateConnect
+		return bgpstatus.StateConnect
 	case bgp.BGP_FSM_ACTIVE:
-		return StateActive
+		return bgpstatus.StateActive
 	case bgp.BGP_FSM_OPENSENT:
-		return StateOpenSent
+		return bgpstatus.StateOpenSent
 	case bgp.BGP_FSM_OPENCONFIRM:
-		return StateOpenConfirm
+		return bgpstatus.StateOpenConfirm
 	case bgp.BGP_FSM_ESTABLISHED:
-		return StateEstablished
+		return bgpstatus.StateEstablished
 	}
-	return StateIdle
+	return bgpstatus.StateIdle
 }
 
 // watchSessions calls cfg.OnSessionChange for every state change of a peer's session.
 func (s *Speaker) watchSessions() error {
 	ctx, cancel := context.WithCancel(context.Background())
-	previous := map[netip.Addr]SessionState{}
+	previous := map[netip.Addr]bgpstatus.SessionState{}
 	err := s.server.WatchEvent(ctx, server.WatchEventMessageCallbacks{
 		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 			if ev.Type != apiutil.PEER_EVENT_STATE {
@@ -249,7 +195,7 @@ func (s *Speaker) watchSessions() error {
 				Previous: previous[st.NeighborAddress],
 			}
 			if change.Previous == "" {
-				change.Previous = StateIdle
+				change.Previous = bgpstatus.StateIdle
 			}
 			if change.State == change.Previous {
 				return
