@@ -3,10 +3,11 @@
 // with a chosen next hop, so the site's router forwards pod traffic without encapsulation.
 //
 // How it works. Start runs one GoBGP server with the IPv4-unicast family and an import policy
-// that accepts only the speaker's own paths: routes a peer sends stay in that peer's Adj-RIB-In (Snapshot reports
-// them) but never reach the speaker's own table, so a node never re-advertises what one gateway
-// told it to another and never becomes a transit router. The speaker's table then holds only
-// what Advertise put there, and every peer receives all of it.
+// that accepts only the speaker's own paths: routes a peer sends stay in that peer's Adj-RIB-In
+// (Snapshot reports them) but never reach the speaker's own table, so a node never re-advertises
+// what one gateway told it to another and never becomes a transit router. The speaker's table
+// then holds only what Advertise put there, and every peer receives all of it. The types a
+// snapshot is made of live in pkg/bgp/bgpstatus, which readers import without linking GoBGP.
 //
 // Graceful restart. The agent restarts (crash, kill -9, upgrade) while its pinned BPF programs
 // keep forwarding, so for a peer with GracefulRestart enabled the speaker always advertises the
@@ -165,8 +166,9 @@ func (s *Speaker) stop(ctx context.Context, keepRoutes bool) error {
 	return nil
 }
 
-// errStopped is returned by every call on a stopped speaker.
-var errStopped = errors.New("BGP speaker is stopped")
+// ErrStopped is what a stopped speaker's SetPeer, SetPeers, RemovePeer, Advertise, Withdraw,
+// SetAdvertisements and Snapshot return.
+var ErrStopped = errors.New("BGP speaker is stopped")
 
 // SetPeer adds the peer, or updates it when its configuration changed. An update restarts the
 // session, as an operator's "clear bgp neighbor" would: hold time, password and capabilities
@@ -178,7 +180,7 @@ func (s *Speaker) SetPeer(ctx context.Context, p PeerConfig) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return errStopped
+		return ErrStopped
 	}
 	old, exists := s.peers[p.Address]
 	if exists && old == p {
@@ -203,7 +205,7 @@ func (s *Speaker) RemovePeer(ctx context.Context, address netip.Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return errStopped
+		return ErrStopped
 	}
 	if _, ok := s.peers[address]; !ok {
 		return nil
@@ -322,7 +324,7 @@ func (s *Speaker) Advertise(prefix netip.Prefix, nextHop netip.Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return errStopped
+		return ErrStopped
 	}
 	if old, ok := s.advertised[prefix]; ok && old == nextHop {
 		return nil
@@ -343,7 +345,7 @@ func (s *Speaker) Withdraw(prefix netip.Prefix) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return errStopped
+		return ErrStopped
 	}
 	nextHop, ok := s.advertised[prefix]
 	if !ok {

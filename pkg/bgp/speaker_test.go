@@ -363,8 +363,11 @@ func TestStopWithdraws(t *testing.T) {
 	if st.PeerRestarting {
 		t.Errorf("the gateway treats a stopped speaker as restarting: %+v", st)
 	}
-	if err := node.Advertise(podCIDR2, netip.Addr{}); err == nil {
-		t.Error("a stopped speaker accepted an advertisement")
+	if err := node.Advertise(podCIDR2, netip.Addr{}); !errors.Is(err, ErrStopped) {
+		t.Errorf("a stopped speaker's Advertise: %v, want ErrStopped", err)
+	}
+	if err := node.Stop(t.Context()); err != nil {
+		t.Errorf("stopping a stopped speaker: %v", err)
 	}
 }
 

@@ -36,7 +36,7 @@ func (s *Speaker) Snapshot(ctx context.Context) ([]bgpstatus.PeerStatus, error) 
 	stopped := s.stopped
 	s.mu.Unlock()
 	if stopped {
-		return nil, errStopped
+		return nil, ErrStopped
 	}
 	var peers []bgpstatus.PeerStatus
 	err := s.server.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
