@@ -46,7 +46,10 @@ func TestGracefulRestart(t *testing.T) {
 // drop the routes at once instead of keeping them stale.
 func TestStopWithdraws(t *testing.T) {
 	l := newLab(t)
-	setPeer(t, l.gateway, gatewayPeer(node1Addr, node1ASN, true))
+	// Both ends support RFC 8538, under which any NOTIFICATION but Hard Reset keeps the routes.
+	gw := gatewayPeer(node1Addr, node1ASN, true)
+	gw.GracefulRestart.Notification = true
+	setPeer(t, l.gateway, gw)
 	node := startNode(t, node1Addr, node1ASN)
 	advertise(t, node, podCIDR1, netip.Addr{})
 	setPeer(t, node, l.nodePeer(node1Addr, GracefulRestart{Enabled: true, Notification: true}))
