@@ -91,6 +91,9 @@ type BGPPeerConfig struct {
 	// GracefulRestartTime is how long the peer keeps our routes while the agent restarts:
 	// 1 s to 4095 s, 0 turns graceful restart off; default 120 s.
 	GracefulRestartTime *Seconds `json:"gracefulRestartTime,omitempty"`
+	// EBGPMultihop is the TTL of the session's packets toward an eBGP peer that is not directly
+	// connected (1-255); omitted, the peer must be on the node's segment (TTL 1).
+	EBGPMultihop int `json:"ebgpMultihop,omitempty"`
 	// NodeSelector narrows the speakers that dial this peer (e.g. the router of one L2 segment);
 	// omitted, every speaker of the domain does.
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
@@ -224,6 +227,7 @@ type BGPPeer struct {
 	Password            SecretKeyRef
 	HoldTime            time.Duration // 0: no keepalives
 	GracefulRestartTime time.Duration // 0: graceful restart off
+	MultihopTTL         uint8         // 0: directly connected (eBGP's TTL 1)
 }
 
 // String is the peer as a router's configuration would name it, for logs.
@@ -234,6 +238,9 @@ func (p BGPPeer) String() string {
 		fmt.Fprintf(&b, " graceful-restart %s", p.GracefulRestartTime)
 	} else {
 		b.WriteString(" graceful-restart off")
+	}
+	if p.MultihopTTL > 0 {
+		fmt.Fprintf(&b, " ebgp-multihop %d", p.MultihopTTL)
 	}
 	if p.Password != (SecretKeyRef{}) {
 		fmt.Fprintf(&b, " password secret %s/%s", p.Password.Name, p.Password.Key)
@@ -361,6 +368,15 @@ func newPeerRule(pc BGPPeerConfig, haveDomainASN bool, domainASN uint32) (peerRu
 			errs = append(errs, fmt.Errorf("gracefulRestartTime %s: want at most 4095s (RFC 4724), or 0 for off", d))
 		}
 		p.GracefulRestartTime = d
+	}
+	switch {
+	case pc.EBGPMultihop == 0:
+	case pc.EBGPMultihop < 0 || pc.EBGPMultihop > 255:
+		errs = append(errs, fmt.Errorf("ebgpMultihop %d: want a TTL of 1-255", pc.EBGPMultihop))
+	case pc.PeerASN != "" && p.PeerASN == p.LocalASN:
+		errs = append(errs, errors.New("ebgpMultihop is for eBGP peers; this one is iBGP (peerASN equals localASN)"))
+	default:
+		p.MultihopTTL = uint8(pc.EBGPMultihop)
 	}
 	rule := peerRule{peer: p}
 	if pc.NodeSelector != nil {

@@ -32,6 +32,7 @@ domains:
         holdTime: 30s
         gracefulRestartTime: 300
         port: 1179
+        ebgpMultihop: 2
         nodeSelector:
           matchLabels: {topology.edgeplane.io/segment: "2"}
 connectivity:
@@ -61,7 +62,7 @@ func TestRouteModeSite(t *testing.T) {
 	seg1 := BGPPeer{Address: netip.MustParseAddr("172.31.0.1"), Port: 179, PeerASN: 65000, LocalASN: 64512,
 		Password: SecretKeyRef{Name: "site-a-bgp", Key: "password"}, HoldTime: 90 * time.Second, GracefulRestartTime: 120 * time.Second}
 	seg2 := BGPPeer{Address: netip.MustParseAddr("172.31.1.1"), Port: 1179, PeerASN: 65000, LocalASN: 1<<16 | 10,
-		HoldTime: 30 * time.Second, GracefulRestartTime: 300 * time.Second}
+		HoldTime: 30 * time.Second, GracefulRestartTime: 300 * time.Second, MultihopTTL: 2}
 	speaker := map[string]string{DefaultPoolLabel: "site-a-2", "edgeplane.io/bgp-speaker": "true"}
 	for name, tc := range map[string]struct {
 		labels map[string]string
@@ -103,6 +104,9 @@ func TestRouteModeSite(t *testing.T) {
 		})
 	}
 	if s := seg1.String(); s != "172.31.0.1:179 AS65000 local AS64512 hold 1m30s graceful-restart 2m0s password secret site-a-bgp/password" {
+		t.Errorf("String = %q", s)
+	}
+	if s := seg2.String(); s != "172.31.1.1:1179 AS65000 local AS65546 hold 30s graceful-restart 5m0s ebgp-multihop 2" {
 		t.Errorf("String = %q", s)
 	}
 }
@@ -165,6 +169,7 @@ func TestRouteModeEqual(t *testing.T) {
 		"hold time":        {", holdTime: 30", ""},
 		"graceful restart": {", gracefulRestartTime: 60", ""},
 		"port":             {", port: 1179", ""},
+		"multihop":         {", ebgpMultihop: 2", ""},
 		"password":         {", passwordSecretRef: {name: s, key: k}", ""},
 		"node selector":    {", nodeSelector: {matchLabels: {a: b}}", ""},
 		"speakers":         {"", "      speakerSelector: {matchLabels: {a: b}}\n"},
@@ -205,6 +210,8 @@ func TestRouteModeErrors(t *testing.T) {
 		"unspecified address": {peer("address: 0.0.0.0, peerASN: 65000, localASN: 64512"), "0.0.0.0 cannot be a BGP peer"},
 		"multicast address":   {peer("address: 224.0.0.5, peerASN: 65000, localASN: 64512"), "cannot be a BGP peer"},
 		"bad port":            {peer(ok + ", port: 70000"), "port 70000: want 1-65535"},
+		"multihop too far":    {peer(ok + ", ebgpMultihop: 256"), "ebgpMultihop 256: want a TTL of 1-255"},
+		"multihop on iBGP":    {peer("address: 172.31.0.1, peerASN: 64512, localASN: 64512, ebgpMultihop: 2"), "ebgpMultihop is for eBGP peers"},
 
 		"missing peer ASN":    {peer("address: 172.31.0.1, localASN: 64512"), "peerASN is required"},
 		"missing local ASN":   {peer("address: 172.31.0.1, peerASN: 65000"), "localASN is required (here or as bgp.localASN)"},
