@@ -272,7 +272,7 @@ func (m *Model) Encapsulation(name string) Encapsulation {
 
 // RouteDomains are the domains in route mode, sorted.
 func (m *Model) RouteDomains() []string {
-	var out []string
+	out := []string{} // logged: [] rather than null
 	for _, name := range sortedKeys(m.routing) {
 		if m.routing[name].encap == Route {
 			out = append(out, name)
