@@ -78,7 +78,7 @@ type BGPPeer struct {
 	LocalASN uint32
 	// Password is the Secret key holding the TCP-MD5 password; the zero value: no password.
 	Password            SecretKeyRef
-	HoldTime            time.Duration // 0: no keepalives
+	HoldTime            time.Duration // 3 s to 65535 s
 	GracefulRestartTime time.Duration // 0: graceful restart off
 	MultihopTTL         uint8         // 0: directly connected (eBGP's TTL 1)
 }
@@ -207,8 +207,11 @@ func newPeerRule(pc BGPPeerConfig, haveDomainASN bool, domainASN uint32) (peerRu
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("holdTime: %w", err))
-		case d != 0 && (d < MinHoldTime || d > maxHoldTime):
-			errs = append(errs, fmt.Errorf("holdTime %s: want 0 (no keepalives) or 3s to 65535s (RFC 4271)", d))
+		case d == 0:
+			errs = append(errs, errors.New("holdTime 0 (no keepalives) is not supported: the speaker (GoBGP) always "+
+				"sends keepalives; use 3s to 65535s, or omit it for 90s"))
+		case d < MinHoldTime || d > maxHoldTime:
+			errs = append(errs, fmt.Errorf("holdTime %s: want 3s to 65535s (RFC 4271)", d))
 		}
 		p.HoldTime = d
 	}

@@ -59,7 +59,8 @@ type BGPPeerConfig struct {
 	// Password is only here to refuse an inline password with a message that says what to do
 	// instead: a ConfigMap is no place for a secret (it is readable widely and echoed in logs).
 	Password *string `json:"password,omitempty"`
-	// HoldTime: 0 (no keepalives, RFC 4271) or 3 s to 65535 s; default 90 s.
+	// HoldTime: 3 s to 65535 s; default 90 s. RFC 4271's 0 (no keepalives) is refused: GoBGP,
+	// the speaker, cannot propose it.
 	HoldTime *Seconds `json:"holdTime,omitempty"`
 	// GracefulRestartTime is how long the peer keeps our routes while the agent restarts:
 	// 1 s to 4095 s, 0 turns graceful restart off; default 120 s.

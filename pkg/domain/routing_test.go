@@ -119,8 +119,8 @@ func with(labels map[string]string, k, v string) map[string]string {
 	return out
 }
 
-// Without speakerSelector every node of the domain speaks to every peer (no nodeSelector); hold
-// time 0 and graceful restart 0 are explicit choices, kept.
+// Without speakerSelector every node of the domain speaks to every peer (no nodeSelector);
+// graceful restart 0 is an explicit choice, kept.
 func TestRouteModeEveryNodeSpeaks(t *testing.T) {
 	m, err := Parse([]byte(`
 domains:
@@ -128,17 +128,17 @@ domains:
     encapsulation: route
     bgp:
       peers:
-      - {address: 10.0.0.1, peerASN: 65000, localASN: 4200000000, holdTime: 0, gracefulRestartTime: 0s}
+      - {address: 10.0.0.1, peerASN: 65000, localASN: 4200000000, holdTime: 3, gracefulRestartTime: 0s}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := NodeRouting{Domain: Default, Encapsulation: Route, Speaker: true, Peers: []BGPPeer{{
-		Address: netip.MustParseAddr("10.0.0.1"), Port: 179, PeerASN: 65000, LocalASN: 4200000000}}}
+		Address: netip.MustParseAddr("10.0.0.1"), Port: 179, PeerASN: 65000, LocalASN: 4200000000, HoldTime: 3 * time.Second}}}
 	if got := m.NodeRouting(node(map[string]string{"any": "label"})); !got.Equal(want) {
 		t.Fatalf("NodeRouting = %+v, want %+v", got, want)
 	}
-	if s := want.Peers[0].String(); !strings.Contains(s, "hold 0s graceful-restart off") || strings.Contains(s, "password") {
+	if s := want.Peers[0].String(); !strings.Contains(s, "hold 3s graceful-restart off") || strings.Contains(s, "password") {
 		t.Errorf("String = %q", s)
 	}
 }
@@ -225,9 +225,10 @@ func TestRouteModeErrors(t *testing.T) {
 		"asdot out of range":  {peer("address: 172.31.0.1, peerASN: '1.65536', localASN: 64512"), `AS number "1.65536"`},
 		"bad domain localASN": {"domains:\n  s:\n    encapsulation: route\n    bgp:\n      localASN: 0\n      peers: [{address: 10.0.0.1, peerASN: 65000}]\n", "bgp.localASN: AS number 0 is reserved"},
 
-		"hold time 1s":        {peer(ok + ", holdTime: 1"), "holdTime 1s: want 0 (no keepalives) or 3s to 65535s"},
-		"hold time 2s":        {peer(ok + ", holdTime: 2s"), "holdTime 2s: want 0"},
-		"hold time too long":  {peer(ok + ", holdTime: 65536"), "holdTime 18h12m16s: want 0"},
+		"hold time 1s":        {peer(ok + ", holdTime: 1"), "holdTime 1s: want 3s to 65535s"},
+		"hold time 0":         {peer(ok + ", holdTime: 0"), "holdTime 0 (no keepalives) is not supported: the speaker (GoBGP) always sends keepalives"},
+		"hold time 2s":        {peer(ok + ", holdTime: 2s"), "holdTime 2s: want 3s"},
+		"hold time too long":  {peer(ok + ", holdTime: 65536"), "holdTime 18h12m16s: want 3s to 65535s"},
 		"hold time fraction":  {peer(ok + ", holdTime: 3.5s"), `holdTime: "3.5s": want whole seconds`},
 		"hold time negative":  {peer(ok + ", holdTime: -5s"), `holdTime: "-5s"`},
 		"hold time no unit":   {peer(ok + ", holdTime: 'ninety'"), `holdTime: "ninety": want whole seconds, as a number (90) or a duration`},
