@@ -70,6 +70,12 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	if err != nil {
 		return err
 	}
+	// This node's route-mode view (its domain's encapsulation, BGP speaker, peers): logged for
+	// now; the BGP speaker and the route-mode datapath subscribe to it (issue 16).
+	routeMode, err := controller.NewRouteModeView(a.cfg.NodeName, nodeInformer, domainModel(domains))
+	if err != nil {
+		return err
+	}
 	svcs, err := a.newServices(inf, tbl, recorder, clusterRecorder, domainModel(domains))
 	if err != nil {
 		return err
@@ -77,6 +83,7 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	if domains != nil {
 		domains.OnChange(nodesRec.Refresh)
 		domains.OnChange(svcs.reconciler.Refresh)
+		domains.OnChange(routeMode.Refresh)
 	}
 	gc, err := controller.NewPodGC(controller.PodGCConfig{
 		Informer:  inf.Pods(),
@@ -106,6 +113,7 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 			if domains.WaitForSync(ctx) {
 				msg, kv := domains.InEffect()
 				logger.Info(msg, append([]any{"configmap", cmNamespace + "/" + cmName}, kv...)...)
+				routeMode.Refresh() // its node events before this were too early
 			}
 		})
 	}
