@@ -9,6 +9,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
+	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	corev1 "k8s.io/api/core/v1"
@@ -70,8 +71,9 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	if err != nil {
 		return err
 	}
-	// This node's route-mode view (its domain's encapsulation, BGP speaker, peers): logged for
-	// now; the BGP speaker and the route-mode datapath subscribe to it (issue 16).
+	// This node's route-mode view (its domain's encapsulation, BGP speaker, peers): the pod MTU
+	// follows it (podMTU), and so does the BGP speaker. The routes' encapsulation follows the
+	// domain configuration in the node reconciler.
 	routeMode, err := controller.NewRouteModeView(a.cfg.NodeName, nodeInformer, domainModel(domains))
 	if err != nil {
 		return err
@@ -80,6 +82,12 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	if err != nil {
 		return err
 	}
+	routeMode.OnChange(func(r domain.NodeRouting) {
+		a.routing.Store(&r)
+		if err := a.writeNodeConfig(); err != nil { // the pod MTU follows the encapsulation
+			logger.Error(err, "Rewriting the node config")
+		}
+	})
 	if domains != nil {
 		domains.OnChange(nodesRec.Refresh)
 		domains.OnChange(svcs.reconciler.Refresh)
