@@ -61,11 +61,15 @@ type bgpSpeaker struct {
 
 	kicks chan struct{}
 	view  atomic.Pointer[domain.NodeRouting]
+	// rereadPasswords makes the next pass read the Secrets again (a view change).
+	rereadPasswords atomic.Bool
 
 	mu        sync.Mutex // guards what follows; held during a pass and a stop
 	speaker   *bgp.Speaker
 	config    bgp.Config
 	passwords map[domain.SecretKeyRef]string
+	// passwordsRead is when passwords was last emptied to be read again.
+	passwordsRead time.Time
 	lastError string // reported once per distinct error
 	written   []byte // the report last written, without its Updated time
 
@@ -85,6 +89,10 @@ const (
 
 // bgpRefresh is how often the report and metrics are refreshed and a failed pass retried.
 const bgpRefresh = 10 * time.Second
+
+// bgpPasswordReread is how often the passwords are read again without a view change, so that a
+// rotated Secret reaches the sessions (a changed password restarts them, as on a router).
+const bgpPasswordReread = 5 * time.Minute
 
 func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains controller.DomainModel,
 	secretNamespace string, recorder record.EventRecorder) (*bgpSpeaker, error) {
@@ -115,9 +123,7 @@ func (s *bgpSpeaker) init() {
 // setView is the route-mode view's listener.
 func (s *bgpSpeaker) setView(v domain.NodeRouting) {
 	s.view.Store(&v)
-	s.mu.Lock()
-	clear(s.passwords) // read them again: the view may name other Secrets
-	s.mu.Unlock()
+	s.rereadPasswords.Store(true) // the view may name other Secrets, or the same ones changed
 	s.kick()
 }
 
@@ -160,6 +166,10 @@ func (s *bgpSpeaker) converge(ctx context.Context) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.rereadPasswords.Swap(false) || time.Since(s.passwordsRead) > bgpPasswordReread {
+		clear(s.passwords)
+		s.passwordsRead = time.Now()
+	}
 	err := s.convergeLocked(ctx, *view)
 	msg := ""
 	if err != nil {
@@ -191,7 +201,8 @@ func (s *bgpSpeaker) convergeLocked(ctx context.Context, view domain.NodeRouting
 		}
 	}
 	if s.speaker == nil {
-		sp, err := s.start(ctx, cfg)
+		// The speaker outlives ctx: Run stops it once it knows whether to withdraw.
+		sp, err := s.start(context.WithoutCancel(ctx), cfg)
 		if err != nil {
 			return err
 		}
@@ -298,7 +309,7 @@ func (s *bgpSpeaker) peers(ctx context.Context, view domain.NodeRouting) ([]bgp.
 	return out, nil
 }
 
-// password reads a peer's TCP-MD5 password, once per view (setView forgets them).
+// password reads a peer's TCP-MD5 password, once per view (setView has them read again).
 func (s *bgpSpeaker) password(ctx context.Context, ref domain.SecretKeyRef) (string, error) {
 	if p, ok := s.passwords[ref]; ok {
 		return p, nil
