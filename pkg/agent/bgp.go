@@ -70,8 +70,8 @@ type bgpSpeaker struct {
 	passwords map[domain.SecretKeyRef]string
 	// passwordsRead is when passwords was last emptied to be read again.
 	passwordsRead time.Time
-	lastError string // reported once per distinct error
-	written   []byte // the report last written, without its Updated time
+	lastError     string // reported once per distinct error
+	written       []byte // the report last written, without its Updated time
 
 	report atomic.Pointer[bgpstatus.Report] // the last one, for metrics
 }
