@@ -39,6 +39,8 @@
 #include "lib/icmp.h"
 #include "lib/nodeport.h"
 #include "lib/tunnel_unreach.h"
+#include "lib/ttl.h"
+#include "lib/direct.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -61,6 +63,7 @@ struct node_lb_front {
 	__be16 port;
 	__u8 unreach; /* the backend is in a domain this node cannot reach: answer */
 	__u8 too_big; /* the packet does not fit the overlay to the backend: answer if DF */
+	__u8 ttl_exceeded; /* its TTL ran out delivering it to a local backend: answer */
 };
 
 /* IPv4 + L4 header length of t's packet, for the MTU decision on the way into the tunnel. */
@@ -105,9 +108,9 @@ static __always_inline int node_lb_snat(struct __sk_buff *skb, const struct node
  * (node_exit_answer). */
 static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t)
 {
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET };
 	struct route *route = route_lookup(t->daddr);
 	struct node *node;
+	struct iphdr *ip;
 	__u32 hlen;
 	int ret;
 
@@ -120,6 +123,12 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
 	node = node_lookup(route->node_ip);
 	if (!node)
 		return -DROP_UNKNOWN_NODE;
+	/* this node's hop (lib/ttl.h): judged before the MTU, decremented once on the way out */
+	ip = pkt_header(skb, ETH_HLEN, sizeof(*ip));
+	if (!ip)
+		return -DROP_INVALID;
+	if (ip->ttl <= 1)
+		return -DROP_TTL_EXCEEDED;
 	hlen = node_lb_hlen(skb, t);
 	if (route->encap != ROUTE_ENCAP_DIRECT &&
 	    (skb->gso_size ? hlen + skb->gso_size > cfg->mtu : skb->len - ETH_HLEN > cfg->mtu))
@@ -127,10 +136,11 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
 	ret = node_lb_snat(skb, cfg, t);
 	if (ret < 0)
 		return ret;
-	if (route->encap == ROUTE_ENCAP_DIRECT) {
-		nh.ipv4_nh = route->node_ip;
-		return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
-	}
+	ret = ipv4_ttl_dec(skb, ETH_HLEN);
+	if (ret < 0)
+		return ret;
+	if (route->encap == ROUTE_ENCAP_DIRECT)
+		return direct_redirect(skb, cfg, route->node_ip, node); /* lib/direct.h */
 	if (cfg->encap_mode == ENCAP_MODE_DEVICE) {
 		ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
 		if (ret < 0)
@@ -191,13 +201,20 @@ static __noinline int node_lb(struct __sk_buff *skb, const struct node_cfg *cfg,
 	if (ret < 0)
 		return ret;
 	ep = endpoint_lookup(t.daddr);
-	if (ep)
+	if (ep) {
+		ret = ipv4_ttl_dec(skb, ETH_HLEN); /* this node's hop (lib/ttl.h) */
+		if (ret < 0) {
+			front->ttl_exceeded = ret == -DROP_TTL_EXCEEDED;
+			return ret;
+		}
 		return fwd_to_endpoint(skb, ep);
+	}
 	if (svc->flags & LB_SVC_LOCAL)
 		return -DROP_NO_SERVICE_BACKEND; /* the agent writes only local backends */
 	ret = node_lb_to_remote(skb, cfg, &t);
 	front->unreach = ret == -DROP_DOMAIN_UNREACHABLE; /* node_exit_answer answers */
 	front->too_big = ret == -DROP_PKT_TOO_BIG;
+	front->ttl_exceeded = ret == -DROP_TTL_EXCEEDED;
 	return ret;
 }
 
@@ -218,12 +235,16 @@ static __noinline int node_exit_answer(struct __sk_buff *skb, __u32 dir, const s
 	struct lb_tuple t;
 	struct iphdr *ip;
 
-	if (front->unreach || front->too_big) {
+	if (front->unreach || front->too_big || front->ttl_exceeded) {
 		if (parse_ipv4(skb, &eth, &ip) != L3_IPV4)
 			return tc_exit(skb, dir, reason);
 		if (front->too_big && (skb->gso_size || !(ip->frag_off & bpf_htons(IP_DF)) ||
 				       !icmp_may_answer(skb, ip)))
 			return tc_exit(skb, dir, reason); /* no DF: the drop stands (docs) */
+		/* again: icmp_may_answer may have pulled the packet */
+		if (front->ttl_exceeded &&
+		    (parse_ipv4(skb, &eth, &ip) != L3_IPV4 || !icmp_may_answer(skb, ip)))
+			return tc_exit(skb, dir, reason);
 		/* again: icmp_may_answer may have pulled the packet */
 		if (parse_ipv4(skb, &eth, &ip) != L3_IPV4 || lb_parse(skb, ip, &t) != 0 ||
 		    lb_rewrite(skb, &t, 1, front->addr, front->port) < 0)
@@ -231,6 +252,8 @@ static __noinline int node_exit_answer(struct __sk_buff *skb, __u32 dir, const s
 	}
 	if (reason == -DROP_PKT_TOO_BIG)
 		return tc_exit_frag_needed_nic(skb, dir, cfg->node_ip, cfg->mtu);
+	if (reason == -DROP_TTL_EXCEEDED)
+		return tc_exit_time_exceeded_nic(skb, dir, cfg->node_ip);
 	return tc_exit_host_unreach_nic(skb, dir, cfg->node_ip);
 }
 
@@ -356,13 +379,43 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 		}
 		return TC_ACT_OK; /* to the host, or a pod that is gone: the device and routing decide */
 	}
+	/* This node's hop (lib/ttl.h): an expired packet is answered through the tunnel, so it is
+	 * judged before the decapsulation. */
+	if (inner->ttl <= 1)
+		return -DROP_TTL_EXCEEDED;
 	ret = vxlan_decap(skb);
 	if (ret)
 		return ret < 0 ? ret : TC_ACT_OK;
+	ret = ipv4_ttl_dec(skb, ETH_HLEN);
+	if (ret < 0)
+		return ret;
 	ret = lb_rev_deliver(skb); /* a remote backend's reply to a local client */
 	if (ret < 0)
 		return ret;
 	return fwd_to_endpoint(skb, ep);
+}
+
+/* Anti-spoofing of route mode (lib/direct.h): a packet that reaches a local pod without
+ * encapsulation and claims a pod source is held to the domain matrix as VXLAN is (node_vxlan_ingress
+ * checks the sending node's domain): the source's pod CIDR must be a node's of a domain this one
+ * may reach, else DOMAIN_UNREACHABLE (unanswered: the source is only a claim). This node's own
+ * pods never come from the NIC, and a pod address no node owns comes from nowhere:
+ * SPOOFED_SOURCE. A VXLAN route's source is let through, as VXLAN from a reachable node may carry
+ * any inner source: while a domain switches from vxlan to route, a node that switched first sends
+ * plain before this one knows. Sources outside the cluster CIDR (clients, cloud hosts through the
+ * gateway) are not pods' and pass. */
+static __always_inline int node_direct_source(const struct node_cfg *cfg, __be32 saddr)
+{
+	struct route *route;
+
+	if (!in_cidr(saddr, cfg->cluster_cidr, cfg->cluster_mask))
+		return 0;
+	route = route_lookup(saddr);
+	if (!route || (route->flags & ROUTE_LOCAL))
+		return -DROP_SPOOFED_SOURCE;
+	if (!domain_reachable(cfg, route->domain))
+		return -DROP_DOMAIN_UNREACHABLE;
+	return 0;
 }
 
 /* Non-VXLAN: undo masquerade, then deliver to a local pod or let the host have it. A reply to a
@@ -409,7 +462,17 @@ static __always_inline int node_plain_ingress(struct __sk_buff *skb, const struc
 	}
 	ep = endpoint_lookup(ip->daddr);
 	if (ep) {
-		/* a backend's reply to a local client, direct routing */
+		ret = node_direct_source(cfg, ip->saddr);
+		if (ret < 0)
+			return ret;
+		/* this node's hop (lib/ttl.h); then a backend's reply to a local client, direct routing */
+		if (ip->ttl <= 1) {
+			*unreach = icmp_may_answer(skb, ip);
+			return -DROP_TTL_EXCEEDED;
+		}
+		ret = ipv4_ttl_dec(skb, ETH_HLEN);
+		if (ret < 0)
+			return ret;
 		ret = lb_rev_deliver(skb);
 		if (ret < 0)
 			return ret;
@@ -502,6 +565,10 @@ int node_ingress(struct __sk_buff *skb)
 	if (ret == -DROP_DOMAIN_UNREACHABLE && (unreach || front.unreach) && cfg)
 		return node_exit_answer(skb, dir, cfg, &front, ret);
 	if (ret == -DROP_PKT_TOO_BIG && front.too_big && cfg)
+		return node_exit_answer(skb, dir, cfg, &front, ret);
+	if (ret == -DROP_TTL_EXCEEDED && dir == DIR_OVERLAY_IN && cfg)
+		return tc_exit_tunnel_time_exceeded(skb, dir, cfg);
+	if (ret == -DROP_TTL_EXCEEDED && (unreach || front.ttl_exceeded) && cfg)
 		return node_exit_answer(skb, dir, cfg, &front, ret);
 	if (ret == -DROP_DOMAIN_UNREACHABLE && dir == DIR_OVERLAY_IN && cfg)
 		return tc_exit_tunnel_unreach(skb, dir, cfg); /* a peer that has not applied a change yet */

@@ -52,6 +52,7 @@
 #include "lib/vxlan.h"
 #include "lib/icmp.h"
 #include "lib/nodeport.h"
+#include "lib/ttl.h"
 
 /* The source of the node's own connections to a backend on one of its own addresses, as the host
  * stack sees them (the head of the file); pkg/datapath.HostHairpinIP, routed into this device by
@@ -103,6 +104,12 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 	ep = endpoint_lookup(ip->daddr);
 	if (!ep)
 		return TC_ACT_OK;
+	/* This node's hop (lib/ttl.h). An expired packet is dropped unanswered here: what reaches
+	 * this device are GRO aggregates, packets with outer options and fragments, which node_ingress
+	 * leaves to the kernel; traceroute's probes are answered there. */
+	ret = ipv4_ttl_dec(skb, ETH_HLEN);
+	if (ret < 0)
+		return ret;
 	return fwd_to_endpoint(skb, ep);
 }
 

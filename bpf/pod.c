@@ -54,6 +54,8 @@
 #include "lib/nat_rev.h"
 #include "lib/nodeport.h"
 #include "lib/tunnel_unreach.h"
+#include "lib/ttl.h"
+#include "lib/direct.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -67,7 +69,7 @@ struct pod_verdict {
 	__be32 vip;         /* the frontend the pod addressed (pod_lb) */
 	__be16 vport;
 	__u8 xlated;        /* the packet was translated to a backend */
-	__u8 pad;
+	__u8 time_exceeded; /* "time exceeded in transit" (DROP_TTL_EXCEEDED) */
 };
 
 /* IPv4 + L4 header length of a GSO packet, to decide whether its segments fit. */
@@ -119,20 +121,13 @@ static __always_inline int pod_to_node_direct(struct __sk_buff *skb, const struc
 					      const struct route *route, const struct node *node,
 					      __u32 gso_hlen, __u32 tot_len, __be16 df, struct pod_verdict *v)
 {
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = route->node_ip };
-	struct ethhdr *eth;
 	__u32 mtu = 0;
 
 	if (pod_direct_too_big(skb, cfg, gso_hlen, tot_len, &mtu))
 		return pod_too_big(df, mtu, v);
-	eth = pkt_data(skb);
-	if ((void *)(eth + 1) > pkt_end(skb))
+	if (ipv4_ttl_dec(skb, ETH_HLEN) < 0) /* pod_ttl_check judged the TTL */
 		return -DROP_INVALID;
-	if (node->flags & NODE_NEXTHOP_VALID) {
-		eth_set_macs(eth, node->nexthop_mac, cfg->underlay_mac);
-		return bpf_redirect(cfg->underlay_ifindex, 0);
-	}
-	return bpf_redirect_neigh(cfg->underlay_ifindex, &nh, sizeof(nh), 0);
+	return direct_redirect(skb, cfg, route->node_ip, node); /* lib/direct.h */
 }
 
 static __always_inline int pod_to_remote(struct __sk_buff *skb, const struct node_cfg *cfg,
@@ -150,6 +145,8 @@ static __always_inline int pod_to_remote(struct __sk_buff *skb, const struct nod
 		return pod_to_node_direct(skb, cfg, route, node, gso_hlen, tot_len, df, v);
 	if (skb->gso_size ? gso_hlen + skb->gso_size > cfg->mtu : tot_len > cfg->mtu)
 		return pod_too_big(df, cfg->mtu, v);
+	if (ipv4_ttl_dec(skb, ETH_HLEN) < 0) /* pod_ttl_check judged the TTL */
+		return -DROP_INVALID;
 	if (cfg->encap_mode == ENCAP_MODE_DEVICE) {
 		ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
 		if (ret < 0)
@@ -217,11 +214,13 @@ static __always_inline int pod_error_quotes_frontend(struct __sk_buff *skb, stru
 						     struct pod_verdict *v, int ret)
 {
 	if (!v->xlated || !((ret == -DROP_DOMAIN_UNREACHABLE && v->unreach) ||
-			    (ret == -DROP_PKT_TOO_BIG && v->frag_mtu)))
+			    (ret == -DROP_PKT_TOO_BIG && v->frag_mtu) ||
+			    (ret == -DROP_TTL_EXCEEDED && v->time_exceeded)))
 		return ret;
 	if (lb_rewrite(skb, t, 1, v->vip, v->vport) < 0) {
 		v->unreach = 0;
 		v->frag_mtu = 0;
+		v->time_exceeded = 0;
 	}
 	return ret;
 }
@@ -274,6 +273,22 @@ static __always_inline __u8 pod_may_answer(struct __sk_buff *skb)
 	return icmp_may_answer(skb, ip);
 }
 
+/* This node's hop for a packet it routes (lib/ttl.h), in the kernel's order (ip_forward): an
+ * expired TTL is answered first ("time exceeded", quoting the frontend if translated), before any
+ * MTU decision; the TTL is decremented only when the packet is redirected (pod_to_remote, local
+ * delivery): what goes to the host stack instead is the kernel's to decrement. */
+static __always_inline int pod_ttl_check(struct __sk_buff *skb, struct lb_tuple *t, struct pod_verdict *v)
+{
+	struct iphdr *ip = pkt_header(skb, ETH_HLEN, sizeof(*ip));
+
+	if (!ip)
+		return -DROP_INVALID;
+	if (ip->ttl > 1)
+		return 0;
+	v->time_exceeded = pod_may_answer(skb);
+	return pod_error_quotes_frontend(skb, t, v, -DROP_TTL_EXCEEDED);
+}
+
 static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct node_cfg *cfg,
 					   const struct iphdr *ip, struct pod_verdict *v)
 {
@@ -313,6 +328,12 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 		/* The hairpin address only answers connections that are still tracked. */
 		if (t.daddr == LB_HAIRPIN_IP)
 			return -DROP_UNKNOWN_ENDPOINT;
+		ret = pod_ttl_check(skb, &t, v);
+		if (ret < 0)
+			return ret;
+		ret = ipv4_ttl_dec(skb, ETH_HLEN);
+		if (ret < 0)
+			return ret;
 		return fwd_to_endpoint(skb, ep);
 	}
 	if (t.daddr == cfg->pod_cidr)
@@ -329,6 +350,9 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 		v->unreach = pod_may_answer(skb);
 		return pod_error_quotes_frontend(skb, &t, v, -DROP_DOMAIN_UNREACHABLE);
 	}
+	ret = pod_ttl_check(skb, &t, v);
+	if (ret < 0)
+		return ret;
 	ret = pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);
 	return pod_error_quotes_frontend(skb, &t, v, ret);
 }
@@ -372,6 +396,8 @@ int pod_egress(struct __sk_buff *skb)
 	}
 	if (ret == -DROP_NO_SERVICE_BACKEND && v.port_unreach)
 		return tc_exit_port_unreach(skb, DIR_POD_EGRESS, v.vip);
+	if (ret == -DROP_TTL_EXCEEDED && v.time_exceeded)
+		return tc_exit_time_exceeded(skb, DIR_POD_EGRESS, cfg->node_ip);
 	return tc_exit(skb, DIR_POD_EGRESS, ret);
 }
 

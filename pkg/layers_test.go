@@ -49,10 +49,12 @@ var layers = []layer{
 	{name: "models and kernel access", packages: []string{
 		"pkg/service", "pkg/domain", // models
 		"pkg/datapath", "pkg/agent/netdev", // kernel access: BPF objects, links, routes, devices
+		"pkg/bgp", // the route-mode BGP speaker (GoBGP in the agent's process)
 	}},
 	{name: "maps", peers: true, packages: []string{"pkg/maps", "pkg/maps/..."}},
 	{name: "leaves", packages: []string{
 		"pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/domainid", "pkg/nameindex",
+		"pkg/bgp/bgpstatus", // the speaker's peer status without GoBGP, for edgeplanectl and metrics
 		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "internal/ociimage",
 	}},
 }

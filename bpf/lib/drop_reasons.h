@@ -26,6 +26,7 @@ enum drop_reason {
 	DROP_NO_SERVICE_BACKEND = 17,   /* a service frontend without a backend this node may use */
 	DROP_VXLAN_NOT_UNICAST = 18,    /* VXLAN to a multicast or broadcast outer destination */
 	DROP_BAD_CHECKSUM = 19,         /* VXLAN whose outer IPv4 header checksum is wrong */
+	DROP_TTL_EXCEEDED = 20,         /* a routed packet whose TTL would reach 0 at this hop */
 	DROP_REASON_MAX,                /* keep last */
 };
 

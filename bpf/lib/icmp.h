@@ -24,6 +24,10 @@
 #include "metrics.h"
 #include "parse.h"
 
+#ifndef ICMP_EXC_TTL
+#define ICMP_EXC_TTL 0 /* time exceeded: TTL count exceeded in transit */
+#endif
+
 #define ICMP_ERR_MAX 576 /* IPv4 length of the errors we send */
 #define ICMP_ERR_HLEN (sizeof(struct iphdr) + sizeof(struct icmphdr))
 #define ICMP_ERR_QUOTE (ICMP_ERR_MAX - ICMP_ERR_HLEN)
@@ -229,6 +233,30 @@ static __always_inline int tc_exit_port_unreach_host(struct __sk_buff *skb, __u3
 	if (icmp_unreach_for_drop(skb, dir, DROP_NO_SERVICE_BACKEND, ICMP_PORT_UNREACH, vip) < 0)
 		return TC_ACT_SHOT;
 	return icmp_return_to_host(skb, dir);
+}
+
+/* A routed packet whose TTL ran out at this hop (lib/ttl.h): counted under DROP_TTL_EXCEEDED,
+ * rewritten into "time exceeded in transit" from saddr and peer-redirected back into the pod that
+ * sent it, as the kernel's ip_forward answers. */
+static __always_inline int tc_exit_time_exceeded(struct __sk_buff *skb, __u32 dir, __be32 saddr)
+{
+	metric_count(dir, DROP_TTL_EXCEEDED, skb->len);
+	event_emit(skb, dir, DROP_TTL_EXCEEDED, TC_ACT_SHOT); /* before the rewrite: the offending tuple */
+	if (icmp_error(skb, saddr, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, ICMP_UNREACH_QUOTE) < 0)
+		return TC_ACT_SHOT;
+	return icmp_return_to_pod(skb, dir);
+}
+
+/* The same for a packet that came in on the underlay NIC (route mode, a NodePort client): the
+ * error goes back out of the NIC to the hop it came from, the frame's MACs swapped. */
+static __always_inline int tc_exit_time_exceeded_nic(struct __sk_buff *skb, __u32 dir, __be32 saddr)
+{
+	metric_count(dir, DROP_TTL_EXCEEDED, skb->len);
+	event_emit(skb, dir, DROP_TTL_EXCEEDED, TC_ACT_SHOT);
+	if (icmp_error(skb, saddr, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, ICMP_UNREACH_QUOTE) < 0)
+		return TC_ACT_SHOT;
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 /* The exit of a TC program for a packet dropped as too big whose sender is to be told: counted

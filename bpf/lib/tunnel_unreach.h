@@ -89,10 +89,10 @@ struct tunnel_unreach_msg {
 	__u8 quote[ICMP_UNREACH_QUOTE];
 };
 
-/* Fills in msg's IPv4 header (this node's IP to daddr) and its "host unreachable" ICMP header
- * around the quote already in place. Returns 0, or -1. */
+/* Fills in msg's IPv4 header (this node's IP to daddr) and its ICMP header (type, code) around
+ * the quote already in place. Returns 0, or -1. */
 static __always_inline int tunnel_unreach_msg_seal(struct tunnel_unreach_msg *msg, const struct node_cfg *cfg,
-						   __be32 daddr, __u8 tos)
+						   __be32 daddr, __u8 tos, __u8 type, __u8 code)
 {
 	__s64 sum;
 
@@ -106,8 +106,8 @@ static __always_inline int tunnel_unreach_msg_seal(struct tunnel_unreach_msg *ms
 	msg->ip.saddr = cfg->node_ip;
 	msg->ip.daddr = daddr;
 	msg->ip.check = ipv4_hdr_csum(&msg->ip);
-	msg->icmp.type = ICMP_DEST_UNREACH;
-	msg->icmp.code = ICMP_HOST_UNREACH;
+	msg->icmp.type = type;
+	msg->icmp.code = code;
 	sum = bpf_csum_diff(0, 0, (__be32 *)&msg->icmp, sizeof(msg->icmp) + sizeof(msg->quote), 0);
 	if (sum < 0)
 		return -1;
@@ -115,10 +115,10 @@ static __always_inline int tunnel_unreach_msg_seal(struct tunnel_unreach_msg *ms
 	return 0;
 }
 
-/* Builds the error on the stack from the frame's inner packet: from this node's IP to the inner
- * source. Returns 0, or -1. */
+/* Builds the error (type, code) on the stack from the frame's inner packet: from this node's IP to
+ * the inner source. Returns 0, or -1. */
 static __always_inline int tunnel_unreach_msg_build(struct __sk_buff *skb, const struct node_cfg *cfg,
-						    struct tunnel_unreach_msg *msg)
+						    struct tunnel_unreach_msg *msg, __u8 type, __u8 code)
 {
 	__u32 n = skb->len - VXLAN_INNER_IP_OFF; /* tunnel_unreach_answerable: more than an IPv4 header */
 
@@ -128,7 +128,8 @@ static __always_inline int tunnel_unreach_msg_build(struct __sk_buff *skb, const
 		return -1;
 	return tunnel_unreach_msg_seal(msg, cfg, ((struct iphdr *)msg->quote)->saddr,
 				       (((struct iphdr *)msg->quote)->tos & IPTOS_TOS_MASK) |
-					       IPTOS_PREC_INTERNETCONTROL);
+					       IPTOS_PREC_INTERNETCONTROL,
+				       type, code);
 }
 
 /* Rewrites the VXLAN frame in place into VXLAN to remote carrying msg. Neither decapsulating nor
@@ -191,7 +192,8 @@ static __always_inline int tunnel_unreach_synack_msg(struct __sk_buff *skb, __u3
 	qtcp->doff = 5;
 	qtcp->syn = 1;
 	qtcp->window = h.tcp.window;
-	if (tunnel_unreach_msg_seal(msg, cfg, h.ip.daddr, IPTOS_PREC_INTERNETCONTROL) < 0)
+	if (tunnel_unreach_msg_seal(msg, cfg, h.ip.daddr, IPTOS_PREC_INTERNETCONTROL, ICMP_DEST_UNREACH,
+				    ICMP_HOST_UNREACH) < 0)
 		return -1;
 	*client = h.ip.daddr;
 	return 0;
@@ -248,7 +250,35 @@ static __noinline __attribute__((unused)) int tc_exit_tunnel_unreach(struct __sk
 		metric_count(dir, REASON_ICMP_SENT, skb->len);
 		return ret;
 	}
-	if (tunnel_unreach_msg_build(skb, cfg, &msg) < 0)
+	if (tunnel_unreach_msg_build(skb, cfg, &msg, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH) < 0)
+		return TC_ACT_SHOT;
+	ret = tunnel_unreach_rewrite(skb, cfg, peer_ip, peer, &msg);
+	if (ret < 0)
+		return TC_ACT_SHOT;
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	return ret;
+}
+
+/* The exit of node_ingress for VXLAN to a local pod whose inner TTL ran out at this node's hop
+ * (lib/ttl.h): counted under DROP_TTL_EXCEEDED, then answered with "time exceeded in transit"
+ * from this node's IP back through the tunnel to the sending node, which delivers it to its pod
+ * (traceroute's hop 2 across nodes). Same rules and budget as the answers above. */
+static __noinline __attribute__((unused)) int tc_exit_tunnel_time_exceeded(struct __sk_buff *skb, __u32 dir,
+									  const struct node_cfg *cfg)
+{
+	struct tunnel_unreach_msg msg = {};
+	struct node *peer;
+	__be32 peer_ip;
+	int ret;
+
+	metric_count(dir, DROP_TTL_EXCEEDED, skb->len);
+	event_emit(skb, dir, DROP_TTL_EXCEEDED, TC_ACT_SHOT);
+	if (!tunnel_unreach_answerable(skb, &peer_ip))
+		return TC_ACT_SHOT;
+	peer = node_lookup(peer_ip);
+	if (!peer || !tunnel_unreach_allowed())
+		return TC_ACT_SHOT;
+	if (tunnel_unreach_msg_build(skb, cfg, &msg, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL) < 0)
 		return TC_ACT_SHOT;
 	ret = tunnel_unreach_rewrite(skb, cfg, peer_ip, peer, &msg);
 	if (ret < 0)

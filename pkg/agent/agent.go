@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
@@ -44,6 +46,8 @@ type Agent struct {
 	// node_cfg_map carries them. Until then, what the previous agent pinned.
 	localMu sync.Mutex
 	local   controller.LocalState
+	// routing is this node's route-mode view (controller.RouteModeView), nil until known.
+	routing atomic.Pointer[domain.NodeRouting]
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,

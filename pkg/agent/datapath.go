@@ -6,6 +6,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
@@ -43,11 +44,26 @@ func (a *Agent) ensureDevice() error {
 	return err
 }
 
-func (a *Agent) podMTU() int {
+func (a *Agent) overlayMTU() int {
 	if a.cfg.MTU != 0 {
 		return a.cfg.MTU
 	}
 	return a.underlay.MTU - vxlanOverhead
+}
+
+// podMTU is the MTU of new pods' interfaces (the CNI plugin reads it from the node config): the
+// overlay's in a vxlan domain, the underlay's in a route-mode one, whose paths carry pods' packets
+// as they are. There the VXLAN paths that remain (to other domains) keep PMTU right per
+// destination: pod_egress answers a packet with DF that does not fit the overlay with
+// "fragmentation needed" at overlayMTU, and hands one without DF to the host stack to fragment.
+// --mtu sets both. Pods keep the MTU they were created with.
+func (a *Agent) podMTU() int {
+	if a.cfg.MTU == 0 {
+		if r := a.routing.Load(); r != nil && r.Encapsulation == domain.Route {
+			return a.underlay.MTU
+		}
+	}
+	return a.overlayMTU()
 }
 
 // programDatapath writes node_cfg_map and nonmasq_map and converges the attachments.
@@ -77,7 +93,7 @@ func (a *Agent) nodeConfig() (nodecfg.NodeCfg, error) {
 		UnderlayIfindex: uint32(a.underlay.Index),
 		VxlanIfindex:    uint32(a.device.Index),
 		VNI:             k8s.VNI,
-		MTU:             uint16(a.podMTU()),
+		MTU:             uint16(a.overlayMTU()), // the inner packets VXLAN paths carry
 		Flags:           nodecfg.FlagReady,
 		EncapMode:       nodecfg.EncapNative,
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
+	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	corev1 "k8s.io/api/core/v1"
@@ -70,13 +71,27 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	if err != nil {
 		return err
 	}
+	// This node's route-mode view (its domain's encapsulation, BGP speaker, peers): the pod MTU
+	// follows it (podMTU), and so does the BGP speaker. The routes' encapsulation follows the
+	// domain configuration in the node reconciler.
+	routeMode, err := controller.NewRouteModeView(a.cfg.NodeName, nodeInformer, domainModel(domains))
+	if err != nil {
+		return err
+	}
 	svcs, err := a.newServices(inf, tbl, recorder, clusterRecorder, domainModel(domains))
 	if err != nil {
 		return err
 	}
+	routeMode.OnChange(func(r domain.NodeRouting) {
+		a.routing.Store(&r)
+		if err := a.writeNodeConfig(); err != nil { // the pod MTU follows the encapsulation
+			logger.Error(err, "Rewriting the node config")
+		}
+	})
 	if domains != nil {
 		domains.OnChange(nodesRec.Refresh)
 		domains.OnChange(svcs.reconciler.Refresh)
+		domains.OnChange(routeMode.Refresh)
 	}
 	gc, err := controller.NewPodGC(controller.PodGCConfig{
 		Informer:  inf.Pods(),
@@ -106,6 +121,7 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 			if domains.WaitForSync(ctx) {
 				msg, kv := domains.InEffect()
 				logger.Info(msg, append([]any{"configmap", cmNamespace + "/" + cmName}, kv...)...)
+				routeMode.Refresh() // its node events before this were too early
 			}
 		})
 	}

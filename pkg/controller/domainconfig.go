@@ -43,9 +43,9 @@ type DomainConfig struct {
 // NewDomainConfig registers on an informer of the ConfigMap's namespace (the agent narrows it to
 // the one name); name is the ConfigMap's name.
 func NewDomainConfig(informer cache.SharedIndexInformer, name string, recorder record.EventRecorder, metrics Metrics) (*DomainConfig, error) {
-	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, synced: informer.HasSynced, store: informer.GetStore()}
+	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, store: informer.GetStore()}
 	d.model.Store(domain.DefaultModel())
-	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { d.update(obj, false) },
 		UpdateFunc: func(_, obj any) { d.update(obj, false) },
 		DeleteFunc: func(obj any) { d.update(obj, true) },
@@ -53,6 +53,9 @@ func NewDomainConfig(informer cache.SharedIndexInformer, name string, recorder r
 	if err != nil {
 		return nil, fmt.Errorf("adding configmap event handler: %w", err)
 	}
+	// Synced once this handler has seen the initial list, not merely once the informer's store
+	// has it: Model must be the ConfigMap's by then.
+	d.synced = reg.HasSynced
 	return d, nil
 }
 
@@ -107,7 +110,8 @@ func (d *DomainConfig) update(obj any, deleted bool) {
 	if d.model.Swap(m).Equal(m) {
 		return
 	}
-	logger.Info("Domain configuration changed", "poolLabel", m.PoolLabel(), "default", m.DefaultConnectivity(), "domains", m.Configured())
+	logger.Info("Domain configuration changed", "poolLabel", m.PoolLabel(), "default", m.DefaultConnectivity(), "domains", m.Configured(),
+		"routeDomains", m.RouteDomains())
 	for _, fn := range listeners {
 		fn()
 	}
@@ -153,7 +157,7 @@ func (d *DomainConfig) InEffect() (msg string, keysAndValues []any) {
 			[]any{"resourceVersion", cm.ResourceVersion, "err", lastErr}
 	default:
 		return "Domain configuration in effect", []any{"resourceVersion", cm.ResourceVersion,
-			"poolLabel", m.PoolLabel(), "default", m.DefaultConnectivity(), "domains", m.Configured()}
+			"poolLabel", m.PoolLabel(), "default", m.DefaultConnectivity(), "domains", m.Configured(), "routeDomains", m.RouteDomains()}
 	}
 }
 

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 
@@ -94,5 +95,32 @@ func TestDomainConfigReportAgainAndInEffect(t *testing.T) {
 	}
 	if msg, kv := d.InEffect(); msg != "Domain configuration in effect" || kv[1] != "8" {
 		t.Errorf("InEffect with a valid ConfigMap: %q %v", msg, kv)
+	}
+}
+
+// HasSynced means Model is the ConfigMap's: once it reports true, readers (the node reconciler,
+// the route-mode view) never see the default model in place of an existing ConfigMap. The
+// informer's store is filled before its handlers run, so the informer's own HasSynced is too
+// early.
+func TestDomainConfigSyncedMeansApplied(t *testing.T) {
+	for i := range 200 {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: "edgeplane-system"},
+			Data: map[string]string{domain.ConfigKey: cloudSiteAPrivate}}
+		factory := informers.NewSharedInformerFactory(fake.NewClientset(cm), 0)
+		d, err := NewDomainConfig(factory.Core().V1().ConfigMaps().Informer(), cm.Name, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		factory.Start(stop)
+		for !d.HasSynced() {
+			runtime.Gosched()
+		}
+		applied := d.Model().Reachable("cloud", "site-a")
+		close(stop)
+		factory.Shutdown()
+		if !applied {
+			t.Fatalf("run %d: HasSynced before the ConfigMap was applied", i)
+		}
 	}
 }

@@ -304,3 +304,41 @@ func TestNodeIndex(t *testing.T) {
 		t.Errorf("%d syncs after a resync, want 3", len(index.syncs))
 	}
 }
+
+// Route mode: the peers of this node's own route-mode domain get direct routes (no
+// encapsulation); peers of other domains keep VXLAN, also across a private line, and a switch of
+// the domain back to vxlan turns its routes back.
+func TestDomainsRouteModeRoutes(t *testing.T) {
+	const routeSiteA = cloudSiteAPrivate + `domains:
+  site-a:
+    encapsulation: route
+    bgp:
+      localASN: 65010
+      peers:
+      - {address: 192.168.1.254, peerASN: 65000}
+`
+	self := pooled("self", "site-a", "10.244.0.0/24", "192.168.1.1", "")
+	f := newDomainFixture(t, routeSiteA, self,
+		pooled("e", "site-a", "10.244.4.0/24", "192.168.1.5", ""),
+		pooled("b", "cloud", "10.244.1.0/24", "192.168.0.2", ""))
+	f.pass(t)
+	encaps := func() map[string]Encap {
+		out := map[string]Encap{}
+		routes, _ := f.routes.List()
+		for cidr, r := range routes {
+			if !r.Local {
+				out[cidr.String()] = r.Encap
+			}
+		}
+		return out
+	}
+	if got, want := encaps(), map[string]Encap{"10.244.4.0/24": EncapDirect, "10.244.1.0/24": EncapVXLAN}; !reflect.DeepEqual(got, want) {
+		t.Errorf("route encapsulations %v, want %v (site-a's peer direct, the cloud's through VXLAN)", got, want)
+	}
+
+	f.model.m.Store(parseModel(t, cloudSiteAPrivate))
+	f.pass(t)
+	if got, want := encaps(), map[string]Encap{"10.244.4.0/24": EncapVXLAN, "10.244.1.0/24": EncapVXLAN}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after the switch back to vxlan: %v, want %v", got, want)
+	}
+}

@@ -61,12 +61,23 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 	return peer{
 		podCIDR: cidr,
 		alias:   alias,
-		route:   Route{NodeIP: endpoint, Domain: id, Encap: EncapVXLAN},
+		route:   Route{NodeIP: endpoint, Domain: id, Encap: r.encapTo(m, dom)},
 		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
 		domain:  dom,
 		pool:    pool,
 		gateway: domain.IsGateway(node),
 	}, nil
+}
+
+// encapTo is how pods reach the pods of a peer in domain dom: without encapsulation between the
+// nodes of one route-mode domain (its network routes the pod CIDRs, which the speakers advertise
+// to its gateways), through VXLAN otherwise, across domains too: a private line carries the nodes'
+// addresses, not necessarily the pod CIDRs of every domain (docs/domains.md, Route mode).
+func (r *NodeReconciler) encapTo(m *domain.Model, dom string) Encap {
+	if dom == r.local.domain && m.Encapsulation(dom) == domain.Route {
+		return EncapDirect
+	}
+	return EncapVXLAN
 }
 
 // checkPodCIDR refuses a pod CIDR outside the cluster CIDR or overlapping another node's.

@@ -36,8 +36,8 @@ func TestServiceReplyLocalBackend(t *testing.T) {
 			}
 			// Pod B's own traffic to pod A from another port is no reply: untouched.
 			in := podSend(proto, podB, 8081, podA, 40000, tcpSYN)
-			if _, out := run(t, prog, in, nil); !bytes.Equal(out[14:len(in)], in[14:]) {
-				t.Errorf("non-reply packet changed")
+			if _, out := run(t, prog, in, nil); !bytes.Equal(out[14:len(in)], routed(in, 14)[14:]) {
+				t.Errorf("non-reply packet changed beyond the hop's TTL")
 			}
 		})
 	}
@@ -79,7 +79,7 @@ func TestServiceReplyRemoteBackend(t *testing.T) {
 	t.Run("expired: not translated", func(t *testing.T) {
 		ageCT(t, node, ctKey(remotePod, 8080, podA, 40000, protoTCP, ctRev), 7*time.Hour)
 		in := vxlanFrame(remoteNodeIP, vxlanPort, vxlanHdr(0x08000000, vni), reply)
-		if _, out := run(t, node.Programs["node_ingress"], in, nil); !bytes.Equal(out[14:14+len(reply)-14], reply[14:]) {
+		if _, out := run(t, node.Programs["node_ingress"], in, nil); !bytes.Equal(out[14:14+len(reply)-14], routed(reply, 14)[14:]) {
 			t.Errorf("reply of an expired connection translated")
 		}
 	})
@@ -127,8 +127,8 @@ func TestServiceICMPErrorReply(t *testing.T) {
 		// An error about another packet to that pod is left alone.
 		other := ethFrame(vtepMAC, remoteVtepMAC, ethPIPv4, portUnreach(remotePod, 5353, podA, 40001))
 		_, out = run(t, node.Programs["node_ingress"], vxlanFrame(remoteNodeIP, vxlanPort, vxlanHdr(0x08000000, vni), other), nil)
-		if !bytes.Equal(out[14:len(other)], other[14:]) {
-			t.Errorf("unrelated ICMP error changed")
+		if !bytes.Equal(out[14:len(other)], routed(other, 14)[14:]) {
+			t.Errorf("unrelated ICMP error changed beyond the hop's TTL")
 		}
 	})
 	t.Run("local backend", func(t *testing.T) {

@@ -28,7 +28,7 @@ func TestNodeIngressVXLANToLocalPod(t *testing.T) {
 		t.Fatalf("verdict %d, want TC_ACT_REDIRECT", got)
 	}
 	// Decapsulated: pod A gets the inner IPv4 packet in a frame from its gateway.
-	want := ethFrame(podAMAC, podAHostMAC, ethPIPv4, inner[14:])
+	want := ethFrame(podAMAC, podAHostMAC, ethPIPv4, routed(inner, 14)[14:])
 	if !bytes.Equal(out, want) {
 		t.Fatalf("decapsulated frame\n got % x\nwant % x", out, want)
 	}

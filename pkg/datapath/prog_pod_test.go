@@ -107,15 +107,16 @@ func TestPodEgressLocalPod(t *testing.T) {
 	if dst != podBMAC || src != podBHostMAC {
 		t.Errorf("MACs dst %x src %x, want %x %x", dst, src, podBMAC, podBHostMAC)
 	}
-	if !bytes.Equal(out[12:], in[12:]) {
-		t.Errorf("IP packet changed on local delivery")
+	if !bytes.Equal(out[12:], routed(in, 14)[12:]) {
+		t.Errorf("IP packet changed on local delivery beyond the hop's TTL")
 	}
 	if n := metric(t, coll, dirPodEgress, dropreason.Forwarded); n != 1 {
 		t.Errorf("forwarded %d, want 1", n)
 	}
 }
 
-// checkVXLAN verifies a natively encapsulated frame against the inner packet in.
+// checkVXLAN verifies a natively encapsulated frame against the inner packet in (as it must leave:
+// routed() for the sending node's hop).
 func checkVXLAN(t *testing.T, out, in []byte, wantDF bool) {
 	t.Helper()
 	if len(out) != len(in)+50 {
@@ -183,7 +184,7 @@ func TestPodEgressRemoteNative(t *testing.T) {
 		if got != tcActRedirect {
 			t.Fatalf("df=%v: verdict %d, want TC_ACT_REDIRECT", df, got)
 		}
-		checkVXLAN(t, out, in, df)
+		checkVXLAN(t, out, routed(in, 14), df)
 	}
 
 	// The source port follows the flow: the same flow hashes to the same port, so the underlay's
@@ -222,7 +223,7 @@ func TestPodEgressRemoteNativeWithoutEncapL2Eth(t *testing.T) {
 		if got != tcActRedirect {
 			t.Fatalf("df=%v: verdict %d, want TC_ACT_REDIRECT", df, got)
 		}
-		checkVXLAN(t, out, in, df)
+		checkVXLAN(t, out, routed(in, 14), df)
 	}
 }
 
@@ -238,7 +239,7 @@ func TestPodEgressRemoteNativeUnresolvedNextHop(t *testing.T) {
 		t.Fatalf("verdict %d, want TC_ACT_REDIRECT", got)
 	}
 	outer := parseIP(t, out[14:])
-	if outer.dst != remoteNodeIP || !bytes.Equal(out[14+50:], in[14:]) {
+	if outer.dst != remoteNodeIP || !bytes.Equal(out[14+50:], routed(in, 14)[14:]) {
 		t.Errorf("bad encapsulation: outer dst %v", outer.dst)
 	}
 }
@@ -280,8 +281,8 @@ func TestPodEgressDeviceMode(t *testing.T) {
 	if dst != remoteVtepMAC || src != vtepMAC {
 		t.Errorf("inner MACs dst %x src %x, want %x %x", dst, src, remoteVtepMAC, vtepMAC)
 	}
-	if !bytes.Equal(out[12:], in[12:]) {
-		t.Errorf("IP packet changed")
+	if !bytes.Equal(out[12:], routed(in, 14)[12:]) {
+		t.Errorf("IP packet changed beyond the hop's TTL")
 	}
 	// too big is checked in device mode too: the redirect bypasses the device's MTU check
 	big := podUDP(podA, remotePod, podMTU)
@@ -302,7 +303,7 @@ func TestPodEgressDirectRoute(t *testing.T) {
 		t.Fatalf("verdict %d, want TC_ACT_REDIRECT", got)
 	}
 	dst, src := macs(out)
-	if dst != remoteNextHop || src != underlayMAC || !bytes.Equal(out[12:], in[12:]) {
+	if dst != remoteNextHop || src != underlayMAC || !bytes.Equal(out[12:], routed(in, 14)[12:]) {
 		t.Errorf("direct routing: MACs dst %x src %x, or packet changed", dst, src)
 	}
 }

@@ -111,7 +111,7 @@ func innerUDP(dst netip.Addr, n int) []byte {
 // trailing bytes the outer frame had).
 func checkDelivered(t *testing.T, out, inner []byte) {
 	t.Helper()
-	want := ethFrame(podAMAC, podAHostMAC, ethPIPv4, inner[14:])
+	want := ethFrame(podAMAC, podAHostMAC, ethPIPv4, routed(inner, 14)[14:])
 	if len(out) < len(want) || !bytes.Equal(out[:len(want)], want) {
 		t.Fatalf("decapsulated frame\n got % x\nwant % x", out[:min(len(out), len(want))], want)
 	}

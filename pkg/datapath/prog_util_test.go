@@ -262,6 +262,17 @@ func run(t testing.TB, prog *ebpf.Program, pkt []byte, ctx *skbCtx) (uint32, []b
 
 // ---- packet building ----
 
+// routed returns a copy of pkt as one routing hop leaves it (lib/ttl.h): the IPv4 header at ipOff
+// with its TTL one lower and its checksum recomputed.
+func routed(pkt []byte, ipOff int) []byte {
+	out := append([]byte(nil), pkt...)
+	ip := out[ipOff:]
+	ip[8]--
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], csum(ip[:int(ip[0]&0xf)*4], 0))
+	return out
+}
+
 func csum(b []byte, initial uint32) uint16 {
 	sum := initial
 	for i := 0; i+1 < len(b); i += 2 {

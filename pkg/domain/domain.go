@@ -1,7 +1,7 @@
 // Package domain is edgeplane's model of an edge cluster's network domains: node pools (a node
 // label), the domains they form, the connectivity between each pair of domains (public or
-// private), and the cloud gateway. It is configured by a ConfigMap the agent watches; see
-// docs/domains.md.
+// private), the cloud gateway, and each domain's encapsulation (vxlan, or route mode with its BGP
+// peers: routing.go). It is configured by a ConfigMap the agent watches; see docs/domains.md.
 package domain
 
 import (
@@ -44,9 +44,10 @@ type Config struct {
 	PoolLabel string `json:"poolLabel,omitempty"`
 	// DefaultConnectivity applies to pairs of domains the table does not list (default public).
 	DefaultConnectivity Connectivity `json:"defaultConnectivity,omitempty"`
-	// Domains groups pools into one domain: domain name -> pools. A pool not listed is a domain
-	// of its own, named after the pool.
-	Domains map[string][]string `json:"domains,omitempty"`
+	// Domains groups pools into one domain and sets a domain's encapsulation: domain name -> its
+	// pools (a list) or a DomainSpec. A pool not listed is a domain of its own, named after the
+	// pool.
+	Domains Domains `json:"domains,omitempty"`
 	// Connectivity is the per-pair table.
 	Connectivity []Link `json:"connectivity,omitempty"`
 }
@@ -65,6 +66,7 @@ type Model struct {
 	poolDomain  map[string]string
 	pairs       map[[2]string]Connectivity
 	configured  []string // domain names the config mentions, sorted
+	routing     map[string]routing
 }
 
 // DefaultModel is the model without a ConfigMap: every pool its own domain, all pairs public.
@@ -94,6 +96,7 @@ func New(c Config) (*Model, error) {
 		defaultMode: c.DefaultConnectivity,
 		poolDomain:  map[string]string{},
 		pairs:       map[[2]string]Connectivity{},
+		routing:     map[string]routing{},
 	}
 	if m.poolLabel == "" {
 		m.poolLabel = DefaultPoolLabel
@@ -121,7 +124,13 @@ func New(c Config) (*Model, error) {
 			continue
 		}
 		mention(name)
-		for _, pool := range c.Domains[name] {
+		spec := c.Domains[name]
+		if r, err := newRouting(spec); err != nil {
+			errs = append(errs, prefixed("domains."+name+": ", err)...)
+		} else if r.encap != VXLAN {
+			m.routing[name] = r
+		}
+		for _, pool := range spec.Pools {
 			if msgs := validation.IsValidLabelValue(pool); len(msgs) > 0 || pool == "" {
 				errs = append(errs, fmt.Errorf("domains.%s: pool %q is not a label value", name, pool))
 				continue
@@ -281,5 +290,6 @@ func (m *Model) Equal(o *Model) bool {
 		return m == o
 	}
 	return m.poolLabel == o.poolLabel && m.defaultMode == o.defaultMode &&
-		maps.Equal(m.poolDomain, o.poolDomain) && maps.Equal(m.pairs, o.pairs)
+		maps.Equal(m.poolDomain, o.poolDomain) && maps.Equal(m.pairs, o.pairs) &&
+		maps.EqualFunc(m.routing, o.routing, routing.equal)
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -29,6 +30,8 @@ type metric struct {
 	value   func(Sample) float64
 	// also are metrics computed from the same samples (the CPU cost of a stream).
 	also []metric
+	// tcpStream marks bulk TCP, whose results record the congestion control used.
+	tcpStream bool
 }
 
 // group is a set of paths compared with each other; the first is the baseline of the ratios.
@@ -69,7 +72,9 @@ func newLab(b *testing.B) *lab.Lab {
 // on one CPU and across CPUs, 64-byte UDP, one and 8 TCP streams with the CPU they cost, connect
 // rate pod to pod and through a ClusterIP. Run it with `make bench` (root). BENCH_ROUNDS (default
 // 5) and BENCH_SECONDS (default 4) tune it, BENCH_METRICS (comma list of metric names) keeps only
-// some metrics, BENCH_RESULTS names the results file and BENCH_MACHINE the machine.
+// some metrics, BENCH_TCP_CC the streams' congestion control (default cubic), BENCH_RESULTS names
+// the results file and BENCH_MACHINE the machine; BENCH_HOLD=FILE keeps the lab up afterwards for
+// profiling (see hold).
 func BenchmarkDatapath(b *testing.B) {
 	ctx := context.Background()
 	l := newLab(b)
@@ -162,6 +167,13 @@ func BenchmarkDatapath(b *testing.B) {
 		return metric{name: name, unit: unit, better: "lower", value: func(s Sample) float64 { return s.CPUPerGbit(cpus...) }}
 	}
 	mbps := func(s Sample) float64 { return s.Mbps }
+	// The senders' congestion control is the benchmark's, not the machine's: with a pacing one
+	// (BBR, some distributions' default) a stream's rate follows its bandwidth estimate and the
+	// CPUs idle, so the figure says little about the datapath's cost (docs/benchmarks.md).
+	cc := os.Getenv("BENCH_TCP_CC")
+	if cc == "" {
+		cc = "cubic"
+	}
 	bulk := []metric{
 		{name: "udp_64b_pps", unit: "packets/s", better: "higher",
 			measure: func(p Path, port int) (Sample, error) { return SmallUDP(p, secs, "0", "1", port) },
@@ -169,8 +181,8 @@ func BenchmarkDatapath(b *testing.B) {
 		// One stream, sender on CPU 0 and receiver on CPU 1: the CPU cost in total and per CPU
 		// (softirq work runs on the CPU that raised it, so each CPU's share is "the CPU of the
 		// sending process" and "of the receiving process", not one node's).
-		{name: "tcp_stream", unit: "Mbit/s", better: "higher",
-			measure: func(p Path, port int) (Sample, error) { return TCPStream(p, secs, "0", "1", port) },
+		{name: "tcp_stream", unit: "Mbit/s", better: "higher", tcpStream: true,
+			measure: func(p Path, port int) (Sample, error) { return TCPStream(p, secs, cc, "0", "1", port) },
 			value:   mbps,
 			also: []metric{
 				cpuCost("tcp_stream_cpu", "busy CPU-s per Gbit (whole machine)"),
@@ -178,8 +190,8 @@ func BenchmarkDatapath(b *testing.B) {
 				cpuCost("tcp_stream_cpu_receiver", "busy CPU-s per Gbit (the receiver's CPU 1)", 1),
 			}},
 		// 8 streams, not pinned: the scheduler spreads them over the CPUs.
-		{name: "tcp_stream_8", unit: "Mbit/s", better: "higher",
-			measure: func(p Path, port int) (Sample, error) { return TCPStreams(p, 8, secs, "", "", port) },
+		{name: "tcp_stream_8", unit: "Mbit/s", better: "higher", tcpStream: true,
+			measure: func(p Path, port int) (Sample, error) { return TCPStreams(p, 8, secs, cc, "", "", port) },
 			value:   mbps,
 			also:    []metric{cpuCost("tcp_stream_8_cpu", "busy CPU-s per Gbit (whole machine)")}},
 	}
@@ -244,10 +256,16 @@ func BenchmarkDatapath(b *testing.B) {
 					samples[i] = append(samples[i], s)
 				}
 			}
-			results = append(results, summarize(g, m, samples)...)
+			fresh := summarize(g, m, samples)
 			for _, d := range m.also {
-				results = append(results, summarize(g, d, samples)...)
+				fresh = append(fresh, summarize(g, d, samples)...)
 			}
+			if m.tcpStream {
+				for i := range fresh {
+					fresh[i].TCPCongestion = cc
+				}
+			}
+			results = append(results, fresh...)
 		}
 		if g.name == "cross-node" {
 			idle = append(idle, background(b))
@@ -264,6 +282,40 @@ func BenchmarkDatapath(b *testing.B) {
 			Better: "lower", Path: "idle", Samples: idle, Median: Median(idle)})
 	}
 	report(b, results, time.Now())
+	hold(b, groups)
+}
+
+// hold keeps the lab up after the rounds when BENCH_HOLD names a file, for profiling by hand: it
+// writes the paths (namespaces and addresses) there as JSON and waits until the file is removed.
+func hold(b *testing.B, groups []group) {
+	file := os.Getenv("BENCH_HOLD")
+	if file == "" {
+		return
+	}
+	type heldPath struct {
+		Group string
+		Path
+	}
+	var held []heldPath
+	for _, g := range groups {
+		for _, p := range g.paths {
+			held = append(held, heldPath{Group: g.name, Path: p})
+		}
+	}
+	data, err := json.MarshalIndent(held, "", "  ")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("BENCH_HOLD: the lab stays up until %s is removed", file)
+	for {
+		if _, err := os.Stat(file); os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // background measures the machine idle for 2 s: the CPU floor under the CPU-cost figures.

@@ -175,18 +175,21 @@ func SmallUDP(p Path, seconds int, clientCPU, serverCPU string, port int) (Sampl
 	return Sample{PPS: (s.Packets - s.LostPackets) / s.Seconds, DurationS: s.Seconds}, nil
 }
 
-// TCPStream runs one bulk TCP stream and reports the received rate, and the CPU the machine spent
-// while it ran.
-func TCPStream(p Path, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
-	return TCPStreams(p, 1, seconds, clientCPU, serverCPU, port)
+// TCPStream runs one bulk TCP stream with the congestion control cc (iperf3 -C; "" = the
+// machine's default) and reports the received rate, and the CPU the machine spent while it ran.
+func TCPStream(p Path, seconds int, cc, clientCPU, serverCPU string, port int) (Sample, error) {
+	return TCPStreams(p, 1, seconds, cc, clientCPU, serverCPU, port)
 }
 
-// TCPStreams runs n parallel bulk TCP streams (iperf3 -P) and reports their summed received rate
-// and the CPU the machine spent while they ran.
-func TCPStreams(p Path, n, seconds int, clientCPU, serverCPU string, port int) (Sample, error) {
+// TCPStreams runs n parallel bulk TCP streams (iperf3 -P) with the congestion control cc and
+// reports their summed received rate and the CPU the machine spent while they ran.
+func TCPStreams(p Path, n, seconds int, cc, clientCPU, serverCPU string, port int) (Sample, error) {
 	var extra []string
 	if n > 1 {
 		extra = []string{"-P", strconv.Itoa(n)}
+	}
+	if cc != "" {
+		extra = append(extra, "-C", cc)
 	}
 	r, cpu, err := iperf(p, seconds, clientCPU, serverCPU, port, extra...)
 	if err != nil {

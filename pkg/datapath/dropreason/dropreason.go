@@ -33,6 +33,7 @@ const (
 	NoServiceBackend                  // a service frontend without a backend this node may use
 	VXLANNotUnicast                   // VXLAN to a multicast or broadcast outer destination
 	BadChecksum                       // VXLAN whose outer IPv4 header checksum is wrong
+	TTLExceeded                       // a routed packet whose TTL would reach 0 at this hop
 
 	// Max is one past the last reason (DROP_REASON_MAX).
 	Max
@@ -60,6 +61,7 @@ var names = [Max]string{
 	NoServiceBackend:    "NO_SERVICE_BACKEND",
 	VXLANNotUnicast:     "VXLAN_NOT_UNICAST",
 	BadChecksum:         "BAD_CHECKSUM",
+	TTLExceeded:         "TTL_EXCEEDED",
 }
 
 // String returns the C name without its DROP_ prefix ("DOMAIN_UNREACHABLE"), or UNKNOWN_<n> for

@@ -297,6 +297,16 @@ var pathGroups = []struct{ group, heading string }{
 	{"event-stream", "Cost of the event stream"},
 }
 
+// congestion names the TCP congestion control the streams among rs used, when recorded.
+func congestion(rs []results.Result) string {
+	for _, r := range rs {
+		if r.TCPCongestion != "" {
+			return ", TCP streams with " + r.TCPCongestion
+		}
+	}
+	return ""
+}
+
 // Markdown renders the per-machine section of docs/benchmarks.md; chartDir is the charts'
 // directory relative to the document.
 func Markdown(f results.File, chartDir string, charts map[string][]string) string {
@@ -315,6 +325,9 @@ func Markdown(f results.File, chartDir string, charts map[string][]string) strin
 		if mc.Kernel != "" {
 			desc = append(desc, "kernel "+mc.Kernel)
 		}
+		if mc.DefaultTCPCongestion != "" {
+			desc = append(desc, "default TCP congestion control "+mc.DefaultTCPCongestion)
+		}
 		sb.WriteString(strings.Join(desc, ", ") + ".")
 		if mc.Note != "" {
 			sb.WriteString(" " + mc.Note + ".")
@@ -328,7 +341,7 @@ func Markdown(f results.File, chartDir string, charts map[string][]string) strin
 		}
 		for _, pg := range pathGroups {
 			if rs := m.byGroup[pg.group]; len(rs) > 0 {
-				fmt.Fprintf(&sb, "%s, %s, paired ratios (min-max):\n\n%s\n", pg.heading, rounds(rs), pathTable(rs))
+				fmt.Fprintf(&sb, "%s, %s%s, paired ratios (min-max):\n\n%s\n", pg.heading, rounds(rs), congestion(rs), pathTable(rs))
 			}
 		}
 		if rs := m.byGroup["cross-node-background"]; len(rs) > 0 {

@@ -39,6 +39,8 @@ type Result struct {
 	// Per round, what the event listeners received and what the ring buffer dropped (both nodes).
 	Events     []uint64 `json:"events,omitempty"`
 	EventsLost []uint64 `json:"events_lost,omitempty"`
+	// The TCP congestion control of the senders (bulk streams: BENCH_TCP_CC, iperf3 -C).
+	TCPCongestion string `json:"tcp_congestion,omitempty"`
 	// The run: when this group was measured, on which machine (Machine.ID), at which commit.
 	Date        string `json:"date,omitempty"`
 	Machine     string `json:"machine,omitempty"`
@@ -51,7 +53,10 @@ type Machine struct {
 	CPU    string `json:"cpu,omitempty"` // model name from /proc/cpuinfo
 	Cores  int    `json:"cores,omitempty"`
 	Kernel string `json:"kernel,omitempty"`
-	Note   string `json:"note,omitempty"` // provenance, for machines recorded by hand
+	// The machine's default TCP congestion control (net.ipv4.tcp_congestion_control); the bulk
+	// streams set their own (Result.TCPCongestion).
+	DefaultTCPCongestion string `json:"default_tcp_congestion,omitempty"`
+	Note                 string `json:"note,omitempty"` // provenance, for machines recorded by hand
 }
 
 // File is bench/results.json.
@@ -149,6 +154,9 @@ func ThisMachine(id string) Machine {
 	}
 	if buf, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(buf))
+	}
+	if buf, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control"); err == nil {
+		m.DefaultTCPCongestion = strings.TrimSpace(string(buf))
 	}
 	m.ID = id
 	if m.ID == "" {
