@@ -48,7 +48,10 @@ type bgpSpeaker struct {
 	nodeIP   netip.Addr
 	podCIDR  netip.Prefix
 	nodes    corelisters.NodeLister
-	domains  controller.DomainModel // nil: the default model (never route mode)
+	// nodesSynced says the lister holds every node (nil: always): a restarted agent must not
+	// advertise a partial set of non-speakers' pod CIDRs, or the peers' End-of-RIB drops the rest.
+	nodesSynced func() bool
+	domains     controller.DomainModel // nil: the default model (never route mode)
 	// secrets reads the peers' passwords from Secrets in secretNamespace, the domain ConfigMap's.
 	secrets         secretGetter
 	secretNamespace string
@@ -101,7 +104,7 @@ func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains co
 	secretNamespace string, recorder record.EventRecorder) (*bgpSpeaker, error) {
 	s := &bgpSpeaker{
 		nodeName: a.cfg.NodeName, nodeIP: a.underlay.IP, podCIDR: a.podCIDR,
-		nodes: corelisters.NewNodeLister(nodeInformer.GetIndexer()), domains: domains,
+		nodes: corelisters.NewNodeLister(nodeInformer.GetIndexer()), nodesSynced: nodeInformer.HasSynced, domains: domains,
 		secrets: a.client, secretNamespace: secretNamespace, recorder: recorder,
 		runDir: a.cfg.RunDir, refresh: bgpRefresh, start: bgp.Start,
 	}
@@ -166,6 +169,9 @@ func (s *bgpSpeaker) converge(ctx context.Context) {
 	view := s.view.Load()
 	if view == nil {
 		return // not known yet: a route-mode node must not withdraw at start
+	}
+	if s.nodesSynced != nil && !s.nodesSynced() {
+		return // the next tick or node event comes back
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -384,3 +384,16 @@ func TestBGPSessionLostEventOnlyForConfiguredPeers(t *testing.T) {
 		t.Errorf("events %q, want only %q", events, want)
 	}
 }
+
+func TestBGPSpeakerWaitsForTheNodeList(t *testing.T) {
+	f := newBGPFixture(t, "")
+	synced := false
+	f.speaker.nodesSynced = func() bool { return synced }
+	f.setView(t)
+	if _, err := bgpstatus.Read(f.speaker.runDir); err == nil || f.speaker.Report().Speaking {
+		t.Fatal("the speaker ran before the node list synced")
+	}
+	synced = true
+	f.speaker.converge(t.Context())
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
+}
