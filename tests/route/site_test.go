@@ -1,0 +1,321 @@
+package route
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/tests/lab"
+)
+
+// segmentLabel says which segment a node is on, and so which of the gateway's addresses it peers
+// with (the peers' nodeSelector, as in docs/domains.md's example).
+const segmentLabel = "topology.edgeplane.io/segment"
+
+// routeConfig is the domain ConfigMap: site-a in route mode, each node speaking to the gateway's
+// address on its own segment. Graceful restart is off so that a stopped node's routes go at once.
+var routeConfig = fmt.Sprintf(`domains:
+  site-a:
+    pools: [site-a]
+    encapsulation: route
+    bgp:
+      localASN: %[1]d
+      peers:
+      - address: %[2]s
+        peerASN: %[3]d
+        holdTime: 9
+        gracefulRestartTime: 0
+        nodeSelector:
+          matchLabels: {%[5]s: "1"}
+      - address: %[4]s
+        peerASN: %[3]d
+        holdTime: 9
+        gracefulRestartTime: 0
+        nodeSelector:
+          matchLabels: {%[5]s: "2"}
+`, lab.NodeASN, lab.SegmentRouterIP(1), lab.GatewayASN, lab.SegmentRouterIP(2), segmentLabel)
+
+// site is the route-mode lab: a1 and a2 on site-a's first segment, b3 on its second, one pod
+// on each, the gateway up.
+type site struct {
+	lab     *lab.Lab
+	gateway *lab.Gateway
+	nodes   map[string]*lab.Node
+	pods    map[string]*lab.Pod // by node name
+}
+
+func build(t *testing.T) *site {
+	t.Helper()
+	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	g, err := l.StartGateway(ctx, lab.GatewayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The configuration comes first: the agents start in route mode.
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: lab.AgentNamespace},
+		Data:       map[string]string{domain.ConfigKey: routeConfig},
+	}
+	if _, err := l.Client.CoreV1().ConfigMaps(lab.AgentNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	s := &site{lab: l, gateway: g, nodes: map[string]*lab.Node{}, pods: map[string]*lab.Pod{}}
+	for _, x := range []struct {
+		name           string
+		index, segment int
+	}{{"a1", 1, 1}, {"a2", 2, 1}, {"b3", 3, 2}} {
+		n, err := l.AddNode(ctx, x.name, x.index, lab.NodeOptions{
+			Domain:  lab.DomainSiteA,
+			Segment: x.segment,
+			Labels:  map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, segmentLabel: fmt.Sprint(x.segment)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.nodes[x.name] = n
+		if s.pods[x.name], err = l.AddPod(ctx, n, "p-"+x.name, lab.PodOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func TestRouteMode(t *testing.T) {
+	s := build(t)
+	a1, a2, b3 := s.nodes["a1"], s.nodes["a2"], s.nodes["b3"]
+	pa1, pa2, pb3 := s.pods["a1"], s.pods["a2"], s.pods["b3"]
+
+	t.Run("gateway-learns-every-pod-cidr", func(t *testing.T) {
+		routes, took, err := s.gateway.WaitRoutes(t.Context(), 30*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+			for _, n := range s.nodes {
+				if r[n.PodCIDR].NextHop != n.IP {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			t.Fatalf("%v\nbirdc show protocols:\n%s", err, birdc(t, s.gateway, "show", "protocols", "all"))
+		}
+		t.Logf("gateway learned the 3 pod CIDRs in %v: %v", took.Round(time.Millisecond), routes)
+		if len(routes) != len(s.nodes) {
+			t.Errorf("gateway has %d routes, want one per node (%d): %v", len(routes), len(s.nodes), routes)
+		}
+		sessions, err := s.gateway.Sessions(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range s.nodes {
+			if ss := sessions[n.IP]; ss.BGPState != "Established" || ss.Imported != 1 {
+				t.Errorf("gateway's session with %s (%s): %+v, want Established, 1 route imported", n.Name, n.IP, ss)
+			}
+		}
+	})
+
+	t.Run("cross-segment-through-the-gateway-without-vxlan", func(t *testing.T) {
+		// Both of the router's site-a legs see the pods' own packets, plain IPv4.
+		legs := map[string]*wire{}
+		for _, leg := range []string{lab.DomainSiteA, "site-a2"} {
+			legs[leg] = watch(t, s.lab.Router(), leg)
+		}
+		exchange(t, pa1, pb3)
+		exchange(t, pb3, pa1)
+		for leg, w := range legs {
+			st := w.stop()
+			if st.plain[[2]netip.Addr{pa1.IP, pb3.IP}] == 0 || st.plain[[2]netip.Addr{pb3.IP, pa1.IP}] == 0 {
+				t.Errorf("router leg %s: no plain pod-to-pod packets both ways between %s and %s: %v", leg, pa1.IP, pb3.IP, st)
+			}
+			if st.vxlan != 0 {
+				t.Errorf("router leg %s: %d VXLAN (UDP 8472) frames; route mode encapsulates nothing", leg, st.vxlan)
+			}
+		}
+	})
+
+	t.Run("same-segment-directly-without-vxlan", func(t *testing.T) {
+		port := watch(t, s.lab.Switch, a2.SwitchPort)
+		leg := watch(t, s.lab.Router(), lab.DomainSiteA)
+		exchange(t, pa1, pa2)
+		exchange(t, pa2, pa1)
+		st, rt := port.stop(), leg.stop()
+		if st.plain[[2]netip.Addr{pa1.IP, pa2.IP}] == 0 || st.plain[[2]netip.Addr{pa2.IP, pa1.IP}] == 0 || st.vxlan != 0 {
+			t.Errorf("a2's switch port: %v; want plain pod-to-pod packets both ways, no VXLAN", st)
+		}
+		if n := rt.plain[[2]netip.Addr{pa1.IP, pa2.IP}] + rt.plain[[2]netip.Addr{pa2.IP, pa1.IP}]; n != 0 {
+			t.Errorf("the gateway saw %d of a1 <-> a2's pod packets; on one segment they go node to node", n)
+		}
+	})
+
+	t.Run("ttl-hops", func(t *testing.T) {
+		for _, c := range []struct {
+			name string
+			from *lab.Pod
+			to   *lab.Pod
+			ttl  int
+			want netip.Addr // who says time exceeded
+		}{
+			{"ttl1-cross-segment-own-node", pa1, pb3, 1, a1.IP},
+			{"ttl2-cross-segment-gateway", pa1, pb3, 2, lab.SegmentRouterIP(1)},
+			{"ttl3-cross-segment-remote-node", pa1, pb3, 3, b3.IP},
+			{"ttl1-same-segment-own-node", pa1, pa2, 1, a1.IP},
+			{"ttl2-same-segment-remote-node", pa1, pa2, 2, a2.IP},
+			{"ttl2-back-across-gateway", pb3, pa1, 2, lab.SegmentRouterIP(2)},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				got, out := timeExceededFrom(t, c.from, c.to.IP, c.ttl)
+				if got != c.want {
+					t.Errorf("ping -t %d %s from %s: time exceeded from %v, want %s\n%s", c.ttl, c.to.IP, c.from.Name, got, c.want, out)
+				}
+			})
+		}
+	})
+
+	t.Run("node-removed-route-withdrawn", func(t *testing.T) {
+		if err := a2.Remove(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		removed := time.Now()
+		_, _, err := s.gateway.WaitRoutes(t.Context(), 2*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+			_, ok := r[a2.PodCIDR]
+			return !ok && r[a1.PodCIDR].NextHop == a1.IP && r[b3.PodCIDR].NextHop == b3.IP
+		})
+		if err != nil {
+			t.Fatalf("2 s after a2 was removed: %v", err)
+		}
+		t.Logf("a2's pod CIDR withdrawn at the gateway %v after its removal returned", time.Since(removed).Round(time.Millisecond))
+		exchange(t, pa1, pb3) // the others go on
+	})
+}
+
+func birdc(t *testing.T, g *lab.Gateway, args ...string) string {
+	out, err := g.Birdc(context.WithoutCancel(t.Context()), args...)
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// exchange proves from reaches to: a TCP echo to a server in to's pod and a ping.
+func exchange(t *testing.T, from, to *lab.Pod) {
+	t.Helper()
+	dst := netip.AddrPortFrom(to.IP, 8080)
+	srv, err := lab.ServeTCPEcho(to.Netns, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if _, err := lab.TCPEcho(from.Netns, dst, 3*time.Second); err != nil {
+		t.Errorf("%s -> %s: TCP echo: %v", from.Name, to.Name, err)
+	}
+	if _, err := lab.WaitPing(t.Context(), from.Netns, to.IP, 3*time.Second); err != nil {
+		t.Errorf("%s -> %s: ping: %v", from.Name, to.Name, err)
+	}
+}
+
+var timeExceeded = regexp.MustCompile(`From (\S+).*Time to live exceeded`)
+
+// timeExceededFrom pings dst from the pod with the given TTL (iputils ping in the pod's netns)
+// and returns who answered "time to live exceeded" (the zero Addr: nobody).
+func timeExceededFrom(t *testing.T, from *lab.Pod, dst netip.Addr, ttl int) (netip.Addr, string) {
+	t.Helper()
+	out, _ := from.Netns.Exec(t.Context(), "ping", "-n", "-c", "1", "-W", "2", "-t", fmt.Sprint(ttl), dst.String())
+	m := timeExceeded.FindStringSubmatch(out)
+	if m == nil {
+		return netip.Addr{}, out
+	}
+	a, _ := netip.ParseAddr(m[1])
+	return a, out
+}
+
+// wire counts what crosses one interface: plain IPv4 packets by (source, destination), and VXLAN
+// frames (UDP to 8472).
+type wire struct {
+	capture *lab.Capture
+	done    chan struct{}
+	mu      sync.Mutex
+	stats   wireStats
+	quit    chan struct{}
+}
+
+type wireStats struct {
+	plain map[[2]netip.Addr]int
+	vxlan int
+}
+
+func (s wireStats) String() string {
+	var b strings.Builder
+	for k, n := range s.plain {
+		fmt.Fprintf(&b, "%s->%s: %d, ", k[0], k[1], n)
+	}
+	return fmt.Sprintf("{plain IPv4 pod-to-pod: {%s} VXLAN: %d}", strings.TrimSuffix(b.String(), ", "), s.vxlan)
+}
+
+func watch(t *testing.T, ns lab.Netns, ifname string) *wire {
+	t.Helper()
+	c, err := lab.StartCapture(ns, ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wire{capture: c, done: make(chan struct{}), quit: make(chan struct{}), stats: wireStats{plain: map[[2]netip.Addr]int{}}}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.quit:
+				return
+			default:
+			}
+			frame, err := c.Next(100 * time.Millisecond)
+			if err != nil {
+				continue
+			}
+			w.count(frame)
+		}
+	}()
+	t.Cleanup(func() { w.stop() })
+	return w
+}
+
+func (w *wire) count(frame []byte) {
+	if len(frame) < 14+20 || binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IP {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := lab.ParseVXLAN(frame, 8472); ok {
+		w.stats.vxlan++
+		return
+	}
+	ip := frame[14:]
+	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	if lab.ClusterCIDR.Contains(src) && lab.ClusterCIDR.Contains(dst) {
+		w.stats.plain[[2]netip.Addr{src, dst}]++
+	}
+}
+
+// stop ends the capture and returns what it counted; safe to call twice.
+func (w *wire) stop() wireStats {
+	select {
+	case <-w.quit:
+	default:
+		close(w.quit)
+		<-w.done
+		w.capture.Close()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
+}
