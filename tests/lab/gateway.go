@@ -155,7 +155,6 @@ type GatewayRoute struct {
 	Prefix   netip.Prefix
 	NextHop  netip.Addr
 	Protocol string // the BGP session's name, e.g. seg1_1
-	Stale    bool   // kept by graceful restart while the node's speaker restarts
 }
 
 // Routes are the best routes of bird's table, by prefix (`birdc show route all primary`).
@@ -168,8 +167,8 @@ func (g *Gateway) Routes(ctx context.Context) (map[netip.Prefix]GatewayRoute, er
 }
 
 // parseBirdRoutes reads `show route all primary`: a route starts at a line whose first field is
-// the prefix (or, for more routes of one prefix, an indented "unicast" line), its next hop is on
-// the "via" line under it, and graceful restart marks kept routes "stale" in the Info column.
+// the prefix, its next hop is on the first "via" line under it. (BIRD 2.0.12 shows a route kept by
+// graceful restart like any other: GatewaySession.GracefulRestartActive tells it.)
 func parseBirdRoutes(out string) map[netip.Prefix]GatewayRoute {
 	routes := map[netip.Prefix]GatewayRoute{}
 	var cur *GatewayRoute
@@ -190,16 +189,12 @@ func parseBirdRoutes(out string) map[netip.Prefix]GatewayRoute {
 					cur.Protocol = f[0]
 				}
 			}
-			cur.Stale = strings.Contains(line, "stale") || strings.Contains(line, "Stale")
 			continue
 		}
 		if cur != nil && fields[0] == "via" && len(fields) > 1 && !cur.NextHop.IsValid() {
 			if a, err := netip.ParseAddr(fields[1]); err == nil {
 				cur.NextHop = a
 			}
-		}
-		if cur != nil && strings.Contains(line, "BGP.") && strings.Contains(strings.ToLower(line), "stale") {
-			cur.Stale = true
 		}
 	}
 	if cur != nil {
@@ -216,6 +211,12 @@ type GatewaySession struct {
 	Neighbor netip.Addr
 	// Imported is the number of routes imported from the node (the "Routes:" line).
 	Imported int
+	// NeighborRestartTime is the restart time the node announced in its graceful restart
+	// capability; "" when it announced none.
+	NeighborRestartTime string
+	// GracefulRestartActive: the node's session went down and the gateway keeps its routes
+	// (graceful restart, helper side) until it comes back or the restart time passes.
+	GracefulRestartActive bool
 }
 
 // Sessions are the gateway's BGP sessions spawned by nodes, by neighbour address.
@@ -230,6 +231,7 @@ func (g *Gateway) Sessions(ctx context.Context) (map[netip.Addr]GatewaySession, 
 func parseBirdSessions(out string) map[netip.Addr]GatewaySession {
 	sessions := map[netip.Addr]GatewaySession{}
 	var cur *GatewaySession
+	neighborCaps := false // inside the "Neighbor capabilities" block
 	flush := func() {
 		if cur != nil && cur.Neighbor.IsValid() && strings.HasPrefix(cur.Name, "seg") {
 			sessions[cur.Neighbor] = *cur
@@ -245,12 +247,24 @@ func parseBirdSessions(out string) map[netip.Addr]GatewaySession {
 		}
 		if line[0] != ' ' && line[0] != '\t' {
 			flush()
+			neighborCaps = false
 			if len(fields) >= 4 && fields[1] == "BGP" {
 				cur = &GatewaySession{Name: fields[0], State: fields[3]}
 			}
 			continue
 		}
 		if cur == nil {
+			continue
+		}
+		switch strings.TrimSpace(line) {
+		case "Neighbor graceful restart active":
+			cur.GracefulRestartActive = true
+			continue
+		case "Neighbor capabilities":
+			neighborCaps = true
+			continue
+		case "Local capabilities":
+			neighborCaps = false
 			continue
 		}
 		key, value, ok := strings.Cut(strings.TrimSpace(line), ":")
@@ -265,6 +279,12 @@ func parseBirdSessions(out string) map[netip.Addr]GatewaySession {
 			cur.BGPState = value
 		case "Routes":
 			fmt.Sscanf(value, "%d imported", &cur.Imported)
+		case "Restart time":
+			if neighborCaps {
+				cur.NeighborRestartTime = value
+			}
+		case "Session", "Channel ipv4":
+			neighborCaps = false
 		}
 	}
 	flush()

@@ -47,6 +47,10 @@ var routeConfig = fmt.Sprintf(`domains:
           matchLabels: {%[5]s: "2"}
 `, lab.NodeASN, lab.SegmentRouterIP(1), lab.GatewayASN, lab.SegmentRouterIP(2), segmentLabel)
 
+// gracefulConfig is routeConfig with graceful restart on: the gateway keeps a node's routes for
+// up to 60 s while its agent restarts.
+var gracefulConfig = strings.ReplaceAll(routeConfig, "gracefulRestartTime: 0", "gracefulRestartTime: 60")
+
 // site is the route-mode lab: a1 and a2 on site-a's first segment, b3 on its second, one pod
 // on each, the gateway up.
 type site struct {
@@ -66,13 +70,7 @@ func build(t *testing.T) *site {
 		t.Fatal(err)
 	}
 	// The configuration comes first: the agents start in route mode.
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: lab.AgentNamespace},
-		Data:       map[string]string{domain.ConfigKey: routeConfig},
-	}
-	if _, err := l.Client.CoreV1().ConfigMaps(lab.AgentNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	setConfig(t, l, routeConfig)
 	s := &site{lab: l, gateway: g, nodes: map[string]*lab.Node{}, pods: map[string]*lab.Pod{}}
 	for _, x := range []struct {
 		name           string
@@ -198,6 +196,116 @@ func TestRouteMode(t *testing.T) {
 		t.Logf("a2's pod CIDR withdrawn at the gateway %v after its removal returned", time.Since(removed).Round(time.Millisecond))
 		exchange(t, pa1, pb3) // the others go on
 	})
+
+	t.Run("graceful-restart-keeps-routes", func(t *testing.T) { testGracefulRestart(t, s) })
+}
+
+// testGracefulRestart restarts b3's agent (SIGTERM, the pinned datapath keeps forwarding) under
+// a UDP stream from a1's pod to b3's: the gateway keeps b3's route the whole time (stale while
+// the speaker is away), the new agent's speaker takes it over, and no packet is lost.
+func testGracefulRestart(t *testing.T, s *site) {
+	pa1, pb3, b3 := s.pods["a1"], s.pods["b3"], s.nodes["b3"]
+	setConfig(t, s.lab, gracefulConfig)
+	// The peers changed: the speakers peer again, now with graceful restart.
+	if _, took, err := s.gateway.WaitRoutes(t.Context(), 30*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+		sessions, err := s.gateway.Sessions(t.Context())
+		ss := sessions[b3.IP]
+		return err == nil && ss.BGPState == "Established" && ss.NeighborRestartTime == "60" && r[b3.PodCIDR].NextHop == b3.IP
+	}); err != nil {
+		t.Fatalf("sessions with graceful restart: %v\n%s", err, birdc(t, s.gateway, "show", "protocols", "all"))
+	} else {
+		t.Logf("sessions renegotiated with graceful restart in %v", took.Round(time.Millisecond))
+	}
+
+	const port = 9090
+	srv, err := lab.ServeUDPEcho(pb3.Netns, netip.AddrPortFrom(pb3.IP, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, stopStream := context.WithCancel(t.Context())
+	defer stopStream()
+	stream := make(chan lab.StreamStats, 1)
+	go func() {
+		st, err := lab.UDPStream(ctx, pa1.Netns, netip.AddrPortFrom(pb3.IP, port), 5*time.Millisecond, 300*time.Millisecond)
+		if err != nil {
+			t.Error(err)
+		}
+		stream <- st
+	}()
+	// Watch the gateway's table while the agent restarts.
+	watchCtx, stopWatch := context.WithCancel(t.Context())
+	type seen struct {
+		missing, helping, polls int
+		whileAway               string // the gateway's route to b3 while b3's session was down
+	}
+	watched := make(chan seen, 1)
+	go func() {
+		var w seen
+		for watchCtx.Err() == nil {
+			if r, err := s.gateway.Routes(watchCtx); err == nil {
+				w.polls++
+				if _, ok := r[b3.PodCIDR]; !ok {
+					w.missing++
+				}
+				if sessions, err := s.gateway.Sessions(watchCtx); err == nil && sessions[b3.IP].GracefulRestartActive {
+					w.helping++
+					if w.whileAway == "" {
+						w.whileAway, _ = s.gateway.Birdc(watchCtx, "show", "route", "for", b3.PodCIDR.Addr().String(), "all")
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		watched <- w
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := b3.RestartAgent(t.Context(), b3.ExtraArgs, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The new speaker's session is up and its End-of-RIB ended the gateway's graceful restart.
+	routes, took, err := s.gateway.WaitRoutes(t.Context(), 30*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+		sessions, err := s.gateway.Sessions(t.Context())
+		ss := sessions[b3.IP]
+		return err == nil && ss.BGPState == "Established" && !ss.GracefulRestartActive && ss.Imported == 1 && r[b3.PodCIDR].NextHop == b3.IP
+	})
+	if err != nil {
+		t.Errorf("%v\n%s", err, birdc(t, s.gateway, "show", "protocols", "all"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	stopWatch()
+	w := <-watched
+	stopStream()
+	st := <-stream
+	t.Logf("b3's session re-established and graceful restart over %v after the agent was ready again: %v", took.Round(time.Millisecond), routes[b3.PodCIDR])
+	t.Logf("gateway polled %d times during the restart: route missing %d, kept by graceful restart %d; stream a1 -> b3: %v", w.polls, w.missing, w.helping, st)
+	t.Logf("b3's route at the gateway while its speaker was away:\n%s", w.whileAway)
+	if w.missing != 0 {
+		t.Errorf("the gateway dropped b3's route in %d of %d polls while its agent restarted", w.missing, w.polls)
+	}
+	if w.helping == 0 {
+		t.Errorf("the gateway never kept b3's route by graceful restart while its agent restarted (session down without it?)")
+	}
+	if len(st.Lost) != 0 || st.Received == 0 {
+		t.Errorf("pod traffic across the gateway during b3's agent restart: %v; want nothing lost", st)
+	}
+}
+
+// setConfig creates or replaces the domain ConfigMap.
+func setConfig(t *testing.T, l *lab.Lab, yaml string) {
+	t.Helper()
+	cms := l.Client.CoreV1().ConfigMaps(lab.AgentNamespace)
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: lab.AgentNamespace},
+		Data:       map[string]string{domain.ConfigKey: yaml},
+	}
+	_, err := cms.Update(t.Context(), cm, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = cms.Create(t.Context(), cm, metav1.CreateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func birdc(t *testing.T, g *lab.Gateway, args ...string) string {
