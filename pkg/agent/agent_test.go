@@ -186,6 +186,7 @@ func checkMetrics(t *testing.T, base string) {
 		`edgeplane_programs_attached{attach_point="underlay_egress"} 1`,
 		`edgeplane_programs_attached{attach_point="overlay_ingress"} 1`,
 		`edgeplane_programs_attached{attach_point="overlay_egress"} 1`,
+		`edgeplane_programs_attached{attach_point="underlay_xdp"} 0`, // a veth: node_ingress drops
 		`edgeplane_programs_attached{attach_point="pod"} 0`,
 		`edgeplane_map_entries{map="routes_map"} 2`,
 		`edgeplane_map_entries{map="nodes_map"} 1`,

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
@@ -82,5 +83,22 @@ func TestWarnNodeRecordsEvent(t *testing.T) {
 		ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != "self" || ev.InvolvedObject.UID != "uid-self" ||
 		!strings.Contains(ev.Message, "overlaps the service CIDR") {
 		t.Fatalf("event: %+v", ev)
+	}
+}
+
+// The XDP link is an accelerator: a NIC without native XDP (a veth) has none, and the node is
+// ready with the four tc links; a missing tc link is named.
+func TestReadinessRequiresTCLinksOnly(t *testing.T) {
+	tc := datapath.Attachments{Attached: map[datapath.AttachPoint]bool{
+		datapath.AttachUnderlayIngress: true, datapath.AttachUnderlayEgress: true,
+		datapath.AttachOverlayIngress: true, datapath.AttachOverlayEgress: true,
+	}}
+	if err := requiredAttached(tc); err != nil {
+		t.Errorf("tc links attached, no XDP link: %v, want ready", err)
+	}
+	tc.Attached[datapath.AttachUnderlayXDP] = true
+	tc.Attached[datapath.AttachOverlayEgress] = false
+	if err := requiredAttached(tc); err == nil || err.Error() != "overlay-egress not attached" {
+		t.Errorf("overlay-egress missing: %v, want \"overlay-egress not attached\"", err)
 	}
 }

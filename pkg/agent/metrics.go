@@ -39,12 +39,18 @@ func newTelemetry(cfg Config, ready *readiness) *telemetry {
 	return t
 }
 
-// attachmentsInPlace fails when one of the agent's programs is not attached under root.
+// attachmentsInPlace fails when one of the agent's required programs is not attached under root.
 func attachmentsInPlace(root string) error {
 	a, err := datapath.ReadAttachments(root)
 	if err != nil {
 		return fmt.Errorf("reading attachments: %w", err)
 	}
+	return requiredAttached(a)
+}
+
+// requiredAttached fails naming the first required attachment missing from a. The optional ones
+// (the XDP link, absent on a NIC without native XDP) are only reported, by /metrics.
+func requiredAttached(a datapath.Attachments) error {
 	for _, p := range datapath.AttachPoints {
 		if !a.Attached[p] {
 			return fmt.Errorf("%s not attached", p)

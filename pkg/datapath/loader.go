@@ -15,8 +15,8 @@
 // them, and an upgrade Updates them to the new program in place, which loses no packet. Where the
 // kernel has no tcx (before 6.6) the same calls fall back to a clsact qdisc with a direct-action
 // bpf filter; the program itself is then pinned at the link's path as the record of the attachment.
-// The underlay NIC also gets an XDP link (xdp.go), in native mode where the driver allows it and
-// generic mode otherwise, pinned and updated the same way.
+// The underlay NIC also gets an XDP link (xdp.go) where its driver runs XDP natively, pinned and
+// updated the same way; elsewhere node_ingress (tc) takes the XDP program's one decision.
 //
 // Nothing here assumes /sys/fs/bpf: the lab runs one agent per network namespace, each with its own
 // bpffs root.
@@ -77,6 +77,7 @@ type Datapath struct {
 	collections []*ebpf.Collection
 	programs    map[string]*ebpf.Program // borrowed from collections
 	replaced    []string
+	xdpState    string // the underlay NIC's XDP mode last logged (xdp.go)
 }
 
 // objectSpecs returns the committed objects' specs, in load order.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cilium/ebpf/link"
 )
@@ -21,8 +22,13 @@ const (
 	AttachUnderlayXDP     AttachPoint = linkUnderlayXDP
 )
 
-// AttachPoints lists the agent's attachments (pod attachments are counted apart).
-var AttachPoints = []AttachPoint{AttachUnderlayIngress, AttachUnderlayEgress, AttachOverlayIngress, AttachOverlayEgress, AttachUnderlayXDP}
+// AttachPoints lists the attachments the agent's datapath needs (pod attachments are counted
+// apart): readiness requires each of them.
+var AttachPoints = []AttachPoint{AttachUnderlayIngress, AttachUnderlayEgress, AttachOverlayIngress, AttachOverlayEgress}
+
+// OptionalAttachPoints lists the accelerators: attached where the NIC allows, reported, never
+// required. The XDP link is one because node_ingress enforces the same drop (xdp.go).
+var OptionalAttachPoints = []AttachPoint{AttachUnderlayXDP}
 
 // Attachments is what is attached under a bpffs root, read from the pins alone.
 type Attachments struct {
@@ -30,13 +36,13 @@ type Attachments struct {
 	PodLinks int // pod attachments whose host veth still exists
 }
 
-// ReadAttachments reports which of the agent's attachments are in place under root: a pinned tcx
-// or XDP link whose interface still exists, or (kernels without tcx) the program pinned as the record of
-// a netlink-TC attachment. It only reads pins, so it is cheap enough for every readiness probe.
+// ReadAttachments reports which of the agent's attachments, required and optional, are in place
+// under root: a pinned tcx or XDP link whose interface still exists, or (kernels without tcx) the
+// program pinned as the record of a netlink-TC attachment. It only reads pins, so it is cheap enough for every readiness probe.
 func ReadAttachments(root string) (Attachments, error) {
-	a := Attachments{Attached: make(map[AttachPoint]bool, len(AttachPoints))}
+	a := Attachments{Attached: make(map[AttachPoint]bool, len(AttachPoints)+len(OptionalAttachPoints))}
 	var errs []error
-	for _, p := range AttachPoints {
+	for _, p := range slices.Concat(AttachPoints, OptionalAttachPoints) {
 		ok, err := pinAttached(filepath.Join(root, linksDir, string(p)))
 		a.Attached[p] = ok
 		errs = append(errs, err)

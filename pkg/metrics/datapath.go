@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,7 +196,7 @@ func (c *DatapathCollector) collectMap(ch chan<- prometheus.Metric, name string)
 
 func (c *DatapathCollector) collectAttachments(ch chan<- prometheus.Metric) error {
 	a, err := datapath.ReadAttachments(c.root)
-	for _, p := range datapath.AttachPoints {
+	for _, p := range slices.Concat(datapath.AttachPoints, datapath.OptionalAttachPoints) {
 		ch <- prometheus.MustNewConstMetric(c.attachedDesc, prometheus.GaugeValue, boolValue(a.Attached[p]), attachPointLabel(p))
 	}
 	ch <- prometheus.MustNewConstMetric(c.attachedDesc, prometheus.GaugeValue, float64(a.PodLinks), AttachPod)

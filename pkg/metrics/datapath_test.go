@@ -89,6 +89,7 @@ func TestDatapathCollector(t *testing.T) {
 		{MapEntries, map[string]string{"map": "routes_map"}, 0},
 		{MapCapacity, map[string]string{"map": metricsmap.MapName}, float64(len(directions) * metricsmap.Reasons)},
 		{ProgramsAttached, map[string]string{"attach_point": "underlay_ingress"}, 0},
+		{ProgramsAttached, map[string]string{"attach_point": "underlay_xdp"}, 0}, // optional, still reported
 		{ProgramsAttached, map[string]string{"attach_point": AttachPod}, 0},
 		{ServiceUnreachable, nil, 3},
 		{ServiceNoneReachable, nil, 1},

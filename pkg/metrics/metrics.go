@@ -76,7 +76,7 @@ var families = []Family{
 	{DatapathDrops, "counter", []string{"direction", "reason"}, "Packets the BPF programs dropped, by direction and drop reason (the drop subset of " + DatapathPackets + ")."},
 	{MapEntries, "gauge", []string{"map"}, "Entries in a pinned BPF hash, LRU or LPM map, counted at scrape time."},
 	{MapCapacity, "gauge", []string{"map"}, "max_entries of a pinned BPF map (bytes for a ring buffer)."},
-	{ProgramsAttached, "gauge", []string{"attach_point"}, "Whether each of the agent's programs is attached (1/0); for attach_point pod, the number of pod veths with the pod program attached."},
+	{ProgramsAttached, "gauge", []string{"attach_point"}, "Whether each of the agent's programs is attached (1/0; underlay_xdp is 0 where the NIC has no native XDP and node_ingress drops instead); for attach_point pod, the number of pod veths with the pod program attached."},
 	{ReconcileTotal, "counter", []string{"controller", "result"}, "Reconciles by controller and result (success or error)."},
 	{ReconcileErrors, "counter", []string{"controller"}, "Reconciles that failed and were retried."},
 	{ReconcileDuration, "histogram", []string{"controller"}, "Time one reconcile took."},

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeplane/edgeplane/tests/lab"
@@ -26,8 +26,8 @@ import (
 //
 // Two programs inject: the node's own node_xdp (what a NIC with native XDP runs: the verdict is
 // the datapath's), and injectPass, which passes every frame to the stack (a NIC without native
-// XDP: whatever the node runs after it, kube-proxy's iptables rules or edgeplane's generic-mode XDP
-// and TC programs, decides). Pages are recycled between frames without being re-initialised, and
+// XDP: whatever the node runs after it, kube-proxy's iptables rules or edgeplane's TC programs,
+// decides). Pages are recycled between frames without being re-initialised, and
 // NAT rewrites headers in place, so injectPass first writes the frame's headers back from the
 // template: every frame is the packet the benchmark built.
 
@@ -118,18 +118,34 @@ func injectPass(frame []byte) (*ebpf.Program, error) {
 	return ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bench_inject", Type: ebpf.XDP, License: "GPL", Instructions: insns})
 }
 
-// nodeXDP opens the node_xdp program the agent of n attached to its NIC (through the pinned link).
+// nodeXDP opens the node_xdp program the agent of n loaded: the loaded program of that name whose
+// maps include n's pinned lb_svc_map. On the lab's veth NICs the agent attaches no XDP program
+// (pkg/datapath, xdp.go), but it loads node_xdp all the same; injected live, it runs as a NIC
+// with native XDP would run it.
 func nodeXDP(n *lab.Node) (*ebpf.Program, error) {
-	l, err := link.LoadPinnedLink(n.BPFFS+"/links/underlay-xdp", nil)
+	m, err := ebpf.LoadPinnedMap(n.BPFFS+"/maps/lb_svc_map", &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("node_xdp link of %s: %w", n.Name, err)
+		return nil, fmt.Errorf("lb_svc_map of %s: %w", n.Name, err)
 	}
-	defer l.Close()
-	info, err := l.Info()
+	defer m.Close()
+	mi, err := m.Info()
 	if err != nil {
 		return nil, err
 	}
-	return ebpf.NewProgramFromID(info.Program)
+	svcMap, _ := mi.ID()
+	for id, err := ebpf.ProgramGetNextID(0); err == nil; id, err = ebpf.ProgramGetNextID(id) {
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // unloaded since
+		}
+		if info, err := prog.Info(); err == nil && info.Name == "node_xdp" {
+			if ids, ok := info.MapIDs(); ok && slices.Contains(ids, svcMap) {
+				return prog, nil
+			}
+		}
+		prog.Close()
+	}
+	return nil, fmt.Errorf("no node_xdp program loaded with the lb_svc_map of %s", n.Name)
 }
 
 // LiveRate runs prog on `frames` copies of frame received on ifname in ns, with the thread pinned

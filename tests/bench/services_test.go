@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/pkg/service"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -31,8 +32,8 @@ import (
 //     close);
 //   - nodeport-drop: UDP to a NodePort the node must not serve, received on the node's NIC (live
 //     XDP frames, inject.go): edgeplane isolates it (nodeport.openyurt.io/listen) and drops it in
-//     node_xdp, run as a native-XDP NIC would (edgeplane-native) and behind a NIC without native
-//     XDP (edgeplane-generic, what the lab's veth NICs get); kube-proxy either has no rule for it
+//     node_xdp, run as a native-XDP NIC would (edgeplane-native), or in node_ingress behind a NIC
+//     without native XDP (edgeplane-tc, what the lab's veth NICs get); kube-proxy either has no rule for it
 //     (the Service hidden from it, as OpenYurt's yurthub filter isolates NodePorts: kube-proxy-
 //     norule) or drops it in its own filter rule (externalTrafficPolicy Local without a local
 //     endpoint: kube-proxy-droprule);
@@ -203,8 +204,8 @@ func setupServicesBench(b *testing.B, l *lab.Lab) *servicesBench {
 	s.drop = []livePath{
 		{name: "kube-proxy-norule", node: s.kp, prog: pass(closedKP), frame: closedKP, verify: verifyNoPort(s.kp.Netns)},
 		{name: "kube-proxy-droprule", node: s.kp, prog: pass(localKP), frame: localKP, verify: verifyRuleDrop(s.proxy, local.Spec.Ports[0].NodePort)},
-		{name: "edgeplane-generic", node: s.ep, prog: pass(closedEP), frame: closedEP, verify: verifyXDPDrop},
-		{name: "edgeplane-native", node: s.ep, prog: xdp, frame: closedEP, verify: verifyXDPDrop},
+		{name: "edgeplane-tc", node: s.ep, prog: pass(closedEP), frame: closedEP, verify: verifyDrop(metricsmap.DirNodeIn, "node_ingress")},
+		{name: "edgeplane-native", node: s.ep, prog: xdp, frame: closedEP, verify: verifyDrop(metricsmap.DirNodeXDP, "node_xdp")},
 	}
 	fKP, fEP := frame(kpMAC, s.kp, fwdKP), frame(epMAC, s.ep, fwdEP)
 	s.forward = []livePath{

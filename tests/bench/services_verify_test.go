@@ -16,7 +16,7 @@ import (
 )
 
 // How BenchmarkServices checks, before its rounds, that each injected path does what it claims:
-// counters of node_xdp, of the UDP layer and of kube-proxy's DROP rule.
+// counters of node_xdp or node_ingress, of the UDP layer and of kube-proxy's DROP rule.
 
 func nicMAC(b *testing.B, n *lab.Node) net.HardwareAddr {
 	var mac net.HardwareAddr
@@ -43,20 +43,23 @@ func calibrate(b *testing.B, p *livePath) {
 	p.frames = uint32(min(max(s.PPS, 50_000), 20_000_000))
 }
 
-// verifyXDPDrop: node_xdp counted every frame as NODEPORT_CLOSED.
-func verifyXDPDrop(b *testing.B, p *livePath) {
-	key := metricsmap.Key{Dir: metricsmap.DirNodeXDP, Reason: uint32(dropreason.NodePortClosed)}
-	before, err := p.node.Counters()
-	if err != nil {
-		b.Fatal(err)
-	}
-	calibrate(b, p)
-	after, err := p.node.Counters()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if got := after[key].Packets - before[key].Packets; got != verifyFrames {
-		b.Fatalf("%s: node_xdp counted %d NODEPORT_CLOSED drops of %d frames", p.name, got, verifyFrames)
+// verifyDrop: the program counting under dir (node_xdp or node_ingress) counted every frame as
+// NODEPORT_CLOSED.
+func verifyDrop(dir metricsmap.Dir, program string) func(*testing.B, *livePath) {
+	return func(b *testing.B, p *livePath) {
+		key := metricsmap.Key{Dir: dir, Reason: uint32(dropreason.NodePortClosed)}
+		before, err := p.node.Counters()
+		if err != nil {
+			b.Fatal(err)
+		}
+		calibrate(b, p)
+		after, err := p.node.Counters()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := after[key].Packets - before[key].Packets; got != verifyFrames {
+			b.Fatalf("%s: %s counted %d NODEPORT_CLOSED drops of %d frames", p.name, program, got, verifyFrames)
+		}
 	}
 }
 

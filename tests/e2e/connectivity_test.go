@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,4 +130,34 @@ func startEchoServers(t *testing.T, pods []*lab.Pod) map[*lab.Pod]*lab.Server {
 		servers[p] = s
 	}
 	return servers
+}
+
+// TestPodTraceroute: every routed hop of the datapath decrements the TTL and answers its expiry
+// with "time exceeded" from the node (bpf/lib/ttl.h), as the kernel's forwarding does: a pod's
+// traceroute to a pod on its own node shows that node, then the pod; to a pod on another node,
+// its own node, the other node, then the pod (Flannel shows the same for the remote pod).
+func TestPodTraceroute(t *testing.T) {
+	sharedLab(t)
+	src := shared.pods[0]
+	for _, dst := range shared.pods[1:] {
+		t.Run(src.Name+"->"+dst.Name, func(t *testing.T) {
+			want := []netip.Addr{src.Node.IP}
+			if dst.Node != src.Node {
+				want = append(want, dst.Node.IP)
+			}
+			want = append(want, dst.IP)
+			var hops []netip.Addr
+			_, err := eventually(reachTimeout, func() error {
+				var err error
+				hops, err = lab.Traceroute(src.Netns, dst.IP, 5, time.Second)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(hops, want) {
+				t.Errorf("hops %v, want %v", hops, want)
+			}
+		})
+	}
 }

@@ -36,8 +36,8 @@ func TestUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	links, podVeth := podLinks(t, n)
-	if podVeth == "" || len(links) != 7 {
-		t.Fatalf("precondition: pinned links %v; want 5 for the NIC (tc ingress/egress, XDP) and device and two (tc ingress and egress of its host veth) for %s", keys(links), p.Name)
+	if podVeth == "" || len(links) != 6 {
+		t.Fatalf("precondition: pinned links %v; want 4 for the NIC and device (tc ingress/egress; the veth NIC gets no XDP program) and two (tc ingress and egress of its host veth) for %s", keys(links), p.Name)
 	}
 	confDir, binDir := cniDirs(t)
 

@@ -13,8 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
-	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -46,7 +44,7 @@ func dropped(ns lab.Netns, proto corev1.Protocol, dst netip.AddrPort) error {
 
 // testNodePortIsolationEveryAddress: NodePort isolation (listen=pool-a, then live pool-b, then
 // *) on every address of every node, TCP and UDP. A closed node port is dropped on each address
-// and NODEPORT_CLOSED on the node's XDP counts exactly the probes; an open one answers on each.
+// and the node's NODEPORT_CLOSED count (node_xdp's or node_ingress's, nodePortDrops) is exactly the probes; an open one answers on each.
 func testNodePortIsolationEveryAddress(t *testing.T, c *cluster) {
 	ctx := t.Context()
 	// The router and the public addresses (it stays: later subtests see default routes through it).
@@ -70,7 +68,7 @@ func testNodePortIsolationEveryAddress(t *testing.T, c *cluster) {
 	})
 	ports := map[corev1.Protocol]uint16{corev1.ProtocolTCP: nodePortOf(svc, 0), corev1.ProtocolUDP: nodePortOf(svc, 1)}
 	protos := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}
-	closedCount := func(n *lab.Node) uint64 { return counter(t, n, metricsmap.DirNodeXDP, dropreason.NodePortClosed) }
+	closedCount := func(n *lab.Node) uint64 { return nodePortDrops(t, n) }
 
 	// settled waits until every node's underlay IP shows the expected state, so that the exact
 	// round below is not racing the agents. It returns when the probe that first saw the new state
@@ -92,7 +90,7 @@ func testNodePortIsolationEveryAddress(t *testing.T, c *cluster) {
 					if open[n.Name] {
 						_, _, err = lab.AskHostname(c.lab.Outside, proto, dst, 300*time.Millisecond)
 					} else if before := closedCount(n); dropped(c.lab.Outside, proto, dst) != nil || closedCount(n) == before {
-						err = fmt.Errorf("not dropped in XDP")
+						err = fmt.Errorf("not dropped as NODEPORT_CLOSED")
 					}
 					if err == nil {
 						if first == 0 {
@@ -136,10 +134,10 @@ func testNodePortIsolationEveryAddress(t *testing.T, c *cluster) {
 				}
 			}
 			if got := closedCount(n) - before; got != uint64(probes) {
-				t.Errorf("%s: %s counted %d NODEPORT_CLOSED in XDP for %d probes of a closed node port", what, n.Name, got, probes)
+				t.Errorf("%s: %s counted %d NODEPORT_CLOSED drops (XDP + tc) for %d probes of a closed node port", what, n.Name, got, probes)
 			}
 			if !open[n.Name] {
-				out = append(out, fmt.Sprintf("%s closed on %v: %d probes, %d XDP drops", n.Name, nodeAddresses(n), probes, closedCount(n)-before))
+				out = append(out, fmt.Sprintf("%s closed on %v: %d probes, %d NODEPORT_CLOSED drops", n.Name, nodeAddresses(n), probes, closedCount(n)-before))
 			}
 		}
 		t.Logf("%s:\n  %s", what, strings.Join(out, "\n  "))
