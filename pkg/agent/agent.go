@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -48,6 +49,9 @@ type Agent struct {
 	local   controller.LocalState
 	// routing is this node's route-mode view (controller.RouteModeView), nil until known.
 	routing atomic.Pointer[domain.NodeRouting]
+	// bgp is route mode's BGP speaker; it outlives run, which cannot tell a restart from an
+	// uninstall. Nil until watch created it.
+	bgp *bgpSpeaker
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,
@@ -65,18 +69,22 @@ func Run(ctx context.Context, cfg Config) error {
 		own = client.WatchOwnDaemonSet(ctx, namespace, name)
 	}
 	a := &Agent{cfg: cfg, client: client}
-	if err := a.run(ctx); err != nil || ctx.Err() == nil || own == nil {
-		return err
-	}
-	// SIGTERM: a rolling update, an eviction or a restart leave the pins for the next agent; the
-	// DaemonSet's deletion (kubectl delete) means the install is going away.
 	stopCtx := context.WithoutCancel(ctx)
+	if err := a.run(ctx); err != nil || ctx.Err() == nil || own == nil {
+		return errors.Join(err, a.stopBGP(stopCtx, false))
+	}
+	// SIGTERM: a rolling update, an eviction or a restart leave the pins for the next agent, and
+	// the BGP routes with the peers (graceful restart); the DaemonSet's deletion (kubectl delete)
+	// means the install is going away.
 	deleted, how := own.Deleted(stopCtx)
 	if !deleted {
 		klog.FromContext(ctx).Info("Stopping; pins stay for the next agent", "daemonset", cfg.DaemonSet, "daemonsetState", how)
-		return nil
+		return a.stopBGP(stopCtx, false)
 	}
 	klog.FromContext(ctx).Info("The DaemonSet running this agent was deleted: uninstalling from this node", "daemonset", cfg.DaemonSet, "seenBy", how)
+	if err := a.stopBGP(stopCtx, true); err != nil {
+		klog.FromContext(ctx).Error(err, "Stopping the BGP speaker; its peers drop this node's routes when their hold or restart time ends")
+	}
 	// Within the pod's termination grace period (30 s by default): the API server part is brief,
 	// and by now it usually refuses the deleted service account's token anyway.
 	return uninstall(stopCtx, cfg, client, ownerGoneAPITimeout)
@@ -152,6 +160,16 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	return a.watch(ctx, tbl, inf)
+}
+
+// stopBGP stops the speaker, if one runs: withdraw for an uninstall, else graceful restart.
+func (a *Agent) stopBGP(ctx context.Context, withdraw bool) error {
+	if a.bgp == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return a.bgp.stop(ctx, withdraw)
 }
 
 // register finds this node, its underlay and its pod CIDR, refusing overlapping networks.

@@ -82,11 +82,22 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	if err != nil {
 		return err
 	}
+	secretNamespace := cmNamespace // the peers' password Secrets live beside the ConfigMap
+	if secretNamespace == "" {
+		secretNamespace = AgentNamespace()
+	}
+	speaker, err := a.newBGPSpeaker(nodeInformer, domainModel(domains), secretNamespace, recorder)
+	if err != nil {
+		return err
+	}
+	a.bgp = speaker // Run stops it, once it knows whether to withdraw
+	a.telemetry.metrics.SetBGPReport(speaker.Report)
 	routeMode.OnChange(func(r domain.NodeRouting) {
 		a.routing.Store(&r)
 		if err := a.writeNodeConfig(); err != nil { // the pod MTU follows the encapsulation
 			logger.Error(err, "Rewriting the node config")
 		}
+		speaker.setView(r)
 	})
 	if domains != nil {
 		domains.OnChange(nodesRec.Refresh)
@@ -116,6 +127,7 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	running.Go(func() { errs <- nodesRec.Run(ctx) })
 	running.Go(func() { errs <- gc.Run(ctx) })
 	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
+	running.Go(func() { speaker.run(ctx) })
 	if domains != nil {
 		running.Go(func() {
 			if domains.WaitForSync(ctx) {

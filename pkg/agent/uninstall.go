@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
@@ -41,6 +42,9 @@ var vtepAnnotations = []string{
 // was; run it once the DaemonSet is gone, or an agent still running puts everything back. In order:
 //   - node.json, then the conflist (--cni-conf-dir): the runtime and the plugin stop wiring pods;
 //   - the name index beside node.json (pkg/nameindex: pod and node names for edgeplanectl);
+//   - the BGP report beside it (bgp.json, pkg/bgp/bgpstatus). The BGP routes themselves were
+//     withdrawn by the stopping agent when its DaemonSet was deleted (Run); after a plain
+//     `--uninstall` the site's router drops them when its graceful-restart time ends;
 //   - this node's Flannel annotations, when the API server answers and they are edgeplane's (their
 //     VTEP MAC is the one the agent derives from the node name), so that nothing (Flannel, a new
 //     CNI) reads a VTEP that is about to disappear;
@@ -87,6 +91,9 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.
 		}
 	}
 	if err := nameindex.Remove(cfg.RunDir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := bgpstatus.Remove(cfg.RunDir); err != nil {
 		errs = append(errs, err)
 	}
 	if client != nil {

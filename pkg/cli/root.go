@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +28,8 @@ type Options struct {
 	// BootTime reads CLOCK_BOOTTIME (the clock of the datapath's last_seen stamps) in nanoseconds;
 	// nil reads the system's. Tests set a fixed one.
 	BootTime func() (uint64, error)
+	// Now is the wall clock (BGP session uptimes); nil reads the system's. Tests set a fixed one.
+	Now func() time.Time
 }
 
 // Output formats (-o).
@@ -116,6 +119,7 @@ func NewRootCommand(opts Options) *cobra.Command {
 		newStatsCommand(e),
 		newMonitorCommand(e),
 		newRouteCommand(e),
+		newBGPCommand(e),
 		newVersionCommand(e),
 	)
 	return root

@@ -80,6 +80,9 @@ type API interface {
 	// PatchEvent applies a strategic merge patch to the event.
 	PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error)
 
+	// GetSecret reads one Secret: the TCP-MD5 password of a route-mode domain's BGP peer.
+	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+
 	// ListerWatcher lists and watches resource in namespace (every namespace when empty), only the
 	// objects fieldSelector selects.
 	ListerWatcher(resource Resource, namespace string, fieldSelector fields.Selector) cache.ListerWatcher
@@ -215,6 +218,14 @@ func (c *Client) UpdateLease(ctx context.Context, lease *coordinationv1.Lease) (
 func (c *Client) DeleteLease(ctx context.Context, namespace, name string, pre metav1.Preconditions) error {
 	return c.coordination.Delete().Namespace(namespace).Resource("leases").Name(name).
 		Body(&metav1.DeleteOptions{Preconditions: &pre}).Do(ctx).Error()
+}
+
+func (c *Client) GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	if err := c.core.Get().Namespace(namespace).Resource("secrets").Name(name).Do(ctx).Into(secret); err != nil {
+		return nil, err
+	}
+	return secret, nil
 }
 
 func (c *Client) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {

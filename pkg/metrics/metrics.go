@@ -67,7 +67,7 @@ type Family struct {
 // Families lists every edgeplane_* family the agent exports (it also exports the standard go_* and
 // process_* families).
 func Families() []Family {
-	return slices.Clone(families)
+	return slices.Concat(families, bgpFamilies)
 }
 
 var families = []Family{
@@ -95,7 +95,7 @@ var families = []Family{
 }
 
 func help(name string) string {
-	for _, f := range families {
+	for _, f := range Families() {
 		if f.Name == name {
 			return f.Help
 		}
@@ -136,6 +136,7 @@ type Metrics struct {
 	longestByQueue  sync.Map // queue name -> float64 seconds, for the liveness check
 	watches         *watchCollector
 	gcDeleted       *prometheus.CounterVec
+	bgp             *bgpCollector
 }
 
 var _ controller.Metrics = (*Metrics)(nil)
@@ -173,6 +174,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 		watches: &watchCollector{desc: prometheus.NewDesc(APIWatchSynced, help(APIWatchSynced), []string{"resource"}, nil)},
 		gcDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: ConntrackGCDeleted, Help: help(ConntrackGCDeleted)}, []string{"map", "reason"}),
+		bgp: newBGPCollector(),
 	}
 	for _, s := range conntrackSeries {
 		m.gcDeleted.WithLabelValues(s[0], s[1])
@@ -194,7 +196,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 	cs := []prometheus.Collector{
 		m.reconciles, m.reconcileErrors, m.reconcileDuration,
 		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
-		m.watches, m.gcDeleted, build,
+		m.watches, m.gcDeleted, m.bgp, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}

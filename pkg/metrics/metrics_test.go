@@ -26,6 +26,8 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+
+	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 )
 
 // value returns the sample of family name whose labels include want; ok is false when there is none.
@@ -72,6 +74,9 @@ func exported(t *testing.T) map[string][]string {
 	t.Helper()
 	m := New("", nil)
 	m.SetWatch("nodes", func() bool { return true })
+	m.SetBGPReport(func() bgpstatus.Report {
+		return bgpstatus.Report{Speaking: true, Peers: []bgpstatus.PeerStatus{{Address: netip.MustParseAddr("192.0.2.1"), ASN: 64512}}}
+	})
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "test", MetricsProvider: m})
 	defer q.ShutDown()

@@ -245,6 +245,8 @@ func testRBAC(t *testing.T, a *apiLab) {
 	for _, v := range []string{"get", "update"} {
 		allowed = append(allowed, access{verb: v, group: "coordination.k8s.io", resource: "leases", namespace: "edgeplane-system", name: "edgeplane-agent-reporter"})
 	}
+	// Route mode's BGP passwords: get of a Secret in the domain ConfigMap's namespace (pkg/agent bgp.go).
+	allowed = append(allowed, access{verb: "get", resource: "secrets", namespace: "edgeplane-system", name: "site-a-bgp"})
 	// Its own DaemonSet, by name (pkg/k8s OwnDaemonSet: deleted means uninstall).
 	for _, v := range []string{"get", "list", "watch"} {
 		allowed = append(allowed, access{verb: v, group: "apps", resource: "daemonsets", namespace: "edgeplane-system", name: "edgeplane-agent"})
@@ -257,6 +259,8 @@ func testRBAC(t *testing.T, a *apiLab) {
 		{verb: "get", resource: "secrets"}, {verb: "list", resource: "secrets"}, {verb: "watch", resource: "secrets"},
 		{verb: "get", resource: "secrets", namespace: "kube-system"},
 		{verb: "list", resource: "secrets", namespace: "edgeplane-system"},
+		{verb: "watch", resource: "secrets", namespace: "edgeplane-system"},
+		{verb: "update", resource: "secrets", namespace: "edgeplane-system", name: "site-a-bgp"},
 		{verb: "patch", resource: "pods", namespace: "default"}, {verb: "update", resource: "pods", namespace: "default"},
 		{verb: "create", resource: "pods", namespace: "default"}, {verb: "delete", resource: "pods", namespace: "default"},
 		{verb: "create", resource: "pods", subresource: "exec", namespace: "default"},
@@ -316,7 +320,8 @@ func testRBAC(t *testing.T, a *apiLab) {
 			"list configmaps/edgeplane-domains", "watch configmaps/edgeplane-domains",
 			"create leases.coordination.k8s.io", "get leases.coordination.k8s.io/edgeplane-agent-reporter",
 			"update leases.coordination.k8s.io/edgeplane-agent-reporter",
-			"get daemonsets.apps/edgeplane-agent", "list daemonsets.apps/edgeplane-agent", "watch daemonsets.apps/edgeplane-agent"),
+			"get daemonsets.apps/edgeplane-agent", "list daemonsets.apps/edgeplane-agent", "watch daemonsets.apps/edgeplane-agent",
+			"get secrets"),
 		"kube-system": append(slices.Clone(common), "create leases.coordination.k8s.io", "get leases.coordination.k8s.io",
 			"list leases.coordination.k8s.io", "delete leases.coordination.k8s.io"),
 		"default": slices.Clone(common),

@@ -57,6 +57,10 @@ func (a api) DeleteLease(ctx context.Context, namespace, name string, pre metav1
 	return a.cs.CoordinationV1().Leases(namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &pre})
 }
 
+func (a api) GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	return a.cs.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
 func (a api) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
 	return a.cs.CoreV1().Events(event.Namespace).Create(ctx, event, metav1.CreateOptions{})
 }

@@ -1,0 +1,361 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/edgeplane/edgeplane/pkg/bgp"
+	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
+	"github.com/edgeplane/edgeplane/pkg/domain"
+)
+
+// The tests run the agent's speaker against a real in-process "gateway" speaker, over loopback
+// only: the gateway listens on 127.0.0.1 at a free high port, the node dials it from 127.0.0.2
+// (its node IP here) and does not listen.
+
+var (
+	gatewayIP   = netip.MustParseAddr("127.0.0.1")
+	bgpNodeIP   = netip.MustParseAddr("127.0.0.2")
+	bgpPodCIDR  = netip.MustParsePrefix("10.244.1.0/24")
+	quietCIDR   = netip.MustParsePrefix("10.244.2.0/24") // a non-speaking node's
+	quietNodeIP = netip.MustParseAddr("192.0.2.2")
+)
+
+const (
+	gatewayASN = 65000
+	siteASN    = 65001
+)
+
+// siteConfig is a route-mode domain whose labelled nodes speak to the gateway at port.
+func siteConfig(port int32, password string) string {
+	secret := ""
+	if password != "" {
+		secret = "\n        passwordSecretRef: {name: site-bgp, key: " + password + "}"
+	}
+	return fmt.Sprintf(`
+domains:
+  site:
+    pools: [site]
+    encapsulation: route
+    bgp:
+      localASN: %d
+      speakerSelector:
+        matchLabels: {edgeplane.io/bgp-speaker: "true"}
+      advertiseNonSpeakers: true
+      peers:
+      - address: 127.0.0.1
+        port: %d
+        peerASN: %d
+        gracefulRestartTime: 30%s
+`, siteASN, port, gatewayASN, secret)
+}
+
+type staticDomains struct{ model *domain.Model }
+
+func (d staticDomains) Model() *domain.Model { return d.model }
+func (d staticDomains) HasSynced() bool      { return true }
+
+type fakeSecrets struct {
+	mu      sync.Mutex
+	secrets map[string]*corev1.Secret // namespace/name
+}
+
+func (f *fakeSecrets) GetSecret(_ context.Context, namespace, name string) (*corev1.Secret, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, ok := f.secrets[namespace+"/"+name]; ok {
+		return s, nil
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("secrets"), name)
+}
+
+func bgpNode(name string, ip netip.Addr, podCIDR netip.Prefix, speaker bool) *corev1.Node {
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{domain.DefaultPoolLabel: "site"}},
+		Spec:       corev1.NodeSpec{PodCIDR: podCIDR.String(), PodCIDRs: []string{podCIDR.String()}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}},
+	}
+	if speaker {
+		n.Labels["edgeplane.io/bgp-speaker"] = "true"
+	}
+	return n
+}
+
+type bgpFixture struct {
+	gateway  *bgp.Speaker
+	port     int32
+	nodes    cache.Indexer
+	model    *domain.Model
+	secrets  *fakeSecrets
+	recorder *record.FakeRecorder
+	speaker  *bgpSpeaker
+}
+
+func newBGPFixture(t *testing.T, password string) *bgpFixture {
+	t.Helper()
+	l, err := net.Listen("tcp", netip.AddrPortFrom(gatewayIP, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := int32(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	gw, err := bgp.Start(t.Context(), bgp.Config{RouterID: netip.MustParseAddr("192.0.2.254"), ASN: gatewayASN,
+		ListenPort: port, ListenAddresses: []netip.Addr{gatewayIP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(context.Background()) })
+	gwPeer := bgp.PeerConfig{Address: bgpNodeIP, ASN: siteASN, Passive: true, Password: password,
+		GracefulRestart: bgp.GracefulRestart{Enabled: true}}
+	if err := gw.SetPeer(t.Context(), gwPeer); err != nil {
+		t.Fatal(err)
+	}
+	key := ""
+	if password != "" {
+		key = "password"
+	}
+	model, err := domain.Parse([]byte(siteConfig(port, key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &bgpFixture{
+		gateway: gw, port: port, model: model,
+		nodes:    cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
+		secrets:  &fakeSecrets{secrets: map[string]*corev1.Secret{}},
+		recorder: record.NewFakeRecorder(100),
+	}
+	f.nodes.Add(bgpNode("n1", bgpNodeIP, bgpPodCIDR, true))
+	f.nodes.Add(bgpNode("n2", quietNodeIP, quietCIDR, false))
+	f.speaker = &bgpSpeaker{
+		nodeName: "n1", nodeIP: bgpNodeIP, podCIDR: bgpPodCIDR,
+		nodes: corelisters.NewNodeLister(f.nodes), domains: staticDomains{model},
+		secrets: f.secrets, secretNamespace: "edgeplane-system", recorder: f.recorder,
+		runDir: t.TempDir(), refresh: time.Hour, start: bgp.Start,
+	}
+	f.speaker.init()
+	t.Cleanup(func() { f.speaker.stop(context.Background(), true) })
+	return f
+}
+
+// setView hands the speaker n1's view, as RouteModeView would, and runs one pass.
+func (f *bgpFixture) setView(t *testing.T) {
+	n1, err := corelisters.NewNodeLister(f.nodes).Get("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.speaker.setView(f.model.NodeRouting(n1))
+	f.speaker.converge(t.Context())
+}
+
+// gatewayRoutes waits until the gateway's routes from the node are want (prefix -> next hop).
+func (f *bgpFixture) waitForGatewayRoutes(t *testing.T, want map[netip.Prefix]netip.Addr) []bgpstatus.Route {
+	t.Helper()
+	var got []bgpstatus.Route
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		peers, err := f.gateway.Snapshot(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = nil
+		if len(peers) == 1 {
+			got = peers[0].ReceivedRoutes
+		}
+		if sameRoutes(got, want) {
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("gateway has routes %v from the node, want %v", got, want)
+	return nil
+}
+
+func sameRoutes(got []bgpstatus.Route, want map[netip.Prefix]netip.Addr) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for _, r := range got {
+		if nh, ok := want[r.Prefix]; !ok || nh != r.NextHop {
+			return false
+		}
+	}
+	return true
+}
+
+// waitForReport runs passes until the report satisfies ok.
+func (f *bgpFixture) waitForReport(t *testing.T, what string, ok func(*bgpstatus.Report) bool) *bgpstatus.Report {
+	t.Helper()
+	var r *bgpstatus.Report
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		f.speaker.converge(t.Context())
+		if r, err = bgpstatus.Read(f.speaker.runDir); err == nil && ok(r) {
+			return r
+		}
+	}
+	t.Fatalf("bgp.json never showed %s: %+v, %v", what, r, err)
+	return nil
+}
+
+func TestBGPSpeakerAdvertisesTheDomainsPodCIDRs(t *testing.T) {
+	f := newBGPFixture(t, "")
+	f.setView(t)
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
+
+	r := f.waitForReport(t, "an established session", func(r *bgpstatus.Report) bool {
+		return len(r.Peers) == 1 && r.Peers[0].State == bgpstatus.StateEstablished
+	})
+	if !r.Speaking || r.RouterID != bgpNodeIP || r.LocalASN != siteASN || r.Domain != "site" || len(r.Advertised) != 2 {
+		t.Errorf("report: %+v", r)
+	}
+	if p := r.Peers[0]; p.Address != gatewayIP || p.ASN != gatewayASN || !p.GracefulRestart {
+		t.Errorf("report's peer: %+v", p)
+	}
+	if got := f.speaker.Report(); got.Speaking != r.Speaking || len(got.Peers) != 1 {
+		t.Errorf("metrics' report %+v differs from bgp.json's", got)
+	}
+
+	// Another node of the domain starts speaking: it advertises itself, so this one stops doing it.
+	f.nodes.Update(bgpNode("n2", quietNodeIP, quietCIDR, true))
+	f.speaker.nodeChanged()
+	f.speaker.converge(t.Context())
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP})
+	// A new non-speaking node appears: advertised on its behalf; deleted: withdrawn.
+	n3 := bgpNode("n3", netip.MustParseAddr("192.0.2.3"), netip.MustParsePrefix("10.244.3.0/24"), false)
+	f.nodes.Add(n3)
+	f.speaker.converge(t.Context())
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, netip.MustParsePrefix("10.244.3.0/24"): netip.MustParseAddr("192.0.2.3")})
+	f.nodes.Delete(n3)
+	f.speaker.converge(t.Context())
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP})
+
+	// The gateway drops the session: the node records one event.
+	if err := f.gateway.RemovePeer(t.Context(), bgpNodeIP); err != nil {
+		t.Fatal(err)
+	}
+	waitForEvent(t, f.recorder, ReasonBGPSessionLost, gatewayIP.String())
+}
+
+func TestBGPSpeakerStopsWhenTheDomainLeavesRouteMode(t *testing.T) {
+	f := newBGPFixture(t, "")
+	f.setView(t)
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
+
+	vxlan, err := domain.Parse([]byte("domains:\n  site: [site]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1, _ := corelisters.NewNodeLister(f.nodes).Get("n1")
+	f.speaker.setView(vxlan.NodeRouting(n1))
+	f.speaker.converge(t.Context())
+	// Withdrawn at once (a NOTIFICATION), not kept stale for the restart time.
+	f.waitForGatewayRoutes(t, nil)
+	r, err := bgpstatus.Read(f.speaker.runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Speaking || len(r.Peers) != 0 || len(r.Advertised) != 0 {
+		t.Errorf("report of a node that stopped speaking: %+v", r)
+	}
+}
+
+func TestBGPSpeakerStopForRestartKeepsRoutesAtTheGateway(t *testing.T) {
+	f := newBGPFixture(t, "")
+	f.setView(t)
+	want := map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP}
+	f.waitForGatewayRoutes(t, want)
+	f.waitForReport(t, "an established session", func(r *bgpstatus.Report) bool {
+		return len(r.Peers) == 1 && r.Peers[0].State == bgpstatus.StateEstablished && r.Peers[0].GracefulRestart
+	})
+
+	if err := f.speaker.stop(t.Context(), false); err != nil { // SIGTERM: the agent restarts
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		peers, err := f.gateway.Snapshot(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(peers) == 1 && peers[0].State != bgpstatus.StateEstablished {
+			routes := peers[0].ReceivedRoutes
+			if !sameRoutes(routes, want) || !routes[0].Stale {
+				t.Fatalf("after a restart stop the gateway has %+v, want %v kept stale", routes, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway never saw the session end: %+v", peers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The next agent: a fresh speaker on the same node refreshes them.
+	f.speaker = &bgpSpeaker{nodeName: "n1", nodeIP: bgpNodeIP, podCIDR: bgpPodCIDR, nodes: f.speaker.nodes,
+		domains: f.speaker.domains, secrets: f.secrets, secretNamespace: "edgeplane-system", recorder: f.recorder,
+		runDir: f.speaker.runDir, refresh: time.Hour, start: bgp.Start}
+	f.speaker.init()
+	f.setView(t)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		routes := f.waitForGatewayRoutes(t, want)
+		if !routes[0].Stale && !routes[1].Stale {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("routes still stale after the restart: %+v", routes)
+		}
+	}
+}
+
+func TestBGPSpeakerReadsThePasswordFromASecret(t *testing.T) {
+	f := newBGPFixture(t, "s3cret")
+	f.setView(t) // the Secret does not exist yet
+	waitForEvent(t, f.recorder, ReasonBGPConfig, `Secret edgeplane-system/site-bgp`)
+	r, err := bgpstatus.Read(f.speaker.runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.Error, "site-bgp") || len(r.Peers) != 0 {
+		t.Errorf("report without the Secret: %+v", r)
+	}
+
+	f.secrets.mu.Lock()
+	f.secrets.secrets["edgeplane-system/site-bgp"] = &corev1.Secret{Data: map[string][]byte{"password": []byte("s3cret")}}
+	f.secrets.mu.Unlock()
+	f.speaker.converge(t.Context()) // the tick's retry
+	// TCP-MD5 on both ends: the session only comes up when the passwords agree.
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
+	r = f.waitForReport(t, "the error cleared", func(r *bgpstatus.Report) bool { return r.Error == "" })
+	if len(r.Peers) != 1 {
+		t.Errorf("report: %+v", r)
+	}
+}
+
+func waitForEvent(t *testing.T, recorder *record.FakeRecorder, reason, text string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case e := <-recorder.Events:
+			if strings.Contains(e, reason) && strings.Contains(e, text) {
+				return
+			}
+			t.Logf("other event: %s", e)
+		case <-timeout:
+			t.Fatalf("no %s event mentioning %q", reason, text)
+		}
+	}
+}
