@@ -3,8 +3,10 @@ package route
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -25,7 +28,8 @@ import (
 const segmentLabel = "topology.edgeplane.io/segment"
 
 // routeConfig is the domain ConfigMap: site-a in route mode, each node speaking to the gateway's
-// address on its own segment. Graceful restart is off so that a stopped node's routes go at once.
+// address on its own segment, with a TCP-MD5 password. Graceful restart is off so that a stopped
+// node's routes go at once.
 var routeConfig = fmt.Sprintf(`domains:
   site-a:
     pools: [site-a]
@@ -35,17 +39,26 @@ var routeConfig = fmt.Sprintf(`domains:
       peers:
       - address: %[2]s
         peerASN: %[3]d
+        passwordSecretRef: {name: %[6]s, key: password}
         holdTime: 9
         gracefulRestartTime: 0
         nodeSelector:
           matchLabels: {%[5]s: "1"}
       - address: %[4]s
         peerASN: %[3]d
+        passwordSecretRef: {name: %[6]s, key: password}
         holdTime: 9
         gracefulRestartTime: 0
         nodeSelector:
           matchLabels: {%[5]s: "2"}
-`, lab.NodeASN, lab.SegmentRouterIP(1), lab.GatewayASN, lab.SegmentRouterIP(2), segmentLabel)
+`, lab.NodeASN, lab.SegmentRouterIP(1), lab.GatewayASN, lab.SegmentRouterIP(2), segmentLabel, passwordSecret)
+
+// Every session is signed with TCP-MD5 (RFC 2385): the gateway is configured with the password,
+// the agents read it from this Secret in the agent's namespace.
+const (
+	passwordSecret = "site-a-bgp"
+	password       = "lab-site-a-md5"
+)
 
 // gracefulConfig is routeConfig with graceful restart on: the gateway keeps a node's routes for
 // up to 60 s while its agent restarts.
@@ -65,8 +78,15 @@ func build(t *testing.T) *site {
 	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	g, err := l.StartGateway(ctx, lab.GatewayOptions{})
+	g, err := l.StartGateway(ctx, lab.GatewayOptions{Password: password})
 	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: passwordSecret, Namespace: lab.AgentNamespace},
+		Data:       map[string][]byte{"password": []byte(password)},
+	}
+	if _, err := l.Client.CoreV1().Secrets(lab.AgentNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The configuration comes first: the agents start in route mode.
@@ -120,6 +140,34 @@ func TestRouteMode(t *testing.T) {
 		for _, n := range s.nodes {
 			if ss := sessions[n.IP]; ss.BGPState != "Established" || ss.Imported != 1 {
 				t.Errorf("gateway's session with %s (%s): %+v, want Established, 1 route imported", n.Name, n.IP, ss)
+			}
+		}
+		// The nodes' side, as an operator reads it: edgeplanectl bgp on each node.
+		for _, n := range s.nodes {
+			peer := lab.SegmentRouterIP(1)
+			if lab.SiteASegment2Net.Contains(n.IP) {
+				peer = lab.SegmentRouterIP(2)
+			}
+			r := ctlBGP(t, n, func(r *bgpstatus.Report) bool {
+				return len(r.Peers) == 1 && r.Peers[0].State == bgpstatus.StateEstablished
+			})
+			wantAdv := []bgpstatus.Advertisement{{Prefix: n.PodCIDR, NextHop: n.IP}}
+			if !r.Speaking || r.RouterID != n.IP || r.LocalASN != lab.NodeASN || !slices.Equal(r.Advertised, wantAdv) {
+				t.Errorf("%s: edgeplanectl bgp: speaking %v, router ID %s, AS %d, advertised %v; want router ID %s, AS %d, advertising %v",
+					n.Name, r.Speaking, r.RouterID, r.LocalASN, r.Advertised, n.IP, lab.NodeASN, wantAdv)
+			}
+			if len(r.Peers) != 1 || r.Peers[0].Address != peer || r.Peers[0].ASN != lab.GatewayASN || r.Peers[0].Advertised != 1 {
+				t.Errorf("%s: edgeplanectl bgp peers %+v, want the gateway %s AS%d established, 1 prefix advertised", n.Name, r.Peers, peer, lab.GatewayASN)
+			}
+		}
+	})
+
+	t.Run("sessions-signed-with-tcp-md5", func(t *testing.T) {
+		// The keepalives (hold time 9 s: one every 3 s) on both legs carry the MD5 option.
+		for _, leg := range []string{lab.DomainSiteA, "site-a2"} {
+			signed, unsigned := bgpSegments(t, s.lab.Router(), leg, 5*time.Second)
+			if signed == 0 || unsigned != 0 {
+				t.Errorf("router leg %s: %d BGP segments with the TCP-MD5 option, %d without; want all signed", leg, signed, unsigned)
 			}
 		}
 	})
@@ -306,6 +354,29 @@ func setConfig(t *testing.T, l *lab.Lab, yaml string) {
 	}
 }
 
+// ctlBGP runs `edgeplanectl bgp -o json` on the node until the report satisfies cond (the agent
+// rewrites it on changes and every 10 s), and returns the last one read.
+func ctlBGP(t *testing.T, n *lab.Node, cond func(*bgpstatus.Report) bool) *bgpstatus.Report {
+	t.Helper()
+	var r bgpstatus.Report
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		argv := n.CtlCommand("bgp", "-o", "json")
+		out, err := exec.CommandContext(t.Context(), argv[0], argv[1:]...).Output()
+		if err != nil {
+			t.Fatalf("%s: %v: %v", n.Name, argv, err)
+		}
+		r = bgpstatus.Report{}
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("%s: edgeplanectl bgp -o json: %v\n%s", n.Name, err, out)
+		}
+		if cond(&r) || time.Now().After(deadline) {
+			return &r
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func birdc(t *testing.T, g *lab.Gateway, args ...string) string {
 	out, err := g.Birdc(context.WithoutCancel(t.Context()), args...)
 	if err != nil {
@@ -329,6 +400,62 @@ func exchange(t *testing.T, from, to *lab.Pod) {
 	if _, err := lab.WaitPing(t.Context(), from.Netns, to.IP, 3*time.Second); err != nil {
 		t.Errorf("%s -> %s: ping: %v", from.Name, to.Name, err)
 	}
+}
+
+// bgpSegments counts the TCP segments to or from port 179 crossing ifname for d, with and without
+// the TCP-MD5 signature option (RFC 2385, kind 19).
+func bgpSegments(t *testing.T, ns lab.Netns, ifname string, d time.Duration) (signed, unsigned int) {
+	t.Helper()
+	c, err := lab.StartCapture(ns, ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		frame, err := c.Next(200 * time.Millisecond)
+		if err != nil || len(frame) < 14+20 || binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IP {
+			continue
+		}
+		ip := frame[14:]
+		ihl := int(ip[0]&0x0f) * 4
+		if ip[9] != unix.IPPROTO_TCP || len(ip) < ihl+20 {
+			continue
+		}
+		tcp := ip[ihl:]
+		if binary.BigEndian.Uint16(tcp[0:2]) != 179 && binary.BigEndian.Uint16(tcp[2:4]) != 179 {
+			continue
+		}
+		if hasTCPOption(tcp, 19) {
+			signed++
+		} else {
+			unsigned++
+		}
+	}
+	return signed, unsigned
+}
+
+func hasTCPOption(tcp []byte, kind byte) bool {
+	end := int(tcp[12]>>4) * 4
+	if end > len(tcp) {
+		return false
+	}
+	for i := 20; i < end; {
+		switch tcp[i] {
+		case 0:
+			return false
+		case 1:
+			i++
+			continue
+		}
+		if tcp[i] == kind {
+			return true
+		}
+		if i+1 >= end || tcp[i+1] < 2 {
+			return false
+		}
+		i += int(tcp[i+1])
+	}
+	return false
 }
 
 // wire counts what crosses one interface: plain IPv4 packets by (source, destination), and VXLAN
