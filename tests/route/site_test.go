@@ -64,6 +64,14 @@ const (
 // up to 60 s while its agent restarts.
 var gracefulConfig = strings.ReplaceAll(routeConfig, "gracefulRestartTime: 0", "gracefulRestartTime: 60")
 
+// speakerLabel marks the nodes that speak BGP once nonSpeakerConfig selects speakers.
+const speakerLabel = "edgeplane.io/bgp-speaker"
+
+// nonSpeakerConfig is gracefulConfig with only the labelled nodes speaking, and the speakers
+// advertising the other nodes' pod CIDRs with those nodes as next hops.
+var nonSpeakerConfig = strings.Replace(gracefulConfig, "    bgp:\n",
+	"    bgp:\n      speakerSelector:\n        matchLabels: {"+speakerLabel+": \"true\"}\n      advertiseNonSpeakers: true\n", 1)
+
 // site is the route-mode lab: a1 and a2 on site-a's first segment, b3 on its second, one pod
 // on each, the gateway up.
 type site struct {
@@ -99,7 +107,7 @@ func build(t *testing.T) *site {
 		n, err := l.AddNode(ctx, x.name, x.index, lab.NodeOptions{
 			Domain:  lab.DomainSiteA,
 			Segment: x.segment,
-			Labels:  map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, segmentLabel: fmt.Sprint(x.segment)},
+			Labels:  map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, segmentLabel: fmt.Sprint(x.segment), speakerLabel: "true"},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -244,6 +252,7 @@ func TestRouteMode(t *testing.T) {
 	})
 
 	t.Run("graceful-restart-keeps-routes", func(t *testing.T) { testGracefulRestart(t, s) })
+	t.Run("non-speaker-advertised-by-speakers", func(t *testing.T) { testNonSpeaker(t, s) })
 }
 
 // testGracefulRestart restarts b3's agent (SIGTERM, the pinned datapath keeps forwarding) under
@@ -335,6 +344,50 @@ func testGracefulRestart(t *testing.T, s *site) {
 	if len(st.Lost) != 0 || st.Received == 0 {
 		t.Errorf("pod traffic across the gateway during b3's agent restart: %v; want nothing lost", st)
 	}
+}
+
+// testNonSpeaker adds a4, a node of segment 1 that does not speak: with advertiseNonSpeakers the
+// speakers advertise its pod CIDR with a4 as next hop, the gateway routes to it, and when a4 is
+// removed the speakers withdraw it.
+func testNonSpeaker(t *testing.T, s *site) {
+	pb3, a1, b3 := s.pods["b3"], s.nodes["a1"], s.nodes["b3"]
+	setConfig(t, s.lab, nonSpeakerConfig)
+	a4, err := s.lab.AddNode(t.Context(), "a4", 4, lab.NodeOptions{
+		Domain: lab.DomainSiteA,
+		Labels: map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, segmentLabel: "1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa4, err := s.lab.AddPod(t.Context(), a4, "p-a4", lab.PodOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, took, err := s.gateway.WaitRoutes(t.Context(), 20*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+		return r[a4.PodCIDR].NextHop == a4.IP && r[a1.PodCIDR].NextHop == a1.IP && r[b3.PodCIDR].NextHop == b3.IP
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, birdc(t, s.gateway, "show", "route", "all"))
+	}
+	t.Logf("gateway learned non-speaker a4's pod CIDR in %v: %v; every route to it:\n%s", took.Round(time.Millisecond), routes[a4.PodCIDR],
+		birdc(t, s.gateway, "show", "route", "for", a4.PodCIDR.Addr().String(), "all"))
+	if r := ctlBGP(t, a4, func(r *bgpstatus.Report) bool { return !r.Speaking }); r.Speaking {
+		t.Errorf("a4 (no speaker label) runs a speaker: %+v", r)
+	}
+	exchange(t, pb3, pa4)
+	exchange(t, pa4, pb3)
+
+	if err := a4.Remove(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	if _, _, err := s.gateway.WaitRoutes(t.Context(), 2*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+		_, ok := r[a4.PodCIDR]
+		return !ok && r[a1.PodCIDR].NextHop == a1.IP && r[b3.PodCIDR].NextHop == b3.IP
+	}); err != nil {
+		t.Fatalf("2 s after non-speaker a4 was removed: %v", err)
+	}
+	t.Logf("a4's pod CIDR withdrawn by the speakers %v after its removal returned", time.Since(removed).Round(time.Millisecond))
 }
 
 // setConfig creates or replaces the domain ConfigMap.
