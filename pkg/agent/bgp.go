@@ -63,6 +63,9 @@ type bgpSpeaker struct {
 	view  atomic.Pointer[domain.NodeRouting]
 	// rereadPasswords makes the next pass read the Secrets again (a view change).
 	rereadPasswords atomic.Bool
+	// configured are the peers the speaker is meant to have, set before a pass changes them: a
+	// session that ends because its peer left the configuration is not "lost".
+	configured atomic.Pointer[map[netip.Addr]bool]
 
 	mu        sync.Mutex // guards what follows; held during a pass and a stop
 	speaker   *bgp.Speaker
@@ -70,8 +73,8 @@ type bgpSpeaker struct {
 	passwords map[domain.SecretKeyRef]string
 	// passwordsRead is when passwords was last emptied to be read again.
 	passwordsRead time.Time
-	lastError string // reported once per distinct error
-	written   []byte // the report last written, without its Updated time
+	lastError     string // reported once per distinct error
+	written       []byte // the report last written, without its Updated time
 
 	report atomic.Pointer[bgpstatus.Report] // the last one, for metrics
 }
@@ -189,7 +192,14 @@ func (s *bgpSpeaker) converge(ctx context.Context) {
 }
 
 func (s *bgpSpeaker) convergeLocked(ctx context.Context, view domain.NodeRouting) error {
-	if view.Encapsulation != domain.Route || !view.Speaker || len(view.Peers) == 0 {
+	configured := map[netip.Addr]bool{}
+	if view.Encapsulation == domain.Route && view.Speaker {
+		for _, p := range view.Peers {
+			configured[p.Address] = true
+		}
+	}
+	s.configured.Store(&configured)
+	if len(configured) == 0 {
 		return s.stopLocked(ctx, false)
 	}
 	cfg := bgp.Config{RouterID: s.nodeIP, ASN: view.Peers[0].LocalASN, ListenPort: -1, OnSessionChange: s.sessionChanged}
@@ -331,7 +341,9 @@ func (s *bgpSpeaker) password(ctx context.Context, ref domain.SecretKeyRef) (str
 // sessionChanged is the speaker's session listener: a lost session is logged and recorded on the
 // Node; every change refreshes the report.
 func (s *bgpSpeaker) sessionChanged(c bgp.SessionChange) {
-	if c.Lost() {
+	if configured := s.configured.Load(); c.Lost() && (configured == nil || !(*configured)[c.Peer]) {
+		klog.InfoS("BGP session closed: the peer left the configuration", "peer", c.Peer, "peerASN", c.ASN)
+	} else if c.Lost() {
 		klog.InfoS("BGP session lost", "peer", c.Peer, "peerASN", c.ASN, "state", c.State, "reason", c.Reason)
 		msg := fmt.Sprintf("BGP session with %s (AS %d) lost: now %s", c.Peer, c.ASN, c.State)
 		if c.Reason != "" {

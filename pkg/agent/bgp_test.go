@@ -359,3 +359,28 @@ func waitForEvent(t *testing.T, recorder *record.FakeRecorder, reason, text stri
 		}
 	}
 }
+
+func TestBGPSessionLostEventOnlyForConfiguredPeers(t *testing.T) {
+	recorder := record.NewFakeRecorder(10)
+	s := &bgpSpeaker{nodeName: "n1", recorder: recorder}
+	s.init()
+	configured := map[netip.Addr]bool{gatewayIP: true}
+	s.configured.Store(&configured)
+	removed := netip.MustParseAddr("127.0.0.9")
+	for _, c := range []bgp.SessionChange{
+		{Peer: gatewayIP, ASN: gatewayASN, State: bgpstatus.StateEstablished, Previous: bgpstatus.StateOpenConfirm},
+		{Peer: removed, ASN: gatewayASN, State: bgpstatus.StateIdle, Previous: bgpstatus.StateEstablished},
+		{Peer: gatewayIP, ASN: gatewayASN, State: bgpstatus.StateActive, Previous: bgpstatus.StateEstablished, Reason: "hold timer expired"},
+	} {
+		s.sessionChanged(c)
+	}
+	close(recorder.Events)
+	var events []string
+	for e := range recorder.Events {
+		events = append(events, e)
+	}
+	want := "Warning BGPSessionLost BGP session with 127.0.0.1 (AS 65000) lost: now active: hold timer expired"
+	if len(events) != 1 || events[0] != want {
+		t.Errorf("events %q, want only %q", events, want)
+	}
+}
