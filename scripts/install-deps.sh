@@ -28,5 +28,26 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# bird2 is the route-mode lab's gateway router (tests/lab routesite.go), started by the harness
+# inside the lab's router namespace only. Its package would start a bird in the root namespace:
+# a policy-rc.d that refuses every start guards the install, and the service is disabled after
+# it, so the root namespace never gets a BGP listener or routes from it.
+if ! have bird || ! have birdc; then
+	echo "installing: bird2 (service not started)"
+	guard=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		guard=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' >"$guard"
+		chmod 755 "$guard"
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends bird2 >/dev/null || { [ -z "$guard" ] || rm -f "$guard"; exit 1; }
+	[ -z "$guard" ] || rm -f "$guard"
+	if [ -d /run/systemd/system ]; then
+		systemctl disable --now bird.service >/dev/null 2>&1 || true
+	fi
+fi
+
 # bpffs and the kernel features the datapath needs.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

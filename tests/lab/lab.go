@@ -132,6 +132,9 @@ type Lab struct {
 	router Netns           // "" until the domains are built
 	hosts  []*underlayHost // every host plugged into a domain's bridge, in order
 	lines  map[string]bool // private line chain -> up
+	// segment2: site-a's second segment and the router's leg on it are built (routesite.go).
+	segment2 bool
+	gateway  *Gateway // bird2 in the router, once StartGateway ran (gateway.go)
 }
 
 // New builds the switch, the API namespace with etcd and kube-apiserver (ready), and the outside

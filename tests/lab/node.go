@@ -69,6 +69,9 @@ type NodeOptions struct {
 	// the node's public address, so other nodes tunnel to it through the router's NAT. It builds
 	// the lab's domains too.
 	PublicIPOverwrite bool
+	// Segment places the node on an L2 segment of its domain: 0 or 1 is the domain's bridge, 2 is
+	// site-a's second segment, behind the router (routesite.go; Domain must be site-a).
+	Segment int
 }
 
 // AddNode builds node number index (1-based; its addresses and pod CIDR follow from it) in its
@@ -79,6 +82,9 @@ func (l *Lab) AddNode(ctx context.Context, name string, index int, opts NodeOpti
 	}
 	d, err := lookupDomain(opts.Domain)
 	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
+	if d, err = l.nodeSegment(ctx, d, opts.Segment); err != nil {
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}
 	n := &Node{
