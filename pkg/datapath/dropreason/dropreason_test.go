@@ -8,7 +8,8 @@ func TestString(t *testing.T) {
 		DomainUnreachable: "DOMAIN_UNREACHABLE",
 		NATFailed:         "NAT_FAILED",
 		NoServiceBackend:  "NO_SERVICE_BACKEND",
-		Max:               "UNKNOWN_20",
+		TTLExceeded:       "TTL_EXCEEDED",
+		Max:               "UNKNOWN_21",
 		200:               "UNKNOWN_200",
 	} {
 		if got := r.String(); got != want {
