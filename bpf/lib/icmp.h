@@ -188,15 +188,23 @@ static __always_inline int icmp_returned_to_host(struct __sk_buff *skb)
 	return 1;
 }
 
-/* Counts skb as dropped with reason, then rewrites it into "destination unreachable" code from
- * saddr. The quote is the IP header plus 64 bytes, enough for any TCP header with options and for
- * the checksum rule above. Returns 0 when the error is ready to send, -1 when the drop stands. */
-static __always_inline int icmp_unreach_for_drop(struct __sk_buff *skb, __u32 dir, __u32 reason, __u8 code,
-						 __be32 saddr)
+/* Counts skb as dropped with reason, then rewrites it into the ICMP error type/code from saddr.
+ * The quote is the IP header plus 64 bytes, enough for any TCP header with options and for the
+ * checksum rule above. Returns 0 when the error is ready to send, -1 when the drop stands. */
+static __always_inline int icmp_error_for_drop(struct __sk_buff *skb, __u32 dir, __u32 reason, __u8 type,
+					       __u8 code, __be32 saddr)
 {
 	metric_count(dir, reason, skb->len);
 	event_emit(skb, dir, reason, TC_ACT_SHOT); /* before the rewrite: the offending tuple */
-	return icmp_error(skb, saddr, ICMP_DEST_UNREACH, code, 0, ICMP_UNREACH_QUOTE);
+	return icmp_error(skb, saddr, type, code, 0, ICMP_UNREACH_QUOTE);
+}
+
+/* Sends an error about a packet that came in on the underlay NIC back out of it, to the hop it
+ * came from (icmp_error swapped the frame's MACs). */
+static __always_inline int icmp_return_to_nic(struct __sk_buff *skb, __u32 dir)
+{
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 /* The exit of a TC program for a pod's packet dropped with reason and answered with "destination
@@ -204,7 +212,7 @@ static __always_inline int icmp_unreach_for_drop(struct __sk_buff *skb, __u32 di
 static __always_inline int tc_exit_unreach(struct __sk_buff *skb, __u32 dir, __u32 reason, __u8 code,
 					   __be32 saddr)
 {
-	if (icmp_unreach_for_drop(skb, dir, reason, code, saddr) < 0)
+	if (icmp_error_for_drop(skb, dir, reason, ICMP_DEST_UNREACH, code, saddr) < 0)
 		return TC_ACT_SHOT;
 	return icmp_return_to_pod(skb, dir);
 }
@@ -230,7 +238,7 @@ static __always_inline int tc_exit_port_unreach(struct __sk_buff *skb, __u32 dir
  * answered back into the host stack (icmp_return_to_host). */
 static __always_inline int tc_exit_port_unreach_host(struct __sk_buff *skb, __u32 dir, __be32 vip)
 {
-	if (icmp_unreach_for_drop(skb, dir, DROP_NO_SERVICE_BACKEND, ICMP_PORT_UNREACH, vip) < 0)
+	if (icmp_error_for_drop(skb, dir, DROP_NO_SERVICE_BACKEND, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, vip) < 0)
 		return TC_ACT_SHOT;
 	return icmp_return_to_host(skb, dir);
 }
@@ -240,9 +248,7 @@ static __always_inline int tc_exit_port_unreach_host(struct __sk_buff *skb, __u3
  * sent it, as the kernel's ip_forward answers. */
 static __always_inline int tc_exit_time_exceeded(struct __sk_buff *skb, __u32 dir, __be32 saddr)
 {
-	metric_count(dir, DROP_TTL_EXCEEDED, skb->len);
-	event_emit(skb, dir, DROP_TTL_EXCEEDED, TC_ACT_SHOT); /* before the rewrite: the offending tuple */
-	if (icmp_error(skb, saddr, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, ICMP_UNREACH_QUOTE) < 0)
+	if (icmp_error_for_drop(skb, dir, DROP_TTL_EXCEEDED, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, saddr) < 0)
 		return TC_ACT_SHOT;
 	return icmp_return_to_pod(skb, dir);
 }
@@ -251,12 +257,9 @@ static __always_inline int tc_exit_time_exceeded(struct __sk_buff *skb, __u32 di
  * error goes back out of the NIC to the hop it came from, the frame's MACs swapped. */
 static __always_inline int tc_exit_time_exceeded_nic(struct __sk_buff *skb, __u32 dir, __be32 saddr)
 {
-	metric_count(dir, DROP_TTL_EXCEEDED, skb->len);
-	event_emit(skb, dir, DROP_TTL_EXCEEDED, TC_ACT_SHOT);
-	if (icmp_error(skb, saddr, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, ICMP_UNREACH_QUOTE) < 0)
+	if (icmp_error_for_drop(skb, dir, DROP_TTL_EXCEEDED, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, saddr) < 0)
 		return TC_ACT_SHOT;
-	metric_count(dir, REASON_ICMP_SENT, skb->len);
-	return bpf_redirect(skb->ifindex, 0);
+	return icmp_return_to_nic(skb, dir);
 }
 
 /* The exit of a TC program for a packet dropped as too big whose sender is to be told: counted
@@ -283,8 +286,7 @@ static __always_inline int tc_exit_frag_needed_nic(struct __sk_buff *skb, __u32 
 	event_emit(skb, dir, DROP_PKT_TOO_BIG, TC_ACT_SHOT);
 	if (icmp_frag_needed(skb, saddr, mtu) < 0)
 		return TC_ACT_SHOT;
-	metric_count(dir, REASON_ICMP_SENT, skb->len);
-	return bpf_redirect(skb->ifindex, 0);
+	return icmp_return_to_nic(skb, dir);
 }
 
 /* The same for a packet that came in on the underlay NIC (a cloud host's, routed to this node):
@@ -293,12 +295,9 @@ static __always_inline int tc_exit_frag_needed_nic(struct __sk_buff *skb, __u32 
  * then one every two seconds; the datapath answers every packet, as it does for pods. */
 static __always_inline int tc_exit_host_unreach_nic(struct __sk_buff *skb, __u32 dir, __be32 saddr)
 {
-	metric_count(dir, DROP_DOMAIN_UNREACHABLE, skb->len);
-	event_emit(skb, dir, DROP_DOMAIN_UNREACHABLE, TC_ACT_SHOT);
-	if (icmp_error(skb, saddr, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, 0, ICMP_UNREACH_QUOTE) < 0)
+	if (icmp_error_for_drop(skb, dir, DROP_DOMAIN_UNREACHABLE, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, saddr) < 0)
 		return TC_ACT_SHOT;
-	metric_count(dir, REASON_ICMP_SENT, skb->len);
-	return bpf_redirect(skb->ifindex, 0);
+	return icmp_return_to_nic(skb, dir);
 }
 
 #endif

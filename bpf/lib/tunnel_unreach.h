@@ -220,6 +220,24 @@ static __always_inline int tunnel_unreach_deliver(struct __sk_buff *skb, const s
 	return fwd_to_endpoint(skb, ep);
 }
 
+/* The answer through the tunnel: msg built as the ICMP error type/code about the frame's inner
+ * packet, the frame rewritten into VXLAN to the peer node at peer_ip carrying it, counted as
+ * ICMP_SENT. The caller counted the drop and checked answerable and budget. */
+static __always_inline int tunnel_answer(struct __sk_buff *skb, __u32 dir, const struct node_cfg *cfg,
+					 struct tunnel_unreach_msg *msg, __be32 peer_ip, const struct node *peer,
+					 __u8 type, __u8 code)
+{
+	int ret;
+
+	if (tunnel_unreach_msg_build(skb, cfg, msg, type, code) < 0)
+		return TC_ACT_SHOT;
+	ret = tunnel_unreach_rewrite(skb, cfg, peer_ip, peer, msg);
+	if (ret < 0)
+		return TC_ACT_SHOT;
+	metric_count(dir, REASON_ICMP_SENT, skb->len);
+	return ret;
+}
+
 /* The exit of node_ingress for VXLAN dropped as DROP_DOMAIN_UNREACHABLE: counted, then answered
  * through the tunnel when the packet may be answered and the budget allows (see the top). Out of
  * line (a BPF subprogram): inlined, its stack (the message) would add to node_ingress's, beyond
@@ -250,13 +268,7 @@ static __noinline __attribute__((unused)) int tc_exit_tunnel_unreach(struct __sk
 		metric_count(dir, REASON_ICMP_SENT, skb->len);
 		return ret;
 	}
-	if (tunnel_unreach_msg_build(skb, cfg, &msg, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH) < 0)
-		return TC_ACT_SHOT;
-	ret = tunnel_unreach_rewrite(skb, cfg, peer_ip, peer, &msg);
-	if (ret < 0)
-		return TC_ACT_SHOT;
-	metric_count(dir, REASON_ICMP_SENT, skb->len);
-	return ret;
+	return tunnel_answer(skb, dir, cfg, &msg, peer_ip, peer, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH);
 }
 
 /* The exit of node_ingress for VXLAN to a local pod whose inner TTL ran out at this node's hop
@@ -269,7 +281,6 @@ static __noinline __attribute__((unused)) int tc_exit_tunnel_time_exceeded(struc
 	struct tunnel_unreach_msg msg = {};
 	struct node *peer;
 	__be32 peer_ip;
-	int ret;
 
 	metric_count(dir, DROP_TTL_EXCEEDED, skb->len);
 	event_emit(skb, dir, DROP_TTL_EXCEEDED, TC_ACT_SHOT);
@@ -278,13 +289,7 @@ static __noinline __attribute__((unused)) int tc_exit_tunnel_time_exceeded(struc
 	peer = node_lookup(peer_ip);
 	if (!peer || !tunnel_unreach_allowed())
 		return TC_ACT_SHOT;
-	if (tunnel_unreach_msg_build(skb, cfg, &msg, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL) < 0)
-		return TC_ACT_SHOT;
-	ret = tunnel_unreach_rewrite(skb, cfg, peer_ip, peer, &msg);
-	if (ret < 0)
-		return TC_ACT_SHOT;
-	metric_count(dir, REASON_ICMP_SENT, skb->len);
-	return ret;
+	return tunnel_answer(skb, dir, cfg, &msg, peer_ip, peer, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL);
 }
 
 /* The exit of pod_egress for a local server's SYN-ACK dropped as DROP_DOMAIN_UNREACHABLE: this
