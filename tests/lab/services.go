@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -301,7 +302,7 @@ func AskHostname(ns Netns, proto corev1.Protocol, dst netip.AddrPort, timeout ti
 	} else if proto != corev1.ProtocolTCP && proto != "" {
 		return "", netip.AddrPort{}, fmt.Errorf("AskHostname speaks TCP and UDP, not %s", proto)
 	}
-	c, err := openIn(ns, func() (net.Conn, error) { return (&net.Dialer{Timeout: timeout}).Dial(network, dst.String()) })
+	c, err := openIn(ns, func() (net.Conn, error) { return dialNewFlow(network, dst, timeout) })
 	if err != nil {
 		return "", netip.AddrPort{}, fmt.Errorf("%s connect %s from %s: %w", network, dst, ns, err)
 	}
@@ -323,6 +324,33 @@ func AskHostname(ns Netns, proto corev1.Protocol, dst netip.AddrPort, timeout ti
 		return "", netip.AddrPort{}, fmt.Errorf("%s hostname from %s to %s: answer %q: %w", network, ns, dst, line, err)
 	}
 	return name, client, nil
+}
+
+// udpSourcePort hands out UDP source ports for new flows in turn, below the kernel's ephemeral
+// range (32768-60999) and the NodePort range (30000-32767).
+var udpSourcePort atomic.Uint32
+
+const udpSourcePortMin, udpSourcePorts = 20000, 10000
+
+// dialNewFlow dials dst over network as a flow no load balancer has seen: for UDP the source
+// port comes from udpSourcePort in turn, because the kernel picks ephemeral ports at random and
+// may pick one whose earlier flow a load balancer still tracks (a UDP conntrack entry outlives its
+// socket), which would go where that flow went, not where the balancer or the client's affinity
+// would send a new one.
+func dialNewFlow(network string, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	if network != "udp4" {
+		return (&net.Dialer{Timeout: timeout}).Dial(network, dst.String())
+	}
+	var err error
+	for range 16 { // ports another socket holds are skipped
+		port := udpSourcePortMin + int(udpSourcePort.Add(1)%udpSourcePorts)
+		var c net.Conn
+		c, err = (&net.Dialer{Timeout: timeout, LocalAddr: &net.UDPAddr{Port: port}}).Dial(network, dst.String())
+		if err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
 }
 
 // CountHostnames asks n times (AskHostname, a new flow each time) and counts the answers by pod
