@@ -24,18 +24,7 @@ func TestCNIWithoutAgent(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.KeepLogs()
-			t.Logf("lab files kept in %s", l.Dir)
-		}
-		l.Close()
-		assertLabGone(t, l)
-	})
+	l := newCheckedLab(t, ctx, cfg)
 	n, err := l.AddNode(ctx, "node1", 1, NodeOptions{NoAgent: true})
 	if err != nil {
 		t.Fatal(err)

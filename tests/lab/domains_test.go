@@ -32,18 +32,7 @@ func TestDomains(t *testing.T) {
 	cfg.Logf = t.Logf
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.KeepLogs()
-			t.Logf("lab files kept in %s", l.Dir)
-		}
-		l.Close()
-		assertLabGone(t, l)
-	})
+	l := newCheckedLab(t, ctx, cfg)
 
 	// The cloud node comes first, before the lab has domains: the site node that builds them
 	// routes it through the router afterwards.

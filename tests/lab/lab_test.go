@@ -35,18 +35,7 @@ func TestHarness(t *testing.T) {
 	cfg := harnessConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.KeepLogs()
-			t.Logf("lab files kept in %s", l.Dir)
-		}
-		l.Close()
-		assertLabGone(t, l)
-	})
+	l := newCheckedLab(t, ctx, cfg)
 
 	var nodes []*Node
 	for i := 1; i <= 2; i++ {
@@ -151,6 +140,25 @@ func TestHarness(t *testing.T) {
 }
 
 // assertLabGone checks that Close left no namespace, mount or directory behind.
+// newCheckedLab builds a lab for a test of the harness itself: its files are kept when the test
+// failed, and once it is closed nothing of it may be left (assertLabGone).
+func newCheckedLab(t *testing.T, ctx context.Context, cfg Config) *Lab {
+	t.Helper()
+	l, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			l.KeepLogs()
+			t.Logf("lab files kept in %s", l.Dir)
+		}
+		l.Close()
+		assertLabGone(t, l)
+	})
+	return l
+}
+
 func assertLabGone(t *testing.T, l *Lab) {
 	t.Helper()
 	entries, _ := os.ReadDir(netnsDir)

@@ -20,18 +20,7 @@ func TestRouteSite(t *testing.T) {
 	cfg := ConfigForTest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	l, err := New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.KeepLogs()
-			t.Logf("lab files kept in %s", l.Dir)
-		}
-		l.Close()
-		assertLabGone(t, l)
-	})
+	l := newCheckedLab(t, ctx, cfg)
 	if _, err := l.AddNode(ctx, "seg3", 3, NodeOptions{Domain: DomainSiteB, Segment: 2, NoAgent: true}); err == nil {
 		t.Error("a node on site-b's segment 2 was built; only site-a has one")
 	}

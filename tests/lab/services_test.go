@@ -40,18 +40,7 @@ func TestServices(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
-	l, err := New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.KeepLogs()
-			t.Logf("lab files kept in %s", l.Dir)
-		}
-		l.Close()
-		assertLabGone(t, l)
-	})
+	l := newCheckedLab(t, ctx, cfg)
 
 	// The controller manager comes up while the node is built.
 	kcmErr := make(chan error, 1)
