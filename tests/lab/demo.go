@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -440,44 +438,14 @@ type PingAnswer struct {
 // an ICMP destination unreachable quoting it (what edgeplane answers toward an unreachable
 // domain). Ping ignores the latter and waits out its timeout.
 func PingOrUnreachable(ns Netns, dst netip.Addr, timeout time.Duration) (PingAnswer, error) {
-	conn, err := openIn(ns, func() (*icmp.PacketConn, error) { return icmp.ListenPacket("ip4:icmp", "0.0.0.0") })
+	a, err := echoProbe(ns, dst, 0, "edgeplane-demo", timeout, ipv4.ICMPTypeDestinationUnreachable)
 	if err != nil {
-		return PingAnswer{}, fmt.Errorf("icmp socket in %s: %w", ns, err)
+		return PingAnswer{}, fmt.Errorf("ping %s from %s: neither a reply nor an ICMP error: %w", dst, ns, err)
 	}
-	defer conn.Close()
-	id := int(pingID.Add(1) & 0xffff)
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: 1, Data: []byte("edgeplane-demo")}}
-	b, err := msg.Marshal(nil)
-	if err != nil {
-		return PingAnswer{}, err
+	if a.typ == ipv4.ICMPTypeEchoReply {
+		return PingAnswer{RTT: a.rtt, From: a.from}, nil
 	}
-	start := time.Now()
-	if _, err := conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-		return PingAnswer{}, fmt.Errorf("ping %s from %s: %w", dst, ns, err)
-	}
-	_ = conn.SetReadDeadline(start.Add(timeout))
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := conn.ReadFrom(buf)
-		if err != nil {
-			return PingAnswer{}, fmt.Errorf("ping %s from %s: neither a reply nor an ICMP error within %v", dst, ns, timeout)
-		}
-		sender, _ := netip.ParseAddr(from.String())
-		m, err := icmp.ParseMessage(1, buf[:n])
-		if err != nil {
-			continue
-		}
-		switch body := m.Body.(type) {
-		case *icmp.Echo:
-			if m.Type == ipv4.ICMPTypeEchoReply && body.ID == id && sender == dst {
-				return PingAnswer{RTT: time.Since(start), From: sender}, nil
-			}
-		case *icmp.DstUnreach:
-			if quotesEcho(body.Data, dst, id) {
-				return PingAnswer{RTT: time.Since(start), From: sender, Unreachable: true, Code: m.Code}, nil
-			}
-		}
-	}
+	return PingAnswer{RTT: a.rtt, From: a.from, Unreachable: true, Code: a.code}, nil
 }
 
 // quotesEcho reports whether an ICMP error's quoted datagram is our echo request to dst.

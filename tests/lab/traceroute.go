@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -20,43 +21,74 @@ type Hop struct {
 // ProbeTTL sends one ICMP echo request from ns to dst with the IPv4 TTL ttl and waits for the
 // echo reply or the "time exceeded" about it, as one round of traceroute -I does.
 func ProbeTTL(ns Netns, dst netip.Addr, ttl int, timeout time.Duration) (Hop, error) {
+	a, err := echoProbe(ns, dst, ttl, "edgeplane-lab-ttl", timeout, ipv4.ICMPTypeTimeExceeded)
+	if err != nil {
+		return Hop{}, fmt.Errorf("probe %s from %s with TTL %d: %w", dst, ns, ttl, err)
+	}
+	return Hop{From: a.from, Reached: a.typ == ipv4.ICMPTypeEchoReply}, nil
+}
+
+// echoAnswer is what answered an echo request: dst's echo reply, or an ICMP error (typ, code)
+// from a hop on the way, quoting the request.
+type echoAnswer struct {
+	from netip.Addr
+	typ  ipv4.ICMPType
+	code int
+	rtt  time.Duration
+}
+
+// echoProbe sends one ICMP echo request (payload data) from ns to dst, with the IPv4 TTL ttl when
+// it is not 0, and waits for its echo reply or for an ICMP error of one of errTypes quoting it;
+// everything else is ignored until timeout.
+func echoProbe(ns Netns, dst netip.Addr, ttl int, data string, timeout time.Duration, errTypes ...ipv4.ICMPType) (echoAnswer, error) {
 	conn, err := openIn(ns, func() (*icmp.PacketConn, error) { return icmp.ListenPacket("ip4:icmp", "0.0.0.0") })
 	if err != nil {
-		return Hop{}, fmt.Errorf("icmp socket in %s: %w", ns, err)
+		return echoAnswer{}, fmt.Errorf("icmp socket in %s: %w", ns, err)
 	}
 	defer conn.Close()
-	if err := conn.IPv4PacketConn().SetTTL(ttl); err != nil {
-		return Hop{}, fmt.Errorf("setting TTL %d: %w", ttl, err)
+	if ttl != 0 {
+		if err := conn.IPv4PacketConn().SetTTL(ttl); err != nil {
+			return echoAnswer{}, fmt.Errorf("setting TTL %d: %w", ttl, err)
+		}
 	}
 	id := int(pingID.Add(1) & 0xffff)
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: ttl, Data: []byte("edgeplane-lab-ttl")}}
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: 1, Data: []byte(data)}}
 	b, err := msg.Marshal(nil)
 	if err != nil {
-		return Hop{}, err
+		return echoAnswer{}, err
 	}
+	start := time.Now()
 	if _, err := conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-		return Hop{}, fmt.Errorf("probe %s from %s: %w", dst, ns, err)
+		return echoAnswer{}, fmt.Errorf("echo request to %s from %s: %w", dst, ns, err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(timeout))
+	_ = conn.SetReadDeadline(start.Add(timeout))
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := conn.ReadFrom(buf)
 		if err != nil {
-			return Hop{}, fmt.Errorf("probe %s from %s with TTL %d: no answer within %v", dst, ns, ttl, timeout)
+			return echoAnswer{}, fmt.Errorf("no answer within %v", timeout)
 		}
 		sender, _ := netip.ParseAddr(from.String())
 		m, err := icmp.ParseMessage(1, buf[:n])
 		if err != nil {
 			continue
 		}
+		a := echoAnswer{from: sender, code: m.Code, rtt: time.Since(start)}
 		switch body := m.Body.(type) {
 		case *icmp.Echo:
 			if m.Type == ipv4.ICMPTypeEchoReply && body.ID == id && sender == dst {
-				return Hop{From: sender, Reached: true}, nil
+				a.typ = ipv4.ICMPTypeEchoReply
+				return a, nil
 			}
 		case *icmp.TimeExceeded:
-			if quotesEcho(body.Data, dst, id) {
-				return Hop{From: sender}, nil
+			if slices.Contains(errTypes, ipv4.ICMPTypeTimeExceeded) && quotesEcho(body.Data, dst, id) {
+				a.typ = ipv4.ICMPTypeTimeExceeded
+				return a, nil
+			}
+		case *icmp.DstUnreach:
+			if slices.Contains(errTypes, ipv4.ICMPTypeDestinationUnreachable) && quotesEcho(body.Data, dst, id) {
+				a.typ = ipv4.ICMPTypeDestinationUnreachable
+				return a, nil
 			}
 		}
 	}
