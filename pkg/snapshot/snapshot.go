@@ -1,0 +1,225 @@
+// Package snapshot keeps the agent's last good state on disk, so that a node rebooted while cut
+// off from the API server can program its datapath again without it (docs/autonomy.md).
+//
+// A State is what the reconcilers last wrote to the maps, in their neutral types (routes, nodes,
+// domains, Service frontends and backend sets, node ports included), plus this node's own
+// registration (node IP, pod CIDR, VTEP MAC, domain) and, for each Service backend that is a pod
+// of this node, the pod's name (from its EndpointSlice's targetRef), so that a backend whose pod
+// came back with a new IP can be repaired from the CNI plugin's name index.
+//
+// The file is JSON with a format version. Write refuses a State whose encoding passes a size
+// bound, and replaces the file atomically: a temporary file in the same directory is written,
+// fsynced, renamed over the target, and the directory is fsynced, so a reader (or a reboot) sees
+// the whole old file or the whole new one. Read reports an unknown version (ErrVersion), a
+// corrupt file (ErrCorrupt) and a missing one (fs.ErrNotExist) as errors the caller logs as
+// warnings and then ignores: a snapshot only ever helps, it never stops the agent.
+package snapshot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// Version is the format this package writes and the only one it reads. Bump it when a field
+// changes meaning; adding a field does not need it.
+const Version = 1
+
+// FileName is the snapshot's file in the agent's run directory.
+const FileName = "snapshot.json"
+
+// DefaultMaxBytes bounds the encoded snapshot: 10,000 Services with 150,000 endpoints take
+// about 15 MiB.
+const DefaultMaxBytes = 64 << 20
+
+// Path is the snapshot's path in runDir.
+func Path(runDir string) string { return filepath.Join(runDir, FileName) }
+
+// Errors Read returns for a file that is there but cannot be used.
+var (
+	ErrVersion = errors.New("snapshot format version not supported")
+	ErrCorrupt = errors.New("snapshot corrupt")
+	ErrTooBig  = errors.New("snapshot larger than its size bound")
+)
+
+// State is the agent's last good state.
+type State struct {
+	Version int `json:"version"`
+	// Written is when the agent wrote it (RFC 3339), for the logs.
+	Written string `json:"written"`
+	Node    Node   `json:"node"`
+
+	Routes    []Route    `json:"routes"`
+	Nodes     []Peer     `json:"nodes"`
+	Domains   []Domain   `json:"domains"`
+	Frontends []Frontend `json:"frontends"`
+	Backends  []Backend  `json:"backends"`
+	// PodBackends names the pod behind each backend address of this node's pod CIDR.
+	PodBackends []PodBackend `json:"podBackends"`
+}
+
+// Node is this node as it registered.
+type Node struct {
+	Name        string       `json:"name"`
+	NodeIP      netip.Addr   `json:"nodeIP"`
+	PodCIDR     netip.Prefix `json:"podCIDR"`
+	VTEPMAC     string       `json:"vtepMAC"`
+	Domain      string       `json:"domain"`
+	DomainID    uint32       `json:"domainID"`
+	Gateway     netip.Addr   `json:"gateway,omitzero"`
+	IsGateway   bool         `json:"isGateway,omitempty"`
+	RouteMode   bool         `json:"routeMode,omitempty"` // the node's domain uses encapsulation: route (pod MTU)
+	ClusterCIDR netip.Prefix `json:"clusterCIDR"`
+}
+
+// Route is a routes_map entry.
+type Route struct {
+	PodCIDR netip.Prefix `json:"podCIDR"`
+	NodeIP  netip.Addr   `json:"nodeIP"`
+	Domain  uint32       `json:"domain"`
+	Encap   uint8        `json:"encap"`
+	Local   bool         `json:"local,omitempty"`
+}
+
+// Peer is a nodes_map entry.
+type Peer struct {
+	NodeIP     netip.Addr `json:"nodeIP"`
+	VTEPMAC    string     `json:"vtepMAC"`
+	NextHopMAC string     `json:"nextHopMAC,omitempty"`
+	Domain     uint32     `json:"domain"`
+}
+
+// Domain is a domains_map entry.
+type Domain struct {
+	ID        uint32 `json:"id"`
+	Name      string `json:"name"`
+	Reachable bool   `json:"reachable,omitempty"`
+	Local     bool   `json:"local,omitempty"`
+}
+
+// Frontend is an lb_svc_map entry.
+type Frontend struct {
+	VIP             netip.Addr `json:"vip"`
+	Port            uint16     `json:"port"`
+	Proto           uint8      `json:"proto"`
+	Scope           uint8      `json:"scope"`
+	ID              uint32     `json:"id"`
+	Count           uint16     `json:"count"`
+	Flags           uint16     `json:"flags"`
+	AffinityTimeout uint32     `json:"affinityTimeout,omitempty"`
+	Unreachable     uint16     `json:"unreachable,omitempty"`
+}
+
+// Backend is an lb_backend_map entry: slot Slot of backend set ID.
+type Backend struct {
+	ID   uint32     `json:"id"`
+	Slot uint32     `json:"slot"`
+	IP   netip.Addr `json:"ip"`
+	Port uint16     `json:"port"`
+}
+
+// PodBackend is a backend address that was a pod of this node.
+type PodBackend struct {
+	IP        netip.Addr `json:"ip"`
+	Namespace string     `json:"namespace"`
+	Name      string     `json:"name"`
+}
+
+// Write replaces the snapshot in runDir with s (its Version set to Version), atomically and
+// durably; it refuses, leaving the old file, when the encoding passes maxBytes.
+func Write(runDir string, s *State, maxBytes int) error {
+	c := *s
+	c.Version = Version
+	data, err := json.Marshal(&c)
+	if err != nil {
+		return fmt.Errorf("encoding the snapshot: %w", err)
+	}
+	if len(data) > maxBytes {
+		return fmt.Errorf("writing %s: %d bytes, bound %d: %w", Path(runDir), len(data), maxBytes, ErrTooBig)
+	}
+	return writeAtomic(runDir, FileName, data)
+}
+
+// writeAtomic writes data to dir/name through a temporary file, fsync, rename and a directory fsync.
+func writeAtomic(dir, name string, data []byte) (err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+name+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("creating the snapshot's temporary file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("renaming the snapshot into place: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("opening %s to sync it: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Read returns the snapshot in runDir. A missing file is fs.ErrNotExist; one larger than maxBytes
+// ErrTooBig; one that is not a whole snapshot ErrCorrupt; another format ErrVersion.
+func Read(runDir string, maxBytes int) (*State, error) {
+	f, err := os.Open(Path(runDir))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, int64(maxBytes)+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", f.Name(), err)
+	}
+	if len(data) > maxBytes {
+		return nil, fmt.Errorf("reading %s: more than %d bytes: %w", f.Name(), maxBytes, ErrTooBig)
+	}
+	var head struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil || head.Version == nil {
+		return nil, fmt.Errorf("reading %s: %w: %v", f.Name(), ErrCorrupt, errOr(err, "no version field"))
+	}
+	if *head.Version != Version {
+		return nil, fmt.Errorf("reading %s: version %d, this agent reads %d: %w", f.Name(), *head.Version, Version, ErrVersion)
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("reading %s: %w: %v", f.Name(), ErrCorrupt, err)
+	}
+	if !s.Node.NodeIP.IsValid() || !s.Node.PodCIDR.IsValid() {
+		return nil, fmt.Errorf("reading %s: %w: no node IP or pod CIDR", f.Name(), ErrCorrupt)
+	}
+	return &s, nil
+}
+
+func errOr(err error, msg string) any {
+	if err != nil {
+		return err
+	}
+	return msg
+}
