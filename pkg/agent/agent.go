@@ -52,6 +52,8 @@ type Agent struct {
 	// bgp is route mode's BGP speaker; it outlives run, which cannot tell a restart from an
 	// uninstall. Nil until watch created it.
 	bgp *bgpSpeaker
+	// snapshots keeps the snapshot of the last good state (snapshot.go); nil when disabled.
+	snapshots *snapshotKeeper
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,
@@ -111,11 +113,16 @@ func (a *Agent) run(ctx context.Context) error {
 	inf.Services()
 	inf.EndpointSlices()
 	inf.Start(infCtx)
-	node, err := a.register(ctx)
-	if err != nil {
-		return err
+	// A node rebooted while cut off from the API server starts from its snapshot (snapshot.go).
+	restore := a.snapshotToRestore(ctx, inf)
+	var node *corev1.Node
+	var err error
+	if restore != nil {
+		err = a.registerFromSnapshot(restore)
+	} else if node, err = a.register(ctx); err == nil {
+		err = a.takeOverFromFlannel(ctx, node)
 	}
-	if err := a.takeOverFromFlannel(ctx, node); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := a.ensureDevice(); err != nil {
@@ -156,10 +163,15 @@ func (a *Agent) run(ctx context.Context) error {
 		logger.Error(err, "Updating pod attachments to the new program; the old one keeps running there")
 	}
 	a.ready.datapath.Store(true)
+	if restore != nil {
+		if node, err = a.startFromSnapshot(ctx, tbl, restore); err != nil {
+			return err
+		}
+	}
 	if err := a.publishVTEP(ctx, node); err != nil {
 		return err
 	}
-	return a.watch(ctx, tbl, inf)
+	return a.watch(ctx, a.trackForSnapshot(tbl), inf)
 }
 
 // stopBGP stops the speaker, if one runs: withdraw for an uninstall, else graceful restart.

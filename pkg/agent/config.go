@@ -41,6 +41,7 @@ type Config struct {
 	NodeName           string
 	BPFFSRoot          string
 	RunDir             string
+	SnapshotDir        string // where the snapshot of the last good state is kept (snapshot.go); "" disables
 	ClusterCIDR        netip.Prefix
 	ServiceCIDR        netip.Prefix
 	NodeCIDRMaskSize   int
@@ -86,6 +87,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	fs.StringVar(&c.BPFFSRoot, "bpffs-root", maps.DefaultRoot, "bpffs directory for pinned maps, programs and links")
 	fs.StringVar(&c.RunDir, "run-dir", cninode.DefaultRunDir, "directory of the node config file the CNI plugin reads")
+	fs.StringVar(&c.SnapshotDir, "snapshot-dir", "/var/lib/edgeplane", "directory kept across reboots for the snapshot of the last good state, which a node rebooted while cut off from the API server programs its datapath from; empty disables")
 	c.ClusterCIDR, c.ServiceCIDR = netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")
 	fs.Var((*prefixValue)(&c.ClusterCIDR), "cluster-cidr", "cluster pod CIDR")
 	fs.Var((*prefixValue)(&c.ServiceCIDR), "service-cidr", "service CIDR")

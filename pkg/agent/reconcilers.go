@@ -8,7 +8,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
-	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
@@ -23,7 +22,7 @@ import (
 
 // watch runs the informers and reconcilers, writes the CNI config once the maps hold every node,
 // and re-converges the host periodically until ctx is done.
-func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Informers) error {
+func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) error {
 	logger := klog.FromContext(ctx)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
@@ -128,6 +127,9 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	running.Go(func() { errs <- gc.Run(ctx) })
 	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
 	running.Go(func() { speaker.run(ctx) })
+	running.Go(func() {
+		a.keepSnapshot(ctx, inf.Pods(), func() bool { return a.ready.synced.Load() && svcs.readyCheck() == nil })
+	})
 	if domains != nil {
 		running.Go(func() {
 			if domains.WaitForSync(ctx) {

@@ -19,7 +19,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/controller/conntrackgc"
 	"github.com/edgeplane/edgeplane/pkg/controller/externalroutes"
-	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	"github.com/edgeplane/edgeplane/pkg/service"
@@ -39,7 +38,7 @@ type services struct {
 
 // newServices wires the service reconciler, whose findings about Services go to clusterRecorder,
 // and the health check servers, whose failures are this node's own and go to recorder.
-func (a *Agent) newServices(inf *k8s.Informers, tbl *maptables.Tables, recorder, clusterRecorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
+func (a *Agent) newServices(inf *k8s.Informers, tbl mapTables, recorder, clusterRecorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
 	svcInformer, sliceInformer := inf.Services(), inf.EndpointSlices()
 	nodes := corelisters.NewNodeLister(inf.Nodes().GetIndexer())
 	// kube-proxy's health timeout: twice its sync period.

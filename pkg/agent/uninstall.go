@@ -23,6 +23,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
+	"github.com/edgeplane/edgeplane/pkg/snapshot"
 )
 
 // uninstallAPITimeout bounds the API server part of an uninstall: a node that cannot reach it still
@@ -95,6 +96,11 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.
 	}
 	if err := bgpstatus.Remove(cfg.RunDir); err != nil {
 		errs = append(errs, err)
+	}
+	if cfg.SnapshotDir != "" { // a later install must not start from this one's state
+		if err := removeFile(ctx, snapshot.Path(cfg.SnapshotDir)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if client != nil {
 		apiCtx, cancel := context.WithTimeout(ctx, apiTimeout)

@@ -31,6 +31,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
+	"github.com/edgeplane/edgeplane/pkg/snapshot"
 )
 
 // TestUninstall runs the agent in a private network namespace with a private bpffs, attaches a
@@ -72,7 +73,7 @@ func uninstallInNetns(t *testing.T) {
 	}
 	client := fake.NewClientset(self)
 	cfg := Config{
-		NodeName: "self", BPFFSRoot: root, RunDir: runDir,
+		NodeName: "self", BPFFSRoot: root, RunDir: runDir, SnapshotDir: t.TempDir(),
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
 		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
 		Resync: time.Second, ProcSys: netdev.DefaultProcSys,
@@ -84,6 +85,7 @@ func uninstallInNetns(t *testing.T) {
 	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: netip.MustParseAddr("10.244.1.2"), Name: "p"}); err != nil { // as CNI ADD does
 		t.Fatal(err)
 	}
+	waitSnapshot(t, cfg.SnapshotDir, func(*snapshot.State) bool { return true }, 20*time.Second)
 	stop()
 	if err := bgpstatus.Write(runDir, &bgpstatus.Report{Node: "n1"}); err != nil { // as a route-mode agent does
 		t.Fatal(err)
@@ -180,6 +182,9 @@ func checkUninstalled(t *testing.T, mount string, cfg Config, podVeth string) {
 	}
 	if _, err := os.Stat(bgpstatus.Path(cfg.RunDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("bgp.json: %v; want it gone", err)
+	}
+	if _, err := os.Stat(snapshot.Path(cfg.SnapshotDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("snapshot: %v; want it gone", err)
 	}
 	for _, ifname := range []string{"eth0", podVeth} {
 		l, err := netlink.LinkByName(ifname)
