@@ -169,8 +169,8 @@ func (s *site) startStreams(t *testing.T) *streams {
 	t.Helper()
 	ctx, stop := context.WithCancel(t.Context())
 	flows := map[string]netip.AddrPort{
-		"p1 -> p2 (same node)":           netip.AddrPortFrom(s.p2.IP, podPort),
-		"p1 -> p3 (other node)":          netip.AddrPortFrom(s.p3.IP, podPort),
+		"p1 -> p2 (same node)":            netip.AddrPortFrom(s.p2.IP, podPort),
+		"p1 -> p3 (other node)":           netip.AddrPortFrom(s.p3.IP, podPort),
 		"p1 -> web (Service, backend p3)": s.web,
 	}
 	ss := &streams{stop: stop, results: make(chan streamResult, len(flows)), n: len(flows)}
