@@ -30,8 +30,10 @@ import (
 
 // Agent is one run of edgeplane-agent.
 type Agent struct {
-	cfg       Config
-	client    k8s.API
+	cfg    Config
+	client k8s.API
+	// apiserver follows whether the API server answers (nil in unit tests: always reachable).
+	apiserver *k8s.Reachability
 	ready     readiness
 	telemetry *telemetry
 
@@ -70,7 +72,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if namespace, name, _ := cfg.DaemonSetRef(); name != "" {
 		own = client.WatchOwnDaemonSet(ctx, namespace, name)
 	}
-	a := &Agent{cfg: cfg, client: client}
+	// Whether the API server answers: the informers wait for it rather than back off, and the end
+	// of an outage closes the connections that died in it (docs/autonomy.md).
+	reach := k8s.NewReachability(client.Probe, cfg.APIServerProbe)
+	client.FollowReachability(reach)
+	go reach.Run(ctx)
+	a := &Agent{cfg: cfg, client: client, apiserver: reach}
 	stopCtx := context.WithoutCancel(ctx)
 	if err := a.run(ctx); err != nil || ctx.Err() == nil || own == nil {
 		return errors.Join(err, a.stopBGP(stopCtx, false))
@@ -95,6 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 func (a *Agent) run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	a.telemetry = newTelemetry(a.cfg, &a.ready)
+	a.followAPIServer()
 	if a.cfg.MetricsAddr != "" {
 		if err := a.ready.serve(ctx, a.cfg.MetricsAddr); err != nil {
 			return err
@@ -211,10 +219,22 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 	return node, nil
 }
 
+// getNodeTimeout bounds one GET of this node's Node: a request that hangs on a dead link must not
+// outlast the link's return by TCP's retransmission backoff.
+const getNodeTimeout = 5 * time.Second
+
 // getNode waits for kubelet to register the Node, retrying transient errors.
 func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 	var node *corev1.Node
 	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		// Cut off from the API server, the agent waits here, touching nothing: the pinned programs
+		// and maps the previous agent left keep forwarding (docs/autonomy.md). The wait ends
+		// within a second of the link's return.
+		if err := a.apiserver.Wait(ctx); err != nil {
+			return false, err
+		}
+		ctx, cancel := context.WithTimeout(ctx, getNodeTimeout)
+		defer cancel()
 		n, err := a.client.GetNode(ctx, a.cfg.NodeName)
 		if err != nil {
 			klog.FromContext(ctx).Info("Waiting for this node's Node object", "node", a.cfg.NodeName, "err", err)

@@ -127,6 +127,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 	running.Go(func() { errs <- gc.Run(ctx) })
 	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
 	running.Go(func() { speaker.run(ctx) })
+	running.Go(func() { a.reportReconnections(ctx, recorder) })
 	running.Go(func() {
 		a.keepSnapshot(ctx, inf.Pods(), func() bool { return a.ready.synced.Load() && svcs.readyCheck() == nil })
 	})

@@ -67,7 +67,7 @@ type Family struct {
 // Families lists every edgeplane_* family the agent exports (it also exports the standard go_* and
 // process_* families).
 func Families() []Family {
-	return slices.Concat(families, bgpFamilies)
+	return slices.Concat(families, bgpFamilies, apiserverFamilies)
 }
 
 var families = []Family{
@@ -137,6 +137,7 @@ type Metrics struct {
 	watches         *watchCollector
 	gcDeleted       *prometheus.CounterVec
 	bgp             *bgpCollector
+	apiserver       *apiserverCollector
 }
 
 var _ controller.Metrics = (*Metrics)(nil)
@@ -174,7 +175,8 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 		watches: &watchCollector{desc: prometheus.NewDesc(APIWatchSynced, help(APIWatchSynced), []string{"resource"}, nil)},
 		gcDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: ConntrackGCDeleted, Help: help(ConntrackGCDeleted)}, []string{"map", "reason"}),
-		bgp: newBGPCollector(),
+		bgp:       newBGPCollector(),
+		apiserver: newAPIServerCollector(),
 	}
 	for _, s := range conntrackSeries {
 		m.gcDeleted.WithLabelValues(s[0], s[1])
@@ -196,7 +198,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 	cs := []prometheus.Collector{
 		m.reconciles, m.reconcileErrors, m.reconcileDuration,
 		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
-		m.watches, m.gcDeleted, m.bgp, build,
+		m.watches, m.gcDeleted, m.bgp, m.apiserver, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
