@@ -46,6 +46,11 @@ const restoreWait = 5 * time.Second
 // collected and written together.
 const snapshotInterval = time.Second
 
+// snapshotCostFactor spaces the writes of a large snapshot: the next write waits this many times
+// as long as the last one took, so keeping the snapshot costs at most 1/snapshotCostFactor of a
+// core under constant churn.
+const snapshotCostFactor = 10
+
 // repairInterval is how often, when started from the snapshot, the name index is read for pods
 // re-created with new IPs.
 const repairInterval = time.Second
@@ -87,6 +92,7 @@ func (a *Agent) keepSnapshot(ctx context.Context, pods cache.SharedIndexInformer
 	}
 	logger := klog.FromContext(ctx).WithValues("path", snapshot.Path(k.dir))
 	var lastErr string
+	var next time.Time // no write before: a large snapshot's writes are spaced by their cost
 	tick := time.NewTicker(snapshotInterval)
 	defer tick.Stop()
 	for {
@@ -95,13 +101,15 @@ func (a *Agent) keepSnapshot(ctx context.Context, pods cache.SharedIndexInformer
 			return
 		case <-tick.C:
 		}
-		if !ready() || !k.dirty.Swap(false) {
+		if !ready() || time.Now().Before(next) || !k.dirty.Swap(false) {
 			continue
 		}
+		start := time.Now()
 		s, err := a.collectSnapshot(pods.GetIndexer())
 		if err == nil {
 			err = snapshot.Write(k.dir, s, k.maxBytes)
 		}
+		next = start.Add(snapshotCostFactor * time.Since(start))
 		switch {
 		case err != nil && err.Error() != lastErr:
 			logger.Error(err, "Writing the snapshot of the last good state; the previous one stays")

@@ -176,3 +176,30 @@ func TestAtomicReplace(t *testing.T) {
 		t.Fatalf("temporary files left: %v", tmps)
 	}
 }
+
+// Issue 18's scale (10,000 Services, 150,000 endpoints, each Service with a ClusterIP and a node
+// port frontend, so two backend sets) fits the default bound, with room.
+func TestScaleFitsTheDefaultBound(t *testing.T) {
+	s := state(0)
+	for svc := range 10_000 {
+		for f := range 2 {
+			id := uint32(svc*2 + f)
+			s.Frontends = append(s.Frontends, Frontend{VIP: netip.AddrFrom4([4]byte{10, 96, byte(svc >> 8), byte(svc)}), Port: 80 + uint16(f), Proto: 6, ID: id, Count: 15})
+			for slot := range 15 {
+				s.Backends = append(s.Backends, Backend{ID: id, Slot: uint32(slot), IP: netip.AddrFrom4([4]byte{10, byte(100 + slot), byte(svc >> 8), byte(svc)}), Port: 8080})
+			}
+		}
+	}
+	dir := t.TempDir()
+	if err := Write(dir, s, DefaultMaxBytes); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(Path(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d frontends, %d backends: %.1f MiB (bound %d MiB)", len(s.Frontends), len(s.Backends), float64(info.Size())/(1<<20), DefaultMaxBytes>>20)
+	if info.Size() > DefaultMaxBytes/2 {
+		t.Fatalf("%d bytes: more than half the default bound", info.Size())
+	}
+}
