@@ -11,7 +11,7 @@ import (
 // A cluster node (StartCluster) is, like a kind node, its own network namespace and its own mount
 // namespace: containerd and kubelet run in both (nsenter --net --mount), so the paths the unmodified
 // DaemonSet mounts from the host (hostPath /opt/cni/bin, /etc/cni/net.d, /run/edgeplane,
-// /run/flannel, /sys/fs/bpf, /proc/sys/net) resolve per node when runc sets up a container. The
+// /var/lib/edgeplane, /run/flannel, /sys/fs/bpf, /proc/sys/net) resolve per node when runc sets up a container. The
 // mount namespace is persistent (unshare --mount=<file>): its nsfs file is bind-mounted under the
 // node's kubelet-node dir and goes when KubeletNode.Close unmounts that dir, after every process in
 // it has stopped.
@@ -32,6 +32,7 @@ var nodeMounts = []string{
 	"/etc/cni/net.d",
 	"/run/edgeplane",
 	"/run/flannel",
+	"/var/lib/edgeplane", // the agent's snapshot (--snapshot-dir)
 	"/var/lib/kubelet",
 	"/var/lib/cni", // host-local's reservations, libcni's cache
 	"/var/log",     // /var/log/pods and the /var/log/containers links

@@ -207,6 +207,9 @@ func (n *Node) createObject(ctx context.Context, opts NodeOptions) error {
 	return nil
 }
 
+// SnapshotDir is the agent's --snapshot-dir: what survives a simulated reboot of the node.
+func (n *Node) SnapshotDir() string { return filepath.Join(n.Dir, "state") }
+
 // AgentArgs are the flags the harness starts edgeplane-agent with.
 func (n *Node) AgentArgs() []string {
 	return append([]string{
@@ -214,6 +217,8 @@ func (n *Node) AgentArgs() []string {
 		"--node-name=" + n.Name,
 		"--bpffs-root=" + n.BPFFS,
 		"--run-dir=" + n.RunDir,
+		// The snapshot of the last good state: the node's own, never the host's /var/lib/edgeplane.
+		"--snapshot-dir=" + n.SnapshotDir(),
 		"--cluster-cidr=" + ClusterCIDR.String(),
 		"--service-cidr=" + ServiceCIDR.String(),
 		"--underlay-interface=eth0",
