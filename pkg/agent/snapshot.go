@@ -381,7 +381,7 @@ func localPods(runDir string, endpoints controller.EndpointTable) (map[netip.Add
 
 // repairBackends rewrites, every repairInterval until ctx is done, the backends whose pod came
 // back under a new address since the snapshot was written (the name index says so).
-func repairBackends(ctx context.Context, t mapTables, s *snapshot.State, runDir string) {
+func repairBackends(ctx context.Context, t mapTables, s *snapshot.State, runDir string, repairedPod func()) {
 	logger := klog.FromContext(ctx)
 	repaired := map[netip.Addr]netip.Addr{}
 	for {
@@ -404,6 +404,7 @@ func repairBackends(ctx context.Context, t mapTables, s *snapshot.State, runDir 
 				continue
 			}
 			repaired[from] = to
+			repairedPod()
 			logger.Info("Service backends of a pod re-created with a new IP repaired from the name index, until the API server answers",
 				"from", from, "to", to)
 		}
@@ -498,9 +499,17 @@ func (a *Agent) startFromSnapshot(ctx context.Context, t mapTables, s *snapshot.
 		return nil, err
 	}
 	logger.Info("Datapath programmed from the snapshot; waiting for the API server", "written", s.Written)
+	var repairedPods atomic.Int64
+	a.ready.addNote(func() string {
+		if a.ready.synced.Load() {
+			return "snapshot: this agent started from the snapshot written " + s.Written + " (no pins, API server unreachable); the API server's state has replaced it"
+		}
+		return fmt.Sprintf("snapshot: datapath programmed from the snapshot written %s (no pins, API server unreachable); Service backends of %d re-created pod(s) repaired from the name index",
+			s.Written, repairedPods.Load())
+	})
 	repairCtx, stopRepair := context.WithCancel(ctx)
 	var repairing sync.WaitGroup
-	repairing.Go(func() { repairBackends(repairCtx, t, s, a.cfg.RunDir) })
+	repairing.Go(func() { repairBackends(repairCtx, t, s, a.cfg.RunDir, func() { repairedPods.Add(1) }) })
 	defer repairing.Wait() // the reconcilers own the maps from here on
 	defer stopRepair()
 	return a.register(ctx)

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"errors"
+	"io"
 	"maps"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -240,6 +243,7 @@ func agentRebootedWhileCutOff(t *testing.T) {
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.9:8080",
 	}
 	checkServices(t, root, repaired)
+	checkReadyz(t, "http://"+cfg.MetricsAddr, http.StatusServiceUnavailable, "Service backends of 1 re-created pod(s) repaired")
 
 	// The link returns: the API server's state wins (here: web-0 gone from the Service, as the
 	// EndpointSlice controller says).
@@ -255,6 +259,21 @@ func agentRebootedWhileCutOff(t *testing.T) {
 		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080",
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080",
 	})
+	checkReadyz(t, "http://"+cfg.MetricsAddr, http.StatusOK, "the API server's state has replaced it")
+}
+
+// checkReadyz checks /readyz's status and that its answer holds line.
+func checkReadyz(t *testing.T, base string, status int, line string) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status || !strings.Contains(string(body), line) {
+		t.Fatalf("/readyz: %d %q; want %d with %q", resp.StatusCode, body, status, line)
+	}
 }
 
 func waitSnapshot(t *testing.T, dir string, ok func(*snapshot.State) bool, within time.Duration) {
