@@ -74,6 +74,9 @@ type snapshotKeeper struct {
 	maxBytes int
 	tables   mapTables // the real ones, listed for each write
 	dirty    atomic.Bool
+	// node is this node's registration, taken before the reconcilers start (the convergence loop
+	// rewrites the agent's device field, with the same MAC, while the keeper reads).
+	node snapshot.Node
 }
 
 // track returns t with every write marking the snapshot out of date.
@@ -131,12 +134,8 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	a.localMu.Lock()
 	local := a.local
 	a.localMu.Unlock()
-	s := &snapshot.State{
-		Written: time.Now().UTC().Format(time.RFC3339),
-		Node: snapshot.Node{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, VTEPMAC: a.device.MAC.String(),
-			Domain: local.Domain, DomainID: local.DomainID, Gateway: local.Gateway, IsGateway: local.IsGateway,
-			ClusterCIDR: a.cfg.ClusterCIDR},
-	}
+	s := &snapshot.State{Written: time.Now().UTC().Format(time.RFC3339), Node: a.snapshots.node}
+	s.Node.Domain, s.Node.DomainID, s.Node.Gateway, s.Node.IsGateway = local.Domain, local.DomainID, local.Gateway, local.IsGateway
 	if r := a.routing.Load(); r != nil && r.Encapsulation == domain.Route {
 		s.Node.RouteMode = true
 	}
@@ -479,7 +478,8 @@ func (a *Agent) trackForSnapshot(t mapTables) mapTables {
 	if a.cfg.SnapshotDir == "" {
 		return t
 	}
-	a.snapshots = &snapshotKeeper{dir: a.cfg.SnapshotDir, maxBytes: snapshot.DefaultMaxBytes}
+	a.snapshots = &snapshotKeeper{dir: a.cfg.SnapshotDir, maxBytes: snapshot.DefaultMaxBytes, node: snapshot.Node{
+		Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, VTEPMAC: a.device.MAC.String(), ClusterCIDR: a.cfg.ClusterCIDR}}
 	return a.snapshots.track(t)
 }
 
