@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"io"
 	"maps"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -27,8 +29,11 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
+	bpfmaps "github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
+	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	"github.com/edgeplane/edgeplane/pkg/service"
 	"github.com/edgeplane/edgeplane/pkg/snapshot"
@@ -292,4 +297,64 @@ var discoveryGVR = discoveryv1.SchemeGroupVersion.WithResource("endpointslices")
 
 func discoveryEndpoint(ip, node string) discoveryv1.Endpoint {
 	return discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: &node}
+}
+
+// snapshotToRestore takes the snapshot only with no pins, a whole snapshot of this node, and
+// informers that do not sync; every other case is the usual start.
+func TestSnapshotToRestore(t *testing.T) {
+	good := &snapshot.State{Node: snapshot.Node{Name: "self", NodeIP: netip.MustParseAddr("192.168.60.2"),
+		PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")}}
+	other := *good
+	other.Node.Name = "other"
+	for _, tc := range []struct {
+		name        string
+		write       func(dir string) error
+		pinned      bool
+		apiServer   bool
+		wantRestore bool
+	}{
+		{name: "no snapshot", write: func(string) error { return nil }},
+		{name: "corrupt", write: func(dir string) error { return os.WriteFile(snapshot.Path(dir), []byte(`{"version":1,"node":`), 0o644) }},
+		{name: "another version", write: func(dir string) error { return os.WriteFile(snapshot.Path(dir), []byte(`{"version":99}`), 0o644) }},
+		{name: "another node", write: func(dir string) error { return snapshot.Write(dir, &other, snapshot.DefaultMaxBytes) }},
+		{name: "pins present", pinned: true, write: func(dir string) error { return snapshot.Write(dir, good, snapshot.DefaultMaxBytes) }},
+		{name: "API server answers", apiServer: true, write: func(dir string) error { return snapshot.Write(dir, good, snapshot.DefaultMaxBytes) }},
+		{name: "rebooted, cut off", wantRestore: true, write: func(dir string) error { return snapshot.Write(dir, good, snapshot.DefaultMaxBytes) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, dir := t.TempDir(), t.TempDir()
+			if tc.pinned {
+				pin := bpfmaps.PinPath(root, nodecfg.MapName)
+				if err := os.MkdirAll(filepath.Dir(pin), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(pin, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tc.write(dir); err != nil {
+				t.Fatal(err)
+			}
+			client := fake.NewClientset()
+			if !tc.apiServer {
+				client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, errors.New("unreachable") })
+			}
+			inf := k8s.NewInformers(k8stest.FromClientset(client), "self")
+			defer inf.Shutdown()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel() // before Shutdown, which waits for the informers
+			inf.Nodes()
+			inf.Services()
+			inf.EndpointSlices()
+			inf.Start(ctx)
+			a := &Agent{cfg: Config{NodeName: "self", BPFFSRoot: root, SnapshotDir: dir, ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")}}
+			got := a.snapshotToRestore(t.Context(), inf)
+			if (got != nil) != tc.wantRestore {
+				t.Fatalf("restore: %v, want %v", got != nil, tc.wantRestore)
+			}
+			if got != nil && got.Node != good.Node {
+				t.Fatalf("restored node %+v, want %+v", got.Node, good.Node)
+			}
+		})
+	}
 }
