@@ -17,9 +17,9 @@ import (
 // its connections there, so watches stuck on a dead connection restart at once).
 //
 // While the server is unreachable, the informers' lists and watches wait for it (Wait) instead of
-// failing: client-go's reflector backs off up to a minute between failed attempts, and an agent
-// whose reflectors had been failing for the whole outage would see the API server's changes that
-// much later after the link returns.
+// being sent into the dead link: there they would hang in TCP's retransmission backoff or fail
+// into client-go's reflector backoff (up to a minute), and the agent would see the API server's
+// changes after the link returns only when that timing allows.
 type Reachability struct {
 	probe             func(ctx context.Context) error
 	interval, retry   time.Duration
