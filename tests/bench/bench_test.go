@@ -256,11 +256,15 @@ func BenchmarkDatapath(b *testing.B) {
 		b.Fatal("BENCH_GROUPS and BENCH_METRICS leave nothing to measure")
 	}
 
-	// A route-mode path must be what it says: pods' packets on the wire unencapsulated.
-	for _, pair := range [][2]int{{0, 1}, {0, 2}} {
-		from, to := rs.pods[pair[0]], rs.pods[pair[1]]
-		if err := checkUnencapsulated(from, to, rs.nodes[pair[1]]); err != nil {
-			b.Fatalf("route mode: %v", err)
+	// A route-mode path must be what it says: pods' packets on the wire unencapsulated, where the
+	// VXLAN path's are encapsulated.
+	for _, w := range []struct {
+		from, to *lab.Pod
+		toNode   *lab.Node
+		vxlan    bool
+	}{{rs.pods[0], rs.pods[1], r2, false}, {rs.pods[0], rs.pods[2], r3, false}, {a1, bp1, n2, true}} {
+		if err := checkWire(w.from, w.to, w.toNode, w.vxlan); err != nil {
+			b.Fatalf("route-mode groups: %v", err)
 		}
 	}
 

@@ -108,10 +108,12 @@ func setupRouteSite(ctx context.Context, l *lab.Lab, first int) (*routeSite, err
 	return s, nil
 }
 
-// checkUnencapsulated proves that pod traffic from pod from to pod to crosses to's node NIC as
-// plain IPv4 between the pods' addresses, with no VXLAN frame: otherwise a route-mode path
-// would measure the overlay. It pings through the path while capturing there.
-func checkUnencapsulated(from, to *lab.Pod, toNode *lab.Node) error {
+// checkWire proves how pod traffic from pod from to pod to crosses to's node NIC: unencapsulated
+// (plain IPv4 between the pods' addresses, no VXLAN frame: otherwise a route-mode path would
+// measure the overlay) or, with vxlan, in VXLAN frames only (the overlay path of the same
+// group, which also shows that the check sees VXLAN). It pings through the path while capturing
+// there.
+func checkWire(from, to *lab.Pod, toNode *lab.Node, vxlanWanted bool) error {
 	c, err := lab.StartCapture(toNode.Netns, "eth0")
 	if err != nil {
 		return err
@@ -147,7 +149,11 @@ func checkUnencapsulated(from, to *lab.Pod, toNode *lab.Node) error {
 	if err := <-done; err != nil {
 		return fmt.Errorf("%s -> %s: %w", from.Name, to.Name, err)
 	}
-	if plain == 0 || vxlan != 0 {
+	switch {
+	case vxlanWanted && (vxlan == 0 || plain != 0):
+		return fmt.Errorf("%s -> %s on %s's NIC: %d plain pod-to-pod packets, %d VXLAN frames; want VXLAN only",
+			from.Name, to.Name, toNode.Name, plain, vxlan)
+	case !vxlanWanted && (plain == 0 || vxlan != 0):
 		return fmt.Errorf("%s -> %s on %s's NIC: %d plain pod-to-pod packets, %d VXLAN frames; want plain ones only",
 			from.Name, to.Name, toNode.Name, plain, vxlan)
 	}
