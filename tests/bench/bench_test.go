@@ -79,6 +79,7 @@ func newLab(b *testing.B) *lab.Lab {
 // profiling (see hold).
 func BenchmarkDatapath(b *testing.B) {
 	ctx := context.Background()
+	built := time.Now()
 	l := newLab(b)
 
 	n1, err := l.AddNode(ctx, "node-1", 1, lab.NodeOptions{})
@@ -292,11 +293,13 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 
 	rounds := envInt("BENCH_ROUNDS", 5)
+	b.Logf("lab built and paths checked in %v", time.Since(built).Round(time.Second))
 	var results []Result
 	var idle []float64
 	idle = append(idle, background(b))
 	port := 15000
 	for _, g := range groups {
+		started := time.Now()
 		for _, m := range g.metrics {
 			samples := make([][]Sample, len(g.paths))
 			for r := 0; r < rounds; r++ {
@@ -320,6 +323,8 @@ func BenchmarkDatapath(b *testing.B) {
 			}
 			results = append(results, fresh...)
 		}
+		b.Logf("group %s: %d metrics x %d paths x %d rounds took %v", g.name, len(g.metrics), len(g.paths), rounds,
+			time.Since(started).Round(time.Second))
 		if g.name == "cross-node" {
 			idle = append(idle, background(b))
 		}
