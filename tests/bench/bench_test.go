@@ -74,9 +74,9 @@ func newLab(b *testing.B) *lab.Lab {
 // Flannel's host-gw backend and the underlay, on one L2 segment and across the BGP gateway. Run it
 // with `make bench` (root). BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 4) tune it,
 // BENCH_GROUPS (comma list of group names) keeps only some groups, BENCH_METRICS (comma list of
-// metric names) only some metrics, BENCH_TCP_CC the streams' congestion control (default cubic), BENCH_RESULTS names
-// the results file and BENCH_MACHINE the machine; BENCH_HOLD=FILE keeps the lab up afterwards for
-// profiling (see hold).
+// metric names) only some metrics, BENCH_TCP_CC the streams' congestion control (default cubic),
+// BENCH_RESULTS names the results file and BENCH_MACHINE the machine; BENCH_HOLD=FILE keeps the
+// lab up afterwards for profiling (see hold).
 func BenchmarkDatapath(b *testing.B) {
 	ctx := context.Background()
 	built := time.Now()
