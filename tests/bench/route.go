@@ -109,10 +109,10 @@ func setupRouteSite(ctx context.Context, l *lab.Lab, first int) (*routeSite, err
 }
 
 // checkWire proves how pod traffic from pod from to pod to crosses to's node NIC: unencapsulated
-// (plain IPv4 between the pods' addresses, no VXLAN frame: otherwise a route-mode path would
-// measure the overlay) or, with vxlan, in VXLAN frames only (the overlay path of the same
-// group, which also shows that the check sees VXLAN). It pings through the path while capturing
-// there.
+// (plain IPv4 between the pods' addresses, no VXLAN frame carrying them: otherwise a route-mode
+// path would measure the overlay) or, with vxlanWanted, in VXLAN frames only (the overlay path
+// of the same group, which also shows that the check sees VXLAN). It pings through the path
+// while capturing there.
 func checkWire(from, to *lab.Pod, toNode *lab.Node, vxlanWanted bool) error {
 	c, err := lab.StartCapture(toNode.Netns, "eth0")
 	if err != nil {
@@ -130,24 +130,35 @@ func checkWire(from, to *lab.Pod, toNode *lab.Node, vxlanWanted bool) error {
 		}
 		done <- last
 	}()
+	// Capture while the pings run, however long a busy machine makes them, and 100 ms more.
+	var pingErr error
 	var plain, vxlan int
-	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+	for end := time.Now().Add(time.Hour); time.Now().Before(end); {
+		select {
+		case pingErr = <-done:
+			end = time.Now().Add(100 * time.Millisecond)
+		default:
+		}
 		frame, err := c.Next(100 * time.Millisecond)
 		if err != nil || len(frame) < 14+20 || binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IP {
 			continue
 		}
-		if _, ok := lab.ParseVXLAN(frame, 8472); ok {
-			vxlan++
+		between := func(src, dst netip.Addr) bool {
+			return src == from.IP && dst == to.IP || src == to.IP && dst == from.IP
+		}
+		if f, ok := lab.ParseVXLAN(frame, 8472); ok {
+			if between(f.InnerSrc, f.InnerDst) {
+				vxlan++
+			}
 			continue
 		}
 		ip := frame[14:]
-		src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
-		if (src == from.IP && dst == to.IP) || (src == to.IP && dst == from.IP) {
+		if between(netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))) {
 			plain++
 		}
 	}
-	if err := <-done; err != nil {
-		return fmt.Errorf("%s -> %s: %w", from.Name, to.Name, err)
+	if pingErr != nil {
+		return fmt.Errorf("%s -> %s: %w", from.Name, to.Name, pingErr)
 	}
 	switch {
 	case vxlanWanted && (vxlan == 0 || plain != 0):
