@@ -229,6 +229,28 @@ func TestMixedDomains(t *testing.T) {
 		}
 	})
 
+	t.Run("node-to-peer-pod-without-vxlan", func(t *testing.T) {
+		// The node's own traffic to a pod of a route-mode peer follows the direct route as its
+		// pods' does (the kernel routes the cluster CIDR into edgeplane.1, whose egress program
+		// sends direct destinations out of the NIC unencapsulated).
+		frames := watch(t, m.lab.Router(), lab.DomainSiteA)
+		if _, err := lab.WaitPing(t.Context(), a1.Netns, pb3.IP, 3*time.Second); err != nil {
+			t.Errorf("a1 (host) -> %s: ping: %v", pb3.Name, err)
+		}
+		dst := netip.AddrPortFrom(pb3.IP, 8080)
+		srv, err := lab.ServeTCPEcho(pb3.Netns, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		if _, err := lab.TCPEcho(a1.Netns, dst, 3*time.Second); err != nil {
+			t.Errorf("a1 (host) -> %s: %v", pb3.Name, err)
+		}
+		if st := frames.stop(); st.vxlan != 0 || len(st.plain) == 0 {
+			t.Errorf("gateway's site-a leg: %v; want a1's packets to %s plain, no VXLAN", st, pb3.IP)
+		}
+	})
+
 	t.Run("routing-loop-ends-by-ttl", func(t *testing.T) { testRoutingLoop(t, m) })
 }
 
