@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -273,10 +274,9 @@ func testRoutingLoop(t *testing.T, m *mixed) {
 	start := time.Now()
 	hop, err := lab.ProbeTTL(pa1.Netns, pb3.IP, 64, 3*time.Second)
 	took := time.Since(start)
-	// The loop is over once the answer is back: give stragglers 100 ms, then the wire must be
-	// quiet.
-	time.Sleep(100 * time.Millisecond)
-	during := leg.count()
+	// The loop is over once the capture counts nothing more (the reader may lag the wire on a
+	// loaded machine: it drains the socket's buffer first); then the wire must stay quiet.
+	during := leg.settle(t)
 	time.Sleep(time.Second)
 	after := leg.count() - during
 	leg.stop()
@@ -292,12 +292,53 @@ func testRoutingLoop(t *testing.T, m *mixed) {
 	}
 	// Each round trip crosses the leg twice (gateway -> a1, a1 -> gateway) and costs two TTL
 	// units: about 64 crossings for TTL 64.
-	if during < 32 || during > 80 {
+	if during < 32 || during > 80 { // one packet
 		t.Errorf("%d crossings of the gateway's site-a leg for one packet with TTL 64, want about 64 (each hop decrements once)", during)
 	}
 	if after != 0 {
 		t.Errorf("%d more packets to %s crossed the leg in the second after the loop ended", after, pb3.IP)
 	}
+
+	// A stream into the loop: each packet costs at most its TTL in crossings, nothing builds up,
+	// and the wire is quiet as soon as the stream stops.
+	const packets, gap = 100, 2 * time.Millisecond
+	burst := watchTo(t, rt, lab.DomainSiteA, pb3.IP)
+	streamStart := time.Now()
+	if err := lab.InNetns(pa1.Netns, func() error {
+		c, err := net.ListenPacket("udp4", ":0") // unconnected: the time-exceeded answers do not fail the writes
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(pb3.IP, 9999))
+		for range packets {
+			if _, err := c.WriteTo([]byte("into the loop"), to); err != nil {
+				return err
+			}
+			time.Sleep(gap)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	streamTook := time.Since(streamStart)
+	during = burst.settle(t)
+	missed, err := burst.capture.Drops() // frames the capture's buffer had no room for, any frame
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	after = burst.count() - during
+	burst.stop()
+	t.Logf("%d UDP packets (TTL 64) into the loop over %v: %d crossings counted (%.1f per packet), %d frames the capture missed, %d crossings in the second after",
+		packets, streamTook.Round(time.Millisecond), during, float64(during)/packets, missed, after)
+	if during > packets*64 || during+missed < packets*32 {
+		t.Errorf("%d crossings counted (+%d frames missed) for %d packets with TTL 64, want about %d and at most %d", during, missed, packets, packets*63, packets*64)
+	}
+	if after != 0 {
+		t.Errorf("%d packets to %s crossed the leg in the second after the stream into the loop stopped", after, pb3.IP)
+	}
+
 	// With the bad route gone the path is back.
 	if _, err := rt.IP(t.Context(), "route", "del", bad); err != nil {
 		t.Fatal(err)
@@ -369,6 +410,23 @@ func watchTo(t *testing.T, ns lab.Netns, ifname string, dst netip.Addr) *toAddr 
 }
 
 func (w *toAddr) count() int { return int(w.n.Load()) }
+
+// settle waits until the count has not moved for 300 ms and returns it; a count that keeps
+// growing for 10 s (a loop that does not end) fails the test.
+func (w *toAddr) settle(t *testing.T) int {
+	t.Helper()
+	last, since, start := w.count(), time.Now(), time.Now()
+	for time.Since(since) < 300*time.Millisecond {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("packets still crossing after 10 s (%d counted): the loop does not end", w.count())
+		}
+		time.Sleep(50 * time.Millisecond)
+		if n := w.count(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+	return last
+}
 
 // stop ends the capture; safe to call twice.
 func (w *toAddr) stop() {
