@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/domain"
@@ -252,6 +253,7 @@ func TestMixedDomains(t *testing.T) {
 		}
 	})
 
+	t.Run("node-to-service-backend-on-a-peer", func(t *testing.T) { testNodeToService(t, m) })
 	t.Run("routing-loop-ends-by-ttl", func(t *testing.T) { testRoutingLoop(t, m) })
 }
 
@@ -436,5 +438,63 @@ func (w *toAddr) stop() {
 		close(w.quit)
 		<-w.done
 		w.capture.Close()
+	}
+}
+
+// testNodeToService: a ClusterIP Service whose one backend runs on b3. a1's own connection to it
+// (the host's, translated by overlay_egress) goes to b3 on the direct path, unencapsulated, and
+// the answer (to a1's overlay address, through the gateway) is translated back on a1's NIC; a
+// pod of a1 and the cloud node (VXLAN across the private line) reach it too.
+func testNodeToService(t *testing.T, m *mixed) {
+	a1, b3, c5, pa1 := m.nodes["a1"], m.nodes["b3"], m.nodes["c5"], m.pods["a1"]
+	ctx := t.Context()
+	if _, err := m.lab.StartControllerManager(ctx, lab.ControllerManagerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"app": "route-backend"}
+	backend, err := m.lab.AddPod(ctx, b3, "backend-b3", lab.PodOptions{Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.SetReady(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := backend.ServeHostname(8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	svc, err := m.lab.CreateService(ctx, "route-backend", lab.ServiceOptions{
+		Selector: labels,
+		Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.lab.WaitReadyEndpoints(ctx, "route-backend", 1, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.AddrPortFrom(netip.MustParseAddr(svc.Spec.ClusterIP), 80)
+	frames := watch(t, m.lab.Router(), lab.DomainSiteA)
+	for _, c := range []struct {
+		name string
+		ns   lab.Netns
+	}{{"a1 (host)", a1.Netns}, {"a1's pod", pa1.Netns}, {"c5 (host, cloud)", c5.Netns}} {
+		var name string
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if name, _, err = lab.AskHostname(c.ns, corev1.ProtocolTCP, vip, time.Second); err == nil {
+				break
+			}
+		}
+		if err != nil || name != backend.Name {
+			t.Errorf("%s -> Service %s: answered by %q (%v), want %s", c.name, vip, name, err, backend.Name)
+		}
+	}
+	st := frames.stop()
+	// a1's two clients cross the gateway plain; c5's connection arrives there in VXLAN, across
+	// the private line (domains stay encapsulated between them).
+	if st.plain[[2]netip.Addr{pa1.IP, backend.IP}] == 0 || st.plain[[2]netip.Addr{a1.PodCIDR.Addr(), backend.IP}] == 0 {
+		t.Errorf("gateway's site-a leg: %v; want a1's host (from its overlay address %s) and pod connections to %s plain", st, a1.PodCIDR.Addr(), backend.IP)
 	}
 }
