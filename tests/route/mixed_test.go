@@ -172,6 +172,7 @@ func TestMixedDomains(t *testing.T) {
 
 	t.Run("terway-pod-reaches-site-pods-by-routing", func(t *testing.T) {
 		tw := m.terway
+		m.waitLineRoutes(t)
 		legLine := watch(t, m.line.Netns, lab.DomainSiteA)
 		for _, p := range []*lab.Pod{pa1, pb3} {
 			// Terway pod -> site-a pod: the site pod's server sees the Terway pod's own address.
@@ -496,5 +497,21 @@ func testNodeToService(t *testing.T, m *mixed) {
 	// the private line (domains stay encapsulated between them).
 	if st.plain[[2]netip.Addr{pa1.IP, backend.IP}] == 0 || st.plain[[2]netip.Addr{a1.PodCIDR.Addr(), backend.IP}] == 0 {
 		t.Errorf("gateway's site-a leg: %v; want a1's host (from its overlay address %s) and pod connections to %s plain", st, a1.PodCIDR.Addr(), backend.IP)
+	}
+}
+
+// waitLineRoutes waits until the line router routes site-a's pod CIDRs and the gateway the
+// Terway pool's subnet (both BGP sessions up), for subtests run on their own.
+func (m *mixed) waitLineRoutes(t *testing.T) {
+	t.Helper()
+	if _, _, err := m.line.WaitRoutes(t.Context(), 30*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+		return r[m.nodes["a1"].PodCIDR].Protocol == lab.LineRouterGatewaySession && r[m.nodes["b3"].PodCIDR].Protocol == lab.LineRouterGatewaySession
+	}); err != nil {
+		t.Fatalf("line router: %v", err)
+	}
+	if _, _, err := m.gateway.WaitRoutes(t.Context(), 10*time.Second, func(r map[netip.Prefix]lab.GatewayRoute) bool {
+		return r[lab.TerwayPodNet].NextHop == lab.LineRouterSiteIP
+	}); err != nil {
+		t.Fatalf("gateway: %v", err)
 	}
 }
