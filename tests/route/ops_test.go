@@ -193,7 +193,7 @@ func testNodeAdded(t *testing.T, s *site) {
 // testPasswordRotated changes the TCP-MD5 password at the gateway, then in the Secret, as an
 // operator rotating it does: the sessions break with the router's change (the old key's segments
 // are dropped) and come back with the new key once the agents read the Secret, within the time
-// docs/domains.md gives (bgpPasswordRetry after the Secret's update, plus the connect retry).
+// docs/domains.md gives (passwordRotationBound).
 func testPasswordRotated(t *testing.T, s *site) {
 	speakers := []*lab.Node{s.nodes["a1"], s.nodes["a2"], s.nodes["b3"], s.nodes["a4"]}
 	const rotated = "lab-site-a-md5-rotated"
@@ -251,9 +251,10 @@ func testPasswordRotated(t *testing.T, s *site) {
 }
 
 // passwordRotationBound is docs/domains.md's bound on a rotated password reaching the sessions
-// once the router and the Secret both have it: the speaker's retry tick (10 s) plus its connect
-// retry (5 s), with slack for a loaded machine.
-const passwordRotationBound = 20 * time.Second
+// once the router and the Secret both have it: the speaker's retry tick (10 s, when it reads the
+// Secret again while a session is down) plus its first connection's delay (1.5 to 2 s), with
+// slack for a loaded machine.
+const passwordRotationBound = 15 * time.Second
 
 // testUninstallWithdraws deletes a4's DaemonSet and stops its agent (the pod's SIGTERM): the
 // agent withdraws a4's pod CIDR (a NOTIFICATION, graceful restart notwithstanding) before it
