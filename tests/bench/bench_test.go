@@ -264,7 +264,16 @@ func BenchmarkDatapath(b *testing.B) {
 		toNode   *lab.Node
 		vxlan    bool
 	}{{rs.pods[0], rs.pods[1], r2, false}, {rs.pods[0], rs.pods[2], r3, false}, {a1, bp1, n2, true}} {
-		if err := checkWire(w.from, w.to, w.toNode, w.vxlan); err != nil {
+		// The peers switch to direct routes once they see the announcement setupRouteSite waited
+		// for: a moment later, so a few tries.
+		var err error
+		for try := 0; try < 5; try++ {
+			if err = checkWire(w.from, w.to, w.toNode, w.vxlan); err == nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if err != nil {
 			b.Fatalf("route-mode groups: %v", err)
 		}
 	}

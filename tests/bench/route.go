@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -105,6 +106,21 @@ func setupRouteSite(ctx context.Context, l *lab.Lab, first int) (*routeSite, err
 		return nil, fmt.Errorf("the gateway did not learn the route-mode nodes' pod CIDRs: %w", err)
 	}
 	l.Logf("route-mode site: the gateway learned %d pod CIDRs in %v", len(s.nodes), took.Round(time.Millisecond))
+	// A node's peers send to it unencapsulated only once its speaker has a session up and says so
+	// on its Node (docs/domains.md "Switching a domain's encapsulation"): until then, VXLAN.
+	deadline := time.Now().Add(60 * time.Second)
+	for _, n := range s.nodes {
+		for {
+			node, err := l.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err == nil && node.Annotations[k8s.RoutesAdvertisedAnnotation] == lab.DomainSiteA {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("%s never announced its routes advertised (%s): %v", n.Name, k8s.RoutesAdvertisedAnnotation, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	return s, nil
 }
 
