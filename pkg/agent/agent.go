@@ -121,8 +121,29 @@ func (a *Agent) run(ctx context.Context) error {
 	inf.Services()
 	inf.EndpointSlices()
 	inf.Start(infCtx)
+	// Whether a previous agent left its pins: asked before the load below pins new maps.
+	pinned := a.pinsPresent()
+	// Loading the programs (the verifier: seconds on a small or busy node) and adopting the pinned
+	// maps need only the bpffs root: it runs while registration waits for the API server, so an
+	// agent started cut off from it has its programs ready when the link returns
+	// (docs/autonomy.md). Nothing is attached or written to a map before registration.
+	loading := make(chan loadedDatapath, 1)
+	go func() {
+		dp, err := datapath.Load(a.cfg.BPFFSRoot)
+		loading <- loadedDatapath{dp, err}
+	}()
+	loaded := false
+	defer func() {
+		if !loaded { // registration failed: the load still finishes, then closes
+			go func() {
+				if l := <-loading; l.dp != nil {
+					l.dp.Close()
+				}
+			}()
+		}
+	}()
 	// A node rebooted while cut off from the API server starts from its snapshot (snapshot.go).
-	restore := a.snapshotToRestore(ctx, inf)
+	restore := a.snapshotToRestore(ctx, inf, pinned)
 	var node *corev1.Node
 	var err error
 	if restore != nil {
@@ -136,7 +157,9 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.ensureDevice(); err != nil {
 		return err
 	}
-	dp, err := datapath.Load(a.cfg.BPFFSRoot)
+	l := <-loading
+	loaded = true
+	dp, err := l.dp, l.err
 	if err != nil {
 		return fmt.Errorf("loading the datapath: %w", err)
 	}
@@ -180,6 +203,12 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	return a.watch(ctx, a.trackForSnapshot(tbl), inf)
+}
+
+// loadedDatapath is the outcome of datapath.Load.
+type loadedDatapath struct {
+	dp  *datapath.Datapath
+	err error
 }
 
 // stopBGP stops the speaker, if one runs: withdraw for an uninstall, else graceful restart.

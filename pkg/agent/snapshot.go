@@ -243,17 +243,21 @@ func macString(m net.HardwareAddr) string {
 	return m.String()
 }
 
+// pinsPresent says whether a previous agent left its pins (node_cfg_map, which it writes before
+// it is ready): false after a reboot, which empties the bpffs.
+func (a *Agent) pinsPresent() bool {
+	_, err := os.Stat(maps.PinPath(a.cfg.BPFFSRoot, nodecfg.MapName))
+	return err == nil
+}
+
 // snapshotToRestore returns the snapshot to program the datapath from, or nil for the usual
 // start: there are pins (an agent restart: the pins are the better state), there is no usable
 // snapshot (logged as a warning), or the informers synced within restoreWait.
-func (a *Agent) snapshotToRestore(ctx context.Context, inf *k8s.Informers) *snapshot.State {
-	if a.cfg.SnapshotDir == "" {
+func (a *Agent) snapshotToRestore(ctx context.Context, inf *k8s.Informers, pinned bool) *snapshot.State {
+	if a.cfg.SnapshotDir == "" || pinned {
 		return nil
 	}
 	logger := klog.FromContext(ctx).WithValues("path", snapshot.Path(a.cfg.SnapshotDir))
-	if _, err := os.Stat(maps.PinPath(a.cfg.BPFFSRoot, nodecfg.MapName)); err == nil {
-		return nil
-	}
 	s, err := snapshot.Read(a.cfg.SnapshotDir, snapshot.DefaultMaxBytes)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

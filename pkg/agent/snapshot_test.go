@@ -348,7 +348,7 @@ func TestSnapshotToRestore(t *testing.T) {
 			inf.EndpointSlices()
 			inf.Start(ctx)
 			a := &Agent{cfg: Config{NodeName: "self", BPFFSRoot: root, SnapshotDir: dir, ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")}}
-			got := a.snapshotToRestore(t.Context(), inf)
+			got := a.snapshotToRestore(t.Context(), inf, a.pinsPresent())
 			if (got != nil) != tc.wantRestore {
 				t.Fatalf("restore: %v, want %v", got != nil, tc.wantRestore)
 			}

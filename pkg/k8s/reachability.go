@@ -17,9 +17,9 @@ import (
 // its connections there, so watches stuck on a dead connection restart at once).
 //
 // While the server is unreachable, the informers' lists and watches wait for it (Wait) instead of
-// failing: client-go's reflector backs off up to a minute between failed attempts, and an agent
-// whose reflectors had been failing for the whole outage would see the API server's changes that
-// much later after the link returns.
+// being sent into the dead link: there they would hang in TCP's retransmission backoff or fail
+// into client-go's reflector backoff (up to a minute), and the agent would see the API server's
+// changes after the link returns only when that timing allows.
 type Reachability struct {
 	probe             func(ctx context.Context) error
 	interval, retry   time.Duration
@@ -91,17 +91,40 @@ func (r *Reachability) OnReconnect(fn func(Outage)) {
 	r.onReconnect = append(r.onReconnect, fn)
 }
 
-// Run probes until ctx is done.
+// Run probes until ctx is done. Once a probe has failed, a new one starts every Retry without
+// waiting for the previous one (at most maxInFlight at a time): a probe whose connection attempt
+// was lost in the cut would otherwise hold the next one back for its whole timeout after the
+// link returned.
 func (r *Reachability) Run(ctx context.Context) {
 	r.logger = klog.FromContext(ctx)
+	var inFlight sync.WaitGroup
+	defer inFlight.Wait()
+	slots := make(chan struct{}, maxInFlight)
 	for {
-		r.probeOnce(ctx)
 		r.mu.Lock()
-		next := r.interval
-		if r.consecutiveFailed > 0 {
-			next = r.retry
-		}
+		failing := r.consecutiveFailed > 0
 		r.mu.Unlock()
+		next := r.interval
+		if failing {
+			next = r.retry
+			select {
+			case slots <- struct{}{}:
+				inFlight.Go(func() {
+					defer func() { <-slots }()
+					r.probeOnce(ctx)
+				})
+			default: // maxInFlight probes are still waiting for an answer
+			}
+		} else {
+			slots <- struct{}{}
+			r.probeOnce(ctx)
+			<-slots
+			r.mu.Lock()
+			if r.consecutiveFailed > 0 {
+				next = r.retry
+			}
+			r.mu.Unlock()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -109,6 +132,9 @@ func (r *Reachability) Run(ctx context.Context) {
 		}
 	}
 }
+
+// maxInFlight bounds the probes waiting for an answer at once during an outage.
+const maxInFlight = 4
 
 func (r *Reachability) probeOnce(ctx context.Context) {
 	start := r.now()
@@ -129,6 +155,9 @@ func (r *Reachability) observe(t time.Time, err error) {
 		callbacks []func(Outage)
 	)
 	switch {
+	case err != nil && t.Before(r.since):
+		// Sent before the current state began (a probe still in flight when another one saw the
+		// server answer): it says nothing about now.
 	case err != nil:
 		r.lastErr = err
 		if r.consecutiveFailed == 0 {

@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -14,6 +15,7 @@ func TestReachabilityOutage(t *testing.T) {
 	r := NewReachability(func(context.Context) error { return nil }, time.Second)
 	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return clock }
+	r.since = clock // the monitor started at the fake clock
 	var reconnected []Outage
 	r.OnReconnect(func(o Outage) { reconnected = append(reconnected, o) })
 	cut := errors.New("i/o timeout")
@@ -50,10 +52,59 @@ func TestReachabilityOutage(t *testing.T) {
 	if got := r.TakeEnded(); len(got) != 0 {
 		t.Fatalf("TakeEnded again = %v, want none", got)
 	}
+	// Probes sent before the answer that ended the outage and failing after it are stale.
+	r.observe(t0.Add(89*time.Second), cut)
+	r.observe(t0.Add(89*time.Second), cut)
+	if s := r.Status(); !s.Reachable {
+		t.Fatalf("failures of probes sent during the outage, reported after its end, started another: %+v", s)
+	}
 	// A failure, then an answer: no outage.
 	r.observe(clock.Add(time.Second), cut)
 	r.observe(clock.Add(2*time.Second), nil)
 	if s := r.Status(); !s.Reachable || s.Outages != 1 {
 		t.Fatalf("a single failed probe counted as an outage: %+v", s)
+	}
+}
+
+// TestReachabilityNoticesReturnWithinRetry: during an outage a probe lost in the cut (no answer
+// until its timeout) does not hold back the next one, so the end is noticed about one retry after
+// the link returns, not a whole probe timeout later.
+func TestReachabilityNoticesReturnWithinRetry(t *testing.T) {
+	var cut atomic.Bool
+	cut.Store(true)
+	r := NewReachability(func(ctx context.Context) error {
+		if cut.Load() {
+			<-ctx.Done() // a dropped SYN: nothing comes back
+			return ctx.Err()
+		}
+		return nil
+	}, 20*time.Millisecond)
+	r.retry, r.timeout = 200*time.Millisecond, 500*time.Millisecond // as 1 s and 2 s: at most 3 in flight
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Status().Reachable {
+		if time.Now().After(deadline) {
+			t.Fatal("no outage after 10 s of probes without answers")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // probes in flight, each waiting for its timeout
+	cut.Store(false)
+	healed := time.Now()
+	for !r.Status().Reachable {
+		if time.Since(healed) > 5*time.Second {
+			t.Fatal("the return not noticed within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Probes waiting for each other would notice it up to a timeout and a retry (700 ms) later.
+	if took := time.Since(healed); took > 450*time.Millisecond {
+		t.Errorf("the return noticed %v after it, want about one retry (%v)", took, r.retry)
+	} else {
+		t.Logf("the return noticed %v after it", took)
 	}
 }

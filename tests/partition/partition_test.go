@@ -259,9 +259,11 @@ func waitFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
 	}
 }
 
-// healthWatch GETs /healthz of each node's agent every second until stopped, and reports every
-// answer that was not 200 ok.
-func healthWatch(nodes ...*lab.Node) (stop func() []string) {
+// healthWatch GETs /healthz of each node's agent every second until stopped, as kubelet's
+// liveness probe does, and reports what would have failed it: any answer but 200, or
+// livenessFailures probes in a row without an answer (a lone timeout on this shared, loaded
+// machine is scheduling, which kubelet's failureThreshold of 3 tolerates too; each is logged).
+func healthWatch(t *testing.T, nodes ...*lab.Node) (stop func() []string) {
 	done := make(chan struct{})
 	var (
 		mu       sync.Mutex
@@ -270,11 +272,20 @@ func healthWatch(nodes ...*lab.Node) (stop func() []string) {
 	)
 	for _, n := range nodes {
 		wg.Go(func() {
+			unanswered := 0
 			for {
 				code, body, err := n.AgentGet("/healthz")
-				if err != nil || code != http.StatusOK {
+				at := time.Now().UTC().Format("15:04:05.000")
+				switch {
+				case err != nil:
+					unanswered++
+					t.Logf("%s %s: /healthz unanswered (%d in a row): %v", at, n.Name, unanswered, err)
+				default:
+					unanswered = 0
+				}
+				if (err == nil && code != http.StatusOK) || unanswered >= livenessFailures {
 					mu.Lock()
-					failures = append(failures, fmt.Sprintf("%s %s: /healthz %d %q %v", time.Now().UTC().Format("15:04:05.000"), n.Name, code, strings.TrimSpace(body), err))
+					failures = append(failures, fmt.Sprintf("%s %s: /healthz %d %q %v", at, n.Name, code, strings.TrimSpace(body), err))
 					mu.Unlock()
 				}
 				select {
@@ -291,6 +302,9 @@ func healthWatch(nodes ...*lab.Node) (stop func() []string) {
 		return failures
 	}
 }
+
+// livenessFailures is kubelet's default failureThreshold of a liveness probe.
+const livenessFailures = 3
 
 // reconnectedEvent finds the APIServerReconnected events on node's Node.
 func reconnectedEvents(t *testing.T, l *lab.Lab, node string) []corev1.Event {
@@ -326,7 +340,7 @@ func TestPartition(t *testing.T) {
 	t.Run("cut-and-heal", func(t *testing.T) {
 		before := map[*lab.Node]map[string][]byte{s1: s.dump(t, s1), s2: s.dump(t, s2)}
 		streams := s.startStreams(t)
-		health := healthWatch(s1, s2)
+		health := healthWatch(t, s1, s2)
 		time.Sleep(500 * time.Millisecond)
 		if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
 			t.Fatal(err)
@@ -425,6 +439,7 @@ func TestPartition(t *testing.T) {
 
 	t.Run("agent-killed-and-started-during-cut", func(t *testing.T) {
 		before := s.dump(t, s2)
+		eventsBefore := len(reconnectedEvents(t, l, s2.Name)) // the first cut's, when it ran
 		streams := s.startStreams(t)
 		time.Sleep(500 * time.Millisecond)
 		if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
@@ -470,7 +485,7 @@ func TestPartition(t *testing.T) {
 		} else if code != http.StatusServiceUnavailable {
 			t.Errorf("%s: /readyz of the new agent before it synced: %d %q, want 503", s2.Name, code, body)
 		}
-		health := healthWatch(s2)
+		health := healthWatch(t, s2)
 		if rest := cut - time.Since(cutAt); rest > 0 {
 			time.Sleep(rest)
 		}
@@ -505,8 +520,8 @@ func TestPartition(t *testing.T) {
 			t.Errorf("/healthz of the new agent failed during the cut:\n%s", strings.Join(failures, "\n"))
 		}
 		var evs []corev1.Event
-		if _, ok := waitFor(10*time.Second, func() bool { evs = reconnectedEvents(t, l, s2.Name); return len(evs) > 1 }); !ok {
-			t.Errorf("%s: %d APIServerReconnected events, want the new agent's too", s2.Name, len(evs))
+		if _, ok := waitFor(10*time.Second, func() bool { evs = reconnectedEvents(t, l, s2.Name); return len(evs) > eventsBefore }); !ok {
+			t.Errorf("%s: %d APIServerReconnected events, as many as before the cut; want the new agent's too", s2.Name, len(evs))
 		}
 	})
 }
