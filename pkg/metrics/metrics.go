@@ -6,7 +6,7 @@
 //     cost nothing between scrapes;
 //   - the reconcilers' outcomes and durations, and their workqueues (the Metrics value is the
 //     controller package's Metrics: a per-queue workqueue.MetricsProvider, no global SetProvider);
-//   - whether each API watch has synced, and the build.
+//   - whether each API watch has synced, the kernel's features (kernel.go), and the build.
 //
 // Families lists every family with its labels; docs/metrics.md and the Grafana dashboard in
 // deploy/grafana are checked against it, and it is checked against the registry.
@@ -67,7 +67,7 @@ type Family struct {
 // Families lists every edgeplane_* family the agent exports (it also exports the standard go_* and
 // process_* families).
 func Families() []Family {
-	return slices.Concat(families, bgpFamilies)
+	return slices.Concat(families, bgpFamilies, kernelFamilies)
 }
 
 var families = []Family{
@@ -137,6 +137,8 @@ type Metrics struct {
 	watches         *watchCollector
 	gcDeleted       *prometheus.CounterVec
 	bgp             *bgpCollector
+	kernelFeature   *prometheus.GaugeVec
+	kernelInfo      *prometheus.GaugeVec
 }
 
 var _ controller.Metrics = (*Metrics)(nil)
@@ -176,6 +178,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 			Name: ConntrackGCDeleted, Help: help(ConntrackGCDeleted)}, []string{"map", "reason"}),
 		bgp: newBGPCollector(),
 	}
+	m.kernelFeature, m.kernelInfo = newKernelGauges()
 	for _, s := range conntrackSeries {
 		m.gcDeleted.WithLabelValues(s[0], s[1])
 	}
@@ -196,7 +199,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 	cs := []prometheus.Collector{
 		m.reconciles, m.reconcileErrors, m.reconcileDuration,
 		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
-		m.watches, m.gcDeleted, m.bgp, build,
+		m.watches, m.gcDeleted, m.bgp, m.kernelFeature, m.kernelInfo, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
