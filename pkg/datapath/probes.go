@@ -129,22 +129,25 @@ func probeEncapL2Eth() (bool, error) {
 // The floor, Linux 5.10: the newest helpers every program path needs (pod delivery with
 // bpf_redirect_peer, the underlay's next hop with bpf_redirect_neigh). A kernel without them gets
 // one error naming what is missing instead of a verifier log.
-var floorHelpers = []asm.BuiltinFunc{asm.FnRedirectPeer, asm.FnRedirectNeigh}
+var floorHelpers = []struct {
+	fn   asm.BuiltinFunc
+	name string // as the kernel's documentation (bpf-helpers(7)) names it
+}{{asm.FnRedirectPeer, "bpf_redirect_peer"}, {asm.FnRedirectNeigh, "bpf_redirect_neigh"}}
 
 // checkFloor asks have about each floor helper for TC programs.
 func checkFloor(have func(ebpf.ProgramType, asm.BuiltinFunc) error) error {
 	var missing []string
-	for _, fn := range floorHelpers {
-		ok, err := supported(have(ebpf.SchedCLS, fn))
+	for _, h := range floorHelpers {
+		ok, err := supported(have(ebpf.SchedCLS, h.fn))
 		if err != nil {
-			return fmt.Errorf("probing %v: %w", fn, err)
+			return fmt.Errorf("probing %s: %w", h.name, err)
 		}
 		if !ok {
-			missing = append(missing, fn.String())
+			missing = append(missing, h.name)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("this kernel is older than edgeplane's floor, Linux 5.10: it has no %s", strings.Join(missing, ", "))
+		return fmt.Errorf("kernel %s is older than edgeplane's floor, Linux 5.10: it has no %s for TC programs", KernelRelease(), strings.Join(missing, ", "))
 	}
 	return nil
 }
