@@ -2,7 +2,6 @@ package datapath
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
