@@ -21,6 +21,8 @@
 # Environment: KERNEL_TEST_RUN (-test.run pattern, default: all), KERNEL_TEST_TIMEOUT (seconds per
 # guest, default 900), QEMU_ACCEL (default tcg; kvm where /dev/kvm runs stock kernels),
 # QEMU_MEMORY (default 2048 MiB), QEMU_SMP (default 2).
+# KERNEL_REPORT_ONLY=1 boots nothing: it prints the table (and the benchmark table) again from the
+# serial logs the last runs left, e.g. to put the kernels of two separate runs in one table.
 # KERNEL_BENCH=<benchtime> (e.g. 2000x) also runs the datapath's per-program benchmarks
 # (prog_bench_test.go, prog.Benchmark) in each guest after the tests, with that -test.benchtime,
 # and prints a markdown table of their ns/pkt by kernel (also kept as $EDGEPLANE_CACHE/kernels/
@@ -47,6 +49,7 @@ CACHE=${EDGEPLANE_CACHE:-/var/cache/edgeplane}/kernels
 GO=${GO:-go}
 RUN=${KERNEL_TEST_RUN:-.}
 BENCH=${KERNEL_BENCH:-}
+REPORT_ONLY=${KERNEL_REPORT_ONLY:-}
 TIMEOUT=${KERNEL_TEST_TIMEOUT:-900}
 ACCEL=${QEMU_ACCEL:-tcg}
 MEMORY=${QEMU_MEMORY:-2048}
@@ -281,11 +284,13 @@ labels=("$@")
 
 start=$SECONDS
 mkdir -p "$CACHE"
-testbin=$(mktemp "$CACHE/datapath.test.XXXXXX")
-trap 'rm -f "$testbin"' EXIT
-CGO_ENABLED=0 $GO test -c -o "$testbin" ./pkg/datapath
-busybox=$(busybox_bin)
-log "test binary and busybox ready in $((SECONDS - start))s"
+if [ -z "$REPORT_ONLY" ]; then
+	testbin=$(mktemp "$CACHE/datapath.test.XXXXXX")
+	trap 'rm -f "$testbin"' EXIT
+	CGO_ENABLED=0 $GO test -c -o "$testbin" ./pkg/datapath
+	busybox=$(busybox_bin)
+	log "test binary and busybox ready in $((SECONDS - start))s"
+fi
 
 failed=0
 for label in "${labels[@]}"; do
@@ -293,11 +298,14 @@ for label in "${labels[@]}"; do
 	for p in "${PINS[@]}"; do [ "${p%% *}" = "$label" ] && pin=$p; done
 	[ -n "$pin" ] || { log "no kernel labelled $label (have: 5.10 6.1 bpo)"; exit 2; }
 	read -r _ suite pkg version <<<"$pin"
-	t0=$SECONDS
-	kdir=$(kernel_dir "$suite" "$pkg" "$version")
-	log "$label: $pkg $version ($(cat "$kdir/release")) ready in $((SECONDS - t0))s; booting"
 	t1=$SECONDS
-	boot "$label" "$kdir" "$testbin" "$busybox"
+	if [ -z "$REPORT_ONLY" ]; then
+		t0=$SECONDS
+		kdir=$(kernel_dir "$suite" "$pkg" "$version")
+		log "$label: $pkg $version ($(cat "$kdir/release")) ready in $((SECONDS - t0))s; booting"
+		t1=$SECONDS
+		boot "$label" "$kdir" "$testbin" "$busybox"
+	fi
 	report "$label" "$pkg" "$version" $((SECONDS - t1)) || failed=1
 	log "$label: done in $((SECONDS - t1))s"
 done
