@@ -82,7 +82,7 @@ test-kernels:
 # markdown table of docs/benchmarks.md's "Per-program cost by kernel" (TCG: compare kernels only).
 .PHONY: bench-kernels
 bench-kernels:
-	@KERNEL_TEST_RUN='^$$' KERNEL_BENCH=$(or $(BENCHTIME),1000x) scripts/test-kernels.sh $(KERNELS)
+	@KERNEL_TEST_RUN='^$$' KERNEL_BENCH=$(or $(BENCHTIME),500x) scripts/test-kernels.sh $(KERNELS)
 
 # The broader [sig-network] set (docs/conformance.md) on the kubelet cluster; writes its summary
 # into docs/conformance.md and a JUnit report into docs/conformance/.
