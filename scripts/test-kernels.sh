@@ -25,8 +25,8 @@
 # serial logs the last runs left, e.g. to put the kernels of two separate runs in one table.
 # KERNEL_BENCH=<benchtime> (e.g. 2000x) also runs the datapath's per-program benchmarks
 # (prog_bench_test.go, prog.Benchmark) in each guest after the tests, with that -test.benchtime,
-# and prints a markdown table of their ns/pkt by kernel ("net (raw)": above an empty program, and
-# with the harness's own cost) (also kept as $EDGEPLANE_CACHE/kernels/
+# and prints a markdown table of their ns/pkt by kernel (the median run's, above an empty
+# program's median run) (also kept as $EDGEPLANE_CACHE/kernels/
 # logs/bench.md): `make bench-kernels` runs it with the tests skipped. Under TCG the figures are
 # an emulated CPU's: compare kernels within one table, never with docs/benchmarks.md's host runs.
 set -euo pipefail
@@ -330,11 +330,13 @@ bench_table() {
 	for name in $names; do
 		printf '| %s |' "${name#Benchmark}"
 		for label in "$@"; do
-			# "BenchmarkX-2  N  a ns/op  b ns/pkt  c ns/pkt-raw\r" (a serial line): "b (c)"; "fail" for a failed one
-			printf ' %s |' "$(grep -a "^EDGEPLANE-BENCH $name\(-[0-9]*\)\?[[:space:]]" "$CACHE/logs/$label.log" |
-				awk '{sub(/\r$/, "")} /--- FAIL/ {printf "fail"; exit}
-					{net = raw = ""; for (i = 3; i <= NF; i++) { if ($i == "ns/pkt") net = $(i-1); if ($i == "ns/pkt-raw") raw = $(i-1) }
-					 if (net != "") printf "%.0f", net; if (raw != "") printf " (%.0f)", raw; exit}')"
+			# "BenchmarkX-2  N  a ns/op  b ns/pkt  c ns/pkt-p50  d ns/pkt-raw\r" (a serial line): c, the
+			# medians' difference, else b (the repeat loop's mean); "fail" for a failed benchmark,
+			# "skip" for a skipped one
+			printf ' %s |' "$(grep -a -A1 "^EDGEPLANE-BENCH $name\(-[0-9]*\)\?[[:space:]]" "$CACHE/logs/$label.log" |
+				awk '{sub(/\r$/, "")} /--- FAIL/ {printf "fail"; exit} /--- SKIP/ {printf "skip"; exit}
+					/ns\/pkt/ {net = p50 = ""; for (i = 3; i <= NF; i++) { if ($i == "ns/pkt") net = $(i-1); if ($i == "ns/pkt-p50") p50 = $(i-1) }
+					 printf "%.0f", p50 != "" ? p50 : net; exit}')"
 		done
 		printf '\n'
 	done
