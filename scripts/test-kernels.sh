@@ -318,7 +318,7 @@ printf '%s\n' "${rows[@]}"
 bench_table() {
 	local label
 	printf '| benchmark |'
-	for label in "$@"; do printf ' %s (%s) |' "$label" "$(grep -a '^EDGEPLANE-KERNEL ' "$CACHE/logs/$label.log" | awk '{print $2}' | tail -1)"; done
+	for label in "$@"; do printf ' %s (%s) |' "$label" "$(grep -a '^EDGEPLANE-KERNEL ' "$CACHE/logs/$label.log" | tr -d '\r' | awk '{print $2}' | tail -1)"; done
 	printf '\n|---|'
 	for label in "$@"; do printf -- '--:|'; done
 	printf '\n'
@@ -331,12 +331,15 @@ bench_table() {
 		printf '| %s |' "${name#Benchmark}"
 		for label in "$@"; do
 			# "BenchmarkX-2  N  a ns/op  b ns/pkt  c ns/pkt-p50  d ns/pkt-raw\r" (a serial line): c, the
-			# medians' difference, else b (the repeat loop's mean); "fail" for a failed benchmark,
-			# "skip" for a skipped one
+			# medians' difference, else b (the repeat loop's mean); "fail" for a failed benchmark
+			# (its next line); "-" for none (skipped: go test prints nothing without -test.v; or
+			# no ns/pkt figure)
 			printf ' %s |' "$(grep -a -A1 "^EDGEPLANE-BENCH $name\(-[0-9]*\)\?[[:space:]]" "$CACHE/logs/$label.log" |
-				awk '{sub(/\r$/, "")} /--- FAIL/ {printf "fail"; exit} /--- SKIP/ {printf "skip"; exit}
-					/ns\/pkt/ {net = p50 = ""; for (i = 3; i <= NF; i++) { if ($i == "ns/pkt") net = $(i-1); if ($i == "ns/pkt-p50") p50 = $(i-1) }
-					 printf "%.0f", p50 != "" ? p50 : net; exit}')"
+				awk '{sub(/\r$/, "")}
+					NR == 1 && /ns\/pkt/ {net = p50 = ""; for (i = 3; i <= NF; i++) { if ($i == "ns/pkt") net = $(i-1); if ($i == "ns/pkt-p50") p50 = $(i-1) }
+					 printf "%.0f", p50 != "" ? p50 : net; done = 1; exit}
+					NR <= 2 && /--- FAIL/ {printf "fail"; done = 1; exit}
+					END {if (!done) printf "-"}')"
 		done
 		printf '\n'
 	done
