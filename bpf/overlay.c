@@ -4,9 +4,14 @@
  *   frames node.c left to it): only from known nodes of reachable domains with our VNI; replies
  *   to translated cloud-host traffic get their destination back; local pods get a peer redirect.
  * overlay_egress (tc egress): host traffic routed into the device (the node's own, and cloud hosts'
- *   forwarded by a cloud gateway): sources outside the cluster CIDR are translated to the overlay
- *   address, then the tunnel key and inner MACs come from the maps (Flannel peers need their VTEP
- *   MAC as the inner destination). The agent gives pod CIDRs of unreachable domains kernel
+ *   forwarded by a cloud gateway, and whatever the host forwards to a pod CIDR, e.g. a packet a
+ *   gateway sent here for a pod this node does not own): sources outside the cluster CIDR are
+ *   translated to the overlay address, then the tunnel key and inner MACs come from the maps
+ *   (Flannel peers need their VTEP MAC as the inner destination). A destination on a direct
+ *   route (a peer of this node's route-mode domain) is not tunnelled: the packet leaves the
+ *   underlay NIC as it is, toward the next hop to the owning node (lib/direct.h), as pod_egress
+ *   sends a pod's; so the node routes as its direct routes say (a routing loop a bad gateway route
+ *   makes ends by TTL, the host's forwarding and the gateway's each decrementing it). The agent gives pod CIDRs of unreachable domains kernel
  *   "unreachable" routes, so host sockets fail at once and forwarded senders get ICMP from the
  *   kernel; the domain check here is the datapath's own backstop.
  * Services: the agent also routes the service CIDR into the device (src = the overlay address), so
@@ -53,6 +58,7 @@
 #include "lib/icmp.h"
 #include "lib/nodeport.h"
 #include "lib/ttl.h"
+#include "lib/direct.h"
 
 /* The source of the node's own connections to a backend on one of its own addresses, as the host
  * stack sees them (the head of the file); pkg/datapath.HostHairpinIP, routed into this device by
@@ -321,6 +327,8 @@ static __always_inline int overlay_egress_handle(struct __sk_buff *skb, __be32 *
 	ret = nat_snat_overlay(skb, cfg);
 	if (ret < 0)
 		return ret;
+	if (route->encap == ROUTE_ENCAP_DIRECT)
+		return direct_redirect(skb, cfg, route->node_ip, node); /* lib/direct.h */
 	ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
 	return ret < 0 ? ret : TC_ACT_OK;
 }

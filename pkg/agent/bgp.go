@@ -39,6 +39,13 @@ import (
 // (SIGTERM) it stops without one: a graceful-restart peer keeps the routes while the pinned
 // datapath keeps forwarding, until the next agent refreshes them.
 //
+// Make before break: the domain's other nodes send to this node's pods unencapsulated only while
+// its Node carries k8s.RoutesAdvertisedAnnotation (the node reconciler's encapTo). The speaker sets
+// it once a session is established (its advertisements are in place before the peers, so the
+// router has the pod CIDR), and removes it when it stops speaking, then waits bgpWithdrawDelay
+// before it withdraws, so that the other nodes, which see the same change, have moved their
+// traffic to VXLAN before the router drops the routes.
+//
 // One goroutine converges, kicked by view changes, node events (advertiseNonSpeakers), session
 // changes and a short refresh tick; it retries failures on the tick. After each pass it rewrites
 // <run-dir>/bgp.json (bgpstatus.Report) when its content changed; metrics read the same report.
@@ -61,6 +68,12 @@ type bgpSpeaker struct {
 	refresh time.Duration
 	// start starts a speaker; bgp.Start but in tests.
 	start func(context.Context, bgp.Config) (*bgp.Speaker, error)
+	// annotate sets this node's k8s.RoutesAdvertisedAnnotation to domain, or removes it for "";
+	// nil publishes nothing (tests).
+	annotate func(ctx context.Context, domain string) error
+	// withdrawDelay is how long the speaker waits between removing the annotation and
+	// withdrawing when the node stops speaking (bgpWithdrawDelay but in tests).
+	withdrawDelay time.Duration
 
 	kicks chan struct{}
 	view  atomic.Pointer[domain.NodeRouting]
@@ -97,8 +110,16 @@ const (
 const bgpRefresh = 10 * time.Second
 
 // bgpPasswordReread is how often the passwords are read again without a view change, so that a
-// rotated Secret reaches the sessions (a changed password restarts them, as on a router).
+// rotated Secret reaches the sessions (a changed password restarts them, as on a router). While a
+// configured session is not established they are read again on every retry (bgpRefresh): a
+// password rotated at the router first breaks the session, and the new one must follow promptly.
 const bgpPasswordReread = 5 * time.Minute
+
+// bgpWithdrawDelay is how long a speaker that stops speaking (the domain switched to vxlan, the
+// speaker label removed) keeps its routes after it removed its annotation: the other nodes see
+// the same change and move their traffic to VXLAN in well under a second (tests/route measures
+// it), then the routes go.
+const bgpWithdrawDelay = 2 * time.Second
 
 func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains controller.DomainModel,
 	secretNamespace string, recorder record.EventRecorder) (*bgpSpeaker, error) {
@@ -107,6 +128,7 @@ func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains co
 		nodes: corelisters.NewNodeLister(nodeInformer.GetIndexer()), nodesSynced: nodeInformer.HasSynced, domains: domains,
 		secrets: a.client, secretNamespace: secretNamespace, recorder: recorder,
 		runDir: a.cfg.RunDir, refresh: bgpRefresh, start: bgp.Start,
+		annotate: a.annotateRoutesAdvertised, withdrawDelay: bgpWithdrawDelay,
 	}
 	s.init()
 	_, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -175,7 +197,8 @@ func (s *bgpSpeaker) converge(ctx context.Context) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.rereadPasswords.Swap(false) || time.Since(s.passwordsRead) > bgpPasswordReread {
+	if s.rereadPasswords.Swap(false) || time.Since(s.passwordsRead) > bgpPasswordReread ||
+		(s.sessionDown() && time.Since(s.passwordsRead) >= s.refresh/2) { // every tick, not every kick
 		clear(s.passwords)
 		s.passwordsRead = time.Now()
 	}
@@ -195,6 +218,58 @@ func (s *bgpSpeaker) converge(ctx context.Context) {
 		}
 	}
 	s.updateReportLocked(ctx, *view, msg)
+	s.publishLocked(ctx, *view)
+}
+
+// sessionDown says whether a configured peer's session was not established at the last report.
+func (s *bgpSpeaker) sessionDown() bool {
+	r := s.report.Load()
+	if !r.Speaking {
+		return false
+	}
+	configured := s.configured.Load()
+	up := 0
+	for _, p := range r.Peers {
+		if p.State == bgpstatus.StateEstablished && configured != nil && (*configured)[p.Address] {
+			up++
+		}
+	}
+	return configured != nil && up < len(*configured)
+}
+
+// publishLocked sets the annotation once a session is established (the router has our
+// advertisements) and removes it when the speaker is gone; a speaker whose sessions are all down
+// leaves it as it is (graceful restart may keep the routes; a flapping annotation would flap the
+// other nodes' encapsulation).
+func (s *bgpSpeaker) publishLocked(ctx context.Context, view domain.NodeRouting) {
+	want, change := "", s.speaker == nil
+	if !change {
+		for _, p := range s.report.Load().Peers {
+			if p.State == bgpstatus.StateEstablished {
+				want, change = view.Domain, true
+				break
+			}
+		}
+	}
+	if change {
+		s.setAnnotation(ctx, want)
+	}
+}
+
+// setAnnotation converges the annotation on want, reading the current value from the lister.
+func (s *bgpSpeaker) setAnnotation(ctx context.Context, want string) {
+	if s.annotate == nil {
+		return
+	}
+	node, err := s.nodes.Get(s.nodeName)
+	if err != nil || node.Annotations[k8s.RoutesAdvertisedAnnotation] == want {
+		return // not seen yet (the next pass comes back), or already so
+	}
+	if err := s.annotate(ctx, want); err != nil {
+		klog.FromContext(ctx).Error(err, "Publishing this node's advertised routes; retrying", "annotation", k8s.RoutesAdvertisedAnnotation, "value", want)
+		return
+	}
+	klog.FromContext(ctx).Info("Published this node's advertised routes", "annotation", k8s.RoutesAdvertisedAnnotation, "domain", want)
 }
 
 func (s *bgpSpeaker) convergeLocked(ctx context.Context, view domain.NodeRouting) error {
@@ -206,7 +281,7 @@ func (s *bgpSpeaker) convergeLocked(ctx context.Context, view domain.NodeRouting
 	}
 	s.configured.Store(&configured)
 	if len(configured) == 0 {
-		return s.stopLocked(ctx, false)
+		return s.withdrawLocked(ctx)
 	}
 	cfg := bgp.Config{RouterID: s.nodeIP, ASN: view.Peers[0].LocalASN, ListenPort: -1, OnSessionChange: s.sessionChanged}
 	if s.speaker != nil && (s.config.RouterID != cfg.RouterID || s.config.ASN != cfg.ASN) {
@@ -377,10 +452,26 @@ func (s *bgpSpeaker) stop(ctx context.Context, withdraw bool) error {
 	}
 	if withdraw {
 		klog.FromContext(ctx).Info("Stopping the BGP speaker; peers withdraw this node's routes")
+		s.setAnnotation(ctx, "")
 	} else {
 		klog.FromContext(ctx).Info("Stopping the BGP speaker for a restart; graceful-restart peers keep this node's routes")
 	}
 	return s.stopLocked(ctx, !withdraw)
+}
+
+// withdrawLocked stops a running speaker with a NOTIFICATION once the other nodes had time to move
+// their traffic to VXLAN (the type's comment, make before break).
+func (s *bgpSpeaker) withdrawLocked(ctx context.Context) error {
+	if s.speaker == nil {
+		return nil
+	}
+	s.setAnnotation(ctx, "")
+	klog.FromContext(ctx).Info("This node stops speaking BGP; withdrawing its routes after the other nodes moved to VXLAN", "in", s.withdrawDelay)
+	select {
+	case <-ctx.Done():
+	case <-time.After(s.withdrawDelay):
+	}
+	return s.stopLocked(ctx, false)
 }
 
 func (s *bgpSpeaker) stopLocked(ctx context.Context, keepRoutes bool) error {
@@ -442,4 +533,24 @@ func comparePrefixes(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
+}
+
+// annotateRoutesAdvertised sets this node's k8s.RoutesAdvertisedAnnotation to domain, or removes it
+// for "" (a JSON merge patch touching nothing else).
+func (a *Agent) annotateRoutesAdvertised(ctx context.Context, domain string) error {
+	var value any // null: the merge patch deletes the key
+	if domain != "" {
+		value = domain
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"annotations": map[string]any{k8s.RoutesAdvertisedAnnotation: value}}})
+	if err != nil {
+		return fmt.Errorf("encoding the routes-advertised annotation: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := a.client.PatchNode(ctx, a.cfg.NodeName, patch); err != nil {
+		return fmt.Errorf("patching node %s's routes-advertised annotation: %w", a.cfg.NodeName, err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/bgp"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // The tests run the agent's speaker against a real in-process "gateway" speaker, over loopback
@@ -394,6 +396,89 @@ func TestBGPSpeakerWaitsForTheNodeList(t *testing.T) {
 		t.Fatal("the speaker ran before the node list synced")
 	}
 	synced = true
+	f.speaker.converge(t.Context())
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
+}
+
+// The speaker publishes k8s.RoutesAdvertisedAnnotation once its session is up, and when the
+// domain leaves route mode removes it while the gateway still has the routes, withdrawing only
+// after withdrawDelay (make before break: the other nodes move to VXLAN first).
+func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T) {
+	f := newBGPFixture(t, "")
+	var mu sync.Mutex
+	var published []string
+	var routesAtRemoval int
+	f.speaker.withdrawDelay = 300 * time.Millisecond
+	f.speaker.annotate = func(ctx context.Context, value string) error {
+		n1, err := corelisters.NewNodeLister(f.nodes).Get("n1")
+		if err != nil {
+			return err
+		}
+		n1 = n1.DeepCopy()
+		if n1.Annotations == nil {
+			n1.Annotations = map[string]string{}
+		}
+		if value == "" {
+			delete(n1.Annotations, k8s.RoutesAdvertisedAnnotation)
+			if peers, err := f.gateway.Snapshot(ctx); err == nil && len(peers) == 1 {
+				routesAtRemoval = len(peers[0].ReceivedRoutes)
+			}
+		} else {
+			n1.Annotations[k8s.RoutesAdvertisedAnnotation] = value
+		}
+		mu.Lock()
+		published = append(published, value)
+		mu.Unlock()
+		return f.nodes.Update(n1)
+	}
+	f.setView(t)
+	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
+	f.waitForReport(t, "the session established", func(r *bgpstatus.Report) bool {
+		return len(r.Peers) == 1 && r.Peers[0].State == bgpstatus.StateEstablished
+	})
+	f.speaker.converge(t.Context())
+	mu.Lock()
+	if !slices.Equal(published, []string{"site"}) {
+		t.Errorf("annotations published once the session is up: %q, want [site]", published)
+	}
+	mu.Unlock()
+
+	vxlan, err := domain.Parse([]byte("domains:\n  site: [site]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1, _ := corelisters.NewNodeLister(f.nodes).Get("n1")
+	f.speaker.setView(vxlan.NodeRouting(n1))
+	start := time.Now()
+	f.speaker.converge(t.Context())
+	if took := time.Since(start); took < f.speaker.withdrawDelay {
+		t.Errorf("withdrew %v after the switch, want after the %v delay", took, f.speaker.withdrawDelay)
+	}
+	f.waitForGatewayRoutes(t, nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(published, []string{"site", ""}) || routesAtRemoval != 2 {
+		t.Errorf("annotations published %q, gateway routes when it was removed %d; want [site \"\"] with the 2 routes still there",
+			published, routesAtRemoval)
+	}
+}
+
+// A password rotated at the router first breaks the session; the speaker reads the Secret again on
+// each retry while a session is down, not only every bgpPasswordReread.
+func TestBGPSpeakerRereadsThePasswordWhileASessionIsDown(t *testing.T) {
+	f := newBGPFixture(t, "rotated")
+	f.speaker.refresh = 100 * time.Millisecond
+	f.secrets.secrets["edgeplane-system/site-bgp"] = &corev1.Secret{Data: map[string][]byte{"password": []byte("old")}}
+	f.setView(t)
+	time.Sleep(time.Second)
+	f.speaker.converge(t.Context())
+	if peers, _ := f.gateway.Snapshot(t.Context()); len(peers) == 1 && len(peers[0].ReceivedRoutes) != 0 {
+		t.Fatalf("the gateway took routes over a session with the wrong password: %+v", peers)
+	}
+	f.secrets.mu.Lock()
+	f.secrets.secrets["edgeplane-system/site-bgp"] = &corev1.Secret{Data: map[string][]byte{"password": []byte("rotated")}}
+	f.secrets.mu.Unlock()
+	time.Sleep(f.speaker.refresh) // the next tick
 	f.speaker.converge(t.Context())
 	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
 }

@@ -48,7 +48,9 @@ var vtepAnnotations = []string{
 //     `--uninstall` the site's router drops them when its graceful-restart time ends;
 //   - this node's Flannel annotations, when the API server answers and they are edgeplane's (their
 //     VTEP MAC is the one the agent derives from the node name), so that nothing (Flannel, a new
-//     CNI) reads a VTEP that is about to disappear;
+//     CNI) reads a VTEP that is about to disappear; and edgeplane.io/routes-advertised (route mode),
+//     so that a later install's peers do not send to this node's pods unencapsulated before its
+//     speaker has advertised them again;
 //   - every pinned link (underlay, VXLAN device, pod veths), which detaches the programs, then the
 //     programs and maps (datapath.Cleanup);
 //   - the VXLAN device, and with it its address and the cluster and service CIDR and host-hairpin routes;
@@ -165,12 +167,15 @@ func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string,
 			return fmt.Errorf("getting node %s: %w", nodeName, err)
 		}
 		present := presentAnnotations(node)
-		if len(present) == 0 {
-			return nil
-		}
-		if !publishedByEdgeplane(node, deviceMAC) {
+		if len(present) > 0 && !publishedByEdgeplane(node, deviceMAC) {
 			logger.Info("This node's Flannel annotations are not edgeplane's (another VTEP MAC); leaving them",
 				"node", nodeName, "backendData", node.Annotations[k8s.BackendDataAnnotation])
+			present = nil
+		}
+		if _, ok := node.Annotations[k8s.RoutesAdvertisedAnnotation]; ok {
+			present = append(present, k8s.RoutesAdvertisedAnnotation) // edgeplane's own, whatever the VTEP
+		}
+		if len(present) == 0 {
 			return nil
 		}
 		remove := make(map[string]any, len(present))

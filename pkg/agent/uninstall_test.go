@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -98,6 +99,11 @@ func uninstallInNetns(t *testing.T) {
 	if n := getNode(t, client); len(presentAnnotations(n)) != len(vtepAnnotations) {
 		t.Fatalf("precondition: annotations %v", n.Annotations)
 	}
+	// As a route-mode speaker leaves it after a plain --uninstall (no withdrawal by Run).
+	if _, err := client.CoreV1().Nodes().Patch(ctx, "self", types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"`+k8s.RoutesAdvertisedAnnotation+`":"site-a"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := uninstall(ctx, cfg, k8stest.FromClientset(client), uninstallAPITimeout); err != nil {
 		t.Fatalf("uninstall: %v", err)
@@ -106,6 +112,9 @@ func uninstallInNetns(t *testing.T) {
 	n := getNode(t, client)
 	if p := presentAnnotations(n); len(p) > 0 {
 		t.Errorf("annotations %v left on the Node", p)
+	}
+	if v, ok := n.Annotations[k8s.RoutesAdvertisedAnnotation]; ok {
+		t.Errorf("annotation %s=%q left on the Node", k8s.RoutesAdvertisedAnnotation, v)
 	}
 	if n.Annotations["keep"] != "me" || n.Annotations[k8s.PodCIDRAnnotation] != nc.PodCIDR.String() {
 		t.Errorf("uninstall touched annotations it does not own or the pod CIDR claim: %v", n.Annotations)

@@ -332,9 +332,29 @@ func TestDomainsRouteModeRoutes(t *testing.T) {
 		}
 		return out
 	}
+	// Make before break: e speaks, but its speaker has not said its routes are at the gateway.
+	if got, want := encaps(), map[string]Encap{"10.244.4.0/24": EncapVXLAN, "10.244.1.0/24": EncapVXLAN}; !reflect.DeepEqual(got, want) {
+		t.Errorf("before e's routes are advertised: %v, want %v (VXLAN until the gateway has them)", got, want)
+	}
+	e := pooled("e", "site-a", "10.244.4.0/24", "192.168.1.5", "")
+	e.Annotations[k8s.RoutesAdvertisedAnnotation] = "site-a"
+	f.seed(e)
+	f.pass(t)
 	if got, want := encaps(), map[string]Encap{"10.244.4.0/24": EncapDirect, "10.244.1.0/24": EncapVXLAN}; !reflect.DeepEqual(got, want) {
 		t.Errorf("route encapsulations %v, want %v (site-a's peer direct, the cloud's through VXLAN)", got, want)
 	}
+	// An annotation naming another domain (left from before a move) is not this one's.
+	e = e.DeepCopy()
+	e.Annotations[k8s.RoutesAdvertisedAnnotation] = "site-b"
+	f.seed(e)
+	f.pass(t)
+	if got := encaps()["10.244.4.0/24"]; got != EncapVXLAN {
+		t.Errorf("e advertised in another domain: %v, want VXLAN", got)
+	}
+	e = e.DeepCopy()
+	e.Annotations[k8s.RoutesAdvertisedAnnotation] = "site-a"
+	f.seed(e)
+	f.pass(t)
 
 	f.model.m.Store(parseModel(t, cloudSiteAPrivate))
 	f.pass(t)

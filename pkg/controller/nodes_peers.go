@@ -61,7 +61,7 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 	return peer{
 		podCIDR: cidr,
 		alias:   alias,
-		route:   Route{NodeIP: endpoint, Domain: id, Encap: r.encapTo(m, dom)},
+		route:   Route{NodeIP: endpoint, Domain: id, Encap: r.encapTo(m, dom, node)},
 		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
 		domain:  dom,
 		pool:    pool,
@@ -69,15 +69,25 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 	}, nil
 }
 
-// encapTo is how pods reach the pods of a peer in domain dom: without encapsulation between the
-// nodes of one route-mode domain (its network routes the pod CIDRs, which the speakers advertise
-// to its gateways), through VXLAN otherwise, across domains too: a private line carries the nodes'
-// addresses, not necessarily the pod CIDRs of every domain (docs/domains.md, Route mode).
-func (r *NodeReconciler) encapTo(m *domain.Model, dom string) Encap {
-	if dom == r.local.domain && m.Encapsulation(dom) == domain.Route {
-		return EncapDirect
+// encapTo is how pods reach the pods of peer node, in domain dom: without encapsulation between
+// the nodes of one route-mode domain (its network routes the pod CIDRs, which the speakers
+// advertise to its gateways), through VXLAN otherwise, across domains too: a private line carries
+// the nodes' addresses, not necessarily the pod CIDRs of every domain (docs/domains.md, Route
+// mode).
+//
+// Make before break: a speaking peer is sent to unencapsulated only once its speaker says its
+// routers have its pod CIDR (k8s.RoutesAdvertisedAnnotation); until then, and from the moment
+// its speaker is about to withdraw, through VXLAN, which every node keeps receiving in route
+// mode. Without it, a domain switched to route mode would send to the gateway pods' packets for
+// pod CIDRs the gateway has not learned yet (the speakers' first connection takes seconds).
+func (r *NodeReconciler) encapTo(m *domain.Model, dom string, node *corev1.Node) Encap {
+	if dom != r.local.domain || m.Encapsulation(dom) != domain.Route {
+		return EncapVXLAN
 	}
-	return EncapVXLAN
+	if m.Speaks(node) && node.Annotations[k8s.RoutesAdvertisedAnnotation] != dom {
+		return EncapVXLAN
+	}
+	return EncapDirect
 }
 
 // checkPodCIDR refuses a pod CIDR outside the cluster CIDR or overlapping another node's.

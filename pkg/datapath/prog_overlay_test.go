@@ -68,3 +68,26 @@ func TestOverlayEgress(t *testing.T) {
 		})
 	}
 }
+
+// What the kernel routes into edgeplane.1 for a peer of this node's route-mode domain (the node's
+// own traffic, and what it forwards: a packet a gateway sent here for a pod this node does not
+// own) is not tunnelled: it leaves the underlay NIC unencapsulated toward the next hop to the
+// owning node, unchanged (the host already decremented the TTL of what it forwarded), as a pod's
+// packet on a direct route does.
+func TestOverlayEgressDirectRoute(t *testing.T) {
+	coll := newCollection(t, loadOverlay)
+	fillCluster(t, coll)
+	putRoute(t, coll, "10.244.2.0/24", podRoute{NodeIp: be32(remoteNodeIP), Encap: 1 /* ROUTE_ENCAP_DIRECT */})
+	in := ethFrame(anyMAC, vtepMAC, ethPIPv4, ipHdr{src: podA, dst: remotePod, proto: protoUDP}.build(udpSeg(podA, remotePod, 1, 2, nil, false)))
+	got, out := run(t, coll.Programs["overlay_egress"], in, nil)
+	if got != tcActRedirect {
+		t.Fatalf("verdict %d, want TC_ACT_REDIRECT (out of the underlay NIC)", got)
+	}
+	dst, src := macs(out)
+	if dst != remoteNextHop || src != underlayMAC || !bytes.Equal(out[12:], in[12:]) {
+		t.Errorf("MACs dst %x src %x (want the next hop %x from the NIC %x), or packet changed", dst, src, remoteNextHop, underlayMAC)
+	}
+	if n := metric(t, coll, dirOverlayOut, dropreason.Forwarded); n != 1 {
+		t.Errorf("forwarded %d, want 1", n)
+	}
+}

@@ -24,6 +24,12 @@ const (
 
 	// PodCIDRAnnotation holds the pod CIDR edgeplane allocated to a node whose spec.podCIDR is empty.
 	PodCIDRAnnotation = "edgeplane.io/pod-cidr"
+
+	// RoutesAdvertisedAnnotation names the route-mode domain whose routers have the node's pod
+	// CIDR: its BGP speaker sets it once a session is up, and removes it before it withdraws.
+	// The domain's other nodes send to the node's pods unencapsulated only while it is there
+	// (make before break on a switch to route mode; docs/domains.md).
+	RoutesAdvertisedAnnotation = "edgeplane.io/routes-advertised"
 )
 
 // VNI is the VXLAN network identifier Flannel uses by default; the wire format fixes it.

@@ -70,13 +70,16 @@ func newLab(b *testing.B) *lab.Lab {
 // BenchmarkDatapath compares edgeplane (native BPF encapsulation and the collect_md device variant)
 // with a Flannel-like node and the raw underlay, in one lab, in alternating rounds: request/response
 // on one CPU and across CPUs, 64-byte UDP, one and 8 TCP streams with the CPU they cost, connect
-// rate pod to pod and through a ClusterIP. Run it with `make bench` (root). BENCH_ROUNDS (default
-// 5) and BENCH_SECONDS (default 4) tune it, BENCH_METRICS (comma list of metric names) keeps only
-// some metrics, BENCH_TCP_CC the streams' congestion control (default cubic), BENCH_RESULTS names
-// the results file and BENCH_MACHINE the machine; BENCH_HOLD=FILE keeps the lab up afterwards for
-// profiling (see hold).
+// rate pod to pod and through a ClusterIP; and edgeplane's route mode (route.go) against its VXLAN,
+// Flannel's host-gw backend and the underlay, on one L2 segment and across the BGP gateway. Run it
+// with `make bench` (root). BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 4) tune it,
+// BENCH_GROUPS (comma list of group names) keeps only some groups, BENCH_METRICS (comma list of
+// metric names) only some metrics, BENCH_TCP_CC the streams' congestion control (default cubic),
+// BENCH_RESULTS names the results file and BENCH_MACHINE the machine; BENCH_HOLD=FILE keeps the
+// lab up afterwards for profiling (see hold).
 func BenchmarkDatapath(b *testing.B) {
 	ctx := context.Background()
+	built := time.Now()
 	l := newLab(b)
 
 	n1, err := l.AddNode(ctx, "node-1", 1, lab.NodeOptions{})
@@ -92,6 +95,12 @@ func BenchmarkDatapath(b *testing.B) {
 		b.Fatal(err)
 	}
 	d4, err := l.AddNode(ctx, "node-4", 4, lab.NodeOptions{AgentArgs: []string{"--encap-mode=device"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Route mode (route.go): site-a's nodes route-1 and route-2 on one L2 segment, route-3 behind
+	// the gateway.
+	rs, err := setupRouteSite(ctx, l, 5)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -112,6 +121,15 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 	defer fl.Teardown()
 	f1, f2 := fl.Nodes[0], fl.Nodes[1]
+	// Flannel's host-gw backend beside them: plain kernel routes to the peer node, no encapsulation,
+	// no BPF; against edgeplane-route it isolates the cost of the pods' veth hop from BPF's.
+	hg, err := SetupFlannelBackend(FlannelHostGW, 11, l.ID, l.Switch.Name(), "br0",
+		[]string{"172.30.0.63", "172.30.0.64"}, lab.UnderlayNet.Bits(), 1, envInt("BENCH_IPTABLES_SERVICES", 1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hg.Teardown()
+	h1, h2 := hg.Nodes[0], hg.Nodes[1]
 
 	ep := func(p *lab.Pod) Endpoint { return Endpoint{NetNS: p.Netns.Name(), IP: p.IP.String()} }
 	flp := func(n *FlannelNode, i int) Endpoint { return Endpoint{NetNS: n.Pods[i], IP: n.PodIP(i)} }
@@ -120,6 +138,20 @@ func BenchmarkDatapath(b *testing.B) {
 		{Name: "edgeplane", Client: ep(a1), Server: ep(bp1)},
 		{Name: "edgeplane-device", Client: ep(d1), Server: ep(d2)},
 		{Name: "underlay", Client: Endpoint{NetNS: n1.Netns.Name()}, Server: Endpoint{NetNS: n2.Netns.Name(), IP: n2.IP.String()}},
+	}
+	// Route mode against edgeplane's own VXLAN (the group's first path), Flannel host-gw and the
+	// underlay between the two route-mode nodes; then across the gateway, against the underlay
+	// between the same two nodes (also through the gateway; the group's baseline).
+	r1, r2, r3 := rs.nodes[0], rs.nodes[1], rs.nodes[2]
+	route := []Path{
+		{Name: "edgeplane", Client: ep(a1), Server: ep(bp1)},
+		{Name: "edgeplane-route", Client: ep(rs.pods[0]), Server: ep(rs.pods[1])},
+		{Name: "flannel-hostgw", Client: flp(h1, 0), Server: flp(h2, 0)},
+		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r2.Netns.Name(), IP: r2.IP.String()}},
+	}
+	routeGateway := []Path{
+		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r3.Netns.Name(), IP: r3.IP.String()}},
+		{Name: "edgeplane-route", Client: ep(rs.pods[0]), Server: ep(rs.pods[2])},
 	}
 	same := []Path{
 		{Name: "flannel", Client: flp(f1, 0), Server: flp(f1, 1)},
@@ -206,13 +238,44 @@ func BenchmarkDatapath(b *testing.B) {
 			}}
 	}
 	crossMetrics := append(append(append(append([]metric{}, rrMetrics...), xcpu...), bulk...), connect(0))
+	// Issue 16's metrics: request/response, 64-byte UDP and one TCP stream (with its CPU cost).
+	routeMetrics := append(append([]metric{}, rrMetrics...), bulk[0], bulk[1])
 	groups := []group{
 		{name: "cross-node", paths: cross, metrics: crossMetrics},
 		{name: "cross-node-clusterip", paths: clusterIP, metrics: []metric{connect(svcPort)}},
 		{name: "same-node", paths: same, metrics: rrMetrics},
+		{name: "route-mode", paths: route, metrics: routeMetrics},
+		{name: "route-mode-gateway", paths: routeGateway, metrics: routeMetrics},
+	}
+	if only := os.Getenv("BENCH_GROUPS"); only != "" {
+		groups = onlyGroups(groups, strings.Split(only, ","))
 	}
 	if only := os.Getenv("BENCH_METRICS"); only != "" {
 		groups = onlyMetrics(groups, strings.Split(only, ","))
+	}
+	if len(groups) == 0 {
+		b.Fatal("BENCH_GROUPS and BENCH_METRICS leave nothing to measure")
+	}
+
+	// A route-mode path must be what it says: pods' packets on the wire unencapsulated, where the
+	// VXLAN path's are encapsulated.
+	for _, w := range []struct {
+		from, to *lab.Pod
+		toNode   *lab.Node
+		vxlan    bool
+	}{{rs.pods[0], rs.pods[1], r2, false}, {rs.pods[0], rs.pods[2], r3, false}, {a1, bp1, n2, true}} {
+		// The peers switch to direct routes once they see the announcement setupRouteSite waited
+		// for: a moment later, so a few tries.
+		var err error
+		for try := 0; try < 5; try++ {
+			if err = checkWire(w.from, w.to, w.toNode, w.vxlan); err == nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if err != nil {
+			b.Fatalf("route-mode groups: %v", err)
+		}
 	}
 
 	// Every path must work before it is measured (the Services once both proxies programmed them).
@@ -239,11 +302,13 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 
 	rounds := envInt("BENCH_ROUNDS", 5)
+	b.Logf("lab built and paths checked in %v", time.Since(built).Round(time.Second))
 	var results []Result
 	var idle []float64
 	idle = append(idle, background(b))
 	port := 15000
 	for _, g := range groups {
+		started := time.Now()
 		for _, m := range g.metrics {
 			samples := make([][]Sample, len(g.paths))
 			for r := 0; r < rounds; r++ {
@@ -267,16 +332,20 @@ func BenchmarkDatapath(b *testing.B) {
 			}
 			results = append(results, fresh...)
 		}
+		b.Logf("group %s: %d metrics x %d paths x %d rounds took %v", g.name, len(g.metrics), len(g.paths), rounds,
+			time.Since(started).Round(time.Second))
 		if g.name == "cross-node" {
 			idle = append(idle, background(b))
 		}
 	}
 	b.StopTimer()
-	if len(idle) > 0 {
-		if busy := Median(idle); busy > 0.2*float64(runtime.NumCPU()) {
-			b.Logf("WARNING: the machine was %.2f CPUs busy without benchmark traffic: the CPU-cost figures "+
-				"(busy CPU-s per Gbit) include that other work; measure on a quiet machine", busy)
-		}
+	if busy := Median(idle); busy > 0.2*float64(runtime.NumCPU()) {
+		b.Logf("WARNING: the machine was %.2f CPUs busy without benchmark traffic: the CPU-cost figures "+
+			"(busy CPU-s per Gbit) include that other work; measure on a quiet machine", busy)
+	}
+	// The machine's floor is recorded with the cross-node rounds (one sample before, one after): a
+	// run without them (BENCH_GROUPS) keeps the last one's.
+	if len(idle) > 1 {
 		results = append(results, Result{Group: "cross-node-background", Metric: "busy_cpus",
 			Unit:   "busy CPUs, whole machine, no benchmark traffic (before and after the cross-node rounds)",
 			Better: "lower", Path: "idle", Samples: idle, Median: Median(idle)})
@@ -325,6 +394,21 @@ func background(b *testing.B) float64 {
 		b.Fatal(err)
 	}
 	return s.CPU.Busy / s.CPU.WindowS
+}
+
+// onlyGroups keeps the groups named (BENCH_GROUPS, a comma list), in the benchmark's order.
+func onlyGroups(groups []group, names []string) []group {
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[strings.TrimSpace(n)] = true
+	}
+	var out []group
+	for _, g := range groups {
+		if keep[g.name] {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // onlyMetrics keeps the metrics named (BENCH_METRICS, a comma list; "tcp_crr" keeps it in every

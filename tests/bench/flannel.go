@@ -7,10 +7,13 @@ import (
 	"strings"
 )
 
-// FlannelNode is a node netns wired the way flanneld's vxlan backend and the bridge CNI plugin wire
-// a real node: a cni0 bridge for pods, a flannel.1 VXLAN device (VNI 1, port 8472, no learning)
-// with a route, a permanent neighbour entry and an FDB entry per remote node, flannel's masquerade
-// rules and a kube-proxy-sized iptables rule set so that conntrack and the nat table are active.
+// FlannelNode is a node netns wired the way flanneld and the bridge CNI plugin wire a real node: a
+// cni0 bridge for pods, flannel's masquerade rules and a kube-proxy-sized iptables rule set so
+// that conntrack and the nat table are active, and per remote node what the backend installs:
+//   - vxlan: a flannel.1 VXLAN device (VNI 1, port 8472, no learning) with a route, a permanent
+//     neighbour entry and an FDB entry per remote node; pods' MTU 1450;
+//   - host-gw: a plain route per remote node's pod CIDR via that node's underlay address (the nodes
+//     share an L2 segment), no encapsulation; pods' MTU that of the underlay (1500).
 type FlannelNode struct {
 	NetNS   string // node namespace
 	NodeIP  string // underlay address
@@ -21,9 +24,19 @@ type FlannelNode struct {
 
 // FlannelCluster is a set of Flannel-like nodes on one underlay switch.
 type FlannelCluster struct {
-	Nodes []*FlannelNode
-	cmds  []string // teardown commands (reverse order)
+	Nodes   []*FlannelNode
+	backend FlannelBackend
+	cmds    []string // teardown commands (reverse order)
 }
+
+// FlannelBackend is how a FlannelCluster's nodes carry pod traffic between them (flanneld's
+// Backend.Type).
+type FlannelBackend string
+
+const (
+	FlannelVXLAN  FlannelBackend = "vxlan"
+	FlannelHostGW FlannelBackend = "host-gw"
+)
 
 const flannelClusterCIDR = "10.245.0.0/16"
 
@@ -42,14 +55,26 @@ func nsRun(ns string, args ...string) error {
 // PodIP is the address of pod i on node n.
 func (n *FlannelNode) PodIP(i int) string { return fmt.Sprintf("10.245.%d.%d", n.Index, i+2) }
 
-// SetupFlannel builds len(nodeIPs) Flannel-like nodes named <prefix>fN attached to the bridge
-// bridge in switchNS, each with podsPerNode pods, and the kube-proxy-like rule set of services
-// iptables Services. All names start with prefix; Teardown removes them.
+// SetupFlannel builds len(nodeIPs) Flannel-like nodes of the vxlan backend named <prefix>fN
+// (N from 1) attached to the bridge bridge in switchNS, each with podsPerNode pods, and the
+// kube-proxy-like rule set of services iptables Services. All names start with prefix; Teardown
+// removes them.
 func SetupFlannel(prefix, switchNS, bridge string, nodeIPs []string, maskBits, podsPerNode, services int) (*FlannelCluster, error) {
-	c := &FlannelCluster{}
+	return SetupFlannelBackend(FlannelVXLAN, 1, prefix, switchNS, bridge, nodeIPs, maskBits, podsPerNode, services)
+}
+
+// SetupFlannelBackend is SetupFlannel with the backend's choice, and the nodes numbered from
+// first (node N is <prefix>fN with pods in 10.245.N.0/24), so that two clusters of different
+// backends can share a lab.
+func SetupFlannelBackend(backend FlannelBackend, first int, prefix, switchNS, bridge string, nodeIPs []string, maskBits, podsPerNode, services int) (*FlannelCluster, error) {
+	if backend != FlannelVXLAN && backend != FlannelHostGW {
+		return nil, fmt.Errorf("unknown flannel backend %q (want %s or %s)", backend, FlannelVXLAN, FlannelHostGW)
+	}
+	c := &FlannelCluster{backend: backend}
 	for i, ip := range nodeIPs {
-		n := &FlannelNode{NetNS: fmt.Sprintf("%sf%d", prefix, i+1), NodeIP: ip, Index: i + 1,
-			VtepMAC: fmt.Sprintf("0e:fa:00:00:00:%02x", i+1)}
+		index := first + i
+		n := &FlannelNode{NetNS: fmt.Sprintf("%sf%d", prefix, index), NodeIP: ip, Index: index,
+			VtepMAC: fmt.Sprintf("0e:fa:00:00:00:%02x", index)}
 		if err := c.addNode(n, prefix, switchNS, bridge, maskBits, podsPerNode); err != nil {
 			c.Teardown()
 			return nil, err
@@ -71,6 +96,11 @@ func SetupFlannel(prefix, switchNS, bridge string, nodeIPs []string, maskBits, p
 
 func (c *FlannelCluster) addNode(n *FlannelNode, prefix, switchNS, bridge string, maskBits, pods int) error {
 	sw := fmt.Sprintf("%sfs%d", prefix, n.Index)
+	// The pods' MTU: the underlay's less VXLAN's 50 bytes, or the underlay's with host-gw.
+	mtu := "1450"
+	if c.backend == FlannelHostGW {
+		mtu = "1500"
+	}
 	steps := [][]string{
 		{"ip", "netns", "add", n.NetNS},
 		{"ip", "-n", n.NetNS, "link", "set", "lo", "up"},
@@ -79,14 +109,18 @@ func (c *FlannelCluster) addNode(n *FlannelNode, prefix, switchNS, bridge string
 		{"ip", "-n", n.NetNS, "addr", "add", fmt.Sprintf("%s/%d", n.NodeIP, maskBits), "dev", "eth0"},
 		{"ip", "-n", n.NetNS, "link", "set", "eth0", "up"},
 		{"ip", "netns", "exec", n.NetNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
-		{"ip", "-n", n.NetNS, "link", "add", "flannel.1", "address", n.VtepMAC, "mtu", "1450", "type", "vxlan",
-			"id", "1", "local", n.NodeIP, "dev", "eth0", "dstport", "8472", "nolearning"},
-		{"ip", "-n", n.NetNS, "addr", "add", fmt.Sprintf("10.245.%d.0/32", n.Index), "dev", "flannel.1"},
-		{"ip", "-n", n.NetNS, "link", "set", "flannel.1", "up"},
-		{"ip", "-n", n.NetNS, "link", "add", "cni0", "mtu", "1450", "type", "bridge"},
-		{"ip", "-n", n.NetNS, "addr", "add", fmt.Sprintf("10.245.%d.1/24", n.Index), "dev", "cni0"},
-		{"ip", "-n", n.NetNS, "link", "set", "cni0", "up"},
 	}
+	if c.backend == FlannelVXLAN {
+		steps = append(steps,
+			[]string{"ip", "-n", n.NetNS, "link", "add", "flannel.1", "address", n.VtepMAC, "mtu", mtu, "type", "vxlan",
+				"id", "1", "local", n.NodeIP, "dev", "eth0", "dstport", "8472", "nolearning"},
+			[]string{"ip", "-n", n.NetNS, "addr", "add", fmt.Sprintf("10.245.%d.0/32", n.Index), "dev", "flannel.1"},
+			[]string{"ip", "-n", n.NetNS, "link", "set", "flannel.1", "up"})
+	}
+	steps = append(steps,
+		[]string{"ip", "-n", n.NetNS, "link", "add", "cni0", "mtu", mtu, "type", "bridge"},
+		[]string{"ip", "-n", n.NetNS, "addr", "add", fmt.Sprintf("10.245.%d.1/24", n.Index), "dev", "cni0"},
+		[]string{"ip", "-n", n.NetNS, "link", "set", "cni0", "up"})
 	c.cmds = append(c.cmds, "ip netns del "+n.NetNS, "ip -n "+switchNS+" link del "+sw)
 	for _, s := range steps {
 		if err := run(s...); err != nil {
@@ -100,7 +134,7 @@ func (c *FlannelCluster) addNode(n *FlannelNode, prefix, switchNS, bridge string
 		steps := [][]string{
 			{"ip", "netns", "add", pod},
 			{"ip", "-n", pod, "link", "set", "lo", "up"},
-			{"ip", "link", "add", host, "netns", n.NetNS, "mtu", "1450", "type", "veth", "peer", "name", "eth0", "netns", pod, "mtu", "1450"},
+			{"ip", "link", "add", host, "netns", n.NetNS, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", pod, "mtu", mtu},
 			{"ip", "-n", n.NetNS, "link", "set", host, "master", "cni0", "up"},
 			{"ip", "-n", pod, "addr", "add", podIP + "/24", "dev", "eth0"},
 			{"ip", "-n", pod, "link", "set", "eth0", "up"},
@@ -117,10 +151,17 @@ func (c *FlannelCluster) addNode(n *FlannelNode, prefix, switchNS, bridge string
 	return nil
 }
 
-// programPeers installs what flanneld's vxlan backend installs for every other node.
+// programPeers installs what flanneld's backend installs for every other node.
 func (c *FlannelCluster) programPeers(n *FlannelNode) error {
 	for _, p := range c.Nodes {
 		if p == n {
+			continue
+		}
+		if c.backend == FlannelHostGW {
+			// host-gw's route: the peer's pod CIDR via its underlay address, on the NIC.
+			if err := run("ip", "-n", n.NetNS, "route", "replace", fmt.Sprintf("10.245.%d.0/24", p.Index), "via", p.NodeIP, "dev", "eth0"); err != nil {
+				return err
+			}
 			continue
 		}
 		gw := fmt.Sprintf("10.245.%d.0", p.Index)

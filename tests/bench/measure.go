@@ -72,16 +72,44 @@ func nsCmd(ctx context.Context, netns, cpus string, name string, args ...string)
 	return exec.CommandContext(ctx, "nsenter", argv...)
 }
 
-// server starts a long-running server process and returns a stop function.
-func server(netns, cpus string, name string, args ...string) (func(), error) {
+// server starts a long-running server process that listens on port (proto "tcp" or "udp") and
+// returns a stop function once the port is bound in netns: a fixed pause lost the race on a busy
+// machine (the client's connection refused).
+func server(netns, cpus, proto string, port int, name string, args ...string) (func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := nsCmd(ctx, netns, cpus, name, args...)
 	if err := cmd.Start(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("starting %s in %s: %w", name, netns, err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	return func() { cancel(); _ = cmd.Wait() }, nil
+	stop := func() { cancel(); _ = cmd.Wait() }
+	if err := waitBound(netns, proto, port, 10*time.Second); err != nil {
+		stop()
+		return nil, fmt.Errorf("%s in %s: %w", name, netns, err)
+	}
+	return stop, nil
+}
+
+// waitBound polls until a socket of proto ("tcp": listening, "udp": bound) is on port in netns.
+func waitBound(netns, proto string, port int, timeout time.Duration) error {
+	flag := "-t"
+	if proto == "udp" {
+		flag = "-u"
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := nsCmd(context.Background(), netns, "", "ss", "-Hln", flag, fmt.Sprintf("sport = :%d", port)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ss: %w: %s", err, out)
+		}
+		if len(strings.TrimSpace(string(out))) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing bound on %s port %d after %v", proto, port, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 var (
@@ -103,7 +131,11 @@ func RequestResponseCPUs(p Path, tcp bool, seconds int, clientCPU, serverCPU str
 	if tcp {
 		args = append(args, "--tcp")
 	}
-	stop, err := server(p.Server.NetNS, serverCPU, "sockperf", args...)
+	proto := "udp"
+	if tcp {
+		proto = "tcp"
+	}
+	stop, err := server(p.Server.NetNS, serverCPU, proto, port, "sockperf", args...)
 	if err != nil {
 		return Sample{}, err
 	}
@@ -225,7 +257,7 @@ func (s Sample) CPUPerGbit(cpus ...int) float64 {
 // machine spent while the client ran.
 func iperf(p Path, seconds int, clientCPU, serverCPU string, port int, extra ...string) (iperfResult, cpuUse, error) {
 	var r iperfResult
-	stop, err := server(p.Server.NetNS, serverCPU, "iperf3", "-s", "-1", "-B", p.Server.IP, "-p", strconv.Itoa(port))
+	stop, err := server(p.Server.NetNS, serverCPU, "tcp", port, "iperf3", "-s", "-1", "-B", p.Server.IP, "-p", strconv.Itoa(port))
 	if err != nil {
 		return r, cpuUse{}, err
 	}
@@ -289,7 +321,7 @@ var crrOut = regexp.MustCompile(`connections=(\d+) seconds=([0-9.]+) rate=([0-9.
 // connections with one request and answer each, client and server pinned to the same CPU.
 // Sample.TPS is connections per second.
 func ConnectRate(bin string, p Path, seconds int, cpu string, port int) (Sample, error) {
-	stop, err := server(p.Server.NetNS, cpu, bin, "server", "-l", fmt.Sprintf("%s:%d", p.Server.IP, port))
+	stop, err := server(p.Server.NetNS, cpu, "tcp", port, bin, "server", "-l", fmt.Sprintf("%s:%d", p.Server.IP, port))
 	if err != nil {
 		return Sample{}, err
 	}

@@ -56,6 +56,17 @@ func (c *Capture) Next(timeout time.Duration) ([]byte, error) {
 	return buf[:n], nil
 }
 
+// Drops is how many frames the kernel dropped since the last call because the capture's buffer
+// was full (PACKET_STATISTICS): a reader that counts frames at high rates adds them to its count
+// to know how many crossed.
+func (c *Capture) Drops() (int, error) {
+	st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		return 0, fmt.Errorf("capture statistics: %w", err)
+	}
+	return int(st.Drops), nil
+}
+
 // Close ends the capture.
 func (c *Capture) Close() error { return unix.Close(c.fd) }
 

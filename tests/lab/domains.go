@@ -232,7 +232,22 @@ func lineRules(line [2]string) string {
 	a, _ := lookupDomain(line[0])
 	b, _ := lookupDomain(line[1])
 	chain := lineChain(line)
-	return fmt.Sprintf("-A %s -s %s -d %s -j ACCEPT\n-A %s -s %s -d %s -j ACCEPT\n", chain, a.net, b.net, chain, b.net, a.net)
+	var rules strings.Builder
+	for _, an := range lineNets(a) {
+		for _, bn := range lineNets(b) {
+			fmt.Fprintf(&rules, "-A %s -s %s -d %s -j ACCEPT\n-A %s -s %s -d %s -j ACCEPT\n", chain, an, bn, chain, bn, an)
+		}
+	}
+	return rules.String()
+}
+
+// lineNets are the networks of a domain a private line carries: all of its segments (site-a's
+// second one, routesite.go, whether built or not).
+func lineNets(d domain) []netip.Prefix {
+	if d.name == DomainSiteA {
+		return []netip.Prefix{d.net, SiteASegment2Net}
+	}
+	return []netip.Prefix{d.net}
 }
 
 // SetPrivateLine brings the private line between domains a and b up or down, live: while it is

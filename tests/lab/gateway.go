@@ -16,19 +16,97 @@ import (
 // Gateway is the route-mode site's gateway router: bird2 (BIRD 2.0) in the lab's router
 // namespace, speaking BGP on its site-a legs (both segments, routesite.go) to the nodes. It
 // accepts a session from any address of either segment (a dynamic BGP neighbour range, as a
-// site's router listens for its nodes), imports only /24s of the cluster CIDR, exports nothing,
-// keeps a restarting node's routes (graceful restart, helper side), and installs the best routes
-// into the router namespace's main table, where the forwarding between segments uses them.
+// site's router listens for its nodes), imports only /24s of the cluster CIDR, exports nothing to
+// the nodes, keeps a restarting node's routes (graceful restart, helper side), and installs the
+// best routes into the router namespace's main table, where the forwarding between segments uses
+// them. Peers added with AddPeer (the private line's router, linerouter.go) get the learned pod
+// CIDRs.
 //
 // Its files are under <lab dir>/gateway: bird.conf, bird.log, the control socket (for birdc) and
 // the pid file. The process is killed by PID when the lab closes, or by Stop.
 type Gateway struct {
 	// ASN is the gateway's AS; NodeASN the AS it expects the nodes to speak as (eBGP).
 	ASN, NodeASN uint32
-	Dir          string
-	Socket       string
-	Process      *Process
-	netns        Netns
+	*Bird
+	password string
+	peers    []BirdPeer // AddPeer's, in the order added
+}
+
+// Bird is one bird2 process in a lab namespace, with its control socket: the site gateway, the
+// private line's router. Its files are under Dir.
+type Bird struct {
+	Dir     string
+	Socket  string
+	Process *Process
+	netns   Netns
+}
+
+// BirdPeer is one plain eBGP neighbour of a Bird: a session named Name from Local (our address,
+// AS LocalASN) to Address (AS ASN), importing and exporting what the filters (BIRD filter
+// bodies, e.g. "if net ~ [ 10.244.0.0/16{24,24} ] then accept; reject;") accept.
+type BirdPeer struct {
+	Name           string
+	Local, Address netip.Addr
+	LocalASN, ASN  uint32
+	Import, Export string
+}
+
+func (p BirdPeer) config() string {
+	filter := func(body string) string {
+		if body == "" {
+			return "none"
+		}
+		return "filter { " + body + " }"
+	}
+	return fmt.Sprintf("protocol bgp %s {\n\tlocal %s as %d;\n\tneighbor %s as %d;\n\tdebug { states, events };\n\tipv4 { import %s; export %s; };\n}\n",
+		p.Name, p.Local, p.LocalASN, p.Address, p.ASN, filter(p.Import), filter(p.Export))
+}
+
+// podCIDRsFilter accepts the nodes' pod CIDRs: /24s of the cluster CIDR.
+var podCIDRsFilter = fmt.Sprintf("if net ~ [ %s{24,24} ] then accept; reject;", ClusterCIDR)
+
+// startBird writes conf into dir and starts bird in ns (named name in the logs), stopped when the
+// lab closes, and waits until its control socket answers.
+func (l *Lab) startBird(ctx context.Context, name string, ns Netns, dir, conf string) (*Bird, error) {
+	for _, bin := range []string{"bird", "birdc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("the route-mode lab needs BIRD 2 (Debian's bird2; scripts/install-deps.sh installs it): %w", err)
+		}
+	}
+	b := &Bird{Dir: dir, Socket: filepath.Join(dir, "bird.ctl"), netns: ns}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(b.confPath(), []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := startProcess("bird@"+name, ns, filepath.Join(dir, "bird.out"),
+		"bird", "-f", "-c", b.confPath(), "-s", b.Socket, "-P", filepath.Join(dir, "bird.pid"))
+	if err != nil {
+		return nil, err
+	}
+	b.Process = p
+	l.onClose(func() { p.Stop(5 * time.Second) })
+	if err := b.waitSocket(ctx, 10*time.Second); err != nil {
+		p.Kill()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bird) confPath() string { return filepath.Join(b.Dir, "bird.conf") }
+
+// reconfigure replaces bird.conf and has bird apply it (`birdc configure`: sessions whose
+// configuration is unchanged stay up).
+func (b *Bird) reconfigure(ctx context.Context, conf string) error {
+	if err := os.WriteFile(b.confPath(), []byte(conf), 0o600); err != nil {
+		return err
+	}
+	out, err := b.Birdc(ctx, "configure")
+	if err != nil || !strings.Contains(out, "Reconfigured") {
+		return fmt.Errorf("birdc configure: %v: %s", err, out)
+	}
+	return nil
 }
 
 // GatewayOptions configure StartGateway.
@@ -52,11 +130,6 @@ func (l *Lab) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway, 
 	if err := l.checkOpen(); err != nil {
 		return nil, err
 	}
-	for _, bin := range []string{"bird", "birdc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return nil, fmt.Errorf("the route-mode lab needs BIRD 2 (Debian's bird2; scripts/install-deps.sh installs it): %w", err)
-		}
-	}
 	if opts.ASN == 0 {
 		opts.ASN = GatewayASN
 	}
@@ -74,41 +147,36 @@ func (l *Lab) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway, 
 	if l.gateway != nil {
 		return nil, errors.New("the lab's gateway is already running")
 	}
-	g := &Gateway{ASN: opts.ASN, NodeASN: opts.NodeASN, Dir: filepath.Join(l.Dir, "gateway"), netns: l.router}
-	g.Socket = filepath.Join(g.Dir, "bird.ctl")
-	if err := os.MkdirAll(g.Dir, 0o755); err != nil {
-		return nil, err
-	}
-	conf := filepath.Join(g.Dir, "bird.conf")
-	if err := os.WriteFile(conf, []byte(g.config(opts.Password)), 0o600); err != nil {
-		return nil, err
-	}
-	p, err := startProcess("bird@gateway", l.router, filepath.Join(g.Dir, "bird.out"),
-		"bird", "-f", "-c", conf, "-s", g.Socket, "-P", filepath.Join(g.Dir, "bird.pid"))
+	g := &Gateway{ASN: opts.ASN, NodeASN: opts.NodeASN, password: opts.Password}
+	dir := filepath.Join(l.Dir, "gateway")
+	b, err := l.startBird(ctx, "gateway", l.router, dir, g.config(dir))
 	if err != nil {
 		return nil, err
 	}
-	g.Process = p
-	l.onClose(func() { p.Stop(5 * time.Second) })
-	if err := g.waitSocket(ctx, 10*time.Second); err != nil {
-		p.Kill()
-		return nil, err
-	}
+	g.Bird = b
 	l.gateway = g
 	l.Logf("lab %s: gateway bird2 AS%d up in %s, nodes AS%d from %s and %s", l.ID, g.ASN, l.router, g.NodeASN, SiteANet, SiteASegment2Net)
 	return g, nil
 }
 
-// config is bird.conf: one dynamic-neighbour BGP template per segment.
-func (g *Gateway) config(password string) string {
+// AddPeer adds a plain eBGP neighbour to the running gateway (birdc configure: the nodes'
+// sessions stay up).
+func (g *Gateway) AddPeer(ctx context.Context, p BirdPeer) error {
+	g.peers = append(g.peers, p)
+	return g.reconfigure(ctx, g.config(g.Dir))
+}
+
+// config is bird.conf (bird's files under dir): one dynamic-neighbour BGP template per segment,
+// then AddPeer's neighbours.
+func (g *Gateway) config(dir string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "log %q all;\n", filepath.Join(g.Dir, "bird.log"))
+	fmt.Fprintf(&b, "log %q all;\n", filepath.Join(dir, "bird.log"))
 	fmt.Fprintf(&b, "router id %s;\n", SegmentRouterIP(1))
 	b.WriteString("protocol device {}\n")
 	// The learned pod CIDRs go into the router's own table, nothing else is touched; on exit
 	// bird removes what it installed.
 	b.WriteString("protocol kernel { ipv4 { import none; export all; }; }\n")
-	fmt.Fprintf(&b, "filter pod_cidrs { if net ~ [ %s{24,24} ] then accept; reject; }\n", ClusterCIDR)
+	fmt.Fprintf(&b, "filter pod_cidrs { %s }\n", podCIDRsFilter)
 	for i, seg := range []netip.Prefix{SiteANet, SiteASegment2Net} {
 		fmt.Fprintf(&b, "protocol bgp segment%d {\n", i+1)
 		fmt.Fprintf(&b, "\tlocal %s as %d;\n", SegmentRouterIP(i+1), g.ASN)
@@ -116,15 +184,18 @@ func (g *Gateway) config(password string) string {
 		fmt.Fprintf(&b, "\tdynamic name \"seg%d_\";\n", i+1)
 		b.WriteString("\tdebug { states, events };\n")
 		b.WriteString("\tgraceful restart on;\n")
-		if password != "" {
-			fmt.Fprintf(&b, "\tpassword %q;\n", password)
+		if g.password != "" {
+			fmt.Fprintf(&b, "\tpassword %q;\n", g.password)
 		}
 		b.WriteString("\tipv4 { import filter pod_cidrs; export none; };\n}\n")
+	}
+	for _, p := range g.peers {
+		b.WriteString(p.config())
 	}
 	return b.String()
 }
 
-func (g *Gateway) waitSocket(ctx context.Context, timeout time.Duration) error {
+func (g *Bird) waitSocket(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		out, err := g.Birdc(ctx, "show", "status")
@@ -146,7 +217,7 @@ func (g *Gateway) waitSocket(ctx context.Context, timeout time.Duration) error {
 }
 
 // Birdc runs `birdc -s <socket> <args>` and returns its output.
-func (g *Gateway) Birdc(ctx context.Context, args ...string) (string, error) {
+func (g *Bird) Birdc(ctx context.Context, args ...string) (string, error) {
 	return g.netns.Exec(ctx, "birdc", append([]string{"-s", g.Socket}, args...)...)
 }
 
@@ -158,7 +229,7 @@ type GatewayRoute struct {
 }
 
 // Routes are the best routes of bird's table, by prefix (`birdc show route all primary`).
-func (g *Gateway) Routes(ctx context.Context) (map[netip.Prefix]GatewayRoute, error) {
+func (g *Bird) Routes(ctx context.Context) (map[netip.Prefix]GatewayRoute, error) {
 	out, err := g.Birdc(ctx, "show", "route", "all", "primary")
 	if err != nil {
 		return nil, err
@@ -225,15 +296,26 @@ func (g *Gateway) Sessions(ctx context.Context) (map[netip.Addr]GatewaySession, 
 	if err != nil {
 		return nil, err
 	}
-	return parseBirdSessions(out), nil
+	return parseBirdSessions(out, func(name string) bool { return strings.HasPrefix(name, "seg") }), nil
 }
 
-func parseBirdSessions(out string) map[netip.Addr]GatewaySession {
+// BGPSessions are all of bird's BGP sessions with a neighbour address (AddPeer's and
+// BirdPeer's ones by their names, the gateway's spawned ones), by neighbour address.
+func (g *Bird) BGPSessions(ctx context.Context) (map[netip.Addr]GatewaySession, error) {
+	out, err := g.Birdc(ctx, "show", "protocols", "all")
+	if err != nil {
+		return nil, err
+	}
+	return parseBirdSessions(out, func(string) bool { return true }), nil
+}
+
+// parseBirdSessions reads `show protocols all`, keeping the BGP sessions whose name keep accepts.
+func parseBirdSessions(out string, keep func(name string) bool) map[netip.Addr]GatewaySession {
 	sessions := map[netip.Addr]GatewaySession{}
 	var cur *GatewaySession
 	neighborCaps := false // inside the "Neighbor capabilities" block
 	flush := func() {
-		if cur != nil && cur.Neighbor.IsValid() && strings.HasPrefix(cur.Name, "seg") {
+		if cur != nil && cur.Neighbor.IsValid() && keep(cur.Name) {
 			sessions[cur.Neighbor] = *cur
 		}
 		cur = nil
@@ -292,7 +374,7 @@ func parseBirdSessions(out string) map[netip.Addr]GatewaySession {
 }
 
 // WaitRoutes polls Routes until cond holds, and returns the table that satisfied it and when.
-func (g *Gateway) WaitRoutes(ctx context.Context, timeout time.Duration, cond func(map[netip.Prefix]GatewayRoute) bool) (map[netip.Prefix]GatewayRoute, time.Duration, error) {
+func (g *Bird) WaitRoutes(ctx context.Context, timeout time.Duration, cond func(map[netip.Prefix]GatewayRoute) bool) (map[netip.Prefix]GatewayRoute, time.Duration, error) {
 	start := time.Now()
 	var routes map[netip.Prefix]GatewayRoute
 	var err error
@@ -314,9 +396,9 @@ func (g *Gateway) WaitRoutes(ctx context.Context, timeout time.Duration, cond fu
 
 // KernelRoutes is the router namespace's main table (`ip route`), to check that bird installed
 // what it learned.
-func (g *Gateway) KernelRoutes(ctx context.Context) (string, error) {
+func (g *Bird) KernelRoutes(ctx context.Context) (string, error) {
 	return g.netns.IP(ctx, "route", "show", "proto", "bird")
 }
 
 // Stop stops bird (SIGTERM, then SIGKILL) and waits for it.
-func (g *Gateway) Stop() { g.Process.Stop(5 * time.Second) }
+func (g *Bird) Stop() { g.Process.Stop(5 * time.Second) }

@@ -3,6 +3,7 @@ package lab
 import (
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -30,7 +31,7 @@ func TestParseBird(t *testing.T) {
 		}
 	}
 
-	sessions := parseBirdSessions(read("birdc-show-protocols-all.txt"))
+	sessions := parseBirdSessions(read("birdc-show-protocols-all.txt"), isSpawned)
 	if len(sessions) != 2 {
 		t.Errorf("sessions: %+v, want the two spawned ones (not the segment listeners)", sessions)
 	}
@@ -41,8 +42,10 @@ func TestParseBird(t *testing.T) {
 		}
 	}
 
-	down := parseBirdSessions(read("birdc-show-protocols-all-down.txt"))
+	down := parseBirdSessions(read("birdc-show-protocols-all-down.txt"), isSpawned)
 	if s := down[netip.MustParseAddr("172.31.1.12")]; s.State != "start" || s.BGPState != "Active" {
 		t.Errorf("session with the stopped speaker: %+v, want start/Active", s)
 	}
 }
+
+func isSpawned(name string) bool { return strings.HasPrefix(name, "seg") }

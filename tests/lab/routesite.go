@@ -14,8 +14,8 @@ import (
 // forwards between the two legs (everything, pods' plain packets included: inside one site the
 // gateway is an ordinary router). StartGateway runs bird2 there (gateway.go). A node goes on the
 // second segment with NodeOptions{Domain: DomainSiteA, Segment: 2}; it reaches the API server
-// and the other domains through its public address, as site-b does (the private line carries the
-// first segment only).
+// through its public address, as site-b does, and the cloud's private addresses over the private
+// line, which carries both segments of the site (domains.go lineNets).
 
 // SiteASegment2Net is site-a's second L2 segment.
 var SiteASegment2Net = netip.MustParsePrefix("172.31.1.0/24")

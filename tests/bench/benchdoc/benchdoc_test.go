@@ -75,9 +75,9 @@ func TestGenerate(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	want := []string{"cross-node-fast-vm.svg", "cross-node-old-vm.svg", "services-fast-vm.svg", "services-one-step-vm.svg"}
+	want := []string{"cross-node-fast-vm.svg", "cross-node-old-vm.svg", "route-mode-fast-vm.svg", "services-fast-vm.svg", "services-one-step-vm.svg"}
 	if !slices.Equal(names, want) {
-		t.Fatalf("charts %v, want %v (old-vm has no Services results)", names, want)
+		t.Fatalf("charts %v, want %v (old-vm has no Services results, only fast-vm route mode's)", names, want)
 	}
 
 	root, texts := svgTexts(t, filepath.Join(charts, "cross-node-fast-vm.svg"))
@@ -93,6 +93,19 @@ func TestGenerate(t *testing.T) {
 	}
 	if !slices.ContainsFunc(texts, func(s string) bool { return strings.Contains(s, "fast-vm") }) {
 		t.Errorf("cross-node chart does not name its machine: %q", texts)
+	}
+	root, texts = svgTexts(t, filepath.Join(charts, "route-mode-fast-vm.svg"))
+	if root != "svg" {
+		t.Errorf("root element %q", root)
+	}
+	for _, l := range []string{"UDP RR (trans/s)", "TCP stream (Mbit/s)", "TCP stream, CPU-s per Gbit (lower is better)",
+		"UDP RR (trans/s) across the gateway", "vs edgeplane VXLAN", "vs underlay"} {
+		if !slices.Contains(texts, l) {
+			t.Errorf("route-mode chart has no label %q: %q", l, texts)
+		}
+	}
+	if !slices.ContainsFunc(texts, func(s string) bool { return strings.Contains(s, "route mode") && strings.Contains(s, "fast-vm") }) {
+		t.Errorf("route-mode chart does not say what it is and name its machine: %q", texts)
 	}
 	root, texts = svgTexts(t, filepath.Join(charts, "services-fast-vm.svg"))
 	if root != "svg" {
@@ -134,6 +147,13 @@ func TestGenerate(t *testing.T) {
 		"| TCP stream, CPU-s per Gbit | 0.06 | 0.05 | 0.83x (0.78-0.87) |",
 		"| TCP CRR (conn/s) | 4,100 | 8,100 | 1.98x (1.95-2.00) |",
 		"0.06 busy CPUs (0.04, 0.06)",
+		"![route-mode-fast-vm](bench/route-mode-fast-vm.svg)",
+		"2026-12-06T08:00:00Z (git def456): route-mode, route-mode-gateway",
+		"Route mode, pod to pod on one L2 segment (edgeplane-route) against edgeplane's VXLAN, Flannel host-gw and the underlay, medians of 3 rounds",
+		"| metric | edgeplane | edgeplane-route | vs edgeplane | vs underlay | flannel-hostgw | vs edgeplane | vs underlay | underlay | vs edgeplane |",
+		"| TCP stream (Mbit/s) | 36,500 | 42,000 | 1.15x (1.13-1.17) | 0.98x (0.97-0.99) | 40,000 | 1.10x (1.08-1.12) | 0.94x (0.93-0.95) | 43,000 | 1.18x (1.16-1.20) |",
+		// Against the underlay as the baseline: no second "vs underlay" column.
+		"| metric | underlay | edgeplane-route | vs underlay |\n| --- | --- | --- | --- |\n| UDP RR (trans/s) | 152,000 | 148,000 | 0.97x (0.95-0.98) |\n",
 		"| Services programmed | 1 | 1,000 |",
 		"| clusterip connect rate (conn/s), edgeplane | 36,000 (1.20x, 1.10-1.30) | 37,000 (1.19x, 1.10-1.30) |",
 		"### Machine `old-vm`\n\nCPU: not recorded, 2 CPUs, kernel 6.18. recorded by hand.\nRuns: not recorded (revision not recorded): cross-node.",

@@ -66,14 +66,54 @@ func ratioRows(m *machineResults) []ratioRow {
 // RatioChart draws edgeplane's ratios per metric against Flannel and the underlay, medians with
 // min-max whiskers, for one machine; nil when the machine has none.
 func RatioChart(m *machineResults) ([]byte, error) {
-	rows := ratioRows(m)
+	return ratioChart(ratioRows(m), fmt.Sprintf("edgeplane cross-node, paired ratios (median, min-max) - %s", m.machine.ID),
+		"ratio (edgeplane / baseline); right of 1 is better unless marked lower is better", "vs Flannel")
+}
+
+// routeRows collects, for one machine, route mode's ratios (path edgeplane-route): against
+// edgeplane's VXLAN and the underlay on one L2 segment, and against the underlay through the
+// gateway.
+func routeRows(m *machineResults) []ratioRow {
+	var rows []ratioRow
+	for _, g := range []string{"route-mode", "route-mode-gateway"} {
+		for _, r := range m.byGroup[g] {
+			if r.Path != "edgeplane-route" || r.UnderlayRatio == 0 && r.Ratio == 0 {
+				continue
+			}
+			row := ratioRow{label: label(r.Metric),
+				underlay: [3]float64{r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax}}
+			if r.Baseline == "edgeplane" {
+				row.base = [3]float64{r.Ratio, r.RatioMin, r.RatioMax}
+			}
+			if g == "route-mode-gateway" {
+				row.label += " across the gateway"
+			}
+			if r.Better == "lower" {
+				row.label += " (lower is better)"
+			}
+			rows = append(rows, row)
+		}
+	}
+	return rows
+}
+
+// RouteChart draws route mode's ratios per metric against edgeplane's VXLAN and the underlay,
+// medians with min-max whiskers, for one machine; nil when the machine has no route-mode results.
+func RouteChart(m *machineResults) ([]byte, error) {
+	return ratioChart(routeRows(m), fmt.Sprintf("edgeplane route mode, paired ratios (median, min-max) - %s", m.machine.ID),
+		"ratio (edgeplane-route / baseline); right of 1 is better unless marked lower is better", "vs edgeplane VXLAN")
+}
+
+// ratioChart draws rows' ratios against their group's baseline (named baseName in the legend)
+// and the underlay; nil without rows.
+func ratioChart(rows []ratioRow, title, xLabel, baseName string) ([]byte, error) {
 	if len(rows) == 0 {
 		return nil, nil
 	}
 	slices.Reverse(rows) // NominalY puts the first name at the bottom
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("edgeplane cross-node, paired ratios (median, min-max) - %s", m.machine.ID)
-	p.X.Label.Text = "ratio (edgeplane / baseline); right of 1 is better unless marked lower is better"
+	p.Title.Text = title
+	p.X.Label.Text = xLabel
 	names := make([]string, len(rows))
 	for i, r := range rows {
 		names[i] = r.label
@@ -93,7 +133,7 @@ func RatioChart(m *machineResults) ([]byte, error) {
 		c     color.Color
 		shape draw.GlyphDrawer
 	}{
-		{"vs Flannel", func(r ratioRow) [3]float64 { return r.base }, 0.12, blue, draw.CircleGlyph{}},
+		{baseName, func(r ratioRow) [3]float64 { return r.base }, 0.12, blue, draw.CircleGlyph{}},
 		{"vs underlay", func(r ratioRow) [3]float64 { return r.underlay }, -0.12, orange, draw.TriangleGlyph{}},
 	} {
 		var w whiskered

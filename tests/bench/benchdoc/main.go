@@ -1,7 +1,8 @@
 // Command benchdoc renders bench/results.json into docs/benchmarks.md's per-machine tables (the
 // part between its benchdoc markers) and into SVG charts beside it (docs/bench/*.svg): per
 // machine, edgeplane's cross-node ratios against Flannel and the underlay with their min-max,
-// and the Services benchmark's figures against kube-proxy by number of Services.
+// route mode's against edgeplane's VXLAN and the underlay, and the Services benchmark's figures
+// against kube-proxy by number of Services.
 // `make bench-charts` runs it from the repository's root:
 //
 //	benchdoc -results bench/results.json -doc docs/benchmarks.md -charts docs/bench
@@ -45,7 +46,7 @@ func generate(in, doc, dir string) error {
 		for _, c := range []struct {
 			prefix string
 			draw   func(*machineResults) ([]byte, error)
-		}{{"cross-node", RatioChart}, {"services", ServicesChart}} {
+		}{{"cross-node", RatioChart}, {"route-mode", RouteChart}, {"services", ServicesChart}} {
 			svg, err := c.draw(m)
 			if err != nil {
 				return fmt.Errorf("machine %s, %s chart: %w", m.machine.ID, c.prefix, err)

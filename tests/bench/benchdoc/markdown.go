@@ -179,14 +179,18 @@ func pathTable(rs []results.Result) string {
 	paths := orderedKeys(rs, func(r results.Result) string { return r.Path })
 	metrics := orderedKeys(rs, func(r results.Result) string { return r.Metric })
 	baseline := rs[0].Baseline
-	hasUnderlay := slices.Contains(paths, "underlay")
+	// A path gets a "vs underlay" column beside its ratio to the baseline, unless it is the
+	// underlay or the baseline is.
+	underlayColumn := func(p string) bool {
+		return p != "underlay" && baseline != "underlay" && slices.Contains(paths, "underlay")
+	}
 	var sb strings.Builder
 	head := []string{"metric"}
 	for _, p := range paths {
 		head = append(head, p)
 		if p != baseline {
 			head = append(head, "vs "+baseline)
-			if hasUnderlay && p != "underlay" {
+			if underlayColumn(p) {
 				head = append(head, "vs underlay")
 			}
 		}
@@ -207,7 +211,7 @@ func pathTable(rs []results.Result) string {
 				cells = append(cells, "-")
 				if p != baseline {
 					cells = append(cells, "-")
-					if hasUnderlay && p != "underlay" {
+					if underlayColumn(p) {
 						cells = append(cells, "-")
 					}
 				}
@@ -216,7 +220,7 @@ func pathTable(rs []results.Result) string {
 			cells = append(cells, num(r.Median))
 			if p != baseline {
 				cells = append(cells, ratio(r.Ratio, r.RatioMin, r.RatioMax))
-				if hasUnderlay && p != "underlay" {
+				if underlayColumn(p) {
 					cells = append(cells, ratio(r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax))
 				}
 			}
@@ -294,6 +298,8 @@ var pathGroups = []struct{ group, heading string }{
 	{"cross-node", "Cross-node, pod to pod"},
 	{"cross-node-clusterip", "Cross-node, pod to a ClusterIP (kube-proxy's iptables rules on the Flannel node)"},
 	{"same-node", "Same node, pod to pod"},
+	{"route-mode", "Route mode, pod to pod on one L2 segment (edgeplane-route) against edgeplane's VXLAN, Flannel host-gw and the underlay"},
+	{"route-mode-gateway", "Route mode, pod to pod across the BGP gateway, against the underlay through the same gateway"},
 	{"event-stream", "Cost of the event stream"},
 }
 
