@@ -31,8 +31,10 @@ import (
 
 // Agent is one run of edgeplane-agent.
 type Agent struct {
-	cfg       Config
-	client    k8s.API
+	cfg    Config
+	client k8s.API
+	// apiserver follows whether the API server answers (nil in unit tests: always reachable).
+	apiserver *k8s.Reachability
 	ready     readiness
 	telemetry *telemetry
 
@@ -69,7 +71,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if namespace, name, _ := cfg.DaemonSetRef(); name != "" {
 		own = client.WatchOwnDaemonSet(ctx, namespace, name)
 	}
-	a := &Agent{cfg: cfg, client: client}
+	// Whether the API server answers: the informers wait for it rather than back off, and the end
+	// of an outage closes the connections that died in it (docs/autonomy.md).
+	reach := k8s.NewReachability(client.Probe, cfg.APIServerProbe)
+	client.FollowReachability(reach)
+	go reach.Run(ctx)
+	a := &Agent{cfg: cfg, client: client, apiserver: reach}
 	stopCtx := context.WithoutCancel(ctx)
 	if err := a.run(ctx); err != nil || ctx.Err() == nil || own == nil {
 		return errors.Join(err, a.stopBGP(stopCtx, false))
@@ -94,6 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 func (a *Agent) run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	a.telemetry = newTelemetry(a.cfg, &a.ready)
+	a.followAPIServer()
 	if a.cfg.MetricsAddr != "" {
 		if err := a.ready.serve(ctx, a.cfg.MetricsAddr); err != nil {
 			return err
@@ -112,6 +120,25 @@ func (a *Agent) run(ctx context.Context) error {
 	inf.Services()
 	inf.EndpointSlices()
 	inf.Start(infCtx)
+	// Loading the programs (the verifier: seconds on a small or busy node) and adopting the pinned
+	// maps need only the bpffs root: it runs while registration waits for the API server, so an
+	// agent started cut off from it has its programs ready when the link returns
+	// (docs/autonomy.md). Nothing is attached or written to a map before registration.
+	loading := make(chan loadedDatapath, 1)
+	go func() {
+		dp, err := datapath.Load(a.cfg.BPFFSRoot)
+		loading <- loadedDatapath{dp, err}
+	}()
+	loaded := false
+	defer func() {
+		if !loaded { // registration failed: the load still finishes, then closes
+			go func() {
+				if l := <-loading; l.dp != nil {
+					l.dp.Close()
+				}
+			}()
+		}
+	}()
 	node, err := a.register(ctx)
 	if err != nil {
 		return err
@@ -122,7 +149,9 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.ensureDevice(); err != nil {
 		return err
 	}
-	dp, err := datapath.Load(a.cfg.BPFFSRoot)
+	l := <-loading
+	loaded = true
+	dp, err := l.dp, l.err
 	if err != nil {
 		return fmt.Errorf("loading the datapath: %w", err)
 	}
@@ -162,6 +191,12 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	return a.watch(ctx, tbl, inf)
+}
+
+// loadedDatapath is the outcome of datapath.Load.
+type loadedDatapath struct {
+	dp  *datapath.Datapath
+	err error
 }
 
 // reportSelf exports what the feature probes found on this kernel (the datapath logged it at
@@ -217,10 +252,22 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 	return node, nil
 }
 
+// getNodeTimeout bounds one GET of this node's Node: a request that hangs on a dead link must not
+// outlast the link's return by TCP's retransmission backoff.
+const getNodeTimeout = 5 * time.Second
+
 // getNode waits for kubelet to register the Node, retrying transient errors.
 func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 	var node *corev1.Node
 	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		// Cut off from the API server, the agent waits here, touching nothing: the pinned programs
+		// and maps the previous agent left keep forwarding (docs/autonomy.md). The wait ends
+		// within a second of the link's return.
+		if err := a.apiserver.Wait(ctx); err != nil {
+			return false, err
+		}
+		ctx, cancel := context.WithTimeout(ctx, getNodeTimeout)
+		defer cancel()
 		n, err := a.client.GetNode(ctx, a.cfg.NodeName)
 		if err != nil {
 			klog.FromContext(ctx).Info("Waiting for this node's Node object", "node", a.cfg.NodeName, "err", err)

@@ -10,6 +10,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"math"
 	"net"
 	"net/netip"
@@ -54,10 +55,13 @@ type Config struct {
 	HealthzBindAddress string // kube-proxy's proxy health server (pkg/svchealth); empty disables
 	MetricsBindAddress string // kube-proxy's metrics server (/proxyMode, /metrics, /healthz); empty disables
 	Resync             time.Duration
-	ProcSys            string
-	DomainConfig       string // namespace/name of the domain ConfigMap
-	FlannelSubnetFile  string // flanneld's subnet.env, removed when the agent takes over (flannel.go)
-	Version            string // the binary's version, for build_info (set by main, not a flag)
+	// APIServerProbe is how often the agent checks that the API server answers (once a second
+	// while it does not; docs/autonomy.md).
+	APIServerProbe    time.Duration
+	ProcSys           string
+	DomainConfig      string // namespace/name of the domain ConfigMap
+	FlannelSubnetFile string // flanneld's subnet.env, removed when the agent takes over (flannel.go)
+	Version           string // the binary's version, for build_info (set by main, not a flag)
 
 	// Service connection tracking's TCP close timeouts (--ct-tcp-*-timeout): written into
 	// node_cfg_map for the programs, and used by the garbage collector.
@@ -103,6 +107,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.CTTCPTimeWaitTimeout, "ct-tcp-time-wait-timeout", lb.CTTimeoutTCPTimeWait*time.Second, "how long a Service TCP connection closed by both sides (FINs both ways) stays tracked after its last packet, for late ACKs and retransmitted FINs; Linux conntrack's TIME_WAIT (rounded up to seconds)")
 	fs.DurationVar(&c.CTTCPCloseTimeout, "ct-tcp-close-timeout", lb.CTTimeoutTCPClose*time.Second, "how long a Service TCP connection reset by either side (RST) stays tracked after its last packet; Linux conntrack's CLOSE (rounded up to seconds)")
 	fs.DurationVar(&c.Resync, "resync-period", 30*time.Second, "period of full reconciliation passes")
+	fs.DurationVar(&c.APIServerProbe, "apiserver-probe-interval", k8s.DefaultProbeInterval, "how often the agent checks that the API server answers (GET /version); once a second while it does not, so the end of a partition is noticed within a second (docs/autonomy.md)")
 	fs.StringVar(&c.ProcSys, "proc-sys", netdev.DefaultProcSys, "the host's /proc/sys (a container mounts the host's /proc/sys/net elsewhere, e.g. /host/proc/sys)")
 	fs.StringVar(&c.FlannelSubnetFile, "flannel-subnet-file", "/run/flannel/subnet.env", "flanneld's subnet file, removed when it describes this node's pod CIDR (a node moving from Flannel, docs/install.md); empty: leave it")
 	fs.BoolVar(&c.Uninstall, "uninstall", false, "remove what edgeplane put on this node (pins, vxlan device, node.json, its Node's VTEP annotations), then exit")

@@ -27,6 +27,29 @@ type readiness struct {
 	mu          sync.Mutex
 	readyChecks []func() error
 	liveChecks  []func() error
+	// notes are lines /readyz adds to its answer, ready or not, without deciding it (the API
+	// server's reachability, autonomy.go); "" adds none.
+	notes []func() string
+}
+
+// addNote adds a line /readyz reports after its verdict.
+func (r *readiness) addNote(note func() string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notes = append(r.notes, note)
+}
+
+func (r *readiness) noteLines() string {
+	r.mu.Lock()
+	notes := slices.Clone(r.notes)
+	r.mu.Unlock()
+	var b strings.Builder
+	for _, n := range notes {
+		if line := n(); line != "" {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }
 
 // addChecks adds a readiness and a liveness check (either may be nil); an error is the problem.
@@ -86,10 +109,10 @@ func (r *readiness) handler() http.Handler {
 	mux.HandleFunc("/healthz", r.healthz)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if p := r.problems(); len(p) > 0 {
-			http.Error(w, strings.Join(p, "; "), http.StatusServiceUnavailable)
+			http.Error(w, strings.Join(p, "; ")+"\n"+r.noteLines(), http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ok")
+		fmt.Fprint(w, "ok\n"+r.noteLines())
 	})
 	if r.metrics != nil {
 		mux.Handle("/metrics", r.metrics)

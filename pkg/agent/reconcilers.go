@@ -128,6 +128,7 @@ func (a *Agent) watch(ctx context.Context, tbl *maptables.Tables, inf *k8s.Infor
 	running.Go(func() { errs <- gc.Run(ctx) })
 	running.Go(func() { errs <- svcs.run(ctx, a.telemetry.metrics) })
 	running.Go(func() { speaker.run(ctx) })
+	running.Go(func() { a.reportReconnections(ctx, recorder) })
 	if domains != nil {
 		running.Go(func() {
 			if domains.WaitForSync(ctx) {

@@ -14,6 +14,10 @@ package k8s
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -31,6 +35,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/connrotation"
 )
 
 // userAgent names the agent in API server audit logs and metrics.
@@ -93,6 +98,15 @@ type Client struct {
 	core, discovery, coordination rest.Interface
 	// metadata reads objects as metav1.PartialObjectMetadata (OwnDaemonSet), without their types.
 	metadata metadata.Interface
+
+	// dialer made every connection of the groups' clients; CloseAll ends them (reachability.go).
+	dialer *connrotation.Dialer
+	// probeClient and probeURL serve Probe: a transport of its own, HTTP/1.1.
+	probeClient *http.Client
+	probeURL    string
+	// reachability, when set, holds the informers' lists and watches while the API server is
+	// unreachable.
+	reachability *Reachability
 }
 
 var _ API = (*Client)(nil)
@@ -105,6 +119,15 @@ func NewClient(path string) (*Client, error) {
 		return nil, err
 	}
 	cfg.UserAgent = userAgent
+	probe, probeURL, err := probeClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Every connection through one dialer, so that the end of an outage can close them all: a
+	// watch on a connection that died during it would wait for TCP's retransmission backoff
+	// (seconds to minutes) or HTTP/2's ping timeout before noticing.
+	dialer := connrotation.NewDialer((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+	cfg.Dial = dialer.DialContext
 	// One connection pool for the three groups, as the clientset shares its transport.
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
@@ -124,7 +147,7 @@ func NewClient(path string) (*Client, error) {
 		}
 		return rc, nil
 	}
-	var c Client
+	c := Client{dialer: dialer, probeClient: probe, probeURL: probeURL}
 	if c.core, err = forGroup(corev1.SchemeGroupVersion, "/api"); err != nil {
 		return nil, err
 	}
@@ -138,6 +161,48 @@ func NewClient(path string) (*Client, error) {
 		return nil, fmt.Errorf("creating the API metadata client: %w", err)
 	}
 	return &c, nil
+}
+
+// probeClient is Probe's HTTP client: the same server and credentials as the API client, over
+// HTTP/1.1 on connections of its own, so that a failed probe closes its connection and the next
+// one dials afresh (an HTTP/2 connection would be shared, and kept while dead).
+func probeClient(cfg *rest.Config) (*http.Client, string, error) {
+	pc := rest.CopyConfig(cfg)
+	pc.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	pc.Dial = (&net.Dialer{Timeout: DefaultProbeTimeout}).DialContext
+	hc, err := rest.HTTPClientFor(pc)
+	if err != nil {
+		return nil, "", fmt.Errorf("creating the API server probe: %w", err)
+	}
+	host := strings.TrimSuffix(pc.Host, "/")
+	if !strings.Contains(host, "://") {
+		host = "https://" + host
+	}
+	return hc, host + "/version", nil
+}
+
+// Probe asks the API server for its version: an error only when it does not answer (any HTTP
+// status is an answer).
+func (c *Client) Probe(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.probeURL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.probeClient.Do(req)
+	if err != nil {
+		c.probeClient.CloseIdleConnections()
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return nil
+}
+
+// FollowReachability makes the informers' lists and watches wait while r finds the API server
+// unreachable, and closes every API connection when an outage ends (reachability.go).
+func (c *Client) FollowReachability(r *Reachability) {
+	c.reachability = r
+	r.OnReconnect(func(Outage) { c.dialer.CloseAll() })
 }
 
 func restConfig(path string) (*rest.Config, error) {
@@ -275,9 +340,15 @@ func (c *Client) ListerWatcher(resource Resource, namespace string, fieldSelecto
 	// WatchListClient feature is on, as it does with the clientset.
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			if err := c.reachability.Wait(ctx); err != nil {
+				return nil, err
+			}
 			return request(&opts).Do(ctx).Get()
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			if err := c.reachability.Wait(ctx); err != nil {
+				return nil, err
+			}
 			opts.Watch = true
 			return request(&opts).Watch(ctx)
 		},

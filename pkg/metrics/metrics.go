@@ -67,7 +67,7 @@ type Family struct {
 // Families lists every edgeplane_* family the agent exports (it also exports the standard go_* and
 // process_* families).
 func Families() []Family {
-	return slices.Concat(families, bgpFamilies, kernelFamilies)
+	return slices.Concat(families, bgpFamilies, kernelFamilies, apiserverFamilies)
 }
 
 var families = []Family{
@@ -137,6 +137,7 @@ type Metrics struct {
 	watches         *watchCollector
 	gcDeleted       *prometheus.CounterVec
 	bgp             *bgpCollector
+	apiserver       *apiserverCollector
 	kernelFeature   *prometheus.GaugeVec
 	kernelInfo      *prometheus.GaugeVec
 }
@@ -176,7 +177,8 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 		watches: &watchCollector{desc: prometheus.NewDesc(APIWatchSynced, help(APIWatchSynced), []string{"resource"}, nil)},
 		gcDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: ConntrackGCDeleted, Help: help(ConntrackGCDeleted)}, []string{"map", "reason"}),
-		bgp: newBGPCollector(),
+		bgp:       newBGPCollector(),
+		apiserver: newAPIServerCollector(),
 	}
 	m.kernelFeature, m.kernelInfo = newKernelGauges()
 	for _, s := range conntrackSeries {
@@ -199,7 +201,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 	cs := []prometheus.Collector{
 		m.reconciles, m.reconcileErrors, m.reconcileDuration,
 		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
-		m.watches, m.gcDeleted, m.bgp, m.kernelFeature, m.kernelInfo, build,
+		m.watches, m.gcDeleted, m.bgp, m.kernelFeature, m.kernelInfo, m.apiserver, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}

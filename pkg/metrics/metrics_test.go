@@ -79,6 +79,7 @@ func exported(t *testing.T) map[string][]string {
 	m.SetBGPReport(func() bgpstatus.Report {
 		return bgpstatus.Report{Speaking: true, Peers: []bgpstatus.PeerStatus{{Address: netip.MustParseAddr("192.0.2.1"), ASN: 64512}}}
 	})
+	m.SetAPIServerStatus(func() APIServerStatus { return APIServerStatus{Reachable: true} })
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "test", MetricsProvider: m})
 	defer q.ShutDown()
