@@ -78,6 +78,12 @@ test: deps conformance-deps cni-plugins containerd flannel build
 test-kernels:
 	@scripts/test-kernels.sh $(KERNELS)
 
+# The datapath's per-program costs (prog.Benchmark) on the same kernels, tests skipped: prints the
+# markdown table of docs/benchmarks.md's "Per-program cost by kernel" (TCG: compare kernels only).
+.PHONY: bench-kernels
+bench-kernels:
+	@KERNEL_TEST_RUN='^$$' KERNEL_BENCH=$(or $(BENCHTIME),500x) scripts/test-kernels.sh $(KERNELS)
+
 # The broader [sig-network] set (docs/conformance.md) on the kubelet cluster; writes its summary
 # into docs/conformance.md and a JUnit report into docs/conformance/.
 conformance: deps conformance-deps cni-plugins containerd build image

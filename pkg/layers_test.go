@@ -53,7 +53,7 @@ var layers = []layer{
 	}},
 	{name: "maps", peers: true, packages: []string{"pkg/maps", "pkg/maps/..."}},
 	{name: "leaves", packages: []string{
-		"pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/domainid", "pkg/nameindex",
+		"pkg/agentinfo", "pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/domainid", "pkg/nameindex",
 		"pkg/snapshot",      // the agent's last good state on disk, for a node rebooted while cut off
 		"pkg/bgp/bgpstatus", // the speaker's peer status without GoBGP, for edgeplanectl and metrics
 		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "internal/ociimage",

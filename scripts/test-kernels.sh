@@ -21,6 +21,14 @@
 # Environment: KERNEL_TEST_RUN (-test.run pattern, default: all), KERNEL_TEST_TIMEOUT (seconds per
 # guest, default 900), QEMU_ACCEL (default tcg; kvm where /dev/kvm runs stock kernels),
 # QEMU_MEMORY (default 2048 MiB), QEMU_SMP (default 2).
+# KERNEL_REPORT_ONLY=1 boots nothing: it prints the table (and the benchmark table) again from the
+# serial logs the last runs left, e.g. to put the kernels of two separate runs in one table.
+# KERNEL_BENCH=<benchtime> (e.g. 2000x) also runs the datapath's per-program benchmarks
+# (prog_bench_test.go, prog.Benchmark) in each guest after the tests, with that -test.benchtime,
+# and prints a markdown table of their ns/pkt by kernel (the median run's, above an empty
+# program's median run) (also kept as $EDGEPLANE_CACHE/kernels/
+# logs/bench.md): `make bench-kernels` runs it with the tests skipped. Under TCG the figures are
+# an emulated CPU's: compare kernels within one table, never with docs/benchmarks.md's host runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +49,8 @@ DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-se
 CACHE=${EDGEPLANE_CACHE:-/var/cache/edgeplane}/kernels
 GO=${GO:-go}
 RUN=${KERNEL_TEST_RUN:-.}
+BENCH=${KERNEL_BENCH:-}
+REPORT_ONLY=${KERNEL_REPORT_ONLY:-}
 TIMEOUT=${KERNEL_TEST_TIMEOUT:-900}
 ACCEL=${QEMU_ACCEL:-tcg}
 MEMORY=${QEMU_MEMORY:-2048}
@@ -205,6 +215,11 @@ cd /tmp && /datapath.test -test.v -test.count=1 -test.timeout=20m -test.run "$ru
 rc=$?
 end=$(cut -d' ' -f1 /proc/uptime)
 echo "EDGEPLANE-TEST-EXIT $rc $start $end"
+if [ -s /test.bench ]; then
+	read -r benchtime </test.bench
+	/datapath.test -test.run '^$' -test.bench . -test.benchtime "$benchtime" -test.timeout=40m 2>&1 | sed 's/^/EDGEPLANE-BENCH /'
+	echo "EDGEPLANE-BENCH-EXIT"
+fi
 sync
 poweroff -f
 EOF
@@ -222,6 +237,7 @@ boot() {
 	cp "$kdir"/modules/*.ko "$root/modules/" 2>/dev/null || true
 	cp "$kdir/modules.load" "$root/modules.load"
 	echo "$RUN" >"$root/test.run"
+	echo "$BENCH" >"$root/test.bench"
 	write_init "$root/init"
 	local initrd=$CACHE/initramfs-$label.cpio.gz
 	(cd "$root" && find . | "$busybox" cpio -o -H newc 2>/dev/null | gzip -1) >"$initrd"
@@ -269,11 +285,13 @@ labels=("$@")
 
 start=$SECONDS
 mkdir -p "$CACHE"
-testbin=$(mktemp "$CACHE/datapath.test.XXXXXX")
-trap 'rm -f "$testbin"' EXIT
-CGO_ENABLED=0 $GO test -c -o "$testbin" ./pkg/datapath
-busybox=$(busybox_bin)
-log "test binary and busybox ready in $((SECONDS - start))s"
+if [ -z "$REPORT_ONLY" ]; then
+	testbin=$(mktemp "$CACHE/datapath.test.XXXXXX")
+	trap 'rm -f "$testbin"' EXIT
+	CGO_ENABLED=0 $GO test -c -o "$testbin" ./pkg/datapath
+	busybox=$(busybox_bin)
+	log "test binary and busybox ready in $((SECONDS - start))s"
+fi
 
 failed=0
 for label in "${labels[@]}"; do
@@ -281,16 +299,57 @@ for label in "${labels[@]}"; do
 	for p in "${PINS[@]}"; do [ "${p%% *}" = "$label" ] && pin=$p; done
 	[ -n "$pin" ] || { log "no kernel labelled $label (have: 5.10 6.1 bpo)"; exit 2; }
 	read -r _ suite pkg version <<<"$pin"
-	t0=$SECONDS
-	kdir=$(kernel_dir "$suite" "$pkg" "$version")
-	log "$label: $pkg $version ($(cat "$kdir/release")) ready in $((SECONDS - t0))s; booting"
 	t1=$SECONDS
-	boot "$label" "$kdir" "$testbin" "$busybox"
+	if [ -z "$REPORT_ONLY" ]; then
+		t0=$SECONDS
+		kdir=$(kernel_dir "$suite" "$pkg" "$version")
+		log "$label: $pkg $version ($(cat "$kdir/release")) ready in $((SECONDS - t0))s; booting"
+		t1=$SECONDS
+		boot "$label" "$kdir" "$testbin" "$busybox"
+	fi
 	report "$label" "$pkg" "$version" $((SECONDS - t1)) || failed=1
 	log "$label: done in $((SECONDS - t1))s"
 done
 
 printf '%-5s %-34s %-20s %5s %5s %5s %6s %6s  %s  %s\n' kernel package version pass fail skip guest wall status failing
 printf '%s\n' "${rows[@]}"
+
+# bench_table LABEL...: the benchmarks' ns/pkt, one row per benchmark, one column per kernel.
+bench_table() {
+	local label
+	printf '| benchmark |'
+	for label in "$@"; do printf ' %s (%s) |' "$label" "$(grep -a '^EDGEPLANE-KERNEL ' "$CACHE/logs/$label.log" | tr -d '\r' | awk '{print $2}' | tail -1)"; done
+	printf '\n|---|'
+	for label in "$@"; do printf -- '--:|'; done
+	printf '\n'
+	local names
+	names=$(for label in "$@"; do
+		grep -a '^EDGEPLANE-BENCH Benchmark' "$CACHE/logs/$label.log" | awk '{print $2}'
+	done | sed 's/-[0-9]*$//' | awk '!seen[$0]++')
+	local name
+	for name in $names; do
+		printf '| %s |' "${name#Benchmark}"
+		for label in "$@"; do
+			# "BenchmarkX-2  N  a ns/op  b ns/pkt  c ns/pkt-p50  d ns/pkt-raw\r" (a serial line): c, the
+			# medians' difference, else b (the repeat loop's mean); "fail" for a failed benchmark
+			# (its next line); "-" for none (skipped: go test prints nothing without -test.v; or
+			# no ns/pkt figure)
+			printf ' %s |' "$(grep -a -A1 "^EDGEPLANE-BENCH $name\(-[0-9]*\)\?[[:space:]]" "$CACHE/logs/$label.log" |
+				awk '{sub(/\r$/, "")}
+					NR == 1 && /ns\/pkt/ {net = p50 = ""; for (i = 3; i <= NF; i++) { if ($i == "ns/pkt") net = $(i-1); if ($i == "ns/pkt-p50") p50 = $(i-1) }
+					 printf "%.0f", p50 != "" ? p50 : net; done = 1; exit}
+					NR <= 2 && /--- FAIL/ {printf "fail"; done = 1; exit}
+					END {if (!done) printf "-"}')"
+		done
+		printf '\n'
+	done
+}
+if [ -n "$BENCH" ]; then
+	bench_table "${labels[@]}" | tee "$CACHE/logs/bench.md"
+	for label in "${labels[@]}"; do
+		grep -aq '^EDGEPLANE-BENCH-EXIT' "$CACHE/logs/$label.log" || { log "$label: the benchmarks did not finish"; failed=1; }
+		if grep -aE '^EDGEPLANE-BENCH (--- FAIL|FAIL)' "$CACHE/logs/$label.log"; then failed=1; fi
+	done
+fi
 log "all in $((SECONDS - start))s (serial logs: $CACHE/logs)"
 exit $failed

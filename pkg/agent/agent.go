@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/controller/maptables"
@@ -165,6 +166,7 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	defer dp.Close()
 	a.dp = dp
+	a.reportSelf(ctx)
 	if replaced := dp.ReplacedMaps(); len(replaced) > 0 {
 		logger.Info("Pinned maps were incompatible with this version and start empty", "maps", replaced)
 	}
@@ -209,6 +211,22 @@ func (a *Agent) run(ctx context.Context) error {
 type loadedDatapath struct {
 	dp  *datapath.Datapath
 	err error
+}
+
+// reportSelf exports what the feature probes found on this kernel (the datapath logged it at
+// Load) as metrics, and writes <run-dir>/agent.json (pkg/agentinfo) for `edgeplanectl config`.
+func (a *Agent) reportSelf(ctx context.Context) {
+	features, err := datapath.KernelFeatures() // cached: Load ran the probes
+	if err != nil {
+		return // Load would have failed
+	}
+	kernel := agentinfo.Kernel{Release: datapath.KernelRelease(), Features: features.Describe()}
+	a.telemetry.metrics.SetKernel(kernel)
+	report := &agentinfo.Report{Node: a.cfg.NodeName, Version: a.cfg.Version, Started: time.Now().UTC(),
+		Flags: a.cfg.EffectiveFlags(), Kernel: kernel}
+	if err := agentinfo.Write(a.cfg.RunDir, report); err != nil {
+		klog.FromContext(ctx).Error(err, "Writing the agent report", "path", agentinfo.Path(a.cfg.RunDir))
+	}
 }
 
 // stopBGP stops the speaker, if one runs: withdraw for an uninstall, else graceful restart.

@@ -21,7 +21,9 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
+	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
@@ -90,6 +92,7 @@ func agentInNetns(t *testing.T) {
 		t.Fatalf("node.json: %+v", nc)
 	}
 	checkMetrics(t, "http://"+cfg.MetricsAddr)
+	checkAgentReport(t, cfg)
 	checkMaps(t, root, map[string]string{"10.244.0.0/24": "192.168.60.3", "10.244.1.0/24": "192.168.60.2"})
 	checkNonMasq(t, root, "10.244.0.0/16", "172.16.0.0/12")
 	wantServices := map[string]string{
@@ -151,6 +154,32 @@ func checkNodeNames(t *testing.T, runDir string, want []nameindex.Node) {
 
 // checkMetrics waits for /readyz and checks that /metrics reports the attached programs, the
 // maps, the synced watches and the reconciles.
+// boolMetric is a tcx probe's result as a 0/1 sample.
+func boolMetric(f datapath.Features, err error) string {
+	if err == nil && f.TCX {
+		return "1"
+	}
+	return "0"
+}
+
+// checkAgentReport checks <run-dir>/agent.json: the flags the agent runs with and the kernel's
+// features, the same as the probes answer in this process.
+func checkAgentReport(t *testing.T, cfg Config) {
+	t.Helper()
+	r, err := agentinfo.Read(cfg.RunDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := datapath.KernelFeatures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Node != cfg.NodeName || r.Flags["encap-mode"] != cfg.EncapMode || r.Flags["cluster-cidr"] != cfg.ClusterCIDR.String() ||
+		r.Kernel.Release != datapath.KernelRelease() || !reflect.DeepEqual(r.Kernel.Features, f.Describe()) {
+		t.Errorf("agent.json: %+v", r)
+	}
+}
+
 func checkMetrics(t *testing.T, base string) {
 	t.Helper()
 	get := func(path string) (int, string) {
@@ -198,6 +227,8 @@ func checkMetrics(t *testing.T, base string) {
 		`edgeplane_map_entries{map="lb_svc_map"} 2`,
 		`edgeplane_workqueue_depth{name="services"}`,
 		`edgeplane_reconcile_total{controller="services",result="success"}`,
+		`edgeplane_kernel_feature{feature="tcx"} ` + boolMetric(datapath.KernelFeatures()),
+		`edgeplane_kernel_info{release="` + datapath.KernelRelease() + `"} 1`,
 		`edgeplane_conntrack_gc_deleted_total{map="lb_ct_map",reason="stale_backend"} 0`,
 		`edgeplane_datapath_packets_total{direction="pod_egress",reason="FORWARDED"}`,
 		`edgeplane_datapath_drops_total{direction="overlay_in",reason="UNKNOWN_TUNNEL_SOURCE"}`,

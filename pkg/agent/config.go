@@ -298,3 +298,16 @@ func (p *prefixValue) Set(v string) error { return (*netip.Prefix)(p).UnmarshalT
 
 // Type names the flag's value in --help.
 func (p *prefixValue) Type() string { return "cidr" }
+
+// EffectiveFlags is every agent flag (RegisterFlags) with c's value, as the flag would print it:
+// the flags are bound to a scratch Config that is then overwritten with c, so a flag added later
+// is reported without a change here.
+func (c Config) EffectiveFlags() map[string]string {
+	var scratch Config
+	fs := pflag.NewFlagSet("effective", pflag.ContinueOnError)
+	scratch.RegisterFlags(fs)
+	scratch = c
+	out := map[string]string{}
+	fs.VisitAll(func(f *pflag.Flag) { out[f.Name] = f.Value.String() })
+	return out
+}

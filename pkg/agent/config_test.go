@@ -96,6 +96,33 @@ func TestFlagsParse(t *testing.T) {
 	}
 }
 
+// EffectiveFlags reports every flag with the parsed value, the defaults included.
+func TestEffectiveFlags(t *testing.T) {
+	c, err := parse(t, "--node-name=n1", "--encap-mode=device", "--mtu=1400", "--non-masquerade-cidrs=192.168.0.0/16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.EffectiveFlags()
+	for name, want := range map[string]string{
+		"node-name": "n1", "encap-mode": "device", "mtu": "1400", "non-masquerade-cidrs": "192.168.0.0/16",
+		"cluster-cidr": "10.244.0.0/16", "masquerade": "true", "resync-period": "30s",
+	} {
+		if got[name] != want {
+			t.Errorf("--%s = %q, want %q", name, got[name], want)
+		}
+	}
+	fs := pflag.NewFlagSet("count", pflag.ContinueOnError)
+	new(Config).RegisterFlags(fs)
+	if len(got) != fs.NFlag()+countFlags(fs) {
+		t.Errorf("%d flags reported, %d registered", len(got), countFlags(fs))
+	}
+}
+
+func countFlags(fs *pflag.FlagSet) (n int) {
+	fs.VisitAll(func(*pflag.Flag) { n++ })
+	return n
+}
+
 func TestFlagsInvalid(t *testing.T) {
 	for _, args := range [][]string{
 		{"--encap-mode=gre"},

@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
@@ -97,6 +98,9 @@ func uninstall(ctx context.Context, cfg Config, client k8s.API, apiTimeout time.
 		errs = append(errs, err)
 	}
 	if err := bgpstatus.Remove(cfg.RunDir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := agentinfo.Remove(cfg.RunDir); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.SnapshotDir != "" { // a later install must not start from this one's state

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/agent/podcidr"
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
@@ -90,6 +91,9 @@ func uninstallInNetns(t *testing.T) {
 	stop()
 	if err := bgpstatus.Write(runDir, &bgpstatus.Report{Node: "n1"}); err != nil { // as a route-mode agent does
 		t.Fatal(err)
+	}
+	if _, err := agentinfo.Read(runDir); err != nil {
+		t.Fatalf("precondition: the agent's report: %v", err)
 	}
 	if _, err := nameindex.ReadNodes(runDir); err != nil {
 		t.Fatalf("precondition: the agent's node names: %v", err)
@@ -191,6 +195,9 @@ func checkUninstalled(t *testing.T, mount string, cfg Config, podVeth string) {
 	}
 	if _, err := os.Stat(bgpstatus.Path(cfg.RunDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("bgp.json: %v; want it gone", err)
+	}
+	if _, err := os.Stat(agentinfo.Path(cfg.RunDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("agent.json: %v; want it gone", err)
 	}
 	if _, err := os.Stat(snapshot.Path(cfg.SnapshotDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("snapshot: %v; want it gone", err)

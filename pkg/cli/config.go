@@ -8,11 +8,14 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/spf13/cobra"
 
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
@@ -20,8 +23,18 @@ import (
 
 // configInfo is the config verb's output (JSON schema in docs/cli.md).
 type configInfo struct {
-	Datapath datapathConfig `json:"datapath"`
-	NodeJSON nodeJSONInfo   `json:"nodeJSON"`
+	Datapath  datapathConfig `json:"datapath"`
+	NodeJSON  nodeJSONInfo   `json:"nodeJSON"`
+	AgentJSON agentJSONInfo  `json:"agentJSON"`
+}
+
+// agentJSONInfo is the agent's <run-dir>/agent.json: its effective flags and the kernel's
+// features as the datapath's probes found them (pkg/agentinfo).
+type agentJSONInfo struct {
+	Path    string            `json:"path"`
+	Present bool              `json:"present"`
+	Error   string            `json:"error"` // why it could not be read, when present but invalid
+	Report  *agentinfo.Report `json:"report"`
 }
 
 // datapathConfig is node_cfg_map decoded.
@@ -56,7 +69,7 @@ type nodeJSONInfo struct {
 func newConfigCommand(e *env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "config",
-		Short: "Show the datapath configuration (node_cfg_map) and the agent's node.json",
+		Short: "Show the datapath configuration (node_cfg_map), the agent's node.json, and its flags and the kernel's features (agent.json)",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := e.readNodeCfg()
@@ -67,7 +80,7 @@ func newConfigCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			info := configInfo{Datapath: e.datapathConfig(cfg, names), NodeJSON: e.readNodeJSON()}
+			info := configInfo{Datapath: e.datapathConfig(cfg, names), NodeJSON: e.readNodeJSON(), AgentJSON: e.readAgentJSON()}
 			return e.print(info, func(w io.Writer) { configTable(w, info) })
 		},
 	}
@@ -107,6 +120,55 @@ func configTable(w io.Writer, info configInfo) {
 		row(w, "  pod MTU", c.MTU)
 		row(w, "  bpffs root", c.BPFFSRoot)
 	}
+	agentTable(w, info.AgentJSON)
+}
+
+// agentTable shows agent.json: the kernel's features first (what each missing one costs), then
+// every flag with its effective value, sorted by name.
+func agentTable(w io.Writer, a agentJSONInfo) {
+	row(w, "agent.json", a.Path)
+	switch {
+	case !a.Present:
+		row(w, "  state", "absent: no agent has loaded the datapath on this node since it was installed")
+		return
+	case a.Report == nil:
+		row(w, "  state", "invalid: "+a.Error)
+		return
+	}
+	r := a.Report
+	row(w, "  node", r.Node)
+	row(w, "  version", orDash(r.Version))
+	row(w, "  started", r.Started.UTC().Format(time.RFC3339))
+	row(w, "kernel", orDash(r.Kernel.Release))
+	for _, f := range r.Kernel.Features {
+		if f.Available {
+			row(w, "  "+f.Name, "yes: "+f.Uses)
+		} else {
+			row(w, "  "+f.Name, "no (Linux "+f.Since+"): "+f.Without)
+		}
+	}
+	row(w, "flags")
+	names := make([]string, 0, len(r.Flags))
+	for name := range r.Flags {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		row(w, "  --"+name, orDash(r.Flags[name]))
+	}
+}
+
+func (e *env) readAgentJSON() agentJSONInfo {
+	info := agentJSONInfo{Path: agentinfo.Path(e.runDir)}
+	r, err := agentinfo.Read(e.runDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		info.Present, info.Error = true, err.Error()
+	default:
+		info.Present, info.Report = true, r
+	}
+	return info
 }
 
 // ifCell shows an interface as "name (ifindex N)", or flags an index that names nothing here.

@@ -8,12 +8,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
@@ -98,6 +100,13 @@ var (
 	ulMAC    = [6]byte{0x52, 0x54, 0, 0, 0, 0x11}
 	fixedCfg nodecfg.NodeCfg
 	nodeJSON = cninode.Config{NodeName: "edge-1", NodeIP: nodeIP, MTU: 1450, BPFFSRoot: maps.DefaultRoot}
+	// agentReport is agent.json as a 5.10 node's agent writes it (flags abridged).
+	agentReport = agentinfo.Report{Node: "edge-1", Version: "v0.9.0", Started: time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC),
+		Flags: map[string]string{"encap-mode": "native", "cluster-cidr": "10.244.0.0/16", "mtu": "0", "domain-config": ""},
+		Kernel: agentinfo.Kernel{Release: "5.10.0-46-amd64", Features: []agentinfo.Feature{
+			{Name: "tcx", Since: "6.6", Uses: "tcx links", Without: "netlink TC: clsact qdisc + direct-action bpf filters"},
+			{Name: "check_mtu", Available: true, Since: "5.12", Uses: "bpf_check_mtu for direct routes", Without: "node config's MTU"},
+		}}}
 )
 
 // Network domains: this node is in site-a, which has a private line to cloud and public
@@ -238,6 +247,7 @@ func (f *fixture) fill(t *testing.T, d *datapath.Datapath, ifindex map[string]ui
 	cfg := nodeJSON
 	cfg.PodCIDR, cfg.ClusterCIDR = fixedCfg.PodPrefix(), fixedCfg.ClusterPrefix()
 	must(cninode.Write(f.runDir, &cfg))
+	must(agentinfo.Write(f.runDir, &agentReport))
 	f.writeNames(t)
 }
 

@@ -14,10 +14,12 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 )
 
 // Features is what the running kernel offers the datapath where kernels differ, probed once per
-// process (KernelFeatures) and logged by the agent at start (LogFeatures). Every choice the
+// process (KernelFeatures) and logged at the first Load (logFeatures). Every choice the
 // datapath makes by kernel is one of these fields; docs/install.md's kernel table says which
 // kernel brings which, and scripts/test-kernels.sh tests each choice on a kernel that makes it.
 type Features struct {
@@ -127,22 +129,25 @@ func probeEncapL2Eth() (bool, error) {
 // The floor, Linux 5.10: the newest helpers every program path needs (pod delivery with
 // bpf_redirect_peer, the underlay's next hop with bpf_redirect_neigh). A kernel without them gets
 // one error naming what is missing instead of a verifier log.
-var floorHelpers = []asm.BuiltinFunc{asm.FnRedirectPeer, asm.FnRedirectNeigh}
+var floorHelpers = []struct {
+	fn   asm.BuiltinFunc
+	name string // as the kernel's documentation (bpf-helpers(7)) names it
+}{{asm.FnRedirectPeer, "bpf_redirect_peer"}, {asm.FnRedirectNeigh, "bpf_redirect_neigh"}}
 
 // checkFloor asks have about each floor helper for TC programs.
 func checkFloor(have func(ebpf.ProgramType, asm.BuiltinFunc) error) error {
 	var missing []string
-	for _, fn := range floorHelpers {
-		ok, err := supported(have(ebpf.SchedCLS, fn))
+	for _, h := range floorHelpers {
+		ok, err := supported(have(ebpf.SchedCLS, h.fn))
 		if err != nil {
-			return fmt.Errorf("probing %v: %w", fn, err)
+			return fmt.Errorf("probing %s: %w", h.name, err)
 		}
 		if !ok {
-			missing = append(missing, fn.String())
+			missing = append(missing, h.name)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("this kernel is older than edgeplane's floor, Linux 5.10: it has no %s", strings.Join(missing, ", "))
+		return fmt.Errorf("kernel %s is older than edgeplane's floor, Linux 5.10: it has no %s for TC programs", KernelRelease(), strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -201,6 +206,29 @@ func boolU8(b bool) uint8 {
 	return 0
 }
 
+// Describe lists the probes' results with what the datapath does with each feature and without
+// it: the agent's log line, its report (<run-dir>/agent.json, `edgeplanectl config`) and the
+// edgeplane_kernel_feature metric all say this.
+func (f Features) Describe() []agentinfo.Feature {
+	return []agentinfo.Feature{
+		{Name: "tcx", Available: f.TCX, Since: "6.6", Uses: "tcx links",
+			Without: "netlink TC: clsact qdisc + direct-action bpf filters"},
+		{Name: "check_mtu", Available: f.CheckMTU, Since: "5.12", Uses: "bpf_check_mtu for direct routes",
+			Without: "direct routes checked against the node config's MTU + 50"},
+		{Name: "encap_l2_eth", Available: f.EncapL2Eth, Since: "5.12", Uses: "native VXLAN marks the inner packet Ethernet",
+			Without: "inner packet marked IPv4: NICs offloading VXLAN segmentation only for Ethernet inner packets segment in software"},
+	}
+}
+
+// KernelRelease is the running kernel's release (uname -r); "" when uname fails.
+func KernelRelease() string {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
 var logFeaturesOnce sync.Once
 
 // logFeatures logs the probes' results, once per process, with what each absence means.
@@ -209,18 +237,13 @@ func logFeatures(f Features) {
 }
 
 func logFeaturesNow(f Features) {
-	attach := "tcx links"
-	if !f.TCX {
-		attach = "netlink TC (no tcx before Linux 6.6)"
+	args := []any{"release", KernelRelease()}
+	for _, d := range f.Describe() {
+		if d.Available {
+			args = append(args, d.Name, d.Uses)
+		} else {
+			args = append(args, d.Name, "missing (Linux "+d.Since+"): "+d.Without)
+		}
 	}
-	mtu := "bpf_check_mtu"
-	if !f.CheckMTU {
-		mtu = "node config's MTU (no bpf_check_mtu before Linux 5.12)"
-	}
-	l2eth := "Ethernet (ETH_P_TEB)"
-	if !f.EncapL2Eth {
-		l2eth = "IPv4: no BPF_F_ADJ_ROOM_ENCAP_L2_ETH before Linux 5.12; NICs offloading VXLAN segmentation only for Ethernet inner packets segment in software"
-	}
-	slog.Info("kernel features", "tcx", f.TCX, "check_mtu", f.CheckMTU, "encap_l2_eth", f.EncapL2Eth,
-		"attach", attach, "direct_route_mtu", mtu, "native_vxlan_inner_protocol", l2eth)
+	slog.Info("kernel features", args...)
 }

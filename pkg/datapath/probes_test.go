@@ -2,7 +2,6 @@ package datapath
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -19,8 +18,9 @@ func TestCheckFloor(t *testing.T) {
 		return nil
 	}
 	err := checkFloor(old)
-	if err == nil || !strings.Contains(err.Error(), "Linux 5.10: it has no FnRedirectPeer, FnRedirectNeigh") {
-		t.Errorf("below the floor: %v", err)
+	want := "kernel " + kernelRelease(t) + " is older than edgeplane's floor, Linux 5.10: it has no bpf_redirect_peer, bpf_redirect_neigh for TC programs"
+	if err == nil || err.Error() != want {
+		t.Errorf("below the floor: %v, want %q", err, want)
 	}
 	requireRoot(t)
 	if _, err := KernelFeatures(); err != nil {

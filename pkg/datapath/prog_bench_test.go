@@ -3,6 +3,7 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,8 +38,8 @@ func benchRunSetup(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32, se
 	}
 	defer empty.Close()
 
-	measure := func(p *ebpf.Program, want uint32) time.Duration {
-		var total time.Duration
+	measure := func(p *ebpf.Program, want uint32) (total, median time.Duration) {
+		runs := make([]time.Duration, 0, b.N)
 		for i := 0; i < b.N; i++ {
 			if setup != nil && p == prog {
 				setup()
@@ -51,15 +52,20 @@ func benchRunSetup(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32, se
 				b.Fatalf("verdict %d, want %d", ret, want)
 			}
 			total += d
+			runs = append(runs, d)
 		}
-		return total
+		slices.Sort(runs)
+		return total, runs[len(runs)/2]
 	}
 	b.ResetTimer()
-	total := measure(prog, want)
+	total, median := measure(prog, want)
 	b.StopTimer()
-	base := measure(empty, 0)
+	base, baseMedian := measure(empty, 0)
 	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/pkt-raw")
 	b.ReportMetric(float64((total-base).Nanoseconds())/float64(b.N), "ns/pkt")
+	// The medians' difference: a run the host preempted (a loaded machine, a VM under emulation,
+	// make bench-kernels) moves the mean, not the median.
+	b.ReportMetric(float64((median - baseMedian).Nanoseconds()), "ns/pkt-p50")
 }
 
 func BenchmarkPodEgressLocal(b *testing.B) {
@@ -68,16 +74,12 @@ func BenchmarkPodEgressLocal(b *testing.B) {
 	benchRun(b, coll.Programs["pod_egress"], podUDP(podA, podB, 64), tcActRedirect)
 }
 
-// The same path with the kernel's own repeat loop (it is idempotent), as a cross-check of the
-// per-run numbers without the timer overhead of single runs.
+// The same path with the kernel's own repeat loop (idempotent but for the TTL: benchRepeat), as a
+// cross-check of the per-run numbers without the timer overhead of single runs.
 func BenchmarkPodEgressLocalRepeat(b *testing.B) {
 	coll := newCollection(b, loadPod)
 	fillCluster(b, coll)
-	ret, d, err := coll.Programs["pod_egress"].Benchmark(podUDP(podA, podB, 64), b.N, b.ResetTimer)
-	if err != nil || ret != tcActRedirect {
-		b.Fatalf("verdict %d, %v", ret, err)
-	}
-	b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
+	benchRepeat(b, coll.Programs["pod_egress"], podUDP(podA, podB, 64), tcActRedirect)
 }
 
 func BenchmarkPodEgressRemoteEncap(b *testing.B) {
@@ -176,14 +178,27 @@ func BenchmarkPodEgressServiceReply(b *testing.B) {
 	benchRun(b, coll.Programs["pod_egress"], reply, tcActRedirect)
 }
 
-// benchRepeat is the kernel's repeat loop over pkt, for paths that leave the packet as it was.
+// repeatChunk is how many times benchRepeat lets the kernel run a program on one skb: a delivery
+// to a pod is a routing hop (lib/ttl.h) and lowers the TTL the skb keeps between runs, so a
+// packet with TTL 64 would be dropped as TTL_EXCEEDED at its 64th run.
+const repeatChunk = 32
+
+// benchRepeat is the kernel's repeat loop over pkt, for paths that leave the packet as it was but
+// for its TTL: chunks of repeatChunk runs, each on a fresh copy of pkt.
 func benchRepeat(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32) {
 	b.Helper()
-	ret, d, err := prog.Benchmark(pkt, b.N, b.ResetTimer)
-	if err != nil || ret != want {
-		b.Fatalf("verdict %d, want %d: %v", ret, want, err)
+	var total time.Duration
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(repeatChunk, b.N-done)
+		ret, d, err := prog.Benchmark(pkt, n, nil) // test_run copies pkt into a new skb
+		if err != nil || ret != want {
+			b.Fatalf("verdict %d, want %d: %v", ret, want, err)
+		}
+		total += d * time.Duration(n)
+		done += n
 	}
-	b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
+	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/pkt")
 }
 
 // The service path with warm caches, through the repeat loop: the frontend's backend is its own
@@ -344,6 +359,9 @@ func BenchmarkNodeXDPDropAddress(b *testing.B) {
 		dst  netip.Addr
 	}{{"node-ip", nodeIP}, {"other-address", secondaryIP}} {
 		b.Run(c.name, func(b *testing.B) {
+			if !kernelAtLeast(b, 5, 15) { // as TestNodeXDPLocalAddresses
+				b.Skip("BPF_PROG_TEST_RUN takes no xdp_md (ingress_ifindex) before Linux 5.15")
+			}
 			coll := xdpCollection(b)
 			netns, nic := xdpNetns(b)
 			pkt := synTo(c.dst, closedTCP)

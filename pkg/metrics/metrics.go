@@ -6,7 +6,7 @@
 //     cost nothing between scrapes;
 //   - the reconcilers' outcomes and durations, and their workqueues (the Metrics value is the
 //     controller package's Metrics: a per-queue workqueue.MetricsProvider, no global SetProvider);
-//   - whether each API watch has synced, and the build.
+//   - whether each API watch has synced, the kernel's features (kernel.go), and the build.
 //
 // Families lists every family with its labels; docs/metrics.md and the Grafana dashboard in
 // deploy/grafana are checked against it, and it is checked against the registry.
@@ -67,7 +67,7 @@ type Family struct {
 // Families lists every edgeplane_* family the agent exports (it also exports the standard go_* and
 // process_* families).
 func Families() []Family {
-	return slices.Concat(families, bgpFamilies, apiserverFamilies)
+	return slices.Concat(families, bgpFamilies, kernelFamilies, apiserverFamilies)
 }
 
 var families = []Family{
@@ -138,6 +138,8 @@ type Metrics struct {
 	gcDeleted       *prometheus.CounterVec
 	bgp             *bgpCollector
 	apiserver       *apiserverCollector
+	kernelFeature   *prometheus.GaugeVec
+	kernelInfo      *prometheus.GaugeVec
 }
 
 var _ controller.Metrics = (*Metrics)(nil)
@@ -178,6 +180,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 		bgp:       newBGPCollector(),
 		apiserver: newAPIServerCollector(),
 	}
+	m.kernelFeature, m.kernelInfo = newKernelGauges()
 	for _, s := range conntrackSeries {
 		m.gcDeleted.WithLabelValues(s[0], s[1])
 	}
@@ -198,7 +201,7 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 	cs := []prometheus.Collector{
 		m.reconciles, m.reconcileErrors, m.reconcileDuration,
 		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
-		m.watches, m.gcDeleted, m.bgp, m.apiserver, build,
+		m.watches, m.gcDeleted, m.bgp, m.kernelFeature, m.kernelInfo, m.apiserver, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 
+	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 )
 
@@ -74,6 +75,7 @@ func exported(t *testing.T) map[string][]string {
 	t.Helper()
 	m := New("", nil)
 	m.SetWatch("nodes", func() bool { return true })
+	m.SetKernel(agentinfo.Kernel{Release: "6.1.0", Features: []agentinfo.Feature{{Name: "tcx"}}})
 	m.SetBGPReport(func() bgpstatus.Report {
 		return bgpstatus.Report{Speaking: true, Peers: []bgpstatus.PeerStatus{{Address: netip.MustParseAddr("192.0.2.1"), ASN: 64512}}}
 	})

@@ -97,13 +97,14 @@ func (l *Lab) startBird(ctx context.Context, name string, ns Netns, dir, conf st
 func (b *Bird) confPath() string { return filepath.Join(b.Dir, "bird.conf") }
 
 // reconfigure replaces bird.conf and has bird apply it (`birdc configure`: sessions whose
-// configuration is unchanged stay up).
+// configuration is unchanged stay up; bird answers "Reconfiguration in progress" when it has
+// sessions to restart first, a changed password for instance).
 func (b *Bird) reconfigure(ctx context.Context, conf string) error {
 	if err := os.WriteFile(b.confPath(), []byte(conf), 0o600); err != nil {
 		return err
 	}
 	out, err := b.Birdc(ctx, "configure")
-	if err != nil || !strings.Contains(out, "Reconfigured") {
+	if err != nil || !(strings.Contains(out, "Reconfigured") || strings.Contains(out, "Reconfiguration in progress")) {
 		return fmt.Errorf("birdc configure: %v: %s", err, out)
 	}
 	return nil
