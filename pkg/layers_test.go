@@ -58,6 +58,9 @@ var layers = []layer{
 		"pkg/bgp/bgpstatus", // the speaker's peer status without GoBGP, for edgeplanectl and metrics
 		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "internal/ociimage",
 	}},
+	{name: "files", packages: []string{
+		"pkg/atomicfile", // whole-or-nothing file writes: the run directory's reports, the snapshot
+	}},
 }
 
 // layerOf returns the index in layers of the package at path: an exact entry first, then the

@@ -5,11 +5,11 @@
 package agentinfo
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/edgeplane/edgeplane/pkg/atomicfile"
 )
 
 // FileName is the report's name in the run directory.
@@ -47,30 +47,7 @@ func Path(runDir string) string { return filepath.Join(runDir, FileName) }
 
 // Write replaces the report in runDir atomically (a reader never sees half a file).
 func Write(runDir string, r *Report) error {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding the agent report: %w", err)
-	}
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
-		return fmt.Errorf("writing the agent report: %w", err)
-	}
-	tmp, err := os.CreateTemp(runDir, "."+FileName+".*")
-	if err != nil {
-		return fmt.Errorf("writing the agent report: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), Path(runDir)); err != nil {
+	if err := atomicfile.WriteJSON(Path(runDir), r, 0o644); err != nil {
 		return fmt.Errorf("writing the agent report: %w", err)
 	}
 	return nil
@@ -79,20 +56,16 @@ func Write(runDir string, r *Report) error {
 // Read reads the report in runDir; the error wraps fs.ErrNotExist when there is none (no agent
 // started on this node since it was installed, or it was uninstalled).
 func Read(runDir string) (*Report, error) {
-	data, err := os.ReadFile(Path(runDir))
-	if err != nil {
-		return nil, fmt.Errorf("reading the agent report: %w", err)
-	}
 	r := &Report{}
-	if err := json.Unmarshal(data, r); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", Path(runDir), err)
+	if err := atomicfile.ReadJSON(Path(runDir), r); err != nil {
+		return nil, fmt.Errorf("reading the agent report: %w", err)
 	}
 	return r, nil
 }
 
 // Remove deletes the report; a missing one is not an error.
 func Remove(runDir string) error {
-	if err := os.Remove(Path(runDir)); err != nil && !os.IsNotExist(err) {
+	if err := atomicfile.Remove(Path(runDir)); err != nil {
 		return fmt.Errorf("removing the agent report: %w", err)
 	}
 	return nil

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/edgeplane/edgeplane/pkg/atomicfile"
 )
 
 // DefaultRunDir is where the agent writes and the plugin reads by default.
@@ -75,34 +77,16 @@ func Write(runDir string, c *Config) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("refusing to write node config: %w", err)
 	}
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", runDir, err)
-	}
-	b, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding node config: %w", err)
-	}
-	tmp, err := os.CreateTemp(runDir, ".node-*.json")
-	if err != nil {
+	// 0600: only root (the CNI plugin, the agent) reads it.
+	if err := atomicfile.WriteJSON(Path(runDir), c, 0o600); err != nil {
 		return fmt.Errorf("writing node config: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing node config: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing node config: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), Path(runDir)); err != nil {
-		return fmt.Errorf("installing node config: %w", err)
 	}
 	return nil
 }
 
 // Remove deletes the config (agent uninstall); a missing file is not an error.
 func Remove(runDir string) error {
-	if err := os.Remove(Path(runDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := atomicfile.Remove(Path(runDir)); err != nil {
 		return fmt.Errorf("removing node config: %w", err)
 	}
 	return nil

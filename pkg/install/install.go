@@ -21,6 +21,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
+	"github.com/edgeplane/edgeplane/pkg/atomicfile"
 	"github.com/edgeplane/edgeplane/pkg/cniconf"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 )
@@ -190,41 +191,10 @@ func (r *Result) addMissing(from, binDir string) error {
 	return nil
 }
 
-// WriteAtomic writes content to a temporary file in path's directory, syncs it and renames it
-// over path. On error nothing is left behind and path is unchanged.
-func WriteAtomic(path string, content []byte, mode fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("creating a temporary file in %s: %w", dir, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(content); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("setting the mode of %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", tmp.Name(), path, err)
-	}
-	// The rename is durable once the directory is synced; a failure here leaves a correct file.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+// WriteAtomic replaces path with content, mode mode, whole or not at all (pkg/atomicfile): on
+// error path is unchanged and nothing is left behind.
+func WriteAtomic(path string, content []byte, mode fs.FileMode) error {
+	return atomicfile.Write(path, content, mode)
 }
 
 // DefaultRunDir is the agent's default --run-dir.

@@ -29,6 +29,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgeplane/edgeplane/pkg/atomicfile"
 )
 
 // Dir is the index's directory inside the run directory.
@@ -244,35 +246,16 @@ func Remove(runDir string) error {
 	return nil
 }
 
-// writeJSON stores v as dir/name through a temporary file in dir and a rename.
+// writeJSON stores v as dir/name, whole or not at all (pkg/atomicfile); 0600: root's.
 func writeJSON(dir, name string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("name index: encoding %s: %w", name, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("name index: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return fmt.Errorf("name index: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename, there is nothing left to remove
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("name index: writing %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("name index: writing %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(dir, name), v, 0o600); err != nil {
 		return fmt.Errorf("name index: %w", err)
 	}
 	return nil
 }
 
 func removeFile(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := atomicfile.Remove(path); err != nil {
 		return fmt.Errorf("name index: %w", err)
 	}
 	return nil

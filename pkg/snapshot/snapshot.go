@@ -23,6 +23,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/edgeplane/edgeplane/pkg/atomicfile"
 )
 
 // Version is the format this package writes and the only one it reads. Bump it when a field
@@ -141,44 +143,9 @@ func Write(runDir string, s *State, maxBytes int) error {
 	if len(data) > maxBytes {
 		return fmt.Errorf("writing %s: %d bytes, bound %d: %w", Path(runDir), len(data), maxBytes, ErrTooBig)
 	}
-	return writeAtomic(runDir, FileName, data)
-}
-
-// writeAtomic writes data to dir/name through a temporary file, fsync, rename and a directory fsync.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("creating the snapshot's temporary file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("renaming the snapshot into place: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("opening %s to sync it: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
+	// 0600: it names the cluster's Services and pods; only the agent reads it.
+	if err := atomicfile.Write(Path(runDir), data, 0o600); err != nil {
+		return fmt.Errorf("writing the snapshot: %w", err)
 	}
 	return nil
 }
