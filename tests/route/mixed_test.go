@@ -14,7 +14,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
@@ -45,18 +44,7 @@ func buildMixed(t *testing.T) *mixed {
 	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	g, err := l.StartGateway(ctx, lab.GatewayOptions{Password: password})
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: passwordSecret, Namespace: lab.AgentNamespace},
-		Data:       map[string][]byte{"password": []byte(password)},
-	}
-	if _, err := l.Client.CoreV1().Secrets(lab.AgentNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	setConfig(t, l, mixedConfig)
+	g := startSite(ctx, t, l, mixedConfig)
 	m := &mixed{lab: l, gateway: g, nodes: map[string]*lab.Node{}, pods: map[string]*lab.Pod{}}
 	for _, x := range []struct {
 		name, domain   string
@@ -80,6 +68,7 @@ func buildMixed(t *testing.T) *mixed {
 			t.Fatal(err)
 		}
 	}
+	var err error
 	if m.line, err = l.StartLineRouter(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -81,11 +81,11 @@ type site struct {
 	pods    map[string]*lab.Pod // by node name
 }
 
-func build(t *testing.T) *site {
+// startSite starts l's site gateway with the test's TCP-MD5 password, stores the password in the
+// Secret the domain configuration names and applies config before any agent starts, so that the
+// agents come up in route mode.
+func startSite(ctx context.Context, t *testing.T, l *lab.Lab, config string) *lab.Gateway {
 	t.Helper()
-	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
 	g, err := l.StartGateway(ctx, lab.GatewayOptions{Password: password})
 	if err != nil {
 		t.Fatal(err)
@@ -97,8 +97,16 @@ func build(t *testing.T) *site {
 	if _, err := l.Client.CoreV1().Secrets(lab.AgentNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The configuration comes first: the agents start in route mode.
-	setConfig(t, l, routeConfig)
+	setConfig(t, l, config)
+	return g
+}
+
+func build(t *testing.T) *site {
+	t.Helper()
+	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	g := startSite(ctx, t, l, routeConfig)
 	s := &site{lab: l, gateway: g, nodes: map[string]*lab.Node{}, pods: map[string]*lab.Pod{}}
 	for _, x := range []struct {
 		name           string
