@@ -180,9 +180,11 @@ func (rc *receiver) serve() error {
 	}
 }
 
-// Close stops the receiver.
+// Close stops the receiver (once: the counting loop closes the socket after the first).
 func (rc *receiver) Close() {
-	rc.stopping.Store(true)
+	if rc.stopping.Swap(true) {
+		return
+	}
 	rc.ln.Close()
 	_ = unix.Shutdown(rc.fd, unix.SHUT_RDWR)
 }
