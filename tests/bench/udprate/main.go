@@ -56,7 +56,7 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	listen := fs.String("l", "", "receiver: address to listen on (UDP and the TCP control)")
 	connect := fs.String("c", "", "sender: receiver's address")
-	rate := fs.Int("r", 50000, "sender: datagrams per second")
+	rate := fs.Int("r", 30000, "sender: datagrams per second")
 	seconds := fs.Float64("t", 4, "sender: duration")
 	size := fs.Int("s", 64, "sender: UDP payload bytes")
 	_ = fs.Parse(os.Args[2:])
