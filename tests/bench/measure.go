@@ -419,7 +419,8 @@ func parseUDPRate(out string) (Sample, error) {
 }
 
 // checkFixedRate refuses a sample that is not at the fixed rate: more than maxFixedRateLoss lost,
-// or sent over a time more than 1% longer than the schedule (the sender fell behind for good).
+// or sent over a time more than 5% (+50 ms) longer than the schedule: the sender fell behind for
+// good, its CPU saturated, not descheduled once by the machine (which its next batch catches up).
 func checkFixedRate(s Sample, rate int, path string) error {
 	if s.Sent == 0 || s.Received > s.Sent {
 		return fmt.Errorf("udprate on %s: %d datagrams sent, %d received", path, s.Sent, s.Received)
@@ -429,7 +430,7 @@ func checkFixedRate(s Sample, rate int, path string) error {
 			"the rate is too high for this path (BENCH_UDP_RATE)", path, lost, s.Sent,
 			100*float64(lost)/float64(s.Sent), rate, 100*maxFixedRateLoss)
 	}
-	if scheduled := float64(s.Sent) / float64(rate); s.DurationS > 1.01*scheduled+0.002 {
+	if scheduled := float64(s.Sent) / float64(rate); s.DurationS > 1.05*scheduled+0.05 {
 		return fmt.Errorf("%s: the sender took %.3f s for %d datagrams at %d pkt/s (%.3f s): "+
 			"it cannot hold the rate (BENCH_UDP_RATE)", path, s.DurationS, s.Sent, rate, scheduled)
 	}
