@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -264,3 +266,56 @@ func (l *Lab) DeleteBulkNodes(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RouteWatch looks one pod CIDR up in a node's pinned routes_map, for timing how fast a new
+// Node reaches the datapath without iterating thousands of routes.
+type RouteWatch struct {
+	m      *ebpf.Map
+	key    []byte
+	nodeIP netip.Addr
+}
+
+// WatchRoute opens n's routes_map to look cidr up, expecting it to point at nodeIP.
+func WatchRoute(n *Node, cidr netip.Prefix, nodeIP netip.Addr) (*RouteWatch, error) {
+	m, err := ebpf.LoadPinnedMap(n.MapPath("routes_map"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("opening routes_map of %s: %w", n.Name, err)
+	}
+	// struct route_key: prefixlen in host order, then the address in network order.
+	key := binary.NativeEndian.AppendUint32(nil, uint32(cidr.Bits()))
+	key = append(key, cidr.Addr().AsSlice()...)
+	return &RouteWatch{m: m, key: key, nodeIP: nodeIP}, nil
+}
+
+// Present reports whether the route is there and points at the expected node.
+func (w *RouteWatch) Present() (bool, error) {
+	v := make([]byte, w.m.ValueSize())
+	if err := w.m.Lookup(w.key, &v); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return netip.AddrFrom4([4]byte(v[:4])) == w.nodeIP, nil
+}
+
+// Wait looks the route up every interval until it is present or deadline passes, and returns
+// when it was first seen.
+func (w *RouteWatch) Wait(deadline time.Time, interval time.Duration) (time.Time, error) {
+	for {
+		ok, err := w.Present()
+		now := time.Now()
+		if err != nil {
+			return now, err
+		}
+		if ok {
+			return now, nil
+		}
+		if now.After(deadline) {
+			return now, fmt.Errorf("route %s -> %s: not in routes_map by %s", netip.PrefixFrom(netip.AddrFrom4([4]byte(w.key[4:8])), int(binary.NativeEndian.Uint32(w.key[:4]))), w.nodeIP, deadline.Format(time.TimeOnly))
+		}
+		time.Sleep(interval)
+	}
+}
+
+// Close closes the map.
+func (w *RouteWatch) Close() error { return w.m.Close() }
