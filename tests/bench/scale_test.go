@@ -228,18 +228,21 @@ func (s *scaleBench) coldStart(ctx context.Context, n *lab.Node) (agentFigures, 
 	if err := n.StartAgent(); err != nil {
 		return f, err
 	}
-	routesDone := make(chan error, 1)
+	type routesResult struct {
+		after time.Duration
+		err   error
+	}
+	routesDone := make(chan routesResult, 1)
 	go func() {
 		deadline := time.Now().Add(s.cfg.programmedWait)
 		for {
 			count, err := bulkRoutes(n)
 			if err == nil && count >= s.cfg.nodes {
-				f.routesProgrammed = time.Since(t0)
-				routesDone <- nil
+				routesDone <- routesResult{after: time.Since(t0)}
 				return
 			}
 			if time.Now().After(deadline) {
-				routesDone <- fmt.Errorf("%d of %d bulk routes after %v (last error %v)", count, s.cfg.nodes, s.cfg.programmedWait, err)
+				routesDone <- routesResult{err: fmt.Errorf("%d of %d bulk routes after %v (last error %v)", count, s.cfg.nodes, s.cfg.programmedWait, err)}
 				return
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -250,9 +253,11 @@ func (s *scaleBench) coldStart(ctx context.Context, n *lab.Node) (agentFigures, 
 		return f, err
 	}
 	f.servicesProgrammed = done.Time.Sub(t0)
-	if err := <-routesDone; err != nil {
-		return f, err
+	routes := <-routesDone
+	if routes.err != nil {
+		return f, routes.err
 	}
+	f.routesProgrammed = routes.after
 	f.programmed = max(f.servicesProgrammed, f.routesProgrammed)
 	mem, err := n.AgentMemory()
 	if err != nil {
