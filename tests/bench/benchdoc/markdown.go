@@ -387,6 +387,7 @@ func Markdown(f results.File, chartDir string, charts map[string][]string) strin
 		if t := servicesTable(m); t != "" {
 			fmt.Fprintf(&sb, "Services against kube-proxy, medians, paired ratios against kube-proxy's first path:\n\n%s\n", t)
 		}
+		sb.WriteString(scaleTable(m))
 	}
 	sb.WriteString(endMarker)
 	return sb.String()
