@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -119,43 +117,9 @@ func (l *Lab) BulkNodes(ctx context.Context, from, to, pools, workers int) (int,
 	if err != nil {
 		return 0, err
 	}
-	var (
-		next    atomic.Int64
-		created atomic.Int64
-		wg      sync.WaitGroup
-		errMu   sync.Mutex
-		first   error
-	)
-	next.Store(int64(from))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range max(workers, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= to || ctx.Err() != nil {
-					return
-				}
-				ok, err := CreateBulkNode(ctx, cs, i, pools)
-				if err != nil {
-					errMu.Lock()
-					if first == nil {
-						first = err
-					}
-					errMu.Unlock()
-					cancel()
-					return
-				}
-				if ok {
-					created.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return int(created.Load()), first
+	return bulkCreate(ctx, from, to, workers, func(ctx context.Context, i int) (bool, error) {
+		return CreateBulkNode(ctx, cs, i, pools)
+	})
 }
 
 // BulkClient is an admin client without client-side rate limits, for writing bulk objects.
