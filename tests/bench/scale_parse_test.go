@@ -24,11 +24,11 @@ func TestWatchBytesPerWatch(t *testing.T) {
 		`apiserver_watch_events_sizes_sum{group="",kind="Node",version="v1"}`: 1000,
 	}
 	m1 := map[string]float64{
-		`apiserver_watch_events_sizes_sum{group="",kind="Node",version="v1"}`:                             7000,
-		`apiserver_watch_events_sizes_sum{group="discovery.k8s.io",resource="endpointslices",version="v1"}`: 600,
-		`apiserver_longrunning_requests{component="apiserver",group="",resource="nodes",scope="cluster",subresource="",verb="WATCH"}`: 3,
+		`apiserver_watch_events_sizes_sum{group="",kind="Node",version="v1"}`:                                                                                  7000,
+		`apiserver_watch_events_sizes_sum{group="discovery.k8s.io",resource="endpointslices",version="v1"}`:                                                    600,
+		`apiserver_longrunning_requests{component="apiserver",group="",resource="nodes",scope="cluster",subresource="",verb="WATCH"}`:                          3,
 		`apiserver_longrunning_requests{component="apiserver",group="discovery.k8s.io",resource="endpointslices",scope="cluster",subresource="",verb="WATCH"}`: 3,
-		`apiserver_longrunning_requests{component="apiserver",group="",resource="nodes",scope="cluster",subresource="proxy",verb="CONNECT"}`: 5,
+		`apiserver_longrunning_requests{component="apiserver",group="",resource="nodes",scope="cluster",subresource="proxy",verb="CONNECT"}`:                   5,
 	}
 	got := watchBytesPerWatch(m0, m1, 10)
 	want := map[string]float64{"Node": 200, "endpointslices": 20}
