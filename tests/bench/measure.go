@@ -244,16 +244,21 @@ func (s Sample) CPUPerGbit(cpus ...int) float64 {
 	if s.Gbit() <= 0 || len(s.CPU.PerCPU) == 0 {
 		return 0
 	}
-	busy := s.CPU.Busy
-	if len(cpus) > 0 {
-		busy = 0
-		for _, c := range cpus {
-			if c < len(s.CPU.PerCPU) {
-				busy += s.CPU.PerCPU[c]
-			}
+	return s.busy(cpus) / s.Gbit()
+}
+
+// busy is the sample's busy CPU-seconds on the CPUs cpus, all of them when none is given.
+func (s Sample) busy(cpus []int) float64 {
+	if len(cpus) == 0 {
+		return s.CPU.Busy
+	}
+	var busy float64
+	for _, c := range cpus {
+		if c < len(s.CPU.PerCPU) {
+			busy += s.CPU.PerCPU[c]
 		}
 	}
-	return busy / s.Gbit()
+	return busy
 }
 
 // CPUPerPacket is the CPU a fixed-rate sample cost per datagram received, in microseconds: busy
@@ -263,16 +268,7 @@ func (s Sample) CPUPerPacket(cpus ...int) float64 {
 	if s.Received == 0 || len(s.CPU.PerCPU) == 0 {
 		return 0
 	}
-	busy := s.CPU.Busy
-	if len(cpus) > 0 {
-		busy = 0
-		for _, c := range cpus {
-			if c < len(s.CPU.PerCPU) {
-				busy += s.CPU.PerCPU[c]
-			}
-		}
-	}
-	return busy * 1e6 / float64(s.Received)
+	return s.busy(cpus) * 1e6 / float64(s.Received)
 }
 
 // iperf runs an iperf3 server and client and returns the client's JSON report and the CPU the
