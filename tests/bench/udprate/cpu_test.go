@@ -94,3 +94,28 @@ func TestSenderMeasuresIdleFloor(t *testing.T) {
 		}
 	}
 }
+
+// The sender sends what is due by each tick's end, exactly rate x duration in all, and after a
+// hiccup catches up by at most four ticks' worth per tick instead of one burst.
+func TestDueBy(t *testing.T) {
+	const rate, total = 30000, 120000 // 30 a tick, 4 s
+	for _, c := range []struct {
+		k          int
+		sent, want uint64
+	}{
+		{0, 0, 30},     // on time
+		{9, 270, 300},  // on time
+		{49, 270, 390}, // 40 ticks behind: four ticks' worth, not 1,230 at once
+		{50, 390, 510}, // still catching up
+		{3999, 119970, total},
+		{4005, 119990, total}, // past the schedule: only what is left
+	} {
+		if got := dueBy(rate, c.k, c.sent, total); got != c.want {
+			t.Errorf("dueBy(tick %d, sent %d) = %d, want %d", c.k, c.sent, got, c.want)
+		}
+	}
+	// A rate that is not a multiple of the ticks: 1,500/s is 1.5 a tick, four ticks' worth is 8.
+	if got := dueBy(1500, 99, 10, 6000); got != 18 {
+		t.Errorf("dueBy(1500/s, tick 99, sent 10) = %d, want 18", got)
+	}
+}

@@ -20,7 +20,8 @@
 //	        cpu_busy_s=B0,B1,... cpu_window_s=W idle_busy_s=I0,I1,... idle_window_s=V"
 //
 // seconds is the time from the first tick to the end of the last batch; a tick is late when its
-// batch ended after the next tick's deadline (the sender caught up in the next batch);
+// batch ended after the next tick's deadline (the sender caught up in the next batches, at most
+// four ticks' worth per tick, so it may take a few ticks more than the schedule);
 // sender_cpu_s is the sending thread's own CPU time over the ticks.
 //
 // The sender also measures what the machine's CPUs spent: cpu_busy_s is each CPU's busy time
@@ -304,19 +305,19 @@ func send(addr string, rate int, d time.Duration, size int, idle time.Duration) 
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	r.ticks = int(d / tick)
+	total := uint64(int64(rate) * int64(d/tick) * int64(tick) / int64(time.Second))
 	busyBefore, err := readCPUTimes()
 	if err != nil {
 		return r, err
 	}
 	cpuBefore := threadCPU()
 	start := monotonic()
-	for k := 0; k < r.ticks; k++ {
+	for k := 0; r.sent < total; k++ {
 		if err := sleepUntil(start + int64(k)*int64(tick)); err != nil {
 			return r, err
 		}
-		// Everything due by the end of this tick: rate x (k+1) ticks, so the total is exact.
-		due := uint64(int64(rate) * int64(k+1) * int64(tick) / int64(time.Second))
+		r.ticks++
+		due := dueBy(rate, k, r.sent, total)
 		for r.sent < due {
 			binary.BigEndian.PutUint64(payload, r.sent)
 			_, err := unix.Write(fd, payload)
@@ -374,6 +375,21 @@ func measureIdle(d time.Duration) (cpuBusy, error) {
 		return cpuBusy{}, err
 	}
 	return busyBetween(before, after), nil
+}
+
+// catchUp is how many ticks' worth of datagrams one tick may send at most: after a hiccup (the
+// sender descheduled) it catches up over the next ticks rather than in one burst, which on a
+// veth path would overflow the sending CPU's backlog (net.core.netdev_max_backlog) and lose
+// datagrams the path would carry at the rate.
+const catchUp = 4
+
+// dueBy is how many datagrams must have been sent by the end of tick k (from 0) at rate per
+// second, sent having been sent and total being the whole sample: everything due by then (rate
+// x (k+1) ticks, so the total is exact), but at most catchUp ticks' worth more than sent.
+func dueBy(rate, k int, sent, total uint64) uint64 {
+	due := min(uint64(int64(rate)*int64(k+1)*int64(tick)/int64(time.Second)), total)
+	perTick := (uint64(rate)*uint64(tick) + uint64(time.Second) - 1) / uint64(time.Second)
+	return min(due, sent+catchUp*perTick)
 }
 
 // threadCPU is the calling thread's CPU time, user and system.
