@@ -265,6 +265,8 @@ func BenchmarkDatapath(b *testing.B) {
 	fixedRate.also = []metric{
 		perPacket("udp_64b_cpu_fixed_sender", "the sender's CPU 0, less its floor", 0),
 		perPacket("udp_64b_cpu_fixed_receiver", "the receiver's CPU 1, less its floor", 1),
+		{name: "udp_64b_cpu_fixed_sender_thread", unit: fmt.Sprintf("CPU-us per packet at %d pkt/s (the sending thread's own, getrusage)", udpRate),
+			better: "lower", value: func(s Sample) float64 { return s.SenderThreadPerPacket() }},
 		{name: "udp_64b_cpu_fixed_floor", unit: "busy CPUs without traffic around the sample (whole machine)", better: "lower",
 			value: func(s Sample) float64 { return s.FloorCPUs() }},
 	}

@@ -102,6 +102,9 @@ func TestFixedRateSample(t *testing.T) {
 	if s.Sent != 200000 || s.Received != 199850 || math.Abs(s.DurationS-3.999412) > 1e-9 || math.Abs(s.PPS-199850/3.999412) > 1e-6 {
 		t.Errorf("parsed %+v", s)
 	}
+	if math.Abs(s.SenderThreadS-0.51) > 1e-12 || math.Abs(s.SenderThreadPerPacket()-0.51e6/199850) > 1e-9 {
+		t.Errorf("sender thread %v s, %v us per packet", s.SenderThreadS, s.SenderThreadPerPacket())
+	}
 	if math.Abs(s.CPU.Busy-1.4) > 1e-9 || len(s.CPU.PerCPU) != 2 || s.CPU.WindowS != 4.01 ||
 		math.Abs(s.Floor.Busy-0.56) > 1e-9 || len(s.Floor.PerCPU) != 2 || s.Floor.WindowS != 4 {
 		t.Errorf("parsed CPU %+v, floor %+v", s.CPU, s.Floor)

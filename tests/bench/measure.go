@@ -50,10 +50,13 @@ type Sample struct {
 	P99us float64 `json:"p99_us,omitempty"`
 	PPS   float64 `json:"pps,omitempty"` // packets per second received
 	// Datagrams sent and received at a fixed rate (FixedRateUDP).
-	Sent      uint64  `json:"sent,omitempty"`
-	Received  uint64  `json:"received,omitempty"`
-	Mbps      float64 `json:"mbps,omitempty"` // bulk throughput received
-	DurationS float64 `json:"duration_s,omitempty"`
+	Sent     uint64 `json:"sent,omitempty"`
+	Received uint64 `json:"received,omitempty"`
+	// The sending thread's own CPU time over a fixed-rate sample (getrusage, exact): the
+	// datagrams' system calls and the softirq work the kernel ran in its context.
+	SenderThreadS float64 `json:"sender_thread_s,omitempty"`
+	Mbps          float64 `json:"mbps,omitempty"` // bulk throughput received
+	DurationS     float64 `json:"duration_s,omitempty"`
 	// CPU spent on the whole machine while the client ran (cpuUse): busy CPU-seconds, in total
 	// and per CPU.
 	CPU cpuUse `json:"cpu,omitempty"`
@@ -284,6 +287,17 @@ func (s Sample) floorRate(cpus []int) float64 {
 	return Sample{CPU: s.Floor}.busy(cpus) / s.Floor.WindowS
 }
 
+// SenderThreadPerPacket is the sending thread's own CPU time per datagram received, in
+// microseconds (0 when nothing was measured): exact and blind to the machine's other work, but
+// only what ran in the sender's context, not the receiver's wakeups and reads nor softirq work
+// the kernel deferred to ksoftirqd.
+func (s Sample) SenderThreadPerPacket() float64 {
+	if s.Received == 0 {
+		return 0
+	}
+	return s.SenderThreadS * 1e6 / float64(s.Received)
+}
+
 // FloorCPUs is the machine's busy CPUs without traffic around a fixed-rate sample (whole
 // machine), 0 when it was not measured.
 func (s Sample) FloorCPUs() float64 { return s.floorRate(nil) }
@@ -380,7 +394,7 @@ func ConnectRate(bin string, p Path, seconds int, cpu string, port int) (Sample,
 }
 
 var (
-	udprateOut = regexp.MustCompile(`sent=(\d+) received=(\d+) seconds=([0-9.]+) ticks=(\d+) late_ticks=(\d+)`)
+	udprateOut = regexp.MustCompile(`sent=(\d+) received=(\d+) seconds=([0-9.]+) ticks=(\d+) late_ticks=(\d+) sender_cpu_s=([0-9.]+)`)
 	udprateCPU = regexp.MustCompile(`cpu_busy_s=(\S+) cpu_window_s=([0-9.]+) idle_busy_s=(\S+) idle_window_s=([0-9.]+)`)
 )
 
@@ -427,6 +441,7 @@ func parseUDPRate(out string) (Sample, error) {
 	s.Sent, _ = strconv.ParseUint(m[1], 10, 64)
 	s.Received, _ = strconv.ParseUint(m[2], 10, 64)
 	s.DurationS, _ = strconv.ParseFloat(m[3], 64)
+	s.SenderThreadS, _ = strconv.ParseFloat(m[6], 64)
 	if s.DurationS > 0 {
 		s.PPS = float64(s.Received) / s.DurationS
 	}

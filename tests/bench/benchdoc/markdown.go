@@ -41,9 +41,10 @@ var labels = map[string]string{
 	"rss":                           "RSS after programming (MiB)",
 
 	// 64-byte UDP at a fixed rate; {rate} is filled in from the unit (metricLabel).
-	"udp_64b_cpu_fixed":          "64-byte UDP at {rate}, CPU-us per packet",
-	"udp_64b_cpu_fixed_sender":   "64-byte UDP at {rate}, sender CPU-us per packet",
-	"udp_64b_cpu_fixed_receiver": "64-byte UDP at {rate}, receiver CPU-us per packet",
+	"udp_64b_cpu_fixed":               "64-byte UDP at {rate}, CPU-us per packet",
+	"udp_64b_cpu_fixed_sender":        "64-byte UDP at {rate}, sender CPU-us per packet",
+	"udp_64b_cpu_fixed_receiver":      "64-byte UDP at {rate}, receiver CPU-us per packet",
+	"udp_64b_cpu_fixed_sender_thread": "64-byte UDP at {rate}, sending thread's CPU-us per packet",
 }
 
 func label(metric string) string {
