@@ -496,11 +496,12 @@ func buildTool(b *testing.B, l *lab.Lab, name string) string {
 }
 
 // pairedRatios divides round k of a by round k of b: both were measured back to back, so drift
-// of the shared VM cancels out.
+// of the shared VM cancels out. A round where either value is negative (a figure less its floor,
+// on a machine with no idle CPU to measure) or the baseline's is zero has no ratio.
 func pairedRatios(m metric, a, b []Sample) (median, lo, hi float64) {
 	var ratios []float64
 	for k := range a {
-		if k < len(b) && m.value(b[k]) > 0 {
+		if k < len(b) && m.value(b[k]) > 0 && m.value(a[k]) >= 0 {
 			ratios = append(ratios, m.value(a[k])/m.value(b[k]))
 		}
 	}

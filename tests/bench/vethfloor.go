@@ -181,7 +181,7 @@ func readLinkPackets(netns, ifname string) (linkPackets, error) {
 
 // CheckPath proves that pod 0 of from reaches pod 0 of to by the veth floor's path and nothing
 // else: every namespace on the way holds only the links the floor created (lo, the underlay
-// port, the pods' veths), no BPF program is attached anywhere on the way (bpftool net) and no
+// port, the pods' veths), the nodes have no default route, no BPF program is attached anywhere on the way (bpftool net) and no
 // netfilter rule is loaded (iptables-save), and pinging across moves every counter of the path,
 // in order: the pod's eth0 (tx), its host-side veth (rx), the node's eth0 (tx), the peer node's
 // eth0 (rx), the peer's host-side veth (tx), the peer pod's eth0 (rx).
@@ -193,6 +193,11 @@ func (c *VethFloorCluster) CheckPath(from, to *VethFloorNode) error {
 		}
 		if err := onlyLinks(n.NetNS, want); err != nil {
 			return err
+		}
+		// No default route on a node: a pod's packet to anything but the lab's pods and nodes
+		// goes nowhere.
+		if out, err := exec.Command("ip", "-n", n.NetNS, "route", "show", "default").CombinedOutput(); err != nil || len(out) != 0 {
+			return fmt.Errorf("veth floor: %s has a default route (%v): %s", n.NetNS, err, out)
 		}
 		for _, ns := range append([]string{n.NetNS}, n.Pods...) {
 			if err := noBPFNoNetfilter(ns); err != nil {
