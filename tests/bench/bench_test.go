@@ -32,6 +32,9 @@ type metric struct {
 	also []metric
 	// tcpStream marks bulk TCP, whose results record the congestion control used.
 	tcpStream bool
+	// noRatios marks a figure recorded beside the others but not compared between paths (the
+	// machine's floor around a sample).
+	noRatios bool
 }
 
 // group is a set of paths compared with each other; the first is the baseline of the ratios.
@@ -268,7 +271,7 @@ func BenchmarkDatapath(b *testing.B) {
 		{name: "udp_64b_cpu_fixed_sender_thread", unit: fmt.Sprintf("CPU-us per packet at %d pkt/s (the sending thread's own, getrusage)", udpRate),
 			better: "lower", value: func(s Sample) float64 { return s.SenderThreadPerPacket() }},
 		{name: "udp_64b_cpu_fixed_floor", unit: "busy CPUs without traffic around the sample (whole machine)", better: "lower",
-			value: func(s Sample) float64 { return s.FloorCPUs() }},
+			value: func(s Sample) float64 { return s.FloorCPUs() }, noRatios: true},
 	}
 	// Connect, 1 byte each way, close, sequentially, client and server on one CPU (as RR).
 	connect := func(fixedPort int) metric {
@@ -533,6 +536,10 @@ func summarize(g group, m metric, samples [][]Sample) []Result {
 			}
 		}
 		r.Median = Median(r.Samples)
+		if m.noRatios {
+			out = append(out, r)
+			continue
+		}
 		r.Ratio, r.RatioMin, r.RatioMax = pairedRatios(m, samples[i], samples[0])
 		if underlay >= 0 {
 			r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax = pairedRatios(m, samples[i], samples[underlay])

@@ -39,6 +39,14 @@ func TestSummarizeVethFloor(t *testing.T) {
 		t.Errorf("the underlay against the floor: %v, want none", r.VethFloorRatio)
 	}
 
+	// The floor around a sample is recorded, not compared.
+	for _, r := range summarize(g, metric{name: "udp_64b_cpu_fixed_floor", value: func(s Sample) float64 { return s.TPS }, noRatios: true},
+		[][]Sample{tps(0.1), tps(0.2), tps(0.1), tps(0.1)}) {
+		if r.Ratio != 0 || r.UnderlayRatio != 0 || r.VethFloorRatio != 0 || len(r.Samples) != 1 {
+			t.Errorf("floor of %s: ratios %v/%v/%v, samples %v; want samples and no ratio", r.Path, r.Ratio, r.UnderlayRatio, r.VethFloorRatio, r.Samples)
+		}
+	}
+
 	cpu := metric{name: "udp_64b_cpu_fixed", value: func(s Sample) float64 { return s.TPS }}
 	if med, lo, hi := pairedRatios(cpu, tps(-0.2, 3), tps(2, 2)); !near(med, 1.5) || !near(lo, 1.5) || !near(hi, 1.5) {
 		t.Errorf("a negative round: %v (%v-%v), want only the other round's 1.5", med, lo, hi)
