@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds OpenYurt's YurtHub (github.com/openyurtio/openyurt, cmd/yurthub), cached by version, for
+# the lab's YurtHub runs (tests/lab/yurthub.go, tests/partition TestPartitionThroughYurtHub).
+#   scripts/build-yurthub.sh
+# Prints the directory that holds yurthub on stdout; progress goes to stderr. The first build
+# takes minutes (cold Go caches), later calls return at once.
+#
+# Where the source comes from: the Go module proxy first (go mod download of
+# github.com/openyurtio/openyurt@$YURTHUB_VERSION). The proxy this project reaches refuses that
+# module (403 "This module version is not available", for every version and for the version
+# list; checked 2026-12-06), so the script falls back to a git clone of the OpenYurt repository
+# named by OPENYURT_SRC (git archive of the tag). With neither it fails and says so. The
+# dependencies come from the module proxy as usual (go.mod and go.sum of the release, unchanged).
+set -euo pipefail
+
+YURTHUB_VERSION=${YURTHUB_VERSION:-v1.7.0}
+CACHE=${EDGEPLANE_CACHE:-/var/cache/edgeplane}
+DIR=$CACHE/yurthub-$YURTHUB_VERSION
+BIN=$DIR/bin
+SRC=$DIR/src
+MODULE=github.com/openyurtio/openyurt
+mkdir -p "$BIN"
+
+if [ -x "$BIN/yurthub" ]; then
+	echo "$BIN"
+	exit 0
+fi
+
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+
+# fetch_source lays the release's source tree in $SRC.
+fetch_source() {
+	rm -rf "$SRC"
+	mkdir -p "$SRC"
+	local modjson dir
+	echo "build-yurthub: asking the module proxy for $MODULE@$YURTHUB_VERSION" >&2
+	if modjson=$(cd "$SRC" && go mod download -json "$MODULE@$YURTHUB_VERSION" 2>&1); then
+		dir=$(printf '%s\n' "$modjson" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+		cp -r "$dir"/. "$SRC"/
+		chmod -R u+w "$SRC"
+		return 0
+	fi
+	echo "build-yurthub: the module proxy does not serve $MODULE@$YURTHUB_VERSION:" >&2
+	printf '%s\n' "$modjson" | sed 's/^/  /' >&2
+	if [ -z "${OPENYURT_SRC:-}" ]; then
+		echo "build-yurthub: set OPENYURT_SRC to a git clone of the OpenYurt repository (with tag $YURTHUB_VERSION) to build from it" >&2
+		return 1
+	fi
+	echo "build-yurthub: taking $YURTHUB_VERSION from the git clone $OPENYURT_SRC" >&2
+	git -C "$OPENYURT_SRC" archive "$YURTHUB_VERSION" | tar -x -C "$SRC"
+}
+
+if [ ! -f "$SRC/.resolved" ]; then
+	fetch_source
+	echo "build-yurthub: resolving the dependencies of cmd/yurthub" >&2
+	# The marker goes last, so a half-done resolution is redone by the next call.
+	(cd "$SRC" && go list -deps ./cmd/yurthub >/dev/null) >&2
+	touch "$SRC/.resolved"
+fi
+
+echo "build-yurthub: building yurthub $YURTHUB_VERSION (first time takes minutes)" >&2
+start=$SECONDS
+(cd "$SRC" && go build -trimpath \
+	-ldflags="-s -w -X $MODULE/pkg/projectinfo.gitVersion=$YURTHUB_VERSION" \
+	-o "$BIN/yurthub.tmp" ./cmd/yurthub)
+mv "$BIN/yurthub.tmp" "$BIN/yurthub"
+echo "build-yurthub: yurthub built in $((SECONDS - start))s" >&2
+echo "$BIN"
