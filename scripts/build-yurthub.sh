@@ -5,12 +5,12 @@
 # Prints the directory that holds yurthub on stdout; progress goes to stderr. The first build
 # takes minutes (cold Go caches), later calls return at once.
 #
-# Where the source comes from: the Go module proxy first (go mod download of
-# github.com/openyurtio/openyurt@$YURTHUB_VERSION). The proxy this project reaches refuses that
-# module (403 "This module version is not available", for every version and for the version
-# list; checked 2026-12-06), so the script falls back to a git clone of the OpenYurt repository
-# named by OPENYURT_SRC (git archive of the tag). With neither it fails and says so. The
-# dependencies come from the module proxy as usual (go.mod and go.sum of the release, unchanged).
+# Where the source comes from: the Go module proxy (go mod download of
+# github.com/openyurtio/openyurt@$YURTHUB_VERSION; v1.7.0 is served, while the version list and
+# v1.6.1 were refused with 403 "This module version is not available" on 2026-12-06, so pin the
+# version). Should the proxy refuse it, OPENYURT_SRC may name a git clone of the OpenYurt
+# repository (git archive of the tag). The dependencies come from the module proxy as usual (the
+# release's go.mod and go.sum, unchanged). The build is pure Go (CGO_ENABLED=0).
 set -euo pipefail
 
 YURTHUB_VERSION=${YURTHUB_VERSION:-v1.7.0}
@@ -36,6 +36,11 @@ fetch_source() {
 	echo "build-yurthub: asking the module proxy for $MODULE@$YURTHUB_VERSION" >&2
 	if modjson=$(cd "$SRC" && go mod download -json "$MODULE@$YURTHUB_VERSION" 2>&1); then
 		dir=$(printf '%s\n' "$modjson" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+		if [ -z "$dir" ] || [ ! -f "$dir/go.mod" ]; then
+			echo "build-yurthub: go mod download named no module directory:" >&2
+			printf '%s\n' "$modjson" >&2
+			return 1
+		fi
 		cp -r "$dir"/. "$SRC"/
 		chmod -R u+w "$SRC"
 		return 0

@@ -46,7 +46,7 @@ const EnvYurtHubBin = "YURTHUB_BIN"
 func YurtHubBinFromEnv() (string, error) {
 	dir := os.Getenv(EnvYurtHubBin)
 	if dir == "" {
-		return "", fmt.Errorf("%s is not set: set it to the output of scripts/build-yurthub.sh (which needs OPENYURT_SRC, a git clone of OpenYurt, where the module proxy does not serve github.com/openyurtio/openyurt)", EnvYurtHubBin)
+		return "", fmt.Errorf("%s is not set: set it to the output of scripts/build-yurthub.sh", EnvYurtHubBin)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "yurthub")); err != nil {
 		return "", fmt.Errorf("%s=%s: %w", EnvYurtHubBin, dir, err)
