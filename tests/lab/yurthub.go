@@ -18,6 +18,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -28,9 +29,9 @@ import (
 // node's components reach the API server (issue 18 item 4, docs/autonomy.md "YurtHub").
 //
 // StartYurtHub runs the real yurthub (scripts/build-yurthub.sh) in the node's network namespace,
-// as OpenYurt runs it on the host: edge working mode, its dummy interface hub-dummy0 with
-// 169.254.2.1 (inside the node's namespace only), the secure proxy on 169.254.2.1:10268 and the
-// plain one and its own server on 127.0.0.1. It bootstraps as on a real node: with a bootstrap
+// as OpenYurt runs it on the host: edge working mode, the secure proxy on 169.254.2.1:10268 (the
+// address on the namespace's loopback, as this kernel has no dummy links for YurtHub's
+// hub-dummy0), its own server on 127.0.0.1. It bootstraps as on a real node: with a bootstrap
 // kubeconfig it asks for its client certificate (signer kube-apiserver-client, system:node:<name>
 // in openyurt:yurthub) and its serving certificate (signer kubelet-serving) through
 // CertificateSigningRequests; the lab approves and signs them with the lab CA, standing in for
@@ -142,7 +143,15 @@ func (l *Lab) StartYurtHub(ctx context.Context, n *Node, binDir string, opts Yur
 		// topology); edgeplane does topology itself and is not among their components. They also
 		// need OpenYurt's NodePool API, which the lab's API server does not have.
 		"--enable-resource-filter=false",
+		// This kernel has no dummy link type (CONFIG_DUMMY off: "ensure dummy interface failed,
+		// operation not supported"), so the lab puts 169.254.2.1 on the node namespace's
+		// loopback, where YurtHub's hub-dummy0 would hold it, and YurtHub binds its proxies there.
+		"--enable-dummy-if=false",
+		"--bind-proxy-address=" + YurtHubDummyIP.String(),
 		"--v=2",
+	}
+	if _, err := n.Netns.Exec(ctx, "ip", "addr", "replace", YurtHubDummyIP.String()+"/32", "dev", "lo"); err != nil {
+		return nil, fmt.Errorf("yurthub address on %s: %w", n.Name, err)
 	}
 	if opts.HeartbeatInterval > 0 {
 		h.args = append(h.args, fmt.Sprintf("--heartbeat-interval-seconds=%d", int(opts.HeartbeatInterval.Seconds())))
@@ -247,6 +256,18 @@ func (l *Lab) ensureYurtHubConfig(ctx context.Context) error {
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "yurt-hub-cfg", Namespace: metav1.NamespaceSystem},
 		Data:       map[string]string{"cache_agents": YurtHubCacheAgent},
+	}
+	// YurtHub forwards every request with its own client certificate (system:node:<name> in
+	// openyurt:yurthub), so its group needs what it reads for itself (yurt-hub-cfg) and what the
+	// agent does through it; the lab binds the group to cluster-admin (the lab's agents are admins
+	// anyway), where OpenYurt installs narrower roles.
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "lab-openyurt-yurthub"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "openyurt:yurthub"}},
+	}
+	if _, err := l.Client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("binding openyurt:yurthub: %w", err)
 	}
 	if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		if !apierrors.IsAlreadyExists(err) {
