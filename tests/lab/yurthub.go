@@ -254,7 +254,9 @@ func (h *YurtHub) CloudHealthy() (bool, error) {
 func (l *Lab) ensureYurtHubConfig(ctx context.Context) error {
 	cms := l.Client.CoreV1().ConfigMaps(metav1.NamespaceSystem)
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "yurt-hub-cfg", Namespace: metav1.NamespaceSystem},
+		// YurtHub watches only ConfigMaps labelled with their name.
+		ObjectMeta: metav1.ObjectMeta{Name: "yurt-hub-cfg", Namespace: metav1.NamespaceSystem,
+			Labels: map[string]string{"openyurt.io/configmap-name": "yurt-hub-cfg"}},
 		Data:       map[string]string{"cache_agents": YurtHubCacheAgent},
 	}
 	// YurtHub forwards every request with its own client certificate (system:node:<name> in
