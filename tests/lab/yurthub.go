@@ -257,7 +257,7 @@ func (l *Lab) ensureYurtHubConfig(ctx context.Context) error {
 		// YurtHub watches only ConfigMaps labelled with their name.
 		ObjectMeta: metav1.ObjectMeta{Name: "yurt-hub-cfg", Namespace: metav1.NamespaceSystem,
 			Labels: map[string]string{"openyurt.io/configmap-name": "yurt-hub-cfg"}},
-		Data:       map[string]string{"cache_agents": YurtHubCacheAgent},
+		Data: map[string]string{"cache_agents": YurtHubCacheAgent},
 	}
 	// YurtHub forwards every request with its own client certificate (system:node:<name> in
 	// openyurt:yurthub), so its group needs what it reads for itself (yurt-hub-cfg) and what the
