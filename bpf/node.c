@@ -316,6 +316,35 @@ static __always_inline int node_vxlan_inner_fits(const struct __sk_buff *skb, co
 	return room >= sizeof(struct iphdr) && bpf_ntohs(inner->tot_len) <= room;
 }
 
+/* Whether the VXLAN frame (option-less outer IPv4) from a node of a domain this node cannot reach
+ * is that node's answer for one of this node's pods (lib/tunnel_unreach.h): ICMP host unreachable
+ * from the node's own address, outer and inner, to a local pod. The two nodes applied a domain
+ * change one after the other and the answer crossed the second one's: dropped, it would leave the
+ * pod waiting for a retransmission where the change promises a fast failure. It is the one thing
+ * let through from an unreachable domain: an error about the pod's own packet, from a known node,
+ * not pod traffic. */
+static __always_inline int node_vxlan_peer_answer(struct __sk_buff *skb)
+{
+	struct ethhdr *inner_eth;
+	struct iphdr *outer, *inner;
+	struct icmphdr *icmp;
+
+	if (skb->gso_size || pkt_pull(skb, VXLAN_INNER_IP_OFF + sizeof(*inner) + sizeof(*icmp)) < 0)
+		return 0;
+	outer = pkt_data(skb) + VXLAN_OUTER_IP_OFF;
+	inner_eth = pkt_data(skb) + VXLAN_INNER_ETH_OFF;
+	inner = (void *)(inner_eth + 1);
+	icmp = (void *)(inner + 1);
+	if ((void *)(icmp + 1) > pkt_end(skb))
+		return 0;
+	if (inner_eth->h_proto != bpf_htons(ETH_P_IP) || inner->version != 4 || inner->ihl != 5 ||
+	    inner->protocol != IPPROTO_ICMP || (inner->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return 0;
+	if (inner->saddr != outer->saddr || icmp->type != ICMP_DEST_UNREACH || icmp->code != ICMP_HOST_UNREACH)
+		return 0;
+	return endpoint_lookup(inner->daddr) != NULL;
+}
+
 /* A VXLAN frame to port 8472 of the node IP (outer IPv4 parsed, not a fragment). */
 static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struct node_cfg *cfg)
 {
@@ -349,7 +378,7 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	peer = node_lookup(outer->saddr);
 	if (!peer)
 		return -DROP_UNKNOWN_TUNNEL_SOURCE;
-	if (!domain_reachable(cfg, peer->domain))
+	if (!domain_reachable(cfg, peer->domain) && !node_vxlan_peer_answer(skb))
 		return -DROP_DOMAIN_UNREACHABLE;
 
 	if (pkt_pull(skb, VXLAN_INNER_IP_OFF) < 0)

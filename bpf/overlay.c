@@ -11,9 +11,10 @@
  *   route (a peer of this node's route-mode domain) is not tunnelled: the packet leaves the
  *   underlay NIC as it is, toward the next hop to the owning node (lib/direct.h), as pod_egress
  *   sends a pod's; so the node routes as its direct routes say (a routing loop a bad gateway route
- *   makes ends by TTL, the host's forwarding and the gateway's each decrementing it). The agent gives pod CIDRs of unreachable domains kernel
- *   "unreachable" routes, so host sockets fail at once and forwarded senders get ICMP from the
- *   kernel; the domain check here is the datapath's own backstop.
+ *   makes ends by TTL, the host's forwarding and the gateway's each decrementing it). The agent
+ *   gives pod CIDRs of unreachable domains kernel "unreachable" routes, so host sockets fail at
+ *   once and forwarded senders get ICMP from the kernel; the domain check here is the datapath's
+ *   own backstop.
  * Services: the agent also routes the service CIDR into the device (src = the overlay address), so
  *   overlay_egress translates the node's own connections to frontends like pod_egress does a pod's
  *   (lib/lb_xlate.h): a remote backend goes on through the tunnel; a local one is delivered to its

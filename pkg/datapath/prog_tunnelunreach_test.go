@@ -172,3 +172,46 @@ func TestPodEgressTunnelUnreachSynAck(t *testing.T) {
 		t.Errorf("DOMAIN_UNREACHABLE %d, ICMP_SENT %d; want 1 each", d, s)
 	}
 }
+
+// The answer itself, arriving at the client's node: the server's node (site-b) applied a change,
+// dropped this node's pod's packet and answered through the tunnel, and this node applied the
+// same change in between. The answer (ICMP host unreachable from the peer node's own address,
+// outer and inner, to a local pod) is what the pod needs to fail at once instead of after a
+// retransmission: it is delivered, while anything else from that node stays dropped.
+func TestNodeIngressTunnelUnreachAnswerDelivered(t *testing.T) {
+	coll := newCollection(t, loadNode)
+	domainCluster(t, coll, siteAID) // site-b is public
+	prog := coll.Programs["node_ingress"]
+	vx := vxlanHdr(0x08000000, vni)
+	syn := ipHdr{src: podA, dst: siteBPod, proto: protoTCP}.build(tcpSeg(podA, siteBPod, 40000, 8080, tcpSYN, nil))
+	answer := func(src netip.Addr, typ, code byte) []byte {
+		return vxlanFrame(siteBNode, vxlanPort, vx, ethFrame(vtepMAC, remoteVtepMAC, ethPIPv4,
+			ipHdr{src: src, dst: podA, proto: protoICMP}.build(icmpMsg(typ, code, [4]byte{}, syn[:28]))))
+	}
+
+	got, out := run(t, prog, answer(siteBNode, 3, 1), nil)
+	if got != tcActRedirect {
+		t.Fatalf("verdict %d, want the peer's answer delivered to the pod", got)
+	}
+	if dst, src := macs(out); dst != podAMAC || src != podAHostMAC {
+		t.Errorf("MACs dst %x src %x, want the pod's %x from its gateway %x", dst, src, podAMAC, podAHostMAC)
+	}
+	ip := parseIP(t, out[14:])
+	if ip.proto != protoICMP || ip.src != siteBNode || ip.dst != podA || ip.payload[0] != 3 || ip.payload[1] != 1 {
+		t.Errorf("delivered IP proto %d %v -> %v ICMP %d/%d, want host unreachable %v -> %v",
+			ip.proto, ip.src, ip.dst, ip.payload[0], ip.payload[1], siteBNode, podA)
+	}
+	if d := metric(t, coll, dirOverlayIn, dropreason.DomainUnreachable); d != 0 {
+		t.Errorf("DOMAIN_UNREACHABLE %d, want 0: the answer is not a drop", d)
+	}
+
+	// Only that answer: another error from the node, or one from its pod, is dropped.
+	for name, frame := range map[string][]byte{
+		"port unreachable from the node": answer(siteBNode, 3, 3),
+		"host unreachable from a pod":    answer(siteBPod, 3, 1),
+	} {
+		if got, _ := run(t, prog, frame, nil); got != tcActShot {
+			t.Errorf("%s: verdict %d, want a drop", name, got)
+		}
+	}
+}

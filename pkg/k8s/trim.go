@@ -1,9 +1,12 @@
 package k8s
 
 import (
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // lastApplied is kubectl apply's copy of the whole object: as large as the object, read by nobody
@@ -13,9 +16,9 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // TrimForCache is the informers' transform: it drops, before an object enters a cache, what no
 // reconciler of the agent reads, so that 10,000 Services and their EndpointSlices cost the agent
 // what it uses rather than what the API server stores. Services and EndpointSlices are cached as
-// the compact Service and EndpointSlice of this package; from every other object managedFields
-// (server-side apply bookkeeping, often larger than the spec) and kubectl's last-applied
-// annotation go, and from Nodes the image list (up to 50 entries a node). Objects are trimmed in
+// the compact Service and EndpointSlice of this package, Nodes as trimNode leaves them; from every
+// other object managedFields (server-side apply bookkeeping, often larger than the spec) and
+// kubectl's last-applied annotation go. Objects are trimmed in
 // place: the informer owns them until they enter its store. It may see an object twice
 // (client-go's watch-list transforms what it streams, then again what it hands to the
 // informer): trimming is idempotent.
@@ -27,6 +30,8 @@ func TrimForCache(obj any) (any, error) {
 		return compactSlice(o), nil
 	case *corev1.Service:
 		return compactService(o), nil
+	case *corev1.Node:
+		return trimNode(o), nil
 	}
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
@@ -34,10 +39,40 @@ func TrimForCache(obj any) (any, error) {
 			delete(a, lastApplied)
 		}
 	}
-	if o, ok := obj.(*corev1.Node); ok {
-		o.Status.Images = nil
-	}
 	return obj, nil
+}
+
+// nodeAnnotationPrefixes are the Node annotations the agent reads: Flannel's (VTEPs, public
+// addresses) and its own (pod CIDR it allocated, routes advertised). kubelet's, kubeadm's, CSI's
+// and the cloud controllers' annotations stay in the API server.
+var nodeAnnotationPrefixes = []string{flannelPrefix, "edgeplane.io/"}
+
+// trimNode keeps of a Node what the agent reads (the node and route reconcilers, the domain model,
+// pod CIDR allocation, BGP speaker selection, the health check's eligibility): name, UID,
+// resourceVersion, deletion stamp, every label (pool, zone and the BGP selectors may name any),
+// Flannel's and edgeplane's annotations, spec.podCIDR(s), taints and status.addresses. Conditions,
+// nodeInfo, capacity, images, volumes and daemon endpoints (most of a Node's bytes, and what
+// kubelet's status updates change) are dropped. It is idempotent.
+func trimNode(n *corev1.Node) *corev1.Node {
+	var annotations map[string]string
+	for k, v := range n.Annotations {
+		for _, prefix := range nodeAnnotationPrefixes {
+			if strings.HasPrefix(k, prefix) {
+				if annotations == nil {
+					annotations = map[string]string{}
+				}
+				annotations[k] = v
+				break
+			}
+		}
+	}
+	n.ObjectMeta = metav1.ObjectMeta{
+		Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, DeletionTimestamp: n.DeletionTimestamp,
+		Labels: n.Labels, Annotations: annotations,
+	}
+	n.Spec = corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs, Taints: n.Spec.Taints}
+	n.Status = corev1.NodeStatus{Addresses: n.Status.Addresses}
+	return n
 }
 
 // keep is m with only the given keys; nil when it has none of them.

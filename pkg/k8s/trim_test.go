@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
@@ -103,16 +104,23 @@ func TestTrimForCache(t *testing.T) {
 		t.Errorf("key of the compact slice: %q, %v", key, err)
 	}
 
-	node := &corev1.Node{ObjectMeta: meta(), Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"},
-		Status: corev1.NodeStatus{
-			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.11"}},
-			Images:    []corev1.ContainerImage{{Names: []string{"registry.k8s.io/pause:3.10"}, SizeBytes: 1 << 20}},
-		}}
-	wantNode := node.DeepCopy()
-	wantNode.ObjectMeta = trimmedMeta()
-	wantNode.Status.Images = nil
-	if got, err := TrimForCache(node); err != nil || !reflect.DeepEqual(got, wantNode) {
-		t.Errorf("node: got %+v, %v; want %+v", got, err, wantNode)
+	node := fullNode()
+	deleted := metav1.Unix(1700000100, 0)
+	node.DeletionTimestamp = &deleted
+	wantNode := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "u-n1", ResourceVersion: "7", DeletionTimestamp: &deleted,
+			Labels: node.Labels, Annotations: map[string]string{
+				BackendTypeAnnotation: "vxlan", BackendDataAnnotation: `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`,
+				PublicIPAnnotation: "172.30.0.11", PodCIDRAnnotation: "10.244.9.0/24", RoutesAdvertisedAnnotation: "site-a"}},
+		Spec:   corev1.NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: node.Spec.Taints},
+		Status: corev1.NodeStatus{Addresses: node.Status.Addresses},
+	}
+	gotNode, err := TrimForCache(node.DeepCopy())
+	if err != nil || !reflect.DeepEqual(gotNode, wantNode) {
+		t.Errorf("node: got %+v, %v; want %+v", gotNode, err, wantNode)
+	}
+	if again, err := TrimForCache(gotNode.(*corev1.Node).DeepCopy()); err != nil || !reflect.DeepEqual(again, wantNode) {
+		t.Errorf("a trimmed node trimmed again: got %+v, %v; want it unchanged", again, err)
 	}
 
 	// A tombstone is not an object: it passes as it is.
@@ -233,6 +241,83 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 					t.Errorf("%s %s %q: health check %+v from trimmed objects, %+v from full ones", tp, etp, topo, got, want)
 				}
 			}
+		}
+	}
+}
+
+// fullNode is a Node as kubelet, kubeadm, Flannel's annotations and edgeplane leave it in the API
+// server: most of its bytes are what no reconciler of the agent reads.
+func fullNode() *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "u-n1", ResourceVersion: "7", Generation: 3,
+			CreationTimestamp: metav1.Unix(1700000000, 0), Finalizers: []string{"example.com/f"},
+			OwnerReferences: []metav1.OwnerReference{{Name: "o"}},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate,
+				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{}}`)}}},
+			Labels: map[string]string{"kubernetes.io/hostname": "n1", "kubernetes.io/os": "linux",
+				"apps.openyurt.io/nodepool": "pool-a", corev1.LabelTopologyZone: "z1", "bgp": "speaker"},
+			Annotations: map[string]string{
+				BackendTypeAnnotation: "vxlan", BackendDataAnnotation: `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`,
+				PublicIPAnnotation: "172.30.0.11", PodCIDRAnnotation: "10.244.9.0/24", RoutesAdvertisedAnnotation: "site-a",
+				lastApplied:                                              `{"big":"object"}`,
+				"kubeadm.alpha.kubernetes.io/cri-socket":                 "unix:///run/containerd/containerd.sock",
+				"node.alpha.kubernetes.io/ttl":                           "0",
+				"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+			}},
+		Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, ProviderID: "lab://n1",
+			Taints: []corev1.Taint{{Key: "ToBeDeletedByClusterAutoscaler", Effect: corev1.TaintEffectNoSchedule}}},
+		Status: corev1.NodeStatus{
+			Addresses:   []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.11"}, {Type: corev1.NodeHostName, Address: "n1"}},
+			Capacity:    corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("2Gi")},
+			Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("1900Mi")},
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+				Message: "kubelet is posting ready status", LastHeartbeatTime: metav1.Unix(1700000050, 0)}},
+			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.34.0", OSImage: "Debian GNU/Linux 12", KernelVersion: "6.18.0",
+				ContainerRuntimeVersion: "containerd://2.1.0", Architecture: "amd64", OperatingSystem: "linux"},
+			Images:          []corev1.ContainerImage{{Names: []string{"registry.k8s.io/pause:3.10"}, SizeBytes: 1 << 20}},
+			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+		},
+	}
+}
+
+// What the agent derives from a Node (VTEP, tunnel address, pod CIDR, gateway role, pools and
+// zones of the Services model) is the same from the trimmed Node as from the full one.
+func TestTrimmedNodeEquivalence(t *testing.T) {
+	for _, mutate := range []func(*corev1.Node){
+		func(*corev1.Node) {},
+		func(n *corev1.Node) { n.Spec.PodCIDR, n.Spec.PodCIDRs = "", nil }, // the annotation's CIDR
+		func(n *corev1.Node) { n.Annotations[PublicIPOverwriteAnnotation] = "203.0.113.11" },
+		func(n *corev1.Node) { n.Labels["node-role.alibabacloud.com/cloud-gateway"] = "" },
+		func(n *corev1.Node) { delete(n.Annotations, BackendDataAnnotation) },
+	} {
+		full := fullNode()
+		mutate(full)
+		obj, err := TrimForCache(full.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		trimmed := obj.(*corev1.Node)
+		vtepFull, errFull := NodeVTEP(full)
+		vtepTrim, errTrim := NodeVTEP(trimmed)
+		if !reflect.DeepEqual(vtepFull, vtepTrim) || fmt.Sprint(errFull) != fmt.Sprint(errTrim) {
+			t.Errorf("VTEP: trimmed %+v, %v; full %+v, %v", vtepTrim, errTrim, vtepFull, errFull)
+		}
+		ipFull, okFull := InternalIP(full)
+		ipTrim, okTrim := InternalIP(trimmed)
+		if ipFull != ipTrim || okFull != okTrim {
+			t.Errorf("internal IP: trimmed %v %v; full %v %v", ipTrim, okTrim, ipFull, okFull)
+		}
+		cFull, okFull, errFull := NodePodCIDR(full)
+		cTrim, okTrim, errTrim := NodePodCIDR(trimmed)
+		if cFull != cTrim || okFull != okTrim || fmt.Sprint(errFull) != fmt.Sprint(errTrim) {
+			t.Errorf("pod CIDR: trimmed %v %v %v; full %v %v %v", cTrim, okTrim, errTrim, cFull, okFull, errFull)
+		}
+		if hasAnnotations(full, VTEPAnnotations(vtepFull)) != hasAnnotations(trimmed, VTEPAnnotations(vtepFull)) {
+			t.Errorf("own annotations present: differs between trimmed and full")
+		}
+		if !reflect.DeepEqual(trimmed.Labels, full.Labels) || !reflect.DeepEqual(trimmed.Spec.Taints, full.Spec.Taints) ||
+			trimmed.DeletionTimestamp != full.DeletionTimestamp {
+			t.Errorf("labels, taints or deletion stamp differ: trimmed %+v; full %+v", trimmed, full)
 		}
 	}
 }

@@ -69,12 +69,13 @@ func newLab(b *testing.B) *lab.Lab {
 
 // BenchmarkDatapath compares edgeplane (native BPF encapsulation and the collect_md device variant)
 // with a Flannel-like node and the raw underlay, in one lab, in alternating rounds: request/response
-// on one CPU and across CPUs, 64-byte UDP, one and 8 TCP streams with the CPU they cost, connect
-// rate pod to pod and through a ClusterIP; and edgeplane's route mode (route.go) against its VXLAN,
+// on one CPU and across CPUs, 64-byte UDP (a flood, and the CPU per packet at a fixed rate), one
+// and 8 TCP streams with the CPU they cost, connect rate pod to pod and through a ClusterIP; and edgeplane's route mode (route.go) against its VXLAN,
 // Flannel's host-gw backend and the underlay, on one L2 segment and across the BGP gateway. Run it
 // with `make bench` (root). BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 4) tune it,
 // BENCH_GROUPS (comma list of group names) keeps only some groups, BENCH_METRICS (comma list of
 // metric names) only some metrics, BENCH_TCP_CC the streams' congestion control (default cubic),
+// BENCH_UDP_RATE the fixed rate of udp_64b_cpu_fixed (default 30,000 packets/s),
 // BENCH_RESULTS names the results file and BENCH_MACHINE the machine; BENCH_HOLD=FILE keeps the
 // lab up afterwards for profiling (see hold).
 func BenchmarkDatapath(b *testing.B) {
@@ -161,6 +162,7 @@ func BenchmarkDatapath(b *testing.B) {
 	// the client pod through edgeplane's Services and through kube-proxy's iptables rules on the
 	// Flannel node (inserted in the middle of its 1,000 other Services).
 	crr := buildCRR(b, l)
+	udprate := buildTool(b, l, "udprate")
 	const svcPort = 7101
 	svc, err := l.CreateService(ctx, "bench-crr", lab.ServiceOptions{Ports: []corev1.ServicePort{
 		{Name: "crr", Port: svcPort, TargetPort: intstr.FromInt(svcPort), Protocol: corev1.ProtocolTCP}}})
@@ -227,6 +229,23 @@ func BenchmarkDatapath(b *testing.B) {
 			value:   mbps,
 			also:    []metric{cpuCost("tcp_stream_8_cpu", "busy CPU-s per Gbit (whole machine)")}},
 	}
+	// 64-byte UDP at a fixed rate every path sustains (BENCH_UDP_RATE), from a sender that sleeps
+	// between its 1 ms ticks on CPU 0 to a receiver on CPU 1: the CPU the machine spends per
+	// datagram received, in total and on each CPU. Unlike the flood (udp_64b_pps), every path's
+	// receiver is woken alike, so the difference is the datapath's cost.
+	// 30,000: about half the slowest path's flood (Flannel's VXLAN, ~60,000 on a 2-vCPU VM), so
+	// that its sending CPU keeps headroom for the machine's hiccups (docs/benchmarks.md).
+	udpRate := envInt("BENCH_UDP_RATE", 30000)
+	perPacket := func(name, unit string, cpus ...int) metric {
+		return metric{name: name, unit: fmt.Sprintf("busy CPU-us per packet at %d pkt/s (%s)", udpRate, unit), better: "lower",
+			value: func(s Sample) float64 { return s.CPUPerPacket(cpus...) }}
+	}
+	fixedRate := perPacket("udp_64b_cpu_fixed", "whole machine")
+	fixedRate.measure = func(p Path, port int) (Sample, error) { return FixedRateUDP(udprate, p, secs, udpRate, "0", "1", port) }
+	fixedRate.also = []metric{
+		perPacket("udp_64b_cpu_fixed_sender", "the sender's CPU 0", 0),
+		perPacket("udp_64b_cpu_fixed_receiver", "the receiver's CPU 1", 1),
+	}
 	// Connect, 1 byte each way, close, sequentially, client and server on one CPU (as RR).
 	connect := func(fixedPort int) metric {
 		return metric{name: "tcp_crr", unit: "connections/s", better: "higher", value: tps,
@@ -237,9 +256,10 @@ func BenchmarkDatapath(b *testing.B) {
 				return ConnectRate(crr, p, secs, "1", port)
 			}}
 	}
-	crossMetrics := append(append(append(append([]metric{}, rrMetrics...), xcpu...), bulk...), connect(0))
-	// Issue 16's metrics: request/response, 64-byte UDP and one TCP stream (with its CPU cost).
-	routeMetrics := append(append([]metric{}, rrMetrics...), bulk[0], bulk[1])
+	crossMetrics := append(append(append(append([]metric{}, rrMetrics...), xcpu...), bulk...), connect(0), fixedRate)
+	// Issue 16's metrics: request/response, 64-byte UDP (flood and fixed rate) and one TCP stream
+	// (with its CPU cost).
+	routeMetrics := append(append([]metric{}, rrMetrics...), bulk[0], fixedRate, bulk[1])
 	groups := []group{
 		{name: "cross-node", paths: cross, metrics: crossMetrics},
 		{name: "cross-node-clusterip", paths: clusterIP, metrics: []metric{connect(svcPort)}},
@@ -435,10 +455,13 @@ func onlyMetrics(groups []group, names []string) []group {
 }
 
 // buildCRR builds the connect-rate tool (tests/bench/crr) into the lab's directory.
-func buildCRR(b *testing.B, l *lab.Lab) string {
-	bin := filepath.Join(l.Dir, "crr")
-	if out, err := exec.Command("go", "build", "-o", bin, "./crr").CombinedOutput(); err != nil {
-		b.Fatalf("building crr: %v: %s", err, out)
+func buildCRR(b *testing.B, l *lab.Lab) string { return buildTool(b, l, "crr") }
+
+// buildTool builds the command in tests/bench/<name> into the lab's directory.
+func buildTool(b *testing.B, l *lab.Lab, name string) string {
+	bin := filepath.Join(l.Dir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, "./"+name).CombinedOutput(); err != nil {
+		b.Fatalf("building %s: %v: %s", name, err, out)
 	}
 	return bin
 }

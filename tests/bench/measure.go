@@ -45,10 +45,13 @@ func (p Path) dialIP() string {
 
 // Sample is one measurement of one metric on one path.
 type Sample struct {
-	TPS       float64 `json:"tps,omitempty"`    // request/response transactions per second
-	P50us     float64 `json:"p50_us,omitempty"` // round-trip time percentiles
-	P99us     float64 `json:"p99_us,omitempty"`
-	PPS       float64 `json:"pps,omitempty"`  // packets per second received
+	TPS   float64 `json:"tps,omitempty"`    // request/response transactions per second
+	P50us float64 `json:"p50_us,omitempty"` // round-trip time percentiles
+	P99us float64 `json:"p99_us,omitempty"`
+	PPS   float64 `json:"pps,omitempty"` // packets per second received
+	// Datagrams sent and received at a fixed rate (FixedRateUDP).
+	Sent      uint64  `json:"sent,omitempty"`
+	Received  uint64  `json:"received,omitempty"`
 	Mbps      float64 `json:"mbps,omitempty"` // bulk throughput received
 	DurationS float64 `json:"duration_s,omitempty"`
 	// CPU spent on the whole machine while the client ran (cpuUse): busy CPU-seconds, in total
@@ -241,16 +244,31 @@ func (s Sample) CPUPerGbit(cpus ...int) float64 {
 	if s.Gbit() <= 0 || len(s.CPU.PerCPU) == 0 {
 		return 0
 	}
-	busy := s.CPU.Busy
-	if len(cpus) > 0 {
-		busy = 0
-		for _, c := range cpus {
-			if c < len(s.CPU.PerCPU) {
-				busy += s.CPU.PerCPU[c]
-			}
+	return s.busy(cpus) / s.Gbit()
+}
+
+// busy is the sample's busy CPU-seconds on the CPUs cpus, all of them when none is given.
+func (s Sample) busy(cpus []int) float64 {
+	if len(cpus) == 0 {
+		return s.CPU.Busy
+	}
+	var busy float64
+	for _, c := range cpus {
+		if c < len(s.CPU.PerCPU) {
+			busy += s.CPU.PerCPU[c]
 		}
 	}
-	return busy / s.Gbit()
+	return busy
+}
+
+// CPUPerPacket is the CPU a fixed-rate sample cost per datagram received, in microseconds: busy
+// CPU-seconds of the CPUs cpus (all of them when none is given) over the sample, divided by the
+// datagrams received. 0 when nothing was measured.
+func (s Sample) CPUPerPacket(cpus ...int) float64 {
+	if s.Received == 0 || len(s.CPU.PerCPU) == 0 {
+		return 0
+	}
+	return s.busy(cpus) * 1e6 / float64(s.Received)
 }
 
 // iperf runs an iperf3 server and client and returns the client's JSON report and the CPU the
@@ -342,4 +360,75 @@ func ConnectRate(bin string, p Path, seconds int, cpu string, port int) (Sample,
 	s.P50us, _ = strconv.ParseFloat(m[4], 64)
 	s.P99us, _ = strconv.ParseFloat(m[5], 64)
 	return s, nil
+}
+
+var udprateOut = regexp.MustCompile(`sent=(\d+) received=(\d+) seconds=([0-9.]+) ticks=(\d+) late_ticks=(\d+)`)
+
+// maxFixedRateLoss is the share of datagrams a fixed-rate sample may lose: more, and the rate is
+// not one the path sustains, so the CPU per packet would not be comparable.
+const maxFixedRateLoss = 0.001
+
+// FixedRateUDP runs the udprate tool (tests/bench/udprate, built to bin): 64-byte UDP datagrams at
+// rate per second for seconds, paced in a batch per 1 ms tick by a sender that sleeps between
+// ticks (on clientCPU), counted by a receiver (on serverCPU), with the machine's CPU time read
+// around the sender (measureCPU). A sample that lost more than 0.1% of its datagrams, or whose
+// sender could not hold the rate, is an error: the rate is too high for that path.
+func FixedRateUDP(bin string, p Path, seconds, rate int, clientCPU, serverCPU string, port int) (Sample, error) {
+	stop, err := server(p.Server.NetNS, serverCPU, "tcp", port, bin, "receiver", "-l", fmt.Sprintf("%s:%d", p.Server.IP, port))
+	if err != nil {
+		return Sample{}, err
+	}
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+20)*time.Second)
+	defer cancel()
+	var out []byte
+	cpu, err := measureCPU(func() (err error) {
+		out, err = nsCmd(ctx, p.Client.NetNS, clientCPU, bin, "sender", "-c", fmt.Sprintf("%s:%d", p.dialIP(), port),
+			"-r", strconv.Itoa(rate), "-t", strconv.Itoa(seconds), "-s", "64").CombinedOutput()
+		return err
+	})
+	if err != nil {
+		return Sample{}, fmt.Errorf("udprate on %s: %w: %s", p.Name, err, tail(out))
+	}
+	s, err := parseUDPRate(string(out))
+	if err != nil {
+		return Sample{}, fmt.Errorf("udprate on %s: %w", p.Name, err)
+	}
+	s.CPU = cpu
+	return s, checkFixedRate(s, rate, p.Name)
+}
+
+// parseUDPRate reads the sender's report line.
+func parseUDPRate(out string) (Sample, error) {
+	m := udprateOut.FindStringSubmatch(out)
+	if m == nil {
+		return Sample{}, fmt.Errorf("unexpected output %q", tail([]byte(out)))
+	}
+	s := Sample{Raw: out}
+	s.Sent, _ = strconv.ParseUint(m[1], 10, 64)
+	s.Received, _ = strconv.ParseUint(m[2], 10, 64)
+	s.DurationS, _ = strconv.ParseFloat(m[3], 64)
+	if s.DurationS > 0 {
+		s.PPS = float64(s.Received) / s.DurationS
+	}
+	return s, nil
+}
+
+// checkFixedRate refuses a sample that is not at the fixed rate: more than maxFixedRateLoss lost,
+// or sent over a time more than 5% (+50 ms) longer than the schedule: the sender fell behind for
+// good, its CPU saturated, not descheduled once by the machine (which its next batch catches up).
+func checkFixedRate(s Sample, rate int, path string) error {
+	if s.Sent == 0 || s.Received > s.Sent {
+		return fmt.Errorf("udprate on %s: %d datagrams sent, %d received", path, s.Sent, s.Received)
+	}
+	if lost := s.Sent - s.Received; float64(lost) > maxFixedRateLoss*float64(s.Sent) {
+		return fmt.Errorf("%s lost %d of %d datagrams (%.2f%%) at %d pkt/s, more than %.1f%%: "+
+			"the rate is too high for this path (BENCH_UDP_RATE)", path, lost, s.Sent,
+			100*float64(lost)/float64(s.Sent), rate, 100*maxFixedRateLoss)
+	}
+	if scheduled := float64(s.Sent) / float64(rate); s.DurationS > 1.05*scheduled+0.05 {
+		return fmt.Errorf("%s: the sender took %.3f s for %d datagrams at %d pkt/s (%.3f s): "+
+			"it cannot hold the rate (BENCH_UDP_RATE)", path, s.DurationS, s.Sent, rate, scheduled)
+	}
+	return nil
 }

@@ -45,6 +45,14 @@ func (l *Lab) BulkServices(ctx context.Context, prefix string, from, to, endpoin
 	if err != nil {
 		return 0, err
 	}
+	return bulkCreate(ctx, from, to, workers, func(ctx context.Context, i int) (bool, error) {
+		return createBulkService(ctx, cs, fmt.Sprintf("%s-%d", prefix, i), i, endpoints)
+	})
+}
+
+// bulkCreate runs create(i) for i in [from, to) on workers goroutines and returns how many
+// reported a new object; the first error stops the others and is returned.
+func bulkCreate(ctx context.Context, from, to, workers int, create func(ctx context.Context, i int) (bool, error)) (int, error) {
 	var (
 		next    atomic.Int64
 		created atomic.Int64
@@ -64,7 +72,7 @@ func (l *Lab) BulkServices(ctx context.Context, prefix string, from, to, endpoin
 				if i >= to || ctx.Err() != nil {
 					return
 				}
-				ok, err := createBulkService(ctx, cs, fmt.Sprintf("%s-%d", prefix, i), i, endpoints)
+				ok, err := create(ctx, i)
 				if err != nil {
 					errMu.Lock()
 					if first == nil {

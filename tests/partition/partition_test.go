@@ -26,6 +26,25 @@ import (
 // must be in the cut-off nodes' maps (issue 18).
 const healLimit = 5 * time.Second
 
+// cutSite cuts site-a off from the API server and returns when, with the heal: a function that
+// heals once, however often it is called (the test's own call and its deferred one).
+func cutSite(ctx context.Context, t *testing.T, l *lab.Lab) (time.Time, func()) {
+	t.Helper()
+	if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	healed := false
+	return cutAt, func() {
+		if !healed {
+			healed = true
+			if err := l.Heal(context.WithoutCancel(ctx), lab.DomainSiteA); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
 // cutDuration is how long each cut lasts: EDGEPLANE_PARTITION_DURATION (a Go duration, e.g. 10m
 // for issue 18's ten minutes), 60 s by default: longer than the HTTP/2 health check of the
 // agents' API connections (30 s idle, then a 15 s ping), so their watches die during the cut and
@@ -353,19 +372,7 @@ func TestPartition(t *testing.T) {
 		streams := s.startStreams(t)
 		health := healthWatch(t, s1, s2)
 		time.Sleep(500 * time.Millisecond)
-		if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
-			t.Fatal(err)
-		}
-		cutAt := time.Now()
-		healed := false
-		heal := func() {
-			if !healed {
-				healed = true
-				if err := l.Heal(context.WithoutCancel(ctx), lab.DomainSiteA); err != nil {
-					t.Error(err)
-				}
-			}
-		}
+		cutAt, heal := cutSite(ctx, t, l)
 		defer heal()
 		for _, n := range []*lab.Node{s1, s2} {
 			if _, ok := waitFor(30*time.Second, func() bool {
@@ -453,19 +460,7 @@ func TestPartition(t *testing.T) {
 		eventsBefore := len(reconnectedEvents(t, l, s2.Name)) // the first cut's, when it ran
 		streams := s.startStreams(t)
 		time.Sleep(500 * time.Millisecond)
-		if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
-			t.Fatal(err)
-		}
-		cutAt := time.Now()
-		healed := false
-		heal := func() {
-			if !healed {
-				healed = true
-				if err := l.Heal(context.WithoutCancel(ctx), lab.DomainSiteA); err != nil {
-					t.Error(err)
-				}
-			}
-		}
+		cutAt, heal := cutSite(ctx, t, l)
 		defer heal()
 		time.Sleep(2 * time.Second)
 		s2.KillAgent()

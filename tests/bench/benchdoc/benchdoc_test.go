@@ -86,7 +86,8 @@ func TestGenerate(t *testing.T) {
 	}
 	for _, l := range []string{"UDP RR (trans/s)", "TCP RR across CPUs (trans/s)", "TCP stream (Mbit/s)",
 		"TCP stream, CPU-s per Gbit (lower is better)", "8 TCP streams (Mbit/s)", "TCP CRR (conn/s)",
-		"TCP CRR (conn/s) via ClusterIP", "vs Flannel", "vs underlay"} {
+		"TCP CRR (conn/s) via ClusterIP", "64-byte UDP at 50,000 pkt/s, CPU-us per packet (lower is better)",
+		"vs Flannel", "vs underlay"} {
 		if !slices.Contains(texts, l) {
 			t.Errorf("cross-node chart has no label %q: %q", l, texts)
 		}
@@ -99,7 +100,8 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("root element %q", root)
 	}
 	for _, l := range []string{"UDP RR (trans/s)", "TCP stream (Mbit/s)", "TCP stream, CPU-s per Gbit (lower is better)",
-		"UDP RR (trans/s) across the gateway", "vs edgeplane VXLAN", "vs underlay"} {
+		"UDP RR (trans/s) across the gateway", "64-byte UDP at 40,000 pkt/s, sender CPU-us per packet (lower is better)",
+		"vs edgeplane VXLAN", "vs underlay"} {
 		if !slices.Contains(texts, l) {
 			t.Errorf("route-mode chart has no label %q: %q", l, texts)
 		}
@@ -146,6 +148,9 @@ func TestGenerate(t *testing.T) {
 		"| UDP RR (trans/s) | 100,000 | 160,000 | 1.60x (1.55-1.64) | 0.80x (0.77-0.81) | 200,000 | 2.00x (1.99-2.01) |",
 		"| TCP stream, CPU-s per Gbit | 0.06 | 0.05 | 0.83x (0.78-0.87) |",
 		"| TCP CRR (conn/s) | 4,100 | 8,100 | 1.98x (1.95-2.00) |",
+		// The fixed rate comes from the unit.
+		"| 64-byte UDP at 50,000 pkt/s, CPU-us per packet | 9.4 | 7.2 | 0.77x (0.74-0.80) | 1.15x (1.12-1.18) | 6.3 | 0.67x (0.65-0.70) |",
+		"| 64-byte UDP at 40,000 pkt/s, sender CPU-us per packet | 5.2 | 4.9 | 0.94x (0.92-0.96) | 1.12x (1.10-1.14) | 6.2 |",
 		"0.06 busy CPUs (0.04, 0.06)",
 		"![route-mode-fast-vm](bench/route-mode-fast-vm.svg)",
 		"2026-12-06T08:00:00Z (git def456): route-mode, route-mode-gateway",
@@ -226,6 +231,20 @@ func TestCommittedUpToDate(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(root, "docs", "bench", e.Name()))
 		if err != nil || string(got) != string(want) {
 			t.Errorf("docs/bench/%s is missing or differs from bench/results.json's: run make bench-charts", e.Name())
+		}
+	}
+}
+
+// A fixed-rate metric's label names its rate from the unit; without one in the unit it says so.
+func TestMetricLabel(t *testing.T) {
+	for _, c := range []struct{ metric, unit, want string }{
+		{"udp_64b_cpu_fixed", "busy CPU-us per packet at 50000 pkt/s (whole machine)", "64-byte UDP at 50,000 pkt/s, CPU-us per packet"},
+		{"udp_64b_cpu_fixed_receiver", "busy CPU-us per packet", "64-byte UDP at a fixed rate, receiver CPU-us per packet"},
+		{"udp_rr", "transactions/s", "UDP RR (trans/s)"},
+		{"unlabelled", "x at 5 pkt/s", "unlabelled"},
+	} {
+		if got := metricLabel(c.metric, c.unit); got != c.want {
+			t.Errorf("metricLabel(%q, %q) = %q, want %q", c.metric, c.unit, got, c.want)
 		}
 	}
 }

@@ -48,7 +48,7 @@ func ratioRows(m *machineResults) []ratioRow {
 			if r.Path != "edgeplane" || r.Ratio == 0 {
 				continue
 			}
-			l := label(r.Metric)
+			l := metricLabel(r.Metric, r.Unit)
 			if g == "cross-node-clusterip" {
 				l += " via ClusterIP"
 			}
@@ -80,7 +80,7 @@ func routeRows(m *machineResults) []ratioRow {
 			if r.Path != "edgeplane-route" || r.UnderlayRatio == 0 && r.Ratio == 0 {
 				continue
 			}
-			row := ratioRow{label: label(r.Metric),
+			row := ratioRow{label: metricLabel(r.Metric, r.Unit),
 				underlay: [3]float64{r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax}}
 			if r.Baseline == "edgeplane" {
 				row.base = [3]float64{r.Ratio, r.RatioMin, r.RatioMax}

@@ -38,6 +38,11 @@ var labels = map[string]string{
 	// The Services benchmark's programming step.
 	"programmed_after_create_start": "programmed after the creation started (s, 1 s polls)",
 	"rss":                           "RSS after programming (MiB)",
+
+	// 64-byte UDP at a fixed rate; {rate} is filled in from the unit (metricLabel).
+	"udp_64b_cpu_fixed":          "64-byte UDP at {rate}, CPU-us per packet",
+	"udp_64b_cpu_fixed_sender":   "64-byte UDP at {rate}, sender CPU-us per packet",
+	"udp_64b_cpu_fixed_receiver": "64-byte UDP at {rate}, receiver CPU-us per packet",
 }
 
 func label(metric string) string {
@@ -45,6 +50,24 @@ func label(metric string) string {
 		return l
 	}
 	return metric
+}
+
+// unitRate finds the fixed packet rate a metric ran at in its unit ("... at 50000 pkt/s ...").
+var unitRate = regexp.MustCompile(`at (\d+) pkt/s`)
+
+// metricLabel is label(metric) with its {rate} filled in from unit: "50,000 pkt/s", or "a fixed
+// rate" when the unit does not say.
+func metricLabel(metric, unit string) string {
+	l := label(metric)
+	if !strings.Contains(l, "{rate}") {
+		return l
+	}
+	rate := "a fixed rate"
+	if m := unitRate.FindStringSubmatch(unit); m != nil {
+		n, _ := strconv.ParseFloat(m[1], 64)
+		rate = num(n) + " pkt/s"
+	}
+	return strings.Replace(l, "{rate}", rate, 1)
 }
 
 // num formats a figure for a table: thousands separated above 100, three significant digits below.
@@ -199,7 +222,14 @@ func pathTable(rs []results.Result) string {
 	row(head)
 	row(slices.Repeat([]string{"---"}, len(head)))
 	for _, m := range metrics {
-		cells := []string{label(m)}
+		unit := ""
+		for _, r := range rs {
+			if r.Metric == m {
+				unit = r.Unit
+				break
+			}
+		}
+		cells := []string{metricLabel(m, unit)}
 		for _, p := range paths {
 			var r *results.Result
 			for i := range rs {
@@ -357,6 +387,7 @@ func Markdown(f results.File, chartDir string, charts map[string][]string) strin
 		if t := servicesTable(m); t != "" {
 			fmt.Fprintf(&sb, "Services against kube-proxy, medians, paired ratios against kube-proxy's first path:\n\n%s\n", t)
 		}
+		sb.WriteString(scaleTable(m))
 	}
 	sb.WriteString(endMarker)
 	return sb.String()
