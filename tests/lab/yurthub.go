@@ -39,7 +39,8 @@ import (
 // kube-system/yurt-hub-cfg adds edgeplane-agent to YurtHub's cache agents (only the responses of
 // those components are cached on the node's disk).
 
-// EnvYurtHubBin names the directory holding yurthub (scripts/build-yurthub.sh).
+// EnvYurtHubBin names the directory holding yurthub; `make test` sets it from
+// scripts/build-yurthub.sh.
 const EnvYurtHubBin = "YURTHUB_BIN"
 
 // YurtHubBinFromEnv reads YURTHUB_BIN and checks that yurthub is there. The error tells how to get
@@ -47,7 +48,7 @@ const EnvYurtHubBin = "YURTHUB_BIN"
 func YurtHubBinFromEnv() (string, error) {
 	dir := os.Getenv(EnvYurtHubBin)
 	if dir == "" {
-		return "", fmt.Errorf("%s is not set: set it to the output of scripts/build-yurthub.sh", EnvYurtHubBin)
+		return "", fmt.Errorf("%s is not set: set it to the output of scripts/build-yurthub.sh (make test does)", EnvYurtHubBin)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "yurthub")); err != nil {
 		return "", fmt.Errorf("%s=%s: %w", EnvYurtHubBin, dir, err)

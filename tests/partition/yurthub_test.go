@@ -20,9 +20,10 @@ type hubs map[string]*lab.YurtHub
 // OpenYurt edge node with api-server-host/api-server-port set to it.
 func buildThroughYurtHub(t *testing.T, opts lab.YurtHubOptions) (*site, hubs) {
 	t.Helper()
+	lab.ConfigForTest(t) // skips without root, as every lab test
 	bin, err := lab.YurtHubBinFromEnv()
 	if err != nil {
-		t.Skipf("YurtHub is not available here: %v", err)
+		t.Fatal(err)
 	}
 	hs := hubs{}
 	s := buildSite(t, func(ctx context.Context, l *lab.Lab, name string, index int) (*lab.Node, error) {
