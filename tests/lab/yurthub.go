@@ -210,6 +210,42 @@ func (h *YurtHub) Start(ctx context.Context) error {
 	}
 }
 
+// StartCutOff starts yurthub again after Kill while the API server is unreachable, as a node's
+// init does after a reboot during a cut: YurtHub is not ready without the API server, so it waits
+// only until the proxy accepts connections on 169.254.2.1:10268.
+func (h *YurtHub) StartCutOff(ctx context.Context) error {
+	if done, _ := h.Process.Exited(); !done {
+		return fmt.Errorf("yurthub on %s is still running", h.Node.Name)
+	}
+	h.starts++
+	logPath := filepath.Join(h.Node.Dir, fmt.Sprintf("yurthub.%d.log", h.starts))
+	p, err := startProcess("yurthub@"+h.Node.Name, h.Node.Netns, logPath, h.bin, h.args...)
+	if err != nil {
+		return err
+	}
+	h.Process = p
+	start := time.Now()
+	for {
+		conn, err := DialTCP(h.Node.Netns, YurtHubSecureProxy, time.Second)
+		if err == nil {
+			conn.Close()
+			h.Node.lab.Logf("lab %s: yurthub on %s accepts connections after %v (cut off)", h.Node.lab.ID, h.Node.Name, time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		if done, werr := p.Exited(); done {
+			return fmt.Errorf("yurthub on %s exited (%v); log tail:\n%s", h.Node.Name, werr, p.LogTail(40))
+		}
+		if time.Since(start) > 60*time.Second {
+			return fmt.Errorf("yurthub on %s does not accept connections after 60 s (%v); log tail:\n%s", h.Node.Name, err, p.LogTail(40))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // Kill kills yurthub with SIGKILL; its files stay.
 func (h *YurtHub) Kill() { h.Process.Kill() }
 

@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgeplane/edgeplane/pkg/snapshot"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -214,4 +217,132 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 			t.Errorf("/healthz of the new agent failed during the cut:\n%s", strings.Join(failures, "\n"))
 		}
 	})
+}
+
+// TestRebootDuringPartitionThroughYurtHub (issue 18 items 3 and 4) is TestRebootDuringPartition
+// with YurtHub between site-a's agents and the API server: s2 reboots during the cut, and YurtHub
+// comes back with it (killed and started again, its cache on disk kept) before the agent. The new
+// agent starts from its snapshot (YurtHub, restarted cut off, answers only about 9 s after its
+// start), then its informers sync from YurtHub's cache, as the objects were before the cut: p3's
+// EndpointSlice names p3's old address (openyurt#2810). p3 and a client p4 are re-created through
+// the CNI plugin; during the cut s2's pods and s1's reach each other and web answers p4 from the
+// new p3, also at the end of the cut, after the cache's objects reached the maps (a 2 ms stream,
+// 0 lost); after the heal, with p3's Pod object updated, s1 reaches web at p3's new address.
+func TestRebootDuringPartitionThroughYurtHub(t *testing.T) {
+	s, hs := buildThroughYurtHub(t, lab.YurtHubOptions{})
+	l, s2 := s.lab, s.s2
+	ctx := t.Context()
+	oldP3 := s.p3.IP
+	const hubNotices = 45 * time.Second
+
+	var snap *snapshot.State
+	if _, ok := waitFor(20*time.Second, func() bool {
+		var err error
+		snap, err = snapshot.Read(s2.SnapshotDir(), snapshot.DefaultMaxBytes)
+		return err == nil && slices.ContainsFunc(snap.PodBackends, func(b snapshot.PodBackend) bool { return b.IP == oldP3 && b.Name == "p3" })
+	}); !ok {
+		t.Fatalf("precondition: %s's snapshot does not name p3 (%s) as a backend: %+v", s2.Name, oldP3, snap)
+	}
+
+	if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	healed := false
+	heal := func() {
+		if !healed {
+			healed = true
+			if err := l.Heal(context.WithoutCancel(ctx), lab.DomainSiteA); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer heal()
+	waitCloudHealth(t, hubs{s2.Name: hs[s2.Name]}, false, hubNotices)
+	t.Logf("%s's YurtHub serves from its cache %v after the cut", s2.Name, time.Since(cutAt).Round(100*time.Millisecond))
+	if err := l.Reboot(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	hs[s2.Name].Kill()
+	if err := hs[s2.Name].StartCutOff(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s2.StartAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.WaitReady(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: node.json written %v after the agent's start", s2.Name, time.Since(start).Round(time.Millisecond))
+
+	p3, err := l.AddPod(ctx, s2, "p3", lab.PodOptions{NoObject: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p3.IP == oldP3 {
+		t.Fatalf("p3 came back with its old address %s: the test needs a new one", oldP3)
+	}
+	p4, err := l.AddPod(ctx, s2, "p4", lab.PodOptions{NoObject: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []uint16{podPort, webPort} {
+		srv, err := lab.ServeUDPEcho(p3.Netns, netip.AddrPortFrom(p3.IP, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+	}
+	t.Logf("p3 re-created on %s: %s -> %s", s2.Name, oldP3, p3.IP)
+	for _, c := range []struct {
+		what string
+		from lab.Netns
+		to   netip.AddrPort
+	}{
+		{"p4 -> p2 (from the rebooted node to the other)", p4.Netns, netip.AddrPortFrom(s.p2.IP, podPort)},
+		{"p1 -> p3 (from the other node to the rebooted one)", s.p1.Netns, netip.AddrPortFrom(p3.IP, podPort)},
+		{"p4 -> web (Service, backend p3 on the rebooted node)", p4.Netns, s.web},
+	} {
+		start := time.Now()
+		if err := waitEcho(c.from, c.to, 10*time.Second); err != nil {
+			t.Errorf("during the cut, after the reboot: %s: %v", c.what, err)
+		} else {
+			t.Logf("during the cut, after the reboot: %s answers (%v)", c.what, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	code, body, err := s2.AgentGet("/readyz")
+	t.Logf("%s: /readyz during the cut: %d %q %v", s2.Name, code, body, err)
+	// The rest of the cut, at least until YurtHub serves the agent from its cache: then the
+	// agent's informers sync from that cache, whose EndpointSlice names p3's old address.
+	rest := cutDuration(t) - time.Since(cutAt)
+	if min := 40*time.Second - time.Since(start); rest < min {
+		rest = min
+	}
+	time.Sleep(rest)
+	code, body, err = s2.AgentGet("/readyz")
+	t.Logf("%s: /readyz %v after the agent's start, %v into the cut: %d %q %v", s2.Name, time.Since(start).Round(time.Second),
+		time.Since(cutAt).Round(time.Second), code, body, err)
+	streamCtx, stopStream := context.WithTimeout(ctx, 3*time.Second)
+	st, err := lab.UDPStream(streamCtx, p4.Netns, s.web, 2*time.Millisecond, 500*time.Millisecond)
+	stopStream()
+	if err != nil || len(st.Lost) > 0 || st.Received == 0 {
+		t.Errorf("2 ms stream p4 -> web at the end of the cut: %v %v; Services in %s's maps: %s", st, err, s2.Name, s.dump(t, s2)["services"])
+	} else {
+		t.Logf("2 ms stream p4 -> web at the end of the cut: %v", st)
+	}
+
+	heal()
+	setPodIP(t, l, "p3", p3.IP)
+	healAt := time.Now()
+	if err := waitEcho(s.p1.Netns, s.web, hubNotices); err != nil {
+		t.Errorf("after the heal: p1 -> web (s1's maps with p3's new address): %v", err)
+	} else {
+		t.Logf("after the heal: p1 -> web answers from the new p3 %v after the heal", time.Since(healAt).Round(time.Millisecond))
+	}
+	if err := waitEcho(p4.Netns, s.web, hubNotices); err != nil {
+		t.Errorf("after the heal: p4 -> web: %v", err)
+	} else {
+		t.Logf("after the heal: p4 -> web answers %v after the heal", time.Since(healAt).Round(time.Millisecond))
+	}
 }
