@@ -359,8 +359,8 @@ func (c *Client) ListerWatcher(resource Resource, namespace string, fieldSelecto
 // at the server's initial-events-end bookmark). A proxy's cache answers lists but not those
 // streams: YurtHub (openyurt v1.7.0, openyurt#2751), the API server of an OpenYurt edge node,
 // answers a watch from its cache with a stream that never sends an event, so an agent started
-// while the cloud is unreachable would never sync its informers. The API server serves the lists
-// from its watch cache, in pages.
+// while the cloud is unreachable would never sync its informers. The reflectors' first lists ask
+// for resourceVersion 0, which the API server answers from its watch cache.
 type listsOnly struct{}
 
 // IsWatchListSemanticsUnSupported is what client-go's reflector asks
