@@ -86,19 +86,7 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 		streams := s.startStreams(t)
 		health := healthWatch(t, s1, s2)
 		time.Sleep(500 * time.Millisecond)
-		if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
-			t.Fatal(err)
-		}
-		cutAt := time.Now()
-		healed := false
-		heal := func() {
-			if !healed {
-				healed = true
-				if err := l.Heal(context.WithoutCancel(ctx), lab.DomainSiteA); err != nil {
-					t.Error(err)
-				}
-			}
-		}
+		cutAt, heal := cutSite(ctx, t, l)
 		defer heal()
 		t.Logf("YurtHubs serve from their caches %v after the cut", waitCloudHealth(t, hs, false, hubNotices).Sub(cutAt).Round(100*time.Millisecond))
 		late, err := l.CreateService(ctx, "late-1", udpService(lateBase+1))
@@ -152,19 +140,7 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 		before := s.dump(t, s2)
 		streams := s.startStreams(t)
 		time.Sleep(500 * time.Millisecond)
-		if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
-			t.Fatal(err)
-		}
-		cutAt := time.Now()
-		healed := false
-		heal := func() {
-			if !healed {
-				healed = true
-				if err := l.Heal(context.WithoutCancel(ctx), lab.DomainSiteA); err != nil {
-					t.Error(err)
-				}
-			}
-		}
+		cutAt, heal := cutSite(ctx, t, l)
 		defer heal()
 		// The new agent must start from YurtHub's cache: kill the old one once YurtHub serves it.
 		waitCloudHealth(t, hubs{s2.Name: hs[s2.Name]}, false, hubNotices)
@@ -244,19 +220,7 @@ func TestRebootDuringPartitionThroughYurtHub(t *testing.T) {
 		t.Fatalf("precondition: %s's snapshot does not name p3 (%s) as a backend: %+v", s2.Name, oldP3, snap)
 	}
 
-	if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
-		t.Fatal(err)
-	}
-	cutAt := time.Now()
-	healed := false
-	heal := func() {
-		if !healed {
-			healed = true
-			if err := l.Heal(context.WithoutCancel(ctx), lab.DomainSiteA); err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	cutAt, heal := cutSite(ctx, t, l)
 	defer heal()
 	waitCloudHealth(t, hubs{s2.Name: hs[s2.Name]}, false, hubNotices)
 	t.Logf("%s's YurtHub serves from its cache %v after the cut", s2.Name, time.Since(cutAt).Round(100*time.Millisecond))
