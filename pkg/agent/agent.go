@@ -57,6 +57,9 @@ type Agent struct {
 	bgp *bgpSpeaker
 	// snapshots keeps the snapshot of the last good state (snapshot.go); nil when disabled.
 	snapshots *snapshotKeeper
+	// moves, after a start without pins and with a snapshot, rewrites the backends of this node's
+	// re-created pods (podmoves.go).
+	moves *podMoves
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,
@@ -204,7 +207,9 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.publishVTEP(ctx, node); err != nil {
 		return err
 	}
-	return a.watch(ctx, a.trackForSnapshot(tbl), inf)
+	tables, stopMoves := a.followMovedPods(ctx, a.trackForSnapshot(tbl))
+	defer stopMoves()
+	return a.watch(ctx, tables, inf)
 }
 
 // loadedDatapath is the outcome of datapath.Load.

@@ -270,6 +270,9 @@ func (a *Agent) snapshotToRestore(ctx context.Context, inf *k8s.Informers, pinne
 			"node", s.Node.Name, "clusterCIDR", s.Node.ClusterCIDR)
 		return nil
 	}
+	// Whether or not the informers sync: they may sync from a cache of the objects as they were
+	// before the reboot (podmoves.go).
+	a.moves = &podMoves{owners: s.PodBackends, runDir: a.cfg.RunDir}
 	waitCtx, cancel := context.WithTimeout(ctx, restoreWait)
 	defer cancel()
 	if cache.WaitForCacheSync(waitCtx.Done(), inf.Nodes().HasSynced, inf.Services().HasSynced, inf.EndpointSlices().HasSynced) {
