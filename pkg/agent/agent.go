@@ -52,6 +52,10 @@ type Agent struct {
 	local   controller.LocalState
 	// routing is this node's route-mode view (controller.RouteModeView), nil until known.
 	routing atomic.Pointer[domain.NodeRouting]
+	// nodeConfigMu orders the writes of node.json; nodeConfigPublished is set by the first one
+	// (publishNodeConfig): the CNI plugin takes the file's presence for the agent's readiness.
+	nodeConfigMu        sync.Mutex
+	nodeConfigPublished bool
 	// bgp is route mode's BGP speaker; it outlives run, which cannot tell a restart from an
 	// uninstall. Nil until watch created it.
 	bgp *bgpSpeaker
@@ -307,7 +311,29 @@ func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
 	return k8s.PatchNodeAnnotations(ctx, a.client, node, k8s.VTEPAnnotations(a.vtep()))
 }
 
-func (a *Agent) writeNodeConfig() error {
+// publishNodeConfig writes node.json for the CNI plugin, which creates pods from then on: once the
+// maps are synced (Ready), or programmed from the snapshot while the API server is away.
+func (a *Agent) publishNodeConfig() error {
+	a.nodeConfigMu.Lock()
+	defer a.nodeConfigMu.Unlock()
+	a.nodeConfigPublished = true
+	return a.writeNodeConfigLocked()
+}
+
+// refreshNodeConfig rewrites node.json after a change of what it says (the pod MTU follows the
+// encapsulation), only once it is published: before, the change waits for publishNodeConfig, and
+// an early write would tell the CNI plugin the agent is ready while stale routes are still in the
+// maps (a restarted agent learns its domain's routing before its first pass is done).
+func (a *Agent) refreshNodeConfig() error {
+	a.nodeConfigMu.Lock()
+	defer a.nodeConfigMu.Unlock()
+	if !a.nodeConfigPublished {
+		return nil
+	}
+	return a.writeNodeConfigLocked()
+}
+
+func (a *Agent) writeNodeConfigLocked() error {
 	return cninode.Write(a.cfg.RunDir, &cninode.Config{
 		NodeName:    a.cfg.NodeName,
 		NodeIP:      a.underlay.IP,
@@ -331,7 +357,7 @@ func (a *Agent) convergeLoop(ctx context.Context, nodes corelisters.NodeLister) 
 		if err := a.programDatapath(); err != nil {
 			logger.Error(err, "Converging the datapath")
 		}
-		if err := a.writeNodeConfig(); err != nil {
+		if err := a.refreshNodeConfig(); err != nil {
 			logger.Error(err, "Rewriting the node config")
 		}
 		node, err := nodes.Get(a.cfg.NodeName)

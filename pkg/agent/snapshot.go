@@ -502,7 +502,7 @@ func (a *Agent) startFromSnapshot(ctx context.Context, t mapTables, s *snapshot.
 	if err := restoreMaps(t, s, pods); err != nil {
 		logger.Error(err, "Programming the maps from the snapshot; what was written stays")
 	}
-	if err := a.writeNodeConfig(); err != nil { // the CNI plugin may re-create pods from here on
+	if err := a.publishNodeConfig(); err != nil { // the CNI plugin may re-create pods from here on
 		return nil, err
 	}
 	logger.Info("Datapath programmed from the snapshot; waiting for the API server", "written", s.Written)
