@@ -95,7 +95,8 @@ type NodeReconciler struct {
 	ready  chan struct{}
 
 	mu     sync.Mutex
-	peers  map[string]peer   // last good state by node name; what the maps must hold
+	peers  map[string]peer   // last good state by node name; what the maps must hold (setPeer, deletePeer)
+	index  peerIndex         // peers by pod CIDR, tunnel endpoint, domain, gateway label
 	errs   map[string]string // last reported error by node name, so an event is recorded once
 	pinned pinnedState       // map contents found at start, adopted for nodes that are invalid then
 	local  localView         // this node's domain and labels, from its Node object
@@ -147,6 +148,7 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: NodesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 		ready: make(chan struct{}),
 		peers: map[string]peer{},
+		index: newPeerIndex(),
 		errs:  map[string]string{},
 
 		warned: map[string]string{},

@@ -49,8 +49,8 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		local = domain.Default
 	}
 	names := append(m.Configured(), local)
-	for _, p := range r.peers {
-		names = append(names, p.domain)
+	for d := range r.index.domains {
+		names = append(names, d)
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
@@ -140,8 +140,8 @@ func (r *NodeReconciler) syncIndexLocked(ctx context.Context) {
 // (one carries the traffic; the others stand by and take over when its label goes).
 func (r *NodeReconciler) gateway(dom string) (string, peer, bool) {
 	var names []string
-	for name, p := range r.peers {
-		if p.gateway && p.domain == dom {
+	for name := range r.index.gateways {
+		if r.peers[name].domain == dom {
 			names = append(names, name)
 		}
 	}

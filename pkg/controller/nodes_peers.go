@@ -95,10 +95,8 @@ func (r *NodeReconciler) checkPodCIDR(name string, cidr netip.Prefix) error {
 	if c := r.cfg.Local.ClusterCIDR; !c.Contains(cidr.Addr()) || cidr.Bits() < c.Bits() {
 		return fmt.Errorf("pod CIDR %s is outside the cluster CIDR %s", cidr, c)
 	}
-	for other, p := range r.peers {
-		if other != name && p.podCIDR.Overlaps(cidr) {
-			return fmt.Errorf("pod CIDR %s overlaps node %s's pod CIDR %s", cidr, other, p.podCIDR)
-		}
+	if other, theirs, ok := r.index.overlapping(name, cidr); ok {
+		return fmt.Errorf("pod CIDR %s overlaps node %s's pod CIDR %s", cidr, other, theirs)
 	}
 	return nil
 }
@@ -163,7 +161,7 @@ func (r *NodeReconciler) apply(name string, want peer) error {
 		return fmt.Errorf("writing route %s -> node %s: %w", want.podCIDR, name, err)
 	}
 	old, had := r.peers[name]
-	r.peers[name] = want
+	r.setPeer(name, want)
 	if had {
 		return r.release(name, old)
 	}
@@ -176,10 +174,10 @@ func (r *NodeReconciler) forget(name string) error {
 	if !had {
 		return nil
 	}
-	delete(r.peers, name)
+	r.deletePeer(name)
 	delete(r.errs, name)
 	if err := r.release(name, old); err != nil {
-		r.peers[name] = old // retry the removal
+		r.setPeer(name, old) // retry the removal
 		return err
 	}
 	return nil
@@ -188,31 +186,18 @@ func (r *NodeReconciler) forget(name string) error {
 // isPrimary reports whether addr is the tunnel endpoint of a node other than name: an alias
 // never takes the place of another node's entry.
 func (r *NodeReconciler) isPrimary(name string, addr netip.Addr) bool {
-	for n, p := range r.peers {
-		if n != name && !p.route.Local && p.route.NodeIP == addr {
-			return true
-		}
-	}
-	return false
+	_, ok := otherThan(r.index.byEndpoint[addr], name)
+	return ok
 }
 
 // nodeKeyUsed reports whether a node in r.peers keys addr in nodes_map (endpoint or alias).
 func (r *NodeReconciler) nodeKeyUsed(addr netip.Addr) bool {
-	for _, p := range r.peers {
-		if (!p.route.Local && p.route.NodeIP == addr) || p.alias == addr {
-			return true
-		}
-	}
-	return false
+	return r.index.keyRefs[addr] > 0
 }
 
 // release deletes old's entries that no node in r.peers refers to any more.
 func (r *NodeReconciler) release(name string, old peer) error {
-	routeUsed := old.route.Local
-	for _, p := range r.peers {
-		routeUsed = routeUsed || p.podCIDR == old.podCIDR
-	}
-	if !routeUsed {
+	if !old.route.Local && len(r.index.byCIDR[old.podCIDR]) == 0 {
 		if err := r.cfg.Routes.Delete(old.podCIDR); err != nil {
 			return fmt.Errorf("deleting route %s of node %s: %w", old.podCIDR, name, err)
 		}
@@ -242,6 +227,6 @@ func (r *NodeReconciler) reportInvalid(ctx context.Context, node *corev1.Node, e
 		return
 	}
 	if p, ok := r.adoptPinned(node); ok {
-		r.peers[node.Name] = p
+		r.setPeer(node.Name, p)
 	}
 }

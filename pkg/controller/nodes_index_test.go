@@ -1,0 +1,79 @@
+package controller
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+// TestPeerIndexMatchesPeers: after any sequence of setPeer and deletePeer, the index answers what
+// a walk over every peer answers (the NodeReconciler's questions before the index), including pod
+// CIDRs of mixed lengths, shared tunnel endpoints and aliases.
+func TestPeerIndexMatchesPeers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	r := &NodeReconciler{peers: map[string]peer{}, index: newPeerIndex()}
+	addr := func() netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 0, byte(rng.IntN(8))}) }
+	cidr := func() netip.Prefix {
+		bits := []int{22, 24, 24, 26, 26, 26}[rng.IntN(6)]
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(rng.IntN(8)), byte(rng.IntN(4) << 6)}), bits)
+	}
+	// 40 nodes in 32 /26s: both ways of finding longer overlapping prefixes (through the peers of
+	// that length, through the subprefixes) are taken.
+	var names []string
+	for i := range 40 {
+		names = append(names, fmt.Sprint("node-", i))
+	}
+	for step := range 5000 {
+		name := names[rng.IntN(len(names))]
+		if rng.IntN(4) == 0 {
+			r.deletePeer(name)
+		} else {
+			p := peer{podCIDR: cidr(), route: Route{NodeIP: addr(), Local: rng.IntN(8) == 0},
+				domain: fmt.Sprint("d", rng.IntN(3)), gateway: rng.IntN(3) == 0}
+			if rng.IntN(2) == 0 {
+				p.alias = addr()
+			}
+			r.setPeer(name, p)
+		}
+		probe, probeCIDR, probeAddr := names[rng.IntN(len(names))], cidr(), addr()
+
+		var wantOverlap bool
+		for other, p := range r.peers {
+			wantOverlap = wantOverlap || (other != probe && p.podCIDR.Overlaps(probeCIDR))
+		}
+		other, theirs, gotOverlap := r.index.overlapping(probe, probeCIDR)
+		if gotOverlap != wantOverlap {
+			t.Fatalf("step %d: overlapping(%s, %s) = %v, want %v (peers %v)", step, probe, probeCIDR, gotOverlap, wantOverlap, r.peers)
+		}
+		if gotOverlap && (other == probe || r.peers[other].podCIDR.Masked() != theirs || !theirs.Overlaps(probeCIDR)) {
+			t.Fatalf("step %d: overlapping(%s, %s) named %s's %s (peers %v)", step, probe, probeCIDR, other, theirs, r.peers)
+		}
+
+		var wantPrimary, wantUsed, wantRoute bool
+		for n, p := range r.peers {
+			wantPrimary = wantPrimary || (n != probe && !p.route.Local && p.route.NodeIP == probeAddr)
+			wantUsed = wantUsed || (!p.route.Local && p.route.NodeIP == probeAddr) || p.alias == probeAddr
+			wantRoute = wantRoute || p.podCIDR == probeCIDR
+		}
+		if got := r.isPrimary(probe, probeAddr); got != wantPrimary {
+			t.Fatalf("step %d: isPrimary(%s, %s) = %v, want %v", step, probe, probeAddr, got, wantPrimary)
+		}
+		if got := r.nodeKeyUsed(probeAddr); got != wantUsed {
+			t.Fatalf("step %d: nodeKeyUsed(%s) = %v, want %v", step, probeAddr, got, wantUsed)
+		}
+		if got := len(r.index.byCIDR[probeCIDR]) > 0; got != wantRoute {
+			t.Fatalf("step %d: route %s used = %v, want %v", step, probeCIDR, got, wantRoute)
+		}
+		gateways, domains := map[string]struct{}{}, map[string]int{}
+		for n, p := range r.peers {
+			if p.gateway {
+				gateways[n] = struct{}{}
+			}
+			domains[p.domain]++
+		}
+		if fmt.Sprint(gateways) != fmt.Sprint(r.index.gateways) || fmt.Sprint(domains) != fmt.Sprint(r.index.domains) {
+			t.Fatalf("step %d: gateways %v domains %v, want %v %v", step, r.index.gateways, r.index.domains, gateways, domains)
+		}
+	}
+}
