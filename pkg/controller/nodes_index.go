@@ -12,26 +12,80 @@ import (
 // n rather than quadratic. setPeer and deletePeer are the only writers of NodeReconciler.peers and
 // keep the index equal to it.
 type peerIndex struct {
-	// byCIDR holds the names of the peers whose pod CIDR is exactly the key (routes_map's key).
-	byCIDR map[netip.Prefix][]string
-	// byMasked holds, per prefix length, the names of the peers by masked pod CIDR: the overlap
-	// check looks up the few lengths in use.
-	byMasked map[int]map[netip.Prefix][]string
-	// byEndpoint holds the names of the non-local peers whose tunnel endpoint is the key.
-	byEndpoint map[netip.Addr][]string
-	// keyRefs counts the peers keying an address in nodes_map: as tunnel endpoint (non-local
-	// peers) or as alias.
-	keyRefs map[netip.Addr]int
+	// byMasked holds, per prefix length, the peers by masked pod CIDR: the overlap check looks up
+	// the few lengths in use, and a route is still used while a peer has its exact pod CIDR.
+	byMasked map[int]map[netip.Prefix]names
+	// byEndpoint holds, per address keyed in nodes_map, the non-local peers whose tunnel
+	// endpoint it is and how many peers key it (as endpoint or as alias).
+	byEndpoint map[netip.Addr]endpointUse
 	// gateways holds the names of the peers that carry the cloud gateway label.
 	gateways map[string]struct{}
 	// domains counts the peers per domain name.
 	domains map[string]int
 }
 
+// names is a small set of node names: almost always one, held without a slice.
+type names struct {
+	first string
+	more  []string
+}
+
+type endpointUse struct {
+	primaries names // peers whose tunnel endpoint it is
+	refs      int   // peers keying it: as tunnel endpoint (non-local peers) or as alias
+}
+
+func (n names) empty() bool { return n.first == "" && len(n.more) == 0 }
+
+func (n names) with(name string) names {
+	if n.first == "" {
+		n.first = name
+		return n
+	}
+	n.more = append(n.more, name)
+	return n
+}
+
+func (n names) without(name string) names {
+	if n.first == name {
+		if len(n.more) == 0 {
+			return names{}
+		}
+		return names{first: n.more[0], more: slices.Clip(n.more[1:])}
+	}
+	if i := slices.Index(n.more, name); i >= 0 {
+		n.more = slices.Delete(slices.Clone(n.more), i, i+1)
+	}
+	return n
+}
+
+// otherThan returns a name of the set that is not name.
+func (n names) otherThan(name string) (string, bool) {
+	if n.first != "" && n.first != name {
+		return n.first, true
+	}
+	for _, m := range n.more {
+		if m != name {
+			return m, true
+		}
+	}
+	return "", false
+}
+
+func (n names) all(yield func(string) bool) {
+	if n.first != "" && !yield(n.first) {
+		return
+	}
+	for _, m := range n.more {
+		if !yield(m) {
+			return
+		}
+	}
+}
+
 func newPeerIndex() peerIndex {
 	return peerIndex{
-		byCIDR: map[netip.Prefix][]string{}, byMasked: map[int]map[netip.Prefix][]string{},
-		byEndpoint: map[netip.Addr][]string{}, keyRefs: map[netip.Addr]int{},
+		byMasked: map[int]map[netip.Prefix]names{}, byEndpoint: map[netip.Addr]endpointUse{},
 		gateways: map[string]struct{}{}, domains: map[string]int{},
 	}
 }
@@ -53,21 +107,35 @@ func (r *NodeReconciler) deletePeer(name string) {
 	}
 }
 
+// routeUsed reports whether a peer has exactly cidr as its pod CIDR (routes_map's key).
+func (r *NodeReconciler) routeUsed(cidr netip.Prefix) bool {
+	masked := cidr.Masked()
+	for name := range r.index.byMasked[masked.Bits()][masked].all {
+		if r.peers[name].podCIDR == cidr {
+			return true
+		}
+	}
+	return false
+}
+
 func (x *peerIndex) add(name string, p peer) {
-	x.byCIDR[p.podCIDR] = append(x.byCIDR[p.podCIDR], name)
 	masked := p.podCIDR.Masked()
 	byLen := x.byMasked[masked.Bits()]
 	if byLen == nil {
-		byLen = map[netip.Prefix][]string{}
+		byLen = map[netip.Prefix]names{}
 		x.byMasked[masked.Bits()] = byLen
 	}
-	byLen[masked] = append(byLen[masked], name)
+	byLen[masked] = byLen[masked].with(name)
 	if !p.route.Local {
-		x.byEndpoint[p.route.NodeIP] = append(x.byEndpoint[p.route.NodeIP], name)
-		x.keyRefs[p.route.NodeIP]++
+		use := x.byEndpoint[p.route.NodeIP]
+		use.primaries = use.primaries.with(name)
+		use.refs++
+		x.byEndpoint[p.route.NodeIP] = use
 	}
 	if p.alias.IsValid() {
-		x.keyRefs[p.alias]++
+		use := x.byEndpoint[p.alias]
+		use.refs++
+		x.byEndpoint[p.alias] = use
 	}
 	if p.gateway {
 		x.gateways[name] = struct{}{}
@@ -76,43 +144,43 @@ func (x *peerIndex) add(name string, p peer) {
 }
 
 func (x *peerIndex) remove(name string, p peer) {
-	dropName(x.byCIDR, p.podCIDR, name)
 	masked := p.podCIDR.Masked()
 	if byLen := x.byMasked[masked.Bits()]; byLen != nil {
-		dropName(byLen, masked, name)
+		if n := byLen[masked].without(name); n.empty() {
+			delete(byLen, masked)
+		} else {
+			byLen[masked] = n
+		}
 		if len(byLen) == 0 {
 			delete(x.byMasked, masked.Bits())
 		}
 	}
 	if !p.route.Local {
-		dropName(x.byEndpoint, p.route.NodeIP, name)
-		dropRef(x.keyRefs, p.route.NodeIP)
+		x.unref(p.route.NodeIP, name)
 	}
 	if p.alias.IsValid() {
-		dropRef(x.keyRefs, p.alias)
+		x.unref(p.alias, "")
 	}
 	delete(x.gateways, name)
-	dropRef(x.domains, p.domain)
+	if x.domains[p.domain] <= 1 {
+		delete(x.domains, p.domain)
+	} else {
+		x.domains[p.domain]--
+	}
 }
 
-func dropName[K comparable](m map[K][]string, k K, name string) {
-	names := m[k]
-	if i := slices.Index(names, name); i >= 0 {
-		names = slices.Delete(names, i, i+1)
+// unref drops one reference to addr, and name from its primaries unless name is "".
+func (x *peerIndex) unref(addr netip.Addr, name string) {
+	use := x.byEndpoint[addr]
+	if name != "" {
+		use.primaries = use.primaries.without(name)
 	}
-	if len(names) == 0 {
-		delete(m, k)
+	use.refs--
+	if use.refs <= 0 && use.primaries.empty() {
+		delete(x.byEndpoint, addr)
 		return
 	}
-	m[k] = names
-}
-
-func dropRef[K comparable](m map[K]int, k K) {
-	if m[k] <= 1 {
-		delete(m, k)
-		return
-	}
-	m[k]--
+	x.byEndpoint[addr] = use
 }
 
 // overlapping returns a node other than name whose pod CIDR overlaps cidr, and that pod CIDR. Two
@@ -125,37 +193,28 @@ func (x *peerIndex) overlapping(name string, cidr netip.Prefix) (string, netip.P
 	for bits, byLen := range x.byMasked {
 		if bits <= cidr.Bits() {
 			key := netip.PrefixFrom(cidr.Addr(), bits).Masked()
-			if other, ok := otherThan(byLen[key], name); ok {
+			if other, ok := byLen[key].otherThan(name); ok {
 				return other, key, true
 			}
 			continue
 		}
 		if shift := bits - cidr.Bits(); cidr.Addr().Is4() && shift < 16 && 1<<shift < len(byLen) {
 			for sub := range subprefixes(cidr, bits) {
-				if other, ok := otherThan(byLen[sub], name); ok {
+				if other, ok := byLen[sub].otherThan(name); ok {
 					return other, sub, true
 				}
 			}
 			continue
 		}
-		for p, names := range byLen {
+		for p, set := range byLen {
 			if cidr.Contains(p.Addr()) {
-				if other, ok := otherThan(names, name); ok {
+				if other, ok := set.otherThan(name); ok {
 					return other, p, true
 				}
 			}
 		}
 	}
 	return "", netip.Prefix{}, false
-}
-
-func otherThan(names []string, name string) (string, bool) {
-	for _, n := range names {
-		if n != name {
-			return n, true
-		}
-	}
-	return "", false
 }
 
 // subprefixes yields the prefixes of length bits inside the IPv4 prefix p (bits > p.Bits()).

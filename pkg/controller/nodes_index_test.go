@@ -62,7 +62,7 @@ func TestPeerIndexMatchesPeers(t *testing.T) {
 		if got := r.nodeKeyUsed(probeAddr); got != wantUsed {
 			t.Fatalf("step %d: nodeKeyUsed(%s) = %v, want %v", step, probeAddr, got, wantUsed)
 		}
-		if got := len(r.index.byCIDR[probeCIDR]) > 0; got != wantRoute {
+		if got := r.routeUsed(probeCIDR); got != wantRoute {
 			t.Fatalf("step %d: route %s used = %v, want %v", step, probeCIDR, got, wantRoute)
 		}
 		gateways, domains := map[string]struct{}{}, map[string]int{}

@@ -186,18 +186,18 @@ func (r *NodeReconciler) forget(name string) error {
 // isPrimary reports whether addr is the tunnel endpoint of a node other than name: an alias
 // never takes the place of another node's entry.
 func (r *NodeReconciler) isPrimary(name string, addr netip.Addr) bool {
-	_, ok := otherThan(r.index.byEndpoint[addr], name)
+	_, ok := r.index.byEndpoint[addr].primaries.otherThan(name)
 	return ok
 }
 
 // nodeKeyUsed reports whether a node in r.peers keys addr in nodes_map (endpoint or alias).
 func (r *NodeReconciler) nodeKeyUsed(addr netip.Addr) bool {
-	return r.index.keyRefs[addr] > 0
+	return r.index.byEndpoint[addr].refs > 0
 }
 
 // release deletes old's entries that no node in r.peers refers to any more.
 func (r *NodeReconciler) release(name string, old peer) error {
-	if !old.route.Local && len(r.index.byCIDR[old.podCIDR]) == 0 {
+	if !old.route.Local && !r.routeUsed(old.podCIDR) {
 		if err := r.cfg.Routes.Delete(old.podCIDR); err != nil {
 			return fmt.Errorf("deleting route %s of node %s: %w", old.podCIDR, name, err)
 		}
