@@ -104,6 +104,10 @@ type NodeReconciler struct {
 	warned map[string]string // domain-level warnings in force by reason, so each is logged once
 	// indexed is what NodeIndex last accepted; nil forces the next domains pass to write.
 	indexed []NodeName
+	// listed is what routes_map and nodes_map hold (nodes_resync.go); nil when not known.
+	listed *listedMaps
+	// domainsWritten is domains_map as the last domains pass listed it, with the writes since.
+	domainsWritten map[uint32]Domain
 }
 
 // localView is what the local Node object says about this node's place among the domains.
@@ -245,23 +249,6 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 			r.resync(ctx)
 		}
 	}
-}
-
-// resync re-queues every node (next hops may have been resolved or moved) and deletes stale entries.
-func (r *NodeReconciler) resync(ctx context.Context) {
-	nodes, err := r.lister.List(labels.Everything())
-	if err != nil {
-		klog.FromContext(ctx).Error(err, "Listing nodes")
-		return
-	}
-	for _, n := range nodes {
-		r.queue.Add(n.Name)
-	}
-	r.queue.Add(domainsKey)
-	r.mu.Lock()
-	r.indexed = nil // rewritten by that pass, in case the file was lost
-	r.mu.Unlock()
-	r.collectGarbage(ctx)
 }
 
 // neighbourResolved queues the peers a resolved neighbour may concern: every peer whose next hop

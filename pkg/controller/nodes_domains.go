@@ -19,8 +19,9 @@ import (
 // gateway), the kernel host routes toward other domains, the node name index and the domain-level
 // warnings.
 
-// writeDomain (re)writes the domains_map entry of the domain a route is about to name, so that a
-// route never refers to a domain the datapath does not know (which it would treat as unreachable).
+// writeDomain writes the domains_map entry of the domain a route is about to name, so that a
+// route never refers to a domain the datapath does not know (which it would treat as unreachable),
+// unless the table holds it already as the last domains pass listed it or a write left it.
 func (r *NodeReconciler) writeDomain(name string) error {
 	if r.cfg.DomainTable == nil || name == "" {
 		return nil
@@ -30,9 +31,17 @@ func (r *NodeReconciler) writeDomain(name string) error {
 		local = domain.Default
 	}
 	d := Domain{Name: name, Reachable: r.model().Reachable(local, name), Local: name == local}
-	if err := r.cfg.DomainTable.Upsert(domain.ID(name), d); err != nil {
+	id := domain.ID(name)
+	if have, ok := r.domainsWritten[id]; ok && have == d {
+		return nil
+	}
+	if err := r.cfg.DomainTable.Upsert(id, d); err != nil {
 		return fmt.Errorf("writing domain %s: %w", name, err)
 	}
+	if r.domainsWritten == nil {
+		r.domainsWritten = map[uint32]Domain{}
+	}
+	r.domainsWritten[id] = d
 	return nil
 }
 
@@ -65,12 +74,21 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		r.clearWarning(warnDomainIDs)
 	}
 	if r.cfg.DomainTable != nil {
+		// What the table holds now: an entry lost or changed is written again.
+		have, err := r.cfg.DomainTable.List()
+		errs = append(errs, err)
+		r.domainsWritten = have
 		want := map[uint32]bool{}
 		for _, n := range names {
 			want[domain.ID(n)] = true
 			errs = append(errs, r.writeDomain(n))
 		}
-		errs = append(errs, deleteStale(r.cfg.DomainTable.List, r.cfg.DomainTable.Delete, want))
+		for id := range have {
+			if !want[id] {
+				errs = append(errs, r.cfg.DomainTable.Delete(id))
+				delete(r.domainsWritten, id)
+			}
+		}
 	}
 
 	state := LocalState{Domain: local, DomainID: domain.ID(local)}

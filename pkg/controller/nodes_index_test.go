@@ -1,10 +1,15 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"testing"
+
+	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // TestPeerIndexMatchesPeers: after any sequence of setPeer and deletePeer, the index answers what
@@ -75,5 +80,64 @@ func TestPeerIndexMatchesPeers(t *testing.T) {
 		if fmt.Sprint(gateways) != fmt.Sprint(r.index.gateways) || fmt.Sprint(domains) != fmt.Sprint(r.index.domains) {
 			t.Fatalf("step %d: gateways %v domains %v, want %v %v", step, r.index.gateways, r.index.domains, gateways, domains)
 		}
+	}
+}
+
+// writeCounter counts a table's writes (upserts and deletes).
+type writeCounter[K comparable, V any] struct {
+	*memTable[K, V]
+	writes int
+}
+
+func (w *writeCounter[K, V]) Upsert(k K, v V) error { w.writes++; return w.memTable.Upsert(k, v) }
+func (w *writeCounter[K, V]) Delete(k K) error      { w.writes++; return w.memTable.Delete(k) }
+
+// TestResyncOfIdleClusterWritesNothing: the periodic pass over an unchanged cluster writes no map
+// entry (pkg/agent rewrites its snapshot after any write), and still restores an entry lost from
+// a map and follows a next hop that moved.
+func TestResyncOfIdleClusterWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newScaleReconciler(t, 50, scaleModel(t, 100, 20))
+	routes := &writeCounter[netip.Prefix, Route]{memTable: newMemTable[netip.Prefix, Route]()}
+	nodes := &writeCounter[netip.Addr, Node]{memTable: newMemTable[netip.Addr, Node]()}
+	domains := &writeCounter[uint32, Domain]{memTable: newMemTable[uint32, Domain]()}
+	r.cfg.Routes, r.cfg.Nodes, r.cfg.DomainTable = routes, nodes, domains
+	r.syncAll(ctx)
+	if routes.writes < 51 || nodes.writes < 50 {
+		t.Fatalf("start-up pass: %d route and %d node writes, want at least 51 and 50", routes.writes, nodes.writes)
+	}
+	routes.writes, nodes.writes, domains.writes = 0, 0, 0
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if routes.writes != 0 || nodes.writes != 0 || domains.writes != 0 {
+		t.Errorf("resync of an idle cluster: %d route, %d node, %d domain writes, want none", routes.writes, nodes.writes, domains.writes)
+	}
+
+	lost := scaleNode(7, 100)
+	cidr, _, _ := k8s.NodePodCIDR(lost)
+	want, _ := routes.List()
+	routes.memTable.Delete(cidr)
+	delete(domains.memTable.entries, domain.ID("domain-07"))
+	r.cfg.NextHop = staticNextHop{} // every next hop unresolved now
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if got, _ := routes.List(); !reflect.DeepEqual(got, want) {
+		t.Errorf("after a resync, routes %v, want %v", got, want)
+	}
+	if _, ok := domains.memTable.entries[domain.ID("domain-07")]; !ok {
+		t.Error("a domain lost from domains_map is not written again")
+	}
+	all, _ := nodes.List()
+	for ip, n := range all {
+		if n.NextHopMAC != nil {
+			t.Errorf("node %s keeps next hop %s, want none", ip, n.NextHopMAC)
+		}
+	}
+}
+
+// drainNodeQueue reconciles what the reconciler queued, as its worker would.
+func drainNodeQueue(ctx context.Context, r *NodeReconciler) {
+	for r.queue.Len() > 0 {
+		r.processNext(ctx)
 	}
 }

@@ -140,24 +140,25 @@ func (r *NodeReconciler) applyLocalLocked() error {
 }
 
 // apply writes want for the node named name and removes what its previous state left unreferenced.
-// It always writes, so an entry lost from a map comes back on the next pass. The node entry goes
+// It writes what the maps do not hold as last listed (nodes_resync.go): an entry lost from a map
+// comes back on the next periodic pass. The node entry goes
 // first so that a route never points at a missing node.
 func (r *NodeReconciler) apply(name string, want peer) error {
 	if err := r.writeDomain(want.domain); err != nil {
 		return err
 	}
 	if !want.route.Local {
-		if err := r.cfg.Nodes.Upsert(want.route.NodeIP, want.node); err != nil {
+		if err := r.upsertNode(want.route.NodeIP, want.node); err != nil {
 			return fmt.Errorf("writing node %s (%s): %w", name, want.route.NodeIP, err)
 		}
 	}
 	if want.alias.IsValid() && !r.isPrimary(name, want.alias) {
 		// Only recognised, never sent to: no next hop (the datapath asks the kernel).
-		if err := r.cfg.Nodes.Upsert(want.alias, Node{VTEPMAC: want.node.VTEPMAC, Domain: want.node.Domain}); err != nil {
+		if err := r.upsertNode(want.alias, Node{VTEPMAC: want.node.VTEPMAC, Domain: want.node.Domain}); err != nil {
 			return fmt.Errorf("writing node %s (%s, its other address): %w", name, want.alias, err)
 		}
 	}
-	if err := r.cfg.Routes.Upsert(want.podCIDR, want.route); err != nil {
+	if err := r.upsertRoute(want.podCIDR, want.route); err != nil {
 		return fmt.Errorf("writing route %s -> node %s: %w", want.podCIDR, name, err)
 	}
 	old, had := r.peers[name]
@@ -198,17 +199,17 @@ func (r *NodeReconciler) nodeKeyUsed(addr netip.Addr) bool {
 // release deletes old's entries that no node in r.peers refers to any more.
 func (r *NodeReconciler) release(name string, old peer) error {
 	if !old.route.Local && !r.routeUsed(old.podCIDR) {
-		if err := r.cfg.Routes.Delete(old.podCIDR); err != nil {
+		if err := r.deleteRoute(old.podCIDR); err != nil {
 			return fmt.Errorf("deleting route %s of node %s: %w", old.podCIDR, name, err)
 		}
 	}
 	if !old.route.Local && !r.nodeKeyUsed(old.route.NodeIP) {
-		if err := r.cfg.Nodes.Delete(old.route.NodeIP); err != nil {
+		if err := r.deleteNode(old.route.NodeIP); err != nil {
 			return fmt.Errorf("deleting node %s (%s): %w", name, old.route.NodeIP, err)
 		}
 	}
 	if old.alias.IsValid() && !r.nodeKeyUsed(old.alias) {
-		if err := r.cfg.Nodes.Delete(old.alias); err != nil {
+		if err := r.deleteNode(old.alias); err != nil {
 			return fmt.Errorf("deleting node %s (%s, its other address): %w", name, old.alias, err)
 		}
 	}
