@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 )
 
@@ -106,6 +107,8 @@ type NodeReconciler struct {
 	indexed []NodeName
 	// listed is what routes_map and nodes_map hold (nodes_resync.go); nil when not known.
 	listed *listedMaps
+	// hostSynced is the host routes last synced; nil forces the next domains pass to sync them.
+	hostSynced map[netip.Prefix]netdev.HostRoute
 	// domainsWritten is domains_map as the last domains pass listed it, with the writes since.
 	domainsWritten map[uint32]Domain
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -125,7 +126,18 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		r.state = state
 	}
 	if r.cfg.HostRoutes != nil {
-		errs = append(errs, r.cfg.HostRoutes.Sync(r.hostRoutes(m, local, state)))
+		// Synced again only when they change, or at the periodic pass (which clears hostSynced, in
+		// case a route was removed by hand): listing thousands of kernel routes after every
+		// Node event cost more than the event.
+		want := r.hostRoutes(m, local, state)
+		if r.hostSynced == nil || !maps.Equal(want, r.hostSynced) {
+			err := r.cfg.HostRoutes.Sync(maps.Clone(want))
+			errs = append(errs, err)
+			r.hostSynced = nil
+			if err == nil {
+				r.hostSynced = want
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

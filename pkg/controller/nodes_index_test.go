@@ -141,3 +141,37 @@ func drainNodeQueue(ctx context.Context, r *NodeReconciler) {
 		r.processNext(ctx)
 	}
 }
+
+// TestHostRoutesSyncedOnChange: the domains pass after a Node event that changes no host route
+// does not list the kernel's routes again; one that does, and the periodic pass, do.
+func TestHostRoutesSyncedOnChange(t *testing.T) {
+	ctx := context.Background()
+	r, indexer := newScaleReconciler(t, 50, scaleModel(t, 100, 20))
+	host := r.cfg.HostRoutes.(*countingHostRoutes)
+	r.syncAll(ctx)
+	drainNodeQueue(ctx, r)
+	before := host.routes
+	host.syncs = 0
+
+	moved := scaleNode(3, 100)
+	moved.Annotations["edgeplane.io/unrelated"] = "x" // no entry changes
+	indexer.Update(moved)
+	r.queue.Add(moved.Name)
+	drainNodeQueue(ctx, r)
+	if host.syncs != 0 {
+		t.Errorf("%d host route syncs after an event that changes none, want 0", host.syncs)
+	}
+	if err := indexer.Add(scaleNode(61, 100)); err != nil { // pool-061: domain-01, unreachable
+		t.Fatal(err)
+	}
+	r.queue.Add(scaleNode(61, 100).Name)
+	drainNodeQueue(ctx, r)
+	if host.syncs != 1 || host.routes != before+1 {
+		t.Errorf("new unreachable node: %d syncs of %d routes, want 1 of %d", host.syncs, host.routes, before+1)
+	}
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if host.syncs != 2 {
+		t.Errorf("%d host route syncs after the periodic pass, want 2", host.syncs)
+	}
+}

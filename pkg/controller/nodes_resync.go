@@ -42,7 +42,8 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	if routesErr == nil && nodesErr == nil {
 		r.listed = &listedMaps{routes: routes, nodes: entries}
 	}
-	r.indexed = nil // rewritten by the domains pass, in case the file was lost
+	r.indexed = nil    // rewritten by the domains pass, in case the file was lost
+	r.hostSynced = nil // synced by the domains pass, in case a route was removed
 	r.mu.Unlock()
 	for _, n := range nodes {
 		start := time.Now()

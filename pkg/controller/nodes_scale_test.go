@@ -86,10 +86,11 @@ type gatewayNextHop struct{}
 func (gatewayNextHop) NextHop(netip.Addr) (net.HardwareAddr, error) { return gwMAC, nil }
 
 // countingHostRoutes and countingNodeIndex keep the size of what they were last handed.
-type countingHostRoutes struct{ routes int }
+type countingHostRoutes struct{ routes, syncs int }
 
 func (h *countingHostRoutes) Sync(want map[netip.Prefix]netdev.HostRoute) error {
 	h.routes = len(want)
+	h.syncs++
 	return nil
 }
 
