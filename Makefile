@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export EDGEPLANE_CACHE ?= /var/cache/edgeplane
 
-.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel conformance-deps conformance test unit e2e demo bench bench-charts clean
+.PHONY: all build image generate check-generated deps k8s cni-plugins containerd flannel yurthub conformance-deps conformance test unit e2e demo bench bench-charts clean
 
 all: build
 
@@ -42,6 +42,11 @@ cni-plugins:
 flannel:
 	@scripts/build-flanneld.sh >/dev/null
 
+# OpenYurt's YurtHub for tests/partition TestPartitionThroughYurtHub, built from its Go module
+# (cached by version; the first build takes 13-25 minutes on 2 CPUs, compiling ~1,500 packages).
+yurthub:
+	@scripts/build-yurthub.sh >/dev/null
+
 # What the kubelet cluster and the conformance run (tests/conformance) need besides k8s: kubelet,
 # kube-scheduler, kubectl and e2e.test at the cluster's version, CoreDNS, and the e2e images. The
 # Go builds and the Debian downloads run side by side, then the images are written; each script
@@ -62,12 +67,13 @@ conformance-deps:
 # edgeplane from `make image`'s tarball (this host's platform only, to save the other's build) the
 # way docs/install.md says. Needs root.
 HOST_ARCH := $(shell $(GO) env GOARCH)
-test: deps conformance-deps cni-plugins containerd flannel build
+test: deps conformance-deps cni-plugins containerd flannel yurthub build
 	@start=$$(date +%s); IMAGE_ARCHES=$(HOST_ARCH) VERSION=$(VERSION) scripts/build-image.sh >/dev/null && \
 	echo "test: edgeplane image built in $$(( $$(date +%s) - start ))s" >&2
 	images=$$(scripts/build-e2e-images.sh) && \
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
-		FLANNEL_BIN=$$(scripts/build-flanneld.sh) EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
+		FLANNEL_BIN=$$(scripts/build-flanneld.sh) YURTHUB_BIN=$$(scripts/build-yurthub.sh) \
+		EDGEPLANE_PAUSE_IMAGE=$$(scripts/install-containerd.sh) \
 		EDGEPLANE_IMAGE=$(BIN)/image/edgeplane-$(VERSION)-$(HOST_ARCH).tar \
 		E2E_IMAGES="$$images" EDGEPLANE_COREDNS_IMAGE=$$(echo "$$images" | grep '/coredns.tar$$') \
 		$(GO) test -count=1 -timeout 45m ./...

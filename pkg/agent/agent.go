@@ -52,11 +52,18 @@ type Agent struct {
 	local   controller.LocalState
 	// routing is this node's route-mode view (controller.RouteModeView), nil until known.
 	routing atomic.Pointer[domain.NodeRouting]
+	// nodeConfigMu orders the writes of node.json; nodeConfigPublished is set by the first one
+	// (publishNodeConfig): the CNI plugin takes the file's presence for the agent's readiness.
+	nodeConfigMu        sync.Mutex
+	nodeConfigPublished bool
 	// bgp is route mode's BGP speaker; it outlives run, which cannot tell a restart from an
 	// uninstall. Nil until watch created it.
 	bgp *bgpSpeaker
 	// snapshots keeps the snapshot of the last good state (snapshot.go); nil when disabled.
 	snapshots *snapshotKeeper
+	// moves, after a start without pins and with a snapshot, rewrites the backends of this node's
+	// re-created pods (podmoves.go).
+	moves *podMoves
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,
@@ -204,7 +211,9 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.publishVTEP(ctx, node); err != nil {
 		return err
 	}
-	return a.watch(ctx, a.trackForSnapshot(tbl), inf)
+	tables, stopMoves := a.followMovedPods(ctx, a.trackForSnapshot(tbl))
+	defer stopMoves()
+	return a.watch(ctx, tables, inf)
 }
 
 // loadedDatapath is the outcome of datapath.Load.
@@ -302,7 +311,29 @@ func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
 	return k8s.PatchNodeAnnotations(ctx, a.client, node, k8s.VTEPAnnotations(a.vtep()))
 }
 
-func (a *Agent) writeNodeConfig() error {
+// publishNodeConfig writes node.json for the CNI plugin, which creates pods from then on: once the
+// maps are synced (Ready), or programmed from the snapshot while the API server is away.
+func (a *Agent) publishNodeConfig() error {
+	a.nodeConfigMu.Lock()
+	defer a.nodeConfigMu.Unlock()
+	a.nodeConfigPublished = true
+	return a.writeNodeConfigLocked()
+}
+
+// refreshNodeConfig rewrites node.json after a change of what it says (the pod MTU follows the
+// encapsulation), only once it is published: before, the change waits for publishNodeConfig, and
+// an early write would tell the CNI plugin the agent is ready while stale routes are still in the
+// maps (a restarted agent learns its domain's routing before its first pass is done).
+func (a *Agent) refreshNodeConfig() error {
+	a.nodeConfigMu.Lock()
+	defer a.nodeConfigMu.Unlock()
+	if !a.nodeConfigPublished {
+		return nil
+	}
+	return a.writeNodeConfigLocked()
+}
+
+func (a *Agent) writeNodeConfigLocked() error {
 	return cninode.Write(a.cfg.RunDir, &cninode.Config{
 		NodeName:    a.cfg.NodeName,
 		NodeIP:      a.underlay.IP,
@@ -326,7 +357,7 @@ func (a *Agent) convergeLoop(ctx context.Context, nodes corelisters.NodeLister) 
 		if err := a.programDatapath(); err != nil {
 			logger.Error(err, "Converging the datapath")
 		}
-		if err := a.writeNodeConfig(); err != nil {
+		if err := a.refreshNodeConfig(); err != nil {
 			logger.Error(err, "Rewriting the node config")
 		}
 		node, err := nodes.Get(a.cfg.NodeName)

@@ -93,7 +93,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 	a.telemetry.metrics.SetBGPReport(speaker.Report)
 	routeMode.OnChange(func(r domain.NodeRouting) {
 		a.routing.Store(&r)
-		if err := a.writeNodeConfig(); err != nil { // the pod MTU follows the encapsulation
+		if err := a.refreshNodeConfig(); err != nil { // the pod MTU follows the encapsulation
 			logger.Error(err, "Rewriting the node config")
 		}
 		speaker.setView(r)
@@ -159,7 +159,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 	case err := <-errs:
 		return errors.Join(err, ctx.Err())
 	}
-	if err := a.writeNodeConfig(); err != nil {
+	if err := a.publishNodeConfig(); err != nil {
 		return err
 	}
 	a.ready.synced.Store(true)

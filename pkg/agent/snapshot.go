@@ -270,6 +270,9 @@ func (a *Agent) snapshotToRestore(ctx context.Context, inf *k8s.Informers, pinne
 			"node", s.Node.Name, "clusterCIDR", s.Node.ClusterCIDR)
 		return nil
 	}
+	// Whether or not the informers sync: they may sync from a cache of the objects as they were
+	// before the reboot (podmoves.go).
+	a.moves = &podMoves{owners: s.PodBackends, runDir: a.cfg.RunDir}
 	waitCtx, cancel := context.WithTimeout(ctx, restoreWait)
 	defer cancel()
 	if cache.WaitForCacheSync(waitCtx.Done(), inf.Nodes().HasSynced, inf.Services().HasSynced, inf.EndpointSlices().HasSynced) {
@@ -499,7 +502,7 @@ func (a *Agent) startFromSnapshot(ctx context.Context, t mapTables, s *snapshot.
 	if err := restoreMaps(t, s, pods); err != nil {
 		logger.Error(err, "Programming the maps from the snapshot; what was written stays")
 	}
-	if err := a.writeNodeConfig(); err != nil { // the CNI plugin may re-create pods from here on
+	if err := a.publishNodeConfig(); err != nil { // the CNI plugin may re-create pods from here on
 		return nil, err
 	}
 	logger.Info("Datapath programmed from the snapshot; waiting for the API server", "written", s.Written)

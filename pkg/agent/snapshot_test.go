@@ -358,3 +358,94 @@ func TestSnapshotToRestore(t *testing.T) {
 		})
 	}
 }
+
+// The rebooted node behind a cache (OpenYurt's YurtHub while the cloud is unreachable): the
+// "API server" answers, but with the objects as they were before the reboot, so the informers
+// sync and the EndpointSlice names the pod's old address. A pod of this node re-created with a new
+// address (the name index) takes its place in the Service's backends all the same; when the
+// EndpointSlice changes (here: the pod leaves the Service), the API server's state wins.
+func TestAgentRebootedBehindAStaleCache(t *testing.T) {
+	inPrivateNetns(t, agentRebootedBehindAStaleCache)
+}
+
+func agentRebootedBehindAStaleCache(t *testing.T) {
+	setupUnderlay(t)
+	root := bpffstest.Mount(t)
+	runDir, snapDir := t.TempDir(), t.TempDir()
+	self := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"},
+		Spec:       corev1.NodeSpec{PodCIDR: "10.244.1.0/24"},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.60.2"}}},
+	}
+	peerMAC, _ := net.ParseMAC("0a:00:00:00:00:0b")
+	peer := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "b", Annotations: k8s.VTEPAnnotations(k8s.VTEP{MAC: peerMAC, IP: netip.MustParseAddr("192.168.60.3")})},
+		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24"},
+	}
+	svc, slice := testService()
+	slice.Endpoints = append(slice.Endpoints, discoveryEndpoint(oldPod.String(), "self"))
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0"}, Spec: corev1.PodSpec{NodeName: "self"},
+		Status: corev1.PodStatus{PodIP: oldPod.String(), PodIPs: []corev1.PodIP{{IP: oldPod.String()}}}}
+	client := fake.NewClientset(self, peer, svc, slice, pod)
+	cfg := Config{
+		NodeName: "self", BPFFSRoot: root, RunDir: runDir, SnapshotDir: snapDir,
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
+		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
+		Resync: time.Second, ProcSys: netdev.DefaultProcSys, MetricsAddr: "127.0.0.1:9964",
+	}
+	stop := startAgent(t, cfg, client)
+	waitNodeConfig(t, runDir)
+	checkServices(t, root, map[string]string{
+		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080,10.244.1.5:8080",
+		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.5:8080",
+	})
+	waitSnapshot(t, snapDir, func(s *snapshot.State) bool { return len(s.PodBackends) == 1 }, 20*time.Second)
+	stop()
+
+	// The reboot: bpffs, the VXLAN device and the run directory are empty; the objects stay as
+	// they were.
+	if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := netlink.LinkByName(cfg.VXLANDevice); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(runDir); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MetricsAddr = "127.0.0.1:9965"
+	stop = startAgent(t, cfg, client)
+	defer stop()
+	waitNodeConfig(t, runDir)
+	eps, err := endpoints.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eps.Close()
+	if err := eps.Upsert(newPod, endpoints.Endpoint{Ifindex: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: newPod, Namespace: "default", Name: "web-0", ContainerID: "c2", Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	checkServices(t, root, map[string]string{
+		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080,10.244.1.9:8080",
+		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.9:8080",
+	})
+
+	// The API server's state wins: web-0 leaves the Service.
+	slice.Endpoints = slice.Endpoints[:1]
+	if err := client.Tracker().Update(discoveryGVR, slice, slice.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshot(t, snapDir, func(s *snapshot.State) bool { return len(s.Backends) == 2 }, 20*time.Second)
+	checkServices(t, root, map[string]string{
+		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080",
+		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080",
+	})
+}

@@ -90,11 +90,14 @@ type ServiceReconciler struct {
 	services  cache.Indexer // *k8s.Service (the agent's cache) or *corev1.Service (tests); read through k8s.ServiceObject
 	slices    cache.Indexer
 	slicesOf  sliceIndex // EndpointSlice keys by Service key
+	nodesOf   nodeIndex  // Service keys by the node names of their endpoints
 	nodes     corelisters.NodeLister
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
 	ready     chan struct{}
-	nodeDirty atomic.Bool // the cluster view must be rebuilt
+	nodeDirty atomic.Bool // the node view must be built whole again
+	moved     nodeMoves   // nodes the node view must place again
+	work      nodeWork    // what Node events cost, counted for the tests
 
 	mu         sync.Mutex
 	programmed map[service.FrontendKey]*programmed     // what lb_svc_map holds, by frontend
@@ -163,13 +166,10 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	// The start-up pass reads slices through slicesOf, which this handler keeps: it waits until
 	// the handler has seen the initial list, not only until the cache holds it.
 	r.synced = append(r.synced, sliceHandler.HasSynced)
-	// A node of the initial list is no change: the start-up pass, after every cache synced, reads
-	// the whole cluster anyway (without this, each unreachable node of the list would requeue
-	// every Service: nodes x Services queue adds at start).
 	if _, err := cfg.Nodes.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
-		AddFunc:    func(obj any, initial bool) { r.nodeChanged(obj, !initial && r.unreachable(obj)) },
+		AddFunc:    r.nodeAdded,
 		UpdateFunc: r.nodeUpdated,
-		DeleteFunc: func(obj any) { r.nodeChanged(obj, r.unreachable(obj)) },
+		DeleteFunc: r.nodeChanged,
 	}); err != nil {
 		return nil, fmt.Errorf("adding node event handler: %w", err)
 	}

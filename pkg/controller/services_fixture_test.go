@@ -147,11 +147,12 @@ func (f *svcFixture) seed(obj any) {
 	if err != nil {
 		panic(err)
 	}
+	old, _, _ := informer.GetIndexer().Get(trimmed)
 	if err := informer.GetIndexer().Add(trimmed); err != nil {
 		panic(err)
 	}
-	if svc, key := sliceKeys(trimmed); svc != "" {
-		f.r.slicesOf.put(svc, key) // what the slice event handler does, without queueing
+	if _, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		f.r.indexSlice(old, trimmed) // what the slice event handler does, without queueing
 	}
 }
 
@@ -160,9 +161,10 @@ func (f *svcFixture) remove(obj any) {
 	case *corev1.Service:
 		f.factory.Core().V1().Services().Informer().GetIndexer().Delete(o)
 	case *discoveryv1.EndpointSlice:
-		f.factory.Discovery().V1().EndpointSlices().Informer().GetIndexer().Delete(o)
-		if svc, key := sliceKeys(o); svc != "" {
-			f.r.slicesOf.remove(svc, key)
+		indexer := f.factory.Discovery().V1().EndpointSlices().Informer().GetIndexer()
+		if old, exists, _ := indexer.Get(o); exists {
+			indexer.Delete(o)
+			f.r.indexSlice(old, nil)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/tools/cache"
@@ -76,21 +75,32 @@ func (r *ServiceReconciler) endEarly() {
 	}
 }
 
-// sliceChanged keeps slicesOf and queues the Services of a slice that was added (old nil),
-// updated, or deleted (obj nil).
+// sliceChanged keeps the slice indexes and queues the Services of a slice that was added (old
+// nil), updated, or deleted (obj nil).
 func (r *ServiceReconciler) sliceChanged(old, obj any) {
+	for _, svc := range r.indexSlice(old, obj) {
+		r.add(svc)
+	}
+}
+
+// indexSlice keeps slicesOf and nodesOf for a slice that was added (old nil), updated, or
+// deleted (obj nil), and returns the keys of the Services it concerns.
+func (r *ServiceReconciler) indexSlice(old, obj any) []string {
 	oldSvc, oldKey := sliceKeys(old)
 	svc, key := sliceKeys(obj)
+	r.nodesOf.move(oldSvc, sliceNodes(old), svc, sliceNodes(obj))
+	var queue []string
 	if oldSvc != "" && (oldSvc != svc || oldKey != key) {
 		r.slicesOf.remove(oldSvc, oldKey)
-		r.add(oldSvc)
+		queue = append(queue, oldSvc)
 	}
 	if svc != "" {
 		if obj != nil {
 			r.slicesOf.put(svc, key)
 		}
-		r.add(svc)
+		queue = append(queue, svc)
 	}
+	return queue
 }
 
 // sliceKeys is the key of an EndpointSlice's Service ("" for none) and its own.
@@ -186,64 +196,73 @@ func (r *ServiceReconciler) localDomain(m *domain.Model) string {
 	return domain.Default
 }
 
-// unreachable reports whether obj is a node with pods this node cannot reach (its domain is
-// public to this node's, and it has a pod CIDR): a Service with endpoints there changes when it
-// comes, goes or moves.
-func (r *ServiceReconciler) unreachable(obj any) bool {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
+// nodeAdded is the Node add handler. A Node of the informers' initial list is no change: the
+// start-up pass, after every cache synced, builds the node view from the whole cache once
+// (without this, 5,000 Nodes' adds would each cost something of every Service or node).
+func (r *ServiceReconciler) nodeAdded(obj any, initial bool) {
+	if !initial {
+		r.nodeChanged(obj)
 	}
-	n, ok := obj.(*corev1.Node)
-	if !ok || n.Name == r.cfg.NodeName {
-		return false
-	}
-	if _, hasPods, err := k8s.NodePodCIDR(n); err != nil || !hasPods {
-		return false
-	}
-	m := r.model()
-	return !m.Reachable(r.localDomain(m), m.DomainOf(n))
 }
 
 // nodeUpdated is the Node update handler: only moves count (placementChanged).
 func (r *ServiceReconciler) nodeUpdated(oldObj, obj any) {
 	if r.placementChanged(oldObj, obj) {
-		r.nodeChanged(obj, r.unreachable(oldObj) || r.unreachable(obj))
+		r.nodeChanged(obj)
 	}
 }
 
-// nodeChanged requeues the Services a node's move can change: all of them when it is this node
-// (its pool decides NodePort isolation, topology and which domains it reaches, its zone
-// trafficDistribution) or a node it cannot reach, before or after the change (its endpoints are
-// left out or come back), else those with a topology annotation (the endpoints of a pool).
-func (r *ServiceReconciler) nodeChanged(obj any, unreachable bool) {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
+// nodeChanged places a node that came, went or moved in the node view and requeues the
+// Services it can change: all of them when it is this node (its pool decides NodePort
+// isolation, topology and which domains it reaches, its zone trafficDistribution), else those
+// with endpoints on it (nodesOf): whether this node reaches them, and their pool for a
+// topology. The node is marked for the view before the index is read: a Service whose slice
+// names the node after that is queued by its slice event, and its reconcile places the node.
+func (r *ServiceReconciler) nodeChanged(obj any) {
+	var name string
+	switch o := obj.(type) {
+	case cache.DeletedFinalStateUnknown:
+		name = o.Key // a Node's key is its name
+	case *corev1.Node:
+		name = o.Name
+	default:
+		return
 	}
-	r.nodeDirty.Store(true)
-	node, ok := obj.(*corev1.Node)
-	all := unreachable || (ok && node.Name == r.cfg.NodeName)
-	for _, s := range r.services.List() {
-		if all {
+	if name == r.cfg.NodeName {
+		r.nodeDirty.Store(true)
+		for _, s := range r.services.List() {
+			r.work.services.Add(1)
 			r.enqueueService(s)
-		} else if m, err := meta.Accessor(s); err == nil {
-			if _, topology := m.GetAnnotations()[service.TopologyAnnotation]; topology {
-				r.enqueueService(s)
-			}
 		}
+		return
+	}
+	r.moved.add(name)
+	for _, key := range r.nodesOf.servicesOn(name) {
+		r.work.services.Add(1)
+		r.add(key)
 	}
 }
 
-// clusterLocked is the view of the nodes, rebuilt after a node moved or the domain
-// configuration changed.
+// clusterLocked is the view of the nodes: built whole for the start-up pass and after this node
+// moved or the domain configuration changed (nodeDirty), else brought up to date by placing the
+// nodes that changed since (moved), each read from the cache once however many events it had.
 func (r *ServiceReconciler) clusterLocked() *service.Cluster {
-	if r.cluster == nil || r.nodeDirty.Swap(false) {
+	full := r.nodeDirty.Swap(false) || r.cluster == nil
+	moved := r.moved.take() // before reading the cache: a later change marks its node again
+	if !full && len(moved) == 0 {
+		return r.cluster
+	}
+	m := r.model()
+	local := r.localDomain(m)
+	changed := false
+	if full {
 		nodes, err := r.nodes.List(labels.Everything())
 		if err != nil {
 			utilruntime.HandleError(err)
 		}
-		m := r.model()
+		r.work.viewBuilds.Add(1)
+		r.work.viewNodes.Add(int64(len(nodes)))
 		c := service.NewCluster(r.cfg.NodeName, nodes, m.PoolLabel())
-		local := r.localDomain(m)
 		for _, n := range nodes {
 			if n.Name == r.cfg.NodeName || m.Reachable(local, m.DomainOf(n)) {
 				continue
@@ -252,11 +271,25 @@ func (r *ServiceReconciler) clusterLocked() *service.Cluster {
 				c.SetUnreachable(n.Name, cidr)
 			}
 		}
-		if (r.cluster == nil && len(c.Unreachable()) > 0) || (r.cluster != nil && !slices.Equal(r.cluster.Unreachable(), c.Unreachable())) {
-			klog.Background().Info("Service backends on nodes this node cannot reach are left out",
-				"domain", local, "unreachableNodes", len(c.Unreachable()))
-		}
+		changed = (r.cluster == nil && c.UnreachableCount() > 0) || (r.cluster != nil && !r.cluster.SameUnreachable(c))
 		r.cluster = c
+	} else {
+		for name := range moved {
+			r.work.viewNodes.Add(1)
+			n, err := r.nodes.Get(name)
+			if err != nil {
+				changed = r.cluster.Remove(name) || changed // deleted
+				continue
+			}
+			pool, _ := m.PoolOf(n)
+			cidr, hasPods, err := k8s.NodePodCIDR(n)
+			unreachable := err == nil && hasPods && !m.Reachable(local, m.DomainOfPool(pool))
+			changed = r.cluster.Place(name, pool, unreachable, cidr) || changed
+		}
+	}
+	if changed {
+		klog.Background().Info("Service backends on nodes this node cannot reach are left out",
+			"domain", local, "unreachableNodes", r.cluster.UnreachableCount())
 	}
 	return r.cluster
 }

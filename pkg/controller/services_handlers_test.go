@@ -30,7 +30,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 		"internal 10.96.0.11:80/tcp": "- | ",
 	})
 
-	// n3 joins pool-a: only the Service with a topology is requeued.
+	// n3 joins pool-a: only the Service with endpoints on n3 is requeued.
 	n3 := svcNodes()[2]
 	n3.Labels[domain.DefaultPoolLabel] = "pool-a"
 	old := svcNodes()[2]
@@ -49,7 +49,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels[domain.DefaultPoolLabel] = "pool-b"
 	f.seed(self)
-	f.r.nodeChanged(self, false)
+	f.r.nodeChanged(self)
 	if keys := f.drain(t); !slices.Equal(keys, []string{"ns/plain", serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -133,7 +133,7 @@ func TestServicesPoolLabelChange(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels["example.com/site"] = "site-1"
 	f.seed(self) // labelled, but under a key the model does not read yet
-	f.r.nodeChanged(self, false)
+	f.r.nodeChanged(self)
 	f.drain(t)
 	if got := f.state(t)[svcNP]; got != "nodeport,closed | " {
 		t.Fatalf("node port = %q", got)

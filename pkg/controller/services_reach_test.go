@@ -74,14 +74,14 @@ func TestServicesLeaveOutUnreachableDomains(t *testing.T) {
 		}
 	}
 
-	// n3 moves into this node's pool: every Service is requeued (not only those with a
+	// n3 moves into this node's pool: the Service with endpoints on n3 is requeued (without a
 	// topology), n3's endpoints come back.
 	old := reachNodes()[2]
 	n3 := old.DeepCopy()
 	n3.Labels[domain.DefaultPoolLabel] = "pool-a"
 	f.seed(n3)
 	f.r.nodeUpdated(old, n3)
-	if keys := f.drain(t); !slices.Equal(keys, []string{"ns/plain", serviceKey}) {
+	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
 	all = all + ",10.244.2.6:8080"
@@ -101,14 +101,20 @@ func TestServicesLeaveOutUnreachableDomains(t *testing.T) {
 		t.Errorf("only unreachable endpoints: %+v", e)
 	}
 
-	// Updates that do not move a node unreachable, or a node without a pod CIDR, requeue only
-	// what a topology needs.
+	// Updates that do not move a node requeue nothing; a node that comes or goes, only the
+	// Services with endpoints on it.
 	heartbeat := old.DeepCopy()
 	heartbeat.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady}}
 	f.r.nodeUpdated(old, heartbeat)
-	noCIDR := svcNodes()[2]
-	f.r.nodeChanged(noCIDR, f.r.unreachable(noCIDR))
 	if keys := f.drain(t); len(keys) != 0 {
+		t.Errorf("requeued %v", keys)
+	}
+	f.r.nodeChanged(svcNodes()[1]) // n2: no endpoint of ns/web any more
+	if keys := f.drain(t); len(keys) != 0 {
+		t.Errorf("requeued %v", keys)
+	}
+	f.r.nodeChanged(svcNodes()[2])
+	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
 	// A pod CIDR change is a move.

@@ -8,7 +8,8 @@
 // group of Kubernetes in their scheme at start-up and link the code of each, which costs the agent
 // megabytes of memory for types it never sees. Here REST clients of core/v1, discovery/v1 and
 // coordination/v1 serve the narrow API interface, and the informers are client-go's, built on
-// ListerWatchers of that interface.
+// ListerWatchers of that interface. They list, then watch: no streamed initial lists, which
+// YurtHub's cache does not answer (listsOnly).
 package k8s
 
 import (
@@ -336,9 +337,7 @@ func (c *Client) ListerWatcher(resource Resource, namespace string, fieldSelecto
 		return client.Get().NamespaceIfScoped(namespace, namespace != "").Resource(string(resource)).
 			VersionedParams(opts, metav1.ParameterCodec).Timeout(timeout)
 	}
-	// A plain ListWatch: the reflector streams its initial list (watch-list) when client-go's
-	// WatchListClient feature is on, as it does with the clientset.
-	return &cache.ListWatch{
+	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			if err := c.reachability.Wait(ctx); err != nil {
 				return nil, err
@@ -352,5 +351,18 @@ func (c *Client) ListerWatcher(resource Resource, namespace string, fieldSelecto
 			opts.Watch = true
 			return request(&opts).Watch(ctx)
 		},
-	}
+	}, listsOnly{})
 }
+
+// listsOnly makes the reflectors list and then watch, never stream their initial list (client-go's
+// WatchListClient, on by default since 0.35: a watch with sendInitialEvents that counts as synced
+// at the server's initial-events-end bookmark). A proxy's cache answers lists but not those
+// streams: YurtHub (openyurt v1.7.0, openyurt#2751), the API server of an OpenYurt edge node,
+// answers a watch from its cache with a stream that never sends an event, so an agent started
+// while the cloud is unreachable would never sync its informers. The reflectors' first lists ask
+// for resourceVersion 0, which the API server answers from its watch cache.
+type listsOnly struct{}
+
+// IsWatchListSemanticsUnSupported is what client-go's reflector asks
+// (watchlist.DoesClientNotSupportWatchListSemantics).
+func (listsOnly) IsWatchListSemanticsUnSupported() bool { return true }

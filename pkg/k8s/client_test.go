@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
 )
 
 // apiServer answers the requests of one test from a table of method and path (with query) to
@@ -79,6 +82,12 @@ func newTestClient(t *testing.T, responses map[string]runtime.Object) (*Client, 
 	s := &apiServer{t: t, responses: responses}
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
+	return clientFor(t, srv.URL), s
+}
+
+// clientFor is NewClient with a kubeconfig naming the server at url, without credentials.
+func clientFor(t *testing.T, url string) *Client {
+	t.Helper()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	config := fmt.Sprintf(`apiVersion: v1
 kind: Config
@@ -86,7 +95,7 @@ clusters: [{name: c, cluster: {server: %q}}]
 users: [{name: u, user: {}}]
 contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
-`, srv.URL)
+`, url)
 	if err := os.WriteFile(kubeconfig, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +103,7 @@ current-context: c
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, s
+	return c
 }
 
 // TestClientRequests checks the paths, verbs and encodings of the client's requests, and that
@@ -191,5 +200,59 @@ func TestClientRequests(t *testing.T) {
 		if contentType != want {
 			t.Errorf("%s: Content-Type %q, want %q", r, contentType, want)
 		}
+	}
+}
+
+// cacheServer answers like YurtHub's local cache while the cloud is unreachable: lists from what
+// it holds, and watches with an open stream that never sends an event (no initial events, no
+// bookmark: openyurt v1.7.0 pkg/yurthub/proxy/local localWatch), whatever sendInitialEvents says.
+type cacheServer struct {
+	t     *testing.T
+	nodes *corev1.NodeList
+}
+
+func (s *cacheServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/api/v1/nodes" {
+		http.Error(w, "not cached", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
+	if r.URL.Query().Get("watch") == "true" {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return
+	}
+	codecs := serializer.NewCodecFactory(Scheme)
+	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	if err := codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(s.nodes, w); err != nil {
+		s.t.Error(err)
+	}
+}
+
+// TestInformersSyncFromAListOnlyServer checks that the agent's informers fill from a server that
+// answers lists but not watch-list streams (sendInitialEvents), as YurtHub's cache does for an
+// agent started while the cloud is unreachable: client-go's reflector would otherwise wait for
+// the initial events' bookmark for the whole watch timeout (5-10 minutes), again and again.
+func TestInformersSyncFromAListOnlyServer(t *testing.T) {
+	nodes := &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "5"}, Items: []corev1.Node{
+		{ObjectMeta: metav1.ObjectMeta{Name: "a", UID: "uid-a", ResourceVersion: "4"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "b", UID: "uid-b", ResourceVersion: "5"}},
+	}}
+	srv := httptest.NewServer(&cacheServer{t: t, nodes: nodes})
+	t.Cleanup(srv.Close)
+	c := clientFor(t, srv.URL)
+	informers := NewInformers(c, "a")
+	nodeInformer := informers.Nodes()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer func() { cancel(); informers.Shutdown() }()
+	informers.Start(ctx)
+	syncCtx, syncDone := context.WithTimeout(ctx, 10*time.Second)
+	defer syncDone()
+	if !cache.WaitForCacheSync(syncCtx.Done(), nodeInformer.HasSynced) {
+		t.Fatal("the Node informer did not sync within 10 s from a server that answers lists but not watch-list streams")
+	}
+	if got := len(nodeInformer.GetStore().List()); got != 2 {
+		t.Errorf("%d Nodes in the informer, want 2", got)
 	}
 }

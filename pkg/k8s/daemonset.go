@@ -58,8 +58,8 @@ func watchOwnDaemonSet(ctx context.Context, client metadata.Interface, namespace
 			return resource.Watch(ctx, opts)
 		},
 	}
-	// The client says whether it streams initial lists (the API server does; a test's fake not).
-	informer := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client),
+	// Lists, not streamed initial lists, as the other informers (listsOnly).
+	informer := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, listsOnly{}),
 		&metav1.PartialObjectMetadata{}, cache.SharedIndexInformerOptions{})
 	// It fails only once the informer runs.
 	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{

@@ -32,6 +32,9 @@ type metric struct {
 	also []metric
 	// tcpStream marks bulk TCP, whose results record the congestion control used.
 	tcpStream bool
+	// noRatios marks a figure recorded beside the others but not compared between paths (the
+	// machine's floor around a sample).
+	noRatios bool
 }
 
 // group is a set of paths compared with each other; the first is the baseline of the ratios.
@@ -75,7 +78,8 @@ func newLab(b *testing.B) *lab.Lab {
 // with `make bench` (root). BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 4) tune it,
 // BENCH_GROUPS (comma list of group names) keeps only some groups, BENCH_METRICS (comma list of
 // metric names) only some metrics, BENCH_TCP_CC the streams' congestion control (default cubic),
-// BENCH_UDP_RATE the fixed rate of udp_64b_cpu_fixed (default 30,000 packets/s),
+// BENCH_UDP_RATE the fixed rate of udp_64b_cpu_fixed (default 30,000 packets/s) and
+// BENCH_UDP_SECONDS its samples' length (default 8, as long again measuring the idle floor),
 // BENCH_RESULTS names the results file and BENCH_MACHINE the machine; BENCH_HOLD=FILE keeps the
 // lab up afterwards for profiling (see hold).
 func BenchmarkDatapath(b *testing.B) {
@@ -131,13 +135,25 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 	defer hg.Teardown()
 	h1, h2 := hg.Nodes[0], hg.Nodes[1]
+	// The veth floor (vethfloor.go): pods on plain veth pairs, kernel routing only, no bridge, no
+	// BPF, no encapsulation, no netfilter rule; the cheapest a veth-based pod path can be on this
+	// kernel. Against it, the underlay's lead is the veth hop's cost and a pod path's ratio its own.
+	vf, err := SetupVethFloor(l.ID, l.Switch.Name(), "br0", 21,
+		[]string{"172.30.0.65", "172.30.0.66"}, lab.UnderlayNet.Bits(), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vf.Teardown()
+	v1, v2 := vf.Nodes[0], vf.Nodes[1]
 
 	ep := func(p *lab.Pod) Endpoint { return Endpoint{NetNS: p.Netns.Name(), IP: p.IP.String()} }
 	flp := func(n *FlannelNode, i int) Endpoint { return Endpoint{NetNS: n.Pods[i], IP: n.PodIP(i)} }
+	vethFloor := Path{Name: "veth-floor", Client: Endpoint{NetNS: v1.Pods[0], IP: v1.PodIP(0)}, Server: Endpoint{NetNS: v2.Pods[0], IP: v2.PodIP(0)}}
 	cross := []Path{
 		{Name: "flannel", Client: flp(f1, 0), Server: flp(f2, 0)},
 		{Name: "edgeplane", Client: ep(a1), Server: ep(bp1)},
 		{Name: "edgeplane-device", Client: ep(d1), Server: ep(d2)},
+		vethFloor,
 		{Name: "underlay", Client: Endpoint{NetNS: n1.Netns.Name()}, Server: Endpoint{NetNS: n2.Netns.Name(), IP: n2.IP.String()}},
 	}
 	// Route mode against edgeplane's own VXLAN (the group's first path), Flannel host-gw and the
@@ -148,6 +164,7 @@ func BenchmarkDatapath(b *testing.B) {
 		{Name: "edgeplane", Client: ep(a1), Server: ep(bp1)},
 		{Name: "edgeplane-route", Client: ep(rs.pods[0]), Server: ep(rs.pods[1])},
 		{Name: "flannel-hostgw", Client: flp(h1, 0), Server: flp(h2, 0)},
+		vethFloor,
 		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r2.Netns.Name(), IP: r2.IP.String()}},
 	}
 	routeGateway := []Path{
@@ -235,16 +252,26 @@ func BenchmarkDatapath(b *testing.B) {
 	// receiver is woken alike, so the difference is the datapath's cost.
 	// 30,000: about half the slowest path's flood (Flannel's VXLAN, ~60,000 on a 2-vCPU VM), so
 	// that its sending CPU keeps headroom for the machine's hiccups (docs/benchmarks.md).
+	// BENCH_UDP_SECONDS (default 8) is the sample's length, and as long again is spent around it
+	// without traffic (half before, half after) to measure the machine's floor, subtracted from
+	// the sample (Sample.CPUPerPacket).
 	udpRate := envInt("BENCH_UDP_RATE", 30000)
+	udpSecs := envInt("BENCH_UDP_SECONDS", 8)
 	perPacket := func(name, unit string, cpus ...int) metric {
 		return metric{name: name, unit: fmt.Sprintf("busy CPU-us per packet at %d pkt/s (%s)", udpRate, unit), better: "lower",
 			value: func(s Sample) float64 { return s.CPUPerPacket(cpus...) }}
 	}
-	fixedRate := perPacket("udp_64b_cpu_fixed", "whole machine")
-	fixedRate.measure = func(p Path, port int) (Sample, error) { return FixedRateUDP(udprate, p, secs, udpRate, "0", "1", port) }
+	fixedRate := perPacket("udp_64b_cpu_fixed", "whole machine, less the floor")
+	fixedRate.measure = func(p Path, port int) (Sample, error) {
+		return FixedRateUDP(udprate, p, udpSecs, udpSecs, udpRate, "0", "1", port)
+	}
 	fixedRate.also = []metric{
-		perPacket("udp_64b_cpu_fixed_sender", "the sender's CPU 0", 0),
-		perPacket("udp_64b_cpu_fixed_receiver", "the receiver's CPU 1", 1),
+		perPacket("udp_64b_cpu_fixed_sender", "the sender's CPU 0, less its floor", 0),
+		perPacket("udp_64b_cpu_fixed_receiver", "the receiver's CPU 1, less its floor", 1),
+		{name: "udp_64b_cpu_fixed_sender_thread", unit: fmt.Sprintf("CPU-us per packet at %d pkt/s (the sending thread's own, getrusage)", udpRate),
+			better: "lower", value: func(s Sample) float64 { return s.SenderThreadPerPacket() }},
+		{name: "udp_64b_cpu_fixed_floor", unit: "busy CPUs without traffic around the sample (whole machine)", better: "lower",
+			value: func(s Sample) float64 { return s.FloorCPUs() }, noRatios: true},
 	}
 	// Connect, 1 byte each way, close, sequentially, client and server on one CPU (as RR).
 	connect := func(fixedPort int) metric {
@@ -296,6 +323,11 @@ func BenchmarkDatapath(b *testing.B) {
 		if err != nil {
 			b.Fatalf("route-mode groups: %v", err)
 		}
+	}
+
+	// The veth floor must be the path it claims (links, no BPF, no netfilter, counters on the way).
+	if err := vf.CheckPath(v1, v2); err != nil {
+		b.Fatal(err)
 	}
 
 	// Every path must work before it is measured (the Services once both proxies programmed them).
@@ -467,11 +499,12 @@ func buildTool(b *testing.B, l *lab.Lab, name string) string {
 }
 
 // pairedRatios divides round k of a by round k of b: both were measured back to back, so drift
-// of the shared VM cancels out.
+// of the shared VM cancels out. A round where either value is negative (a figure less its floor,
+// on a machine with no idle CPU to measure) or the baseline's is zero has no ratio.
 func pairedRatios(m metric, a, b []Sample) (median, lo, hi float64) {
 	var ratios []float64
 	for k := range a {
-		if k < len(b) && m.value(b[k]) > 0 {
+		if k < len(b) && m.value(b[k]) > 0 && m.value(a[k]) >= 0 {
 			ratios = append(ratios, m.value(a[k])/m.value(b[k]))
 		}
 	}
@@ -483,10 +516,13 @@ func pairedRatios(m metric, a, b []Sample) (median, lo, hi float64) {
 }
 
 func summarize(g group, m metric, samples [][]Sample) []Result {
-	underlay := -1
+	underlay, floor := -1, -1
 	for i, p := range g.paths {
-		if p.Name == "underlay" {
+		switch p.Name {
+		case "underlay":
 			underlay = i
+		case "veth-floor":
+			floor = i
 		}
 	}
 	var out []Result
@@ -500,9 +536,16 @@ func summarize(g group, m metric, samples [][]Sample) []Result {
 			}
 		}
 		r.Median = Median(r.Samples)
+		if m.noRatios {
+			out = append(out, r)
+			continue
+		}
 		r.Ratio, r.RatioMin, r.RatioMax = pairedRatios(m, samples[i], samples[0])
 		if underlay >= 0 {
 			r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax = pairedRatios(m, samples[i], samples[underlay])
+		}
+		if floor >= 0 && i != floor && i != underlay {
+			r.VethFloorRatio, r.VethFloorRatioMin, r.VethFloorRatioMax = pairedRatios(m, samples[i], samples[floor])
 		}
 		out = append(out, r)
 	}
@@ -511,8 +554,8 @@ func summarize(g group, m metric, samples [][]Sample) []Result {
 
 func report(b *testing.B, results []Result, when time.Time) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-12s %-12s %-17s %14s %8s %15s %10s %15s %9s %9s\n", "group", "metric", "path", "median",
-		"vs base", "min-max", "vs underlay", "min-max", "p50 us", "p99 us")
+	fmt.Fprintf(&sb, "\n%-12s %-12s %-17s %14s %8s %15s %10s %15s %10s %15s %9s %9s\n", "group", "metric", "path", "median",
+		"vs base", "min-max", "vs underlay", "min-max", "vs floor", "min-max", "p50 us", "p99 us")
 	for _, r := range results {
 		p50, p99 := "", ""
 		if len(r.P50us) > 0 {
@@ -522,12 +565,16 @@ func report(b *testing.B, results []Result, when time.Time) {
 		if r.UnderlayRatio > 0 {
 			vsU, vsURange = fmt.Sprintf("%.2fx", r.UnderlayRatio), fmt.Sprintf("%.2f-%.2f", r.UnderlayRatioMin, r.UnderlayRatioMax)
 		}
+		vsF, vsFRange := "", ""
+		if r.VethFloorRatio > 0 {
+			vsF, vsFRange = fmt.Sprintf("%.2fx", r.VethFloorRatio), fmt.Sprintf("%.2f-%.2f", r.VethFloorRatioMin, r.VethFloorRatioMax)
+		}
 		median := fmt.Sprintf("%.0f", r.Median)
 		if r.Median < 100 {
 			median = fmt.Sprintf("%.3g", r.Median)
 		}
-		fmt.Fprintf(&sb, "%-12s %-12s %-17s %14s %7.2fx %7.2f-%-7.2f %10s %15s %9s %9s\n", r.Group, r.Metric, r.Path, median,
-			r.Ratio, r.RatioMin, r.RatioMax, vsU, vsURange, p50, p99)
+		fmt.Fprintf(&sb, "%-12s %-12s %-17s %14s %7.2fx %7.2f-%-7.2f %10s %15s %10s %15s %9s %9s\n", r.Group, r.Metric, r.Path, median,
+			r.Ratio, r.RatioMin, r.RatioMax, vsU, vsURange, vsF, vsFRange, p50, p99)
 		b.ReportMetric(round3(r.Ratio), fmt.Sprintf("%s/%s/%s-ratio", r.Group, r.Metric, r.Path))
 	}
 	fmt.Print(sb.String())

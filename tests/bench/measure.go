@@ -50,13 +50,19 @@ type Sample struct {
 	P99us float64 `json:"p99_us,omitempty"`
 	PPS   float64 `json:"pps,omitempty"` // packets per second received
 	// Datagrams sent and received at a fixed rate (FixedRateUDP).
-	Sent      uint64  `json:"sent,omitempty"`
-	Received  uint64  `json:"received,omitempty"`
-	Mbps      float64 `json:"mbps,omitempty"` // bulk throughput received
-	DurationS float64 `json:"duration_s,omitempty"`
+	Sent     uint64 `json:"sent,omitempty"`
+	Received uint64 `json:"received,omitempty"`
+	// The sending thread's own CPU time over a fixed-rate sample (getrusage, exact): the
+	// datagrams' system calls and the softirq work the kernel ran in its context.
+	SenderThreadS float64 `json:"sender_thread_s,omitempty"`
+	Mbps          float64 `json:"mbps,omitempty"` // bulk throughput received
+	DurationS     float64 `json:"duration_s,omitempty"`
 	// CPU spent on the whole machine while the client ran (cpuUse): busy CPU-seconds, in total
 	// and per CPU.
 	CPU cpuUse `json:"cpu,omitempty"`
+	// The machine's CPU without benchmark traffic around the sample (FixedRateUDP): the floor
+	// that CPUPerPacket subtracts.
+	Floor cpuUse `json:"floor,omitempty"`
 	// What the event listeners on the nodes received during the sample (BenchmarkEventStream).
 	Events     uint64 `json:"events,omitempty"`
 	EventsLost uint64 `json:"events_lost,omitempty"`
@@ -262,14 +268,39 @@ func (s Sample) busy(cpus []int) float64 {
 }
 
 // CPUPerPacket is the CPU a fixed-rate sample cost per datagram received, in microseconds: busy
-// CPU-seconds of the CPUs cpus (all of them when none is given) over the sample, divided by the
-// datagrams received. 0 when nothing was measured.
+// CPU-seconds of the CPUs cpus (all of them when none is given) over the sample, less what the
+// same CPUs spent without traffic at the rate measured around it (Floor) over the sample's
+// window, divided by the datagrams received. 0 when nothing was measured.
 func (s Sample) CPUPerPacket(cpus ...int) float64 {
 	if s.Received == 0 || len(s.CPU.PerCPU) == 0 {
 		return 0
 	}
-	return s.busy(cpus) * 1e6 / float64(s.Received)
+	return (s.busy(cpus) - s.floorRate(cpus)*s.CPU.WindowS) * 1e6 / float64(s.Received)
 }
+
+// floorRate is the busy CPUs among cpus (all of them when none is given) without traffic
+// (Sample.Floor), 0 when it was not measured.
+func (s Sample) floorRate(cpus []int) float64 {
+	if s.Floor.WindowS <= 0 {
+		return 0
+	}
+	return Sample{CPU: s.Floor}.busy(cpus) / s.Floor.WindowS
+}
+
+// SenderThreadPerPacket is the sending thread's own CPU time per datagram received, in
+// microseconds (0 when nothing was measured): exact and blind to the machine's other work, but
+// only what ran in the sender's context, not the receiver's wakeups and reads nor softirq work
+// the kernel deferred to ksoftirqd.
+func (s Sample) SenderThreadPerPacket() float64 {
+	if s.Received == 0 {
+		return 0
+	}
+	return s.SenderThreadS * 1e6 / float64(s.Received)
+}
+
+// FloorCPUs is the machine's busy CPUs without traffic around a fixed-rate sample (whole
+// machine), 0 when it was not measured.
+func (s Sample) FloorCPUs() float64 { return s.floorRate(nil) }
 
 // iperf runs an iperf3 server and client and returns the client's JSON report and the CPU the
 // machine spent while the client ran.
@@ -362,7 +393,10 @@ func ConnectRate(bin string, p Path, seconds int, cpu string, port int) (Sample,
 	return s, nil
 }
 
-var udprateOut = regexp.MustCompile(`sent=(\d+) received=(\d+) seconds=([0-9.]+) ticks=(\d+) late_ticks=(\d+)`)
+var (
+	udprateOut = regexp.MustCompile(`sent=(\d+) received=(\d+) seconds=([0-9.]+) ticks=(\d+) late_ticks=(\d+) sender_cpu_s=([0-9.]+)`)
+	udprateCPU = regexp.MustCompile(`cpu_busy_s=(\S+) cpu_window_s=([0-9.]+) idle_busy_s=(\S+) idle_window_s=([0-9.]+)`)
+)
 
 // maxFixedRateLoss is the share of datagrams a fixed-rate sample may lose: more, and the rate is
 // not one the path sustains, so the CPU per packet would not be comparable.
@@ -370,23 +404,23 @@ const maxFixedRateLoss = 0.001
 
 // FixedRateUDP runs the udprate tool (tests/bench/udprate, built to bin): 64-byte UDP datagrams at
 // rate per second for seconds, paced in a batch per 1 ms tick by a sender that sleeps between
-// ticks (on clientCPU), counted by a receiver (on serverCPU), with the machine's CPU time read
-// around the sender (measureCPU). A sample that lost more than 0.1% of its datagrams, or whose
-// sender could not hold the rate, is an error: the rate is too high for that path.
-func FixedRateUDP(bin string, p Path, seconds, rate int, clientCPU, serverCPU string, port int) (Sample, error) {
+// ticks (on clientCPU), counted by a receiver (on serverCPU). The sender reads the machine's CPU
+// time itself, from its first tick to the receiver's count (Sample.CPU), and, for idle seconds
+// around that (half before, half after, the receiver waiting), without traffic (Sample.Floor):
+// busy time there is the time the CPUs were not idle, exact on a tickless kernel where the sum
+// of /proc/stat's user, system and softirq would be sampled in phase with the sender's ticks
+// (tests/bench/udprate). A sample that lost more than 0.1% of its datagrams, or whose sender
+// could not hold the rate, is an error: the rate is too high for that path.
+func FixedRateUDP(bin string, p Path, seconds, idle, rate int, clientCPU, serverCPU string, port int) (Sample, error) {
 	stop, err := server(p.Server.NetNS, serverCPU, "tcp", port, bin, "receiver", "-l", fmt.Sprintf("%s:%d", p.Server.IP, port))
 	if err != nil {
 		return Sample{}, err
 	}
 	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+20)*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+idle+20)*time.Second)
 	defer cancel()
-	var out []byte
-	cpu, err := measureCPU(func() (err error) {
-		out, err = nsCmd(ctx, p.Client.NetNS, clientCPU, bin, "sender", "-c", fmt.Sprintf("%s:%d", p.dialIP(), port),
-			"-r", strconv.Itoa(rate), "-t", strconv.Itoa(seconds), "-s", "64").CombinedOutput()
-		return err
-	})
+	out, err := nsCmd(ctx, p.Client.NetNS, clientCPU, bin, "sender", "-c", fmt.Sprintf("%s:%d", p.dialIP(), port),
+		"-r", strconv.Itoa(rate), "-t", strconv.Itoa(seconds), "-s", "64", "-idle", strconv.Itoa(idle)).CombinedOutput()
 	if err != nil {
 		return Sample{}, fmt.Errorf("udprate on %s: %w: %s", p.Name, err, tail(out))
 	}
@@ -394,7 +428,6 @@ func FixedRateUDP(bin string, p Path, seconds, rate int, clientCPU, serverCPU st
 	if err != nil {
 		return Sample{}, fmt.Errorf("udprate on %s: %w", p.Name, err)
 	}
-	s.CPU = cpu
 	return s, checkFixedRate(s, rate, p.Name)
 }
 
@@ -408,10 +441,42 @@ func parseUDPRate(out string) (Sample, error) {
 	s.Sent, _ = strconv.ParseUint(m[1], 10, 64)
 	s.Received, _ = strconv.ParseUint(m[2], 10, 64)
 	s.DurationS, _ = strconv.ParseFloat(m[3], 64)
+	s.SenderThreadS, _ = strconv.ParseFloat(m[6], 64)
 	if s.DurationS > 0 {
 		s.PPS = float64(s.Received) / s.DurationS
 	}
+	c := udprateCPU.FindStringSubmatch(out)
+	if c == nil {
+		return Sample{}, fmt.Errorf("no CPU figures in %q", tail([]byte(out)))
+	}
+	var err error
+	if s.CPU, err = parseBusy(c[1], c[2]); err != nil {
+		return Sample{}, err
+	}
+	if c[3] != "-" {
+		if s.Floor, err = parseBusy(c[3], c[4]); err != nil {
+			return Sample{}, err
+		}
+	}
 	return s, nil
+}
+
+// parseBusy reads udprate's per-CPU busy seconds ("B0,B1,...") over a window of window seconds.
+func parseBusy(perCPU, window string) (cpuUse, error) {
+	var u cpuUse
+	var err error
+	if u.WindowS, err = strconv.ParseFloat(window, 64); err != nil {
+		return cpuUse{}, fmt.Errorf("CPU window %q: %w", window, err)
+	}
+	for _, f := range strings.Split(perCPU, ",") {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return cpuUse{}, fmt.Errorf("busy CPU seconds %q: %w", perCPU, err)
+		}
+		u.PerCPU = append(u.PerCPU, v)
+		u.Busy += v
+	}
+	return u, nil
 }
 
 // checkFixedRate refuses a sample that is not at the fixed rate: more than maxFixedRateLoss lost,

@@ -23,6 +23,9 @@ type pki struct {
 	CACert, ServingCert, ServingKey, AdminCert, AdminKey, SAKey, SAPub string // file paths
 	caPEM, adminCertPEM, adminKeyPEM                                   []byte
 	issue                                                              func(cn string, orgs []string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) (certPEM, keyPEM []byte, err error)
+	// signCSR signs a certificate signing request's key and names with the lab CA, as
+	// kube-controller-manager's signers do with the cluster CA (yurthub.go).
+	signCSR func(csr *x509.CertificateRequest, usage x509.ExtKeyUsage) (certPEM []byte, err error)
 }
 
 // clientCert issues a client certificate for user cn in groups orgs, as kubeadm does for the
@@ -87,6 +90,27 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 			pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 	}
+	signCSR := func(csr *x509.CertificateRequest, usage x509.ExtKeyUsage) ([]byte, error) {
+		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+		if err != nil {
+			return nil, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: serial.Add(serial, big.NewInt(2)),
+			Subject:      pkix.Name{CommonName: csr.Subject.CommonName, Organization: csr.Subject.Organization},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+			IPAddresses:  csr.IPAddresses,
+			DNSNames:     csr.DNSNames,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, csr.PublicKey, caKey)
+		if err != nil {
+			return nil, fmt.Errorf("signing the request of %s: %w", csr.Subject.CommonName, err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	}
 	servingCert, servingKey, err := leaf("kube-apiserver", nil, x509.ExtKeyUsageServerAuth,
 		append([]net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP("10.96.0.1")}, apiserverIPs...),
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
@@ -117,6 +141,7 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 		adminCertPEM: adminCert,
 		adminKeyPEM:  adminKey,
 		issue:        leaf,
+		signCSR:      signCSR,
 	}
 	files := map[string][]byte{
 		p.CACert:      p.caPEM,

@@ -78,7 +78,13 @@ const (
 	lateBase = 9200 // ports of the Services created during cuts
 )
 
-func build(t *testing.T) *site {
+func build(t *testing.T) *site { return buildSite(t, nil) }
+
+// addSiteNode adds site-a's node name (number index) with its agent running.
+type addSiteNode func(ctx context.Context, l *lab.Lab, name string, index int) (*lab.Node, error)
+
+// buildSite is build with addNode adding s1 and s2 (nil: lab.AddNode in site-a).
+func buildSite(t *testing.T, addNode addSiteNode) *site {
 	t.Helper()
 	l := lab.NewForTest(t, lab.ConfigForTest(t), &labs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -87,11 +93,16 @@ func build(t *testing.T) *site {
 		t.Fatal(err)
 	}
 	s := &site{lab: l, ctl: filepath.Join(l.Config().EdgeplaneBin, "edgeplanectl")}
+	if addNode == nil {
+		addNode = func(ctx context.Context, l *lab.Lab, name string, index int) (*lab.Node, error) {
+			return l.AddNode(ctx, name, index, lab.NodeOptions{Domain: lab.DomainSiteA})
+		}
+	}
 	var err error
-	if s.s1, err = l.AddNode(ctx, "s1", 1, lab.NodeOptions{Domain: lab.DomainSiteA}); err != nil {
+	if s.s1, err = addNode(ctx, l, "s1", 1); err != nil {
 		t.Fatal(err)
 	}
-	if s.s2, err = l.AddNode(ctx, "s2", 2, lab.NodeOptions{Domain: lab.DomainSiteA}); err != nil {
+	if s.s2, err = addNode(ctx, l, "s2", 2); err != nil {
 		t.Fatal(err)
 	}
 	if s.p1, err = l.AddPod(ctx, s.s1, "p1", lab.PodOptions{}); err != nil {

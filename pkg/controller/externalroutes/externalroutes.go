@@ -113,7 +113,8 @@ func nodeAddresses(n *corev1.Node) []netip.Addr {
 }
 
 // syncLocked applies want when it changed (or always, with force). Called with r.mu held. Errors are
-// logged, not returned: the frontend itself is written, and the next resync tries again.
+// logged, not returned: the frontend itself is written, and the next change of the routed
+// frontends or the next resync tries again.
 func (r *Routes) syncLocked(force bool) {
 	want := r.want()
 	if !force && equalSets(want, r.applied) {
@@ -146,11 +147,18 @@ func equalSets(a, b map[netip.Addr]bool) bool {
 }
 
 // FrontendWritten routes k's address when k is an INTERNAL external-ip frontend, or stops
-// routing it for k when it no longer is one.
+// routing it for k when it no longer is one. A write that changes neither (every ClusterIP
+// frontend, an external-ip one rewritten) costs nothing: the start-up pass writes every
+// Service's frontends, and a sync lists every node for the addresses never routed.
 func (r *Routes) FrontendWritten(k service.FrontendKey, e controller.ServiceEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if routedVIP(k, e) {
+	_, had := r.vips[k]
+	routed := routedVIP(k, e)
+	if routed == had {
+		return
+	}
+	if routed {
 		r.vips[k] = k.VIP
 	} else {
 		delete(r.vips, k)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/edgeplane/edgeplane/tests/bench/results"
 )
 
 // svgTexts parses an SVG document and returns its root element's name and the text of its
@@ -246,5 +248,41 @@ func TestMetricLabel(t *testing.T) {
 		if got := metricLabel(c.metric, c.unit); got != c.want {
 			t.Errorf("metricLabel(%q, %q) = %q, want %q", c.metric, c.unit, got, c.want)
 		}
+	}
+}
+
+// A group with the veth floor gets a "vs veth-floor" column for every path but the floor and the
+// underlay (the baseline too), and the heading says what the floor is; the route-mode chart
+// draws route mode's ratio against it.
+func TestVethFloorColumns(t *testing.T) {
+	r := func(path string, med, ratio, under, floor float64) results.Result {
+		return results.Result{Group: "route-mode", Metric: "udp_rr", Unit: "transactions/s", Path: path, Baseline: "edgeplane",
+			Samples: []float64{med}, Median: med, Ratio: ratio, RatioMin: ratio, RatioMax: ratio,
+			UnderlayRatio: under, UnderlayRatioMin: under, UnderlayRatioMax: under,
+			VethFloorRatio: floor, VethFloorRatioMin: floor - 0.01, VethFloorRatioMax: floor + 0.01, Machine: "m"}
+	}
+	f := results.File{Machines: []results.Machine{{ID: "m", Cores: 2}}, Results: []results.Result{
+		r("edgeplane", 36000, 0, 0.9, 0.95),
+		r("edgeplane-route", 38000, 1.05, 0.95, 1.0),
+		r("veth-floor", 38000, 1.05, 0.95, 0),
+		r("underlay", 40000, 1.1, 0, 0),
+	}}
+	md := Markdown(f, "bench", nil)
+	for _, s := range []string{
+		"(veth-floor: pods on plain veth pairs, kernel routing only), medians of 1 rounds",
+		"| metric | edgeplane | vs veth-floor | edgeplane-route | vs edgeplane | vs underlay | vs veth-floor | veth-floor | vs edgeplane | vs underlay | underlay | vs edgeplane |",
+		"| UDP RR (trans/s) | 36,000 | 0.95x (0.94-0.96) | 38,000 | 1.05x | 0.95x | 1.00x (0.99-1.01) | 38,000 | 1.05x | 0.95x | 40,000 | 1.10x |",
+	} {
+		if !strings.Contains(md, s) {
+			t.Errorf("document lacks %q:\n%s", s, md)
+		}
+	}
+	rows := routeRows(byMachine(f)[0])
+	if len(rows) != 1 || rows[0].floor != [3]float64{1.0, 0.99, 1.01} {
+		t.Errorf("route rows %+v, want edgeplane-route's ratio against the floor", rows)
+	}
+	svg, err := RouteChart(byMachine(f)[0])
+	if err != nil || !strings.Contains(string(svg), "vs veth floor") {
+		t.Errorf("route chart without the floor's series (%v)", err)
 	}
 }

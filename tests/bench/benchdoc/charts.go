@@ -36,8 +36,9 @@ type whiskered struct {
 // baseline.
 type ratioRow struct {
 	label string
-	// vs the group's baseline (Flannel), vs the underlay: median, min, max; zero when absent.
-	base, underlay [3]float64
+	// vs the group's baseline (Flannel), vs the underlay, vs the veth floor (pods on plain veth
+	// pairs, kernel routing only): median, min, max; zero when absent.
+	base, underlay, floor [3]float64
 }
 
 // ratioRows collects, for one machine, edgeplane's ratios in the cross-node groups.
@@ -57,7 +58,8 @@ func ratioRows(m *machineResults) []ratioRow {
 			}
 			rows = append(rows, ratioRow{label: l,
 				base:     [3]float64{r.Ratio, r.RatioMin, r.RatioMax},
-				underlay: [3]float64{r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax}})
+				underlay: [3]float64{r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax},
+				floor:    [3]float64{r.VethFloorRatio, r.VethFloorRatioMin, r.VethFloorRatioMax}})
 		}
 	}
 	return rows
@@ -81,7 +83,8 @@ func routeRows(m *machineResults) []ratioRow {
 				continue
 			}
 			row := ratioRow{label: metricLabel(r.Metric, r.Unit),
-				underlay: [3]float64{r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax}}
+				underlay: [3]float64{r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax},
+				floor:    [3]float64{r.VethFloorRatio, r.VethFloorRatioMin, r.VethFloorRatioMax}}
 			if r.Baseline == "edgeplane" {
 				row.base = [3]float64{r.Ratio, r.RatioMin, r.RatioMax}
 			}
@@ -105,7 +108,7 @@ func RouteChart(m *machineResults) ([]byte, error) {
 }
 
 // ratioChart draws rows' ratios against their group's baseline (named baseName in the legend)
-// and the underlay; nil without rows.
+// the underlay and, where measured, the veth floor; nil without rows.
 func ratioChart(rows []ratioRow, title, xLabel, baseName string) ([]byte, error) {
 	if len(rows) == 0 {
 		return nil, nil
@@ -135,6 +138,7 @@ func ratioChart(rows []ratioRow, title, xLabel, baseName string) ([]byte, error)
 	}{
 		{baseName, func(r ratioRow) [3]float64 { return r.base }, 0.12, blue, draw.CircleGlyph{}},
 		{"vs underlay", func(r ratioRow) [3]float64 { return r.underlay }, -0.12, orange, draw.TriangleGlyph{}},
+		{"vs veth floor", func(r ratioRow) [3]float64 { return r.floor }, 0, green, draw.SquareGlyph{}},
 	} {
 		var w whiskered
 		for i, r := range rows {

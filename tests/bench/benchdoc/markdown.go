@@ -35,14 +35,16 @@ var labels = map[string]string{
 	"connect_rate":            "connect rate (conn/s)",
 	"pps":                     "packets/s (one CPU)",
 	"busy_cpus":               "busy CPUs with no traffic",
+	"udp_64b_cpu_fixed_floor": "64-byte UDP at {rate}, floor subtracted (busy CPUs without traffic)",
 	// The Services benchmark's programming step.
 	"programmed_after_create_start": "programmed after the creation started (s, 1 s polls)",
 	"rss":                           "RSS after programming (MiB)",
 
 	// 64-byte UDP at a fixed rate; {rate} is filled in from the unit (metricLabel).
-	"udp_64b_cpu_fixed":          "64-byte UDP at {rate}, CPU-us per packet",
-	"udp_64b_cpu_fixed_sender":   "64-byte UDP at {rate}, sender CPU-us per packet",
-	"udp_64b_cpu_fixed_receiver": "64-byte UDP at {rate}, receiver CPU-us per packet",
+	"udp_64b_cpu_fixed":               "64-byte UDP at {rate}, CPU-us per packet",
+	"udp_64b_cpu_fixed_sender":        "64-byte UDP at {rate}, sender CPU-us per packet",
+	"udp_64b_cpu_fixed_receiver":      "64-byte UDP at {rate}, receiver CPU-us per packet",
+	"udp_64b_cpu_fixed_sender_thread": "64-byte UDP at {rate}, sending thread's CPU-us per packet",
 }
 
 func label(metric string) string {
@@ -196,8 +198,8 @@ func compactGroups(gs []string) []string {
 	return out
 }
 
-// pathTable renders a group whose paths are compared with its baseline and, where it has one, the
-// underlay: a row per metric, for each path its median then its ratios.
+// pathTable renders a group whose paths are compared with its baseline and, where it has them,
+// the underlay and the veth floor: a row per metric, for each path its median then its ratios.
 func pathTable(rs []results.Result) string {
 	paths := orderedKeys(rs, func(r results.Result) string { return r.Path })
 	metrics := orderedKeys(rs, func(r results.Result) string { return r.Metric })
@@ -206,6 +208,11 @@ func pathTable(rs []results.Result) string {
 	// underlay or the baseline is.
 	underlayColumn := func(p string) bool {
 		return p != "underlay" && baseline != "underlay" && slices.Contains(paths, "underlay")
+	}
+	// Every path but the floor and the underlay, the baseline too, gets a "vs veth-floor"
+	// column: its own cost above the cheapest veth-based pod path.
+	floorColumn := func(p string) bool {
+		return p != vethFloor && p != "underlay" && baseline != vethFloor && slices.Contains(paths, vethFloor)
 	}
 	var sb strings.Builder
 	head := []string{"metric"}
@@ -216,6 +223,9 @@ func pathTable(rs []results.Result) string {
 			if underlayColumn(p) {
 				head = append(head, "vs underlay")
 			}
+		}
+		if floorColumn(p) {
+			head = append(head, "vs "+vethFloor)
 		}
 	}
 	row := func(cells []string) { sb.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
@@ -245,6 +255,9 @@ func pathTable(rs []results.Result) string {
 						cells = append(cells, "-")
 					}
 				}
+				if floorColumn(p) {
+					cells = append(cells, "-")
+				}
 				continue
 			}
 			cells = append(cells, num(r.Median))
@@ -253,6 +266,9 @@ func pathTable(rs []results.Result) string {
 				if underlayColumn(p) {
 					cells = append(cells, ratio(r.UnderlayRatio, r.UnderlayRatioMin, r.UnderlayRatioMax))
 				}
+			}
+			if floorColumn(p) {
+				cells = append(cells, ratio(r.VethFloorRatio, r.VethFloorRatioMin, r.VethFloorRatioMax))
 			}
 		}
 		row(cells)
@@ -323,6 +339,10 @@ func servicesTable(m *machineResults) string {
 	return sb.String()
 }
 
+// vethFloor is the path of pods on plain veth pairs with kernel routing only (tests/bench
+// vethfloor.go): the cheapest veth-based pod path, against which the other paths' own cost shows.
+const vethFloor = "veth-floor"
+
 // pathGroups are the groups rendered by pathTable, in this order, with their headings.
 var pathGroups = []struct{ group, heading string }{
 	{"cross-node", "Cross-node, pod to pod"},
@@ -377,7 +397,11 @@ func Markdown(f results.File, chartDir string, charts map[string][]string) strin
 		}
 		for _, pg := range pathGroups {
 			if rs := m.byGroup[pg.group]; len(rs) > 0 {
-				fmt.Fprintf(&sb, "%s, %s%s, paired ratios (min-max):\n\n%s\n", pg.heading, rounds(rs), congestion(rs), pathTable(rs))
+				heading := pg.heading
+				if slices.ContainsFunc(rs, func(r results.Result) bool { return r.Path == vethFloor }) {
+					heading += " (" + vethFloor + ": pods on plain veth pairs, kernel routing only)"
+				}
+				fmt.Fprintf(&sb, "%s, %s%s, paired ratios (min-max):\n\n%s\n", heading, rounds(rs), congestion(rs), pathTable(rs))
 			}
 		}
 		if rs := m.byGroup["cross-node-background"]; len(rs) > 0 {

@@ -31,11 +31,16 @@ type Result struct {
 	RatioMin float64   `json:"ratio_min"`
 	RatioMax float64   `json:"ratio_max"`
 	// Against the raw underlay (the physical limit), where the group has it.
-	UnderlayRatio    float64   `json:"underlay_ratio_median,omitempty"`
-	UnderlayRatioMin float64   `json:"underlay_ratio_min,omitempty"`
-	UnderlayRatioMax float64   `json:"underlay_ratio_max,omitempty"`
-	P50us            []float64 `json:"p50_us,omitempty"`
-	P99us            []float64 `json:"p99_us,omitempty"`
+	UnderlayRatio    float64 `json:"underlay_ratio_median,omitempty"`
+	UnderlayRatioMin float64 `json:"underlay_ratio_min,omitempty"`
+	UnderlayRatioMax float64 `json:"underlay_ratio_max,omitempty"`
+	// Against the veth floor (pods on plain veth pairs, kernel routing only: the cheapest
+	// veth-based pod path), where the group has it; not for the floor itself or the underlay.
+	VethFloorRatio    float64   `json:"veth_floor_ratio_median,omitempty"`
+	VethFloorRatioMin float64   `json:"veth_floor_ratio_min,omitempty"`
+	VethFloorRatioMax float64   `json:"veth_floor_ratio_max,omitempty"`
+	P50us             []float64 `json:"p50_us,omitempty"`
+	P99us             []float64 `json:"p99_us,omitempty"`
 	// Per round, what the event listeners received and what the ring buffer dropped (both nodes).
 	Events     []uint64 `json:"events,omitempty"`
 	EventsLost []uint64 `json:"events_lost,omitempty"`

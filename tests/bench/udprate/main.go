@@ -15,12 +15,26 @@
 // prints the whole sample:
 //
 //	udprate receiver -l ADDR:PORT
-//	udprate sender -c ADDR:PORT -r PACKETS_PER_S -t SECONDS [-s BYTES]
-//	    -> "sent=N received=M seconds=S ticks=T late_ticks=L sender_cpu_s=C"
+//	udprate sender -c ADDR:PORT -r PACKETS_PER_S -t SECONDS [-s BYTES] [-idle SECONDS]
+//	    -> "sent=N received=M seconds=S ticks=T late_ticks=L sender_cpu_s=C
+//	        cpu_busy_s=B0,B1,... cpu_window_s=W idle_busy_s=I0,I1,... idle_window_s=V"
 //
 // seconds is the time from the first tick to the end of the last batch; a tick is late when its
-// batch ended after the next tick's deadline (the sender caught up in the next batch);
+// batch ended after the next tick's deadline (the sender caught up in the next batches, at most
+// four ticks' worth per tick, so it may take a few ticks more than the schedule);
 // sender_cpu_s is the sending thread's own CPU time over the ticks.
+//
+// The sender also measures what the machine's CPUs spent: cpu_busy_s is each CPU's busy time
+// over cpu_window_s, from just before the first tick to the receiver's count. Busy time is the
+// window less the time the CPU was idle (/proc/stat's idle, iowait and steal), not the sum of
+// /proc/stat's user, system and softirq: on a kernel with tick-based CPU accounting
+// (CONFIG_TICK_CPU_ACCOUNTING) those are sampled at each timer tick, and a sender that wakes every
+// 1 ms is in phase with a 250 or 1,000 Hz tick, so the samples see it always or never, by the
+// luck of the phase; idle time is measured exactly on a tickless kernel (NO_HZ), at every idle
+// entry and exit. With -idle, the sender also measures the same CPUs while it sends nothing,
+// half of that time before the first tick and half after the count (the receiver waiting, the
+// machine's other work going on): idle_busy_s over idle_window_s, the floor that the benchmark
+// subtracts (tests/bench Sample.CPUPerPacket).
 package main
 
 import (
@@ -59,6 +73,7 @@ func main() {
 	rate := fs.Int("r", 30000, "sender: datagrams per second")
 	seconds := fs.Float64("t", 4, "sender: duration")
 	size := fs.Int("s", 64, "sender: UDP payload bytes")
+	idle := fs.Float64("idle", 0, "sender: seconds without sending, half before and half after, to measure the machine's floor")
 	_ = fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
@@ -66,7 +81,8 @@ func main() {
 		err = receive(*listen)
 	case "sender":
 		var r report
-		r, err = send(*connect, *rate, time.Duration(*seconds*float64(time.Second)), *size)
+		r, err = send(*connect, *rate, time.Duration(*seconds*float64(time.Second)), *size,
+			time.Duration(*idle*float64(time.Second)))
 		if err == nil {
 			fmt.Println(r)
 		}
@@ -234,19 +250,25 @@ type report struct {
 	// senderCPU is the CPU time of the sending thread over the ticks (user + system, including
 	// the softirq work the kernel charged to it): far below elapsed when it sleeps between ticks.
 	senderCPU time.Duration
+	// busy is what each CPU of the machine spent from just before the first tick to the
+	// receiver's count; idle the same without traffic, around it (zero without -idle).
+	busy, idle cpuBusy
 }
 
 func (r report) String() string {
-	return fmt.Sprintf("sent=%d received=%d seconds=%.6f ticks=%d late_ticks=%d sender_cpu_s=%.6f",
-		r.sent, r.received, r.elapsed.Seconds(), r.ticks, r.late, r.senderCPU.Seconds())
+	return fmt.Sprintf("sent=%d received=%d seconds=%.6f ticks=%d late_ticks=%d sender_cpu_s=%.6f "+
+		"cpu_busy_s=%s cpu_window_s=%.6f idle_busy_s=%s idle_window_s=%.6f",
+		r.sent, r.received, r.elapsed.Seconds(), r.ticks, r.late, r.senderCPU.Seconds(),
+		r.busy.perCPUString(), r.busy.window.Seconds(), r.idle.perCPUString(), r.idle.window.Seconds())
 }
 
 // send paces rate datagrams of size bytes per second to addr for d, and asks the receiver how
-// many arrived.
-func send(addr string, rate int, d time.Duration, size int) (report, error) {
+// many arrived; with idle > 0 it also measures the machine without traffic for idle/2 before
+// and idle/2 after.
+func send(addr string, rate int, d time.Duration, size int, idle time.Duration) (report, error) {
 	var r report
-	if rate <= 0 || d < tick || size < 8 {
-		return r, fmt.Errorf("want a rate > 0, a duration >= %v and a size >= 8 bytes", tick)
+	if rate <= 0 || d < tick || size < 8 || idle < 0 {
+		return r, fmt.Errorf("want a rate > 0, a duration >= %v, a size >= 8 bytes and no negative idle time", tick)
 	}
 	sa, err := sockaddr(addr)
 	if err != nil {
@@ -276,17 +298,26 @@ func send(addr string, rate int, d time.Duration, size int) (report, error) {
 	}
 	payload := make([]byte, size)
 
+	if idle > 0 {
+		if r.idle, err = measureIdle(idle / 2); err != nil {
+			return r, err
+		}
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	r.ticks = int(d / tick)
+	total := uint64(int64(rate) * int64(d/tick) * int64(tick) / int64(time.Second))
+	busyBefore, err := readCPUTimes()
+	if err != nil {
+		return r, err
+	}
 	cpuBefore := threadCPU()
 	start := monotonic()
-	for k := 0; k < r.ticks; k++ {
+	for k := 0; r.sent < total; k++ {
 		if err := sleepUntil(start + int64(k)*int64(tick)); err != nil {
 			return r, err
 		}
-		// Everything due by the end of this tick: rate x (k+1) ticks, so the total is exact.
-		due := uint64(int64(rate) * int64(k+1) * int64(tick) / int64(time.Second))
+		r.ticks++
+		due := dueBy(rate, k, r.sent, total)
 		for r.sent < due {
 			binary.BigEndian.PutUint64(payload, r.sent)
 			_, err := unix.Write(fd, payload)
@@ -317,7 +348,48 @@ func send(addr string, rate int, d time.Duration, size int) (report, error) {
 	if _, err := fmt.Sscanf(line, "received %d", &r.received); err != nil {
 		return r, fmt.Errorf("control connection: want received N, got %q", line)
 	}
+	busyAfter, err := readCPUTimes()
+	if err != nil {
+		return r, err
+	}
+	r.busy = busyBetween(busyBefore, busyAfter)
+	if idle > 0 {
+		after, err := measureIdle(idle - idle/2)
+		if err != nil {
+			return r, err
+		}
+		r.idle = r.idle.plus(after)
+	}
 	return r, nil
+}
+
+// measureIdle is what the machine's CPUs spend while this program sleeps for d.
+func measureIdle(d time.Duration) (cpuBusy, error) {
+	before, err := readCPUTimes()
+	if err != nil {
+		return cpuBusy{}, err
+	}
+	time.Sleep(d)
+	after, err := readCPUTimes()
+	if err != nil {
+		return cpuBusy{}, err
+	}
+	return busyBetween(before, after), nil
+}
+
+// catchUp is how many ticks' worth of datagrams one tick may send at most: after a hiccup (the
+// sender descheduled) it catches up over the next ticks rather than in one burst, which on a
+// veth path would overflow the sending CPU's backlog (net.core.netdev_max_backlog) and lose
+// datagrams the path would carry at the rate.
+const catchUp = 4
+
+// dueBy is how many datagrams must have been sent by the end of tick k (from 0) at rate per
+// second, sent having been sent and total being the whole sample: everything due by then (rate
+// x (k+1) ticks, so the total is exact), but at most catchUp ticks' worth more than sent.
+func dueBy(rate, k int, sent, total uint64) uint64 {
+	due := min(uint64(int64(rate)*int64(k+1)*int64(tick)/int64(time.Second)), total)
+	perTick := (uint64(rate)*uint64(tick) + uint64(time.Second) - 1) / uint64(time.Second)
+	return min(due, sent+catchUp*perTick)
 }
 
 // threadCPU is the calling thread's CPU time, user and system.
