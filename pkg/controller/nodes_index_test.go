@@ -113,7 +113,7 @@ func TestResyncOfIdleClusterWritesNothing(t *testing.T) {
 		t.Errorf("resync of an idle cluster: %d route, %d node, %d domain writes, want none", routes.writes, nodes.writes, domains.writes)
 	}
 
-	lost := scaleNode(7, 100)
+	lost := bulkPeerNode(7, 100)
 	cidr, _, _ := k8s.NodePodCIDR(lost)
 	want, _ := routes.List()
 	routes.memTable.Delete(cidr)
@@ -153,7 +153,7 @@ func TestHostRoutesSyncedOnChange(t *testing.T) {
 	before := host.routes
 	host.syncs = 0
 
-	moved := scaleNode(3, 100)
+	moved := bulkPeerNode(3, 100)
 	moved.Annotations["edgeplane.io/unrelated"] = "x" // no entry changes
 	indexer.Update(moved)
 	r.queue.Add(moved.Name)
@@ -161,10 +161,10 @@ func TestHostRoutesSyncedOnChange(t *testing.T) {
 	if host.syncs != 0 {
 		t.Errorf("%d host route syncs after an event that changes none, want 0", host.syncs)
 	}
-	if err := indexer.Add(scaleNode(61, 100)); err != nil { // pool-061: domain-01, unreachable
+	if err := indexer.Add(bulkPeerNode(61, 100)); err != nil { // pool-061: domain-01, unreachable
 		t.Fatal(err)
 	}
-	r.queue.Add(scaleNode(61, 100).Name)
+	r.queue.Add(bulkPeerNode(61, 100).Name)
 	drainNodeQueue(ctx, r)
 	if host.syncs != 1 || host.routes != before+1 {
 		t.Errorf("new unreachable node: %d syncs of %d routes, want 1 of %d", host.syncs, host.routes, before+1)

@@ -34,9 +34,9 @@ var scaleLocal = LocalNode{
 	ClusterCIDR: netip.MustParsePrefix("10.240.0.0/12"),
 }
 
-// scaleNode is Node i of a bulk cluster as its informer cache holds it: pool label, Flannel's
+// bulkPeerNode is Node i of a bulk cluster as its informer cache holds it: pool label, Flannel's
 // annotations, a /26 pod CIDR (the i-th of 10.248.0.0/13) and an underlay address in 198.18.0.0/15.
-func scaleNode(i, pools int) *corev1.Node {
+func bulkPeerNode(i, pools int) *corev1.Node {
 	ip := addrFromUint32(198<<24 | 18<<16 + uint32(i) + 1)
 	cidr := netip.PrefixFrom(addrFromUint32(10<<24|248<<16+uint32(i)<<6), 26)
 	mac := net.HardwareAddr{0x02, 0xb0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
@@ -108,11 +108,11 @@ func newScaleReconciler(tb testing.TB, n int, model *domain.Model) (*NodeReconci
 	informer := informers.NewSharedInformerFactory(fake.NewClientset(), 0).Core().V1().Nodes().Informer()
 	indexer := informer.GetIndexer()
 	for i := range n {
-		if err := indexer.Add(scaleNode(i, 100)); err != nil {
+		if err := indexer.Add(bulkPeerNode(i, 100)); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	self := scaleNode(n+1, 100)
+	self := bulkPeerNode(n+1, 100)
 	self.Name = scaleLocal.Name
 	self.Labels[domain.DefaultPoolLabel] = "pool-000"
 	if err := indexer.Add(self); err != nil {
