@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 )
 
@@ -95,7 +96,8 @@ type NodeReconciler struct {
 	ready  chan struct{}
 
 	mu     sync.Mutex
-	peers  map[string]peer   // last good state by node name; what the maps must hold
+	peers  map[string]peer   // last good state by node name; what the maps must hold (setPeer, deletePeer)
+	index  peerIndex         // peers by pod CIDR, tunnel endpoint, domain, gateway label
 	errs   map[string]string // last reported error by node name, so an event is recorded once
 	pinned pinnedState       // map contents found at start, adopted for nodes that are invalid then
 	local  localView         // this node's domain and labels, from its Node object
@@ -103,6 +105,12 @@ type NodeReconciler struct {
 	warned map[string]string // domain-level warnings in force by reason, so each is logged once
 	// indexed is what NodeIndex last accepted; nil forces the next domains pass to write.
 	indexed []NodeName
+	// listed is what routes_map and nodes_map hold (nodes_resync.go); nil when not known.
+	listed *listedMaps
+	// hostSynced is the host routes last synced; nil forces the next domains pass to sync them.
+	hostSynced map[netip.Prefix]netdev.HostRoute
+	// domainsWritten is domains_map as the last domains pass listed it, with the writes since.
+	domainsWritten map[uint32]Domain
 }
 
 // localView is what the local Node object says about this node's place among the domains.
@@ -147,6 +155,7 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: NodesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 		ready: make(chan struct{}),
 		peers: map[string]peer{},
+		index: newPeerIndex(),
 		errs:  map[string]string{},
 
 		warned: map[string]string{},
@@ -243,23 +252,6 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 			r.resync(ctx)
 		}
 	}
-}
-
-// resync re-queues every node (next hops may have been resolved or moved) and deletes stale entries.
-func (r *NodeReconciler) resync(ctx context.Context) {
-	nodes, err := r.lister.List(labels.Everything())
-	if err != nil {
-		klog.FromContext(ctx).Error(err, "Listing nodes")
-		return
-	}
-	for _, n := range nodes {
-		r.queue.Add(n.Name)
-	}
-	r.queue.Add(domainsKey)
-	r.mu.Lock()
-	r.indexed = nil // rewritten by that pass, in case the file was lost
-	r.mu.Unlock()
-	r.collectGarbage(ctx)
 }
 
 // neighbourResolved queues the peers a resolved neighbour may concern: every peer whose next hop

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -19,8 +20,9 @@ import (
 // gateway), the kernel host routes toward other domains, the node name index and the domain-level
 // warnings.
 
-// writeDomain (re)writes the domains_map entry of the domain a route is about to name, so that a
-// route never refers to a domain the datapath does not know (which it would treat as unreachable).
+// writeDomain writes the domains_map entry of the domain a route is about to name, so that a
+// route never refers to a domain the datapath does not know (which it would treat as unreachable),
+// unless the table holds it already as the last domains pass listed it or a write left it.
 func (r *NodeReconciler) writeDomain(name string) error {
 	if r.cfg.DomainTable == nil || name == "" {
 		return nil
@@ -30,9 +32,17 @@ func (r *NodeReconciler) writeDomain(name string) error {
 		local = domain.Default
 	}
 	d := Domain{Name: name, Reachable: r.model().Reachable(local, name), Local: name == local}
-	if err := r.cfg.DomainTable.Upsert(domain.ID(name), d); err != nil {
+	id := domain.ID(name)
+	if have, ok := r.domainsWritten[id]; ok && have == d {
+		return nil
+	}
+	if err := r.cfg.DomainTable.Upsert(id, d); err != nil {
 		return fmt.Errorf("writing domain %s: %w", name, err)
 	}
+	if r.domainsWritten == nil {
+		r.domainsWritten = map[uint32]Domain{}
+	}
+	r.domainsWritten[id] = d
 	return nil
 }
 
@@ -49,8 +59,8 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		local = domain.Default
 	}
 	names := append(m.Configured(), local)
-	for _, p := range r.peers {
-		names = append(names, p.domain)
+	for d := range r.index.domains {
+		names = append(names, d)
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
@@ -65,12 +75,21 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		r.clearWarning(warnDomainIDs)
 	}
 	if r.cfg.DomainTable != nil {
+		// What the table holds now: an entry lost or changed is written again.
+		have, err := r.cfg.DomainTable.List()
+		errs = append(errs, err)
+		r.domainsWritten = have
 		want := map[uint32]bool{}
 		for _, n := range names {
 			want[domain.ID(n)] = true
 			errs = append(errs, r.writeDomain(n))
 		}
-		errs = append(errs, deleteStale(r.cfg.DomainTable.List, r.cfg.DomainTable.Delete, want))
+		for id := range have {
+			if !want[id] {
+				errs = append(errs, r.cfg.DomainTable.Delete(id))
+				delete(r.domainsWritten, id)
+			}
+		}
 	}
 
 	state := LocalState{Domain: local, DomainID: domain.ID(local)}
@@ -107,7 +126,18 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		r.state = state
 	}
 	if r.cfg.HostRoutes != nil {
-		errs = append(errs, r.cfg.HostRoutes.Sync(r.hostRoutes(m, local, state)))
+		// Synced again only when they change, or at the periodic pass (which clears hostSynced, in
+		// case a route was removed by hand): listing thousands of kernel routes after every
+		// Node event cost more than the event.
+		want := r.hostRoutes(m, local, state)
+		if r.hostSynced == nil || !maps.Equal(want, r.hostSynced) {
+			err := r.cfg.HostRoutes.Sync(maps.Clone(want))
+			errs = append(errs, err)
+			r.hostSynced = nil
+			if err == nil {
+				r.hostSynced = want
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -140,8 +170,8 @@ func (r *NodeReconciler) syncIndexLocked(ctx context.Context) {
 // (one carries the traffic; the others stand by and take over when its label goes).
 func (r *NodeReconciler) gateway(dom string) (string, peer, bool) {
 	var names []string
-	for name, p := range r.peers {
-		if p.gateway && p.domain == dom {
+	for name := range r.index.gateways {
+		if r.peers[name].domain == dom {
 			names = append(names, name)
 		}
 	}

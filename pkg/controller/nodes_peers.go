@@ -95,10 +95,8 @@ func (r *NodeReconciler) checkPodCIDR(name string, cidr netip.Prefix) error {
 	if c := r.cfg.Local.ClusterCIDR; !c.Contains(cidr.Addr()) || cidr.Bits() < c.Bits() {
 		return fmt.Errorf("pod CIDR %s is outside the cluster CIDR %s", cidr, c)
 	}
-	for other, p := range r.peers {
-		if other != name && p.podCIDR.Overlaps(cidr) {
-			return fmt.Errorf("pod CIDR %s overlaps node %s's pod CIDR %s", cidr, other, p.podCIDR)
-		}
+	if other, theirs, ok := r.index.overlapping(name, cidr); ok {
+		return fmt.Errorf("pod CIDR %s overlaps node %s's pod CIDR %s", cidr, other, theirs)
 	}
 	return nil
 }
@@ -142,28 +140,29 @@ func (r *NodeReconciler) applyLocalLocked() error {
 }
 
 // apply writes want for the node named name and removes what its previous state left unreferenced.
-// It always writes, so an entry lost from a map comes back on the next pass. The node entry goes
+// It writes what the maps do not hold as last listed (nodes_resync.go): an entry lost from a map
+// comes back on the next periodic pass. The node entry goes
 // first so that a route never points at a missing node.
 func (r *NodeReconciler) apply(name string, want peer) error {
 	if err := r.writeDomain(want.domain); err != nil {
 		return err
 	}
 	if !want.route.Local {
-		if err := r.cfg.Nodes.Upsert(want.route.NodeIP, want.node); err != nil {
+		if err := r.upsertNode(want.route.NodeIP, want.node); err != nil {
 			return fmt.Errorf("writing node %s (%s): %w", name, want.route.NodeIP, err)
 		}
 	}
 	if want.alias.IsValid() && !r.isPrimary(name, want.alias) {
 		// Only recognised, never sent to: no next hop (the datapath asks the kernel).
-		if err := r.cfg.Nodes.Upsert(want.alias, Node{VTEPMAC: want.node.VTEPMAC, Domain: want.node.Domain}); err != nil {
+		if err := r.upsertNode(want.alias, Node{VTEPMAC: want.node.VTEPMAC, Domain: want.node.Domain}); err != nil {
 			return fmt.Errorf("writing node %s (%s, its other address): %w", name, want.alias, err)
 		}
 	}
-	if err := r.cfg.Routes.Upsert(want.podCIDR, want.route); err != nil {
+	if err := r.upsertRoute(want.podCIDR, want.route); err != nil {
 		return fmt.Errorf("writing route %s -> node %s: %w", want.podCIDR, name, err)
 	}
 	old, had := r.peers[name]
-	r.peers[name] = want
+	r.setPeer(name, want)
 	if had {
 		return r.release(name, old)
 	}
@@ -176,10 +175,10 @@ func (r *NodeReconciler) forget(name string) error {
 	if !had {
 		return nil
 	}
-	delete(r.peers, name)
+	r.deletePeer(name)
 	delete(r.errs, name)
 	if err := r.release(name, old); err != nil {
-		r.peers[name] = old // retry the removal
+		r.setPeer(name, old) // retry the removal
 		return err
 	}
 	return nil
@@ -188,42 +187,29 @@ func (r *NodeReconciler) forget(name string) error {
 // isPrimary reports whether addr is the tunnel endpoint of a node other than name: an alias
 // never takes the place of another node's entry.
 func (r *NodeReconciler) isPrimary(name string, addr netip.Addr) bool {
-	for n, p := range r.peers {
-		if n != name && !p.route.Local && p.route.NodeIP == addr {
-			return true
-		}
-	}
-	return false
+	_, ok := r.index.byEndpoint[addr].primaries.otherThan(name)
+	return ok
 }
 
 // nodeKeyUsed reports whether a node in r.peers keys addr in nodes_map (endpoint or alias).
 func (r *NodeReconciler) nodeKeyUsed(addr netip.Addr) bool {
-	for _, p := range r.peers {
-		if (!p.route.Local && p.route.NodeIP == addr) || p.alias == addr {
-			return true
-		}
-	}
-	return false
+	return r.index.byEndpoint[addr].refs > 0
 }
 
 // release deletes old's entries that no node in r.peers refers to any more.
 func (r *NodeReconciler) release(name string, old peer) error {
-	routeUsed := old.route.Local
-	for _, p := range r.peers {
-		routeUsed = routeUsed || p.podCIDR == old.podCIDR
-	}
-	if !routeUsed {
-		if err := r.cfg.Routes.Delete(old.podCIDR); err != nil {
+	if !old.route.Local && !r.routeUsed(old.podCIDR) {
+		if err := r.deleteRoute(old.podCIDR); err != nil {
 			return fmt.Errorf("deleting route %s of node %s: %w", old.podCIDR, name, err)
 		}
 	}
 	if !old.route.Local && !r.nodeKeyUsed(old.route.NodeIP) {
-		if err := r.cfg.Nodes.Delete(old.route.NodeIP); err != nil {
+		if err := r.deleteNode(old.route.NodeIP); err != nil {
 			return fmt.Errorf("deleting node %s (%s): %w", name, old.route.NodeIP, err)
 		}
 	}
 	if old.alias.IsValid() && !r.nodeKeyUsed(old.alias) {
-		if err := r.cfg.Nodes.Delete(old.alias); err != nil {
+		if err := r.deleteNode(old.alias); err != nil {
 			return fmt.Errorf("deleting node %s (%s, its other address): %w", name, old.alias, err)
 		}
 	}
@@ -242,6 +228,6 @@ func (r *NodeReconciler) reportInvalid(ctx context.Context, node *corev1.Node, e
 		return
 	}
 	if p, ok := r.adoptPinned(node); ok {
-		r.peers[node.Name] = p
+		r.setPeer(node.Name, p)
 	}
 }

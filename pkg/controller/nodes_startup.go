@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -58,6 +59,10 @@ func (r *NodeReconciler) loadPinned(ctx context.Context) {
 	}
 	r.mu.Lock()
 	r.pinned = pinnedState{routes: routes, nodes: nodes}
+	r.listed = nil // unknown: write everything
+	if routes != nil && nodes != nil {
+		r.listed = &listedMaps{routes: maps.Clone(routes), nodes: maps.Clone(nodes)}
+	}
 	r.mu.Unlock()
 }
 
@@ -92,10 +97,10 @@ func (r *NodeReconciler) collectGarbage(ctx context.Context) {
 			nodes[p.alias] = true
 		}
 	}
-	if err := deleteStale(r.cfg.Routes.List, r.cfg.Routes.Delete, routes); err != nil {
+	if err := deleteStale(r.cfg.Routes.List, r.deleteRoute, routes); err != nil {
 		logger.Error(err, "Deleting stale routes")
 	}
-	if err := deleteStale(r.cfg.Nodes.List, r.cfg.Nodes.Delete, nodes); err != nil {
+	if err := deleteStale(r.cfg.Nodes.List, r.deleteNode, nodes); err != nil {
 		logger.Error(err, "Deleting stale nodes")
 	}
 }
