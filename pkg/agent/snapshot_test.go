@@ -193,6 +193,23 @@ func reboot(t *testing.T, cfg Config) {
 	}
 }
 
+// recreateWeb0 does what the CNI plugin does when kubelet re-creates web-0 after the reboot: its
+// new address, newPod, in endpoints_map (pinned under root) and in the name index.
+func recreateWeb0(t *testing.T, root, runDir string) {
+	t.Helper()
+	eps, err := endpoints.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eps.Close()
+	if err := eps.Upsert(newPod, endpoints.Endpoint{Ifindex: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: newPod, Namespace: "default", Name: "web-0", ContainerID: "c2", Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The rebooted node, cut off: pins, devices and the run directory gone, the API server refusing
 // everything. The agent programs the datapath from the snapshot, the CNI's node config is back,
 // a pod re-created with a new IP takes its place in the Service's backends; once the API server
@@ -242,17 +259,7 @@ func agentRebootedWhileCutOff(t *testing.T) {
 
 	// kubelet re-creates web-0 through the CNI plugin: a new address in endpoints_map and the
 	// name index. Its backends follow.
-	eps, err := endpoints.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eps.Close()
-	if err := eps.Upsert(newPod, endpoints.Endpoint{Ifindex: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: newPod, Namespace: "default", Name: "web-0", ContainerID: "c2", Interface: "eth0"}); err != nil {
-		t.Fatal(err)
-	}
+	recreateWeb0(t, root, runDir)
 	repaired := map[string]string{
 		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080,10.244.1.9:8080",
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.9:8080",
@@ -400,17 +407,7 @@ func agentRebootedBehindAStaleCache(t *testing.T) {
 	stop = startAgent(t, cfg, client)
 	defer stop()
 	waitNodeConfig(t, runDir)
-	eps, err := endpoints.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eps.Close()
-	if err := eps.Upsert(newPod, endpoints.Endpoint{Ifindex: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: newPod, Namespace: "default", Name: "web-0", ContainerID: "c2", Interface: "eth0"}); err != nil {
-		t.Fatal(err)
-	}
+	recreateWeb0(t, root, runDir)
 	checkServices(t, root, map[string]string{
 		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080,10.244.1.9:8080",
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.9:8080",
