@@ -31,18 +31,7 @@ func TestRebootDuringPartition(t *testing.T) {
 	oldP3 := s.p3.IP
 	s.waitSnapshotNamesP3(t)
 
-	if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
-		t.Fatal(err)
-	}
-	healed := false
-	heal := func() {
-		if !healed {
-			healed = true
-			if err := l.Heal(t.Context(), lab.DomainSiteA); err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	_, heal := cutSite(ctx, t, l)
 	defer heal()
 	if err := l.Reboot(ctx, s2); err != nil {
 		t.Fatal(err)
