@@ -63,19 +63,27 @@ func inPrivateNetns(t *testing.T, body func(*testing.T)) {
 	}
 }
 
+// testNodes are this node "self" at 192.168.60.2 with selfPodCIDR (none when empty) and a peer
+// "b" at 192.168.60.3 with its VTEP and 10.244.0.0/24.
+func testNodes(selfPodCIDR string) (self, peer *corev1.Node) {
+	self = &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"},
+		Spec:       corev1.NodeSpec{PodCIDR: selfPodCIDR},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.60.2"}}},
+	}
+	peerMAC, _ := net.ParseMAC("0a:00:00:00:00:0b")
+	peer = &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "b", Annotations: k8s.VTEPAnnotations(k8s.VTEP{MAC: peerMAC, IP: netip.MustParseAddr("192.168.60.3")})},
+		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24"},
+	}
+	return self, peer
+}
+
 func agentInNetns(t *testing.T) {
 	setupUnderlay(t)
 	root := bpffstest.Mount(t)
 	runDir := t.TempDir()
-	self := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"},
-		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.60.2"}}},
-	}
-	peerMAC, _ := net.ParseMAC("0a:00:00:00:00:0b")
-	peer := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "b", Annotations: k8s.VTEPAnnotations(k8s.VTEP{MAC: peerMAC, IP: netip.MustParseAddr("192.168.60.3")})},
-		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24"},
-	}
+	self, peer := testNodes("") // self's pod CIDR allocated by the agent
 	svc, slice := testService()
 	client := fake.NewClientset(self, peer, svc, slice)
 	cfg := Config{

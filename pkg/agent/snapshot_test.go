@@ -151,6 +151,65 @@ type fakeIndexer []any
 
 func (f fakeIndexer) List() []any { return f }
 
+// rebootClient is the API server of the reboot tests: this node "self" (pod CIDR 10.244.1.0/24), a
+// peer "b", and testService with a third backend, pod web-0 of this node at oldPod. It returns the
+// EndpointSlice too, for the tests to change.
+func rebootClient() (*fake.Clientset, *discoveryv1.EndpointSlice) {
+	self, peer := testNodes("10.244.1.0/24")
+	svc, slice := testService()
+	slice.Endpoints = append(slice.Endpoints, discoveryEndpoint(oldPod.String(), "self"))
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0"}, Spec: corev1.PodSpec{NodeName: "self"},
+		Status: corev1.PodStatus{PodIP: oldPod.String(), PodIPs: []corev1.PodIP{{IP: oldPod.String()}}}}
+	return fake.NewClientset(self, peer, svc, slice, pod), slice
+}
+
+// rebootConfig is the reboot tests' agent: native encapsulation, a snapshot in snapDir.
+func rebootConfig(root, runDir, snapDir, metricsAddr string) Config {
+	return Config{
+		NodeName: "self", BPFFSRoot: root, RunDir: runDir, SnapshotDir: snapDir,
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
+		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
+		Resync: time.Second, ProcSys: netdev.DefaultProcSys, MetricsAddr: metricsAddr,
+	}
+}
+
+// reboot leaves what a reboot leaves of cfg's node: an empty bpffs, no VXLAN device and no run
+// directory (a tmpfs); the snapshot stays.
+func reboot(t *testing.T, cfg Config) {
+	t.Helper()
+	if err := unix.Unmount(cfg.BPFFSRoot, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", cfg.BPFFSRoot, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := netlink.LinkByName(cfg.VXLANDevice); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(cfg.RunDir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recreateWeb0 does what the CNI plugin does when kubelet re-creates web-0 after the reboot: its
+// new address, newPod, in endpoints_map (pinned under root) and in the name index.
+func recreateWeb0(t *testing.T, root, runDir string) {
+	t.Helper()
+	eps, err := endpoints.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eps.Close()
+	if err := eps.Upsert(newPod, endpoints.Endpoint{Ifindex: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: newPod, Namespace: "default", Name: "web-0", ContainerID: "c2", Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The rebooted node, cut off: pins, devices and the run directory gone, the API server refusing
 // everything. The agent programs the datapath from the snapshot, the CNI's node config is back,
 // a pod re-created with a new IP takes its place in the Service's backends; once the API server
@@ -163,21 +222,7 @@ func agentRebootedWhileCutOff(t *testing.T) {
 	setupUnderlay(t)
 	root := bpffstest.Mount(t)
 	runDir, snapDir := t.TempDir(), t.TempDir()
-	self := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"},
-		Spec:       corev1.NodeSpec{PodCIDR: "10.244.1.0/24"},
-		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.60.2"}}},
-	}
-	peerMAC, _ := net.ParseMAC("0a:00:00:00:00:0b")
-	peer := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "b", Annotations: k8s.VTEPAnnotations(k8s.VTEP{MAC: peerMAC, IP: netip.MustParseAddr("192.168.60.3")})},
-		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24"},
-	}
-	svc, slice := testService()
-	slice.Endpoints = append(slice.Endpoints, discoveryEndpoint(oldPod.String(), "self"))
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0"}, Spec: corev1.PodSpec{NodeName: "self"},
-		Status: corev1.PodStatus{PodIP: oldPod.String(), PodIPs: []corev1.PodIP{{IP: oldPod.String()}}}}
-	client := fake.NewClientset(self, peer, svc, slice, pod)
+	client, slice := rebootClient()
 	var cut atomic.Bool
 	unreachable := errors.New("dial tcp 172.31.255.1:6443: connect: no route to host")
 	client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -186,12 +231,7 @@ func agentRebootedWhileCutOff(t *testing.T) {
 	client.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) {
 		return cut.Load(), nil, unreachable
 	})
-	cfg := Config{
-		NodeName: "self", BPFFSRoot: root, RunDir: runDir, SnapshotDir: snapDir,
-		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
-		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
-		Resync: time.Second, ProcSys: netdev.DefaultProcSys, MetricsAddr: "127.0.0.1:9962",
-	}
+	cfg := rebootConfig(root, runDir, snapDir, "127.0.0.1:9962")
 	both := map[string]string{
 		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080,10.244.1.5:8080",
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.5:8080",
@@ -205,20 +245,7 @@ func agentRebootedWhileCutOff(t *testing.T) {
 	// The reboot, cut off: the API server refuses everything, bpffs, the VXLAN device and the
 	// run directory (a tmpfs) are empty.
 	cut.Store(true)
-	if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatal(err)
-	}
-	if l, err := netlink.LinkByName(cfg.VXLANDevice); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.RemoveAll(runDir); err != nil {
-		t.Fatal(err)
-	}
+	reboot(t, cfg)
 	cfg.MetricsAddr = "127.0.0.1:9963" // the first agent's listener may still be closing
 	start := time.Now()
 	stop = startAgent(t, cfg, client)
@@ -232,17 +259,7 @@ func agentRebootedWhileCutOff(t *testing.T) {
 
 	// kubelet re-creates web-0 through the CNI plugin: a new address in endpoints_map and the
 	// name index. Its backends follow.
-	eps, err := endpoints.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eps.Close()
-	if err := eps.Upsert(newPod, endpoints.Endpoint{Ifindex: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: newPod, Namespace: "default", Name: "web-0", ContainerID: "c2", Interface: "eth0"}); err != nil {
-		t.Fatal(err)
-	}
+	recreateWeb0(t, root, runDir)
 	repaired := map[string]string{
 		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080,10.244.1.9:8080",
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.9:8080",
@@ -372,27 +389,8 @@ func agentRebootedBehindAStaleCache(t *testing.T) {
 	setupUnderlay(t)
 	root := bpffstest.Mount(t)
 	runDir, snapDir := t.TempDir(), t.TempDir()
-	self := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"},
-		Spec:       corev1.NodeSpec{PodCIDR: "10.244.1.0/24"},
-		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.60.2"}}},
-	}
-	peerMAC, _ := net.ParseMAC("0a:00:00:00:00:0b")
-	peer := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "b", Annotations: k8s.VTEPAnnotations(k8s.VTEP{MAC: peerMAC, IP: netip.MustParseAddr("192.168.60.3")})},
-		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24"},
-	}
-	svc, slice := testService()
-	slice.Endpoints = append(slice.Endpoints, discoveryEndpoint(oldPod.String(), "self"))
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0"}, Spec: corev1.PodSpec{NodeName: "self"},
-		Status: corev1.PodStatus{PodIP: oldPod.String(), PodIPs: []corev1.PodIP{{IP: oldPod.String()}}}}
-	client := fake.NewClientset(self, peer, svc, slice, pod)
-	cfg := Config{
-		NodeName: "self", BPFFSRoot: root, RunDir: runDir, SnapshotDir: snapDir,
-		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
-		NodeCIDRMaskSize: 24, VXLANDevice: "edgeplane.1", EncapMode: EncapNative, Masquerade: true,
-		Resync: time.Second, ProcSys: netdev.DefaultProcSys, MetricsAddr: "127.0.0.1:9964",
-	}
+	client, slice := rebootClient()
+	cfg := rebootConfig(root, runDir, snapDir, "127.0.0.1:9964")
 	stop := startAgent(t, cfg, client)
 	waitNodeConfig(t, runDir)
 	checkServices(t, root, map[string]string{
@@ -404,35 +402,12 @@ func agentRebootedBehindAStaleCache(t *testing.T) {
 
 	// The reboot: bpffs, the VXLAN device and the run directory are empty; the objects stay as
 	// they were.
-	if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatal(err)
-	}
-	if l, err := netlink.LinkByName(cfg.VXLANDevice); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.RemoveAll(runDir); err != nil {
-		t.Fatal(err)
-	}
+	reboot(t, cfg)
 	cfg.MetricsAddr = "127.0.0.1:9965"
 	stop = startAgent(t, cfg, client)
 	defer stop()
 	waitNodeConfig(t, runDir)
-	eps, err := endpoints.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eps.Close()
-	if err := eps.Upsert(newPod, endpoints.Endpoint{Ifindex: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nameindex.WritePod(runDir, nameindex.Pod{IP: newPod, Namespace: "default", Name: "web-0", ContainerID: "c2", Interface: "eth0"}); err != nil {
-		t.Fatal(err)
-	}
+	recreateWeb0(t, root, runDir)
 	checkServices(t, root, map[string]string{
 		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080,10.244.1.9:8080",
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.9:8080",

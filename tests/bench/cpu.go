@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/edgeplane/edgeplane/tests/bench/procstat"
 )
 
 // cpuUse is the CPU the whole machine spent over a window, from /proc/stat: busy time is user,
@@ -19,41 +17,9 @@ type cpuUse struct {
 	WindowS float64   `json:"window_s"`            // wall-clock length of the window
 }
 
-// userHZ is the unit of /proc/stat's counters (USER_HZ, 100 on every Linux architecture the
-// datapath supports).
-const userHZ = 100
-
-// procStatBusy returns the busy ticks of each CPU ("cpuN" lines of /proc/stat).
+// procStatBusy returns the busy ticks of each CPU: user, nice, system, irq and softirq.
 func procStatBusy() ([]uint64, error) {
-	buf, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return nil, fmt.Errorf("reading CPU times: %w", err)
-	}
-	return parseProcStat(string(buf))
-}
-
-func parseProcStat(stat string) ([]uint64, error) {
-	var busy []uint64
-	for _, line := range strings.Split(stat, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
-			continue
-		}
-		// user nice system idle iowait irq softirq [steal guest guest_nice]
-		var b uint64
-		for _, i := range []int{1, 2, 3, 6, 7} {
-			v, err := strconv.ParseUint(f[i], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("parsing %s's CPU times: %w", f[0], err)
-			}
-			b += v
-		}
-		busy = append(busy, b)
-	}
-	if len(busy) == 0 {
-		return nil, fmt.Errorf("no per-CPU line in /proc/stat")
-	}
-	return busy, nil
+	return procstat.Read(procstat.User, procstat.Nice, procstat.System, procstat.IRQ, procstat.SoftIRQ)
 }
 
 // measureCPU runs fn and returns the CPU the machine spent meanwhile.
@@ -71,7 +37,7 @@ func measureCPU(fn func() error) (cpuUse, error) {
 	}
 	u := cpuUse{WindowS: window.Seconds()}
 	for i := range min(len(before), len(after)) {
-		s := float64(after[i]-before[i]) / userHZ
+		s := float64(after[i]-before[i]) / procstat.UserHZ
 		u.PerCPU = append(u.PerCPU, s)
 		u.Busy += s
 	}

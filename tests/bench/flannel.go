@@ -94,6 +94,20 @@ func SetupFlannelBackend(backend FlannelBackend, first int, prefix, switchNS, br
 	return c, nil
 }
 
+// nodeSteps are the commands that make a baseline node: the namespace netns, plugged into bridge
+// in switchNS by the veth sw (eth0 inside, with nodeIP/maskBits), forwarding.
+func nodeSteps(netns, switchNS, sw, bridge, nodeIP string, maskBits int) [][]string {
+	return [][]string{
+		{"ip", "netns", "add", netns},
+		{"ip", "-n", netns, "link", "set", "lo", "up"},
+		{"ip", "link", "add", sw, "netns", switchNS, "type", "veth", "peer", "name", "eth0", "netns", netns},
+		{"ip", "-n", switchNS, "link", "set", sw, "master", bridge, "up"},
+		{"ip", "-n", netns, "addr", "add", fmt.Sprintf("%s/%d", nodeIP, maskBits), "dev", "eth0"},
+		{"ip", "-n", netns, "link", "set", "eth0", "up"},
+		{"ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+	}
+}
+
 func (c *FlannelCluster) addNode(n *FlannelNode, prefix, switchNS, bridge string, maskBits, pods int) error {
 	sw := fmt.Sprintf("%sfs%d", prefix, n.Index)
 	// The pods' MTU: the underlay's less VXLAN's 50 bytes, or the underlay's with host-gw.
@@ -101,15 +115,7 @@ func (c *FlannelCluster) addNode(n *FlannelNode, prefix, switchNS, bridge string
 	if c.backend == FlannelHostGW {
 		mtu = "1500"
 	}
-	steps := [][]string{
-		{"ip", "netns", "add", n.NetNS},
-		{"ip", "-n", n.NetNS, "link", "set", "lo", "up"},
-		{"ip", "link", "add", sw, "netns", switchNS, "type", "veth", "peer", "name", "eth0", "netns", n.NetNS},
-		{"ip", "-n", switchNS, "link", "set", sw, "master", bridge, "up"},
-		{"ip", "-n", n.NetNS, "addr", "add", fmt.Sprintf("%s/%d", n.NodeIP, maskBits), "dev", "eth0"},
-		{"ip", "-n", n.NetNS, "link", "set", "eth0", "up"},
-		{"ip", "netns", "exec", n.NetNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
-	}
+	steps := nodeSteps(n.NetNS, switchNS, sw, bridge, n.NodeIP, maskBits)
 	if c.backend == FlannelVXLAN {
 		steps = append(steps,
 			[]string{"ip", "-n", n.NetNS, "link", "add", "flannel.1", "address", n.VtepMAC, "mtu", mtu, "type", "vxlan",

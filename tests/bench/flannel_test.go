@@ -29,6 +29,35 @@ func testSwitch(t *testing.T) (prefix, ns string) {
 	return prefix, ns
 }
 
+// pingFrom pings each address in dsts twice from the namespace pod; fullSize pings with 1472
+// bytes of ICMP payload and DF set: 1500 bytes with the headers.
+func pingFrom(t *testing.T, pod string, fullSize bool, dsts ...string) {
+	t.Helper()
+	what, args := "ping", []string{"netns", "exec", pod, "ping", "-c", "2", "-i", "0.2", "-W", "2"}
+	if fullSize {
+		what, args = "full-size ping", append(args, "-M", "do", "-s", "1472")
+	}
+	for _, dst := range dsts {
+		if out, err := exec.Command("ip", append(args, dst)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %s from %s: %v\n%s", what, dst, pod, err, out)
+		}
+	}
+}
+
+// checkRequestResponse runs a one-second UDP request/response test over the path name, from the
+// namespace client to server at serverIP, and fails below 1,000 transactions a second.
+func checkRequestResponse(t *testing.T, name, client, server, serverIP string, port int) {
+	t.Helper()
+	s, err := RequestResponse(Path{Name: name, Client: Endpoint{NetNS: client}, Server: Endpoint{NetNS: server, IP: serverIP}}, false, 1, "1", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.TPS < 1000 {
+		t.Fatalf("%s: request/response rate %.0f/s is implausibly low", name, s.TPS)
+	}
+	t.Logf("%s: cross-node UDP RR: %.0f tps, p50 %.1f us, p99 %.1f us", name, s.TPS, s.P50us, s.P99us)
+}
+
 // The baseline must really be a working Flannel-like cluster, or the ratios mean nothing.
 func TestFlannelBaselineForwards(t *testing.T) {
 	prefix, sw := testSwitch(t)
@@ -38,19 +67,8 @@ func TestFlannelBaselineForwards(t *testing.T) {
 	}
 	t.Cleanup(c.Teardown)
 	a, b := c.Nodes[0], c.Nodes[1]
-	for _, dst := range []string{b.PodIP(0), b.PodIP(1), a.PodIP(1)} {
-		if out, err := exec.Command("ip", "netns", "exec", a.Pods[0], "ping", "-c", "2", "-i", "0.2", "-W", "2", dst).CombinedOutput(); err != nil {
-			t.Fatalf("ping %s from %s: %v\n%s", dst, a.Pods[0], err, out)
-		}
-	}
-	s, err := RequestResponse(Path{Name: "flannel", Client: Endpoint{NetNS: a.Pods[0]}, Server: Endpoint{NetNS: b.Pods[0], IP: b.PodIP(0)}}, false, 1, "1", 12001)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.TPS < 1000 {
-		t.Fatalf("baseline request/response rate %.0f/s is implausibly low", s.TPS)
-	}
-	t.Logf("flannel-like cross-node UDP RR: %.0f tps, p50 %.1f us, p99 %.1f us", s.TPS, s.P50us, s.P99us)
+	pingFrom(t, a.Pods[0], false, b.PodIP(0), b.PodIP(1), a.PodIP(1))
+	checkRequestResponse(t, "flannel", a.Pods[0], b.Pods[0], b.PodIP(0), 12001)
 }
 
 // The host-gw baseline forwards pods' packets between nodes by plain routes: full-size packets
@@ -67,20 +85,9 @@ func TestFlannelHostGWBaselineForwards(t *testing.T) {
 		t.Fatalf("second host-gw node's first pod is %s, want 10.245.12.2 (nodes numbered from 11)", b.PodIP(0))
 	}
 	// 1472 bytes of ICMP payload + 28 of headers = 1500: fits the underlay only without encapsulation.
-	for _, dst := range []string{b.PodIP(0), b.PodIP(1), a.PodIP(1)} {
-		if out, err := exec.Command("ip", "netns", "exec", a.Pods[0], "ping", "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", "1472", dst).CombinedOutput(); err != nil {
-			t.Fatalf("full-size ping %s from %s: %v\n%s", dst, a.Pods[0], err, out)
-		}
-	}
+	pingFrom(t, a.Pods[0], true, b.PodIP(0), b.PodIP(1), a.PodIP(1))
 	if out, err := exec.Command("ip", "-n", a.NetNS, "-d", "link", "show", "type", "vxlan").CombinedOutput(); err != nil || len(out) != 0 {
 		t.Fatalf("host-gw node has VXLAN devices (%v): %s", err, out)
 	}
-	s, err := RequestResponse(Path{Name: "flannel-hostgw", Client: Endpoint{NetNS: a.Pods[0]}, Server: Endpoint{NetNS: b.Pods[0], IP: b.PodIP(0)}}, false, 1, "1", 12002)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.TPS < 1000 {
-		t.Fatalf("host-gw request/response rate %.0f/s is implausibly low", s.TPS)
-	}
-	t.Logf("flannel host-gw cross-node UDP RR: %.0f tps, p50 %.1f us, p99 %.1f us", s.TPS, s.P50us, s.P99us)
+	checkRequestResponse(t, "flannel-hostgw", a.Pods[0], b.Pods[0], b.PodIP(0), 12002)
 }

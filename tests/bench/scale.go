@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/edgeplane/edgeplane/tests/bench/procstat"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -39,7 +40,7 @@ func parseProcessCPU(stat string) (float64, error) {
 	if err1 != nil || err2 != nil {
 		return 0, fmt.Errorf("utime/stime in %q: %v %v", stat, err1, err2)
 	}
-	return float64(utime+stime) / userHZ, nil
+	return float64(utime+stime) / procstat.UserHZ, nil
 }
 
 // linkRxBytes is the bytes ifname in ns has received (iproute2's 64-bit link statistics).

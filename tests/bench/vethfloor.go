@@ -76,15 +76,7 @@ func SetupVethFloor(prefix, switchNS, bridge string, first int, nodeIPs []string
 func (c *VethFloorCluster) addNode(n *VethFloorNode, prefix, switchNS, bridge string, maskBits, pods int) error {
 	sw := fmt.Sprintf("%svs%d", prefix, n.Index)
 	c.cmds = append(c.cmds, "ip netns del "+n.NetNS, "ip -n "+switchNS+" link del "+sw)
-	for _, s := range [][]string{
-		{"ip", "netns", "add", n.NetNS},
-		{"ip", "-n", n.NetNS, "link", "set", "lo", "up"},
-		{"ip", "link", "add", sw, "netns", switchNS, "type", "veth", "peer", "name", "eth0", "netns", n.NetNS},
-		{"ip", "-n", switchNS, "link", "set", sw, "master", bridge, "up"},
-		{"ip", "-n", n.NetNS, "addr", "add", fmt.Sprintf("%s/%d", n.NodeIP, maskBits), "dev", "eth0"},
-		{"ip", "-n", n.NetNS, "link", "set", "eth0", "up"},
-		{"ip", "netns", "exec", n.NetNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
-	} {
+	for _, s := range nodeSteps(n.NetNS, switchNS, sw, bridge, n.NodeIP, maskBits) {
 		if err := run(s...); err != nil {
 			return err
 		}

@@ -177,18 +177,10 @@ func (l *Lab) StartYurtHub(ctx context.Context, n *Node, binDir string, opts Yur
 // ready to proxy (/v1/readyz). Ready needs the API server: a YurtHub restarted during a cut is
 // not ready until the link returns.
 func (h *YurtHub) Start(ctx context.Context) error {
-	if h.Process != nil {
-		if done, _ := h.Process.Exited(); !done {
-			return fmt.Errorf("yurthub on %s is still running", h.Node.Name)
-		}
-	}
-	h.starts++
-	logPath := filepath.Join(h.Node.Dir, fmt.Sprintf("yurthub.%d.log", h.starts))
-	p, err := startProcess("yurthub@"+h.Node.Name, h.Node.Netns, logPath, h.bin, h.args...)
+	p, err := h.launch()
 	if err != nil {
 		return err
 	}
-	h.Process = p
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
@@ -210,20 +202,32 @@ func (h *YurtHub) Start(ctx context.Context) error {
 	}
 }
 
-// StartCutOff starts yurthub again after Kill while the API server is unreachable, as a node's
-// init does after a reboot during a cut: YurtHub is not ready without the API server, so it waits
-// only until the proxy accepts connections on 169.254.2.1:10268.
-func (h *YurtHub) StartCutOff(ctx context.Context) error {
-	if done, _ := h.Process.Exited(); !done {
-		return fmt.Errorf("yurthub on %s is still running", h.Node.Name)
+// launch starts the yurthub process, unless the last one still runs, with a log of its own
+// (yurthub.<n>.log in the node's directory) for each start.
+func (h *YurtHub) launch() (*Process, error) {
+	if h.Process != nil {
+		if done, _ := h.Process.Exited(); !done {
+			return nil, fmt.Errorf("yurthub on %s is still running", h.Node.Name)
+		}
 	}
 	h.starts++
 	logPath := filepath.Join(h.Node.Dir, fmt.Sprintf("yurthub.%d.log", h.starts))
 	p, err := startProcess("yurthub@"+h.Node.Name, h.Node.Netns, logPath, h.bin, h.args...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h.Process = p
+	return p, nil
+}
+
+// StartCutOff starts yurthub again after Kill while the API server is unreachable, as a node's
+// init does after a reboot during a cut: YurtHub is not ready without the API server, so it waits
+// only until the proxy accepts connections on 169.254.2.1:10268.
+func (h *YurtHub) StartCutOff(ctx context.Context) error {
+	p, err := h.launch()
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	for {
 		conn, err := DialTCP(h.Node.Netns, YurtHubSecureProxy, time.Second)

@@ -352,6 +352,72 @@ func reconnectedEvents(t *testing.T, l *lab.Lab, node string) []corev1.Event {
 	return out
 }
 
+// changeCloud makes what the cloud changes during the first cut: Service late-1 of the site's
+// pods, with its endpoint ready, and a node c3.
+func (s *site) changeCloud(ctx context.Context, t *testing.T) (late1 *corev1.Service, c3 *lab.Node) {
+	t.Helper()
+	late1, err := s.lab.CreateService(ctx, "late-1", udpService(lateBase+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.lab.WaitReadyEndpoints(ctx, "late-1", 1, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c3, err = s.lab.AddNode(ctx, "c3", 3, lab.NodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return late1, c3
+}
+
+// sleepOutCut sleeps until the cut that began at cutAt has lasted cut.
+func sleepOutCut(cutAt time.Time, cut time.Duration) {
+	if rest := cut - time.Since(cutAt); rest > 0 {
+		time.Sleep(rest)
+	}
+}
+
+// checkCloudChanges waits up to timeout until n's maps hold the Service late, and node c3's route
+// unless c3 is nil, and checks they did within healLimit of back: when the agents could reach the
+// API server again (the heal, or YurtHub's return to it after the heal at healAt).
+func (s *site) checkCloudChanges(t *testing.T, n *lab.Node, late *corev1.Service, c3 *lab.Node, timeout time.Duration, healAt, back time.Time) {
+	t.Helper()
+	lateIP := late.Spec.ClusterIP
+	what := fmt.Sprintf("Service %s (%s)", late.Name, lateIP)
+	if c3 != nil {
+		what += fmt.Sprintf(" and node %s's route (%s)", c3.Name, c3.PodCIDR)
+	}
+	_, ok := waitFor(timeout, func() bool {
+		d := s.dump(t, n)
+		return bytes.Contains(d["services"], []byte(lateIP)) && (c3 == nil || bytes.Contains(d["routes"], []byte(c3.PodCIDR.String())))
+	})
+	took := time.Since(back)
+	after := fmt.Sprintf("%v after the heal", took.Round(time.Millisecond))
+	if !back.Equal(healAt) {
+		after = fmt.Sprintf("%v after YurtHub's return (%v after the heal)", took.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond))
+	}
+	if !ok || took > healLimit {
+		t.Errorf("%s: %s in the maps %s (found: %v), want within %v", n.Name, what, after, ok, healLimit)
+	} else {
+		t.Logf("%s: %s, added during the cut, in the maps %s", n.Name, what, after)
+	}
+}
+
+// restartAgent kills n's agent (SIGKILL) during the cut that began at cutAt and starts a new
+// one, and returns when it started it.
+func restartAgent(t *testing.T, n *lab.Node, cutAt time.Time) (startedAt time.Time) {
+	t.Helper()
+	n.KillAgent()
+	if done, _ := n.Agent.Exited(); !done {
+		t.Fatalf("agent on %s still running after SIGKILL", n.Name)
+	}
+	startedAt = time.Now()
+	if err := n.StartAgent(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed the agent on %s %v into the cut and started a new one", n.Name, startedAt.Sub(cutAt).Round(time.Millisecond))
+	return startedAt
+}
+
 // TestPartition (issue 18 items 1-2): site-a is cut off from the API server twice, for
 // cutDuration each, under 2 ms UDP streams inside the site (pod to pod on one node and across,
 // pod to Service). First cut: the agents notice (edgeplane_apiserver_reachable 0), stay healthy,
@@ -384,21 +450,8 @@ func TestPartition(t *testing.T) {
 			}
 			t.Logf("%s: edgeplane_apiserver_reachable 0 %v after the cut", n.Name, time.Since(cutAt).Round(100*time.Millisecond))
 		}
-		// What the cloud changes meanwhile: a Service of the site's pods, and a node.
-		late, err := l.CreateService(ctx, "late-1", udpService(lateBase+1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := l.WaitReadyEndpoints(ctx, "late-1", 1, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		c3, err := l.AddNode(ctx, "c3", 3, lab.NodeOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rest := cut - time.Since(cutAt); rest > 0 {
-			time.Sleep(rest)
-		}
+		late1, c3 := s.changeCloud(ctx, t)
+		sleepOutCut(cutAt, cut)
 		for _, n := range []*lab.Node{s1, s2} {
 			sameDump(t, n, before[n], s.dump(t, n), fmt.Sprintf("after %v cut off", time.Since(cutAt).Round(time.Second)))
 			if code, body, err := n.AgentGet("/readyz"); err != nil || !strings.Contains(body, "apiserver: unreachable since") {
@@ -410,19 +463,8 @@ func TestPartition(t *testing.T) {
 		}
 		heal()
 		healAt := time.Now()
-		lateIP := late.Spec.ClusterIP
 		for _, n := range []*lab.Node{s1, s2} {
-			took, ok := waitFor(15*time.Second, func() bool {
-				d := s.dump(t, n)
-				return bytes.Contains(d["services"], []byte(lateIP)) && bytes.Contains(d["routes"], []byte(c3.PodCIDR.String()))
-			})
-			took = time.Since(healAt)
-			if !ok || took > healLimit {
-				t.Errorf("%s: Service late-1 (%s) and node c3's route (%s) in the maps %v after the heal (found: %v), want within %v",
-					n.Name, lateIP, c3.PodCIDR, took.Round(time.Millisecond), ok, healLimit)
-			} else {
-				t.Logf("%s: Service and node added during the cut in the maps %v after the heal", n.Name, took.Round(time.Millisecond))
-			}
+			s.checkCloudChanges(t, n, late1, c3, 15*time.Second, healAt, healAt)
 		}
 		streams.check(t, "the cut and the heal")
 		if failures := health(); len(failures) > 0 {
@@ -463,15 +505,7 @@ func TestPartition(t *testing.T) {
 		cutAt, heal := cutSite(ctx, t, l)
 		defer heal()
 		time.Sleep(2 * time.Second)
-		s2.KillAgent()
-		if done, _ := s2.Agent.Exited(); !done {
-			t.Fatalf("agent on %s still running after SIGKILL", s2.Name)
-		}
-		startedAt := time.Now()
-		if err := s2.StartAgent(); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("killed the agent on %s %v into the cut and started a new one", s2.Name, startedAt.Sub(cutAt).Round(time.Millisecond))
+		startedAt := restartAgent(t, s2, cutAt)
 		late, err := l.CreateService(ctx, "late-2", udpService(lateBase+2))
 		if err != nil {
 			t.Fatal(err)
@@ -492,24 +526,14 @@ func TestPartition(t *testing.T) {
 			t.Errorf("%s: /readyz of the new agent before it synced: %d %q, want 503", s2.Name, code, body)
 		}
 		health := healthWatch(t, s2)
-		if rest := cut - time.Since(cutAt); rest > 0 {
-			time.Sleep(rest)
-		}
+		sleepOutCut(cutAt, cut)
 		if done, err := s2.Agent.Exited(); done {
 			t.Fatalf("the new agent on %s exited during the cut (%v):\n%s", s2.Name, err, s2.Agent.LogTail(40))
 		}
 		sameDump(t, s2, before, s.dump(t, s2), fmt.Sprintf("with a new agent %v into the cut", time.Since(cutAt).Round(time.Second)))
 		heal()
 		healAt := time.Now()
-		lateIP := late.Spec.ClusterIP
-		took, ok := waitFor(15*time.Second, func() bool {
-			return bytes.Contains(s.dump(t, s2)["services"], []byte(lateIP))
-		})
-		if took = time.Since(healAt); !ok || took > healLimit {
-			t.Errorf("%s: Service late-2 (%s) in the new agent's maps %v after the heal (found: %v), want within %v", s2.Name, lateIP, took.Round(time.Millisecond), ok, healLimit)
-		} else {
-			t.Logf("%s: Service added during the cut in the new agent's maps %v after the heal", s2.Name, took.Round(time.Millisecond))
-		}
+		s.checkCloudChanges(t, s2, late, nil, 15*time.Second, healAt, healAt)
 		if _, ok := waitFor(10*time.Second, func() bool {
 			code, body, err = s2.AgentGet("/readyz")
 			return err == nil && code == http.StatusOK

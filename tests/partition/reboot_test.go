@@ -29,78 +29,15 @@ func TestRebootDuringPartition(t *testing.T) {
 	l, s2 := s.lab, s.s2
 	ctx := t.Context()
 	oldP3 := s.p3.IP
+	s.waitSnapshotNamesP3(t)
 
-	var snap *snapshot.State
-	if _, ok := waitFor(20*time.Second, func() bool {
-		var err error
-		snap, err = snapshot.Read(s2.SnapshotDir(), snapshot.DefaultMaxBytes)
-		return err == nil && slices.ContainsFunc(snap.PodBackends, func(b snapshot.PodBackend) bool { return b.IP == oldP3 && b.Name == "p3" })
-	}); !ok {
-		t.Fatalf("precondition: %s's snapshot does not name p3 (%s) as a backend: %+v", s2.Name, oldP3, snap)
-	}
-
-	if err := l.Partition(ctx, lab.DomainSiteA); err != nil {
-		t.Fatal(err)
-	}
-	healed := false
-	heal := func() {
-		if !healed {
-			healed = true
-			if err := l.Heal(t.Context(), lab.DomainSiteA); err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	_, heal := cutSite(ctx, t, l)
 	defer heal()
 	if err := l.Reboot(ctx, s2); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	if err := s2.StartAgent(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s2.WaitReady(ctx, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s: node.json written %v after the agent's start, from the snapshot", s2.Name, time.Since(start).Round(time.Millisecond))
-
-	// kubelet's work after the reboot: new sandboxes through the CNI plugin (the Pod objects stay
-	// as they were: kubelet cannot reach the API server).
-	p3, err := l.AddPod(ctx, s2, "p3", lab.PodOptions{NoObject: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p3.IP == oldP3 {
-		t.Fatalf("p3 came back with its old address %s: the test needs a new one", oldP3)
-	}
-	p4, err := l.AddPod(ctx, s2, "p4", lab.PodOptions{NoObject: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, port := range []uint16{podPort, webPort} {
-		srv, err := lab.ServeUDPEcho(p3.Netns, netip.AddrPortFrom(p3.IP, port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
-	}
-	t.Logf("p3 re-created on %s: %s -> %s", s2.Name, oldP3, p3.IP)
-	for _, c := range []struct {
-		what string
-		from lab.Netns
-		to   netip.AddrPort
-	}{
-		{"p4 -> web (Service, backend p3 on the rebooted node)", p4.Netns, s.web},
-		{"p4 -> p2 (from the rebooted node to the other)", p4.Netns, netip.AddrPortFrom(s.p2.IP, podPort)},
-		{"p1 -> p3 (from the other node to the rebooted one)", s.p1.Netns, netip.AddrPortFrom(p3.IP, podPort)},
-	} {
-		start := time.Now()
-		if err := waitEcho(c.from, c.to, 10*time.Second); err != nil {
-			t.Errorf("during the cut, after the reboot: %s: %v\n%s", c.what, err, s2.Agent.LogTail(30))
-		} else {
-			t.Logf("during the cut, after the reboot: %s answers (%v)", c.what, time.Since(start).Round(time.Millisecond))
-		}
-	}
+	_, p3, p4 := s.restartRebooted(ctx, t, oldP3)
+	s.checkRebootedPaths(t, p3, p4)
 	streamCtx, stopStream := context.WithTimeout(ctx, 3*time.Second)
 	st, err := lab.UDPStream(streamCtx, p4.Netns, s.web, 2*time.Millisecond, 500*time.Millisecond)
 	stopStream()
@@ -129,6 +66,79 @@ func TestRebootDuringPartition(t *testing.T) {
 	}
 	if err := waitEcho(p4.Netns, s.web, 10*time.Second); err != nil {
 		t.Errorf("after the heal: p4 -> web: %v", err)
+	}
+}
+
+// waitSnapshotNamesP3 waits until s2's snapshot names p3, at its address, as a Service backend:
+// the state a rebooted s2's new agent starts from.
+func (s *site) waitSnapshotNamesP3(t *testing.T) {
+	t.Helper()
+	var snap *snapshot.State
+	if _, ok := waitFor(20*time.Second, func() bool {
+		var err error
+		snap, err = snapshot.Read(s.s2.SnapshotDir(), snapshot.DefaultMaxBytes)
+		return err == nil && slices.ContainsFunc(snap.PodBackends, func(b snapshot.PodBackend) bool { return b.IP == s.p3.IP && b.Name == "p3" })
+	}); !ok {
+		t.Fatalf("precondition: %s's snapshot does not name p3 (%s) as a backend: %+v", s.s2.Name, s.p3.IP, snap)
+	}
+}
+
+// restartRebooted brings s2 back after Lab.Reboot during a cut: its agent started and ready
+// (node.json written, from the snapshot), then kubelet's work: new sandboxes for p3 and a client
+// p4 through the CNI plugin, the Pod objects left as they were (kubelet cannot reach the API
+// server), and p3 serving podPort and webPort again. It returns when the agent started.
+func (s *site) restartRebooted(ctx context.Context, t *testing.T, oldP3 netip.Addr) (start time.Time, p3, p4 *lab.Pod) {
+	t.Helper()
+	l, s2 := s.lab, s.s2
+	start = time.Now()
+	if err := s2.StartAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.WaitReady(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: node.json written %v after the agent's start, from the snapshot", s2.Name, time.Since(start).Round(time.Millisecond))
+	p3, err := l.AddPod(ctx, s2, "p3", lab.PodOptions{NoObject: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p3.IP == oldP3 {
+		t.Fatalf("p3 came back with its old address %s: the test needs a new one", oldP3)
+	}
+	p4, err = l.AddPod(ctx, s2, "p4", lab.PodOptions{NoObject: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []uint16{podPort, webPort} {
+		srv, err := lab.ServeUDPEcho(p3.Netns, netip.AddrPortFrom(p3.IP, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+	}
+	t.Logf("p3 re-created on %s: %s -> %s", s2.Name, oldP3, p3.IP)
+	return start, p3, p4
+}
+
+// checkRebootedPaths checks, during the cut, that the rebooted s2's pods and s1's reach each
+// other and that web answers p4 from the new p3 (its backend repaired on the node).
+func (s *site) checkRebootedPaths(t *testing.T, p3, p4 *lab.Pod) {
+	t.Helper()
+	for _, c := range []struct {
+		what string
+		from lab.Netns
+		to   netip.AddrPort
+	}{
+		{"p4 -> p2 (from the rebooted node to the other)", p4.Netns, netip.AddrPortFrom(s.p2.IP, podPort)},
+		{"p1 -> p3 (from the other node to the rebooted one)", s.p1.Netns, netip.AddrPortFrom(p3.IP, podPort)},
+		{"p4 -> web (Service, backend p3 on the rebooted node)", p4.Netns, s.web},
+	} {
+		start := time.Now()
+		if err := waitEcho(c.from, c.to, 10*time.Second); err != nil {
+			t.Errorf("during the cut, after the reboot: %s: %v\n%s", c.what, err, s.s2.Agent.LogTail(30))
+		} else {
+			t.Logf("during the cut, after the reboot: %s answers (%v)", c.what, time.Since(start).Round(time.Millisecond))
+		}
 	}
 }
 

@@ -1,17 +1,13 @@
 package partition
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
-	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgeplane/edgeplane/pkg/snapshot"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
@@ -89,20 +85,8 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 		cutAt, heal := cutSite(ctx, t, l)
 		defer heal()
 		t.Logf("YurtHubs serve from their caches %v after the cut", waitCloudHealth(t, hs, false, hubNotices).Sub(cutAt).Round(100*time.Millisecond))
-		late, err := l.CreateService(ctx, "late-1", udpService(lateBase+1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := l.WaitReadyEndpoints(ctx, "late-1", 1, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		c3, err := l.AddNode(ctx, "c3", 3, lab.NodeOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rest := cut - time.Since(cutAt); rest > 0 {
-			time.Sleep(rest)
-		}
+		late1, c3 := s.changeCloud(ctx, t)
+		sleepOutCut(cutAt, cut)
 		for _, n := range []*lab.Node{s1, s2} {
 			sameDump(t, n, before[n], s.dump(t, n), fmt.Sprintf("after %v cut off", time.Since(cutAt).Round(time.Second)))
 			code, body, err := n.AgentGet("/readyz")
@@ -115,20 +99,8 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 		healAt := time.Now()
 		hubsBack := waitCloudHealth(t, hs, true, hubNotices)
 		t.Logf("YurtHubs proxy to the API server again %v after the heal", hubsBack.Sub(healAt).Round(100*time.Millisecond))
-		lateIP := late.Spec.ClusterIP
 		for _, n := range []*lab.Node{s1, s2} {
-			_, ok := waitFor(hubNotices, func() bool {
-				d := s.dump(t, n)
-				return bytes.Contains(d["services"], []byte(lateIP)) && bytes.Contains(d["routes"], []byte(c3.PodCIDR.String()))
-			})
-			took := time.Since(hubsBack)
-			if !ok || took > healLimit {
-				t.Errorf("%s: Service late-1 (%s) and node c3's route (%s) in the maps %v after YurtHub's return (%v after the heal; found: %v), want within %v",
-					n.Name, lateIP, c3.PodCIDR, took.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond), ok, healLimit)
-			} else {
-				t.Logf("%s: Service and node added during the cut in the maps %v after YurtHub's return (%v after the heal)",
-					n.Name, took.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond))
-			}
+			s.checkCloudChanges(t, n, late1, c3, hubNotices, healAt, hubsBack)
 		}
 		streams.check(t, "the cut and the heal")
 		if failures := health(); len(failures) > 0 {
@@ -144,15 +116,7 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 		defer heal()
 		// The new agent must start from YurtHub's cache: kill the old one once YurtHub serves it.
 		waitCloudHealth(t, hubs{s2.Name: hs[s2.Name]}, false, hubNotices)
-		s2.KillAgent()
-		if done, _ := s2.Agent.Exited(); !done {
-			t.Fatalf("agent on %s still running after SIGKILL", s2.Name)
-		}
-		startedAt := time.Now()
-		if err := s2.StartAgent(); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("killed the agent on %s %v into the cut and started a new one", s2.Name, startedAt.Sub(cutAt).Round(time.Millisecond))
+		startedAt := restartAgent(t, s2, cutAt)
 		late, err := l.CreateService(ctx, "late-2", udpService(lateBase+2))
 		if err != nil {
 			t.Fatal(err)
@@ -165,9 +129,7 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 			t.Logf("%s: the new agent rewrote node.json %v after its start, from YurtHub's cache", s2.Name, time.Since(startedAt).Round(time.Millisecond))
 		}
 		health := healthWatch(t, s2)
-		if rest := cut - time.Since(cutAt); rest > 0 {
-			time.Sleep(rest)
-		}
+		sleepOutCut(cutAt, cut)
 		if done, err := s2.Agent.Exited(); done {
 			t.Fatalf("the new agent on %s exited during the cut (%v):\n%s", s2.Name, err, s2.Agent.LogTail(40))
 		}
@@ -177,17 +139,7 @@ func TestPartitionThroughYurtHub(t *testing.T) {
 		heal()
 		healAt := time.Now()
 		hubsBack := waitCloudHealth(t, hs, true, hubNotices)
-		lateIP := late.Spec.ClusterIP
-		_, ok := waitFor(hubNotices, func() bool {
-			return bytes.Contains(s.dump(t, s2)["services"], []byte(lateIP))
-		})
-		if took := time.Since(hubsBack); !ok || took > healLimit {
-			t.Errorf("%s: Service late-2 (%s) in the new agent's maps %v after YurtHub's return (%v after the heal; found: %v), want within %v",
-				s2.Name, lateIP, took.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond), ok, healLimit)
-		} else {
-			t.Logf("%s: Service added during the cut in the new agent's maps %v after YurtHub's return (%v after the heal)",
-				s2.Name, took.Round(time.Millisecond), time.Since(healAt).Round(time.Millisecond))
-		}
+		s.checkCloudChanges(t, s2, late, nil, hubNotices, healAt, hubsBack)
 		streams.check(t, "the agent's SIGKILL and restart during the cut")
 		if failures := health(); len(failures) > 0 {
 			t.Errorf("/healthz of the new agent failed during the cut:\n%s", strings.Join(failures, "\n"))
@@ -210,15 +162,7 @@ func TestRebootDuringPartitionThroughYurtHub(t *testing.T) {
 	ctx := t.Context()
 	oldP3 := s.p3.IP
 	const hubNotices = 45 * time.Second
-
-	var snap *snapshot.State
-	if _, ok := waitFor(20*time.Second, func() bool {
-		var err error
-		snap, err = snapshot.Read(s2.SnapshotDir(), snapshot.DefaultMaxBytes)
-		return err == nil && slices.ContainsFunc(snap.PodBackends, func(b snapshot.PodBackend) bool { return b.IP == oldP3 && b.Name == "p3" })
-	}); !ok {
-		t.Fatalf("precondition: %s's snapshot does not name p3 (%s) as a backend: %+v", s2.Name, oldP3, snap)
-	}
+	s.waitSnapshotNamesP3(t)
 
 	cutAt, heal := cutSite(ctx, t, l)
 	defer heal()
@@ -231,50 +175,8 @@ func TestRebootDuringPartitionThroughYurtHub(t *testing.T) {
 	if err := hs[s2.Name].StartCutOff(ctx); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	if err := s2.StartAgent(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s2.WaitReady(ctx, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s: node.json written %v after the agent's start", s2.Name, time.Since(start).Round(time.Millisecond))
-
-	p3, err := l.AddPod(ctx, s2, "p3", lab.PodOptions{NoObject: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p3.IP == oldP3 {
-		t.Fatalf("p3 came back with its old address %s: the test needs a new one", oldP3)
-	}
-	p4, err := l.AddPod(ctx, s2, "p4", lab.PodOptions{NoObject: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, port := range []uint16{podPort, webPort} {
-		srv, err := lab.ServeUDPEcho(p3.Netns, netip.AddrPortFrom(p3.IP, port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
-	}
-	t.Logf("p3 re-created on %s: %s -> %s", s2.Name, oldP3, p3.IP)
-	for _, c := range []struct {
-		what string
-		from lab.Netns
-		to   netip.AddrPort
-	}{
-		{"p4 -> p2 (from the rebooted node to the other)", p4.Netns, netip.AddrPortFrom(s.p2.IP, podPort)},
-		{"p1 -> p3 (from the other node to the rebooted one)", s.p1.Netns, netip.AddrPortFrom(p3.IP, podPort)},
-		{"p4 -> web (Service, backend p3 on the rebooted node)", p4.Netns, s.web},
-	} {
-		start := time.Now()
-		if err := waitEcho(c.from, c.to, 10*time.Second); err != nil {
-			t.Errorf("during the cut, after the reboot: %s: %v", c.what, err)
-		} else {
-			t.Logf("during the cut, after the reboot: %s answers (%v)", c.what, time.Since(start).Round(time.Millisecond))
-		}
-	}
+	start, p3, p4 := s.restartRebooted(ctx, t, oldP3)
+	s.checkRebootedPaths(t, p3, p4)
 	code, body, err := s2.AgentGet("/readyz")
 	t.Logf("%s: /readyz during the cut: %d %q %v", s2.Name, code, body, err)
 	// The rest of the cut, at least until YurtHub serves the agent from its cache: then the

@@ -6,10 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// userHZ is the unit of /proc/stat's counters (USER_HZ, 100 on every Linux architecture).
-const userHZ = 100
+	"github.com/edgeplane/edgeplane/tests/bench/procstat"
+)
 
 // cpuTimes is one reading of /proc/stat: for each CPU ("cpuN" lines), the ticks it spent not
 // running anything (idle + iowait + steal), and when it was read (CLOCK_MONOTONIC, ns).
@@ -25,33 +24,8 @@ func readCPUTimes() (cpuTimes, error) {
 	if err != nil {
 		return cpuTimes{}, fmt.Errorf("reading CPU times: %w", err)
 	}
-	notRun, err := parseNotRunning(string(buf))
+	notRun, err := procstat.Sum(string(buf), procstat.Idle, procstat.IOWait, procstat.Steal)
 	return cpuTimes{at: at, notRun: notRun}, err
-}
-
-// parseNotRunning returns, for each "cpuN" line of /proc/stat, idle + iowait + steal.
-func parseNotRunning(stat string) ([]uint64, error) {
-	var out []uint64
-	for _, line := range strings.Split(stat, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 9 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
-			continue
-		}
-		// user nice system idle iowait irq softirq steal [guest guest_nice]
-		var v uint64
-		for _, i := range []int{4, 5, 8} {
-			n, err := strconv.ParseUint(f[i], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("parsing %s's CPU times: %w", f[0], err)
-			}
-			v += n
-		}
-		out = append(out, v)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no per-CPU line with steal time in /proc/stat")
-	}
-	return out, nil
 }
 
 // cpuBusy is what each CPU spent running something over a window.
@@ -66,7 +40,7 @@ type cpuBusy struct {
 func busyBetween(before, after cpuTimes) cpuBusy {
 	b := cpuBusy{window: time.Duration(after.at - before.at)}
 	for i := range min(len(before.notRun), len(after.notRun)) {
-		notRun := float64(after.notRun[i]-before.notRun[i]) / userHZ
+		notRun := float64(after.notRun[i]-before.notRun[i]) / procstat.UserHZ
 		b.perCPU = append(b.perCPU, b.window.Seconds()-notRun)
 	}
 	return b

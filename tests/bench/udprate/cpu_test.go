@@ -8,29 +8,6 @@ import (
 	"time"
 )
 
-// A CPU's time not running anything is idle + iowait + steal; user, system, irq and softirq,
-// sampled at the timer tick on kernels with tick-based accounting, are not read at all.
-func TestParseNotRunning(t *testing.T) {
-	stat := `cpu  300 20 100 5000 40 6 70 900 0 0
-cpu0 100 10 50 2500 20 3 30 450 0 0
-cpu1 200 10 50 2400 25 3 40 7 0 0
-intr 12345
-ctxt 678`
-	got, err := parseNotRunning(stat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 || got[0] != 2500+20+450 || got[1] != 2400+25+7 {
-		t.Errorf("not-running ticks %v", got)
-	}
-	if _, err := parseNotRunning("cpu  1 2 3 4 5 6 7 8\nintr 1"); err == nil {
-		t.Error("no per-CPU line: no error")
-	}
-	if _, err := parseNotRunning("cpu0 1 2 3 x 5 6 7 8"); err == nil {
-		t.Error("a field that is not a number: no error")
-	}
-}
-
 // Busy time is the window less what each CPU did not run, in seconds (counters in 1/100 s).
 func TestBusyBetween(t *testing.T) {
 	before := cpuTimes{at: int64(10 * time.Second), notRun: []uint64{1000, 2000}}
