@@ -39,6 +39,7 @@
 #include "lib/icmp.h"
 #include "lib/nodeport.h"
 #include "lib/tunnel_unreach.h"
+#include "lib/peer_answer.h"
 #include "lib/ttl.h"
 #include "lib/direct.h"
 
@@ -317,13 +318,8 @@ static __always_inline int node_vxlan_inner_fits(const struct __sk_buff *skb, co
 }
 
 /* Whether the VXLAN frame (option-less outer IPv4) from a node of a domain this node cannot reach
- * is that node's answer for one of this node's pods (lib/tunnel_unreach.h): ICMP host unreachable
- * from the node's own address, outer and inner, to a local pod. The two nodes applied a domain
- * change one after the other and the answer crossed the second one's: dropped, it would leave the
- * pod waiting for a retransmission where the change promises a fast failure. It is the one thing
- * let through from an unreachable domain: an error about the pod's own packet, from a known node,
- * not pod traffic. */
-static __always_inline int node_vxlan_peer_answer(struct __sk_buff *skb)
+ * carries that node's answer for a sender behind this one (lib/peer_answer.h). */
+static __always_inline int node_vxlan_peer_answer(struct __sk_buff *skb, const struct node_cfg *cfg)
 {
 	struct ethhdr *inner_eth;
 	struct iphdr *outer, *inner;
@@ -335,14 +331,9 @@ static __always_inline int node_vxlan_peer_answer(struct __sk_buff *skb)
 	inner_eth = pkt_data(skb) + VXLAN_INNER_ETH_OFF;
 	inner = (void *)(inner_eth + 1);
 	icmp = (void *)(inner + 1);
-	if ((void *)(icmp + 1) > pkt_end(skb))
+	if ((void *)(icmp + 1) > pkt_end(skb) || inner_eth->h_proto != bpf_htons(ETH_P_IP))
 		return 0;
-	if (inner_eth->h_proto != bpf_htons(ETH_P_IP) || inner->version != 4 || inner->ihl != 5 ||
-	    inner->protocol != IPPROTO_ICMP || (inner->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
-		return 0;
-	if (inner->saddr != outer->saddr || icmp->type != ICMP_DEST_UNREACH || icmp->code != ICMP_HOST_UNREACH)
-		return 0;
-	return endpoint_lookup(inner->daddr) != NULL;
+	return peer_answer(cfg, inner, icmp, outer->saddr);
 }
 
 /* A VXLAN frame to port 8472 of the node IP (outer IPv4 parsed, not a fragment). */
@@ -378,7 +369,7 @@ static __always_inline int node_vxlan_ingress(struct __sk_buff *skb, const struc
 	peer = node_lookup(outer->saddr);
 	if (!peer)
 		return -DROP_UNKNOWN_TUNNEL_SOURCE;
-	if (!domain_reachable(cfg, peer->domain) && !node_vxlan_peer_answer(skb))
+	if (!domain_reachable(cfg, peer->domain) && !node_vxlan_peer_answer(skb, cfg))
 		return -DROP_DOMAIN_UNREACHABLE;
 
 	if (pkt_pull(skb, VXLAN_INNER_IP_OFF) < 0)

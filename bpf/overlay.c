@@ -60,11 +60,30 @@
 #include "lib/nodeport.h"
 #include "lib/ttl.h"
 #include "lib/direct.h"
+#include "lib/peer_answer.h"
 
 /* The source of the node's own connections to a backend on one of its own addresses, as the host
  * stack sees them (the head of the file); pkg/datapath.HostHairpinIP, routed into this device by
  * the agent. Link-local like the pods' hairpin address (lib/lb_xlate.h), and next to it. */
 #define HOST_HAIRPIN_IP bpf_htonl(0xa9fe2a02) /* 169.254.42.2 */
+
+/* Whether the decapsulated frame from peer_ip, a node of a domain this node cannot reach, is that
+ * node's answer for a sender behind this one (lib/peer_answer.h). */
+static __always_inline int overlay_peer_answer(struct __sk_buff *skb, const struct node_cfg *cfg, __be32 peer_ip)
+{
+	struct icmphdr *icmp;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (skb->gso_size || pkt_pull(skb, ETH_HLEN + sizeof(*ip) + sizeof(*icmp)) < 0)
+		return 0;
+	eth = pkt_data(skb);
+	ip = (void *)(eth + 1);
+	icmp = (void *)(ip + 1);
+	if ((void *)(icmp + 1) > pkt_end(skb) || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 0;
+	return peer_answer(cfg, ip, icmp, peer_ip);
+}
 
 static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 {
@@ -87,7 +106,7 @@ static __always_inline int overlay_ingress_handle(struct __sk_buff *skb)
 		return -DROP_UNKNOWN_TUNNEL_SOURCE;
 	if (key.tunnel_id != cfg->vni)
 		return -DROP_VNI_MISMATCH;
-	if (!domain_reachable(cfg, peer->domain))
+	if (!domain_reachable(cfg, peer->domain) && !overlay_peer_answer(skb, cfg, bpf_htonl(key.remote_ipv4)))
 		return -DROP_DOMAIN_UNREACHABLE;
 
 	ret = parse_ipv4(skb, &eth, &ip);

@@ -11,7 +11,7 @@
  * outer source, which is a known node (nodes_map: the agent keys every address a node publishes).
  * That node still takes this one for reachable (that is the window), delivers the error to its pod,
  * and the pod's connect() fails at once; if it applies the change while the answer is on the wire,
- * it still delivers it (node.c, node_vxlan_peer_answer). An error about a packet to a service backend is
+ * it still delivers it (lib/peer_answer.h). An error about a packet to a service backend is
  * translated back to the frontend there (lib/lb_xlate.h, lb_xlate_rev_icmp). The frame is
  * rewritten in place (tunnel_unreach_rewrite says why not decapsulated and re-encapsulated).
  *

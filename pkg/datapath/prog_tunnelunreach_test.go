@@ -184,10 +184,11 @@ func TestNodeIngressTunnelUnreachAnswerDelivered(t *testing.T) {
 	prog := coll.Programs["node_ingress"]
 	vx := vxlanHdr(0x08000000, vni)
 	syn := ipHdr{src: podA, dst: siteBPod, proto: protoTCP}.build(tcpSeg(podA, siteBPod, 40000, 8080, tcpSYN, nil))
-	answer := func(src netip.Addr, typ, code byte) []byte {
+	answerTo := func(src, dst netip.Addr, typ, code byte) []byte {
 		return vxlanFrame(siteBNode, vxlanPort, vx, ethFrame(vtepMAC, remoteVtepMAC, ethPIPv4,
-			ipHdr{src: src, dst: podA, proto: protoICMP}.build(icmpMsg(typ, code, [4]byte{}, syn[:28]))))
+			ipHdr{src: src, dst: dst, proto: protoICMP}.build(icmpMsg(typ, code, [4]byte{}, syn[:28]))))
 	}
+	answer := func(src netip.Addr, typ, code byte) []byte { return answerTo(src, podA, typ, code) }
 
 	got, out := run(t, prog, answer(siteBNode, 3, 1), nil)
 	if got != tcActRedirect {
@@ -205,10 +206,20 @@ func TestNodeIngressTunnelUnreachAnswerDelivered(t *testing.T) {
 		t.Errorf("DOMAIN_UNREACHABLE %d, want 0: the answer is not a drop", d)
 	}
 
-	// Only that answer: another error from the node, or one from its pod, is dropped.
+	// The same answer to this node's own connection (its overlay address) or to a cloud host it
+	// carries as the cloud gateway: left to the kernel's VXLAN device, which routes it.
+	for name, dst := range map[string]netip.Addr{"the overlay address": overlayAddr, "a host outside the cluster": strangerIP} {
+		if got, _ := run(t, prog, answerTo(siteBNode, dst, 3, 1), nil); got != tcActOK {
+			t.Errorf("answer to %s: verdict %d, want it to the kernel (%d)", name, got, tcActOK)
+		}
+	}
+
+	// Only that answer: another error from the node, one from its pod, or one to a remote pod
+	// is dropped.
 	for name, frame := range map[string][]byte{
-		"port unreachable from the node": answer(siteBNode, 3, 3),
-		"host unreachable from a pod":    answer(siteBPod, 3, 1),
+		"port unreachable from the node":   answer(siteBNode, 3, 3),
+		"host unreachable from a pod":      answer(siteBPod, 3, 1),
+		"host unreachable to a remote pod": answerTo(siteBNode, siteBPod, 3, 1),
 	} {
 		if got, _ := run(t, prog, frame, nil); got != tcActShot {
 			t.Errorf("%s: verdict %d, want a drop", name, got)
