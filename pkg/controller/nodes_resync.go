@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
@@ -45,15 +44,7 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	r.indexed = nil    // rewritten by the domains pass, in case the file was lost
 	r.hostSynced = nil // synced by the domains pass, in case a route was removed
 	r.mu.Unlock()
-	for _, n := range nodes {
-		start := time.Now()
-		err := r.reconcile(ctx, n.Name)
-		observe(r.cfg.Metrics, NodesController, start, err)
-		if err != nil {
-			logger.Error(err, "Reconciling node; will retry", "node", n.Name)
-			r.queue.AddRateLimited(n.Name)
-		}
-	}
+	r.reconcileAll(ctx, nodes)
 	r.queue.Add(domainsKey)
 	r.collectGarbage(ctx)
 }

@@ -29,15 +29,7 @@ func (r *NodeReconciler) syncAll(ctx context.Context) {
 	if err != nil {
 		logger.Error(err, "Listing nodes")
 	}
-	for _, n := range nodes {
-		start := time.Now()
-		err := r.reconcile(ctx, n.Name)
-		observe(r.cfg.Metrics, NodesController, start, err)
-		if err != nil {
-			logger.Error(err, "Reconciling node; will retry", "node", n.Name)
-			r.queue.AddRateLimited(n.Name)
-		}
-	}
+	r.reconcileAll(ctx, nodes)
 	if err := r.reconcile(ctx, domainsKey); err != nil {
 		logger.Error(err, "Programming domains and host routes; will retry")
 		r.queue.AddRateLimited(domainsKey)
@@ -118,4 +110,19 @@ func deleteStale[K comparable, V any](list func() (map[K]V, error), del func(K) 
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reconcileAll reconciles each of nodes in turn, in one pass rather than through the queue; a
+// node that fails is queued for a retry.
+func (r *NodeReconciler) reconcileAll(ctx context.Context, nodes []*corev1.Node) {
+	logger := klog.FromContext(ctx)
+	for _, n := range nodes {
+		start := time.Now()
+		err := r.reconcile(ctx, n.Name)
+		observe(r.cfg.Metrics, NodesController, start, err)
+		if err != nil {
+			logger.Error(err, "Reconciling node; will retry", "node", n.Name)
+			r.queue.AddRateLimited(n.Name)
+		}
+	}
 }
