@@ -108,6 +108,8 @@ type Client struct {
 	// reachability, when set, holds the informers' lists and watches while the API server is
 	// unreachable.
 	reachability *Reachability
+	// decoder decodes the informers' lists that are not protobuf (decodeList).
+	decoder runtime.Decoder
 }
 
 var _ API = (*Client)(nil)
@@ -148,7 +150,8 @@ func NewClient(path string) (*Client, error) {
 		}
 		return rc, nil
 	}
-	c := Client{dialer: dialer, probeClient: probe, probeURL: probeURL}
+	c := Client{dialer: dialer, probeClient: probe, probeURL: probeURL,
+		decoder: serializer.NewCodecFactory(Scheme).UniversalDeserializer()}
 	if c.core, err = forGroup(corev1.SchemeGroupVersion, "/api"); err != nil {
 		return nil, err
 	}
@@ -338,11 +341,17 @@ func (c *Client) ListerWatcher(resource Resource, namespace string, fieldSelecto
 			VersionedParams(opts, metav1.ParameterCodec).Timeout(timeout)
 	}
 	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		// A list is decoded as it arrives, each item trimmed for the cache (list.go).
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			if err := c.reachability.Wait(ctx); err != nil {
 				return nil, err
 			}
-			return request(&opts).Do(ctx).Get()
+			body, err := request(&opts).Stream(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer body.Close()
+			return decodeList(body, resource, c.decoder)
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			if err := c.reachability.Wait(ctx); err != nil {
