@@ -180,6 +180,34 @@ func TestListsAreTrimmedAsDecoded(t *testing.T) {
 	}
 }
 
+// ListNodes (the pod CIDR allocator's, at registration) lists the Nodes trimmed, from protobuf
+// as from JSON.
+func TestListNodesTrimmed(t *testing.T) {
+	nodes := &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "42"}}
+	for i := range 3 {
+		nodes.Items = append(nodes.Items, kubeletNode(i))
+	}
+	var want []corev1.Node
+	for _, n := range nodes.DeepCopy().Items {
+		want = append(want, *trimNode(&n))
+	}
+	for _, mediaType := range []string{kruntime.ContentTypeProtobuf, kruntime.ContentTypeJSON} {
+		got, err := clientFor(t, listServer(t, nodes, mediaType, 0).URL).ListNodes(t.Context())
+		if err != nil {
+			t.Fatalf("%s: %v", mediaType, err)
+		}
+		if got.ResourceVersion != "42" || len(got.Items) != len(want) {
+			t.Fatalf("%s: resourceVersion %q, %d nodes; want 42 and %d", mediaType, got.ResourceVersion, len(got.Items), len(want))
+		}
+		for i := range want {
+			if g, w := got.Items[i], want[i]; g.Name != w.Name || !reflect.DeepEqual(g.Spec, w.Spec) || !reflect.DeepEqual(g.Annotations, w.Annotations) ||
+				!reflect.DeepEqual(g.Labels, w.Labels) || !reflect.DeepEqual(g.Status, w.Status) || g.ManagedFields != nil {
+				t.Errorf("%s: node %d\n%+v\nwant it trimmed\n%+v", mediaType, i, g, w)
+			}
+		}
+	}
+}
+
 // BenchmarkListNodes lists 5,000 kubelet-like Nodes (kubeletNode) from a protobuf answer as the
 // informers did before (the answer read whole, decoded whole, then trimmed) and as they do now
 // (decoded and trimmed an item at a time), and reports the most heap sampled during the list
