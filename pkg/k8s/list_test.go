@@ -21,6 +21,7 @@ import (
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 )
 
@@ -282,4 +283,71 @@ func sampleHeap(period time.Duration) (stop func(), most func() uint64) {
 		}
 	}()
 	return func() { close(quit); <-done }, func() uint64 { return top - min(top, base) }
+}
+
+// pagedServer answers the Node list in two pages (a continue token, as an API server listing
+// from etcd does) and every watch with an open stream without events.
+type pagedServer struct {
+	t      *testing.T
+	pages  [2]*corev1.NodeList
+	listed chan string // the continue token of each list request
+}
+
+func (s *pagedServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", kruntime.ContentTypeProtobuf)
+	if r.URL.Query().Get("watch") == "true" {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return
+	}
+	page := s.pages[0]
+	if token := r.URL.Query().Get("continue"); token != "" {
+		page = s.pages[1]
+	}
+	select {
+	case s.listed <- r.URL.Query().Get("continue"):
+	default:
+	}
+	codecs := serializer.NewCodecFactory(Scheme)
+	info, _ := kruntime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), kruntime.ContentTypeProtobuf)
+	if err := codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(page, w); err != nil {
+		s.t.Error(err)
+	}
+}
+
+// A list the server pages goes through client-go's pager page by page: the informer's cache
+// holds every page's Nodes, trimmed.
+func TestInformerSyncsFromPagedLists(t *testing.T) {
+	s := &pagedServer{t: t, listed: make(chan string, 4)}
+	s.pages[0] = &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "50", Continue: "page-2"}}
+	s.pages[1] = &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "50"}}
+	for i := range 4 {
+		s.pages[i/2].Items = append(s.pages[i/2].Items, kubeletNode(i))
+	}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	informers := NewInformers(clientFor(t, srv.URL), "node-00000")
+	nodes := informers.Nodes()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer func() { cancel(); informers.Shutdown() }()
+	informers.Start(ctx)
+	syncCtx, syncDone := context.WithTimeout(ctx, 10*time.Second)
+	defer syncDone()
+	if !cache.WaitForCacheSync(syncCtx.Done(), nodes.HasSynced) {
+		t.Fatal("the Node informer did not sync from a paged list within 10 s")
+	}
+	if first, second := <-s.listed, <-s.listed; first != "" || second != "page-2" {
+		t.Errorf("list requests with continue tokens %q, %q; want the first page, then page-2", first, second)
+	}
+	cached := nodes.GetStore().List()
+	if len(cached) != 4 {
+		t.Fatalf("%d Nodes cached, want the 4 of both pages", len(cached))
+	}
+	for _, obj := range cached {
+		n := obj.(*corev1.Node)
+		if n.ManagedFields != nil || n.Status.Images != nil || n.Status.Conditions != nil {
+			t.Errorf("cached Node %s is not trimmed: %+v", n.Name, n)
+		}
+	}
 }
