@@ -167,8 +167,9 @@ func (x serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
 // steady RssAnon 32-33 MiB at 25 against 37-39 at 50, idle CPU alike (docs/benchmarks.md,
 // Scale); 50 against the default had given peak RSS 59 instead of 73-76 MiB at 10,000 Services
 // (cold start). Decoding the initial lists keeps the default: it allocates fast, and collecting
-// more often there delays the first start (2.4 s instead of 1.6 then; 5-8 s instead of 3-4 at
-// 2,000 Nodes with GOGC 50 from the start, for 3-5 MiB less peak).
+// more often there delays the first start (2.4 s instead of 1.6 then; with GOGC 50 from the
+// start at 2,000 Nodes, programmed after 5-8 s instead of 3-4, run second in the same lab, for
+// 3-5 MiB less peak).
 const steadyGCPercent = 25
 
 // gcPolicyOurs: the environment sets neither GOGC nor GOMEMLIMIT, so the agent's GC policy
