@@ -143,6 +143,7 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
+	s.Routes = make([]snapshot.Route, 0, len(routes))
 	for p, r := range routes {
 		s.Routes = append(s.Routes, snapshot.Route{PodCIDR: p, NodeIP: r.NodeIP, Domain: r.Domain, Encap: uint8(r.Encap), Local: r.Local})
 	}
@@ -150,6 +151,7 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
+	s.Nodes = make([]snapshot.Peer, 0, len(nodes))
 	for ip, n := range nodes {
 		s.Nodes = append(s.Nodes, snapshot.Peer{NodeIP: ip, VTEPMAC: n.VTEPMAC.String(), NextHopMAC: macString(n.NextHopMAC), Domain: n.Domain})
 	}
@@ -157,6 +159,7 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing domains: %w", err)
 	}
+	s.Domains = make([]snapshot.Domain, 0, len(domains))
 	for id, d := range domains {
 		s.Domains = append(s.Domains, snapshot.Domain{ID: id, Name: d.Name, Reachable: d.Reachable, Local: d.Local})
 	}
@@ -164,10 +167,18 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing Service frontends: %w", err)
 	}
+	// The lists are made at their size: grown by appending, 150,000 backends (40 bytes each)
+	// would allocate several times their 6 MB at every write.
+	s.Frontends = make([]snapshot.Frontend, 0, len(frontends))
+	slots, counted := 0, make(map[uint32]bool, len(frontends))
 	for k, e := range frontends {
 		s.Frontends = append(s.Frontends, snapshot.Frontend{VIP: k.VIP, Port: k.Port, Proto: uint8(k.Proto), Scope: uint8(k.Scope),
 			ID: e.ID, Count: e.Count, Flags: uint16(e.Flags), AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
+		if !counted[e.ID] {
+			counted[e.ID], slots = true, slots+int(e.Count)
+		}
 	}
+	s.Backends = make([]snapshot.Backend, 0, slots)
 	local4 := map[netip.Addr]bool{}
 	err = walkBackendTable(t.Backends(), func(slot controller.BackendSlot, b service.Backend) {
 		s.Backends = append(s.Backends, snapshot.Backend{ID: slot.ID, Slot: slot.Slot, IP: b.IP, Port: b.Port})

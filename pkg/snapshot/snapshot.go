@@ -132,19 +132,20 @@ type PodBackend struct {
 }
 
 // Write replaces the snapshot in runDir with s (its Version set to Version), atomically and
-// durably; it refuses, leaving the old file, when the encoding passes maxBytes.
+// durably; it refuses, leaving the old file, when the encoding passes maxBytes. The encoding is
+// streamed to the file an entry at a time (encode): at 10,000 Services the file is ~17 MiB, which
+// json.Marshal would hold whole, after growing its buffer by doubling, at every write.
 func Write(runDir string, s *State, maxBytes int) error {
 	c := *s
 	c.Version = Version
-	data, err := json.Marshal(&c)
-	if err != nil {
-		return fmt.Errorf("encoding the snapshot: %w", err)
-	}
-	if len(data) > maxBytes {
-		return fmt.Errorf("writing %s: %d bytes, bound %d: %w", Path(runDir), len(data), maxBytes, ErrTooBig)
-	}
 	// 0600: it names the cluster's Services and pods; only the agent reads it.
-	if err := atomicfile.Write(Path(runDir), data, 0o600); err != nil {
+	err := atomicfile.WriteFrom(Path(runDir), 0o600, func(w io.Writer) error {
+		return encode(&boundedWriter{w: w, left: maxBytes}, &c)
+	})
+	if errors.Is(err, ErrTooBig) {
+		return fmt.Errorf("writing %s: more than %d bytes: %w", Path(runDir), maxBytes, ErrTooBig)
+	}
+	if err != nil {
 		return fmt.Errorf("writing the snapshot: %w", err)
 	}
 	return nil

@@ -180,16 +180,7 @@ func TestAtomicReplace(t *testing.T) {
 // Issue 18's scale (10,000 Services, 150,000 endpoints, each Service with a ClusterIP and a node
 // port frontend, so two backend sets) fits the default bound, with room.
 func TestScaleFitsTheDefaultBound(t *testing.T) {
-	s := state(0)
-	for svc := range 10_000 {
-		for f := range 2 {
-			id := uint32(svc*2 + f)
-			s.Frontends = append(s.Frontends, Frontend{VIP: netip.AddrFrom4([4]byte{10, 96, byte(svc >> 8), byte(svc)}), Port: 80 + uint16(f), Proto: 6, ID: id, Count: 15})
-			for slot := range 15 {
-				s.Backends = append(s.Backends, Backend{ID: id, Slot: uint32(slot), IP: netip.AddrFrom4([4]byte{10, byte(100 + slot), byte(svc >> 8), byte(svc)}), Port: 8080})
-			}
-		}
-	}
+	s := scaleState()
 	dir := t.TempDir()
 	if err := Write(dir, s, DefaultMaxBytes); err != nil {
 		t.Fatal(err)
@@ -202,4 +193,20 @@ func TestScaleFitsTheDefaultBound(t *testing.T) {
 	if info.Size() > DefaultMaxBytes/2 {
 		t.Fatalf("%d bytes: more than half the default bound", info.Size())
 	}
+}
+
+// scaleState is issue 18's scale: 10,000 Services, 150,000 endpoints, each Service with a
+// ClusterIP and a node port frontend, so two backend sets.
+func scaleState() *State {
+	s := state(0)
+	for svc := range 10_000 {
+		for f := range 2 {
+			id := uint32(svc*2 + f)
+			s.Frontends = append(s.Frontends, Frontend{VIP: netip.AddrFrom4([4]byte{10, 96, byte(svc >> 8), byte(svc)}), Port: 80 + uint16(f), Proto: 6, ID: id, Count: 15})
+			for slot := range 15 {
+				s.Backends = append(s.Backends, Backend{ID: id, Slot: uint32(slot), IP: netip.AddrFrom4([4]byte{10, byte(100 + slot), byte(svc >> 8), byte(svc)}), Port: 8080})
+			}
+		}
+	}
+	return s
 }

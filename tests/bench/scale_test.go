@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,7 +72,11 @@ func scaleConfigFromEnv() scaleConfig {
 //   - cold start to programmed: from the process start until every Service is programmed (the
 //     agent's start-up pass, logged) and every bulk Node's route is in its routes_map (polled
 //     every 50 ms), whichever is later; the maps are then checked whole;
-//   - peak RSS (VmHWM at the end of the run) and steady RSS (VmRSS after the idle window);
+//   - peak RSS (VmHWM at the end of the run) and steady RSS (VmRSS after the idle window), and
+//     beside them, as information, their split into anonymous memory (RssAnon: heap, stacks) and
+//     file pages (RssFile: the binary's text and data read so far): steady, when programmed, and
+//     the most RssAnon sampled (every 50 ms) until programmed and over the whole run, as the
+//     kernel keeps no peak of it;
 //   - CPU while idle: the agent's user+system time over BENCH_SCALE_IDLE_SECONDS (60) with
 //     nothing changing in the API server, in percent of one core; and the same with kubelet-like
 //     status heartbeats of the bulk Nodes (BENCH_SCALE_HEARTBEATS_PER_S, default nodes/300: one
@@ -142,7 +147,14 @@ type scaleBench struct {
 type agentFigures struct {
 	programmed, servicesProgrammed, routesProgrammed time.Duration
 	peakAtProgrammed, peak, steady                   int64
-	idle, heartbeat                                  window
+	// The resident set's split (information; the targets are on peak and steady): RssAnon and
+	// RssFile when programmed and after the idle window, and the most RssAnon sampled (every 50
+	// ms) until programmed and over the whole run.
+	anonAtProgrammed, fileAtProgrammed int64
+	peakAnonAtProgrammed, peakAnon     int64
+	steadyAnon, steadyFile             int64
+	idle, heartbeat                    window
+	anon                               *anonSampler // from the start to the end of the run
 }
 
 // window is what an agent cost over a measured window.
@@ -171,14 +183,18 @@ func (s *scaleBench) run(b *testing.B, bin string) []Result {
 		}
 		n.AgentBinary = bin
 		f, err := s.coldStart(ctx, n)
+		if f.anon != nil {
+			defer f.anon.stop() // on a failure; after the run, stopped already
+		}
 		if err != nil {
 			s.l.KeepLogs()
 			b.Fatalf("%s: %s cold start: %v", n.Name, name, err)
 		}
 		figures[i] = f
-		b.Logf("%s %s: programmed after %v (Services %v, %d routes %v), peak RSS %.1f MiB", name, n.Name,
-			f.programmed.Round(time.Millisecond), f.servicesProgrammed.Round(time.Millisecond), s.cfg.nodes,
-			f.routesProgrammed.Round(time.Millisecond), mib(f.peakAtProgrammed))
+		b.Logf("%s %s: programmed after %v (Services %v, %d routes %v), peak RSS %.1f MiB (anon %.1f, at most %.1f sampled; file %.1f)",
+			name, n.Name, f.programmed.Round(time.Millisecond), f.servicesProgrammed.Round(time.Millisecond), s.cfg.nodes,
+			f.routesProgrammed.Round(time.Millisecond), mib(f.peakAtProgrammed), mib(f.anonAtProgrammed),
+			mib(f.peakAnonAtProgrammed), mib(f.fileAtProgrammed))
 	}
 	s.started = true
 	time.Sleep(s.cfg.settle)
@@ -193,7 +209,7 @@ func (s *scaleBench) run(b *testing.B, bin string) []Result {
 		if err != nil {
 			b.Fatal(err)
 		}
-		figures[i].steady = mem.RSS
+		figures[i].steady, figures[i].steadyAnon, figures[i].steadyFile = mem.RSS, mem.Anon, mem.File
 	}
 	var beat []window
 	var watchBeat map[string]float64
@@ -216,6 +232,8 @@ func (s *scaleBench) run(b *testing.B, bin string) []Result {
 			b.Fatal(err)
 		}
 		figures[i].peak = mem.Peak
+		figures[i].anon.stop()
+		figures[i].peakAnon = max(figures[i].anon.most(), mem.Anon)
 	}
 	return s.results(name, figures, newNode, watchIdle, watchBeat)
 }
@@ -248,6 +266,7 @@ func (s *scaleBench) coldStart(ctx context.Context, n *lab.Node) (agentFigures, 
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
+	f.anon = sampleAnon(n, 50*time.Millisecond)
 	done, _, err := n.WaitAgentLog(ctx, programmedMarker, s.cfg.programmedWait)
 	if err != nil {
 		return f, err
@@ -263,8 +282,47 @@ func (s *scaleBench) coldStart(ctx context.Context, n *lab.Node) (agentFigures, 
 	if err != nil {
 		return f, err
 	}
-	f.peakAtProgrammed = mem.Peak
+	f.peakAtProgrammed, f.anonAtProgrammed, f.fileAtProgrammed = mem.Peak, mem.Anon, mem.File
+	f.peakAnonAtProgrammed = max(f.anon.most(), mem.Anon)
 	return f, checkBulkProgrammed(n, s.cfg.services, s.cfg.endpoints)
+}
+
+// anonSampler reads an agent's RssAnon every period until stopped, keeping the most seen: the
+// kernel keeps a peak of the whole resident set only (VmHWM), binary pages included. A read costs
+// the agent nothing (/proc/<pid>/status is the reader's work).
+type anonSampler struct {
+	peak        atomic.Int64
+	quit, ended chan struct{}
+	once        sync.Once
+}
+
+func sampleAnon(n *lab.Node, period time.Duration) *anonSampler {
+	a := &anonSampler{quit: make(chan struct{}), ended: make(chan struct{})}
+	go func() {
+		defer close(a.ended)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			if mem, err := n.AgentMemory(); err == nil && mem.Anon > a.peak.Load() {
+				a.peak.Store(mem.Anon)
+			}
+			select {
+			case <-a.quit:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return a
+}
+
+// most is the most RssAnon sampled so far.
+func (a *anonSampler) most() int64 { return a.peak.Load() }
+
+// stop ends the sampling and waits for the sampler; it may be called more than once.
+func (a *anonSampler) stop() {
+	a.once.Do(func() { close(a.quit) })
+	<-a.ended
 }
 
 // bulkRoutes counts the routes of bulk Nodes in n's routes_map that point at their Node.
@@ -486,6 +544,14 @@ func (s *scaleBench) results(path string, f []agentFigures, newNode []time.Durat
 	add("peak_rss_at_programmed", "MiB", 0, func(a agentFigures) float64 { return mib(a.peakAtProgrammed) })
 	add("peak_rss", "MiB", mib(scalePeakRSSTarget), func(a agentFigures) float64 { return mib(a.peak) })
 	add("steady_rss", "MiB", mib(scaleSteadyRSSTarget), func(a agentFigures) float64 { return mib(a.steady) })
+	// The split of the resident set, information only: anonymous memory is what the agent's code
+	// controls; file pages are the binary's (this kernel maps its text in large folios).
+	add("rss_anon_at_programmed", "MiB", 0, func(a agentFigures) float64 { return mib(a.anonAtProgrammed) })
+	add("rss_file_at_programmed", "MiB", 0, func(a agentFigures) float64 { return mib(a.fileAtProgrammed) })
+	add("peak_rss_anon_at_programmed", "MiB, sampled every 50 ms", 0, func(a agentFigures) float64 { return mib(a.peakAnonAtProgrammed) })
+	add("peak_rss_anon", "MiB, sampled every 50 ms", 0, func(a agentFigures) float64 { return mib(a.peakAnon) })
+	add("steady_rss_anon", "MiB", 0, func(a agentFigures) float64 { return mib(a.steadyAnon) })
+	add("steady_rss_file", "MiB", 0, func(a agentFigures) float64 { return mib(a.steadyFile) })
 	add("idle_cpu", "% of a core", scaleIdleCPUTarget, func(a agentFigures) float64 { return a.idle.cpuPercent })
 	add("idle_apiserver_rx", "bytes/s per agent", 0, func(a agentFigures) float64 { return a.idle.rxPerS })
 	if watchBeat != nil {

@@ -3,6 +3,7 @@ package netdev
 import (
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -56,5 +57,37 @@ func TestHostRoutes(t *testing.T) {
 		if len(left) != 1 {
 			t.Fatalf("the foreign route is gone or doubled: %v", left)
 		}
+	})
+}
+
+// The listing of edgeplane's host routes, which the domains pass holds while it syncs them (~4,750
+// at 5,000 nodes in 20 domains), keeps a compact entry a route: less than 100 bytes where
+// netlink.Route takes 376.
+func TestOwnRoutesAreCompact(t *testing.T) {
+	netnstest.Run(t, func() {
+		eth := underlayFixture(t)
+		const count = 2000
+		want := map[netip.Prefix]HostRoute{}
+		for i := range count {
+			a := 0x0af00000 + uint32(i)<<6 // 10.240.0.0/12 in /26s
+			want[netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), 26)] = HostRoute{Unreachable: true}
+		}
+		must(t, HostRoutes{UnderlayIndex: eth.Attrs().Index}.Sync(want))
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		own, err := ownRoutes()
+		must(t, err)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if len(own) != count {
+			t.Fatalf("%d own routes, want %d", len(own), count)
+		}
+		perRoute := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / count
+		t.Logf("%d routes listed: %d bytes a route kept", count, perRoute)
+		if perRoute >= 100 {
+			t.Errorf("the listing keeps %d bytes a route, want < 100", perRoute)
+		}
+		runtime.KeepAlive(own)
 	})
 }
