@@ -24,6 +24,10 @@ import (
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
+// envRollingDiag set to "always" makes TestRollingUpdate report its diagnostics as if every
+// stream had been lost, to check them.
+const envRollingDiag = "EDGEPLANE_ROLLING_DIAG"
+
 // rollingDiag records, around TestRollingUpdate's rollout, what tells a lost stream's cause after
 // the lab is gone (a CI run under load once lost one for 2 s, and the maps were gone when it was
 // looked at):
@@ -130,7 +134,7 @@ func (d *rollingDiag) capture(ns lab.Netns, name, filter string) {
 		return
 	}
 	// -U: each packet written at once, so that what a stopped capture holds is whole.
-	if d.start([]string{"nsenter", "--net=" + ns.Path(), "tcpdump", "-i", "eth0", "-nn", "-U", "-s", "160", "-w", file, filter}, out) {
+	if d.start([]string{"nsenter", "--net=" + ns.Path(), "tcpdump", "-Z", "root", "-i", "eth0", "-nn", "-U", "-s", "160", "-w", file, filter}, out) {
 		d.pcaps = append(d.pcaps, file)
 	}
 }
@@ -213,8 +217,8 @@ func nodeChange() func(watch.Event) string {
 		if !slices.Equal(old.Status.Addresses, n.Status.Addresses) {
 			changes = append(changes, fmt.Sprintf("addresses %v -> %v", old.Status.Addresses, n.Status.Addresses))
 		}
-		if ready(old) != ready(n) {
-			changes = append(changes, fmt.Sprintf("Ready %s -> %s", ready(old), ready(n)))
+		if nodeReady(old) != nodeReady(n) {
+			changes = append(changes, fmt.Sprintf("Ready %s -> %s", nodeReady(old), nodeReady(n)))
 		}
 		if len(changes) == 0 {
 			return ""
@@ -248,7 +252,7 @@ func taintKeys(ts []corev1.Taint) []string {
 	return out
 }
 
-func ready(n *corev1.Node) corev1.ConditionStatus {
+func nodeReady(n *corev1.Node) corev1.ConditionStatus {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status
@@ -271,12 +275,12 @@ func sliceChange(ev watch.Event) string {
 			node = *e.NodeName
 		}
 		eps = append(eps, fmt.Sprintf("%v@%s ready=%v serving=%v terminating=%v", e.Addresses, node,
-			flag(e.Conditions.Ready), flag(e.Conditions.Serving), flag(e.Conditions.Terminating)))
+			condition(e.Conditions.Ready), condition(e.Conditions.Serving), condition(e.Conditions.Terminating)))
 	}
 	return fmt.Sprintf("%s %s rv %s: %s", strings.ToLower(string(ev.Type)), s.Name, s.ResourceVersion, strings.Join(eps, ", "))
 }
 
-func flag(b *bool) string {
+func condition(b *bool) string {
 	if b == nil {
 		return "-"
 	}

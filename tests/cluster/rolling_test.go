@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,7 +50,7 @@ func TestRollingUpdate(t *testing.T) {
 	var shortOK, streamLines atomic.Int64
 	backends := map[string]bool{}
 	diag := startRollingDiag(t, c, svc.Spec.ClusterIP, pods, before)
-	var lost []lostFlow
+	var lost, streams []lostFlow
 	var notes []string
 	for _, cl := range clients {
 		// Long-lived streams: one to each backend (the Service picks; connections to a backend
@@ -78,6 +79,7 @@ func TestRollingUpdate(t *testing.T) {
 			backends[backend] = true
 			local := conn.LocalAddr().(*net.TCPAddr)
 			flow := lostFlow{name: fmt.Sprintf("%s stream to %s", cl.Name, backend), clientIP: local.IP.String(), clientPort: local.Port}
+			streams = append(streams, flow)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -170,6 +172,14 @@ func TestRollingUpdate(t *testing.T) {
 	}
 	for _, n := range notes {
 		t.Log(n)
+	}
+	if os.Getenv(envRollingDiag) == "always" && len(lost) == 0 {
+		// To check the diagnostics: report as if every stream had been lost now.
+		for _, f := range streams {
+			f.at = time.Now()
+			lost = append(lost, f)
+		}
+		diag.failed(lost[0])
 	}
 	diag.report(lost)
 	if shortOK.Load() == 0 || streamLines.Load() == 0 {
