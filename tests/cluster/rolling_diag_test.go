@@ -337,6 +337,27 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 			fmt.Fprintf(&b, "--- %s: edgeplanectl %s\n%s\n", k.Name, strings.Join(v, " "), strings.TrimSpace(out))
 		}
 	}
+	// Kernel drops on the way: each node's and the router's interfaces (a veth with XDP counts
+	// its ring's drops in ethtool -S), and the per-CPU backlogs (softnet_stat's second column).
+	hops := map[string]lab.Netns{"router": d.c.Lab.Router()}
+	for _, k := range d.c.Nodes {
+		hops[k.Name] = k.Netns
+	}
+	for _, name := range slices.Sorted(maps.Keys(hops)) {
+		for _, argv := range [][]string{{"ip", "-s", "-s", "link"}, {"ethtool", "-S", "eth0"}, {"nstat", "-asz"}} {
+			if name == "router" && argv[0] == "ethtool" {
+				continue
+			}
+			out, err := hops[name].Exec(ctx, argv[0], argv[1:]...)
+			if err != nil {
+				out += "\n" + err.Error()
+			}
+			fmt.Fprintf(&b, "--- %s: %s\n%s\n", name, strings.Join(argv, " "), strings.TrimSpace(out))
+		}
+	}
+	if softnet, err := os.ReadFile("/proc/net/softnet_stat"); err == nil {
+		fmt.Fprintf(&b, "--- softnet_stat\n%s\n", strings.TrimSpace(string(softnet)))
+	}
 	for _, p := range d.pods {
 		out, err := p.Netns.Exec(ctx, "nstat", "-asz", "Tcp*", "TcpExt*")
 		if err != nil {
@@ -397,7 +418,8 @@ func interesting(s string) string {
 	for _, line := range strings.Split(s, "\n") {
 		if strings.HasPrefix(line, "--- ") || strings.HasPrefix(line, "== ") {
 			keep = strings.Contains(line, "stats") || strings.Contains(line, "conntrack") || strings.Contains(line, "services") ||
-				strings.Contains(line, "nstat") || strings.HasPrefix(line, "== ")
+				strings.Contains(line, "softnet") || strings.HasPrefix(line, "== ") ||
+				(strings.Contains(line, "nstat") && strings.HasPrefix(line, "--- pod"))
 		}
 		if keep {
 			b.WriteString(line + "\n")
