@@ -337,15 +337,16 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 			fmt.Fprintf(&b, "--- %s: edgeplanectl %s\n%s\n", k.Name, strings.Join(v, " "), strings.TrimSpace(out))
 		}
 	}
-	// Kernel drops on the way: each node's and the router's interfaces (a veth with XDP counts
-	// its ring's drops in ethtool -S), and the per-CPU backlogs (softnet_stat's second column).
-	hops := map[string]lab.Netns{"router": d.c.Lab.Router()}
+	// Kernel drops on the way: each node's, the router's and the switch's interfaces (a veth
+	// whose peer runs XDP counts what its full ring refused as its own tx drops; ethtool -S has
+	// the XDP side), and the per-CPU backlogs (softnet_stat's second column).
+	hops := map[string]lab.Netns{"router": d.c.Lab.Router(), "switch": d.c.Lab.Switch}
 	for _, k := range d.c.Nodes {
 		hops[k.Name] = k.Netns
 	}
 	for _, name := range slices.Sorted(maps.Keys(hops)) {
 		for _, argv := range [][]string{{"ip", "-s", "-s", "link"}, {"ethtool", "-S", "eth0"}, {"nstat", "-asz"}} {
-			if name == "router" && argv[0] == "ethtool" {
+			if (name == "router" || name == "switch") && argv[0] != "ip" {
 				continue
 			}
 			out, err := hops[name].Exec(ctx, argv[0], argv[1:]...)
