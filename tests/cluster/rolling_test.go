@@ -84,6 +84,15 @@ func TestRollingUpdate(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				defer conn.Close()
+				// The slowest echo: how close a passing run came to the deadline.
+				var slowest time.Duration
+				var slowestAt time.Time
+				defer func() {
+					mu.Lock()
+					notes = append(notes, fmt.Sprintf("%s: slowest echo %v (line written at %s)", flow.name,
+						slowest.Round(time.Millisecond), slowestAt.Format("15:04:05.000")))
+					mu.Unlock()
+				}()
 				for seq := 0; trafficCtx.Err() == nil; seq++ {
 					line := fmt.Sprintf("%s-%s-%d\n", cl.Name, backend, seq)
 					sent := time.Now()
@@ -112,6 +121,9 @@ func TestRollingUpdate(t *testing.T) {
 						return
 					}
 					streamLines.Add(1)
+					if rtt := time.Since(sent); rtt > slowest {
+						slowest, slowestAt = rtt, sent
+					}
 					time.Sleep(20 * time.Millisecond)
 				}
 			}()
