@@ -132,8 +132,20 @@ func TestRollingUpdate(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var slowest time.Duration
+			var slowestAt time.Time
+			defer func() {
+				mu.Lock()
+				notes = append(notes, fmt.Sprintf("%s: slowest short connection %v (started at %s)", cl.Name,
+					slowest.Round(time.Millisecond), slowestAt.Format("15:04:05.000")))
+				mu.Unlock()
+			}()
 			for trafficCtx.Err() == nil {
+				began := time.Now()
 				host, err := hello(trafficCtx, cl.Netns, addr)
+				if took := time.Since(began); err == nil && took > slowest {
+					slowest, slowestAt = took, began
+				}
 				if err != nil {
 					if trafficCtx.Err() == nil {
 						fail("%s: short connection to %s: %v", cl.Name, addr, err)
