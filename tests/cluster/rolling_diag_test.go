@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -113,14 +114,17 @@ func startRollingDiag(t *testing.T, c *lab.Cluster, vip string, pods []echoPod, 
 		}
 	}
 	d.snapshot("before")
-	d.watch(ctx, "node", func(ctx context.Context) (watch.Interface, error) {
-		return c.Lab.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+	opts := func(rv string) metav1.ListOptions {
+		return metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}
+	}
+	d.watch(ctx, "node", func(ctx context.Context, rv string) (watch.Interface, error) {
+		return c.Lab.Client.CoreV1().Nodes().Watch(ctx, opts(rv))
 	}, nodeChange())
-	d.watch(ctx, "slice", func(ctx context.Context) (watch.Interface, error) {
-		return c.Lab.Client.DiscoveryV1().EndpointSlices(echoNamespace).Watch(ctx, metav1.ListOptions{})
+	d.watch(ctx, "slice", func(ctx context.Context, rv string) (watch.Interface, error) {
+		return c.Lab.Client.DiscoveryV1().EndpointSlices(echoNamespace).Watch(ctx, opts(rv))
 	}, sliceChange)
-	d.watch(ctx, "agent", func(ctx context.Context) (watch.Interface, error) {
-		return c.Lab.Client.CoreV1().Pods("edgeplane-system").Watch(ctx, metav1.ListOptions{})
+	d.watch(ctx, "agent", func(ctx context.Context, rv string) (watch.Interface, error) {
+		return c.Lab.Client.CoreV1().Pods("edgeplane-system").Watch(ctx, opts(rv))
 	}, podChange)
 	return d
 }
@@ -161,31 +165,54 @@ func (d *rollingDiag) event(format string, args ...any) {
 }
 
 // watch follows a resource, adding to the timeline what describe makes of each event ("" for
-// nothing worth a line).
-func (d *rollingDiag) watch(ctx context.Context, kind string, open func(context.Context) (watch.Interface, error),
+// nothing worth a line). A watch the API server ends is opened again from the last version seen
+// (from scratch if that is too old: describe then sees the objects again).
+func (d *rollingDiag) watch(ctx context.Context, kind string, open func(context.Context, string) (watch.Interface, error),
 	describe func(watch.Event) string) {
-	w, err := open(ctx)
-	if err != nil {
-		d.t.Logf("diagnostics: watching %ss: %v", kind, err)
-		return
-	}
 	d.watches.Go(func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.ResultChan():
-				if !ok {
-					d.event("%s watch ended", kind)
-					return
+		rv := ""
+		for ctx.Err() == nil {
+			w, err := open(ctx, rv)
+			if err != nil {
+				d.event("%s watch: %v", kind, err)
+				rv = ""
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
 				}
-				if s := describe(ev); s != "" {
-					d.event("%s %s", kind, s)
-				}
+				continue
 			}
+			d.follow(ctx, w, &rv, describe)
+			w.Stop()
 		}
 	})
+}
+
+// follow reads w until it ends or ctx is done, keeping the last resource version seen in rv.
+func (d *rollingDiag) follow(ctx context.Context, w watch.Interface, rv *string, describe func(watch.Event) string) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return
+			}
+			if ev.Type == watch.Error {
+				*rv = "" // e.g. 410 Gone: from scratch
+				return
+			}
+			if m, err := meta.Accessor(ev.Object); err == nil {
+				*rv = m.GetResourceVersion()
+			}
+			if ev.Type == watch.Bookmark {
+				continue
+			}
+			if s := describe(ev); s != "" {
+				d.event("%s", s)
+			}
+		}
+	}
 }
 
 // nodeChange describes Node events by what a reconciler reads (the agents' filters: labels,
@@ -203,7 +230,7 @@ func nodeChange() func(watch.Event) string {
 			if old == nil && ev.Type == watch.Added {
 				return "" // the watch's initial list
 			}
-			return fmt.Sprintf("%s %s", strings.ToLower(string(ev.Type)), n.Name)
+			return fmt.Sprintf("node %s %s", strings.ToLower(string(ev.Type)), n.Name)
 		}
 		var changes []string
 		changes = append(changes, changedKeys("label", old.Labels, n.Labels)...)
@@ -223,7 +250,7 @@ func nodeChange() func(watch.Event) string {
 		if len(changes) == 0 {
 			return ""
 		}
-		return n.Name + ": " + strings.Join(changes, "; ")
+		return "node " + n.Name + ": " + strings.Join(changes, "; ")
 	}
 }
 
@@ -277,7 +304,7 @@ func sliceChange(ev watch.Event) string {
 		eps = append(eps, fmt.Sprintf("%v@%s ready=%v serving=%v terminating=%v", e.Addresses, node,
 			condition(e.Conditions.Ready), condition(e.Conditions.Serving), condition(e.Conditions.Terminating)))
 	}
-	return fmt.Sprintf("%s %s rv %s: %s", strings.ToLower(string(ev.Type)), s.Name, s.ResourceVersion, strings.Join(eps, ", "))
+	return fmt.Sprintf("slice %s %s rv %s: %s", strings.ToLower(string(ev.Type)), s.Name, s.ResourceVersion, strings.Join(eps, ", "))
 }
 
 func condition(b *bool) string {
@@ -303,7 +330,7 @@ func podChange(ev watch.Event) string {
 	if p.DeletionTimestamp != nil {
 		deleting = " deleting"
 	}
-	return fmt.Sprintf("%s %s on %s: %s ready=%v%s", strings.ToLower(string(ev.Type)), p.Name, p.Spec.NodeName, p.Status.Phase, readyNow, deleting)
+	return fmt.Sprintf("agent %s %s on %s: %s ready=%v%s", strings.ToLower(string(ev.Type)), p.Name, p.Spec.NodeName, p.Status.Phase, readyNow, deleting)
 }
 
 // failed is called by a stream that lost its echo: the first call takes a snapshot of every
@@ -345,7 +372,7 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 		hops[k.Name] = k.Netns
 	}
 	for _, name := range slices.Sorted(maps.Keys(hops)) {
-		for _, argv := range [][]string{{"ip", "-s", "-s", "link"}, {"ethtool", "-S", "eth0"}, {"nstat", "-asz"}} {
+		for _, argv := range [][]string{{"ip", "-s", "-s", "link"}, {"ethtool", "-S", "eth0"}, {"nstat", "-as"}} {
 			if (name == "router" || name == "switch") && argv[0] != "ip" {
 				continue
 			}
@@ -360,7 +387,7 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 		fmt.Fprintf(&b, "--- softnet_stat\n%s\n", strings.TrimSpace(string(softnet)))
 	}
 	for _, p := range d.pods {
-		out, err := p.Netns.Exec(ctx, "nstat", "-asz", "Tcp*", "TcpExt*")
+		out, err := p.Netns.Exec(ctx, "nstat", "-as", "Tcp*", "TcpExt*")
 		if err != nil {
 			out += "\n" + err.Error()
 		}
