@@ -114,6 +114,7 @@ func startRollingDiag(t *testing.T, c *lab.Cluster, vip string, pods []echoPod, 
 		}
 	}
 	d.snapshot("before")
+	d.watches.Go(func() { d.sampleStalls(ctx) })
 	opts := func(rv string) metav1.ListOptions {
 		return metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}
 	}
@@ -211,6 +212,28 @@ func (d *rollingDiag) follow(ctx context.Context, w watch.Interface, rv *string,
 			if s := describe(ev); s != "" {
 				d.event("%s", s)
 			}
+		}
+	}
+}
+
+// sampleStalls adds to the timeline every moment the test process was not scheduled for 250 ms
+// or more (a 10 ms ticker that fires late), with the machine's CPU pressure then: a stream whose
+// echo is late because nothing ran is not one the network lost.
+func (d *rollingDiag) sampleStalls(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if gap := now.Sub(last); gap >= 250*time.Millisecond {
+				psi, _ := os.ReadFile("/proc/pressure/cpu")
+				first, _, _ := strings.Cut(string(psi), "\n")
+				d.event("stall: the test process ran nothing for %v (cpu pressure: %s)", gap.Round(time.Millisecond), first)
+			}
+			last = now
 		}
 	}
 }
