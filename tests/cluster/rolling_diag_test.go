@@ -425,20 +425,21 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 // report, after the traffic stopped, logs what explains the lost flows (none: nothing).
 func (d *rollingDiag) report(lost []lostFlow) {
 	d.stopRecording()
+	t := d.t
+	d.mu.Lock()
+	// Always (it is short): a passing run's stalls say how close it came.
+	t.Logf("diagnostics in %s; timeline (Node changes an agent reads, echo EndpointSlices, agent pods, test process stalls):\n%s",
+		d.dir, strings.Join(d.timeline, "\n"))
+	d.mu.Unlock()
 	if len(lost) == 0 {
 		return
 	}
-	t := d.t
 	select {
 	case <-d.failDone:
 	case <-time.After(30 * time.Second):
 		t.Logf("diagnostics: the snapshot at the failure did not finish in 30 s")
 	}
 	end := d.snapshot("end", lost...)
-	d.mu.Lock()
-	t.Logf("diagnostics in %s; timeline (Node changes an agent reads, echo EndpointSlices, agent pods):\n%s",
-		d.dir, strings.Join(d.timeline, "\n"))
-	d.mu.Unlock()
 	if at, err := os.ReadFile(filepath.Join(d.dir, "snapshot-at-failure.txt")); err == nil {
 		t.Logf("at the failure:\n%s", interesting(string(at)))
 	}
