@@ -395,11 +395,14 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 		hops[k.Name] = k.Netns
 	}
 	for _, name := range slices.Sorted(maps.Keys(hops)) {
-		for _, argv := range [][]string{{"ip", "-s", "-s", "link"}, {"ethtool", "-S", "eth0"}, {"nstat", "-as"}} {
+		for _, argv := range [][]string{{"ip", "-s", "-s", "link"}, {"ethtool", "-S", "eth0"}, {"nstat", "-asz"}} {
 			if (name == "router" || name == "switch") && argv[0] != "ip" {
 				continue
 			}
 			out, err := hops[name].Exec(ctx, argv[0], argv[1:]...)
+			if argv[0] == "nstat" {
+				out = nonZero(out)
+			}
 			if err != nil {
 				out += "\n" + err.Error()
 			}
@@ -410,7 +413,8 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 		fmt.Fprintf(&b, "--- softnet_stat\n%s\n", strings.TrimSpace(string(softnet)))
 	}
 	for _, p := range d.pods {
-		out, err := p.Netns.Exec(ctx, "nstat", "-as", "Tcp*", "TcpExt*")
+		out, err := p.Netns.Exec(ctx, "nstat", "-asz", "Tcp*", "TcpExt*")
+		out = nonZero(out)
 		if err != nil {
 			out += "\n" + err.Error()
 		}
@@ -420,6 +424,19 @@ func (d *rollingDiag) snapshot(label string, flows ...lostFlow) string {
 		d.t.Logf("diagnostics: %v", err)
 	}
 	return b.String()
+}
+
+// nonZero keeps the counters of nstat's output that are not zero (nstat -as without -z printed
+// none in a pod's namespace).
+func nonZero(out string) string {
+	var keep []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[1] == "0" {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
 }
 
 // report, after the traffic stopped, logs what explains the lost flows (none: nothing).
