@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,9 @@ func TestRollingUpdate(t *testing.T) {
 	}
 	var shortOK, streamLines atomic.Int64
 	backends := map[string]bool{}
+	diag := startRollingDiag(t, c, svc.Spec.ClusterIP, pods, before)
+	var lost, streams []lostFlow
+	var notes []string
 	for _, cl := range clients {
 		// Long-lived streams: one to each backend (the Service picks; connections to a backend
 		// already covered are closed), so streams cross nodes and the private line.
@@ -73,23 +77,53 @@ func TestRollingUpdate(t *testing.T) {
 			}
 			covered[backend] = true
 			backends[backend] = true
+			local := conn.LocalAddr().(*net.TCPAddr)
+			flow := lostFlow{name: fmt.Sprintf("%s stream to %s", cl.Name, backend), clientIP: local.IP.String(), clientPort: local.Port}
+			streams = append(streams, flow)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer conn.Close()
+				// The slowest echo: how close a passing run came to the deadline.
+				var slowest time.Duration
+				var slowestAt time.Time
+				defer func() {
+					mu.Lock()
+					notes = append(notes, fmt.Sprintf("%s: slowest echo %v (line written at %s)", flow.name,
+						slowest.Round(time.Millisecond), slowestAt.Format("15:04:05.000")))
+					mu.Unlock()
+				}()
 				for seq := 0; trafficCtx.Err() == nil; seq++ {
 					line := fmt.Sprintf("%s-%s-%d\n", cl.Name, backend, seq)
-					_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+					sent := time.Now()
+					_ = conn.SetDeadline(sent.Add(2 * time.Second))
 					if _, err := conn.Write([]byte(line)); err != nil {
-						fail("%s stream to %s: write %d: %v", cl.Name, backend, seq, err)
+						fail("%s: write %d: %v", flow.name, seq, err)
 						return
 					}
 					got, err := r.ReadString('\n')
 					if err != nil || got != line {
-						fail("%s stream to %s: echo %d: %q %v", cl.Name, backend, seq, got, err)
+						fail("%s: echo %d: %q %v", flow.name, seq, got, err)
+						flow.at = time.Now()
+						mu.Lock()
+						lost = append(lost, flow)
+						mu.Unlock()
+						diag.failed(flow)
+						// A gap or a break: wait longer for the echo (the diagnostics say which).
+						note := "no echo within 20 s more: the connection is broken"
+						_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+						if rest, err := r.ReadString('\n'); err == nil {
+							note = fmt.Sprintf("the echo came %v after its line was written: %q", time.Since(sent).Round(time.Millisecond), got+rest)
+						}
+						mu.Lock()
+						notes = append(notes, flow.name+": "+note)
+						mu.Unlock()
 						return
 					}
 					streamLines.Add(1)
+					if rtt := time.Since(sent); rtt > slowest {
+						slowest, slowestAt = rtt, sent
+					}
 					time.Sleep(20 * time.Millisecond)
 				}
 			}()
@@ -98,8 +132,20 @@ func TestRollingUpdate(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var slowest time.Duration
+			var slowestAt time.Time
+			defer func() {
+				mu.Lock()
+				notes = append(notes, fmt.Sprintf("%s: slowest short connection %v (started at %s)", cl.Name,
+					slowest.Round(time.Millisecond), slowestAt.Format("15:04:05.000")))
+				mu.Unlock()
+			}()
 			for trafficCtx.Err() == nil {
+				began := time.Now()
 				host, err := hello(trafficCtx, cl.Netns, addr)
+				if took := time.Since(began); err == nil && took > slowest {
+					slowest, slowestAt = took, began
+				}
 				if err != nil {
 					if trafficCtx.Err() == nil {
 						fail("%s: short connection to %s: %v", cl.Name, addr, err)
@@ -148,6 +194,18 @@ func TestRollingUpdate(t *testing.T) {
 	for _, f := range failures {
 		t.Error(f)
 	}
+	for _, n := range notes {
+		t.Log(n)
+	}
+	if os.Getenv(envRollingDiag) == "always" && len(lost) == 0 {
+		// To check the diagnostics: report as if every stream had been lost now.
+		for _, f := range streams {
+			f.at = time.Now()
+			lost = append(lost, f)
+		}
+		diag.failed(lost[0])
+	}
+	diag.report(lost)
 	if shortOK.Load() == 0 || streamLines.Load() == 0 {
 		t.Errorf("no traffic went through: %d short connections, %d stream lines", shortOK.Load(), streamLines.Load())
 	}

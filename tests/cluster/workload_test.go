@@ -114,6 +114,12 @@ spec:
           readinessProbe:
             tcpSocket: {port: 8080}
             periodSeconds: 1
+          # Not BestEffort: the lab's containers share one cgroup parent (containerd's /k8s.io),
+          # where a BestEffort container's cpu.shares (2) against an agent's (51, its 50m) left the
+          # echo server unscheduled for 2 s while a new agent started on a loaded machine
+          # (TestRollingUpdate's streams then timed out with nothing lost on the wire).
+          resources:
+            requests: {cpu: 100m}
 ---
 apiVersion: v1
 kind: Service
