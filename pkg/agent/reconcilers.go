@@ -52,13 +52,14 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 		logger.Info("Domain configuration disabled (--domain-config is empty): every pool is its own domain, all pairs public (default)")
 	}
 	nodeInformer := inf.Nodes()
+	// One resolver for both: its neighbour watch keeps what it caches for the periodic pass.
+	nextHops := netdev.NewCachedNextHops(a.underlay.Index)
 	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
 		Informer: nodeInformer,
 		Routes:   tbl.Routes(), Nodes: tbl.Nodes(),
-		NextHop: netdev.NextHops{UnderlayIndex: a.underlay.Index},
-
-		Neighbours: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+		NextHop:    nextHops,
+		Neighbours: nextHops,
 		Recorder:   recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
 
 		Domains:     domainModel(domains),
