@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -108,6 +110,12 @@ type ServiceReconciler struct {
 	reported   map[string]map[string]bool              // events recorded by Service, "reason\x00message"
 	sets       *backendSets                            // lb_backend_map's sets, ids and orphans
 	cluster    *service.Cluster
+	// inputs is, by Service, the resourceVersions of the Service and EndpointSlices its last
+	// complete reconcile read (inputsOf): the periodic pass queues only the Services whose objects
+	// differ from them or whose frontends the map lost, not all 10,000.
+	inputs map[string]uint64
+	// resynced counts the Services the periodic passes queued, for the tests.
+	resynced atomic.Int64
 
 	// leftovers are the pinned backend slots outside every pinned frontend's set (what a crash
 	// left behind), from the start-up listing, for collectPinned; listed again if that failed.
@@ -142,6 +150,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		waiting:    map[service.FrontendKey]map[string]bool{},
 		policies:   map[string]validPolicy{},
 		reported:   map[string]map[string]bool{},
+		inputs:     map[string]uint64{},
 		sets:       newBackendSets(cfg.Backends, cfg.Affinity),
 	}
 	if cfg.Domains != nil {
@@ -297,9 +306,11 @@ func (r *ServiceReconciler) processNext(ctx context.Context) bool {
 		func(key string) []any { return []any{"service", key} }, r.reconcile)
 }
 
-// resync re-queues every Service and checks lb_svc_map against what was written: an entry
-// someone deleted or changed is rewritten by its Service's next reconcile, one that nobody
-// wrote is deleted. Backend sets whose deletion failed are deleted again.
+// resync checks lb_svc_map against what was written and re-queues the Services that need it: an
+// entry someone deleted or changed is rewritten by its Service's next reconcile, one that nobody
+// wrote is deleted. A Service whose objects are those its last complete reconcile read, and
+// whose frontends the map holds as written, is not computed again (its events queue it when
+// anything it reads changes). Backend sets whose deletion failed are deleted again.
 func (r *ServiceReconciler) resync(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	svcs := r.services.List()
@@ -327,9 +338,49 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 		}
 	}
 	r.sets.retryOrphans(ctx)
-	for _, s := range svcs {
-		r.enqueueService(s)
+	again := map[string]bool{}
+	for _, p := range r.programmed {
+		if p.lost && p.owner != "" {
+			again[p.owner] = true
+		}
 	}
+	for _, owners := range r.waiting {
+		for key := range owners {
+			again[key] = true
+		}
+	}
+	for _, s := range svcs {
+		key, err := cache.MetaNamespaceKeyFunc(s)
+		if err != nil {
+			continue
+		}
+		if have, ok := r.inputs[key]; again[key] || !ok || have != r.inputsOf(key, s) {
+			r.resynced.Add(1)
+			r.add(key)
+		}
+	}
+}
+
+// inputsOf hashes the resourceVersions of Service obj (keyed key) and of its EndpointSlices as
+// the caches hold them now.
+func (r *ServiceReconciler) inputsOf(key string, obj any) uint64 {
+	h := fnv.New64a()
+	if m, err := meta.Accessor(obj); err == nil {
+		h.Write([]byte(m.GetResourceVersion()))
+	}
+	for _, k := range r.slicesOf.get(key) {
+		o, exists, err := r.slices.GetByKey(k)
+		if err != nil || !exists {
+			continue
+		}
+		h.Write([]byte{0})
+		h.Write([]byte(k))
+		if m, err := meta.Accessor(o); err == nil {
+			h.Write([]byte{0})
+			h.Write([]byte(m.GetResourceVersion()))
+		}
+	}
+	return h.Sum64()
 }
 
 // reconcile makes the maps hold what the Service key asks of this node now.
@@ -345,9 +396,11 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 		r.forgetLocked(key)
 		return r.applyLocked(ctx, key, nil, nil)
 	}
+	inputs := r.inputsOf(key, obj) // before the reads below: a change meanwhile queues it again
+	delete(r.inputs, key)          // until this reconcile is complete
 	if _, ignored := service.Ignored(svc); ignored {
 		r.forgetLocked(key)
-		return r.applyLocked(ctx, key, nil, nil)
+		return r.recordInputs(key, inputs, r.applyLocked(ctx, key, nil, nil))
 	}
 	events := &eventSet{}
 	defer func() { r.recordLocked(ctx, key, svc, *events) }()
@@ -376,17 +429,26 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 		// Nothing of it can be programmed: keep what it had (its last good state).
 		events.add(ReasonInvalidService, "edgeplane keeps this Service's last programmed state: "+err.Error())
 		r.adoptPinnedLocked(key, svc)
-		return nil
+		return r.recordInputs(key, inputs, nil)
 	}
 	r.healthCheckLocked(key, svc, service.Input{Service: svc, Slices: endpointSlices, Cluster: r.clusterLocked(), Policy: policy})
 	for _, w := range res.Warnings {
 		events.add(w.Reason, w.Message)
 	}
-	return r.applyLocked(ctx, key, res.Frontends, events)
+	return r.recordInputs(key, inputs, r.applyLocked(ctx, key, res.Frontends, events))
+}
+
+// recordInputs remembers the inputs of a reconcile that completed (err nil), for resync.
+func (r *ServiceReconciler) recordInputs(key string, inputs uint64, err error) error {
+	if err == nil {
+		r.inputs[key] = inputs
+	}
+	return err
 }
 
 // forgetLocked drops what is remembered about a Service that is gone or not edgeplane's.
 func (r *ServiceReconciler) forgetLocked(key string) {
+	delete(r.inputs, key)
 	delete(r.policies, key)
 	delete(r.reported, key)
 	r.healthCheckLocked(key, nil, service.Input{})
