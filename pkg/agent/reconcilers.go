@@ -66,7 +66,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 		DomainTable: tbl.Domains(),
 		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
 		OnLocal:     a.setLocal,
-		NodeIndex:   nodeIndex{runDir: a.cfg.RunDir},
+		NodeIndex:   &nodeIndex{runDir: a.cfg.RunDir},
 	})
 	if err != nil {
 		return err
@@ -192,13 +192,19 @@ func domainModel(d *controller.DomainConfig) controller.DomainModel {
 
 // nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/nameindex),
 // where edgeplanectl finds node names and pools, agent running or not. It stays on SIGTERM.
-type nodeIndex struct{ runDir string }
+type nodeIndex struct {
+	runDir  string
+	written writtenFile
+}
 
-func (x nodeIndex) Sync(nodes []controller.NodeName) error {
+func (x *nodeIndex) Sync(nodes []controller.NodeName) error {
 	out := make([]nameindex.Node, 0, len(nodes))
 	for _, n := range nodes {
 		out = append(out, nameindex.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
 			Domain: n.Domain, ThisNode: n.Local})
 	}
-	return nameindex.WriteNodes(x.runDir, out)
+	return x.written.wrote(nameindex.NodesPath(x.runDir), nameindex.WriteNodes(x.runDir, out))
 }
+
+// Intact: nodes.json is still the file last written (controller.IntactIndex).
+func (x *nodeIndex) Intact() bool { return x.written.intact(nameindex.NodesPath(x.runDir)) }

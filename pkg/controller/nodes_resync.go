@@ -48,7 +48,9 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	if routesErr == nil && nodesErr == nil {
 		r.listed = &listedMaps{routes: routes, nodes: entries}
 	}
-	r.indexed = nil    // rewritten by the domains pass, in case the file was lost
+	if !indexIntact(r.cfg.NodeIndex) {
+		r.indexed = nil // rewritten by the domains pass: the file was lost or changed
+	}
 	r.hostSynced = nil // synced by the domains pass, in case a route was removed
 	r.mu.Unlock()
 	for _, n := range nodes {

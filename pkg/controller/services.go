@@ -56,7 +56,8 @@ type ServiceReconcilerConfig struct {
 	// MaxBackends caps the backends of a frontend; 0 means the datapath's limit (service.MaxBackends).
 	MaxBackends int
 	// Index, optional, receives the frontends each Service owns (namespace/name -> frontends),
-	// at most once a second when they changed and at every resync, for edgeplanectl's names.
+	// at most once a second when they changed and at a resync that finds the index not intact
+	// (IntactIndex), for edgeplanectl's names.
 	Index ServiceIndex
 	// HealthChecks, optional, receives after each reconcile of a Service its health check node
 	// port on this node and its ready local endpoints (service.HealthCheckOf); port 0 when it
@@ -237,8 +238,8 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 	index := time.NewTicker(time.Second)
 	defer index.Stop()
 	// The index is written when ownership changed since the last write (a generation count: a
-	// copy of 10,000 Services' frontends every second, to compare, would be garbage), and at every
-	// resync whatever happened to the file.
+	// copy of 10,000 Services' frontends every second, to compare, would be garbage), and at a
+	// resync when the file was lost or changed (or the index cannot tell: IntactIndex).
 	var published uint64
 	written := false
 	publish := func(force bool) {
@@ -264,7 +265,7 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 			publish(false)
 		case <-ticker.C:
 			r.resync(ctx)
-			publish(true)
+			publish(!indexIntact(r.cfg.Index))
 		}
 	}
 }

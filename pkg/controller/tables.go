@@ -125,3 +125,16 @@ type NodeName struct {
 type NodeIndex interface {
 	Sync([]NodeName) error
 }
+
+// IntactIndex is implemented by a NodeIndex or ServiceIndex that can tell whether what it last
+// synced is still in place (its file was not removed or changed): the periodic passes then skip
+// rewriting an unchanged index. Without it they rewrite it every period.
+type IntactIndex interface {
+	Intact() bool
+}
+
+// indexIntact reports whether index says what it last synced is still in place.
+func indexIntact(index any) bool {
+	i, ok := index.(IntactIndex)
+	return ok && i.Intact()
+}
