@@ -7,7 +7,7 @@ import (
 
 // writtenFile remembers a file as the agent last wrote it (its identity, size and modification
 // time), so that a periodic pass can tell that the file is still in place without reading or
-// rewriting it (controller.IntactIndex): the name index's nodes.json and services.json hold
+// rewriting it (controller.Intact): the name index's nodes.json and services.json hold
 // thousands of entries at scale.
 type writtenFile struct {
 	mu   sync.Mutex

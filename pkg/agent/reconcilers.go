@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
@@ -64,7 +65,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 
 		Domains:     domainModel(domains),
 		DomainTable: tbl.Domains(),
-		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
+		HostRoutes:  &watchedHostRoutes{HostRoutes: netdev.HostRoutes{UnderlayIndex: a.underlay.Index}, routes: nextHops},
 		OnLocal:     a.setLocal,
 		NodeIndex:   &nodeIndex{runDir: a.cfg.RunDir},
 	})
@@ -206,5 +207,34 @@ func (x *nodeIndex) Sync(nodes []controller.NodeName) error {
 	return x.written.wrote(nameindex.NodesPath(x.runDir), nameindex.WriteNodes(x.runDir, out))
 }
 
-// Intact: nodes.json is still the file last written (controller.IntactIndex).
+// Intact: nodes.json is still the file last written (controller.Intact).
 func (x *nodeIndex) Intact() bool { return x.written.intact(nameindex.NodesPath(x.runDir)) }
+
+// watchedHostRoutes are the node reconciler's host routes, intact (controller.Intact) while no
+// route notification came since their last sync: the periodic pass then does not list the
+// kernel's routes (thousands at scale) to find none missing. Their own sync's notifications
+// make the next periodic pass list them once.
+type watchedHostRoutes struct {
+	netdev.HostRoutes
+	routes *netdev.CachedNextHops // its route subscription counts the notifications
+
+	mu        sync.Mutex
+	synced    bool
+	syncedGen uint64
+}
+
+func (h *watchedHostRoutes) Sync(want map[netip.Prefix]netdev.HostRoute) error {
+	gen, watched := h.routes.RouteGeneration()
+	err := h.HostRoutes.Sync(want)
+	h.mu.Lock()
+	h.synced, h.syncedGen = err == nil && watched, gen
+	h.mu.Unlock()
+	return err
+}
+
+func (h *watchedHostRoutes) Intact() bool {
+	gen, watched := h.routes.RouteGeneration()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.synced && watched && gen == h.syncedGen
+}

@@ -148,7 +148,7 @@ type serviceIndex struct {
 	written writtenFile
 }
 
-// Intact: services.json is still the file last written (controller.IntactIndex).
+// Intact: services.json is still the file last written (controller.Intact).
 func (x *serviceIndex) Intact() bool { return x.written.intact(nameindex.ServicesPath(x.runDir)) }
 
 func (x *serviceIndex) Sync(owned map[string][]service.FrontendKey) error {

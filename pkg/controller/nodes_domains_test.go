@@ -319,7 +319,7 @@ func TestNodeIndex(t *testing.T) {
 	}
 }
 
-// intactNodeIndex is a fakeNodeIndex that answers IntactIndex.
+// intactNodeIndex is a fakeNodeIndex that answers Intact.
 type intactNodeIndex struct {
 	*fakeNodeIndex
 	intact bool

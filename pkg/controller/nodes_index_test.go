@@ -174,7 +174,29 @@ func TestHostRoutesSyncedOnChange(t *testing.T) {
 	if host.syncs != 2 {
 		t.Errorf("%d host route syncs after the periodic pass, want 2", host.syncs)
 	}
+	// Host routes that know no kernel route changed since their sync are not listed again.
+	intact := &intactHostRoutes{countingHostRoutes: host, intact: true}
+	r.cfg.HostRoutes = intact
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if host.syncs != 2 {
+		t.Errorf("%d host route syncs after a periodic pass with the routes intact, want 2", host.syncs)
+	}
+	intact.intact = false
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if host.syncs != 3 {
+		t.Errorf("%d host route syncs after a periodic pass with a route changed, want 3", host.syncs)
+	}
 }
+
+// intactHostRoutes is a countingHostRoutes that answers Intact.
+type intactHostRoutes struct {
+	*countingHostRoutes
+	intact bool
+}
+
+func (h *intactHostRoutes) Intact() bool { return h.intact }
 
 // listCounter counts a table's listings.
 type listCounter[K comparable, V any] struct {

@@ -48,10 +48,12 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	if routesErr == nil && nodesErr == nil {
 		r.listed = &listedMaps{routes: routes, nodes: entries}
 	}
-	if !indexIntact(r.cfg.NodeIndex) {
+	if !isIntact(r.cfg.NodeIndex) {
 		r.indexed = nil // rewritten by the domains pass: the file was lost or changed
 	}
-	r.hostSynced = nil // synced by the domains pass, in case a route was removed
+	if !isIntact(r.cfg.HostRoutes) {
+		r.hostSynced = nil // synced by the domains pass, in case a route was removed
+	}
 	r.mu.Unlock()
 	for _, n := range nodes {
 		start := time.Now()

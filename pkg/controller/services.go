@@ -57,7 +57,7 @@ type ServiceReconcilerConfig struct {
 	MaxBackends int
 	// Index, optional, receives the frontends each Service owns (namespace/name -> frontends),
 	// at most once a second when they changed and at a resync that finds the index not intact
-	// (IntactIndex), for edgeplanectl's names.
+	// (Intact), for edgeplanectl's names.
 	Index ServiceIndex
 	// HealthChecks, optional, receives after each reconcile of a Service its health check node
 	// port on this node and its ready local endpoints (service.HealthCheckOf); port 0 when it
@@ -239,7 +239,7 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 	defer index.Stop()
 	// The index is written when ownership changed since the last write (a generation count: a
 	// copy of 10,000 Services' frontends every second, to compare, would be garbage), and at a
-	// resync when the file was lost or changed (or the index cannot tell: IntactIndex).
+	// resync when the file was lost or changed (or the index cannot tell: Intact).
 	var published uint64
 	written := false
 	publish := func(force bool) {
@@ -265,7 +265,7 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 			publish(false)
 		case <-ticker.C:
 			r.resync(ctx)
-			publish(!indexIntact(r.cfg.Index))
+			publish(!isIntact(r.cfg.Index))
 		}
 	}
 }
@@ -366,9 +366,7 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 // the caches hold them now.
 func (r *ServiceReconciler) inputsOf(key string, obj any) uint64 {
 	h := fnv.New64a()
-	if m, err := meta.Accessor(obj); err == nil {
-		h.Write([]byte(m.GetResourceVersion()))
-	}
+	h.Write([]byte(resourceVersion(obj)))
 	for _, k := range r.slicesOf.get(key) {
 		o, exists, err := r.slices.GetByKey(k)
 		if err != nil || !exists {
@@ -376,12 +374,25 @@ func (r *ServiceReconciler) inputsOf(key string, obj any) uint64 {
 		}
 		h.Write([]byte{0})
 		h.Write([]byte(k))
-		if m, err := meta.Accessor(o); err == nil {
-			h.Write([]byte{0})
-			h.Write([]byte(m.GetResourceVersion()))
-		}
+		h.Write([]byte{0})
+		h.Write([]byte(resourceVersion(o)))
 	}
 	return h.Sum64()
+}
+
+// resourceVersion reads a cached object's resourceVersion without building its ObjectMeta (the
+// agent's compact types build one per call).
+func resourceVersion(obj any) string {
+	switch o := obj.(type) {
+	case *k8s.Service:
+		return o.ResourceVersion
+	case *k8s.EndpointSlice:
+		return o.ResourceVersion
+	}
+	if m, err := meta.Accessor(obj); err == nil {
+		return m.GetResourceVersion()
+	}
+	return ""
 }
 
 // reconcile makes the maps hold what the Service key asks of this node now.

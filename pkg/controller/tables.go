@@ -126,15 +126,16 @@ type NodeIndex interface {
 	Sync([]NodeName) error
 }
 
-// IntactIndex is implemented by a NodeIndex or ServiceIndex that can tell whether what it last
-// synced is still in place (its file was not removed or changed): the periodic passes then skip
-// rewriting an unchanged index. Without it they rewrite it every period.
-type IntactIndex interface {
+// Intact is implemented by a NodeIndex, ServiceIndex or HostRoutes that can tell whether what it
+// last synced is still in place (an index file was not removed or changed, no kernel route
+// changed): the periodic passes then skip rewriting (or listing) what is unchanged. Without it
+// they do it every period.
+type Intact interface {
 	Intact() bool
 }
 
-// indexIntact reports whether index says what it last synced is still in place.
-func indexIntact(index any) bool {
-	i, ok := index.(IntactIndex)
+// isIntact reports whether x says what it last synced is still in place.
+func isIntact(x any) bool {
+	i, ok := x.(Intact)
 	return ok && i.Intact()
 }

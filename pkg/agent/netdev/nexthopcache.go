@@ -184,3 +184,11 @@ func (c *CachedNextHops) Lookups() (routes, neighbourLists int) {
 	defer c.mu.Unlock()
 	return c.routeLookups, c.neighbourLists
 }
+
+// RouteGeneration counts the route notifications seen; watched is false while the route
+// subscription is not running (then the count says nothing about the kernel's routes).
+func (c *CachedNextHops) RouteGeneration() (gen uint64, watched bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.routeGen, c.routesWatched
+}

@@ -79,9 +79,13 @@ func TestCachedNextHops(t *testing.T) {
 		}
 
 		// A route toward some peers through another gateway: followed at the next lookup.
+		gen, watched := c.RouteGeneration()
 		must(t, netlink.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.IP{198, 18, 0, 0}, Mask: net.CIDRMask(24, 32)},
 			Gw: net.ParseIP("192.168.50.3"), LinkIndex: eth.Attrs().Index}))
 		eventually(t, func() bool { mac, _ := c.NextHop(peers[7]); return mac.String() == peerMAC.String() })
+		if now, still := c.RouteGeneration(); !watched || !still || now == gen {
+			t.Errorf("route generation %d (watched %v) after a route was added, was %d (watched %v)", now, still, gen, watched)
+		}
 		// The gateway's MAC changes: followed at the next lookup (the notification empties the
 		// neighbour cache).
 		newGW, _ := net.ParseMAC("0e:00:00:00:00:11")
