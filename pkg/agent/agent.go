@@ -133,6 +133,13 @@ func (a *Agent) run(ctx context.Context) error {
 	a.nodeInformer = inf.Nodes()
 	inf.Services()
 	inf.EndpointSlices()
+	// The reconcilers wait for the domain configuration as well, and the pod garbage collector
+	// for this node's Pods: small lists, but each a round trip to a busy API server that need
+	// not wait for the registration either.
+	if namespace, name, err := a.cfg.DomainConfigRef(); err == nil && name != "" {
+		inf.ConfigMap(namespace, name)
+	}
+	inf.Pods()
 	inf.Start(infCtx)
 	// Whether a previous agent left its pins: asked before the load below pins new maps.
 	pinned := a.pinsPresent()
