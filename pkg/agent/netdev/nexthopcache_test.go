@@ -112,3 +112,69 @@ func eventually(t *testing.T, ok func() bool) {
 		}
 	}
 }
+
+// BenchmarkNextHopPass* are the next hops of one periodic pass over 5,000 peers behind the
+// underlay's gateway: NextHops asks the kernel for a route and the neighbours per peer,
+// CachedNextHops (its subscriptions running, nothing changed) for neither. Each runs in its own
+// network namespace, on the benchmark's goroutine (a sub-benchmark's goroutine would not be in it).
+//
+//	go test -run '^$' -bench NextHopPass -benchmem ./pkg/agent/netdev/
+func BenchmarkNextHopPassUncached(b *testing.B) {
+	netnstest.Run(b, func() {
+		eth, peers := nextHopPassFixture(b)
+		nextHopPass(b, NextHops{UnderlayIndex: eth.Attrs().Index}, peers)
+	})
+}
+
+func BenchmarkNextHopPassCached(b *testing.B) {
+	netnstest.Run(b, func() {
+		eth, peers := nextHopPassFixture(b)
+		c := NewCachedNextHops(eth.Attrs().Index)
+		here, err := netns.Get()
+		must(b, err)
+		defer here.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // the subscriptions are made in this thread's namespace
+			if err := netns.Set(here); err != nil {
+				done <- err
+				return
+			}
+			done <- c.WatchResolved(ctx, func(netip.Addr, net.HardwareAddr) {})
+		}()
+		defer func() { cancel(); <-done }()
+		for {
+			if _, watched := c.RouteGeneration(); watched {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		nextHopPass(b, c, peers)
+	})
+}
+
+func nextHopPassFixture(b *testing.B) (netlink.Link, []netip.Addr) {
+	eth := underlayFixture(b)
+	gwMAC, _ := net.ParseMAC("0e:00:00:00:00:01")
+	must(b, netlink.NeighAdd(&netlink.Neigh{LinkIndex: eth.Attrs().Index, IP: net.ParseIP("192.168.50.1"),
+		HardwareAddr: gwMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}))
+	peers := make([]netip.Addr, 5000)
+	for i := range peers {
+		peers[i] = netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+	}
+	return eth, peers
+}
+
+func nextHopPass(b *testing.B, r interface {
+	NextHop(netip.Addr) (net.HardwareAddr, error)
+}, peers []netip.Addr) {
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, ip := range peers {
+			if mac, err := r.NextHop(ip); err != nil || mac == nil {
+				b.Fatalf("NextHop(%s) = %v, %v", ip, mac, err)
+			}
+		}
+	}
+}
