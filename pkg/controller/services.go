@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -314,7 +313,7 @@ func (r *ServiceReconciler) processNext(ctx context.Context) bool {
 // anything it reads changes). Backend sets whose deletion failed are deleted again.
 func (r *ServiceReconciler) resync(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	svcs := r.services.List()
+	keys := r.services.ListKeys()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	have, err := r.cfg.Frontends.List()
@@ -350,9 +349,9 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 			again[key] = true
 		}
 	}
-	for _, s := range svcs {
-		key, err := cache.MetaNamespaceKeyFunc(s)
-		if err != nil {
+	for _, key := range keys {
+		s, exists, err := r.services.GetByKey(key)
+		if err != nil || !exists {
 			continue
 		}
 		if have, ok := r.inputs[key]; again[key] || !ok || have != r.inputsOf(key, s) {
@@ -365,19 +364,30 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 // inputsOf hashes the resourceVersions of Service obj (keyed key) and of its EndpointSlices as
 // the caches hold them now.
 func (r *ServiceReconciler) inputsOf(key string, obj any) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(resourceVersion(obj)))
-	for _, k := range r.slicesOf.get(key) {
+	h := hashString(fnvOffset, resourceVersion(obj))
+	r.slicesOf.each(key, func(k string) {
 		o, exists, err := r.slices.GetByKey(k)
 		if err != nil || !exists {
-			continue
+			return
 		}
-		h.Write([]byte{0})
-		h.Write([]byte(k))
-		h.Write([]byte{0})
-		h.Write([]byte(resourceVersion(o)))
+		h = hashString(hashString(hashString(hashString(h, "\x00"), k), "\x00"), resourceVersion(o))
+	})
+	return h
+}
+
+// FNV-1a over strings, without the conversions to []byte hash.Hash would allocate for 10,000
+// Services every period.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func hashString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
 	}
-	return h.Sum64()
+	return h
 }
 
 // resourceVersion reads a cached object's resourceVersion without building its ObjectMeta (the
