@@ -42,6 +42,8 @@ func (n NextHops) NextHop(ip netip.Addr) (net.HardwareAddr, error) {
 	return nil, n.solicit(hop)
 }
 
+var errNoRoute = errors.New("no route")
+
 // errRouteElsewhere: the kernel routes the address through another interface than the underlay.
 type errRouteElsewhere struct {
 	ip       netip.Addr
@@ -65,7 +67,7 @@ func (n NextHops) route(ip netip.Addr) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("route to %s: %w", ip, err)
 	}
 	if len(routes) == 0 {
-		return netip.Addr{}, fmt.Errorf("no route to %s", ip)
+		return netip.Addr{}, fmt.Errorf("%w to %s", errNoRoute, ip)
 	}
 	r := routes[0]
 	if r.LinkIndex != n.UnderlayIndex {

@@ -2,6 +2,7 @@ package netdev
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -76,7 +78,7 @@ func (c *CachedNextHops) hop(ip netip.Addr) (netip.Addr, error) {
 		return r.hop, r.err
 	}
 	h, err := c.route(ip)
-	if err != nil && !isRouteElsewhere(err) {
+	if err != nil && !isRoutingAnswer(err) {
 		return h, err // not an answer to remember
 	}
 	c.mu.Lock()
@@ -191,4 +193,12 @@ func (c *CachedNextHops) RouteGeneration() (gen uint64, watched bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.routeGen, c.routesWatched
+}
+
+// isRoutingAnswer: err is what the routing table says about the address (no route, unreachable,
+// through another interface), which holds until a route changes; other errors (the netlink
+// socket's) are not remembered.
+func isRoutingAnswer(err error) bool {
+	return isRouteElsewhere(err) || errors.Is(err, errNoRoute) ||
+		errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH)
 }

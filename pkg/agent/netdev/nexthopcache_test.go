@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 )
@@ -76,6 +77,26 @@ func TestCachedNextHops(t *testing.T) {
 		if routes != routes0 || lists-lists0 > 1 {
 			t.Errorf("second pass over %d peers: %d route lookups and %d neighbour listings, want 0 and at most 1",
 				len(peers), routes-routes0, lists-lists0)
+		}
+
+		// Peers the routing table does not reach (an unreachable route, as the agent's host routes
+		// toward unreachable domains, or no route at all): the answer is kept as well.
+		must(t, netlink.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.IP{198, 19, 0, 0}, Mask: net.CIDRMask(16, 32)},
+			Type: unix.RTN_UNREACHABLE}))
+		eventually(t, func() bool { _, err := c.NextHop(netip.MustParseAddr("198.19.0.1")); return err != nil })
+		unreachable := func() {
+			t.Helper()
+			for i := range 100 {
+				if mac, err := c.NextHop(netip.AddrFrom4([4]byte{198, 19, 1, byte(i)})); err == nil || mac != nil {
+					t.Fatalf("NextHop(198.19.1.%d) = %v, %v; want an error", i, mac, err)
+				}
+			}
+		}
+		unreachable()
+		routes0, _ = c.Lookups()
+		unreachable()
+		if routes, _ := c.Lookups(); routes != routes0 {
+			t.Errorf("second pass over 100 unreachable peers: %d route lookups, want 0", routes-routes0)
 		}
 
 		// A route toward some peers through another gateway: followed at the next lookup.
