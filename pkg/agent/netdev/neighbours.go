@@ -17,8 +17,10 @@ import (
 type NextHops struct {
 	UnderlayIndex int
 	// seen, when set, is called for every neighbour notification of the underlay that
-	// WatchResolved receives (CachedNextHops).
-	seen func()
+	// WatchResolved receives, and watching when its subscription starts (true) and ends (false)
+	// (CachedNextHops).
+	seen     func()
+	watching func(bool)
 }
 
 const resolvedStates = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY |
@@ -111,7 +113,13 @@ func (n NextHops) WatchResolved(ctx context.Context, resolved func(netip.Addr, n
 		if err != nil {
 			return fmt.Errorf("subscribing to neighbour notifications: %w", err)
 		}
+		if n.watching != nil {
+			n.watching(true)
+		}
 		n.forward(ctx, updates, resolved)
+		if n.watching != nil {
+			n.watching(false)
+		}
 		close(done)
 		// the library's reader may be blocked sending to a full channel: let it see done and
 		// close the channel

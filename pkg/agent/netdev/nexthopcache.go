@@ -18,10 +18,12 @@ import (
 // CachedNextHops is NextHops for the node reconciler's periodic pass over thousands of peers
 // (every resync period, most of them unchanged): instead of a route lookup and a neighbour dump
 // per peer, it remembers each tunnel endpoint's hop (the endpoint itself or its gateway) while a
-// route notification subscription says no IPv4 route changed, and reads the underlay's
-// neighbours once for all the lookups of neighbourTTL, sooner again after any neighbour
-// notification of the underlay. Without a running WatchResolved it asks the kernel every time,
-// as NextHops does.
+// route notification subscription says no route changed, and reads the underlay's neighbours
+// once for all the lookups of neighbourTTL while the neighbour subscription runs, again after
+// any neighbour notification of the underlay. Without a running WatchResolved (the node
+// reconciler's start-up pass comes before it) it asks the kernel every time, as NextHops does:
+// a neighbour resolved before the subscription would otherwise stay unseen until the TTL ends
+// and nothing would ask again.
 type CachedNextHops struct {
 	NextHops
 
@@ -30,6 +32,8 @@ type CachedNextHops struct {
 	routesWatched bool
 	routeGen      uint64                   // counts route notifications
 	hops          map[netip.Addr]hopResult // by tunnel endpoint
+	// neighboursWatched is set while the neighbour subscription runs: only then are they kept.
+	neighboursWatched bool
 	// neighbours is the underlay's resolved neighbours as listed at neighboursAt; nil: list again.
 	neighbours   map[netip.Addr]net.HardwareAddr
 	neighboursAt time.Time
@@ -49,7 +53,7 @@ const neighbourTTL = time.Second
 // NewCachedNextHops returns the resolver for the underlay with ifindex underlay.
 func NewCachedNextHops(underlay int) *CachedNextHops {
 	c := &CachedNextHops{hops: map[netip.Addr]hopResult{}}
-	c.NextHops = NextHops{UnderlayIndex: underlay, seen: c.neighbourChanged}
+	c.NextHops = NextHops{UnderlayIndex: underlay, seen: c.neighbourChanged, watching: c.neighboursWatching}
 	return c
 }
 
@@ -92,6 +96,13 @@ func (c *CachedNextHops) hop(ip netip.Addr) (netip.Addr, error) {
 func (c *CachedNextHops) neighbour(hop netip.Addr) (net.HardwareAddr, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.neighboursWatched {
+		c.neighbourLists++
+		all, err := c.resolvedNeighbours()
+		return all[hop], err
+	}
+	// Listed under the lock: a notification of a change after the listing empties the cache
+	// after it is stored, not before.
 	if c.neighbours == nil || time.Since(c.neighboursAt) > neighbourTTL {
 		all, err := c.resolvedNeighbours()
 		if err != nil {
@@ -107,6 +118,14 @@ func (c *CachedNextHops) neighbour(hop netip.Addr) (net.HardwareAddr, error) {
 func (c *CachedNextHops) neighbourChanged() {
 	c.mu.Lock()
 	c.neighbours = nil
+	c.mu.Unlock()
+}
+
+// neighboursWatching is called when the neighbour subscription starts (on) and ends: what was
+// listed before it started may have missed a notification.
+func (c *CachedNextHops) neighboursWatching(on bool) {
+	c.mu.Lock()
+	c.neighboursWatched, c.neighbours = on, nil
 	c.mu.Unlock()
 }
 
