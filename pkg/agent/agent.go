@@ -11,8 +11,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
@@ -64,6 +66,9 @@ type Agent struct {
 	// moves, after a start without pins and with a snapshot, rewrites the backends of this node's
 	// re-created pods (podmoves.go).
 	moves *podMoves
+	// nodeInformer is the Node informer, listing from the start: registration's pod CIDR check
+	// reads the Nodes from it (cachedNodes). Nil in unit tests.
+	nodeInformer cache.SharedIndexInformer
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,
@@ -125,9 +130,16 @@ func (a *Agent) run(ctx context.Context) error {
 	infCtx, stopInformers := context.WithCancel(ctx)
 	defer inf.Shutdown()
 	defer stopInformers()
-	inf.Nodes()
+	a.nodeInformer = inf.Nodes()
 	inf.Services()
 	inf.EndpointSlices()
+	// The reconcilers wait for the domain configuration as well, and the pod garbage collector
+	// for this node's Pods: small lists, but each a round trip to a busy API server that need
+	// not wait for the registration either.
+	if namespace, name, err := a.cfg.DomainConfigRef(); err == nil && name != "" {
+		inf.ConfigMap(namespace, name)
+	}
+	inf.Pods()
 	inf.Start(infCtx)
 	// Whether a previous agent left its pins: asked before the load below pins new maps.
 	pinned := a.pinsPresent()
@@ -136,9 +148,10 @@ func (a *Agent) run(ctx context.Context) error {
 	// agent started cut off from it has its programs ready when the link returns
 	// (docs/autonomy.md). Nothing is attached or written to a map before registration.
 	loading := make(chan loadedDatapath, 1)
+	started := time.Now()
 	go func() {
 		dp, err := datapath.Load(a.cfg.BPFFSRoot)
-		loading <- loadedDatapath{dp, err}
+		loading <- loadedDatapath{dp, err, time.Since(started)}
 	}()
 	loaded := false
 	defer func() {
@@ -165,12 +178,15 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.ensureDevice(); err != nil {
 		return err
 	}
+	registered := time.Since(started)
 	l := <-loading
 	loaded = true
 	dp, err := l.dp, l.err
 	if err != nil {
 		return fmt.Errorf("loading the datapath: %w", err)
 	}
+	// Where a cold start's time goes (docs/benchmarks.md, Scale): both run from the start.
+	logger.Info("Datapath loaded", "load", l.took.Round(time.Millisecond), "registration", registered.Round(time.Millisecond))
 	defer dp.Close()
 	a.dp = dp
 	a.reportSelf(ctx)
@@ -218,8 +234,9 @@ func (a *Agent) run(ctx context.Context) error {
 
 // loadedDatapath is the outcome of datapath.Load.
 type loadedDatapath struct {
-	dp  *datapath.Datapath
-	err error
+	dp   *datapath.Datapath
+	err  error
+	took time.Duration
 }
 
 // reportSelf exports what the feature probes found on this kernel (the datapath logged it at
@@ -266,13 +283,34 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		a.warnNode(ctx, node, ReasonOverlappingNetworks, err)
 		return nil, err
 	}
-	alloc := &podcidr.Allocator{Client: a.client, ClusterCIDR: a.cfg.ClusterCIDR, MaskSize: a.cfg.NodeCIDRMaskSize}
+	alloc := &podcidr.Allocator{Client: a.client, ClusterCIDR: a.cfg.ClusterCIDR, MaskSize: a.cfg.NodeCIDRMaskSize,
+		Nodes: a.cachedNodes}
 	if a.podCIDR, err = alloc.Ensure(ctx, a.cfg.NodeName); err != nil {
 		return nil, fmt.Errorf("pod CIDR of node %s: %w", a.cfg.NodeName, err)
 	}
 	klog.FromContext(ctx).Info("Registered node", "node", a.cfg.NodeName, "podCIDR", a.podCIDR,
 		"underlay", a.underlay.Name, "nodeIP", a.underlay.IP, "nodeNetwork", a.underlay.Prefix)
 	return node, nil
+}
+
+// nodeCacheWait bounds how long registration waits for the Node informer's list before it lists
+// the Nodes itself.
+const nodeCacheWait = 30 * time.Second
+
+// cachedNodes lists the Nodes from the Node informer once it has synced: registration's pod CIDR
+// check needs every Node's pod CIDR, and the informer lists them anyway (with 5,000 Nodes a
+// second list of the full objects took the loaded API server and the agent about a second more).
+func (a *Agent) cachedNodes(ctx context.Context) ([]*corev1.Node, error) {
+	if a.nodeInformer == nil {
+		return nil, errors.New("no node informer")
+	}
+	err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, nodeCacheWait, true, func(context.Context) (bool, error) {
+		return a.nodeInformer.HasSynced(), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the node informer did not sync: %w", err)
+	}
+	return corelisters.NewNodeLister(a.nodeInformer.GetIndexer()).List(labels.Everything())
 }
 
 // getNodeTimeout bounds one GET of this node's Node: a request that hangs on a dead link must not

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
@@ -52,20 +53,21 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 		logger.Info("Domain configuration disabled (--domain-config is empty): every pool is its own domain, all pairs public (default)")
 	}
 	nodeInformer := inf.Nodes()
+	// One resolver for both: its neighbour watch keeps what it caches for the periodic pass.
+	nextHops := netdev.NewCachedNextHops(a.underlay.Index)
 	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
 		Informer: nodeInformer,
 		Routes:   tbl.Routes(), Nodes: tbl.Nodes(),
-		NextHop: netdev.NextHops{UnderlayIndex: a.underlay.Index},
-
-		Neighbours: netdev.NextHops{UnderlayIndex: a.underlay.Index},
+		NextHop:    nextHops,
+		Neighbours: nextHops,
 		Recorder:   recorder, ClusterRecorder: clusterRecorder, Resync: a.cfg.Resync, Metrics: a.telemetry.metrics,
 
 		Domains:     domainModel(domains),
 		DomainTable: tbl.Domains(),
-		HostRoutes:  netdev.HostRoutes{UnderlayIndex: a.underlay.Index},
+		HostRoutes:  &watchedHostRoutes{HostRoutes: netdev.HostRoutes{UnderlayIndex: a.underlay.Index}, routes: nextHops},
 		OnLocal:     a.setLocal,
-		NodeIndex:   nodeIndex{runDir: a.cfg.RunDir},
+		NodeIndex:   &nodeIndex{runDir: a.cfg.RunDir},
 	})
 	if err != nil {
 		return err
@@ -191,13 +193,48 @@ func domainModel(d *controller.DomainConfig) controller.DomainModel {
 
 // nodeIndex writes the node reconciler's node set as the name index's nodes.json (pkg/nameindex),
 // where edgeplanectl finds node names and pools, agent running or not. It stays on SIGTERM.
-type nodeIndex struct{ runDir string }
+type nodeIndex struct {
+	runDir  string
+	written writtenFile
+}
 
-func (x nodeIndex) Sync(nodes []controller.NodeName) error {
+func (x *nodeIndex) Sync(nodes []controller.NodeName) error {
 	out := make([]nameindex.Node, 0, len(nodes))
 	for _, n := range nodes {
 		out = append(out, nameindex.Node{Name: n.Name, NodeIP: n.NodeIP, PodCIDR: n.PodCIDR, Pool: n.Pool,
 			Domain: n.Domain, ThisNode: n.Local})
 	}
-	return nameindex.WriteNodes(x.runDir, out)
+	return x.written.wrote(nameindex.NodesPath(x.runDir), nameindex.WriteNodes(x.runDir, out))
+}
+
+// Intact: nodes.json is still the file last written (controller.Intact).
+func (x *nodeIndex) Intact() bool { return x.written.intact(nameindex.NodesPath(x.runDir)) }
+
+// watchedHostRoutes are the node reconciler's host routes, intact (controller.Intact) while no
+// route notification came since their last sync: the periodic pass then does not list the
+// kernel's routes (thousands at scale) to find none missing. Their own sync's notifications
+// make the next periodic pass list them once.
+type watchedHostRoutes struct {
+	netdev.HostRoutes
+	routes *netdev.CachedNextHops // its route subscription counts the notifications
+
+	mu        sync.Mutex
+	synced    bool
+	syncedGen uint64
+}
+
+func (h *watchedHostRoutes) Sync(want map[netip.Prefix]netdev.HostRoute) error {
+	gen, watched := h.routes.RouteGeneration()
+	err := h.HostRoutes.Sync(want)
+	h.mu.Lock()
+	h.synced, h.syncedGen = err == nil && watched, gen
+	h.mu.Unlock()
+	return err
+}
+
+func (h *watchedHostRoutes) Intact() bool {
+	gen, watched := h.routes.RouteGeneration()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.synced && watched && gen == h.syncedGen
 }

@@ -58,7 +58,7 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl mapTables, recorder, cluster
 		Resync:    a.cfg.Resync,
 		Metrics:   a.telemetry.metrics,
 		Domains:   domains,
-		Index:     serviceIndex{runDir: a.cfg.RunDir},
+		Index:     &serviceIndex{runDir: a.cfg.RunDir},
 
 		HealthChecks: health,
 		FrontendHook: externalroutes.New(externalroutes.Config{
@@ -143,9 +143,15 @@ func (s *services) readyCheck() error {
 
 // serviceIndex writes the Services' frontends as the name index's services.json (pkg/nameindex), where
 // edgeplanectl finds service names, agent running or not.
-type serviceIndex struct{ runDir string }
+type serviceIndex struct {
+	runDir  string
+	written writtenFile
+}
 
-func (x serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
+// Intact: services.json is still the file last written (controller.Intact).
+func (x *serviceIndex) Intact() bool { return x.written.intact(nameindex.ServicesPath(x.runDir)) }
+
+func (x *serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
 	out := make([]nameindex.Service, 0, len(owned))
 	for key, fs := range owned {
 		ns, name, _ := strings.Cut(key, "/")
@@ -155,7 +161,7 @@ func (x serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
 		}
 		out = append(out, svc)
 	}
-	return nameindex.WriteServices(x.runDir, out)
+	return x.written.wrote(nameindex.ServicesPath(x.runDir), nameindex.WriteServices(x.runDir, out))
 }
 
 // steadyGCPercent is the agent's GOGC from its start-up pass on (unless the environment sets GOGC

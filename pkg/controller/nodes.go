@@ -101,8 +101,10 @@ type NodeReconciler struct {
 	errs   map[string]string // last reported error by node name, so an event is recorded once
 	pinned pinnedState       // map contents found at start, adopted for nodes that are invalid then
 	local  localView         // this node's domain and labels, from its Node object
-	state  LocalState        // last LocalState handed to OnLocal
-	warned map[string]string // domain-level warnings in force by reason, so each is logged once
+	// localGen counts the changes of local: peers derived under another view are derived again.
+	localGen uint64
+	state    LocalState        // last LocalState handed to OnLocal
+	warned   map[string]string // domain-level warnings in force by reason, so each is logged once
 	// indexed is what NodeIndex last accepted; nil forces the next domains pass to write.
 	indexed []NodeName
 	// listed is what routes_map and nodes_map hold (nodes_resync.go); nil when not known.
@@ -111,6 +113,8 @@ type NodeReconciler struct {
 	hostSynced map[netip.Prefix]netdev.HostRoute
 	// domainsWritten is domains_map as the last domains pass listed it, with the writes since.
 	domainsWritten map[uint32]Domain
+
+	work nodeResyncWork // what the periodic pass cost, counted for the tests
 }
 
 // localView is what the local Node object says about this node's place among the domains.
@@ -134,6 +138,19 @@ type peer struct {
 	domain  string // its network domain
 	pool    string // its node pool, for the name index
 	gateway bool   // it carries the cloud gateway label
+	// from is the Node object (the informer cache's, which replaces it on every change) these
+	// entries were derived from, under domain model model and local view localGen: while all
+	// three are the same, the periodic pass only resolves the next hop again (nodes_resync.go).
+	// Nil for the local node and for adopted pinned state.
+	from     *corev1.Node
+	model    *domain.Model
+	localGen uint64
+}
+
+// samePeer reports whether a and b ask for the same map entries and index the same way.
+func samePeer(a, b peer) bool {
+	return a.podCIDR == b.podCIDR && a.route == b.route && sameNode(a.node, b.node) && a.alias == b.alias &&
+		a.domain == b.domain && a.pool == b.pool && a.gateway == b.gateway
 }
 
 type pinnedState struct {
@@ -299,6 +316,7 @@ func (r *NodeReconciler) reconcile(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("getting node %s: %w", name, err)
 	}
+	r.work.derived.Add(1)
 	want, err := r.desired(ctx, node)
 	switch {
 	case errors.Is(err, errNotReady):

@@ -297,13 +297,35 @@ func TestNodeIndex(t *testing.T) {
 		t.Errorf("index after d left = %v (%d syncs)", got, len(index.syncs))
 	}
 
-	// A resync rewrites it even when nothing changed (the file may have been lost).
+	// A resync rewrites it even when nothing changed (the file may have been lost), unless the
+	// index says it is intact.
 	f.r.resync(context.Background())
 	f.reconcile(t, domainsKey)
 	if len(index.syncs) != 3 {
 		t.Errorf("%d syncs after a resync, want 3", len(index.syncs))
 	}
+	intact := &intactNodeIndex{fakeNodeIndex: index, intact: true}
+	f.r.cfg.NodeIndex = intact
+	f.r.resync(context.Background())
+	f.reconcile(t, domainsKey)
+	if len(index.syncs) != 3 {
+		t.Errorf("%d syncs after a resync that found the index intact, want 3", len(index.syncs))
+	}
+	intact.intact = false // the file was removed
+	f.r.resync(context.Background())
+	f.reconcile(t, domainsKey)
+	if len(index.syncs) != 4 {
+		t.Errorf("%d syncs after a resync that found the index gone, want 4", len(index.syncs))
+	}
 }
+
+// intactNodeIndex is a fakeNodeIndex that answers Intact.
+type intactNodeIndex struct {
+	*fakeNodeIndex
+	intact bool
+}
+
+func (x *intactNodeIndex) Intact() bool { return x.intact }
 
 // Route mode: the peers of this node's own route-mode domain get direct routes (no
 // encapsulation); peers of other domains keep VXLAN, also across a private line, and a switch of

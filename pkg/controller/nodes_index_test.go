@@ -174,4 +174,70 @@ func TestHostRoutesSyncedOnChange(t *testing.T) {
 	if host.syncs != 2 {
 		t.Errorf("%d host route syncs after the periodic pass, want 2", host.syncs)
 	}
+	// Host routes that know no kernel route changed since their sync are not listed again.
+	intact := &intactHostRoutes{countingHostRoutes: host, intact: true}
+	r.cfg.HostRoutes = intact
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if host.syncs != 2 {
+		t.Errorf("%d host route syncs after a periodic pass with the routes intact, want 2", host.syncs)
+	}
+	intact.intact = false
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if host.syncs != 3 {
+		t.Errorf("%d host route syncs after a periodic pass with a route changed, want 3", host.syncs)
+	}
+}
+
+// intactHostRoutes is a countingHostRoutes that answers Intact.
+type intactHostRoutes struct {
+	*countingHostRoutes
+	intact bool
+}
+
+func (h *intactHostRoutes) Intact() bool { return h.intact }
+
+// listCounter counts a table's listings.
+type listCounter[K comparable, V any] struct {
+	*memTable[K, V]
+	lists int
+}
+
+func (l *listCounter[K, V]) List() (map[K]V, error) { l.lists++; return l.memTable.List() }
+
+// TestResyncOfIdleClusterDerivesNothing: the periodic pass over an unchanged cluster derives no
+// peer's entries from its Node again and changes no index (it resolves the next hops again and
+// compares with one listing of each map); a Node that changed is derived again.
+func TestResyncOfIdleClusterDerivesNothing(t *testing.T) {
+	ctx := context.Background()
+	r, indexer := newScaleReconciler(t, 200, scaleModel(t, 100, 20))
+	routes := &listCounter[netip.Prefix, Route]{memTable: newMemTable[netip.Prefix, Route]()}
+	nodes := &listCounter[netip.Addr, Node]{memTable: newMemTable[netip.Addr, Node]()}
+	r.cfg.Routes, r.cfg.Nodes = routes, nodes
+	r.syncAll(ctx)
+	drainNodeQueue(ctx, r)
+	r.work.derived.Store(0)
+	r.work.indexed.Store(0)
+	routes.lists, nodes.lists = 0, 0
+
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if d, i := r.work.derived.Load(), r.work.indexed.Load(); d != 0 || i != 0 {
+		t.Errorf("idle periodic pass: %d peers derived again, %d index updates, want none", d, i)
+	}
+	if routes.lists != 1 || nodes.lists != 1 {
+		t.Errorf("idle periodic pass: routes_map listed %d times, nodes_map %d, want once each", routes.lists, nodes.lists)
+	}
+
+	changed := bulkPeerNode(5, 100)
+	changed.Annotations["edgeplane.io/unrelated"] = "x"
+	if err := indexer.Update(changed); err != nil {
+		t.Fatal(err)
+	}
+	r.resync(ctx)
+	drainNodeQueue(ctx, r)
+	if d, i := r.work.derived.Load(), r.work.indexed.Load(); d != 1 || i != 0 {
+		t.Errorf("periodic pass after one Node changed: %d peers derived, %d index updates, want 1 and 0", d, i)
+	}
 }

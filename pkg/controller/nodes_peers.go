@@ -59,13 +59,16 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 		}
 	}
 	return peer{
-		podCIDR: cidr,
-		alias:   alias,
-		route:   Route{NodeIP: endpoint, Domain: id, Encap: r.encapTo(m, dom, node)},
-		node:    Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
-		domain:  dom,
-		pool:    pool,
-		gateway: domain.IsGateway(node),
+		podCIDR:  cidr,
+		alias:    alias,
+		route:    Route{NodeIP: endpoint, Domain: id, Encap: r.encapTo(m, dom, node)},
+		node:     Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
+		domain:   dom,
+		pool:     pool,
+		gateway:  domain.IsGateway(node),
+		from:     node,
+		model:    m,
+		localGen: r.localGen,
 	}, nil
 }
 
@@ -121,6 +124,7 @@ func (r *NodeReconciler) applyLocalLocked() error {
 	}
 	if view != r.local {
 		r.local = view
+		r.localGen++
 		for name := range r.peers {
 			if name != l.Name {
 				r.queue.Add(name)
@@ -162,6 +166,13 @@ func (r *NodeReconciler) apply(name string, want peer) error {
 		return fmt.Errorf("writing route %s -> node %s: %w", want.podCIDR, name, err)
 	}
 	old, had := r.peers[name]
+	if had && samePeer(old, want) {
+		// Nothing to index or release (a periodic pass, an event that changed nothing of it):
+		// keep what it was derived from up to date.
+		r.peers[name] = want
+		return nil
+	}
+	r.work.indexed.Add(1)
 	r.setPeer(name, want)
 	if had {
 		return r.release(name, old)

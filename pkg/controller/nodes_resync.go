@@ -3,8 +3,12 @@ package controller
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/netip"
+	"sync/atomic"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 )
@@ -25,8 +29,10 @@ type listedMaps struct {
 }
 
 // resync lists the maps, reconciles every node in one batch (next hops may have been resolved or
-// moved), then queues the domains pass and deletes
-// stale entries.
+// moved), then queues the domains pass and deletes stale entries. A peer whose Node object,
+// domain model and local view are those its entries were derived from is not derived again:
+// only its next hop is resolved again, and its entries are written if the listing lacks them.
+// Stale entries are found in the same listing, kept up to date with the pass's writes.
 func (r *NodeReconciler) resync(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	nodes, err := r.lister.List(labels.Everything())
@@ -34,6 +40,7 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 		logger.Error(err, "Listing nodes")
 		return
 	}
+	r.work.passes.Add(1)
 	routes, routesErr := r.cfg.Routes.List()
 	entries, nodesErr := r.cfg.Nodes.List()
 	r.mu.Lock()
@@ -41,12 +48,90 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 	if routesErr == nil && nodesErr == nil {
 		r.listed = &listedMaps{routes: routes, nodes: entries}
 	}
-	r.indexed = nil    // rewritten by the domains pass, in case the file was lost
-	r.hostSynced = nil // synced by the domains pass, in case a route was removed
+	if !isIntact(r.cfg.NodeIndex) {
+		r.indexed = nil // rewritten by the domains pass: the file was lost or changed
+	}
+	if !isIntact(r.cfg.HostRoutes) {
+		r.hostSynced = nil // synced by the domains pass, in case a route was removed
+	}
 	r.mu.Unlock()
-	r.reconcileAll(ctx, nodes)
+	for _, n := range nodes {
+		start := time.Now()
+		refreshed, err := r.refresh(ctx, n)
+		if !refreshed {
+			err = r.reconcile(ctx, n.Name)
+		}
+		observe(r.cfg.Metrics, NodesController, start, err)
+		if err != nil {
+			logger.Error(err, "Reconciling node; will retry", "node", n.Name)
+			r.queue.AddRateLimited(n.Name)
+		}
+	}
 	r.queue.Add(domainsKey)
-	r.collectGarbage(ctx)
+	if routesErr != nil || nodesErr != nil {
+		r.collectGarbage(ctx)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.collectListedLocked(ctx)
+}
+
+// refresh re-applies the peer of node with its next hop resolved again when its entries were
+// derived from this very object under the domain model and local view in force; false when
+// node must be reconciled in full.
+func (r *NodeReconciler) refresh(ctx context.Context, node *corev1.Node) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.peers[node.Name]
+	if !ok || p.from != node || p.model != r.model() || p.localGen != r.localGen || p.route.Local {
+		return false, nil
+	}
+	if _, invalid := r.errs[node.Name]; invalid {
+		return false, nil
+	}
+	mac, err := r.cfg.NextHop.NextHop(p.route.NodeIP)
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("Next hop not resolved", "node", node.Name, "ip", p.route.NodeIP, "err", err)
+		mac = nil
+	}
+	if !bytes.Equal(mac, p.node.NextHopMAC) {
+		p.node.NextHopMAC = mac
+	}
+	return true, r.apply(node.Name, p)
+}
+
+// collectListedLocked deletes the entries of the pass's listing that belong to no node, as
+// collectGarbage does without listing the maps again.
+func (r *NodeReconciler) collectListedLocked(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	l := r.listed
+	if l == nil {
+		return
+	}
+	var errs []error
+	for cidr := range l.routes {
+		if !r.routeUsed(cidr) {
+			errs = append(errs, r.deleteRoute(cidr))
+		}
+	}
+	for addr := range l.nodes {
+		if !r.nodeKeyUsed(addr) {
+			errs = append(errs, r.deleteNode(addr))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		logger.Error(err, "Deleting stale routes and nodes")
+	}
+}
+
+// nodeResyncWork counts what the periodic pass cost, for the tests that hold an idle pass to
+// what changed (nodes_scale_test.go): derivations of a peer's entries from its Node object, and
+// changes of the peer set (index updates).
+type nodeResyncWork struct {
+	passes  atomic.Int64
+	derived atomic.Int64
+	indexed atomic.Int64
 }
 
 // upsertRoute and upsertNode write an entry unless the maps hold it with that value already.

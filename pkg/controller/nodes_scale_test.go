@@ -186,3 +186,14 @@ func benchmarkSynced(b *testing.B, op func(b *testing.B, r *NodeReconciler, i in
 		})
 	}
 }
+
+// BenchmarkNodeResyncIdle is the periodic pass once every Node is programmed, with nothing
+// changed: it lists the maps, looks at every peer and writes nothing.
+func BenchmarkNodeResyncIdle(b *testing.B) {
+	benchmarkSynced(b, func(b *testing.B, r *NodeReconciler, _ int) {
+		r.resync(context.Background())
+		for r.queue.Len() > 0 {
+			r.processNext(context.Background())
+		}
+	})
+}

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -54,7 +55,8 @@ type ServiceReconcilerConfig struct {
 	// MaxBackends caps the backends of a frontend; 0 means the datapath's limit (service.MaxBackends).
 	MaxBackends int
 	// Index, optional, receives the frontends each Service owns (namespace/name -> frontends),
-	// at most once a second when they changed and at every resync, for edgeplanectl's names.
+	// at most once a second when they changed and at a resync that finds the index not intact
+	// (Intact), for edgeplanectl's names.
 	Index ServiceIndex
 	// HealthChecks, optional, receives after each reconcile of a Service its health check node
 	// port on this node and its ready local endpoints (service.HealthCheckOf); port 0 when it
@@ -108,6 +110,12 @@ type ServiceReconciler struct {
 	reported   map[string]map[string]bool              // events recorded by Service, "reason\x00message"
 	sets       *backendSets                            // lb_backend_map's sets, ids and orphans
 	cluster    *service.Cluster
+	// inputs is, by Service, the resourceVersions of the Service and EndpointSlices its last
+	// complete reconcile read (inputsOf): the periodic pass queues only the Services whose objects
+	// differ from them or whose frontends the map lost, not all 10,000.
+	inputs map[string]uint64
+	// resynced counts the Services the periodic passes queued, for the tests.
+	resynced atomic.Int64
 
 	// leftovers are the pinned backend slots outside every pinned frontend's set (what a crash
 	// left behind), from the start-up listing, for collectPinned; listed again if that failed.
@@ -142,6 +150,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		waiting:    map[service.FrontendKey]map[string]bool{},
 		policies:   map[string]validPolicy{},
 		reported:   map[string]map[string]bool{},
+		inputs:     map[string]uint64{},
 		sets:       newBackendSets(cfg.Backends, cfg.Affinity),
 	}
 	if cfg.Domains != nil {
@@ -228,8 +237,8 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 	index := time.NewTicker(time.Second)
 	defer index.Stop()
 	// The index is written when ownership changed since the last write (a generation count: a
-	// copy of 10,000 Services' frontends every second, to compare, would be garbage), and at every
-	// resync whatever happened to the file.
+	// copy of 10,000 Services' frontends every second, to compare, would be garbage), and at a
+	// resync when the file was lost or changed (or the index cannot tell: Intact).
 	var published uint64
 	written := false
 	publish := func(force bool) {
@@ -255,7 +264,7 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 			publish(false)
 		case <-ticker.C:
 			r.resync(ctx)
-			publish(true)
+			publish(!isIntact(r.cfg.Index))
 		}
 	}
 }
@@ -297,12 +306,14 @@ func (r *ServiceReconciler) processNext(ctx context.Context) bool {
 		func(key string) []any { return []any{"service", key} }, r.reconcile)
 }
 
-// resync re-queues every Service and checks lb_svc_map against what was written: an entry
-// someone deleted or changed is rewritten by its Service's next reconcile, one that nobody
-// wrote is deleted. Backend sets whose deletion failed are deleted again.
+// resync checks lb_svc_map against what was written and re-queues the Services that need it: an
+// entry someone deleted or changed is rewritten by its Service's next reconcile, one that nobody
+// wrote is deleted. A Service whose objects are those its last complete reconcile read, and
+// whose frontends the map holds as written, is not computed again (its events queue it when
+// anything it reads changes). Backend sets whose deletion failed are deleted again.
 func (r *ServiceReconciler) resync(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	svcs := r.services.List()
+	keys := r.services.ListKeys()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	have, err := r.cfg.Frontends.List()
@@ -327,9 +338,71 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 		}
 	}
 	r.sets.retryOrphans(ctx)
-	for _, s := range svcs {
-		r.enqueueService(s)
+	again := map[string]bool{}
+	for _, p := range r.programmed {
+		if p.lost && p.owner != "" {
+			again[p.owner] = true
+		}
 	}
+	for _, owners := range r.waiting {
+		for key := range owners {
+			again[key] = true
+		}
+	}
+	for _, key := range keys {
+		s, exists, err := r.services.GetByKey(key)
+		if err != nil || !exists {
+			continue
+		}
+		if have, ok := r.inputs[key]; again[key] || !ok || have != r.inputsOf(key, s) {
+			r.resynced.Add(1)
+			r.add(key)
+		}
+	}
+}
+
+// inputsOf hashes the resourceVersions of Service obj (keyed key) and of its EndpointSlices as
+// the caches hold them now.
+func (r *ServiceReconciler) inputsOf(key string, obj any) uint64 {
+	h := hashString(fnvOffset, resourceVersion(obj))
+	r.slicesOf.each(key, func(k string) {
+		o, exists, err := r.slices.GetByKey(k)
+		if err != nil || !exists {
+			return
+		}
+		h = hashString(hashString(hashString(hashString(h, "\x00"), k), "\x00"), resourceVersion(o))
+	})
+	return h
+}
+
+// FNV-1a over strings, without the conversions to []byte hash.Hash would allocate for 10,000
+// Services every period.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func hashString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// resourceVersion reads a cached object's resourceVersion without building its ObjectMeta (the
+// agent's compact types build one per call).
+func resourceVersion(obj any) string {
+	switch o := obj.(type) {
+	case *k8s.Service:
+		return o.ResourceVersion
+	case *k8s.EndpointSlice:
+		return o.ResourceVersion
+	}
+	if m, err := meta.Accessor(obj); err == nil {
+		return m.GetResourceVersion()
+	}
+	return ""
 }
 
 // reconcile makes the maps hold what the Service key asks of this node now.
@@ -345,9 +418,11 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 		r.forgetLocked(key)
 		return r.applyLocked(ctx, key, nil, nil)
 	}
+	inputs := r.inputsOf(key, obj) // before the reads below: a change meanwhile queues it again
+	delete(r.inputs, key)          // until this reconcile is complete
 	if _, ignored := service.Ignored(svc); ignored {
 		r.forgetLocked(key)
-		return r.applyLocked(ctx, key, nil, nil)
+		return r.recordInputs(key, inputs, r.applyLocked(ctx, key, nil, nil))
 	}
 	events := &eventSet{}
 	defer func() { r.recordLocked(ctx, key, svc, *events) }()
@@ -376,17 +451,26 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 		// Nothing of it can be programmed: keep what it had (its last good state).
 		events.add(ReasonInvalidService, "edgeplane keeps this Service's last programmed state: "+err.Error())
 		r.adoptPinnedLocked(key, svc)
-		return nil
+		return r.recordInputs(key, inputs, nil)
 	}
 	r.healthCheckLocked(key, svc, service.Input{Service: svc, Slices: endpointSlices, Cluster: r.clusterLocked(), Policy: policy})
 	for _, w := range res.Warnings {
 		events.add(w.Reason, w.Message)
 	}
-	return r.applyLocked(ctx, key, res.Frontends, events)
+	return r.recordInputs(key, inputs, r.applyLocked(ctx, key, res.Frontends, events))
+}
+
+// recordInputs remembers the inputs of a reconcile that completed (err nil), for resync.
+func (r *ServiceReconciler) recordInputs(key string, inputs uint64, err error) error {
+	if err == nil {
+		r.inputs[key] = inputs
+	}
+	return err
 }
 
 // forgetLocked drops what is remembered about a Service that is gone or not edgeplane's.
 func (r *ServiceReconciler) forgetLocked(key string) {
+	delete(r.inputs, key)
 	delete(r.policies, key)
 	delete(r.reported, key)
 	r.healthCheckLocked(key, nil, service.Input{})

@@ -161,6 +161,15 @@ func (x *sliceIndex) get(svc string) []string {
 	return slices.Clone(x.bySvc[svc])
 }
 
+// each calls fn with each slice key of svc, under the index's lock: fn must not call back.
+func (x *sliceIndex) each(svc string, fn func(string)) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, k := range x.bySvc[svc] {
+		fn(k)
+	}
+}
+
 func (r *ServiceReconciler) model() *domain.Model {
 	if r.cfg.Domains == nil {
 		return domain.DefaultModel()

@@ -233,3 +233,47 @@ func TestServicesUnusedBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServicesResyncOfIdleClusterComputesNothing: the periodic pass queues no Service whose
+// objects and frontends are as its last reconcile left them; it queues the one whose frontend the
+// map lost, and one whose EndpointSlice changed without its event being handled.
+func TestServicesResyncOfIdleClusterComputesNothing(t *testing.T) {
+	other := webService(func(s *corev1.Service) {
+		s.Name, s.Spec.ClusterIP, s.Spec.ClusterIPs = "other", "10.96.0.11", []string{"10.96.0.11"}
+		s.Spec.Ports[0].NodePort = 30081
+	})
+	f := newSvcFixture(t, webService(), threeEndpoints(), other)
+	f.reconcile(t, serviceKey)
+	f.reconcile(t, "ns/other")
+	ctx := context.Background()
+	f.r.resync(ctx)
+	if keys := f.drain(t); len(keys) != 0 || f.r.resynced.Load() != 0 {
+		t.Errorf("idle periodic pass queued %v, want nothing", keys)
+	}
+
+	for k := range f.frontends.entries {
+		if k.Scope == service.ScopeInternal && k.VIP == netip.MustParseAddr("10.96.0.11") {
+			delete(f.frontends.entries, k)
+		}
+	}
+	f.r.resync(ctx)
+	if keys := f.drain(t); !slices.Equal(keys, []string{"ns/other"}) {
+		t.Errorf("after a frontend of ns/other was lost the periodic pass queued %v, want [ns/other]", keys)
+	}
+	if _, err := f.frontends.List(); len(f.frontends.entries) != 4 || err != nil {
+		t.Errorf("%d frontends after the repair, want 4", len(f.frontends.entries))
+	}
+
+	changed := threeEndpoints()
+	changed.ResourceVersion = "2"
+	changed.Endpoints = changed.Endpoints[:2]
+	f.seed(changed) // the cache changed; its event was not handled
+	f.r.resync(ctx)
+	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
+		t.Errorf("after ns/web's EndpointSlice changed the periodic pass queued %v, want [ns/web]", keys)
+	}
+	f.r.resync(ctx)
+	if keys := f.drain(t); len(keys) != 0 {
+		t.Errorf("second idle periodic pass queued %v, want nothing", keys)
+	}
+}

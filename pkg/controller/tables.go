@@ -125,3 +125,17 @@ type NodeName struct {
 type NodeIndex interface {
 	Sync([]NodeName) error
 }
+
+// Intact is implemented by a NodeIndex, ServiceIndex or HostRoutes that can tell whether what it
+// last synced is still in place (an index file was not removed or changed, no kernel route
+// changed): the periodic passes then skip rewriting (or listing) what is unchanged. Without it
+// they do it every period.
+type Intact interface {
+	Intact() bool
+}
+
+// isIntact reports whether x says what it last synced is still in place.
+func isIntact(x any) bool {
+	i, ok := x.(Intact)
+	return ok && i.Intact()
+}

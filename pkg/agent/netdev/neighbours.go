@@ -16,6 +16,11 @@ import (
 // NextHops resolves outer destination MACs from the kernel's routes and neighbour table.
 type NextHops struct {
 	UnderlayIndex int
+	// seen, when set, is called for every neighbour notification of the underlay that
+	// WatchResolved receives, and watching when its subscription starts (true) and ends (false)
+	// (CachedNextHops).
+	seen     func()
+	watching func(bool)
 }
 
 const resolvedStates = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY |
@@ -25,31 +30,70 @@ const resolvedStates = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_D
 // the gateway. When the kernel has no usable entry yet it asks the kernel to resolve one (NTF_USE)
 // and returns nil: the next resync picks the answer up.
 func (n NextHops) NextHop(ip netip.Addr) (net.HardwareAddr, error) {
+	hop, err := n.route(ip)
+	if err != nil {
+		return nil, err
+	}
+	neighs, err := n.resolvedNeighbours()
+	if err != nil {
+		return nil, err
+	}
+	if mac, ok := neighs[hop]; ok {
+		return mac, nil
+	}
+	return nil, n.solicit(hop)
+}
+
+var errNoRoute = errors.New("no route")
+
+// errRouteElsewhere: the kernel routes the address through another interface than the underlay.
+type errRouteElsewhere struct {
+	ip       netip.Addr
+	ifindex  int
+	underlay int
+}
+
+func (e errRouteElsewhere) Error() string {
+	return fmt.Sprintf("route to %s leaves through ifindex %d, not the underlay (%d)", e.ip, e.ifindex, e.underlay)
+}
+
+func isRouteElsewhere(err error) bool {
+	var e errRouteElsewhere
+	return errors.As(err, &e)
+}
+
+// route returns the hop toward ip on the underlay: ip itself when on-link, else the gateway.
+func (n NextHops) route(ip netip.Addr) (netip.Addr, error) {
 	routes, err := netlink.RouteGet(ip.AsSlice())
 	if err != nil {
-		return nil, fmt.Errorf("route to %s: %w", ip, err)
+		return netip.Addr{}, fmt.Errorf("route to %s: %w", ip, err)
 	}
 	if len(routes) == 0 {
-		return nil, fmt.Errorf("no route to %s", ip)
+		return netip.Addr{}, fmt.Errorf("%w to %s", errNoRoute, ip)
 	}
 	r := routes[0]
 	if r.LinkIndex != n.UnderlayIndex {
-		return nil, fmt.Errorf("route to %s leaves through ifindex %d, not the underlay (%d)", ip, r.LinkIndex, n.UnderlayIndex)
+		return netip.Addr{}, errRouteElsewhere{ip, r.LinkIndex, n.UnderlayIndex}
 	}
-	hop := ip
 	if gw, ok := netip.AddrFromSlice(r.Gw); ok && r.Gw != nil {
-		hop = gw.Unmap()
+		return gw.Unmap(), nil
 	}
+	return ip, nil
+}
+
+// resolvedNeighbours lists the underlay's neighbours whose MAC the kernel holds.
+func (n NextHops) resolvedNeighbours() (map[netip.Addr]net.HardwareAddr, error) {
 	neighs, err := netlink.NeighList(n.UnderlayIndex, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("listing neighbours: %w", err)
 	}
+	out := make(map[netip.Addr]net.HardwareAddr, len(neighs))
 	for _, nb := range neighs {
-		if a, ok := netip.AddrFromSlice(nb.IP); ok && a.Unmap() == hop && nb.State&resolvedStates != 0 && len(nb.HardwareAddr) == 6 {
-			return nb.HardwareAddr, nil
+		if a, ok := netip.AddrFromSlice(nb.IP); ok && nb.State&resolvedStates != 0 && len(nb.HardwareAddr) == 6 {
+			out[a.Unmap()] = nb.HardwareAddr
 		}
 	}
-	return nil, n.solicit(hop)
+	return out, nil
 }
 
 // WatchResolved calls resolved with the address and MAC of every underlay neighbour the kernel
@@ -69,7 +113,13 @@ func (n NextHops) WatchResolved(ctx context.Context, resolved func(netip.Addr, n
 		if err != nil {
 			return fmt.Errorf("subscribing to neighbour notifications: %w", err)
 		}
+		if n.watching != nil {
+			n.watching(true)
+		}
 		n.forward(ctx, updates, resolved)
+		if n.watching != nil {
+			n.watching(false)
+		}
 		close(done)
 		// the library's reader may be blocked sending to a full channel: let it see done and
 		// close the channel
@@ -106,6 +156,9 @@ func (n NextHops) forward(ctx context.Context, updates <-chan netlink.NeighUpdat
 			}
 			if u.LinkIndex != n.UnderlayIndex || u.Family != netlink.FAMILY_V4 {
 				continue
+			}
+			if n.seen != nil {
+				n.seen()
 			}
 			ip, ok := netip.AddrFromSlice(u.IP)
 			if !ok {

@@ -18,7 +18,7 @@ import (
 )
 
 // underlayFixture adds eth0 192.168.50.2/24 with a default route via .1.
-func underlayFixture(t *testing.T) netlink.Link {
+func underlayFixture(t testing.TB) netlink.Link {
 	t.Helper()
 	eth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: "switch0"}
 	must(t, netlink.LinkAdd(eth))
@@ -36,7 +36,7 @@ func underlayFixture(t *testing.T) netlink.Link {
 	return l
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,11 @@ type Allocator struct {
 	ClusterCIDR netip.Prefix
 	MaskSize    int    // size of each node's pod CIDR, e.g. 24
 	Namespace   string // of the claims; DefaultNamespace when empty
+	// Nodes, optional, lists the cluster's Nodes from a cache that holds their names, pod CIDRs
+	// and edgeplane's annotations (the agent's Node informer, which lists them anyway while the
+	// node registers): with thousands of Nodes a second list of the full objects costs the API
+	// server and the agent more than the wait. Nil, or an error: Client.ListNodes.
+	Nodes func(ctx context.Context) ([]*corev1.Node, error)
 }
 
 // Ensure returns the pod CIDR of the node named nodeName, allocating and recording one if it has none.
@@ -55,11 +60,11 @@ func (a *Allocator) Ensure(ctx context.Context, nodeName string) (netip.Prefix, 
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("getting node %s: %w", nodeName, err)
 	}
-	nodes, err := a.Client.ListNodes(ctx)
+	nodes, err := a.listNodes(ctx)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("listing nodes: %w", err)
+		return netip.Prefix{}, err
 	}
-	used, live := usedByOthers(ctx, nodeName, nodes.Items)
+	used, live := usedByOthers(ctx, nodeName, nodes)
 	if cidr, ok, err := a.fromSpec(node, used); ok || err != nil {
 		return cidr, err
 	}
@@ -71,6 +76,26 @@ func (a *Allocator) Ensure(ctx context.Context, nodeName string) (netip.Prefix, 
 		return netip.Prefix{}, err
 	}
 	return cidr, a.record(ctx, node, cidr)
+}
+
+// listNodes lists the cluster's Nodes from Nodes when it answers, else from the API server.
+func (a *Allocator) listNodes(ctx context.Context) ([]*corev1.Node, error) {
+	if a.Nodes != nil {
+		nodes, err := a.Nodes(ctx)
+		if err == nil {
+			return nodes, nil
+		}
+		klog.FromContext(ctx).Info("Listing nodes from the API server for the pod CIDR check", "reason", err)
+	}
+	list, err := a.Client.ListNodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	nodes := make([]*corev1.Node, len(list.Items))
+	for i := range list.Items {
+		nodes[i] = &list.Items[i]
+	}
+	return nodes, nil
 }
 
 func (a *Allocator) validate() error {
@@ -261,10 +286,9 @@ func holder(c *coordinationv1.Lease) string {
 
 // usedByOthers maps every other node's pod CIDR (spec or annotation) to that node's name, and says
 // which nodes exist.
-func usedByOthers(ctx context.Context, self string, nodes []corev1.Node) (used map[netip.Prefix]string, live map[string]bool) {
+func usedByOthers(ctx context.Context, self string, nodes []*corev1.Node) (used map[netip.Prefix]string, live map[string]bool) {
 	used, live = map[netip.Prefix]string{}, map[string]bool{}
-	for i := range nodes {
-		n := &nodes[i]
+	for _, n := range nodes {
 		live[n.Name] = true
 		if n.Name == self {
 			continue

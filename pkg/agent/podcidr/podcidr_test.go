@@ -153,3 +153,40 @@ func TestClaimName(t *testing.T) {
 		t.Fatalf("claimName = %s", got)
 	}
 }
+
+// TestEnsureChecksAgainstNodesFromCache: with a Nodes source the allocator checks the pod CIDR
+// against the Nodes it lists and lists none from the API server; when the source fails, it does.
+func TestEnsureChecksAgainstNodesFromCache(t *testing.T) {
+	listsOfNodes := func(cs *fake.Clientset) int {
+		n := 0
+		for _, a := range cs.Actions() {
+			if a.GetVerb() == "list" && a.GetResource().Resource == "nodes" {
+				n++
+			}
+		}
+		return n
+	}
+	a, cs := allocator(node("a", "10.244.7.0/24", nil), node("b", "10.244.1.0/24", nil))
+	a.Nodes = func(context.Context) ([]*corev1.Node, error) {
+		return []*corev1.Node{node("a", "10.244.7.0/24", nil), node("b", "10.244.1.0/24", nil)}, nil
+	}
+	if got, err := a.Ensure(context.Background(), "a"); err != nil || got != netip.MustParsePrefix("10.244.7.0/24") {
+		t.Fatalf("Ensure = %v, %v; want 10.244.7.0/24", got, err)
+	}
+	if n := listsOfNodes(cs); n != 0 {
+		t.Errorf("%d lists of nodes from the API server, want 0", n)
+	}
+	a.Nodes = func(context.Context) ([]*corev1.Node, error) {
+		return []*corev1.Node{node("a", "10.244.7.0/24", nil), node("b", "10.244.7.0/24", nil)}, nil
+	}
+	if got, err := a.Ensure(context.Background(), "a"); err == nil {
+		t.Errorf("Ensure = %v with b's pod CIDR overlapping in the cache; want an error", got)
+	}
+	a.Nodes = func(context.Context) ([]*corev1.Node, error) { return nil, fmt.Errorf("not synced") }
+	if got, err := a.Ensure(context.Background(), "a"); err != nil || got != netip.MustParsePrefix("10.244.7.0/24") {
+		t.Fatalf("Ensure = %v, %v; want 10.244.7.0/24", got, err)
+	}
+	if n := listsOfNodes(cs); n != 1 {
+		t.Errorf("%d lists of nodes from the API server after the cache failed, want 1", n)
+	}
+}

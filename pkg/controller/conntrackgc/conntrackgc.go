@@ -223,8 +223,14 @@ func (g *Collector) staleBackends(candidates []seen[lb.CTKey, lb.CT], keep *kept
 }
 
 func (g *Collector) passAffinity(now uint64) error {
-	timeouts := g.services.AffinityTimeouts()
+	// Asked of the reconciler (a walk over every frontend) only when the batch holds an entry:
+	// most clusters have no sessionAffinity flows most of the time.
+	var timeouts map[uint32]time.Duration
+	asked := false
 	timeout := func(id uint32) time.Duration {
+		if !asked {
+			timeouts, asked = g.services.AffinityTimeouts(), true
+		}
 		if t, ok := timeouts[id]; ok {
 			return t
 		}

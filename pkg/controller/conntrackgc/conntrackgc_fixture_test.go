@@ -82,11 +82,12 @@ func (w *fakeWalker[K, V]) Delete(k K) error {
 }
 
 type fakeServices struct {
-	live     map[controller.BackendKey]bool
-	ready    bool
-	timeouts map[uint32]time.Duration
-	asked    []controller.BackendKey // every candidate of every UnusedBackends call
-	calls    int                     // UnusedBackends calls
+	live         map[controller.BackendKey]bool
+	ready        bool
+	timeouts     map[uint32]time.Duration
+	asked        []controller.BackendKey // every candidate of every UnusedBackends call
+	calls        int                     // UnusedBackends calls
+	timeoutCalls int                     // AffinityTimeouts calls
 }
 
 func (f *fakeServices) UnusedBackends(candidates map[controller.BackendKey]bool) (map[controller.BackendKey]bool, bool) {
@@ -106,7 +107,10 @@ func (f *fakeServices) UnusedBackends(candidates map[controller.BackendKey]bool)
 	return unused, true
 }
 
-func (f *fakeServices) AffinityTimeouts() map[uint32]time.Duration { return f.timeouts }
+func (f *fakeServices) AffinityTimeouts() map[uint32]time.Duration {
+	f.timeoutCalls++
+	return f.timeouts
+}
 
 type fakeGCMetrics map[[2]string]int
 

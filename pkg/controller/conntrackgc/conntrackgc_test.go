@@ -361,3 +361,17 @@ func TestBootTime(t *testing.T) {
 		t.Errorf("CLOCK_BOOTTIME %d then %d", a, b)
 	}
 }
+
+// TestConntrackGCIdleAsksNothing: a pass over empty maps (no Service traffic) does not ask the
+// reconciler anything: its answers walk every programmed frontend.
+func TestConntrackGCIdleAsksNothing(t *testing.T) {
+	f := newGCFixture(100)
+	for range 3 {
+		if err := f.gc.pass(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.services.calls != 0 || f.services.timeoutCalls != 0 {
+		t.Errorf("idle passes asked UnusedBackends %d and AffinityTimeouts %d times, want none", f.services.calls, f.services.timeoutCalls)
+	}
+}

@@ -32,7 +32,7 @@ func (t routeTable) Delete(p netip.Prefix) error { return t.m.Delete(p) }
 
 func (t routeTable) List() (map[netip.Prefix]controller.Route, error) {
 	out := map[netip.Prefix]controller.Route{}
-	err := t.m.Iterate(func(p netip.Prefix, r routes.Route) bool {
+	err := t.m.IterateBatch(func(p netip.Prefix, r routes.Route) bool {
 		out[p] = controller.Route{NodeIP: r.NodeIP.Addr(), Domain: r.Domain, Encap: controller.Encap(r.Encap), Local: r.Flags&routes.FlagLocal != 0}
 		return true
 	})
@@ -56,7 +56,7 @@ func (t nodeTable) Delete(ip netip.Addr) error { return t.m.Delete(ip) }
 
 func (t nodeTable) List() (map[netip.Addr]controller.Node, error) {
 	out := map[netip.Addr]controller.Node{}
-	err := t.m.Iterate(func(ip netip.Addr, n nodes.Node) bool {
+	err := t.m.IterateBatch(func(ip netip.Addr, n nodes.Node) bool {
 		v := controller.Node{VTEPMAC: n.VtepMAC[:], Domain: n.Domain}
 		if n.Flags&nodes.FlagNexthopValid != 0 {
 			v.NextHopMAC = n.NexthopMAC[:]

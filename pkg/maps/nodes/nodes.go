@@ -60,3 +60,6 @@ func (m *Map) Delete(ip netip.Addr) error { return m.m.Delete(ip) }
 
 // Iterate calls fn for each node until fn returns false.
 func (m *Map) Iterate(fn func(netip.Addr, Node) bool) error { return m.m.Iterate(fn) }
+
+// IterateBatch is Iterate reading thousands of nodes per system call where the kernel can.
+func (m *Map) IterateBatch(fn func(netip.Addr, Node) bool) error { return m.m.IterateBatch(fn) }

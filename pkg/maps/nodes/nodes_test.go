@@ -39,3 +39,29 @@ func TestMap(t *testing.T) {
 	}
 	t.Log(n)
 }
+
+// TestIterateBatch: the batch read sees every node of a table larger than one batch, as Iterate does.
+func TestIterateBatch(t *testing.T) {
+	m, _ := maptest.Open(t, datapath.Load, Open)
+	want := map[netip.Addr]Node{}
+	for i := range 5000 {
+		ip := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		n := Node{VtepMAC: [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}, Domain: uint32(i)}
+		if err := m.Upsert(ip, n); err != nil {
+			t.Fatal(err)
+		}
+		want[ip] = n
+	}
+	got := map[netip.Addr]Node{}
+	if err := m.IterateBatch(func(ip netip.Addr, n Node) bool { got[ip] = n; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("IterateBatch saw %d nodes, want %d", len(got), len(want))
+	}
+	for ip, n := range want {
+		if got[ip] != n {
+			t.Fatalf("IterateBatch: %s -> %v, want %v", ip, got[ip], n)
+		}
+	}
+}

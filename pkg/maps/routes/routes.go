@@ -122,3 +122,6 @@ func (m *Map) Delete(prefix netip.Prefix) error { return m.m.Delete(prefix) }
 
 // Iterate calls fn for each route until fn returns false.
 func (m *Map) Iterate(fn func(netip.Prefix, Route) bool) error { return m.m.Iterate(fn) }
+
+// IterateBatch is Iterate reading thousands of routes per system call where the kernel can.
+func (m *Map) IterateBatch(fn func(netip.Prefix, Route) bool) error { return m.m.IterateBatch(fn) }

@@ -56,3 +56,29 @@ func TestMap(t *testing.T) {
 	}
 	t.Log(r2)
 }
+
+// TestIterateBatch: the batch read sees every route of a table larger than one batch, as Iterate does.
+func TestIterateBatch(t *testing.T) {
+	m, _ := maptest.Open(t, datapath.Load, Open)
+	want := map[netip.Prefix]Route{}
+	for i := range 5000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(240 + i>>10), byte(i >> 2), byte(i << 6)}), 26)
+		r := Route{NodeIP: [4]byte{198, 18, byte(i >> 8), byte(i)}, Domain: uint32(i)}
+		if err := m.Upsert(p, r); err != nil {
+			t.Fatal(err)
+		}
+		want[p] = r
+	}
+	got := map[netip.Prefix]Route{}
+	if err := m.IterateBatch(func(p netip.Prefix, r Route) bool { got[p] = r; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("IterateBatch saw %d routes, want %d", len(got), len(want))
+	}
+	for p, r := range want {
+		if got[p] != r {
+			t.Fatalf("IterateBatch: %s -> %v, want %v", p, got[p], r)
+		}
+	}
+}

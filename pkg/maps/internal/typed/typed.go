@@ -256,3 +256,8 @@ func (k *Keyed[A, K, V]) Delete(a A) error {
 func (k *Keyed[A, K, V]) Iterate(fn func(A, V) bool) error {
 	return k.m.Iterate(func(key K, value V) bool { return fn(k.fromKey(key), value) })
 }
+
+// IterateBatch is Iterate with Map.IterateBatch's batch reads.
+func (k *Keyed[A, K, V]) IterateBatch(fn func(A, V) bool) error {
+	return k.m.IterateBatch(func(key K, value V) bool { return fn(k.fromKey(key), value) })
+}
