@@ -36,6 +36,19 @@ func underlayFixture(t testing.TB) netlink.Link {
 	return l
 }
 
+// underlayWithNeighbours is underlayFixture with the gateway (192.168.50.1) and a peer on the
+// segment (192.168.50.3) resolved.
+func underlayWithNeighbours(t testing.TB) (eth netlink.Link, gwMAC, peerMAC net.HardwareAddr) {
+	eth = underlayFixture(t)
+	gwMAC, _ = net.ParseMAC("0e:00:00:00:00:01")
+	peerMAC, _ = net.ParseMAC("0e:00:00:00:00:03")
+	for ip, mac := range map[string]net.HardwareAddr{"192.168.50.1": gwMAC, "192.168.50.3": peerMAC} {
+		must(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: eth.Attrs().Index, IP: net.ParseIP(ip),
+			HardwareAddr: mac, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}))
+	}
+	return eth, gwMAC, peerMAC
+}
+
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
@@ -199,13 +212,7 @@ func TestEnsureConntrackCloseWait(t *testing.T) {
 
 func TestNextHop(t *testing.T) {
 	netnstest.Run(t, func() {
-		eth := underlayFixture(t)
-		gwMAC, _ := net.ParseMAC("0e:00:00:00:00:01")
-		peerMAC, _ := net.ParseMAC("0e:00:00:00:00:03")
-		for ip, mac := range map[string]net.HardwareAddr{"192.168.50.1": gwMAC, "192.168.50.3": peerMAC} {
-			must(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: eth.Attrs().Index, IP: net.ParseIP(ip),
-				HardwareAddr: mac, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}))
-		}
+		eth, gwMAC, peerMAC := underlayWithNeighbours(t)
 		n := NextHops{UnderlayIndex: eth.Attrs().Index}
 		for ip, want := range map[string]string{"192.168.50.3": peerMAC.String(), "203.0.113.7": gwMAC.String(), "192.168.50.4": ""} {
 			mac, err := n.NextHop(netip.MustParseAddr(ip))

@@ -20,44 +20,9 @@ import (
 // MAC changed, are followed at once.
 func TestCachedNextHops(t *testing.T) {
 	netnstest.Run(t, func() {
-		eth := underlayFixture(t)
-		gwMAC, _ := net.ParseMAC("0e:00:00:00:00:01")
-		peerMAC, _ := net.ParseMAC("0e:00:00:00:00:03")
-		for ip, mac := range map[string]net.HardwareAddr{"192.168.50.1": gwMAC, "192.168.50.3": peerMAC} {
-			must(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: eth.Attrs().Index, IP: net.ParseIP(ip),
-				HardwareAddr: mac, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}))
-		}
+		eth, gwMAC, peerMAC := underlayWithNeighbours(t)
 		c := NewCachedNextHops(eth.Attrs().Index)
-		here, err := netns.Get()
-		must(t, err)
-		defer here.Close()
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread() // the subscriptions are made in this thread's namespace
-			if err := netns.Set(here); err != nil {
-				done <- err
-				return
-			}
-			done <- c.WatchResolved(ctx, func(netip.Addr, net.HardwareAddr) {})
-		}()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			c.mu.Lock()
-			watched := c.routesWatched
-			c.mu.Unlock()
-			if watched {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("route subscription not running")
-			}
-		}
+		defer watchCache(t, c)()
 		peers := make([]netip.Addr, 200)
 		for i := range peers {
 			peers[i] = netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
@@ -152,26 +117,7 @@ func BenchmarkNextHopPassCached(b *testing.B) {
 	netnstest.Run(b, func() {
 		eth, peers := nextHopPassFixture(b)
 		c := NewCachedNextHops(eth.Attrs().Index)
-		here, err := netns.Get()
-		must(b, err)
-		defer here.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread() // the subscriptions are made in this thread's namespace
-			if err := netns.Set(here); err != nil {
-				done <- err
-				return
-			}
-			done <- c.WatchResolved(ctx, func(netip.Addr, net.HardwareAddr) {})
-		}()
-		defer func() { cancel(); <-done }()
-		for {
-			if _, watched := c.RouteGeneration(); watched {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		defer watchCache(b, c)()
 		nextHopPass(b, c, peers)
 	})
 }
@@ -219,4 +165,37 @@ func TestCachedNextHopsBeforeWatching(t *testing.T) {
 			t.Errorf("NextHop(%s) = %v, %v right after it resolved; want %s", peer, mac, err, peerMAC)
 		}
 	})
+}
+
+// watchCache runs c's subscriptions in this thread's network namespace until the returned stop
+// is called, and returns once the route subscription runs.
+func watchCache(t testing.TB, c *CachedNextHops) (stop func()) {
+	here, err := netns.Get()
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // the subscriptions are made in this thread's namespace
+		if err := netns.Set(here); err != nil {
+			done <- err
+			return
+		}
+		done <- c.WatchResolved(ctx, func(netip.Addr, net.HardwareAddr) {})
+	}()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		here.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, watched := c.RouteGeneration(); watched {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatal("route subscription not running")
+		}
+	}
 }
