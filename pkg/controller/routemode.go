@@ -69,11 +69,16 @@ func (v *RouteModeView) View() (domain.NodeRouting, bool) {
 }
 
 // OnChange registers fn, called with the view (from an informer's goroutine, one call at a time)
-// when it becomes known and whenever it changes.
+// when it becomes known and whenever it changes. A view already known when fn is registered is
+// handed to it at once: the Node informer may run before the agent registers its listeners, and
+// a view that then does not change would never reach them.
 func (v *RouteModeView) OnChange(fn func(domain.NodeRouting)) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.listeners = append(v.listeners, fn)
+	if known := v.view.Load(); known != nil {
+		fn(*known)
+	}
 }
 
 // Refresh recomputes the view from the local Node and the configuration in force; the agent

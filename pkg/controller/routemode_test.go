@@ -219,3 +219,33 @@ func TestRouteModeViewWaitsForConfigAndNode(t *testing.T) {
 		t.Fatalf("after the Node went: View = %+v, %t (calls %d)", v, ok, calls)
 	}
 }
+
+// A listener registered after the view became known gets it at once (the agent's Node informer
+// can deliver the local Node before the agent registers the BGP speaker and the pod MTU's
+// listener; the view does not change again, so nothing else would tell them).
+func TestRouteModeViewHandsAKnownViewToALateListener(t *testing.T) {
+	informer := cache.NewSharedIndexInformer(&cache.ListWatch{}, &corev1.Node{}, 0, cache.Indexers{})
+	synced := &staticModel{}
+	synced.m.Store(parseModel(t, siteARoute))
+	view, err := NewRouteModeView("self", informer, synced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", Labels: map[string]string{
+		domain.DefaultPoolLabel: "site-a", speakerLabel: "true", segmentLabel: "1"}}}
+	if err := informer.GetStore().Add(self); err != nil {
+		t.Fatal(err)
+	}
+	view.Refresh() // the local Node's event, before any listener
+	var got []domain.NodeRouting
+	view.OnChange(func(r domain.NodeRouting) { got = append(got, r) })
+	want := domain.NodeRouting{Domain: "site-a", Encapsulation: domain.Route, Speaker: true, Peers: []domain.BGPPeer{routerPeer("172.31.0.1")}}
+	if len(got) != 1 || !got[0].Equal(want) {
+		t.Fatalf("late listener got %+v, want one call with %+v", got, want)
+	}
+	view.Refresh() // unchanged: no second call
+	if len(got) != 1 {
+		t.Fatalf("late listener called %d times after an unchanged refresh, want 1", len(got))
+	}
+}
+

@@ -16,8 +16,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"strings"
+	"syscall"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -49,13 +53,50 @@ type Allocator struct {
 	// node registers): with thousands of Nodes a second list of the full objects costs the API
 	// server and the agent more than the wait. Nil, or an error: Client.ListNodes.
 	Nodes func(ctx context.Context) ([]*corev1.Node, error)
+	// RetryInterval is the wait before another attempt after a transient answer (Ensure); one
+	// second when zero.
+	RetryInterval time.Duration
 }
 
-// Ensure returns the pod CIDR of the node named nodeName, allocating and recording one if it has none.
+// Ensure returns the pod CIDR of the node named nodeName, allocating and recording one if it has
+// none. An answer the API server may give otherwise a moment later (an internal error, a timeout,
+// too many requests, a conflict, a broken connection; YurtHub's cache answers "specified key is
+// under accessing" while its informers list) is retried every RetryInterval until ctx is done;
+// anything else, ErrExhausted or a bad pod CIDR, is returned at once.
 func (a *Allocator) Ensure(ctx context.Context, nodeName string) (netip.Prefix, error) {
 	if err := a.validate(); err != nil {
 		return netip.Prefix{}, err
 	}
+	interval := a.RetryInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	for {
+		cidr, err := a.ensureOnce(ctx, nodeName)
+		if err == nil || !transient(err) {
+			return cidr, err
+		}
+		klog.FromContext(ctx).Info("Pod CIDR: the API server's answer may change; retrying", "node", nodeName, "err", err, "retryIn", interval)
+		select {
+		case <-ctx.Done():
+			return netip.Prefix{}, fmt.Errorf("%w (last answer: %w)", ctx.Err(), err)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// transient says whether err is an answer the API server may not give a moment later.
+func transient(err error) bool {
+	var netErr net.Error
+	return apierrors.IsInternalError(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err) ||
+		apierrors.IsUnexpectedServerError(err) || apierrors.IsConflict(err) ||
+		errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// ensureOnce is one attempt of Ensure.
+func (a *Allocator) ensureOnce(ctx context.Context, nodeName string) (netip.Prefix, error) {
 	node, err := a.Client.GetNode(ctx, nodeName)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("getting node %s: %w", nodeName, err)

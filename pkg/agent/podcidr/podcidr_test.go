@@ -2,16 +2,21 @@ package podcidr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
@@ -188,5 +193,34 @@ func TestEnsureChecksAgainstNodesFromCache(t *testing.T) {
 	}
 	if n := listsOfNodes(cs); n != 1 {
 		t.Errorf("%d lists of nodes from the API server after the cache failed, want 1", n)
+	}
+}
+
+// An answer the API server gives only for a moment (YurtHub's cache: "specified key is under
+// accessing" while the informers list through it) is retried; a lasting one is not.
+func TestEnsureRetriesTransientAnswers(t *testing.T) {
+	a, cs := allocator(node("a", "10.244.7.0/24", nil))
+	a.RetryInterval = 10 * time.Millisecond
+	gets := 0
+	cs.PrependReactor("get", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if gets++; gets <= 2 {
+			return true, nil, apierrors.NewInternalError(errors.New("specified key is under accessing"))
+		}
+		return false, nil, nil
+	})
+	got, err := a.Ensure(t.Context(), "a")
+	if err != nil || got != netip.MustParsePrefix("10.244.7.0/24") || gets != 3 {
+		t.Fatalf("Ensure = %v, %v after %d GETs; want 10.244.7.0/24 after 3", got, err, gets)
+	}
+
+	a, cs = allocator(node("a", "10.244.7.0/24", nil))
+	a.RetryInterval = 10 * time.Millisecond
+	gets = 0
+	cs.PrependReactor("get", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		gets++
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "a", errors.New("no"))
+	})
+	if got, err := a.Ensure(t.Context(), "a"); !apierrors.IsForbidden(err) || gets != 1 {
+		t.Fatalf("Ensure = %v, %v after %d GETs; want Forbidden after 1", got, err, gets)
 	}
 }
