@@ -248,4 +248,3 @@ func TestRouteModeViewHandsAKnownViewToALateListener(t *testing.T) {
 		t.Fatalf("late listener called %d times after an unchanged refresh, want 1", len(got))
 	}
 }
-
