@@ -87,20 +87,10 @@ func decodeList(body io.Reader, resource Resource, decoder runtime.Decoder) (run
 func decodeUnknown(r *bufio.Reader, newItem func() listItem) (*metainternalversion.List, error) {
 	var list *metainternalversion.List
 	for {
-		field, wireType, err := readTag(r)
+		field, n, err := nextBytesField(r, func(field int) bool { return field == 2 || field == 3 })
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if err != nil {
-			return nil, err
-		}
-		if wireType != wireBytes {
-			if err := skipField(r, wireType); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		n, err := readLength(r)
 		if err != nil {
 			return nil, err
 		}
@@ -117,10 +107,6 @@ func decodeUnknown(r *bufio.Reader, newItem func() listItem) (*metainternalversi
 			if len(encoding) > 0 {
 				return nil, fmt.Errorf("unsupported content encoding %q", encoding)
 			}
-		default:
-			if _, err := r.Discard(n); err != nil {
-				return nil, unexpected(err)
-			}
 		}
 	}
 	if list == nil {
@@ -135,20 +121,10 @@ func decodeListMessage(lr *io.LimitedReader, newItem func() listItem) (*metainte
 	list := &metainternalversion.List{}
 	var buf []byte
 	for {
-		field, wireType, err := readTag(r)
+		field, n, err := nextBytesField(r, func(field int) bool { return field == 1 || field == 2 })
 		if errors.Is(err, io.EOF) {
 			return list, nil
 		}
-		if err != nil {
-			return nil, err
-		}
-		if wireType != wireBytes || (field != 1 && field != 2) {
-			if err := skipField(r, wireType); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		n, err := readLength(r)
 		if err != nil {
 			return nil, err
 		}
@@ -200,6 +176,25 @@ func readTag(r *bufio.Reader) (field, wireType int, err error) {
 		return 0, 0, unexpected(err)
 	}
 	return int(key >> 3), int(key & 7), nil
+}
+
+// nextBytesField reads up to the next length-delimited field that keep accepts, skipping every
+// other field, and returns its number and length; io.EOF at the end of r between fields.
+func nextBytesField(r *bufio.Reader, keep func(field int) bool) (field, n int, err error) {
+	for {
+		field, wireType, err := readTag(r)
+		if err != nil {
+			return 0, 0, err
+		}
+		if wireType != wireBytes || !keep(field) {
+			if err := skipField(r, wireType); err != nil {
+				return 0, 0, err
+			}
+			continue
+		}
+		n, err := readLength(r)
+		return field, n, err
+	}
 }
 
 func readLength(r *bufio.Reader) (int, error) {
