@@ -52,6 +52,12 @@ func TestRollingUpdate(t *testing.T) {
 	diag := startRollingDiag(t, c, svc.Spec.ClusterIP, pods, before)
 	var lost, streams []lostFlow
 	var notes []string
+	// noteSlowest adds what s observed to the notes: format's %v the time, %s when it began.
+	noteSlowest := func(format string, s *slowestTime) {
+		mu.Lock()
+		defer mu.Unlock()
+		notes = append(notes, fmt.Sprintf(format, s.took.Round(time.Millisecond), s.at.Format("15:04:05.000")))
+	}
 	for _, cl := range clients {
 		// Long-lived streams: one to each backend (the Service picks; connections to a backend
 		// already covered are closed), so streams cross nodes and the private line.
@@ -85,14 +91,8 @@ func TestRollingUpdate(t *testing.T) {
 				defer wg.Done()
 				defer conn.Close()
 				// The slowest echo: how close a passing run came to the deadline.
-				var slowest time.Duration
-				var slowestAt time.Time
-				defer func() {
-					mu.Lock()
-					notes = append(notes, fmt.Sprintf("%s: slowest echo %v (line written at %s)", flow.name,
-						slowest.Round(time.Millisecond), slowestAt.Format("15:04:05.000")))
-					mu.Unlock()
-				}()
+				var slowest slowestTime
+				defer noteSlowest(flow.name+": slowest echo %v (line written at %s)", &slowest)
 				for seq := 0; trafficCtx.Err() == nil; seq++ {
 					line := fmt.Sprintf("%s-%s-%d\n", cl.Name, backend, seq)
 					sent := time.Now()
@@ -121,9 +121,7 @@ func TestRollingUpdate(t *testing.T) {
 						return
 					}
 					streamLines.Add(1)
-					if rtt := time.Since(sent); rtt > slowest {
-						slowest, slowestAt = rtt, sent
-					}
+					slowest.observe(sent)
 					time.Sleep(20 * time.Millisecond)
 				}
 			}()
@@ -132,19 +130,13 @@ func TestRollingUpdate(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var slowest time.Duration
-			var slowestAt time.Time
-			defer func() {
-				mu.Lock()
-				notes = append(notes, fmt.Sprintf("%s: slowest short connection %v (started at %s)", cl.Name,
-					slowest.Round(time.Millisecond), slowestAt.Format("15:04:05.000")))
-				mu.Unlock()
-			}()
+			var slowest slowestTime
+			defer noteSlowest(cl.Name+": slowest short connection %v (started at %s)", &slowest)
 			for trafficCtx.Err() == nil {
 				began := time.Now()
 				host, err := hello(trafficCtx, cl.Netns, addr)
-				if took := time.Since(began); err == nil && took > slowest {
-					slowest, slowestAt = took, began
+				if err == nil {
+					slowest.observe(began)
 				}
 				if err != nil {
 					if trafficCtx.Err() == nil {
@@ -210,4 +202,17 @@ func TestRollingUpdate(t *testing.T) {
 		t.Errorf("no traffic went through: %d short connections, %d stream lines", shortOK.Load(), streamLines.Load())
 	}
 	t.Logf("TestRollingUpdate took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// slowestTime is the longest of the times observed, and when it began.
+type slowestTime struct {
+	took time.Duration
+	at   time.Time
+}
+
+// observe takes the time since began.
+func (s *slowestTime) observe(began time.Time) {
+	if d := time.Since(began); d > s.took {
+		s.took, s.at = d, began
+	}
 }
