@@ -155,6 +155,10 @@ func BenchmarkDatapath(b *testing.B) {
 		{Name: "edgeplane-device", Client: ep(d1), Server: ep(d2)},
 		vethFloor,
 		{Name: "underlay", Client: Endpoint{NetNS: n1.Netns.Name()}, Server: Endpoint{NetNS: n2.Netns.Name(), IP: n2.IP.String()}},
+		// The underlay between the veth floor's two nodes: the same switch and node configuration
+		// as "underlay", but no agent and no program on the nodes' NICs. Its "vs underlay" ratio
+		// is what edgeplane's NIC programs cost the node's own traffic, paired per round.
+		{Name: "underlay-bare", Client: Endpoint{NetNS: v1.NetNS}, Server: Endpoint{NetNS: v2.NetNS, IP: v2.NodeIP}},
 	}
 	// Route mode against edgeplane's own VXLAN (the group's first path), Flannel host-gw and the
 	// underlay between the two route-mode nodes; then across the gateway, against the underlay
