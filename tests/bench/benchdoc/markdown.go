@@ -339,6 +339,10 @@ func servicesTable(m *machineResults) string {
 	return sb.String()
 }
 
+// underlayBare is the underlay between two nodes without edgeplane (the veth floor's nodes):
+// against "underlay" (edgeplane's nodes), what the NIC programs cost the node's own traffic.
+const underlayBare = "underlay-bare"
+
 // vethFloor is the path of pods on plain veth pairs with kernel routing only (tests/bench
 // vethfloor.go): the cheapest veth-based pod path, against which the other paths' own cost shows.
 const vethFloor = "veth-floor"
@@ -398,8 +402,18 @@ func Markdown(f results.File, chartDir string, charts map[string][]string) strin
 		for _, pg := range pathGroups {
 			if rs := m.byGroup[pg.group]; len(rs) > 0 {
 				heading := pg.heading
-				if slices.ContainsFunc(rs, func(r results.Result) bool { return r.Path == vethFloor }) {
-					heading += " (" + vethFloor + ": pods on plain veth pairs, kernel routing only)"
+				has := func(path string) bool {
+					return slices.ContainsFunc(rs, func(r results.Result) bool { return r.Path == path })
+				}
+				var notes []string
+				if has(vethFloor) {
+					notes = append(notes, vethFloor+": pods on plain veth pairs, kernel routing only")
+				}
+				if has(underlayBare) {
+					notes = append(notes, underlayBare+": node to node between the floor's nodes, no agent and no program on their NICs")
+				}
+				if len(notes) > 0 {
+					heading += " (" + strings.Join(notes, "; ") + ")"
 				}
 				fmt.Fprintf(&sb, "%s, %s%s, paired ratios (min-max):\n\n%s\n", heading, rounds(rs), congestion(rs), pathTable(rs))
 			}
