@@ -149,16 +149,19 @@ func BenchmarkDatapath(b *testing.B) {
 	ep := func(p *lab.Pod) Endpoint { return Endpoint{NetNS: p.Netns.Name(), IP: p.IP.String()} }
 	flp := func(n *FlannelNode, i int) Endpoint { return Endpoint{NetNS: n.Pods[i], IP: n.PodIP(i)} }
 	vethFloor := Path{Name: "veth-floor", Client: Endpoint{NetNS: v1.Pods[0], IP: v1.PodIP(0)}, Server: Endpoint{NetNS: v2.Pods[0], IP: v2.PodIP(0)}}
+	// The underlay between the veth floor's two nodes: the same switch and node configuration
+	// as the cross-node "underlay", but no agent and no program on the nodes' NICs. Its "vs
+	// underlay" ratio is what edgeplane's NIC programs cost the node's own traffic, paired per
+	// round (in the route-mode group: against route-1 and route-2, whose segment is another
+	// bridge of the same kind).
+	underlayBare := Path{Name: "underlay-bare", Client: Endpoint{NetNS: v1.NetNS}, Server: Endpoint{NetNS: v2.NetNS, IP: v2.NodeIP}}
 	cross := []Path{
 		{Name: "flannel", Client: flp(f1, 0), Server: flp(f2, 0)},
 		{Name: "edgeplane", Client: ep(a1), Server: ep(bp1)},
 		{Name: "edgeplane-device", Client: ep(d1), Server: ep(d2)},
 		vethFloor,
 		{Name: "underlay", Client: Endpoint{NetNS: n1.Netns.Name()}, Server: Endpoint{NetNS: n2.Netns.Name(), IP: n2.IP.String()}},
-		// The underlay between the veth floor's two nodes: the same switch and node configuration
-		// as "underlay", but no agent and no program on the nodes' NICs. Its "vs underlay" ratio
-		// is what edgeplane's NIC programs cost the node's own traffic, paired per round.
-		{Name: "underlay-bare", Client: Endpoint{NetNS: v1.NetNS}, Server: Endpoint{NetNS: v2.NetNS, IP: v2.NodeIP}},
+		underlayBare,
 	}
 	// Route mode against edgeplane's own VXLAN (the group's first path), Flannel host-gw and the
 	// underlay between the two route-mode nodes; then across the gateway, against the underlay
@@ -170,6 +173,7 @@ func BenchmarkDatapath(b *testing.B) {
 		{Name: "flannel-hostgw", Client: flp(h1, 0), Server: flp(h2, 0)},
 		vethFloor,
 		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r2.Netns.Name(), IP: r2.IP.String()}},
+		underlayBare,
 	}
 	routeGateway := []Path{
 		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r3.Netns.Name(), IP: r3.IP.String()}},
