@@ -45,6 +45,10 @@ static __always_inline int nat_snat(struct __sk_buff *skb, const struct node_cfg
 		return ret < 0 ? ret : 0;
 	if ((ip->saddr & cfg->pod_mask) != cfg->pod_cidr)
 		return 0; /* the common case on a NIC: the host's own traffic and VXLAN */
+	/* Pod to pod across the underlay (route mode: pod_egress redirected it here, and this hook
+	 * runs on redirected frames too) is never masqueraded: no need to read its L4 header. */
+	if ((ip->daddr & cfg->cluster_mask) == cfg->cluster_cidr)
+		return 0;
 	ret = nat_parse(skb, ip, &t, 1);
 	if (ret)
 		return ret < 0 ? ret : 0;

@@ -415,3 +415,51 @@ func BenchmarkPodEgressNodePortReply(b *testing.B) {
 		podLbCt{Addr: be32(nodeIP), Port: be16(nodePort), Flags: ctSeenReply | ctExternal, SvcId: 1, LastSeen: bootNow(b)})
 	benchRun(b, coll.Programs["pod_egress"], podUDPPorts(podB, 8080, outsideClient, 40000, 64), tcActRedirect)
 }
+
+// ---- route mode, and the NIC's egress on what pod_egress redirected to it (issues 15 and 16) ----
+
+// A pod's 64-byte UDP datagram to a remote pod in route mode: no encapsulation, out of the NIC to
+// the resolved next hop. Compare with BenchmarkPodEgressRemoteEncap64, the same through VXLAN.
+func BenchmarkPodEgressRemoteDirect(b *testing.B) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	putRoute(b, coll, "10.244.2.0/24", podRoute{NodeIp: be32(remoteNodeIP), Encap: 1 /* ROUTE_ENCAP_DIRECT */})
+	benchRun(b, coll.Programs["pod_egress"], podUDP(podA, remotePod, 64), tcActRedirect)
+}
+
+// The 64-byte datagram of the lab's fixed-rate measurement through native VXLAN.
+func BenchmarkPodEgressRemoteEncap64(b *testing.B) {
+	coll := newCollection(b, loadPod)
+	fillCluster(b, coll)
+	benchRun(b, coll.Programs["pod_egress"], podUDP(podA, remotePod, 64), tcActRedirect)
+}
+
+// node_ingress delivering a remote pod's unencapsulated packet (route mode) to a local pod: the
+// source's route (anti-spoofing of route mode), the reverse-translation lookup, the peer redirect.
+func BenchmarkNodeIngressDirect(b *testing.B) {
+	coll := newCollection(b, loadNode)
+	fillCluster(b, coll, withMasquerade())
+	putRoute(b, coll, "10.244.2.0/24", podRoute{NodeIp: be32(remoteNodeIP), Encap: 1 /* ROUTE_ENCAP_DIRECT */})
+	in := ethFrame(underlayMAC, remoteNextHop, ethPIPv4, ipHdr{src: remotePod, dst: podA, proto: protoUDP}.build(
+		udpSeg(remotePod, podA, 40000, 53, make([]byte, 64), true)))
+	benchRun(b, coll.Programs["node_ingress"], in, tcActRedirect)
+}
+
+// node_egress runs on every frame pod_egress redirects to the NIC (dev_queue_xmit runs the NIC's
+// tc egress hook): a route-mode pod packet to a remote pod and a VXLAN frame, with masquerade on
+// (the agent's default). Neither is masqueraded.
+func BenchmarkNodeEgressDirect(b *testing.B) {
+	coll := newCollection(b, loadNode)
+	fillCluster(b, coll, withMasquerade())
+	benchRun(b, coll.Programs["node_egress"], fromPod(podA, remotePod, protoUDP, udpSeg(podA, remotePod, 40000, 53, make([]byte, 64), true)), tcActOK)
+}
+
+func BenchmarkNodeEgressVXLAN(b *testing.B) {
+	coll := newCollection(b, loadNode)
+	fillCluster(b, coll, withMasquerade())
+	inner := ethFrame(remoteVtepMAC, vtepMAC, ethPIPv4, ipHdr{src: podA, dst: remotePod, proto: protoUDP}.build(
+		udpSeg(podA, remotePod, 40000, 53, make([]byte, 64), true)))
+	udp := udpSeg(nodeIP, remoteNodeIP, 54321, vxlanPort, append(vxlanHdr(0x08000000, vni), inner...), false)
+	benchRun(b, coll.Programs["node_egress"], ethFrame(remoteNextHop, underlayMAC, ethPIPv4,
+		ipHdr{src: nodeIP, dst: remoteNodeIP, proto: protoUDP}.build(udp)), tcActOK)
+}
