@@ -167,6 +167,28 @@ func TestCachedNextHopsBeforeWatching(t *testing.T) {
 	})
 }
 
+// Subscribed is closed once both subscriptions run, not before WatchResolved.
+func TestCachedNextHopsSubscribed(t *testing.T) {
+	netnstest.Run(t, func() {
+		eth := underlayFixture(t)
+		c := NewCachedNextHops(eth.Attrs().Index)
+		select {
+		case <-c.Subscribed():
+			t.Fatal("Subscribed closed before WatchResolved ran")
+		default:
+		}
+		defer watchCache(t, c)()
+		select {
+		case <-c.Subscribed():
+		case <-time.After(5 * time.Second):
+			t.Fatal("Subscribed not closed 5 s after the route subscription ran")
+		}
+		if _, watched := c.RouteGeneration(); !watched {
+			t.Error("Subscribed closed while the route subscription is not running")
+		}
+	})
+}
+
 // watchCache runs c's subscriptions in this thread's network namespace until the returned stop
 // is called, and returns once the route subscription runs.
 func watchCache(t testing.TB, c *CachedNextHops) (stop func()) {
