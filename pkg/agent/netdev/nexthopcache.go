@@ -57,7 +57,18 @@ const neighbourTTL = time.Second
 func NewCachedNextHops(underlay int) *CachedNextHops {
 	c := &CachedNextHops{hops: map[netip.Addr]hopResult{}, subscribed: make(chan struct{})}
 	c.NextHops = NextHops{UnderlayIndex: underlay, seen: c.neighbourChanged, watching: c.neighboursWatching}
+	// In this thread's network namespace, as the subscriptions; without it, a socket per lookup.
+	if h, err := netlink.NewHandle(unix.NETLINK_ROUTE); err == nil {
+		c.NextHops.routes = h
+	}
 	return c
+}
+
+// Close releases the route lookups' netlink socket.
+func (c *CachedNextHops) Close() {
+	if c.NextHops.routes != nil {
+		c.NextHops.routes.Close()
+	}
 }
 
 // NextHop is NextHops.NextHop from what is cached where it can be.
