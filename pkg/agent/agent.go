@@ -69,9 +69,6 @@ type Agent struct {
 	// nodeInformer is the Node informer, listing from the start: registration's pod CIDR check
 	// reads the Nodes from it (cachedNodes). Nil in unit tests.
 	nodeInformer cache.SharedIndexInformer
-	// started is when the process started: the start-up phases are logged against it
-	// (startup.go).
-	started time.Time
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,
@@ -93,7 +90,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reach := k8s.NewReachability(client.Probe, cfg.APIServerProbe)
 	client.FollowReachability(reach)
 	go reach.Run(ctx)
-	a := &Agent{cfg: cfg, client: client, apiserver: reach, started: processStart(time.Now())}
+	a := &Agent{cfg: cfg, client: client, apiserver: reach}
 	stopCtx := context.WithoutCancel(ctx)
 	if err := a.run(ctx); err != nil || ctx.Err() == nil || own == nil {
 		return errors.Join(err, a.stopBGP(stopCtx, false))
@@ -144,13 +141,6 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	inf.Pods()
 	inf.Start(infCtx)
-	logger.Info("Informers listing", "sinceStart", a.sinceStart())
-	synced := map[string]cache.SharedIndexInformer{"nodes": inf.Nodes(), "services": inf.Services(),
-		"endpointslices": inf.EndpointSlices(), "pods": inf.Pods()}
-	if namespace, name, err := a.cfg.DomainConfigRef(); err == nil && name != "" {
-		synced["configmap"] = inf.ConfigMap(namespace, name)
-	}
-	a.logInformersSynced(infCtx, synced)
 	// Whether a previous agent left its pins: asked before the load below pins new maps.
 	pinned := a.pinsPresent()
 	// Loading the programs (the verifier: seconds on a small or busy node) and adopting the pinned
@@ -196,8 +186,7 @@ func (a *Agent) run(ctx context.Context) error {
 		return fmt.Errorf("loading the datapath: %w", err)
 	}
 	// Where a cold start's time goes (docs/benchmarks.md, Scale): both run from the start.
-	logger.Info("Datapath loaded", "load", l.took.Round(time.Millisecond), "registration", registered.Round(time.Millisecond),
-		"sinceStart", a.sinceStart(), "steps", dp.LoadTimes())
+	logger.Info("Datapath loaded", "load", l.took.Round(time.Millisecond), "registration", registered.Round(time.Millisecond))
 	defer dp.Close()
 	a.dp = dp
 	a.reportSelf(ctx)
@@ -230,7 +219,6 @@ func (a *Agent) run(ctx context.Context) error {
 		logger.Error(err, "Updating pod attachments to the new program; the old one keeps running there")
 	}
 	a.ready.datapath.Store(true)
-	logger.Info("Datapath attached", "sinceStart", a.sinceStart())
 	if restore != nil {
 		if node, err = a.startFromSnapshot(ctx, tbl, restore); err != nil {
 			return err
@@ -239,7 +227,6 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.publishVTEP(ctx, node); err != nil {
 		return err
 	}
-	logger.Info("VTEP published", "sinceStart", a.sinceStart())
 	tables, stopMoves := a.followMovedPods(ctx, a.trackForSnapshot(tbl))
 	defer stopMoves()
 	return a.watch(ctx, tables, inf)
@@ -302,7 +289,7 @@ func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
 		return nil, fmt.Errorf("pod CIDR of node %s: %w", a.cfg.NodeName, err)
 	}
 	klog.FromContext(ctx).Info("Registered node", "node", a.cfg.NodeName, "podCIDR", a.podCIDR,
-		"underlay", a.underlay.Name, "nodeIP", a.underlay.IP, "nodeNetwork", a.underlay.Prefix, "sinceStart", a.sinceStart())
+		"underlay", a.underlay.Name, "nodeIP", a.underlay.IP, "nodeNetwork", a.underlay.Prefix)
 	return node, nil
 }
 

@@ -55,7 +55,6 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 	nodeInformer := inf.Nodes()
 	// One resolver for both: its neighbour watch keeps what it caches for the periodic pass.
 	nextHops := netdev.NewCachedNextHops(a.underlay.Index)
-	defer nextHops.Close() // after the reconcilers stopped (running.Wait, deferred below)
 	nodesRec, err := controller.NewNodeReconciler(controller.NodeReconcilerConfig{
 		Local:    controller.LocalNode{Name: a.cfg.NodeName, NodeIP: a.underlay.IP, PodCIDR: a.podCIDR, ClusterCIDR: a.cfg.ClusterCIDR},
 		Informer: nodeInformer,
@@ -166,8 +165,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 		return err
 	}
 	a.ready.synced.Store(true)
-	logger.Info("Ready: datapath attached, maps synced, node config written", "path", cninode.Path(a.cfg.RunDir),
-		"sinceStart", a.sinceStart())
+	logger.Info("Ready: datapath attached, maps synced, node config written", "path", cninode.Path(a.cfg.RunDir))
 	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
 	logger.Info("Stopping; pinned maps and links stay in place")
 	return nil

@@ -73,9 +73,7 @@ type snapshotKeeper struct {
 	dir      string
 	maxBytes int
 	tables   mapTables // the real ones, listed for each write
-	// changed is what was written since the snapshot was last taken: it is out of date while it
-	// holds anything (logged with the write it causes).
-	changed changes
+	dirty    atomic.Bool
 	// node is this node's registration, taken before the reconcilers start (the convergence loop
 	// rewrites the agent's device field, with the same MAC, while the keeper reads).
 	node snapshot.Node
@@ -84,53 +82,9 @@ type snapshotKeeper struct {
 // track returns t with every write marking the snapshot out of date.
 func (k *snapshotKeeper) track(t mapTables) mapTables {
 	k.tables = t
-	k.changed.mark("start") // the first write, once ready
-	return trackedTables{t, &k.changed}
+	k.dirty.Store(true)
+	return trackedTables{t, &k.dirty}
 }
-
-// changes counts the writes by table since the snapshot was last taken.
-type changes struct {
-	mu     sync.Mutex
-	writes map[string]int
-}
-
-func (c *changes) mark(table string) {
-	c.mu.Lock()
-	if c.writes == nil {
-		c.writes = map[string]int{}
-	}
-	c.writes[table]++
-	c.mu.Unlock()
-}
-
-// take returns the writes counted and starts counting anew; nil when there were none.
-func (c *changes) take() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	w := c.writes
-	c.writes = nil
-	return w
-}
-
-// putBack counts w again (a write of the snapshot failed).
-func (c *changes) putBack(w map[string]int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.writes == nil {
-		c.writes = map[string]int{}
-	}
-	for table, n := range w {
-		c.writes[table] += n
-	}
-}
-
-// A write of the snapshot is logged, with what it followed, when it comes snapshotQuietWrite
-// after the previous one (the first write, and a write in a quiet cluster, which is the one to
-// explain); under churn, writes are summed up in one line every snapshotLogInterval.
-const (
-	snapshotQuietWrite  = 10 * time.Second
-	snapshotLogInterval = time.Minute
-)
 
 // keepSnapshot writes the snapshot whenever the maps changed, once the reconcilers have
 // programmed the API server's state (ready), until ctx is done.
@@ -142,8 +96,6 @@ func (a *Agent) keepSnapshot(ctx context.Context, pods cache.SharedIndexInformer
 	logger := klog.FromContext(ctx).WithValues("path", snapshot.Path(k.dir))
 	var lastErr string
 	var next time.Time // no write before: a large snapshot's writes are spaced by their cost
-	var logged, written time.Time
-	unlogged, unloggedChanges := 0, map[string]int{}
 	tick := time.NewTicker(snapshotInterval)
 	defer tick.Stop()
 	for {
@@ -152,11 +104,7 @@ func (a *Agent) keepSnapshot(ctx context.Context, pods cache.SharedIndexInformer
 			return
 		case <-tick.C:
 		}
-		if !ready() || time.Now().Before(next) {
-			continue
-		}
-		changed := k.changed.take()
-		if changed == nil {
+		if !ready() || time.Now().Before(next) || !k.dirty.Swap(false) {
 			continue
 		}
 		start := time.Now()
@@ -164,8 +112,7 @@ func (a *Agent) keepSnapshot(ctx context.Context, pods cache.SharedIndexInformer
 		if err == nil {
 			err = snapshot.Write(k.dir, s, k.maxBytes)
 		}
-		took := time.Since(start)
-		next = start.Add(snapshotCostFactor * took)
+		next = start.Add(snapshotCostFactor * time.Since(start))
 		switch {
 		case err != nil && err.Error() != lastErr:
 			logger.Error(err, "Writing the snapshot of the last good state; the previous one stays")
@@ -174,26 +121,10 @@ func (a *Agent) keepSnapshot(ctx context.Context, pods cache.SharedIndexInformer
 		}
 		if err != nil {
 			lastErr = err.Error()
-			k.changed.putBack(changed) // try again at the next tick
+			k.dirty.Store(true) // try again at the next tick that sees a change
 			continue
 		}
 		lastErr = ""
-		// Which tables' writes made the snapshot out of date ("start": the first one), so that
-		// a rewrite nothing seems to explain can be traced to the write behind it.
-		unlogged++
-		for table, n := range changed {
-			unloggedChanges[table] += n
-		}
-		quiet := start.Sub(written) >= snapshotQuietWrite
-		written = start
-		if quiet || time.Since(logged) >= snapshotLogInterval {
-			logger.Info("Snapshot of the last good state written", "took", took.Round(time.Millisecond),
-				"writes", unlogged, "after", unloggedChanges, "routes", len(s.Routes), "frontends", len(s.Frontends),
-				"backends", len(s.Backends))
-			logged, unlogged, unloggedChanges = time.Now(), 0, map[string]int{}
-		} else {
-			logger.V(2).Info("Snapshot of the last good state written", "took", took.Round(time.Millisecond), "after", changed)
-		}
 	}
 }
 
@@ -502,26 +433,26 @@ func repairBackends(ctx context.Context, t mapTables, s *snapshot.State, runDir 
 	}
 }
 
-// trackedTables are tables whose every write marks the snapshot out of date, by the map's name.
+// trackedTables are tables whose every write marks dirty.
 type trackedTables struct {
 	mapTables
-	changed *changes
+	dirty *atomic.Bool
 }
 
 func (t trackedTables) Routes() controller.RouteTable {
-	return trackedTable[netip.Prefix, controller.Route]{t.mapTables.Routes(), t.changed, "routes_map"}
+	return trackedTable[netip.Prefix, controller.Route]{t.mapTables.Routes(), t.dirty}
 }
 func (t trackedTables) Nodes() controller.NodeTable {
-	return trackedTable[netip.Addr, controller.Node]{t.mapTables.Nodes(), t.changed, "nodes_map"}
+	return trackedTable[netip.Addr, controller.Node]{t.mapTables.Nodes(), t.dirty}
 }
 func (t trackedTables) Domains() controller.DomainTable {
-	return trackedTable[uint32, controller.Domain]{t.mapTables.Domains(), t.changed, "domains_map"}
+	return trackedTable[uint32, controller.Domain]{t.mapTables.Domains(), t.dirty}
 }
 func (t trackedTables) Frontends() controller.FrontendTable {
-	return trackedTable[service.FrontendKey, controller.ServiceEntry]{t.mapTables.Frontends(), t.changed, "lb_svc_map"}
+	return trackedTable[service.FrontendKey, controller.ServiceEntry]{t.mapTables.Frontends(), t.dirty}
 }
 func (t trackedTables) Backends() controller.BackendTable {
-	return trackedBackends{trackedTable[controller.BackendSlot, service.Backend]{t.mapTables.Backends(), t.changed, "lb_backend_map"}}
+	return trackedBackends{trackedTable[controller.BackendSlot, service.Backend]{t.mapTables.Backends(), t.dirty}}
 }
 
 // table is the shape of the controller's table interfaces.
@@ -533,19 +464,11 @@ type table[K comparable, V any] interface {
 
 type trackedTable[K comparable, V any] struct {
 	table[K, V]
-	changed *changes
-	name    string
+	dirty *atomic.Bool
 }
 
-func (t trackedTable[K, V]) Upsert(k K, v V) error {
-	t.changed.mark(t.name)
-	return t.table.Upsert(k, v)
-}
-
-func (t trackedTable[K, V]) Delete(k K) error {
-	t.changed.mark(t.name)
-	return t.table.Delete(k)
-}
+func (t trackedTable[K, V]) Upsert(k K, v V) error { t.dirty.Store(true); return t.table.Upsert(k, v) }
+func (t trackedTable[K, V]) Delete(k K) error      { t.dirty.Store(true); return t.table.Delete(k) }
 
 // trackedBackends keeps the backend table's batch operations (BackendSetWriter, BackendWalker).
 type trackedBackends struct {
@@ -553,7 +476,7 @@ type trackedBackends struct {
 }
 
 func (t trackedBackends) UpsertSet(id uint32, backends []service.Backend) error {
-	t.changed.mark(t.name)
+	t.dirty.Store(true)
 	if w, ok := t.table.(controller.BackendSetWriter); ok {
 		return w.UpsertSet(id, backends)
 	}

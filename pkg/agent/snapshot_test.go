@@ -134,18 +134,15 @@ func TestSnapshotRestoresTablesAndRepairsMovedPods(t *testing.T) {
 	}
 
 	// Writes through the tracked tables mark the snapshot out of date.
-	a.snapshots.changed.take()
+	a.snapshots.dirty.Store(false)
 	tracked.Backends().(controller.BackendSetWriter).UpsertSet(5, []service.Backend{{IP: peerPod, Port: 53}})
-	if got := a.snapshots.changed.take(); !maps.Equal(got, map[string]int{"lb_backend_map": 1}) ||
-		before.backends.m[controller.BackendSlot{ID: 5}] != (service.Backend{IP: peerPod, Port: 53}) {
-		t.Fatalf("UpsertSet through the tracked table: marked %v; want one lb_backend_map write, and the set written", got)
+	if !a.snapshots.dirty.Load() || before.backends.m[controller.BackendSlot{ID: 5}] != (service.Backend{IP: peerPod, Port: 53}) {
+		t.Fatal("UpsertSet through the tracked table did not write or did not mark the snapshot")
 	}
+	a.snapshots.dirty.Store(false)
 	tracked.Routes().Delete(netip.MustParsePrefix("10.244.0.0/24"))
-	if got := a.snapshots.changed.take(); !maps.Equal(got, map[string]int{"routes_map": 1}) {
-		t.Fatalf("a route deleted marked %v; want one routes_map write", got)
-	}
-	if got := a.snapshots.changed.take(); got != nil {
-		t.Fatalf("nothing written since the last take, marked %v", got)
+	if !a.snapshots.dirty.Load() {
+		t.Fatal("a route deleted did not mark the snapshot")
 	}
 }
 

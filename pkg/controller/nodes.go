@@ -242,50 +242,23 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	defer r.queue.ShutDown()
-	logger := klog.FromContext(ctx)
-	start := time.Now()
-	// The neighbour (and route) subscriptions start first and the start-up pass waits for them
-	// (subscribeWait): its next hops then come from what they keep, and a neighbour the pass
-	// solicits is reported when it resolves. Before, each of thousands of peers cost a route
-	// lookup and a neighbour dump, and an answer that came before the subscription went unseen
-	// until the periodic pass (a nodes_map write, and a snapshot write, 30 s after the start).
-	if r.cfg.Neighbours != nil {
-		workers.Go(func() {
-			if err := r.cfg.Neighbours.WatchResolved(ctx, r.neighbourResolved); err != nil {
-				logger.Error(err, "Watching neighbours; next hops are resolved at each resync only")
-			}
-		})
-	}
 	synced := []cache.InformerSynced{r.synced}
 	if r.cfg.Domains != nil {
 		synced = append(synced, r.cfg.Domains.HasSynced)
 	}
-	// Every 10 ms rather than cache.WaitForCacheSync's 100: Ready waits on this pass.
-	err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
-		for _, s := range synced {
-			if !s() {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return errors.New("node or domain configuration informer did not sync")
 	}
-	informerSync := time.Since(start)
-	subscribed := r.waitSubscribed(ctx)
-	passStart := time.Now()
-	took := r.syncAll(ctx)
+	r.syncAll(ctx)
 	close(r.ready)
-	r.mu.Lock()
-	peers := len(r.peers)
-	r.mu.Unlock()
-	// Where a cold start's time goes (docs/benchmarks.md, Scale), with the Service reconciler's
-	// "Start-up pass done" line.
-	logger.Info("Node start-up pass done", "peers", peers, "informerSync", informerSync.Round(time.Millisecond),
-		"subscribed", subscribed, "pass", time.Since(passStart).Round(time.Millisecond), "pinned", took.pinned,
-		"nodes", took.peers, "domains", took.domains, "garbage", took.garbage)
 	workers.Go(func() { wait.UntilWithContext(ctx, r.runWorker, time.Second) })
+	if r.cfg.Neighbours != nil {
+		workers.Go(func() {
+			if err := r.cfg.Neighbours.WatchResolved(ctx, r.neighbourResolved); err != nil {
+				klog.FromContext(ctx).Error(err, "Watching neighbours; next hops are resolved at each resync only")
+			}
+		})
+	}
 	ticker := time.NewTicker(r.cfg.Resync)
 	defer ticker.Stop()
 	for {
@@ -296,28 +269,6 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 			r.resync(ctx)
 		}
 	}
-}
-
-// subscribeWait bounds how long the start-up pass waits for the neighbour and route
-// subscriptions (a failed one is logged by WatchResolved; the pass then asks the kernel).
-const subscribeWait = time.Second
-
-// waitSubscribed waits, at most subscribeWait, until Neighbours says its subscriptions run, when
-// it can say so (netdev.CachedNextHops.Subscribed); it reports whether they do.
-func (r *NodeReconciler) waitSubscribed(ctx context.Context) bool {
-	s, ok := r.cfg.Neighbours.(interface{ Subscribed() <-chan struct{} })
-	if !ok {
-		return false
-	}
-	timer := time.NewTimer(subscribeWait)
-	defer timer.Stop()
-	select {
-	case <-s.Subscribed():
-		return true
-	case <-timer.C:
-	case <-ctx.Done():
-	}
-	return false
 }
 
 // neighbourResolved queues the peers a resolved neighbour may concern: every peer whose next hop

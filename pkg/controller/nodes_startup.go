@@ -17,22 +17,10 @@ import (
 // The NodeReconciler's start-up pass and garbage collection: adopt what a previous agent pinned
 // for nodes that are invalid now, then delete the entries no node refers to.
 
-// startupTimes is what the start-up pass's steps took, for its log line.
-type startupTimes struct {
-	pinned, peers, domains, garbage time.Duration
-}
-
 // syncAll is the start-up pass: adopt what is pinned, reconcile every node, delete the rest.
-func (r *NodeReconciler) syncAll(ctx context.Context) startupTimes {
+func (r *NodeReconciler) syncAll(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	var took startupTimes
-	step := time.Now()
-	lap := func(d *time.Duration) {
-		now := time.Now()
-		*d, step = now.Sub(step).Round(time.Millisecond), now
-	}
 	r.loadPinned(ctx)
-	lap(&took.pinned)
 	if err := r.applyLocal(); err != nil {
 		logger.Error(err, "Programming the local pod CIDR route; will retry")
 		r.queue.AddRateLimited(r.cfg.Local.Name)
@@ -42,18 +30,14 @@ func (r *NodeReconciler) syncAll(ctx context.Context) startupTimes {
 		logger.Error(err, "Listing nodes")
 	}
 	r.reconcileAll(ctx, nodes)
-	lap(&took.peers)
 	if err := r.reconcile(ctx, domainsKey); err != nil {
 		logger.Error(err, "Programming domains and host routes; will retry")
 		r.queue.AddRateLimited(domainsKey)
 	}
-	lap(&took.domains)
 	r.collectGarbage(ctx)
 	r.mu.Lock()
 	r.pinned = pinnedState{}
 	r.mu.Unlock()
-	lap(&took.garbage)
-	return took
 }
 
 func (r *NodeReconciler) loadPinned(ctx context.Context) {

@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -375,95 +374,5 @@ func TestNodeReconcilerNeighbourResolvedQueuesPeers(t *testing.T) {
 	f.r.neighbourResolved(nodeIP("192.168.0.2"), macC) // b's next hop moved
 	if q := queued(); !slices.Equal(q, []string{"b", "c"}) {
 		t.Errorf("after b's neighbour changed: queued %v, want [b c]", q)
-	}
-}
-
-// subscribingNextHops is a next-hop resolver whose neighbour subscription takes a while to run
-// (after delay; never when delay is negative), as netdev.CachedNextHops says it with Subscribed;
-// it records whether each lookup came after the subscription.
-type subscribingNextHops struct {
-	staticNextHop
-	delay      time.Duration
-	subscribed chan struct{}
-
-	mu            sync.Mutex
-	before, after int
-}
-
-func (s *subscribingNextHops) Subscribed() <-chan struct{} { return s.subscribed }
-
-func (s *subscribingNextHops) WatchResolved(ctx context.Context, _ func(netip.Addr, net.HardwareAddr)) error {
-	if s.delay >= 0 {
-		select {
-		case <-time.After(s.delay):
-			close(s.subscribed)
-		case <-ctx.Done():
-		}
-	}
-	<-ctx.Done()
-	return nil
-}
-
-func (s *subscribingNextHops) NextHop(ip netip.Addr) (net.HardwareAddr, error) {
-	s.mu.Lock()
-	select {
-	case <-s.subscribed:
-		s.after++
-	default:
-		s.before++
-	}
-	s.mu.Unlock()
-	return s.staticNextHop.NextHop(ip)
-}
-
-// The start-up pass waits for the neighbour subscription (its lookups are then the cache's, and
-// the answers to its solicitations are reported), but not beyond subscribeWait.
-func TestNodeReconcilerStartupPassAfterSubscriptions(t *testing.T) {
-	for _, tc := range []struct {
-		name        string
-		delay       time.Duration
-		wantAfter   bool
-		readyWithin time.Duration
-	}{
-		{"subscribed after 200 ms", 200 * time.Millisecond, true, 5 * time.Second},
-		{"never subscribed", -1, false, subscribeWait + 5*time.Second},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newNodeFixture(t)
-			if _, err := f.client.CoreV1().Nodes().Create(context.Background(), peerNode("b", "10.244.1.0/24", "192.168.0.2", macB),
-				metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			hops := &subscribingNextHops{staticNextHop: staticNextHop{nodeIP("192.168.0.2"): gwMAC}, delay: tc.delay,
-				subscribed: make(chan struct{})}
-			f.r.cfg.NextHop, f.r.cfg.Neighbours = hops, hops
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			f.factory.Start(ctx.Done())
-			done := make(chan error)
-			start := time.Now()
-			go func() { done <- f.r.Run(ctx) }()
-			select {
-			case <-f.r.Ready():
-			case <-time.After(tc.readyWithin):
-				t.Fatalf("not ready within %v", tc.readyWithin)
-			}
-			took := time.Since(start)
-			hops.mu.Lock()
-			before, after := hops.before, hops.after
-			hops.mu.Unlock()
-			if tc.wantAfter && (before != 0 || after == 0) {
-				t.Errorf("next hops looked up %d times before the subscription and %d after; want all after", before, after)
-			}
-			if !tc.wantAfter && (before == 0 || took < subscribeWait) {
-				t.Errorf("without a subscription: %d lookups, ready after %v; want the pass after %v anyway", before, took, subscribeWait)
-			}
-			f.expect(t, map[netip.Prefix]Route{local.PodCIDR: localRoute, prefix("10.244.1.0/24"): routeB},
-				map[netip.Addr]Node{nodeIP("192.168.0.2"): entryB})
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-		})
 	}
 }

@@ -32,8 +32,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -80,29 +78,7 @@ type Datapath struct {
 	programs    map[string]*ebpf.Program // borrowed from collections
 	replaced    []string
 	xdpState    string // the underlay NIC's XDP mode last logged (xdp.go)
-	loadTimes   LoadTimes
 }
-
-// LoadTimes is what Load's steps took: the kernel's feature probes and reading the objects,
-// creating (or adopting) the maps, and loading the programs (the verifier), whole and by object.
-// The agent logs them (docs/benchmarks.md, Scale: where a cold start's time goes).
-type LoadTimes struct {
-	Specs, Maps, Programs time.Duration
-	Objects               map[string]time.Duration
-}
-
-// String is the steps in milliseconds, for a log line.
-func (t LoadTimes) String() string {
-	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
-	parts := []string{"specs " + ms(t.Specs), "maps " + ms(t.Maps), "programs " + ms(t.Programs)}
-	for _, obj := range slices.Sorted(gomaps.Keys(t.Objects)) {
-		parts = append(parts, obj+" "+ms(t.Objects[obj]))
-	}
-	return strings.Join(parts, ", ")
-}
-
-// LoadTimes is what Load's steps took.
-func (d *Datapath) LoadTimes() LoadTimes { return d.loadTimes }
 
 // objectSpecs returns the committed objects' specs, in load order.
 func objectSpecs() (map[string]*ebpf.CollectionSpec, []string, error) {
@@ -165,7 +141,6 @@ func sameMap(a, b *ebpf.MapSpec) error {
 // the Datapath, which the caller closes. root must be on a bpf filesystem. The kernel's features
 // (KernelFeatures) choose the objects' variants; they are logged at the first Load.
 func Load(root string) (_ *Datapath, err error) {
-	began := time.Now()
 	if err := ensureRoot(root); err != nil {
 		return nil, err
 	}
@@ -189,8 +164,6 @@ func Load(root string) (_ *Datapath, err error) {
 			d.Close()
 		}
 	}()
-	d.loadTimes.Specs = time.Since(began)
-	mapsBegan := time.Now()
 
 	for _, obj := range order {
 		names := slices.Sorted(gomaps.Keys(specs[obj].Maps))
@@ -213,38 +186,29 @@ func Load(root string) (_ *Datapath, err error) {
 		}
 	}
 
-	d.loadTimes.Maps = time.Since(mapsBegan)
-
-	// The objects' programs are loaded side by side: the verifier's work is most of a load, and
-	// on a node with more than one CPU they need not wait for each other (the maps they share
-	// exist already).
-	programsBegan := time.Now()
-	colls := make([]*ebpf.Collection, len(order))
-	errs := make([]error, len(order))
-	took := make([]time.Duration, len(order))
-	var loading sync.WaitGroup
-	for i, obj := range order {
-		loading.Go(func() {
-			began := time.Now()
-			colls[i], errs[i] = d.loadObject(obj, specs[obj])
-			took[i] = time.Since(began)
-		})
-	}
-	loading.Wait()
-	d.loadTimes.Programs = time.Since(programsBegan)
-	d.loadTimes.Objects = make(map[string]time.Duration, len(order))
-	for i, obj := range order {
-		d.loadTimes.Objects[obj] = took[i]
-		if colls[i] == nil {
-			continue
+	for _, obj := range order {
+		spec := specs[obj]
+		replacements := make(map[string]*ebpf.Map)
+		for name := range spec.Maps {
+			if m, ok := d.maps[name]; ok {
+				replacements[name] = m
+			}
 		}
-		d.collections = append(d.collections, colls[i]) // closed by d.Close, also on an error
-		for name, p := range colls[i].Programs {
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+			MapReplacements: replacements,
+			Maps:            ebpf.MapOptions{PinPath: filepath.Join(root, maps.Dir)},
+		})
+		if err != nil {
+			var ve *ebpf.VerifierError
+			if errors.As(err, &ve) {
+				return nil, fmt.Errorf("loading %s programs: %w\n%+v", obj, err, ve)
+			}
+			return nil, fmt.Errorf("loading %s programs: %w", obj, err)
+		}
+		d.collections = append(d.collections, coll)
+		for name, p := range coll.Programs {
 			d.programs[name] = p
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
 	}
 
 	for _, name := range []string{progPodEgress, progPodIngress, progOverlayIngress, progOverlayEgress, progNodeIngress, progNodeEgress, progNodeXDP} {
@@ -259,28 +223,6 @@ func Load(root string) (_ *Datapath, err error) {
 		return nil, err
 	}
 	return d, nil
-}
-
-// loadObject loads the programs of one object against the maps Load created.
-func (d *Datapath) loadObject(obj string, spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
-	replacements := make(map[string]*ebpf.Map)
-	for name := range spec.Maps {
-		if m, ok := d.maps[name]; ok {
-			replacements[name] = m
-		}
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: replacements,
-		Maps:            ebpf.MapOptions{PinPath: filepath.Join(d.root, maps.Dir)},
-	})
-	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("loading %s programs: %w\n%+v", obj, err, ve)
-		}
-		return nil, fmt.Errorf("loading %s programs: %w", obj, err)
-	}
-	return coll, nil
 }
 
 // openMap adopts the map pinned under root/maps when it is compatible with ms and creates (and

@@ -21,10 +21,6 @@ type NextHops struct {
 	// (CachedNextHops).
 	seen     func()
 	watching func(bool)
-	// routes, when set, asks the kernel for routes over one netlink socket kept open
-	// (CachedNextHops): a socket opened and closed per lookup was most of a lookup's cost, and
-	// the start-up pass looks up every peer once (BenchmarkNextHopPassUncached).
-	routes *netlink.Handle
 }
 
 const resolvedStates = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY |
@@ -68,11 +64,7 @@ func isRouteElsewhere(err error) bool {
 
 // route returns the hop toward ip on the underlay: ip itself when on-link, else the gateway.
 func (n NextHops) route(ip netip.Addr) (netip.Addr, error) {
-	get := netlink.RouteGet
-	if n.routes != nil {
-		get = n.routes.RouteGet
-	}
-	routes, err := get(ip.AsSlice())
+	routes, err := netlink.RouteGet(ip.AsSlice())
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("route to %s: %w", ip, err)
 	}

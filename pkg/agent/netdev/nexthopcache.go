@@ -20,10 +20,10 @@ import (
 // per peer, it remembers each tunnel endpoint's hop (the endpoint itself or its gateway) while a
 // route notification subscription says no route changed, and reads the underlay's neighbours
 // once for all the lookups of neighbourTTL while the neighbour subscription runs, again after
-// any neighbour notification of the underlay. Without a running WatchResolved it asks the kernel
-// every time, as NextHops does: a neighbour resolved before the subscription would otherwise stay
-// unseen until the TTL ends and nothing would ask again. The node reconciler subscribes before
-// its start-up pass (Subscribed).
+// any neighbour notification of the underlay. Without a running WatchResolved (the node
+// reconciler's start-up pass comes before it) it asks the kernel every time, as NextHops does:
+// a neighbour resolved before the subscription would otherwise stay unseen until the TTL ends
+// and nothing would ask again.
 type CachedNextHops struct {
 	NextHops
 
@@ -39,9 +39,6 @@ type CachedNextHops struct {
 	neighboursAt time.Time
 	// counts of what was asked of the kernel, for the tests
 	routeLookups, neighbourLists int
-	// subscribed is closed once both subscriptions have run (Subscribed).
-	subscribed     chan struct{}
-	subscribedOnce bool
 }
 
 type hopResult struct {
@@ -55,20 +52,9 @@ const neighbourTTL = time.Second
 
 // NewCachedNextHops returns the resolver for the underlay with ifindex underlay.
 func NewCachedNextHops(underlay int) *CachedNextHops {
-	c := &CachedNextHops{hops: map[netip.Addr]hopResult{}, subscribed: make(chan struct{})}
+	c := &CachedNextHops{hops: map[netip.Addr]hopResult{}}
 	c.NextHops = NextHops{UnderlayIndex: underlay, seen: c.neighbourChanged, watching: c.neighboursWatching}
-	// In this thread's network namespace, as the subscriptions; without it, a socket per lookup.
-	if h, err := netlink.NewHandle(unix.NETLINK_ROUTE); err == nil {
-		c.NextHops.routes = h
-	}
 	return c
-}
-
-// Close releases the route lookups' netlink socket.
-func (c *CachedNextHops) Close() {
-	if c.NextHops.routes != nil {
-		c.NextHops.routes.Close()
-	}
 }
 
 // NextHop is NextHops.NextHop from what is cached where it can be.
@@ -140,7 +126,6 @@ func (c *CachedNextHops) neighbourChanged() {
 func (c *CachedNextHops) neighboursWatching(on bool) {
 	c.mu.Lock()
 	c.neighboursWatched, c.neighbours = on, nil
-	c.noteSubscribedLocked()
 	c.mu.Unlock()
 }
 
@@ -149,23 +134,8 @@ func (c *CachedNextHops) routesChanged(watched bool) {
 	c.routeGen++
 	c.routesWatched = watched
 	clear(c.hops)
-	c.noteSubscribedLocked()
 	c.mu.Unlock()
 }
-
-func (c *CachedNextHops) noteSubscribedLocked() {
-	if c.routesWatched && c.neighboursWatched && !c.subscribedOnce {
-		c.subscribedOnce = true
-		close(c.subscribed)
-	}
-}
-
-// Subscribed is closed once WatchResolved's route and neighbour subscriptions both run: from then
-// on lookups are answered from the cache, and a neighbour resolved after a lookup is reported.
-// The node reconciler's start-up pass waits for it (a bounded wait): asked before, each of
-// thousands of peers cost a route lookup and a neighbour dump, and the answer to a neighbour the
-// pass solicited could come before the subscription and go unseen until the periodic pass.
-func (c *CachedNextHops) Subscribed() <-chan struct{} { return c.subscribed }
 
 // WatchResolved is NextHops.WatchResolved, which also keeps the neighbour cache, with the route
 // subscription that keeps the hops, until ctx is done.

@@ -22,7 +22,6 @@ func TestCachedNextHops(t *testing.T) {
 	netnstest.Run(t, func() {
 		eth, gwMAC, peerMAC := underlayWithNeighbours(t)
 		c := NewCachedNextHops(eth.Attrs().Index)
-		defer c.Close()
 		defer watchCache(t, c)()
 		peers := make([]netip.Addr, 200)
 		for i := range peers {
@@ -114,24 +113,10 @@ func BenchmarkNextHopPassUncached(b *testing.B) {
 	})
 }
 
-// BenchmarkNextHopPassUncachedOneSocket is BenchmarkNextHopPassUncached with the route lookups
-// over one netlink socket kept open, as CachedNextHops asks them (the start-up pass looks every
-// peer up once, before anything is cached).
-func BenchmarkNextHopPassUncachedOneSocket(b *testing.B) {
-	netnstest.Run(b, func() {
-		eth, peers := nextHopPassFixture(b)
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		must(b, err)
-		defer h.Close()
-		nextHopPass(b, NextHops{UnderlayIndex: eth.Attrs().Index, routes: h}, peers)
-	})
-}
-
 func BenchmarkNextHopPassCached(b *testing.B) {
 	netnstest.Run(b, func() {
 		eth, peers := nextHopPassFixture(b)
 		c := NewCachedNextHops(eth.Attrs().Index)
-		defer c.Close()
 		defer watchCache(b, c)()
 		nextHopPass(b, c, peers)
 	})
@@ -169,7 +154,6 @@ func TestCachedNextHopsBeforeWatching(t *testing.T) {
 	netnstest.Run(t, func() {
 		eth := underlayFixture(t)
 		c := NewCachedNextHops(eth.Attrs().Index)
-		defer c.Close()
 		peer := netip.MustParseAddr("192.168.50.3")
 		if mac, err := c.NextHop(peer); mac != nil || err != nil {
 			t.Fatalf("NextHop(%s) = %v, %v; want unresolved", peer, mac, err)
@@ -179,29 +163,6 @@ func TestCachedNextHopsBeforeWatching(t *testing.T) {
 			HardwareAddr: peerMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}))
 		if mac, err := c.NextHop(peer); err != nil || mac.String() != peerMAC.String() {
 			t.Errorf("NextHop(%s) = %v, %v right after it resolved; want %s", peer, mac, err, peerMAC)
-		}
-	})
-}
-
-// Subscribed is closed once both subscriptions run, not before WatchResolved.
-func TestCachedNextHopsSubscribed(t *testing.T) {
-	netnstest.Run(t, func() {
-		eth := underlayFixture(t)
-		c := NewCachedNextHops(eth.Attrs().Index)
-		defer c.Close()
-		select {
-		case <-c.Subscribed():
-			t.Fatal("Subscribed closed before WatchResolved ran")
-		default:
-		}
-		defer watchCache(t, c)()
-		select {
-		case <-c.Subscribed():
-		case <-time.After(5 * time.Second):
-			t.Fatal("Subscribed not closed 5 s after the route subscription ran")
-		}
-		if _, watched := c.RouteGeneration(); !watched {
-			t.Error("Subscribed closed while the route subscription is not running")
 		}
 	})
 }
