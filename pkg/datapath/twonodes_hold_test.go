@@ -17,7 +17,6 @@ package datapath
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,17 +37,7 @@ func TestTwoNodesHold(t *testing.T) {
 	bpffs := bpffstest.Mount(t)
 	var lines []string
 	for _, path := range []string{"vxlan", "route", "floor"} {
-		n1 := &twoNode{ip: netip.MustParseAddr("192.168.77.1"), podCIDR: netip.MustParsePrefix("10.244.1.0/24"),
-			pod: netip.MustParseAddr("10.244.1.10"), root: filepath.Join(bpffs, path+"1", "edgeplane")}
-		n2 := &twoNode{ip: netip.MustParseAddr("192.168.77.2"), podCIDR: netip.MustParsePrefix("10.244.2.0/24"),
-			pod: netip.MustParseAddr("10.244.2.20"), root: filepath.Join(bpffs, path+"2", "edgeplane")}
-		for _, n := range []*twoNode{n1, n2} {
-			n.netns, n.podNetns = newNetns(t), newNetns(t)
-		}
-		wire(t, n1, n2)
-		for _, n := range []*twoNode{n1, n2} {
-			n.setUp(t)
-		}
+		n1, n2 := newTwoNodes(t, bpffs, path)
 		for _, pair := range [][2]*twoNode{{n1, n2}, {n2, n1}} {
 			switch path {
 			case "floor":

@@ -54,12 +54,15 @@ func TestTwoNodesVXLAN(t *testing.T) {
 	}
 }
 
-func testTwoNodesVXLAN(t *testing.T, encapMode uint8) {
-	bpffs := bpffstest.Mount(t)
-	n1 := &twoNode{ip: netip.MustParseAddr("192.168.77.1"), podCIDR: netip.MustParsePrefix("10.244.1.0/24"),
-		pod: netip.MustParseAddr("10.244.1.10"), root: filepath.Join(bpffs, "n1", "edgeplane")}
-	n2 := &twoNode{ip: netip.MustParseAddr("192.168.77.2"), podCIDR: netip.MustParsePrefix("10.244.2.0/24"),
-		pod: netip.MustParseAddr("10.244.2.20"), root: filepath.Join(bpffs, "n2", "edgeplane")}
+// newTwoNodes builds two nodes (192.168.77.1 with pod 10.244.1.10, 192.168.77.2 with pod
+// 10.244.2.20), their namespaces wired by one veth pair and set up, pins under bpffs/<prefix>1
+// and <prefix>2; programming them is the caller's.
+func newTwoNodes(t *testing.T, bpffs, prefix string) (n1, n2 *twoNode) {
+	t.Helper()
+	n1 = &twoNode{ip: netip.MustParseAddr("192.168.77.1"), podCIDR: netip.MustParsePrefix("10.244.1.0/24"),
+		pod: netip.MustParseAddr("10.244.1.10"), root: filepath.Join(bpffs, prefix+"1", "edgeplane")}
+	n2 = &twoNode{ip: netip.MustParseAddr("192.168.77.2"), podCIDR: netip.MustParsePrefix("10.244.2.0/24"),
+		pod: netip.MustParseAddr("10.244.2.20"), root: filepath.Join(bpffs, prefix+"2", "edgeplane")}
 	for _, n := range []*twoNode{n1, n2} {
 		n.netns, n.podNetns = newNetns(t), newNetns(t)
 	}
@@ -67,6 +70,11 @@ func testTwoNodesVXLAN(t *testing.T, encapMode uint8) {
 	for _, n := range []*twoNode{n1, n2} {
 		n.setUp(t)
 	}
+	return n1, n2
+}
+
+func testTwoNodesVXLAN(t *testing.T, encapMode uint8) {
+	n1, n2 := newTwoNodes(t, bpffstest.Mount(t), "n")
 	for _, pair := range [][2]*twoNode{{n1, n2}, {n2, n1}} {
 		pair[0].program(t, pair[1], encapMode)
 	}
