@@ -14,7 +14,8 @@ import (
 // cannot hide a healed link): every Interval while the server answers, every Retry once a probe
 // failed. Two failed probes in a row make the server unreachable; the first answer after that
 // makes it reachable again, ends the outage, and runs the OnReconnect functions (the client closes
-// its connections there, so watches stuck on a dead connection restart at once).
+// its connections there, so watches stuck on a dead connection restart at once) before it lets the
+// waiters of Wait go on.
 //
 // While the server is unreachable, the informers' lists and watches wait for it (Wait) instead of
 // being sent into the dead link: there they would hang in TCP's retransmission backoff or fail
@@ -153,6 +154,7 @@ func (r *Reachability) observe(t time.Time, err error) {
 	var (
 		ended     *Outage
 		callbacks []func(Outage)
+		release   chan struct{}
 	)
 	switch {
 	case err != nil && t.Before(r.since):
@@ -176,7 +178,10 @@ func (r *Reachability) observe(t time.Time, err error) {
 		r.outages++
 		r.last = o
 		r.pending = append(r.pending[max(0, len(r.pending)-7):], o)
-		close(r.up)
+		// The waiters (the informers' lists and watches) go on only after the callbacks: the
+		// client closes its connections there, and a request sent before that could take a
+		// pooled connection the cut killed and fail into the reflector's backoff.
+		release = r.up
 		ended, callbacks = &o, append([]func(Outage){}, r.onReconnect...)
 		r.log().Info("API server reachable again: resyncing", "outage", o.Duration().Round(time.Millisecond),
 			"from", o.Start.UTC().Format(time.RFC3339), "to", o.End.UTC().Format(time.RFC3339))
@@ -188,6 +193,7 @@ func (r *Reachability) observe(t time.Time, err error) {
 		for _, fn := range callbacks {
 			fn(*ended)
 		}
+		close(release)
 	}
 }
 

@@ -108,3 +108,40 @@ func TestReachabilityNoticesReturnWithinRetry(t *testing.T) {
 		t.Logf("the return noticed %v after it", took)
 	}
 }
+
+// TestReachabilityReleasesWaitersAfterReconnect: a list or watch waiting out the outage goes on
+// only after the OnReconnect functions ran (the client's connections closed), never on a pooled
+// connection the cut killed.
+func TestReachabilityReleasesWaitersAfterReconnect(t *testing.T) {
+	r := NewReachability(func(context.Context) error { return nil }, time.Second)
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return clock }
+	r.since = clock
+	cut := errors.New("i/o timeout")
+	r.observe(clock, cut)
+	r.observe(clock.Add(time.Second), cut)
+
+	var closed atomic.Bool
+	waited := make(chan bool, 1)
+	go func() {
+		if err := r.Wait(t.Context()); err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+		waited <- closed.Load()
+	}()
+	r.OnReconnect(func(Outage) {
+		time.Sleep(20 * time.Millisecond) // a waiter released early would run now
+		closed.Store(true)
+	})
+	time.Sleep(10 * time.Millisecond) // the waiter blocks in Wait
+	clock = clock.Add(time.Minute)
+	r.observe(clock, nil)
+	select {
+	case afterCallbacks := <-waited:
+		if !afterCallbacks {
+			t.Fatal("Wait returned before the OnReconnect functions ran")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after the outage ended")
+	}
+}
