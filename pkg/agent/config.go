@@ -10,13 +10,14 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"math"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 
 	"github.com/spf13/pflag"
 
