@@ -66,8 +66,9 @@ type Agent struct {
 	// moves, after a start without pins and with a snapshot, rewrites the backends of this node's
 	// re-created pods (podmoves.go).
 	moves *podMoves
-	// nodeInformer is the Node informer, listing from the start: registration's pod CIDR check
-	// reads the Nodes from it (cachedNodes). Nil in unit tests.
+	// nodeInformer is the Node informer, listing from the start: registration asks for this Node
+	// only after its list (getNode), and the pod CIDR check reads the Nodes from it (cachedNodes).
+	// Nil in unit tests.
 	nodeInformer cache.SharedIndexInformer
 }
 
@@ -304,21 +305,39 @@ func (a *Agent) cachedNodes(ctx context.Context) ([]*corev1.Node, error) {
 	if a.nodeInformer == nil {
 		return nil, errors.New("no node informer")
 	}
-	err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, nodeCacheWait, true, func(context.Context) (bool, error) {
-		return a.nodeInformer.HasSynced(), nil
-	})
-	if err != nil {
+	ctx, cancel := context.WithTimeout(ctx, nodeCacheWait)
+	defer cancel()
+	if err := a.waitNodeList(ctx); err != nil {
 		return nil, fmt.Errorf("the node informer did not sync: %w", err)
 	}
 	return corelisters.NewNodeLister(a.nodeInformer.GetIndexer()).List(labels.Everything())
+}
+
+// waitNodeList waits until the Node informer has listed the Nodes (none: at once).
+func (a *Agent) waitNodeList(ctx context.Context) error {
+	if a.nodeInformer == nil {
+		return nil
+	}
+	return wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
+		return a.nodeInformer.HasSynced(), nil
+	})
 }
 
 // getNodeTimeout bounds one GET of this node's Node: a request that hangs on a dead link must not
 // outlast the link's return by TCP's retransmission backoff.
 const getNodeTimeout = 5 * time.Second
 
-// getNode waits for kubelet to register the Node, retrying transient errors.
+// getNode waits for kubelet to register the Node, retrying transient errors. It asks only once
+// the Node informer has listed the Nodes. OpenYurt's YurtHub (v1.7.0) leaves a list out of its
+// cache when one of the list's objects is being written to the cache at that moment ("storage is
+// pending, skip to store"): a GET of this Node sent beside the informer's list did that on every
+// lab start, and the cache then held only the Nodes that changed later. A new agent started from
+// that cache during a partition deleted the other Nodes' routes (TestPartitionThroughYurtHub).
+// Registration waited for that list anyway: the pod CIDR check reads it (cachedNodes).
 func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
+	if err := a.waitNodeList(ctx); err != nil {
+		return nil, fmt.Errorf("getting node %s: waiting for the node informer: %w", a.cfg.NodeName, err)
+	}
 	var node *corev1.Node
 	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 		// Cut off from the API server, the agent waits here, touching nothing: the pinned programs

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,6 +104,21 @@ func (p *Process) Stop(grace time.Duration) {
 
 // LogTail returns the last n lines of the process's log.
 func (p *Process) LogTail(n int) string { return TailFile(p.LogPath, n) }
+
+// LogGrep returns the lines of the process's log that contain any of substrs.
+func (p *Process) LogGrep(substrs ...string) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", p.LogPath, err)
+	}
+	var found []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if slices.ContainsFunc(substrs, func(s string) bool { return strings.Contains(line, s) }) {
+			found = append(found, line)
+		}
+	}
+	return strings.Join(found, "\n")
+}
 
 // TailFile returns the last n lines of a file (for logs in failure messages).
 func TailFile(path string, n int) string {

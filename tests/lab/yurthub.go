@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -268,6 +269,22 @@ func (h *YurtHub) Get(path string) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
+}
+
+// CachedNodes names the Nodes YurtHub holds in its disk cache for the agent (YurtHubCacheAgent):
+// what a partition leaves the agent, whatever its informers list from YurtHub then.
+func (h *YurtHub) CachedNodes() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(h.Cache, YurtHubCacheAgent, "nodes.v1.core"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") && !strings.HasPrefix(e.Name(), "tmp_") {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
 }
 
 // CloudHealthy reads node_yurthub_server_healthy_status: whether YurtHub finds the API server
