@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
@@ -252,6 +253,25 @@ func (s *site) dump(t *testing.T, n *lab.Node) map[string][]byte {
 	return out
 }
 
+// settledDump is dump once the views stopped changing: the maps follow the API server within
+// the checks before it, but the agent writes the name index (the names edgeplanectl shows beside
+// the entries) once a second, so a dump taken right after a change may lack a new Service's name
+// that the same maps show a second later. Two dumps in a row, 1.5 s apart, agree, or it fails.
+func (s *site) settledDump(t *testing.T, n *lab.Node) map[string][]byte {
+	t.Helper()
+	last := s.dump(t, n)
+	for range 8 {
+		time.Sleep(1500 * time.Millisecond)
+		now := s.dump(t, n)
+		if maps.EqualFunc(last, now, bytes.Equal) {
+			return now
+		}
+		last = now
+	}
+	t.Fatalf("%s: edgeplanectl's views kept changing for 12 s before the cut:\n%s", n.Name, last["services"])
+	return nil
+}
+
 // sameDump reports every view that differs between two dumps.
 func sameDump(t *testing.T, n *lab.Node, before, now map[string][]byte, when string) {
 	t.Helper()
@@ -434,7 +454,7 @@ func TestPartition(t *testing.T) {
 	ctx := t.Context()
 
 	t.Run("cut-and-heal", func(t *testing.T) {
-		before := map[*lab.Node]map[string][]byte{s1: s.dump(t, s1), s2: s.dump(t, s2)}
+		before := map[*lab.Node]map[string][]byte{s1: s.settledDump(t, s1), s2: s.settledDump(t, s2)}
 		streams := s.startStreams(t)
 		health := healthWatch(t, s1, s2)
 		time.Sleep(500 * time.Millisecond)
@@ -498,7 +518,7 @@ func TestPartition(t *testing.T) {
 	})
 
 	t.Run("agent-killed-and-started-during-cut", func(t *testing.T) {
-		before := s.dump(t, s2)
+		before := s.settledDump(t, s2)
 		eventsBefore := len(reconnectedEvents(t, l, s2.Name)) // the first cut's, when it ran
 		streams := s.startStreams(t)
 		time.Sleep(500 * time.Millisecond)
