@@ -12,7 +12,9 @@ package datapath
 //   floor  no program: the pods on bare veths, kernel routes and IPv4 forwarding on the nodes
 //          (tests/bench vethfloor.go's wiring)
 // The peers' next hops are resolved (NODE_NEXTHOP_VALID), as the agent leaves them. The file gets
-// one line per path: name, client pod namespace, server pod namespace, server pod address.
+// one line per path: name, client pod namespace, server pod namespace, server pod address, then
+// the client node's namespace, the server node's and its address (node to node: the host traffic
+// node_egress and node_ingress see on vxlan and route, none on floor).
 
 import (
 	"fmt"
@@ -47,8 +49,9 @@ func TestTwoNodesHold(t *testing.T) {
 				pair[0].resolvePeer(t, pair[1], path == "route")
 			}
 		}
-		lines = append(lines, fmt.Sprintf("%s %s %s %s", path, filepath.Base(n1.podNetns.Path()),
-			filepath.Base(n2.podNetns.Path()), n2.pod))
+		lines = append(lines, fmt.Sprintf("%s %s %s %s %s %s %s", path, filepath.Base(n1.podNetns.Path()),
+			filepath.Base(n2.podNetns.Path()), n2.pod, filepath.Base(n1.netns.Path()),
+			filepath.Base(n2.netns.Path()), n2.ip))
 	}
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
