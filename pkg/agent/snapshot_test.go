@@ -265,7 +265,7 @@ func agentRebootedWhileCutOff(t *testing.T) {
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080,10.244.1.9:8080",
 	}
 	checkServices(t, root, repaired)
-	checkReadyz(t, "http://"+cfg.MetricsAddr, http.StatusServiceUnavailable, "Service backends of 1 re-created pod(s) repaired")
+	checkReadyz(t, "http://"+cfg.MetricsAddr, http.StatusServiceUnavailable, "Service backends of 1 re-created pod(s) repaired", 5*time.Second)
 
 	// The link returns: the API server's state wins (here: web-0 gone from the Service, as the
 	// EndpointSlice controller says).
@@ -281,21 +281,32 @@ func agentRebootedWhileCutOff(t *testing.T) {
 		"tcp 10.96.0.10:80 internal": "- 10.244.0.7:8080",
 		"tcp 0.0.0.0:30080 external": "nodeport 10.244.0.7:8080",
 	})
-	checkReadyz(t, "http://"+cfg.MetricsAddr, http.StatusOK, "the API server's state has replaced it")
+	checkReadyz(t, "http://"+cfg.MetricsAddr, http.StatusOK, "the API server's state has replaced it", time.Minute)
 }
 
-// checkReadyz checks /readyz's status and that its answer holds line.
-func checkReadyz(t *testing.T, base string, status int, line string) {
+// checkReadyz waits up to within for /readyz to answer status with line in its body. The agent's
+// informers come back after a cut at their own list backoff's pace (the fake client has no
+// reachability probe), so the Pods' informer may sync after the Services' changes are in.
+func checkReadyz(t *testing.T, base string, status int, line string, within time.Duration) {
 	t.Helper()
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
+	var code int
+	var body []byte
+	var err error
+	for deadline := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		var resp *http.Response
+		if resp, err = http.Get(base + "/readyz"); err == nil {
+			code = resp.StatusCode
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if code == status && strings.Contains(string(body), line) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status || !strings.Contains(string(body), line) {
-		t.Fatalf("/readyz: %d %q; want %d with %q", resp.StatusCode, body, status, line)
-	}
+	t.Fatalf("/readyz within %s: %d %q %v; want %d with %q", within, code, body, err, status, line)
 }
 
 func waitSnapshot(t *testing.T, dir string, ok func(*snapshot.State) bool, within time.Duration) {
