@@ -292,21 +292,23 @@ func checkReadyz(t *testing.T, base string, status int, line string, within time
 	var code int
 	var body []byte
 	var err error
-	for deadline := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
-		var resp *http.Response
-		if resp, err = http.Get(base + "/readyz"); err == nil {
-			code = resp.StatusCode
-			body, _ = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if code == status && strings.Contains(string(body), line) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			break
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, body, err = getReadyz(base); err == nil && code == status && strings.Contains(string(body), line) {
+			return
 		}
 	}
 	t.Fatalf("/readyz within %s: %d %q %v; want %d with %q", within, code, body, err, status, line)
+}
+
+// getReadyz GETs base's /readyz.
+func getReadyz(base string) (int, []byte, error) {
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
 
 func waitSnapshot(t *testing.T, dir string, ok func(*snapshot.State) bool, within time.Duration) {
