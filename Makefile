@@ -110,7 +110,7 @@ bench: deps k8s cni-plugins flannel build
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./pkg/datapath/
 	EDGEPLANE_BIN=$(BIN) K8S_BIN=$$(scripts/build-k8s.sh) CNI_PLUGINS_BIN=$$(scripts/install-cni-plugins.sh) \
 		FLANNEL_BIN=$$(scripts/build-flanneld.sh) \
-		$(GO) test -count=1 -timeout 90m -run '^$$' -bench . -benchtime 1x ./tests/bench/
+		$(GO) test -count=1 -timeout 150m -run '^$$' -bench . -benchtime 1x ./tests/bench/
 	$(MAKE) bench-charts
 
 # docs/benchmarks.md's per-machine tables and docs/bench/*.svg, from bench/results.json.
