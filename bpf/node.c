@@ -142,7 +142,7 @@ static __always_inline int node_lb_to_remote(struct __sk_buff *skb, const struct
 		return ret;
 	if (route->encap == ROUTE_ENCAP_DIRECT)
 		return direct_redirect(skb, cfg, route->node_ip, node); /* lib/direct.h */
-	if (cfg->encap_mode == ENCAP_MODE_DEVICE) {
+	if (cfg->encap_mode == ENCAP_MODE_DEVICE || !vxlan_native_fits(skb)) {
 		ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
 		if (ret < 0)
 			return ret;

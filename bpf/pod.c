@@ -147,7 +147,7 @@ static __always_inline int pod_to_remote(struct __sk_buff *skb, const struct nod
 		return pod_too_big(df, cfg->mtu, v);
 	if (ipv4_ttl_dec(skb, ETH_HLEN) < 0) /* pod_ttl_check judged the TTL */
 		return -DROP_INVALID;
-	if (cfg->encap_mode == ENCAP_MODE_DEVICE) {
+	if (cfg->encap_mode == ENCAP_MODE_DEVICE || !vxlan_native_fits(skb)) {
 		ret = vxlan_set_tunnel(skb, cfg, route->node_ip, node);
 		if (ret < 0)
 			return ret;

@@ -144,6 +144,16 @@ static __always_inline int vxlan_push_headers(struct __sk_buff *skb, const struc
  * segmentation only for ETH_P_TEB leave such packets to software segmentation. */
 volatile const __u8 HAVE_ENCAP_L2_ETH = 1;
 
+/* Whether native encapsulation can carry the packet: a GSO packet longer than the outer IPv4 and
+ * UDP length fields allow (BIG TCP: up to 192 KiB from a pod or from GRO on the NIC, the agent's
+ * --ipv4-big-tcp) cannot be written as one VXLAN packet; the collect_md device takes it instead
+ * (vxlan_set_tunnel + a redirect to it), whose transmit segments it first, as for any GSO packet
+ * larger than the device's GSO size (64 KiB; validate_xmit_skb). */
+static __always_inline int vxlan_native_fits(const struct __sk_buff *skb)
+{
+	return skb->len - ETH_HLEN + ENCAP_OVERHEAD <= 0xffff;
+}
+
 /* Native mode: push outer Ethernet/IPv4/UDP/VXLAN/inner Ethernet in front of the pod's IPv4
  * packet and redirect to the underlay NIC. l3l4_hlen is the inner IP + L4 header length, for the
  * GSO decision above. */

@@ -54,6 +54,10 @@ type Agent struct {
 	local   controller.LocalState
 	// routing is this node's route-mode view (controller.RouteModeView), nil until known.
 	routing atomic.Pointer[domain.NodeRouting]
+	// bigTCP is the IPv4 GSO/GRO size the underlay NIC took for BIG TCP (--ipv4-big-tcp), 0 when
+	// off or refused; bigTCPRefusal is the last refusal logged (bigtcp.go).
+	bigTCP        atomic.Int32
+	bigTCPRefusal string
 	// nodeConfigMu orders the writes of node.json; nodeConfigPublished is set by the first one
 	// (publishNodeConfig): the CNI plugin takes the file's presence for the agent's readiness.
 	nodeConfigMu        sync.Mutex
@@ -179,6 +183,7 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.ensureDevice(); err != nil {
 		return err
 	}
+	a.ensureBigTCP(ctx)
 	registered := time.Since(started)
 	l := <-loading
 	loaded = true
@@ -398,6 +403,8 @@ func (a *Agent) writeNodeConfigLocked() error {
 		ClusterCIDR: a.cfg.ClusterCIDR,
 		MTU:         a.podMTU(),
 		BPFFSRoot:   a.cfg.BPFFSRoot,
+		// BIG TCP for new pods, where their packets leave unencapsulated (bigtcp.go)
+		GSOIPv4MaxSize: a.podGSOIPv4MaxSize(),
 	})
 }
 
@@ -411,6 +418,7 @@ func (a *Agent) convergeLoop(ctx context.Context, nodes corelisters.NodeLister) 
 			logger.Error(err, "Converging the vxlan device")
 			return
 		}
+		a.ensureBigTCP(ctx)
 		if err := a.programDatapath(); err != nil {
 			logger.Error(err, "Converging the datapath")
 		}

@@ -53,6 +53,7 @@ type Config struct {
 	Masquerade         bool
 	NonMasqueradeCIDRs PrefixList
 	MTU                int
+	IPv4BigTCP         bool // BIG TCP for IPv4 on the underlay NIC and route-mode pods (bigtcp.go)
 	MetricsAddr        string
 	HealthzBindAddress string // kube-proxy's proxy health server (pkg/svchealth); empty disables
 	MetricsBindAddress string // kube-proxy's metrics server (/proxyMode, /metrics, /healthz); empty disables
@@ -103,6 +104,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Masquerade, "masquerade", true, "masquerade pod traffic leaving the cluster to the node IP")
 	fs.Var(&c.NonMasqueradeCIDRs, "non-masquerade-cidrs", "comma-separated destinations never masqueraded (the cluster CIDR always is)")
 	fs.IntVar(&c.MTU, "mtu", 0, "pod MTU (default: underlay MTU - 50)")
+	fs.BoolVar(&c.IPv4BigTCP, "ipv4-big-tcp", false, "BIG TCP for IPv4 (Linux 6.3+): raise the underlay NIC's IPv4 GSO/GRO size to 192 KiB, and new pods' in a route-mode domain, whose packets leave unencapsulated; needs a NIC whose TSO takes such packets (docs/domains.md)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9962", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.HealthzBindAddress, "healthz-bind-address", "0.0.0.0:10256", "address of kube-proxy's health server (/healthz, /livez) that cloud load balancers probe; empty disables")
 	fs.StringVar(&c.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:10249", "address of kube-proxy's metrics server (/proxyMode answering \""+proxyMode+"\", /metrics, /healthz), which tools and the Kubernetes e2e tests query on nodes without kube-proxy; empty disables")

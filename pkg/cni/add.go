@@ -112,7 +112,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 
 	hostVeth := HostVethName(args.ContainerID, args.IfName)
-	host, pod, err := createVeth(netns, args.IfName, hostVeth, conf.podMTU(node))
+	host, pod, err := createVeth(netns, args.IfName, hostVeth, conf.podMTU(node), node.GSOIPv4MaxSize)
 	if err != nil {
 		return err
 	}

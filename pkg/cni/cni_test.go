@@ -95,6 +95,62 @@ func TestAddCheckDel(t *testing.T) {
 	}
 }
 
+// TestAddBigTCP: with node.json's gsoIPv4MaxSize (the agent's --ipv4-big-tcp in a route-mode
+// domain) both ends of the pod's veth pair get that IPv4 GSO and GRO size; without it they keep
+// the kernel's.
+func TestAddBigTCP(t *testing.T) {
+	e := newEnv(t)
+	e.gsoIPv4MaxSize = 196608
+	e.writeNode()
+	pod := newNS(t)
+	res, err := e.add(pod, "container-big", e.conf("1.1.0", nil))
+	if err != nil && strings.Contains(err.Error(), "no IPv4 BIG TCP") {
+		t.Skipf("%v: the agent never asks for it on this kernel (its NIC refuses it first)", err)
+	}
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	sizes := func(l netlink.Link) [2]uint32 { return [2]uint32{l.Attrs().GSOIPv4MaxSize, l.Attrs().GROIPv4MaxSize} }
+	want := [2]uint32{196608, 196608}
+	_ = pod.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sizes(l); got != want {
+			t.Errorf("pod eth0: gso/gro_ipv4_max_size %v, want %v", got, want)
+		}
+		return nil
+	})
+	_ = e.inNode(func() error {
+		l, err := netlink.LinkByName(res.Interfaces[0].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sizes(l); got != want {
+			t.Errorf("host veth: gso/gro_ipv4_max_size %v, want %v", got, want)
+		}
+		return nil
+	})
+
+	e.gsoIPv4MaxSize = 0
+	e.writeNode()
+	other := newNS(t)
+	if _, err := e.add(other, "container-small", e.conf("1.1.0", nil)); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	_ = other.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sizes(l); got != [2]uint32{65536, 65536} {
+			t.Errorf("pod eth0 without BIG TCP: gso/gro_ipv4_max_size %v, want the kernel's 65536", got)
+		}
+		return nil
+	})
+}
+
 func TestAddIsIdempotent(t *testing.T) {
 	e := newEnv(t)
 	pod := newNS(t)

@@ -40,6 +40,8 @@ type env struct {
 	dataDir string
 	dp      *datapath.Datapath
 	podCIDR netip.Prefix
+	// gsoIPv4MaxSize is node.json's (BIG TCP); writeNode writes it.
+	gsoIPv4MaxSize int
 }
 
 func pluginsDir(t *testing.T) string {
@@ -86,6 +88,8 @@ func (e *env) writeNode() {
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
 		MTU:         1450,
 		BPFFSRoot:   e.root,
+
+		GSOIPv4MaxSize: e.gsoIPv4MaxSize,
 	})
 	if err != nil {
 		e.t.Fatal(err)

@@ -13,11 +13,15 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 )
 
 // createVeth creates the pair inside the pod's netns and moves the host side into the plugin's.
-func createVeth(netns ns.NetNS, ifName, hostVeth string, mtu int) (host, pod net.Interface, err error) {
+//
+// gsoIPv4MaxSize, when not 0, is the pair's IPv4 GSO and GRO size, both ends (BIG TCP: node.json's
+// gsoIPv4MaxSize). The pod's TCP sizes its packets by its eth0's, the host end passes them on.
+func createVeth(netns ns.NetNS, ifName, hostVeth string, mtu, gsoIPv4MaxSize int) (host, pod net.Interface, err error) {
 	hostNS, err := ns.GetCurrentNS()
 	if err != nil {
 		return host, pod, fmt.Errorf("opening the node's netns: %w", err)
@@ -26,7 +30,14 @@ func createVeth(netns ns.NetNS, ifName, hostVeth string, mtu int) (host, pod net
 	err = netns.Do(func(ns.NetNS) error {
 		var err error
 		host, pod, err = ip.SetupVethWithName(ifName, hostVeth, mtu, "", hostNS)
-		return err
+		if err != nil || gsoIPv4MaxSize == 0 {
+			return err
+		}
+		l, err := netlink.LinkByName(ifName)
+		if err != nil {
+			return fmt.Errorf("looking up %s in the pod: %w", ifName, err)
+		}
+		return netdev.SetGSOIPv4MaxSize(l, gsoIPv4MaxSize)
 	})
 	if err != nil {
 		return host, pod, fmt.Errorf("creating veth %s/%s: %w", hostVeth, ifName, err)
@@ -37,6 +48,11 @@ func createVeth(netns ns.NetNS, ifName, hostVeth string, mtu int) (host, pod net
 		return host, pod, fmt.Errorf("looking up %s: %w", hostVeth, err)
 	}
 	host.Index, host.HardwareAddr = l.Attrs().Index, l.Attrs().HardwareAddr
+	if gsoIPv4MaxSize != 0 {
+		if err := netdev.SetGSOIPv4MaxSize(l, gsoIPv4MaxSize); err != nil {
+			return host, pod, err
+		}
+	}
 	if err := disableIPv6(hostVeth); err != nil {
 		return host, pod, err
 	}

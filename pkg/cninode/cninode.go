@@ -33,7 +33,17 @@ type Config struct {
 	ClusterCIDR netip.Prefix `json:"clusterCIDR"`
 	MTU         int          `json:"mtu"`       // pod MTU (underlay MTU - 50 in vxlan mode)
 	BPFFSRoot   string       `json:"bpffsRoot"` // where the agent pinned maps and programs
+	// GSOIPv4MaxSize is the IPv4 GSO and GRO size of new pods' veth pairs, both ends (BIG TCP,
+	// the agent's --ipv4-big-tcp in a route-mode domain); 0 leaves the kernel's 64 KiB.
+	GSOIPv4MaxSize int `json:"gsoIPv4MaxSize,omitempty"`
 }
+
+// The range of GSOIPv4MaxSize: the kernel's legacy size up to what it accepts at all
+// (GSO_MAX_SIZE, 512 KiB - 1 on 64-bit kernels with BIG TCP).
+const (
+	minGSOIPv4MaxSize = 65536
+	maxGSOIPv4MaxSize = 524280
+)
 
 // Validate says what is missing or inconsistent.
 func (c *Config) Validate() error {
@@ -48,6 +58,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("mtu %d is out of range 576-65535", c.MTU)
 	case c.BPFFSRoot == "":
 		return errors.New("bpffsRoot is empty")
+	case c.GSOIPv4MaxSize != 0 && (c.GSOIPv4MaxSize < minGSOIPv4MaxSize || c.GSOIPv4MaxSize > maxGSOIPv4MaxSize):
+		return fmt.Errorf("gsoIPv4MaxSize %d is out of range %d-%d (or 0)", c.GSOIPv4MaxSize, minGSOIPv4MaxSize, maxGSOIPv4MaxSize)
 	}
 	return nil
 }

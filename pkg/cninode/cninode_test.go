@@ -40,6 +40,10 @@ func TestValidate(t *testing.T) {
 		{"MTU missing", func(c *Config) { c.MTU = 0 }, "mtu 0"},
 		{"MTU above 65535", func(c *Config) { c.MTU = 65536 }, "mtu 65536"},
 		{"no bpffs root", func(c *Config) { c.BPFFSRoot = "" }, "bpffsRoot"},
+		{"BIG TCP", func(c *Config) { c.GSOIPv4MaxSize = 196608 }, ""},
+		{"BIG TCP at the kernel's largest", func(c *Config) { c.GSOIPv4MaxSize = 524280 }, ""},
+		{"GSO size below 64 KiB", func(c *Config) { c.GSOIPv4MaxSize = 65535 }, "gsoIPv4MaxSize 65535"},
+		{"GSO size above the kernel's", func(c *Config) { c.GSOIPv4MaxSize = 524281 }, "gsoIPv4MaxSize 524281"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

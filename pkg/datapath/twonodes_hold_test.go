@@ -65,26 +65,6 @@ func TestTwoNodesHold(t *testing.T) {
 	}
 }
 
-// resolvePeer writes the peer's next hop (its eth0 MAC) into nodes_map, and with direct its
-// route as route mode's.
-func (n *twoNode) resolvePeer(t *testing.T, peer *twoNode, direct bool) {
-	t.Helper()
-	var remote podNode
-	copy(remote.VtepMac[:], peer.vxlanMAC(t))
-	copy(remote.NexthopMac[:], peer.eth0.Attrs().HardwareAddr)
-	remote.Flags = 1 // NODE_NEXTHOP_VALID
-	if err := n.d.Map("nodes_map").Put(be32(peer.ip), remote); err != nil {
-		t.Fatal(err)
-	}
-	if !direct {
-		return
-	}
-	if err := n.d.Map("routes_map").Put(podRouteKey{Prefixlen: 24, Addr: be32(peer.podCIDR.Addr())},
-		podRoute{NodeIp: be32(peer.ip), Encap: 1 /* ROUTE_ENCAP_DIRECT */}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // floor routes as tests/bench vethfloor.go does: the pod's /32 on its host veth with a permanent
 // neighbour, the peer's pod CIDR via the peer node, IPv4 forwarding on.
 func (n *twoNode) floor(t *testing.T, peer *twoNode) {

@@ -444,6 +444,26 @@ func (tap *vxlanTap) stop() int {
 	return int(tap.frames.Load())
 }
 
+// resolvePeer writes the peer's next hop (its eth0 MAC) into nodes_map, and with direct its
+// route as route mode's.
+func (n *twoNode) resolvePeer(t *testing.T, peer *twoNode, direct bool) {
+	t.Helper()
+	var remote podNode
+	copy(remote.VtepMac[:], peer.vxlanMAC(t))
+	copy(remote.NexthopMac[:], peer.eth0.Attrs().HardwareAddr)
+	remote.Flags = 1 // NODE_NEXTHOP_VALID
+	if err := n.d.Map("nodes_map").Put(be32(peer.ip), remote); err != nil {
+		t.Fatal(err)
+	}
+	if !direct {
+		return
+	}
+	if err := n.d.Map("routes_map").Put(podRouteKey{Prefixlen: 24, Addr: be32(peer.podCIDR.Addr())},
+		podRoute{NodeIp: be32(peer.ip), Encap: 1 /* ROUTE_ENCAP_DIRECT */}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func tapVXLAN(t *testing.T, n *twoNode, src, dst netip.Addr) *vxlanTap {
 	t.Helper()
 	tap := &vxlanTap{quit: make(chan struct{}), done: make(chan struct{})}

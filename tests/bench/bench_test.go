@@ -175,6 +175,15 @@ func BenchmarkDatapath(b *testing.B) {
 		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r2.Netns.Name(), IP: r2.IP.String()}},
 		underlayBare,
 	}
+	// BIG TCP (--ipv4-big-tcp) on two more route-mode nodes of the same segment, against the same
+	// paths without it: pods and the nodes' own traffic.
+	r4, r5 := rs.nodes[3], rs.nodes[4]
+	routeBigTCP := []Path{
+		{Name: "edgeplane-route", Client: ep(rs.pods[0]), Server: ep(rs.pods[1])},
+		{Name: "edgeplane-route-bigtcp", Client: ep(rs.pods[3]), Server: ep(rs.pods[4])},
+		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r2.Netns.Name(), IP: r2.IP.String()}},
+		{Name: "underlay-bigtcp", Client: Endpoint{NetNS: r4.Netns.Name()}, Server: Endpoint{NetNS: r5.Netns.Name(), IP: r5.IP.String()}},
+	}
 	routeGateway := []Path{
 		{Name: "underlay", Client: Endpoint{NetNS: r1.Netns.Name()}, Server: Endpoint{NetNS: r3.Netns.Name(), IP: r3.IP.String()}},
 		{Name: "edgeplane-route", Client: ep(rs.pods[0]), Server: ep(rs.pods[2])},
@@ -301,6 +310,7 @@ func BenchmarkDatapath(b *testing.B) {
 		{name: "same-node", paths: same, metrics: rrMetrics},
 		{name: "route-mode", paths: route, metrics: routeMetrics},
 		{name: "route-mode-gateway", paths: routeGateway, metrics: routeMetrics},
+		{name: "route-mode-bigtcp", paths: routeBigTCP, metrics: []metric{bulk[1], bulk[2]}},
 	}
 	if only := os.Getenv("BENCH_GROUPS"); only != "" {
 		groups = onlyGroups(groups, strings.Split(only, ","))
@@ -318,7 +328,7 @@ func BenchmarkDatapath(b *testing.B) {
 		from, to *lab.Pod
 		toNode   *lab.Node
 		vxlan    bool
-	}{{rs.pods[0], rs.pods[1], r2, false}, {rs.pods[0], rs.pods[2], r3, false}, {a1, bp1, n2, true}} {
+	}{{rs.pods[0], rs.pods[1], r2, false}, {rs.pods[0], rs.pods[2], r3, false}, {rs.pods[3], rs.pods[4], r5, false}, {a1, bp1, n2, true}} {
 		// The peers switch to direct routes once they see the announcement setupRouteSite waited
 		// for: a moment later, so a few tries.
 		var err error

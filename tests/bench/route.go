@@ -50,15 +50,22 @@ const routeSegmentLabel = "topology.edgeplane.io/segment"
 // routeSite is the route-mode part of the bench lab.
 type routeSite struct {
 	gateway *lab.Gateway
-	// nodes[0] and nodes[1] share site-a's first segment, nodes[2] is on the second one.
+	// nodes[0] and nodes[1] share site-a's first segment, nodes[2] is on the second one; nodes[3]
+	// and nodes[4] are on the first too, with BIG TCP (--ipv4-big-tcp, docs/domains.md).
 	nodes []*lab.Node
 	// pods[i] runs on nodes[i].
 	pods []*lab.Pod
 }
 
-// setupRouteSite starts the gateway, puts site-a in route mode and adds its three nodes (lab
-// indices first, first+1, first+2) with a pod each; it returns once the gateway has learned the
-// three pod CIDRs with the nodes as next hops.
+// routeBigTCPSize is BIG TCP's IPv4 GSO/GRO size, which the agent gives the NIC and the CNI
+// plugin the pods of nodes[3] and nodes[4] (netdev.BigTCPv4Size).
+const routeBigTCPSize = 196608
+
+// setupRouteSite starts the gateway, puts site-a in route mode and adds its five nodes (lab
+// indices first to first+4) with a pod each, the last two with BIG TCP (their switch ports raised
+// to match, as a NIC's TSO would leave their packets to the wire); it returns once the gateway
+// has learned the pod CIDRs with the nodes as next hops and the BIG TCP nodes and pods have the
+// size.
 func setupRouteSite(ctx context.Context, l *lab.Lab, first int) (*routeSite, error) {
 	g, err := l.StartGateway(ctx, lab.GatewayOptions{})
 	if err != nil {
@@ -79,14 +86,25 @@ func setupRouteSite(ctx context.Context, l *lab.Lab, first int) (*routeSite, err
 		return nil, fmt.Errorf("updating the domain ConfigMap: %w", err)
 	}
 	s := &routeSite{gateway: g}
-	for i, segment := range []int{1, 1, 2} {
+	for i, segment := range []int{1, 1, 2, 1, 1} {
+		var args []string
+		big := i >= 3
+		if big {
+			args = []string{"--ipv4-big-tcp"}
+		}
 		n, err := l.AddNode(ctx, fmt.Sprintf("route-%d", i+1), first+i, lab.NodeOptions{
-			Domain:  lab.DomainSiteA,
-			Segment: segment,
-			Labels:  map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, routeSegmentLabel: fmt.Sprint(segment)},
+			Domain:    lab.DomainSiteA,
+			Segment:   segment,
+			Labels:    map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, routeSegmentLabel: fmt.Sprint(segment)},
+			AgentArgs: args,
 		})
 		if err != nil {
 			return nil, err
+		}
+		if big {
+			if err := l.SetSwitchPortGSOIPv4(n, routeBigTCPSize); err != nil {
+				return nil, err
+			}
 		}
 		p, err := l.AddPod(ctx, n, fmt.Sprintf("bench-r%d", i+1), lab.PodOptions{})
 		if err != nil {
@@ -106,6 +124,17 @@ func setupRouteSite(ctx context.Context, l *lab.Lab, first int) (*routeSite, err
 		return nil, fmt.Errorf("the gateway did not learn the route-mode nodes' pod CIDRs: %w", err)
 	}
 	l.Logf("route-mode site: the gateway learned %d pod CIDRs in %v", len(s.nodes), took.Round(time.Millisecond))
+	// The BIG TCP path must be what it says: the NICs and the pods' eth0 took the size.
+	for i := 3; i < len(s.nodes); i++ {
+		for _, link := range []struct {
+			ns   lab.Netns
+			what string
+		}{{s.nodes[i].Netns, s.nodes[i].Name + "'s NIC"}, {s.pods[i].Netns, s.pods[i].Name + "'s eth0"}} {
+			if gso, gro, err := link.ns.LinkGSOIPv4("eth0"); err != nil || gso != routeBigTCPSize || gro != routeBigTCPSize {
+				return nil, fmt.Errorf("%s: gso/gro_ipv4_max_size %d/%d, %v; want %d (BIG TCP)", link.what, gso, gro, err, routeBigTCPSize)
+			}
+		}
+	}
 	// A node's peers send to it unencapsulated only once its speaker has a session up and says so
 	// on its Node (docs/domains.md "Switching a domain's encapsulation"): until then, VXLAN.
 	deadline := time.Now().Add(60 * time.Second)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -87,6 +88,34 @@ func (n Netns) LinkMTU(ifname string) (int, error) {
 		return nil
 	})
 	return mtu, err
+}
+
+// LinkGSOIPv4 is the IPv4 GSO and GRO size of the interface ifname inside the namespace (65536
+// unless raised for BIG TCP; 0 on a kernel without the attributes).
+func (n Netns) LinkGSOIPv4(ifname string) (gso, gro int, err error) {
+	err = InNetns(n, func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("%s in %s: %w", ifname, n, err)
+		}
+		gso, gro = int(l.Attrs().GSOIPv4MaxSize), int(l.Attrs().GROIPv4MaxSize)
+		return nil
+	})
+	return gso, gro, err
+}
+
+// LinkTxPackets is the count of packets the interface ifname inside the namespace transmitted.
+func (n Netns) LinkTxPackets(ifname string) (uint64, error) {
+	var packets uint64
+	err := InNetns(n, func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("%s in %s: %w", ifname, n, err)
+		}
+		packets = l.Attrs().Statistics.TxPackets
+		return nil
+	})
+	return packets, err
 }
 
 // InNetns runs fn on an OS thread that has entered ns. Sockets fn creates stay in ns after fn

@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/cninode"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
@@ -371,4 +373,19 @@ func (n *Node) AgentLogs(lines int) string {
 		s += fmt.Sprintf("----- %s (last %d lines)\n%s\n", p, lines, TailFile(p, lines))
 	}
 	return s
+}
+
+// SetSwitchPortGSOIPv4 raises the IPv4 GSO and GRO size of n's port on the lab's switch (the
+// peer of its eth0 there) for a BIG TCP node (the agent's --ipv4-big-tcp): a NIC's TSO puts
+// such a node's 192 KiB packets on the wire as frames, which in the lab they cross whole; a port
+// left at 64 KiB would have the switch segment them in software on their way (correct, and
+// slower than the hardware it stands for).
+func (l *Lab) SetSwitchPortGSOIPv4(n *Node, size int) error {
+	return InNetns(l.Switch, func() error {
+		port, err := netlink.LinkByName(n.Name)
+		if err != nil {
+			return fmt.Errorf("%s's switch port: %w", n.Name, err)
+		}
+		return netdev.SetGSOIPv4MaxSize(port, size)
+	})
 }

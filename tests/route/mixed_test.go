@@ -57,7 +57,9 @@ func buildMixed(t *testing.T) *mixed {
 			// The VPC routes site-a's pod CIDRs (the line router learned them): its pods' flows
 			// there keep the pods' addresses, as for a cloud whose VPC routes the site (the
 			// operator's --non-masquerade-cidrs, docs/domains.md).
-			opts.AgentArgs = []string{"--non-masquerade-cidrs=" + lab.TerwayPodNet.String()}
+			// BIG TCP for its pods: their packets to the cloud cross the private line in VXLAN,
+			// which cannot carry them whole (big-tcp-pods-to-the-cloud-over-vxlan).
+			opts.AgentArgs = []string{"--non-masquerade-cidrs=" + lab.TerwayPodNet.String(), "--ipv4-big-tcp"}
 		}
 		n, err := l.AddNode(ctx, x.name, x.index, opts)
 		if err != nil {
@@ -156,6 +158,28 @@ func TestMixedDomains(t *testing.T) {
 		}
 		if len(st.plain) != 0 {
 			t.Errorf("router's cloud leg: plain pod-to-pod packets %v; cross-domain paths are VXLAN", st)
+		}
+	})
+
+	t.Run("big-tcp-pods-to-the-cloud-over-vxlan", func(t *testing.T) {
+		// site-a's pods send TCP in 192 KiB packets (BIG TCP, route mode); to the cloud those
+		// leave in VXLAN, whose length fields end at 64 KiB: pod_egress hands them to the
+		// collect_md device, which segments them first (bpf/lib/vxlan.h, vxlan_native_fits).
+		if gso, _, err := pa1.Netns.LinkGSOIPv4("eth0"); err != nil || gso != bigTCPSize {
+			t.Fatalf("%s's eth0: gso_ipv4_max_size %d, %v; want %d", pa1.Name, gso, err, bigTCPSize)
+		}
+		before, err := a1.Netns.LinkTxPackets("edgeplane.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bulk(t, pa1, pc5, 32<<20)
+		bulk(t, pc5, pa1, 32<<20)
+		after, err := a1.Netns.LinkTxPackets("edgeplane.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after == before {
+			t.Errorf("a1's VXLAN device sent nothing while its pod sent 32 MiB to the cloud: BIG packets were encapsulated in BPF")
 		}
 	})
 

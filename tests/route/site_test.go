@@ -113,9 +113,10 @@ func build(t *testing.T) *site {
 		index, segment int
 	}{{"a1", 1, 1}, {"a2", 2, 1}, {"b3", 3, 2}} {
 		n, err := l.AddNode(ctx, x.name, x.index, lab.NodeOptions{
-			Domain:  lab.DomainSiteA,
-			Segment: x.segment,
-			Labels:  map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, segmentLabel: fmt.Sprint(x.segment), speakerLabel: "true"},
+			Domain:    lab.DomainSiteA,
+			Segment:   x.segment,
+			Labels:    map[string]string{domain.DefaultPoolLabel: lab.DomainSiteA, segmentLabel: fmt.Sprint(x.segment), speakerLabel: "true"},
+			AgentArgs: []string{"--ipv4-big-tcp"},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -224,6 +225,8 @@ func TestRouteMode(t *testing.T) {
 			t.Errorf("the gateway saw %d of a1 <-> a2's pod packets; on one segment they go node to node", n)
 		}
 	})
+
+	t.Run("big-tcp-pod-to-pod", func(t *testing.T) { testBigTCP(t, s) })
 
 	t.Run("ttl-hops", func(t *testing.T) {
 		// Each node and the gateway decrement the TTL once and answer "time exceeded" from their
@@ -459,6 +462,48 @@ func birdc(t *testing.T, g interface {
 		return err.Error()
 	}
 	return out
+}
+
+// testBigTCP: the agents run with --ipv4-big-tcp in route-mode site-a, so each node's NIC takes
+// BIG TCP's 192 KiB IPv4 GSO/GRO size and so do its pods' veth pairs (node.json), whose MTU is
+// the underlay's (no VXLAN in the domain); 32 MiB cross pod to pod on one segment and through the
+// gateway, every byte counted at the other end.
+func testBigTCP(t *testing.T, s *site) {
+	for _, name := range []string{"a1", "a2", "b3"} {
+		n, p := s.nodes[name], s.pods[name]
+		if gso, gro, err := n.Netns.LinkGSOIPv4("eth0"); err != nil || gso != bigTCPSize || gro != bigTCPSize {
+			t.Errorf("%s's NIC: gso/gro_ipv4_max_size %d/%d, %v; want %d", name, gso, gro, err, bigTCPSize)
+		}
+		if gso, gro, err := p.Netns.LinkGSOIPv4("eth0"); err != nil || gso != bigTCPSize || gro != bigTCPSize {
+			t.Errorf("%s's eth0: gso/gro_ipv4_max_size %d/%d, %v; want %d", p.Name, gso, gro, err, bigTCPSize)
+		}
+		if mtu, err := p.Netns.LinkMTU("eth0"); err != nil || mtu != lab.UnderlayMTU {
+			t.Errorf("%s's eth0: MTU %d, %v; want the underlay's %d (route mode)", p.Name, mtu, err, lab.UnderlayMTU)
+		}
+	}
+	for _, pair := range [][2]*lab.Pod{{s.pods["a1"], s.pods["a2"]}, {s.pods["a1"], s.pods["b3"]}, {s.pods["b3"], s.pods["a2"]}} {
+		bulk(t, pair[0], pair[1], 32<<20)
+	}
+}
+
+// bigTCPSize is the IPv4 GSO/GRO size of BIG TCP (netdev.BigTCPv4Size).
+const bigTCPSize = 196608
+
+// bulk sends size bytes over TCP from one pod to a sink in the other and checks they all arrived.
+func bulk(t *testing.T, from, to *lab.Pod, size int) {
+	t.Helper()
+	dst := netip.AddrPortFrom(to.IP, 8081)
+	srv, err := lab.ServeTCPSink(to.Netns, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	took, err := lab.TCPSend(from.Netns, dst, size, 30*time.Second)
+	if err != nil {
+		t.Errorf("%s -> %s: %v", from.Name, to.Name, err)
+		return
+	}
+	t.Logf("%s -> %s: %d MiB in %v", from.Name, to.Name, size>>20, took.Round(time.Millisecond))
 }
 
 // exchange proves from reaches to: a TCP echo to a server in to's pod and a ping.

@@ -354,6 +354,7 @@ var pathGroups = []struct{ group, heading string }{
 	{"same-node", "Same node, pod to pod"},
 	{"route-mode", "Route mode, pod to pod on one L2 segment (edgeplane-route) against edgeplane's VXLAN, Flannel host-gw and the underlay"},
 	{"route-mode-gateway", "Route mode, pod to pod across the BGP gateway, against the underlay through the same gateway"},
+	{"route-mode-bigtcp", "Route mode with BIG TCP (--ipv4-big-tcp: 192 KiB GSO/GRO on the NICs and the pods' veths) against the same paths without it, one L2 segment"},
 	{"event-stream", "Cost of the event stream"},
 }
 
