@@ -226,7 +226,26 @@ func TestRouteMode(t *testing.T) {
 		}
 	})
 
+	t.Run("pod-pair-matrix", func(t *testing.T) {
+		// Every ordered pair of pods in the route-mode domain: two on a1 (the same node), a2 (the
+		// same segment), b3 (behind the gateway).
+		second, err := s.lab.AddPod(t.Context(), a1, "p2-a1", lab.PodOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer second.Delete(t.Context())
+		pods := []*lab.Pod{pa1, second, pa2, pb3}
+		for _, from := range pods {
+			for _, to := range pods {
+				if from != to {
+					exchange(t, from, to)
+				}
+			}
+		}
+	})
+
 	t.Run("big-tcp-pod-to-pod", func(t *testing.T) { testBigTCP(t, s) })
+	t.Run("services-over-route-paths", func(t *testing.T) { testServicesOverRoutePaths(t, s) })
 
 	t.Run("ttl-hops", func(t *testing.T) {
 		// Each node and the gateway decrement the TTL once and answer "time exceeded" from their
