@@ -9,6 +9,9 @@ package datapath
 // (tests/bench/udprate), perf and bpf_stats can be pointed at each path by hand:
 //   vxlan  native VXLAN encapsulation in pod_egress, decapsulation in node_ingress
 //   route  route mode: the pod's packet crosses the wire as it is (ROUTE_ENCAP_DIRECT)
+//   route-fib  the same with the peer's next hop left unresolved in nodes_map, so that
+//          pod_egress asks the kernel's FIB for it on every packet (direct_redirect_fib), as
+//          until the agent has resolved it
 //   floor  no program: the pods on bare veths, kernel routes and IPv4 forwarding on the nodes
 //          (tests/bench vethfloor.go's wiring)
 // The peers' next hops are resolved (NODE_NEXTHOP_VALID), as the agent leaves them. The file gets
@@ -38,7 +41,7 @@ func TestTwoNodesHold(t *testing.T) {
 	}
 	bpffs := bpffstest.Mount(t)
 	var lines []string
-	for _, path := range []string{"vxlan", "route", "floor"} {
+	for _, path := range []string{"vxlan", "route", "route-fib", "floor"} {
 		n1, n2 := newTwoNodes(t, bpffs, path)
 		for _, pair := range [][2]*twoNode{{n1, n2}, {n2, n1}} {
 			switch path {
@@ -46,7 +49,14 @@ func TestTwoNodesHold(t *testing.T) {
 				pair[0].floor(t, pair[1])
 			default:
 				pair[0].program(t, pair[1], 0)
-				pair[0].resolvePeer(t, pair[1], path == "route")
+				pair[0].resolvePeer(t, pair[1], path != "vxlan")
+				if path == "route-fib" {
+					var unresolved podNode
+					copy(unresolved.VtepMac[:], pair[1].vxlanMAC(t))
+					if err := pair[0].d.Map("nodes_map").Put(be32(pair[1].ip), unresolved); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 		}
 		lines = append(lines, fmt.Sprintf("%s %s %s %s %s %s %s", path, filepath.Base(n1.podNetns.Path()),
