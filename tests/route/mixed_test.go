@@ -161,6 +161,9 @@ func TestMixedDomains(t *testing.T) {
 		}
 	})
 
+	// Before the bulk transfers below, whose TCP teaches a1's pod the path MTU to the cloud.
+	t.Run("pmtu-route-and-vxlan-paths", func(t *testing.T) { testPMTUAcrossModes(t, m) })
+
 	t.Run("big-tcp-pods-to-the-cloud-over-vxlan", func(t *testing.T) {
 		// site-a's pods send TCP in 192 KiB packets (BIG TCP, route mode); to the cloud those
 		// leave in VXLAN, whose length fields end at 64 KiB: pod_egress hands them to the
