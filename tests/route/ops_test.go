@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
@@ -236,6 +238,12 @@ func testPasswordRotated(t *testing.T, s *site) {
 	} else {
 		t.Logf("gateway's password changed: sessions down after %v", took.Round(time.Millisecond))
 	}
+	// Each agent says so against the real router as against GoBGP: its session metric drops to 0,
+	// edgeplanectl bgp shows the session not established, and a BGPSessionLost Warning is on the
+	// Node.
+	for _, n := range speakers {
+		waitSessionReported(t, s, n, false)
+	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: passwordSecret, Namespace: lab.AgentNamespace},
 		Data:       map[string][]byte{"password": []byte(rotated)},
@@ -260,12 +268,65 @@ func testPasswordRotated(t *testing.T, s *site) {
 		t.Fatalf("%v after the Secret's update: %v\n%s", passwordRotationBound, err, birdc(t, s.gateway, "show", "protocols", "all"))
 	}
 	t.Logf("every session re-established with the new password %v after the Secret's update", time.Since(updated).Round(time.Millisecond))
+	for _, n := range speakers {
+		waitSessionReported(t, s, n, true)
+	}
 	for _, leg := range []string{lab.DomainSiteA, "site-a2"} {
 		if signed, unsigned := bgpSegments(t, s.lab.Router(), leg, 4*time.Second); signed == 0 || unsigned != 0 {
 			t.Errorf("router leg %s after the rotation: %d BGP segments signed, %d unsigned", leg, signed, unsigned)
 		}
 	}
 	exchange(t, s.pods["a1"], s.pods["b3"])
+}
+
+// waitSessionReported waits up to 15 s until n's agent reports its one BGP session up (or down)
+// in its metric (edgeplane_bgp_session_up), in edgeplanectl bgp and, when down, with a
+// BGPSessionLost event on its Node.
+func waitSessionReported(t *testing.T, s *site, n *lab.Node, up bool) {
+	t.Helper()
+	want := 0.0
+	if up {
+		want = 1
+	}
+	var metric float64
+	var state bgpstatus.SessionState
+	var lost int
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		metric = sessionUpMetric(t, n)
+		if r := ctlBGP(t, n, func(*bgpstatus.Report) bool { return true }); len(r.Peers) == 1 {
+			state = r.Peers[0].State
+		}
+		events, err := s.lab.Client.CoreV1().Events("").List(t.Context(), metav1.ListOptions{
+			FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + n.Name + ",reason=BGPSessionLost"})
+		if err == nil {
+			lost = len(events.Items)
+		}
+		if metric == want && (state == bgpstatus.StateEstablished) == up && (up || lost > 0) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: session_up %v, edgeplanectl bgp %q, %d BGPSessionLost events; want the session reported up=%v", n.Name, metric, state, lost, up)
+			return
+		}
+	}
+}
+
+// sessionUpMetric is n's edgeplane_bgp_session_up for its one peer (-1 when absent).
+func sessionUpMetric(t *testing.T, n *lab.Node) float64 {
+	t.Helper()
+	status, body, err := n.AgentGet("/metrics")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("%s /metrics: %d %v", n.Name, status, err)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[0], "edgeplane_bgp_session_up{") {
+			var v float64
+			if _, err := fmt.Sscan(f[1], &v); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
 }
 
 // passwordRotationBound is docs/domains.md's bound on a rotated password reaching the sessions
