@@ -109,6 +109,11 @@ volatile const __u8 HAVE_CHECK_MTU = 1;
 static __always_inline int pod_direct_too_big(struct __sk_buff *skb, const struct node_cfg *cfg,
 					      __u32 gso_hlen, __u32 tot_len, __u32 *mtu)
 {
+	/* A packet that fits the overlay fits the NIC, whose MTU is the overlay's plus VXLAN's
+	 * overhead or more (the agent derives the one from the other, or was given a smaller --mtu):
+	 * most packets are not asked about (bpf_check_mtu looks the device up by index every call). */
+	if (!skb->gso_size && tot_len <= cfg->mtu)
+		return 0;
 	if (HAVE_CHECK_MTU)
 		return bpf_check_mtu(skb, cfg->underlay_ifindex, mtu, 0, BPF_MTU_CHK_SEGS) > 0;
 	*mtu = cfg->mtu + ENCAP_OVERHEAD;
@@ -289,6 +294,26 @@ static __always_inline int pod_ttl_check(struct __sk_buff *skb, struct lb_tuple 
 	return pod_error_quotes_frontend(skb, t, v, -DROP_TTL_EXCEEDED);
 }
 
+/* To a pod of another node, by its route: the domain matrix, this node's hop, then the way
+ * pod_to_remote sends it. */
+static __always_inline int pod_egress_remote(struct __sk_buff *skb, const struct node_cfg *cfg, struct lb_tuple *t,
+					     const struct route *route, __u32 ip_hlen, __u8 proto, __u32 tot_len,
+					     __be16 df, struct pod_verdict *v)
+{
+	int ret;
+
+	/* Public connectivity between the domains: nothing would arrive, so say so at once. */
+	if (!domain_reachable(cfg, route->domain)) {
+		v->unreach = pod_may_answer(skb);
+		return pod_error_quotes_frontend(skb, t, v, -DROP_DOMAIN_UNREACHABLE);
+	}
+	ret = pod_ttl_check(skb, t, v);
+	if (ret < 0)
+		return ret;
+	ret = pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);
+	return pod_error_quotes_frontend(skb, t, v, ret);
+}
+
 static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct node_cfg *cfg,
 					   const struct iphdr *ip, struct pod_verdict *v)
 {
@@ -317,8 +342,20 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 			return ret;
 	}
 
-	/* A pod that reached itself through a service answers the hairpin address: back to itself. */
-	ep = t.daddr == LB_HAIRPIN_IP ? src : endpoint_lookup(t.daddr);
+	/* Another node's pod: an address of the cluster CIDR outside this node's pod CIDR that a
+	 * remote node's route covers is that node's, so it is not looked up among the local pods
+	 * (where it would miss); an address of a local pod outside the node's pod CIDR (an operator's
+	 * IPAM ranges) is one no other node's route covers. A pod that reached itself through a service
+	 * answers the hairpin address: back to itself. */
+	route = 0;
+	if (in_cidr(t.daddr, cfg->cluster_cidr, cfg->cluster_mask) && !in_cidr(t.daddr, cfg->pod_cidr, cfg->pod_mask)) {
+		route = route_lookup(t.daddr);
+		if (route && (route->flags & ROUTE_LOCAL))
+			route = 0;
+	}
+	ep = 0;
+	if (!route)
+		ep = t.daddr == LB_HAIRPIN_IP ? src : endpoint_lookup(t.daddr);
 	if (ep) {
 		if (rev) {
 			ret = lb_xlate_rev(skb, &t);
@@ -339,22 +376,14 @@ static __always_inline int pod_egress_ipv4(struct __sk_buff *skb, const struct n
 	if (t.daddr == cfg->pod_cidr)
 		return pod_to_host_overlay(skb, cfg, rev);
 
-	route = route_lookup(t.daddr);
+	if (!route)
+		route = route_lookup(t.daddr);
 	if (!route)
 		return in_cidr(t.daddr, cfg->cluster_cidr, cfg->cluster_mask) ? -DROP_NO_ROUTE :
 										    pod_to_outside(skb, cfg, &t, rev);
 	if (route->flags & ROUTE_LOCAL)
 		return -DROP_UNKNOWN_ENDPOINT;
-	/* Public connectivity between the domains: nothing would arrive, so say so at once. */
-	if (!domain_reachable(cfg, route->domain)) {
-		v->unreach = pod_may_answer(skb);
-		return pod_error_quotes_frontend(skb, &t, v, -DROP_DOMAIN_UNREACHABLE);
-	}
-	ret = pod_ttl_check(skb, &t, v);
-	if (ret < 0)
-		return ret;
-	ret = pod_to_remote(skb, cfg, route, ip_hlen, proto, tot_len, df, v);
-	return pod_error_quotes_frontend(skb, &t, v, ret);
+	return pod_egress_remote(skb, cfg, &t, route, ip_hlen, proto, tot_len, df, v);
 }
 
 static __always_inline int pod_egress_handle(struct __sk_buff *skb, const struct node_cfg *cfg,

@@ -115,6 +115,40 @@ func TestPodEgressLocalPod(t *testing.T) {
 	}
 }
 
+// TestPodEgressLocalPodOutsideNodeCIDR: a local pod whose address the operator's IPAM ranges put
+// outside the node's pod CIDR is still delivered locally, inside the cluster CIDR (where no route
+// covers it) and outside it; an address a remote node's route covers is that node's, whatever the
+// endpoints say (pod_egress does not look remote pods up among the local ones).
+func TestPodEgressLocalPodOutsideNodeCIDR(t *testing.T) {
+	coll := newCollection(t, loadPod)
+	fillCluster(t, coll)
+	for _, c := range []struct {
+		name   string
+		addr   netip.Addr
+		remote bool
+	}{
+		{"in the cluster CIDR, no route", netip.MustParseAddr("10.244.9.5"), false},
+		{"outside the cluster CIDR", netip.MustParseAddr("192.168.200.5"), false},
+		{"in a remote node's pod CIDR", netip.MustParseAddr("10.244.2.99"), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			put(t, coll, "endpoints_map", be32(c.addr), podEndpoint{Ifindex: podBIfindex, PodMac: podBMAC, HostMac: podBHostMAC})
+			in := podPacket(podA, c.addr, tcpSeg(podA, c.addr, 40000, 80, tcpSYN, nil), protoTCP, true)
+			got, out := run(t, coll.Programs["pod_egress"], in, nil)
+			if got != tcActRedirect {
+				t.Fatalf("verdict %d, want TC_ACT_REDIRECT", got)
+			}
+			if c.remote {
+				checkVXLAN(t, out, routed(in, 14), true)
+				return
+			}
+			if dst, src := macs(out); dst != podBMAC || src != podBHostMAC || len(out) != len(in) {
+				t.Errorf("MACs dst %x src %x, length %d; want local delivery to %x from %x", dst, src, len(out), podBMAC, podBHostMAC)
+			}
+		})
+	}
+}
+
 // checkVXLAN verifies a natively encapsulated frame against the inner packet in (as it must leave:
 // routed() for the sending node's hop).
 func checkVXLAN(t *testing.T, out, in []byte, wantDF bool) {
