@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -162,65 +161,26 @@ func sendTCP(n1, n2 *twoNode, size int) (time.Duration, error) {
 // longestTap records the longest frame an interface receives (an AF_PACKET socket sees a GSO
 // packet whole, before anything segments it).
 type longestTap struct {
-	fd         int
-	longest    atomic.Int64
-	quit, done chan struct{}
+	tap     *packetTap
+	longest atomic.Int64
 }
 
 func tapLongest(t *testing.T, netns ns.NetNS, ifindex int) *longestTap {
 	t.Helper()
-	tap := &longestTap{quit: make(chan struct{}), done: make(chan struct{})}
-	ethPAll := int(be16(unix.ETH_P_ALL))
-	if err := netns.Do(func(ns.NetNS) (err error) {
-		if tap.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, ethPAll); err != nil {
-			return err
+	lt := &longestTap{}
+	// The length is all it keeps: with MSG_TRUNC the read says the whole frame's.
+	lt.tap = startTap(t, netns, ifindex, 64, unix.MSG_TRUNC, func(_ []byte, n int) {
+		if int64(n) > lt.longest.Load() {
+			lt.longest.Store(int64(n))
 		}
-		return unix.Bind(tap.fd, &unix.SockaddrLinklayer{Protocol: uint16(ethPAll), Ifindex: ifindex})
-	}); err != nil {
-		t.Fatalf("packet socket: %v", err)
-	}
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(tap.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(tap.done)
-		buf := make([]byte, 64) // the length is all it keeps: MSG_TRUNC gives the whole frame's
-		for {
-			select {
-			case <-tap.quit:
-				return
-			default:
-			}
-			n, from, err := unix.Recvfrom(tap.fd, buf, unix.MSG_TRUNC)
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				return
-			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			if int64(n) > tap.longest.Load() {
-				tap.longest.Store(int64(n))
-			}
-		}
-	}()
-	t.Cleanup(func() { tap.stop() })
-	return tap
+	})
+	return lt
 }
 
 // stop ends the tap and returns the longest frame it saw.
-func (tap *longestTap) stop() int64 {
-	select {
-	case <-tap.quit:
-	default:
-		close(tap.quit)
-		<-tap.done
-		unix.Close(tap.fd)
-	}
-	return tap.longest.Load()
+func (lt *longestTap) stop() int64 {
+	lt.tap.stop()
+	return lt.longest.Load()
 }
 
 func linkTxPackets(t *testing.T, netns ns.NetNS, name string) uint64 {

@@ -425,23 +425,78 @@ func datapathMetric(t *testing.T, d *Datapath, dir int, reason dropreason.Reason
 	return sum
 }
 
-// vxlanTap counts the VXLAN frames a node's eth0 receives whose inner packet goes from src to dst.
-type vxlanTap struct {
+// packetTap reads the frames an interface receives (an AF_PACKET socket; the interface's own
+// transmissions left out) and hands each to onFrame until stopped.
+type packetTap struct {
 	fd       int
-	frames   atomic.Int64
 	quit     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
 }
 
-// stop ends the capture and returns the frames counted.
-func (tap *vxlanTap) stop() int {
+// startTap opens the tap in netns on ifindex; bufSize is what onFrame gets of a frame, whose
+// whole length it gets too when flags has MSG_TRUNC.
+func startTap(t *testing.T, netns ns.NetNS, ifindex, bufSize, flags int, onFrame func(frame []byte, n int)) *packetTap {
+	t.Helper()
+	tap := &packetTap{quit: make(chan struct{}), done: make(chan struct{})}
+	ethPAll := int(be16(unix.ETH_P_ALL)) // network byte order
+	if err := netns.Do(func(ns.NetNS) (err error) {
+		if tap.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, ethPAll); err != nil {
+			return err
+		}
+		return unix.Bind(tap.fd, &unix.SockaddrLinklayer{Protocol: uint16(ethPAll), Ifindex: ifindex})
+	}); err != nil {
+		t.Fatalf("packet socket on interface %d: %v", ifindex, err)
+	}
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(tap.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(tap.done)
+		buf := make([]byte, bufSize)
+		for {
+			select {
+			case <-tap.quit:
+				return
+			default:
+			}
+			n, from, err := unix.Recvfrom(tap.fd, buf, flags)
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			onFrame(buf[:min(n, len(buf))], n)
+		}
+	}()
+	t.Cleanup(tap.stop)
+	return tap
+}
+
+// stop ends the capture.
+func (tap *packetTap) stop() {
 	tap.stopOnce.Do(func() {
 		close(tap.quit)
 		<-tap.done
 		unix.Close(tap.fd)
 	})
-	return int(tap.frames.Load())
+}
+
+// vxlanTap counts the VXLAN frames between two pods a node's NIC receives.
+type vxlanTap struct {
+	tap    *packetTap
+	frames atomic.Int64
+}
+
+// stop ends the capture and returns the frames counted.
+func (vt *vxlanTap) stop() int {
+	vt.tap.stop()
+	return int(vt.frames.Load())
 }
 
 // resolvePeer writes the peer's next hop (its eth0 MAC) into nodes_map, and with direct its
@@ -464,49 +519,16 @@ func (n *twoNode) resolvePeer(t *testing.T, peer *twoNode, direct bool) {
 	}
 }
 
+// tapVXLAN starts a vxlanTap on n's eth0 for frames from src to dst.
 func tapVXLAN(t *testing.T, n *twoNode, src, dst netip.Addr) *vxlanTap {
 	t.Helper()
-	tap := &vxlanTap{quit: make(chan struct{}), done: make(chan struct{})}
-	ethPAll := int(be16(unix.ETH_P_ALL)) // network byte order
-	if err := n.netns.Do(func(ns.NetNS) (err error) {
-		tap.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, ethPAll)
-		if err != nil {
-			return err
+	vt := &vxlanTap{}
+	vt.tap = startTap(t, n.netns, n.eth0.Attrs().Index, 4096, 0, func(frame []byte, _ int) {
+		if isVXLANBetween(frame, src, dst) {
+			vt.frames.Add(1)
 		}
-		return unix.Bind(tap.fd, &unix.SockaddrLinklayer{Protocol: uint16(ethPAll), Ifindex: n.eth0.Attrs().Index})
-	}); err != nil {
-		t.Fatalf("packet socket on node %s: %v", n.ip, err)
-	}
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(tap.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(tap.done)
-		buf := make([]byte, 4096)
-		for {
-			select {
-			case <-tap.quit:
-				return
-			default:
-			}
-			n, from, err := unix.Recvfrom(tap.fd, buf, 0)
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				return
-			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			if isVXLANBetween(buf[:n], src, dst) {
-				tap.frames.Add(1)
-			}
-		}
-	}()
-	t.Cleanup(func() { tap.stop() })
-	return tap
+	})
+	return vt
 }
 
 // isVXLANBetween tells whether frame is Ethernet/IPv4/UDP to port 8472/VXLAN/Ethernet/IPv4 from

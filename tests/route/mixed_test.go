@@ -465,22 +465,8 @@ func (w *toAddr) stop() {
 func testNodeToService(t *testing.T, m *mixed) {
 	a1, b3, c5, pa1 := m.nodes["a1"], m.nodes["b3"], m.nodes["c5"], m.pods["a1"]
 	ctx := t.Context()
-	if _, err := m.lab.StartControllerManager(ctx, lab.ControllerManagerOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	labels := map[string]string{"app": "route-backend"}
-	backend, err := m.lab.AddPod(ctx, b3, "backend-b3", lab.PodOptions{Labels: labels})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backend.SetReady(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := backend.ServeHostname(8080)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	backend := addBackend(t, m.lab, b3, "backend-b3", labels)
 	svc, err := m.lab.CreateService(ctx, "route-backend", lab.ServiceOptions{
 		Selector: labels,
 		Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},

@@ -12,16 +12,6 @@ import (
 	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
-// nodeCounter is n's packet count for one direction and reason.
-func nodeCounter(t *testing.T, n *lab.Node, dir metricsmap.Dir, reason dropreason.Reason) uint64 {
-	t.Helper()
-	c, err := n.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c[metricsmap.Key{Dir: dir, Reason: uint32(reason)}].Packets
-}
-
 // testPMTUAcrossModes: a route-mode pod has the underlay's MTU (1500), which its own domain's
 // paths carry whole; toward the cloud its packets leave in VXLAN, which carries 1450. A datagram
 // of 1500 bytes with DF reaches b3's pod (route mode, through the gateway); to c5's pod it is
@@ -65,13 +55,13 @@ func testPMTUAcrossModes(t *testing.T, m *mixed) {
 	if got, err, _ := send(pb3, 9301, lab.UnderlayMTU); got != lab.UnderlayMTU {
 		t.Errorf("%s -> %s (route mode): a %d-byte datagram with DF arrived as %d bytes (%v)", pa1.Name, pb3.Name, lab.UnderlayMTU, got, err)
 	}
-	before := nodeCounter(t, m.nodes["a1"], metricsmap.DirPodEgress, dropreason.PktTooBig)
+	before := counter(t, m.nodes["a1"], metricsmap.DirPodEgress, dropreason.PktTooBig)
 	got, err, mtu := send(pc5, 9302, lab.UnderlayMTU)
 	if got != 0 || !errors.Is(err, syscall.EMSGSIZE) || mtu != overlayMTU {
 		t.Errorf("%s -> %s (VXLAN): a %d-byte datagram with DF arrived as %d bytes, the socket says %v with path MTU %d; want nothing, EMSGSIZE and %d",
 			pa1.Name, pc5.Name, lab.UnderlayMTU, got, err, mtu, overlayMTU)
 	}
-	if n := nodeCounter(t, m.nodes["a1"], metricsmap.DirPodEgress, dropreason.PktTooBig) - before; n == 0 {
+	if n := counter(t, m.nodes["a1"], metricsmap.DirPodEgress, dropreason.PktTooBig) - before; n == 0 {
 		t.Errorf("a1's pod_egress counted no PKT_TOO_BIG: the error did not come from the datapath")
 	}
 	if got, err, _ := send(pc5, 9303, overlayMTU); got != overlayMTU {

@@ -24,22 +24,8 @@ import (
 func testServicesOverRoutePaths(t *testing.T, s *site) {
 	ctx := t.Context()
 	a1, b3, pa1 := s.nodes["a1"], s.nodes["b3"], s.pods["a1"]
-	if _, err := s.lab.StartControllerManager(ctx, lab.ControllerManagerOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	labels := map[string]string{"app": "web-route"}
-	backend, err := s.lab.AddPod(ctx, b3, "web-b3", lab.PodOptions{Labels: labels})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backend.SetReady(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := backend.ServeHostname(8080)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	backend := addBackend(t, s.lab, b3, "web-b3", labels)
 	ports := []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}
 	open, err := s.lab.CreateService(ctx, "web-route", lab.ServiceOptions{Type: corev1.ServiceTypeNodePort, Selector: labels, Ports: ports})
 	if err != nil {
@@ -121,6 +107,29 @@ func testServicesOverRoutePaths(t *testing.T, s *site) {
 	if seen, err := lab.TCPEcho(pa1.Netns, outside, 3*time.Second); err != nil || seen.Addr() != a1.IP {
 		t.Errorf("a1's pod -> outside %s: the server saw %v (%v), want a1's address %s (masqueraded)", outside, seen, err, a1.IP)
 	}
+}
+
+// addBackend starts the lab's kube-controller-manager (for EndpointSlices) and a ready pod on n
+// with labels, answering its name on port 8080 (ServeHostname) until the test ends.
+func addBackend(t *testing.T, l *lab.Lab, n *lab.Node, name string, labels map[string]string) *lab.Pod {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := l.StartControllerManager(ctx, lab.ControllerManagerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	backend, err := l.AddPod(ctx, n, name, lab.PodOptions{Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.SetReady(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := backend.ServeHostname(8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return backend
 }
 
 // nodePortClosed is n's count of packets node_ingress (tc) and node_xdp dropped at a closed node
