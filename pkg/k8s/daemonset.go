@@ -21,6 +21,9 @@ import (
 // types for one object's name, UID and deletion timestamp.
 var daemonSets = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
 
+// namespaces is the DaemonSet's namespace, asked about at SIGTERM (Deleted).
+var namespaces = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+
 // OwnDaemonSet follows the DaemonSet whose pods run the agent, so that on SIGTERM the agent can
 // tell being replaced (a rolling update, an eviction, a restart: the DaemonSet stays) from being
 // uninstalled (the DaemonSet deleted, as `kubectl delete -k` does). Only positive evidence counts:
@@ -36,7 +39,18 @@ type OwnDaemonSet struct {
 	mu      sync.Mutex
 	uid     types.UID // the DaemonSet seen alive last; "" until then
 	deleted bool      // that DaemonSet was then seen deleted (or being deleted)
+
+	// refusedWait is how long Deleted waits for the watch when the API server refuses its GET
+	// (ownerRefusedWait; shorter in tests).
+	refusedWait time.Duration
 }
+
+// ownerRefusedWait bounds Deleted's wait for the watch's event once the API server refuses its
+// GET (403, 401): `kubectl delete -k` deletes the agent's RBAC and service account in the same
+// breath as the DaemonSet, so at the SIGTERM the agent may no longer be allowed to ask, while the
+// watch it opened before still reports the deletion a moment later. Well inside the pod's
+// termination grace period (30 s).
+const ownerRefusedWait = 5 * time.Second
 
 // WatchOwnDaemonSet starts following the DaemonSet namespace/name until ctx is done; Deleted
 // answers after that too, from what was seen.
@@ -45,7 +59,7 @@ func (c *Client) WatchOwnDaemonSet(ctx context.Context, namespace, name string) 
 }
 
 func watchOwnDaemonSet(ctx context.Context, client metadata.Interface, namespace, name string) *OwnDaemonSet {
-	d := &OwnDaemonSet{namespace: namespace, name: name, client: client, logger: klog.FromContext(ctx)}
+	d := &OwnDaemonSet{namespace: namespace, name: name, client: client, logger: klog.FromContext(ctx), refusedWait: ownerRefusedWait}
 	resource := client.Resource(daemonSets).Namespace(namespace)
 	byName := fields.OneTermEqualSelector("metadata.name", name).String()
 	lw := &cache.ListWatch{
@@ -128,7 +142,11 @@ func (d *OwnDaemonSet) Deleted(ctx context.Context) (bool, string) {
 	case apierrors.IsNotFound(err):
 		return true, "not found"
 	case err != nil:
-		// The event may have arrived meanwhile; else nothing proves a deletion.
+		// The event may have arrived meanwhile, or arrive a moment later when the install's
+		// RBAC went first; else nothing proves a deletion.
+		if (apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)) && d.waitDeleted(d.refusedWait) {
+			return true, "watch, after the API server refused: " + err.Error()
+		}
 		if _, deleted := d.state(); deleted {
 			return true, "watch"
 		}
@@ -140,5 +158,23 @@ func (d *OwnDaemonSet) Deleted(ctx context.Context) (bool, string) {
 		// adopts the pods and goes on.
 		return false, "recreated"
 	}
+	// The namespace being deleted deletes the DaemonSet too, and its pods may go first (the
+	// namespace controller deletes them in no particular order; `kubectl delete -k` deletes the
+	// namespace first).
+	if ns, err := d.client.Resource(namespaces).Get(ctx, d.namespace, metav1.GetOptions{}); err == nil && ns.DeletionTimestamp != nil {
+		return true, "namespace being deleted"
+	}
 	return false, "present"
+}
+
+// waitDeleted waits up to wait for the watch to see the DaemonSet deleted.
+func (d *OwnDaemonSet) waitDeleted(wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		if _, deleted := d.state(); deleted {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }

@@ -99,6 +99,7 @@ func TestOwnDaemonSetAsksOnce(t *testing.T) {
 		}(), want: true},
 		{name: "recreated", object: daemonSetMeta("uid-2"), want: false},
 		{name: "token refused", object: daemonSetMeta("uid-1"), err: apierrors.NewUnauthorized("token expired"), want: false},
+		{name: "forbidden", object: daemonSetMeta("uid-1"), err: apierrors.NewForbidden(daemonSets.GroupResource(), "edgeplane-agent", nil), want: false},
 		{name: "unreachable", object: daemonSetMeta("uid-1"), err: context.DeadlineExceeded, want: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,10 +112,42 @@ func TestOwnDaemonSetAsksOnce(t *testing.T) {
 				client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tc.err })
 			}
 			// Not watching: the state is what a watch saw before the SIGTERM.
-			d := &OwnDaemonSet{namespace: "edgeplane-system", name: "edgeplane-agent", client: client, uid: "uid-1", logger: klog.Background()}
+			d := &OwnDaemonSet{namespace: "edgeplane-system", name: "edgeplane-agent", client: client, uid: "uid-1", logger: klog.Background(),
+				refusedWait: 100 * time.Millisecond}
 			if deleted, how := d.Deleted(t.Context()); deleted != tc.want {
 				t.Fatalf("Deleted = %v (%s), want %v", deleted, how, tc.want)
 			}
 		})
 	}
+}
+
+// kubectl delete -k: the namespace is deleted first, and its pods may be deleted before the
+// DaemonSet (the SIGTERM finds it present, in a namespace being deleted); the agent's RBAC goes in
+// the same breath (its GET refused), and the watch it opened before reports the deletion a moment
+// later.
+func TestOwnDaemonSetUninstallByKubectl(t *testing.T) {
+	t.Run("namespace being deleted", func(t *testing.T) {
+		ns := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+			ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-system", DeletionTimestamp: &metav1.Time{Time: time.Now()}, Finalizers: []string{"kubernetes"}}}
+		client := newMetadataClient(daemonSetMeta("uid-1"), ns)
+		d := &OwnDaemonSet{namespace: "edgeplane-system", name: "edgeplane-agent", client: client, uid: "uid-1", logger: klog.Background()}
+		if deleted, how := d.Deleted(t.Context()); !deleted || how != "namespace being deleted" {
+			t.Fatalf("Deleted = %v (%s), want true (namespace being deleted)", deleted, how)
+		}
+	})
+	t.Run("RBAC gone, then the watch's event", func(t *testing.T) {
+		client := newMetadataClient(daemonSetMeta("uid-1"))
+		client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(daemonSets.GroupResource(), "edgeplane-agent", nil)
+		})
+		d := &OwnDaemonSet{namespace: "edgeplane-system", name: "edgeplane-agent", client: client, uid: "uid-1", logger: klog.Background(),
+			refusedWait: 5 * time.Second}
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			d.gone("uid-1") // the watch's delete event
+		}()
+		if deleted, how := d.Deleted(t.Context()); !deleted {
+			t.Fatalf("Deleted = %v (%s), want true once the watch saw the deletion", deleted, how)
+		}
+	})
 }

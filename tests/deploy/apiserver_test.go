@@ -314,7 +314,7 @@ func testRBAC(t *testing.T, a *apiLab) {
 	// more is a grant the agent does not use.
 	common := []string{"get nodes", "list nodes", "watch nodes", "patch nodes", "list pods", "watch pods",
 		"list services", "watch services", "list endpointslices.discovery.k8s.io", "watch endpointslices.discovery.k8s.io",
-		"create events", "patch events"}
+		"create events", "patch events", "get namespaces"}
 	want := map[string][]string{
 		"edgeplane-system": append(slices.Clone(common), "get configmaps/edgeplane-domains",
 			"list configmaps/edgeplane-domains", "watch configmaps/edgeplane-domains",
