@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,44 +77,38 @@ func (n Netns) Sysctl(key, value string) error {
 
 // LinkMTU is the MTU of the interface ifname inside the namespace.
 func (n Netns) LinkMTU(ifname string) (int, error) {
-	var mtu int
-	err := InNetns(n, func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return fmt.Errorf("%s in %s: %w", ifname, n, err)
-		}
-		mtu = ifi.MTU
-		return nil
-	})
-	return mtu, err
+	a, err := n.linkAttrs(ifname)
+	return a.MTU, err
 }
 
 // LinkGSOIPv4 is the IPv4 GSO and GRO size of the interface ifname inside the namespace (65536
 // unless raised for BIG TCP; 0 on a kernel without the attributes).
 func (n Netns) LinkGSOIPv4(ifname string) (gso, gro int, err error) {
-	err = InNetns(n, func() error {
-		l, err := netlink.LinkByName(ifname)
-		if err != nil {
-			return fmt.Errorf("%s in %s: %w", ifname, n, err)
-		}
-		gso, gro = int(l.Attrs().GSOIPv4MaxSize), int(l.Attrs().GROIPv4MaxSize)
-		return nil
-	})
-	return gso, gro, err
+	a, err := n.linkAttrs(ifname)
+	return int(a.GSOIPv4MaxSize), int(a.GROIPv4MaxSize), err
 }
 
 // LinkTxPackets is the count of packets the interface ifname inside the namespace transmitted.
 func (n Netns) LinkTxPackets(ifname string) (uint64, error) {
-	var packets uint64
+	a, err := n.linkAttrs(ifname)
+	if err != nil || a.Statistics == nil {
+		return 0, err
+	}
+	return a.Statistics.TxPackets, nil
+}
+
+// linkAttrs reads the interface ifname inside the namespace.
+func (n Netns) linkAttrs(ifname string) (netlink.LinkAttrs, error) {
+	var attrs netlink.LinkAttrs
 	err := InNetns(n, func() error {
 		l, err := netlink.LinkByName(ifname)
 		if err != nil {
 			return fmt.Errorf("%s in %s: %w", ifname, n, err)
 		}
-		packets = l.Attrs().Statistics.TxPackets
+		attrs = *l.Attrs()
 		return nil
 	})
-	return packets, err
+	return attrs, err
 }
 
 // InNetns runs fn on an OS thread that has entered ns. Sockets fn creates stay in ns after fn

@@ -11,13 +11,10 @@ import (
 // Cilium's default too.
 const BigTCPv4Size = 196608
 
-// LegacyGSOMaxSize is what a device takes when nobody raised it (GSO_LEGACY_MAX_SIZE).
-const LegacyGSOMaxSize = 65536
-
 // EnsureBigTCPv4 raises the IPv4 GSO and GRO sizes of the link with index to size, and returns
 // the size in effect: size, or 0 with the reason when the link cannot take it. A NIC whose TSO
 // takes less than size would get GSO packets the kernel has to segment in software before it
-// (slower than no BIG TCP: 0.6x on the two-node hold, docs/benchmarks.md), and a kernel before
+// (slower than no BIG TCP: 0.55-0.62x on the two-node hold, docs/benchmarks.md), and a kernel before
 // 6.3 ignores the attributes (read back to tell).
 func EnsureBigTCPv4(index, size int) (int, error) {
 	link, err := netlink.LinkByIndex(index)
@@ -44,15 +41,14 @@ func EnsureBigTCPv4(index, size int) (int, error) {
 // took them: one before Linux 6.3 ignores the attributes. It works in the caller's network
 // namespace.
 func SetGSOIPv4MaxSize(link netlink.Link, size int) error {
-	h := &netlink.Handle{} // netlink's package handle: the current namespace
 	name := link.Attrs().Name
-	if err := h.LinkSetGSOIPv4MaxSize(link, size); err != nil {
+	if err := netlink.LinkSetGSOIPv4MaxSize(link, size); err != nil {
 		return fmt.Errorf("setting gso_ipv4_max_size %d on %s: %w", size, name, err)
 	}
-	if err := h.LinkSetGROIPv4MaxSize(link, size); err != nil {
+	if err := netlink.LinkSetGROIPv4MaxSize(link, size); err != nil {
 		return fmt.Errorf("setting gro_ipv4_max_size %d on %s: %w", size, name, err)
 	}
-	got, err := h.LinkByIndex(link.Attrs().Index)
+	got, err := netlink.LinkByIndex(link.Attrs().Index)
 	if err != nil {
 		return fmt.Errorf("reading %s back: %w", name, err)
 	}
