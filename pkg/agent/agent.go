@@ -10,10 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -170,7 +168,7 @@ func (a *Agent) run(ctx context.Context) error {
 	}()
 	// A node rebooted while cut off from the API server starts from its snapshot (snapshot.go).
 	restore := a.snapshotToRestore(ctx, inf, pinned)
-	var node *corev1.Node
+	var node *k8s.Node
 	var err error
 	if restore != nil {
 		err = a.registerFromSnapshot(restore)
@@ -272,7 +270,7 @@ func (a *Agent) stopBGP(ctx context.Context, withdraw bool) error {
 }
 
 // register finds this node, its underlay and its pod CIDR, refusing overlapping networks.
-func (a *Agent) register(ctx context.Context) (*corev1.Node, error) {
+func (a *Agent) register(ctx context.Context) (*k8s.Node, error) {
 	node, err := a.getNode(ctx)
 	if err != nil {
 		return nil, err
@@ -306,7 +304,7 @@ const nodeCacheWait = 30 * time.Second
 // cachedNodes lists the Nodes from the Node informer once it has synced: registration's pod CIDR
 // check needs every Node's pod CIDR, and the informer lists them anyway (with 5,000 Nodes a
 // second list of the full objects took the loaded API server and the agent about a second more).
-func (a *Agent) cachedNodes(ctx context.Context) ([]*corev1.Node, error) {
+func (a *Agent) cachedNodes(ctx context.Context) ([]*k8s.Node, error) {
 	if a.nodeInformer == nil {
 		return nil, errors.New("no node informer")
 	}
@@ -315,7 +313,7 @@ func (a *Agent) cachedNodes(ctx context.Context) ([]*corev1.Node, error) {
 	if err := a.waitNodeList(ctx); err != nil {
 		return nil, fmt.Errorf("the node informer did not sync: %w", err)
 	}
-	return corelisters.NewNodeLister(a.nodeInformer.GetIndexer()).List(labels.Everything())
+	return k8s.NewNodeLister(a.nodeInformer.GetIndexer()).List(labels.Everything())
 }
 
 // waitNodeList waits until the Node informer has listed the Nodes (none: at once).
@@ -339,11 +337,11 @@ const getNodeTimeout = 5 * time.Second
 // lab start, and the cache then held only the Nodes that changed later. A new agent started from
 // that cache during a partition deleted the other Nodes' routes (TestPartitionThroughYurtHub).
 // Registration waited for that list anyway: the pod CIDR check reads it (cachedNodes).
-func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
+func (a *Agent) getNode(ctx context.Context) (*k8s.Node, error) {
 	if err := a.waitNodeList(ctx); err != nil {
 		return nil, fmt.Errorf("getting node %s: waiting for the node informer: %w", a.cfg.NodeName, err)
 	}
-	var node *corev1.Node
+	var node *k8s.Node
 	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 		// Cut off from the API server, the agent waits here, touching nothing: the pinned programs
 		// and maps the previous agent left keep forwarding (docs/autonomy.md). The wait ends
@@ -358,7 +356,7 @@ func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 			klog.FromContext(ctx).Info("Waiting for this node's Node object", "node", a.cfg.NodeName, "err", err)
 			return false, nil
 		}
-		node = n
+		node = k8s.NodeOf(n)
 		return true, nil
 	})
 	if err != nil {
@@ -369,7 +367,7 @@ func (a *Agent) getNode(ctx context.Context) (*corev1.Node, error) {
 
 func (a *Agent) vtep() k8s.VTEP { return k8s.VTEP{MAC: a.device.MAC, IP: a.underlay.IP} }
 
-func (a *Agent) publishVTEP(ctx context.Context, node *corev1.Node) error {
+func (a *Agent) publishVTEP(ctx context.Context, node *k8s.Node) error {
 	return k8s.PatchNodeAnnotations(ctx, a.client, node, k8s.VTEPAnnotations(a.vtep()))
 }
 
@@ -410,7 +408,7 @@ func (a *Agent) writeNodeConfigLocked() error {
 
 // convergeLoop repairs the device, the datapath and the annotations every resync period: a deleted
 // VXLAN device is recreated (with the same MAC) and the overlay programs follow its new ifindex.
-func (a *Agent) convergeLoop(ctx context.Context, nodes corelisters.NodeLister) {
+func (a *Agent) convergeLoop(ctx context.Context, nodes *k8s.NodeLister) {
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		logger := klog.FromContext(ctx)
 		defer a.telemetry.converged()

@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -54,7 +53,7 @@ type bgpSpeaker struct {
 	nodeName string
 	nodeIP   netip.Addr
 	podCIDR  netip.Prefix
-	nodes    corelisters.NodeLister
+	nodes    *k8s.NodeLister
 	// nodesSynced says the lister holds every node (nil: always): a restarted agent must not
 	// advertise a partial set of non-speakers' pod CIDRs, or the peers' End-of-RIB drops the rest.
 	nodesSynced func() bool
@@ -125,7 +124,7 @@ func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains co
 	secretNamespace string, recorder record.EventRecorder) (*bgpSpeaker, error) {
 	s := &bgpSpeaker{
 		nodeName: a.cfg.NodeName, nodeIP: a.underlay.IP, podCIDR: a.podCIDR,
-		nodes: corelisters.NewNodeLister(nodeInformer.GetIndexer()), nodesSynced: nodeInformer.HasSynced, domains: domains,
+		nodes: k8s.NewNodeLister(nodeInformer.GetIndexer()), nodesSynced: nodeInformer.HasSynced, domains: domains,
 		secrets: a.client, secretNamespace: secretNamespace, recorder: recorder,
 		runDir: a.cfg.RunDir, refresh: bgpRefresh, start: bgp.Start,
 		annotate: a.annotateRoutesAdvertised, withdrawDelay: bgpWithdrawDelay,
@@ -327,7 +326,7 @@ func (s *bgpSpeaker) advertisements(view domain.NodeRouting) map[netip.Prefix]ne
 		return want // a lister does not fail
 	}
 	for _, n := range nodes {
-		if n.Name == s.nodeName || model.DomainOf(n) != view.Domain || model.Speaks(n) {
+		if n.Name == s.nodeName || model.DomainOf(n.Labels) != view.Domain || model.Speaks(n.Labels) {
 			continue
 		}
 		cidr, ok, err := k8s.NodePodCIDR(n)
@@ -347,7 +346,7 @@ func (s *bgpSpeaker) advertisements(view domain.NodeRouting) map[netip.Prefix]ne
 
 // nodeUnderlayIP is the address a node's pods are reached at on its site: its VTEP's local
 // address (public-ip, else InternalIP), as the direct routes use.
-func nodeUnderlayIP(n *corev1.Node) (netip.Addr, bool) {
+func nodeUnderlayIP(n *k8s.Node) (netip.Addr, bool) {
 	if vtep, err := k8s.NodeVTEP(n); err == nil && vtep.LocalIP.IsValid() {
 		return vtep.LocalIP, true
 	}

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -84,7 +83,7 @@ func (f *fakeSecrets) GetSecret(_ context.Context, namespace, name string) (*cor
 	return nil, apierrors.NewNotFound(corev1.Resource("secrets"), name)
 }
 
-func bgpNode(name string, ip netip.Addr, podCIDR netip.Prefix, speaker bool) *corev1.Node {
+func bgpNode(name string, ip netip.Addr, podCIDR netip.Prefix, speaker bool) *k8s.Node {
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{domain.DefaultPoolLabel: "site"}},
 		Spec:       corev1.NodeSpec{PodCIDR: podCIDR.String(), PodCIDRs: []string{podCIDR.String()}},
@@ -93,7 +92,7 @@ func bgpNode(name string, ip netip.Addr, podCIDR netip.Prefix, speaker bool) *co
 	if speaker {
 		n.Labels["edgeplane.io/bgp-speaker"] = "true"
 	}
-	return n
+	return k8s.NodeOf(n)
 }
 
 type bgpFixture struct {
@@ -143,7 +142,7 @@ func newBGPFixture(t *testing.T, password string) *bgpFixture {
 	f.nodes.Add(bgpNode("n2", quietNodeIP, quietCIDR, false))
 	f.speaker = &bgpSpeaker{
 		nodeName: "n1", nodeIP: bgpNodeIP, podCIDR: bgpPodCIDR,
-		nodes: corelisters.NewNodeLister(f.nodes), domains: staticDomains{model},
+		nodes: k8s.NewNodeLister(f.nodes), domains: staticDomains{model},
 		secrets: f.secrets, secretNamespace: "edgeplane-system", recorder: f.recorder,
 		runDir: t.TempDir(), refresh: time.Hour, start: bgp.Start,
 	}
@@ -154,11 +153,11 @@ func newBGPFixture(t *testing.T, password string) *bgpFixture {
 
 // setView hands the speaker n1's view, as RouteModeView would, and runs one pass.
 func (f *bgpFixture) setView(t *testing.T) {
-	n1, err := corelisters.NewNodeLister(f.nodes).Get("n1")
+	n1, err := k8s.NewNodeLister(f.nodes).Get("n1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.speaker.setView(f.model.NodeRouting(n1))
+	f.speaker.setView(f.model.NodeRouting(n1.Labels))
 	f.speaker.converge(t.Context())
 }
 
@@ -260,8 +259,8 @@ func TestBGPSpeakerStopsWhenTheDomainLeavesRouteMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n1, _ := corelisters.NewNodeLister(f.nodes).Get("n1")
-	f.speaker.setView(vxlan.NodeRouting(n1))
+	n1, _ := k8s.NewNodeLister(f.nodes).Get("n1")
+	f.speaker.setView(vxlan.NodeRouting(n1.Labels))
 	f.speaker.converge(t.Context())
 	// Withdrawn at once (a NOTIFICATION), not kept stale for the restart time.
 	f.waitForGatewayRoutes(t, nil)
@@ -410,7 +409,7 @@ func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T
 	var routesAtRemoval int
 	f.speaker.withdrawDelay = 300 * time.Millisecond
 	f.speaker.annotate = func(ctx context.Context, value string) error {
-		n1, err := corelisters.NewNodeLister(f.nodes).Get("n1")
+		n1, err := k8s.NewNodeLister(f.nodes).Get("n1")
 		if err != nil {
 			return err
 		}
@@ -447,8 +446,8 @@ func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	n1, _ := corelisters.NewNodeLister(f.nodes).Get("n1")
-	f.speaker.setView(vxlan.NodeRouting(n1))
+	n1, _ := k8s.NewNodeLister(f.nodes).Get("n1")
+	f.speaker.setView(vxlan.NodeRouting(n1.Labels))
 	start := time.Now()
 	f.speaker.converge(t.Context())
 	if took := time.Since(start); took < f.speaker.withdrawDelay {

@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/reference"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
@@ -20,13 +19,9 @@ const ReasonOverlappingNetworks = "OverlappingNetworks"
 // warnNode records a Warning event on node before the agent exits with err. It writes the event
 // itself, synchronously, rather than through an event recorder, whose asynchronous sink could
 // lose it when the process exits right after. Failing to record it is only logged.
-func (a *Agent) warnNode(ctx context.Context, node *corev1.Node, reason string, err error) {
+func (a *Agent) warnNode(ctx context.Context, node *k8s.Node, reason string, err error) {
 	logger := klog.FromContext(ctx)
-	ref, rerr := reference.GetReference(k8s.Scheme, node)
-	if rerr != nil {
-		logger.Error(rerr, "Referencing the Node for an event", "node", node.Name)
-		return
-	}
+	ref := node.Ref()
 	now := metav1.Now()
 	ev := &corev1.Event{
 		// Nodes are cluster-scoped; their events live in "default", as the event recorder puts them.

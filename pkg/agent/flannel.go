@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
@@ -44,7 +43,7 @@ const bridgeRecheck = 2 * time.Second
 // takeOverFromFlannel clears what flanneld leaves on the node that would keep edgeplane's device
 // down, and chooses the VTEP MAC (a.vtepMAC). It refuses, with one error naming what to remove,
 // when a VXLAN device it does not recognise as a stopped Flannel's holds the VXLAN port.
-func (a *Agent) takeOverFromFlannel(ctx context.Context, node *corev1.Node) error {
+func (a *Agent) takeOverFromFlannel(ctx context.Context, node *k8s.Node) error {
 	logger := klog.FromContext(ctx)
 	holders, err := netdev.VXLANPortHolders(netdev.VXLANPort, a.cfg.VXLANDevice)
 	if err != nil {
@@ -135,7 +134,7 @@ func flanneldProcesses() ([]int, error) {
 // chooseVTEPMAC keeps the MAC Flannel peers know: the one of the Flannel device taken over now,
 // else the one this node publishes in backend-data (Flannel's, or the one edgeplane chose before),
 // else the one derived from the node name. It says which it took.
-func chooseVTEPMAC(takenOver net.HardwareAddr, node *corev1.Node, nodeName string) (net.HardwareAddr, string) {
+func chooseVTEPMAC(takenOver net.HardwareAddr, node *k8s.Node, nodeName string) (net.HardwareAddr, string) {
 	if usableVTEPMAC(takenOver) {
 		return takenOver, "the " + netdev.FlannelDevice + " taken over"
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	corev1 "k8s.io/api/core/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -166,7 +165,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 	}
 	a.ready.synced.Store(true)
 	logger.Info("Ready: datapath attached, maps synced, node config written", "path", cninode.Path(a.cfg.RunDir))
-	a.convergeLoop(ctx, corelisters.NewNodeLister(nodeInformer.GetIndexer()))
+	a.convergeLoop(ctx, k8s.NewNodeLister(nodeInformer.GetIndexer()))
 	logger.Info("Stopping; pinned maps and links stay in place")
 	return nil
 }

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -40,9 +38,9 @@ type services struct {
 // and the health check servers, whose failures are this node's own and go to recorder.
 func (a *Agent) newServices(inf *k8s.Informers, tbl mapTables, recorder, clusterRecorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
 	svcInformer, sliceInformer := inf.Services(), inf.EndpointSlices()
-	nodes := corelisters.NewNodeLister(inf.Nodes().GetIndexer())
+	nodes := k8s.NewNodeLister(inf.Nodes().GetIndexer())
 	// kube-proxy's health timeout: twice its sync period.
-	proxy := &svchealth.ProxyHealth{Timeout: 2 * a.cfg.Resync, Node: func() (*corev1.Node, error) {
+	proxy := &svchealth.ProxyHealth{Timeout: 2 * a.cfg.Resync, Node: func() (*k8s.Node, error) {
 		return nodes.Get(a.cfg.NodeName)
 	}}
 	health := svchealth.New(svchealth.Config{NodeName: a.cfg.NodeName, Recorder: recorder, Proxy: proxy})

@@ -504,7 +504,7 @@ func (a *Agent) trackForSnapshot(t mapTables) mapTables {
 // startFromSnapshot programs the maps from s, lets the CNI plugin re-create pods, and repairs
 // the backends of those that come back under new addresses until the API server answers; it
 // returns this node's Node then.
-func (a *Agent) startFromSnapshot(ctx context.Context, t mapTables, s *snapshot.State) (*corev1.Node, error) {
+func (a *Agent) startFromSnapshot(ctx context.Context, t mapTables, s *snapshot.State) (*k8s.Node, error) {
 	logger := klog.FromContext(ctx)
 	pods, err := localPods(a.cfg.RunDir, t.Endpoints())
 	if err != nil {

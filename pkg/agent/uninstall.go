@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
@@ -164,7 +163,7 @@ func removeFile(ctx context.Context, path string) error {
 func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string, deviceMAC net.HardwareAddr) error {
 	logger := klog.FromContext(ctx)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		node, err := client.GetNode(ctx, nodeName)
+		full, err := client.GetNode(ctx, nodeName)
 		if apierrors.IsNotFound(err) {
 			logger.Info("Node object not found; no annotations to remove", "node", nodeName)
 			return nil
@@ -172,6 +171,7 @@ func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string,
 		if err != nil {
 			return fmt.Errorf("getting node %s: %w", nodeName, err)
 		}
+		node := k8s.NodeOf(full)
 		present := presentAnnotations(node)
 		if len(present) > 0 && !publishedByEdgeplane(node, deviceMAC) {
 			logger.Info("This node's Flannel annotations are not edgeplane's (another VTEP MAC); leaving them",
@@ -202,7 +202,7 @@ func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string,
 	})
 }
 
-func presentAnnotations(node *corev1.Node) []string {
+func presentAnnotations(node *k8s.Node) []string {
 	var present []string
 	for _, k := range vtepAnnotations {
 		if _, ok := node.Annotations[k]; ok {
@@ -215,7 +215,7 @@ func presentAnnotations(node *corev1.Node) []string {
 // publishedByEdgeplane tells whether the node's backend-data names the VTEP MAC edgeplane derives
 // from the node name, or the MAC of edgeplane's device (deviceMAC). Without backend-data (a half-published set) the rest is edgeplane's too:
 // Flannel always writes backend-data.
-func publishedByEdgeplane(node *corev1.Node, deviceMAC net.HardwareAddr) bool {
+func publishedByEdgeplane(node *k8s.Node, deviceMAC net.HardwareAddr) bool {
 	data, ok := node.Annotations[k8s.BackendDataAnnotation]
 	if !ok {
 		return true

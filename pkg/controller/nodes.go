@@ -12,12 +12,10 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // ReasonInvalidNetworkConfig is the reason of the Warning event recorded on a Node whose pod CIDR or
@@ -90,7 +89,7 @@ type NodeReconcilerConfig struct {
 // A node whose configuration turns invalid keeps its last good entries and gets a Warning event.
 type NodeReconciler struct {
 	cfg    NodeReconcilerConfig
-	lister corelisters.NodeLister
+	lister *k8s.NodeLister
 	synced cache.InformerSynced
 	queue  workqueue.TypedRateLimitingInterface[string]
 	ready  chan struct{}
@@ -142,7 +141,7 @@ type peer struct {
 	// entries were derived from, under domain model model and local view localGen: while all
 	// three are the same, the periodic pass only resolves the next hop again (nodes_resync.go).
 	// Nil for the local node and for adopted pinned state.
-	from     *corev1.Node
+	from     *k8s.Node
 	model    *domain.Model
 	localGen uint64
 }
@@ -165,7 +164,7 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 	}
 	r := &NodeReconciler{
 		cfg:    cfg,
-		lister: corelisters.NewNodeLister(cfg.Informer.GetIndexer()),
+		lister: k8s.NewNodeLister(cfg.Informer.GetIndexer()),
 		synced: cfg.Informer.HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
@@ -195,8 +194,8 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 
 // networkChanged filters out the frequent Node status updates that cannot change the maps.
 func networkChanged(oldObj, newObj any) bool {
-	o, ok1 := oldObj.(*corev1.Node)
-	n, ok2 := newObj.(*corev1.Node)
+	o, ok1 := oldObj.(*k8s.Node)
+	n, ok2 := newObj.(*k8s.Node)
 	if !ok1 || !ok2 {
 		return true
 	}

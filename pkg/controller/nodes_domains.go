@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // The NodeReconciler's domains pass: domains_map, this node's LocalState (its domain and cloud
@@ -202,7 +203,7 @@ func (r *NodeReconciler) hostRoutes(m *domain.Model, local string, state LocalSt
 	return want
 }
 
-func (r *NodeReconciler) localNodeObject() *corev1.Node {
+func (r *NodeReconciler) localNodeObject() *k8s.Node {
 	n, err := r.lister.Get(r.cfg.Local.Name)
 	if err != nil {
 		return nil
@@ -216,14 +217,14 @@ const warnDomainIDs = "DomainIDCollision"
 // warnOnce logs msg at Warning level (and records an event on obj when there is one) unless it is
 // the warning of this reason already in force: a condition is reported when it starts or its
 // message changes, and again after it cleared (clearWarning) and came back.
-func (r *NodeReconciler) warnOnce(obj *corev1.Node, reason, msg string) {
+func (r *NodeReconciler) warnOnce(obj *k8s.Node, reason, msg string) {
 	if r.warned[reason] == msg {
 		return
 	}
 	r.warned[reason] = msg
 	klog.Warningf("%s (reason %s)", msg, reason)
 	if obj != nil && r.cfg.Recorder != nil {
-		r.cfg.Recorder.Event(obj, corev1.EventTypeWarning, reason, msg)
+		r.cfg.Recorder.Event(obj.Ref(), corev1.EventTypeWarning, reason, msg)
 	}
 }
 

@@ -114,7 +114,7 @@ func TestResyncOfIdleClusterWritesNothing(t *testing.T) {
 	}
 
 	lost := bulkPeerNode(7, 100)
-	cidr, _, _ := k8s.NodePodCIDR(lost)
+	cidr, _, _ := k8s.NodePodCIDR(k8s.NodeOf(lost))
 	want, _ := routes.List()
 	routes.memTable.Delete(cidr)
 	delete(domains.memTable.entries, domain.ID("domain-07"))
@@ -155,13 +155,13 @@ func TestHostRoutesSyncedOnChange(t *testing.T) {
 
 	moved := bulkPeerNode(3, 100)
 	moved.Annotations["edgeplane.io/unrelated"] = "x" // no entry changes
-	indexer.Update(moved)
+	indexer.Update(k8s.NodeOf(moved))
 	r.queue.Add(moved.Name)
 	drainNodeQueue(ctx, r)
 	if host.syncs != 0 {
 		t.Errorf("%d host route syncs after an event that changes none, want 0", host.syncs)
 	}
-	if err := indexer.Add(bulkPeerNode(61, 100)); err != nil { // pool-061: domain-01, unreachable
+	if err := indexer.Add(k8s.NodeOf(bulkPeerNode(61, 100))); err != nil { // pool-061: domain-01, unreachable
 		t.Fatal(err)
 	}
 	r.queue.Add(bulkPeerNode(61, 100).Name)
@@ -232,7 +232,7 @@ func TestResyncOfIdleClusterDerivesNothing(t *testing.T) {
 
 	changed := bulkPeerNode(5, 100)
 	changed.Annotations["edgeplane.io/unrelated"] = "x"
-	if err := indexer.Update(changed); err != nil {
+	if err := indexer.Update(k8s.NodeOf(changed)); err != nil {
 		t.Fatal(err)
 	}
 	r.resync(ctx)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
@@ -18,7 +17,7 @@ import (
 // to routes_map and nodes_map, written node entry first and released when no node refers to them.
 
 // desired computes a peer's entries from its Node object.
-func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, error) {
+func (r *NodeReconciler) desired(ctx context.Context, node *k8s.Node) (peer, error) {
 	cidr, ok, err := k8s.NodePodCIDR(node)
 	if err != nil {
 		return peer{}, err
@@ -42,8 +41,8 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 	// NAT address) when set. Nodes in no pool are plain Kubernetes nodes that need not share a
 	// network, as in Flannel.
 	m := r.model()
-	dom := m.DomainOf(node)
-	pool, _ := m.PoolOf(node)
+	dom := m.DomainOf(node.Labels)
+	pool, _ := m.PoolOf(node.Labels)
 	endpoint := vtep.Endpoint(m.Reachable(r.local.domain, dom) && !(dom == domain.Default && r.local.domain == domain.Default))
 	id := domain.ID(dom)
 	mac, err := r.cfg.NextHop.NextHop(endpoint)
@@ -65,7 +64,7 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 		node:     Node{VTEPMAC: vtep.MAC, NextHopMAC: mac, Domain: id},
 		domain:   dom,
 		pool:     pool,
-		gateway:  domain.IsGateway(node),
+		gateway:  domain.IsGateway(node.Labels),
 		from:     node,
 		model:    m,
 		localGen: r.localGen,
@@ -83,11 +82,11 @@ func (r *NodeReconciler) desired(ctx context.Context, node *corev1.Node) (peer, 
 // its speaker is about to withdraw, through VXLAN, which every node keeps receiving in route
 // mode. Without it, a domain switched to route mode would send to the gateway pods' packets for
 // pod CIDRs the gateway has not learned yet (the speakers' first connection takes seconds).
-func (r *NodeReconciler) encapTo(m *domain.Model, dom string, node *corev1.Node) Encap {
+func (r *NodeReconciler) encapTo(m *domain.Model, dom string, node *k8s.Node) Encap {
 	if dom != r.local.domain || m.Encapsulation(dom) != domain.Route {
 		return EncapVXLAN
 	}
-	if m.Speaks(node) && node.Annotations[k8s.RoutesAdvertisedAnnotation] != dom {
+	if m.Speaks(node.Labels) && node.Annotations[k8s.RoutesAdvertisedAnnotation] != dom {
 		return EncapVXLAN
 	}
 	return EncapDirect
@@ -117,8 +116,8 @@ func (r *NodeReconciler) applyLocalLocked() error {
 	l := r.cfg.Local
 	view := r.local
 	if node, err := r.lister.Get(l.Name); err == nil {
-		pool, _ := r.model().PoolOf(node)
-		view = localView{domain: r.model().DomainOf(node), pool: pool, gateway: domain.IsGateway(node)}
+		pool, _ := r.model().PoolOf(node.Labels)
+		view = localView{domain: r.model().DomainOf(node.Labels), pool: pool, gateway: domain.IsGateway(node.Labels)}
 	} else if view.domain == "" {
 		view.domain = domain.Default
 	}
@@ -229,7 +228,7 @@ func (r *NodeReconciler) release(name string, old peer) error {
 
 // reportInvalid records a Warning event once per distinct error and, at start-up, adopts what the
 // previous agent pinned for this node so that its pods stay reachable.
-func (r *NodeReconciler) reportInvalid(ctx context.Context, node *corev1.Node, err error) {
+func (r *NodeReconciler) reportInvalid(ctx context.Context, node *k8s.Node, err error) {
 	if r.errs[node.Name] != err.Error() {
 		r.errs[node.Name] = err.Error()
 		klog.FromContext(ctx).Error(err, "Ignoring node network configuration; keeping its last good state", "node", node.Name)

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 )
@@ -80,7 +80,7 @@ func (r *NodeReconciler) resync(ctx context.Context) {
 // refresh re-applies the peer of node with its next hop resolved again when its entries were
 // derived from this very object under the domain model and local view in force; false when
 // node must be reconciled in full.
-func (r *NodeReconciler) refresh(ctx context.Context, node *corev1.Node) (bool, error) {
+func (r *NodeReconciler) refresh(ctx context.Context, node *k8s.Node) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, ok := r.peers[node.Name]

@@ -108,14 +108,14 @@ func newScaleReconciler(tb testing.TB, n int, model *domain.Model) (*NodeReconci
 	informer := informers.NewSharedInformerFactory(fake.NewClientset(), 0).Core().V1().Nodes().Informer()
 	indexer := informer.GetIndexer()
 	for i := range n {
-		if err := indexer.Add(bulkPeerNode(i, 100)); err != nil {
+		if err := indexer.Add(k8s.NodeOf(bulkPeerNode(i, 100))); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	self := bulkPeerNode(n+1, 100)
 	self.Name = scaleLocal.Name
 	self.Labels[domain.DefaultPoolLabel] = "pool-000"
-	if err := indexer.Add(self); err != nil {
+	if err := indexer.Add(k8s.NodeOf(self)); err != nil {
 		tb.Fatal(err)
 	}
 	r, err := NewNodeReconciler(NodeReconcilerConfig{

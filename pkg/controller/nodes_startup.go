@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
@@ -58,7 +57,7 @@ func (r *NodeReconciler) loadPinned(ctx context.Context) {
 	r.mu.Unlock()
 }
 
-func (r *NodeReconciler) adoptPinned(node *corev1.Node) (peer, bool) {
+func (r *NodeReconciler) adoptPinned(node *k8s.Node) (peer, bool) {
 	cidr, ok, err := k8s.NodePodCIDR(node)
 	if err != nil || !ok || r.checkPodCIDR(node.Name, cidr) != nil {
 		return peer{}, false
@@ -114,7 +113,7 @@ func deleteStale[K comparable, V any](list func() (map[K]V, error), del func(K) 
 
 // reconcileAll reconciles each of nodes in turn, in one pass rather than through the queue; a
 // node that fails is queued for a retry.
-func (r *NodeReconciler) reconcileAll(ctx context.Context, nodes []*corev1.Node) {
+func (r *NodeReconciler) reconcileAll(ctx context.Context, nodes []*k8s.Node) {
 	logger := klog.FromContext(ctx)
 	for _, n := range nodes {
 		start := time.Now()

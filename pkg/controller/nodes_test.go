@@ -67,7 +67,7 @@ func newNodeFixture(t *testing.T, objs ...*corev1.Node) *nodeFixture {
 		recorder: record.NewFakeRecorder(100),
 		client:   fake.NewClientset(),
 	}
-	f.factory = informers.NewSharedInformerFactory(f.client, 0)
+	f.factory = informers.NewSharedInformerFactoryWithOptions(f.client, 0, informers.WithTransform(k8s.TrimForCache))
 	informer := f.factory.Core().V1().Nodes().Informer()
 	r, err := NewNodeReconciler(NodeReconcilerConfig{
 		Local: local, Informer: informer, Routes: f.routes, Nodes: f.nodes,
@@ -85,11 +85,11 @@ func newNodeFixture(t *testing.T, objs ...*corev1.Node) *nodeFixture {
 
 // seed puts a node in the lister, as the informer would.
 func (f *nodeFixture) seed(n *corev1.Node) {
-	f.factory.Core().V1().Nodes().Informer().GetIndexer().Add(n)
+	f.factory.Core().V1().Nodes().Informer().GetIndexer().Add(k8s.NodeOf(n))
 }
 
 func (f *nodeFixture) remove(n *corev1.Node) {
-	f.factory.Core().V1().Nodes().Informer().GetIndexer().Delete(n)
+	f.factory.Core().V1().Nodes().Informer().GetIndexer().Delete(k8s.NodeOf(n))
 }
 
 func (f *nodeFixture) reconcile(t *testing.T, name string) {
@@ -340,7 +340,7 @@ func TestNetworkChanged(t *testing.T) {
 	heartbeat.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 	moved := b.DeepCopy()
 	moved.Annotations[k8s.PublicIPOverwriteAnnotation] = "203.0.113.9"
-	if networkChanged(b, heartbeat) || !networkChanged(b, moved) {
+	if networkChanged(k8s.NodeOf(b), k8s.NodeOf(heartbeat)) || !networkChanged(k8s.NodeOf(b), k8s.NodeOf(moved)) {
 		t.Fatal("networkChanged: want status-only updates filtered and annotation changes kept")
 	}
 }

@@ -47,13 +47,13 @@ func (r *NodeReconciler) ReportAgain() {
 	}
 }
 
-func (r *NodeReconciler) recordInvalidLocked(node *corev1.Node, msg string) {
+func (r *NodeReconciler) recordInvalidLocked(node *k8s.Node, msg string) {
 	recorder := r.cfg.ClusterRecorder
 	if recorder == nil {
 		recorder = r.cfg.Recorder
 	}
 	if recorder != nil {
-		recorder.Eventf(node, corev1.EventTypeWarning, ReasonInvalidNetworkConfig,
+		recorder.Eventf(node.Ref(), corev1.EventTypeWarning, ReasonInvalidNetworkConfig,
 			"edgeplane ignores this node's network configuration and keeps its last good state: %s", msg)
 	}
 }

@@ -5,12 +5,11 @@ import (
 	"sync"
 	"sync/atomic"
 
-	corev1 "k8s.io/api/core/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // RouteModeView is this node's view of its domain's routing (domain.NodeRouting): the domain's
@@ -25,7 +24,7 @@ import (
 // last view.
 type RouteModeView struct {
 	nodeName string
-	lister   corelisters.NodeLister
+	lister   *k8s.NodeLister
 	domains  DomainModel // nil: the default model
 
 	view atomic.Pointer[domain.NodeRouting] // nil: not known yet
@@ -37,7 +36,7 @@ type RouteModeView struct {
 // NewRouteModeView registers on an informer of Nodes; domains is the configuration (nil: the
 // default model, every domain vxlan). The agent calls Refresh once domains synced as well.
 func NewRouteModeView(nodeName string, informer cache.SharedIndexInformer, domains DomainModel) (*RouteModeView, error) {
-	v := &RouteModeView{nodeName: nodeName, lister: corelisters.NewNodeLister(informer.GetIndexer()), domains: domains}
+	v := &RouteModeView{nodeName: nodeName, lister: k8s.NewNodeLister(informer.GetIndexer()), domains: domains}
 	_, err := informer.AddEventHandler(cache.FilteringResourceEventHandler{
 		FilterFunc: v.isLocal,
 		Handler: cache.ResourceEventHandlerFuncs{
@@ -55,7 +54,7 @@ func (v *RouteModeView) isLocal(obj any) bool {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	n, ok := obj.(*corev1.Node)
+	n, ok := obj.(*k8s.Node)
 	return ok && n.Name == v.nodeName
 }
 
@@ -97,7 +96,7 @@ func (v *RouteModeView) Refresh() {
 	if err != nil { // not seen yet, or deleted: keep what we have
 		return
 	}
-	next := m.NodeRouting(node)
+	next := m.NodeRouting(node.Labels)
 	if prev := v.view.Load(); prev != nil && prev.Equal(next) {
 		return
 	}

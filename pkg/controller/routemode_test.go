@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 const (
@@ -50,7 +51,7 @@ func TestRouteModeViewFollowsConfigAndNode(t *testing.T) {
 		domain.DefaultPoolLabel: "site-a", speakerLabel: "true", segmentLabel: "1"}}}
 	client := fake.NewClientset(self, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "other",
 		Labels: map[string]string{domain.DefaultPoolLabel: "site-a", segmentLabel: "2"}}})
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8s.TrimForCache))
 	recorder := record.NewFakeRecorder(10)
 	domains, err := NewDomainConfig(factory.Core().V1().ConfigMaps().Informer(), "edgeplane-domains", recorder, nil)
 	if err != nil {
@@ -114,7 +115,7 @@ func TestRouteModeViewFollowsConfigAndNode(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no event about the invalid ConfigMap")
 	}
-	if v, _ := view.View(); !v.Equal(want) || !domains.Model().Speaks(self) {
+	if v, _ := view.View(); !v.Equal(want) || !domains.Model().Speaks(self.Labels) {
 		t.Fatalf("an invalid ConfigMap changed the view: %+v", v)
 	}
 
@@ -197,7 +198,7 @@ func TestRouteModeViewWaitsForConfigAndNode(t *testing.T) {
 
 	self := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", Labels: map[string]string{
 		domain.DefaultPoolLabel: "site-a", speakerLabel: "true", segmentLabel: "1"}}}
-	if err := informer.GetStore().Add(self); err != nil {
+	if err := informer.GetStore().Add(k8s.NodeOf(self)); err != nil {
 		t.Fatal(err)
 	}
 	notSynced.Refresh()
@@ -233,7 +234,7 @@ func TestRouteModeViewHandsAKnownViewToALateListener(t *testing.T) {
 	}
 	self := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", Labels: map[string]string{
 		domain.DefaultPoolLabel: "site-a", speakerLabel: "true", segmentLabel: "1"}}}
-	if err := informer.GetStore().Add(self); err != nil {
+	if err := informer.GetStore().Add(k8s.NodeOf(self)); err != nil {
 		t.Fatal(err)
 	}
 	view.Refresh() // the local Node's event, before any listener

@@ -13,7 +13,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -93,7 +92,7 @@ type ServiceReconciler struct {
 	slices    cache.Indexer
 	slicesOf  sliceIndex // EndpointSlice keys by Service key
 	nodesOf   nodeIndex  // Service keys by the node names of their endpoints
-	nodes     corelisters.NodeLister
+	nodes     *k8s.NodeLister
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
 	ready     chan struct{}
@@ -139,7 +138,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		cfg:      cfg,
 		services: cfg.Services.GetIndexer(),
 		slices:   cfg.Slices.GetIndexer(),
-		nodes:    corelisters.NewNodeLister(cfg.Nodes.GetIndexer()),
+		nodes:    k8s.NewNodeLister(cfg.Nodes.GetIndexer()),
 		synced:   []cache.InformerSynced{cfg.Services.HasSynced, cfg.Slices.HasSynced, cfg.Nodes.HasSynced},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),

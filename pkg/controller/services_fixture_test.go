@@ -138,7 +138,7 @@ func (f *svcFixture) seed(obj any) {
 		informer = f.factory.Core().V1().Services().Informer()
 	case *discoveryv1.EndpointSlice:
 		informer = f.factory.Discovery().V1().EndpointSlices().Informer()
-	case *corev1.Node:
+	case *corev1.Node, *k8s.Node:
 		informer = f.factory.Core().V1().Nodes().Informer()
 	default:
 		panic(fmt.Sprintf("seed %T", obj))

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -182,8 +181,8 @@ func (r *ServiceReconciler) poolLabel() string { return r.model().PoolLabel() }
 // placementChanged filters Node updates down to those that move a node: its pool or zone label,
 // or its pod CIDR (where its pods are, for reachability).
 func (r *ServiceReconciler) placementChanged(oldObj, newObj any) bool {
-	o, ok1 := oldObj.(*corev1.Node)
-	n, ok2 := newObj.(*corev1.Node)
+	o, ok1 := oldObj.(*k8s.Node)
+	n, ok2 := newObj.(*k8s.Node)
 	if !ok1 || !ok2 {
 		return true
 	}
@@ -200,7 +199,7 @@ func (r *ServiceReconciler) placementChanged(oldObj, newObj any) bool {
 // domain while its Node object is not known.
 func (r *ServiceReconciler) localDomain(m *domain.Model) string {
 	if n, err := r.nodes.Get(r.cfg.NodeName); err == nil {
-		return m.DomainOf(n)
+		return m.DomainOf(n.Labels)
 	}
 	return domain.Default
 }
@@ -232,7 +231,7 @@ func (r *ServiceReconciler) nodeChanged(obj any) {
 	switch o := obj.(type) {
 	case cache.DeletedFinalStateUnknown:
 		name = o.Key // a Node's key is its name
-	case *corev1.Node:
+	case *k8s.Node:
 		name = o.Name
 	default:
 		return
@@ -271,9 +270,9 @@ func (r *ServiceReconciler) clusterLocked() *service.Cluster {
 		}
 		r.work.viewBuilds.Add(1)
 		r.work.viewNodes.Add(int64(len(nodes)))
-		c := service.NewCluster(r.cfg.NodeName, nodes, m.PoolLabel())
+		c := service.NewCluster(r.cfg.NodeName, k8s.NodeLabels(nodes), m.PoolLabel())
 		for _, n := range nodes {
-			if n.Name == r.cfg.NodeName || m.Reachable(local, m.DomainOf(n)) {
+			if n.Name == r.cfg.NodeName || m.Reachable(local, m.DomainOf(n.Labels)) {
 				continue
 			}
 			if cidr, ok, err := k8s.NodePodCIDR(n); err == nil && ok {
@@ -290,7 +289,7 @@ func (r *ServiceReconciler) clusterLocked() *service.Cluster {
 				changed = r.cluster.Remove(name) || changed // deleted
 				continue
 			}
-			pool, _ := m.PoolOf(n)
+			pool, _ := m.PoolOf(n.Labels)
 			cidr, hasPods, err := k8s.NodePodCIDR(n)
 			unreachable := err == nil && hasPods && !m.Reachable(local, m.DomainOfPool(pool))
 			changed = r.cluster.Place(name, pool, unreachable, cidr) || changed

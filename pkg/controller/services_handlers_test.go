@@ -35,10 +35,10 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	n3.Labels[domain.DefaultPoolLabel] = "pool-a"
 	old := svcNodes()[2]
 	f.seed(n3)
-	if !f.r.placementChanged(old, n3) {
+	if !f.r.placementChanged(k8s.NodeOf(old), k8s.NodeOf(n3)) {
 		t.Fatal("a pool change is not a placement change")
 	}
-	f.r.nodeUpdated(old, n3)
+	f.r.nodeUpdated(k8s.NodeOf(old), k8s.NodeOf(n3))
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -49,7 +49,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels[domain.DefaultPoolLabel] = "pool-b"
 	f.seed(self)
-	f.r.nodeChanged(self)
+	f.r.nodeChanged(k8s.NodeOf(self))
 	if keys := f.drain(t); !slices.Equal(keys, []string{"ns/plain", serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -58,7 +58,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	// Status updates do not move nodes.
 	heartbeat := self.DeepCopy()
 	heartbeat.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady}}
-	if f.r.placementChanged(self, heartbeat) {
+	if f.r.placementChanged(k8s.NodeOf(self), k8s.NodeOf(heartbeat)) {
 		t.Error("a status update is a placement change")
 	}
 }
@@ -133,7 +133,7 @@ func TestServicesPoolLabelChange(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels["example.com/site"] = "site-1"
 	f.seed(self) // labelled, but under a key the model does not read yet
-	f.r.nodeChanged(self)
+	f.r.nodeChanged(k8s.NodeOf(self))
 	f.drain(t)
 	if got := f.state(t)[svcNP]; got != "nodeport,closed | " {
 		t.Fatalf("node port = %q", got)

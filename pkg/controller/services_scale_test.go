@@ -297,10 +297,10 @@ func TestServicesNodeViewFollowsNodes(t *testing.T) {
 	whole := func() *service.Cluster {
 		nodes, _ := f.r.nodes.List(labels.Everything())
 		m := model.m.Load()
-		c := service.NewCluster("self", nodes, m.PoolLabel())
+		c := service.NewCluster("self", k8s.NodeLabels(nodes), m.PoolLabel())
 		local := f.r.localDomain(m)
 		for _, n := range nodes {
-			if cidr, ok, _ := k8s.NodePodCIDR(n); ok && n.Name != "self" && !m.Reachable(local, m.DomainOf(n)) {
+			if cidr, ok, _ := k8s.NodePodCIDR(n); ok && n.Name != "self" && !m.Reachable(local, m.DomainOf(n.Labels)) {
 				c.SetUnreachable(n.Name, cidr)
 			}
 		}
@@ -308,14 +308,14 @@ func TestServicesNodeViewFollowsNodes(t *testing.T) {
 	}
 	f.r.clusterLocked()
 	builds := f.r.work.viewBuilds.Load()
-	node := func(name, pool, cidr string) *corev1.Node {
+	node := func(name, pool, cidr string) *k8s.Node {
 		n := scaleNode(name, pool, netip.MustParsePrefix(cidr))
 		if pool == "" {
 			n.Labels = nil
 		}
-		return n
+		return k8s.NodeOf(n)
 	}
-	get := func(name string) *corev1.Node {
+	get := func(name string) *k8s.Node {
 		n, err := f.r.nodes.Get(name)
 		if err != nil {
 			t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/edgeplane/edgeplane/pkg/domainid"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
@@ -241,9 +240,9 @@ func (m *Model) DefaultConnectivity() Connectivity { return m.defaultMode }
 // Configured are the domain names the configuration mentions, sorted.
 func (m *Model) Configured() []string { return slices.Clone(m.configured) }
 
-// PoolOf is the node's pool, if it is in one.
-func (m *Model) PoolOf(node *corev1.Node) (string, bool) {
-	pool := node.Labels[m.poolLabel]
+// PoolOf is the pool of a node with these labels, if it is in one.
+func (m *Model) PoolOf(labels map[string]string) (string, bool) {
+	pool := labels[m.poolLabel]
 	return pool, pool != ""
 }
 
@@ -258,9 +257,9 @@ func (m *Model) DomainOfPool(pool string) string {
 	return pool
 }
 
-// DomainOf is the node's domain.
-func (m *Model) DomainOf(node *corev1.Node) string {
-	pool, _ := m.PoolOf(node)
+// DomainOf is the domain of a node with these labels.
+func (m *Model) DomainOf(labels map[string]string) string {
+	pool, _ := m.PoolOf(labels)
 	return m.DomainOfPool(pool)
 }
 
@@ -278,9 +277,9 @@ func (m *Model) Between(a, b string) Connectivity {
 // Reachable reports whether pods in domain a and pods in domain b reach each other.
 func (m *Model) Reachable(a, b string) bool { return m.Between(a, b) == Private }
 
-// IsGateway reports whether the node carries the cloud gateway label.
-func IsGateway(node *corev1.Node) bool {
-	_, ok := node.Labels[CloudGatewayLabel]
+// IsGateway reports whether a node with these labels carries the cloud gateway label.
+func IsGateway(labels map[string]string) bool {
+	_, ok := labels[CloudGatewayLabel]
 	return ok
 }
 

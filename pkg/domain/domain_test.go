@@ -3,14 +3,7 @@ package domain
 import (
 	"strings"
 	"testing"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-func node(labels map[string]string) *corev1.Node {
-	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: labels}}
-}
 
 const example = `
 poolLabel: apps.openyurt.io/nodepool
@@ -38,7 +31,7 @@ func TestParseExample(t *testing.T) {
 		{map[string]string{DefaultPoolLabel: "site-b"}, "site-b"},
 		{map[string]string{"other/label": "cloud-hz"}, Default},
 	} {
-		if got := m.DomainOf(node(tc.labels)); got != tc.want {
+		if got := m.DomainOf(tc.labels); got != tc.want {
 			t.Errorf("DomainOf(%v) = %q, want %q", tc.labels, got, tc.want)
 		}
 	}
@@ -93,7 +86,7 @@ func TestCustomPoolLabel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.DomainOf(node(map[string]string{"alibabacloud.com/nodepool-id": "np-1", DefaultPoolLabel: "x"})); got != "np-1" {
+	if got := m.DomainOf(map[string]string{"alibabacloud.com/nodepool-id": "np-1", DefaultPoolLabel: "x"}); got != "np-1" {
 		t.Fatalf("DomainOf = %q", got)
 	}
 }
@@ -136,7 +129,7 @@ func TestIDs(t *testing.T) {
 }
 
 func TestGateway(t *testing.T) {
-	if !IsGateway(node(map[string]string{CloudGatewayLabel: ""})) || IsGateway(node(nil)) {
+	if !IsGateway(map[string]string{CloudGatewayLabel: ""}) || IsGateway(nil) {
 		t.Fatal("IsGateway")
 	}
 }

@@ -9,7 +9,7 @@ func TestEmptyPoolLabelIsNoPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	empty, missing := node(map[string]string{DefaultPoolLabel: ""}), node(nil)
+	empty, missing := map[string]string{DefaultPoolLabel: ""}, map[string]string(nil)
 	if pool, ok := m.PoolOf(empty); ok || pool != "" {
 		t.Errorf("PoolOf(empty value) = %q, %t; want no pool", pool, ok)
 	}

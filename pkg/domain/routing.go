@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -284,14 +283,14 @@ func (m *Model) RouteDomains() []string {
 	return out
 }
 
-// Speaks reports whether the node runs a BGP speaker: its domain is in route mode and the
-// domain's speakerSelector (if any) matches its labels.
-func (m *Model) Speaks(node *corev1.Node) bool {
-	r, ok := m.routing[m.DomainOf(node)]
+// Speaks reports whether a node with these labels runs a BGP speaker: its domain is in route
+// mode and the domain's speakerSelector (if any) matches its labels.
+func (m *Model) Speaks(nodeLabels map[string]string) bool {
+	r, ok := m.routing[m.DomainOf(nodeLabels)]
 	if !ok || r.encap != Route {
 		return false
 	}
-	return r.speakers == nil || r.speakers.Matches(labels.Set(node.Labels))
+	return r.speakers == nil || r.speakers.Matches(labels.Set(nodeLabels))
 }
 
 // NodeRouting is one node's view of its domain's routing: what its agent is to do in route mode.
@@ -314,19 +313,19 @@ func (v NodeRouting) Equal(o NodeRouting) bool {
 		v.AdvertiseNonSpeakers == o.AdvertiseNonSpeakers && slices.Equal(v.Peers, o.Peers)
 }
 
-// NodeRouting is the node's view of its domain's routing, from its labels.
-func (m *Model) NodeRouting(node *corev1.Node) NodeRouting {
-	v := NodeRouting{Domain: m.DomainOf(node), Encapsulation: VXLAN}
+// NodeRouting is the view of its domain's routing of a node with these labels.
+func (m *Model) NodeRouting(nodeLabels map[string]string) NodeRouting {
+	v := NodeRouting{Domain: m.DomainOf(nodeLabels), Encapsulation: VXLAN}
 	r, ok := m.routing[v.Domain]
 	if !ok {
 		return v
 	}
 	v.Encapsulation = r.encap
-	if !m.Speaks(node) {
+	if !m.Speaks(nodeLabels) {
 		return v
 	}
 	v.Speaker, v.AdvertiseNonSpeakers = true, r.advertiseNonSpeakers
-	set := labels.Set(node.Labels)
+	set := labels.Set(nodeLabels)
 	for _, rule := range r.peers {
 		if rule.nodes == nil || rule.nodes.Matches(set) {
 			v.Peers = append(v.Peers, rule.peer)

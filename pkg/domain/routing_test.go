@@ -93,7 +93,7 @@ func TestRouteModeSite(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			n := node(tc.labels)
+			n := tc.labels
 			got := m.NodeRouting(n)
 			if !got.Equal(tc.want) {
 				t.Fatalf("NodeRouting = %+v\nwant %+v", got, tc.want)
@@ -135,7 +135,7 @@ domains:
 	}
 	want := NodeRouting{Domain: Default, Encapsulation: Route, Speaker: true, Peers: []BGPPeer{{
 		Address: netip.MustParseAddr("10.0.0.1"), Port: 179, PeerASN: 65000, LocalASN: 4200000000, HoldTime: 3 * time.Second}}}
-	if got := m.NodeRouting(node(map[string]string{"any": "label"})); !got.Equal(want) {
+	if got := m.NodeRouting(map[string]string{"any": "label"}); !got.Equal(want) {
 		t.Fatalf("NodeRouting = %+v, want %+v", got, want)
 	}
 	if s := want.Peers[0].String(); !strings.Contains(s, "hold 3s graceful-restart off") || strings.Contains(s, "password") {

@@ -66,7 +66,7 @@ func (v VTEP) Endpoint(sameNetwork bool) netip.Addr {
 
 // NodeVTEP reads a node's VTEP from its Flannel annotations. The tunnel endpoint is public-ip-overwrite
 // when set, else public-ip, else the node's InternalIP; LocalIP skips public-ip-overwrite.
-func NodeVTEP(node *corev1.Node) (VTEP, error) {
+func NodeVTEP(node *Node) (VTEP, error) {
 	a := node.Annotations
 	typ, data := a[BackendTypeAnnotation], a[BackendDataAnnotation]
 	if typ == "" && data == "" {
@@ -97,7 +97,7 @@ func NodeVTEP(node *corev1.Node) (VTEP, error) {
 	return VTEP{MAC: mac, IP: ip, LocalIP: local}, nil
 }
 
-func tunnelEndpoint(node *corev1.Node, keys ...string) (netip.Addr, error) {
+func tunnelEndpoint(node *Node, keys ...string) (netip.Addr, error) {
 	for _, key := range keys {
 		v, ok := node.Annotations[key]
 		if !ok || v == "" {
@@ -116,7 +116,7 @@ func tunnelEndpoint(node *corev1.Node, keys ...string) (netip.Addr, error) {
 }
 
 // InternalIP is the node's first IPv4 InternalIP address.
-func InternalIP(node *corev1.Node) (netip.Addr, bool) {
+func InternalIP(node *Node) (netip.Addr, bool) {
 	for _, a := range node.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue
@@ -130,7 +130,7 @@ func InternalIP(node *corev1.Node) (netip.Addr, bool) {
 
 // NodePodCIDR is the node's IPv4 pod CIDR: spec.podCIDRs (set by kube-controller-manager) first,
 // else the edgeplane allocation annotation. ok is false when the node has none yet.
-func NodePodCIDR(node *corev1.Node) (cidr netip.Prefix, ok bool, err error) {
+func NodePodCIDR(node *Node) (cidr netip.Prefix, ok bool, err error) {
 	cidrs := node.Spec.PodCIDRs
 	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
 		cidrs = []string{node.Spec.PodCIDR}
@@ -167,7 +167,7 @@ func VTEPAnnotations(vtep VTEP) map[string]string {
 
 // PatchNodeAnnotations sets annotations on a node with a JSON merge patch that touches nothing else,
 // and skips the request when they are already there.
-func PatchNodeAnnotations(ctx context.Context, api API, node *corev1.Node, want map[string]string) error {
+func PatchNodeAnnotations(ctx context.Context, api API, node *Node, want map[string]string) error {
 	if hasAnnotations(node, want) {
 		return nil
 	}
@@ -182,7 +182,7 @@ func PatchNodeAnnotations(ctx context.Context, api API, node *corev1.Node, want 
 	return nil
 }
 
-func hasAnnotations(node *corev1.Node, want map[string]string) bool {
+func hasAnnotations(node *Node, want map[string]string) bool {
 	for k, v := range want {
 		if got, ok := node.Annotations[k]; !ok || got != v {
 			return false

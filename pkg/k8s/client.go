@@ -71,7 +71,7 @@ const (
 type API interface {
 	GetNode(ctx context.Context, name string) (*corev1.Node, error)
 	// ListNodes lists every Node, trimmed as the informers' cache keeps them (TrimForCache).
-	ListNodes(ctx context.Context) (*corev1.NodeList, error)
+	ListNodes(ctx context.Context) ([]*Node, error)
 	// PatchNode applies a JSON merge patch to the Node.
 	PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error)
 
@@ -234,11 +234,11 @@ func (c *Client) GetNode(ctx context.Context, name string) (*corev1.Node, error)
 	return node, nil
 }
 
-// ListNodes lists the Nodes trimmed as the informers' cache keeps them (TrimForCache: names,
-// labels, pod CIDRs, Flannel's and edgeplane's annotations, addresses), decoded an item at a
-// time (decodeList): the pod CIDR allocator reads no more, and 5,000 full Nodes decoded whole
-// are ~45 MB at the agent's start.
-func (c *Client) ListNodes(ctx context.Context) (*corev1.NodeList, error) {
+// ListNodes lists the Nodes as the informers' cache keeps them (TrimForCache: names, labels, pod
+// CIDRs, Flannel's and edgeplane's annotations, addresses), decoded an item at a time
+// (decodeList): the pod CIDR allocator reads no more, and 5,000 full Nodes decoded whole are ~45
+// MB at the agent's start.
+func (c *Client) ListNodes(ctx context.Context) ([]*Node, error) {
 	body, err := c.core.Get().Resource("nodes").Stream(ctx)
 	if err != nil {
 		return nil, err
@@ -248,9 +248,10 @@ func (c *Client) ListNodes(ctx context.Context) (*corev1.NodeList, error) {
 	if err != nil {
 		return nil, err
 	}
-	if nodes, ok := obj.(*corev1.NodeList); ok { // not protobuf: decoded whole
-		for i := range nodes.Items {
-			trimNode(&nodes.Items[i])
+	if list, ok := obj.(*corev1.NodeList); ok { // not protobuf: decoded whole
+		nodes := make([]*Node, len(list.Items))
+		for i := range list.Items {
+			nodes[i] = compactNode(&list.Items[i])
 		}
 		return nodes, nil
 	}
@@ -258,13 +259,13 @@ func (c *Client) ListNodes(ctx context.Context) (*corev1.NodeList, error) {
 	if !ok {
 		return nil, fmt.Errorf("listing nodes: decoded %T", obj)
 	}
-	nodes := &corev1.NodeList{ListMeta: list.ListMeta, Items: make([]corev1.Node, 0, len(list.Items))}
+	nodes := make([]*Node, 0, len(list.Items))
 	for _, item := range list.Items {
-		n, ok := item.(*corev1.Node)
+		n, ok := item.(*Node)
 		if !ok {
 			return nil, fmt.Errorf("listing nodes: decoded %T", item)
 		}
-		nodes.Items = append(nodes.Items, *n)
+		nodes = append(nodes, n)
 	}
 	return nodes, nil
 }

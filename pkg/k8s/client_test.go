@@ -134,7 +134,7 @@ func TestClientRequests(t *testing.T) {
 	if n, err := c.GetNode(ctx, "self"); err != nil || n.UID != "uid-self" {
 		t.Errorf("GetNode: %v, %v", n, err)
 	}
-	if l, err := c.ListNodes(ctx); err != nil || len(l.Items) != 1 {
+	if l, err := c.ListNodes(ctx); err != nil || len(l) != 1 {
 		t.Errorf("ListNodes: %v, %v", l, err)
 	}
 	if _, err := c.PatchNode(ctx, "self", []byte(`{"metadata":{}}`)); err != nil {

@@ -107,20 +107,26 @@ func TestTrimForCache(t *testing.T) {
 	node := fullNode()
 	deleted := metav1.Unix(1700000100, 0)
 	node.DeletionTimestamp = &deleted
-	wantNode := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "u-n1", ResourceVersion: "7", DeletionTimestamp: &deleted,
-			Labels: node.Labels, Annotations: map[string]string{
-				BackendTypeAnnotation: "vxlan", BackendDataAnnotation: `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`,
-				PublicIPAnnotation: "172.30.0.11", PodCIDRAnnotation: "10.244.9.0/24", RoutesAdvertisedAnnotation: "site-a"}},
-		Spec:   corev1.NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: node.Spec.Taints},
-		Status: corev1.NodeStatus{Addresses: node.Status.Addresses},
+	wantNode := &Node{Name: "n1", UID: "u-n1", ResourceVersion: "7", Deleting: true,
+		Labels: node.Labels, Annotations: map[string]string{
+			BackendTypeAnnotation: "vxlan", BackendDataAnnotation: `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`,
+			PublicIPAnnotation: "172.30.0.11", PodCIDRAnnotation: "10.244.9.0/24", RoutesAdvertisedAnnotation: "site-a"},
+		Spec:   NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: node.Spec.Taints},
+		Status: NodeStatus{Addresses: node.Status.Addresses},
 	}
 	gotNode, err := TrimForCache(node.DeepCopy())
 	if err != nil || !reflect.DeepEqual(gotNode, wantNode) {
 		t.Errorf("node: got %+v, %v; want %+v", gotNode, err, wantNode)
 	}
-	if again, err := TrimForCache(gotNode.(*corev1.Node).DeepCopy()); err != nil || !reflect.DeepEqual(again, wantNode) {
-		t.Errorf("a trimmed node trimmed again: got %+v, %v; want it unchanged", again, err)
+	if again, err := TrimForCache(gotNode); err != nil || again != gotNode {
+		t.Errorf("a cached node trimmed again: got %+v, %v; want it unchanged", again, err)
+	}
+	if c := gotNode.(*Node).DeepCopy(); !reflect.DeepEqual(c, wantNode) {
+		t.Errorf("a cached node's copy: %+v; want %+v", c, wantNode)
+	}
+	// client-go's store keys it by name, and a label selector reads its labels.
+	if key, err := cache.MetaNamespaceKeyFunc(gotNode); err != nil || key != "n1" {
+		t.Errorf("key of the cached node: %q, %v", key, err)
 	}
 
 	// A tombstone is not an object: it passes as it is.
@@ -138,7 +144,11 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "n2", Labels: map[string]string{"apps.openyurt.io/nodepool": "a", corev1.LabelTopologyZone: "z2"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "n3", Labels: map[string]string{"apps.openyurt.io/nodepool": "b"}}},
 	}
-	cluster := service.NewCluster("self", nodes, "apps.openyurt.io/nodepool")
+	cachedNodes := make([]*Node, len(nodes))
+	for i, n := range nodes {
+		cachedNodes[i] = NodeOf(n)
+	}
+	cluster := service.NewCluster("self", NodeLabels(cachedNodes), "apps.openyurt.io/nodepool")
 	bools := []*bool{nil, ptr.To(true), ptr.To(false)}
 	var eps []discoveryv1.Endpoint
 	i := 0
@@ -290,13 +300,18 @@ func TestTrimmedNodeEquivalence(t *testing.T) {
 		func(n *corev1.Node) { n.Labels["node-role.alibabacloud.com/cloud-gateway"] = "" },
 		func(n *corev1.Node) { delete(n.Annotations, BackendDataAnnotation) },
 	} {
-		full := fullNode()
-		mutate(full)
-		obj, err := TrimForCache(full.DeepCopy())
+		o := fullNode()
+		mutate(o)
+		obj, err := TrimForCache(o.DeepCopy())
 		if err != nil {
 			t.Fatal(err)
 		}
-		trimmed := obj.(*corev1.Node)
+		trimmed := obj.(*Node)
+		// full is the Node with nothing left out: every annotation and address.
+		full := &Node{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Deleting: o.DeletionTimestamp != nil,
+			Labels: o.Labels, Annotations: o.Annotations,
+			Spec:   NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: o.Spec.Taints},
+			Status: NodeStatus{Addresses: o.Status.Addresses}}
 		vtepFull, errFull := NodeVTEP(full)
 		vtepTrim, errTrim := NodeVTEP(trimmed)
 		if !reflect.DeepEqual(vtepFull, vtepTrim) || fmt.Sprint(errFull) != fmt.Sprint(errTrim) {
@@ -316,7 +331,7 @@ func TestTrimmedNodeEquivalence(t *testing.T) {
 			t.Errorf("own annotations present: differs between trimmed and full")
 		}
 		if !reflect.DeepEqual(trimmed.Labels, full.Labels) || !reflect.DeepEqual(trimmed.Spec.Taints, full.Spec.Taints) ||
-			trimmed.DeletionTimestamp != full.DeletionTimestamp {
+			trimmed.Deleting != full.Deleting {
 			t.Errorf("labels, taints or deletion stamp differ: trimmed %+v; full %+v", trimmed, full)
 		}
 	}

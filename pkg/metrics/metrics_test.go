@@ -213,7 +213,7 @@ func TestReconcileMetrics(t *testing.T) {
 	}
 	self := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self"}}
 	client := fake.NewClientset(self, peer)
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8s.TrimForCache))
 	nodeInformer := factory.Core().V1().Nodes()
 	peerCIDR := netip.MustParsePrefix("10.244.1.0/24")
 	routes := &flakyRoutes{failOn: peerCIDR, m: map[netip.Prefix]controller.Route{}}

@@ -31,6 +31,7 @@ package service
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -131,16 +132,20 @@ type Cluster struct {
 	unreachable map[string]netip.Prefix // node name -> its pod CIDR, for nodes this node cannot reach
 }
 
-// NewCluster builds the view from the Node objects; local names this node, which may be missing
-// from nodes (it is then in no pool and no zone). poolLabel is the domain model's PoolLabel().
-func NewCluster(local string, nodes []*corev1.Node, poolLabel string) *Cluster {
+// NewCluster builds the view from every node's name and labels; local names this node, which may
+// be missing from nodes (it is then in no pool and no zone; nodes may be nil). poolLabel is the
+// domain model's PoolLabel().
+func NewCluster(local string, nodes iter.Seq2[string, map[string]string], poolLabel string) *Cluster {
 	c := &Cluster{Local: Node{Name: local}, pools: map[string]string{}}
-	for _, n := range nodes {
-		if pool := n.Labels[poolLabel]; pool != "" {
-			c.pools[n.Name] = pool
+	if nodes == nil {
+		return c
+	}
+	for name, labels := range nodes {
+		if pool := labels[poolLabel]; pool != "" {
+			c.pools[name] = pool
 		}
-		if n.Name == local {
-			c.Local.Pool, c.Local.Zone = n.Labels[poolLabel], n.Labels[ZoneLabel]
+		if name == local {
+			c.Local.Pool, c.Local.Zone = labels[poolLabel], labels[ZoneLabel]
 		}
 	}
 	return c

@@ -2,6 +2,8 @@ package service
 
 import (
 	"fmt"
+	"iter"
+	"maps"
 	"strings"
 	"testing"
 
@@ -20,18 +22,13 @@ import (
 //	n2    pool-a  z2    10.244.1.5
 //	n3    pool-b  z1    10.244.2.5
 //	n4    -       -     10.244.3.5
-func testNodes() []*corev1.Node {
-	node := func(name, pool, zone string) *corev1.Node {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
-		if pool != "" {
-			n.Labels[domain.DefaultPoolLabel] = pool
-		}
-		if zone != "" {
-			n.Labels[ZoneLabel] = zone
-		}
-		return n
-	}
-	return []*corev1.Node{node("self", "pool-a", "z1"), node("n2", "pool-a", "z2"), node("n3", "pool-b", "z1"), node("n4", "", "")}
+func testNodes() iter.Seq2[string, map[string]string] {
+	return maps.All(map[string]map[string]string{
+		"self": {domain.DefaultPoolLabel: "pool-a", ZoneLabel: "z1"},
+		"n2":   {domain.DefaultPoolLabel: "pool-a", ZoneLabel: "z2"},
+		"n3":   {domain.DefaultPoolLabel: "pool-b", ZoneLabel: "z1"},
+		"n4":   {},
+	})
 }
 
 var (

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // ToBeDeletedTaint is the taint the cluster autoscaler puts on a node it is about to delete;
@@ -24,9 +24,9 @@ type ProxyHealth struct {
 	// Timeout is how long queued changes may wait with no reconcile completing; kube-proxy
 	// uses twice its sync period.
 	Timeout time.Duration
-	Ready   func() bool                  // the start-up pass is done
-	Pending func() int                   // Services waiting for a reconcile
-	Node    func() (*corev1.Node, error) // this node; nil or an error: eligible
+	Ready   func() bool               // the start-up pass is done
+	Pending func() int                // Services waiting for a reconcile
+	Node    func() (*k8s.Node, error) // this node; nil or an error: eligible
 
 	mu      sync.Mutex
 	current time.Time // the sync was last known current: a reconcile ended, or nothing waited
@@ -66,7 +66,7 @@ func (p *ProxyHealth) nodeEligible() bool {
 	if err != nil || node == nil {
 		return true // not known yet: as kube-proxy, eligible until a node says otherwise
 	}
-	if node.DeletionTimestamp != nil {
+	if node.Deleting {
 		return false
 	}
 	for _, taint := range node.Spec.Taints {

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -34,14 +34,14 @@ func proxyAnswer(t *testing.T, h http.Handler, path string) (int, map[string]any
 func TestProxyHealth(t *testing.T) {
 	var ready atomic.Bool
 	var pending atomic.Int64
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	var nodeNow atomic.Pointer[corev1.Node]
+	node := &k8s.Node{Name: "n1"}
+	var nodeNow atomic.Pointer[k8s.Node]
 	nodeNow.Store(node)
 	p := &ProxyHealth{
 		Timeout: 50 * time.Millisecond,
 		Ready:   ready.Load,
 		Pending: func() int { return int(pending.Load()) },
-		Node:    func() (*corev1.Node, error) { return nodeNow.Load(), nil },
+		Node:    func() (*k8s.Node, error) { return nodeNow.Load(), nil },
 	}
 	s := New(Config{NodeName: "n1", Address: "127.0.0.1", Proxy: p})
 	defer s.Close()
@@ -83,7 +83,7 @@ func TestProxyHealth(t *testing.T) {
 		t.Errorf("nodeEligible %v", body["nodeEligible"])
 	}
 	deleting := node.DeepCopy()
-	deleting.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	deleting.Deleting = true
 	nodeNow.Store(deleting)
 	expect("being deleted", 503, 200)
 

@@ -73,7 +73,7 @@ func TestDomains(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ip, ok := k8s.InternalIP(obj); !ok || ip != c.n.IP {
+			if ip, ok := k8s.InternalIP(k8s.NodeOf(obj)); !ok || ip != c.n.IP {
 				t.Errorf("%s: InternalIP %s, want %s", c.n.Name, ip, c.n.IP)
 			}
 			v, ok := obj.Annotations[k8s.PublicIPOverwriteAnnotation]

@@ -48,13 +48,12 @@ var errNoRoute = errors.New("no route")
 
 // errRouteElsewhere: the kernel routes the address through another interface than the underlay.
 type errRouteElsewhere struct {
-	ip       netip.Addr
 	ifindex  int
 	underlay int
 }
 
 func (e errRouteElsewhere) Error() string {
-	return fmt.Sprintf("route to %s leaves through ifindex %d, not the underlay (%d)", e.ip, e.ifindex, e.underlay)
+	return fmt.Sprintf("it leaves through ifindex %d, not the underlay (%d)", e.ifindex, e.underlay)
 }
 
 func isRouteElsewhere(err error) bool {
@@ -62,18 +61,38 @@ func isRouteElsewhere(err error) bool {
 	return errors.As(err, &e)
 }
 
+// routeError is route's error for one address. The cause (the netlink request's error, or the
+// routing table's answer: errNoRoute, errRouteElsewhere, an errno) does not name the address, so
+// that the next hop cache keeps one value a peer and formats the message only when read.
+type routeError struct {
+	ip    netip.Addr
+	cause error
+}
+
+func (e *routeError) Error() string { return fmt.Sprintf("route to %s: %v", e.ip, e.cause) }
+func (e *routeError) Unwrap() error { return e.cause }
+
 // route returns the hop toward ip on the underlay: ip itself when on-link, else the gateway.
 func (n NextHops) route(ip netip.Addr) (netip.Addr, error) {
+	hop, cause := n.routeCause(ip)
+	if cause != nil {
+		return netip.Addr{}, &routeError{ip, cause}
+	}
+	return hop, nil
+}
+
+// routeCause is route without the address in its error.
+func (n NextHops) routeCause(ip netip.Addr) (netip.Addr, error) {
 	routes, err := netlink.RouteGet(ip.AsSlice())
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("route to %s: %w", ip, err)
+		return netip.Addr{}, err
 	}
 	if len(routes) == 0 {
-		return netip.Addr{}, fmt.Errorf("%w to %s", errNoRoute, ip)
+		return netip.Addr{}, errNoRoute
 	}
 	r := routes[0]
 	if r.LinkIndex != n.UnderlayIndex {
-		return netip.Addr{}, errRouteElsewhere{ip, r.LinkIndex, n.UnderlayIndex}
+		return netip.Addr{}, errRouteElsewhere{r.LinkIndex, n.UnderlayIndex}
 	}
 	if gw, ok := netip.AddrFromSlice(r.Gw); ok && r.Gw != nil {
 		return gw.Unmap(), nil

@@ -42,8 +42,8 @@ type CachedNextHops struct {
 }
 
 type hopResult struct {
-	hop netip.Addr
-	err error // the route does not leave through the underlay
+	hop   netip.Addr
+	cause error // the routing table's answer when the route does not leave through the underlay (routeError's)
 }
 
 // neighbourTTL bounds how long a listing of the neighbours answers when a notification was
@@ -79,18 +79,24 @@ func (c *CachedNextHops) hop(ip netip.Addr) (netip.Addr, error) {
 	}
 	c.mu.Unlock()
 	if ok {
-		return r.hop, r.err
+		if r.cause != nil {
+			return r.hop, &routeError{ip, r.cause}
+		}
+		return r.hop, nil
 	}
-	h, err := c.route(ip)
-	if err != nil && !isRoutingAnswer(err) {
-		return h, err // not an answer to remember
+	h, cause := c.routeCause(ip)
+	if cause != nil && !isRoutingAnswer(cause) {
+		return h, &routeError{ip, cause} // not an answer to remember
 	}
 	c.mu.Lock()
 	if watched && c.routesWatched && c.routeGen == gen {
-		c.hops[ip] = hopResult{h, err}
+		c.hops[ip] = hopResult{h, cause}
 	}
 	c.mu.Unlock()
-	return h, err
+	if cause != nil {
+		return h, &routeError{ip, cause}
+	}
+	return h, nil
 }
 
 func (c *CachedNextHops) neighbour(hop netip.Addr) (net.HardwareAddr, error) {

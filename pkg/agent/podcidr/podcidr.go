@@ -24,7 +24,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -52,7 +51,7 @@ type Allocator struct {
 	// and edgeplane's annotations (the agent's Node informer, which lists them anyway while the
 	// node registers): with thousands of Nodes a second list of the full objects costs the API
 	// server and the agent more than the wait. Nil, or an error: Client.ListNodes.
-	Nodes func(ctx context.Context) ([]*corev1.Node, error)
+	Nodes func(ctx context.Context) ([]*k8s.Node, error)
 	// RetryInterval is the wait before another attempt after a transient answer (Ensure); one
 	// second when zero.
 	RetryInterval time.Duration
@@ -97,10 +96,11 @@ func transient(err error) bool {
 
 // ensureOnce is one attempt of Ensure.
 func (a *Allocator) ensureOnce(ctx context.Context, nodeName string) (netip.Prefix, error) {
-	node, err := a.Client.GetNode(ctx, nodeName)
+	full, err := a.Client.GetNode(ctx, nodeName)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("getting node %s: %w", nodeName, err)
 	}
+	node := k8s.NodeOf(full)
 	nodes, err := a.listNodes(ctx)
 	if err != nil {
 		return netip.Prefix{}, err
@@ -120,7 +120,7 @@ func (a *Allocator) ensureOnce(ctx context.Context, nodeName string) (netip.Pref
 }
 
 // listNodes lists the cluster's Nodes from Nodes when it answers, else from the API server.
-func (a *Allocator) listNodes(ctx context.Context) ([]*corev1.Node, error) {
+func (a *Allocator) listNodes(ctx context.Context) ([]*k8s.Node, error) {
 	if a.Nodes != nil {
 		nodes, err := a.Nodes(ctx)
 		if err == nil {
@@ -128,13 +128,9 @@ func (a *Allocator) listNodes(ctx context.Context) ([]*corev1.Node, error) {
 		}
 		klog.FromContext(ctx).Info("Listing nodes from the API server for the pod CIDR check", "reason", err)
 	}
-	list, err := a.Client.ListNodes(ctx)
+	nodes, err := a.Client.ListNodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
-	}
-	nodes := make([]*corev1.Node, len(list.Items))
-	for i := range list.Items {
-		nodes[i] = &list.Items[i]
 	}
 	return nodes, nil
 }
@@ -158,7 +154,7 @@ func (a *Allocator) namespace() string {
 }
 
 // fromSpec uses node.spec.podCIDR when kube-controller-manager set it, refusing a bad one.
-func (a *Allocator) fromSpec(node *corev1.Node, used map[netip.Prefix]string) (netip.Prefix, bool, error) {
+func (a *Allocator) fromSpec(node *k8s.Node, used map[netip.Prefix]string) (netip.Prefix, bool, error) {
 	if node.Spec.PodCIDR == "" && len(node.Spec.PodCIDRs) == 0 {
 		return netip.Prefix{}, false, nil
 	}
@@ -191,7 +187,7 @@ func (a *Allocator) check(cidr netip.Prefix, used map[netip.Prefix]string) error
 }
 
 // fromAnnotation reuses an earlier allocation when it is still valid and its claim is still ours.
-func (a *Allocator) fromAnnotation(ctx context.Context, node *corev1.Node, used map[netip.Prefix]string) (netip.Prefix, bool) {
+func (a *Allocator) fromAnnotation(ctx context.Context, node *k8s.Node, used map[netip.Prefix]string) (netip.Prefix, bool) {
 	logger := klog.FromContext(ctx)
 	cidr, ok, err := k8s.NodePodCIDR(node)
 	if !ok || err != nil {
@@ -211,7 +207,7 @@ func (a *Allocator) fromAnnotation(ctx context.Context, node *corev1.Node, used 
 
 // claimFree claims the first subnet of the cluster CIDR that no node uses and no live node's claim
 // holds. Claims listed here only save requests; Create decides.
-func (a *Allocator) claimFree(ctx context.Context, node *corev1.Node, used map[netip.Prefix]string, live map[string]bool) (netip.Prefix, error) {
+func (a *Allocator) claimFree(ctx context.Context, node *k8s.Node, used map[netip.Prefix]string, live map[string]bool) (netip.Prefix, error) {
 	claims, err := a.Client.ListLeases(ctx, a.namespace(), ClaimLabel)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("listing pod CIDR claims: %w", err)
@@ -244,7 +240,7 @@ func (a *Allocator) claimFree(ctx context.Context, node *corev1.Node, used map[n
 }
 
 // claim creates the claim for cidr. won is false when another live node holds it.
-func (a *Allocator) claim(ctx context.Context, node *corev1.Node, cidr netip.Prefix) (won bool, err error) {
+func (a *Allocator) claim(ctx context.Context, node *k8s.Node, cidr netip.Prefix) (won bool, err error) {
 	for attempt := 0; attempt < 2; attempt++ {
 		_, err := a.Client.CreateLease(ctx, a.namespace(), newClaim(node, cidr))
 		if err == nil {
@@ -289,11 +285,11 @@ func (a *Allocator) releaseIfStale(ctx context.Context, c *coordinationv1.Lease)
 }
 
 // record writes the allocation on the node, touching nothing else.
-func (a *Allocator) record(ctx context.Context, node *corev1.Node, cidr netip.Prefix) error {
+func (a *Allocator) record(ctx context.Context, node *k8s.Node, cidr netip.Prefix) error {
 	return k8s.PatchNodeAnnotations(ctx, a.Client, node, map[string]string{k8s.PodCIDRAnnotation: cidr.String()})
 }
 
-func newClaim(node *corev1.Node, cidr netip.Prefix) *coordinationv1.Lease {
+func newClaim(node *k8s.Node, cidr netip.Prefix) *coordinationv1.Lease {
 	name := node.Name
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
@@ -327,7 +323,7 @@ func holder(c *coordinationv1.Lease) string {
 
 // usedByOthers maps every other node's pod CIDR (spec or annotation) to that node's name, and says
 // which nodes exist.
-func usedByOthers(ctx context.Context, self string, nodes []*corev1.Node) (used map[netip.Prefix]string, live map[string]bool) {
+func usedByOthers(ctx context.Context, self string, nodes []*k8s.Node) (used map[netip.Prefix]string, live map[string]bool) {
 	used, live = map[netip.Prefix]string{}, map[string]bool{}
 	for _, n := range nodes {
 		live[n.Name] = true

@@ -4,23 +4,22 @@ import (
 	"net/netip"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
 // countingNodes counts the listings of every node.
 type countingNodes struct {
-	corelisters.NodeLister
+	*k8s.NodeLister
 	lists int
 }
 
-func (c *countingNodes) List(selector labels.Selector) ([]*corev1.Node, error) {
+func (c *countingNodes) List(selector labels.Selector) ([]*k8s.Node, error) {
 	c.lists++
 	return c.NodeLister.List(selector)
 }
@@ -30,7 +29,7 @@ func (c *countingNodes) List(selector labels.Selector) ([]*corev1.Node, error) {
 // external-ip frontend rewritten) reads no node, where each used to list every node (5,000) for
 // the addresses never routed. No device is needed: only the routed set's changes try to sync.
 func TestFrontendWritesCostWhatChanged(t *testing.T) {
-	nodes := &countingNodes{NodeLister: corelisters.NewNodeLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}))}
+	nodes := &countingNodes{NodeLister: k8s.NewNodeLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}))}
 	r := New(Config{Device: "edgeplane-none", Src: netip.MustParseAddr("10.244.1.0"), Nodes: nodes, Logger: klog.Background()})
 	r.FrontendsListed(nil)
 	listed := nodes.lists

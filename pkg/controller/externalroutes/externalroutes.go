@@ -24,23 +24,27 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
 // Config says where the routes go and what they must never cover.
 type Config struct {
-	Device string                 // the overlay device, looked up by name at each sync: it may have been recreated
-	Src    netip.Addr             // the routes' source address (the node's overlay address)
-	Inside []netip.Prefix         // the cluster and service CIDRs
-	Nodes  corelisters.NodeLister // optional: the nodes whose addresses are never routed
+	Device string         // the overlay device, looked up by name at each sync: it may have been recreated
+	Src    netip.Addr     // the routes' source address (the node's overlay address)
+	Inside []netip.Prefix // the cluster and service CIDRs
+	Nodes  NodeLister     // optional: the nodes whose addresses are never routed
 	Logger klog.Logger
+}
+
+// NodeLister lists the cluster's Nodes (k8s.NodeLister).
+type NodeLister interface {
+	List(selector labels.Selector) ([]*k8s.Node, error)
 }
 
 // Routes keeps the routes; it implements controller.FrontendHook.
@@ -97,7 +101,7 @@ func (r *Routes) insideCluster(a netip.Addr) bool {
 
 // nodeAddresses are the addresses a node is reached at: its status addresses and Flannel's
 // public-ip annotations (what edgeplane itself tunnels to).
-func nodeAddresses(n *corev1.Node) []netip.Addr {
+func nodeAddresses(n *k8s.Node) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range n.Status.Addresses {
 		if ip, err := netip.ParseAddr(a.Address); err == nil {

@@ -9,13 +9,13 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -77,12 +77,12 @@ func testExternalRoutesFollowFrontends(t *testing.T) {
 	}
 
 	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	_ = nodes.Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2", Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": "203.0.113.12"}},
-		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.12"}}}})
+	_ = nodes.Add(k8s.NodeOf(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2", Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": "203.0.113.12"}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.12"}}}}))
 	table := memFrontends{m: map[service.FrontendKey]controller.ServiceEntry{}, hook: New(Config{
 		Device: "edgeplane.1", Src: src,
 		Inside: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")},
-		Nodes:  corelisters.NewNodeLister(nodes), Logger: klog.Background(),
+		Nodes:  k8s.NewNodeLister(nodes), Logger: klog.Background(),
 	})}
 	internal := func(vip string, port uint16) service.FrontendKey {
 		return service.FrontendKey{VIP: netip.MustParseAddr(vip), Port: port, Proto: 6, Scope: service.ScopeInternal}

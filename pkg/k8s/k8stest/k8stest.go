@@ -29,8 +29,16 @@ func (a api) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
 	return a.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 }
 
-func (a api) ListNodes(ctx context.Context) (*corev1.NodeList, error) {
-	return a.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+func (a api) ListNodes(ctx context.Context) ([]*k8s.Node, error) {
+	list, err := a.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	nodes := make([]*k8s.Node, len(list.Items))
+	for i := range list.Items {
+		nodes[i] = k8s.NodeOf(&list.Items[i])
+	}
+	return nodes, nil
 }
 
 func (a api) PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error) {
