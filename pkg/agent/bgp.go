@@ -261,7 +261,7 @@ func (s *bgpSpeaker) setAnnotation(ctx context.Context, want string) {
 		return
 	}
 	node, err := s.nodes.Get(s.nodeName)
-	if err != nil || node.Annotations[k8s.RoutesAdvertisedAnnotation] == want {
+	if err != nil || node.Annotations.Get(k8s.RoutesAdvertisedAnnotation) == want {
 		return // not seen yet (the next pass comes back), or already so
 	}
 	if err := s.annotate(ctx, want); err != nil {

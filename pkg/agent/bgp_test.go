@@ -414,17 +414,19 @@ func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T
 			return err
 		}
 		n1 = n1.DeepCopy()
-		if n1.Annotations == nil {
-			n1.Annotations = map[string]string{}
+		annotations := n1.Annotations.Map()
+		if annotations == nil {
+			annotations = map[string]string{}
 		}
 		if value == "" {
-			delete(n1.Annotations, k8s.RoutesAdvertisedAnnotation)
+			delete(annotations, k8s.RoutesAdvertisedAnnotation)
 			if peers, err := f.gateway.Snapshot(ctx); err == nil && len(peers) == 1 {
 				routesAtRemoval = len(peers[0].ReceivedRoutes)
 			}
 		} else {
-			n1.Annotations[k8s.RoutesAdvertisedAnnotation] = value
+			annotations[k8s.RoutesAdvertisedAnnotation] = value
 		}
+		n1.Annotations = k8s.KeyValuesOf(annotations)
 		mu.Lock()
 		published = append(published, value)
 		mu.Unlock()

@@ -175,10 +175,10 @@ func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string,
 		present := presentAnnotations(node)
 		if len(present) > 0 && !publishedByEdgeplane(node, deviceMAC) {
 			logger.Info("This node's Flannel annotations are not edgeplane's (another VTEP MAC); leaving them",
-				"node", nodeName, "backendData", node.Annotations[k8s.BackendDataAnnotation])
+				"node", nodeName, "backendData", node.Annotations.Get(k8s.BackendDataAnnotation))
 			present = nil
 		}
-		if _, ok := node.Annotations[k8s.RoutesAdvertisedAnnotation]; ok {
+		if node.Annotations.Has(k8s.RoutesAdvertisedAnnotation) {
 			present = append(present, k8s.RoutesAdvertisedAnnotation) // edgeplane's own, whatever the VTEP
 		}
 		if len(present) == 0 {
@@ -205,7 +205,7 @@ func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string,
 func presentAnnotations(node *k8s.Node) []string {
 	var present []string
 	for _, k := range vtepAnnotations {
-		if _, ok := node.Annotations[k]; ok {
+		if node.Annotations.Has(k) {
 			present = append(present, k)
 		}
 	}
@@ -216,7 +216,7 @@ func presentAnnotations(node *k8s.Node) []string {
 // from the node name, or the MAC of edgeplane's device (deviceMAC). Without backend-data (a half-published set) the rest is edgeplane's too:
 // Flannel always writes backend-data.
 func publishedByEdgeplane(node *k8s.Node, deviceMAC net.HardwareAddr) bool {
-	data, ok := node.Annotations[k8s.BackendDataAnnotation]
+	data, ok := node.Annotations.Lookup(k8s.BackendDataAnnotation)
 	if !ok {
 		return true
 	}

@@ -86,7 +86,7 @@ func (r *NodeReconciler) encapTo(m *domain.Model, dom string, node *k8s.Node) En
 	if dom != r.local.domain || m.Encapsulation(dom) != domain.Route {
 		return EncapVXLAN
 	}
-	if m.Speaks(node.Labels) && node.Annotations[k8s.RoutesAdvertisedAnnotation] != dom {
+	if m.Speaks(node.Labels) && node.Annotations.Get(k8s.RoutesAdvertisedAnnotation) != dom {
 		return EncapVXLAN
 	}
 	return EncapDirect

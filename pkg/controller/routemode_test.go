@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
@@ -115,7 +116,7 @@ func TestRouteModeViewFollowsConfigAndNode(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no event about the invalid ConfigMap")
 	}
-	if v, _ := view.View(); !v.Equal(want) || !domains.Model().Speaks(self.Labels) {
+	if v, _ := view.View(); !v.Equal(want) || !domains.Model().Speaks(labels.Set(self.Labels)) {
 		t.Fatalf("an invalid ConfigMap changed the view: %+v", v)
 	}
 

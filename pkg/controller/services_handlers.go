@@ -187,7 +187,7 @@ func (r *ServiceReconciler) placementChanged(oldObj, newObj any) bool {
 		return true
 	}
 	pool := r.poolLabel()
-	if o.Labels[pool] != n.Labels[pool] || o.Labels[service.ZoneLabel] != n.Labels[service.ZoneLabel] {
+	if o.Labels.Get(pool) != n.Labels.Get(pool) || o.Labels.Get(service.ZoneLabel) != n.Labels.Get(service.ZoneLabel) {
 		return true
 	}
 	oldCIDR, _, _ := k8s.NodePodCIDR(o)

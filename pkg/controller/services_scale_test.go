@@ -331,7 +331,7 @@ func TestServicesNodeViewFollowsNodes(t *testing.T) {
 		{"n6 added in no pool", func() { n := node("n6", "", "10.244.6.0/24"); f.seed(n); f.r.nodeAdded(n, false) }},
 		{"n4 moves to pool-d", func() {
 			old, n := get("n4"), get("n4")
-			n.Labels[domain.DefaultPoolLabel] = "pool-d"
+			setLabel(n, domain.DefaultPoolLabel, "pool-d")
 			f.seed(n)
 			f.r.nodeUpdated(old, n)
 		}},
@@ -363,7 +363,7 @@ func TestServicesNodeViewFollowsNodes(t *testing.T) {
 	}
 	// This node moves to pool-d: the view is built whole (every other node's reachability).
 	old, self := get("self"), get("self")
-	self.Labels[domain.DefaultPoolLabel] = "pool-d"
+	setLabel(self, domain.DefaultPoolLabel, "pool-d")
 	f.seed(self)
 	f.r.nodeUpdated(old, self)
 	if got, want := f.r.clusterLocked(), whole(); !got.Equal(want) || f.r.work.viewBuilds.Load() != builds+1 {
@@ -386,4 +386,14 @@ func BenchmarkServicesResyncIdle(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(f.r.resynced.Load()-before)/float64(b.N), "svcs-queued/op")
+}
+
+// setLabel sets a label of a cached Node.
+func setLabel(n *k8s.Node, key, value string) {
+	m := n.Labels.Map()
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[key] = value
+	n.Labels = k8s.KeyValuesOf(m)
 }

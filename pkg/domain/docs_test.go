@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 )
 
@@ -51,7 +52,7 @@ func TestDocExamples(t *testing.T) {
 		t.Fatalf("%d examples, route mode among them: %t", len(examples), site != nil)
 	}
 	a1 := map[string]string{DefaultPoolLabel: "site-a", "edgeplane.io/bgp-speaker": "true", "topology.edgeplane.io/segment": "1"}
-	v := site.NodeRouting(a1)
+	v := site.NodeRouting(labels.Set(a1))
 	if v.Domain != "site-a" || v.Encapsulation != Route || !v.Speaker || len(v.Peers) != 1 {
 		t.Fatalf("a1's view: %+v", v)
 	}
@@ -59,7 +60,7 @@ func TestDocExamples(t *testing.T) {
 	if got := v.Peers[0].String(); got != logged {
 		t.Errorf("peer %q, the docs show %q", got, logged)
 	}
-	if v := site.NodeRouting(map[string]string{DefaultPoolLabel: "site-a"}); v.Speaker || v.Encapsulation != Route {
+	if v := site.NodeRouting(labels.Set(map[string]string{DefaultPoolLabel: "site-a"})); v.Speaker || v.Encapsulation != Route {
 		t.Errorf("an unlabelled site-a node: %+v", v)
 	}
 	if !site.Reachable("cloud", "site-a") || site.Encapsulation("cloud") != VXLAN {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/edgeplane/edgeplane/pkg/domainid"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
@@ -241,8 +242,8 @@ func (m *Model) DefaultConnectivity() Connectivity { return m.defaultMode }
 func (m *Model) Configured() []string { return slices.Clone(m.configured) }
 
 // PoolOf is the pool of a node with these labels, if it is in one.
-func (m *Model) PoolOf(labels map[string]string) (string, bool) {
-	pool := labels[m.poolLabel]
+func (m *Model) PoolOf(nodeLabels labels.Labels) (string, bool) {
+	pool := nodeLabels.Get(m.poolLabel)
 	return pool, pool != ""
 }
 
@@ -258,8 +259,8 @@ func (m *Model) DomainOfPool(pool string) string {
 }
 
 // DomainOf is the domain of a node with these labels.
-func (m *Model) DomainOf(labels map[string]string) string {
-	pool, _ := m.PoolOf(labels)
+func (m *Model) DomainOf(nodeLabels labels.Labels) string {
+	pool, _ := m.PoolOf(nodeLabels)
 	return m.DomainOfPool(pool)
 }
 
@@ -278,9 +279,8 @@ func (m *Model) Between(a, b string) Connectivity {
 func (m *Model) Reachable(a, b string) bool { return m.Between(a, b) == Private }
 
 // IsGateway reports whether a node with these labels carries the cloud gateway label.
-func IsGateway(labels map[string]string) bool {
-	_, ok := labels[CloudGatewayLabel]
-	return ok
+func IsGateway(nodeLabels labels.Labels) bool {
+	return nodeLabels.Has(CloudGatewayLabel)
 }
 
 // Equal reports whether two models answer every question alike.

@@ -3,6 +3,8 @@ package domain
 import (
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 const example = `
@@ -31,7 +33,7 @@ func TestParseExample(t *testing.T) {
 		{map[string]string{DefaultPoolLabel: "site-b"}, "site-b"},
 		{map[string]string{"other/label": "cloud-hz"}, Default},
 	} {
-		if got := m.DomainOf(tc.labels); got != tc.want {
+		if got := m.DomainOf(labels.Set(tc.labels)); got != tc.want {
 			t.Errorf("DomainOf(%v) = %q, want %q", tc.labels, got, tc.want)
 		}
 	}
@@ -86,7 +88,7 @@ func TestCustomPoolLabel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.DomainOf(map[string]string{"alibabacloud.com/nodepool-id": "np-1", DefaultPoolLabel: "x"}); got != "np-1" {
+	if got := m.DomainOf(labels.Set(map[string]string{"alibabacloud.com/nodepool-id": "np-1", DefaultPoolLabel: "x"})); got != "np-1" {
 		t.Fatalf("DomainOf = %q", got)
 	}
 }
@@ -129,7 +131,7 @@ func TestIDs(t *testing.T) {
 }
 
 func TestGateway(t *testing.T) {
-	if !IsGateway(map[string]string{CloudGatewayLabel: ""}) || IsGateway(nil) {
+	if !IsGateway(labels.Set(map[string]string{CloudGatewayLabel: ""})) || IsGateway(labels.Set(nil)) {
 		t.Fatal("IsGateway")
 	}
 }

@@ -285,12 +285,12 @@ func (m *Model) RouteDomains() []string {
 
 // Speaks reports whether a node with these labels runs a BGP speaker: its domain is in route
 // mode and the domain's speakerSelector (if any) matches its labels.
-func (m *Model) Speaks(nodeLabels map[string]string) bool {
+func (m *Model) Speaks(nodeLabels labels.Labels) bool {
 	r, ok := m.routing[m.DomainOf(nodeLabels)]
 	if !ok || r.encap != Route {
 		return false
 	}
-	return r.speakers == nil || r.speakers.Matches(labels.Set(nodeLabels))
+	return r.speakers == nil || r.speakers.Matches(nodeLabels)
 }
 
 // NodeRouting is one node's view of its domain's routing: what its agent is to do in route mode.
@@ -314,7 +314,7 @@ func (v NodeRouting) Equal(o NodeRouting) bool {
 }
 
 // NodeRouting is the view of its domain's routing of a node with these labels.
-func (m *Model) NodeRouting(nodeLabels map[string]string) NodeRouting {
+func (m *Model) NodeRouting(nodeLabels labels.Labels) NodeRouting {
 	v := NodeRouting{Domain: m.DomainOf(nodeLabels), Encapsulation: VXLAN}
 	r, ok := m.routing[v.Domain]
 	if !ok {
@@ -325,9 +325,8 @@ func (m *Model) NodeRouting(nodeLabels map[string]string) NodeRouting {
 		return v
 	}
 	v.Speaker, v.AdvertiseNonSpeakers = true, r.advertiseNonSpeakers
-	set := labels.Set(nodeLabels)
 	for _, rule := range r.peers {
-		if rule.nodes == nil || rule.nodes.Matches(set) {
+		if rule.nodes == nil || rule.nodes.Matches(nodeLabels) {
 			v.Peers = append(v.Peers, rule.peer)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // A site whose two L2 segments each have a router interface; the site's nodes speak BGP only where
@@ -94,12 +96,12 @@ func TestRouteModeSite(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			n := tc.labels
-			got := m.NodeRouting(n)
+			got := m.NodeRouting(labels.Set(n))
 			if !got.Equal(tc.want) {
 				t.Fatalf("NodeRouting = %+v\nwant %+v", got, tc.want)
 			}
-			if m.Speaks(n) != tc.want.Speaker {
-				t.Errorf("Speaks = %t, NodeRouting says %t", m.Speaks(n), tc.want.Speaker)
+			if m.Speaks(labels.Set(n)) != tc.want.Speaker {
+				t.Errorf("Speaks = %t, NodeRouting says %t", m.Speaks(labels.Set(n)), tc.want.Speaker)
 			}
 		})
 	}
@@ -135,7 +137,7 @@ domains:
 	}
 	want := NodeRouting{Domain: Default, Encapsulation: Route, Speaker: true, Peers: []BGPPeer{{
 		Address: netip.MustParseAddr("10.0.0.1"), Port: 179, PeerASN: 65000, LocalASN: 4200000000, HoldTime: 3 * time.Second}}}
-	if got := m.NodeRouting(map[string]string{"any": "label"}); !got.Equal(want) {
+	if got := m.NodeRouting(labels.Set(map[string]string{"any": "label"})); !got.Equal(want) {
 		t.Fatalf("NodeRouting = %+v, want %+v", got, want)
 	}
 	if s := want.Peers[0].String(); !strings.Contains(s, "hold 3s graceful-restart off") || strings.Contains(s, "password") {

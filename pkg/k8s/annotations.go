@@ -68,7 +68,7 @@ func (v VTEP) Endpoint(sameNetwork bool) netip.Addr {
 // when set, else public-ip, else the node's InternalIP; LocalIP skips public-ip-overwrite.
 func NodeVTEP(node *Node) (VTEP, error) {
 	a := node.Annotations
-	typ, data := a[BackendTypeAnnotation], a[BackendDataAnnotation]
+	typ, data := a.Get(BackendTypeAnnotation), a.Get(BackendDataAnnotation)
 	if typ == "" && data == "" {
 		return VTEP{}, ErrNoVTEP
 	}
@@ -99,7 +99,7 @@ func NodeVTEP(node *Node) (VTEP, error) {
 
 func tunnelEndpoint(node *Node, keys ...string) (netip.Addr, error) {
 	for _, key := range keys {
-		v, ok := node.Annotations[key]
+		v, ok := node.Annotations.Lookup(key)
 		if !ok || v == "" {
 			continue
 		}
@@ -144,7 +144,7 @@ func NodePodCIDR(node *Node) (cidr netip.Prefix, ok bool, err error) {
 			return p.Masked(), true, nil
 		}
 	}
-	if s, found := node.Annotations[PodCIDRAnnotation]; found {
+	if s, found := node.Annotations.Lookup(PodCIDRAnnotation); found {
 		p, err := netip.ParsePrefix(s)
 		if err != nil || !p.Addr().Is4() {
 			return netip.Prefix{}, false, fmt.Errorf("annotation %s=%q is not an IPv4 prefix", PodCIDRAnnotation, s)
@@ -184,7 +184,7 @@ func PatchNodeAnnotations(ctx context.Context, api API, node *Node, want map[str
 
 func hasAnnotations(node *Node, want map[string]string) bool {
 	for k, v := range want {
-		if got, ok := node.Annotations[k]; !ok || got != v {
+		if got, ok := node.Annotations.Lookup(k); !ok || got != v {
 			return false
 		}
 	}

@@ -2,7 +2,6 @@ package k8s
 
 import (
 	"iter"
-	"maps"
 	"slices"
 	"strings"
 
@@ -24,18 +23,77 @@ import (
 // images, volumes and daemon endpoints (most of a Node's bytes, and what kubelet's status updates
 // change) stay in the API server.
 //
-// It is 160 bytes where a corev1.Node's struct alone is 784 (896 as allocated), before its maps
-// and strings: ~3.7 MB less at 5,000 Nodes (BenchmarkDecodedNodeCache). The fields keep the
-// paths of corev1.Node (node.Spec.PodCIDR, node.Status.Addresses) so that code reads the same.
-// Whatever a reader starts to read of a Node must be kept here and in compactNode.
+// It is 192 bytes where a corev1.Node's struct alone is 784 (896 as allocated), and keeps its
+// labels and annotations as sorted pairs (KeyValues) rather than maps: 1,082 bytes of heap a
+// Node decoded from the API server with kubelet's, kubeadm's and a pool's labels instead of
+// 2,305 as a trimmed corev1.Node, 6 MB less at 5,000 Nodes (BenchmarkDecodedNodeCache). The fields keep the paths of corev1.Node (node.Spec.PodCIDR,
+// node.Status.Addresses) so that code reads the same. Whatever a reader starts to read of a
+// Node must be kept here and in compactNode.
 type Node struct {
 	Name, ResourceVersion string
 	UID                   types.UID
-	Deleting              bool              // metadata.deletionTimestamp is set
-	Labels                map[string]string // every label
-	Annotations           map[string]string // Flannel's and edgeplane's (nodeAnnotationPrefixes)
+	Deleting              bool      // metadata.deletionTimestamp is set
+	Labels                KeyValues // every label
+	Annotations           KeyValues // Flannel's and edgeplane's (nodeAnnotationPrefixes)
 	Spec                  NodeSpec
 	Status                NodeStatus
+}
+
+// KeyValues are a cached Node's labels or annotations, sorted by key. A Node has a dozen labels
+// or so: as pairs in a slice they take about half the heap of a map of as many (352 bytes
+// against ~650 for 11), and the few lookups a reconcile makes are binary searches. It is a
+// labels.Labels, which selectors match.
+type KeyValues []KeyValue
+
+// KeyValue is a label or an annotation.
+type KeyValue struct{ Key, Value string }
+
+var _ labels.Labels = KeyValues(nil)
+
+// KeyValuesOf is m's pairs, sorted; nil when m is empty.
+func KeyValuesOf(m map[string]string) KeyValues {
+	if len(m) == 0 {
+		return nil
+	}
+	kv := make(KeyValues, 0, len(m))
+	for k, v := range m {
+		kv = append(kv, KeyValue{k, v})
+	}
+	slices.SortFunc(kv, func(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) })
+	return kv
+}
+
+// Lookup is the value of key, and whether there is one.
+func (kv KeyValues) Lookup(key string) (string, bool) {
+	i, ok := slices.BinarySearchFunc(kv, key, func(e KeyValue, key string) int { return strings.Compare(e.Key, key) })
+	if !ok {
+		return "", false
+	}
+	return kv[i].Value, true
+}
+
+// Get is the value of key; "" when there is none.
+func (kv KeyValues) Get(key string) string {
+	v, _ := kv.Lookup(key)
+	return v
+}
+
+// Has reports whether there is a value for key.
+func (kv KeyValues) Has(key string) bool {
+	_, ok := kv.Lookup(key)
+	return ok
+}
+
+// Map is the pairs as a map (a new one); nil when there are none.
+func (kv KeyValues) Map() map[string]string {
+	if len(kv) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(kv))
+	for _, e := range kv {
+		m[e.Key] = e.Value
+	}
+	return m
 }
 
 // NodeSpec is what Node keeps of a Node's spec.
@@ -59,7 +117,7 @@ func (n *Node) DeepCopyObject() runtime.Object { return n.DeepCopy() }
 // DeepCopy is a copy of n that shares nothing mutable with it.
 func (n *Node) DeepCopy() *Node {
 	c := *n
-	c.Labels, c.Annotations = maps.Clone(n.Labels), maps.Clone(n.Annotations)
+	c.Labels, c.Annotations = slices.Clone(n.Labels), slices.Clone(n.Annotations)
 	c.Spec.PodCIDRs = slices.Clone(n.Spec.PodCIDRs)
 	if n.Spec.Taints != nil {
 		c.Spec.Taints = make([]corev1.Taint, len(n.Spec.Taints))
@@ -75,7 +133,7 @@ func (n *Node) DeepCopy() *Node {
 // for its keys and cache.MetaNamespaceKeyFunc takes.
 func (n *Node) GetObjectMeta() metav1.Object {
 	m := &metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion,
-		Labels: n.Labels, Annotations: n.Annotations}
+		Labels: n.Labels.Map(), Annotations: n.Annotations.Map()}
 	if n.Deleting {
 		m.DeletionTimestamp = &metav1.Time{}
 	}
@@ -89,8 +147,18 @@ func (n *Node) Ref() *corev1.ObjectReference {
 }
 
 // NodeOf is the Node the cache would keep of o, for code that read o from the API server. o is
-// not changed; the result shares its slices.
+// not changed; the result may share its taints and pod CIDRs.
 func NodeOf(o *corev1.Node) *Node { return compactNode(o) }
+
+// ourAnnotation reports whether the agent reads the Node annotation key (nodeAnnotationPrefixes).
+func ourAnnotation(key string) bool {
+	for _, prefix := range nodeAnnotationPrefixes {
+		if strings.HasPrefix(key, prefix) {
+			return true
+		}
+	}
+	return false
+}
 
 // nodeAnnotationPrefixes are the Node annotations the agent reads: Flannel's (VTEPs, public
 // addresses) and its own (pod CIDR it allocated, routes advertised). kubelet's, kubeadm's, CSI's
@@ -103,27 +171,32 @@ var nodeAnnotationPrefixes = []string{flannelPrefix, "edgeplane.io/"}
 // and podCIDRs) and a hostname address equal to the name share one copy.
 func compactNode(o *corev1.Node) *Node {
 	n := &Node{Name: o.Name, ResourceVersion: o.ResourceVersion, UID: o.UID, Deleting: o.DeletionTimestamp != nil}
-	for k, v := range o.Annotations {
-		for _, prefix := range nodeAnnotationPrefixes {
-			if strings.HasPrefix(k, prefix) {
-				if n.Annotations == nil {
-					n.Annotations = map[string]string{}
-				}
-				n.Annotations[interned(k)] = v
-				break
-			}
+	var annotations int
+	for k := range o.Annotations {
+		if ourAnnotation(k) {
+			annotations++
 		}
 	}
+	if annotations > 0 {
+		n.Annotations = make(KeyValues, 0, annotations)
+		for k, v := range o.Annotations {
+			if ourAnnotation(k) {
+				n.Annotations = append(n.Annotations, KeyValue{interned(k), v})
+			}
+		}
+		slices.SortFunc(n.Annotations, func(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) })
+	}
 	if len(o.Labels) > 0 {
-		n.Labels = make(map[string]string, len(o.Labels))
+		n.Labels = make(KeyValues, 0, len(o.Labels))
 		for k, v := range o.Labels {
 			if v == o.Name {
 				v = o.Name
 			} else {
 				v = interned(v)
 			}
-			n.Labels[interned(k)] = v
+			n.Labels = append(n.Labels, KeyValue{interned(k), v})
 		}
+		slices.SortFunc(n.Labels, func(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) })
 	}
 	n.Spec = NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: o.Spec.Taints}
 	if len(o.Spec.PodCIDRs) > 0 && o.Spec.PodCIDRs[0] == o.Spec.PodCIDR {
@@ -175,8 +248,8 @@ func (l *NodeLister) List(selector labels.Selector) ([]*Node, error) {
 }
 
 // NodeLabels is every node's name and labels, for service.NewCluster.
-func NodeLabels(nodes []*Node) iter.Seq2[string, map[string]string] {
-	return func(yield func(string, map[string]string) bool) {
+func NodeLabels(nodes []*Node) iter.Seq2[string, labels.Labels] {
+	return func(yield func(string, labels.Labels) bool) {
 		for _, n := range nodes {
 			if !yield(n.Name, n.Labels) {
 				return

@@ -1,16 +1,16 @@
 package service
 
 import (
-	"maps"
 	"testing"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // An empty pool label value means "no pool" for Services too (docs/domains.md): the node is in
 // no pool for the pool topology and listens on node ports as nodes in no pool do.
 func TestEmptyPoolLabelIsNoPool(t *testing.T) {
-	nodes := maps.All(map[string]map[string]string{
+	nodes := nodeLabels(map[string]labels.Set{
 		"self": {domain.DefaultPoolLabel: ""},
 		"peer": {domain.DefaultPoolLabel: ""},
 	})
@@ -18,7 +18,7 @@ func TestEmptyPoolLabelIsNoPool(t *testing.T) {
 	if c.Local.Pool != "" || c.PoolOf("peer") != "" {
 		t.Errorf("empty pool values: local pool %q, peer's %q; want none", c.Local.Pool, c.PoolOf("peer"))
 	}
-	if !c.Equal(NewCluster("self", maps.All(map[string]map[string]string{"self": nil, "peer": nil}), domain.DefaultPoolLabel)) {
+	if !c.Equal(NewCluster("self", nodeLabels(map[string]labels.Set{"self": nil, "peer": nil}), domain.DefaultPoolLabel)) {
 		t.Error("empty pool values place the nodes differently from no label")
 	}
 	listen, err := ParseListen("pool-a,-pool-b")

@@ -40,6 +40,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Reasons of the Warning events the model's findings are recorded with.
@@ -135,17 +136,17 @@ type Cluster struct {
 // NewCluster builds the view from every node's name and labels; local names this node, which may
 // be missing from nodes (it is then in no pool and no zone; nodes may be nil). poolLabel is the
 // domain model's PoolLabel().
-func NewCluster(local string, nodes iter.Seq2[string, map[string]string], poolLabel string) *Cluster {
+func NewCluster(local string, nodes iter.Seq2[string, labels.Labels], poolLabel string) *Cluster {
 	c := &Cluster{Local: Node{Name: local}, pools: map[string]string{}}
 	if nodes == nil {
 		return c
 	}
-	for name, labels := range nodes {
-		if pool := labels[poolLabel]; pool != "" {
+	for name, nodeLabels := range nodes {
+		if pool := nodeLabels.Get(poolLabel); pool != "" {
 			c.pools[name] = pool
 		}
 		if name == local {
-			c.Local.Pool, c.Local.Zone = labels[poolLabel], labels[ZoneLabel]
+			c.Local.Pool, c.Local.Zone = nodeLabels.Get(poolLabel), nodeLabels.Get(ZoneLabel)
 		}
 	}
 	return c

@@ -3,13 +3,13 @@ package service
 import (
 	"fmt"
 	"iter"
-	"maps"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
@@ -22,13 +22,24 @@ import (
 //	n2    pool-a  z2    10.244.1.5
 //	n3    pool-b  z1    10.244.2.5
 //	n4    -       -     10.244.3.5
-func testNodes() iter.Seq2[string, map[string]string] {
-	return maps.All(map[string]map[string]string{
+func testNodes() iter.Seq2[string, labels.Labels] {
+	return nodeLabels(map[string]labels.Set{
 		"self": {domain.DefaultPoolLabel: "pool-a", ZoneLabel: "z1"},
 		"n2":   {domain.DefaultPoolLabel: "pool-a", ZoneLabel: "z2"},
 		"n3":   {domain.DefaultPoolLabel: "pool-b", ZoneLabel: "z1"},
 		"n4":   {},
 	})
+}
+
+// nodeLabels is NewCluster's nodes from their labels by name.
+func nodeLabels(nodes map[string]labels.Set) iter.Seq2[string, labels.Labels] {
+	return func(yield func(string, labels.Labels) bool) {
+		for name, l := range nodes {
+			if !yield(name, l) {
+				return
+			}
+		}
+	}
 }
 
 var (

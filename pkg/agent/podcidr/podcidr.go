@@ -158,9 +158,9 @@ func (a *Allocator) fromSpec(node *k8s.Node, used map[netip.Prefix]string) (neti
 	if node.Spec.PodCIDR == "" && len(node.Spec.PodCIDRs) == 0 {
 		return netip.Prefix{}, false, nil
 	}
-	n := node.DeepCopy()
-	delete(n.Annotations, k8s.PodCIDRAnnotation)
-	cidr, ok, err := k8s.NodePodCIDR(n)
+	n := *node
+	n.Annotations = nil // the spec's pod CIDR, not the annotation's
+	cidr, ok, err := k8s.NodePodCIDR(&n)
 	if err != nil {
 		return netip.Prefix{}, false, fmt.Errorf("node %s: %w", node.Name, err)
 	}

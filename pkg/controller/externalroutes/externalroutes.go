@@ -109,7 +109,7 @@ func nodeAddresses(n *k8s.Node) []netip.Addr {
 		}
 	}
 	for _, k := range []string{"flannel.alpha.coreos.com/public-ip", "flannel.alpha.coreos.com/public-ip-overwrite"} {
-		if ip, err := netip.ParseAddr(n.Annotations[k]); err == nil {
+		if ip, err := netip.ParseAddr(n.Annotations.Get(k)); err == nil {
 			out = append(out, ip.Unmap())
 		}
 	}
