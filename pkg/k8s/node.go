@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"fmt"
 	"iter"
 	"slices"
 	"strings"
@@ -224,30 +225,41 @@ type NodeLister struct{ indexer cache.Indexer }
 // NewNodeLister reads indexer, the Node informer's.
 func NewNodeLister(indexer cache.Indexer) *NodeLister { return &NodeLister{indexer} }
 
-// Get is the Node called name; a NotFound error when the cache has none.
+// Get is the Node called name; a NotFound error when the cache has none. An object of another
+// type (an informer made without TrimForCache) is an error, not a missing Node: a reconciler
+// must not take it for a deleted one.
 func (l *NodeLister) Get(name string) (*Node, error) {
 	obj, ok, err := l.indexer.GetByKey(name)
 	if err != nil {
 		return nil, err
 	}
-	n, isNode := obj.(*Node)
-	if !ok || !isNode {
+	if !ok {
 		return nil, apierrors.NewNotFound(corev1.Resource("node"), name)
+	}
+	n, isNode := obj.(*Node)
+	if !isNode {
+		return nil, fmt.Errorf("node %s: the cache holds a %T, not a *k8s.Node (an informer without TrimForCache)", name, obj)
 	}
 	return n, nil
 }
 
-// List is every Node of the cache that selector matches, in no order; as client-go's listers, it
-// does not fail.
+// List is every Node of the cache that selector matches, in no order. Objects of another type
+// are left out and make the error.
 func (l *NodeLister) List(selector labels.Selector) ([]*Node, error) {
 	objs := l.indexer.List()
 	nodes := make([]*Node, 0, len(objs))
+	var err error
 	for _, obj := range objs {
-		if n, ok := obj.(*Node); ok && (selector.Empty() || selector.Matches(n.Labels)) {
+		n, ok := obj.(*Node)
+		if !ok {
+			err = fmt.Errorf("the Node cache holds a %T, not a *k8s.Node (an informer without TrimForCache)", obj)
+			continue
+		}
+		if selector.Empty() || selector.Matches(n.Labels) {
 			nodes = append(nodes, n)
 		}
 	}
-	return nodes, nil
+	return nodes, err
 }
 
 // NodeLabels is every node's name and labels, for service.NewCluster.

@@ -58,6 +58,16 @@ func TestNodeLister(t *testing.T) {
 	if _, err := l.Get("gone"); !apierrors.IsNotFound(err) {
 		t.Errorf("Get(gone): %v, want NotFound", err)
 	}
+	// A Node the transform did not compact is an error, not a deleted Node.
+	if err := indexer.Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "raw"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Get("raw"); err == nil || apierrors.IsNotFound(err) {
+		t.Errorf("Get(raw) of a corev1.Node: %v, want an error other than NotFound", err)
+	}
+	if nodes, err := l.List(labels.Everything()); err == nil || len(nodes) != 4 {
+		t.Errorf("List with a corev1.Node cached: %d nodes, %v; want the 4 others and an error", len(nodes), err)
+	}
 }
 
 // KeyValues answer as the map they were made from.
