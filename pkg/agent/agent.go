@@ -356,7 +356,7 @@ func (a *Agent) getNode(ctx context.Context) (*k8s.Node, error) {
 			klog.FromContext(ctx).Info("Waiting for this node's Node object", "node", a.cfg.NodeName, "err", err)
 			return false, nil
 		}
-		node = k8s.NodeOf(n)
+		node = n
 		return true, nil
 	})
 	if err != nil {

@@ -163,7 +163,7 @@ func removeFile(ctx context.Context, path string) error {
 func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string, deviceMAC net.HardwareAddr) error {
 	logger := klog.FromContext(ctx)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		full, err := client.GetNode(ctx, nodeName)
+		node, err := client.GetNode(ctx, nodeName)
 		if apierrors.IsNotFound(err) {
 			logger.Info("Node object not found; no annotations to remove", "node", nodeName)
 			return nil
@@ -171,7 +171,6 @@ func removeVTEPAnnotations(ctx context.Context, client k8s.API, nodeName string,
 		if err != nil {
 			return fmt.Errorf("getting node %s: %w", nodeName, err)
 		}
-		node := k8s.NodeOf(full)
 		present := presentAnnotations(node)
 		if len(present) > 0 && !publishedByEdgeplane(node, deviceMAC) {
 			logger.Info("This node's Flannel annotations are not edgeplane's (another VTEP MAC); leaving them",

@@ -69,8 +69,10 @@ const (
 // API is the part of the Kubernetes API the agent calls, one method a request. Client implements
 // it against the API server; tests implement it on client-go's fake clientset (package k8stest).
 type API interface {
-	GetNode(ctx context.Context, name string) (*corev1.Node, error)
-	// ListNodes lists every Node, trimmed as the informers' cache keeps them (TrimForCache).
+	// GetNode gets the Node as the informers' cache keeps it (TrimForCache): the agent reads no
+	// more of a Node.
+	GetNode(ctx context.Context, name string) (*Node, error)
+	// ListNodes lists every Node, as the informers' cache keeps them (TrimForCache).
 	ListNodes(ctx context.Context) ([]*Node, error)
 	// PatchNode applies a JSON merge patch to the Node.
 	PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error)
@@ -226,12 +228,12 @@ func restConfig(path string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func (c *Client) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+func (c *Client) GetNode(ctx context.Context, name string) (*Node, error) {
 	node := &corev1.Node{}
 	if err := c.core.Get().Resource("nodes").Name(name).Do(ctx).Into(node); err != nil {
 		return nil, err
 	}
-	return node, nil
+	return compactNode(node), nil
 }
 
 // ListNodes lists the Nodes as the informers' cache keeps them (TrimForCache: names, labels, pod
@@ -249,11 +251,7 @@ func (c *Client) ListNodes(ctx context.Context) ([]*Node, error) {
 		return nil, err
 	}
 	if list, ok := obj.(*corev1.NodeList); ok { // not protobuf: decoded whole
-		nodes := make([]*Node, len(list.Items))
-		for i := range list.Items {
-			nodes[i] = compactNode(&list.Items[i])
-		}
-		return nodes, nil
+		return NodesOf(list), nil
 	}
 	list, ok := obj.(*metainternalversion.List)
 	if !ok {

@@ -27,9 +27,10 @@ import (
 // It is 192 bytes where a corev1.Node's struct alone is 784 (896 as allocated), and keeps its
 // labels and annotations as sorted pairs (KeyValues) rather than maps: 1,082 bytes of heap a
 // Node decoded from the API server with kubelet's, kubeadm's and a pool's labels instead of
-// 2,305 as a trimmed corev1.Node, 6 MB less at 5,000 Nodes (BenchmarkDecodedNodeCache). The fields keep the paths of corev1.Node (node.Spec.PodCIDR,
-// node.Status.Addresses) so that code reads the same. Whatever a reader starts to read of a
-// Node must be kept here and in compactNode.
+// 2,305 as a trimmed corev1.Node, 6 MB less at 5,000 Nodes (BenchmarkDecodedNodeCache). The
+// fields keep the paths of corev1.Node (node.Spec.PodCIDR, node.Status.Addresses) so that code
+// reads the same. Whatever a reader starts to read of a Node must be kept here and in
+// compactNode.
 type Node struct {
 	Name, ResourceVersion string
 	UID                   types.UID
@@ -60,9 +61,11 @@ func KeyValuesOf(m map[string]string) KeyValues {
 	for k, v := range m {
 		kv = append(kv, KeyValue{k, v})
 	}
-	slices.SortFunc(kv, func(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(kv, byKey)
 	return kv
 }
+
+func byKey(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) }
 
 // Lookup is the value of key, and whether there is one.
 func (kv KeyValues) Lookup(key string) (string, bool) {
@@ -153,6 +156,15 @@ func (n *Node) Ref() *corev1.ObjectReference {
 // not changed; the result may share its taints and pod CIDRs.
 func NodeOf(o *corev1.Node) *Node { return compactNode(o) }
 
+// NodesOf is NodeOf of every item of list.
+func NodesOf(list *corev1.NodeList) []*Node {
+	nodes := make([]*Node, len(list.Items))
+	for i := range list.Items {
+		nodes[i] = compactNode(&list.Items[i])
+	}
+	return nodes
+}
+
 // ourAnnotation reports whether the agent reads the Node annotation key (nodeAnnotationPrefixes).
 func ourAnnotation(key string) bool {
 	for _, prefix := range nodeAnnotationPrefixes {
@@ -187,7 +199,7 @@ func compactNode(o *corev1.Node) *Node {
 				n.Annotations = append(n.Annotations, KeyValue{interned(k), v})
 			}
 		}
-		slices.SortFunc(n.Annotations, func(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) })
+		slices.SortFunc(n.Annotations, byKey)
 	}
 	if len(o.Labels) > 0 {
 		n.Labels = make(KeyValues, 0, len(o.Labels))
@@ -199,7 +211,7 @@ func compactNode(o *corev1.Node) *Node {
 			}
 			n.Labels = append(n.Labels, KeyValue{interned(k), v})
 		}
-		slices.SortFunc(n.Labels, func(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) })
+		slices.SortFunc(n.Labels, byKey)
 	}
 	n.Spec = NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: o.Spec.Taints}
 	if len(o.Spec.PodCIDRs) > 0 && o.Spec.PodCIDRs[0] == o.Spec.PodCIDR {

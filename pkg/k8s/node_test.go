@@ -2,7 +2,6 @@ package k8s
 
 import (
 	"slices"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,7 +73,7 @@ func TestNodeLister(t *testing.T) {
 func TestKeyValues(t *testing.T) {
 	m := map[string]string{"b": "2", "a": "1", "c": ""}
 	kv := KeyValuesOf(m)
-	if !slices.IsSortedFunc(kv, func(x, y KeyValue) int { return strings.Compare(x.Key, y.Key) }) {
+	if !slices.IsSortedFunc(kv, byKey) {
 		t.Errorf("not sorted: %v", kv)
 	}
 	for _, k := range []string{"a", "b", "c", "d", ""} {

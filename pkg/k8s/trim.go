@@ -15,8 +15,8 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // what it uses rather than what the API server stores. Services and EndpointSlices are cached as
 // the compact Service and EndpointSlice of this package, Nodes as its compact Node; from every
 // other object managedFields (server-side apply bookkeeping, often larger than the spec) and
-// kubectl's last-applied annotation go. Objects are trimmed in
-// place: the informer owns them until they enter its store. It may see an object twice
+// kubectl's last-applied annotation go, in place: the informer owns it until it enters its
+// store. It may see an object twice
 // (client-go's watch-list transforms what it streams, then again what it hands to the
 // informer): trimming is idempotent.
 func TrimForCache(obj any) (any, error) {

@@ -96,11 +96,10 @@ func transient(err error) bool {
 
 // ensureOnce is one attempt of Ensure.
 func (a *Allocator) ensureOnce(ctx context.Context, nodeName string) (netip.Prefix, error) {
-	full, err := a.Client.GetNode(ctx, nodeName)
+	node, err := a.Client.GetNode(ctx, nodeName)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("getting node %s: %w", nodeName, err)
 	}
-	node := k8s.NodeOf(full)
 	nodes, err := a.listNodes(ctx)
 	if err != nil {
 		return netip.Prefix{}, err

@@ -25,8 +25,12 @@ func FromClientset(cs kubernetes.Interface) k8s.API { return api{cs} }
 
 type api struct{ cs kubernetes.Interface }
 
-func (a api) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
-	return a.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+func (a api) GetNode(ctx context.Context, name string) (*k8s.Node, error) {
+	node, err := a.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return k8s.NodeOf(node), nil
 }
 
 func (a api) ListNodes(ctx context.Context) ([]*k8s.Node, error) {
@@ -34,11 +38,7 @@ func (a api) ListNodes(ctx context.Context) ([]*k8s.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	nodes := make([]*k8s.Node, len(list.Items))
-	for i := range list.Items {
-		nodes[i] = k8s.NodeOf(&list.Items[i])
-	}
-	return nodes, nil
+	return k8s.NodesOf(list), nil
 }
 
 func (a api) PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error) {
