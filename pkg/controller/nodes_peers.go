@@ -41,8 +41,8 @@ func (r *NodeReconciler) desired(ctx context.Context, node *k8s.Node) (peer, err
 	// NAT address) when set. Nodes in no pool are plain Kubernetes nodes that need not share a
 	// network, as in Flannel.
 	m := r.model()
-	dom := m.DomainOf(node.Labels)
 	pool, _ := m.PoolOf(node.Labels)
+	dom := m.DomainOfPool(pool)
 	endpoint := vtep.Endpoint(m.Reachable(r.local.domain, dom) && !(dom == domain.Default && r.local.domain == domain.Default))
 	id := domain.ID(dom)
 	mac, err := r.cfg.NextHop.NextHop(endpoint)
@@ -116,8 +116,9 @@ func (r *NodeReconciler) applyLocalLocked() error {
 	l := r.cfg.Local
 	view := r.local
 	if node, err := r.lister.Get(l.Name); err == nil {
-		pool, _ := r.model().PoolOf(node.Labels)
-		view = localView{domain: r.model().DomainOf(node.Labels), pool: pool, gateway: domain.IsGateway(node.Labels)}
+		m := r.model()
+		pool, _ := m.PoolOf(node.Labels)
+		view = localView{domain: m.DomainOfPool(pool), pool: pool, gateway: domain.IsGateway(node.Labels)}
 	} else if view.domain == "" {
 		view.domain = domain.Default
 	}
