@@ -181,7 +181,7 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	s.Backends = make([]snapshot.Backend, 0, slots)
 	local4 := map[netip.Addr]bool{}
 	err = walkBackendTable(t.Backends(), func(slot controller.BackendSlot, b service.Backend) {
-		s.Backends = append(s.Backends, snapshot.Backend{ID: slot.ID, Slot: slot.Slot, IP: b.IP, Port: b.Port})
+		s.Backends = append(s.Backends, snapshot.Backend{ID: slot.ID, Slot: slot.Slot, IP: snapshot.IPv4Of(b.IP), Port: b.Port})
 		if a.podCIDR.Contains(b.IP) {
 			local4[b.IP] = true
 		}
@@ -339,7 +339,7 @@ func restoreMaps(t mapTables, s *snapshot.State, pods map[netip.Addr]nameindex.P
 	// Backends before the frontends that point at them.
 	moved := movedPods(s.PodBackends, pods)
 	for _, b := range s.Backends {
-		ip := b.IP
+		ip := b.IP.Addr()
 		if to, ok := moved[ip]; ok {
 			ip = to
 		}
@@ -412,7 +412,7 @@ func repairBackends(ctx context.Context, t mapTables, s *snapshot.State, runDir 
 			}
 			var errs []error
 			for _, b := range s.Backends {
-				if b.IP == from {
+				if b.IP.Addr() == from {
 					errs = append(errs, t.Backends().Upsert(controller.BackendSlot{ID: b.ID, Slot: b.Slot}, service.Backend{IP: to, Port: b.Port}))
 				}
 			}

@@ -42,8 +42,9 @@ func TestEncodeIsJSONMarshal(t *testing.T) {
 
 // Writing a snapshot of issue 18's scale allocates a small part of the file's size: the encoding
 // goes to the file as it is made (json.Marshal held the whole file, ~17 MiB, and the buffers it
-// grew through). What is left is encoding/json's: each address's text (netip's MarshalText), ~16
-// bytes an entry, garbage at once.
+// grew through), and the backends, most of the entries, encode themselves into one reused buffer
+// (through encoding/json each cost its address's text, ~5 MiB in all). What is left is the
+// frontends' and routes' encoding/json garbage: ~0.4 MiB.
 func TestWriteStreamsTheEncoding(t *testing.T) {
 	s := scaleState()
 	dir := t.TempDir()
@@ -60,7 +61,7 @@ func TestWriteStreamsTheEncoding(t *testing.T) {
 	}
 	allocated := after.TotalAlloc - before.TotalAlloc
 	t.Logf("%d backends: file %.1f MiB, %.2f MiB allocated writing it", len(s.Backends), float64(info.Size())/(1<<20), float64(allocated)/(1<<20))
-	if allocated > uint64(info.Size())/3 {
-		t.Errorf("writing a %d-byte snapshot allocated %d bytes: more than a third of it", info.Size(), allocated)
+	if allocated > uint64(info.Size())/16 {
+		t.Errorf("writing a %d-byte snapshot allocated %d bytes: more than a sixteenth of it", info.Size(), allocated)
 	}
 }

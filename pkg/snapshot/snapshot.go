@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/edgeplane/edgeplane/pkg/atomicfile"
 )
@@ -116,12 +117,52 @@ type Frontend struct {
 	Unreachable     uint16     `json:"unreachable,omitempty"`
 }
 
-// Backend is an lb_backend_map entry: slot Slot of backend set ID.
+// Backend is an lb_backend_map entry: slot Slot of backend set ID. It is the bulk of a snapshot
+// (150,000 of them at 10,000 Services), so it takes 16 bytes, where a netip.Addr alone takes 24.
 type Backend struct {
-	ID   uint32     `json:"id"`
-	Slot uint32     `json:"slot"`
-	IP   netip.Addr `json:"ip"`
-	Port uint16     `json:"port"`
+	ID   uint32 `json:"id"`
+	Slot uint32 `json:"slot"`
+	IP   IPv4   `json:"ip"`
+	Port uint16 `json:"port"`
+}
+
+// appendJSON appends b as json.Marshal encodes it, without its reflection: encode writes 150,000
+// of them at a time.
+func (b *Backend) appendJSON(out []byte) []byte {
+	out = append(out, `{"id":`...)
+	out = strconv.AppendUint(out, uint64(b.ID), 10)
+	out = append(out, `,"slot":`...)
+	out = strconv.AppendUint(out, uint64(b.Slot), 10)
+	out = append(out, `,"ip":"`...)
+	out = b.IP.Addr().AppendTo(out)
+	out = append(out, `","port":`...)
+	out = strconv.AppendUint(out, uint64(b.Port), 10)
+	return append(out, '}')
+}
+
+// IPv4 is an IPv4 address in 4 bytes, written as its dotted text (the maps hold no other
+// backend address).
+type IPv4 [4]byte
+
+// IPv4Of is addr, which must be IPv4 (an IPv4-mapped IPv6 address is unmapped).
+func IPv4Of(addr netip.Addr) IPv4 { return addr.Unmap().As4() }
+
+// Addr is a as a netip.Addr.
+func (a IPv4) Addr() netip.Addr { return netip.AddrFrom4(a) }
+
+func (a IPv4) MarshalText() ([]byte, error) { return a.Addr().AppendTo(nil), nil }
+
+// UnmarshalText reads a dotted IPv4 address; anything else is an error (a corrupt snapshot).
+func (a *IPv4) UnmarshalText(text []byte) error {
+	addr, err := netip.ParseAddr(string(text))
+	if err != nil {
+		return err
+	}
+	if !addr.Is4() {
+		return fmt.Errorf("backend address %s is not IPv4", addr)
+	}
+	*a = addr.As4()
+	return nil
 }
 
 // PodBackend is a backend address that was a pod of this node.

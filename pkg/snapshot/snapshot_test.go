@@ -24,7 +24,7 @@ func state(backends int) *State {
 		PodBackends: []PodBackend{{IP: netip.MustParseAddr("10.244.1.5"), Namespace: "default", Name: "web-0"}},
 	}
 	for i := range backends {
-		s.Backends = append(s.Backends, Backend{ID: 1, Slot: uint32(i), IP: netip.MustParseAddr("10.244.1.5"), Port: 8080})
+		s.Backends = append(s.Backends, Backend{ID: 1, Slot: uint32(i), IP: IPv4{10, 244, 1, 5}, Port: 8080})
 	}
 	return s
 }
@@ -118,6 +118,10 @@ func TestCorrupt(t *testing.T) {
 		"no version":      `{"node":{}}`,
 		"wrong type":      `{"version":1,"routes":"x"}`,
 		"no node address": `{"version":1,"node":{"name":"a1"}}`,
+		"IPv6 backend": `{"version":1,"node":{"nodeIP":"172.31.0.2","podCIDR":"10.244.1.0/24"},` +
+			`"backends":[{"id":1,"slot":0,"ip":"fd00::5","port":80}]}`,
+		"backend not an address": `{"version":1,"node":{"nodeIP":"172.31.0.2","podCIDR":"10.244.1.0/24"},` +
+			`"backends":[{"id":1,"slot":0,"ip":"10.244.1","port":80}]}`,
 	} {
 		if err := os.WriteFile(Path(dir), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
@@ -204,7 +208,7 @@ func scaleState() *State {
 			id := uint32(svc*2 + f)
 			s.Frontends = append(s.Frontends, Frontend{VIP: netip.AddrFrom4([4]byte{10, 96, byte(svc >> 8), byte(svc)}), Port: 80 + uint16(f), Proto: 6, ID: id, Count: 15})
 			for slot := range 15 {
-				s.Backends = append(s.Backends, Backend{ID: id, Slot: uint32(slot), IP: netip.AddrFrom4([4]byte{10, byte(100 + slot), byte(svc >> 8), byte(svc)}), Port: 8080})
+				s.Backends = append(s.Backends, Backend{ID: id, Slot: uint32(slot), IP: IPv4{10, byte(100 + slot), byte(svc >> 8), byte(svc)}, Port: 8080})
 			}
 		}
 	}
