@@ -36,7 +36,7 @@ func sliceNodes(obj any) []string {
 	switch s := obj.(type) {
 	case *k8s.EndpointSlice:
 		for _, e := range s.Endpoints {
-			if n := e.Node.String(); n != "" && !slices.Contains(nodes, n) {
+			if n := e.Node(); n != "" && !slices.Contains(nodes, n) {
 				nodes = append(nodes, n)
 			}
 		}

@@ -7,10 +7,12 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 )
 
 // BenchmarkNodeCache reports the heap an informer store holds per cached Node (fullNode: a
@@ -91,4 +93,51 @@ func BenchmarkDecodedNodeCache(b *testing.B) {
 		goruntime.KeepAlive(list)
 	}
 	b.ReportMetric(perNode, "heap-bytes/node")
+}
+
+// BenchmarkDecodedSliceCache reports the heap the informer's list keeps per endpoint when 10,000
+// EndpointSlices of 15 ready endpoints (issue 18's scale: pods on 5,000 nodes in 100 zones, the
+// EndpointSlice controller's zone hints) are decoded from protobuf as the API server sends them
+// (decodeList).
+func BenchmarkDecodedSliceCache(b *testing.B) {
+	const count, perSlice = 10000, 15
+	list := &discoveryv1.EndpointSliceList{ListMeta: metav1.ListMeta{ResourceVersion: "42"}}
+	for i := range count {
+		s := discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("svc-%05d-x7k2p", i), ResourceVersion: "7",
+				Labels: map[string]string{discoveryv1.LabelServiceName: fmt.Sprintf("svc-%05d", i),
+					discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To[int32](8080)}},
+		}
+		for j := range perSlice {
+			n := (i*perSlice + j) * 7 % 5000
+			zone := fmt.Sprintf("zone-pool-%03d", n%100)
+			s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+				Addresses:  []string{fmt.Sprintf("10.%d.%d.%d", 16+n/1024, n/4%256, 64*(n%4)+j+2)},
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+				NodeName:   ptr.To(fmt.Sprintf("node-%05d", n)), Zone: &zone,
+				Hints: &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: zone}}},
+			})
+		}
+		list.Items = append(list.Items, s)
+	}
+	codecs := serializer.NewCodecFactory(Scheme)
+	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	var body bytes.Buffer
+	if err := codecs.EncoderForVersion(info.Serializer, discoveryv1.SchemeGroupVersion).Encode(list, &body); err != nil {
+		b.Fatal(err)
+	}
+	list = nil
+	var perEndpoint float64
+	for range b.N {
+		before := heapInUse()
+		got, err := decodeList(bytes.NewReader(body.Bytes()), EndpointSlices, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		perEndpoint = float64(heapInUse()-before) / (count * perSlice)
+		goruntime.KeepAlive(got)
+	}
+	b.ReportMetric(perEndpoint, "heap-bytes/endpoint")
 }
