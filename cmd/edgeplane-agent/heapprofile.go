@@ -26,6 +26,9 @@ func init() {
 		return
 	}
 	path = fmt.Sprintf("%s.%d", path, os.Getpid())
+	// One sample per 16 KiB allocated instead of 512: the steady heap is mostly small objects by
+	// the ten thousand, which the default rate attributes with errors of tens of percent.
+	runtime.MemProfileRate = 16 << 10
 	go func() {
 		for range time.Tick(heapProfileEvery) {
 			if err := writeHeapProfile(path); err != nil {
