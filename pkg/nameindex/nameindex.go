@@ -86,7 +86,8 @@ type Node struct {
 	ThisNode bool `json:"thisNode"`
 }
 
-// nodesDoc is nodes.json: an object, so that fields can be added beside the list.
+// nodesDoc is nodes.json: an object, so that fields can be added beside the list (writeList
+// writes it an item at a time).
 type nodesDoc struct {
 	Nodes []Node `json:"nodes"`
 }
@@ -219,10 +220,7 @@ func readPod(path string) (Pod, error) {
 func WriteNodes(runDir string, nodes []Node) error {
 	sorted := slices.Clone(nodes)
 	slices.SortFunc(sorted, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
-	if sorted == nil {
-		sorted = []Node{}
-	}
-	return writeJSON(filepath.Join(runDir, Dir), nodesFile, nodesDoc{Nodes: sorted})
+	return writeList(filepath.Join(runDir, Dir), nodesFile, "nodes", sorted)
 }
 
 // ReadNodes reads the node file; a missing one is an error wrapping fs.ErrNotExist.

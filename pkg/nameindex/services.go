@@ -65,7 +65,7 @@ func WriteServices(runDir string, services []Service) error {
 	slices.SortFunc(sorted, func(a, b Service) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
-	return writeJSON(filepath.Join(runDir, Dir), servicesFile, servicesDoc{Services: sorted})
+	return writeList(filepath.Join(runDir, Dir), servicesFile, "services", sorted)
 }
 
 // ReadServices reads the Service file; a missing one is an error wrapping fs.ErrNotExist.
