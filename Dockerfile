@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The edgeplane image: edgeplane-agent, edgeplane-cni, edgeplane-install and edgeplanectl in
+# The edgeplane image: edgeplane-agent, edgeplane-bgp, edgeplane-cni, edgeplane-install and edgeplanectl in
 # /usr/local/bin, and the reference CNI plugins the conflist chains (host-local, portmap, bandwidth)
 # and the runtime runs for every sandbox (loopback) in /usr/local/lib/edgeplane/cni-plugins, which
 # edgeplane-install copies only to nodes that lack them.
@@ -32,6 +32,6 @@ RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.
 # Runs as root (uid 0): the pins under /sys/fs/bpf and the CNI directories are root's. Privilege
 # comes from the DaemonSet's capabilities, not from the image.
 FROM gcr.io/distroless/static-debian12
-COPY --from=build /out/edgeplane-agent /out/edgeplane-cni /out/edgeplane-install /out/edgeplanectl /usr/local/bin/
+COPY --from=build /out/edgeplane-agent /out/edgeplane-bgp /out/edgeplane-cni /out/edgeplane-install /out/edgeplanectl /usr/local/bin/
 COPY --from=build /out/cni-plugins/host-local /out/cni-plugins/portmap /out/cni-plugins/bandwidth /out/cni-plugins/loopback /usr/local/lib/edgeplane/cni-plugins/
 ENTRYPOINT ["/usr/local/bin/edgeplane-agent"]

@@ -7,6 +7,7 @@ import (
 	"go/build"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,6 +36,7 @@ var layers = []layer{
 		"pkg/cli",   // edgeplanectl
 		"pkg/cni",   // the CNI plugin
 		"pkg/install",
+		"pkg/bgp/gobgp", // edgeplane-bgp's speaker: GoBGP, which only that process links
 	}},
 	{name: "agent services", packages: []string{"pkg/metrics", "pkg/svchealth"}},
 	{name: "map collectors", packages: []string{
@@ -49,7 +51,7 @@ var layers = []layer{
 	{name: "models and kernel access", packages: []string{
 		"pkg/service", "pkg/domain", // models
 		"pkg/datapath", "pkg/agent/netdev", // kernel access: BPF objects, links, routes, devices
-		"pkg/bgp", // the route-mode BGP speaker (GoBGP in the agent's process)
+		"pkg/bgp", // the route-mode BGP speaker's configuration, and its process (edgeplane-bgp) as the agent drives it
 	}},
 	{name: "maps", peers: true, packages: []string{"pkg/maps", "pkg/maps/..."}},
 	{name: "leaves", packages: []string{
@@ -176,6 +178,20 @@ func TestLayersNameRealPackages(t *testing.T) {
 			if !found {
 				t.Errorf("layer %q names %s, which is no package of the module", l.name, p)
 			}
+		}
+	}
+}
+
+// The agent does not link GoBGP: the route-mode speaker runs in edgeplane-bgp (pkg/bgp's
+// Process), so nodes that do not speak BGP do not pay for its code and start-up state.
+func TestAgentLinksNoGoBGP(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../cmd/edgeplane-agent").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v: %s", err, out)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasPrefix(p, "github.com/osrg/gobgp") || strings.HasPrefix(p, "google.golang.org/grpc") {
+			t.Errorf("edgeplane-agent links %s", p)
 		}
 	}
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds edgeplane's image with Go alone (no Docker, no registry), for linux/amd64 and linux/arm64:
-#   /usr/local/bin/{edgeplane-agent,edgeplane-cni,edgeplane-install,edgeplanectl}  (stamped VERSION)
+#   /usr/local/bin/{edgeplane-agent,edgeplane-bgp,edgeplane-cni,edgeplane-install,edgeplanectl}  (stamped VERSION)
 #   /usr/local/lib/edgeplane/cni-plugins/{host-local,portmap,bandwidth,loopback}  (containernetworking/plugins
 #       at the version go.mod pins, built from that module with its own go.sum, as upstream does)
 #   /etc/ssl/certs/ca-certificates.crt  (the NSS roots of golang.org/x/crypto/x509roots/fallback,

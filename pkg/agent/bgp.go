@@ -26,7 +26,8 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
-// The BGP speaker of route mode (pkg/bgp), driven by this node's route-mode view.
+// The BGP speaker of route mode (pkg/bgp: GoBGP in the edgeplane-bgp process, which a pass starts
+// again when it ended), driven by this node's route-mode view.
 //
 // bgpSpeaker follows controller.RouteModeView: while the node speaks, it runs one speaker (router
 // ID = the node IP, local ASN = its peers', no listening port: it only dials) that advertises the
@@ -65,8 +66,9 @@ type bgpSpeaker struct {
 	runDir          string
 	// refresh is how often the report is refreshed (counters, uptimes) and failures retried.
 	refresh time.Duration
-	// start starts a speaker; bgp.Start but in tests.
-	start func(context.Context, bgp.Config) (*bgp.Speaker, error)
+	// start starts a speaker: the speaker process (bgp.StartProcess), or GoBGP in the test's
+	// process.
+	start func(context.Context, bgp.Config) (bgp.Speaker, error)
 	// annotate sets this node's k8s.RoutesAdvertisedAnnotation to domain, or removes it for "";
 	// nil publishes nothing (tests).
 	annotate func(ctx context.Context, domain string) error
@@ -83,7 +85,7 @@ type bgpSpeaker struct {
 	configured atomic.Pointer[map[netip.Addr]bool]
 
 	mu        sync.Mutex // guards what follows; held during a pass and a stop
-	speaker   *bgp.Speaker
+	speaker   bgp.Speaker
 	config    bgp.Config
 	passwords map[domain.SecretKeyRef]string
 	// passwordsRead is when passwords was last emptied to be read again.
@@ -120,13 +122,22 @@ const bgpPasswordReread = 5 * time.Minute
 // it), then the routes go.
 const bgpWithdrawDelay = 2 * time.Second
 
+// startSpeakerProcess starts the speaker process installed next to the agent (pkg/bgp's Process).
+func startSpeakerProcess(ctx context.Context, cfg bgp.Config) (bgp.Speaker, error) {
+	path, err := bgp.ProcessPath()
+	if err != nil {
+		return nil, err
+	}
+	return bgp.StartProcess(ctx, path, cfg)
+}
+
 func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains controller.DomainModel,
 	secretNamespace string, recorder record.EventRecorder) (*bgpSpeaker, error) {
 	s := &bgpSpeaker{
 		nodeName: a.cfg.NodeName, nodeIP: a.underlay.IP, podCIDR: a.podCIDR,
 		nodes: k8s.NewNodeLister(nodeInformer.GetIndexer()), nodesSynced: nodeInformer.HasSynced, domains: domains,
 		secrets: a.client, secretNamespace: secretNamespace, recorder: recorder,
-		runDir: a.cfg.RunDir, refresh: bgpRefresh, start: bgp.Start,
+		runDir: a.cfg.RunDir, refresh: bgpRefresh, start: startSpeakerProcess,
 		annotate: a.annotateRoutesAdvertised, withdrawDelay: bgpWithdrawDelay,
 	}
 	s.init()
@@ -283,6 +294,14 @@ func (s *bgpSpeaker) convergeLocked(ctx context.Context, view domain.NodeRouting
 		return s.withdrawLocked(ctx)
 	}
 	cfg := bgp.Config{RouterID: s.nodeIP, ASN: view.Peers[0].LocalASN, ListenPort: -1, OnSessionChange: s.sessionChanged}
+	if s.speaker != nil {
+		if err := s.speaker.Err(); err != nil {
+			// Its process ended (a crash): start another; the sessions come back as after an
+			// agent restart, graceful-restart peers having kept the routes.
+			klog.FromContext(ctx).Error(err, "The BGP speaker ended; starting it again")
+			s.speaker, s.config = nil, bgp.Config{}
+		}
+	}
 	if s.speaker != nil && (s.config.RouterID != cfg.RouterID || s.config.ASN != cfg.ASN) {
 		klog.FromContext(ctx).Info("Restarting the BGP speaker: its router ID or local ASN changed",
 			"routerID", cfg.RouterID, "localASN", cfg.ASN)

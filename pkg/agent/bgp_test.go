@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/bgp"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
+	"github.com/edgeplane/edgeplane/pkg/bgp/gobgp"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
@@ -96,7 +97,7 @@ func bgpNode(name string, ip netip.Addr, podCIDR netip.Prefix, speaker bool) *k8
 }
 
 type bgpFixture struct {
-	gateway  *bgp.Speaker
+	gateway  *gobgp.Speaker
 	port     int32
 	nodes    cache.Indexer
 	model    *domain.Model
@@ -113,7 +114,7 @@ func newBGPFixture(t *testing.T, password string) *bgpFixture {
 	}
 	port := int32(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
-	gw, err := bgp.Start(t.Context(), bgp.Config{RouterID: netip.MustParseAddr("192.0.2.254"), ASN: gatewayASN,
+	gw, err := gobgp.Start(t.Context(), bgp.Config{RouterID: netip.MustParseAddr("192.0.2.254"), ASN: gatewayASN,
 		ListenPort: port, ListenAddresses: []netip.Addr{gatewayIP}})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +145,7 @@ func newBGPFixture(t *testing.T, password string) *bgpFixture {
 		nodeName: "n1", nodeIP: bgpNodeIP, podCIDR: bgpPodCIDR,
 		nodes: k8s.NewNodeLister(f.nodes), domains: staticDomains{model},
 		secrets: f.secrets, secretNamespace: "edgeplane-system", recorder: f.recorder,
-		runDir: t.TempDir(), refresh: time.Hour, start: bgp.Start,
+		runDir: t.TempDir(), refresh: time.Hour, start: startInProcess,
 	}
 	f.speaker.init()
 	t.Cleanup(func() { f.speaker.stop(context.Background(), true) })
@@ -307,7 +308,7 @@ func TestBGPSpeakerStopForRestartKeepsRoutesAtTheGateway(t *testing.T) {
 	// The next agent: a fresh speaker on the same node refreshes them.
 	f.speaker = &bgpSpeaker{nodeName: "n1", nodeIP: bgpNodeIP, podCIDR: bgpPodCIDR, nodes: f.speaker.nodes,
 		domains: f.speaker.domains, secrets: f.secrets, secretNamespace: "edgeplane-system", recorder: f.recorder,
-		runDir: f.speaker.runDir, refresh: time.Hour, start: bgp.Start}
+		runDir: f.speaker.runDir, refresh: time.Hour, start: startInProcess}
 	f.speaker.init()
 	f.setView(t)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -482,4 +483,47 @@ func TestBGPSpeakerRereadsThePasswordWhileASessionIsDown(t *testing.T) {
 	time.Sleep(f.speaker.refresh) // the next tick
 	f.speaker.converge(t.Context())
 	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
+}
+
+// startInProcess runs the node's speaker in the test's process (the agent runs it in the speaker
+// process; pkg/bgp/gobgp's TestProcess covers that path).
+func startInProcess(ctx context.Context, cfg bgp.Config) (bgp.Speaker, error) {
+	sp, err := gobgp.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sp, nil
+}
+
+// A speaker that ended on its own (its process crashed: Err set) is started again by the next
+// pass, which advertises and peers as after an agent restart; the gateway has the routes again.
+func TestBGPSpeakerStartsAgainAfterItEnded(t *testing.T) {
+	f := newBGPFixture(t, "")
+	f.setView(t)
+	want := map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP}
+	f.waitForGatewayRoutes(t, want)
+	f.speaker.mu.Lock()
+	crashed := f.speaker.speaker
+	f.speaker.mu.Unlock()
+	if err := crashed.StopForRestart(t.Context()); err != nil { // as a crash leaves it: Err set
+		t.Fatal(err)
+	}
+	if crashed.Err() == nil {
+		t.Fatal("a stopped speaker reports no error")
+	}
+	f.speaker.converge(t.Context())
+	f.speaker.mu.Lock()
+	again := f.speaker.speaker
+	f.speaker.mu.Unlock()
+	if again == nil || again == crashed || again.Err() != nil {
+		t.Fatalf("after a pass the speaker is %v (the ended one %v): want a new, running one", again, crashed)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if routes := f.waitForGatewayRoutes(t, want); !routes[0].Stale {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway's routes stayed stale after the new speaker")
+		}
+	}
 }

@@ -1,3 +1,7 @@
+// Package bgp is the route-mode BGP speaker as the agent sees it: its configuration (Config,
+// PeerConfig, validated here), its session changes, the Speaker interface, and Process, which
+// runs the speaker (GoBGP, pkg/bgp/gobgp) in a process of its own, edgeplane-bgp, over a pipe
+// (Serve is that process's side). Nothing here links GoBGP.
 package bgp
 
 import (
@@ -31,6 +35,10 @@ const (
 // ErrInvalidConfig wraps every validation error of Config and PeerConfig, so callers can tell a
 // bad configuration (report it, keep the last good one) from a failure of the speaker.
 var ErrInvalidConfig = errors.New("invalid BGP configuration")
+
+// ErrStopped is what a stopped speaker's methods return, and a speaker process's once the
+// process ended.
+var ErrStopped = errors.New("BGP speaker is stopped")
 
 // Config is the speaker's own configuration.
 type Config struct {
@@ -102,8 +110,8 @@ type GracefulRestart struct {
 	LongLivedStaleTime time.Duration
 }
 
-// validate checks the speaker's own configuration.
-func (c *Config) validate() error {
+// Validate checks the speaker's own configuration.
+func (c *Config) Validate() error {
 	if !c.RouterID.Is4() || c.RouterID.IsUnspecified() {
 		return fmt.Errorf("%w: router ID %q is not a non-zero IPv4 address", ErrInvalidConfig, c.RouterID)
 	}
@@ -121,8 +129,8 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// validate checks one peer; it needs no speaker.
-func (p *PeerConfig) validate() error {
+// Validate checks one peer; it needs no speaker.
+func (p *PeerConfig) Validate() error {
 	if !p.Address.IsValid() {
 		return fmt.Errorf("%w: peer address is empty", ErrInvalidConfig)
 	}
@@ -179,8 +187,8 @@ func validateSeconds(what string, d, lo, hi time.Duration) error {
 	return nil
 }
 
-// validatePrefix accepts a canonical IPv4 prefix and an IPv4 next hop or none.
-func validatePrefix(prefix netip.Prefix, nextHop netip.Addr) error {
+// ValidatePrefix accepts a canonical IPv4 prefix and an IPv4 next hop or none.
+func ValidatePrefix(prefix netip.Prefix, nextHop netip.Addr) error {
 	if !prefix.IsValid() || !prefix.Addr().Is4() {
 		return fmt.Errorf("%w: prefix %s is not an IPv4 prefix", ErrInvalidConfig, prefix)
 	}

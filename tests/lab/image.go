@@ -32,7 +32,7 @@ func BuildEdgeplaneImage(ctx context.Context, cfg Config, repoRoot, out string) 
 		return fmt.Errorf("building edgeplane's commands: %w: %s", err, out)
 	}
 	var files []ociimage.File
-	for _, c := range []string{"edgeplane-agent", "edgeplane-cni", "edgeplane-install", "edgeplanectl"} {
+	for _, c := range []string{"edgeplane-agent", "edgeplane-bgp", "edgeplane-cni", "edgeplane-install", "edgeplanectl"} {
 		files = append(files, ociimage.File{Path: "/usr/local/bin/" + c, Source: filepath.Join(bin, c)})
 	}
 	for _, p := range []string{"host-local", "portmap", "bandwidth"} {

@@ -1,4 +1,4 @@
-package bgp
+package gobgp
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeplane/edgeplane/pkg/bgp"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestGracefulRestart(t *testing.T) {
 	l := newLab(t)
 	setPeer(t, l.gateway, gatewayPeer(node1Addr, node1ASN, true))
-	gr := GracefulRestart{Enabled: true, RestartTime: 30 * time.Second}
+	gr := bgp.GracefulRestart{Enabled: true, RestartTime: 30 * time.Second}
 
 	before := startNode(t, node1Addr, node1ASN)
 	advertise(t, before, podCIDR1, netip.Addr{})
@@ -52,7 +53,7 @@ func TestStopWithdraws(t *testing.T) {
 	setPeer(t, l.gateway, gw)
 	node := startNode(t, node1Addr, node1ASN)
 	advertise(t, node, podCIDR1, netip.Addr{})
-	setPeer(t, node, l.nodePeer(node1Addr, GracefulRestart{Enabled: true, Notification: true}))
+	setPeer(t, node, l.nodePeer(node1Addr, bgp.GracefulRestart{Enabled: true, Notification: true}))
 	waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001]")
 
 	if err := node.Stop(t.Context()); err != nil {
@@ -61,8 +62,8 @@ func TestStopWithdraws(t *testing.T) {
 	waitPeer(t, l.gateway, node1Addr, "", "the node not treated as restarting", func(st bgpstatus.PeerStatus) bool {
 		return !st.PeerRestarting
 	})
-	if err := node.Advertise(podCIDR2, netip.Addr{}); !errors.Is(err, ErrStopped) {
-		t.Errorf("a stopped speaker's Advertise: %v, want ErrStopped", err)
+	if err := node.Advertise(podCIDR2, netip.Addr{}); !errors.Is(err, bgp.ErrStopped) {
+		t.Errorf("a stopped speaker's Advertise: %v, want bgp.ErrStopped", err)
 	}
 	if err := node.Stop(t.Context()); err != nil {
 		t.Errorf("stopping a stopped speaker: %v", err)
@@ -74,9 +75,9 @@ func TestStopWithdraws(t *testing.T) {
 // keeps the other's, stale, for its long-lived stale time.
 func TestLongLivedGracefulRestart(t *testing.T) {
 	l := newLab(t)
-	longLived := GracefulRestart{Enabled: true, RestartTime: time.Second, LongLivedStaleTime: time.Minute}
+	longLived := bgp.GracefulRestart{Enabled: true, RestartTime: time.Second, LongLivedStaleTime: time.Minute}
 	gw1 := gatewayPeer(node1Addr, node1ASN, true)
-	gw1.GracefulRestart = GracefulRestart{Enabled: true, LongLivedStaleTime: time.Minute}
+	gw1.GracefulRestart = bgp.GracefulRestart{Enabled: true, LongLivedStaleTime: time.Minute}
 	setPeer(t, l.gateway, gw1)
 	setPeer(t, l.gateway, gatewayPeer(node2Addr, node2ASN, true))
 
@@ -85,7 +86,7 @@ func TestLongLivedGracefulRestart(t *testing.T) {
 	setPeer(t, node1, l.nodePeer(node1Addr, longLived))
 	node2 := startNode(t, node2Addr, node2ASN)
 	advertise(t, node2, podCIDR2, netip.Addr{})
-	setPeer(t, node2, l.nodePeer(node2Addr, GracefulRestart{Enabled: true, RestartTime: time.Second}))
+	setPeer(t, node2, l.nodePeer(node2Addr, bgp.GracefulRestart{Enabled: true, RestartTime: time.Second}))
 	waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001]")
 	waitRoutes(t, l.gateway, node2Addr, "10.244.2.0/24 via 127.0.0.3 [65002]")
 

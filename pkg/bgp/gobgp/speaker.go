@@ -1,6 +1,7 @@
-// Package bgp is the agent's BGP speaker for route mode: it runs GoBGP (github.com/osrg/gobgp/v4)
-// as a library in the agent's process, peers with a domain's gateways and advertises pod CIDRs
-// with a chosen next hop, so the site's router forwards pod traffic without encapsulation.
+// Package gobgp is the route-mode BGP speaker: it runs GoBGP (github.com/osrg/gobgp/v4) as a
+// library, peers with a domain's gateways and advertises pod CIDRs with a chosen next hop, so the
+// site's router forwards pod traffic without encapsulation. It runs in the speaker process
+// (cmd/edgeplane-bgp, pkg/bgp's Serve), which the agent drives; the agent does not link it.
 //
 // How it works. Start runs one GoBGP server with the IPv4-unicast family and an import policy
 // that accepts only the speaker's own paths: routes a peer sends stay in that peer's Adj-RIB-In
@@ -10,7 +11,7 @@
 // snapshot is made of live in pkg/bgp/bgpstatus, which readers import without linking GoBGP.
 //
 // Graceful restart. The agent restarts (crash, kill -9, upgrade) while its pinned BPF programs
-// keep forwarding, so for a peer with GracefulRestart enabled the speaker always advertises the
+// keep forwarding, so for a peer with graceful restart enabled the speaker always advertises the
 // restart bit and the forwarding-state bit: after a restart the peer keeps our routes, marked
 // stale, until our End-of-RIB, and deletes then only those we did not advertise again. GoBGP
 // sends that End-of-RIB, with our routes, once it has received End-of-RIB from every
@@ -19,7 +20,7 @@
 // it kept. Stop sends a NOTIFICATION (Hard Reset where negotiated) so peers withdraw our routes
 // at once (uninstall, domain switched back to vxlan); StopForRestart closes the sessions without
 // one, as a crash would, so peers keep them (a planned restart or upgrade).
-package bgp
+package gobgp
 
 import (
 	"context"
@@ -36,8 +37,10 @@ import (
 	"github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/config/oc"
-	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	packet "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/edgeplane/edgeplane/pkg/bgp"
 )
 
 // ipv4Unicast is the only family the speaker carries.
@@ -45,21 +48,21 @@ var ipv4Unicast = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNIC
 
 // Speaker is a running BGP speaker. Its methods are safe for concurrent use.
 type Speaker struct {
-	cfg    Config
+	cfg    bgp.Config
 	server *server.BgpServer
 	// stopWatch ends the session-state watch.
 	stopWatch context.CancelFunc
 
 	mu sync.Mutex
 	// peers and advertised are the speaker's desired state, which GoBGP mirrors.
-	peers      map[netip.Addr]PeerConfig
+	peers      map[netip.Addr]bgp.PeerConfig
 	advertised map[netip.Prefix]netip.Addr
 	stopped    bool
 }
 
 // Start validates cfg and starts a speaker with no peers and no routes.
-func Start(ctx context.Context, cfg Config) (*Speaker, error) {
-	if err := cfg.validate(); err != nil {
+func Start(ctx context.Context, cfg bgp.Config) (*Speaker, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	logger := cfg.Logger
@@ -94,7 +97,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	sp := &Speaker{
 		cfg:        cfg,
 		server:     s,
-		peers:      map[netip.Addr]PeerConfig{},
+		peers:      map[netip.Addr]bgp.PeerConfig{},
 		advertised: map[netip.Prefix]netip.Addr{},
 	}
 	if cfg.OnSessionChange != nil {
@@ -166,21 +169,29 @@ func (s *Speaker) stop(ctx context.Context, keepRoutes bool) error {
 	return nil
 }
 
-// ErrStopped is what a stopped speaker's SetPeer, SetPeers, RemovePeer, Advertise, Withdraw,
-// SetAdvertisements and Snapshot return.
-var ErrStopped = errors.New("BGP speaker is stopped")
+var _ bgp.Speaker = (*Speaker)(nil)
+
+// Err is nil until the speaker is stopped, bgp.ErrStopped after.
+func (s *Speaker) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return bgp.ErrStopped
+	}
+	return nil
+}
 
 // SetPeer adds the peer, or updates it when its configuration changed. An update restarts the
 // session, as an operator's "clear bgp neighbor" would: hold time, password and capabilities
 // are only exchanged when a session opens. An unchanged peer is left alone.
-func (s *Speaker) SetPeer(ctx context.Context, p PeerConfig) error {
-	if err := p.validate(); err != nil {
+func (s *Speaker) SetPeer(ctx context.Context, p bgp.PeerConfig) error {
+	if err := p.Validate(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return ErrStopped
+		return bgp.ErrStopped
 	}
 	old, exists := s.peers[p.Address]
 	if exists && old == p {
@@ -205,7 +216,7 @@ func (s *Speaker) RemovePeer(ctx context.Context, address netip.Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return ErrStopped
+		return bgp.ErrStopped
 	}
 	if _, ok := s.peers[address]; !ok {
 		return nil
@@ -221,14 +232,14 @@ func (s *Speaker) RemovePeer(ctx context.Context, address netip.Addr) error {
 // sessions restart), those not in want removed (they withdraw our routes). It validates all of
 // want, and refuses two entries for one address, before it changes anything. A reconciler calls
 // SetAdvertisements first, then SetPeers (see the package comment on graceful restart).
-func (s *Speaker) SetPeers(ctx context.Context, want []PeerConfig) error {
-	byAddress := map[netip.Addr]PeerConfig{}
+func (s *Speaker) SetPeers(ctx context.Context, want []bgp.PeerConfig) error {
+	byAddress := map[netip.Addr]bgp.PeerConfig{}
 	for _, p := range want {
-		if err := p.validate(); err != nil {
+		if err := p.Validate(); err != nil {
 			return err
 		}
 		if _, dup := byAddress[p.Address]; dup {
-			return fmt.Errorf("%w: peer %s is listed twice", ErrInvalidConfig, p.Address)
+			return fmt.Errorf("%w: peer %s is listed twice", bgp.ErrInvalidConfig, p.Address)
 		}
 		byAddress[p.Address] = p
 	}
@@ -245,21 +256,21 @@ func (s *Speaker) SetPeers(ctx context.Context, want []PeerConfig) error {
 }
 
 // Peers returns the configured peers, by address.
-func (s *Speaker) Peers() []PeerConfig {
+func (s *Speaker) Peers() []bgp.PeerConfig {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.SortedFunc(maps.Values(s.peers), func(a, b PeerConfig) int { return a.Address.Compare(b.Address) })
+	return slices.SortedFunc(maps.Values(s.peers), func(a, b bgp.PeerConfig) int { return a.Address.Compare(b.Address) })
 }
 
 // apiPeer translates a validated PeerConfig into GoBGP's.
-func (s *Speaker) apiPeer(p PeerConfig) *api.Peer {
+func (s *Speaker) apiPeer(p bgp.PeerConfig) *api.Peer {
 	hold := p.HoldTime
 	if hold == 0 {
-		hold = DefaultHoldTime
+		hold = bgp.DefaultHoldTime
 	}
 	port := uint32(p.Port)
 	if port == 0 {
-		port = DefaultPort
+		port = bgp.DefaultPort
 	}
 	peer := &api.Peer{
 		Conf: &api.PeerConf{
@@ -288,7 +299,7 @@ func (s *Speaker) apiPeer(p PeerConfig) *api.Peer {
 	if gr := p.GracefulRestart; gr.Enabled {
 		restart := gr.RestartTime
 		if restart == 0 {
-			restart = DefaultRestartTime
+			restart = bgp.DefaultRestartTime
 		}
 		peer.GracefulRestart = &api.GracefulRestart{
 			Enabled:             true,
@@ -318,13 +329,13 @@ func (s *Speaker) apiPeer(p PeerConfig) *api.Peer {
 // what a speaker announcing its own pod CIDR wants; another node's address announces that
 // node's pod CIDR on its behalf.
 func (s *Speaker) Advertise(prefix netip.Prefix, nextHop netip.Addr) error {
-	if err := validatePrefix(prefix, nextHop); err != nil {
+	if err := bgp.ValidatePrefix(prefix, nextHop); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return ErrStopped
+		return bgp.ErrStopped
 	}
 	if old, ok := s.advertised[prefix]; ok && old == nextHop {
 		return nil
@@ -345,7 +356,7 @@ func (s *Speaker) Withdraw(prefix netip.Prefix) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return ErrStopped
+		return bgp.ErrStopped
 	}
 	nextHop, ok := s.advertised[prefix]
 	if !ok {
@@ -367,7 +378,7 @@ func (s *Speaker) Withdraw(prefix netip.Prefix) error {
 // withdrawn. It validates all of want before it changes anything.
 func (s *Speaker) SetAdvertisements(want map[netip.Prefix]netip.Addr) error {
 	for prefix, nextHop := range want {
-		if err := validatePrefix(prefix, nextHop); err != nil {
+		if err := bgp.ValidatePrefix(prefix, nextHop); err != nil {
 			return err
 		}
 	}
@@ -392,21 +403,21 @@ func (s *Speaker) Advertisements() map[netip.Prefix]netip.Addr {
 
 // newPath builds GoBGP's path for an IGP-origin IPv4 route.
 func newPath(prefix netip.Prefix, nextHop netip.Addr) (*apiutil.Path, error) {
-	nlri, err := bgp.NewIPAddrPrefix(prefix)
+	nlri, err := packet.NewIPAddrPrefix(prefix)
 	if err != nil {
 		return nil, fmt.Errorf("encoding prefix %s: %w", prefix, err)
 	}
 	if !nextHop.IsValid() {
 		nextHop = netip.IPv4Unspecified() // GoBGP puts the session's local address there
 	}
-	nh, err := bgp.NewPathAttributeNextHop(nextHop)
+	nh, err := packet.NewPathAttributeNextHop(nextHop)
 	if err != nil {
 		return nil, fmt.Errorf("encoding next hop %s: %w", nextHop, err)
 	}
 	return &apiutil.Path{
-		Family: bgp.RF_IPv4_UC,
+		Family: packet.RF_IPv4_UC,
 		Nlri:   nlri,
-		Attrs:  []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
+		Attrs:  []packet.PathAttributeInterface{packet.NewPathAttributeOrigin(packet.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
 	}, nil
 }
 

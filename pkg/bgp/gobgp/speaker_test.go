@@ -1,4 +1,4 @@
-package bgp
+package gobgp
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeplane/edgeplane/pkg/bgp"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 )
 
@@ -56,7 +57,7 @@ func freePort(t *testing.T, addr netip.Addr) int32 {
 	return int32(l.Addr().(*net.TCPAddr).Port)
 }
 
-func start(t *testing.T, cfg Config) *Speaker {
+func start(t *testing.T, cfg bgp.Config) *Speaker {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
@@ -81,7 +82,7 @@ type lab struct {
 
 func newLab(t *testing.T) *lab {
 	port := freePort(t, gatewayAddr)
-	gw := start(t, Config{
+	gw := start(t, bgp.Config{
 		RouterID: netip.MustParseAddr("192.0.2.254"), ASN: gatewayASN,
 		ListenPort: port, ListenAddresses: []netip.Addr{gatewayAddr},
 	})
@@ -89,20 +90,20 @@ func newLab(t *testing.T) *lab {
 }
 
 // gatewayPeer is the gateway's side of a session with a node: passive, since nodes do not listen.
-func gatewayPeer(node netip.Addr, asn uint32, gr bool) PeerConfig {
-	return PeerConfig{Address: node, ASN: asn, Passive: true, GracefulRestart: GracefulRestart{Enabled: gr}}
+func gatewayPeer(node netip.Addr, asn uint32, gr bool) bgp.PeerConfig {
+	return bgp.PeerConfig{Address: node, ASN: asn, Passive: true, GracefulRestart: bgp.GracefulRestart{Enabled: gr}}
 }
 
 // nodePeer is a node's side of its session with the gateway.
-func (l *lab) nodePeer(node netip.Addr, gr GracefulRestart) PeerConfig {
-	return PeerConfig{Address: gatewayAddr, ASN: gatewayASN, Port: l.port, LocalAddress: node, GracefulRestart: gr}
+func (l *lab) nodePeer(node netip.Addr, gr bgp.GracefulRestart) bgp.PeerConfig {
+	return bgp.PeerConfig{Address: gatewayAddr, ASN: gatewayASN, Port: l.port, LocalAddress: node, GracefulRestart: gr}
 }
 
 func startNode(t *testing.T, node netip.Addr, asn uint32) *Speaker {
-	return start(t, Config{RouterID: node, ASN: asn, ListenPort: -1})
+	return start(t, bgp.Config{RouterID: node, ASN: asn, ListenPort: -1})
 }
 
-func setPeer(t *testing.T, s *Speaker, p PeerConfig) {
+func setPeer(t *testing.T, s *Speaker, p bgp.PeerConfig) {
 	t.Helper()
 	if err := s.SetPeer(t.Context(), p); err != nil {
 		t.Fatal(err)
@@ -208,8 +209,8 @@ func TestSessionsAdvertiseAndWithdraw(t *testing.T) {
 	advertise(t, node1, podCIDR1, netip.Addr{})
 	advertise(t, node2, podCIDR2, netip.Addr{})
 	advertise(t, node2, podCIDR3, node3IP)
-	setPeer(t, node1, l.nodePeer(node1Addr, GracefulRestart{}))
-	setPeer(t, node2, l.nodePeer(node2Addr, GracefulRestart{}))
+	setPeer(t, node1, l.nodePeer(node1Addr, bgp.GracefulRestart{}))
+	setPeer(t, node2, l.nodePeer(node2Addr, bgp.GracefulRestart{}))
 
 	// The gateway learns each node's pod CIDR with the node as next hop (next-hop-self), and
 	// the CIDR node 2 announces for a non-speaking node with that node as next hop.
@@ -221,9 +222,9 @@ func TestSessionsAdvertiseAndWithdraw(t *testing.T) {
 
 	// The nodes' side: established, uptime running, what they advertise counted, nothing received.
 	st := waitState(t, node2, gatewayAddr, bgpstatus.StateEstablished)
-	if st.Advertised != 2 || st.Received != 0 || time.Duration(st.HoldTimeSeconds)*time.Second != DefaultHoldTime || st.Uptime(time.Now()) <= 0 {
+	if st.Advertised != 2 || st.Received != 0 || time.Duration(st.HoldTimeSeconds)*time.Second != bgp.DefaultHoldTime || st.Uptime(time.Now()) <= 0 {
 		t.Errorf("node 2's view of the gateway: advertised %d, received %d, hold time %d s, uptime %v; want 2, 0, %v, > 0",
-			st.Advertised, st.Received, st.HoldTimeSeconds, st.Uptime(time.Now()), DefaultHoldTime)
+			st.Advertised, st.Received, st.HoldTimeSeconds, st.Uptime(time.Now()), bgp.DefaultHoldTime)
 	}
 
 	if since := time.Since(st.Since); since < 0 || since > time.Minute {
@@ -231,7 +232,7 @@ func TestSessionsAdvertiseAndWithdraw(t *testing.T) {
 	}
 
 	// Setting an unchanged peer again leaves its session alone.
-	setPeer(t, node2, l.nodePeer(node2Addr, GracefulRestart{}))
+	setPeer(t, node2, l.nodePeer(node2Addr, bgp.GracefulRestart{}))
 	if again := waitState(t, node2, gatewayAddr, bgpstatus.StateEstablished); !again.Since.Equal(st.Since) {
 		t.Errorf("re-setting an unchanged peer restarted its session: established at %v, then at %v", st.Since, again.Since)
 	}
@@ -262,8 +263,8 @@ func TestSessionsAdvertiseAndWithdraw(t *testing.T) {
 func TestPeerRemovalWithdraws(t *testing.T) {
 	l := newLab(t)
 	var mu sync.Mutex
-	var changes []SessionChange
-	node1 := start(t, Config{RouterID: node1Addr, ASN: node1ASN, ListenPort: 0, OnSessionChange: func(c SessionChange) {
+	var changes []bgp.SessionChange
+	node1 := start(t, bgp.Config{RouterID: node1Addr, ASN: node1ASN, ListenPort: 0, OnSessionChange: func(c bgp.SessionChange) {
 		mu.Lock()
 		defer mu.Unlock()
 		changes = append(changes, c)
@@ -276,7 +277,7 @@ func TestPeerRemovalWithdraws(t *testing.T) {
 		cidr netip.Prefix
 	}{{node1, node1Addr, node1ASN, podCIDR1}, {node2, node2Addr, node2ASN, podCIDR2}} {
 		// Graceful restart on both sides: a removal must withdraw all the same (Hard Reset).
-		gr := GracefulRestart{Enabled: true, Notification: true}
+		gr := bgp.GracefulRestart{Enabled: true, Notification: true}
 		setPeer(t, l.gateway, gatewayPeer(n.addr, n.asn, true))
 		advertise(t, n.s, n.cidr, netip.Addr{})
 		setPeer(t, n.s, l.nodePeer(n.addr, gr))
@@ -304,8 +305,8 @@ func TestPeerRemovalWithdraws(t *testing.T) {
 		mu.Lock()
 		got := slices.Clone(changes)
 		mu.Unlock()
-		established := slices.IndexFunc(got, func(c SessionChange) bool { return c.State == bgpstatus.StateEstablished && c.Peer == gatewayAddr })
-		lost := slices.IndexFunc(got, func(c SessionChange) bool { return c.Lost() && c.Peer == gatewayAddr && c.Reason != "" })
+		established := slices.IndexFunc(got, func(c bgp.SessionChange) bool { return c.State == bgpstatus.StateEstablished && c.Peer == gatewayAddr })
+		lost := slices.IndexFunc(got, func(c bgp.SessionChange) bool { return c.Lost() && c.Peer == gatewayAddr && c.Reason != "" })
 		return established >= 0 && lost > established, fmt.Sprintf("%+v", got)
 	})
 
@@ -335,7 +336,7 @@ func TestPassword(t *testing.T) {
 	advertise(t, node, podCIDR1, netip.Addr{})
 
 	// A wrong key: the gateway's kernel drops the node's SYNs, no session.
-	wrong := l.nodePeer(node1Addr, GracefulRestart{})
+	wrong := l.nodePeer(node1Addr, bgp.GracefulRestart{})
 	wrong.Password = "guess"
 	setPeer(t, node, wrong)
 	time.Sleep(3 * time.Second)
@@ -359,9 +360,9 @@ func TestSetPeers(t *testing.T) {
 	node := startNode(t, node1Addr, node1ASN)
 	advertise(t, node, podCIDR1, netip.Addr{})
 	// A second gateway that does not exist: its session never comes up, which is no error.
-	absent := PeerConfig{Address: netip.MustParseAddr("127.0.0.9"), ASN: 65009, Port: l.port, LocalAddress: node1Addr}
-	gateway := l.nodePeer(node1Addr, GracefulRestart{})
-	if err := node.SetPeers(t.Context(), []PeerConfig{gateway, absent}); err != nil {
+	absent := bgp.PeerConfig{Address: netip.MustParseAddr("127.0.0.9"), ASN: 65009, Port: l.port, LocalAddress: node1Addr}
+	gateway := l.nodePeer(node1Addr, bgp.GracefulRestart{})
+	if err := node.SetPeers(t.Context(), []bgp.PeerConfig{gateway, absent}); err != nil {
 		t.Fatal(err)
 	}
 	waitRoutes(t, l.gateway, node1Addr, "10.244.1.0/24 via 127.0.0.2 [65001]")
@@ -370,8 +371,8 @@ func TestSetPeers(t *testing.T) {
 	}
 
 	// A duplicate is refused before anything changes.
-	err := node.SetPeers(t.Context(), []PeerConfig{gateway, gateway})
-	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "peer 127.0.0.1 is listed twice") {
+	err := node.SetPeers(t.Context(), []bgp.PeerConfig{gateway, gateway})
+	if !errors.Is(err, bgp.ErrInvalidConfig) || !strings.Contains(err.Error(), "peer 127.0.0.1 is listed twice") {
 		t.Errorf("SetPeers with a duplicate: %v", err)
 	}
 	if got := node.Peers(); len(got) != 2 {
@@ -379,7 +380,7 @@ func TestSetPeers(t *testing.T) {
 	}
 
 	// Dropping the gateway from the list withdraws the routes it had.
-	if err := node.SetPeers(t.Context(), []PeerConfig{absent}); err != nil {
+	if err := node.SetPeers(t.Context(), []bgp.PeerConfig{absent}); err != nil {
 		t.Fatal(err)
 	}
 	waitRoutes(t, l.gateway, node1Addr, "")

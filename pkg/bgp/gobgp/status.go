@@ -1,4 +1,4 @@
-package bgp
+package gobgp
 
 import (
 	"context"
@@ -9,26 +9,12 @@ import (
 
 	"github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
-	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	packet "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
+	"github.com/edgeplane/edgeplane/pkg/bgp"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
 )
-
-// SessionChange is a peer's session moving to a new state.
-type SessionChange struct {
-	Peer     netip.Addr
-	ASN      uint32
-	State    bgpstatus.SessionState
-	Previous bgpstatus.SessionState
-	// Reason says why a session went down, as GoBGP reports it (empty otherwise).
-	Reason string
-}
-
-// Lost says the change ended an established session: the moment to raise an Event.
-func (c SessionChange) Lost() bool {
-	return c.Previous == bgpstatus.StateEstablished && c.State != bgpstatus.StateEstablished
-}
 
 // Snapshot returns every configured peer's status, by address, with the routes each sent.
 func (s *Speaker) Snapshot(ctx context.Context) ([]bgpstatus.PeerStatus, error) {
@@ -36,7 +22,7 @@ func (s *Speaker) Snapshot(ctx context.Context) ([]bgpstatus.PeerStatus, error) 
 	stopped := s.stopped
 	s.mu.Unlock()
 	if stopped {
-		return nil, ErrStopped
+		return nil, bgp.ErrStopped
 	}
 	var peers []bgpstatus.PeerStatus
 	err := s.server.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
@@ -65,8 +51,8 @@ func (s *Speaker) receivedRoutes(peer netip.Addr) ([]bgpstatus.Route, error) {
 	err := s.server.ListPath(apiutil.ListPathRequest{
 		TableType: api.TableType_TABLE_TYPE_ADJ_IN,
 		Name:      peer.String(),
-		Family:    bgp.RF_IPv4_UC,
-	}, func(nlri bgp.NLRI, paths []*apiutil.Path) {
+		Family:    packet.RF_IPv4_UC,
+	}, func(nlri packet.NLRI, paths []*apiutil.Path) {
 		prefix, err := netip.ParsePrefix(nlri.String())
 		if err != nil {
 			return
@@ -86,9 +72,9 @@ func route(prefix netip.Prefix, p *apiutil.Path) bgpstatus.Route {
 	r := bgpstatus.Route{Prefix: prefix, Stale: p.Stale}
 	for _, a := range p.Attrs {
 		switch a := a.(type) {
-		case *bgp.PathAttributeNextHop:
+		case *packet.PathAttributeNextHop:
 			r.NextHop = a.Value
-		case *bgp.PathAttributeAsPath:
+		case *packet.PathAttributeAsPath:
 			for _, seg := range a.Value {
 				r.ASPath = append(r.ASPath, seg.GetAS()...)
 			}
@@ -162,17 +148,17 @@ func sessionState(s api.PeerState_SessionState) bgpstatus.SessionState {
 	return bgpstatus.StateIdle
 }
 
-func fsmState(s bgp.FSMState) bgpstatus.SessionState {
+func fsmState(s packet.FSMState) bgpstatus.SessionState {
 	switch s {
-	case bgp.BGP_FSM_CONNECT:
+	case packet.BGP_FSM_CONNECT:
 		return bgpstatus.StateConnect
-	case bgp.BGP_FSM_ACTIVE:
+	case packet.BGP_FSM_ACTIVE:
 		return bgpstatus.StateActive
-	case bgp.BGP_FSM_OPENSENT:
+	case packet.BGP_FSM_OPENSENT:
 		return bgpstatus.StateOpenSent
-	case bgp.BGP_FSM_OPENCONFIRM:
+	case packet.BGP_FSM_OPENCONFIRM:
 		return bgpstatus.StateOpenConfirm
-	case bgp.BGP_FSM_ESTABLISHED:
+	case packet.BGP_FSM_ESTABLISHED:
 		return bgpstatus.StateEstablished
 	}
 	return bgpstatus.StateIdle
@@ -188,7 +174,7 @@ func (s *Speaker) watchSessions() error {
 				return
 			}
 			st := ev.Peer.State
-			change := SessionChange{
+			change := bgp.SessionChange{
 				Peer:     st.NeighborAddress,
 				ASN:      st.PeerASN,
 				State:    fsmState(st.SessionState),
