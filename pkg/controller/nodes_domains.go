@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strings"
@@ -131,12 +131,12 @@ func (r *NodeReconciler) syncDomainsLocked(ctx context.Context) error {
 		// case a route was removed by hand): listing thousands of kernel routes after every
 		// Node event cost more than the event.
 		want := r.hostRoutes(m, local, state)
-		if r.hostSynced == nil || !maps.Equal(want, r.hostSynced) {
-			err := r.cfg.HostRoutes.Sync(maps.Clone(want))
+		if digest := r.digestHostRoutes(want); r.hostSynced == nil || *r.hostSynced != digest {
+			err := r.cfg.HostRoutes.Sync(want) // it may change want
 			errs = append(errs, err)
 			r.hostSynced = nil
 			if err == nil {
-				r.hostSynced = want
+				r.hostSynced = &digest
 			}
 		}
 	}
@@ -156,7 +156,8 @@ func (r *NodeReconciler) syncIndexLocked(ctx context.Context) {
 			Pool: p.pool, Domain: p.domain, Local: p.route.Local})
 	}
 	slices.SortFunc(entries, func(a, b NodeName) int { return strings.Compare(a.Name, b.Name) })
-	if r.indexed != nil && slices.Equal(entries, r.indexed) {
+	digest := r.digestNames(entries)
+	if r.indexed != nil && *r.indexed == digest {
 		return
 	}
 	if err := r.cfg.NodeIndex.Sync(entries); err != nil {
@@ -164,7 +165,32 @@ func (r *NodeReconciler) syncIndexLocked(ctx context.Context) {
 		r.indexed = nil
 		return
 	}
-	r.indexed = entries
+	r.indexed = &digest
+}
+
+// digestNames is a 64-bit digest of the sorted entries: equal lists have equal digests, and
+// different ones (a node added, renamed, moved) differ but with a chance of 2^-64.
+func (r *NodeReconciler) digestNames(entries []NodeName) uint64 {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	for _, e := range entries {
+		maphash.WriteComparable(&h, e)
+	}
+	return h.Sum64()
+}
+
+// digestHostRoutes is a 64-bit digest of routes, whatever the map's order: the sum of its
+// entries' hashes, and its length.
+func (r *NodeReconciler) digestHostRoutes(routes map[netip.Prefix]netdev.HostRoute) uint64 {
+	type entry struct {
+		dst   netip.Prefix
+		route netdev.HostRoute
+	}
+	sum := uint64(len(routes))
+	for dst, route := range routes {
+		sum += maphash.Comparable(r.seed, entry{dst, route})
+	}
+	return sum
 }
 
 // gateway is the cloud gateway of domain dom: of its nodes carrying the label, the first by name
