@@ -11,11 +11,12 @@ import (
 
 // heapProfileEnv is a debugging aid, off unless set: EDGEPLANE_HEAP_PROFILE=<path> makes the agent
 // write its heap profile (runtime/pprof's, as of the last garbage collection) to <path>.<pid> every
-// heapProfileEvery, replacing the previous one, for `go tool pprof -sample_index=inuse_space`. It
+// heapProfileEvery, replacing the previous one, for `go tool pprof -sample_index=inuse_space`.
 // Beside it, <path>.<pid>.mem holds the runtime's memory statistics and the kernel's
-// /proc/self/smaps_rollup, to tell the heap from the rest of the resident set. It
-// is how docs/benchmarks.md's breakdown of the agent's steady heap was taken (BenchmarkScale
-// passes its environment to the agents it starts).
+// /proc/self/smaps_rollup, to tell the heap from the rest of the resident set; <path>.<pid>.peak
+// and .peak.mem are the same taken when the heap in use was the highest so far (checked every
+// second). It is how docs/benchmarks.md's breakdown of the agent's steady heap and its peaks was
+// taken (BenchmarkScale passes its environment to the agents it starts).
 const heapProfileEnv = "EDGEPLANE_HEAP_PROFILE"
 
 const heapProfileEvery = 10 * time.Second
@@ -30,12 +31,27 @@ func init() {
 	// the ten thousand, which the default rate attributes with errors of tens of percent.
 	runtime.MemProfileRate = 16 << 10
 	go func() {
-		for range time.Tick(heapProfileEvery) {
-			if err := writeHeapProfile(path); err != nil {
-				fmt.Fprintf(os.Stderr, "%s: %v\n", heapProfileEnv, err)
+		var peak uint64
+		tick := time.NewTicker(time.Second)
+		for n := 1; ; n++ {
+			<-tick.C
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			var paths []string
+			if n%int(heapProfileEvery/time.Second) == 0 {
+				paths = append(paths, path)
 			}
-			if err := writeMemStats(path + ".mem"); err != nil {
-				fmt.Fprintf(os.Stderr, "%s: %v\n", heapProfileEnv, err)
+			if m.HeapInuse > peak {
+				peak = m.HeapInuse
+				paths = append(paths, path+".peak")
+			}
+			for _, p := range paths {
+				if err := writeHeapProfile(p); err != nil {
+					fmt.Fprintf(os.Stderr, "%s: %v\n", heapProfileEnv, err)
+				}
+				if err := writeMemStats(p + ".mem"); err != nil {
+					fmt.Fprintf(os.Stderr, "%s: %v\n", heapProfileEnv, err)
+				}
 			}
 		}
 	}()
