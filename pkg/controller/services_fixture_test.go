@@ -80,7 +80,17 @@ type svcFixture struct {
 	factory   informers.SharedInformerFactory
 }
 
+// newSvcFixture is a reconciler past its start-up pass (events queue their Service), its caches
+// seeded with objs; the tests call its reconcile and resync directly.
 func newSvcFixture(t *testing.T, objs ...any) *svcFixture {
+	f := newSvcFixtureAtStart(t, objs...)
+	f.r.endEarly()
+	return f
+}
+
+// newSvcFixtureAtStart is newSvcFixture's reconciler as NewServiceReconciler leaves it: holding
+// events until its start-up pass.
+func newSvcFixtureAtStart(t *testing.T, objs ...any) *svcFixture {
 	t.Helper()
 	f := &svcFixture{
 		frontends: newMemTable[service.FrontendKey, ServiceEntry](),

@@ -12,13 +12,13 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
-// TestServicesStartupPassQueuesOnlyLaterEvents: while the start-up pass runs (from Run on), the
-// informers' events do not queue their Service for a second reconcile; a Service named again
-// after the pass reconciled it, or one the pass does not list, is queued when the pass ends.
+// TestServicesStartupPassQueuesOnlyLaterEvents: until the start-up pass is over (from the
+// reconciler's making on: the informers may replay their adds before Run), the informers' events
+// do not queue their Service for a second reconcile; a Service named again after the pass
+// reconciled it, or one the pass does not list, is queued when the pass ends.
 func TestServicesStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 	for _, late := range []bool{false, true} {
-		f := newSvcFixture(t, webService(), threeEndpoints())
-		f.r.early = map[string]bool{}    // as Run does before the caches sync
+		f := newSvcFixtureAtStart(t, webService(), threeEndpoints())
 		f.r.enqueueService(webService()) // the informers' initial adds
 		f.r.sliceChanged(nil, threeEndpoints())
 		gone := threeEndpoints()
