@@ -139,21 +139,20 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	if r := a.routing.Load(); r != nil && r.Encapsulation == domain.Route {
 		s.Node.RouteMode = true
 	}
-	routes, err := t.Routes().List()
+	// The maps are walked in batches into the lists, made at their size where it is known:
+	// listed into maps first, or grown by appending, 150,000 backends (16 bytes each) and 10,000
+	// frontends would take several times their size at every write.
+	err := walkTable(t.Routes(), func(p netip.Prefix, r controller.Route) {
+		s.Routes = append(s.Routes, snapshot.Route{PodCIDR: p, NodeIP: r.NodeIP, Domain: r.Domain, Encap: uint8(r.Encap), Local: r.Local})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
-	s.Routes = make([]snapshot.Route, 0, len(routes))
-	for p, r := range routes {
-		s.Routes = append(s.Routes, snapshot.Route{PodCIDR: p, NodeIP: r.NodeIP, Domain: r.Domain, Encap: uint8(r.Encap), Local: r.Local})
-	}
-	nodes, err := t.Nodes().List()
+	err = walkTable(t.Nodes(), func(ip netip.Addr, n controller.Node) {
+		s.Nodes = append(s.Nodes, snapshot.Peer{NodeIP: ip, VTEPMAC: n.VTEPMAC.String(), NextHopMAC: macString(n.NextHopMAC), Domain: n.Domain})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
-	}
-	s.Nodes = make([]snapshot.Peer, 0, len(nodes))
-	for ip, n := range nodes {
-		s.Nodes = append(s.Nodes, snapshot.Peer{NodeIP: ip, VTEPMAC: n.VTEPMAC.String(), NextHopMAC: macString(n.NextHopMAC), Domain: n.Domain})
 	}
 	domains, err := t.Domains().List()
 	if err != nil {
@@ -163,19 +162,17 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	for id, d := range domains {
 		s.Domains = append(s.Domains, snapshot.Domain{ID: id, Name: d.Name, Reachable: d.Reachable, Local: d.Local})
 	}
-	frontends, err := t.Frontends().List()
+	err = walkTable(t.Frontends(), func(k service.FrontendKey, e controller.ServiceEntry) {
+		s.Frontends = append(s.Frontends, snapshot.Frontend{VIP: k.VIP, Port: k.Port, Proto: uint8(k.Proto), Scope: uint8(k.Scope),
+			ID: e.ID, Count: e.Count, Flags: uint16(e.Flags), AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing Service frontends: %w", err)
 	}
-	// The lists are made at their size: grown by appending, 150,000 backends (40 bytes each)
-	// would allocate several times their 6 MB at every write.
-	s.Frontends = make([]snapshot.Frontend, 0, len(frontends))
-	slots, counted := 0, make(map[uint32]bool, len(frontends))
-	for k, e := range frontends {
-		s.Frontends = append(s.Frontends, snapshot.Frontend{VIP: k.VIP, Port: k.Port, Proto: uint8(k.Proto), Scope: uint8(k.Scope),
-			ID: e.ID, Count: e.Count, Flags: uint16(e.Flags), AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
-		if !counted[e.ID] {
-			counted[e.ID], slots = true, slots+int(e.Count)
+	slots, counted := 0, make(map[uint32]bool, len(s.Frontends))
+	for _, f := range s.Frontends {
+		if !counted[f.ID] {
+			counted[f.ID], slots = true, slots+int(f.Count)
 		}
 	}
 	s.Backends = make([]snapshot.Backend, 0, slots)
@@ -233,6 +230,19 @@ func sortSnapshot(s *snapshot.State) {
 		return int(a.Slot) - int(b.Slot)
 	})
 	slices.SortFunc(s.PodBackends, func(a, b snapshot.PodBackend) int { return a.IP.Compare(b.IP) })
+}
+
+// walkTable visits every entry of t, by batch where the table can (maptables' Walk), else from
+// its listing.
+func walkTable[K comparable, V any](t interface{ List() (map[K]V, error) }, fn func(K, V)) error {
+	if w, ok := t.(interface{ Walk(func(K, V)) error }); ok {
+		return w.Walk(fn)
+	}
+	all, err := t.List()
+	for k, v := range all {
+		fn(k, v)
+	}
+	return err
 }
 
 // walkBackendTable visits every slot, by batch where the table can.

@@ -32,11 +32,16 @@ func (t routeTable) Delete(p netip.Prefix) error { return t.m.Delete(p) }
 
 func (t routeTable) List() (map[netip.Prefix]controller.Route, error) {
 	out := map[netip.Prefix]controller.Route{}
-	err := t.m.IterateBatch(func(p netip.Prefix, r routes.Route) bool {
-		out[p] = controller.Route{NodeIP: r.NodeIP.Addr(), Domain: r.Domain, Encap: controller.Encap(r.Encap), Local: r.Flags&routes.FlagLocal != 0}
+	err := t.Walk(func(p netip.Prefix, r controller.Route) { out[p] = r })
+	return out, err
+}
+
+// Walk visits every route, read in batches, without a map of them all (the snapshot's writes).
+func (t routeTable) Walk(fn func(netip.Prefix, controller.Route)) error {
+	return t.m.IterateBatch(func(p netip.Prefix, r routes.Route) bool {
+		fn(p, controller.Route{NodeIP: r.NodeIP.Addr(), Domain: r.Domain, Encap: controller.Encap(r.Encap), Local: r.Flags&routes.FlagLocal != 0})
 		return true
 	})
-	return out, err
 }
 
 type nodeTable struct{ m *nodes.Map }
@@ -56,15 +61,20 @@ func (t nodeTable) Delete(ip netip.Addr) error { return t.m.Delete(ip) }
 
 func (t nodeTable) List() (map[netip.Addr]controller.Node, error) {
 	out := map[netip.Addr]controller.Node{}
-	err := t.m.IterateBatch(func(ip netip.Addr, n nodes.Node) bool {
+	err := t.Walk(func(ip netip.Addr, n controller.Node) { out[ip] = n })
+	return out, err
+}
+
+// Walk visits every node, read in batches, without a map of them all (the snapshot's writes).
+func (t nodeTable) Walk(fn func(netip.Addr, controller.Node)) error {
+	return t.m.IterateBatch(func(ip netip.Addr, n nodes.Node) bool {
 		v := controller.Node{VTEPMAC: n.VtepMAC[:], Domain: n.Domain}
 		if n.Flags&nodes.FlagNexthopValid != 0 {
 			v.NextHopMAC = n.NexthopMAC[:]
 		}
-		out[ip] = v
+		fn(ip, v)
 		return true
 	})
-	return out, err
 }
 
 type endpointTable struct{ m *endpoints.Map }

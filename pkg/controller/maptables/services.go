@@ -64,11 +64,16 @@ func (t frontendTable) Delete(k service.FrontendKey) error {
 
 func (t frontendTable) List() (map[service.FrontendKey]controller.ServiceEntry, error) {
 	out := map[service.FrontendKey]controller.ServiceEntry{}
-	err := t.m.IterateBatch(func(k lb.SvcKey, v lb.Svc) bool {
-		out[frontendKey(k)] = controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: serviceFlags(v.Flags), AffinityTimeout: v.AffinityTimeout, Unreachable: v.Unreachable}
+	err := t.Walk(func(k service.FrontendKey, e controller.ServiceEntry) { out[k] = e })
+	return out, err
+}
+
+// Walk visits every frontend, read in batches, without a map of them all (the snapshot's writes).
+func (t frontendTable) Walk(fn func(service.FrontendKey, controller.ServiceEntry)) error {
+	return t.m.IterateBatch(func(k lb.SvcKey, v lb.Svc) bool {
+		fn(frontendKey(k), controller.ServiceEntry{ID: v.ID, Count: v.Count, Flags: serviceFlags(v.Flags), AffinityTimeout: v.AffinityTimeout, Unreachable: v.Unreachable})
 		return true
 	})
-	return out, err
 }
 
 type backendTable struct{ m *lb.BackendMap }
