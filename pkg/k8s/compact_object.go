@@ -22,22 +22,27 @@ func (*Service) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKin
 
 func (s *Service) DeepCopyObject() runtime.Object {
 	c := *s
-	c.Labels, c.Annotations = maps.Clone(s.Labels), maps.Clone(s.Annotations)
-	c.ClusterIPs, c.ExternalIPs, c.Ports = slices.Clone(s.ClusterIPs), slices.Clone(s.ExternalIPs), slices.Clone(s.Ports)
-	c.SessionAffinityConfig = s.SessionAffinityConfig.DeepCopy()
+	c.Ports = slices.Clone(s.Ports)
 	if p := s.InternalTrafficPolicy; p != nil {
 		v := *p
 		c.InternalTrafficPolicy = &v
 	}
-	if d := s.TrafficDistribution; d != nil {
-		v := *d
-		c.TrafficDistribution = &v
-	}
-	if s.Ingress != nil {
-		c.Ingress = make([]corev1.LoadBalancerIngress, len(s.Ingress))
-		for i := range s.Ingress {
-			s.Ingress[i].DeepCopyInto(&c.Ingress[i])
+	if s.ServiceExtras != nil {
+		x := *s.ServiceExtras
+		x.Labels, x.Annotations = maps.Clone(x.Labels), maps.Clone(x.Annotations)
+		x.ClusterIPs, x.ExternalIPs = slices.Clone(x.ClusterIPs), slices.Clone(x.ExternalIPs)
+		x.SessionAffinityConfig = x.SessionAffinityConfig.DeepCopy()
+		if d := x.TrafficDistribution; d != nil {
+			v := *d
+			x.TrafficDistribution = &v
 		}
+		if x.Ingress != nil {
+			x.Ingress = make([]corev1.LoadBalancerIngress, len(s.Ingress))
+			for i := range s.Ingress {
+				s.Ingress[i].DeepCopyInto(&x.Ingress[i])
+			}
+		}
+		c.ServiceExtras = &x
 	}
 	return &c
 }

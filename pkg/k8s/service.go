@@ -13,10 +13,13 @@ import (
 )
 
 // Service is a Service as the agent's cache holds it (TrimForCache): what pkg/service and the
-// service reconciler read, in ~300 bytes where the decoded corev1.Service takes ~900 before its
-// strings (its ObjectMeta, a ServiceSpec of 25 fields, the status), so 10,000 Services cost ~6
-// MiB less (docs/benchmarks.md, "Services cold start"). Object rebuilds the *corev1.Service the
-// model takes, for one reconcile.
+// service reconciler read, in a 160-byte struct where the decoded corev1.Service takes ~900 before
+// its strings (its ObjectMeta, a ServiceSpec of 25 fields, the status), so 10,000 Services cost
+// ~7 MiB less (docs/benchmarks.md, "Services cold start", "Scale"). What most Services leave unset
+// (labels and annotations the agent reads, external IPs, a load balancer's ingress, session
+// affinity's timeout, a health check node port, a traffic distribution, more cluster IPs than
+// one) is behind one pointer, nil for most. Object rebuilds the *corev1.Service the model takes,
+// for one reconcile.
 //
 // Kept: name, namespace, UID and resourceVersion (keys, events), creationTimestamp (the start-up
 // pass's order; the API has it to the second), the proxy-name label and the two OpenYurt
@@ -27,18 +30,26 @@ import (
 type Service struct {
 	Namespace, Name, ResourceVersion string
 	UID                              types.UID
-	Created                          int64             // creationTimestamp, Unix seconds
-	Labels, Annotations              map[string]string // only the kept keys; nil when none
+	Created                          int64 // creationTimestamp, Unix seconds
 
 	Type                  corev1.ServiceType
 	ClusterIP             string
-	ClusterIPs            []string
-	ExternalIPs           []string
 	Ports                 []ServicePort
 	SessionAffinity       corev1.ServiceAffinity
-	SessionAffinityConfig *corev1.SessionAffinityConfig
 	ExternalTrafficPolicy corev1.ServiceExternalTrafficPolicy
 	InternalTrafficPolicy *corev1.ServiceInternalTrafficPolicy
+	// OneClusterIP says spec.clusterIPs is [ClusterIP], as for most Services; otherwise
+	// Extras.ClusterIPs holds it.
+	OneClusterIP bool
+	*ServiceExtras
+}
+
+// ServiceExtras are the fields of a Service most leave unset; nil when all are.
+type ServiceExtras struct {
+	Labels, Annotations   map[string]string // only the kept keys; nil when none
+	ClusterIPs            []string          // when not [ClusterIP] (Service.OneClusterIP)
+	ExternalIPs           []string
+	SessionAffinityConfig *corev1.SessionAffinityConfig
 	HealthCheckNodePort   int32
 	TrafficDistribution   *string
 	Ingress               []corev1.LoadBalancerIngress
@@ -51,11 +62,20 @@ type ServicePort struct {
 	Port, NodePort int32
 }
 
+// extras is s's rarely set fields, the zero value when none is set.
+func (s *Service) extras() ServiceExtras {
+	if s.ServiceExtras == nil {
+		return ServiceExtras{}
+	}
+	return *s.ServiceExtras
+}
+
 // GetObjectMeta makes the Service a metav1.ObjectMetaAccessor, which is what client-go's store
 // reads for its keys (namespace/name) and what cache.MetaNamespaceKeyFunc takes.
 func (s *Service) GetObjectMeta() metav1.Object {
+	x := s.extras()
 	return &metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, UID: s.UID,
-		Labels: s.Labels, Annotations: s.Annotations}
+		Labels: x.Labels, Annotations: x.Annotations}
 }
 
 // The internal traffic policies, one copy each: the cache's Services point at these.
@@ -73,25 +93,34 @@ func compactService(o *corev1.Service) *Service {
 		ResourceVersion:       o.ResourceVersion,
 		UID:                   o.UID,
 		Created:               o.CreationTimestamp.Unix(),
-		Labels:                keep(o.Labels, service.ProxyNameLabel),
-		Annotations:           keep(o.Annotations, service.TopologyAnnotation, service.ListenAnnotation),
 		Type:                  corev1.ServiceType(interned(string(spec.Type))),
 		ClusterIP:             spec.ClusterIP,
-		ClusterIPs:            spec.ClusterIPs,
-		ExternalIPs:           spec.ExternalIPs,
+		OneClusterIP:          len(spec.ClusterIPs) == 1 && spec.ClusterIPs[0] == spec.ClusterIP,
 		SessionAffinity:       corev1.ServiceAffinity(interned(string(spec.SessionAffinity))),
-		SessionAffinityConfig: spec.SessionAffinityConfig,
 		ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicy(interned(string(spec.ExternalTrafficPolicy))),
 		InternalTrafficPolicy: spec.InternalTrafficPolicy,
-		HealthCheckNodePort:   spec.HealthCheckNodePort,
-		TrafficDistribution:   spec.TrafficDistribution,
-		Ingress:               o.Status.LoadBalancer.Ingress,
 	}
 	if o.CreationTimestamp.IsZero() {
 		s.Created = 0
 	}
-	if len(s.ClusterIPs) > 0 && s.ClusterIPs[0] == s.ClusterIP {
-		s.ClusterIPs[0] = s.ClusterIP // one copy of the string
+	x := ServiceExtras{
+		Labels:                keep(o.Labels, service.ProxyNameLabel),
+		Annotations:           keep(o.Annotations, service.TopologyAnnotation, service.ListenAnnotation),
+		ExternalIPs:           spec.ExternalIPs,
+		SessionAffinityConfig: spec.SessionAffinityConfig,
+		HealthCheckNodePort:   spec.HealthCheckNodePort,
+		TrafficDistribution:   spec.TrafficDistribution,
+		Ingress:               o.Status.LoadBalancer.Ingress,
+	}
+	if !s.OneClusterIP {
+		x.ClusterIPs = spec.ClusterIPs
+		if len(x.ClusterIPs) > 0 && x.ClusterIPs[0] == s.ClusterIP {
+			x.ClusterIPs[0] = s.ClusterIP // one copy of the string
+		}
+	}
+	if x.Labels != nil || x.Annotations != nil || x.ClusterIPs != nil || x.ExternalIPs != nil || x.SessionAffinityConfig != nil ||
+		x.HealthCheckNodePort != 0 || x.TrafficDistribution != nil || x.Ingress != nil {
+		s.ServiceExtras = &x
 	}
 	if p := s.InternalTrafficPolicy; p != nil {
 		switch *p {
@@ -123,20 +152,24 @@ func interned(s string) string {
 // Object rebuilds the Service as the model reads it. It shares no memory with the cache but the
 // strings (immutable) and the load balancer ingress entries' nested slices.
 func (s *Service) Object() *corev1.Service {
+	x := s.extras()
 	o := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, UID: s.UID,
-			Labels: maps.Clone(s.Labels), Annotations: maps.Clone(s.Annotations)},
+			Labels: maps.Clone(x.Labels), Annotations: maps.Clone(x.Annotations)},
 		Spec: corev1.ServiceSpec{
 			Type:                  s.Type,
 			ClusterIP:             s.ClusterIP,
-			ClusterIPs:            slices.Clone(s.ClusterIPs),
-			ExternalIPs:           slices.Clone(s.ExternalIPs),
+			ClusterIPs:            slices.Clone(x.ClusterIPs),
+			ExternalIPs:           slices.Clone(x.ExternalIPs),
 			SessionAffinity:       s.SessionAffinity,
-			SessionAffinityConfig: s.SessionAffinityConfig.DeepCopy(),
+			SessionAffinityConfig: x.SessionAffinityConfig.DeepCopy(),
 			ExternalTrafficPolicy: s.ExternalTrafficPolicy,
-			HealthCheckNodePort:   s.HealthCheckNodePort,
+			HealthCheckNodePort:   x.HealthCheckNodePort,
 		},
-		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: slices.Clone(s.Ingress)}},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: slices.Clone(x.Ingress)}},
+	}
+	if s.OneClusterIP {
+		o.Spec.ClusterIPs = []string{s.ClusterIP}
 	}
 	if s.Created != 0 {
 		o.CreationTimestamp = metav1.Unix(s.Created, 0)
@@ -145,7 +178,7 @@ func (s *Service) Object() *corev1.Service {
 		v := *p
 		o.Spec.InternalTrafficPolicy = &v
 	}
-	if d := s.TrafficDistribution; d != nil {
+	if d := x.TrafficDistribution; d != nil {
 		v := *d
 		o.Spec.TrafficDistribution = &v
 	}

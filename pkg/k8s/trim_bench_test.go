@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 )
@@ -140,4 +142,42 @@ func BenchmarkDecodedSliceCache(b *testing.B) {
 		goruntime.KeepAlive(got)
 	}
 	b.ReportMetric(perEndpoint, "heap-bytes/endpoint")
+}
+
+// BenchmarkDecodedServiceCache reports the heap the informer's list keeps per Service when
+// 10,000 Services as the lab's bulk ones (a ClusterIP, one port, a selector, kube-apiserver's
+// defaults) are decoded from protobuf as the API server sends them (decodeList).
+func BenchmarkDecodedServiceCache(b *testing.B) {
+	const count = 10000
+	list := &corev1.ServiceList{ListMeta: metav1.ListMeta{ResourceVersion: "42"}}
+	for i := range count {
+		ip := fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)
+		list.Items = append(list.Items, corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i), ResourceVersion: "7",
+				UID: types.UID(fmt.Sprintf("0b5c1f9e-7d1a-4c7e-9a55-%012d", i)), CreationTimestamp: metav1.Unix(1700000000, 0)},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
+				IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol}, IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicySingleStack),
+				SessionAffinity: corev1.ServiceAffinityNone, InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyCluster),
+				Selector: map[string]string{"app": fmt.Sprintf("svc-%05d", i)},
+				Ports:    []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		})
+	}
+	codecs := serializer.NewCodecFactory(Scheme)
+	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	var body bytes.Buffer
+	if err := codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(list, &body); err != nil {
+		b.Fatal(err)
+	}
+	list = nil
+	var perService float64
+	for range b.N {
+		before := heapInUse()
+		got, err := decodeList(bytes.NewReader(body.Bytes()), Services, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		perService = float64(heapInUse()-before) / count
+		goruntime.KeepAlive(got)
+	}
+	b.ReportMetric(perService, "heap-bytes/service")
 }

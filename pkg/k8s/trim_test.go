@@ -336,3 +336,54 @@ func TestTrimmedNodeEquivalence(t *testing.T) {
 		}
 	}
 }
+
+// A plain Service keeps nothing behind ServiceExtras; the cluster IPs come back as they were
+// whether they are [clusterIP], none, or two (dual stack); every rarely set field comes back; a
+// deep copy shares nothing that can change.
+func TestServiceExtras(t *testing.T) {
+	plain := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "plain"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.1", ClusterIPs: []string{"10.96.0.1"},
+		SessionAffinity: corev1.ServiceAffinityNone, Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}}}
+	noIPs := plain.DeepCopy()
+	noIPs.Spec.ClusterIPs = nil
+	dual := plain.DeepCopy()
+	dual.Spec.ClusterIPs = []string{"10.96.0.1", "fd00::1"}
+	other := plain.DeepCopy()
+	other.Spec.ClusterIPs = []string{"10.96.0.2"}
+	rare := plain.DeepCopy()
+	rare.Labels = map[string]string{service.ProxyNameLabel: "x"}
+	rare.Annotations = map[string]string{service.ListenAnnotation: "pool-a"}
+	rare.Spec.Type = corev1.ServiceTypeLoadBalancer
+	rare.Spec.ExternalIPs = []string{"192.0.2.1"}
+	rare.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	rare.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
+	rare.Spec.HealthCheckNodePort = 31000
+	rare.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+	rare.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.1", Ports: []corev1.PortStatus{{Port: 80}}}}
+	for name, c := range map[string]struct {
+		svc    *corev1.Service
+		extras bool
+	}{"plain": {plain, false}, "no cluster IPs": {noIPs, false}, "dual stack": {dual, true}, "other cluster IP": {other, true}, "rare fields": {rare, true}} {
+		got, err := TrimForCache(c.svc.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := got.(*Service)
+		if (cs.ServiceExtras != nil) != c.extras {
+			t.Errorf("%s: extras %+v, want set %v", name, cs.ServiceExtras, c.extras)
+		}
+		if obj := cs.Object(); !reflect.DeepEqual(obj, c.svc) {
+			t.Errorf("%s: rebuilt %+v; want %+v", name, obj, c.svc)
+		}
+		cp := cs.DeepCopyObject().(*Service)
+		if !reflect.DeepEqual(cp, cs) {
+			t.Errorf("%s: deep copy %+v differs from %+v", name, cp, cs)
+		}
+		if name == "rare fields" {
+			cp.Labels["y"], cp.Ingress[0].Ports[0].Port, cp.ExternalIPs[0] = "z", 81, "192.0.2.2"
+			if obj := cs.Object(); !reflect.DeepEqual(obj, c.svc) {
+				t.Errorf("%s: changing a deep copy changed the cached Service: %+v", name, obj)
+			}
+		}
+	}
+}
