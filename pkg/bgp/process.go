@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -42,8 +43,7 @@ const callTimeout = 30 * time.Second
 //
 // The agent writes one JSON request a line to the process's stdin and reads one JSON message a
 // line from its stdout: the reply to the request, or a session change. The process dies with
-// the agent (SIGKILL when the agent's thread that started it ends, and end of input when its
-// stdin closes), without a NOTIFICATION, as the agent's own crash would: graceful-restart peers
+// the agent (SIGKILL as its parent dies, and the end of its input), without a NOTIFICATION, as the agent's own crash would: graceful-restart peers
 // keep the routes while the pinned datapath forwards. Stop and StopForRestart end it on purpose.
 //
 // Methods are safe for concurrent use; calls are answered one at a time, in order.
@@ -86,14 +86,27 @@ func StartProcess(ctx context.Context, path string, cfg Config) (*Process, error
 	if err != nil {
 		return nil, fmt.Errorf("starting the BGP speaker process: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the BGP speaker process: %w", err)
-	}
 	p := &Process{
 		cmd: cmd, in: in, enc: json.NewEncoder(in), onSC: cfg.OnSessionChange,
 		replies:  make(chan reply, 1),
 		sessions: map[netip.Addr]SessionChange{},
 		done:     make(chan struct{}),
+	}
+	// Pdeathsig fires when the thread that started the process ends, not the agent: Go ends a
+	// thread whose goroutine exits locked to it (pkg/agent's Flannel bridge check does), so the
+	// process is started from a thread locked for as long as it runs.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			<-p.done
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting the BGP speaker process: %w", err)
 	}
 	go p.read(out)
 	start := startConfig{RouterID: cfg.RouterID, ASN: cfg.ASN, ListenPort: cfg.ListenPort, ListenAddresses: cfg.ListenAddresses}

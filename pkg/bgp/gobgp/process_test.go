@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -143,5 +144,33 @@ func TestProcess(t *testing.T) {
 	}
 	if err := second.Stop(t.Context()); err != nil {
 		t.Errorf("stopping a stopped process: %v", err)
+	}
+}
+
+// The process outlives the thread that asked for it: Go ends a thread whose goroutine exits
+// locked to it, and the kernel kills a process whose parent thread ends (Pdeathsig).
+func TestProcessOutlivesItsStartersThread(t *testing.T) {
+	t.Setenv(processEnv, "1")
+	type result struct {
+		p   *bgp.Process
+		err error
+	}
+	started := make(chan result)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		p, err := bgp.StartProcess(t.Context(), os.Args[0], bgp.Config{RouterID: node1Addr, ASN: node1ASN, ListenPort: -1})
+		started <- result{p, err}
+	}()
+	r := <-started
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.p.Stop(context.Background()) })
+	time.Sleep(time.Second) // the starter's thread is gone by now
+	if err := r.p.Err(); err != nil {
+		t.Fatalf("the process ended with its starter's thread: %v", err)
+	}
+	if _, err := r.p.Snapshot(t.Context()); err != nil {
+		t.Fatalf("Snapshot: %v", err)
 	}
 }
