@@ -115,6 +115,11 @@ type NodeReconciler struct {
 	hostSynced *uint64
 	// seed keys the digests.
 	seed maphash.Seed
+
+	// early holds, from NewNodeReconciler until the start-up pass is over, the keys events named
+	// (add); nil the rest of the time.
+	earlyMu sync.Mutex
+	early   map[string]bool
 	// domainsWritten is domains_map as the last domains pass listed it, with the writes since.
 	domainsWritten map[uint32]Domain
 
@@ -181,6 +186,9 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 
 		warned: map[string]string{},
 		seed:   maphash.MakeSeed(),
+		// Held until the start-up pass is over, from here on: the informer replays its adds
+		// (5,000 at scale) as soon as the agent starts it, and the pass reconciles every node.
+		early: map[string]bool{},
 	}
 	_, err := cfg.Informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: r.enqueue,
@@ -216,9 +224,9 @@ func (r *NodeReconciler) Refresh() {
 		utilruntime.HandleError(err)
 	}
 	for _, n := range nodes {
-		r.queue.Add(n.Name)
+		r.add(n.Name)
 	}
-	r.queue.Add(domainsKey)
+	r.add(domainsKey)
 }
 
 func (r *NodeReconciler) model() *domain.Model {
@@ -237,7 +245,41 @@ func (r *NodeReconciler) enqueue(obj any) {
 		utilruntime.HandleError(err)
 		return
 	}
+	r.add(key)
+}
+
+// add queues key, or holds it until the start-up pass is over (early): the pass reconciles every
+// node, so only a key named again after its reconcile in the pass, or one the pass does not
+// list, is queued when it ends, instead of every node of the informer's initial list being
+// reconciled a second time.
+func (r *NodeReconciler) add(key string) {
+	r.earlyMu.Lock()
+	if r.early != nil {
+		r.early[key] = true
+		r.earlyMu.Unlock()
+		return
+	}
+	r.earlyMu.Unlock()
 	r.queue.Add(key)
+}
+
+// passing marks key as reconciled by the start-up pass from now on: only later events requeue it.
+func (r *NodeReconciler) passing(key string) {
+	r.earlyMu.Lock()
+	delete(r.early, key)
+	r.earlyMu.Unlock()
+}
+
+// endEarly queues what was named during the start-up pass after its reconcile, and queues
+// directly from then on.
+func (r *NodeReconciler) endEarly() {
+	r.earlyMu.Lock()
+	keys := r.early
+	r.early = nil
+	r.earlyMu.Unlock()
+	for key := range keys {
+		r.queue.Add(key)
+	}
 }
 
 // Run waits for the informer, programs every node, deletes stale entries, then follows changes
@@ -251,6 +293,7 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 	if r.cfg.Domains != nil {
 		synced = append(synced, r.cfg.Domains.HasSynced)
 	}
+	defer r.endEarly() // if the informers never sync
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return errors.New("node or domain configuration informer did not sync")
 	}
@@ -313,7 +356,7 @@ func (r *NodeReconciler) reconcile(ctx context.Context, name string) error {
 		return r.applyLocalLocked()
 	}
 	// Any change of a peer may change the gateway or a host route.
-	defer r.queue.Add(domainsKey)
+	defer r.add(domainsKey)
 	node, err := r.lister.Get(name)
 	if apierrors.IsNotFound(err) {
 		return r.forget(name)

@@ -241,3 +241,44 @@ func TestResyncOfIdleClusterDerivesNothing(t *testing.T) {
 		t.Errorf("periodic pass after one Node changed: %d peers derived, %d index updates, want 1 and 0", d, i)
 	}
 }
+
+// TestStartupPassQueuesOnlyLaterEvents: the informer's initial adds, which reach the handlers
+// before the start-up pass (the agent starts the informers first), are not reconciled a second
+// time after it; a node named again after the pass reconciled it is, and from then on events
+// queue directly.
+func TestStartupPassQueuesOnlyLaterEvents(t *testing.T) {
+	ctx := context.Background()
+	r, indexer := newScaleReconciler(t, 50, scaleModel(t, 100, 20))
+	for _, obj := range indexer.List() {
+		r.enqueue(obj) // the informer's initial adds
+	}
+	if n := r.queue.Len(); n != 0 {
+		t.Fatalf("%d keys queued before the start-up pass", n)
+	}
+	var late string
+	r.cfg.NodeIndex = nodeIndexFunc(func([]NodeName) error { // runs in the pass, after every node
+		if late == "" {
+			late = bulkPeerNode(5, 100).Name
+			r.enqueue(k8s.NodeOf(bulkPeerNode(5, 100))) // an event after its reconcile in the pass
+		}
+		return nil
+	})
+	r.syncAll(ctx)
+	var queued []string
+	for r.queue.Len() > 0 {
+		key, _ := r.queue.Get()
+		queued = append(queued, key)
+		r.queue.Done(key)
+	}
+	if len(queued) != 1 || queued[0] != late {
+		t.Errorf("queued after the pass: %q, want [%q]", queued, late)
+	}
+	r.enqueue(k8s.NodeOf(bulkPeerNode(6, 100)))
+	if n := r.queue.Len(); n != 1 {
+		t.Errorf("%d keys queued by an event after the pass, want 1", n)
+	}
+}
+
+type nodeIndexFunc func([]NodeName) error
+
+func (f nodeIndexFunc) Sync(n []NodeName) error { return f(n) }

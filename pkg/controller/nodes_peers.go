@@ -127,15 +127,15 @@ func (r *NodeReconciler) applyLocalLocked() error {
 		r.localGen++
 		for name := range r.peers {
 			if name != l.Name {
-				r.queue.Add(name)
+				r.add(name)
 			}
 		}
 		if nodes, err := r.lister.List(labels.Everything()); err == nil {
 			for _, n := range nodes {
-				r.queue.Add(n.Name)
+				r.add(n.Name)
 			}
 		}
-		r.queue.Add(domainsKey)
+		r.add(domainsKey)
 	}
 	return r.apply(l.Name, peer{
 		podCIDR: l.PodCIDR, route: Route{NodeIP: l.NodeIP, Domain: domain.ID(view.domain), Local: true},

@@ -16,7 +16,9 @@ import (
 // The NodeReconciler's start-up pass and garbage collection: adopt what a previous agent pinned
 // for nodes that are invalid now, then delete the entries no node refers to.
 
-// syncAll is the start-up pass: adopt what is pinned, reconcile every node, delete the rest.
+// syncAll is the start-up pass: adopt what is pinned, reconcile every node, delete the rest; then
+// the events held since the reconciler was made (add) that named a node after its reconcile here
+// are queued, and events queue directly.
 func (r *NodeReconciler) syncAll(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	r.loadPinned(ctx)
@@ -29,6 +31,7 @@ func (r *NodeReconciler) syncAll(ctx context.Context) {
 		logger.Error(err, "Listing nodes")
 	}
 	r.reconcileAll(ctx, nodes)
+	r.passing(domainsKey)
 	if err := r.reconcile(ctx, domainsKey); err != nil {
 		logger.Error(err, "Programming domains and host routes; will retry")
 		r.queue.AddRateLimited(domainsKey)
@@ -37,6 +40,7 @@ func (r *NodeReconciler) syncAll(ctx context.Context) {
 	r.mu.Lock()
 	r.pinned = pinnedState{}
 	r.mu.Unlock()
+	r.endEarly()
 }
 
 func (r *NodeReconciler) loadPinned(ctx context.Context) {
@@ -117,6 +121,7 @@ func (r *NodeReconciler) reconcileAll(ctx context.Context, nodes []*k8s.Node) {
 	logger := klog.FromContext(ctx)
 	for _, n := range nodes {
 		start := time.Now()
+		r.passing(n.Name)
 		err := r.reconcile(ctx, n.Name)
 		observe(r.cfg.Metrics, NodesController, start, err)
 		if err != nil {
