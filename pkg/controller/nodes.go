@@ -116,10 +116,8 @@ type NodeReconciler struct {
 	// seed keys the digests.
 	seed maphash.Seed
 
-	// early holds, from NewNodeReconciler until the start-up pass is over, the keys events named
-	// (add); nil the rest of the time.
-	earlyMu sync.Mutex
-	early   map[string]bool
+	// early holds the keys events name until the start-up pass is over (startupHold).
+	early *startupHold
 	// domainsWritten is domains_map as the last domains pass listed it, with the writes since.
 	domainsWritten map[uint32]Domain
 
@@ -186,9 +184,7 @@ func NewNodeReconciler(cfg NodeReconcilerConfig) (*NodeReconciler, error) {
 
 		warned: map[string]string{},
 		seed:   maphash.MakeSeed(),
-		// Held until the start-up pass is over, from here on: the informer replays its adds
-		// (5,000 at scale) as soon as the agent starts it, and the pass reconciles every node.
-		early: map[string]bool{},
+		early:  newStartupHold(),
 	}
 	_, err := cfg.Informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: r.enqueue,
@@ -248,39 +244,9 @@ func (r *NodeReconciler) enqueue(obj any) {
 	r.add(key)
 }
 
-// add queues key, or holds it until the start-up pass is over (early): the pass reconciles every
-// node, so only a key named again after its reconcile in the pass, or one the pass does not
-// list, is queued when it ends, instead of every node of the informer's initial list being
-// reconciled a second time.
-func (r *NodeReconciler) add(key string) {
-	r.earlyMu.Lock()
-	if r.early != nil {
-		r.early[key] = true
-		r.earlyMu.Unlock()
-		return
-	}
-	r.earlyMu.Unlock()
-	r.queue.Add(key)
-}
-
-// passing marks key as reconciled by the start-up pass from now on: only later events requeue it.
-func (r *NodeReconciler) passing(key string) {
-	r.earlyMu.Lock()
-	delete(r.early, key)
-	r.earlyMu.Unlock()
-}
-
-// endEarly queues what was named during the start-up pass after its reconcile, and queues
-// directly from then on.
-func (r *NodeReconciler) endEarly() {
-	r.earlyMu.Lock()
-	keys := r.early
-	r.early = nil
-	r.earlyMu.Unlock()
-	for key := range keys {
-		r.queue.Add(key)
-	}
-}
+func (r *NodeReconciler) add(key string)     { r.early.add(r.queue, key) }
+func (r *NodeReconciler) passing(key string) { r.early.passing(key) }
+func (r *NodeReconciler) endEarly()          { r.early.release(r.queue) }
 
 // Run waits for the informer, programs every node, deletes stale entries, then follows changes
 // until ctx is done. It returns early only if the informer never syncs, and never leaves a worker

@@ -121,12 +121,8 @@ type ServiceReconciler struct {
 	leftovers       []BackendSlot
 	leftoversListed bool
 
-	// early holds, from NewServiceReconciler until the start-up pass is over, the keys events
-	// named (nil the rest of the time): the pass reconciles every Service anyway, so only a key named again after
-	// its reconcile in the pass is queued when the pass ends, instead of all 10,000 of the
-	// informers' initial adds being reconciled a second time.
-	earlyMu sync.Mutex
-	early   map[string]bool
+	// early holds the keys events name until the start-up pass is over (startupHold).
+	early *startupHold
 }
 
 // NewServiceReconciler registers its event handlers and the EndpointSlice index; Run starts it.
@@ -151,11 +147,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 		reported:   map[string]map[string]bool{},
 		inputs:     map[string]uint64{},
 		sets:       newBackendSets(cfg.Backends, cfg.Affinity),
-		// Held from the handlers' registration on, not from Run: the informers may have
-		// started, and replay their initial adds to the handlers, before Run (the agent starts
-		// them as early as it can); queued, those 10,000 keys would each be reconciled a second
-		// time after the start-up pass, and the queue's sets would keep their size.
-		early: map[string]bool{},
+		early:      newStartupHold(),
 	}
 	if cfg.Domains != nil {
 		r.synced = append(r.synced, cfg.Domains.HasSynced)

@@ -43,36 +43,10 @@ func (r *ServiceReconciler) enqueueService(obj any) {
 	r.add(key)
 }
 
-// add queues key, or holds it until the start-up pass is over (early).
-func (r *ServiceReconciler) add(key string) {
-	r.earlyMu.Lock()
-	if r.early != nil {
-		r.early[key] = true
-		r.earlyMu.Unlock()
-		return
-	}
-	r.earlyMu.Unlock()
-	r.queue.Add(key)
-}
-
-// passing marks key as reconciled by the start-up pass from now on: only later events requeue it.
-func (r *ServiceReconciler) passing(key string) {
-	r.earlyMu.Lock()
-	delete(r.early, key)
-	r.earlyMu.Unlock()
-}
-
-// endEarly queues what events named during the start-up pass after its reconcile, and
-// queues directly from then on.
-func (r *ServiceReconciler) endEarly() {
-	r.earlyMu.Lock()
-	keys := r.early
-	r.early = nil
-	r.earlyMu.Unlock()
-	for key := range keys {
-		r.queue.Add(key)
-	}
-}
+// add queues key, or holds it until the start-up pass is over (startupHold).
+func (r *ServiceReconciler) add(key string)     { r.early.add(r.queue, key) }
+func (r *ServiceReconciler) passing(key string) { r.early.passing(key) }
+func (r *ServiceReconciler) endEarly()          { r.early.release(r.queue) }
 
 // sliceChanged keeps the slice indexes and queues the Services of a slice that was added (old
 // nil), updated, or deleted (obj nil).

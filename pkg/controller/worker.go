@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/util/workqueue"
@@ -28,4 +29,47 @@ func processNext[T comparable](ctx context.Context, queue workqueue.TypedRateLim
 	}
 	queue.Forget(item)
 	return true
+}
+
+// startupHold holds the keys a reconciler's events name from its making until its start-up pass
+// is over. The agent starts the informers first, and they replay their initial lists to the
+// handlers (10,000 Services, 5,000 Nodes at scale) before the pass, which reconciles every object
+// of the synced cache anyway: queued, each would be reconciled a second time after it. Only a key
+// named again after its reconcile in the pass (passing), or one the pass does not list, is queued
+// when it ends (release). Both reconcilers use one.
+type startupHold struct {
+	mu   sync.Mutex
+	keys map[string]bool // nil once released
+}
+
+func newStartupHold() *startupHold { return &startupHold{keys: map[string]bool{}} }
+
+// add queues key on queue, or holds it until release.
+func (h *startupHold) add(queue workqueue.TypedInterface[string], key string) {
+	h.mu.Lock()
+	if h.keys != nil {
+		h.keys[key] = true
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Unlock()
+	queue.Add(key)
+}
+
+// passing marks key as reconciled by the start-up pass from now on: only later events requeue it.
+func (h *startupHold) passing(key string) {
+	h.mu.Lock()
+	delete(h.keys, key)
+	h.mu.Unlock()
+}
+
+// release queues on queue what is held, and lets add queue directly from then on.
+func (h *startupHold) release(queue workqueue.TypedInterface[string]) {
+	h.mu.Lock()
+	keys := h.keys
+	h.keys = nil
+	h.mu.Unlock()
+	for key := range keys {
+		queue.Add(key)
+	}
 }
