@@ -31,16 +31,21 @@ type HostRoutes struct {
 
 // Sync makes the routes with RouteProtocol equal to want.
 func (h HostRoutes) Sync(want map[netip.Prefix]HostRoute) error {
-	have, err := ownRoutes()
+	// Compared as the dump is read: at 5,000 nodes in 20 domains the table holds ~4,750 of them,
+	// and only the few that are wrong are kept, to delete once the dump is over.
+	var stale []ownRoute
+	err := walkOwnRoutes(func(r ownRoute) {
+		if w, wanted := want[r.dst]; wanted && r.dst.IsValid() && r.matches(w, h.UnderlayIndex) {
+			delete(want, r.dst) // already right
+			return
+		}
+		stale = append(stale, r)
+	})
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, r := range have {
-		if w, wanted := want[r.dst]; wanted && r.dst.IsValid() && r.matches(w, h.UnderlayIndex) {
-			delete(want, r.dst) // already right
-			continue
-		}
+	for _, r := range stale {
 		if err := netlink.RouteDel(r.route()); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("removing route %s: %w", r.dst, err))
 		}
@@ -94,19 +99,28 @@ type ownRoute struct {
 // ownRoutes lists edgeplane's host routes in the main table.
 func ownRoutes() ([]ownRoute, error) {
 	var out []ownRoute
+	if err := walkOwnRoutes(func(r ownRoute) { out = append(out, r) }); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// walkOwnRoutes visits edgeplane's host routes in the main table as the kernel's dump is read;
+// fn must not change routes (the dump is still being read).
+func walkOwnRoutes(fn func(ownRoute)) error {
 	err := netlink.RouteListFilteredIter(netlink.FAMILY_V4,
 		&netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL, func(r netlink.Route) bool {
 			dst, _ := prefixOf(r.Dst) // none: a default route, removed by Sync
 			gw, _ := netip.AddrFromSlice(r.Gw)
-			out = append(out, ownRoute{dst: dst, gw: gw.Unmap(), linkIndex: r.LinkIndex, priority: r.Priority,
+			fn(ownRoute{dst: dst, gw: gw.Unmap(), linkIndex: r.LinkIndex, priority: r.Priority,
 				routeType: uint8(r.Type), scope: uint8(r.Scope), tos: uint8(r.Tos)})
 			return true
 		})
 	if err != nil {
-		return nil, fmt.Errorf("listing edgeplane's host routes: %w", err)
+		return fmt.Errorf("listing edgeplane's host routes: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // route is the route as netlink deletes it: the fields the kernel matches a route by.
