@@ -105,7 +105,7 @@ func rewriteMoved(t controller.BackendTable, moved map[netip.Addr]netip.Addr) er
 		return nil
 	}
 	rewrite := map[controller.BackendSlot]service.Backend{}
-	err := walkBackendTable(t, func(k controller.BackendSlot, b service.Backend) {
+	err := controller.WalkTable(t, func(k controller.BackendSlot, b service.Backend) {
 		if to, ok := moved[b.IP]; ok {
 			b.IP = to
 			rewrite[k] = b
@@ -154,5 +154,5 @@ func (t movedBackends) UpsertSet(id uint32, backends []service.Backend) error {
 }
 
 func (t movedBackends) Walk(fn func(controller.BackendSlot, service.Backend)) error {
-	return walkBackendTable(t.BackendTable, fn)
+	return controller.WalkTable(t.BackendTable, fn)
 }

@@ -142,13 +142,13 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	// The maps are walked in batches into the lists, made at their size where it is known:
 	// listed into maps first, or grown by appending, 150,000 backends (16 bytes each) and 10,000
 	// frontends would take several times their size at every write.
-	err := walkTable(t.Routes(), func(p netip.Prefix, r controller.Route) {
+	err := controller.WalkTable(t.Routes(), func(p netip.Prefix, r controller.Route) {
 		s.Routes = append(s.Routes, snapshot.Route{PodCIDR: p, NodeIP: r.NodeIP, Domain: r.Domain, Encap: uint8(r.Encap), Local: r.Local})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
-	err = walkTable(t.Nodes(), func(ip netip.Addr, n controller.Node) {
+	err = controller.WalkTable(t.Nodes(), func(ip netip.Addr, n controller.Node) {
 		s.Nodes = append(s.Nodes, snapshot.Peer{NodeIP: ip, VTEPMAC: n.VTEPMAC.String(), NextHopMAC: macString(n.NextHopMAC), Domain: n.Domain})
 	})
 	if err != nil {
@@ -162,7 +162,7 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	for id, d := range domains {
 		s.Domains = append(s.Domains, snapshot.Domain{ID: id, Name: d.Name, Reachable: d.Reachable, Local: d.Local})
 	}
-	err = walkTable(t.Frontends(), func(k service.FrontendKey, e controller.ServiceEntry) {
+	err = controller.WalkTable(t.Frontends(), func(k service.FrontendKey, e controller.ServiceEntry) {
 		s.Frontends = append(s.Frontends, snapshot.Frontend{VIP: k.VIP, Port: k.Port, Proto: uint8(k.Proto), Scope: uint8(k.Scope),
 			ID: e.ID, Count: e.Count, Flags: uint16(e.Flags), AffinityTimeout: e.AffinityTimeout, Unreachable: e.Unreachable})
 	})
@@ -177,7 +177,7 @@ func (a *Agent) collectSnapshot(pods podLister) (*snapshot.State, error) {
 	}
 	s.Backends = make([]snapshot.Backend, 0, slots)
 	local4 := map[netip.Addr]bool{}
-	err = walkBackendTable(t.Backends(), func(slot controller.BackendSlot, b service.Backend) {
+	err = controller.WalkTable(t.Backends(), func(slot controller.BackendSlot, b service.Backend) {
 		s.Backends = append(s.Backends, snapshot.Backend{ID: slot.ID, Slot: slot.Slot, IP: snapshot.IPv4Of(b.IP), Port: b.Port})
 		if a.podCIDR.Contains(b.IP) {
 			local4[b.IP] = true
@@ -230,31 +230,6 @@ func sortSnapshot(s *snapshot.State) {
 		return int(a.Slot) - int(b.Slot)
 	})
 	slices.SortFunc(s.PodBackends, func(a, b snapshot.PodBackend) int { return a.IP.Compare(b.IP) })
-}
-
-// walkTable visits every entry of t, by batch where the table can (maptables' Walk), else from
-// its listing.
-func walkTable[K comparable, V any](t interface{ List() (map[K]V, error) }, fn func(K, V)) error {
-	if w, ok := t.(interface{ Walk(func(K, V)) error }); ok {
-		return w.Walk(fn)
-	}
-	all, err := t.List()
-	for k, v := range all {
-		fn(k, v)
-	}
-	return err
-}
-
-// walkBackendTable visits every slot, by batch where the table can.
-func walkBackendTable(t controller.BackendTable, fn func(controller.BackendSlot, service.Backend)) error {
-	if w, ok := t.(controller.BackendWalker); ok {
-		return w.Walk(fn)
-	}
-	all, err := t.List()
-	for slot, b := range all {
-		fn(slot, b)
-	}
-	return err
 }
 
 func macString(m net.HardwareAddr) string {
@@ -498,7 +473,7 @@ func (t trackedBackends) UpsertSet(id uint32, backends []service.Backend) error 
 }
 
 func (t trackedBackends) Walk(fn func(controller.BackendSlot, service.Backend)) error {
-	return walkBackendTable(t.table, fn)
+	return controller.WalkTable(t.table, fn)
 }
 
 // trackForSnapshot returns t, wrapped to keep the snapshot when it is enabled.

@@ -57,7 +57,7 @@ func (r *ServiceReconciler) syncAll(ctx context.Context) {
 
 // loadPinned reads the maps as the previous agent left them: every frontend becomes adoptable
 // (owner ""), with the backends of its set in slot order. The backend slots are visited once and
-// placed into their frontends' sets (walkBackends), not listed into a map first.
+// placed into their frontends' sets (WalkTable), not listed into a map first.
 func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	frontends, err := r.cfg.Frontends.List()
@@ -77,7 +77,7 @@ func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 		r.sets.reserve(e.ID)
 	}
 	var leftovers []BackendSlot
-	backendsErr := walkBackends(r.cfg.Backends, func(slot BackendSlot, b service.Backend) {
+	backendsErr := WalkTable(r.cfg.Backends, func(slot BackendSlot, b service.Backend) {
 		// New sets take ids above every pinned one, frontends' or not (slots a crash left behind).
 		r.sets.keepAbove(slot.ID)
 		var count uint16

@@ -66,14 +66,15 @@ type BackendWalker interface {
 	Walk(fn func(BackendSlot, service.Backend)) error
 }
 
-// walkBackends visits every slot of t.
-func walkBackends(t BackendTable, fn func(BackendSlot, service.Backend)) error {
-	if w, ok := t.(BackendWalker); ok {
+// WalkTable visits every entry of t: in batches where the table walks itself (maptables' Walk,
+// as BackendWalker), else from its listing.
+func WalkTable[K comparable, V any](t interface{ List() (map[K]V, error) }, fn func(K, V)) error {
+	if w, ok := t.(interface{ Walk(func(K, V)) error }); ok {
 		return w.Walk(fn)
 	}
 	all, err := t.List()
-	for slot, b := range all {
-		fn(slot, b)
+	for k, v := range all {
+		fn(k, v)
 	}
 	return err
 }
