@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -43,8 +44,9 @@ const callTimeout = 30 * time.Second
 //
 // The agent writes one JSON request a line to the process's stdin and reads one JSON message a
 // line from its stdout: the reply to the request, or a session change. The process dies with
-// the agent (SIGKILL as its parent dies, and the end of its input), without a NOTIFICATION, as the agent's own crash would: graceful-restart peers
-// keep the routes while the pinned datapath forwards. Stop and StopForRestart end it on purpose.
+// the agent (SIGKILL as its parent dies, and the end of its input), without a NOTIFICATION, as
+// the agent's own crash would: graceful-restart peers keep the routes while the pinned datapath
+// forwards. Stop and StopForRestart end it on purpose.
 //
 // Methods are safe for concurrent use; calls are answered one at a time, in order.
 type Process struct {
@@ -242,11 +244,7 @@ func (p *Process) SetAdvertisements(want map[netip.Prefix]netip.Addr) error {
 func (p *Process) Advertisements() map[netip.Prefix]netip.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[netip.Prefix]netip.Addr, len(p.advertised))
-	for k, v := range p.advertised {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(p.advertised)
 }
 
 // SetPeers is Speaker's, in the process.

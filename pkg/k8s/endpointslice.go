@@ -50,13 +50,8 @@ type SliceEndpoint struct {
 // Node is the endpoint's nodeName; "" when unset.
 func (e *SliceEndpoint) Node() string { return e.at.get().node }
 
-// Zone is the endpoint's zone; "" when unset.
-func (e *SliceEndpoint) Zone() string { return e.at.get().zone }
-
-// ZoneHints are the zones of the endpoint's hints.forZones joined by commas; "" when none.
-func (e *SliceEndpoint) ZoneHints() string { return e.at.get().hints }
-
-// placement is where an endpoint is: kept once however many endpoints share it.
+// placement is where an endpoint is: its nodeName, zone, and the zones of its hints.forZones
+// joined by commas ("" when unset); kept once however many endpoints share it.
 type placement struct{ node, zone, hints string }
 
 // placementHandle is an interned placement: 8 bytes an endpoint. The zero value is the empty
