@@ -117,16 +117,17 @@ func (n NextHops) resolvedNeighbours() (map[netip.Addr]net.HardwareAddr, error) 
 
 // WatchResolved calls resolved with the address and MAC of every underlay neighbour the kernel
 // resolves or changes (netlink neighbour notifications of this network namespace), until ctx is
-// done. When the subscription breaks (the socket overran), it subscribes again, listing the
-// existing entries so that nothing resolved meanwhile is missed.
+// done. Every subscription, the first and each one after a break (the socket overran), lists
+// the existing entries too, so that nothing resolved before it is missed: the node reconciler
+// looks its next hops up in its start-up pass, before it watches, and a neighbour resolved in
+// between would stay unknown to it until its periodic pass.
 func (n NextHops) WatchResolved(ctx context.Context, resolved func(netip.Addr, net.HardwareAddr)) error {
 	logger := klog.FromContext(ctx)
-	listExisting := false
 	for {
 		updates := make(chan netlink.NeighUpdate, 256)
 		done := make(chan struct{})
 		err := netlink.NeighSubscribeWithOptions(updates, done, netlink.NeighSubscribeOptions{
-			ListExisting:  listExisting,
+			ListExisting:  true,
 			ErrorCallback: func(err error) { logger.V(2).Info("Neighbour notifications", "err", err) },
 		})
 		if err != nil {
@@ -150,7 +151,6 @@ func (n NextHops) WatchResolved(ctx context.Context, resolved func(netip.Addr, n
 			return nil
 		}
 		logger.Info("Neighbour notifications stopped; subscribing again")
-		listExisting = true
 		select {
 		case <-ctx.Done():
 			return nil
