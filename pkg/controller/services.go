@@ -309,26 +309,41 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 	keys := r.services.ListKeys()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	have, err := r.cfg.Frontends.List()
+	// The map is walked, not listed: a listing of 10,000 frontends was ~0.9 MB held at each
+	// resync. Each programmed frontend is marked listed as the walk meets it; what the walk does
+	// not meet, the map lost.
+	for _, p := range r.programmed {
+		p.listed = false
+	}
+	var strays []service.FrontendKey // entries nobody wrote: a previous agent's, a user's
+	err := WalkTable(r.cfg.Frontends, func(k service.FrontendKey, e ServiceEntry) {
+		p := r.programmed[k]
+		if p == nil {
+			strays = append(strays, k)
+			return
+		}
+		p.listed = true
+		if e != p.entry {
+			p.lost = true
+		}
+	})
 	if err != nil {
 		logger.Error(err, "Listing service frontends")
 	} else {
-		r.frontendsListed(have)
-		for k, p := range r.programmed {
-			if e, ok := have[k]; !ok || e != p.entry {
+		for _, p := range r.programmed {
+			if !p.listed {
 				p.lost = true
 			}
 		}
-		for k := range have {
-			if _, ok := r.programmed[k]; !ok {
-				logger.Info("Deleting a service frontend edgeplane did not write", "frontend", k)
-				if err := r.cfg.Frontends.Delete(k); err != nil {
-					logger.Error(err, "Deleting a service frontend", "frontend", k)
-				} else {
-					r.frontendDeleted(k)
-				}
+		for _, k := range strays {
+			logger.Info("Deleting a service frontend edgeplane did not write", "frontend", k)
+			if err := r.cfg.Frontends.Delete(k); err != nil {
+				logger.Error(err, "Deleting a service frontend", "frontend", k)
+			} else {
+				r.frontendDeleted(k)
 			}
 		}
+		r.frontendsListed(r.heldFrontendsLocked())
 	}
 	r.sets.retryOrphans(ctx)
 	again := map[string]bool{}

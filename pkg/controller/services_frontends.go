@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -23,6 +24,7 @@ type programmed struct {
 	entry    ServiceEntry
 	backends []slotBackend // slot order
 	lost     bool          // the map no longer holds entry: rewrite
+	listed   bool          // the last resync's walk of the map met it
 }
 
 // slotBackend is a backend as programmed keeps it: 6 bytes, as lb_backend_map holds it, where a
@@ -225,8 +227,20 @@ func (r *ServiceReconciler) frontendDeleted(k service.FrontendKey) {
 	}
 }
 
-func (r *ServiceReconciler) frontendsListed(all map[service.FrontendKey]ServiceEntry) {
+func (r *ServiceReconciler) frontendsListed(all iter.Seq2[service.FrontendKey, ServiceEntry]) {
 	if r.cfg.FrontendHook != nil {
 		r.cfg.FrontendHook.FrontendsListed(all)
+	}
+}
+
+// heldFrontendsLocked is every frontend the map holds as it was written (after a resync's walk:
+// the lost ones are rewritten by their Services' next reconciles, and told then).
+func (r *ServiceReconciler) heldFrontendsLocked() iter.Seq2[service.FrontendKey, ServiceEntry] {
+	return func(yield func(service.FrontendKey, ServiceEntry) bool) {
+		for k, p := range r.programmed {
+			if !p.lost && !yield(k, p.entry) {
+				return
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -28,9 +29,10 @@ func (h *hookLog) FrontendWritten(k service.FrontendKey, e ServiceEntry) {
 
 func (h *hookLog) FrontendDeleted(k service.FrontendKey) { h.log.add(fmt.Sprintf("hook-%v", k)) }
 
-func (h *hookLog) FrontendsListed(all map[service.FrontendKey]ServiceEntry) {
-	h.log.add(fmt.Sprintf("hook list %d", len(all)))
-	h.lists = append(h.lists, maps.Clone(all))
+func (h *hookLog) FrontendsListed(all iter.Seq2[service.FrontendKey, ServiceEntry]) {
+	listed := maps.Collect(all)
+	h.log.add(fmt.Sprintf("hook list %d", len(listed)))
+	h.lists = append(h.lists, listed)
 }
 
 // followedByHook checks that every write of lb_svc_map in ops is told to the hook right after it,
@@ -58,7 +60,7 @@ func followedByHook(t *testing.T, ops []string) int {
 // TestServicesFrontendHook: the reconciler tells its FrontendHook (the agent's external-IP host
 // routes) of every frontend it writes or deletes, after the write, and of the whole map whenever
 // it lists it: at start-up (loadPinned) and at each resync, where a foreign entry it deletes is
-// told too. A failed write is not told.
+// told first. A failed write is not told.
 func TestServicesFrontendHook(t *testing.T) {
 	extIP := func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"198.51.100.2"} }
 	f := newSvcFixture(t, webService(extIP), threeEndpoints())
@@ -79,11 +81,26 @@ func TestServicesFrontendHook(t *testing.T) {
 	f.frontends.entries[foreign] = ServiceEntry{ID: 999}
 	f.r.resync(context.Background())
 	ops := f.log.take()
-	if len(ops) < 3 || ops[0] != "hook list 5" || ops[1] != "svc-"+foreign.String() || ops[2] != "hook-"+foreign.String() {
-		t.Errorf("resync: %v, want the listing of 5 frontends, then the foreign one's deletion told", ops)
+	if len(ops) < 3 || ops[0] != "svc-"+foreign.String() || ops[1] != "hook-"+foreign.String() || ops[2] != "hook list 4" {
+		t.Errorf("resync: %v, want the foreign frontend's deletion told, then the listing of the 4 frontends written", ops)
 	}
-	if listed := hook.lists[len(hook.lists)-1]; listed[foreign] != (ServiceEntry{ID: 999}) || len(listed) != 5 {
+	if listed := hook.lists[len(hook.lists)-1]; len(listed) != 4 || listed[foreign] != (ServiceEntry{}) {
 		t.Errorf("resync listed %v", listed)
+	}
+	// A frontend the map lost is left out of the listing until its Service writes it again.
+	var lost service.FrontendKey
+	for k := range hook.lists[len(hook.lists)-1] {
+		lost = k
+		break
+	}
+	delete(f.frontends.entries, lost)
+	f.r.resync(context.Background())
+	if listed := hook.lists[len(hook.lists)-1]; len(listed) != 3 || listed[lost] != (ServiceEntry{}) {
+		t.Errorf("resync after %v was lost listed %v", lost, listed)
+	}
+	f.drain(t)
+	if _, ok := f.frontends.entries[lost]; !ok {
+		t.Errorf("%v not written again", lost)
 	}
 	f.drain(t)
 	f.log.take()

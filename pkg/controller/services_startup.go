@@ -3,6 +3,7 @@ package controller
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -64,7 +65,7 @@ func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 	if err != nil {
 		logger.Error(err, "Listing pinned service frontends; they will be rewritten")
 	} else {
-		r.frontendsListed(frontends)
+		r.frontendsListed(maps.All(frontends))
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -1,6 +1,7 @@
 package externalroutes
 
 import (
+	"maps"
 	"net/netip"
 	"testing"
 
@@ -38,7 +39,7 @@ func TestFrontendWritesCostWhatChanged(t *testing.T) {
 		k := service.FrontendKey{VIP: netip.AddrFrom4([4]byte{10, 96, 0, byte(i)}), Port: 80, Proto: service.ProtoTCP, Scope: service.ScopeInternal}
 		clusterIPs[k] = controller.ServiceEntry{ID: uint32(i + 1), Count: 1}
 	}
-	r.FrontendsListed(clusterIPs)
+	r.FrontendsListed(maps.All(clusterIPs))
 	if nodes.lists != 0 {
 		t.Errorf("a listing of 100 ClusterIP frontends listed the nodes %d times, want 0", nodes.lists)
 	}
@@ -54,7 +55,7 @@ func TestFrontendWritesCostWhatChanged(t *testing.T) {
 	if nodes.lists != 1 {
 		t.Errorf("an external-ip frontend written twice listed the nodes %d times, want 1 (when its address came)", nodes.lists)
 	}
-	r.FrontendsListed(map[service.FrontendKey]controller.ServiceEntry{ext: {ID: 201, Count: 2, Flags: service.FlagExternalIP}})
+	r.FrontendsListed(maps.All(map[service.FrontendKey]controller.ServiceEntry{ext: {ID: 201, Count: 2, Flags: service.FlagExternalIP}}))
 	if nodes.lists != 2 {
 		t.Errorf("a listing with the external-ip frontend listed the nodes %d times in all, want 2", nodes.lists)
 	}

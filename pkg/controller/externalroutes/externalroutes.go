@@ -182,9 +182,9 @@ func (r *Routes) FrontendDeleted(k service.FrontendKey) {
 	}
 }
 
-// FrontendsListed recomputes the addresses from the whole map and applies them even when they
-// did not change, restoring routes someone deleted.
-func (r *Routes) FrontendsListed(all map[service.FrontendKey]controller.ServiceEntry) {
+// FrontendsListed recomputes the addresses from what the map holds and applies them even when
+// they did not change, restoring routes someone deleted.
+func (r *Routes) FrontendsListed(all iter.Seq2[service.FrontendKey, controller.ServiceEntry]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.vips = map[service.FrontendKey]netip.Addr{}

@@ -35,7 +35,7 @@ func (t memFrontends) Delete(k service.FrontendKey) {
 	t.hook.FrontendDeleted(k)
 }
 
-func (t memFrontends) List() { t.hook.FrontendsListed(maps.Clone(t.m)) }
+func (t memFrontends) List() { t.hook.FrontendsListed(maps.All(t.m)) }
 
 func serviceRoutes(t *testing.T) []string {
 	t.Helper()
