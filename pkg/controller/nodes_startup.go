@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"maps"
 	"net/netip"
 	"time"
 
@@ -56,7 +55,13 @@ func (r *NodeReconciler) loadPinned(ctx context.Context) {
 	r.pinned = pinnedState{routes: routes, nodes: nodes}
 	r.listed = nil // unknown: write everything
 	if routes != nil && nodes != nil {
-		r.listed = &listedMaps{routes: maps.Clone(routes), nodes: maps.Clone(nodes)}
+		r.listed = newListedMaps(r.seed)
+		for cidr, route := range routes {
+			r.listed.routes[cidr] = r.listed.routeDigest(route)
+		}
+		for addr, n := range nodes {
+			r.listed.nodes[addr] = r.listed.nodeDigest(n)
+		}
 	}
 	r.mu.Unlock()
 }
