@@ -113,6 +113,9 @@ type NodeReconciler struct {
 	// domains pass to sync them. A digest, not the map: ~4,750 routes at 5,000 nodes would be a
 	// megabyte kept only to be compared.
 	hostSynced *uint64
+	// hostRouteCount is how many host routes the last domains pass wanted: the next one's map is
+	// made that size rather than grown to it.
+	hostRouteCount int
 	// seed keys the digests.
 	seed maphash.Seed
 

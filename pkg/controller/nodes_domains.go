@@ -214,7 +214,8 @@ func (r *NodeReconciler) gateway(dom string) (string, peer, bool) {
 // gets ICMP from the kernel; through the domain's cloud gateway otherwise, when that is another
 // node (the gateway itself forwards into the overlay through the cluster route).
 func (r *NodeReconciler) hostRoutes(m *domain.Model, local string, state LocalState) map[netip.Prefix]netdev.HostRoute {
-	want := map[netip.Prefix]netdev.HostRoute{}
+	want := make(map[netip.Prefix]netdev.HostRoute, r.hostRouteCount) // as many as last time, most likely
+	defer func() { r.hostRouteCount = len(want) }()
 	for name, p := range r.peers {
 		if name == r.cfg.Local.Name || p.route.Local || p.domain == local {
 			continue

@@ -34,8 +34,13 @@ type listedMaps struct {
 	nodes  map[netip.Addr]uint64
 }
 
-func newListedMaps(seed maphash.Seed) *listedMaps {
-	return &listedMaps{seed: seed, routes: map[netip.Prefix]uint64{}, nodes: map[netip.Addr]uint64{}}
+// newListedMaps is an empty listedMaps sized for as many entries as last time (last nil: none).
+func newListedMaps(seed maphash.Seed, last *listedMaps) *listedMaps {
+	var routes, nodes int
+	if last != nil {
+		routes, nodes = len(last.routes), len(last.nodes)
+	}
+	return &listedMaps{seed: seed, routes: make(map[netip.Prefix]uint64, routes), nodes: make(map[netip.Addr]uint64, nodes)}
 }
 
 func (l *listedMaps) routeDigest(route Route) uint64 { return maphash.Comparable(l.seed, route) }
@@ -50,7 +55,7 @@ func (l *listedMaps) nodeDigest(n Node) uint64 {
 
 // listMaps walks routes_map and nodes_map into a listedMaps; nil when either could not be read.
 func (r *NodeReconciler) listMaps() (*listedMaps, error) {
-	l := newListedMaps(r.seed)
+	l := newListedMaps(r.seed, r.listed)
 	if err := WalkTable(r.cfg.Routes, func(cidr netip.Prefix, route Route) { l.routes[cidr] = l.routeDigest(route) }); err != nil {
 		return nil, err
 	}

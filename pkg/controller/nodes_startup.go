@@ -55,7 +55,7 @@ func (r *NodeReconciler) loadPinned(ctx context.Context) {
 	r.pinned = pinnedState{routes: routes, nodes: nodes}
 	r.listed = nil // unknown: write everything
 	if routes != nil && nodes != nil {
-		r.listed = newListedMaps(r.seed)
+		r.listed = newListedMaps(r.seed, nil)
 		for cidr, route := range routes {
 			r.listed.routes[cidr] = r.listed.routeDigest(route)
 		}
