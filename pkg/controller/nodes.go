@@ -212,7 +212,7 @@ func networkChanged(oldObj, newObj any) bool {
 	if !ok1 || !ok2 {
 		return true
 	}
-	return !slices.Equal(o.Annotations, n.Annotations) || !slices.Equal(o.Labels, n.Labels) || o.Spec.PodCIDR != n.Spec.PodCIDR ||
+	return !slices.Equal(o.Annotations, n.Annotations) || !o.Labels.Equal(n.Labels) || o.Spec.PodCIDR != n.Spec.PodCIDR ||
 		!slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) || !slices.Equal(o.Status.Addresses, n.Status.Addresses)
 }
 

@@ -244,7 +244,7 @@ func (r *ServiceReconciler) clusterLocked() *service.Cluster {
 		}
 		r.work.viewBuilds.Add(1)
 		r.work.viewNodes.Add(int64(len(nodes)))
-		c := service.NewCluster(r.cfg.NodeName, k8s.NodeLabels(nodes), m.PoolLabel())
+		c := service.NewCluster(r.cfg.NodeName, k8s.LabelsOfNodes(nodes), m.PoolLabel())
 		for _, n := range nodes {
 			if n.Name == r.cfg.NodeName || m.Reachable(local, m.DomainOf(n.Labels)) {
 				continue

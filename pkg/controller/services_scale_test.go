@@ -297,7 +297,7 @@ func TestServicesNodeViewFollowsNodes(t *testing.T) {
 	whole := func() *service.Cluster {
 		nodes, _ := f.r.nodes.List(labels.Everything())
 		m := model.m.Load()
-		c := service.NewCluster("self", k8s.NodeLabels(nodes), m.PoolLabel())
+		c := service.NewCluster("self", k8s.LabelsOfNodes(nodes), m.PoolLabel())
 		local := f.r.localDomain(m)
 		for _, n := range nodes {
 			if cidr, ok, _ := k8s.NodePodCIDR(n); ok && n.Name != "self" && !m.Reachable(local, m.DomainOf(n.Labels)) {
@@ -395,5 +395,5 @@ func setLabel(n *k8s.Node, key, value string) {
 		m = map[string]string{}
 	}
 	m[key] = value
-	n.Labels = k8s.KeyValuesOf(m)
+	n.Labels = k8s.NodeLabelsOf(n.Name, m)
 }

@@ -24,26 +24,27 @@ import (
 // images, volumes and daemon endpoints (most of a Node's bytes, and what kubelet's status updates
 // change) stay in the API server.
 //
-// It is 192 bytes where a corev1.Node's struct alone is 784 (896 as allocated), and keeps its
-// labels and annotations as sorted pairs (KeyValues) rather than maps: 1,082 bytes of heap a
-// Node decoded from the API server with kubelet's, kubeadm's and a pool's labels instead of
-// 2,305 as a trimmed corev1.Node, 6 MB less at 5,000 Nodes (BenchmarkDecodedNodeCache). The
+// It is 192 bytes where a corev1.Node's struct alone is 784 (896 as allocated), keeps its
+// annotations as sorted pairs (KeyValues) rather than a map, and shares its labels with the
+// nodes of its pool (NodeLabels): 768 bytes of heap a Node decoded from the API server with
+// kubelet's, kubeadm's and a pool's labels instead of 2,305 as a trimmed corev1.Node, 7.7 MB
+// less at 5,000 Nodes (BenchmarkDecodedNodeCache; 1,081 with a slice of labels per Node). The
 // fields keep the paths of corev1.Node (node.Spec.PodCIDR, node.Status.Addresses) so that code
 // reads the same. Whatever a reader starts to read of a Node must be kept here and in
 // compactNode.
 type Node struct {
 	Name, ResourceVersion string
 	UID                   types.UID
-	Deleting              bool      // metadata.deletionTimestamp is set
-	Labels                KeyValues // every label
-	Annotations           KeyValues // Flannel's and edgeplane's (nodeAnnotationPrefixes)
+	Deleting              bool       // metadata.deletionTimestamp is set
+	Labels                NodeLabels // every label
+	Annotations           KeyValues  // Flannel's and edgeplane's (nodeAnnotationPrefixes)
 	Spec                  NodeSpec
 	Status                NodeStatus
 }
 
-// KeyValues are a cached Node's labels or annotations, sorted by key. A Node has a dozen labels
-// or so: as pairs in a slice they take about half the heap of a map of as many (352 bytes
-// against ~650 for 11), and the few lookups a reconcile makes are binary searches. It is a
+// KeyValues are a cached Node's annotations, or the pairs of its labels (NodeLabels), sorted by
+// key: as pairs in a slice they take about half the heap of a map of as many (352 bytes against
+// ~650 for 11), and the few lookups a reconcile makes are binary searches. It is a
 // labels.Labels, which selectors match.
 type KeyValues []KeyValue
 
@@ -121,7 +122,7 @@ func (n *Node) DeepCopyObject() runtime.Object { return n.DeepCopy() }
 // DeepCopy is a copy of n that shares nothing mutable with it.
 func (n *Node) DeepCopy() *Node {
 	c := *n
-	c.Labels, c.Annotations = slices.Clone(n.Labels), slices.Clone(n.Annotations)
+	c.Annotations = slices.Clone(n.Annotations) // Labels are immutable, shared
 	c.Spec.PodCIDRs = slices.Clone(n.Spec.PodCIDRs)
 	if n.Spec.Taints != nil {
 		c.Spec.Taints = make([]corev1.Taint, len(n.Spec.Taints))
@@ -201,18 +202,7 @@ func compactNode(o *corev1.Node) *Node {
 		}
 		slices.SortFunc(n.Annotations, byKey)
 	}
-	if len(o.Labels) > 0 {
-		n.Labels = make(KeyValues, 0, len(o.Labels))
-		for k, v := range o.Labels {
-			if v == o.Name {
-				v = o.Name
-			} else {
-				v = interned(v)
-			}
-			n.Labels = append(n.Labels, KeyValue{interned(k), v})
-		}
-		slices.SortFunc(n.Labels, byKey)
-	}
+	n.Labels = NodeLabelsOf(n.Name, o.Labels)
 	n.Spec = NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: o.Spec.Taints}
 	if len(o.Spec.PodCIDRs) > 0 && o.Spec.PodCIDRs[0] == o.Spec.PodCIDR {
 		n.Spec.PodCIDRs = slices.Clone(o.Spec.PodCIDRs)
@@ -274,8 +264,8 @@ func (l *NodeLister) List(selector labels.Selector) ([]*Node, error) {
 	return nodes, err
 }
 
-// NodeLabels is every node's name and labels, for service.NewCluster.
-func NodeLabels(nodes []*Node) iter.Seq2[string, labels.Labels] {
+// LabelsOfNodes is every node's name and labels, for service.NewCluster.
+func LabelsOfNodes(nodes []*Node) iter.Seq2[string, labels.Labels] {
 	return func(yield func(string, labels.Labels) bool) {
 		for _, n := range nodes {
 			if !yield(n.Name, n.Labels) {

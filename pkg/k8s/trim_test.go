@@ -108,7 +108,7 @@ func TestTrimForCache(t *testing.T) {
 	deleted := metav1.Unix(1700000100, 0)
 	node.DeletionTimestamp = &deleted
 	wantNode := &Node{Name: "n1", UID: "u-n1", ResourceVersion: "7", Deleting: true,
-		Labels: KeyValuesOf(node.Labels), Annotations: KeyValuesOf(map[string]string{
+		Labels: NodeLabelsOf(node.Name, node.Labels), Annotations: KeyValuesOf(map[string]string{
 			BackendTypeAnnotation: "vxlan", BackendDataAnnotation: `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`,
 			PublicIPAnnotation: "172.30.0.11", PodCIDRAnnotation: "10.244.9.0/24", RoutesAdvertisedAnnotation: "site-a"}),
 		Spec:   NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: node.Spec.Taints},
@@ -148,7 +148,7 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 	for i, n := range nodes {
 		cachedNodes[i] = NodeOf(n)
 	}
-	cluster := service.NewCluster("self", NodeLabels(cachedNodes), "apps.openyurt.io/nodepool")
+	cluster := service.NewCluster("self", LabelsOfNodes(cachedNodes), "apps.openyurt.io/nodepool")
 	bools := []*bool{nil, ptr.To(true), ptr.To(false)}
 	var eps []discoveryv1.Endpoint
 	i := 0
@@ -309,7 +309,7 @@ func TestTrimmedNodeEquivalence(t *testing.T) {
 		trimmed := obj.(*Node)
 		// full is the Node with nothing left out: every annotation and address.
 		full := &Node{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Deleting: o.DeletionTimestamp != nil,
-			Labels: KeyValuesOf(o.Labels), Annotations: KeyValuesOf(o.Annotations),
+			Labels: NodeLabelsOf(o.Name, o.Labels), Annotations: KeyValuesOf(o.Annotations),
 			Spec:   NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: o.Spec.Taints},
 			Status: NodeStatus{Addresses: o.Status.Addresses}}
 		vtepFull, errFull := NodeVTEP(full)
