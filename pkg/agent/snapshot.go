@@ -455,7 +455,12 @@ type trackedTable[K comparable, V any] struct {
 func (t trackedTable[K, V]) Upsert(k K, v V) error { t.dirty.Store(true); return t.table.Upsert(k, v) }
 func (t trackedTable[K, V]) Delete(k K) error      { t.dirty.Store(true); return t.table.Delete(k) }
 
-// trackedBackends keeps the backend table's batch operations (BackendSetWriter, BackendWalker).
+// Walk keeps the table's batch reads (controller.WalkTable): the reconcilers' periodic passes
+// walk the maps rather than list them into maps.
+func (t trackedTable[K, V]) Walk(fn func(K, V)) error { return controller.WalkTable(t.table, fn) }
+
+// trackedBackends keeps the backend table's batch writes (BackendSetWriter); trackedTable keeps its
+// batch reads (BackendWalker).
 type trackedBackends struct {
 	trackedTable[controller.BackendSlot, service.Backend]
 }
@@ -470,10 +475,6 @@ func (t trackedBackends) UpsertSet(id uint32, backends []service.Backend) error 
 		errs = append(errs, t.table.Upsert(controller.BackendSlot{ID: id, Slot: uint32(i)}, b))
 	}
 	return errors.Join(errs...)
-}
-
-func (t trackedBackends) Walk(fn func(controller.BackendSlot, service.Backend)) error {
-	return controller.WalkTable(t.table, fn)
 }
 
 // trackForSnapshot returns t, wrapped to keep the snapshot when it is enabled.

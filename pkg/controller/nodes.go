@@ -288,19 +288,33 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 	}
 }
 
-// neighbourResolved queues the peers a resolved neighbour may concern: every peer whose next hop
-// is still unresolved (the neighbour may be its gateway), and the peer at ip when its next hop
-// changed.
+// neighbourResolved queues the peers a resolved neighbour may concern: the peer at ip when its
+// next hop changed, and every peer whose next hop is still unresolved and may be ip (ip is the
+// peer or its gateway). Where the resolver keeps the hops (HopCache), a peer whose hop is known
+// to be another neighbour, or none (no route through the underlay), is left alone: the kernel
+// refreshes its neighbours every half minute or so, and a cluster with thousands of peers it has
+// no route to queued them all at each refresh (each a full reconcile and a domains pass).
 func (r *NodeReconciler) neighbourResolved(ip netip.Addr, mac net.HardwareAddr) {
+	hops, _ := r.cfg.NextHop.(HopCache)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for name, p := range r.peers {
 		if p.route.Local {
 			continue
 		}
-		if p.node.NextHopMAC == nil || (p.route.NodeIP == ip && !bytes.Equal(p.node.NextHopMAC, mac)) {
+		if p.route.NodeIP == ip && !bytes.Equal(p.node.NextHopMAC, mac) {
 			r.queue.Add(name)
+			continue
 		}
+		if p.node.NextHopMAC != nil {
+			continue
+		}
+		if hops != nil {
+			if hop, known := hops.CachedHop(p.route.NodeIP); known && hop != ip {
+				continue
+			}
+		}
+		r.queue.Add(name)
 	}
 }
 

@@ -376,3 +376,59 @@ func TestNodeReconcilerNeighbourResolvedQueuesPeers(t *testing.T) {
 		t.Errorf("after b's neighbour changed: queued %v, want [b c]", q)
 	}
 }
+
+// cachedHops is staticNextHop that also keeps each endpoint's hop, as netdev.CachedNextHops does:
+// an endpoint it has no entry for is not known; a zero hop is "no route through the underlay".
+type cachedHops struct {
+	staticNextHop
+	hops map[netip.Addr]netip.Addr
+}
+
+func (c cachedHops) CachedHop(ip netip.Addr) (netip.Addr, bool) {
+	hop, known := c.hops[ip]
+	return hop, known
+}
+
+// With a resolver that keeps the hops, a resolved neighbour queues only the unresolved peers
+// whose hop it is, or whose hop is not known: not those behind another gateway, and not those the
+// underlay has no route to (thousands, in a cluster of many sites, at every neighbour refresh).
+func TestNodeReconcilerNeighbourResolvedQueuesOnlyItsPeers(t *testing.T) {
+	gw := nodeIP("192.168.1.1")
+	f := newNodeFixture(t, peerNode("self", "10.244.0.0/24", "192.168.0.1", macC),
+		peerNode("b", "10.244.1.0/24", "192.168.0.2", macB),  // resolved
+		peerNode("c", "10.244.2.0/24", "192.168.1.3", macC),  // behind gw
+		peerNode("d", "10.244.3.0/24", "198.51.100.4", macC), // no route
+		peerNode("e", "10.244.4.0/24", "192.168.2.5", macB),  // hop not known
+		peerNode("g", "10.244.5.0/24", gw.String(), macB))    // the gateway itself
+	f.r.cfg.NextHop = cachedHops{staticNextHop: staticNextHop{nodeIP("192.168.0.2"): gwMAC},
+		hops: map[netip.Addr]netip.Addr{nodeIP("192.168.0.2"): nodeIP("192.168.0.2"), nodeIP("192.168.1.3"): gw,
+			nodeIP("198.51.100.4"): {}, gw: gw}}
+	for _, n := range []string{"self", "b", "c", "d", "e", "g"} {
+		f.reconcile(t, n)
+	}
+	queued := func() []string {
+		var out []string
+		for f.r.queue.Len() > 0 {
+			k, _ := f.r.queue.Get()
+			f.r.queue.Done(k)
+			if k != domainsKey {
+				out = append(out, k)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	queued()
+	f.r.neighbourResolved(nodeIP("192.168.0.2"), gwMAC) // b's own next hop, unchanged
+	if q := queued(); !slices.Equal(q, []string{"e"}) {
+		t.Errorf("after b's neighbour was resolved unchanged: queued %v, want [e] (its hop is not known)", q)
+	}
+	f.r.neighbourResolved(gw, macB) // the gateway: c's hop, and g's own
+	if q := queued(); !slices.Equal(q, []string{"c", "e", "g"}) {
+		t.Errorf("after the gateway was resolved: queued %v, want [c e g]", q)
+	}
+	f.r.neighbourResolved(nodeIP("198.51.100.4"), macC) // no route: nothing the underlay resolves
+	if q := queued(); !slices.Equal(q, []string{"d", "e"}) {
+		t.Errorf("after d's own address was resolved: queued %v, want [d e] (d's MAC changed from none)", q)
+	}
+}

@@ -75,6 +75,14 @@ type NextHopResolver interface {
 	NextHop(netip.Addr) (net.HardwareAddr, error)
 }
 
+// HopCache is a NextHopResolver that also says, without asking the kernel, which neighbour a
+// tunnel endpoint's next hop is: the endpoint itself or its gateway (netdev.CachedNextHops). known
+// is false when it keeps no answer; hop is the zero Addr when no neighbour resolves it (no route
+// through the underlay). The node reconciler asks it which peers a resolved neighbour concerns.
+type HopCache interface {
+	CachedHop(ip netip.Addr) (hop netip.Addr, known bool)
+}
+
 // NeighbourWatcher reports, until ctx is done, each neighbour the kernel resolves (or whose MAC
 // changes) with its MAC.
 type NeighbourWatcher interface {

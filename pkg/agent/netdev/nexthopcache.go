@@ -99,6 +99,23 @@ func (c *CachedNextHops) hop(ip netip.Addr) (netip.Addr, error) {
 	return h, nil
 }
 
+// CachedHop is the neighbour that resolves ip's next hop as last looked up (ip itself, or its
+// gateway), from the cache alone: known is false when no answer is kept (none was looked up since
+// the last route change, or routes are not watched); hop is the zero Addr when the route does not
+// leave through the underlay, which no neighbour resolves.
+func (c *CachedNextHops) CachedHop(ip netip.Addr) (hop netip.Addr, known bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.hops[ip]
+	if !ok {
+		return netip.Addr{}, false
+	}
+	if r.cause != nil {
+		return netip.Addr{}, true
+	}
+	return r.hop, true
+}
+
 func (c *CachedNextHops) neighbour(hop netip.Addr) (net.HardwareAddr, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -64,6 +64,23 @@ func TestCachedNextHops(t *testing.T) {
 		if routes, _ := c.Lookups(); routes != routes0 {
 			t.Errorf("second pass over 100 unreachable peers: %d route lookups, want 0", routes-routes0)
 		}
+		// CachedHop answers from what the lookups kept: the gateway, no neighbour for an
+		// unreachable peer, and nothing known for a peer not looked up since the last route change.
+		if hop, known := c.CachedHop(peers[0]); known {
+			t.Errorf("CachedHop(%s) = %v, known after a route change", peers[0], hop)
+		}
+		if _, err := c.NextHop(peers[0]); err != nil {
+			t.Fatal(err)
+		}
+		if hop, known := c.CachedHop(peers[0]); !known || hop != netip.MustParseAddr("192.168.50.1") {
+			t.Errorf("CachedHop(%s) = %v, %v; want the gateway 192.168.50.1", peers[0], hop, known)
+		}
+		if hop, known := c.CachedHop(netip.MustParseAddr("198.19.1.0")); !known || hop.IsValid() {
+			t.Errorf("CachedHop(198.19.1.0) = %v, %v; want no neighbour, known", hop, known)
+		}
+		if hop, known := c.CachedHop(netip.MustParseAddr("198.19.2.0")); known {
+			t.Errorf("CachedHop of an address never looked up = %v, known", hop)
+		}
 
 		// A route toward some peers through another gateway: followed at the next lookup.
 		gen, watched := c.RouteGeneration()
