@@ -291,9 +291,10 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 // neighbourResolved queues the peers a resolved neighbour may concern: the peer at ip when its
 // next hop changed, and every peer whose next hop is still unresolved and may be ip (ip is the
 // peer or its gateway). Where the resolver keeps the hops (HopCache), a peer whose hop is known
-// to be another neighbour, or none (no route through the underlay), is left alone: the kernel
-// refreshes its neighbours every half minute or so, and a cluster with thousands of peers it has
-// no route to queued them all at each refresh (each a full reconcile and a domains pass).
+// to be another neighbour, or none (no route through the underlay), is left alone: a node of a
+// cluster with thousands of peers it has no route to (other sites) queued them all whenever a
+// neighbour was resolved anew (first seen, or after it failed: a lossy edge link), each a full
+// reconcile.
 func (r *NodeReconciler) neighbourResolved(ip netip.Addr, mac net.HardwareAddr) {
 	hops, _ := r.cfg.NextHop.(HopCache)
 	r.mu.Lock()
