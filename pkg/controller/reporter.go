@@ -22,7 +22,11 @@ func (r *ServiceReconciler) ReportAgain() {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for key, findings := range r.reported {
+	for key, st := range r.states {
+		findings := st.reported
+		if findings == nil {
+			continue
+		}
 		obj, exists, err := r.services.GetByKey(key)
 		svc := k8s.ServiceObject(obj)
 		if err != nil || !exists || svc == nil {

@@ -102,17 +102,11 @@ type ServiceReconciler struct {
 
 	mu         sync.Mutex
 	programmed map[service.FrontendKey]*programmed     // what lb_svc_map holds, by frontend
-	owned      map[string][]service.FrontendKey        // by Service (a slice: most own one or two frontends)
-	ownedGen   uint64                                  // counts changes of owned, for publishing the index
+	states     map[string]*serviceState                // what is remembered of each Service, by key
+	ownedGen   uint64                                  // counts changes of the frontends owned, for publishing the index
 	waiting    map[service.FrontendKey]map[string]bool // services that want a frontend another owns
-	policies   map[string]validPolicy                  // last valid annotations by Service
-	reported   map[string]map[string]bool              // events recorded by Service, "reason\x00message"
 	sets       *backendSets                            // lb_backend_map's sets, ids and orphans
 	cluster    *service.Cluster
-	// inputs is, by Service, the resourceVersions of the Service and EndpointSlices its last
-	// complete reconcile read (inputsOf): the periodic pass queues only the Services whose objects
-	// differ from them or whose frontends the map lost, not all 10,000.
-	inputs map[string]uint64
 	// resynced counts the Services the periodic passes queued, for the tests.
 	resynced atomic.Int64
 
@@ -141,11 +135,8 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: ServicesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 		ready:      make(chan struct{}),
 		programmed: map[service.FrontendKey]*programmed{},
-		owned:      map[string][]service.FrontendKey{},
+		states:     map[string]*serviceState{},
 		waiting:    map[service.FrontendKey]map[string]bool{},
-		policies:   map[string]validPolicy{},
-		reported:   map[string]map[string]bool{},
-		inputs:     map[string]uint64{},
 		sets:       newBackendSets(cfg.Backends, cfg.Affinity),
 		early:      newStartupHold(),
 	}
@@ -276,9 +267,11 @@ func (r *ServiceReconciler) programmedCount() (frontends, slots int) {
 func (r *ServiceReconciler) owners() (map[string][]service.FrontendKey, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string][]service.FrontendKey, len(r.owned))
-	for key, fs := range r.owned {
-		out[key] = slices.SortedFunc(slices.Values(fs), compareFrontendKeys)
+	out := make(map[string][]service.FrontendKey, len(r.states))
+	for key, st := range r.states {
+		if len(st.owned) > 0 {
+			out[key] = slices.SortedFunc(slices.Values(st.owned), compareFrontendKeys)
+		}
 	}
 	return out, r.ownedGen
 }
@@ -362,7 +355,7 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 		if err != nil || !exists {
 			continue
 		}
-		if have, ok := r.inputs[key]; again[key] || !ok || have != r.inputsOf(key, s) {
+		if st := r.states[key]; again[key] || st == nil || !st.complete || st.inputs != r.inputsOf(key, s) {
 			r.resynced.Add(1)
 			r.add(key)
 		}
@@ -427,7 +420,9 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 		return r.applyLocked(ctx, key, nil, nil)
 	}
 	inputs := r.inputsOf(key, obj) // before the reads below: a change meanwhile queues it again
-	delete(r.inputs, key)          // until this reconcile is complete
+	if st := r.states[key]; st != nil {
+		st.complete = false // until this reconcile is complete
+	}
 	if _, ignored := service.Ignored(svc); ignored {
 		r.forgetLocked(key)
 		return r.recordInputs(key, inputs, r.applyLocked(ctx, key, nil, nil))
@@ -471,17 +466,51 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 // recordInputs remembers the inputs of a reconcile that completed (err nil), for resync.
 func (r *ServiceReconciler) recordInputs(key string, inputs uint64, err error) error {
 	if err == nil {
-		r.inputs[key] = inputs
+		st := r.stateLocked(key)
+		st.inputs, st.complete = inputs, true
 	}
 	return err
 }
 
-// forgetLocked drops what is remembered about a Service that is gone or not edgeplane's.
+// forgetLocked drops what is remembered about a Service that is gone or not edgeplane's, but the
+// frontends it owns (applyLocked deletes them, and its state with the last).
 func (r *ServiceReconciler) forgetLocked(key string) {
-	delete(r.inputs, key)
-	delete(r.policies, key)
-	delete(r.reported, key)
+	if st := r.states[key]; st != nil {
+		*st = serviceState{owned: st.owned}
+		r.dropStateLocked(key)
+	}
 	r.healthCheckLocked(key, nil, service.Input{})
+}
+
+// serviceState is what the reconciler remembers of a Service between its reconciles: one entry
+// per Service rather than a map per fact (four maps of 10,000 keys, each with its own copy of
+// the key, were ~1 MB more).
+type serviceState struct {
+	owned []service.FrontendKey // the frontends it owns (a slice: most own one or two)
+	// inputs is the resourceVersions of the Service and EndpointSlices its last complete
+	// reconcile read (inputsOf), when complete: the periodic pass queues only the Services whose
+	// objects differ from them or whose frontends the map lost, not all 10,000.
+	inputs   uint64
+	complete bool
+	policy   validPolicy     // its annotations' last valid values
+	reported map[string]bool // the events recorded about it, "reason\x00message"; nil when none
+}
+
+// stateLocked is the state of Service key, made when it has none.
+func (r *ServiceReconciler) stateLocked(key string) *serviceState {
+	st := r.states[key]
+	if st == nil {
+		st = &serviceState{}
+		r.states[key] = st
+	}
+	return st
+}
+
+// dropStateLocked forgets the state of Service key when it holds nothing.
+func (r *ServiceReconciler) dropStateLocked(key string) {
+	if st := r.states[key]; st != nil && len(st.owned) == 0 && !st.complete && !st.policy.seen() && st.reported == nil {
+		delete(r.states, key)
+	}
 }
 
 // healthCheckLocked hands the Service's health check to the sink, computed from the input its

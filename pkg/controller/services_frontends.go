@@ -81,8 +81,8 @@ func compareSlotBackends(a, b slotBackend) int {
 }
 
 func (r *ServiceReconciler) ownLocked(key string, k service.FrontendKey) {
-	if !slices.Contains(r.owned[key], k) {
-		r.owned[key] = append(r.owned[key], k)
+	if st := r.stateLocked(key); !slices.Contains(st.owned, k) {
+		st.owned = append(st.owned, k)
 		r.ownedGen++
 	}
 }
@@ -112,9 +112,13 @@ func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want ma
 			r.ownLocked(key, k)
 		}
 	}
-	had := len(r.owned[key])
-	kept := r.owned[key][:0] // filtered in place
-	for _, k := range r.owned[key] {
+	var owned []service.FrontendKey
+	if st := r.states[key]; st != nil {
+		owned = st.owned
+	}
+	had := len(owned)
+	kept := owned[:0] // filtered in place
+	for _, k := range owned {
 		if _, ok := want[k]; ok {
 			kept = append(kept, k)
 			continue
@@ -127,10 +131,12 @@ func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want ma
 	if len(kept) != had {
 		r.ownedGen++
 	}
-	if len(kept) == 0 {
-		delete(r.owned, key)
-	} else {
-		r.owned[key] = kept
+	if st := r.states[key]; st != nil {
+		st.owned = kept
+		if len(kept) == 0 {
+			st.owned = nil
+			r.dropStateLocked(key)
+		}
 	}
 	for k, w := range r.waiting {
 		if _, ok := want[k]; !ok {

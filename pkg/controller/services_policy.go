@@ -20,7 +20,8 @@ import (
 // start-up, the previous agent's decision for this node, read from its pinned node port
 // frontends, is the last valid value.
 func (r *ServiceReconciler) policyLocked(key string, svc *corev1.Service, events *eventSet) service.Policy {
-	valid := r.policies[key]
+	st := r.stateLocked(key)
+	valid := st.policy
 	var p service.Policy
 	var err error
 	if p.Topology, err = service.TopologyOf(svc); err == nil {
@@ -43,7 +44,7 @@ func (r *ServiceReconciler) policyLocked(key string, svc *corev1.Service, events
 		}
 		events.add(ReasonInvalidServiceAnnotation, fmt.Sprintf("%v; edgeplane applies %s", err, keep))
 	}
-	r.policies[key] = valid
+	st.policy = valid
 	return p
 }
 
@@ -55,6 +56,9 @@ type validPolicy struct {
 	hasTopology bool
 	hasListen   bool
 }
+
+// seen reports whether either annotation was ever valid.
+func (v validPolicy) seen() bool { return v.hasTopology || v.hasListen }
 
 func hasNodePorts(svc *corev1.Service) bool {
 	return svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
@@ -69,7 +73,10 @@ func (e *eventSet) add(reason, message string) { *e = append(*e, [2]string{reaso
 // previous reconcile reported already is not repeated; one that went away is reported again when
 // it comes back.
 func (r *ServiceReconciler) recordLocked(ctx context.Context, key string, svc *corev1.Service, events eventSet) {
-	prev := r.reported[key]
+	var prev map[string]bool
+	if st := r.states[key]; st != nil {
+		prev = st.reported
+	}
 	cur := map[string]bool{}
 	for _, e := range events {
 		id := e[0] + "\x00" + e[1]
@@ -83,8 +90,11 @@ func (r *ServiceReconciler) recordLocked(ctx context.Context, key string, svc *c
 		}
 	}
 	if len(cur) == 0 {
-		delete(r.reported, key)
+		if st := r.states[key]; st != nil {
+			st.reported = nil
+			r.dropStateLocked(key)
+		}
 		return
 	}
-	r.reported[key] = cur
+	r.stateLocked(key).reported = cur
 }

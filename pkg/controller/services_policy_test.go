@@ -88,3 +88,29 @@ func TestServicesInvalidAnnotation(t *testing.T) {
 		t.Errorf("events %v", ev)
 	}
 }
+
+// TestServicesStateGoesWithTheService: what the reconciler remembers of a Service (its frontends,
+// inputs, last valid annotations and reported problems) is one entry, dropped when the Service
+// goes; a Service deleted and created again starts afresh (its problem reported again).
+func TestServicesStateGoesWithTheService(t *testing.T) {
+	bad := webService(withAnnotation(service.ListenAnnotation, "pool-a,,"))
+	f := newSvcFixture(t, bad, threeEndpoints())
+	f.reconcile(t, serviceKey)
+	st := f.r.states[serviceKey]
+	if len(f.r.states) != 1 || st == nil || len(st.owned) != 2 || !st.complete || len(st.reported) != 1 {
+		t.Fatalf("state after a reconcile: %+v (%d states), want 2 frontends, complete, 1 problem", st, len(f.r.states))
+	}
+	if ev := f.events(); len(ev) != 1 {
+		t.Fatalf("events %v", ev)
+	}
+	f.remove(bad)
+	f.reconcile(t, serviceKey)
+	if len(f.r.states) != 0 {
+		t.Errorf("states after the Service went: %v", f.r.states)
+	}
+	f.seed(bad)
+	f.reconcile(t, serviceKey)
+	if ev := f.events(); len(ev) != 1 {
+		t.Errorf("the problem of a Service created again: events %v, want it reported again", ev)
+	}
+}
