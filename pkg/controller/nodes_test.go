@@ -354,25 +354,13 @@ func TestNodeReconcilerNeighbourResolvedQueuesPeers(t *testing.T) {
 	for _, n := range []string{"self", "b", "c"} {
 		f.reconcile(t, n)
 	}
-	queued := func() []string {
-		var out []string
-		for f.r.queue.Len() > 0 {
-			k, _ := f.r.queue.Get()
-			f.r.queue.Done(k)
-			if k != domainsKey {
-				out = append(out, k)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
-	queued()
+	f.queuedPeers()
 	f.r.neighbourResolved(nodeIP("192.168.0.2"), gwMAC) // b's own next hop, unchanged
-	if q := queued(); !slices.Equal(q, []string{"c"}) {
+	if q := f.queuedPeers(); !slices.Equal(q, []string{"c"}) {
 		t.Errorf("after b's neighbour was resolved unchanged: queued %v, want [c] (unresolved)", q)
 	}
 	f.r.neighbourResolved(nodeIP("192.168.0.2"), macC) // b's next hop moved
-	if q := queued(); !slices.Equal(q, []string{"b", "c"}) {
+	if q := f.queuedPeers(); !slices.Equal(q, []string{"b", "c"}) {
 		t.Errorf("after b's neighbour changed: queued %v, want [b c]", q)
 	}
 }
@@ -406,29 +394,31 @@ func TestNodeReconcilerNeighbourResolvedQueuesOnlyItsPeers(t *testing.T) {
 	for _, n := range []string{"self", "b", "c", "d", "e", "g"} {
 		f.reconcile(t, n)
 	}
-	queued := func() []string {
-		var out []string
-		for f.r.queue.Len() > 0 {
-			k, _ := f.r.queue.Get()
-			f.r.queue.Done(k)
-			if k != domainsKey {
-				out = append(out, k)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
-	queued()
+	f.queuedPeers()
 	f.r.neighbourResolved(nodeIP("192.168.0.2"), gwMAC) // b's own next hop, unchanged
-	if q := queued(); !slices.Equal(q, []string{"e"}) {
+	if q := f.queuedPeers(); !slices.Equal(q, []string{"e"}) {
 		t.Errorf("after b's neighbour was resolved unchanged: queued %v, want [e] (its hop is not known)", q)
 	}
 	f.r.neighbourResolved(gw, macB) // the gateway: c's hop, and g's own
-	if q := queued(); !slices.Equal(q, []string{"c", "e", "g"}) {
+	if q := f.queuedPeers(); !slices.Equal(q, []string{"c", "e", "g"}) {
 		t.Errorf("after the gateway was resolved: queued %v, want [c e g]", q)
 	}
 	f.r.neighbourResolved(nodeIP("198.51.100.4"), macC) // no route: nothing the underlay resolves
-	if q := queued(); !slices.Equal(q, []string{"d", "e"}) {
+	if q := f.queuedPeers(); !slices.Equal(q, []string{"d", "e"}) {
 		t.Errorf("after d's own address was resolved: queued %v, want [d e] (d's MAC changed from none)", q)
 	}
+}
+
+// queuedPeers empties the queue and returns the peers it held, sorted (not the domains pass).
+func (f *nodeFixture) queuedPeers() []string {
+	var out []string
+	for f.r.queue.Len() > 0 {
+		k, _ := f.r.queue.Get()
+		f.r.queue.Done(k)
+		if k != domainsKey {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	goruntime "runtime"
 	"slices"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/internal/heaptest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
@@ -408,18 +408,10 @@ func BenchmarkServicesProgrammedHeap(b *testing.B) {
 	const services = 10000
 	var perService float64
 	for b.Loop() {
-		before := heapAlloc()
+		before := heaptest.InUse()
 		f := newScaleFixture(b, 1000, services, 15, 0)
-		perService = float64(heapAlloc()-before) / services
+		perService = float64(heaptest.InUse()-before) / services
 		f.stop()
 	}
 	b.ReportMetric(perService, "heap-bytes/service")
-}
-
-// heapAlloc is the heap in use after a collection.
-func heapAlloc() int64 {
-	goruntime.GC()
-	var m goruntime.MemStats
-	goruntime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
 }

@@ -6,6 +6,7 @@ import (
 	goruntime "runtime"
 	"testing"
 
+	"github.com/edgeplane/edgeplane/pkg/internal/heaptest"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,7 +38,7 @@ func BenchmarkNodeCache(b *testing.B) {
 			var perNode float64
 			for range b.N {
 				store := cache.NewStore(cache.MetaNamespaceKeyFunc)
-				before := heapInUse()
+				before := heaptest.InUse()
 				for i := range nodes {
 					n := fullNode()
 					n.Name = fmt.Sprintf("node-%05d", i)
@@ -45,19 +46,12 @@ func BenchmarkNodeCache(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				perNode = float64(heapInUse()-before) / nodes
+				perNode = float64(heaptest.InUse()-before) / nodes
 				goruntime.KeepAlive(store)
 			}
 			b.ReportMetric(perNode, "heap-bytes/node")
 		})
 	}
-}
-
-func heapInUse() int64 {
-	goruntime.GC()
-	var m goruntime.MemStats
-	goruntime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
 }
 
 // BenchmarkDecodedNodeCache reports the heap the informer's list keeps per Node when 5,000
@@ -86,12 +80,12 @@ func BenchmarkDecodedNodeCache(b *testing.B) {
 	nodes = nil
 	var perNode float64
 	for range b.N {
-		before := heapInUse()
+		before := heaptest.InUse()
 		list, err := decodeList(bytes.NewReader(body.Bytes()), Nodes, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		perNode = float64(heapInUse()-before) / count
+		perNode = float64(heaptest.InUse()-before) / count
 		goruntime.KeepAlive(list)
 	}
 	b.ReportMetric(perNode, "heap-bytes/node")
@@ -133,12 +127,12 @@ func BenchmarkDecodedSliceCache(b *testing.B) {
 	list = nil
 	var perEndpoint float64
 	for range b.N {
-		before := heapInUse()
+		before := heaptest.InUse()
 		got, err := decodeList(bytes.NewReader(body.Bytes()), EndpointSlices, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		perEndpoint = float64(heapInUse()-before) / (count * perSlice)
+		perEndpoint = float64(heaptest.InUse()-before) / (count * perSlice)
 		goruntime.KeepAlive(got)
 	}
 	b.ReportMetric(perEndpoint, "heap-bytes/endpoint")
@@ -171,12 +165,12 @@ func BenchmarkDecodedServiceCache(b *testing.B) {
 	list = nil
 	var perService float64
 	for range b.N {
-		before := heapInUse()
+		before := heaptest.InUse()
 		got, err := decodeList(bytes.NewReader(body.Bytes()), Services, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		perService = float64(heapInUse()-before) / count
+		perService = float64(heaptest.InUse()-before) / count
 		goruntime.KeepAlive(got)
 	}
 	b.ReportMetric(perService, "heap-bytes/service")
