@@ -58,7 +58,7 @@ var layers = []layer{
 		"pkg/agentinfo", "pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/domainid", "pkg/nameindex",
 		"pkg/snapshot",      // the agent's last good state on disk, for a node rebooted while cut off
 		"pkg/bgp/bgpstatus", // the speaker's peer status without GoBGP, for edgeplanectl and metrics
-		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "internal/ociimage",
+		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "pkg/internal/heaptest", "internal/ociimage",
 	}},
 	{name: "files", packages: []string{
 		"pkg/atomicfile", // whole-or-nothing file writes: the run directory's reports, the snapshot
