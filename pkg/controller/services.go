@@ -303,40 +303,44 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// The map is walked, not listed: a listing of 10,000 frontends was ~0.9 MB held at each
-	// resync. Each programmed frontend is marked listed as the walk meets it; what the walk does
-	// not meet, the map lost.
+	// resync. Each programmed frontend the walk meets as it was written is marked held; what it
+	// does not meet so, the map lost (or changed).
 	for _, p := range r.programmed {
-		p.listed = false
+		p.held = false
 	}
-	var strays []service.FrontendKey // entries nobody wrote: a previous agent's, a user's
+	var strays, changed []listedFrontend // entries nobody wrote (a previous agent's, a user's); entries changed
 	err := WalkTable(r.cfg.Frontends, func(k service.FrontendKey, e ServiceEntry) {
-		p := r.programmed[k]
-		if p == nil {
-			strays = append(strays, k)
-			return
-		}
-		p.listed = true
-		if e != p.entry {
-			p.lost = true
+		switch p := r.programmed[k]; {
+		case p == nil:
+			strays = append(strays, listedFrontend{k, e})
+		case e == p.entry:
+			p.held = true
+		default:
+			changed = append(changed, listedFrontend{k, e})
 		}
 	})
 	if err != nil {
 		logger.Error(err, "Listing service frontends")
+		for _, f := range changed {
+			r.programmed[f.key].lost = true
+		}
 	} else {
 		for _, p := range r.programmed {
-			if !p.listed {
+			if !p.held {
 				p.lost = true
 			}
 		}
-		for _, k := range strays {
-			logger.Info("Deleting a service frontend edgeplane did not write", "frontend", k)
-			if err := r.cfg.Frontends.Delete(k); err != nil {
-				logger.Error(err, "Deleting a service frontend", "frontend", k)
+		kept := changed // what the map holds that is not as written, for the hook
+		for _, f := range strays {
+			logger.Info("Deleting a service frontend edgeplane did not write", "frontend", f.key)
+			if err := r.cfg.Frontends.Delete(f.key); err != nil {
+				logger.Error(err, "Deleting a service frontend", "frontend", f.key)
+				kept = append(kept, f)
 			} else {
-				r.frontendDeleted(k)
+				r.frontendDeleted(f.key)
 			}
 		}
-		r.frontendsListed(r.heldFrontendsLocked())
+		r.frontendsListed(r.heldFrontendsLocked(kept))
 	}
 	r.sets.retryOrphans(ctx)
 	again := map[string]bool{}

@@ -24,7 +24,7 @@ type programmed struct {
 	entry    ServiceEntry
 	backends []slotBackend // slot order
 	lost     bool          // the map no longer holds entry: rewrite
-	listed   bool          // the last resync's walk of the map met it
+	held     bool          // the last resync's walk of the map met it as written
 }
 
 // slotBackend is a backend as programmed keeps it: 6 bytes, as lb_backend_map holds it, where a
@@ -239,12 +239,23 @@ func (r *ServiceReconciler) frontendsListed(all iter.Seq2[service.FrontendKey, S
 	}
 }
 
-// heldFrontendsLocked is every frontend the map holds as it was written (after a resync's walk:
-// the lost ones are rewritten by their Services' next reconciles, and told then).
-func (r *ServiceReconciler) heldFrontendsLocked() iter.Seq2[service.FrontendKey, ServiceEntry] {
+// listedFrontend is an entry of lb_svc_map as a resync's walk met it.
+type listedFrontend struct {
+	key   service.FrontendKey
+	entry ServiceEntry
+}
+
+// heldFrontendsLocked is every frontend the map held at the last resync's walk: those held as
+// written, and the others as the walk met them.
+func (r *ServiceReconciler) heldFrontendsLocked(others []listedFrontend) iter.Seq2[service.FrontendKey, ServiceEntry] {
 	return func(yield func(service.FrontendKey, ServiceEntry) bool) {
 		for k, p := range r.programmed {
-			if !p.lost && !yield(k, p.entry) {
+			if p.held && !yield(k, p.entry) {
+				return
+			}
+		}
+		for _, f := range others {
+			if !yield(f.key, f.entry) {
 				return
 			}
 		}

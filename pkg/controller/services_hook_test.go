@@ -87,20 +87,25 @@ func TestServicesFrontendHook(t *testing.T) {
 	if listed := hook.lists[len(hook.lists)-1]; len(listed) != 4 || listed[foreign] != (ServiceEntry{}) {
 		t.Errorf("resync listed %v", listed)
 	}
-	// A frontend the map lost is left out of the listing until its Service writes it again.
-	var lost service.FrontendKey
-	for k := range hook.lists[len(hook.lists)-1] {
-		lost = k
-		break
-	}
+	// A frontend the map lost is not in the listing, one changed in the map is there as the map
+	// holds it; the Service writes both again.
+	keys := slices.SortedFunc(maps.Keys(hook.lists[len(hook.lists)-1]), compareFrontendKeys)
+	lost, changed := keys[0], keys[1]
+	written := f.frontends.entries[changed]
 	delete(f.frontends.entries, lost)
+	tampered := written
+	tampered.Flags ^= service.FlagExternalIP
+	f.frontends.entries[changed] = tampered
 	f.r.resync(context.Background())
-	if listed := hook.lists[len(hook.lists)-1]; len(listed) != 3 || listed[lost] != (ServiceEntry{}) {
-		t.Errorf("resync after %v was lost listed %v", lost, listed)
+	if listed := hook.lists[len(hook.lists)-1]; len(listed) != 3 || listed[lost] != (ServiceEntry{}) || listed[changed] != tampered {
+		t.Errorf("resync after %v was lost and %v changed listed %v", lost, changed, listed)
 	}
 	f.drain(t)
 	if _, ok := f.frontends.entries[lost]; !ok {
 		t.Errorf("%v not written again", lost)
+	}
+	if again := f.frontends.entries[changed]; again.Flags != written.Flags || again.Count != written.Count {
+		t.Errorf("%v holds %+v, not written again as %+v (in a fresh set)", changed, again, written)
 	}
 	f.drain(t)
 	f.log.take()

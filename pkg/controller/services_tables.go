@@ -89,12 +89,12 @@ type AffinityTable interface {
 
 // FrontendHook is told, after the fact, of what the ServiceReconciler does to lb_svc_map: each
 // frontend it writes (Written) or deletes (Deleted), and what the map holds each time it reads it
-// (Listed: the whole map at the start-up pass; at every resync, the frontends the map holds as
-// they were written, once the entries nobody wrote are deleted). It is the one explicit step for
-// what must follow the frontends outside the maps: the agent's is the node's routes to
-// externalIPs and LoadBalancer IPs (pkg/controller/externalroutes). It cannot fail a map write:
-// it handles and retries its own errors (Listed comes again at the next resync). Listed's
-// sequence is valid during the call only.
+// (Listed: the whole map, at the start-up pass and at every resync, there once the entries nobody
+// wrote are deleted). It is the one explicit step for what must follow the frontends outside the
+// maps: the agent's is the node's routes to externalIPs and LoadBalancer IPs
+// (pkg/controller/externalroutes). It cannot fail a map write: it handles and retries its own
+// errors (Listed comes again at the next resync). Listed's sequence is valid during the call
+// only.
 type FrontendHook interface {
 	FrontendWritten(service.FrontendKey, ServiceEntry)
 	FrontendDeleted(service.FrontendKey)
