@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"encoding/binary"
 	"iter"
 	"runtime"
 	"slices"
@@ -145,8 +146,9 @@ func internLabelSet(kv KeyValues) *labelSet {
 	labelSets.Lock()
 	defer labelSets.Unlock()
 	key := labelSets.key[:0]
-	for _, e := range kv { // keys and values hold no \x01 (nor \x00 but nameValue)
-		key = append(append(append(append(key, e.Key...), '\x01'), e.Value...), '\x01')
+	for _, e := range kv { // each string after its length: no pair of sets shares a key
+		key = append(binary.AppendUvarint(key, uint64(len(e.Key))), e.Key...)
+		key = append(binary.AppendUvarint(key, uint64(len(e.Value))), e.Value...)
 	}
 	labelSets.key = key
 	if p, ok := labelSets.m[string(key)]; ok {
