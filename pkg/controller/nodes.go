@@ -289,12 +289,14 @@ func (r *NodeReconciler) Run(ctx context.Context) error {
 }
 
 // neighbourResolved queues the peers a resolved neighbour may concern: the peer at ip when its
-// next hop changed, and every peer whose next hop is still unresolved and may be ip (ip is the
-// peer or its gateway). Where the resolver keeps the hops (HopCache), a peer whose hop is known
-// to be another neighbour, or none (no route through the underlay), is left alone: a node of a
-// cluster with thousands of peers it has no route to (other sites) queued them all whenever a
-// neighbour was resolved anew (first seen, or after it failed: a lossy edge link), each a full
-// reconcile.
+// next hop changed, every peer whose next hop is still unresolved and may be ip (ip is the peer
+// or its gateway), and, where the resolver keeps the hops (HopCache), every peer behind ip whose
+// next hop is not mac (the gateway came back with another MAC: a router replaced, a failover
+// without the same MAC; the periodic pass would have fixed them only at its next run). Where it
+// keeps them, an unresolved peer whose hop is known to be another neighbour, or none (no route
+// through the underlay), is left alone: a node of a cluster with thousands of peers it has no
+// route to (other sites) queued them all whenever a neighbour was resolved anew (first seen, or
+// after it failed: a lossy edge link), each a full reconcile.
 func (r *NodeReconciler) neighbourResolved(ip netip.Addr, mac net.HardwareAddr) {
 	hops, _ := r.cfg.NextHop.(HopCache)
 	r.mu.Lock()
@@ -307,15 +309,21 @@ func (r *NodeReconciler) neighbourResolved(ip netip.Addr, mac net.HardwareAddr) 
 			r.queue.Add(name)
 			continue
 		}
-		if p.node.NextHopMAC != nil {
+		if hops == nil {
+			if p.node.NextHopMAC == nil {
+				r.queue.Add(name)
+			}
 			continue
 		}
-		if hops != nil {
-			if hop, known := hops.CachedHop(p.route.NodeIP); known && hop != ip {
-				continue
+		hop, known := hops.CachedHop(p.route.NodeIP)
+		switch {
+		case !known:
+			if p.node.NextHopMAC == nil {
+				r.queue.Add(name)
 			}
+		case hop == ip && !bytes.Equal(p.node.NextHopMAC, mac):
+			r.queue.Add(name)
 		}
-		r.queue.Add(name)
 	}
 }
 

@@ -407,6 +407,20 @@ func TestNodeReconcilerNeighbourResolvedQueuesOnlyItsPeers(t *testing.T) {
 	if q := f.queuedPeers(); !slices.Equal(q, []string{"d", "e"}) {
 		t.Errorf("after d's own address was resolved: queued %v, want [d e] (d's MAC changed from none)", q)
 	}
+
+	// c's next hop is resolved to the gateway's MAC; the gateway comes back with another MAC:
+	// c is queued (its next hop moved), b is not (its hop is itself).
+	p := f.r.peers["c"]
+	p.node.NextHopMAC = macB
+	f.r.peers["c"] = p
+	f.r.neighbourResolved(gw, macB) // the same MAC: nothing for c
+	if q := f.queuedPeers(); slices.Contains(q, "c") {
+		t.Errorf("after the gateway was resolved to c's next hop: queued %v, want no c", q)
+	}
+	f.r.neighbourResolved(gw, macC)
+	if q := f.queuedPeers(); !slices.Contains(q, "c") || slices.Contains(q, "b") {
+		t.Errorf("after the gateway's MAC changed: queued %v, want c and not b", q)
+	}
 }
 
 // queuedPeers empties the queue and returns the peers it held, sorted (not the domains pass).
