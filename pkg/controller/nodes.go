@@ -305,23 +305,17 @@ func (r *NodeReconciler) neighbourResolved(ip netip.Addr, mac net.HardwareAddr) 
 		if p.route.Local {
 			continue
 		}
-		if p.route.NodeIP == ip && !bytes.Equal(p.node.NextHopMAC, mac) {
-			r.queue.Add(name)
-			continue
+		var hop netip.Addr
+		known := false
+		if hops != nil {
+			hop, known = hops.CachedHop(p.route.NodeIP)
 		}
-		if hops == nil {
-			if p.node.NextHopMAC == nil {
-				r.queue.Add(name)
-			}
-			continue
-		}
-		hop, known := hops.CachedHop(p.route.NodeIP)
 		switch {
-		case !known:
-			if p.node.NextHopMAC == nil {
+		case p.route.NodeIP == ip || (known && hop == ip): // its own next hop, or its gateway's
+			if !bytes.Equal(p.node.NextHopMAC, mac) {
 				r.queue.Add(name)
 			}
-		case hop == ip && !bytes.Equal(p.node.NextHopMAC, mac):
+		case !known && p.node.NextHopMAC == nil: // ip may be its gateway
 			r.queue.Add(name)
 		}
 	}

@@ -215,7 +215,6 @@ func (r *NodeReconciler) gateway(dom string) (string, peer, bool) {
 // node (the gateway itself forwards into the overlay through the cluster route).
 func (r *NodeReconciler) hostRoutes(m *domain.Model, local string, state LocalState) map[netip.Prefix]netdev.HostRoute {
 	want := make(map[netip.Prefix]netdev.HostRoute, r.hostRouteCount) // as many as last time, most likely
-	defer func() { r.hostRouteCount = len(want) }()
 	for name, p := range r.peers {
 		if name == r.cfg.Local.Name || p.route.Local || p.domain == local {
 			continue
@@ -227,6 +226,7 @@ func (r *NodeReconciler) hostRoutes(m *domain.Model, local string, state LocalSt
 			want[p.podCIDR] = netdev.HostRoute{Via: state.Gateway}
 		}
 	}
+	r.hostRouteCount = len(want)
 	return want
 }
 
