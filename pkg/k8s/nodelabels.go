@@ -3,6 +3,7 @@ package k8s
 import (
 	"encoding/binary"
 	"iter"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -55,10 +56,15 @@ func (l NodeLabels) Lookup(key string) (string, bool) {
 		return "", false
 	}
 	v, ok := l.set.kv.Lookup(key)
+	return l.value(v), ok
+}
+
+// value is the label value v of an interned set, for this node.
+func (l NodeLabels) value(v string) string {
 	if v == nameValue {
-		v = l.name
+		return l.name
 	}
-	return v, ok
+	return v
 }
 
 // Get is the value of key; "" when there is none.
@@ -88,11 +94,7 @@ func (l NodeLabels) All() iter.Seq2[string, string] {
 			return
 		}
 		for _, e := range l.set.kv {
-			v := e.Value
-			if v == nameValue {
-				v = l.name
-			}
-			if !yield(e.Key, v) {
+			if !yield(e.Key, l.value(e.Value)) {
 				return
 			}
 		}
@@ -104,11 +106,7 @@ func (l NodeLabels) Map() map[string]string {
 	if l.Len() == 0 {
 		return nil
 	}
-	m := make(map[string]string, l.Len())
-	for k, v := range l.All() {
-		m[k] = v
-	}
-	return m
+	return maps.Collect(l.All())
 }
 
 // Equal reports whether l and o are the same labels.
