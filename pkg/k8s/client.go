@@ -141,7 +141,7 @@ func NewClient(path string) (*Client, error) {
 		return nil, fmt.Errorf("creating the API client: %w", err)
 	}
 	codecs := rest.CodecFactoryForGeneratedClient(Scheme, serializer.NewCodecFactory(Scheme)).WithoutConversion()
-	forGroup := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {
+	forGroup := func(gv schema.GroupVersion, apiPath string, codecs runtime.NegotiatedSerializer) (rest.Interface, error) {
 		c := rest.CopyConfig(cfg)
 		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs
 		// Protobuf, with JSON as the fallback, as the clientset asks for built-in types: smaller on
@@ -156,13 +156,14 @@ func NewClient(path string) (*Client, error) {
 	}
 	c := Client{dialer: dialer, probeClient: probe, probeURL: probeURL,
 		decoder: serializer.NewCodecFactory(Scheme).UniversalDeserializer()}
-	if c.core, err = forGroup(corev1.SchemeGroupVersion, "/api"); err != nil {
+	// The Nodes of the core group's watches are decoded as the cache keeps them (nodedecode.go).
+	if c.core, err = forGroup(corev1.SchemeGroupVersion, "/api", nodeDecoding{codecs}); err != nil {
 		return nil, err
 	}
-	if c.discovery, err = forGroup(discoveryv1.SchemeGroupVersion, "/apis"); err != nil {
+	if c.discovery, err = forGroup(discoveryv1.SchemeGroupVersion, "/apis", codecs); err != nil {
 		return nil, err
 	}
-	if c.coordination, err = forGroup(coordinationv1.SchemeGroupVersion, "/apis"); err != nil {
+	if c.coordination, err = forGroup(coordinationv1.SchemeGroupVersion, "/apis", codecs); err != nil {
 		return nil, err
 	}
 	if c.metadata, err = metadata.NewForConfigAndClient(cfg, httpClient); err != nil {

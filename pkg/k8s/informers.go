@@ -42,9 +42,11 @@ func NewInformers(api API, nodeName string) *Informers {
 	}
 }
 
-// Nodes is the informer of every Node.
+// Nodes is the informer of every Node, cached as the compact Node of this package: its watches
+// decode Nodes as such (nodedecode.go), and the reflector checks that each event's object is of
+// the informer's type.
 func (i *Informers) Nodes() cache.SharedIndexInformer {
-	return i.informer(Nodes, "", fields.Everything(), &corev1.Node{})
+	return i.informer(Nodes, "", fields.Everything(), &Node{})
 }
 
 // Pods is the informer of the Pods bound to this node: a large cluster does not stream every Pod to

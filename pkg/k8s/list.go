@@ -40,7 +40,7 @@ type listItem interface {
 func newListItem(resource Resource) func() listItem {
 	switch resource {
 	case Nodes:
-		return func() listItem { return &corev1.Node{} }
+		return func() listItem { return &Node{} } // decoded as the cache keeps it (nodedecode.go)
 	case Pods:
 		return func() listItem { return &corev1.Pod{} }
 	case Services:

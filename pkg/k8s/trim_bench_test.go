@@ -175,3 +175,33 @@ func BenchmarkDecodedServiceCache(b *testing.B) {
 	}
 	b.ReportMetric(perService, "heap-bytes/service")
 }
+
+// BenchmarkNodeEventDecode is the decoding of one watch event's kubelet-like Node (kubeletNode:
+// images, conditions, managed fields) as the informer's cache takes it: "generated" decodes the
+// corev1.Node and trims it (TrimForCache), as the agent did; "compact" decodes the compact Node
+// straight from the bytes (nodeWatchDecoder).
+func BenchmarkNodeEventDecode(b *testing.B) {
+	codecs := serializer.NewCodecFactory(Scheme)
+	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	node := kubeletNode(42)
+	data, err := runtime.Encode(codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion), &node)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plain := codecs.WithoutConversion().DecoderToVersion(info.Serializer, corev1.SchemeGroupVersion)
+	for name, decoder := range map[string]runtime.Decoder{"generated": plain, "compact": nodeWatchDecoder{plain}} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				obj, err := runtime.Decode(decoder, data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := TrimForCache(obj); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -85,7 +85,7 @@ func (a api) ListerWatcher(resource k8s.Resource, namespace string, fieldSelecto
 	var lw *cache.ListWatch
 	switch resource {
 	case k8s.Nodes:
-		lw = listWatch(a.cs.CoreV1().Nodes().List, a.cs.CoreV1().Nodes().Watch, fieldSelector)
+		lw = listWatch(a.cs.CoreV1().Nodes().List, compactNodes(a.cs.CoreV1().Nodes().Watch), fieldSelector)
 	case k8s.Pods:
 		lw = listWatch(a.cs.CoreV1().Pods(namespace).List, a.cs.CoreV1().Pods(namespace).Watch, fieldSelector)
 	case k8s.Services:
@@ -101,6 +101,23 @@ func (a api) ListerWatcher(resource k8s.Resource, namespace string, fieldSelecto
 	// The fake clientset cannot stream an initial list: the informers then list and watch, as
 	// client-go's informer factory arranges for it.
 	return cache.ToListWatcherWithWatchListSemantics(lw, a.cs)
+}
+
+// compactNodes makes a watch of Nodes stream them as the API client's watches do: as k8s.Node
+// (the informer of Nodes takes no other type).
+func compactNodes(watchFunc func(context.Context, metav1.ListOptions) (watch.Interface, error)) func(context.Context, metav1.ListOptions) (watch.Interface, error) {
+	return func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+		w, err := watchFunc(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
+			if n, ok := e.Object.(*corev1.Node); ok {
+				e.Object = k8s.NodeOf(n)
+			}
+			return e, true
+		}), nil
+	}
 }
 
 func listWatch[L runtime.Object](

@@ -1,0 +1,466 @@
+package k8s
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"unsafe"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Nodes are decoded from the API server's protobuf straight into the compact Node, without the
+// corev1.Node in between: a kubelet's Node is mostly status (images, conditions, nodeInfo,
+// capacity), which its heartbeats rewrite and the agent never reads. Decoding all of it at each
+// event was most of what an agent spent on 16.7 heartbeats a second at 5,000 Nodes, and garbage
+// that made the collector run for it. Node.Unmarshal reads the fields Node keeps and skips the
+// others by their lengths; the informers' lists (decodeList) and their watches (the core
+// client's decoder, nodeWatchDecoder) use it.
+//
+// It gives what compactNode gives for the corev1.Node the generated code decodes from the same
+// bytes, including where a message repeats a field (the last string wins, repeated fields and
+// map entries add up, the last map entry of a key wins): TestNodeUnmarshalAsCompactNode and
+// FuzzNodeUnmarshal hold it to that.
+
+// Unmarshal sets n to the Node message data (the protobuf encoding of a corev1.Node) as the
+// cache keeps it (compactNode). It copies what it keeps: data may be reused.
+func (n *Node) Unmarshal(data []byte) error {
+	d := nodeFieldsPool.Get().(*nodeFields)
+	defer func() {
+		d.reset()
+		nodeFieldsPool.Put(d)
+	}()
+	if err := d.node(data); err != nil {
+		return fmt.Errorf("decoding a Node: %w", err)
+	}
+	*n = d.compact()
+	return nil
+}
+
+// nodeFields are the fields of a Node message that Node keeps, as they were read: the byte
+// slices are data's.
+type nodeFields struct {
+	name, uid, resourceVersion []byte
+	deleting                   bool
+	labels, annotations        []pair
+	podCIDR                    []byte
+	podCIDRs                   [][]byte
+	taints                     []corev1.Taint
+	addresses                  []corev1.NodeAddress
+}
+
+type pair struct{ key, value []byte }
+
+var nodeFieldsPool = sync.Pool{New: func() any { return &nodeFields{} }}
+
+// reset empties d for its next Node, keeping its slices' arrays but nothing they pointed to.
+func (d *nodeFields) reset() {
+	clear(d.labels)
+	clear(d.annotations)
+	clear(d.podCIDRs)
+	*d = nodeFields{labels: d.labels[:0], annotations: d.annotations[:0], podCIDRs: d.podCIDRs[:0]}
+}
+
+// Field numbers, from k8s.io/api/core/v1 and k8s.io/apimachinery/pkg/apis/meta/v1 generated.proto.
+const (
+	nodeMetadata, nodeSpec, nodeStatus = 1, 2, 3
+
+	metaName, metaUID, metaResourceVersion = 1, 5, 6
+	metaDeletionTimestamp                  = 9
+	metaLabels, metaAnnotations            = 11, 12
+
+	specPodCIDR, specTaints, specPodCIDRs = 1, 5, 7
+
+	statusAddresses = 5
+)
+
+func (d *nodeFields) node(data []byte) error {
+	return eachField(data, "Node", func(field int, m *message) error {
+		switch field {
+		case nodeMetadata:
+			return m.message(d.meta)
+		case nodeSpec:
+			return m.message(d.spec)
+		case nodeStatus:
+			return m.message(d.status)
+		}
+		return m.skip()
+	})
+}
+
+func (d *nodeFields) meta(data []byte) error {
+	return eachField(data, "ObjectMeta", func(field int, m *message) (err error) {
+		switch field {
+		case metaName:
+			d.name, err = m.bytes()
+		case metaUID:
+			d.uid, err = m.bytes()
+		case metaResourceVersion:
+			d.resourceVersion, err = m.bytes()
+		case metaDeletionTimestamp:
+			d.deleting = true
+			_, err = m.bytes()
+		case metaLabels:
+			d.labels, err = m.mapEntry(d.labels)
+		case metaAnnotations:
+			d.annotations, err = m.mapEntry(d.annotations)
+		default:
+			err = m.skip()
+		}
+		return err
+	})
+}
+
+func (d *nodeFields) spec(data []byte) error {
+	return eachField(data, "NodeSpec", func(field int, m *message) error {
+		switch field {
+		case specPodCIDR:
+			b, err := m.bytes()
+			d.podCIDR = b
+			return err
+		case specPodCIDRs:
+			b, err := m.bytes()
+			d.podCIDRs = append(d.podCIDRs, b)
+			return err
+		case specTaints:
+			return m.message(func(b []byte) error {
+				d.taints = append(d.taints, corev1.Taint{})
+				return d.taints[len(d.taints)-1].Unmarshal(b)
+			})
+		}
+		return m.skip()
+	})
+}
+
+func (d *nodeFields) status(data []byte) error {
+	return eachField(data, "NodeStatus", func(field int, m *message) error {
+		if field != statusAddresses {
+			return m.skip()
+		}
+		return m.message(func(b []byte) error {
+			d.addresses = append(d.addresses, corev1.NodeAddress{})
+			return d.addresses[len(d.addresses)-1].Unmarshal(b)
+		})
+	})
+}
+
+// compact is the Node of the fields read, as compactNode makes it of a corev1.Node.
+func (d *nodeFields) compact() Node {
+	n := Node{Name: string(d.name), ResourceVersion: string(d.resourceVersion), UID: types.UID(d.uid), Deleting: d.deleting}
+	var ours int
+	for _, p := range d.annotations {
+		if ourAnnotation(unsafeString(p.key)) {
+			ours++
+		}
+	}
+	if ours > 0 {
+		annotations := make(KeyValues, 0, ours) // kept: no room to spare
+		for _, p := range d.annotations {
+			if ourAnnotation(unsafeString(p.key)) {
+				annotations = append(annotations, KeyValue{interned(unsafeString(p.key)), string(p.value)})
+			}
+		}
+		n.Annotations = lastOfEachKey(annotations)
+	}
+	if len(d.labels) > 0 {
+		labels := make(KeyValues, 0, len(d.labels))
+		for _, p := range d.labels {
+			v := nameValue
+			if !bytes.Equal(p.value, d.name) {
+				v = interned(unsafeString(p.value))
+			}
+			labels = append(labels, KeyValue{interned(unsafeString(p.key)), v})
+		}
+		n.Labels = NodeLabels{set: internLabelSet(lastOfEachKey(labels)), name: n.Name}
+	}
+	n.Spec.PodCIDR = string(d.podCIDR)
+	if len(d.podCIDRs) > 0 {
+		n.Spec.PodCIDRs = make([]string, len(d.podCIDRs))
+		for i, b := range d.podCIDRs {
+			n.Spec.PodCIDRs[i] = string(b)
+		}
+		if n.Spec.PodCIDRs[0] == n.Spec.PodCIDR {
+			n.Spec.PodCIDRs[0] = n.Spec.PodCIDR // one copy, as compactNode keeps it
+		}
+	}
+	if len(d.taints) > 0 {
+		n.Spec.Taints = slices.Clone(d.taints)
+	}
+	if len(d.addresses) > 0 {
+		n.Status.Addresses = make([]corev1.NodeAddress, len(d.addresses))
+		for i, a := range d.addresses {
+			if a.Address == n.Name {
+				a.Address = n.Name
+			}
+			a.Type = corev1.NodeAddressType(interned(string(a.Type)))
+			n.Status.Addresses[i] = a
+		}
+	}
+	return n
+}
+
+// lastOfEachKey sorts kv by key and keeps, of the pairs with the same key, the last: what a
+// map made of them in order would hold. Nil when kv is empty.
+func lastOfEachKey(kv KeyValues) KeyValues {
+	if len(kv) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(kv, byKey)
+	out := kv[:0]
+	for i, e := range kv {
+		if i+1 < len(kv) && kv[i+1].Key == e.Key {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// unsafeString is b as a string without a copy, for a lookup or for interned (which copies what
+// it keeps); it must not be kept, as b's bytes are reused.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// message is a protobuf message being read: what is left of it, from the value of its current
+// field on.
+type message struct {
+	b        []byte
+	wireType int
+}
+
+// Protobuf's group wire types (deprecated; skipped as the generated code skips them).
+const (
+	wireStartGroup = 3
+	wireEndGroup   = 4
+)
+
+var (
+	errVarint       = errors.New("a varint overflows 64 bits")
+	errNegativeSize = errors.New("a negative length")
+)
+
+// eachField calls fn for each field of message data, with m at the field's value; fn consumes the
+// value (m.bytes, m.message, m.mapEntry or m.skip).
+func eachField(data []byte, name string, fn func(field int, m *message) error) error {
+	m := &message{b: data}
+	for len(m.b) > 0 {
+		key, err := m.varint()
+		if err != nil {
+			return err
+		}
+		field, wireType := int(key>>3), int(key&7)
+		if wireType == wireEndGroup {
+			return fmt.Errorf("proto: %s: wiretype end group for non-group", name)
+		}
+		if field <= 0 {
+			return fmt.Errorf("proto: %s: illegal tag %d (wire type %d)", name, field, wireType)
+		}
+		m.wireType = wireType
+		if err := fn(field, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *message) varint() (uint64, error) {
+	v, n := binary.Uvarint(m.b)
+	switch {
+	case n == 0:
+		return 0, io.ErrUnexpectedEOF
+	case n < 0:
+		return 0, errVarint
+	}
+	m.b = m.b[n:]
+	return v, nil
+}
+
+// lengthDelimited is the next length-delimited value, whatever the wire type says (as the
+// generated code reads a map entry's key and value).
+func (m *message) lengthDelimited() ([]byte, error) {
+	n, err := m.varint()
+	if err != nil {
+		return nil, err
+	}
+	if int(n) < 0 {
+		return nil, errNegativeSize
+	}
+	if n > uint64(len(m.b)) {
+		return nil, io.ErrUnexpectedEOF
+	}
+	v := m.b[:n:n]
+	m.b = m.b[n:]
+	return v, nil
+}
+
+// bytes is the value of a length-delimited field (a string, bytes or a message).
+func (m *message) bytes() ([]byte, error) {
+	if m.wireType != wireBytes {
+		return nil, fmt.Errorf("proto: wrong wireType = %d for a length-delimited field", m.wireType)
+	}
+	return m.lengthDelimited()
+}
+
+// message reads an embedded message's field with fn.
+func (m *message) message(fn func([]byte) error) error {
+	b, err := m.bytes()
+	if err != nil {
+		return err
+	}
+	return fn(b)
+}
+
+// mapEntry appends the entry of a map<string, string> field to pairs. As in the generated code,
+// a missing key or value is "", and fields 1 and 2 are read as strings whatever their wire type.
+func (m *message) mapEntry(pairs []pair) ([]pair, error) {
+	entry, err := m.bytes()
+	if err != nil {
+		return pairs, err
+	}
+	var p pair
+	e := &message{b: entry}
+	for len(e.b) > 0 {
+		key, err := e.varint()
+		if err != nil {
+			return pairs, err
+		}
+		switch key >> 3 {
+		case 1:
+			p.key, err = e.lengthDelimited()
+		case 2:
+			p.value, err = e.lengthDelimited()
+		default:
+			e.wireType = int(key & 7)
+			err = e.skip()
+		}
+		if err != nil {
+			return pairs, err
+		}
+	}
+	return append(pairs, p), nil
+}
+
+// skip passes over the current field's value.
+func (m *message) skip() error {
+	switch m.wireType {
+	case wireVarint:
+		_, err := m.varint()
+		return err
+	case wireFixed64, wireFixed32:
+		n := 8
+		if m.wireType == wireFixed32 {
+			n = 4
+		}
+		if len(m.b) < n {
+			return io.ErrUnexpectedEOF
+		}
+		m.b = m.b[n:]
+		return nil
+	case wireBytes:
+		_, err := m.lengthDelimited()
+		return err
+	case wireStartGroup:
+		for depth := 1; depth > 0; {
+			key, err := m.varint()
+			if err != nil {
+				return err
+			}
+			switch m.wireType = int(key & 7); m.wireType {
+			case wireStartGroup:
+				depth++
+			case wireEndGroup:
+				depth--
+			default:
+				if err := m.skip(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("proto: illegal wireType %d", m.wireType)
+}
+
+// nodeWatchDecoder decodes the Nodes of the core client's watch events with Node.Unmarshal, and
+// everything else with the decoder it wraps: a watch event's object is decoded with no type to
+// decode into, and only then is it a Node the informer's cache keeps as a Node.
+type nodeWatchDecoder struct{ runtime.Decoder }
+
+var nodeKind = corev1.SchemeGroupVersion.WithKind("Node")
+
+func (d nodeWatchDecoder) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
+	if into == nil {
+		if raw, ok := protobufNode(data); ok {
+			n := &Node{}
+			if err := n.Unmarshal(raw); err != nil {
+				return nil, nil, err
+			}
+			gvk := nodeKind
+			return n, &gvk, nil
+		}
+	}
+	return d.Decoder.Decode(data, defaults, into)
+}
+
+// protobufNode is the Node message of data when data is a v1 Node in the API's protobuf
+// envelope (the magic, then a runtime.Unknown: 1 typeMeta {1 apiVersion, 2 kind}, 2 raw,
+// 3 contentEncoding, 4 contentType) with no content encoding; false for anything else, which
+// the wrapped decoder decodes (or refuses) as before.
+func protobufNode(data []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(data, protobufMagic)
+	if !ok {
+		return nil, false
+	}
+	var apiVersion, kind, raw, encoding, contentType []byte
+	err := eachField(rest, "Unknown", func(field int, m *message) (err error) {
+		switch field {
+		case 1:
+			return m.message(func(b []byte) error {
+				return eachField(b, "TypeMeta", func(field int, m *message) (err error) {
+					switch field {
+					case 1:
+						apiVersion, err = m.bytes()
+					case 2:
+						kind, err = m.bytes()
+					default:
+						err = m.skip()
+					}
+					return err
+				})
+			})
+		case 2:
+			raw, err = m.bytes()
+		case 3:
+			encoding, err = m.bytes()
+		case 4:
+			contentType, err = m.bytes()
+		default:
+			err = m.skip()
+		}
+		return err
+	})
+	if err != nil || string(apiVersion) != "v1" || string(kind) != "Node" || len(encoding) > 0 ||
+		(len(contentType) > 0 && !strings.EqualFold(string(contentType), runtime.ContentTypeProtobuf)) {
+		return nil, false
+	}
+	return raw, true
+}
+
+// nodeDecoding is the core client's serializer, with nodeWatchDecoder for what it decodes.
+type nodeDecoding struct{ runtime.NegotiatedSerializer }
+
+func (s nodeDecoding) DecoderToVersion(decoder runtime.Decoder, gv runtime.GroupVersioner) runtime.Decoder {
+	return nodeWatchDecoder{s.NegotiatedSerializer.DecoderToVersion(decoder, gv)}
+}

@@ -1,0 +1,224 @@
+package k8s
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+)
+
+// decodeNodeTestCases are Nodes with every field Node keeps set in the ways that matter (a
+// hostname label and address equal to the name, pod CIDRs equal to spec.podCIDR or not, taints
+// with a time, annotations of ours and others, empty keys and values), beside the fields it
+// skips.
+func decodeNodeTestCases() map[string]*corev1.Node {
+	deleting := fullNode()
+	deleting.DeletionTimestamp = &metav1.Time{}
+	otherCIDRs := fullNode()
+	otherCIDRs.Spec.PodCIDRs = []string{"10.244.7.0/24", "fd00::/64"}
+	timed := fullNode()
+	added := metav1.Unix(1700000100, 0)
+	timed.Spec.Taints = append(timed.Spec.Taints, corev1.Taint{Key: "k", Value: "v", Effect: corev1.TaintEffectNoExecute, TimeAdded: &added})
+	odd := fullNode()
+	odd.Labels[""] = ""
+	odd.Labels["empty"] = ""
+	odd.Annotations[PublicIPAnnotation] = ""
+	odd.Status.Addresses = append(odd.Status.Addresses, corev1.NodeAddress{})
+	bare := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}}
+	bookmark := &corev1.Node{ObjectMeta: metav1.ObjectMeta{ResourceVersion: "1234", Annotations: map[string]string{"k8s.io/initial-events-end": "true"}}}
+	kubelet := kubeletNode(7)
+	return map[string]*corev1.Node{
+		"full": fullNode(), "kubelet": &kubelet, "deleting": deleting, "other pod CIDRs": otherCIDRs,
+		"taint with a time": timed, "empty strings": odd, "bare": bare, "bookmark": bookmark, "empty": {},
+	}
+}
+
+// TestNodeUnmarshalAsCompactNode checks that Node.Unmarshal keeps of a Node message what
+// compactNode keeps of the corev1.Node the generated code decodes from it: for single messages,
+// and for messages that repeat fields (two Nodes' encodings one after the other, which protobuf
+// decodes as one message merged).
+func TestNodeUnmarshalAsCompactNode(t *testing.T) {
+	cases := decodeNodeTestCases()
+	encoded := map[string][]byte{}
+	for name, o := range cases {
+		data, err := o.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		encoded[name] = data
+	}
+	check := func(t *testing.T, data []byte) {
+		t.Helper()
+		var o corev1.Node
+		if err := o.Unmarshal(data); err != nil {
+			t.Fatal(err)
+		}
+		want := compactNode(&o)
+		var got Node
+		if err := got.Unmarshal(data); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(&got, want) {
+			t.Errorf("Unmarshal:\n%#v\ncompactNode of the decoded corev1.Node:\n%#v", got, *want)
+		}
+	}
+	for name, data := range encoded {
+		t.Run(name, func(t *testing.T) { check(t, data) })
+	}
+	for _, pair := range [][2]string{{"full", "kubelet"}, {"kubelet", "full"}, {"full", "empty strings"}, {"deleting", "bare"},
+		{"other pod CIDRs", "taint with a time"}, {"full", "full"}} {
+		t.Run(pair[0]+" then "+pair[1], func(t *testing.T) {
+			check(t, append(bytes.Clone(encoded[pair[0]]), encoded[pair[1]]...))
+		})
+	}
+}
+
+// TestNodeUnmarshalRefusesBrokenMessages: a message cut short or with a broken length is an
+// error, never a Node made of part of it.
+func TestNodeUnmarshalRefusesBrokenMessages(t *testing.T) {
+	data, err := fullNode().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every cut that the generated code refuses, Unmarshal refuses too (cuts at a field's
+	// boundary are whole messages of fewer fields, which both accept).
+	for i := 1; i < len(data); i++ {
+		var o corev1.Node
+		generatedErr := o.Unmarshal(data[:i])
+		var n Node
+		if err := n.Unmarshal(data[:i]); (err != nil) != (generatedErr != nil) {
+			t.Fatalf("cut at %d of %d: Unmarshal: %v; the generated code: %v", i, len(data), err, generatedErr)
+		}
+	}
+	for _, bad := range [][]byte{
+		{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // metadata of 2^64-1 bytes
+		{0x0a, 0x05, 0x0a}, // metadata longer than the message
+		{0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, // a varint past 64 bits
+		{0x0c},       // an end group with no group
+		{0x00, 0x01}, // field 0
+		{0x09, 0x01}, // metadata as a fixed64
+	} {
+		var n Node
+		if err := n.Unmarshal(bad); err == nil {
+			t.Errorf("% x: no error", bad)
+		}
+	}
+}
+
+// FuzzNodeUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
+// generated code decode them it keeps what compactNode keeps of the generated code's Node.
+func FuzzNodeUnmarshal(f *testing.F) {
+	for _, o := range decodeNodeTestCases() {
+		data, err := o.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var n Node
+		err := n.Unmarshal(data)
+		var o corev1.Node
+		if err != nil || o.Unmarshal(data) != nil {
+			return
+		}
+		if want := compactNode(&o); !reflect.DeepEqual(&n, want) {
+			t.Errorf("Unmarshal:\n%#v\ncompactNode of the generated code's Node:\n%#v", n, *want)
+		}
+	})
+}
+
+// TestNodeWatchDecoder checks the core client's decoding of watch events' objects: a Node in
+// the API's protobuf envelope becomes a Node; what is decoded into an object, other kinds and
+// JSON go to the wrapped decoder as before.
+func TestNodeWatchDecoder(t *testing.T) {
+	codecs := serializer.NewCodecFactory(Scheme)
+	encode := func(mediaType string, obj runtime.Object) []byte {
+		info, ok := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), mediaType)
+		if !ok {
+			t.Fatal(mediaType)
+		}
+		data, err := runtime.Encode(codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion), obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	ns := nodeDecoding{codecs.WithoutConversion()}
+	decoderFor := func(mediaType string) runtime.Decoder {
+		info, _ := runtime.SerializerInfoForMediaType(ns.SupportedMediaTypes(), mediaType)
+		return ns.DecoderToVersion(info.Serializer, corev1.SchemeGroupVersion)
+	}
+	decoder := decoderFor(runtime.ContentTypeProtobuf)
+
+	node := fullNode()
+	data := encode(runtime.ContentTypeProtobuf, node)
+	obj, gvk, err := decoder.Decode(data, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *gvk != nodeKind {
+		t.Errorf("kind %v, want %v", gvk, nodeKind)
+	}
+	if got, want := obj, compactNode(fullNode()); !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded %#v, want %#v", got, want)
+	}
+
+	// Into a corev1.Node: the wrapped decoder's.
+	into := &corev1.Node{}
+	if obj, _, err = decoder.Decode(data, nil, into); err != nil || obj != into || into.Name != node.Name || len(into.Status.Images) == 0 {
+		t.Errorf("decoded into a corev1.Node: %T %v (images %d)", obj, err, len(into.Status.Images))
+	}
+	// Another kind, and an error event's Status.
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "default"}}
+	if obj, _, err = decoder.Decode(encode(runtime.ContentTypeProtobuf, svc), nil, nil); err != nil {
+		t.Fatal(err)
+	} else if _, ok := obj.(*corev1.Service); !ok {
+		t.Errorf("a Service decoded as %T", obj)
+	}
+	status := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonExpired, Code: 410}
+	if obj, _, err = decoder.Decode(encode(runtime.ContentTypeProtobuf, status), nil, nil); err != nil {
+		t.Fatal(err)
+	} else if s, ok := obj.(*metav1.Status); !ok || s.Code != 410 {
+		t.Errorf("a Status decoded as %#v", obj)
+	}
+
+	// Not protobuf, not a Node, or a content encoding: the wrapped decoder's answer.
+	for name, data := range map[string][]byte{
+		"json":      encode(runtime.ContentTypeJSON, node),
+		"truncated": data[:len(protobufMagic)+3],
+		"encoded":   bytes.Replace(data, []byte("Node"), []byte("Nope"), 1),
+	} {
+		if _, ok := protobufNode(data); ok {
+			t.Errorf("%s: taken for a protobuf Node", name)
+		}
+	}
+	if obj, _, err := decoderFor(runtime.ContentTypeJSON).Decode(encode(runtime.ContentTypeJSON, node), nil, nil); err != nil {
+		t.Fatal(err)
+	} else if _, ok := obj.(*corev1.Node); !ok {
+		t.Errorf("a JSON Node decoded as %T", obj)
+	}
+}
+
+// TestNodeUnmarshalKeepsNoBytesOfItsInput: the strings of a decoded Node are its own, so the
+// buffer it was decoded from can be reused (decodeList reuses its buffer for every item).
+func TestNodeUnmarshalKeepsNoBytesOfItsInput(t *testing.T) {
+	data, err := fullNode().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n Node
+	if err := n.Unmarshal(data); err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] = 'x'
+	}
+	if !reflect.DeepEqual(&n, compactNode(fullNode())) {
+		t.Errorf("after its input was overwritten: %#v", n)
+	}
+}
