@@ -165,16 +165,20 @@ func (x *serviceIndex) Sync(owned map[string][]service.FrontendKey) error {
 // steadyGCPercent is the agent's GOGC from its start-up pass on (unless the environment sets GOGC
 // or GOMEMLIMIT: gcPolicyOurs): the heap is then mostly the informers' caches and the
 // reconcilers' state, which change slowly and allocate little (an idle agent's events, passes
-// and lease renewals), so collecting at a quarter of the default growth costs little CPU and
-// keeps the agent's memory close to its live heap: the runtime keeps up to ~1.1 times the heap
-// goal resident. BenchmarkScale smoke (2,000 Nodes / 2,000 Services x 15, shared machine):
-// steady RssAnon 32-33 MiB at 25 against 37-39 at 50, idle CPU alike (docs/benchmarks.md,
-// Scale); 50 against the default had given peak RSS 59 instead of 73-76 MiB at 10,000 Services
-// (cold start). Decoding the initial lists keeps the default: it allocates fast, and collecting
-// more often there delays the first start (2.4 s instead of 1.6 then; with GOGC 50 from the
-// start at 2,000 Nodes, programmed after 5-8 s instead of 3-4, run second in the same lab, for
-// 3-5 MiB less peak).
-const steadyGCPercent = 25
+// and lease renewals; Node heartbeats since they are decoded without their status,
+// nodedecode.go), so collecting at a tenth of the default growth costs little CPU and keeps the
+// agent's memory close to its live heap: the runtime keeps up to ~1.1 times the heap goal
+// resident. BenchmarkScale at full size (5,000 Nodes, 10,000 Services x 15; paired runs of
+// 2026-12-07, docs/benchmarks.md, Scale): 10 against 25 took steady RSS from 67.3 to 64.7 MiB
+// and peak from 74.9 to 71.1 at 0.1 points more idle CPU, but heartbeat CPU from 1.9 to 3.1 % of
+// a core while heartbeats were decoded whole; with the compact decoding, 62.3 against 68.0
+// steady, heartbeats at 2.1 against 2.0 %. Earlier, at 2,000 Nodes: steady RssAnon 32-33 MiB at
+// 25 against 37-39 at 50, idle CPU alike; 50 against the default had given peak RSS 59 instead
+// of 73-76 MiB at 10,000 Services (cold start). Decoding the initial lists keeps the default:
+// it allocates fast, and collecting more often there delays the first start (2.4 s instead of
+// 1.6 then; with GOGC 50 from the start at 2,000 Nodes, programmed after 5-8 s instead of 3-4,
+// run second in the same lab, for 3-5 MiB less peak).
+const steadyGCPercent = 10
 
 // gcPolicyOurs: the environment sets neither GOGC nor GOMEMLIMIT, so the agent's GC policy
 // applies (steadyGCPercent); otherwise the operator's choice stands as Go applies it.
