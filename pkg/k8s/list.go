@@ -9,7 +9,6 @@ import (
 	"io"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -20,7 +19,8 @@ import (
 // then): decoded whole, 5,000 kubelet-like Nodes or 10,000 EndpointSlices of 15 endpoints are
 // ~20 MB of protobuf plus ~25-30 MB of decoded objects, all alive until the informer's store has
 // taken the list, and the informers list at once. Decoded as a stream, a list costs its trimmed
-// items and one item's bytes.
+// items and one item's bytes. Nodes and EndpointSlices are decoded straight into what the cache
+// keeps (Node.Unmarshal, EndpointSlice.Unmarshal), the other items as their API types, then trimmed.
 //
 // The API server's protobuf answer is the magic "k8s\x00" and a runtime.Unknown message whose
 // raw field holds the list message: its metadata (field 1), then its items (field 2), each a
@@ -46,7 +46,7 @@ func newListItem(resource Resource) func() listItem {
 	case Services:
 		return func() listItem { return &corev1.Service{} }
 	case EndpointSlices:
-		return func() listItem { return &discoveryv1.EndpointSlice{} }
+		return func() listItem { return &EndpointSlice{} } // decoded as the cache keeps it (slicedecode.go)
 	case ConfigMaps:
 		return func() listItem { return &corev1.ConfigMap{} }
 	}

@@ -1,0 +1,117 @@
+package k8s
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
+)
+
+// decodeSliceTestCases are EndpointSlices with what EndpointSlice keeps set in the ways that
+// matter: conditions unset, false and true; endpoints whose first address is not IPv4, or
+// without one; zone hints; ports without a number, name or protocol; a name that does not start
+// with the Service's; headless and IPv6 slices (no endpoints kept); no labels at all.
+func decodeSliceTestCases() map[string]*discoveryv1.EndpointSlice {
+	bulk := bulkSlice(3)
+	mixed := bulkSlice(4)
+	mixed.Name = "other-name"
+	mixed.Ports = append(mixed.Ports, discoveryv1.EndpointPort{Name: ptr.To("")}, discoveryv1.EndpointPort{Port: ptr.To[int32](-1)},
+		discoveryv1.EndpointPort{Name: ptr.To("dns"), Protocol: ptr.To(corev1.ProtocolUDP), Port: ptr.To[int32](53), AppProtocol: ptr.To("dns")})
+	mixed.Endpoints[0].Conditions = discoveryv1.EndpointConditions{}
+	mixed.Endpoints[1].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Terminating: ptr.To(true)}
+	mixed.Endpoints[2].Conditions = discoveryv1.EndpointConditions{Serving: ptr.To(false)}
+	mixed.Endpoints[3].Addresses = []string{"fd00::1", "10.0.0.1"}
+	mixed.Endpoints[4].Addresses = nil
+	mixed.Endpoints[5].Addresses = []string{"not an address"}
+	mixed.Endpoints[6].Zone = ptr.To("zone-a")
+	mixed.Endpoints[6].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "zone-a"}, {Name: "zone-b"}},
+		ForNodes: []discoveryv1.ForNode{{Name: "n"}}}
+	mixed.Endpoints[7].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{}}}
+	mixed.Endpoints[8].NodeName = nil
+	mixed.Endpoints[9].Hostname = ptr.To("h")
+	mixed.Endpoints[9].DeprecatedTopology = map[string]string{"k": "v"}
+	headless := bulkSlice(5)
+	headless.Labels[corev1.IsHeadlessService] = ""
+	ipv6 := bulkSlice(6)
+	ipv6.AddressType = discoveryv1.AddressTypeIPv6
+	bare := bulkSlice(7)
+	bare.Labels = nil
+	return map[string]*discoveryv1.EndpointSlice{"bulk": &bulk, "mixed": &mixed, "headless": &headless, "ipv6": &ipv6,
+		"no labels": &bare, "empty": {}}
+}
+
+// TestSliceUnmarshalAsCompactSlice checks that EndpointSlice.Unmarshal keeps of an EndpointSlice
+// message what compactSlice keeps of the discoveryv1.EndpointSlice the generated code decodes
+// from it: single messages, messages that repeat fields (two encodings one after the other),
+// and every cut of one (refused when the generated code refuses it).
+func TestSliceUnmarshalAsCompactSlice(t *testing.T) {
+	encoded := map[string][]byte{}
+	for name, o := range decodeSliceTestCases() {
+		data, err := o.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		encoded[name] = data
+	}
+	check := func(t *testing.T, data []byte) {
+		t.Helper()
+		var o discoveryv1.EndpointSlice
+		if err := o.Unmarshal(data); err != nil {
+			t.Fatal(err)
+		}
+		var got EndpointSlice
+		if err := got.Unmarshal(data); err != nil {
+			t.Fatal(err)
+		}
+		if want := compactSlice(&o); !reflect.DeepEqual(&got, want) {
+			t.Errorf("Unmarshal:\n%#v\ncompactSlice of the decoded EndpointSlice:\n%#v", got, *want)
+		}
+	}
+	for name, data := range encoded {
+		t.Run(name, func(t *testing.T) { check(t, data) })
+	}
+	for _, pair := range [][2]string{{"bulk", "mixed"}, {"mixed", "bulk"}, {"bulk", "headless"}, {"no labels", "bulk"}, {"mixed", "mixed"}} {
+		t.Run(pair[0]+" then "+pair[1], func(t *testing.T) {
+			check(t, append(bytes.Clone(encoded[pair[0]]), encoded[pair[1]]...))
+		})
+	}
+	data := encoded["mixed"]
+	for i := 1; i < len(data); i++ {
+		var o discoveryv1.EndpointSlice
+		generatedErr := o.Unmarshal(data[:i])
+		var s EndpointSlice
+		err := s.Unmarshal(data[:i])
+		if (err != nil) != (generatedErr != nil) {
+			t.Fatalf("cut at %d of %d: Unmarshal: %v; the generated code: %v", i, len(data), err, generatedErr)
+		}
+		if err == nil && !reflect.DeepEqual(&s, compactSlice(&o)) {
+			t.Fatalf("cut at %d of %d: Unmarshal %#v, compactSlice %#v", i, len(data), s, *compactSlice(&o))
+		}
+	}
+}
+
+// FuzzSliceUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
+// generated code decode them it keeps what compactSlice keeps of the generated code's slice.
+func FuzzSliceUnmarshal(f *testing.F) {
+	for _, o := range decodeSliceTestCases() {
+		data, err := o.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var s EndpointSlice
+		err := s.Unmarshal(data)
+		var o discoveryv1.EndpointSlice
+		if err != nil || o.Unmarshal(data) != nil {
+			return
+		}
+		if want := compactSlice(&o); !reflect.DeepEqual(&s, want) {
+			t.Errorf("Unmarshal:\n%#v\ncompactSlice of the generated code's slice:\n%#v", s, *want)
+		}
+	})
+}
