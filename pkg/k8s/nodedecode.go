@@ -189,7 +189,9 @@ func lastOfEachKey(kv KeyValues) KeyValues {
 
 // nodeWatchDecoder decodes the Nodes of the core client's watch events with Node.Unmarshal, and
 // everything else with the decoder it wraps: a watch event's object is decoded with no type to
-// decode into, and only then is it a Node the informer's cache keeps as a Node.
+// decode into, and only then is it a Node the informer's cache keeps as a Node. A Node that is
+// not in protobuf is decoded by the wrapped decoder and made a Node (compactNode): the informer's
+// reflector drops events whose object is not of its type.
 type nodeWatchDecoder struct{ runtime.Decoder }
 
 var nodeKind = corev1.SchemeGroupVersion.WithKind("Node")
@@ -205,7 +207,13 @@ func (d nodeWatchDecoder) Decode(data []byte, defaults *schema.GroupVersionKind,
 			return n, &gvk, nil
 		}
 	}
-	return d.Decoder.Decode(data, defaults, into)
+	obj, gvk, err := d.Decoder.Decode(data, defaults, into)
+	if n, ok := obj.(*corev1.Node); ok && into == nil {
+		// Not protobuf (a proxy's JSON: YurtHub may answer so): the informer of Nodes takes
+		// only Nodes, so this one is made one too.
+		return compactNode(n), gvk, err
+	}
+	return obj, gvk, err
 }
 
 // protobufNode is the Node message of data when data is a v1 Node in the API's protobuf
