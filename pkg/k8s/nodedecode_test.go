@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"testing"
 
@@ -69,6 +70,15 @@ func TestNodeUnmarshalAsCompactNode(t *testing.T) {
 	for name, data := range encoded {
 		t.Run(name, func(t *testing.T) { check(t, data) })
 	}
+	// Field numbers are 32 bits, as the generated code reads them: 2^32+1 is field 1 (the name),
+	// in a message and in a map entry (the label's key).
+	wide := func(field uint64, value string) []byte {
+		b := binary.AppendUvarint(nil, field<<3|wireBytes)
+		return append(binary.AppendUvarint(b, uint64(len(value))), value...)
+	}
+	label := string(wide(1<<32+1, "key")) + string(wide(2, "value"))
+	meta := string(wide(1<<32+1, "wide")) + string(wide(metaLabels, label))
+	t.Run("field numbers past 32 bits", func(t *testing.T) { check(t, wide(nodeMetadata, meta)) })
 	for _, pair := range [][2]string{{"full", "kubelet"}, {"kubelet", "full"}, {"full", "empty strings"}, {"deleting", "bare"},
 		{"other pod CIDRs", "taint with a time"}, {"full", "full"}} {
 		t.Run(pair[0]+" then "+pair[1], func(t *testing.T) {

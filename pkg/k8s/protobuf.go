@@ -98,7 +98,7 @@ func eachField(data []byte, name string, fn func(field int, m *message) error) e
 		if err != nil {
 			return err
 		}
-		field, wireType := int(key>>3), int(key&7)
+		field, wireType := int(int32(key>>3)), int(key&7) // as the generated code reads a field number
 		if wireType == wireEndGroup {
 			return fmt.Errorf("proto: %s: wiretype end group for non-group", name)
 		}
@@ -182,7 +182,7 @@ func (m *message) mapEntry(pairs []pair) ([]pair, error) {
 		if err != nil {
 			return pairs, err
 		}
-		switch key >> 3 {
+		switch int32(key >> 3) {
 		case 1:
 			p.key, err = e.lengthDelimited()
 		case 2:
