@@ -92,15 +92,23 @@ func (s *services) run(ctx context.Context, metrics controller.Metrics) error {
 	if gcPolicyOurs() {
 		// The start-up pass begins once the caches hold the initial lists: from then on the
 		// decoding is over and the pass's pace applies (passGCPercent); once it is done, the
-		// steady one (steadyGCPercent).
+		// steady one (steadyGCPercent). One goroutine sets both, in that order.
 		gc.Go(func() {
 			synced := make([]cache.InformerSynced, 0, len(s.informers))
 			for _, inf := range s.informers {
 				synced = append(synced, inf.HasSynced)
 			}
-			if cache.WaitForCacheSync(ctx.Done(), synced...) {
-				debug.SetGCPercent(passGCPercent)
+			if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+				return
 			}
+			debug.SetGCPercent(passGCPercent)
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.reconciler.Ready():
+			}
+			debug.SetGCPercent(steadyGCPercent)
+			debug.FreeOSMemory() // the start-up's garbage
 		})
 	}
 	gc.Go(func() {
@@ -108,10 +116,6 @@ func (s *services) run(ctx context.Context, metrics controller.Metrics) error {
 		case <-ctx.Done():
 			return
 		case <-s.reconciler.Ready():
-		}
-		if gcPolicyOurs() {
-			debug.SetGCPercent(steadyGCPercent)
-			debug.FreeOSMemory() // the start-up's garbage
 		}
 		s.gc.Run(ctx, func(took time.Duration, err error) {
 			if metrics != nil {
