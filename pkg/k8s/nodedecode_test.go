@@ -54,17 +54,8 @@ func TestNodeUnmarshalAsCompactNode(t *testing.T) {
 	}
 	check := func(t *testing.T, data []byte) {
 		t.Helper()
-		var o corev1.Node
-		if err := o.Unmarshal(data); err != nil {
-			t.Fatal(err)
-		}
-		want := compactNode(&o)
-		var got Node
-		if err := got.Unmarshal(data); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(&got, want) {
-			t.Errorf("Unmarshal:\n%#v\ncompactNode of the decoded corev1.Node:\n%#v", got, *want)
+		if err, generatedErr := asGenerated(t, data, compactNode); err != nil || generatedErr != nil {
+			t.Fatal(err, generatedErr)
 		}
 	}
 	for name, data := range encoded {
@@ -94,16 +85,7 @@ func TestNodeUnmarshalRefusesBrokenMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every cut that the generated code refuses, Unmarshal refuses too (cuts at a field's
-	// boundary are whole messages of fewer fields, which both accept).
-	for i := 1; i < len(data); i++ {
-		var o corev1.Node
-		generatedErr := o.Unmarshal(data[:i])
-		var n Node
-		if err := n.Unmarshal(data[:i]); (err != nil) != (generatedErr != nil) {
-			t.Fatalf("cut at %d of %d: Unmarshal: %v; the generated code: %v", i, len(data), err, generatedErr)
-		}
-	}
+	checkCuts(t, data, compactNode)
 	for _, bad := range [][]byte{
 		{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // metadata of 2^64-1 bytes
 		{0x0a, 0x05, 0x0a}, // metadata longer than the message
@@ -129,17 +111,7 @@ func FuzzNodeUnmarshal(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var n Node
-		err := n.Unmarshal(data)
-		var o corev1.Node
-		if err != nil || o.Unmarshal(data) != nil {
-			return
-		}
-		if want := compactNode(&o); !reflect.DeepEqual(&n, want) {
-			t.Errorf("Unmarshal:\n%#v\ncompactNode of the generated code's Node:\n%#v", n, *want)
-		}
-	})
+	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, compactNode) })
 }
 
 // TestNodeWatchDecoder checks the core client's decoding of watch events' objects: a Node in

@@ -2,7 +2,6 @@ package k8s
 
 import (
 	"bytes"
-	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,16 +57,8 @@ func TestSliceUnmarshalAsCompactSlice(t *testing.T) {
 	}
 	check := func(t *testing.T, data []byte) {
 		t.Helper()
-		var o discoveryv1.EndpointSlice
-		if err := o.Unmarshal(data); err != nil {
-			t.Fatal(err)
-		}
-		var got EndpointSlice
-		if err := got.Unmarshal(data); err != nil {
-			t.Fatal(err)
-		}
-		if want := compactSlice(&o); !reflect.DeepEqual(&got, want) {
-			t.Errorf("Unmarshal:\n%#v\ncompactSlice of the decoded EndpointSlice:\n%#v", got, *want)
+		if err, generatedErr := asGenerated(t, data, compactSlice); err != nil || generatedErr != nil {
+			t.Fatal(err, generatedErr)
 		}
 	}
 	for name, data := range encoded {
@@ -78,19 +69,7 @@ func TestSliceUnmarshalAsCompactSlice(t *testing.T) {
 			check(t, append(bytes.Clone(encoded[pair[0]]), encoded[pair[1]]...))
 		})
 	}
-	data := encoded["mixed"]
-	for i := 1; i < len(data); i++ {
-		var o discoveryv1.EndpointSlice
-		generatedErr := o.Unmarshal(data[:i])
-		var s EndpointSlice
-		err := s.Unmarshal(data[:i])
-		if (err != nil) != (generatedErr != nil) {
-			t.Fatalf("cut at %d of %d: Unmarshal: %v; the generated code: %v", i, len(data), err, generatedErr)
-		}
-		if err == nil && !reflect.DeepEqual(&s, compactSlice(&o)) {
-			t.Fatalf("cut at %d of %d: Unmarshal %#v, compactSlice %#v", i, len(data), s, *compactSlice(&o))
-		}
-	}
+	checkCuts(t, encoded["mixed"], compactSlice)
 }
 
 // FuzzSliceUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
@@ -103,15 +82,5 @@ func FuzzSliceUnmarshal(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var s EndpointSlice
-		err := s.Unmarshal(data)
-		var o discoveryv1.EndpointSlice
-		if err != nil || o.Unmarshal(data) != nil {
-			return
-		}
-		if want := compactSlice(&o); !reflect.DeepEqual(&s, want) {
-			t.Errorf("Unmarshal:\n%#v\ncompactSlice of the generated code's slice:\n%#v", s, *want)
-		}
-	})
+	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, compactSlice) })
 }
