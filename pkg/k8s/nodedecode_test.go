@@ -43,24 +43,9 @@ func decodeNodeTestCases() map[string]*corev1.Node {
 // and for messages that repeat fields (two Nodes' encodings one after the other, which protobuf
 // decodes as one message merged).
 func TestNodeUnmarshalAsCompactNode(t *testing.T) {
-	cases := decodeNodeTestCases()
-	encoded := map[string][]byte{}
-	for name, o := range cases {
-		data, err := o.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		encoded[name] = data
-	}
-	check := func(t *testing.T, data []byte) {
-		t.Helper()
-		if err, generatedErr := asGenerated(t, data, compactNode); err != nil || generatedErr != nil {
-			t.Fatal(err, generatedErr)
-		}
-	}
-	for name, data := range encoded {
-		t.Run(name, func(t *testing.T) { check(t, data) })
-	}
+	encoded := marshalAll(t, decodeNodeTestCases())
+	checkAllAsGenerated(t, encoded, [][2]string{{"full", "kubelet"}, {"kubelet", "full"}, {"full", "empty strings"},
+		{"deleting", "bare"}, {"other pod CIDRs", "taint with a time"}, {"full", "full"}}, compactNode)
 	// Field numbers are 32 bits, as the generated code reads them: 2^32+1 is field 1 (the name),
 	// in a message and in a map entry (the label's key).
 	wide := func(field uint64, value string) []byte {
@@ -69,13 +54,11 @@ func TestNodeUnmarshalAsCompactNode(t *testing.T) {
 	}
 	label := string(wide(1<<32+1, "key")) + string(wide(2, "value"))
 	meta := string(wide(1<<32+1, "wide")) + string(wide(metaLabels, label))
-	t.Run("field numbers past 32 bits", func(t *testing.T) { check(t, wide(nodeMetadata, meta)) })
-	for _, pair := range [][2]string{{"full", "kubelet"}, {"kubelet", "full"}, {"full", "empty strings"}, {"deleting", "bare"},
-		{"other pod CIDRs", "taint with a time"}, {"full", "full"}} {
-		t.Run(pair[0]+" then "+pair[1], func(t *testing.T) {
-			check(t, append(bytes.Clone(encoded[pair[0]]), encoded[pair[1]]...))
-		})
-	}
+	t.Run("field numbers past 32 bits", func(t *testing.T) {
+		if err, generatedErr := asGenerated(t, wide(nodeMetadata, meta), compactNode); err != nil || generatedErr != nil {
+			t.Fatal(err, generatedErr)
+		}
+	})
 }
 
 // TestNodeUnmarshalRefusesBrokenMessages: a message cut short or with a broken length is an
@@ -104,11 +87,7 @@ func TestNodeUnmarshalRefusesBrokenMessages(t *testing.T) {
 // FuzzNodeUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
 // generated code decode them it keeps what compactNode keeps of the generated code's Node.
 func FuzzNodeUnmarshal(f *testing.F) {
-	for _, o := range decodeNodeTestCases() {
-		data, err := o.Marshal()
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range marshalAll(f, decodeNodeTestCases()) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, compactNode) })

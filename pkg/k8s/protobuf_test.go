@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"bytes"
 	"reflect"
 	"testing"
 )
@@ -36,5 +37,40 @@ func checkCuts[G, C any, GP unmarshaler[G], CP unmarshaler[C]](t *testing.T, dat
 		if err, generatedErr := asGenerated(t, data[:i], compact); (err != nil) != (generatedErr != nil) {
 			t.Fatalf("cut at %d of %d: decoded with %v; the generated code: %v", i, len(data), err, generatedErr)
 		}
+	}
+}
+
+// marshalAll is each case's protobuf encoding, by name.
+func marshalAll[T interface{ Marshal() ([]byte, error) }](tb testing.TB, cases map[string]T) map[string][]byte {
+	tb.Helper()
+	encoded := make(map[string][]byte, len(cases))
+	for name, o := range cases {
+		data, err := o.Marshal()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		encoded[name] = data
+	}
+	return encoded
+}
+
+// checkAllAsGenerated holds each encoding to asGenerated, and each pair's two encodings one after
+// the other (one message with its fields repeated, which protobuf merges); both decoders must
+// accept every one.
+func checkAllAsGenerated[G, C any, GP unmarshaler[G], CP unmarshaler[C]](t *testing.T, encoded map[string][]byte, pairs [][2]string, compact func(GP) CP) {
+	t.Helper()
+	check := func(t *testing.T, data []byte) {
+		t.Helper()
+		if err, generatedErr := asGenerated(t, data, compact); err != nil || generatedErr != nil {
+			t.Fatal(err, generatedErr)
+		}
+	}
+	for name, data := range encoded {
+		t.Run(name, func(t *testing.T) { check(t, data) })
+	}
+	for _, pair := range pairs {
+		t.Run(pair[0]+" then "+pair[1], func(t *testing.T) {
+			check(t, append(bytes.Clone(encoded[pair[0]]), encoded[pair[1]]...))
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package k8s
 
 import (
-	"bytes"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,39 +46,16 @@ func decodeSliceTestCases() map[string]*discoveryv1.EndpointSlice {
 // from it: single messages, messages that repeat fields (two encodings one after the other),
 // and every cut of one (refused when the generated code refuses it).
 func TestSliceUnmarshalAsCompactSlice(t *testing.T) {
-	encoded := map[string][]byte{}
-	for name, o := range decodeSliceTestCases() {
-		data, err := o.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		encoded[name] = data
-	}
-	check := func(t *testing.T, data []byte) {
-		t.Helper()
-		if err, generatedErr := asGenerated(t, data, compactSlice); err != nil || generatedErr != nil {
-			t.Fatal(err, generatedErr)
-		}
-	}
-	for name, data := range encoded {
-		t.Run(name, func(t *testing.T) { check(t, data) })
-	}
-	for _, pair := range [][2]string{{"bulk", "mixed"}, {"mixed", "bulk"}, {"bulk", "headless"}, {"no labels", "bulk"}, {"mixed", "mixed"}} {
-		t.Run(pair[0]+" then "+pair[1], func(t *testing.T) {
-			check(t, append(bytes.Clone(encoded[pair[0]]), encoded[pair[1]]...))
-		})
-	}
+	encoded := marshalAll(t, decodeSliceTestCases())
+	checkAllAsGenerated(t, encoded, [][2]string{{"bulk", "mixed"}, {"mixed", "bulk"}, {"bulk", "headless"}, {"no labels", "bulk"},
+		{"mixed", "mixed"}}, compactSlice)
 	checkCuts(t, encoded["mixed"], compactSlice)
 }
 
 // FuzzSliceUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
 // generated code decode them it keeps what compactSlice keeps of the generated code's slice.
 func FuzzSliceUnmarshal(f *testing.F) {
-	for _, o := range decodeSliceTestCases() {
-		data, err := o.Marshal()
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range marshalAll(f, decodeSliceTestCases()) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, compactSlice) })
