@@ -155,9 +155,7 @@ func (d *nodeFields) compact() Node {
 			n.Spec.PodCIDRs[0] = n.Spec.PodCIDR // one copy, as compactNode keeps it
 		}
 	}
-	if len(d.taints) > 0 {
-		n.Spec.Taints = slices.Clone(d.taints)
-	}
+	n.Spec.Taints = d.taints // decoded for this Node alone: reset does not keep them
 	if len(d.addresses) > 0 {
 		n.Status.Addresses = make([]corev1.NodeAddress, len(d.addresses))
 		for i, a := range d.addresses {
