@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,6 +96,41 @@ func (n Netns) LinkTxPackets(ifname string) (uint64, error) {
 		return 0, err
 	}
 	return a.Statistics.TxPackets, nil
+}
+
+// Counter is one of the namespace's SNMP counters, as nstat names it without the group prefix:
+// group is a line's prefix in /proc/net/snmp or /proc/net/netstat ("Tcp", "TcpExt", ...), e.g.
+// ("Tcp", "RetransSegs"), the segments its sockets sent again, or ("TcpExt", "TCPSynRetrans").
+func (n Netns) Counter(group, name string) (uint64, error) {
+	var tables []byte
+	// /proc/self/net is the namespace of the process's main thread; thread-self is this one's.
+	err := InNetns(n, func() error {
+		for _, file := range []string{"snmp", "netstat"} {
+			b, err := os.ReadFile("/proc/thread-self/net/" + file)
+			if err != nil {
+				return err
+			}
+			tables = append(tables, b...)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("counters of %s: %w", n, err)
+	}
+	// Each group is two lines: its names, then its values, both after "<group>:".
+	lines := strings.Split(string(tables), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != group+":" || len(values) != len(names) || values[0] != names[0] {
+			continue
+		}
+		for j, field := range names[1:] {
+			if field == name {
+				return strconv.ParseUint(values[j+1], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("counters of %s: no %s counter %s", n, group, name)
 }
 
 // linkAttrs reads the interface ifname inside the namespace.
