@@ -153,8 +153,11 @@ type agentFigures struct {
 	anonAtProgrammed, fileAtProgrammed int64
 	peakAnonAtProgrammed, peakAnon     int64
 	steadyAnon, steadyFile             int64
-	idle, heartbeat                    window
-	anon                               *anonSampler // from the start to the end of the run
+	// What of the resident set the agent touched during the idle window (smaps' Referenced after
+	// clear_refs at its start): of its executable's mappings, and anonymous.
+	idleTouchedExe, idleTouchedAnon int64
+	idle, heartbeat                 window
+	anon                            *anonSampler // from the start to the end of the run
 }
 
 // window is what an agent cost over a measured window.
@@ -199,6 +202,11 @@ func (s *scaleBench) run(b *testing.B, bin string) []Result {
 	s.started = true
 	time.Sleep(s.cfg.settle)
 
+	for _, n := range s.agents {
+		if err := n.ClearAgentReferenced(); err != nil {
+			b.Fatal(err)
+		}
+	}
 	idle, watchIdle, err := s.measureWindow(ctx, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -210,6 +218,11 @@ func (s *scaleBench) run(b *testing.B, bin string) []Result {
 			b.Fatal(err)
 		}
 		figures[i].steady, figures[i].steadyAnon, figures[i].steadyFile = mem.RSS, mem.Anon, mem.File
+		if figures[i].idleTouchedExe, figures[i].idleTouchedAnon, err = n.AgentReferenced(); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%s %s: steady RSS %.1f MiB (anon %.1f, file %.1f); touched over the idle window: %.1f MiB of its executable's mappings, %.1f anonymous",
+			name, n.Name, mib(mem.RSS), mib(mem.Anon), mib(mem.File), mib(figures[i].idleTouchedExe), mib(figures[i].idleTouchedAnon))
 	}
 	var beat []window
 	var watchBeat map[string]float64
@@ -552,6 +565,10 @@ func (s *scaleBench) results(path string, f []agentFigures, newNode []time.Durat
 	add("peak_rss_anon", "MiB, sampled every 50 ms", 0, func(a agentFigures) float64 { return mib(a.peakAnon) })
 	add("steady_rss_anon", "MiB", 0, func(a agentFigures) float64 { return mib(a.steadyAnon) })
 	add("steady_rss_file", "MiB", 0, func(a agentFigures) float64 { return mib(a.steadyFile) })
+	// How much of that the agent touched in the idle window: the binary's pages it uses at idle
+	// (the rest is mapped by the start-up and the kernel's fault-around), and its heap.
+	add("idle_touched_exe", "MiB", 0, func(a agentFigures) float64 { return mib(a.idleTouchedExe) })
+	add("idle_touched_anon", "MiB", 0, func(a agentFigures) float64 { return mib(a.idleTouchedAnon) })
 	add("idle_cpu", "% of a core", scaleIdleCPUTarget, func(a agentFigures) float64 { return a.idle.cpuPercent })
 	add("idle_apiserver_rx", "bytes/s per agent", 0, func(a agentFigures) float64 { return a.idle.rxPerS })
 	if watchBeat != nil {
