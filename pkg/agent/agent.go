@@ -86,7 +86,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var own *k8s.OwnDaemonSet
 	if namespace, name, _ := cfg.DaemonSetRef(); name != "" {
+		// Past the SIGTERM: Deleted may wait for the event of the deletion behind it.
 		own = client.WatchOwnDaemonSet(ctx, namespace, name)
+		defer own.Stop()
 	}
 	// Whether the API server answers: the informers wait for it rather than back off, and the end
 	// of an outage closes the connections that died in it (docs/autonomy.md).

@@ -43,6 +43,7 @@ type OwnDaemonSet struct {
 	// refusedWait is how long Deleted waits for the watch when the API server refuses its GET
 	// (ownerRefusedWait; shorter in tests).
 	refusedWait time.Duration
+	stop        context.CancelFunc // ends the watch (Stop)
 }
 
 // ownerRefusedWait bounds Deleted's wait for the watch's event once the API server refuses its
@@ -52,14 +53,18 @@ type OwnDaemonSet struct {
 // termination grace period (30 s).
 const ownerRefusedWait = 5 * time.Second
 
-// WatchOwnDaemonSet starts following the DaemonSet namespace/name until ctx is done; Deleted
-// answers after that too, from what was seen.
+// WatchOwnDaemonSet starts following the DaemonSet namespace/name until Stop, not until ctx is
+// done (ctx gives the logger): the SIGTERM that ends the agent's context often comes a moment
+// before the watch event of the deletion that caused it, and Deleted, asked after the SIGTERM,
+// waits for that event when the API server refuses to answer (the RBAC that `kubectl delete -k`
+// deletes first).
 func (c *Client) WatchOwnDaemonSet(ctx context.Context, namespace, name string) *OwnDaemonSet {
 	return watchOwnDaemonSet(ctx, c.metadata, namespace, name)
 }
 
 func watchOwnDaemonSet(ctx context.Context, client metadata.Interface, namespace, name string) *OwnDaemonSet {
-	d := &OwnDaemonSet{namespace: namespace, name: name, client: client, logger: klog.FromContext(ctx), refusedWait: ownerRefusedWait}
+	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d := &OwnDaemonSet{namespace: namespace, name: name, client: client, logger: klog.FromContext(ctx), refusedWait: ownerRefusedWait, stop: stop}
 	resource := client.Resource(daemonSets).Namespace(namespace)
 	byName := fields.OneTermEqualSelector("metadata.name", name).String()
 	lw := &cache.ListWatch{
@@ -91,6 +96,9 @@ func watchOwnDaemonSet(ctx context.Context, client metadata.Interface, namespace
 	go informer.RunWithContext(ctx)
 	return d
 }
+
+// Stop ends the watch; Deleted still answers from what it saw.
+func (d *OwnDaemonSet) Stop() { d.stop() }
 
 func (d *OwnDaemonSet) seen(obj any) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)

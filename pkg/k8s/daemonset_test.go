@@ -49,6 +49,7 @@ func TestOwnDaemonSetDeleted(t *testing.T) {
 	defer cancel()
 	client := newMetadataClient(daemonSetMeta("uid-1"))
 	d := watchOwnDaemonSet(ctx, client, "edgeplane-system", "edgeplane-agent")
+	defer d.Stop()
 	waitState(t, d, func(uid types.UID, _ bool) bool { return uid == "uid-1" })
 
 	if deleted, how := d.Deleted(ctx); deleted || how != "present" {
@@ -75,6 +76,7 @@ func TestOwnDaemonSetNeverSeen(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	d := watchOwnDaemonSet(ctx, newMetadataClient(), "edgeplane-system", "edgeplane-agent")
+	defer d.Stop()
 	time.Sleep(100 * time.Millisecond)
 	if deleted, how := d.Deleted(ctx); deleted || how != "never seen" {
 		t.Fatalf("Deleted = %v (%s), want false (never seen): an agent started outside a DaemonSet never uninstalls", deleted, how)
@@ -147,6 +149,28 @@ func TestOwnDaemonSetUninstallByKubectl(t *testing.T) {
 			d.gone("uid-1") // the watch's delete event
 		}()
 		if deleted, how := d.Deleted(t.Context()); !deleted {
+			t.Fatalf("Deleted = %v (%s), want true once the watch saw the deletion", deleted, how)
+		}
+	})
+	// The same through a real watch, and the SIGTERM first: the pod's deletion (the garbage
+	// collector's, right after the DaemonSet's) ends the agent's context before the watch event
+	// of the DaemonSet's deletion arrives, and the watch must outlive that context to hear it.
+	t.Run("RBAC gone, SIGTERM, then the watch's event", func(t *testing.T) {
+		client := newMetadataClient(daemonSetMeta("uid-1"))
+		agentCtx, sigterm := context.WithCancel(t.Context())
+		d := watchOwnDaemonSet(agentCtx, client, "edgeplane-system", "edgeplane-agent")
+		defer d.Stop()
+		waitState(t, d, func(uid types.UID, _ bool) bool { return uid == "uid-1" })
+		client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(daemonSets.GroupResource(), "edgeplane-agent", nil)
+		})
+		sigterm()
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			_ = client.Resource(daemonSets).Namespace("edgeplane-system").Delete(context.Background(), "edgeplane-agent", metav1.DeleteOptions{})
+		}()
+		d.refusedWait = 5 * time.Second
+		if deleted, how := d.Deleted(context.WithoutCancel(agentCtx)); !deleted {
 			t.Fatalf("Deleted = %v (%s), want true once the watch saw the deletion", deleted, how)
 		}
 	})
