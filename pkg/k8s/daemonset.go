@@ -98,7 +98,11 @@ func watchOwnDaemonSet(ctx context.Context, client metadata.Interface, namespace
 }
 
 // Stop ends the watch; Deleted still answers from what it saw.
-func (d *OwnDaemonSet) Stop() { d.stop() }
+func (d *OwnDaemonSet) Stop() {
+	if d.stop != nil {
+		d.stop()
+	}
+}
 
 func (d *OwnDaemonSet) seen(obj any) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)

@@ -157,19 +157,19 @@ func TestOwnDaemonSetUninstallByKubectl(t *testing.T) {
 	// of the DaemonSet's deletion arrives, and the watch must outlive that context to hear it.
 	t.Run("RBAC gone, SIGTERM, then the watch's event", func(t *testing.T) {
 		client := newMetadataClient(daemonSetMeta("uid-1"))
+		// The RBAC gone: GETs refused (the informer lists and watches, which stay allowed).
+		client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(daemonSets.GroupResource(), "edgeplane-agent", nil)
+		})
 		agentCtx, sigterm := context.WithCancel(t.Context())
 		d := watchOwnDaemonSet(agentCtx, client, "edgeplane-system", "edgeplane-agent")
 		defer d.Stop()
 		waitState(t, d, func(uid types.UID, _ bool) bool { return uid == "uid-1" })
-		client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, apierrors.NewForbidden(daemonSets.GroupResource(), "edgeplane-agent", nil)
-		})
 		sigterm()
 		go func() {
 			time.Sleep(200 * time.Millisecond)
 			_ = client.Resource(daemonSets).Namespace("edgeplane-system").Delete(context.Background(), "edgeplane-agent", metav1.DeleteOptions{})
 		}()
-		d.refusedWait = 5 * time.Second
 		if deleted, how := d.Deleted(context.WithoutCancel(agentCtx)); !deleted {
 			t.Fatalf("Deleted = %v (%s), want true once the watch saw the deletion", deleted, how)
 		}

@@ -163,10 +163,15 @@ func (d *rollingDiag) event(format string, args ...any) {
 	d.timeline = append(d.timeline, time.Now().Format("15:04:05.000 ")+fmt.Sprintf(format, args...))
 }
 
-// failed is called by a stream that lost its echo: the first call takes a snapshot of every
-// node's maps at once, while the failure's state is still there.
-func (d *rollingDiag) failed(f lostFlow) {
-	d.event("FAILED %s (client %s:%d)", f.name, f.clientIP, f.clientPort)
+// failed is called by a stream that lost its echo, late by one whose echo missed its deadline
+// before it waits longer for it (the end may still fail it, from what its connection resent): the
+// first call of either takes a snapshot of every node's maps at once, while the state is there.
+func (d *rollingDiag) failed(f lostFlow) { d.mark("FAILED", f) }
+
+func (d *rollingDiag) late(f lostFlow) { d.mark("LATE", f) }
+
+func (d *rollingDiag) mark(what string, f lostFlow) {
+	d.event("%s %s (client %s:%d)", what, f.name, f.clientIP, f.clientPort)
 	d.failOnce.Do(func() {
 		go func() {
 			defer close(d.failDone)

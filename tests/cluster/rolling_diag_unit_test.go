@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,29 @@ IP 10.244.1.2.47367 > 10.244.0.5.8080: Flags [S], seq 5, win 64240, length 0
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("flowLines:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestParseSSRetrans: `ss -Htni` lists a socket per unindented line and its details, where a
+// socket that resent has retrans:<unacknowledged>/<total>, on the next.
+func TestParseSSRetrans(t *testing.T) {
+	const out = "0      0      10.244.1.5:8080 169.254.42.1:39356\n" +
+		"\t bbr wscale:10,10 rto:200 rtt:0.044/0.022 cwnd:10 bytes_received:1 segs_out:1 segs_in:3\n" +
+		"0      0      10.244.1.5:8080 10.244.3.4:40112\n" +
+		"\t bbr wscale:10,10 rto:412 rtt:0.3/0.1 retrans:0/3 lost:0 cwnd:5 segs_out:9\n"
+	for _, tc := range []struct {
+		out            string
+		total, sockets int
+		wantErr        bool
+	}{
+		{out: out, total: 3, sockets: 2},
+		{out: strings.SplitAfterN(out, "\n", 3)[0] + strings.SplitAfterN(out, "\n", 3)[1], total: 0, sockets: 1},
+		{out: "", total: 0, sockets: 0},
+		{out: "0 0 a:1 b:2\n\t retrans:0/x\n", wantErr: true},
+	} {
+		total, sockets, err := parseSSRetrans(tc.out)
+		if (err != nil) != tc.wantErr || (err == nil && (int(total) != tc.total || sockets != tc.sockets)) {
+			t.Errorf("%q: total %d, sockets %d, err %v; want %d, %d, error %v", tc.out, total, sockets, err, tc.total, tc.sockets, tc.wantErr)
+		}
 	}
 }

@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgeplane/edgeplane/tests/lab"
 )
 
 // TestRollingUpdate: with traffic flowing pod -> Service across nodes (from node1's and node3's
@@ -23,9 +26,9 @@ import (
 // is moved to a second image reference the documented way (the overlay's image changed, `kubectl
 // apply -k`, `kubectl rollout status`): every agent pod is replaced, and no connect fails, no
 // stream breaks or loses a line. A stream's echo later than its 2 s deadline fails the test unless
-// it came intact and no pod sent any TCP segment again (Tcp RetransSegs in every echo pod's
-// namespace, where the clients' sockets live too): a loss on the way is resent, so a late echo
-// with nothing resent was the endpoints not running on the loaded machine, not the datapath.
+// it came intact and neither end of that connection ever resent a segment (connResent): a loss on
+// the way is resent, so a late echo with nothing resent was the endpoints not running on the
+// loaded machine, not the datapath.
 func TestRollingUpdate(t *testing.T) {
 	start := time.Now()
 	c := cluster(t)
@@ -55,8 +58,16 @@ func TestRollingUpdate(t *testing.T) {
 	backends := map[string]bool{}
 	diag := startRollingDiag(t, c, svc.Spec.ClusterIP, pods, before)
 	var lost, streams []lostFlow
-	var late []string // echoes that came after the deadline, intact
-	// resent is the TCP segments sent again in every echo pod's namespace.
+	// Echoes that came after the deadline, intact; whether that fails is decided at the end.
+	type lateEcho struct {
+		flow lostFlow
+		what string
+		conn net.Conn
+		pod  echoPod // the backend
+	}
+	var late []lateEcho
+	// resent is the TCP segments sent again in every echo pod's namespace (information: the
+	// decision is per connection).
 	resent := func() uint64 {
 		t.Helper()
 		var sum uint64
@@ -70,6 +81,10 @@ func TestRollingUpdate(t *testing.T) {
 		return sum
 	}
 	resentBefore := resent()
+	podNamed := map[string]echoPod{}
+	for _, p := range pods {
+		podNamed[p.Name] = p
+	}
 	var notes []string
 	// noteSlowest adds what s observed to the notes: format's %v the time, %s when it began.
 	noteSlowest := func(format string, s *slowestTime) {
@@ -108,7 +123,8 @@ func TestRollingUpdate(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer conn.Close()
+				// Closed at the end, after a late echo's connection was asked what it resent.
+				t.Cleanup(func() { conn.Close() })
 				// The slowest echo: how close a passing run came to the deadline.
 				var slowest slowestTime
 				defer noteSlowest(flow.name+": slowest echo %v (line written at %s)", &slowest)
@@ -121,43 +137,48 @@ func TestRollingUpdate(t *testing.T) {
 						return
 					}
 					got, err := r.ReadString('\n')
+					if err == nil && got == line {
+						streamLines.Add(1)
+						slowest.observe(sent)
+						time.Sleep(20 * time.Millisecond)
+						continue
+					}
+					flow.at = time.Now()
+					note := "no echo within 20 s more: the connection is broken"
 					if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() && strings.HasPrefix(line, got) {
-						// Late: wait for the rest; intact, the stream goes on and the end decides.
+						// Late: the state now, while it lasts; then wait for the rest. Intact, the
+						// stream goes on, and the end decides from what the connection resent.
+						diag.late(flow)
 						_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 						rest, rerr := r.ReadString('\n')
+						took := time.Since(sent).Round(time.Millisecond)
 						if rerr == nil && got+rest == line {
-							took := time.Since(sent)
-							diag.event("LATE %s: echo %d after %v", flow.name, seq, took.Round(time.Millisecond))
 							mu.Lock()
-							late = append(late, fmt.Sprintf("%s: echo %d came %v after its line was written at %s", flow.name, seq, took.Round(time.Millisecond), sent.Format("15:04:05.000")))
+							late = append(late, lateEcho{flow: flow, conn: conn, pod: podNamed[backend],
+								what: fmt.Sprintf("%s: echo %d came %v after its line was written at %s", flow.name, seq, took, sent.Format("15:04:05.000"))})
 							mu.Unlock()
 							streamLines.Add(1)
 							slowest.observe(sent)
 							continue
 						}
+						if rerr == nil {
+							note = fmt.Sprintf("the echo came %v after its line was written: %q", took, got+rest)
+						}
 						got, err = got+rest, rerr
-					}
-					if err != nil || got != line {
-						fail("%s: echo %d: %q %v", flow.name, seq, got, err)
-						flow.at = time.Now()
-						mu.Lock()
-						lost = append(lost, flow)
-						mu.Unlock()
-						diag.failed(flow)
+					} else {
 						// A gap or a break: wait longer for the echo (the diagnostics say which).
-						note := "no echo within 20 s more: the connection is broken"
+						diag.failed(flow)
 						_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 						if rest, err := r.ReadString('\n'); err == nil {
 							note = fmt.Sprintf("the echo came %v after its line was written: %q", time.Since(sent).Round(time.Millisecond), got+rest)
 						}
-						mu.Lock()
-						notes = append(notes, flow.name+": "+note)
-						mu.Unlock()
-						return
 					}
-					streamLines.Add(1)
-					slowest.observe(sent)
-					time.Sleep(20 * time.Millisecond)
+					fail("%s: echo %d: %q %v", flow.name, seq, got, err)
+					mu.Lock()
+					lost = append(lost, flow)
+					notes = append(notes, flow.name+": "+note)
+					mu.Unlock()
+					return
 				}
 			}()
 		}
@@ -221,15 +242,20 @@ func TestRollingUpdate(t *testing.T) {
 	for _, f := range failures {
 		t.Error(f)
 	}
-	if n := resent() - resentBefore; len(late) > 0 && n > 0 {
-		for _, l := range late {
-			t.Errorf("%s, and the pods sent %d TCP segments again", l, n)
-		}
-	} else {
-		for _, l := range late {
-			t.Logf("%s; no pod sent a TCP segment again: nothing was lost (the endpoints were not running: docs/kubelet-lab.md)", l)
+	for _, l := range late {
+		client, server, how, err := connResent(ctx, l.conn, l.pod.Netns)
+		switch {
+		case err != nil:
+			t.Errorf("%s; what its connection resent is unknown: %v", l.what, err)
+			lost = append(lost, l.flow)
+		case client+server > 0:
+			t.Errorf("%s, and its connection resent %d segments from the client, %d from the backend (%s)", l.what, client, server, how)
+			lost = append(lost, l.flow)
+		default:
+			t.Logf("%s; neither end of its connection resent a segment (%s): nothing was lost, the endpoints were not running (docs/kubelet-lab.md)", l.what, how)
 		}
 	}
+	t.Logf("the echo pods' namespaces resent %d TCP segments during the traffic", resent()-resentBefore)
 	for _, n := range notes {
 		t.Log(n)
 	}
@@ -259,4 +285,63 @@ func (s *slowestTime) observe(began time.Time) {
 	if d := time.Since(began); d > s.took {
 		s.took, s.at = d, began
 	}
+}
+
+// connResent is what a stream's connection resent over its life: the client's socket (this
+// process's, TCP_INFO's total_retrans) and the backend's socket of the same connection (`ss` in the
+// backend pod's namespace: local port echoPort, peer port the client's; the peer address may be
+// the pod hairpin address, lib/lb_xlate.h, so it is not matched), and how that was read.
+func connResent(ctx context.Context, conn net.Conn, backend lab.Netns) (client, server uint32, how string, err error) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return 0, 0, "", fmt.Errorf("not a TCP connection: %T", conn)
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0, 0, "", err
+	}
+	var info *unix.TCPInfo
+	var infoErr error
+	if err := raw.Control(func(fd uintptr) { info, infoErr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, 0, "", err
+	}
+	if infoErr != nil {
+		return 0, 0, "", fmt.Errorf("TCP_INFO: %w", infoErr)
+	}
+	clientPort := tc.LocalAddr().(*net.TCPAddr).Port
+	out, err := backend.Exec(ctx, "ss", "-Htni", "state", "established", fmt.Sprintf("( sport = :%d and dport = :%d )", echoPort, clientPort))
+	if err != nil {
+		return 0, 0, "", err
+	}
+	server, n, err := parseSSRetrans(out)
+	if err != nil || n != 1 {
+		return 0, 0, "", fmt.Errorf("the backend's socket of the connection from port %d in %s: %d found, %v:\n%s", clientPort, backend, n, err, out)
+	}
+	return info.Total_retrans, server, "client TCP_INFO, backend ss -ti", nil
+}
+
+// parseSSRetrans reads `ss -Htni` output: how many sockets it lists, and the total of their
+// "retrans:<unacknowledged>/<total>" fields (absent: none resent).
+func parseSSRetrans(out string) (total uint32, sockets int, err error) {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			sockets++ // a socket's line; its details follow, indented
+		}
+		for _, f := range strings.Fields(line) {
+			v, ok := strings.CutPrefix(f, "retrans:")
+			if !ok {
+				continue
+			}
+			_, all, ok := strings.Cut(v, "/")
+			n, perr := strconv.ParseUint(all, 10, 32)
+			if !ok || perr != nil {
+				return 0, 0, fmt.Errorf("ss field %q", f)
+			}
+			total += uint32(n)
+		}
+	}
+	return total, sockets, nil
 }

@@ -101,6 +101,7 @@ func (n Netns) LinkTxPackets(ifname string) (uint64, error) {
 // Counter is one of the namespace's SNMP counters, as nstat names it without the group prefix:
 // group is a line's prefix in /proc/net/snmp or /proc/net/netstat ("Tcp", "TcpExt", ...), e.g.
 // ("Tcp", "RetransSegs"), the segments its sockets sent again, or ("TcpExt", "TCPSynRetrans").
+// Counters only: the few signed fields (Tcp MaxConn, -1) do not parse.
 func (n Netns) Counter(group, name string) (uint64, error) {
 	var tables []byte
 	// /proc/self/net is the namespace of the process's main thread; thread-self is this one's.
@@ -126,7 +127,11 @@ func (n Netns) Counter(group, name string) (uint64, error) {
 		}
 		for j, field := range names[1:] {
 			if field == name {
-				return strconv.ParseUint(values[j+1], 10, 64)
+				v, err := strconv.ParseUint(values[j+1], 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("counters of %s: %s %s: %w", n, group, name, err)
+				}
+				return v, nil
 			}
 		}
 	}
