@@ -164,8 +164,8 @@ func (d *sliceFields) compact() (EndpointSlice, error) {
 func (d *sliceFields) endpoint(data []byte) (SliceEndpoint, bool, error) {
 	var first, node, zone []byte
 	var hasAddress bool
-	var ready, serving, terminating *bool
-	var set [3]bool // the conditions' values, behind the pointers above
+	// The conditions ready, serving, terminating: their values, and whether the message set them.
+	var cond, condSet [3]bool
 	d.hints = d.hints[:0]
 	var hinted bool
 	err := eachField(data, "Endpoint", func(field int, m *message) (err error) {
@@ -182,15 +182,7 @@ func (d *sliceFields) endpoint(data []byte) (SliceEndpoint, bool, error) {
 						return m.skip()
 					}
 					v, err := m.varintField()
-					set[field-1] = v != 0
-					switch field {
-					case conditionReady:
-						ready = &set[0]
-					case conditionServing:
-						serving = &set[1]
-					case conditionTerminating:
-						terminating = &set[2]
-					}
+					cond[field-1], condSet[field-1] = v != 0, true
 					return err
 				})
 			})
@@ -235,11 +227,12 @@ func (d *sliceFields) endpoint(data []byte) (SliceEndpoint, bool, error) {
 	}
 	ep := SliceEndpoint{Address: ip.As4()}
 	ep.at = placeAt(placement{node: unsafeString(node), zone: unsafeString(zone), hints: unsafeString(d.hints)})
-	ep.Ready = ready == nil || *ready
+	ready, serving, terminating := conditionReady-1, conditionServing-1, conditionTerminating-1
+	ep.Ready = !condSet[ready] || cond[ready]
 	ep.Serving = ep.Ready
-	if serving != nil {
-		ep.Serving = *serving
+	if condSet[serving] {
+		ep.Serving = cond[serving]
 	}
-	ep.Terminating = terminating != nil && *terminating
+	ep.Terminating = condSet[terminating] && cond[terminating]
 	return ep, true, nil
 }
