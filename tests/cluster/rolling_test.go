@@ -165,6 +165,7 @@ func TestRollingUpdate(t *testing.T) {
 							note = fmt.Sprintf("the echo came %v after its line was written: %q", took, got+rest)
 						}
 						got, err = got+rest, rerr
+						diag.failed(flow) // the timeline's FAILED; the snapshot was taken when late
 					} else {
 						// A gap or a break: wait longer for the echo (the diagnostics say which).
 						diag.failed(flow)
