@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/metrics"
@@ -51,7 +50,7 @@ func apiserverNote(s k8s.ReachabilityStatus, now time.Time) string {
 
 // reportReconnections records an event on this node's Node for every outage that ended, those
 // before watch started included (an agent started during a partition), until ctx is done.
-func (a *Agent) reportReconnections(ctx context.Context, recorder record.EventRecorder) {
+func (a *Agent) reportReconnections(ctx context.Context, recorder k8s.EventRecorder) {
 	if a.apiserver == nil {
 		return
 	}

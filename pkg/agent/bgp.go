@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/bgp"
@@ -62,7 +61,7 @@ type bgpSpeaker struct {
 	// secrets reads the peers' passwords from Secrets in secretNamespace, the domain ConfigMap's.
 	secrets         secretGetter
 	secretNamespace string
-	recorder        record.EventRecorder
+	recorder        k8s.EventRecorder
 	runDir          string
 	// refresh is how often the report is refreshed (counters, uptimes) and failures retried.
 	refresh time.Duration
@@ -132,7 +131,7 @@ func startSpeakerProcess(ctx context.Context, cfg bgp.Config) (bgp.Speaker, erro
 }
 
 func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains controller.DomainModel,
-	secretNamespace string, recorder record.EventRecorder) (*bgpSpeaker, error) {
+	secretNamespace string, recorder k8s.EventRecorder) (*bgpSpeaker, error) {
 	s := &bgpSpeaker{
 		nodeName: a.cfg.NodeName, nodeIP: a.underlay.IP, podCIDR: a.podCIDR,
 		nodes: k8s.NewNodeLister(nodeInformer.GetIndexer()), nodesSynced: nodeInformer.HasSynced, domains: domains,

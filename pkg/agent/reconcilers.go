@@ -14,7 +14,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 )
 
@@ -24,17 +23,17 @@ import (
 // and re-converges the host periodically until ctx is done.
 func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) error {
 	logger := klog.FromContext(ctx)
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	defer broadcaster.Shutdown()
-	broadcaster.StartRecordingToSink(k8s.EventSink(a.client))
-	recorder := broadcaster.NewRecorder(k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
+	recorder := k8s.NewRecorder(a.client, k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
+	recorderCtx, stopRecorder := context.WithCancel(ctx)
+	defer stopRecorder()
+	go recorder.Run(recorderCtx)
 
 	election, err := a.reporterElection()
 	if err != nil {
 		return err
 	}
 	// Problems of cluster-wide objects are recorded by one agent only (controller/reporter.go).
-	var clusterRecorder record.EventRecorder = recorder
+	var clusterRecorder k8s.EventRecorder = recorder
 	if election != nil {
 		clusterRecorder = k8s.WhileHeld(recorder, election.Held)
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
@@ -36,7 +35,7 @@ type services struct {
 
 // newServices wires the service reconciler, whose findings about Services go to clusterRecorder,
 // and the health check servers, whose failures are this node's own and go to recorder.
-func (a *Agent) newServices(inf *k8s.Informers, tbl mapTables, recorder, clusterRecorder record.EventRecorder, domains controller.DomainModel) (*services, error) {
+func (a *Agent) newServices(inf *k8s.Informers, tbl mapTables, recorder, clusterRecorder k8s.EventRecorder, domains controller.DomainModel) (*services, error) {
 	svcInformer, sliceInformer := inf.Services(), inf.EndpointSlices()
 	nodes := k8s.NewNodeLister(inf.Nodes().GetIndexer())
 	// kube-proxy's health timeout: twice its sync period.

@@ -9,10 +9,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 )
 
 // DomainConfigController is the name of the domain configuration watcher in metrics.
@@ -27,7 +27,7 @@ const ReasonInvalidDomainConfig = "InvalidDomainConfig"
 // gets a Warning event and changes nothing.
 type DomainConfig struct {
 	name     string
-	recorder record.EventRecorder
+	recorder k8s.EventRecorder
 	metrics  Metrics
 	synced   cache.InformerSynced
 	store    cache.Store
@@ -42,7 +42,7 @@ type DomainConfig struct {
 
 // NewDomainConfig registers on an informer of the ConfigMap's namespace (the agent narrows it to
 // the one name); name is the ConfigMap's name.
-func NewDomainConfig(informer cache.SharedIndexInformer, name string, recorder record.EventRecorder, metrics Metrics) (*DomainConfig, error) {
+func NewDomainConfig(informer cache.SharedIndexInformer, name string, recorder k8s.EventRecorder, metrics Metrics) (*DomainConfig, error) {
 	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, store: informer.GetStore()}
 	d.model.Store(domain.DefaultModel())
 	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{

@@ -17,7 +17,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -64,10 +63,10 @@ type NodeReconcilerConfig struct {
 	// Neighbours, optional, reports neighbours the kernel resolves, so that next hops are filled
 	// as soon as they are known rather than at the next resync.
 	Neighbours NeighbourWatcher
-	Recorder   record.EventRecorder // events about this node (CloudGatewayIsolated)
+	Recorder   k8s.EventRecorder // events about this node (CloudGatewayIsolated)
 	// ClusterRecorder records events about other nodes (InvalidNetworkConfig): in the agent, only
 	// while it is the reporter (reporter.go). Nil: Recorder.
-	ClusterRecorder record.EventRecorder
+	ClusterRecorder k8s.EventRecorder
 	Resync          time.Duration // full pass: re-resolves next hops and deletes stale entries
 	Metrics         Metrics       // optional
 

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -46,7 +45,7 @@ type ServiceReconcilerConfig struct {
 	Frontends FrontendTable
 	Backends  BackendTable
 	Affinity  AffinityTable // optional: affinity entries follow their backend set
-	Recorder  record.EventRecorder
+	Recorder  k8s.EventRecorder
 	Resync    time.Duration // full pass: every Service, and a check of lb_svc_map
 	Metrics   Metrics       // optional
 	// Domains gives the pool label; nil means the default model.

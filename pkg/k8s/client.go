@@ -86,7 +86,6 @@ type API interface {
 
 	// The event methods work in the event's namespace.
 	CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error)
-	UpdateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error)
 	// PatchEvent applies a strategic merge patch to the event.
 	PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error)
 
@@ -332,15 +331,6 @@ func (c *Client) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.
 		return nil, err
 	}
 	return created, nil
-}
-
-func (c *Client) UpdateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
-	updated := &corev1.Event{}
-	err := c.core.Put().NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Name(event.Name).Body(event).Do(ctx).Into(updated)
-	if err != nil {
-		return nil, err
-	}
-	return updated, nil
 }
 
 func (c *Client) PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error) {

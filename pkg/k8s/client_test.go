@@ -124,7 +124,6 @@ func TestClientRequests(t *testing.T) {
 		"POST /apis/coordination.k8s.io/v1/namespaces/kube-system/leases":                                            lease,
 		"DELETE /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/claim":                                    &metav1.Status{Status: metav1.StatusSuccess},
 		"POST /api/v1/namespaces/default/events":                                                                     event,
-		"PUT /api/v1/namespaces/default/events/self.1":                                                               event,
 		"PATCH /api/v1/namespaces/default/events/self.1":                                                             event,
 		"GET /apis/discovery.k8s.io/v1/endpointslices":                                                               &discoveryv1.EndpointSliceList{Items: []discoveryv1.EndpointSlice{*slice}},
 		"GET /api/v1/pods?fieldSelector=spec.nodeName%3Dself":                                                        &corev1.PodList{},
@@ -153,14 +152,10 @@ func TestClientRequests(t *testing.T) {
 	if err := c.DeleteLease(ctx, "kube-system", "claim", metav1.Preconditions{UID: &uid}); err != nil {
 		t.Errorf("DeleteLease: %v", err)
 	}
-	sink := EventSink(c)
-	if _, err := sink.Create(event); err != nil {
+	if _, err := c.CreateEvent(ctx, event); err != nil {
 		t.Errorf("creating an event: %v", err)
 	}
-	if _, err := sink.Update(event); err != nil {
-		t.Errorf("updating an event: %v", err)
-	}
-	if _, err := sink.Patch(event, []byte(`{"count":2}`)); err != nil {
+	if _, err := c.PatchEvent(ctx, event, []byte(`{"count":2}`)); err != nil {
 		t.Errorf("patching an event: %v", err)
 	}
 	if _, err := c.GetNode(ctx, "absent"); err == nil {

@@ -25,9 +25,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -37,8 +37,8 @@ const ReasonFailedToStart = "FailedToStartServiceHealthcheck"
 
 // Config is what a Server needs.
 type Config struct {
-	NodeName string               // this node, named in events
-	Recorder record.EventRecorder // optional
+	NodeName string            // this node, named in events
+	Recorder k8s.EventRecorder // optional
 	// Address is the address the servers listen on; empty: every address of the node's network
 	// namespace (kube-proxy's default).
 	Address string

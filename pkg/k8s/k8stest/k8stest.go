@@ -73,10 +73,6 @@ func (a api) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Even
 	return a.cs.CoreV1().Events(event.Namespace).Create(ctx, event, metav1.CreateOptions{})
 }
 
-func (a api) UpdateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
-	return a.cs.CoreV1().Events(event.Namespace).Update(ctx, event, metav1.UpdateOptions{})
-}
-
 func (a api) PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error) {
 	return a.cs.CoreV1().Events(event.Namespace).Patch(ctx, event.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
 }

@@ -1,0 +1,8 @@
+package k8s
+
+import "time"
+
+// SetRecorderClock gives r the clock now and the wait retry between tries of a write.
+func SetRecorderClock(r *Recorder, now func() time.Time, retry time.Duration) {
+	r.now, r.retry = now, retry
+}

@@ -1,0 +1,221 @@
+package k8s_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
+)
+
+var source = corev1.EventSource{Component: "edgeplane-agent", Host: "n1"}
+
+// recorderOn starts a recorder writing through api, with a clock the test moves and no wait
+// between tries.
+func recorderOn(t *testing.T, api k8s.API) (*k8s.Recorder, *time.Time) {
+	t.Helper()
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	r := k8s.NewRecorder(api, k8s.Scheme, source)
+	k8s.SetRecorderClock(r, func() time.Time { return now }, time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, &now
+}
+
+// events waits until the namespace holds want Events and returns them.
+func events(t *testing.T, cs *fake.Clientset, namespace string, want int) []corev1.Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, err := cs.CoreV1().Events(namespace).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) == want || time.Now().After(deadline) {
+			if len(list.Items) != want {
+				t.Fatalf("%d events in %q, want %d: %+v", len(list.Items), namespace, want, list.Items)
+			}
+			return list.Items
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// countOf waits until the one Event of reason and message has count want.
+func countOf(t *testing.T, cs *fake.Clientset, namespace, reason, message string, want int32) corev1.Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, err := cs.CoreV1().Events(namespace).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found []corev1.Event
+		for _, e := range list.Items {
+			if e.Reason == reason && e.Message == message {
+				found = append(found, e)
+			}
+		}
+		if len(found) == 1 && found[0].Count == want {
+			return found[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events of %s %q: %+v, want one of count %d", reason, message, found, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRecorderWritesAndCountsRepeats(t *testing.T) {
+	cs := fake.NewClientset()
+	r, now := recorderOn(t, k8stest.FromClientset(cs))
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "uid-n1", ResourceVersion: "5"}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-web"}}
+
+	r.Event(node, corev1.EventTypeWarning, "CloudGatewayIsolated", "cut off")
+	e := events(t, cs, metav1.NamespaceDefault, 1)[0]
+	first := e.FirstTimestamp
+	ref := corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: "n1", UID: "uid-n1", ResourceVersion: "5"}
+	if e.InvolvedObject != ref || e.Type != corev1.EventTypeWarning || e.Count != 1 || e.Source != source ||
+		e.ReportingController != "edgeplane-agent" || e.ReportingInstance != "n1" || !e.LastTimestamp.Equal(&first) {
+		t.Errorf("the event as written: %+v", e)
+	}
+
+	// The same again, a minute later and about a newer version of the Node: the count of the same
+	// Event rises.
+	*now = now.Add(time.Minute)
+	node.ResourceVersion = "6"
+	r.Eventf(node, corev1.EventTypeWarning, "CloudGatewayIsolated", "cut %s", "off")
+	e = countOf(t, cs, metav1.NamespaceDefault, "CloudGatewayIsolated", "cut off", 2)
+	if !e.FirstTimestamp.Equal(&first) || !e.LastTimestamp.Time.Equal(*now) {
+		t.Errorf("a repeated event's timestamps: first %v last %v, want %v and %v", e.FirstTimestamp, e.LastTimestamp, first, *now)
+	}
+
+	// Another message about it is another Event; so is an event about a Service, in its namespace,
+	// with its annotations.
+	r.Event(node, corev1.EventTypeWarning, "CloudGatewayIsolated", "cut off again")
+	r.AnnotatedEventf(svc, map[string]string{"a": "b"}, corev1.EventTypeNormal, "Programmed", "%d frontends", 3)
+	events(t, cs, metav1.NamespaceDefault, 2)
+	e = events(t, cs, "shop", 1)[0]
+	if e.InvolvedObject.Kind != "Service" || e.Message != "3 frontends" || e.Annotations["a"] != "b" || e.Type != corev1.EventTypeNormal {
+		t.Errorf("the Service's event: %+v", e)
+	}
+
+	// An Event deleted in the API server is created again when repeated.
+	if err := cs.CoreV1().Events("shop").Delete(t.Context(), e.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.AnnotatedEventf(svc, map[string]string{"a": "b"}, corev1.EventTypeNormal, "Programmed", "%d frontends", 3)
+	countOf(t, cs, "shop", "Programmed", "3 frontends", 2)
+
+	// What the recorder cannot reference or does not know is not written.
+	r.Event(nil, corev1.EventTypeNormal, "Nothing", "x")
+	r.Event(node, "Loud", "Nothing", "x")
+	r.Event(svc, corev1.EventTypeNormal, "Last", "x") // written after the two above, had they been
+	events(t, cs, "shop", 2)
+	events(t, cs, metav1.NamespaceDefault, 2)
+}
+
+func TestRecorderLimitsEachObject(t *testing.T) {
+	cs := fake.NewClientset()
+	r, now := recorderOn(t, k8stest.FromClientset(cs))
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
+	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "other"}}
+	for i := range 30 {
+		r.Eventf(svc, corev1.EventTypeWarning, "Broken", "problem %d", i)
+	}
+	r.Event(other, corev1.EventTypeWarning, "Broken", "mark") // written after the 30, as far as they are
+	countOf(t, cs, "shop", "Broken", "mark", 1)
+	events(t, cs, "shop", 25+1)
+
+	// One more every five minutes.
+	*now = now.Add(5 * time.Minute)
+	r.Eventf(svc, corev1.EventTypeWarning, "Broken", "problem %d", 30)
+	r.Eventf(svc, corev1.EventTypeWarning, "Broken", "problem %d", 31)
+	r.Event(other, corev1.EventTypeWarning, "Broken", "mark")
+	countOf(t, cs, "shop", "Broken", "mark", 2)
+	events(t, cs, "shop", 25+1+1)
+}
+
+// failingAPI fails the first creates of the events of reason First with err.
+type failingAPI struct {
+	k8s.API
+	fails atomic.Int32
+	err   error
+	tries atomic.Int32
+}
+
+func (a *failingAPI) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
+	if event.Reason != "First" {
+		return a.API.CreateEvent(ctx, event)
+	}
+	a.tries.Add(1)
+	if a.fails.Add(-1) >= 0 {
+		return nil, a.err
+	}
+	return a.API.CreateEvent(ctx, event)
+}
+
+func TestRecorderRetriesWhatWasNotAnswered(t *testing.T) {
+	gr := schema.GroupResource{Resource: "events"}
+	for _, tc := range []struct {
+		name    string
+		err     error
+		fails   int32
+		written bool
+		tries   int32
+	}{
+		{"no answer, then written", errors.New("dial tcp: connection refused"), 3, true, 4},
+		{"503 from a proxy, then written", apierrors.NewServiceUnavailable("cloud unreachable"), 2, true, 3},
+		{"429, then written", apierrors.NewTooManyRequests("slow down", 1), 1, true, 2},
+		{"no answer twelve times: dropped", errors.New("i/o timeout"), 100, false, 12},
+		{"refused: not tried again", apierrors.NewForbidden(gr, "x", errors.New("no")), 1, false, 1},
+		{"invalid: not tried again", apierrors.NewBadRequest("bad"), 1, false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := fake.NewClientset()
+			api := &failingAPI{API: k8stest.FromClientset(cs), err: tc.err}
+			api.fails.Store(tc.fails)
+			r, _ := recorderOn(t, api)
+			node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+			r.Event(node, corev1.EventTypeWarning, "First", "x")
+			r.Event(node, corev1.EventTypeWarning, "Mark", "x") // tried once the first is done with
+			want := 1
+			if tc.written {
+				want = 2
+			}
+			evs := events(t, cs, metav1.NamespaceDefault, want)
+			if tries := api.tries.Load(); tries != tc.tries {
+				t.Errorf("the first event was tried %d times, want %d (%v)", tries, tc.tries, evs)
+			}
+		})
+	}
+}
+
+func TestRecorderDropsWhenTheQueueIsFull(t *testing.T) {
+	cs := fake.NewClientset()
+	r := k8s.NewRecorder(k8stest.FromClientset(cs), k8s.Scheme, source)
+	for i := range 1200 { // nothing writes yet
+		r.Event(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: fmt.Sprint("s", i)}}, corev1.EventTypeNormal, "R", "m")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	events(t, cs, "shop", 1000)
+	// The other 200 were dropped: an event recorded now is the next one written.
+	r.Event(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "mark"}}, corev1.EventTypeNormal, "R", "m")
+	events(t, cs, "shop", 1001)
+}
