@@ -3,7 +3,7 @@ package metrics
 import (
 	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/edgeplane/edgeplane/pkg/metrics/promtext"
 )
 
 // API server reachability families (docs/autonomy.md): read at scrape time from the agent's
@@ -31,7 +31,7 @@ type APIServerStatus struct {
 }
 
 type apiserverCollector struct {
-	reachable, outages, last, since *prometheus.Desc
+	reachable, outages, last, since *promtext.Desc
 
 	mu     sync.Mutex
 	status func() APIServerStatus // nil: no monitor (no series)
@@ -39,10 +39,8 @@ type apiserverCollector struct {
 
 func newAPIServerCollector() *apiserverCollector {
 	return &apiserverCollector{
-		reachable: prometheus.NewDesc(APIServerReachable, help(APIServerReachable), nil, nil),
-		outages:   prometheus.NewDesc(APIServerOutages, help(APIServerOutages), nil, nil),
-		last:      prometheus.NewDesc(APIServerLastOutage, help(APIServerLastOutage), nil, nil),
-		since:     prometheus.NewDesc(APIServerStateChange, help(APIServerStateChange), nil, nil),
+		reachable: desc(APIServerReachable), outages: desc(APIServerOutages),
+		last: desc(APIServerLastOutage), since: desc(APIServerStateChange),
 	}
 }
 
@@ -53,27 +51,16 @@ func (m *Metrics) SetAPIServerStatus(status func() APIServerStatus) {
 	m.apiserver.status = status
 }
 
-func (c *apiserverCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.reachable
-	ch <- c.outages
-	ch <- c.last
-	ch <- c.since
-}
-
-func (c *apiserverCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *apiserverCollector) Collect(s *promtext.Scrape) {
 	c.mu.Lock()
 	status := c.status
 	c.mu.Unlock()
 	if status == nil {
 		return
 	}
-	s := status()
-	up := 0.0
-	if s.Reachable {
-		up = 1
-	}
-	ch <- prometheus.MustNewConstMetric(c.reachable, prometheus.GaugeValue, up)
-	ch <- prometheus.MustNewConstMetric(c.outages, prometheus.CounterValue, float64(s.Outages))
-	ch <- prometheus.MustNewConstMetric(c.last, prometheus.GaugeValue, s.LastOutageSecs)
-	ch <- prometheus.MustNewConstMetric(c.since, prometheus.GaugeValue, s.StateSinceUnix)
+	st := status()
+	s.Add(c.reachable, boolValue(st.Reachable))
+	s.Add(c.outages, float64(st.Outages))
+	s.Add(c.last, st.LastOutageSecs)
+	s.Add(c.since, st.StateSinceUnix)
 }

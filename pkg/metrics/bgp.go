@@ -6,9 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
+	"github.com/edgeplane/edgeplane/pkg/metrics/promtext"
 )
 
 // BGP family names: route mode's speaker, one series per configured peer, read at scrape time
@@ -29,7 +28,7 @@ var bgpFamilies = []Family{
 
 // bgpCollector reads the speaker's report at scrape time.
 type bgpCollector struct {
-	up, established, advertised, received *prometheus.Desc
+	up, established, advertised, received *promtext.Desc
 
 	mu     sync.Mutex
 	report func() bgpstatus.Report // nil: no speaker wired
@@ -37,10 +36,8 @@ type bgpCollector struct {
 
 func newBGPCollector() *bgpCollector {
 	return &bgpCollector{
-		up:          prometheus.NewDesc(BGPSessionUp, help(BGPSessionUp), []string{"peer", "peer_asn"}, nil),
-		established: prometheus.NewDesc(BGPSessionEstablished, help(BGPSessionEstablished), []string{"peer"}, nil),
-		advertised:  prometheus.NewDesc(BGPAdvertisedPrefixes, help(BGPAdvertisedPrefixes), []string{"peer"}, nil),
-		received:    prometheus.NewDesc(BGPReceivedPrefixes, help(BGPReceivedPrefixes), []string{"peer"}, nil),
+		up: desc(BGPSessionUp), established: desc(BGPSessionEstablished),
+		advertised: desc(BGPAdvertisedPrefixes), received: desc(BGPReceivedPrefixes),
 	}
 }
 
@@ -51,14 +48,7 @@ func (m *Metrics) SetBGPReport(report func() bgpstatus.Report) {
 	m.bgp.report = report
 }
 
-func (c *bgpCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.up
-	ch <- c.established
-	ch <- c.advertised
-	ch <- c.received
-}
-
-func (c *bgpCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *bgpCollector) Collect(s *promtext.Scrape) {
 	c.mu.Lock()
 	report := c.report
 	c.mu.Unlock()
@@ -73,10 +63,10 @@ func (c *bgpCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range r.Peers {
 		peer := addrLabel(p.Address)
 		up := p.State == bgpstatus.StateEstablished
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, boolValue(up), peer, strconv.FormatUint(uint64(p.ASN), 10))
-		ch <- prometheus.MustNewConstMetric(c.established, prometheus.GaugeValue, p.Uptime(now).Seconds(), peer)
-		ch <- prometheus.MustNewConstMetric(c.advertised, prometheus.GaugeValue, float64(p.Advertised), peer)
-		ch <- prometheus.MustNewConstMetric(c.received, prometheus.GaugeValue, float64(p.Received), peer)
+		s.Add(c.up, boolValue(up), peer, strconv.FormatUint(uint64(p.ASN), 10))
+		s.Add(c.established, p.Uptime(now).Seconds(), peer)
+		s.Add(c.advertised, float64(p.Advertised), peer)
+		s.Add(c.received, float64(p.Received), peer)
 	}
 }
 

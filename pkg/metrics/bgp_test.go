@@ -33,15 +33,15 @@ edgeplane_bgp_advertised_prefixes{peer="192.0.2.2"} 0
 edgeplane_bgp_received_prefixes{peer="192.0.2.1"} 1
 edgeplane_bgp_received_prefixes{peer="192.0.2.2"} 0
 `
-	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
+	if err := testutil.GatherAndCompare(gatherer(m.Registry()), strings.NewReader(want),
 		BGPSessionUp, BGPAdvertisedPrefixes, BGPReceivedPrefixes); err != nil {
 		t.Error(err)
 	}
-	up, err := testutil.GatherAndCount(m.Registry(), BGPSessionEstablished)
+	up, err := testutil.GatherAndCount(gatherer(m.Registry()), BGPSessionEstablished)
 	if err != nil || up != 2 {
 		t.Fatalf("%s: %d series, %v; want 2", BGPSessionEstablished, up, err)
 	}
-	mfs, _ := m.Registry().Gather()
+	mfs, _ := gatherer(m.Registry()).Gather()
 	for _, mf := range mfs {
 		if mf.GetName() != BGPSessionEstablished {
 			continue
@@ -62,7 +62,7 @@ edgeplane_bgp_received_prefixes{peer="192.0.2.2"} 0
 	}
 
 	report.Speaking = false // the node stopped speaking: its series go
-	if n, _ := testutil.GatherAndCount(m.Registry(), BGPSessionUp); n != 0 {
+	if n, _ := testutil.GatherAndCount(gatherer(m.Registry()), BGPSessionUp); n != 0 {
 		t.Errorf("%d %s series from a node that does not speak", n, BGPSessionUp)
 	}
 }

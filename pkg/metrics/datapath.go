@@ -8,13 +8,12 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/edgeplane/edgeplane/pkg/datapath"
 	"github.com/edgeplane/edgeplane/pkg/datapath/dropreason"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/maps/metricsmap"
+	"github.com/edgeplane/edgeplane/pkg/metrics/promtext"
 )
 
 // AttachPod is the attach_point label of the pod attachments' count.
@@ -47,58 +46,46 @@ func isDrop(r dropreason.Reason) bool {
 // the agent has loaded the datapath there is nothing pinned and it reports nothing.
 type DatapathCollector struct {
 	root                            string
-	packets, bytes, drops           *prometheus.Desc
-	entries, capacity, attachedDesc *prometheus.Desc
-	unreachable, noneReachable      *prometheus.Desc
+	packets, bytes, drops           *promtext.Desc
+	entries, capacity, attachedDesc *promtext.Desc
+	unreachable, noneReachable      *promtext.Desc
 }
 
 // NewDatapathCollector collects from the pins under root.
 func NewDatapathCollector(root string) *DatapathCollector {
-	desc := func(name string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help(name), labels, nil)
-	}
 	return &DatapathCollector{
 		root:          root,
-		packets:       desc(DatapathPackets, "direction", "reason"),
-		bytes:         desc(DatapathBytes, "direction", "reason"),
-		drops:         desc(DatapathDrops, "direction", "reason"),
-		entries:       desc(MapEntries, "map"),
-		capacity:      desc(MapCapacity, "map"),
-		attachedDesc:  desc(ProgramsAttached, "attach_point"),
+		packets:       desc(DatapathPackets),
+		bytes:         desc(DatapathBytes),
+		drops:         desc(DatapathDrops),
+		entries:       desc(MapEntries),
+		capacity:      desc(MapCapacity),
+		attachedDesc:  desc(ProgramsAttached),
 		unreachable:   desc(ServiceUnreachable),
 		noneReachable: desc(ServiceNoneReachable),
 	}
 }
 
-// Describe implements prometheus.Collector.
-func (c *DatapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.drops, c.entries, c.capacity, c.attachedDesc, c.unreachable, c.noneReachable} {
-		ch <- d
-	}
+// Descs are the families the collector reports.
+func (c *DatapathCollector) Descs() []*promtext.Desc {
+	return []*promtext.Desc{c.packets, c.bytes, c.drops, c.entries, c.capacity, c.attachedDesc, c.unreachable, c.noneReachable}
 }
 
-// Collect implements prometheus.Collector.
-func (c *DatapathCollector) Collect(ch chan<- prometheus.Metric) {
+// Collect implements promtext.Collector.
+func (c *DatapathCollector) Collect(s *promtext.Scrape) {
 	if _, err := os.Stat(filepath.Join(c.root, maps.Dir)); errors.Is(err, os.ErrNotExist) {
 		return // not loaded yet
 	}
-	if err := c.collectCounters(ch); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.packets, err)
-	}
-	if err := c.collectMaps(ch); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.entries, err)
-	}
-	if err := c.collectAttachments(ch); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.attachedDesc, err)
-	}
-	if err := c.collectServices(ch); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.unreachable, err)
+	for _, collect := range []func(*promtext.Scrape) error{c.collectCounters, c.collectMaps, c.collectAttachments, c.collectServices} {
+		if err := collect(s); err != nil {
+			s.Fail(err)
+		}
 	}
 }
 
 // collectServices sums what the service reconciler wrote into lb_svc_map about backends left out
 // as unreachable (lb_svc's unreachable), and counts the frontends left with none.
-func (c *DatapathCollector) collectServices(ch chan<- prometheus.Metric) error {
+func (c *DatapathCollector) collectServices(s *promtext.Scrape) error {
 	m, err := lb.OpenSvcReadOnly(c.root)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -118,15 +105,15 @@ func (c *DatapathCollector) collectServices(ch chan<- prometheus.Metric) error {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", lb.SvcMapName, err)
 	}
-	ch <- prometheus.MustNewConstMetric(c.unreachable, prometheus.GaugeValue, float64(unreachable))
-	ch <- prometheus.MustNewConstMetric(c.noneReachable, prometheus.GaugeValue, float64(noneReachable))
+	s.Add(c.unreachable, float64(unreachable))
+	s.Add(c.noneReachable, float64(noneReachable))
 	return nil
 }
 
 // collectCounters reports every (direction, known reason) pair, zero included, so that a drop's
 // first occurrence is a counter increase rather than a new series; counters under a reason this
 // binary does not know (a newer datapath) are reported as UNKNOWN_<n> once they are non-zero.
-func (c *DatapathCollector) collectCounters(ch chan<- prometheus.Metric) error {
+func (c *DatapathCollector) collectCounters(s *promtext.Scrape) error {
 	m, err := metricsmap.Open(c.root)
 	if err != nil {
 		return err
@@ -146,10 +133,10 @@ func (c *DatapathCollector) collectCounters(ch chan<- prometheus.Metric) error {
 	}
 	for k, v := range totals {
 		dir, reason := direction(k.Dir), dropreason.Reason(k.Reason)
-		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v.Packets), dir, reason.String())
-		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(v.Bytes), dir, reason.String())
+		s.Add(c.packets, float64(v.Packets), dir, reason.String())
+		s.Add(c.bytes, float64(v.Bytes), dir, reason.String())
 		if isDrop(reason) {
-			ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(v.Packets), dir, reason.String())
+			s.Add(c.drops, float64(v.Packets), dir, reason.String())
 		}
 	}
 	return nil
@@ -157,7 +144,7 @@ func (c *DatapathCollector) collectCounters(ch chan<- prometheus.Metric) error {
 
 // collectMaps reports the capacity of every pinned map and the entries of those that have a
 // countable set of entries (hash, LRU, LPM; not arrays or ring buffers).
-func (c *DatapathCollector) collectMaps(ch chan<- prometheus.Metric) error {
+func (c *DatapathCollector) collectMaps(s *promtext.Scrape) error {
 	dir := filepath.Join(c.root, maps.Dir)
 	pins, err := os.ReadDir(dir)
 	if err != nil {
@@ -168,12 +155,12 @@ func (c *DatapathCollector) collectMaps(ch chan<- prometheus.Metric) error {
 		if strings.HasPrefix(pin.Name(), "tmp_") { // a pin being replaced (pkg/datapath)
 			continue
 		}
-		errs = append(errs, c.collectMap(ch, pin.Name()))
+		errs = append(errs, c.collectMap(s, pin.Name()))
 	}
 	return errors.Join(errs...)
 }
 
-func (c *DatapathCollector) collectMap(ch chan<- prometheus.Metric, name string) error {
+func (c *DatapathCollector) collectMap(s *promtext.Scrape, name string) error {
 	m, err := maps.OpenPinnedReadOnly(c.root, name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // replaced or removed under the listing
@@ -182,7 +169,7 @@ func (c *DatapathCollector) collectMap(ch chan<- prometheus.Metric, name string)
 		return err
 	}
 	defer m.Close()
-	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(m.MaxEntries()), name)
+	s.Add(c.capacity, float64(m.MaxEntries()), name)
 	if !maps.Countable(m.Type()) {
 		return nil
 	}
@@ -190,16 +177,16 @@ func (c *DatapathCollector) collectMap(ch chan<- prometheus.Metric, name string)
 	if err != nil {
 		return fmt.Errorf("counting entries of %s: %w", name, err)
 	}
-	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(n), name)
+	s.Add(c.entries, float64(n), name)
 	return nil
 }
 
-func (c *DatapathCollector) collectAttachments(ch chan<- prometheus.Metric) error {
+func (c *DatapathCollector) collectAttachments(s *promtext.Scrape) error {
 	a, err := datapath.ReadAttachments(c.root)
 	for _, p := range slices.Concat(datapath.AttachPoints, datapath.OptionalAttachPoints) {
-		ch <- prometheus.MustNewConstMetric(c.attachedDesc, prometheus.GaugeValue, boolValue(a.Attached[p]), attachPointLabel(p))
+		s.Add(c.attachedDesc, boolValue(a.Attached[p]), attachPointLabel(p))
 	}
-	ch <- prometheus.MustNewConstMetric(c.attachedDesc, prometheus.GaugeValue, float64(a.PodLinks), AttachPod)
+	s.Add(c.attachedDesc, float64(a.PodLinks), AttachPod)
 	return err
 }
 

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
@@ -22,10 +21,11 @@ import (
 // TestDatapathCollector reads a real metrics_map and the other maps, pinned in a private bpffs.
 func TestDatapathCollector(t *testing.T) {
 	root := filepath.Join(bpffstest.Mount(t), "edgeplane")
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewDatapathCollector(root))
-	if n := testutil.CollectAndCount(NewDatapathCollector(root)); n != 0 {
-		t.Fatalf("before the datapath is loaded: %d series, want none", n)
+	reg := gatherer(registryOf(NewDatapathCollector(root)))
+	for _, d := range NewDatapathCollector(root).Descs() {
+		if n := count(t, registryOf(NewDatapathCollector(root)), d.Name); n != 0 {
+			t.Fatalf("before the datapath is loaded: %d %s series, want none", n, d.Name)
+		}
 	}
 
 	d, err := datapath.Load(root)
@@ -106,10 +106,10 @@ func TestDatapathCollector(t *testing.T) {
 	}
 	// Every known reason in every direction, zero or not, plus the unknown one.
 	known := len(directions) * int(dropreason.Max)
-	if got := testutil.CollectAndCount(NewDatapathCollector(root), DatapathPackets); got != known+1 {
+	if got := count(t, registryOf(NewDatapathCollector(root)), DatapathPackets); got != known+1 {
 		t.Errorf("%d %s series, want %d", got, DatapathPackets, known+1)
 	}
-	if got := testutil.CollectAndCount(NewDatapathCollector(root), DatapathDrops); got != known-2*len(directions)+1 {
+	if got := count(t, registryOf(NewDatapathCollector(root)), DatapathDrops); got != known-2*len(directions)+1 {
 		t.Errorf("%d %s series, want %d", got, DatapathDrops, known-2*len(directions)+1)
 	}
 

@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 )
 
@@ -16,13 +14,6 @@ const (
 var kernelFamilies = []Family{
 	{KernelFeature, "gauge", []string{"feature"}, "Whether the node's kernel offers each feature the datapath chooses by kernel (1/0): tcx, check_mtu, encap_l2_eth; without one the datapath uses the fallback docs/install.md names."},
 	{KernelInfo, "gauge", []string{"release"}, "Always 1; the label is the node's kernel release (uname -r)."},
-}
-
-// newKernelGauges returns the kernel families, empty until SetKernel.
-func newKernelGauges() (feature, info *prometheus.GaugeVec) {
-	feature = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: KernelFeature, Help: help(KernelFeature)}, []string{"feature"})
-	info = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: KernelInfo, Help: help(KernelInfo)}, []string{"release"})
-	return feature, info
 }
 
 // SetKernel exports what the feature probes found on the kernel k.

@@ -1,5 +1,6 @@
-// Package metrics is edgeplane-agent's Prometheus instrumentation. Everything is registered on a
-// registry of its own (never the global one), served at /metrics on --metrics-addr:
+// Package metrics is edgeplane-agent's Prometheus instrumentation, kept and served in the text
+// format by package promtext (not client_golang, for the agent's size). Everything is registered
+// on a registry of its own, served at /metrics on --metrics-addr:
 //
 //   - the datapath's counters, map fill and attachments, read from the pins under the bpffs root
 //     at scrape time by a Collector (datapath.go), so they are exactly what the kernel holds and
@@ -13,8 +14,6 @@
 package metrics
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 	"runtime"
 	"runtime/debug"
@@ -22,13 +21,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
+	"github.com/edgeplane/edgeplane/pkg/metrics/promtext"
 )
 
 // Family names.
@@ -94,10 +91,11 @@ var families = []Family{
 	{BuildInfo, "gauge", []string{"version", "revision", "go_version"}, "Always 1; the labels name the agent's build."},
 }
 
-func help(name string) string {
+// desc describes the family name as Families lists it.
+func desc(name string) *promtext.Desc {
 	for _, f := range Families() {
 		if f.Name == name {
-			return f.Help
+			return &promtext.Desc{Name: f.Name, Help: f.Help, Type: promtext.Type(f.Type), Labels: f.Labels}
 		}
 	}
 	panic("metrics: no family " + name)
@@ -120,26 +118,26 @@ const (
 // Metrics is the agent's registry and the instruments the agent and its reconcilers update. It
 // implements controller.Metrics.
 type Metrics struct {
-	registry *prometheus.Registry
+	registry promtext.Registry
 
-	reconciles        *prometheus.CounterVec
-	reconcileErrors   *prometheus.CounterVec
-	reconcileDuration *prometheus.HistogramVec
+	reconciles        *promtext.ValueVec
+	reconcileErrors   *promtext.ValueVec
+	reconcileDuration *promtext.HistogramVec
 
-	queueDepth      *prometheus.GaugeVec
-	queueAdds       *prometheus.CounterVec
-	queueLatency    *prometheus.HistogramVec
-	queueWork       *prometheus.HistogramVec
-	queueUnfinished *prometheus.GaugeVec
-	queueLongest    *prometheus.GaugeVec
-	queueRetries    *prometheus.CounterVec
+	queueDepth      *promtext.ValueVec
+	queueAdds       *promtext.ValueVec
+	queueLatency    *promtext.HistogramVec
+	queueWork       *promtext.HistogramVec
+	queueUnfinished *promtext.ValueVec
+	queueLongest    *promtext.ValueVec
+	queueRetries    *promtext.ValueVec
 	longestByQueue  sync.Map // queue name -> float64 seconds, for the liveness check
 	watches         *watchCollector
-	gcDeleted       *prometheus.CounterVec
+	gcDeleted       *promtext.ValueVec
 	bgp             *bgpCollector
 	apiserver       *apiserverCollector
-	kernelFeature   *prometheus.GaugeVec
-	kernelInfo      *prometheus.GaugeVec
+	kernelFeature   *promtext.ValueVec
+	kernelInfo      *promtext.ValueVec
 }
 
 var _ controller.Metrics = (*Metrics)(nil)
@@ -147,40 +145,27 @@ var _ controller.Metrics = (*Metrics)(nil)
 // New returns the agent's metrics on a fresh registry. version is what the binary was stamped with
 // (-ldflags -X main.version); "" or "dev" falls back to the module version Go recorded. datapath,
 // when not nil, is registered too (NewDatapathCollector).
-func New(version string, datapath prometheus.Collector) *Metrics {
+func New(version string, datapath promtext.Collector) *Metrics {
+	queueBuckets := promtext.ExponentialBuckets(1e-6, 10, 9)
 	m := &Metrics{
-		registry: prometheus.NewRegistry(),
-		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: ReconcileTotal, Help: help(ReconcileTotal)}, []string{"controller", "result"}),
-		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: ReconcileErrors, Help: help(ReconcileErrors)}, []string{"controller"}),
-		reconcileDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: ReconcileDuration, Help: help(ReconcileDuration),
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
-			[]string{"controller"}),
-		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: WorkqueueDepth, Help: help(WorkqueueDepth)}, []string{"name"}),
-		queueAdds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: WorkqueueAdds, Help: help(WorkqueueAdds)}, []string{"name"}),
-		queueLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: WorkqueueQueueDuration, Help: help(WorkqueueQueueDuration),
-			Buckets: prometheus.ExponentialBuckets(1e-6, 10, 9)}, []string{"name"}),
-		queueWork: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: WorkqueueWorkDuration, Help: help(WorkqueueWorkDuration),
-			Buckets: prometheus.ExponentialBuckets(1e-6, 10, 9)}, []string{"name"}),
-		queueUnfinished: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: WorkqueueUnfinishedWork, Help: help(WorkqueueUnfinishedWork)}, []string{"name"}),
-		queueLongest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: WorkqueueLongestRunning, Help: help(WorkqueueLongestRunning)}, []string{"name"}),
-		queueRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: WorkqueueRetries, Help: help(WorkqueueRetries)}, []string{"name"}),
-		watches: &watchCollector{desc: prometheus.NewDesc(APIWatchSynced, help(APIWatchSynced), []string{"resource"}, nil)},
-		gcDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: ConntrackGCDeleted, Help: help(ConntrackGCDeleted)}, []string{"map", "reason"}),
-		bgp:       newBGPCollector(),
-		apiserver: newAPIServerCollector(),
+		reconciles:      promtext.NewValueVec(desc(ReconcileTotal)),
+		reconcileErrors: promtext.NewValueVec(desc(ReconcileErrors)),
+		reconcileDuration: promtext.NewHistogramVec(desc(ReconcileDuration),
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+		queueDepth:      promtext.NewValueVec(desc(WorkqueueDepth)),
+		queueAdds:       promtext.NewValueVec(desc(WorkqueueAdds)),
+		queueLatency:    promtext.NewHistogramVec(desc(WorkqueueQueueDuration), queueBuckets),
+		queueWork:       promtext.NewHistogramVec(desc(WorkqueueWorkDuration), queueBuckets),
+		queueUnfinished: promtext.NewValueVec(desc(WorkqueueUnfinishedWork)),
+		queueLongest:    promtext.NewValueVec(desc(WorkqueueLongestRunning)),
+		queueRetries:    promtext.NewValueVec(desc(WorkqueueRetries)),
+		watches:         &watchCollector{desc: desc(APIWatchSynced)},
+		gcDeleted:       promtext.NewValueVec(desc(ConntrackGCDeleted)),
+		bgp:             newBGPCollector(),
+		apiserver:       newAPIServerCollector(),
+		kernelFeature:   promtext.NewValueVec(desc(KernelFeature)),
+		kernelInfo:      promtext.NewValueVec(desc(KernelInfo)),
 	}
-	m.kernelFeature, m.kernelInfo = newKernelGauges()
 	for _, s := range conntrackSeries {
 		m.gcDeleted.WithLabelValues(s[0], s[1])
 	}
@@ -190,25 +175,22 @@ func New(version string, datapath prometheus.Collector) *Metrics {
 		m.reconcileErrors.WithLabelValues(c)
 		m.reconcileDuration.WithLabelValues(c)
 	}
-	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: BuildInfo, Help: help(BuildInfo)},
-		[]string{"version", "revision", "go_version"})
+	build := promtext.NewValueVec(desc(BuildInfo))
 	moduleVersion, revision := buildVersion()
 	if version == "" || version == "dev" {
 		version = moduleVersion
 	}
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 
-	cs := []prometheus.Collector{
+	m.registry.Register(
 		m.reconciles, m.reconcileErrors, m.reconcileDuration,
 		m.queueDepth, m.queueAdds, m.queueLatency, m.queueWork, m.queueUnfinished, m.queueLongest, m.queueRetries,
 		m.watches, m.gcDeleted, m.bgp, m.kernelFeature, m.kernelInfo, m.apiserver, build,
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	}
+		promtext.GoCollector{}, promtext.ProcessCollector{},
+	)
 	if datapath != nil {
-		cs = append(cs, datapath)
+		m.registry.Register(datapath)
 	}
-	m.registry.MustRegister(cs...)
 	return m
 }
 
@@ -231,23 +213,15 @@ func buildVersion() (version, revision string) {
 	return version, revision
 }
 
-// Registry is the registry everything is registered on (tests gather from it).
-func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+// Registry is the registry everything is registered on (tests read it).
+func (m *Metrics) Registry() *promtext.Registry { return &m.registry }
 
-// Handler serves the registry in the Prometheus exposition formats. A collector that fails (an
-// unreadable pin) is logged and left out; the rest is still served.
+// Handler serves the registry in Prometheus' text format. A collector that fails (an unreadable
+// pin) is logged and left out; the rest is still served.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
-		ErrorLog:      promLogger{},
-		ErrorHandling: promhttp.ContinueOnError,
-		Registry:      m.registry, // promhttp_metric_handler_errors_total
+	return m.registry.Handler(func(err error) {
+		klog.Background().Error(err, "Collecting metrics; serving the rest")
 	})
-}
-
-type promLogger struct{}
-
-func (promLogger) Println(v ...any) {
-	klog.Background().Error(errors.New(fmt.Sprint(v...)), "Collecting metrics; serving the rest")
 }
 
 // ObserveReconcile records one reconcile of controller (controller.Metrics).
@@ -304,7 +278,7 @@ func (m *Metrics) NewUnfinishedWorkSecondsMetric(name string) workqueue.Settable
 }
 
 func (m *Metrics) NewLongestRunningProcessorSecondsMetric(name string) workqueue.SettableGaugeMetric {
-	return longestGauge{Gauge: m.queueLongest.WithLabelValues(name), name: name, by: &m.longestByQueue}
+	return longestGauge{Value: m.queueLongest.WithLabelValues(name), name: name, by: &m.longestByQueue}
 }
 
 func (m *Metrics) NewRetriesMetric(name string) workqueue.CounterMetric {
@@ -313,19 +287,19 @@ func (m *Metrics) NewRetriesMetric(name string) workqueue.CounterMetric {
 
 // longestGauge also remembers its value for LongestRunningWork.
 type longestGauge struct {
-	prometheus.Gauge
+	*promtext.Value
 	name string
 	by   *sync.Map
 }
 
 func (g longestGauge) Set(v float64) {
-	g.Gauge.Set(v)
+	g.Value.Set(v)
 	g.by.Store(g.name, v)
 }
 
 // watchCollector reports each registered informer's HasSynced at scrape time.
 type watchCollector struct {
-	desc *prometheus.Desc
+	desc *promtext.Desc
 	mu   sync.Mutex
 	fns  map[string]func() bool
 }
@@ -339,13 +313,11 @@ func (c *watchCollector) set(resource string, synced func() bool) {
 	c.fns[resource] = synced
 }
 
-func (c *watchCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *watchCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *watchCollector) Collect(s *promtext.Scrape) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for resource, synced := range c.fns {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, boolValue(synced()), resource)
+		s.Add(c.desc, boolValue(synced()), resource)
 	}
 }
 
