@@ -24,6 +24,7 @@ import (
 func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) error {
 	logger := klog.FromContext(ctx)
 	recorder := k8s.NewRecorder(a.client, k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
+	recorder.FollowReachability(a.apiserver) // events recorded during a cut are written after it
 	recorderCtx, stopRecorder := context.WithCancel(ctx)
 	defer stopRecorder()
 	go recorder.Run(recorderCtx)

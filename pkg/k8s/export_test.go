@@ -6,3 +6,6 @@ import "time"
 func SetRecorderClock(r *Recorder, now func() time.Time, retry time.Duration) {
 	r.now, r.retry = now, retry
 }
+
+// ObserveProbe feeds r one probe's outcome at t, as its monitor would.
+func ObserveProbe(r *Reachability, t time.Time, err error) { r.observe(t, err) }

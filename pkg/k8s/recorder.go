@@ -42,7 +42,9 @@ type EventRecorder interface {
 //     (client-go's spam filter);
 //   - a write the API server did not answer is tried again eventTries times, eventRetry apart (the
 //     first wait randomized), so that an outage of a minute or two loses nothing; a write it
-//     refused is not.
+//     refused is not. While the agent's monitor knows the API server unreachable
+//     (FollowReachability), the write waits for its return instead, however long the cut lasts:
+//     what the agent recorded during a partition is written after it, with its own timestamps.
 //
 // Left out: the broadcaster's aggregation of more than ten events about an object that differ only
 // in their message (the agent's messages name what is wrong, and the spam filter bounds them), and
@@ -58,6 +60,9 @@ type Recorder struct {
 	retry time.Duration
 	// lastName is the time in the last event's name: names differ even within one tick of the clock.
 	lastName atomic.Int64
+	// reachability, when set, holds a write the API server did not answer while it is known
+	// unreachable, without counting the tries (FollowReachability).
+	reachability *Reachability
 
 	// seen (eventKey: seenEvent) and spam (spamKey: *tokenBucket) are the worker's: the events
 	// written, and the rate of each object's.
@@ -170,6 +175,10 @@ func reference(scheme *runtime.Scheme, object runtime.Object) (*corev1.ObjectRef
 	}, nil
 }
 
+// FollowReachability holds the writes the API server does not answer while reach says it is
+// unreachable. Call it before Run.
+func (r *Recorder) FollowReachability(reach *Reachability) { r.reachability = reach }
+
 // Run writes the queued events until ctx is done; what is still queued then is not written.
 func (r *Recorder) Run(ctx context.Context) {
 	for {
@@ -248,6 +257,14 @@ func (r *Recorder) write(ctx context.Context, event *corev1.Event) {
 		if refused(err) {
 			logger.Error(err, "The API server refused an event; not writing it", "object", klog.KRef(object.Namespace, object.Name), "reason", event.Reason)
 			return
+		}
+		if r.reachability != nil && !r.reachability.Status().Reachable {
+			logger.V(2).Info("Holding an event until the API server is reachable again", "object", klog.KRef(object.Namespace, object.Name), "reason", event.Reason)
+			if r.reachability.Wait(ctx) != nil {
+				return
+			}
+			try-- // a try during the outage does not count
+			continue
 		}
 		if try == eventTries {
 			logger.Error(err, "Not writing an event: the API server did not answer", "tries", try, "object", klog.KRef(object.Namespace, object.Name), "reason", event.Reason)
