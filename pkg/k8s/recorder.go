@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/lru"
 )
@@ -39,7 +40,9 @@ type EventRecorder interface {
 //     the last eventCacheSize kept) raises that Event's count and last timestamp, a patch of the
 //     three fields, or creates it again if it is gone;
 //   - a source may write eventBurst events about an object, then one every eventRefill
-//     (client-go's spam filter);
+//     (client-go's spam filter); the repeats it holds back still count;
+//   - a create answered AlreadyExists was written by an earlier try whose answer was lost;
+//   - an object name too long for the event's suffix gets an event name of its own;
 //   - a write the API server did not answer is tried again eventTries times, eventRetry apart (the
 //     first wait randomized), so that an outage of a minute or two loses nothing; a write it
 //     refused is not. While the agent's monitor knows the API server unreachable
@@ -115,13 +118,18 @@ func (r *Recorder) record(object runtime.Object, annotations map[string]string, 
 		return
 	}
 	t := metav1.NewTime(r.now())
+	nanos := r.nameTime(t.UnixNano())
+	name := ref.Name + "." + strconv.FormatInt(nanos, 16)
+	if len(validation.IsDNS1123Subdomain(name)) > 0 { // a long object name, as client-go does
+		name = fmt.Sprintf("%016x.%x", rand.Uint64(), nanos)
+	}
 	namespace := ref.Namespace
 	if namespace == "" {
 		namespace = metav1.NamespaceDefault // where the events of cluster-scoped objects live
 	}
 	event := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      ref.Name + "." + strconv.FormatInt(r.nameTime(t.UnixNano()), 16),
+			Name:      name,
 			Namespace: namespace, Annotations: annotations,
 		},
 		InvolvedObject: *ref,
@@ -158,10 +166,13 @@ func reference(scheme *runtime.Scheme, object runtime.Object) (*corev1.ObjectRef
 		return nil, errors.New("no object")
 	}
 	gvk := object.GetObjectKind().GroupVersionKind()
-	if gvk.Kind == "" {
+	if gvk.Empty() {
 		kinds, _, err := scheme.ObjectKinds(object)
 		if err != nil {
 			return nil, err
+		}
+		if len(kinds) == 0 {
+			return nil, fmt.Errorf("no kind for %T", object)
 		}
 		gvk = kinds[0]
 	}
@@ -179,7 +190,8 @@ func reference(scheme *runtime.Scheme, object runtime.Object) (*corev1.ObjectRef
 // unreachable. Call it before Run.
 func (r *Recorder) FollowReachability(reach *Reachability) { r.reachability = reach }
 
-// Run writes the queued events until ctx is done; what is still queued then is not written.
+// Run writes the queued events until ctx is done; what is still queued then is not written. One
+// Run at a time: the writer's state is its own.
 func (r *Recorder) Run(ctx context.Context) {
 	for {
 		select {
@@ -228,9 +240,19 @@ func (b *tokenBucket) take(now time.Time) bool {
 }
 
 func (r *Recorder) write(ctx context.Context, event *corev1.Event) {
-	logger := klog.FromContext(ctx)
+	logger := klog.FromContext(ctx).WithValues("object", klog.KRef(event.InvolvedObject.Namespace, event.InvolvedObject.Name), "reason", event.Reason)
 	object := event.InvolvedObject
 	object.ResourceVersion = ""
+	key := eventKey{object, event.Type, event.Reason, event.Message}
+	cached, repeated := r.seen.Get(key)
+	if repeated {
+		// The count is of occurrences: those over the rate below count too, as in client-go.
+		prev := cached.(seenEvent)
+		prev.count++
+		r.seen.Add(key, prev)
+		event.Name, event.Namespace = prev.name, prev.namespace
+		event.Count, event.FirstTimestamp = prev.count, prev.first
+	}
 	cached, ok := r.spam.Get(spamKey{object, event.Type})
 	bucket, _ := cached.(*tokenBucket)
 	if !ok {
@@ -238,47 +260,59 @@ func (r *Recorder) write(ctx context.Context, event *corev1.Event) {
 		r.spam.Add(spamKey{object, event.Type}, bucket)
 	}
 	if !bucket.take(event.LastTimestamp.Time) {
-		logger.V(2).Info("Not recording an event: its object's events are over their rate", "object", klog.KRef(object.Namespace, object.Name), "reason", event.Reason)
+		logger.V(2).Info("Not writing an event: its object's events are over their rate")
 		return
-	}
-	key := eventKey{object, event.Type, event.Reason, event.Message}
-	cached, repeated := r.seen.Get(key)
-	if repeated {
-		prev := cached.(seenEvent)
-		event.Name, event.Namespace = prev.name, prev.namespace
-		event.Count, event.FirstTimestamp = prev.count+1, prev.first
 	}
 	for try := 1; ; try++ {
 		written, err := r.writeOnce(ctx, event, repeated)
+		if apierrors.IsAlreadyExists(err) {
+			// An earlier try created it and its answer was lost.
+			logger.V(5).Info("An event was written by an earlier try")
+			written, err = event, nil
+		}
 		if err == nil {
 			r.seen.Add(key, seenEvent{namespace: written.Namespace, name: written.Name, count: written.Count, first: written.FirstTimestamp})
 			return
 		}
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			logger.V(5).Info("Not writing an event: its namespace is being deleted")
+			return
+		}
 		if refused(err) {
-			logger.Error(err, "The API server refused an event; not writing it", "object", klog.KRef(object.Namespace, object.Name), "reason", event.Reason)
+			logger.Error(err, "The API server refused an event; not writing it")
 			return
 		}
 		if r.reachability != nil && !r.reachability.Status().Reachable {
-			logger.V(2).Info("Holding an event until the API server is reachable again", "object", klog.KRef(object.Namespace, object.Name), "reason", event.Reason)
-			if r.reachability.Wait(ctx) != nil {
-				return
+			logger.V(2).Info("Holding an event until the API server is reachable again")
+			if r.reachability.Wait(ctx) != nil || !r.sleep(ctx, time.Duration(rand.Float64()*float64(r.retry))) {
+				return // the wait randomized: the agents of a site do not all write at the return
 			}
 			try-- // a try during the outage does not count
 			continue
 		}
 		if try == eventTries {
-			logger.Error(err, "Not writing an event: the API server did not answer", "tries", try, "object", klog.KRef(object.Namespace, object.Name), "reason", event.Reason)
+			logger.Error(err, "Not writing an event: the API server did not answer", "tries", try)
 			return
 		}
 		wait := r.retry
 		if try == 1 {
 			wait = time.Duration(rand.Float64() * float64(wait)) // agents cut off together do not retry together
 		}
-		select {
-		case <-ctx.Done():
+		if !r.sleep(ctx, wait) {
 			return
-		case <-time.After(wait):
 		}
+	}
+}
+
+// sleep waits d, or returns false when ctx is done first.
+func (r *Recorder) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

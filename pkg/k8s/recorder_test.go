@@ -241,6 +241,64 @@ func TestRecorderHoldsEventsThroughAnOutage(t *testing.T) {
 	}
 }
 
+// lostAnswerAPI writes the first create of an event but answers it with a timeout.
+type lostAnswerAPI struct {
+	k8s.API
+	lost atomic.Bool
+}
+
+func (a *lostAnswerAPI) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
+	written, err := a.API.CreateEvent(ctx, event)
+	if err == nil && a.lost.CompareAndSwap(false, true) {
+		return nil, errors.New("net/http: timeout awaiting response headers")
+	}
+	return written, err
+}
+
+// A create whose answer was lost is written: the next try's AlreadyExists says so, and a repeat
+// raises the count of that one Event.
+func TestRecorderCreateWhoseAnswerWasLost(t *testing.T) {
+	cs := fake.NewClientset()
+	r, _ := recorderOn(t, &lostAnswerAPI{API: k8stest.FromClientset(cs)})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	r.Event(node, corev1.EventTypeWarning, "Cut", "x")
+	r.Event(node, corev1.EventTypeWarning, "Cut", "x")
+	countOf(t, cs, metav1.NamespaceDefault, "Cut", "x", 2)
+}
+
+// Occurrences over the rate are not written, but they count: the next write says how many there
+// were.
+func TestRecorderCountsWhatTheRateHeldBack(t *testing.T) {
+	cs := fake.NewClientset()
+	r, now := recorderOn(t, k8stest.FromClientset(cs))
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
+	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "other"}}
+	for range 30 {
+		r.Event(svc, corev1.EventTypeWarning, "Broken", "same")
+	}
+	r.Event(other, corev1.EventTypeWarning, "Broken", "mark")
+	countOf(t, cs, "shop", "Broken", "mark", 1)
+	countOf(t, cs, "shop", "Broken", "same", eventBurstForTest)
+	*now = now.Add(5 * time.Minute)
+	r.Event(svc, corev1.EventTypeWarning, "Broken", "same")
+	countOf(t, cs, "shop", "Broken", "same", 31)
+}
+
+// eventBurstForTest is the recorder's burst per object.
+const eventBurstForTest = 25
+
+// An object whose name leaves no room for the event's suffix gets an event name of its own.
+func TestRecorderNamesEventsOfLongNames(t *testing.T) {
+	cs := fake.NewClientset()
+	r, _ := recorderOn(t, k8stest.FromClientset(cs))
+	long := strings.Repeat("a", 250)
+	r.Event(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: long}}, corev1.EventTypeNormal, "R", "m")
+	e := events(t, cs, "shop", 1)[0]
+	if len(e.Name) > 253 || strings.HasPrefix(e.Name, "aaa") || e.InvolvedObject.Name != long {
+		t.Errorf("event %q about %q", e.Name, e.InvolvedObject.Name)
+	}
+}
+
 func TestRecorderDropsWhenTheQueueIsFull(t *testing.T) {
 	cs := fake.NewClientset()
 	r := k8s.NewRecorder(k8stest.FromClientset(cs), k8s.Scheme, source)

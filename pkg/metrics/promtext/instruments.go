@@ -1,6 +1,7 @@
 package promtext
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -31,9 +32,12 @@ type HistogramValue struct {
 	sum    Value
 }
 
-// Observe counts v in the first bucket whose upper bound is not below it.
+// Observe counts v in the first bucket whose upper bound is not below it (NaN: in +Inf's).
 func (h *HistogramValue) Observe(v float64) {
-	i, _ := slices.BinarySearch(h.upper, v)
+	i := len(h.upper)
+	if !math.IsNaN(v) {
+		i, _ = slices.BinarySearch(h.upper, v)
+	}
 	h.counts[i].Add(1)
 	h.sum.Add(v)
 }
@@ -126,8 +130,17 @@ func (v *ValueVec) Collect(s *Scrape) {
 // HistogramVec is a histogram family.
 type HistogramVec struct{ vec[HistogramValue] }
 
-// NewHistogramVec returns the histogram family d with the buckets' upper bounds, sorted.
+// NewHistogramVec returns the histogram family d with the buckets' upper bounds, which must
+// increase strictly; +Inf's bucket is always there (a last bound of +Inf is left out).
 func NewHistogramVec(d *Desc, upper []float64) *HistogramVec {
+	if n := len(upper); n > 0 && math.IsInf(upper[n-1], 1) {
+		upper = upper[:n-1]
+	}
+	for i := 1; i < len(upper); i++ {
+		if !(upper[i] > upper[i-1]) {
+			panic(fmt.Sprintf("promtext: %s: bucket bounds %v do not increase", d.Name, upper)) // a programming error, as in client_golang
+		}
+	}
 	upper = slices.Clone(upper)
 	return &HistogramVec{vec[HistogramValue]{desc: d, newChild: func() *HistogramValue {
 		return &HistogramValue{upper: upper, counts: make([]atomic.Uint64, len(upper)+1)}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -118,7 +119,8 @@ func (r *Registry) Register(cs ...Collector) {
 }
 
 // Write collects every collector and writes the text format to w. The collectors' errors are
-// returned joined, after everything else was written.
+// returned joined (a *CollectError), after everything else was written; an error writing to w
+// is returned as it is.
 func (r *Registry) Write(w io.Writer) error {
 	r.mu.Lock()
 	collectors := slices.Clone(r.collectors)
@@ -127,37 +129,53 @@ func (r *Registry) Write(w io.Writer) error {
 	for _, c := range collectors {
 		c.Collect(s)
 	}
+	for _, f := range s.families {
+		if err := f.sort(); err != nil {
+			s.Fail(err)
+		}
+	}
 	if len(s.errs) > 0 {
 		r.failures.Add(1)
 	}
 	s.Add(handlerErrors, r.failures.Get(), "gathering")
-	names := make([]string, 0, len(s.families))
-	for name := range s.families {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(s.families))
 	b := &strings.Builder{}
 	for _, name := range names {
-		if err := s.families[name].write(b); err != nil {
-			s.errs = append(s.errs, err)
-		}
+		s.families[name].write(b)
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
-	return errors.Join(s.errs...)
+	if len(s.errs) > 0 {
+		return &CollectError{errors.Join(s.errs...)}
+	}
+	return nil
 }
 
-func (f *family) write(b *strings.Builder) error {
-	slices.SortFunc(f.samples, func(x, y sample) int { return slices.Compare(x.labels, y.labels) })
+// CollectError is what collectors could not collect in a scrape; the rest was written.
+type CollectError struct{ Err error }
+
+func (e *CollectError) Error() string { return e.Err.Error() }
+func (e *CollectError) Unwrap() error { return e.Err }
+
+// sort sorts the samples by label values and drops those whose labels repeat an earlier one's.
+func (f *family) sort() error {
+	slices.SortStableFunc(f.samples, func(x, y sample) int { return slices.Compare(x.labels, y.labels) })
+	var dup error
+	f.samples = slices.CompactFunc(f.samples, func(x, y sample) bool {
+		if slices.Equal(x.labels, y.labels) {
+			dup = fmt.Errorf("%s: two samples labelled %v; served the first", f.desc.Name, y.labels)
+			return true
+		}
+		return false
+	})
+	return dup
+}
+
+func (f *family) write(b *strings.Builder) {
 	d := f.desc
 	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", d.Name, escapeHelp(d.Help), d.Name, d.Type)
-	var dup error
-	for i, smp := range f.samples {
-		if i > 0 && slices.Equal(smp.labels, f.samples[i-1].labels) {
-			dup = fmt.Errorf("%s: two samples labelled %v; served the first", d.Name, smp.labels)
-			continue
-		}
+	for _, smp := range f.samples {
 		if d.Type != Histogram {
 			writeSample(b, d.Name, d.Labels, smp.labels, "", "", smp.value)
 			continue
@@ -174,7 +192,6 @@ func (f *family) write(b *strings.Builder) error {
 		writeSample(b, d.Name+"_sum", d.Labels, smp.labels, "", "", smp.value)
 		writeSample(b, d.Name+"_count", d.Labels, smp.labels, "", "", float64(cumulative))
 	}
-	return dup
 }
 
 func writeSample(b *strings.Builder, name string, labels, values []string, extraLabel, extraValue string, v float64) {
@@ -231,18 +248,26 @@ func (r *Registry) Handler(onError func(error)) http.Handler {
 			defer gz.Close()
 			out = gz
 		}
-		if err := r.Write(out); err != nil && onError != nil {
-			onError(err)
-		}
+		var collectErr *CollectError
+		if err := r.Write(out); errors.As(err, &collectErr) && onError != nil {
+			onError(collectErr.Err)
+		} // else the client went away: nothing to tell
 	})
 }
 
+// acceptsGzip tells whether an Accept-Encoding header allows gzip: named without q=0.
 func acceptsGzip(header string) bool {
 	for part := range strings.SplitSeq(header, ",") {
-		coding, _, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.EqualFold(coding, "gzip") {
+		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+			continue
+		}
+		q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+		if !ok {
 			return true
 		}
+		v, err := strconv.ParseFloat(q, 64)
+		return err == nil && v > 0
 	}
 	return false
 }

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -49,6 +50,7 @@ func TestWriteIsTheTextFormat(t *testing.T) {
 	for _, v := range []float64{0.05, 0.1, 0.5, 3} {
 		h.Observe(v)
 	}
+	lat.WithLabelValues("/nan").Observe(math.NaN()) // counted in +Inf's bucket, as client_golang does
 	got, err := write(t, r)
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +65,11 @@ test_latency_seconds_bucket{path="/a",le="1"} 3
 test_latency_seconds_bucket{path="/a",le="+Inf"} 4
 test_latency_seconds_sum{path="/a"} 3.65
 test_latency_seconds_count{path="/a"} 4
+test_latency_seconds_bucket{path="/nan",le="0.1"} 0
+test_latency_seconds_bucket{path="/nan",le="1"} 0
+test_latency_seconds_bucket{path="/nan",le="+Inf"} 1
+test_latency_seconds_sum{path="/nan"} NaN
+test_latency_seconds_count{path="/nan"} 1
 # HELP test_requests_total Requests, by path\nand code; a backslash \\ too.
 # TYPE test_requests_total counter
 test_requests_total{path="/a\"quoted\"\n",code="500"} 1
@@ -116,22 +123,40 @@ func TestWriteServesTheRestOfAFailure(t *testing.T) {
 	}
 }
 
+func TestHistogramBounds(t *testing.T) {
+	h := promtext.NewHistogramVec(latency, []float64{1, 2, math.Inf(1)}) // +Inf is implied: left out
+	r := &promtext.Registry{}
+	r.Register(h)
+	h.WithLabelValues("/").Observe(5)
+	if got, _ := write(t, r); strings.Count(got, `le="+Inf"`) != 1 {
+		t.Errorf("+Inf bucket not written once:\n%s", got)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("bounds that do not increase accepted")
+		}
+	}()
+	promtext.NewHistogramVec(latency, []float64{1, 1})
+}
+
 func TestHandler(t *testing.T) {
 	r := &promtext.Registry{}
 	var failed error
 	r.Register(collectorFunc(func(s *promtext.Scrape) { s.Add(up, 1); s.Fail(errors.New("x")) }))
 	h := r.Handler(func(err error) { failed = err })
-	for _, gz := range []bool{false, true} {
+	for _, tc := range []struct {
+		accept string
+		gz     bool
+	}{{"", false}, {"deflate, gzip;q=1.0", true}, {"gzip", true}, {"gzip; q=0, identity", false}} {
+		gz := tc.gz
 		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
-		if gz {
-			req.Header.Set("Accept-Encoding", "deflate, gzip;q=1.0")
-		}
+		req.Header.Set("Accept-Encoding", tc.accept)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		body := io.Reader(rec.Body)
 		if gz {
 			if rec.Header().Get("Content-Encoding") != "gzip" {
-				t.Fatal("not gzipped when asked")
+				t.Fatalf("not gzipped for %q", tc.accept)
 			}
 			zr, err := gzip.NewReader(rec.Body)
 			if err != nil {
@@ -142,7 +167,7 @@ func TestHandler(t *testing.T) {
 		b, _ := io.ReadAll(body)
 		if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain; version=0.0.4") ||
 			!strings.Contains(string(b), "\ntest_up 1\n") || failed == nil {
-			t.Errorf("gzip %v: %d %v %q, error %v", gz, rec.Code, rec.Header(), b, failed)
+			t.Errorf("Accept-Encoding %q: %d %v %q, error %v", tc.accept, rec.Code, rec.Header(), b, failed)
 		}
 	}
 }

@@ -18,27 +18,54 @@ var (
 	goThreads    = &Desc{Name: "go_threads", Type: Gauge, Help: "Number of OS threads created."}
 	goInfo       = &Desc{Name: "go_info", Type: Gauge, Labels: []string{"version"}, Help: "Information about the Go environment."}
 	goMaxProcs   = &Desc{Name: "go_sched_gomaxprocs_threads", Type: Gauge, Help: "The current runtime.GOMAXPROCS setting, or the number of operating system threads that can execute user-level Go code simultaneously."}
-	// goRuntime are the families read from runtime/metrics: each the sum of its samples.
+	// goRuntime are the families read from runtime/metrics: each the sum of its samples, as
+	// client_golang derives its memstats from them (memStatsFromRM).
 	goRuntime = []struct {
 		desc    *Desc
 		samples []string
 	}{
-		{&Desc{Name: "go_gc_gogc_percent", Type: Gauge, Help: "Heap size target percentage configured by the user, otherwise 100."}, []string{"/gc/gogc:percent"}},
-		{&Desc{Name: "go_gc_gomemlimit_bytes", Type: Gauge, Help: "Go runtime memory limit configured by the user, otherwise math.MaxInt64."}, []string{"/gc/gomemlimit:bytes"}},
-		{&Desc{Name: "go_memstats_alloc_bytes", Type: Gauge, Help: "Number of bytes allocated in heap and currently in use."}, []string{"/memory/classes/heap/objects:bytes"}},
-		{&Desc{Name: "go_memstats_alloc_bytes_total", Type: Counter, Help: "Total number of bytes allocated in heap until now, even if released already."}, []string{"/gc/heap/allocs:bytes"}},
-		{&Desc{Name: "go_memstats_mallocs_total", Type: Counter, Help: "Total number of heap objects allocated, both live and gc-ed."}, []string{"/gc/heap/allocs:objects"}},
-		{&Desc{Name: "go_memstats_frees_total", Type: Counter, Help: "Total number of heap objects frees."}, []string{"/gc/heap/frees:objects"}},
-		{&Desc{Name: "go_memstats_heap_objects", Type: Gauge, Help: "Number of currently allocated objects."}, []string{"/gc/heap/objects:objects"}},
-		{&Desc{Name: "go_memstats_heap_inuse_bytes", Type: Gauge, Help: "Number of heap bytes in spans that are in use."}, []string{"/memory/classes/heap/objects:bytes", "/memory/classes/heap/unused:bytes"}},
-		{&Desc{Name: "go_memstats_heap_idle_bytes", Type: Gauge, Help: "Number of heap bytes waiting to be used."}, []string{"/memory/classes/heap/free:bytes", "/memory/classes/heap/released:bytes"}},
-		{&Desc{Name: "go_memstats_heap_released_bytes", Type: Gauge, Help: "Number of heap bytes released to OS."}, []string{"/memory/classes/heap/released:bytes"}},
-		{&Desc{Name: "go_memstats_stack_inuse_bytes", Type: Gauge, Help: "Number of bytes obtained from system for stack allocator."}, []string{"/memory/classes/heap/stacks:bytes"}},
-		{&Desc{Name: "go_memstats_next_gc_bytes", Type: Gauge, Help: "Number of heap bytes when next garbage collection will take place."}, []string{"/gc/heap/goal:bytes"}},
-		{&Desc{Name: "go_memstats_sys_bytes", Type: Gauge, Help: "Number of bytes obtained from system."}, []string{"/memory/classes/total:bytes"}},
-		{&Desc{Name: "go_gc_cycles_total", Type: Counter, Help: "Count of completed GC cycles."}, []string{"/gc/cycles/total:gc-cycles"}},
+		{gauge("go_gc_gogc_percent", "Heap size target percentage configured by the user, otherwise 100."), []string{"/gc/gogc:percent"}},
+		{gauge("go_gc_gomemlimit_bytes", "Go runtime memory limit configured by the user, otherwise math.MaxInt64."), []string{"/gc/gomemlimit:bytes"}},
+		{gauge("go_memstats_alloc_bytes", "Number of bytes allocated in heap and currently in use."), []string{heapObjects}},
+		{counter("go_memstats_alloc_bytes_total", "Total number of bytes allocated in heap until now, even if released already."), []string{"/gc/heap/allocs:bytes"}},
+		{counter("go_memstats_mallocs_total", "Total number of heap objects allocated, both live and gc-ed."), []string{"/gc/heap/allocs:objects", tinyAllocs}},
+		{counter("go_memstats_frees_total", "Total number of heap objects frees."), []string{"/gc/heap/frees:objects", tinyAllocs}},
+		{gauge("go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and currently in use."), []string{heapObjects}},
+		{gauge("go_memstats_heap_objects", "Number of currently allocated objects."), []string{"/gc/heap/objects:objects"}},
+		{gauge("go_memstats_heap_inuse_bytes", "Number of heap bytes in spans that are in use."), []string{heapObjects, heapUnused}},
+		{gauge("go_memstats_heap_idle_bytes", "Number of heap bytes waiting to be used."), []string{heapFree, heapReleased}},
+		{gauge("go_memstats_heap_released_bytes", "Number of heap bytes released to OS."), []string{heapReleased}},
+		{gauge("go_memstats_heap_sys_bytes", "Number of heap bytes obtained from system."), []string{heapObjects, heapUnused, heapFree, heapReleased}},
+		{gauge("go_memstats_stack_inuse_bytes", "Number of bytes obtained from system for stack allocator."), []string{stacks}},
+		{gauge("go_memstats_stack_sys_bytes", "Number of bytes obtained from system for stack allocator."), []string{stacks, "/memory/classes/os-stacks:bytes"}},
+		{gauge("go_memstats_mspan_inuse_bytes", "Number of bytes in use by mspan structures."), []string{mspanInuse}},
+		{gauge("go_memstats_mspan_sys_bytes", "Number of bytes used for mspan structures obtained from system."), []string{mspanInuse, "/memory/classes/metadata/mspan/free:bytes"}},
+		{gauge("go_memstats_mcache_inuse_bytes", "Number of bytes in use by mcache structures."), []string{mcacheInuse}},
+		{gauge("go_memstats_mcache_sys_bytes", "Number of bytes used for mcache structures obtained from system."), []string{mcacheInuse, "/memory/classes/metadata/mcache/free:bytes"}},
+		{gauge("go_memstats_buck_hash_sys_bytes", "Number of bytes used by the profiling bucket hash table."), []string{"/memory/classes/profiling/buckets:bytes"}},
+		{gauge("go_memstats_gc_sys_bytes", "Number of bytes used for garbage collection system metadata."), []string{"/memory/classes/metadata/other:bytes"}},
+		{gauge("go_memstats_other_sys_bytes", "Number of bytes used for other system allocations."), []string{"/memory/classes/other:bytes"}},
+		{gauge("go_memstats_next_gc_bytes", "Number of heap bytes when next garbage collection will take place."), []string{"/gc/heap/goal:bytes"}},
+		{gauge("go_memstats_sys_bytes", "Number of bytes obtained from system."), []string{"/memory/classes/total:bytes"}},
+		// Not one of client_golang's default families: the runtime's count of collections.
+		{counter("go_gc_cycles_total", "Count of completed GC cycles."), []string{"/gc/cycles/total:gc-cycles"}},
 	}
 )
+
+const (
+	heapObjects  = "/memory/classes/heap/objects:bytes"
+	heapUnused   = "/memory/classes/heap/unused:bytes"
+	heapFree     = "/memory/classes/heap/free:bytes"
+	heapReleased = "/memory/classes/heap/released:bytes"
+	stacks       = "/memory/classes/heap/stacks:bytes"
+	mspanInuse   = "/memory/classes/metadata/mspan/inuse:bytes"
+	mcacheInuse  = "/memory/classes/metadata/mcache/inuse:bytes"
+	// tinyAllocs are counted in both mallocs and frees, as runtime.MemStats does.
+	tinyAllocs = "/gc/heap/tiny/allocs:objects"
+)
+
+func gauge(name, help string) *Desc   { return &Desc{Name: name, Type: Gauge, Help: help} }
+func counter(name, help string) *Desc { return &Desc{Name: name, Type: Counter, Help: help} }
 
 // GoCollector reports the Go runtime's families.
 type GoCollector struct{}
@@ -78,6 +105,7 @@ var (
 	processVirtual   = &Desc{Name: "process_virtual_memory_bytes", Type: Gauge, Help: "Virtual memory size in bytes."}
 	processResident  = &Desc{Name: "process_resident_memory_bytes", Type: Gauge, Help: "Resident memory size in bytes."}
 	processStartTime = &Desc{Name: "process_start_time_seconds", Type: Gauge, Help: "Start time of the process since unix epoch in seconds."}
+	processMaxVM     = &Desc{Name: "process_virtual_memory_max_bytes", Type: Gauge, Help: "Maximum amount of virtual memory available in bytes."}
 )
 
 // userHZ is the unit of /proc/<pid>/stat's times: USER_HZ, 100 on every Linux architecture Go
@@ -111,6 +139,11 @@ func (ProcessCollector) Collect(s *Scrape) {
 		s.Fail(fmt.Errorf("reading RLIMIT_NOFILE: %w", err))
 	} else {
 		s.Add(processMaxFDs, float64(lim.Cur))
+	}
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &lim); err != nil {
+		s.Fail(fmt.Errorf("reading RLIMIT_AS: %w", err))
+	} else {
+		s.Add(processMaxVM, float64(lim.Cur)) // unlimited: 2^64-1, as client_golang reports it
 	}
 }
 
