@@ -61,6 +61,8 @@ type Recorder struct {
 	// now and retry are the clock and the wait between tries; tests shorten them.
 	now   func() time.Time
 	retry time.Duration
+	// dropped counts the events dropped because the queue was full.
+	dropped atomic.Uint64
 	// lastName is the time in the last event's name: names differ even within one tick of the clock.
 	lastName atomic.Int64
 	// reachability, when set, holds a write the API server did not answer while it is known
@@ -141,7 +143,10 @@ func (r *Recorder) record(object runtime.Object, annotations map[string]string, 
 	select {
 	case r.queue <- event:
 	default:
-		logger.Error(nil, "Dropping an event: too many queued", "object", klog.KRef(ref.Namespace, ref.Name), "reason", reason, "message", message)
+		// Logged at the 1st, 2nd, 4th, 8th... drop: a flood of events is not a flood of lines.
+		if n := r.dropped.Add(1); n&(n-1) == 0 {
+			logger.Error(nil, "Dropping an event: too many queued", "dropped", n, "object", klog.KRef(ref.Namespace, ref.Name), "reason", reason, "message", message)
+		}
 	}
 }
 
