@@ -56,8 +56,9 @@ var layers = []layer{
 	{name: "maps", peers: true, packages: []string{"pkg/maps", "pkg/maps/..."}},
 	{name: "leaves", packages: []string{
 		"pkg/agentinfo", "pkg/cniconf", "pkg/cninode", "pkg/datapath/dropreason", "pkg/domainid", "pkg/nameindex",
-		"pkg/snapshot",      // the agent's last good state on disk, for a node rebooted while cut off
-		"pkg/bgp/bgpstatus", // the speaker's peer status without GoBGP, for edgeplanectl and metrics
+		"pkg/snapshot",         // the agent's last good state on disk, for a node rebooted while cut off
+		"pkg/bgp/bgpstatus",    // the speaker's peer status without GoBGP, for edgeplanectl and metrics
+		"pkg/metrics/promtext", // metrics kept and written in Prometheus' text format, for pkg/metrics
 		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "pkg/internal/heaptest", "internal/ociimage",
 	}},
 	{name: "files", packages: []string{
