@@ -74,6 +74,9 @@ type bgpSpeaker struct {
 	// withdrawDelay is how long the speaker waits between removing the annotation and
 	// withdrawing when the node stops speaking (bgpWithdrawDelay but in tests).
 	withdrawDelay time.Duration
+	// publishSettle is how long a session is up, our prefixes sent, before the annotation says
+	// the router has them (bgpPublishSettle but in tests).
+	publishSettle time.Duration
 
 	kicks chan struct{}
 	view  atomic.Pointer[domain.NodeRouting]
@@ -109,6 +112,11 @@ const (
 // bgpRefresh is how often the report and metrics are refreshed and a failed pass retried.
 const bgpRefresh = 10 * time.Second
 
+// bgpPublishSettle is how long after its session came up, its prefixes sent, a speaker tells the
+// other nodes (the routes-advertised annotation) that the router has its routes: the router's
+// time to install what it received, which BGP does not acknowledge.
+const bgpPublishSettle = 500 * time.Millisecond
+
 // bgpPasswordReread is how often the passwords are read again without a view change, so that a
 // rotated Secret reaches the sessions (a changed password restarts them, as on a router). While a
 // configured session is not established they are read again on every retry (bgpRefresh): a
@@ -137,7 +145,7 @@ func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains co
 		nodes: k8s.NewNodeLister(nodeInformer.GetIndexer()), nodesSynced: nodeInformer.HasSynced, domains: domains,
 		secrets: a.client, secretNamespace: secretNamespace, recorder: recorder,
 		runDir: a.cfg.RunDir, refresh: bgpRefresh, start: startSpeakerProcess,
-		annotate: a.annotateRoutesAdvertised, withdrawDelay: bgpWithdrawDelay,
+		annotate: a.annotateRoutesAdvertised, withdrawDelay: bgpWithdrawDelay, publishSettle: bgpPublishSettle,
 	}
 	s.init()
 	_, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -246,18 +254,33 @@ func (s *bgpSpeaker) sessionDown() bool {
 	return configured != nil && up < len(*configured)
 }
 
-// publishLocked sets the annotation once a session is established (the router has our
-// advertisements) and removes it when the speaker is gone; a speaker whose sessions are all down
-// leaves it as it is (graceful restart may keep the routes; a flapping annotation would flap the
-// other nodes' encapsulation).
+// publishLocked sets the annotation once a session has been established for bgpPublishSettle
+// with every advertisement sent, and removes it when the speaker is gone; a speaker whose sessions
+// are all down leaves it as it is (graceful restart may keep the routes; a flapping annotation
+// would flap the other nodes' encapsulation). BGP acknowledges no UPDATE: the router has our
+// routes only once it has received and installed them, which on a loaded router takes tens of
+// milliseconds after the session comes up (tests/route lost 18 packets of a 2 ms stream to a
+// node that published 7 ms after its session came up). Until then, a pass is kicked again when the
+// settle time is over.
 func (s *bgpSpeaker) publishLocked(ctx context.Context, view domain.NodeRouting) {
 	want, change := "", s.speaker == nil
 	if !change {
-		for _, p := range s.report.Load().Peers {
-			if p.State == bgpstatus.StateEstablished {
-				want, change = view.Domain, true
-				break
+		r := s.report.Load()
+		now := time.Now()
+		for _, p := range r.Peers {
+			if p.State != bgpstatus.StateEstablished {
+				continue
 			}
+			if p.Advertised < len(r.Advertised) {
+				time.AfterFunc(s.publishSettle/4, s.kick) // the UPDATE is not out yet
+				continue
+			}
+			if wait := s.publishSettle - p.Uptime(now); wait > 0 {
+				time.AfterFunc(wait, s.kick)
+				continue
+			}
+			want, change = view.Domain, true
+			break
 		}
 	}
 	if change {

@@ -400,7 +400,8 @@ func TestBGPSpeakerWaitsForTheNodeList(t *testing.T) {
 	f.waitForGatewayRoutes(t, map[netip.Prefix]netip.Addr{bgpPodCIDR: bgpNodeIP, quietCIDR: quietNodeIP})
 }
 
-// The speaker publishes k8s.RoutesAdvertisedAnnotation once its session is up, and when the
+// The speaker publishes k8s.RoutesAdvertisedAnnotation once its session is up, its routes sent,
+// for publishSettle (the router's time to install them), and when the
 // domain leaves route mode removes it while the gateway still has the routes, withdrawing only
 // after withdrawDelay (make before break: the other nodes move to VXLAN first).
 func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T) {
@@ -409,6 +410,7 @@ func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T
 	var published []string
 	var routesAtRemoval int
 	f.speaker.withdrawDelay = 300 * time.Millisecond
+	f.speaker.publishSettle = time.Second
 	f.speaker.annotate = func(ctx context.Context, value string) error {
 		n1, err := k8s.NewNodeLister(f.nodes).Get("n1")
 		if err != nil {
@@ -440,8 +442,15 @@ func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T
 	})
 	f.speaker.converge(t.Context())
 	mu.Lock()
+	if up := f.speaker.Report().Peers[0].Uptime(time.Now()); len(published) != 0 && up < f.speaker.publishSettle {
+		t.Errorf("annotations published %v after the session came up: %q, want none before %v", up, published, f.speaker.publishSettle)
+	}
+	mu.Unlock()
+	time.Sleep(f.speaker.publishSettle)
+	f.speaker.converge(t.Context())
+	mu.Lock()
 	if !slices.Equal(published, []string{"site"}) {
-		t.Errorf("annotations published once the session is up: %q, want [site]", published)
+		t.Errorf("annotations published once the session is up, the routes sent, and %v after: %q, want [site]", f.speaker.publishSettle, published)
 	}
 	mu.Unlock()
 
