@@ -96,6 +96,9 @@ type bgpSpeaker struct {
 	written       []byte // the report last written, without its Updated time
 
 	report atomic.Pointer[bgpstatus.Report] // the last one, for metrics
+
+	establishedMu sync.Mutex
+	establishedAt map[netip.Addr]time.Time // when each peer's session came up, as this agent saw it
 }
 
 // secretGetter is what the speaker needs of the API server: k8s.API's GetSecret.
@@ -275,7 +278,7 @@ func (s *bgpSpeaker) publishLocked(ctx context.Context, view domain.NodeRouting)
 				time.AfterFunc(s.publishSettle/4, s.kick) // the UPDATE is not out yet
 				continue
 			}
-			if wait := s.publishSettle - p.Uptime(now); wait > 0 {
+			if wait := s.publishSettle - now.Sub(s.establishedSince(p)); wait > 0 {
 				time.AfterFunc(wait, s.kick)
 				continue
 			}
@@ -459,9 +462,31 @@ func (s *bgpSpeaker) password(ctx context.Context, ref domain.SecretKeyRef) (str
 	return string(value), nil
 }
 
+// establishedSince is when p's session came up: as this agent saw it (sessionChanged), else as
+// the speaker reports it (a session that was up before this agent started). The speaker's own
+// time is GoBGP's, in whole seconds: up to a second early, too coarse for publishSettle.
+func (s *bgpSpeaker) establishedSince(p bgpstatus.PeerStatus) time.Time {
+	s.establishedMu.Lock()
+	defer s.establishedMu.Unlock()
+	if t, ok := s.establishedAt[p.Address]; ok {
+		return t
+	}
+	return p.Since
+}
+
 // sessionChanged is the speaker's session listener: a lost session is logged and recorded on the
 // Node; every change refreshes the report.
 func (s *bgpSpeaker) sessionChanged(c bgp.SessionChange) {
+	s.establishedMu.Lock()
+	if c.State == bgpstatus.StateEstablished {
+		if s.establishedAt == nil {
+			s.establishedAt = map[netip.Addr]time.Time{}
+		}
+		s.establishedAt[c.Peer] = time.Now()
+	} else {
+		delete(s.establishedAt, c.Peer)
+	}
+	s.establishedMu.Unlock()
 	if configured := s.configured.Load(); c.Lost() && (configured == nil || !(*configured)[c.Peer]) {
 		klog.InfoS("BGP session closed: the peer left the configuration", "peer", c.Peer, "peerASN", c.ASN)
 	} else if c.Lost() {

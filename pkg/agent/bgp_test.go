@@ -442,7 +442,7 @@ func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T
 	})
 	f.speaker.converge(t.Context())
 	mu.Lock()
-	if up := f.speaker.Report().Peers[0].Uptime(time.Now()); len(published) != 0 && up < f.speaker.publishSettle {
+	if up := time.Since(f.speaker.establishedSince(f.speaker.Report().Peers[0])); len(published) != 0 && up < f.speaker.publishSettle {
 		t.Errorf("annotations published %v after the session came up: %q, want none before %v", up, published, f.speaker.publishSettle)
 	}
 	mu.Unlock()
