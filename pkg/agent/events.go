@@ -2,11 +2,9 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
@@ -21,22 +19,9 @@ const ReasonOverlappingNetworks = "OverlappingNetworks"
 // lose it when the process exits right after. Failing to record it is only logged.
 func (a *Agent) warnNode(ctx context.Context, node *k8s.Node, reason string, err error) {
 	logger := klog.FromContext(ctx)
-	ref := node.Ref()
-	now := metav1.Now()
-	ev := &corev1.Event{
-		// Nodes are cluster-scoped; their events live in "default", as the event recorder puts them.
-		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", node.Name, now.UnixNano()), Namespace: metav1.NamespaceDefault},
-		InvolvedObject:      *ref,
-		Reason:              reason,
-		Message:             "edgeplane-agent cannot start: " + err.Error(),
-		Type:                corev1.EventTypeWarning,
-		Source:              corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName},
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-		ReportingController: "edgeplane-agent",
-		ReportingInstance:   a.cfg.NodeName,
-	}
+	now := time.Now()
+	ev := k8s.NewEvent(node.Ref(), corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName},
+		corev1.EventTypeWarning, reason, "edgeplane-agent cannot start: "+err.Error(), now, now.UnixNano())
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, cerr := a.client.CreateEvent(ctx, ev); cerr != nil {

@@ -119,27 +119,9 @@ func (r *Recorder) record(object runtime.Object, annotations map[string]string, 
 		logger.Error(nil, "Not recording an event of an unknown type", "type", eventtype, "reason", reason)
 		return
 	}
-	t := metav1.NewTime(r.now())
-	nanos := r.nameTime(t.UnixNano())
-	name := ref.Name + "." + strconv.FormatInt(nanos, 16)
-	if len(validation.IsDNS1123Subdomain(name)) > 0 { // a long object name, as client-go does
-		name = fmt.Sprintf("%016x.%x", rand.Uint64(), nanos)
-	}
-	namespace := ref.Namespace
-	if namespace == "" {
-		namespace = metav1.NamespaceDefault // where the events of cluster-scoped objects live
-	}
-	event := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      name,
-			Namespace: namespace, Annotations: annotations,
-		},
-		InvolvedObject: *ref,
-		Reason:         reason, Message: message, Type: eventtype,
-		FirstTimestamp: t, LastTimestamp: t, Count: 1,
-		Source:              r.source,
-		ReportingController: r.source.Component, ReportingInstance: r.source.Host,
-	}
+	now := r.now()
+	event := NewEvent(ref, r.source, eventtype, reason, message, now, r.nameTime(now.UnixNano()))
+	event.Annotations = annotations
 	select {
 	case r.queue <- event:
 	default:
@@ -147,6 +129,29 @@ func (r *Recorder) record(object runtime.Object, annotations map[string]string, 
 		if n := r.dropped.Add(1); n&(n-1) == 0 {
 			logger.Error(nil, "Dropping an event: too many queued", "dropped", n, "object", klog.KRef(ref.Namespace, ref.Name), "reason", reason, "message", message)
 		}
+	}
+}
+
+// NewEvent is an event from source about ref at t, named after ref and nameNanos (its time in
+// nanoseconds, unless two events share one), in ref's namespace or default for a cluster-scoped
+// object: as client-go's recorder makes them.
+func NewEvent(ref *corev1.ObjectReference, source corev1.EventSource, eventtype, reason, message string, t time.Time, nameNanos int64) *corev1.Event {
+	name := ref.Name + "." + strconv.FormatInt(nameNanos, 16)
+	if len(validation.IsDNS1123Subdomain(name)) > 0 { // a long object name, as client-go does
+		name = fmt.Sprintf("%016x.%x", rand.Uint64(), nameNanos)
+	}
+	namespace := ref.Namespace
+	if namespace == "" {
+		namespace = metav1.NamespaceDefault // where the events of cluster-scoped objects live
+	}
+	at := metav1.NewTime(t)
+	return &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: name, Namespace: namespace},
+		InvolvedObject: *ref,
+		Reason:         reason, Message: message, Type: eventtype,
+		FirstTimestamp: at, LastTimestamp: at, Count: 1,
+		Source:              source,
+		ReportingController: source.Component, ReportingInstance: source.Host,
 	}
 }
 
@@ -289,7 +294,7 @@ func (r *Recorder) write(ctx context.Context, event *corev1.Event) {
 		}
 		if r.reachability != nil && !r.reachability.Status().Reachable {
 			logger.V(2).Info("Holding an event until the API server is reachable again")
-			if r.reachability.Wait(ctx) != nil || !r.sleep(ctx, time.Duration(rand.Float64()*float64(r.retry))) {
+			if r.reachability.Wait(ctx) != nil || !sleep(ctx, time.Duration(rand.Float64()*float64(r.retry))) {
 				return // the wait randomized: the agents of a site do not all write at the return
 			}
 			try-- // a try during the outage does not count
@@ -303,14 +308,14 @@ func (r *Recorder) write(ctx context.Context, event *corev1.Event) {
 		if try == 1 {
 			wait = time.Duration(rand.Float64() * float64(wait)) // agents cut off together do not retry together
 		}
-		if !r.sleep(ctx, wait) {
+		if !sleep(ctx, wait) {
 			return
 		}
 	}
 }
 
 // sleep waits d, or returns false when ctx is done first.
-func (r *Recorder) sleep(ctx context.Context, d time.Duration) bool {
+func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
