@@ -120,6 +120,10 @@ const bgpRefresh = 10 * time.Second
 // time to install what it received, which BGP does not acknowledge.
 const bgpPublishSettle = 500 * time.Millisecond
 
+// advertisedRecheck is how soon a pass looks again at a new session whose prefixes are not all
+// counted as sent yet.
+const advertisedRecheck = 100 * time.Millisecond
+
 // bgpPasswordReread is how often the passwords are read again without a view change, so that a
 // rotated Secret reaches the sessions (a changed password restarts them, as on a router). While a
 // configured session is not established they are read again on every retry (bgpRefresh): a
@@ -274,12 +278,18 @@ func (s *bgpSpeaker) publishLocked(ctx context.Context, view domain.NodeRouting)
 			if p.State != bgpstatus.StateEstablished {
 				continue
 			}
-			if p.Advertised < len(r.Advertised) {
-				time.AfterFunc(s.publishSettle/4, s.kick) // the UPDATE is not out yet
+			uptime := now.Sub(s.establishedSince(p))
+			if uptime < s.publishSettle {
+				time.AfterFunc(s.publishSettle-uptime, s.kick)
 				continue
 			}
-			if wait := s.publishSettle - now.Sub(s.establishedSince(p)); wait > 0 {
-				time.AfterFunc(wait, s.kick)
+			if p.Advertised < len(r.Advertised) {
+				// The UPDATE is not out yet: look again shortly while the session is new; past
+				// that, the refresh tick does (a peer that never takes every prefix must not make
+				// a pass every few milliseconds).
+				if uptime < s.refresh {
+					time.AfterFunc(advertisedRecheck, s.kick)
+				}
 				continue
 			}
 			want, change = view.Domain, true
