@@ -10,6 +10,7 @@
 package promtext
 
 import (
+	"bufio"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -138,12 +139,11 @@ func (r *Registry) Write(w io.Writer) error {
 		r.failures.Add(1)
 	}
 	s.Add(handlerErrors, r.failures.Get(), "gathering")
-	names := slices.Sorted(maps.Keys(s.families))
-	b := &strings.Builder{}
-	for _, name := range names {
+	b := bufio.NewWriter(w)
+	for _, name := range slices.Sorted(maps.Keys(s.families)) {
 		s.families[name].write(b)
 	}
-	if _, err := io.WriteString(w, b.String()); err != nil {
+	if err := b.Flush(); err != nil {
 		return err
 	}
 	if len(s.errs) > 0 {
@@ -172,7 +172,7 @@ func (f *family) sort() error {
 	return dup
 }
 
-func (f *family) write(b *strings.Builder) {
+func (f *family) write(b *bufio.Writer) {
 	d := f.desc
 	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", d.Name, escapeHelp(d.Help), d.Name, d.Type)
 	for _, smp := range f.samples {
@@ -194,7 +194,7 @@ func (f *family) write(b *strings.Builder) {
 	}
 }
 
-func writeSample(b *strings.Builder, name string, labels, values []string, extraLabel, extraValue string, v float64) {
+func writeSample(b *bufio.Writer, name string, labels, values []string, extraLabel, extraValue string, v float64) {
 	b.WriteString(name)
 	if len(labels) > 0 || extraLabel != "" {
 		b.WriteByte('{')
