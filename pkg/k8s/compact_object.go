@@ -23,15 +23,12 @@ func (*Service) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKin
 func (s *Service) DeepCopyObject() runtime.Object {
 	c := *s
 	c.Ports = slices.Clone(s.Ports)
-	if p := s.InternalTrafficPolicy; p != nil {
-		v := *p
-		c.InternalTrafficPolicy = &v
-	}
 	if s.ServiceExtras != nil {
 		x := *s.ServiceExtras
 		x.Labels, x.Annotations = maps.Clone(x.Labels), maps.Clone(x.Annotations)
 		x.ClusterIPs, x.ExternalIPs = slices.Clone(x.ClusterIPs), slices.Clone(x.ExternalIPs)
 		x.SessionAffinityConfig = x.SessionAffinityConfig.DeepCopy()
+		x.Unknown = maps.Clone(x.Unknown)
 		if d := x.TrafficDistribution; d != nil {
 			v := *d
 			x.TrafficDistribution = &v

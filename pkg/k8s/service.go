@@ -13,13 +13,15 @@ import (
 )
 
 // Service is a Service as the agent's cache holds it (TrimForCache): what pkg/service and the
-// service reconciler read, in a 160-byte struct where the decoded corev1.Service takes ~900 before
+// service reconciler read, in a 128-byte struct where the decoded corev1.Service takes ~900 before
 // its strings (its ObjectMeta, a ServiceSpec of 25 fields, the status), so 10,000 Services cost
-// ~7 MiB less (docs/benchmarks.md, "Services cold start", "Scale"). What most Services leave unset
-// (labels and annotations the agent reads, external IPs, a load balancer's ingress, session
-// affinity's timeout, a health check node port, a traffic distribution, more cluster IPs than
-// one) is behind one pointer, nil for most. Object rebuilds the *corev1.Service the model takes,
-// for one reconcile.
+// ~7 MiB less (docs/benchmarks.md, "Services cold start", "Scale"). The fields that take one of a
+// few values (type, session affinity, the traffic policies, a port's protocol) are one byte each
+// and the UID its 16 bytes, not a 36-byte string. What most Services leave unset (labels and
+// annotations the agent reads, external IPs, a load balancer's ingress, session affinity's
+// timeout, a health check node port, a traffic distribution, more cluster IPs than one, a value
+// the API did not have when this was written) is behind one pointer, nil for most. Object
+// rebuilds the *corev1.Service the model takes, for one reconcile.
 //
 // Kept: name, namespace, UID and resourceVersion (keys, events), creationTimestamp (the start-up
 // pass's order; the API has it to the second), the proxy-name label and the two OpenYurt
@@ -29,19 +31,16 @@ import (
 // pkg/controller or pkg/service starts reading of a Service must be kept here.
 type Service struct {
 	Namespace, Name, ResourceVersion string
-	UID                              types.UID
-	Created                          int64 // creationTimestamp, Unix seconds
+	ClusterIP                        string
+	Ports                            []ServicePort
+	*ServiceExtras
+	Created int64    // creationTimestamp, Unix seconds
+	uid     [16]byte // the UID when it is a UUID as the API server writes them (parseUID); else ServiceExtras.UID
 
-	Type                  corev1.ServiceType
-	ClusterIP             string
-	Ports                 []ServicePort
-	SessionAffinity       corev1.ServiceAffinity
-	ExternalTrafficPolicy corev1.ServiceExternalTrafficPolicy
-	InternalTrafficPolicy *corev1.ServiceInternalTrafficPolicy
+	typ, affinity, externalPolicy, internalPolicy code // spec.type, sessionAffinity, externalTrafficPolicy, internalTrafficPolicy
 	// OneClusterIP says spec.clusterIPs is [ClusterIP], as for most Services; otherwise
 	// Extras.ClusterIPs holds it.
 	OneClusterIP bool
-	*ServiceExtras
 }
 
 // ServiceExtras are the fields of a Service most leave unset; nil when all are.
@@ -53,91 +52,243 @@ type ServiceExtras struct {
 	HealthCheckNodePort   int32
 	TrafficDistribution   *string
 	Ingress               []corev1.LoadBalancerIngress
+	// UID is the UID when it is not a UUID as the API server writes them.
+	UID types.UID
+	// Unknown holds the values of the coded fields (type, session affinity, the traffic
+	// policies, the ports' protocols: serviceCodes) that are none of their table's, by table;
+	// a port's unknown protocol is keyed by its index.
+	Unknown map[unknownKey]string
 }
 
 // ServicePort is a Service port as the model reads it.
 type ServicePort struct {
 	Name           string
-	Protocol       corev1.Protocol
 	Port, NodePort int32
+	protocol       code
 }
 
-// extras is s's rarely set fields, the zero value when none is set.
-func (s *Service) extras() ServiceExtras {
-	if s.ServiceExtras == nil {
-		return ServiceExtras{}
+// code is a field's value as an index in its table (serviceCodes), codeUnset for the field
+// unset ("" or a nil pointer) and codeOther for a value the table does not have, which
+// ServiceExtras.Unknown then holds.
+type code uint8
+
+const (
+	codeUnset code = 0
+	codeOther code = 255
+)
+
+// The tables of the coded fields: what the API allows of each when this was written.
+var (
+	serviceTypes     = []string{"", string(corev1.ServiceTypeClusterIP), string(corev1.ServiceTypeNodePort), string(corev1.ServiceTypeLoadBalancer), string(corev1.ServiceTypeExternalName)}
+	serviceAffinity  = []string{"", string(corev1.ServiceAffinityNone), string(corev1.ServiceAffinityClientIP)}
+	trafficPolicies  = []string{"", string(corev1.ServiceExternalTrafficPolicyCluster), string(corev1.ServiceExternalTrafficPolicyLocal)}
+	serviceProtocols = []string{"", string(corev1.ProtocolTCP), string(corev1.ProtocolUDP), string(corev1.ProtocolSCTP)}
+)
+
+// unknownKey names a coded field whose value is not in its table: field is one of the fields
+// below, index a port's index for fieldProtocol.
+type unknownKey struct {
+	field uint8
+	index int32
+}
+
+const (
+	fieldType uint8 = iota
+	fieldAffinity
+	fieldExternalPolicy
+	fieldInternalPolicy
+	fieldProtocol
+)
+
+// encode is v's code in table; an unknown value is recorded in *unknown under k.
+func encode(table []string, v string, k unknownKey, unknown *map[unknownKey]string) code {
+	if i := slices.Index(table, v); i >= 0 {
+		return code(i)
 	}
-	return *s.ServiceExtras
+	if *unknown == nil {
+		*unknown = map[unknownKey]string{}
+	}
+	(*unknown)[k] = v
+	return codeOther
+}
+
+// decode is the value of c in table, an unknown one from x.
+func (x *ServiceExtras) decode(table []string, c code, k unknownKey) string {
+	if c == codeOther {
+		return x.Unknown[k]
+	}
+	return table[c]
+}
+
+// parseUID is u as 16 bytes when it is a UUID in the form the API server writes (lowercase
+// hex, 8-4-4-4-12) and not all zeros (the zero array stands for no UID); formatUID gives it back.
+func parseUID(u types.UID) (b [16]byte, ok bool) {
+	if len(u) != 36 {
+		return b, false
+	}
+	j := 0
+	for i := 0; i < 36; {
+		switch i {
+		case 8, 13, 18, 23:
+			if u[i] != '-' {
+				return b, false
+			}
+			i++
+			continue
+		}
+		hi, ok1 := hexDigit(u[i])
+		lo, ok2 := hexDigit(u[i+1])
+		if !ok1 || !ok2 {
+			return b, false
+		}
+		b[j] = hi<<4 | lo
+		i, j = i+2, j+1
+	}
+	return b, b != [16]byte{}
+}
+
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+func formatUID(b [16]byte) types.UID {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, v := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, digits[v>>4], digits[v&0xf])
+	}
+	return types.UID(out)
+}
+
+// extras is s's rarely set fields, for reading only: noExtras when none is set.
+func (s *Service) extras() *ServiceExtras {
+	if s.ServiceExtras == nil {
+		return &noExtras
+	}
+	return s.ServiceExtras
+}
+
+// noExtras is the extras of a Service that has none; never written.
+var noExtras ServiceExtras
+
+// UID is the Service's UID.
+func (s *Service) UID() types.UID {
+	if s.uid != [16]byte{} {
+		return formatUID(s.uid)
+	}
+	return s.extras().UID
+}
+
+// Type is spec.type.
+func (s *Service) Type() corev1.ServiceType {
+	return corev1.ServiceType(s.extras().decode(serviceTypes, s.typ, unknownKey{field: fieldType}))
+}
+
+// SessionAffinity is spec.sessionAffinity.
+func (s *Service) SessionAffinity() corev1.ServiceAffinity {
+	return corev1.ServiceAffinity(s.extras().decode(serviceAffinity, s.affinity, unknownKey{field: fieldAffinity}))
+}
+
+// ExternalTrafficPolicy is spec.externalTrafficPolicy.
+func (s *Service) ExternalTrafficPolicy() corev1.ServiceExternalTrafficPolicy {
+	return corev1.ServiceExternalTrafficPolicy(s.extras().decode(trafficPolicies, s.externalPolicy, unknownKey{field: fieldExternalPolicy}))
+}
+
+// InternalTrafficPolicy is spec.internalTrafficPolicy, nil when unset.
+func (s *Service) InternalTrafficPolicy() *corev1.ServiceInternalTrafficPolicy {
+	if s.internalPolicy == codeUnset {
+		return nil
+	}
+	p := corev1.ServiceInternalTrafficPolicy(s.extras().decode(trafficPolicies, s.internalPolicy, unknownKey{field: fieldInternalPolicy}))
+	return &p
+}
+
+// Protocol is the protocol of port i of s.
+func (s *Service) Protocol(i int) corev1.Protocol {
+	return corev1.Protocol(s.extras().decode(serviceProtocols, s.Ports[i].protocol, unknownKey{fieldProtocol, int32(i)}))
 }
 
 // GetObjectMeta makes the Service a metav1.ObjectMetaAccessor, which is what client-go's store
 // reads for its keys (namespace/name) and what cache.MetaNamespaceKeyFunc takes.
 func (s *Service) GetObjectMeta() metav1.Object {
 	x := s.extras()
-	return &metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, UID: s.UID,
+	return &metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, UID: s.UID(),
 		Labels: x.Labels, Annotations: x.Annotations}
 }
-
-// The internal traffic policies, one copy each: the cache's Services point at these.
-var (
-	itpCluster = corev1.ServiceInternalTrafficPolicyCluster
-	itpLocal   = corev1.ServiceInternalTrafficPolicyLocal
-)
 
 // compactService is o as the cache keeps it.
 func compactService(o *corev1.Service) *Service {
 	spec := o.Spec
+	var x ServiceExtras
 	s := &Service{
-		Namespace:             interned(o.Namespace),
-		Name:                  o.Name,
-		ResourceVersion:       o.ResourceVersion,
-		UID:                   o.UID,
-		Created:               o.CreationTimestamp.Unix(),
-		Type:                  corev1.ServiceType(interned(string(spec.Type))),
-		ClusterIP:             spec.ClusterIP,
-		OneClusterIP:          len(spec.ClusterIPs) == 1 && spec.ClusterIPs[0] == spec.ClusterIP,
-		SessionAffinity:       corev1.ServiceAffinity(interned(string(spec.SessionAffinity))),
-		ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicy(interned(string(spec.ExternalTrafficPolicy))),
-		InternalTrafficPolicy: spec.InternalTrafficPolicy,
+		Namespace:       interned(o.Namespace),
+		Name:            o.Name,
+		ResourceVersion: o.ResourceVersion,
+		Created:         o.CreationTimestamp.Unix(),
+		ClusterIP:       spec.ClusterIP,
+		OneClusterIP:    len(spec.ClusterIPs) == 1 && spec.ClusterIPs[0] == spec.ClusterIP,
+		typ:             encode(serviceTypes, string(spec.Type), unknownKey{field: fieldType}, &x.Unknown),
+		affinity:        encode(serviceAffinity, string(spec.SessionAffinity), unknownKey{field: fieldAffinity}, &x.Unknown),
+		externalPolicy:  encode(trafficPolicies, string(spec.ExternalTrafficPolicy), unknownKey{field: fieldExternalPolicy}, &x.Unknown),
 	}
 	if o.CreationTimestamp.IsZero() {
 		s.Created = 0
 	}
-	x := ServiceExtras{
-		Labels:                keep(o.Labels, service.ProxyNameLabel),
-		Annotations:           keep(o.Annotations, service.TopologyAnnotation, service.ListenAnnotation),
-		ExternalIPs:           spec.ExternalIPs,
-		SessionAffinityConfig: spec.SessionAffinityConfig,
-		HealthCheckNodePort:   spec.HealthCheckNodePort,
-		TrafficDistribution:   spec.TrafficDistribution,
-		Ingress:               o.Status.LoadBalancer.Ingress,
+	if b, ok := parseUID(o.UID); ok {
+		s.uid = b
+	} else {
+		x.UID = o.UID
 	}
+	if p := spec.InternalTrafficPolicy; p != nil {
+		if *p == "" {
+			s.internalPolicy = codeOther // set, but empty: kept as it is
+			x.setUnknown(unknownKey{field: fieldInternalPolicy}, "")
+		} else {
+			s.internalPolicy = encode(trafficPolicies, string(*p), unknownKey{field: fieldInternalPolicy}, &x.Unknown)
+		}
+	}
+	x.Labels = keep(o.Labels, service.ProxyNameLabel)
+	x.Annotations = keep(o.Annotations, service.TopologyAnnotation, service.ListenAnnotation)
+	x.ExternalIPs = spec.ExternalIPs
+	x.SessionAffinityConfig = spec.SessionAffinityConfig
+	x.HealthCheckNodePort = spec.HealthCheckNodePort
+	x.TrafficDistribution = spec.TrafficDistribution
+	x.Ingress = o.Status.LoadBalancer.Ingress
 	if !s.OneClusterIP {
 		x.ClusterIPs = spec.ClusterIPs
 		if len(x.ClusterIPs) > 0 && x.ClusterIPs[0] == s.ClusterIP {
 			x.ClusterIPs[0] = s.ClusterIP // one copy of the string
 		}
 	}
-	if x.Labels != nil || x.Annotations != nil || x.ClusterIPs != nil || x.ExternalIPs != nil || x.SessionAffinityConfig != nil ||
-		x.HealthCheckNodePort != 0 || x.TrafficDistribution != nil || x.Ingress != nil {
-		s.ServiceExtras = &x
-	}
-	if p := s.InternalTrafficPolicy; p != nil {
-		switch *p {
-		case itpCluster:
-			s.InternalTrafficPolicy = &itpCluster
-		case itpLocal:
-			s.InternalTrafficPolicy = &itpLocal
-		}
-	}
 	if len(spec.Ports) > 0 {
 		s.Ports = make([]ServicePort, len(spec.Ports))
 		for i, p := range spec.Ports {
-			s.Ports[i] = ServicePort{Name: interned(p.Name), Protocol: corev1.Protocol(interned(string(p.Protocol))),
-				Port: p.Port, NodePort: p.NodePort}
+			s.Ports[i] = ServicePort{Name: interned(p.Name), Port: p.Port, NodePort: p.NodePort,
+				protocol: encode(serviceProtocols, string(p.Protocol), unknownKey{fieldProtocol, int32(i)}, &x.Unknown)}
 		}
 	}
+	if x.Labels != nil || x.Annotations != nil || x.ClusterIPs != nil || x.ExternalIPs != nil || x.SessionAffinityConfig != nil ||
+		x.HealthCheckNodePort != 0 || x.TrafficDistribution != nil || x.Ingress != nil || x.UID != "" || x.Unknown != nil {
+		s.ServiceExtras = &x
+	}
 	return s
+}
+
+// setUnknown records v as the value of the coded field k.
+func (x *ServiceExtras) setUnknown(k unknownKey, v string) {
+	if x.Unknown == nil {
+		x.Unknown = map[unknownKey]string{}
+	}
+	x.Unknown[k] = v
 }
 
 // interned is s, one copy of its bytes however many objects hold it (namespaces, types, port
@@ -154,16 +305,16 @@ func interned(s string) string {
 func (s *Service) Object() *corev1.Service {
 	x := s.extras()
 	o := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, UID: s.UID,
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, UID: s.UID(),
 			Labels: maps.Clone(x.Labels), Annotations: maps.Clone(x.Annotations)},
 		Spec: corev1.ServiceSpec{
-			Type:                  s.Type,
+			Type:                  s.Type(),
 			ClusterIP:             s.ClusterIP,
 			ClusterIPs:            slices.Clone(x.ClusterIPs),
 			ExternalIPs:           slices.Clone(x.ExternalIPs),
-			SessionAffinity:       s.SessionAffinity,
+			SessionAffinity:       s.SessionAffinity(),
 			SessionAffinityConfig: x.SessionAffinityConfig.DeepCopy(),
-			ExternalTrafficPolicy: s.ExternalTrafficPolicy,
+			ExternalTrafficPolicy: s.ExternalTrafficPolicy(),
 			HealthCheckNodePort:   x.HealthCheckNodePort,
 		},
 		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: slices.Clone(x.Ingress)}},
@@ -174,10 +325,7 @@ func (s *Service) Object() *corev1.Service {
 	if s.Created != 0 {
 		o.CreationTimestamp = metav1.Unix(s.Created, 0)
 	}
-	if p := s.InternalTrafficPolicy; p != nil {
-		v := *p
-		o.Spec.InternalTrafficPolicy = &v
-	}
+	o.Spec.InternalTrafficPolicy = s.InternalTrafficPolicy()
 	if d := x.TrafficDistribution; d != nil {
 		v := *d
 		o.Spec.TrafficDistribution = &v
@@ -185,7 +333,7 @@ func (s *Service) Object() *corev1.Service {
 	if len(s.Ports) > 0 {
 		o.Spec.Ports = make([]corev1.ServicePort, len(s.Ports))
 		for i, p := range s.Ports {
-			o.Spec.Ports[i] = corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, NodePort: p.NodePort}
+			o.Spec.Ports[i] = corev1.ServicePort{Name: p.Name, Protocol: s.Protocol(i), Port: p.Port, NodePort: p.NodePort}
 		}
 	}
 	return o

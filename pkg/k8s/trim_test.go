@@ -360,10 +360,30 @@ func TestServiceExtras(t *testing.T) {
 	rare.Spec.HealthCheckNodePort = 31000
 	rare.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
 	rare.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.1", Ports: []corev1.PortStatus{{Port: 80}}}}
+	// The coded fields (type, affinity, the traffic policies, protocols) and the UID come back as
+	// they were, values outside their tables and UIDs that are not the API server's UUIDs too.
+	uuid := plain.DeepCopy()
+	uuid.UID = "0b5c1f9e-7d1a-4c7e-9a55-00000000002a"
+	uuid.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+	uuid.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	uuid.Spec.Ports = append(uuid.Spec.Ports, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
+		corev1.ServicePort{Name: "s", Port: 9, Protocol: corev1.ProtocolSCTP, NodePort: 30009}, corev1.ServicePort{Port: 10})
+	unknown := uuid.DeepCopy()
+	unknown.UID = "0B5C1F9E-7D1A-4C7E-9A55-00000000002A" // not as the API server writes them
+	unknown.Spec.Type = "Tunnel"
+	unknown.Spec.SessionAffinity = "Cookie"
+	unknown.Spec.ExternalTrafficPolicy = "Nearest"
+	unknown.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicy(""))
+	unknown.Spec.Ports[1].Protocol = "QUIC"
+	otherUID := plain.DeepCopy()
+	otherUID.UID = "uid-1"
+	zeroUUID := plain.DeepCopy()
+	zeroUUID.UID = "00000000-0000-0000-0000-000000000000"
 	for name, c := range map[string]struct {
 		svc    *corev1.Service
 		extras bool
-	}{"plain": {plain, false}, "no cluster IPs": {noIPs, false}, "dual stack": {dual, true}, "other cluster IP": {other, true}, "rare fields": {rare, true}} {
+	}{"plain": {plain, false}, "no cluster IPs": {noIPs, false}, "dual stack": {dual, true}, "other cluster IP": {other, true}, "rare fields": {rare, true},
+		"UUID and coded fields": {uuid, false}, "values outside the tables": {unknown, true}, "UID not a UUID": {otherUID, true}, "zero UUID": {zeroUUID, true}} {
 		got, err := TrimForCache(c.svc.DeepCopy())
 		if err != nil {
 			t.Fatal(err)
