@@ -25,17 +25,49 @@ import (
 type EndpointSlice struct {
 	Namespace, Name, ResourceVersion string
 	ServiceName                      string // label kubernetes.io/service-name; "" when absent
-	Headless                         bool   // label service.kubernetes.io/headless is present
-	AddressType                      discoveryv1.AddressType
 	Ports                            []SlicePort
 	Endpoints                        []SliceEndpoint
+	addressType                      handle // 8 bytes: the struct is 128 (a 144-byte allocation with a string)
+	Headless                         bool   // label service.kubernetes.io/headless is present
 }
 
-// SlicePort is an EndpointSlice port; an unset name or protocol is "".
+// AddressType is the slice's addressType.
+func (s *EndpointSlice) AddressType() discoveryv1.AddressType {
+	return discoveryv1.AddressType(s.addressType.get())
+}
+
+// SlicePort is an EndpointSlice port in 24 bytes (its name and protocol interned handles, not
+// strings: 48 with them); an unset name or protocol is "".
 type SlicePort struct {
-	Name     string
-	Protocol corev1.Protocol
-	Port     int32
+	name, protocol handle
+	Port           int32
+}
+
+func newSlicePort(name, protocol string, port int32) SlicePort {
+	return SlicePort{name: handleOf(name), protocol: handleOf(protocol), Port: port}
+}
+
+// Name is the port's name.
+func (p SlicePort) Name() string { return p.name.get() }
+
+// Protocol is the port's protocol.
+func (p SlicePort) Protocol() corev1.Protocol { return corev1.Protocol(p.protocol.get()) }
+
+// handle is an interned string in 8 bytes, where a string takes 16; the zero value is "".
+type handle struct{ h unique.Handle[string] }
+
+func handleOf(s string) handle {
+	if s == "" {
+		return handle{}
+	}
+	return handle{unique.Make(s)}
+}
+
+func (h handle) get() string {
+	if h == (handle{}) {
+		return ""
+	}
+	return h.h.Value()
 }
 
 // SliceEndpoint is an endpoint with an IPv4 first address, in 16 bytes: 150,000 of them (issue
@@ -85,7 +117,7 @@ func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
 		Namespace:       unique.Make(o.Namespace).Value(),
 		Name:            o.Name,
 		ResourceVersion: o.ResourceVersion,
-		AddressType:     discoveryv1.AddressType(unique.Make(string(o.AddressType)).Value()),
+		addressType:     handleOf(string(o.AddressType)),
 	}
 	if svc := o.Labels[discoveryv1.LabelServiceName]; strings.HasPrefix(o.Name, svc) {
 		s.ServiceName = o.Name[:len(svc)] // the usual "<service>-<suffix>": one copy of the bytes
@@ -100,14 +132,14 @@ func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
 		if s.Ports == nil {
 			s.Ports = make([]SlicePort, 0, len(o.Ports))
 		}
-		sp := SlicePort{Port: *p.Port}
+		var name, protocol string
 		if p.Name != nil {
-			sp.Name = unique.Make(*p.Name).Value()
+			name = *p.Name
 		}
 		if p.Protocol != nil {
-			sp.Protocol = corev1.Protocol(unique.Make(string(*p.Protocol)).Value())
+			protocol = string(*p.Protocol)
 		}
-		s.Ports = append(s.Ports, sp)
+		s.Ports = append(s.Ports, newSlicePort(name, protocol, *p.Port))
 	}
 	if o.AddressType != discoveryv1.AddressTypeIPv4 || s.Headless {
 		return s
@@ -161,15 +193,21 @@ func (s *EndpointSlice) Object() *discoveryv1.EndpointSlice {
 	}
 	o := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, Labels: labels},
-		AddressType: s.AddressType,
+		AddressType: s.AddressType(),
 	}
 	if len(s.Ports) > 0 {
-		ports := append([]SlicePort(nil), s.Ports...)
+		type portFields struct {
+			name     string
+			protocol corev1.Protocol
+			port     int32
+		}
+		ports := make([]portFields, len(s.Ports))
 		o.Ports = make([]discoveryv1.EndpointPort, len(ports))
-		for i := range ports {
+		for i, sp := range s.Ports {
 			p := &ports[i]
-			o.Ports[i] = discoveryv1.EndpointPort{Name: &p.Name, Protocol: &p.Protocol, Port: &p.Port}
-			if p.Protocol == "" {
+			*p = portFields{sp.Name(), sp.Protocol(), sp.Port}
+			o.Ports[i] = discoveryv1.EndpointPort{Name: &p.name, Protocol: &p.protocol, Port: &p.port}
+			if p.protocol == "" {
 				o.Ports[i].Protocol = nil
 			}
 		}

@@ -110,7 +110,7 @@ func (d *sliceFields) port(data []byte) error {
 	if err != nil || !hasPort {
 		return err
 	}
-	d.ports = append(d.ports, SlicePort{Name: interned(unsafeString(name)), Protocol: corev1.Protocol(interned(unsafeString(protocol))), Port: port})
+	d.ports = append(d.ports, newSlicePort(unsafeString(name), unsafeString(protocol), port))
 	return nil
 }
 
@@ -121,7 +121,7 @@ func (d *sliceFields) compact() (EndpointSlice, error) {
 		Namespace:       interned(unsafeString(d.namespace)),
 		Name:            string(d.name),
 		ResourceVersion: string(d.resourceVersion),
-		AddressType:     discoveryv1.AddressType(interned(unsafeString(d.addressType))),
+		addressType:     handleOf(unsafeString(d.addressType)),
 	}
 	var svc []byte
 	for _, p := range d.labels { // the last of a key wins, as in the map the generated code makes
@@ -140,7 +140,7 @@ func (d *sliceFields) compact() (EndpointSlice, error) {
 	if len(d.ports) > 0 {
 		s.Ports = append(make([]SlicePort, 0, len(d.ports)), d.ports...)
 	}
-	if s.AddressType != discoveryv1.AddressTypeIPv4 || s.Headless {
+	if s.AddressType() != discoveryv1.AddressTypeIPv4 || s.Headless {
 		return s, nil
 	}
 	for _, data := range d.endpoints {

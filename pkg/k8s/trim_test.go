@@ -89,8 +89,8 @@ func TestTrimForCache(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("endpointslice: got %T, %v; want *EndpointSlice", gotSlice, err)
 	}
-	wantSlice := &EndpointSlice{Namespace: "ns", Name: "a", ServiceName: "web", AddressType: discoveryv1.AddressTypeIPv4,
-		Ports: []SlicePort{{Port: 8080}},
+	wantSlice := &EndpointSlice{Namespace: "ns", Name: "a", ServiceName: "web", addressType: handleOf(string(discoveryv1.AddressTypeIPv4)),
+		Ports: []SlicePort{newSlicePort("", "", 8080)},
 		Endpoints: []SliceEndpoint{{Address: [4]byte{10, 244, 1, 7}, Ready: true, Serving: true,
 			at: placeAt(placement{node: "node-1", zone: "z1", hints: "z1"})}}}
 	if !reflect.DeepEqual(c, wantSlice) {
