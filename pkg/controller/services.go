@@ -88,9 +88,8 @@ type ServiceIndex interface {
 type ServiceReconciler struct {
 	cfg       ServiceReconcilerConfig
 	services  cache.Indexer // *k8s.Service (the agent's cache) or *corev1.Service (tests); read through k8s.ServiceObject
-	slices    cache.Indexer
-	slicesOf  sliceIndex // EndpointSlice keys by Service key
-	nodesOf   nodeIndex  // Service keys by the node names of their endpoints
+	slicesOf  sliceIndex    // EndpointSlices by Service key
+	nodesOf   nodeIndex     // Service keys by the node names of their endpoints
 	nodes     *k8s.NodeLister
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
@@ -126,7 +125,6 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 	r := &ServiceReconciler{
 		cfg:      cfg,
 		services: cfg.Services.GetIndexer(),
-		slices:   cfg.Slices.GetIndexer(),
 		nodes:    k8s.NewNodeLister(cfg.Nodes.GetIndexer()),
 		synced:   []cache.InformerSynced{cfg.Services.HasSynced, cfg.Slices.HasSynced, cfg.Nodes.HasSynced},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -369,12 +367,9 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 // the caches hold them now.
 func (r *ServiceReconciler) inputsOf(key string, obj any) uint64 {
 	h := hashString(fnvOffset, resourceVersion(obj))
-	r.slicesOf.each(key, func(k string) {
-		o, exists, err := r.slices.GetByKey(k)
-		if err != nil || !exists {
-			return
-		}
-		h = hashString(hashString(hashString(hashString(h, "\x00"), k), "\x00"), resourceVersion(o))
+	r.slicesOf.each(key, func(o any) {
+		namespace, name := sliceName(o)
+		h = hashString(hashString(hashString(hashString(hashString(hashString(h, "\x00"), namespace), "/"), name), "\x00"), resourceVersion(o))
 	})
 	return h
 }
@@ -433,16 +428,9 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 	events := &eventSet{}
 	defer func() { r.recordLocked(ctx, key, svc, *events) }()
 	policy := r.policyLocked(key, svc, events)
-	keys := r.slicesOf.get(key)
-	endpointSlices := make([]*discoveryv1.EndpointSlice, 0, len(keys))
-	for _, k := range keys {
-		o, exists, err := r.slices.GetByKey(k)
-		if err != nil {
-			return fmt.Errorf("getting endpointslice %s of service %s: %w", k, key, err)
-		}
-		if !exists {
-			continue // deleted; its event updates slicesOf and queues the Service
-		}
+	held := r.slicesOf.get(key)
+	endpointSlices := make([]*discoveryv1.EndpointSlice, 0, len(held))
+	for _, o := range held {
 		switch s := o.(type) {
 		case *k8s.EndpointSlice:
 			endpointSlices = append(endpointSlices, s.Object()) // for this reconcile only

@@ -59,87 +59,108 @@ func (r *ServiceReconciler) sliceChanged(old, obj any) {
 // indexSlice keeps slicesOf and nodesOf for a slice that was added (old nil), updated, or
 // deleted (obj nil), and returns the keys of the Services it concerns.
 func (r *ServiceReconciler) indexSlice(old, obj any) []string {
-	oldSvc, oldKey := sliceKeys(old)
-	svc, key := sliceKeys(obj)
+	oldSvc, oldSlice := sliceOf(old)
+	svc, slice := sliceOf(obj)
 	r.nodesOf.move(oldSvc, sliceNodes(old), svc, sliceNodes(obj))
 	var queue []string
-	if oldSvc != "" && (oldSvc != svc || oldKey != key) {
-		r.slicesOf.remove(oldSvc, oldKey)
+	if oldSvc != "" && (oldSvc != svc || !sameSlice(oldSlice, slice)) {
+		r.slicesOf.remove(oldSvc, oldSlice)
 		queue = append(queue, oldSvc)
 	}
 	if svc != "" {
 		if obj != nil {
-			r.slicesOf.put(svc, key)
+			r.slicesOf.put(svc, slice)
 		}
 		queue = append(queue, svc)
 	}
 	return queue
 }
 
-// sliceKeys is the key of an EndpointSlice's Service ("" for none) and its own.
-func sliceKeys(obj any) (svc, key string) {
-	if obj == nil {
-		return "", ""
-	}
+// sliceOf is the key of an EndpointSlice's Service ("" for none) and the slice, unwrapped from
+// a DeletedFinalStateUnknown.
+func sliceOf(obj any) (svc string, slice any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj, key = t.Obj, t.Key
+		obj = t.Obj
+	}
+	if obj == nil {
+		return "", nil
 	}
 	if svc = sliceServiceKey(obj); svc == "" {
-		return "", ""
+		return "", nil
 	}
-	if key == "" {
-		var err error
-		if key, err = cache.MetaNamespaceKeyFunc(obj); err != nil {
-			return "", ""
-		}
+	return svc, obj
+}
+
+// sliceName is an EndpointSlice's namespace and name.
+func sliceName(obj any) (namespace, name string) {
+	switch s := obj.(type) {
+	case *k8s.EndpointSlice:
+		return s.Namespace, s.Name
+	case *discoveryv1.EndpointSlice:
+		return s.Namespace, s.Name
 	}
-	return svc, key
+	return "", ""
+}
+
+// sameSlice reports whether a and b are the same EndpointSlice (namespace and name), in any
+// version.
+func sameSlice(a, b any) bool {
+	an, a1 := sliceName(a)
+	bn, b1 := sliceName(b)
+	return an == bn && a1 == b1
 }
 
 // sliceIndex is the EndpointSlices of each Service, "namespace/service name" (label
-// kubernetes.io/service-name) -> the slices' keys, kept by the slice event handler. A client-go
-// index would hold a set (a map) per Service: ~150 bytes more a Service, 1.5 MiB at 10,000. It
-// may lag the cache by an event: the event then queues the Service again.
+// kubernetes.io/service-name) -> the slices as their last event gave them (the cache's
+// objects: the index holds no copy, not even of their keys, which were ~0.5 MB at 10,000
+// slices), kept by the slice event handler. A client-go index would hold a set (a map) of keys
+// per Service: ~150 bytes more a Service, 1.5 MiB at 10,000. It may lag the cache by an event:
+// the event then queues the Service again.
 type sliceIndex struct {
 	mu    sync.Mutex
-	bySvc map[string][]string
+	bySvc map[string][]any
 }
 
-func (x *sliceIndex) put(svc, key string) {
+// put adds slice to svc's, or replaces the version it holds.
+func (x *sliceIndex) put(svc string, slice any) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.bySvc == nil {
-		x.bySvc = map[string][]string{}
+		x.bySvc = map[string][]any{}
 	}
-	if !slices.Contains(x.bySvc[svc], key) {
-		x.bySvc[svc] = append(x.bySvc[svc], key)
+	held := x.bySvc[svc]
+	if i := slices.IndexFunc(held, func(o any) bool { return sameSlice(o, slice) }); i >= 0 {
+		held[i] = slice
+		return
 	}
+	x.bySvc[svc] = append(held, slice)
 }
 
-func (x *sliceIndex) remove(svc, key string) {
+// remove drops slice (any version of it) from svc's.
+func (x *sliceIndex) remove(svc string, slice any) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	keys := slices.DeleteFunc(x.bySvc[svc], func(k string) bool { return k == key })
-	if len(keys) == 0 {
+	held := slices.DeleteFunc(x.bySvc[svc], func(o any) bool { return sameSlice(o, slice) })
+	if len(held) == 0 {
 		delete(x.bySvc, svc)
 	} else {
-		x.bySvc[svc] = keys
+		x.bySvc[svc] = held
 	}
 }
 
-// get is a copy of the Service's slice keys.
-func (x *sliceIndex) get(svc string) []string {
+// get is a copy of the Service's slices.
+func (x *sliceIndex) get(svc string) []any {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return slices.Clone(x.bySvc[svc])
 }
 
-// each calls fn with each slice key of svc, under the index's lock: fn must not call back.
-func (x *sliceIndex) each(svc string, fn func(string)) {
+// each calls fn with each slice of svc, under the index's lock: fn must not call back.
+func (x *sliceIndex) each(svc string, fn func(any)) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, k := range x.bySvc[svc] {
-		fn(k)
+	for _, o := range x.bySvc[svc] {
+		fn(o)
 	}
 }
 

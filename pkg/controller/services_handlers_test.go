@@ -93,14 +93,23 @@ func TestServicesSliceIndexFollowsEvents(t *testing.T) {
 	a, _ := k8s.TrimForCache(threeEndpoints())
 	f.r.sliceChanged(nil, a)
 	f.r.sliceChanged(a, a) // a resync: no second entry
-	if got := f.r.slicesOf.get(serviceKey); !slices.Equal(got, []string{"ns/web-1"}) {
+	if got := f.r.slicesOf.get(serviceKey); len(got) != 1 || got[0] != a {
 		t.Fatalf("slices of %s: %v", serviceKey, got)
 	}
+	// An update: the index holds the new version in place of the old, not beside it.
+	newer := threeEndpoints()
+	newer.ResourceVersion = "2"
+	a2, _ := k8s.TrimForCache(newer)
+	f.r.sliceChanged(a, a2)
+	if got := f.r.slicesOf.get(serviceKey); len(got) != 1 || got[0] != a2 {
+		t.Fatalf("slices of %s after an update: %v", serviceKey, got)
+	}
+	a = a2
 	moved := threeEndpoints()
 	moved.Labels = map[string]string{discoveryv1.LabelServiceName: "other"}
 	b, _ := k8s.TrimForCache(moved)
 	f.r.sliceChanged(a, b)
-	if got, other := f.r.slicesOf.get(serviceKey), f.r.slicesOf.get("ns/other"); len(got) != 0 || !slices.Equal(other, []string{"ns/web-1"}) {
+	if got, other := f.r.slicesOf.get(serviceKey), f.r.slicesOf.get("ns/other"); len(got) != 0 || len(other) != 1 || other[0] != b {
 		t.Errorf("after the label moved: %s %v, ns/other %v", serviceKey, got, other)
 	}
 	f.r.sliceChanged(cache.DeletedFinalStateUnknown{Key: "ns/web-1", Obj: b}, nil)
