@@ -24,10 +24,11 @@ type peerIndex struct {
 	domains map[string]int
 }
 
-// names is a small set of node names: almost always one, held without a slice.
+// names is a small set of node names: almost always one, held without a slice, in 24 bytes (40
+// with a slice header beside the name: two maps of 5,000 entries hold it).
 type names struct {
 	first string
-	more  []string
+	more  *[]string // the others, nil when none; replaced, never changed in place
 }
 
 type endpointUse struct {
@@ -35,27 +36,48 @@ type endpointUse struct {
 	refs      int   // peers keying it: as tunnel endpoint (non-local peers) or as alias
 }
 
-func (n names) empty() bool { return n.first == "" && len(n.more) == 0 }
+func (n names) empty() bool { return n.first == "" && n.more == nil }
+
+// others is the names beside first.
+func (n names) others() []string {
+	if n.more == nil {
+		return nil
+	}
+	return *n.more
+}
 
 func (n names) with(name string) names {
 	if n.first == "" {
 		n.first = name
 		return n
 	}
-	n.more = append(n.more, name)
+	more := append(slices.Clip(n.others()), name)
+	n.more = &more
 	return n
 }
 
 func (n names) without(name string) names {
+	others := n.others()
 	if n.first == name {
-		if len(n.more) == 0 {
+		if len(others) == 0 {
 			return names{}
 		}
-		return names{first: n.more[0], more: slices.Clip(n.more[1:])}
+		return names{first: others[0]}.withAll(others[1:])
 	}
-	if i := slices.Index(n.more, name); i >= 0 {
-		n.more = slices.Delete(slices.Clone(n.more), i, i+1)
+	if i := slices.Index(others, name); i >= 0 {
+		return names{first: n.first}.withAll(slices.Delete(slices.Clone(others), i, i+1))
 	}
+	return n
+}
+
+// withAll is n with others as its names beside first (none: nil).
+func (n names) withAll(others []string) names {
+	if len(others) == 0 {
+		n.more = nil
+		return n
+	}
+	more := slices.Clone(others)
+	n.more = &more
 	return n
 }
 
@@ -64,7 +86,7 @@ func (n names) otherThan(name string) (string, bool) {
 	if n.first != "" && n.first != name {
 		return n.first, true
 	}
-	for _, m := range n.more {
+	for _, m := range n.others() {
 		if m != name {
 			return m, true
 		}
@@ -76,7 +98,7 @@ func (n names) all(yield func(string) bool) {
 	if n.first != "" && !yield(n.first) {
 		return
 	}
-	for _, m := range n.more {
+	for _, m := range n.others() {
 		if !yield(m) {
 			return
 		}

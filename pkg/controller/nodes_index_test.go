@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
@@ -282,3 +283,44 @@ func TestStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 type nodeIndexFunc func([]NodeName) error
 
 func (f nodeIndexFunc) Sync(n []NodeName) error { return f(n) }
+
+// names keeps a set of node names as values: a changed set never changes one taken before.
+func TestNamesSet(t *testing.T) {
+	collect := func(n names) []string { return slices.Collect(n.all) }
+	var n names
+	if !n.empty() {
+		t.Fatal("zero names not empty")
+	}
+	a := n.with("a")
+	abc := a.with("b").with("c")
+	abd := a.with("b").with("d")
+	if got := collect(abc); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("a+b+c = %v", got)
+	}
+	if got := collect(abd); !slices.Equal(got, []string{"a", "b", "d"}) {
+		t.Errorf("a+b+d = %v, and changed a+b+c? %v", got, collect(abc))
+	}
+	bc := abc.without("a")
+	ac := abc.without("b")
+	if got := collect(bc); !slices.Equal(got, []string{"b", "c"}) {
+		t.Errorf("a+b+c-a = %v", got)
+	}
+	if got := collect(ac); !slices.Equal(got, []string{"a", "c"}) {
+		t.Errorf("a+b+c-b = %v", got)
+	}
+	if got := collect(abc); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("removing from a+b+c changed it: %v", got)
+	}
+	if o, ok := ac.otherThan("a"); !ok || o != "c" {
+		t.Errorf("a+c other than a = %q, %v", o, ok)
+	}
+	if o, ok := a.otherThan("a"); ok {
+		t.Errorf("a other than a = %q", o)
+	}
+	if e := a.without("a"); !e.empty() || e != (names{}) {
+		t.Errorf("a-a = %+v, want the zero value", e)
+	}
+	if got := ac.without("c"); got != (names{first: "a"}) {
+		t.Errorf("a+c-c = %+v, want a alone, without a slice", got)
+	}
+}
