@@ -99,7 +99,7 @@ type ServiceReconciler struct {
 	work      nodeWork    // what Node events cost, counted for the tests
 
 	mu         sync.Mutex
-	programmed map[service.FrontendKey]*programmed     // what lb_svc_map holds, by frontend
+	programmed frontendMap                             // what lb_svc_map holds, by frontend
 	states     map[string]*serviceState                // what is remembered of each Service, by key
 	ownedGen   uint64                                  // counts changes of the frontends owned, for publishing the index
 	waiting    map[service.FrontendKey]map[string]bool // services that want a frontend another owns
@@ -131,7 +131,7 @@ func NewServiceReconciler(cfg ServiceReconcilerConfig) (*ServiceReconciler, erro
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: ServicesController, MetricsProvider: queueMetrics(cfg.Metrics)}),
 		ready:      make(chan struct{}),
-		programmed: map[service.FrontendKey]*programmed{},
+		programmed: newFrontendMap(),
 		states:     map[string]*serviceState{},
 		waiting:    map[service.FrontendKey]map[string]bool{},
 		sets:       newBackendSets(cfg.Backends, cfg.Affinity),
@@ -254,10 +254,10 @@ func (r *ServiceReconciler) Run(ctx context.Context) error {
 func (r *ServiceReconciler) programmedCount() (frontends, slots int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range r.programmed {
+	for _, p := range r.programmed.all() {
 		slots += int(p.entry.Count)
 	}
-	return len(r.programmed), slots
+	return r.programmed.len(), slots
 }
 
 // owners is the frontends each Service owns, sorted, and the generation of owned they are.
@@ -302,12 +302,12 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 	// The map is walked, not listed: a listing of 10,000 frontends was ~0.9 MB held at each
 	// resync. Each programmed frontend the walk meets as it was written is marked held; what it
 	// does not meet so, the map lost (or changed).
-	for _, p := range r.programmed {
+	for _, p := range r.programmed.all() {
 		p.held = false
 	}
 	var strays, changed []listedFrontend // entries nobody wrote (a previous agent's, a user's); entries changed
 	err := WalkTable(r.cfg.Frontends, func(k service.FrontendKey, e ServiceEntry) {
-		switch p := r.programmed[k]; {
+		switch p := r.programmed.get(k); {
 		case p == nil:
 			strays = append(strays, listedFrontend{k, e})
 		case e == p.entry:
@@ -319,10 +319,10 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 	if err != nil {
 		logger.Error(err, "Listing service frontends")
 		for _, f := range changed {
-			r.programmed[f.key].lost = true
+			r.programmed.get(f.key).lost = true
 		}
 	} else {
-		for _, p := range r.programmed {
+		for _, p := range r.programmed.all() {
 			if !p.held {
 				p.lost = true
 			}
@@ -341,7 +341,7 @@ func (r *ServiceReconciler) resync(ctx context.Context) {
 	}
 	r.sets.retryOrphans(ctx)
 	again := map[string]bool{}
-	for _, p := range r.programmed {
+	for _, p := range r.programmed.all() {
 		if p.lost && p.owner != "" {
 			again[p.owner] = true
 		}

@@ -345,7 +345,7 @@ func (r *ServiceReconciler) programmedBackendCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for _, p := range r.programmed {
+	for _, p := range r.programmed.all() {
 		n += len(p.backends)
 	}
 	return n

@@ -94,7 +94,7 @@ func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want ma
 	var errs []error
 	var conflicts []string
 	for _, k := range slices.SortedFunc(maps.Keys(want), compareFrontendKeys) {
-		if p, ok := r.programmed[k]; ok && p.owner != "" && p.owner != key {
+		if p := r.programmed.get(k); p != nil && p.owner != "" && p.owner != key {
 			if r.waiting[k] == nil {
 				r.waiting[k] = map[string]bool{}
 			}
@@ -108,7 +108,7 @@ func (r *ServiceReconciler) applyLocked(ctx context.Context, key string, want ma
 		if err := r.writeLocked(ctx, key, k, want[k]); err != nil {
 			errs = append(errs, err)
 		}
-		if _, ok := r.programmed[k]; ok { // written now, or earlier and kept
+		if r.programmed.get(k) != nil { // written now, or earlier and kept
 			r.ownLocked(key, k)
 		}
 	}
@@ -159,7 +159,7 @@ func compareFrontendKeys(a, b service.FrontendKey) int {
 // writeLocked makes frontend k hold f: nothing to do when it already does; else a fresh backend
 // set, the frontend, then the old set's slots.
 func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k service.FrontendKey, f service.Frontend) error {
-	old := r.programmed[k]
+	old := r.programmed.get(k)
 	if old != nil {
 		old.owner = owner // even if the rewrite fails: its pinned state is this Service's last good one
 		if !old.lost && old.holds(f) {
@@ -192,7 +192,7 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 		return fmt.Errorf("service %s: writing frontend %s: %w", owner, k, err)
 	}
 	r.frontendWritten(k, entry)
-	r.programmed[k] = &programmed{owner: owner, entry: entry, backends: packBackends(f.Backends)}
+	r.programmed.set(k, &programmed{owner: owner, entry: entry, backends: packBackends(f.Backends)})
 	if old != nil {
 		r.sets.release(ctx, old.entry.ID, uint32(old.entry.Count), old.entry.Flags&service.FlagAffinity != 0)
 	}
@@ -202,15 +202,15 @@ func (r *ServiceReconciler) writeLocked(ctx context.Context, owner string, k ser
 // deleteFrontendLocked deletes frontend k, then its backend set, and requeues the Services that
 // wait for it.
 func (r *ServiceReconciler) deleteFrontendLocked(ctx context.Context, k service.FrontendKey) error {
-	p, ok := r.programmed[k]
-	if !ok {
+	p := r.programmed.get(k)
+	if p == nil {
 		return nil
 	}
 	if err := r.cfg.Frontends.Delete(k); err != nil {
 		return fmt.Errorf("deleting frontend %s: %w", k, err)
 	}
 	r.frontendDeleted(k)
-	delete(r.programmed, k)
+	r.programmed.remove(k)
 	r.sets.release(ctx, p.entry.ID, uint32(p.entry.Count), p.entry.Flags&service.FlagAffinity != 0)
 	for key := range r.waiting[k] {
 		r.queue.Add(key)
@@ -249,7 +249,7 @@ type listedFrontend struct {
 // written, and the others as the walk met them.
 func (r *ServiceReconciler) heldFrontendsLocked(others []listedFrontend) iter.Seq2[service.FrontendKey, ServiceEntry] {
 	return func(yield func(service.FrontendKey, ServiceEntry) bool) {
-		for k, p := range r.programmed {
+		for k, p := range r.programmed.all() {
 			if p.held && !yield(k, p.entry) {
 				return
 			}

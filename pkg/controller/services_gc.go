@@ -39,7 +39,7 @@ func (r *ServiceReconciler) UnusedBackends(candidates map[BackendKey]bool) (unus
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, p := range r.programmed {
+	for k, p := range r.programmed.all() {
 		if !protos[k.Proto] {
 			continue
 		}
@@ -58,7 +58,7 @@ func (r *ServiceReconciler) AffinityTimeouts() map[uint32]time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := map[uint32]time.Duration{}
-	for _, p := range r.programmed {
+	for _, p := range r.programmed.all() {
 		if p.entry.Flags&service.FlagAffinity != 0 {
 			out[p.entry.ID] = time.Duration(p.entry.AffinityTimeout) * time.Second
 		}

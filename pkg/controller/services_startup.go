@@ -73,7 +73,7 @@ func (r *ServiceReconciler) loadPinned(ctx context.Context) {
 	filled := make(map[*programmed]int, len(frontends))
 	for k, e := range frontends {
 		p := &programmed{entry: e, backends: make([]slotBackend, e.Count)}
-		r.programmed[k] = p
+		r.programmed.set(k, p)
 		bySet[e.ID] = append(bySet[e.ID], p)
 		r.sets.reserve(e.ID)
 	}
@@ -122,7 +122,7 @@ func (r *ServiceReconciler) collectPinned(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	stale := 0
-	for k, p := range r.programmed {
+	for k, p := range r.programmed.all() {
 		if p.owner != "" {
 			continue
 		}
@@ -150,7 +150,7 @@ func (r *ServiceReconciler) pinnedListenLocked(svc *corev1.Service) (service.Lis
 				continue
 			}
 			k := service.FrontendKey{VIP: service.NodePortVIP, Port: uint16(port.NodePort), Proto: proto, Scope: service.ScopeExternal}
-			if p, ok := r.programmed[k]; ok && p.owner == "" {
+			if p := r.programmed.get(k); p != nil && p.owner == "" {
 				if p.entry.Flags&service.FlagClosed != 0 {
 					return service.ListenNowhere, true
 				}
@@ -165,7 +165,7 @@ func (r *ServiceReconciler) pinnedListenLocked(svc *corev1.Service) (service.Lis
 // start-up, the pinned frontends at its ClusterIP (the previous agent's last good state).
 func (r *ServiceReconciler) adoptPinnedLocked(key string, svc *corev1.Service) {
 	ips := append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...)
-	for k, p := range r.programmed {
+	for k, p := range r.programmed.all() {
 		if p.owner == "" && slices.Contains(ips, k.VIP.String()) {
 			p.owner = key
 			r.ownLocked(key, k)
