@@ -113,12 +113,37 @@ func sameSlice(a, b any) bool {
 // sliceIndex is the EndpointSlices of each Service, "namespace/service name" (label
 // kubernetes.io/service-name) -> the slices as their last event gave them (the cache's
 // objects: the index holds no copy, not even of their keys, which were ~0.5 MB at 10,000
-// slices), kept by the slice event handler. A client-go index would hold a set (a map) of keys
-// per Service: ~150 bytes more a Service, 1.5 MiB at 10,000. It may lag the cache by an event:
-// the event then queues the Service again.
+// slices), kept by the slice event handler. A Service's one slice, as most have, is the map's
+// value itself; more are a *[]any. A client-go index would hold a set (a map) of keys per
+// Service: ~150 bytes more a Service, 1.5 MiB at 10,000. It may lag the cache by an event: the
+// event then queues the Service again.
 type sliceIndex struct {
 	mu    sync.Mutex
-	bySvc map[string][]any
+	bySvc map[string]any
+}
+
+// held is what bySvc holds for svc, as a list; read only.
+func (x *sliceIndex) held(svc string) []any {
+	switch v := x.bySvc[svc].(type) {
+	case nil:
+		return nil
+	case *[]any:
+		return *v
+	default:
+		return []any{v}
+	}
+}
+
+// hold makes svc's slices held; a list it is given is not changed afterwards.
+func (x *sliceIndex) hold(svc string, held []any) {
+	switch len(held) {
+	case 0:
+		delete(x.bySvc, svc)
+	case 1:
+		x.bySvc[svc] = held[0]
+	default:
+		x.bySvc[svc] = &held
+	}
 }
 
 // put adds slice to svc's, or replaces the version it holds.
@@ -126,41 +151,43 @@ func (x *sliceIndex) put(svc string, slice any) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.bySvc == nil {
-		x.bySvc = map[string][]any{}
+		x.bySvc = map[string]any{}
 	}
-	held := x.bySvc[svc]
+	held := slices.Clone(x.held(svc))
 	if i := slices.IndexFunc(held, func(o any) bool { return sameSlice(o, slice) }); i >= 0 {
 		held[i] = slice
-		return
+	} else {
+		held = append(held, slice)
 	}
-	x.bySvc[svc] = append(held, slice)
+	x.hold(svc, held)
 }
 
 // remove drops slice (any version of it) from svc's.
 func (x *sliceIndex) remove(svc string, slice any) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	held := slices.DeleteFunc(x.bySvc[svc], func(o any) bool { return sameSlice(o, slice) })
-	if len(held) == 0 {
-		delete(x.bySvc, svc)
-	} else {
-		x.bySvc[svc] = held
-	}
+	x.hold(svc, slices.DeleteFunc(slices.Clone(x.held(svc)), func(o any) bool { return sameSlice(o, slice) }))
 }
 
 // get is a copy of the Service's slices.
 func (x *sliceIndex) get(svc string) []any {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return slices.Clone(x.bySvc[svc])
+	return slices.Clone(x.held(svc))
 }
 
 // each calls fn with each slice of svc, under the index's lock: fn must not call back.
 func (x *sliceIndex) each(svc string, fn func(any)) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, o := range x.bySvc[svc] {
-		fn(o)
+	switch v := x.bySvc[svc].(type) {
+	case nil:
+	case *[]any:
+		for _, o := range *v {
+			fn(o)
+		}
+	default:
+		fn(v)
 	}
 }
 

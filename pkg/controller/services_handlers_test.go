@@ -156,3 +156,38 @@ func TestServicesPoolLabelChange(t *testing.T) {
 		t.Errorf("node port in site-1 = %q", got)
 	}
 }
+
+// A Service of several slices: the index holds each once, replaces a version in place, and
+// goes back to the one slice left.
+func TestServicesSliceIndexHoldsSeveralSlices(t *testing.T) {
+	var x sliceIndex
+	slice := func(name, rv string) any {
+		s := threeEndpoints()
+		s.Name, s.ResourceVersion = name, rv
+		o, _ := k8s.TrimForCache(s)
+		return o
+	}
+	a1, b1, c1, b2 := slice("web-1", "1"), slice("web-2", "1"), slice("web-3", "1"), slice("web-2", "2")
+	x.put(serviceKey, a1)
+	x.put(serviceKey, b1)
+	x.put(serviceKey, c1)
+	held := x.get(serviceKey)
+	x.put(serviceKey, b2)
+	if got := x.get(serviceKey); len(got) != 3 || got[0] != a1 || got[1] != b2 || got[2] != c1 {
+		t.Fatalf("after an update of web-2: %v", got)
+	}
+	if held[1] != b1 {
+		t.Errorf("a copy taken before the update changed: %v", held)
+	}
+	x.remove(serviceKey, a1)
+	x.remove(serviceKey, slice("web-3", "7")) // any version
+	var each []any
+	x.each(serviceKey, func(o any) { each = append(each, o) })
+	if got := x.get(serviceKey); len(got) != 1 || got[0] != b2 || len(each) != 1 || each[0] != b2 {
+		t.Fatalf("after removing two: %v, each %v", got, each)
+	}
+	x.remove(serviceKey, b2)
+	if len(x.bySvc) != 0 {
+		t.Errorf("after removing the last: %v", x.bySvc)
+	}
+}
