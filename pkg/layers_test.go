@@ -60,6 +60,7 @@ var layers = []layer{
 		"pkg/bgp/bgpstatus",    // the speaker's peer status without GoBGP, for edgeplanectl and metrics
 		"pkg/metrics/promtext", // metrics kept and written in Prometheus' text format, for pkg/metrics
 		"pkg/datapath/bpffstest", "pkg/internal/netnstest", "pkg/internal/heaptest", "internal/ociimage",
+		"pkg/internal/ipmap", // maps keyed by IPv4 addresses and prefixes in 4 and 5 bytes
 	}},
 	{name: "files", packages: []string{
 		"pkg/atomicfile", // whole-or-nothing file writes: the run directory's reports, the snapshot

@@ -3,6 +3,8 @@ package controller
 import (
 	"net/netip"
 	"slices"
+
+	"github.com/edgeplane/edgeplane/pkg/internal/ipmap"
 )
 
 // peerIndex answers the NodeReconciler's questions about the peer set as a whole (does another
@@ -14,10 +16,10 @@ import (
 type peerIndex struct {
 	// byMasked holds, per prefix length, the peers by masked pod CIDR: the overlap check looks up
 	// the few lengths in use, and a route is still used while a peer has its exact pod CIDR.
-	byMasked map[int]map[netip.Prefix]names
+	byMasked map[int]*ipmap.Map[names] // the pod CIDRs' masked addresses by prefix length
 	// byEndpoint holds, per address keyed in nodes_map, the non-local peers whose tunnel
 	// endpoint it is and how many peers key it (as endpoint or as alias).
-	byEndpoint map[netip.Addr]endpointUse
+	byEndpoint ipmap.Map[endpointUse]
 	// gateways holds the names of the peers that carry the cloud gateway label.
 	gateways map[string]struct{}
 	// domains counts the peers per domain name.
@@ -107,7 +109,7 @@ func (n names) all(yield func(string) bool) {
 
 func newPeerIndex() peerIndex {
 	return peerIndex{
-		byMasked: map[int]map[netip.Prefix]names{}, byEndpoint: map[netip.Addr]endpointUse{},
+		byMasked: map[int]*ipmap.Map[names]{},
 		gateways: map[string]struct{}{}, domains: map[string]int{},
 	}
 }
@@ -132,7 +134,12 @@ func (r *NodeReconciler) deletePeer(name string) {
 // routeUsed reports whether a peer has exactly cidr as its pod CIDR (routes_map's key).
 func (r *NodeReconciler) routeUsed(cidr netip.Prefix) bool {
 	masked := cidr.Masked()
-	for name := range r.index.byMasked[masked.Bits()][masked].all {
+	byLen := r.index.byMasked[masked.Bits()]
+	if byLen == nil {
+		return false
+	}
+	set, _ := byLen.Get(masked.Addr())
+	for name := range set.all {
 		if r.peers[name].podCIDR == cidr {
 			return true
 		}
@@ -144,20 +151,21 @@ func (x *peerIndex) add(name string, p peer) {
 	masked := p.podCIDR.Masked()
 	byLen := x.byMasked[masked.Bits()]
 	if byLen == nil {
-		byLen = map[netip.Prefix]names{}
+		byLen = &ipmap.Map[names]{}
 		x.byMasked[masked.Bits()] = byLen
 	}
-	byLen[masked] = byLen[masked].with(name)
+	set, _ := byLen.Get(masked.Addr())
+	byLen.Set(masked.Addr(), set.with(name))
 	if !p.route.Local {
-		use := x.byEndpoint[p.route.NodeIP]
+		use, _ := x.byEndpoint.Get(p.route.NodeIP)
 		use.primaries = use.primaries.with(name)
 		use.refs++
-		x.byEndpoint[p.route.NodeIP] = use
+		x.byEndpoint.Set(p.route.NodeIP, use)
 	}
 	if p.alias.IsValid() {
-		use := x.byEndpoint[p.alias]
+		use, _ := x.byEndpoint.Get(p.alias)
 		use.refs++
-		x.byEndpoint[p.alias] = use
+		x.byEndpoint.Set(p.alias, use)
 	}
 	if p.gateway {
 		x.gateways[name] = struct{}{}
@@ -168,12 +176,13 @@ func (x *peerIndex) add(name string, p peer) {
 func (x *peerIndex) remove(name string, p peer) {
 	masked := p.podCIDR.Masked()
 	if byLen := x.byMasked[masked.Bits()]; byLen != nil {
-		if n := byLen[masked].without(name); n.empty() {
-			delete(byLen, masked)
+		set, _ := byLen.Get(masked.Addr())
+		if n := set.without(name); n.empty() {
+			byLen.Delete(masked.Addr())
 		} else {
-			byLen[masked] = n
+			byLen.Set(masked.Addr(), n)
 		}
-		if len(byLen) == 0 {
+		if byLen.Len() == 0 {
 			delete(x.byMasked, masked.Bits())
 		}
 	}
@@ -193,16 +202,16 @@ func (x *peerIndex) remove(name string, p peer) {
 
 // unref drops one reference to addr, and name from its primaries unless name is "".
 func (x *peerIndex) unref(addr netip.Addr, name string) {
-	use := x.byEndpoint[addr]
+	use, _ := x.byEndpoint.Get(addr)
 	if name != "" {
 		use.primaries = use.primaries.without(name)
 	}
 	use.refs--
 	if use.refs <= 0 && use.primaries.empty() {
-		delete(x.byEndpoint, addr)
+		x.byEndpoint.Delete(addr)
 		return
 	}
-	x.byEndpoint[addr] = use
+	x.byEndpoint.Set(addr, use)
 }
 
 // overlapping returns a node other than name whose pod CIDR overlaps cidr, and that pod CIDR. Two
@@ -215,23 +224,25 @@ func (x *peerIndex) overlapping(name string, cidr netip.Prefix) (string, netip.P
 	for bits, byLen := range x.byMasked {
 		if bits <= cidr.Bits() {
 			key := netip.PrefixFrom(cidr.Addr(), bits).Masked()
-			if other, ok := byLen[key].otherThan(name); ok {
+			set, _ := byLen.Get(key.Addr())
+			if other, ok := set.otherThan(name); ok {
 				return other, key, true
 			}
 			continue
 		}
-		if shift := bits - cidr.Bits(); cidr.Addr().Is4() && shift < 16 && 1<<shift < len(byLen) {
+		if shift := bits - cidr.Bits(); cidr.Addr().Is4() && shift < 16 && 1<<shift < byLen.Len() {
 			for sub := range subprefixes(cidr, bits) {
-				if other, ok := byLen[sub].otherThan(name); ok {
+				set, _ := byLen.Get(sub.Addr())
+				if other, ok := set.otherThan(name); ok {
 					return other, sub, true
 				}
 			}
 			continue
 		}
-		for p, set := range byLen {
-			if cidr.Contains(p.Addr()) {
+		for a, set := range byLen.All() {
+			if cidr.Contains(a) {
 				if other, ok := set.otherThan(name); ok {
-					return other, p, true
+					return other, netip.PrefixFrom(a, bits), true
 				}
 			}
 		}

@@ -198,13 +198,15 @@ func (r *NodeReconciler) forget(name string) error {
 // isPrimary reports whether addr is the tunnel endpoint of a node other than name: an alias
 // never takes the place of another node's entry.
 func (r *NodeReconciler) isPrimary(name string, addr netip.Addr) bool {
-	_, ok := r.index.byEndpoint[addr].primaries.otherThan(name)
+	use, _ := r.index.byEndpoint.Get(addr)
+	_, ok := use.primaries.otherThan(name)
 	return ok
 }
 
 // nodeKeyUsed reports whether a node in r.peers keys addr in nodes_map (endpoint or alias).
 func (r *NodeReconciler) nodeKeyUsed(addr netip.Addr) bool {
-	return r.index.byEndpoint[addr].refs > 0
+	use, _ := r.index.byEndpoint.Get(addr)
+	return use.refs > 0
 }
 
 // release deletes old's entries that no node in r.peers refers to any more.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeplane/edgeplane/pkg/internal/ipmap"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
@@ -30,17 +31,17 @@ import (
 // made by the next change of the entry.
 type listedMaps struct {
 	seed   maphash.Seed
-	routes map[netip.Prefix]uint64
-	nodes  map[netip.Addr]uint64
+	routes ipmap.PrefixMap[uint64]
+	nodes  ipmap.Map[uint64]
 }
 
 // newListedMaps is an empty listedMaps sized for as many entries as last time (last nil: none).
 func newListedMaps(seed maphash.Seed, last *listedMaps) *listedMaps {
 	var routes, nodes int
 	if last != nil {
-		routes, nodes = len(last.routes), len(last.nodes)
+		routes, nodes = last.routes.Len(), last.nodes.Len()
 	}
-	return &listedMaps{seed: seed, routes: make(map[netip.Prefix]uint64, routes), nodes: make(map[netip.Addr]uint64, nodes)}
+	return &listedMaps{seed: seed, routes: ipmap.NewPrefixMap[uint64](routes), nodes: ipmap.NewMap[uint64](nodes)}
 }
 
 func (l *listedMaps) routeDigest(route Route) uint64 { return maphash.Comparable(l.seed, route) }
@@ -56,10 +57,10 @@ func (l *listedMaps) nodeDigest(n Node) uint64 {
 // listMaps walks routes_map and nodes_map into a listedMaps; nil when either could not be read.
 func (r *NodeReconciler) listMaps() (*listedMaps, error) {
 	l := newListedMaps(r.seed, r.listed)
-	if err := WalkTable(r.cfg.Routes, func(cidr netip.Prefix, route Route) { l.routes[cidr] = l.routeDigest(route) }); err != nil {
+	if err := WalkTable(r.cfg.Routes, func(cidr netip.Prefix, route Route) { l.routes.Set(cidr, l.routeDigest(route)) }); err != nil {
 		return nil, err
 	}
-	if err := WalkTable(r.cfg.Nodes, func(addr netip.Addr, n Node) { l.nodes[addr] = l.nodeDigest(n) }); err != nil {
+	if err := WalkTable(r.cfg.Nodes, func(addr netip.Addr, n Node) { l.nodes.Set(addr, l.nodeDigest(n)) }); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -147,12 +148,12 @@ func (r *NodeReconciler) collectListedLocked(ctx context.Context) {
 		return
 	}
 	var errs []error
-	for cidr := range l.routes {
+	for cidr := range l.routes.All() {
 		if !r.routeUsed(cidr) {
 			errs = append(errs, r.deleteRoute(cidr))
 		}
 	}
-	for addr := range l.nodes {
+	for addr := range l.nodes.All() {
 		if !r.nodeKeyUsed(addr) {
 			errs = append(errs, r.deleteNode(addr))
 		}
@@ -176,7 +177,7 @@ func (r *NodeReconciler) upsertRoute(cidr netip.Prefix, route Route) error {
 	var digest uint64
 	if l := r.listed; l != nil {
 		digest = l.routeDigest(route)
-		if have, ok := l.routes[cidr]; ok && have == digest {
+		if have, ok := l.routes.Get(cidr); ok && have == digest {
 			return nil
 		}
 	}
@@ -184,7 +185,7 @@ func (r *NodeReconciler) upsertRoute(cidr netip.Prefix, route Route) error {
 		return err
 	}
 	if l := r.listed; l != nil {
-		l.routes[cidr] = digest
+		l.routes.Set(cidr, digest)
 	}
 	return nil
 }
@@ -193,7 +194,7 @@ func (r *NodeReconciler) upsertNode(addr netip.Addr, n Node) error {
 	var digest uint64
 	if l := r.listed; l != nil {
 		digest = l.nodeDigest(n)
-		if have, ok := l.nodes[addr]; ok && have == digest {
+		if have, ok := l.nodes.Get(addr); ok && have == digest {
 			return nil
 		}
 	}
@@ -201,21 +202,21 @@ func (r *NodeReconciler) upsertNode(addr netip.Addr, n Node) error {
 		return err
 	}
 	if l := r.listed; l != nil {
-		l.nodes[addr] = digest
+		l.nodes.Set(addr, digest)
 	}
 	return nil
 }
 
 func (r *NodeReconciler) deleteRoute(cidr netip.Prefix) error {
 	if l := r.listed; l != nil {
-		delete(l.routes, cidr)
+		l.routes.Delete(cidr)
 	}
 	return r.cfg.Routes.Delete(cidr)
 }
 
 func (r *NodeReconciler) deleteNode(addr netip.Addr) error {
 	if l := r.listed; l != nil {
-		delete(l.nodes, addr)
+		l.nodes.Delete(addr)
 	}
 	return r.cfg.Nodes.Delete(addr)
 }

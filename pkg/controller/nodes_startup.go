@@ -57,10 +57,10 @@ func (r *NodeReconciler) loadPinned(ctx context.Context) {
 	if routes != nil && nodes != nil {
 		r.listed = newListedMaps(r.seed, nil)
 		for cidr, route := range routes {
-			r.listed.routes[cidr] = r.listed.routeDigest(route)
+			r.listed.routes.Set(cidr, r.listed.routeDigest(route))
 		}
 		for addr, n := range nodes {
-			r.listed.nodes[addr] = r.listed.nodeDigest(n)
+			r.listed.nodes.Set(addr, r.listed.nodeDigest(n))
 		}
 	}
 	r.mu.Unlock()

@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/internal/ipmap"
 )
 
 // CachedNextHops is NextHops for the node reconciler's periodic pass over thousands of peers
@@ -30,8 +32,8 @@ type CachedNextHops struct {
 	mu sync.Mutex
 	// routesWatched is set while the route subscription runs: only then are hops kept.
 	routesWatched bool
-	routeGen      uint64                   // counts route notifications
-	hops          map[netip.Addr]hopResult // by tunnel endpoint
+	routeGen      uint64               // counts route notifications
+	hops          ipmap.Map[hopResult] // by tunnel endpoint
 	// neighboursWatched is set while the neighbour subscription runs: only then are they kept.
 	neighboursWatched bool
 	// neighbours is the underlay's resolved neighbours as listed at neighboursAt; nil: list again.
@@ -52,7 +54,7 @@ const neighbourTTL = time.Second
 
 // NewCachedNextHops returns the resolver for the underlay with ifindex underlay.
 func NewCachedNextHops(underlay int) *CachedNextHops {
-	c := &CachedNextHops{hops: map[netip.Addr]hopResult{}}
+	c := &CachedNextHops{}
 	c.NextHops = NextHops{UnderlayIndex: underlay, seen: c.neighbourChanged, watching: c.neighboursWatching}
 	return c
 }
@@ -72,7 +74,7 @@ func (c *CachedNextHops) NextHop(ip netip.Addr) (net.HardwareAddr, error) {
 
 func (c *CachedNextHops) hop(ip netip.Addr) (netip.Addr, error) {
 	c.mu.Lock()
-	r, ok := c.hops[ip]
+	r, ok := c.hops.Get(ip)
 	gen, watched := c.routeGen, c.routesWatched
 	if !ok {
 		c.routeLookups++
@@ -90,7 +92,7 @@ func (c *CachedNextHops) hop(ip netip.Addr) (netip.Addr, error) {
 	}
 	c.mu.Lock()
 	if watched && c.routesWatched && c.routeGen == gen {
-		c.hops[ip] = hopResult{h, cause}
+		c.hops.Set(ip, hopResult{h, cause})
 	}
 	c.mu.Unlock()
 	if cause != nil {
@@ -106,7 +108,7 @@ func (c *CachedNextHops) hop(ip netip.Addr) (netip.Addr, error) {
 func (c *CachedNextHops) CachedHop(ip netip.Addr) (hop netip.Addr, known bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r, ok := c.hops[ip]
+	r, ok := c.hops.Get(ip)
 	if !ok {
 		return netip.Addr{}, false
 	}
@@ -156,7 +158,7 @@ func (c *CachedNextHops) routesChanged(watched bool) {
 	c.mu.Lock()
 	c.routeGen++
 	c.routesWatched = watched
-	clear(c.hops)
+	c.hops.Clear()
 	c.mu.Unlock()
 }
 
