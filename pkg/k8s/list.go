@@ -44,7 +44,7 @@ func newListItem(resource Resource) func() listItem {
 	case Pods:
 		return func() listItem { return &corev1.Pod{} }
 	case Services:
-		return func() listItem { return &corev1.Service{} }
+		return func() listItem { return &Service{} } // decoded as the cache keeps it (servicedecode.go)
 	case EndpointSlices:
 		return func() listItem { return &EndpointSlice{} } // decoded as the cache keeps it (slicedecode.go)
 	case ConfigMaps:

@@ -19,6 +19,10 @@ type objectMeta struct {
 	name, namespace, uid, resourceVersion []byte
 	deleting                              bool
 	labels, annotations                   []pair
+	// created is the creationTimestamp's seconds when hasCreated (metav1.Time keeps no more);
+	// an empty one, as for the zero time, leaves hasCreated false.
+	created    int64
+	hasCreated bool
 }
 
 type pair struct{ key, value []byte }
@@ -33,7 +37,8 @@ func (m *objectMeta) reset() objectMeta {
 // Field numbers of metav1.ObjectMeta, from k8s.io/apimachinery/pkg/apis/meta/v1 generated.proto.
 const (
 	metaName, metaNamespace, metaUID, metaResourceVersion = 1, 3, 5, 6
-	metaDeletionTimestamp                                 = 9
+	metaCreationTimestamp, metaDeletionTimestamp          = 8, 9
+	timeSeconds, timeNanos                                = 1, 2 // of a metav1.Timestamp
 	metaLabels, metaAnnotations                           = 11, 12
 )
 
@@ -48,6 +53,11 @@ func (d *objectMeta) decode(data []byte) error {
 			d.uid, err = m.bytes()
 		case metaResourceVersion:
 			d.resourceVersion, err = m.bytes()
+		case metaCreationTimestamp:
+			var b []byte
+			if b, err = m.bytes(); err == nil {
+				d.created, d.hasCreated, err = timestampSeconds(b)
+			}
 		case metaDeletionTimestamp:
 			d.deleting = true
 			_, err = m.bytes()
@@ -60,6 +70,27 @@ func (d *objectMeta) decode(data []byte) error {
 		}
 		return err
 	})
+}
+
+// timestampSeconds reads a metav1.Time message as its Unmarshal does: an empty one is the zero
+// time (ok false), and of the others only the seconds count.
+func timestampSeconds(data []byte) (seconds int64, ok bool, err error) {
+	if len(data) == 0 {
+		return 0, false, nil
+	}
+	err = eachField(data, "Timestamp", func(field int, m *message) error {
+		switch field {
+		case timeSeconds:
+			v, err := m.varintField()
+			seconds = int64(v)
+			return err
+		case timeNanos:
+			_, err := m.varintField()
+			return err
+		}
+		return m.skip()
+	})
+	return seconds, err == nil, err
 }
 
 // unsafeString is b as a string without a copy, for a lookup or for interned (which copies what

@@ -3,6 +3,7 @@ package k8s
 import (
 	"maps"
 	"slices"
+	"strings"
 	"unique"
 
 	corev1 "k8s.io/api/core/v1"
@@ -108,7 +109,7 @@ func encode(table []string, v string, k unknownKey, unknown *map[unknownKey]stri
 	if *unknown == nil {
 		*unknown = map[unknownKey]string{}
 	}
-	(*unknown)[k] = v
+	(*unknown)[k] = strings.Clone(v) // v may be a message's bytes (Unmarshal)
 	return codeOther
 }
 
@@ -227,9 +228,18 @@ func (s *Service) GetObjectMeta() metav1.Object {
 
 // compactService is o as the cache keeps it.
 func compactService(o *corev1.Service) *Service {
+	s := &Service{}
+	s.compactFrom(o)
+	return s
+}
+
+// compactFrom sets s to o as the cache keeps it. What it keeps of o's strings it keeps by
+// reference, but for the namespace, the port names and any coded field's value (interned or
+// copied): Unmarshal hands it strings of the message's bytes for those.
+func (s *Service) compactFrom(o *corev1.Service) {
 	spec := o.Spec
 	var x ServiceExtras
-	s := &Service{
+	*s = Service{
 		Namespace:       interned(o.Namespace),
 		Name:            o.Name,
 		ResourceVersion: o.ResourceVersion,
@@ -278,9 +288,9 @@ func compactService(o *corev1.Service) *Service {
 	}
 	if x.Labels != nil || x.Annotations != nil || x.ClusterIPs != nil || x.ExternalIPs != nil || x.SessionAffinityConfig != nil ||
 		x.HealthCheckNodePort != 0 || x.TrafficDistribution != nil || x.Ingress != nil || x.UID != "" || x.Unknown != nil {
-		s.ServiceExtras = &x
+		s.ServiceExtras = new(ServiceExtras) // not &x: x would be allocated for every Service
+		*s.ServiceExtras = x
 	}
-	return s
 }
 
 // setUnknown records v as the value of the coded field k.
