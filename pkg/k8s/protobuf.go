@@ -1,7 +1,6 @@
 package k8s
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -144,16 +143,24 @@ func eachField(data []byte, name string, fn func(field int, m *message) error) e
 	return nil
 }
 
+// varint reads a varint as the generated code does: up to 10 bytes, the bits beyond 64 of the
+// tenth dropped (binary.Uvarint refuses those), an 11th byte an overflow.
 func (m *message) varint() (uint64, error) {
-	v, n := binary.Uvarint(m.b)
-	switch {
-	case n == 0:
-		return 0, io.ErrUnexpectedEOF
-	case n < 0:
-		return 0, errVarint
+	var v uint64
+	for i, shift := 0, uint(0); ; i, shift = i+1, shift+7 {
+		if shift >= 64 {
+			return 0, errVarint
+		}
+		if i >= len(m.b) {
+			return 0, io.ErrUnexpectedEOF
+		}
+		b := m.b[i]
+		v |= uint64(b&0x7f) << shift
+		if b < 0x80 {
+			m.b = m.b[i+1:]
+			return v, nil
+		}
 	}
-	m.b = m.b[n:]
-	return v, nil
 }
 
 // lengthDelimited is the next length-delimited value, whatever the wire type says (as the

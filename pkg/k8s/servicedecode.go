@@ -70,7 +70,7 @@ func (d *serviceFields) reset() {
 	clear(d.externalIPs)
 	clear(d.ips)
 	*d = serviceFields{objectMeta: d.objectMeta.reset(), ports: d.ports[:0], clusterIPs: d.clusterIPs[:0],
-		externalIPs: d.externalIPs[:0], ips: d.ips[:0]}
+		externalIPs: d.externalIPs[:0], ips: d.ips[:0], labels: d.labels, annotation: d.annotation}
 }
 
 // Field numbers, from k8s.io/api/core/v1 and k8s.io/apimachinery/pkg/apis/meta/v1 generated.proto.
