@@ -27,8 +27,8 @@ type EndpointSlice struct {
 	ServiceName                      string // label kubernetes.io/service-name; "" when absent
 	Ports                            []SlicePort
 	Endpoints                        []SliceEndpoint
-	addressType                      handle // 8 bytes: the struct is 128 (a 144-byte allocation with a string)
-	Headless                         bool   // label service.kubernetes.io/headless is present
+	addressType                      handle[string] // 8 bytes: the struct is 128 (a 144-byte allocation with a string)
+	Headless                         bool           // label service.kubernetes.io/headless is present
 }
 
 // AddressType is the slice's addressType.
@@ -39,7 +39,7 @@ func (s *EndpointSlice) AddressType() discoveryv1.AddressType {
 // SlicePort is an EndpointSlice port in 24 bytes (its name and protocol interned handles, not
 // strings: 48 with them); an unset name or protocol is "".
 type SlicePort struct {
-	name, protocol handle
+	name, protocol handle[string]
 	Port           int32
 }
 
@@ -53,19 +53,22 @@ func (p SlicePort) Name() string { return p.name.get() }
 // Protocol is the port's protocol.
 func (p SlicePort) Protocol() corev1.Protocol { return corev1.Protocol(p.protocol.get()) }
 
-// handle is an interned string in 8 bytes, where a string takes 16; the zero value is "".
-type handle struct{ h unique.Handle[string] }
+// handle is an interned value in 8 bytes (a string takes 16, a placement 48), kept once however
+// many hold it; the zero handle is the zero value.
+type handle[T comparable] struct{ h unique.Handle[T] }
 
-func handleOf(s string) handle {
-	if s == "" {
-		return handle{}
+func handleOf[T comparable](v T) handle[T] {
+	var zero T
+	if v == zero {
+		return handle[T]{}
 	}
-	return handle{unique.Make(s)}
+	return handle[T]{unique.Make(v)}
 }
 
-func (h handle) get() string {
-	if h == (handle{}) {
-		return ""
+func (h handle[T]) get() T {
+	if h == (handle[T]{}) {
+		var zero T
+		return zero
 	}
 	return h.h.Value()
 }
@@ -76,7 +79,7 @@ func (h handle) get() string {
 type SliceEndpoint struct {
 	Address                     [4]byte
 	Ready, Serving, Terminating bool
-	at                          placementHandle
+	at                          handle[placement] // 8 bytes an endpoint
 }
 
 // Node is the endpoint's nodeName; "" when unset.
@@ -85,24 +88,6 @@ func (e *SliceEndpoint) Node() string { return e.at.get().node }
 // placement is where an endpoint is: its nodeName, zone, and the zones of its hints.forZones
 // joined by commas ("" when unset); kept once however many endpoints share it.
 type placement struct{ node, zone, hints string }
-
-// placementHandle is an interned placement: 8 bytes an endpoint. The zero value is the empty
-// placement.
-type placementHandle struct{ h unique.Handle[placement] }
-
-func placeAt(p placement) placementHandle {
-	if p == (placement{}) {
-		return placementHandle{}
-	}
-	return placementHandle{unique.Make(p)}
-}
-
-func (h placementHandle) get() placement {
-	if h == (placementHandle{}) {
-		return placement{}
-	}
-	return h.h.Value()
-}
 
 // GetObjectMeta makes the slice a metav1.ObjectMetaAccessor, which is what client-go's store
 // reads for its keys (namespace/name) and resource versions. Labels are not in it: the
@@ -167,7 +152,7 @@ func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
 			}
 			at.hints = strings.Join(zones, ",")
 		}
-		ep.at = placeAt(at)
+		ep.at = handleOf(at)
 		ep.Ready, ep.Serving, ep.Terminating = service.Conditions(e.Conditions)
 		s.Endpoints = append(s.Endpoints, ep)
 	}

@@ -226,7 +226,7 @@ func (d *sliceFields) endpoint(data []byte) (SliceEndpoint, bool, error) {
 		return SliceEndpoint{}, false, nil
 	}
 	ep := SliceEndpoint{Address: ip.As4()}
-	ep.at = placeAt(placement{node: unsafeString(node), zone: unsafeString(zone), hints: unsafeString(d.hints)})
+	ep.at = handleOf(placement{node: unsafeString(node), zone: unsafeString(zone), hints: unsafeString(d.hints)})
 	ready, serving, terminating := conditionReady-1, conditionServing-1, conditionTerminating-1
 	ep.Ready = !condSet[ready] || cond[ready]
 	ep.Serving = ep.Ready

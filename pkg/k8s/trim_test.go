@@ -92,7 +92,7 @@ func TestTrimForCache(t *testing.T) {
 	wantSlice := &EndpointSlice{Namespace: "ns", Name: "a", ServiceName: "web", addressType: handleOf(string(discoveryv1.AddressTypeIPv4)),
 		Ports: []SlicePort{newSlicePort("", "", 8080)},
 		Endpoints: []SliceEndpoint{{Address: [4]byte{10, 244, 1, 7}, Ready: true, Serving: true,
-			at: placeAt(placement{node: "node-1", zone: "z1", hints: "z1"})}}}
+			at: handleOf(placement{node: "node-1", zone: "z1", hints: "z1"})}}}
 	if !reflect.DeepEqual(c, wantSlice) {
 		t.Errorf("endpointslice: got %+v; want %+v", c, wantSlice)
 	}
