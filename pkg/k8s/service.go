@@ -259,12 +259,11 @@ func (s *Service) compactFrom(o *corev1.Service) {
 		x.UID = o.UID
 	}
 	if p := spec.InternalTrafficPolicy; p != nil {
+		table := trafficPolicies
 		if *p == "" {
-			s.internalPolicy = codeOther // set, but empty: kept as it is
-			x.setUnknown(unknownKey{field: fieldInternalPolicy}, "")
-		} else {
-			s.internalPolicy = encode(trafficPolicies, string(*p), unknownKey{field: fieldInternalPolicy}, &x.Unknown)
+			table = nil // set, but empty: codeUnset would read as unset, so it is kept as it is
 		}
+		s.internalPolicy = encode(table, string(*p), unknownKey{field: fieldInternalPolicy}, &x.Unknown)
 	}
 	x.Labels = keep(o.Labels, service.ProxyNameLabel)
 	x.Annotations = keep(o.Annotations, service.TopologyAnnotation, service.ListenAnnotation)
@@ -291,14 +290,6 @@ func (s *Service) compactFrom(o *corev1.Service) {
 		s.ServiceExtras = new(ServiceExtras) // not &x: x would be allocated for every Service
 		*s.ServiceExtras = x
 	}
-}
-
-// setUnknown records v as the value of the coded field k.
-func (x *ServiceExtras) setUnknown(k unknownKey, v string) {
-	if x.Unknown == nil {
-		x.Unknown = map[unknownKey]string{}
-	}
-	x.Unknown[k] = v
 }
 
 // interned is s, one copy of its bytes however many objects hold it (namespaces, types, port
