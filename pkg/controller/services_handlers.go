@@ -122,13 +122,13 @@ type sliceIndex struct {
 	bySvc map[string]any
 }
 
-// held is what bySvc holds for svc, as a list; read only.
+// held is a copy of what bySvc holds for svc, as a list.
 func (x *sliceIndex) held(svc string) []any {
 	switch v := x.bySvc[svc].(type) {
 	case nil:
 		return nil
 	case *[]any:
-		return *v
+		return slices.Clone(*v)
 	default:
 		return []any{v}
 	}
@@ -153,7 +153,7 @@ func (x *sliceIndex) put(svc string, slice any) {
 	if x.bySvc == nil {
 		x.bySvc = map[string]any{}
 	}
-	held := slices.Clone(x.held(svc))
+	held := x.held(svc)
 	if i := slices.IndexFunc(held, func(o any) bool { return sameSlice(o, slice) }); i >= 0 {
 		held[i] = slice
 	} else {
@@ -166,14 +166,14 @@ func (x *sliceIndex) put(svc string, slice any) {
 func (x *sliceIndex) remove(svc string, slice any) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.hold(svc, slices.DeleteFunc(slices.Clone(x.held(svc)), func(o any) bool { return sameSlice(o, slice) }))
+	x.hold(svc, slices.DeleteFunc(x.held(svc), func(o any) bool { return sameSlice(o, slice) }))
 }
 
 // get is a copy of the Service's slices.
 func (x *sliceIndex) get(svc string) []any {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return slices.Clone(x.held(svc))
+	return x.held(svc)
 }
 
 // each calls fn with each slice of svc, under the index's lock: fn must not call back.
