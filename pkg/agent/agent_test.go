@@ -113,7 +113,7 @@ func agentInNetns(t *testing.T) {
 		{Name: "self", NodeIP: netip.MustParseAddr("192.168.60.2"), PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), Domain: "default", ThisNode: true},
 	})
 	n, _ := client.CoreV1().Nodes().Get(context.Background(), "self", metav1.GetOptions{})
-	vtep, err := k8s.NodeVTEP(k8s.NodeOf(n))
+	vtep, err := k8s.NodeVTEP(k8stest.Node(n))
 	if err != nil || vtep.IP != netip.MustParseAddr("192.168.60.2") {
 		t.Fatalf("published VTEP %+v, %v (annotations %v)", vtep, err, n.Annotations)
 	}

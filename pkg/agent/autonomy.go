@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/metrics"
 )
 
@@ -61,10 +61,10 @@ func (a *Agent) reportReconnections(ctx context.Context, recorder k8s.EventRecor
 		default:
 		}
 	})
-	ref := &corev1.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
+	ref := &api.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName)}
 	for {
 		for _, o := range a.apiserver.TakeEnded() {
-			recorder.Eventf(ref, corev1.EventTypeNormal, ReasonAPIServerReconnected,
+			recorder.Eventf(ref, api.EventTypeNormal, ReasonAPIServerReconnected,
 				"API server unreachable for %s (%s to %s); the datapath kept forwarding on the last state and the agent resynced",
 				o.Duration().Round(time.Millisecond), o.Start.UTC().Format(time.RFC3339), o.End.UTC().Format(time.RFC3339))
 		}

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -23,6 +22,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // The BGP speaker of route mode (pkg/bgp: GoBGP in the edgeplane-bgp process, which a pass starts
@@ -103,7 +103,7 @@ type bgpSpeaker struct {
 
 // secretGetter is what the speaker needs of the API server: k8s.API's GetSecret.
 type secretGetter interface {
-	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	GetSecret(ctx context.Context, namespace, name string) (*api.Secret, error)
 }
 
 // Reasons of the Warning events bgpSpeaker records on this node's Node.
@@ -235,7 +235,7 @@ func (s *bgpSpeaker) converge(ctx context.Context) {
 		s.lastError = msg
 		if err != nil {
 			klog.FromContext(ctx).Error(err, "Configuring the BGP speaker; retrying", "retryIn", s.refresh)
-			s.recorder.Event(s.nodeRef(), corev1.EventTypeWarning, ReasonBGPConfig, "BGP speaker: "+msg)
+			s.recorder.Event(s.nodeRef(), api.EventTypeWarning, ReasonBGPConfig, "BGP speaker: "+msg)
 		} else {
 			klog.FromContext(ctx).Info("BGP speaker configured", "domain", view.Domain, "routerID", s.config.RouterID,
 				"localASN", s.config.ASN, "peers", len(view.Peers))
@@ -505,7 +505,7 @@ func (s *bgpSpeaker) sessionChanged(c bgp.SessionChange) {
 		if c.Reason != "" {
 			msg += ": " + c.Reason
 		}
-		s.recorder.Event(s.nodeRef(), corev1.EventTypeWarning, ReasonBGPSessionLost, msg)
+		s.recorder.Event(s.nodeRef(), api.EventTypeWarning, ReasonBGPSessionLost, msg)
 	} else if c.State == bgpstatus.StateEstablished {
 		klog.InfoS("BGP session established", "peer", c.Peer, "peerASN", c.ASN)
 	}
@@ -513,8 +513,8 @@ func (s *bgpSpeaker) sessionChanged(c bgp.SessionChange) {
 }
 
 // nodeRef is this node for events: Nodes' events name the node as their UID, as kubelet's do.
-func (s *bgpSpeaker) nodeRef() *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "Node", Name: s.nodeName, UID: types.UID(s.nodeName)}
+func (s *bgpSpeaker) nodeRef() *api.ObjectReference {
+	return &api.ObjectReference{Kind: "Node", Name: s.nodeName, UID: types.UID(s.nodeName)}
 }
 
 // stop stops the speaker: withdraw sends peers a NOTIFICATION so they drop our routes

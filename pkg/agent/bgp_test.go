@@ -22,6 +22,8 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/bgp/gobgp"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 // The tests run the agent's speaker against a real in-process "gateway" speaker, over loopback
@@ -72,16 +74,16 @@ func (d staticDomains) HasSynced() bool      { return true }
 
 type fakeSecrets struct {
 	mu      sync.Mutex
-	secrets map[string]*corev1.Secret // namespace/name
+	secrets map[string]*api.Secret // namespace/name
 }
 
-func (f *fakeSecrets) GetSecret(_ context.Context, namespace, name string) (*corev1.Secret, error) {
+func (f *fakeSecrets) GetSecret(_ context.Context, namespace, name string) (*api.Secret, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s, ok := f.secrets[namespace+"/"+name]; ok {
 		return s, nil
 	}
-	return nil, apierrors.NewNotFound(corev1.Resource("secrets"), name)
+	return nil, apierrors.NewNotFound(api.Resource("secrets"), name)
 }
 
 func bgpNode(name string, ip netip.Addr, podCIDR netip.Prefix, speaker bool) *k8s.Node {
@@ -93,7 +95,7 @@ func bgpNode(name string, ip netip.Addr, podCIDR netip.Prefix, speaker bool) *k8
 	if speaker {
 		n.Labels["edgeplane.io/bgp-speaker"] = "true"
 	}
-	return k8s.NodeOf(n)
+	return k8stest.Node(n)
 }
 
 type bgpFixture struct {
@@ -136,7 +138,7 @@ func newBGPFixture(t *testing.T, password string) *bgpFixture {
 	f := &bgpFixture{
 		gateway: gw, port: port, model: model,
 		nodes:    cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
-		secrets:  &fakeSecrets{secrets: map[string]*corev1.Secret{}},
+		secrets:  &fakeSecrets{secrets: map[string]*api.Secret{}},
 		recorder: record.NewFakeRecorder(100),
 	}
 	f.nodes.Add(bgpNode("n1", bgpNodeIP, bgpPodCIDR, true))
@@ -335,7 +337,7 @@ func TestBGPSpeakerReadsThePasswordFromASecret(t *testing.T) {
 	}
 
 	f.secrets.mu.Lock()
-	f.secrets.secrets["edgeplane-system/site-bgp"] = &corev1.Secret{Data: map[string][]byte{"password": []byte("s3cret")}}
+	f.secrets.secrets["edgeplane-system/site-bgp"] = &api.Secret{Data: map[string][]byte{"password": []byte("s3cret")}}
 	f.secrets.mu.Unlock()
 	f.speaker.converge(t.Context()) // the tick's retry
 	// TCP-MD5 on both ends: the session only comes up when the passwords agree.
@@ -479,7 +481,7 @@ func TestBGPSpeakerPublishesRoutesAdvertisedBeforeAndAfterTheRoutes(t *testing.T
 func TestBGPSpeakerRereadsThePasswordWhileASessionIsDown(t *testing.T) {
 	f := newBGPFixture(t, "rotated")
 	f.speaker.refresh = 100 * time.Millisecond
-	f.secrets.secrets["edgeplane-system/site-bgp"] = &corev1.Secret{Data: map[string][]byte{"password": []byte("old")}}
+	f.secrets.secrets["edgeplane-system/site-bgp"] = &api.Secret{Data: map[string][]byte{"password": []byte("old")}}
 	f.setView(t)
 	time.Sleep(time.Second)
 	f.speaker.converge(t.Context())
@@ -487,7 +489,7 @@ func TestBGPSpeakerRereadsThePasswordWhileASessionIsDown(t *testing.T) {
 		t.Fatalf("the gateway took routes over a session with the wrong password: %+v", peers)
 	}
 	f.secrets.mu.Lock()
-	f.secrets.secrets["edgeplane-system/site-bgp"] = &corev1.Secret{Data: map[string][]byte{"password": []byte("rotated")}}
+	f.secrets.secrets["edgeplane-system/site-bgp"] = &api.Secret{Data: map[string][]byte{"password": []byte("rotated")}}
 	f.secrets.mu.Unlock()
 	time.Sleep(f.speaker.refresh) // the next tick
 	f.speaker.converge(t.Context())

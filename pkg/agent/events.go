@@ -4,10 +4,10 @@ import (
 	"context"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // ReasonOverlappingNetworks is the reason of the Warning event recorded on this node's Node when
@@ -20,8 +20,8 @@ const ReasonOverlappingNetworks = "OverlappingNetworks"
 func (a *Agent) warnNode(ctx context.Context, node *k8s.Node, reason string, err error) {
 	logger := klog.FromContext(ctx)
 	now := time.Now()
-	ev := k8s.NewEvent(node.Ref(), corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName},
-		corev1.EventTypeWarning, reason, "edgeplane-agent cannot start: "+err.Error(), now, now.UnixNano())
+	ev := k8s.NewEvent(node.Ref(), api.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName},
+		api.EventTypeWarning, reason, "edgeplane-agent cannot start: "+err.Error(), now, now.UnixNano())
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, cerr := a.client.CreateEvent(ctx, ev); cerr != nil {

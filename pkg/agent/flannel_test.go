@@ -18,6 +18,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 // flannelLeftovers builds what a stopped flanneld leaves: flannel.1 (VNI 1, UDP 8472, up, with
@@ -87,7 +88,7 @@ func TestTakeOverFromFlannel(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		// The annotation names another MAC: the device taken over wins.
-		mustDo(t, a.takeOverFromFlannel(ctx, k8s.NodeOf(flannelNode("7a:00:00:00:00:01"))))
+		mustDo(t, a.takeOverFromFlannel(ctx, k8stest.Node(flannelNode("7a:00:00:00:00:01"))))
 		if a.vtepMAC.String() != flMAC.String() {
 			t.Errorf("VTEP MAC %s; want flannel.1's %s", a.vtepMAC, flMAC)
 		}
@@ -106,7 +107,7 @@ func TestTakeOverFromFlannel(t *testing.T) {
 			t.Errorf("edgeplane.1 has MAC %s; want %s", dev.MAC, flMAC)
 		}
 		// A restart finds edgeplane.1 (its own device, not a holder) and the published MAC.
-		mustDo(t, a.takeOverFromFlannel(ctx, k8s.NodeOf(flannelNode(flMAC.String()))))
+		mustDo(t, a.takeOverFromFlannel(ctx, k8stest.Node(flannelNode(flMAC.String()))))
 		if a.vtepMAC.String() != flMAC.String() {
 			t.Errorf("after a restart: VTEP MAC %s; want %s", a.vtepMAC, flMAC)
 		}
@@ -124,7 +125,7 @@ func TestTakeOverLeavesBusyBridgeUntilEmpty(t *testing.T) {
 		a := &Agent{cfg: Config{NodeName: "node-a", VXLANDevice: "edgeplane.1"}, podCIDR: netip.MustParsePrefix("10.244.3.0/24")}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		mustDo(t, a.takeOverFromFlannel(ctx, k8s.NodeOf(flannelNode(""))))
+		mustDo(t, a.takeOverFromFlannel(ctx, k8stest.Node(flannelNode(""))))
 		if _, err := netlink.LinkByName("cni0"); err != nil {
 			t.Fatalf("cni0 with a port was deleted: %v", err)
 		}
@@ -157,7 +158,7 @@ func TestTakeOverRefuses(t *testing.T) {
 		mustDo(t, err)
 		mustDo(t, netlink.LinkSetUp(l))
 		a := &Agent{cfg: Config{NodeName: "node-a", VXLANDevice: "edgeplane.1"}, podCIDR: netip.MustParsePrefix("10.244.3.0/24")}
-		err = a.takeOverFromFlannel(context.Background(), k8s.NodeOf(flannelNode("")))
+		err = a.takeOverFromFlannel(context.Background(), k8stest.Node(flannelNode("")))
 		if err == nil || !strings.Contains(err.Error(), "tunnel7") || !strings.Contains(err.Error(), "8472") {
 			t.Fatalf("takeover beside tunnel7: %v; want a refusal naming tunnel7 and UDP 8472", err)
 		}
@@ -201,7 +202,7 @@ func TestChooseVTEPMAC(t *testing.T) {
 		{nil, "00:00:00:00:00:00", derived.String()},
 		{nil, "garbage", derived.String()},
 	} {
-		got, source := chooseVTEPMAC(tc.taken, k8s.NodeOf(flannelNode(tc.annotation)), "node-a")
+		got, source := chooseVTEPMAC(tc.taken, k8stest.Node(flannelNode(tc.annotation)), "node-a")
 		if got.String() != tc.want {
 			t.Errorf("chooseVTEPMAC(%v, %q) = %s (%s); want %s", tc.taken, tc.annotation, got, source, tc.want)
 		}

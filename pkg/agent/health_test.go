@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgeplane/edgeplane/pkg/datapath"
-	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
@@ -74,7 +73,7 @@ func TestWarnNodeRecordsEvent(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", UID: "uid-self"}}
 	client := fake.NewClientset(node)
 	a := &Agent{cfg: Config{NodeName: "self"}, client: k8stest.FromClientset(client)}
-	a.warnNode(context.Background(), k8s.NodeOf(node), ReasonOverlappingNetworks, errors.New("the cluster CIDR overlaps the service CIDR"))
+	a.warnNode(context.Background(), k8stest.Node(node), ReasonOverlappingNetworks, errors.New("the cluster CIDR overlaps the service CIDR"))
 	evs, err := client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(evs.Items) != 1 {
 		t.Fatalf("events: %v, %v", evs, err)

@@ -11,8 +11,8 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
@@ -23,7 +23,7 @@ import (
 // and re-converges the host periodically until ctx is done.
 func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) error {
 	logger := klog.FromContext(ctx)
-	recorder := k8s.NewRecorder(a.client, k8s.Scheme, corev1.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
+	recorder := k8s.NewRecorder(a.client, k8s.Scheme, api.EventSource{Component: "edgeplane-agent", Host: a.cfg.NodeName})
 	recorder.FollowReachability(a.apiserver) // events recorded during a cut are written after it
 	recorderCtx, stopRecorder := context.WithCancel(ctx)
 	defer stopRecorder()

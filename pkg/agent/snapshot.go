@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/lb"
 	"github.com/edgeplane/edgeplane/pkg/maps/nodecfg"
@@ -198,7 +198,7 @@ type podLister interface{ List() []any }
 func podBackends(pods []any, backends map[netip.Addr]bool) []snapshot.PodBackend {
 	var out []snapshot.PodBackend
 	for _, o := range pods {
-		p, ok := o.(*corev1.Pod)
+		p, ok := o.(*api.Pod)
 		if !ok {
 			continue
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/datapath/bpffstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	bpfmaps "github.com/edgeplane/edgeplane/pkg/maps"
 	"github.com/edgeplane/edgeplane/pkg/maps/endpoints"
@@ -99,10 +100,10 @@ func TestSnapshotRestoresTablesAndRepairsMovedPods(t *testing.T) {
 	a := &Agent{cfg: Config{NodeName: "self", SnapshotDir: t.TempDir()}, podCIDR: netip.MustParsePrefix("10.244.1.0/24"),
 		underlay: netdev.Underlay{IP: netip.MustParseAddr("192.168.60.2")}, device: netdev.Device{MAC: mac}}
 	tracked := a.trackForSnapshot(before)
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0"},
-		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: oldPod.String()}}}}
-	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "idle"},
-		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.1.6"}}}}
+	pod := &api.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0"},
+		Status: api.PodStatus{PodIPs: []api.PodIP{{IP: oldPod.String()}}}}
+	other := &api.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "idle"},
+		Status: api.PodStatus{PodIPs: []api.PodIP{{IP: "10.244.1.6"}}}}
 	s, err := a.collectSnapshot(fakeIndexer{pod, other})
 	if err != nil {
 		t.Fatal(err)

@@ -98,7 +98,7 @@ func uninstallInNetns(t *testing.T) {
 	if _, err := nameindex.ReadNodes(runDir); err != nil {
 		t.Fatalf("precondition: the agent's node names: %v", err)
 	}
-	if n := getNode(t, client); len(presentAnnotations(k8s.NodeOf(n))) != len(vtepAnnotations) {
+	if n := getNode(t, client); len(presentAnnotations(k8stest.Node(n))) != len(vtepAnnotations) {
 		t.Fatalf("precondition: annotations %v", n.Annotations)
 	}
 	// As a route-mode speaker leaves it after a plain --uninstall (no withdrawal by Run).
@@ -112,7 +112,7 @@ func uninstallInNetns(t *testing.T) {
 	}
 	checkUninstalled(t, mount, cfg, podVeth)
 	n := getNode(t, client)
-	if p := presentAnnotations(k8s.NodeOf(n)); len(p) > 0 {
+	if p := presentAnnotations(k8stest.Node(n)); len(p) > 0 {
 		t.Errorf("annotations %v left on the Node", p)
 	}
 	if v, ok := n.Annotations[k8s.RoutesAdvertisedAnnotation]; ok {

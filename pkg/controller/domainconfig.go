@@ -7,12 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // DomainConfigController is the name of the domain configuration watcher in metrics.
@@ -37,7 +37,7 @@ type DomainConfig struct {
 	mu        sync.Mutex
 	listeners []func()
 	lastErr   string
-	invalid   *corev1.ConfigMap // the ConfigMap lastErr is about
+	invalid   *api.ConfigMap // the ConfigMap lastErr is about
 }
 
 // NewDomainConfig registers on an informer of the ConfigMap's namespace (the agent narrows it to
@@ -76,7 +76,7 @@ func (d *DomainConfig) update(obj any, deleted bool) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	cm, ok := obj.(*corev1.ConfigMap)
+	cm, ok := obj.(*api.ConfigMap)
 	if !ok || cm.Name != d.name {
 		return
 	}
@@ -119,7 +119,7 @@ func (d *DomainConfig) update(obj any, deleted bool) {
 
 func (d *DomainConfig) recordLocked() {
 	if d.recorder != nil && d.invalid != nil {
-		d.recorder.Eventf(d.invalid, corev1.EventTypeWarning, ReasonInvalidDomainConfig,
+		d.recorder.Eventf(d.invalid, api.EventTypeWarning, ReasonInvalidDomainConfig,
 			"edgeplane keeps its last valid domain configuration: %s", d.lastErr)
 	}
 }
@@ -139,9 +139,9 @@ func (d *DomainConfig) ReportAgain() {
 // the ConfigMap's resourceVersion, or that it was not found and the defaults apply. Call it after
 // the informer synced.
 func (d *DomainConfig) InEffect() (msg string, keysAndValues []any) {
-	var cm *corev1.ConfigMap
+	var cm *api.ConfigMap
 	for _, obj := range d.store.List() {
-		if c, ok := obj.(*corev1.ConfigMap); ok && c.Name == d.name {
+		if c, ok := obj.(*api.ConfigMap); ok && c.Name == d.name {
 			cm = c
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 func TestDomainConfigKeepsLastValid(t *testing.T) {
@@ -23,8 +25,8 @@ func TestDomainConfigKeepsLastValid(t *testing.T) {
 	}
 	changes := 0
 	d.OnChange(func() { changes++ })
-	cm := func(name, yaml string) *corev1.ConfigMap {
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system"}, Data: map[string]string{domain.ConfigKey: yaml}}
+	cm := func(name, yaml string) *api.ConfigMap {
+		return &api.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system"}, Data: map[string]string{domain.ConfigKey: yaml}}
 	}
 	if !d.Model().Equal(domain.DefaultModel()) {
 		t.Fatal("without a ConfigMap the model must be the default")
@@ -72,7 +74,7 @@ func TestDomainConfigReportAgainAndInEffect(t *testing.T) {
 	if msg, _ := d.InEffect(); !strings.Contains(msg, "not found") || !strings.Contains(msg, "all pairs public (default)") {
 		t.Errorf("InEffect without a ConfigMap: %q", msg)
 	}
-	bad := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: "edgeplane-system", ResourceVersion: "7"},
+	bad := &api.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: "edgeplane-system", ResourceVersion: "7"},
 		Data: map[string]string{domain.ConfigKey: "defaultConnectivity: privat\n"}}
 	_ = informer.GetStore().Add(bad)
 	d.update(bad, false)
@@ -106,7 +108,7 @@ func TestDomainConfigSyncedMeansApplied(t *testing.T) {
 	for i := range 200 {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "edgeplane-domains", Namespace: "edgeplane-system"},
 			Data: map[string]string{domain.ConfigKey: cloudSiteAPrivate}}
-		factory := informers.NewSharedInformerFactory(fake.NewClientset(cm), 0)
+		factory := informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(cm), 0, informers.WithTransform(k8stest.Transform))
 		d, err := NewDomainConfig(factory.Core().V1().ConfigMaps().Informer(), cm.Name, nil, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -9,12 +9,12 @@ import (
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // The NodeReconciler's domains pass: domains_map, this node's LocalState (its domain and cloud
@@ -251,7 +251,7 @@ func (r *NodeReconciler) warnOnce(obj *k8s.Node, reason, msg string) {
 	r.warned[reason] = msg
 	klog.Warningf("%s (reason %s)", msg, reason)
 	if obj != nil && r.cfg.Recorder != nil {
-		r.cfg.Recorder.Event(obj.Ref(), corev1.EventTypeWarning, reason, msg)
+		r.cfg.Recorder.Event(obj.Ref(), api.EventTypeWarning, reason, msg)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 // TestPeerIndexMatchesPeers: after any sequence of setPeer and deletePeer, the index answers what
@@ -115,7 +116,7 @@ func TestResyncOfIdleClusterWritesNothing(t *testing.T) {
 	}
 
 	lost := bulkPeerNode(7, 100)
-	cidr, _, _ := k8s.NodePodCIDR(k8s.NodeOf(lost))
+	cidr, _, _ := k8s.NodePodCIDR(k8stest.Node(lost))
 	want, _ := routes.List()
 	routes.memTable.Delete(cidr)
 	delete(domains.memTable.entries, domain.ID("domain-07"))
@@ -156,13 +157,13 @@ func TestHostRoutesSyncedOnChange(t *testing.T) {
 
 	moved := bulkPeerNode(3, 100)
 	moved.Annotations["edgeplane.io/unrelated"] = "x" // no entry changes
-	indexer.Update(k8s.NodeOf(moved))
+	indexer.Update(k8stest.Node(moved))
 	r.queue.Add(moved.Name)
 	drainNodeQueue(ctx, r)
 	if host.syncs != 0 {
 		t.Errorf("%d host route syncs after an event that changes none, want 0", host.syncs)
 	}
-	if err := indexer.Add(k8s.NodeOf(bulkPeerNode(61, 100))); err != nil { // pool-061: domain-01, unreachable
+	if err := indexer.Add(k8stest.Node(bulkPeerNode(61, 100))); err != nil { // pool-061: domain-01, unreachable
 		t.Fatal(err)
 	}
 	r.queue.Add(bulkPeerNode(61, 100).Name)
@@ -233,7 +234,7 @@ func TestResyncOfIdleClusterDerivesNothing(t *testing.T) {
 
 	changed := bulkPeerNode(5, 100)
 	changed.Annotations["edgeplane.io/unrelated"] = "x"
-	if err := indexer.Update(k8s.NodeOf(changed)); err != nil {
+	if err := indexer.Update(k8stest.Node(changed)); err != nil {
 		t.Fatal(err)
 	}
 	r.resync(ctx)
@@ -260,7 +261,7 @@ func TestStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 	r.cfg.NodeIndex = nodeIndexFunc(func([]NodeName) error { // runs in the pass, after every node
 		if late == "" {
 			late = bulkPeerNode(5, 100).Name
-			r.enqueue(k8s.NodeOf(bulkPeerNode(5, 100))) // an event after its reconcile in the pass
+			r.enqueue(k8stest.Node(bulkPeerNode(5, 100))) // an event after its reconcile in the pass
 		}
 		return nil
 	})
@@ -274,7 +275,7 @@ func TestStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 	if len(queued) != 1 || queued[0] != late {
 		t.Errorf("queued after the pass: %q, want [%q]", queued, late)
 	}
-	r.enqueue(k8s.NodeOf(bulkPeerNode(6, 100)))
+	r.enqueue(k8stest.Node(bulkPeerNode(6, 100)))
 	if n := r.queue.Len(); n != 1 {
 		t.Errorf("%d keys queued by an event after the pass, want 1", n)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 // The NodeReconciler at the scale of issue 18 (5,000 Nodes in 100 pools, 20 domains, every pair
@@ -108,14 +109,14 @@ func newScaleReconciler(tb testing.TB, n int, model *domain.Model) (*NodeReconci
 	informer := informers.NewSharedInformerFactory(fake.NewClientset(), 0).Core().V1().Nodes().Informer()
 	indexer := informer.GetIndexer()
 	for i := range n {
-		if err := indexer.Add(k8s.NodeOf(bulkPeerNode(i, 100))); err != nil {
+		if err := indexer.Add(k8stest.Node(bulkPeerNode(i, 100))); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	self := bulkPeerNode(n+1, 100)
 	self.Name = scaleLocal.Name
 	self.Labels[domain.DefaultPoolLabel] = "pool-000"
-	if err := indexer.Add(k8s.NodeOf(self)); err != nil {
+	if err := indexer.Add(k8stest.Node(self)); err != nil {
 		tb.Fatal(err)
 	}
 	r, err := NewNodeReconciler(NodeReconcilerConfig{

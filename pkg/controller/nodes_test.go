@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 var (
@@ -67,7 +68,7 @@ func newNodeFixture(t *testing.T, objs ...*corev1.Node) *nodeFixture {
 		recorder: record.NewFakeRecorder(100),
 		client:   fake.NewClientset(),
 	}
-	f.factory = informers.NewSharedInformerFactoryWithOptions(f.client, 0, informers.WithTransform(k8s.TrimForCache))
+	f.factory = informers.NewSharedInformerFactoryWithOptions(f.client, 0, informers.WithTransform(k8stest.Transform))
 	informer := f.factory.Core().V1().Nodes().Informer()
 	r, err := NewNodeReconciler(NodeReconcilerConfig{
 		Local: local, Informer: informer, Routes: f.routes, Nodes: f.nodes,
@@ -85,11 +86,11 @@ func newNodeFixture(t *testing.T, objs ...*corev1.Node) *nodeFixture {
 
 // seed puts a node in the lister, as the informer would.
 func (f *nodeFixture) seed(n *corev1.Node) {
-	f.factory.Core().V1().Nodes().Informer().GetIndexer().Add(k8s.NodeOf(n))
+	f.factory.Core().V1().Nodes().Informer().GetIndexer().Add(k8stest.Node(n))
 }
 
 func (f *nodeFixture) remove(n *corev1.Node) {
-	f.factory.Core().V1().Nodes().Informer().GetIndexer().Delete(k8s.NodeOf(n))
+	f.factory.Core().V1().Nodes().Informer().GetIndexer().Delete(k8stest.Node(n))
 }
 
 func (f *nodeFixture) reconcile(t *testing.T, name string) {
@@ -340,7 +341,7 @@ func TestNetworkChanged(t *testing.T) {
 	heartbeat.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 	moved := b.DeepCopy()
 	moved.Annotations[k8s.PublicIPOverwriteAnnotation] = "203.0.113.9"
-	if networkChanged(k8s.NodeOf(b), k8s.NodeOf(heartbeat)) || !networkChanged(k8s.NodeOf(b), k8s.NodeOf(moved)) {
+	if networkChanged(k8stest.Node(b), k8stest.Node(heartbeat)) || !networkChanged(k8stest.Node(b), k8stest.Node(moved)) {
 		t.Fatal("networkChanged: want status-only updates filtered and annotation changes kept")
 	}
 }

@@ -8,13 +8,12 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // Links answers questions about the host's network interfaces.
@@ -39,7 +38,7 @@ type PodGCConfig struct {
 	Pins      PodLinkPins // optional
 	// HostVeth names the host-side veth the CNI plugin creates for a pod; optional. With it, the
 	// endpoint of a deleted pod whose veth leaked is removed too.
-	HostVeth func(*corev1.Pod) string
+	HostVeth func(*api.Pod) string
 	Interval time.Duration // full sweep
 	Metrics  Metrics       // optional
 }
@@ -50,7 +49,7 @@ type PodGCConfig struct {
 // CNI DEL removes the same entries; deleting twice is harmless.
 type PodGC struct {
 	cfg    PodGCConfig
-	lister corelisters.PodLister
+	pods   cache.Store // this node's Pods (*api.Pod)
 	synced cache.InformerSynced
 	queue  workqueue.TypedRateLimitingInterface[gcItem]
 }
@@ -70,7 +69,7 @@ func NewPodGC(cfg PodGCConfig) (*PodGC, error) {
 	}
 	g := &PodGC{
 		cfg:    cfg,
-		lister: corelisters.NewPodLister(cfg.Informer.GetIndexer()),
+		pods:   cfg.Informer.GetStore(),
 		synced: cfg.Informer.HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[gcItem](),
@@ -87,7 +86,7 @@ func (g *PodGC) onDelete(obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := obj.(*api.Pod)
 	if !ok || pod.Spec.HostNetwork {
 		return
 	}
@@ -207,12 +206,9 @@ func (g *PodGC) collectDeleted(ctx context.Context, item gcItem) error {
 }
 
 func (g *PodGC) addressInUse(ip netip.Addr) (bool, error) {
-	pods, err := g.lister.List(labels.Everything())
-	if err != nil {
-		return false, fmt.Errorf("listing pods: %w", err)
-	}
-	for _, p := range pods {
-		if p.Spec.HostNetwork {
+	for _, o := range g.pods.List() {
+		p, ok := o.(*api.Pod)
+		if !ok || p.Spec.HostNetwork {
 			continue
 		}
 		for _, a := range podIPs(p) {
@@ -224,7 +220,7 @@ func (g *PodGC) addressInUse(ip netip.Addr) (bool, error) {
 	return false, nil
 }
 
-func podIPs(pod *corev1.Pod) []netip.Addr {
+func podIPs(pod *api.Pod) []netip.Addr {
 	var ips []netip.Addr
 	for _, s := range pod.Status.PodIPs {
 		if ip, err := netip.ParseAddr(s.IP); err == nil {

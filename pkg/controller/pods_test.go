@@ -9,17 +9,21 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 type gcFixture struct {
-	gc      *PodGC
-	eps     *memTable[netip.Addr, Endpoint]
-	links   *fakeLinks
-	pins    *fakePins
-	factory informers.SharedInformerFactory
-	client  *fake.Clientset
+	gc     *PodGC
+	eps    *memTable[netip.Addr, Endpoint]
+	links  *fakeLinks
+	pins   *fakePins
+	pods   cache.SharedIndexInformer // the agent's informer of this node's Pods
+	client *fake.Clientset
 }
 
 func newGCFixture(t *testing.T) *gcFixture {
@@ -30,10 +34,10 @@ func newGCFixture(t *testing.T) *gcFixture {
 		pins:   &fakePins{veths: map[string]bool{"veth-a": true, "veth-b": true, "veth-gone": true}},
 		client: fake.NewClientset(),
 	}
-	f.factory = informers.NewSharedInformerFactory(f.client, 0)
+	f.pods = k8s.NewInformers(k8stest.FromClientset(f.client), "self").Pods()
 	gc, err := NewPodGC(PodGCConfig{
-		Informer: f.factory.Core().V1().Pods().Informer(), Endpoints: f.eps, Links: f.links, Pins: f.pins,
-		HostVeth: func(p *corev1.Pod) string { return "veth-" + p.Name },
+		Informer: f.pods, Endpoints: f.eps, Links: f.links, Pins: f.pins,
+		HostVeth: func(p *api.Pod) string { return "veth-" + p.Name },
 		Interval: time.Hour,
 	})
 	if err != nil {
@@ -94,9 +98,10 @@ func TestPodGCDeletedPod(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newGCFixture(t)
 			for _, p := range tc.live {
-				f.factory.Core().V1().Pods().Informer().GetIndexer().Add(p)
+				f.pods.GetIndexer().Add(k8stest.Pod(p))
 			}
-			f.gc.onDelete(tc.deleted)
+			deleted := k8stest.Pod(tc.deleted)
+			f.gc.onDelete(deleted)
 			for f.gc.queue.Len() > 0 {
 				f.gc.processNext(context.Background())
 			}
@@ -104,7 +109,7 @@ func TestPodGCDeletedPod(t *testing.T) {
 				t.Errorf("endpoints = %v; want %v", got, tc.want)
 			}
 			// A second delete (CNI DEL or a replayed event) is harmless.
-			f.gc.onDelete(tc.deleted)
+			f.gc.onDelete(deleted)
 			for f.gc.queue.Len() > 0 {
 				f.gc.processNext(context.Background())
 			}
@@ -123,7 +128,7 @@ func TestPodGCRun(t *testing.T) {
 	if _, err := f.client.CoreV1().Pods("default").Create(ctx, a, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f.factory.Start(ctx.Done())
+	go f.pods.RunWithContext(ctx)
 	done := make(chan error)
 	go func() { done <- f.gc.Run(ctx) }()
 	eventually(t, func() bool { return len(f.endpoints()) == 2 }) // the initial sweep

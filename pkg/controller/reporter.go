@@ -3,9 +3,8 @@ package controller
 import (
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // Problems of cluster-wide objects (a Service's annotation, the domain ConfigMap, another node's
@@ -34,7 +33,7 @@ func (r *ServiceReconciler) ReportAgain() {
 		}
 		for f := range findings {
 			reason, message, _ := strings.Cut(f, "\x00")
-			r.cfg.Recorder.Event(svc, corev1.EventTypeWarning, reason, message)
+			r.cfg.Recorder.Event(svc, api.EventTypeWarning, reason, message)
 		}
 	}
 }
@@ -57,7 +56,7 @@ func (r *NodeReconciler) recordInvalidLocked(node *k8s.Node, msg string) {
 		recorder = r.cfg.Recorder
 	}
 	if recorder != nil {
-		recorder.Eventf(node.Ref(), corev1.EventTypeWarning, ReasonInvalidNetworkConfig,
+		recorder.Eventf(node.Ref(), api.EventTypeWarning, ReasonInvalidNetworkConfig,
 			"edgeplane ignores this node's network configuration and keeps its last good state: %s", msg)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 const (
@@ -52,7 +52,7 @@ func TestRouteModeViewFollowsConfigAndNode(t *testing.T) {
 		domain.DefaultPoolLabel: "site-a", speakerLabel: "true", segmentLabel: "1"}}}
 	client := fake.NewClientset(self, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "other",
 		Labels: map[string]string{domain.DefaultPoolLabel: "site-a", segmentLabel: "2"}}})
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8s.TrimForCache))
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8stest.Transform))
 	recorder := record.NewFakeRecorder(10)
 	domains, err := NewDomainConfig(factory.Core().V1().ConfigMaps().Informer(), "edgeplane-domains", recorder, nil)
 	if err != nil {
@@ -199,7 +199,7 @@ func TestRouteModeViewWaitsForConfigAndNode(t *testing.T) {
 
 	self := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", Labels: map[string]string{
 		domain.DefaultPoolLabel: "site-a", speakerLabel: "true", segmentLabel: "1"}}}
-	if err := informer.GetStore().Add(k8s.NodeOf(self)); err != nil {
+	if err := informer.GetStore().Add(k8stest.Node(self)); err != nil {
 		t.Fatal(err)
 	}
 	notSynced.Refresh()
@@ -235,7 +235,7 @@ func TestRouteModeViewHandsAKnownViewToALateListener(t *testing.T) {
 	}
 	self := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self", Labels: map[string]string{
 		domain.DefaultPoolLabel: "site-a", speakerLabel: "true", segmentLabel: "1"}}}
-	if err := informer.GetStore().Add(k8s.NodeOf(self)); err != nil {
+	if err := informer.GetStore().Add(k8stest.Node(self)); err != nil {
 		t.Fatal(err)
 	}
 	view.Refresh() // the local Node's event, before any listener

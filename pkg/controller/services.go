@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
@@ -18,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -67,7 +66,7 @@ type ServiceReconcilerConfig struct {
 
 // HealthCheckSink serves the health check node ports (pkg/svchealth).
 type HealthCheckSink interface {
-	SetHealthCheck(key string, svc *corev1.Service, hc service.HealthCheck)
+	SetHealthCheck(key string, svc *api.Service, hc service.HealthCheck)
 }
 
 // ServiceIndex is where the frontends' owners are published (pkg/nameindex' services.json).
@@ -87,7 +86,7 @@ type ServiceIndex interface {
 // that are still right as they are, rewrites the others, and deletes what no Service wants.
 type ServiceReconciler struct {
 	cfg       ServiceReconcilerConfig
-	services  cache.Indexer // *k8s.Service (the agent's cache) or *corev1.Service (tests); read through k8s.ServiceObject
+	services  cache.Indexer // *k8s.Service (the agent's cache) or *api.Service (tests); read through k8s.ServiceObject
 	slicesOf  sliceIndex    // EndpointSlices by Service key
 	nodesOf   nodeIndex     // Service keys by the node names of their endpoints
 	nodes     *k8s.NodeLister
@@ -429,12 +428,12 @@ func (r *ServiceReconciler) reconcile(ctx context.Context, key string) error {
 	defer func() { r.recordLocked(ctx, key, svc, *events) }()
 	policy := r.policyLocked(key, svc, events)
 	held := r.slicesOf.get(key)
-	endpointSlices := make([]*discoveryv1.EndpointSlice, 0, len(held))
+	endpointSlices := make([]*api.EndpointSlice, 0, len(held))
 	for _, o := range held {
 		switch s := o.(type) {
 		case *k8s.EndpointSlice:
 			endpointSlices = append(endpointSlices, s.Object()) // for this reconcile only
-		case *discoveryv1.EndpointSlice:
+		case *api.EndpointSlice:
 			endpointSlices = append(endpointSlices, s)
 		}
 	}
@@ -506,7 +505,7 @@ func (r *ServiceReconciler) dropStateLocked(key string) {
 
 // healthCheckLocked hands the Service's health check to the sink, computed from the input its
 // frontends were (in.Service nil: none).
-func (r *ServiceReconciler) healthCheckLocked(key string, svc *corev1.Service, in service.Input) {
+func (r *ServiceReconciler) healthCheckLocked(key string, svc *api.Service, in service.Input) {
 	if r.cfg.HealthChecks == nil {
 		return
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -108,7 +109,7 @@ func newSvcFixtureAtStart(t *testing.T, objs ...any) *svcFixture {
 		runtimeObjs = append(runtimeObjs, o.(runtime.Object))
 	}
 	// Trimmed as the agent caches them: the reconciler reads what k8s.TrimForCache keeps.
-	f.factory = informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(runtimeObjs...), 0, informers.WithTransform(k8s.TrimForCache))
+	f.factory = informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(runtimeObjs...), 0, informers.WithTransform(k8stest.Transform))
 	r, err := NewServiceReconciler(ServiceReconcilerConfig{
 		NodeName:  "self",
 		Services:  f.factory.Core().V1().Services().Informer(),
@@ -153,7 +154,7 @@ func (f *svcFixture) seed(obj any) {
 	default:
 		panic(fmt.Sprintf("seed %T", obj))
 	}
-	trimmed, err := k8s.TrimForCache(obj.(runtime.Object).DeepCopyObject())
+	trimmed, err := k8stest.Transform(obj.(runtime.Object).DeepCopyObject())
 	if err != nil {
 		panic(err)
 	}

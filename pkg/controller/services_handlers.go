@@ -4,7 +4,6 @@ import (
 	"slices"
 	"sync"
 
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/tools/cache"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -25,8 +25,8 @@ func sliceServiceKey(obj any) string {
 	switch s := obj.(type) {
 	case *k8s.EndpointSlice:
 		ns, name = s.Namespace, s.ServiceName
-	case *discoveryv1.EndpointSlice:
-		ns, name = s.Namespace, s.Labels[discoveryv1.LabelServiceName]
+	case *api.EndpointSlice:
+		ns, name = s.Namespace, s.Labels[api.LabelServiceName]
 	}
 	if name == "" {
 		return ""
@@ -96,7 +96,7 @@ func sliceName(obj any) (namespace, name string) {
 	switch s := obj.(type) {
 	case *k8s.EndpointSlice:
 		return s.Namespace, s.Name
-	case *discoveryv1.EndpointSlice:
+	case *api.EndpointSlice:
 		return s.Namespace, s.Name
 	}
 	return "", ""

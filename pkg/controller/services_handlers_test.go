@@ -10,7 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -35,10 +35,10 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	n3.Labels[domain.DefaultPoolLabel] = "pool-a"
 	old := svcNodes()[2]
 	f.seed(n3)
-	if !f.r.placementChanged(k8s.NodeOf(old), k8s.NodeOf(n3)) {
+	if !f.r.placementChanged(k8stest.Node(old), k8stest.Node(n3)) {
 		t.Fatal("a pool change is not a placement change")
 	}
-	f.r.nodeUpdated(k8s.NodeOf(old), k8s.NodeOf(n3))
+	f.r.nodeUpdated(k8stest.Node(old), k8stest.Node(n3))
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -49,7 +49,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels[domain.DefaultPoolLabel] = "pool-b"
 	f.seed(self)
-	f.r.nodeChanged(k8s.NodeOf(self))
+	f.r.nodeChanged(k8stest.Node(self))
 	if keys := f.drain(t); !slices.Equal(keys, []string{"ns/plain", serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -58,7 +58,7 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 	// Status updates do not move nodes.
 	heartbeat := self.DeepCopy()
 	heartbeat.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady}}
-	if f.r.placementChanged(k8s.NodeOf(self), k8s.NodeOf(heartbeat)) {
+	if f.r.placementChanged(k8stest.Node(self), k8stest.Node(heartbeat)) {
 		t.Error("a status update is a placement change")
 	}
 }
@@ -66,21 +66,21 @@ func TestServicesTopologyFollowsPools(t *testing.T) {
 // TestServicesSliceIndex: EndpointSlice events requeue their Service.
 func TestServicesSliceIndex(t *testing.T) {
 	f := newSvcFixture(t, webService())
-	f.r.sliceChanged(nil, threeEndpoints())
+	f.r.sliceChanged(nil, k8stest.Cached(threeEndpoints()))
 	noLabel := threeEndpoints()
 	noLabel.Labels = nil
-	f.r.sliceChanged(nil, noLabel)
+	f.r.sliceChanged(nil, k8stest.Cached(noLabel))
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
-	if keys := sliceServiceKey(threeEndpoints()); keys != serviceKey {
+	if keys := sliceServiceKey(k8stest.Cached(threeEndpoints())); keys != serviceKey {
 		t.Errorf("index %v", keys)
 	}
-	compact, _ := k8s.TrimForCache(threeEndpoints())
+	compact := k8stest.Cached(threeEndpoints())
 	if keys := sliceServiceKey(compact); keys != serviceKey {
 		t.Errorf("index of the cached slice %v", keys)
 	}
-	f.r.sliceChanged(cache.DeletedFinalStateUnknown{Key: "x", Obj: compact}, nil)
+	f.r.sliceChanged(k8stest.Cached(cache.DeletedFinalStateUnknown{Key: "x", Obj: compact}), nil)
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued for a deleted cached slice %v", keys)
 	}
@@ -90,29 +90,29 @@ func TestServicesSliceIndex(t *testing.T) {
 // (also of the service-name label) and deletes, and queues both Services of a moved slice.
 func TestServicesSliceIndexFollowsEvents(t *testing.T) {
 	f := newSvcFixture(t)
-	a, _ := k8s.TrimForCache(threeEndpoints())
-	f.r.sliceChanged(nil, a)
-	f.r.sliceChanged(a, a) // a resync: no second entry
+	a := k8stest.Cached(threeEndpoints())
+	f.r.sliceChanged(nil, k8stest.Cached(a))
+	f.r.sliceChanged(k8stest.Cached(a), k8stest.Cached(a)) // a resync: no second entry
 	if got := f.r.slicesOf.get(serviceKey); len(got) != 1 || got[0] != a {
 		t.Fatalf("slices of %s: %v", serviceKey, got)
 	}
 	// An update: the index holds the new version in place of the old, not beside it.
 	newer := threeEndpoints()
 	newer.ResourceVersion = "2"
-	a2, _ := k8s.TrimForCache(newer)
-	f.r.sliceChanged(a, a2)
+	a2 := k8stest.Cached(newer)
+	f.r.sliceChanged(k8stest.Cached(a), k8stest.Cached(a2))
 	if got := f.r.slicesOf.get(serviceKey); len(got) != 1 || got[0] != a2 {
 		t.Fatalf("slices of %s after an update: %v", serviceKey, got)
 	}
 	a = a2
 	moved := threeEndpoints()
 	moved.Labels = map[string]string{discoveryv1.LabelServiceName: "other"}
-	b, _ := k8s.TrimForCache(moved)
-	f.r.sliceChanged(a, b)
+	b := k8stest.Cached(moved)
+	f.r.sliceChanged(k8stest.Cached(a), k8stest.Cached(b))
 	if got, other := f.r.slicesOf.get(serviceKey), f.r.slicesOf.get("ns/other"); len(got) != 0 || len(other) != 1 || other[0] != b {
 		t.Errorf("after the label moved: %s %v, ns/other %v", serviceKey, got, other)
 	}
-	f.r.sliceChanged(cache.DeletedFinalStateUnknown{Key: "ns/web-1", Obj: b}, nil)
+	f.r.sliceChanged(k8stest.Cached(cache.DeletedFinalStateUnknown{Key: "ns/web-1", Obj: b}), nil)
 	if len(f.r.slicesOf.bySvc) != 0 {
 		t.Errorf("after the delete: %v", f.r.slicesOf.bySvc)
 	}
@@ -142,7 +142,7 @@ func TestServicesPoolLabelChange(t *testing.T) {
 	self := svcNodes()[0]
 	self.Labels["example.com/site"] = "site-1"
 	f.seed(self) // labelled, but under a key the model does not read yet
-	f.r.nodeChanged(k8s.NodeOf(self))
+	f.r.nodeChanged(k8stest.Node(self))
 	f.drain(t)
 	if got := f.state(t)[svcNP]; got != "nodeport,closed | " {
 		t.Fatalf("node port = %q", got)
@@ -164,7 +164,7 @@ func TestServicesSliceIndexHoldsSeveralSlices(t *testing.T) {
 	slice := func(name, rv string) any {
 		s := threeEndpoints()
 		s.Name, s.ResourceVersion = name, rv
-		o, _ := k8s.TrimForCache(s)
+		o := k8stest.Cached(s)
 		return o
 	}
 	a1, b1, c1, b2 := slice("web-1", "1"), slice("web-2", "1"), slice("web-3", "1"), slice("web-2", "2")

@@ -6,13 +6,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
 // healthChecks records what the reconciler hands to the health check servers.
 type healthChecks map[string]service.HealthCheck
 
-func (h healthChecks) SetHealthCheck(key string, _ *corev1.Service, hc service.HealthCheck) {
+func (h healthChecks) SetHealthCheck(key string, _ *api.Service, hc service.HealthCheck) {
 	if hc.Port == 0 {
 		delete(h, key)
 		return

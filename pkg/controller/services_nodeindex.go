@@ -4,10 +4,10 @@ import (
 	"slices"
 	"sync"
 
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // nodeIndex is the Services with endpoints on each node (the EndpointSlices' nodeName), kept by
@@ -40,7 +40,7 @@ func sliceNodes(obj any) []string {
 				nodes = append(nodes, n)
 			}
 		}
-	case *discoveryv1.EndpointSlice:
+	case *api.EndpointSlice:
 		for _, e := range s.Endpoints {
 			if e.NodeName != nil && *e.NodeName != "" && !slices.Contains(nodes, *e.NodeName) {
 				nodes = append(nodes, *e.NodeName)

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -19,7 +19,7 @@ import (
 // annotation exists to restrict where a node port is open: an error must not open it wider). At
 // start-up, the previous agent's decision for this node, read from its pinned node port
 // frontends, is the last valid value.
-func (r *ServiceReconciler) policyLocked(key string, svc *corev1.Service, events *eventSet) service.Policy {
+func (r *ServiceReconciler) policyLocked(key string, svc *api.Service, events *eventSet) service.Policy {
 	st := r.stateLocked(key)
 	valid := st.policy
 	var p service.Policy
@@ -60,8 +60,8 @@ type validPolicy struct {
 // seen reports whether either annotation was ever valid.
 func (v validPolicy) seen() bool { return v.hasTopology || v.hasListen }
 
-func hasNodePorts(svc *corev1.Service) bool {
-	return svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+func hasNodePorts(svc *api.Service) bool {
+	return svc.Spec.Type == api.ServiceTypeNodePort || svc.Spec.Type == api.ServiceTypeLoadBalancer
 }
 
 // eventSet collects one reconcile's findings about a Service.
@@ -72,7 +72,7 @@ func (e *eventSet) add(reason, message string) { *e = append(*e, [2]string{reaso
 // recordLocked records each finding as a Warning event on the Service, once: a finding the
 // previous reconcile reported already is not repeated; one that went away is reported again when
 // it comes back.
-func (r *ServiceReconciler) recordLocked(ctx context.Context, key string, svc *corev1.Service, events eventSet) {
+func (r *ServiceReconciler) recordLocked(ctx context.Context, key string, svc *api.Service, events eventSet) {
 	var prev map[string]bool
 	if st := r.states[key]; st != nil {
 		prev = st.reported
@@ -86,7 +86,7 @@ func (r *ServiceReconciler) recordLocked(ctx context.Context, key string, svc *c
 		}
 		klog.FromContext(ctx).Info("Service problem", "service", key, "reason", e[0], "message", e[1])
 		if r.cfg.Recorder != nil {
-			r.cfg.Recorder.Event(svc, corev1.EventTypeWarning, e[0], e[1])
+			r.cfg.Recorder.Event(svc, api.EventTypeWarning, e[0], e[1])
 		}
 	}
 	if len(cur) == 0 {

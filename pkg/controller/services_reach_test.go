@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
-	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 // reachNodes are svcNodes with pod CIDRs: self and n2 in pool-a, n3 in pool-b.
@@ -81,7 +81,7 @@ func TestServicesLeaveOutUnreachableDomains(t *testing.T) {
 	n3 := old.DeepCopy()
 	n3.Labels[domain.DefaultPoolLabel] = "pool-a"
 	f.seed(n3)
-	f.r.nodeUpdated(k8s.NodeOf(old), k8s.NodeOf(n3))
+	f.r.nodeUpdated(k8stest.Node(old), k8stest.Node(n3))
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
@@ -94,7 +94,7 @@ func TestServicesLeaveOutUnreachableDomains(t *testing.T) {
 	// Back to pool-b, and the only endpoints left are n3's: no backend, like a Service without
 	// endpoints (the datapath refuses at once).
 	f.seed(old)
-	f.r.nodeUpdated(k8s.NodeOf(n3), k8s.NodeOf(old))
+	f.r.nodeUpdated(k8stest.Node(n3), k8stest.Node(old))
 	f.seed(webSlice(endpointOn("10.244.2.5", "n3", true)))
 	f.drain(t)
 	f.expect(t, map[string]string{svcCIP: "- | ", svcNP: "nodeport | ", "internal 10.96.0.11:80/tcp": "- | "})
@@ -106,22 +106,22 @@ func TestServicesLeaveOutUnreachableDomains(t *testing.T) {
 	// Services with endpoints on it.
 	heartbeat := old.DeepCopy()
 	heartbeat.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady}}
-	f.r.nodeUpdated(k8s.NodeOf(old), k8s.NodeOf(heartbeat))
+	f.r.nodeUpdated(k8stest.Node(old), k8stest.Node(heartbeat))
 	if keys := f.drain(t); len(keys) != 0 {
 		t.Errorf("requeued %v", keys)
 	}
-	f.r.nodeChanged(k8s.NodeOf(svcNodes()[1])) // n2: no endpoint of ns/web any more
+	f.r.nodeChanged(k8stest.Node(svcNodes()[1])) // n2: no endpoint of ns/web any more
 	if keys := f.drain(t); len(keys) != 0 {
 		t.Errorf("requeued %v", keys)
 	}
-	f.r.nodeChanged(k8s.NodeOf(svcNodes()[2]))
+	f.r.nodeChanged(k8stest.Node(svcNodes()[2]))
 	if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 		t.Errorf("requeued %v", keys)
 	}
 	// A pod CIDR change is a move.
 	moved := old.DeepCopy()
 	moved.Spec.PodCIDR = "10.244.9.0/24"
-	if !f.r.placementChanged(k8s.NodeOf(old), k8s.NodeOf(moved)) {
+	if !f.r.placementChanged(k8stest.Node(old), k8stest.Node(moved)) {
 		t.Error("a pod CIDR change is not a placement change")
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/domain"
 	"github.com/edgeplane/edgeplane/pkg/internal/heaptest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -99,7 +100,7 @@ func newScaleFixture(tb testing.TB, nodes, services, endpoints, late int) *scale
 		objs = append(objs, svc, slice)
 	}
 	f := &scaleFixture{client: fake.NewClientset(objs...), frontends: newMemTable[service.FrontendKey, ServiceEntry](), late: late}
-	factory := informers.NewSharedInformerFactoryWithOptions(f.client, 0, informers.WithTransform(k8s.TrimForCache))
+	factory := informers.NewSharedInformerFactoryWithOptions(f.client, 0, informers.WithTransform(k8stest.Transform))
 	r, err := NewServiceReconciler(ServiceReconcilerConfig{
 		NodeName:  "self",
 		Services:  factory.Core().V1().Services().Informer(),
@@ -239,7 +240,7 @@ func TestServicesNodeIndexFollowsSlices(t *testing.T) {
 	f := newSvcFixture(t)
 	on := func(node string) []string { return f.r.nodesOf.servicesOn(node) }
 	a := threeEndpoints() // ns/web on self, n2, n3
-	f.r.sliceChanged(nil, a)
+	f.r.sliceChanged(nil, k8stest.Cached(a))
 	for _, n := range []string{"self", "n2", "n3"} {
 		if got := on(n); !slices.Equal(got, []string{serviceKey}) {
 			t.Errorf("on %s: %v", n, got)
@@ -247,10 +248,10 @@ func TestServicesNodeIndexFollowsSlices(t *testing.T) {
 	}
 	// The endpoint on n3 moves to n4; a second slice of ns/web has one on n2 too.
 	b := webSlice(endpointOn("10.244.0.5", "self", true), endpointOn("10.244.1.5", "n2", true), endpointOn("10.244.4.5", "n4", true))
-	f.r.sliceChanged(a, b)
+	f.r.sliceChanged(k8stest.Cached(a), k8stest.Cached(b))
 	second := webSlice(endpointOn("10.244.1.6", "n2", true))
 	second.Name = "web-2"
-	f.r.sliceChanged(nil, second)
+	f.r.sliceChanged(nil, k8stest.Cached(second))
 	if got := on("n3"); len(got) != 0 {
 		t.Errorf("on n3 after the move: %v", got)
 	}
@@ -258,8 +259,8 @@ func TestServicesNodeIndexFollowsSlices(t *testing.T) {
 		t.Errorf("on n2 with two slices: %v", got)
 	}
 	// The first slice goes (a tombstone of the cached form): n2 keeps ns/web by the second.
-	compact, _ := k8s.TrimForCache(b)
-	f.r.sliceChanged(cache.DeletedFinalStateUnknown{Key: "ns/web-1", Obj: compact}, nil)
+	compact := k8stest.Cached(b)
+	f.r.sliceChanged(k8stest.Cached(cache.DeletedFinalStateUnknown{Key: "ns/web-1", Obj: compact}), nil)
 	if got := on("n2"); !slices.Equal(got, []string{serviceKey}) {
 		t.Errorf("on n2 after one slice went: %v", got)
 	}
@@ -269,16 +270,16 @@ func TestServicesNodeIndexFollowsSlices(t *testing.T) {
 	// The second slice's label names another Service, then it goes: nothing is left.
 	moved := second.DeepCopy()
 	moved.Labels[discoveryv1.LabelServiceName] = "other"
-	f.r.sliceChanged(second, moved)
+	f.r.sliceChanged(k8stest.Cached(second), k8stest.Cached(moved))
 	if got := on("n2"); !slices.Equal(got, []string{"ns/other"}) {
 		t.Errorf("on n2 after the label moved: %v", got)
 	}
-	f.r.sliceChanged(moved, nil)
+	f.r.sliceChanged(k8stest.Cached(moved), nil)
 	x := &f.r.nodesOf
 	if len(x.byNode) != 0 || len(x.ids) != 0 || len(x.free) != len(x.keys) {
 		t.Errorf("after every slice went: byNode %v ids %v free %v keys %v", x.byNode, x.ids, x.free, x.keys)
 	}
-	f.r.sliceChanged(nil, a)
+	f.r.sliceChanged(nil, k8stest.Cached(a))
 	if len(x.keys) != 1 || x.ids[serviceKey] != 0 {
 		t.Errorf("id not reused: keys %v ids %v", x.keys, x.ids)
 	}
@@ -314,7 +315,7 @@ func TestServicesNodeViewFollowsNodes(t *testing.T) {
 		if pool == "" {
 			n.Labels = nil
 		}
-		return k8s.NodeOf(n)
+		return k8stest.Node(n)
 	}
 	get := func(name string) *k8s.Node {
 		n, err := f.r.nodes.Get(name)

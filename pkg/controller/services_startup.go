@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -32,7 +32,7 @@ func (r *ServiceReconciler) syncAll(ctx context.Context) {
 		switch s := obj.(type) {
 		case *k8s.Service:
 			svcs = append(svcs, svcOrder{time.Unix(s.Created, 0), s.Namespace, s.Name})
-		case *corev1.Service:
+		case *api.Service:
 			svcs = append(svcs, svcOrder{s.CreationTimestamp.Time, s.Namespace, s.Name})
 		}
 	}
@@ -143,7 +143,7 @@ func (r *ServiceReconciler) collectPinned(ctx context.Context) {
 
 // pinnedListenLocked is whether this node listened on the Service's node ports, from the node
 // port frontends a previous agent pinned and no Service adopted yet.
-func (r *ServiceReconciler) pinnedListenLocked(svc *corev1.Service) (service.Listen, bool) {
+func (r *ServiceReconciler) pinnedListenLocked(svc *api.Service) (service.Listen, bool) {
 	for _, port := range svc.Spec.Ports {
 		for _, proto := range service.Protos {
 			if port.NodePort < 1 || port.NodePort > 65535 {
@@ -163,7 +163,7 @@ func (r *ServiceReconciler) pinnedListenLocked(svc *corev1.Service) (service.Lis
 
 // adoptPinnedLocked keeps, for a Service the model refuses, the frontends it owns and, at
 // start-up, the pinned frontends at its ClusterIP (the previous agent's last good state).
-func (r *ServiceReconciler) adoptPinnedLocked(key string, svc *corev1.Service) {
+func (r *ServiceReconciler) adoptPinnedLocked(key string, svc *api.Service) {
 	ips := append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...)
 	for k, p := range r.programmed.all() {
 		if p.owner == "" && slices.Contains(ips, k.VIP.String()) {

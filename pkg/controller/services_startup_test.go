@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -19,17 +20,17 @@ import (
 func TestServicesStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 	for _, late := range []bool{false, true} {
 		f := newSvcFixtureAtStart(t, webService(), threeEndpoints())
-		f.r.enqueueService(webService()) // the informers' initial adds
-		f.r.sliceChanged(nil, threeEndpoints())
+		f.r.enqueueService(k8stest.Cached(webService())) // the informers' initial adds
+		f.r.sliceChanged(nil, k8stest.Cached(threeEndpoints()))
 		gone := threeEndpoints()
 		gone.Labels = map[string]string{"kubernetes.io/service-name": "gone"}
-		f.r.sliceChanged(nil, gone) // a slice whose Service is not there
+		f.r.sliceChanged(nil, k8stest.Cached(gone)) // a slice whose Service is not there
 		if f.r.queue.Len() != 0 {
 			t.Fatalf("queued %d keys during the pass", f.r.queue.Len())
 		}
 		f.r.syncAll(context.Background())
 		if late {
-			f.r.sliceChanged(nil, threeEndpoints()) // changed after the pass reconciled it
+			f.r.sliceChanged(nil, k8stest.Cached(threeEndpoints())) // changed after the pass reconciled it
 		}
 		f.r.endEarly()
 		want := []string{"ns/gone"}
@@ -40,7 +41,7 @@ func TestServicesStartupPassQueuesOnlyLaterEvents(t *testing.T) {
 			t.Errorf("late event %v: queued %v, want %v", late, keys, want)
 		}
 		// From now on events queue directly.
-		f.r.enqueueService(webService())
+		f.r.enqueueService(k8stest.Cached(webService()))
 		if keys := f.drain(t); !slices.Equal(keys, []string{serviceKey}) {
 			t.Errorf("after the pass: queued %v", keys)
 		}

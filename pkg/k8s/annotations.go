@@ -8,7 +8,7 @@ import (
 	"net"
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // The node annotations Flannel's kube subnet manager reads and writes. edgeplane publishes the same
@@ -118,7 +118,7 @@ func tunnelEndpoint(node *Node, keys ...string) (netip.Addr, error) {
 // InternalIP is the node's first IPv4 InternalIP address.
 func InternalIP(node *Node) (netip.Addr, bool) {
 	for _, a := range node.Status.Addresses {
-		if a.Type != corev1.NodeInternalIP {
+		if a.Type != api.NodeInternalIP {
 			continue
 		}
 		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {

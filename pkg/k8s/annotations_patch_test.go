@@ -25,17 +25,17 @@ func TestVTEPAnnotationsRoundTripAndPatch(t *testing.T) {
 	}
 	cs := fake.NewClientset(node)
 	ctx := context.Background()
-	if err := k8s.PatchNodeAnnotations(ctx, k8stest.FromClientset(cs), k8s.NodeOf(node), k8s.VTEPAnnotations(want)); err != nil {
+	if err := k8s.PatchNodeAnnotations(ctx, k8stest.FromClientset(cs), k8stest.Node(node), k8s.VTEPAnnotations(want)); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := cs.CoreV1().Nodes().Get(ctx, "n", metav1.GetOptions{})
-	v, err := k8s.NodeVTEP(k8s.NodeOf(got))
+	v, err := k8s.NodeVTEP(k8stest.Node(got))
 	if err != nil || v.MAC.String() != want.MAC.String() || v.IP != want.IP || got.Annotations["keep"] != "me" ||
 		got.Annotations[k8s.KubeSubnetManagerAnnotation] != "true" {
 		t.Fatalf("after patch: %v %v %v", v, err, got.Annotations)
 	}
 	cs.ClearActions()
-	if err := k8s.PatchNodeAnnotations(ctx, k8stest.FromClientset(cs), k8s.NodeOf(got), k8s.VTEPAnnotations(want)); err != nil {
+	if err := k8s.PatchNodeAnnotations(ctx, k8stest.FromClientset(cs), k8stest.Node(got), k8s.VTEPAnnotations(want)); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range cs.Actions() {

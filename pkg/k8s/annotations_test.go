@@ -44,7 +44,7 @@ func TestNodeVTEP(t *testing.T) {
 		{"type", with(BackendTypeAnnotation, "wireguard"), "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := NodeVTEP(NodeOf(flannelNode(tc.ann)))
+			v, err := NodeVTEP(nodeOf(flannelNode(tc.ann)))
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("NodeVTEP: %v", err)
 			}
@@ -53,18 +53,18 @@ func TestNodeVTEP(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NodeVTEP(NodeOf(flannelNode(nil))); !errors.Is(err, ErrNoVTEP) {
+	if _, err := NodeVTEP(nodeOf(flannelNode(nil))); !errors.Is(err, ErrNoVTEP) {
 		t.Fatalf("no annotations: %v; want ErrNoVTEP", err)
 	}
 }
 
 func TestNodePodCIDR(t *testing.T) {
 	n := flannelNode(map[string]string{PodCIDRAnnotation: "10.244.9.0/24"})
-	if p, ok, err := NodePodCIDR(NodeOf(n)); !ok || err != nil || p.String() != "10.244.9.0/24" {
+	if p, ok, err := NodePodCIDR(nodeOf(n)); !ok || err != nil || p.String() != "10.244.9.0/24" {
 		t.Fatalf("annotation: %v %v %v", p, ok, err)
 	}
 	n.Spec.PodCIDRs = []string{"fd00::/64", "10.244.3.0/24"}
-	if p, ok, err := NodePodCIDR(NodeOf(n)); !ok || err != nil || p.String() != "10.244.3.0/24" {
+	if p, ok, err := NodePodCIDR(nodeOf(n)); !ok || err != nil || p.String() != "10.244.3.0/24" {
 		t.Fatalf("spec wins, IPv4 picked: %v %v %v", p, ok, err)
 	}
 }

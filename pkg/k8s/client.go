@@ -22,8 +22,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -38,20 +36,29 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/connrotation"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // userAgent names the agent in API server audit logs and metrics.
 const userAgent = "edgeplane-agent"
 
 // Scheme holds the API types the agent reads and writes, and the event recorder references
-// objects with: core/v1, discovery/v1 and coordination/v1 (and meta/v1's options, status and
-// watch events).
+// objects with: of core/v1 and discovery/v1 those it reads (its own: package api, and the compact
+// Node, Service and EndpointSlice), coordination/v1, and meta/v1's options, status and watch
+// events.
 var Scheme = runtime.NewScheme()
 
 func init() {
 	metav1.AddToGroupVersion(Scheme, schema.GroupVersion{Version: "v1"})
-	utilruntime.Must(corev1.AddToScheme(Scheme))
-	utilruntime.Must(discoveryv1.AddToScheme(Scheme))
+	// Nodes, Services and EndpointSlices as the cache keeps them, decoded straight into it
+	// (nodedecode.go, servicedecode.go, slicedecode.go), from protobuf and from JSON alike; their
+	// lists when not protobuf (decodeList) and the rest as this module's API types (package api).
+	Scheme.AddKnownTypes(api.CoreV1, &Node{}, &api.NodeList{}, &Service{}, &api.ServiceList{},
+		&api.Pod{}, &api.PodList{}, &api.ConfigMap{}, &api.ConfigMapList{}, &api.Secret{}, &api.Event{})
+	metav1.AddToGroupVersion(Scheme, api.CoreV1)
+	Scheme.AddKnownTypes(api.DiscoveryV1, &EndpointSlice{}, &api.EndpointSliceList{})
+	metav1.AddToGroupVersion(Scheme, api.DiscoveryV1)
 	utilruntime.Must(coordinationv1.AddToScheme(Scheme))
 }
 
@@ -75,7 +82,7 @@ type API interface {
 	// ListNodes lists every Node, as the informers' cache keeps them (TrimForCache).
 	ListNodes(ctx context.Context) ([]*Node, error)
 	// PatchNode applies a JSON merge patch to the Node.
-	PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error)
+	PatchNode(ctx context.Context, name string, patch []byte) (*Node, error)
 
 	ListLeases(ctx context.Context, namespace, labelSelector string) (*coordinationv1.LeaseList, error)
 	GetLease(ctx context.Context, namespace, name string) (*coordinationv1.Lease, error)
@@ -85,12 +92,12 @@ type API interface {
 	DeleteLease(ctx context.Context, namespace, name string, pre metav1.Preconditions) error
 
 	// The event methods work in the event's namespace.
-	CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error)
+	CreateEvent(ctx context.Context, event *api.Event) (*api.Event, error)
 	// PatchEvent applies a strategic merge patch to the event.
-	PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error)
+	PatchEvent(ctx context.Context, event *api.Event, patch []byte) (*api.Event, error)
 
 	// GetSecret reads one Secret: the TCP-MD5 password of a route-mode domain's BGP peer.
-	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	GetSecret(ctx context.Context, namespace, name string) (*api.Secret, error)
 
 	// ListerWatcher lists and watches resource in namespace (every namespace when empty), only the
 	// objects fieldSelector selects.
@@ -100,6 +107,9 @@ type API interface {
 // Client is the API client of the agent: one REST client a group version.
 type Client struct {
 	core, discovery, coordination rest.Interface
+	// coreJSON is the core group's client in JSON, for the kinds the agent has no protobuf
+	// decoding of (Pods, ConfigMaps, Secrets, Events): few objects, each small as the agent reads it.
+	coreJSON rest.Interface
 	// metadata reads objects as metav1.PartialObjectMetadata (OwnDaemonSet), without their types.
 	metadata metadata.Interface
 
@@ -140,13 +150,16 @@ func NewClient(path string) (*Client, error) {
 		return nil, fmt.Errorf("creating the API client: %w", err)
 	}
 	codecs := rest.CodecFactoryForGeneratedClient(Scheme, serializer.NewCodecFactory(Scheme)).WithoutConversion()
-	forGroup := func(gv schema.GroupVersion, apiPath string, codecs runtime.NegotiatedSerializer) (rest.Interface, error) {
+	forGroup := func(gv schema.GroupVersion, apiPath string, codecs runtime.NegotiatedSerializer, protobuf bool) (rest.Interface, error) {
 		c := rest.CopyConfig(cfg)
 		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs
-		// Protobuf, with JSON as the fallback, as the clientset asks for built-in types: smaller on
-		// the wire and cheaper to decode.
-		c.ContentType = runtime.ContentTypeProtobuf
-		c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+		c.ContentType = runtime.ContentTypeJSON
+		if protobuf {
+			// Protobuf, with JSON as the fallback, as the clientset asks for built-in types:
+			// smaller on the wire and cheaper to decode.
+			c.ContentType = runtime.ContentTypeProtobuf
+			c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+		}
 		rc, err := rest.RESTClientForConfigAndClient(c, httpClient)
 		if err != nil {
 			return nil, fmt.Errorf("creating the API client of %s: %w", gv, err)
@@ -156,13 +169,16 @@ func NewClient(path string) (*Client, error) {
 	c := Client{dialer: dialer, probeClient: probe, probeURL: probeURL,
 		decoder: serializer.NewCodecFactory(Scheme).UniversalDeserializer()}
 	// The Nodes of the core group's watches are decoded as the cache keeps them (nodedecode.go).
-	if c.core, err = forGroup(corev1.SchemeGroupVersion, "/api", nodeDecoding{codecs}); err != nil {
+	if c.core, err = forGroup(api.CoreV1, "/api", nodeDecoding{codecs}, true); err != nil {
 		return nil, err
 	}
-	if c.discovery, err = forGroup(discoveryv1.SchemeGroupVersion, "/apis", codecs); err != nil {
+	if c.coreJSON, err = forGroup(api.CoreV1, "/api", codecs, false); err != nil {
 		return nil, err
 	}
-	if c.coordination, err = forGroup(coordinationv1.SchemeGroupVersion, "/apis", codecs); err != nil {
+	if c.discovery, err = forGroup(api.DiscoveryV1, "/apis", codecs, true); err != nil {
+		return nil, err
+	}
+	if c.coordination, err = forGroup(coordinationv1.SchemeGroupVersion, "/apis", codecs, true); err != nil {
 		return nil, err
 	}
 	if c.metadata, err = metadata.NewForConfigAndClient(cfg, httpClient); err != nil {
@@ -229,11 +245,11 @@ func restConfig(path string) (*rest.Config, error) {
 }
 
 func (c *Client) GetNode(ctx context.Context, name string) (*Node, error) {
-	node := &corev1.Node{}
+	node := &Node{}
 	if err := c.core.Get().Resource("nodes").Name(name).Do(ctx).Into(node); err != nil {
 		return nil, err
 	}
-	return compactNode(node), nil
+	return node, nil
 }
 
 // ListNodes lists the Nodes as the informers' cache keeps them (TrimForCache: names, labels, pod
@@ -250,7 +266,7 @@ func (c *Client) ListNodes(ctx context.Context) ([]*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if list, ok := obj.(*corev1.NodeList); ok { // not protobuf: decoded whole
+	if list, ok := obj.(*api.NodeList); ok { // not protobuf: decoded whole
 		return NodesOf(list), nil
 	}
 	list, ok := obj.(*metainternalversion.List)
@@ -268,8 +284,8 @@ func (c *Client) ListNodes(ctx context.Context) ([]*Node, error) {
 	return nodes, nil
 }
 
-func (c *Client) PatchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error) {
-	node := &corev1.Node{}
+func (c *Client) PatchNode(ctx context.Context, name string, patch []byte) (*Node, error) {
+	node := &Node{}
 	if err := c.core.Patch(types.MergePatchType).Resource("nodes").Name(name).Body(patch).Do(ctx).Into(node); err != nil {
 		return nil, err
 	}
@@ -317,25 +333,25 @@ func (c *Client) DeleteLease(ctx context.Context, namespace, name string, pre me
 		Body(&metav1.DeleteOptions{Preconditions: &pre}).Do(ctx).Error()
 }
 
-func (c *Client) GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-	secret := &corev1.Secret{}
-	if err := c.core.Get().Namespace(namespace).Resource("secrets").Name(name).Do(ctx).Into(secret); err != nil {
+func (c *Client) GetSecret(ctx context.Context, namespace, name string) (*api.Secret, error) {
+	secret := &api.Secret{}
+	if err := c.coreJSON.Get().Namespace(namespace).Resource("secrets").Name(name).Do(ctx).Into(secret); err != nil {
 		return nil, err
 	}
 	return secret, nil
 }
 
-func (c *Client) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
-	created := &corev1.Event{}
-	if err := c.core.Post().NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Body(event).Do(ctx).Into(created); err != nil {
+func (c *Client) CreateEvent(ctx context.Context, event *api.Event) (*api.Event, error) {
+	created := &api.Event{}
+	if err := c.coreJSON.Post().NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Body(event).Do(ctx).Into(created); err != nil {
 		return nil, err
 	}
 	return created, nil
 }
 
-func (c *Client) PatchEvent(ctx context.Context, event *corev1.Event, patch []byte) (*corev1.Event, error) {
-	patched := &corev1.Event{}
-	err := c.core.Patch(types.StrategicMergePatchType).NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Name(event.Name).
+func (c *Client) PatchEvent(ctx context.Context, event *api.Event, patch []byte) (*api.Event, error) {
+	patched := &api.Event{}
+	err := c.coreJSON.Patch(types.StrategicMergePatchType).NamespaceIfScoped(event.Namespace, event.Namespace != "").Resource("events").Name(event.Name).
 		Body(patch).Do(ctx).Into(patched)
 	if err != nil {
 		return nil, err
@@ -344,9 +360,14 @@ func (c *Client) PatchEvent(ctx context.Context, event *corev1.Event, patch []by
 }
 
 func (c *Client) ListerWatcher(resource Resource, namespace string, fieldSelector fields.Selector) cache.ListerWatcher {
-	client := c.core
-	if resource == EndpointSlices {
+	var client rest.Interface
+	switch resource {
+	case Nodes, Services:
+		client = c.core
+	case EndpointSlices:
 		client = c.discovery
+	default:
+		client = c.coreJSON
 	}
 	// As the clientset's List and Watch: the server's timeout (set by the reflector on watches)
 	// bounds the request on this side too, so that a silent connection does not hold it forever.

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -24,10 +25,27 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
+// apiServerScheme has the API's types, as the API server encodes them.
+var apiServerScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme, coordinationv1.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+}()
+
+// jsonResources are those the agent asks for in JSON (Client.coreJSON); the others in protobuf.
+var jsonResources = regexp.MustCompile(`/(pods|configmaps|secrets|events)\b`)
+
 // apiServer answers the requests of one test from a table of method and path (with query) to
-// object, in protobuf, and records what it was sent.
+// object, in protobuf or JSON as asked, and records what it was sent.
 type apiServer struct {
 	t         *testing.T
 	responses map[string]runtime.Object
@@ -49,16 +67,20 @@ func (s *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unexpected request", http.StatusNotFound)
 		return
 	}
-	if accept := r.Header.Get("Accept"); accept != runtime.ContentTypeProtobuf+","+runtime.ContentTypeJSON {
-		s.t.Errorf("%s %s: Accept %q", r.Method, r.URL, accept)
+	mediaType, accept := runtime.ContentTypeProtobuf, runtime.ContentTypeProtobuf+","+runtime.ContentTypeJSON
+	if jsonResources.MatchString(r.URL.Path) {
+		mediaType, accept = runtime.ContentTypeJSON, runtime.ContentTypeJSON+", */*"
 	}
-	codecs := serializer.NewCodecFactory(Scheme)
-	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
-	gvks, _, err := Scheme.ObjectKinds(obj)
+	if got := r.Header.Get("Accept"); got != accept {
+		s.t.Errorf("%s %s: Accept %q, want %q", r.Method, r.URL, got, accept)
+	}
+	codecs := serializer.NewCodecFactory(apiServerScheme)
+	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), mediaType)
+	gvks, _, err := apiServerScheme.ObjectKinds(obj)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	w.Header().Set("Content-Type", runtime.ContentTypeProtobuf)
+	w.Header().Set("Content-Type", mediaType)
 	if r.URL.Query().Get("watch") == "true" {
 		// One event, then the end of the stream; the object is encoded whole, the event for the stream.
 		enc := codecs.EncoderForVersion(info.Serializer, gvks[0].GroupVersion())
@@ -152,10 +174,10 @@ func TestClientRequests(t *testing.T) {
 	if err := c.DeleteLease(ctx, "kube-system", "claim", metav1.Preconditions{UID: &uid}); err != nil {
 		t.Errorf("DeleteLease: %v", err)
 	}
-	if _, err := c.CreateEvent(ctx, event); err != nil {
+	if _, err := c.CreateEvent(ctx, convert[api.Event](event)); err != nil {
 		t.Errorf("creating an event: %v", err)
 	}
-	if _, err := c.PatchEvent(ctx, event, []byte(`{"count":2}`)); err != nil {
+	if _, err := c.PatchEvent(ctx, convert[api.Event](event), []byte(`{"count":2}`)); err != nil {
 		t.Errorf("patching an event: %v", err)
 	}
 	if _, err := c.GetNode(ctx, "absent"); err == nil {
@@ -177,7 +199,7 @@ func TestClientRequests(t *testing.T) {
 	}
 	ev := <-w.ResultChan()
 	w.Stop()
-	if got, ok := ev.Object.(*corev1.Service); ev.Type != watch.Added || !ok || got.Name != "web" {
+	if got, ok := ev.Object.(*Service); ev.Type != watch.Added || !ok || got.Name != "web" {
 		t.Errorf("watch event: %v %#v", ev.Type, ev.Object)
 	}
 
@@ -188,6 +210,9 @@ func TestClientRequests(t *testing.T) {
 		switch method {
 		case http.MethodPost, http.MethodPut, http.MethodDelete:
 			want = runtime.ContentTypeProtobuf
+			if jsonResources.MatchString(rest) {
+				want = runtime.ContentTypeJSON
+			}
 		case http.MethodPatch:
 			want = "application/merge-patch+json"
 			if strings.Contains(rest, "/events/") {
@@ -220,7 +245,7 @@ func (s *cacheServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
-	codecs := serializer.NewCodecFactory(Scheme)
+	codecs := serializer.NewCodecFactory(apiServerScheme)
 	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
 	if err := codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(s.nodes, w); err != nil {
 		s.t.Error(err)

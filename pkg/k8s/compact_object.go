@@ -4,9 +4,11 @@ import (
 	"maps"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // The compact Service and EndpointSlice are runtime.Objects so that a list of them is an API list
@@ -34,7 +36,7 @@ func (s *Service) DeepCopyObject() runtime.Object {
 			x.TrafficDistribution = &v
 		}
 		if x.Ingress != nil {
-			x.Ingress = make([]corev1.LoadBalancerIngress, len(s.Ingress))
+			x.Ingress = make([]api.LoadBalancerIngress, len(s.Ingress))
 			for i := range s.Ingress {
 				s.Ingress[i].DeepCopyInto(&x.Ingress[i])
 			}
@@ -50,4 +52,35 @@ func (s *EndpointSlice) DeepCopyObject() runtime.Object {
 	c := *s
 	c.Ports, c.Endpoints = slices.Clone(s.Ports), slices.Clone(s.Endpoints)
 	return &c
+}
+
+// The compact Node, Service and EndpointSlice are what the API client decodes those kinds into
+// (Scheme): from protobuf with their own Unmarshal (nodedecode.go, servicedecode.go,
+// slicedecode.go), from JSON (a proxy that does not speak protobuf) by way of the API's object
+// (package api), then made compact.
+
+func (n *Node) Reset()          { *n = Node{} }
+func (s *Service) Reset()       { *s = Service{} }
+func (s *EndpointSlice) Reset() { *s = EndpointSlice{} }
+
+func (n *Node) UnmarshalJSON(data []byte) error {
+	return unmarshalJSONAs(data, n, compactNode)
+}
+
+func (s *Service) UnmarshalJSON(data []byte) error {
+	return unmarshalJSONAs(data, s, compactService)
+}
+
+func (s *EndpointSlice) UnmarshalJSON(data []byte) error {
+	return unmarshalJSONAs(data, s, compactSlice)
+}
+
+// unmarshalJSONAs sets *out to compact of the API object O that data is in JSON.
+func unmarshalJSONAs[O, C any](data []byte, out *C, compact func(*O) *C) error {
+	var o O
+	if err := utiljson.Unmarshal(data, &o); err != nil {
+		return err
+	}
+	*out = *compact(&o)
+	return nil
 }

@@ -5,10 +5,9 @@ import (
 	"strings"
 	"unique"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -16,7 +15,7 @@ import (
 // pkg/service reads, ~24 bytes an endpoint where the decoded object takes ~150 (an Endpoint
 // struct of 96 bytes, its address slice and string, three *bool). With 10,000 Services of 10
 // endpoints that is ~5 MiB instead of ~25 (docs/benchmarks.md, "Services cold start").
-// Object rebuilds the *discoveryv1.EndpointSlice the model takes, for one reconcile.
+// Object rebuilds the *api.EndpointSlice the model takes, for one reconcile.
 //
 // What the model would skip is not kept, so Object gives it the same result as the full
 // object: endpoints of slices that are not IPv4 or are a headless Service's, endpoints whose
@@ -32,8 +31,8 @@ type EndpointSlice struct {
 }
 
 // AddressType is the slice's addressType.
-func (s *EndpointSlice) AddressType() discoveryv1.AddressType {
-	return discoveryv1.AddressType(s.addressType.get())
+func (s *EndpointSlice) AddressType() api.AddressType {
+	return api.AddressType(s.addressType.get())
 }
 
 // SlicePort is an EndpointSlice port in 24 bytes (its name and protocol interned handles, not
@@ -51,7 +50,7 @@ func newSlicePort(name, protocol string, port int32) SlicePort {
 func (p SlicePort) Name() string { return p.name.get() }
 
 // Protocol is the port's protocol.
-func (p SlicePort) Protocol() corev1.Protocol { return corev1.Protocol(p.protocol.get()) }
+func (p SlicePort) Protocol() api.Protocol { return api.Protocol(p.protocol.get()) }
 
 // handle is an interned value in 8 bytes (a string takes 16, a placement 48), kept once however
 // many hold it; the zero handle is the zero value.
@@ -97,19 +96,19 @@ func (s *EndpointSlice) GetObjectMeta() metav1.Object {
 }
 
 // compactSlice is o as the cache keeps it.
-func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
+func compactSlice(o *api.EndpointSlice) *EndpointSlice {
 	s := &EndpointSlice{
 		Namespace:       unique.Make(o.Namespace).Value(),
 		Name:            o.Name,
 		ResourceVersion: o.ResourceVersion,
 		addressType:     handleOf(string(o.AddressType)),
 	}
-	if svc := o.Labels[discoveryv1.LabelServiceName]; strings.HasPrefix(o.Name, svc) {
+	if svc := o.Labels[api.LabelServiceName]; strings.HasPrefix(o.Name, svc) {
 		s.ServiceName = o.Name[:len(svc)] // the usual "<service>-<suffix>": one copy of the bytes
 	} else {
 		s.ServiceName = svc
 	}
-	_, s.Headless = o.Labels[corev1.IsHeadlessService]
+	_, s.Headless = o.Labels[api.IsHeadlessService]
 	for _, p := range o.Ports {
 		if p.Port == nil {
 			continue
@@ -126,7 +125,7 @@ func compactSlice(o *discoveryv1.EndpointSlice) *EndpointSlice {
 		}
 		s.Ports = append(s.Ports, newSlicePort(name, protocol, *p.Port))
 	}
-	if o.AddressType != discoveryv1.AddressTypeIPv4 || s.Headless {
+	if o.AddressType != api.AddressTypeIPv4 || s.Headless {
 		return s
 	}
 	for _, e := range o.Endpoints {
@@ -164,34 +163,34 @@ type endpointFields struct {
 	address                     [1]string
 	node, zone                  string
 	ready, serving, terminating bool
-	hints                       discoveryv1.EndpointHints
+	hints                       api.EndpointHints
 }
 
 // Object rebuilds the EndpointSlice as the model reads it. It shares no memory with the cache.
-func (s *EndpointSlice) Object() *discoveryv1.EndpointSlice {
+func (s *EndpointSlice) Object() *api.EndpointSlice {
 	labels := map[string]string{}
 	if s.ServiceName != "" {
-		labels[discoveryv1.LabelServiceName] = s.ServiceName
+		labels[api.LabelServiceName] = s.ServiceName
 	}
 	if s.Headless {
-		labels[corev1.IsHeadlessService] = ""
+		labels[api.IsHeadlessService] = ""
 	}
-	o := &discoveryv1.EndpointSlice{
+	o := &api.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, Labels: labels},
 		AddressType: s.AddressType(),
 	}
 	if len(s.Ports) > 0 {
 		type portFields struct {
 			name     string
-			protocol corev1.Protocol
+			protocol api.Protocol
 			port     int32
 		}
 		ports := make([]portFields, len(s.Ports))
-		o.Ports = make([]discoveryv1.EndpointPort, len(ports))
+		o.Ports = make([]api.EndpointPort, len(ports))
 		for i, sp := range s.Ports {
 			p := &ports[i]
 			*p = portFields{sp.Name(), sp.Protocol(), sp.Port}
-			o.Ports[i] = discoveryv1.EndpointPort{Name: &p.name, Protocol: &p.protocol, Port: &p.port}
+			o.Ports[i] = api.EndpointPort{Name: &p.name, Protocol: &p.protocol, Port: &p.port}
 			if p.protocol == "" {
 				o.Ports[i].Protocol = nil
 			}
@@ -199,7 +198,7 @@ func (s *EndpointSlice) Object() *discoveryv1.EndpointSlice {
 	}
 	if len(s.Endpoints) > 0 {
 		fields := make([]endpointFields, len(s.Endpoints))
-		o.Endpoints = make([]discoveryv1.Endpoint, len(s.Endpoints))
+		o.Endpoints = make([]api.Endpoint, len(s.Endpoints))
 		for i, e := range s.Endpoints {
 			f := &fields[i]
 			f.address[0] = netip.AddrFrom4(e.Address).String()
@@ -208,7 +207,7 @@ func (s *EndpointSlice) Object() *discoveryv1.EndpointSlice {
 			f.ready, f.serving, f.terminating = e.Ready, e.Serving, e.Terminating
 			out := &o.Endpoints[i]
 			out.Addresses = f.address[:]
-			out.Conditions = discoveryv1.EndpointConditions{Ready: &f.ready, Serving: &f.serving, Terminating: &f.terminating}
+			out.Conditions = api.EndpointConditions{Ready: &f.ready, Serving: &f.serving, Terminating: &f.terminating}
 			if f.node != "" {
 				out.NodeName = &f.node
 			}
@@ -217,7 +216,7 @@ func (s *EndpointSlice) Object() *discoveryv1.EndpointSlice {
 			}
 			if at.hints != "" {
 				for _, z := range strings.Split(at.hints, ",") {
-					f.hints.ForZones = append(f.hints.ForZones, discoveryv1.ForZone{Name: z})
+					f.hints.ForZones = append(f.hints.ForZones, api.ForZone{Name: z})
 				}
 				out.Hints = &f.hints
 			}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // Informers makes the agent's shared informers on first use and starts those made so far, as
@@ -52,24 +52,24 @@ func (i *Informers) Nodes() cache.SharedIndexInformer {
 // Pods is the informer of the Pods bound to this node: a large cluster does not stream every Pod to
 // every node.
 func (i *Informers) Pods() cache.SharedIndexInformer {
-	return i.informer(Pods, "", fields.OneTermEqualSelector("spec.nodeName", i.nodeName), &corev1.Pod{})
+	return i.informer(Pods, "", fields.OneTermEqualSelector("spec.nodeName", i.nodeName), &api.Pod{})
 }
 
 // Services is the informer of every Service, cached as the compact Service of this package.
 func (i *Informers) Services() cache.SharedIndexInformer {
-	return i.informer(Services, "", fields.Everything(), &corev1.Service{})
+	return i.informer(Services, "", fields.Everything(), &Service{})
 }
 
 // EndpointSlices is the informer of every EndpointSlice, cached as the compact EndpointSlice of
 // this package.
 func (i *Informers) EndpointSlices() cache.SharedIndexInformer {
-	return i.informer(EndpointSlices, "", fields.Everything(), &discoveryv1.EndpointSlice{})
+	return i.informer(EndpointSlices, "", fields.Everything(), &EndpointSlice{})
 }
 
 // ConfigMap is the informer of the one ConfigMap namespace/name: the agent's RBAC grants exactly
 // that one.
 func (i *Informers) ConfigMap(namespace, name string) cache.SharedIndexInformer {
-	return i.informer(ConfigMaps, namespace, fields.OneTermEqualSelector("metadata.name", name), &corev1.ConfigMap{})
+	return i.informer(ConfigMaps, namespace, fields.OneTermEqualSelector("metadata.name", name), &api.ConfigMap{})
 }
 
 func (i *Informers) informer(resource Resource, namespace string, fieldSelector fields.Selector, obj runtime.Object) cache.SharedIndexInformer {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 
-	corev1 "k8s.io/api/core/v1"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -19,18 +18,19 @@ import (
 // then): decoded whole, 5,000 kubelet-like Nodes or 10,000 EndpointSlices of 15 endpoints are
 // ~20 MB of protobuf plus ~25-30 MB of decoded objects, all alive until the informer's store has
 // taken the list, and the informers list at once. Decoded as a stream, a list costs its trimmed
-// items and one item's bytes. Nodes and EndpointSlices are decoded straight into what the cache
-// keeps (Node.Unmarshal, EndpointSlice.Unmarshal), the other items as their API types, then trimmed.
+// items and one item's bytes. Nodes, Services and EndpointSlices are decoded straight into what
+// the cache keeps (Node.Unmarshal, Service.Unmarshal, EndpointSlice.Unmarshal). This node's Pods
+// and the domain ConfigMap, few, are asked for in JSON (Client.coreJSON) and decoded whole.
 //
 // The API server's protobuf answer is the magic "k8s\x00" and a runtime.Unknown message whose
 // raw field holds the list message: its metadata (field 1), then its items (field 2), each a
 // length-delimited message. Anything else (JSON from a proxy that does not speak protobuf) is
-// read whole and decoded as before.
+// read whole and decoded as package api's list, whose items the informer's transform trims.
 
 // protobufMagic opens every protobuf-encoded object of the Kubernetes API.
 var protobufMagic = []byte("k8s\x00")
 
-// listItem is an API type as generated for protobuf: a runtime.Object that unmarshals itself.
+// listItem is a runtime.Object that unmarshals itself from protobuf.
 type listItem interface {
 	runtime.Object
 	Unmarshal(data []byte) error
@@ -41,14 +41,10 @@ func newListItem(resource Resource) func() listItem {
 	switch resource {
 	case Nodes:
 		return func() listItem { return &Node{} } // decoded as the cache keeps it (nodedecode.go)
-	case Pods:
-		return func() listItem { return &corev1.Pod{} }
 	case Services:
 		return func() listItem { return &Service{} } // decoded as the cache keeps it (servicedecode.go)
 	case EndpointSlices:
 		return func() listItem { return &EndpointSlice{} } // decoded as the cache keeps it (slicedecode.go)
-	case ConfigMaps:
-		return func() listItem { return &corev1.ConfigMap{} }
 	}
 	return nil
 }

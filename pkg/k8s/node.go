@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -14,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // Node is a Node as the agent's cache holds it (TrimForCache), and as its readers take it (the
@@ -29,7 +30,7 @@ import (
 // nodes of its pool (NodeLabels): 768 bytes of heap a Node decoded from the API server with
 // kubelet's, kubeadm's and a pool's labels instead of 2,305 as a trimmed corev1.Node, 7.7 MB
 // less at 5,000 Nodes (BenchmarkDecodedNodeCache; 1,081 with a slice of labels per Node). The
-// fields keep the paths of corev1.Node (node.Spec.PodCIDR, node.Status.Addresses) so that code
+// fields keep the paths of the API's Node (node.Spec.PodCIDR, node.Status.Addresses) so that code
 // reads the same. Whatever a reader starts to read of a Node must be kept here and in
 // compactNode.
 type Node struct {
@@ -105,12 +106,12 @@ func (kv KeyValues) Map() map[string]string {
 type NodeSpec struct {
 	PodCIDR  string
 	PodCIDRs []string
-	Taints   []corev1.Taint
+	Taints   []api.Taint
 }
 
 // NodeStatus is what Node keeps of a Node's status.
 type NodeStatus struct {
-	Addresses []corev1.NodeAddress
+	Addresses []api.NodeAddress
 }
 
 var _ runtime.Object = (*Node)(nil)
@@ -125,7 +126,7 @@ func (n *Node) DeepCopy() *Node {
 	c.Annotations = slices.Clone(n.Annotations) // Labels are immutable, shared
 	c.Spec.PodCIDRs = slices.Clone(n.Spec.PodCIDRs)
 	if n.Spec.Taints != nil {
-		c.Spec.Taints = make([]corev1.Taint, len(n.Spec.Taints))
+		c.Spec.Taints = make([]api.Taint, len(n.Spec.Taints))
 		for i := range n.Spec.Taints {
 			n.Spec.Taints[i].DeepCopyInto(&c.Spec.Taints[i])
 		}
@@ -149,16 +150,16 @@ func (n *Node) GetObjectMeta() metav1.Object {
 
 // Ref is a reference to the Node, for an event about it (an event recorder cannot reference
 // this type by itself: it is not in the API's scheme).
-func (n *Node) Ref() *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}
+func (n *Node) Ref() *api.ObjectReference {
+	return &api.ObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}
 }
 
 // NodeOf is the Node the cache would keep of o, for code that read o from the API server. o is
 // not changed; the result may share its taints and pod CIDRs.
-func NodeOf(o *corev1.Node) *Node { return compactNode(o) }
+func NodeOf(o *api.Node) *Node { return compactNode(o) }
 
 // NodesOf is NodeOf of every item of list.
-func NodesOf(list *corev1.NodeList) []*Node {
+func NodesOf(list *api.NodeList) []*Node {
 	nodes := make([]*Node, len(list.Items))
 	for i := range list.Items {
 		nodes[i] = compactNode(&list.Items[i])
@@ -185,7 +186,7 @@ var nodeAnnotationPrefixes = []string{flannelPrefix, "edgeplane.io/"}
 // (interned): label keys and values (a pool's, zone's, OS's are the same on many nodes; the
 // hostname label is the node's name) and annotation keys; a pod CIDR listed twice (spec.podCIDR
 // and podCIDRs) and a hostname address equal to the name share one copy.
-func compactNode(o *corev1.Node) *Node {
+func compactNode(o *api.Node) *Node {
 	n := &Node{Name: o.Name, ResourceVersion: o.ResourceVersion, UID: o.UID, Deleting: o.DeletionTimestamp != nil}
 	var annotations int
 	for k := range o.Annotations {
@@ -209,12 +210,12 @@ func compactNode(o *corev1.Node) *Node {
 		n.Spec.PodCIDRs[0] = o.Spec.PodCIDR
 	}
 	if len(o.Status.Addresses) > 0 {
-		n.Status.Addresses = make([]corev1.NodeAddress, len(o.Status.Addresses))
+		n.Status.Addresses = make([]api.NodeAddress, len(o.Status.Addresses))
 		for i, a := range o.Status.Addresses {
 			if a.Address == o.Name {
 				a.Address = o.Name
 			}
-			a.Type = corev1.NodeAddressType(interned(string(a.Type)))
+			a.Type = api.NodeAddressType(interned(string(a.Type)))
 			n.Status.Addresses[i] = a
 		}
 	}
@@ -236,7 +237,7 @@ func (l *NodeLister) Get(name string) (*Node, error) {
 		return nil, err
 	}
 	if !ok {
-		return nil, apierrors.NewNotFound(corev1.Resource("node"), name)
+		return nil, apierrors.NewNotFound(api.Resource("node"), name)
 	}
 	n, isNode := obj.(*Node)
 	if !isNode {

@@ -20,7 +20,7 @@ func TestNodeLister(t *testing.T) {
 		if pool != "" {
 			n.Labels = map[string]string{"apps.openyurt.io/nodepool": pool, "kubernetes.io/hostname": name}
 		}
-		if err := indexer.Add(NodeOf(n)); err != nil {
+		if err := indexer.Add(nodeOf(n)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,14 +7,16 @@ import (
 	"strings"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // Nodes are decoded from the API server's protobuf straight into the compact Node, without the
-// corev1.Node in between: a kubelet's Node is mostly status (images, conditions, nodeInfo,
+// API's Node in between: a kubelet's Node is mostly status (images, conditions, nodeInfo,
 // capacity), which its heartbeats rewrite and the agent never reads. Decoded whole, a kubelet's
 // Node event took ~22 us and left 16 KB of garbage (BenchmarkNodeEventDecode), and the first list
 // of 5,000 Nodes 80 MB: garbage the collector ran for, more often at the agent's steady GOGC
@@ -22,12 +24,12 @@ import (
 // others by their lengths (~3.5 us, 1.3 KB); the informers' lists (decodeList) and their watches
 // (the core client's decoder, nodeWatchDecoder) use it.
 //
-// It gives what compactNode gives for the corev1.Node the generated code decodes from the same
+// It gives what compactNode gives for the API's Node the generated code decodes from the same
 // bytes, including where a message repeats a field (the last string wins, repeated fields and
 // map entries add up, the last map entry of a key wins): TestNodeUnmarshalAsCompactNode and
 // FuzzNodeUnmarshal hold it to that.
 
-// Unmarshal sets n to the Node message data (the protobuf encoding of a corev1.Node) as the
+// Unmarshal sets n to the Node message data (the protobuf encoding of a Node of the API) as the
 // cache keeps it (compactNode). It copies what it keeps: data may be reused.
 func (n *Node) Unmarshal(data []byte) error {
 	d := nodeFieldsPool.Get().(*nodeFields)
@@ -48,8 +50,8 @@ type nodeFields struct {
 	objectMeta
 	podCIDR   []byte
 	podCIDRs  [][]byte
-	taints    []corev1.Taint
-	addresses []corev1.NodeAddress
+	taints    []api.Taint
+	addresses []api.NodeAddress
 }
 
 var nodeFieldsPool = sync.Pool{New: func() any { return &nodeFields{} }}
@@ -96,8 +98,9 @@ func (d *nodeFields) spec(data []byte) error {
 			return err
 		case specTaints:
 			return m.message(func(b []byte) error {
-				d.taints = append(d.taints, corev1.Taint{})
-				return d.taints[len(d.taints)-1].Unmarshal(b)
+				t, err := taintOf(b)
+				d.taints = append(d.taints, t)
+				return err
 			})
 		}
 		return m.skip()
@@ -110,13 +113,62 @@ func (d *nodeFields) status(data []byte) error {
 			return m.skip()
 		}
 		return m.message(func(b []byte) error {
-			d.addresses = append(d.addresses, corev1.NodeAddress{})
-			return d.addresses[len(d.addresses)-1].Unmarshal(b)
+			a, err := nodeAddressOf(b)
+			d.addresses = append(d.addresses, a)
+			return err
 		})
 	})
 }
 
-// compact is the Node of the fields read, as compactNode makes it of a corev1.Node.
+// taintOf decodes a Taint message (fields: 1 key, 2 value, 3 effect, 4 timeAdded).
+func taintOf(data []byte) (api.Taint, error) {
+	var t api.Taint
+	err := eachField(data, "Taint", func(field int, m *message) error {
+		switch field {
+		case 1, 2, 3:
+			b, err := m.bytes()
+			switch field {
+			case 1:
+				t.Key = string(b)
+			case 2:
+				t.Value = string(b)
+			case 3:
+				t.Effect = api.TaintEffect(b)
+			}
+			return err
+		case 4:
+			return m.message(func(b []byte) error {
+				if t.TimeAdded == nil {
+					t.TimeAdded = &metav1.Time{}
+				}
+				return t.TimeAdded.Unmarshal(b)
+			})
+		}
+		return m.skip()
+	})
+	return t, err
+}
+
+// nodeAddressOf decodes a NodeAddress message (fields: 1 type, 2 address).
+func nodeAddressOf(data []byte) (api.NodeAddress, error) {
+	var a api.NodeAddress
+	err := eachField(data, "NodeAddress", func(field int, m *message) error {
+		switch field {
+		case 1:
+			b, err := m.bytes()
+			a.Type = api.NodeAddressType(b)
+			return err
+		case 2:
+			b, err := m.bytes()
+			a.Address = string(b)
+			return err
+		}
+		return m.skip()
+	})
+	return a, err
+}
+
+// compact is the Node of the fields read, as compactNode makes it of an api.Node.
 func (d *nodeFields) compact() Node {
 	n := Node{Name: string(d.name), ResourceVersion: string(d.resourceVersion), UID: types.UID(d.uid), Deleting: d.deleting}
 	var ours int
@@ -157,12 +209,12 @@ func (d *nodeFields) compact() Node {
 	}
 	n.Spec.Taints = d.taints // decoded for this Node alone: reset does not keep them
 	if len(d.addresses) > 0 {
-		n.Status.Addresses = make([]corev1.NodeAddress, len(d.addresses))
+		n.Status.Addresses = make([]api.NodeAddress, len(d.addresses))
 		for i, a := range d.addresses {
 			if a.Address == n.Name {
 				a.Address = n.Name
 			}
-			a.Type = corev1.NodeAddressType(interned(string(a.Type)))
+			a.Type = api.NodeAddressType(interned(string(a.Type)))
 			n.Status.Addresses[i] = a
 		}
 	}
@@ -188,12 +240,12 @@ func lastOfEachKey(kv KeyValues) KeyValues {
 
 // nodeWatchDecoder decodes the Nodes of the core client's watch events with Node.Unmarshal, and
 // everything else with the decoder it wraps: a watch event's object is decoded with no type to
-// decode into, and only then is it a Node the informer's cache keeps as a Node. A Node that is
-// not in protobuf is decoded by the wrapped decoder and made a Node (compactNode): the informer's
-// reflector drops events whose object is not of its type.
+// decode into. The wrapped decoder would decode a Node in protobuf the same way (the Scheme
+// names Node for the kind), after copying the message out of its envelope. A Node in JSON it
+// decodes by way of the API's (Node.UnmarshalJSON).
 type nodeWatchDecoder struct{ runtime.Decoder }
 
-var nodeKind = corev1.SchemeGroupVersion.WithKind("Node")
+var nodeKind = api.CoreV1.WithKind("Node")
 
 func (d nodeWatchDecoder) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
 	if into == nil {
@@ -206,13 +258,8 @@ func (d nodeWatchDecoder) Decode(data []byte, defaults *schema.GroupVersionKind,
 			return n, &gvk, nil
 		}
 	}
-	obj, gvk, err := d.Decoder.Decode(data, defaults, into)
-	if n, ok := obj.(*corev1.Node); ok && into == nil {
-		// Not protobuf (a proxy's JSON: YurtHub may answer so): the informer of Nodes takes
-		// only Nodes, so this one is made one too.
-		return compactNode(n), gvk, err
-	}
-	return obj, gvk, err
+	// Not protobuf (a proxy's JSON: YurtHub may answer so): the Scheme decodes a Node as one too.
+	return d.Decoder.Decode(data, defaults, into)
 }
 
 // protobufNode is the Node message of data when data is a v1 Node in the API's protobuf

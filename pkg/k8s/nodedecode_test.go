@@ -39,13 +39,13 @@ func decodeNodeTestCases() map[string]*corev1.Node {
 }
 
 // TestNodeUnmarshalAsCompactNode checks that Node.Unmarshal keeps of a Node message what
-// compactNode keeps of the corev1.Node the generated code decodes from it: for single messages,
+// nodeOf keeps of the corev1.Node the generated code decodes from it: for single messages,
 // and for messages that repeat fields (two Nodes' encodings one after the other, which protobuf
 // decodes as one message merged).
 func TestNodeUnmarshalAsCompactNode(t *testing.T) {
 	encoded := marshalAll(t, decodeNodeTestCases())
 	checkAllAsGenerated(t, encoded, [][2]string{{"full", "kubelet"}, {"kubelet", "full"}, {"full", "empty strings"},
-		{"deleting", "bare"}, {"other pod CIDRs", "taint with a time"}, {"full", "full"}}, compactNode)
+		{"deleting", "bare"}, {"other pod CIDRs", "taint with a time"}, {"full", "full"}}, nodeOf)
 	// Field numbers are 32 bits, as the generated code reads them: 2^32+1 is field 1 (the name),
 	// in a message and in a map entry (the label's key).
 	wide := func(field uint64, value string) []byte {
@@ -55,7 +55,7 @@ func TestNodeUnmarshalAsCompactNode(t *testing.T) {
 	label := string(wide(1<<32+1, "key")) + string(wide(2, "value"))
 	meta := string(wide(1<<32+1, "wide")) + string(wide(metaLabels, label))
 	t.Run("field numbers past 32 bits", func(t *testing.T) {
-		if err, generatedErr := asGenerated(t, wide(nodeMetadata, meta), compactNode); err != nil || generatedErr != nil {
+		if err, generatedErr := asGenerated(t, wide(nodeMetadata, meta), nodeOf); err != nil || generatedErr != nil {
 			t.Fatal(err, generatedErr)
 		}
 	})
@@ -68,7 +68,7 @@ func TestNodeUnmarshalRefusesBrokenMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkCuts(t, data, compactNode)
+	checkCuts(t, data, nodeOf)
 	for _, bad := range [][]byte{
 		{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // metadata of 2^64-1 bytes
 		{0x0a, 0x05, 0x0a}, // metadata longer than the message
@@ -85,13 +85,13 @@ func TestNodeUnmarshalRefusesBrokenMessages(t *testing.T) {
 }
 
 // FuzzNodeUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
-// generated code decode them it keeps what compactNode keeps of the generated code's Node.
+// generated code decode them it keeps what nodeOf keeps of the generated code's Node.
 func FuzzNodeUnmarshal(f *testing.F) {
 	for _, data := range marshalAll(f, decodeNodeTestCases()) {
 		f.Add(data)
 	}
 	f.Add([]byte("0\xff\xff\xff\xff\xff\xff\xff\xff\xff0")) // a varint of 10 bytes whose last is over 1: the generated code drops the bits beyond 64
-	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, compactNode) })
+	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, nodeOf) })
 }
 
 // TestNodeWatchDecoder checks the core client's decoding of watch events' objects: a Node in
@@ -99,12 +99,17 @@ func FuzzNodeUnmarshal(f *testing.F) {
 // object and other kinds go to the wrapped decoder as before.
 func TestNodeWatchDecoder(t *testing.T) {
 	codecs := serializer.NewCodecFactory(Scheme)
+	generated := runtime.NewScheme() // the API server's types, to encode what it sends
+	if err := corev1.AddToScheme(generated); err != nil {
+		t.Fatal(err)
+	}
+	generatedCodecs := serializer.NewCodecFactory(generated)
 	encode := func(mediaType string, obj runtime.Object) []byte {
-		info, ok := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), mediaType)
+		info, ok := runtime.SerializerInfoForMediaType(generatedCodecs.SupportedMediaTypes(), mediaType)
 		if !ok {
 			t.Fatal(mediaType)
 		}
-		data, err := runtime.Encode(codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion), obj)
+		data, err := runtime.Encode(generatedCodecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion), obj)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,21 +131,21 @@ func TestNodeWatchDecoder(t *testing.T) {
 	if *gvk != nodeKind {
 		t.Errorf("kind %v, want %v", gvk, nodeKind)
 	}
-	if got, want := obj, compactNode(fullNode()); !reflect.DeepEqual(got, want) {
+	if got, want := obj, nodeOf(fullNode()); !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded %#v, want %#v", got, want)
 	}
 
-	// Into a corev1.Node: the wrapped decoder's.
-	into := &corev1.Node{}
-	if obj, _, err = decoder.Decode(data, nil, into); err != nil || obj != into || into.Name != node.Name || len(into.Status.Images) == 0 {
-		t.Errorf("decoded into a corev1.Node: %T %v (images %d)", obj, err, len(into.Status.Images))
+	// Into a Node (GetNode): the wrapped decoder's, which decodes it the same way.
+	into := &Node{}
+	if obj, _, err = decoder.Decode(data, nil, into); err != nil || obj != into || !reflect.DeepEqual(into, nodeOf(fullNode())) {
+		t.Errorf("decoded into a Node: %T %v: %#v", obj, err, into)
 	}
 	// Another kind, and an error event's Status.
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "default"}}
 	if obj, _, err = decoder.Decode(encode(runtime.ContentTypeProtobuf, svc), nil, nil); err != nil {
 		t.Fatal(err)
-	} else if _, ok := obj.(*corev1.Service); !ok {
-		t.Errorf("a Service decoded as %T", obj)
+	} else if !reflect.DeepEqual(obj, serviceOf(svc)) {
+		t.Errorf("a Service decoded as %#v", obj)
 	}
 	status := &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonExpired, Code: 410}
 	if obj, _, err = decoder.Decode(encode(runtime.ContentTypeProtobuf, status), nil, nil); err != nil {
@@ -160,16 +165,16 @@ func TestNodeWatchDecoder(t *testing.T) {
 		}
 	}
 	// A JSON Node (a proxy that answers JSON) is a Node too, as the informer takes only those;
-	// decoded into a corev1.Node, it is one.
+	// and so it is decoded into a Node.
 	json := decoderFor(runtime.ContentTypeJSON)
 	if obj, _, err := json.Decode(encode(runtime.ContentTypeJSON, node), nil, nil); err != nil {
 		t.Fatal(err)
-	} else if got, want := obj, compactNode(fullNode()); !reflect.DeepEqual(got, want) {
+	} else if got, want := obj, nodeOf(fullNode()); !reflect.DeepEqual(got, want) {
 		t.Errorf("a JSON Node decoded as %#v, want %#v", got, want)
 	}
-	into = &corev1.Node{}
-	if obj, _, err := json.Decode(encode(runtime.ContentTypeJSON, node), nil, into); err != nil || obj != into {
-		t.Errorf("a JSON Node decoded into a corev1.Node: %T %v", obj, err)
+	into = &Node{}
+	if obj, _, err := json.Decode(encode(runtime.ContentTypeJSON, node), nil, into); err != nil || obj != into || !reflect.DeepEqual(into, nodeOf(fullNode())) {
+		t.Errorf("a JSON Node decoded into a Node: %T %v: %#v", obj, err, into)
 	}
 }
 
@@ -187,7 +192,7 @@ func TestNodeUnmarshalKeepsNoBytesOfItsInput(t *testing.T) {
 	for i := range data {
 		data[i] = 'x'
 	}
-	if !reflect.DeepEqual(&n, compactNode(fullNode())) {
+	if !reflect.DeepEqual(&n, nodeOf(fullNode())) {
 		t.Errorf("after its input was overwritten: %#v", n)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/lru"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // EventRecorder records events about objects. It has the method set of client-go's
@@ -55,8 +56,8 @@ type EventRecorder interface {
 type Recorder struct {
 	api    API
 	scheme *runtime.Scheme
-	source corev1.EventSource
-	queue  chan *corev1.Event
+	source api.EventSource
+	queue  chan *api.Event
 
 	// now and retry are the clock and the wait between tries; tests shorten them.
 	now   func() time.Time
@@ -83,12 +84,12 @@ const (
 	eventRefill     = 5 * time.Minute
 )
 
-// NewRecorder records events from source, writing them through api. Events are written once Run
-// runs.
-func NewRecorder(api API, scheme *runtime.Scheme, source corev1.EventSource) *Recorder {
+// NewRecorder records events from source, writing them through client. Events are written once
+// Run runs.
+func NewRecorder(client API, scheme *runtime.Scheme, source api.EventSource) *Recorder {
 	return &Recorder{
-		api: api, scheme: scheme, source: source,
-		queue: make(chan *corev1.Event, maxQueuedEvents),
+		api: client, scheme: scheme, source: source,
+		queue: make(chan *api.Event, maxQueuedEvents),
 		now:   time.Now, retry: eventRetry,
 		seen: lru.New(eventCacheSize), spam: lru.New(eventCacheSize),
 	}
@@ -115,7 +116,7 @@ func (r *Recorder) record(object runtime.Object, annotations map[string]string, 
 		logger.Error(err, "Not recording an event about an object it cannot reference", "reason", reason, "message", message)
 		return
 	}
-	if eventtype != corev1.EventTypeNormal && eventtype != corev1.EventTypeWarning {
+	if eventtype != api.EventTypeNormal && eventtype != api.EventTypeWarning {
 		logger.Error(nil, "Not recording an event of an unknown type", "type", eventtype, "reason", reason)
 		return
 	}
@@ -135,7 +136,7 @@ func (r *Recorder) record(object runtime.Object, annotations map[string]string, 
 // NewEvent is an event from source about ref at t, named after ref and nameNanos (its time in
 // nanoseconds, unless two events share one), in ref's namespace or default for a cluster-scoped
 // object: as client-go's recorder makes them.
-func NewEvent(ref *corev1.ObjectReference, source corev1.EventSource, eventtype, reason, message string, t time.Time, nameNanos int64) *corev1.Event {
+func NewEvent(ref *api.ObjectReference, source api.EventSource, eventtype, reason, message string, t time.Time, nameNanos int64) *api.Event {
 	name := ref.Name + "." + strconv.FormatInt(nameNanos, 16)
 	if len(validation.IsDNS1123Subdomain(name)) > 0 { // a long object name, as client-go does
 		name = fmt.Sprintf("%016x.%x", rand.Uint64(), nameNanos)
@@ -145,7 +146,7 @@ func NewEvent(ref *corev1.ObjectReference, source corev1.EventSource, eventtype,
 		namespace = metav1.NamespaceDefault // where the events of cluster-scoped objects live
 	}
 	at := metav1.NewTime(t)
-	return &corev1.Event{
+	return &api.Event{
 		ObjectMeta:     metav1.ObjectMeta{Name: name, Namespace: namespace},
 		InvolvedObject: *ref,
 		Reason:         reason, Message: message, Type: eventtype,
@@ -167,15 +168,18 @@ func (r *Recorder) nameTime(nanos int64) int64 {
 }
 
 // reference references object for an event: by its own kind when it carries one, else by the
-// kind the scheme knows its type as.
-func reference(scheme *runtime.Scheme, object runtime.Object) (*corev1.ObjectReference, error) {
-	if ref, ok := object.(*corev1.ObjectReference); ok {
+// kind of its type: package api's, or as the scheme knows it (the compact types).
+func reference(scheme *runtime.Scheme, object runtime.Object) (*api.ObjectReference, error) {
+	if ref, ok := object.(*api.ObjectReference); ok {
 		return ref, nil
 	}
 	if object == nil {
 		return nil, errors.New("no object")
 	}
 	gvk := object.GetObjectKind().GroupVersionKind()
+	if gvk.Empty() {
+		gvk = api.KindOf(object)
+	}
 	if gvk.Empty() {
 		kinds, _, err := scheme.ObjectKinds(object)
 		if err != nil {
@@ -190,7 +194,7 @@ func reference(scheme *runtime.Scheme, object runtime.Object) (*corev1.ObjectRef
 	if err != nil {
 		return nil, err
 	}
-	return &corev1.ObjectReference{
+	return &api.ObjectReference{
 		Kind: gvk.Kind, APIVersion: gvk.GroupVersion().String(),
 		Namespace: m.GetNamespace(), Name: m.GetName(), UID: m.GetUID(), ResourceVersion: m.GetResourceVersion(),
 	}, nil
@@ -216,13 +220,13 @@ func (r *Recorder) Run(ctx context.Context) {
 // eventKey is what makes two events the same one: the object, its version left out, and what is
 // said about it.
 type eventKey struct {
-	object                     corev1.ObjectReference
+	object                     api.ObjectReference
 	eventtype, reason, message string
 }
 
 // spamKey is what the spam filter counts per: the object, and the type of what is said.
 type spamKey struct {
-	object    corev1.ObjectReference
+	object    api.ObjectReference
 	eventtype string
 }
 
@@ -249,7 +253,7 @@ func (b *tokenBucket) take(now time.Time) bool {
 	return true
 }
 
-func (r *Recorder) write(ctx context.Context, event *corev1.Event) {
+func (r *Recorder) write(ctx context.Context, event *api.Event) {
 	logger := klog.FromContext(ctx).WithValues("object", klog.KRef(event.InvolvedObject.Namespace, event.InvolvedObject.Name), "reason", event.Reason)
 	object := event.InvolvedObject
 	object.ResourceVersion = ""
@@ -284,7 +288,7 @@ func (r *Recorder) write(ctx context.Context, event *corev1.Event) {
 			r.seen.Add(key, seenEvent{namespace: written.Namespace, name: written.Name, count: written.Count, first: written.FirstTimestamp})
 			return
 		}
-		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		if apierrors.HasStatusCause(err, api.NamespaceTerminatingCause) {
 			logger.V(5).Info("Not writing an event: its namespace is being deleted")
 			return
 		}
@@ -340,7 +344,7 @@ func refused(err error) bool {
 
 // writeOnce creates event, or raises the count of the Event it repeats; when that one is gone, it
 // creates it anew.
-func (r *Recorder) writeOnce(ctx context.Context, event *corev1.Event, repeated bool) (*corev1.Event, error) {
+func (r *Recorder) writeOnce(ctx context.Context, event *api.Event, repeated bool) (*api.Event, error) {
 	if repeated {
 		patch, err := json.Marshal(struct {
 			Count         int32       `json:"count"`

@@ -16,17 +16,18 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
-var source = corev1.EventSource{Component: "edgeplane-agent", Host: "n1"}
+var source = api.EventSource{Component: "edgeplane-agent", Host: "n1"}
 
-// recorderOn starts a recorder writing through api, with a clock the test moves and no wait
+// recorderOn starts a recorder writing through client, with a clock the test moves and no wait
 // between tries.
-func recorderOn(t *testing.T, api k8s.API) (*k8s.Recorder, *time.Time) {
+func recorderOn(t *testing.T, client k8s.API) (*k8s.Recorder, *time.Time) {
 	t.Helper()
 	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
-	r := k8s.NewRecorder(api, k8s.Scheme, source)
+	r := k8s.NewRecorder(client, k8s.Scheme, source)
 	k8s.SetRecorderClock(r, func() time.Time { return now }, time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -86,14 +87,14 @@ func countOf(t *testing.T, cs *fake.Clientset, namespace, reason, message string
 func TestRecorderWritesAndCountsRepeats(t *testing.T) {
 	cs := fake.NewClientset()
 	r, now := recorderOn(t, k8stest.FromClientset(cs))
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "uid-n1", ResourceVersion: "5"}}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-web"}}
+	node := &api.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "uid-n1", ResourceVersion: "5"}}
+	svc := &api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-web"}}
 
-	r.Event(node, corev1.EventTypeWarning, "CloudGatewayIsolated", "cut off")
+	r.Event(node, api.EventTypeWarning, "CloudGatewayIsolated", "cut off")
 	e := events(t, cs, metav1.NamespaceDefault, 1)[0]
 	first := e.FirstTimestamp
 	ref := corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: "n1", UID: "uid-n1", ResourceVersion: "5"}
-	if e.InvolvedObject != ref || e.Type != corev1.EventTypeWarning || e.Count != 1 || e.Source != source ||
+	if e.InvolvedObject != ref || e.Type != api.EventTypeWarning || e.Count != 1 || e.Source.Component != source.Component || e.Source.Host != source.Host ||
 		e.ReportingController != "edgeplane-agent" || e.ReportingInstance != "n1" || !e.LastTimestamp.Equal(&first) {
 		t.Errorf("the event as written: %+v", e)
 	}
@@ -102,7 +103,7 @@ func TestRecorderWritesAndCountsRepeats(t *testing.T) {
 	// Event rises.
 	*now = now.Add(time.Minute)
 	node.ResourceVersion = "6"
-	r.Eventf(node, corev1.EventTypeWarning, "CloudGatewayIsolated", "cut %s", "off")
+	r.Eventf(node, api.EventTypeWarning, "CloudGatewayIsolated", "cut %s", "off")
 	e = countOf(t, cs, metav1.NamespaceDefault, "CloudGatewayIsolated", "cut off", 2)
 	if !e.FirstTimestamp.Equal(&first) || !e.LastTimestamp.Time.Equal(*now) {
 		t.Errorf("a repeated event's timestamps: first %v last %v, want %v and %v", e.FirstTimestamp, e.LastTimestamp, first, *now)
@@ -110,11 +111,11 @@ func TestRecorderWritesAndCountsRepeats(t *testing.T) {
 
 	// Another message about it is another Event; so is an event about a Service, in its namespace,
 	// with its annotations.
-	r.Event(node, corev1.EventTypeWarning, "CloudGatewayIsolated", "cut off again")
-	r.AnnotatedEventf(svc, map[string]string{"a": "b"}, corev1.EventTypeNormal, "Programmed", "%d frontends", 3)
+	r.Event(node, api.EventTypeWarning, "CloudGatewayIsolated", "cut off again")
+	r.AnnotatedEventf(svc, map[string]string{"a": "b"}, api.EventTypeNormal, "Programmed", "%d frontends", 3)
 	events(t, cs, metav1.NamespaceDefault, 2)
 	e = events(t, cs, "shop", 1)[0]
-	if e.InvolvedObject.Kind != "Service" || e.Message != "3 frontends" || e.Annotations["a"] != "b" || e.Type != corev1.EventTypeNormal {
+	if e.InvolvedObject.Kind != "Service" || e.Message != "3 frontends" || e.Annotations["a"] != "b" || e.Type != api.EventTypeNormal {
 		t.Errorf("the Service's event: %+v", e)
 	}
 
@@ -122,13 +123,13 @@ func TestRecorderWritesAndCountsRepeats(t *testing.T) {
 	if err := cs.CoreV1().Events("shop").Delete(t.Context(), e.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	r.AnnotatedEventf(svc, map[string]string{"a": "b"}, corev1.EventTypeNormal, "Programmed", "%d frontends", 3)
+	r.AnnotatedEventf(svc, map[string]string{"a": "b"}, api.EventTypeNormal, "Programmed", "%d frontends", 3)
 	countOf(t, cs, "shop", "Programmed", "3 frontends", 2)
 
 	// What the recorder cannot reference or does not know is not written.
-	r.Event(nil, corev1.EventTypeNormal, "Nothing", "x")
+	r.Event(nil, api.EventTypeNormal, "Nothing", "x")
 	r.Event(node, "Loud", "Nothing", "x")
-	r.Event(svc, corev1.EventTypeNormal, "Last", "x") // written after the two above, had they been
+	r.Event(svc, api.EventTypeNormal, "Last", "x") // written after the two above, had they been
 	events(t, cs, "shop", 2)
 	events(t, cs, metav1.NamespaceDefault, 2)
 }
@@ -136,20 +137,20 @@ func TestRecorderWritesAndCountsRepeats(t *testing.T) {
 func TestRecorderLimitsEachObject(t *testing.T) {
 	cs := fake.NewClientset()
 	r, now := recorderOn(t, k8stest.FromClientset(cs))
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
-	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "other"}}
+	svc := &api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
+	other := &api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "other"}}
 	for i := range 30 {
-		r.Eventf(svc, corev1.EventTypeWarning, "Broken", "problem %d", i)
+		r.Eventf(svc, api.EventTypeWarning, "Broken", "problem %d", i)
 	}
-	r.Event(other, corev1.EventTypeWarning, "Broken", "mark") // written after the 30, as far as they are
+	r.Event(other, api.EventTypeWarning, "Broken", "mark") // written after the 30, as far as they are
 	countOf(t, cs, "shop", "Broken", "mark", 1)
 	events(t, cs, "shop", 25+1)
 
 	// One more every five minutes.
 	*now = now.Add(5 * time.Minute)
-	r.Eventf(svc, corev1.EventTypeWarning, "Broken", "problem %d", 30)
-	r.Eventf(svc, corev1.EventTypeWarning, "Broken", "problem %d", 31)
-	r.Event(other, corev1.EventTypeWarning, "Broken", "mark")
+	r.Eventf(svc, api.EventTypeWarning, "Broken", "problem %d", 30)
+	r.Eventf(svc, api.EventTypeWarning, "Broken", "problem %d", 31)
+	r.Event(other, api.EventTypeWarning, "Broken", "mark")
 	countOf(t, cs, "shop", "Broken", "mark", 2)
 	events(t, cs, "shop", 25+1+1)
 }
@@ -162,7 +163,7 @@ type failingAPI struct {
 	tries atomic.Int32
 }
 
-func (a *failingAPI) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
+func (a *failingAPI) CreateEvent(ctx context.Context, event *api.Event) (*api.Event, error) {
 	if event.Reason != "First" {
 		return a.API.CreateEvent(ctx, event)
 	}
@@ -191,18 +192,18 @@ func TestRecorderRetriesWhatWasNotAnswered(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cs := fake.NewClientset()
-			api := &failingAPI{API: k8stest.FromClientset(cs), err: tc.err}
-			api.fails.Store(tc.fails)
-			r, _ := recorderOn(t, api)
-			node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-			r.Event(node, corev1.EventTypeWarning, "First", "x")
-			r.Event(node, corev1.EventTypeWarning, "Mark", "x") // tried once the first is done with
+			fapi := &failingAPI{API: k8stest.FromClientset(cs), err: tc.err}
+			fapi.fails.Store(tc.fails)
+			r, _ := recorderOn(t, fapi)
+			node := &api.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+			r.Event(node, api.EventTypeWarning, "First", "x")
+			r.Event(node, api.EventTypeWarning, "Mark", "x") // tried once the first is done with
 			want := 1
 			if tc.written {
 				want = 2
 			}
 			evs := events(t, cs, metav1.NamespaceDefault, want)
-			if tries := api.tries.Load(); tries != tc.tries {
+			if tries := fapi.tries.Load(); tries != tc.tries {
 				t.Errorf("the first event was tried %d times, want %d (%v)", tries, tc.tries, evs)
 			}
 		})
@@ -213,13 +214,13 @@ func TestRecorderRetriesWhatWasNotAnswered(t *testing.T) {
 // for its return, however many tries that would have been, and is written then.
 func TestRecorderHoldsEventsThroughAnOutage(t *testing.T) {
 	cs := fake.NewClientset()
-	api := &failingAPI{API: k8stest.FromClientset(cs), err: errors.New("dial tcp: i/o timeout")}
-	api.fails.Store(1 << 20)
+	fapi := &failingAPI{API: k8stest.FromClientset(cs), err: errors.New("dial tcp: i/o timeout")}
+	fapi.fails.Store(1 << 20)
 	reach := k8s.NewReachability(func(context.Context) error { return nil }, time.Second)
 	clock := time.Now()
-	k8s.ObserveProbe(reach, clock, api.err)
-	k8s.ObserveProbe(reach, clock.Add(time.Second), api.err) // two failed probes: an outage
-	r := k8s.NewRecorder(api, k8s.Scheme, source)
+	k8s.ObserveProbe(reach, clock, fapi.err)
+	k8s.ObserveProbe(reach, clock.Add(time.Second), fapi.err) // two failed probes: an outage
+	r := k8s.NewRecorder(fapi, k8s.Scheme, source)
 	k8s.SetRecorderClock(r, time.Now, time.Millisecond)
 	r.FollowReachability(reach)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -227,17 +228,17 @@ func TestRecorderHoldsEventsThroughAnOutage(t *testing.T) {
 	go func() { r.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	r.Event(node, corev1.EventTypeWarning, "First", "recorded during the cut")
+	node := &api.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	r.Event(node, api.EventTypeWarning, "First", "recorded during the cut")
 	time.Sleep(200 * time.Millisecond) // 12 tries 1 ms apart would have dropped it long ago
-	if tries := api.tries.Load(); tries != 1 {
+	if tries := fapi.tries.Load(); tries != 1 {
 		t.Errorf("tried %d times during the outage, want 1 (then held)", tries)
 	}
-	api.fails.Store(0)
+	fapi.fails.Store(0)
 	k8s.ObserveProbe(reach, clock.Add(time.Minute), nil) // the link returns
 	e := events(t, cs, metav1.NamespaceDefault, 1)[0]
-	if e.Reason != "First" || api.tries.Load() != 2 {
-		t.Errorf("after the outage: %+v, %d tries", e, api.tries.Load())
+	if e.Reason != "First" || fapi.tries.Load() != 2 {
+		t.Errorf("after the outage: %+v, %d tries", e, fapi.tries.Load())
 	}
 }
 
@@ -247,7 +248,7 @@ type lostAnswerAPI struct {
 	lost atomic.Bool
 }
 
-func (a *lostAnswerAPI) CreateEvent(ctx context.Context, event *corev1.Event) (*corev1.Event, error) {
+func (a *lostAnswerAPI) CreateEvent(ctx context.Context, event *api.Event) (*api.Event, error) {
 	written, err := a.API.CreateEvent(ctx, event)
 	if err == nil && a.lost.CompareAndSwap(false, true) {
 		return nil, errors.New("net/http: timeout awaiting response headers")
@@ -260,9 +261,9 @@ func (a *lostAnswerAPI) CreateEvent(ctx context.Context, event *corev1.Event) (*
 func TestRecorderCreateWhoseAnswerWasLost(t *testing.T) {
 	cs := fake.NewClientset()
 	r, _ := recorderOn(t, &lostAnswerAPI{API: k8stest.FromClientset(cs)})
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	r.Event(node, corev1.EventTypeWarning, "Cut", "x")
-	r.Event(node, corev1.EventTypeWarning, "Cut", "x")
+	node := &api.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	r.Event(node, api.EventTypeWarning, "Cut", "x")
+	r.Event(node, api.EventTypeWarning, "Cut", "x")
 	countOf(t, cs, metav1.NamespaceDefault, "Cut", "x", 2)
 }
 
@@ -271,16 +272,16 @@ func TestRecorderCreateWhoseAnswerWasLost(t *testing.T) {
 func TestRecorderCountsWhatTheRateHeldBack(t *testing.T) {
 	cs := fake.NewClientset()
 	r, now := recorderOn(t, k8stest.FromClientset(cs))
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
-	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "other"}}
+	svc := &api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
+	other := &api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "other"}}
 	for range 30 {
-		r.Event(svc, corev1.EventTypeWarning, "Broken", "same")
+		r.Event(svc, api.EventTypeWarning, "Broken", "same")
 	}
-	r.Event(other, corev1.EventTypeWarning, "Broken", "mark")
+	r.Event(other, api.EventTypeWarning, "Broken", "mark")
 	countOf(t, cs, "shop", "Broken", "mark", 1)
 	countOf(t, cs, "shop", "Broken", "same", eventBurstForTest)
 	*now = now.Add(5 * time.Minute)
-	r.Event(svc, corev1.EventTypeWarning, "Broken", "same")
+	r.Event(svc, api.EventTypeWarning, "Broken", "same")
 	countOf(t, cs, "shop", "Broken", "same", 31)
 }
 
@@ -292,7 +293,7 @@ func TestRecorderNamesEventsOfLongNames(t *testing.T) {
 	cs := fake.NewClientset()
 	r, _ := recorderOn(t, k8stest.FromClientset(cs))
 	long := strings.Repeat("a", 250)
-	r.Event(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: long}}, corev1.EventTypeNormal, "R", "m")
+	r.Event(&api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: long}}, api.EventTypeNormal, "R", "m")
 	e := events(t, cs, "shop", 1)[0]
 	if len(e.Name) > 253 || strings.HasPrefix(e.Name, "aaa") || e.InvolvedObject.Name != long {
 		t.Errorf("event %q about %q", e.Name, e.InvolvedObject.Name)
@@ -303,7 +304,7 @@ func TestRecorderDropsWhenTheQueueIsFull(t *testing.T) {
 	cs := fake.NewClientset()
 	r := k8s.NewRecorder(k8stest.FromClientset(cs), k8s.Scheme, source)
 	for i := range 1200 { // nothing writes yet
-		r.Event(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: fmt.Sprint("s", i)}}, corev1.EventTypeNormal, "R", "m")
+		r.Event(&api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: fmt.Sprint("s", i)}}, api.EventTypeNormal, "R", "m")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -311,6 +312,6 @@ func TestRecorderDropsWhenTheQueueIsFull(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	events(t, cs, "shop", 1000)
 	// The other 200 were dropped: an event recorded now is the next one written.
-	r.Event(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "mark"}}, corev1.EventTypeNormal, "R", "m")
+	r.Event(&api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "mark"}}, api.EventTypeNormal, "R", "m")
 	events(t, cs, "shop", 1001)
 }

@@ -6,10 +6,10 @@ import (
 	"strings"
 	"unique"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -22,7 +22,7 @@ import (
 // annotations the agent reads, external IPs, a load balancer's ingress, session affinity's
 // timeout, a health check node port, a traffic distribution, more cluster IPs than one, a value
 // the API did not have when this was written) is behind one pointer, nil for most. Object
-// rebuilds the *corev1.Service the model takes, for one reconcile.
+// rebuilds the *api.Service the model takes, for one reconcile.
 //
 // Kept: name, namespace, UID and resourceVersion (keys, events), creationTimestamp (the start-up
 // pass's order; the API has it to the second), the proxy-name label and the two OpenYurt
@@ -49,10 +49,10 @@ type ServiceExtras struct {
 	Labels, Annotations   map[string]string // only the kept keys; nil when none
 	ClusterIPs            []string          // when not [ClusterIP] (Service.OneClusterIP)
 	ExternalIPs           []string
-	SessionAffinityConfig *corev1.SessionAffinityConfig
+	SessionAffinityConfig *api.SessionAffinityConfig
 	HealthCheckNodePort   int32
 	TrafficDistribution   *string
-	Ingress               []corev1.LoadBalancerIngress
+	Ingress               []api.LoadBalancerIngress
 	// UID is the UID when it is not a UUID as the API server writes them.
 	UID types.UID
 	// Unknown holds the values of the coded fields (type, session affinity, the traffic
@@ -80,10 +80,10 @@ const (
 
 // The tables of the coded fields: what the API allows of each when this was written.
 var (
-	serviceTypes     = []string{"", string(corev1.ServiceTypeClusterIP), string(corev1.ServiceTypeNodePort), string(corev1.ServiceTypeLoadBalancer), string(corev1.ServiceTypeExternalName)}
-	serviceAffinity  = []string{"", string(corev1.ServiceAffinityNone), string(corev1.ServiceAffinityClientIP)}
-	trafficPolicies  = []string{"", string(corev1.ServiceExternalTrafficPolicyCluster), string(corev1.ServiceExternalTrafficPolicyLocal)}
-	serviceProtocols = []string{"", string(corev1.ProtocolTCP), string(corev1.ProtocolUDP), string(corev1.ProtocolSCTP)}
+	serviceTypes     = []string{"", string(api.ServiceTypeClusterIP), string(api.ServiceTypeNodePort), string(api.ServiceTypeLoadBalancer), string(api.ServiceTypeExternalName)}
+	serviceAffinity  = []string{"", string(api.ServiceAffinityNone), string(api.ServiceAffinityClientIP)}
+	trafficPolicies  = []string{"", string(api.ServiceExternalTrafficPolicyCluster), string(api.ServiceExternalTrafficPolicyLocal)}
+	serviceProtocols = []string{"", string(api.ProtocolTCP), string(api.ProtocolUDP), string(api.ProtocolSCTP)}
 )
 
 // unknownKey names a coded field whose value is not in its table: field is one of the fields
@@ -190,32 +190,32 @@ func (s *Service) UID() types.UID {
 }
 
 // Type is spec.type.
-func (s *Service) Type() corev1.ServiceType {
-	return corev1.ServiceType(s.extras().decode(serviceTypes, s.typ, unknownKey{field: fieldType}))
+func (s *Service) Type() api.ServiceType {
+	return api.ServiceType(s.extras().decode(serviceTypes, s.typ, unknownKey{field: fieldType}))
 }
 
 // SessionAffinity is spec.sessionAffinity.
-func (s *Service) SessionAffinity() corev1.ServiceAffinity {
-	return corev1.ServiceAffinity(s.extras().decode(serviceAffinity, s.affinity, unknownKey{field: fieldAffinity}))
+func (s *Service) SessionAffinity() api.ServiceAffinity {
+	return api.ServiceAffinity(s.extras().decode(serviceAffinity, s.affinity, unknownKey{field: fieldAffinity}))
 }
 
 // ExternalTrafficPolicy is spec.externalTrafficPolicy.
-func (s *Service) ExternalTrafficPolicy() corev1.ServiceExternalTrafficPolicy {
-	return corev1.ServiceExternalTrafficPolicy(s.extras().decode(trafficPolicies, s.externalPolicy, unknownKey{field: fieldExternalPolicy}))
+func (s *Service) ExternalTrafficPolicy() api.ServiceExternalTrafficPolicy {
+	return api.ServiceExternalTrafficPolicy(s.extras().decode(trafficPolicies, s.externalPolicy, unknownKey{field: fieldExternalPolicy}))
 }
 
 // InternalTrafficPolicy is spec.internalTrafficPolicy, nil when unset.
-func (s *Service) InternalTrafficPolicy() *corev1.ServiceInternalTrafficPolicy {
+func (s *Service) InternalTrafficPolicy() *api.ServiceInternalTrafficPolicy {
 	if s.internalPolicy == codeUnset {
 		return nil
 	}
-	p := corev1.ServiceInternalTrafficPolicy(s.extras().decode(trafficPolicies, s.internalPolicy, unknownKey{field: fieldInternalPolicy}))
+	p := api.ServiceInternalTrafficPolicy(s.extras().decode(trafficPolicies, s.internalPolicy, unknownKey{field: fieldInternalPolicy}))
 	return &p
 }
 
 // Protocol is the protocol of port i of s.
-func (s *Service) Protocol(i int) corev1.Protocol {
-	return corev1.Protocol(s.extras().decode(serviceProtocols, s.Ports[i].protocol, unknownKey{fieldProtocol, int32(i)}))
+func (s *Service) Protocol(i int) api.Protocol {
+	return api.Protocol(s.extras().decode(serviceProtocols, s.Ports[i].protocol, unknownKey{fieldProtocol, int32(i)}))
 }
 
 // GetObjectMeta makes the Service a metav1.ObjectMetaAccessor, which is what client-go's store
@@ -227,7 +227,7 @@ func (s *Service) GetObjectMeta() metav1.Object {
 }
 
 // compactService is o as the cache keeps it.
-func compactService(o *corev1.Service) *Service {
+func compactService(o *api.Service) *Service {
 	s := &Service{}
 	s.compactFrom(o)
 	return s
@@ -236,7 +236,7 @@ func compactService(o *corev1.Service) *Service {
 // compactFrom sets s to o as the cache keeps it. What it keeps of o's strings it keeps by
 // reference, but for the namespace, the port names and any coded field's value (interned or
 // copied): Unmarshal hands it strings of the message's bytes for those.
-func (s *Service) compactFrom(o *corev1.Service) {
+func (s *Service) compactFrom(o *api.Service) {
 	spec := o.Spec
 	var x ServiceExtras
 	*s = Service{
@@ -303,12 +303,12 @@ func interned(s string) string {
 
 // Object rebuilds the Service as the model reads it. It shares no memory with the cache but the
 // strings (immutable) and the load balancer ingress entries' nested slices.
-func (s *Service) Object() *corev1.Service {
+func (s *Service) Object() *api.Service {
 	x := s.extras()
-	o := &corev1.Service{
+	o := &api.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, UID: s.UID(),
 			Labels: maps.Clone(x.Labels), Annotations: maps.Clone(x.Annotations)},
-		Spec: corev1.ServiceSpec{
+		Spec: api.ServiceSpec{
 			Type:                  s.Type(),
 			ClusterIP:             s.ClusterIP,
 			ClusterIPs:            slices.Clone(x.ClusterIPs),
@@ -318,7 +318,7 @@ func (s *Service) Object() *corev1.Service {
 			ExternalTrafficPolicy: s.ExternalTrafficPolicy(),
 			HealthCheckNodePort:   x.HealthCheckNodePort,
 		},
-		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: slices.Clone(x.Ingress)}},
+		Status: api.ServiceStatus{LoadBalancer: api.LoadBalancerStatus{Ingress: slices.Clone(x.Ingress)}},
 	}
 	if s.OneClusterIP {
 		o.Spec.ClusterIPs = []string{s.ClusterIP}
@@ -332,9 +332,9 @@ func (s *Service) Object() *corev1.Service {
 		o.Spec.TrafficDistribution = &v
 	}
 	if len(s.Ports) > 0 {
-		o.Spec.Ports = make([]corev1.ServicePort, len(s.Ports))
+		o.Spec.Ports = make([]api.ServicePort, len(s.Ports))
 		for i, p := range s.Ports {
-			o.Spec.Ports[i] = corev1.ServicePort{Name: p.Name, Protocol: s.Protocol(i), Port: p.Port, NodePort: p.NodePort}
+			o.Spec.Ports[i] = api.ServicePort{Name: p.Name, Protocol: s.Protocol(i), Port: p.Port, NodePort: p.NodePort}
 		}
 	}
 	return o
@@ -342,11 +342,11 @@ func (s *Service) Object() *corev1.Service {
 
 // ServiceObject is obj, a Service from the cache (compact) or from elsewhere (a test's informer
 // without the transform), as the model reads it; nil for anything else.
-func ServiceObject(obj any) *corev1.Service {
+func ServiceObject(obj any) *api.Service {
 	switch s := obj.(type) {
 	case *Service:
 		return s.Object()
-	case *corev1.Service:
+	case *api.Service:
 		return s
 	}
 	return nil

@@ -4,23 +4,23 @@ import (
 	"fmt"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
-// Services of the informers' lists are decoded straight into the compact Service, as Nodes and
-// EndpointSlices are (nodedecode.go, slicedecode.go): the generated code decoded each of 10,000
-// Services whole first (its ObjectMeta with managed fields, a ServiceSpec of 25 fields, the
-// selector's map, the status), garbage once compacted, at the agent's start. Unmarshal reads the
-// fields compactFrom keeps and skips the rest by their lengths; the few rare parts the model
-// reads as API types (a session affinity's config, a load balancer's ingress) are decoded by the
-// generated code, as before. It is held to what compactService keeps of the generated code's
-// Service for the same bytes (TestServiceUnmarshalAsCompactService, FuzzServiceUnmarshal).
+// Services of the informers' lists and watches are decoded straight into the compact Service, as
+// Nodes and EndpointSlices are (nodedecode.go, slicedecode.go): the generated code decoded each
+// of 10,000 Services whole first (its ObjectMeta with managed fields, a ServiceSpec of 25 fields,
+// the selector's map, the status), garbage once compacted, at the agent's start. Unmarshal reads
+// the fields compactFrom keeps, the rare ones too (a session affinity's config, a load
+// balancer's ingress), and skips the rest by their lengths. It is held to what compactService
+// keeps of the generated code's Service for the same bytes (TestServiceUnmarshalAsCompactService,
+// FuzzServiceUnmarshal).
 
-// Unmarshal sets s to the Service message data (the protobuf encoding of a corev1.Service) as
+// Unmarshal sets s to the Service message data (the protobuf encoding of a Service of the API) as
 // the cache keeps it (compactService). It copies what it keeps: data may be reused.
 func (s *Service) Unmarshal(data []byte) error {
 	d := serviceFieldsPool.Get().(*serviceFields)
@@ -36,10 +36,10 @@ func (s *Service) Unmarshal(data []byte) error {
 }
 
 // serviceFields are the fields of a Service message that Service keeps, as read (views of the
-// message's bytes), and the corev1.Service compactFrom is given, reused from one to the next.
+// message's bytes), and the api.Service compactFrom is given, reused from one to the next.
 type serviceFields struct {
 	objectMeta
-	ports        []corev1.ServicePort // names and protocols are views of the message
+	ports        []api.ServicePort // names and protocols are views of the message
 	clusterIP    []byte
 	clusterIPs   [][]byte
 	externalIPs  [][]byte
@@ -52,12 +52,12 @@ type serviceFields struct {
 	hasDistrib   bool
 	healthCheck  int32
 	// What compactFrom keeps as they are, fresh for each Service.
-	affinityConfig *corev1.SessionAffinityConfig
-	ingress        []corev1.LoadBalancerIngress
+	affinityConfig *api.SessionAffinityConfig
+	ingress        []api.LoadBalancerIngress
 
-	obj        corev1.Service
+	obj        api.Service
 	ips        []string // scratch for obj.Spec.ClusterIPs when they are not kept
-	itp        corev1.ServiceInternalTrafficPolicy
+	itp        api.ServiceInternalTrafficPolicy
 	labels     map[string]string
 	annotation map[string]string
 }
@@ -143,9 +143,9 @@ func (d *serviceFields) spec(data []byte) error {
 				return err
 			}
 			if d.affinityConfig == nil {
-				d.affinityConfig = &corev1.SessionAffinityConfig{}
+				d.affinityConfig = &api.SessionAffinityConfig{}
 			}
-			return d.affinityConfig.Unmarshal(b) // merged into what an earlier one set, as protobuf does
+			return mergeAffinityConfig(d.affinityConfig, b) // into what an earlier one set, as protobuf does
 		default:
 			err = m.skip()
 		}
@@ -154,7 +154,7 @@ func (d *serviceFields) spec(data []byte) error {
 }
 
 func (d *serviceFields) port(data []byte) error {
-	var p corev1.ServicePort
+	var p api.ServicePort
 	err := eachField(data, "ServicePort", func(field int, m *message) (err error) {
 		var b []byte
 		var v uint64
@@ -164,7 +164,7 @@ func (d *serviceFields) port(data []byte) error {
 			p.Name = unsafeString(b)
 		case servicePortProtocol:
 			b, err = m.bytes()
-			p.Protocol = corev1.Protocol(unsafeString(b))
+			p.Protocol = api.Protocol(unsafeString(b))
 		case servicePortPort:
 			v, err = m.varintField()
 			p.Port = int32(v)
@@ -194,8 +194,8 @@ func (d *serviceFields) status(data []byte) error {
 				if err != nil {
 					return err
 				}
-				var in corev1.LoadBalancerIngress
-				if err := in.Unmarshal(b); err != nil {
+				in, err := loadBalancerIngressOf(b)
+				if err != nil {
 					return err
 				}
 				d.ingress = append(d.ingress, in)
@@ -205,11 +205,59 @@ func (d *serviceFields) status(data []byte) error {
 	})
 }
 
-// object is the corev1.Service of the fields read, with what compactFrom keeps of it by
+// mergeAffinityConfig merges a SessionAffinityConfig message (field 1: clientIP, a ClientIPConfig
+// whose field 1 is timeoutSeconds) into c.
+func mergeAffinityConfig(c *api.SessionAffinityConfig, data []byte) error {
+	return eachField(data, "SessionAffinityConfig", func(field int, m *message) error {
+		if field != 1 {
+			return m.skip()
+		}
+		return m.message(func(b []byte) error {
+			if c.ClientIP == nil {
+				c.ClientIP = &api.ClientIPConfig{}
+			}
+			return eachField(b, "ClientIPConfig", func(field int, m *message) error {
+				if field != 1 {
+					return m.skip()
+				}
+				v, err := m.varintField()
+				t := int32(v)
+				c.ClientIP.TimeoutSeconds = &t
+				return err
+			})
+		})
+	})
+}
+
+// loadBalancerIngressOf decodes a LoadBalancerIngress message (fields: 1 ip, 2 hostname, 3
+// ipMode; 4, its ports, is not kept).
+func loadBalancerIngressOf(data []byte) (api.LoadBalancerIngress, error) {
+	var in api.LoadBalancerIngress
+	err := eachField(data, "LoadBalancerIngress", func(field int, m *message) error {
+		switch field {
+		case 1, 2, 3:
+			b, err := m.bytes()
+			switch field {
+			case 1:
+				in.IP = string(b)
+			case 2:
+				in.Hostname = string(b)
+			case 3:
+				mode := api.LoadBalancerIPMode(b)
+				in.IPMode = &mode
+			}
+			return err
+		}
+		return m.skip()
+	})
+	return in, err
+}
+
+// object is the api.Service of the fields read, with what compactFrom keeps of it by
 // reference copied from the message and the rest views of it.
-func (d *serviceFields) object() *corev1.Service {
+func (d *serviceFields) object() *api.Service {
 	o := &d.obj
-	*o = corev1.Service{}
+	*o = api.Service{}
 	o.Namespace, o.Name, o.ResourceVersion = unsafeString(d.namespace), string(d.name), string(d.resourceVersion)
 	o.UID = types.UID(unsafeString(d.uid))
 	if _, ok := parseUID(o.UID); !ok {
@@ -230,11 +278,11 @@ func (d *serviceFields) object() *corev1.Service {
 		spec.ClusterIPs = copyStrings(d.clusterIPs)
 	}
 	spec.ExternalIPs = copyStrings(d.externalIPs)
-	spec.Type = corev1.ServiceType(unsafeString(d.typ))
-	spec.SessionAffinity = corev1.ServiceAffinity(unsafeString(d.affinity))
-	spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicy(unsafeString(d.externalTP))
+	spec.Type = api.ServiceType(unsafeString(d.typ))
+	spec.SessionAffinity = api.ServiceAffinity(unsafeString(d.affinity))
+	spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicy(unsafeString(d.externalTP))
 	if d.hasInternal {
-		d.itp = corev1.ServiceInternalTrafficPolicy(unsafeString(d.internalTP))
+		d.itp = api.ServiceInternalTrafficPolicy(unsafeString(d.internalTP))
 		spec.InternalTrafficPolicy = &d.itp
 	}
 	if d.hasDistrib {

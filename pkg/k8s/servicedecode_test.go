@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -83,14 +84,14 @@ func decodeServiceTestCases() map[string]*corev1.Service {
 }
 
 // TestServiceUnmarshalAsCompactService checks that Service.Unmarshal keeps of a Service message
-// what compactService keeps of the corev1.Service the generated code decodes from it: single
+// what serviceOf keeps of the corev1.Service the generated code decodes from it: single
 // messages, messages that repeat fields (two encodings one after the other), and every cut of
 // one (refused when the generated code refuses it).
 func TestServiceUnmarshalAsCompactService(t *testing.T) {
 	encoded := marshalAll(t, decodeServiceTestCases())
 	checkAllAsGenerated(t, encoded, [][2]string{{"bulk", "rare"}, {"rare", "bulk"}, {"rare", "rare"}, {"unknown values", "empty ITP"},
-		{"empty ITP", "unknown values"}, {"bulk", "headless"}, {"empty", "rare"}, {"rare", "empty"}}, compactService)
-	checkCuts(t, encoded["rare"], compactService)
+		{"empty ITP", "unknown values"}, {"bulk", "headless"}, {"empty", "rare"}, {"rare", "empty"}}, serviceOf)
+	checkCuts(t, encoded["rare"], serviceOf)
 }
 
 // A Service decoded by Unmarshal keeps none of the message's bytes: they may be reused.
@@ -108,7 +109,7 @@ func TestServiceUnmarshalCopiesWhatItKeeps(t *testing.T) {
 	if err := s.Unmarshal(data); err != nil {
 		t.Fatal(err)
 	}
-	want, err := s.Object().Marshal() // bytes of their own
+	want, err := json.Marshal(s.Object()) // bytes of their own
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,17 +120,17 @@ func TestServiceUnmarshalCopiesWhatItKeeps(t *testing.T) {
 	if err := other.Unmarshal(rare); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.Object().Marshal(); err != nil || !bytes.Equal(got, want) {
+	if got, err := json.Marshal(s.Object()); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("overwriting the message changed the decoded Service (%v)", err)
 	}
 }
 
 // FuzzServiceUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
-// generated code decode them it keeps what compactService keeps of the generated code's Service.
+// generated code decode them it keeps what serviceOf keeps of the generated code's Service.
 func FuzzServiceUnmarshal(f *testing.F) {
 	for _, data := range marshalAll(f, decodeServiceTestCases()) {
 		f.Add(data)
 	}
 	f.Add([]byte("0\xff\xff\xff\xff\xff\xff\xff\xff\xff0")) // a varint of 10 bytes whose last is over 1: the generated code drops the bits beyond 64
-	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, compactService) })
+	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, serviceOf) })
 }

@@ -6,19 +6,18 @@ import (
 	"strings"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // EndpointSlices of the informers' lists are decoded straight into the compact EndpointSlice, as
-// Nodes are (nodedecode.go): 10,000 slices of 15 endpoints decoded as discoveryv1.EndpointSlice
+// Nodes are (nodedecode.go): 10,000 slices of 15 endpoints decoded as the API's EndpointSlice
 // first were ~150,000 Endpoint structs, each with its address slice, strings and pointers, all
 // garbage once compacted, at the agent's start. Unmarshal is held to what compactSlice keeps of
 // the generated code's EndpointSlice for the same bytes (TestSliceUnmarshalAsCompactSlice,
 // FuzzSliceUnmarshal).
 
 // Unmarshal sets s to the EndpointSlice message data (the protobuf encoding of a
-// discoveryv1.EndpointSlice) as the cache keeps it (compactSlice). It copies what it keeps:
+// discovery/v1 EndpointSlice) as the cache keeps it (compactSlice). It copies what it keeps:
 // data may be reused.
 func (s *EndpointSlice) Unmarshal(data []byte) error {
 	d := sliceFieldsPool.Get().(*sliceFields)
@@ -115,7 +114,7 @@ func (d *sliceFields) port(data []byte) error {
 }
 
 // compact is the EndpointSlice of the fields read, as compactSlice makes it of a
-// discoveryv1.EndpointSlice.
+// api.EndpointSlice.
 func (d *sliceFields) compact() (EndpointSlice, error) {
 	s := EndpointSlice{
 		Namespace:       interned(unsafeString(d.namespace)),
@@ -126,9 +125,9 @@ func (d *sliceFields) compact() (EndpointSlice, error) {
 	var svc []byte
 	for _, p := range d.labels { // the last of a key wins, as in the map the generated code makes
 		switch string(p.key) {
-		case discoveryv1.LabelServiceName:
+		case api.LabelServiceName:
 			svc = p.value
-		case corev1.IsHeadlessService:
+		case api.IsHeadlessService:
 			s.Headless = true
 		}
 	}
@@ -140,7 +139,7 @@ func (d *sliceFields) compact() (EndpointSlice, error) {
 	if len(d.ports) > 0 {
 		s.Ports = append(make([]SlicePort, 0, len(d.ports)), d.ports...)
 	}
-	if s.AddressType() != discoveryv1.AddressTypeIPv4 || s.Headless {
+	if s.AddressType() != api.AddressTypeIPv4 || s.Headless {
 		return s, nil
 	}
 	for _, data := range d.endpoints {

@@ -42,22 +42,22 @@ func decodeSliceTestCases() map[string]*discoveryv1.EndpointSlice {
 }
 
 // TestSliceUnmarshalAsCompactSlice checks that EndpointSlice.Unmarshal keeps of an EndpointSlice
-// message what compactSlice keeps of the discoveryv1.EndpointSlice the generated code decodes
+// message what sliceOf keeps of the discoveryv1.EndpointSlice the generated code decodes
 // from it: single messages, messages that repeat fields (two encodings one after the other),
 // and every cut of one (refused when the generated code refuses it).
 func TestSliceUnmarshalAsCompactSlice(t *testing.T) {
 	encoded := marshalAll(t, decodeSliceTestCases())
 	checkAllAsGenerated(t, encoded, [][2]string{{"bulk", "mixed"}, {"mixed", "bulk"}, {"bulk", "headless"}, {"no labels", "bulk"},
-		{"mixed", "mixed"}}, compactSlice)
-	checkCuts(t, encoded["mixed"], compactSlice)
+		{"mixed", "mixed"}}, sliceOf)
+	checkCuts(t, encoded["mixed"], sliceOf)
 }
 
 // FuzzSliceUnmarshal: on any bytes, Unmarshal does not panic, and where both it and the
-// generated code decode them it keeps what compactSlice keeps of the generated code's slice.
+// generated code decode them it keeps what sliceOf keeps of the generated code's slice.
 func FuzzSliceUnmarshal(f *testing.F) {
 	for _, data := range marshalAll(f, decodeSliceTestCases()) {
 		f.Add(data)
 	}
 	f.Add([]byte("0\xff\xff\xff\xff\xff\xff\xff\xff\xff0")) // a varint of 10 bytes whose last is over 1: the generated code drops the bits beyond 64
-	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, compactSlice) })
+	f.Fuzz(func(t *testing.T, data []byte) { asGenerated(t, data, sliceOf) })
 }

@@ -1,9 +1,9 @@
 package k8s
 
 import (
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // lastApplied is kubectl apply's copy of the whole object: as large as the object, read by nobody
@@ -23,11 +23,11 @@ func TrimForCache(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *EndpointSlice, *Service, *Node:
 		return o, nil
-	case *discoveryv1.EndpointSlice:
+	case *api.EndpointSlice:
 		return compactSlice(o), nil
-	case *corev1.Service:
+	case *api.Service:
 		return compactService(o), nil
-	case *corev1.Node:
+	case *api.Node:
 		return compactNode(o), nil
 	}
 	if m, err := meta.Accessor(obj); err == nil {

@@ -71,7 +71,7 @@ func BenchmarkDecodedNodeCache(b *testing.B) {
 		n.Status.Addresses[1].Address = n.Name
 		nodes.Items = append(nodes.Items, n)
 	}
-	codecs := serializer.NewCodecFactory(Scheme)
+	codecs := serializer.NewCodecFactory(apiServerScheme)
 	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
 	var body bytes.Buffer
 	if err := codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(nodes, &body); err != nil {
@@ -118,7 +118,7 @@ func BenchmarkDecodedSliceCache(b *testing.B) {
 		}
 		list.Items = append(list.Items, s)
 	}
-	codecs := serializer.NewCodecFactory(Scheme)
+	codecs := serializer.NewCodecFactory(apiServerScheme)
 	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
 	var body bytes.Buffer
 	if err := codecs.EncoderForVersion(info.Serializer, discoveryv1.SchemeGroupVersion).Encode(list, &body); err != nil {
@@ -156,7 +156,7 @@ func BenchmarkDecodedServiceCache(b *testing.B) {
 				Ports:    []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 		})
 	}
-	codecs := serializer.NewCodecFactory(Scheme)
+	codecs := serializer.NewCodecFactory(apiServerScheme)
 	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
 	var body bytes.Buffer
 	if err := codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion).Encode(list, &body); err != nil {
@@ -181,7 +181,7 @@ func BenchmarkDecodedServiceCache(b *testing.B) {
 // corev1.Node and trims it (TrimForCache), as the agent did; "compact" decodes the compact Node
 // straight from the bytes (nodeWatchDecoder).
 func BenchmarkNodeEventDecode(b *testing.B) {
-	codecs := serializer.NewCodecFactory(Scheme)
+	codecs := serializer.NewCodecFactory(apiServerScheme)
 	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
 	node := kubeletNode(42)
 	data, err := runtime.Encode(codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion), &node)

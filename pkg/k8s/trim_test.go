@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -49,21 +50,22 @@ func TestTrimForCache(t *testing.T) {
 		TrafficDistribution:   ptr.To(corev1.ServiceTrafficDistributionPreferSameZone)}}
 	want.Labels = map[string]string{service.ProxyNameLabel: "other"}
 	want.UID, want.ResourceVersion, want.CreationTimestamp = "u-1", "42", created
-	got, err := TrimForCache(svc)
+	got, err := TrimForCache(toAPI(svc))
 	cs, ok := got.(*Service)
 	if err != nil || !ok {
 		t.Fatalf("service: got %T, %v; want *Service", got, err)
 	}
-	if obj := cs.Object(); !reflect.DeepEqual(obj, want) {
-		t.Errorf("service: rebuilt %+v; want %+v", obj, want)
+	wantAPI := toAPI(want)
+	if obj := cs.Object(); !reflect.DeepEqual(obj, wantAPI) {
+		t.Errorf("service: rebuilt %+v; want %+v", obj, wantAPI)
 	}
-	if obj := ServiceObject(cs); obj == cs.Object() || !reflect.DeepEqual(obj, want) {
-		t.Errorf("ServiceObject: %+v; want a fresh %+v", obj, want)
+	if obj := ServiceObject(cs); obj == cs.Object() || !reflect.DeepEqual(obj, wantAPI) {
+		t.Errorf("ServiceObject: %+v; want a fresh %+v", obj, wantAPI)
 	}
 	// The rebuilt object is the caller's: changing it leaves the cache as it was.
 	obj := cs.Object()
-	obj.Labels["x"], obj.Spec.ClusterIPs[0], *obj.Spec.InternalTrafficPolicy = "y", "10.96.0.11", corev1.ServiceInternalTrafficPolicyCluster
-	if again := cs.Object(); !reflect.DeepEqual(again, want) {
+	obj.Labels["x"], obj.Spec.ClusterIPs[0], *obj.Spec.InternalTrafficPolicy = "y", "10.96.0.11", api.ServiceInternalTrafficPolicyCluster
+	if again := cs.Object(); !reflect.DeepEqual(again, wantAPI) {
 		t.Errorf("service after changing a rebuilt copy: %+v; want %+v", again, want)
 	}
 	if again, err := TrimForCache(cs); err != nil || again != cs {
@@ -84,7 +86,7 @@ func TestTrimForCache(t *testing.T) {
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-0"},
 		}}}
 	slice.Labels[discoveryv1.LabelServiceName] = "web"
-	gotSlice, err := TrimForCache(slice)
+	gotSlice, err := TrimForCache(toAPI(slice))
 	c, ok := gotSlice.(*EndpointSlice)
 	if err != nil || !ok {
 		t.Fatalf("endpointslice: got %T, %v; want *EndpointSlice", gotSlice, err)
@@ -111,10 +113,10 @@ func TestTrimForCache(t *testing.T) {
 		Labels: NodeLabelsOf(node.Name, node.Labels), Annotations: KeyValuesOf(map[string]string{
 			BackendTypeAnnotation: "vxlan", BackendDataAnnotation: `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`,
 			PublicIPAnnotation: "172.30.0.11", PodCIDRAnnotation: "10.244.9.0/24", RoutesAdvertisedAnnotation: "site-a"}),
-		Spec:   NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: node.Spec.Taints},
-		Status: NodeStatus{Addresses: node.Status.Addresses},
+		Spec:   NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: convert[api.Node](node).Spec.Taints},
+		Status: NodeStatus{Addresses: convert[api.Node](node).Status.Addresses},
 	}
-	gotNode, err := TrimForCache(node.DeepCopy())
+	gotNode, err := TrimForCache(toAPI(node))
 	if err != nil || !reflect.DeepEqual(gotNode, wantNode) {
 		t.Errorf("node: got %+v, %v; want %+v", gotNode, err, wantNode)
 	}
@@ -146,7 +148,7 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 	}
 	cachedNodes := make([]*Node, len(nodes))
 	for i, n := range nodes {
-		cachedNodes[i] = NodeOf(n)
+		cachedNodes[i] = nodeOf(n)
 	}
 	cluster := service.NewCluster("self", LabelsOfNodes(cachedNodes), "apps.openyurt.io/nodepool")
 	bools := []*bool{nil, ptr.To(true), ptr.To(false)}
@@ -200,9 +202,10 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 		mkSlice("web-v6", nil, discoveryv1.AddressTypeIPv6, []discoveryv1.Endpoint{{Addresses: []string{"fd00::2"}}}),
 		mkSlice("web-headless", map[string]string{corev1.IsHeadlessService: ""}, discoveryv1.AddressTypeIPv4, eps[:3]),
 	}
-	var cached []*discoveryv1.EndpointSlice
+	var cached, fullAPI []*api.EndpointSlice
 	for _, s := range full {
-		c, err := TrimForCache(s.DeepCopy())
+		fullAPI = append(fullAPI, convert[api.EndpointSlice](s))
+		c, err := TrimForCache(toAPI(s))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,18 +231,19 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 				if etp == corev1.ServiceExternalTrafficPolicyLocal {
 					svc.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
 				}
-				trimmed, err := TrimForCache(svc.DeepCopy())
+				trimmed, err := TrimForCache(toAPI(svc))
 				if err != nil {
 					t.Fatal(err)
 				}
-				in := func(s *corev1.Service, slices []*discoveryv1.EndpointSlice) service.Input {
+				svcAPI := convert[api.Service](svc)
+				in := func(s *api.Service, slices []*api.EndpointSlice) service.Input {
 					topology, err := service.TopologyOf(s)
 					if err != nil {
 						t.Fatal(err)
 					}
 					return service.Input{Service: s, Slices: slices, Cluster: cluster, Policy: service.Policy{Topology: topology}}
 				}
-				wantRes, wantErr := service.Frontends(in(svc, full))
+				wantRes, wantErr := service.Frontends(in(svcAPI, fullAPI))
 				gotRes, gotErr := service.Frontends(in(trimmed.(*Service).Object(), cached))
 				if !reflect.DeepEqual(gotRes, wantRes) || !reflect.DeepEqual(gotErr, wantErr) {
 					t.Errorf("%s %s %q: trimmed objects give %+v, %v; full ones %+v, %v", tp, etp, topo, gotRes, gotErr, wantRes, wantErr)
@@ -247,7 +251,7 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 				if len(wantRes.Frontends) == 0 {
 					t.Errorf("%s %s %q: no frontends: the comparison shows nothing", tp, etp, topo)
 				}
-				if got, want := service.HealthCheckOf(in(trimmed.(*Service).Object(), cached)), service.HealthCheckOf(in(svc, full)); got != want {
+				if got, want := service.HealthCheckOf(in(trimmed.(*Service).Object(), cached)), service.HealthCheckOf(in(svcAPI, fullAPI)); got != want {
 					t.Errorf("%s %s %q: health check %+v from trimmed objects, %+v from full ones", tp, etp, topo, got, want)
 				}
 			}
@@ -302,7 +306,7 @@ func TestTrimmedNodeEquivalence(t *testing.T) {
 	} {
 		o := fullNode()
 		mutate(o)
-		obj, err := TrimForCache(o.DeepCopy())
+		obj, err := TrimForCache(toAPI(o))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,8 +314,8 @@ func TestTrimmedNodeEquivalence(t *testing.T) {
 		// full is the Node with nothing left out: every annotation and address.
 		full := &Node{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Deleting: o.DeletionTimestamp != nil,
 			Labels: NodeLabelsOf(o.Name, o.Labels), Annotations: KeyValuesOf(o.Annotations),
-			Spec:   NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: o.Spec.Taints},
-			Status: NodeStatus{Addresses: o.Status.Addresses}}
+			Spec:   NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: convert[api.Node](o).Spec.Taints},
+			Status: NodeStatus{Addresses: convert[api.Node](o).Status.Addresses}}
 		vtepFull, errFull := NodeVTEP(full)
 		vtepTrim, errTrim := NodeVTEP(trimmed)
 		if !reflect.DeepEqual(vtepFull, vtepTrim) || fmt.Sprint(errFull) != fmt.Sprint(errTrim) {
@@ -384,7 +388,7 @@ func TestServiceExtras(t *testing.T) {
 		extras bool
 	}{"plain": {plain, false}, "no cluster IPs": {noIPs, false}, "dual stack": {dual, true}, "other cluster IP": {other, true}, "rare fields": {rare, true},
 		"UUID and coded fields": {uuid, false}, "values outside the tables": {unknown, true}, "UID not a UUID": {otherUID, true}, "zero UUID": {zeroUUID, true}} {
-		got, err := TrimForCache(c.svc.DeepCopy())
+		got, err := TrimForCache(toAPI(c.svc))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -392,16 +396,16 @@ func TestServiceExtras(t *testing.T) {
 		if (cs.ServiceExtras != nil) != c.extras {
 			t.Errorf("%s: extras %+v, want set %v", name, cs.ServiceExtras, c.extras)
 		}
-		if obj := cs.Object(); !reflect.DeepEqual(obj, c.svc) {
-			t.Errorf("%s: rebuilt %+v; want %+v", name, obj, c.svc)
+		if obj := cs.Object(); !reflect.DeepEqual(obj, toAPI(c.svc)) {
+			t.Errorf("%s: rebuilt %+v; want %+v", name, obj, toAPI(c.svc))
 		}
 		cp := cs.DeepCopyObject().(*Service)
 		if !reflect.DeepEqual(cp, cs) {
 			t.Errorf("%s: deep copy %+v differs from %+v", name, cp, cs)
 		}
 		if name == "rare fields" {
-			cp.Labels["y"], cp.Ingress[0].Ports[0].Port, cp.ExternalIPs[0] = "z", 81, "192.0.2.2"
-			if obj := cs.Object(); !reflect.DeepEqual(obj, c.svc) {
+			cp.Labels["y"], cp.Ingress[0].Hostname, cp.ExternalIPs[0] = "z", "changed.example", "192.0.2.2"
+			if obj := cs.Object(); !reflect.DeepEqual(obj, toAPI(c.svc)) {
 				t.Errorf("%s: changing a deep copy changed the cached Service: %+v", name, obj)
 			}
 		}

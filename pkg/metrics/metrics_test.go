@@ -25,6 +25,7 @@ import (
 
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 
 	"github.com/edgeplane/edgeplane/pkg/agentinfo"
 	"github.com/edgeplane/edgeplane/pkg/bgp/bgpstatus"
@@ -203,7 +204,7 @@ func TestReconcileMetrics(t *testing.T) {
 	}
 	self := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "self"}}
 	client := fake.NewClientset(self, peer)
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8s.TrimForCache))
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(k8stest.Transform))
 	nodeInformer := factory.Core().V1().Nodes()
 	peerCIDR := netip.MustParsePrefix("10.244.1.0/24")
 	routes := &flakyRoutes{failOn: peerCIDR, m: map[netip.Prefix]controller.Route{}}

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // Labels and annotations the model reads.
@@ -25,7 +26,7 @@ const (
 	// Service's node ports (ParseListen).
 	ListenAnnotation = "nodeport.openyurt.io/listen"
 	// ZoneLabel is the well-known zone label of nodes (trafficDistribution).
-	ZoneLabel = corev1.LabelTopologyZone
+	ZoneLabel = api.LabelTopologyZone
 )
 
 // Topology restricts the endpoints a node may use to those near it (TopologyAnnotation).
@@ -51,7 +52,7 @@ func (t Topology) String() string {
 
 // TopologyOf reads the Service's TopologyAnnotation: absent or empty is TopologyNone; a value
 // other than the three OpenYurt knows is an error (OpenYurt ignores it; edgeplane says so).
-func TopologyOf(svc *corev1.Service) (Topology, error) {
+func TopologyOf(svc *api.Service) (Topology, error) {
 	v, ok := svc.Annotations[TopologyAnnotation]
 	if !ok {
 		return TopologyNone, nil
@@ -135,7 +136,7 @@ func (l Listen) Equal(o Listen) bool {
 
 // ListenOf reads the Service's ListenAnnotation (absent: every node listens). It applies only to
 // NodePort and LoadBalancer Services; Frontends ignores it on others.
-func ListenOf(svc *corev1.Service) (Listen, error) {
+func ListenOf(svc *api.Service) (Listen, error) {
 	v, ok := svc.Annotations[ListenAnnotation]
 	if !ok {
 		return Listen{}, nil
@@ -196,14 +197,14 @@ type Policy struct {
 // Ignored says why edgeplane does not program a Service at all, if it does not: it belongs to
 // another proxy (ProxyNameLabel present, even empty, as kube-proxy reads it, and not ProxyName),
 // it is an ExternalName, or it is headless.
-func Ignored(svc *corev1.Service) (string, bool) {
+func Ignored(svc *api.Service) (string, bool) {
 	if name, ok := svc.Labels[ProxyNameLabel]; ok && name != ProxyName {
 		return fmt.Sprintf("label %s=%q hands it to another proxy", ProxyNameLabel, name), true
 	}
 	switch {
-	case svc.Spec.Type == corev1.ServiceTypeExternalName:
+	case svc.Spec.Type == api.ServiceTypeExternalName:
 		return "an ExternalName Service is a DNS name", true
-	case svc.Spec.ClusterIP == corev1.ClusterIPNone:
+	case svc.Spec.ClusterIP == api.ClusterIPNone:
 		return "a headless Service has no virtual IP", true
 	}
 	return "", false

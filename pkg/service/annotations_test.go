@@ -4,8 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // TestParseListen is the grammar of nodeport.openyurt.io/listen: which pools listen.
@@ -73,7 +74,7 @@ func TestParseListen(t *testing.T) {
 }
 
 func TestListenOf(t *testing.T) {
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}}
+	svc := &api.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}}
 	l, err := ListenOf(svc)
 	if err != nil || l.Set() || !l.Listening("pool-a") {
 		t.Fatalf("no annotation: %v %v", l, err)
@@ -100,31 +101,31 @@ func TestTopologyOf(t *testing.T) {
 		"": TopologyNone, "kubernetes.io/hostname": TopologyNode, "openyurt.io/nodepool": TopologyPool,
 		"kubernetes.io/zone": TopologyPool, " openyurt.io/nodepool ": TopologyPool,
 	} {
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{TopologyAnnotation: value}}}
+		svc := &api.Service{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{TopologyAnnotation: value}}}
 		if got, err := TopologyOf(svc); err != nil || got != want {
 			t.Errorf("%q: %v %v, want %v", value, got, err, want)
 		}
 	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{TopologyAnnotation: "topology.kubernetes.io/zone"}}}
+	svc := &api.Service{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{TopologyAnnotation: "topology.kubernetes.io/zone"}}}
 	if _, err := TopologyOf(svc); err == nil || !strings.Contains(err.Error(), "want kubernetes.io/hostname") {
 		t.Errorf("unknown key: %v", err)
 	}
-	if got, err := TopologyOf(&corev1.Service{}); got != TopologyNone || err != nil {
+	if got, err := TopologyOf(&api.Service{}); got != TopologyNone || err != nil {
 		t.Errorf("no annotation: %v %v", got, err)
 	}
 }
 
 func TestIgnored(t *testing.T) {
 	for _, c := range []struct {
-		svc     corev1.Service
+		svc     api.Service
 		ignored bool
 	}{
-		{corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1"}}, false},
-		{corev1.Service{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ProxyNameLabel: "other"}}}, true},
-		{corev1.Service{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ProxyNameLabel: ""}}}, true},
-		{corev1.Service{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ProxyNameLabel: ProxyName}}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1"}}, false},
-		{corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName}}, true},
-		{corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "None"}}, true},
+		{api.Service{Spec: api.ServiceSpec{ClusterIP: "10.96.0.1"}}, false},
+		{api.Service{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ProxyNameLabel: "other"}}}, true},
+		{api.Service{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ProxyNameLabel: ""}}}, true},
+		{api.Service{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ProxyNameLabel: ProxyName}}, Spec: api.ServiceSpec{ClusterIP: "10.96.0.1"}}, false},
+		{api.Service{Spec: api.ServiceSpec{Type: api.ServiceTypeExternalName}}, true},
+		{api.Service{Spec: api.ServiceSpec{ClusterIP: "None"}}, true},
 	} {
 		why, ignored := Ignored(&c.svc)
 		if ignored != c.ignored {

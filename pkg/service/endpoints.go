@@ -4,12 +4,11 @@ import (
 	"net/netip"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // HeadlessLabel marks the EndpointSlices of headless Services, which kube-proxy skips too.
-const HeadlessLabel = corev1.IsHeadlessService
+const HeadlessLabel = api.IsHeadlessService
 
 // endpoint is an EndpointSlice endpoint as the model reads it.
 type endpoint struct {
@@ -33,10 +32,10 @@ type portName struct {
 // parseSlices keeps the IPv4 slices and, of their endpoints, those with an IPv4 address (the
 // first, as kube-proxy: the others are the same pod's). Conditions as the API defines them: ready
 // unset is ready, serving unset follows ready, terminating unset is not terminating.
-func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
+func parseSlices(in []*api.EndpointSlice) []parsedSlice {
 	out := make([]parsedSlice, 0, len(in))
 	for _, s := range in {
-		if s == nil || s.AddressType != discoveryv1.AddressTypeIPv4 {
+		if s == nil || s.AddressType != api.AddressTypeIPv4 {
 			continue
 		}
 		if _, headless := s.Labels[HeadlessLabel]; headless {
@@ -47,7 +46,7 @@ func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
 			if port.Port == nil || *port.Port < 1 || *port.Port > 65535 {
 				continue
 			}
-			proto := corev1.ProtocolTCP
+			proto := api.ProtocolTCP
 			if port.Protocol != nil {
 				proto = *port.Protocol
 			}
@@ -88,7 +87,7 @@ func parseSlices(in []*discoveryv1.EndpointSlice) []parsedSlice {
 
 // EndpointIPv4 is the address of e the model uses: its first (as kube-proxy: the others are the
 // same pod's), when it is IPv4.
-func EndpointIPv4(e discoveryv1.Endpoint) (netip.Addr, bool) {
+func EndpointIPv4(e api.Endpoint) (netip.Addr, bool) {
 	if len(e.Addresses) == 0 {
 		return netip.Addr{}, false
 	}
@@ -98,7 +97,7 @@ func EndpointIPv4(e discoveryv1.Endpoint) (netip.Addr, bool) {
 
 // Conditions are an endpoint's conditions as the API defines unset ones: ready unset is ready,
 // serving unset follows ready, terminating unset is not terminating.
-func Conditions(c discoveryv1.EndpointConditions) (ready, serving, terminating bool) {
+func Conditions(c api.EndpointConditions) (ready, serving, terminating bool) {
 	ready = c.Ready == nil || *c.Ready
 	serving = ready
 	if c.Serving != nil {
@@ -119,7 +118,7 @@ type candidate struct {
 // first, as if they did not exist: an unreachable ready endpoint does not stop the fallback to
 // reachable terminating ones, nor an unreachable one in this zone the fallback to other zones.
 // This node's own endpoints are always reachable, so local loses none.
-func (m *model) backends(p corev1.ServicePort, proto Proto) (cluster, local []Backend, unreachable int) {
+func (m *model) backends(p api.ServicePort, proto Proto) (cluster, local []Backend, unreachable int) {
 	cands := m.nearby(m.candidates(portName{p.Name, proto}))
 	c := m.in.Cluster
 	reachable := filter(cands, func(e candidate) bool { return c.reaches(e.node, e.ip) })
@@ -253,12 +252,12 @@ func (m *model) preferred(ready []candidate, isLocal func(candidate) bool) []can
 	}
 	sameZone := func(e candidate) bool { return zone != "" && e.zone == zone }
 	switch *d {
-	case corev1.ServiceTrafficDistributionPreferSameNode:
+	case api.ServiceTrafficDistributionPreferSameNode:
 		if l := filter(ready, isLocal); len(l) > 0 {
 			return l
 		}
 		fallthrough
-	case corev1.ServiceTrafficDistributionPreferClose, corev1.ServiceTrafficDistributionPreferSameZone:
+	case api.ServiceTrafficDistributionPreferClose, api.ServiceTrafficDistributionPreferSameZone:
 		if z := filter(ready, sameZone); len(z) > 0 {
 			return z
 		}

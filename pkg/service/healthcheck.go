@@ -3,7 +3,7 @@ package service
 import (
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // HealthCheck is what a Service's health check node port (spec.healthCheckNodePort) reports on
@@ -25,10 +25,10 @@ type HealthCheck struct {
 // Frontends.
 func HealthCheckOf(in Input) HealthCheck {
 	svc := in.Service
-	if _, ignored := Ignored(svc); ignored || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+	if _, ignored := Ignored(svc); ignored || svc.Spec.ExternalTrafficPolicy != api.ServiceExternalTrafficPolicyLocal {
 		return HealthCheck{}
 	}
-	hasNodePorts := svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+	hasNodePorts := svc.Spec.Type == api.ServiceTypeNodePort || svc.Spec.Type == api.ServiceTypeLoadBalancer
 	if !hasNodePorts || svc.Spec.HealthCheckNodePort < 1 || svc.Spec.HealthCheckNodePort > 65535 {
 		return HealthCheck{}
 	}

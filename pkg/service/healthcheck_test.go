@@ -3,28 +3,26 @@ package service
 import (
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
-func etpLocal(s *corev1.Service) {
-	s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+func etpLocal(s *api.Service) {
+	s.Spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicyLocal
 	s.Spec.HealthCheckNodePort = 31000
 }
 
 func TestHealthCheckOf(t *testing.T) {
 	// Two ports on one pod: the pod counts once.
-	twoPorts := func(s *corev1.Service) {
-		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, NodePort: 30053})
+	twoPorts := func(s *api.Service) {
+		s.Spec.Ports = append(s.Spec.Ports, api.ServicePort{Name: "dns", Protocol: api.ProtocolUDP, Port: 53, NodePort: 30053})
 	}
-	twoPortSlices := []*discoveryv1.EndpointSlice{slice([]port{{"http", corev1.ProtocolTCP, 8080}, {"dns", corev1.ProtocolUDP, 5353}},
+	twoPortSlices := []*api.EndpointSlice{slice([]port{{"http", api.ProtocolTCP, 8080}, {"dns", api.ProtocolUDP, 5353}},
 		epSelf, ep("10.244.0.6", "self", "z1"), epN2)}
 	for _, c := range []struct {
 		name   string
-		svc    *corev1.Service
-		slices []*discoveryv1.EndpointSlice
+		svc    *api.Service
+		slices []*api.EndpointSlice
 		policy *Policy // nil: read from the Service
 		want   HealthCheck
 	}{
@@ -33,15 +31,15 @@ func TestHealthCheckOf(t *testing.T) {
 		{name: "NodePort, Local", svc: clusterIPService(nodePortType, etpLocal),
 			slices: allSlices(), want: HealthCheck{31000, 1}},
 		{name: "no local endpoint", svc: clusterIPService(loadBalancerType, etpLocal),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epN2, epN3)}, want: HealthCheck{31000, 0}},
+			slices: []*api.EndpointSlice{slice(httpPort, epN2, epN3)}, want: HealthCheck{31000, 0}},
 		{name: "two local pods behind two ports count twice, not four times", svc: clusterIPService(loadBalancerType, etpLocal, twoPorts),
 			slices: twoPortSlices, want: HealthCheck{31000, 2}},
 		{name: "not ready does not count", svc: clusterIPService(loadBalancerType, etpLocal),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, conditions(epSelf, false, false, false), epN2)}, want: HealthCheck{31000, 0}},
+			slices: []*api.EndpointSlice{slice(httpPort, conditions(epSelf, false, false, false), epN2)}, want: HealthCheck{31000, 0}},
 		{name: "serving but terminating does not count (the load balancer drains the node)", svc: clusterIPService(loadBalancerType, etpLocal),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, conditions(epSelf, false, true, true))}, want: HealthCheck{31000, 0}},
+			slices: []*api.EndpointSlice{slice(httpPort, conditions(epSelf, false, true, true))}, want: HealthCheck{31000, 0}},
 		{name: "a slice without the service's port does not count", svc: clusterIPService(loadBalancerType, etpLocal),
-			slices: []*discoveryv1.EndpointSlice{slice([]port{{"other", corev1.ProtocolTCP, 9}}, epSelf)}, want: HealthCheck{31000, 0}},
+			slices: []*api.EndpointSlice{slice([]port{{"other", api.ProtocolTCP, 9}}, epSelf)}, want: HealthCheck{31000, 0}},
 		{name: "listen closes this node's pool", svc: clusterIPService(loadBalancerType, etpLocal, annotate(ListenAnnotation, "pool-b")),
 			slices: allSlices(), want: HealthCheck{31000, 0}},
 		{name: "listen opens this node's pool", svc: clusterIPService(loadBalancerType, etpLocal, annotate(ListenAnnotation, "pool-b,pool-a")),
@@ -50,11 +48,11 @@ func TestHealthCheckOf(t *testing.T) {
 			slices: allSlices(), policy: &Policy{Listen: ListenNowhere}, want: HealthCheck{31000, 0}},
 		{name: "topology does not hide local endpoints", svc: clusterIPService(loadBalancerType, etpLocal, annotate(TopologyAnnotation, TopologyNodePool)),
 			slices: allSlices(), want: HealthCheck{31000, 1}},
-		{name: "Cluster policy: none", svc: clusterIPService(loadBalancerType, func(s *corev1.Service) { s.Spec.HealthCheckNodePort = 31000 }),
+		{name: "Cluster policy: none", svc: clusterIPService(loadBalancerType, func(s *api.Service) { s.Spec.HealthCheckNodePort = 31000 }),
 			slices: allSlices(), want: HealthCheck{}},
-		{name: "no port allocated: none", svc: clusterIPService(loadBalancerType, etpLocal, func(s *corev1.Service) { s.Spec.HealthCheckNodePort = 0 }),
+		{name: "no port allocated: none", svc: clusterIPService(loadBalancerType, etpLocal, func(s *api.Service) { s.Spec.HealthCheckNodePort = 0 }),
 			slices: allSlices(), want: HealthCheck{}},
-		{name: "another proxy's Service: none", svc: clusterIPService(loadBalancerType, etpLocal, func(s *corev1.Service) {
+		{name: "another proxy's Service: none", svc: clusterIPService(loadBalancerType, etpLocal, func(s *api.Service) {
 			s.Labels = map[string]string{ProxyNameLabel: "other"}
 		}), slices: allSlices(), want: HealthCheck{}},
 	} {

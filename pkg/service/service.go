@@ -38,9 +38,9 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // Reasons of the Warning events the model's findings are recorded with.
@@ -183,8 +183,8 @@ func (c *Cluster) Equal(o *Cluster) bool {
 
 // Input is what Frontends reads.
 type Input struct {
-	Service *corev1.Service
-	Slices  []*discoveryv1.EndpointSlice // the Service's (label kubernetes.io/service-name)
+	Service *api.Service
+	Slices  []*api.EndpointSlice // the Service's (label kubernetes.io/service-name)
 	Cluster *Cluster
 	// Policy is what the Service's annotations ask, as the caller decided to apply them
 	// (TopologyOf and ListenOf, or the last valid values when those fail).
@@ -229,10 +229,10 @@ func Frontends(in Input) (Result, error) {
 	}
 	m.common = commonFlags(svc)
 	externalIPs := m.externalIPs()
-	hasNodePorts := svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+	hasNodePorts := svc.Spec.Type == api.ServiceTypeNodePort || svc.Spec.Type == api.ServiceTypeLoadBalancer
 	listening := !hasNodePorts || in.Policy.Listen.Listening(in.Cluster.Local.Pool)
-	etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	etpLocal := svc.Spec.ExternalTrafficPolicy == api.ServiceExternalTrafficPolicyLocal
+	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == api.ServiceInternalTrafficPolicyLocal
 	var externalFlags Flags
 	if etpLocal {
 		externalFlags = FlagLocal
@@ -307,7 +307,7 @@ func (m *model) warn(reason, format string, args ...any) {
 // which would otherwise show only as a drop counter. The frontends are programmed unchanged: the
 // backends on p's own port still serve. The message names only ports, so it stays the same while
 // the endpoints come and go (the reconciler reports each distinct message once).
-func (m *model) warnSCTPTargetPorts(i int, p corev1.ServicePort, backends []Backend) {
+func (m *model) warnSCTPTargetPorts(i int, p api.ServicePort, backends []Backend) {
 	other := map[uint16]bool{}
 	for _, b := range backends {
 		if b.Port != uint16(p.Port) {
@@ -355,14 +355,14 @@ func (m *model) addFrontend(key FrontendKey, f Frontend) {
 	m.res.Frontends[key] = f
 }
 
-func commonFlags(svc *corev1.Service) Flags {
-	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+func commonFlags(svc *api.Service) Flags {
+	if svc.Spec.SessionAffinity == api.ServiceAffinityClientIP {
 		return FlagAffinity
 	}
 	return 0
 }
 
-func affinityTimeout(svc *corev1.Service) uint32 {
+func affinityTimeout(svc *api.Service) uint32 {
 	c := svc.Spec.SessionAffinityConfig
 	if c == nil || c.ClientIP == nil || c.ClientIP.TimeoutSeconds == nil || *c.ClientIP.TimeoutSeconds <= 0 {
 		return DefaultAffinityTimeout
@@ -371,7 +371,7 @@ func affinityTimeout(svc *corev1.Service) uint32 {
 }
 
 // clusterIPv4 is the Service's IPv4 ClusterIP; ok is false for an IPv6-only Service.
-func clusterIPv4(svc *corev1.Service) (netip.Addr, bool, error) {
+func clusterIPv4(svc *api.Service) (netip.Addr, bool, error) {
 	ips := svc.Spec.ClusterIPs
 	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
 		ips = []string{svc.Spec.ClusterIP}
@@ -406,9 +406,9 @@ func (m *model) externalIPs() []netip.Addr {
 			seen[ip] = true
 		}
 	}
-	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+	if svc.Spec.Type == api.ServiceTypeLoadBalancer {
 		for i, ing := range svc.Status.LoadBalancer.Ingress {
-			if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
+			if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == api.LoadBalancerIPModeProxy) {
 				continue
 			}
 			ip, err := netip.ParseAddr(ing.IP)
@@ -424,13 +424,13 @@ func (m *model) externalIPs() []netip.Addr {
 	return slices.SortedFunc(maps.Keys(seen), netip.Addr.Compare)
 }
 
-func protoOf(p corev1.Protocol) (Proto, error) {
+func protoOf(p api.Protocol) (Proto, error) {
 	switch p {
-	case corev1.ProtocolTCP, "":
+	case api.ProtocolTCP, "":
 		return ProtoTCP, nil
-	case corev1.ProtocolUDP:
+	case api.ProtocolUDP:
 		return ProtoUDP, nil
-	case corev1.ProtocolSCTP:
+	case api.ProtocolSCTP:
 		return ProtoSCTP, nil
 	}
 	return 0, fmt.Errorf("protocol %q is not TCP, UDP or SCTP", p)

@@ -6,13 +6,12 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // The cluster of the tests: this node "self" in pool-a and zone z1, with one endpoint per node.
@@ -50,16 +49,16 @@ var (
 )
 
 // hint gives e the EndpointSlice controller's zone hints.
-func hint(e discoveryv1.Endpoint, zones ...string) discoveryv1.Endpoint {
-	e.Hints = &discoveryv1.EndpointHints{}
+func hint(e api.Endpoint, zones ...string) api.Endpoint {
+	e.Hints = &api.EndpointHints{}
 	for _, z := range zones {
-		e.Hints.ForZones = append(e.Hints.ForZones, discoveryv1.ForZone{Name: z})
+		e.Hints.ForZones = append(e.Hints.ForZones, api.ForZone{Name: z})
 	}
 	return e
 }
 
-func ep(ip, node, zone string) discoveryv1.Endpoint {
-	e := discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(node)}
+func ep(ip, node, zone string) api.Endpoint {
+	e := api.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(node)}
 	if zone != "" {
 		e.Zone = ptr.To(zone)
 	}
@@ -67,41 +66,41 @@ func ep(ip, node, zone string) discoveryv1.Endpoint {
 }
 
 // notReady, terminating... set an endpoint's conditions.
-func conditions(e discoveryv1.Endpoint, ready, serving, terminating bool) discoveryv1.Endpoint {
-	e.Conditions = discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating}
+func conditions(e api.Endpoint, ready, serving, terminating bool) api.Endpoint {
+	e.Conditions = api.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating}
 	return e
 }
 
 type port struct {
 	name  string
-	proto corev1.Protocol
+	proto api.Protocol
 	num   int32
 }
 
-func slice(ports []port, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
-	s := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: "web-x", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
+func slice(ports []port, eps ...api.Endpoint) *api.EndpointSlice {
+	s := &api.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: "web-x", Labels: map[string]string{api.LabelServiceName: "web"}},
+		AddressType: api.AddressTypeIPv4,
 		Endpoints:   eps,
 	}
 	for _, p := range ports {
-		s.Ports = append(s.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.num)})
+		s.Ports = append(s.Ports, api.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.num)})
 	}
 	return s
 }
 
-var httpPort = []port{{"http", corev1.ProtocolTCP, 8080}}
+var httpPort = []port{{"http", api.ProtocolTCP, 8080}}
 
-func allSlices() []*discoveryv1.EndpointSlice {
-	return []*discoveryv1.EndpointSlice{slice(httpPort, epSelf, epN2, epN3, epN4)}
+func allSlices() []*api.EndpointSlice {
+	return []*api.EndpointSlice{slice(httpPort, epSelf, epN2, epN3, epN4)}
 }
 
-func clusterIPService(mods ...func(*corev1.Service)) *corev1.Service {
-	s := &corev1.Service{
+func clusterIPService(mods ...func(*api.Service)) *api.Service {
+	s := &api.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
-		Spec: corev1.ServiceSpec{
-			Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
-			Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}},
+		Spec: api.ServiceSpec{
+			Type: api.ServiceTypeClusterIP, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
+			Ports: []api.ServicePort{{Name: "http", Protocol: api.ProtocolTCP, Port: 80}},
 		},
 	}
 	for _, m := range mods {
@@ -110,19 +109,19 @@ func clusterIPService(mods ...func(*corev1.Service)) *corev1.Service {
 	return s
 }
 
-func nodePortType(s *corev1.Service) {
-	s.Spec.Type = corev1.ServiceTypeNodePort
+func nodePortType(s *api.Service) {
+	s.Spec.Type = api.ServiceTypeNodePort
 	s.Spec.Ports[0].NodePort = 30080
 }
 
-func loadBalancerType(s *corev1.Service) {
+func loadBalancerType(s *api.Service) {
 	nodePortType(s)
-	s.Spec.Type = corev1.ServiceTypeLoadBalancer
-	s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.10"}}
+	s.Spec.Type = api.ServiceTypeLoadBalancer
+	s.Status.LoadBalancer.Ingress = []api.LoadBalancerIngress{{IP: "203.0.113.10"}}
 }
 
-func annotate(k, v string) func(*corev1.Service) {
-	return func(s *corev1.Service) {
+func annotate(k, v string) func(*api.Service) {
+	return func(s *api.Service) {
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
 		}
@@ -161,10 +160,10 @@ const (
 // sees them, and the frontends and warnings the model gives.
 type frontendCase struct {
 	name     string
-	svc      *corev1.Service
-	slices   []*discoveryv1.EndpointSlice // nil: allSlices
-	policy   *Policy                      // nil: read from the Service
-	local    string                       // this node; default self
+	svc      *api.Service
+	slices   []*api.EndpointSlice // nil: allSlices
+	policy   *Policy              // nil: read from the Service
+	local    string               // this node; default self
 	max      int
 	want     want
 	warnings []string // substrings, in order

@@ -7,11 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/edgeplane/edgeplane/pkg/domain"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // TestFrontends: the frontends of each kind of Service, the endpoints they use, the traffic
@@ -26,18 +25,18 @@ func TestFrontends(t *testing.T) {
 		},
 		{
 			name: "ports by name and protocol, target ports from the slices",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.Ports = []corev1.ServicePort{
-					{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53},
-					{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53},
-					{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868},
-					{Name: "unmatched", Protocol: corev1.ProtocolTCP, Port: 81},
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.Ports = []api.ServicePort{
+					{Name: "dns", Protocol: api.ProtocolUDP, Port: 53},
+					{Name: "dns-tcp", Protocol: api.ProtocolTCP, Port: 53},
+					{Name: "sig", Protocol: api.ProtocolSCTP, Port: 3868},
+					{Name: "unmatched", Protocol: api.ProtocolTCP, Port: 81},
 				}
 			}),
-			slices: []*discoveryv1.EndpointSlice{
-				slice([]port{{"dns", corev1.ProtocolUDP, 5353}, {"dns-tcp", corev1.ProtocolTCP, 5353}, {"sig", corev1.ProtocolSCTP, 3868}}, epSelf),
+			slices: []*api.EndpointSlice{
+				slice([]port{{"dns", api.ProtocolUDP, 5353}, {"dns-tcp", api.ProtocolTCP, 5353}, {"sig", api.ProtocolSCTP, 3868}}, epSelf),
 				// A rollout renumbered the named target port: each slice says its own.
-				slice([]port{{"dns", corev1.ProtocolUDP, 5354}, {"dns-tcp", corev1.ProtocolUDP, 1}}, epN2),
+				slice([]port{{"dns", api.ProtocolUDP, 5354}, {"dns-tcp", api.ProtocolUDP, 1}}, epN2),
 			},
 			want: want{
 				"internal 10.96.0.10:53/udp":    "- | 10.244.0.5:5353,10.244.1.5:5354",
@@ -48,12 +47,12 @@ func TestFrontends(t *testing.T) {
 		},
 		{
 			name: "externalIPs and load balancer IPs in both scopes",
-			svc: clusterIPService(loadBalancerType, func(s *corev1.Service) {
+			svc: clusterIPService(loadBalancerType, func(s *api.Service) {
 				s.Spec.ExternalIPs = []string{"198.51.100.7", "2001:db8::1", "203.0.113.10", "bogus"}
 				s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress,
-					corev1.LoadBalancerIngress{IP: "203.0.113.11", IPMode: ptr.To(corev1.LoadBalancerIPModeProxy)},
-					corev1.LoadBalancerIngress{Hostname: "lb.example.com"},
-					corev1.LoadBalancerIngress{IP: "203.0.113.12", IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)})
+					api.LoadBalancerIngress{IP: "203.0.113.11", IPMode: ptr.To(api.LoadBalancerIPModeProxy)},
+					api.LoadBalancerIngress{Hostname: "lb.example.com"},
+					api.LoadBalancerIngress{IP: "203.0.113.12", IPMode: ptr.To(api.LoadBalancerIPModeVIP)})
 			}),
 			want: want{
 				clusterIP80:                    "- | " + all4,
@@ -74,34 +73,33 @@ func TestFrontends(t *testing.T) {
 		},
 		{
 			name: "LoadBalancer without node ports (allocateLoadBalancerNodePorts false)",
-			svc: clusterIPService(loadBalancerType, func(s *corev1.Service) {
-				s.Spec.AllocateLoadBalancerNodePorts = ptr.To(false)
+			svc: clusterIPService(loadBalancerType, func(s *api.Service) {
 				s.Spec.Ports[0].NodePort = 0
 			}),
 			want: want{clusterIP80: "- | " + all4, "internal 203.0.113.10:80/tcp": "external-ip | " + all4, "external 203.0.113.10:80/tcp": "external-ip | " + all4},
 		},
-		{name: "headless", svc: clusterIPService(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "None", []string{"None"} }), want: want{}},
-		{name: "ExternalName", svc: &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}}, want: want{}},
-		{name: "another proxy's", svc: clusterIPService(func(s *corev1.Service) { s.Labels = map[string]string{ProxyNameLabel: "other"} }), want: want{}},
-		{name: "edgeplane's by name", svc: clusterIPService(func(s *corev1.Service) { s.Labels = map[string]string{ProxyNameLabel: ProxyName} }), want: want{clusterIP80: "- | " + all4}},
+		{name: "headless", svc: clusterIPService(func(s *api.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "None", []string{"None"} }), want: want{}},
+		{name: "ExternalName", svc: &api.Service{Spec: api.ServiceSpec{Type: api.ServiceTypeExternalName}}, want: want{}},
+		{name: "another proxy's", svc: clusterIPService(func(s *api.Service) { s.Labels = map[string]string{ProxyNameLabel: "other"} }), want: want{}},
+		{name: "edgeplane's by name", svc: clusterIPService(func(s *api.Service) { s.Labels = map[string]string{ProxyNameLabel: ProxyName} }), want: want{clusterIP80: "- | " + all4}},
 		{
 			name: "IPv6 only",
-			svc:  clusterIPService(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "fd00::10", []string{"fd00::10"} }),
-			slices: []*discoveryv1.EndpointSlice{func() *discoveryv1.EndpointSlice {
+			svc:  clusterIPService(func(s *api.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "fd00::10", []string{"fd00::10"} }),
+			slices: []*api.EndpointSlice{func() *api.EndpointSlice {
 				s := slice(httpPort, ep("fd00::5", "self", ""))
-				s.AddressType = discoveryv1.AddressTypeIPv6
+				s.AddressType = api.AddressTypeIPv6
 				return s
 			}()},
 			want: want{},
 		},
 		{
 			name: "dual stack: the IPv4 ClusterIP and the IPv4 slices",
-			svc: clusterIPService(func(s *corev1.Service) {
+			svc: clusterIPService(func(s *api.Service) {
 				s.Spec.ClusterIP, s.Spec.ClusterIPs = "fd00::10", []string{"fd00::10", "10.96.0.10"}
 			}),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epSelf), func() *discoveryv1.EndpointSlice {
+			slices: []*api.EndpointSlice{slice(httpPort, epSelf), func() *api.EndpointSlice {
 				s := slice(httpPort, ep("fd00::5", "self", ""))
-				s.AddressType = discoveryv1.AddressTypeIPv6
+				s.AddressType = api.AddressTypeIPv6
 				return s
 			}()},
 			want: want{clusterIP80: "- | " + selfEP},
@@ -109,7 +107,7 @@ func TestFrontends(t *testing.T) {
 		{
 			name: "ready endpoints only",
 			svc:  clusterIPService(),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epSelf,
+			slices: []*api.EndpointSlice{slice(httpPort, epSelf,
 				conditions(epN2, false, false, false),  // not ready
 				conditions(epN3, false, true, true),    // terminating, still serving
 				conditions(epN4, false, false, true))}, // terminating
@@ -118,7 +116,7 @@ func TestFrontends(t *testing.T) {
 		{
 			name: "no ready endpoint: the serving terminating ones",
 			svc:  clusterIPService(),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+			slices: []*api.EndpointSlice{slice(httpPort,
 				conditions(epSelf, false, false, false),
 				conditions(epN2, false, true, true),
 				conditions(epN3, false, true, true),
@@ -128,32 +126,32 @@ func TestFrontends(t *testing.T) {
 		{
 			name:   "no endpoint at all",
 			svc:    clusterIPService(nodePortType),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort)},
+			slices: []*api.EndpointSlice{slice(httpPort)},
 			want:   want{clusterIP80: "- | ", nodePort: "nodeport | "},
 		},
 		{
 			name: "endpoint in two slices counts once, the readier",
 			svc:  clusterIPService(),
-			slices: []*discoveryv1.EndpointSlice{
+			slices: []*api.EndpointSlice{
 				slice(httpPort, conditions(epSelf, false, false, false)),
-				slice(httpPort, epSelf, ep("bogus", "self", ""), discoveryv1.Endpoint{}),
+				slice(httpPort, epSelf, ep("bogus", "self", ""), api.Endpoint{}),
 			},
 			want: want{clusterIP80: "- | " + selfEP},
 		},
 		{
 			name: "slices of other address types and headless slices are skipped",
 			svc:  clusterIPService(),
-			slices: []*discoveryv1.EndpointSlice{func() *discoveryv1.EndpointSlice {
+			slices: []*api.EndpointSlice{func() *api.EndpointSlice {
 				s := slice(httpPort, epSelf)
-				s.AddressType = discoveryv1.AddressTypeFQDN
+				s.AddressType = api.AddressTypeFQDN
 				return s
-			}(), func() *discoveryv1.EndpointSlice { s := slice(httpPort, epN2); s.Labels[HeadlessLabel] = ""; return s }(), nil},
+			}(), func() *api.EndpointSlice { s := slice(httpPort, epN2); s.Labels[HeadlessLabel] = ""; return s }(), nil},
 			want: want{clusterIP80: "- | "},
 		},
 		{
 			name: "internalTrafficPolicy Local: the ClusterIP uses this node's endpoints",
-			svc: clusterIPService(nodePortType, func(s *corev1.Service) {
-				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+			svc: clusterIPService(nodePortType, func(s *api.Service) {
+				s.Spec.InternalTrafficPolicy = ptr.To(api.ServiceInternalTrafficPolicyLocal)
 				s.Spec.ExternalIPs = []string{"198.51.100.7"}
 			}),
 			want: want{
@@ -165,16 +163,16 @@ func TestFrontends(t *testing.T) {
 		},
 		{
 			name: "internalTrafficPolicy Local without a local endpoint: none",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.InternalTrafficPolicy = ptr.To(api.ServiceInternalTrafficPolicyLocal)
 			}),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epN2, epN3)},
+			slices: []*api.EndpointSlice{slice(httpPort, epN2, epN3)},
 			want:   want{clusterIP80: "- | "},
 		},
 		{
 			name: "externalTrafficPolicy Local: external frontends use this node's endpoints and keep the source",
-			svc: clusterIPService(loadBalancerType, func(s *corev1.Service) {
-				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			svc: clusterIPService(loadBalancerType, func(s *api.Service) {
+				s.Spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicyLocal
 			}),
 			want: want{
 				clusterIP80:                    "- | " + all4,
@@ -185,23 +183,23 @@ func TestFrontends(t *testing.T) {
 		},
 		{
 			name: "externalTrafficPolicy Local falls back to this node's serving terminating endpoints",
-			svc:  clusterIPService(nodePortType, func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal }),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+			svc:  clusterIPService(nodePortType, func(s *api.Service) { s.Spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicyLocal }),
+			slices: []*api.EndpointSlice{slice(httpPort,
 				conditions(epSelf, false, true, true), epN2)},
 			want: want{clusterIP80: "- | 10.244.1.5:8080", nodePort: "nodeport,local | " + selfEP},
 		},
 		{
 			name: "sessionAffinity ClientIP, default timeout",
-			svc: clusterIPService(nodePortType, func(s *corev1.Service) {
-				s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+			svc: clusterIPService(nodePortType, func(s *api.Service) {
+				s.Spec.SessionAffinity = api.ServiceAffinityClientIP
 			}),
 			want: want{clusterIP80: "affinity(10800) | " + all4, nodePort: "affinity,nodeport(10800) | " + all4},
 		},
 		{
 			name: "sessionAffinity ClientIP, 60 s",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
-				s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.SessionAffinity = api.ServiceAffinityClientIP
+				s.Spec.SessionAffinityConfig = &api.SessionAffinityConfig{ClientIP: &api.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
 			}),
 			want: want{clusterIP80: "affinity(60) | " + all4},
 		},
@@ -211,11 +209,11 @@ func TestFrontends(t *testing.T) {
 func TestFrontendsErrors(t *testing.T) {
 	cluster := NewCluster("self", testNodes(), domain.DefaultPoolLabel)
 	for name, c := range map[string]struct {
-		svc *corev1.Service
+		svc *api.Service
 		err string
 	}{
-		"no ClusterIP":  {clusterIPService(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "", nil }), "service ns/web: spec.clusterIP is not set"},
-		"bad ClusterIP": {clusterIPService(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "10.96.0.300", nil }), `service ns/web: spec.clusterIP "10.96.0.300" is not an IP address`},
+		"no ClusterIP":  {clusterIPService(func(s *api.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "", nil }), "service ns/web: spec.clusterIP is not set"},
+		"bad ClusterIP": {clusterIPService(func(s *api.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "10.96.0.300", nil }), `service ns/web: spec.clusterIP "10.96.0.300" is not an IP address`},
 	} {
 		if _, err := Frontends(Input{Service: c.svc, Cluster: cluster}); err == nil || err.Error() != c.err {
 			t.Errorf("%s: %v, want %q", name, err, c.err)
@@ -225,7 +223,7 @@ func TestFrontendsErrors(t *testing.T) {
 
 func TestWarningReasons(t *testing.T) {
 	res, err := Frontends(Input{
-		Service: clusterIPService(func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"x"} }),
+		Service: clusterIPService(func(s *api.Service) { s.Spec.ExternalIPs = []string{"x"} }),
 		Slices:  allSlices(), Cluster: NewCluster("self", testNodes(), domain.DefaultPoolLabel), MaxBackends: 1,
 	})
 	if err != nil {
@@ -244,17 +242,17 @@ func TestWarningReasons(t *testing.T) {
 // the same message for the same ports whatever the endpoints (the reconciler reports each
 // distinct message once).
 func TestWarningSCTPTargetPort(t *testing.T) {
-	svc := clusterIPService(func(s *corev1.Service) {
-		s.Spec.Ports = []corev1.ServicePort{
-			{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868},
-			{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}, // TCP may change ports
+	svc := clusterIPService(func(s *api.Service) {
+		s.Spec.Ports = []api.ServicePort{
+			{Name: "sig", Protocol: api.ProtocolSCTP, Port: 3868},
+			{Name: "http", Protocol: api.ProtocolTCP, Port: 80}, // TCP may change ports
 		}
 	})
 	cluster := NewCluster("self", testNodes(), domain.DefaultPoolLabel)
-	ports := []port{{"sig", corev1.ProtocolSCTP, 3869}, {"http", corev1.ProtocolTCP, 8080}}
+	ports := []port{{"sig", api.ProtocolSCTP, 3869}, {"http", api.ProtocolTCP, 8080}}
 	var messages []string
-	for _, eps := range [][]discoveryv1.Endpoint{{epSelf, epN2}, {epN3}} {
-		res, err := Frontends(Input{Service: svc, Slices: []*discoveryv1.EndpointSlice{slice(ports, eps...)}, Cluster: cluster})
+	for _, eps := range [][]api.Endpoint{{epSelf, epN2}, {epN3}} {
+		res, err := Frontends(Input{Service: svc, Slices: []*api.EndpointSlice{slice(ports, eps...)}, Cluster: cluster})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -303,9 +301,9 @@ func TestFrontendString(t *testing.T) {
 // TestFrontendsThousandsOfEndpoints: more endpoints than a frontend holds (lb.h's 16-bit count):
 // the first 65535 by address, and a warning per frontend.
 func TestFrontendsThousandsOfEndpoints(t *testing.T) {
-	var many []*discoveryv1.EndpointSlice
+	var many []*api.EndpointSlice
 	for i := range 70 {
-		var eps []discoveryv1.Endpoint
+		var eps []api.Endpoint
 		for j := range 1000 {
 			n := i*1000 + j
 			eps = append(eps, ep(fmt.Sprintf("10.%d.%d.%d", 100+n>>16, n>>8&255, n&255), "n2", ""))
@@ -332,20 +330,20 @@ func TestFrontendsThousandsOfEndpoints(t *testing.T) {
 func TestFrontendsDuplicateEndpoints(t *testing.T) {
 	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: ProtoTCP}
 	for _, n := range []int{3, smallSet + 5} {
-		var eps []discoveryv1.Endpoint
+		var eps []api.Endpoint
 		for i := range n {
 			eps = append(eps, ep(fmt.Sprintf("10.244.9.%d", i+1), "n2", ""))
 		}
 		// The first copies are not ready (and not serving), the second and third ready: every
 		// endpoint counts once, as ready. One more endpoint is only in the first slice, not ready:
 		// left out.
-		notReady := make([]discoveryv1.Endpoint, 0, n+1)
+		notReady := make([]api.Endpoint, 0, n+1)
 		for _, e := range eps {
 			notReady = append(notReady, conditions(e, false, false, false))
 		}
 		notReady = append(notReady, conditions(ep("10.244.9.250", "n2", ""), false, false, false))
 		res, err := Frontends(Input{Service: clusterIPService(), Cluster: NewCluster("self", testNodes(), domain.DefaultPoolLabel),
-			Slices: []*discoveryv1.EndpointSlice{slice(httpPort, notReady...), slice(httpPort, eps...), slice(httpPort, eps...)}})
+			Slices: []*api.EndpointSlice{slice(httpPort, notReady...), slice(httpPort, eps...), slice(httpPort, eps...)}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,8 +363,8 @@ func TestFrontendsUnreachable(t *testing.T) {
 		c.SetUnreachable("n3", netip.MustParsePrefix("10.244.2.0/24"))
 		return c
 	}
-	hostNetN3 := ep("172.30.0.3", "n3", "z1")                           // n3's own address
-	noNode := discoveryv1.Endpoint{Addresses: []string{"172.30.0.100"}} // e.g. the API server
+	hostNetN3 := ep("172.30.0.3", "n3", "z1")                   // n3's own address
+	noNode := api.Endpoint{Addresses: []string{"172.30.0.100"}} // e.g. the API server
 	vip := FrontendKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: ProtoTCP, Scope: ScopeInternal}
 	np := FrontendKey{VIP: NodePortVIP, Port: 30080, Proto: ProtoTCP, Scope: ScopeExternal}
 	type frontend struct {
@@ -375,41 +373,41 @@ func TestFrontendsUnreachable(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name  string
-		svc   *corev1.Service
-		eps   []discoveryv1.Endpoint
+		svc   *api.Service
+		eps   []api.Endpoint
 		local string
 		want  map[FrontendKey]frontend
 	}{
-		{"one of four unreachable", clusterIPService(nodePortType), []discoveryv1.Endpoint{epSelf, epN2, epN3, epN4}, "self",
+		{"one of four unreachable", clusterIPService(nodePortType), []api.Endpoint{epSelf, epN2, epN3, epN4}, "self",
 			map[FrontendKey]frontend{vip: {"10.244.0.5:8080,10.244.1.5:8080,10.244.3.5:8080", 1}, np: {"10.244.0.5:8080,10.244.1.5:8080,10.244.3.5:8080", 1}}},
-		{"host network and node-less endpoints stay", clusterIPService(), []discoveryv1.Endpoint{epN3, hostNetN3, noNode}, "self",
+		{"host network and node-less endpoints stay", clusterIPService(), []api.Endpoint{epN3, hostNetN3, noNode}, "self",
 			map[FrontendKey]frontend{vip: {"172.30.0.3:8080,172.30.0.100:8080", 1}}},
-		{"none reachable: no backend", clusterIPService(nodePortType), []discoveryv1.Endpoint{epN3}, "self",
+		{"none reachable: no backend", clusterIPService(nodePortType), []api.Endpoint{epN3}, "self",
 			map[FrontendKey]frontend{vip: {"", 1}, np: {"", 1}}},
 		{"the fallback to terminating endpoints ignores unreachable ready ones", clusterIPService(),
-			[]discoveryv1.Endpoint{epN3, conditions(epN2, false, true, true)}, "self",
+			[]api.Endpoint{epN3, conditions(epN2, false, true, true)}, "self",
 			map[FrontendKey]frontend{vip: {"10.244.1.5:8080", 1}}},
 		{"PreferClose falls back to other zones when this zone's are unreachable",
-			clusterIPService(func(s *corev1.Service) {
-				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+			clusterIPService(func(s *api.Service) {
+				s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferClose)
 			}),
-			[]discoveryv1.Endpoint{epN2, epN3}, "self", // self is in z1, like n3
+			[]api.Endpoint{epN2, epN3}, "self", // self is in z1, like n3
 			map[FrontendKey]frontend{vip: {"10.244.1.5:8080", 1}}},
-		{"PreferClose counts only what it would have used", clusterIPService(func(s *corev1.Service) {
-			s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
-		}), []discoveryv1.Endpoint{epN2, epN3, epSelf}, "self",
+		{"PreferClose counts only what it would have used", clusterIPService(func(s *api.Service) {
+			s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferClose)
+		}), []api.Endpoint{epN2, epN3, epSelf}, "self",
 			map[FrontendKey]frontend{vip: {"10.244.0.5:8080", 1}}},
-		{"internalTrafficPolicy Local loses nothing", clusterIPService(func(s *corev1.Service) {
-			s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
-		}), []discoveryv1.Endpoint{epSelf, epN3}, "self",
+		{"internalTrafficPolicy Local loses nothing", clusterIPService(func(s *api.Service) {
+			s.Spec.InternalTrafficPolicy = ptr.To(api.ServiceInternalTrafficPolicyLocal)
+		}), []api.Endpoint{epSelf, epN3}, "self",
 			map[FrontendKey]frontend{vip: {"10.244.0.5:8080", 0}}},
-		{"externalTrafficPolicy Local: only the internal frontend counts", clusterIPService(nodePortType, func(s *corev1.Service) {
-			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
-		}), []discoveryv1.Endpoint{epSelf, epN3}, "self",
+		{"externalTrafficPolicy Local: only the internal frontend counts", clusterIPService(nodePortType, func(s *api.Service) {
+			s.Spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicyLocal
+		}), []api.Endpoint{epSelf, epN3}, "self",
 			map[FrontendKey]frontend{vip: {"10.244.0.5:8080", 1}, np: {"10.244.0.5:8080", 0}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			res, err := Frontends(Input{Service: c.svc, Slices: []*discoveryv1.EndpointSlice{slice(httpPort, c.eps...)}, Cluster: cluster(c.local)})
+			res, err := Frontends(Input{Service: c.svc, Slices: []*api.EndpointSlice{slice(httpPort, c.eps...)}, Cluster: cluster(c.local)})
 			if err != nil {
 				t.Fatal(err)
 			}

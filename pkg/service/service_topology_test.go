@@ -3,9 +3,9 @@ package service
 import (
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // TestFrontendsTopology: which endpoints this node uses by place: trafficDistribution, topology
@@ -14,61 +14,61 @@ func TestFrontendsTopology(t *testing.T) {
 	runFrontendCases(t, []frontendCase{
 		{
 			name: "trafficDistribution PreferClose: this node's zone",
-			svc: clusterIPService(nodePortType, func(s *corev1.Service) {
-				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+			svc: clusterIPService(nodePortType, func(s *api.Service) {
+				s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferClose)
 			}),
 			want: want{clusterIP80: "- | 10.244.0.5:8080,10.244.2.5:8080", nodePort: "nodeport | 10.244.0.5:8080,10.244.2.5:8080"},
 		},
 		{
 			name: "trafficDistribution PreferSameZone: nothing ready in the zone, every endpoint",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferSameZone)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferSameZone)
 			}),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, conditions(epSelf, false, true, true), epN2, epN4)},
+			slices: []*api.EndpointSlice{slice(httpPort, conditions(epSelf, false, true, true), epN2, epN4)},
 			want:   want{clusterIP80: "- | 10.244.1.5:8080,10.244.3.5:8080"},
 		},
 		{
 			name: "trafficDistribution PreferClose on a node without a zone: every endpoint",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferClose)
 			}),
 			local: "n4",
 			want:  want{clusterIP80: "- | " + all4},
 		},
 		{
 			name: "trafficDistribution PreferSameNode: this node, else its zone",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferSameNode)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferSameNode)
 			}),
 			want: want{clusterIP80: "- | " + selfEP},
 		},
 		{
 			name: "trafficDistribution PreferSameNode without a local endpoint: the zone",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferSameNode)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferSameNode)
 			}),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epN2, epN3, epN4)},
+			slices: []*api.EndpointSlice{slice(httpPort, epN2, epN3, epN4)},
 			want:   want{clusterIP80: "- | 10.244.2.5:8080"},
 		},
 		{
 			name: "topology hints (topology-mode Auto): the endpoints hinted for this node's zone",
 			svc:  clusterIPService(nodePortType),
 			// The EndpointSlice controller gave z1 only n3's endpoint, z2 the others.
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+			slices: []*api.EndpointSlice{slice(httpPort,
 				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z1"), hint(epN4, "z2"))},
 			want: want{clusterIP80: "- | 10.244.2.5:8080", nodePort: "nodeport | 10.244.2.5:8080"},
 		},
 		{
 			name: "topology hints: an endpoint without hints (they are being added) turns them off",
 			svc:  clusterIPService(),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+			slices: []*api.EndpointSlice{slice(httpPort,
 				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z1"), epN4)},
 			want: want{clusterIP80: "- | " + all4},
 		},
 		{
 			name: "topology hints: none for this node's zone, every endpoint",
 			svc:  clusterIPService(),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+			slices: []*api.EndpointSlice{slice(httpPort,
 				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z2", "z3"), hint(epN4, "z3"))},
 			want: want{clusterIP80: "- | " + all4},
 		},
@@ -76,25 +76,25 @@ func TestFrontendsTopology(t *testing.T) {
 			name:   "topology hints on a node without a zone: every endpoint",
 			svc:    clusterIPService(),
 			local:  "n4",
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, hint(epSelf, "z1"), hint(epN2, "z2"), hint(epN3, "z1"), hint(epN4, "z2"))},
+			slices: []*api.EndpointSlice{slice(httpPort, hint(epSelf, "z1"), hint(epN2, "z2"), hint(epN3, "z1"), hint(epN4, "z2"))},
 			want:   want{clusterIP80: "- | " + all4},
 		},
 		{
 			name: "topology hints: a not-ready endpoint's missing hints do not count, and Local policies decide",
-			svc: clusterIPService(nodePortType, func(s *corev1.Service) {
-				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			svc: clusterIPService(nodePortType, func(s *api.Service) {
+				s.Spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicyLocal
 			}),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort,
+			slices: []*api.EndpointSlice{slice(httpPort,
 				hint(epSelf, "z2"), hint(epN2, "z2"), hint(epN3, "z1"), conditions(epN4, false, false, false))},
 			want: want{clusterIP80: "- | 10.244.2.5:8080", nodePort: "nodeport,local | " + selfEP},
 		},
 		{
 			name: "trafficDistribution with internalTrafficPolicy Local: the policy decides",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
-				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.TrafficDistribution = ptr.To(api.ServiceTrafficDistributionPreferClose)
+				s.Spec.InternalTrafficPolicy = ptr.To(api.ServiceInternalTrafficPolicyLocal)
 			}),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epN3)},
+			slices: []*api.EndpointSlice{slice(httpPort, epN3)},
 			want:   want{clusterIP80: "- | "},
 		},
 		{
@@ -122,15 +122,15 @@ func TestFrontendsTopology(t *testing.T) {
 		{
 			name:   "topology pool: endpoints without a node or on unknown nodes are not near",
 			svc:    clusterIPService(annotate(TopologyAnnotation, TopologyNodePool)),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, epSelf, discoveryv1.Endpoint{Addresses: []string{"10.244.9.9"}}, ep("10.244.8.8", "gone", ""))},
+			slices: []*api.EndpointSlice{slice(httpPort, epSelf, api.Endpoint{Addresses: []string{"10.244.9.9"}}, ep("10.244.8.8", "gone", ""))},
 			want:   want{clusterIP80: "- | " + selfEP},
 		},
 		{
 			name: "topology pool, then externalTrafficPolicy Local and the ready fallback",
-			svc: clusterIPService(nodePortType, annotate(TopologyAnnotation, TopologyNodePool), func(s *corev1.Service) {
-				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			svc: clusterIPService(nodePortType, annotate(TopologyAnnotation, TopologyNodePool), func(s *api.Service) {
+				s.Spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicyLocal
 			}),
-			slices: []*discoveryv1.EndpointSlice{slice(httpPort, conditions(epSelf, false, true, true), conditions(epN2, false, true, true), epN3)},
+			slices: []*api.EndpointSlice{slice(httpPort, conditions(epSelf, false, true, true), conditions(epN2, false, true, true), epN3)},
 			want:   want{clusterIP80: "- | 10.244.0.5:8080,10.244.1.5:8080", nodePort: "nodeport,local | " + selfEP},
 		},
 		{
@@ -158,9 +158,9 @@ func TestFrontendsNodePortIsolation(t *testing.T) {
 		},
 		{
 			name: "NodePort isolation: closed carries neither affinity nor local",
-			svc: clusterIPService(nodePortType, annotate(ListenAnnotation, "-pool-a,*"), func(s *corev1.Service) {
-				s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
-				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			svc: clusterIPService(nodePortType, annotate(ListenAnnotation, "-pool-a,*"), func(s *api.Service) {
+				s.Spec.SessionAffinity = api.ServiceAffinityClientIP
+				s.Spec.ExternalTrafficPolicy = api.ServiceExternalTrafficPolicyLocal
 			}),
 			want: want{clusterIP80: "affinity(10800) | " + all4, nodePort: "nodeport,closed | "},
 		},

@@ -3,9 +3,9 @@ package service
 import (
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
 // TestFrontendsWarnings: what cannot be programmed is left out with a warning, the rest is:
@@ -14,13 +14,13 @@ func TestFrontendsWarnings(t *testing.T) {
 	runFrontendCases(t, []frontendCase{
 		{
 			name: "bad ports are left out, the rest is programmed",
-			svc: clusterIPService(nodePortType, func(s *corev1.Service) {
+			svc: clusterIPService(nodePortType, func(s *api.Service) {
 				s.Spec.Ports = append(s.Spec.Ports,
-					corev1.ServicePort{Name: "big", Protocol: corev1.ProtocolTCP, Port: 70000},
-					corev1.ServicePort{Name: "zero", Protocol: corev1.ProtocolUDP, Port: 0},
-					corev1.ServicePort{Name: "icmp", Protocol: "ICMP", Port: 7},
-					corev1.ServicePort{Name: "np", Protocol: corev1.ProtocolTCP, Port: 81, NodePort: 65536},
-					corev1.ServicePort{Name: "dup", Protocol: corev1.ProtocolTCP, Port: 80})
+					api.ServicePort{Name: "big", Protocol: api.ProtocolTCP, Port: 70000},
+					api.ServicePort{Name: "zero", Protocol: api.ProtocolUDP, Port: 0},
+					api.ServicePort{Name: "icmp", Protocol: "ICMP", Port: 7},
+					api.ServicePort{Name: "np", Protocol: api.ProtocolTCP, Port: 81, NodePort: 65536},
+					api.ServicePort{Name: "dup", Protocol: api.ProtocolTCP, Port: 80})
 			}),
 			want: want{clusterIP80: "- | " + all4, nodePort: "nodeport | " + all4, "internal 10.96.0.10:81/tcp": "- | "},
 			warnings: []string{
@@ -45,13 +45,13 @@ func TestFrontendsWarnings(t *testing.T) {
 			// The datapath refuses SCTP backends on another port (it cannot follow a port change
 			// in the CRC32c): said in a warning; the frontend is programmed as for TCP.
 			name: "SCTP endpoints on another port than the Service's",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.Ports = []corev1.ServicePort{{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868}}
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.Ports = []api.ServicePort{{Name: "sig", Protocol: api.ProtocolSCTP, Port: 3868}}
 			}),
-			slices: []*discoveryv1.EndpointSlice{
-				slice([]port{{"sig", corev1.ProtocolSCTP, 3868}}, epSelf),
-				slice([]port{{"sig", corev1.ProtocolSCTP, 9999}}, epN2),
-				slice([]port{{"sig", corev1.ProtocolSCTP, 3869}}, epN3, epN4),
+			slices: []*api.EndpointSlice{
+				slice([]port{{"sig", api.ProtocolSCTP, 3868}}, epSelf),
+				slice([]port{{"sig", api.ProtocolSCTP, 9999}}, epN2),
+				slice([]port{{"sig", api.ProtocolSCTP, 3869}}, epN3, epN4),
 			},
 			want: want{"internal 10.96.0.10:3868/sctp": "- | 10.244.0.5:3868,10.244.1.5:9999,10.244.2.5:3869,10.244.3.5:3869"},
 			warnings: []string{
@@ -61,15 +61,15 @@ func TestFrontendsWarnings(t *testing.T) {
 		},
 		{
 			name: "SCTP, one other port; externalIPs use the cluster-wide endpoints",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.Ports = []corev1.ServicePort{{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868}}
-			}, func(s *corev1.Service) {
-				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.Ports = []api.ServicePort{{Name: "sig", Protocol: api.ProtocolSCTP, Port: 3868}}
+			}, func(s *api.Service) {
+				s.Spec.InternalTrafficPolicy = ptr.To(api.ServiceInternalTrafficPolicyLocal)
 				s.Spec.ExternalIPs = []string{"198.51.100.7"}
 			}),
-			slices: []*discoveryv1.EndpointSlice{
-				slice([]port{{"sig", corev1.ProtocolSCTP, 3868}}, epSelf),
-				slice([]port{{"sig", corev1.ProtocolSCTP, 3869}}, epN2),
+			slices: []*api.EndpointSlice{
+				slice([]port{{"sig", api.ProtocolSCTP, 3868}}, epSelf),
+				slice([]port{{"sig", api.ProtocolSCTP, 3869}}, epN2),
 			},
 			want: want{
 				"internal 10.96.0.10:3868/sctp":   "- | 10.244.0.5:3868",
@@ -82,14 +82,14 @@ func TestFrontendsWarnings(t *testing.T) {
 			// internalTrafficPolicy Local: this node's ClusterIP uses only its own endpoint, on the
 			// Service's port; the others' port is not this node's concern.
 			name: "SCTP, only the endpoints this node uses count",
-			svc: clusterIPService(func(s *corev1.Service) {
-				s.Spec.Ports = []corev1.ServicePort{{Name: "sig", Protocol: corev1.ProtocolSCTP, Port: 3868}}
-			}, func(s *corev1.Service) {
-				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+			svc: clusterIPService(func(s *api.Service) {
+				s.Spec.Ports = []api.ServicePort{{Name: "sig", Protocol: api.ProtocolSCTP, Port: 3868}}
+			}, func(s *api.Service) {
+				s.Spec.InternalTrafficPolicy = ptr.To(api.ServiceInternalTrafficPolicyLocal)
 			}),
-			slices: []*discoveryv1.EndpointSlice{
-				slice([]port{{"sig", corev1.ProtocolSCTP, 3868}}, epSelf),
-				slice([]port{{"sig", corev1.ProtocolSCTP, 3869}}, epN2),
+			slices: []*api.EndpointSlice{
+				slice([]port{{"sig", api.ProtocolSCTP, 3868}}, epSelf),
+				slice([]port{{"sig", api.ProtocolSCTP, 3869}}, epN2),
 			},
 			want: want{"internal 10.96.0.10:3868/sctp": "- | 10.244.0.5:3868"},
 		},

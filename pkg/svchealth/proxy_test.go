@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -76,7 +75,7 @@ func TestProxyHealth(t *testing.T) {
 
 	// The node is about to go: /healthz drains it, /livez does not care.
 	tainted := node.DeepCopy()
-	tainted.Spec.Taints = []corev1.Taint{{Key: ToBeDeletedTaint, Effect: corev1.TaintEffectNoSchedule}}
+	tainted.Spec.Taints = []api.Taint{{Key: ToBeDeletedTaint, Effect: api.TaintEffectNoSchedule}}
 	nodeNow.Store(tainted)
 	expect("ToBeDeletedByClusterAutoscaler", 503, 200)
 	if _, body := proxyAnswer(t, h, "/healthz"); body["nodeEligible"] != false {

@@ -24,10 +24,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -74,7 +74,7 @@ func New(cfg Config) *Server {
 // SetHealthCheck makes Service key (namespace/name) serve hc on its port; a port of 0 stops
 // serving it (the Service is gone, or no longer needs one). svc, when known, names the Service
 // in events. A changed port closes the old server before the new one opens.
-func (s *Server) SetHealthCheck(key string, svc *corev1.Service, hc service.HealthCheck) {
+func (s *Server) SetHealthCheck(key string, svc *api.Service, hc service.HealthCheck) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -106,7 +106,7 @@ func (s *Server) SetHealthCheck(key string, svc *corev1.Service, hc service.Heal
 
 // listenLocked binds inst's port and serves it; a failure is logged and reported once per
 // distinct error, and left for the next call to retry.
-func (s *Server) listenLocked(key string, svc *corev1.Service, inst *instance) {
+func (s *Server) listenLocked(key string, svc *api.Service, inst *instance) {
 	addr := net.JoinHostPort(s.cfg.Address, strconv.Itoa(int(inst.port)))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -114,7 +114,7 @@ func (s *Server) listenLocked(key string, svc *corev1.Service, inst *instance) {
 			inst.failure = msg
 			klog.ErrorS(err, "Failed to start a health check node port; load balancers see this node as down for the Service", "service", key, "port", inst.port)
 			if s.cfg.Recorder != nil && svc != nil {
-				s.cfg.Recorder.Eventf(svc, corev1.EventTypeWarning, ReasonFailedToStart,
+				s.cfg.Recorder.Eventf(svc, api.EventTypeWarning, ReasonFailedToStart,
 					"node %s failed to start the health check node port %d: %v", s.cfg.NodeName, inst.port, err)
 			}
 		}

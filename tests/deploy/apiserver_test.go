@@ -445,7 +445,7 @@ func testNodePatchPolicy(t *testing.T, a *apiLab) {
 	vtep := k8s.VTEPAnnotations(k8s.VTEP{MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, IP: netip.MustParseAddr("192.0.2.1")})
 	vtep[k8s.PodCIDRAnnotation] = "10.244.1.0/24"
 	vtep[k8s.RoutesAdvertisedAnnotation] = "site-1" // route mode's speaker, set and removed
-	if err := k8s.PatchNodeAnnotations(ctx, k8stest.FromClientset(onA), k8s.NodeOf(nodeA), vtep); err != nil {
+	if err := k8s.PatchNodeAnnotations(ctx, k8stest.FromClientset(onA), k8stest.Node(nodeA), vtep); err != nil {
 		t.Fatalf("the agent's own annotation patch is refused: %v", err)
 	}
 	if err := patch(onA, "node-a", `{"metadata":{"annotations":{"`+k8s.RoutesAdvertisedAnnotation+`":null}}}`); err != nil {

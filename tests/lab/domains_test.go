@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 )
 
 // TestDomains builds one node per network domain, agents running, and checks the router: the
@@ -73,7 +74,7 @@ func TestDomains(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ip, ok := k8s.InternalIP(k8s.NodeOf(obj)); !ok || ip != c.n.IP {
+			if ip, ok := k8s.InternalIP(k8stest.Node(obj)); !ok || ip != c.n.IP {
 				t.Errorf("%s: InternalIP %s, want %s", c.n.Name, ip, c.n.IP)
 			}
 			v, ok := obj.Annotations[k8s.PublicIPOverwriteAnnotation]

@@ -87,7 +87,7 @@ func TestEnsureSkipsLiveClaimsAndReleasesStaleOnes(t *testing.T) {
 	a, cs := allocator(node("a", "", nil), node("b", "", nil))
 	// b claimed 10.244.0.0/24 but has not annotated yet; a deleted node "gone" holds 10.244.1.0/24.
 	for _, c := range []struct{ holder, cidr string }{{"b", "10.244.0.0/24"}, {"gone", "10.244.1.0/24"}} {
-		claim := newClaim(k8s.NodeOf(node(c.holder, "", nil)), netip.MustParsePrefix(c.cidr))
+		claim := newClaim(k8stest.Node(node(c.holder, "", nil)), netip.MustParsePrefix(c.cidr))
 		if _, err := cs.CoordinationV1().Leases(DefaultNamespace).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func TestEnsureChecksAgainstNodesFromCache(t *testing.T) {
 	}
 	a, cs := allocator(node("a", "10.244.7.0/24", nil), node("b", "10.244.1.0/24", nil))
 	a.Nodes = func(context.Context) ([]*k8s.Node, error) {
-		return []*k8s.Node{k8s.NodeOf(node("a", "10.244.7.0/24", nil)), k8s.NodeOf(node("b", "10.244.1.0/24", nil))}, nil
+		return []*k8s.Node{k8stest.Node(node("a", "10.244.7.0/24", nil)), k8stest.Node(node("b", "10.244.1.0/24", nil))}, nil
 	}
 	if got, err := a.Ensure(context.Background(), "a"); err != nil || got != netip.MustParsePrefix("10.244.7.0/24") {
 		t.Fatalf("Ensure = %v, %v; want 10.244.7.0/24", got, err)
@@ -182,7 +182,7 @@ func TestEnsureChecksAgainstNodesFromCache(t *testing.T) {
 		t.Errorf("%d lists of nodes from the API server, want 0", n)
 	}
 	a.Nodes = func(context.Context) ([]*k8s.Node, error) {
-		return []*k8s.Node{k8s.NodeOf(node("a", "10.244.7.0/24", nil)), k8s.NodeOf(node("b", "10.244.7.0/24", nil))}, nil
+		return []*k8s.Node{k8stest.Node(node("a", "10.244.7.0/24", nil)), k8stest.Node(node("b", "10.244.7.0/24", nil))}, nil
 	}
 	if got, err := a.Ensure(context.Background(), "a"); err == nil {
 		t.Errorf("Ensure = %v with b's pod CIDR overlapping in the cache; want an error", got)

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/controller"
 	"github.com/edgeplane/edgeplane/pkg/internal/netnstest"
 	"github.com/edgeplane/edgeplane/pkg/k8s"
+	"github.com/edgeplane/edgeplane/pkg/k8s/k8stest"
 	"github.com/edgeplane/edgeplane/pkg/service"
 )
 
@@ -77,7 +78,7 @@ func testExternalRoutesFollowFrontends(t *testing.T) {
 	}
 
 	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	_ = nodes.Add(k8s.NodeOf(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2", Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": "203.0.113.12"}},
+	_ = nodes.Add(k8stest.Node(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2", Annotations: map[string]string{"flannel.alpha.coreos.com/public-ip": "203.0.113.12"}},
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.12"}}}}))
 	table := memFrontends{m: map[service.FrontendKey]controller.ServiceEntry{}, hook: New(Config{
 		Device: "edgeplane.1", Src: src,
