@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,9 +73,10 @@ func scaleConfigFromEnv() scaleConfig {
 //   - cold start to programmed: from the process start until every Service is programmed (the
 //     agent's start-up pass, logged) and every bulk Node's route is in its routes_map (polled
 //     every 50 ms), whichever is later; the maps are then checked whole;
-//   - peak RSS (VmHWM at the end of the run) and steady RSS (VmRSS after the idle window), and
-//     beside them, as information, their split into anonymous memory (RssAnon: heap, stacks) and
-//     file pages (RssFile: the binary's text and data read so far): steady, when programmed, and
+//   - peak RSS (VmHWM at the end of the run) and steady RSS (the median of VmRSS read every 50
+//     ms over the idle window; the highest read is reported beside it), and beside them, as
+//     information, their split into anonymous memory (RssAnon: heap, stacks) and file pages
+//     (RssFile: the binary's text and data read so far): at the idle window's end, when programmed, and
 //     the most RssAnon sampled (every 50 ms) until programmed and over the whole run, as the
 //     kernel keeps no peak of it;
 //   - CPU while idle: the agent's user+system time over BENCH_SCALE_IDLE_SECONDS (60) with
@@ -147,6 +149,8 @@ type scaleBench struct {
 type agentFigures struct {
 	programmed, servicesProgrammed, routesProgrammed time.Duration
 	peakAtProgrammed, peak, steady                   int64
+	// steadyHighest is the most VmRSS read over the idle window, whose median is steady.
+	steadyHighest int64
 	// The resident set's split (information; the targets are on peak and steady): RssAnon and
 	// RssFile when programmed and after the idle window, and the most RssAnon sampled (every 50
 	// ms) until programmed and over the whole run.
@@ -202,10 +206,11 @@ func (s *scaleBench) run(b *testing.B, bin string) []Result {
 	s.started = true
 	time.Sleep(s.cfg.settle)
 
-	for _, n := range s.agents {
+	for i, n := range s.agents {
 		if err := n.ClearAgentReferenced(); err != nil {
 			b.Fatal(err)
 		}
+		figures[i].anon.startWindow()
 	}
 	idle, watchIdle, err := s.measureWindow(ctx, 0)
 	if err != nil {
@@ -213,16 +218,20 @@ func (s *scaleBench) run(b *testing.B, bin string) []Result {
 	}
 	for i, n := range s.agents {
 		figures[i].idle = idle[i]
+		median, highest, reads := figures[i].anon.endWindow()
 		mem, err := n.AgentMemory()
 		if err != nil {
 			b.Fatal(err)
 		}
-		figures[i].steady, figures[i].steadyAnon, figures[i].steadyFile = mem.RSS, mem.Anon, mem.File
+		if reads == 0 {
+			median, highest = mem.RSS, mem.RSS
+		}
+		figures[i].steady, figures[i].steadyHighest, figures[i].steadyAnon, figures[i].steadyFile = median, highest, mem.Anon, mem.File
 		if figures[i].idleTouchedExe, figures[i].idleTouchedAnon, err = n.AgentReferenced(); err != nil {
 			b.Fatal(err)
 		}
-		b.Logf("%s %s: steady RSS %.1f MiB (anon %.1f, file %.1f); touched over the idle window: %.1f MiB of its executable's mappings, %.1f anonymous",
-			name, n.Name, mib(mem.RSS), mib(mem.Anon), mib(mem.File), mib(figures[i].idleTouchedExe), mib(figures[i].idleTouchedAnon))
+		b.Logf("%s %s: steady RSS %.1f MiB (the median of %d reads over the idle window; at most %.1f; at its end %.1f: anon %.1f, file %.1f); touched over the idle window: %.1f MiB of its executable's mappings, %.1f anonymous",
+			name, n.Name, mib(median), reads, mib(highest), mib(mem.RSS), mib(mem.Anon), mib(mem.File), mib(figures[i].idleTouchedExe), mib(figures[i].idleTouchedAnon))
 	}
 	var beat []window
 	var watchBeat map[string]float64
@@ -301,12 +310,17 @@ func (s *scaleBench) coldStart(ctx context.Context, n *lab.Node) (agentFigures, 
 }
 
 // anonSampler reads an agent's RssAnon every period until stopped, keeping the most seen: the
-// kernel keeps a peak of the whole resident set only (VmHWM), binary pages included. A read costs
-// the agent nothing (/proc/<pid>/status is the reader's work).
+// kernel keeps a peak of the whole resident set only (VmHWM), binary pages included. Between
+// startWindow and endWindow it keeps every VmRSS read too. A read costs the agent nothing
+// (/proc/<pid>/status is the reader's work).
 type anonSampler struct {
 	peak        atomic.Int64
 	quit, ended chan struct{}
 	once        sync.Once
+
+	mu        sync.Mutex
+	recording bool
+	window    []int64 // VmRSS, while recording
 }
 
 func sampleAnon(n *lab.Node, period time.Duration) *anonSampler {
@@ -316,8 +330,15 @@ func sampleAnon(n *lab.Node, period time.Duration) *anonSampler {
 		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
-			if mem, err := n.AgentMemory(); err == nil && mem.Anon > a.peak.Load() {
-				a.peak.Store(mem.Anon)
+			if mem, err := n.AgentMemory(); err == nil {
+				if mem.Anon > a.peak.Load() {
+					a.peak.Store(mem.Anon)
+				}
+				a.mu.Lock()
+				if a.recording {
+					a.window = append(a.window, mem.RSS)
+				}
+				a.mu.Unlock()
 			}
 			select {
 			case <-a.quit:
@@ -331,6 +352,25 @@ func sampleAnon(n *lab.Node, period time.Duration) *anonSampler {
 
 // most is the most RssAnon sampled so far.
 func (a *anonSampler) most() int64 { return a.peak.Load() }
+
+// startWindow starts keeping the VmRSS reads.
+func (a *anonSampler) startWindow() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.recording, a.window = true, nil
+}
+
+// endWindow stops keeping them and returns their median and highest, and how many were read.
+func (a *anonSampler) endWindow() (median, highest int64, reads int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.recording = false
+	if len(a.window) == 0 {
+		return 0, 0, 0
+	}
+	sorted := slices.Sorted(slices.Values(a.window))
+	return sorted[len(sorted)/2], sorted[len(sorted)-1], len(sorted)
+}
 
 // stop ends the sampling and waits for the sampler; it may be called more than once.
 func (a *anonSampler) stop() {
@@ -557,6 +597,7 @@ func (s *scaleBench) results(path string, f []agentFigures, newNode []time.Durat
 	add("peak_rss_at_programmed", "MiB", 0, func(a agentFigures) float64 { return mib(a.peakAtProgrammed) })
 	add("peak_rss", "MiB", mib(scalePeakRSSTarget), func(a agentFigures) float64 { return mib(a.peak) })
 	add("steady_rss", "MiB", mib(scaleSteadyRSSTarget), func(a agentFigures) float64 { return mib(a.steady) })
+	add("steady_rss_highest", "MiB", 0, func(a agentFigures) float64 { return mib(a.steadyHighest) })
 	// The split of the resident set, information only: anonymous memory is what the agent's code
 	// controls; file pages are the binary's (this kernel maps its text in large folios).
 	add("rss_anon_at_programmed", "MiB", 0, func(a agentFigures) float64 { return mib(a.anonAtProgrammed) })
