@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"context"
 	"net"
 	"os"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"testing"
@@ -115,5 +118,47 @@ func TestGCPolicyOurs(t *testing.T) {
 			t.Errorf("%s set: the agent's policy applied", v)
 		}
 		os.Unsetenv(v)
+	}
+}
+
+// After a collection of the runtime's own, the free heap goes back to the system: a forced
+// collection and a scavenge (what debug.FreeOSMemory does), and not again before the period.
+func TestReleaseAfterCollections(t *testing.T) {
+	samples := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}, {Name: "/gc/cycles/automatic:gc-cycles"}}
+	read := func() (forced, automatic uint64) {
+		metrics.Read(samples)
+		return samples[0].Value.Uint64(), samples[1].Value.Uint64()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); releaseAfterCollections(ctx, 3*time.Second) }()
+	defer func() { cancel(); <-done }()
+
+	time.Sleep(1500 * time.Millisecond) // no collection yet: nothing to release
+	forced0, _ := read()
+	var sink [][]byte
+	for _, automatic0 := read(); ; {
+		sink = append(sink, make([]byte, 64<<10)) // garbage until the runtime collects
+		if len(sink) > 64 {
+			sink = sink[:0]
+		}
+		if _, a := read(); a > automatic0 {
+			break
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for forced, _ := read(); forced == forced0; forced, _ = read() {
+		if time.Now().After(deadline) {
+			t.Fatal("no release within 5 s of a collection")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A forced collection is not the runtime's own: none follows it (nor could one, within the
+	// period of the last).
+	forced1, _ := read()
+	runtime.GC() // a forced one does not count
+	time.Sleep(1500 * time.Millisecond)
+	if forced, _ := read(); forced != forced1+1 {
+		t.Errorf("%d forced collections after runtime.GC, want only that one", forced-forced1)
 	}
 }

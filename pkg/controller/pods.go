@@ -184,9 +184,8 @@ func (g *PodGC) collectDeleted(ctx context.Context, item gcItem) error {
 	if !ok {
 		return nil
 	}
-	inUse, err := g.addressInUse(item.ip)
-	if err != nil || inUse {
-		return err
+	if g.addressInUse(item.ip) {
+		return nil
 	}
 	name, alive, err := g.cfg.Links.NameOf(ep.Ifindex)
 	if err != nil {
@@ -205,7 +204,8 @@ func (g *PodGC) collectDeleted(ctx context.Context, item gcItem) error {
 	return nil
 }
 
-func (g *PodGC) addressInUse(ip netip.Addr) (bool, error) {
+// addressInUse reports whether a Pod of this node's cache, not on the host's network, has ip.
+func (g *PodGC) addressInUse(ip netip.Addr) bool {
 	for _, o := range g.pods.List() {
 		p, ok := o.(*api.Pod)
 		if !ok || p.Spec.HostNetwork {
@@ -213,11 +213,11 @@ func (g *PodGC) addressInUse(ip netip.Addr) (bool, error) {
 		}
 		for _, a := range podIPs(p) {
 			if a == ip {
-				return true, nil
+				return true
 			}
 		}
 	}
-	return false, nil
+	return false
 }
 
 func podIPs(pod *api.Pod) []netip.Addr {
