@@ -12,7 +12,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/edgeplane/edgeplane/pkg/agent/netdev"
@@ -71,7 +70,7 @@ type Agent struct {
 	// nodeInformer is the Node informer, listing from the start: registration asks for this Node
 	// only after its list (getNode), and the pod CIDR check reads the Nodes from it (cachedNodes).
 	// Nil in unit tests.
-	nodeInformer cache.SharedIndexInformer
+	nodeInformer k8s.Informer
 }
 
 // Run runs the agent until ctx is done (SIGTERM), then stops watching and leaves every pin in place,

@@ -145,7 +145,7 @@ func startSpeakerProcess(ctx context.Context, cfg bgp.Config) (bgp.Speaker, erro
 	return bgp.StartProcess(ctx, path, cfg)
 }
 
-func (a *Agent) newBGPSpeaker(nodeInformer cache.SharedIndexInformer, domains controller.DomainModel,
+func (a *Agent) newBGPSpeaker(nodeInformer k8s.Informer, domains controller.DomainModel,
 	secretNamespace string, recorder k8s.EventRecorder) (*bgpSpeaker, error) {
 	s := &bgpSpeaker{
 		nodeName: a.cfg.NodeName, nodeIP: a.underlay.IP, podCIDR: a.podCIDR,

@@ -5,9 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/client-go/tools/cache"
-
 	"github.com/edgeplane/edgeplane/pkg/datapath"
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/metrics"
 )
 
@@ -78,7 +77,7 @@ func (t *telemetry) converged() { t.lastPass.Store(time.Now().UnixNano()) }
 
 // watchInformers exports each informer's sync state and adds it to the checks: /readyz until it
 // has synced, /healthz if it stops while the agent runs.
-func (t *telemetry) watchInformers(ready *readiness, byResource map[string]cache.SharedIndexInformer) {
+func (t *telemetry) watchInformers(ready *readiness, byResource map[string]k8s.Informer) {
 	for resource, inf := range byResource {
 		t.metrics.SetWatch(resource, inf.HasSynced)
 		ready.addChecks(func() error {

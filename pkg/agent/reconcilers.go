@@ -13,7 +13,6 @@ import (
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 	"github.com/edgeplane/edgeplane/pkg/nameindex"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
 
@@ -114,7 +113,7 @@ func (a *Agent) watch(ctx context.Context, tbl mapTables, inf *k8s.Informers) er
 	if err != nil {
 		return err
 	}
-	watched := map[string]cache.SharedIndexInformer{"nodes": nodeInformer, "pods": inf.Pods()}
+	watched := map[string]k8s.Informer{"nodes": nodeInformer, "pods": inf.Pods()}
 	for resource, informer := range svcs.informers {
 		watched[resource] = informer
 	}

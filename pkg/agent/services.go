@@ -31,7 +31,7 @@ type services struct {
 	health     *svchealth.Server      // health check node ports of externalTrafficPolicy: Local Services
 	proxy      *svchealth.ProxyHealth // --healthz-bind-address
 	healthz    string
-	informers  map[string]cache.SharedIndexInformer // for the readiness checks
+	informers  map[string]k8s.Informer // for the readiness checks
 }
 
 // newServices wires the service reconciler, whose findings about Services go to clusterRecorder,
@@ -75,7 +75,7 @@ func (a *Agent) newServices(inf *k8s.Informers, tbl mapTables, recorder, cluster
 		CT: tbl.Conntrack(), Affinity: tbl.AffinityMap(), Services: rec, Timeouts: a.cfg.CTCloseTimeouts(),
 		Metrics: a.telemetry.metrics,
 	})
-	return &services{reconciler: rec, gc: gc, health: health, proxy: proxy, healthz: a.cfg.HealthzBindAddress, informers: map[string]cache.SharedIndexInformer{
+	return &services{reconciler: rec, gc: gc, health: health, proxy: proxy, healthz: a.cfg.HealthzBindAddress, informers: map[string]k8s.Informer{
 		"services": svcInformer, "endpointslices": sliceInformer,
 	}}, nil
 }

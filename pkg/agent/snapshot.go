@@ -88,7 +88,7 @@ func (k *snapshotKeeper) track(t mapTables) mapTables {
 
 // keepSnapshot writes the snapshot whenever the maps changed, once the reconcilers have
 // programmed the API server's state (ready), until ctx is done.
-func (a *Agent) keepSnapshot(ctx context.Context, pods cache.SharedIndexInformer, ready func() bool) {
+func (a *Agent) keepSnapshot(ctx context.Context, pods k8s.Informer, ready func() bool) {
 	k := a.snapshots
 	if k == nil {
 		return

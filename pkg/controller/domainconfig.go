@@ -42,7 +42,7 @@ type DomainConfig struct {
 
 // NewDomainConfig registers on an informer of the ConfigMap's namespace (the agent narrows it to
 // the one name); name is the ConfigMap's name.
-func NewDomainConfig(informer cache.SharedIndexInformer, name string, recorder k8s.EventRecorder, metrics Metrics) (*DomainConfig, error) {
+func NewDomainConfig(informer k8s.Informer, name string, recorder k8s.EventRecorder, metrics Metrics) (*DomainConfig, error) {
 	d := &DomainConfig{name: name, recorder: recorder, metrics: metrics, store: informer.GetStore()}
 	d.model.Store(domain.DefaultModel())
 	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{

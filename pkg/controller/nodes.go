@@ -56,7 +56,7 @@ type LocalNode struct {
 // NodeReconcilerConfig is what a NodeReconciler reads and writes.
 type NodeReconcilerConfig struct {
 	Local    LocalNode
-	Informer cache.SharedIndexInformer // of Nodes
+	Informer k8s.Informer // of Nodes
 	Routes   RouteTable
 	Nodes    NodeTable
 	NextHop  NextHopResolver

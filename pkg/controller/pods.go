@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/api"
 )
 
@@ -32,7 +33,7 @@ type PodLinkPins interface {
 
 // PodGCConfig is what a PodGC reads and writes.
 type PodGCConfig struct {
-	Informer  cache.SharedIndexInformer // of this node's Pods only
+	Informer  k8s.Informer // of this node's Pods only
 	Endpoints EndpointTable
 	Links     Links
 	Pins      PodLinkPins // optional

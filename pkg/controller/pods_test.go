@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/edgeplane/edgeplane/pkg/k8s"
 	"github.com/edgeplane/edgeplane/pkg/k8s/api"
@@ -22,7 +21,7 @@ type gcFixture struct {
 	eps    *memTable[netip.Addr, Endpoint]
 	links  *fakeLinks
 	pins   *fakePins
-	pods   cache.SharedIndexInformer // the agent's informer of this node's Pods
+	pods   k8s.Informer // the agent's informer of this node's Pods
 	client *fake.Clientset
 }
 

@@ -35,7 +35,7 @@ type RouteModeView struct {
 
 // NewRouteModeView registers on an informer of Nodes; domains is the configuration (nil: the
 // default model, every domain vxlan). The agent calls Refresh once domains synced as well.
-func NewRouteModeView(nodeName string, informer cache.SharedIndexInformer, domains DomainModel) (*RouteModeView, error) {
+func NewRouteModeView(nodeName string, informer k8s.Informer, domains DomainModel) (*RouteModeView, error) {
 	v := &RouteModeView{nodeName: nodeName, lister: k8s.NewNodeLister(informer.GetIndexer()), domains: domains}
 	_, err := informer.AddEventHandler(cache.FilteringResourceEventHandler{
 		FilterFunc: v.isLocal,

@@ -38,9 +38,9 @@ const (
 // ServiceReconcilerConfig is what a ServiceReconciler reads and writes.
 type ServiceReconcilerConfig struct {
 	NodeName  string                    // this node
-	Services  cache.SharedIndexInformer // of Services
-	Slices    cache.SharedIndexInformer // of EndpointSlices
-	Nodes     cache.SharedIndexInformer // of Nodes: pools and zones; may be shared with the NodeReconciler
+	Services  k8s.Informer // of Services
+	Slices    k8s.Informer // of EndpointSlices
+	Nodes     k8s.Informer // of Nodes: pools and zones; may be shared with the NodeReconciler
 	Frontends FrontendTable
 	Backends  BackendTable
 	Affinity  AffinityTable // optional: affinity entries follow their backend set
