@@ -8,12 +8,12 @@ package k8stest
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -153,47 +153,22 @@ func listWatch[L runtime.Object](
 // agentList is a list of the clientset as the agent's client decodes it: its items as Decoded
 // makes them.
 func agentList(list runtime.Object) (runtime.Object, error) {
-	var items []runtime.Object
-	var meta metav1.ListMeta
-	add := func(o runtime.Object) error {
-		c, err := Decoded(o)
-		items = append(items, c)
-		return err
-	}
-	var err error
-	switch l := list.(type) {
-	case *corev1.NodeList:
-		meta = l.ListMeta
-		for i := range l.Items {
-			err = errors.Join(err, add(&l.Items[i]))
-		}
-	case *corev1.ServiceList:
-		meta = l.ListMeta
-		for i := range l.Items {
-			err = errors.Join(err, add(&l.Items[i]))
-		}
-	case *discoveryv1.EndpointSliceList:
-		meta = l.ListMeta
-		for i := range l.Items {
-			err = errors.Join(err, add(&l.Items[i]))
-		}
-	case *corev1.PodList:
-		meta = l.ListMeta
-		for i := range l.Items {
-			err = errors.Join(err, add(&l.Items[i]))
-		}
-	case *corev1.ConfigMapList:
-		meta = l.ListMeta
-		for i := range l.Items {
-			err = errors.Join(err, add(&l.Items[i]))
-		}
-	default:
-		return nil, fmt.Errorf("k8stest: a list of %T", list)
-	}
+	objs, err := meta.ExtractList(list)
 	if err != nil {
 		return nil, err
 	}
-	return &metainternalversion.List{ListMeta: meta, Items: items}, nil
+	m, err := meta.ListAccessor(list)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]runtime.Object, len(objs))
+	for i, o := range objs {
+		if items[i], err = Decoded(o); err != nil {
+			return nil, err
+		}
+	}
+	return &metainternalversion.List{ListMeta: metav1.ListMeta{ResourceVersion: m.GetResourceVersion(), Continue: m.GetContinue()},
+		Items: items}, nil
 }
 
 // Transform is k8s.TrimForCache of Decoded: the transform of the client-go informers tests run
