@@ -202,31 +202,44 @@ const releaseEvery = 10 * time.Second
 // the settled agent's resident set at issue 18's scale; an agent's steady heap grows little
 // between its periodic passes, whose garbage the collections that follow them free. The release
 // is a forced collection and a scavenge of every free page (debug.FreeOSMemory): one more
-// collection for each of the runtime's, checked once a second, at most one every period.
+// collection for each of the runtime's that left releaseAbove free or more, checked once a
+// second, at most one every period. At idle, the runtime collects after each periodic pass (two
+// a minute at issue 18's scale) and at least every two minutes.
 func releaseAfterCollections(ctx context.Context, period time.Duration) {
-	sample := []metrics.Sample{{Name: "/gc/cycles/automatic:gc-cycles"}}
-	cycles := func() uint64 {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return 0
+	samples := []metrics.Sample{{Name: "/gc/cycles/automatic:gc-cycles"}, {Name: "/memory/classes/heap/free:bytes"}}
+	read := func() (cycles, free uint64) {
+		metrics.Read(samples)
+		for i, v := range []*uint64{&cycles, &free} {
+			if samples[i].Value.Kind() == metrics.KindUint64 {
+				*v = samples[i].Value.Uint64()
+			}
 		}
-		return sample[0].Value.Uint64()
+		return cycles, free
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	seen, last := cycles(), time.Now()
+	seen, _ := read()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			if c := cycles(); c != seen && now.Sub(last) >= period {
-				debug.FreeOSMemory()
-				seen, last = cycles(), now
+			cycles, free := read()
+			if cycles == seen || now.Sub(last) < period {
+				continue
 			}
+			if free >= releaseAbove { // else not worth a collection
+				debug.FreeOSMemory()
+				last = now
+			}
+			seen, _ = read()
 		}
 	}
 }
+
+// releaseAbove is the free heap (not yet returned) worth a release.
+const releaseAbove = 512 << 10
 
 // gcPolicyOurs: the environment sets neither GOGC nor GOMEMLIMIT, so the agent's GC policy
 // applies (steadyGCPercent); otherwise the operator's choice stands as Go applies it.

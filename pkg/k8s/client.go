@@ -1,5 +1,5 @@
 // Package k8s connects the agent to the API server: a client of only the API groups the agent uses
-// (from a kubeconfig file or the in-cluster service account), the shared informers the reconcilers
+// (from a kubeconfig file or the in-cluster service account), the informers the reconcilers
 // read from (every Node; only the Pods scheduled to this node, filtered by the API server with a
 // field selector), and the node annotations edgeplane shares with Flannel. Nothing here writes to
 // BPF maps.
@@ -7,8 +7,9 @@
 // The client is not client-go's clientset: that one, and its informer factory, register every API
 // group of Kubernetes in their scheme at start-up and link the code of each, which costs the agent
 // megabytes of memory for types it never sees. Here REST clients of core/v1, discovery/v1 and
-// coordination/v1 serve the narrow API interface, and the informers are client-go's, built on
-// ListerWatchers of that interface. They list, then watch: no streamed initial lists, which
+// coordination/v1 serve the narrow API interface with the agent's own types of the first two
+// (package api, and the compact Node, Service and EndpointSlice), and the informers are
+// client-go's plain ones (informers.go), built on ListerWatchers of that interface. They list, then watch: no streamed initial lists, which
 // YurtHub's cache does not answer (listsOnly).
 package k8s
 

@@ -108,9 +108,10 @@ func (i *Informers) informer(resource Resource, namespace string, fieldSelector 
 // the informer nothing it would notice.
 //
 // A handler added once the informer runs is first given every cached object (OnAdd, in the
-// initial list) under the lock the processing takes to call handlers. An event whose object the
-// store took just before may then reach it twice (an add, then an add or update), and a delete
-// may reach it for an object it was not given: the agent's handlers take both as they come.
+// initial list) under the lock the processing takes to call handlers. The events whose objects
+// the store took before their handlers were called (one, or a batch of up to a thousand, or a
+// whole relist) may then reach it twice (an add, then an add or update), and a delete may reach
+// it for an object it was not given: the agent's handlers take both as they come.
 type syncInformer struct {
 	indexer    cache.Indexer
 	controller cache.Controller
@@ -143,7 +144,7 @@ func (s *syncInformer) AddEventHandler(handler cache.ResourceEventHandler) (cach
 
 func (s *syncInformer) GetStore() cache.Store     { return s.indexer }
 func (s *syncInformer) GetIndexer() cache.Indexer { return s.indexer }
-func (s *syncInformer) HasSynced() bool           { return s.controller.HasSynced() }
+func (s *syncInformer) HasSynced() bool           { return synced(s.controller) }
 func (s *syncInformer) IsStopped() bool           { return s.stopped.Load() }
 
 func (s *syncInformer) RunWithContext(ctx context.Context) {
@@ -182,7 +183,7 @@ func (d dispatch) OnDelete(obj any) {
 // object cached when it was added and is called for each one processed since.
 type registration struct{ controller cache.Controller }
 
-func (r registration) HasSynced() bool                     { return r.controller.HasSynced() }
+func (r registration) HasSynced() bool                     { return synced(r.controller) }
 func (r registration) HasSyncedChecker() cache.DoneChecker { return r.controller.HasSyncedChecker() }
 
 // Start starts every informer made since the last Start; they run until ctx is done.
@@ -206,4 +207,18 @@ func (i *Informers) Shutdown() {
 	i.shuttingDown = true
 	i.mu.Unlock()
 	i.running.Wait()
+}
+
+// synced reports whether c's initial list has been processed, handlers included, without the
+// lock of c's queue: client-go's HasSynced takes it, and its queue may hold it while processing
+// (a large backlog, or feature gates an operator can set), that is while calling the handlers,
+// one of which asks a registration whether it has synced (the route-mode view asks the domain
+// configuration's) and would wait for itself.
+func synced(c cache.Controller) bool {
+	select {
+	case <-c.HasSyncedChecker().Done():
+		return true
+	default:
+		return false
+	}
 }

@@ -148,8 +148,7 @@ func (n *Node) GetObjectMeta() metav1.Object {
 	return m
 }
 
-// Ref is a reference to the Node, for an event about it (an event recorder cannot reference
-// this type by itself: it is not in the API's scheme).
+// Ref is a reference to the Node, for an event about it, with its resourceVersion.
 func (n *Node) Ref() *api.ObjectReference {
 	return &api.ObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}
 }

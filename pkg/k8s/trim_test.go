@@ -113,8 +113,8 @@ func TestTrimForCache(t *testing.T) {
 		Labels: NodeLabelsOf(node.Name, node.Labels), Annotations: KeyValuesOf(map[string]string{
 			BackendTypeAnnotation: "vxlan", BackendDataAnnotation: `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`,
 			PublicIPAnnotation: "172.30.0.11", PodCIDRAnnotation: "10.244.9.0/24", RoutesAdvertisedAnnotation: "site-a"}),
-		Spec:   NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: convert[api.Node](node).Spec.Taints},
-		Status: NodeStatus{Addresses: convert[api.Node](node).Status.Addresses},
+		Spec:   NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}, Taints: apiNode(node).Spec.Taints},
+		Status: NodeStatus{Addresses: apiNode(node).Status.Addresses},
 	}
 	gotNode, err := TrimForCache(toAPI(node))
 	if err != nil || !reflect.DeepEqual(gotNode, wantNode) {
@@ -204,7 +204,7 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 	}
 	var cached, fullAPI []*api.EndpointSlice
 	for _, s := range full {
-		fullAPI = append(fullAPI, convert[api.EndpointSlice](s))
+		fullAPI = append(fullAPI, apiSlice(s))
 		c, err := TrimForCache(toAPI(s))
 		if err != nil {
 			t.Fatal(err)
@@ -235,7 +235,7 @@ func TestTrimmedModelEquivalence(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				svcAPI := convert[api.Service](svc)
+				svcAPI := apiService(svc)
 				in := func(s *api.Service, slices []*api.EndpointSlice) service.Input {
 					topology, err := service.TopologyOf(s)
 					if err != nil {
@@ -314,8 +314,8 @@ func TestTrimmedNodeEquivalence(t *testing.T) {
 		// full is the Node with nothing left out: every annotation and address.
 		full := &Node{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Deleting: o.DeletionTimestamp != nil,
 			Labels: NodeLabelsOf(o.Name, o.Labels), Annotations: KeyValuesOf(o.Annotations),
-			Spec:   NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: convert[api.Node](o).Spec.Taints},
-			Status: NodeStatus{Addresses: convert[api.Node](o).Status.Addresses}}
+			Spec:   NodeSpec{PodCIDR: o.Spec.PodCIDR, PodCIDRs: o.Spec.PodCIDRs, Taints: apiNode(o).Spec.Taints},
+			Status: NodeStatus{Addresses: apiNode(o).Status.Addresses}}
 		vtepFull, errFull := NodeVTEP(full)
 		vtepTrim, errTrim := NodeVTEP(trimmed)
 		if !reflect.DeepEqual(vtepFull, vtepTrim) || fmt.Sprint(errFull) != fmt.Sprint(errTrim) {

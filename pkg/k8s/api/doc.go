@@ -1,5 +1,6 @@
 // Package api holds the Kubernetes API types the agent reads and writes, with only the fields it
-// reads: a Service, an EndpointSlice, a Pod, a ConfigMap, a Secret, an Event and what they hold.
+// reads: a Service, an EndpointSlice, a Node, a Pod, a ConfigMap, a Secret, an Event, an object
+// reference and what they hold.
 // Their Go and JSON names are the API's (k8s.io/api/core/v1, k8s.io/api/discovery/v1), so code
 // reads them as it would read those, and a JSON object of the API decodes into them.
 //
