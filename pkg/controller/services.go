@@ -37,7 +37,7 @@ const (
 
 // ServiceReconcilerConfig is what a ServiceReconciler reads and writes.
 type ServiceReconcilerConfig struct {
-	NodeName  string                    // this node
+	NodeName  string       // this node
 	Services  k8s.Informer // of Services
 	Slices    k8s.Informer // of EndpointSlices
 	Nodes     k8s.Informer // of Nodes: pools and zones; may be shared with the NodeReconciler
