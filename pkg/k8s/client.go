@@ -9,8 +9,8 @@
 // megabytes of memory for types it never sees. Here REST clients of core/v1, discovery/v1 and
 // coordination/v1 serve the narrow API interface with the agent's own types of the first two
 // (package api, and the compact Node, Service and EndpointSlice), and the informers are
-// client-go's plain ones (informers.go), built on ListerWatchers of that interface. They list, then watch: no streamed initial lists, which
-// YurtHub's cache does not answer (listsOnly).
+// client-go's plain ones (informers.go), built on ListerWatchers of that interface. They list,
+// then watch: no streamed initial lists, which YurtHub's cache does not answer (listsOnly).
 package k8s
 
 import (
@@ -51,13 +51,12 @@ const userAgent = "edgeplane-agent"
 var Scheme = runtime.NewScheme()
 
 func init() {
-	metav1.AddToGroupVersion(Scheme, schema.GroupVersion{Version: "v1"})
+	metav1.AddToGroupVersion(Scheme, api.CoreV1) // also meta/v1's options, status and watch events
 	// Nodes, Services and EndpointSlices as the cache keeps them, decoded straight into it
 	// (nodedecode.go, servicedecode.go, slicedecode.go), from protobuf and from JSON alike; their
 	// lists when not protobuf (decodeList) and the rest as this module's API types (package api).
 	Scheme.AddKnownTypes(api.CoreV1, &Node{}, &api.NodeList{}, &Service{}, &api.ServiceList{},
 		&api.Pod{}, &api.PodList{}, &api.ConfigMap{}, &api.ConfigMapList{}, &api.Secret{}, &api.Event{})
-	metav1.AddToGroupVersion(Scheme, api.CoreV1)
 	Scheme.AddKnownTypes(api.DiscoveryV1, &EndpointSlice{}, &api.EndpointSliceList{})
 	metav1.AddToGroupVersion(Scheme, api.DiscoveryV1)
 	utilruntime.Must(coordinationv1.AddToScheme(Scheme))

@@ -153,11 +153,8 @@ func (n *Node) Ref() *api.ObjectReference {
 	return &api.ObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}
 }
 
-// NodeOf is the Node the cache would keep of o, for code that read o from the API server. o is
-// not changed; the result may share its taints and pod CIDRs.
-func NodeOf(o *api.Node) *Node { return compactNode(o) }
-
-// NodesOf is NodeOf of every item of list.
+// NodesOf is the Nodes the cache would keep of list's items (a list in JSON, decoded whole). The
+// list is not changed; the Nodes may share its taints and pod CIDRs.
 func NodesOf(list *api.NodeList) []*Node {
 	nodes := make([]*Node, len(list.Items))
 	for i := range list.Items {
