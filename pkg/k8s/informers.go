@@ -3,7 +3,6 @@ package k8s
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -98,94 +97,6 @@ func (i *Informers) informer(resource Resource, namespace string, fieldSelector 
 	return informer
 }
 
-// syncInformer is an informer whose handlers are called in its own processing, one after the
-// other, as each event is taken from its queue: client-go's plain informer
-// (cache.NewInformerWithOptions) with one handler that calls those registered. client-go's
-// shared informer gives each handler a goroutine and an unbounded buffer of notifications
-// instead, which a handler added after the start fills with every cached object at once and
-// which never shrinks: ~0.9 MB for the agent's handlers at issue 18's scale (docs/benchmarks.md,
-// "Scale"). The agent's handlers only queue keys and keep indexes, so calling them in line costs
-// the informer nothing it would notice.
-//
-// A handler added once the informer runs is first given every cached object (OnAdd, in the
-// initial list) under the lock the processing takes to call handlers. The events whose objects
-// the store took before their handlers were called (one, or a batch of up to a thousand, or a
-// whole relist) may then reach it twice (an add, then an add or update), and a delete may reach
-// it for an object it was not given: the agent's handlers take both as they come.
-type syncInformer struct {
-	indexer    cache.Indexer
-	controller cache.Controller
-
-	mu       sync.Mutex // held while handlers are called
-	handlers []cache.ResourceEventHandler
-	stopped  atomic.Bool
-}
-
-func newSyncInformer(lw cache.ListerWatcher, obj runtime.Object, transform cache.TransformFunc) *syncInformer {
-	s := &syncInformer{}
-	store, controller := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: lw, ObjectType: obj, Handler: dispatch{s}, Indexers: cache.Indexers{}, Transform: transform,
-	})
-	s.indexer, s.controller = store.(cache.Indexer), controller
-	return s
-}
-
-// AddEventHandler calls handler for every event from now on, after giving it every object
-// cached so far.
-func (s *syncInformer) AddEventHandler(handler cache.ResourceEventHandler) (cache.ResourceEventHandlerRegistration, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, obj := range s.indexer.List() {
-		handler.OnAdd(obj, true)
-	}
-	s.handlers = append(s.handlers, handler)
-	return registration{s.controller}, nil
-}
-
-func (s *syncInformer) GetStore() cache.Store     { return s.indexer }
-func (s *syncInformer) GetIndexer() cache.Indexer { return s.indexer }
-func (s *syncInformer) HasSynced() bool           { return synced(s.controller) }
-func (s *syncInformer) IsStopped() bool           { return s.stopped.Load() }
-
-func (s *syncInformer) RunWithContext(ctx context.Context) {
-	s.controller.RunWithContext(ctx)
-	s.stopped.Store(true)
-}
-
-// dispatch is the informer's one handler: it calls the registered ones.
-type dispatch struct{ s *syncInformer }
-
-func (d dispatch) OnAdd(obj any, isInInitialList bool) {
-	d.s.mu.Lock()
-	defer d.s.mu.Unlock()
-	for _, h := range d.s.handlers {
-		h.OnAdd(obj, isInInitialList)
-	}
-}
-
-func (d dispatch) OnUpdate(oldObj, newObj any) {
-	d.s.mu.Lock()
-	defer d.s.mu.Unlock()
-	for _, h := range d.s.handlers {
-		h.OnUpdate(oldObj, newObj)
-	}
-}
-
-func (d dispatch) OnDelete(obj any) {
-	d.s.mu.Lock()
-	defer d.s.mu.Unlock()
-	for _, h := range d.s.handlers {
-		h.OnDelete(obj)
-	}
-}
-
-// registration is a handler's: synced once the informer is, as the handler was given every
-// object cached when it was added and is called for each one processed since.
-type registration struct{ controller cache.Controller }
-
-func (r registration) HasSynced() bool                     { return synced(r.controller) }
-func (r registration) HasSyncedChecker() cache.DoneChecker { return r.controller.HasSyncedChecker() }
-
 // Start starts every informer made since the last Start; they run until ctx is done.
 func (i *Informers) Start(ctx context.Context) {
 	i.mu.Lock()
@@ -207,18 +118,4 @@ func (i *Informers) Shutdown() {
 	i.shuttingDown = true
 	i.mu.Unlock()
 	i.running.Wait()
-}
-
-// synced reports whether c's initial list has been processed, handlers included, without the
-// lock of c's queue: client-go's HasSynced takes it, and its queue may hold it while processing
-// (a large backlog, or feature gates an operator can set), that is while calling the handlers,
-// one of which asks a registration whether it has synced (the route-mode view asks the domain
-// configuration's) and would wait for itself.
-func synced(c cache.Controller) bool {
-	select {
-	case <-c.HasSyncedChecker().Done():
-		return true
-	default:
-		return false
-	}
 }
