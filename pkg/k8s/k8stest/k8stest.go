@@ -214,14 +214,6 @@ func Decoded(o runtime.Object) (runtime.Object, error) {
 // Node is n as the agent's cache holds it.
 func Node(n *corev1.Node) *k8s.Node { return must(viaProtobuf[k8s.Node](n)) }
 
-// Service is s as the model reads it (package api).
-func Service(s *corev1.Service) *api.Service { return must(viaJSON[api.Service](s, nil)) }
-
-// EndpointSlice is s as the model reads it (package api).
-func EndpointSlice(s *discoveryv1.EndpointSlice) *api.EndpointSlice {
-	return must(viaJSON[api.EndpointSlice](s, nil))
-}
-
 // Pod is p as the agent reads it (package api).
 func Pod(p *corev1.Pod) *api.Pod { return must(viaJSON[api.Pod](p, nil)) }
 
